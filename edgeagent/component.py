@@ -1,0 +1,46 @@
+"""What every component shares: its id, its config model and the factory that builds it.
+
+A component is built from its validated config by its factory and then runs with
+`async start(host)` / `async shutdown()`; shutdown is idempotent and safe without start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict
+
+KINDS = ("receivers", "processors", "exporters", "extensions")
+
+
+class ComponentConfig(BaseModel):
+    """Base for component configs: unknown keys are errors, as in otelcol."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    def config_warnings(self) -> list[str]:
+        """Things the user should know about a config that is still accepted."""
+        return []
+
+
+@dataclass(frozen=True)
+class ComponentId:
+    type: str
+    name: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> "ComponentId":
+        type_name, _, name = str(text).partition("/")
+        return cls(type_name.strip(), name.strip())
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.name}" if self.name else self.type
+
+
+@dataclass(frozen=True)
+class Factory:
+    type: str
+    config: type[ComponentConfig]
+    create: Callable[..., Any]
+    signals: tuple[str, ...] = ("traces", "metrics", "logs")

@@ -1,0 +1,276 @@
+"""Load an otelcol-style YAML config: parse, expand the environment, validate every part.
+
+Every error is collected with its YAML path (`exporters::otlphttp/x::timeout: ...`) and
+reported at once; validation is pure (no disk, network or ports).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edgeagent.component import KINDS, ComponentConfig, ComponentId
+from edgeagent.config.expand import expand_tree
+from edgeagent.config.service import ServiceConfig
+from edgeagent.signals import Signal
+
+_TOP_LEVEL = set(KINDS) | {"service", "connectors"}
+
+
+class ConfigError(Exception):
+    """The config is invalid; `errors` holds every (path, message) found."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = errors
+        super().__init__("\n".join(f"{path}: {message}" if path else message for path, message in errors))
+
+
+@dataclass
+class Component:
+    id: ComponentId
+    kind: str
+    config: ComponentConfig
+
+    @property
+    def path(self) -> str:
+        return f"{self.kind}::{self.id}"
+
+
+@dataclass
+class Pipeline:
+    id: str
+    signal: Signal
+    receivers: list[str]
+    processors: list[str]
+    exporters: list[str]
+
+
+@dataclass
+class AgentConfig:
+    receivers: dict[str, Component]
+    processors: dict[str, Component]
+    exporters: dict[str, Component]
+    extensions: dict[str, Component]
+    service: ServiceConfig
+    pipelines: list[Pipeline]
+    warnings: list[str] = field(default_factory=list)
+    source: str = ""
+
+
+def load_file(path: str, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError([("", f"cannot read config file {path}: {exc.strerror}")]) from exc
+    return load_text(text, environ, source=path)
+
+
+def load_text(text: str, environ: Mapping[str, str] | None = None, source: str = "<config>",
+              context: dict[str, Any] | None = None) -> AgentConfig:
+    """Parse and validate a config; `context` relaxes checks for the embedded default (no upstream yet)."""
+    from edgeagent import registry  # the registry imports every component; keep `config` importable alone
+
+    environ = os.environ if environ is None else environ
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([(where, f"YAML syntax error: {problem}")]) from exc
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ConfigError([("", "the config must be a YAML mapping with receivers, exporters and service")])
+
+    expansion_errors: list[tuple[tuple[str, ...], str]] = []
+    document = expand_tree(document, (), environ, expansion_errors)
+    errors: list[tuple[str, str]] = [("::".join(path), message) for path, message in expansion_errors]
+    failed_paths = {"::".join(path) for path, _ in expansion_errors}
+
+    for key in document:
+        if key == "connectors":
+            errors.append(("connectors", "connectors are not supported; remove the block"))
+        elif key not in _TOP_LEVEL:
+            errors.append((str(key), f"unknown top-level key; expected one of {', '.join(sorted(_TOP_LEVEL - {'connectors'}))}"))
+
+    sections: dict[str, dict[str, Component]] = {}
+    warnings: list[str] = []
+    for kind in KINDS:
+        sections[kind] = {}
+        block = document.get(kind) or {}
+        if not isinstance(block, dict):
+            errors.append((kind, "must be a mapping of component ids to their settings"))
+            continue
+        factories = registry.FACTORIES[kind]
+        for raw_id, settings in block.items():
+            component_id = ComponentId.parse(raw_id)
+            path = f"{kind}::{raw_id}"
+            factory = factories.get(component_id.type)
+            if factory is None:
+                errors.append((path, f"unknown {kind[:-1]} type {component_id.type!r}; supported: {', '.join(sorted(factories))}"))
+                continue
+            if settings is None:
+                settings = {}
+            if not isinstance(settings, dict):
+                errors.append((path, "must be a mapping of settings"))
+                continue
+            try:
+                config = factory.config.model_validate(settings, context=context)
+            except ValidationError as exc:
+                errors.extend(e for e in pydantic_errors(exc, path, factory.config) if e[0] not in failed_paths)
+                continue
+            warnings.extend(f"{path}: {warning}" for warning in config.config_warnings())
+            sections[kind][str(component_id)] = Component(component_id, kind, config)
+
+    service_raw = document.get("service")
+    service = ServiceConfig()
+    if service_raw is None:
+        errors.append(("service", "required: a service block with at least one pipeline"))
+    elif not isinstance(service_raw, dict):
+        errors.append(("service", "must be a mapping with pipelines"))
+    else:
+        try:
+            service = ServiceConfig.model_validate(service_raw)
+        except ValidationError as exc:
+            errors.extend(e for e in pydantic_errors(exc, "service", ServiceConfig) if e[0] not in failed_paths)
+
+    pipelines = _check_pipelines(service, sections, errors, registry)
+    for index, ext_id in enumerate(service.extensions):
+        if ext_id not in sections["extensions"] and f"extensions::{ext_id}" not in _paths(errors):
+            errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions; "
+                           f"define it or remove it from service::extensions"))
+    _check_storage_references(document, sections, service, errors)
+    if errors:
+        raise ConfigError(errors)
+    return AgentConfig(sections["receivers"], sections["processors"], sections["exporters"], sections["extensions"],
+                       service, pipelines, warnings, source)
+
+
+def _check_storage_references(document: dict, sections: dict[str, dict[str, Component]], service: ServiceConfig,
+                              errors: list[tuple[str, str]]) -> None:
+    """An exporter's sending_queue::storage must name a file_storage extension that the service enables."""
+    for exporter_id, component in sections["exporters"].items():
+        queue = getattr(component.config, "sending_queue", None)
+        storage = getattr(queue, "storage", None)
+        if not storage:
+            continue
+        path = f"exporters::{exporter_id}::sending_queue::storage"
+        extension = sections["extensions"].get(storage)
+        if extension is None:
+            if storage not in (document.get("extensions") or {}):
+                errors.append((path, f"extension {storage!r} is not defined under extensions; define a file_storage "
+                               f"extension with that id"))
+        elif extension.id.type != "file_storage":
+            errors.append((path, f"{storage!r} is a {extension.id.type} extension; storage needs a file_storage extension"))
+        elif storage not in service.extensions:
+            errors.append((path, f"extension {storage!r} is not enabled; add it to service::extensions"))
+
+
+def _paths(errors: list[tuple[str, str]]) -> set[str]:
+    return {path for path, _ in errors}
+
+
+def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Component]], errors: list[tuple[str, str]],
+                     registry: Any) -> list[Pipeline]:
+    pipelines: list[Pipeline] = []
+    known_bad = {path.split("::")[1] for path, _ in errors if path.count("::") >= 1 and path.split("::")[0] in KINDS}
+    for pipeline_id, spec in service.pipelines.items():
+        path = f"service::pipelines::{pipeline_id}"
+        signal_name = pipeline_id.partition("/")[0]
+        if signal_name not in ("traces", "metrics", "logs"):
+            errors.append((path, f"unknown signal {signal_name!r}; a pipeline id is traces, metrics or logs, optionally /name"))
+            continue
+        for kind in ("receivers", "processors", "exporters"):
+            ids = getattr(spec, kind)
+            if kind != "processors" and not ids:
+                errors.append((f"{path}::{kind}", f"a pipeline needs at least one {kind[:-1]}"))
+            seen = set()
+            for component_id in ids:
+                if component_id in seen:
+                    errors.append((f"{path}::{kind}", f"{component_id!r} is listed twice"))
+                seen.add(component_id)
+                if component_id in sections[kind] or component_id in known_bad:
+                    continue
+                errors.append((f"{path}::{kind}", f"{component_id!r} is not defined under {kind}; "
+                               f"define it there or remove it from this pipeline"))
+                continue
+            for component_id in ids:
+                component = sections[kind].get(component_id)
+                if component is None:
+                    continue
+                factory = registry.FACTORIES[kind][component.id.type]
+                if signal_name not in factory.signals:
+                    errors.append((f"{path}::{kind}", f"{component_id!r} does not support {signal_name}"))
+        pipelines.append(Pipeline(pipeline_id, Signal.parse(signal_name), list(spec.receivers), list(spec.processors),
+                                  list(spec.exporters)))
+    if not service.pipelines and "service" not in _paths(errors):
+        errors.append(("service::pipelines", "define at least one pipeline (traces, metrics or logs)"))
+    return pipelines
+
+
+def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel]) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into (yaml path, sentence) pairs."""
+    out = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in error["loc"]]
+        path = "::".join([prefix, *loc])
+        kind = error["type"]
+        message = error["msg"]
+        if kind == "extra_forbidden":
+            known = _fields_at(model, loc[:-1])
+            message = f"unknown key {loc[-1]!r}" + (f"; supported keys here: {', '.join(known)}" if known else "")
+        elif kind == "missing":
+            message = "required key is missing"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        elif message.startswith("Assertion failed, "):
+            message = message[len("Assertion failed, "):]
+        out.append((path, message))
+    return out
+
+
+def _fields_at(model: Any, loc: list[str]) -> list[str]:
+    """The field names of the model reached by following `loc` through nested models, lists and dicts."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field_info = current.model_fields.get(part)
+            if field_info is None:
+                alias = {f.alias: f for f in current.model_fields.values() if f.alias}
+                field_info = alias.get(part)
+            if field_info is None:
+                return []
+            current = field_info.annotation
+        else:
+            args = typing.get_args(current)
+            current = args[-1] if args else None
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    import typing
+
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            annotation = models[0] if models else (args[0] if args else None)
+            continue
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        return annotation

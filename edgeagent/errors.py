@@ -1,0 +1,52 @@
+"""Errors typed by what the caller must do (as the collector's consumererror).
+
+Retrying is the default; anything not permanent may be tried again later.
+"""
+
+from __future__ import annotations
+
+
+class RetryableError(Exception):
+    """Try again later; `retry_after` is the delay the other side asked for, in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None, *, connection: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.connection = connection  # the peer could not be reached at all
+
+
+class ThrottledError(RetryableError):
+    """The other side asked us to slow down (429, 503 with Retry-After, RESOURCE_EXHAUSTED with RetryInfo)."""
+
+
+class PermanentError(Exception):
+    """Never retry: the data is rejected as it is and goes to the dead-letter store."""
+
+    def __init__(self, message: str, status: int | str | None = None, body: bytes = b""):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class DataRefusedError(RetryableError):
+    """The memory limiter refuses new data until memory use falls."""
+
+
+class QueueFullError(RetryableError):
+    """The persistent queue is at its capacity; the client should retry later."""
+
+
+class ShutdownError(RetryableError):
+    """The agent is stopping; the client should retry against the next run."""
+
+
+class BadRequestError(Exception):
+    """The client sent something we cannot accept; `status` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class CorruptRecordError(Exception):
+    """A queue record cannot be decoded; it is quarantined and the queue continues."""

@@ -1,0 +1,1 @@
+"""Exporters: `send()` one request upstream; the shared sender does everything else."""

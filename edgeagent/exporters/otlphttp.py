@@ -1,0 +1,151 @@
+"""The `otlphttp` exporter: POST serialized OTLP requests to `<endpoint>/v1/<signal>`."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+from typing import Any, Literal
+
+import aiohttp
+import zstandard
+from google.protobuf.message import DecodeError
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from edgeagent import __version__
+from edgeagent.component import ComponentConfig, Factory
+from edgeagent.config.types import Duration
+from edgeagent.errors import PermanentError, RetryableError, ThrottledError
+from edgeagent.exporters.retry import RetryConfig, parse_retry_after
+from edgeagent.exporters.sender import QueueConfig, SendResult
+from edgeagent.signals import Signal
+
+log = logging.getLogger(__name__)
+_RETRYABLE_STATUS = (429, 502, 503, 504)
+_THROTTLE_STATUS = (429, 503)
+
+
+class OtlpHttpConfig(ComponentConfig):
+    endpoint: str | None = None
+    traces_endpoint: str | None = None
+    metrics_endpoint: str | None = None
+    logs_endpoint: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    compression: Literal["gzip", "zstd", "none", ""] = "gzip"
+    timeout: Duration = 30.0
+    retry_on_failure: RetryConfig = Field(default_factory=RetryConfig)
+    sending_queue: QueueConfig = Field(default_factory=QueueConfig)
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_values_as_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> "OtlpHttpConfig":
+        allow_missing = bool(info.context and info.context.get("allow_missing_endpoint"))
+        if not self.endpoint and not allow_missing and not all(
+                (self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
+            raise ValueError("endpoint is required: set endpoint (e.g. https://collector:4318) "
+                             "or traces_endpoint, metrics_endpoint and logs_endpoint")
+        for name in ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint"):
+            url = getattr(self, name)
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name} {url!r} must start with http:// or https://")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be greater than zero")
+        return self
+
+    def url(self, signal: Signal) -> str | None:
+        specific = getattr(self, f"{signal.label}_endpoint")
+        if specific:
+            return specific
+        if not self.endpoint:
+            return None
+        return self.endpoint.rstrip("/") + f"/v1/{signal.label}"
+
+
+class OtlpHttpExporter:
+    """Sends one request; raises RetryableError or PermanentError as the upstream answers."""
+
+    def __init__(self, component_id: str, config: OtlpHttpConfig, host: Any = None):
+        self.id = component_id
+        self.config = config
+        self.configured = bool(config.endpoint or config.traces_endpoint or config.metrics_endpoint or config.logs_endpoint)
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"edgeagent/{__version__}",
+                         **config.headers}
+        if config.compression in ("gzip", "zstd"):
+            self._headers["Content-Encoding"] = config.compression
+
+    def describe(self) -> str:
+        return self.config.endpoint or ", ".join(filter(None, (self.config.url(s) for s in Signal))) or "none"
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+
+    async def shutdown(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def _compress(self, body: bytes) -> bytes:
+        if self.config.compression == "gzip":
+            return await asyncio.to_thread(gzip.compress, body, 1)
+        if self.config.compression == "zstd":
+            return await asyncio.to_thread(zstandard.ZstdCompressor(level=3).compress, body)
+        return body
+
+    async def send(self, signal: Signal, body: bytes) -> SendResult:
+        url = self.config.url(signal)
+        if url is None or self._session is None:
+            raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
+        data = await self._compress(body)
+        try:
+            async with self._session.post(url, data=data, headers=self._headers,
+                                          timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
+                content = await response.read()
+                status = response.status
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                content_type = response.content_type
+        except asyncio.TimeoutError as exc:
+            raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RetryableError(f"upstream unreachable: {exc}", connection=True) from exc
+        if 200 <= status < 300:
+            return _partial_success(signal, content, content_type)
+        message = _error_message(content, content_type) or f"HTTP {status}"
+        if status in _RETRYABLE_STATUS:
+            error_class = ThrottledError if status in _THROTTLE_STATUS and retry_after is not None else RetryableError
+            raise error_class(f"upstream answered {status}: {message}", retry_after=retry_after)
+        raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=content[:4096])
+
+
+def _partial_success(signal: Signal, content: bytes, content_type: str) -> SendResult:
+    if not content or content_type != "application/x-protobuf":
+        return SendResult()
+    try:
+        response = signal.response_class.FromString(content)
+    except DecodeError:
+        return SendResult()
+    partial = response.partial_success
+    rejected = getattr(partial, f"rejected_{signal.item_name}", 0) if response.HasField("partial_success") else 0
+    return SendResult(rejected=rejected, message=partial.error_message if rejected or partial.error_message else "")
+
+
+def _error_message(content: bytes, content_type: str) -> str:
+    if not content:
+        return ""
+    if content_type == "application/x-protobuf":
+        from google.rpc import status_pb2
+        try:
+            return status_pb2.Status.FromString(content).message
+        except DecodeError:
+            return ""
+    return content[:512].decode("utf-8", "replace").strip()
+
+
+FACTORY = Factory("otlphttp", OtlpHttpConfig, OtlpHttpExporter)

@@ -1,0 +1,69 @@
+"""Retry policy for exporters: otelcol's `retry_on_failure` keys, backoff and Retry-After.
+
+Difference from otelcol: when `max_elapsed_time` runs out, otelcol drops the data. An edge
+agent must not, so the sender puts it back in the queue and tries again later.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+
+from pydantic import Field, model_validator
+from tenacity import RetryCallState
+
+from edgeagent.component import ComponentConfig
+from edgeagent.config.types import Duration
+from edgeagent.errors import RetryableError
+
+
+class RetryConfig(ComponentConfig):
+    enabled: bool = True
+    initial_interval: Duration = 5.0
+    randomization_factor: float = Field(0.5, ge=0, le=1)
+    multiplier: float = Field(1.5, ge=1)
+    max_interval: Duration = 30.0
+    max_elapsed_time: Duration = 300.0
+
+    @model_validator(mode="after")
+    def _check(self) -> "RetryConfig":
+        if self.initial_interval <= 0:
+            raise ValueError("initial_interval must be greater than zero")
+        if self.max_interval < self.initial_interval:
+            raise ValueError("max_interval must not be smaller than initial_interval")
+        return self
+
+
+def backoff_delay(config: RetryConfig, attempt: int, rng: random.Random = random._inst) -> float:
+    """The randomized exponential delay before retry number `attempt` (1-based)."""
+    interval = min(config.initial_interval * config.multiplier ** (attempt - 1), config.max_interval)
+    spread = config.randomization_factor * interval
+    return max(0.0, interval - spread + rng.random() * 2 * spread)
+
+
+class Backoff:
+    """A tenacity wait strategy: exponential backoff, or exactly what the upstream asked for."""
+
+    def __init__(self, config: RetryConfig):
+        self.config = config
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            return exc.retry_after
+        return backoff_delay(self.config, state.attempt_number)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date. None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -1,0 +1,1 @@
+"""Extensions: health_check, file_storage, and the agent's own metrics."""

@@ -1,0 +1,68 @@
+"""The `file_storage` extension: where persistent queues live.
+
+Queues of exporters whose `sending_queue.storage` names this extension are kept in one
+LMDB environment in `directory`. Unlike otelcol, `fsync` defaults to true: an OK to a
+client means the data is on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from edgeagent.component import ComponentConfig, Factory
+from edgeagent.config.types import Duration
+
+log = logging.getLogger(__name__)
+
+
+class CompactionConfig(ComponentConfig):
+    directory: str | None = None
+    on_start: bool = False
+    on_rebound: bool = False
+    rebound_needed_threshold_mib: int = Field(100, ge=0)
+    rebound_trigger_threshold_mib: int = Field(10, ge=0)
+    max_transaction_size: int = Field(65536, ge=0)
+    check_interval: Duration = 5.0
+    cleanup_on_start: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "CompactionConfig":
+        if self.rebound_trigger_threshold_mib > self.rebound_needed_threshold_mib:
+            raise ValueError("rebound_trigger_threshold_mib must not exceed rebound_needed_threshold_mib")
+        return self
+
+
+class FileStorageConfig(ComponentConfig):
+    directory: str | None = None
+    timeout: Duration = 1.0
+    fsync: bool = True
+    create_directory: bool = True
+    compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+
+
+class FileStorage:
+    """Holds the storage settings; the agent opens one queue store per file_storage extension."""
+
+    def __init__(self, component_id: str, config: FileStorageConfig, host: Any = None):
+        self.id = component_id
+        self.config = config
+        self.directory = config.directory
+
+    async def start(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
+def resolve_directory(config: FileStorageConfig, default_root: str, component_id: str) -> str:
+    if config.directory:
+        return config.directory
+    return os.path.join(default_root, component_id.replace("/", "_"))
+
+
+FACTORY = Factory("file_storage", FileStorageConfig, FileStorage)

@@ -1,0 +1,363 @@
+"""Builds and runs the graph that `service.pipelines` describes.
+
+receivers -> (per signal) consumer -> each pipeline's processors -> durable queues -> senders -> exporters
+
+Start order: extensions, queue stores, exporters and their senders, processors, receivers
+last; stop in reverse, so every stage drains into a live consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from edgeagent import __version__, registry
+from edgeagent.config.loader import AgentConfig
+from edgeagent.config.types import split_endpoint
+from edgeagent.errors import RetryableError, ShutdownError
+from edgeagent.exporters.sender import BatchSettings, Sender
+from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
+from edgeagent.extensions.metrics import Metrics
+from edgeagent.processors.batch import BatchProcessor
+from edgeagent.processors.memory_limiter import MemoryLimiter
+from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
+from edgeagent.signals import Payload, Signal
+
+log = logging.getLogger(__name__)
+DEFAULT_STORAGE = ""
+
+
+@dataclass
+class RunningPipeline:
+    id: str
+    signal: Signal
+    processors: list[Any]
+    targets: list[tuple[QueueStore, list[DurableQueue]]] = field(default_factory=list)
+    direct: list[Any] = field(default_factory=list)  # exporters with sending_queue disabled
+
+    async def consume(self, payload: Payload) -> None:
+        for processor in self.processors:
+            payload = processor.process(payload)
+            if payload is None:
+                return
+        body = payload.serialized()
+        writes = [store.put(queues, body, payload.items, self.signal) for store, queues in self.targets]
+        writes += [exporter_send_now(exporter, self.signal, body) for exporter in self.direct]
+        if len(writes) == 1:
+            await writes[0]
+        else:
+            await asyncio.gather(*writes)
+
+
+async def exporter_send_now(exporter: Any, signal: Signal, body: bytes) -> None:
+    """sending_queue disabled: one synchronous attempt; any failure is retryable for the client."""
+    try:
+        await exporter.send(signal, body)
+    except RetryableError:
+        raise
+    except Exception as exc:
+        raise RetryableError(f"upstream refused the data: {exc}", retry_after=5.0) from exc
+
+
+class SignalConsumer:
+    """What a receiver hands requests of one signal to: every pipeline that lists the receiver."""
+
+    def __init__(self, agent: "Agent", receiver_id: str, signal: Signal, pipelines: list[RunningPipeline]):
+        self.agent = agent
+        self.receiver_id = receiver_id
+        self.signal = signal
+        self.pipelines = pipelines
+        self.limiters = [p for pipeline in pipelines for p in pipeline.processors if isinstance(p, MemoryLimiter)]
+        self._accepted = agent.metrics.counter(f"otelcol_receiver_accepted_{signal.item_name}",
+                                               f"Number of {signal.item_name} successfully pushed into the pipeline.",
+                                               ("receiver", "transport"))
+        self._refused = agent.metrics.counter(f"otelcol_receiver_refused_{signal.item_name}",
+                                              f"Number of {signal.item_name} that could not be pushed into the pipeline.",
+                                              ("receiver", "transport"))
+
+    async def consume(self, payload: Payload, transport: str) -> None:
+        try:
+            if self.agent.stopping:
+                raise ShutdownError("the agent is shutting down", retry_after=5.0)
+            for limiter in self.limiters:
+                limiter.admit()
+            last = len(self.pipelines) - 1
+            if last == 0:
+                await self.pipelines[0].consume(payload)
+            else:
+                await asyncio.gather(*(pipeline.consume(payload if index == last else payload.copy())
+                                       for index, pipeline in enumerate(self.pipelines)))
+        except BaseException:
+            self._refused.inc(payload.items, self.receiver_id, transport)
+            raise
+        self._accepted.inc(payload.items, self.receiver_id, transport)
+
+
+class Agent:
+    """The running agent: owns every component and the order they start and stop in."""
+
+    def __init__(self, config: AgentConfig, state_dir: str):
+        self.config = config
+        self.state_dir = state_dir
+        self.metrics = Metrics()
+        self.stopping = False
+        self.started = False
+        self.started_at = time.time()
+        self.failures: dict[str, str] = {}
+        self.upstream_online: dict[str, bool | None] = {}
+        self.extensions: dict[str, Any] = {}
+        self.exporters: dict[str, Any] = {}
+        self.processors: dict[str, Any] = {}
+        self.receivers: dict[str, Any] = {}
+        self.stores: dict[str, QueueStore] = {}
+        self.senders: list[Sender] = []
+        self.pipelines: list[RunningPipeline] = []
+        self._consumers: dict[tuple[str, Signal], SignalConsumer] = {}
+        self._metrics_runner: web.AppRunner | None = None
+        self._define_metrics()
+
+    # ---- building --------------------------------------------------------------------------
+
+    def _create(self, kind: str, component_id: str) -> Any:
+        component = getattr(self.config, kind)[component_id]
+        factory = registry.FACTORIES[kind][component.id.type]
+        return factory.create(component_id, component.config, self)
+
+    def _store_for(self, storage_id: str | None) -> QueueStore:
+        key = storage_id or DEFAULT_STORAGE
+        if key not in self.stores:
+            if storage_id:
+                settings: FileStorageConfig = self.config.extensions[storage_id].config
+            else:
+                settings = FileStorageConfig()
+            directory = resolve_directory(settings, self.state_dir, storage_id or "queue")
+            store = QueueStore(directory, sync=settings.fsync, lock_timeout=settings.timeout,
+                               compact_on_start=settings.compaction.on_start,
+                               compaction_scratch=settings.compaction.directory,
+                               on_corrupt=lambda message: self._count("edgeagent_queue_corruptions", 1, directory))
+            store.open()
+            self.stores[key] = store
+            log.info("queue storage open", extra={"directory": directory, "fsync": settings.fsync,
+                                                  "backlog_entries": 0})
+        return self.stores[key]
+
+    def build(self) -> None:
+        for ext_id in self.config.service.extensions:
+            self.extensions[ext_id] = self._create("extensions", ext_id)
+        exporter_batches: dict[tuple[str, Signal], BatchSettings | None] = {}
+        for spec in self.config.pipelines:
+            processors = []
+            for proc_id in spec.processors:
+                if proc_id not in self.processors:
+                    self.processors[proc_id] = self._create("processors", proc_id)
+                processors.append(self.processors[proc_id])
+            batch = next((p.config for p in processors if isinstance(p, BatchProcessor)), None)
+            running = RunningPipeline(spec.id, spec.signal, [p for p in processors if not isinstance(p, BatchProcessor)])
+            by_store: dict[str, list[DurableQueue]] = {}
+            for exp_id in spec.exporters:
+                if exp_id not in self.exporters:
+                    self.exporters[exp_id] = self._create("exporters", exp_id)
+                exporter = self.exporters[exp_id]
+                queue_config = exporter.config.sending_queue
+                if not queue_config.enabled:
+                    running.direct.append(exporter)
+                    continue
+                store = self._store_for(queue_config.storage)
+                queue = store.queue(f"{exp_id}/{spec.signal.label}", spec.signal, queue_config.queue_size)
+                by_store.setdefault(queue_config.storage or DEFAULT_STORAGE, []).append(queue)
+                key = (exp_id, spec.signal)
+                settings = BatchSettings(batch.timeout, batch.send_batch_size, batch.send_batch_max_size) if batch else None
+                if key in exporter_batches and exporter_batches[key] != settings:
+                    log.warning("an exporter is fed by pipelines with different batch settings; using the first",
+                                extra={"exporter": exp_id, "pipeline": spec.id})
+                exporter_batches.setdefault(key, settings)
+            running.targets = [(self.stores[key], queues) for key, queues in by_store.items()]
+            self.pipelines.append(running)
+        for (exp_id, signal), settings in exporter_batches.items():
+            exporter = self.exporters[exp_id]
+            store = self.stores[exporter.config.sending_queue.storage or DEFAULT_STORAGE]
+            queue = store.queues[f"{exp_id}/{signal.label}"]
+            self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure,
+                                       exporter.config.sending_queue.num_consumers, settings, self))
+        for spec, running in zip(self.config.pipelines, self.pipelines):
+            for rec_id in spec.receivers:
+                if rec_id not in self.receivers:
+                    self.receivers[rec_id] = self._create("receivers", rec_id)
+                key = (rec_id, spec.signal)
+                if key not in self._consumers:
+                    self._consumers[key] = SignalConsumer(self, rec_id, spec.signal, [])
+                    self._consumers[key].pipelines = []
+                self._consumers[key].pipelines.append(running)
+        for consumer in self._consumers.values():
+            consumer.limiters = [p for pl in consumer.pipelines for p in pl.processors if isinstance(p, MemoryLimiter)]
+
+    # ---- the host interface components use -------------------------------------------------
+
+    def consumer(self, receiver_id: str, signal: Signal) -> SignalConsumer | None:
+        return self._consumers.get((receiver_id, signal))
+
+    def counter_inc(self, name: str, amount: float, *labels: str) -> None:
+        self._count(name, amount, *labels)
+
+    def _count(self, name: str, amount: float, *labels: str) -> None:
+        self.metrics.counters[name].inc(amount, *labels)
+
+    def upstream_state(self, exporter_id: str, online: bool) -> None:
+        previous = self.upstream_online.get(exporter_id)
+        self.upstream_online[exporter_id] = online
+        if previous is not None and previous != online:
+            log.log(logging.INFO if online else logging.WARNING,
+                    "upstream is %s", "reachable again" if online else "unreachable; data is kept in the queue",
+                    extra={"exporter": exporter_id})
+
+    def component_failed(self, path: str, message: str) -> None:
+        self.failures[path] = message
+
+    def ready(self) -> bool:
+        return self.started and not self.stopping and not self.failures
+
+    def health(self) -> dict[str, Any]:
+        queues = {}
+        now_ms = time.time() * 1000
+        for store in self.stores.values():
+            for queue in store.queues.values():
+                queues[queue.name] = {"entries": queue.entries, "items": queue.items, "bytes": queue.bytes,
+                                      "oldest_age_seconds": round((now_ms - queue.oldest_ms) / 1000, 3)
+                                      if queue.oldest_ms else 0.0}
+        exporters = {}
+        for exp_id, exporter in self.exporters.items():
+            state = self.upstream_online.get(exp_id)
+            exporters[exp_id] = {
+                "endpoint": exporter.describe() if exporter.configured else None,
+                "upstream": ("not configured" if not exporter.configured else
+                             "unknown" if state is None else "online" if state else "offline"),
+            }
+        limiters = {pid: p.health() for pid, p in self.processors.items() if isinstance(p, MemoryLimiter)}
+        return {
+            "healthy": self.started and not self.failures,
+            "ready": self.ready(),
+            "version": __version__,
+            "upSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            "uptime": f"{time.time() - self.started_at:.1f}s",
+            "exporters": exporters,
+            "queues": queues,
+            "dead_letters": sum(store.deadletter_entries for store in self.stores.values()),
+            "memory_limiter": limiters,
+            "failures": self.failures,
+        }
+
+    # ---- metrics -----------------------------------------------------------------------------
+
+    def _define_metrics(self) -> None:
+        m = self.metrics
+        for signal in Signal:
+            items = signal.item_name
+            m.counter(f"otelcol_exporter_sent_{items}", f"Number of {items} successfully sent to destination.",
+                      ("exporter",))
+            m.counter(f"otelcol_exporter_send_failed_{items}", f"Number of {items} in failed attempts to send to "
+                      "destination (kept in the queue unless permanently rejected).", ("exporter",))
+            m.counter(f"edgeagent_exporter_rejected_{items}", f"Number of {items} the upstream rejected in a partial "
+                      "success.", ("exporter",))
+        m.counter("edgeagent_deadletter_items", "Items moved to the dead-letter store after a permanent rejection.",
+                  ("exporter", "data_type"))
+        m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were quarantined.", ("exporter",))
+        m.counter("edgeagent_queue_corruptions", "Queue data files that did not open and were moved aside.",
+                  ("directory",))
+        m.gauge("otelcol_exporter_queue_size", "Current size of the retry queue (in batches).", ("exporter", "data_type"),
+                lambda: self._queue_values(lambda q: q.entries))
+        m.gauge("otelcol_exporter_queue_capacity", "Fixed capacity of the retry queue (in batches).",
+                ("exporter", "data_type"), lambda: self._queue_values(lambda q: q.capacity))
+        m.gauge("edgeagent_queue_items", "Items (spans, data points, log records) waiting in the queue.",
+                ("exporter", "data_type"), lambda: self._queue_values(lambda q: q.items))
+        m.gauge("edgeagent_queue_bytes", "Bytes of compressed records waiting in the queue.", ("exporter", "data_type"),
+                lambda: self._queue_values(lambda q: q.bytes))
+        m.gauge("edgeagent_queue_oldest_age_seconds", "Age of the oldest queued record.", ("exporter", "data_type"),
+                lambda: self._queue_values(lambda q: max(0.0, time.time() - q.oldest_ms / 1000) if q.oldest_ms else 0.0))
+        m.gauge("edgeagent_deadletter_entries", "Batches kept in the dead-letter store.", ("directory",),
+                lambda: [((s.directory,), s.deadletter_entries) for s in self.stores.values()])
+        m.gauge("edgeagent_upstream_online", "1 when the last send reached the upstream, 0 when it did not.",
+                ("exporter",), lambda: [((e,), 1.0 if v else 0.0) for e, v in self.upstream_online.items() if v is not None])
+        m.gauge("edgeagent_upstream_configured", "1 when the exporter has an upstream endpoint, 0 when it only buffers.",
+                ("exporter",), lambda: [((e,), 1.0 if x.configured else 0.0) for e, x in self.exporters.items()])
+        m.gauge("edgeagent_memory_limiter_refusing", "1 while the memory limiter refuses new data.", ("processor",),
+                lambda: [((pid,), 1.0 if p.refusing else 0.0) for pid, p in self.processors.items()
+                         if isinstance(p, MemoryLimiter)])
+
+    def _queue_values(self, read: Any) -> list[tuple[tuple[str, ...], float]]:
+        values = []
+        for store in self.stores.values():
+            for queue in store.queues.values():
+                exporter_id, _, signal = queue.name.rpartition("/")
+                values.append(((exporter_id, signal), float(read(queue))))
+        return values
+
+    async def _serve_metrics(self) -> None:
+        endpoint = self.config.service.telemetry.metrics.endpoint()
+        if endpoint is None:
+            return
+
+        async def handle(request: web.Request) -> web.Response:
+            return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+        app = web.Application()
+        app.router.add_get("/metrics", handle)
+        self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._metrics_runner.setup()
+        host, port = split_endpoint(endpoint, 8888)
+        await web.TCPSite(self._metrics_runner, host, port, reuse_address=True).start()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for extension in self.extensions.values():
+            await extension.start()
+        await self._serve_metrics()
+        for store in self.stores.values():
+            store.start()
+        for exporter in self.exporters.values():
+            await exporter.start()
+        for sender in self.senders:
+            if sender.exporter.configured:
+                await sender.start()
+        for exp_id, exporter in self.exporters.items():
+            if not exporter.configured:
+                log.warning("no upstream is configured: data is buffered durably and will be sent once an "
+                            "upstream is set (--upstream URL or EDGEAGENT_UPSTREAM)", extra={"exporter": exp_id})
+        for processor in self.processors.values():
+            await processor.start()
+        for receiver in self.receivers.values():
+            await receiver.start()
+        self.started = True
+        backlog = {q.name: q.items for s in self.stores.values() for q in s.queues.values() if q.items}
+        log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": backlog})
+
+    async def shutdown(self) -> None:
+        """Stop receivers, finish pending commits, return leases, close storage. Idempotent."""
+        self.stopping = True
+        for receiver in self.receivers.values():
+            await _quietly(receiver.shutdown(), "receiver")
+        for processor in self.processors.values():
+            await _quietly(processor.shutdown(), "processor")
+        for sender in self.senders:
+            await _quietly(sender.shutdown(), "sender")
+        for exporter in self.exporters.values():
+            await _quietly(exporter.shutdown(), "exporter")
+        for store in self.stores.values():
+            await _quietly(store.close(), "queue store")
+        if self._metrics_runner is not None:
+            runner, self._metrics_runner = self._metrics_runner, None
+            await _quietly(runner.cleanup(), "metrics server")
+        for extension in self.extensions.values():
+            await _quietly(extension.shutdown(), "extension")
+
+
+async def _quietly(awaitable: Any, what: str) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout=5.0)
+    except Exception as exc:
+        log.error("%s did not stop cleanly", what, exc_info=exc)

@@ -1,0 +1,1 @@
+"""Processors: synchronous `process(payload) -> payload | None` steps of a pipeline."""

@@ -1,0 +1,141 @@
+"""The `memory_limiter` processor: refuse new data while the agent's memory is too high.
+
+It measures anonymous memory (RssAnon), not RSS: RSS includes LMDB's file-backed pages,
+which grow while a large backlog is read and are not the agent's to give back.
+Soft limit = limit - spike: above it new data is refused (HTTP 503 + Retry-After, gRPC
+UNAVAILABLE) and a GC runs; above the hard limit a GC also runs at every check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from typing import Any
+
+import psutil
+from pydantic import Field, model_validator
+
+from edgeagent.component import ComponentConfig, Factory
+from edgeagent.config.types import Duration
+from edgeagent.errors import DataRefusedError
+
+log = logging.getLogger(__name__)
+_MIB = 1 << 20
+DEFAULT_CHECK_INTERVAL = 1.0
+
+
+class MemoryLimiterConfig(ComponentConfig):
+    check_interval: Duration | None = None
+    limit_mib: int = Field(0, ge=0)
+    spike_limit_mib: int = Field(0, ge=0)
+    limit_percentage: int = Field(0, ge=0, le=100)
+    spike_limit_percentage: int = Field(0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> "MemoryLimiterConfig":
+        if self.check_interval is not None and self.check_interval <= 0:
+            raise ValueError("check_interval must be greater than zero")
+        if not self.limit_mib and not self.limit_percentage:
+            raise ValueError("set limit_mib (or limit_percentage) to a value greater than zero")
+        if self.limit_mib and self.spike_limit_mib >= self.limit_mib:
+            raise ValueError(f"spike_limit_mib ({self.spike_limit_mib}) must be smaller than limit_mib ({self.limit_mib})")
+        if self.limit_percentage and self.spike_limit_percentage >= self.limit_percentage:
+            raise ValueError("spike_limit_percentage must be smaller than limit_percentage")
+        return self
+
+    def config_warnings(self) -> list[str]:
+        if self.check_interval is None:
+            return [f"check_interval is not set (otelcol requires it); using {DEFAULT_CHECK_INTERVAL:g}s"]
+        return []
+
+    def limits(self, total_bytes: int) -> tuple[int, int]:
+        """(hard limit, soft limit) in bytes."""
+        if self.limit_mib:
+            hard = self.limit_mib * _MIB
+            spike = self.spike_limit_mib * _MIB if self.spike_limit_mib else hard // 5
+        else:
+            hard = total_bytes * self.limit_percentage // 100
+            spike = total_bytes * (self.spike_limit_percentage or self.limit_percentage // 5) // 100
+        return hard, hard - spike
+
+
+def anonymous_memory() -> int:
+    """Bytes of anonymous resident memory of this process (RssAnon), falling back to RSS."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return psutil.Process().memory_info().rss
+
+
+def available_memory() -> int:
+    """The cgroup's memory limit when there is one, else the machine's memory."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as handle:
+                text = handle.read().strip()
+            if text != "max" and int(text) < (1 << 60):
+                return int(text)
+        except (OSError, ValueError):
+            continue
+    return psutil.virtual_memory().total
+
+
+class MemoryLimiter:
+    def __init__(self, component_id: str, config: MemoryLimiterConfig, host: Any):
+        self.id = component_id
+        self.config = config
+        self.host = host
+        self.interval = config.check_interval or DEFAULT_CHECK_INTERVAL
+        self.hard, self.soft = config.limits(available_memory())
+        self.refusing = False
+        self.used = 0
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.check()
+        self._task = asyncio.create_task(self._run(), name=f"{self.id}-check")
+
+    async def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.check()
+
+    def check(self) -> None:
+        self.used = anonymous_memory()
+        if self.used >= self.soft:
+            gc.collect()
+            self.used = anonymous_memory()
+        was_refusing = self.refusing
+        self.refusing = self.used >= self.soft
+        if self.refusing != was_refusing:
+            level = logging.WARNING if self.refusing else logging.INFO
+            log.log(level, "memory limiter %s new data", "refuses" if self.refusing else "accepts again",
+                    extra={"processor": self.id, "used_mib": self.used // _MIB, "soft_limit_mib": self.soft // _MIB,
+                           "hard_limit_mib": self.hard // _MIB})
+
+    def admit(self) -> None:
+        if self.refusing:
+            raise DataRefusedError(f"memory usage {self.used // _MIB} MiB is above the soft limit of "
+                                   f"{self.soft // _MIB} MiB", retry_after=max(1.0, self.interval * 2))
+
+    def process(self, payload: Any) -> Any:
+        self.admit()
+        return payload
+
+    def health(self) -> dict[str, Any]:
+        return {"refusing": self.refusing, "used_mib": round(self.used / _MIB, 1),
+                "soft_limit_mib": self.soft // _MIB, "hard_limit_mib": self.hard // _MIB}
+
+
+FACTORY = Factory("memory_limiter", MemoryLimiterConfig, MemoryLimiter)

@@ -1,0 +1,1 @@
+"""The persistent queue: LMDB storage, leases, dead letters."""

@@ -1,0 +1,88 @@
+"""OTLP/gRPC server (grpc.aio): the Trace, Metrics and Logs services.
+
+Requests arrive as raw bytes (no generated deserializer), so a request that no processor
+changes is parsed once and stored as received.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from edgeagent.errors import BadRequestError, QueueFullError, RetryableError
+from edgeagent.receivers import codec
+from edgeagent.signals import Signal
+
+log = logging.getLogger(__name__)
+
+
+class GrpcServer:
+    def __init__(self, receiver_id: str, config: Any, host: Any):
+        self.receiver_id = receiver_id
+        self.config = config
+        self.host = host
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        options = [("grpc.max_receive_message_length", self.config.max_recv_msg_size_mib << 20),
+                   ("grpc.so_reuseport", 0)]
+        if self.config.max_concurrent_streams:
+            options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
+        server = grpc.aio.server(options=options)
+        handlers = []
+        for signal in Signal:
+            consumer = self.host.consumer(self.receiver_id, signal)
+            if consumer is None:
+                continue
+            method = grpc.unary_unary_rpc_method_handler(self._handler(signal, consumer))
+            handlers.append(grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": method}))
+        server.add_generic_rpc_handlers(handlers)
+        endpoint = self.config.endpoint
+        if endpoint.startswith(":"):
+            endpoint = "0.0.0.0" + endpoint
+        if server.add_insecure_port(endpoint) == 0:
+            raise OSError(f"cannot listen on {self.config.endpoint} for OTLP/gRPC")
+        await server.start()
+        self._server = server
+        log.info("OTLP/gRPC receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint})
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(grace=2.0)
+
+    def _handler(self, signal: Signal, consumer: Any):
+        include_metadata = self.config.include_metadata
+
+        async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                metadata = {k.lower(): v for k, v in context.invocation_metadata() or ()
+                            if isinstance(v, str)} if include_metadata else None
+                payload = codec.decode(signal, request, codec.PROTOBUF, metadata)
+                await consumer.consume(payload, "grpc")
+            except Exception as exc:  # every failure becomes exactly one gRPC status
+                code, message, trailers = grpc_status(exc, signal)
+                await context.abort(code, message, trailing_metadata=trailers)
+            return b""
+
+        return export
+
+
+def grpc_status(exc: BaseException, signal: Signal) -> tuple[grpc.StatusCode, str, tuple]:
+    """The one place where errors become gRPC status codes."""
+    if isinstance(exc, BadRequestError):
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.status == 413 else grpc.StatusCode.INVALID_ARGUMENT
+        return code, str(exc), ()
+    if isinstance(exc, RetryableError):
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, QueueFullError) else grpc.StatusCode.UNAVAILABLE
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int((exc.retry_after or 1.0) * 1e9))
+        status = status_pb2.Status(code=code.value[0], message=str(exc))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return code, str(exc), (("grpc-status-details-bin", status.SerializeToString()),)
+    log.error("request failed unexpectedly", exc_info=exc, extra={"signal": signal.label})
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", ()

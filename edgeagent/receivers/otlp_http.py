@@ -1,0 +1,106 @@
+"""OTLP/HTTP server (aiohttp): POST /v1/traces, /v1/metrics, /v1/logs.
+
+Bodies are decompressed by us, not by aiohttp, so the size limit applies to the
+decompressed size for every encoding (gzip, deflate, zstd) and a decompression bomb
+stops at the limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from google.rpc import status_pb2
+
+from edgeagent.config.types import split_endpoint
+from edgeagent.errors import BadRequestError, DataRefusedError, QueueFullError, RetryableError
+from edgeagent.receivers import codec
+from edgeagent.signals import Signal
+
+log = logging.getLogger(__name__)
+_GRPC_CODE = {400: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+
+
+class HttpServer:
+    def __init__(self, receiver_id: str, config: Any, host: Any):
+        self.receiver_id = receiver_id
+        self.config = config
+        self.host = host
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=self.config.max_request_body_size)
+        paths = {
+            Signal.TRACES: self.config.traces_url_path,
+            Signal.METRICS: self.config.metrics_url_path,
+            Signal.LOGS: self.config.logs_url_path,
+        }
+        for signal, path in paths.items():
+            consumer = self.host.consumer(self.receiver_id, signal)
+            if consumer is not None:
+                app.router.add_post(path, self._handler(signal, consumer))
+        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = split_endpoint(self.config.endpoint, 4318)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
+        await site.start()
+        log.info("OTLP/HTTP receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    def _handler(self, signal: Signal, consumer: Any):
+        limit = self.config.max_request_body_size
+        include_metadata = self.config.include_metadata
+        response_class = signal.response_class
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            content_type = request.content_type
+            if content_type not in (codec.PROTOBUF, codec.JSON):
+                return web.Response(status=415, text=f"unsupported content type {content_type!r}; "
+                                    f"use {codec.PROTOBUF} or {codec.JSON}\n")
+            try:
+                body = await _read_body(request, limit)
+                metadata = {k.lower(): v for k, v in request.headers.items()} if include_metadata else None
+                payload = codec.decode(signal, body, content_type, metadata)
+                await consumer.consume(payload, "http")
+            except Exception as exc:  # every failure becomes exactly one HTTP answer
+                return error_response(exc, content_type, signal)
+            return web.Response(body=codec.encode_response(response_class(), content_type), content_type=content_type)
+
+        return handle
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    encoding = request.headers.get("Content-Encoding", "")
+    length = request.content_length
+    decompressor = codec.Decompressor(encoding, limit)
+    if length is not None and length > limit and decompressor.encoding in ("", "identity"):
+        raise BadRequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413)
+    received = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        received += len(chunk)
+        if received > limit:
+            raise BadRequestError(f"request body exceeds the limit of {limit} bytes", status=413)
+        decompressor.feed(chunk)
+    return decompressor.finish()
+
+
+def error_response(exc: BaseException, content_type: str, signal: Signal) -> web.Response:
+    """The one place where errors become HTTP answers."""
+    headers = {}
+    if isinstance(exc, BadRequestError):
+        status, message = exc.status, str(exc)
+    elif isinstance(exc, (DataRefusedError, QueueFullError, RetryableError)):
+        status, message = 503, str(exc)
+        headers["Retry-After"] = str(max(1, int(round(exc.retry_after or 1))))
+    else:
+        log.error("request failed unexpectedly", exc_info=exc, extra={"signal": signal.label})
+        status, message = 500, f"internal error: {type(exc).__name__}"
+    if status == 415:
+        return web.Response(status=status, text=message + "\n", headers=headers)
+    body = codec.encode_response(status_pb2.Status(code=_GRPC_CODE.get(status, 2), message=message), content_type)
+    return web.Response(status=status, body=body, content_type=content_type, headers=headers)

@@ -1,0 +1,21 @@
+"""Every component type the agent knows, by kind and YAML type name. An explicit list, no magic."""
+
+from __future__ import annotations
+
+from edgeagent.component import Factory
+from edgeagent.exporters import otlphttp
+from edgeagent.extensions import file_storage, health_check
+from edgeagent.processors import attributes, batch, memory_limiter
+from edgeagent.receivers import otlp
+
+
+def _by_type(*factories: Factory) -> dict[str, Factory]:
+    return {factory.type: factory for factory in factories}
+
+
+FACTORIES: dict[str, dict[str, Factory]] = {
+    "receivers": _by_type(otlp.FACTORY),
+    "processors": _by_type(memory_limiter.FACTORY, attributes.FACTORY, batch.FACTORY),
+    "exporters": _by_type(otlphttp.FACTORY),
+    "extensions": _by_type(health_check.FACTORY, file_storage.FACTORY),
+}

@@ -1,0 +1,1 @@
+"""Process-level concerns: logging, default paths, signals."""

@@ -1,0 +1,201 @@
+"""The three OTLP signals: request and response classes, item counting, splitting and merging.
+
+A `Payload` carries one export request through the pipeline. It keeps the bytes the
+client sent next to the parsed message, so a request that no processor changed is
+stored exactly as received and never serialized again.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+
+class Signal(enum.IntEnum):
+    TRACES = 1
+    METRICS = 2
+    LOGS = 3
+
+    @classmethod
+    def parse(cls, name: str) -> "Signal":
+        return _BY_NAME[name]
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def request_class(self) -> type[Message]:
+        return _REQUEST[self]
+
+    @property
+    def response_class(self) -> type[Message]:
+        return _RESPONSE[self]
+
+    @property
+    def item_name(self) -> str:
+        """The otelcol metric suffix for this signal's items (spans, metric_points, log_records)."""
+        return _ITEM_NAME[self]
+
+    @property
+    def grpc_service(self) -> str:
+        return _GRPC_SERVICE[self]
+
+
+_BY_NAME = {"traces": Signal.TRACES, "metrics": Signal.METRICS, "logs": Signal.LOGS}
+_REQUEST = {
+    Signal.TRACES: trace_service_pb2.ExportTraceServiceRequest,
+    Signal.METRICS: metrics_service_pb2.ExportMetricsServiceRequest,
+    Signal.LOGS: logs_service_pb2.ExportLogsServiceRequest,
+}
+_RESPONSE = {
+    Signal.TRACES: trace_service_pb2.ExportTraceServiceResponse,
+    Signal.METRICS: metrics_service_pb2.ExportMetricsServiceResponse,
+    Signal.LOGS: logs_service_pb2.ExportLogsServiceResponse,
+}
+_ITEM_NAME = {Signal.TRACES: "spans", Signal.METRICS: "metric_points", Signal.LOGS: "log_records"}
+_GRPC_SERVICE = {
+    Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
+    Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
+}
+
+
+def count_items(signal: Signal, request: Any) -> int:
+    """Items as otelcol counts them: spans, metric data points, log records."""
+    if signal is Signal.TRACES:
+        return sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+    if signal is Signal.LOGS:
+        return sum(len(scope.log_records) for rl in request.resource_logs for scope in rl.scope_logs)
+    total = 0
+    for rm in request.resource_metrics:
+        for scope in rm.scope_metrics:
+            for metric in scope.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is not None:
+                    total += len(getattr(metric, kind).data_points)
+    return total
+
+
+def resource_groups(signal: Signal, request: Any) -> Any:
+    """The repeated top-level field: resource_spans, resource_metrics or resource_logs."""
+    if signal is Signal.TRACES:
+        return request.resource_spans
+    if signal is Signal.METRICS:
+        return request.resource_metrics
+    return request.resource_logs
+
+
+@dataclass
+class Payload:
+    """One export request of one signal, as bytes, as a message, or both."""
+
+    signal: Signal
+    items: int
+    raw: bytes | None = None
+    message: Any = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    changed: bool = False
+
+    @classmethod
+    def from_bytes(cls, signal: Signal, raw: bytes, metadata: dict[str, str] | None = None) -> "Payload":
+        """Parse (and so validate) a serialized request; raises google.protobuf DecodeError."""
+        message = signal.request_class.FromString(raw)
+        return cls(signal, count_items(signal, message), raw=raw, message=message, metadata=metadata or {})
+
+    @classmethod
+    def from_message(cls, signal: Signal, message: Any, metadata: dict[str, str] | None = None) -> "Payload":
+        return cls(signal, count_items(signal, message), message=message, metadata=metadata or {}, changed=True)
+
+    def mutable_message(self) -> Any:
+        """The parsed message, for a processor that is about to change it."""
+        if self.message is None:
+            self.message = self.signal.request_class.FromString(self.raw)
+        self.changed = True
+        return self.message
+
+    def copy(self) -> "Payload":
+        """An independent payload for a second pipeline, so one pipeline's processors never leak into another's."""
+        if not self.changed and self.raw is not None:
+            return Payload(self.signal, self.items, raw=self.raw, metadata=self.metadata)
+        clone = self.signal.request_class()
+        clone.CopyFrom(self.message)
+        return Payload(self.signal, self.items, message=clone, metadata=self.metadata, changed=True)
+
+    def serialized(self) -> bytes:
+        if self.changed or self.raw is None:
+            self.raw = self.message.SerializeToString()
+            self.changed = False
+        return self.raw
+
+
+def merge_serialized(parts: list[bytes]) -> bytes:
+    """Merge serialized export requests of one signal.
+
+    The request messages have a single repeated field, and protobuf concatenation of two
+    serialized messages merges their repeated fields, so merging is plain concatenation.
+    """
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def split_request(signal: Signal, request: Any, max_items: int) -> list[Any]:
+    """Split a request into requests of at most `max_items` items, keeping resource and scope grouping."""
+    if count_items(signal, request) <= max_items:
+        return [request]
+    out: list[Any] = []
+    current = signal.request_class()
+    current_items = 0
+
+    def flush() -> None:
+        nonlocal current, current_items
+        if current_items:
+            out.append(current)
+        current = signal.request_class()
+        current_items = 0
+
+    for group in resource_groups(signal, request):
+        for scope_field, item_field, scope in _scopes(signal, group):
+            items = getattr(scope, item_field)
+            index = 0
+            while index < len(items):
+                room = max_items - current_items
+                if room == 0:
+                    flush()
+                    continue
+                chunk = items[index:index + room]
+                new_group = resource_groups(signal, current).add()
+                new_group.resource.CopyFrom(group.resource)
+                new_group.schema_url = group.schema_url
+                new_scope = getattr(new_group, scope_field).add()
+                new_scope.scope.CopyFrom(scope.scope)
+                new_scope.schema_url = scope.schema_url
+                getattr(new_scope, item_field).extend(chunk)
+                current_items += _chunk_items(signal, chunk)
+                index += len(chunk)
+    flush()
+    return out
+
+
+def _scopes(signal: Signal, group: Any):
+    if signal is Signal.TRACES:
+        return (("scope_spans", "spans", s) for s in group.scope_spans)
+    if signal is Signal.LOGS:
+        return (("scope_logs", "log_records", s) for s in group.scope_logs)
+    return (("scope_metrics", "metrics", s) for s in group.scope_metrics)
+
+
+def _chunk_items(signal: Signal, chunk: Any) -> int:
+    if signal is not Signal.METRICS:
+        return len(chunk)
+    total = 0
+    for metric in chunk:
+        kind = metric.WhichOneof("data")
+        if kind is not None:
+            total += len(getattr(metric, kind).data_points)
+    return total
