@@ -23,14 +23,14 @@ def default_config_text() -> str:
     return resources.files("edgeagent.config").joinpath("default.yaml").read_text(encoding="utf-8")
 
 
-def load(config_path: str | None, upstream: str | None = None) -> AgentConfig:
+def load(config_path: str | None, upstream: str | None = None, overrides: list[str] | None = None) -> AgentConfig:
     if config_path:
-        return load_file(config_path)
+        return load_file(config_path, overrides=overrides)
     environ = dict(os.environ)
     if upstream:
         environ["EDGEAGENT_UPSTREAM"] = upstream
     return load_text(default_config_text(), environ, source="<embedded default>",
-                     context={"allow_missing_endpoint": True})
+                     context={"allow_missing_endpoint": True}, overrides=overrides)
 
 
 def _print_errors(error: ConfigError) -> None:
@@ -40,7 +40,7 @@ def _print_errors(error: ConfigError) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config)
+        config = load(args.config, overrides=args.set)
     except ConfigError as error:
         _print_errors(error)
         print(f"{len(error.errors)} error(s) in {args.config or 'the embedded default'}", file=sys.stderr)
@@ -53,7 +53,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config, args.upstream or os.environ.get("EDGEAGENT_UPSTREAM"))
+        config = load(args.config, args.upstream or os.environ.get("EDGEAGENT_UPSTREAM"), args.set)
     except ConfigError as error:
         _print_errors(error)
         return EXIT_CONFIG
@@ -97,15 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="otelcol-style YAML config (default: the embedded default)")
     parser.add_argument("--upstream", help="OTLP/HTTP upstream for the embedded default (or EDGEAGENT_UPSTREAM)")
     parser.add_argument("--state-dir", help="where queues live when no file_storage directory is configured")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, as otelcol: --set exporters::otlphttp::timeout=10s")
     parser.set_defaults(handler=cmd_run)
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the agent")
     run.add_argument("--config", dest="config", default=argparse.SUPPRESS)
     run.add_argument("--upstream", dest="upstream", default=argparse.SUPPRESS)
     run.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS)
+    run.add_argument("--set", dest="set", action="append", default=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_run)
     validate = sub.add_parser("validate", help="check a config and print every error")
     validate.add_argument("--config", dest="config", default=argparse.SUPPRESS)
+    validate.add_argument("--set", dest="set", action="append", default=argparse.SUPPRESS)
     validate.set_defaults(handler=cmd_validate)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=cmd_version)

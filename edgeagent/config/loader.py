@@ -62,17 +62,17 @@ class AgentConfig:
     source: str = ""
 
 
-def load_file(path: str, environ: Mapping[str, str] | None = None) -> AgentConfig:
+def load_file(path: str, environ: Mapping[str, str] | None = None, overrides: list[str] | None = None) -> AgentConfig:
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
         raise ConfigError([("", f"cannot read config file {path}: {exc.strerror}")]) from exc
-    return load_text(text, environ, source=path)
+    return load_text(text, environ, source=path, overrides=overrides)
 
 
 def load_text(text: str, environ: Mapping[str, str] | None = None, source: str = "<config>",
-              context: dict[str, Any] | None = None) -> AgentConfig:
+              context: dict[str, Any] | None = None, overrides: list[str] | None = None) -> AgentConfig:
     """Parse and validate a config; `context` relaxes checks for the embedded default (no upstream yet)."""
     from edgeagent import registry  # the registry imports every component; keep `config` importable alone
 
@@ -89,6 +89,7 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
     if not isinstance(document, dict):
         raise ConfigError([("", "the config must be a YAML mapping with receivers, exporters and service")])
 
+    apply_overrides(document, overrides or [])
     expansion_errors: list[tuple[tuple[str, ...], str]] = []
     document = expand_tree(document, (), environ, expansion_errors)
     errors: list[tuple[str, str]] = [("::".join(path), message) for path, message in expansion_errors]
@@ -124,7 +125,8 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
             try:
                 config = factory.config.model_validate(settings, context=context)
             except ValidationError as exc:
-                errors.extend(e for e in pydantic_errors(exc, path, factory.config) if e[0] not in failed_paths)
+                errors.extend(e for e in pydantic_errors(exc, path, factory.config)
+                              if not _caused_by_expansion(e[0], failed_paths))
                 continue
             warnings.extend(f"{path}: {warning}" for warning in config.config_warnings())
             sections[kind][str(component_id)] = Component(component_id, kind, config)
@@ -139,7 +141,8 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
         try:
             service = ServiceConfig.model_validate(service_raw)
         except ValidationError as exc:
-            errors.extend(e for e in pydantic_errors(exc, "service", ServiceConfig) if e[0] not in failed_paths)
+            errors.extend(e for e in pydantic_errors(exc, "service", ServiceConfig)
+                          if not _caused_by_expansion(e[0], failed_paths))
 
     pipelines = _check_pipelines(service, sections, errors, registry)
     for index, ext_id in enumerate(service.extensions):
@@ -151,6 +154,26 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
         raise ConfigError(errors)
     return AgentConfig(sections["receivers"], sections["processors"], sections["exporters"], sections["extensions"],
                        service, pipelines, warnings, source)
+
+
+def apply_overrides(document: dict, overrides: list[str]) -> None:
+    """otelcol's `--set key::subkey=value`: the value is read as YAML and replaces what the file says."""
+    errors = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        parts = [part for part in key.split("::") if part]
+        if not sep or not parts:
+            errors.append(("--set", f"{override!r} is not key::subkey=value"))
+            continue
+        node = document
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = yaml.safe_load(value) if value else None
+    if errors:
+        raise ConfigError(errors)
 
 
 def _check_storage_references(document: dict, sections: dict[str, dict[str, Component]], service: ServiceConfig,
@@ -171,6 +194,11 @@ def _check_storage_references(document: dict, sections: dict[str, dict[str, Comp
             errors.append((path, f"{storage!r} is a {extension.id.type} extension; storage needs a file_storage extension"))
         elif storage not in service.extensions:
             errors.append((path, f"extension {storage!r} is not enabled; add it to service::extensions"))
+
+
+def _caused_by_expansion(path: str, failed_paths: set[str]) -> bool:
+    """An error at or above a value whose ${...} did not expand is a consequence, not a new mistake."""
+    return any(failed == path or failed.startswith(path + "::") for failed in failed_paths)
 
 
 def _paths(errors: list[tuple[str, str]]) -> set[str]:

@@ -1,0 +1,158 @@
+"""Common config mistakes through `edgeagent validate`: each is reported at its YAML path.
+
+Each tests/testdata/config/bad-*.yaml is a small config with one mistake (the last one
+has three). Messages are free-form; only the path and a key word or two are checked.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "testdata" / "config"
+
+# file -> (errors that must be reported, errors that may also be reported)
+BAD_CONFIGS = {
+    "bad-unknown-top-level-key.yaml": ([("telemetry", [])], []),
+    # The message lists the supported receiver types.
+    "bad-unknown-receiver-type.yaml": ([("receivers::zipkin", ["otlp"])], []),
+    # The typo is named; the then missing endpoint may be reported as well.
+    "bad-exporter-key-typo.yaml": (
+        [("exporters::otlphttp::endpiont", ["endpiont"])],
+        [("exporters::otlphttp::*", ["endpoint"])],
+    ),
+    "bad-duration.yaml": ([("exporters::otlphttp::timeout", ["duration"])], []),
+    "bad-negative-num-consumers.yaml": ([("exporters::otlphttp::sending_queue::num_consumers", [])], []),
+    "bad-env-unset.yaml": ([("exporters::otlphttp::endpoint", ["EDGEAGENT_TEST_UNSET_ENDPOINT"])], []),
+    "bad-env-unset-in-list.yaml": ([("processors::attributes::actions::*", ["EDGEAGENT_TEST_UNSET_LOCATION"])], []),
+    "bad-undefined-exporter.yaml": ([("service::pipelines::traces::exporters", ["otlphttp/backup"])], []),
+    "bad-undefined-processor.yaml": ([("service::pipelines::traces::processors", ["memory_limiter"])], []),
+    "bad-undefined-extension.yaml": ([("service::extensions::*", ["file_storage"])], []),
+    "bad-attributes-unknown-action.yaml": ([("processors::attributes::actions::*", ["upsert"])], []),
+    "bad-attributes-missing-key.yaml": ([("processors::attributes::actions::*", ["key"])], []),
+    "bad-memory-limiter-zero.yaml": ([("processors::memory_limiter::*", ["limit_mib"])], []),
+    "bad-memory-limiter-spike.yaml": ([("processors::memory_limiter::*", ["spike_limit_mib"])], []),
+    "bad-exporter-no-endpoint.yaml": ([("exporters::otlphttp::*", ["endpoint"])], []),
+    "bad-compression.yaml": ([("exporters::otlphttp::compression", [])], []),
+    "bad-pipeline-no-receivers.yaml": ([("service::pipelines::logs::receivers", [])], []),
+    "bad-pipeline-unknown-signal.yaml": ([("service::pipelines::spans", ["spans"])], []),
+    "bad-three-mistakes.yaml": (
+        [
+            ("receivers::otlp::protocols::grcp", ["grcp"]),
+            ("processors::batch::timeout", ["duration"]),
+            ("service::pipelines::logs::exporters", ["otlphttp/archive"]),
+        ],
+        [],
+    ),
+}
+
+API_KEY = "tfk-8c1e0b7d.tfs-a94f2e6031"
+LITERAL_TOKEN = "literal-token-7d41c0e9b2"  # written in the secret-*.yaml files themselves
+
+
+def test_every_bad_config_file_has_a_case():
+    on_disk = {path.name for path in CONFIG_DIR.glob("bad-*.yaml")}
+    assert on_disk - {"bad-yaml-syntax.yaml"} == set(BAD_CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
+def test_bad_config_reports_error_at_path(name, validate, assert_errors):
+    expected, optional = BAD_CONFIGS[name]
+    result = validate(CONFIG_DIR / name)
+    assert_errors(result, expected, optional)
+
+
+def test_three_mistakes_are_all_reported_in_one_run(validate, assert_errors):
+    result = validate(CONFIG_DIR / "bad-three-mistakes.yaml")
+    assert_errors(result, BAD_CONFIGS["bad-three-mistakes.yaml"][0])
+    assert len(result.errors) == 3, result.describe()
+
+
+def test_yaml_syntax_error_names_file_and_line(validate):
+    path = CONFIG_DIR / "bad-yaml-syntax.yaml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    line = next(number for number, text in enumerate(lines, 1) if "compression: gzip" in text)
+    result = validate(path)
+    assert result.returncode == 2, result.describe()
+    assert len(result.errors) == 1, result.describe()
+    error = result.error_lines[0]
+    assert path.name in error, result.describe()
+    assert re.search(rf"(:{line}(:|\b)|line {line}\b)", error), f"line {line} not reported\n{result.describe()}"
+
+
+def test_missing_config_file_is_an_error(validate, tmp_path):
+    missing = tmp_path / "no-such-config.yaml"
+    result = validate(missing)
+    assert result.returncode != 0, result.describe()
+    assert "no-such-config.yaml" in result.stderr, result.describe()
+
+
+# --- what is valid ---------------------------------------------------------------------------
+
+def test_minimal_config_is_valid(validate, assert_valid):
+    assert_valid(validate(CONFIG_DIR / "good-minimal.yaml"))
+
+
+def test_memory_limiter_without_check_interval_is_a_warning(validate, assert_valid):
+    result = validate(CONFIG_DIR / "good-memory-limiter-no-interval.yaml")
+    assert_valid(result)
+    assert "warning" in result.output.lower(), result.describe()
+    assert "check_interval" in result.output, result.describe()
+
+
+# --- environment expansion -------------------------------------------------------------------
+
+def test_env_defaults_are_used_when_unset(validate, assert_valid):
+    # ${env:VAR:-default} and ${VAR:-default}, for strings, a duration, a bool and an int.
+    assert_valid(validate(CONFIG_DIR / "good-env-default.yaml"))
+
+
+def test_env_value_is_used_when_set(validate, assert_valid):
+    assert_valid(validate(CONFIG_DIR / "env-timeout.yaml", env={"EDGEAGENT_TEST_TIMEOUT": "250ms"}))
+
+
+def test_env_default_is_validated_like_a_literal(validate, assert_valid, assert_errors):
+    assert_valid(validate(CONFIG_DIR / "env-timeout.yaml"))
+    result = validate(CONFIG_DIR / "env-timeout.yaml", env={"EDGEAGENT_TEST_TIMEOUT": "10 seconds"})
+    assert_errors(result, [("exporters::otlphttp::timeout", ["duration"])])
+
+
+def test_env_var_without_default_is_an_error_only_when_unset(validate, assert_valid):
+    result = validate(CONFIG_DIR / "bad-env-unset.yaml",
+                      env={"EDGEAGENT_TEST_UNSET_ENDPOINT": "http://127.0.0.1:14318"})
+    assert_valid(result)
+
+
+def test_double_dollar_is_a_literal_dollar(validate, assert_valid):
+    # otelcol: `$$` is an escaped `$`, so "$${env:X}" is literal text and X is never looked up.
+    assert_valid(validate(CONFIG_DIR / "good-dollar-escape.yaml"))
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+def _assert_no_secret(result):
+    assert API_KEY not in result.output, f"the Authorization value was printed\n{result.describe()}"
+    assert LITERAL_TOKEN not in result.output, f"a header value was printed\n{result.describe()}"
+
+
+def test_secret_header_not_printed_when_valid(validate, assert_valid):
+    result = validate(CONFIG_DIR / "secret-header-valid.yaml", env={"EDGEAGENT_TEST_API_KEY": API_KEY})
+    assert_valid(result)
+    _assert_no_secret(result)
+
+
+def test_secret_header_not_printed_when_other_settings_are_wrong(validate, assert_errors):
+    result = validate(CONFIG_DIR / "secret-header-with-error.yaml", env={"EDGEAGENT_TEST_API_KEY": API_KEY})
+    assert_errors(result, [
+        ("processors::batch::timeout", ["duration"]),
+        ("exporters::otlphttp::timeout", ["duration"]),
+    ])
+    _assert_no_secret(result)
+
+
+def test_secret_under_misspelled_headers_key_not_printed(validate, assert_errors):
+    result = validate(CONFIG_DIR / "secret-misspelled-headers.yaml", env={"EDGEAGENT_TEST_API_KEY": API_KEY})
+    assert_errors(result, [("exporters::otlphttp::header", ["header"])])
+    _assert_no_secret(result)

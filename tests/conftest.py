@@ -1,0 +1,38 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.helpers.agent import AgentProcess  # noqa: E402
+from tests.helpers.net import free_port  # noqa: E402
+from tests.helpers.upstream import Upstream  # noqa: E402
+
+
+@pytest.fixture
+def upstream():
+    server = Upstream(free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def agents(tmp_path):
+    """Start agents with `agents(args, env)`; every one still running is killed at the end."""
+    started: list[AgentProcess] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None, ports: AgentProcess | None = None,
+              port_overrides: bool = True, wait: float = 30.0) -> AgentProcess:
+        agent = AgentProcess(args=list(args), env=env or {}, log_path=str(tmp_path / f"agent-{len(started)}.log"))
+        if ports is not None:  # reuse the ports of an earlier run (restart)
+            agent.grpc_port, agent.http_port = ports.grpc_port, ports.http_port
+            agent.health_port, agent.metrics_port = ports.health_port, ports.metrics_port
+        if port_overrides:
+            agent.args += agent.ports_overrides()
+        started.append(agent)
+        return agent.start(wait)
+
+    yield start
+    for agent in started:
+        agent.kill()

@@ -1,0 +1,70 @@
+"""The promise: an OK means the data is on disk; it survives outages, kill -9 and restarts."""
+
+from __future__ import annotations
+
+import time
+
+from tests.helpers.net import free_port, wait_until
+from tests.helpers.sdk import send_spans
+from tests.helpers.upstream import Upstream
+
+SPANS = 50_000
+
+
+def _run_default(agents, state_dir, upstream_url, ports=None):
+    return agents(["run", "--state-dir", str(state_dir), "--upstream", upstream_url], ports=ports)
+
+
+def test_spans_accepted_during_an_outage_all_arrive_when_the_upstream_returns(agents, tmp_path):
+    port = free_port()
+    agent = _run_default(agents, tmp_path / "state", f"http://127.0.0.1:{port}")
+    sent = send_spans("http", agent.http_port, SPANS // 2) | send_spans("grpc", agent.grpc_port, SPANS // 2)
+    assert len(sent) == SPANS
+    assert agent.metric("otelcol_receiver_accepted_spans") == SPANS
+    assert agent.health()[1]["exporters"]["otlphttp"]["upstream"] == "offline"
+
+    upstream = Upstream(port).start()
+    try:
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=90, interval=0.25, message="backlog delivered")
+        assert upstream.span_ids() == sent
+        wait_until(lambda: agent.metric("otelcol_exporter_sent_spans") == SPANS, timeout=10)
+        assert agent.metric("edgeagent_queue_items", data_type="traces") == 0
+        assert agent.metric("edgeagent_upstream_online", exporter="otlphttp") == 1
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0
+
+
+def test_kill_9_after_accepting_loses_nothing(agents, tmp_path):
+    port = free_port()
+    agent = _run_default(agents, tmp_path / "state", f"http://127.0.0.1:{port}")
+    sent = send_spans("http", agent.http_port, SPANS)
+    assert agent.metric("otelcol_receiver_accepted_spans") == SPANS
+    agent.kill()
+
+    upstream = Upstream(port).start()
+    try:
+        restarted = _run_default(agents, tmp_path / "state", f"http://127.0.0.1:{port}", ports=agent)
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=90, interval=0.25, message="backlog delivered")
+        assert upstream.span_ids() == sent
+        assert restarted.terminate() == 0
+    finally:
+        upstream.stop()
+
+
+def test_sigterm_with_a_backlog_exits_0_within_10s_and_the_next_start_drains_it(agents, tmp_path):
+    port = free_port()
+    agent = _run_default(agents, tmp_path / "state", f"http://127.0.0.1:{port}")
+    sent = send_spans("grpc", agent.grpc_port, SPANS)
+    started = time.monotonic()
+    assert agent.terminate(timeout=10) == 0
+    assert time.monotonic() - started < 10
+
+    upstream = Upstream(port).start()
+    try:
+        restarted = _run_default(agents, tmp_path / "state", f"http://127.0.0.1:{port}", ports=agent)
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=90, interval=0.25, message="backlog delivered")
+        assert upstream.span_ids() == sent
+        assert restarted.terminate() == 0
+    finally:
+        upstream.stop()

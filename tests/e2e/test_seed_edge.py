@@ -1,0 +1,56 @@
+"""The seed's Edge Buffering config, verbatim, against a real upstream with real SDK clients."""
+
+from __future__ import annotations
+
+import os
+
+from tests.helpers.net import wait_until
+from tests.helpers.sdk import send_logs, send_metrics, send_spans
+
+SEED = os.path.join(os.path.dirname(__file__), "..", "testdata", "seeds", "tfo-edge-buffering.yaml")
+ENV = {
+    "TELEMETRYFLOW_WORKSPACE_ID": "550e8400-e29b-41d4-a716-446655440000",
+    "TELEMETRYFLOW_TENANT_ID": "660e8400-e29b-41d4-a716-446655440001",
+    "EDGE_LOCATION": "plant-7",
+}
+EXPECTED_ATTRIBUTES = {
+    "telemetryflow.workspace.id": ENV["TELEMETRYFLOW_WORKSPACE_ID"],
+    "telemetryflow.tenant.id": ENV["TELEMETRYFLOW_TENANT_ID"],
+    "edge.location": "plant-7",
+}
+
+
+def _attributes(record) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in record.attributes}
+
+
+def _has_upserts(record) -> bool:
+    attributes = _attributes(record)
+    return all(attributes.get(key) == value for key, value in EXPECTED_ATTRIBUTES.items())
+
+
+def test_seed_edge_config_delivers_every_signal_with_headers_and_attributes(agents, upstream, tmp_path):
+    agent = agents(["run", "--config", SEED, "--set", f"extensions::file_storage::directory={tmp_path / 'queue'}"],
+                   env={**ENV, "TELEMETRYFLOW_ENDPOINT": upstream.url})
+
+    span_ids = send_spans("http", agent.http_port, 300) | send_spans("grpc", agent.grpc_port, 300)
+    for transport, port in (("http", agent.http_port), ("grpc", agent.grpc_port)):
+        send_metrics(transport, port, points=3)
+        send_logs(transport, port, count=5)
+
+    # the seed batches for up to 30 s before sending (timeout: 30s, send_batch_size: 4096)
+    wait_until(lambda: upstream.span_ids() >= span_ids and len(upstream.log_records()) >= 10
+               and len(upstream.data_points()) >= 6, timeout=75, interval=0.5, message="all signals upstream")
+
+    assert upstream.span_ids() == span_ids
+    assert all(_has_upserts(span) for span in upstream.spans())
+    assert all(_has_upserts(record) for record in upstream.log_records())
+    assert all(_has_upserts(point) for point in upstream.data_points())
+    for received in upstream.requests:
+        headers = {k.lower(): v for k, v in received.headers.items()}
+        assert headers["content-encoding"] == "gzip"
+        assert headers["x-workspace-id"] == ENV["TELEMETRYFLOW_WORKSPACE_ID"]
+        assert headers["x-tenant-id"] == ENV["TELEMETRYFLOW_TENANT_ID"]
+    assert agent.metric("otelcol_receiver_accepted_spans") == 600
+    assert agent.metric("otelcol_exporter_sent_spans", exporter="otlphttp/telemetryflow") == 600
+    assert agent.terminate() == 0

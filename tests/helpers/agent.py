@@ -1,0 +1,105 @@
+"""Run the real `edgeagent` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+from tests.helpers.net import free_port
+
+
+@dataclass
+class AgentProcess:
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: str = ""
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    health_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def ports_overrides(self, receiver: str = "otlp", health: str = "health_check") -> list[str]:
+        """--set flags that move every listener of a config to free loopback ports."""
+        return [
+            "--set", f"receivers::{receiver}::protocols::grpc::endpoint=127.0.0.1:{self.grpc_port}",
+            "--set", f"receivers::{receiver}::protocols::http::endpoint=127.0.0.1:{self.http_port}",
+            "--set", f"extensions::{health}::endpoint=127.0.0.1:{self.health_port}",
+            "--set", f"service::telemetry::metrics::address=127.0.0.1:{self.metrics_port}",
+        ]
+
+    def start(self, wait: float = 30.0) -> "AgentProcess":
+        env = {**os.environ, **self.env}
+        env.pop("EDGEAGENT_UPSTREAM", None) if "EDGEAGENT_UPSTREAM" not in self.env else None
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen([sys.executable, "-m", "edgeagent", *self.args], env=env,
+                                        stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.process.returncode}:\n{self.log()}")
+            if self.health("/health/ready")[0] == 200:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"agent not ready after {wait}s:\n{self.log()}")
+
+    def log(self) -> str:
+        if not self.log_path:
+            return ""
+        with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()[-6000:]
+
+    def health(self, path: str = "/health") -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+        except (OSError, ValueError):
+            return 0, {}
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics as {'name{labels}': value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of `name` whose labels include `labels`."""
+        total = 0.0
+        for key, value in self.metrics().items():
+            base, _, rest = key.partition("{")
+            if base == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
+                total += value
+        return total
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        if self.log_path and hasattr(self, "_log") and not self._log.closed:
+            self._log.close()
