@@ -1,0 +1,123 @@
+"""Bad input gets a clear error, the agent keeps serving, and nothing accepted before is lost."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+
+import grpc
+import pytest
+import zstandard
+from google.rpc import status_pb2
+
+from tests.helpers.net import free_port
+from tests.helpers.sdk import send_spans
+
+LIMIT = 1 << 20
+TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    from tests.helpers.agent import AgentProcess
+
+    state = tmp_path_factory.mktemp("state")
+    process = AgentProcess(args=["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"],
+                           log_path=str(state / "agent.log"))
+    process.args += process.ports_overrides()
+    process.args += ["--set", f"receivers::otlp::protocols::http::max_request_body_size={LIMIT}",
+                     "--set", "receivers::otlp::protocols::grpc::max_recv_msg_size_mib=1"]
+    process.start()
+    yield process
+    process.kill()
+
+
+def post(port: int, body: bytes, content_type: str = "application/x-protobuf", encoding: str | None = None,
+         path: str = "/v1/traces") -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": content_type}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_garbage_protobuf_gets_400_with_a_status_body(agent):
+    status, _, body = post(agent.http_port, b"\xff\xff\xff\xff garbage")
+    assert status == 400
+    assert "protobuf" in status_pb2.Status.FromString(body).message
+
+
+def test_bad_json_gets_400_with_a_json_status(agent):
+    status, headers, body = post(agent.http_port, b'{"resourceSpans": [', content_type="application/json")
+    assert status == 400
+    assert headers["Content-Type"].startswith("application/json")
+    assert "JSON" in json.loads(body)["message"]
+
+
+def test_json_with_base64_ids_instead_of_hex_gets_400(agent):
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "W47/95gDgQPSabYzgT/GDA==",
+                                                               "spanId": "7uGbfsPBsXQ=", "name": "x"}]}]}]}
+    status, _, body = post(agent.http_port, json.dumps(document).encode(), content_type="application/json")
+    assert status == 400
+    assert "hex" in json.loads(body)["message"]
+
+
+def test_wrong_content_type_gets_415(agent):
+    status, _, body = post(agent.http_port, b"hello", content_type="text/plain")
+    assert status == 415
+    assert b"application/x-protobuf" in body
+
+
+def test_unknown_content_encoding_gets_415(agent):
+    status, _, _ = post(agent.http_port, b"abc", encoding="br")
+    assert status == 415
+
+
+def test_oversized_body_gets_413(agent):
+    status, _, _ = post(agent.http_port, b"\x00" * (LIMIT + 1))
+    assert status == 413
+
+
+@pytest.mark.parametrize("encoding,compress", [
+    ("gzip", lambda data: gzip.compress(data, 9)),
+    ("zstd", lambda data: zstandard.ZstdCompressor(level=19).compress(data)),
+])
+def test_decompression_bomb_stops_at_the_limit_with_413(agent, encoding, compress):
+    bomb = compress(b"\x00" * (256 << 20))  # 256 MiB of zeros in a few hundred KiB
+    assert len(bomb) < LIMIT
+    status, _, _ = post(agent.http_port, bomb, encoding=encoding)
+    assert status == 413
+
+
+def test_truncated_gzip_gets_400(agent):
+    status, _, _ = post(agent.http_port, gzip.compress(b"\x0a\x00" * 1000)[:-12], encoding="gzip")
+    assert status == 400
+
+
+def test_grpc_garbage_gets_invalid_argument_and_oversized_gets_resource_exhausted(agent):
+    with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
+        export = channel.unary_unary(TRACE_METHOD)
+        with pytest.raises(grpc.RpcError) as garbage:
+            export(b"\xff\xff\xff\xff garbage", timeout=10)
+        assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as oversized:
+            export(b"\x0a\x00" * (LIMIT), timeout=10)
+        assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_the_agent_stays_healthy_and_keeps_what_it_accepted(agent):
+    before = agent.metric("otelcol_receiver_accepted_spans")
+    send_spans("http", agent.http_port, 100)
+    for body in (b"\xff garbage", b"\x00" * (LIMIT + 1)):
+        post(agent.http_port, body)
+    send_spans("grpc", agent.grpc_port, 100)
+    assert agent.health("/health/ready")[0] == 200
+    assert agent.health()[0] == 200
+    assert agent.metric("otelcol_receiver_accepted_spans") == before + 200
+    assert agent.metric("edgeagent_queue_items", data_type="traces") == before + 200
