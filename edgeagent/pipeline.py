@@ -119,6 +119,8 @@ class Agent:
         self.pipelines: list[RunningPipeline] = []
         self._consumers: dict[tuple[str, Signal], SignalConsumer] = {}
         self._metrics_runner: web.AppRunner | None = None
+        self._rebound: dict[str, tuple[int, int, float]] = {}
+        self._background: list[asyncio.Task] = []
         self._define_metrics()
 
     # ---- building --------------------------------------------------------------------------
@@ -142,6 +144,10 @@ class Agent:
                                on_corrupt=lambda message: self._count("edgeagent_queue_corruptions", 1, directory))
             store.open()
             self.stores[key] = store
+            if settings.compaction.on_rebound:
+                compaction = settings.compaction
+                self._rebound[key] = (compaction.rebound_needed_threshold_mib, compaction.rebound_trigger_threshold_mib,
+                                      compaction.check_interval)
             log.info("queue storage open", extra={"directory": directory, "fsync": settings.fsync,
                                                   "backlog_entries": 0})
         return self.stores[key]
@@ -215,6 +221,11 @@ class Agent:
                     "upstream is %s", "reachable again" if online else "unreachable; data is kept in the queue",
                     extra={"exporter": exporter_id})
 
+    def _background_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task stopped unexpectedly", exc_info=task.exception(), extra={"task": task.get_name()})
+            self.component_failed(task.get_name(), str(task.exception()))
+
     def component_failed(self, path: str, message: str) -> None:
         self.failures[path] = message
 
@@ -278,6 +289,10 @@ class Agent:
                 lambda: self._queue_values(lambda q: q.bytes))
         m.gauge("edgeagent_queue_oldest_age_seconds", "Age of the oldest queued record.", ("exporter", "data_type"),
                 lambda: self._queue_values(lambda q: max(0.0, time.time() - q.oldest_ms / 1000) if q.oldest_ms else 0.0))
+        m.gauge("edgeagent_queue_file_bytes", "Size of the queue's data file (LMDB never shrinks it; compaction does).",
+                ("directory",), lambda: [((s.directory,), float(s.file_size())) for s in self.stores.values()])
+        m.gauge("edgeagent_queue_compactions", "Compactions of the queue file since start.", ("directory",),
+                lambda: [((s.directory,), float(s.compactions)) for s in self.stores.values()])
         m.gauge("edgeagent_deadletter_entries", "Batches kept in the dead-letter store.", ("directory",),
                 lambda: [((s.directory,), s.deadletter_entries) for s in self.stores.values()])
         m.gauge("edgeagent_upstream_online", "1 when the last send reached the upstream, 0 when it did not.",
@@ -317,8 +332,12 @@ class Agent:
         for extension in self.extensions.values():
             await extension.start()
         await self._serve_metrics()
-        for store in self.stores.values():
+        for key, store in self.stores.items():
             store.start()
+            if key in self._rebound:
+                task = asyncio.create_task(store.compact_on_rebound(*self._rebound[key]), name=f"rebound:{key}")
+                task.add_done_callback(self._background_done)
+                self._background.append(task)
         for exporter in self.exporters.values():
             await exporter.start()
         for sender in self.senders:
@@ -343,6 +362,9 @@ class Agent:
             await _quietly(receiver.shutdown(), "receiver")
         for processor in self.processors.values():
             await _quietly(processor.shutdown(), "processor")
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         for sender in self.senders:
             await _quietly(sender.shutdown(), "sender")
         for exporter in self.exporters.values():

@@ -2,6 +2,8 @@
 
 Copy with `compact=True` into scratch space, fsync, then atomically rename over the data
 file. A crash at any moment leaves either the old file or the new one, both valid.
+Triggers follow otelcol's file_storage: `on_start`, and `on_rebound` (the file grew past
+`rebound_needed_threshold_mib`, and the live data fell below `rebound_trigger_threshold_mib`).
 """
 
 from __future__ import annotations
@@ -15,39 +17,59 @@ import time
 import lmdb
 
 log = logging.getLogger(__name__)
+_MIB = 1 << 20
+
+
+def copy_compacted(env: lmdb.Environment, directory: str, scratch: str | None = None) -> str:
+    """Write a compacted, fsync'd copy of `env`; returns its path on the data file's filesystem."""
+    work = tempfile.mkdtemp(prefix=".compact-", dir=scratch or directory)
+    try:
+        env.copy(work, compact=True)
+        copied = os.path.join(work, "data.mdb")
+        _fsync(copied)
+        staged = os.path.join(directory, ".data.mdb.compacted")
+        if os.stat(work).st_dev == os.stat(directory).st_dev:
+            os.replace(copied, staged)
+        else:  # the rename must stay on one filesystem
+            shutil.copyfile(copied, staged)
+            _fsync(staged)
+        return staged
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def swap_in(staged: str, directory: str) -> None:
+    """Atomically replace the data file; the environment must be closed."""
+    os.replace(staged, os.path.join(directory, "data.mdb"))
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def compact(directory: str, scratch: str | None = None) -> tuple[int, int]:
-    """Compact the environment in `directory` (not open elsewhere in this process); returns (before, after) bytes."""
+    """Compact an environment that nothing has open; returns the file size (before, after)."""
     data = os.path.join(directory, "data.mdb")
     before = os.path.getsize(data)
     started = time.monotonic()
-    # the rename must stay on one filesystem, so the copy lands next to the data file unless told otherwise
-    work = tempfile.mkdtemp(prefix=".compact-", dir=scratch or directory)
+    env = lmdb.open(directory, max_dbs=64, subdir=True)
     try:
-        env = lmdb.open(directory, readonly=False, max_dbs=64, subdir=True, lock=True)
-        try:
-            env.copy(work, compact=True)
-        finally:
-            env.close()
-        copied = os.path.join(work, "data.mdb")
-        with open(copied, "rb") as handle:
-            os.fsync(handle.fileno())
-        if scratch and os.stat(scratch).st_dev != os.stat(directory).st_dev:
-            staged = os.path.join(directory, ".data.mdb.compacted")
-            shutil.copyfile(copied, staged)
-            with open(staged, "rb") as handle:
-                os.fsync(handle.fileno())
-            copied = staged
-        os.replace(copied, data)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        staged = copy_compacted(env, directory, scratch)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        env.close()
+    swap_in(staged, directory)
     after = os.path.getsize(data)
     log.info("queue compacted", extra={"directory": directory, "bytes_before": before, "bytes_after": after,
                                        "seconds": round(time.monotonic() - started, 3)})
     return before, after
+
+
+def rebound_due(file_bytes: int, live_bytes: int, needed_mib: int, trigger_mib: int) -> bool:
+    """otelcol's on_rebound rule: the file grew past `needed`, and the live data shrank below `trigger`."""
+    return file_bytes > needed_mib * _MIB and live_bytes < trigger_mib * _MIB
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())

@@ -42,6 +42,7 @@ Crash and restart
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -60,7 +61,7 @@ import zstandard
 
 from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
 from edgeagent.queue import record
-from edgeagent.queue.compaction import compact
+from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ class DurableQueue:
         items = attempts = 0
         last_seq = None
         decompressor = zstandard.ZstdDecompressor()
-        with self.store.env.begin(db=self.db, buffers=True) as txn:
+        with self.store.gate.shared(), self.store.env.begin(db=self.db, buffers=True) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(_KEY.pack(start)):
                 return records, bodies, attempts, corrupt, last_seq
@@ -299,6 +300,46 @@ class DurableQueue:
             self._available.set()
 
 
+class _Gate:
+    """Readers share the environment; a live compaction needs it alone (it closes and reopens it)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+@dataclass
+class _Compact:
+    future: asyncio.Future
+    queue: Any = None
+
+
 class QueueStore:
     """One LMDB environment with its writer thread; hands out `DurableQueue`s by name."""
 
@@ -323,7 +364,8 @@ class QueueStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self.deadletter_entries = 0
-        self.deadletter_items = 0
+        self.compactions = 0
+        self.gate = _Gate()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -344,10 +386,54 @@ class QueueStore:
             if self.on_corrupt:
                 self.on_corrupt(message)
             self.env = self._open_env()
-        self.meta_db = self.env.open_db(b"meta")
-        self.deadletter_db = self.env.open_db(b"deadletter")
+        self._open_dbs()
         with self.env.begin(db=self.deadletter_db) as txn:
             self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
+
+    def _open_dbs(self) -> None:
+        self.meta_db = self.env.open_db(b"meta")
+        self.deadletter_db = self.env.open_db(b"deadletter")
+        for queue in self.queues.values():
+            queue.db = self.env.open_db(f"q:{queue.name}".encode())
+
+    def file_size(self) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.directory, "data.mdb"))
+        except OSError:
+            return 0
+
+    def live_bytes(self) -> int:
+        return sum(queue.bytes for queue in self.queues.values())
+
+    def compact_now(self) -> asyncio.Future:
+        """Compact the live environment between two commits; resolves to (bytes before, bytes after)."""
+        return self._submit(lambda fut: _Compact(fut))
+
+    async def compact_on_rebound(self, needed_mib: int, trigger_mib: int, interval: float) -> None:
+        """Run until cancelled: compact when the file grew large and the live data shrank (otelcol's on_rebound)."""
+        while True:
+            await asyncio.sleep(interval)
+            if rebound_due(self.file_size(), self.live_bytes(), needed_mib, trigger_mib):
+                try:
+                    await self.compact_now()
+                except Exception:  # logged by the writer; try again at the next check
+                    pass
+
+    def _compact_live(self) -> tuple[int, int]:
+        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""
+        before = self.file_size()
+        started = time.monotonic()
+        staged = copy_compacted(self.env, self.directory, self.compaction_scratch)
+        with self.gate.exclusive():
+            self.env.close()
+            swap_in(staged, self.directory)
+            self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync,
+                                 metasync=self.sync, readahead=False, subdir=True)
+            self._open_dbs()
+        after = self.file_size()
+        log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,
+                                           "seconds": round(time.monotonic() - started, 3)})
+        return before, after
 
     def _open_env(self) -> lmdb.Environment:
         env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync, metasync=self.sync,
@@ -434,8 +520,22 @@ class QueueStore:
                         break
                     if op is not None:
                         ops.append(op)
+            compactions = [op for op in ops if isinstance(op, _Compact)]
+            ops = [op for op in ops if not isinstance(op, _Compact)]
             if ops:
                 self._commit(ops, compressor)
+            for op in compactions:
+                self._run_compaction(op)
+
+    def _run_compaction(self, op: _Compact) -> None:
+        try:
+            result = self._compact_live()
+        except Exception as exc:  # a failed compaction leaves the old file in place
+            log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+            self._loop.call_soon_threadsafe(_settle, op.future, None, exc)
+            return
+        self.compactions += 1
+        self._loop.call_soon_threadsafe(_settle, op.future, result, None)
 
     def _commit(self, ops: list[Any], compressor: zstandard.ZstdCompressor) -> None:
         now_ms = int(time.time() * 1000)
@@ -532,7 +632,7 @@ class QueueStore:
 
     def dead_letters(self, limit: int = 0) -> list[tuple[int, dict[str, Any], bytes]]:
         out = []
-        with self.env.begin(db=self.deadletter_db) as txn:
+        with self.gate.shared(), self.env.begin(db=self.deadletter_db) as txn:
             for key, value in txn.cursor():
                 (length,) = struct.unpack_from(">I", value)
                 meta = json.loads(value[4:4 + length])
@@ -540,6 +640,15 @@ class QueueStore:
                 if limit and len(out) >= limit:
                     break
         return out
+
+
+def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 def _enqueued_ms(value: bytes) -> int:
