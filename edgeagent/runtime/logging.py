@@ -42,7 +42,7 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "info", encoding: str = "auto") -> None:
-    use_json = encoding == "json" or (encoding == "auto" and not sys.stderr.isatty())
+    use_json = encoding == "json" or (encoding == "auto" and not sys.stdout.isatty())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
