@@ -100,8 +100,9 @@ class Payload:
     items: int
     raw: bytes | None = None
     message: Any = None
-    metadata: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)  # request metadata (HTTP headers / gRPC metadata)
     changed: bool = False
+    client_address: str = ""
 
     @classmethod
     def from_bytes(cls, signal: Signal, raw: bytes, metadata: dict[str, str] | None = None) -> "Payload":
@@ -113,20 +114,32 @@ class Payload:
     def from_message(cls, signal: Signal, message: Any, metadata: dict[str, str] | None = None) -> "Payload":
         return cls(signal, count_items(signal, message), message=message, metadata=metadata or {}, changed=True)
 
-    def mutable_message(self) -> Any:
-        """The parsed message, for a processor that is about to change it."""
+    def view(self) -> Any:
+        """The parsed message, parsed on first use. A processor that changes it calls `mark_changed()`."""
         if self.message is None:
             self.message = self.signal.request_class.FromString(self.raw)
-        self.changed = True
         return self.message
+
+    def mark_changed(self, recount: bool = False) -> None:
+        self.changed = True
+        if recount:
+            self.items = count_items(self.signal, self.message)
+
+    def mutable_message(self) -> Any:
+        """The parsed message, for a processor that is about to change it for sure."""
+        message = self.view()
+        self.changed = True
+        return message
 
     def copy(self) -> "Payload":
         """An independent payload for a second pipeline, so one pipeline's processors never leak into another's."""
         if not self.changed and self.raw is not None:
-            return Payload(self.signal, self.items, raw=self.raw, metadata=self.metadata)
+            return Payload(self.signal, self.items, raw=self.raw, metadata=self.metadata,
+                           client_address=self.client_address)
         clone = self.signal.request_class()
         clone.CopyFrom(self.message)
-        return Payload(self.signal, self.items, message=clone, metadata=self.metadata, changed=True)
+        return Payload(self.signal, self.items, message=clone, metadata=self.metadata, changed=True,
+                       client_address=self.client_address)
 
     def serialized(self) -> bytes:
         if self.changed or self.raw is None:
@@ -135,13 +148,36 @@ class Payload:
         return self.raw
 
 
-def merge_serialized(parts: list[bytes]) -> bytes:
-    """Merge serialized export requests of one signal.
+def merge_requests(signal: Signal, parts: list[bytes]) -> bytes:
+    """Merge serialized export requests of one signal into one, keeping resource and scope grouping.
 
-    The request messages have a single repeated field, and protobuf concatenation of two
-    serialized messages merges their repeated fields, so merging is plain concatenation.
+    Records of the same resource (and schema URL) end up in one ResourceSpans/Logs/Metrics, and
+    within it records of the same scope in one ScopeSpans/Logs/Metrics, as otelcol's batch does.
     """
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    if len(parts) == 1:
+        return parts[0]
+    merged = signal.request_class()
+    merged_groups = resource_groups(signal, merged)
+    by_resource: dict[tuple[bytes, str], tuple[Any, dict[tuple[bytes, str], Any]]] = {}
+    for part in parts:
+        for group in resource_groups(signal, signal.request_class.FromString(part)):
+            resource_key = (group.resource.SerializeToString(deterministic=True), group.schema_url)
+            entry = by_resource.get(resource_key)
+            if entry is None:
+                target = merged_groups.add()
+                target.resource.CopyFrom(group.resource)
+                target.schema_url = group.schema_url
+                entry = by_resource[resource_key] = (target, {})
+            target, scopes = entry
+            for scope_field, item_field, scope in _scopes(signal, group):
+                scope_key = (scope.scope.SerializeToString(deterministic=True), scope.schema_url)
+                target_scope = scopes.get(scope_key)
+                if target_scope is None:
+                    target_scope = scopes[scope_key] = getattr(target, scope_field).add()
+                    target_scope.scope.CopyFrom(scope.scope)
+                    target_scope.schema_url = scope.schema_url
+                getattr(target_scope, item_field).extend(getattr(scope, item_field))
+    return merged.SerializeToString()
 
 
 def split_request(signal: Signal, request: Any, max_items: int) -> list[Any]:

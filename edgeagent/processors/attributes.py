@@ -1,102 +1,129 @@
-"""The `attributes` processor: insert, update, upsert and delete attributes.
+"""The `attributes` processor: act on span, log record and data point attributes.
 
-It touches the records otelcol's attributes processor touches: span attributes, log
-record attributes and metric data point attributes.
+Every otelcol action (actions.py) with `include` / `exclude` match properties
+(matching.py). For metrics, include/exclude select whole metrics by name and resource.
 
-Speed: the common edge case is "upsert a few constant attributes on everything". When
-none of the action keys occurs anywhere in the received bytes, no record can carry them,
-so the processor appends the prebuilt attributes to each record without looking at the
-existing ones: it merges a serialized record holding only those attributes into each
-record (protobuf appends repeated fields on merge), one C call per record.
+Speed: the common edge case is "upsert a few constant attributes on everything". When no
+include/exclude is set and none of the action keys occurs anywhere in the received bytes,
+no record can carry them, so the processor appends the prebuilt attributes without
+looking at the existing ones: it merges one serialized record holding only those
+attributes into each record (protobuf appends repeated fields on merge), one C call per
+record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
-from edgeagent.component import ComponentConfig, Factory
+from edgeagent.component import Factory
+from edgeagent.processors.actions import Actions, ActionsConfig
+from edgeagent.processors.matching import IncludeExclude, MatchProperties
 from edgeagent.signals import Payload, Signal
 
-_SUPPORTED_ACTIONS = ("insert", "update", "upsert", "delete")
 
-
-class AttributeAction(ComponentConfig):
-    key: str = Field(min_length=1)
-    action: Literal["insert", "update", "upsert", "delete", "hash", "extract", "convert"]
-    value: Any = None
-    from_attribute: str | None = None
+class AttributesConfig(ActionsConfig):
+    include: MatchProperties | None = None
+    exclude: MatchProperties | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "AttributeAction":
-        if self.action not in _SUPPORTED_ACTIONS:
-            raise ValueError(f"action {self.action!r} is not supported yet; supported: {', '.join(_SUPPORTED_ACTIONS)}")
-        if self.action != "delete":
-            if (self.value is None) == (self.from_attribute is None):
-                raise ValueError(f"action {self.action!r} needs exactly one of value or from_attribute")
-            if self.value is not None:
-                to_any_value(self.value)
+    def _check_matching(self) -> "AttributesConfig":
+        # otelcol validates match properties per signal; a property that fits no signal is an error here
+        for block in (self.include, self.exclude):
+            if block is not None:
+                fits = []
+                for signal in Signal:
+                    try:
+                        block.check_for(signal)
+                        fits.append(signal)
+                    except ValueError:
+                        pass
+                if not fits:
+                    raise ValueError("include/exclude mixes properties of spans, logs and metrics; "
+                                     "use one processor per signal")
         return self
-
-
-class AttributesConfig(ComponentConfig):
-    actions: list[AttributeAction] = Field(min_length=1)
-
-
-def to_any_value(value: Any) -> AnyValue:
-    """A YAML scalar as an OTLP AnyValue, with the type YAML gave it."""
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    raise ValueError(f"value must be a string, number or boolean, not {type(value).__name__}")
 
 
 def records(signal: Signal, message: Any) -> Iterator[Any]:
     """Every record the processor works on: spans, log records or metric data points."""
+    for _, _, record in records_in_context(signal, message):
+        yield record
+
+
+def records_in_context(signal: Signal, message: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """(resource, scope, record) for every span, log record or metric (not data point)."""
     if signal is Signal.TRACES:
         for rs in message.resource_spans:
             for scope in rs.scope_spans:
-                yield from scope.spans
+                for span in scope.spans:
+                    yield rs.resource, scope.scope, span
     elif signal is Signal.LOGS:
         for rl in message.resource_logs:
             for scope in rl.scope_logs:
-                yield from scope.log_records
+                for record in scope.log_records:
+                    yield rl.resource, scope.scope, record
     else:
         for rm in message.resource_metrics:
             for scope in rm.scope_metrics:
                 for metric in scope.metrics:
                     kind = metric.WhichOneof("data")
                     if kind is not None:
-                        yield from getattr(metric, kind).data_points
+                        for point in getattr(metric, kind).data_points:
+                            yield rm.resource, scope.scope, point
 
 
-def _find(attributes: Any, key: str) -> int:
-    for index, kv in enumerate(attributes):
-        if kv.key == key:
-            return index
-    return -1
+def _metrics_in_context(message: Any) -> Iterator[tuple[Any, Any, Any]]:
+    for rm in message.resource_metrics:
+        for scope in rm.scope_metrics:
+            for metric in scope.metrics:
+                yield rm.resource, scope.scope, metric
 
 
 class AttributesProcessor:
     def __init__(self, component_id: str, config: AttributesConfig, host: Any = None):
         self.id = component_id
-        self.actions = [(a.action, a.key, to_any_value(a.value) if a.value is not None else None, a.from_attribute)
-                        for a in config.actions]
-        appends_only = all(action in ("insert", "upsert") and value is not None for action, _, value, _ in self.actions)
-        keys = [key for _, key, _, _ in self.actions]
-        self._append_only = appends_only and len(set(keys)) == len(keys)
-        # a key absent from the received bytes is absent from every record (bytes.__contains__ is a fast search)
-        self._key_bytes = [key.encode() for key in keys]
-        self._prebuilt = [KeyValue(key=key, value=value) for _, key, value, _ in self.actions] if self._append_only else []
+        self.actions = Actions(config.actions)
+        self.selection = IncludeExclude(config.include, config.exclude)
+        appends = None if self.selection.active else self.actions.constant_appends()
+        self._prebuilt = appends or []
+        self._key_bytes = [key.encode() for key, _ in self._prebuilt]
         self._templates: dict[type, bytes] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    def process(self, payload: Payload) -> Payload:
+        # a key absent from the received bytes is absent from every record (bytes.__contains__ is a fast search)
+        if self._prebuilt and payload.raw is not None and not payload.changed \
+                and not any(key in payload.raw for key in self._key_bytes):
+            self._append_everywhere(payload.signal, payload.view())
+            payload.mark_changed()
+            return payload
+        message = payload.view()
+        metadata, address = payload.metadata, payload.client_address
+        changed = False
+        if payload.signal is Signal.METRICS and self.selection.active:
+            for resource, scope, metric in _metrics_in_context(message):
+                if self.selection.selects("metric", resource, scope, metric):
+                    kind = metric.WhichOneof("data")
+                    for point in (getattr(metric, kind).data_points if kind else ()):
+                        changed |= self.actions.apply(point.attributes, metadata, address)
+        elif self.selection.active:
+            kind = "span" if payload.signal is Signal.TRACES else "log"
+            for resource, scope, record in records_in_context(payload.signal, message):
+                if self.selection.selects(kind, resource, scope, record):
+                    changed |= self.actions.apply(record.attributes, metadata, address)
+        else:
+            for record in records(payload.signal, message):
+                changed |= self.actions.apply(record.attributes, metadata, address)
+        if changed:
+            payload.mark_changed()
+        return payload
 
     def _append_everywhere(self, signal: Signal, message: Any) -> None:
         if signal is Signal.METRICS:
@@ -117,42 +144,10 @@ class AttributesProcessor:
         template = self._templates.get(record_class)
         if template is None:
             record = record_class()
-            record.attributes.extend(self._prebuilt)
+            for key, value in self._prebuilt:
+                record.attributes.add(key=key).value.CopyFrom(value)
             template = self._templates[record_class] = record.SerializeToString()
         return template
-
-    async def start(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    def process(self, payload: Payload) -> Payload:
-        if self._append_only and payload.raw is not None and not payload.changed \
-                and not any(key in payload.raw for key in self._key_bytes):
-            self._append_everywhere(payload.signal, payload.mutable_message())
-            return payload
-        for record in records(payload.signal, payload.mutable_message()):
-            self.apply(record.attributes)
-        return payload
-
-    def apply(self, attributes: Any) -> None:
-        for action, key, value, from_attribute in self.actions:
-            index = _find(attributes, key)
-            if action == "delete":
-                if index >= 0:
-                    del attributes[index]
-                continue
-            if from_attribute is not None:
-                source = _find(attributes, from_attribute)
-                if source < 0:
-                    continue
-                value = attributes[source].value
-            if index >= 0:
-                if action in ("update", "upsert"):
-                    attributes[index].value.CopyFrom(value)
-            elif action in ("insert", "upsert"):
-                attributes.add(key=key).value.CopyFrom(value)
 
 
 FACTORY = Factory("attributes", AttributesConfig, AttributesProcessor)

@@ -1,0 +1,304 @@
+"""Attribute actions as otelcol's attributes and resource processors define them.
+
+insert, update, upsert (value, from_attribute or from_context), delete and hash (key
+and/or pattern over keys), extract (named regexp groups from a string attribute) and
+convert (to int, double or string). Each action reports whether it changed anything, so
+an unchanged request is never re-serialized.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import struct
+from typing import Any, Literal
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from pydantic import Field, field_validator, model_validator
+
+from edgeagent.component import ComponentConfig
+from edgeagent.processors.matching import go_float_text
+
+ACTIONS = ("insert", "update", "upsert", "delete", "hash", "extract", "convert")
+
+
+class ActionConfig(ComponentConfig):
+    key: str = ""
+    action: Literal["insert", "update", "upsert", "delete", "hash", "extract", "convert"]
+    value: Any = None
+    pattern: str | None = None
+    from_attribute: str | None = None
+    from_context: str | None = None
+    converted_type: Literal["int", "double", "string"] | None = None
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> "ActionConfig":
+        sources = sum(x is not None and x != "" for x in (self.value, self.from_attribute, self.from_context))
+        action = self.action
+        if action in ("delete", "hash"):
+            if not self.key and not self.pattern:
+                raise ValueError(f"action {action!r} needs key, pattern or both")
+        elif not self.key:
+            raise ValueError(f"action {action!r} needs a key")
+        if action in ("insert", "update", "upsert"):
+            if sources != 1:
+                raise ValueError(f"action {action!r} needs exactly one of value, from_attribute or from_context")
+            if self.pattern:
+                raise ValueError(f"action {action!r} does not use pattern")
+            if self.value is not None:
+                to_any_value(self.value)
+        elif sources:
+            raise ValueError(f"action {action!r} does not use value, from_attribute or from_context")
+        if action == "extract":
+            if not self.pattern:
+                raise ValueError("action 'extract' needs a pattern with named groups")
+            compiled = _regex(self.pattern)
+            if not compiled.groupindex:
+                raise ValueError("pattern has no named groups: write (?P<name>...) for each value to extract")
+            if compiled.groups != len(compiled.groupindex):
+                raise ValueError("pattern has an unnamed group: every group must be named (?P<name>...)")
+        elif self.pattern:
+            _regex(self.pattern)
+        if action == "convert" and self.converted_type is None:
+            raise ValueError("action 'convert' needs converted_type: int, double or string")
+        if action != "convert" and self.converted_type is not None:
+            raise ValueError(f"action {action!r} does not use converted_type")
+        return self
+
+
+class ActionsConfig(ComponentConfig):
+    actions: list[ActionConfig] = Field(min_length=1)
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    try:
+        # Go's (?P<name>) syntax is Python's too; (?<name>) is Go-only and is translated.
+        return re.compile(re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", pattern))
+    except re.error as exc:
+        raise ValueError(f"invalid pattern {pattern!r}: {exc}") from exc
+
+
+def to_any_value(value: Any) -> AnyValue:
+    """A YAML value as an OTLP AnyValue, keeping the type YAML gave it (maps and lists too)."""
+    out = AnyValue()
+    if isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int):
+        out.int_value = value
+    elif isinstance(value, float):
+        out.double_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            out.kvlist_value.values.add(key=str(key)).value.CopyFrom(to_any_value(item))
+    elif isinstance(value, list):
+        for item in value:
+            out.array_value.values.add().CopyFrom(to_any_value(item))
+    else:
+        raise ValueError(f"value must be a string, number, boolean, map or list, not {type(value).__name__}")
+    return out
+
+
+def hash_value(value: AnyValue) -> None:
+    """Replace a value with the hex SHA-256 of its bytes, as otelcol's hash action does today."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        data = value.string_value.encode()
+    elif kind == "bool_value":
+        data = b"\x01" if value.bool_value else b"\x00"
+    elif kind == "int_value":
+        data = struct.pack("<q", value.int_value)
+    elif kind == "double_value":
+        data = struct.pack("<d", value.double_value)
+    else:
+        data = b""
+    value.string_value = hashlib.sha256(data).hexdigest() if data else ""
+
+
+def value_as_string(value: AnyValue) -> str:
+    """pcommon's Value.AsString for every value type."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return go_float_text(value.double_value)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if kind in ("kvlist_value", "array_value"):
+        return json.dumps(_plain(value), separators=(",", ":"))
+    return ""
+
+
+def _plain(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "kvlist_value":
+        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
+    if kind == "array_value":
+        return [_plain(item) for item in value.array_value.values]
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    if kind is None:
+        return None
+    return getattr(value, kind)
+
+
+def convert_value(value: AnyValue, target: str) -> bool:
+    """Convert in place as otelcol does; a value that does not convert is left as it is."""
+    kind = value.WhichOneof("value")
+    if target == "string":
+        if kind == "string_value":
+            return False
+        value.string_value = value_as_string(value)
+        return True
+    if target == "int":
+        if kind == "double_value":
+            number = value.double_value
+            if math.isnan(number) or math.isinf(number):
+                return False
+            value.int_value = int(number)
+        elif kind == "bool_value":
+            value.int_value = int(value.bool_value)
+        elif kind == "string_value":
+            try:
+                value.int_value = _go_parse_int(value.string_value)
+            except ValueError:
+                return False
+        else:
+            return False
+        return True
+    if kind == "int_value":
+        value.double_value = float(value.int_value)
+    elif kind == "bool_value":
+        value.double_value = 1.0 if value.bool_value else 0.0
+    elif kind == "string_value":
+        try:
+            value.double_value = _go_parse_float(value.string_value)
+        except ValueError:
+            return False
+    else:
+        return False
+    return True
+
+
+def _go_parse_int(text: str) -> int:
+    if not re.fullmatch(r"[+-]?[0-9]+", text):
+        raise ValueError(text)
+    number = int(text)
+    if not -(1 << 63) <= number < (1 << 63):
+        raise ValueError(text)
+    return number
+
+
+def _go_parse_float(text: str) -> float:
+    if not re.fullmatch(r"[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|[Ii]nf(?:inity)?|NaN)",
+                        text):
+        raise ValueError(text)
+    return float(text)
+
+
+def context_value(key: str, metadata: dict[str, str], client_address: str) -> str | None:
+    """from_context: `metadata.<name>`, `client.address`, or a bare metadata key (otelcol's fallback)."""
+    if key == "client.address":
+        return client_address or None
+    if key.startswith("auth."):
+        return None  # no authenticator attaches attributes to requests
+    name = key[len("metadata."):] if key.startswith("metadata.") else key
+    return metadata.get(name.lower())
+
+
+class Actions:
+    """Compiled actions; `apply(attributes, metadata, client_address)` runs them on one attribute list."""
+
+    def __init__(self, configs: list[ActionConfig]):
+        self.steps = []
+        for config in configs:
+            value = to_any_value(config.value) if config.value is not None else None
+            pattern = _regex(config.pattern) if config.pattern else None
+            self.steps.append((config.action, config.key, value, config.from_attribute, config.from_context,
+                               pattern, config.converted_type))
+        self.uses_context = any(step[4] for step in self.steps)
+
+    def constant_appends(self) -> list[tuple[str, AnyValue]] | None:
+        """When every action inserts or upserts a constant under distinct keys: those (key, value) pairs."""
+        keys = [step[1] for step in self.steps]
+        if all(step[0] in ("insert", "upsert") and step[2] is not None for step in self.steps) \
+                and len(set(keys)) == len(keys):
+            return [(step[1], step[2]) for step in self.steps]
+        return None
+
+    def apply(self, attributes: Any, metadata: dict[str, str], client_address: str) -> bool:
+        changed = False
+        for action, key, value, from_attribute, from_context, pattern, converted_type in self.steps:
+            if action in ("insert", "update", "upsert"):
+                if from_context:
+                    text = context_value(from_context, metadata, client_address)
+                    if text is None:
+                        continue
+                    source = AnyValue(string_value=text)
+                elif from_attribute is not None:
+                    index = _find(attributes, from_attribute)
+                    if index < 0:
+                        continue
+                    source = AnyValue()
+                    source.CopyFrom(attributes[index].value)
+                else:
+                    source = value
+                index = _find(attributes, key)
+                if index >= 0:
+                    if action != "insert":
+                        attributes[index].value.CopyFrom(source)
+                        changed = True
+                elif action != "update":
+                    attributes.add(key=key).value.CopyFrom(source)
+                    changed = True
+            elif action == "delete":
+                for index in reversed(range(len(attributes))):
+                    name = attributes[index].key
+                    if name == key or (pattern is not None and pattern.search(name)):
+                        del attributes[index]
+                        changed = True
+            elif action == "hash":
+                for kv in attributes:
+                    if kv.key == key or (pattern is not None and pattern.search(kv.key)):
+                        hash_value(kv.value)
+                        changed = True
+            elif action == "extract":
+                index = _find(attributes, key)
+                if index < 0 or attributes[index].value.WhichOneof("value") != "string_value":
+                    continue
+                match = pattern.search(attributes[index].value.string_value)
+                if match is None:
+                    continue
+                for name, text in match.groupdict(default="").items():
+                    target = _find(attributes, name)
+                    if target >= 0:
+                        attributes[target].value.Clear()
+                        attributes[target].value.string_value = text
+                    else:
+                        attributes.add(key=name).value.string_value = text
+                    changed = True
+            else:  # convert
+                index = _find(attributes, key)
+                if index >= 0 and convert_value(attributes[index].value, converted_type):
+                    changed = True
+        return changed
+
+
+def _find(attributes: Any, key: str) -> int:
+    for index, kv in enumerate(attributes):
+        if kv.key == key:
+            return index
+    return -1

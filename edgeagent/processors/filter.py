@@ -1,0 +1,172 @@
+"""The `filter` processor: drop spans, log records and metrics by otelcol's legacy match properties.
+
+    spans:   include / exclude with the match properties of matching.py
+    logs:    include / exclude with match_type, resource_attributes, record_attributes,
+             severity_texts, severity_number {min, match_undefined}, bodies
+    metrics: include / exclude with match_type (strict | regexp), metric_names, resource_attributes
+
+An item is kept when it matches `include` (if set) and does not match `exclude` (if set).
+Dropped items are counted (otelcol_processor_filter_*_filtered), never errors. Resources and
+scopes left empty are removed; a request left empty stops in the pipeline (the client
+still gets its OK). OTTL conditions are not supported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from edgeagent.component import ComponentConfig, Factory
+from edgeagent.processors.matching import (AttributeMatch, IncludeExclude, MatchProperties, RegexpOptions,
+                                           SeverityNumberMatch)
+from edgeagent.signals import Payload, Signal
+
+_OTTL_KEYS = ("traces", "trace_conditions", "metric_conditions", "log_conditions", "profile_conditions", "profiles")
+
+
+class LogMatch(ComponentConfig):
+    match_type: Literal["strict", "regexp"] = "strict"
+    resource_attributes: list[AttributeMatch] = Field(default_factory=list)
+    record_attributes: list[AttributeMatch] = Field(default_factory=list)
+    severity_texts: list[str] = Field(default_factory=list)
+    severity_number: SeverityNumberMatch | None = None
+    bodies: list[str] = Field(default_factory=list)
+
+    def properties(self) -> MatchProperties:
+        return MatchProperties(match_type=self.match_type, resources=self.resource_attributes,
+                               attributes=self.record_attributes, log_severity_texts=self.severity_texts,
+                               log_severity_number=self.severity_number, log_bodies=self.bodies)
+
+
+class MetricMatch(ComponentConfig):
+    match_type: Literal["strict", "regexp"] = "strict"
+    regexp: RegexpOptions | None = None
+    metric_names: list[str] = Field(default_factory=list)
+    resource_attributes: list[AttributeMatch] = Field(default_factory=list)
+
+    def properties(self) -> MatchProperties:
+        return MatchProperties(match_type=self.match_type, metric_names=self.metric_names,
+                               resources=self.resource_attributes)
+
+
+class SpanFilters(ComponentConfig):
+    include: MatchProperties | None = None
+    exclude: MatchProperties | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "SpanFilters":
+        for block in (self.include, self.exclude):
+            if block is not None:
+                block.check_for(Signal.TRACES)
+        return self
+
+
+class LogFilters(ComponentConfig):
+    include: LogMatch | None = None
+    exclude: LogMatch | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "LogFilters":
+        for block in (self.include, self.exclude):
+            if block is not None:
+                block.properties()
+        return self
+
+
+class MetricFilters(ComponentConfig):
+    include: MetricMatch | None = None
+    exclude: MetricMatch | None = None
+    regexp: RegexpOptions | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "MetricFilters":
+        for block in (self.include, self.exclude):
+            if block is not None:
+                block.properties()
+        return self
+
+
+class FilterConfig(ComponentConfig):
+    error_mode: Literal["ignore", "silent", "propagate"] = "propagate"
+    spans: SpanFilters = Field(default_factory=SpanFilters)
+    logs: LogFilters = Field(default_factory=LogFilters)
+    metrics: MetricFilters = Field(default_factory=MetricFilters)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_ottl(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            used = [key for key in _OTTL_KEYS if key in data]
+            if used:
+                raise ValueError(f"{', '.join(used)}: OTTL conditions are not supported; use spans, logs or "
+                                 f"metrics with include/exclude match properties")
+        return data
+
+
+class FilterProcessor:
+    def __init__(self, component_id: str, config: FilterConfig, host: Any = None):
+        self.id = component_id
+        self.host = host
+        self.spans = IncludeExclude(config.spans.include, config.spans.exclude)
+        self.logs = IncludeExclude(config.logs.include.properties() if config.logs.include else None,
+                                   config.logs.exclude.properties() if config.logs.exclude else None)
+        self.metrics = IncludeExclude(config.metrics.include.properties() if config.metrics.include else None,
+                                      config.metrics.exclude.properties() if config.metrics.exclude else None)
+
+    async def start(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    def process(self, payload: Payload) -> Payload | None:
+        signal = payload.signal
+        selection = {Signal.TRACES: self.spans, Signal.LOGS: self.logs, Signal.METRICS: self.metrics}[signal]
+        if not selection.active:
+            return payload
+        message = payload.view()
+        before = payload.items
+        dropped = _filter(signal, message, selection)
+        if not dropped:
+            return payload
+        payload.mark_changed(recount=True)
+        if self.host is not None:
+            name = {Signal.TRACES: "spans", Signal.LOGS: "logs", Signal.METRICS: "datapoints"}[signal]
+            self.host.counter_inc(f"otelcol_processor_filter_{name}_filtered", before - payload.items, self.id)
+        return payload if payload.items or _has_groups(signal, message) else None
+
+
+def _filter(signal: Signal, message: Any, selection: IncludeExclude) -> bool:
+    """Remove unselected items in place; returns whether anything was removed."""
+    removed = False
+    groups = {Signal.TRACES: message.resource_spans, Signal.LOGS: message.resource_logs,
+              Signal.METRICS: message.resource_metrics}[signal]
+    for group_index in reversed(range(len(groups))):
+        group = groups[group_index]
+        scopes = {Signal.TRACES: "scope_spans", Signal.LOGS: "scope_logs", Signal.METRICS: "scope_metrics"}[signal]
+        scope_list = getattr(group, scopes)
+        for scope_index in reversed(range(len(scope_list))):
+            scope = scope_list[scope_index]
+            kind, items = {Signal.TRACES: ("span", scope.spans), Signal.LOGS: ("log", scope.log_records),
+                           Signal.METRICS: ("metric", scope.metrics)}[signal]
+            keep = [selection.selects(kind, group.resource, scope.scope, item) for item in items]
+            if all(keep):
+                continue
+            removed = True
+            for index in reversed(range(len(keep))):
+                if not keep[index]:
+                    del items[index]
+            if not len(items):
+                del scope_list[scope_index]
+        if not len(scope_list):
+            del groups[group_index]
+    return removed
+
+
+def _has_groups(signal: Signal, message: Any) -> bool:
+    return bool(len({Signal.TRACES: message.resource_spans, Signal.LOGS: message.resource_logs,
+                     Signal.METRICS: message.resource_metrics}[signal]))
+
+
+FACTORY = Factory("filter", FilterConfig, FilterProcessor)

@@ -1,0 +1,285 @@
+"""otelcol's legacy match properties (`include` / `exclude`), shared by attributes and filter.
+
+Semantics, as the collector's filterconfig defines them:
+* within one block every property that is set must match (AND);
+* `services`, `span_names`, `span_kinds`, `log_bodies`, `log_severity_texts` and
+  `metric_names` match when any listed item matches (OR);
+* `attributes` and `resources` match when every listed key is present and, if a value is
+  given, equal to it (`strict`) or matched by it (`regexp`, an unanchored search, values
+  compared as strings);
+* `libraries` match when every listed library matches the scope name (and version when given);
+* `include` selects what is processed; `exclude` is checked after it and removes.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from edgeagent.component import ComponentConfig
+from edgeagent.signals import Signal
+
+SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
+              "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
+SEVERITY_NAMES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "FATAL": 21}
+for _base, _number in list(SEVERITY_NAMES.items()):
+    for _step in (2, 3, 4):
+        SEVERITY_NAMES[f"{_base}{_step}"] = _number + _step - 1
+
+
+class AttributeMatch(ComponentConfig):
+    key: str = Field(min_length=1)
+    value: Any = None
+
+
+class LibraryMatch(ComponentConfig):
+    name: str
+    version: str | None = None
+
+
+class RegexpOptions(ComponentConfig):
+    cacheenabled: bool = False
+    cachemaxnumentries: int = Field(0, ge=0)
+
+
+class SeverityNumberMatch(ComponentConfig):
+    min: int | str
+    match_undefined: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "SeverityNumberMatch":
+        self.minimum()
+        return self
+
+    def minimum(self) -> int:
+        if isinstance(self.min, int):
+            return self.min
+        name = self.min.strip().upper()
+        if name not in SEVERITY_NAMES:
+            raise ValueError(f"unknown severity {self.min!r}; use one of {', '.join(SEVERITY_NAMES)} or a number")
+        return SEVERITY_NAMES[name]
+
+
+class MatchProperties(ComponentConfig):
+    match_type: Literal["strict", "regexp"] = "strict"
+    regexp: RegexpOptions | None = None
+    services: list[str] = Field(default_factory=list)
+    span_names: list[str] = Field(default_factory=list)
+    span_kinds: list[str] = Field(default_factory=list)
+    log_bodies: list[str] = Field(default_factory=list)
+    log_severity_texts: list[str] = Field(default_factory=list)
+    log_severity_number: SeverityNumberMatch | None = None
+    metric_names: list[str] = Field(default_factory=list)
+    attributes: list[AttributeMatch] = Field(default_factory=list)
+    resources: list[AttributeMatch] = Field(default_factory=list)
+    libraries: list[LibraryMatch] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MatchProperties":
+        if not any((self.services, self.span_names, self.span_kinds, self.log_bodies, self.log_severity_texts,
+                    self.log_severity_number, self.metric_names, self.attributes, self.resources, self.libraries)):
+            raise ValueError("set at least one of services, span_names, span_kinds, log_bodies, log_severity_texts, "
+                             "log_severity_number, metric_names, attributes, resources or libraries")
+        if self.match_type == "strict":
+            for kind in self.span_kinds:
+                if kind not in SPAN_KINDS[1:]:
+                    raise ValueError(f"span kind {kind!r} is not a standard span kind; use one of "
+                                     f"{', '.join(SPAN_KINDS[1:])}")
+        else:
+            for pattern in [*self.services, *self.span_names, *self.span_kinds, *self.log_bodies,
+                            *self.log_severity_texts, *self.metric_names]:
+                _compile(pattern)
+            for attribute in [*self.attributes, *self.resources]:
+                if attribute.value is not None and not isinstance(attribute.value, str):
+                    raise ValueError(f"match_type regexp needs string values; {attribute.key!r} has "
+                                     f"{type(attribute.value).__name__}")
+                if attribute.value is not None:
+                    _compile(attribute.value)
+        return self
+
+    def check_for(self, signal: Signal) -> None:
+        """Properties that make no sense for a signal are errors, as in otelcol."""
+        if signal is Signal.TRACES:
+            wrong = [name for name in ("log_bodies", "log_severity_texts", "log_severity_number", "metric_names")
+                     if getattr(self, name)]
+        elif signal is Signal.LOGS:
+            wrong = [name for name in ("services", "span_names", "span_kinds", "metric_names") if getattr(self, name)]
+        else:
+            wrong = [name for name in ("services", "span_names", "span_kinds", "log_bodies", "log_severity_texts",
+                                       "log_severity_number", "attributes", "libraries") if getattr(self, name)]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)} cannot match {signal.label}")
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+
+
+def any_value_text(value: Any) -> str | None:
+    """An AnyValue as the string otelcol compares regexps against (None for complex values)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return "true" if value.bool_value else "false"
+    if kind == "int_value":
+        return str(value.int_value)
+    if kind == "double_value":
+        return go_float_text(value.double_value)
+    return None
+
+
+def go_float_text(number: float) -> str:
+    """A float as Go's strconv.FormatFloat(f, 'f', -1, 64) writes it: shortest digits, no exponent."""
+    if number != number:
+        return "NaN"
+    if number in (float("inf"), float("-inf")):
+        return "+Inf" if number > 0 else "-Inf"
+    text = repr(number)
+    if "e" in text or "E" in text:
+        text = format(Decimal(text), "f")
+    return text[:-2] if text.endswith(".0") else text
+
+
+def any_value_as_python(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind in ("string_value", "bool_value", "int_value", "double_value") else None
+
+
+class _Strings:
+    """A list of strings matched exactly or by regexp search; empty means "not set"."""
+
+    def __init__(self, items: list[str], regexp: bool):
+        self.set = bool(items)
+        self._exact = frozenset(items) if not regexp else frozenset()
+        self._patterns = [_compile(item) for item in items] if regexp else []
+
+    def matches(self, text: str) -> bool:
+        if self._patterns:
+            return any(pattern.search(text) for pattern in self._patterns)
+        return text in self._exact
+
+
+class _Attributes:
+    def __init__(self, items: list[AttributeMatch], regexp: bool):
+        self.set = bool(items)
+        self._items = [(item.key, _compile(item.value) if regexp and item.value is not None else None,
+                        item.value) for item in items]
+        self._regexp = regexp
+
+    def matches(self, attributes: Any) -> bool:
+        if not self._items:
+            return True
+        values = {kv.key: kv.value for kv in attributes}
+        for key, pattern, expected in self._items:
+            value = values.get(key)
+            if value is None:
+                return False
+            if expected is None:
+                continue
+            if pattern is not None:
+                text = any_value_text(value)
+                if text is None or not pattern.search(text):
+                    return False
+            elif not _equal(value, expected):
+                return False
+        return True
+
+
+def _equal(value: Any, expected: Any) -> bool:
+    kind = value.WhichOneof("value")
+    if isinstance(expected, bool):
+        return kind == "bool_value" and value.bool_value == expected
+    if isinstance(expected, int):
+        return kind == "int_value" and value.int_value == expected
+    if isinstance(expected, float):
+        return kind == "double_value" and value.double_value == expected
+    return kind == "string_value" and value.string_value == expected
+
+
+class Matcher:
+    """Compiled match properties; `matches(...)` answers for one record in its resource and scope."""
+
+    def __init__(self, properties: MatchProperties):
+        regexp = properties.match_type == "regexp"
+        self.services = _Strings(properties.services, regexp)
+        self.span_names = _Strings(properties.span_names, regexp)
+        self.span_kinds = _Strings(properties.span_kinds, regexp)
+        self.log_bodies = _Strings(properties.log_bodies, regexp)
+        self.severity_texts = _Strings(properties.log_severity_texts, regexp)
+        self.metric_names = _Strings(properties.metric_names, regexp)
+        self.severity = properties.log_severity_number
+        self.severity_min = properties.log_severity_number.minimum() if properties.log_severity_number else 0
+        self.attributes = _Attributes(properties.attributes, regexp)
+        self.resources = _Attributes(properties.resources, regexp)
+        self.libraries = [(_Strings([lib.name], regexp), _Strings([lib.version], regexp) if lib.version is not None
+                           else None) for lib in properties.libraries]
+
+    def _common(self, resource: Any, scope: Any, attributes: Any | None) -> bool:
+        for name, version in self.libraries:
+            if not name.matches(scope.name):
+                return False
+            if version is not None and not version.matches(scope.version):
+                return False
+        if self.resources.set and not self.resources.matches(resource.attributes):
+            return False
+        return attributes is None or self.attributes.matches(attributes)
+
+    def span(self, resource: Any, scope: Any, span: Any) -> bool:
+        if self.services.set and not self.services.matches(_service_name(resource)):
+            return False
+        if self.span_names.set and not self.span_names.matches(span.name):
+            return False
+        if self.span_kinds.set and not self.span_kinds.matches(SPAN_KINDS[span.kind] if span.kind < 6 else ""):
+            return False
+        return self._common(resource, scope, span.attributes)
+
+    def log(self, resource: Any, scope: Any, record: Any) -> bool:
+        if self.log_bodies.set:
+            body = any_value_text(record.body) if record.HasField("body") else ""
+            if body is None or not self.log_bodies.matches(body):
+                return False
+        if self.severity_texts.set and not self.severity_texts.matches(record.severity_text):
+            return False
+        if self.severity is not None:
+            if record.severity_number == 0:
+                if not self.severity.match_undefined:
+                    return False
+            elif record.severity_number < self.severity_min:
+                return False
+        return self._common(resource, scope, record.attributes)
+
+    def metric(self, resource: Any, scope: Any, metric: Any) -> bool:
+        if self.metric_names.set and not self.metric_names.matches(metric.name):
+            return False
+        return self._common(resource, scope, None)
+
+
+class IncludeExclude:
+    """`include` then `exclude`, as otelcol applies them. With neither, everything is selected."""
+
+    def __init__(self, include: MatchProperties | None, exclude: MatchProperties | None):
+        self.include = Matcher(include) if include else None
+        self.exclude = Matcher(exclude) if exclude else None
+
+    @property
+    def active(self) -> bool:
+        return self.include is not None or self.exclude is not None
+
+    def selects(self, kind: str, resource: Any, scope: Any, record: Any) -> bool:
+        if self.include is not None and not getattr(self.include, kind)(resource, scope, record):
+            return False
+        return self.exclude is None or not getattr(self.exclude, kind)(resource, scope, record)
+
+
+def _service_name(resource: Any) -> str:
+    for kv in resource.attributes:
+        if kv.key == "service.name":
+            return kv.value.string_value
+    return ""
