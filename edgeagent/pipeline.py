@@ -37,6 +37,7 @@ class RunningPipeline:
     id: str
     signal: Signal
     processors: list[Any]
+    batch: BatchProcessor | None = None
     targets: list[tuple[QueueStore, list[DurableQueue]]] = field(default_factory=list)
     direct: list[Any] = field(default_factory=list)  # exporters with sending_queue disabled
 
@@ -46,7 +47,8 @@ class RunningPipeline:
             if payload is None:
                 return
         body = payload.serialized()
-        writes = [store.put(queues, body, payload.items, self.signal) for store, queues in self.targets]
+        key = self.batch.batch_key(payload.metadata) if self.batch is not None else b""
+        writes = [store.put(queues, body, payload.items, self.signal, key) for store, queues in self.targets]
         writes += [exporter_send_now(exporter, self.signal, body) for exporter in self.direct]
         if len(writes) == 1:
             await writes[0]
@@ -80,12 +82,24 @@ class SignalConsumer:
                                               f"Number of {signal.item_name} that could not be pushed into the pipeline.",
                                               ("receiver", "transport"))
 
+    def admit(self, transport: str) -> None:
+        """Refuse before reading a request when the agent stops or memory is short; counts the refusal."""
+        try:
+            self._admit()
+        except RetryableError as exc:
+            self.agent.counter_inc("edgeagent_receiver_refused_requests", 1, self.receiver_id, transport,
+                                   type(exc).__name__)
+            raise
+
+    def _admit(self) -> None:
+        if self.agent.stopping:
+            raise ShutdownError("the agent is shutting down", retry_after=5.0)
+        for limiter in self.limiters:
+            limiter.admit()
+
     async def consume(self, payload: Payload, transport: str) -> None:
         try:
-            if self.agent.stopping:
-                raise ShutdownError("the agent is shutting down", retry_after=5.0)
-            for limiter in self.limiters:
-                limiter.admit()
+            self._admit()
             last = len(self.pipelines) - 1
             if last == 0:
                 await self.pipelines[0].consume(payload)
@@ -162,8 +176,10 @@ class Agent:
                 if proc_id not in self.processors:
                     self.processors[proc_id] = self._create("processors", proc_id)
                 processors.append(self.processors[proc_id])
-            batch = next((p.config for p in processors if isinstance(p, BatchProcessor)), None)
-            running = RunningPipeline(spec.id, spec.signal, [p for p in processors if not isinstance(p, BatchProcessor)])
+            batcher = next((p for p in processors if isinstance(p, BatchProcessor)), None)
+            batch = batcher.config if batcher else None
+            running = RunningPipeline(spec.id, spec.signal, [p for p in processors if not isinstance(p, BatchProcessor)],
+                                      batcher)
             by_store: dict[str, list[DurableQueue]] = {}
             for exp_id in spec.exporters:
                 if exp_id not in self.exporters:
@@ -274,6 +290,11 @@ class Agent:
                       "destination (kept in the queue unless permanently rejected).", ("exporter",))
             m.counter(f"edgeagent_exporter_rejected_{items}", f"Number of {items} the upstream rejected in a partial "
                       "success.", ("exporter",))
+        for name in ("spans", "logs", "datapoints"):
+            m.counter(f"otelcol_processor_filter_{name}_filtered", f"Number of {name} dropped by the filter processor.",
+                      ("filter",))
+        m.counter("edgeagent_receiver_refused_requests", "Requests refused before they were read (memory limiter, "
+                  "shutdown).", ("receiver", "transport", "reason"))
         m.counter("edgeagent_deadletter_items", "Items moved to the dead-letter store after a permanent rejection.",
                   ("exporter", "data_type"))
         m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were quarantined.", ("exporter",))

@@ -30,7 +30,7 @@ from edgeagent.component import ComponentConfig
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.retry import Backoff, RetryConfig
 from edgeagent.queue.lmdb_queue import DurableQueue, Lease
-from edgeagent.signals import Signal, merge_serialized, split_request
+from edgeagent.signals import Signal, merge_requests, split_request
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class Sender:
         return 0.0
 
     def _requests(self, lease: Lease) -> list[bytes]:
-        body = merge_serialized(lease.bodies)
+        body = merge_requests(self.signal, lease.bodies)
         max_items = self.batch.send_batch_max_size if self.batch else 0
         if not max_items or lease.items <= max_items:
             return [body]

@@ -1,7 +1,9 @@
 """The `batch` processor: how the sender groups queued requests into upstream requests.
 
 Batching happens where the sender reads from the durable queue, never before the commit,
-so it never delays a client's OK. In the pipeline the processor passes data through.
+so it never delays a client's OK. In the pipeline the processor only computes the batch
+key: with `metadata_keys`, the values of those request metadata keys (receivers need
+`include_metadata: true`), so that data of different tenants never shares a request.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
+from edgeagent.errors import BadRequestError
 
 
 class BatchConfig(ComponentConfig):
     timeout: Duration = 0.2
     send_batch_size: int = Field(8192, ge=0)
     send_batch_max_size: int = Field(0, ge=0)
+    metadata_keys: list[str] = Field(default_factory=list)
+    metadata_cardinality_limit: int = Field(1000, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "BatchConfig":
@@ -30,6 +35,21 @@ class BatchProcessor:
     def __init__(self, component_id: str, config: BatchConfig, host: Any = None):
         self.id = component_id
         self.config = config
+        self._keys = [key.lower() for key in config.metadata_keys]
+        self._seen: set[bytes] = set()
+
+    def batch_key(self, metadata: dict[str, str]) -> bytes:
+        """The values of `metadata_keys` for one request (empty when none are configured)."""
+        if not self._keys:
+            return b""
+        key = "\x00".join(metadata.get(name, "") for name in self._keys).encode()
+        if key not in self._seen:
+            limit = self.config.metadata_cardinality_limit
+            if limit and len(self._seen) >= limit:
+                raise BadRequestError(f"too many distinct combinations of {', '.join(self.config.metadata_keys)} "
+                                      f"(metadata_cardinality_limit {limit})", status=400)
+            self._seen.add(key)
+        return key or b"\x00"
 
     async def start(self) -> None:
         return None

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 _KEY = struct.Struct(">Q")
 _STATS = struct.Struct(">QQ")
 _MAX_OPS_PER_COMMIT = 1024
+_MAX_SCAN = 10_000  # records a lease looks at while gathering one batch key
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 
@@ -93,6 +94,7 @@ class _Put:
     items: int
     signal: Signal
     future: asyncio.Future
+    batch_key: bytes = b""
 
 
 @dataclass
@@ -203,15 +205,20 @@ class DurableQueue:
                 return
 
     async def lease(self, max_items: int, max_entries: int = 0) -> Lease | None:
-        """The oldest unleased records, up to `max_items` items (at least one record), or None if empty."""
+        """The oldest unleased records, up to `max_items` items (at least one record), or None if empty.
+
+        All records of a lease share the batch key of the first one; records with other keys are
+        left for later leases."""
         async with self._lease_lock:
             if self.available_entries <= 0:
                 self._available.clear()
                 return None
             skip = frozenset(seq for seq in self._leased if seq >= self._read_from)
             found = await asyncio.to_thread(self._read, self._read_from, skip, max_items, max_entries)
-            records, bodies, attempts, corrupt, last_seq = found
-            if last_seq is not None:
+            records, bodies, attempts, corrupt, last_seq, first_skipped = found
+            if first_skipped is not None:
+                self._read_from = first_skipped
+            elif last_seq is not None:
                 self._read_from = last_seq + 1
             for seq, items in records:
                 self._leased[seq] = items
@@ -231,18 +238,29 @@ class DurableQueue:
         bodies: list[bytes] = []
         corrupt: list[tuple[int, str]] = []
         items = attempts = 0
-        last_seq = None
+        last_seq = first_skipped = None
+        batch_key = None
+        scanned = 0
         decompressor = zstandard.ZstdDecompressor()
         with self.store.gate.shared(), self.store.env.begin(db=self.db, buffers=True) as txn:
             cursor = txn.cursor()
             if not cursor.set_range(_KEY.pack(start)):
-                return records, bodies, attempts, corrupt, last_seq
+                return records, bodies, attempts, corrupt, last_seq, first_skipped
             for key, value in cursor:
                 seq = _KEY.unpack(key)[0]
                 if seq in skip:
                     continue
+                scanned += 1
+                if scanned > _MAX_SCAN:
+                    break
                 try:
                     header = record.decode_header(value)
+                    if batch_key is None:
+                        batch_key = header.batch_key
+                    elif header.batch_key != batch_key:
+                        if first_skipped is None:
+                            first_skipped = seq
+                        continue
                     if records and (items + header.items > max_items or (max_entries and len(records) >= max_entries)):
                         break
                     bodies.append(record.decode_body(value, header, decompressor))
@@ -256,7 +274,7 @@ class DurableQueue:
                 last_seq = seq
                 if items >= max_items or (max_entries and len(records) >= max_entries):
                     break
-        return records, bodies, attempts, corrupt, last_seq
+        return records, bodies, attempts, corrupt, last_seq, first_skipped
 
     def _end_lease(self, lease: Lease) -> list[int]:
         if lease.done:
@@ -472,8 +490,12 @@ class QueueStore:
 
     # ---- writes ----------------------------------------------------------------------------
 
-    async def put(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal) -> None:
-        """Append one request to every queue in `targets` in a single commit; returns once durable."""
+    async def put(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal,
+                  batch_key: bytes = b"") -> None:
+        """Append one request to every queue in `targets` in a single commit; returns once durable.
+
+        `batch_key` (the batch processor's metadata_keys values) keeps records with different keys
+        out of one upstream request."""
         if self._closing or self._writer is None:
             raise ShutdownError("the queue is closing")
         reserved: list[DurableQueue] = []
@@ -484,7 +506,7 @@ class QueueStore:
             futures = []
             for target in targets:
                 future = self._loop.create_future()
-                self._ops.put(_Put(target, body, items, signal, future))
+                self._ops.put(_Put(target, body, items, signal, future, batch_key))
                 futures.append(future)
             await asyncio.gather(*futures)
         finally:
@@ -542,7 +564,8 @@ class QueueStore:
         encoded: dict[int, bytes] = {}
         for op in ops:
             if isinstance(op, _Put):
-                encoded[id(op)] = record.encode(op.signal, op.items, now_ms, op.body, compressor)
+                encoded[id(op)] = record.encode(op.signal, op.items, now_ms, op.body, compressor,
+                                                batch_key=op.batch_key)
         try:
             effects = self._transaction(ops, encoded, now_ms)
         except lmdb.MapFullError:

@@ -1,4 +1,9 @@
-"""The on-disk record format of queue entries (see the design note in lmdb_queue.py)."""
+"""The on-disk record format of queue entries (see the design note in lmdb_queue.py).
+
+    header (18 bytes): version, signal, codec, flags, items, enqueued (unix ms), attempts
+    [flags & FLAG_BATCH_KEY: 2-byte length + batch key]   the batch processor's metadata_keys values
+    payload: the serialized export request, zstd-compressed when codec is 1
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ from edgeagent.signals import Signal
 FORMAT_VERSION = 1
 CODEC_NONE = 0
 CODEC_ZSTD = 1
+FLAG_BATCH_KEY = 1
 
-# version, signal, codec, flags, items, enqueued (unix ms), attempts
 _HEADER = struct.Struct(">BBBBIQH")
+_KEY_LENGTH = struct.Struct(">H")
 HEADER_SIZE = _HEADER.size
 
 
@@ -26,28 +32,42 @@ class RecordHeader:
     enqueued_ms: int
     attempts: int
     codec: int
+    batch_key: bytes
+    body_offset: int
 
 
 def encode(signal: Signal, items: int, enqueued_ms: int, body: bytes, compressor: zstandard.ZstdCompressor | None,
-           attempts: int = 0) -> bytes:
-    if compressor is not None:
-        return _HEADER.pack(FORMAT_VERSION, signal, CODEC_ZSTD, 0, items, enqueued_ms, attempts) + compressor.compress(body)
-    return _HEADER.pack(FORMAT_VERSION, signal, CODEC_NONE, 0, items, enqueued_ms, attempts) + body
+           attempts: int = 0, batch_key: bytes = b"") -> bytes:
+    codec = CODEC_ZSTD if compressor is not None else CODEC_NONE
+    flags = FLAG_BATCH_KEY if batch_key else 0
+    head = _HEADER.pack(FORMAT_VERSION, signal, codec, flags, items, enqueued_ms, attempts)
+    if batch_key:
+        head += _KEY_LENGTH.pack(len(batch_key)) + batch_key
+    return head + (compressor.compress(body) if compressor is not None else body)
 
 
 def decode_header(value: bytes) -> RecordHeader:
     if len(value) < HEADER_SIZE:
         raise CorruptRecordError(f"record of {len(value)} bytes is shorter than its header")
-    version, signal, codec, _flags, items, enqueued_ms, attempts = _HEADER.unpack_from(value)
+    version, signal, codec, flags, items, enqueued_ms, attempts = _HEADER.unpack_from(value)
     if version != FORMAT_VERSION:
         raise CorruptRecordError(f"record format version {version} is not supported (expected {FORMAT_VERSION})")
-    if codec not in (CODEC_NONE, CODEC_ZSTD) or signal not in (1, 2, 3):
-        raise CorruptRecordError(f"record header is invalid (signal {signal}, codec {codec})")
-    return RecordHeader(Signal(signal), items, enqueued_ms, attempts, codec)
+    if codec not in (CODEC_NONE, CODEC_ZSTD) or signal not in (1, 2, 3) or flags & ~FLAG_BATCH_KEY:
+        raise CorruptRecordError(f"record header is invalid (signal {signal}, codec {codec}, flags {flags})")
+    offset = HEADER_SIZE
+    batch_key = b""
+    if flags & FLAG_BATCH_KEY:
+        if len(value) < offset + _KEY_LENGTH.size:
+            raise CorruptRecordError("record is shorter than its batch key")
+        (length,) = _KEY_LENGTH.unpack_from(value, offset)
+        offset += _KEY_LENGTH.size
+        batch_key = bytes(value[offset:offset + length])
+        offset += length
+    return RecordHeader(Signal(signal), items, enqueued_ms, attempts, codec, batch_key, offset)
 
 
 def decode_body(value: bytes, header: RecordHeader, decompressor: zstandard.ZstdDecompressor) -> bytes:
-    body = memoryview(value)[HEADER_SIZE:]
+    body = memoryview(value)[header.body_offset:]
     if header.codec == CODEC_NONE:
         return bytes(body)
     try:

@@ -24,8 +24,26 @@ _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "paren
 _CHUNK = 64 * 1024
 
 
-def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, str] | None = None) -> Payload:
+def metadata_of(pairs: Any) -> dict[str, str]:
+    """Request metadata with lowercased keys; repeated keys are joined with ';' as otelcol does."""
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if not isinstance(value, str):
+            continue  # binary gRPC metadata
+        key = key.lower()
+        out[key] = f"{out[key]};{value}" if key in out else value
+    return out
+
+
+def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, str] | None = None,
+           client_address: str = "") -> Payload:
     """Parse a request body into a payload; raises BadRequestError(400) for malformed data."""
+    payload = _decode(signal, body, content_type, metadata)
+    payload.client_address = client_address
+    return payload
+
+
+def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, str] | None) -> Payload:
     if content_type == PROTOBUF:
         try:
             return Payload.from_bytes(signal, body, metadata)

@@ -60,9 +60,8 @@ class GrpcServer:
 
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             try:
-                metadata = {k.lower(): v for k, v in context.invocation_metadata() or ()
-                            if isinstance(v, str)} if include_metadata else None
-                payload = codec.decode(signal, request, codec.PROTOBUF, metadata)
+                metadata = codec.metadata_of(context.invocation_metadata() or ()) if include_metadata else None
+                payload = codec.decode(signal, request, codec.PROTOBUF, metadata, _peer_address(context.peer()))
                 await consumer.consume(payload, "grpc")
             except Exception as exc:  # every failure becomes exactly one gRPC status
                 code, message, trailers = grpc_status(exc, signal)
@@ -70,6 +69,16 @@ class GrpcServer:
             return b""
 
         return export
+
+
+def _peer_address(peer: str | None) -> str:
+    """"ipv4:127.0.0.1:5555" or "ipv6:[::1]:5555" -> the IP address, as otelcol's client.address."""
+    if not peer:
+        return ""
+    _, _, rest = peer.partition(":")
+    if rest.startswith("["):
+        return rest[1:rest.find("]")]
+    return rest.rpartition(":")[0] or rest
 
 
 def grpc_status(exc: BaseException, signal: Signal) -> tuple[grpc.StatusCode, str, tuple]:

@@ -63,9 +63,10 @@ class HttpServer:
                 return web.Response(status=415, text=f"unsupported content type {content_type!r}; "
                                     f"use {codec.PROTOBUF} or {codec.JSON}\n")
             try:
+                consumer.admit("http")  # before the body is read: refusing must not cost memory
                 body = await _read_body(request, limit)
-                metadata = {k.lower(): v for k, v in request.headers.items()} if include_metadata else None
-                payload = codec.decode(signal, body, content_type, metadata)
+                metadata = codec.metadata_of(request.headers.items()) if include_metadata else None
+                payload = codec.decode(signal, body, content_type, metadata, request.remote or "")
                 await consumer.consume(payload, "http")
             except Exception as exc:  # every failure becomes exactly one HTTP answer
                 return error_response(exc, content_type, signal)
