@@ -41,7 +41,7 @@ class ActionConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _check(self) -> "ActionConfig":
-        sources = sum(x is not None and x != "" for x in (self.value, self.from_attribute, self.from_context))
+        sources = (self.value is not None) + bool(self.from_attribute) + bool(self.from_context)
         action = self.action
         if action in ("delete", "hash"):
             if not self.key and not self.pattern:

@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.processors.matching import (AttributeMatch, IncludeExclude, MatchProperties, RegexpOptions,
                                            SeverityNumberMatch)
-from edgeagent.signals import Payload, Signal
+from edgeagent.signals import Payload, Signal, resource_groups
 
 _OTTL_KEYS = ("traces", "trace_conditions", "metric_conditions", "log_conditions", "profile_conditions", "profiles")
 
@@ -134,22 +134,27 @@ class FilterProcessor:
         if self.host is not None:
             name = {Signal.TRACES: "spans", Signal.LOGS: "logs", Signal.METRICS: "datapoints"}[signal]
             self.host.counter_inc(f"otelcol_processor_filter_{name}_filtered", before - payload.items, self.id)
-        return payload if payload.items or _has_groups(signal, message) else None
+        return payload if len(resource_groups(signal, message)) else None
+
+
+_LAYOUT = {  # signal -> (scope list field, item list field, matcher kind)
+    Signal.TRACES: ("scope_spans", "spans", "span"),
+    Signal.LOGS: ("scope_logs", "log_records", "log"),
+    Signal.METRICS: ("scope_metrics", "metrics", "metric"),
+}
 
 
 def _filter(signal: Signal, message: Any, selection: IncludeExclude) -> bool:
-    """Remove unselected items in place; returns whether anything was removed."""
+    """Remove unselected items in place, then empty scopes and resources; returns whether anything was removed."""
+    scope_field, item_field, kind = _LAYOUT[signal]
+    groups = resource_groups(signal, message)
     removed = False
-    groups = {Signal.TRACES: message.resource_spans, Signal.LOGS: message.resource_logs,
-              Signal.METRICS: message.resource_metrics}[signal]
     for group_index in reversed(range(len(groups))):
         group = groups[group_index]
-        scopes = {Signal.TRACES: "scope_spans", Signal.LOGS: "scope_logs", Signal.METRICS: "scope_metrics"}[signal]
-        scope_list = getattr(group, scopes)
-        for scope_index in reversed(range(len(scope_list))):
-            scope = scope_list[scope_index]
-            kind, items = {Signal.TRACES: ("span", scope.spans), Signal.LOGS: ("log", scope.log_records),
-                           Signal.METRICS: ("metric", scope.metrics)}[signal]
+        scopes = getattr(group, scope_field)
+        for scope_index in reversed(range(len(scopes))):
+            scope = scopes[scope_index]
+            items = getattr(scope, item_field)
             keep = [selection.selects(kind, group.resource, scope.scope, item) for item in items]
             if all(keep):
                 continue
@@ -158,15 +163,10 @@ def _filter(signal: Signal, message: Any, selection: IncludeExclude) -> bool:
                 if not keep[index]:
                     del items[index]
             if not len(items):
-                del scope_list[scope_index]
-        if not len(scope_list):
+                del scopes[scope_index]
+        if not len(scopes):
             del groups[group_index]
     return removed
-
-
-def _has_groups(signal: Signal, message: Any) -> bool:
-    return bool(len({Signal.TRACES: message.resource_spans, Signal.LOGS: message.resource_logs,
-                     Signal.METRICS: message.resource_metrics}[signal]))
 
 
 FACTORY = Factory("filter", FilterConfig, FilterProcessor)

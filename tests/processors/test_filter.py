@@ -1,0 +1,98 @@
+"""The filter processor drops what its legacy match properties select, and counts it."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from edgeagent.processors.filter import FilterConfig, FilterProcessor
+from edgeagent.signals import Signal
+from tests.processors.tables import log_request, metric_request, payload_of, span_request
+
+
+class Host:
+    def __init__(self) -> None:
+        self.counts: dict[str, float] = {}
+
+    def counter_inc(self, name: str, amount: float, *labels: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + amount
+
+
+def names(payload) -> list[str]:
+    message = payload.view()
+    return [s.name for rs in message.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+SPAN_ROWS = [
+    ("exclude drops matches", {"spans": {"exclude": {"match_type": "strict", "span_names": ["healthz"]}}},
+     ["a", "b"]),
+    ("include keeps only matches", {"spans": {"include": {"match_type": "regexp", "span_names": ["^a"]}}}, ["a"]),
+    ("include then exclude", {"spans": {"include": {"match_type": "regexp", "span_names": ["^[ab]"]},
+                                        "exclude": {"match_type": "strict", "attributes": [{"key": "x", "value": 1}]}}},
+     ["a"]),
+    ("no block keeps everything", {}, ["a", "b", "healthz"]),
+]
+
+
+@pytest.mark.parametrize("config,kept", [r[1:] for r in SPAN_ROWS], ids=[r[0] for r in SPAN_ROWS])
+def test_filter_spans(config, kept):
+    host = Host()
+    processor = FilterProcessor("filter", FilterConfig.model_validate(config), host)
+    payload = payload_of(Signal.TRACES, span_request([{"name": "a"}, {"name": "b", "attrs": [("x", 1)]},
+                                                      {"name": "healthz"}]))
+    result = processor.process(payload)
+    assert names(result) == kept
+    assert result.items == len(kept)
+    assert host.counts.get("otelcol_processor_filter_spans_filtered", 0) == 3 - len(kept)
+
+
+def test_a_request_left_empty_stops_in_the_pipeline_and_empty_groups_are_removed():
+    processor = FilterProcessor("filter", FilterConfig.model_validate(
+        {"spans": {"exclude": {"match_type": "strict", "services": ["noisy"]}}}), Host())
+    payload = payload_of(Signal.TRACES, span_request([{"name": "a"}], resource=[("service.name", "noisy")]))
+    assert processor.process(payload) is None
+
+
+def test_filter_logs_with_the_legacy_log_keys():
+    host = Host()
+    processor = FilterProcessor("filter", FilterConfig.model_validate({"logs": {
+        "include": {"match_type": "strict", "severity_number": {"min": "warn"}},
+        "exclude": {"match_type": "regexp", "bodies": ["^ignore"]}}}), host)
+    payload = payload_of(Signal.LOGS, log_request([
+        {"body": "keep me", "severity": 17}, {"body": "ignore me", "severity": 17}, {"body": "debug", "severity": 5}]))
+    result = processor.process(payload)
+    bodies = [r.body.string_value for rl in result.view().resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    assert bodies == ["keep me"]
+    assert host.counts["otelcol_processor_filter_logs_filtered"] == 2
+
+
+def test_filter_metrics_by_name_and_counts_data_points():
+    host = Host()
+    processor = FilterProcessor("filter", FilterConfig.model_validate(
+        {"metrics": {"exclude": {"match_type": "regexp", "metric_names": ["^debug\\."]}}}), host)
+    payload = payload_of(Signal.METRICS, metric_request([{"name": "debug.x", "points": [[], []]},
+                                                         {"name": "http.requests", "points": [[]]}]))
+    result = processor.process(payload)
+    assert [m.name for m in result.view().resource_metrics[0].scope_metrics[0].metrics] == ["http.requests"]
+    assert result.items == 1
+    assert host.counts["otelcol_processor_filter_datapoints_filtered"] == 2
+
+
+def test_a_filter_that_drops_nothing_keeps_the_received_bytes():
+    processor = FilterProcessor("filter", FilterConfig.model_validate(
+        {"spans": {"exclude": {"match_type": "strict", "span_names": ["nope"]}}}), Host())
+    payload = payload_of(Signal.TRACES, span_request([{"name": "a"}]))
+    raw = payload.raw
+    assert processor.process(payload).serialized() is raw
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"traces": {"span": ['name == "x"']}}, "OTTL"),
+    ({"spans": {"include": {"match_type": "strict", "log_bodies": ["x"]}}}, "cannot match traces"),
+    ({"logs": {"include": {"match_type": "strict", "severity_number": {"min": "LOUD"}}}}, "unknown severity"),
+    ({"metrics": {"include": {"match_type": "expr", "metric_names": ["x"]}}}, "match_type"),
+])
+def test_invalid_filter_configs(config, message):
+    with pytest.raises(ValidationError) as error:
+        FilterConfig.model_validate(config)
+    assert message in str(error.value)

@@ -1,0 +1,109 @@
+"""include / exclude as otelcol's legacy match properties define them, table-driven."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor
+from edgeagent.processors.matching import MatchProperties
+from edgeagent.signals import Signal
+from tests.processors.tables import attrs_to_python, log_request, metric_request, payload_of, span_request
+
+MARK = [{"key": "hit", "value": True, "action": "insert"}]
+SPANS = [
+    {"name": "GET /users", "kind": 2, "attrs": [("http.method", "GET"), ("status", 200)]},
+    {"name": "POST /users", "kind": 2, "attrs": [("http.method", "POST"), ("status", 500)]},
+    {"name": "db.query", "kind": 3, "attrs": [("db.system", "postgres")]},
+    {"name": "internal", "kind": 1, "attrs": []},
+]
+
+SPAN_ROWS = [
+    ("services strict", {"include": {"match_type": "strict", "services": ["svc"]}}, [1, 1, 1, 1]),
+    ("services strict miss", {"include": {"match_type": "strict", "services": ["other"]}}, [0, 0, 0, 0]),
+    ("span_names strict", {"include": {"match_type": "strict", "span_names": ["db.query", "internal"]}}, [0, 0, 1, 1]),
+    ("span_names regexp is a search", {"include": {"match_type": "regexp", "span_names": ["users"]}}, [1, 1, 0, 0]),
+    ("span_names regexp anchored", {"include": {"match_type": "regexp", "span_names": ["^GET"]}}, [1, 0, 0, 0]),
+    ("span_kinds", {"include": {"match_type": "strict", "span_kinds": ["SPAN_KIND_CLIENT"]}}, [0, 0, 1, 0]),
+    ("attributes all must match", {"include": {"match_type": "strict", "attributes": [
+        {"key": "http.method", "value": "POST"}, {"key": "status", "value": 500}]}}, [0, 1, 0, 0]),
+    ("attribute value type matters", {"include": {"match_type": "strict", "attributes": [
+        {"key": "status", "value": "500"}]}}, [0, 0, 0, 0]),
+    ("attribute key only", {"include": {"match_type": "strict", "attributes": [{"key": "db.system"}]}}, [0, 0, 1, 0]),
+    ("attribute regexp on int as text", {"include": {"match_type": "regexp", "attributes": [
+        {"key": "status", "value": "^5"}]}}, [0, 1, 0, 0]),
+    ("resources", {"include": {"match_type": "strict", "resources": [{"key": "env", "value": "prod"}]}}, [1, 1, 1, 1]),
+    ("resources miss", {"include": {"match_type": "strict", "resources": [{"key": "env", "value": "dev"}]}},
+     [0, 0, 0, 0]),
+    ("libraries name", {"include": {"match_type": "strict", "libraries": [{"name": "lib"}]}}, [1, 1, 1, 1]),
+    ("libraries version must match when given", {"include": {"match_type": "strict", "libraries": [
+        {"name": "lib", "version": "2.0"}]}}, [0, 0, 0, 0]),
+    ("exclude only", {"exclude": {"match_type": "strict", "span_names": ["internal"]}}, [1, 1, 1, 0]),
+    ("include then exclude", {"include": {"match_type": "regexp", "span_names": ["users"]},
+                              "exclude": {"match_type": "strict", "attributes": [{"key": "status", "value": 500}]}},
+     [1, 0, 0, 0]),
+    ("properties are ANDed", {"include": {"match_type": "strict", "span_names": ["GET /users", "db.query"],
+                                          "span_kinds": ["SPAN_KIND_SERVER"]}}, [1, 0, 0, 0]),
+]
+
+
+@pytest.mark.parametrize("match,expected", [r[1:] for r in SPAN_ROWS], ids=[r[0] for r in SPAN_ROWS])
+def test_include_exclude_selects_spans(match, expected):
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": MARK, **match}))
+    payload = payload_of(Signal.TRACES, span_request(SPANS, resource=[("service.name", "svc"), ("env", "prod")]))
+    processor.process(payload)
+    spans = payload.view().resource_spans[0].scope_spans[0].spans
+    assert [int(("hit", True) in attrs_to_python(span.attributes)) for span in spans] == expected
+
+
+LOG_ROWS = [
+    ("log_bodies", {"include": {"match_type": "strict", "log_bodies": ["disk full"]}}, [1, 0, 0]),
+    ("log_bodies regexp", {"include": {"match_type": "regexp", "log_bodies": ["^disk"]}}, [1, 1, 0]),
+    ("severity texts", {"include": {"match_type": "strict", "log_severity_texts": ["ERROR"]}}, [1, 0, 0]),
+    ("severity number min", {"include": {"match_type": "strict", "log_severity_number": {"min": "WARN"}}}, [1, 1, 0]),
+    ("severity undefined matches when asked", {"include": {"match_type": "strict", "log_severity_number": {
+        "min": "ERROR", "match_undefined": True}}}, [1, 0, 1]),
+    ("log attributes", {"include": {"match_type": "strict", "attributes": [{"key": "code", "value": 7}]}}, [0, 1, 0]),
+]
+LOGS = [
+    {"body": "disk full", "severity": 17, "severity_text": "ERROR", "attrs": []},
+    {"body": "disk slow", "severity": 13, "severity_text": "WARN", "attrs": [("code", 7)]},
+    {"body": 42, "severity": 0, "attrs": []},
+]
+
+
+@pytest.mark.parametrize("match,expected", [r[1:] for r in LOG_ROWS], ids=[r[0] for r in LOG_ROWS])
+def test_include_exclude_selects_log_records(match, expected):
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": MARK, **match}))
+    payload = payload_of(Signal.LOGS, log_request(LOGS))
+    processor.process(payload)
+    records = payload.view().resource_logs[0].scope_logs[0].log_records
+    assert [int(("hit", True) in attrs_to_python(r.attributes)) for r in records] == expected
+
+
+def test_include_selects_whole_metrics_by_name():
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate(
+        {"actions": MARK, "include": {"match_type": "regexp", "metric_names": ["^http\\."]}}))
+    payload = payload_of(Signal.METRICS, metric_request([{"name": "http.requests", "points": [[], [("a", 1)]]},
+                                                         {"name": "cpu", "points": [[]]}]))
+    processor.process(payload)
+    metrics = payload.view().resource_metrics[0].scope_metrics[0].metrics
+    assert [[("hit", True) in attrs_to_python(p.attributes) for p in m.gauge.data_points] for m in metrics] == \
+        [[True, True], [False]]
+
+
+BAD = [
+    ({"match_type": "strict"}, "at least one of"),
+    ({"match_type": "strict", "span_kinds": ["SERVER"]}, "standard span kind"),
+    ({"match_type": "regexp", "span_names": ["("]}, "invalid regular expression"),
+    ({"match_type": "regexp", "attributes": [{"key": "a", "value": 1}]}, "string values"),
+    ({"match_type": "glob", "services": ["x"]}, "match_type"),
+    ({"match_type": "strict", "log_severity_number": {"min": "LOUD"}}, "unknown severity"),
+]
+
+
+@pytest.mark.parametrize("properties,message", BAD, ids=[m for _, m in BAD])
+def test_invalid_match_properties_are_config_errors(properties, message):
+    with pytest.raises(ValidationError) as error:
+        MatchProperties.model_validate(properties)
+    assert message in str(error.value)
