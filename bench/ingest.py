@@ -29,6 +29,8 @@ Method
     sampled with psutil: CPU seconds over the window divided by wall seconds
     (= cores used), and RssAnon from /proc/PID/status (anonymous memory, so the
     page cache of memory-mapped queue files is not counted): peak and end.
+    "disk MiB" is what the target's temporary directory holds at the end
+    (queue files, warm-up included): a check that accepted spans were written.
 
 Why the load generator is not the bottleneck
     The default generator is wrk (C, epoll; `apt-get install -y wrk`) with a
@@ -256,7 +258,7 @@ def run_wrk(url: str, bodies: list[Path], connections: int, seconds: int, workdi
 
 def run_python(url: str, bodies: list[Path], connections: int, seconds: int, workdir: Path) -> LoadResult:
     cmd = [sys.executable, __file__, "_worker", url, str(seconds), str(connections), *map(str, bodies)]
-    out, wall, cpu = _run_child(cmd, timeout=seconds + REQUEST_TIMEOUT + 30)
+    out, _, cpu = _run_child(cmd, timeout=seconds + REQUEST_TIMEOUT + 30)
     data = json.loads(out.strip().splitlines()[-1])
     return LoadResult(data["ok"], data["refused"], data["errors"], data["seconds"], cpu)
 
@@ -408,6 +410,16 @@ def wait_ready(target: Target, proc: subprocess.Popen, log: Path) -> None:
     raise BenchError(f"{target.name} not ready within {READY_TIMEOUT:.0f} s:\n{tail(log)}")
 
 
+def disk_bytes(directory: Path) -> int:
+    """Bytes actually allocated under a directory (sparse files count only what is written)."""
+    total = 0
+    for path in directory.rglob("*"):
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                total += path.stat().st_blocks * 512
+    return total
+
+
 def tail(path: Path, lines: int = 15) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -495,6 +507,7 @@ class Row:
     cores: float = 0.0
     rss_peak: int = 0
     rss_end: int = 0
+    disk: int = 0
     error: str = ""
 
     @property
@@ -522,7 +535,7 @@ def bench_target(name: str, args: argparse.Namespace, bodies: list[Path], workdi
             load = loadgen(url, bodies, args.connections, args.duration, workdir)
         if proc.poll() is not None:
             raise BenchError(f"{name} exited with {proc.returncode} during the run:\n{tail(log)}")
-        return Row(name, load, sampler.cores, sampler.rss_peak, sampler.rss_end)
+        return Row(name, load, sampler.cores, sampler.rss_peak, sampler.rss_end, disk_bytes(workdir))
     finally:
         stop(proc)
 
@@ -534,7 +547,7 @@ def print_table(rows: list[Row]) -> None:
     mib = 1024 * 1024
     header = (
         f"{'target':<8} {'spans/s':>10} {'req/s':>8} {'refused':>8} {'errors':>7} "
-        f"{'cores':>6} {'RssAnon peak/end MiB':>21} {'loadgen cores':>14}"
+        f"{'cores':>6} {'RssAnon peak/end MiB':>21} {'disk MiB':>9} {'loadgen cores':>14}"
     )
     print(header)
     print("-" * len(header))
@@ -546,7 +559,7 @@ def print_table(rows: list[Row]) -> None:
         rss = f"{row.rss_peak / mib:.0f} / {row.rss_end / mib:.0f}"
         print(
             f"{row.target:<8} {row.spans_per_s:>10,.0f} {load.ok / load.seconds:>8,.1f} {load.refused:>8} "
-            f"{load.errors:>7} {row.cores:>6.2f} {rss:>21} {load.cpu_seconds / load.seconds:>14.2f}"
+            f"{load.errors:>7} {row.cores:>6.2f} {rss:>21} {row.disk / mib:>9.0f} {load.cpu_seconds / load.seconds:>14.2f}"
         )
     rotel = next((r for r in rows if r.target == "rotel" and r.load), None)
     if rotel and rotel.spans_per_s:
@@ -600,4 +613,8 @@ def worker_main(argv: list[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
         sys.exit(worker_main(sys.argv[2:]))
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; started processes stopped", file=sys.stderr)
+        sys.exit(130)
