@@ -1,0 +1,29 @@
+"""batch metadata_keys keeps two tenants' data in separate upstream requests."""
+
+from __future__ import annotations
+
+import os
+
+from tests.helpers.net import wait_until
+from tests.helpers.sdk import send_spans
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "testdata", "e2e", "tenants.yaml")
+
+
+def test_metadata_keys_batching_never_mixes_tenants_in_one_request(agents, upstream, tmp_path):
+    agent = agents(["run", "--config", CONFIG, "--state-dir", str(tmp_path / "state")], env={"UPSTREAM": upstream.url})
+    sent = set()
+    for round_ in range(3):  # interleave the tenants so that a plain batcher would merge them
+        sent |= send_spans("http", agent.http_port, 200, headers={"X-Tenant-Id": "acme"})
+        sent |= send_spans("grpc", agent.grpc_port, 150, headers=(("x-tenant-id", "globex"),))
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=30, message="both tenants upstream")
+
+    tenants_per_request = []
+    for received in upstream.received("traces"):
+        tenants = {kv.value.string_value for rs in received.message.resource_spans for ss in rs.scope_spans
+                   for span in ss.spans for kv in span.attributes if kv.key == "tenant"}
+        tenants_per_request.append(tenants)
+    assert all(len(tenants) == 1 for tenants in tenants_per_request), tenants_per_request
+    assert set().union(*tenants_per_request) == {"acme", "globex"}
+    assert len(tenants_per_request) < 12  # batching did merge each tenant's requests
+    assert agent.terminate() == 0
