@@ -9,6 +9,7 @@ last; stop in reverse, so every stage drains into a live consumer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -82,14 +83,28 @@ class SignalConsumer:
                                               f"Number of {signal.item_name} that could not be pushed into the pipeline.",
                                               ("receiver", "transport"))
 
-    def admit(self, transport: str) -> None:
-        """Refuse before reading a request when the agent stops or memory is short; counts the refusal."""
+    @contextlib.contextmanager
+    def admission(self, transport: str, body_bytes: int):
+        """Hold a request's place in the memory budget while it is read and committed.
+
+        Refuses (counted) before the body is read when the agent stops or memory is short."""
+        reserved: list[tuple[MemoryLimiter, int]] = []
         try:
-            self._admit()
+            if self.agent.stopping:
+                raise ShutdownError("the agent is shutting down", retry_after=5.0)
+            for limiter in self.limiters:
+                reserved.append((limiter, limiter.reserve(body_bytes)))
         except RetryableError as exc:
+            for limiter, cost in reserved:
+                limiter.release(cost)
             self.agent.counter_inc("edgeagent_receiver_refused_requests", 1, self.receiver_id, transport,
                                    type(exc).__name__)
             raise
+        try:
+            yield
+        finally:
+            for limiter, cost in reserved:
+                limiter.release(cost)
 
     def _admit(self) -> None:
         if self.agent.stopping:

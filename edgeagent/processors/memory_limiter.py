@@ -4,6 +4,12 @@ It measures anonymous memory (RssAnon), not RSS: RSS includes LMDB's file-backed
 which grow while a large backlog is read and are not the agent's to give back.
 Soft limit = limit - spike: above it new data is refused (HTTP 503 + Retry-After, gRPC
 UNAVAILABLE) and a GC runs; above the hard limit a GC also runs at every check.
+
+Between two checks a burst of large requests could overshoot, so the limiter also counts
+the requests in flight: a request is admitted only while the last measurement plus the
+estimated cost of every request in flight (EXPANSION times its body) stays under the soft
+limit. Memory that a burst freed is handed back to the system (malloc_trim), so the limiter
+recovers as soon as the flood stops.
 """
 
 from __future__ import annotations
@@ -23,6 +29,23 @@ from edgeagent.errors import DataRefusedError
 log = logging.getLogger(__name__)
 _MIB = 1 << 20
 DEFAULT_CHECK_INTERVAL = 1.0
+EXPANSION = 6  # a body in memory while it is read, parsed, processed and serialized
+_LIBC = None
+
+
+def _trim_malloc() -> None:
+    """Give freed heap memory back to the system (glibc); a no-op elsewhere."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 class MemoryLimiterConfig(ComponentConfig):
@@ -94,6 +117,7 @@ class MemoryLimiter:
         self.hard, self.soft = config.limits(available_memory())
         self.refusing = False
         self.used = 0
+        self.in_flight = 0  # estimated bytes of admitted requests not finished yet
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -115,6 +139,7 @@ class MemoryLimiter:
         self.used = anonymous_memory()
         if self.used >= self.soft:
             gc.collect()
+            _trim_malloc()
             self.used = anonymous_memory()
         was_refusing = self.refusing
         self.refusing = self.used >= self.soft
@@ -129,12 +154,26 @@ class MemoryLimiter:
             raise DataRefusedError(f"memory usage {self.used // _MIB} MiB is above the soft limit of "
                                    f"{self.soft // _MIB} MiB", retry_after=max(1.0, self.interval * 2))
 
+    def reserve(self, body_bytes: int) -> int:
+        """Admit a request of `body_bytes` and count its cost until `release`; raises DataRefusedError."""
+        self.admit()
+        cost = body_bytes * EXPANSION
+        if self.in_flight and self.used + self.in_flight + cost > self.soft:
+            raise DataRefusedError(f"requests in flight would take memory above the soft limit of "
+                                   f"{self.soft // _MIB} MiB", retry_after=1.0)
+        self.in_flight += cost
+        return cost
+
+    def release(self, cost: int) -> None:
+        self.in_flight -= cost
+
     def process(self, payload: Any) -> Any:
         self.admit()
         return payload
 
     def health(self) -> dict[str, Any]:
         return {"refusing": self.refusing, "used_mib": round(self.used / _MIB, 1),
+                "in_flight_mib": round(self.in_flight / _MIB, 1),
                 "soft_limit_mib": self.soft // _MIB, "hard_limit_mib": self.hard // _MIB}
 
 

@@ -60,9 +60,10 @@ class GrpcServer:
 
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             try:
-                metadata = codec.metadata_of(context.invocation_metadata() or ()) if include_metadata else None
-                payload = codec.decode(signal, request, codec.PROTOBUF, metadata, _peer_address(context.peer()))
-                await consumer.consume(payload, "grpc")
+                with consumer.admission("grpc", len(request)):
+                    metadata = codec.metadata_of(context.invocation_metadata() or ()) if include_metadata else None
+                    payload = codec.decode(signal, request, codec.PROTOBUF, metadata, _peer_address(context.peer()))
+                    await consumer.consume(payload, "grpc")
             except Exception as exc:  # every failure becomes exactly one gRPC status
                 code, message, trailers = grpc_status(exc, signal)
                 await context.abort(code, message, trailing_metadata=trailers)

@@ -20,6 +20,7 @@ from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
 _GRPC_CODE = {400: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+_UNKNOWN_LENGTH = 1 << 20  # what a chunked body is assumed to cost until it is read
 
 
 class HttpServer:
@@ -63,11 +64,13 @@ class HttpServer:
                 return web.Response(status=415, text=f"unsupported content type {content_type!r}; "
                                     f"use {codec.PROTOBUF} or {codec.JSON}\n")
             try:
-                consumer.admit("http")  # before the body is read: refusing must not cost memory
-                body = await _read_body(request, limit)
-                metadata = codec.metadata_of(request.headers.items()) if include_metadata else None
-                payload = codec.decode(signal, body, content_type, metadata, request.remote or "")
-                await consumer.consume(payload, "http")
+                # admitted before the body is read: refusing must not cost memory
+                with consumer.admission("http", min(request.content_length or _UNKNOWN_LENGTH, limit)):
+                    body = await _read_body(request, limit)
+                    metadata = codec.metadata_of(request.headers.items()) if include_metadata else None
+                    payload = codec.decode(signal, body, content_type, metadata, request.remote or "")
+                    del body
+                    await consumer.consume(payload, "http")
             except Exception as exc:  # every failure becomes exactly one HTTP answer
                 return error_response(exc, content_type, signal)
             return web.Response(body=codec.encode_response(response_class(), content_type), content_type=content_type)
