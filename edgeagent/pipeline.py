@@ -149,6 +149,7 @@ class Agent:
         self._consumers: dict[tuple[str, Signal], SignalConsumer] = {}
         self._metrics_runner: web.AppRunner | None = None
         self._rebound: dict[str, tuple[int, int, float]] = {}
+        self.drops = DropLog(self.metrics)
         self._background: list[asyncio.Task] = []
         self._define_metrics()
 
@@ -167,10 +168,11 @@ class Agent:
             else:
                 settings = FileStorageConfig()
             directory = resolve_directory(settings, self.state_dir, storage_id or "queue")
-            store = QueueStore(directory, sync=settings.fsync, lock_timeout=settings.timeout,
+            store = QueueStore(directory, sync=settings.fsync, limits=settings.limits(), lock_timeout=settings.timeout,
                                compact_on_start=settings.compaction.on_start,
                                compaction_scratch=settings.compaction.directory,
-                               on_corrupt=lambda message: self._count("edgeagent_queue_corruptions", 1, directory))
+                               on_corrupt=lambda message: self._count("edgeagent_queue_corruptions", 1, directory),
+                               on_drop=self.drops.record)
             store.open()
             self.stores[key] = store
             if settings.compaction.on_rebound:
@@ -205,7 +207,7 @@ class Agent:
                     running.direct.append(exporter)
                     continue
                 store = self._store_for(queue_config.storage)
-                queue = store.queue(f"{exp_id}/{spec.signal.label}", spec.signal, queue_config.queue_size)
+                queue = store.queue(f"{exp_id}/{spec.signal.label}", spec.signal, queue_config.capacity())
                 by_store.setdefault(queue_config.storage or DEFAULT_STORAGE, []).append(queue)
                 key = (exp_id, spec.signal)
                 settings = BatchSettings(batch.timeout, batch.send_batch_size, batch.send_batch_max_size) if batch else None
@@ -315,16 +317,20 @@ class Agent:
         m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were quarantined.", ("exporter",))
         m.counter("edgeagent_queue_corruptions", "Queue data files that did not open and were moved aside.",
                   ("directory",))
-        m.gauge("otelcol_exporter_queue_size", "Current size of the retry queue (in batches).", ("exporter", "data_type"),
-                lambda: self._queue_values(lambda q: q.entries))
-        m.gauge("otelcol_exporter_queue_capacity", "Fixed capacity of the retry queue (in batches).",
-                ("exporter", "data_type"), lambda: self._queue_values(lambda q: q.capacity))
+        m.gauge("otelcol_exporter_queue_size", "Current size of the retry queue (in the unit of its sizer).",
+                ("exporter", "data_type"), lambda: self._queue_values(lambda q: q.capacity_used()))
+        m.gauge("otelcol_exporter_queue_capacity", "Fixed capacity of the retry queue (in the unit of its sizer).",
+                ("exporter", "data_type"), lambda: self._queue_values(lambda q: q.capacity.size))
         m.gauge("edgeagent_queue_items", "Items (spans, data points, log records) waiting in the queue.",
                 ("exporter", "data_type"), lambda: self._queue_values(lambda q: q.items))
         m.gauge("edgeagent_queue_bytes", "Bytes of compressed records waiting in the queue.", ("exporter", "data_type"),
                 lambda: self._queue_values(lambda q: q.bytes))
         m.gauge("edgeagent_queue_oldest_age_seconds", "Age of the oldest queued record.", ("exporter", "data_type"),
                 lambda: self._queue_values(lambda q: max(0.0, time.time() - q.oldest_ms / 1000) if q.oldest_ms else 0.0))
+        m.gauge("edgeagent_queue_storage_bytes", "Bytes of LMDB pages in use in a queue directory.", ("directory",),
+                lambda: [((s.directory,), float(s.pages_in_use)) for s in self.stores.values()])
+        m.gauge("edgeagent_queue_storage_limit_bytes", "Disk budget of a queue directory (max_size_mib; 0 = none).",
+                ("directory",), lambda: [((s.directory,), float(s.limits.max_size)) for s in self.stores.values()])
         m.gauge("edgeagent_queue_file_bytes", "Size of the queue's data file (LMDB never shrinks it; compaction does).",
                 ("directory",), lambda: [((s.directory,), float(s.file_size())) for s in self.stores.values()])
         m.gauge("edgeagent_queue_compactions", "Compactions of the queue file since start.", ("directory",),
@@ -412,6 +418,34 @@ class Agent:
             await _quietly(runner.cleanup(), "metrics server")
         for extension in self.extensions.values():
             await _quietly(extension.shutdown(), "extension")
+
+
+class DropLog:
+    """Counts every dropped item by reason, and logs once per episode instead of once per item."""
+
+    QUIET = 60.0  # seconds without drops that end an episode
+
+    def __init__(self, metrics: Metrics):
+        self.counter = metrics.counter("edgeagent_dropped_items_total", "Items dropped by an explicit policy "
+                                       "(drop_oldest when full, max_age, purge).", ("exporter", "data_type", "reason"))
+        self._episodes: dict[tuple[str, str], list[float]] = {}  # (queue, reason) -> [started, last, items]
+
+    def record(self, queue: DurableQueue, reason: str, items: int, records: int) -> None:
+        exporter_id, _, signal = queue.name.rpartition("/")
+        self.counter.inc(items, exporter_id, signal, reason)
+        now = time.monotonic()
+        key = (queue.name, reason)
+        episode = self._episodes.get(key)
+        if episode is not None and now - episode[1] > self.QUIET:
+            log.warning("dropping stopped", extra={"queue": queue.name, "reason": reason, "items": int(episode[2]),
+                                                   "seconds": round(episode[1] - episode[0], 1)})
+            episode = None
+        if episode is None:
+            log.warning("dropping queued data by policy; counted in edgeagent_dropped_items_total",
+                        extra={"queue": queue.name, "reason": reason})
+            episode = self._episodes[key] = [now, now, 0.0]
+        episode[1] = now
+        episode[2] += items
 
 
 async def _quietly(awaitable: Any, what: str) -> None:

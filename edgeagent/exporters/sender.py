@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, stop_never
@@ -29,6 +29,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from edgeagent.component import ComponentConfig
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.retry import Backoff, RetryConfig
+from edgeagent.queue.limits import QueueCapacity
 from edgeagent.queue.lmdb_queue import DurableQueue, Lease
 from edgeagent.signals import Signal, merge_requests, split_request
 
@@ -39,7 +40,11 @@ class QueueConfig(ComponentConfig):
     enabled: bool = True
     num_consumers: int = Field(10, ge=1)
     queue_size: int = Field(1000, ge=1)
+    sizer: Literal["requests", "items", "bytes"] = "requests"
     storage: str | None = None
+
+    def capacity(self) -> QueueCapacity:
+        return QueueCapacity(self.queue_size, self.sizer)
 
 
 @dataclass

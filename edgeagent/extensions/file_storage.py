@@ -3,18 +3,23 @@
 Queues of exporters whose `sending_queue.storage` names this extension are kept in one
 LMDB environment in `directory`. Unlike otelcol, `fsync` defaults to true: an OK to a
 client means the data is on disk.
+
+edgeagent's own keys: `max_size_mib` (disk budget of the directory's queues),
+`full_policy` (`block` refuses new data when full, `drop_oldest` evicts the oldest
+records) and `max_age` (records older than this are dropped, counted).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
+from edgeagent.queue.limits import StorageLimits
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +47,12 @@ class FileStorageConfig(ComponentConfig):
     fsync: bool = True
     create_directory: bool = True
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+    max_size_mib: int = Field(0, ge=0)
+    full_policy: Literal["block", "drop_oldest"] = "block"
+    max_age: Duration = 0.0
+
+    def limits(self) -> StorageLimits:
+        return StorageLimits(self.max_size_mib << 20, self.full_policy, self.max_age)
 
 
 class FileStorage:

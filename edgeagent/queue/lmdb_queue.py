@@ -8,27 +8,39 @@ Invariants
     after that: an OK means the data is on disk.
   * A record leaves its queue only by `ack()` (delivered), `dead_letter()` (permanently
     rejected: moved to the dead-letter sub-database in the same transaction) or an explicit,
-    counted drop. Never silently.
+    counted drop (`drop_oldest` when full, `max_age`, a purge). Never silently.
   * Records are handed out in key order; per queue, keys are big-endian sequence numbers, so
     LMDB's B-tree order is arrival order.
+  * The pages in use stay under the storage budget (`max_size`); LMDB's map is set with
+    headroom above it, so a full map or a full filesystem (ENOSPC) is a refusal or an
+    eviction, never a crash.
 
 Ownership
   * One writer thread owns every write to the environment (py-lmdb transactions belong to
     the thread that opened them). It takes all pending operations, applies them in one
     transaction and commits once: group commit, so throughput grows with concurrency instead
     of being capped by fsyncs. zstd compression also runs there, off the event loop.
-  * In-memory state (counters, leases) belongs to the event loop; the writer reports each
-    commit's effect back to the loop, which applies it.
+  * The writer owns the authoritative totals (entries, items, bytes per queue, pages in use);
+    the event loop owns leases and a mirror of the totals, which the writer updates after
+    each commit.
 
 Key layout
-  * `q:<queue name>`  key: 8-byte big-endian sequence; value: a record (record.py):
-    an 18-byte header (format version, signal, codec, flags, item count, enqueue time in
-    unix ms, attempts) followed by the zstd-compressed serialized export request.
+  * `q:<queue name>`  key: 8-byte big-endian sequence; value: a record (record.py): a
+    header (format version, signal, codec, flags, item count, enqueue time in unix ms,
+    attempts, optional batch key) followed by the zstd-compressed export request.
   * `meta`            key: `stats:<queue name>`; value: total items and bytes of that queue,
-    updated in the same transaction as the records they count, so they are always exact
+    written in the same transaction as the records they count, so they are always exact
     and opening a large backlog needs no scan.
-  * `deadletter`      key: 8-byte big-endian sequence; value: 4-byte length, a JSON
-    description (queue, status, reason, time) and the original record.
+  * `deadletter`      see deadletter.py.
+
+Several exporters
+  * Each exporter has its own queue per signal; a request fanned out to two exporters is
+    written to both queues in one transaction. A slow or offline exporter never holds back
+    another, and every queue keeps the simple "delete on ack" invariant. The price is disk:
+    N exporters store N copies. On an edge device that usually has one upstream this costs
+    nothing; with two it doubles the queue, which the budget (`max_size_mib`) bounds. One
+    stored copy with a cursor per exporter would save that space but would need reference
+    counts for eviction and out-of-order acks across exporters.
 
 Crash and restart
   * LMDB transactions are atomic: after a crash the environment holds exactly the
@@ -43,8 +55,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
-import json
 import logging
 import os
 import queue as thread_queue
@@ -60,8 +72,9 @@ import lmdb
 import zstandard
 
 from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
-from edgeagent.queue import record
+from edgeagent.queue import deadletter, record
 from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
+from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -70,8 +83,11 @@ _KEY = struct.Struct(">Q")
 _STATS = struct.Struct(">QQ")
 _MAX_OPS_PER_COMMIT = 1024
 _MAX_SCAN = 10_000  # records a lease looks at while gathering one batch key
+_SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
+
+DropCallback = Callable[["DurableQueue", str, int, int], None]  # queue, reason, items, records
 
 
 @dataclass
@@ -103,6 +119,7 @@ class _Delete:
     seqs: list[int]
     future: asyncio.Future
     dead_letter: dict[str, Any] | None = None
+    reason: str = ""  # set for a counted drop (purge)
 
 
 @dataclass
@@ -113,22 +130,54 @@ class _SetAttempts:
     future: asyncio.Future
 
 
+@dataclass
+class _Call:
+    """Run a function on the writer thread (dead-letter replay and purge, compaction)."""
+
+    function: Callable[[], Any]
+    future: asyncio.Future
+
+
+@dataclass
+class _Totals:
+    entries: int = 0
+    items: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class _Commit:
+    """What one transaction did, reported back to the event loop."""
+
+    deltas: dict["DurableQueue", _Totals] = field(default_factory=dict)
+    oldest: dict["DurableQueue", int] = field(default_factory=dict)
+    done: list[asyncio.Future] = field(default_factory=list)
+    failed: list[tuple[asyncio.Future, BaseException]] = field(default_factory=list)
+    drops: dict[tuple["DurableQueue", str], list[int]] = field(default_factory=dict)
+    dead_lettered: int = 0
+
+    def delta(self, queue: "DurableQueue") -> _Totals:
+        return self.deltas.setdefault(queue, _Totals())
+
+
 class DurableQueue:
     """One named FIFO of export requests inside a `QueueStore`."""
 
-    def __init__(self, store: "QueueStore", name: str, signal: Signal, capacity: int):
+    def __init__(self, store: "QueueStore", name: str, signal: Signal, capacity: QueueCapacity):
         self.store = store
         self.name = name
         self.signal = signal
-        self.capacity = capacity  # entries, as otelcol's sending_queue.queue_size
+        self.capacity = capacity
         self.db = store.env.open_db(f"q:{name}".encode())
+        # mirror of the writer's totals, owned by the event loop
         self.entries = 0
         self.items = 0
         self.bytes = 0
         self.oldest_ms = 0
-        self.next_seq = 1  # owned by the writer thread after open
-        self._pending_puts = 0
-        self._leased: dict[int, int] = {}  # seq -> items
+        # owned by the writer thread
+        self.stored = _Totals()
+        self.next_seq = 1
+        self._leased: dict[int, int] = {}  # seq -> items; the writer only tests membership
         self._leased_items = 0
         self._read_from = 0
         self._available = asyncio.Event()
@@ -138,7 +187,7 @@ class DurableQueue:
 
     def _load(self) -> None:
         with self.store.env.begin(db=self.db) as txn:
-            self.entries = txn.stat(self.db)["entries"]
+            entries = txn.stat(self.db)["entries"]
             cursor = txn.cursor()
             if cursor.last():
                 self.next_seq = _KEY.unpack(cursor.key())[0] + 1
@@ -146,37 +195,14 @@ class DurableQueue:
                 self._read_from = _KEY.unpack(cursor.key())[0]
                 self.oldest_ms = _enqueued_ms(cursor.value())
             stats = txn.get(self._stats_key(), db=self.store.meta_db)
-        if stats is not None:
-            self.items, self.bytes = _STATS.unpack(stats)
-        elif self.entries:
-            self.items, self.bytes = self._scan_totals()
-        if self.entries:
+            items, size = _STATS.unpack(stats) if stats is not None else _scan_totals(txn, self.db)
+        self.stored = _Totals(entries, items, size)
+        self.entries, self.items, self.bytes = entries, items, size
+        if entries:
             self._available.set()
-
-    def _scan_totals(self) -> tuple[int, int]:
-        items = size = 0
-        with self.store.env.begin(db=self.db) as txn:
-            for _, value in txn.cursor():
-                size += len(value)
-                try:
-                    items += record.decode_header(value).items
-                except CorruptRecordError:
-                    pass
-        return items, size
 
     def _stats_key(self) -> bytes:
         return f"stats:{self.name}".encode()
-
-    # ---- producing -------------------------------------------------------------------------
-
-    def reserve(self) -> None:
-        """Claim room for one entry or raise QueueFullError (retryable) when at capacity."""
-        if self.capacity and self.entries + self._pending_puts >= self.capacity:
-            raise QueueFullError(f"queue {self.name} is full ({self.capacity} entries)", retry_after=5.0)
-        self._pending_puts += 1
-
-    def unreserve(self) -> None:
-        self._pending_puts -= 1
 
     # ---- consuming -------------------------------------------------------------------------
 
@@ -187,6 +213,9 @@ class DurableQueue:
     @property
     def available_entries(self) -> int:
         return self.entries - len(self._leased)
+
+    def capacity_used(self) -> int:
+        return self.capacity.used(self.entries, self.items, self.bytes)
 
     async def wait_available(self) -> None:
         await self._available.wait()
@@ -237,10 +266,9 @@ class DurableQueue:
         records: list[tuple[int, int]] = []
         bodies: list[bytes] = []
         corrupt: list[tuple[int, str]] = []
-        items = attempts = 0
+        items = attempts = scanned = 0
         last_seq = first_skipped = None
         batch_key = None
-        scanned = 0
         decompressor = zstandard.ZstdDecompressor()
         with self.store.gate.shared(), self.store.env.begin(db=self.db, buffers=True) as txn:
             cursor = txn.cursor()
@@ -290,7 +318,8 @@ class DurableQueue:
         seqs = self._end_lease(lease)
         if seqs:
             self._read_from = min(self._read_from, min(seqs))
-            self._available.set()
+            if self.available_entries > 0:
+                self._available.set()
         if attempts is not None and lease.seqs:
             return self.store._submit(lambda fut: _SetAttempts(self, lease.seqs, attempts, fut))
         return None
@@ -307,12 +336,13 @@ class DurableQueue:
 
     # ---- bookkeeping applied on the loop after each commit ---------------------------------
 
-    def _apply(self, entries: int, items: int, size: int, oldest_ms: int) -> None:
-        self.entries += entries
-        self.items += items
-        self.bytes += size
-        self.oldest_ms = oldest_ms
-        if entries > 0:
+    def _apply(self, delta: _Totals, oldest_ms: int | None) -> None:
+        self.entries += delta.entries
+        self.items += delta.items
+        self.bytes += delta.bytes
+        if oldest_ms is not None:
+            self.oldest_ms = oldest_ms
+        if delta.entries > 0:
             self._grew.set()
         if self.available_entries > 0:
             self._available.set()
@@ -352,38 +382,39 @@ class _Gate:
                 self._cond.notify_all()
 
 
-@dataclass
-class _Compact:
-    future: asyncio.Future
-    queue: Any = None
-
-
 class QueueStore:
     """One LMDB environment with its writer thread; hands out `DurableQueue`s by name."""
 
     def __init__(self, directory: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE,
-                 compression_level: int = 1, lock_timeout: float = 1.0, compact_on_start: bool = False,
-                 compaction_scratch: str | None = None, on_corrupt: Callable[[str], None] | None = None):
+                 limits: StorageLimits = StorageLimits(), compression_level: int = 1, lock_timeout: float = 1.0,
+                 compact_on_start: bool = False, compaction_scratch: str | None = None,
+                 on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None):
+        self.directory = directory
+        self.sync = sync
+        self.limits = limits
+        self.map_size = limits.map_size(map_size)
+        self.compression_level = compression_level
+        self.lock_timeout = lock_timeout
         self.compact_on_start = compact_on_start
         self.compaction_scratch = compaction_scratch
-        self.directory = directory
-        self.lock_timeout = lock_timeout
-        self._lock_file: Any = None
-        self.sync = sync
-        self.map_size = map_size
-        self.compression_level = compression_level
         self.on_corrupt = on_corrupt
+        self.on_drop = on_drop
         self.env: lmdb.Environment | None = None
         self.meta_db = None
         self.deadletter_db = None
         self.queues: dict[str, DurableQueue] = {}
+        self.page_size = 4096
+        self.pages_in_use = 0  # bytes; owned by the writer
+        self.deadletter_entries = 0
+        self.compactions = 0
+        self.full = False  # the last put was refused for lack of room
+        self.gate = _Gate()
+        self._lock_file: Any = None
         self._ops: thread_queue.SimpleQueue = thread_queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self.deadletter_entries = 0
-        self.compactions = 0
-        self.gate = _Gate()
+        self._last_sweep = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -405,8 +436,24 @@ class QueueStore:
                 self.on_corrupt(message)
             self.env = self._open_env()
         self._open_dbs()
-        with self.env.begin(db=self.deadletter_db) as txn:
+        self.page_size = self.env.stat()["psize"]
+        with self.env.begin() as txn:
             self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
+            self.pages_in_use = self._measure_pages(txn)
+
+    def _open_env(self) -> lmdb.Environment:
+        env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync, metasync=self.sync,
+                        readahead=False, subdir=True)
+        try:
+            # Touch every B-tree so that a corrupted file fails here, not later in a consumer.
+            with env.begin() as txn:
+                for name, _ in txn.cursor():
+                    sub = env.open_db(name, txn=txn, create=False)
+                    txn.stat(sub)
+        except lmdb.Error:
+            env.close()
+            raise
+        return env
 
     def _open_dbs(self) -> None:
         self.meta_db = self.env.open_db(b"meta")
@@ -414,55 +461,7 @@ class QueueStore:
         for queue in self.queues.values():
             queue.db = self.env.open_db(f"q:{queue.name}".encode())
 
-    def file_size(self) -> int:
-        try:
-            return os.path.getsize(os.path.join(self.directory, "data.mdb"))
-        except OSError:
-            return 0
-
-    def live_bytes(self) -> int:
-        return sum(queue.bytes for queue in self.queues.values())
-
-    def compact_now(self) -> asyncio.Future:
-        """Compact the live environment between two commits; resolves to (bytes before, bytes after)."""
-        return self._submit(lambda fut: _Compact(fut))
-
-    async def compact_on_rebound(self, needed_mib: int, trigger_mib: int, interval: float) -> None:
-        """Run until cancelled: compact when the file grew large and the live data shrank (otelcol's on_rebound)."""
-        while True:
-            await asyncio.sleep(interval)
-            if rebound_due(self.file_size(), self.live_bytes(), needed_mib, trigger_mib):
-                try:
-                    await self.compact_now()
-                except Exception:  # logged by the writer; try again at the next check
-                    pass
-
-    def _compact_live(self) -> tuple[int, int]:
-        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""
-        before = self.file_size()
-        started = time.monotonic()
-        staged = copy_compacted(self.env, self.directory, self.compaction_scratch)
-        with self.gate.exclusive():
-            self.env.close()
-            swap_in(staged, self.directory)
-            self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync,
-                                 metasync=self.sync, readahead=False, subdir=True)
-            self._open_dbs()
-        after = self.file_size()
-        log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,
-                                           "seconds": round(time.monotonic() - started, 3)})
-        return before, after
-
-    def _open_env(self) -> lmdb.Environment:
-        env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync, metasync=self.sync,
-                        readahead=False, subdir=True)
-        # Touch the B-tree so that a corrupted file fails here, not later in a consumer.
-        with env.begin() as txn:
-            for _ in txn.cursor():
-                pass
-        return env
-
-    def queue(self, name: str, signal: Signal, capacity: int = 0) -> DurableQueue:
+    def queue(self, name: str, signal: Signal, capacity: QueueCapacity = QueueCapacity()) -> DurableQueue:
         if name not in self.queues:
             self.queues[name] = DurableQueue(self, name, signal, capacity)
         return self.queues[name]
@@ -488,6 +487,31 @@ class QueueStore:
             self._lock_file.close()
             self._lock_file = None
 
+    # ---- sizes -------------------------------------------------------------------------------
+
+    def file_size(self) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.directory, "data.mdb"))
+        except OSError:
+            return 0
+
+    def live_bytes(self) -> int:
+        return sum(queue.bytes for queue in self.queues.values())
+
+    def _measure_pages(self, txn: lmdb.Transaction) -> int:
+        """Bytes of pages in use by every sub-database (free pages excluded)."""
+        pages = 0
+        names = [name for name, _ in txn.cursor()]
+        for name in names:
+            try:
+                stat = txn.stat(self.env.open_db(name, txn=txn, create=False))
+            except lmdb.Error:
+                continue
+            pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        main = self.env.stat()
+        pages += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
+        return pages * self.page_size
+
     # ---- writes ----------------------------------------------------------------------------
 
     async def put(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal,
@@ -495,23 +519,15 @@ class QueueStore:
         """Append one request to every queue in `targets` in a single commit; returns once durable.
 
         `batch_key` (the batch processor's metadata_keys values) keeps records with different keys
-        out of one upstream request."""
+        out of one upstream request. Raises QueueFullError (retryable) when there is no room."""
         if self._closing or self._writer is None:
             raise ShutdownError("the queue is closing")
-        reserved: list[DurableQueue] = []
-        try:
-            for target in targets:
-                target.reserve()
-                reserved.append(target)
-            futures = []
-            for target in targets:
-                future = self._loop.create_future()
-                self._ops.put(_Put(target, body, items, signal, future, batch_key))
-                futures.append(future)
-            await asyncio.gather(*futures)
-        finally:
-            for target in reserved:
-                target.unreserve()
+        futures = []
+        for target in targets:
+            future = self._loop.create_future()
+            self._ops.put(_Put(target, body, items, signal, future, batch_key))
+            futures.append(future)
+        await asyncio.gather(*futures)
 
     def _submit(self, make_op: Callable[[asyncio.Future], Any]) -> asyncio.Future:
         future = self._loop.create_future()
@@ -521,11 +537,19 @@ class QueueStore:
         self._ops.put(make_op(future))
         return future
 
+    def call(self, function: Callable[[], Any]) -> asyncio.Future:
+        """Run `function` on the writer thread, between two commits."""
+        return self._submit(lambda fut: _Call(function, fut))
+
     def _write_loop(self) -> None:
         compressor = zstandard.ZstdCompressor(level=self.compression_level)
         stopping = False
+        wait = _SWEEP_INTERVAL if self.limits.max_age else None
         while not stopping:
-            ops = [self._ops.get()]
+            try:
+                ops = [self._ops.get(timeout=wait)]
+            except thread_queue.Empty:
+                ops = []
             while len(ops) < _MAX_OPS_PER_COMMIT:
                 try:
                     ops.append(self._ops.get_nowait())
@@ -534,135 +558,369 @@ class QueueStore:
             if None in ops:
                 stopping = True
                 ops = [op for op in ops if op is not None]
-                # anything queued behind the stop marker is still committed
-                while True:
+                while True:  # anything queued behind the stop marker is still committed
                     try:
                         op = self._ops.get_nowait()
                     except thread_queue.Empty:
                         break
                     if op is not None:
                         ops.append(op)
-            compactions = [op for op in ops if isinstance(op, _Compact)]
-            ops = [op for op in ops if not isinstance(op, _Compact)]
-            if ops:
-                self._commit(ops, compressor)
-            for op in compactions:
-                self._run_compaction(op)
+            calls = [op for op in ops if isinstance(op, _Call)]
+            ops = [op for op in ops if not isinstance(op, _Call)]
+            sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
+            if ops or sweep:
+                self._commit(ops, compressor, sweep)
+            for op in calls:
+                self._run_call(op)
 
-    def _run_compaction(self, op: _Compact) -> None:
+    def _run_call(self, op: _Call) -> None:
         try:
-            result = self._compact_live()
-        except Exception as exc:  # a failed compaction leaves the old file in place
-            log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+            result = op.function()
+        except Exception as exc:  # reported to the caller, who logs it
             self._loop.call_soon_threadsafe(_settle, op.future, None, exc)
-            return
-        self.compactions += 1
-        self._loop.call_soon_threadsafe(_settle, op.future, result, None)
+        else:
+            self._loop.call_soon_threadsafe(_settle, op.future, result, None)
 
-    def _commit(self, ops: list[Any], compressor: zstandard.ZstdCompressor) -> None:
+    def _commit(self, ops: list[Any], compressor: zstandard.ZstdCompressor, sweep: bool = False) -> None:
         now_ms = int(time.time() * 1000)
-        encoded: dict[int, bytes] = {}
-        for op in ops:
-            if isinstance(op, _Put):
-                encoded[id(op)] = record.encode(op.signal, op.items, now_ms, op.body, compressor,
-                                                batch_key=op.batch_key)
+        encoded = {id(op): record.encode(op.signal, op.items, now_ms, op.body, compressor, batch_key=op.batch_key)
+                   for op in ops if isinstance(op, _Put)}
         try:
-            effects = self._transaction(ops, encoded, now_ms)
-        except lmdb.MapFullError:
-            # Never let a full map take the process down: refuse the new data, keep the deletes.
-            log.error("queue storage in %s reached its map size; refusing new data", self.directory)
-            effects = self._transaction([op for op in ops if not isinstance(op, _Put)], encoded, now_ms)
-            full = QueueFullError("queue storage is full", retry_after=5.0)
-            failures = [(op.future, full) for op in ops if isinstance(op, _Put)]
-            self._loop.call_soon_threadsafe(self._resolve, effects, failures)
-            return
-        except Exception as exc:  # a disk error: fail this batch loudly, keep serving
-            log.exception("queue commit failed in %s", self.directory)
-            self._loop.call_soon_threadsafe(self._resolve, {}, [(op.future, exc) for op in ops])
-            return
-        self._loop.call_soon_threadsafe(self._resolve, effects, [])
+            result = self._transaction(ops, encoded, now_ms, sweep)
+        except lmdb.Error as exc:
+            if not _out_of_space(exc):
+                log.exception("queue commit failed in %s", self.directory)
+                self._report(_Commit(failed=[(op.future, exc) for op in ops]))
+                return
+            result = self._commit_when_out_of_space(ops, encoded, now_ms, exc)
+        self._report(result)
 
-    def _transaction(self, ops: list[Any], encoded: dict[int, bytes], now_ms: int) -> dict:
-        effects: dict[DurableQueue, list[int]] = {}
-        done: list[asyncio.Future] = []
-        oldest: dict[DurableQueue, int] = {}
-        next_seqs = {}
-        dead_lettered = 0
+    def _commit_when_out_of_space(self, ops: list[Any], encoded: dict[int, bytes], now_ms: int,
+                                  exc: Exception) -> _Commit:
+        """The map or the filesystem is full: keep the deletes, then refuse or make room for the puts."""
+        puts = [op for op in ops if isinstance(op, _Put)]
+        others = [op for op in ops if not isinstance(op, _Put)]
+        result = _Commit()
+        if others:
+            try:
+                result = self._transaction(others, encoded, now_ms)
+            except lmdb.Error as retry_exc:
+                log.error("queue storage in %s is out of space; even deletes fail: %s", self.directory, retry_exc)
+                result.failed += [(op.future, retry_exc) for op in others]
+        if puts and self.limits.full_policy == "drop_oldest":
+            try:
+                need = sum(footprint(len(encoded[id(op)]), self.page_size) for op in puts) * 2
+                evicted = self._transaction([], encoded, now_ms, evict_bytes=need)
+                _merge(result, evicted)
+                _merge(result, self._transaction(puts, encoded, now_ms))
+                return result
+            except lmdb.Error:
+                pass
+        self.full = True
+        full = QueueFullError(f"queue storage in {self.directory} is out of space ({exc})", retry_after=5.0)
+        result.failed += [(op.future, full) for op in puts]
+        return result
+
+    def _transaction(self, ops: list[Any], encoded: dict[int, bytes], now_ms: int, sweep: bool = False,
+                     evict_bytes: int = 0) -> _Commit:
+        result = _Commit()
+        touched: set[DurableQueue] = set()
+        next_seqs: dict[DurableQueue, int] = {}
+        stored = {queue: _Totals(queue.stored.entries, queue.stored.items, queue.stored.bytes)
+                  for queue in self.queues.values()}
+        pages = self.pages_in_use
         with self.env.begin(write=True) as txn:
+            if evict_bytes:
+                pages -= self._evict(txn, result, stored, touched, evict_bytes, None, "disk_full")
             for op in ops:
                 queue = op.queue
-                delta = effects.setdefault(queue, [0, 0, 0])
-                if queue not in next_seqs:
-                    next_seqs[queue] = queue.next_seq
+                touched.add(queue)
                 if isinstance(op, _Put):
                     value = encoded[id(op)]
-                    txn.put(_KEY.pack(next_seqs[queue]), value, db=queue.db, append=True)
-                    next_seqs[queue] += 1
-                    delta[0] += 1
-                    delta[1] += op.items
-                    delta[2] += len(value)
+                    cost = footprint(len(value), self.page_size)
+                    room = self._make_room(txn, result, stored, touched, queue, op.items, len(value), cost, pages)
+                    if room is None:
+                        self.full = True
+                        result.failed.append((op.future, QueueFullError(
+                            f"queue {queue.name} is full; retry later", retry_after=5.0)))
+                        continue
+                    pages -= room
+                    seq = next_seqs.get(queue, queue.next_seq)
+                    txn.put(_KEY.pack(seq), value, db=queue.db, append=True)
+                    next_seqs[queue] = seq + 1
+                    _add(stored[queue], result.delta(queue), 1, op.items, len(value))
+                    pages += cost
+                    self.full = False
+                    result.done.append(op.future)
                 elif isinstance(op, _Delete):
                     for seq in op.seqs:
-                        key = _KEY.pack(seq)
-                        value = txn.pop(key, db=queue.db)
+                        value = txn.pop(_KEY.pack(seq), db=queue.db)
                         if value is None:
                             continue
-                        delta[0] -= 1
-                        delta[2] -= len(value)
-                        try:
-                            delta[1] -= record.decode_header(value).items
-                        except CorruptRecordError:
-                            pass
+                        items = _items_of(value)
+                        _add(stored[queue], result.delta(queue), -1, -items, -len(value))
+                        pages -= footprint(len(value), self.page_size)
                         if op.dead_letter is not None:
-                            self._put_dead_letter(txn, op.dead_letter, value, now_ms)
-                            dead_lettered += 1
-                elif isinstance(op, _SetAttempts):
+                            deadletter.put(txn, self.deadletter_db, op.dead_letter, value, now_ms)
+                            result.dead_lettered += 1
+                        elif op.reason:
+                            result.drops.setdefault((queue, op.reason), []).append(items)
+                    result.done.append(op.future)
+                else:  # _SetAttempts
                     for seq in op.seqs:
                         key = _KEY.pack(seq)
                         value = txn.get(key, db=queue.db)
                         if value is not None:
                             txn.put(key, record.with_attempts(value, op.attempts), db=queue.db)
-                done.append(op.future)
-            for queue, delta in effects.items():
-                if delta[1] or delta[2]:
-                    txn.put(queue._stats_key(), _STATS.pack(max(queue.items + delta[1], 0), max(queue.bytes + delta[2], 0)),
-                            db=self.meta_db)
+                    result.done.append(op.future)
+            if sweep:
+                self._expire(txn, result, stored, touched, now_ms)
+            for queue in touched:
+                totals = stored[queue]
+                txn.put(queue._stats_key(), _STATS.pack(max(totals.items, 0), max(totals.bytes, 0)), db=self.meta_db)
                 cursor = txn.cursor(db=queue.db)
-                oldest[queue] = _enqueued_ms(cursor.value()) if cursor.first() else 0
+                result.oldest[queue] = _enqueued_ms(cursor.value()) if cursor.first() else 0
+            measured = self._measure_pages(txn)
+        # committed: the writer's state moves forward
+        for queue in touched:
+            queue.stored = stored[queue]
         for queue, seq in next_seqs.items():
             queue.next_seq = seq
-        return {"deltas": effects, "oldest": oldest, "done": done, "dead_lettered": dead_lettered}
+        self.pages_in_use = measured
+        if sweep:
+            self._last_sweep = time.monotonic()
+        return result
 
-    def _put_dead_letter(self, txn: lmdb.Transaction, description: dict[str, Any], value: bytes, now_ms: int) -> None:
-        cursor = txn.cursor(db=self.deadletter_db)
-        seq = _KEY.unpack(cursor.key())[0] + 1 if cursor.last() else 1
-        meta = json.dumps(dict(description, time_ms=now_ms), separators=(",", ":")).encode()
-        txn.put(_KEY.pack(seq), struct.pack(">I", len(meta)) + meta + value, db=self.deadletter_db, append=True)
+    def _make_room(self, txn: lmdb.Transaction, result: _Commit, stored: dict[DurableQueue, _Totals],
+                   touched: set[DurableQueue], queue: DurableQueue, items: int, size: int, cost: int,
+                   pages: int) -> int | None:
+        """Bytes of pages freed so that one record fits (0 when it already does), or None to refuse it."""
+        totals = stored[queue]
+        over_capacity = queue.capacity.exceeded(totals.entries, totals.items, totals.bytes, items, size)
+        over_budget = bool(self.limits.max_size) and pages + cost > self.limits.max_size
+        if not over_capacity and not over_budget:
+            return 0
+        if self.limits.full_policy != "drop_oldest":
+            return None
+        freed = 0
+        while queue.capacity.exceeded(totals.entries, totals.items, totals.bytes, items, size):
+            released = self._evict(txn, result, stored, touched, 1, queue, "queue_full")
+            if not released:
+                return None
+            freed += released
+        if self.limits.max_size and pages - freed + cost > self.limits.max_size:
+            need = pages - freed + cost - self.limits.max_size
+            released = self._evict(txn, result, stored, touched, need, None, "disk_full")
+            freed += released
+            if released < need:
+                return None
+        return freed
 
-    def _resolve(self, effects: dict, failures: list[tuple[asyncio.Future, BaseException]]) -> None:
+    def _evict(self, txn: lmdb.Transaction, result: _Commit, stored: dict[DurableQueue, _Totals],
+               touched: set[DurableQueue], need: int, only: DurableQueue | None, reason: str) -> int:
+        """Delete unleased records from the head (oldest first across queues unless `only`); returns bytes freed."""
+        freed = 0
+        candidates = [only] if only is not None else list(self.queues.values())
+        cursors = {queue: txn.cursor(db=queue.db) for queue in candidates}
+        heads = {queue: cursor.first() for queue, cursor in cursors.items()}
+        while freed < need:
+            best, best_time = None, None
+            for queue, cursor in cursors.items():
+                while heads[queue] and _KEY.unpack(cursor.key())[0] in queue._leased:
+                    heads[queue] = cursor.next()
+                if heads[queue]:
+                    enqueued = _enqueued_ms(cursor.value())
+                    if best is None or enqueued < best_time:
+                        best, best_time = queue, enqueued
+            if best is None:
+                break
+            cursor = cursors[best]
+            seq = _KEY.unpack(cursor.key())[0]
+            value = bytes(cursor.value())
+            txn.delete(cursor.key(), db=best.db)
+            heads[best] = cursor.set_range(_KEY.pack(seq + 1))
+            items = _items_of(value)
+            _add(stored[best], result.delta(best), -1, -items, -len(value))
+            result.drops.setdefault((best, reason), []).append(items)
+            touched.add(best)
+            freed += footprint(len(value), self.page_size)
+        return freed
+
+    def _expire(self, txn: lmdb.Transaction, result: _Commit, stored: dict[DurableQueue, _Totals],
+                touched: set[DurableQueue], now_ms: int) -> None:
+        """Drop records older than max_age (unleased ones; a leased record is being delivered)."""
+        cutoff = now_ms - int(self.limits.max_age * 1000)
+        for queue in self.queues.values():
+            cursor = txn.cursor(db=queue.db)
+            found = cursor.first()
+            while found:
+                value = cursor.value()
+                if _enqueued_ms(value) >= cutoff:
+                    break
+                seq = _KEY.unpack(cursor.key())[0]
+                if seq in queue._leased:
+                    found = cursor.next()
+                    continue
+                items = _items_of(value)
+                _add(stored[queue], result.delta(queue), -1, -items, -len(value))
+                result.drops.setdefault((queue, "max_age"), []).append(items)
+                touched.add(queue)
+                found = cursor.delete()
+
+    def _report(self, result: _Commit) -> None:
+        self._loop.call_soon_threadsafe(self._resolve, result)
+
+    def _resolve(self, result: _Commit) -> None:
         """Runs on the event loop: apply a commit's effect to in-memory state, then wake the waiters."""
-        for queue, (entries, items, size) in effects.get("deltas", {}).items():
-            queue._apply(entries, items, size, effects["oldest"].get(queue))
-        self.deadletter_entries += effects.get("dead_lettered", 0)
-        for future in effects.get("done", []):
+        for queue, delta in result.deltas.items():
+            queue._apply(delta, result.oldest.get(queue))
+        for (queue, reason), items in result.drops.items():
+            if self.on_drop is not None:
+                self.on_drop(queue, reason, sum(items), len(items))
+        self.deadletter_entries += result.dead_lettered
+        for future in result.done:
             if not future.done():
                 future.set_result(None)
-        for future, exc in failures:
+        for future, exc in result.failed:
             if not future.done():
                 future.set_exception(exc)
 
-    # ---- reads for the CLI and status ------------------------------------------------------
+    # ---- compaction ------------------------------------------------------------------------
 
-    def dead_letters(self, limit: int = 0) -> list[tuple[int, dict[str, Any], bytes]]:
-        out = []
+    def compact_now(self) -> asyncio.Future:
+        """Compact the live environment between two commits; resolves to (bytes before, bytes after)."""
+        return self.call(self._compact_live)
+
+    async def compact_on_rebound(self, needed_mib: int, trigger_mib: int, interval: float) -> None:
+        """Run until cancelled: compact when the file grew large and the live data shrank (otelcol's on_rebound)."""
+        while True:
+            await asyncio.sleep(interval)
+            if rebound_due(self.file_size(), self.live_bytes(), needed_mib, trigger_mib):
+                try:
+                    await self.compact_now()
+                except Exception as exc:
+                    log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+
+    def _compact_live(self) -> tuple[int, int]:
+        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""
+        before = self.file_size()
+        started = time.monotonic()
+        staged = copy_compacted(self.env, self.directory, self.compaction_scratch)
+        with self.gate.exclusive():
+            self.env.close()
+            swap_in(staged, self.directory)
+            self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync,
+                                 metasync=self.sync, readahead=False, subdir=True)
+            self._open_dbs()
+        after = self.file_size()
+        self.compactions += 1
+        log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,
+                                           "seconds": round(time.monotonic() - started, 3)})
+        return before, after
+
+    # ---- maintenance (run on the writer thread through `call`) ------------------------------
+
+    def purge(self, queue: DurableQueue) -> asyncio.Future:
+        """Delete every unleased record of a queue, counted as dropped (reason "purged")."""
+        def seqs() -> list[int]:
+            with self.env.begin(db=queue.db) as txn:
+                return [_KEY.unpack(key)[0] for key, _ in txn.cursor() if _KEY.unpack(key)[0] not in queue._leased]
+
+        async def run() -> int:
+            targets = await self.call(seqs)
+            await self._submit(lambda fut: _Delete(queue, targets, fut, reason="purged"))
+            return len(targets)
+        return asyncio.ensure_future(run())
+
+
+    def dead_letters(self, limit: int = 0) -> list[deadletter.DeadLetter]:
         with self.gate.shared(), self.env.begin(db=self.deadletter_db) as txn:
-            for key, value in txn.cursor():
-                (length,) = struct.unpack_from(">I", value)
-                meta = json.loads(value[4:4 + length])
-                out.append((_KEY.unpack(key)[0], meta, value[4 + length:]))
-                if limit and len(out) >= limit:
-                    break
-        return out
+            return deadletter.read(txn, self.deadletter_db, limit)
+
+    def replay_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future:
+        """Move dead letters (all when `seqs` is None) to the tail of their queues, to be sent again."""
+        return self.call(lambda: self._replay(seqs))
+
+    def purge_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future:
+        return self.call(lambda: self._purge_dead(seqs))
+
+    def _replay(self, seqs: list[int] | None) -> int:
+        result = _Commit()
+        moved = 0
+        with self.env.begin(write=True) as txn:
+            for letter in deadletter.take(txn, self.deadletter_db, seqs):
+                queue = self.queues.get(letter.description.get("queue", ""))
+                if queue is None:  # its exporter is gone from the config: keep it
+                    deadletter.put(txn, self.deadletter_db, letter.description, letter.value,
+                                   letter.description.get("time_ms", 0))
+                    continue
+                value = record.with_attempts(letter.value, 0)
+                txn.put(_KEY.pack(queue.next_seq), value, db=queue.db, append=True)
+                queue.next_seq += 1
+                items = _items_of(value)
+                _add(queue.stored, result.delta(queue), 1, items, len(value))
+                txn.put(queue._stats_key(), _STATS.pack(queue.stored.items, queue.stored.bytes), db=self.meta_db)
+                moved += 1
+            remaining = txn.stat(self.deadletter_db)["entries"]
+            self.pages_in_use = self._measure_pages(txn)
+        self._loop.call_soon_threadsafe(self._set_dead_letters, remaining, result)
+        return moved
+
+    def _purge_dead(self, seqs: list[int] | None) -> int:
+        with self.env.begin(write=True) as txn:
+            taken = deadletter.take(txn, self.deadletter_db, seqs)
+            remaining = txn.stat(self.deadletter_db)["entries"]
+            self.pages_in_use = self._measure_pages(txn)
+        self._loop.call_soon_threadsafe(self._set_dead_letters, remaining, _Commit())
+        return len(taken)
+
+    def _set_dead_letters(self, remaining: int, result: _Commit) -> None:
+        self.deadletter_entries = remaining
+        self._resolve(result)
+
+
+def _add(totals: _Totals, delta: _Totals, entries: int, items: int, size: int) -> None:
+    totals.entries += entries
+    totals.items += items
+    totals.bytes += size
+    delta.entries += entries
+    delta.items += items
+    delta.bytes += size
+
+
+def _merge(into: _Commit, other: _Commit) -> None:
+    for queue, delta in other.deltas.items():
+        mine = into.delta(queue)
+        mine.entries += delta.entries
+        mine.items += delta.items
+        mine.bytes += delta.bytes
+    into.oldest.update(other.oldest)
+    into.done += other.done
+    into.failed += other.failed
+    for key, items in other.drops.items():
+        into.drops.setdefault(key, []).extend(items)
+    into.dead_lettered += other.dead_lettered
+
+
+def _items_of(value: bytes) -> int:
+    try:
+        return record.decode_header(value).items
+    except CorruptRecordError:
+        return 0
+
+
+def _out_of_space(exc: Exception) -> bool:
+    if isinstance(exc, lmdb.MapFullError):
+        return True
+    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc) or "MDB_MAP_FULL" in str(exc)
+
+
+def _scan_totals(txn: lmdb.Transaction, db: Any) -> tuple[int, int]:
+    items = size = 0
+    for _, value in txn.cursor(db=db):
+        size += len(value)
+        items += _items_of(value)
+    return items, size
 
 
 def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
