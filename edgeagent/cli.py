@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -87,6 +88,129 @@ async def _run(agent) -> int:
     return 0
 
 
+def _control_call(args: argparse.Namespace, name: str, params: dict | None = None):
+    """Run a control command on the running agent, or on the queue files when no agent runs."""
+    from edgeagent.runtime import control
+
+    config = load(args.config, overrides=args.set)
+    state_dir = args.state_dir or default_state_dir()
+    try:
+        return asyncio.run(control.call(control.socket_path(state_dir), name, params)), True
+    except ConnectionError:
+        pass
+    return asyncio.run(_offline(config, state_dir, name, params or {})), False
+
+
+async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict):
+    from edgeagent.pipeline import Agent
+
+    agent = Agent(config, state_dir)
+    try:
+        agent.build()
+        for store in agent.stores.values():
+            store.start()
+        if name == "status":
+            return {"running": False, **agent.status()}
+        return await agent.control_handlers()[name](params)
+    finally:
+        for store in agent.stores.values():
+            await store.close()
+
+
+def _emit(result, as_json: bool, text) -> None:
+    if isinstance(result, (bytes, bytearray)):
+        sys.stdout.buffer.write(result)
+    elif as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        text(result)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    result, running = _control_call(args, "status")
+
+    def text(status: dict) -> None:
+        print(f"edgeagent {'is running' if running else 'is not running'}")
+        for exporter, state in status["exporters"].items():
+            print(f"  exporter {exporter}: upstream {state['upstream']}" +
+                  (f" ({state['endpoint']})" if state.get("endpoint") else ""))
+        print(f"  backlog: {status['backlog_items']} items in {sum(q['entries'] for q in status['queues'].values())} "
+              f"requests, dead letters: {status['dead_letters']}")
+        if running:
+            eta = status["eta_seconds"]
+            print(f"  drain rate: {status['drain_items_per_second']} items/s, time to empty: "
+                  f"{'unknown (not draining)' if eta is None else f'{eta:g}s'}")
+    _emit(result, args.json, text)
+    return 0 if running else 3
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    action = args.queue_action
+    if action == "stats":
+        result, _ = _control_call(args, "stats")
+        _emit(result, args.json, _print_stats)
+    elif action == "peek":
+        result, _ = _control_call(args, "peek", {"n": args.n})
+        _emit(result, args.json, lambda rows: [print(
+            f"{r['queue']:<32} seq={r['seq']:<8} items={r['items']:<6} bytes={r['bytes']:<8} "
+            f"attempts={r['attempts']:<3} age={r['age_seconds']}s") for r in rows])
+    elif action == "export":
+        result, _ = _control_call(args, "export", {"format": args.format})
+        _write_output(args.output, result)
+    elif action == "purge":
+        if not args.yes:
+            print("error: purge deletes queued data; add --yes to confirm", file=sys.stderr)
+            return 2
+        result, _ = _control_call(args, "purge", {"queue": args.queue})
+        _emit(result, True, print)
+    elif action == "compact":
+        result, _ = _control_call(args, "compact")
+        _emit(result, True, print)
+    else:
+        return cmd_dead_letter(args)
+    return 0
+
+
+def cmd_dead_letter(args: argparse.Namespace) -> int:
+    action = args.dead_letter_action
+    if action == "list":
+        result, _ = _control_call(args, "dead-letter-list")
+        _emit(result, args.json, lambda rows: [print(
+            f"seq={r['seq']:<6} {r['queue']:<32} items={r['items']:<6} status={r.get('status')} {r.get('reason', '')}")
+            for r in rows])
+    elif action == "export":
+        result, _ = _control_call(args, "dead-letter-export")
+        _write_output(args.output, result)
+    elif action == "replay":
+        result, _ = _control_call(args, "dead-letter-replay", {"seqs": args.seq or None})
+        _emit(result, True, print)
+    else:
+        if not args.yes:
+            print("error: purge deletes dead letters; add --yes to confirm", file=sys.stderr)
+            return 2
+        result, _ = _control_call(args, "dead-letter-purge", {"seqs": args.seq or None})
+        _emit(result, True, print)
+    return 0
+
+
+def _print_stats(result: dict) -> None:
+    for store in result["stores"]:
+        budget = f"{store['max_size_bytes']} bytes ({store['full_policy']})" if store["max_size_bytes"] else "none"
+        print(f"{store['directory']}: file {store['file_bytes']} bytes, pages in use {store['pages_in_use_bytes']} "
+              f"bytes, budget {budget}, dead letters {store['dead_letters']}")
+        for name, queue in store["queues"].items():
+            print(f"  {name:<32} entries={queue['entries']:<8} items={queue['items']:<10} bytes={queue['bytes']:<12} "
+                  f"oldest={queue['oldest_age_seconds']}s")
+
+
+def _write_output(path: str | None, data: bytes) -> None:
+    if path:
+        with open(path, "wb") as handle:
+            handle.write(data)
+    else:
+        sys.stdout.buffer.write(data)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"edgeagent {__version__}")
     return 0
@@ -113,6 +237,41 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=cmd_validate)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=cmd_version)
+
+    def target(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        command.add_argument("--config", dest="config", default=argparse.SUPPRESS)
+        command.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS)
+        command.add_argument("--set", dest="set", action="append", default=argparse.SUPPRESS)
+        command.add_argument("--json", action="store_true", help="print JSON")
+        return command
+
+    status = target(sub.add_parser("status", help="backlog, drain rate, time to empty and upstream state"))
+    status.set_defaults(handler=cmd_status)
+    queue = sub.add_parser("queue", help="inspect and manage the persistent queue (works while the agent runs)")
+    queue.set_defaults(handler=cmd_queue)
+    queue_sub = queue.add_subparsers(dest="queue_action", required=True)
+    target(queue_sub.add_parser("stats", help="entries, items, bytes and oldest age per queue"))
+    target(queue_sub.add_parser("peek", help="the first N records of each queue")).add_argument(
+        "n", type=int, nargs="?", default=10)
+    export = target(queue_sub.add_parser("export", help="write every queued request"))
+    export.add_argument("--format", choices=("otlp-json", "otlp-proto"), default="otlp-json",
+                        help="otlp-json: one OTLP/JSON request per line; otlp-proto: each request after its "
+                             "4-byte big-endian length")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    purge = target(queue_sub.add_parser("purge", help="delete queued data (counted as dropped)"))
+    purge.add_argument("--queue", help="only this queue (exporter/signal)")
+    purge.add_argument("--yes", action="store_true", help="confirm")
+    target(queue_sub.add_parser("compact", help="compact the queue files now"))
+    dead = queue_sub.add_parser("dead-letter", help="batches the upstream rejected permanently")
+    dead_sub = dead.add_subparsers(dest="dead_letter_action", required=True)
+    target(dead_sub.add_parser("list", help="list dead letters with the upstream's answer"))
+    dead_export = target(dead_sub.add_parser("export", help="write dead letters as OTLP/JSON lines"))
+    dead_export.add_argument("--output", "-o")
+    replay = target(dead_sub.add_parser("replay", help="queue dead letters again (all, or the given seqs)"))
+    replay.add_argument("seq", type=int, nargs="*")
+    dead_purge = target(dead_sub.add_parser("purge", help="delete dead letters (all, or the given seqs)"))
+    dead_purge.add_argument("seq", type=int, nargs="*")
+    dead_purge.add_argument("--yes", action="store_true", help="confirm")
     return parser
 
 

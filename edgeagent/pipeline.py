@@ -9,6 +9,7 @@ last; stop in reverse, so every stage drains into a live consumer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -26,7 +27,9 @@ from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directo
 from edgeagent.extensions.metrics import Metrics
 from edgeagent.processors.batch import BatchProcessor
 from edgeagent.processors.memory_limiter import MemoryLimiter
+from edgeagent.queue import admin
 from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
+from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.signals import Payload, Signal
 
 log = logging.getLogger(__name__)
@@ -150,6 +153,8 @@ class Agent:
         self._metrics_runner: web.AppRunner | None = None
         self._rebound: dict[str, tuple[int, int, float]] = {}
         self.drops = DropLog(self.metrics)
+        self.drain = DrainMeter()
+        self._control: ControlServer | None = None
         self._background: list[asyncio.Task] = []
         self._define_metrics()
 
@@ -242,6 +247,8 @@ class Agent:
 
     def counter_inc(self, name: str, amount: float, *labels: str) -> None:
         self._count(name, amount, *labels)
+        if name.startswith("otelcol_exporter_sent_"):
+            self.drain.add(amount)
 
     def _count(self, name: str, amount: float, *labels: str) -> None:
         self.metrics.counters[name].inc(amount, *labels)
@@ -294,6 +301,53 @@ class Agent:
             "memory_limiter": limiters,
             "failures": self.failures,
         }
+
+    def status(self) -> dict[str, Any]:
+        """What `edgeagent status` prints: health details plus drain rate and time to empty."""
+        details = self.health()
+        backlog = sum(queue["items"] for queue in details["queues"].values())
+        rate = self.drain.rate()
+        details["backlog_items"] = backlog
+        details["drain_items_per_second"] = round(rate, 1)
+        details["eta_seconds"] = round(backlog / rate, 1) if rate > 0 else (0.0 if not backlog else None)
+        return details
+
+    def control_handlers(self) -> dict[str, Any]:
+        stores = list(self.stores.values())
+
+        async def status(params: dict) -> Any:
+            return self.status()
+
+        async def stats(params: dict) -> Any:
+            return admin.stats(stores)
+
+        async def peek(params: dict) -> Any:
+            return await asyncio.to_thread(admin.peek, stores, int(params.get("n", 10)))
+
+        async def export(params: dict) -> Any:
+            return await asyncio.to_thread(lambda: b"".join(admin.export(stores, params.get("format", "otlp-json"))))
+
+        async def purge(params: dict) -> Any:
+            return {"purged_records": await admin.purge(stores, params.get("queue"))}
+
+        async def compact(params: dict) -> Any:
+            return await admin.compact(stores)
+
+        async def dead_letter_list(params: dict) -> Any:
+            return await asyncio.to_thread(admin.dead_letters, stores, int(params.get("n", 0)))
+
+        async def dead_letter_export(params: dict) -> Any:
+            return await asyncio.to_thread(lambda: b"".join(admin.dead_letter_bodies(stores)))
+
+        async def dead_letter_replay(params: dict) -> Any:
+            return {"replayed": await admin.replay(stores, params.get("seqs"))}
+
+        async def dead_letter_purge(params: dict) -> Any:
+            return {"purged": await admin.purge_dead_letters(stores, params.get("seqs"))}
+
+        return {"status": status, "stats": stats, "peek": peek, "export": export, "purge": purge,
+                "compact": compact, "dead-letter-list": dead_letter_list, "dead-letter-export": dead_letter_export,
+                "dead-letter-replay": dead_letter_replay, "dead-letter-purge": dead_letter_purge}
 
     # ---- metrics -----------------------------------------------------------------------------
 
@@ -380,6 +434,8 @@ class Agent:
                 task = asyncio.create_task(store.compact_on_rebound(*self._rebound[key]), name=f"rebound:{key}")
                 task.add_done_callback(self._background_done)
                 self._background.append(task)
+        self._control = ControlServer(socket_path(self.state_dir), self.control_handlers())
+        await self._control.start()
         for exporter in self.exporters.values():
             await exporter.start()
         for sender in self.senders:
@@ -404,6 +460,8 @@ class Agent:
             await _quietly(receiver.shutdown(), "receiver")
         for processor in self.processors.values():
             await _quietly(processor.shutdown(), "processor")
+        if self._control is not None:
+            await _quietly(self._control.shutdown(), "control socket")
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -418,6 +476,32 @@ class Agent:
             await _quietly(runner.cleanup(), "metrics server")
         for extension in self.extensions.values():
             await _quietly(extension.shutdown(), "extension")
+
+
+class DrainMeter:
+    """Items delivered per second over the last minute."""
+
+    WINDOW = 60.0
+
+    def __init__(self) -> None:
+        self._events: collections.deque[tuple[float, float]] = collections.deque()
+
+    def add(self, items: float) -> None:
+        now = time.monotonic()
+        self._events.append((now, items))
+        self._trim(now)
+
+    def rate(self) -> float:
+        now = time.monotonic()
+        self._trim(now)
+        if not self._events:
+            return 0.0
+        span = max(now - self._events[0][0], 1.0)
+        return sum(items for _, items in self._events) / span
+
+    def _trim(self, now: float) -> None:
+        while self._events and now - self._events[0][0] > self.WINDOW:
+            self._events.popleft()
 
 
 class DropLog:

@@ -69,6 +69,25 @@ def encode_response(message: Message, content_type: str) -> bytes:
     return message.SerializeToString()
 
 
+def to_otlp_json(message: Message) -> dict[str, Any]:
+    """A message in the OTLP/JSON mapping: camelCase keys, hex trace and span ids."""
+    document = json_format.MessageToDict(message)
+    _base64_ids_to_hex(document)
+    return document
+
+
+def _base64_ids_to_hex(node: Any) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_FIELDS and isinstance(value, str):
+                node[key] = base64.b64decode(value).hex()
+            elif isinstance(value, (dict, list)):
+                _base64_ids_to_hex(value)
+    elif isinstance(node, list):
+        for value in node:
+            _base64_ids_to_hex(value)
+
+
 def _hex_ids_to_base64(node: Any) -> None:
     """Rewrite OTLP/JSON hex ids in place to the base64 that protobuf's JSON parser expects."""
     if isinstance(node, dict):

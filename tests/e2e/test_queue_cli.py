@@ -1,0 +1,84 @@
+"""`edgeagent status` and `edgeagent queue ...` against a running agent and against its files."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.helpers.net import wait_until
+from tests.helpers.sdk import send_spans
+
+
+def cli(state_dir, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "edgeagent", *args, "--state-dir", str(state_dir)],
+                            capture_output=True, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} exited {result.returncode}: {result.stderr.decode()}")
+    return result
+
+
+def cli_json(state_dir, *args: str):
+    return json.loads(cli(state_dir, *args, "--json").stdout)
+
+
+def test_queue_commands_work_while_the_agent_runs_and_after_it_stopped(agents, upstream, tmp_path):
+    state = tmp_path / "state"
+    upstream.status = 503  # reachable, but refusing: everything stays queued
+    agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url])
+    sent = send_spans("http", agent.http_port, 300)
+
+    wait_until(lambda: upstream.attempts > 0, timeout=10, message="a first send attempt")
+    status = cli_json(state, "status")
+    assert status["backlog_items"] == 300
+    assert status["exporters"]["otlphttp"]["upstream"] == "online"
+    stats = cli_json(state, "queue", "stats")
+    assert stats["stores"][0]["queues"]["otlphttp/traces"]["items"] == 300
+
+    rows = cli_json(state, "queue", "peek", "2")
+    assert rows and all(row["queue"] == "otlphttp/traces" and row["items"] == row["checked_items"] for row in rows)
+
+    lines = cli(state, "queue", "export", "--format", "otlp-json").stdout.splitlines()
+    exported = {bytes.fromhex(span["spanId"]) for line in lines for rs in json.loads(line)["resourceSpans"]
+                for ss in rs["scopeSpans"] for span in ss["spans"]}
+    assert exported == sent
+
+    raw = cli(state, "queue", "export", "--format", "otlp-proto").stdout
+    ids, offset = set(), 0
+    while offset < len(raw):
+        (length,) = struct.unpack_from(">I", raw, offset)
+        request = ExportTraceServiceRequest.FromString(raw[offset + 4:offset + 4 + length])
+        ids |= {s.span_id for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans}
+        offset += 4 + length
+    assert ids == sent
+
+    # a permanent rejection moves the batch to the dead-letter store; replay sends it again
+    upstream.status = 400
+    wait_until(lambda: cli_json(state, "queue", "stats")["stores"][0]["dead_letters"] >= 1, timeout=60,
+               interval=0.5, message="dead letters")
+    letters = cli_json(state, "queue", "dead-letter", "list")
+    assert sum(letter["items"] for letter in letters) == 300
+    assert all(letter["status"] == 400 and "refused by test upstream" in letter["response"] for letter in letters)
+    upstream.status = 200
+    assert json.loads(cli(state, "queue", "dead-letter", "replay").stdout)["replayed"] == len(letters)
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=30, message="replayed spans upstream")
+    assert cli_json(state, "queue", "dead-letter", "list") == []
+
+    # purge needs --yes and counts what it drops
+    upstream.status = 503
+    send_spans("grpc", agent.grpc_port, 50)
+    assert cli(state, "queue", "purge", check=False).returncode == 2
+    purged = json.loads(cli(state, "queue", "purge", "--yes").stdout)["purged_records"]
+    assert purged >= 1
+    wait_until(lambda: agent.metric("edgeagent_dropped_items_total", reason="purged") == 50, timeout=10)
+    compacted = json.loads(cli(state, "queue", "compact").stdout)
+    assert compacted[0]["bytes_after"] <= compacted[0]["bytes_before"]
+
+    assert agent.terminate() == 0
+    offline = cli(state, "status", "--json", check=False)
+    assert offline.returncode == 3
+    assert json.loads(offline.stdout)["running"] is False
+    assert cli_json(state, "queue", "stats")["stores"][0]["queues"]["otlphttp/traces"]["items"] == 0
