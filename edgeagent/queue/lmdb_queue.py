@@ -588,7 +588,8 @@ class QueueStore:
         try:
             result = self._transaction(ops, encoded, now_ms, sweep)
         except lmdb.Error as exc:
-            if not _out_of_space(exc):
+            need = sum(footprint(len(value), self.page_size) for value in encoded.values())
+            if not _out_of_space(exc, self.directory, need):
                 log.exception("queue commit failed in %s", self.directory)
                 self._report(_Commit(failed=[(op.future, exc) for op in ops]))
                 return
@@ -609,7 +610,7 @@ class QueueStore:
                 result.failed += [(op.future, retry_exc) for op in others]
         if puts and self.limits.full_policy == "drop_oldest":
             try:
-                need = sum(footprint(len(encoded[id(op)]), self.page_size) for op in puts) * 2
+                need = sum(footprint(len(encoded[id(op)]), self.page_size) for op in puts) * 4 + (1 << 20)
                 evicted = self._transaction([], encoded, now_ms, evict_bytes=need)
                 _merge(result, evicted)
                 _merge(result, self._transaction(puts, encoded, now_ms))
@@ -909,10 +910,22 @@ def _items_of(value: bytes) -> int:
         return 0
 
 
-def _out_of_space(exc: Exception) -> bool:
+def _out_of_space(exc: Exception, directory: str, need: int) -> bool:
+    """A full map, ENOSPC, or an I/O error while the filesystem has no room left.
+
+    LMDB reports a short write as EIO, which is what a full tmpfs or flash card produces."""
     if isinstance(exc, lmdb.MapFullError):
         return True
-    return getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc) or "MDB_MAP_FULL" in str(exc)
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "MDB_MAP_FULL" in text:
+        return True
+    if "Input/output error" in text or getattr(exc, "errno", None) == errno.EIO:
+        try:
+            stat = os.statvfs(directory)
+        except OSError:
+            return False
+        return stat.f_bavail * stat.f_frsize < max(need, 1) + (1 << 20)
+    return False
 
 
 def _scan_totals(txn: lmdb.Transaction, db: Any) -> tuple[int, int]:
