@@ -177,7 +177,9 @@ class Agent:
                                compact_on_start=settings.compaction.on_start,
                                compaction_scratch=settings.compaction.directory,
                                on_corrupt=lambda message: self._count("edgeagent_queue_corruptions", 1, directory),
-                               on_drop=self.drops.record)
+                               on_drop=self.drops.record,
+                               on_quarantine=lambda queue, count: self._count("edgeagent_corrupt_records", count,
+                                                                              queue.name))
             store.open()
             self.stores[key] = store
             if settings.compaction.on_rebound:
@@ -368,7 +370,8 @@ class Agent:
                   "shutdown).", ("receiver", "transport", "reason"))
         m.counter("edgeagent_deadletter_items", "Items moved to the dead-letter store after a permanent rejection.",
                   ("exporter", "data_type"))
-        m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were quarantined.", ("exporter",))
+        m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were moved to the dead-letter "
+                  "store.", ("queue",))
         m.counter("edgeagent_queue_corruptions", "Queue data files that did not open and were moved aside.",
                   ("directory",))
         m.gauge("otelcol_exporter_queue_size", "Current size of the retry queue (in the unit of its sizer).",

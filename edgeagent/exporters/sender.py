@@ -122,14 +122,6 @@ class Sender:
         """Send one lease and settle it; returns how long this consumer should pause."""
         exporter_id = self.exporter.id
         items_name = self.signal.item_name
-        if lease.corrupt:
-            for seq, reason in lease.corrupt:
-                log.error("queue record does not decode; moved to the dead-letter store",
-                          extra={"queue": self.queue.name, "seq": seq, "reason": reason})
-            self.telemetry.counter_inc("edgeagent_corrupt_records", len(lease.corrupt), exporter_id)
-            if not lease.seqs:
-                await self.queue.dead_letter(lease, {"reason": "corrupt record"})
-                return 0.0
         parts = self._requests(lease)
         try:
             rejected = 0

@@ -99,7 +99,6 @@ class Lease:
     bodies: list[bytes]
     items: int
     attempts: int
-    corrupt: list[tuple[int, str]] = field(default_factory=list)
     done: bool = False
 
 
@@ -251,15 +250,32 @@ class DurableQueue:
                 self._read_from = last_seq + 1
             for seq, items in records:
                 self._leased[seq] = items
-            for seq, _ in corrupt:
-                self._leased[seq] = 0
+            if corrupt:
+                self._quarantine(corrupt)
             items = sum(items for _, items in records)
             self._leased_items += items
             if self.available_entries <= 0:
                 self._available.clear()
-            if not records and not corrupt:
+            if not records:
                 return None
-            return Lease(self, [seq for seq, _ in records], bodies, items, attempts, corrupt)
+            return Lease(self, [seq for seq, _ in records], bodies, items, attempts)
+
+    def _quarantine(self, corrupt: list[tuple[int, str]]) -> None:
+        """Move records that do not decode to the dead-letter store; the queue goes on without them."""
+        for seq, reason in corrupt:
+            self._leased[seq] = 0
+            log.error("queue record does not decode; moved it to the dead-letter store",
+                      extra={"queue": self.name, "seq": seq, "reason": reason})
+        seqs = [seq for seq, _ in corrupt]
+
+        def settled(future: asyncio.Future) -> None:
+            for seq in seqs:
+                self._leased.pop(seq, None)
+        future = self.store._submit(lambda fut: _Delete(self, seqs, fut, dead_letter={
+            "queue": self.name, "reason": "corrupt record: " + corrupt[0][1], "status": None}))
+        future.add_done_callback(settled)
+        if self.store.on_quarantine is not None:
+            self.store.on_quarantine(self, len(seqs))
 
     def _read(self, start: int, skip: frozenset[int], max_items: int, max_entries: int):
         """Runs in a worker thread: read and decompress the next records in key order."""
@@ -308,7 +324,7 @@ class DurableQueue:
         if lease.done:
             raise RuntimeError("lease already ended")
         lease.done = True
-        seqs = lease.seqs + [seq for seq, _ in lease.corrupt]
+        seqs = lease.seqs
         for seq in seqs:
             self._leased_items -= self._leased.pop(seq, 0)
         return seqs
@@ -388,7 +404,8 @@ class QueueStore:
     def __init__(self, directory: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE,
                  limits: StorageLimits = StorageLimits(), compression_level: int = 1, lock_timeout: float = 1.0,
                  compact_on_start: bool = False, compaction_scratch: str | None = None,
-                 on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None):
+                 on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None,
+                 on_quarantine: Callable[[DurableQueue, int], None] | None = None):
         self.directory = directory
         self.sync = sync
         self.limits = limits
@@ -399,6 +416,7 @@ class QueueStore:
         self.compaction_scratch = compaction_scratch
         self.on_corrupt = on_corrupt
         self.on_drop = on_drop
+        self.on_quarantine = on_quarantine
         self.env: lmdb.Environment | None = None
         self.meta_db = None
         self.deadletter_db = None
@@ -428,7 +446,7 @@ class QueueStore:
                 log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
         try:
             self.env = self._open_env()
-        except lmdb.Error as exc:
+        except (lmdb.Error, CorruptRecordError) as exc:
             moved = _move_aside(self.directory)
             message = f"queue data file in {self.directory} does not open ({exc}); moved it to {moved} and started a fresh queue"
             log.error(message)
@@ -445,12 +463,8 @@ class QueueStore:
         env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync, metasync=self.sync,
                         readahead=False, subdir=True)
         try:
-            # Touch every B-tree so that a corrupted file fails here, not later in a consumer.
-            with env.begin() as txn:
-                for name, _ in txn.cursor():
-                    sub = env.open_db(name, txn=txn, create=False)
-                    txn.stat(sub)
-        except lmdb.Error:
+            _verify(env, os.path.join(self.directory, "data.mdb"))
+        except (lmdb.Error, CorruptRecordError):
             env.close()
             raise
         return env
@@ -878,6 +892,24 @@ class QueueStore:
     def _set_dead_letters(self, remaining: int, result: _Commit) -> None:
         self.deadletter_entries = remaining
         self._resolve(result)
+
+
+def _verify(env: lmdb.Environment, data_path: str) -> None:
+    """Fail now, not later in a consumer, on a truncated file or a broken B-tree.
+
+    A file shorter than its last page would make reading that page crash the process (the map
+    points past the end of the file). Walking every key of every sub-database reads the
+    branch and leaf pages but not the values' overflow pages, so a large backlog opens fast."""
+    info = env.info()
+    page_size = env.stat()["psize"]
+    if os.path.getsize(data_path) < (info["last_pgno"] + 1) * page_size:
+        raise CorruptRecordError(f"data file is shorter than its {info['last_pgno'] + 1} pages: truncated")
+    with env.begin() as txn:
+        names = [name for name, _ in txn.cursor()]
+        for name in names:
+            sub = env.open_db(name, txn=txn, create=False)
+            for _ in txn.cursor(db=sub).iternext(keys=True, values=False):
+                pass
 
 
 def _add(totals: _Totals, delta: _Totals, entries: int, items: int, size: int) -> None:

@@ -1,0 +1,78 @@
+"""Corrupted queue files never stop the agent: the file is moved aside, a record is quarantined."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import lmdb
+import pytest
+
+from tests.helpers.net import free_port, wait_until
+from tests.helpers.sdk import send_spans
+from tests.helpers.upstream import Upstream
+
+
+def _queue_dir(state):
+    return state / "queue"
+
+
+def _fill(agents, state, upstream_url: str) -> None:
+    agent = agents(["run", "--state-dir", str(state), "--upstream", upstream_url])
+    send_spans("http", agent.http_port, 2000, batch=100)
+    assert agent.terminate() == 0
+
+
+def _garble(path, keep_header: bool) -> None:
+    size = os.path.getsize(path)
+    with open(path, "r+b") as handle:
+        handle.seek(2 * 4096 if keep_header else 0)  # past or over LMDB's two meta pages
+        handle.write(os.urandom(min(size, 64 * 1024)))
+
+
+@pytest.mark.parametrize("damage", ["garbage over the whole header", "garbage over the pages", "truncated"])
+def test_a_data_file_that_does_not_open_is_moved_aside_and_a_fresh_queue_starts(agents, upstream, tmp_path, damage):
+    state = tmp_path / "state"
+    _fill(agents, state, f"http://127.0.0.1:{free_port()}")
+    data = _queue_dir(state) / "data.mdb"
+    if damage == "truncated":
+        os.truncate(data, os.path.getsize(data) // 2)
+    else:
+        _garble(data, keep_header=damage == "garbage over the pages")
+
+    agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url])
+    assert agent.metric("edgeagent_queue_corruptions") == 1
+    assert any(name.startswith("corrupt-") for name in os.listdir(_queue_dir(state)))
+    assert "moved it to" in agent.log()
+    sent = send_spans("grpc", agent.grpc_port, 100)
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=30, message="new data delivered")
+    assert agent.terminate() == 0
+
+
+def test_an_undecodable_record_is_quarantined_and_the_rest_is_delivered(agents, tmp_path):
+    port = free_port()
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{port}",
+                    "--set", "processors::batch::send_batch_size=1"])
+    first = send_spans("http", agent.http_port, 100)
+    assert agent.terminate() == 0
+
+    env = lmdb.open(str(_queue_dir(state)), max_dbs=64)
+    queue_db = env.open_db(b"q:otlphttp/traces")
+    with env.begin(write=True, db=queue_db) as txn:
+        cursor = txn.cursor(db=queue_db)
+        cursor.last()
+        last = struct.unpack(">Q", cursor.key())[0]
+        txn.put(struct.pack(">Q", last + 1), b"\x01\x01\x01\x00garbage that is no record", db=queue_db)
+    env.close()
+
+    upstream = Upstream(port).start()
+    try:
+        agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url], ports=agent)
+        second = send_spans("http", agent.http_port, 100)
+        wait_until(lambda: upstream.span_ids() >= first | second, timeout=30, message="records around it delivered")
+        wait_until(lambda: agent.metric("edgeagent_corrupt_records") == 1, timeout=10, message="quarantine counted")
+        assert agent.health()[1]["dead_letters"] == 1
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0
