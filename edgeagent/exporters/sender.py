@@ -145,11 +145,16 @@ class Sender:
                         extra={"exporter": exporter_id, "signal": self.signal.label, "items": lease.items,
                                "error": str(exc)})
             return self.retry.max_interval
-        await self.queue.ack(lease)
+        self.queue.ack(lease).add_done_callback(self._ack_done)
         self.telemetry.counter_inc(f"otelcol_exporter_sent_{items_name}", lease.items - rejected, exporter_id)
         if rejected:
             self.telemetry.counter_inc(f"edgeagent_exporter_rejected_{items_name}", rejected, exporter_id)
         return 0.0
+
+    def _ack_done(self, future: asyncio.Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.error("acknowledging delivered data failed; it will be delivered again",
+                      exc_info=future.exception(), extra={"queue": self.queue.name})
 
     def _requests(self, lease: Lease) -> list[bytes]:
         body = merge_requests(self.signal, lease.bodies)

@@ -108,7 +108,11 @@ def test_block_refuses_with_retry_after_when_the_disk_is_full_and_resumes_when_s
 
     upstream = Upstream(port).start()  # the backlog drains and frees pages
     try:
-        wait_until(lambda: upstream.span_ids() >= accepted, timeout=120, interval=0.5, message="backlog delivered")
+        try:
+            wait_until(lambda: upstream.span_ids() >= accepted, timeout=60, interval=0.5, message="backlog delivered")
+        except AssertionError as error:
+            missing = len(accepted - upstream.span_ids())
+            raise AssertionError(f"{error}: {missing} spans missing; {agent.health()[1]}") from None
         body, ids = _request(10_000)
         wait_until(lambda: _post(agent.http_port, body)[0] == 200, timeout=30, interval=0.5, message="ingest resumes")
         wait_until(lambda: upstream.span_ids() >= accepted | ids, timeout=30, message="new data delivered")
