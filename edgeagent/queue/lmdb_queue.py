@@ -275,6 +275,8 @@ class DurableQueue:
         def settled(future: asyncio.Future) -> None:
             for seq in seqs:
                 self._leased.pop(seq, None)
+            if self.available_entries > 0:
+                self._available.set()
         future = self.store._submit(lambda fut: _Delete(self, seqs, fut, dead_letter={
             "queue": self.name, "reason": "corrupt record: " + corrupt[0][1], "status": None}))
         future.add_done_callback(settled)
@@ -363,8 +365,10 @@ class DurableQueue:
             self._leased_items -= self._leased.pop(seq, 0)
         if future.cancelled() or future.exception() is not None:  # still stored: hand them out again
             self._read_from = min(self._read_from, min(seqs, default=self._read_from))
-            if self.available_entries > 0:
-                self._available.set()
+        # between the commit and this callback `available_entries` undercounted, and a lease may
+        # have found nothing and cleared the event: wake the consumers again
+        if self.available_entries > 0:
+            self._available.set()
 
     async def dead_letter(self, lease: Lease, description: dict[str, Any]) -> None:
         """Move records to the dead-letter store with the reason they were rejected."""

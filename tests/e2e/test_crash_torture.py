@@ -123,8 +123,13 @@ def test_fifty_kill_9_at_random_moments_lose_nothing_and_bound_duplicates(agents
         flapper.stop.set()
         upstream.status = 200
         final = agents(["run", "--config", str(config)], env=env, ports=previous)
-        wait_until(lambda: upstream.span_ids() >= accepted, timeout=120, interval=0.5,
-                   message="every accepted span upstream")
+        try:
+            wait_until(lambda: upstream.span_ids() >= accepted, timeout=120, interval=0.5,
+                       message="every accepted span upstream")
+        except AssertionError as error:
+            missing = sorted(accepted - upstream.span_ids())
+            raise AssertionError(f"{error}: {len(missing)} of {len(accepted)} missing, e.g. "
+                                 f"{[int.from_bytes(m, 'big') for m in missing[:5]]}; {final.health()[1]}") from None
         assert final.terminate() == 0
     finally:
         flapper.stop.set()
