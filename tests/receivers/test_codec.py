@@ -1,0 +1,108 @@
+"""OTLP/JSON with hex ids, and decompression with a hard limit on the decompressed size."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+
+import pytest
+import zstandard
+
+from edgeagent.errors import BadRequestError
+from edgeagent.receivers import codec
+from edgeagent.signals import Signal
+
+TRACE = "5b8efff798038103d269b633813fc60c"
+SPAN = "eee19b7ec3c1b174"
+PARENT = "eee19b7ec3c1b173"
+
+
+def test_otlp_json_hex_ids_become_the_right_bytes_in_spans_links_and_logs():
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": TRACE, "spanId": SPAN, "parentSpanId": PARENT, "name": "x", "kind": "SPAN_KIND_SERVER",
+        "links": [{"traceId": TRACE, "spanId": PARENT}]}, {"traceId": TRACE, "spanId": SPAN, "kind": 3}]}]}]}
+    payload = codec.decode(Signal.TRACES, json.dumps(document).encode(), codec.JSON)
+    spans = payload.view().resource_spans[0].scope_spans[0].spans
+    assert spans[0].trace_id == bytes.fromhex(TRACE)
+    assert spans[0].span_id == bytes.fromhex(SPAN)
+    assert spans[0].parent_span_id == bytes.fromhex(PARENT)
+    assert spans[0].links[0].span_id == bytes.fromhex(PARENT)
+    assert spans[0].kind == 2 and spans[1].kind == 3  # enum by name and by number
+    assert payload.items == 2
+
+    logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": TRACE, "spanId": SPAN,
+                                                              "body": {"stringValue": "hi"}}]}]}]}
+    record = codec.decode(Signal.LOGS, json.dumps(logs).encode(), codec.JSON).view() \
+        .resource_logs[0].scope_logs[0].log_records[0]
+    assert record.trace_id == bytes.fromhex(TRACE) and record.span_id == bytes.fromhex(SPAN)
+
+
+def test_json_round_trips_with_hex_ids():
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": TRACE, "spanId": SPAN, "name": "x"}]}]}]}
+    payload = codec.decode(Signal.TRACES, json.dumps(document).encode(), codec.JSON)
+    span = codec.to_otlp_json(payload.view())["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert span["traceId"] == TRACE and span["spanId"] == SPAN
+
+
+@pytest.mark.parametrize("ids,message", [
+    ({"traceId": "W47/95gDgQPSabYzgT/GDA==", "spanId": SPAN}, "hex"),
+    ({"traceId": TRACE[:-2], "spanId": SPAN}, "16 bytes"),
+    ({"traceId": TRACE, "spanId": SPAN + "00"}, "8 bytes"),
+])
+def test_bad_ids_are_rejected_with_a_clear_message(ids, message):
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [{**ids, "name": "x"}]}]}]}
+    with pytest.raises(BadRequestError) as error:
+        codec.decode(Signal.TRACES, json.dumps(document).encode(), codec.JSON)
+    assert error.value.status == 400 and message in str(error.value)
+
+
+DATA = b"otlp" * 10_000
+ENCODINGS = {
+    "gzip": gzip.compress,
+    "deflate": zlib.compress,
+    "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
+    "identity": lambda data: data,
+    "": lambda data: data,
+}
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
+def test_decompressor_round_trips_in_chunks(encoding):
+    compressed = ENCODINGS[encoding](DATA)
+    decompressor = codec.Decompressor(encoding, limit=len(DATA))
+    for start in range(0, len(compressed), 1000):
+        decompressor.feed(compressed[start:start + 1000])
+    assert decompressor.finish() == DATA
+
+
+def test_raw_deflate_is_accepted_too():
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    body = raw.compress(DATA) + raw.flush()
+    decompressor = codec.Decompressor("deflate", limit=len(DATA))
+    decompressor.feed(body)
+    assert decompressor.finish() == DATA
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "zstd", "identity"])
+def test_the_limit_applies_to_the_decompressed_size(encoding):
+    decompressor = codec.Decompressor(encoding, limit=len(DATA) - 1)
+    with pytest.raises(BadRequestError) as error:
+        decompressor.feed(ENCODINGS[encoding](DATA))
+        decompressor.finish()
+    assert error.value.status == 413
+
+
+def test_truncated_gzip_is_a_400_and_unknown_encodings_a_415():
+    decompressor = codec.Decompressor("gzip", limit=len(DATA))
+    decompressor.feed(gzip.compress(DATA)[:-10])
+    with pytest.raises(BadRequestError) as truncated:
+        decompressor.finish()
+    assert truncated.value.status == 400
+    with pytest.raises(BadRequestError) as unknown:
+        codec.Decompressor("br", limit=10)
+    assert unknown.value.status == 415
+
+
+def test_repeated_metadata_keys_are_joined_like_otelcol():
+    assert codec.metadata_of([("X-Tenant", "a"), ("x-tenant", "b"), ("bin", b"\x00")]) == {"x-tenant": "a;b"}
