@@ -73,16 +73,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(agent) -> int:
+    from edgeagent.runtime.systemd import Notifier
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    notifier = Notifier()
     try:
         agent.build()
         await agent.start()
+        notifier.ready(status="receivers up, queue open")
         await stop.wait()
         log.info("stopping: finishing pending commits and returning leases")
     finally:
+        await notifier.stopping()
         await agent.shutdown()
     log.info("edgeagent stopped")
     return 0

@@ -1,0 +1,70 @@
+"""systemd's notify protocol (sd_notify) without a dependency: one datagram per message.
+
+With `Type=notify` systemd waits for READY=1 before it considers the service started, kills
+it when WATCHDOG=1 stops arriving for `WatchdogSec`, and shows STATUS= in `systemctl status`.
+Everything is a no-op when NOTIFY_SOCKET is not set (not started by systemd).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+log = logging.getLogger(__name__)
+
+
+def notify(message: str, environ: dict[str, str] | None = None) -> bool:
+    """Send one notification; returns whether there was a socket to send it to."""
+    environ = os.environ if environ is None else environ
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError as exc:
+        log.warning("could not notify systemd: %s", exc)
+        return False
+
+
+def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
+    """Half of WATCHDOG_USEC in seconds, when the watchdog is meant for this process."""
+    environ = os.environ if environ is None else environ
+    usec = environ.get("WATCHDOG_USEC")
+    pid = environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(int(usec) / 2e6, 0.05)
+    except ValueError:
+        return None
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._watchdog: asyncio.Task | None = None
+
+    def ready(self, status: str = "") -> None:
+        notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
+        interval = watchdog_interval()
+        if interval is not None and self._watchdog is None:
+            # pinged from the event loop itself: a blocked loop stops the pings and systemd restarts us
+            self._watchdog = asyncio.create_task(self._ping(interval), name="systemd-watchdog")
+
+    async def _ping(self, interval: float) -> None:
+        while True:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def stopping(self) -> None:
+        notify("STOPPING=1\nSTATUS=draining to disk")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
+            self._watchdog = None

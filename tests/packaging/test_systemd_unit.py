@@ -1,0 +1,56 @@
+"""The systemd unit verifies, is hardened to an exposure level of 2.0 or better, and fits the memory limiter."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.packaging.tools import require
+
+ROOT = Path(__file__).resolve().parents[2]
+UNIT = ROOT / "systemd" / "edgeagent.service"
+
+
+def _unit_for_this_machine(tmp_path: Path) -> Path:
+    """The unit with ExecStart pointing at this environment's edgeagent (the package installs /usr/bin/edgeagent)."""
+    executable = shutil.which("edgeagent")
+    assert executable, "edgeagent is not installed in this environment"
+    unit = tmp_path / "edgeagent.service"
+    unit.write_text(UNIT.read_text().replace("/usr/bin/edgeagent", executable))
+    return unit
+
+
+def test_systemd_analyze_verify_passes(tmp_path):
+    analyze = require("systemd-analyze", "apt-get install -y systemd")
+    result = subprocess.run([analyze, "verify", str(_unit_for_this_machine(tmp_path))], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_exposure_level_is_2_or_better(tmp_path):
+    analyze = require("systemd-analyze", "apt-get install -y systemd")
+    result = subprocess.run([analyze, "security", "--offline=yes", str(_unit_for_this_machine(tmp_path))],
+                            capture_output=True, text=True)
+    match = re.search(r"Overall exposure level for edgeagent\.service: ([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    print(f"systemd-analyze security: exposure level {match.group(1)}")
+    assert float(match.group(1)) <= 2.0
+
+
+def test_unit_runs_as_notify_with_watchdog_state_and_config_directories():
+    text = UNIT.read_text()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=edgeagent",
+                 "ConfigurationDirectory=edgeagent", "EnvironmentFile=-/etc/edgeagent/edgeagent.env",
+                 "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes",
+                 "CapabilityBoundingSet=\n", "SystemCallFilter=@system-service"):
+        assert line in text, line
+
+
+def test_memory_max_sits_above_the_memory_limiter_of_the_default_config():
+    default = yaml.safe_load((ROOT / "edgeagent" / "config" / "default.yaml").read_text())
+    limit_mib = default["processors"]["memory_limiter"]["limit_mib"]
+    memory_max = re.search(r"^MemoryMax=(\d+)M$", UNIT.read_text(), re.M)
+    assert memory_max and limit_mib < int(memory_max.group(1)) <= limit_mib * 1.5
