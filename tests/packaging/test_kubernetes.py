@@ -1,0 +1,67 @@
+"""Kubernetes manifests validate against the Kubernetes schemas; alert rules pass promtool; configs are valid."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.packaging.tools import require
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "packaging" / "kubernetes"
+CORE = ["namespace.yaml", "agent.yaml", "hub.yaml", "networkpolicies.yaml"]
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_manifest_validates_against_the_kubernetes_schemas(name):
+    validate = require("kubernetes-validate", "pip install kubernetes-validate")
+    result = subprocess.run([validate, "--strict", str(MANIFESTS / name)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed" in result.stdout + result.stderr
+
+
+def test_alert_rules_pass_promtool():
+    promtool = require("promtool", "apt-get install -y prometheus")
+    result = subprocess.run([promtool, "check", "rules", str(MANIFESTS / "prometheus-rules.yaml")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_operator_resources_carry_the_same_rules_and_scrape_both_tiers():
+    # ServiceMonitor and PrometheusRule are CRDs, outside the Kubernetes schemas: checked here
+    monitor, rule = list(yaml.safe_load_all((MANIFESTS / "monitoring.yaml").read_text()))
+    assert monitor["kind"] == "ServiceMonitor" and rule["kind"] == "PrometheusRule"
+    assert monitor["spec"]["endpoints"][0] == {"port": "metrics", "path": "/metrics", "interval": "15s"}
+    assert set(monitor["spec"]["selector"]["matchExpressions"][0]["values"]) == {"edgeagent-agent", "edgeagent-hub"}
+    assert rule["spec"] == yaml.safe_load((MANIFESTS / "prometheus-rules.yaml").read_text())
+
+
+def test_every_workload_runs_non_root_read_only_with_probes_and_resources():
+    for name in ("agent.yaml", "hub.yaml"):
+        for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
+            if doc["kind"] not in ("DaemonSet", "Deployment"):
+                continue
+            pod = doc["spec"]["template"]["spec"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            container = pod["containers"][0]
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+            assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+            assert container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml"])
+def test_the_configmap_config_is_valid(name, tmp_path):
+    configmap = next(doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc["kind"] == "ConfigMap")
+    config = tmp_path / "config.yaml"
+    config.write_text(configmap["data"]["config.yaml"])
+    env = {**os.environ, "NODE_NAME": "node-1", "TELEMETRYFLOW_ENDPOINT": "https://example.invalid/api",
+           "TELEMETRYFLOW_WORKSPACE_ID": "w", "TELEMETRYFLOW_TENANT_ID": "t"}
+    result = subprocess.run([sys.executable, "-m", "edgeagent", "validate", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
