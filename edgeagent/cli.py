@@ -30,8 +30,7 @@ def load(config_path: str | None, upstream: str | None = None, overrides: list[s
     environ = dict(os.environ)
     if upstream:
         environ["EDGEAGENT_UPSTREAM"] = upstream
-    return load_text(default_config_text(), environ, source="<embedded default>",
-                     context={"allow_missing_endpoint": True}, overrides=overrides)
+    return load_text(default_config_text(), environ, source="<embedded default>", overrides=overrides)
 
 
 def _print_errors(error: ConfigError) -> None:

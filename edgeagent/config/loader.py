@@ -72,8 +72,8 @@ def load_file(path: str, environ: Mapping[str, str] | None = None, overrides: li
 
 
 def load_text(text: str, environ: Mapping[str, str] | None = None, source: str = "<config>",
-              context: dict[str, Any] | None = None, overrides: list[str] | None = None) -> AgentConfig:
-    """Parse and validate a config; `context` relaxes checks for the embedded default (no upstream yet)."""
+              overrides: list[str] | None = None) -> AgentConfig:
+    """Parse, expand and validate a config; raises ConfigError with every problem found."""
     from edgeagent import registry  # the registry imports every component; keep `config` importable alone
 
     environ = os.environ if environ is None else environ
@@ -123,7 +123,7 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
                 errors.append((path, "must be a mapping of settings"))
                 continue
             try:
-                config = factory.config.model_validate(settings, context=context)
+                config = factory.config.model_validate(settings)
             except ValidationError as exc:
                 errors.extend(e for e in pydantic_errors(exc, path, factory.config)
                               if not _caused_by_expansion(e[0], failed_paths))

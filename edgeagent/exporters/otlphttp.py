@@ -10,7 +10,7 @@ from typing import Any, Literal
 import aiohttp
 import zstandard
 from google.protobuf.message import DecodeError
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeagent import __version__
 from edgeagent.component import ComponentConfig, Factory
@@ -44,10 +44,10 @@ class OtlpHttpConfig(ComponentConfig):
         return value
 
     @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> "OtlpHttpConfig":
-        allow_missing = bool(info.context and info.context.get("allow_missing_endpoint"))
-        if not self.endpoint and not allow_missing and not all(
-                (self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
+    def _check(self) -> "OtlpHttpConfig":
+        # An endpoint set to "" on purpose (e.g. ${env:EDGEAGENT_UPSTREAM:-}) means "no upstream yet":
+        # the agent buffers everything durably and says so. A missing endpoint is a mistake.
+        if self.endpoint is None and not all((self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
             raise ValueError("endpoint is required: set endpoint (e.g. https://collector:4318) "
                              "or traces_endpoint, metrics_endpoint and logs_endpoint")
         for name in ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint"):
@@ -57,6 +57,11 @@ class OtlpHttpConfig(ComponentConfig):
         if self.timeout <= 0:
             raise ValueError("timeout must be greater than zero")
         return self
+
+    def config_warnings(self) -> list[str]:
+        if not self.endpoint and not any((self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
+            return ["endpoint is empty: no upstream is configured, data is buffered until one is set"]
+        return []
 
     def url(self, signal: Signal) -> str | None:
         specific = getattr(self, f"{signal.label}_endpoint")

@@ -1,0 +1,82 @@
+"""The .deb builds, lintian finds no errors, and it installs, runs, and purges in a throwaway Debian root."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.packaging.tools import require
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _mirror() -> str:
+    """The Debian mirror this machine's apt already uses (the repository names none)."""
+    for path in [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]:
+        if path.exists():
+            match = re.search(r"(?:URIs:|^deb)\s+(\S+/debian)\b", path.read_text(), re.M)
+            if match:
+                return match.group(1)
+    pytest.skip("no Debian mirror configured for apt")
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    require("dpkg-deb", "apt-get install -y dpkg")
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("Debian's python3 is needed to build the package")
+    out = tmp_path_factory.mktemp("deb")
+    result = subprocess.run(["bash", str(ROOT / "packaging" / "debian" / "build.sh"), str(out)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    deb = Path(result.stdout.strip().splitlines()[-1])
+    assert re.fullmatch(r"edgeagent_\d+\.\d+\.\d+_[a-z0-9]+\.deb", deb.name)
+    print(f"built {deb.name}: {deb.stat().st_size / 2**20:.1f} MiB")
+    return deb
+
+
+def test_lintian_reports_no_errors(package):
+    lintian = require("lintian", "apt-get install -y lintian")
+    result = subprocess.run([lintian, "--tag-display-limit", "0", str(package)], capture_output=True, text=True,
+                            timeout=600)
+    errors = [line for line in result.stdout.splitlines() if line.startswith("E:")]
+    assert not errors, "\n".join(errors[:20])
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("W:")]
+    assert not warnings, "\n".join(warnings[:20])
+
+
+def test_package_installs_runs_and_purges_in_a_throwaway_debian_root(package, tmp_path):
+    debootstrap = require("debootstrap", "apt-get install -y debootstrap")
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap and chroot need root (CI runs as root)")
+    root = tmp_path / "root"
+    result = subprocess.run([debootstrap, "--variant=minbase", "--include=python3,adduser", "bookworm", str(root),
+                             _mirror()], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    shutil.copy(package, root / "tmp" / package.name)
+
+    def chroot(*command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["chroot", str(root), *command], capture_output=True, text=True, timeout=120)
+
+    installed = chroot("dpkg", "-i", f"/tmp/{package.name}")
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert chroot("edgeagent", "version").stdout.startswith("edgeagent ")
+    valid = chroot("edgeagent", "validate", "--config", "/etc/edgeagent/config.yaml")
+    assert valid.returncode == 0, valid.stderr
+    assert chroot("getent", "passwd", "edgeagent").returncode == 0
+    assert (root / "var/lib/edgeagent").is_dir()
+    assert oct((root / "etc/edgeagent/edgeagent.env").stat().st_mode & 0o777) == "0o600"
+    conffiles = chroot("dpkg-query", "--showformat=${Conffiles}", "--show", "edgeagent").stdout
+    assert "/etc/edgeagent/config.yaml" in conffiles and "/etc/edgeagent/edgeagent.env" in conffiles
+    assert (root / "lib/systemd/system/edgeagent.service").exists()
+
+    (root / "var/lib/edgeagent/queue").mkdir()
+    assert chroot("dpkg", "-r", "edgeagent").returncode == 0
+    assert (root / "var/lib/edgeagent/queue").is_dir(), "remove must keep the queue"
+    assert chroot("dpkg", "--purge", "edgeagent").returncode == 0
+    assert not (root / "var/lib/edgeagent").exists(), "purge removes the queue"
