@@ -8,9 +8,7 @@ an unchanged request is never re-serialized.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import math
 import re
 import struct
@@ -20,7 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig
-from edgeagent.processors.matching import go_float_text
+from edgeagent.processors.values import value_as_string
 
 ACTIONS = ("insert", "update", "upsert", "delete", "hash", "extract", "convert")
 
@@ -122,37 +120,6 @@ def hash_value(value: AnyValue) -> None:
     else:
         data = b""
     value.string_value = hashlib.sha256(data).hexdigest() if data else ""
-
-
-def value_as_string(value: AnyValue) -> str:
-    """pcommon's Value.AsString for every value type."""
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "int_value":
-        return str(value.int_value)
-    if kind == "double_value":
-        return go_float_text(value.double_value)
-    if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
-    if kind in ("kvlist_value", "array_value"):
-        return json.dumps(_plain(value), separators=(",", ":"))
-    return ""
-
-
-def _plain(value: AnyValue) -> Any:
-    kind = value.WhichOneof("value")
-    if kind == "kvlist_value":
-        return {kv.key: _plain(kv.value) for kv in value.kvlist_value.values}
-    if kind == "array_value":
-        return [_plain(item) for item in value.array_value.values]
-    if kind == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode()
-    if kind is None:
-        return None
-    return getattr(value, kind)
 
 
 def convert_value(value: AnyValue, target: str) -> bool:

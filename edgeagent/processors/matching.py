@@ -14,12 +14,12 @@ Semantics, as the collector's filterconfig defines them:
 from __future__ import annotations
 
 import re
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
+from edgeagent.processors.values import scalar_text
 from edgeagent.signals import Signal
 
 SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
@@ -121,37 +121,6 @@ def _compile(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
 
 
-def any_value_text(value: Any) -> str | None:
-    """An AnyValue as the string otelcol compares regexps against (None for complex values)."""
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return "true" if value.bool_value else "false"
-    if kind == "int_value":
-        return str(value.int_value)
-    if kind == "double_value":
-        return go_float_text(value.double_value)
-    return None
-
-
-def go_float_text(number: float) -> str:
-    """A float as Go's strconv.FormatFloat(f, 'f', -1, 64) writes it: shortest digits, no exponent."""
-    if number != number:
-        return "NaN"
-    if number in (float("inf"), float("-inf")):
-        return "+Inf" if number > 0 else "-Inf"
-    text = repr(number)
-    if "e" in text or "E" in text:
-        text = format(Decimal(text), "f")
-    return text[:-2] if text.endswith(".0") else text
-
-
-def any_value_as_python(value: Any) -> Any:
-    kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind in ("string_value", "bool_value", "int_value", "double_value") else None
-
-
 class _Strings:
     """A list of strings matched exactly or by regexp search; empty means "not set"."""
 
@@ -184,7 +153,7 @@ class _Attributes:
             if expected is None:
                 continue
             if pattern is not None:
-                text = any_value_text(value)
+                text = scalar_text(value)
                 if text is None or not pattern.search(text):
                     return False
             elif not _equal(value, expected):
@@ -242,7 +211,7 @@ class Matcher:
 
     def log(self, resource: Any, scope: Any, record: Any) -> bool:
         if self.log_bodies.set:
-            body = any_value_text(record.body) if record.HasField("body") else ""
+            body = scalar_text(record.body) if record.HasField("body") else ""
             if body is None or not self.log_bodies.matches(body):
                 return False
         if self.severity_texts.set and not self.severity_texts.matches(record.severity_text):
