@@ -26,7 +26,7 @@ def test_counters_match_what_was_sent_and_delivered(agents, upstream, tmp_path):
     assert agent.metric("otelcol_exporter_sent_metric_points", exporter="otlphttp") == 7
     assert agent.metric("otelcol_receiver_refused_spans") == 0
     assert agent.metric("otelcol_exporter_send_failed_spans") == 0
-    assert agent.metric("otelcol_exporter_queue_size", exporter="otlphttp") == 0
+    wait_until(lambda: agent.metric("otelcol_exporter_queue_size", exporter="otlphttp") == 0, timeout=10)  # acks linger
     assert agent.metric("otelcol_exporter_queue_capacity", exporter="otlphttp", data_type="traces") == 1_000_000
     assert agent.metric("edgeagent_upstream_configured", exporter="otlphttp") == 1
     assert agent.terminate() == 0
@@ -40,7 +40,7 @@ def test_a_permanent_rejection_is_dead_lettered_and_counted_not_dropped(agents, 
     assert agent.metric("otelcol_exporter_send_failed_spans", exporter="otlphttp") == 300
     assert agent.metric("otelcol_exporter_sent_spans") == 0
     assert agent.metric("edgeagent_deadletter_entries") >= 1
-    assert agent.metric("edgeagent_queue_items", data_type="traces") == 0
+    wait_until(lambda: agent.metric("edgeagent_queue_items", data_type="traces") == 0, timeout=10)
     assert upstream.attempts == agent.metric("edgeagent_deadletter_entries")  # a 400 is never retried
     assert agent.terminate() == 0
 
