@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from edgeagent.extensions.metrics import Metrics
 from edgeagent.processors.batch import BatchProcessor
 from edgeagent.processors.memory_limiter import MemoryLimiter
 from edgeagent.queue import admin
+from edgeagent.queue.compaction import cleanup_compaction_leftovers
 from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.signals import Payload, Signal
@@ -173,6 +175,11 @@ class Agent:
             else:
                 settings = FileStorageConfig()
             directory = resolve_directory(settings, self.state_dir, storage_id or "queue")
+            if not settings.create_directory and not os.path.isdir(directory):
+                raise FileNotFoundError(f"file_storage directory {directory} does not exist; create it or set "
+                                        f"create_directory: true")
+            if settings.compaction.cleanup_on_start:
+                cleanup_compaction_leftovers(directory, settings.compaction.directory)
             store = QueueStore(directory, sync=settings.fsync, limits=settings.limits(), lock_timeout=settings.timeout,
                                compact_on_start=settings.compaction.on_start,
                                compaction_scratch=settings.compaction.directory,
@@ -187,7 +194,7 @@ class Agent:
                 self._rebound[key] = (compaction.rebound_needed_threshold_mib, compaction.rebound_trigger_threshold_mib,
                                       compaction.check_interval)
             log.info("queue storage open", extra={"directory": directory, "fsync": settings.fsync,
-                                                  "backlog_entries": 0})
+                                                  "backlog_items": sum(q.items for q in store.queues.values())})
         return self.stores[key]
 
     def build(self) -> None:

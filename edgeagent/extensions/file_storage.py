@@ -34,6 +34,11 @@ class CompactionConfig(ComponentConfig):
     check_interval: Duration = 5.0
     cleanup_on_start: bool = False
 
+    def config_warnings(self) -> list[str]:
+        if "max_transaction_size" in self.model_fields_set:
+            return ["compaction::max_transaction_size has no effect: the LMDB queue is compacted in one copy"]
+        return []
+
     @model_validator(mode="after")
     def _check(self) -> "CompactionConfig":
         if self.rebound_trigger_threshold_mib > self.rebound_needed_threshold_mib:
@@ -50,6 +55,9 @@ class FileStorageConfig(ComponentConfig):
     max_size_mib: int = Field(0, ge=0)
     full_policy: Literal["block", "drop_oldest"] = "block"
     max_age: Duration = 0.0
+
+    def config_warnings(self) -> list[str]:
+        return self.compaction.config_warnings()
 
     def limits(self) -> StorageLimits:
         return StorageLimits(self.max_size_mib << 20, self.full_policy, self.max_age)

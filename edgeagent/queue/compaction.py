@@ -65,6 +65,23 @@ def compact(directory: str, scratch: str | None = None) -> tuple[int, int]:
     return before, after
 
 
+def cleanup_compaction_leftovers(directory: str, scratch: str | None = None) -> int:
+    """Remove what a compaction interrupted by a crash left behind (file_storage's cleanup_on_start)."""
+    removed = 0
+    for place in filter(None, (directory, scratch)):
+        if not os.path.isdir(place):
+            continue
+        for name in os.listdir(place):
+            path = os.path.join(place, name)
+            if name.startswith(".compact-") and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+            elif name == ".data.mdb.compacted":
+                os.unlink(path)
+                removed += 1
+    return removed
+
+
 def rebound_due(file_bytes: int, live_bytes: int, needed_mib: int, trigger_mib: int) -> bool:
     """otelcol's on_rebound rule: the file grew past `needed`, and the live data shrank below `trigger`."""
     return file_bytes > needed_mib * _MIB and live_bytes < trigger_mib * _MIB

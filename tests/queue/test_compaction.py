@@ -109,3 +109,17 @@ def test_compaction_on_start_keeps_the_backlog(tmp_path):
         await reopened.close()
 
     asyncio.run(scenario())
+
+
+def test_cleanup_on_start_removes_what_an_interrupted_compaction_left(tmp_path):
+    from edgeagent.queue.compaction import cleanup_compaction_leftovers
+
+    scratch = tmp_path / "scratch"
+    (tmp_path / ".compact-abc").mkdir()
+    (tmp_path / ".compact-abc" / "data.mdb").write_bytes(b"x")
+    (tmp_path / ".data.mdb.compacted").write_bytes(b"x")
+    (scratch / ".compact-def").mkdir(parents=True)
+    (tmp_path / "data.mdb").write_bytes(b"keep")
+    assert cleanup_compaction_leftovers(str(tmp_path), str(scratch)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.mdb", "scratch"]
+    assert list(scratch.iterdir()) == []
