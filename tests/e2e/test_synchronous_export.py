@@ -1,0 +1,63 @@
+"""sending_queue.enabled: false forwards synchronously: the client's answer follows the upstream's."""
+
+from __future__ import annotations
+
+import http.client
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.helpers.net import free_port
+from tests.helpers.upstream import Upstream
+
+CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+exporters:
+  otlphttp:
+    endpoint: ${env:UPSTREAM}
+    sending_queue:
+      enabled: false
+extensions:
+  health_check:
+service:
+  extensions: [health_check]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlphttp]
+"""
+
+
+def _post(port: int) -> tuple[int, str | None]:
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.add(name="sync", span_id=b"\x01" * 8, trace_id=b"\x02" * 16)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/v1/traces", body=request.SerializeToString(),
+                           headers={"Content-Type": "application/x-protobuf"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("Retry-After")
+    finally:
+        connection.close()
+
+
+def test_without_a_queue_upstream_failures_are_retryable_for_the_client(agents, tmp_path):
+    config = tmp_path / "sync.yaml"
+    config.write_text(CONFIG)
+    port = free_port()
+    agent = agents(["run", "--config", str(config)], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
+    status, retry_after = _post(agent.http_port)
+    assert status == 503 and retry_after  # upstream down: the client keeps the data and retries
+
+    upstream = Upstream(port).start()
+    try:
+        assert _post(agent.http_port)[0] == 200
+        assert upstream.span_ids() == {b"\x01" * 8}  # delivered before the client got its OK
+        upstream.status = 400
+        assert _post(agent.http_port)[0] == 503  # still retryable for the client: nothing was stored
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0
