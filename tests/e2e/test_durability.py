@@ -15,6 +15,18 @@ def _run_default(agents, state_dir, upstream_url, ports=None):
     return agents(["run", "--state-dir", str(state_dir), "--upstream", upstream_url], ports=ports)
 
 
+def _restart_and_expect_delivery(agents, tmp_path, port: int, previous, sent: set[bytes]) -> None:
+    """Start the upstream, restart the agent on the same queue, and expect exactly `sent` upstream."""
+    upstream = Upstream(port).start()
+    try:
+        restarted = _run_default(agents, tmp_path / "state", f"http://127.0.0.1:{port}", ports=previous)
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=90, interval=0.25, message="backlog delivered")
+        assert upstream.span_ids() == sent
+        assert restarted.terminate() == 0
+    finally:
+        upstream.stop()
+
+
 def test_spans_accepted_during_an_outage_all_arrive_when_the_upstream_returns(agents, tmp_path):
     port = free_port()
     agent = _run_default(agents, tmp_path / "state", f"http://127.0.0.1:{port}")
@@ -43,14 +55,7 @@ def test_kill_9_after_accepting_loses_nothing(agents, tmp_path):
     assert agent.metric("otelcol_receiver_accepted_spans") == SPANS
     agent.kill()
 
-    upstream = Upstream(port).start()
-    try:
-        restarted = _run_default(agents, tmp_path / "state", f"http://127.0.0.1:{port}", ports=agent)
-        wait_until(lambda: upstream.span_ids() >= sent, timeout=90, interval=0.25, message="backlog delivered")
-        assert upstream.span_ids() == sent
-        assert restarted.terminate() == 0
-    finally:
-        upstream.stop()
+    _restart_and_expect_delivery(agents, tmp_path, port, agent, sent)
 
 
 def test_sigterm_with_a_backlog_exits_0_within_10s_and_the_next_start_drains_it(agents, tmp_path):
@@ -61,11 +66,4 @@ def test_sigterm_with_a_backlog_exits_0_within_10s_and_the_next_start_drains_it(
     assert agent.terminate(timeout=10) == 0
     assert time.monotonic() - started < 10
 
-    upstream = Upstream(port).start()
-    try:
-        restarted = _run_default(agents, tmp_path / "state", f"http://127.0.0.1:{port}", ports=agent)
-        wait_until(lambda: upstream.span_ids() >= sent, timeout=90, interval=0.25, message="backlog delivered")
-        assert upstream.span_ids() == sent
-        assert restarted.terminate() == 0
-    finally:
-        upstream.stop()
+    _restart_and_expect_delivery(agents, tmp_path, port, agent, sent)
