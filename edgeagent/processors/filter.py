@@ -13,7 +13,7 @@ still gets its OK). OTTL conditions are not supported.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -50,41 +50,50 @@ class MetricMatch(ComponentConfig):
                                resources=self.resource_attributes)
 
 
-class SpanFilters(ComponentConfig):
+class _Filters(ComponentConfig):
+    """include / exclude of one signal; subclasses say which signal and how a block becomes match properties."""
+
+    signal: ClassVar[Signal]
+    include: Any = None
+    exclude: Any = None
+
+    @staticmethod
+    def _properties(block: Any) -> MatchProperties:
+        return block.properties()
+
+    @model_validator(mode="after")
+    def _check(self) -> "_Filters":
+        for block in (self.include, self.exclude):
+            if block is not None:
+                self._properties(block).check_for(self.signal)
+        return self
+
+    def selection(self) -> IncludeExclude:
+        return IncludeExclude(*(self._properties(block) if block is not None else None
+                                for block in (self.include, self.exclude)))
+
+
+class SpanFilters(_Filters):
+    signal: ClassVar[Signal] = Signal.TRACES
     include: MatchProperties | None = None
     exclude: MatchProperties | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> "SpanFilters":
-        for block in (self.include, self.exclude):
-            if block is not None:
-                block.check_for(Signal.TRACES)
-        return self
+    @staticmethod
+    def _properties(block: MatchProperties) -> MatchProperties:
+        return block
 
 
-class LogFilters(ComponentConfig):
+class LogFilters(_Filters):
+    signal: ClassVar[Signal] = Signal.LOGS
     include: LogMatch | None = None
     exclude: LogMatch | None = None
 
-    @model_validator(mode="after")
-    def _check(self) -> "LogFilters":
-        for block in (self.include, self.exclude):
-            if block is not None:
-                block.properties()
-        return self
 
-
-class MetricFilters(ComponentConfig):
+class MetricFilters(_Filters):
+    signal: ClassVar[Signal] = Signal.METRICS
     include: MetricMatch | None = None
     exclude: MetricMatch | None = None
     regexp: RegexpOptions | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "MetricFilters":
-        for block in (self.include, self.exclude):
-            if block is not None:
-                block.properties()
-        return self
 
 
 class FilterConfig(ComponentConfig):
@@ -108,11 +117,9 @@ class FilterProcessor:
     def __init__(self, component_id: str, config: FilterConfig, host: Any = None):
         self.id = component_id
         self.host = host
-        self.spans = IncludeExclude(config.spans.include, config.spans.exclude)
-        self.logs = IncludeExclude(config.logs.include.properties() if config.logs.include else None,
-                                   config.logs.exclude.properties() if config.logs.exclude else None)
-        self.metrics = IncludeExclude(config.metrics.include.properties() if config.metrics.include else None,
-                                      config.metrics.exclude.properties() if config.metrics.exclude else None)
+        self.spans = config.spans.selection()
+        self.logs = config.logs.selection()
+        self.metrics = config.metrics.selection()
 
     async def start(self) -> None:
         return None
