@@ -6,6 +6,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.helpers.agent import AgentProcess  # noqa: E402
+from tests.helpers.certs import make_certs  # noqa: E402
 from tests.helpers.net import free_port  # noqa: E402
 from tests.helpers.upstream import Upstream  # noqa: E402
 
@@ -36,3 +37,11 @@ def agents(tmp_path):
     yield start
     for agent in started:
         agent.kill()
+
+
+@pytest.fixture
+def certs(tmp_path):
+    """A test CA with a server certificate (127.0.0.1, ::1, localhost) and a client certificate, as PEM files."""
+    directory = tmp_path / "certs"
+    directory.mkdir()
+    return make_certs(str(directory))

@@ -1,0 +1,267 @@
+"""TLS for receivers and exporters, with otelcol's `tls` keys (config/configtls).
+
+Clients (exporters): `client_ssl_context(cfg)` for aiohttp, `grpc_channel_credentials(cfg)` for a
+gRPC channel. Servers (receivers): `server_ssl_context(cfg)` for aiohttp and
+`grpc_server_credentials(cfg)` for grpc.aio. Each reads the files when it is called; an error
+names the file.
+
+Certificate files are read again when they change, without a restart:
+
+- servers check them whenever a connection starts, at most once per `reload_interval`: the
+  aiohttp context through its SNI callback (OpenSSL calls it on every handshake, with or without
+  SNI) and gRPC through its dynamic credentials' fetcher. The client CA is read again only with
+  `client_ca_file_reload: true`, as in otelcol.
+- clients read them when they build a context or channel; `reloading_client_context(cfg)`
+  gives the otlphttp exporter the current context for each request, and an exporter that keeps a
+  channel wraps `grpc_channel_credentials` in `edgeagent.runtime.reload.Reloading` and builds a
+  new channel when `get()` returns a new value.
+
+Differences the validation states: otelcol accepts `ca_file` on a server and ignores it (a
+warning here; `client_ca_file` is what verifies clients); grpcio cannot skip verification nor
+restrict TLS versions (it always negotiates 1.2 or 1.3), so `check_grpc_client` and
+`check_grpc_server` refuse settings that would otherwise be silently ignored.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import grpc
+from pydantic import model_validator
+
+from edgeagent.component import ComponentConfig
+from edgeagent.config.types import Duration
+from edgeagent.runtime.reload import Reloading
+
+_VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2,
+             "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+class _TlsCommon(ComponentConfig):
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    min_version: str = "1.2"
+    max_version: str = ""
+    reload_interval: Duration = 0.0
+
+    def _check_common(self) -> None:
+        for name in ("min_version", "max_version"):
+            version = getattr(self, name)
+            if version and version not in _VERSIONS:
+                raise ValueError(f"{name} {version!r} is not a TLS version; use one of {', '.join(_VERSIONS)}")
+        if self.min_version and self.max_version and _VERSIONS[self.min_version] > _VERSIONS[self.max_version]:
+            raise ValueError(f"min_version {self.min_version} is above max_version {self.max_version}")
+        if bool(self.cert_file) != bool(self.key_file):
+            missing = "key_file" if self.cert_file else "cert_file"
+            raise ValueError(f"{missing} is missing: cert_file and key_file go together (a certificate and its "
+                             f"private key); set both or neither")
+
+
+class TlsClientConfig(_TlsCommon):
+    """An exporter's `tls`: verify the server (ca_file, else the system roots); cert_file/key_file for mTLS."""
+
+    insecure: bool = False
+    insecure_skip_verify: bool = False
+    server_name_override: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "TlsClientConfig":
+        self._check_common()
+        return self
+
+
+class TlsServerConfig(_TlsCommon):
+    """A receiver's `tls`: cert_file and key_file are required; client_ca_file makes client certificates required."""
+
+    client_ca_file: str | None = None
+    client_ca_file_reload: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> "TlsServerConfig":
+        self._check_common()
+        if not self.cert_file:
+            raise ValueError("cert_file and key_file are required: a TLS server needs a certificate and its key")
+        if self.client_ca_file_reload and not self.client_ca_file:
+            raise ValueError("client_ca_file_reload needs client_ca_file")
+        return self
+
+    def config_warnings(self) -> list[str]:
+        if self.ca_file:
+            return ["ca_file has no effect on a receiver (as in otelcol); set client_ca_file to require and "
+                    "verify client certificates"]
+        return []
+
+
+def _versions(context: ssl.SSLContext, cfg: _TlsCommon) -> None:
+    context.minimum_version = _VERSIONS[cfg.min_version or "1.2"]
+    if cfg.max_version:
+        context.maximum_version = _VERSIONS[cfg.max_version]
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise OSError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _load_chain(context: ssl.SSLContext, cfg: _TlsCommon) -> None:
+    try:
+        context.load_cert_chain(cfg.cert_file, cfg.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"cannot load the certificate {cfg.cert_file} with the key {cfg.key_file}: {exc}") from exc
+
+
+def _load_cas(context: ssl.SSLContext, path: str, pem: bytes | None = None) -> None:
+    try:
+        context.load_verify_locations(cadata=(pem if pem is not None else _read(path)).decode("ascii", "replace"))
+    except ssl.SSLError as exc:
+        raise ValueError(f"cannot load CA certificates from {path}: {exc}") from exc
+
+
+# ---- aiohttp -----------------------------------------------------------------------------------
+
+def client_ssl_context(cfg: TlsClientConfig) -> ssl.SSLContext | None:
+    """The context for an aiohttp client, read from the files now; None with `insecure: true` (plaintext).
+
+    `server_name_override` is not part of a context: pass it as aiohttp's `server_hostname`."""
+    if cfg.insecure:
+        return None
+    if cfg.ca_file:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+        _load_cas(context, cfg.ca_file)
+    else:
+        context = ssl.create_default_context()  # the system roots
+    _versions(context, cfg)
+    if cfg.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cfg.cert_file:
+        _load_chain(context, cfg)
+    return context
+
+
+def client_files(cfg: TlsClientConfig) -> list[str | None]:
+    return [cfg.ca_file, cfg.cert_file, cfg.key_file]
+
+
+def reloading_client_context(cfg: TlsClientConfig) -> Reloading[ssl.SSLContext | None]:
+    """`get()` gives the current client context, built again when a certificate file changed."""
+    return Reloading(client_files(cfg), lambda: client_ssl_context(cfg), cfg.reload_interval)
+
+
+def server_ssl_context(cfg: TlsServerConfig) -> ssl.SSLContext:
+    """The context for the aiohttp server; it swaps in new certificates when the files change."""
+    fixed_client_ca = None
+    if cfg.client_ca_file and not cfg.client_ca_file_reload:
+        fixed_client_ca = _read(cfg.client_ca_file)
+
+    def build() -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        _versions(context, cfg)
+        _load_chain(context, cfg)
+        if cfg.client_ca_file:
+            context.verify_mode = ssl.CERT_REQUIRED
+            _load_cas(context, cfg.client_ca_file, fixed_client_ca)
+        return context
+
+    reloading = Reloading(server_files(cfg), build, cfg.reload_interval)
+    first = reloading.value
+
+    def on_client_hello(connection: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+        current = reloading.get()
+        if current is not context:
+            connection.context = current
+
+    first.sni_callback = on_client_hello
+    return first
+
+
+def server_files(cfg: TlsServerConfig) -> list[str | None]:
+    return [cfg.cert_file, cfg.key_file, cfg.client_ca_file if cfg.client_ca_file_reload else None]
+
+
+# ---- gRPC --------------------------------------------------------------------------------------
+
+def check_grpc_client(cfg: TlsClientConfig | None) -> TlsClientConfig | None:
+    """Validation for a gRPC exporter's `tls` (use as a field validator): what grpcio cannot do is an error."""
+    if cfg is None:
+        return cfg
+    if cfg.insecure:
+        ignored = [name for name in ("ca_file", "cert_file", "key_file", "insecure_skip_verify", "server_name_override")
+                   if getattr(cfg, name)]
+        if ignored:
+            raise ValueError(f"insecure: true turns TLS off, so {', '.join(ignored)} would have no effect; "
+                             f"remove {'them' if len(ignored) > 1 else 'it'} or set insecure: false")
+    if cfg.insecure_skip_verify:
+        raise ValueError("insecure_skip_verify is not supported for gRPC (grpcio always verifies the server); "
+                         "set ca_file to the server's CA instead")
+    _check_grpc_versions(cfg)
+    return cfg
+
+
+def check_grpc_server(cfg: TlsServerConfig | None) -> TlsServerConfig | None:
+    """Validation for a gRPC receiver's `tls` (use as a field validator)."""
+    if cfg is not None:
+        _check_grpc_versions(cfg)
+    return cfg
+
+
+def _check_grpc_versions(cfg: _TlsCommon) -> None:
+    if cfg.min_version not in ("", "1.2") or cfg.max_version not in ("", "1.3"):
+        raise ValueError("grpcio always negotiates TLS 1.2 or 1.3: leave min_version at 1.2 and max_version "
+                         "unset (or 1.3) for gRPC")
+
+
+def grpc_channel_credentials(cfg: TlsClientConfig) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+    """Credentials and channel options for a gRPC client, read from the files now.
+
+    Credentials are None with `insecure: true`: open the channel with `grpc.aio.insecure_channel`.
+    `server_name_override` becomes `grpc.ssl_target_name_override` (the name the certificate must
+    carry) and `grpc.default_authority` (the :authority header), as otelcol does."""
+    options: list[tuple[str, Any]] = []
+    if cfg.insecure:
+        return None, options
+    check_grpc_client(cfg)
+    if cfg.server_name_override:
+        options += [("grpc.ssl_target_name_override", cfg.server_name_override),
+                    ("grpc.default_authority", cfg.server_name_override)]
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(cfg.ca_file) if cfg.ca_file else None,
+        private_key=_read(cfg.key_file) if cfg.key_file else None,
+        certificate_chain=_read(cfg.cert_file) if cfg.cert_file else None)
+    return credentials, options
+
+
+def grpc_server_credentials(cfg: TlsServerConfig) -> grpc.ServerCredentials:
+    """Credentials for a grpc.aio server; new connections get new certificates when the files change.
+
+    With client_ca_file, clients must present a certificate signed by one of its CAs."""
+    check_grpc_server(cfg)
+    fixed_client_ca = None
+    if cfg.client_ca_file and not cfg.client_ca_file_reload:
+        fixed_client_ca = _read(cfg.client_ca_file)
+
+    def build() -> Any:
+        _load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cfg)  # a readable error for a bad pair
+        client_ca = None
+        if cfg.client_ca_file:
+            client_ca = fixed_client_ca if fixed_client_ca is not None else _read(cfg.client_ca_file)
+        return grpc.ssl_server_certificate_configuration([(_read(cfg.key_file), _read(cfg.cert_file))],
+                                                         root_certificates=client_ca)
+
+    reloading = Reloading(server_files(cfg), build, cfg.reload_interval)
+    served = [reloading.value]
+
+    def fetch() -> Any:
+        current = reloading.get()
+        if current is served[0]:
+            return None  # no change
+        served[0] = current
+        return current
+
+    return grpc.dynamic_ssl_server_credentials(reloading.value, fetch,
+                                               require_client_authentication=bool(cfg.client_ca_file))
