@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import json
 import struct
-import subprocess
-import sys
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.helpers.cli import cli, cli_json
 from tests.helpers.net import wait_until
 from tests.helpers.sdk import send_spans
-
-
-def cli(state_dir, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "edgeagent", *args, "--state-dir", str(state_dir)],
-                            capture_output=True, timeout=60)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} exited {result.returncode}: {result.stderr.decode()}")
-    return result
-
-
-def cli_json(state_dir, *args: str):
-    return json.loads(cli(state_dir, *args, "--json").stdout)
 
 
 def test_queue_commands_work_while_the_agent_runs_and_after_it_stopped(agents, upstream, tmp_path):
