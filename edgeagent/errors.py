@@ -48,5 +48,12 @@ class BadRequestError(Exception):
         self.status = status
 
 
+class UnauthenticatedError(BadRequestError):
+    """The request carries no valid credentials (HTTP 401, gRPC UNAUTHENTICATED); the client must fix them."""
+
+    def __init__(self, message: str = "missing or invalid credentials"):
+        super().__init__(message, status=401)
+
+
 class CorruptRecordError(Exception):
     """A queue record cannot be decoded; it is quarantined and the queue continues."""

@@ -21,6 +21,7 @@ MINIMAL = {
     ("exporters", "otlphttp"): lambda: {"endpoint": f"http://127.0.0.1:{free_port()}"},
     ("extensions", "health_check"): lambda: {"endpoint": f"127.0.0.1:{free_port()}"},
     ("extensions", "file_storage"): lambda: {},
+    ("extensions", "bearertokenauth"): lambda: {"token": "lifecycle-token"},
 }
 
 

@@ -150,6 +150,7 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
             errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions; "
                            f"define it or remove it from service::extensions"))
     _check_storage_references(document, sections, service, errors)
+    _check_authenticator_references(document, sections, service, errors)
     if errors:
         raise ConfigError(errors)
     return AgentConfig(sections["receivers"], sections["processors"], sections["exporters"], sections["extensions"],
@@ -194,6 +195,28 @@ def _check_storage_references(document: dict, sections: dict[str, dict[str, Comp
             errors.append((path, f"{storage!r} is a {extension.id.type} extension; storage needs a file_storage extension"))
         elif storage not in service.extensions:
             errors.append((path, f"extension {storage!r} is not enabled; add it to service::extensions"))
+
+
+def _check_authenticator_references(document: dict, sections: dict[str, dict[str, Component]],
+                                    service: ServiceConfig, errors: list[tuple[str, str]]) -> None:
+    """Every `auth::authenticator` must name an authenticator extension that the service enables."""
+    from edgeagent.auth import AuthenticatorConfig, auth_settings
+
+    for kind in ("receivers", "exporters"):
+        for component_id, component in sections[kind].items():
+            for path, auth in auth_settings(component.config, f"{kind}::{component_id}"):
+                name = auth.authenticator
+                path += "::authenticator"
+                extension = sections["extensions"].get(name)
+                if extension is None:
+                    if name not in (document.get("extensions") or {}):
+                        errors.append((path, f"extension {name!r} is not defined under extensions; define an "
+                                       f"authenticator such as bearertokenauth with that id"))
+                elif not isinstance(extension.config, AuthenticatorConfig):
+                    errors.append((path, f"{name!r} is a {extension.id.type} extension, not an authenticator; "
+                                   f"name a bearertokenauth extension"))
+                elif name not in service.extensions:
+                    errors.append((path, f"extension {name!r} is not enabled; add it to service::extensions"))
 
 
 def _caused_by_expansion(path: str, failed_paths: set[str]) -> bool:

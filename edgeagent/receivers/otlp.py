@@ -7,10 +7,12 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from edgeagent.auth import AuthConfig
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import check_endpoint
 from edgeagent.receivers.otlp_grpc import GrpcServer
 from edgeagent.receivers.otlp_http import HttpServer
+from edgeagent.tls import TlsServerConfig, check_grpc_server
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +22,11 @@ class GrpcConfig(ComponentConfig):
     max_recv_msg_size_mib: int = Field(4, gt=0)
     max_concurrent_streams: int = Field(0, ge=0)
     include_metadata: bool = False
+    tls: TlsServerConfig | None = None
+    auth: AuthConfig | None = None
 
     _check_endpoint = field_validator("endpoint")(lambda cls, v: check_endpoint(v))
+    _check_tls = field_validator("tls")(lambda cls, v: check_grpc_server(v))
 
 
 class HttpConfig(ComponentConfig):
@@ -31,6 +36,8 @@ class HttpConfig(ComponentConfig):
     logs_url_path: str = "/v1/logs"
     max_request_body_size: int = Field(20 * 1024 * 1024, gt=0)
     include_metadata: bool = False
+    tls: TlsServerConfig | None = None
+    auth: AuthConfig | None = None
 
     _check_endpoint = field_validator("endpoint")(lambda cls, v: check_endpoint(v))
 
@@ -51,7 +58,9 @@ class OtlpReceiverConfig(ComponentConfig):
     def config_warnings(self) -> list[str]:
         if self.protocols.grpc is None and self.protocols.http is None:
             return ["no protocol is enabled: add protocols::grpc or protocols::http"]
-        return []
+        return [f"protocols::{name}::tls: {warning}" for name in ("grpc", "http")
+                if (protocol := getattr(self.protocols, name)) is not None and protocol.tls is not None
+                for warning in protocol.tls.config_warnings()]
 
 
 class OtlpReceiver:

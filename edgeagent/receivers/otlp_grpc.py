@@ -1,7 +1,8 @@
 """OTLP/gRPC server (grpc.aio): the Trace, Metrics and Logs services.
 
 Requests arrive as raw bytes (no generated deserializer), so a request that no processor
-changes is parsed once and stored as received.
+changes is parsed once and stored as received. With `tls` the port serves TLS (mTLS with
+`client_ca_file`); with `auth` every call must satisfy the named authenticator extension.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from edgeagent.errors import BadRequestError, QueueFullError, RetryableError
+from edgeagent import auth, tls
+from edgeagent.errors import BadRequestError, QueueFullError, RetryableError, UnauthenticatedError
 from edgeagent.receivers import codec
 from edgeagent.signals import Signal
 
@@ -44,11 +46,16 @@ class GrpcServer:
         endpoint = self.config.endpoint
         if endpoint.startswith(":"):
             endpoint = "0.0.0.0" + endpoint
-        if server.add_insecure_port(endpoint) == 0:
+        if self.config.tls is not None:
+            port = server.add_secure_port(endpoint, tls.grpc_server_credentials(self.config.tls))
+        else:
+            port = server.add_insecure_port(endpoint)
+        if port == 0:
             raise OSError(f"cannot listen on {self.config.endpoint} for OTLP/gRPC")
         await server.start()
         self._server = server
-        log.info("OTLP/gRPC receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint})
+        log.info("OTLP/gRPC receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint,
+                                                        "tls": self.config.tls is not None})
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -57,9 +64,13 @@ class GrpcServer:
 
     def _handler(self, signal: Signal, consumer: Any):
         include_metadata = self.config.include_metadata
+        authenticator = auth.resolve(self.host, self.config.auth)
 
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             try:
+                if authenticator is not None and not authenticator.authenticate(
+                        {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}):
+                    raise UnauthenticatedError()
                 with consumer.admission("grpc", len(request)):
                     metadata = codec.metadata_of(context.invocation_metadata() or ()) if include_metadata else None
                     payload = codec.decode(signal, request, codec.PROTOBUF, metadata, _peer_address(context.peer()))
@@ -85,7 +96,8 @@ def _peer_address(peer: str | None) -> str:
 def grpc_status(exc: BaseException, signal: Signal) -> tuple[grpc.StatusCode, str, tuple]:
     """The one place where errors become gRPC status codes."""
     if isinstance(exc, BadRequestError):
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED if exc.status == 413 else grpc.StatusCode.INVALID_ARGUMENT
+        code = {401: grpc.StatusCode.UNAUTHENTICATED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(
+            exc.status, grpc.StatusCode.INVALID_ARGUMENT)
         return code, str(exc), ()
     if isinstance(exc, RetryableError):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, QueueFullError) else grpc.StatusCode.UNAVAILABLE

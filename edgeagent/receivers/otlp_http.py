@@ -2,7 +2,8 @@
 
 Bodies are decompressed by us, not by aiohttp, so the size limit applies to the
 decompressed size for every encoding (gzip, deflate, zstd) and a decompression bomb
-stops at the limit.
+stops at the limit. With `tls` the port serves HTTPS (mTLS with `client_ca_file`); with
+`auth` a request without valid credentials gets 401 before its body is read.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any
 from aiohttp import web
 from google.rpc import status_pb2
 
+from edgeagent import auth, tls
 from edgeagent.config.types import split_endpoint
-from edgeagent.errors import BadRequestError, DataRefusedError, QueueFullError, RetryableError
+from edgeagent.errors import BadRequestError, DataRefusedError, QueueFullError, RetryableError, UnauthenticatedError
 from edgeagent.receivers import codec
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
-_GRPC_CODE = {400: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+_GRPC_CODE = {400: 3, 401: 16, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 _UNKNOWN_LENGTH = 1 << 20  # what a chunked body is assumed to cost until it is read
 
 
@@ -44,9 +46,11 @@ class HttpServer:
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
         await self._runner.setup()
         host, port = split_endpoint(self.config.endpoint, 4318)
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
+        ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024, ssl_context=ssl_context)
         await site.start()
-        log.info("OTLP/HTTP receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint})
+        log.info("OTLP/HTTP receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint,
+                                                        "tls": ssl_context is not None})
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -57,9 +61,12 @@ class HttpServer:
         limit = self.config.max_request_body_size
         include_metadata = self.config.include_metadata
         response_class = signal.response_class
+        authenticator = auth.resolve(self.host, self.config.auth)
 
         async def handle(request: web.Request) -> web.StreamResponse:
             content_type = request.content_type
+            if authenticator is not None and not authenticator.authenticate(request.headers):
+                return error_response(UnauthenticatedError(), content_type, signal)
             if content_type not in (codec.PROTOBUF, codec.JSON):
                 return web.Response(status=415, text=f"unsupported content type {content_type!r}; "
                                     f"use {codec.PROTOBUF} or {codec.JSON}\n")
@@ -104,7 +111,7 @@ def error_response(exc: BaseException, content_type: str, signal: Signal) -> web
     else:
         log.error("request failed unexpectedly", exc_info=exc, extra={"signal": signal.label})
         status, message = 500, f"internal error: {type(exc).__name__}"
-    if status == 415:
+    if status in (401, 415):  # the client's content type may be one we cannot answer in
         return web.Response(status=status, text=message + "\n", headers=headers)
     body = codec.encode_response(status_pb2.Status(code=_GRPC_CODE.get(status, 2), message=message), content_type)
     return web.Response(status=status, body=body, content_type=content_type, headers=headers)

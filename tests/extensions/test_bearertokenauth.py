@@ -1,0 +1,81 @@
+"""bearertokenauth: which requests it lets in, what it sends, and a token file replaced while running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAuthConfig
+
+
+def _started(**keys) -> BearerTokenAuth:
+    extension = BearerTokenAuth("bearertokenauth", BearerTokenAuthConfig(**keys))
+    asyncio.run(extension.start())
+    return extension
+
+
+def test_only_the_configured_scheme_and_token_get_in():
+    auth = _started(token="s3cret-token")
+    assert auth.authenticate({"Authorization": "Bearer s3cret-token"})
+    assert auth.authenticate({"authorization": "Bearer s3cret-token"})  # gRPC metadata is lower case
+    assert not auth.authenticate({"Authorization": "Bearer s3cret-tokenX"})
+    assert not auth.authenticate({"Authorization": "s3cret-token"})
+    assert not auth.authenticate({"Authorization": "Basic s3cret-token"})
+    assert not auth.authenticate({"X-Other": "Bearer s3cret-token"})
+    assert not auth.authenticate({})
+
+
+def test_client_sends_scheme_and_first_token_in_the_configured_header():
+    assert _started(token="t1").client_headers() == {"Authorization": "Bearer t1"}
+    assert _started(tokens=["new", "old"], scheme="", header="X-Api-Key").client_headers() == {"X-Api-Key": "new"}
+
+
+def test_tokens_accepts_every_listed_token_during_a_rotation():
+    auth = _started(tokens=["new", "old"])
+    assert auth.authenticate({"Authorization": "Bearer old"})
+    assert auth.authenticate({"Authorization": "Bearer new"})
+
+
+def test_token_file_is_read_again_when_it_changes(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("first-token\n")
+    auth = _started(filename=str(path))
+    assert auth.client_headers() == {"Authorization": "Bearer first-token"}
+    replacement = tmp_path / "token.new"
+    replacement.write_text("second-token\n\n")
+    os.replace(replacement, path)
+    assert auth.client_headers() == {"Authorization": "Bearer second-token"}
+    assert not auth.authenticate({"Authorization": "Bearer first-token"})
+    assert auth.authenticate({"Authorization": "Bearer second-token"})
+
+
+def test_emptied_token_file_keeps_the_last_token(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("kept-token\n")
+    auth = _started(filename=str(path))
+    path.write_text("")
+    assert auth.authenticate({"Authorization": "Bearer kept-token"})
+
+
+def test_missing_token_file_fails_start_naming_the_file(tmp_path):
+    extension = BearerTokenAuth("bearertokenauth", BearerTokenAuthConfig(filename=str(tmp_path / "absent.token")))
+    with pytest.raises(OSError, match="absent.token"):
+        asyncio.run(extension.start())
+
+
+def test_no_token_at_all_is_a_config_error():
+    with pytest.raises(ValidationError, match="set token, tokens or filename"):
+        BearerTokenAuthConfig()
+
+
+def test_token_is_not_in_the_config_repr():
+    text = repr(BearerTokenAuthConfig(token="hidden-token", tokens=["hidden-too"]))
+    assert "hidden-token" not in text and "hidden-too" not in text
+
+
+def test_ignored_token_is_a_warning():
+    config = BearerTokenAuthConfig(token="a", filename="/nonexistent/token")
+    assert any("ignored" in warning for warning in config.config_warnings())
