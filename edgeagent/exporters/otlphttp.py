@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import ssl
 from typing import Any, Literal
 
 import aiohttp
@@ -13,12 +14,15 @@ from google.protobuf.message import DecodeError
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent import __version__
+from edgeagent.auth import AuthConfig, Authenticator, resolve as resolve_authenticator
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.retry import RetryConfig, parse_retry_after
 from edgeagent.exporters.sender import QueueConfig, SendResult
 from edgeagent.signals import Signal
+from edgeagent.runtime.reload import Reloading
+from edgeagent.tls import TlsClientConfig, reloading_client_context
 
 log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = (429, 502, 503, 504)
@@ -32,6 +36,8 @@ class OtlpHttpConfig(ComponentConfig):
     logs_endpoint: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     compression: Literal["gzip", "zstd", "none", ""] = "gzip"
+    tls: TlsClientConfig | None = None
+    auth: AuthConfig | None = None
     timeout: Duration = 30.0
     retry_on_failure: RetryConfig = Field(default_factory=RetryConfig)
     sending_queue: QueueConfig = Field(default_factory=QueueConfig)
@@ -59,8 +65,14 @@ class OtlpHttpConfig(ComponentConfig):
         return self
 
     def config_warnings(self) -> list[str]:
-        if not self.endpoint and not any((self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
+        urls = [url for url in (self.endpoint, self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint) if url]
+        if not urls:
             return ["endpoint is empty: no upstream is configured, data is buffered until one is set"]
+        if self.tls is not None and self.tls.insecure:
+            return ["tls::insecure has no effect on otlphttp: the endpoint's scheme decides (http:// is plaintext, "
+                    "https:// is TLS)"]
+        if self.tls is not None and not any(url.startswith("https://") for url in urls):
+            return ["tls has no effect: every endpoint is http://; use https:// for TLS"]
         return []
 
     def url(self, signal: Signal) -> str | None:
@@ -79,7 +91,10 @@ class OtlpHttpExporter:
         self.id = component_id
         self.config = config
         self.configured = bool(config.endpoint or config.traces_endpoint or config.metrics_endpoint or config.logs_endpoint)
+        self.host = host
         self._session: aiohttp.ClientSession | None = None
+        self._auth: Authenticator | None = None
+        self._tls: Reloading[ssl.SSLContext | None] | None = None  # read in start()
         self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"edgeagent/{__version__}",
                          **config.headers}
         if config.compression in ("gzip", "zstd"):
@@ -89,6 +104,9 @@ class OtlpHttpExporter:
         return self.config.endpoint or ", ".join(filter(None, (self.config.url(s) for s in Signal))) or "none"
 
     async def start(self) -> None:
+        self._auth = resolve_authenticator(self.host, self.config.auth)
+        if self.config.tls is not None and not self.config.tls.insecure:
+            self._tls = reloading_client_context(self.config.tls)
         connector = aiohttp.TCPConnector(limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
 
@@ -96,6 +114,20 @@ class OtlpHttpExporter:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+    def _request_headers(self) -> dict[str, str]:
+        if self._auth is None:
+            return self._headers
+        return {**self._headers, **self._auth.client_headers()}
+
+    def _tls_options(self) -> dict[str, Any]:
+        """The current TLS context (read again when its files changed) and the name to verify."""
+        if self._tls is None:
+            return {}
+        options: dict[str, Any] = {"ssl": self._tls.get()}
+        if self.config.tls.server_name_override:
+            options["server_hostname"] = self.config.tls.server_name_override
+        return options
 
     async def _compress(self, body: bytes) -> bytes:
         if self.config.compression == "gzip":
@@ -110,7 +142,7 @@ class OtlpHttpExporter:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
         data = await self._compress(body)
         try:
-            async with self._session.post(url, data=data, headers=self._headers,
+            async with self._session.post(url, data=data, headers=self._request_headers(), **self._tls_options(),
                                           timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                 content = await response.read()
                 status = response.status

@@ -63,7 +63,7 @@ class BearerTokenAuth:
     async def start(self) -> None:
         if self.config.filename:
             self._values = Reloading([self.config.filename], self._read_file)
-            log.info("bearer tokens read from a file", extra={"extension": self.id, "filename": self.config.filename,
+            log.info("bearer tokens read from a file", extra={"extension": self.id, "file": self.config.filename,
                                                             "tokens": len(self._values.value)})
         else:
             tokens = self.config.tokens or [self.config.token or ""]

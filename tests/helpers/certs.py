@@ -26,15 +26,21 @@ class Authority:
         self._subject = subject
         self.cert = (self._builder(subject, self._key.public_key())
                      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                                    critical=True)  # keyCertSign, cRLSign
                      .sign(self._key, hashes.SHA256()))
         self.ca_file = os.path.join(self.directory, f"{_slug(self.name)}.crt")
         _write(self.ca_file, self.cert.public_bytes(serialization.Encoding.PEM))
 
     def _builder(self, subject: x509.Name, public_key) -> x509.CertificateBuilder:
+        """With the key identifiers that strict verification (urllib3 2, Python 3.13) asks for."""
         now = datetime.datetime.now(datetime.timezone.utc)
         return (x509.CertificateBuilder().subject_name(subject).issuer_name(self._subject).public_key(public_key)
                 .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                               critical=False))
 
     def issue(self, name: str, server: bool = True) -> tuple[str, str]:
         """Write `name`.crt and `name`.key; a server certificate is for 127.0.0.1, ::1 and localhost."""
@@ -45,7 +51,10 @@ class Authority:
                 x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        cert = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False).sign(self._key, hashes.SHA256())
+        cert = (builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+                               critical=True)  # digitalSignature
+                .sign(self._key, hashes.SHA256()))
         cert_file = os.path.join(self.directory, f"{name}.crt")
         key_file = os.path.join(self.directory, f"{name}.key")
         _write(cert_file, cert.public_bytes(serialization.Encoding.PEM))

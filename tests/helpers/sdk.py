@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 
 def _exporters(kind: str, transport: str, port: int, **options):
+    """gRPC over TLS when `credentials` is given, HTTPS when `certificate_file` is; plaintext otherwise."""
     if transport == "grpc":
         if kind == "traces":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Exporter
@@ -17,14 +18,15 @@ def _exporters(kind: str, transport: str, port: int, **options):
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as Exporter
         else:
             from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as Exporter
-        return Exporter(endpoint=f"127.0.0.1:{port}", insecure=True, **options)
+        return Exporter(endpoint=f"127.0.0.1:{port}", insecure="credentials" not in options, **options)
     if kind == "traces":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Exporter
     elif kind == "metrics":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as Exporter
     else:
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as Exporter
-    return Exporter(endpoint=f"http://127.0.0.1:{port}/v1/{kind}", **options)
+    scheme = "https" if "certificate_file" in options else "http"
+    return Exporter(endpoint=f"{scheme}://127.0.0.1:{port}/v1/{kind}", **options)
 
 
 def send_spans(transport: str, port: int, count: int, service: str = "e2e", batch: int = 512, **options) -> set[bytes]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 import threading
 import zlib
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Upstream:
     path_prefix: str = ""
     status: int = 200
     retry_after: str | None = None
+    ssl_context: ssl.SSLContext | None = None  # serve HTTPS with this context
     requests: list[Received] = field(default_factory=list)
     attempts: int = 0
 
@@ -46,7 +48,7 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path_prefix}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}{self.path_prefix}"
 
     def start(self) -> "Upstream":
         ready = threading.Event()
@@ -69,7 +71,8 @@ class Upstream:
             app.router.add_post(f"{self.path_prefix}/v1/{signal}", self._handler(signal))
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True,
+                          ssl_context=self.ssl_context).start()
 
     def _handler(self, signal: str):
         async def handle(request: web.Request) -> web.Response:
