@@ -15,7 +15,9 @@ from tests.helpers.sdk import send_spans
 def test_queue_commands_work_while_the_agent_runs_and_after_it_stopped(agents, upstream, tmp_path):
     state = tmp_path / "state"
     upstream.status = 503  # reachable, but refusing: everything stays queued
-    agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url])
+    # one consumer, so that data sent while it is busy retrying stays unleased (purge skips leased data)
+    agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url,
+                    "--set", "exporters::otlphttp::sending_queue::num_consumers=1"])
     sent = send_spans("http", agent.http_port, 300)
 
     wait_until(lambda: upstream.attempts > 0, timeout=10, message="a first send attempt")
@@ -56,6 +58,9 @@ def test_queue_commands_work_while_the_agent_runs_and_after_it_stopped(agents, u
 
     # purge needs --yes and counts what it drops
     upstream.status = 503
+    attempts = upstream.attempts
+    send_spans("grpc", agent.grpc_port, 20)
+    wait_until(lambda: upstream.attempts > attempts, timeout=10, message="the consumer busy retrying")
     send_spans("grpc", agent.grpc_port, 50)
     assert cli(state, "queue", "purge", check=False).returncode == 2
     purged = json.loads(cli(state, "queue", "purge", "--yes").stdout)["purged_records"]
@@ -68,4 +73,5 @@ def test_queue_commands_work_while_the_agent_runs_and_after_it_stopped(agents, u
     offline = cli(state, "status", "--json", check=False)
     assert offline.returncode == 3
     assert json.loads(offline.stdout)["running"] is False
-    assert cli_json(state, "queue", "stats")["stores"][0]["queues"]["otlphttp/traces"]["items"] == 0
+    # the batch the consumer was retrying went back to the queue for the next run
+    assert cli_json(state, "queue", "stats")["stores"][0]["queues"]["otlphttp/traces"]["items"] == 20

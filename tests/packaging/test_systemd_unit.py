@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.packaging.tools import require
+from tests.packaging.tools import find, require
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "edgeagent.service"
@@ -17,7 +16,7 @@ UNIT = ROOT / "systemd" / "edgeagent.service"
 
 def _unit_for_this_machine(tmp_path: Path) -> Path:
     """The unit with ExecStart pointing at this environment's edgeagent (the package installs /usr/bin/edgeagent)."""
-    executable = shutil.which("edgeagent")
+    executable = find("edgeagent")
     assert executable, "edgeagent is not installed in this environment"
     unit = tmp_path / "edgeagent.service"
     unit.write_text(UNIT.read_text().replace("/usr/bin/edgeagent", executable))
