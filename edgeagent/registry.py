@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edgeagent.component import Factory
+from edgeagent.connectors import failover
 from edgeagent.exporters import otlphttp
 from edgeagent.extensions import bearertokenauth, file_storage, health_check
 from edgeagent.processors import attributes, batch, filter, memory_limiter, resource
@@ -17,5 +18,6 @@ FACTORIES: dict[str, dict[str, Factory]] = {
     "receivers": _by_type(otlp.FACTORY),
     "processors": _by_type(memory_limiter.FACTORY, attributes.FACTORY, resource.FACTORY, filter.FACTORY, batch.FACTORY),
     "exporters": _by_type(otlphttp.FACTORY),
+    "connectors": _by_type(failover.FACTORY),
     "extensions": _by_type(health_check.FACTORY, file_storage.FACTORY, bearertokenauth.FACTORY),
 }

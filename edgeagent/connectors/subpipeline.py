@@ -1,0 +1,80 @@
+"""A pipeline that a connector feeds: its processors and exporters, without a queue of its own.
+
+A pipeline whose receivers are all connectors is a *sub-pipeline*. The connector that feeds it
+owns the durable queue and the sender; the sub-pipeline runs one request through its processors
+and sends it synchronously through every exporter, so the connector's queue entry is
+acknowledged only after the exporters answered. Each exporter's outcome is counted under the
+exporter's own id (`otelcol_exporter_sent_*`, `otelcol_exporter_send_failed_*`) and updates its
+upstream state, as the sender does for queued exporters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.exporters.sender import SendResult
+from edgeagent.signals import Payload
+
+
+@dataclass
+class SubPipeline:
+    id: str
+    processors: list[Any]
+    exporters: list[Any]
+    host: Any
+
+    def process(self, payload: Payload) -> Payload | None:
+        """Run the processors; their errors (the memory limiter refusing) say nothing about the exporters."""
+        for processor in self.processors:
+            payload = processor.process(payload)
+            if payload is None:
+                return None
+        return payload
+
+    async def send(self, payload: Payload) -> SendResult:
+        """Send a processed request through every exporter; raises RetryableError or PermanentError naming one."""
+        body = payload.serialized()
+        outcomes = await asyncio.gather(*(self._send(exporter, payload.signal, body, payload.items)
+                                          for exporter in self.exporters), return_exceptions=True)
+        return settle(outcomes)
+
+    async def _send(self, exporter: Any, signal: Any, body: bytes, items: int) -> SendResult:
+        try:
+            result = await exporter.send(signal, body)
+        except RetryableError as exc:
+            self.host.upstream_state(exporter.id, online=not exc.connection)
+            self.host.count(f"otelcol_exporter_send_failed_{signal.item_name}", items, exporter.id)
+            raise type(exc)(f"{exporter.id}: {exc}", retry_after=exc.retry_after, connection=exc.connection) from exc
+        except PermanentError as exc:
+            self.host.upstream_state(exporter.id, online=True)
+            self.host.count(f"otelcol_exporter_send_failed_{signal.item_name}", items, exporter.id)
+            raise PermanentError(f"{exporter.id}: {exc}", status=exc.status, body=exc.body) from exc
+        self.host.upstream_state(exporter.id, online=True)
+        self.host.count(f"otelcol_exporter_sent_{signal.item_name}", items - result.rejected, exporter.id)
+        if result.rejected:
+            self.host.count(f"edgeagent_exporter_rejected_{signal.item_name}", result.rejected, exporter.id)
+        return result
+
+
+def settle(outcomes: list[Any]) -> SendResult:
+    """One answer for a request that went to several places at once (fan-out).
+
+    Any retryable failure makes the whole retryable (the caller tries again, possibly
+    elsewhere); otherwise a permanent rejection wins; otherwise the most items any place
+    rejected in a partial success. Unexpected exceptions are raised as they are."""
+    retryable = [o for o in outcomes if isinstance(o, RetryableError)]
+    if retryable:
+        if len(retryable) == 1:
+            raise retryable[0]
+        delays = [e.retry_after for e in retryable if e.retry_after is not None]
+        raise RetryableError("; ".join(str(e) for e in retryable), retry_after=max(delays) if delays else None,
+                             connection=all(e.connection for e in retryable))
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    results = [o for o in outcomes if isinstance(o, SendResult)]
+    return SendResult(rejected=max((r.rejected for r in results), default=0),
+                      message="; ".join(r.message for r in results if r.message))

@@ -1,0 +1,241 @@
+"""The failover connector: which level a request goes to, and what a failure there does.
+
+`Levels` is the connector's state without I/O, driven here with explicit times. The
+connector itself is tested with real otlphttp exporters and real upstreams on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from edgeagent.connectors.failover import LAST_RESORT, NORMAL, RETRY, FailoverConfig, FailoverConnector, Levels
+from edgeagent.connectors.subpipeline import SubPipeline
+from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
+from edgeagent.signals import Signal
+from tests.helpers.net import free_port
+from tests.helpers.upstream import Upstream
+
+
+def _fail_over(levels: Levels, now: float, to: int) -> None:
+    """One request finds every level above `to` failing and `to` accepting."""
+    plan = levels.plan(now)
+    failed = []
+    for level, kind in plan:
+        if level == to:
+            levels.succeeded(level, kind, failed, now)
+            return
+        levels.failed(level, kind)
+        failed.append(level)
+    raise AssertionError(f"level {to} not in the plan {plan}")
+
+
+def test_a_failing_active_level_makes_the_next_level_active_until_the_retry_interval():
+    levels = Levels(3, retry_interval=10, retry_gap=0, max_retries=0)
+    assert levels.plan(0) == [(0, NORMAL), (1, NORMAL), (2, NORMAL)]
+    _fail_over(levels, 0, to=1)
+    assert levels.active == 1
+    assert levels.plan(9.9) == [(1, NORMAL), (2, NORMAL), (0, LAST_RESORT)]
+    assert levels.plan(10) == [(0, RETRY), (1, NORMAL), (2, NORMAL)]
+    assert levels.plan(10.1) == [(1, NORMAL), (2, NORMAL), (0, LAST_RESORT)], "one request carries each retry"
+
+
+def test_a_successful_retry_returns_traffic_to_the_higher_level():
+    levels = Levels(2, retry_interval=10, retry_gap=0, max_retries=5)
+    _fail_over(levels, 0, to=1)
+    assert levels.plan(10)[0] == (0, RETRY)
+    assert levels.succeeded(0, RETRY, [], 10)
+    assert levels.active == 0 and levels.next_retry is None
+    assert levels.plan(20) == [(0, NORMAL), (1, NORMAL)]
+
+
+def test_max_retries_stops_retrying_a_level_until_the_connector_falls_back_through_it():
+    levels = Levels(3, retry_interval=10, retry_gap=0, max_retries=2)
+    _fail_over(levels, 0, to=1)
+    for now in (10, 20):
+        assert levels.plan(now)[0] == (0, RETRY)
+        exhausted = levels.failed(0, RETRY)
+    assert exhausted and levels.failed_retries == [2, 0, 0]
+    assert levels.next_retry == 30
+    assert levels.plan(30) == [(1, NORMAL), (2, NORMAL), (0, LAST_RESORT)]
+    assert levels.next_retry is None, "no level left to retry"
+    # level 1 fails too: level 2 takes over, level 1 is retried, level 0 (still exhausted) is not
+    _fail_over(levels, 40, to=2)
+    assert levels.failed_retries == [2, 0, 0]
+    assert levels.plan(50) == [(1, RETRY), (2, NORMAL), (0, LAST_RESORT)]
+
+
+def test_max_retries_zero_retries_without_limit():
+    levels = Levels(2, retry_interval=1, retry_gap=0, max_retries=0)
+    _fail_over(levels, 0, to=1)
+    for now in range(1, 100):
+        assert levels.plan(now)[0] == (0, RETRY)
+        assert not levels.failed(0, RETRY)
+
+
+def test_retry_gap_retries_one_level_per_gap_highest_first():
+    levels = Levels(3, retry_interval=60, retry_gap=10, max_retries=0)
+    _fail_over(levels, 0, to=1)
+    _fail_over(levels, 1, to=2)  # next retry round at 61
+    assert levels.plan(61)[0] == (0, RETRY)
+    levels.failed(0, RETRY)
+    assert levels.plan(70)[0] == (2, NORMAL), "the gap has not passed"
+    assert levels.plan(71)[0] == (1, RETRY)
+    levels.failed(1, RETRY)
+    assert levels.next_retry == 121, "the next round starts retry_interval after the last one started"
+    assert levels.plan(121)[0] == (0, RETRY)
+
+
+def test_a_success_planned_before_a_switch_does_not_switch_back():
+    levels = Levels(2, retry_interval=10, retry_gap=0, max_retries=0)
+    in_flight = levels.plan(0)  # planned while level 0 was active
+    _fail_over(levels, 0, to=1)  # another request saw level 0 fail
+    assert not levels.succeeded(in_flight[0][0], in_flight[0][1], [], 0.5)
+    assert levels.active == 1
+    # and a request planned on level 1 that succeeds there after a retry moved back to 0
+    planned = levels.plan(1)
+    assert levels.plan(10)[0] == (0, RETRY) and levels.succeeded(0, RETRY, [], 10)
+    assert not levels.succeeded(planned[0][0], planned[0][1], [], 10.5)
+    assert levels.active == 0
+
+
+def test_when_every_lower_level_fails_the_higher_levels_are_tried_before_giving_up():
+    levels = Levels(2, retry_interval=600, retry_gap=0, max_retries=1)
+    _fail_over(levels, 0, to=1)
+    assert levels.plan(600)[0] == (0, RETRY)
+    assert levels.failed(0, RETRY)  # exhausted: no more retries of level 0
+    plan = levels.plan(700)
+    assert plan == [(1, NORMAL), (0, LAST_RESORT)]
+    assert levels.succeeded(0, LAST_RESORT, [1], 700)
+    assert levels.active == 0 and levels.failed_retries == [0, 0]
+
+
+# ---- the connector with real exporters and upstreams ------------------------------------------
+
+class Host:
+    """The part of the agent sub-pipelines report to: counters and upstream state."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, ...], float] = defaultdict(float)
+        self.online: dict[str, bool] = {}
+
+    def count(self, name: str, amount: float, *labels: str) -> None:
+        self.counts[(name, *labels)] += amount
+
+    def upstream_state(self, exporter_id: str, online: bool) -> None:
+        self.online[exporter_id] = online
+
+
+def _request(spans: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(spans):
+        span = scope.spans.add(name=f"op-{index}")
+        span.span_id = index.to_bytes(8, "big")
+        span.trace_id = bytes(16)
+    return request.SerializeToString()
+
+
+@pytest.fixture
+def upstreams():
+    started: list[Upstream] = []
+
+    def start(count: int) -> list[Upstream]:
+        started.extend(Upstream(free_port()).start() for _ in range(count))
+        return started[-count:]
+
+    yield start
+    for upstream in started:
+        upstream.stop()
+
+
+def _connector(levels: dict[str, list[Upstream]], host: Host, **settings) -> tuple[FailoverConnector, list]:
+    """A connector whose levels are pipelines named after their upstreams, one exporter each."""
+    exporters, pipelines = [], {}
+    for pipeline_id, servers in levels.items():
+        level_exporters = [OtlpHttpExporter(f"otlphttp/{pipeline_id}-{index}",
+                                            OtlpHttpConfig(endpoint=server.url, compression="none", timeout=5))
+                           for index, server in enumerate(servers)]
+        exporters += level_exporters
+        pipelines[pipeline_id] = SubPipeline(pipeline_id, [], level_exporters, host)
+    config = FailoverConfig(priority_levels=[[pipeline_id] for pipeline_id in levels], **settings)
+    connector = FailoverConnector("failover", config, host)
+    connector.attach(pipelines)
+    return connector, exporters
+
+
+def _run(connector: FailoverConnector, exporters: list, scenario) -> None:
+    async def main() -> None:
+        for exporter in exporters:
+            await exporter.start()
+        try:
+            await scenario()
+        finally:
+            for exporter in exporters:
+                await exporter.shutdown()
+
+    asyncio.run(main())
+
+
+def test_a_level_fails_when_one_of_its_exporters_fails_and_the_next_level_gets_the_request(upstreams):
+    first, second, backup = upstreams(3)
+    first.status = 503
+    host = Host()
+    connector, exporters = _connector({"traces/primary": [first, second], "traces/backup": [backup]}, host)
+
+    async def scenario() -> None:
+        await connector.send(Signal.TRACES, _request(5))
+
+    _run(connector, exporters, scenario)
+    assert connector.active_level == 1
+    assert len(backup.spans()) == 5
+    assert len(second.spans()) == 5, "the healthy exporter of the failed level got it too (at least once)"
+    assert host.counts[("otelcol_exporter_send_failed_spans", "otlphttp/traces/primary-0")] == 5
+    assert host.counts[("otelcol_exporter_sent_spans", "otlphttp/traces/backup-0")] == 5
+
+
+@pytest.mark.parametrize("primary_status,backup_status,error,message", [
+    (400, 200, PermanentError, "otlphttp/traces/primary-0"),  # the upstream answered: not a health signal
+    (503, 503, RetryableError, "every failover priority level failed"),  # the data stays queued
+], ids=["permanent-rejection", "every-level-down"])
+def test_a_request_that_no_level_takes_raises_and_keeps_the_active_level(upstreams, primary_status, backup_status,
+                                                                         error, message):
+    primary, backup = upstreams(2)
+    primary.status, backup.status = primary_status, backup_status
+    connector, exporters = _connector({"traces/primary": [primary], "traces/backup": [backup]}, Host())
+
+    async def scenario() -> None:
+        with pytest.raises(error, match=message):
+            await connector.send(Signal.TRACES, _request(3))
+
+    _run(connector, exporters, scenario)
+    assert connector.active_level == 0
+    assert primary.attempts == 1 and backup.attempts == (1 if error is RetryableError else 0)
+
+
+def test_concurrent_requests_during_an_outage_switch_once_and_retry_the_primary_with_one_request(upstreams):
+    primary, backup = upstreams(2)
+    primary.status = 503
+    connector, exporters = _connector({"traces/primary": [primary], "traces/backup": [backup]}, Host(),
+                                      retry_interval=0.3)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(connector.send(Signal.TRACES, _request(2)) for _ in range(10)))
+        assert connector.active_level == 1
+        before = primary.attempts
+        await asyncio.sleep(0.35)
+        await asyncio.gather(*(connector.send(Signal.TRACES, _request(2)) for _ in range(10)))
+        assert primary.attempts == before + 1, "one request carries the retry"
+        primary.status = 200
+        await asyncio.sleep(0.35)
+        await asyncio.gather(*(connector.send(Signal.TRACES, _request(2)) for _ in range(10)))
+        assert connector.active_level == 0
+        assert len(primary.spans()) == 2, "requests planned before the retry succeeded stay on the backup"
+        await asyncio.gather(*(connector.send(Signal.TRACES, _request(2)) for _ in range(10)))
+
+    _run(connector, exporters, scenario)
+    assert len(primary.spans()) == 22 and len(backup.spans()) == 58
