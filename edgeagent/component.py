@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
-KINDS = ("receivers", "processors", "exporters", "extensions")
+KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
 
 
 class ComponentConfig(BaseModel):

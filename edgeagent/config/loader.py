@@ -19,7 +19,7 @@ from edgeagent.config.expand import expand_tree
 from edgeagent.config.service import ServiceConfig
 from edgeagent.signals import Signal
 
-_TOP_LEVEL = set(KINDS) | {"service", "connectors"}
+_TOP_LEVEL = set(KINDS) | {"service"}
 
 
 class ConfigError(Exception):
@@ -60,6 +60,7 @@ class AgentConfig:
     pipelines: list[Pipeline]
     warnings: list[str] = field(default_factory=list)
     source: str = ""
+    connectors: dict[str, Component] = field(default_factory=dict)
 
 
 def load_file(path: str, environ: Mapping[str, str] | None = None, overrides: list[str] | None = None) -> AgentConfig:
@@ -96,10 +97,8 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
     failed_paths = {"::".join(path) for path, _ in expansion_errors}
 
     for key in document:
-        if key == "connectors":
-            errors.append(("connectors", "connectors are not supported; remove the block"))
-        elif key not in _TOP_LEVEL:
-            errors.append((str(key), f"unknown top-level key; expected one of {', '.join(sorted(_TOP_LEVEL - {'connectors'}))}"))
+        if key not in _TOP_LEVEL:
+            errors.append((str(key), f"unknown top-level key; expected one of {', '.join(sorted(_TOP_LEVEL))}"))
 
     sections: dict[str, dict[str, Component]] = {}
     warnings: list[str] = []
@@ -145,8 +144,9 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
                           if not _caused_by_expansion(e[0], failed_paths))
 
     pipelines = _check_pipelines(service, sections, errors, registry)
+    _check_connectors(sections, pipelines, errors, warnings)
     for index, ext_id in enumerate(service.extensions):
-        if ext_id not in sections["extensions"] and f"extensions::{ext_id}" not in _paths(errors):
+        if ext_id not in sections["extensions"] and ext_id not in (document.get("extensions") or {}):
             errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions; "
                            f"define it or remove it from service::extensions"))
     _check_storage_references(document, sections, service, errors)
@@ -154,7 +154,7 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
     if errors:
         raise ConfigError(errors)
     return AgentConfig(sections["receivers"], sections["processors"], sections["exporters"], sections["extensions"],
-                       service, pipelines, warnings, source)
+                       service, pipelines, warnings, source, connectors=sections["connectors"])
 
 
 def apply_overrides(document: dict, overrides: list[str]) -> None:
@@ -240,6 +240,7 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
             continue
         for kind in ("receivers", "processors", "exporters"):
             ids = getattr(spec, kind)
+            places = (kind,) if kind == "processors" else (kind, "connectors")
             if kind != "processors" and not ids:
                 errors.append((f"{path}::{kind}", f"a pipeline needs at least one {kind[:-1]}"))
             seen = set()
@@ -247,16 +248,17 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
                 if component_id in seen:
                     errors.append((f"{path}::{kind}", f"{component_id!r} is listed twice"))
                 seen.add(component_id)
-                if component_id in sections[kind] or component_id in known_bad:
+                if any(component_id in sections[place] for place in places) or component_id in known_bad:
                     continue
-                errors.append((f"{path}::{kind}", f"{component_id!r} is not defined under {kind}; "
+                place = "connectors" if ComponentId.parse(component_id).type in registry.FACTORIES["connectors"] else kind
+                errors.append((f"{path}::{kind}", f"{component_id!r} is not defined under {place}; "
                                f"define it there or remove it from this pipeline"))
                 continue
             for component_id in ids:
-                component = sections[kind].get(component_id)
-                if component is None:
+                place = next((place for place in places if component_id in sections[place]), None)
+                if place is None:
                     continue
-                factory = registry.FACTORIES[kind][component.id.type]
+                factory = registry.FACTORIES[place][sections[place][component_id].id.type]
                 if signal_name not in factory.signals:
                     errors.append((f"{path}::{kind}", f"{component_id!r} does not support {signal_name}"))
         pipelines.append(Pipeline(pipeline_id, Signal.parse(signal_name), list(spec.receivers), list(spec.processors),
@@ -264,6 +266,108 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
     if not service.pipelines and "service" not in _paths(errors):
         errors.append(("service::pipelines", "define at least one pipeline (traces, metrics or logs)"))
     return pipelines
+
+
+def _check_connectors(sections: dict[str, dict[str, Component]], pipelines: list[Pipeline],
+                      errors: list[tuple[str, str]], warnings: list[str]) -> None:
+    """A connector is the exporter of some pipelines and the receiver of others: check both ends.
+
+    Every connector in use needs both ends, one signal throughout, routes that name pipelines
+    receiving from it (and only those), and no cycle through connectors."""
+    connectors = sections["connectors"]
+    by_id = {pipeline.id: pipeline for pipeline in pipelines}
+    for connector_id, component in connectors.items():
+        feeding = [p for p in pipelines if connector_id in p.exporters]
+        fed = [p for p in pipelines if connector_id in p.receivers]
+        if feeding and not fed:
+            errors.append((f"service::pipelines::{feeding[0].id}::exporters", f"connector {connector_id!r} is an "
+                           f"exporter here, but no pipeline lists it under receivers; add it to the receivers of "
+                           f"the pipelines it sends to"))
+        if fed and not feeding:
+            errors.append((f"service::pipelines::{fed[0].id}::receivers", f"connector {connector_id!r} is a receiver "
+                           f"here, but no pipeline lists it under exporters; add it to the exporters of the "
+                           f"pipeline that feeds it"))
+        first = (feeding or fed or [None])[0]
+        for pipeline in feeding + fed:
+            if pipeline.signal != first.signal:
+                kind = "exporters" if pipeline in feeding else "receivers"
+                errors.append((f"service::pipelines::{pipeline.id}::{kind}", f"connector {connector_id!r} carries "
+                               f"{first.signal.label} (pipeline {first.id!r} uses it), so a {pipeline.signal.label} "
+                               f"pipeline cannot use it"))
+        routes = component.config.routes()
+        for subpath, pipeline_id in routes:
+            path = f"connectors::{connector_id}::{subpath}"
+            if pipeline_id not in by_id:
+                errors.append((path, f"pipeline {pipeline_id!r} is not defined under service::pipelines"))
+            elif connector_id not in by_id[pipeline_id].receivers:
+                errors.append((path, f"pipeline {pipeline_id!r} does not list {connector_id!r} under receivers; "
+                               f"add it there"))
+        routed = {pipeline_id for _, pipeline_id in routes}
+        key = routes[0][0].split("::")[0] if routes else "routes"
+        for pipeline in fed:
+            if pipeline.id not in routed:
+                errors.append((f"service::pipelines::{pipeline.id}::receivers", f"connector {connector_id!r} never "
+                               f"sends to {pipeline.id}: add it to connectors::{connector_id}::{key}, or remove the "
+                               f"connector from these receivers"))
+    _check_connector_cycles(connectors, pipelines, errors)
+    _warn_about_sub_pipelines(sections, pipelines, warnings)
+
+
+def _check_connector_cycles(connectors: dict[str, Component], pipelines: list[Pipeline],
+                            errors: list[tuple[str, str]]) -> None:
+    """Data must not flow from a pipeline back into itself through connectors."""
+    edges = {p.id: [(c, q.id) for c in p.exporters if c in connectors for q in pipelines if c in q.receivers]
+             for p in pipelines}
+    done: set[str] = set()
+
+    def visit(pipeline_id: str, trail: list[str]) -> None:
+        trail.append(pipeline_id)
+        for connector_id, target in edges[pipeline_id]:
+            if target in trail:
+                cycle = " -> ".join(trail[trail.index(target):] + [target])
+                errors.append((f"service::pipelines::{pipeline_id}::exporters", f"connector {connector_id!r} closes "
+                               f"a cycle ({cycle}); data would flow back into a pipeline it came from"))
+            elif target not in done:
+                visit(target, trail)
+        trail.pop()
+        done.add(pipeline_id)
+
+    for pipeline in pipelines:
+        if pipeline.id not in done:
+            visit(pipeline.id, [])
+
+
+def _warn_about_sub_pipelines(sections: dict[str, dict[str, Component]], pipelines: list[Pipeline],
+                              warnings: list[str]) -> None:
+    """Settings that do nothing in a pipeline fed only by connectors (it has no queue of its own)."""
+    connectors = sections["connectors"]
+    sub = [p for p in pipelines if p.receivers and all(r in connectors for r in p.receivers)]
+    queued = {exporter_id for p in pipelines if p not in sub for exporter_id in p.exporters}
+    warned: set[str] = set()
+    for pipeline in sub:
+        for exporter_id in pipeline.exporters:
+            component = sections["exporters"].get(exporter_id) or connectors.get(exporter_id)
+            if component is None or exporter_id in queued or exporter_id in warned:
+                continue
+            warned.add(exporter_id)
+            for key in ("sending_queue", "retry_on_failure"):
+                if key in component.config.model_fields_set:
+                    warnings.append(f"{component.path}::{key}: has no effect: {exporter_id} is used only in "
+                                    f"pipelines fed by a connector, which send synchronously for the connector; "
+                                    f"the connector's own queue and retry hold the data")
+        for processor_id in pipeline.processors:
+            processor = sections["processors"].get(processor_id)
+            if processor is None:
+                continue
+            path = f"service::pipelines::{pipeline.id}::processors"
+            if processor.id.type == "batch":
+                warnings.append(f"{path}: {processor_id!r} has no effect in a pipeline fed by a connector: requests "
+                                f"arrive batched from the connector's queue, with the batch settings of the pipeline "
+                                f"that exports to the connector")
+            if any(getattr(action, "from_context", None) for action in getattr(processor.config, "actions", [])):
+                warnings.append(f"{path}: {processor_id!r} uses from_context, but a pipeline fed by a connector has "
+                                f"no request metadata (the queue does not keep it); move the action to the pipeline "
+                                f"that exports to the connector")
 
 
 def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel]) -> list[tuple[str, str]]:
