@@ -11,15 +11,16 @@ from typing import Any, Literal
 import aiohttp
 import zstandard
 from google.protobuf.message import DecodeError
-from pydantic import Field, field_validator, model_validator
+from pydantic import model_validator
 
 from edgeagent import __version__
 from edgeagent.auth import AuthConfig, Authenticator, resolve as resolve_authenticator
-from edgeagent.component import ComponentConfig, Factory
-from edgeagent.config.types import Duration
+from edgeagent.component import Factory
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
-from edgeagent.exporters.retry import RetryConfig, parse_retry_after
-from edgeagent.exporters.sender import QueueConfig, SendResult
+from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.config import ExporterConfig
+from edgeagent.exporters.retry import parse_retry_after
+from edgeagent.exporters.sender import SendResult, partial_success
 from edgeagent.signals import Signal
 from edgeagent.runtime.reload import Reloading
 from edgeagent.tls import TlsClientConfig, reloading_client_context
@@ -27,27 +28,18 @@ from edgeagent.tls import TlsClientConfig, reloading_client_context
 log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = (429, 502, 503, 504)
 _THROTTLE_STATUS = (429, 503)
+# a proxy or captive portal answering for an unreachable upstream: the link is down, not the server
+_LINK_STATUS = (502, 504)
 
 
-class OtlpHttpConfig(ComponentConfig):
+class OtlpHttpConfig(ExporterConfig):
     endpoint: str | None = None
     traces_endpoint: str | None = None
     metrics_endpoint: str | None = None
     logs_endpoint: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
     compression: Literal["gzip", "zstd", "none", ""] = "gzip"
     tls: TlsClientConfig | None = None
     auth: AuthConfig | None = None
-    timeout: Duration = 30.0
-    retry_on_failure: RetryConfig = Field(default_factory=RetryConfig)
-    sending_queue: QueueConfig = Field(default_factory=QueueConfig)
-
-    @field_validator("headers", mode="before")
-    @classmethod
-    def _header_values_as_text(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
-        return value
 
     @model_validator(mode="after")
     def _check(self) -> "OtlpHttpConfig":
@@ -60,8 +52,6 @@ class OtlpHttpConfig(ComponentConfig):
             url = getattr(self, name)
             if url and not url.startswith(("http://", "https://")):
                 raise ValueError(f"{name} {url!r} must start with http:// or https://")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be greater than zero")
         return self
 
     def config_warnings(self) -> list[str]:
@@ -99,6 +89,7 @@ class OtlpHttpExporter:
                          **config.headers}
         if config.compression in ("gzip", "zstd"):
             self._headers["Content-Encoding"] = config.compression
+        self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
 
     def describe(self) -> str:
         return self.config.endpoint or ", ".join(filter(None, (self.config.url(s) for s in Signal))) or "none"
@@ -141,6 +132,8 @@ class OtlpHttpExporter:
         if url is None or self._session is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
         data = await self._compress(body)
+        if self._bandwidth is not None:
+            await self._bandwidth.take(len(data))
         try:
             async with self._session.post(url, data=data, headers=self._request_headers(), **self._tls_options(),
                                           timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
@@ -153,24 +146,14 @@ class OtlpHttpExporter:
         except (aiohttp.ClientError, OSError) as exc:
             raise RetryableError(f"upstream unreachable: {exc}", connection=True) from exc
         if 200 <= status < 300:
-            return _partial_success(signal, content, content_type)
+            return partial_success(signal, content) if content_type == "application/x-protobuf" else SendResult()
         message = _error_message(content, content_type) or f"HTTP {status}"
         if status in _RETRYABLE_STATUS:
-            error_class = ThrottledError if status in _THROTTLE_STATUS and retry_after is not None else RetryableError
-            raise error_class(f"upstream answered {status}: {message}", retry_after=retry_after)
+            if status in _THROTTLE_STATUS and retry_after is not None:
+                raise ThrottledError(f"upstream answered {status}: {message}", retry_after=retry_after)
+            raise RetryableError(f"upstream answered {status}: {message}", retry_after=retry_after,
+                                 connection=status in _LINK_STATUS)
         raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=content[:4096])
-
-
-def _partial_success(signal: Signal, content: bytes, content_type: str) -> SendResult:
-    if not content or content_type != "application/x-protobuf":
-        return SendResult()
-    try:
-        response = signal.response_class.FromString(content)
-    except DecodeError:
-        return SendResult()
-    partial = response.partial_success
-    rejected = getattr(partial, f"rejected_{signal.item_name}", 0) if response.HasField("partial_success") else 0
-    return SendResult(rejected=rejected, message=partial.error_message if rejected or partial.error_message else "")
 
 
 def _error_message(content: bytes, content_type: str) -> str:

@@ -20,18 +20,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from google.protobuf.message import DecodeError
 from pydantic import Field
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, stop_never
 
 from edgeagent.component import ComponentConfig
 from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.exporters.link import Link
 from edgeagent.exporters.retry import Backoff, RetryConfig
 from edgeagent.queue.limits import QueueCapacity
 from edgeagent.queue.lmdb_queue import DurableQueue, Lease
-from edgeagent.signals import Signal, merge_requests, split_request
+from edgeagent.signals import Signal, count_items, merge_requests, split_request
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class QueueConfig(ComponentConfig):
     queue_size: int = Field(1000, ge=1)
     sizer: Literal["requests", "items", "bytes"] = "requests"
     storage: str | None = None
+    # edgeagent: after a long outage, newest_first sends current data before the backfill
+    drain_order: Literal["oldest_first", "newest_first"] = "oldest_first"
 
     def capacity(self) -> QueueCapacity:
         return QueueCapacity(self.queue_size, self.sizer)
@@ -53,6 +57,20 @@ class SendResult:
     message: str = ""
 
 
+def partial_success(signal: Signal, content: bytes) -> SendResult:
+    """What an Export*ServiceResponse says the upstream rejected (OTLP partial success)."""
+    if not content:
+        return SendResult()
+    try:
+        response = signal.response_class.FromString(content)
+    except DecodeError:
+        return SendResult()
+    if not response.HasField("partial_success"):
+        return SendResult()
+    partial = response.partial_success
+    return SendResult(rejected=getattr(partial, f"rejected_{signal.item_name}", 0), message=partial.error_message)
+
+
 @dataclass
 class BatchSettings:
     timeout: float
@@ -62,7 +80,8 @@ class BatchSettings:
 
 class Sender:
     def __init__(self, exporter: Any, queue: DurableQueue, retry: RetryConfig, num_consumers: int,
-                 batch: BatchSettings | None, telemetry: Any):
+                 batch: BatchSettings | None, telemetry: Any, link: Link | None = None,
+                 newest_first: bool = False):
         self.exporter = exporter
         self.queue = queue
         self.signal: Signal = queue.signal
@@ -70,6 +89,8 @@ class Sender:
         self.num_consumers = num_consumers
         self.batch = batch
         self.telemetry = telemetry
+        self.link = link or Link(num_consumers, retry, lambda online: telemetry.upstream_state(exporter.id, online))
+        self.newest_first = newest_first
         self._tasks: list[asyncio.Task] = []
         self._gather_lock = asyncio.Lock()
         self._last_partial_log = 0.0
@@ -109,35 +130,23 @@ class Sender:
     async def _next_lease(self) -> Lease | None:
         await self.queue.wait_available()
         if self.batch is None:
-            return await self.queue.lease(max_items=1 << 62, max_entries=1)
+            return await self.queue.lease(max_items=1 << 62, max_entries=1, newest_first=self.newest_first)
         async with self._gather_lock:
             await self.queue.wait_available()
             if self.batch.send_batch_size and self.batch.timeout > 0:
                 deadline = asyncio.get_running_loop().time() + self.batch.timeout
                 await self.queue.wait_items(self.batch.send_batch_size, deadline)
             limit = self.batch.send_batch_max_size or self.batch.send_batch_size or (1 << 62)
-            return await self.queue.lease(max_items=limit)
+            return await self.queue.lease(max_items=limit, newest_first=self.newest_first)
 
     async def _deliver(self, lease: Lease) -> float:
         """Send one lease and settle it; returns how long this consumer should pause."""
         exporter_id = self.exporter.id
         items_name = self.signal.item_name
-        parts = self._requests(lease)
+        outcome = _Outcome()
         try:
-            rejected = 0
-            for body in parts:
-                result = await self._send_with_retry(body)
-                rejected += result.rejected
-                if result.rejected:
-                    self._log_partial(result)
-        except PermanentError as exc:
-            await self.queue.dead_letter(lease, {"exporter": exporter_id, "status": exc.status, "reason": str(exc),
-                                                 "response": exc.body.decode("utf-8", "replace")})
-            self.telemetry.counter_inc(f"otelcol_exporter_send_failed_{items_name}", lease.items, exporter_id)
-            self.telemetry.counter_inc("edgeagent_deadletter_items", lease.items, exporter_id, self.signal.label)
-            log.error("upstream rejected data permanently; moved it to the dead-letter store",
-                      extra={"exporter": exporter_id, "signal": self.signal.label, "items": lease.items, "error": str(exc)})
-            return 0.0
+            for body, items in self._requests(lease):
+                await self._send_splitting(body, items, outcome)
         except RetryableError as exc:
             self.queue.release(lease, attempts=lease.attempts + 1)
             self.telemetry.counter_inc(f"otelcol_exporter_send_failed_{items_name}", lease.items, exporter_id)
@@ -145,24 +154,60 @@ class Sender:
                         extra={"exporter": exporter_id, "signal": self.signal.label, "items": lease.items,
                                "error": str(exc)})
             return self.retry.max_interval
-        self.queue.ack(lease).add_done_callback(self._ack_done)
-        self.telemetry.counter_inc(f"otelcol_exporter_sent_{items_name}", lease.items - rejected, exporter_id)
-        if rejected:
-            self.telemetry.counter_inc(f"edgeagent_exporter_rejected_{items_name}", rejected, exporter_id)
+        if outcome.refused:
+            await self._dead_letter(lease, outcome)
+        else:
+            self.queue.ack(lease).add_done_callback(self._ack_done)
+        sent = lease.items - outcome.refused_items - outcome.rejected
+        self.telemetry.counter_inc(f"otelcol_exporter_sent_{items_name}", sent, exporter_id)
+        if outcome.rejected:
+            self.telemetry.counter_inc(f"edgeagent_exporter_rejected_{items_name}", outcome.rejected, exporter_id)
         return 0.0
+
+    async def _send_splitting(self, body: bytes, items: int, outcome: "_Outcome") -> None:
+        """Send a request; on 413 send its halves instead, down to single items."""
+        try:
+            result = await self._send_with_retry(body)
+        except PermanentError as exc:
+            if exc.status == 413 and items > 1:
+                request = self.signal.request_class.FromString(body)
+                for half in split_request(self.signal, request, (items + 1) // 2):
+                    await self._send_splitting(half.SerializeToString(), count_items(self.signal, half), outcome)
+                return
+            outcome.refuse(body, items, exc)
+            return
+        outcome.rejected += result.rejected
+        if result.rejected:
+            self._log_partial(result)
+
+    async def _dead_letter(self, lease: Lease, outcome: "_Outcome") -> None:
+        exporter_id = self.exporter.id
+        exc = outcome.error
+        description = {"exporter": exporter_id, "status": exc.status, "reason": str(exc),
+                       "response": exc.body.decode("utf-8", "replace")}
+        whole = outcome.refused_items == lease.items and len(outcome.refused) == 1
+        # a request refused as a whole keeps its queue records; parts of a split one are stored as sent
+        await self.queue.dead_letter(lease, description, bodies=None if whole else outcome.refused)
+        self.telemetry.counter_inc(f"otelcol_exporter_send_failed_{self.signal.item_name}", outcome.refused_items,
+                                   exporter_id)
+        self.telemetry.counter_inc("edgeagent_deadletter_items", outcome.refused_items, exporter_id, self.signal.label)
+        log.error("upstream rejected data permanently; moved it to the dead-letter store",
+                  extra={"exporter": exporter_id, "signal": self.signal.label, "items": outcome.refused_items,
+                         "error": str(exc)})
 
     def _ack_done(self, future: asyncio.Future) -> None:
         if not future.cancelled() and future.exception() is not None:
             log.error("acknowledging delivered data failed; it will be delivered again",
                       exc_info=future.exception(), extra={"queue": self.queue.name})
 
-    def _requests(self, lease: Lease) -> list[bytes]:
+    def _requests(self, lease: Lease) -> list[tuple[bytes, int]]:
         body = merge_requests(self.signal, lease.bodies)
         max_items = self.batch.send_batch_max_size if self.batch else 0
         if not max_items or lease.items <= max_items:
-            return [body]
+            return [(body, lease.items)]
         request = self.signal.request_class.FromString(body)
-        return [part.SerializeToString() for part in split_request(self.signal, request, max_items)]
+        return [(part.SerializeToString(), count_items(self.signal, part))
+                for part in split_request(self.signal, request, max_items)]
 
     async def _send_with_retry(self, body: bytes) -> SendResult:
         retry = self.retry
@@ -176,12 +221,16 @@ class Sender:
                                  reraise=True, before_sleep=self._before_retry)
         async for attempt in attempts:
             with attempt:
-                try:
-                    result = await self.exporter.send(self.signal, body)
-                except RetryableError as exc:
-                    self.telemetry.upstream_state(self.exporter.id, online=not exc.connection)
-                    raise
-                self.telemetry.upstream_state(self.exporter.id, online=True)
+                async with self.link.attempt():
+                    try:
+                        result = await self.exporter.send(self.signal, body)
+                    except RetryableError as exc:
+                        await self.link.failed(exc)
+                        raise
+                    except PermanentError:
+                        await self.link.succeeded()  # it answered: the link works
+                        raise
+                await self.link.succeeded()
                 return result
         raise AssertionError("unreachable")
 
@@ -197,3 +246,18 @@ class Sender:
             log.warning("upstream accepted the request partially", extra={
                 "exporter": self.exporter.id, "signal": self.signal.label, "rejected": result.rejected,
                 "upstream_message": result.message})
+
+
+@dataclass
+class _Outcome:
+    """What became of one lease's requests: items the upstream rejected, and requests it refused."""
+
+    rejected: int = 0  # reported in partial_success: not retried, not stored
+    refused: list[tuple[bytes, int]] = field(default_factory=list)  # permanently refused (body, items)
+    refused_items: int = 0
+    error: PermanentError | None = None
+
+    def refuse(self, body: bytes, items: int, error: PermanentError) -> None:
+        self.refused.append((body, items))
+        self.refused_items += items
+        self.error = self.error or error

@@ -123,6 +123,7 @@ class _Delete:
     future: asyncio.Future
     dead_letter: dict[str, Any] | None = None
     reason: str = ""  # set for a counted drop (purge)
+    replacement: list[bytes] | None = None  # dead-letter these records instead of the deleted ones
 
 
 @dataclass
@@ -236,19 +237,26 @@ class DurableQueue:
             except asyncio.TimeoutError:
                 return
 
-    async def lease(self, max_items: int, max_entries: int = 0) -> Lease | None:
+    async def lease(self, max_items: int, max_entries: int = 0, newest_first: bool = False) -> Lease | None:
         """The oldest unleased records, up to `max_items` items (at least one record), or None if empty.
 
         All records of a lease share the batch key of the first one; records with other keys are
-        left for later leases."""
+        left for later leases. `newest_first` takes the newest records instead (their bodies still
+        in the order they were queued), so current data goes out before a backlog."""
         async with self._lease_lock:
             if self.available_entries <= 0:
                 self._available.clear()
                 return None
-            skip = frozenset(seq for seq in self._leased if seq >= self._read_from)
-            found = await asyncio.to_thread(self._read, self._read_from, skip, max_items, max_entries)
+            if newest_first:
+                found = await asyncio.to_thread(self._read, None, frozenset(self._leased), max_items, max_entries)
+            else:
+                skip = frozenset(seq for seq in self._leased if seq >= self._read_from)
+                found = await asyncio.to_thread(self._read, self._read_from, skip, max_items, max_entries)
             records, bodies, attempts, corrupt, last_seq, first_skipped = found
-            if first_skipped is not None:
+            if newest_first:
+                records.reverse()
+                bodies.reverse()
+            elif first_skipped is not None:
                 self._read_from = first_skipped
             elif last_seq is not None:
                 self._read_from = last_seq + 1
@@ -283,8 +291,9 @@ class DurableQueue:
         if self.store.on_quarantine is not None:
             self.store.on_quarantine(self, len(seqs))
 
-    def _read(self, start: int, skip: frozenset[int], max_items: int, max_entries: int):
-        """Runs in a worker thread: read and decompress the next records in key order."""
+    def _read(self, start: int | None, skip: frozenset[int], max_items: int, max_entries: int):
+        """Runs in a worker thread: read and decompress the next records in key order from `start`,
+        or backwards from the newest when `start` is None."""
         records: list[tuple[int, int]] = []
         bodies: list[bytes] = []
         corrupt: list[tuple[int, str]] = []
@@ -294,9 +303,15 @@ class DurableQueue:
         decompressor = zstandard.ZstdDecompressor()
         with self.store.gate.shared(), self.store.env.begin(db=self.db, buffers=True) as txn:
             cursor = txn.cursor()
-            if not cursor.set_range(_KEY.pack(start)):
+            if start is None:
+                if not cursor.last():
+                    return records, bodies, attempts, corrupt, last_seq, first_skipped
+                walk = cursor.iterprev()
+            elif cursor.set_range(_KEY.pack(start)):
+                walk = iter(cursor)
+            else:
                 return records, bodies, attempts, corrupt, last_seq, first_skipped
-            for key, value in cursor:
+            for key, value in walk:
                 seq = _KEY.unpack(key)[0]
                 if seq in skip:
                     continue
@@ -370,10 +385,18 @@ class DurableQueue:
         if self.available_entries > 0:
             self._available.set()
 
-    async def dead_letter(self, lease: Lease, description: dict[str, Any]) -> None:
-        """Move records to the dead-letter store with the reason they were rejected."""
+    async def dead_letter(self, lease: Lease, description: dict[str, Any],
+                          bodies: list[tuple[bytes, int]] | None = None) -> None:
+        """Move records to the dead-letter store with the reason they were rejected.
+
+        With `bodies` (request, items), those are stored instead of the lease's records: the parts
+        of a split request that the upstream refused, while the rest was delivered."""
         seqs = self._end_lease(lease)
-        await self.store._submit(lambda fut: _Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name)))
+        now_ms = int(time.time() * 1000)
+        replacement = None if bodies is None else [record.encode(self.signal, items, now_ms, body, None)
+                                                   for body, items in bodies]
+        await self.store._submit(lambda fut: _Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name),
+                                                     replacement=replacement))
 
     # ---- bookkeeping applied on the loop after each commit ---------------------------------
 
@@ -770,11 +793,14 @@ class QueueStore:
                         items = _items_of(value)
                         _add(stored[queue], result.delta(queue), -1, -items, -len(value))
                         pages -= footprint(len(value), self.page_size)
-                        if op.dead_letter is not None:
+                        if op.dead_letter is not None and op.replacement is None:
                             deadletter.put(txn, self.deadletter_db, op.dead_letter, value, now_ms)
                             result.dead_lettered += 1
                         elif op.reason:
                             result.drops.setdefault((queue, op.reason), []).append(items)
+                    for value in op.replacement or ():
+                        deadletter.put(txn, self.deadletter_db, op.dead_letter, value, now_ms)
+                        result.dead_lettered += 1
                     result.done.append(op.future)
                 else:  # _SetAttempts
                     for seq in op.seqs:

@@ -1,0 +1,96 @@
+"""What the senders of one exporter know about the path to its upstream.
+
+Edge links drop for seconds or days. Ten consumers each retrying on their own would hammer a
+dead link and then stampede a link that has just come back. So every send attempt of an
+exporter passes through one `Link`:
+
+* **online**: up to `max_concurrency` attempts at a time.
+* **offline** after OFFLINE_AFTER consecutive connection-level failures (refused, reset,
+  timed out, a proxy's 502/504): one attempt at a time (the probe), spaced by the exporter's
+  backoff; every other consumer waits with its lease.
+* **coming back**: the first success brings the link online with two attempts at a time, and
+  each further success doubles that up to `max_concurrency`, so a returning link sees a ramp,
+  not a storm.
+* A `Retry-After` (or gRPC RetryInfo) from the upstream pauses every consumer of the exporter
+  until that time, not only the one that was told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Callable
+
+from edgeagent.errors import RetryableError
+from edgeagent.exporters.retry import RetryConfig, backoff_delay
+
+OFFLINE_AFTER = 3
+
+
+class Link:
+    def __init__(self, max_concurrency: int, retry: RetryConfig, on_change: Callable[[bool], None]):
+        self.max_concurrency = max(1, max_concurrency)
+        self.retry = retry
+        self.on_change = on_change
+        self.online: bool | None = None  # None until the first attempt settles
+        self.allowed = self.max_concurrency
+        self.active = 0
+        self.failures = 0  # consecutive connection-level failures
+        self.probes = 0  # failed probes since the link went offline
+        self.not_before = 0.0  # loop time before which nobody sends
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def attempt(self):
+        """Wait for permission to send, then hold one of the allowed slots while sending."""
+        loop = asyncio.get_running_loop()
+        async with self._changed:
+            while True:
+                wait = self.not_before - loop.time()
+                if wait <= 0 and self.active < self.allowed:
+                    break
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), wait if wait > 0 else None)
+            self.active += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.active -= 1
+                self._changed.notify_all()
+
+    async def succeeded(self) -> None:
+        async with self._changed:
+            self.failures = 0
+            self.probes = 0
+            if self.online is False:
+                self.allowed = min(2, self.max_concurrency)
+            elif self.allowed < self.max_concurrency:
+                self.allowed = min(self.max_concurrency, self.allowed * 2)
+            self._set(True)
+            self._changed.notify_all()
+
+    async def failed(self, error: RetryableError) -> None:
+        loop = asyncio.get_running_loop()
+        async with self._changed:
+            if error.connection:
+                self.failures += 1
+                if self.online is False:
+                    self.probes += 1
+                    self.not_before = max(self.not_before, loop.time() + backoff_delay(self.retry, self.probes))
+                elif self.failures >= OFFLINE_AFTER:
+                    self.allowed = 1
+                    self.probes = 0
+                    self._set(False)
+            else:  # the upstream answered: the link works, the server is busy
+                self.failures = 0
+                if self.online is None:
+                    self._set(True)
+            if error.retry_after is not None:
+                self.not_before = max(self.not_before, loop.time() + error.retry_after)
+            self._changed.notify_all()
+
+    def _set(self, online: bool) -> None:
+        if self.online != online:
+            self.online = online
+            self.on_change(online)

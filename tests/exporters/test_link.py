@@ -1,0 +1,87 @@
+"""The link state every sender of an exporter shares: offline probing, ramp-up, Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+
+from edgeagent.errors import RetryableError
+from edgeagent.exporters.link import OFFLINE_AFTER, Link
+from edgeagent.exporters.retry import RetryConfig
+
+RETRY = RetryConfig(initial_interval=0.2, max_interval=0.2, randomization_factor=0)
+REFUSED = RetryableError("connection refused", connection=True)
+
+
+def _link(changes: list[bool], concurrency: int = 8) -> Link:
+    return Link(concurrency, RETRY, changes.append)
+
+
+async def _concurrent(link: Link, tries: int, hold: float = 0.05) -> int:
+    """How many of `tries` attempts were inside the link at once, at most."""
+    inside = peak = 0
+
+    async def one() -> None:
+        nonlocal inside, peak
+        async with link.attempt():
+            inside += 1
+            peak = max(peak, inside)
+            await asyncio.sleep(hold)
+            inside -= 1
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(tries))), 10)
+    return peak
+
+
+def test_connection_failures_take_the_link_offline_to_a_single_spaced_probe():
+    async def scenario() -> None:
+        changes: list[bool] = []
+        link = _link(changes)
+        assert await _concurrent(link, 8) == 8
+        for _ in range(OFFLINE_AFTER - 1):
+            await link.failed(REFUSED)
+        assert link.online is not False
+        await link.failed(REFUSED)
+        assert changes == [False]
+        assert await _concurrent(link, 4, hold=0.01) == 1
+        loop = asyncio.get_running_loop()
+        await link.failed(REFUSED)  # a failed probe: the next one waits the backoff
+        started = loop.time()
+        async with link.attempt():
+            assert loop.time() - started >= 0.18
+    asyncio.run(scenario())
+
+
+def test_a_returning_link_ramps_up_instead_of_stampeding():
+    async def scenario() -> None:
+        changes: list[bool] = []
+        link = _link(changes)
+        for _ in range(OFFLINE_AFTER):
+            await link.failed(REFUSED)
+        allowed = []
+        for _ in range(4):
+            await link.succeeded()
+            allowed.append(link.allowed)
+        assert changes == [False, True]
+        assert allowed == [2, 4, 8, 8]
+    asyncio.run(scenario())
+
+
+def test_an_answering_but_busy_upstream_does_not_count_as_offline():
+    async def scenario() -> None:
+        changes: list[bool] = []
+        link = _link(changes)
+        for _ in range(OFFLINE_AFTER * 2):
+            await link.failed(RetryableError("503 service unavailable"))
+        assert changes == [True]
+        assert link.allowed == 8
+    asyncio.run(scenario())
+
+
+def test_retry_after_pauses_every_consumer_of_the_exporter():
+    async def scenario() -> None:
+        link = _link([])
+        loop = asyncio.get_running_loop()
+        await link.failed(RetryableError("429", retry_after=0.3))
+        started = loop.time()
+        await _concurrent(link, 3, hold=0)
+        assert loop.time() - started >= 0.28
+    asyncio.run(scenario())

@@ -1,0 +1,47 @@
+"""Drain order and partial dead-lettering at the queue level."""
+
+from __future__ import annotations
+
+import asyncio
+
+from edgeagent.queue.lmdb_queue import QueueStore
+from edgeagent.signals import Signal
+
+
+def test_newest_first_leases_the_newest_records_and_keeps_their_order_inside_a_lease(tmp_path):
+    async def scenario() -> None:
+        store = QueueStore(str(tmp_path))
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        for index in range(6):
+            await store.put([queue], f"r{index}".encode(), 1, Signal.TRACES)
+        first = await queue.lease(max_items=2, newest_first=True)
+        second = await queue.lease(max_items=2, newest_first=True)
+        assert first.bodies == [b"r4", b"r5"]
+        assert second.bodies == [b"r2", b"r3"]
+        queue.release(first)  # given back: it is the newest again
+        assert (await queue.lease(max_items=2, newest_first=True)).bodies == [b"r4", b"r5"]
+        assert (await queue.lease(max_items=5, newest_first=True)).bodies == [b"r0", b"r1"]
+        assert await queue.lease(max_items=5, newest_first=True) is None
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_dead_lettering_parts_stores_only_the_refused_parts_and_removes_the_lease(tmp_path):
+    async def scenario() -> None:
+        store = QueueStore(str(tmp_path))
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        await store.put([queue], b"whole request of ten items", 10, Signal.TRACES)
+        lease = await queue.lease(max_items=10)
+        await queue.dead_letter(lease, {"status": 413, "reason": "too large"}, bodies=[(b"one refused item", 1)])
+        letters = store.dead_letters()
+        assert [(letter.body(), letter.header.items, letter.description["status"]) for letter in letters] == [
+            (b"one refused item", 1, 413)]
+        assert queue.entries == 0 and queue.items == 0
+        await store.close()
+
+    asyncio.run(scenario())
