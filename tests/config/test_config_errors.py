@@ -38,6 +38,15 @@ BAD_CONFIGS = {
     "bad-compression.yaml": ([("exporters::otlphttp::compression", [])], []),
     "bad-pipeline-no-receivers.yaml": ([("service::pipelines::logs::receivers", [])], []),
     "bad-pipeline-unknown-signal.yaml": ([("service::pipelines::spans", ["spans"])], []),
+    "bad-auth-unknown-authenticator.yaml": (
+        [("receivers::otlp::protocols::http::auth::authenticator", ["bearertokenauth/clients", "extensions"])], []),
+    "bad-auth-extension-not-enabled.yaml": (
+        [("exporters::otlphttp::auth::authenticator", ["bearertokenauth", "service::extensions"])], []),
+    "bad-auth-not-an-authenticator.yaml": (
+        [("receivers::otlp::protocols::grpc::auth::authenticator", ["health_check", "not an authenticator"])], []),
+    "bad-bearertokenauth-no-token.yaml": ([("extensions::bearertokenauth", ["token", "filename"])], []),
+    "bad-tls-missing-key-file.yaml": ([("receivers::otlp::protocols::grpc::tls", ["key_file"])], []),
+    "bad-tls-version.yaml": ([("exporters::otlphttp::tls", ["min_version", "1.4"])], []),
     "bad-three-mistakes.yaml": (
         [
             ("receivers::otlp::protocols::grcp", ["grcp"]),
@@ -155,4 +164,16 @@ def test_secret_header_not_printed_when_other_settings_are_wrong(validate, asser
 def test_secret_under_misspelled_headers_key_not_printed(validate, assert_errors):
     result = validate(CONFIG_DIR / "secret-misspelled-headers.yaml", env={"EDGEAGENT_TEST_API_KEY": API_KEY})
     assert_errors(result, [("exporters::otlphttp::header", ["header"])])
+    _assert_no_secret(result)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("secret-bearertoken-valid.yaml", None),
+    # the misspelled `tokn` is named, its value is not
+    ("secret-bearertoken-with-error.yaml", [("exporters::otlphttp::timeout", ["duration"]),
+                                            ("extensions::bearertokenauth/upstream::tokn", ["tokn"])]),
+])
+def test_bearer_tokens_never_printed(name, expected, validate, assert_valid, assert_errors):
+    result = validate(CONFIG_DIR / name, env={"EDGEAGENT_TEST_API_KEY": API_KEY})
+    assert_valid(result) if expected is None else assert_errors(result, expected)
     _assert_no_secret(result)
