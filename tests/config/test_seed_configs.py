@@ -40,19 +40,13 @@ EXPECTED: dict[str, object] = {
         ("service::pipelines::metrics::receivers", ["otlp"]),
         ("service::pipelines::metrics::processors", ["batch"]),
     ],
-    # Partial block (no service). TLS is not supported yet, so both `tls` keys are unknown keys.
-    # When TLS lands, flip to the alternative below: `client_auth_type` is not an otelcol
-    # TLS setting (otelcol requires client certificates whenever client_ca_file is set),
-    # so it should stay an error unless the agent accepts it on purpose.
+    # Partial block (no service). `client_auth_type` is not an otelcol TLS setting (otelcol
+    # requires client certificates whenever client_ca_file is set, and so does the agent);
+    # the rest of both `tls` blocks is valid.
     "tfo-tls.yaml": [
-        ("receivers::otlp::protocols::grpc::tls", ["tls"]),
-        ("exporters::otlphttp/telemetryflow::tls", ["tls"]),
+        ("receivers::otlp::protocols::grpc::tls::client_auth_type", ["client_auth_type"]),
         ("service::*", []),
     ],
-    # "tfo-tls.yaml": [
-    #     ("receivers::otlp::protocols::grpc::tls::client_auth_type", []),
-    #     ("service::*", []),
-    # ],
     # Troubleshooting snippets: a fragment each, so only the missing service is wrong.
     "tfo-troubleshooting-memory-limiter.yaml": [("service::*", [])],
     "tfo-troubleshooting-batch-size.yaml": [("service::*", [])],
