@@ -19,6 +19,7 @@ MINIMAL = {
     ("processors", "filter"): lambda: {"spans": {"exclude": {"match_type": "strict", "span_names": ["x"]}}},
     ("processors", "batch"): lambda: {},
     ("exporters", "otlphttp"): lambda: {"endpoint": f"http://127.0.0.1:{free_port()}"},
+    ("exporters", "otlp"): lambda: {"endpoint": f"127.0.0.1:{free_port()}", "tls": {"insecure": True}},
     ("connectors", "failover"): lambda: {"priority_levels": [["traces/primary"], ["traces/backup"]]},
     ("extensions", "health_check"): lambda: {"endpoint": f"127.0.0.1:{free_port()}"},
     ("extensions", "file_storage"): lambda: {},
