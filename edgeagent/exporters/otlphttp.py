@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import re
 import ssl
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ _RETRYABLE_STATUS = (429, 502, 503, 504)
 _THROTTLE_STATUS = (429, 503)
 # a proxy or captive portal answering for an unreachable upstream: the link is down, not the server
 _LINK_STATUS = (502, 504)
+_PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)([^/@:]*):[^/@]*@")  # [scheme://]user:password@
 
 
 class OtlpHttpConfig(ExporterConfig):
@@ -51,7 +53,7 @@ class OtlpHttpConfig(ExporterConfig):
         for name in ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint"):
             url = getattr(self, name)
             if url and not url.startswith(("http://", "https://")):
-                raise ValueError(f"{name} {url!r} must start with http:// or https://")
+                raise ValueError(f"{name} {_shown(url)!r} must start with http:// or https://")
         return self
 
     def config_warnings(self) -> list[str]:
@@ -92,7 +94,8 @@ class OtlpHttpExporter:
         self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
 
     def describe(self) -> str:
-        return self.config.endpoint or ", ".join(filter(None, (self.config.url(s) for s in Signal))) or "none"
+        urls = [self.config.endpoint] if self.config.endpoint else filter(None, (self.config.url(s) for s in Signal))
+        return ", ".join(_shown(url) for url in urls) or "none"
 
     async def start(self) -> None:
         self._auth = resolve_authenticator(self.host, self.config.auth)
@@ -154,6 +157,11 @@ class OtlpHttpExporter:
             raise RetryableError(f"upstream answered {status}: {message}", retry_after=retry_after,
                                  connection=status in _LINK_STATUS)
         raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=content[:4096])
+
+
+def _shown(url: str) -> str:
+    """A URL as status, health and errors show it: a password in it (user:password@host) is masked."""
+    return _PASSWORD.sub(r"\1\2:***@", url)
 
 
 def _error_message(content: bytes, content_type: str) -> str:
