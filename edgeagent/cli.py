@@ -138,6 +138,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for exporter, state in status["exporters"].items():
             print(f"  exporter {exporter}: upstream {state['upstream']}" +
                   (f" ({state['endpoint']})" if state.get("endpoint") else ""))
+        for connector, state in status.get("connectors", {}).items():
+            print(f"  connector {connector}: level {state['active_level']} ({', '.join(state['active_pipelines'])})")
         print(f"  backlog: {status['backlog_items']} items in {sum(q['entries'] for q in status['queues'].values())} "
               f"requests, dead letters: {status['dead_letters']}")
         if running:

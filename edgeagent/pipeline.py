@@ -2,7 +2,12 @@
 
 receivers -> (per signal) consumer -> each pipeline's processors -> durable queues -> senders -> exporters
 
-Start order: extensions, queue stores, exporters and their senders, processors, receivers
+A connector in a pipeline's exporters gets a durable queue and a sender like an exporter; the
+pipelines that receive only from connectors are sub-pipelines (edgeagent.connectors.subpipeline):
+the connector sends through their processors and exporters synchronously, so their exporters
+have no queues of their own.
+
+Start order: extensions, queue stores, exporters, connectors, senders, processors, receivers
 last; stop in reverse, so every stage drains into a live consumer.
 """
 
@@ -22,6 +27,8 @@ from aiohttp import web
 from edgeagent import __version__, registry
 from edgeagent.config.loader import AgentConfig
 from edgeagent.config.types import split_endpoint
+from edgeagent.connectors.failover import FailoverConnector
+from edgeagent.connectors.subpipeline import SubPipeline
 from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.sender import BatchSettings, Sender
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
@@ -146,6 +153,7 @@ class Agent:
         self.upstream_online: dict[str, bool | None] = {}
         self.extensions: dict[str, Any] = {}
         self.exporters: dict[str, Any] = {}
+        self.connectors: dict[str, Any] = {}
         self.processors: dict[str, Any] = {}
         self.receivers: dict[str, Any] = {}
         self.stores: dict[str, QueueStore] = {}
@@ -197,10 +205,19 @@ class Agent:
                                                   "backlog_items": sum(q.items for q in store.queues.values())})
         return self.stores[key]
 
+    def _target(self, component_id: str) -> Any:
+        """The exporter or connector a pipeline lists under exporters, created on first use."""
+        kind, built = ("connectors", self.connectors) if component_id in self.config.connectors else \
+            ("exporters", self.exporters)
+        if component_id not in built:
+            built[component_id] = self._create(kind, component_id)
+        return built[component_id]
+
     def build(self) -> None:
         for ext_id in self.config.service.extensions:
             self.extensions[ext_id] = self._create("extensions", ext_id)
         exporter_batches: dict[tuple[str, Signal], BatchSettings | None] = {}
+        sub_pipelines: dict[str, SubPipeline] = {}
         for spec in self.config.pipelines:
             processors = []
             for proc_id in spec.processors:
@@ -212,10 +229,11 @@ class Agent:
             running = RunningPipeline(spec.id, spec.signal, [p for p in processors if not isinstance(p, BatchProcessor)],
                                       batcher)
             by_store: dict[str, list[DurableQueue]] = {}
-            for exp_id in spec.exporters:
-                if exp_id not in self.exporters:
-                    self.exporters[exp_id] = self._create("exporters", exp_id)
-                exporter = self.exporters[exp_id]
+            targets = [self._target(exp_id) for exp_id in spec.exporters]
+            if any(rec_id in self.config.connectors for rec_id in spec.receivers):
+                sub_pipelines[spec.id] = SubPipeline(spec.id, running.processors, targets, self)
+            fed_by_receivers = any(rec_id not in self.config.connectors for rec_id in spec.receivers)
+            for exp_id, exporter in zip(spec.exporters, targets) if fed_by_receivers else ():
                 queue_config = exporter.config.sending_queue
                 if not queue_config.enabled:
                     running.direct.append(exporter)
@@ -232,13 +250,15 @@ class Agent:
             running.targets = [(self.stores[key], queues) for key, queues in by_store.items()]
             self.pipelines.append(running)
         for (exp_id, signal), settings in exporter_batches.items():
-            exporter = self.exporters[exp_id]
+            exporter = self._target(exp_id)
             store = self.stores[exporter.config.sending_queue.storage or DEFAULT_STORAGE]
             queue = store.queues[f"{exp_id}/{signal.label}"]
             self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure,
                                        exporter.config.sending_queue.num_consumers, settings, self))
         for spec, running in zip(self.config.pipelines, self.pipelines):
             for rec_id in spec.receivers:
+                if rec_id in self.config.connectors:
+                    continue
                 if rec_id not in self.receivers:
                     self.receivers[rec_id] = self._create("receivers", rec_id)
                 key = (rec_id, spec.signal)
@@ -248,6 +268,8 @@ class Agent:
                 self._consumers[key].pipelines.append(running)
         for consumer in self._consumers.values():
             consumer.limiters = [p for pl in consumer.pipelines for p in pl.processors if isinstance(p, MemoryLimiter)]
+        for connector in self.connectors.values():
+            connector.attach(sub_pipelines)
 
     # ---- the host interface components use -------------------------------------------------
 
@@ -258,6 +280,10 @@ class Agent:
         self._count(name, amount, *labels)
         if name.startswith("otelcol_exporter_sent_"):
             self.drain.add(amount)
+
+    def count(self, name: str, amount: float, *labels: str) -> None:
+        """Count without measuring queue drain (sends of sub-pipelines drain no queue of their own)."""
+        self._count(name, amount, *labels)
 
     def _count(self, name: str, amount: float, *labels: str) -> None:
         self.metrics.counters[name].inc(amount, *labels)
@@ -298,6 +324,7 @@ class Agent:
                              "unknown" if state is None else "online" if state else "offline"),
             }
         limiters = {pid: p.health() for pid, p in self.processors.items() if isinstance(p, MemoryLimiter)}
+        connectors = {cid: c.health() for cid, c in self.connectors.items()}
         return {
             "healthy": self.started and not self.failures,
             "ready": self.ready(),
@@ -305,6 +332,7 @@ class Agent:
             "upSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
             "uptime": f"{time.time() - self.started_at:.1f}s",
             "exporters": exporters,
+            "connectors": connectors,
             "queues": queues,
             "dead_letters": sum(store.deadletter_entries for store in self.stores.values()),
             "memory_limiter": limiters,
@@ -405,6 +433,9 @@ class Agent:
                 ("exporter",), lambda: [((e,), 1.0 if v else 0.0) for e, v in self.upstream_online.items() if v is not None])
         m.gauge("edgeagent_upstream_configured", "1 when the exporter has an upstream endpoint, 0 when it only buffers.",
                 ("exporter",), lambda: [((e,), 1.0 if x.configured else 0.0) for e, x in self.exporters.items()])
+        m.gauge("edgeagent_failover_active_level", "Priority level a failover connector sends to (0 = the first).",
+                ("connector",), lambda: [((cid,), float(c.active_level)) for cid, c in self.connectors.items()
+                                         if isinstance(c, FailoverConnector)])
         m.gauge("edgeagent_memory_limiter_refusing", "1 while the memory limiter refuses new data.", ("processor",),
                 lambda: [((pid,), 1.0 if p.refusing else 0.0) for pid, p in self.processors.items()
                          if isinstance(p, MemoryLimiter)])
@@ -448,6 +479,8 @@ class Agent:
         await self._control.start()
         for exporter in self.exporters.values():
             await exporter.start()
+        for connector in self.connectors.values():
+            await connector.start()
         for sender in self.senders:
             if sender.exporter.configured:
                 await sender.start()
@@ -477,6 +510,8 @@ class Agent:
         await asyncio.gather(*self._background, return_exceptions=True)
         for sender in self.senders:
             await _quietly(sender.shutdown(), "sender")
+        for connector in self.connectors.values():
+            await _quietly(connector.shutdown(), "connector")
         for exporter in self.exporters.values():
             await _quietly(exporter.shutdown(), "exporter")
         for store in self.stores.values():

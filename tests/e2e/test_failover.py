@@ -1,0 +1,107 @@
+"""The failover connector in the real process: backup while the primary fails, then back, nothing lost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from tests.helpers.net import free_port, wait_until
+from tests.helpers.sdk import send_spans
+from tests.helpers.upstream import Upstream
+
+CONFIG = os.path.join(os.path.dirname(__file__), "..", "testdata", "e2e", "failover.yaml")
+SWITCHED_DOWN = "failover switched to a lower priority level"
+SWITCHED_UP = "failover returned to a higher priority level"
+
+
+def _env(primary_port: int, backup: Upstream, audit: Upstream) -> dict[str, str]:
+    return {"PRIMARY": f"http://127.0.0.1:{primary_port}", "BACKUP": backup.url, "AUDIT": audit.url}
+
+
+def _start(agents, tmp_path, primary_port: int, backup: Upstream, audit: Upstream):
+    return agents(["run", "--config", CONFIG, "--state-dir", str(tmp_path / "state")],
+                  env=_env(primary_port, backup, audit))
+
+
+def _status(tmp_path, env: dict[str, str]) -> str:
+    command = [sys.executable, "-m", "edgeagent", "status", "--config", CONFIG, "--state-dir", str(tmp_path / "state")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, env={**os.environ, **env}).stdout
+
+
+def _active_level(agent) -> float:
+    return agent.metric("edgeagent_failover_active_level", connector="failover")
+
+
+def _log_count(agent, text: str) -> int:
+    with open(agent.log_path, encoding="utf-8", errors="replace") as handle:
+        return handle.read().count(text)
+
+
+def test_primary_outage_fails_over_to_backup_and_traffic_returns_without_loss(agents, upstream, tmp_path):
+    backup, audit = Upstream(free_port()).start(), Upstream(free_port()).start()
+    returned = None
+    try:
+        agent = _start(agents, tmp_path, upstream.port, backup, audit)
+        before = send_spans("http", agent.http_port, 300)
+        wait_until(lambda: upstream.span_ids() >= before, timeout=30, message="spans at the primary")
+        assert not backup.span_ids()
+
+        upstream.stop()  # the primary goes away: connections are refused
+        during = send_spans("grpc", agent.grpc_port, 300)
+        wait_until(lambda: backup.span_ids() >= during, timeout=30, message="spans at the backup")
+        assert _active_level(agent) == 1
+        details = agent.health()[1]["connectors"]["failover"]
+        assert details["active_level"] == 1 and details["active_pipelines"] == ["traces/backup"]
+        assert agent.health()[1]["exporters"]["otlphttp/primary"]["upstream"] == "offline"
+        assert "connector failover: level 1 (traces/backup)" in _status(tmp_path, _env(upstream.port, backup, audit))
+
+        returned = Upstream(upstream.port).start()  # the primary is back on the same port
+        recovering: set[bytes] = set()
+        deadline = time.monotonic() + 30
+        while _active_level(agent) != 0 and time.monotonic() < deadline:  # traffic carries the retry
+            recovering |= send_spans("http", agent.http_port, 10)
+            time.sleep(0.2)
+        assert _active_level(agent) == 0, agent.log()
+        after = send_spans("http", agent.http_port, 300)
+        wait_until(lambda: returned.span_ids() >= after, timeout=30, message="spans at the primary again")
+        assert not after & backup.span_ids()
+
+        sent = before | during | recovering | after
+        delivered = lambda: upstream.span_ids() | returned.span_ids() | backup.span_ids()  # noqa: E731
+        wait_until(lambda: delivered() >= sent, timeout=30, message="every span at the primary or the backup")
+        assert delivered() == sent
+        # fan-out: the audit exporter in the same pipeline as the connector got everything
+        wait_until(lambda: audit.span_ids() >= sent, timeout=30, message="every span at the audit upstream")
+        assert audit.span_ids() == sent
+        wait_until(lambda: agent.metric("edgeagent_queue_items", exporter="failover") == 0, timeout=10)
+        assert _log_count(agent, SWITCHED_DOWN) == 1 and _log_count(agent, SWITCHED_UP) == 1, agent.log()
+        assert agent.terminate() == 0
+    finally:
+        for server in (backup, audit, returned):
+            if server is not None:
+                server.stop()
+
+
+def test_with_every_level_down_data_stays_queued_until_a_level_returns(agents, tmp_path):
+    primary_port, backup_port = free_port(), free_port()
+    audit = Upstream(free_port()).start()
+    backup = Upstream(backup_port)
+    try:
+        agent = _start(agents, tmp_path, primary_port, backup, audit)
+        sent = send_spans("http", agent.http_port, 500)
+        assert agent.metric("otelcol_receiver_accepted_spans") == 500
+        wait_until(lambda: agent.metric("otelcol_exporter_send_failed_spans", exporter="otlphttp/backup") > 0,
+                   timeout=30, message="a failed attempt at every level")
+        assert agent.metric("edgeagent_queue_items", exporter="failover") == 500
+
+        backup.start()
+        wait_until(lambda: backup.span_ids() >= sent, timeout=30, message="the backlog at the backup")
+        assert backup.span_ids() == sent
+        assert _active_level(agent) == 1
+        wait_until(lambda: agent.metric("edgeagent_queue_items", exporter="failover") == 0, timeout=10)
+        assert agent.terminate() == 0
+    finally:
+        backup.stop()
+        audit.stop()
