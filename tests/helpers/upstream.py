@@ -97,7 +97,6 @@ class Upstream:
     hang: float = 0.0
     max_items: int | None = None
     rejected: int = 0
-    ssl_context: ssl.SSLContext | None = None  # serve HTTPS with this context
     requests: list[Received] = field(default_factory=list)
     calls: list[Attempt] = field(default_factory=list)
 
