@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from edgeagent.config.types import split_endpoint
 from edgeagent.connectors.failover import FailoverConnector
 from edgeagent.connectors.subpipeline import SubPipeline
 from edgeagent.errors import RetryableError, ShutdownError
+from edgeagent.exporters.link import Link
 from edgeagent.exporters.sender import BatchSettings, Sender
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
 from edgeagent.extensions.metrics import Metrics
@@ -249,12 +251,18 @@ class Agent:
                 exporter_batches.setdefault(key, settings)
             running.targets = [(self.stores[key], queues) for key, queues in by_store.items()]
             self.pipelines.append(running)
+        links: dict[str, Link] = {}
         for (exp_id, signal), settings in exporter_batches.items():
             exporter = self._target(exp_id)
-            store = self.stores[exporter.config.sending_queue.storage or DEFAULT_STORAGE]
+            queue_config = exporter.config.sending_queue
+            if exp_id not in links:  # one link per exporter: all its signals share the upstream's state
+                signals = sum(1 for key in exporter_batches if key[0] == exp_id)
+                links[exp_id] = Link(queue_config.num_consumers * signals, exporter.config.retry_on_failure,
+                                     functools.partial(self.upstream_state, exp_id))
+            store = self.stores[queue_config.storage or DEFAULT_STORAGE]
             queue = store.queues[f"{exp_id}/{signal.label}"]
-            self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure,
-                                       exporter.config.sending_queue.num_consumers, settings, self))
+            self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure, queue_config.num_consumers,
+                                       settings, self, links[exp_id], queue_config.drain_order == "newest_first"))
         for spec, running in zip(self.config.pipelines, self.pipelines):
             for rec_id in spec.receivers:
                 if rec_id in self.config.connectors:
