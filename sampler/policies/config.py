@@ -1,0 +1,276 @@
+"""The `policies:` list of `tail_sampling`, as otelcol writes it.
+
+Each entry has a `name`, a `type` and the block named after its type:
+
+    - name: slow
+      type: latency
+      latency: {threshold_ms: 500}
+
+Blocks otelcol reads but a type does not use are errors here, not silently ignored, and so
+are values otelcol would skip (an empty string in `values`, a `rate_allocation` naming no
+sub-policy). `and` and `drop` take the simple types as sub-policies, `not` one of them,
+`composite` the simple types and `and`, exactly where otelcol allows them.
+
+Where otelcol has a zero that means "not set" (numeric_attribute's bounds, latency's upper
+threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from edgeagent.component import ComponentConfig
+
+STATUS_CODES = ("OK", "ERROR", "UNSET")
+# what and_sub_policy, drop_sub_policy and not_sub_policy may hold
+SIMPLE_TYPES = ("always_sample", "latency", "numeric_attribute", "probabilistic", "status_code",
+                "string_attribute", "rate_limiting", "bytes_limiting", "span_count", "trace_state",
+                "boolean_attribute", "trace_flags")
+BLOCKLESS_TYPES = ("always_sample", "trace_flags")
+_RE2_UNSUPPORTED = re.compile(r"\(\?<?[=!]|\(\?P=|\\[1-9]")
+
+
+class LatencyConfig(ComponentConfig):
+    threshold_ms: int = Field(0, ge=0)
+    upper_threshold_ms: int = Field(0, ge=0)  # 0: no upper bound
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "LatencyConfig":
+        if self.upper_threshold_ms and self.upper_threshold_ms <= self.threshold_ms:
+            raise ValueError(f"upper_threshold_ms ({self.upper_threshold_ms}) must be greater than threshold_ms "
+                             f"({self.threshold_ms}), or 0 for no upper bound")
+        return self
+
+
+class NumericAttributeConfig(ComponentConfig):
+    key: str = Field(min_length=1)
+    min_value: int = 0  # 0: no lower bound, as in otelcol
+    max_value: int = 0  # 0: no upper bound
+    invert_match: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "NumericAttributeConfig":
+        if not self.min_value and not self.max_value:
+            raise ValueError("set min_value and/or max_value (a bound of 0 means no bound, as in otelcol)")
+        if self.min_value and self.max_value and self.min_value > self.max_value:
+            raise ValueError(f"min_value ({self.min_value}) must not be greater than max_value ({self.max_value})")
+        return self
+
+
+class ProbabilisticConfig(ComponentConfig):
+    hash_salt: str = ""  # "": otelcol's default salt, so both keep the same traces
+    sampling_percentage: float = Field(ge=0, le=100)
+
+
+class StatusCodeConfig(ComponentConfig):
+    status_codes: list[str] = Field(min_length=1)
+
+    @field_validator("status_codes")
+    @classmethod
+    def _known(cls, codes: list[str]) -> list[str]:
+        unknown = [code for code in codes if code not in STATUS_CODES]
+        if unknown:
+            raise ValueError(f"unknown status code {unknown[0]!r}; supported: {', '.join(STATUS_CODES)} (upper case)")
+        return codes
+
+
+class StringAttributeConfig(ComponentConfig):
+    key: str = Field(min_length=1)
+    values: list[str] = Field(min_length=1)
+    enabled_regex_matching: bool = False
+    cache_max_size: int | None = Field(None, ge=0)  # 0 or unset: otelcol's 128
+    invert_match: bool = False
+
+    @model_validator(mode="after")
+    def _values(self) -> "StringAttributeConfig":
+        if self.enabled_regex_matching:
+            for value in self.values:
+                check_regex(value)
+            return self
+        if self.cache_max_size is not None:
+            raise ValueError("cache_max_size only applies with enabled_regex_matching: true; remove it or enable "
+                             "regex matching")
+        if "" in self.values:
+            raise ValueError("values: an empty string never matches (otelcol skips it); remove it")
+        return self
+
+
+def check_regex(pattern: str) -> None:
+    """Accept what Go's RE2 accepts and Python compiles alike; say what to change otherwise."""
+    if _RE2_UNSUPPORTED.search(pattern):
+        raise ValueError(f"regular expression {pattern!r} uses lookaround or a backreference, which otelcol's "
+                         f"RE2 engine does not support; rewrite it without them")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+
+
+class BooleanAttributeConfig(ComponentConfig):
+    key: str = Field(min_length=1)
+    value: bool
+    invert_match: bool = False
+
+
+class SpanCountConfig(ComponentConfig):
+    min_spans: int = Field(0, ge=0)
+    max_spans: int = Field(0, ge=0)  # 0: no upper bound
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SpanCountConfig":
+        if self.max_spans and self.max_spans < self.min_spans:
+            raise ValueError(f"max_spans ({self.max_spans}) must not be less than min_spans ({self.min_spans}), "
+                             f"or 0 for no upper bound")
+        return self
+
+
+class TraceStateConfig(ComponentConfig):
+    key: str = Field(min_length=1)
+    values: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _values(self) -> "TraceStateConfig":
+        for value in self.values:
+            if not value:
+                raise ValueError("values: an empty string never matches (otelcol skips it); remove it")
+            if len(self.key) + len(value) >= 256:
+                raise ValueError(f"values: {value!r} is too long: a tracestate member (key=value) holds at most "
+                                 f"256 characters, so otelcol skips it; shorten it")
+        return self
+
+
+class RateLimitingConfig(ComponentConfig):
+    spans_per_second: int = Field(gt=0)
+    burst_capacity: int = Field(0, ge=0)  # 0: twice spans_per_second, as in otelcol
+
+
+class BytesLimitingConfig(ComponentConfig):
+    bytes_per_second: int = Field(gt=0)
+    burst_capacity: int = Field(0, ge=0)  # 0: twice bytes_per_second, as in otelcol
+
+
+class SharedPolicyConfig(ComponentConfig):
+    """A policy of one of the simple types: what `and`, `drop` and `not` may hold."""
+
+    types: ClassVar[tuple[str, ...]] = SIMPLE_TYPES
+    blocks: ClassVar[dict[str, str]] = {name: name for name in SIMPLE_TYPES if name not in BLOCKLESS_TYPES}
+
+    name: str = ""
+    type: str
+    latency: LatencyConfig | None = None
+    numeric_attribute: NumericAttributeConfig | None = None
+    probabilistic: ProbabilisticConfig | None = None
+    status_code: StatusCodeConfig | None = None
+    string_attribute: StringAttributeConfig | None = None
+    rate_limiting: RateLimitingConfig | None = None
+    bytes_limiting: BytesLimitingConfig | None = None
+    span_count: SpanCountConfig | None = None
+    trace_state: TraceStateConfig | None = None
+    boolean_attribute: BooleanAttributeConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _type_and_block(cls, data: Any) -> Any:
+        """Checked before the blocks, so a block under the wrong key is reported as that, not as its contents."""
+        if not isinstance(data, dict):
+            return data
+        kind = data.get("type")
+        if "ottl_condition" in data or kind == "ottl_condition":
+            raise ValueError("ottl_condition: OTTL conditions are not supported; express the condition with "
+                             "string_attribute, numeric_attribute, boolean_attribute, status_code, latency, "
+                             "span_count, trace_state or trace_flags, combined with and, not or drop")
+        if not isinstance(kind, str):
+            return data  # reported as a missing or invalid `type`
+        if kind not in cls.types:
+            raise ValueError(f"unknown policy type {kind!r} here; supported: {', '.join(cls.types)}")
+        for key in cls.blocks:
+            if key != kind and key in data:
+                raise ValueError(f"{key}: this block configures type {key}, but the policy's type is {kind}; "
+                                 f"remove the block or set type: {key}")
+        if kind in cls.blocks and data.get(kind) is None:
+            raise ValueError(f"type {kind} needs its settings under the key {kind}")
+        return data
+
+    def block(self) -> Any:
+        """The settings of this policy's type (None for always_sample and trace_flags)."""
+        attribute = self.blocks.get(self.type)
+        return getattr(self, attribute) if attribute else None
+
+
+class AndConfig(ComponentConfig):
+    and_sub_policy: list[SharedPolicyConfig] = Field(min_length=1)
+
+
+class DropConfig(ComponentConfig):
+    drop_sub_policy: list[SharedPolicyConfig] = Field(min_length=1)
+
+
+class NotConfig(ComponentConfig):
+    not_sub_policy: SharedPolicyConfig
+
+
+class CompositeSubPolicyConfig(SharedPolicyConfig):
+    """What composite_sub_policy holds: the simple types and `and`."""
+
+    types: ClassVar[tuple[str, ...]] = SIMPLE_TYPES + ("and",)
+    blocks: ClassVar[dict[str, str]] = {**SharedPolicyConfig.blocks, "and": "and_"}
+
+    and_: AndConfig | None = Field(None, alias="and")
+
+
+class RateAllocationConfig(ComponentConfig):
+    policy: str = Field(min_length=1)
+    # of max_total_spans_per_second (a share above it is capped at it); 0: an equal share, as in otelcol
+    percent: int = Field(ge=0)
+
+
+class CompositeConfig(ComponentConfig):
+    max_total_spans_per_second: int = Field(gt=0)
+    policy_order: list[str] = Field(default_factory=list)
+    composite_sub_policy: list[CompositeSubPolicyConfig] = Field(min_length=1)
+    rate_allocation: list[RateAllocationConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _names(self) -> "CompositeConfig":
+        names = [sub.name for sub in self.composite_sub_policy]
+        if "" in names:
+            raise ValueError("composite_sub_policy: every sub-policy needs a name (rate_allocation refers to it)")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"composite_sub_policy: names must be unique; repeated: {', '.join(repeated)}")
+        if self.policy_order and self.policy_order != names:
+            raise ValueError(f"policy_order [{', '.join(self.policy_order)}] differs from composite_sub_policy's "
+                             f"order [{', '.join(names)}]; otelcol evaluates sub-policies in composite_sub_policy "
+                             f"order and does not read policy_order, so list them in that order here as well (or "
+                             f"remove policy_order)")
+        allocated = [allocation.policy for allocation in self.rate_allocation]
+        for policy in allocated:
+            if policy not in names:
+                raise ValueError(f"rate_allocation: {policy!r} is not a composite_sub_policy; use one of "
+                                 f"{', '.join(names)}")
+            if allocated.count(policy) > 1:
+                raise ValueError(f"rate_allocation: {policy!r} is allocated more than once; keep one entry")
+        return self
+
+
+class PolicyConfig(CompositeSubPolicyConfig):
+    """One entry of `policies:`."""
+
+    types: ClassVar[tuple[str, ...]] = SIMPLE_TYPES + ("and", "not", "drop", "composite")
+    blocks: ClassVar[dict[str, str]] = {**CompositeSubPolicyConfig.blocks, "not": "not_", "drop": "drop",
+                                        "composite": "composite"}
+
+    name: str
+    not_: NotConfig | None = Field(None, alias="not")
+    drop: DropConfig | None = None
+    composite: CompositeConfig | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        if not name:
+            raise ValueError("a policy needs a name: it labels the policy's decisions in the metrics")
+        return name
