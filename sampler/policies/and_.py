@@ -1,0 +1,32 @@
+"""`and`: sample a trace when every sub-policy (`and_sub_policy`) samples it.
+
+Sub-policies are evaluated in order and the first NotSampled or InvertNotSampled ends it; an
+InvertSampled counts as sampled. The answer is Sampled or NotSampled, never an inverted one.
+Stateful sub-policies after a refusing one (a rate limiter) are not evaluated, so they spend
+nothing on the trace, as in otelcol.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from sampler.policies.base import Evaluator
+from sampler.trace import Decision, Trace
+
+REFUSALS = (Decision.NOT_SAMPLED, Decision.INVERTED_NOT_SAMPLED)
+
+
+def all_sample(subpolicies: Sequence[Evaluator], trace: Trace) -> bool:
+    """Whether every sub-policy samples the trace, stopping at the first that does not."""
+    for policy in subpolicies:
+        if policy.evaluate(trace) in REFUSALS:
+            return False
+    return True
+
+
+class And:
+    def __init__(self, subpolicies: Sequence[Evaluator]):
+        self.subpolicies = tuple(subpolicies)
+
+    def evaluate(self, trace: Trace) -> Decision:
+        return Decision.SAMPLED if all_sample(self.subpolicies, trace) else Decision.NOT_SAMPLED

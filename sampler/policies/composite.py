@@ -1,0 +1,70 @@
+"""`composite`: sub-policies, each with a share of `max_total_spans_per_second`.
+
+Exactly as otelcol:
+  * Sub-policies (`composite_sub_policy`) are evaluated in the order they are defined; the
+    first to sample the trace (Sampled or InvertSampled) decides, and no later one is tried.
+  * That sub-policy keeps the trace only when its spans counted in the current second, plus
+    the trace's spans, stay within its share and within max_total_spans_per_second; otherwise
+    the trace is not sampled (and nothing is counted). The cap applies to each sub-policy's
+    count: otelcol does not add the sub-policies' counts up.
+  * A share is `percent` of max_total_spans_per_second from `rate_allocation`; a sub-policy
+    without one (or with percent 0) gets max_total_spans_per_second / number of sub-policies.
+    Shares are truncated to whole spans.
+  * Counts restart when the clock enters a new whole second.
+otelcol does not read `policy_order`; the config accepts it only in composite_sub_policy's order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from sampler.policies.base import Evaluator
+from sampler.policies.config import CompositeConfig
+from sampler.trace import Decision, Trace
+
+KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
+
+
+@dataclass
+class Share:
+    name: str
+    policy: Evaluator
+    spans_per_second: int
+    spans_this_second: int = 0
+
+
+def shares(config: CompositeConfig) -> dict[str, int]:
+    """Spans per second for each sub-policy by name, as otelcol allocates them."""
+    total = float(config.max_total_spans_per_second)
+    default = total / len(config.composite_sub_policy)
+    percents = {allocation.policy: allocation.percent for allocation in config.rate_allocation}
+    allocated = {}
+    for sub in config.composite_sub_policy:
+        percent = percents.get(sub.name, 0)
+        allocated[sub.name] = int(percent / 100 * total) if percent > 0 else int(default)
+    return allocated
+
+
+class Composite:
+    def __init__(self, max_total_spans_per_second: int, subpolicies: Sequence[Share], clock: Callable[[], float]):
+        self.max_total = max_total_spans_per_second
+        self.subpolicies = tuple(subpolicies)
+        self.clock = clock
+        self.second: int | None = None
+
+    def evaluate(self, trace: Trace) -> Decision:
+        second = math.floor(self.clock())
+        if second != self.second:
+            self.second = second
+            for share in self.subpolicies:
+                share.spans_this_second = 0
+        for share in self.subpolicies:
+            if share.policy.evaluate(trace) in KEEPS:
+                counted = share.spans_this_second + trace.span_count
+                if counted <= share.spans_per_second and counted <= self.max_total:
+                    share.spans_this_second = counted
+                    return Decision.SAMPLED
+                return Decision.NOT_SAMPLED
+        return Decision.NOT_SAMPLED

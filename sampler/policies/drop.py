@@ -1,0 +1,21 @@
+"""`drop`: drop a trace when every sub-policy (`drop_sub_policy`) samples it.
+
+The sub-policies combine as `and` does. A Dropped decision vetoes every other policy: drop
+policies are evaluated before all others and the first Dropped ends the evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from sampler.policies.and_ import all_sample
+from sampler.policies.base import Evaluator
+from sampler.trace import Decision, Trace
+
+
+class Drop:
+    def __init__(self, subpolicies: Sequence[Evaluator]):
+        self.subpolicies = tuple(subpolicies)
+
+    def evaluate(self, trace: Trace) -> Decision:
+        return Decision.DROPPED if all_sample(self.subpolicies, trace) else Decision.NOT_SAMPLED

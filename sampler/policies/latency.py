@@ -1,0 +1,46 @@
+"""`latency`: sample a trace by its duration, the latest span end minus the earliest span start.
+
+Exactly as otelcol computes it: spans are visited in order, keeping the earliest start and the
+latest end seen so far (a timestamp of 0 counts as unset), and the trace is sampled as soon as
+that running duration, in whole milliseconds (truncated), is
+  * at least `threshold_ms`, without an upper threshold;
+  * above `threshold_ms` and at most `upper_threshold_ms`, with one.
+With an upper threshold a trace can therefore be sampled on a prefix of its spans whose
+duration is in range even when the whole trace lasts longer.
+"""
+
+from __future__ import annotations
+
+from sampler.policies.config import LatencyConfig
+from sampler.trace import Decision, Trace
+
+_NS_PER_MS = 1_000_000
+
+
+def whole_ms(nanoseconds: int) -> int:
+    """Go's Duration.Milliseconds(): integer division truncated toward zero."""
+    if nanoseconds >= 0:
+        return nanoseconds // _NS_PER_MS
+    return -(-nanoseconds // _NS_PER_MS)
+
+
+class Latency:
+    def __init__(self, config: LatencyConfig):
+        self.threshold_ms = config.threshold_ms
+        self.upper_threshold_ms = config.upper_threshold_ms
+
+    def evaluate(self, trace: Trace) -> Decision:
+        low, high = self.threshold_ms, self.upper_threshold_ms
+        earliest = latest = 0
+        for batch in trace.batches:
+            for scope_spans in batch.scope_spans:
+                for span in scope_spans.spans:
+                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                    if earliest == 0 or start < earliest:
+                        earliest = start
+                    if latest == 0 or end > latest:
+                        latest = end
+                    duration = whole_ms(latest - earliest)
+                    if (low < duration <= high) if high else (duration >= low):
+                        return Decision.SAMPLED
+        return Decision.NOT_SAMPLED

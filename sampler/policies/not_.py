@@ -1,0 +1,18 @@
+"""`not`: the opposite of one sub-policy (`not_sub_policy`): Sampled becomes NotSampled and the
+reverse; any other decision (an inverted one) passes through unchanged, as in otelcol."""
+
+from __future__ import annotations
+
+from sampler.policies.base import Evaluator
+from sampler.trace import Decision, Trace
+
+_OPPOSITE = {Decision.SAMPLED: Decision.NOT_SAMPLED, Decision.NOT_SAMPLED: Decision.SAMPLED}
+
+
+class Not:
+    def __init__(self, subpolicy: Evaluator):
+        self.subpolicy = subpolicy
+
+    def evaluate(self, trace: Trace) -> Decision:
+        decision = self.subpolicy.evaluate(trace)
+        return _OPPOSITE.get(decision, decision)

@@ -1,0 +1,22 @@
+"""`rate_limiting`: sample traces while the spans sampled stay within `spans_per_second`.
+
+otelcol's token bucket: a trace takes as many tokens as it has spans; the bucket refills at
+`spans_per_second` and holds `burst_capacity` (twice `spans_per_second` when 0).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from sampler.policies.config import RateLimitingConfig
+from sampler.policies.token_bucket import TokenBucket
+from sampler.trace import Decision, Trace
+
+
+class RateLimiting:
+    def __init__(self, config: RateLimitingConfig, clock: Callable[[], float]):
+        burst = config.burst_capacity or 2 * config.spans_per_second
+        self.bucket = TokenBucket(config.spans_per_second, burst, clock)
+
+    def evaluate(self, trace: Trace) -> Decision:
+        return Decision.SAMPLED if self.bucket.allow(trace.span_count) else Decision.NOT_SAMPLED
