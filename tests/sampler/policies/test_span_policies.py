@@ -1,0 +1,131 @@
+"""status_code, latency, span_count, trace_state, trace_flags and always_sample, row by row.
+
+Each row is a policy as it stands in `policies:` and the decision it gives each trace of its
+table (S sampled, N not sampled). Times are in milliseconds.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sampler.trace import Trace
+from tests.sampler.policies.traces import decisions, span, spans_trace
+
+
+def check(snippet: str, traces: dict, expected: str) -> None:
+    assert decisions(snippet, traces) == dict(zip(traces, expected.split(), strict=True))
+
+
+STATUS_TRACES = {
+    "ok": spans_trace(span(status="OK")),
+    "error": spans_trace(span(status="ERROR")),
+    "unset": spans_trace(span()),
+    "ok_then_error": spans_trace(span(status="OK"), span(status="ERROR")),
+    "no_spans": Trace(trace_id=bytes(16)),
+}
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    pytest.param("{name: p, type: status_code, status_code: {status_codes: [ERROR]}}", "N S N S N", id="error"),
+    pytest.param("{name: p, type: status_code, status_code: {status_codes: [OK, UNSET]}}", "S N S S N", id="ok-unset"),
+    pytest.param("{name: p, type: status_code, status_code: {status_codes: [UNSET]}}", "N N S N N", id="unset"),
+])
+def test_status_code_decides_each_trace_as_otelcol(snippet, expected):
+    check(snippet, STATUS_TRACES, expected)
+
+
+LATENCY_TRACES = {
+    "fast": spans_trace(span(start_ms=0, end_ms=100)),
+    "slow": spans_trace(span(start_ms=0, end_ms=6000)),
+    "exactly_5s": spans_trace(span(start_ms=0, end_ms=5000)),
+    "spread_over_spans": spans_trace(span(start_ms=0, end_ms=100), span(start_ms=4000, end_ms=5100)),
+    "just_under_5s": spans_trace(span(start_ms=0, end_ms=4999.9)),  # 4999 whole milliseconds
+    "long_after_a_short_prefix": spans_trace(span(start_ms=0, end_ms=1500), span(start_ms=0, end_ms=20000)),
+    "late_span_first": spans_trace(span(start_ms=10000, end_ms=10100), span(start_ms=0, end_ms=100)),
+    "instant": spans_trace(span(start_ms=0, end_ms=0)),
+}
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    pytest.param("{name: p, type: latency, latency: {threshold_ms: 5000}}", "N S S S N S S N", id="threshold"),
+    pytest.param("{name: p, type: latency, latency: {threshold_ms: 5000, upper_threshold_ms: 10000}}",
+                 "N S N S N N N N", id="threshold-exclusive-with-upper"),
+    # otelcol decides on the running duration: a prefix in range samples a trace that ends up longer
+    pytest.param("{name: p, type: latency, latency: {upper_threshold_ms: 1000}}", "S N N S N N S N",
+                 id="upper-threshold-only"),
+    pytest.param("{name: p, type: latency, latency: {threshold_ms: 1000, upper_threshold_ms: 2000}}",
+                 "N N N N N S N N", id="window-on-a-prefix"),
+    pytest.param("{name: p, type: latency, latency: {threshold_ms: 0}}", "S S S S S S S S", id="zero-threshold"),
+])
+def test_latency_decides_each_trace_as_otelcol(snippet, expected):
+    check(snippet, LATENCY_TRACES, expected)
+
+
+def _spans(count: int) -> Trace:
+    return spans_trace(*(span() for _ in range(count)))
+
+
+SPAN_COUNT_TRACES = {"one": _spans(1), "two": _spans(2), "five": _spans(5), "twenty": _spans(20),
+                     "twenty_one": _spans(21)}
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    pytest.param("{name: p, type: span_count, span_count: {min_spans: 2, max_spans: 20}}", "N S S S N", id="range"),
+    pytest.param("{name: p, type: span_count, span_count: {min_spans: 2}}", "N S S S S", id="min-only"),
+    pytest.param("{name: p, type: span_count, span_count: {max_spans: 5}}", "S S S N N", id="max-only"),
+    pytest.param("{name: p, type: span_count, span_count: {min_spans: 5, max_spans: 5}}", "N N S N N",
+                 id="exactly"),
+    pytest.param("{name: p, type: span_count, span_count: {}}", "S S S S S", id="no-bounds"),
+])
+def test_span_count_decides_each_trace_as_otelcol(snippet, expected):
+    check(snippet, SPAN_COUNT_TRACES, expected)
+
+
+def _members(count: int) -> str:
+    return ",".join([f"vendor{number}=x" for number in range(count - 1)] + ["key3=value1"])
+
+
+TRACE_STATE_TRACES = {
+    "match": spans_trace(span(trace_state="key3=value1")),
+    "other_value": spans_trace(span(trace_state="key3=zzz")),
+    "other_key": spans_trace(span(trace_state="rojo=value1")),
+    "among_members_with_spaces": spans_trace(span(trace_state="rojo=00f067aa0ba902b7 ,\tkey3=value2")),
+    "duplicate_key": spans_trace(span(trace_state="key3=value1,key3=value2")),
+    "member_without_key": spans_trace(span(trace_state="key3=value1,=x")),
+    "upper_case_key": spans_trace(span(trace_state="Key3=value1")),
+    "no_trace_state": spans_trace(span()),
+    "second_span": spans_trace(span(), span(trace_state="key3=value1")),
+    "32_members": spans_trace(span(trace_state=_members(32))),
+    "33_members": spans_trace(span(trace_state=_members(33))),
+    "empty_members": spans_trace(span(trace_state=",,key3=value1,")),
+}
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    pytest.param("{name: p, type: trace_state, trace_state: {key: key3, values: [value1, value2]}}",
+                 "S N N S N N N N S S N S", id="key-values"),
+    pytest.param("{name: p, type: trace_state, trace_state: {key: rojo, values: [00f067aa0ba902b7]}}",
+                 "N N N S N N N N N N N N", id="other-key"),
+])
+def test_trace_state_decides_each_trace_as_otelcol(snippet, expected):
+    check(snippet, TRACE_STATE_TRACES, expected)
+
+
+def test_trace_state_reads_multi_tenant_keys():
+    traces = {"tenant": spans_trace(span(trace_state="acme@vendor=v")),
+              "digit_tenant": spans_trace(span(trace_state="1acme@vendor=v")),
+              "digit_system": spans_trace(span(trace_state="acme@1vendor=v"))}
+    check("{name: p, type: trace_state, trace_state: {key: acme@vendor, values: [v]}}", traces, "S N N")
+    check("{name: p, type: trace_state, trace_state: {key: 1acme@vendor, values: [v]}}", traces, "N S N")
+
+
+def test_trace_flags_samples_a_trace_with_the_sampled_bit_on_any_span():
+    traces = {"unsampled": spans_trace(span(flags=0)), "sampled": spans_trace(span(flags=0x01)),
+              "sampled_with_high_bits": spans_trace(span(flags=0x301)),
+              "high_bits_only": spans_trace(span(flags=0x300)),
+              "second_span": spans_trace(span(), span(flags=0x01))}
+    check("{name: p, type: trace_flags}", traces, "N S S N S")
+
+
+def test_always_sample_samples_every_trace():
+    check("{name: p, type: always_sample}", {"empty": Trace(trace_id=bytes(16)), "one": _spans(1)}, "S S")
