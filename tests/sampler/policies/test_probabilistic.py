@@ -1,0 +1,103 @@
+"""probabilistic keeps exactly the traces otelcol keeps.
+
+The reference here is written from the definitions, not taken from the product: FNV-1a 64
+(offset basis 14695981039346656037, prime 1099511628211, xor then multiply, per byte) over the
+salt and then the 16 trace id bytes, and `hash <= threshold`. The thresholds and hashes in the
+tables were computed with Go's hash/fnv and math/big, the way otelcol computes them:
+new(big.Float).SetInt(MaxUint64).Mul(…, big.NewFloat(percentage / 100)).Uint64().
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sampler.policies import build_policy
+from sampler.policies.probabilistic import threshold
+from sampler.trace import Decision, Trace
+from tests.sampler.policies.traces import decisions, policy_config
+
+GO_THRESHOLDS = {
+    0: 0,
+    0.1: 18446744073709551,
+    1: 184467440737095519,
+    10: 1844674407370955263,
+    25: 4611686018427387903,
+    33.3: 6142765776545279999,
+    50: 9223372036854775807,
+    99.99: 18444899399302178815,
+    100: 18446744073709551615,
+}
+
+# trace id -> (hash with otelcol's default salt "default-hash-seed", hash with salt "edge"), from Go
+GO_HASHES = {
+    "00000000000000000000000000000000": (16254958829412527165, 5222461262543830908),
+    "0102030405060708090a0b0c0d0e0f10": (15838989281584434349, 5249471267122162540),
+    "ffffffffffffffffffffffffffffffff": (1711019809656077869, 3653747116726105964),
+    "4bf92f3577b34da6a3ce929d0e0e4736": (11908981664384643253, 9729110786463429008),
+}
+
+
+def reference_fnv1a_64(data: bytes) -> int:
+    state = 14695981039346656037
+    for byte in data:
+        state ^= byte
+        state = (state * 1099511628211) % 2**64
+    return state
+
+
+def reference_sampled(salt: str, trace_id: bytes, percentage: float) -> bool:
+    return reference_fnv1a_64((salt or "default-hash-seed").encode() + trace_id) <= GO_THRESHOLDS[percentage]
+
+
+def test_the_reference_hash_is_gos_fnv1a():
+    for trace_id, (default_salt, edge_salt) in GO_HASHES.items():
+        assert reference_fnv1a_64(b"default-hash-seed" + bytes.fromhex(trace_id)) == default_salt
+        assert reference_fnv1a_64(b"edge" + bytes.fromhex(trace_id)) == edge_salt
+
+
+@pytest.mark.parametrize("percentage", list(GO_THRESHOLDS))
+def test_threshold_is_gos_math_big_product(percentage):
+    assert threshold(percentage) == GO_THRESHOLDS[percentage]
+
+
+def test_known_trace_ids_get_otelcols_decision():
+    traces = {trace_id: Trace(trace_id=bytes.fromhex(trace_id)) for trace_id in GO_HASHES}
+    # with the default salt the hashes rank 1711…, 11908…, 15838…, 16254…: 25 % keeps the first only
+    assert decisions("{name: p, type: probabilistic, probabilistic: {sampling_percentage: 25}}", traces) == {
+        "00000000000000000000000000000000": "N", "0102030405060708090a0b0c0d0e0f10": "N",
+        "ffffffffffffffffffffffffffffffff": "S", "4bf92f3577b34da6a3ce929d0e0e4736": "N"}
+    # salted "edge", 33.3 % (6142…) keeps all four hashes below it: 5222…, 5249…, 3653…; not 9729…
+    assert decisions("{name: p, type: probabilistic, probabilistic: {hash_salt: edge, sampling_percentage: 33.3}}",
+                     traces) == {"00000000000000000000000000000000": "S", "0102030405060708090a0b0c0d0e0f10": "S",
+                                 "ffffffffffffffffffffffffffffffff": "S", "4bf92f3577b34da6a3ce929d0e0e4736": "N"}
+
+
+@pytest.mark.parametrize("salt, percentage", [("", 10), ("edge", 33.3), ("tier-2", 0.1)])
+def test_decisions_equal_the_reference_on_100000_random_trace_ids(salt, percentage):
+    policy = build_policy(policy_config(
+        f"{{name: p, type: probabilistic, probabilistic: {{hash_salt: '{salt}', sampling_percentage: {percentage}}}}}"),
+        None)
+    rng = random.Random(f"{salt}/{percentage}")
+    kept = 0
+    for _ in range(100_000):
+        trace_id = rng.randbytes(16)
+        sampled = policy.evaluate(Trace(trace_id=trace_id)) is Decision.SAMPLED
+        assert sampled == reference_sampled(salt, trace_id, percentage), trace_id.hex()
+        kept += sampled
+    expected = 100_000 * percentage / 100
+    spread = 5 * (expected * (1 - percentage / 100)) ** 0.5 + 1  # five standard deviations
+    assert abs(kept - expected) <= spread
+
+
+def test_a_salt_changes_which_traces_are_kept():
+    rng = random.Random(7)
+    ids = [rng.randbytes(16) for _ in range(10_000)]
+    plain = build_policy(policy_config("{name: p, type: probabilistic, probabilistic: {sampling_percentage: 10}}"),
+                         None)
+    salted = build_policy(policy_config(
+        "{name: p, type: probabilistic, probabilistic: {hash_salt: other, sampling_percentage: 10}}"), None)
+    kept_plain = {trace_id for trace_id in ids if plain.evaluate(Trace(trace_id=trace_id)) is Decision.SAMPLED}
+    kept_salted = {trace_id for trace_id in ids if salted.evaluate(Trace(trace_id=trace_id)) is Decision.SAMPLED}
+    assert len(kept_plain & kept_salted) < 0.2 * len(kept_plain)  # about 10 % overlap, as independent draws

@@ -1,0 +1,96 @@
+"""rate_limiting and bytes_limiting: otelcol's token bucket (golang.org/x/time/rate) on a fake clock.
+
+Each row is a policy and a sequence of steps: advance the clock by so many seconds, then offer a
+trace of so many spans (or bytes), and the decision expected.
+"""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
+
+from sampler.policies import build_policy
+from sampler.policies.bytes_limiting import traces_data_size
+from sampler.trace import Decision, Trace
+from tests.sampler.policies.traces import SHORT, FakeClock, batch, policy_config, span, spans_trace, trace
+
+
+def run(snippet: str, steps: list[tuple[float, Trace, str]]) -> None:
+    clock = FakeClock()
+    policy = build_policy(policy_config(snippet), clock)
+    for number, (advance, item, expected) in enumerate(steps):
+        clock.advance(advance)
+        assert policy.evaluate(item) is SHORT[expected], f"step {number}"
+
+
+def spans(count: int) -> Trace:
+    return spans_trace(*(span() for _ in range(count)))
+
+
+RATE_ROWS = [
+    pytest.param("{name: p, type: rate_limiting, rate_limiting: {spans_per_second: 10}}", [
+        (0, spans(15), "S"),    # the bucket starts full: twice spans_per_second
+        (0, spans(6), "N"),     # 5 left: a refused trace takes nothing
+        (0, spans(5), "S"),
+        (0.5, spans(5), "S"),   # half a second refills 5
+        (0, spans(1), "N"),
+        (60, spans(21), "N"),   # more than the bucket holds never passes
+        (0, spans(20), "S"),
+    ], id="default-burst"),
+    pytest.param("{name: p, type: rate_limiting, rate_limiting: {spans_per_second: 100, burst_capacity: 10}}", [
+        (0, spans(10), "S"),
+        (0.05, spans(5), "S"),
+        (0, spans(1), "N"),
+        (3600, spans(11), "N"),
+        (0, spans(10), "S"),
+    ], id="burst-capacity"),
+    pytest.param("{name: p, type: rate_limiting, rate_limiting: {spans_per_second: 1}}", [
+        (0, spans(2), "S"),
+        (-10, spans(1), "N"),   # a clock going backwards refills nothing
+        (1, spans(1), "N"),     # counted from the last grant, not from the earlier reading
+        (10, spans(1), "S"),
+    ], id="clock-backwards"),
+]
+
+
+@pytest.mark.parametrize("snippet, steps", RATE_ROWS)
+def test_rate_limiting_spends_spans_from_otelcols_token_bucket(snippet, steps):
+    run(snippet, steps)
+
+
+def test_trace_size_is_otelcols_traces_size():
+    item = trace(batch([span({"http.route": "/a"}), span()], resource={"service.name": "api"}),
+                 batch([span({"k": 1})], resource={"service.name": "db"}))
+    assert traces_data_size(item) == TracesData(resource_spans=item.batches).ByteSize()
+    assert traces_data_size(Trace(trace_id=bytes(16))) == 0
+
+
+def test_bytes_limiting_spends_bytes_from_otelcols_token_bucket():
+    small = spans_trace(span())
+    large = spans_trace(*(span({"payload": "x" * 200}) for _ in range(5)))
+    size_small, size_large = traces_data_size(small), traces_data_size(large)
+    assert size_large > 4 * size_small
+    rate = size_large  # bytes per second; the bucket holds twice that
+    run(f"{{name: p, type: bytes_limiting, bytes_limiting: {{bytes_per_second: {rate}}}}}", [
+        (0, large, "S"),
+        (0, large, "S"),
+        (0, small, "N"),
+        (size_small / rate, small, "S"),   # refilled exactly what the small trace takes
+        (0, small, "N"),
+        (1, large, "S"),
+    ])
+    run(f"{{name: p, type: bytes_limiting, bytes_limiting: {{bytes_per_second: {rate}, "
+        f"burst_capacity: {size_large - 1}}}}}", [
+        (0, large, "N"),                   # larger than the burst capacity: never
+        (0, small, "S"),
+        (3600, large, "N"),
+    ])
+
+
+def test_a_shortfall_worth_less_than_a_nanosecond_still_passes_as_in_go():
+    clock = FakeClock()
+    policy = build_policy(policy_config(
+        "{name: p, type: rate_limiting, rate_limiting: {spans_per_second: 1000000, burst_capacity: 4}}"), clock)
+    assert policy.evaluate(spans(4)) is Decision.SAMPLED
+    clock.advance(0.9999e-6)  # refills 0.9999 of a token: 1e-4 short, which Go waits 0.1 ns for, i.e. 0
+    assert policy.evaluate(spans(1)) is Decision.SAMPLED
