@@ -1,0 +1,100 @@
+"""decide: how the policies' decisions combine into keep, drop or not, as otelcol's makeDecision does."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sampler.policies import build_policies, decide
+from sampler.policies.config import PolicyConfig
+from sampler.trace import Decision
+from tests.sampler.policies.traces import SHORT, FakeClock, span, spans_trace
+
+POLICIES = {
+    "all": "{name: all, type: always_sample}",
+    "errors": "{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}",
+    "not-health": """{name: not-health, type: string_attribute,
+                      string_attribute: {key: http.route, values: [/health], invert_match: true}}""",
+    "drop-health": """{name: drop-health, type: drop, drop: {drop_sub_policy: [
+                        {type: string_attribute, string_attribute: {key: http.route, values: [/health]}}]}}""",
+    "drop-debug": """{name: drop-debug, type: drop, drop: {drop_sub_policy: [
+                        {type: boolean_attribute, boolean_attribute: {key: debug, value: true}}]}}""",
+    "slow": "{name: slow, type: latency, latency: {threshold_ms: 1000}}",
+    "not-errors": "{name: not-errors, type: not, not: {not_sub_policy: {type: status_code, "
+                  "status_code: {status_codes: [ERROR]}}}}",
+    "error-and-not-health": """{name: error-and-not-health, type: and, and: {and_sub_policy: [
+                        {type: status_code, status_code: {status_codes: [ERROR]}},
+                        {type: string_attribute, string_attribute: {key: http.route, values: [/health],
+                                                                     invert_match: true}}]}}""",
+}
+
+TRACES = {
+    "health": spans_trace(span({"http.route": "/health"})),
+    "health_error": spans_trace(span({"http.route": "/health"}, status="ERROR")),
+    "api": spans_trace(span({"http.route": "/api"})),
+    "api_error": spans_trace(span({"http.route": "/api"}, status="ERROR")),
+    "api_debug_error": spans_trace(span({"http.route": "/api", "debug": True}, status="ERROR")),
+    "api_slow": spans_trace(span({"http.route": "/api"}, start_ms=0, end_ms=2000)),
+}
+
+
+def run(names: str, trace: str, first_match: bool = False) -> tuple[str, str]:
+    configs = [PolicyConfig.model_validate(yaml.safe_load(POLICIES[name])) for name in names.split()]
+    final, each = decide(build_policies(configs, FakeClock()), TRACES[trace], first_match)
+    short = {decision: abbreviation for abbreviation, decision in SHORT.items()}
+    return short[final], " ".join(f"{name}={short[decision]}" for name, decision in each.items())
+
+
+@pytest.mark.parametrize("names, trace, first_match, final, each", [
+    # a drop decision vetoes everything, and drop policies run first wherever they stand
+    ("all drop-health", "health", False, "D", "drop-health=D"),
+    ("all drop-health", "api", False, "S", "drop-health=N all=S"),
+    ("errors drop-debug drop-health", "api_debug_error", False, "D", "drop-debug=D"),
+    ("errors drop-debug drop-health", "api_error", False, "S", "drop-debug=N drop-health=N errors=S"),
+    ("all drop-health", "health", True, "D", "drop-health=D"),
+    # an inverted not-sampled decision beats any sampled one
+    ("not-health all", "health", False, "N", "not-health=IN all=S"),
+    ("not-health errors", "health_error", False, "N", "not-health=IN errors=S"),
+    # an inverted sampled decision keeps a trace only when no policy said not sampled
+    ("not-health", "api", False, "S", "not-health=IS"),
+    ("not-health errors", "api", False, "N", "not-health=IS errors=N"),
+    ("not-health errors", "api_error", False, "S", "not-health=IS errors=S"),
+    # sample_on_first_match stops at the first Sampled, not at an InvertSampled
+    ("errors slow all", "api_error", True, "S", "errors=S"),
+    ("errors slow all", "api_slow", True, "S", "errors=N slow=S"),
+    ("errors slow all", "api_slow", False, "S", "errors=N slow=S all=S"),
+    ("not-health errors", "api", True, "N", "not-health=IS errors=N"),
+    ("not-health all", "health", True, "N", "not-health=IN all=S"),
+    # not, and: plain decisions even around inverted sub-policies
+    ("not-errors", "api", False, "S", "not-errors=S"),
+    ("not-errors", "api_error", False, "N", "not-errors=N"),
+    ("error-and-not-health", "api_error", False, "S", "error-and-not-health=S"),
+    ("error-and-not-health", "health_error", False, "N", "error-and-not-health=N"),
+    # nothing sampled it
+    ("errors slow", "api", False, "N", "errors=N slow=N"),
+])
+def test_decisions_combine_as_otelcols_make_decision(names, trace, first_match, final, each):
+    assert run(names, trace, first_match) == (final, each)
+
+
+def test_no_policies_keep_nothing():
+    assert decide([], TRACES["api"], False) == (Decision.NOT_SAMPLED, {})
+
+
+def test_policies_after_a_drop_or_a_first_match_spend_no_rate_budget():
+    clock = FakeClock()
+    configs = [PolicyConfig.model_validate(yaml.safe_load(text)) for text in (
+        "{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}",
+        "{name: budget, type: rate_limiting, rate_limiting: {spans_per_second: 1, burst_capacity: 2}}",
+        POLICIES["drop-health"])]
+    policies = build_policies(configs, clock)
+    assert [policy.name for policy in policies] == ["drop-health", "errors", "budget"]
+    for _ in range(5):
+        assert decide(policies, TRACES["health"], False)[0] is Decision.DROPPED
+        assert decide(policies, TRACES["api_error"], True)[0] is Decision.SAMPLED
+    # the budget's two tokens are still there: both of these traces spend one
+    assert decide(policies, TRACES["api"], True) == (
+        Decision.SAMPLED, {"drop-health": Decision.NOT_SAMPLED, "errors": Decision.NOT_SAMPLED,
+                           "budget": Decision.SAMPLED})
+    assert decide(policies, TRACES["api"], True)[0] is Decision.SAMPLED
+    assert decide(policies, TRACES["api"], True)[0] is Decision.NOT_SAMPLED
