@@ -42,6 +42,7 @@ from edgeagent.queue.compaction import cleanup_compaction_leftovers
 from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.signals import Payload, Signal
+from sampler.stage import SamplingStage
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = ""
@@ -55,14 +56,18 @@ class RunningPipeline:
     batch: BatchProcessor | None = None
     targets: list[tuple[QueueStore, list[DurableQueue]]] = field(default_factory=list)
     direct: list[Any] = field(default_factory=list)  # exporters with sending_queue disabled
+    sampler: SamplingStage | None = None  # tail_sampling: it writes to the targets itself
 
     async def consume(self, payload: Payload) -> None:
         for processor in self.processors:
             payload = processor.process(payload)
             if payload is None:
                 return
-        body = payload.serialized()
         key = self.batch.batch_key(payload.metadata) if self.batch is not None else b""
+        if self.sampler is not None:
+            await self.sampler.ingest(payload, key)
+            return
+        body = payload.serialized()
         writes = [store.put(queues, body, payload.items, self.signal, key) for store, queues in self.targets]
         writes += [exporter_send_now(exporter, self.signal, body) for exporter in self.direct]
         if len(writes) == 1:
@@ -228,8 +233,12 @@ class Agent:
                 processors.append(self.processors[proc_id])
             batcher = next((p for p in processors if isinstance(p, BatchProcessor)), None)
             batch = batcher.config if batcher else None
-            running = RunningPipeline(spec.id, spec.signal, [p for p in processors if not isinstance(p, BatchProcessor)],
-                                      batcher)
+            plain = [p for p in processors if not isinstance(p, BatchProcessor)]
+            sampler = next((p for p in plain if isinstance(p, SamplingStage)), None)
+            after_sampler: list[Any] = []
+            if sampler is not None:  # processors after tail_sampling run on the kept traces
+                plain, after_sampler = plain[:plain.index(sampler)], plain[plain.index(sampler) + 1:]
+            running = RunningPipeline(spec.id, spec.signal, plain, batcher, sampler=sampler)
             by_store: dict[str, list[DurableQueue]] = {}
             targets = [self._target(exp_id) for exp_id in spec.exporters]
             if any(rec_id in self.config.connectors for rec_id in spec.receivers):
@@ -250,6 +259,8 @@ class Agent:
                                 extra={"exporter": exp_id, "pipeline": spec.id})
                 exporter_batches.setdefault(key, settings)
             running.targets = [(self.stores[key], queues) for key, queues in by_store.items()]
+            if sampler is not None:
+                self._attach_sampler(sampler, spec.id, running, after_sampler)
             self.pipelines.append(running)
         links: dict[str, Link] = {}
         for (exp_id, signal), settings in exporter_batches.items():
@@ -278,6 +289,19 @@ class Agent:
             consumer.limiters = [p for pl in consumer.pipelines for p in pl.processors if isinstance(p, MemoryLimiter)]
         for connector in self.connectors.values():
             connector.attach(sub_pipelines)
+
+    def _attach_sampler(self, sampler: SamplingStage, pipeline_id: str, running: RunningPipeline,
+                        after: list[Any]) -> None:
+        """Tail sampling moves kept traces to the export queues in the transaction that removes them
+        from its buffer, so its buffer and those queues must share one storage."""
+        if sampler.store is not None:
+            raise ValueError(f"processors::{sampler.id} is used by two pipelines; give each pipeline its own "
+                             f"(e.g. tail_sampling/{pipeline_id.replace('/', '_')})")
+        if running.direct or len(running.targets) != 1:
+            raise ValueError(f"service::pipelines::{pipeline_id}: with tail_sampling every exporter needs "
+                             f"sending_queue enabled, all with the same sending_queue::storage")
+        store, queues = running.targets[0]
+        sampler.attach(store, queues, after)
 
     # ---- the host interface components use -------------------------------------------------
 
@@ -332,6 +356,7 @@ class Agent:
                              "unknown" if state is None else "online" if state else "offline"),
             }
         limiters = {pid: p.health() for pid, p in self.processors.items() if isinstance(p, MemoryLimiter)}
+        samplers = {pid: p.health() for pid, p in self.processors.items() if isinstance(p, SamplingStage)}
         connectors = {cid: c.health() for cid, c in self.connectors.items()}
         return {
             "healthy": self.started and not self.failures,
@@ -344,6 +369,7 @@ class Agent:
             "queues": queues,
             "dead_letters": sum(store.deadletter_entries for store in self.stores.values()),
             "memory_limiter": limiters,
+            "tail_sampling": samplers,
             "failures": self.failures,
         }
 

@@ -6,7 +6,7 @@ from edgeagent.component import Factory
 from edgeagent.connectors import failover
 from edgeagent.exporters import otlp as otlp_exporter, otlphttp
 from edgeagent.extensions import bearertokenauth, file_storage, health_check
-from edgeagent.processors import attributes, batch, filter, memory_limiter, resource
+from edgeagent.processors import attributes, batch, filter, memory_limiter, resource, tail_sampling
 from edgeagent.receivers import otlp
 
 
@@ -16,7 +16,8 @@ def _by_type(*factories: Factory) -> dict[str, Factory]:
 
 FACTORIES: dict[str, dict[str, Factory]] = {
     "receivers": _by_type(otlp.FACTORY),
-    "processors": _by_type(memory_limiter.FACTORY, attributes.FACTORY, resource.FACTORY, filter.FACTORY, batch.FACTORY),
+    "processors": _by_type(memory_limiter.FACTORY, attributes.FACTORY, resource.FACTORY, filter.FACTORY, batch.FACTORY,
+                           tail_sampling.FACTORY),
     "exporters": _by_type(otlp_exporter.FACTORY, otlphttp.FACTORY),
     "connectors": _by_type(failover.FACTORY),
     "extensions": _by_type(health_check.FACTORY, file_storage.FACTORY, bearertokenauth.FACTORY),

@@ -18,6 +18,7 @@ MINIMAL = {
     ("processors", "resource"): lambda: {"actions": [{"key": "k", "value": "v", "action": "upsert"}]},
     ("processors", "filter"): lambda: {"spans": {"exclude": {"match_type": "strict", "span_names": ["x"]}}},
     ("processors", "batch"): lambda: {},
+    ("processors", "tail_sampling"): lambda: {"policies": [{"name": "all", "type": "always_sample"}]},
     ("exporters", "otlphttp"): lambda: {"endpoint": f"http://127.0.0.1:{free_port()}"},
     ("exporters", "otlp"): lambda: {"endpoint": f"127.0.0.1:{free_port()}", "tls": {"insecure": True}},
     ("connectors", "failover"): lambda: {"priority_levels": [["traces/primary"], ["traces/backup"]]},

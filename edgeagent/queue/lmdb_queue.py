@@ -143,6 +143,15 @@ class _Call:
 
 
 @dataclass
+class _Atomic:
+    """Run `function(writer)` inside the next group commit, all or nothing (a nested transaction):
+    how a stage moves data between sub-databases without loss or duplicates across a crash."""
+
+    function: Callable[["TxnWriter"], Any]
+    future: asyncio.Future
+
+
+@dataclass
 class _Totals:
     entries: int = 0
     items: int = 0
@@ -482,6 +491,7 @@ class QueueStore:
         self._closing = False
         self._last_sweep = 0.0
         self._previous_puts = 0
+        self._compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -593,6 +603,11 @@ class QueueStore:
             futures.append(future)
         await asyncio.gather(*futures)
 
+    def atomic(self, function: Callable[["TxnWriter"], Any]) -> asyncio.Future:
+        """Run `function(writer)` on the writer thread inside the next commit, all or nothing;
+        the future resolves to its result once that commit is durable."""
+        return self._submit(lambda fut: _Atomic(function, fut))
+
     def _submit(self, make_op: Callable[[asyncio.Future], Any]) -> asyncio.Future:
         future = self._loop.create_future()
         if self._writer is None:
@@ -606,7 +621,7 @@ class QueueStore:
         return self._submit(lambda fut: _Call(function, fut))
 
     def _write_loop(self) -> None:
-        compressor = zstandard.ZstdCompressor(level=self.compression_level)
+        compressor = self._compressor = zstandard.ZstdCompressor(level=self.compression_level)
         stopping = False
         wait = _SWEEP_INTERVAL if self.limits.max_age else None
         while not stopping:
@@ -646,7 +661,7 @@ class QueueStore:
                 ops.append(self._ops.get_nowait())
             except thread_queue.Empty:
                 break
-        puts = sum(isinstance(op, _Put) for op in ops)
+        puts = sum(isinstance(op, (_Put, _Atomic)) for op in ops)  # both have a client waiting
         if None in ops:
             linger = 0.0
         elif puts:
@@ -666,7 +681,7 @@ class QueueStore:
             ops.append(op)
             if op is None:
                 break
-            if isinstance(op, _Put):
+            if isinstance(op, (_Put, _Atomic)):
                 puts += 1
                 if puts == 1:  # a put ends an ack linger: it has a client waiting
                     break
@@ -757,34 +772,24 @@ class QueueStore:
     def _transaction(self, ops: list[Any], encoded: dict[int, bytes], now_ms: int, sweep: bool = False,
                      evict_bytes: int = 0) -> _Commit:
         result = _Commit()
-        touched: set[DurableQueue] = set()
-        next_seqs: dict[DurableQueue, int] = {}
-        stored = {queue: _Totals(queue.stored.entries, queue.stored.items, queue.stored.bytes)
-                  for queue in self.queues.values()}
-        pages = self.pages_in_use
+        state = _TxnState(stored={queue: _Totals(queue.stored.entries, queue.stored.items, queue.stored.bytes)
+                                  for queue in self.queues.values()}, pages=self.pages_in_use)
+        touched, next_seqs, stored = state.touched, state.next_seqs, state.stored
         with self.env.begin(write=True) as txn:
             if evict_bytes:
-                pages -= self._evict(txn, result, stored, touched, evict_bytes, None, "disk_full")
+                state.pages -= self._evict(txn, result, stored, touched, evict_bytes, None, "disk_full")
             for op in ops:
+                if isinstance(op, _Atomic):
+                    self._run_atomic(op, txn, result, state, now_ms)
+                    continue
                 queue = op.queue
                 touched.add(queue)
                 if isinstance(op, _Put):
-                    value = encoded[id(op)]
-                    cost = footprint(len(value), self.page_size)
-                    room = self._make_room(txn, result, stored, touched, queue, op.items, len(value), cost, pages)
-                    if room is None:
-                        self.full = True
+                    if self._append(txn, result, state, queue, encoded[id(op)], op.items):
+                        result.done.append(op.future)
+                    else:
                         result.failed.append((op.future, QueueFullError(
                             f"queue {queue.name} is full; retry later", retry_after=5.0)))
-                        continue
-                    pages -= room
-                    seq = next_seqs.get(queue, queue.next_seq)
-                    txn.put(_KEY.pack(seq), value, db=queue.db, append=True)
-                    next_seqs[queue] = seq + 1
-                    _add(stored[queue], result.delta(queue), 1, op.items, len(value))
-                    pages += cost
-                    self.full = False
-                    result.done.append(op.future)
                 elif isinstance(op, _Delete):
                     for seq in op.seqs:
                         value = txn.pop(_KEY.pack(seq), db=queue.db)
@@ -792,7 +797,7 @@ class QueueStore:
                             continue
                         items = _items_of(value)
                         _add(stored[queue], result.delta(queue), -1, -items, -len(value))
-                        pages -= footprint(len(value), self.page_size)
+                        state.pages -= footprint(len(value), self.page_size)
                         if op.dead_letter is not None and op.replacement is None:
                             deadletter.put(txn, self.deadletter_db, op.dead_letter, value, now_ms)
                             result.dead_lettered += 1
@@ -826,6 +831,38 @@ class QueueStore:
         if sweep:
             self._last_sweep = time.monotonic()
         return result
+
+    def _append(self, txn: lmdb.Transaction, result: _Commit, state: "_TxnState", queue: DurableQueue,
+                value: bytes, items: int) -> bool:
+        """Append one encoded record to `queue`, making room by the full policy; False when it does not fit."""
+        state.touched.add(queue)
+        cost = footprint(len(value), self.page_size)
+        room = self._make_room(txn, result, state.stored, state.touched, queue, items, len(value), cost, state.pages)
+        if room is None:
+            self.full = True
+            return False
+        seq = state.next_seqs.get(queue, queue.next_seq)
+        txn.put(_KEY.pack(seq), value, db=queue.db, append=True)
+        state.next_seqs[queue] = seq + 1
+        _add(state.stored[queue], result.delta(queue), 1, items, len(value))
+        state.pages += cost - room
+        self.full = False
+        return True
+
+    def _run_atomic(self, op: _Atomic, txn: lmdb.Transaction, result: _Commit, state: "_TxnState",
+                    now_ms: int) -> None:
+        """Run an atomic operation in a nested transaction; on failure nothing of it remains."""
+        before = state.copy()
+        partial = _Commit()
+        try:
+            with self.env.begin(write=True, parent=txn) as child:
+                value = op.function(TxnWriter(self, child, partial, state, now_ms))
+        except Exception as exc:  # reported to the caller; the other operations of the commit go on
+            state.restore(before)
+            result.failed.append((op.future, exc))
+            return
+        _merge(result, partial)
+        result.done.append((op.future, value))
 
     def _make_room(self, txn: lmdb.Transaction, result: _Commit, stored: dict[DurableQueue, _Totals],
                    touched: set[DurableQueue], queue: DurableQueue, items: int, size: int, cost: int,
@@ -914,9 +951,10 @@ class QueueStore:
             if self.on_drop is not None:
                 self.on_drop(queue, reason, sum(items), len(items))
         self.deadletter_entries += result.dead_lettered
-        for future in result.done:
+        for entry in result.done:
+            future, value = entry if isinstance(entry, tuple) else (entry, None)
             if not future.done():
-                future.set_result(None)
+                future.set_result(value)
         for future, exc in result.failed:
             if not future.done():
                 future.set_exception(exc)
@@ -1040,6 +1078,60 @@ def _add(totals: _Totals, delta: _Totals, entries: int, items: int, size: int) -
     delta.entries += entries
     delta.items += items
     delta.bytes += size
+
+
+@dataclass
+class _TxnState:
+    """The writer's running totals inside one transaction."""
+
+    stored: dict[DurableQueue, _Totals]
+    pages: int
+    touched: set[DurableQueue] = field(default_factory=set)
+    next_seqs: dict[DurableQueue, int] = field(default_factory=dict)
+
+    def copy(self) -> "_TxnState":
+        return _TxnState({q: _Totals(t.entries, t.items, t.bytes) for q, t in self.stored.items()}, self.pages,
+                         set(self.touched), dict(self.next_seqs))
+
+    def restore(self, other: "_TxnState") -> None:
+        self.stored, self.pages, self.touched, self.next_seqs = other.stored, other.pages, other.touched, other.next_seqs
+
+
+class TxnWriter:
+    """What an atomic operation may do inside the writer's transaction (see `QueueStore.atomic`)."""
+
+    def __init__(self, store: QueueStore, txn: lmdb.Transaction, result: _Commit, state: _TxnState, now_ms: int):
+        self.store = store
+        self.txn = txn
+        self.now_ms = now_ms
+        self._result = result
+        self._state = state
+
+    def encode(self, signal: Signal, body: bytes, items: int, batch_key: bytes = b"") -> bytes:
+        return record.encode(signal, items, self.now_ms, body, self.store._compressor, batch_key=batch_key)
+
+    def append(self, queue: DurableQueue, body: bytes, items: int, batch_key: bytes = b"") -> None:
+        """Append a request to an export queue, as a put would; QueueFullError when it does not fit."""
+        value = self.encode(queue.signal, body, items, batch_key)
+        if not self.store._append(self.txn, self._result, self._state, queue, value, items):
+            raise QueueFullError(f"queue {queue.name} is full; retry later", retry_after=5.0)
+
+    def put(self, db: Any, key: bytes, value: bytes) -> None:
+        """Store a value in a stage's own sub-database, within the disk budget."""
+        cost = footprint(len(value), self.store.page_size)
+        limit = self.store.limits.max_size
+        if limit and self._state.pages + cost > limit:
+            self.store.full = True
+            raise QueueFullError(f"queue storage in {self.store.directory} is at its size limit; retry later",
+                                 retry_after=5.0)
+        self.txn.put(key, value, db=db)
+        self._state.pages += cost
+
+    def pop(self, db: Any, key: bytes) -> bytes | None:
+        value = self.txn.pop(key, db=db)
+        if value is not None:
+            self._state.pages -= footprint(len(value), self.store.page_size)
+        return value
 
 
 def _merge(into: _Commit, other: _Commit) -> None:

@@ -1,0 +1,166 @@
+"""What the sampler remembers in memory: pending traces (metadata only) and past decisions.
+
+The spans themselves are on disk (the raw-traces sub-database), so a buffered trace costs a
+small object here whatever its size. Decisions outlive the buffer in two caches, so late
+spans follow them: kept trace ids in an LRU, dropped ones in a rotating Bloom filter (about
+3.6 bytes per id). A false positive would drop the first spans of a new trace, so the filter
+is sized for one in a million (two filters: about two in a million); it never keeps a
+dropped trace.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import math
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Pending:
+    first: float  # clock time of the first span
+    last: float  # clock time of the latest span
+    spans: int = 0
+    size: int = 0
+    root_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Timing:
+    decision_wait: float
+    after_root: float = 0.0  # 0: off
+    inactivity: float = 0.0  # 0: off; then max_duration bounds it
+    max_duration: float = 0.0
+
+    def deadline(self, trace: Pending) -> float:
+        if self.inactivity:
+            due = trace.last + self.inactivity
+            if self.max_duration:
+                due = min(due, trace.first + self.max_duration)
+        else:
+            due = trace.first + self.decision_wait
+        if self.after_root and trace.root_at is not None:
+            due = min(due, trace.root_at + self.after_root)
+        return due
+
+
+class TraceBuffer:
+    """Pending traces by id with their decision deadlines (a lazy heap: moved deadlines re-queue)."""
+
+    def __init__(self, timing: Timing):
+        self.timing = timing
+        self.traces: dict[bytes, Pending] = {}
+        self.spans = 0
+        self._heap: list[tuple[float, int, bytes]] = []
+        self._order = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self.traces)
+
+    def __contains__(self, trace_id: bytes) -> bool:
+        return trace_id in self.traces
+
+    def add(self, trace_id: bytes, spans: int, size: int, root: bool, now: float, first: float | None = None) -> None:
+        trace = self.traces.get(trace_id)
+        if trace is None:
+            trace = self.traces[trace_id] = Pending(now if first is None else first, now)
+            heapq.heappush(self._heap, (self.timing.deadline(trace), next(self._order), trace_id))
+        trace.last = now
+        trace.spans += spans
+        trace.size += size
+        if root and trace.root_at is None:
+            trace.root_at = now
+            if self.timing.after_root:  # an earlier deadline: queue it now
+                heapq.heappush(self._heap, (self.timing.deadline(trace), next(self._order), trace_id))
+        self.spans += spans
+
+    def due(self, now: float, limit: int) -> list[bytes]:
+        """Remove and return up to `limit` traces whose deadline has passed, earliest first."""
+        out: list[bytes] = []
+        heap = self._heap
+        while heap and len(out) < limit and heap[0][0] <= now:
+            _, _, trace_id = heapq.heappop(heap)
+            trace = self.traces.get(trace_id)
+            if trace is None:
+                continue  # decided already (an older heap entry)
+            deadline = self.timing.deadline(trace)
+            if deadline > now:  # it moved later (inactivity): come back then
+                heapq.heappush(heap, (deadline, next(self._order), trace_id))
+                continue
+            out.append(trace_id)
+            self._remove(trace_id)
+        if len(heap) > 4 * len(self.traces) + 1024:  # drop stale entries now and then
+            self._heap = [entry for entry in heap if entry[2] in self.traces]
+            heapq.heapify(self._heap)
+        return out
+
+    def oldest(self, count: int) -> list[bytes]:
+        """Remove and return the `count` traces seen first (the buffer is over its limit)."""
+        out = list(itertools.islice(self.traces, count))
+        for trace_id in out:
+            self._remove(trace_id)
+        return out
+
+    def _remove(self, trace_id: bytes) -> None:
+        trace = self.traces.pop(trace_id)
+        self.spans -= trace.spans
+
+
+class _Bloom:
+    def __init__(self, capacity: int, error_rate: float):
+        self.capacity = capacity
+        bits = max(64, int(-capacity * math.log(error_rate) / (math.log(2) ** 2)))
+        self.bits = bits
+        self.hashes = max(1, round(bits / capacity * math.log(2)))
+        self.array = bytearray((bits + 7) // 8)
+        self.count = 0
+
+    def _positions(self, key: bytes):
+        # trace ids are random: two 64-bit halves make independent hashes (Kirsch-Mitzenmacher)
+        h1 = int.from_bytes(key[:8], "little")
+        h2 = int.from_bytes(key[8:16] or key[:8], "little") | 1
+        return ((h1 + i * h2) % self.bits for i in range(self.hashes))
+
+    def add(self, key: bytes) -> None:
+        for position in self._positions(key):
+            self.array[position >> 3] |= 1 << (position & 7)
+        self.count += 1
+
+    def __contains__(self, key: bytes) -> bool:
+        return all(self.array[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
+
+
+class DecisionCache:
+    """Past decisions by trace id: kept ids in an LRU, dropped ones in two rotating Bloom filters
+    (when the current one is full the older one is discarded, so memory stays fixed)."""
+
+    def __init__(self, kept_size: int, dropped_size: int, error_rate: float = 1e-6):
+        self.kept_size = kept_size
+        self.kept: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self._dropped_size = max(1, dropped_size // 2)
+        self._error_rate = error_rate
+        self._current = _Bloom(self._dropped_size, error_rate) if dropped_size else None
+        self._previous: _Bloom | None = None
+
+    def record(self, trace_id: bytes, kept: bool) -> None:
+        if kept:
+            if self.kept_size:
+                self.kept[trace_id] = None
+                self.kept.move_to_end(trace_id)
+                if len(self.kept) > self.kept_size:
+                    self.kept.popitem(last=False)
+        elif self._current is not None:
+            if self._current.count >= self._current.capacity:
+                self._previous, self._current = self._current, _Bloom(self._dropped_size, self._error_rate)
+            self._current.add(trace_id)
+
+    def lookup(self, trace_id: bytes) -> bool | None:
+        """True: kept; False: dropped; None: not known."""
+        if trace_id in self.kept:
+            self.kept.move_to_end(trace_id)
+            return True
+        if self._current is not None and (trace_id in self._current or
+                                          (self._previous is not None and trace_id in self._previous)):
+            return False
+        return None

@@ -1,0 +1,86 @@
+"""`processors: tail_sampling:` exactly as otelcol writes it, plus edgeagent's own keys.
+
+| seed (tail-sampling-selector)      | here                                                         |
+|------------------------------------|--------------------------------------------------------------|
+| `app.maxBufferSpans`               | `max_buffered_spans` (edgeagent)                             |
+| `app.maxBufferTraces`              | `num_traces`                                                 |
+| `app.inactivityTimeoutSecs`        | `inactivity_timeout` (edgeagent; replaces `decision_wait`)   |
+| `app.maxTraceDurationSecs`         | `max_trace_duration` (edgeagent; bounds `inactivity_timeout`)|
+| `app.evaluationWorkers`            | no key: decisions run on the agent's event loop; scale out   |
+|                                    | with hub replicas                                            |
+| `sampling.alwaysSampleErrors`      | a `status_code` policy with `[ERROR]`                        |
+| `sampling.errorSampleRate`         | `and`: `status_code` ERROR + `probabilistic`                 |
+| `sampling.sampleLatency`,          | `and`: `latency` (`threshold_ms`) + `probabilistic`          |
+| `latencyThresholdMs`,              | (`sampling_percentage` = rate × 100)                         |
+| `latencySampleRate`                |                                                              |
+| `spanCompression.*`                | `span_compression` (see sampler.compression)                 |
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from edgeagent.component import ComponentConfig
+from edgeagent.config.types import Duration
+from sampler.compression import SpanCompressionConfig
+from sampler.policies.config import PolicyConfig
+
+
+class DecisionCacheConfig(ComponentConfig):
+    # 0 (otelcol's default) still remembers the last `num_traces` decisions, as otelcol's trace
+    # map does; a size sets the cache explicitly
+    sampled_cache_size: int = Field(0, ge=0)
+    non_sampled_cache_size: int = Field(0, ge=0)
+
+
+class StressReliefConfig(ComponentConfig):
+    """edgeagent (after Refinery): when the buffer or memory is nearly full, stop buffering and
+    decide new traces at once by a deterministic hash of their trace id."""
+
+    mode: Literal["never", "monitor", "always"] = "monitor"
+    activation_level: float = Field(90.0, gt=0, le=100)  # percent of the fullest limit
+    deactivation_level: float = Field(75.0, ge=0, le=100)
+    sampling_percentage: float = Field(10.0, ge=0, le=100)
+    minimum_activation_duration: Duration = 10.0
+    memory_limit_mib: int = Field(0, ge=0)  # 0: only the buffer limits count
+
+    @model_validator(mode="after")
+    def _levels(self) -> "StressReliefConfig":
+        if self.deactivation_level >= self.activation_level:
+            raise ValueError("deactivation_level must be below activation_level (e.g. 75 and 90)")
+        return self
+
+
+class TailSamplingConfig(ComponentConfig):
+    decision_wait: Duration = 30.0
+    decision_wait_after_root_received: Duration = 0.0
+    num_traces: int = Field(50_000, gt=0)
+    expected_new_traces_per_sec: int = Field(0, ge=0)
+    decision_cache: DecisionCacheConfig = Field(default_factory=DecisionCacheConfig)
+    sample_on_first_match: bool = False
+    policies: list[PolicyConfig] = Field(default_factory=list)
+    # edgeagent
+    max_buffered_spans: int = Field(0, ge=0)  # 0: only num_traces limits the buffer
+    inactivity_timeout: Duration = 0.0
+    max_trace_duration: Duration = 0.0
+    stress_relief: StressReliefConfig = Field(default_factory=StressReliefConfig)
+    span_compression: SpanCompressionConfig = Field(default_factory=SpanCompressionConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TailSamplingConfig":
+        if self.decision_wait <= 0:
+            raise ValueError("decision_wait must be greater than zero (e.g. 10s)")
+        if self.max_trace_duration and not self.inactivity_timeout:
+            raise ValueError("max_trace_duration bounds inactivity_timeout: set inactivity_timeout too, or remove it")
+        names = [policy.name for policy in self.policies]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"policy names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+    def config_warnings(self) -> list[str]:
+        if not self.policies:
+            return ["no policies: every trace is dropped; add e.g. {name: all, type: always_sample}"]
+        return []

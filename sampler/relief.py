@@ -1,0 +1,54 @@
+"""Stress relief (after Refinery): when the buffer or memory nears its limit, stop buffering new
+traces and decide them at once by a deterministic hash of the trace id, so every replica and
+every restart keeps the same traces; switch back when the pressure is gone."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from edgeagent.processors.memory_limiter import anonymous_memory
+from sampler.config import StressReliefConfig
+
+log = logging.getLogger(__name__)
+_MEMORY_EVERY = 0.1  # seconds between reads of the process's memory
+
+
+class StressRelief:
+    def __init__(self, config: StressReliefConfig, num_traces: int, max_spans: int, clock: Callable[[], float]):
+        self.config = config
+        self.num_traces = num_traces
+        self.max_spans = max_spans
+        self.clock = clock
+        self.active = config.mode == "always"
+        self.level = 0.0
+        self._since = 0.0
+        self._memory = 0
+        self._memory_read = float("-inf")
+        self._threshold = int(config.sampling_percentage / 100 * (1 << 64))
+
+    def update(self, traces: int, spans: int) -> None:
+        if self.config.mode != "monitor":
+            return
+        now = self.clock()
+        levels = [traces / self.num_traces]
+        if self.max_spans:
+            levels.append(spans / self.max_spans)
+        if self.config.memory_limit_mib:
+            if now - self._memory_read >= _MEMORY_EVERY:
+                self._memory, self._memory_read = anonymous_memory(), now
+            levels.append(self._memory / (self.config.memory_limit_mib << 20))
+        self.level = max(levels) * 100
+        if not self.active and self.level >= self.config.activation_level:
+            self.active, self._since = True, now
+            log.warning("tail sampling is under stress: new traces are decided at once by trace id, without "
+                        "buffering", extra={"level_percent": round(self.level, 1),
+                                            "sampling_percentage": self.config.sampling_percentage})
+        elif (self.active and self.level < self.config.deactivation_level
+              and now - self._since >= self.config.minimum_activation_duration):
+            self.active = False
+            log.info("tail sampling stress relief ended; buffering traces again",
+                     extra={"level_percent": round(self.level, 1)})
+
+    def keep(self, trace_id: bytes) -> bool:
+        return int.from_bytes(trace_id[-8:], "big") < self._threshold

@@ -1,0 +1,413 @@
+"""The tail-sampling stage: a durable trace buffer, decisions, and the atomic move to export.
+
+Design note
+===========
+Invariants
+* A client's spans are acknowledged only once each is durable somewhere: in the raw-traces
+  sub-database (its trace is pending), in the export queues (its trace was already kept), or
+  counted as dropped (its trace was already dropped).
+* A trace's raw records leave the raw-traces sub-database only in the LMDB transaction that
+  appends its kept spans to the export queues (or that just deletes them, when it is dropped).
+  A kill -9 at any moment leaves every span pending or exported: never both, never neither.
+
+Key layout: sub-database `raw:<processor id>` in the store of the pipeline's export queues;
+key = trace id (16 bytes) + sequence (8 bytes, big-endian), so a trace's records are adjacent;
+value = a queue record (edgeagent.queue.record: item count, enqueue time, batch key, zstd body)
+holding an ExportTraceServiceRequest with only that trace's spans, resource and scope intact.
+
+Memory holds metadata only (sampler.buffer): a buffered span costs no memory, and a restart
+loses nothing. On start the raw sub-database is scanned and every trace in it is pending again,
+its first-seen time taken from its oldest record, so traces whose decision_wait passed while
+the agent was down are decided at once. Decision caches live in memory: after a restart a late
+span of a trace decided before it starts a new trace, as in otelcol.
+
+Races, all on one event loop and one writer thread (FIFO):
+* A trace is marked decided (cache) before its records are read for evaluation; spans that
+  arrive later go straight to export or are dropped. Records whose commit was already under way
+  are found by the move itself (`extras`) and settled in a second round.
+* A move that cannot be committed (export queues full with `block`) keeps the raw records; the
+  decision is retried on the next tick.
+
+Processors listed after tail_sampling run on kept traces before they are queued for export
+(request metadata is not kept in the buffer; the batch key of metadata_keys is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections import defaultdict
+from typing import Any, Callable
+
+import zstandard
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from edgeagent.errors import CorruptRecordError
+from edgeagent.queue import record
+from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore, TxnWriter
+from edgeagent.signals import Payload, Signal
+from sampler.buffer import DecisionCache, Timing, TraceBuffer
+from sampler.compression import compress_trace
+from sampler.config import TailSamplingConfig
+from sampler.policies import build_policies, decide
+from sampler.relief import StressRelief
+from sampler.split import split_by_trace
+from sampler.trace import Decision, Trace
+
+log = logging.getLogger(__name__)
+_KEY = struct.Struct(">16sQ")
+_MAX_SETTLE_ROUNDS = 4
+
+
+class SamplingStage:
+    """The `tail_sampling` processor. The pipeline attaches it to its export queues and hands it
+    every request that passed the processors before it (`ingest`)."""
+
+    def __init__(self, component_id: str, config: TailSamplingConfig, host: Any,
+                 clock: Callable[[], float] = time.monotonic):
+        self.id = component_id
+        self.config = config
+        self.host = host
+        self.clock = clock
+        self.policies = build_policies(config.policies, clock)
+        self.buffer = TraceBuffer(Timing(config.decision_wait, config.decision_wait_after_root_received,
+                                         config.inactivity_timeout, config.max_trace_duration))
+        self.cache = DecisionCache(config.decision_cache.sampled_cache_size or config.num_traces,
+                                   config.decision_cache.non_sampled_cache_size or config.num_traces)
+        self.relief = StressRelief(config.stress_relief, config.num_traces, config.max_buffered_spans, clock)
+        self.store: QueueStore | None = None
+        self.db: Any = None
+        self.queues: list[DurableQueue] = []
+        self.post: list[Any] = []
+        self._seq = 0
+        self._early: list[bytes] = []  # evicted by the limits: decide on the next tick
+        self._unsettled: dict[bytes, bool] = {}  # decided, raw records may remain: move them next tick
+        self._deciding: set[bytes] = set()  # read for evaluation right now: new spans go to disk
+        self._late_records: set[bytes] = set()  # records committed while their trace was being decided
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self.tick = min(1.0, max(0.05, min(config.decision_wait, config.inactivity_timeout or config.decision_wait) / 10))
+        self._define_metrics()
+
+    # ---- wiring ----------------------------------------------------------------------------
+
+    def attach(self, store: QueueStore, queues: list[DurableQueue], post_processors: list[Any]) -> None:
+        self.store = store
+        self.queues = queues
+        self.post = post_processors
+        self.db = store.env.open_db(f"raw:{self.id}".encode())
+
+    def process(self, payload: Payload) -> Payload:
+        raise TypeError("tail_sampling is not a plain processor: the pipeline calls ingest()")
+
+    def _define_metrics(self) -> None:
+        metrics = getattr(self.host, "metrics", None)
+        if metrics is None:
+            self._count = lambda *args: None
+            return
+        prefix = "otelcol_processor_tail_sampling_"
+        for name, text, labels in (
+                (prefix + "count_traces_sampled", "Traces per policy and decision.", ("processor", "policy", "sampled")),
+                (prefix + "global_count_traces_sampled", "Traces by final decision.", ("processor", "sampled")),
+                (prefix + "new_trace_id_received", "Traces first seen.", ("processor",)),
+                (prefix + "sampling_trace_dropped_too_early",
+                 "Traces decided before their decision_wait because the buffer was full.", ("processor",)),
+                (prefix + "sampling_late_spans", "Spans that arrived after their trace's decision.",
+                 ("processor", "sampled")),
+                ("edgeagent_sampler_stress_relief_traces", "Traces decided by stress relief (no buffering).",
+                 ("processor", "sampled"))):
+            metrics.counter(name, text, labels)
+        metrics.gauge(prefix + "sampling_traces_on_memory", "Traces waiting for a decision.", ("processor",),
+                      lambda: [((self.id,), float(len(self.buffer)))])
+        metrics.gauge("edgeagent_sampler_buffered_spans", "Spans waiting for their trace's decision (on disk).",
+                      ("processor",), lambda: [((self.id,), float(self.buffer.spans))])
+        metrics.gauge("edgeagent_sampler_stress_relief_active", "1 while stress relief decides without buffering.",
+                      ("processor",), lambda: [((self.id,), 1.0 if self.relief.active else 0.0)])
+        self._count = lambda name, amount, *labels: metrics.counters[name].inc(amount, self.id, *labels)
+
+    def health(self) -> dict[str, Any]:
+        return {"buffered_traces": len(self.buffer), "buffered_spans": self.buffer.spans,
+                "stress_relief": self.relief.active, "unsettled_decisions": len(self._unsettled)}
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.store is None:  # not part of a running pipeline: nothing to decide
+            return
+        recovered = await asyncio.to_thread(self._scan)
+        now, wall = self.clock(), time.time()
+        for trace_id, (spans, size, first_ms) in recovered.items():
+            self.buffer.add(trace_id, spans, size, False, now, first=now - max(0.0, wall - first_ms / 1000))
+        if recovered:
+            log.info("tail sampling resumed the traces it was holding", extra={
+                "processor": self.id, "traces": len(recovered), "spans": self.buffer.spans})
+        self._task = asyncio.create_task(self._run(), name=f"tail_sampling:{self.id}")
+        self._task.add_done_callback(self._stopped)
+
+    async def shutdown(self) -> None:
+        """Pending traces stay on disk and are decided after the next start."""
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _stopped(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("tail sampling stopped deciding", exc_info=task.exception(), extra={"processor": self.id})
+            fail = getattr(self.host, "component_failed", None)
+            if fail is not None:
+                fail(f"processors::{self.id}", str(task.exception()))
+
+    def _scan(self) -> dict[bytes, tuple[int, int, int]]:
+        found: dict[bytes, tuple[int, int, int]] = {}
+        last = 0
+        with self.store.gate.shared(), self.store.env.begin(db=self.db, buffers=True) as txn:
+            for key, value in txn.cursor():
+                trace_id, seq = _KEY.unpack(bytes(key))
+                last = max(last, seq)
+                try:
+                    header = record.decode_header(value)
+                except CorruptRecordError:
+                    continue  # read again (and quarantined) when the trace is decided
+                spans, size, first = found.get(trace_id, (0, 0, header.enqueued_ms))
+                found[trace_id] = (spans + header.items, size + len(value), min(first, header.enqueued_ms))
+        self._seq = last
+        return found
+
+    # ---- ingest ----------------------------------------------------------------------------
+
+    async def ingest(self, payload: Payload, batch_key: bytes = b"") -> None:
+        """Returns once every span of the request is durable (pending, exported) or counted dropped."""
+        now = self.clock()
+        self.relief.update(len(self.buffer), self.buffer.spans)
+        pending: list[tuple[bytes, bytes, int, bool]] = []
+        kept: list[Any] = []
+        kept_items = 0
+        for trace_id, part, items, root in split_by_trace(payload):
+            if trace_id in self.buffer or trace_id in self._deciding:
+                pending.append((trace_id, part.SerializeToString(), items, root))
+                continue
+            known = self.cache.lookup(trace_id)
+            if known is None and self.relief.active:
+                known = self.relief.keep(trace_id)
+                self.cache.record(trace_id, known)
+                self._count("edgeagent_sampler_stress_relief_traces", 1, str(known).lower())
+            elif known is not None:
+                self._count("otelcol_processor_tail_sampling_sampling_late_spans", items, str(known).lower())
+            if known is None:
+                pending.append((trace_id, part.SerializeToString(), items, root))
+            elif known:
+                kept.append(part)
+                kept_items += items
+        export = self._post_process(kept) if kept else None
+        raw = [(self._next_key(trace_id), body, items) for trace_id, body, items, _ in pending]
+        queues = self.queues
+
+        def commit(writer: TxnWriter) -> None:
+            for key, body, items in raw:
+                writer.put(self.db, key, writer.encode(Signal.TRACES, body, items, batch_key))
+            if export is not None:
+                for queue in queues:
+                    writer.append(queue, export[0], export[1], batch_key)
+        # nothing awaited between routing and this submit: the writer sees the routing's order
+        await self.store.atomic(commit)
+        for trace_id, body, items, root in pending:
+            if trace_id in self._deciding:  # its move may have been committed before this record
+                self._late_records.add(trace_id)
+                continue
+            known = self.cache.lookup(trace_id) if trace_id not in self.buffer else None
+            if known is not None:  # decided while this commit was under way
+                self._unsettled[trace_id] = known
+                continue
+            if trace_id not in self.buffer:
+                self._count("otelcol_processor_tail_sampling_new_trace_id_received", 1)
+            self.buffer.add(trace_id, items, len(body), root, now)
+        self._enforce_limits()
+
+    def _next_key(self, trace_id: bytes) -> bytes:
+        self._seq += 1
+        return _KEY.pack(trace_id.ljust(16, b"\0")[:16], self._seq)
+
+    def _enforce_limits(self) -> None:
+        over = len(self.buffer) - self.config.num_traces
+        limit = self.config.max_buffered_spans
+        if over <= 0 and not (limit and self.buffer.spans > limit):
+            return
+        evicted = self.buffer.oldest(max(over, 1))
+        while limit and self.buffer.spans > limit and len(self.buffer):
+            evicted += self.buffer.oldest(1)
+        self._early += evicted
+        self._count("otelcol_processor_tail_sampling_sampling_trace_dropped_too_early", len(evicted))
+        self._wake.set()
+
+    def _post_process(self, resource_spans: list[Any]) -> tuple[bytes, int] | None:
+        """Run the processors that follow tail_sampling on kept spans; (body, items) or None."""
+        request = ExportTraceServiceRequest()
+        for part in resource_spans:
+            if isinstance(part, ExportTraceServiceRequest):
+                request.resource_spans.extend(part.resource_spans)
+            else:
+                request.resource_spans.append(part)
+        payload: Payload | None = Payload.from_message(Signal.TRACES, request)
+        for processor in self.post:
+            payload = processor.process(payload)
+            if payload is None:
+                return None
+        return (payload.serialized(), payload.items) if payload.items else None
+
+    # ---- deciding --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            await self.decide_due()
+            self.relief.update(len(self.buffer), self.buffer.spans)  # it also ends when no data comes
+
+    async def decide_due(self) -> int:
+        """Decide every trace that is due (or was evicted); returns how many were decided."""
+        limit = max(1000, int(2 * self.config.expected_new_traces_per_sec * self.tick))
+        due, self._early = self._early, []
+        due += self.buffer.due(self.clock(), limit)
+        if self._unsettled:
+            retry, self._unsettled = self._unsettled, {}
+            await self._settle(retry, {})
+        if not due:
+            return 0
+        self._deciding.update(due)
+        try:
+            return await self._decide(due)
+        finally:
+            self._deciding.difference_update(due)
+            for trace_id in self._late_records.intersection(due):
+                known = self.cache.lookup(trace_id)
+                self._unsettled[trace_id] = bool(known)
+            self._late_records.difference_update(due)
+
+    async def _decide(self, due: list[bytes]) -> int:
+        records = await asyncio.to_thread(self._read, due)
+        decisions: dict[bytes, bool] = {}
+        kept: dict[bytes, Trace] = {}
+        for trace_id in due:
+            trace = _trace_of(trace_id, records.get(trace_id, []))
+            final, per_policy = decide(self.policies, trace, self.config.sample_on_first_match)
+            keep = final == Decision.SAMPLED
+            decisions[trace_id] = keep
+            self.cache.record(trace_id, keep)
+            for policy, decision in per_policy.items():
+                self._count("otelcol_processor_tail_sampling_count_traces_sampled", 1, policy,
+                            str(decision == Decision.SAMPLED).lower())
+            self._count("otelcol_processor_tail_sampling_global_count_traces_sampled", 1, str(keep).lower())
+            if keep:
+                if self.config.span_compression.enabled:
+                    compress_trace(trace, self.config.span_compression)
+                kept[trace_id] = trace
+        await self._settle(decisions, {tid: records.get(tid, []) for tid in due}, kept)
+        return len(due)
+
+    def _read(self, trace_ids: list[bytes]) -> dict[bytes, list[tuple[bytes, bytes, int, bytes]]]:
+        """Runs in a worker thread: each trace's records as (key, batch key, items, body)."""
+        out: dict[bytes, list[tuple[bytes, bytes, int, bytes]]] = {}
+        decompressor = zstandard.ZstdDecompressor()
+        with self.store.gate.shared(), self.store.env.begin(db=self.db, buffers=True) as txn:
+            cursor = txn.cursor()
+            for trace_id in trace_ids:
+                prefix = trace_id.ljust(16, b"\0")[:16]
+                if not cursor.set_range(prefix):
+                    continue
+                for key, value in cursor:
+                    key = bytes(key)
+                    if key[:16] != prefix:
+                        break
+                    try:
+                        header = record.decode_header(value)
+                        body = record.decode_body(value, header, decompressor)
+                    except CorruptRecordError as exc:
+                        log.error("a buffered trace record does not decode; it is deleted with its trace's decision",
+                                  extra={"processor": self.id, "error": str(exc)})
+                        out.setdefault(trace_id, []).append((key, b"", 0, b""))
+                        continue
+                    out.setdefault(trace_id, []).append((key, header.batch_key, header.items, body))
+        return out
+
+    async def _settle(self, decisions: dict[bytes, bool], records: dict[bytes, list], kept: dict[bytes, Trace] | None = None) -> None:
+        """Move decided traces: kept spans into the export queues and their raw records out, atomically."""
+        for _ in range(_MAX_SETTLE_ROUNDS):
+            if not records:  # a retry: read what is there now
+                records = await asyncio.to_thread(self._read, list(decisions))
+            exports = self._exports(decisions, records, kept or {})
+            keys = {trace_id: {key for key, *_ in records.get(trace_id, [])} for trace_id in decisions}
+            try:
+                extras = await self.store.atomic(lambda writer: self._move(writer, keys, exports))
+            except Exception as exc:  # export queues full, disk full: the raw records stay; try again later
+                log.warning("tail sampling could not queue decided traces yet; retrying", extra={
+                    "processor": self.id, "traces": len(decisions), "error": str(exc)})
+                self._unsettled.update(decisions)
+                return
+            if not extras:
+                return
+            decisions = {trace_id: decisions[trace_id] for trace_id in extras}
+            records, kept = {}, None
+
+    def _exports(self, decisions: dict[bytes, bool], records: dict[bytes, list],
+                 kept: dict[bytes, Trace]) -> list[tuple[bytes, int, bytes]]:
+        """(body, items, batch key) per batch key for the kept traces, after the later processors."""
+        by_key: dict[bytes, list[Any]] = defaultdict(list)
+        for trace_id, keep in decisions.items():
+            if not keep:
+                continue
+            rows = records.get(trace_id, [])
+            batch_key = rows[0][1] if rows else b""
+            trace = kept.get(trace_id)
+            if trace is not None:
+                by_key[batch_key].extend(trace.batches)
+                continue
+            for _, key_of_row, _, body in rows:
+                if body:
+                    by_key[key_of_row].append(ExportTraceServiceRequest.FromString(body))
+        out = []
+        for batch_key, parts in by_key.items():
+            processed = self._post_process(parts)
+            if processed is not None:
+                out.append((processed[0], processed[1], batch_key))
+        return out
+
+    def _move(self, writer: TxnWriter, keys: dict[bytes, set[bytes]],
+              exports: list[tuple[bytes, int, bytes]]) -> dict[bytes, list[bytes]]:
+        """Runs on the writer thread, inside one transaction."""
+        extras: dict[bytes, list[bytes]] = {}
+        cursor = writer.txn.cursor(db=self.db)
+        for trace_id, read in keys.items():
+            prefix = trace_id.ljust(16, b"\0")[:16]
+            present = []
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(keys=True, values=False):
+                    if key[:16] != prefix:
+                        break
+                    present.append(bytes(key))
+            for key in present:
+                if key in read:
+                    writer.pop(self.db, key)
+                else:
+                    extras.setdefault(trace_id, []).append(key)
+        for body, items, batch_key in exports:
+            for queue in self.queues:
+                writer.append(queue, body, items, batch_key)
+        return extras
+
+
+def _trace_of(trace_id: bytes, rows: list[tuple[bytes, bytes, int, bytes]]) -> Trace:
+    trace = Trace(trace_id)
+    for _, _, items, body in rows:
+        if not body:
+            continue
+        request = ExportTraceServiceRequest.FromString(body)
+        trace.batches.extend(request.resource_spans)
+        trace.span_count += items
+        trace.size_bytes += len(body)
+    return trace

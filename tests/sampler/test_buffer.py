@@ -1,0 +1,70 @@
+"""The in-memory side of the sampler: deadlines, limits and the decision caches."""
+
+from __future__ import annotations
+
+import os
+
+from sampler.buffer import DecisionCache, Timing, TraceBuffer
+
+
+def test_traces_are_due_after_decision_wait_in_first_seen_order():
+    buffer = TraceBuffer(Timing(decision_wait=10))
+    buffer.add(b"a" * 16, 2, 100, False, now=0)
+    buffer.add(b"b" * 16, 1, 50, False, now=1)
+    buffer.add(b"a" * 16, 3, 100, False, now=5)  # more spans do not move decision_wait
+    assert buffer.spans == 6
+    assert buffer.due(9.9, 100) == []
+    assert buffer.due(10, 100) == [b"a" * 16]
+    assert buffer.due(11, 100) == [b"b" * 16]
+    assert buffer.spans == 0 and len(buffer) == 0
+
+
+def test_a_root_span_brings_the_decision_forward():
+    buffer = TraceBuffer(Timing(decision_wait=30, after_root=2))
+    buffer.add(b"a" * 16, 1, 10, False, now=0)
+    buffer.add(b"a" * 16, 1, 10, True, now=1)
+    assert buffer.due(2.9, 10) == []
+    assert buffer.due(3, 10) == [b"a" * 16]
+
+
+def test_inactivity_timeout_waits_for_quiet_but_not_past_max_duration():
+    buffer = TraceBuffer(Timing(decision_wait=30, inactivity=5, max_duration=12))
+    buffer.add(b"a" * 16, 1, 10, False, now=0)
+    buffer.add(b"a" * 16, 1, 10, False, now=4)
+    assert buffer.due(6, 10) == []  # quiet for 2 s only
+    buffer.add(b"a" * 16, 1, 10, False, now=8)
+    assert buffer.due(12.5, 10) == [b"a" * 16]  # still active, but 12 s after its first span
+
+
+def test_oldest_traces_leave_first_when_the_buffer_is_over_its_limit():
+    buffer = TraceBuffer(Timing(decision_wait=30))
+    for index in range(5):
+        buffer.add(bytes([index]) * 16, 1, 10, False, now=index)
+    assert buffer.oldest(2) == [bytes([0]) * 16, bytes([1]) * 16]
+    assert len(buffer) == 3
+
+
+def test_decision_cache_remembers_kept_in_an_lru_and_dropped_in_a_bloom_filter():
+    cache = DecisionCache(kept_size=2, dropped_size=1000)
+    kept = [os.urandom(16) for _ in range(3)]
+    for trace_id in kept:
+        cache.record(trace_id, True)
+    assert cache.lookup(kept[0]) is None  # evicted by the LRU
+    assert cache.lookup(kept[2]) is True
+    dropped = [os.urandom(16) for _ in range(400)]
+    for trace_id in dropped:
+        cache.record(trace_id, False)
+    assert all(cache.lookup(trace_id) is False for trace_id in dropped)
+    strangers = [os.urandom(16) for _ in range(10_000)]
+    false_positives = sum(cache.lookup(trace_id) is False for trace_id in strangers)
+    assert false_positives <= 1  # one in a million by design
+
+
+def test_dropped_filter_rotates_so_memory_stays_fixed():
+    cache = DecisionCache(kept_size=0, dropped_size=200)
+    first = [os.urandom(16) for _ in range(100)]
+    for trace_id in first:
+        cache.record(trace_id, False)
+    for _ in range(250):  # two rotations later the first ids are forgotten
+        cache.record(os.urandom(16), False)
+    assert sum(cache.lookup(trace_id) is False for trace_id in first) < 10
