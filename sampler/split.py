@@ -12,33 +12,44 @@ from edgeagent.signals import Payload
 def split_by_trace(payload: Payload) -> Iterator[tuple[bytes, Any, int, bool]]:
     """(trace id, request holding only its spans, span count, whether a root span is among them)."""
     request = payload.view()
-    trace_ids = {span.trace_id for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans}
-    if len(trace_ids) == 1:  # the common case for SDK batches of one trace: no copy
-        trace_id = trace_ids.pop()
-        root = any(not span.parent_span_id for rs in request.resource_spans for ss in rs.scope_spans
-                   for span in ss.spans)
+    # one pass: spans of each trace per scope, in order
+    groups: dict[bytes, list[tuple[int, int, list]]] = {}
+    for rs_index, rs in enumerate(request.resource_spans):
+        for ss_index, ss in enumerate(rs.scope_spans):
+            current_id = None
+            current: list = []
+            for span in ss.spans:
+                trace_id = span.trace_id
+                if trace_id != current_id:  # SDKs write a trace's spans together: few switches
+                    current_id = trace_id
+                    places = groups.setdefault(trace_id, [])
+                    if places and places[-1][0] == rs_index and places[-1][1] == ss_index:
+                        current = places[-1][2]
+                    else:
+                        current = []
+                        places.append((rs_index, ss_index, current))
+                current.append(span)
+    if len(groups) == 1:  # one trace: the request as it is, no copy
+        (trace_id, places), = groups.items()
+        root = any(not span.parent_span_id for _, _, spans in places for span in spans)
         yield trace_id, request, payload.items, root
         return
-    parts: dict[bytes, list] = {}  # trace id -> [request, resource index, ResourceSpans, spans, root]
-    for rs_index, rs in enumerate(request.resource_spans):
-        for ss in rs.scope_spans:
-            by_trace: dict[bytes, list] = {}
-            for span in ss.spans:
-                by_trace.setdefault(span.trace_id, []).append(span)
-            for trace_id, spans in by_trace.items():
-                part = parts.get(trace_id)
-                if part is None:
-                    part = parts[trace_id] = [ExportTraceServiceRequest(), -1, None, 0, False]
-                if part[1] != rs_index:  # first spans of this trace under this resource
-                    resource_spans = part[0].resource_spans.add()
-                    resource_spans.resource.CopyFrom(rs.resource)
-                    resource_spans.schema_url = rs.schema_url
-                    part[1], part[2] = rs_index, resource_spans
-                scope_spans = part[2].scope_spans.add()
-                scope_spans.scope.CopyFrom(ss.scope)
-                scope_spans.schema_url = ss.schema_url
-                scope_spans.spans.extend(spans)
-                part[3] += len(spans)
-                part[4] = part[4] or any(not span.parent_span_id for span in spans)
-    for trace_id, (part_request, _, _, count, root) in parts.items():
-        yield trace_id, part_request, count, root
+    resource_spans = request.resource_spans
+    for trace_id, places in groups.items():
+        part = ExportTraceServiceRequest()
+        count, root, last_rs, target = 0, False, -1, None
+        for rs_index, ss_index, spans in places:
+            source = resource_spans[rs_index]
+            if rs_index != last_rs:
+                target = part.resource_spans.add()
+                target.resource.CopyFrom(source.resource)
+                target.schema_url = source.schema_url
+                last_rs = rs_index
+            scope = source.scope_spans[ss_index]
+            scope_spans = target.scope_spans.add()
+            scope_spans.scope.CopyFrom(scope.scope)
+            scope_spans.schema_url = scope.schema_url
+            scope_spans.spans.extend(spans)
+            count += len(spans)
+            root = root or any(not span.parent_span_id for span in spans)
+        yield trace_id, part, count, root

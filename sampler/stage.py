@@ -12,8 +12,8 @@ Invariants
 
 Key layout: sub-database `raw:<processor id>` in the store of the pipeline's export queues;
 key = trace id (16 bytes) + sequence (8 bytes, big-endian), so a trace's records are adjacent;
-value = a queue record (edgeagent.queue.record: item count, enqueue time, batch key, zstd body)
-holding an ExportTraceServiceRequest with only that trace's spans, resource and scope intact.
+value = a queue record (edgeagent.queue.record: item count, enqueue time, batch key; body not
+compressed: it is read once, seconds later) holding an ExportTraceServiceRequest with only that trace's spans, resource and scope intact.
 
 Memory holds metadata only (sampler.buffer): a buffered span costs no memory, and a restart
 loses nothing. On start the raw sub-database is scanned and every trace in it is pending again,
@@ -207,7 +207,8 @@ class SamplingStage:
 
         def commit(writer: TxnWriter) -> None:
             for key, body, items in raw:
-                writer.put(self.db, key, writer.encode(Signal.TRACES, body, items, batch_key))
+                # buffered for seconds, read once: zstd would cost more CPU than the disk it saves
+                writer.put(self.db, key, writer.encode(Signal.TRACES, body, items, batch_key, compress=False))
             if export is not None:
                 for queue in queues:
                     writer.append(queue, export[0], export[1], batch_key)

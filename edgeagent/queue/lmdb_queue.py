@@ -1107,8 +1107,9 @@ class TxnWriter:
         self._result = result
         self._state = state
 
-    def encode(self, signal: Signal, body: bytes, items: int, batch_key: bytes = b"") -> bytes:
-        return record.encode(signal, items, self.now_ms, body, self.store._compressor, batch_key=batch_key)
+    def encode(self, signal: Signal, body: bytes, items: int, batch_key: bytes = b"", compress: bool = True) -> bytes:
+        compressor = self.store._compressor if compress else None
+        return record.encode(signal, items, self.now_ms, body, compressor, batch_key=batch_key)
 
     def append(self, queue: DurableQueue, body: bytes, items: int, batch_key: bytes = b"") -> None:
         """Append a request to an export queue, as a put would; QueueFullError when it does not fit."""
