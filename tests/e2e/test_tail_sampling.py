@@ -110,12 +110,17 @@ def test_whole_traces_are_kept_by_policy_and_late_spans_follow_the_decision(agen
                    env={"UPSTREAM": upstream.url})
     client = Client(agent.http_port)
     kept, dropped = _send_mix(client)
+    # spans that come in a later request but within decision_wait join their trace's decision
+    for group in (kept, dropped):
+        trace_id = next(iter(group))
+        group[trace_id].add(client.late_span(trace_id, next(iter(group[trace_id]))))
+    client.flush()
     expected = sum(len(spans) for spans in kept.values())
     wait_until(lambda: len(upstream.spans()) >= expected, timeout=30, message="kept traces upstream")
     time.sleep(1.0)  # nothing else may follow
     assert _span_ids(upstream) == kept
 
-    # late spans: the kept trace's go through at once, the dropped trace's never
+    # late spans after the decision: the kept trace's go through at once, the dropped trace's never
     kept_trace, dropped_trace = next(iter(kept)), next(iter(dropped))
     late_kept = client.late_span(kept_trace, next(iter(kept[kept_trace])))
     client.late_span(dropped_trace, next(iter(dropped[dropped_trace])))
