@@ -39,6 +39,7 @@ from sampler.policies.status_code import StatusCode
 from sampler.policies.string_attribute import StringAttribute
 from sampler.policies.trace_flags import TraceFlags
 from sampler.policies.trace_state import TraceState
+from sampler.policies.view import start_deciding, stop_deciding
 from sampler.trace import Decision, Trace
 
 __all__ = ["Evaluator", "NamedPolicy", "PolicyConfig", "build_policy", "build_policies", "decide"]
@@ -101,11 +102,15 @@ def decide(policies: Sequence[NamedPolicy], trace: Trace,
     an early stop are not evaluated and are absent from the returned dict.
     """
     decisions: dict[str, Decision] = {}
-    for named in policies:
-        decision = named.policy.evaluate(trace)
-        decisions[named.name] = decision
-        if decision is Decision.DROPPED or (sample_on_first_match and decision is Decision.SAMPLED):
-            break
+    token = start_deciding(trace)
+    try:
+        for named in policies:
+            decision = named.policy.evaluate(trace)
+            decisions[named.name] = decision
+            if decision is Decision.DROPPED or (sample_on_first_match and decision is Decision.SAMPLED):
+                break
+    finally:
+        stop_deciding(token)
     seen = set(decisions.values())
     if Decision.DROPPED in seen:
         return Decision.DROPPED, decisions

@@ -3,36 +3,23 @@
 otelcol looks at each batch's resource first, then at its spans, and stops at the first match.
 A key present twice counts with its first value. A value of another type reads as that type's
 zero (pdata's Value.Str(), Int() and Bool()), which protobuf's field access gives as well.
+
+A batch whose serialized bytes do not contain the key (or, for exact string values, any of
+the values) cannot match and is skipped without looking at its spans: protobuf writes every
+string as its UTF-8 bytes, so an attribute with that key and value would show in them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Callable, Sequence
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from sampler.policies.view import serialized_batches
 from sampler.trace import Decision, Trace
 
 ValueMatch = Callable[[AnyValue], bool]
-
-
-def any_attribute_match(trace: Trace, key: str, resource_match: ValueMatch, span_match: ValueMatch) -> bool:
-    """Whether some resource (checked by `resource_match`) or span (`span_match`) has `key` matching."""
-    for batch in trace.batches:
-        for kv in batch.resource.attributes:
-            if kv.key == key:
-                if resource_match(kv.value):
-                    return True
-                break
-        for scope_spans in batch.scope_spans:
-            for span in scope_spans.spans:
-                for kv in span.attributes:
-                    if kv.key == key:
-                        if span_match(kv.value):
-                            return True
-                        break
-    return False
 
 
 class AttributePolicy(ABC):
@@ -40,11 +27,14 @@ class AttributePolicy(ABC):
 
     With invert_match the answer is otelcol's inverted decision: InvertNotSampled as soon as a
     resource or span matches, InvertSampled when none does (also when the key is missing).
+    `needles`: byte strings of which a batch must contain one to hold a match (none: any batch).
     """
 
-    def __init__(self, key: str, invert_match: bool):
+    def __init__(self, key: str, invert_match: bool, needles: Sequence[bytes] = ()):
         self.key = key
         self.invert_match = invert_match
+        self.key_bytes = key.encode()
+        self.needles = tuple(needles)
 
     @abstractmethod
     def resource_match(self, value: AnyValue) -> bool:
@@ -54,8 +44,28 @@ class AttributePolicy(ABC):
         """Whether a span's value of the key matches; as for resources unless a policy says otherwise."""
         return self.resource_match(value)
 
+    def matches(self, trace: Trace) -> bool:
+        """Whether some resource or span of the trace has the key with a matching value."""
+        key, key_bytes, needles = self.key, self.key_bytes, self.needles
+        for batch, data in zip(trace.batches, serialized_batches(trace)):
+            if key_bytes not in data or (needles and not any(needle in data for needle in needles)):
+                continue
+            for kv in batch.resource.attributes:
+                if kv.key == key:
+                    if self.resource_match(kv.value):
+                        return True
+                    break
+            for scope_spans in batch.scope_spans:
+                for span in scope_spans.spans:
+                    for kv in span.attributes:
+                        if kv.key == key:
+                            if self.span_match(kv.value):
+                                return True
+                            break
+        return False
+
     def evaluate(self, trace: Trace) -> Decision:
-        matched = any_attribute_match(trace, self.key, self.resource_match, self.span_match)
+        matched = self.matches(trace)
         if self.invert_match:
             return Decision.INVERTED_NOT_SAMPLED if matched else Decision.INVERTED_SAMPLED
         return Decision.SAMPLED if matched else Decision.NOT_SAMPLED

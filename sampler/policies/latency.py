@@ -12,6 +12,7 @@ duration is in range even when the whole trace lasts longer.
 from __future__ import annotations
 
 from sampler.policies.config import LatencyConfig
+from sampler.policies.view import spans_of
 from sampler.trace import Decision, Trace
 
 _NS_PER_MS = 1_000_000
@@ -32,15 +33,14 @@ class Latency:
     def evaluate(self, trace: Trace) -> Decision:
         low, high = self.threshold_ms, self.upper_threshold_ms
         earliest = latest = 0
-        for batch in trace.batches:
-            for scope_spans in batch.scope_spans:
-                for span in scope_spans.spans:
-                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                    if earliest == 0 or start < earliest:
-                        earliest = start
-                    if latest == 0 or end > latest:
-                        latest = end
-                    duration = whole_ms(latest - earliest)
-                    if (low < duration <= high) if high else (duration >= low):
-                        return Decision.SAMPLED
+        for span in spans_of(trace):
+            start, end = span.start_time_unix_nano, span.end_time_unix_nano
+            if earliest == 0 or start < earliest:
+                earliest = start
+            if latest == 0 or end > latest:
+                latest = end
+            nanoseconds = latest - earliest
+            duration = nanoseconds // _NS_PER_MS if nanoseconds >= 0 else whole_ms(nanoseconds)
+            if (low < duration <= high) if high else (duration >= low):
+                return Decision.SAMPLED
         return Decision.NOT_SAMPLED

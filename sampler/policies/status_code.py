@@ -5,6 +5,7 @@ from __future__ import annotations
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from sampler.policies.config import StatusCodeConfig
+from sampler.policies.view import spans_of
 from sampler.trace import Decision, Trace
 
 CODES = {"UNSET": Status.STATUS_CODE_UNSET, "OK": Status.STATUS_CODE_OK, "ERROR": Status.STATUS_CODE_ERROR}
@@ -16,9 +17,7 @@ class StatusCode:
 
     def evaluate(self, trace: Trace) -> Decision:
         codes = self.codes
-        for batch in trace.batches:
-            for scope_spans in batch.scope_spans:
-                for span in scope_spans.spans:
-                    if span.status.code in codes:
-                        return Decision.SAMPLED
+        for span in spans_of(trace):
+            if span.status.code in codes:
+                return Decision.SAMPLED
         return Decision.NOT_SAMPLED

@@ -21,15 +21,17 @@ DEFAULT_CACHE_SIZE = 128
 
 class StringAttribute(AttributePolicy):
     def __init__(self, config: StringAttributeConfig):
-        super().__init__(config.key, config.invert_match)
+        # a batch can only hold an exact match if it contains one of the values
+        needles = () if config.enabled_regex_matching else [value.encode() for value in config.values]
+        super().__init__(config.key, config.invert_match, needles)
         if config.enabled_regex_matching:
             self._patterns = [re.compile(value) for value in config.values]
             self.cache: OrderedDict[str, bool] = OrderedDict()  # match results by value, least recent first
             self._cache_size = config.cache_max_size or DEFAULT_CACHE_SIZE
-            self.matches = self._regex_matches
+            self.match_text = self._regex_matches
         else:
             values = frozenset(config.values)
-            self.matches = values.__contains__
+            self.match_text = values.__contains__
 
     def _regex_matches(self, text: str) -> bool:
         cache = self.cache
@@ -44,8 +46,8 @@ class StringAttribute(AttributePolicy):
         return matched
 
     def resource_match(self, value: AnyValue) -> bool:
-        return self.matches(value.string_value)
+        return self.match_text(value.string_value)
 
     def span_match(self, value: AnyValue) -> bool:
         text = value.string_value
-        return bool(text) and self.matches(text)
+        return bool(text) and self.match_text(text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sampler.policies.view import spans_of
 from sampler.trace import Decision, Trace
 
 SAMPLED_FLAG = 0x01  # the low byte of Span.flags holds the W3C trace flags
@@ -9,9 +10,7 @@ SAMPLED_FLAG = 0x01  # the low byte of Span.flags holds the W3C trace flags
 
 class TraceFlags:
     def evaluate(self, trace: Trace) -> Decision:
-        for batch in trace.batches:
-            for scope_spans in batch.scope_spans:
-                for span in scope_spans.spans:
-                    if span.flags & SAMPLED_FLAG:
-                        return Decision.SAMPLED
+        for span in spans_of(trace):
+            if span.flags & SAMPLED_FLAG:
+                return Decision.SAMPLED
         return Decision.NOT_SAMPLED

@@ -7,6 +7,7 @@ does not parse (a bad key or value, a duplicate key, more than 32 members) does 
 from __future__ import annotations
 
 from sampler.policies.config import TraceStateConfig
+from sampler.policies.view import spans_of
 from sampler.trace import Decision, Trace
 
 MAX_MEMBERS = 32
@@ -58,12 +59,10 @@ class TraceState:
 
     def evaluate(self, trace: Trace) -> Decision:
         key, values = self.key, self.values
-        for batch in trace.batches:
-            for scope_spans in batch.scope_spans:
-                for span in scope_spans.spans:
-                    text = span.trace_state
-                    if text:
-                        members = parse_trace_state(text)
-                        if members is not None and members.get(key, "") in values:
-                            return Decision.SAMPLED
+        for span in spans_of(trace):
+            text = span.trace_state
+            if text:
+                members = parse_trace_state(text)
+                if members is not None and members.get(key, "") in values:
+                    return Decision.SAMPLED
         return Decision.NOT_SAMPLED

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import yaml
 
 from sampler.policies import build_policies, decide
 from sampler.policies.config import PolicyConfig
 from sampler.trace import Decision
-from tests.sampler.policies.traces import SHORT, FakeClock, span, spans_trace
+from tests.sampler.policies.traces import SHORT, FakeClock, batch, span, spans_trace
 
 POLICIES = {
     "all": "{name: all, type: always_sample}",
@@ -98,3 +100,28 @@ def test_policies_after_a_drop_or_a_first_match_spend_no_rate_budget():
                            "budget": Decision.SAMPLED})
     assert decide(policies, TRACES["api"], True)[0] is Decision.SAMPLED
     assert decide(policies, TRACES["api"], True)[0] is Decision.NOT_SAMPLED
+
+
+def test_policies_decide_alike_inside_decide_and_alone():
+    """decide shares one flattened and serialized view of the trace between policies: it must
+    change no decision, and a trace that grows between two decisions is seen whole."""
+    rng = random.Random(3)
+    names = "errors slow not-health drop-health drop-debug not-errors error-and-not-health"
+    configs = [PolicyConfig.model_validate(yaml.safe_load(POLICIES[name])) for name in names.split()]
+    configs.append(PolicyConfig.model_validate(yaml.safe_load(
+        "{name: route, type: string_attribute, string_attribute: {key: http.route, values: [/api, /héllo]}}")))
+    for _ in range(300):
+        grown = spans_trace(*(random_span(rng) for _ in range(rng.randrange(1, 4))))
+        for _ in range(2):
+            together = dict(decide(build_policies(configs, FakeClock()), grown, False)[1])
+            alone = {named.name: named.policy.evaluate(grown) for named in build_policies(configs, FakeClock())}
+            assert together == {name: alone[name] for name in together}
+            grown.batches.append(batch([random_span(rng)], resource={"service.name": rng.choice(["a", "/api"])}))
+            grown.span_count += 1
+
+
+def random_span(rng: random.Random):
+    attrs = {key: rng.choice(values) for key, values in (("http.route", ["/api", "/health", "/héllo", "/api/x"]),
+                                                         ("debug", [True, False, "true"]))
+             if rng.random() < 0.6}
+    return span(attrs, start_ms=0, end_ms=rng.choice([10, 2000]), status=rng.choice(["OK", "ERROR", "UNSET"]))

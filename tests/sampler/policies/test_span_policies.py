@@ -43,19 +43,21 @@ LATENCY_TRACES = {
     "long_after_a_short_prefix": spans_trace(span(start_ms=0, end_ms=1500), span(start_ms=0, end_ms=20000)),
     "late_span_first": spans_trace(span(start_ms=10000, end_ms=10100), span(start_ms=0, end_ms=100)),
     "instant": spans_trace(span(start_ms=0, end_ms=0)),
+    "ends_before_start": spans_trace(span(start_ms=100, end_ms=0)),
+    "ends_half_ms_before_start": spans_trace(span(start_ms=0.5, end_ms=0)),  # -0.5 ms truncates to 0
 }
 
 
 @pytest.mark.parametrize("snippet, expected", [
-    pytest.param("{name: p, type: latency, latency: {threshold_ms: 5000}}", "N S S S N S S N", id="threshold"),
+    pytest.param("{name: p, type: latency, latency: {threshold_ms: 5000}}", "N S S S N S S N N N", id="threshold"),
     pytest.param("{name: p, type: latency, latency: {threshold_ms: 5000, upper_threshold_ms: 10000}}",
-                 "N S N S N N N N", id="threshold-exclusive-with-upper"),
+                 "N S N S N N N N N N", id="threshold-exclusive-with-upper"),
     # otelcol decides on the running duration: a prefix in range samples a trace that ends up longer
-    pytest.param("{name: p, type: latency, latency: {upper_threshold_ms: 1000}}", "S N N S N N S N",
+    pytest.param("{name: p, type: latency, latency: {upper_threshold_ms: 1000}}", "S N N S N N S N N N",
                  id="upper-threshold-only"),
     pytest.param("{name: p, type: latency, latency: {threshold_ms: 1000, upper_threshold_ms: 2000}}",
-                 "N N N N N S N N", id="window-on-a-prefix"),
-    pytest.param("{name: p, type: latency, latency: {threshold_ms: 0}}", "S S S S S S S S", id="zero-threshold"),
+                 "N N N N N S N N N N", id="window-on-a-prefix"),
+    pytest.param("{name: p, type: latency, latency: {threshold_ms: 0}}", "S S S S S S S S N S", id="zero-threshold"),
 ])
 def test_latency_decides_each_trace_as_otelcol(snippet, expected):
     check(snippet, LATENCY_TRACES, expected)
