@@ -8,6 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.helpers.agent import AgentProcess  # noqa: E402
 from tests.helpers.certs import make_certs  # noqa: E402
 from tests.helpers.net import free_port  # noqa: E402
+from tests.helpers.redis_server import RedisServer  # noqa: E402
 from tests.helpers.upstream import Upstream  # noqa: E402
 
 
@@ -37,6 +38,16 @@ def agents(tmp_path):
     yield start
     for agent in started:
         agent.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free loopback port (no persistence), killed by PID at the end."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(str(directory)).start()
+    yield server
+    server.kill()
 
 
 @pytest.fixture

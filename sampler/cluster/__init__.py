@@ -1,0 +1,1 @@
+"""Tail sampling across hub replicas: state that every replica shares (redis_state)."""

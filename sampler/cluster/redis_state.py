@@ -1,0 +1,299 @@
+"""Decisions shared by the hub replicas through Redis: a late span follows its trace's decision
+whichever replica it reaches (after a Kafka rebalance, or through another topic).
+
+Design note
+===========
+Key layout: `<key_prefix><trace id as 32 hex digits>` holds b"1" (kept) or b"0" (dropped),
+written as `SET key value PX ttl NX GET`: a decision lives `ttl` in Redis and is never replaced.
+
+First writer wins (NX). Two replicas can each decide a trace on the part of it they received
+(around a rebalance) and disagree. Redis keeps the first decision for the whole ttl and every
+lookup answers with it, so all later spans of the trace take one way wherever they arrive. The
+replica whose write lost learns the winner from the same reply (GET) and records it in its
+local cache (`on_conflict`), so its own later spans follow it too. Last writer wins would let
+the answer change while replicas are routing late spans by it. NX with GET needs Redis 7.0.
+
+Writes: `publish` only puts decisions into a bounded dict, so the caller never waits; one writer
+task sends them in pipelines of up to `send_batch_size` SETs, one round trip each, at most
+`flush_interval` after the first one waited. Reads: `lookup` is one MGET for all the ids a
+caller asks about, bounded by `operation_timeout`.
+
+Outages: a connection error or a timeout marks Redis down: one warning per outage, the gauge
+`edgeagent_sampler_shared_state_up` at 0. While down, lookups answer {} at once (the replica
+decides with its local caches only) and publishes are dropped and counted; nothing raises to
+the caller. One task probes with PING under exponential backoff (cancelled by shutdown) and
+marks Redis up again, with an info log. Decisions dropped during an outage are not replayed:
+the replica that made them still follows them through its local cache.
+
+Crash and restart: nothing here is kept on the replica; what Redis holds outlives it, so a
+restarted replica follows the decisions it made before the restart as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import time
+from typing import Any, Callable
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from edgeagent.extensions.metrics import Metrics
+from sampler.cluster.config import SharedStateConfig, shown_url
+
+log = logging.getLogger(__name__)
+
+_KEPT, _DROPPED = b"1", b"0"
+_PENDING_BATCHES = 100  # decisions waiting beyond this many batches are dropped (counted): bounded memory
+_BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
+_OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
+_PREFIX = "edgeagent_sampler_shared_state_"
+
+
+class SharedDecisions:
+    """`await start()`, `publish(decisions)` (never waits), `await lookup(trace_ids)`,
+    `await shutdown()`. Start and shutdown are idempotent; shutdown is safe without start and
+    sends the decisions still waiting (bounded by `operation_timeout` per batch)."""
+
+    def __init__(self, config: SharedStateConfig, component_id: str = "tail_sampling",
+                 metrics: Metrics | None = None, on_conflict: Callable[[bytes, bool], None] | None = None):
+        self.config = config
+        self.id = component_id
+        self.url = shown_url(config.url)
+        self.on_conflict = on_conflict
+        self.up = False
+        self._prefix = config.key_prefix.encode()
+        self._ttl_ms = int(config.ttl * 1000)
+        self._max_pending = _PENDING_BATCHES * config.send_batch_size
+        self._redis: Redis | None = None
+        self._pending: dict[bytes, bool] = {}
+        self._queued = asyncio.Event()  # something waits in _pending
+        self._full = asyncio.Event()  # a whole batch waits, or shutdown: send without lingering
+        self._down = asyncio.Event()  # wakes the reconnect task
+        self._closing = False
+        self._down_since: float | None = None  # None: up, or not yet connected since start
+        self._refusing = False  # Redis answers but refuses writes (e.g. OOM): warned once
+        self._tasks: list[asyncio.Task] = []
+        self._define_metrics(metrics if metrics is not None else Metrics())
+
+    def _define_metrics(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        for name, text, labels in (
+                ("errors", "Failed Redis operations (connect, lookup, publish).", ("processor", "operation")),
+                ("dropped_decisions", "Decisions not shared: Redis unavailable, refusing, or too far behind.",
+                 ("processor", "reason")),
+                ("published_decisions", "Decisions written to Redis (or already there).", ("processor",)),
+                ("found_decisions", "Trace ids whose decision a lookup found in Redis.", ("processor", "sampled")),
+                ("conflicts", "Decisions that lost to another replica's earlier, different decision.",
+                 ("processor",))):
+            metrics.counter(_PREFIX + name, text, labels)
+        metrics.gauge(_PREFIX + "up", "1 while the shared decision store (Redis) answers.", ("processor",),
+                      lambda: [((self.id,), 1.0 if self.up else 0.0)])
+
+    def _count(self, name: str, amount: float, *labels: str) -> None:
+        self.metrics.counters[_PREFIX + name].inc(amount, self.id, *labels)
+
+    def health(self) -> dict[str, Any]:
+        return {"url": self.url, "up": self.up, "waiting_decisions": len(self._pending)}
+
+    def _key(self, trace_id: bytes) -> bytes:
+        return self._prefix + trace_id.hex().encode()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (one attempt, bounded by connection_timeout); if Redis does not answer, the
+        agent starts all the same and the reconnect task keeps trying."""
+        if self._redis is not None:
+            return
+        config = self.config
+        options: dict[str, Any] = {}
+        if config.password:
+            options["password"] = config.password
+        # one attempt per operation: the outage logic below owns reconnecting and backoff
+        pool = BlockingConnectionPool.from_url(
+            config.url, max_connections=config.pool_size, timeout=config.connection_timeout,
+            socket_connect_timeout=config.connection_timeout, socket_timeout=config.operation_timeout,
+            retry=Retry(NoBackoff(), 0), **options)
+        self._redis = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        self._closing = False
+        self._down_since = None
+        if await self._probe():
+            log.info("shared decisions connected to Redis", extra={"processor": self.id, "url": self.url})
+        self._tasks = [asyncio.create_task(self._write_loop(), name=f"shared_state_writer:{self.id}"),
+                       asyncio.create_task(self._reconnect_loop(), name=f"shared_state_reconnect:{self.id}")]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+
+    async def shutdown(self) -> None:
+        if self._redis is None or self._closing:
+            return
+        self._closing = True  # the writer sends what waits, then stops
+        self._queued.set()
+        self._full.set()
+        (writer, reconnect), self._tasks = self._tasks, []
+        reconnect.cancel()
+        batches = len(self._pending) // self.config.send_batch_size + 1
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), self.config.operation_timeout * (batches + 1))
+        except asyncio.TimeoutError:
+            pass
+        writer.cancel()
+        await asyncio.gather(writer, reconnect, return_exceptions=True)
+        if self._pending:
+            self._count("dropped_decisions", len(self._pending), "shutdown")
+            self._pending.clear()
+        redis, self._redis = self._redis, None
+        self.up = False
+        await redis.aclose(close_connection_pool=True)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("shared decisions stopped working; deciding with local caches only",
+                      exc_info=task.exception(), extra={"processor": self.id})
+            self.up = False
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    async def lookup(self, trace_ids: list[bytes]) -> dict[bytes, bool]:
+        """The decisions Redis holds for these ids (True: kept), in one MGET; {} while Redis is
+        down, slow or failing. Never raises (but for cancellation)."""
+        if not trace_ids or not self.up or self._redis is None:
+            return {}
+        try:
+            async with asyncio.timeout(self.config.operation_timeout):
+                values = await self._redis.mget([self._key(trace_id) for trace_id in trace_ids])
+        except _OUTAGE as exc:
+            self._failed("lookup", exc)
+            return {}
+        found = {trace_id: value == _KEPT for trace_id, value in zip(trace_ids, values) if value in (_KEPT, _DROPPED)}
+        kept = sum(found.values())
+        if kept:
+            self._count("found_decisions", kept, "true")
+        if len(found) > kept:
+            self._count("found_decisions", len(found) - kept, "false")
+        return found
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def publish(self, decisions: dict[bytes, bool]) -> None:
+        """Queue decisions for Redis and return at once; dropped (counted) while Redis is down."""
+        if not decisions:
+            return
+        if not self.up or self._closing:
+            self._count("dropped_decisions", len(decisions), "unavailable")
+            return
+        room = self._max_pending - len(self._pending)
+        if len(decisions) > room:
+            self._count("dropped_decisions", len(decisions) - max(room, 0), "overflow")
+            decisions = dict(itertools.islice(decisions.items(), max(room, 0)))
+        self._pending.update(decisions)
+        if self._pending:
+            self._queued.set()
+        if len(self._pending) >= self.config.send_batch_size:
+            self._full.set()
+
+    async def _write_loop(self) -> None:
+        """The only sender of decisions: one pipeline (one round trip) per batch."""
+        while True:
+            await self._queued.wait()
+            if not self._full.is_set():  # linger so that the decisions of the next moments share the trip
+                try:
+                    await asyncio.wait_for(self._full.wait(), self.config.flush_interval)
+                except asyncio.TimeoutError:
+                    pass
+            batch = self._take()
+            if batch:
+                await self._write(batch)
+            if self._closing and not self._pending:
+                return
+
+    def _take(self) -> dict[bytes, bool]:
+        size = self.config.send_batch_size
+        if len(self._pending) <= size:
+            batch, self._pending = self._pending, {}
+        else:
+            batch = dict(itertools.islice(self._pending.items(), size))
+            for trace_id in batch:
+                del self._pending[trace_id]
+        if not self._pending:
+            self._queued.clear()
+        if len(self._pending) < size and not self._closing:
+            self._full.clear()
+        return batch
+
+    async def _write(self, batch: dict[bytes, bool]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for trace_id, keep in batch.items():
+            pipe.set(self._key(trace_id), _KEPT if keep else _DROPPED, px=self._ttl_ms, nx=True, get=True)
+        try:
+            async with asyncio.timeout(self.config.operation_timeout):
+                replies = await pipe.execute(raise_on_error=False)
+        except _OUTAGE as exc:
+            self._count("dropped_decisions", len(batch), "unavailable")
+            self._failed("publish", exc)
+            return
+        refused: list[Exception] = []
+        for (trace_id, keep), reply in zip(batch.items(), replies):
+            if isinstance(reply, Exception):
+                refused.append(reply)
+            elif reply is not None and (reply == _KEPT) != keep:  # another replica decided first
+                self._count("conflicts", 1)
+                if self.on_conflict is not None:
+                    self.on_conflict(trace_id, reply == _KEPT)
+        self._count("published_decisions", len(batch) - len(refused))
+        if refused:
+            self._count("errors", 1, "publish")
+            self._count("dropped_decisions", len(refused), "refused")
+            if not self._refusing:
+                log.warning("Redis refuses to store sampling decisions; other replicas will not see them",
+                            extra={"processor": self.id, "url": self.url, "error": str(refused[0]),
+                                   "decisions": len(refused)})
+        self._refusing = bool(refused)
+
+    # ---- outages ---------------------------------------------------------------------------
+
+    async def _probe(self) -> bool:
+        try:
+            async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
+                await self._redis.ping()
+        except _OUTAGE as exc:
+            self._failed("connect", exc)
+            return False
+        if self._down_since is not None:
+            log.info("shared decisions are available again", extra={
+                "processor": self.id, "url": self.url, "outage_seconds": round(time.monotonic() - self._down_since, 1)})
+        self._down_since = None
+        self.up = True
+        return True
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self._count("errors", 1, operation)
+        if self._down_since is None:  # a new outage (or no connection since start): say so once
+            self._down_since = time.monotonic()
+            log.warning("shared decisions are unavailable; deciding with local caches only until Redis answers",
+                        extra={"processor": self.id, "url": self.url, "operation": operation,
+                               "error": str(exc) or type(exc).__name__})
+        self.up = False
+        if self._pending:
+            self._count("dropped_decisions", len(self._pending), "unavailable")
+            self._pending.clear()
+            self._queued.clear()
+        self._down.set()
+
+    async def _reconnect_loop(self) -> None:
+        """PING with exponential backoff (jittered) while Redis is down; shutdown cancels it."""
+        while True:
+            await self._down.wait()
+            self._down.clear()
+            delay = _BACKOFF_INITIAL
+            while not self.up:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                if self._redis is None or await self._probe():
+                    break
+                delay = min(delay * 2, _BACKOFF_MAX)
