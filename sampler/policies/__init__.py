@@ -102,20 +102,26 @@ def decide(policies: Sequence[NamedPolicy], trace: Trace,
     an early stop are not evaluated and are absent from the returned dict.
     """
     decisions: dict[str, Decision] = {}
+    sampled = not_sampled = inverted_sampled = inverted_not_sampled = False
     token = start_deciding(trace)
     try:
         for named in policies:
             decision = named.policy.evaluate(trace)
             decisions[named.name] = decision
-            if decision is Decision.DROPPED or (sample_on_first_match and decision is Decision.SAMPLED):
-                break
+            if decision is Decision.SAMPLED:
+                sampled = True
+                if sample_on_first_match:
+                    break
+            elif decision is Decision.NOT_SAMPLED:
+                not_sampled = True
+            elif decision is Decision.DROPPED:
+                return Decision.DROPPED, decisions
+            elif decision is Decision.INVERTED_NOT_SAMPLED:
+                inverted_not_sampled = True
+            elif decision is Decision.INVERTED_SAMPLED:
+                inverted_sampled = True
     finally:
         stop_deciding(token)
-    seen = set(decisions.values())
-    if Decision.DROPPED in seen:
-        return Decision.DROPPED, decisions
-    if Decision.INVERTED_NOT_SAMPLED in seen:
-        return Decision.NOT_SAMPLED, decisions
-    if Decision.SAMPLED in seen or (Decision.INVERTED_SAMPLED in seen and Decision.NOT_SAMPLED not in seen):
+    if not inverted_not_sampled and (sampled or (inverted_sampled and not not_sampled)):
         return Decision.SAMPLED, decisions
     return Decision.NOT_SAMPLED, decisions

@@ -6,8 +6,6 @@ from __future__ import annotations
 from sampler.policies.base import Evaluator
 from sampler.trace import Decision, Trace
 
-_OPPOSITE = {Decision.SAMPLED: Decision.NOT_SAMPLED, Decision.NOT_SAMPLED: Decision.SAMPLED}
-
 
 class Not:
     def __init__(self, subpolicy: Evaluator):
@@ -15,4 +13,8 @@ class Not:
 
     def evaluate(self, trace: Trace) -> Decision:
         decision = self.subpolicy.evaluate(trace)
-        return _OPPOSITE.get(decision, decision)
+        if decision is Decision.SAMPLED:
+            return Decision.NOT_SAMPLED
+        if decision is Decision.NOT_SAMPLED:
+            return Decision.SAMPLED
+        return decision
