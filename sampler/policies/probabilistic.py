@@ -46,6 +46,9 @@ class Probabilistic:
         self.threshold = threshold(config.sampling_percentage)
 
     def evaluate(self, trace: Trace) -> Decision:
-        if fnv1a_64(trace.trace_id, self.salted) <= self.threshold:
+        trace_id = trace.trace_id
+        if len(trace_id) != 16:  # pdata reads a missing trace id as 16 zero bytes
+            trace_id = trace_id.ljust(16, b"\0")[:16]
+        if fnv1a_64(trace_id, self.salted) <= self.threshold:
             return Decision.SAMPLED
         return Decision.NOT_SAMPLED

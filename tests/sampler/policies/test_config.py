@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
 from edgeagent.component import ComponentConfig
-from edgeagent.config.loader import pydantic_errors
 from sampler.policies import build_policies
 from sampler.policies.config import PolicyConfig
+from tests.helpers.config_errors import assert_reported
 from tests.sampler.policies.traces import FakeClock
 
 DATA = Path(__file__).resolve().parents[2] / "testdata" / "sampler"
@@ -21,14 +20,6 @@ BAD = yaml.safe_load((DATA / "bad-policies.yaml").read_text())
 
 class Policies(ComponentConfig):
     policies: list[PolicyConfig]
-
-
-def errors(policies: list) -> list[tuple[str, str]]:
-    try:
-        Policies.model_validate({"policies": policies})
-    except ValidationError as exc:
-        return pydantic_errors(exc, "processors::tail_sampling", Policies)
-    return []
 
 
 def test_otelcols_readme_example_is_accepted_and_built():
@@ -43,9 +34,5 @@ def test_otelcols_readme_example_is_accepted_and_built():
 
 @pytest.mark.parametrize("case", BAD, ids=[f"{number}-{case['policy']['type']}" for number, case in enumerate(BAD)])
 def test_a_mistake_is_reported_at_its_path_with_what_to_change(case):
-    reported = errors([case["policy"]])
     path = "::".join(part for part in ("processors::tail_sampling::policies::0", case["path"]) if part)
-    assert [where for where, _ in reported] == [path], reported
-    message = reported[0][1]
-    for word in case["words"]:
-        assert word in message, message
+    assert_reported(Policies, {"policies": [case["policy"]]}, "processors::tail_sampling", [(path, case["words"])])

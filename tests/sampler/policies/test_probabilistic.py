@@ -74,6 +74,13 @@ def test_known_trace_ids_get_otelcols_decision():
                                  "ffffffffffffffffffffffffffffffff": "S", "4bf92f3577b34da6a3ce929d0e0e4736": "N"}
 
 
+def test_a_missing_trace_id_hashes_as_sixteen_zero_bytes():
+    traces = {"missing": Trace(trace_id=b""), "zeros": Trace(trace_id=bytes(16))}
+    for percentage in (50, 90):  # the zero id hashes to 16254958829412527165: between both thresholds
+        assert decisions(f"{{name: p, type: probabilistic, probabilistic: {{sampling_percentage: {percentage}}}}}",
+                         traces) == dict.fromkeys(traces, "N" if percentage == 50 else "S")
+
+
 @pytest.mark.parametrize("salt, percentage", [("", 10), ("edge", 33.3), ("tier-2", 0.1)])
 def test_decisions_equal_the_reference_on_100000_random_trace_ids(salt, percentage):
     policy = build_policy(policy_config(
