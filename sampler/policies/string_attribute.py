@@ -8,13 +8,12 @@ must be a non-empty string to match; a resource attribute of another type is mat
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from sampler.policies.attributes import AttributePolicy
-from sampler.policies.config import StringAttributeConfig
+from sampler.policies.config import StringAttributeConfig, compile_go_regex
 
 DEFAULT_CACHE_SIZE = 128
 
@@ -25,7 +24,7 @@ class StringAttribute(AttributePolicy):
         needles = () if config.enabled_regex_matching else [value.encode() for value in config.values]
         super().__init__(config.key, config.invert_match, needles)
         if config.enabled_regex_matching:
-            self._patterns = [re.compile(value) for value in config.values]
+            self._patterns = [compile_go_regex(value) for value in config.values]
             self.cache: OrderedDict[str, bool] = OrderedDict()  # match results by value, least recent first
             self._cache_size = config.cache_max_size or DEFAULT_CACHE_SIZE
             self.match_text = self._regex_matches

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from sampler.policies import build_policy
+from sampler.policies.config import compile_go_regex
 from tests.sampler.policies.traces import decisions, policy_config, span, spans_trace
 
 STRING_TRACES = {
@@ -21,6 +22,7 @@ STRING_TRACES = {
     "resource_int": spans_trace(span(), resource={"k": 5}),
     "one_of_two_spans": spans_trace(span({"k": "zzz"}), span({"k": "v1"})),
     "inside_longer": spans_trace(span({"k": "prefix-v1-suffix"})),
+    "trailing_newline": spans_trace(span({"k": "v1\n"})),  # Go's $ does not match before it
 }
 
 
@@ -32,16 +34,16 @@ def rows(kind: str, table: list[tuple[str, str, str]]) -> list:
 
 
 STRING_ROWS = rows("string_attribute", [
-    ("{key: k, values: [v1, v2]}", "N S N S N N N S N", "exact"),
-    ("{key: k, values: [v1, v2], invert_match: true}", "IS IN IS IN IS IS IS IN IS", "exact-inverted"),
-    ("{key: k, values: ['v[0-9]'], enabled_regex_matching: true}", "N S N S N N N S S", "regex-unanchored"),
-    ("{key: k, values: ['^v1$'], enabled_regex_matching: true, cache_max_size: 1}", "N S N S N N N S N",
+    ("{key: k, values: [v1, v2]}", "N S N S N N N S N N", "exact"),
+    ("{key: k, values: [v1, v2], invert_match: true}", "IS IN IS IN IS IS IS IN IS IS", "exact-inverted"),
+    ("{key: k, values: ['v[0-9]'], enabled_regex_matching: true}", "N S N S N N N S S S", "regex-unanchored"),
+    ("{key: k, values: ['^v1$'], enabled_regex_matching: true, cache_max_size: 1}", "N S N S N N N S N N",
      "regex-anchored-by-the-user"),
-    ("{key: k, values: ['^nomatch$'], enabled_regex_matching: true}", "N N N N N N N N N", "regex-without-match"),
+    ("{key: k, values: ['^nomatch$'], enabled_regex_matching: true}", "N N N N N N N N N N", "regex-without-match"),
     # a resource attribute of another type is matched as "", a span's empty string never
-    ("{key: k, values: ['.*'], enabled_regex_matching: true}", "N S S S N N S S S", "regex-matching-everything"),
+    ("{key: k, values: ['.*'], enabled_regex_matching: true}", "N S S S N N S S S S", "regex-matching-everything"),
     ("{key: k, values: ['v[0-9]'], enabled_regex_matching: true, invert_match: true}",
-     "IS IN IS IN IS IS IS IN IN", "regex-inverted"),
+     "IS IN IS IN IS IS IS IN IN IN", "regex-inverted"),
 ])
 
 NUMERIC_TRACES = {
@@ -130,3 +132,16 @@ def test_regex_cache_defaults_to_otelcols_128_entries():
     for number in range(200):
         policy.evaluate(spans_trace(span({"k": f"value-{number}"})))
     assert len(policy.cache) == 128 and next(iter(policy.cache)) == "value-72"
+
+
+@pytest.mark.parametrize("pattern, matching, not_matching", [
+    (r"^/health$", ["/health"], ["/health\n", "/healthz"]),
+    (r"^/health\z", ["/health"], ["/health\n"]),
+    (r"[$]x$", ["$x"], ["$x\n", "x"]),
+    (r"(?m)^a$", ["a\nb", "a\n"], ["ab"]),
+    (r"a\$", ["a$"], ["a"]),
+    (r"[]x]$", ["]", "x"], ["]\n"]),
+])
+def test_go_regular_expressions_match_what_they_match_in_go(pattern, matching, not_matching):
+    compiled = compile_go_regex(pattern)
+    assert [text for text in matching + not_matching if compiled.search(text)] == matching
