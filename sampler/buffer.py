@@ -156,13 +156,17 @@ class DecisionCache:
         self._previous: _Bloom | None = None
 
     def record(self, trace_id: bytes, kept: bool) -> None:
+        """The latest decision for a trace id replaces an earlier one (a kept id is looked up first,
+        so a drop after a keep takes it out of the LRU)."""
         if kept:
             if self.kept_size:
                 self.kept[trace_id] = None
                 self.kept.move_to_end(trace_id)
                 if len(self.kept) > self.kept_size:
                     self.kept.popitem(last=False)
-        elif self._current is not None:
+            return
+        self.kept.pop(trace_id, None)
+        if self._current is not None:
             if self._current.count >= self._current.capacity:
                 self._previous, self._current = self._current, _Bloom(self._dropped_size, self._error_rate)
             self._current.add(trace_id)

@@ -14,6 +14,9 @@
 | `latencyThresholdMs`,              | (`sampling_percentage` = rate × 100)                         |
 | `latencySampleRate`                |                                                              |
 | `spanCompression.*`                | `span_compression` (see sampler.compression)                 |
+| `redis.url`, `redis.password`,     | `shared_state: redis:` `url`, `password`, `pool_size`,       |
+| `redis.poolSize`,                  | `connection_timeout` (edgeagent; decisions shared by hub     |
+| `redis.connectionTimeoutSecs`      | replicas, see sampler.cluster.config)                        |
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration
+from sampler.cluster.config import SharedStateBackends
 from sampler.compression import SpanCompressionConfig
 from sampler.policies.config import PolicyConfig
 
@@ -67,6 +71,7 @@ class TailSamplingConfig(ComponentConfig):
     max_trace_duration: Duration = 0.0
     stress_relief: StressReliefConfig = Field(default_factory=StressReliefConfig)
     span_compression: SpanCompressionConfig = Field(default_factory=SpanCompressionConfig)
+    shared_state: SharedStateBackends | None = None  # decisions shared by hub replicas (Redis)
 
     @model_validator(mode="after")
     def _check(self) -> "TailSamplingConfig":

@@ -21,6 +21,10 @@ its first-seen time taken from its oldest record, so traces whose decision_wait 
 the agent was down are decided at once. Decision caches live in memory: after a restart a late
 span of a trace decided before it starts a new trace, as in otelcol.
 
+With `shared_state` (hub replicas, sampler.cluster), decisions are also kept in Redis: ingest asks
+it once per request about the traces this replica neither buffers nor remembers, before routing;
+deciding follows a decision another replica made first, and publishes its own.
+
 Races, all on one event loop and one writer thread (FIFO):
 * A trace is marked decided (cache) before its records are read for evaluation; spans that
   arrive later go straight to export or are dropped. Records whose commit was already under way
@@ -90,6 +94,7 @@ class SamplingStage:
         self._wake = asyncio.Event()
         self.tick = min(1.0, max(0.05, min(config.decision_wait, config.inactivity_timeout or config.decision_wait) / 10))
         self._define_metrics()
+        self.shared = self._shared_decisions()  # None unless shared_state is configured
 
     # ---- wiring ----------------------------------------------------------------------------
 
@@ -128,14 +133,19 @@ class SamplingStage:
         self._count = lambda name, amount, *labels: metrics.counters[name].inc(amount, self.id, *labels)
 
     def health(self) -> dict[str, Any]:
-        return {"buffered_traces": len(self.buffer), "buffered_spans": self.buffer.spans,
-                "stress_relief": self.relief.active, "unsettled_decisions": len(self._unsettled)}
+        health = {"buffered_traces": len(self.buffer), "buffered_spans": self.buffer.spans,
+                  "stress_relief": self.relief.active, "unsettled_decisions": len(self._unsettled)}
+        if self.shared is not None:
+            health["shared_state"] = self.shared.health()
+        return health
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         if self.store is None:  # not part of a running pipeline: nothing to decide
             return
+        if self.shared is not None:
+            await self.shared.start()
         recovered = await asyncio.to_thread(self._scan)
         now, wall = self.clock(), time.time()
         for trace_id, (spans, size, first_ms) in recovered.items():
@@ -152,6 +162,8 @@ class SamplingStage:
             task, self._task = self._task, None
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if self.shared is not None:  # after the last decision: it sends what waits
+            await self.shared.shutdown()
 
     def _stopped(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -180,20 +192,30 @@ class SamplingStage:
 
     async def ingest(self, payload: Payload, batch_key: bytes = b"") -> None:
         """Returns once every span of the request is durable (pending, exported) or counted dropped."""
+        parts = split_by_trace(payload)
+        remote: dict[bytes, bool] = {}
+        if self.shared is not None and self.shared.up:  # the one await, before routing starts
+            parts = list(parts)
+            remote = await self._shared_lookup(parts)
         now = self.clock()
         self.relief.update(len(self.buffer), self.buffer.spans)
         pending: list[tuple[bytes, bytes, int, bool]] = []
         kept: list[Any] = []
         kept_items = 0
-        for trace_id, part, items, root in split_by_trace(payload):
+        for trace_id, part, items, root in parts:
             if trace_id in self.buffer or trace_id in self._deciding:
                 pending.append((trace_id, part.SerializeToString(), items, root))
                 continue
             known = self.cache.lookup(trace_id)
+            if known is None and trace_id in remote:  # decided by another replica: follow it
+                known = remote[trace_id]
+                self.cache.record(trace_id, known)
             if known is None and self.relief.active:
                 known = self.relief.keep(trace_id)
                 self.cache.record(trace_id, known)
                 self._count("edgeagent_sampler_stress_relief_traces", 1, str(known).lower())
+                if self.shared is not None:
+                    self.shared.publish({trace_id: known})
             elif known is not None:
                 self._count("otelcol_processor_tail_sampling_sampling_late_spans", items, str(known).lower())
             if known is None:
@@ -292,22 +314,28 @@ class SamplingStage:
 
     async def _decide(self, due: list[bytes]) -> int:
         records = await asyncio.to_thread(self._read, due)
+        followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
         decisions: dict[bytes, bool] = {}
         kept: dict[bytes, Trace] = {}
         for trace_id in due:
             trace = _trace_of(trace_id, records.get(trace_id, []))
-            final, per_policy = decide(self.policies, trace, self.config.sample_on_first_match)
-            keep = final == Decision.SAMPLED
+            if trace_id in followed:
+                keep = followed[trace_id]
+            else:
+                final, per_policy = decide(self.policies, trace, self.config.sample_on_first_match)
+                keep = final == Decision.SAMPLED
+                for policy, decision in per_policy.items():
+                    self._count("otelcol_processor_tail_sampling_count_traces_sampled", 1, policy,
+                                str(decision in (Decision.SAMPLED, Decision.INVERTED_SAMPLED)).lower())
             decisions[trace_id] = keep
             self.cache.record(trace_id, keep)
-            for policy, decision in per_policy.items():
-                self._count("otelcol_processor_tail_sampling_count_traces_sampled", 1, policy,
-                            str(decision == Decision.SAMPLED).lower())
             self._count("otelcol_processor_tail_sampling_global_count_traces_sampled", 1, str(keep).lower())
             if keep:
                 if self.config.span_compression.enabled:
                     compress_trace(trace, self.config.span_compression)
                 kept[trace_id] = trace
+        if self.shared is not None:
+            self.shared.publish({tid: keep for tid, keep in decisions.items() if tid not in followed})
         await self._settle(decisions, {tid: records.get(tid, []) for tid in due}, kept)
         return len(due)
 
@@ -400,6 +428,21 @@ class SamplingStage:
             for queue in self.queues:
                 writer.append(queue, body, items, batch_key)
         return extras
+
+    # ---- shared decisions (shared_state: sampler.cluster) ---------------------------------
+
+    def _shared_decisions(self) -> Any:
+        if self.config.shared_state is None:
+            return None
+        from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
+        return SharedDecisions(self.config.shared_state.redis, self.id, getattr(self.host, "metrics", None),
+                               on_conflict=self.cache.record)
+
+    async def _shared_lookup(self, parts: list[tuple[bytes, Any, int, bool]]) -> dict[bytes, bool]:
+        """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
+        unknown = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer
+                   and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]
+        return await self.shared.lookup(unknown) if unknown else {}
 
 
 def _trace_of(trace_id: bytes, rows: list[tuple[bytes, bytes, int, bytes]]) -> Trace:

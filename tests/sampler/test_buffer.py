@@ -68,3 +68,14 @@ def test_dropped_filter_rotates_so_memory_stays_fixed():
     for _ in range(250):  # two rotations later the first ids are forgotten
         cache.record(os.urandom(16), False)
     assert sum(cache.lookup(trace_id) is False for trace_id in first) < 10
+
+
+def test_a_later_drop_replaces_a_kept_decision_and_a_later_keep_a_dropped_one():
+    """Shared decisions: a replica whose decision lost to another's records the winner."""
+    cache = DecisionCache(kept_size=10, dropped_size=100)
+    first, second = os.urandom(16), os.urandom(16)
+    cache.record(first, True)
+    cache.record(first, False)
+    cache.record(second, False)
+    cache.record(second, True)
+    assert (cache.lookup(first), cache.lookup(second)) == (False, True)
