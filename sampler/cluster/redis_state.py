@@ -139,10 +139,7 @@ class SharedDecisions:
         (writer, reconnect), self._tasks = self._tasks, []
         reconnect.cancel()
         batches = len(self._pending) // self.config.send_batch_size + 1
-        try:
-            await asyncio.wait_for(asyncio.shield(writer), self.config.operation_timeout * (batches + 1))
-        except asyncio.TimeoutError:
-            pass
+        await asyncio.wait({writer}, timeout=self.config.operation_timeout * (batches + 1))
         writer.cancel()
         await asyncio.gather(writer, reconnect, return_exceptions=True)
         if self._pending:
@@ -153,9 +150,11 @@ class SharedDecisions:
         await redis.aclose(close_connection_pool=True)
 
     def _task_done(self, task: asyncio.Task) -> None:
-        if not task.cancelled() and task.exception() is not None:
+        if not task.cancelled() and task.exception() is not None:  # a bug: stay down, say so loudly
             log.error("shared decisions stopped working; deciding with local caches only",
                       exc_info=task.exception(), extra={"processor": self.id})
+            for other in self._tasks:
+                other.cancel()
             self.up = False
 
     # ---- reads -----------------------------------------------------------------------------

@@ -292,3 +292,23 @@ def test_a_redis_that_stops_answering_is_an_outage_bounded_by_operation_timeout(
         await _until(lambda: shared.up, timeout=15, message="recovery")
         await shared.shutdown()
     asyncio.run(scenario())
+
+
+def test_a_writer_that_fails_leaves_shared_decisions_down_loudly_and_shutdown_clean(redis_server, caplog):
+    async def scenario():
+        shared = _shared(redis_server)
+        await shared.start()
+
+        async def broken(batch):
+            raise RuntimeError("a bug in the writer")
+        shared._write = broken
+        with caplog.at_level(logging.ERROR, logger="sampler.cluster.redis_state"):
+            shared.publish({_ids(1)[0]: True})
+            await _until(lambda: not shared.up, message="down after the writer failed")
+        assert any("stopped working" in record.getMessage() for record in caplog.records)
+        await asyncio.sleep(0.5)  # no reconnect brings it back
+        assert not shared.up and _up(shared) == 0
+        shared.publish({_ids(1)[0]: True})
+        assert _counter(shared, "dropped_decisions", "unavailable") == 1
+        await shared.shutdown()
+    asyncio.run(scenario())
