@@ -123,12 +123,12 @@ class SharedDecisions:
         self._redis = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._closing = False
         self._down_since = None
-        if await self._probe():
-            log.info("shared decisions connected to Redis", extra={"processor": self.id, "url": self.url})
         self._tasks = [asyncio.create_task(self._write_loop(), name=f"shared_state_writer:{self.id}"),
                        asyncio.create_task(self._reconnect_loop(), name=f"shared_state_reconnect:{self.id}")]
         for task in self._tasks:
             task.add_done_callback(self._task_done)
+        if await self._probe():
+            log.info("shared decisions connected to Redis", extra={"processor": self.id, "url": self.url})
 
     async def shutdown(self) -> None:
         if self._redis is None or self._closing:
@@ -263,6 +263,8 @@ class SharedDecisions:
                 await self._redis.ping()
         except _OUTAGE as exc:
             self._failed("connect", exc)
+            return False
+        if self._closing:  # shut down while the PING was on its way
             return False
         if self._down_since is not None:
             log.info("shared decisions are available again", extra={
