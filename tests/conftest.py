@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.helpers.agent import AgentProcess  # noqa: E402
 from tests.helpers.certs import make_certs  # noqa: E402
+from tests.helpers.kafka import Broker  # noqa: E402
 from tests.helpers.net import free_port  # noqa: E402
 from tests.helpers.redis_server import RedisServer  # noqa: E402
 from tests.helpers.upstream import Upstream  # noqa: E402
@@ -56,3 +57,11 @@ def certs(tmp_path):
     directory = tmp_path / "certs"
     directory.mkdir()
     return make_certs(str(directory))
+
+
+@pytest.fixture
+def kafka(tmp_path):
+    """A tansu Kafka broker on a free loopback port, memory storage; killed by its PID at the end."""
+    broker = Broker(tmp_path / "kafka").start()
+    yield broker
+    broker.kill()

