@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from edgeagent.component import Factory
 from edgeagent.connectors import failover
-from edgeagent.exporters import otlp as otlp_exporter, otlphttp
+from edgeagent.exporters import kafka as kafka_exporter, otlp as otlp_exporter, otlphttp
 from edgeagent.extensions import bearertokenauth, file_storage, health_check
 from edgeagent.processors import attributes, batch, filter, memory_limiter, resource, tail_sampling
 from edgeagent.receivers import otlp
@@ -18,7 +18,7 @@ FACTORIES: dict[str, dict[str, Factory]] = {
     "receivers": _by_type(otlp.FACTORY),
     "processors": _by_type(memory_limiter.FACTORY, attributes.FACTORY, resource.FACTORY, filter.FACTORY, batch.FACTORY,
                            tail_sampling.FACTORY),
-    "exporters": _by_type(otlp_exporter.FACTORY, otlphttp.FACTORY),
+    "exporters": _by_type(otlp_exporter.FACTORY, otlphttp.FACTORY, kafka_exporter.FACTORY),
     "connectors": _by_type(failover.FACTORY),
     "extensions": _by_type(health_check.FACTORY, file_storage.FACTORY, bearertokenauth.FACTORY),
 }

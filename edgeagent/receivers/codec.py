@@ -69,9 +69,10 @@ def encode_response(message: Message, content_type: str) -> bytes:
     return message.SerializeToString()
 
 
-def to_otlp_json(message: Message) -> dict[str, Any]:
-    """A message in the OTLP/JSON mapping: camelCase keys, hex trace and span ids."""
-    document = json_format.MessageToDict(message)
+def to_otlp_json(message: Message, integer_enums: bool = False) -> dict[str, Any]:
+    """A message in the OTLP/JSON mapping: camelCase keys, hex trace and span ids (enum values as
+    integers, as the OTLP specification asks, with `integer_enums`)."""
+    document = json_format.MessageToDict(message, use_integers_for_enums=integer_enums)
     _base64_ids_to_hex(document)
     return document
 

