@@ -126,6 +126,8 @@ class SamplingStage:
             metrics.counter(name, text, labels)
         metrics.gauge(prefix + "sampling_traces_on_memory", "Traces waiting for a decision.", ("processor",),
                       lambda: [((self.id,), float(len(self.buffer)))])
+        metrics.gauge("edgeagent_sampler_traces_limit", "num_traces: traces the buffer holds before it decides early.",
+                      ("processor",), lambda: [((self.id,), float(self.config.num_traces))])
         metrics.gauge("edgeagent_sampler_buffered_spans", "Spans waiting for their trace's decision (on disk).",
                       ("processor",), lambda: [((self.id,), float(self.buffer.spans))])
         metrics.gauge("edgeagent_sampler_stress_relief_active", "1 while stress relief decides without buffering.",
