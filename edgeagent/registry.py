@@ -7,7 +7,7 @@ from edgeagent.connectors import failover
 from edgeagent.exporters import kafka as kafka_exporter, otlp as otlp_exporter, otlphttp
 from edgeagent.extensions import bearertokenauth, file_storage, health_check
 from edgeagent.processors import attributes, batch, filter, memory_limiter, resource, tail_sampling
-from edgeagent.receivers import otlp
+from edgeagent.receivers import kafka as kafka_receiver, otlp
 
 
 def _by_type(*factories: Factory) -> dict[str, Factory]:
@@ -15,7 +15,7 @@ def _by_type(*factories: Factory) -> dict[str, Factory]:
 
 
 FACTORIES: dict[str, dict[str, Factory]] = {
-    "receivers": _by_type(otlp.FACTORY),
+    "receivers": _by_type(otlp.FACTORY, kafka_receiver.FACTORY),
     "processors": _by_type(memory_limiter.FACTORY, attributes.FACTORY, resource.FACTORY, filter.FACTORY, batch.FACTORY,
                            tail_sampling.FACTORY),
     "exporters": _by_type(otlp_exporter.FACTORY, otlphttp.FACTORY, kafka_exporter.FACTORY),

@@ -22,6 +22,7 @@ MINIMAL = {
     ("exporters", "otlphttp"): lambda: {"endpoint": f"http://127.0.0.1:{free_port()}"},
     ("exporters", "otlp"): lambda: {"endpoint": f"127.0.0.1:{free_port()}", "tls": {"insecure": True}},
     ("exporters", "kafka"): lambda: {"brokers": [f"127.0.0.1:{free_port()}"]},
+    ("receivers", "kafka"): lambda: {"brokers": [f"127.0.0.1:{free_port()}"]},
     ("connectors", "failover"): lambda: {"priority_levels": [["traces/primary"], ["traces/backup"]]},
     ("extensions", "health_check"): lambda: {"endpoint": f"127.0.0.1:{free_port()}"},
     ("extensions", "file_storage"): lambda: {},

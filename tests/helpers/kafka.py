@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -27,6 +28,21 @@ def load_testdata(name: str):
     from edgeagent.config.loader import load_text
 
     return load_text((TESTDATA / name).read_text(encoding="utf-8"), environ={}, source=name)
+
+
+def assert_config_errors(name: str, expected: dict[str, list[str]]) -> None:
+    """Validating testdata `name` reports exactly the `expected` paths, each message with its words."""
+    from edgeagent.config.loader import ConfigError
+
+    try:
+        load_testdata(name)
+    except ConfigError as exc:
+        errors = dict(exc.errors)
+    else:
+        raise AssertionError(f"{name} was accepted")
+    assert set(errors) == set(expected), errors
+    for path, words in expected.items():
+        assert all(word in errors[path] for word in words), (path, errors[path])
 
 
 def tansu_binary(scratch: Path) -> str:
@@ -76,6 +92,7 @@ class Broker:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tansu exited with {self.process.returncode}:\n{self.log()}")
             try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 self.topics()
                 return self
             except Exception as exc:  # not listening yet, or not answering yet
@@ -106,12 +123,12 @@ class Broker:
     def topics(self) -> set[str]:
         return set(_run(self._admin(lambda admin: admin.list_topics())))
 
-    def create_topic(self, name: str, partitions: int = 1) -> None:
+    def create_topic(self, name: str, partitions: int = 1, exist_ok: bool = False) -> None:
         from aiokafka.admin import NewTopic
 
         async def create(admin):
             response = await admin.create_topics([NewTopic(name, partitions, 1)])
-            errors = [error for _, error, *_ in response.topic_errors if error]
+            errors = [error for _, error, *_ in response.topic_errors if error and not (exist_ok and error == 36)]
             if errors:
                 raise RuntimeError(f"creating topic {name} failed with error codes {errors}")
 

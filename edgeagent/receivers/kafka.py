@@ -1,0 +1,564 @@
+"""The `kafka` receiver (hub tier): OTLP messages from Kafka topics into the durable queue.
+
+Design note
+===========
+* Promise: an offset is committed only once the data of its message is durable (committed to
+  the LMDB queue, or to the tail sampler's raw buffer). A crash, a kill -9 or a rebalance
+  therefore never loses a message; it may deliver again the messages whose offsets were not
+  committed yet: at most the in-flight window plus what became durable since the last commit
+  (`autocommit::interval`), per partition.
+* One consumer-group member per receiver, subscribed to the topic(s) of every signal whose
+  pipelines list the receiver (otelcol's keys: `traces::topic`, ..., the deprecated top-level
+  `topic`; defaults otlp_spans, otlp_metrics, otlp_logs). A topic belongs to one signal.
+* Per assigned partition: fetched records wait in a backlog; up to `_WINDOW` of them are in
+  flight at once, each through `admission` (the memory limiter's budget) and `consume` (the
+  pipelines, up to the durable commit). In-flight messages finish in any order; the partition
+  remembers which are durable and advances its *durable offset* over the longest durable
+  prefix. Offsets may have gaps (compaction, transaction markers), so the prefix follows the
+  sequence of dispatched records, not offset + 1. When the backlog grows past `_BACKLOG`
+  records or `_BACKLOG_BYTES`, fetching from that partition pauses until it drains.
+* A retryable refusal (memory limiter, full queue) retries the same message after a bounded,
+  growing pause (`error_backoff`); a message is never skipped for it. A message that does not
+  decode is counted (`otelcol_kafka_receiver_unmarshal_failed_*`), logged once per episode and
+  skipped: it is marked durable, so its offset is committed with the others.
+* Commits: the durable offsets of all partitions, at most once per `autocommit::interval` (as
+  soon as something became durable with `autocommit::enable: false`), when a partition is
+  revoked and at shutdown. Commit failures are retried with the next commit; a failure only
+  widens what may be delivered twice.
+* Rebalance: on revocation the partition's backlog is dropped (its next owner reads it again),
+  its in-flight messages get up to half the session timeout to become durable (a message
+  sleeping before a retry gives up at once), their offsets are committed, then aiokafka lets
+  the partition go. A message still not durable by then is read again by the next owner.
+* Lag: `kafka_consumer_lag{topic, partition, group}` = the partition's high watermark (from the
+  last fetch) minus the offset this member committed (or the group's committed offset, or the
+  first offset it read, until it commits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+from pydantic import Field, model_validator
+
+from edgeagent.component import ComponentConfig, Factory
+from edgeagent.config.types import Duration
+from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig
+from edgeagent.errors import BadRequestError, RetryableError, ShutdownError
+from edgeagent.exporters.retry import backoff_delay
+from edgeagent.receivers import codec
+from edgeagent.signals import Payload, Signal, resource_groups
+
+log = logging.getLogger(__name__)
+_WINDOW = 16  # messages of one partition in flight at once
+_BACKLOG = 256  # fetched records of one partition waiting before its fetching pauses
+_BACKLOG_BYTES = 32 << 20
+_QUIET = 60.0  # seconds without a malformed message that end an episode
+LAG = "kafka_consumer_lag"
+
+
+class SignalTopics(ComponentConfig):
+    topic: str | None = None
+    topics: list[str] | None = None
+    encoding: Encoding | None = None
+
+
+class AutoCommitConfig(ComponentConfig):
+    enable: bool = True
+    interval: Duration = 1.0
+
+
+class ErrorBackoffConfig(ComponentConfig):
+    """How long to wait before offering a refused message again (otelcol's `error_backoff` keys).
+
+    edgeagent always retries a refused message, so `enabled: false` and `max_elapsed_time`
+    (after which otelcol gives the message up) are refused."""
+
+    initial_interval: Duration = 0.25
+    randomization_factor: float = Field(0.5, ge=0, le=1)
+    multiplier: float = Field(1.5, ge=1)
+    max_interval: Duration = 5.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _never_gives_up(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.pop("enabled", True) is not True:
+                raise ValueError("enabled: false is not supported: edgeagent retries a refused message until it is "
+                                 "durable and never skips it; remove the key")
+            if data.pop("max_elapsed_time", 0) not in (0, "0", "0s"):
+                raise ValueError("max_elapsed_time is not supported: edgeagent retries a refused message until it is "
+                                 "durable; remove the key")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> "ErrorBackoffConfig":
+        if self.initial_interval <= 0 or self.max_interval < self.initial_interval:
+            raise ValueError("initial_interval must be positive and max_interval at least initial_interval")
+        return self
+
+
+class MessageMarkingConfig(ComponentConfig):
+    """otelcol's `message_marking`; edgeagent marks a message only once its data is durable and
+    skips (marks) a message that does not decode, which is `after: true, on_error: true`."""
+
+    after: bool = True
+    on_error: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "MessageMarkingConfig":
+        if not self.after:
+            raise ValueError("after: false is not supported: edgeagent commits an offset only after the data of its "
+                             "message is durable")
+        if not self.on_error:
+            raise ValueError("on_error: false is not supported: a message that cannot be decoded is counted, logged "
+                             "and skipped; one the pipeline refuses is retried, never skipped")
+        return self
+
+
+class HeaderExtractionConfig(ComponentConfig):
+    extract_headers: bool = False
+    headers: list[str] = Field(default_factory=list)
+
+
+class KafkaReceiverConfig(ClientConfig, SignalsConfig):
+    traces: SignalTopics = Field(default_factory=SignalTopics)
+    metrics: SignalTopics = Field(default_factory=SignalTopics)
+    logs: SignalTopics = Field(default_factory=SignalTopics)
+    group_id: str = "otel-collector"
+    initial_offset: Literal["latest", "earliest"] = "latest"
+    session_timeout: Duration = 10.0
+    heartbeat_interval: Duration = 3.0
+    autocommit: AutoCommitConfig = Field(default_factory=AutoCommitConfig)
+    message_marking: MessageMarkingConfig = Field(default_factory=MessageMarkingConfig)
+    header_extraction: HeaderExtractionConfig = Field(default_factory=HeaderExtractionConfig)
+    error_backoff: ErrorBackoffConfig = Field(default_factory=ErrorBackoffConfig)
+    min_fetch_size: int = Field(1, ge=1)
+    max_fetch_size: int = Field(0, ge=0)  # 0: no limit
+    max_fetch_wait: Duration = 0.25
+    max_partition_fetch_size: int = Field(1048576, gt=0)
+    group_rebalance_strategy: Literal["range", "roundrobin", "sticky"] = "range"
+
+
+    @model_validator(mode="after")
+    def _check(self) -> "KafkaReceiverConfig":
+        if not self.group_id:
+            raise ValueError("group_id must not be empty")
+        if self.session_timeout <= 0 or not 0 < self.heartbeat_interval < self.session_timeout:
+            raise ValueError("heartbeat_interval must be positive and shorter than session_timeout")
+        for signal in Signal:
+            for topic in self.topics_for(signal):
+                if topic.startswith("^"):
+                    raise ValueError(f"{signal.label}: topic {topic!r} is a regular expression; edgeagent subscribes "
+                                     f"to named topics only")
+        return self
+
+    def config_warnings(self) -> list[str]:
+        return self.client_warnings()
+
+    def topics_for(self, signal: Signal) -> list[str]:
+        section: SignalTopics = getattr(self, signal.label)
+        if section.topics:
+            return list(section.topics)
+        return [section.topic or self.topic or DEFAULT_TOPICS[signal]]
+
+    def consumer_options(self) -> dict[str, Any]:
+        assignor = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
+                    "sticky": StickyPartitionAssignor}[self.group_rebalance_strategy]
+        options = {**self.client_options(), "group_id": self.group_id, "auto_offset_reset": self.initial_offset,
+                   "enable_auto_commit": False, "session_timeout_ms": int(self.session_timeout * 1000),
+                   "heartbeat_interval_ms": int(self.heartbeat_interval * 1000),
+                   "fetch_min_bytes": self.min_fetch_size, "fetch_max_wait_ms": int(self.max_fetch_wait * 1000),
+                   "max_partition_fetch_bytes": self.max_partition_fetch_size,
+                   "partition_assignment_strategy": (assignor,)}
+        if self.max_fetch_size:
+            options["fetch_max_bytes"] = self.max_fetch_size
+        return options
+
+
+@dataclass
+class _Partition:
+    """One assigned partition: its backlog, the messages in flight and how far it is durable."""
+
+    topic: str
+    partition: int
+    signal: Signal
+    encoding: str
+    consumer: Any  # the SignalConsumer of its signal
+    backlog: collections.deque = field(default_factory=collections.deque)
+    backlog_bytes: int = 0
+    in_flight: set = field(default_factory=set)  # asyncio tasks
+    pending: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # offset -> durable?
+    durable: int | None = None  # the offset after the longest durable prefix: what a commit writes
+    committed: int | None = None  # what this member (or the group before it) committed
+    first: int | None = None  # the first offset read in this assignment
+    paused: bool = False
+    revoked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def backlog_below(self, share: float) -> bool:
+        return len(self.backlog) < _BACKLOG * share and self.backlog_bytes < _BACKLOG_BYTES * share
+
+    def mark_durable(self, offset: int) -> bool:
+        """Record a message as durable; True when the durable offset moved."""
+        self.pending[offset] = True
+        moved = False
+        while self.pending:
+            first, done = next(iter(self.pending.items()))
+            if not done:
+                break
+            self.pending.popitem(last=False)
+            self.durable = first + 1
+            moved = True
+        return moved
+
+
+class KafkaReceiver:
+    """Consumes the topics of the signals it serves; see the design note."""
+
+    def __init__(self, component_id: str, config: KafkaReceiverConfig, host: Any):
+        self.id = component_id
+        self.config = config
+        self.host = host
+        self._signals: dict[str, tuple[Signal, Any]] = {}  # topic -> (signal, consumer)
+        self._consumer: Any = None
+        self._partitions: dict[Any, _Partition] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._episodes: dict[str, float] = {}  # what went wrong -> when it was last seen
+        self._malformed: dict[Signal, Any] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for signal in Signal:
+            consumer = self.host.consumer(self.id, signal)
+            if consumer is None:
+                continue
+            for topic in self.config.topics_for(signal):
+                if topic in self._signals:
+                    raise ValueError(f"receivers::{self.id}: topic {topic!r} is configured for both "
+                                     f"{self._signals[topic][0].label} and {signal.label}; give each signal its own")
+                self._signals[topic] = (signal, consumer)
+        if not self._signals:
+            return
+        options = self.config.consumer_options()  # reads TLS files: a missing one fails the start
+        metrics = self.host.metrics
+        for signal in {signal for signal, _ in self._signals.values()}:
+            self._malformed[signal] = metrics.counter(
+                f"otelcol_kafka_receiver_unmarshal_failed_{signal.item_name}",
+                "Kafka messages that could not be decoded and were skipped.", ("receiver", "topic"))
+        _lag_gauge(metrics).receivers.append(self)
+        self._stopping.clear()
+        self._spawn(self._run(options), "fetch")
+        self._spawn(self._commit_loop(), "commit")
+
+    def _spawn(self, coroutine: Any, what: str) -> None:
+        task = asyncio.create_task(coroutine, name=f"receiver:{self.id}:{what}")
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("kafka receiver task stopped unexpectedly", exc_info=task.exception(),
+                      extra={"receiver": self.id, "task": task.get_name()})
+            self.host.component_failed(f"receivers::{self.id}", str(task.exception()))
+
+    async def shutdown(self) -> None:
+        """Stop fetching, let in-flight messages become durable, commit their offsets, leave the group."""
+        self._stopping.set()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        partitions = list(self._partitions.values())
+        await self._settle(partitions, grace=2.0)
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await self._commit(partitions, timeout=1.5)
+            self._partitions.clear()
+            await consumer.stop()
+        if self.host is not None and hasattr(self.host, "metrics"):
+            gauge = _lag_gauge(self.host.metrics)
+            if self in gauge.receivers:
+                gauge.receivers.remove(self)
+
+    # ---- fetching ----------------------------------------------------------------------------------
+
+    async def _run(self, options: dict[str, Any]) -> None:
+        attempt = 0
+        while self._consumer is None:
+            consumer = AIOKafkaConsumer(**options)
+            consumer.subscribe(list(self._signals), listener=_Listener(self))
+            try:
+                await consumer.start()
+            except KafkaError as exc:
+                await consumer.stop()
+                attempt += 1
+                self._episode("connect", "cannot reach the Kafka brokers; retrying", exc)
+                await self._pause(attempt)
+                continue
+            self._consumer = consumer
+        log.info("kafka receiver consuming", extra={"receiver": self.id, "topics": sorted(self._signals),
+                                                    "group": self.config.group_id})
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                batches = await self._consumer.getmany(timeout_ms=500, max_records=_BACKLOG)
+            except KafkaError as exc:
+                attempt += 1
+                self._episode("fetch", "fetching from Kafka failed; retrying", exc)
+                await self._pause(attempt)
+                continue
+            attempt = 0
+            for tp, records in batches.items():
+                partition = self._partitions.get(tp)
+                if partition is not None and records:
+                    self._enqueue(tp, partition, records)
+
+    def _enqueue(self, tp: Any, partition: _Partition, records: list) -> None:
+        if partition.first is None:
+            partition.first = records[0].offset
+        partition.backlog.extend(records)
+        partition.backlog_bytes += sum(len(record.value or b"") for record in records)
+        self._pump(partition)
+        if not partition.paused and not partition.backlog_below(1.0):
+            self._consumer.pause(tp)
+            partition.paused = True
+
+    def _pump(self, partition: _Partition) -> None:
+        """Start delivering backlog records while the window has room."""
+        while partition.backlog and len(partition.in_flight) < _WINDOW and not partition.revoked.is_set():
+            record = partition.backlog.popleft()
+            partition.backlog_bytes -= len(record.value or b"")
+            partition.pending[record.offset] = False
+            task = asyncio.create_task(self._deliver(partition, record))
+            partition.in_flight.add(task)
+            task.add_done_callback(lambda done, p=partition: self._delivered(p, done))
+        if partition.paused and partition.backlog_below(0.5):
+            partition.paused = False
+            if self._consumer is not None and not partition.revoked.is_set():
+                self._consumer.resume(TopicPartition(partition.topic, partition.partition))
+
+    def _delivered(self, partition: _Partition, task: asyncio.Task) -> None:
+        partition.in_flight.discard(task)
+        if not task.cancelled() and task.exception() is None and task.result() is not None:
+            if partition.mark_durable(task.result()):
+                self._dirty.set()
+        self._pump(partition)
+
+    async def _deliver(self, partition: _Partition, record: Any) -> int | None:
+        """Offer one message until it is durable; its offset, or None if the partition went first."""
+        value = record.value or b""
+        content_type = codec.JSON if partition.encoding == "otlp_json" else codec.PROTOBUF
+        attempt = 0
+        while True:
+            try:
+                with partition.consumer.admission("kafka", len(value)):
+                    payload = codec.decode(partition.signal, value, content_type)
+                    self._extract_headers(partition.signal, payload, record.headers)
+                    await partition.consumer.consume(payload, "kafka")
+                return record.offset
+            except BadRequestError as exc:
+                self._malformed[partition.signal].inc(1, self.id, partition.topic)
+                self._episode(f"malformed:{partition.topic}", "skipping Kafka messages that do not decode; counted "
+                              f"in otelcol_kafka_receiver_unmarshal_failed_{partition.signal.item_name}", exc,
+                              topic=partition.topic, partition=partition.partition, offset=record.offset)
+                return record.offset
+            except ShutdownError:
+                return None
+            except Exception as exc:  # refused (memory, full queue) or failed: the same message again, later
+                attempt += 1
+                if not isinstance(exc, RetryableError):
+                    log.error("delivering a Kafka message failed; retrying it", exc_info=exc,
+                              extra={"receiver": self.id, "topic": partition.topic, "offset": record.offset})
+                else:
+                    self._episode(f"refused:{partition.topic}", "the pipeline refuses Kafka messages; retrying "
+                                  "them", exc, topic=partition.topic)
+                delay = getattr(exc, "retry_after", None) or backoff_delay(self.config.error_backoff, attempt)
+                if await _wait_for(partition.revoked, min(delay, self.config.error_backoff.max_interval)) or \
+                        self._stopping.is_set():
+                    return None
+
+    def _extract_headers(self, signal: Signal, payload: Payload, headers: Any) -> None:
+        """header_extraction: each listed header as a resource attribute `kafka.header.<name>`."""
+        settings = self.config.header_extraction
+        if not settings.extract_headers or not settings.headers:
+            return
+        found: dict[str, str] = {}
+        for key, value in headers or ():
+            if key in settings.headers and key not in found:
+                found[key] = (value or b"").decode("utf-8", "replace")
+        if not found:
+            return
+        for group in resource_groups(signal, payload.mutable_message()):
+            for key, value in found.items():
+                name = f"kafka.header.{key}"
+                attribute = next((a for a in group.resource.attributes if a.key == name), None)
+                if attribute is None:
+                    attribute = group.resource.attributes.add(key=name)
+                attribute.value.string_value = value
+
+    # ---- rebalancing -------------------------------------------------------------------------------
+
+    def assigned(self, assigned: set) -> None:
+        for tp in assigned:
+            if tp in self._partitions or tp.topic not in self._signals:
+                continue
+            signal, consumer = self._signals[tp.topic]
+            self._partitions[tp] = _Partition(tp.topic, tp.partition, signal, self.config.encoding_for(signal),
+                                              consumer)
+        log.info("kafka partitions assigned", extra={"receiver": self.id, "partitions": _names(assigned)})
+
+    async def revoked(self, revoked: set) -> None:
+        partitions = [self._partitions.pop(tp) for tp in revoked if tp in self._partitions]
+        if not partitions:
+            return
+        await self._settle(partitions, grace=self.config.session_timeout / 2)
+        await self._commit(partitions, timeout=self.config.session_timeout / 2)
+        log.info("kafka partitions revoked after their offsets were committed",
+                 extra={"receiver": self.id, "partitions": _names(revoked)})
+
+    async def _settle(self, partitions: list[_Partition], grace: float) -> None:
+        """Drop the backlogs, give in-flight messages `grace` seconds to become durable, cancel the rest."""
+        tasks = []
+        for partition in partitions:
+            partition.revoked.set()
+            partition.backlog.clear()
+            partition.backlog_bytes = 0
+            tasks.extend(partition.in_flight)
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1.0)
+            log.warning("some Kafka messages were not durable when their partition went; the next owner reads them "
+                        "again", extra={"receiver": self.id, "messages": len(late)})
+
+    # ---- committing --------------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        interval = self.config.autocommit.interval if self.config.autocommit.enable else 0.0
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._commit(list(self._partitions.values()), timeout=max(self.config.session_timeout, 5.0))
+            await self._refresh_committed()
+            if interval:
+                await asyncio.sleep(interval)
+
+    async def _commit(self, partitions: list[_Partition], timeout: float) -> None:
+        if self._consumer is None:
+            return
+        due = {TopicPartition(p.topic, p.partition): p for p in partitions
+               if p.durable is not None and p.durable != p.committed}
+        if not due:
+            return
+        async with self._commit_lock:
+            offsets = {tp: p.durable for tp, p in due.items()}
+            try:
+                await asyncio.wait_for(self._consumer.commit(offsets), timeout)
+            except (KafkaError, TimeoutError) as exc:
+                self._dirty.set()
+                self._episode("commit", "committing Kafka offsets failed; durable data may be delivered twice", exc)
+                return
+            for tp, partition in due.items():
+                partition.committed = offsets[tp]
+
+    async def _refresh_committed(self) -> None:
+        """For the lag: the group's committed offset of partitions this member has not committed yet."""
+        for partition in list(self._partitions.values()):
+            if partition.committed is None and self._consumer is not None:
+                try:
+                    partition.committed = await self._consumer.committed(
+                        TopicPartition(partition.topic, partition.partition))
+                except KafkaError:
+                    return
+
+    # ---- telemetry ---------------------------------------------------------------------------------
+
+    def lag_samples(self) -> list[tuple[tuple[str, ...], float]]:
+        samples = []
+        for partition in list(self._partitions.values()):
+            if self._consumer is None:
+                break
+            highwater = self._consumer.highwater(TopicPartition(partition.topic, partition.partition))
+            if highwater is None:
+                continue
+            base = next((o for o in (partition.committed, partition.first) if o is not None), highwater)
+            samples.append(((partition.topic, str(partition.partition), self.config.group_id),
+                            float(max(0, highwater - base))))
+        return samples
+
+    def _episode(self, what: str, message: str, exc: BaseException, **fields: Any) -> None:
+        """Log the first occurrence, and again only after `_QUIET` seconds without one."""
+        now = time.monotonic()
+        last = self._episodes.get(what)
+        self._episodes[what] = now
+        if last is None or now - last > _QUIET:
+            log.warning(message, extra={"receiver": self.id, "error": f"{type(exc).__name__}: {exc}", **fields})
+
+    async def _pause(self, attempt: int) -> None:
+        await _wait_for(self._stopping, backoff_delay(self.config.error_backoff, attempt))
+
+
+class _Listener(ConsumerRebalanceListener):
+    """aiokafka's rebalance listener: its coroutines run before partitions go and after they come."""
+
+    def __init__(self, receiver: KafkaReceiver):
+        self.receiver = receiver
+
+    async def on_partitions_revoked(self, revoked: set) -> None:
+        await self.receiver.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set) -> None:
+        self.receiver.assigned(assigned)
+
+
+class _LagGauge:
+    """The agent's one `kafka_consumer_lag` gauge; each running kafka receiver adds its partitions."""
+
+    def __init__(self) -> None:
+        self.receivers: list[KafkaReceiver] = []
+
+    def __call__(self) -> list[tuple[tuple[str, ...], float]]:
+        return [sample for receiver in list(self.receivers) for sample in receiver.lag_samples()]
+
+
+def _lag_gauge(metrics: Any) -> _LagGauge:
+    gauge = metrics.gauges.get(LAG)
+    if gauge is None or not isinstance(gauge.read, _LagGauge):
+        metrics.gauge(LAG, "Messages of a Kafka partition not yet committed by the consumer group (high watermark "
+                      "minus committed offset).", ("topic", "partition", "group"), _LagGauge())
+        gauge = metrics.gauges[LAG]
+    return gauge.read
+
+
+async def _wait_for(event: asyncio.Event, seconds: float) -> bool:
+    """Sleep `seconds` unless `event` is set first; True if it was."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+        return True
+    except TimeoutError:
+        return event.is_set()
+
+
+def _names(partitions: set) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
+
+
+FACTORY = Factory("kafka", KafkaReceiverConfig, KafkaReceiver)

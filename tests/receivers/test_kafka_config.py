@@ -1,0 +1,69 @@
+"""The kafka receiver's config: otelcol's keys and defaults, what edgeagent refuses and why, at YAML paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeagent.receivers.kafka import KafkaReceiverConfig
+from edgeagent.signals import Signal
+from tests.helpers.kafka import assert_config_errors, load_testdata
+
+
+def test_defaults_are_otelcols():
+    config = KafkaReceiverConfig()
+    assert config.brokers == ["localhost:9092"]
+    assert (config.group_id, config.client_id, config.initial_offset) == ("otel-collector", "otel-collector", "latest")
+    assert [config.topics_for(signal) for signal in Signal] == [["otlp_spans"], ["otlp_metrics"], ["otlp_logs"]]
+    assert (config.autocommit.enable, config.autocommit.interval) == (True, 1.0)
+    assert (config.session_timeout, config.heartbeat_interval) == (10.0, 3.0)
+    assert (config.min_fetch_size, config.max_fetch_size, config.max_fetch_wait, config.max_partition_fetch_size) == \
+        (1, 0, 0.25, 1048576)
+    assert config.group_rebalance_strategy == "range"
+
+
+def test_every_key_is_read_into_the_consumer_options():
+    loaded = load_testdata("good-receiver-every-key.yaml")
+    config: KafkaReceiverConfig = loaded.receivers["kafka"].config
+    assert config.topics_for(Signal.TRACES) == ["edge_spans", "more_spans"]
+    assert config.topics_for(Signal.LOGS) == ["edge_logs"]
+    assert config.topics_for(Signal.METRICS) == ["telemetry"]  # the deprecated top-level topic
+    assert (config.encoding_for(Signal.TRACES), config.encoding_for(Signal.LOGS)) == ("otlp_json", "otlp_proto")
+    options = config.consumer_options()
+    assert options["group_id"] == "hub" and options["client_id"] == "hub-1"
+    assert options["auto_offset_reset"] == "earliest"
+    assert options["enable_auto_commit"] is False  # edgeagent commits only durable offsets itself
+    assert (options["session_timeout_ms"], options["heartbeat_interval_ms"]) == (30000, 5000)
+    assert (options["fetch_min_bytes"], options["fetch_max_bytes"], options["fetch_max_wait_ms"],
+            options["max_partition_fetch_bytes"]) == (1024, 52428800, 500, 2097152)
+    assert options["partition_assignment_strategy"][0].name == "sticky"
+    assert (options["security_protocol"], options["sasl_mechanism"], options["sasl_plain_username"]) == \
+        ("SASL_PLAINTEXT", "PLAIN", "hub")
+    assert config.header_extraction.headers == ["tenant"]
+    assert config.error_backoff.initial_interval == 0.5
+
+
+def test_every_mistake_is_reported_at_its_path_with_the_reason():
+    assert_config_errors("bad-receiver.yaml", {
+        "receivers::kafka::traces::encoding": ["zipkin_json"],
+        "receivers::kafka::initial_offset": ["earliest"],
+        "receivers::kafka::autocommit::interval": ["duration"],
+        "receivers::kafka/marking::message_marking": ["durable"],
+        "receivers::kafka/backoff::error_backoff": ["never skips"],
+        "receivers::kafka/regex": ["regular expression"],
+        "receivers::kafka/heartbeat": ["heartbeat_interval"],
+        "receivers::kafka/tls::tls": ["server_name_override"],
+    })
+
+
+def test_error_backoff_max_elapsed_time_is_refused():
+    with pytest.raises(ValueError, match="max_elapsed_time"):
+        KafkaReceiverConfig(error_backoff={"max_elapsed_time": "1m"})
+    assert KafkaReceiverConfig(error_backoff={"enabled": True, "max_elapsed_time": "0s"}).error_backoff
+
+
+def test_tls_block_means_tls_and_insecure_means_plaintext(certs):
+    assert KafkaReceiverConfig(tls={"ca_file": certs.ca_file}).client_options()["security_protocol"] == "SSL"
+    assert KafkaReceiverConfig(tls={"insecure": True}).client_options()["security_protocol"] == "PLAINTEXT"
+    sasl = KafkaReceiverConfig(tls={"ca_file": certs.ca_file},
+                               auth={"sasl": {"mechanism": "SCRAM-SHA-256", "username": "u", "password": "p"}})
+    assert sasl.client_options()["security_protocol"] == "SASL_SSL"
