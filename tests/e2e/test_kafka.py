@@ -1,0 +1,231 @@
+"""Kafka in and out (hub tier): edge agents write to a real broker (tansu on loopback), hubs read from it.
+
+Every test runs the real `edgeagent` processes: an edge agent (otlp receiver -> kafka exporter)
+fed by the OpenTelemetry SDK, the broker, and one or two hub agents (kafka receiver -> otlphttp)
+in front of the recording test upstream.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from edgeagent.exporters.kafka import sarama_partition
+from tests.helpers.agent import AgentProcess
+from tests.helpers.kafka import edge_config, hub_config
+from tests.helpers.net import wait_until
+from tests.helpers.sdk import _exporters, send_logs, send_metrics, send_spans
+
+TOPICS = ("otlp_spans", "otlp_metrics", "otlp_logs")
+QUICK_RETRY = {"initial_interval": "50ms", "max_interval": "200ms"}  # a refused message is offered again soon
+
+
+def _topics(kafka, partitions: int = 4) -> None:
+    for topic in TOPICS:
+        kafka.create_topic(topic, partitions, exist_ok=True)
+
+
+def _edge(agents, tmp_path, kafka, name: str = "edge", **exporter) -> AgentProcess:
+    config = edge_config(tmp_path / f"{name}.yaml", kafka.bootstrap, **exporter)
+    return agents(["run", "--config", config, "--state-dir", str(tmp_path / name)])
+
+
+def _hub(agents, tmp_path, kafka, upstream, name: str = "hub", signals=("traces", "metrics", "logs"),
+         exporter: dict | None = None, **receiver) -> AgentProcess:
+    ports = AgentProcess(args=[])  # its free loopback ports, for the config and the fixture
+    config = hub_config(tmp_path / f"{name}.yaml", kafka.bootstrap, upstream.url, ports, signals, **receiver)
+    if exporter:
+        import yaml
+
+        document = yaml.safe_load(open(config))
+        document["exporters"]["otlphttp"].update(exporter)
+        open(config, "w").write(yaml.safe_dump(document))
+    return agents(["run", "--config", config, "--state-dir", str(tmp_path / name)], ports=ports,
+                  port_overrides=False)
+
+
+def _lag(agent: AgentProcess, topic: str = "otlp_spans") -> dict[str, float]:
+    """kafka_consumer_lag of `topic` by partition, as the agent's /metrics shows it now."""
+    out = {}
+    for key, value in agent.metrics().items():
+        if key.startswith("kafka_consumer_lag{") and f'topic="{topic}"' in key:
+            out[key.split('partition="')[1].split('"')[0]] = value
+    return out
+
+
+def _send_traces(port: int, traces: int, spans_per_trace: int) -> dict[bytes, set[bytes]]:
+    """Traces of a root and children, all exported in one request; returns trace id -> span ids."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "kafka-e2e"}))
+    provider.add_span_processor(BatchSpanProcessor(_exporters("traces", "grpc", port), max_queue_size=10_000,
+                                                   max_export_batch_size=10_000, schedule_delay_millis=60_000))
+    tracer = provider.get_tracer("edgeagent.tests.kafka")
+    sent: dict[bytes, set[bytes]] = collections.defaultdict(set)
+    for index in range(traces):
+        with tracer.start_as_current_span(f"root-{index}") as root:
+            for child in range(spans_per_trace - 1):
+                with tracer.start_as_current_span(f"child-{child}") as span:
+                    sent[span.get_span_context().trace_id.to_bytes(16, "big")].add(
+                        span.get_span_context().span_id.to_bytes(8, "big"))
+            sent[root.get_span_context().trace_id.to_bytes(16, "big")].add(
+                root.get_span_context().span_id.to_bytes(8, "big"))
+    assert provider.force_flush(60_000)
+    provider.shutdown()
+    return sent
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+def test_every_signal_crosses_kafka_into_a_hub(agents, upstream, kafka, tmp_path, encoding):
+    _topics(kafka)
+    edge = _edge(agents, tmp_path, kafka, encoding=encoding)
+    hub = _hub(agents, tmp_path, kafka, upstream, encoding=encoding)
+    sent = send_spans("grpc", edge.grpc_port, 3000, service="via-kafka", batch=256)
+    send_metrics("http", edge.http_port, points=5)
+    send_logs("grpc", edge.grpc_port, count=20)
+
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="every span upstream")
+    wait_until(lambda: len(upstream.data_points()) >= 5 and len(upstream.log_records()) >= 20, timeout=30,
+               message="every data point and log record upstream")
+    assert upstream.span_ids() == sent
+    assert {kv.value.string_value for r in upstream.received("traces") for rs in r.message.resource_spans
+            for kv in rs.resource.attributes if kv.key == "service.name"} == {"via-kafka"}
+    assert sorted(kv.value.string_value for point in upstream.data_points() for kv in point.attributes
+                  if kv.key == "route") == [f"/r{index}" for index in range(5)]
+    assert sorted(record.body.string_value for record in upstream.log_records()) == \
+        sorted(f"record {index} over grpc" for index in range(20))
+    assert hub.metric("otelcol_receiver_accepted_spans", receiver="kafka", transport="kafka") == 3000
+    assert edge.metric("otelcol_exporter_sent_spans", exporter="kafka") == 3000
+    assert hub.terminate() == 0 and edge.terminate() == 0
+
+
+def test_partition_traces_by_id_puts_each_trace_in_one_message_on_one_partition(agents, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 4)
+    edge = _edge(agents, tmp_path, kafka, partition_traces_by_id=True)
+    sent = _send_traces(edge.grpc_port, traces=40, spans_per_trace=5)
+    records = kafka.records("otlp_spans", expected=40)
+
+    assert len(records) == 40  # one message per trace
+    for record in records:
+        request = ExportTraceServiceRequest.FromString(record.value)
+        spans = [span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+        (trace_id,) = {span.trace_id for span in spans}
+        assert record.key == trace_id.hex().encode()
+        assert {span.span_id for span in spans} == sent[trace_id]  # every span of the trace, in this message
+        assert record.partition == sarama_partition(record.key, [0, 1, 2, 3], [])
+    assert {ExportTraceServiceRequest.FromString(r.value).resource_spans[0].scope_spans[0].spans[0].trace_id
+            for r in records} == set(sent)
+    assert len({record.partition for record in records}) > 1  # keys spread the traces over the partitions
+
+
+def test_data_stays_queued_while_the_broker_is_down_and_arrives_when_it_returns(agents, kafka, tmp_path):
+    kafka.kill()
+    edge = _edge(agents, tmp_path, kafka)
+    sent = send_spans("http", edge.http_port, 1000, batch=100)  # accepted: durable in the edge's queue
+    wait_until(lambda: 'edgeagent_upstream_online{exporter="kafka"}' in edge.metrics(), timeout=30,
+               message="the exporter trying while the broker is down")
+    assert edge.metric("edgeagent_upstream_online", exporter="kafka") == 0
+    assert edge.metric("edgeagent_queue_items", exporter="kafka", data_type="traces") == 1000
+    assert edge.metric("otelcol_exporter_sent_spans", exporter="kafka") == 0
+
+    kafka.start()  # an empty broker on the same port
+    kafka.create_topic("otlp_spans", 2, exist_ok=True)
+    wait_until(lambda: edge.metric("edgeagent_queue_items", exporter="kafka", data_type="traces") == 0,
+               timeout=60, interval=0.25, message="the edge's queue drained into Kafka")
+    records = kafka.records("otlp_spans", expected=10)
+    received = [span.span_id for record in records
+                for rs in ExportTraceServiceRequest.FromString(record.value).resource_spans
+                for ss in rs.scope_spans for span in ss.spans]
+    assert set(received) == sent
+    assert edge.metric("otelcol_exporter_sent_spans", exporter="kafka") == 1000
+
+
+def test_hub_killed_while_consuming_commits_only_durable_offsets(agents, upstream, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 2)
+    edge = _edge(agents, tmp_path, kafka)
+    sent = send_spans("grpc", edge.grpc_port, 8000, batch=100)  # 80 messages
+    wait_until(lambda: sum(kafka.end_offsets("otlp_spans").values()) == 80, timeout=60,
+               message="every message in Kafka")
+
+    # a hub that can only take messages as fast as a slow upstream drains its small queue
+    upstream.hang = 0.25
+    receiver = {"session_timeout": "6s", "heartbeat_interval": "2s", "error_backoff": QUICK_RETRY}
+    slow_queue = {"sending_queue": {"num_consumers": 2, "queue_size": 4}}
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), exporter=slow_queue, **receiver)
+    wait_until(lambda: hub.metric("otelcol_receiver_accepted_spans") >= 1000, timeout=60,
+               message="the hub consuming")
+    accepted = hub.metric("otelcol_receiver_accepted_spans")
+    assert accepted < 8000, "the hub should still be consuming when it is killed"
+    hub.kill()  # SIGKILL: no shutdown, no final commit
+
+    upstream.hang = 0.0
+    restarted = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), **receiver)
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=90, interval=0.25, message="every span upstream")
+    counts = collections.Counter(span.span_id for span in upstream.spans())
+    duplicates = sum(count - 1 for count in counts.values())
+    # at most what became durable after the last commit (200 ms) and what was in flight upstream
+    assert duplicates <= 20 * 100, f"{duplicates} duplicate spans"
+    wait_until(lambda: _lag(restarted) and not any(_lag(restarted).values()), timeout=30,
+               message="every offset committed")
+
+
+def test_two_hub_replicas_share_the_partitions_and_take_over_when_one_stops(agents, upstream, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 4)
+    receiver = {"session_timeout": "6s", "heartbeat_interval": "2s"}
+    first = _hub(agents, tmp_path, kafka, upstream, name="hub-a", signals=("traces",), **receiver)
+    second = _hub(agents, tmp_path, kafka, upstream, name="hub-b", signals=("traces",), **receiver)
+    wait_until(lambda: len(_lag(first)) == 2 and len(_lag(second)) == 2, timeout=60, interval=0.5,
+               message="the hubs owning two partitions each")
+    assert set(_lag(first)).isdisjoint(_lag(second))
+
+    edge = _edge(agents, tmp_path, kafka, partition_traces_by_id=True)
+    sent = send_spans("grpc", edge.grpc_port, 4000, batch=200)  # one trace per span: keys on every partition
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="every span upstream")
+    shares = [hub.metric("otelcol_receiver_accepted_spans") for hub in (first, second)]
+    assert all(shares) and sum(shares) == 4000, shares
+
+    assert second.terminate() == 0  # leaves the group after committing what it made durable
+    wait_until(lambda: len(_lag(first)) == 4, timeout=60, interval=0.5, message="the first hub owning all four")
+    more = send_spans("grpc", edge.grpc_port, 2000, batch=200)
+    wait_until(lambda: upstream.span_ids() >= sent | more, timeout=60, interval=0.25,
+               message="every later span upstream through the remaining hub")
+    assert first.metric("otelcol_receiver_accepted_spans") == shares[0] + 2000
+
+
+def test_a_malformed_message_is_skipped_counted_and_committed(agents, upstream, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 1)
+    kafka.produce("otlp_spans", [b"\xff\xff\xff not an ExportTraceServiceRequest"])
+    edge = _edge(agents, tmp_path, kafka)
+    sent = send_spans("grpc", edge.grpc_port, 500, batch=100)
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",))
+
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="the good spans upstream")
+    assert hub.metric("otelcol_kafka_receiver_unmarshal_failed_spans", receiver="kafka", topic="otlp_spans") == 1
+    wait_until(lambda: _lag(hub) == {"0": 0.0}, timeout=30, message="every offset committed, the bad one too")
+    assert sum(kafka.end_offsets("otlp_spans").values()) == 6
+    assert "do not decode" in hub.log()
+
+
+def test_lag_appears_while_the_hub_refuses_and_returns_to_zero(agents, upstream, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 2)
+    edge = _edge(agents, tmp_path, kafka)
+    sent = send_spans("grpc", edge.grpc_port, 3000, batch=100)  # 30 messages
+    upstream.status = 503  # the hub's queue fills up and it refuses what Kafka holds
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), error_backoff=QUICK_RETRY,
+               exporter={"sending_queue": {"num_consumers": 1, "queue_size": 3}})
+
+    wait_until(lambda: sum(_lag(hub).values()) >= 20, timeout=60, interval=0.25,
+               message="a lag of the messages the full queue refuses")
+    time.sleep(1.0)  # refused messages are retried, not skipped: the lag stays
+    assert sum(_lag(hub).values()) >= 20
+    assert hub.metric("otelcol_receiver_refused_spans", receiver="kafka") > 0
+
+    upstream.status = 200
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="every span upstream")
+    wait_until(lambda: set(_lag(hub).values()) == {0.0}, timeout=30, message="the lag back to 0")
+    metrics = hub.metrics()
+    assert any(key.startswith('kafka_consumer_lag{group="hub",partition="0",topic="otlp_spans"}') for key in metrics)
