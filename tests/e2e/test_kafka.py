@@ -2,7 +2,8 @@
 
 Every test runs the real `edgeagent` processes: an edge agent (otlp receiver -> kafka exporter)
 fed by the OpenTelemetry SDK, the broker, and one or two hub agents (kafka receiver -> otlphttp)
-in front of the recording test upstream.
+in front of the recording test upstream. rotel's kafka exporter stands in for another collector
+whose messages a hub must read.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from edgeagent.exporters.kafka import sarama_partition
 from tests.helpers.agent import AgentProcess
 from tests.helpers.kafka import edge_config, hub_config
 from tests.helpers.net import wait_until
+from tests.helpers.rotel import Rotel, rotel_binary
 from tests.helpers.sdk import _exporters, send_logs, send_metrics, send_spans
 
 TOPICS = ("otlp_spans", "otlp_metrics", "otlp_logs")
+needs_rotel = pytest.mark.skipif(rotel_binary() is None, reason="rotel-agent not found: install the `rotel` package")
 QUICK_RETRY = {"initial_interval": "50ms", "max_interval": "200ms"}  # a refused message is offered again soon
 
 
@@ -229,3 +232,22 @@ def test_lag_appears_while_the_hub_refuses_and_returns_to_zero(agents, upstream,
     wait_until(lambda: set(_lag(hub).values()) == {0.0}, timeout=30, message="the lag back to 0")
     metrics = hub.metrics()
     assert any(key.startswith('kafka_consumer_lag{group="hub",partition="0",topic="otlp_spans"}') for key in metrics)
+
+
+@needs_rotel
+def test_a_hub_reads_what_another_collectors_kafka_exporter_wrote(agents, upstream, kafka, tmp_path):
+    # rotel's kafka exporter (Rust, librdkafka) writes Export*ServiceRequest protobuf as otelcol does
+    _topics(kafka, partitions=2)
+    rotel = Rotel(tmp_path / "rotel", ["--exporter", "kafka", "--kafka-exporter-brokers", kafka.bootstrap,
+                                       "--kafka-exporter-format", "protobuf", "--kafka-exporter-traces-topic",
+                                       "otlp_spans", "--batch-timeout", "50ms"]).start()
+    try:
+        hub = _hub(agents, tmp_path, kafka, upstream)
+        sent = send_spans("grpc", rotel.grpc_port, 2000, service="via-rotel", batch=200)
+        send_logs("http", rotel.http_port, count=10)
+        wait_until(lambda: upstream.span_ids() >= sent and len(upstream.log_records()) >= 10, timeout=60,
+                   interval=0.25, message="rotel's spans and logs upstream through Kafka and the hub")
+    finally:
+        rotel.stop()
+    assert upstream.span_ids() == sent
+    assert hub.metric("otelcol_kafka_receiver_unmarshal_failed_spans") == 0
