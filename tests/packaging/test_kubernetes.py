@@ -14,7 +14,7 @@ from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "packaging" / "kubernetes"
-CORE = ["namespace.yaml", "agent.yaml", "hub.yaml", "networkpolicies.yaml"]
+CORE = ["namespace.yaml", "agent.yaml", "hub.yaml", "hub-cluster.yaml", "networkpolicies.yaml"]
 
 
 @pytest.mark.parametrize("name", CORE)
@@ -42,7 +42,7 @@ def test_prometheus_operator_resources_carry_the_same_rules_and_scrape_both_tier
 
 
 def test_every_workload_runs_non_root_read_only_with_probes_and_resources():
-    for name in ("agent.yaml", "hub.yaml"):
+    for name in ("agent.yaml", "hub.yaml", "hub-cluster.yaml"):
         for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
             if doc["kind"] not in ("DaemonSet", "Deployment"):
                 continue
@@ -55,7 +55,7 @@ def test_every_workload_runs_non_root_read_only_with_probes_and_resources():
             assert container["resources"]["limits"]["memory"]
 
 
-@pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml"])
+@pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml", "hub-cluster.yaml"])
 def test_the_configmap_config_is_valid(name, tmp_path):
     configmap = next(doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc["kind"] == "ConfigMap")
     config = tmp_path / "config.yaml"
@@ -65,3 +65,20 @@ def test_the_configmap_config_is_valid(name, tmp_path):
     result = subprocess.run([sys.executable, "-m", "edgeagent", "validate", "--config", str(config)],
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_keda_scales_the_clustered_hub_on_the_lag_of_the_group_its_kafka_receiver_commits():
+    # ScaledObject is a CRD, outside the Kubernetes schemas: checked against the hub it scales
+    scaled = yaml.safe_load((MANIFESTS / "keda.yaml").read_text())
+    docs = {doc["kind"]: doc for doc in yaml.safe_load_all((MANIFESTS / "hub-cluster.yaml").read_text())}
+    config = yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"])
+    receiver = config["receivers"]["kafka"]
+    assert scaled["kind"] == "ScaledObject" and scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    assert "HorizontalPodAutoscaler" not in docs  # KEDA owns the scaling
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == receiver["group_id"]
+    assert trigger["metadata"]["topic"] == receiver["traces"]["topic"]
+    assert trigger["metadata"]["bootstrapServers"].split(",") == receiver["brokers"]
+    assert scaled["spec"]["minReplicaCount"] >= docs["PodDisruptionBudget"]["spec"]["minAvailable"] + 1
