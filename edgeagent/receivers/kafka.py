@@ -304,8 +304,10 @@ class KafkaReceiver:
             consumer.subscribe(list(self._signals), listener=_Listener(self))
             try:
                 await consumer.start()
-            except KafkaError as exc:
+            except BaseException as exc:
                 await consumer.stop()
+                if not isinstance(exc, KafkaError):
+                    raise  # cancelled by shutdown, or a bug
                 attempt += 1
                 self._episode("connect", "cannot reach the Kafka brokers; retrying", exc)
                 await self._pause(attempt)
@@ -368,8 +370,9 @@ class KafkaReceiver:
             try:
                 with partition.consumer.admission("kafka", len(value)):
                     payload = codec.decode(partition.signal, value, content_type)
-                    self._extract_headers(partition.signal, payload, record.headers)
-                    await partition.consumer.consume(payload, "kafka")
+                    if payload.items:  # an empty request (or tombstone) carries nothing to keep
+                        self._extract_headers(partition.signal, payload, record.headers)
+                        await partition.consumer.consume(payload, "kafka")
                 return record.offset
             except BadRequestError as exc:
                 self._malformed[partition.signal].inc(1, self.id, partition.topic)
@@ -453,21 +456,27 @@ class KafkaReceiver:
 
     async def _commit_loop(self) -> None:
         interval = self.config.autocommit.interval if self.config.autocommit.enable else 0.0
+        failures = 0
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            await self._commit(list(self._partitions.values()), timeout=max(self.config.session_timeout, 5.0))
+            if await self._commit(list(self._partitions.values()), timeout=max(self.config.session_timeout, 5.0)):
+                failures = 0
+            else:
+                failures += 1
             await self._refresh_committed()
-            if interval:
-                await asyncio.sleep(interval)
+            pause = max(interval, backoff_delay(self.config.error_backoff, failures)) if failures else interval
+            if pause:
+                await asyncio.sleep(pause)
 
-    async def _commit(self, partitions: list[_Partition], timeout: float) -> None:
+    async def _commit(self, partitions: list[_Partition], timeout: float) -> bool:
+        """Commit the partitions' durable offsets; False if that failed (they stay due)."""
         if self._consumer is None:
-            return
+            return True
         due = {TopicPartition(p.topic, p.partition): p for p in partitions
                if p.durable is not None and p.durable != p.committed}
         if not due:
-            return
+            return True
         async with self._commit_lock:
             offsets = {tp: p.durable for tp, p in due.items()}
             try:
@@ -475,18 +484,19 @@ class KafkaReceiver:
             except (KafkaError, TimeoutError) as exc:
                 self._dirty.set()
                 self._episode("commit", "committing Kafka offsets failed; durable data may be delivered twice", exc)
-                return
+                return False
             for tp, partition in due.items():
                 partition.committed = offsets[tp]
+        return True
 
     async def _refresh_committed(self) -> None:
         """For the lag: the group's committed offset of partitions this member has not committed yet."""
         for partition in list(self._partitions.values()):
             if partition.committed is None and self._consumer is not None:
                 try:
-                    partition.committed = await self._consumer.committed(
-                        TopicPartition(partition.topic, partition.partition))
-                except KafkaError:
+                    partition.committed = await asyncio.wait_for(self._consumer.committed(
+                        TopicPartition(partition.topic, partition.partition)), 5.0)
+                except (KafkaError, TimeoutError):
                     return
 
     # ---- telemetry ---------------------------------------------------------------------------------
