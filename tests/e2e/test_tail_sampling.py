@@ -6,13 +6,8 @@ from __future__ import annotations
 import time
 
 import psutil
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags, set_span_in_context
-
 from tests.helpers.net import wait_until
+from tests.helpers.traces import Client, span_ids_by_trace
 
 CONFIG = """
 receivers:
@@ -52,42 +47,6 @@ def _config(tmp_path, wait="2s", num_traces=10_000, policies=BY_POLICY, extra=""
     return str(path)
 
 
-class Client:
-    """The OpenTelemetry SDK sending to the agent over OTLP/HTTP."""
-
-    def __init__(self, port: int):
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
-        self.provider.add_span_processor(BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces"), max_queue_size=100_000,
-            max_export_batch_size=512, schedule_delay_millis=50))
-        self.tracer = self.provider.get_tracer("tail-sampling-tests")
-
-    def trace(self, kind: str, children: int = 3) -> tuple[int, set[int]]:
-        """One trace: kind "error" (a failing child), "vip" (a root attribute) or "plain"."""
-        spans = set()
-        attributes = {"customer": "vip" if kind == "vip" else "regular"}
-        with self.tracer.start_as_current_span("checkout", attributes=attributes) as root:
-            spans.add(root.get_span_context().span_id)
-            for index in range(children):
-                with self.tracer.start_as_current_span(f"step-{index}") as child:
-                    spans.add(child.get_span_context().span_id)
-                    if kind == "error" and index == children - 1:
-                        child.set_status(Status(StatusCode.ERROR, "payment declined"))
-        return root.get_span_context().trace_id, spans
-
-    def late_span(self, trace_id: int, parent: int) -> int:
-        context = set_span_in_context(NonRecordingSpan(SpanContext(trace_id, parent, True, TraceFlags(1))))
-        with self.tracer.start_as_current_span("late", context=context) as span:
-            return span.get_span_context().span_id
-
-    def flush(self) -> None:
-        assert self.provider.force_flush(60_000)
-
-    def close(self) -> None:
-        self.flush()
-        self.provider.shutdown()
-
-
 def _send_mix(client: Client, each: int = 5) -> tuple[dict[int, set[int]], dict[int, set[int]]]:
     kept, dropped = {}, {}
     for kind in ("error", "vip", "plain", "plain"):
@@ -96,13 +55,6 @@ def _send_mix(client: Client, each: int = 5) -> tuple[dict[int, set[int]], dict[
             (kept if kind != "plain" else dropped)[trace_id] = spans
     client.flush()
     return kept, dropped
-
-
-def _span_ids(upstream) -> dict[int, set[int]]:
-    out: dict[int, set[int]] = {}
-    for span in upstream.spans():
-        out.setdefault(int.from_bytes(span.trace_id, "big"), set()).add(int.from_bytes(span.span_id, "big"))
-    return out
 
 
 def test_whole_traces_are_kept_by_policy_and_late_spans_follow_the_decision(agents, upstream, tmp_path):
@@ -118,16 +70,16 @@ def test_whole_traces_are_kept_by_policy_and_late_spans_follow_the_decision(agen
     expected = sum(len(spans) for spans in kept.values())
     wait_until(lambda: len(upstream.spans()) >= expected, timeout=30, message="kept traces upstream")
     time.sleep(1.0)  # nothing else may follow
-    assert _span_ids(upstream) == kept
+    assert span_ids_by_trace(upstream) == kept
 
     # late spans after the decision: the kept trace's go through at once, the dropped trace's never
     kept_trace, dropped_trace = next(iter(kept)), next(iter(dropped))
     late_kept = client.late_span(kept_trace, next(iter(kept[kept_trace])))
     client.late_span(dropped_trace, next(iter(dropped[dropped_trace])))
     client.flush()
-    wait_until(lambda: late_kept in _span_ids(upstream).get(kept_trace, set()), timeout=10, message="late span")
+    wait_until(lambda: late_kept in span_ids_by_trace(upstream).get(kept_trace, set()), timeout=10, message="late span")
     time.sleep(1.0)
-    assert dropped_trace not in _span_ids(upstream)
+    assert dropped_trace not in span_ids_by_trace(upstream)
     assert agent.metric("otelcol_processor_tail_sampling_sampling_late_spans", sampled="true") >= 1
     assert agent.metric("otelcol_processor_tail_sampling_sampling_late_spans", sampled="false") >= 1
     assert agent.metric("otelcol_processor_tail_sampling_global_count_traces_sampled", sampled="true") == len(kept)
@@ -150,7 +102,7 @@ def test_kill_9_in_the_decision_window_loses_no_span_of_a_kept_trace(agents, ups
     expected = sum(len(spans) for spans in kept.values())
     wait_until(lambda: len(upstream.spans()) >= expected, timeout=60, message="kept traces after the restart")
     time.sleep(1.0)
-    assert _span_ids(upstream) == kept
+    assert span_ids_by_trace(upstream) == kept
 
 
 def test_a_flood_beyond_num_traces_turns_on_stress_relief_and_recovers(agents, upstream, tmp_path):
@@ -181,7 +133,7 @@ def test_a_flood_beyond_num_traces_turns_on_stress_relief_and_recovers(agents, u
     wait_until(lambda: agent.metric("otelcol_exporter_queue_size", exporter="otlphttp") == 0, timeout=30,
                message="the export queue to drain")
     time.sleep(0.5)  # the last acknowledged request is recorded by the upstream
-    arrived = _span_ids(upstream)
+    arrived = span_ids_by_trace(upstream)
     missing = set(sent) - set(arrived)
     assert missing, "stress relief dropped nothing"
     wrong = [t for t in missing if (t & ((1 << 64) - 1)) < (1 << 63)]
@@ -191,4 +143,4 @@ def test_a_flood_beyond_num_traces_turns_on_stress_relief_and_recovers(agents, u
     # recovered: a new trace is buffered and kept by the policy again, whatever its hash
     trace_id, spans = client.trace("plain")
     client.close()
-    wait_until(lambda: _span_ids(upstream).get(trace_id) == spans, timeout=20, message="a trace after the flood")
+    wait_until(lambda: span_ids_by_trace(upstream).get(trace_id) == spans, timeout=20, message="a trace after the flood")
