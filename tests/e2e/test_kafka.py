@@ -12,6 +12,7 @@ import collections
 import time
 
 import pytest
+import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -40,14 +41,16 @@ def _edge(agents, tmp_path, kafka, name: str = "edge", **exporter) -> AgentProce
 
 
 def _hub(agents, tmp_path, kafka, upstream, name: str = "hub", signals=("traces", "metrics", "logs"),
-         exporter: dict | None = None, **receiver) -> AgentProcess:
+         exporter: dict | None = None, processors: dict | None = None, **receiver) -> AgentProcess:
+    """A hub: the kafka receiver -> `processors` (traces) -> otlphttp with `exporter`'s settings -> upstream."""
     ports = AgentProcess(args=[])  # its free loopback ports, for the config and the fixture
     config = hub_config(tmp_path / f"{name}.yaml", kafka.bootstrap, upstream.url, ports, signals, **receiver)
-    if exporter:
-        import yaml
-
+    if exporter or processors:
         document = yaml.safe_load(open(config))
-        document["exporters"]["otlphttp"].update(exporter)
+        document["exporters"]["otlphttp"].update(exporter or {})
+        if processors:
+            document["processors"] = processors
+            document["service"]["pipelines"]["traces"]["processors"] = list(processors)
         open(config, "w").write(yaml.safe_dump(document))
     return agents(["run", "--config", config, "--state-dir", str(tmp_path / name)], ports=ports,
                   port_overrides=False)
@@ -251,3 +254,20 @@ def test_a_hub_reads_what_another_collectors_kafka_exporter_wrote(agents, upstre
         rotel.stop()
     assert upstream.span_ids() == sent
     assert hub.metric("otelcol_kafka_receiver_unmarshal_failed_spans") == 0
+
+
+def test_a_hub_with_tail_sampling_commits_offsets_once_spans_are_in_the_sampler_buffer(agents, upstream, kafka,
+                                                                                      tmp_path):
+    kafka.create_topic("otlp_spans", 2)
+    edge = _edge(agents, tmp_path, kafka, partition_traces_by_id=True)
+    sent = _send_traces(edge.grpc_port, traces=30, spans_per_trace=4)
+    sampling = {"tail_sampling": {"decision_wait": "1s", "policies": [{"name": "all", "type": "always_sample"}]}}
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling)
+
+    expected = set().union(*sent.values())
+    wait_until(lambda: upstream.span_ids() >= expected, timeout=60, interval=0.25, message="every kept span upstream")
+    by_trace = collections.defaultdict(set)
+    for span in upstream.spans():
+        by_trace[span.trace_id].add(span.span_id)
+    assert by_trace == sent  # whole traces, as the sampler kept them
+    wait_until(lambda: _lag(hub) and not any(_lag(hub).values()), timeout=30, message="every offset committed")
