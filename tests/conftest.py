@@ -11,6 +11,7 @@ from tests.helpers.kafka import Broker  # noqa: E402
 from tests.helpers.net import free_port  # noqa: E402
 from tests.helpers.redis_server import RedisServer  # noqa: E402
 from tests.helpers.upstream import Upstream  # noqa: E402
+from tests.packaging.tools import require  # noqa: E402
 
 
 @pytest.fixture
@@ -44,6 +45,7 @@ def agents(tmp_path):
 @pytest.fixture
 def redis_server(tmp_path):
     """A real redis-server on a free loopback port (no persistence), killed by PID at the end."""
+    require("redis-server", "apt-get install -y redis-server")
     directory = tmp_path / "redis"
     directory.mkdir()
     server = RedisServer(str(directory)).start()
