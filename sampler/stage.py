@@ -124,8 +124,8 @@ class SamplingStage:
                 ("edgeagent_sampler_stress_relief_traces", "Traces decided by stress relief (no buffering).",
                  ("processor", "sampled"))):
             metrics.counter(name, text, labels)
-        metrics.gauge(prefix + "sampling_traces_on_memory", "Traces waiting for a decision.", ("processor",),
-                      lambda: [((self.id,), float(len(self.buffer)))])
+        metrics.gauge(prefix + "sampling_traces_on_memory", "Traces waiting for a decision or its move to export.",
+                      ("processor",), lambda: [((self.id,), float(self.pending_traces()))])
         metrics.gauge("edgeagent_sampler_traces_limit", "num_traces: traces the buffer holds before it decides early.",
                       ("processor",), lambda: [((self.id,), float(self.config.num_traces))])
         metrics.gauge("edgeagent_sampler_buffered_spans", "Spans waiting for their trace's decision (on disk).",
@@ -133,6 +133,10 @@ class SamplingStage:
         metrics.gauge("edgeagent_sampler_stress_relief_active", "1 while stress relief decides without buffering.",
                       ("processor",), lambda: [((self.id,), 1.0 if self.relief.active else 0.0)])
         self._count = lambda name, amount, *labels: metrics.counters[name].inc(amount, self.id, *labels)
+
+    def pending_traces(self) -> int:
+        """Traces not yet decided, or decided but not yet moved to the export queues."""
+        return len(self.buffer) + len(self._early) + len(self._deciding) + len(self._unsettled)
 
     def health(self) -> dict[str, Any]:
         health = {"buffered_traces": len(self.buffer), "buffered_spans": self.buffer.spans,

@@ -123,7 +123,7 @@ def test_a_flood_beyond_num_traces_turns_on_stress_relief_and_recovers(agents, u
     peak = max(peak, process.memory_info().rss)
     assert agent.metric("edgeagent_sampler_stress_relief_traces", sampled="true") > 0
     assert agent.metric("edgeagent_sampler_stress_relief_traces", sampled="false") > 0
-    assert agent.metric("otelcol_processor_tail_sampling_sampling_traces_on_memory") <= 200
+    assert agent.health()[1]["tail_sampling"]["tail_sampling"]["buffered_traces"] <= 200
 
     # every trace that is missing was dropped by the trace-id hash rule, no other way
     wait_until(lambda: agent.metric("edgeagent_sampler_stress_relief_active") == 0, timeout=30,
