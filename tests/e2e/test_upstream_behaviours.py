@@ -57,8 +57,9 @@ def expect_drained(agent) -> None:
 def test_a_30s_outage_goes_offline_probes_one_at_a_time_and_loses_nothing(agents, upstream, tmp_path):
     # The upstream resets every connection, so each connection attempt is counted.
     upstream.refuse(reset=True)
-    agent = start_agent(agents, tmp_path, upstream, sending_queue={"num_consumers": 10}, retry_on_failure={
-        "initial_interval": "1s", "max_interval": "5s", "max_elapsed_time": "0s"})
+    # timeout 5s: a probe caught on a connection as the upstream comes back waits at most that long
+    agent = start_agent(agents, tmp_path, upstream, timeout="5s", sending_queue={"num_consumers": 10},
+                        retry_on_failure={"initial_interval": "1s", "max_interval": "5s", "max_elapsed_time": "0s"})
     outage = time.monotonic()
     sent = send_spans("http", agent.http_port, 5000, batch=250)  # 20 queue records: work for every consumer
 
@@ -73,7 +74,7 @@ def test_a_30s_outage_goes_offline_probes_one_at_a_time_and_loses_nothing(agents
     assert during_outage <= 10 + 15, f"{during_outage} connection attempts in a 30s outage"
 
     upstream.listen()
-    wait_delivered(upstream, sent)
+    wait_delivered(upstream, sent, timeout=60)
     assert upstream.span_ids() == sent
     wait_until(lambda: agent.metric("edgeagent_upstream_online", exporter=EXPORTER) == 1, timeout=5,
                message="the exporter online")
