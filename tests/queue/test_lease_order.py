@@ -8,12 +8,16 @@ from edgeagent.queue.lmdb_queue import QueueStore
 from edgeagent.signals import Signal
 
 
+def _open(directory) -> tuple[QueueStore, object]:
+    store = QueueStore(str(directory))
+    store.open()
+    store.start()
+    return store, store.queue("otlphttp/traces", Signal.TRACES)
+
+
 def test_newest_first_leases_the_newest_records_and_keeps_their_order_inside_a_lease(tmp_path):
     async def scenario() -> None:
-        store = QueueStore(str(tmp_path))
-        store.open()
-        store.start()
-        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        store, queue = _open(tmp_path)
         for index in range(6):
             await store.put([queue], f"r{index}".encode(), 1, Signal.TRACES)
         first = await queue.lease(max_items=2, newest_first=True)
@@ -31,10 +35,7 @@ def test_newest_first_leases_the_newest_records_and_keeps_their_order_inside_a_l
 
 def test_dead_lettering_parts_stores_only_the_refused_parts_and_removes_the_lease(tmp_path):
     async def scenario() -> None:
-        store = QueueStore(str(tmp_path))
-        store.open()
-        store.start()
-        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        store, queue = _open(tmp_path)
         await store.put([queue], b"whole request of ten items", 10, Signal.TRACES)
         lease = await queue.lease(max_items=10)
         await queue.dead_letter(lease, {"status": 413, "reason": "too large"}, bodies=[(b"one refused item", 1)])
