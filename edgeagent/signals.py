@@ -125,6 +125,10 @@ class Payload:
         if recount:
             self.items = count_items(self.signal, self.message)
 
+    def replace_raw(self, raw: bytes) -> None:
+        """New serialized form from a processor that worked on the bytes; the message is parsed again if needed."""
+        self.raw, self.message, self.changed = raw, None, False
+
     def mutable_message(self) -> Any:
         """The parsed message, for a processor that is about to change it for sure."""
         message = self.view()

@@ -5,10 +5,8 @@ Every otelcol action (actions.py) with `include` / `exclude` match properties
 
 Speed: the common edge case is "upsert a few constant attributes on everything". When no
 include/exclude is set and none of the action keys occurs anywhere in the received bytes,
-no record can carry them, so the processor appends the prebuilt attributes without
-looking at the existing ones: it merges one serialized record holding only those
-attributes into each record (protobuf appends repeated fields on merge), one C call per
-record.
+no record can carry them, so the processor appends the prebuilt attributes to the
+serialized request without decoding the records (appender.py).
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from pydantic import model_validator
 
 from edgeagent.component import Factory
 from edgeagent.processors.actions import Actions, ActionsConfig
+from edgeagent.processors.appender import append_to_every_record
 from edgeagent.processors.matching import IncludeExclude, MatchProperties
 from edgeagent.signals import Payload, Signal
 
@@ -101,8 +100,7 @@ class AttributesProcessor:
         # a key absent from the received bytes is absent from every record (bytes.__contains__ is a fast search)
         if self._prebuilt and payload.raw is not None and not payload.changed \
                 and not any(key in payload.raw for key in self._key_bytes):
-            self._append_everywhere(payload.signal, payload.view())
-            payload.mark_changed()
+            payload.replace_raw(append_to_every_record(payload.signal, payload.raw, self._template))
             return payload
         message = payload.view()
         metadata, address = payload.metadata, payload.client_address
@@ -124,20 +122,6 @@ class AttributesProcessor:
         if changed:
             payload.mark_changed()
         return payload
-
-    def _append_everywhere(self, signal: Signal, message: Any) -> None:
-        if signal is Signal.METRICS:
-            for point in records(signal, message):
-                point.MergeFromString(self._template(type(point)))
-            return
-        groups = message.resource_spans if signal is Signal.TRACES else message.resource_logs
-        for group in groups:
-            for scope in (group.scope_spans if signal is Signal.TRACES else group.scope_logs):
-                items = scope.spans if signal is Signal.TRACES else scope.log_records
-                if items:
-                    template = self._template(type(items[0]))
-                    for item in items:
-                        item.MergeFromString(template)
 
     def _template(self, record_class: type) -> bytes:
         """A serialized record of this class that holds only the prebuilt attributes."""

@@ -1,0 +1,80 @@
+"""The byte-level append of constant attributes gives what the real message classes give."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor, records
+from edgeagent.processors.actions import to_any_value
+from edgeagent.signals import Payload, Signal
+from tests.processors.tables import fill, log_request, metric_request, span_request
+
+ACTIONS = [{"key": "tenant", "value": "acme", "action": "upsert"},
+           {"key": "site", "value": 7, "action": "insert"},
+           {"key": "ratio", "value": 0.5, "action": "upsert"}]
+ADDED = [("tenant", "acme"), ("site", 7), ("ratio", 0.5)]
+KINDS = ["gauge", "sum", "histogram", "summary", "exponential_histogram"]
+
+
+def rich_request(signal: Signal):
+    """Two resources with two scopes each, records with every kind of field set."""
+    if signal is Signal.TRACES:
+        request = span_request([{"attrs": [("a", 1)], "name": "GET /"}, {"attrs": []}], resource=[("r", "1")])
+        for span in request.resource_spans[0].scope_spans[0].spans:
+            span.trace_id, span.span_id, span.end_time_unix_nano = b"t" * 16, b"s" * 8, 12345
+            span.events.add(name="e").attributes.add(key="ek").value.int_value = 1
+            span.links.add(trace_id=b"l" * 16)
+            span.status.code = 2
+        request.resource_spans[0].schema_url = "https://schema/1"
+        request.resource_spans[0].scope_spans.add().spans.add(name="second scope")
+        request.resource_spans.add().MergeFrom(span_request([{"attrs": [("b", True)]}], resource=[("r", "2")])
+                                               .resource_spans[0])
+    elif signal is Signal.LOGS:
+        request = log_request([{"attrs": [("a", 1)], "body": "hello", "severity": 9}, {"body": {"k": [1, 2]}}])
+        request.resource_logs[0].scope_logs.add().log_records.add(severity_text="WARN")
+        request.resource_logs.add().MergeFrom(log_request([{}], resource=[("r", "2")]).resource_logs[0])
+    else:
+        request = metric_request([{"name": kind, "kind": kind, "points": [[("a", 1)], []]} for kind in KINDS])
+        for metric in request.resource_metrics[0].scope_metrics[0].metrics:
+            metric.description, metric.unit = "d", "ms"
+            fill(metric.metadata, [("m", "x")])
+        request.resource_metrics[0].scope_metrics.add().metrics.add(name="no data")
+        request.resource_metrics.add().MergeFrom(metric_request([{"name": "g"}]).resource_metrics[0])
+    return request
+
+
+def expected_after_append(signal: Signal, request):
+    expected = type(request)()
+    expected.CopyFrom(request)
+    for record in records(signal, expected):
+        for key, value in ADDED:
+            record.attributes.add(key=key).value.CopyFrom(to_any_value(value))
+    return expected
+
+
+@pytest.mark.parametrize("signal", list(Signal), ids=lambda s: s.label)
+def test_byte_level_append_equals_appending_on_the_messages(signal):
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": ACTIONS}))
+    request = rich_request(signal)
+    payload = Payload.from_bytes(signal, request.SerializeToString())
+    processor.process(payload)
+    assert payload.message is None, "the byte-level path did not run"
+    assert signal.request_class.FromString(payload.serialized()) == expected_after_append(signal, request)
+
+
+def test_unknown_fields_of_records_travel_unchanged():
+    # a newer client may send fields this build does not know; they must reach the upstream
+    request = span_request([{"attrs": [("a", 1)]}])
+    spans = request.resource_spans[0].scope_spans[0].spans
+    unknown = b"\xa8\x06\x2a"  # field 101, varint 42
+    with_unknown = type(spans[0]).FromString(spans[0].SerializeToString() + unknown)
+    del spans[:]
+    spans.append(with_unknown)
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": ACTIONS}))
+    payload = Payload.from_bytes(Signal.TRACES, request.SerializeToString())
+    processor.process(payload)
+    assert payload.message is None, "the byte-level path did not run"
+    assert unknown in payload.serialized()
+    span = ExportTraceServiceRequest.FromString(payload.serialized()).resource_spans[0].scope_spans[0].spans[0]
+    assert [kv.key for kv in span.attributes] == ["a", "tenant", "site", "ratio"]
