@@ -38,12 +38,19 @@ class RecordHeader:
 
 def encode(signal: Signal, items: int, enqueued_ms: int, body: bytes, compressor: zstandard.ZstdCompressor | None,
            attempts: int = 0, batch_key: bytes = b"") -> bytes:
-    codec = CODEC_ZSTD if compressor is not None else CODEC_NONE
+    if compressor is None:
+        return frame(signal, items, enqueued_ms, body, CODEC_NONE, attempts, batch_key)
+    return frame(signal, items, enqueued_ms, compressor.compress(body), CODEC_ZSTD, attempts, batch_key)
+
+
+def frame(signal: Signal, items: int, enqueued_ms: int, payload: bytes, codec: int, attempts: int = 0,
+          batch_key: bytes = b"") -> bytes:
+    """A record around a payload that is already in its codec's form."""
     flags = FLAG_BATCH_KEY if batch_key else 0
     head = _HEADER.pack(FORMAT_VERSION, signal, codec, flags, items, enqueued_ms, attempts)
     if batch_key:
         head += _KEY_LENGTH.pack(len(batch_key)) + batch_key
-    return head + (compressor.compress(body) if compressor is not None else body)
+    return head + payload
 
 
 def decode_header(value: bytes) -> RecordHeader:
