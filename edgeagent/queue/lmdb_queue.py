@@ -19,9 +19,9 @@ Ownership
   * One writer thread owns every write to the environment (py-lmdb transactions belong to
     the thread that opened them). It takes all pending operations, applies them in one
     transaction and commits once: group commit, so throughput grows with concurrency instead
-    of being capped by fsyncs. Requests are zstd-compressed before they reach it, on a few
-    compression threads (zstd releases the GIL), so a commit never waits for its batch's
-    compression and receiving, compressing and committing overlap.
+    of being capped by fsyncs. Requests are zstd-compressed by `put` on the event loop before
+    they reach it, once however many queues they go to. Compressing on other threads costs
+    more than it saves: each hand-over waits for the GIL, which the busy event loop holds.
   * The writer owns the authoritative totals (entries, items, bytes per queue, pages in use);
     the event loop owns leases and a mirror of the totals, which the writer updates after
     each commit.
@@ -67,7 +67,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +87,6 @@ _MAX_OPS_PER_COMMIT = 1024
 _MAX_SCAN = 10_000  # records a lease looks at while gathering one batch key
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
 _LINGER = 0.003  # seconds a busy writer waits for more puts before it commits
-_COMPRESS_INLINE_BELOW = 16 * 1024  # bytes; smaller bodies compress faster than a thread hop
-_COMPRESS_THREADS = max(1, min(4, os.cpu_count() or 1))
 _ACK_LINGER = 0.05  # seconds acks wait for company before they commit
 _BALLAST_NAME = "reserve.ballast"
 _BALLAST_BYTES = 2 << 20
@@ -460,17 +457,6 @@ class _Gate:
                 self._cond.notify_all()
 
 
-_thread_compressors = threading.local()
-
-
-def _compress_on_thread(body: bytes, level: int) -> bytes:
-    compressor = getattr(_thread_compressors, "compressor", None)
-    if compressor is None or _thread_compressors.level != level:
-        compressor = _thread_compressors.compressor = zstandard.ZstdCompressor(level=level)
-        _thread_compressors.level = level
-    return compressor.compress(body)
-
-
 class QueueStore:
     """One LMDB environment with its writer thread; hands out `DurableQueue`s by name."""
 
@@ -508,8 +494,7 @@ class QueueStore:
         self._last_sweep = 0.0
         self._previous_puts = 0
         self._compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
-        self._loop_compressor = zstandard.ZstdCompressor(level=compression_level)
-        self._compress_pool: ThreadPoolExecutor | None = None
+        self._loop_compressor = zstandard.ZstdCompressor(level=compression_level)  # the event loop's
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -562,7 +547,6 @@ class QueueStore:
         """Start the writer thread; call from the event loop that will await puts."""
         self._loop = asyncio.get_running_loop()
         self._closing = False
-        self._compress_pool = ThreadPoolExecutor(max_workers=_COMPRESS_THREADS, thread_name_prefix="zstd")
         self._writer = threading.Thread(target=self._write_loop, name=f"lmdb-writer:{self.directory}", daemon=True)
         self._writer.start()
 
@@ -573,9 +557,6 @@ class QueueStore:
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
-        if self._compress_pool is not None:
-            self._compress_pool.shutdown(wait=False)
-            self._compress_pool = None
         if self.env is not None:
             self.env.close()
             self.env = None
@@ -618,23 +599,13 @@ class QueueStore:
         out of one upstream request. Raises QueueFullError (retryable) when there is no room."""
         if self._closing or self._writer is None:
             raise ShutdownError("the queue is closing")
-        payload = await self._compress(body)
-        if self._closing or self._writer is None:
-            raise ShutdownError("the queue is closing")
+        payload = self._loop_compressor.compress(body)
         futures = []
         for target in targets:
             future = self._loop.create_future()
             self._ops.put(_Put(target, payload, items, signal, future, batch_key))
             futures.append(future)
         await asyncio.gather(*futures)
-
-    async def _compress(self, body: bytes) -> bytes:
-        """zstd, on the compression threads for large bodies: they run beside the event loop and the
-        writer (zstd releases the GIL), so a commit never waits for the compression of its batch."""
-        if len(body) < _COMPRESS_INLINE_BELOW:
-            return self._loop_compressor.compress(body)
-        return await self._loop.run_in_executor(self._compress_pool, _compress_on_thread, body,
-                                                self.compression_level)
 
     def atomic(self, function: Callable[["TxnWriter"], Any]) -> asyncio.Future:
         """Run `function(writer)` on the writer thread inside the next commit, all or nothing;
