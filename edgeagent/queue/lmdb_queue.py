@@ -86,8 +86,9 @@ _STATS = struct.Struct(">QQ")
 _MAX_OPS_PER_COMMIT = 1024
 _MAX_SCAN = 10_000  # records a lease looks at while gathering one batch key
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
-_LINGER = 0.003  # seconds a busy writer waits for more puts before it commits
-_ACK_LINGER = 0.05  # seconds acks wait for company before they commit
+_LINGER = 0.010  # seconds a busy writer waits for more puts before it commits
+_ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
+_ACK_LINGER = 0.25  # seconds acks wait for company before they commit
 _BALLAST_NAME = "reserve.ballast"
 _BALLAST_BYTES = 2 << 20
 # LMDB reserves address space, not disk: the file grows only as pages are used.
@@ -656,16 +657,19 @@ class QueueStore:
         """Take every pending operation, and linger briefly so that one commit carries more.
 
         Each synced commit rewrites several B-tree, free-list and meta pages besides the records
-        (about 45 KiB here), so fewer, larger commits mean fewer bytes written per byte queued:
+        (30 to 70 KiB here), so fewer, larger commits mean fewer bytes written per byte queued:
         less flash wear. Puts linger only when the previous commit already carried several (so a
-        lone request is never delayed), and never longer than _LINGER; acks, which nobody waits
-        for, linger up to _ACK_LINGER unless a put arrives."""
+        lone request is never delayed), until the commit carries _ENOUGH_TO_COMMIT bytes and
+        never longer than _LINGER. Acks, which nobody waits for, linger up to _ACK_LINGER unless
+        a put arrives; an ack commit rewrites LMDB's free list, which grows as a backlog drains.
+        The price is duplicates after a crash: acks not yet committed are sent again."""
         while len(ops) < _MAX_OPS_PER_COMMIT:
             try:
                 ops.append(self._ops.get_nowait())
             except thread_queue.Empty:
                 break
         puts = sum(isinstance(op, (_Put, _Atomic)) for op in ops)  # both have a client waiting
+        put_bytes = sum(len(op.payload) for op in ops if isinstance(op, _Put))
         if None in ops:
             linger = 0.0
         elif puts:
@@ -674,7 +678,7 @@ class QueueStore:
             linger = _ACK_LINGER if any(isinstance(op, _Delete) and op.dead_letter is None and not op.reason
                                         for op in ops) else 0.0
         deadline = time.monotonic() + linger
-        while linger and len(ops) < _MAX_OPS_PER_COMMIT:
+        while linger and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -687,6 +691,7 @@ class QueueStore:
                 break
             if isinstance(op, (_Put, _Atomic)):
                 puts += 1
+                put_bytes += len(op.payload) if isinstance(op, _Put) else 0
                 if puts == 1:  # a put ends an ack linger: it has a client waiting
                     break
         self._previous_puts = puts
