@@ -4,11 +4,12 @@ The common edge case, "upsert a few constant attributes on everything" with none
 the request, needs no look at the records. Parsing a request into the real message classes,
 merging and serializing it again costs most of an ingest's CPU, so the request is parsed into
 *shadow* classes instead. They know only the path from the request down to the records:
-resource group, scope, record (for metrics: metric, data kind, data point). Everything else,
-every field of the records included, stays an unknown field, which protobuf keeps as raw bytes
-and writes back verbatim. Merging a serialized record that holds only the new attributes into
-each shadow record appends them (protobuf appends repeated fields on merge), and serializing
-the shadow request is mostly a copy. That is 4 to 5 times less CPU than the real classes.
+resource group, scope, record (for metrics: metric, data kind, data point). The records
+themselves are plain `bytes` fields, and everything else stays an unknown field, which
+protobuf keeps as raw bytes and writes back verbatim. Appending a serialized record that holds
+only the new attributes to each record's bytes adds them (a message's fields may come in any
+order, and repeated fields append), and serializing the shadow request is mostly a copy.
+For 512 spans that is 0.2 ms, against 1.1 ms to merge and serialize with the real classes.
 
 Known fields are written before unknown ones, so field order inside the path's messages
 changes; protobuf parsers accept fields in any order. The request must already have been
@@ -50,17 +51,20 @@ def _shadow_classes() -> dict[str, Any]:
     def message(name: str, *fields: tuple[str, int, str]) -> None:
         proto = file.message_type.add(name=name)
         for field_name, number, type_name in fields:
-            proto.field.add(name=field_name, number=number, type_name=f".edgeagent.shadow.{type_name}",
-                            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-                            label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)
+            field = proto.field.add(name=field_name, number=number,
+                                    label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)
+            if type_name == "bytes":
+                field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+            else:
+                field.type = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+                field.type_name = f".edgeagent.shadow.{type_name}"
 
     # ExportTraceServiceRequest.resource_spans = 1, ResourceSpans.scope_spans = 2, ScopeSpans.spans = 2;
     # the logs and metrics requests number their paths the same way.
-    message("Record")
-    message("Scope", ("records", 2, "Record"))
+    message("Scope", ("records", 2, "bytes"))
     message("Group", ("scopes", 2, "Scope"))
     message("Request", ("groups", 1, "Group"))
-    message("Points", ("points", 1, "Record"))
+    message("Points", ("points", 1, "bytes"))
     message("Metric", *((name, number, "Points") for number, name, _ in _METRIC_KINDS))
     message("MetricScope", ("metrics", 2, "Metric"))
     message("MetricGroup", ("scopes", 2, "MetricScope"))
@@ -84,14 +88,15 @@ def append_to_every_record(signal: Signal, raw: bytes, template: Callable[[type]
                 for metric in scope.metrics:
                     for _, kind, point_class in _METRIC_KINDS:
                         for data in getattr(metric, kind):  # repeated in the shadow: absent is empty
-                            added = template(point_class)
-                            for point in data.points:
-                                point.MergeFromString(added)
+                            _append(data.points, template(point_class))
         return request.SerializeToString()
     request = _SHADOW["Request"].FromString(raw)
     added = template(_RECORD_CLASS[signal])
     for group in request.groups:
         for scope in group.scopes:
-            for record in scope.records:
-                record.MergeFromString(added)
+            _append(scope.records, added)
     return request.SerializeToString()
+
+
+def _append(records: Any, added: bytes) -> None:
+    records[:] = [record + added for record in records]
