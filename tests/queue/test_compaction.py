@@ -23,12 +23,14 @@ async def _fill(store: QueueStore, count: int, size: int = 100_000) -> list[byte
 async def _drain(store: QueueStore, count: int) -> list[bytes]:
     queue = store.queues["otlphttp/traces"]
     out: list[bytes] = []
+    acks = []
     while len(out) < count:
         lease = await queue.lease(max_items=1, max_entries=1)
         if lease is None:
             break
         out.extend(lease.bodies)
-        await queue.ack(lease)
+        acks.append(queue.ack(lease))  # acks linger to share a commit: wait for them all at once
+    await asyncio.gather(*acks)
     return out
 
 
