@@ -80,7 +80,7 @@ _RECORD_CLASS = {Signal.TRACES: Span, Signal.LOGS: LogRecord}
 
 
 def append_to_every_record(signal: Signal, raw: bytes, template: Callable[[type], bytes]) -> bytes:
-    """`raw` with `template(record_class)` merged into each span, log record or data point."""
+    """`raw` with `template(record_class)` appended to each span, log record or data point."""
     if signal is Signal.METRICS:
         request = _SHADOW["MetricRequest"].FromString(raw)
         for group in request.groups:

@@ -626,7 +626,7 @@ class QueueStore:
         return self._submit(lambda fut: _Call(function, fut))
 
     def _write_loop(self) -> None:
-        compressor = self._compressor = zstandard.ZstdCompressor(level=self.compression_level)
+        self._compressor = zstandard.ZstdCompressor(level=self.compression_level)  # for atomic operations
         stopping = False
         wait = _SWEEP_INTERVAL if self.limits.max_age else None
         while not stopping:
@@ -649,7 +649,7 @@ class QueueStore:
             ops = [op for op in ops if not isinstance(op, _Call)]
             sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
             if ops or sweep:
-                self._commit(ops, compressor, sweep)
+                self._commit(ops, sweep)
             for op in calls:
                 self._run_call(op)
 
@@ -704,7 +704,7 @@ class QueueStore:
         else:
             self._loop.call_soon_threadsafe(_settle, op.future, result, None)
 
-    def _commit(self, ops: list[Any], compressor: zstandard.ZstdCompressor, sweep: bool = False) -> None:
+    def _commit(self, ops: list[Any], sweep: bool = False) -> None:
         now_ms = int(time.time() * 1000)
         encoded = {id(op): record.frame(op.signal, op.items, now_ms, op.payload, record.CODEC_ZSTD,
                                         batch_key=op.batch_key)
