@@ -56,6 +56,7 @@ def test_every_registered_component_has_a_minimal_config_here():
 @pytest.mark.parametrize("kind,type_name", REGISTERED, ids=[f"{k}/{t}" for k, t in REGISTERED])
 def test_component_lifecycle(kind, type_name):
     factory = registry.FACTORIES[kind][type_name]
+    assert factory.type == type_name, "the registry names a module that registers another type"
     config = factory.config.model_validate(MINIMAL[(kind, type_name)]())
 
     async def scenario() -> None:

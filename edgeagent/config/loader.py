@@ -75,7 +75,7 @@ def load_file(path: str, environ: Mapping[str, str] | None = None, overrides: li
 def load_text(text: str, environ: Mapping[str, str] | None = None, source: str = "<config>",
               overrides: list[str] | None = None) -> AgentConfig:
     """Parse, expand and validate a config; raises ConfigError with every problem found."""
-    from edgeagent import registry  # the registry imports every component; keep `config` importable alone
+    from edgeagent import registry  # components import `config`; keep `config` importable alone
 
     environ = os.environ if environ is None else environ
     try:
