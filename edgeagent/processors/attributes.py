@@ -11,6 +11,7 @@ serialized request without decoding the records (appender.py).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,6 +74,21 @@ def records_in_context(signal: Signal, message: Any) -> Iterator[tuple[Any, Any,
                             yield rm.resource, scope.scope, point
 
 
+def _key_scan(keys: list[bytes], shortest: int = 8) -> list[tuple[bytes, list[bytes]]]:
+    """Keys grouped under their common prefix, so that keys like `telemetryflow.workspace.id` and
+    `telemetryflow.tenant.id` cost one search of the request (bytes.__contains__, about 4 GB/s),
+    not one each; the keys themselves are searched only when their prefix occurs."""
+    groups: list[tuple[bytes, list[bytes]]] = []
+    for key in sorted(keys):
+        if groups:
+            prefix = os.path.commonprefix([groups[-1][0], key])
+            if len(prefix) >= shortest:
+                groups[-1] = (prefix, groups[-1][1] + [key])
+                continue
+        groups.append((key, [key]))
+    return groups
+
+
 def _metrics_in_context(message: Any) -> Iterator[tuple[Any, Any, Any]]:
     for rm in message.resource_metrics:
         for scope in rm.scope_metrics:
@@ -87,7 +103,7 @@ class AttributesProcessor:
         self.selection = IncludeExclude(config.include, config.exclude)
         appends = None if self.selection.active else self.actions.constant_appends()
         self._prebuilt = appends or []
-        self._key_bytes = [key.encode() for key, _ in self._prebuilt]
+        self._key_scan = _key_scan([key.encode() for key, _ in self._prebuilt])
         self._templates: dict[type, bytes] = {}
 
     async def start(self) -> None:
@@ -97,9 +113,10 @@ class AttributesProcessor:
         return None
 
     def process(self, payload: Payload) -> Payload:
-        # a key absent from the received bytes is absent from every record (bytes.__contains__ is a fast search)
+        # a key absent from the received bytes is absent from every record
         if self._prebuilt and payload.raw is not None and not payload.changed \
-                and not any(key in payload.raw for key in self._key_bytes):
+                and not any(prefix in payload.raw and any(key in payload.raw for key in keys)
+                            for prefix, keys in self._key_scan):
             payload.replace_raw(append_to_every_record(payload.signal, payload.raw, self._template))
             return payload
         message = payload.view()

@@ -60,7 +60,8 @@ class HttpServer:
     def _handler(self, signal: Signal, consumer: Any):
         limit = self.config.max_request_body_size
         include_metadata = self.config.include_metadata
-        response_class = signal.response_class
+        success = {content_type: codec.encode_response(signal.response_class(), content_type)
+                   for content_type in (codec.PROTOBUF, codec.JSON)}
         authenticator = auth.resolve(self.host, self.config.auth)
 
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -80,7 +81,7 @@ class HttpServer:
                     await consumer.consume(payload, "http")
             except Exception as exc:  # every failure becomes exactly one HTTP answer
                 return error_response(exc, content_type, signal)
-            return web.Response(body=codec.encode_response(response_class(), content_type), content_type=content_type)
+            return web.Response(body=success[content_type], content_type=content_type)
 
         return handle
 
@@ -92,7 +93,7 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     if length is not None and length > limit and decompressor.encoding in ("", "identity"):
         raise BadRequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413)
     received = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    async for chunk in request.content.iter_any():  # as received: no re-slicing into fixed sizes
         received += len(chunk)
         if received > limit:
             raise BadRequestError(f"request body exceeds the limit of {limit} bytes", status=413)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor, records
+from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor, _key_scan, records
 from edgeagent.processors.actions import to_any_value
 from edgeagent.signals import Payload, Signal
 from tests.processors.tables import fill, log_request, metric_request, span_request
@@ -78,3 +78,33 @@ def test_unknown_fields_of_records_travel_unchanged():
     assert unknown in payload.serialized()
     span = ExportTraceServiceRequest.FromString(payload.serialized()).resource_spans[0].scope_spans[0].spans[0]
     assert [kv.key for kv in span.attributes] == ["a", "tenant", "site", "ratio"]
+
+
+SHARED_PREFIX = [{"key": "telemetryflow.workspace.id", "value": "w", "action": "upsert"},
+                 {"key": "telemetryflow.tenant.id", "value": "t", "action": "upsert"},
+                 {"key": "edge.location", "value": "x", "action": "upsert"}]
+
+
+@pytest.mark.parametrize("attrs, byte_level", [
+    ([("http.method", "GET")], True),
+    ([("telemetryflow.agent", "1")], True),  # the shared prefix occurs, none of the keys does
+    ([("telemetryflow.tenant.id", "old")], False),
+    ([("edge.location", "old")], False),
+    ([("note", "set by telemetryflow.workspace.id")], False),  # a key in a value is enough to look closer
+], ids=["no key", "prefix only", "grouped key", "single key", "key in a value"])
+def test_keys_in_the_request_turn_the_byte_level_path_off(attrs, byte_level):
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": SHARED_PREFIX}))
+    payload = Payload.from_bytes(Signal.TRACES, span_request([{"attrs": attrs}]).SerializeToString())
+    processor.process(payload)
+    assert (payload.message is None) is byte_level
+    span = ExportTraceServiceRequest.FromString(payload.serialized()).resource_spans[0].scope_spans[0].spans[0]
+    values = {kv.key: kv.value.string_value for kv in span.attributes}
+    assert len(values) == len(span.attributes), "a key was added twice"
+    upserted = {"telemetryflow.workspace.id": "w", "telemetryflow.tenant.id": "t", "edge.location": "x"}
+    assert {key: values.get(key) for key in upserted} == upserted
+
+
+def test_keys_with_a_long_shared_prefix_are_searched_once():
+    keys = [b"telemetryflow.workspace.id", b"telemetryflow.tenant.id", b"edge.location", b"env"]
+    assert _key_scan(keys) == [(b"edge.location", [b"edge.location"]), (b"env", [b"env"]),
+                               (b"telemetryflow.", [b"telemetryflow.tenant.id", b"telemetryflow.workspace.id"])]
