@@ -27,7 +27,7 @@ Method
 
     While the measured run goes on, the target process and its children are
     sampled with psutil: CPU seconds over the window divided by wall seconds
-    (= cores used), and RssAnon from /proc/PID/status (anonymous memory, so the
+    (= cores used; divided by requests/s it is "CPU ms/req"), and RssAnon from /proc/PID/status (anonymous memory, so the
     page cache of memory-mapped queue files is not counted): peak and end.
     "disk MiB" is what the target's temporary directory holds at the end
     (queue files, warm-up included): a check that accepted spans were written.
@@ -547,7 +547,7 @@ def print_table(rows: list[Row]) -> None:
     mib = 1024 * 1024
     header = (
         f"{'target':<8} {'spans/s':>10} {'req/s':>8} {'refused':>8} {'errors':>7} "
-        f"{'cores':>6} {'RssAnon peak/end MiB':>21} {'disk MiB':>9} {'loadgen cores':>14}"
+        f"{'cores':>6} {'CPU ms/req':>10} {'RssAnon peak/end MiB':>21} {'disk MiB':>9} {'loadgen cores':>14}"
     )
     print(header)
     print("-" * len(header))
@@ -557,9 +557,12 @@ def print_table(rows: list[Row]) -> None:
             continue
         load = row.load
         rss = f"{row.rss_peak / mib:.0f} / {row.rss_end / mib:.0f}"
+        requests_per_s = (load.ok + load.refused + load.errors) / load.seconds
+        cpu_ms = row.cores / requests_per_s * 1000 if requests_per_s else 0.0
         print(
             f"{row.target:<8} {row.spans_per_s:>10,.0f} {load.ok / load.seconds:>8,.1f} {load.refused:>8} "
-            f"{load.errors:>7} {row.cores:>6.2f} {rss:>21} {row.disk / mib:>9.0f} {load.cpu_seconds / load.seconds:>14.2f}"
+            f"{load.errors:>7} {row.cores:>6.2f} {cpu_ms:>10.2f} {rss:>21} {row.disk / mib:>9.0f} "
+            f"{load.cpu_seconds / load.seconds:>14.2f}"
         )
     rotel = next((r for r in rows if r.target == "rotel" and r.load), None)
     if rotel and rotel.spans_per_s:
