@@ -67,9 +67,10 @@ class RunningPipeline:
         if self.sampler is not None:
             await self.sampler.ingest(payload, key)
             return
-        body = payload.serialized()
-        writes = [store.put(queues, body, payload.items, self.signal, key) for store, queues in self.targets]
-        writes += [exporter_send_now(exporter, self.signal, body) for exporter in self.direct]
+        writes = [exporter_send_now(exporter, self.signal, payload.serialized()) for exporter in self.direct]
+        body, attributes = payload.stored_form()  # deferred attributes are added when the record is read
+        writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
+                   for store, queues in self.targets]
         if len(writes) == 1:
             await writes[0]
         else:

@@ -2,7 +2,9 @@
 
 A `Payload` carries one export request through the pipeline. It keeps the bytes the
 client sent next to the parsed message, so a request that no processor changed is
-stored exactly as received and never serialized again.
+stored exactly as received and never serialized again. Constant attributes that the
+attributes processor adds to every record can travel next to those bytes, deferred, and be
+added when someone looks (Payload.defer_attributes).
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class Payload:
     metadata: dict[str, str] = field(default_factory=dict)  # request metadata (HTTP headers / gRPC metadata)
     changed: bool = False
     client_address: str = ""
+    deferred: bytes = b""  # a serialized KeyValueList still to be added to every record of `raw`
 
     @classmethod
     def from_bytes(cls, signal: Signal, raw: bytes, metadata: dict[str, str] | None = None) -> "Payload":
@@ -117,17 +120,27 @@ class Payload:
     def view(self) -> Any:
         """The parsed message, parsed on first use. A processor that changes it calls `mark_changed()`."""
         if self.message is None:
+            self._add_deferred()
             self.message = self.signal.request_class.FromString(self.raw)
         return self.message
+
+    def defer_attributes(self, attributes: bytes) -> None:
+        """Add the serialized KeyValueList `attributes` to every record, but only when someone looks.
+
+        A queue stores them next to the unchanged request (queue/record.py) and adds them when the
+        record is read; anything that looks at the request before that gets them added at once."""
+        self.deferred += attributes  # serialized KeyValueLists concatenate into one
+        self.message = None  # a message parsed before would lack them
+
+    def _add_deferred(self) -> None:
+        if self.deferred:
+            from edgeagent.appender import append_attributes  # it imports Signal from here
+            self.raw, self.deferred = append_attributes(self.signal, self.raw, self.deferred), b""
 
     def mark_changed(self, recount: bool = False) -> None:
         self.changed = True
         if recount:
             self.items = count_items(self.signal, self.message)
-
-    def replace_raw(self, raw: bytes) -> None:
-        """New serialized form from a processor that worked on the bytes; the message is parsed again if needed."""
-        self.raw, self.message, self.changed = raw, None, False
 
     def mutable_message(self) -> Any:
         """The parsed message, for a processor that is about to change it for sure."""
@@ -139,7 +152,7 @@ class Payload:
         """An independent payload for a second pipeline, so one pipeline's processors never leak into another's."""
         if not self.changed and self.raw is not None:
             return Payload(self.signal, self.items, raw=self.raw, metadata=self.metadata,
-                           client_address=self.client_address)
+                           client_address=self.client_address, deferred=self.deferred)
         clone = self.signal.request_class()
         clone.CopyFrom(self.message)
         return Payload(self.signal, self.items, message=clone, metadata=self.metadata, changed=True,
@@ -149,7 +162,14 @@ class Payload:
         if self.changed or self.raw is None:
             self.raw = self.message.SerializeToString()
             self.changed = False
+        self._add_deferred()
         return self.raw
+
+    def stored_form(self) -> tuple[bytes, bytes]:
+        """(request, deferred attributes) for a queue record, which adds the attributes when read."""
+        if self.changed or self.raw is None:
+            return self.serialized(), b""
+        return self.raw, self.deferred
 
 
 def merge_requests(signal: Signal, parts: list[bytes]) -> bytes:

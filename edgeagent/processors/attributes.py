@@ -5,8 +5,9 @@ Every otelcol action (actions.py) with `include` / `exclude` match properties
 
 Speed: the common edge case is "upsert a few constant attributes on everything". When no
 include/exclude is set and none of the action keys occurs anywhere in the received bytes,
-no record can carry them, so the processor appends the prebuilt attributes to the
-serialized request without decoding the records (appender.py).
+no record can carry them, so the processor hands the prebuilt attributes to the payload
+(Payload.defer_attributes): a queue stores them next to the request and adds them to every
+record, without decoding the records (appender.py), when the record is read.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue, KeyValueList
 from pydantic import model_validator
 
 from edgeagent.component import Factory
 from edgeagent.processors.actions import Actions, ActionsConfig
-from edgeagent.processors.appender import append_to_every_record
 from edgeagent.processors.matching import IncludeExclude, MatchProperties
 from edgeagent.signals import Payload, Signal
 
@@ -102,9 +103,10 @@ class AttributesProcessor:
         self.actions = Actions(config.actions)
         self.selection = IncludeExclude(config.include, config.exclude)
         appends = None if self.selection.active else self.actions.constant_appends()
-        self._prebuilt = appends or []
-        self._key_scan = _key_scan([key.encode() for key, _ in self._prebuilt])
-        self._templates: dict[type, bytes] = {}
+        prebuilt = appends or []
+        self._key_scan = _key_scan([key.encode() for key, _ in prebuilt])
+        self._appended = KeyValueList(values=[KeyValue(key=key, value=value) for key, value in prebuilt]) \
+            .SerializeToString() if prebuilt else b""
 
     async def start(self) -> None:
         return None
@@ -113,11 +115,11 @@ class AttributesProcessor:
         return None
 
     def process(self, payload: Payload) -> Payload:
-        # a key absent from the received bytes is absent from every record
-        if self._prebuilt and payload.raw is not None and not payload.changed \
-                and not any(prefix in payload.raw and any(key in payload.raw for key in keys)
-                            for prefix, keys in self._key_scan):
-            payload.replace_raw(append_to_every_record(payload.signal, payload.raw, self._template))
+        # a key absent from the received bytes (and from what an earlier processor deferred) is in no record
+        if self._appended and payload.raw is not None and not payload.changed \
+                and not any(prefix in data and any(key in data for key in keys)
+                            for prefix, keys in self._key_scan for data in (payload.raw, payload.deferred)):
+            payload.defer_attributes(self._appended)
             return payload
         message = payload.view()
         metadata, address = payload.metadata, payload.client_address
@@ -139,16 +141,6 @@ class AttributesProcessor:
         if changed:
             payload.mark_changed()
         return payload
-
-    def _template(self, record_class: type) -> bytes:
-        """A serialized record of this class that holds only the prebuilt attributes."""
-        template = self._templates.get(record_class)
-        if template is None:
-            record = record_class()
-            for key, value in self._prebuilt:
-                record.attributes.add(key=key).value.CopyFrom(value)
-            template = self._templates[record_class] = record.SerializeToString()
-        return template
 
 
 FACTORY = Factory("attributes", AttributesConfig, AttributesProcessor)

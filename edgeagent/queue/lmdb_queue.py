@@ -117,6 +117,7 @@ class _Put:
     signal: Signal
     future: asyncio.Future
     batch_key: bytes = b""
+    attributes: bytes = b""  # a serialized KeyValueList for every record, added when read (record.py)
 
 
 @dataclass
@@ -593,18 +594,20 @@ class QueueStore:
     # ---- writes ----------------------------------------------------------------------------
 
     async def put(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal,
-                  batch_key: bytes = b"") -> None:
+                  batch_key: bytes = b"", attributes: bytes = b"") -> None:
         """Append one request to every queue in `targets` in a single commit; returns once durable.
 
         `batch_key` (the batch processor's metadata_keys values) keeps records with different keys
-        out of one upstream request. Raises QueueFullError (retryable) when there is no room."""
+        out of one upstream request. `attributes` (a serialized KeyValueList) are added to every
+        span, log record or data point when the record is read. Raises QueueFullError (retryable)
+        when there is no room."""
         if self._closing or self._writer is None:
             raise ShutdownError("the queue is closing")
         payload = self._loop_compressor.compress(body)
         futures = []
         for target in targets:
             future = self._loop.create_future()
-            self._ops.put(_Put(target, payload, items, signal, future, batch_key))
+            self._ops.put(_Put(target, payload, items, signal, future, batch_key, attributes))
             futures.append(future)
         await asyncio.gather(*futures)
 
@@ -707,7 +710,7 @@ class QueueStore:
     def _commit(self, ops: list[Any], sweep: bool = False) -> None:
         now_ms = int(time.time() * 1000)
         encoded = {id(op): record.frame(op.signal, op.items, now_ms, op.payload, record.CODEC_ZSTD,
-                                        batch_key=op.batch_key)
+                                        batch_key=op.batch_key, attributes=op.attributes)
                    for op in ops if isinstance(op, _Put)}
         try:
             result = self._transaction(ops, encoded, now_ms, sweep)

@@ -1,4 +1,5 @@
-"""The byte-level append of constant attributes gives what the real message classes give."""
+"""The byte-level append of constant attributes gives what the real message classes give, also when
+it is deferred until someone looks at the request."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor, _key_scan, records
 from edgeagent.processors.actions import to_any_value
+from edgeagent.processors.filter import FilterConfig, FilterProcessor
 from edgeagent.signals import Payload, Signal
-from tests.processors.tables import fill, log_request, metric_request, span_request
+from tests.processors.tables import fill, log_request, metric_request, span_attrs, span_request
 
 ACTIONS = [{"key": "tenant", "value": "acme", "action": "upsert"},
            {"key": "site", "value": 7, "action": "insert"},
@@ -59,7 +61,7 @@ def test_byte_level_append_equals_appending_on_the_messages(signal):
     request = rich_request(signal)
     payload = Payload.from_bytes(signal, request.SerializeToString())
     processor.process(payload)
-    assert payload.message is None, "the byte-level path did not run"
+    assert payload.message is None and payload.deferred, "the byte-level path did not run"
     assert signal.request_class.FromString(payload.serialized()) == expected_after_append(signal, request)
 
 
@@ -108,3 +110,43 @@ def test_keys_with_a_long_shared_prefix_are_searched_once():
     keys = [b"telemetryflow.workspace.id", b"telemetryflow.tenant.id", b"edge.location", b"env"]
     assert _key_scan(keys) == [(b"edge.location", [b"edge.location"]), (b"env", [b"env"]),
                                (b"telemetryflow.", [b"telemetryflow.tenant.id", b"telemetryflow.workspace.id"])]
+
+
+def _attributes_processor(actions):
+    return AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": actions}))
+
+
+def test_the_byte_level_path_defers_the_attributes_and_leaves_the_request_as_received():
+    body = span_request([{"attrs": [("a", 1)]}]).SerializeToString()
+    payload = Payload.from_bytes(Signal.TRACES, body)
+    payload.view()  # parsed before: the message must not be served without the attributes
+    _attributes_processor(ACTIONS).process(payload)
+    assert payload.stored_form()[0] == body and payload.deferred
+    assert span_attrs(payload) == [[("a", 1)] + ADDED]
+    assert payload.deferred == b"", "looking at the request adds the deferred attributes"
+
+
+def test_a_later_processor_sees_deferred_attributes():
+    payload = Payload.from_bytes(Signal.TRACES, span_request([{"attrs": []}, {"attrs": [("keep", True)]}])
+                                 .SerializeToString())
+    payload = _attributes_processor(ACTIONS).process(payload)
+    drop_acme = FilterProcessor("filter", FilterConfig.model_validate({"spans": {"exclude": {
+        "match_type": "strict", "attributes": [{"key": "tenant", "value": "acme"}]}}}))
+    assert drop_acme.process(payload) is None, "the filter did not see the deferred attributes"
+
+
+def test_a_second_processor_updates_what_the_first_deferred():
+    payload = Payload.from_bytes(Signal.TRACES, span_request([{"attrs": [("a", 1)]}]).SerializeToString())
+    payload = _attributes_processor(ACTIONS).process(payload)
+    payload = _attributes_processor([{"key": "tenant", "value": "other", "action": "upsert"}]).process(payload)
+    payload = _attributes_processor([{"key": "zone", "value": "z1", "action": "insert"}]).process(payload)
+    assert span_attrs(payload) == [[("a", 1), ("tenant", "other"), ("site", 7), ("ratio", 0.5), ("zone", "z1")]]
+
+
+def test_a_copy_for_another_pipeline_keeps_the_deferred_attributes_to_itself():
+    payload = Payload.from_bytes(Signal.TRACES, span_request([{"attrs": []}]).SerializeToString())
+    payload = _attributes_processor(ACTIONS).process(payload)
+    other = payload.copy()
+    _attributes_processor([{"key": "zone", "value": "z1", "action": "insert"}]).process(other)
+    assert span_attrs(payload) == [ADDED]
+    assert span_attrs(other) == [ADDED + [("zone", "z1")]]

@@ -1,4 +1,4 @@
-"""Append serialized attributes to every record of a serialized request, without decoding the records.
+"""Add serialized attributes to every record of a serialized request, without decoding the records.
 
 The common edge case, "upsert a few constant attributes on everything" with none of the keys in
 the request, needs no look at the records. Parsing a request into the real message classes,
@@ -14,14 +14,20 @@ For 512 spans that is 0.2 ms, against 1.1 ms to merge and serialize with the rea
 Known fields are written before unknown ones, so field order inside the path's messages
 changes; protobuf parsers accept fields in any order. The request must already have been
 parsed once into its real class (that is the validation): the shadow classes accept more.
+
+Even this is deferred where it can be: the attributes processor hands the attributes to the
+payload (Payload.defer_attributes), and they are added only when something looks at the
+request, or when a queue record is read (queue/record.py). An edge agent whose upstream is
+down then never pays for it at ingest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from opentelemetry.proto.common.v1.common_pb2 import KeyValueList
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     ExponentialHistogramDataPoint,
@@ -79,8 +85,8 @@ _SHADOW = _shadow_classes()
 _RECORD_CLASS = {Signal.TRACES: Span, Signal.LOGS: LogRecord}
 
 
-def append_to_every_record(signal: Signal, raw: bytes, template: Callable[[type], bytes]) -> bytes:
-    """`raw` with `template(record_class)` appended to each span, log record or data point."""
+def append_attributes(signal: Signal, raw: bytes, attributes: bytes) -> bytes:
+    """`raw` with the serialized KeyValueList `attributes` added to every span, log record or data point."""
     if signal is Signal.METRICS:
         request = _SHADOW["MetricRequest"].FromString(raw)
         for group in request.groups:
@@ -88,14 +94,22 @@ def append_to_every_record(signal: Signal, raw: bytes, template: Callable[[type]
                 for metric in scope.metrics:
                     for _, kind, point_class in _METRIC_KINDS:
                         for data in getattr(metric, kind):  # repeated in the shadow: absent is empty
-                            _append(data.points, template(point_class))
+                            _append(data.points, _template(attributes, point_class))
         return request.SerializeToString()
     request = _SHADOW["Request"].FromString(raw)
-    added = template(_RECORD_CLASS[signal])
+    added = _template(attributes, _RECORD_CLASS[signal])
     for group in request.groups:
         for scope in group.scopes:
             _append(scope.records, added)
     return request.SerializeToString()
+
+
+@functools.lru_cache(maxsize=64)
+def _template(attributes: bytes, record_class: type) -> bytes:
+    """A serialized record of this class that holds only `attributes` (a serialized KeyValueList)."""
+    record = record_class()
+    record.attributes.extend(KeyValueList.FromString(attributes).values)
+    return record.SerializeToString()
 
 
 def _append(records: Any, added: bytes) -> None:
