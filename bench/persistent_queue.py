@@ -19,7 +19,11 @@ Method
        the queue, not about importing Python.
 
 Usage
-    python bench/persistent_queue.py [--ingest-seconds 5] [--backlog-gib 1] [--connections 16]
+    python bench/persistent_queue.py [--ingest-seconds 5] [--backlog-gib 1] [--connections 16] [--attributes]
+
+    With --attributes the pipeline adds the Edge seed's three attributes to every span; the
+    queue stores them next to each request and adds them when the record is read, so the
+    drain rate includes that work.
 """
 
 from __future__ import annotations
@@ -57,6 +61,11 @@ processors:
   batch:
     timeout: 200ms
     send_batch_size: 8192
+  attributes:
+    actions:
+      - {{key: telemetryflow.workspace.id, value: bench-workspace, action: upsert}}
+      - {{key: telemetryflow.tenant.id, value: bench-tenant, action: upsert}}
+      - {{key: edge.location, value: bench-edge, action: upsert}}
 exporters:
   otlphttp:
     endpoint: http://127.0.0.1:{sink_port}
@@ -87,7 +96,7 @@ service:
   pipelines:
     traces:
       receivers: [otlp]
-      processors: [batch]
+      processors: [{processors}]
       exporters: [otlphttp]
 """
 
@@ -171,11 +180,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def ingest_and_drain(work: Path, seconds: int, connections: int) -> None:
+def ingest_and_drain(work: Path, seconds: int, connections: int, attributes: bool) -> None:
     ports = {name: free_port() for name in ("http_port", "sink_port", "health_port", "metrics_port")}
     queue_dir = work / "queue"
     config = work / "bench.yaml"
-    config.write_text(CONFIG.format(queue_dir=queue_dir, **ports))
+    processors = "attributes, batch" if attributes else "batch"
+    config.write_text(CONFIG.format(queue_dir=queue_dir, processors=processors, **ports))
     bodies = ingest.write_bodies(work)
     body_size = sum(path.stat().st_size for path in bodies) / len(bodies)
     proc, _ = start_agent(["run", "--config", str(config)], {}, ports["health_port"], work / "agent.log")
@@ -265,10 +275,12 @@ def main() -> int:
     parser.add_argument("--ingest-seconds", type=int, default=5)
     parser.add_argument("--backlog-gib", type=float, default=1.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--attributes", action="store_true",
+                        help="add the Edge seed's three upserted attributes to every span (attributes processor)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="edgeagent-bench-queue-"))
     try:
-        ingest_and_drain(work, args.ingest_seconds, args.connections)
+        ingest_and_drain(work, args.ingest_seconds, args.connections, args.attributes)
         startup(work, args.backlog_gib)
     finally:
         shutil.rmtree(work, ignore_errors=True)
