@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import zstandard
 from google.protobuf.message import DecodeError
 
-from edgeagent.errors import CorruptRecordError
 from edgeagent.appender import append_attributes
+from edgeagent.errors import CorruptRecordError
 from edgeagent.signals import Signal
 
 FORMAT_VERSION = 1
