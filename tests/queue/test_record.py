@@ -10,6 +10,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue, KeyValueList
 
 from edgeagent.errors import CorruptRecordError
 from edgeagent.processors.actions import to_any_value
+from edgeagent.processors.attributes import records
 from edgeagent.queue import record
 from edgeagent.queue.lmdb_queue import QueueStore
 from edgeagent.signals import Signal
@@ -19,16 +20,12 @@ ATTRIBUTES = KeyValueList(values=[KeyValue(key="tenant", value=to_any_value("acm
                                   KeyValue(key="site", value=to_any_value(7))]).SerializeToString()
 
 
-def _with_attributes(request, records):
+def _with_attributes(signal, request):
     expected = type(request)()
     expected.CopyFrom(request)
-    for item in records(expected):
+    for item in records(signal, expected):
         item.attributes.extend(KeyValueList.FromString(ATTRIBUTES).values)
     return expected
-
-
-def _spans(request):
-    return [span for rs in request.resource_spans for scope in rs.scope_spans for span in scope.spans]
 
 
 @pytest.mark.parametrize("codec", [record.CODEC_NONE, record.CODEC_ZSTD], ids=["plain", "zstd"])
@@ -40,7 +37,7 @@ def test_attributes_in_a_record_are_added_to_every_span_when_it_is_read(codec):
     header = record.decode_header(value)
     assert (header.items, header.enqueued_ms, header.batch_key, header.attributes) == (2, 1234, b"tenant-a", ATTRIBUTES)
     read = record.decode_body(value, header, zstandard.ZstdDecompressor())
-    assert type(request).FromString(read) == _with_attributes(request, _spans)
+    assert type(request).FromString(read) == _with_attributes(Signal.TRACES, request)
 
 
 def test_a_record_without_attributes_reads_back_byte_for_byte():
@@ -57,8 +54,7 @@ def test_a_new_attempt_count_keeps_the_attributes():
     header = record.decode_header(retried)
     assert header.attempts == 3
     read = type(request).FromString(record.decode_body(retried, header, zstandard.ZstdDecompressor()))
-    assert read == _with_attributes(request, lambda r: [lr for rl in r.resource_logs for sl in rl.scope_logs
-                                                        for lr in sl.log_records])
+    assert read == _with_attributes(Signal.LOGS, request)
 
 
 @pytest.mark.parametrize("cut", [1, 4, 10], ids=["in the length", "after the length", "in the attributes"])
@@ -95,4 +91,4 @@ def test_a_queue_hands_out_requests_with_their_attributes_added(tmp_path):
         return lease.bodies
 
     [body] = asyncio.run(scenario())
-    assert type(request).FromString(body) == _with_attributes(request, _spans)
+    assert type(request).FromString(body) == _with_attributes(Signal.TRACES, request)
