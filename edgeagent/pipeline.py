@@ -67,6 +67,7 @@ class RunningPipeline:
         if self.sampler is not None:
             await self.sampler.ingest(payload, key)
             return
+        # serializing for a direct exporter adds deferred attributes, so the queues then get none to defer
         writes = [exporter_send_now(exporter, self.signal, payload.serialized()) for exporter in self.direct]
         body, attributes = payload.stored_form()  # deferred attributes are added when the record is read
         writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
