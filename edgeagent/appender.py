@@ -37,7 +37,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from edgeagent.signals import Signal
+from otel.shape import LOGS, METRICS, TRACES, Shape
 
 # The data kinds of Metric (its `data` oneof): field number, name and data point class.
 _METRIC_KINDS = (
@@ -82,12 +82,13 @@ def _shadow_classes() -> dict[str, Any]:
 
 
 _SHADOW = _shadow_classes()
-_RECORD_CLASS = {Signal.TRACES: Span, Signal.LOGS: LogRecord}
+_RECORD_CLASS = {TRACES: Span, LOGS: LogRecord}
 
 
-def append_attributes(signal: Signal, raw: bytes, attributes: bytes) -> bytes:
-    """`raw` with the serialized KeyValueList `attributes` added to every span, log record or data point."""
-    if signal is Signal.METRICS:
+def append_attributes(shape: Shape, raw: bytes, attributes: bytes) -> bytes:
+    """`raw` (a request of the signal `shape` describes) with the serialized KeyValueList `attributes`
+    added to every span, log record or data point."""
+    if shape is METRICS:
         request = _SHADOW["MetricRequest"].FromString(raw)
         for group in request.groups:
             for scope in group.scopes:
@@ -97,7 +98,7 @@ def append_attributes(signal: Signal, raw: bytes, attributes: bytes) -> bytes:
                             _append(data.points, _template(attributes, point_class))
         return request.SerializeToString()
     request = _SHADOW["Request"].FromString(raw)
-    added = _template(attributes, _RECORD_CLASS[signal])
+    added = _template(attributes, _RECORD_CLASS[shape])
     for group in request.groups:
         for scope in group.scopes:
             _append(scope.records, added)

@@ -18,6 +18,9 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from edgeagent.appender import append_attributes
+from otel.shape import LOGS, METRICS, TRACES, Shape
+
 
 class Signal(enum.IntEnum):
     TRACES = 1
@@ -41,6 +44,11 @@ class Signal(enum.IntEnum):
         return _RESPONSE[self]
 
     @property
+    def shape(self) -> Shape:
+        """Where the request keeps its items (otel.shape)."""
+        return _SHAPE[self]
+
+    @property
     def item_name(self) -> str:
         """The otelcol metric suffix for this signal's items (spans, metric_points, log_records)."""
         return _ITEM_NAME[self]
@@ -61,6 +69,7 @@ _RESPONSE = {
     Signal.METRICS: metrics_service_pb2.ExportMetricsServiceResponse,
     Signal.LOGS: logs_service_pb2.ExportLogsServiceResponse,
 }
+_SHAPE = {Signal.TRACES: TRACES, Signal.METRICS: METRICS, Signal.LOGS: LOGS}
 _ITEM_NAME = {Signal.TRACES: "spans", Signal.METRICS: "metric_points", Signal.LOGS: "log_records"}
 _GRPC_SERVICE = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -71,27 +80,12 @@ _GRPC_SERVICE = {
 
 def count_items(signal: Signal, request: Any) -> int:
     """Items as otelcol counts them: spans, metric data points, log records."""
-    if signal is Signal.TRACES:
-        return sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
-    if signal is Signal.LOGS:
-        return sum(len(scope.log_records) for rl in request.resource_logs for scope in rl.scope_logs)
-    total = 0
-    for rm in request.resource_metrics:
-        for scope in rm.scope_metrics:
-            for metric in scope.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is not None:
-                    total += len(getattr(metric, kind).data_points)
-    return total
+    return signal.shape.count(request)
 
 
 def resource_groups(signal: Signal, request: Any) -> Any:
     """The repeated top-level field: resource_spans, resource_metrics or resource_logs."""
-    if signal is Signal.TRACES:
-        return request.resource_spans
-    if signal is Signal.METRICS:
-        return request.resource_metrics
-    return request.resource_logs
+    return signal.shape.groups_of(request)
 
 
 @dataclass
@@ -134,8 +128,7 @@ class Payload:
 
     def _add_deferred(self) -> None:
         if self.deferred:
-            from edgeagent.appender import append_attributes  # it imports Signal from here
-            self.raw, self.deferred = append_attributes(self.signal, self.raw, self.deferred), b""
+            self.raw, self.deferred = append_attributes(self.signal.shape, self.raw, self.deferred), b""
 
     def mark_changed(self, recount: bool = False) -> None:
         self.changed = True
@@ -180,27 +173,22 @@ def merge_requests(signal: Signal, parts: list[bytes]) -> bytes:
     """
     if len(parts) == 1:
         return parts[0]
+    shape = signal.shape
     merged = signal.request_class()
-    merged_groups = resource_groups(signal, merged)
     by_resource: dict[tuple[bytes, str], tuple[Any, dict[tuple[bytes, str], Any]]] = {}
     for part in parts:
-        for group in resource_groups(signal, signal.request_class.FromString(part)):
+        for group in shape.groups_of(signal.request_class.FromString(part)):
             resource_key = (group.resource.SerializeToString(deterministic=True), group.schema_url)
             entry = by_resource.get(resource_key)
             if entry is None:
-                target = merged_groups.add()
-                target.resource.CopyFrom(group.resource)
-                target.schema_url = group.schema_url
-                entry = by_resource[resource_key] = (target, {})
+                entry = by_resource[resource_key] = (shape.add_group_like(merged, group), {})
             target, scopes = entry
-            for scope_field, item_field, scope in _scopes(signal, group):
+            for scope in shape.scopes_of(group):
                 scope_key = (scope.scope.SerializeToString(deterministic=True), scope.schema_url)
                 target_scope = scopes.get(scope_key)
                 if target_scope is None:
-                    target_scope = scopes[scope_key] = getattr(target, scope_field).add()
-                    target_scope.scope.CopyFrom(scope.scope)
-                    target_scope.schema_url = scope.schema_url
-                getattr(target_scope, item_field).extend(getattr(scope, item_field))
+                    target_scope = scopes[scope_key] = shape.add_scope_like(target, scope)
+                shape.items_of(target_scope).extend(shape.items_of(scope))
     return merged.SerializeToString()
 
 
@@ -219,9 +207,10 @@ def split_request(signal: Signal, request: Any, max_items: int) -> list[Any]:
         current = signal.request_class()
         current_items = 0
 
-    for group in resource_groups(signal, request):
-        for scope_field, item_field, scope in _scopes(signal, group):
-            items = getattr(scope, item_field)
+    shape = signal.shape
+    for group in shape.groups_of(request):
+        for scope in shape.scopes_of(group):
+            items = shape.items_of(scope)
             index = 0
             while index < len(items):
                 room = max_items - current_items
@@ -229,33 +218,9 @@ def split_request(signal: Signal, request: Any, max_items: int) -> list[Any]:
                     flush()
                     continue
                 chunk = items[index:index + room]
-                new_group = resource_groups(signal, current).add()
-                new_group.resource.CopyFrom(group.resource)
-                new_group.schema_url = group.schema_url
-                new_scope = getattr(new_group, scope_field).add()
-                new_scope.scope.CopyFrom(scope.scope)
-                new_scope.schema_url = scope.schema_url
-                getattr(new_scope, item_field).extend(chunk)
-                current_items += _chunk_items(signal, chunk)
+                new_scope = shape.add_scope_like(shape.add_group_like(current, group), scope)
+                shape.items_of(new_scope).extend(chunk)
+                current_items += shape.count_items(chunk)
                 index += len(chunk)
     flush()
     return out
-
-
-def _scopes(signal: Signal, group: Any):
-    if signal is Signal.TRACES:
-        return (("scope_spans", "spans", s) for s in group.scope_spans)
-    if signal is Signal.LOGS:
-        return (("scope_logs", "log_records", s) for s in group.scope_logs)
-    return (("scope_metrics", "metrics", s) for s in group.scope_metrics)
-
-
-def _chunk_items(signal: Signal, chunk: Any) -> int:
-    if signal is not Signal.METRICS:
-        return len(chunk)
-    total = 0
-    for metric in chunk:
-        kind = metric.WhichOneof("data")
-        if kind is not None:
-            total += len(getattr(metric, kind).data_points)
-    return total

@@ -74,7 +74,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import AfterValidator, Field, model_validator
 
 from edgeagent.component import ComponentConfig
-from edgeagent.processors.values import scalar_text
+from otel.values import scalar_text
 from sampler.trace import Trace
 
 EXACT_MATCH = "exact_match"

@@ -62,6 +62,7 @@ from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.sender import SendResult
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.signals import Signal, resource_groups
+from otel.shape import TRACES
 
 _ACKS = {0: 0, 1: 1, -1: "all"}
 
@@ -226,26 +227,8 @@ def split_by_key(signal: Signal, request: Any) -> list[tuple[bytes, Any]]:
             resource_groups(signal, part).add().CopyFrom(group)
             out.append((map_hash(group.resource.attributes), part))
         return out
-    traces: dict[bytes, tuple[Any, dict[int, Any], dict[tuple[int, int], Any]]] = {}
-    for r_index, resource_spans in enumerate(request.resource_spans):
-        for s_index, scope_spans in enumerate(resource_spans.scope_spans):
-            for span in scope_spans.spans:
-                entry = traces.get(span.trace_id)
-                if entry is None:
-                    entry = traces[span.trace_id] = (signal.request_class(), {}, {})
-                part, resources, scopes = entry
-                target_resource = resources.get(r_index)
-                if target_resource is None:
-                    target_resource = resources[r_index] = part.resource_spans.add()
-                    target_resource.resource.CopyFrom(resource_spans.resource)
-                    target_resource.schema_url = resource_spans.schema_url
-                target_scope = scopes.get((r_index, s_index))
-                if target_scope is None:
-                    target_scope = scopes[(r_index, s_index)] = target_resource.scope_spans.add()
-                    target_scope.scope.CopyFrom(scope_spans.scope)
-                    target_scope.schema_url = scope_spans.schema_url
-                target_scope.spans.add().CopyFrom(span)
-    return [(trace_key(trace_id), part) for trace_id, (part, _, _) in traces.items()]
+    parts = TRACES.partition(request, lambda span: span.trace_id)
+    return [(trace_key(trace_id), part) for trace_id, part in parts.items()]
 
 
 def trace_key(trace_id: bytes) -> bytes:

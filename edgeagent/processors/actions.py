@@ -18,7 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig
-from edgeagent.processors.values import value_as_string
+from otel.values import value_as_string
 
 ACTIONS = ("insert", "update", "upsert", "delete", "hash", "extract", "convert")
 

@@ -23,6 +23,7 @@ from edgeagent.component import Factory
 from edgeagent.processors.actions import Actions, ActionsConfig
 from edgeagent.processors.matching import IncludeExclude, MatchProperties
 from edgeagent.signals import Payload, Signal
+from otel.shape import METRICS, data_points
 
 
 class AttributesConfig(ActionsConfig):
@@ -49,30 +50,8 @@ class AttributesConfig(ActionsConfig):
 
 def records(signal: Signal, message: Any) -> Iterator[Any]:
     """Every record the processor works on: spans, log records or metric data points."""
-    for _, _, record in records_in_context(signal, message):
+    for _, _, record in signal.shape.records(message):
         yield record
-
-
-def records_in_context(signal: Signal, message: Any) -> Iterator[tuple[Any, Any, Any]]:
-    """(resource, scope, record) for every span, log record or metric (not data point)."""
-    if signal is Signal.TRACES:
-        for rs in message.resource_spans:
-            for scope in rs.scope_spans:
-                for span in scope.spans:
-                    yield rs.resource, scope.scope, span
-    elif signal is Signal.LOGS:
-        for rl in message.resource_logs:
-            for scope in rl.scope_logs:
-                for record in scope.log_records:
-                    yield rl.resource, scope.scope, record
-    else:
-        for rm in message.resource_metrics:
-            for scope in rm.scope_metrics:
-                for metric in scope.metrics:
-                    kind = metric.WhichOneof("data")
-                    if kind is not None:
-                        for point in getattr(metric, kind).data_points:
-                            yield rm.resource, scope.scope, point
 
 
 def _key_scan(keys: list[bytes], shortest: int = 8) -> list[tuple[bytes, list[bytes]]]:
@@ -88,13 +67,6 @@ def _key_scan(keys: list[bytes], shortest: int = 8) -> list[tuple[bytes, list[by
                 continue
         groups.append((key, [key]))
     return groups
-
-
-def _metrics_in_context(message: Any) -> Iterator[tuple[Any, Any, Any]]:
-    for rm in message.resource_metrics:
-        for scope in rm.scope_metrics:
-            for metric in scope.metrics:
-                yield rm.resource, scope.scope, metric
 
 
 class AttributesProcessor:
@@ -125,14 +97,13 @@ class AttributesProcessor:
         metadata, address = payload.metadata, payload.client_address
         changed = False
         if payload.signal is Signal.METRICS and self.selection.active:
-            for resource, scope, metric in _metrics_in_context(message):
+            for resource, scope, metric in METRICS.walk(message):
                 if self.selection.selects("metric", resource, scope, metric):
-                    kind = metric.WhichOneof("data")
-                    for point in (getattr(metric, kind).data_points if kind else ()):
+                    for point in data_points(metric):
                         changed |= self.actions.apply(point.attributes, metadata, address)
         elif self.selection.active:
             kind = "span" if payload.signal is Signal.TRACES else "log"
-            for resource, scope, record in records_in_context(payload.signal, message):
+            for resource, scope, record in payload.signal.shape.records(message):
                 if self.selection.selects(kind, resource, scope, record):
                     changed |= self.actions.apply(record.attributes, metadata, address)
         else:

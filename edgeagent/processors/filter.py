@@ -144,24 +144,20 @@ class FilterProcessor:
         return payload if len(resource_groups(signal, message)) else None
 
 
-_LAYOUT = {  # signal -> (scope list field, item list field, matcher kind)
-    Signal.TRACES: ("scope_spans", "spans", "span"),
-    Signal.LOGS: ("scope_logs", "log_records", "log"),
-    Signal.METRICS: ("scope_metrics", "metrics", "metric"),
-}
+_KIND = {Signal.TRACES: "span", Signal.LOGS: "log", Signal.METRICS: "metric"}  # what the matcher selects
 
 
 def _filter(signal: Signal, message: Any, selection: IncludeExclude) -> bool:
     """Remove unselected items in place, then empty scopes and resources; returns whether anything was removed."""
-    scope_field, item_field, kind = _LAYOUT[signal]
-    groups = resource_groups(signal, message)
+    shape, kind = signal.shape, _KIND[signal]
+    groups = shape.groups_of(message)
     removed = False
     for group_index in reversed(range(len(groups))):
         group = groups[group_index]
-        scopes = getattr(group, scope_field)
+        scopes = shape.scopes_of(group)
         for scope_index in reversed(range(len(scopes))):
             scope = scopes[scope_index]
-            items = getattr(scope, item_field)
+            items = shape.items_of(scope)
             keep = [selection.selects(kind, group.resource, scope.scope, item) for item in items]
             if all(keep):
                 continue

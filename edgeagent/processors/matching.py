@@ -19,8 +19,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
-from edgeagent.processors.values import scalar_text
 from edgeagent.signals import Signal
+from otel.values import scalar_text
 
 SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
               "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")

@@ -108,7 +108,7 @@ def decode_body(value: bytes, header: RecordHeader, decompressor: zstandard.Zstd
     if not header.attributes:
         return request
     try:
-        return append_attributes(header.signal, request, header.attributes)
+        return append_attributes(header.signal.shape, request, header.attributes)
     except DecodeError as exc:
         raise CorruptRecordError(f"record payload is not a valid {header.signal.label} request: {exc}") from exc
 

@@ -1,4 +1,4 @@
-"""OTLP AnyValue helpers shared by the processors: values as text, as pcommon writes them."""
+"""OTLP AnyValue as text, as pcommon writes it: for the processors' matching and the sampler's span compression."""
 
 from __future__ import annotations
 

@@ -1,0 +1,49 @@
+"""Go-style durations as otelcol configs write them ("200ms", "10s", "1h30m")."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Parse a Go-style duration ("1h30m", "200ms", "10s") into seconds.
+
+    A bare number is taken as seconds, which is what users mean in YAML like `timeout: 30`.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}: use a number with a unit such as 200ms, 10s or 5m")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text in ("0", ""):
+            return 0.0
+        pos, seconds = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            seconds += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if pos != len(text) or pos == 0:
+            raise ValueError(f"invalid duration {value!r}: use a number with a unit such as 200ms, 10s or 5m")
+    else:
+        raise ValueError(f"invalid duration {value!r}: use a number with a unit such as 200ms, 10s or 5m")
+    if seconds < 0:
+        raise ValueError(f"invalid duration {value!r}: must not be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""Seconds, written in YAML as a Go-style duration."""
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
