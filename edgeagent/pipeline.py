@@ -37,12 +37,12 @@ from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directo
 from edgeagent.extensions.metrics import Metrics
 from edgeagent.processors.batch import BatchProcessor
 from edgeagent.processors.memory_limiter import MemoryLimiter
+from edgeagent.processors.tail_sampling.stage import SamplingStage
 from edgeagent.queue import admin
 from edgeagent.queue.compaction import cleanup_compaction_leftovers
 from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.signals import Payload, Signal
-from sampler.stage import SamplingStage
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = ""

@@ -18,7 +18,7 @@ _MODULES: dict[str, dict[str, str]] = {
                    "resource": "edgeagent.processors.resource",
                    "filter": "edgeagent.processors.filter",
                    "batch": "edgeagent.processors.batch",
-                   "tail_sampling": "edgeagent.processors.tail_sampling"},
+                   "tail_sampling": "edgeagent.processors.tail_sampling.factory"},
     "exporters": {"otlp": "edgeagent.exporters.otlp", "otlphttp": "edgeagent.exporters.otlphttp",
                   "kafka": "edgeagent.exporters.kafka"},
     "connectors": {"failover": "edgeagent.connectors.failover"},

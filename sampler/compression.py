@@ -73,8 +73,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import AfterValidator, Field, model_validator
 
-from edgeagent.component import ComponentConfig
+from otel.shape import TRACES
 from otel.values import scalar_text
+from sampler.settings import Settings
 from sampler.trace import Trace
 
 EXACT_MATCH = "exact_match"
@@ -104,7 +105,7 @@ def _valid_pattern(pattern: str) -> str:
     return pattern
 
 
-class SpanCompressionConfig(ComponentConfig):
+class SpanCompressionConfig(Settings):
     """Span compression settings; the seed deployment guide's `spanCompression` block, renamed:
 
     | seed (camelCase)        | here (snake_case)         | default | meaning                                 |
@@ -201,11 +202,11 @@ def compress_trace(trace: Trace, config: SpanCompressionConfig) -> int:
     origins: dict[tuple[bytes, str, bytes, str], int] = {}
     for b, batch in enumerate(trace.batches):
         resource = batch.resource.SerializeToString(deterministic=True)
-        for s, scope_spans in enumerate(batch.scope_spans):
+        for s, scope_spans in enumerate(TRACES.scopes_of(batch)):
             key = (resource, batch.schema_url, scope_spans.scope.SerializeToString(deterministic=True),
                    scope_spans.schema_url)
             origin = origins.setdefault(key, len(origins))
-            for i, span in enumerate(scope_spans.spans):
+            for i, span in enumerate(TRACES.items_of(scope_spans)):
                 parents.add(span.parent_span_id)
                 families.setdefault(span.parent_span_id, []).append(
                     _Sibling(span, (b, s), i, origin, span.start_time_unix_nano, span.end_time_unix_nano))
@@ -311,7 +312,7 @@ def _remove(trace: Trace, removed: dict[tuple[int, int], set[int]]) -> int:
     count = 0
     emptied: list[tuple[int, int]] = []
     for (b, s), indexes in removed.items():
-        spans = trace.batches[b].scope_spans[s].spans
+        spans = TRACES.items_of(TRACES.scopes_of(trace.batches[b])[s])
         kept = [span for i, span in enumerate(spans) if i not in indexes]
         del spans[:]
         spans.extend(kept)
@@ -319,9 +320,9 @@ def _remove(trace: Trace, removed: dict[tuple[int, int], set[int]]) -> int:
         if not kept:
             emptied.append((b, s))
     for b, s in sorted(emptied, reverse=True):  # later scopes first, so earlier indexes stay right
-        del trace.batches[b].scope_spans[s]
+        del TRACES.scopes_of(trace.batches[b])[s]
     if emptied:
         touched = {b for b, _ in emptied}
-        trace.batches = [batch for b, batch in enumerate(trace.batches) if b not in touched or batch.scope_spans]
+        trace.batches = [batch for b, batch in enumerate(trace.batches) if b not in touched or TRACES.scopes_of(batch)]
     trace.span_count -= count
     return count

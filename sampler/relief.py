@@ -5,18 +5,42 @@ every restart keeps the same traces; switch back when the pressure is gone."""
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Literal
 
-from edgeagent.processors.memory_limiter import anonymous_memory
-from sampler.config import StressReliefConfig
+from pydantic import Field, model_validator
+
+from otel.durations import Duration
+from sampler.settings import Settings
 
 log = logging.getLogger(__name__)
 _MEMORY_EVERY = 0.1  # seconds between reads of the process's memory
 
 
+class StressReliefConfig(Settings):
+    """`tail_sampling: stress_relief:` (edgeagent, after Refinery): when the buffer or memory is nearly
+    full, stop buffering and decide new traces at once by a deterministic hash of their trace id."""
+
+    mode: Literal["never", "monitor", "always"] = "monitor"
+    activation_level: float = Field(90.0, gt=0, le=100)  # percent of the fullest limit
+    deactivation_level: float = Field(75.0, ge=0, le=100)
+    sampling_percentage: float = Field(10.0, ge=0, le=100)
+    minimum_activation_duration: Duration = 10.0
+    memory_limit_mib: int = Field(0, ge=0)  # 0: only the buffer limits count
+
+    @model_validator(mode="after")
+    def _levels(self) -> "StressReliefConfig":
+        if self.deactivation_level >= self.activation_level:
+            raise ValueError("deactivation_level must be below activation_level (e.g. 75 and 90)")
+        return self
+
+
 class StressRelief:
-    def __init__(self, config: StressReliefConfig, num_traces: int, max_spans: int, clock: Callable[[], float]):
+    """`memory`: the process's memory in bytes, as the host measures it (read only with memory_limit_mib)."""
+
+    def __init__(self, config: StressReliefConfig, num_traces: int, max_spans: int, clock: Callable[[], float],
+                 memory: Callable[[], int]):
         self.config = config
+        self.memory = memory
         self.num_traces = num_traces
         self.max_spans = max_spans
         self.clock = clock
@@ -36,7 +60,7 @@ class StressRelief:
             levels.append(spans / self.max_spans)
         if self.config.memory_limit_mib:
             if now - self._memory_read >= _MEMORY_EVERY:
-                self._memory, self._memory_read = anonymous_memory(), now
+                self._memory, self._memory_read = self.memory(), now
             levels.append(self._memory / (self.config.memory_limit_mib << 20))
         self.level = max(levels) * 100
         if not self.active and self.level >= self.config.activation_level:

@@ -14,6 +14,8 @@ from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
+from otel.shape import TRACES
+
 
 class Decision(enum.Enum):
     """A policy's verdict on a trace (otelcol's sampling.Decision)."""
@@ -38,7 +40,5 @@ class Trace:
     decision: Decision = Decision.PENDING
 
     def spans(self) -> Iterator[tuple[Resource, InstrumentationScope, Span]]:
-        for batch in self.batches:
-            for scope_spans in batch.scope_spans:
-                for span in scope_spans.spans:
-                    yield batch.resource, scope_spans.scope, span
+        """(resource, scope, span) for every span, in arrival order."""
+        return TRACES.walk_groups(self.batches)

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeagent.component import ComponentConfig
-from edgeagent.config.types import Duration
+from otel.durations import Duration
+from sampler.settings import Settings
 
 
 def shown_url(url: str) -> str:
@@ -34,7 +34,7 @@ def shown_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
-class SharedStateConfig(ComponentConfig):
+class SharedStateConfig(Settings):
     """Where decisions are shared, and for how long."""
 
     url: str = Field(repr=False)  # it may hold the password
@@ -75,7 +75,7 @@ class SharedStateConfig(ComponentConfig):
         return self
 
 
-class SharedStateBackends(ComponentConfig):
+class SharedStateBackends(Settings):
     """`shared_state:` names its store; Redis is the one there is."""
 
     redis: SharedStateConfig

@@ -43,8 +43,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from edgeagent.extensions.metrics import Metrics
 from sampler.cluster.config import SharedStateConfig, shown_url
+from sampler.telemetry import NO_METRICS, Counter, MetricsSink
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class SharedDecisions:
     sends the decisions still waiting (bounded by `operation_timeout` per batch)."""
 
     def __init__(self, config: SharedStateConfig, component_id: str = "tail_sampling",
-                 metrics: Metrics | None = None, on_conflict: Callable[[bytes, bool], None] | None = None):
+                 metrics: MetricsSink = NO_METRICS, on_conflict: Callable[[bytes, bool], None] | None = None):
         self.config = config
         self.id = component_id
         self.url = shown_url(config.url)
@@ -79,10 +79,11 @@ class SharedDecisions:
         self._down_since: float | None = None  # None: up, or not yet connected since start
         self._refusing = False  # Redis answers but refuses writes (e.g. OOM): warned once
         self._tasks: list[asyncio.Task] = []
-        self._define_metrics(metrics if metrics is not None else Metrics())
+        self._counters: dict[str, Counter] = {}
+        self._define_metrics(metrics)
 
-    def _define_metrics(self, metrics: Metrics) -> None:
-        self.metrics = metrics
+    def _define_metrics(self, metrics: MetricsSink) -> None:
+        self.metrics = metrics  # the registry it reports to
         for name, text, labels in (
                 ("errors", "Failed Redis operations (connect, lookup, publish).", ("processor", "operation")),
                 ("dropped_decisions", "Decisions not shared: Redis unavailable, refusing, or too far behind.",
@@ -91,12 +92,12 @@ class SharedDecisions:
                 ("found_decisions", "Trace ids whose decision a lookup found in Redis.", ("processor", "sampled")),
                 ("conflicts", "Decisions that lost to another replica's earlier, different decision.",
                  ("processor",))):
-            metrics.counter(_PREFIX + name, text, labels)
+            self._counters[name] = metrics.counter(_PREFIX + name, text, labels)
         metrics.gauge(_PREFIX + "up", "1 while the shared decision store (Redis) answers.", ("processor",),
                       lambda: [((self.id,), 1.0 if self.up else 0.0)])
 
     def _count(self, name: str, amount: float, *labels: str) -> None:
-        self.metrics.counters[_PREFIX + name].inc(amount, self.id, *labels)
+        self._counters[name].inc(amount, self.id, *labels)
 
     def health(self) -> dict[str, Any]:
         return {"url": self.url, "up": self.up, "waiting_decisions": len(self._pending)}

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from otel.shape import TRACES
 from sampler.policies.view import serialized_batches
 from sampler.trace import Decision, Trace
 
@@ -55,13 +56,12 @@ class AttributePolicy(ABC):
                     if self.resource_match(kv.value):
                         return True
                     break
-            for scope_spans in batch.scope_spans:
-                for span in scope_spans.spans:
-                    for kv in span.attributes:
-                        if kv.key == key:
-                            if self.span_match(kv.value):
-                                return True
-                            break
+            for _, _, span in TRACES.walk_groups((batch,)):
+                for kv in span.attributes:
+                    if kv.key == key:
+                        if self.span_match(kv.value):
+                            return True
+                        break
         return False
 
     def evaluate(self, trace: Trace) -> Decision:

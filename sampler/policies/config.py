@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeagent.component import ComponentConfig
+from sampler.settings import Settings
 
 STATUS_CODES = ("OK", "ERROR", "UNSET")
 # what and_sub_policy, drop_sub_policy and not_sub_policy may hold
@@ -35,7 +35,7 @@ _PYTHON_DIFFERS = re.compile(r"\[:\^?[a-z]+:\]|(?<!\\)(?:\\\\)*\\[pP]")
 _MULTILINE = re.compile(r"\(\?[a-zA-Z]*m")
 
 
-class LatencyConfig(ComponentConfig):
+class LatencyConfig(Settings):
     threshold_ms: int = Field(0, ge=0)
     upper_threshold_ms: int = Field(0, ge=0)  # 0: no upper bound
 
@@ -47,7 +47,7 @@ class LatencyConfig(ComponentConfig):
         return self
 
 
-class NumericAttributeConfig(ComponentConfig):
+class NumericAttributeConfig(Settings):
     key: str = Field(min_length=1)
     min_value: int = 0  # 0: no lower bound, as in otelcol
     max_value: int = 0  # 0: no upper bound
@@ -62,12 +62,12 @@ class NumericAttributeConfig(ComponentConfig):
         return self
 
 
-class ProbabilisticConfig(ComponentConfig):
+class ProbabilisticConfig(Settings):
     hash_salt: str = ""  # "": otelcol's default salt, so both keep the same traces
     sampling_percentage: float = Field(ge=0, le=100)
 
 
-class StatusCodeConfig(ComponentConfig):
+class StatusCodeConfig(Settings):
     status_codes: list[str] = Field(min_length=1)
 
     @field_validator("status_codes")
@@ -79,7 +79,7 @@ class StatusCodeConfig(ComponentConfig):
         return codes
 
 
-class StringAttributeConfig(ComponentConfig):
+class StringAttributeConfig(Settings):
     key: str = Field(min_length=1)
     values: list[str] = Field(min_length=1)
     enabled_regex_matching: bool = False
@@ -142,13 +142,13 @@ def _end_of_text(pattern: str, dollar: bool) -> str:
     return "".join(out)
 
 
-class BooleanAttributeConfig(ComponentConfig):
+class BooleanAttributeConfig(Settings):
     key: str = Field(min_length=1)
     value: bool
     invert_match: bool = False
 
 
-class SpanCountConfig(ComponentConfig):
+class SpanCountConfig(Settings):
     min_spans: int = Field(0, ge=0)
     max_spans: int = Field(0, ge=0)  # 0: no upper bound
 
@@ -160,7 +160,7 @@ class SpanCountConfig(ComponentConfig):
         return self
 
 
-class TraceStateConfig(ComponentConfig):
+class TraceStateConfig(Settings):
     key: str = Field(min_length=1)
     values: list[str] = Field(min_length=1)
 
@@ -175,17 +175,17 @@ class TraceStateConfig(ComponentConfig):
         return self
 
 
-class RateLimitingConfig(ComponentConfig):
+class RateLimitingConfig(Settings):
     spans_per_second: int = Field(gt=0)
     burst_capacity: int = Field(0, ge=0)  # 0: twice spans_per_second, as in otelcol
 
 
-class BytesLimitingConfig(ComponentConfig):
+class BytesLimitingConfig(Settings):
     bytes_per_second: int = Field(gt=0)
     burst_capacity: int = Field(0, ge=0)  # 0: twice bytes_per_second, as in otelcol
 
 
-class SharedPolicyConfig(ComponentConfig):
+class SharedPolicyConfig(Settings):
     """A policy of one of the simple types: what `and`, `drop` and `not` may hold."""
 
     types: ClassVar[tuple[str, ...]] = SIMPLE_TYPES
@@ -233,15 +233,15 @@ class SharedPolicyConfig(ComponentConfig):
         return getattr(self, attribute) if attribute else None
 
 
-class AndConfig(ComponentConfig):
+class AndConfig(Settings):
     and_sub_policy: list[SharedPolicyConfig] = Field(min_length=1)
 
 
-class DropConfig(ComponentConfig):
+class DropConfig(Settings):
     drop_sub_policy: list[SharedPolicyConfig] = Field(min_length=1)
 
 
-class NotConfig(ComponentConfig):
+class NotConfig(Settings):
     not_sub_policy: SharedPolicyConfig
 
 
@@ -254,13 +254,13 @@ class CompositeSubPolicyConfig(SharedPolicyConfig):
     and_: AndConfig | None = Field(None, alias="and")
 
 
-class RateAllocationConfig(ComponentConfig):
+class RateAllocationConfig(Settings):
     policy: str = Field(min_length=1)
     # of max_total_spans_per_second (a share above it is capped at it); 0: an equal share, as in otelcol
     percent: int = Field(ge=0)
 
 
-class CompositeConfig(ComponentConfig):
+class CompositeConfig(Settings):
     max_total_spans_per_second: int = Field(gt=0)
     policy_order: list[str] = Field(default_factory=list)
     composite_sub_policy: list[CompositeSubPolicyConfig] = Field(min_length=1)

@@ -21,7 +21,7 @@ _DECIDING: ContextVar[list | None] = ContextVar("sampler_policies_deciding", def
 
 
 def _spans(trace: Trace) -> list[Span]:
-    return [span for batch in trace.batches for scope_spans in batch.scope_spans for span in scope_spans.spans]
+    return [span for _, _, span in trace.spans()]
 
 
 def _serialized(trace: Trace) -> list[bytes]:

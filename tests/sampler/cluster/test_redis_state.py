@@ -10,6 +10,7 @@ import os
 import signal
 import time
 
+from edgeagent.extensions.metrics import Metrics
 from sampler.cluster.config import SharedStateConfig
 from sampler.cluster.redis_state import SharedDecisions
 from tests.helpers.redis_server import RedisServer
@@ -21,7 +22,7 @@ def _ids(count: int, seed: int = 0) -> list[bytes]:
 
 def _shared(server: RedisServer, **options) -> SharedDecisions:
     config = SharedStateConfig(url=server.url, **{"flush_interval": "2ms", **options})
-    return SharedDecisions(config, "tail_sampling/test")
+    return SharedDecisions(config, "tail_sampling/test", Metrics())
 
 
 def _counter(shared: SharedDecisions, name: str, *labels: str) -> float:

@@ -21,8 +21,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
@@ -30,6 +28,7 @@ from edgeagent.config.types import Duration
 from sampler.cluster.config import SharedStateBackends
 from sampler.compression import SpanCompressionConfig
 from sampler.policies.config import PolicyConfig
+from sampler.relief import StressReliefConfig
 
 
 class DecisionCacheConfig(ComponentConfig):
@@ -37,24 +36,6 @@ class DecisionCacheConfig(ComponentConfig):
     # map does; a size sets the cache explicitly
     sampled_cache_size: int = Field(0, ge=0)
     non_sampled_cache_size: int = Field(0, ge=0)
-
-
-class StressReliefConfig(ComponentConfig):
-    """edgeagent (after Refinery): when the buffer or memory is nearly full, stop buffering and
-    decide new traces at once by a deterministic hash of their trace id."""
-
-    mode: Literal["never", "monitor", "always"] = "monitor"
-    activation_level: float = Field(90.0, gt=0, le=100)  # percent of the fullest limit
-    deactivation_level: float = Field(75.0, ge=0, le=100)
-    sampling_percentage: float = Field(10.0, ge=0, le=100)
-    minimum_activation_duration: Duration = 10.0
-    memory_limit_mib: int = Field(0, ge=0)  # 0: only the buffer limits count
-
-    @model_validator(mode="after")
-    def _levels(self) -> "StressReliefConfig":
-        if self.deactivation_level >= self.activation_level:
-            raise ValueError("deactivation_level must be below activation_level (e.g. 75 and 90)")
-        return self
 
 
 class TailSamplingConfig(ComponentConfig):

@@ -49,15 +49,18 @@ import zstandard
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from edgeagent.errors import CorruptRecordError
+from edgeagent.processors.memory_limiter import anonymous_memory
+from edgeagent.processors.tail_sampling.config import TailSamplingConfig
 from edgeagent.queue import record
 from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore, TxnWriter
 from edgeagent.signals import Payload, Signal
+from otel.shape import TRACES
 from sampler.buffer import DecisionCache, Timing, TraceBuffer
 from sampler.compression import compress_trace
-from sampler.config import TailSamplingConfig
 from sampler.policies import build_policies, decide
 from sampler.relief import StressRelief
 from sampler.split import split_by_trace
+from sampler.telemetry import NO_METRICS, Counter, MetricsSink
 from sampler.trace import Decision, Trace
 
 log = logging.getLogger(__name__)
@@ -80,7 +83,8 @@ class SamplingStage:
                                          config.inactivity_timeout, config.max_trace_duration))
         self.cache = DecisionCache(config.decision_cache.sampled_cache_size or config.num_traces,
                                    config.decision_cache.non_sampled_cache_size or config.num_traces)
-        self.relief = StressRelief(config.stress_relief, config.num_traces, config.max_buffered_spans, clock)
+        self.relief = StressRelief(config.stress_relief, config.num_traces, config.max_buffered_spans, clock,
+                                   anonymous_memory)
         self.store: QueueStore | None = None
         self.db: Any = None
         self.queues: list[DurableQueue] = []
@@ -93,6 +97,7 @@ class SamplingStage:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self.tick = min(1.0, max(0.05, min(config.decision_wait, config.inactivity_timeout or config.decision_wait) / 10))
+        self.metrics: MetricsSink = getattr(host, "metrics", None) or NO_METRICS
         self._define_metrics()
         self.shared = self._shared_decisions()  # None unless shared_state is configured
 
@@ -108,11 +113,9 @@ class SamplingStage:
         raise TypeError("tail_sampling is not a plain processor: the pipeline calls ingest()")
 
     def _define_metrics(self) -> None:
-        metrics = getattr(self.host, "metrics", None)
-        if metrics is None:
-            self._count = lambda *args: None
-            return
+        metrics = self.metrics
         prefix = "otelcol_processor_tail_sampling_"
+        counters: dict[str, Counter] = {}
         for name, text, labels in (
                 (prefix + "count_traces_sampled", "Traces per policy and decision.", ("processor", "policy", "sampled")),
                 (prefix + "global_count_traces_sampled", "Traces by final decision.", ("processor", "sampled")),
@@ -123,7 +126,7 @@ class SamplingStage:
                  ("processor", "sampled")),
                 ("edgeagent_sampler_stress_relief_traces", "Traces decided by stress relief (no buffering).",
                  ("processor", "sampled"))):
-            metrics.counter(name, text, labels)
+            counters[name] = metrics.counter(name, text, labels)
         metrics.gauge(prefix + "sampling_traces_on_memory", "Traces waiting for a decision or its move to export.",
                       ("processor",), lambda: [((self.id,), float(self.pending_traces()))])
         metrics.gauge("edgeagent_sampler_traces_limit", "num_traces: traces the buffer holds before it decides early.",
@@ -132,7 +135,7 @@ class SamplingStage:
                       ("processor",), lambda: [((self.id,), float(self.buffer.spans))])
         metrics.gauge("edgeagent_sampler_stress_relief_active", "1 while stress relief decides without buffering.",
                       ("processor",), lambda: [((self.id,), 1.0 if self.relief.active else 0.0)])
-        self._count = lambda name, amount, *labels: metrics.counters[name].inc(amount, self.id, *labels)
+        self._count = lambda name, amount, *labels: counters[name].inc(amount, self.id, *labels)
 
     def pending_traces(self) -> int:
         """Traces not yet decided, or decided but not yet moved to the export queues."""
@@ -198,7 +201,7 @@ class SamplingStage:
 
     async def ingest(self, payload: Payload, batch_key: bytes = b"") -> None:
         """Returns once every span of the request is durable (pending, exported) or counted dropped."""
-        parts = split_by_trace(payload)
+        parts = split_by_trace(payload.view())
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             parts = list(parts)
@@ -276,9 +279,9 @@ class SamplingStage:
         request = ExportTraceServiceRequest()
         for part in resource_spans:
             if isinstance(part, ExportTraceServiceRequest):
-                request.resource_spans.extend(part.resource_spans)
+                TRACES.groups_of(request).extend(TRACES.groups_of(part))
             else:
-                request.resource_spans.append(part)
+                TRACES.groups_of(request).append(part)
         payload: Payload | None = Payload.from_message(Signal.TRACES, request)
         for processor in self.post:
             payload = processor.process(payload)
@@ -441,8 +444,7 @@ class SamplingStage:
         if self.config.shared_state is None:
             return None
         from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
-        return SharedDecisions(self.config.shared_state.redis, self.id, getattr(self.host, "metrics", None),
-                               on_conflict=self.cache.record)
+        return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record)
 
     async def _shared_lookup(self, parts: list[tuple[bytes, Any, int, bool]]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
@@ -457,7 +459,7 @@ def _trace_of(trace_id: bytes, rows: list[tuple[bytes, bytes, int, bytes]]) -> T
         if not body:
             continue
         request = ExportTraceServiceRequest.FromString(body)
-        trace.batches.extend(request.resource_spans)
+        trace.batches.extend(TRACES.groups_of(request))
         trace.span_count += items
         trace.size_bytes += len(body)
     return trace
