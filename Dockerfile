@@ -6,6 +6,8 @@ FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY edgeagent ./edgeagent
+COPY sampler ./sampler
+COPY otel ./otel
 RUN python -m venv /opt/edgeagent \
     && /opt/edgeagent/bin/pip install --no-cache-dir . \
     && find /opt/edgeagent -name '__pycache__' -prune -exec rm -rf {} +
