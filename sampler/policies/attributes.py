@@ -56,7 +56,7 @@ class AttributePolicy(ABC):
                     if self.resource_match(kv.value):
                         return True
                     break
-            for _, _, span in TRACES.walk_groups((batch,)):
+            for span in TRACES.items_in((batch,)):
                 for kv in span.attributes:
                     if kv.key == key:
                         if self.span_match(kv.value):

@@ -14,6 +14,7 @@ from contextvars import ContextVar, Token
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from otel.shape import TRACES
 from sampler.trace import Trace
 
 # [the trace being decided, its spans, its serialized batches]; None until a policy asks
@@ -21,7 +22,7 @@ _DECIDING: ContextVar[list | None] = ContextVar("sampler_policies_deciding", def
 
 
 def _spans(trace: Trace) -> list[Span]:
-    return [span for _, _, span in trace.spans()]
+    return TRACES.items_in(trace.batches)
 
 
 def _serialized(trace: Trace) -> list[bytes]:
