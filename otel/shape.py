@@ -64,9 +64,9 @@ class Shape:
     def records(self, request: Any) -> Iterator[tuple[Any, Any, Any]]:
         """(resource, instrumentation scope, record) for every record that carries attributes and
         that otelcol counts: spans, metric data points, log records."""
-        if not self.points:
-            yield from self.walk(request)
-            return
+        return self._points(request) if self.points else self.walk(request)
+
+    def _points(self, request: Any) -> Iterator[tuple[Any, Any, Any]]:
         for resource, scope, metric in self.walk(request):
             for point in data_points(metric):
                 yield resource, scope, point
