@@ -61,9 +61,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     agent_logging.configure(telemetry_logs.level, telemetry_logs.encoding)
     for warning in config.warnings:
         log.warning(warning)
-    from edgeagent.pipeline import Agent  # heavy imports only for run
+    from edgeagent.service.service import Service  # heavy imports only for run
 
-    agent = Agent(config, args.state_dir or default_state_dir())
+    agent = Service(config, args.state_dir or default_state_dir())
     try:
         return asyncio.run(_run(agent))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
@@ -106,9 +106,9 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
 
 
 async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict):
-    from edgeagent.pipeline import Agent
+    from edgeagent.service.service import Service
 
-    agent = Agent(config, state_dir)
+    agent = Service(config, state_dir)
     try:
         agent.build()
         for store in agent.stores.values():
