@@ -64,6 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgeagent.service.service import Service  # heavy imports only for run
 
     agent = Service(config, args.state_dir or default_state_dir())
+    upstream = args.upstream or os.environ.get("EDGEAGENT_UPSTREAM")
+    agent.reloader = lambda: load(args.config, upstream, args.set)  # SIGHUP reads the same sources again
     try:
         return asyncio.run(_run(agent))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
@@ -79,6 +81,14 @@ async def _run(agent) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
+    reloads: set[asyncio.Task] = set()
+
+    def reload() -> None:
+        task = loop.create_task(_reload(agent, notifier), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         agent.build()
         await agent.start()
@@ -90,6 +100,31 @@ async def _run(agent) -> int:
         await agent.shutdown()
     log.info("edgeagent stopped")
     return 0
+
+
+async def _reload(agent, notifier) -> None:
+    """SIGHUP: apply the config files as they are now; an invalid one leaves the running config as it is."""
+    notifier.reloading()
+    try:
+        await agent.reload_from_source()
+    except Exception as exc:  # a half-applied reload: health names the failure, the process keeps serving
+        log.error("config reload failed: %s", exc, exc_info=exc)
+        agent.component_failed("service::reload", str(exc))
+    finally:
+        notifier.ready(status="receivers up, queue open")
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from edgeagent.runtime import control
+
+    state_dir = args.state_dir or default_state_dir()
+    try:
+        result = asyncio.run(control.call(control.socket_path(state_dir), "reload", {}))
+    except ConnectionError:
+        print("edgeagent is not running (no control socket in the state directory)", file=sys.stderr)
+        return 3
+    _emit(result, args.json, lambda r: print(f"reload {r['result']}" + "".join(f"\n  {e}" for e in r.get("errors", []))))
+    return 0 if result["result"] == "applied" else 1
 
 
 def _control_call(args: argparse.Namespace, name: str, params: dict | None = None):
@@ -253,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = target(sub.add_parser("status", help="backlog, drain rate, time to empty and upstream state"))
     status.set_defaults(handler=cmd_status)
+    reload = target(sub.add_parser("reload", help="make the running agent read its config again (as SIGHUP)"))
+    reload.set_defaults(handler=cmd_reload)
     queue = sub.add_parser("queue", help="inspect and manage the persistent queue (works while the agent runs)")
     queue.set_defaults(handler=cmd_queue)
     queue_sub = queue.add_subparsers(dest="queue_action", required=True)

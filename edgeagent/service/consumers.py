@@ -158,3 +158,19 @@ class SignalConsumer:
             self._refused.inc(payload.items, self.receiver_id, transport)
             raise
         self._accepted.inc(payload.items, self.receiver_id, transport)
+
+
+class ConsumerSlot:
+    """What a receiver holds: a fixed handle on the consumer of the graph that runs now.
+
+    A config reload points the slot at the new graph's consumer, so a receiver whose own
+    settings did not change keeps its port and its connections across the reload."""
+
+    def __init__(self, target: SignalConsumer):
+        self.target = target
+
+    def admission(self, transport: str, body_bytes: int) -> contextlib.AbstractContextManager[None]:
+        return self.target.admission(transport, body_bytes)
+
+    async def consume(self, payload: Payload, transport: str) -> None:
+        await self.target.consume(payload, transport)
