@@ -176,11 +176,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         for connector, state in status.get("connectors", {}).items():
             print(f"  connector {connector}: level {state['active_level']} ({', '.join(state['active_pipelines'])})")
         print(f"  backlog: {status['backlog_items']} items in {sum(q['entries'] for q in status['queues'].values())} "
-              f"requests, dead letters: {status['dead_letters']}")
+              f"requests, oldest {status.get('oldest_age_seconds', 0.0):g}s, dead letters: {status['dead_letters']}")
         if running:
-            eta = status["eta_seconds"]
+            eta, drain = status["eta_seconds"], status.get("drain", "")
             print(f"  drain rate: {status['drain_items_per_second']} items/s, time to empty: "
-                  f"{'unknown (not draining)' if eta is None else f'{eta:g}s'}")
+                  f"{f'{eta:g}s' if eta is not None else drain or 'unknown'}")
     _emit(result, args.json, text)
     return 0 if running else 3
 

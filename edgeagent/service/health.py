@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -13,6 +14,7 @@ from edgeagent.queue import admin
 from edgeagent.service.graph import Graph
 from edgeagent.service.telemetry import Telemetry
 
+log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
@@ -56,13 +58,51 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
 
 
 def status(details: dict[str, Any], telemetry: Telemetry) -> dict[str, Any]:
-    """What `edgeagent status` prints: health details plus drain rate and time to empty."""
-    backlog = sum(queue["items"] for queue in details["queues"].values())
+    """What `edgeagent status` prints: health details plus backlog, drain rate and time to empty.
+
+    `drain` says why there is no time to empty: "waiting for upstream" while an upstream is
+    offline (a rate measured before the outage would promise a stale ETA), "no upstream" when
+    data is only buffered."""
+    queues = details["queues"].values()
+    backlog = sum(queue["items"] for queue in queues)
+    upstreams = [exporter["upstream"] for exporter in details["exporters"].values()]
     rate = telemetry.drain.rate()
+    if not backlog:
+        drain, eta = "empty", 0.0
+    elif "offline" in upstreams:
+        drain, eta = "waiting for upstream", None
+    elif upstreams and all(state == "not configured" for state in upstreams):
+        drain, eta = "no upstream", None
+    elif rate > 0:
+        drain, eta = "draining", round(backlog / rate, 1)
+    else:
+        drain, eta = "starting", None
     details["backlog_items"] = backlog
+    details["oldest_age_seconds"] = max((queue["oldest_age_seconds"] for queue in queues), default=0.0)
+    details["drain"] = drain
     details["drain_items_per_second"] = round(rate, 1)
-    details["eta_seconds"] = round(backlog / rate, 1) if rate > 0 else (0.0 if not backlog else None)
+    details["eta_seconds"] = eta
     return details
+
+
+async def report_drain(status_of: Callable[[], dict[str, Any]], interval: float = 5.0) -> None:
+    """Run until cancelled: while a backlog drains, log items left, rate and time to empty every `interval`."""
+    was = "empty"
+    while True:
+        await asyncio.sleep(interval)
+        details = status_of()
+        drain = details["drain"]
+        if drain == "draining":
+            log.info("draining the backlog", extra={"items_left": details["backlog_items"],
+                                                    "items_per_second": details["drain_items_per_second"],
+                                                    "eta_seconds": details["eta_seconds"],
+                                                    "oldest_age_seconds": details["oldest_age_seconds"]})
+        elif drain == "waiting for upstream" and was != drain:
+            log.warning("backlog waiting for upstream", extra={"items_left": details["backlog_items"],
+                                                                "oldest_age_seconds": details["oldest_age_seconds"]})
+        elif drain == "empty" and was == "draining":
+            log.info("backlog drained")
+        was = drain
 
 
 def control_handlers(graph: Graph, status_of: Callable[[], dict[str, Any]]) -> dict[str, Handler]:
