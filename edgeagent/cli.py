@@ -13,6 +13,7 @@ from importlib import resources
 
 from edgeagent import __version__
 from edgeagent.config.loader import AgentConfig, ConfigError, load_file, load_text
+from edgeagent.config.upstream import upstream_base
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -25,12 +26,22 @@ def default_config_text() -> str:
 
 
 def load(config_path: str | None, upstream: str | None = None, overrides: list[str] | None = None) -> AgentConfig:
-    if config_path:
-        return load_file(config_path, overrides=overrides)
     environ = dict(os.environ)
     if upstream:
         environ["EDGEAGENT_UPSTREAM"] = upstream
-    return load_text(default_config_text(), environ, source="<embedded default>", overrides=overrides)
+    warning = None
+    if environ.get("EDGEAGENT_UPSTREAM"):
+        try:
+            environ["EDGEAGENT_UPSTREAM"], warning = upstream_base(environ["EDGEAGENT_UPSTREAM"])
+        except ValueError as exc:
+            raise ConfigError([("", str(exc))]) from None
+    if config_path:
+        config = load_file(config_path, environ, overrides=overrides)
+    else:
+        config = load_text(default_config_text(), environ, source="<embedded default>", overrides=overrides)
+    if warning:
+        config.warnings.append(warning)
+    return config
 
 
 def _print_errors(error: ConfigError) -> None:

@@ -1,6 +1,8 @@
 """Queue stores: one LMDB environment per directory that an exporter's `sending_queue::storage` names.
 
-An exporter without `storage` gets the agent's own store in the state directory. A store is
+An exporter without `storage` gets the agent's own store in the state directory, with a disk
+budget even when nothing configures one (EDGEAGENT_QUEUE_MAX_MIB, else a quarter of the file
+system up to 8 GiB): an agent started with no config must never fill the disk. A store is
 opened (and compacted, if configured) while the graph is built, so a locked or unwritable queue
 fails start-up before any port is bound.
 """
@@ -19,6 +21,23 @@ from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = ""
+DEFAULT_BUDGET_MIB = 8192
+
+
+def default_budget_mib(directory: str, environ: dict[str, str] | None = None) -> int:
+    """The disk budget of the agent's own store: EDGEAGENT_QUEUE_MAX_MIB, else min(8 GiB, ¼ of the file system)."""
+    environ = dict(os.environ) if environ is None else environ
+    configured = environ.get("EDGEAGENT_QUEUE_MAX_MIB", "").strip()
+    if configured:
+        try:
+            return max(1, int(configured))
+        except ValueError:
+            raise ValueError(f"EDGEAGENT_QUEUE_MAX_MIB={configured!r}: give a whole number of MiB") from None
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    stats = os.statvfs(existing)
+    return max(64, min(DEFAULT_BUDGET_MIB, (stats.f_blocks * stats.f_frsize >> 20) // 4))
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,8 @@ class Stores:
         settings: FileStorageConfig = (self.config.extensions[storage_id].config if storage_id
                                        else FileStorageConfig())
         directory = resolve_directory(settings, self.state_dir, storage_id or "queue")
+        if not storage_id:
+            settings = settings.model_copy(update={"max_size_mib": default_budget_mib(directory)})
         if not settings.create_directory and not os.path.isdir(directory):
             raise FileNotFoundError(f"file_storage directory {directory} does not exist; create it or set "
                                     f"create_directory: true")
@@ -81,6 +102,7 @@ class Stores:
                 compaction.rebound_needed_threshold_mib, compaction.rebound_trigger_threshold_mib,
                 compaction.check_interval)
         log.info("queue storage open", extra={"directory": directory, "fsync": settings.fsync,
+                                              "max_size_mib": settings.max_size_mib,
                                               "backlog_items": sum(q.items for q in store.queues.values())})
         return store
 
