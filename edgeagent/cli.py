@@ -78,13 +78,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     upstream = args.upstream or os.environ.get("EDGEAGENT_UPSTREAM")
     agent.reloader = lambda: load(args.config, upstream, args.set)  # SIGHUP reads the same sources again
     try:
-        return asyncio.run(_run(agent))
+        return asyncio.run(_run(agent, args.drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
         log.error("edgeagent could not start: %s", exc, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
         return 1
 
 
-async def _run(agent) -> int:
+async def _run(agent, drain_timeout: float = 0.0) -> int:
     from edgeagent.runtime.systemd import Notifier
 
     stop = asyncio.Event()
@@ -105,6 +105,8 @@ async def _run(agent) -> int:
         await agent.start()
         notifier.ready(status="receivers up, queue open")
         await stop.wait()
+        if drain_timeout > 0:
+            await agent.drain(drain_timeout)
         log.info("stopping: finishing pending commits and returning leases")
     finally:
         await notifier.stopping()
@@ -275,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", help="where queues live when no file_storage directory is configured")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, as otelcol: --set exporters::otlphttp::timeout=10s")
+    parser.add_argument("--drain-timeout", type=float, metavar="SECONDS",
+                        default=float(os.environ.get("EDGEAGENT_DRAIN_TIMEOUT") or 0),
+                        help="on SIGTERM, keep sending queued data for up to SECONDS before stopping (hubs "
+                             "scaled down for good; or EDGEAGENT_DRAIN_TIMEOUT); what is left stays queued")
     parser.set_defaults(handler=cmd_run)
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the agent")
@@ -282,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--upstream", dest="upstream", default=argparse.SUPPRESS)
     run.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS)
     run.add_argument("--set", dest="set", action="append", default=argparse.SUPPRESS)
+    run.add_argument("--drain-timeout", dest="drain_timeout", type=float, default=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_run)
     validate = sub.add_parser("validate", help="check a config and print every error")
     validate.add_argument("--config", dest="config", default=argparse.SUPPRESS)

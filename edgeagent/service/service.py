@@ -202,6 +202,24 @@ class Service:
         backlog = {q.name: q.items for q in self.stores.queues() if q.items}
         log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": backlog})
 
+    async def drain(self, timeout: float) -> None:
+        """Before a stop: refuse new data, then keep sending until the queues are empty or `timeout` passes.
+
+        For hubs scaled down for good, whose queue would otherwise wait on a volume nobody mounts.
+        What is still queued at the deadline stays on disk for the next start."""
+        self.stopping = True
+        for receiver in self.graph.receivers.values():
+            await _quietly(receiver.shutdown(), "receiver")
+        deadline = time.monotonic() + timeout
+        queued = sum(queue.items for queue in self.stores.queues())
+        if queued:
+            log.info("draining the queues before stopping", extra={"items": queued, "timeout_seconds": timeout})
+        while queued and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # acks commit in batches; a short poll is cheaper than per-ack events
+            queued = sum(queue.items for queue in self.stores.queues())
+        if queued:
+            log.warning("stopping with data still queued; it is sent after the next start", extra={"items": queued})
+
     async def shutdown(self) -> None:
         """Stop receivers, finish pending commits, return leases, close storage. Idempotent."""
         self.stopping = True
