@@ -258,7 +258,7 @@ def startup(work: Path, backlog_gib: float) -> None:
         # drop the page cache's copy of the backlog when allowed, so the start reads it from disk; then
         # warm the interpreter's own files, so the figure is about the queue, not about importing Python
         subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], capture_output=True)
-        subprocess.run([sys.executable, "-c", "import edgeagent.pipeline, edgeagent.cli"], check=True)
+        subprocess.run([sys.executable, "-c", "import edgeagent.service.service, edgeagent.cli"], check=True)
         proc, seconds = start_agent(args, {}, health, work / f"start-{gib}.log")
         anon = ingest.rss_anon_bytes(proc.pid)
         stop_agent(proc)

@@ -13,6 +13,7 @@ from importlib import resources
 
 from edgeagent import __version__
 from edgeagent.config.loader import AgentConfig, ConfigError, load_file, load_text
+from edgeagent.config.upstream import upstream_base
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -25,12 +26,22 @@ def default_config_text() -> str:
 
 
 def load(config_path: str | None, upstream: str | None = None, overrides: list[str] | None = None) -> AgentConfig:
-    if config_path:
-        return load_file(config_path, overrides=overrides)
     environ = dict(os.environ)
     if upstream:
         environ["EDGEAGENT_UPSTREAM"] = upstream
-    return load_text(default_config_text(), environ, source="<embedded default>", overrides=overrides)
+    warning = None
+    if environ.get("EDGEAGENT_UPSTREAM"):
+        try:
+            environ["EDGEAGENT_UPSTREAM"], warning = upstream_base(environ["EDGEAGENT_UPSTREAM"])
+        except ValueError as exc:
+            raise ConfigError([("", str(exc))]) from None
+    if config_path:
+        config = load_file(config_path, environ, overrides=overrides)
+    else:
+        config = load_text(default_config_text(), environ, source="<embedded default>", overrides=overrides)
+    if warning:
+        config.warnings.append(warning)
+    return config
 
 
 def _print_errors(error: ConfigError) -> None:
@@ -61,17 +72,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     agent_logging.configure(telemetry_logs.level, telemetry_logs.encoding)
     for warning in config.warnings:
         log.warning(warning)
-    from edgeagent.pipeline import Agent  # heavy imports only for run
+    from edgeagent.service.service import Service  # heavy imports only for run
 
-    agent = Agent(config, args.state_dir or default_state_dir())
+    agent = Service(config, args.state_dir or default_state_dir())
+    upstream = args.upstream or os.environ.get("EDGEAGENT_UPSTREAM")
+    agent.reloader = lambda: load(args.config, upstream, args.set)  # SIGHUP reads the same sources again
     try:
-        return asyncio.run(_run(agent))
+        return asyncio.run(_run(agent, args.drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
         log.error("edgeagent could not start: %s", exc, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
         return 1
 
 
-async def _run(agent) -> int:
+async def _run(agent, drain_timeout: float = 0.0) -> int:
     from edgeagent.runtime.systemd import Notifier
 
     stop = asyncio.Event()
@@ -79,17 +92,52 @@ async def _run(agent) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
+    reloads: set[asyncio.Task] = set()
+
+    def reload() -> None:
+        task = loop.create_task(_reload(agent, notifier), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         agent.build()
         await agent.start()
         notifier.ready(status="receivers up, queue open")
         await stop.wait()
+        if drain_timeout > 0:
+            await agent.drain(drain_timeout)
         log.info("stopping: finishing pending commits and returning leases")
     finally:
         await notifier.stopping()
         await agent.shutdown()
     log.info("edgeagent stopped")
     return 0
+
+
+async def _reload(agent, notifier) -> None:
+    """SIGHUP: apply the config files as they are now; an invalid one leaves the running config as it is."""
+    notifier.reloading()
+    try:
+        await agent.reload_from_source()
+    except Exception as exc:  # a half-applied reload: health names the failure, the process keeps serving
+        log.error("config reload failed: %s", exc, exc_info=exc)
+        agent.component_failed("service::reload", str(exc))
+    finally:
+        notifier.ready(status="receivers up, queue open")
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from edgeagent.runtime import control
+
+    state_dir = args.state_dir or default_state_dir()
+    try:
+        result = asyncio.run(control.call(control.socket_path(state_dir), "reload", {}))
+    except ConnectionError:
+        print("edgeagent is not running (no control socket in the state directory)", file=sys.stderr)
+        return 3
+    _emit(result, args.json, lambda r: print(f"reload {r['result']}" + "".join(f"\n  {e}" for e in r.get("errors", []))))
+    return 0 if result["result"] == "applied" else 1
 
 
 def _control_call(args: argparse.Namespace, name: str, params: dict | None = None):
@@ -106,9 +154,9 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
 
 
 async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict):
-    from edgeagent.pipeline import Agent
+    from edgeagent.service.service import Service
 
-    agent = Agent(config, state_dir)
+    agent = Service(config, state_dir)
     try:
         agent.build()
         for store in agent.stores.values():
@@ -141,11 +189,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         for connector, state in status.get("connectors", {}).items():
             print(f"  connector {connector}: level {state['active_level']} ({', '.join(state['active_pipelines'])})")
         print(f"  backlog: {status['backlog_items']} items in {sum(q['entries'] for q in status['queues'].values())} "
-              f"requests, dead letters: {status['dead_letters']}")
+              f"requests, oldest {status.get('oldest_age_seconds', 0.0):g}s, dead letters: {status['dead_letters']}")
         if running:
-            eta = status["eta_seconds"]
+            eta, drain = status["eta_seconds"], status.get("drain", "")
             print(f"  drain rate: {status['drain_items_per_second']} items/s, time to empty: "
-                  f"{'unknown (not draining)' if eta is None else f'{eta:g}s'}")
+                  f"{f'{eta:g}s' if eta is not None else drain or 'unknown'}")
     _emit(result, args.json, text)
     return 0 if running else 3
 
@@ -229,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", help="where queues live when no file_storage directory is configured")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, as otelcol: --set exporters::otlphttp::timeout=10s")
+    parser.add_argument("--drain-timeout", type=float, metavar="SECONDS",
+                        default=float(os.environ.get("EDGEAGENT_DRAIN_TIMEOUT") or 0),
+                        help="on SIGTERM, keep sending queued data for up to SECONDS before stopping (hubs "
+                             "scaled down for good; or EDGEAGENT_DRAIN_TIMEOUT); what is left stays queued")
     parser.set_defaults(handler=cmd_run)
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the agent")
@@ -236,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--upstream", dest="upstream", default=argparse.SUPPRESS)
     run.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS)
     run.add_argument("--set", dest="set", action="append", default=argparse.SUPPRESS)
+    run.add_argument("--drain-timeout", dest="drain_timeout", type=float, default=argparse.SUPPRESS)
     run.set_defaults(handler=cmd_run)
     validate = sub.add_parser("validate", help="check a config and print every error")
     validate.add_argument("--config", dest="config", default=argparse.SUPPRESS)
@@ -253,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = target(sub.add_parser("status", help="backlog, drain rate, time to empty and upstream state"))
     status.set_defaults(handler=cmd_status)
+    reload = target(sub.add_parser("reload", help="make the running agent read its config again (as SIGHUP)"))
+    reload.set_defaults(handler=cmd_reload)
     queue = sub.add_parser("queue", help="inspect and manage the persistent queue (works while the agent runs)")
     queue.set_defaults(handler=cmd_queue)
     queue_sub = queue.add_subparsers(dest="queue_action", required=True)

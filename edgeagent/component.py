@@ -6,6 +6,7 @@ A component is built from its validated config by its factory and then runs with
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,9 +39,19 @@ class ComponentId:
         return f"{self.type}/{self.name}" if self.name else self.type
 
 
+class Role(enum.Enum):
+    """Where the service places a processor in a pipeline: the table the graph is built from."""
+
+    TRANSFORM = "transform"  # process(payload) -> payload | None, in the order the pipeline lists it
+    ADMISSION = "admission"  # also holds a request's place in the memory budget before it is read
+    BATCH = "batch"  # settings only: the sender batches what it leases from the queue
+    STAGE = "stage"  # takes over the rest of the pipeline: buffers, then writes to the export queues
+
+
 @dataclass(frozen=True)
 class Factory:
     type: str
     config: type[ComponentConfig]
     create: Callable[..., Any]
     signals: tuple[str, ...] = ("traces", "metrics", "logs")
+    role: Role = Role.TRANSFORM

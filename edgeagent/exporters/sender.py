@@ -92,6 +92,8 @@ class Sender:
         self.link = link or Link(num_consumers, retry, lambda online: telemetry.upstream_state(exporter.id, online))
         self.newest_first = newest_first
         self._tasks: list[asyncio.Task] = []
+        self._delivering: set[asyncio.Task] = set()  # consumers between lease and settlement
+        self._closing = False
         self._gather_lock = asyncio.Lock()
         self._last_partial_log = 0.0
 
@@ -101,8 +103,19 @@ class Sender:
             task.add_done_callback(self._consumer_done)
             self._tasks.append(task)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, grace: float = 3.0) -> None:
+        """Stop leasing; let deliveries under way settle for up to `grace` seconds, then cancel them.
+
+        A delivery cancelled mid-send returns its lease, so the upstream may get that batch twice;
+        the grace period keeps that to deliveries that hang (stop and reload, not only crashes)."""
         tasks, self._tasks = self._tasks, []
+        self._closing = True
+        busy = [task for task in tasks if task in self._delivering]
+        for task in tasks:
+            if task not in self._delivering:
+                task.cancel()
+        if busy and grace > 0:
+            await asyncio.wait(busy, timeout=grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -114,17 +127,22 @@ class Sender:
             self.telemetry.component_failed(f"exporters::{self.exporter.id}", str(task.exception()))
 
     async def _consume(self) -> None:
-        while True:
+        current = asyncio.current_task()
+        assert current is not None
+        while not self._closing:
             lease = await self._next_lease()
             if lease is None:
                 continue
+            self._delivering.add(current)
             try:
                 pause = await self._deliver(lease)
             except BaseException:
                 if not lease.done:
                     self.queue.release(lease)
                 raise
-            if pause:
+            finally:
+                self._delivering.discard(current)
+            if pause and not self._closing:
                 await asyncio.sleep(pause)
 
     async def _next_lease(self) -> Lease | None:

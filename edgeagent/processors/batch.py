@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from edgeagent.component import ComponentConfig, Factory
+from edgeagent.component import ComponentConfig, Factory, Role
 from edgeagent.config.types import Duration
 from edgeagent.errors import BadRequestError
 
@@ -61,4 +61,4 @@ class BatchProcessor:
         return payload
 
 
-FACTORY = Factory("batch", BatchConfig, BatchProcessor)
+FACTORY = Factory("batch", BatchConfig, BatchProcessor, role=Role.BATCH)

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 from pydantic import Field, model_validator
 
-from edgeagent.component import ComponentConfig, Factory
+from edgeagent.component import ComponentConfig, Factory, Role
 from edgeagent.config.types import Duration
 from edgeagent.errors import DataRefusedError
 
@@ -177,4 +177,4 @@ class MemoryLimiter:
                 "soft_limit_mib": self.soft // _MIB, "hard_limit_mib": self.hard // _MIB}
 
 
-FACTORY = Factory("memory_limiter", MemoryLimiterConfig, MemoryLimiter)
+FACTORY = Factory("memory_limiter", MemoryLimiterConfig, MemoryLimiter, role=Role.ADMISSION)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import aiohttp
@@ -24,7 +25,7 @@ def socket_path(state_dir: str) -> str:
 class ControlServer:
     """Serves `handlers[name](params) -> awaitable result` as POST /<name> with a JSON body."""
 
-    def __init__(self, path: str, handlers: dict[str, Callable[[dict[str, Any]], Any]]):
+    def __init__(self, path: str, handlers: Mapping[str, Callable[[dict[str, Any]], Any]]):
         self.path = path
         self.handlers = handlers
         self._runner: web.AppRunner | None = None

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
 class Notifier:
     def __init__(self) -> None:
         self._watchdog: asyncio.Task | None = None
+
+    def reloading(self) -> None:
+        """systemd's Type=notify-reload protocol: RELOADING=1 with the monotonic time, then READY=1."""
+        notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
 
     def ready(self, status: str = "") -> None:
         notify("READY=1" + (f"\nSTATUS={status}" if status else ""))

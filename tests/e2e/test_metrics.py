@@ -53,5 +53,15 @@ def test_without_an_upstream_everything_is_buffered_and_health_says_so(agents, t
     assert health["exporters"]["otlphttp"]["upstream"] == "not configured"
     assert health["queues"]["otlphttp/traces"]["items"] == 100
     assert agent.metric("edgeagent_upstream_configured", exporter="otlphttp") == 0
+    budget = agent.metric("edgeagent_queue_storage_limit_bytes", directory=str(tmp_path / "state" / "queue"))
+    assert 0 < budget <= 8192 << 20  # no config still means a disk budget, never the whole disk
     assert agent.terminate() == 0
     assert "no upstream is configured" in agent.log()
+
+
+def test_an_upstream_given_as_a_signal_url_is_delivered_to_not_dead_lettered(agents, upstream, tmp_path):
+    agent = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", f"{upstream.url}/v1/traces"])
+    send_spans("http", agent.http_port, 20)
+    wait_until(lambda: len(upstream.spans()) == 20, timeout=20, message="spans delivered to the base URL")
+    assert agent.health()[1]["dead_letters"] == 0
+    assert "names the traces path" in agent.log()

@@ -1,0 +1,176 @@
+"""What receivers hand requests to: a consumer per receiver and signal, and the pipelines behind it.
+
+A consumer admits a request (memory limiter, shutdown), copies it for every pipeline that lists
+the receiver, and answers once every pipeline has made it durable. A pipeline runs its processors
+in order, then writes the result to its exporters' queues in one commit per queue store (or hands
+it to its tail-sampling stage, or sends it at once to exporters whose sending_queue is disabled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edgeagent.errors import RetryableError, ShutdownError
+from edgeagent.processors.batch import BatchConfig
+from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
+from edgeagent.service.host import Telemetry
+from edgeagent.signals import Payload, Signal
+
+
+class Processor(Protocol):
+    def process(self, payload: Payload) -> Payload | None: ...
+
+
+class Limiter(Protocol):
+    """A processor that also guards admission (memory_limiter)."""
+
+    def admit(self) -> None: ...
+
+    def reserve(self, body_bytes: int) -> int: ...
+
+    def release(self, cost: int) -> None: ...
+
+
+class Batcher(Protocol):
+    """The batch processor: its settings go to the senders, its metadata_keys split the queue's batches."""
+
+    config: BatchConfig
+
+    def batch_key(self, metadata: dict[str, str]) -> bytes: ...
+
+
+class Stage(Protocol):
+    """A processor that takes over the rest of its pipeline (tail_sampling)."""
+
+    async def ingest(self, payload: Payload, key: bytes) -> None: ...
+
+
+class DirectExporter(Protocol):
+    async def send(self, signal: Signal, body: bytes) -> Any: ...
+
+
+@dataclass
+class RunningPipeline:
+    id: str
+    signal: Signal
+    processors: list[Processor]
+    batch: Batcher | None = None
+    targets: list[tuple[QueueStore, list[DurableQueue]]] = field(default_factory=list)
+    direct: list[DirectExporter] = field(default_factory=list)  # exporters with sending_queue disabled
+    stage: Stage | None = None  # tail_sampling: it writes to the targets itself
+
+    async def consume(self, payload: Payload) -> None:
+        for processor in self.processors:
+            result = processor.process(payload)
+            if result is None:
+                return
+            payload = result
+        key = self.batch.batch_key(payload.metadata) if self.batch is not None else b""
+        if self.stage is not None:
+            await self.stage.ingest(payload, key)
+            return
+        # serializing for a direct exporter adds deferred attributes, so the queues then get none to defer
+        writes = [exporter_send_now(exporter, self.signal, payload.serialized()) for exporter in self.direct]
+        body, attributes = payload.stored_form()  # deferred attributes are added when the record is read
+        writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
+                   for store, queues in self.targets]
+        if len(writes) == 1:
+            await writes[0]
+        else:
+            await asyncio.gather(*writes)
+
+
+async def exporter_send_now(exporter: DirectExporter, signal: Signal, body: bytes) -> None:
+    """sending_queue disabled: one synchronous attempt; any failure is retryable for the client."""
+    try:
+        await exporter.send(signal, body)
+    except RetryableError:
+        raise
+    except Exception as exc:
+        raise RetryableError(f"upstream refused the data: {exc}", retry_after=5.0) from exc
+
+
+class SignalConsumer:
+    """What a receiver hands requests of one signal to: every pipeline that lists the receiver."""
+
+    def __init__(self, telemetry: Telemetry, stopping: Callable[[], bool], receiver_id: str, signal: Signal):
+        self.telemetry = telemetry
+        self.stopping = stopping
+        self.receiver_id = receiver_id
+        self.signal = signal
+        self.pipelines: list[RunningPipeline] = []
+        self.limiters: list[Limiter] = []
+        metrics = telemetry.metrics
+        self._accepted = metrics.counter(f"otelcol_receiver_accepted_{signal.item_name}",
+                                         f"Number of {signal.item_name} successfully pushed into the pipeline.",
+                                         ("receiver", "transport"))
+        self._refused = metrics.counter(f"otelcol_receiver_refused_{signal.item_name}",
+                                        f"Number of {signal.item_name} that could not be pushed into the pipeline.",
+                                        ("receiver", "transport"))
+
+    def add(self, pipeline: RunningPipeline, limiters: list[Limiter]) -> None:
+        self.pipelines.append(pipeline)
+        self.limiters += [limiter for limiter in limiters if limiter not in self.limiters]
+
+    @contextlib.contextmanager
+    def admission(self, transport: str, body_bytes: int) -> Iterator[None]:
+        """Hold a request's place in the memory budget while it is read and committed.
+
+        Refuses (counted) before the body is read when the agent stops or memory is short."""
+        reserved: list[tuple[Limiter, int]] = []
+        try:
+            if self.stopping():
+                raise ShutdownError("the agent is shutting down", retry_after=5.0)
+            for limiter in self.limiters:
+                reserved.append((limiter, limiter.reserve(body_bytes)))
+        except RetryableError as exc:
+            for limiter, cost in reserved:
+                limiter.release(cost)
+            self.telemetry.counter_inc("edgeagent_receiver_refused_requests", 1, self.receiver_id, transport,
+                                       type(exc).__name__)
+            raise
+        try:
+            yield
+        finally:
+            for limiter, cost in reserved:
+                limiter.release(cost)
+
+    def _admit(self) -> None:
+        if self.stopping():
+            raise ShutdownError("the agent is shutting down", retry_after=5.0)
+        for limiter in self.limiters:
+            limiter.admit()
+
+    async def consume(self, payload: Payload, transport: str) -> None:
+        try:
+            self._admit()
+            last = len(self.pipelines) - 1
+            if last == 0:
+                await self.pipelines[0].consume(payload)
+            else:
+                await asyncio.gather(*(pipeline.consume(payload if index == last else payload.copy())
+                                       for index, pipeline in enumerate(self.pipelines)))
+        except BaseException:
+            self._refused.inc(payload.items, self.receiver_id, transport)
+            raise
+        self._accepted.inc(payload.items, self.receiver_id, transport)
+
+
+class ConsumerSlot:
+    """What a receiver holds: a fixed handle on the consumer of the graph that runs now.
+
+    A config reload points the slot at the new graph's consumer, so a receiver whose own
+    settings did not change keeps its port and its connections across the reload."""
+
+    def __init__(self, target: SignalConsumer):
+        self.target = target
+
+    def admission(self, transport: str, body_bytes: int) -> contextlib.AbstractContextManager[None]:
+        return self.target.admission(transport, body_bytes)
+
+    async def consume(self, payload: Payload, transport: str) -> None:
+        await self.target.consume(payload, transport)

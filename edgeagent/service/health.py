@@ -1,0 +1,144 @@
+"""What the service says about itself: `/health` (health_check), `edgeagent status`, the control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from edgeagent import __version__
+from edgeagent.component import Role
+from edgeagent.queue import admin
+from edgeagent.service.graph import Graph
+from edgeagent.service.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class State(Protocol):
+    """The service's lifecycle as health reports it."""
+
+    started: bool
+    stopping: bool
+    started_at: float
+    failures: dict[str, str]
+
+
+def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
+    now_ms = time.time() * 1000
+    queues = {queue.name: {"entries": queue.entries, "items": queue.items, "bytes": queue.bytes,
+                           "oldest_age_seconds": round((now_ms - queue.oldest_ms) / 1000, 3)
+                           if queue.oldest_ms else 0.0}
+              for queue in graph.stores.queues()}
+    exporters = {}
+    for exp_id, exporter in graph.exporters.items():
+        online = telemetry.upstream_online.get(exp_id)
+        exporters[exp_id] = {
+            "endpoint": exporter.describe() if exporter.configured else None,
+            "upstream": ("not configured" if not exporter.configured else
+                         "unknown" if online is None else "online" if online else "offline"),
+        }
+    return {
+        "healthy": state.started and not state.failures,
+        "ready": state.started and not state.stopping and not state.failures,
+        "version": __version__,
+        "upSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started_at)),
+        "uptime": f"{time.time() - state.started_at:.1f}s",
+        "exporters": exporters,
+        "connectors": {cid: c.health() for cid, c in graph.connectors.items()},
+        "queues": queues,
+        "dead_letters": sum(store.deadletter_entries for store in graph.stores.values()),
+        "memory_limiter": {pid: p.health() for pid, p in graph.of_role(Role.ADMISSION).items()},
+        "tail_sampling": {pid: p.health() for pid, p in graph.of_role(Role.STAGE).items()},
+        "failures": state.failures,
+    }
+
+
+def status(details: dict[str, Any], telemetry: Telemetry) -> dict[str, Any]:
+    """What `edgeagent status` prints: health details plus backlog, drain rate and time to empty.
+
+    `drain` says why there is no time to empty: "waiting for upstream" while an upstream is
+    offline (a rate measured before the outage would promise a stale ETA), "no upstream" when
+    data is only buffered."""
+    queues = details["queues"].values()
+    backlog = sum(queue["items"] for queue in queues)
+    upstreams = [exporter["upstream"] for exporter in details["exporters"].values()]
+    rate = telemetry.drain.rate()
+    if not backlog:
+        drain, eta = "empty", 0.0
+    elif "offline" in upstreams:
+        drain, eta = "waiting for upstream", None
+    elif upstreams and all(state == "not configured" for state in upstreams):
+        drain, eta = "no upstream", None
+    elif rate > 0:
+        drain, eta = "draining", round(backlog / rate, 1)
+    else:
+        drain, eta = "starting", None
+    details["backlog_items"] = backlog
+    details["oldest_age_seconds"] = max((queue["oldest_age_seconds"] for queue in queues), default=0.0)
+    details["drain"] = drain
+    details["drain_items_per_second"] = round(rate, 1)
+    details["eta_seconds"] = eta
+    return details
+
+
+async def report_drain(status_of: Callable[[], dict[str, Any]], interval: float = 5.0) -> None:
+    """Run until cancelled: while a backlog drains, log items left, rate and time to empty every `interval`."""
+    was = "empty"
+    while True:
+        await asyncio.sleep(interval)
+        details = status_of()
+        drain = details["drain"]
+        if drain == "draining":
+            log.info("draining the backlog", extra={"items_left": details["backlog_items"],
+                                                    "items_per_second": details["drain_items_per_second"],
+                                                    "eta_seconds": details["eta_seconds"],
+                                                    "oldest_age_seconds": details["oldest_age_seconds"]})
+        elif drain == "waiting for upstream" and was != drain:
+            log.warning("backlog waiting for upstream", extra={"items_left": details["backlog_items"],
+                                                                "oldest_age_seconds": details["oldest_age_seconds"]})
+        elif drain == "empty" and was == "draining":
+            log.info("backlog drained")
+        was = drain
+
+
+def control_handlers(graph: Graph, status_of: Callable[[], dict[str, Any]]) -> dict[str, Handler]:
+    """The commands the control socket serves (the CLI's `status`, `queue ...`, `dead-letter ...`)."""
+    stores = graph.stores.values()
+
+    async def status_command(params: dict[str, Any]) -> Any:
+        return status_of()
+
+    async def stats(params: dict[str, Any]) -> Any:
+        return admin.stats(stores)
+
+    async def peek(params: dict[str, Any]) -> Any:
+        return await asyncio.to_thread(admin.peek, stores, int(params.get("n", 10)))
+
+    async def export(params: dict[str, Any]) -> Any:
+        return await asyncio.to_thread(lambda: b"".join(admin.export(stores, params.get("format", "otlp-json"))))
+
+    async def purge(params: dict[str, Any]) -> Any:
+        return {"purged_records": await admin.purge(stores, params.get("queue"))}
+
+    async def compact(params: dict[str, Any]) -> Any:
+        return await admin.compact(stores)
+
+    async def dead_letter_list(params: dict[str, Any]) -> Any:
+        return await asyncio.to_thread(admin.dead_letters, stores, int(params.get("n", 0)))
+
+    async def dead_letter_export(params: dict[str, Any]) -> Any:
+        return await asyncio.to_thread(lambda: b"".join(admin.dead_letter_bodies(stores)))
+
+    async def dead_letter_replay(params: dict[str, Any]) -> Any:
+        return {"replayed": await admin.replay(stores, params.get("seqs"))}
+
+    async def dead_letter_purge(params: dict[str, Any]) -> Any:
+        return {"purged": await admin.purge_dead_letters(stores, params.get("seqs"))}
+
+    return {"status": status_command, "stats": stats, "peek": peek, "export": export, "purge": purge,
+            "compact": compact, "dead-letter-list": dead_letter_list, "dead-letter-export": dead_letter_export,
+            "dead-letter-replay": dead_letter_replay, "dead-letter-purge": dead_letter_purge}

@@ -1,0 +1,57 @@
+"""What a component may ask of the service that runs it, as the collector's `component.Host`.
+
+Components receive a `Host` when they are created and depend on this Protocol only, never on
+the concrete service, so a test can hand them a small host of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from edgeagent.extensions.metrics import Metrics
+from edgeagent.signals import Payload, Signal
+
+
+class Consumer(Protocol):
+    """What a receiver hands the requests of one signal to."""
+
+    def admission(self, transport: str, body_bytes: int) -> AbstractContextManager[None]:
+        """Hold a request's place in the memory budget while it is read; raises RetryableError."""
+
+    async def consume(self, payload: Payload, transport: str) -> None:
+        """Returns once the request is durable (or refused with a typed error)."""
+
+
+class Telemetry(Protocol):
+    """Counting: the service's metrics and the drain meter behind `status`."""
+
+    metrics: Metrics
+
+    def counter_inc(self, name: str, amount: float, *labels: str) -> None:
+        """Add to a counter; sends counted here also measure how fast the queues drain."""
+
+    def count(self, name: str, amount: float, *labels: str) -> None:
+        """Add to a counter without measuring queue drain."""
+
+
+class Host(Telemetry, Protocol):
+    """Everything a component may ask of the service."""
+
+    @property
+    def extensions(self) -> Mapping[str, Any]:
+        """Running extensions by id (authenticators, storage)."""
+
+    def consumer(self, receiver_id: str, signal: Signal) -> Consumer | None:
+        """The consumer a receiver feeds, None when no pipeline takes that signal from it."""
+
+    def component_failed(self, path: str, message: str) -> None:
+        """Report a component that stopped working: health turns unhealthy and names it."""
+
+    def upstream_state(self, exporter_id: str, online: bool) -> None:
+        """Report whether an exporter's upstream answered."""
+
+    def ready(self) -> bool: ...
+
+    def health(self) -> dict[str, Any]: ...

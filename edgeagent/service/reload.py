@@ -1,0 +1,42 @@
+"""Config reload (SIGHUP, `edgeagent reload`): which running parts a new config keeps.
+
+A reload never loses or repeats acknowledged data: everything acknowledged is in a queue store,
+and stores stay open across a reload. A receiver or extension whose settings (and, for a
+receiver, the signals it feeds) did not change keeps running, with its port and connections;
+every other component is stopped and built again from the new config. Changes to the queue
+storage itself (file_storage settings, the agent's own store) need a restart.
+"""
+
+from __future__ import annotations
+
+from edgeagent.config.loader import AgentConfig
+from edgeagent.signals import Signal
+
+
+class ReloadRefused(ValueError):
+    """The new config is valid but cannot be applied without a restart."""
+
+
+def storage_change(old: AgentConfig, new: AgentConfig) -> str | None:
+    """What storage a reload would change, or None."""
+    old_storages = {ext_id: old.extensions[ext_id].config for ext_id in old.extensions
+                    if old.extensions[ext_id].id.type == "file_storage"}
+    for ext_id, component in new.extensions.items():
+        if component.id.type == "file_storage" and ext_id in old_storages and old_storages[ext_id] != component.config:
+            return f"extensions::{ext_id}"
+    return None
+
+
+def receiver_signals(config: AgentConfig, receiver_id: str) -> set[Signal]:
+    return {spec.signal for spec in config.pipelines if receiver_id in spec.receivers}
+
+
+def keeps_receiver(old: AgentConfig, new: AgentConfig, receiver_id: str) -> bool:
+    return (receiver_id in old.receivers and receiver_id in new.receivers
+            and old.receivers[receiver_id].config == new.receivers[receiver_id].config
+            and receiver_signals(old, receiver_id) == receiver_signals(new, receiver_id))
+
+
+def keeps_extension(old: AgentConfig, new: AgentConfig, extension_id: str) -> bool:
+    return (extension_id in old.extensions and extension_id in new.extensions
+            and old.extensions[extension_id].config == new.extensions[extension_id].config)

@@ -1,0 +1,304 @@
+"""The running service: owns the graph and the order its parts start and stop in.
+
+Start order: extensions, the metrics endpoint, queue stores, the control socket, exporters,
+connectors, senders, processors, receivers last; stop in reverse, so every stage drains into a
+live consumer. The Service is the Host (edgeagent.service.host) every component receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
+
+from edgeagent import __version__
+from edgeagent.component import Role
+from edgeagent.config.loader import AgentConfig
+from edgeagent.extensions.metrics import Metrics
+from edgeagent.runtime.control import ControlServer, socket_path
+from edgeagent.service import health
+from edgeagent.service.consumers import ConsumerSlot
+from edgeagent.service.graph import Graph
+from edgeagent.service.reload import ReloadRefused, keeps_extension, keeps_receiver, storage_change
+from edgeagent.service.storage import StoreEvents, Stores
+from edgeagent.service.telemetry import Telemetry
+from edgeagent.signals import Signal
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """One config, built and run. Implements the Host that components see."""
+
+    def __init__(self, config: AgentConfig, state_dir: str):
+        self.config = config
+        self.state_dir = state_dir
+        self.telemetry = Telemetry()
+        self.stopping = False
+        self.started = False
+        self.started_at = time.time()
+        self.failures: dict[str, str] = {}
+        count = self.telemetry.count
+        self.stores = Stores(config, state_dir, StoreEvents(
+            corrupt_file=lambda directory: count("edgeagent_queue_corruptions", 1, directory),
+            dropped=self.telemetry.drops.record,
+            quarantined=lambda queue, records: count("edgeagent_corrupt_records", records, queue.name)))
+        self.graph = Graph(config, self, self.stores, lambda: self.stopping)
+        self._slots: dict[tuple[str, Signal], ConsumerSlot] = {}
+        self._control: ControlServer | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._reloading = asyncio.Lock()
+        self.reloader: Callable[[], AgentConfig] | None = None  # loads the config again (set by the CLI)
+        self.telemetry.metrics.counter("edgeagent_config_reloads", "Config reloads (SIGHUP or `edgeagent reload`) "
+                                       "by result: applied, invalid (kept the running config) or refused.",
+                                       ("result",))
+
+    def build(self) -> None:
+        self.graph.build()
+        self.telemetry.watch_stores(self.stores)
+        graph = self.graph
+        self.telemetry.gauge(
+            "edgeagent_upstream_configured", "1 when the exporter has an upstream endpoint, 0 when it only buffers.",
+            ("exporter",), lambda: [((e,), 1.0 if x.configured else 0.0) for e, x in graph.exporters.items()])
+        self.telemetry.gauge(
+            "edgeagent_failover_active_level", "Priority level a failover connector sends to (0 = the first).",
+            ("connector",), lambda: [((cid,), float(c.active_level))
+                                     for cid, c in graph.of_type("connectors", "failover").items()])
+        self.telemetry.gauge(
+            "edgeagent_memory_limiter_refusing", "1 while the memory limiter refuses new data.", ("processor",),
+            lambda: [((pid,), 1.0 if p.refusing else 0.0) for pid, p in graph.of_role(Role.ADMISSION).items()])
+
+    # ---- the Host ------------------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.telemetry.metrics
+
+    @property
+    def extensions(self) -> Mapping[str, Any]:
+        return self.graph.extensions
+
+    def consumer(self, receiver_id: str, signal: Signal) -> ConsumerSlot | None:
+        key = (receiver_id, signal)
+        target = self.graph.consumers.get(key)
+        if target is None:
+            return None
+        if key not in self._slots:
+            self._slots[key] = ConsumerSlot(target)
+        return self._slots[key]
+
+    def counter_inc(self, name: str, amount: float, *labels: str) -> None:
+        self.telemetry.counter_inc(name, amount, *labels)
+
+    def count(self, name: str, amount: float, *labels: str) -> None:
+        self.telemetry.count(name, amount, *labels)
+
+    def upstream_state(self, exporter_id: str, online: bool) -> None:
+        self.telemetry.upstream_state(exporter_id, online)
+
+    def component_failed(self, path: str, message: str) -> None:
+        self.failures[path] = message
+
+    def ready(self) -> bool:
+        return self.started and not self.stopping and not self.failures
+
+    def health(self) -> dict[str, Any]:
+        return health.health(self, self.graph, self.telemetry)
+
+    def status(self) -> dict[str, Any]:
+        return health.status(self.health(), self.telemetry)
+
+    def control_handlers(self) -> dict[str, health.Handler]:
+        """Looked up on every call, so the commands see the graph that runs now."""
+        handlers = health.control_handlers(self.graph, self.status)
+        handlers["reload"] = self._reload_command
+        return handlers
+
+    async def _reload_command(self, params: dict[str, Any]) -> Any:
+        return await self.reload_from_source()
+
+    # ---- reload ------------------------------------------------------------------------------
+
+    async def reload_from_source(self) -> dict[str, Any]:
+        """Load the config again as the CLI loaded it and apply it; keep the running one if it is invalid."""
+        from edgeagent.config.loader import ConfigError
+
+        if self.reloader is None:
+            return {"result": "refused", "errors": ["this agent was not started with a config it can load again"]}
+        try:
+            config = self.reloader()
+        except ConfigError as error:
+            for path, message in error.errors:
+                log.error("config reload: %s", message, extra={"path": path})
+            self.count("edgeagent_config_reloads", 1, "invalid")
+            log.error("config reload refused: the new config is invalid; the running config stays",
+                      extra={"errors": len(error.errors)})
+            return {"result": "invalid", "errors": [f"{path}: {message}" if path else message
+                                                    for path, message in error.errors]}
+        try:
+            await self.reload(config)
+        except ReloadRefused as exc:
+            self.count("edgeagent_config_reloads", 1, "refused")
+            log.error("config reload refused: %s; the running config stays", exc)
+            return {"result": "refused", "errors": [str(exc)]}
+        return {"result": "applied", "pipelines": len(config.pipelines)}
+
+    async def reload(self, config: AgentConfig) -> None:
+        """Swap the graph for one built from `config`; queue stores stay open, unchanged receivers keep serving."""
+        async with self._reloading:
+            changed = storage_change(self.config, config)
+            if changed is not None:
+                raise ReloadRefused(f"{changed}: queue storage settings change only with a restart")
+            old, old_config = self.graph, self.config
+            self.stores.config = config
+            new = Graph(config, self, self.stores, lambda: self.stopping)
+            new.build()  # raises before anything stops when the new graph cannot be built
+            kept_receivers = {rid for rid in old.receivers if keeps_receiver(old_config, config, rid)}
+            kept_extensions = {eid for eid in old.extensions if keeps_extension(old_config, config, eid)}
+            new.receivers.update({rid: old.receivers[rid] for rid in kept_receivers})
+            new.extensions.update({eid: old.extensions[eid] for eid in kept_extensions})
+            await _stop(old, keep_receivers=kept_receivers, keep_extensions=kept_extensions)
+            self.config, self.graph = config, new
+            await _start(new, skip_extensions=kept_extensions, skip_receivers=kept_receivers,
+                         before_receivers=self._point_slots)
+            self.count("edgeagent_config_reloads", 1, "applied")
+            log.info("config reloaded", extra={"pipelines": len(config.pipelines),
+                                               "receivers_kept": sorted(kept_receivers)})
+
+    def _point_slots(self) -> None:
+        for key, slot in self._slots.items():
+            target = self.graph.consumers.get(key)
+            if target is not None:
+                slot.target = target
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task stopped unexpectedly", exc_info=task.exception(), extra={"task": task.get_name()})
+            self.component_failed(task.get_name(), str(task.exception()))
+
+    async def start(self) -> None:
+        for extension in self.graph.extensions.values():
+            await extension.start()
+        await self.telemetry.serve(self.config.service.telemetry.metrics)
+        for key, store in self.stores.by_id.items():
+            store.start()
+            rebound = self.stores.rebound.get(key)
+            if rebound is not None:
+                task = asyncio.create_task(store.compact_on_rebound(rebound.needed_mib, rebound.trigger_mib,
+                                                                    rebound.interval), name=f"rebound:{key}")
+                task.add_done_callback(self._background_done)
+                self._background.append(task)
+        reporter = asyncio.create_task(health.report_drain(self.status), name="drain-report")
+        reporter.add_done_callback(self._background_done)
+        self._background.append(reporter)
+        self._control = ControlServer(socket_path(self.state_dir), _Handlers(self))
+        await self._control.start()
+        await _start(self.graph, skip_extensions=set(self.graph.extensions))
+        self.started = True
+        backlog = {q.name: q.items for q in self.stores.queues() if q.items}
+        log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": backlog})
+
+    async def drain(self, timeout: float) -> None:
+        """Before a stop: refuse new data, then keep sending until the queues are empty or `timeout` passes.
+
+        For hubs scaled down for good, whose queue would otherwise wait on a volume nobody mounts.
+        What is still queued at the deadline stays on disk for the next start."""
+        self.stopping = True
+        for receiver in self.graph.receivers.values():
+            await _quietly(receiver.shutdown(), "receiver")
+        deadline = time.monotonic() + timeout
+        queued = sum(queue.items for queue in self.stores.queues())
+        if queued:
+            log.info("draining the queues before stopping", extra={"items": queued, "timeout_seconds": timeout})
+        while queued and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # acks commit in batches; a short poll is cheaper than per-ack events
+            queued = sum(queue.items for queue in self.stores.queues())
+        if queued:
+            log.warning("stopping with data still queued; it is sent after the next start", extra={"items": queued})
+
+    async def shutdown(self) -> None:
+        """Stop receivers, finish pending commits, return leases, close storage. Idempotent."""
+        self.stopping = True
+        async with self._reloading:
+            await _stop(self.graph, keep_extensions=set(self.graph.extensions))
+            if self._control is not None:
+                await _quietly(self._control.shutdown(), "control socket")
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            for store in self.stores.values():
+                await _quietly(store.close(), "queue store")
+            await _quietly(self.telemetry.stop_serving(), "metrics server")
+            for extension in self.graph.extensions.values():
+                await _quietly(extension.shutdown(), "extension")
+
+
+class _Handlers(Mapping[str, health.Handler]):
+    """The control socket's commands, looked up when called, so they act on the graph that runs now."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def __getitem__(self, name: str) -> health.Handler:
+        return self.service.control_handlers()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.service.control_handlers())
+
+    def __len__(self) -> int:
+        return len(self.service.control_handlers())
+
+
+async def _start(graph: Graph, skip_extensions: set[str], skip_receivers: frozenset[str] | set[str] = frozenset(),
+                 before_receivers: Callable[[], None] | None = None) -> None:
+    """Start a graph's components, receivers last; the skipped ones already run."""
+    for ext_id, extension in graph.extensions.items():
+        if ext_id not in skip_extensions:
+            await extension.start()
+    for exporter in graph.exporters.values():
+        await exporter.start()
+    for connector in graph.connectors.values():
+        await connector.start()
+    for sender in graph.senders:
+        if sender.exporter.configured:
+            await sender.start()
+    for exp_id, exporter in graph.exporters.items():
+        if not exporter.configured:
+            log.warning("no upstream is configured: data is buffered durably and will be sent once an "
+                        "upstream is set (--upstream URL or EDGEAGENT_UPSTREAM)", extra={"exporter": exp_id})
+    for processor in graph.processors.values():
+        await processor.start()
+    if before_receivers is not None:
+        before_receivers()
+    for rec_id, receiver in graph.receivers.items():
+        if rec_id not in skip_receivers:
+            await receiver.start()
+
+
+async def _stop(graph: Graph, keep_extensions: set[str], keep_receivers: frozenset[str] | set[str] = frozenset()) -> None:
+    """Stop a graph's components in reverse order; queue stores and kept components stay."""
+    for rec_id, receiver in graph.receivers.items():
+        if rec_id not in keep_receivers:
+            await _quietly(receiver.shutdown(), "receiver")
+    for processor in graph.processors.values():
+        await _quietly(processor.shutdown(), "processor")
+    for sender in graph.senders:
+        await _quietly(sender.shutdown(), "sender")
+    for connector in graph.connectors.values():
+        await _quietly(connector.shutdown(), "connector")
+    for exporter in graph.exporters.values():
+        await _quietly(exporter.shutdown(), "exporter")
+    for ext_id, extension in graph.extensions.items():
+        if ext_id not in keep_extensions:
+            await _quietly(extension.shutdown(), "extension")
+
+
+async def _quietly(awaitable: Awaitable[Any], what: str) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout=5.0)
+    except Exception as exc:
+        log.error("%s did not stop cleanly", what, exc_info=exc)

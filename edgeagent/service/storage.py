@@ -1,0 +1,110 @@
+"""Queue stores: one LMDB environment per directory that an exporter's `sending_queue::storage` names.
+
+An exporter without `storage` gets the agent's own store in the state directory, with a disk
+budget even when nothing configures one (EDGEAGENT_QUEUE_MAX_MIB, else a quarter of the file
+system up to 8 GiB): an agent started with no config must never fill the disk. A store is
+opened (and compacted, if configured) while the graph is built, so a locked or unwritable queue
+fails start-up before any port is bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgeagent.config.loader import AgentConfig
+from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
+from edgeagent.queue.compaction import cleanup_compaction_leftovers
+from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
+
+log = logging.getLogger(__name__)
+DEFAULT_STORAGE = ""
+DEFAULT_BUDGET_MIB = 8192
+
+
+def default_budget_mib(directory: str, environ: dict[str, str] | None = None) -> int:
+    """The disk budget of the agent's own store: EDGEAGENT_QUEUE_MAX_MIB, else min(8 GiB, ¼ of the file system)."""
+    environ = dict(os.environ) if environ is None else environ
+    configured = environ.get("EDGEAGENT_QUEUE_MAX_MIB", "").strip()
+    if configured:
+        try:
+            return max(1, int(configured))
+        except ValueError:
+            raise ValueError(f"EDGEAGENT_QUEUE_MAX_MIB={configured!r}: give a whole number of MiB") from None
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    stats = os.statvfs(existing)
+    return max(64, min(DEFAULT_BUDGET_MIB, (stats.f_blocks * stats.f_frsize >> 20) // 4))
+
+
+@dataclass(frozen=True)
+class Rebound:
+    """compaction::on_rebound thresholds of one store."""
+
+    needed_mib: int
+    trigger_mib: int
+    interval: float
+
+
+@dataclass
+class StoreEvents:
+    """Where a store reports what happens to its data."""
+
+    corrupt_file: Callable[[str], None]
+    dropped: Callable[[DurableQueue, str, int, int], None]
+    quarantined: Callable[[DurableQueue, int], None]
+
+
+class Stores:
+    """The open queue stores by storage id (DEFAULT_STORAGE for the agent's own)."""
+
+    def __init__(self, config: AgentConfig, state_dir: str, events: StoreEvents):
+        self.config = config
+        self.state_dir = state_dir
+        self.events = events
+        self.by_id: dict[str, QueueStore] = {}
+        self.rebound: dict[str, Rebound] = {}
+
+    def values(self) -> list[QueueStore]:
+        return list(self.by_id.values())
+
+    def get(self, storage_id: str | None) -> QueueStore:
+        """The store of `storage_id`, opened on first use."""
+        key = storage_id or DEFAULT_STORAGE
+        if key not in self.by_id:
+            self.by_id[key] = self._open(storage_id)
+        return self.by_id[key]
+
+    def _open(self, storage_id: str | None) -> QueueStore:
+        settings: FileStorageConfig = (self.config.extensions[storage_id].config if storage_id
+                                       else FileStorageConfig())
+        directory = resolve_directory(settings, self.state_dir, storage_id or "queue")
+        if not storage_id:
+            settings = settings.model_copy(update={"max_size_mib": default_budget_mib(directory)})
+        if not settings.create_directory and not os.path.isdir(directory):
+            raise FileNotFoundError(f"file_storage directory {directory} does not exist; create it or set "
+                                    f"create_directory: true")
+        if settings.compaction.cleanup_on_start:
+            cleanup_compaction_leftovers(directory, settings.compaction.directory)
+        events = self.events
+        store = QueueStore(directory, sync=settings.fsync, limits=settings.limits(), lock_timeout=settings.timeout,
+                           compact_on_start=settings.compaction.on_start,
+                           compaction_scratch=settings.compaction.directory,
+                           on_corrupt=lambda message: events.corrupt_file(directory),
+                           on_drop=events.dropped, on_quarantine=events.quarantined)
+        store.open()
+        compaction = settings.compaction
+        if compaction.on_rebound:
+            self.rebound[storage_id or DEFAULT_STORAGE] = Rebound(
+                compaction.rebound_needed_threshold_mib, compaction.rebound_trigger_threshold_mib,
+                compaction.check_interval)
+        log.info("queue storage open", extra={"directory": directory, "fsync": settings.fsync,
+                                              "max_size_mib": settings.max_size_mib,
+                                              "backlog_items": sum(q.items for q in store.queues.values())})
+        return store
+
+    def queues(self) -> list[DurableQueue]:
+        return [queue for store in self.by_id.values() for queue in store.queues.values()]

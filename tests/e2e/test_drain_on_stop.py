@@ -1,0 +1,41 @@
+"""--drain-timeout: a stopping agent (a hub scaled down) sends its queue before it exits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.helpers.cli import cli_json
+from tests.helpers.net import wait_until
+from tests.helpers.sdk import send_spans
+
+
+def test_sigterm_with_drain_timeout_delivers_the_queue_before_exiting(agents, upstream, tmp_path):
+    upstream.status = 503  # reachable, refusing: everything stays queued until the stop
+    agent = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", upstream.url, "--drain-timeout", "20",
+                    "--set", "exporters::otlphttp::retry_on_failure::initial_interval=100ms",
+                    "--set", "exporters::otlphttp::retry_on_failure::max_interval=200ms"])
+    sent = send_spans("http", agent.http_port, 2000)
+    wait_until(lambda: upstream.attempts > 0, timeout=10, message="a first refused attempt")
+    os.kill(agent.process.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert agent.process.poll() is None  # still draining, not gone
+    upstream.status = 200
+    assert agent.process.wait(timeout=25) == 0
+    assert upstream.span_ids() == sent
+    assert "draining the queues before stopping" in agent.log()
+
+
+def test_drain_ends_at_the_deadline_and_keeps_the_rest_queued(agents, upstream, tmp_path):
+    upstream.status = 503
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url, "--drain-timeout", "1"])
+    send_spans("http", agent.http_port, 100)
+    started = time.monotonic()
+    os.kill(agent.process.pid, signal.SIGTERM)
+    assert agent.process.wait(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    assert "stopping with data still queued" in agent.log()
+    stats = cli_json(state, "queue", "stats")
+    assert stats["stores"][0]["queues"]["otlphttp/traces"]["items"] == 100  # kept for the next start

@@ -1,0 +1,132 @@
+"""SIGHUP and `edgeagent reload`: a new config applies without a restart, an invalid one changes nothing."""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.helpers.agent import AgentProcess
+from tests.helpers.net import free_port, wait_until
+
+CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+processors:
+  attributes/mark:
+    actions:
+      - {key: config, value: second, action: upsert}
+exporters:
+  otlphttp:
+    endpoint: ${env:UPSTREAM}
+    retry_on_failure:
+      initial_interval: 100ms
+extensions:
+  health_check:
+service:
+  extensions: [health_check]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [%s]
+      exporters: [otlphttp]
+"""
+
+
+def _request(number: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(name="reload")
+    span.span_id = number.to_bytes(8, "big")
+    span.trace_id = number.to_bytes(16, "big")
+    return request.SerializeToString()
+
+
+def _post(port: int, body: bytes) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def _reloads(agent, result: str) -> float:
+    return agent.metric("edgeagent_config_reloads", result=result)
+
+
+def test_reload_under_load_loses_and_repeats_nothing_and_keeps_the_port(agents, upstream, tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG % "")
+    agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
+                   env={"UPSTREAM": upstream.url})
+    total, statuses = 400, []
+
+    def send() -> None:
+        for number in range(1, total + 1):
+            statuses.append(_post(agent.http_port, _request(number)))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    for applied, processors in ((1, "attributes/mark"), (2, "")):
+        wait_until(lambda: len(statuses) >= applied * 120, timeout=30, message="requests before the reload")
+        config.write_text(CONFIG % processors)
+        os.kill(agent.process.pid, signal.SIGHUP)
+        wait_until(lambda: _reloads(agent, "applied") == applied, timeout=15, message=f"reload {applied} applied")
+    sender.join(60)
+    assert statuses == [200] * total  # the receiver kept its port: no client saw a refusal
+    wait_until(lambda: len(upstream.spans()) >= total, timeout=30, message="every span delivered")
+    counts = collections.Counter(span.span_id for span in upstream.spans())
+    assert len(counts) == total and max(counts.values()) == 1  # nothing lost, nothing sent twice
+    marked = [s for s in upstream.spans() if any(a.key == "config" for a in s.attributes)]
+    assert 0 < len(marked) < total  # the second config ran between the two reloads
+    assert agent.health()[1]["healthy"] is True
+
+
+def test_an_invalid_config_on_reload_keeps_the_running_one(agents, upstream, tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG % "")
+    agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
+                   env={"UPSTREAM": upstream.url})
+    config.write_text((CONFIG % "").replace("initial_interval: 100ms", "initial_interval: -1s"))
+    os.kill(agent.process.pid, signal.SIGHUP)
+    wait_until(lambda: _reloads(agent, "invalid") == 1, timeout=15, message="invalid reload counted")
+    assert "exporters::otlphttp::retry_on_failure::initial_interval" in agent.log()
+    assert _post(agent.http_port, _request(7)) == 200
+    wait_until(lambda: upstream.span_ids() == {(7).to_bytes(8, "big")}, timeout=15, message="delivered")
+    assert agent.process.poll() is None
+
+
+def test_reload_command_rebinds_a_receiver_whose_endpoint_changed(agents, upstream, tmp_path):
+    ports = AgentProcess(args=[])
+    flags = ports.ports_overrides()
+    overrides = [part for flag, value in zip(flags[::2], flags[1::2]) if "protocols::http::" not in value
+                 for part in (flag, value)]  # the HTTP endpoint comes from the file, which the reload changes
+    config = tmp_path / "agent.yaml"
+    http_config = "      http:\n        endpoint: 127.0.0.1:%d\n"
+    config.write_text((CONFIG % "").replace("      http:\n", http_config % ports.http_port, 1))
+    state = str(tmp_path / "state")
+    agent = agents(["run", "--config", str(config), "--state-dir", state, *overrides], ports=ports,
+                   port_overrides=False, env={"UPSTREAM": upstream.url})
+    assert _post(agent.http_port, _request(1)) == 200
+    moved = free_port()
+    config.write_text((CONFIG % "").replace("      http:\n", http_config % moved, 1))
+    result = subprocess.run([sys.executable, "-m", "edgeagent", "reload", "--state-dir", state],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _post(moved, _request(2)) == 200
+    try:
+        _post(agent.http_port, _request(3))
+        raise AssertionError("the old endpoint still answers after the reload")
+    except ConnectionRefusedError:
+        pass
+    wait_until(lambda: len(upstream.spans()) == 2, timeout=15, message="delivered from both endpoints")

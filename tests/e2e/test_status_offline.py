@@ -1,0 +1,33 @@
+"""`edgeagent status` and the log while the upstream is away: no stale time to empty."""
+
+from __future__ import annotations
+
+from tests.helpers.cli import cli, cli_json
+from tests.helpers.net import free_port, wait_until
+from tests.helpers.sdk import send_spans
+from tests.helpers.upstream import Upstream
+
+
+def test_status_says_waiting_for_upstream_while_offline_then_drains(agents, tmp_path):
+    state = tmp_path / "state"
+    port = free_port()  # nothing listens yet: the upstream is offline
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{port}",
+                    "--set", "exporters::otlphttp::retry_on_failure::initial_interval=100ms",
+                    "--set", "exporters::otlphttp::retry_on_failure::max_interval=500ms"])
+    send_spans("http", agent.http_port, 200)
+    wait_until(lambda: cli_json(state, "status")["exporters"]["otlphttp"]["upstream"] == "offline", timeout=20,
+               message="the upstream seen offline")
+    status = cli_json(state, "status")
+    assert status["backlog_items"] == 200
+    assert status["drain"] == "waiting for upstream" and status["eta_seconds"] is None
+    assert status["oldest_age_seconds"] > 0
+    assert "waiting for upstream" in cli(state, "status").stdout.decode()
+    wait_until(lambda: "backlog waiting for upstream" in agent.log(), timeout=15, message="the offline log line")
+
+    upstream = Upstream(port).start()
+    try:
+        wait_until(lambda: len(upstream.spans()) == 200, timeout=30, message="the backlog delivered")
+        wait_until(lambda: cli_json(state, "status")["drain"] == "empty", timeout=10, message="status says empty")
+        assert cli_json(state, "status")["eta_seconds"] == 0.0
+    finally:
+        upstream.stop()
