@@ -10,6 +10,7 @@ from tests.helpers.agent import AgentProcess  # noqa: E402
 from tests.helpers.certs import make_certs  # noqa: E402
 from tests.helpers.kafka import Broker  # noqa: E402
 from tests.helpers.net import free_port  # noqa: E402
+from tests.helpers.otelcol import otelcol, otelcol_binary  # noqa: E402,F401  (fixtures)
 from tests.helpers.redis_server import RedisServer  # noqa: E402
 from tests.helpers.upstream import Upstream  # noqa: E402
 from tests.packaging.tools import require  # noqa: E402
