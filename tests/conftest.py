@@ -1,5 +1,6 @@
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,9 +10,35 @@ from tests.helpers.agent import AgentProcess  # noqa: E402
 from tests.helpers.certs import make_certs  # noqa: E402
 from tests.helpers.kafka import Broker  # noqa: E402
 from tests.helpers.net import free_port  # noqa: E402
+from tests.helpers.otelcol import otelcol, otelcol_binary  # noqa: E402,F401  (fixtures)
 from tests.helpers.redis_server import RedisServer  # noqa: E402
 from tests.helpers.upstream import Upstream  # noqa: E402
 from tests.packaging.tools import require  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+# Tests here start whole processes (edgeagent, redis-server, tansu, otelcol, package builds).
+E2E_DIRECTORIES = {"e2e", "packaging", "interop"}
+# Fixtures that start a process: a test asking for one is end-to-end wherever it lives.
+PROCESS_FIXTURES = {"agents", "redis_server", "kafka", "otelcol", "validate"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        relative = Path(item.path).resolve().relative_to(TESTS)
+        if relative.parts[0] in E2E_DIRECTORIES or PROCESS_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.e2e)
+        if _shares_a_module_fixture(item):
+            # one xdist worker runs the module (with --dist loadgroup), so its fixture is built once
+            item.add_marker(pytest.mark.xdist_group(str(relative)))
+
+
+def _shares_a_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(definition.scope == "module" for definitions in info.name2fixturedefs.values()
+               for definition in definitions)
 
 
 @pytest.fixture

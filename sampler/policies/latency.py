@@ -3,7 +3,8 @@
 Exactly as otelcol computes it: spans are visited in order, keeping the earliest start and the
 latest end seen so far (a timestamp of 0 counts as unset), and the trace is sampled as soon as
 that running duration, in whole milliseconds (truncated), is
-  * at least `threshold_ms`, without an upper threshold;
+  * above `threshold_ms`, without an upper threshold (otelcol 0.165; earlier releases kept a
+    trace of exactly `threshold_ms`);
   * above `threshold_ms` and at most `upper_threshold_ms`, with one.
 With an upper threshold a trace can therefore be sampled on a prefix of its spans whose
 duration is in range even when the whole trace lasts longer.
@@ -41,6 +42,6 @@ class Latency:
                 latest = end
             nanoseconds = latest - earliest
             duration = nanoseconds // _NS_PER_MS if nanoseconds >= 0 else whole_ms(nanoseconds)
-            if (low < duration <= high) if high else (duration >= low):
+            if (low < duration <= high) if high else (duration > low):
                 return Decision.SAMPLED
         return Decision.NOT_SAMPLED

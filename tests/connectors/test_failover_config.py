@@ -44,17 +44,20 @@ def test_every_bad_config_file_has_a_case():
     assert {path.name for path in CONFIG_DIR.glob("bad-*.yaml")} == set(BAD_CONFIGS)
 
 
+@pytest.mark.e2e  # runs `edgeagent validate`
 @pytest.mark.parametrize("name", sorted(BAD_CONFIGS))
 def test_bad_failover_config_reports_error_at_path(name):
     check_errors(run_validate(CONFIG_DIR / name), BAD_CONFIGS[name])
 
 
+@pytest.mark.e2e  # runs `edgeagent validate`
 def test_failover_config_in_otelcol_shape_is_valid_without_warnings():
     result = run_validate(CONFIG_DIR / "good-failover.yaml")
     check_valid(result)
     assert "warning" not in result.output.lower(), result.describe()
 
 
+@pytest.mark.e2e  # runs `edgeagent validate`
 def test_settings_without_effect_in_sub_pipelines_are_warnings_naming_their_path():
     result = run_validate(CONFIG_DIR / "good-failover-sub-pipeline-settings.yaml")
     check_valid(result)

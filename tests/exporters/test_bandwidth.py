@@ -9,6 +9,7 @@ import pytest
 from edgeagent.exporters.bandwidth import RateLimitConfig, TokenBucket
 
 
+@pytest.mark.e2e  # measures a rate over a second
 @pytest.mark.parametrize("chunk", [10_000, 120_000])  # smaller and larger than the burst
 def test_bytes_per_second_is_held_after_the_first_burst(chunk):
     async def scenario() -> float:

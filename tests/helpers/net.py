@@ -2,30 +2,50 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
-
+import tempfile
+import time
+from collections.abc import Callable
 
 _HANDED_OUT: set[int] = set()
+# Every test process (each pytest-xdist worker, each concurrent test run) takes a one-byte POSIX lock
+# at offset `port` of this file for each port it hands out. The kernel drops a process's locks when
+# it exits, so nothing is left to clean up, and a port stays with the process that took it.
+_RESERVATIONS = os.path.join(tempfile.gettempdir(), "edgeagent-test-ports.lock")
+_reservations_fd: int | None = None
+
+
+def _reserve(port: int) -> bool:
+    global _reservations_fd
+    if _reservations_fd is None:
+        # never closed: closing any descriptor of the file would drop every lock this process holds
+        _reservations_fd = os.open(_RESERVATIONS, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.lockf(_reservations_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+    except OSError:
+        return False  # another test process handed this port out
+    return True
 
 
 def free_port() -> int:
-    """A loopback port that is free now and that this test process has not handed out before:
-    the kernel may give the same ephemeral port to two binds in a row, and an agent whose gRPC and
-    HTTP receivers got one port between them fails to start."""
+    """A loopback port that is free now and that no test process has handed out before: the kernel
+    may give the same ephemeral port to two binds in a row, in one process or in two xdist workers,
+    and an agent whose gRPC and HTTP receivers got one port between them fails to start."""
     for _ in range(1000):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
+        if port not in _HANDED_OUT and _reserve(port):
             _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no loopback port left that was not handed out already")
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.05, message: str = "condition") -> None:
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.05,
+               message: str = "condition") -> None:
     """Poll `predicate` until it is true; bounded in time. Used only by tests, never by the agent."""
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from edgeagent.queue.compaction import rebound_due
 from edgeagent.queue.lmdb_queue import QueueStore
 from edgeagent.signals import Signal
@@ -34,6 +36,7 @@ async def _drain(store: QueueStore, count: int) -> list[bytes]:
     return out
 
 
+@pytest.mark.e2e  # over a second
 def test_live_compaction_shrinks_the_file_and_keeps_every_entry_in_order(tmp_path):
     async def scenario() -> None:
         store = QueueStore(str(tmp_path))

@@ -11,6 +11,7 @@ import asyncio
 import shutil
 import tempfile
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
@@ -19,6 +20,8 @@ from edgeagent.queue.lmdb_queue import QueueStore
 from edgeagent.signals import Signal
 
 NAME = "otlphttp/traces"
+
+pytestmark = pytest.mark.e2e  # the model runs many examples against LMDB: seconds
 
 
 class QueueModel(RuleBasedStateMachine):

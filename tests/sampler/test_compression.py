@@ -238,6 +238,7 @@ def test_compressing_a_compressed_trace_again_changes_nothing():
     assert [batch.SerializeToString() for batch in trace.batches] == once
 
 
+@pytest.mark.e2e  # seconds: 100,000 spans
 def test_a_large_trace_is_compressed_without_quadratic_work():
     # 2,000 parents with 50 interleaved queries each: 100,000 removals scattered through one ScopeSpans.
     parents, children = 2_000, 50

@@ -10,10 +10,14 @@ import os
 import signal
 import time
 
+import pytest
+
 from edgeagent.extensions.metrics import Metrics
 from sampler.cluster.config import SharedStateConfig
 from sampler.cluster.redis_state import SharedDecisions
 from tests.helpers.redis_server import RedisServer
+
+pytestmark = pytest.mark.e2e  # every test here runs a redis-server
 
 
 def _ids(count: int, seed: int = 0) -> list[bytes]:

@@ -1,0 +1,187 @@
+"""Tail sampling, otelcol 0.165 and edgeagent side by side: the same traces, the same policies, the
+same kept traces.
+
+Both get one OTLP/HTTP request holding every generated trace, and run one pipeline per policy
+case (`tail_sampling/<case>` into an exporter toward a sink of its own). After the decision wait,
+each case's sinks must hold the same trace ids, each trace whole. Cases are chosen where the
+decision depends on the traces only: rate and byte limits get budgets no trace reaches (their
+timing-dependent part is tested in tests/sampler against a controlled clock).
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import time
+
+import pytest
+import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from tests.helpers.net import free_port
+from tests.helpers.upstream import Upstream
+
+pytestmark = pytest.mark.e2e
+
+TRACES = 240
+STRING = {"key": "customer", "values": ["vip", "gold"]}
+CASES: dict[str, list[dict]] = {
+    "always": [{"type": "always_sample"}],
+    "latency": [{"type": "latency", "latency": {"threshold_ms": 100}}],
+    "latency_band": [{"type": "latency", "latency": {"threshold_ms": 100, "upper_threshold_ms": 400}}],
+    "numeric": [{"type": "numeric_attribute", "numeric_attribute": {"key": "http.status", "min_value": 500,
+                                                                     "max_value": 599}}],
+    "numeric_inverted": [{"type": "numeric_attribute", "numeric_attribute": {
+        "key": "http.status", "min_value": 400, "max_value": 499, "invert_match": True}}],
+    "probabilistic": [{"type": "probabilistic", "probabilistic": {"sampling_percentage": 25}}],
+    "probabilistic_salted": [{"type": "probabilistic", "probabilistic": {"sampling_percentage": 40,
+                                                                         "hash_salt": "edge"}}],
+    "status_error": [{"type": "status_code", "status_code": {"status_codes": ["ERROR"]}}],
+    "status_error_unset": [{"type": "status_code", "status_code": {"status_codes": ["ERROR", "UNSET"]}}],
+    "string": [{"type": "string_attribute", "string_attribute": STRING}],
+    "string_regex": [{"type": "string_attribute", "string_attribute": {
+        "key": "customer", "values": ["^g.*d$"], "enabled_regex_matching": True}}],
+    "string_inverted": [{"type": "string_attribute", "string_attribute": {**STRING, "invert_match": True}}],
+    "span_count": [{"type": "span_count", "span_count": {"min_spans": 3, "max_spans": 4}}],
+    "trace_state": [{"type": "trace_state", "trace_state": {"key": "vendor", "values": ["on"]}}],
+    "boolean": [{"type": "boolean_attribute", "boolean_attribute": {"key": "flagged", "value": True}}],
+    "trace_flags": [{"type": "trace_flags"}],
+    "not": [{"type": "not", "not": {"not_sub_policy": {
+        "name": "vip", "type": "string_attribute", "string_attribute": STRING}}}],
+    "and": [{"type": "and", "and": {"and_sub_policy": [
+        {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "long", "type": "span_count", "span_count": {"min_spans": 2}}]}}],
+    "drop": [{"type": "always_sample"},
+             {"type": "drop", "drop": {"drop_sub_policy": [
+                 {"name": "vip", "type": "string_attribute", "string_attribute": STRING}]}}],
+    "any_of_two": [{"type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                   {"type": "latency", "latency": {"threshold_ms": 300}}],
+    "rate_limiting": [{"type": "rate_limiting", "rate_limiting": {"spans_per_second": 1_000_000}}],
+    "bytes_limiting": [{"type": "bytes_limiting", "bytes_limiting": {"bytes_per_second": 100_000_000}}],
+    "composite": [{"type": "composite", "composite": {
+        "max_total_spans_per_second": 1_000_000, "policy_order": ["errors", "vip"],
+        "composite_sub_policy": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "vip", "type": "string_attribute", "string_attribute": STRING}],
+        "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "vip", "percent": 50}]}}],
+}
+
+
+def _named(policies: list[dict]) -> list[dict]:
+    return [{"name": f"p{index}", **policy} for index, policy in enumerate(policies)]
+
+
+def traces_request(seed: int = 11) -> bytes:
+    """TRACES traces of 1 to 5 spans with every property a case above reads, on its boundaries too."""
+    rng = random.Random(seed)
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", "side-by-side"
+    spans = resource_spans.scope_spans.add().spans
+    start = time.time_ns() - 10 * 10**9
+    for number in range(TRACES):
+        trace_id = rng.randbytes(16)
+        duration_ms = rng.choice([5, 99, 100, 101, 250, 300, 301, 399, 400, 401, 900])
+        error = rng.random() < 0.15
+        customer = rng.choice(["vip", "gold", "regular", "guild", "good"])
+        status = rng.choice([200, 404, 499, 500, 503, 599, 600])
+        flagged = rng.random() < 0.3
+        state = rng.choice(["vendor=on", "vendor=off", "", "other=on,vendor=on"])
+        sampled_flag = rng.random() < 0.3
+        parent = b""
+        for index in range(rng.randint(1, 5)):
+            span = spans.add(name=f"trace-{number}-span-{index}", trace_id=trace_id, span_id=rng.randbytes(8),
+                             parent_span_id=parent, trace_state=state,
+                             flags=0x101 if sampled_flag and index == 0 else 0x100)
+            parent = parent or span.span_id
+            span.start_time_unix_nano = start + index * 1000
+            span.end_time_unix_nano = start + duration_ms * 10**6 if index == 0 else start + index * 2000
+            if index == rng.randint(0, 4):  # the attributes sit on one span of the trace, not always the root
+                for key, value in (("customer", customer), ("http.status", status), ("flagged", flagged)):
+                    kv = span.attributes.add(key=key)
+                    if isinstance(value, bool):
+                        kv.value.bool_value = value
+                    elif isinstance(value, int):
+                        kv.value.int_value = value
+                    else:
+                        kv.value.string_value = value
+            if error and index == 0:
+                span.status.code = Status.STATUS_CODE_ERROR
+    return request.SerializeToString()
+
+
+def _post(port: int, body: bytes) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+    finally:
+        connection.close()
+
+
+def _config(exporter_type: str, receiver: dict, sinks: dict[str, Upstream], extra: dict) -> dict:
+    processors = {f"tail_sampling/{case}": {"decision_wait": "1s", "policies": _named(policies)}
+                  for case, policies in CASES.items()}
+    exporters = {f"{exporter_type}/{case}": {"endpoint": sinks[case].url, **extra} for case in CASES}
+    pipelines = {f"traces/{case}": {"receivers": ["otlp"], "processors": [f"tail_sampling/{case}"],
+                                    "exporters": [f"{exporter_type}/{case}"]} for case in CASES}
+    return {"receivers": {"otlp": {"protocols": {"http": receiver}}}, "processors": processors,
+            "exporters": exporters, "service": {"pipelines": pipelines}}
+
+
+def _kept(sink: Upstream) -> dict[bytes, int]:
+    kept: dict[bytes, int] = {}
+    for span in sink.spans():
+        kept[span.trace_id] = kept.get(span.trace_id, 0) + 1
+    return kept
+
+
+def _settled(sinks: list[Upstream], quiet: float = 1.5, limit: float = 30.0) -> None:
+    """Wait until no sink received anything for `quiet` seconds (bounded by `limit`)."""
+    deadline = time.monotonic() + limit
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        counts = [len(sink.spans()) for sink in sinks]
+        if counts != last:
+            last, since = counts, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+
+
+def test_edgeagent_keeps_the_traces_otelcol_keeps_for_every_policy(agents, otelcol, tmp_path):
+    ours = {case: Upstream(free_port()).start() for case in CASES}
+    theirs = {case: Upstream(free_port()).start() for case in CASES}
+    try:
+        config = _config("otlphttp", {}, ours, {"compression": "none"})
+        config["extensions"] = {"health_check": {}}
+        config["service"]["extensions"] = ["health_check"]
+        path = tmp_path / "agent.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        agent = agents(["run", "--config", str(path), "--state-dir", str(tmp_path / "state")])
+        otel_port = free_port()
+        otelcol(_config("otlp_http", {"endpoint": f"127.0.0.1:{otel_port}"}, theirs, {"compression": "none"}))
+
+        body = traces_request()
+        _post(agent.http_port, body)
+        _post(otel_port, body)
+        time.sleep(1.0)  # the decision wait
+        _settled([*ours.values(), *theirs.values()])
+
+        differences = {}
+        for case in CASES:
+            mine, reference = _kept(ours[case]), _kept(theirs[case])
+            if mine != reference:
+                differences[case] = {"only edgeagent": len(set(mine) - set(reference)),
+                                     "only otelcol": len(set(reference) - set(mine)),
+                                     "both": len(set(mine) & set(reference))}
+        assert not differences, differences
+        assert any(_kept(ours[case]) for case in CASES) and _kept(ours["always"])
+        assert 0 < len(_kept(ours["probabilistic"])) < TRACES
+    finally:
+        for sink in [*ours.values(), *theirs.values()]:
+            sink.stop()
