@@ -97,6 +97,15 @@ class TraceBuffer:
             heapq.heapify(self._heap)
         return out
 
+    def size_of(self, trace_id: bytes) -> int:
+        trace = self.traces.get(trace_id)
+        return trace.size if trace is not None else 0
+
+    def remove(self, trace_id: bytes) -> None:
+        """Take a trace out before its deadline (decided otherwise); its heap entry goes stale."""
+        if trace_id in self.traces:
+            self._remove(trace_id)
+
     def oldest(self, count: int) -> list[bytes]:
         """Remove and return the `count` traces seen first (the buffer is over its limit)."""
         out = list(itertools.islice(self.traces, count))

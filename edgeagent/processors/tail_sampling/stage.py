@@ -48,7 +48,7 @@ from typing import Any, Callable
 import zstandard
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from edgeagent.errors import CorruptRecordError
+from edgeagent.errors import CorruptRecordError, RetryableError
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
 from edgeagent.queue import record
@@ -96,6 +96,8 @@ class SamplingStage:
         self._late_records: set[bytes] = set()  # records committed while their trace was being decided
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set while the buffer holds fewer than num_traces (block_on_overflow)
+        self._room.set()
         self.tick = min(1.0, max(0.05, min(config.decision_wait, config.inactivity_timeout or config.decision_wait) / 10))
         self.metrics: MetricsSink = getattr(host, "metrics", None) or NO_METRICS
         self._define_metrics()
@@ -125,7 +127,12 @@ class SamplingStage:
                 (prefix + "sampling_late_spans", "Spans that arrived after their trace's decision.",
                  ("processor", "sampled")),
                 ("edgeagent_sampler_stress_relief_traces", "Traces decided by stress relief (no buffering).",
-                 ("processor", "sampled"))):
+                 ("processor", "sampled")),
+                (prefix + "traces_dropped_too_large",
+                 "Traces dropped before their decision because they grew past maximum_trace_size_bytes.",
+                 ("processor",)),
+                ("edgeagent_sampler_dropped_on_shutdown",
+                 "Pending traces dropped at shutdown (drop_pending_traces_on_shutdown).", ("processor",))):
             counters[name] = metrics.counter(name, text, labels)
         metrics.gauge(prefix + "sampling_traces_on_memory", "Traces waiting for a decision or its move to export.",
                       ("processor",), lambda: [((self.id,), float(self.pending_traces()))])
@@ -166,13 +173,30 @@ class SamplingStage:
         self._task.add_done_callback(self._stopped)
 
     async def shutdown(self) -> None:
-        """Pending traces stay on disk and are decided after the next start."""
+        """Pending traces stay on disk and are decided after the next start, unless
+        drop_pending_traces_on_shutdown says to drop them (counted)."""
         if self._task is not None:
             task, self._task = self._task, None
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            if self.config.drop_pending_traces_on_shutdown:
+                await self._drop_pending()
         if self.shared is not None:  # after the last decision: it sends what waits
             await self.shared.shutdown()
+
+    async def _drop_pending(self) -> None:
+        pending = list(self.buffer.traces) + self._early
+        self._early = []
+        for trace_id in pending:
+            self.buffer.remove(trace_id)
+            self.cache.record(trace_id, False)
+        decisions = {trace_id: False for trace_id in pending} | self._unsettled
+        self._unsettled = {}
+        if decisions:
+            await self._settle(decisions, {})
+            self._count("edgeagent_sampler_dropped_on_shutdown", len(pending))
+            log.info("tail sampling dropped its pending traces at shutdown",
+                     extra={"processor": self.id, "traces": len(pending)})
 
     def _stopped(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -201,6 +225,8 @@ class SamplingStage:
 
     async def ingest(self, payload: Payload, batch_key: bytes = b"") -> None:
         """Returns once every span of the request is durable (pending, exported) or counted dropped."""
+        if self.config.block_on_overflow and len(self.buffer) >= self.config.num_traces:
+            await self._wait_for_room()
         parts = split_by_trace(payload.view())
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
@@ -256,13 +282,35 @@ class SamplingStage:
             if trace_id not in self.buffer:
                 self._count("otelcol_processor_tail_sampling_new_trace_id_received", 1)
             self.buffer.add(trace_id, items, len(body), root, now)
-        self._enforce_limits()
+        self._enforce_limits([trace_id for trace_id, *_ in pending])
+
+    async def _wait_for_room(self) -> None:
+        """block_on_overflow: hold the request until decisions free room; after twice the decision
+        wait (plus a second) it is refused as retryable, so a client never waits without end."""
+        self._room.clear()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._room.wait(), 2 * self.config.decision_wait + 1.0)
+        except asyncio.TimeoutError:
+            raise RetryableError(f"tail sampling holds num_traces ({self.config.num_traces}) traces waiting for "
+                                 f"their decision", retry_after=1.0) from None
 
     def _next_key(self, trace_id: bytes) -> bytes:
         self._seq += 1
         return _KEY.pack(trace_id.ljust(16, b"\0")[:16], self._seq)
 
-    def _enforce_limits(self) -> None:
+    def _enforce_limits(self, arrived: list[bytes]) -> None:
+        too_large = self.config.maximum_trace_size_bytes
+        if too_large:
+            for trace_id in arrived:
+                if self.buffer.size_of(trace_id) > too_large:  # dropped now, as otelcol: counted, not decided
+                    self.buffer.remove(trace_id)
+                    self.cache.record(trace_id, False)
+                    self._unsettled[trace_id] = False
+                    self._count("otelcol_processor_tail_sampling_traces_dropped_too_large", 1)
+                    self._wake.set()
+        if self.config.block_on_overflow:  # the next request waits for room instead
+            return
         over = len(self.buffer) - self.config.num_traces
         limit = self.config.max_buffered_spans
         if over <= 0 and not (limit and self.buffer.spans > limit):
@@ -299,6 +347,8 @@ class SamplingStage:
                 pass
             self._wake.clear()
             await self.decide_due()
+            if len(self.buffer) < self.config.num_traces:
+                self._room.set()
             self.relief.update(len(self.buffer), self.buffer.spans)  # it also ends when no data comes
 
     async def decide_due(self) -> int:
