@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 
-def default_state_dir(environ: dict[str, str] | None = None) -> str:
+def default_state_dir(environ: Mapping[str, str] | None = None) -> str:
     """$STATE_DIRECTORY under systemd, /var/lib/edgeagent as root, else the user's data directory."""
-    environ = os.environ if environ is None else environ
-    state = environ.get("STATE_DIRECTORY")
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    state = env.get("STATE_DIRECTORY")
     if state:
         return state.split(":")[0]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         return "/var/lib/edgeagent"
-    data_home = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    data_home = env.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return os.path.join(data_home, "edgeagent")

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _stamp(paths: list[str]) -> tuple:
-    stamps = []
+def _stamp(paths: list[str]) -> tuple[tuple[int, int, int, int] | None, ...]:
+    stamps: list[tuple[int, int, int, int] | None] = []
     for path in paths:
         try:
             st = os.stat(path)

@@ -12,14 +12,15 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
 
-def notify(message: str, environ: dict[str, str] | None = None) -> bool:
+def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
     """Send one notification; returns whether there was a socket to send it to."""
-    environ = os.environ if environ is None else environ
-    address = environ.get("NOTIFY_SOCKET")
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    address = env.get("NOTIFY_SOCKET")
     if not address:
         return False
     if address.startswith("@"):
@@ -34,11 +35,11 @@ def notify(message: str, environ: dict[str, str] | None = None) -> bool:
         return False
 
 
-def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     """Half of WATCHDOG_USEC in seconds, when the watchdog is meant for this process."""
-    environ = os.environ if environ is None else environ
-    usec = environ.get("WATCHDOG_USEC")
-    pid = environ.get("WATCHDOG_PID")
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    usec = env.get("WATCHDOG_USEC")
+    pid = env.get("WATCHDOG_PID")
     if not usec or (pid and pid != str(os.getpid())):
         return None
     try:

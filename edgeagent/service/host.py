@@ -27,7 +27,8 @@ class Consumer(Protocol):
 class Telemetry(Protocol):
     """Counting: the service's metrics and the drain meter behind `status`."""
 
-    metrics: Metrics
+    @property
+    def metrics(self) -> Metrics: ...
 
     def counter_inc(self, name: str, amount: float, *labels: str) -> None:
         """Add to a counter; sends counted here also measure how fast the queues drain."""

@@ -19,6 +19,7 @@ from edgeagent.config.loader import AgentConfig
 from edgeagent.extensions.metrics import Metrics
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
+from edgeagent.service.health import Handler
 from edgeagent.service.consumers import ConsumerSlot
 from edgeagent.service.graph import Graph
 from edgeagent.service.reload import ReloadRefused, keeps_extension, keeps_receiver, storage_change
@@ -110,7 +111,7 @@ class Service:
     def status(self) -> dict[str, Any]:
         return health.status(self.health(), self.telemetry)
 
-    def control_handlers(self) -> dict[str, health.Handler]:
+    def control_handlers(self) -> dict[str, Handler]:
         """Looked up on every call, so the commands see the graph that runs now."""
         handlers = health.control_handlers(self.graph, self.status)
         handlers["reload"] = self._reload_command
@@ -237,13 +238,13 @@ class Service:
                 await _quietly(extension.shutdown(), "extension")
 
 
-class _Handlers(Mapping[str, health.Handler]):
+class _Handlers(Mapping[str, Handler]):
     """The control socket's commands, looked up when called, so they act on the graph that runs now."""
 
     def __init__(self, service: Service):
         self.service = service
 
-    def __getitem__(self, name: str) -> health.Handler:
+    def __getitem__(self, name: str) -> Handler:
         return self.service.control_handlers()[name]
 
     def __iter__(self) -> Iterator[str]:

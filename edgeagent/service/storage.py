@@ -79,8 +79,8 @@ class Stores:
         return self.by_id[key]
 
     def _open(self, storage_id: str | None) -> QueueStore:
-        settings: FileStorageConfig = (self.config.extensions[storage_id].config if storage_id
-                                       else FileStorageConfig())
+        configured = self.config.extensions[storage_id].config if storage_id else None
+        settings = configured if isinstance(configured, FileStorageConfig) else FileStorageConfig.model_validate({})
         directory = resolve_directory(settings, self.state_dir, storage_id or "queue")
         if not storage_id:
             settings = settings.model_copy(update={"max_size_mib": default_budget_mib(directory)})
