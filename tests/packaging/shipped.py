@@ -21,6 +21,11 @@ PACKAGING = ROOT / "packaging"
 SIGNALS = ("traces", "metrics", "logs")
 
 
+def _kind(name: str) -> str:
+    """A component's type: `otlphttp/telemetryflow` -> `otlphttp`."""
+    return name.split("/")[0]
+
+
 @dataclass(frozen=True)
 class ShippedConfig:
     name: str  # where it ships, e.g. kubernetes/hub.yaml
@@ -65,10 +70,10 @@ def needs(document: dict) -> set[str]:
     """Which test services a config talks to: "kafka", "redis"."""
     out = set()
     components = {**(document.get("receivers") or {}), **(document.get("exporters") or {})}
-    if any(name.split("/")[0] == "kafka" for name in components):
+    if any(_kind(name) == "kafka" for name in components):
         out.add("kafka")
     for name, processor in (document.get("processors") or {}).items():
-        if name.split("/")[0] == "tail_sampling" and ((processor or {}).get("shared_state") or {}).get("redis"):
+        if _kind(name) == "tail_sampling" and ((processor or {}).get("shared_state") or {}).get("redis"):
             out.add("redis")
     return out
 
@@ -77,10 +82,10 @@ def loopback_overrides(document: dict, agent: AgentProcess, services: Loopback) 
     """--set flags moving every listener to the agent's free loopback ports and every remote
     endpoint to a test service; a component this does not know fails the test loudly."""
     flags: list[str] = []
-    otlp = [name for name in document.get("receivers") or {} if name.split("/")[0] == "otlp"]
+    otlp = [name for name in document.get("receivers") or {} if _kind(name) == "otlp"]
     assert len(otlp) <= 1, "one otlp receiver per config: the test has one pair of ports"
     for name, receiver in (document.get("receivers") or {}).items():
-        kind = name.split("/")[0]
+        kind = _kind(name)
         if kind == "otlp":
             protocols = receiver["protocols"]
             flags += [f"receivers::{name}::protocols::{protocol}::endpoint=127.0.0.1:{port}"
@@ -90,18 +95,22 @@ def loopback_overrides(document: dict, agent: AgentProcess, services: Loopback) 
         else:
             raise AssertionError(f"receiver {name}: teach loopback_overrides where it listens")
     for name in document.get("exporters") or {}:
-        if name.split("/")[0] != "otlphttp":
+        kind = _kind(name)
+        if kind == "otlphttp":
+            flags.append(f"exporters::{name}::endpoint={services.upstream_url}")
+        elif kind == "kafka":
+            flags.append(f"exporters::{name}::brokers=[{services.kafka()}]")
+        else:
             raise AssertionError(f"exporter {name}: teach loopback_overrides where it sends")
-        flags.append(f"exporters::{name}::endpoint={services.upstream_url}")
     for name in document.get("extensions") or {}:
-        kind = name.split("/")[0]
+        kind = _kind(name)
         if kind == "health_check":
             flags.append(f"extensions::{name}::endpoint=127.0.0.1:{agent.health_port}")
         elif kind == "file_storage":
             flags.append(f"extensions::{name}::directory={services.state_dir / 'queue'}")
     if "redis" in needs(document):
         flags += [f"processors::{name}::shared_state::redis::url={services.redis()}"
-                  for name in document["processors"] if name.split("/")[0] == "tail_sampling"]
+                  for name in document["processors"] if _kind(name) == "tail_sampling"]
     flags.append(f"service::telemetry::metrics::address=127.0.0.1:{agent.metrics_port}")
     return [word for flag in flags for word in ("--set", flag)]
 
@@ -120,35 +129,72 @@ def otlp_trace_request(service: str = "packaging") -> bytes:
     return request.SerializeToString()
 
 
-def send_and_check(document: dict, agent: AgentProcess, upstream, broker) -> None:
-    """OTLP into the config's receivers: the agent must accept it, and forward what it does not
-    hold back for a sampling decision."""
+ACCEPTED = {"traces": "otelcol_receiver_accepted_spans", "metrics": "otelcol_receiver_accepted_metric_points",
+            "logs": "otelcol_receiver_accepted_log_records"}
+
+
+def _from_kafka(document: dict, receiver: str, agent: AgentProcess, broker) -> None:
+    """A trace request written to the receiver's topic once the receiver owns the partition
+    (initial_offset: latest skips what was there before)."""
+    topic = document["receivers"][receiver]["traces"]["topic"]
+    broker.create_topic(topic, 1, exist_ok=True)
+    wait_until(lambda: any(key.startswith("kafka_consumer_lag{") for key in agent.metrics()), timeout=30,
+               interval=0.25, message="the kafka receiver owning its partition")
+    broker.produce(topic, [otlp_trace_request()])
+
+
+def _from_sdk(kind: str, agent: AgentProcess) -> None:
     from tests.helpers.sdk import send_logs, send_metrics, send_spans
 
-    pipelines = document["service"]["pipelines"]
-    receivers = {name.split("/")[0] for pipeline in pipelines.values() for name in pipeline["receivers"]}
-    if "kafka" in receivers:
-        topic = document["receivers"][next(n for n in document["receivers"] if n.startswith("kafka"))]["traces"]["topic"]
-        broker.create_topic(topic, 1, exist_ok=True)
-        # initial_offset: latest: write only once the receiver owns the partition
-        wait_until(lambda: any(key.startswith("kafka_consumer_lag{") for key in agent.metrics()), timeout=30,
-                   interval=0.25, message="the kafka receiver owning its partition")
-        broker.produce(topic, [otlp_trace_request()])
-        wait_until(lambda: agent.metric("otelcol_receiver_accepted_spans") >= 1, timeout=20, interval=0.2,
-                   message="the span from Kafka accepted")
-        return
-    kinds = {signal.split("/")[0] for signal in pipelines}
-    if "traces" in kinds:
+    if kind == "traces":
         send_spans("grpc", agent.grpc_port, 5)
         send_spans("http", agent.http_port, 5)
-    if "metrics" in kinds:
+    elif kind == "metrics":
         send_metrics("http", agent.http_port)
-    if "logs" in kinds:
+    else:
         send_logs("grpc", agent.grpc_port)
-    accepted = {"traces": "otelcol_receiver_accepted_spans", "metrics": "otelcol_receiver_accepted_metric_points",
-                "logs": "otelcol_receiver_accepted_log_records"}
-    for kind in kinds:
-        assert agent.metric(accepted[kind]) > 0, f"no {kind} accepted"
-    sampled = any(name.split("/")[0] == "tail_sampling" for name in document.get("processors") or {})
-    if "traces" in kinds and not sampled:
+
+
+def send_and_check(document: dict, agent: AgentProcess, upstream, broker) -> None:
+    """Telemetry into every pipeline's receivers: the agent must accept it, and traces must leave
+    through the pipeline's exporter unless a sampling decision holds them back."""
+    pipelines = document["service"]["pipelines"]
+    for pipeline, settings in pipelines.items():
+        kind = _kind(pipeline)
+        for receiver in settings["receivers"]:
+            if _kind(receiver) == "kafka":
+                _from_kafka(document, receiver, agent, broker)
+            else:
+                _from_sdk(kind, agent)
+        wait_until(lambda kind=kind: agent.metric(ACCEPTED[kind]) > 0, timeout=20, interval=0.2,
+                   message=f"{kind} accepted")
+    traces = pipelines.get("traces")
+    if traces is None or any(_kind(name) == "tail_sampling" for name in traces.get("processors", [])):
+        return
+    if any(_kind(name) == "kafka" for name in traces["exporters"]):
+        topic = document["exporters"][next(n for n in traces["exporters"] if _kind(n) == "kafka")]["traces"]["topic"]
+        assert broker.records(topic, 1, timeout=30), f"no trace written to {topic}"
+    else:
         wait_until(lambda: len(upstream.spans()) >= 10, timeout=30, interval=0.2, message="the spans upstream")
+
+
+def run_on_installation(config: ShippedConfig, edgeagent: Path, request, upstream, tmp_path: Path) -> None:
+    """Start `edgeagent` (an installed script) on `config` with loopback overrides, with Kafka and
+    Redis where the config needs them; it must become ready, accept OTLP and stop cleanly."""
+    document = config.document
+    broker = request.getfixturevalue("kafka") if "kafka" in needs(document) else None
+    services = Loopback(upstream.url, tmp_path / "state", kafka=lambda: broker.bootstrap,
+                        redis=lambda: request.getfixturevalue("redis_server").url)
+    path = tmp_path / "config.yaml"
+    path.write_text(config.text)
+    # PYTHONPATH emptied: the installed package runs, not the work tree's
+    agent = AgentProcess(args=[], env={**DEPLOYMENT_ENV, "PYTHONPATH": ""}, log_path=str(tmp_path / "agent.log"),
+                         command=[str(edgeagent)])
+    agent.args = ["run", "--config", str(path), "--state-dir", str(services.state_dir),
+                  *loopback_overrides(document, agent, services)]
+    try:
+        agent.start(wait=60)
+        send_and_check(document, agent, upstream, broker)
+        assert agent.terminate() == 0, agent.log()
+    finally:
+        agent.kill()

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.agent import AgentProcess
 from tests.packaging import dockerfile
-from tests.packaging.shipped import DEPLOYMENT_ENV, Loopback, loopback_overrides, needs, send_and_check, shipped_configs
+from tests.packaging.shipped import run_on_installation, shipped_configs
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,26 +67,6 @@ def test_the_container_config_is_valid():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> Path:
-    """The Dockerfile's wheel steps, daemonless: its COPY lines into a clean directory, its RUN lines
-    there with /wheels and /opt/edgeagent mapped to local directories. Returns the virtualenv."""
-    base = tmp_path_factory.mktemp("image")
-    context, wheels, venv = base / "src", base / "wheels", base / "opt-edgeagent"
-    copied = dockerfile.lay_out_context(BUILD, context)
-    assert "pyproject.toml" in copied and not any(path.startswith("tests/") for path in copied)
-    commands = dockerfile.wheel_commands(STEPS, {"/wheels": str(wheels), "/opt/edgeagent": str(venv)},
-                                         {"pip": [sys.executable, "-m", "pip"], "python": [sys.executable]})
-    assert len(commands) == 3, commands  # pip wheel; python -m venv; pip install
-    env = {**os.environ, "PYTHONPATH": ""}
-    started = time.monotonic()
-    for command in commands:
-        result = subprocess.run(command, cwd=context, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
-    print(f"wheel built and installed in {time.monotonic() - started:.1f}s")
-    return venv
-
-
 def _packages_the_project_declares() -> set[str]:
     import tomllib
 
@@ -110,22 +89,7 @@ def test_the_wheel_holds_every_package_the_project_declares(installed):
 @pytest.mark.parametrize("config", shipped_configs(), ids=lambda config: config.name)
 def test_every_shipped_config_runs_on_the_installed_wheel_and_accepts_otlp(config, installed, request, upstream,
                                                                          tmp_path):
-    document = config.document
-    broker = request.getfixturevalue("kafka") if "kafka" in needs(document) else None
-    services = Loopback(upstream.url, tmp_path / "state", kafka=lambda: broker.bootstrap,
-                        redis=lambda: request.getfixturevalue("redis_server").url)
-    path = tmp_path / "config.yaml"
-    path.write_text(config.text)
-    agent = AgentProcess(args=[], env={**DEPLOYMENT_ENV, "PYTHONPATH": ""}, log_path=str(tmp_path / "agent.log"),
-                         command=[str(installed / "bin" / "edgeagent")])
-    agent.args = ["run", "--config", str(path), "--state-dir", str(services.state_dir),
-                  *loopback_overrides(document, agent, services)]
-    try:
-        agent.start(wait=60)
-        send_and_check(document, agent, upstream, broker)
-        assert agent.terminate() == 0, agent.log()
-    finally:
-        agent.kill()
+    run_on_installation(config, installed / "bin" / "edgeagent", request, upstream, tmp_path)
 
 
 def _docker() -> str:
