@@ -45,6 +45,15 @@ def _kinds(docs: list[dict]) -> list[str]:
     return sorted(f"{doc['kind']}/{doc['metadata']['name']}" for doc in docs)
 
 
+def _workloads(docs: list[dict]) -> list[tuple[dict, dict]]:
+    """Each DaemonSet and StatefulSet with the config of its tier."""
+    def tier(doc: dict) -> str:
+        return doc["metadata"]["labels"]["app.kubernetes.io/component"]
+
+    configs = {tier(doc): yaml.safe_load(doc["data"]["config.yaml"]) for doc in docs if doc["kind"] == "ConfigMap"}
+    return [(doc, configs[tier(doc)]) for doc in docs if doc["kind"] in ("DaemonSet", "StatefulSet")]
+
+
 def _seconds(duration: str | int) -> float:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", str(duration))
     assert match, duration
@@ -103,10 +112,7 @@ def test_the_hub_keeps_its_queue_on_a_volume_claim_per_replica(rendered, values)
 @pytest.mark.parametrize("values", VALUES)
 def test_the_grace_period_covers_a_drain(rendered, values):
     """preStop pause + the slowest exporter's timeout (requests in flight finish) + the batch flush."""
-    configs = {doc["metadata"]["labels"]["app.kubernetes.io/component"]: yaml.safe_load(doc["data"]["config.yaml"])
-               for doc in rendered[values] if doc["kind"] == "ConfigMap"}
-    for workload in (doc for doc in rendered[values] if doc["kind"] in ("DaemonSet", "StatefulSet")):
-        config = configs[workload["metadata"]["labels"]["app.kubernetes.io/component"]]
+    for workload, config in _workloads(rendered[values]):
         pod = workload["spec"]["template"]["spec"]
         pause = pod["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         export = max(_seconds(exporter.get("timeout", "30s")) for exporter in config["exporters"].values())
@@ -117,10 +123,7 @@ def test_the_grace_period_covers_a_drain(rendered, values):
 
 @pytest.mark.parametrize("values", VALUES)
 def test_probes_ports_and_config_agree(rendered, values):
-    configs = {doc["metadata"]["labels"]["app.kubernetes.io/component"]: yaml.safe_load(doc["data"]["config.yaml"])
-               for doc in rendered[values] if doc["kind"] == "ConfigMap"}
-    for workload in (doc for doc in rendered[values] if doc["kind"] in ("DaemonSet", "StatefulSet")):
-        config = configs[workload["metadata"]["labels"]["app.kubernetes.io/component"]]
+    for workload, config in _workloads(rendered[values]):
         container = workload["spec"]["template"]["spec"]["containers"][0]
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
         assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "health"}
