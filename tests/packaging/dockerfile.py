@@ -101,8 +101,12 @@ def dockerignore(root: Path = ROOT) -> list[str]:
 def context_files(root: Path = ROOT) -> list[str]:
     """The build context as the daemon receives it: every file not kept out by .dockerignore."""
     patterns = dockerignore(root)
+    prune = not any(pattern.startswith("!") for pattern in patterns)  # no exception can reach inside
     files = []
-    for directory, _, names in os.walk(root):
+    for directory, subdirectories, names in os.walk(root):
+        if prune:
+            subdirectories[:] = [sub for sub in subdirectories if not ignored(
+                os.path.relpath(os.path.join(directory, sub), root).replace(os.sep, "/"), patterns)]
         for name in names:
             relative = os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/")
             if not ignored(relative, patterns):
