@@ -1,16 +1,20 @@
 # syntax=docker/dockerfile:1
-# edgeagent container image: the agent in a virtualenv on a slim Python, running as a non-root
-# user, with its queue on a volume at /var/lib/edgeagent (the root filesystem can be read-only).
+# edgeagent container image. The builder turns the project into a wheel (with the wheels of its
+# dependencies), so the image holds exactly what the package declares: a package added to the
+# project cannot be left out by a forgotten COPY. The runtime stage installs those wheels without
+# the network and runs the agent as a non-root user.
+#
+#   docker run --read-only --tmpfs /tmp -v edgeagent-queue:/var/lib/edgeagent \
+#       -e EDGEAGENT_UPSTREAM=http://collector:4318 -p 4317:4317 -p 4318:4318 edgeagent:0.1.0
+#
+# The root filesystem may be read-only: the queue lives on the volume at /var/lib/edgeagent and
+# temporary files go to TMPDIR (/tmp), which belongs on a tmpfs.
 
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY edgeagent ./edgeagent
-COPY sampler ./sampler
-COPY otel ./otel
-RUN python -m venv /opt/edgeagent \
-    && /opt/edgeagent/bin/pip install --no-cache-dir . \
-    && find /opt/edgeagent -name '__pycache__' -prune -exec rm -rf {} +
+# the whole build context, less what .dockerignore keeps out (tests, benchmarks, caches)
+COPY . .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm
 ARG VERSION=0.1.0
@@ -21,18 +25,23 @@ LABEL org.opencontainers.image.title="edgeagent" \
 RUN groupadd --system --gid 10001 edgeagent \
     && useradd --system --uid 10001 --gid edgeagent --home-dir /var/lib/edgeagent --shell /usr/sbin/nologin edgeagent \
     && mkdir -p /var/lib/edgeagent /etc/edgeagent \
-    && chown edgeagent:edgeagent /var/lib/edgeagent
-COPY --from=build /opt/edgeagent /opt/edgeagent
+    && chown edgeagent:edgeagent /var/lib/edgeagent \
+    && chmod 0750 /var/lib/edgeagent
+# pip compiles the bytecode at install time: a read-only root never needs to write it
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m venv /opt/edgeagent \
+    && /opt/edgeagent/bin/pip install --no-cache-dir --no-index --find-links /wheels edgeagent
 COPY packaging/container/config.yaml /etc/edgeagent/config.yaml
 ENV PATH=/opt/edgeagent/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    STATE_DIRECTORY=/var/lib/edgeagent
+    STATE_DIRECTORY=/var/lib/edgeagent \
+    TMPDIR=/tmp
 USER 10001:10001
 VOLUME ["/var/lib/edgeagent"]
 EXPOSE 4317 4318 13133 8888
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:13133/health/live', timeout=2).status == 200 else 1)"]
-# exec form: the agent is PID 1's only child-free process and receives SIGTERM directly
+# exec form: the agent is PID 1 and receives SIGTERM directly
 ENTRYPOINT ["edgeagent"]
 CMD ["run", "--config", "/etc/edgeagent/config.yaml"]

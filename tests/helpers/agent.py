@@ -25,6 +25,8 @@ class AgentProcess:
     health_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    # how to launch the agent: an installed `edgeagent` script instead, to test a built package
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "edgeagent"])
 
     def ports_overrides(self, receiver: str = "otlp", health: str = "health_check") -> list[str]:
         """--set flags that move every listener of a config to free loopback ports."""
@@ -39,7 +41,7 @@ class AgentProcess:
         env = {**os.environ, **self.env}
         env.pop("EDGEAGENT_UPSTREAM", None) if "EDGEAGENT_UPSTREAM" not in self.env else None
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen([sys.executable, "-m", "edgeagent", *self.args], env=env,
+        self.process = subprocess.Popen([*self.command, *self.args], env=env,
                                         stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -1,22 +1,35 @@
-"""The Dockerfile lints clean, runs as non-root with a health check, and its config is valid."""
+"""The image: the Dockerfile lints clean, runs as non-root with a health check, and holds the whole
+package. Without a daemon, the Dockerfile's own COPY and RUN lines build the wheel in a clean
+directory and install it into a fresh virtualenv; every config shipped under packaging/ then runs
+on that installation end to end. Where a Docker daemon answers, the image itself is built and run."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 
+import pytest
+
+from tests.packaging import dockerfile
+from tests.packaging.shipped import run_on_installation, shipped_configs
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+STEPS = dockerfile.instructions(DOCKERFILE)
+BUILD = [step for step in STEPS if step.stage == 0]
+FINAL = [step for step in STEPS if step.stage == max(s.stage for s in STEPS)]
 
 
-def _final_stage() -> str:
-    return DOCKERFILE[DOCKERFILE.rindex("\nFROM "):]
+def _final(keyword: str) -> list[dockerfile.Instruction]:
+    return [step for step in FINAL if step.keyword == keyword]
 
 
 def test_hadolint_passes():
@@ -26,15 +39,24 @@ def test_hadolint_passes():
 
 
 def test_image_runs_as_a_non_root_user_with_a_liveness_health_check_and_exec_form_entrypoint():
-    final = _final_stage()
-    user = re.search(r"^USER (\S+)", final, re.M)
-    assert user and user.group(1).split(":")[0] not in ("root", "0")
-    assert re.search(r"^HEALTHCHECK .*\n?.*/health/live", final, re.M)
-    entrypoint = re.search(r"^ENTRYPOINT (.+)$", final, re.M)
+    (user,) = _final("USER")
+    assert user.args[0].split(":")[0] not in ("root", "0")
+    (health,) = _final("HEALTHCHECK")
+    assert "/health/live" in " ".join(health.args)
+    entrypoint = re.search(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.MULTILINE)
     assert entrypoint and isinstance(json.loads(entrypoint.group(1)), list)  # exec form: SIGTERM reaches the agent
-    assert "slim" in final.splitlines()[1]
-    assert 'VOLUME ["/var/lib/edgeagent"]' in final
-    assert "org.opencontainers.image.title" in final
+    assert "slim" in _final("FROM")[0].args[0]
+    assert _final("VOLUME")[0].args == ("/var/lib/edgeagent",)
+    env = " ".join(word for step in _final("ENV") for word in step.args)
+    assert "TMPDIR=/tmp" in env and "PYTHONDONTWRITEBYTECODE=1" in env  # read-only root: nothing written beside the volume
+
+
+def test_the_runtime_stage_installs_only_the_wheels_the_builder_made():
+    assert any(step.keyword == "RUN" and step.args[0].startswith("pip wheel") for step in BUILD)
+    copies = [step for step in FINAL if step.keyword == "COPY"]
+    assert all(not step.args[0].startswith(("edgeagent", "sampler")) for step in copies)  # no source by hand
+    installs = [step for step in FINAL if step.keyword == "RUN" and "/wheels" in step.args[0]]
+    assert installs and "--no-index" in installs[0].args[0] and "--mount=type=bind,from=build" in installs[0].flags[0]
 
 
 def test_the_container_config_is_valid():
@@ -43,3 +65,66 @@ def test_the_container_config_is_valid():
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "EDGEAGENT_UPSTREAM": "http://collector:4318"})
     assert result.returncode == 0, result.stderr
+
+
+def _packages_the_project_declares() -> set[str]:
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    tops = {pattern.rstrip("*").rstrip(".") for pattern in include}
+    return {path.parent.name for path in ROOT.glob("*/__init__.py") if path.parent.name in tops}
+
+
+def test_the_wheel_holds_every_package_the_project_declares(installed):
+    (wheel,) = installed.parent.glob("wheels/edgeagent-*.whl")
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist() if name.endswith("__init__.py")}
+    assert _packages_the_project_declares() <= tops, tops
+    probe = subprocess.run([str(installed / "bin" / "python"), "-c",
+                            "import edgeagent, sampler, sampler.cluster; print(edgeagent.__file__)"],
+                           cwd=installed, env={**os.environ, "PYTHONPATH": ""}, capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    assert Path(probe.stdout.strip()).is_relative_to(installed)  # the installed copy, not the work tree
+
+
+@pytest.mark.parametrize("config", shipped_configs(), ids=lambda config: config.name)
+def test_every_shipped_config_runs_on_the_installed_wheel_and_accepts_otlp(config, installed, request, upstream,
+                                                                         tmp_path):
+    run_on_installation(config, installed / "bin" / "edgeagent", request, upstream, tmp_path)
+
+
+def _docker() -> str:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("docker is not installed: the image build is checked daemonless above")
+    info = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=30)
+    if info.returncode != 0:
+        pytest.skip(f"no usable Docker daemon (`docker info`: {info.stderr.strip().splitlines()[-1:]}); "
+                    "the image's wheel steps are checked daemonless above")
+    return docker
+
+
+def test_the_image_runs_as_non_root_on_a_read_only_root_and_turns_healthy():
+    docker = _docker()
+    tag = f"edgeagent-test:{os.getpid()}"
+    build = subprocess.run([docker, "build", "-t", tag, str(ROOT)], capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stderr[-4000:]
+    name = f"edgeagent-test-{os.getpid()}"
+    run = subprocess.run([docker, "run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp",
+                          "-e", "EDGEAGENT_UPSTREAM=http://127.0.0.1:9", "--health-interval", "1s", tag],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    try:
+        user = subprocess.run([docker, "exec", name, "id", "-u"], capture_output=True, text=True, timeout=30)
+        assert user.stdout.strip() == "10001"
+        touch = subprocess.run([docker, "exec", name, "touch", "/opt/edgeagent/x"], capture_output=True, timeout=30)
+        assert touch.returncode != 0  # the root filesystem is read-only
+        deadline, status = time.monotonic() + 60, ""
+        while time.monotonic() < deadline and status != "healthy":
+            inspect = subprocess.run([docker, "inspect", "-f", "{{.State.Health.Status}}", name],
+                                     capture_output=True, text=True, timeout=30)
+            status = inspect.stdout.strip()
+            time.sleep(1)
+        assert status == "healthy"
+    finally:
+        subprocess.run([docker, "rm", "-f", name], capture_output=True, timeout=60)
+        subprocess.run([docker, "rmi", "-f", tag], capture_output=True, timeout=60)

@@ -44,7 +44,7 @@ def test_prometheus_operator_resources_carry_the_same_rules_and_scrape_both_tier
 def test_every_workload_runs_non_root_read_only_with_probes_and_resources():
     for name in ("agent.yaml", "hub.yaml", "hub-cluster.yaml"):
         for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
-            if doc["kind"] not in ("DaemonSet", "Deployment"):
+            if doc["kind"] not in ("DaemonSet", "StatefulSet"):
                 continue
             pod = doc["spec"]["template"]["spec"]
             assert pod["securityContext"]["runAsNonRoot"] is True
@@ -53,6 +53,27 @@ def test_every_workload_runs_non_root_read_only_with_probes_and_resources():
             assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
             assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
             assert container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("name", ["hub.yaml", "hub-cluster.yaml"])
+def test_the_hub_keeps_its_queue_on_a_volume_claim_per_replica_not_an_emptydir(name):
+    (hub,) = [doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc["kind"] == "StatefulSet"]
+    assert [claim["metadata"]["name"] for claim in hub["spec"]["volumeClaimTemplates"]] == ["queue"]
+    pod = hub["spec"]["template"]["spec"]
+    assert "queue" not in {volume["name"] for volume in pod["volumes"]}
+    assert {"name": "queue", "mountPath": "/var/lib/edgeagent"} in pod["containers"][0]["volumeMounts"]
+    services = [doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc["kind"] == "Service"]
+    assert hub["spec"]["serviceName"] in {service["metadata"]["name"] for service in services
+                                          if service["spec"].get("clusterIP") == "None"}
+
+
+@pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml", "hub-cluster.yaml"])
+def test_the_grace_period_covers_a_preStop_pause_and_an_export_in_flight(name):
+    for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
+        if doc["kind"] in ("DaemonSet", "StatefulSet"):
+            pod = doc["spec"]["template"]["spec"]
+            pause = pod["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+            assert pod["terminationGracePeriodSeconds"] >= pause + 30 + 10  # the exporters' 30s timeout, a margin
 
 
 @pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml", "hub-cluster.yaml"])
@@ -74,7 +95,8 @@ def test_keda_scales_the_clustered_hub_on_the_lag_of_the_group_its_kafka_receive
     config = yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"])
     receiver = config["receivers"]["kafka"]
     assert scaled["kind"] == "ScaledObject" and scaled["apiVersion"] == "keda.sh/v1alpha1"
-    assert scaled["spec"]["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == docs["StatefulSet"]["metadata"]["name"]
+    assert scaled["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
     assert "HorizontalPodAutoscaler" not in docs  # KEDA owns the scaling
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "kafka"

@@ -1,0 +1,122 @@
+{{- define "edgeagent.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "edgeagent.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains (include "edgeagent.name" .) .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (include "edgeagent.name" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "edgeagent.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "edgeagent.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* selector labels of one tier: (dict "root" $ "component" "agent") */}}
+{{- define "edgeagent.selector" -}}
+app.kubernetes.io/name: {{ include "edgeagent.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "edgeagent.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "edgeagent.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "edgeagent.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{/* the hub's in-cluster OTLP/HTTP address, for the agents */}}
+{{- define "edgeagent.hubEndpoint" -}}
+http://{{ include "edgeagent.fullname" . }}-hub.{{ .Release.Namespace }}.svc:4318
+{{- end -}}
+
+{{/* container ports; the configs listen on these */}}
+{{- define "edgeagent.ports" -}}
+- {name: otlp-grpc, containerPort: 4317, protocol: TCP{{ if .hostPorts }}, hostPort: 4317{{ end }}}
+- {name: otlp-http, containerPort: 4318, protocol: TCP{{ if .hostPorts }}, hostPort: 4318{{ end }}}
+- {name: health, containerPort: 13133, protocol: TCP}
+- {name: metrics, containerPort: 8888, protocol: TCP}
+{{- end -}}
+
+{{/* what every edgeagent container shares: (dict "root" $ "tier" .Values.agent "upstream" URL) */}}
+{{- define "edgeagent.container" -}}
+- name: edgeagent
+  image: {{ include "edgeagent.image" .root }}
+  imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+  args: ["run", "--config", "/etc/edgeagent/config.yaml"]
+  env:
+    - name: EDGEAGENT_UPSTREAM
+      value: {{ .upstream | quote }}
+    - name: NODE_NAME
+      valueFrom:
+        fieldRef: {fieldPath: spec.nodeName}
+    - name: TMPDIR
+      value: /tmp
+    {{- with .tier.env }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with .tier.envFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  ports:
+    {{- include "edgeagent.ports" (dict "hostPorts" .hostPorts) | nindent 4 }}
+  livenessProbe:
+    {{- toYaml .root.Values.livenessProbe | nindent 4 }}
+  readinessProbe:
+    {{- toYaml .root.Values.readinessProbe | nindent 4 }}
+  {{- with .lifecycle }}
+  lifecycle:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  resources:
+    {{- toYaml .tier.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .root.Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    - {name: config, mountPath: /etc/edgeagent, readOnly: true}
+    - {name: queue, mountPath: /var/lib/edgeagent}
+    - {name: tmp, mountPath: /tmp}
+{{- end -}}
+
+{{/* what every edgeagent pod shares: (dict "root" $ "tier" .Values.agent) */}}
+{{- define "edgeagent.podSpec" -}}
+serviceAccountName: {{ include "edgeagent.serviceAccountName" .root }}
+automountServiceAccountToken: false
+terminationGracePeriodSeconds: {{ .tier.terminationGracePeriodSeconds }}
+securityContext:
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tier.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .tier.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tier.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tier.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,57 @@
+"""Made once per run for the packaging tests: the Dockerfile's wheel, installed; helm, built."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.packaging import dockerfile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> Path:
+    """The Dockerfile's wheel steps, daemonless: its COPY lines into a clean directory, its RUN lines
+    there with /wheels and /opt/edgeagent mapped to local directories. Returns the virtualenv."""
+    steps = dockerfile.instructions((ROOT / "Dockerfile").read_text())
+    base = tmp_path_factory.mktemp("image")
+    context, wheels, venv = base / "src", base / "wheels", base / "opt-edgeagent"
+    copied = dockerfile.lay_out_context([step for step in steps if step.stage == 0], context)
+    assert "pyproject.toml" in copied and not any(path.startswith("tests/") for path in copied)
+    commands = dockerfile.wheel_commands(steps, {"/wheels": str(wheels), "/opt/edgeagent": str(venv)},
+                                         {"pip": [sys.executable, "-m", "pip"], "python": [sys.executable]})
+    assert len(commands) == 3, commands  # pip wheel; python -m venv; pip install
+    env = {**os.environ, "PYTHONPATH": ""}
+    started = time.monotonic()
+    for command in commands:
+        result = subprocess.run(command, cwd=context, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+    print(f"wheel built and installed in {time.monotonic() - started:.1f}s")
+    return venv
+
+
+HELM_VERSION = "v4.3.2"
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """helm, built once with `go install` into a cache outside the repository and reused by later runs."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgeagent-tools" / f"helm-{HELM_VERSION}"
+    binary = cache / "helm"
+    if binary.exists():
+        return str(binary)
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip(f"Go is not installed: the helm tests build helm {HELM_VERSION} with `go install`")
+    cache.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([go, "install", f"helm.sh/helm/v4/cmd/helm@{HELM_VERSION}"], capture_output=True,
+                            text=True, timeout=1800, env={**os.environ, "GOBIN": str(cache)})
+    assert result.returncode == 0 and binary.exists(), result.stderr[-3000:]
+    return str(binary)

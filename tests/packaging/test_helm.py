@@ -1,0 +1,185 @@
+"""The Helm chart: it lints, renders for the default, hub and tail-sampling values, every rendered
+object validates offline against the Kubernetes schemas, the workloads keep their queues on
+durable storage with a grace period that covers a drain, and every config it renders runs on
+the installed wheel."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.packaging.shipped import configmap_configs, run_on_installation
+from tests.packaging.tools import require
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "packaging" / "helm" / "edgeagent"
+VALUES = {
+    "default": [],
+    "hub": ["--set", "hub.enabled=true"],
+    "tail-sampling": ["-f", str(CHART / "examples" / "tail-sampling-hub.yaml")],
+}
+CUSTOM_RESOURCES = {"ScaledObject", "ServiceMonitor"}  # CRDs: outside the Kubernetes schemas, checked below
+
+
+@pytest.fixture(scope="module")
+def rendered(helm) -> dict[str, list[dict]]:
+    out = {}
+    for name, flags in VALUES.items():
+        result = subprocess.run([helm, "template", "edgeagent", str(CHART), "--namespace", "observability", *flags],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        out[name] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return out
+
+
+def _one(docs: list[dict], kind: str) -> dict:
+    (found,) = [doc for doc in docs if doc["kind"] == kind]
+    return found
+
+
+def _kinds(docs: list[dict]) -> list[str]:
+    return sorted(f"{doc['kind']}/{doc['metadata']['name']}" for doc in docs)
+
+
+def _workloads(docs: list[dict]) -> list[tuple[dict, dict]]:
+    """Each DaemonSet and StatefulSet with the config of its tier."""
+    def tier(doc: dict) -> str:
+        return doc["metadata"]["labels"]["app.kubernetes.io/component"]
+
+    configs = {tier(doc): yaml.safe_load(doc["data"]["config.yaml"]) for doc in docs if doc["kind"] == "ConfigMap"}
+    return [(doc, configs[tier(doc)]) for doc in docs if doc["kind"] in ("DaemonSet", "StatefulSet")]
+
+
+def _seconds(duration: str | int) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", str(duration))
+    assert match, duration
+    return float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[match.group(2)]
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_helm_lint_passes(helm, values):
+    result = subprocess.run([helm, "lint", "--strict", str(CHART), *VALUES[values]], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_every_rendered_object_validates_against_the_kubernetes_schemas(rendered, values, tmp_path):
+    validate = require("kubernetes-validate", "pip install kubernetes-validate")
+    core = [doc for doc in rendered[values] if doc["kind"] not in CUSTOM_RESOURCES]
+    path = tmp_path / "rendered.yaml"
+    path.write_text(yaml.safe_dump_all(core))
+    result = subprocess.run([validate, "--strict", str(path)], capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert output.count(" passed for resource ") == len(core), output
+    print(values, _kinds(rendered[values]))
+
+
+def test_the_default_release_is_node_agents_only(rendered):
+    assert _kinds(rendered["default"]) == ["ConfigMap/edgeagent-agent", "DaemonSet/edgeagent-agent",
+                                           "NetworkPolicy/edgeagent-agent", "Service/edgeagent-agent",
+                                           "ServiceAccount/edgeagent"]
+
+
+def test_the_agents_keep_their_queue_on_the_node_and_serve_otlp_on_its_ports(rendered):
+    daemonset = _one(rendered["default"], "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    assert {"name": "queue", "hostPath": {"path": "/var/lib/edgeagent", "type": "DirectoryOrCreate"}} in pod["volumes"]
+    ports = {port["name"]: port for port in pod["containers"][0]["ports"]}
+    assert ports["otlp-grpc"]["hostPort"] == 4317 and ports["otlp-http"]["hostPort"] == 4318
+    assert {"operator": "Exists"} in pod["tolerations"]  # every node, tainted ones too
+    assert _one(rendered["default"], "Service")["spec"]["internalTrafficPolicy"] == "Local"
+
+
+@pytest.mark.parametrize("values", ["hub", "tail-sampling"])
+def test_the_hub_keeps_its_queue_on_a_volume_claim_per_replica(rendered, values):
+    statefulset = _one(rendered[values], "StatefulSet")
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "queue" and claim["spec"]["resources"]["requests"]["storage"]
+    pod = statefulset["spec"]["template"]["spec"]
+    assert "queue" not in {volume["name"] for volume in pod["volumes"]}  # no emptyDir shadows the claim
+    mounts = {mount["name"]: mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"]}
+    config = yaml.safe_load(_one([d for d in rendered[values] if d["metadata"]["name"].endswith("-hub")],
+                                 "ConfigMap")["data"]["config.yaml"])
+    assert config["extensions"]["file_storage"]["directory"].startswith(mounts["queue"] + "/")
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_the_grace_period_covers_a_drain(rendered, values):
+    """preStop pause + the slowest exporter's timeout (requests in flight finish) + the batch flush."""
+    for workload, config in _workloads(rendered[values]):
+        pod = workload["spec"]["template"]["spec"]
+        pause = pod["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        export = max(_seconds(exporter.get("timeout", "30s")) for exporter in config["exporters"].values())
+        flush = max([_seconds(p.get("timeout", "200ms")) for n, p in config["processors"].items() if n.startswith("batch")]
+                    or [0])
+        assert pod["terminationGracePeriodSeconds"] >= pause + export + flush + 10, workload["metadata"]["name"]
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_probes_ports_and_config_agree(rendered, values):
+    for workload, config in _workloads(rendered[values]):
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "health"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "health"}
+        assert config["extensions"]["health_check"]["endpoint"].endswith(f":{ports['health']}")
+        assert config["service"]["telemetry"]["metrics"]["address"].endswith(f":{ports['metrics']}")
+        for protocol, settings in config["receivers"].get("otlp", {"protocols": {}})["protocols"].items():
+            assert settings["endpoint"].endswith(f":{ports[f'otlp-{protocol}']}")
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert {"name": "TMPDIR", "value": "/tmp"} in container["env"]
+
+
+def test_the_agents_send_to_the_hub_when_there_is_one(rendered):
+    def upstream(values: str) -> str:
+        env = _one(rendered[values], "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["env"]
+        return next(item["value"] for item in env if item["name"] == "EDGEAGENT_UPSTREAM")
+
+    assert upstream("hub") == "http://edgeagent-hub.observability.svc:4318"
+    assert "edgeagent-hub" not in upstream("default")
+    hub_service = [doc for doc in rendered["hub"] if doc["kind"] == "Service" and doc["metadata"]["name"] == "edgeagent-hub"]
+    assert {"name": "otlp-http", "port": 4318, "targetPort": "otlp-http", "protocol": "TCP"} in hub_service[0]["spec"]["ports"]
+
+
+def test_the_hub_scales_on_cpu_and_one_replica_at_a_time_is_disrupted(rendered):
+    hpa = _one(rendered["hub"], "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "edgeagent-hub"}
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert "replicas" not in _one(rendered["hub"], "StatefulSet")["spec"]  # the autoscaler owns it
+    assert _one(rendered["hub"], "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_keda_scales_the_tail_sampling_hub_on_the_lag_of_the_group_its_kafka_receiver_commits(rendered):
+    docs = rendered["tail-sampling"]
+    assert "HorizontalPodAutoscaler" not in {doc["kind"] for doc in docs}  # KEDA owns the scaling
+    scaled = _one(docs, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == _one(docs, "StatefulSet")["metadata"]["name"]
+    hub = yaml.safe_load(next(doc for doc in docs if doc["metadata"]["name"] == "edgeagent-hub"
+                              and doc["kind"] == "ConfigMap")["data"]["config.yaml"])
+    receiver = hub["receivers"]["kafka"]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == receiver["group_id"]
+    assert trigger["metadata"]["topic"] == receiver["traces"]["topic"]
+    assert trigger["metadata"]["bootstrapServers"].split(",") == receiver["brokers"]
+    monitor = _one(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+
+
+RENDERED_CONFIGS = [("default", "agent"), ("hub", "hub"), ("tail-sampling", "agent"), ("tail-sampling", "hub")]
+
+
+@pytest.mark.parametrize(("values", "component"), RENDERED_CONFIGS, ids=[f"{v}:{c}" for v, c in RENDERED_CONFIGS])
+def test_every_rendered_config_runs_on_the_installed_wheel_and_accepts_otlp(rendered, values, component, installed,
+                                                                          request, upstream, tmp_path):
+    configs = configmap_configs(f"helm {values}", yaml.safe_dump_all(rendered[values]))
+    (config,) = [config for config in configs if config.name.endswith(f"edgeagent-{component}")]
+    run_on_installation(config, installed / "bin" / "edgeagent", request, upstream, tmp_path)
