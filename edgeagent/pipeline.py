@@ -31,6 +31,7 @@ from edgeagent.config.types import split_endpoint
 from edgeagent.connectors.failover import FailoverConnector
 from edgeagent.connectors.subpipeline import SubPipeline
 from edgeagent.errors import RetryableError, ShutdownError
+from edgeagent.exporters.chain import ExportChain, send_now
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.sender import BatchSettings, Sender
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
@@ -55,7 +56,7 @@ class RunningPipeline:
     processors: list[Any]
     batch: BatchProcessor | None = None
     targets: list[tuple[QueueStore, list[DurableQueue]]] = field(default_factory=list)
-    direct: list[Any] = field(default_factory=list)  # exporters with sending_queue disabled
+    direct: list[ExportChain] = field(default_factory=list)  # exporters with sending_queue disabled
     sampler: SamplingStage | None = None  # tail_sampling: it writes to the targets itself
 
     async def consume(self, payload: Payload) -> None:
@@ -68,7 +69,7 @@ class RunningPipeline:
             await self.sampler.ingest(payload, key)
             return
         # serializing for a direct exporter adds deferred attributes, so the queues then get none to defer
-        writes = [exporter_send_now(exporter, self.signal, payload.serialized()) for exporter in self.direct]
+        writes = [send_now(chain, payload.serialized(), payload.items) for chain in self.direct]
         body, attributes = payload.stored_form()  # deferred attributes are added when the record is read
         writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
                    for store, queues in self.targets]
@@ -76,16 +77,6 @@ class RunningPipeline:
             await writes[0]
         else:
             await asyncio.gather(*writes)
-
-
-async def exporter_send_now(exporter: Any, signal: Signal, body: bytes) -> None:
-    """sending_queue disabled: one synchronous attempt; any failure is retryable for the client."""
-    try:
-        await exporter.send(signal, body)
-    except RetryableError:
-        raise
-    except Exception as exc:
-        raise RetryableError(f"upstream refused the data: {exc}", retry_after=5.0) from exc
 
 
 class SignalConsumer:
@@ -160,6 +151,7 @@ class Agent:
         self.started_at = time.time()
         self.failures: dict[str, str] = {}
         self.upstream_online: dict[str, bool | None] = {}
+        self.problems: dict[str, str] = {}  # exporter or connector id -> its last failure, until it delivers
         self.extensions: dict[str, Any] = {}
         self.exporters: dict[str, Any] = {}
         self.connectors: dict[str, Any] = {}
@@ -249,7 +241,7 @@ class Agent:
             for exp_id, exporter in zip(spec.exporters, targets) if fed_by_receivers else ():
                 queue_config = exporter.config.sending_queue
                 if not queue_config.enabled:
-                    running.direct.append(exporter)
+                    running.direct.append(ExportChain(exporter, spec.signal, self, timeout=exporter.config.timeout))
                     continue
                 store = self._store_for(queue_config.storage)
                 queue = store.queue(f"{exp_id}/{spec.signal.label}", spec.signal, queue_config.capacity())
@@ -274,8 +266,10 @@ class Agent:
                                      functools.partial(self.upstream_state, exp_id))
             store = self.stores[queue_config.storage or DEFAULT_STORAGE]
             queue = store.queues[f"{exp_id}/{signal.label}"]
+            timeout = None if exp_id in self.config.connectors else exporter.config.timeout
             self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure, queue_config.num_consumers,
-                                       settings, self, links[exp_id], queue_config.drain_order == "newest_first"))
+                                       settings, self, links[exp_id], queue_config.drain_order == "newest_first",
+                                       timeout))
         for spec, running in zip(self.config.pipelines, self.pipelines):
             for rec_id in spec.receivers:
                 if rec_id in self.config.connectors:
@@ -330,6 +324,12 @@ class Agent:
                     "upstream is %s", "reachable again" if online else "unreachable; data is kept in the queue",
                     extra={"exporter": exporter_id})
 
+    def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
+        if problem is None:
+            self.problems.pop(exporter_id, None)
+        else:
+            self.problems[exporter_id] = problem
+
     def _background_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task stopped unexpectedly", exc_info=task.exception(), extra={"task": task.get_name()})
@@ -357,9 +357,12 @@ class Agent:
                 "upstream": ("not configured" if not exporter.configured else
                              "unknown" if state is None else "online" if state else "offline"),
             }
+            if exp_id in self.problems:
+                exporters[exp_id]["problem"] = self.problems[exp_id]
         limiters = {pid: p.health() for pid, p in self.processors.items() if isinstance(p, MemoryLimiter)}
         samplers = {pid: p.health() for pid, p in self.processors.items() if isinstance(p, SamplingStage)}
-        connectors = {cid: c.health() for cid, c in self.connectors.items()}
+        connectors = {cid: {**c.health(), **({"problem": self.problems[cid]} if cid in self.problems else {})}
+                      for cid, c in self.connectors.items()}
         return {
             "healthy": self.started and not self.failures,
             "ready": self.ready(),
@@ -439,6 +442,8 @@ class Agent:
                       ("filter",))
         m.counter("edgeagent_receiver_refused_requests", "Requests refused before they were read (memory limiter, "
                   "shutdown).", ("receiver", "transport", "reason"))
+        m.counter("edgeagent_exporter_unexpected_errors", "Sends that failed with an unexpected error; the data "
+                  "stayed queued.", ("exporter",))
         m.counter("edgeagent_deadletter_items", "Items moved to the dead-letter store after a permanent rejection.",
                   ("exporter", "data_type"))
         m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were moved to the dead-letter "

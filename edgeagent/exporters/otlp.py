@@ -22,8 +22,8 @@ from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
-from edgeagent.exporters.sender import SendResult, partial_success
 from edgeagent.signals import Signal
 from edgeagent.runtime.reload import Reloading
 from edgeagent.tls import TlsClientConfig, check_grpc_client, client_files, grpc_channel_credentials

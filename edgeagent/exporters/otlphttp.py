@@ -19,9 +19,9 @@ from edgeagent.auth import AuthConfig, Authenticator, resolve as resolve_authent
 from edgeagent.component import Factory
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.retry import parse_retry_after
-from edgeagent.exporters.sender import SendResult, partial_success
 from edgeagent.signals import Signal
 from edgeagent.runtime.reload import Reloading
 from edgeagent.tls import TlsClientConfig, reloading_client_context

@@ -126,8 +126,14 @@ class Host:
     def count(self, name: str, amount: float, *labels: str) -> None:
         self.counts[(name, *labels)] += amount
 
+    def counter_inc(self, name: str, amount: float, *labels: str) -> None:
+        self.count(name, amount, *labels)
+
     def upstream_state(self, exporter_id: str, online: bool) -> None:
         self.online[exporter_id] = online
+
+    def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
+        return None
 
 
 def _request(spans: int) -> bytes:
