@@ -205,41 +205,88 @@ def merge_requests(signal: Signal, parts: list[bytes]) -> bytes:
 
 
 def split_request(signal: Signal, request: Any, max_items: int) -> list[Any]:
-    """Split a request into requests of at most `max_items` items, keeping resource and scope grouping."""
+    """Split a request into requests of at most `max_items` items, keeping resource and scope grouping.
+
+    Items are what otelcol counts: spans, log records and metric *data points*, so one metric
+    with many points is split into copies of the metric that carry a share of its points each."""
     if count_items(signal, request) <= max_items:
         return [request]
-    out: list[Any] = []
-    current = signal.request_class()
-    current_items = 0
-
-    def flush() -> None:
-        nonlocal current, current_items
-        if current_items:
-            out.append(current)
-        current = signal.request_class()
-        current_items = 0
-
+    splitter = _Splitter(signal, max(1, max_items))
     for group in resource_groups(signal, request):
         for scope_field, item_field, scope in _scopes(signal, group):
-            items = getattr(scope, item_field)
-            index = 0
-            while index < len(items):
-                room = max_items - current_items
-                if room == 0:
-                    flush()
-                    continue
-                chunk = items[index:index + room]
-                new_group = resource_groups(signal, current).add()
-                new_group.resource.CopyFrom(group.resource)
-                new_group.schema_url = group.schema_url
-                new_scope = getattr(new_group, scope_field).add()
-                new_scope.scope.CopyFrom(scope.scope)
-                new_scope.schema_url = scope.schema_url
-                getattr(new_scope, item_field).extend(chunk)
-                current_items += _chunk_items(signal, chunk)
-                index += len(chunk)
-    flush()
-    return out
+            if signal is Signal.METRICS:
+                for metric in scope.metrics:
+                    splitter.add_metric(group, scope_field, scope, metric)
+            else:
+                splitter.add_records(group, scope_field, scope, getattr(scope, item_field), item_field)
+    splitter.flush()
+    return splitter.out
+
+
+class _Splitter:
+    """Fills requests of at most `max_items` items one after the other."""
+
+    def __init__(self, signal: Signal, max_items: int):
+        self.signal = signal
+        self.max_items = max_items
+        self.out: list[Any] = []
+        self._start()
+
+    def _start(self) -> None:
+        self.current = self.signal.request_class()
+        self.count = 0
+        self._source: Any = None  # the input scope that `_target` copies
+        self._target: Any = None
+
+    def flush(self) -> None:
+        if self.count:
+            self.out.append(self.current)
+        self._start()
+
+    def _room(self) -> int:
+        if self.count >= self.max_items:
+            self.flush()
+        return self.max_items - self.count
+
+    def _scope(self, group: Any, scope_field: str, scope: Any) -> Any:
+        """The scope in the current request that receives items of `scope`."""
+        if self._source is not scope:
+            new_group = resource_groups(self.signal, self.current).add()
+            new_group.resource.CopyFrom(group.resource)
+            new_group.schema_url = group.schema_url
+            self._target = getattr(new_group, scope_field).add()
+            self._target.scope.CopyFrom(scope.scope)
+            self._target.schema_url = scope.schema_url
+            self._source = scope
+        return self._target
+
+    def add_records(self, group: Any, scope_field: str, scope: Any, items: Any, item_field: str) -> None:
+        index = 0
+        while index < len(items):
+            chunk = items[index:index + self._room()]
+            getattr(self._scope(group, scope_field, scope), item_field).extend(chunk)
+            self.count += len(chunk)
+            index += len(chunk)
+
+    def add_metric(self, group: Any, scope_field: str, scope: Any, metric: Any) -> None:
+        kind = metric.WhichOneof("data")
+        points = getattr(metric, kind).data_points if kind is not None else ()
+        room = self._room()
+        if len(points) <= room:
+            self._scope(group, scope_field, scope).metrics.add().CopyFrom(metric)
+            self.count += len(points)
+            return
+        shell = type(metric)()
+        shell.CopyFrom(metric)
+        del getattr(shell, kind).data_points[:]  # name, unit, temporality...: every part carries them
+        index = 0
+        while index < len(points):
+            chunk = points[index:index + self._room()]
+            part = self._scope(group, scope_field, scope).metrics.add()
+            part.CopyFrom(shell)
+            getattr(part, kind).data_points.extend(chunk)
+            self.count += len(chunk)
+            index += len(chunk)
 
 
 def _scopes(signal: Signal, group: Any):
@@ -248,14 +295,3 @@ def _scopes(signal: Signal, group: Any):
     if signal is Signal.LOGS:
         return (("scope_logs", "log_records", s) for s in group.scope_logs)
     return (("scope_metrics", "metrics", s) for s in group.scope_metrics)
-
-
-def _chunk_items(signal: Signal, chunk: Any) -> int:
-    if signal is not Signal.METRICS:
-        return len(chunk)
-    total = 0
-    for metric in chunk:
-        kind = metric.WhichOneof("data")
-        if kind is not None:
-            total += len(getattr(metric, kind).data_points)
-    return total
