@@ -34,6 +34,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+import cramjam
 import zstandard
 from aiohttp import web
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
@@ -86,8 +87,12 @@ def _decompress(body: bytes, encoding: str) -> bytes:
         return gzip.decompress(body)
     if encoding == "zstd":
         return zstandard.ZstdDecompressor().decompressobj().decompress(body)
-    if encoding == "deflate":
+    if encoding in ("deflate", "zlib"):  # otelcol sends the zlib format for both
         return zlib.decompress(body)
+    if encoding == "snappy":  # the block format (otelcol's confighttp.framedSnappy gate)
+        return bytes(cramjam.snappy.decompress_raw(body))
+    if encoding == "lz4":  # the frame format
+        return bytes(cramjam.lz4.decompress(body))
     return body
 
 
