@@ -206,8 +206,11 @@ class OtlpHttpExporter:
                              connection=True)
 
     async def _post(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str]) -> _Answer:
+        session = self._session
+        if session is None:
+            raise RetryableError("the exporter is shut down", connection=True)
         try:
-            async with self._session.post(url, data=data, headers=headers, allow_redirects=False,
+            async with session.post(url, data=data, headers=headers, allow_redirects=False,
                                           **self._tls_options(),
                                           timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                 return _Answer(response.status, await response.read(), response.content_type,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 
 from edgeagent.exporters.otlp import OtlpGrpcConfig
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
