@@ -6,7 +6,9 @@ import asyncio
 import time
 from collections import defaultdict
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 
 from edgeagent.errors import ShutdownError
 from edgeagent.exporters.chain import ExportChain
