@@ -20,12 +20,17 @@ class ThrottledError(RetryableError):
 
 
 class PermanentError(Exception):
-    """Never retry: the data is rejected as it is and goes to the dead-letter store."""
+    """Never retry: the data is rejected as it is and goes to the dead-letter store.
 
-    def __init__(self, message: str, status: int | str | None = None, body: bytes = b""):
+    `parts` (serialized request, items) are the refused parts of a request that was split,
+    when the rest was delivered; None means the whole request."""
+
+    def __init__(self, message: str, status: int | str | None = None, body: bytes = b"",
+                 parts: list[tuple[bytes, int]] | None = None):
         super().__init__(message)
         self.status = status
         self.body = body
+        self.parts = parts
 
 
 class DataRefusedError(RetryableError):

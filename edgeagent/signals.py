@@ -193,34 +193,82 @@ def merge_requests(signal: Signal, parts: list[bytes]) -> bytes:
 
 
 def split_request(signal: Signal, request: Any, max_items: int) -> list[Any]:
-    """Split a request into requests of at most `max_items` items, keeping resource and scope grouping."""
+    """Split a request into requests of at most `max_items` items, keeping resource and scope grouping.
+
+    Items are what otelcol counts: spans, log records and metric *data points*, so one metric
+    with many points is split into copies of the metric that carry a share of its points each."""
     if count_items(signal, request) <= max_items:
         return [request]
-    out: list[Any] = []
-    current = signal.request_class()
-    current_items = 0
-
-    def flush() -> None:
-        nonlocal current, current_items
-        if current_items:
-            out.append(current)
-        current = signal.request_class()
-        current_items = 0
-
+    splitter = _Splitter(signal, max(1, max_items))
     shape = signal.shape
     for group in shape.groups_of(request):
         for scope in shape.scopes_of(group):
-            items = shape.items_of(scope)
-            index = 0
-            while index < len(items):
-                room = max_items - current_items
-                if room == 0:
-                    flush()
-                    continue
-                chunk = items[index:index + room]
-                new_scope = shape.add_scope_like(shape.add_group_like(current, group), scope)
-                shape.items_of(new_scope).extend(chunk)
-                current_items += shape.count_items(chunk)
-                index += len(chunk)
-    flush()
-    return out
+            if signal is Signal.METRICS:
+                for metric in scope.metrics:
+                    splitter.add_metric(group, scope, metric)
+            else:
+                splitter.add_records(group, scope, shape.items_of(scope))
+    splitter.flush()
+    return splitter.out
+
+
+class _Splitter:
+    """Fills requests of at most `max_items` items one after the other."""
+
+    def __init__(self, signal: Signal, max_items: int):
+        self.shape = signal.shape
+        self.request_class = signal.request_class
+        self.max_items = max_items
+        self.out: list[Any] = []
+        self._start()
+
+    def _start(self) -> None:
+        self.current = self.request_class()
+        self.count = 0
+        self._source: Any = None  # the input scope that `_target` copies
+        self._target: Any = None
+
+    def flush(self) -> None:
+        if self.count:
+            self.out.append(self.current)
+        self._start()
+
+    def _room(self) -> int:
+        if self.count >= self.max_items:
+            self.flush()
+        return self.max_items - self.count
+
+    def _scope(self, group: Any, scope: Any) -> Any:
+        """The scope in the current request that receives items of `scope`."""
+        if self._source is not scope:
+            self._target = self.shape.add_scope_like(self.shape.add_group_like(self.current, group), scope)
+            self._source = scope
+        return self._target
+
+    def add_records(self, group: Any, scope: Any, items: Any) -> None:
+        index = 0
+        while index < len(items):
+            chunk = items[index:index + self._room()]
+            self.shape.items_of(self._scope(group, scope)).extend(chunk)
+            self.count += len(chunk)
+            index += len(chunk)
+
+    def add_metric(self, group: Any, scope: Any, metric: Any) -> None:
+        kind = metric.WhichOneof("data")
+        points = getattr(metric, kind).data_points if kind is not None else ()
+        room = self._room()
+        if len(points) <= room:
+            self._scope(group, scope).metrics.add().CopyFrom(metric)
+            self.count += len(points)
+            return
+        shell = type(metric)()
+        shell.CopyFrom(metric)
+        del getattr(shell, kind).data_points[:]  # name, unit, temporality...: every part carries them
+        index = 0
+        while index < len(points):
+            chunk = points[index:index + self._room()]
+            part = self._scope(group, scope).metrics.add()
+            part.CopyFrom(shell)
+            getattr(part, kind).data_points.extend(chunk)
+            self.count += len(chunk)
+            index += len(chunk)

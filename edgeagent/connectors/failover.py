@@ -50,8 +50,9 @@ from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration, format_duration
 from edgeagent.connectors.subpipeline import SubPipeline, settle
 from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.exporters.chain import SendResult
 from edgeagent.exporters.retry import RetryConfig
-from edgeagent.exporters.sender import QueueConfig, SendResult
+from edgeagent.exporters.sender import QueueConfig
 from edgeagent.signals import Payload, Signal
 
 log = logging.getLogger(__name__)

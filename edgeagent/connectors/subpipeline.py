@@ -2,21 +2,21 @@
 
 A pipeline whose receivers are all connectors is a *sub-pipeline*. The connector that feeds it
 owns the durable queue and the sender; the sub-pipeline runs one request through its processors
-and sends it synchronously through every exporter, so the connector's queue entry is
-acknowledged only after the exporters answered. Each exporter's outcome is counted under the
-exporter's own id (`otelcol_exporter_sent_*`, `otelcol_exporter_send_failed_*`) and updates its
-upstream state, as the sender does for queued exporters.
+and sends it synchronously through every exporter's export chain (one attempt: the connector's
+sender retries), so the connector's queue entry is acknowledged only after the exporters
+answered. The chains count each exporter's outcome under its own id and report its upstream
+state, as for queued exporters.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgeagent.errors import PermanentError, RetryableError
-from edgeagent.exporters.sender import SendResult
-from edgeagent.signals import Payload
+from edgeagent.exporters.chain import ExportChain, SendResult, Telemetry
+from edgeagent.signals import Payload, Signal
 
 
 @dataclass
@@ -24,7 +24,8 @@ class SubPipeline:
     id: str
     processors: list[Any]
     exporters: list[Any]
-    host: Any
+    host: Telemetry
+    _chains: dict[tuple[str, Signal], ExportChain] = field(default_factory=dict, init=False, repr=False)
 
     def process(self, payload: Payload) -> Payload | None:
         """Run the processors; their errors (the memory limiter refusing) say nothing about the exporters."""
@@ -41,22 +42,20 @@ class SubPipeline:
                                           for exporter in self.exporters), return_exceptions=True)
         return settle(outcomes)
 
-    async def _send(self, exporter: Any, signal: Any, body: bytes, items: int) -> SendResult:
+    def _chain(self, exporter: Any, signal: Signal) -> ExportChain:
+        key = (exporter.id, signal)
+        if key not in self._chains:
+            self._chains[key] = ExportChain(exporter, signal, self.host, timeout=exporter.config.timeout)
+        return self._chains[key]
+
+    async def _send(self, exporter: Any, signal: Signal, body: bytes, items: int) -> SendResult:
         try:
-            result = await exporter.send(signal, body)
+            delivery = await self._chain(exporter, signal).export([(body, items)])
         except RetryableError as exc:
-            self.host.upstream_state(exporter.id, online=not exc.connection)
-            self.host.count(f"otelcol_exporter_send_failed_{signal.item_name}", items, exporter.id)
             raise type(exc)(f"{exporter.id}: {exc}", retry_after=exc.retry_after, connection=exc.connection) from exc
         except PermanentError as exc:
-            self.host.upstream_state(exporter.id, online=True)
-            self.host.count(f"otelcol_exporter_send_failed_{signal.item_name}", items, exporter.id)
-            raise PermanentError(f"{exporter.id}: {exc}", status=exc.status, body=exc.body) from exc
-        self.host.upstream_state(exporter.id, online=True)
-        self.host.count(f"otelcol_exporter_sent_{signal.item_name}", items - result.rejected, exporter.id)
-        if result.rejected:
-            self.host.count(f"edgeagent_exporter_rejected_{signal.item_name}", result.rejected, exporter.id)
-        return result
+            raise PermanentError(f"{exporter.id}: {exc}", status=exc.status, body=exc.body, parts=exc.parts) from exc
+        return SendResult(rejected=delivery.rejected)
 
 
 def settle(outcomes: list[Any]) -> SendResult:

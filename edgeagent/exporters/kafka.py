@@ -58,8 +58,8 @@ from edgeagent.config.types import Duration
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig, classify
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.chain import SendResult
 from edgeagent.exporters.config import ExporterConfig
-from edgeagent.exporters.sender import SendResult
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.signals import Signal, resource_groups
 from otel.shape import TRACES

@@ -2,7 +2,12 @@
 
 Errors follow the OTLP specification's table: UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
 CANCELLED, OUT_OF_RANGE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED only when the server
-sends RetryInfo (it then says when to come back); every other code is permanent.
+sends RetryInfo (it then says when to come back); every other code is permanent. The
+metadata we send (headers, auth) is masked in the server's details before anyone sees them.
+
+Compression: otelcol accepts gzip, zstd and snappy for gRPC. grpcio, the gRPC library used
+here, compresses with gzip (and deflate) only, so zstd and snappy are accepted, so that
+configs port unchanged, and sent gzip-compressed; validate warns about it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
-from edgeagent.exporters.sender import SendResult, partial_success
+from edgeagent.exporters.redact import mask
 from edgeagent.signals import Signal
 from edgeagent.runtime.reload import Reloading
 from edgeagent.tls import TlsClientConfig, check_grpc_client, client_files, grpc_channel_credentials
@@ -43,7 +49,7 @@ class KeepaliveConfig(ComponentConfig):
 class OtlpGrpcConfig(ExporterConfig):
     endpoint: str | None = None
     timeout: Duration = 5.0
-    compression: Literal["gzip", "none", ""] = "gzip"
+    compression: Literal["gzip", "zstd", "snappy", "none", ""] = "gzip"
     tls: TlsClientConfig = Field(default_factory=TlsClientConfig)
     auth: AuthConfig | None = None
     keepalive: KeepaliveConfig | None = None
@@ -62,6 +68,9 @@ class OtlpGrpcConfig(ExporterConfig):
     def config_warnings(self) -> list[str]:
         if not self.endpoint:
             return ["endpoint is empty: no upstream is configured, data is buffered until one is set"]
+        if self.compression in ("zstd", "snappy"):
+            return [f"compression {self.compression}: the gRPC library compresses with gzip only, so requests are "
+                    f"sent gzip-compressed; use the otlphttp exporter for {self.compression}"]
         return []
 
     def target(self) -> tuple[str, bool]:
@@ -150,7 +159,7 @@ class OtlpGrpcExporter:
         if self._channel is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
         await self._reopen_if_certificates_changed()
-        gzipped = self.config.compression == "gzip"
+        gzipped = self.config.compression not in ("none", "")
         if self._bandwidth is not None:
             # gRPC compresses inside the call; charge what it will put on the wire (about)
             wire = len(await asyncio.to_thread(gzip.compress, body, 1)) if gzipped else len(body)
@@ -161,21 +170,22 @@ class OtlpGrpcExporter:
                 compression=grpc.Compression.Gzip if gzipped else grpc.Compression.NoCompression,
                 wait_for_ready=self.config.wait_for_ready or None)
         except grpc.aio.AioRpcError as error:
-            raise classify(error) from None
+            raise classify(error, [value for _, value in self._call_metadata() or ()]) from None
         return partial_success(signal, response)
 
 
-def classify(error: grpc.aio.AioRpcError) -> Exception:
-    """The one place that maps a gRPC status to what the sender must do."""
+def classify(error: grpc.aio.AioRpcError, secrets: list[str]) -> Exception:
+    """The one place that maps a gRPC status to what the sender must do; `secrets` are masked in the details."""
     code = error.code()
-    message = f"upstream answered {code.name}: {error.details() or ''}".rstrip(": ")
+    details = mask(error.details() or "", secrets)
+    message = f"upstream answered {code.name}: {details}".rstrip(": ")
     delay = _retry_delay(error.trailing_metadata())
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None:
         return ThrottledError(message, retry_after=delay)
     if code in _RETRYABLE:
         return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None)
-    return PermanentError(f"upstream rejected the data with {code.name}: {error.details() or ''}",
-                          status=code.name, body=(error.details() or "").encode())
+    return PermanentError(f"upstream rejected the data with {code.name}: {details}", status=code.name,
+                          body=details.encode())
 
 
 def _retry_delay(metadata: Any) -> float | None:

@@ -1,29 +1,45 @@
-"""The `otlphttp` exporter: POST serialized OTLP requests to `<endpoint>/v1/<signal>`."""
+"""The `otlphttp` exporter: POST serialized OTLP requests to `<endpoint>/v1/<signal>`.
+
+Redirects (as otelcol's confighttp client, which keeps method and body only for 307/308):
+a 307 or 308 is followed with the same POST and body, at most MAX_REDIRECTS hops, without
+credentials when it leaves the host. A 301, 302 or 303 would turn the POST into a GET: the
+final 200 would be a login page and the data lost. They are not followed; the upstream is
+treated as unreachable (retryable, data stays queued) and the Location is logged once per
+episode and shown in health until data is accepted again.
+
+Credentials in an endpoint URL (`https://user:password@host`) are sent as HTTP Basic auth,
+unless `headers` or `auth` also set an Authorization: that is a config error. Nothing the
+exporter logs, raises or shows carries a header value, a password or a query value
+(edgeagent.exporters.redact).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
+import base64
 import logging
-import re
 import ssl
+from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
-import zstandard
 from google.protobuf.message import DecodeError
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 
 from edgeagent import __version__
-from edgeagent.auth import AuthConfig, Authenticator, resolve as resolve_authenticator
+from edgeagent.auth import AuthConfig, Authenticator
+from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import Factory
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
+from edgeagent.exporters.encoding import compress
+from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.exporters.retry import parse_retry_after
-from edgeagent.exporters.sender import SendResult, partial_success
-from edgeagent.signals import Signal
 from edgeagent.runtime.reload import Reloading
+from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, reloading_client_context
 
 log = logging.getLogger(__name__)
@@ -31,29 +47,46 @@ _RETRYABLE_STATUS = (429, 502, 503, 504)
 _THROTTLE_STATUS = (429, 503)
 # a proxy or captive portal answering for an unreachable upstream: the link is down, not the server
 _LINK_STATUS = (502, 504)
-_PASSWORD = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)([^/@:]*):[^/@]*@")  # [scheme://]user:password@
+_FOLLOWED = (307, 308)  # redirects that keep the method and the body
+MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
+_CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # dropped when a redirect leaves the host
+_URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint")
 
 
 class OtlpHttpConfig(ExporterConfig):
+    auth: AuthConfig | None = None  # before the endpoints, so that their validation sees it
     endpoint: str | None = None
     traces_endpoint: str | None = None
     metrics_endpoint: str | None = None
     logs_endpoint: str | None = None
-    compression: Literal["gzip", "zstd", "none", ""] = "gzip"
+    compression: Literal["gzip", "zstd", "deflate", "zlib", "snappy", "lz4", "none", ""] = "gzip"
     tls: TlsClientConfig | None = None
-    auth: AuthConfig | None = None
+
+    @field_validator(*_URL_FIELDS)
+    @classmethod
+    def _url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if not url:
+            return url
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{shown_url(url)!r} must start with http:// or https://")
+        if urlsplit(url).password is None and urlsplit(url).username is None:
+            return url
+        headers = info.data.get("headers") or {}
+        if any(name.lower() == "authorization" for name in headers):
+            raise ValueError("carries credentials (user:password@) and headers sets Authorization too; keep one: "
+                             "remove the credentials from the URL or the Authorization header")
+        if info.data.get("auth") is not None:
+            raise ValueError("carries credentials (user:password@) and auth::authenticator sets Authorization too; "
+                             "keep one: remove the credentials from the URL or auth")
+        return url
 
     @model_validator(mode="after")
-    def _check(self) -> "OtlpHttpConfig":
+    def _check(self) -> OtlpHttpConfig:
         # An endpoint set to "" on purpose (e.g. ${env:EDGEAGENT_UPSTREAM:-}) means "no upstream yet":
         # the agent buffers everything durably and says so. A missing endpoint is a mistake.
         if self.endpoint is None and not all((self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
             raise ValueError("endpoint is required: set endpoint (e.g. https://collector:4318) "
                              "or traces_endpoint, metrics_endpoint and logs_endpoint")
-        for name in ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint"):
-            url = getattr(self, name)
-            if url and not url.startswith(("http://", "https://")):
-                raise ValueError(f"{name} {_shown(url)!r} must start with http:// or https://")
         return self
 
     def config_warnings(self) -> list[str]:
@@ -76,6 +109,15 @@ class OtlpHttpConfig(ExporterConfig):
         return self.endpoint.rstrip("/") + f"/v1/{signal.label}"
 
 
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    content: bytes
+    content_type: str
+    retry_after: float | None
+    location: str | None
+
+
 class OtlpHttpExporter:
     """Sends one request; raises RetryableError or PermanentError as the upstream answers."""
 
@@ -89,13 +131,18 @@ class OtlpHttpExporter:
         self._tls: Reloading[ssl.SSLContext | None] | None = None  # read in start()
         self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"edgeagent/{__version__}",
                          **config.headers}
-        if config.compression in ("gzip", "zstd"):
-            self._headers["Content-Encoding"] = config.compression
+        self._encoding = config.compression if config.compression not in ("none", "") else None
+        if self._encoding is not None:
+            self._headers["Content-Encoding"] = self._encoding
+        # signal -> (URL without credentials, the Basic Authorization they make or None)
+        self._targets = {signal: _split_credentials(url) for signal in Signal if (url := config.url(signal))}
+        self._url_secrets = [secret for signal in Signal for secret in url_secrets(config.url(signal) or "")]
         self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
+        self._redirected_to: str | None = None  # the Location of the redirect episode going on
 
     def describe(self) -> str:
         urls = [self.config.endpoint] if self.config.endpoint else filter(None, (self.config.url(s) for s in Signal))
-        return ", ".join(_shown(url) for url in urls) or "none"
+        return ", ".join(shown_url(url) for url in urls) or "none"
 
     async def start(self) -> None:
         self._auth = resolve_authenticator(self.host, self.config.auth)
@@ -109,10 +156,18 @@ class OtlpHttpExporter:
             session, self._session = self._session, None
             await session.close()
 
-    def _request_headers(self) -> dict[str, str]:
+    def _request_headers(self, basic: str | None) -> dict[str, str]:
+        headers = self._headers if basic is None else {**self._headers, "Authorization": basic}
         if self._auth is None:
-            return self._headers
-        return {**self._headers, **self._auth.client_headers()}
+            return headers
+        return {**headers, **self._auth.client_headers()}
+
+    def _secrets(self, headers: dict[str, str], url: str) -> list[str]:
+        """What must never appear in what we log, store or show: credentials we send and URL secrets."""
+        configured = {*self.config.headers.values(), *(self._auth.client_headers().values() if self._auth else ())}
+        credentials = [value for name, value in headers.items() if name.lower() in _CREDENTIAL_HEADERS]
+        basic = [value.split(" ", 1)[-1] for value in credentials]
+        return [*configured, *credentials, *basic, *url_secrets(url), *self._url_secrets]
 
     def _tls_options(self) -> dict[str, Any]:
         """The current TLS context (read again when its files changed) and the name to verify."""
@@ -123,45 +178,87 @@ class OtlpHttpExporter:
             options["server_hostname"] = self.config.tls.server_name_override
         return options
 
-    async def _compress(self, body: bytes) -> bytes:
-        if self.config.compression == "gzip":
-            return await asyncio.to_thread(gzip.compress, body, 1)
-        if self.config.compression == "zstd":
-            return await asyncio.to_thread(zstandard.ZstdCompressor(level=3).compress, body)
-        return body
-
     async def send(self, signal: Signal, body: bytes) -> SendResult:
-        url = self.config.url(signal)
-        if url is None or self._session is None:
+        target = self._targets.get(signal)
+        if target is None or self._session is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
-        data = await self._compress(body)
+        url, basic = target
+        data = body if self._encoding is None else await asyncio.to_thread(compress, self._encoding, body)
         if self._bandwidth is not None:
             await self._bandwidth.take(len(data))
+        headers = self._request_headers(basic)
+        secrets = self._secrets(headers, url)
+        answer, url = await self._post_following(url, data, headers, secrets)
+        return self._result(signal, answer, url, secrets)
+
+    async def _post_following(self, url: str, data: bytes, headers: dict[str, str],
+                              secrets: list[str]) -> tuple[_Answer, str]:
+        """POST, following 307/308 with the same body; returns the last answer and the URL that gave it."""
+        for _ in range(MAX_REDIRECTS + 1):
+            answer = await self._post(url, data, headers, secrets)
+            if answer.status not in _FOLLOWED or not answer.location:
+                return answer, url
+            target = urljoin(url, answer.location)
+            if urlsplit(target).hostname != urlsplit(url).hostname:  # as Go: credentials stay with their host
+                headers = {name: value for name, value in headers.items() if name.lower() not in _CREDENTIAL_HEADERS}
+            url = target
+        raise RetryableError(f"upstream redirected more than {MAX_REDIRECTS} times, last to {mask(shown_url(url), secrets)}",
+                             connection=True)
+
+    async def _post(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str]) -> _Answer:
+        session = self._session
+        if session is None:
+            raise RetryableError("the exporter is shut down", connection=True)
         try:
-            async with self._session.post(url, data=data, headers=self._request_headers(), **self._tls_options(),
+            async with session.post(url, data=data, headers=headers, allow_redirects=False,
+                                          **self._tls_options(),
                                           timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
-                content = await response.read()
-                status = response.status
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                content_type = response.content_type
-        except asyncio.TimeoutError as exc:
+                return _Answer(response.status, await response.read(), response.content_type,
+                               parse_retry_after(response.headers.get("Retry-After")),
+                               response.headers.get("Location"))
+        except TimeoutError as exc:
             raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise RetryableError(f"upstream unreachable: {exc}", connection=True) from exc
+            raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True) from exc
+
+    def _result(self, signal: Signal, answer: _Answer, url: str, secrets: list[str]) -> SendResult:
+        """The one place that maps an HTTP answer to what the chain must do."""
+        status = answer.status
         if 200 <= status < 300:
-            return partial_success(signal, content) if content_type == "application/x-protobuf" else SendResult()
-        message = _error_message(content, content_type) or f"HTTP {status}"
+            self._redirected_to = None
+            return partial_success(signal, answer.content) if answer.content_type == "application/x-protobuf" \
+                else SendResult()
+        if 300 <= status < 400:
+            raise self._redirected(answer, url, secrets)
+        message = mask(_error_message(answer.content, answer.content_type) or f"HTTP {status}", secrets)
         if status in _RETRYABLE_STATUS:
-            if status in _THROTTLE_STATUS and retry_after is not None:
-                raise ThrottledError(f"upstream answered {status}: {message}", retry_after=retry_after)
-            raise RetryableError(f"upstream answered {status}: {message}", retry_after=retry_after,
+            if status in _THROTTLE_STATUS and answer.retry_after is not None:
+                raise ThrottledError(f"upstream answered {status}: {message}", retry_after=answer.retry_after)
+            raise RetryableError(f"upstream answered {status}: {message}", retry_after=answer.retry_after,
                                  connection=status in _LINK_STATUS)
-        raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=content[:4096])
+        body = mask(answer.content[:4096].decode("utf-8", "replace"), secrets).encode()
+        raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=body)
+
+    def _redirected(self, answer: _Answer, url: str, secrets: list[str]) -> RetryableError:
+        """A redirect not followed: the upstream counts as unreachable; said once per episode."""
+        location = mask(shown_url(urljoin(url, answer.location)), secrets) if answer.location else "nowhere"
+        if location != self._redirected_to:
+            self._redirected_to = location
+            log.warning("upstream answers with a redirect that would turn the POST into a GET; it is treated as "
+                        "unreachable and the data stays queued: check the endpoint",
+                        extra={"exporter": self.id, "status": answer.status, "location": location})
+        return RetryableError(f"upstream redirects ({answer.status}) to {location}; not followed, the data stays "
+                              f"queued", connection=True)
 
 
-def _shown(url: str) -> str:
-    """A URL as status, health and errors show it: a password in it (user:password@host) is masked."""
-    return _PASSWORD.sub(r"\1\2:***@", url)
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """The URL without `user:password@`, and the Basic Authorization value they make (None without)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    netloc = parts.netloc.rpartition("@")[2]
+    user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return urlunsplit(parts._replace(netloc=netloc)), "Basic " + base64.b64encode(user_pass.encode()).decode()
 
 
 def _error_message(content: bytes, content_type: str) -> str:

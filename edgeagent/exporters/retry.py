@@ -1,7 +1,8 @@
 """Retry policy for exporters: otelcol's `retry_on_failure` keys, backoff and Retry-After.
 
 Difference from otelcol: when `max_elapsed_time` runs out, otelcol drops the data. An edge
-agent must not, so the sender puts it back in the queue and tries again later.
+agent must not, so the sender puts it back in the queue and tries again later. The export
+chain (edgeagent.exporters.chain) runs the retries.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ import random
 import time
 
 from pydantic import Field, model_validator
-from tenacity import RetryCallState
 
 from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration
-from edgeagent.errors import RetryableError
 
 
 class RetryConfig(ComponentConfig):
@@ -40,19 +39,6 @@ def backoff_delay(config: RetryConfig, attempt: int, rng: random.Random = random
     interval = min(config.initial_interval * config.multiplier ** (attempt - 1), config.max_interval)
     spread = config.randomization_factor * interval
     return max(0.0, interval - spread + rng.random() * 2 * spread)
-
-
-class Backoff:
-    """A tenacity wait strategy: exponential backoff, or exactly what the upstream asked for."""
-
-    def __init__(self, config: RetryConfig):
-        self.config = config
-
-    def __call__(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, RetryableError) and exc.retry_after is not None:
-            return exc.retry_after
-        return backoff_delay(self.config, state.attempt_number)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -3,34 +3,37 @@
 Design note
 ===========
 * A sender owns `num_consumers` consumer tasks for one (exporter, signal) queue. Each
-  consumer leases the oldest records, merges them into one request (batch settings), sends
-  it with retry and backoff, and then acks (2xx), dead-letters (permanent rejection, with the
-  upstream's answer) or releases (retries ran out, or shutdown) the lease.
+  consumer leases the oldest records, merges them into one request (batch settings) and
+  hands it to the export chain (edgeagent.exporters.chain: timeout, retry with backoff,
+  split on 413, dead letters, metrics). Then it acks (delivered), or the chain has moved
+  what the upstream refused for good to the dead-letter store with the upstream's answer,
+  or it releases the lease (retries ran out, or shutdown).
 * Nothing is dropped when `retry_on_failure.max_elapsed_time` runs out: the records go back
   to the queue and are sent again after a pause. otelcol drops them; an edge agent must not.
 * Batching happens here, after the durable commit: one consumer at a time gathers a batch,
   waiting until `send_batch_size` items are queued or `timeout` has passed since it started
   waiting. Requests larger than `send_batch_max_size` are split.
-* Shutdown cancels the consumers; a cancelled consumer releases its lease, so in-flight
-  data stays queued for the next run.
+* No consumer dies on one lease: an unexpected exception is logged (once until a delivery
+  succeeds again), counted in `edgeagent_exporter_unexpected_errors`, shown in health as the
+  exporter's problem; the lease goes back to the queue and the consumer pauses, then goes on.
+* Shutdown stops the chain's backoff waits and cancels the consumers; a cancelled consumer
+  releases its lease, so in-flight data stays queued for the next run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
-from google.protobuf.message import DecodeError
 from pydantic import Field
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, stop_never
 
 from edgeagent.component import ComponentConfig
-from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.errors import RetryableError, ShutdownError
+from edgeagent.exporters.chain import ExportChain, Exporter, Part, Telemetry
 from edgeagent.exporters.link import Link
-from edgeagent.exporters.retry import Backoff, RetryConfig
+from edgeagent.exporters.retry import RetryConfig
 from edgeagent.queue.limits import QueueCapacity
 from edgeagent.queue.lmdb_queue import DurableQueue, Lease
 from edgeagent.signals import Signal, count_items, merge_requests, split_request
@@ -52,36 +55,22 @@ class QueueConfig(ComponentConfig):
 
 
 @dataclass
-class SendResult:
-    rejected: int = 0
-    message: str = ""
-
-
-def partial_success(signal: Signal, content: bytes) -> SendResult:
-    """What an Export*ServiceResponse says the upstream rejected (OTLP partial success)."""
-    if not content:
-        return SendResult()
-    try:
-        response = signal.response_class.FromString(content)
-    except DecodeError:
-        return SendResult()
-    if not response.HasField("partial_success"):
-        return SendResult()
-    partial = response.partial_success
-    return SendResult(rejected=getattr(partial, f"rejected_{signal.item_name}", 0), message=partial.error_message)
-
-
-@dataclass
 class BatchSettings:
     timeout: float
     send_batch_size: int
     send_batch_max_size: int
 
 
+class SenderHost(Telemetry, Protocol):
+    """What a sender asks of the agent beyond the chain's telemetry."""
+
+    def component_failed(self, path: str, message: str) -> None: ...
+
+
 class Sender:
-    def __init__(self, exporter: Any, queue: DurableQueue, retry: RetryConfig, num_consumers: int,
-                 batch: BatchSettings | None, telemetry: Any, link: Link | None = None,
-                 newest_first: bool = False):
+    def __init__(self, exporter: Exporter, queue: DurableQueue, retry: RetryConfig, num_consumers: int,
+                 batch: BatchSettings | None, telemetry: SenderHost, link: Link | None = None,
+                 newest_first: bool = False, timeout: float | None = None):
         self.exporter = exporter
         self.queue = queue
         self.signal: Signal = queue.signal
@@ -90,12 +79,14 @@ class Sender:
         self.batch = batch
         self.telemetry = telemetry
         self.link = link or Link(num_consumers, retry, lambda online: telemetry.upstream_state(exporter.id, online))
+        self.chain = ExportChain(exporter, self.signal, telemetry, timeout=timeout, retry=retry, link=self.link,
+                                 drains_queue=True)
         self.newest_first = newest_first
         self._tasks: list[asyncio.Task] = []
         self._delivering: set[asyncio.Task] = set()  # consumers between lease and settlement
         self._closing = False
         self._gather_lock = asyncio.Lock()
-        self._last_partial_log = 0.0
+        self._troubled = False  # an unexpected error was logged and no delivery succeeded since
 
     async def start(self) -> None:
         for index in range(self.num_consumers):
@@ -106,8 +97,10 @@ class Sender:
     async def shutdown(self, grace: float = 3.0) -> None:
         """Stop leasing; let deliveries under way settle for up to `grace` seconds, then cancel them.
 
-        A delivery cancelled mid-send returns its lease, so the upstream may get that batch twice;
-        the grace period keeps that to deliveries that hang (stop and reload, not only crashes)."""
+        A backoff wait ends at once (the data stays queued). A delivery cancelled mid-send returns
+        its lease, so the upstream may get that batch twice; the grace period keeps that to
+        deliveries that hang (stop and reload, not only crashes)."""
+        self.chain.stop()
         tasks, self._tasks = self._tasks, []
         self._closing = True
         busy = [task for task in tasks if task in self._delivering]
@@ -130,20 +123,35 @@ class Sender:
         current = asyncio.current_task()
         assert current is not None
         while not self._closing:
-            lease = await self._next_lease()
-            if lease is None:
-                continue
-            self._delivering.add(current)
+            lease = None
             try:
+                lease = await self._next_lease()
+                if lease is None:
+                    continue
+                self._delivering.add(current)
                 pause = await self._deliver(lease)
-            except BaseException:
-                if not lease.done:
+            except asyncio.CancelledError:
+                if lease is not None and not lease.done:
                     self.queue.release(lease)
                 raise
+            except Exception as exc:  # noqa: BLE001 - a bug or a surprise must not stop the consumer
+                pause = self._unexpected(lease, exc)
             finally:
                 self._delivering.discard(current)
             if pause and not self._closing:
                 await asyncio.sleep(pause)
+
+    def _unexpected(self, lease: Lease | None, error: Exception) -> float:
+        """Keep the lease's data queued, say so once, and pause before the next lease."""
+        if lease is not None and not lease.done:
+            self.queue.release(lease, attempts=lease.attempts + 1)
+        self.telemetry.count("edgeagent_exporter_unexpected_errors", 1, self.exporter.id)
+        self.telemetry.exporter_problem(self.exporter.id, f"unexpected error while sending: {error!r}")
+        if not self._troubled:
+            self._troubled = True
+            log.error("sending failed unexpectedly; the data stays queued and is tried again after a pause",
+                      exc_info=error, extra={"exporter": self.exporter.id, "signal": self.signal.label})
+        return self.retry.max_interval
 
     async def _next_lease(self) -> Lease | None:
         await self.queue.wait_available()
@@ -159,66 +167,28 @@ class Sender:
 
     async def _deliver(self, lease: Lease) -> float:
         """Send one lease and settle it; returns how long this consumer should pause."""
-        exporter_id = self.exporter.id
-        items_name = self.signal.item_name
-        outcome = _Outcome()
         try:
-            for body, items in self._requests(lease):
-                await self._send_splitting(body, items, outcome)
+            await self.chain.export(self._requests(lease), _LeaseDeadLetters(lease))
+        except ShutdownError:
+            self.queue.release(lease)
+            return 0.0
         except RetryableError as exc:
             self.queue.release(lease, attempts=lease.attempts + 1)
-            self.telemetry.counter_inc(f"otelcol_exporter_send_failed_{items_name}", lease.items, exporter_id)
             log.warning("upstream still failing after retries; data stays queued and will be sent again",
-                        extra={"exporter": exporter_id, "signal": self.signal.label, "items": lease.items,
+                        extra={"exporter": self.exporter.id, "signal": self.signal.label, "items": lease.items,
                                "error": str(exc)})
             return self.retry.max_interval
-        if outcome.refused:
-            await self._dead_letter(lease, outcome)
-        else:
+        if not lease.done:  # not dead-lettered
             self.queue.ack(lease).add_done_callback(self._ack_done)
-        sent = lease.items - outcome.refused_items - outcome.rejected
-        self.telemetry.counter_inc(f"otelcol_exporter_sent_{items_name}", sent, exporter_id)
-        if outcome.rejected:
-            self.telemetry.counter_inc(f"edgeagent_exporter_rejected_{items_name}", outcome.rejected, exporter_id)
+        self._troubled = False
         return 0.0
-
-    async def _send_splitting(self, body: bytes, items: int, outcome: "_Outcome") -> None:
-        """Send a request; on 413 send its halves instead, down to single items."""
-        try:
-            result = await self._send_with_retry(body)
-        except PermanentError as exc:
-            if exc.status == 413 and items > 1:
-                request = self.signal.request_class.FromString(body)
-                for half in split_request(self.signal, request, (items + 1) // 2):
-                    await self._send_splitting(half.SerializeToString(), count_items(self.signal, half), outcome)
-                return
-            outcome.refuse(body, items, exc)
-            return
-        outcome.rejected += result.rejected
-        if result.rejected:
-            self._log_partial(result)
-
-    async def _dead_letter(self, lease: Lease, outcome: "_Outcome") -> None:
-        exporter_id = self.exporter.id
-        exc = outcome.error
-        description = {"exporter": exporter_id, "status": exc.status, "reason": str(exc),
-                       "response": exc.body.decode("utf-8", "replace")}
-        whole = outcome.refused_items == lease.items and len(outcome.refused) == 1
-        # a request refused as a whole keeps its queue records; parts of a split one are stored as sent
-        await self.queue.dead_letter(lease, description, bodies=None if whole else outcome.refused)
-        self.telemetry.counter_inc(f"otelcol_exporter_send_failed_{self.signal.item_name}", outcome.refused_items,
-                                   exporter_id)
-        self.telemetry.counter_inc("edgeagent_deadletter_items", outcome.refused_items, exporter_id, self.signal.label)
-        log.error("upstream rejected data permanently; moved it to the dead-letter store",
-                  extra={"exporter": exporter_id, "signal": self.signal.label, "items": outcome.refused_items,
-                         "error": str(exc)})
 
     def _ack_done(self, future: asyncio.Future) -> None:
         if not future.cancelled() and future.exception() is not None:
             log.error("acknowledging delivered data failed; it will be delivered again",
                       exc_info=future.exception(), extra={"queue": self.queue.name})
 
-    def _requests(self, lease: Lease) -> list[tuple[bytes, int]]:
+    def _requests(self, lease: Lease) -> list[Part]:
         body = merge_requests(self.signal, lease.bodies)
         max_items = self.batch.send_batch_max_size if self.batch else 0
         if not max_items or lease.items <= max_items:
@@ -227,55 +197,15 @@ class Sender:
         return [(part.SerializeToString(), count_items(self.signal, part))
                 for part in split_request(self.signal, request, max_items)]
 
-    async def _send_with_retry(self, body: bytes) -> SendResult:
-        retry = self.retry
-        if not retry.enabled:
-            stop = stop_after_attempt(1)
-        elif retry.max_elapsed_time > 0:
-            stop = stop_after_delay(retry.max_elapsed_time)
-        else:
-            stop = stop_never
-        attempts = AsyncRetrying(retry=retry_if_exception_type(RetryableError), wait=Backoff(retry), stop=stop,
-                                 reraise=True, before_sleep=self._before_retry)
-        async for attempt in attempts:
-            with attempt:
-                async with self.link.attempt():
-                    try:
-                        result = await self.exporter.send(self.signal, body)
-                    except RetryableError as exc:
-                        await self.link.failed(exc)
-                        raise
-                    except PermanentError:
-                        await self.link.succeeded()  # it answered: the link works
-                        raise
-                await self.link.succeeded()
-                return result
-        raise AssertionError("unreachable")
-
-    def _before_retry(self, state: Any) -> None:
-        exc = state.outcome.exception()
-        log.debug("send failed; retrying", extra={"exporter": self.exporter.id, "signal": self.signal.label,
-                                                   "attempt": state.attempt_number, "error": str(exc)})
-
-    def _log_partial(self, result: SendResult) -> None:
-        now = time.monotonic()
-        if now - self._last_partial_log > 60:
-            self._last_partial_log = now
-            log.warning("upstream accepted the request partially", extra={
-                "exporter": self.exporter.id, "signal": self.signal.label, "rejected": result.rejected,
-                "upstream_message": result.message})
-
 
 @dataclass
-class _Outcome:
-    """What became of one lease's requests: items the upstream rejected, and requests it refused."""
+class _LeaseDeadLetters:
+    """The dead-letter sink of one lease: the refused requests replace the lease's records."""
 
-    rejected: int = 0  # reported in partial_success: not retried, not stored
-    refused: list[tuple[bytes, int]] = field(default_factory=list)  # permanently refused (body, items)
-    refused_items: int = 0
-    error: PermanentError | None = None
+    lease: Lease
 
-    def refuse(self, body: bytes, items: int, error: PermanentError) -> None:
-        self.refused.append((body, items))
-        self.refused_items += items
-        self.error = self.error or error
+    async def dead_letter(self, refused: list[Part], description: dict[str, Any]) -> None:
+        lease = self.lease
+        whole = len(refused) == 1 and refused[0][1] == lease.items
+        # a request refused as a whole keeps its queue records; parts of a split one are stored as sent
+        await lease.queue.dead_letter(lease, description, bodies=None if whole else refused)

@@ -70,7 +70,7 @@ async def call(path: str, name: str, params: dict[str, Any] | None = None, timeo
     connector = aiohttp.UnixConnector(path=path)
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async with session.post(f"http://edgeagent/{name}", json=params or {}) as response:
+            async with session.post(f"http://edgeagent/{name}", json=params or {}, allow_redirects=False) as response:
                 body = await response.read()
                 if response.status != 200:
                     raise RuntimeError(json.loads(body).get("error", f"control command failed ({response.status})"))

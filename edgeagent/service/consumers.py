@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from edgeagent.errors import RetryableError, ShutdownError
+from edgeagent.exporters.chain import ExportChain, send_now
 from edgeagent.processors.batch import BatchConfig
 from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
 from edgeagent.service.host import Telemetry
@@ -49,10 +50,6 @@ class Stage(Protocol):
     async def ingest(self, payload: Payload, key: bytes) -> None: ...
 
 
-class DirectExporter(Protocol):
-    async def send(self, signal: Signal, body: bytes) -> Any: ...
-
-
 @dataclass
 class RunningPipeline:
     id: str
@@ -60,7 +57,7 @@ class RunningPipeline:
     processors: list[Processor]
     batch: Batcher | None = None
     targets: list[tuple[QueueStore, list[DurableQueue]]] = field(default_factory=list)
-    direct: list[DirectExporter] = field(default_factory=list)  # exporters with sending_queue disabled
+    direct: list[ExportChain] = field(default_factory=list)  # exporters with sending_queue disabled
     stage: Stage | None = None  # tail_sampling: it writes to the targets itself
 
     async def consume(self, payload: Payload) -> None:
@@ -74,7 +71,7 @@ class RunningPipeline:
             await self.stage.ingest(payload, key)
             return
         # serializing for a direct exporter adds deferred attributes, so the queues then get none to defer
-        writes = [exporter_send_now(exporter, self.signal, payload.serialized()) for exporter in self.direct]
+        writes = [send_now(chain, payload.serialized(), payload.items) for chain in self.direct]
         body, attributes = payload.stored_form()  # deferred attributes are added when the record is read
         writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
                    for store, queues in self.targets]
@@ -82,16 +79,6 @@ class RunningPipeline:
             await writes[0]
         else:
             await asyncio.gather(*writes)
-
-
-async def exporter_send_now(exporter: DirectExporter, signal: Signal, body: bytes) -> None:
-    """sending_queue disabled: one synchronous attempt; any failure is retryable for the client."""
-    try:
-        await exporter.send(signal, body)
-    except RetryableError:
-        raise
-    except Exception as exc:
-        raise RetryableError(f"upstream refused the data: {exc}", retry_after=5.0) from exc
 
 
 class SignalConsumer:

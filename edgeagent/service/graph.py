@@ -19,6 +19,7 @@ from edgeagent import registry
 from edgeagent.component import ComponentId, Role
 from edgeagent.config.loader import AgentConfig, Pipeline
 from edgeagent.connectors.subpipeline import SubPipeline
+from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.sender import BatchSettings, Sender
 from edgeagent.queue.lmdb_queue import DurableQueue
@@ -140,7 +141,7 @@ class Graph:
         for exp_id, exporter in zip(spec.exporters, targets):
             queue_config = exporter.config.sending_queue
             if not queue_config.enabled:
-                running.direct.append(exporter)
+                running.direct.append(ExportChain(exporter, spec.signal, self.host, timeout=exporter.config.timeout))
                 continue
             store = self.stores.get(queue_config.storage)
             queue = store.queue(f"{exp_id}/{spec.signal.label}", spec.signal, queue_config.capacity())
@@ -175,8 +176,10 @@ class Graph:
                 links[exp_id] = Link(queue_config.num_consumers * signals, exporter.config.retry_on_failure,
                                      functools.partial(self.host.upstream_state, exp_id))
             queue = self.stores.get(queue_config.storage).queues[f"{exp_id}/{signal.label}"]
+            timeout = None if exp_id in self.config.connectors else exporter.config.timeout  # connectors: per level
             self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure, queue_config.num_consumers,
-                                       settings, self.host, links[exp_id], queue_config.drain_order == "newest_first"))
+                                       settings, self.host, links[exp_id], queue_config.drain_order == "newest_first",
+                                       timeout))
 
     def _feed(self, spec: Pipeline, running: RunningPipeline, limiters: list[Limiter]) -> None:
         """Connect the pipeline to the consumers of the receivers it lists (connectors feed it themselves)."""

@@ -41,6 +41,8 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
             "upstream": ("not configured" if not exporter.configured else
                          "unknown" if online is None else "online" if online else "offline"),
         }
+        if exp_id in telemetry.problems:
+            exporters[exp_id]["problem"] = telemetry.problems[exp_id]
     return {
         "healthy": state.started and not state.failures,
         "ready": state.started and not state.stopping and not state.failures,
@@ -48,7 +50,8 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
         "upSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started_at)),
         "uptime": f"{time.time() - state.started_at:.1f}s",
         "exporters": exporters,
-        "connectors": {cid: c.health() for cid, c in graph.connectors.items()},
+        "connectors": {cid: {**c.health(), **({"problem": telemetry.problems[cid]} if cid in telemetry.problems else {})}
+                       for cid, c in graph.connectors.items()},
         "queues": queues,
         "dead_letters": sum(store.deadletter_entries for store in graph.stores.values()),
         "memory_limiter": {pid: p.health() for pid, p in graph.of_role(Role.ADMISSION).items()},

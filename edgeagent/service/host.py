@@ -53,6 +53,9 @@ class Host(Telemetry, Protocol):
     def upstream_state(self, exporter_id: str, online: bool) -> None:
         """Report whether an exporter's upstream answered."""
 
+    def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
+        """Report what keeps an exporter from delivering (None once it delivers again); health shows it."""
+
     def ready(self) -> bool: ...
 
     def health(self) -> dict[str, Any]: ...

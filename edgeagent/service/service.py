@@ -99,6 +99,9 @@ class Service:
     def upstream_state(self, exporter_id: str, online: bool) -> None:
         self.telemetry.upstream_state(exporter_id, online)
 
+    def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
+        self.telemetry.exporter_problem(exporter_id, problem)
+
     def component_failed(self, path: str, message: str) -> None:
         self.failures[path] = message
 

@@ -32,6 +32,7 @@ class Telemetry:
         self.drain = DrainMeter()
         self.drops = DropLog(self.metrics)
         self.upstream_online: dict[str, bool | None] = {}
+        self.problems: dict[str, str] = {}  # exporter or connector id -> its last failure, until it delivers
         self._runner: web.AppRunner | None = None
         _define_counters(self.metrics)
 
@@ -51,6 +52,12 @@ class Telemetry:
             log.log(logging.INFO if online else logging.WARNING,
                     "upstream is %s", "reachable again" if online else "unreachable; data is kept in the queue",
                     extra={"exporter": exporter_id})
+
+    def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
+        if problem is None:
+            self.problems.pop(exporter_id, None)
+        else:
+            self.problems[exporter_id] = problem
 
     def gauge(self, name: str, documentation: str, labelnames: tuple[str, ...],
               read: Callable[[], Iterable[tuple[tuple[str, ...], float]]]) -> None:
@@ -95,6 +102,8 @@ def _define_counters(m: Metrics) -> None:
                   ("filter",))
     m.counter("edgeagent_receiver_refused_requests", "Requests refused before they were read (memory limiter, "
               "shutdown).", ("receiver", "transport", "reason"))
+    m.counter("edgeagent_exporter_unexpected_errors", "Sends that failed with an unexpected error; the data "
+              "stayed queued.", ("exporter",))
     m.counter("edgeagent_deadletter_items", "Items moved to the dead-letter store after a permanent rejection.",
               ("exporter", "data_type"))
     m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were moved to the dead-letter "

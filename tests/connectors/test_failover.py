@@ -126,8 +126,14 @@ class Host:
     def count(self, name: str, amount: float, *labels: str) -> None:
         self.counts[(name, *labels)] += amount
 
+    def counter_inc(self, name: str, amount: float, *labels: str) -> None:
+        self.count(name, amount, *labels)
+
     def upstream_state(self, exporter_id: str, online: bool) -> None:
         self.online[exporter_id] = online
+
+    def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
+        return None
 
 
 def _request(spans: int) -> bytes:
@@ -239,3 +245,21 @@ def test_concurrent_requests_during_an_outage_switch_once_and_retry_the_primary_
 
     _run(connector, exporters, scenario)
     assert len(primary.spans()) == 22 and len(backup.spans()) == 58
+
+
+def test_a_413_in_a_level_is_split_there_and_only_the_refused_single_items_come_back(upstreams):
+    (primary,) = upstreams(1)
+    primary.max_items = 1  # one span fits; the request of 4 is halved down to single spans
+    connector, exporters = _connector({"traces/primary": [primary]}, Host())
+
+    async def scenario() -> None:
+        await connector.send(Signal.TRACES, _request(4))
+        assert len(primary.spans()) == 4
+        primary.max_items = 0  # even one span is too large
+        with pytest.raises(PermanentError) as refused:
+            await connector.send(Signal.TRACES, _request(2))
+        assert refused.value.status == 413
+        assert [items for _, items in refused.value.parts] == [1, 1]  # the caller stores exactly these
+
+    _run(connector, exporters, scenario)
+    assert connector.active_level == 0

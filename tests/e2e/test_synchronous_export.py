@@ -30,9 +30,11 @@ service:
 """
 
 
-def _post(port: int) -> tuple[int, str | None]:
+def _post(port: int, spans: int = 1) -> tuple[int, str | None]:
     request = ExportTraceServiceRequest()
-    request.resource_spans.add().scope_spans.add().spans.add(name="sync", span_id=b"\x01" * 8, trace_id=b"\x02" * 16)
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(1, spans + 1):
+        scope.spans.add(name="sync", span_id=bytes([index]) * 8, trace_id=b"\x02" * 16)
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request("POST", "/v1/traces", body=request.SerializeToString(),
@@ -61,3 +63,22 @@ def test_without_a_queue_upstream_failures_are_retryable_for_the_client(agents, 
     finally:
         upstream.stop()
     assert agent.terminate() == 0
+
+
+def test_without_a_queue_a_413_splits_the_request_and_the_sends_are_counted(agents, tmp_path):
+    config = tmp_path / "sync.yaml"
+    config.write_text(CONFIG)
+    upstream = Upstream(free_port()).start()
+    try:
+        upstream.max_items = 2
+        agent = agents(["run", "--config", str(config)], env={"UPSTREAM": upstream.url})
+        assert _post(agent.http_port, spans=5)[0] == 200
+        assert upstream.span_ids() == {bytes([index]) * 8 for index in range(1, 6)}
+        assert all(call.items <= 2 for call in upstream.calls if call.status == 200)
+        assert agent.metric("otelcol_exporter_sent_spans", exporter="otlphttp") == 5
+        upstream.status = 400
+        assert _post(agent.http_port)[0] == 503
+        assert agent.metric("otelcol_exporter_send_failed_spans", exporter="otlphttp") == 1
+        assert agent.terminate() == 0
+    finally:
+        upstream.stop()

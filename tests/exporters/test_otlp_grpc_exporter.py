@@ -59,17 +59,18 @@ def test_spans_reach_a_grpc_upstream_with_configured_headers_as_metadata(agents,
     assert agent.terminate() == 0
 
 
-@pytest.mark.parametrize("compression", ["gzip", "none"])
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "snappy", "none"])
 def test_compression_setting_decides_what_goes_on_the_wire(agents, tmp_path, compression):
+    # otelcol's names are accepted; grpcio compresses with gzip only, so zstd and snappy travel as gzip
     upstream = GrpcUpstream(free_port(), count_wire_bytes=True).start()
     try:
-        settings = {} if compression == "gzip" else {"compression": "none"}  # gzip is the default
+        settings = {} if compression == "gzip" else {"compression": compression}  # gzip is the default
         agent = _start(agents, tmp_path, upstream.endpoint, **settings)
         sent = send_spans("http", agent.http_port, 2000)
         wait_until(lambda: upstream.span_ids() >= sent, timeout=30, message="spans upstream")
         assert upstream.span_ids() == sent
         raw = sum(received.raw_size for received in upstream.received("traces"))
-        if compression == "gzip":
+        if compression != "none":
             assert upstream.wire_bytes < 0.75 * raw, (upstream.wire_bytes, raw)
         else:
             assert upstream.wire_bytes >= raw, (upstream.wire_bytes, raw)
@@ -156,3 +157,17 @@ def test_partial_success_is_acknowledged_counted_and_not_retried(agents, grpc_up
     assert agent.metric("otelcol_exporter_sent_spans", exporter="otlp") == 17
     assert agent.metric("edgeagent_deadletter_items") == 0
     assert agent.terminate() == 0
+
+
+def test_metadata_echoed_in_the_details_never_reaches_dead_letters_or_logs(agents, grpc_upstream, tmp_path):
+    secret = "grpc-5ecret-0b7e"
+    grpc_upstream.script(Answer(code=Code.INVALID_ARGUMENT, message=f"bad request; x-api-key={secret} was sent"))
+    agent = _start(agents, tmp_path, grpc_upstream.endpoint, headers={"x-tenant-key": secret})
+    send_spans("http", agent.http_port, 5)
+
+    wait_until(lambda: agent.metric("edgeagent_deadletter_items") == 5, timeout=30, message="dead letters")
+    letters = cli_json(tmp_path / "state", "queue", "dead-letter", "list")
+    assert "bad request" in letters[0]["response"] and secret not in str(letters)
+    assert agent.terminate() == 0
+    with open(agent.log_path, encoding="utf-8") as handle:
+        assert secret not in handle.read()

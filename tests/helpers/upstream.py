@@ -11,6 +11,10 @@ What the server answers is programmable; each setting holds until it is changed:
 * `hang`: hold each request open that many seconds before answering;
 * `max_items`: answer 413 to a request that carries more items than that;
 * `rejected`: answer 200 with a partial success that rejects that many items;
+* `redirect` (a status and a Location): answer every request with that redirect; `echo`:
+  put the request's headers in the body of every error answer, as some proxies do;
+* any other path answers 200 to any method (a captive portal's login page) and is recorded
+  in `stray` as (method, path);
 * `refuse()` / `listen()`: stop listening, so connections are refused, and listen again on
   the same port; `refuse(reset=True)` accepts and resets every connection instead, so that
   each connection attempt is recorded (as an `Attempt` with status 0);
@@ -30,12 +34,21 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+import cramjam
 import zstandard
 from aiohttp import web
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (ExportMetricsServiceRequest,
-                                                                          ExportMetricsServiceResponse)
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 
 def _spans(message) -> list:
@@ -82,8 +95,12 @@ def _decompress(body: bytes, encoding: str) -> bytes:
         return gzip.decompress(body)
     if encoding == "zstd":
         return zstandard.ZstdDecompressor().decompressobj().decompress(body)
-    if encoding == "deflate":
+    if encoding in ("deflate", "zlib"):  # otelcol sends the zlib format for both
         return zlib.decompress(body)
+    if encoding == "snappy":  # the block format (otelcol's confighttp.framedSnappy gate)
+        return bytes(cramjam.snappy.decompress_raw(body))
+    if encoding == "lz4":  # the frame format
+        return bytes(cramjam.lz4.decompress(body))
     return body
 
 
@@ -97,8 +114,11 @@ class Upstream:
     hang: float = 0.0
     max_items: int | None = None
     rejected: int = 0
+    redirect: tuple[int, str] | None = None
+    echo: bool = False
     requests: list[Received] = field(default_factory=list)
     calls: list[Attempt] = field(default_factory=list)
+    stray: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -137,6 +157,7 @@ class Upstream:
         app = web.Application(client_max_size=256 << 20)
         for signal in _SIGNALS:
             app.router.add_post(f"{self.path_prefix}/v1/{signal}", self._handler(signal))
+        app.router.add_route("*", "/{tail:.*}", self._portal)
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
@@ -153,11 +174,13 @@ class Upstream:
             items = len(items_of(message))
             with self._lock:
                 status, retry_after, hang = self.status, self.retry_after, self.hang
-                max_items, rejected = self.max_items, self.rejected
+                max_items, rejected, redirect, echo = self.max_items, self.rejected, self.redirect, self.echo
             if hang:
                 await asyncio.sleep(hang)
             if status == 200 and max_items is not None and items > max_items:
                 status = 413
+            if redirect is not None:
+                status = redirect[0]
             with self._lock:
                 self.calls.append(Attempt(signal, arrived, time.monotonic(), status, items,
                                           request.content_length or len(wire)))
@@ -165,7 +188,12 @@ class Upstream:
                     self.requests.append(Received(signal, dict(request.headers), message, len(body)))
             if status != 200:
                 headers = {"Retry-After": retry_after} if retry_after else {}
-                return web.Response(status=status, text="refused by test upstream", headers=headers)
+                if redirect is not None:
+                    headers["Location"] = redirect[1]
+                text = "refused by test upstream"
+                if echo:
+                    text += "; request headers: " + ", ".join(f"{k}: {v}" for k, v in request.headers.items())
+                return web.Response(status=status, text=text, headers=headers)
             response = response_class()
             if rejected:
                 setattr(response.partial_success, rejected_field, rejected)
@@ -173,6 +201,12 @@ class Upstream:
             return web.Response(body=response.SerializeToString(), content_type="application/x-protobuf")
 
         return handle
+
+    async def _portal(self, request: web.Request) -> web.Response:
+        await request.read()
+        with self._lock:
+            self.stray.append((request.method, request.path))
+        return web.Response(text="<html>please log in</html>", content_type="text/html")
 
     # ---- listening, refusing, resetting ----------------------------------------------------------
 
@@ -237,7 +271,7 @@ class Upstream:
                 connections = settings.pop("connections", None)
                 with self._lock:
                     for name, value in settings.items():
-                        if name not in ("status", "retry_after", "hang", "max_items", "rejected"):
+                        if name not in ("status", "retry_after", "hang", "max_items", "rejected", "redirect", "echo"):
                             raise ValueError(f"not a setting of the upstream: {name}")
                         setattr(self, name, value)
                 if connections is not None:

@@ -1,0 +1,287 @@
+"""The export chain: the one way every send path hands requests to an exporter.
+
+Design note
+===========
+* One chain per (exporter, signal), used by the queued senders, by exporters without a
+  queue (`sending_queue.enabled: false`) and by the exporters of failover sub-pipelines, so
+  a fix lands once. Exporters only `send()` one request and raise RetryableError or
+  PermanentError (edgeagent.errors); the chain does the rest, in this order:
+  timeout -> retry with backoff -> split on 413 -> dead letter, and counts otelcol's
+  `otelcol_exporter_sent_*` / `otelcol_exporter_send_failed_*` under the exporter's id.
+* Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does.
+* Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
+  an exponential backoff, or exactly after the upstream's Retry-After. The wait ends early
+  when the chain is stopped (shutdown): the caller keeps the data for the next run. Without
+  it (direct and sub-pipeline paths) one attempt is made and the caller decides.
+* 413: the request is split in halves, again and again down to single items (spans, log
+  records, metric data points), with an explicit stack: at most 2n - 1 requests for n
+  items, no recursion. A single item still refused is refused for good.
+* Dead letters: what the upstream refused for good goes to the caller's DeadLetterSink
+  (the queue's dead-letter store); a caller without one gets a PermanentError carrying the
+  refused parts (`PermanentError.parts`), so a caller further out stores exactly those.
+* Upstream state: with a Link (queued path) every attempt passes through it, so all the
+  consumers of an exporter share what they learn; without one the outcome is reported
+  directly. The last failure is shown in health as the exporter's `problem`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from google.protobuf.message import DecodeError
+
+from edgeagent.errors import PermanentError, RetryableError, ShutdownError
+from edgeagent.exporters.link import Link
+from edgeagent.exporters.retry import RetryConfig, backoff_delay
+from edgeagent.signals import Signal, count_items, split_request
+
+log = logging.getLogger(__name__)
+PARTIAL_LOG_INTERVAL = 60.0  # seconds between two warnings about partial successes
+
+
+@dataclass
+class SendResult:
+    """What a 2xx said: items the upstream rejected in an OTLP partial success, and why."""
+
+    rejected: int = 0
+    message: str = ""
+
+
+def partial_success(signal: Signal, content: bytes) -> SendResult:
+    """What an Export*ServiceResponse says the upstream rejected (OTLP partial success)."""
+    if not content:
+        return SendResult()
+    try:
+        response = signal.response_class.FromString(content)
+    except DecodeError:
+        return SendResult()
+    if not response.HasField("partial_success"):
+        return SendResult()
+    partial = response.partial_success
+    return SendResult(rejected=getattr(partial, f"rejected_{signal.item_name}", 0), message=partial.error_message)
+
+
+class Exporter(Protocol):
+    """What the chain asks of an exporter (or of a connector that exports)."""
+
+    id: str
+
+    async def send(self, signal: Signal, body: bytes) -> SendResult: ...
+
+
+Part = tuple[bytes, int]  # a serialized request and its items
+
+
+class DeadLetterSink(Protocol):
+    """Where requests refused for good are kept, with the upstream's answer."""
+
+    async def dead_letter(self, refused: list[Part], description: dict[str, Any]) -> None: ...
+
+
+class Telemetry(Protocol):
+    """What the chain reports to its host: counters, upstream state and the exporter's problem."""
+
+    def count(self, name: str, amount: float, *labels: str) -> None: ...
+
+    def counter_inc(self, name: str, amount: float, *labels: str) -> None:
+        """Count, and measure the items sent as drained from a queue."""
+
+    def upstream_state(self, exporter_id: str, online: bool) -> None: ...
+
+    def exporter_problem(self, exporter_id: str, problem: str | None) -> None: ...
+
+
+@dataclass
+class Delivery:
+    """What became of the requests of one `export()` call."""
+
+    sent: int = 0
+    rejected: int = 0  # reported in partial successes: not retried, not stored
+    refused: list[Part] = field(default_factory=list)  # refused for good
+    refused_items: int = 0
+    error: PermanentError | None = None
+
+    def refuse(self, parts: list[Part], error: PermanentError) -> None:
+        self.refused += parts
+        self.refused_items += sum(items for _, items in parts)
+        self.error = self.error or error
+
+
+class ExportChain:
+    def __init__(self, exporter: Exporter, signal: Signal, telemetry: Telemetry, *, timeout: float | None = None,
+                 retry: RetryConfig | None = None, link: Link | None = None, drains_queue: bool = False):
+        self.exporter = exporter
+        self.signal = signal
+        self.telemetry = telemetry
+        self.timeout = timeout
+        self.retry = retry if retry is not None and retry.enabled else None
+        self.link = link
+        self.drains_queue = drains_queue  # sent items leave a queue: they count towards its drain rate
+        self.stopping = asyncio.Event()
+        self._last_partial_log = 0.0
+
+    def stop(self) -> None:
+        """End every backoff wait now; the requests waiting in it fail with ShutdownError."""
+        self.stopping.set()
+
+    async def export(self, parts: Sequence[Part], dead_letters: DeadLetterSink | None = None) -> Delivery:
+        """Send requests; returns what was delivered and dead-lettered.
+
+        Raises RetryableError when a request could not be delivered (the caller keeps the data),
+        and PermanentError (with `parts`) for refused requests when there is no `dead_letters`."""
+        delivery = Delivery()
+        pending = list(reversed(parts))  # a stack, so the parts go out in order
+        try:
+            while pending:
+                body, items = pending.pop()
+                try:
+                    result = await self._send(body)
+                except PermanentError as exc:
+                    halves = self._halves(body, items, exc)
+                    if halves:
+                        pending += reversed(halves)
+                    else:
+                        delivery.refuse(exc.parts if exc.parts is not None else [(body, items)], exc)
+                    continue
+                delivery.sent += items - result.rejected
+                delivery.rejected += result.rejected
+                if result.rejected:
+                    self._log_partial(result)
+        except RetryableError:
+            unsent = items + sum(part_items for _, part_items in pending)
+            self._count("otelcol_exporter_send_failed", unsent + delivery.refused_items)
+            raise
+        finally:
+            self._count("otelcol_exporter_sent", delivery.sent)
+            self._count("edgeagent_exporter_rejected", delivery.rejected)
+        if delivery.refused:
+            await self._refused(delivery, dead_letters)
+        return delivery
+
+    def _halves(self, body: bytes, items: int, error: PermanentError) -> list[Part]:
+        """The two halves of a request refused as too large; none when it cannot be split."""
+        if error.status != 413 or items < 2 or error.parts is not None:
+            return []
+        request = self.signal.request_class.FromString(body)
+        halves = split_request(self.signal, request, (items + 1) // 2)
+        if len(halves) < 2:
+            return []
+        return [(half.SerializeToString(), count_items(self.signal, half)) for half in halves]
+
+    async def _refused(self, delivery: Delivery, dead_letters: DeadLetterSink | None) -> None:
+        error = delivery.error
+        assert error is not None
+        self._count("otelcol_exporter_send_failed", delivery.refused_items)
+        if dead_letters is None:
+            raise PermanentError(str(error), status=error.status, body=error.body, parts=delivery.refused)
+        description = {"exporter": self.exporter.id, "status": error.status, "reason": str(error),
+                       "response": error.body.decode("utf-8", "replace")}
+        await dead_letters.dead_letter(delivery.refused, description)
+        self.telemetry.count("edgeagent_deadletter_items", delivery.refused_items, self.exporter.id,
+                             self.signal.label)
+        log.error("upstream rejected data permanently; moved it to the dead-letter store",
+                  extra={"exporter": self.exporter.id, "signal": self.signal.label, "items": delivery.refused_items,
+                         "error": str(error)})
+
+    async def _send(self, body: bytes) -> SendResult:
+        """One request, tried again with backoff while that is allowed."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(body)
+            except RetryableError as exc:
+                delay = self._next_delay(exc, attempt, loop.time() - started)
+                if delay is None:
+                    raise
+                log.debug("send failed; retrying", extra={"exporter": self.exporter.id, "signal": self.signal.label,
+                                                          "attempt": attempt, "error": str(exc)})
+                await self._pause(delay)
+
+    def _next_delay(self, error: RetryableError, attempt: int, elapsed: float) -> float | None:
+        """Seconds to wait before the next attempt; None when retrying is over."""
+        retry = self.retry
+        if retry is None or self.stopping.is_set():
+            return None
+        delay = error.retry_after if error.retry_after is not None else backoff_delay(retry, attempt)
+        if retry.max_elapsed_time > 0 and elapsed + delay > retry.max_elapsed_time:
+            return None
+        return delay
+
+    async def _pause(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self.stopping.wait(), delay)
+        except TimeoutError:
+            return
+        raise ShutdownError("the agent is shutting down; the data stays queued")
+
+    async def _attempt(self, body: bytes) -> SendResult:
+        if self.link is None:
+            return await self._reported(body)
+        async with self.link.attempt():
+            return await self._reported(body)
+
+    async def _call(self, body: bytes) -> SendResult:
+        if self.timeout is None:
+            return await self.exporter.send(self.signal, body)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.exporter.send(self.signal, body)
+        except TimeoutError as exc:
+            raise RetryableError(f"upstream did not answer within {self.timeout:g}s", connection=True) from exc
+
+    async def _reported(self, body: bytes) -> SendResult:
+        """One attempt, and what it says about the upstream told to the link (or the host)."""
+        exporter_id = self.exporter.id
+        try:
+            result = await self._call(body)
+        except RetryableError as exc:
+            self.telemetry.exporter_problem(exporter_id, str(exc))
+            if self.link is not None:
+                await self.link.failed(exc)
+            else:
+                self.telemetry.upstream_state(exporter_id, online=not exc.connection)
+            raise
+        except PermanentError:
+            await self._reachable()  # it answered: the link works
+            raise
+        self.telemetry.exporter_problem(exporter_id, None)
+        await self._reachable()
+        return result
+
+    async def _reachable(self) -> None:
+        if self.link is not None:
+            await self.link.succeeded()
+        else:
+            self.telemetry.upstream_state(self.exporter.id, online=True)
+
+    def _count(self, prefix: str, items: int) -> None:
+        if items:
+            record = self.telemetry.counter_inc if self.drains_queue else self.telemetry.count
+            record(f"{prefix}_{self.signal.item_name}", items, self.exporter.id)
+
+    def _log_partial(self, result: SendResult) -> None:
+        now = time.monotonic()
+        if now - self._last_partial_log > PARTIAL_LOG_INTERVAL:
+            self._last_partial_log = now
+            log.warning("upstream accepted the request partially", extra={
+                "exporter": self.exporter.id, "signal": self.signal.label, "rejected": result.rejected,
+                "upstream_message": result.message})
+
+
+async def send_now(chain: ExportChain, body: bytes, items: int) -> None:
+    """An exporter without a queue: one attempt, and any failure is retryable for the client,
+    which still holds the data (nothing was stored here)."""
+    try:
+        await chain.export([(body, items)])
+    except RetryableError:
+        raise
+    except PermanentError as exc:
+        raise RetryableError(f"upstream refused the data: {exc}", retry_after=5.0) from exc

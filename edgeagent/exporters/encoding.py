@@ -1,0 +1,34 @@
+"""Request body compression for exporters, with otelcol's names (confighttp / configcompression).
+
+`deflate` and `zlib` both send the zlib format, `snappy` the block format (otelcol's
+confighttp.framedSnappy gate, on by default) and `lz4` the frame format, as otelcol does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Callable
+
+import cramjam
+import zstandard
+
+
+def _zstd(body: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=3).compress(body)
+
+
+_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": lambda body: gzip.compress(body, 1),
+    "zstd": _zstd,
+    "deflate": lambda body: zlib.compress(body, 1),
+    "zlib": lambda body: zlib.compress(body, 1),
+    "snappy": lambda body: bytes(cramjam.snappy.compress_raw(body)),
+    "lz4": lambda body: bytes(cramjam.lz4.compress(body)),
+}
+HTTP_ENCODINGS = tuple(_COMPRESSORS)
+
+
+def compress(encoding: str, body: bytes) -> bytes:
+    """`body` compressed with `encoding` (one of HTTP_ENCODINGS)."""
+    return _COMPRESSORS[encoding](body)

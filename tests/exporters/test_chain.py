@@ -1,0 +1,75 @@
+"""The export chain with a real otlphttp exporter and a real upstream on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+
+from edgeagent.errors import ShutdownError
+from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
+from edgeagent.exporters.retry import RetryConfig
+from edgeagent.signals import Signal
+
+
+class Host:
+    """What the chain reports to: counters, upstream state, the exporter's problem."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, ...], float] = defaultdict(float)
+        self.problems: dict[str, str | None] = {}
+
+    def count(self, name: str, amount: float, *labels: str) -> None:
+        self.counts[(name, *labels)] += amount
+
+    counter_inc = count
+
+    def upstream_state(self, exporter_id: str, online: bool) -> None:
+        return None
+
+    def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
+        self.problems[exporter_id] = problem
+
+
+def _request(spans: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(spans):
+        scope.spans.add(name="op", span_id=index.to_bytes(8, "big"), trace_id=bytes(16))
+    return request.SerializeToString()
+
+
+def test_a_backoff_wait_ends_at_shutdown_and_the_request_is_kept(upstream):
+    upstream.status = 503
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none"))
+    host = Host()
+    chain = ExportChain(exporter, Signal.TRACES, host, timeout=5,
+                        retry=RetryConfig(initial_interval=30, max_interval=30, max_elapsed_time=0))
+
+    async def scenario() -> float:
+        await exporter.start()
+        try:
+            export = asyncio.create_task(chain.export([(_request(3), 3)]))
+            for _ in range(500):  # at most 5 s for the first attempt
+                if upstream.attempts:
+                    break
+                await asyncio.sleep(0.01)
+            stopped = time.monotonic()
+            chain.stop()
+            try:
+                await asyncio.wait_for(export, 5)
+            except ShutdownError:
+                return time.monotonic() - stopped
+            raise AssertionError("the export did not end with ShutdownError")
+        finally:
+            await exporter.shutdown()
+
+    assert asyncio.run(scenario()) < 1.0  # not the 30 s backoff
+    assert upstream.attempts == 1
+    assert host.counts[("otelcol_exporter_send_failed_spans", "otlphttp")] == 3
+    assert "503" in (host.problems["otlphttp"] or "")
