@@ -1,8 +1,8 @@
 """OTLP/HTTP server (aiohttp): POST /v1/traces, /v1/metrics, /v1/logs.
 
-Bodies are decompressed by us, not by aiohttp, so the size limit applies to the
-decompressed size for every encoding (gzip, deflate, zstd) and a decompression bomb
-stops at the limit. With `tls` the port serves HTTPS (mTLS with `client_ca_file`); with
+Bodies are decompressed by us (codec.Decompressor), not by aiohttp, so the size limit applies
+to the decompressed size for every encoding otelcol accepts and a decompression bomb stops at
+the limit. With `tls` the port serves HTTPS (mTLS with `client_ca_file`); with
 `auth` a request without valid credentials gets 401 before its body is read.
 """
 
