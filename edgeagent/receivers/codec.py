@@ -55,6 +55,8 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BadRequestError("request body is JSON nested too deeply") from None
     if not isinstance(document, dict):
         raise BadRequestError("request body must be a JSON object")
     try:
@@ -62,6 +64,8 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         message = json_format.ParseDict(document, signal.request_class(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError) as exc:
         raise BadRequestError(f"request body is not valid OTLP/JSON for {signal.label}: {exc}") from exc
+    except RecursionError:  # deeper than the interpreter's stack, though json.loads took it
+        raise BadRequestError(f"request body is OTLP/JSON for {signal.label} nested too deeply") from None
     return Payload.from_message(signal, message, metadata)
 
 

@@ -109,3 +109,46 @@ def test_a_grpc_gzip_bomb_gets_resource_exhausted(agent):
         with pytest.raises(grpc.RpcError) as bomb:
             export(bytes(8 << 20), timeout=10, compression=grpc.Compression.Gzip)
         assert bomb.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+DEEP_JSON = {
+    "arrays": lambda: '{"resourceSpans":' + "[" * 200_000 + "]" * 200_000 + "}",
+    "attribute values": lambda: ('{"resourceSpans":[{"resource":{"attributes":[{"key":"deep","value":'
+                                 + '{"kvlistValue":{"values":[{"key":"k","value":' * 900 + "{}" + "}]}}" * 900
+                                 + "}]}}]}"),
+}
+
+
+@pytest.mark.parametrize("shape", list(DEEP_JSON))
+def test_json_nested_too_deep_gets_400_not_500(agent, shape):
+    document = DEEP_JSON[shape]().encode()
+    connection = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=30)
+    try:
+        connection.request("POST", "/v1/traces", body=document, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    assert response.status == 400
+
+
+def test_protobuf_nested_too_deep_gets_400_not_500(agent):
+    value = b""
+    for _ in range(5000):  # AnyValue{kvlist_value{values[KeyValue{key, value}]}} all the way down
+        key_value = b"\x0a\x01k" + b"\x12" + _varint(len(value)) + value
+        kvlist = b"\x0a" + _varint(len(key_value)) + key_value
+        value = b"\x32" + _varint(len(kvlist)) + kvlist
+    attribute = b"\x0a\x01d\x12" + _varint(len(value)) + value
+    resource = b"\x0a" + _varint(len(attribute)) + attribute
+    resource_spans = b"\x0a" + _varint(len(resource)) + resource
+    body = b"\x0a" + _varint(len(resource_spans)) + resource_spans
+    assert post(agent.http_port, body) == 400
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
