@@ -36,7 +36,7 @@ from edgeagent.exporters.sender import BatchSettings, Sender
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
 from edgeagent.extensions.metrics import Metrics
 from edgeagent.processors.batch import BatchProcessor
-from edgeagent.processors.memory_limiter import MemoryLimiter
+from edgeagent.processors.memory_limiter import MemoryLimiter, Reservation
 from edgeagent.queue import admin
 from edgeagent.queue.compaction import cleanup_compaction_leftovers
 from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
@@ -105,27 +105,25 @@ class SignalConsumer:
                                               ("receiver", "transport"))
 
     @contextlib.contextmanager
-    def admission(self, transport: str, body_bytes: int):
-        """Hold a request's place in the memory budget while it is read and committed.
+    def admission(self, transport: str, body_bytes: int = 0):
+        """Hold a request's place in the memory budget while it is read and committed; the
+        receiver grows it (`Reservation.grow`) as body bytes arrive.
 
-        Refuses (counted) before the body is read when the agent stops or memory is short."""
-        reserved: list[tuple[MemoryLimiter, int]] = []
-        try:
-            if self.agent.stopping:
-                raise ShutdownError("the agent is shutting down", retry_after=5.0)
-            for limiter in self.limiters:
-                reserved.append((limiter, limiter.reserve(body_bytes)))
-        except RetryableError as exc:
-            for limiter, cost in reserved:
-                limiter.release(cost)
+        Refuses (counted) when the agent stops or memory is short, before or while the body is read."""
+        def refused(exc: RetryableError) -> None:
             self.agent.counter_inc("edgeagent_receiver_refused_requests", 1, self.receiver_id, transport,
                                    type(exc).__name__)
-            raise
+
+        reservation = Reservation(self.limiters, refused)
         try:
-            yield
+            if self.agent.stopping:
+                exc = ShutdownError("the agent is shutting down", retry_after=5.0)
+                refused(exc)
+                raise exc
+            reservation.grow(body_bytes)
+            yield reservation
         finally:
-            for limiter, cost in reserved:
-                limiter.release(cost)
+            reservation.release()
 
     def _admit(self) -> None:
         if self.agent.stopping:
@@ -437,8 +435,10 @@ class Agent:
         for name in ("spans", "logs", "datapoints"):
             m.counter(f"otelcol_processor_filter_{name}_filtered", f"Number of {name} dropped by the filter processor.",
                       ("filter",))
-        m.counter("edgeagent_receiver_refused_requests", "Requests refused before they were read (memory limiter, "
-                  "shutdown).", ("receiver", "transport", "reason"))
+        m.counter("edgeagent_receiver_refused_requests", "Requests refused before or while they were read (memory "
+                  "limiter, shutdown).", ("receiver", "transport", "reason"))
+        m.counter("edgeagent_receiver_client_disconnects", "Requests whose client went away before they were answered.",
+                  ("receiver", "transport"))
         m.counter("edgeagent_deadletter_items", "Items moved to the dead-letter store after a permanent rejection.",
                   ("exporter", "data_type"))
         m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were moved to the dead-letter "
