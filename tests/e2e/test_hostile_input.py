@@ -15,6 +15,7 @@ import zstandard
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.e2e.test_bad_input import TRACE_METHOD, agent
+from tests.helpers import grpc_raw
 
 __all__ = ["agent"]  # the module's own agent, started as test_bad_input's is
 
@@ -152,3 +153,26 @@ def _varint(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+def test_grpc_keeps_every_gzip_member_of_a_message(agent):
+    before = accepted(agent)
+    message = gzip.compress(spans(3)) + gzip.compress(spans(4))
+    assert grpc_raw.call(agent.grpc_port, message, "gzip")[0] == grpc.StatusCode.OK.value[0]
+    assert accepted(agent) == before + 7
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_grpc_truncated_compressed_messages_get_invalid_argument(agent, encoding):
+    compress = gzip.compress if encoding == "gzip" else zlib.compress
+    status, _ = grpc_raw.call(agent.grpc_port, compress(spans(50))[:-6], encoding)
+    assert status == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.NoCompression, grpc.Compression.Gzip,
+                                         grpc.Compression.Deflate])
+def test_grpcio_clients_compressing_as_they_do_are_served(agent, compression):
+    before = accepted(agent)
+    with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
+        channel.unary_unary(TRACE_METHOD)(spans(5), timeout=10, compression=compression)
+    assert accepted(agent) == before + 5
