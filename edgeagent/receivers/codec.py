@@ -167,17 +167,29 @@ class Decompressor:
         self._stream = factory(self)
 
     def feed(self, chunk: bytes) -> None:
-        try:
-            self._stream.feed(chunk)
-        except _DECODE_ERRORS as exc:
-            raise BadRequestError(f"request body is not valid {self.encoding} data: {exc}") from exc
+        self._run(self._stream.feed, chunk)
 
     def finish(self) -> bytes:
+        self._run(self._stream.finish)
+        body = b"".join(self._parts)
+        self._parts.clear()
+        return body
+
+    def _run(self, step: Callable[..., None], *args: bytes) -> None:
         try:
-            self._stream.finish()
+            step(*args)
         except _DECODE_ERRORS as exc:
+            self._drop()
             raise BadRequestError(f"request body is not valid {self.encoding} data: {exc}") from exc
-        return b"".join(self._parts)
+        except BaseException:
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        """Free what was decoded now: an error's traceback keeps this object alive until the
+        cycle collector runs, and a refused bomb would hold the limit's worth of memory till then."""
+        self._parts.clear()
+        self._stream = _Identity(self)
 
     def room(self) -> int:
         """Bytes that may still be produced, plus one to notice going over."""
@@ -219,17 +231,24 @@ class _Zlib:
         self._fresh = True  # nothing of the current member decoded yet
 
     def feed(self, chunk: bytes) -> None:
-        while chunk:
-            if self.wbits == zlib.MAX_WBITS and self._fresh and not _looks_like_zlib(chunk):
+        data = chunk
+        while data or not self._fresh:
+            if self.wbits == zlib.MAX_WBITS and self._fresh and not _looks_like_zlib(data):
                 self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # HTTP's "deflate" is sometimes sent raw
             self._fresh = False
-            # bounded output: whatever zlib could not expand within the room means over the limit
-            self.sink.add(self._z.decompress(chunk, self.sink.room()))
-            chunk = b""
+            # output in pieces of at most _CHUNK: no allocation is larger, and going over the limit
+            # is noticed one piece after it, whatever the stream would still expand to
+            piece = min(_CHUNK, self.sink.room())
+            out = self._z.decompress(data, piece)
+            self.sink.add(out)
             if self._z.eof:
-                chunk = self._z.unused_data
+                data = self._z.unused_data
                 self._z = zlib.decompressobj(self.wbits)
                 self._fresh = True
+                continue
+            data = self._z.unconsumed_tail
+            if not data and len(out) < piece:
+                return  # all input taken and no output pending: wait for more
 
     def finish(self) -> None:
         if not self._fresh:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
+import tracemalloc
 import zlib
 
 import cramjam
@@ -197,3 +199,19 @@ def test_truncated_and_garbage_bodies_get_400(encoding):
         with pytest.raises(BadRequestError) as error:
             _decompress(encoding, broken, limit=4 * len(DATA))
         assert error.value.status == 400, (encoding, broken[:12])
+
+
+@pytest.mark.parametrize("encoding", list(BOMBS))
+def test_a_refused_bomb_frees_its_output_at_once_not_when_the_cycle_collector_runs(encoding):
+    bomb = BOMBS[encoding]()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            with pytest.raises(BadRequestError):
+                _decompress(encoding, bomb, limit=8 << 20, chunk=64 * 1024)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert held < 2 << 20, f"{held / 2**20:.1f} MiB still held after three refused bombs"
