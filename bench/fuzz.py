@@ -177,7 +177,7 @@ async def send_http(session: aiohttp.ClientSession, agent: Agent, inputs: Inputs
             retry = response.status == 503 and "Retry-After" in response.headers
             tally.record(f"http {response.status}", f"{headers} {body[:40]!r} -> {text[:120]!r}",
                          response.status >= 500 and not retry)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:
         tally.record("http transport error", f"{type(exc).__name__} {headers} {body[:40]!r}", True)
 
 

@@ -155,7 +155,9 @@ class Decompressor:
     OK for data that was dropped. Truncated or trailing garbage is a 400.
     """
 
-    def __init__(self, encoding: str, limit: int):
+    def __init__(self, encoding: str, limit: int, on_output: Callable[[int], None] | None = None):
+        """`on_output(size)` hears of every piece of output (size: decoded bytes so far) as it is
+        produced, so a memory budget grows with it; whatever it raises stops the decoding."""
         self.encoding = encoding.strip().lower()
         factory = _STREAMS.get(self.encoding)
         if factory is None:
@@ -163,6 +165,7 @@ class Decompressor:
                                   f"{', '.join(name for name in _STREAMS if name)} or none", status=415)
         self.limit = limit
         self.size = 0  # decompressed bytes produced so far
+        self._on_output = on_output
         self._parts: list[bytes] = []
         self._stream = factory(self)
 
@@ -201,6 +204,8 @@ class Decompressor:
         self.size += len(data)
         if self.size > self.limit:
             raise BadRequestError(f"request body exceeds the limit of {self.limit} bytes once decompressed", status=413)
+        if self._on_output is not None:
+            self._on_output(self.size)
         self._parts.append(data)
 
 

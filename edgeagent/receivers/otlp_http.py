@@ -119,20 +119,22 @@ class HttpServer:
 
 
 async def _read_body(request: web.Request, limit: int, reservation: Reservation) -> bytes:
-    decompressor = codec.Decompressor(request.headers.get("Content-Encoding", ""), limit)
+    received = 0
+
+    def reserve(produced: int) -> None:  # the larger of what arrived and what it decoded to so far
+        reservation.grow(max(received, produced) - reservation.bytes)
+
+    decompressor = codec.Decompressor(request.headers.get("Content-Encoding", ""), limit, reserve)
     length = request.content_length
     if length is not None and length > limit and decompressor.encoding in ("", "identity", "none"):
         raise BadRequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413)
-    received = 0
     async for chunk in request.content.iter_any():  # as received: no re-slicing into fixed sizes
         received += len(chunk)
         if received > limit:
             raise BadRequestError(f"request body exceeds the limit of {limit} bytes", status=413)
+        reserve(decompressor.size)
         decompressor.feed(chunk)
-        reservation.grow(max(received, decompressor.size) - reservation.bytes)
-    body = decompressor.finish()
-    reservation.grow(len(body) - reservation.bytes)
-    return body
+    return decompressor.finish()
 
 
 class Disconnects:
