@@ -356,14 +356,13 @@ class _Zstd(_Framed):
             self._writer.write(unit)
             return
         self._writer.write(unit)
-        if not self._last_block:
-            self._last_block = bool(unit[0] & 1)
-            if not (self._last_block and self._checksum):
-                if self._last_block:
-                    self._end_frame()
-                return
-            return
-        self._end_frame()  # the checksum was the frame's last unit
+        if self._last_block:  # that was the checksum after the last block
+            self._end_frame()
+        elif unit[0] & 1:  # the last block
+            if self._checksum:
+                self._last_block = True
+            else:
+                self._end_frame()
 
     def _end_frame(self) -> None:
         self._writer.flush()

@@ -235,3 +235,13 @@ def test_the_reservation_grows_with_each_piece_of_output_and_a_refusal_stops_dec
     with pytest.raises(_Refused):
         decompressor.feed(BOMBS[encoding]())  # one chunk that expands to far more than 1 MiB
     assert seen == sorted(seen) and seen[-1] <= (1 << 20) + 128 * 1024
+
+
+def test_zstd_frames_with_checksums_and_skippable_frames_are_decoded_whole():
+    checked = zstandard.ZstdCompressor(write_checksum=True, write_content_size=False)
+    skippable = b"\x50\x2a\x4d\x18" + (3).to_bytes(4, "little") + b"pad"
+    body = checked.compress(b"first" * 1000) + skippable + checked.compress(b"second" * 1000)
+    assert _decompress("zstd", body, limit=20_000, chunk=7) == b"first" * 1000 + b"second" * 1000
+    with pytest.raises(BadRequestError) as cut:
+        _decompress("zstd", body[:-2], limit=20_000)
+    assert cut.value.status == 400
