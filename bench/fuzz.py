@@ -161,12 +161,15 @@ class Agent:
 class Tally:
     def __init__(self):
         self.answers: collections.Counter[str] = collections.Counter()
-        self.bad: list[str] = []  # 5xx, INTERNAL, UNKNOWN, transport errors
+        self.bad = 0  # 5xx, INTERNAL, UNKNOWN, transport errors
+        self.samples: list[str] = []  # the first few of them
 
     def record(self, outcome: str, sample: str, bad: bool) -> None:
         self.answers[outcome] += 1
         if bad:
-            self.bad.append(f"{outcome}: {sample}")
+            self.bad += 1
+            if len(self.samples) < 10:
+                self.samples.append(f"{outcome}: {sample}")
 
 
 async def send_http(session: aiohttp.ClientSession, agent: Agent, inputs: Inputs, tally: Tally) -> None:
@@ -229,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     for outcome, number in sorted(tally.answers.items()):
         print(f"  {outcome:32s} {number}")
     print(f"crashes {agent.crashes}")
-    print(f"5xx and gRPC INTERNAL/UNKNOWN/transport errors {len(tally.bad)}")
-    for sample in tally.bad[:10]:
+    print(f"5xx and gRPC INTERNAL/UNKNOWN/transport errors {tally.bad}")
+    for sample in tally.samples:
         print(f"  {sample}")
     print(f"peak RssAnon of the agent {agent.peak / 2**20:.1f} MiB")
     return 1 if agent.crashes or tally.bad else 0
