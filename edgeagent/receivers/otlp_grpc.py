@@ -75,8 +75,8 @@ class GrpcServer:
                         {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}):
                     raise UnauthenticatedError()
                 with consumer.admission("grpc", len(request)) as reservation:
-                    request = codec.grpc_message(request, limit)
-                    reservation.grow(len(request) - reservation.bytes)
+                    request = codec.grpc_message(request, limit,
+                                                 lambda produced: reservation.grow(produced - reservation.bytes))
                     metadata = codec.metadata_of(context.invocation_metadata() or ()) if include_metadata else None
                     payload = codec.decode(signal, request, codec.PROTOBUF, metadata, _peer_address(context.peer()))
                     await consumer.consume(payload, "grpc")
