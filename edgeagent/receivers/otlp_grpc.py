@@ -1,7 +1,10 @@
 """OTLP/gRPC server (grpc.aio): the Trace, Metrics and Logs services.
 
 Requests arrive as raw bytes (no generated deserializer), so a request that no processor
-changes is parsed once and stored as received. With `tls` the port serves TLS (mTLS with
+changes is parsed once and stored as received. grpcio's own decompression is off: codec decodes
+gzip and deflate messages with the bounded decoders HTTP uses (every gzip member, the limit
+counted on output). grpcio's HTTP/2 layer refuses any other grpc-encoding (zstd, snappy) with
+INTERNAL before a handler runs, and offers no way to register a decompressor. With `tls` the port serves TLS (mTLS with
 `client_ca_file`); with `auth` every call must satisfy the named authenticator extension.
 """
 
