@@ -109,7 +109,9 @@ class HttpServer:
             raise RetryableError(f"{MAX_UNREAD_BODIES} request bodies are being read already", retry_after=1.0)
         self._reading += 1
         try:
-            async with asyncio.timeout(self.config.read_timeout or None):
+            if not self.config.read_timeout:  # otelcol's default: no limit on the whole request
+                return await _read_body(request, self.config.max_request_body_size, reservation)
+            async with asyncio.timeout(self.config.read_timeout):
                 return await _read_body(request, self.config.max_request_body_size, reservation)
         except TimeoutError:
             raise BadRequestError(f"the request body was not received within read_timeout "
@@ -132,8 +134,8 @@ async def _read_body(request: web.Request, limit: int, reservation: Reservation)
         received += len(chunk)
         if received > limit:
             raise BadRequestError(f"request body exceeds the limit of {limit} bytes", status=413)
-        reserve(decompressor.size)
         decompressor.feed(chunk)
+        reserve(decompressor.size)  # compressed input that has not decoded to anything yet
     return decompressor.finish()
 
 
