@@ -8,7 +8,9 @@ UNAVAILABLE) and a GC runs; above the hard limit a GC also runs at every check.
 Between two checks a burst of large requests could overshoot, so the limiter also counts
 the requests in flight: a request is admitted only while the last measurement plus the
 estimated cost of every request in flight (EXPANSION times its body) stays under the soft
-limit. Memory that a burst freed is handed back to the system (malloc_trim), so the limiter
+limit, and never when it alone would take memory past the hard limit. A receiver reserves
+as the body arrives (Reservation.grow), so a slow or lying client holds only what it sent.
+Memory that a burst freed is handed back to the system (malloc_trim), so the limiter
 recovers as soon as the flood stops.
 """
 
@@ -17,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import psutil
 from pydantic import Field, model_validator
@@ -155,10 +158,14 @@ class MemoryLimiter:
                                    f"{self.soft // _MIB} MiB", retry_after=max(1.0, self.interval * 2))
 
     def reserve(self, body_bytes: int) -> int:
-        """Admit a request of `body_bytes` and count its cost until `release`; raises DataRefusedError."""
+        """Admit `body_bytes` more of a request and count their cost until `release`; raises DataRefusedError."""
         self.admit()
         cost = body_bytes * EXPANSION
-        if self.in_flight and self.used + self.in_flight + cost > self.soft:
+        expected = self.used + self.in_flight + cost
+        if expected > self.hard:  # even alone: the first request is no exception
+            raise DataRefusedError(f"the request would take memory above the hard limit of {self.hard // _MIB} MiB",
+                                   retry_after=max(1.0, self.interval * 2))
+        if self.in_flight and expected > self.soft:
             raise DataRefusedError(f"requests in flight would take memory above the soft limit of "
                                    f"{self.soft // _MIB} MiB", retry_after=1.0)
         self.in_flight += cost
@@ -175,6 +182,48 @@ class MemoryLimiter:
         return {"refusing": self.refusing, "used_mib": round(self.used / _MIB, 1),
                 "in_flight_mib": round(self.in_flight / _MIB, 1),
                 "soft_limit_mib": self.soft // _MIB, "hard_limit_mib": self.hard // _MIB}
+
+
+class Budget(Protocol):
+    """What a reservation takes its share from: a memory limiter."""
+
+    def reserve(self, body_bytes: int) -> int: ...
+
+    def release(self, cost: int) -> None: ...
+
+
+class Reservation:
+    """One request's place in the budget of every memory limiter of its pipelines.
+
+    It grows with the bytes actually read (and decompressed), never with what a header declares;
+    a refusal leaves what was reserved before in place until `release`."""
+
+    def __init__(self, limiters: Sequence[Budget], refused: Callable[[DataRefusedError], None]):
+        self._limiters = limiters
+        self._refused = refused
+        self._costs = [0] * len(limiters)
+        self.bytes = 0
+
+    def grow(self, body_bytes: int) -> None:
+        if body_bytes <= 0:
+            return
+        taken: list[tuple[int, int]] = []
+        try:
+            for index, limiter in enumerate(self._limiters):
+                taken.append((index, limiter.reserve(body_bytes)))
+        except DataRefusedError as exc:
+            for index, cost in taken:
+                self._limiters[index].release(cost)
+            self._refused(exc)
+            raise
+        for index, cost in taken:
+            self._costs[index] += cost
+        self.bytes += body_bytes
+
+    def release(self) -> None:
+        for limiter, cost in zip(self._limiters, self._costs, strict=True):
+            limiter.release(cost)
+        self._costs = [0] * len(self._limiters)
 
 
 FACTORY = Factory("memory_limiter", MemoryLimiterConfig, MemoryLimiter, role=Role.ADMISSION)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import json
 import zlib
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any, Protocol, cast
 
+import cramjam
 import zstandard
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
@@ -53,6 +55,8 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BadRequestError("request body is JSON nested too deeply") from None
     if not isinstance(document, dict):
         raise BadRequestError("request body must be a JSON object")
     try:
@@ -60,6 +64,8 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         message = json_format.ParseDict(document, signal.request_class(), ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError) as exc:
         raise BadRequestError(f"request body is not valid OTLP/JSON for {signal.label}: {exc}") from exc
+    except RecursionError:  # deeper than the interpreter's stack, though json.loads took it
+        raise BadRequestError(f"request body is OTLP/JSON for {signal.label} nested too deeply") from None
     return Payload.from_message(signal, message, metadata)
 
 
@@ -116,74 +122,411 @@ def _hex_to_base64(key: str, value: str) -> str:
     return base64.b64encode(raw).decode()
 
 
+def grpc_message(message: bytes, limit: int, on_output: Callable[[int], None] | None = None) -> bytes:
+    """A gRPC request message as grpcio hands it over with its own decompression turned off.
+
+    grpcio accepts only gzip and deflate (it refuses other grpc-encodings before any handler runs)
+    and does not tell the handler which one a message used. gzip's magic bytes can never start a
+    protobuf message (wire type 7); a zlib header could, so a message that merely looks like zlib
+    and does not decode as such is taken as protobuf."""
+    if message[:2] == b"\x1f\x8b":
+        return decompress("gzip", message, limit, on_output)
+    if len(message) >= 2 and _looks_like_zlib(message):
+        try:
+            return decompress("deflate", message, limit, on_output)
+        except BadRequestError as exc:
+            if exc.status == 413:
+                raise
+    return message
+
+
+def decompress(encoding: str, body: bytes, limit: int, on_output: Callable[[int], None] | None = None) -> bytes:
+    decompressor = Decompressor(encoding, limit, on_output)
+    decompressor.feed(body)
+    return decompressor.finish()
+
+
 class Decompressor:
-    """Streaming decompression with a hard limit on the decompressed size (decompression bombs)."""
+    """Decodes a request body as it arrives, whatever otelcol's confighttp accepts, with a hard limit.
 
-    SUPPORTED = ("gzip", "x-gzip", "deflate", "zstd", "identity", "")
+    The limit counts decompressed bytes actually produced, never a size a header declares, so a
+    bomb stops at the limit (413). Every gzip member, zlib stream, zstd, snappy and lz4 frame of
+    a body is decoded: concatenated streams are legal, and keeping only the first would answer
+    OK for data that was dropped. Truncated or trailing garbage is a 400.
+    """
 
-    def __init__(self, encoding: str, limit: int):
+    def __init__(self, encoding: str, limit: int, on_output: Callable[[int], None] | None = None):
+        """`on_output(size)` hears of every piece of output (size: decoded bytes so far) as it is
+        produced, so a memory budget grows with it; whatever it raises stops the decoding."""
+        self.encoding = encoding.strip().lower()
+        factory = _STREAMS.get(self.encoding)
+        if factory is None:
+            raise BadRequestError(f"unsupported Content-Encoding {encoding!r}; use one of "
+                                  f"{', '.join(name for name in _STREAMS if name)} or none", status=415)
         self.limit = limit
-        self.size = 0
-        encoding = encoding.strip().lower()
-        if encoding in ("gzip", "x-gzip"):
-            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == "deflate":
-            self._z = zlib.decompressobj()  # zlib-wrapped, as HTTP's deflate; raw deflate retried below
-        elif encoding == "zstd":
-            self._z = zstandard.ZstdDecompressor().decompressobj()
-        elif encoding in ("identity", ""):
-            self._z = None
-        else:
-            raise BadRequestError(f"unsupported Content-Encoding {encoding!r}; use gzip, zstd, deflate or none", status=415)
-        self.encoding = encoding
+        self.size = 0  # decompressed bytes produced so far
+        self._on_output = on_output
         self._parts: list[bytes] = []
-        self._started = False
+        self._stream = factory(self)
 
     def feed(self, chunk: bytes) -> None:
-        if self._z is None:
-            self._add(chunk)
-            return
-        try:
-            if self.encoding == "deflate" and not self._started:
-                self._started = True
-                try:
-                    out = self._z.decompress(chunk, self._room())
-                except zlib.error:
-                    self._z = zlib.decompressobj(-zlib.MAX_WBITS)
-                    out = self._z.decompress(chunk, self._room())
-            elif self.encoding == "zstd":
-                out = self._z.decompress(chunk)
-            else:
-                out = self._z.decompress(chunk, self._room())
-            self._add(out)
-            # zlib keeps input it could not expand within the limit: anything left means too large
-            while getattr(self._z, "unconsumed_tail", b""):
-                out = self._z.decompress(self._z.unconsumed_tail, self._room())
-                if not out:
-                    break
-                self._add(out)
-        except (zlib.error, zstandard.ZstdError) as exc:
-            raise BadRequestError(f"request body is not valid {self.encoding} data: {exc}") from exc
+        self._run(self._stream.feed, chunk)
 
-    def _room(self) -> int:
+    def finish(self) -> bytes:
+        self._run(self._stream.finish)
+        body = b"".join(self._parts)
+        self._parts.clear()
+        return body
+
+    def _run(self, step: Callable[..., None], *args: bytes) -> None:
+        try:
+            step(*args)
+        except _DECODE_ERRORS as exc:
+            self._drop()
+            raise BadRequestError(f"request body is not valid {self.encoding} data: {exc}") from exc
+        except BaseException:
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        """Free what was decoded now: an error's traceback keeps this object alive until the
+        cycle collector runs, and a refused bomb would hold the limit's worth of memory till then."""
+        self._parts.clear()
+        self._stream = _Identity(self)
+
+    def room(self) -> int:
+        """Bytes that may still be produced, plus one to notice going over."""
         return self.limit - self.size + 1
 
-    def _add(self, data: bytes) -> None:
+    def add(self, data: bytes) -> None:
         if not data:
             return
         self.size += len(data)
         if self.size > self.limit:
             raise BadRequestError(f"request body exceeds the limit of {self.limit} bytes once decompressed", status=413)
+        if self._on_output is not None:
+            self._on_output(self.size)
         self._parts.append(data)
 
-    def finish(self) -> bytes:
-        if self._z is not None and self.encoding != "zstd":
-            try:
-                self._add(self._z.flush())
-            except zlib.error as exc:
-                raise BadRequestError(f"request body is not valid {self.encoding} data: {exc}") from exc
-            if self.encoding in ("gzip", "x-gzip") and not self._z.eof:
-                raise BadRequestError("request body is a truncated gzip stream")
-        return b"".join(self._parts)
+
+class _Stream(Protocol):
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None: ...
 
 
+class _Identity:
+    def __init__(self, sink: Decompressor):
+        self.sink = sink
+
+    def feed(self, chunk: bytes) -> None:
+        self.sink.add(chunk)
+
+    def finish(self) -> None:
+        pass
+
+
+class _Zlib:
+    """gzip (wbits 31) or zlib (wbits 15, raw deflate accepted too): one member after another."""
+
+    def __init__(self, sink: Decompressor, wbits: int):
+        self.sink = sink
+        self.wbits = wbits
+        self._z = zlib.decompressobj(wbits)
+        self._fresh = True  # nothing of the current member decoded yet
+
+    def feed(self, chunk: bytes) -> None:
+        data = chunk
+        while data or not self._fresh:
+            if self.wbits == zlib.MAX_WBITS and self._fresh and not _looks_like_zlib(data):
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # HTTP's "deflate" is sometimes sent raw
+            self._fresh = False
+            # output in pieces of at most _CHUNK: no allocation is larger, and going over the limit
+            # is noticed one piece after it, whatever the stream would still expand to
+            piece = min(_CHUNK, self.sink.room())
+            out = self._z.decompress(data, piece)
+            self.sink.add(out)
+            if self._z.eof:
+                data = self._z.unused_data
+                self._z = zlib.decompressobj(self.wbits)
+                self._fresh = True
+                continue
+            data = self._z.unconsumed_tail
+            if not data and len(out) < piece:
+                return  # all input taken and no output pending: wait for more
+
+    def finish(self) -> None:
+        if not self._fresh:
+            raise zlib.error("the body ends inside a compressed stream (truncated)")
+
+
+def _looks_like_zlib(data: bytes) -> bool:
+    return len(data) < 2 or (data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0)
+
+
+class _Framed:
+    """Input cut into the format's own units (frame headers, blocks, chunks) as they complete.
+
+    A subclass says how long the next unit is (`_unit`, None while incomplete) and what to do with
+    it (`_take`); the body must end on a frame boundary, else it was truncated.
+    """
+
+    def __init__(self, sink: Decompressor):
+        self.sink = sink
+        self._buffer = bytearray()
+        self._boundary = True  # between frames
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        while self._buffer:
+            size = self._unit(self._buffer)
+            if size is None or size > len(self._buffer):
+                return
+            unit = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            self._take(unit)
+
+    def finish(self) -> None:
+        if self._buffer or not self._boundary:
+            raise _Truncated(f"the body ends inside a frame ({len(self._buffer)} bytes left over)")
+
+    def _unit(self, data: bytearray) -> int | None:
+        raise NotImplementedError
+
+    def _take(self, unit: bytes) -> None:
+        raise NotImplementedError
+
+
+class _Truncated(ValueError):
+    pass
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _skippable_frame(data: bytearray, name: str) -> int:
+    """Length of the skippable frame (zstd and lz4 share them) at the start of `data`."""
+    if data[0] & 0xF0 == 0x50 and data[1:4] == b"\x2a\x4d\x18":
+        return 8 + int.from_bytes(data[4:8], "little")
+    raise _Corrupt(f"not a {name} frame")
+
+
+class _Zstd(_Framed):
+    """Frames decoded as they arrive through a writer whose sink counts every output chunk: a frame
+    that declares no content size still stops at the limit. The unit scan finds frame ends, which
+    the decoder does not report (a cut frame would pass silently)."""
+
+    def __init__(self, sink: Decompressor):
+        super().__init__(sink)
+        # the window a frame may ask for is bounded too (8 MiB covers every level up to 19, which
+        # otelcol's and most encoders' defaults stay within), else a decoder's memory outgrows the limit
+        window = 1 << max(23, min(27, sink.limit.bit_length()))
+        self._decoder = zstandard.ZstdDecompressor(max_window_size=window)
+        self._writer: Any = None
+        self._checksum = False  # the frame ends with a 4-byte checksum
+        self._last_block = False
+
+    def _unit(self, data: bytearray) -> int | None:
+        if self._boundary:  # a frame header, or a whole skippable frame
+            if len(data) < 8:
+                return None
+            if data[:4] != _ZSTD_MAGIC:
+                return _skippable_frame(data, "zstd")
+            descriptor = data[4]
+            single = descriptor >> 5 & 1
+            content_size = (single, 2, 4, 8)[descriptor >> 6]
+            return 5 + (1 - single) + (0, 1, 2, 4)[descriptor & 3] + content_size
+        if self._last_block:
+            return 4
+        if len(data) < 3:
+            return None
+        header = int.from_bytes(data[:3], "little")
+        kind, size = header >> 1 & 3, header >> 3
+        if kind == 3:
+            raise _Corrupt("reserved zstd block type")
+        return 3 + (1 if kind == 1 else size)
+
+    def _take(self, unit: bytes) -> None:
+        if self._boundary:
+            if unit[:4] != _ZSTD_MAGIC:
+                return  # a skippable frame carries no data
+            self._boundary = False
+            self._checksum = bool(unit[4] >> 2 & 1)
+            self._writer = self._decoder.stream_writer(cast(IO[bytes], _Sink(self.sink)), write_size=_CHUNK)
+            self._writer.write(unit)
+            return
+        self._writer.write(unit)
+        if self._last_block:  # that was the checksum after the last block
+            self._end_frame()
+        elif unit[0] & 1:  # the last block
+            if self._checksum:
+                self._last_block = True
+            else:
+                self._end_frame()
+
+    def _end_frame(self) -> None:
+        self._writer.flush()
+        self._writer = None
+        self._boundary = True
+        self._last_block = False
+
+
+class _Sink:
+    """The file-like object python-zstandard writes decompressed chunks into."""
+
+    def __init__(self, sink: Decompressor):
+        self.sink = sink
+
+    def write(self, data: bytes) -> int:
+        self.sink.add(bytes(data))
+        return len(data)
+
+
+class _Corrupt(ValueError):
+    pass
+
+
+_SNAPPY_STREAM = b"\xff\x06\x00\x00sNaPpY"
+_SNAPPY_CHUNK = 65536  # the framing format's most uncompressed data in one chunk
+
+
+class _SnappyFramed(_Framed):
+    """The framing format, chunk by chunk: no chunk yields more than 64 KiB, so output grows in
+    bounded steps; each chunk is checked (CRC) by decoding it behind a stream identifier."""
+
+    def _unit(self, data: bytearray) -> int | None:
+        if len(data) < 4:
+            return None
+        return 4 + int.from_bytes(data[1:4], "little")
+
+    def _take(self, unit: bytes) -> None:
+        kind = unit[0]
+        if kind == 0xFF:
+            if unit != _SNAPPY_STREAM:
+                raise _Corrupt("bad snappy stream identifier")
+            self._boundary = False
+            return
+        if self._boundary:
+            raise _Corrupt("snappy data before the stream identifier")
+        if kind in (0x00, 0x01):
+            if kind == 0x00 and cramjam.snappy.decompress_raw_len(unit[8:]) > _SNAPPY_CHUNK:
+                raise _Corrupt("snappy chunk larger than 64 KiB")
+            self.sink.add(bytes(cramjam.snappy.decompress(_SNAPPY_STREAM + unit)))
+        elif kind < 0x80:
+            raise _Corrupt(f"reserved unskippable snappy chunk type {kind:#x}")
+
+    def finish(self) -> None:
+        self._boundary = True  # a stream may end after any whole chunk
+        super().finish()
+
+
+class _Snappy:
+    """otelcol's "snappy": the framing format when the body starts with its stream identifier,
+    else one block, whose declared length must fit before it is decoded (and which the decoder
+    then produces exactly)."""
+
+    def __init__(self, sink: Decompressor):
+        self.sink = sink
+        self._framed: _SnappyFramed | None = None
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        if self._framed is not None:
+            self._framed.feed(chunk)
+            return
+        self._buffer += chunk
+        if len(self._buffer) >= len(_SNAPPY_STREAM) and self._buffer.startswith(_SNAPPY_STREAM):
+            self._framed = _SnappyFramed(self.sink)
+            self._framed.feed(bytes(self._buffer))
+            self._buffer.clear()
+
+    def finish(self) -> None:
+        if self._framed is not None:
+            self._framed.finish()
+            return
+        block = bytes(self._buffer)
+        if cramjam.snappy.decompress_raw_len(block) >= self.sink.room():
+            raise BadRequestError(f"request body exceeds the limit of {self.sink.limit} bytes once decompressed",
+                                  status=413)
+        self.sink.add(bytes(cramjam.snappy.decompress_raw(block)))
+
+
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
+_LZ4_BLOCK_MAX = {4: 64 << 10, 5: 256 << 10, 6: 1 << 20, 7: 4 << 20}
+
+
+class _Lz4(_Framed):
+    """LZ4 frames, collected whole and decoded only when the most their blocks can yield fits the
+    room left plus one block (the size each block may reach, not a declared content size)."""
+
+    def __init__(self, sink: Decompressor):
+        super().__init__(sink)
+        self._frame = bytearray()
+        self._block_max = 0
+        self._block_checksum = 0
+        self._content_checksum = 0
+        self._bound = 0
+        self._ended = False  # end mark seen; the content checksum follows when flagged
+
+    def _unit(self, data: bytearray) -> int | None:
+        if self._boundary:
+            if len(data) < 8:
+                return None
+            if data[:4] != _LZ4_MAGIC:
+                return _skippable_frame(data, "lz4")
+            flags = data[4]
+            if flags >> 6 != 1:
+                raise _Corrupt("unsupported lz4 frame version")
+            return 7 + (8 if flags & 0x08 else 0) + (4 if flags & 0x01 else 0)
+        if self._ended:
+            return self._content_checksum
+        if len(data) < 4:
+            return None
+        size = int.from_bytes(data[:4], "little") & 0x7FFFFFFF
+        return 4 if size == 0 else 4 + size + self._block_checksum
+
+    def _take(self, unit: bytes) -> None:
+        if self._boundary:
+            if unit[:4] != _LZ4_MAGIC:
+                return  # a skippable frame carries no data
+            self._boundary = False
+            self._block_max = _LZ4_BLOCK_MAX.get(unit[5] >> 4 & 7, 0)
+            if not self._block_max:
+                raise _Corrupt("bad lz4 block maximum size")
+            self._block_checksum = 4 if unit[4] & 0x10 else 0
+            self._content_checksum = 4 if unit[4] & 0x04 else 0
+            self._frame[:] = unit
+            self._bound = 0
+            return
+        self._frame += unit
+        if self._ended or (unit == b"\x00\x00\x00\x00" and not self._content_checksum):
+            self._decode_frame()
+        elif unit == b"\x00\x00\x00\x00":
+            self._ended = True
+        else:
+            self._bound += self._block_max
+            if self._bound - self._block_max >= self.sink.room():
+                raise BadRequestError(f"request body exceeds the limit of {self.sink.limit} bytes once "
+                                      "decompressed", status=413)
+
+    def _decode_frame(self) -> None:
+        self.sink.add(bytes(cramjam.lz4.decompress(bytes(self._frame))))
+        self._frame.clear()
+        self._boundary = True
+        self._ended = False
+
+
+_STREAMS: dict[str, Callable[[Decompressor], _Stream]] = {
+    "": _Identity,
+    "identity": _Identity,
+    "none": _Identity,
+    "gzip": lambda sink: _Zlib(sink, 16 + zlib.MAX_WBITS),
+    "x-gzip": lambda sink: _Zlib(sink, 16 + zlib.MAX_WBITS),
+    "zlib": lambda sink: _Zlib(sink, zlib.MAX_WBITS),
+    "deflate": lambda sink: _Zlib(sink, zlib.MAX_WBITS),
+    "zstd": _Zstd,
+    "snappy": _Snappy,
+    "x-snappy-framed": _SnappyFramed,
+    "lz4": _Lz4,
+}
+_DECODE_ERRORS = (zlib.error, zstandard.ZstdError, cramjam.DecompressionError, ValueError)

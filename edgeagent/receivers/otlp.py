@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from edgeagent.auth import AuthConfig
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.config.types import check_endpoint
+from edgeagent.config.types import Duration, check_endpoint
 from edgeagent.receivers.otlp_grpc import GrpcServer
 from edgeagent.receivers.otlp_http import HttpServer
 from edgeagent.tls import TlsServerConfig, check_grpc_server
@@ -35,6 +35,9 @@ class HttpConfig(ComponentConfig):
     metrics_url_path: str = "/v1/metrics"
     logs_url_path: str = "/v1/logs"
     max_request_body_size: int = Field(20 * 1024 * 1024, gt=0)
+    # otelcol's confighttp defaults: headers within a minute, no limit on the whole request
+    read_header_timeout: Duration = Field(60.0, ge=0)
+    read_timeout: Duration = Field(0.0, ge=0)
     include_metadata: bool = False
     tls: TlsServerConfig | None = None
     auth: AuthConfig | None = None

@@ -1,7 +1,10 @@
 """OTLP/gRPC server (grpc.aio): the Trace, Metrics and Logs services.
 
 Requests arrive as raw bytes (no generated deserializer), so a request that no processor
-changes is parsed once and stored as received. With `tls` the port serves TLS (mTLS with
+changes is parsed once and stored as received. grpcio's own decompression is off: codec decodes
+gzip and deflate messages with the bounded decoders HTTP uses (every gzip member, the limit
+counted on output). grpcio's HTTP/2 layer refuses any other grpc-encoding (zstd, snappy) with
+INTERNAL before a handler runs, and offers no way to register a decompressor. With `tls` the port serves TLS (mTLS with
 `client_ca_file`); with `auth` every call must satisfy the named authenticator extension.
 """
 
@@ -30,7 +33,9 @@ class GrpcServer:
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
+        # grpcio's own decompression keeps only the first gzip member: the message is decoded by codec
         options = [("grpc.max_receive_message_length", self.config.max_recv_msg_size_mib << 20),
+                   ("grpc.per_message_decompression", 0),
                    ("grpc.so_reuseport", 0)]
         if self.config.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
@@ -65,13 +70,16 @@ class GrpcServer:
     def _handler(self, signal: Signal, consumer: Any):
         include_metadata = self.config.include_metadata
         authenticator = auth.resolve(self.host, self.config.auth)
+        limit = self.config.max_recv_msg_size_mib << 20
 
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             try:
                 if authenticator is not None and not authenticator.authenticate(
                         {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}):
                     raise UnauthenticatedError()
-                with consumer.admission("grpc", len(request)):
+                with consumer.admission("grpc", len(request)) as reservation:
+                    request = codec.grpc_message(request, limit,
+                                                 lambda produced: reservation.grow(produced - reservation.bytes))
                     metadata = codec.metadata_of(context.invocation_metadata() or ()) if include_metadata else None
                     payload = codec.decode(signal, request, codec.PROTOBUF, metadata, _peer_address(context.peer()))
                     await consumer.consume(payload, "grpc")

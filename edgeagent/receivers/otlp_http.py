@@ -1,14 +1,19 @@
 """OTLP/HTTP server (aiohttp): POST /v1/traces, /v1/metrics, /v1/logs.
 
-Bodies are decompressed by us, not by aiohttp, so the size limit applies to the
-decompressed size for every encoding (gzip, deflate, zstd) and a decompression bomb
-stops at the limit. With `tls` the port serves HTTPS (mTLS with `client_ca_file`); with
-`auth` a request without valid credentials gets 401 before its body is read.
+Bodies are decompressed by us (codec.Decompressor), not by aiohttp, so the size limit applies
+to the decompressed size for every encoding otelcol accepts and a decompression bomb stops at
+the limit. A request reserves memory-limiter budget for the bytes it has actually sent, as they
+arrive, never for what its Content-Length declares; otelcol's `read_header_timeout` and
+`read_timeout` end slow senders, and at most MAX_UNREAD_BODIES bodies are read at once. With
+`tls` the port serves HTTPS (mTLS with `client_ca_file`); with `auth` a request without valid
+credentials gets 401 before its body is read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -16,13 +21,16 @@ from google.rpc import status_pb2
 
 from edgeagent import auth, tls
 from edgeagent.config.types import split_endpoint
-from edgeagent.errors import BadRequestError, DataRefusedError, QueueFullError, RetryableError, UnauthenticatedError
+from edgeagent.errors import BadRequestError, RetryableError, UnauthenticatedError
+from edgeagent.processors.memory_limiter import Reservation
 from edgeagent.receivers import codec
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
-_GRPC_CODE = {400: 3, 401: 16, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
-_UNKNOWN_LENGTH = 1 << 20  # what a chunked body is assumed to cost until it is read
+_GRPC_CODE = {400: 3, 401: 16, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+MAX_UNREAD_BODIES = 1024  # bodies being read at once; more get 503 rather than queue up sockets and buffers
+_NO_TIMEOUT = 365 * 86400.0
+DISCONNECT_EPISODE = 60.0  # disconnects closer together than this are one episode: one log line
 
 
 class HttpServer:
@@ -31,6 +39,8 @@ class HttpServer:
         self.config = config
         self.host = host
         self._runner: web.AppRunner | None = None
+        self._reading = 0
+        self._disconnects = Disconnects(host, receiver_id, "http")
 
     async def start(self) -> None:
         app = web.Application(client_max_size=self.config.max_request_body_size)
@@ -43,7 +53,11 @@ class HttpServer:
             consumer = self.host.consumer(self.receiver_id, signal)
             if consumer is not None:
                 app.router.add_post(path, self._handler(signal, consumer))
-        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+        # aiohttp's keep-alive timer runs from the connection's start (or the last answer) until the
+        # next request's headers are complete: that is otelcol's read_header_timeout for us
+        header_timeout = self.config.read_header_timeout or self.config.read_timeout or _NO_TIMEOUT
+        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False,
+                                     keepalive_timeout=header_timeout)
         await self._runner.setup()
         host, port = split_endpoint(self.config.endpoint, 4318)
         ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
@@ -58,7 +72,6 @@ class HttpServer:
             await runner.cleanup()
 
     def _handler(self, signal: Signal, consumer: Any):
-        limit = self.config.max_request_body_size
         include_metadata = self.config.include_metadata
         success = {content_type: codec.encode_response(signal.response_class(), content_type)
                    for content_type in (codec.PROTOBUF, codec.JSON)}
@@ -72,33 +85,79 @@ class HttpServer:
                 return web.Response(status=415, text=f"unsupported content type {content_type!r}; "
                                     f"use {codec.PROTOBUF} or {codec.JSON}\n")
             try:
-                # admitted before the body is read: refusing must not cost memory
-                with consumer.admission("http", min(request.content_length or _UNKNOWN_LENGTH, limit)):
-                    body = await _read_body(request, limit)
+                with consumer.admission("http") as reservation:
+                    body = await self._read_body(request, reservation)
                     metadata = codec.metadata_of(request.headers.items()) if include_metadata else None
                     payload = codec.decode(signal, body, content_type, metadata, request.remote or "")
                     del body
                     await consumer.consume(payload, "http")
+            except ConnectionError:  # the client went away: nobody to answer
+                self._disconnects.count()
+                return web.Response(status=400)
             except Exception as exc:  # every failure becomes exactly one HTTP answer
                 return error_response(exc, content_type, signal)
             return web.Response(body=success[content_type], content_type=content_type)
 
         return handle
 
+    async def _read_body(self, request: web.Request, reservation: Reservation) -> bytes:
+        """The decompressed body, read within read_timeout and reserved as it arrives."""
+        if request.version < (1, 1) and request.content_length is None and "chunked" not in \
+                request.headers.get("Transfer-Encoding", "").lower():
+            raise BadRequestError("an HTTP/1.0 request body needs a Content-Length", status=411)
+        if self._reading >= MAX_UNREAD_BODIES:
+            raise RetryableError(f"{MAX_UNREAD_BODIES} request bodies are being read already", retry_after=1.0)
+        self._reading += 1
+        try:
+            if not self.config.read_timeout:  # otelcol's default: no limit on the whole request
+                return await _read_body(request, self.config.max_request_body_size, reservation)
+            async with asyncio.timeout(self.config.read_timeout):
+                return await _read_body(request, self.config.max_request_body_size, reservation)
+        except TimeoutError:
+            raise BadRequestError(f"the request body was not received within read_timeout "
+                                  f"({self.config.read_timeout:g}s)", status=408) from None
+        finally:
+            self._reading -= 1
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    encoding = request.headers.get("Content-Encoding", "")
-    length = request.content_length
-    decompressor = codec.Decompressor(encoding, limit)
-    if length is not None and length > limit and decompressor.encoding in ("", "identity"):
-        raise BadRequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413)
+
+async def _read_body(request: web.Request, limit: int, reservation: Reservation) -> bytes:
     received = 0
+
+    def reserve(produced: int) -> None:  # the larger of what arrived and what it decoded to so far
+        reservation.grow(max(received, produced) - reservation.bytes)
+
+    decompressor = codec.Decompressor(request.headers.get("Content-Encoding", ""), limit, reserve)
+    length = request.content_length
+    if length is not None and length > limit and decompressor.encoding in ("", "identity", "none"):
+        raise BadRequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413)
     async for chunk in request.content.iter_any():  # as received: no re-slicing into fixed sizes
         received += len(chunk)
         if received > limit:
             raise BadRequestError(f"request body exceeds the limit of {limit} bytes", status=413)
         decompressor.feed(chunk)
+        reserve(decompressor.size)  # compressed input that has not decoded to anything yet
     return decompressor.finish()
+
+
+class Disconnects:
+    """Clients that go away mid-request: counted each time, logged once per episode."""
+
+    def __init__(self, host: Any, receiver_id: str, transport: str):
+        self._host = host
+        self._labels = (receiver_id, transport)
+        self._last = -DISCONNECT_EPISODE
+        self._in_episode = 0
+
+    def count(self) -> None:
+        self._host.counter_inc("edgeagent_receiver_client_disconnects", 1, *self._labels)
+        now = time.monotonic()
+        if now - self._last >= DISCONNECT_EPISODE:
+            log.warning("clients disconnect before their requests complete",
+                        extra={"receiver": self._labels[0], "transport": self._labels[1],
+                               "previous_episode": self._in_episode})
+            self._in_episode = 0
+        self._in_episode += 1
+        self._last = now
 
 
 def error_response(exc: BaseException, content_type: str, signal: Signal) -> web.Response:
@@ -106,12 +165,14 @@ def error_response(exc: BaseException, content_type: str, signal: Signal) -> web
     headers = {}
     if isinstance(exc, BadRequestError):
         status, message = exc.status, str(exc)
-    elif isinstance(exc, (DataRefusedError, QueueFullError, RetryableError)):
+    elif isinstance(exc, RetryableError):
         status, message = 503, str(exc)
-        headers["Retry-After"] = str(max(1, int(round(exc.retry_after or 1))))
+        headers["Retry-After"] = str(max(1, round(exc.retry_after or 1)))
     else:
         log.error("request failed unexpectedly", exc_info=exc, extra={"signal": signal.label})
         status, message = 500, f"internal error: {type(exc).__name__}"
+    if status in (408, 411):
+        headers["Connection"] = "close"  # what is left of the request on the socket is no next request
     if status in (401, 415):  # the client's content type may be one we cannot answer in
         return web.Response(status=status, text=message + "\n", headers=headers)
     body = codec.encode_response(status_pb2.Status(code=_GRPC_CODE.get(status, 2), message=message), content_type)

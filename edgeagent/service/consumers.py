@@ -17,6 +17,7 @@ from typing import Protocol
 from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, send_now
 from edgeagent.processors.batch import BatchConfig
+from edgeagent.processors.memory_limiter import Reservation
 from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
 from edgeagent.service.host import Telemetry
 from edgeagent.signals import Payload, Signal
@@ -104,27 +105,25 @@ class SignalConsumer:
         self.limiters += [limiter for limiter in limiters if limiter not in self.limiters]
 
     @contextlib.contextmanager
-    def admission(self, transport: str, body_bytes: int) -> Iterator[None]:
-        """Hold a request's place in the memory budget while it is read and committed.
+    def admission(self, transport: str, body_bytes: int = 0) -> Iterator[Reservation]:
+        """Hold a request's place in the memory budget while it is read and committed; the
+        receiver grows it (`Reservation.grow`) as body bytes arrive.
 
-        Refuses (counted) before the body is read when the agent stops or memory is short."""
-        reserved: list[tuple[Limiter, int]] = []
-        try:
-            if self.stopping():
-                raise ShutdownError("the agent is shutting down", retry_after=5.0)
-            for limiter in self.limiters:
-                reserved.append((limiter, limiter.reserve(body_bytes)))
-        except RetryableError as exc:
-            for limiter, cost in reserved:
-                limiter.release(cost)
+        Refuses (counted) when the agent stops or memory is short, before or while the body is read."""
+        def refused(exc: RetryableError) -> None:
             self.telemetry.counter_inc("edgeagent_receiver_refused_requests", 1, self.receiver_id, transport,
                                        type(exc).__name__)
-            raise
+
+        reservation = Reservation(self.limiters, refused)
         try:
-            yield
+            if self.stopping():
+                exc = ShutdownError("the agent is shutting down", retry_after=5.0)
+                refused(exc)
+                raise exc
+            reservation.grow(body_bytes)
+            yield reservation
         finally:
-            for limiter, cost in reserved:
-                limiter.release(cost)
+            reservation.release()
 
     def _admit(self) -> None:
         if self.stopping():
@@ -156,7 +155,7 @@ class ConsumerSlot:
     def __init__(self, target: SignalConsumer):
         self.target = target
 
-    def admission(self, transport: str, body_bytes: int) -> contextlib.AbstractContextManager[None]:
+    def admission(self, transport: str, body_bytes: int = 0) -> contextlib.AbstractContextManager[Reservation]:
         return self.target.admission(transport, body_bytes)
 
     async def consume(self, payload: Payload, transport: str) -> None:

@@ -11,14 +11,16 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from edgeagent.extensions.metrics import Metrics
+from edgeagent.processors.memory_limiter import Reservation
 from edgeagent.signals import Payload, Signal
 
 
 class Consumer(Protocol):
     """What a receiver hands the requests of one signal to."""
 
-    def admission(self, transport: str, body_bytes: int) -> AbstractContextManager[None]:
-        """Hold a request's place in the memory budget while it is read; raises RetryableError."""
+    def admission(self, transport: str, body_bytes: int = 0) -> AbstractContextManager[Reservation]:
+        """Hold a request's place in the memory budget while it is read (grow it as the body
+        arrives); raises RetryableError."""
 
     async def consume(self, payload: Payload, transport: str) -> None:
         """Returns once the request is durable (or refused with a typed error)."""

@@ -100,8 +100,10 @@ def _define_counters(m: Metrics) -> None:
     for name in ("spans", "logs", "datapoints"):
         m.counter(f"otelcol_processor_filter_{name}_filtered", f"Number of {name} dropped by the filter processor.",
                   ("filter",))
-    m.counter("edgeagent_receiver_refused_requests", "Requests refused before they were read (memory limiter, "
-              "shutdown).", ("receiver", "transport", "reason"))
+    m.counter("edgeagent_receiver_refused_requests", "Requests refused before or while they were read (memory "
+              "limiter, shutdown).", ("receiver", "transport", "reason"))
+    m.counter("edgeagent_receiver_client_disconnects", "Requests whose client went away before they were answered.",
+              ("receiver", "transport"))
     m.counter("edgeagent_exporter_unexpected_errors", "Sends that failed with an unexpected error; the data "
               "stayed queued.", ("exporter",))
     m.counter("edgeagent_deadletter_items", "Items moved to the dead-letter store after a permanent rejection.",

@@ -102,3 +102,31 @@ def test_a_flood_is_refused_politely_memory_stays_bounded_and_the_agent_recovers
     wait_until(recovered, timeout=20, interval=0.5, message="the agent accepting again")
     assert agent.health()[1]["memory_limiter"]["memory_limiter"]["refusing"] is False
     assert agent.terminate() == 0
+
+
+def test_one_request_that_alone_would_cross_the_hard_limit_is_refused_even_when_nothing_is_in_flight(agents, tmp_path):
+    hard_mib = 112
+    agent = agents(["run", "--state-dir", str(tmp_path / "state"),
+                    "--set", f"processors::memory_limiter::limit_mib={hard_mib}",
+                    "--set", "processors::memory_limiter::spike_limit_mib=16",
+                    "--set", "processors::memory_limiter::check_interval=100ms"])
+    body = b"".join(_body(seed) for seed in range(24))  # ~14 MiB: its cost alone is more than the room left
+    assert 10 << 20 < len(body) < 20 << 20
+    sampler = MemorySampler(agent.process.pid)
+    sampler.start()
+    try:
+        status = asyncio.run(_post_once(f"http://127.0.0.1:{agent.http_port}/v1/traces", body))
+    finally:
+        sampler.stop.set()
+        sampler.join()
+    print(f"one large request: {status}, peak RssAnon {sampler.peak / 2**20:.1f} MiB")
+    assert status == 503
+    assert sampler.peak < hard_mib << 20
+    assert asyncio.run(_post_once(f"http://127.0.0.1:{agent.http_port}/v1/traces", _body(0))) == 200
+
+
+async def _post_once(url: str, body: bytes) -> int:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async with session.post(url, data=body, headers={"Content-Type": "application/x-protobuf"}) as response:
+            await response.read()
+            return response.status

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
+import tracemalloc
 import zlib
 
+import cramjam
 import pytest
 import zstandard
 
@@ -106,3 +109,139 @@ def test_truncated_gzip_is_a_400_and_unknown_encodings_a_415():
 
 def test_repeated_metadata_keys_are_joined_like_otelcol():
     assert codec.metadata_of([("X-Tenant", "a"), ("x-tenant", "b"), ("bin", b"\x00")]) == {"x-tenant": "a;b"}
+
+
+def _zstd_frames(*parts: bytes) -> bytes:
+    return b"".join(zstandard.ZstdCompressor().compress(part) for part in parts)
+
+
+def _snappy_block(data: bytes) -> bytes:
+    return bytes(cramjam.snappy.compress_raw(data))
+
+
+def _snappy_framed(data: bytes) -> bytes:
+    return bytes(cramjam.snappy.compress(data))
+
+
+def _lz4_frame(data: bytes) -> bytes:
+    return bytes(cramjam.lz4.compress(data))
+
+
+# every Content-Encoding otelcol's confighttp accepts, each with its compressor, whole bodies concatenated
+CONCATENATED = {
+    "gzip": lambda a, b: gzip.compress(a) + gzip.compress(b),
+    "zstd": _zstd_frames,
+    "zlib": lambda a, b: zlib.compress(a) + zlib.compress(b),
+    "deflate": lambda a, b: zlib.compress(a) + zlib.compress(b),
+    "snappy": lambda a, b: _snappy_framed(a) + _snappy_framed(b),
+    "x-snappy-framed": lambda a, b: _snappy_framed(a) + _snappy_framed(b),
+    "lz4": lambda a, b: _lz4_frame(a) + _lz4_frame(b),
+}
+
+
+def _decompress(encoding: str, body: bytes, limit: int, chunk: int = 1000) -> bytes:
+    decompressor = codec.Decompressor(encoding, limit=limit)
+    for start in range(0, len(body), chunk):
+        decompressor.feed(body[start:start + chunk])
+    return decompressor.finish()
+
+
+@pytest.mark.parametrize("encoding", list(CONCATENATED))
+def test_concatenated_members_and_frames_are_all_decoded_not_only_the_first(encoding):
+    first, second = b"first" * 5000, b"second" * 5000
+    body = CONCATENATED[encoding](first, second)
+    assert _decompress(encoding, body, limit=len(first) + len(second)) == first + second
+
+
+def test_snappy_block_format_is_accepted_as_otelcol_does_for_snappy():
+    assert _decompress("snappy", _snappy_block(DATA), limit=len(DATA)) == DATA
+
+
+@pytest.mark.parametrize("encoding", ["none", "identity", ""])
+def test_uncompressed_spellings_pass_through(encoding):
+    assert _decompress(encoding, DATA, limit=len(DATA)) == DATA
+
+
+def _zeros(size: int) -> bytes:
+    return b"\x00" * size
+
+
+# bodies of a few hundred KiB at most that expand far beyond the limit; zstd without a declared content size
+BOMBS = {
+    "gzip": lambda: gzip.compress(_zeros(64 << 20)) * 4,
+    "zlib": lambda: zlib.compress(_zeros(64 << 20), 9),
+    "zstd": lambda: zstandard.ZstdCompressor(write_content_size=False).compress(_zeros(64 << 20)) * 16,
+    "snappy": lambda: _snappy_framed(_zeros(16 << 20)),
+    "x-snappy-framed": lambda: _snappy_framed(_zeros(16 << 20)),
+    "lz4": lambda: _lz4_frame(_zeros(64 << 20)),
+}
+
+
+@pytest.mark.parametrize("encoding", list(BOMBS))
+def test_a_bomb_stops_at_the_limit_counted_on_output_with_413(encoding):
+    bomb = BOMBS[encoding]()
+    assert len(bomb) < 4 << 20
+    with pytest.raises(BadRequestError) as error:
+        _decompress(encoding, bomb, limit=1 << 20, chunk=64 * 1024)
+    assert error.value.status == 413
+
+
+def test_a_snappy_block_declaring_more_than_the_limit_gets_413_before_decoding():
+    with pytest.raises(BadRequestError) as error:
+        _decompress("snappy", _snappy_block(_zeros(2 << 20)), limit=1 << 20)
+    assert error.value.status == 413
+
+
+@pytest.mark.parametrize("encoding", list(CONCATENATED))
+def test_truncated_and_garbage_bodies_get_400(encoding):
+    body = CONCATENATED[encoding](DATA, DATA)
+    for broken in (body[:-3], body[:len(body) // 2 + 5], body + b"\x01garbage", b"\x00garbage" + body):
+        with pytest.raises(BadRequestError) as error:
+            _decompress(encoding, broken, limit=4 * len(DATA))
+        assert error.value.status == 400, (encoding, broken[:12])
+
+
+@pytest.mark.parametrize("encoding", list(BOMBS))
+def test_a_refused_bomb_frees_its_output_at_once_not_when_the_cycle_collector_runs(encoding):
+    bomb = BOMBS[encoding]()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            with pytest.raises(BadRequestError):
+                _decompress(encoding, bomb, limit=8 << 20, chunk=64 * 1024)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert held < 2 << 20, f"{held / 2**20:.1f} MiB still held after three refused bombs"
+
+
+class _Refused(Exception):
+    pass
+
+
+# lz4 is left out: a frame is decoded whole, once the most its blocks can yield fits the room left
+@pytest.mark.parametrize("encoding", [encoding for encoding in BOMBS if encoding != "lz4"])
+def test_the_reservation_grows_with_each_piece_of_output_and_a_refusal_stops_decoding_at_once(encoding):
+    seen: list[int] = []
+
+    def reserve(produced: int) -> None:
+        seen.append(produced)
+        if produced > 1 << 20:
+            raise _Refused()
+
+    decompressor = codec.Decompressor(encoding, limit=64 << 20, on_output=reserve)
+    with pytest.raises(_Refused):
+        decompressor.feed(BOMBS[encoding]())  # one chunk that expands to far more than 1 MiB
+    assert seen == sorted(seen) and seen[-1] <= (1 << 20) + 128 * 1024
+
+
+def test_zstd_frames_with_checksums_and_skippable_frames_are_decoded_whole():
+    checked = zstandard.ZstdCompressor(write_checksum=True, write_content_size=False)
+    skippable = b"\x50\x2a\x4d\x18" + (3).to_bytes(4, "little") + b"pad"
+    body = checked.compress(b"first" * 1000) + skippable + checked.compress(b"second" * 1000)
+    assert _decompress("zstd", body, limit=20_000, chunk=7) == b"first" * 1000 + b"second" * 1000
+    with pytest.raises(BadRequestError) as cut:
+        _decompress("zstd", body[:-2], limit=20_000)
+    assert cut.value.status == 400
