@@ -485,8 +485,8 @@ class Agent:
         return values
 
     async def _serve_metrics(self) -> None:
-        endpoint = self.config.service.telemetry.metrics.endpoint()
-        if endpoint is None:
+        endpoints = self.config.service.telemetry.metrics.endpoints()
+        if not endpoints:
             return
 
         async def handle(request: web.Request) -> web.Response:
@@ -496,8 +496,9 @@ class Agent:
         app.router.add_get("/metrics", handle)
         self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._metrics_runner.setup()
-        host, port = split_endpoint(endpoint, 8888)
-        await web.TCPSite(self._metrics_runner, host, port, reuse_address=True).start()
+        for endpoint in endpoints:  # one server per prometheus reader
+            host, port = split_endpoint(endpoint, 8888)
+            await web.TCPSite(self._metrics_runner, host, port, reuse_address=True).start()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
