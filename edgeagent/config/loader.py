@@ -138,7 +138,7 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str) ->
     pipelines = _check_pipelines(service, sections, errors, registry)
     _check_connectors(sections, pipelines, errors, warnings)
     for index, ext_id in enumerate(service.extensions):
-        if ext_id not in sections["extensions"] and ext_id not in (document.get("extensions") or {}):
+        if ext_id not in sections["extensions"] and ext_id not in _declared(document, "extensions"):
             errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions; "
                            f"define it or remove it from service::extensions"))
     _check_storage_references(document, sections, service, errors)
@@ -217,7 +217,7 @@ def _check_storage_references(document: dict, sections: dict[str, dict[str, Comp
         path = f"exporters::{exporter_id}::sending_queue::storage"
         extension = sections["extensions"].get(storage)
         if extension is None:
-            if storage not in (document.get("extensions") or {}):
+            if storage not in _declared(document, "extensions"):
                 errors.append((path, f"extension {storage!r} is not defined under extensions; define a file_storage "
                                f"extension with that id"))
         elif extension.id.type != "file_storage":
@@ -238,7 +238,7 @@ def _check_authenticator_references(document: dict, sections: dict[str, dict[str
                 path += "::authenticator"
                 extension = sections["extensions"].get(name)
                 if extension is None:
-                    if name not in (document.get("extensions") or {}):
+                    if name not in _declared(document, "extensions"):
                         errors.append((path, f"extension {name!r} is not defined under extensions; define an "
                                        f"authenticator such as bearertokenauth with that id"))
                 elif not isinstance(extension.config, AuthenticatorConfig):
@@ -246,6 +246,12 @@ def _check_authenticator_references(document: dict, sections: dict[str, dict[str
                                    f"name a bearertokenauth extension"))
                 elif name not in service.extensions:
                     errors.append((path, f"extension {name!r} is not enabled; add it to service::extensions"))
+
+
+def _declared(document: dict, kind: str) -> dict:
+    """The ids written under a kind, valid or not (an id with bad settings is reported there, not again)."""
+    block = document.get(kind)
+    return block if isinstance(block, dict) else {}
 
 
 def _caused_by_expansion(path: str, failed_paths: set[str]) -> bool:

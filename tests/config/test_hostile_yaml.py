@@ -159,7 +159,55 @@ def test_any_document_gives_a_config_or_a_config_error(document):
 
 @pytest.mark.parametrize("text", ["a: [", "\t- x", "key: value\n- item", "!!python/object:os.system {}",
                                   "? [a, b]\n: c", "a: !!binary '%%'", "\x00", "- 1\n- 2", "'just a string'",
-                                  "receivers: &r\n  otlp: *r"])
+                                  "receivers: &r\n  otlp: *r",
+                                  "extensions: 5\nexporters: 7\nservice: {extensions: [a], pipelines: {traces: "
+                                  "{receivers: [otlp], exporters: [x]}}}"])
 def test_malformed_yaml_is_a_config_error(text):
     with pytest.raises(ConfigError):
         load_text(text, environ={})
+
+
+def _paths_of(node, path=()):
+    yield path
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths_of(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _paths_of(value, path + (index,))
+
+
+def _replaced(node, path, value):
+    if not path:
+        return value
+    copy = dict(node) if isinstance(node, dict) else list(node)
+    copy[path[0]] = _replaced(node[path[0]], path[1:], value)
+    return copy
+
+
+def _seed_documents():
+    import pathlib
+
+    import yaml
+
+    seeds = pathlib.Path(__file__).resolve().parents[1] / "testdata" / "seeds"
+    return [yaml.safe_load(path.read_text()) for path in sorted(seeds.glob("tfo-*.yaml"))]
+
+
+_SEEDS = _seed_documents()
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data())
+def test_any_mutation_of_a_real_config_gives_a_config_or_a_config_error(data):
+    import yaml
+
+    document = data.draw(st.sampled_from(_SEEDS))
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = list(_paths_of(document))
+        path = data.draw(st.sampled_from(paths))
+        document = _replaced(document, path, data.draw(st.one_of(_SCALARS, _DOCUMENTS)))
+    try:
+        load_text(yaml.safe_dump(document), environ={"TELEMETRYFLOW_ENDPOINT": "http://127.0.0.1:4318"})
+    except ConfigError:
+        pass
