@@ -81,7 +81,7 @@ def parse_yaml(text: str, source: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_expanded_size(node, source)
+        _check_expanded_size(node)
         duplicates = _duplicate_keys(node)
         if duplicates:
             raise ConfigError(duplicates)
@@ -103,7 +103,7 @@ def _where(source: str, mark: Any) -> str:
     return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
 
 
-def _check_expanded_size(root: Node, source: str) -> None:
+def _check_expanded_size(root: Node) -> None:
     """Count nodes as if every alias were expanded (each shared node counted once per use), without expanding."""
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()
