@@ -31,8 +31,10 @@ def config_path(tmp_path):
     return str(path)
 
 
-def test_debug_exporter_logs_every_span_at_normal_verbosity(agents, config_path, tmp_path):
-    agent = agents(["run", "--config", config_path, "--state-dir", str(tmp_path / "state")])
+@pytest.mark.parametrize("queued", ["false", "true"])
+def test_debug_exporter_logs_every_span_at_normal_verbosity(agents, config_path, tmp_path, queued):
+    agent = agents(["run", "--config", config_path, "--state-dir", str(tmp_path / "state"),
+                    "--set", f"exporters::debug::sending_queue::enabled={queued}"])
     send_spans("http", agent.http_port, 5, batch=5)
     wait_until(lambda: all(f"op-{index} trace_id=" in agent.log() for index in range(5)), timeout=20,
                message="the debug exporter's lines in the log")
