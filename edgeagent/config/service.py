@@ -25,6 +25,18 @@ class LogsConfig(_Strict):
 class PrometheusPull(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8888, ge=1, le=65535)
+    # otelcol's defaults, which are how the metrics are named here; false is refused, not ignored
+    without_scope_info: bool = True
+    without_units: bool = True
+    without_type_suffix: bool = True
+
+    @field_validator("without_scope_info", "without_units", "without_type_suffix")
+    @classmethod
+    def _only_otelcol_names(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("only true is supported: the metrics keep otelcol's names (no unit or type suffix, "
+                             "no scope labels) so dashboards and alert rules match; remove the key")
+        return value
 
 
 class PullExporter(_Strict):

@@ -119,6 +119,16 @@ def test_telemetry_readers_name_the_metrics_endpoint():
     assert config.service.telemetry.metrics.endpoints() == ["127.0.0.1:18888"]
 
 
+def test_prometheus_naming_flags_are_accepted_as_otelcol_defaults_and_refused_otherwise():
+    flags = "without_scope_info: true, without_units: true, without_type_suffix: true"
+    load_text(_config("  debug:\n", "debug", extra=READER.replace("port: 18888", f"port: 18888, {flags}")),
+              environ={})
+    errors = _errors(_config("  debug:\n", "debug", extra=READER.replace("port: 18888",
+                                                                           "port: 18888, without_units: false")))
+    assert [path for path, _ in errors] == [
+        "service::telemetry::metrics::readers::0::pull::exporter::prometheus::without_units"]
+
+
 def test_telemetry_level_none_turns_the_metrics_server_off():
     config = load_text(_config("  debug:\n", "debug", extra="  telemetry:\n    metrics:\n      level: none\n"),
                        environ={})
