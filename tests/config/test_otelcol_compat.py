@@ -33,7 +33,7 @@ def _errors(text: str) -> list[tuple[str, str]]:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edgeagent", *args], capture_output=True, text=True, timeout=60,
-                          env=_environment(env), cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
+                          check=False, env=_environment(env), cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
 
 
 # ---- type names ----------------------------------------------------------------------------
