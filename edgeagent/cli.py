@@ -1,4 +1,9 @@
-"""Command line: run | validate | version. The only place that exits the process."""
+"""Command line, as otelcol's: run | validate | components | print-config | version, plus the queue verbs.
+
+The only place that exits the process. Every verb that reads a config takes the same
+`--config` (repeatable; file:, env:, yaml: URIs or paths, merged in order), `--set` and
+`--upstream`, so `validate` checks exactly what `run` would start.
+"""
 
 from __future__ import annotations
 
@@ -10,38 +15,67 @@ import os
 import signal
 import sys
 from importlib import resources
+from typing import TYPE_CHECKING
+
+import yaml
 
 from edgeagent import __version__
-from edgeagent.config.loader import AgentConfig, ConfigError, load_file, load_text
+from edgeagent.config.loader import (
+    AgentConfig,
+    ConfigError,
+    load_text,
+    load_uris,
+    raw_document,
+)
 from edgeagent.config.upstream import upstream_base
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
+if TYPE_CHECKING:  # imported when the agent runs: the config commands stay light
+    from edgeagent.runtime.systemd import Notifier
+    from edgeagent.service.service import Service
+
 log = logging.getLogger("edgeagent")
 EXIT_CONFIG = 2
+EMBEDDED = "<embedded default>"
 
 
 def default_config_text() -> str:
     return resources.files("edgeagent.config").joinpath("default.yaml").read_text(encoding="utf-8")
 
 
-def load(config_path: str | None, upstream: str | None = None, overrides: list[str] | None = None) -> AgentConfig:
+def _environ(upstream: str | None) -> tuple[dict[str, str], str | None]:
+    """The environment configs are expanded with (--upstream sets EDGEAGENT_UPSTREAM, read as a base
+    URL), and a warning when the upstream given was a signal URL."""
     environ = dict(os.environ)
     if upstream:
         environ["EDGEAGENT_UPSTREAM"] = upstream
-    warning = None
-    if environ.get("EDGEAGENT_UPSTREAM"):
-        try:
-            environ["EDGEAGENT_UPSTREAM"], warning = upstream_base(environ["EDGEAGENT_UPSTREAM"])
-        except ValueError as exc:
-            raise ConfigError([("", str(exc))]) from None
-    if config_path:
-        config = load_file(config_path, environ, overrides=overrides)
-    else:
-        config = load_text(default_config_text(), environ, source="<embedded default>", overrides=overrides)
-    if warning:
-        config.warnings.append(warning)
-    return config
+    if not environ.get("EDGEAGENT_UPSTREAM"):
+        return environ, None
+    try:
+        environ["EDGEAGENT_UPSTREAM"], warning = upstream_base(environ["EDGEAGENT_UPSTREAM"])
+    except ValueError as exc:
+        raise ConfigError([("", str(exc))]) from None
+    return environ, warning
+
+
+def load(config: list[str] | str | None, upstream: str | None = None, overrides: list[str] | None = None) -> AgentConfig:
+    """The config every verb runs with: the --config sources merged (or the embedded default), then --set."""
+    uris = [config] if isinstance(config, str) else list(config or [])
+    environ, warning = _environ(upstream)
+    try:
+        if uris:
+            loaded = load_uris(uris, environ, overrides)
+        else:
+            loaded = load_text(default_config_text(), environ, source=EMBEDDED, overrides=overrides)
+        if warning:
+            loaded.warnings.append(warning)
+        return loaded
+    except ConfigError:
+        raise
+    except Exception as exc:  # a bug must still read as a message, never as a traceback
+        raise ConfigError([("", f"the config could not be checked ({type(exc).__name__}: {exc}); please report "
+                                f"this with the config")]) from exc
 
 
 def _print_errors(error: ConfigError) -> None:
@@ -49,22 +83,78 @@ def _print_errors(error: ConfigError) -> None:
         print(f"error: {path}: {message}" if path else f"error: {message}", file=sys.stderr)
 
 
+def _described(args: argparse.Namespace) -> str:
+    return ", ".join(args.config) if args.config else "the embedded default"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config, overrides=args.set)
+        config = load(args.config, _upstream(args), args.set)
     except ConfigError as error:
         _print_errors(error)
-        print(f"{len(error.errors)} error(s) in {args.config or 'the embedded default'}", file=sys.stderr)
+        print(f"{len(error.errors)} error(s) in {_described(args)}", file=sys.stderr)
         return EXIT_CONFIG
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{args.config or 'the embedded default'} is valid: {len(config.pipelines)} pipeline(s)")
+    print(f"{_described(args)} is valid: {len(config.pipelines)} pipeline(s)")
+    return 0
+
+
+def _upstream(args: argparse.Namespace) -> str | None:
+    return getattr(args, "upstream", None) or os.environ.get("EDGEAGENT_UPSTREAM")
+
+
+def cmd_print_config(args: argparse.Namespace) -> int:
+    """The merged config, environment expanded, secrets redacted unless --mode unredacted."""
+    from edgeagent.config.redact import redact
+
+    if args.validate == "true":
+        try:
+            load(args.config, _upstream(args), args.set)
+        except ConfigError as error:
+            _print_errors(error)
+            return EXIT_CONFIG
+    environ, _ = _environ(_upstream(args))
+    try:
+        if args.config:
+            document = raw_document(args.config, environ, args.set)
+        else:
+            document = raw_document(["yaml:" + default_config_text()], environ, args.set)
+    except ConfigError as error:
+        _print_errors(error)
+        return EXIT_CONFIG
+    if args.mode == "redacted":
+        document = redact(document)
+    if args.format == "json":
+        print(json.dumps(document, indent=2, default=str))
+    else:
+        print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True), end="")
+    return 0
+
+
+def cmd_components(args: argparse.Namespace) -> int:
+    """Every component type by kind, as otelcol's `components` lists them (aliases included)."""
+    from edgeagent import registry
+
+    out: dict[str, object] = {"buildinfo": {"command": "edgeagent", "description": "OpenTelemetry edge buffering "
+                                            "agent", "version": __version__}}
+    for kind, factories in registry.FACTORIES.items():
+        entries = []
+        for type_name in sorted(factories):
+            entry: dict[str, object] = {"name": type_name, "signals": list(factories[type_name].signals)}
+            alias = registry.deprecated_alias(kind, type_name)
+            if alias:
+                entry["deprecated_alias"] = alias
+            entries.append(entry)
+        out[kind] = entries
+    out["providers"] = [{"scheme": scheme} for scheme in ("env", "file", "yaml")]
+    print(yaml.safe_dump(out, sort_keys=False, default_flow_style=None), end="")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config, args.upstream or os.environ.get("EDGEAGENT_UPSTREAM"), args.set)
+        config = load(args.config, _upstream(args), args.set)
     except ConfigError as error:
         _print_errors(error)
         return EXIT_CONFIG
@@ -75,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edgeagent.service.service import Service  # heavy imports only for run
 
     agent = Service(config, args.state_dir or default_state_dir())
-    upstream = args.upstream or os.environ.get("EDGEAGENT_UPSTREAM")
+    upstream = _upstream(args)
     agent.reloader = lambda: load(args.config, upstream, args.set)  # SIGHUP reads the same sources again
     try:
         return asyncio.run(_run(agent, args.drain_timeout))
@@ -84,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _run(agent, drain_timeout: float = 0.0) -> int:
+async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
     from edgeagent.runtime.systemd import Notifier
 
     stop = asyncio.Event()
@@ -92,7 +182,7 @@ async def _run(agent, drain_timeout: float = 0.0) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
-    reloads: set[asyncio.Task] = set()
+    reloads: set[asyncio.Task[None]] = set()
 
     def reload() -> None:
         task = loop.create_task(_reload(agent, notifier), name="reload")
@@ -115,8 +205,8 @@ async def _run(agent, drain_timeout: float = 0.0) -> int:
     return 0
 
 
-async def _reload(agent, notifier) -> None:
-    """SIGHUP: apply the config files as they are now; an invalid one leaves the running config as it is."""
+async def _reload(agent: Service, notifier: Notifier) -> None:
+    """SIGHUP: apply the config sources as they are now; an invalid config leaves the running one as it is."""
     notifier.reloading()
     try:
         await agent.reload_from_source()
@@ -266,41 +356,76 @@ def _write_output(path: str | None, data: bytes) -> None:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    print(f"edgeagent {__version__}")
+    print(f"edgeagent version {__version__}")
     return 0
 
 
+def _config_flags(command: argparse.ArgumentParser, upstream: bool = True, top: bool = False) -> None:
+    """--config, --set and --upstream, the same on every verb that reads a config."""
+    default: list[str] | str = [] if top else argparse.SUPPRESS
+    command.add_argument("--config", action="append", default=default, metavar="URI",
+                         help="config source, repeatable; merged in order (maps merged key by key, lists and "
+                              "other values replaced): a path, file:PATH, env:VAR (YAML in the variable) or "
+                              "yaml:INLINE. Default: the embedded default config")
+    command.add_argument("--set", action="append", default=default, metavar="KEY=VALUE",
+                         help="override one value after every --config, as otelcol: "
+                              "--set exporters::otlp_http::timeout=10s (a '.' in KEY also separates levels)")
+    if upstream:
+        command.add_argument("--upstream", default=None if top else argparse.SUPPRESS, metavar="URL",
+                             help="sets EDGEAGENT_UPSTREAM, the OTLP/HTTP upstream the embedded default sends to")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeagent", description="OpenTelemetry edge buffering agent")
-    parser.add_argument("--config", help="otelcol-style YAML config (default: the embedded default)")
-    parser.add_argument("--upstream", help="OTLP/HTTP upstream for the embedded default (or EDGEAGENT_UPSTREAM)")
+    parser = argparse.ArgumentParser(prog="edgeagent", description="OpenTelemetry edge buffering agent: OTLP in, "
+                                     "a durable queue on disk, OTLP out whenever the upstream is reachable. "
+                                     "Without a command it runs.")
+    parser.add_argument("--version", action="version", version=f"edgeagent version {__version__}",
+                        help="print the version and exit")
+    _config_flags(parser, top=True)
     parser.add_argument("--state-dir", help="where queues live when no file_storage directory is configured")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, as otelcol: --set exporters::otlphttp::timeout=10s")
     parser.add_argument("--drain-timeout", type=float, metavar="SECONDS",
                         default=float(os.environ.get("EDGEAGENT_DRAIN_TIMEOUT") or 0),
                         help="on SIGTERM, keep sending queued data for up to SECONDS before stopping (hubs "
                              "scaled down for good; or EDGEAGENT_DRAIN_TIMEOUT); what is left stays queued")
     parser.set_defaults(handler=cmd_run)
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the agent")
-    run.add_argument("--config", dest="config", default=argparse.SUPPRESS)
-    run.add_argument("--upstream", dest="upstream", default=argparse.SUPPRESS)
-    run.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS)
-    run.add_argument("--set", dest="set", action="append", default=argparse.SUPPRESS)
-    run.add_argument("--drain-timeout", dest="drain_timeout", type=float, default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the agent (the default)", description="Run the agent until SIGTERM or "
+                         "SIGINT; queued data is kept for the next run.")
+    _config_flags(run)
+    run.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS,
+                     help="where queues live when no file_storage directory is configured")
+    run.add_argument("--drain-timeout", dest="drain_timeout", type=float, default=argparse.SUPPRESS,
+                     metavar="SECONDS", help="on SIGTERM, keep sending queued data for up to SECONDS")
     run.set_defaults(handler=cmd_run)
-    validate = sub.add_parser("validate", help="check a config and print every error")
-    validate.add_argument("--config", dest="config", default=argparse.SUPPRESS)
-    validate.add_argument("--set", dest="set", action="append", default=argparse.SUPPRESS)
+    validate = sub.add_parser("validate", help="check a config and print every error",
+                              description="Check the config run would start with (same --config, --set and "
+                                          "--upstream) and print every error with its YAML path. Exit code 0 "
+                                          "when valid, 2 when not. Touches no disk and no network.")
+    _config_flags(validate)
     validate.set_defaults(handler=cmd_validate)
-    version = sub.add_parser("version", help="print the version")
+    print_config = sub.add_parser("print-config", aliases=["print-initial-config"],
+                                  help="print the merged config with secrets redacted",
+                                  description="Print the config run would start with: every --config merged, "
+                                              "--set applied, the environment expanded; header values, tokens, "
+                                              "passwords and TLS keys are shown as [REDACTED] unless --mode "
+                                              "unredacted.")
+    _config_flags(print_config)
+    print_config.add_argument("--mode", choices=("redacted", "unredacted"), default="redacted",
+                              help="redacted (default) masks secrets; unredacted shows them")
+    print_config.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format")
+    print_config.add_argument("--validate", choices=("true", "false"), default="true",
+                              help="check the config first and print its errors instead (default: true)")
+    print_config.set_defaults(handler=cmd_print_config)
+    components = sub.add_parser("components", help="list every component type by kind",
+                                description="List the receivers, processors, exporters, connectors and "
+                                            "extensions this build knows, with the signals each supports.")
+    components.set_defaults(handler=cmd_components)
+    version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(handler=cmd_version)
 
     def target(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        command.add_argument("--config", dest="config", default=argparse.SUPPRESS)
+        _config_flags(command, upstream=False)
         command.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS)
-        command.add_argument("--set", dest="set", action="append", default=argparse.SUPPRESS)
         command.add_argument("--json", action="store_true", help="print JSON")
         return command
 

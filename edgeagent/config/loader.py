@@ -11,23 +11,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from edgeagent.component import KINDS, ComponentConfig, ComponentId
+from edgeagent.config.document import (
+    ConfigError,
+    Source,
+    parse_yaml,
+    read_uri,
+    resolve,
+    set_flag,
+)
 from edgeagent.config.expand import expand_tree
 from edgeagent.config.service import ServiceConfig
+from edgeagent.config.types import port_problem
 from edgeagent.signals import Signal
 
 _TOP_LEVEL = set(KINDS) | {"service"}
-
-
-class ConfigError(Exception):
-    """The config is invalid; `errors` holds every (path, message) found."""
-
-    def __init__(self, errors: list[tuple[str, str]]):
-        self.errors = errors
-        super().__init__("\n".join(f"{path}: {message}" if path else message for path, message in errors))
 
 
 @dataclass
@@ -64,33 +64,51 @@ class AgentConfig:
 
 
 def load_file(path: str, environ: Mapping[str, str] | None = None, overrides: list[str] | None = None) -> AgentConfig:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as exc:
-        raise ConfigError([("", f"cannot read config file {path}: {exc.strerror}")]) from exc
-    return load_text(text, environ, source=path, overrides=overrides)
+    return load_uris([path], environ, overrides)
+
+
+def load_uris(uris: list[str], environ: Mapping[str, str] | None = None,
+              overrides: list[str] | None = None) -> AgentConfig:
+    """Several `--config` sources (file:, env:, yaml: or a path) merged in order, then `--set`, then validated."""
+    environ = os.environ if environ is None else environ
+    sources = [read_uri(uri, environ) for uri in uris]
+    return validate_document(resolve(sources + _set_flags(overrides)), environ, ", ".join(s.label for s in sources))
 
 
 def load_text(text: str, environ: Mapping[str, str] | None = None, source: str = "<config>",
               overrides: list[str] | None = None) -> AgentConfig:
     """Parse, expand and validate a config; raises ConfigError with every problem found."""
-    from edgeagent import registry  # components import `config`; keep `config` importable alone
-
     environ = os.environ if environ is None else environ
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([(where, f"YAML syntax error: {problem}")]) from exc
-    if document is None:
-        document = {}
+    document = resolve([Source(source, parse_yaml(text, source)), *_set_flags(overrides)])
+    return validate_document(document, environ, source)
+
+
+def raw_document(uris: list[str], environ: Mapping[str, str], overrides: list[str] | None = None) -> dict:
+    """The merged document before validation, with the environment expanded (print-config shows it)."""
+    document = resolve([read_uri(uri, environ) for uri in uris] + _set_flags(overrides))
+    return expand_tree(document, (), environ, [])
+
+
+def _set_flags(overrides: list[str] | None) -> list[Source]:
+    sources, errors = [], []
+    for override in overrides or []:
+        try:
+            sources.append(set_flag(override))
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ConfigError(errors)
+    return sources
+
+
+def validate_document(document: Any, environ: Mapping[str, str], source: str) -> AgentConfig:
+    """Expand the environment in a merged document and validate every part of it."""
+    from edgeagent import (
+        registry,  # components import `config`; keep `config` importable alone
+    )
+
     if not isinstance(document, dict):
         raise ConfigError([("", "the config must be a YAML mapping with receivers, exporters and service")])
-
-    apply_overrides(document, overrides or [])
     expansion_errors: list[tuple[tuple[str, ...], str]] = []
     document = expand_tree(document, (), environ, expansion_errors)
     errors: list[tuple[str, str]] = [("::".join(path), message) for path, message in expansion_errors]
@@ -100,8 +118,41 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
         if key not in _TOP_LEVEL:
             errors.append((str(key), f"unknown top-level key; expected one of {', '.join(sorted(_TOP_LEVEL))}"))
 
-    sections: dict[str, dict[str, Component]] = {}
     warnings: list[str] = []
+    sections = _validate_components(document, errors, warnings, failed_paths, registry)
+    service_raw = document.get("service")
+    service = ServiceConfig()
+    if service_raw is None:
+        errors.append(("service", "required: a service block with at least one pipeline"))
+    elif not isinstance(service_raw, dict):
+        errors.append(("service", "must be a mapping with pipelines"))
+    else:
+        try:
+            service = ServiceConfig.model_validate(service_raw)
+            warnings.extend(service.config_warnings())
+        except ValidationError as exc:
+            errors.extend(e for e in pydantic_errors(exc, "service", ServiceConfig)
+                          if not _caused_by_expansion(e[0], failed_paths))
+
+    _check_ports(document, (), errors)
+    pipelines = _check_pipelines(service, sections, errors, registry)
+    _check_connectors(sections, pipelines, errors, warnings)
+    for index, ext_id in enumerate(service.extensions):
+        if ext_id not in sections["extensions"] and ext_id not in _declared(document, "extensions"):
+            errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions; "
+                           f"define it or remove it from service::extensions"))
+    _check_storage_references(document, sections, service, errors)
+    _check_authenticator_references(document, sections, service, errors)
+    if errors:
+        raise ConfigError(errors)
+    return AgentConfig(sections["receivers"], sections["processors"], sections["exporters"], sections["extensions"],
+                       service, pipelines, warnings, source, connectors=sections["connectors"])
+
+
+def _validate_components(document: dict, errors: list[tuple[str, str]], warnings: list[str], failed_paths: set[str],
+                         registry: Any) -> dict[str, dict[str, Component]]:
+    """Each component's settings through its factory's model; returns the valid ones by kind."""
+    sections: dict[str, dict[str, Component]] = {}
     for kind in KINDS:
         sections[kind] = {}
         block = document.get(kind) or {}
@@ -130,51 +181,29 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
             warnings.extend(f"{path}: {warning}" for warning in config.config_warnings())
             sections[kind][str(component_id)] = Component(component_id, kind, config)
 
-    service_raw = document.get("service")
-    service = ServiceConfig()
-    if service_raw is None:
-        errors.append(("service", "required: a service block with at least one pipeline"))
-    elif not isinstance(service_raw, dict):
-        errors.append(("service", "must be a mapping with pipelines"))
-    else:
-        try:
-            service = ServiceConfig.model_validate(service_raw)
-        except ValidationError as exc:
-            errors.extend(e for e in pydantic_errors(exc, "service", ServiceConfig)
-                          if not _caused_by_expansion(e[0], failed_paths))
-
-    pipelines = _check_pipelines(service, sections, errors, registry)
-    _check_connectors(sections, pipelines, errors, warnings)
-    for index, ext_id in enumerate(service.extensions):
-        if ext_id not in sections["extensions"] and ext_id not in (document.get("extensions") or {}):
-            errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions; "
-                           f"define it or remove it from service::extensions"))
-    _check_storage_references(document, sections, service, errors)
-    _check_authenticator_references(document, sections, service, errors)
-    if errors:
-        raise ConfigError(errors)
-    return AgentConfig(sections["receivers"], sections["processors"], sections["exporters"], sections["extensions"],
-                       service, pipelines, warnings, source, connectors=sections["connectors"])
+    return sections
 
 
-def apply_overrides(document: dict, overrides: list[str]) -> None:
-    """otelcol's `--set key::subkey=value`: the value is read as YAML and replaces what the file says."""
-    errors = []
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        parts = [part for part in key.split("::") if part]
-        if not sep or not parts:
-            errors.append(("--set", f"{override!r} is not key::subkey=value"))
-            continue
-        node = document
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[parts[-1]] = yaml.safe_load(value) if value else None
-    if errors:
-        raise ConfigError(errors)
+def _check_ports(node: Any, path: tuple[str, ...], errors: list[tuple[str, str]]) -> None:
+    """Every endpoint (`endpoint`, `*_endpoint`, `brokers`) names a port from 1 to 65535."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_ports(item, path + (str(index),), errors)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        where = path + (str(key),)
+        endpoints: list[tuple[tuple[str, ...], Any]] = []
+        if key == "endpoint" or (isinstance(key, str) and key.endswith("_endpoint")) or key == "address":
+            endpoints = [(where, value)]
+        elif key == "brokers" and isinstance(value, list):
+            endpoints = [(where + (str(index),), item) for index, item in enumerate(value)]
+        for at, endpoint in endpoints:
+            problem = port_problem(endpoint) if isinstance(endpoint, str) else None
+            if problem and "::".join(at) not in _paths(errors):
+                errors.append(("::".join(at), problem))
+        _check_ports(value, where, errors)
 
 
 def _check_storage_references(document: dict, sections: dict[str, dict[str, Component]], service: ServiceConfig,
@@ -188,7 +217,7 @@ def _check_storage_references(document: dict, sections: dict[str, dict[str, Comp
         path = f"exporters::{exporter_id}::sending_queue::storage"
         extension = sections["extensions"].get(storage)
         if extension is None:
-            if storage not in (document.get("extensions") or {}):
+            if storage not in _declared(document, "extensions"):
                 errors.append((path, f"extension {storage!r} is not defined under extensions; define a file_storage "
                                f"extension with that id"))
         elif extension.id.type != "file_storage":
@@ -209,7 +238,7 @@ def _check_authenticator_references(document: dict, sections: dict[str, dict[str
                 path += "::authenticator"
                 extension = sections["extensions"].get(name)
                 if extension is None:
-                    if name not in (document.get("extensions") or {}):
+                    if name not in _declared(document, "extensions"):
                         errors.append((path, f"extension {name!r} is not defined under extensions; define an "
                                        f"authenticator such as bearertokenauth with that id"))
                 elif not isinstance(extension.config, AuthenticatorConfig):
@@ -217,6 +246,12 @@ def _check_authenticator_references(document: dict, sections: dict[str, dict[str
                                    f"name a bearertokenauth extension"))
                 elif name not in service.extensions:
                     errors.append((path, f"extension {name!r} is not enabled; add it to service::extensions"))
+
+
+def _declared(document: dict, kind: str) -> dict:
+    """The ids written under a kind, valid or not (an id with bad settings is reported there, not again)."""
+    block = document.get(kind)
+    return block if isinstance(block, dict) else {}
 
 
 def _caused_by_expansion(path: str, failed_paths: set[str]) -> bool:
@@ -263,7 +298,7 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
                     errors.append((f"{path}::{kind}", f"{component_id!r} does not support {signal_name}"))
         pipelines.append(Pipeline(pipeline_id, Signal.parse(signal_name), list(spec.receivers), list(spec.processors),
                                   list(spec.exporters)))
-    if not service.pipelines and "service" not in _paths(errors):
+    if not service.pipelines and not any(path.split("::")[0] == "service" for path in _paths(errors)):
         errors.append(("service::pipelines", "define at least one pipeline (traces, metrics or logs)"))
     return pipelines
 
@@ -364,7 +399,8 @@ def _warn_about_sub_pipelines(sections: dict[str, dict[str, Component]], pipelin
                 warnings.append(f"{path}: {processor_id!r} has no effect in a pipeline fed by a connector: requests "
                                 f"arrive batched from the connector's queue, with the batch settings of the pipeline "
                                 f"that exports to the connector")
-            if any(getattr(action, "from_context", None) for action in getattr(processor.config, "actions", [])):
+            actions = getattr(processor.config, "actions", None) or getattr(processor.config, "attributes", None) or []
+            if any(getattr(action, "from_context", None) for action in actions):
                 warnings.append(f"{path}: {processor_id!r} uses from_context, but a pipeline fed by a connector has "
                                 f"no request metadata (the queue does not keep it); move the action to the pipeline "
                                 f"that exports to the connector")

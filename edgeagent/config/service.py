@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -24,7 +24,19 @@ class LogsConfig(_Strict):
 
 class PrometheusPull(_Strict):
     host: str = "127.0.0.1"
-    port: int = 8888
+    port: int = Field(8888, ge=1, le=65535)
+    # otelcol's defaults, which are how the metrics are named here; false is refused, not ignored
+    without_scope_info: bool = True
+    without_units: bool = True
+    without_type_suffix: bool = True
+
+    @field_validator("without_scope_info", "without_units", "without_type_suffix")
+    @classmethod
+    def _only_otelcol_names(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("only true is supported: the metrics keep otelcol's names (no unit or type suffix, "
+                             "no scope labels) so dashboards and alert rules match; remove the key")
+        return value
 
 
 class PullExporter(_Strict):
@@ -36,22 +48,50 @@ class Pull(_Strict):
 
 
 class Reader(_Strict):
+    """otelcol's `readers` entry; only a pull reader with a prometheus exporter exists here."""
     pull: Pull
 
 
 class MetricsConfig(_Strict):
+    """otelcol 0.165's `service::telemetry::metrics`: `level` and `readers`.
+
+    `address` is what otelcol accepted before readers; it refuses it now. It is still read here
+    (with a warning) so an older edgeagent config keeps working, but never with `readers`."""
+
     level: Literal["none", "basic", "normal", "detailed"] = "normal"
     address: str | None = None
-    readers: list[Reader] = Field(default_factory=list)
+    readers: list[Reader] | None = None
 
-    def endpoint(self) -> str | None:
-        """host:port to serve /metrics on, or None when telemetry metrics are off."""
+    @model_validator(mode="after")
+    def _check(self) -> MetricsConfig:
+        if self.address is not None and self.readers is not None:
+            raise ValueError("address and readers are both set; remove address (otelcol 0.165 refuses it) and "
+                             "keep readers")
+        if self.level != "none" and self.readers == []:
+            raise ValueError("readers is empty while level is not none: add a prometheus pull reader, or set "
+                             "level: none to turn the agent's metrics off")
+        return self
+
+    def config_warnings(self) -> list[str]:
+        if self.address is None:
+            return []
+        host, _, port = self.address.rpartition(":")
+        return [f"address is deprecated and otelcol 0.165 refuses it; write readers: [{{pull: {{exporter: "
+                f"{{prometheus: {{host: '{host or '0.0.0.0'}', port: {port or 8888}}}}}}}}}]"]
+
+    def endpoints(self) -> list[str]:
+        """host:port of every /metrics server, none when telemetry metrics are off."""
         if self.level == "none":
-            return None
-        if self.readers:
-            prom = self.readers[0].pull.exporter.prometheus
-            return f"{prom.host}:{prom.port}"
-        return self.address or "127.0.0.1:8888"
+            return []
+        if self.address is not None:
+            return [self.address]
+        if self.readers is None:
+            return ["127.0.0.1:8888"]
+        return [_host_port(r.pull.exporter.prometheus.host, r.pull.exporter.prometheus.port) for r in self.readers]
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 class TelemetryConfig(_Strict):
@@ -63,6 +103,9 @@ class ServiceConfig(_Strict):
     extensions: list[str] = Field(default_factory=list)
     pipelines: dict[str, PipelineConfig] = Field(default_factory=dict)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    def config_warnings(self) -> list[str]:
+        return [f"service::telemetry::metrics::{w}" for w in self.telemetry.metrics.config_warnings()]
 
     @field_validator("pipelines", mode="before")
     @classmethod

@@ -29,3 +29,25 @@ def split_endpoint(endpoint: str, default_port: int) -> tuple[str, int]:
 def check_endpoint(endpoint: str) -> str:
     split_endpoint(endpoint, 0)
     return endpoint
+
+
+def endpoint_port(endpoint: str) -> int | None:
+    """The port an endpoint or URL names ("host:4317", "[::1]:4317", "http://h:4318/x"); None if it names none."""
+    text = endpoint.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    if text.startswith("["):
+        port = text.partition("]")[2].lstrip(":")
+    elif text.count(":") == 1:
+        port = text.partition(":")[2]
+    else:
+        return None
+    return int(port) if port.isdigit() else None
+
+
+def port_problem(endpoint: str) -> str | None:
+    """Why the port in an endpoint cannot be used, or None."""
+    port = endpoint_port(endpoint)
+    if port is not None and not 1 <= port <= 65535:
+        return f"port {port} in {endpoint!r} is outside 1-65535; use a port from 1 to 65535"
+    return None

@@ -205,4 +205,4 @@ def _retry_delay(metadata: Any) -> float | None:
     return None
 
 
-FACTORY = Factory("otlp", OtlpGrpcConfig, OtlpGrpcExporter)
+FACTORY = Factory("otlp_grpc", OtlpGrpcConfig, OtlpGrpcExporter)

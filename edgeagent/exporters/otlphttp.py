@@ -273,4 +273,4 @@ def _error_message(content: bytes, content_type: str) -> str:
     return content[:512].decode("utf-8", "replace").strip()
 
 
-FACTORY = Factory("otlphttp", OtlpHttpConfig, OtlpHttpExporter)
+FACTORY = Factory("otlp_http", OtlpHttpConfig, OtlpHttpExporter)

@@ -141,7 +141,8 @@ class Graph:
         for exp_id, exporter in zip(spec.exporters, targets):
             queue_config = exporter.config.sending_queue
             if not queue_config.enabled:
-                running.direct.append(ExportChain(exporter, spec.signal, self.host, timeout=exporter.config.timeout))
+                timeout = getattr(exporter.config, "timeout", None)  # the debug exporter has none
+                running.direct.append(ExportChain(exporter, spec.signal, self.host, timeout=timeout))
                 continue
             store = self.stores.get(queue_config.storage)
             queue = store.queue(f"{exp_id}/{spec.signal.label}", spec.signal, queue_config.capacity())
@@ -176,7 +177,7 @@ class Graph:
                 links[exp_id] = Link(queue_config.num_consumers * signals, exporter.config.retry_on_failure,
                                      functools.partial(self.host.upstream_state, exp_id))
             queue = self.stores.get(queue_config.storage).queues[f"{exp_id}/{signal.label}"]
-            timeout = None if exp_id in self.config.connectors else exporter.config.timeout  # connectors: per level
+            timeout = None if exp_id in self.config.connectors else getattr(exporter.config, "timeout", None)
             self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure, queue_config.num_consumers,
                                        settings, self.host, links[exp_id], queue_config.drain_order == "newest_first",
                                        timeout))

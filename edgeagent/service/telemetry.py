@@ -68,8 +68,8 @@ class Telemetry:
         define_queue_gauges(self, stores)
 
     async def serve(self, settings: MetricsConfig) -> None:
-        endpoint = settings.endpoint()
-        if endpoint is None:
+        endpoints = settings.endpoints()
+        if not endpoints:
             return
 
         async def handle(request: web.Request) -> web.Response:
@@ -79,8 +79,9 @@ class Telemetry:
         app.router.add_get("/metrics", handle)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        host, port = split_endpoint(endpoint, 8888)
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        for endpoint in endpoints:  # one server per prometheus reader
+            host, port = split_endpoint(endpoint, 8888)
+            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
 
     async def stop_serving(self) -> None:
         if self._runner is not None:

@@ -34,7 +34,8 @@ class AgentProcess:
             "--set", f"receivers::{receiver}::protocols::grpc::endpoint=127.0.0.1:{self.grpc_port}",
             "--set", f"receivers::{receiver}::protocols::http::endpoint=127.0.0.1:{self.http_port}",
             "--set", f"extensions::{health}::endpoint=127.0.0.1:{self.health_port}",
-            "--set", f"service::telemetry::metrics::address=127.0.0.1:{self.metrics_port}",
+            "--set", "service::telemetry::metrics::readers=[{pull: {exporter: {prometheus: "
+                     f"{{host: 127.0.0.1, port: {self.metrics_port}}}}}}}}}]",
         ]
 
     def start(self, wait: float = 30.0) -> "AgentProcess":

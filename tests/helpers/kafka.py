@@ -244,7 +244,8 @@ def hub_config(path: Path, bootstrap: str, upstream_url: str, ports, signals=SIG
                                    "sending_queue": {"num_consumers": 2}}},
         "extensions": {"health_check": {"endpoint": f"127.0.0.1:{ports.health_port}"}},
         "service": {"extensions": ["health_check"],
-                    "telemetry": {"metrics": {"address": f"127.0.0.1:{ports.metrics_port}"}},
+                    "telemetry": {"metrics": {"readers": [{"pull": {"exporter": {"prometheus": {
+                        "host": "127.0.0.1", "port": ports.metrics_port}}}}]}},
                     "pipelines": {signal: {"receivers": ["kafka"], "exporters": ["otlphttp"]} for signal in signals}},
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))

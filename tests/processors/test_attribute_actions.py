@@ -111,7 +111,7 @@ def test_attributes_action_on_logs_and_every_data_point_type(actions, given, exp
 
 @pytest.mark.parametrize("actions,given,expected", [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])
 def test_resource_processor_runs_the_same_actions_on_resource_attributes(actions, given, expected):
-    processor = ResourceProcessor("resource", ResourceConfig.model_validate({"actions": actions}))
+    processor = ResourceProcessor("resource", ResourceConfig.model_validate({"attributes": actions}))
     payload = payload_of(Signal.TRACES, span_request([{"attrs": [("span", 1)]}], resource=given))
     processor.process(payload)
     message = payload.view()

@@ -1,0 +1,225 @@
+"""Configs written for otelcol 0.165 run here unchanged: type names, keys and the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from edgeagent.config.loader import ConfigError, load_text
+from edgeagent.exporters.debug import DebugConfig, DebugExporter, Sampler
+from edgeagent.signals import Signal
+from tests.config.conftest import REPO_ROOT, _environment
+from tests.processors.tables import span_request
+
+RECEIVER = "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:4318\n"
+
+
+def _config(exporters: str, exporter_ids: str, extra: str = "", processors: str = "", processor_ids: str = "") -> str:
+    return (RECEIVER + f"exporters:\n{exporters}" + (f"processors:\n{processors}" if processors else "") +
+            f"service:\n{extra}  pipelines:\n    traces:\n      receivers: [otlp]\n"
+            f"      processors: [{processor_ids}]\n      exporters: [{exporter_ids}]\n")
+
+
+def _errors(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, environ={})
+    return caught.value.errors
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeagent", *args], capture_output=True, text=True, timeout=60,
+                          check=False, env=_environment(env), cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
+
+
+# ---- type names ----------------------------------------------------------------------------
+
+def test_otlp_grpc_and_otlp_http_are_exporter_types():
+    config = load_text(_config("  otlp_grpc:\n    endpoint: collector:4317\n  otlp_http/up:\n"
+                               "    endpoint: http://collector:4318\n", "otlp_grpc, otlp_http/up"), environ={})
+    assert set(config.exporters) == {"otlp_grpc", "otlp_http/up"}
+    assert not [w for w in config.warnings if "deprecated" in w]
+
+
+def test_old_exporter_type_names_stay_accepted_without_a_rename_warning():
+    # the id names the queue: a warning would push operators to a rename that strands their backlog
+    config = load_text(_config("  otlp:\n    endpoint: collector:4317\n  otlphttp:\n"
+                               "    endpoint: http://collector:4318\n", "otlp, otlphttp"), environ={})
+    assert type(config.exporters["otlp"].config).__name__ == "OtlpGrpcConfig"
+    assert type(config.exporters["otlphttp"].config).__name__ == "OtlpHttpConfig"
+    assert not [w for w in config.warnings if "otlp" in w], config.warnings
+
+
+# ---- resource processor ---------------------------------------------------------------------
+
+def test_resource_processor_reads_attributes_as_otelcol():
+    config = load_text(_config("  otlp_http:\n    endpoint: http://c:4318\n", "otlp_http",
+                               processors="  resource:\n    attributes:\n      - {key: env, value: prod, "
+                                          "action: upsert}\n", processor_ids="resource"), environ={})
+    assert config.processors["resource"].config.attributes[0].key == "env"
+
+
+def test_resource_processor_actions_key_is_refused_naming_the_fix():
+    errors = _errors(_config("  otlp_http:\n    endpoint: http://c:4318\n", "otlp_http",
+                             processors="  resource:\n    actions:\n      - {key: env, value: prod, action: upsert}\n",
+                             processor_ids="resource"))
+    assert [path for path, _ in errors] == ["processors::resource::actions"]
+    assert "attributes" in errors[0][1]
+
+
+# ---- debug exporter ---------------------------------------------------------------------------
+
+def test_debug_exporter_defaults_and_checks_as_otelcol():
+    config = DebugConfig.model_validate({})
+    assert (config.verbosity, config.sampling_initial, config.sampling_thereafter) == ("basic", 2, 1)
+    assert config.sending_queue.enabled is False
+    errors = _errors(_config("  debug:\n    verbosity: loud\n", "debug"))
+    assert [path for path, _ in errors] == ["exporters::debug::verbosity"]
+    errors = _errors(_config("  debug:\n    output_paths: [stdout]\n", "debug"))
+    assert "use_internal_logger" in errors[0][1]
+
+
+def test_debug_exporter_writes_each_span_at_normal_verbosity(tmp_path):
+    out = tmp_path / "debug.txt"
+    exporter = DebugExporter("debug", DebugConfig.model_validate(
+        {"verbosity": "normal", "use_internal_logger": False, "output_paths": [str(out)]}))
+    request = span_request([{"name": "checkout"}, {"name": "pay"}, {"name": "ship"}])
+
+    async def scenario() -> None:
+        await exporter.start()
+        await exporter.send(Signal.TRACES, request.SerializeToString())
+        await exporter.shutdown()
+
+    asyncio.run(scenario())
+    text = out.read_text()
+    assert "'spans': 3" in text
+    assert all(name in text for name in ("checkout", "pay", "ship")), text
+
+
+def test_debug_sampling_passes_the_first_then_every_nth_per_second():
+    now = [100.0]
+    sampler = Sampler(2, 3, clock=lambda: now[0])
+    assert [sampler.allow() for _ in range(8)] == [True, True, False, False, True, False, False, True]
+    now[0] = 101.0
+    assert sampler.allow()
+
+
+# ---- self-metrics -----------------------------------------------------------------------------
+
+READER = ("  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n"
+          "              prometheus: {host: 127.0.0.1, port: 18888}\n")
+
+
+def test_telemetry_readers_name_the_metrics_endpoint():
+    config = load_text(_config("  debug:\n", "debug", extra=READER), environ={})
+    assert config.service.telemetry.metrics.endpoints() == ["127.0.0.1:18888"]
+
+
+def test_prometheus_naming_flags_are_accepted_as_otelcol_defaults_and_refused_otherwise():
+    flags = "without_scope_info: true, without_units: true, without_type_suffix: true"
+    load_text(_config("  debug:\n", "debug", extra=READER.replace("port: 18888", f"port: 18888, {flags}")),
+              environ={})
+    errors = _errors(_config("  debug:\n", "debug", extra=READER.replace("port: 18888",
+                                                                           "port: 18888, without_units: false")))
+    assert [path for path, _ in errors] == [
+        "service::telemetry::metrics::readers::0::pull::exporter::prometheus::without_units"]
+
+
+def test_telemetry_level_none_turns_the_metrics_server_off():
+    config = load_text(_config("  debug:\n", "debug", extra="  telemetry:\n    metrics:\n      level: none\n"),
+                       environ={})
+    assert config.service.telemetry.metrics.endpoints() == []
+
+
+def test_telemetry_address_is_a_deprecated_alias_with_a_warning():
+    config = load_text(_config("  debug:\n", "debug", extra="  telemetry:\n    metrics:\n"
+                               "      address: 127.0.0.1:18889\n"), environ={})
+    assert config.service.telemetry.metrics.endpoints() == ["127.0.0.1:18889"]
+    assert any("readers" in w and "address" in w for w in config.warnings), config.warnings
+
+
+@pytest.mark.parametrize("metrics, word", [
+    ("      address: 127.0.0.1:1\n      readers: [{pull: {exporter: {prometheus: {port: 2}}}}]\n", "address"),
+    ("      readers: []\n", "level"),
+    ("      readers: [{periodic: {exporter: {otlp: {}}}}]\n", "periodic"),
+])
+def test_telemetry_metrics_mistakes_are_errors(metrics, word):
+    errors = _errors(_config("  debug:\n", "debug", extra="  telemetry:\n    metrics:\n" + metrics))
+    assert errors and all(path.startswith("service::telemetry::metrics") for path, _ in errors), errors
+    assert any(word in path + message for path, message in errors), errors
+
+
+# ---- command line -----------------------------------------------------------------------------
+
+def _write(path, document: dict) -> str:
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+BASE = {"receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:4318"}}}},
+        "exporters": {"otlp_http": {"endpoint": "http://a:4318", "headers": {"x-a": "1"}}},
+        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp_http"]}}}}
+
+
+def test_several_configs_merge_maps_and_replace_lists(tmp_path):
+    first = _write(tmp_path / "a.yaml", BASE)
+    second = _write(tmp_path / "b.yaml", {
+        "exporters": {"otlp_http": {"headers": {"x-b": "2"}}, "debug": {}},
+        "service": {"pipelines": {"traces": {"exporters": ["debug"]}}}})
+    result = run_cli("print-config", "--mode", "unredacted", "--format", "json", "--config", first,
+                     "--config", f"file:{second}")
+    assert result.returncode == 0, result.stderr
+    merged = json.loads(result.stdout)
+    assert merged["exporters"]["otlp_http"] == {"endpoint": "http://a:4318", "headers": {"x-a": "1", "x-b": "2"}}
+    assert merged["service"]["pipelines"]["traces"] == {"receivers": ["otlp"], "exporters": ["debug"]}
+
+
+def test_env_and_yaml_config_uris_and_set_with_dots(tmp_path):
+    first = _write(tmp_path / "a.yaml", BASE)
+    env = {"EDGEAGENT_TEST_CONFIG": "exporters: {otlp_http: {timeout: 7s}}"}
+    result = run_cli("print-config", "--format", "json", "--config", first, "--config", "env:EDGEAGENT_TEST_CONFIG",
+                     "--config", "yaml:exporters::otlp_http::compression: zstd",
+                     "--set", "exporters.otlp_http.endpoint=http://b:4318", env=env)
+    assert result.returncode == 0, result.stderr
+    exporter = json.loads(result.stdout)["exporters"]["otlp_http"]
+    assert (exporter["timeout"], exporter["compression"], exporter["endpoint"]) == ("7s", "zstd", "http://b:4318")
+
+
+def test_print_config_redacts_secrets(tmp_path):
+    document = json.loads(json.dumps(BASE))
+    document["exporters"]["otlp_http"]["headers"] = {"Authorization": "Bearer s3cret-h"}
+    document["exporters"]["otlp_http"]["endpoint"] = "https://user:s3cret-p@a:4318"
+    document["exporters"]["otlp_http"]["tls"] = {"key_pem": "s3cret-k"}
+    document["extensions"] = {"bearertokenauth": {"token": "s3cret-t"}}
+    result = run_cli("print-config", "--validate", "false", "--config", _write(tmp_path / "a.yaml", document))
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout and "[REDACTED]" in result.stdout, result.stdout
+
+
+def test_validate_honours_upstream_and_set_as_run_does():
+    result = run_cli("validate", "--upstream", "ftp://nowhere")
+    assert result.returncode == 2 and "--upstream 'ftp://nowhere': give an http://" in result.stderr, result.stderr
+    result = run_cli("validate", "--set", "processors::batch::timeout=soon")
+    assert result.returncode == 2 and "processors::batch::timeout" in result.stderr, result.stderr
+
+
+def test_components_lists_every_type_per_kind():
+    result = run_cli("components")
+    assert result.returncode == 0, result.stderr
+    listed = yaml.safe_load(result.stdout)
+    exporters = {entry["name"]: entry for entry in listed["exporters"]}
+    assert {"otlp_grpc", "otlp_http", "debug", "kafka"} <= set(exporters)
+    assert exporters["otlp_http"]["deprecated_alias"] == "otlphttp"
+    assert {entry["name"] for entry in listed["processors"]} >= {"resource", "batch", "memory_limiter"}
+
+
+def test_version_flag_and_help_for_every_command():
+    result = run_cli("--version")
+    assert result.returncode == 0 and "edgeagent version" in result.stdout
+    for command in ("run", "validate", "print-config", "components", "version"):
+        shown = run_cli(command, "--help")
+        assert shown.returncode == 0 and len(shown.stdout.splitlines()) > 2, command
