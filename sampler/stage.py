@@ -49,6 +49,7 @@ import zstandard
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from edgeagent.errors import CorruptRecordError
+from edgeagent.extensions.metrics import Derived
 from edgeagent.queue import record
 from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore, TxnWriter
 from edgeagent.signals import Payload, Signal
@@ -63,6 +64,8 @@ from sampler.trace import Decision, Trace
 log = logging.getLogger(__name__)
 _KEY = struct.Struct(">16sQ")
 _MAX_SETTLE_ROUNDS = 4
+# otelcol labels its decision counters with the decision as well as `sampled` (the last label)
+_DECISION = Derived(("decision",), lambda labels: ("sampled" if labels[-1] == "true" else "not_sampled",))
 
 
 class SamplingStage:
@@ -123,7 +126,7 @@ class SamplingStage:
                  ("processor", "sampled")),
                 ("edgeagent_sampler_stress_relief_traces", "Traces decided by stress relief (no buffering).",
                  ("processor", "sampled"))):
-            metrics.counter(name, text, labels)
+            metrics.counter(name, text, labels, _DECISION if name.endswith("count_traces_sampled") else None)
         metrics.gauge(prefix + "sampling_traces_on_memory", "Traces waiting for a decision or its move to export.",
                       ("processor",), lambda: [((self.id,), float(self.pending_traces()))])
         metrics.gauge("edgeagent_sampler_traces_limit", "num_traces: traces the buffer holds before it decides early.",
