@@ -4,7 +4,7 @@ otelcol 0.165 serves its counters without a type suffix (`otelcol_receiver_accep
 `otelcol_process_uptime`), which Prometheus' own lint (`promtool check metrics`) rejects for the
 counter type. Every counter is therefore served twice:
 
-* `<name>_total`, typed `counter`: the Prometheus convention, and otelcol's own spelling when its
+* `<name>_total`, typed `counter`: the Prometheus convention, which otelcol also follows when its
   reader sets `without_type_suffix: false`;
 * `<name>`, typed `untyped`: otelcol 0.165's default spelling, so dashboards and alert rules
   written against otelcol keep working unchanged.

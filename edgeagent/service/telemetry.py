@@ -155,14 +155,6 @@ def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:
           per_queue(lambda q: q.capacity.size))
     gauge("otelcol_exporter_in_flight_requests", "Records leased to the exporter's senders: in flight to the "
           "upstream or waiting to be retried.", labels, per_queue(lambda q: q.entries - q.available_entries))
-    def refused(signal: Signal) -> Callable[[], Samples]:
-        return lambda: [((queue.name.rpartition("/")[0],), float(queue.refused_items))
-                        for queue in stores.queues() if queue.signal is signal]
-
-    for signal in Signal:
-        telemetry.metrics.observed_counter(
-            f"otelcol_exporter_enqueue_failed_{signal.item_name}", f"Number of {signal.item_name} that failed to "
-            "be added to the sending queue (full, with full_policy block).", ("exporter",), refused(signal))
     gauge("edgeagent_queue_items", "Items (spans, data points, log records) waiting in the queue.", labels,
           per_queue(lambda q: q.items))
     gauge("edgeagent_queue_bytes", "Bytes of compressed records waiting in the queue.", labels,
@@ -182,6 +174,19 @@ def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:
     gauge("edgeagent_upstream_online", "1 when the last send reached the upstream, 0 when it did not.",
           ("exporter",), lambda: [((e,), 1.0 if v else 0.0) for e, v in telemetry.upstream_online.items()
                                   if v is not None])
+    _define_enqueue_failed(telemetry.metrics, stores)
+
+
+def _define_enqueue_failed(metrics: Metrics, stores: Stores) -> None:
+    """Items a queue refused (full, with full_policy block), counted by the queue's writer."""
+    def refused(signal: Signal) -> Callable[[], Samples]:
+        return lambda: [((queue.name.rpartition("/")[0],), float(queue.refused_items))
+                        for queue in stores.queues() if queue.signal is signal]
+
+    for signal in Signal:
+        metrics.observed_counter(f"otelcol_exporter_enqueue_failed_{signal.item_name}",
+                                 f"Number of {signal.item_name} that failed to be added to the sending queue.",
+                                 ("exporter",), refused(signal))
 
 
 # otelcol's bucket boundaries for the request sizes handed to a sending queue, in items and in bytes

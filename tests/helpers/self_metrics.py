@@ -1,9 +1,10 @@
 """The same pipelines and traffic for edgeagent and otelcol, so their /metrics can be compared.
 
-Traces go through memory_limiter, filter, tail_sampling and batch to a healthy upstream and to one
-that answers 400 (dead-lettered by edgeagent); metrics and logs also go to an offline upstream whose
-small queue overflows (edgeagent drops its oldest records); a second receiver feeds an offline
-upstream whose queue holds one request, so the requests after it are refused.
+Traces and metrics go to a healthy upstream and to one that answers 400 (dead-lettered by
+edgeagent); traces through memory_limiter, filter, tail_sampling and batch. Metrics and logs also
+go to an offline upstream whose small queue overflows (edgeagent drops its oldest records); a
+second receiver feeds an offline upstream whose queue holds one request, so the requests after
+it are refused.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def pipelines_config(ports: Ports, upstream: str, rejecting: str) -> dict[str, A
             "traces": {"receivers": ["otlp"], "processors": ["memory_limiter", "filter", "tail_sampling", "batch"],
                        "exporters": ["otlphttp", "otlphttp/rejecting"]},
             "metrics": {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
-                        "exporters": ["otlphttp", "otlphttp/offline"]},
+                        "exporters": ["otlphttp", "otlphttp/offline", "otlphttp/rejecting"]},
             "logs": {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
                      "exporters": ["otlphttp", "otlphttp/offline"]},
             "metrics/refusing": {"receivers": ["otlp/refusing"], "exporters": ["otlphttp/full"]},
