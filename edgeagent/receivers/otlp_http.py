@@ -17,6 +17,7 @@ from google.rpc import status_pb2
 from edgeagent import auth, tls
 from edgeagent.config.types import split_endpoint
 from edgeagent.errors import BadRequestError, DataRefusedError, QueueFullError, RetryableError, UnauthenticatedError
+from edgeagent.instrumentation import http_server_timer
 from edgeagent.receivers import codec
 from edgeagent.signals import Signal
 
@@ -33,7 +34,10 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=self.config.max_request_body_size)
+        host, port = split_endpoint(self.config.endpoint, 4318)
+        scheme = "https" if self.config.tls is not None else "http"
+        timer = http_server_timer(getattr(self.host, "metrics", None), host, port, scheme)
+        app = web.Application(client_max_size=self.config.max_request_body_size, middlewares=[timer])
         paths = {
             Signal.TRACES: self.config.traces_url_path,
             Signal.METRICS: self.config.metrics_url_path,
@@ -45,7 +49,6 @@ class HttpServer:
                 app.router.add_post(path, self._handler(signal, consumer))
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
         await self._runner.setup()
-        host, port = split_endpoint(self.config.endpoint, 4318)
         ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
         site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024, ssl_context=ssl_context)
         await site.start()

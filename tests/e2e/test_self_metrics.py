@@ -40,14 +40,9 @@ NOT_SERVED = {
     "each trace is decided at its own deadline",
     "otelcol_processor_tail_sampling_sampling_policy_evaluation_error": "policies are plain matches that do not "
     "fail at evaluation (no OTTL)",
-    "http_server_request_duration": "Go's otelhttp instrumentation of the receiver's server, not component "
-    "telemetry; the receiver counters say what was accepted or refused",
-    "http_server_request_body_size": "as above",
+    "http_server_request_body_size": "Go's otelhttp instrumentation: body sizes (the durations are served)",
     "http_server_response_body_size": "as above",
-    "http_client_request_duration": "Go's otelhttp instrumentation of the exporter's client; sends are counted by "
-    "otelcol_exporter_sent_* and send_failed_*",
-    "http_client_request_body_size": "as above",
-    "rpc_server_call_duration": "Go's otelgrpc instrumentation of the receiver's server",
+    "http_client_request_body_size": "as above, of the exporter's client",
     "promhttp_metric_handler_errors_total": "Go's promhttp handler of the endpoint itself",
 }
 # labels otelcol adds that edgeagent deliberately does not, by metric name prefix, with the reason
