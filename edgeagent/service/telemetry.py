@@ -137,7 +137,7 @@ def _define_counters(m: Metrics, destination_of: Callable[[Signal], Derived]) ->
 def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:
     def per_queue(read: Callable[[DurableQueue], float]) -> Callable[[], Samples]:
         def samples() -> Samples:
-            values = []
+            values: Samples = []
             for queue in stores.queues():
                 exporter_id, _, signal = queue.name.rpartition("/")
                 values.append(((exporter_id, signal), float(read(queue))))
