@@ -48,7 +48,9 @@ def pipelines_config(ports: Ports, upstream: str, rejecting: str) -> dict[str, A
         "exporters": {
             "otlphttp": {"endpoint": upstream, "retry_on_failure": RETRY},
             "otlphttp/rejecting": {"endpoint": rejecting, "retry_on_failure": RETRY},
-            "otlphttp/offline": {"endpoint": offline, "retry_on_failure": RETRY, "sending_queue": {"queue_size": 2}},
+            # one consumer: the other queued record is never leased, so edgeagent can drop it to make room
+            "otlphttp/offline": {"endpoint": offline, "retry_on_failure": RETRY,
+                                 "sending_queue": {"queue_size": 2, "num_consumers": 1}},
             "otlphttp/full": {"endpoint": offline, "retry_on_failure": RETRY, "sending_queue": {"queue_size": 1}},
         },
         "service": {"pipelines": {
