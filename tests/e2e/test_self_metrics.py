@@ -18,8 +18,8 @@ import yaml
 from tests.helpers.agent import AgentProcess
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.otelcol import Otelcol, otelcol_binary  # noqa: F401  (fixture)
-from tests.helpers.self_metrics import Ports, edgeagent_config, families, pipelines_config, scrape, send_traffic
-from tests.helpers.upstream import Upstream
+from tests.helpers.self_metrics import (Ports, edgeagent_config, families, pipelines_config, scrape, send_traffic,
+                                        upstreams)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,25 +74,21 @@ def _promtool() -> str:
 @pytest.fixture
 def agent_after_traffic(agents, tmp_path):
     """An agent that has taken the mixed traffic; yields (agent, its /metrics body)."""
-    upstream, rejecting = Upstream(free_port()).start(), Upstream(free_port()).start()
-    rejecting.status = 400
-    try:
+    with upstreams() as servers:
         listeners = AgentProcess(args=[])  # the ports the config names
         ports = Ports(listeners.grpc_port, listeners.http_port)
-        config = edgeagent_config(tmp_path / "agent.yaml", ports, upstream.url, rejecting.url,
-                                  listeners.metrics_port, listeners.health_port)
+        config = edgeagent_config(tmp_path / "agent.yaml", ports, servers, listeners.metrics_port,
+                                  listeners.health_port)
         agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")], ports=listeners,
                        port_overrides=False)
         assert send_traffic(ports) > 0, "the full queue refused nothing"
         wait_until(lambda: agent.metric("edgeagent_deadletter_items", data_type="traces") > 0
                    and agent.metric("edgeagent_deadletter_items", data_type="metrics") > 0
-                   and len(upstream.spans()) > 0
+                   and len(servers.http.spans()) > 0 and agent.metric("otelcol_exporter_sent_log_records",
+                                                                      exporter="otlp") > 0
                    and agent.metric("otelcol_processor_tail_sampling_global_count_traces_sampled") > 0,
-                   timeout=30, message="dead letters, delivered spans and sampling decisions")
+                   timeout=30, message="dead letters, delivered spans and logs, sampling decisions")
         yield agent, scrape(agent.metrics_port)
-    finally:
-        upstream.stop()
-        rejecting.stop()
 
 
 def test_metrics_endpoint_passes_promtool_after_mixed_traffic(agent_after_traffic):
@@ -177,22 +173,19 @@ def test_every_otelcol_series_of_the_components_we_share_is_served_with_its_labe
 
 
 def _otelcol_after_traffic(binary: Path, directory: Path) -> str:
-    upstream, rejecting = Upstream(free_port()).start(), Upstream(free_port()).start()
-    rejecting.status = 400
     directory.mkdir()
     ports, metrics_port = Ports(), free_port()
-    config = pipelines_config(ports, upstream.url, rejecting.url)
-    reader = {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": metrics_port}}}}
-    config["service"]["telemetry"] = {"metrics": {"level": "detailed", "readers": [reader]}}
-    collector = Otelcol(binary, config, directory)
-    try:
-        collector.start()
-        send_traffic(ports)
-        wait_until(lambda: "otelcol_processor_tail_sampling_global_count_traces_sampled{" in scrape(metrics_port)
-                   and "otelcol_exporter_send_failed_spans{" in scrape(metrics_port), timeout=30,
-                   message="otelcol's sampling decisions and failed sends")
-        return scrape(metrics_port)
-    finally:
-        collector.stop()
-        upstream.stop()
-        rejecting.stop()
+    with upstreams() as servers:
+        config = pipelines_config(ports, servers)
+        reader = {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": metrics_port}}}}
+        config["service"]["telemetry"] = {"metrics": {"level": "detailed", "readers": [reader]}}
+        collector = Otelcol(binary, config, directory)
+        try:
+            collector.start()
+            send_traffic(ports)
+            wait_until(lambda: all(f"{name}{{" in scrape(metrics_port) for name in (
+                "otelcol_processor_tail_sampling_global_count_traces_sampled", "otelcol_exporter_send_failed_spans",
+                "rpc_client_call_duration_count")), timeout=30, message="otelcol's decisions, failed and gRPC sends")
+            return scrape(metrics_port)
+        finally:
+            collector.stop()

@@ -2,25 +2,29 @@
 
 Traces and metrics go to a healthy upstream and to one that answers 400 (dead-lettered by
 edgeagent); traces through memory_limiter, filter, tail_sampling and batch. Metrics and logs also
-go to an offline upstream whose small queue overflows (edgeagent drops its oldest records); a
+go to an offline upstream whose small queue overflows, and logs to an OTLP/gRPC upstream (edgeagent drops its oldest records); a
 second receiver feeds an offline upstream whose queue holds one request, so the requests after
 it are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
+from tests.helpers.grpc_upstream import GrpcUpstream
 from tests.helpers.net import free_port
 from tests.helpers.sdk import send_logs, send_metrics, send_spans
+from tests.helpers.upstream import Upstream
 
 RETRY = {"initial_interval": "100ms", "max_interval": "500ms", "max_elapsed_time": "0s"}
 
@@ -32,7 +36,28 @@ class Ports:
     refusing: int = field(default_factory=free_port)  # the receiver whose queue is full
 
 
-def pipelines_config(ports: Ports, upstream: str, rejecting: str) -> dict[str, Any]:
+@dataclass
+class Upstreams:
+    """A healthy OTLP/HTTP upstream, one that answers 400, and a healthy OTLP/gRPC one."""
+
+    http: Upstream
+    rejecting: Upstream
+    grpc: GrpcUpstream
+
+
+@contextlib.contextmanager
+def upstreams() -> Iterator[Upstreams]:
+    servers = Upstreams(Upstream(free_port()).start(), Upstream(free_port()).start(),
+                        GrpcUpstream(free_port()).start())
+    servers.rejecting.status = 400
+    try:
+        yield servers
+    finally:
+        for server in (servers.http, servers.rejecting, servers.grpc):
+            server.stop()
+
+
+def pipelines_config(ports: Ports, servers: Upstreams) -> dict[str, Any]:
     """The config both take, in otelcol's YAML shape."""
     offline = f"http://127.0.0.1:{free_port()}"
     return {
@@ -46,8 +71,9 @@ def pipelines_config(ports: Ports, upstream: str, rejecting: str) -> dict[str, A
             "batch": {"timeout": "200ms"},
         },
         "exporters": {
-            "otlphttp": {"endpoint": upstream, "retry_on_failure": RETRY},
-            "otlphttp/rejecting": {"endpoint": rejecting, "retry_on_failure": RETRY},
+            "otlphttp": {"endpoint": servers.http.url, "retry_on_failure": RETRY},
+            "otlphttp/rejecting": {"endpoint": servers.rejecting.url, "retry_on_failure": RETRY},
+            "otlp": {"endpoint": servers.grpc.endpoint, "tls": {"insecure": True}, "retry_on_failure": RETRY},
             # one consumer: the other queued record is never leased, so edgeagent can drop it to make room
             "otlphttp/offline": {"endpoint": offline, "retry_on_failure": RETRY,
                                  "sending_queue": {"queue_size": 2, "num_consumers": 1}},
@@ -59,16 +85,15 @@ def pipelines_config(ports: Ports, upstream: str, rejecting: str) -> dict[str, A
             "metrics": {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
                         "exporters": ["otlphttp", "otlphttp/offline", "otlphttp/rejecting"]},
             "logs": {"receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
-                     "exporters": ["otlphttp", "otlphttp/offline"]},
+                     "exporters": ["otlphttp", "otlphttp/offline", "otlp"]},
             "metrics/refusing": {"receivers": ["otlp/refusing"], "exporters": ["otlphttp/full"]},
         }},
     }
 
 
-def edgeagent_config(path: Path, ports: Ports, upstream: str, rejecting: str, metrics_port: int,
-                     health_port: int) -> str:
+def edgeagent_config(path: Path, ports: Ports, servers: Upstreams, metrics_port: int, health_port: int) -> str:
     """The same pipelines for edgeagent: one full queue drops its oldest records, the other refuses."""
-    config = pipelines_config(ports, upstream, rejecting)
+    config = pipelines_config(ports, servers)
     config["exporters"]["otlphttp/offline"]["sending_queue"]["storage"] = "file_storage/dropping"
     config["exporters"]["otlphttp/full"]["sending_queue"]["storage"] = "file_storage/blocking"
     config["extensions"] = {"health_check": {"endpoint": f"127.0.0.1:{health_port}"},
