@@ -107,7 +107,7 @@ def http_client_timer(metrics: Metrics | None) -> aiohttp.TraceConfig:
     return trace
 
 
-class RpcClientTimer(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class RpcClientTimer(grpc.aio.UnaryUnaryClientInterceptor):
     """Times every unary call a gRPC exporter makes to address:port, with the status it ends with."""
 
     def __init__(self, metrics: Metrics | None, address: str, port: str):
