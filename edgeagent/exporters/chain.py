@@ -263,7 +263,9 @@ class ExportChain:
             self.telemetry.upstream_state(self.exporter.id, online=True)
 
     def _count(self, prefix: str, items: int) -> None:
-        if items:
+        """Sent and failed are recorded on every export, zeros too, as otelcol does: a rule that divides
+        one by the other finds both series from the first send."""
+        if items or prefix != "edgeagent_exporter_rejected":
             record = self.telemetry.counter_inc if self.drains_queue else self.telemetry.count
             record(f"{prefix}_{self.signal.item_name}", items, self.exporter.id)
 

@@ -30,6 +30,7 @@ from edgeagent.exporters.bandwidth import TokenBucket
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.redact import mask
+from edgeagent.instrumentation import RpcClientTimer
 from edgeagent.signals import Signal
 from edgeagent.runtime.reload import Reloading
 from edgeagent.tls import TlsClientConfig, check_grpc_client, client_files, grpc_channel_credentials
@@ -127,11 +128,14 @@ class OtlpGrpcExporter:
     def _open(self) -> None:
         target, plaintext = self.config.target()
         options = self.config.channel_options()
+        address, _, port = target.rpartition(":")
+        timer = [RpcClientTimer(getattr(self.host, "metrics", None), address.strip("[]"), port)]
         if plaintext:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
+            self._channel = grpc.aio.insecure_channel(target, options=options, interceptors=timer)
         else:
             credentials, tls_options = self._credentials.value
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options + tls_options)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options + tls_options,
+                                                    interceptors=timer)
         self._methods = {signal: self._channel.unary_unary(f"/{signal.grpc_service}/Export") for signal in Signal}
 
     async def _reopen_if_certificates_changed(self) -> None:

@@ -38,6 +38,7 @@ from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.exporters.retry import parse_retry_after
+from edgeagent.instrumentation import http_client_timer
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, reloading_client_context
@@ -149,7 +150,8 @@ class OtlpHttpExporter:
         if self.config.tls is not None and not self.config.tls.insecure:
             self._tls = reloading_client_context(self.config.tls)
         connector = aiohttp.TCPConnector(limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                              trace_configs=[http_client_timer(getattr(self.host, "metrics", None))])
 
     async def shutdown(self) -> None:
         if self._session is not None:

@@ -196,6 +196,7 @@ class DurableQueue:
         self.next_seq = 1
         self._leased: dict[int, int] = {}  # seq -> items; the writer only tests membership
         self._leased_items = 0
+        self.refused_items = 0  # items of puts that found the queue full; the writer adds, a scrape reads
         self._read_from = 0
         self._available = asyncio.Event()
         self._grew = asyncio.Event()
@@ -801,6 +802,7 @@ class QueueStore:
                     if self._append(txn, result, state, queue, encoded[id(op)], op.items):
                         result.done.append(op.future)
                     else:
+                        queue.refused_items += op.items
                         result.failed.append((op.future, QueueFullError(
                             f"queue {queue.name} is full; retry later", retry_after=5.0)))
                 elif isinstance(op, _Delete):

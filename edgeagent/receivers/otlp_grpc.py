@@ -19,6 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from edgeagent import auth, tls
 from edgeagent.errors import BadRequestError, QueueFullError, RetryableError, UnauthenticatedError
+from edgeagent.instrumentation import rpc_server_timer
 from edgeagent.receivers import codec
 from edgeagent.signals import Signal
 
@@ -45,7 +46,9 @@ class GrpcServer:
             consumer = self.host.consumer(self.receiver_id, signal)
             if consumer is None:
                 continue
-            method = grpc.unary_unary_rpc_method_handler(self._handler(signal, consumer))
+            export = rpc_server_timer(getattr(self.host, "metrics", None), f"{signal.grpc_service}/Export",
+                                      self._handler(signal, consumer))
+            method = grpc.unary_unary_rpc_method_handler(export)
             handlers.append(grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": method}))
         server.add_generic_rpc_handlers(handlers)
         endpoint = self.config.endpoint

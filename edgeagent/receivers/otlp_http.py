@@ -22,6 +22,7 @@ from google.rpc import status_pb2
 from edgeagent import auth, tls
 from edgeagent.config.types import split_endpoint
 from edgeagent.errors import BadRequestError, RetryableError, UnauthenticatedError
+from edgeagent.instrumentation import http_server_timer
 from edgeagent.processors.memory_limiter import Reservation
 from edgeagent.receivers import codec
 from edgeagent.signals import Signal
@@ -43,7 +44,10 @@ class HttpServer:
         self._disconnects = Disconnects(host, receiver_id, "http")
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=self.config.max_request_body_size)
+        host, port = split_endpoint(self.config.endpoint, 4318)
+        scheme = "https" if self.config.tls is not None else "http"
+        timer = http_server_timer(getattr(self.host, "metrics", None), host, port, scheme)
+        app = web.Application(client_max_size=self.config.max_request_body_size, middlewares=[timer])
         paths = {
             Signal.TRACES: self.config.traces_url_path,
             Signal.METRICS: self.config.metrics_url_path,
@@ -59,7 +63,6 @@ class HttpServer:
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False,
                                      keepalive_timeout=header_timeout)
         await self._runner.setup()
-        host, port = split_endpoint(self.config.endpoint, 4318)
         ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
         site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024, ssl_context=ssl_context)
         await site.start()

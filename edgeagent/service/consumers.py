@@ -24,11 +24,23 @@ from edgeagent.signals import Payload, Signal
 
 
 class Processor(Protocol):
+    id: str
+
     def process(self, payload: Payload) -> Payload | None: ...
+
+
+class Meter(Protocol):
+    """otelcol's pipeline telemetry: what each processor took in and gave out, what each queue was handed."""
+
+    def run(self, processor: Processor, payload: Payload) -> Payload | None: ...
+
+    def enqueue(self, queues: list[DurableQueue], items: int, size: int) -> None: ...
 
 
 class Limiter(Protocol):
     """A processor that also guards admission (memory_limiter)."""
+
+    id: str
 
     def admit(self) -> None: ...
 
@@ -60,10 +72,11 @@ class RunningPipeline:
     targets: list[tuple[QueueStore, list[DurableQueue]]] = field(default_factory=list)
     direct: list[ExportChain] = field(default_factory=list)  # exporters with sending_queue disabled
     stage: Stage | None = None  # tail_sampling: it writes to the targets itself
+    meter: Meter | None = None
 
     async def consume(self, payload: Payload) -> None:
         for processor in self.processors:
-            result = processor.process(payload)
+            result = processor.process(payload) if self.meter is None else self.meter.run(processor, payload)
             if result is None:
                 return
             payload = result
@@ -74,6 +87,9 @@ class RunningPipeline:
         # serializing for a direct exporter adds deferred attributes, so the queues then get none to defer
         writes = [send_now(chain, payload.serialized(), payload.items) for chain in self.direct]
         body, attributes = payload.stored_form()  # deferred attributes are added when the record is read
+        if self.meter is not None:
+            for _, queues in self.targets:
+                self.meter.enqueue(queues, payload.items, len(body))
         writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
                    for store, queues in self.targets]
         if len(writes) == 1:
@@ -99,6 +115,12 @@ class SignalConsumer:
         self._refused = metrics.counter(f"otelcol_receiver_refused_{signal.item_name}",
                                         f"Number of {signal.item_name} that could not be pushed into the pipeline.",
                                         ("receiver", "transport"))
+        # otelcol's "internal errors" of a receiver: decoding failures happen before a request gets here,
+        # so, as for otelcol's otlp receiver, this stays 0; served so that queries over it find a series
+        self._failed = metrics.counter(f"otelcol_receiver_failed_{signal.item_name}",
+                                       f"Number of {signal.item_name} that failed to be processed by the receiver "
+                                       "due to internal errors.", ("receiver", "transport"))
+        self._transports: set[str] = set()
 
     def add(self, pipeline: RunningPipeline, limiters: list[Limiter]) -> None:
         self.pipelines.append(pipeline)
@@ -132,6 +154,10 @@ class SignalConsumer:
             limiter.admit()
 
     async def consume(self, payload: Payload, transport: str) -> None:
+        if transport not in self._transports:  # every outcome's series exists from the first request on
+            self._transports.add(transport)
+            for counter in (self._accepted, self._refused, self._failed):
+                counter.inc(0, self.receiver_id, transport)
         try:
             self._admit()
             last = len(self.pipelines) - 1

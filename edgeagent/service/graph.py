@@ -26,6 +26,7 @@ from edgeagent.queue.lmdb_queue import DurableQueue
 from edgeagent.service.consumers import Limiter, RunningPipeline, SignalConsumer
 from edgeagent.service.host import Host
 from edgeagent.service.storage import DEFAULT_STORAGE, Stores
+from edgeagent.service.telemetry import PipelineMeter
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,9 @@ class Graph:
 
     def _pipeline(self, spec: Pipeline) -> tuple[RunningPipeline, _Placed]:
         placed = self._place(spec)
-        return RunningPipeline(spec.id, spec.signal, placed.before, placed.batch, stage=placed.stage), placed
+        meter = PipelineMeter(self.host.metrics, spec.signal, {limiter.id for limiter in placed.limiters})
+        return RunningPipeline(spec.id, spec.signal, placed.before, placed.batch, stage=placed.stage,
+                               meter=meter), placed
 
     def _queue_exports(self, spec: Pipeline, running: RunningPipeline, targets: list[Any],
                        batches: dict[tuple[str, Signal], BatchSettings | None]) -> None:

@@ -59,6 +59,7 @@ class Service:
     def build(self) -> None:
         self.graph.build()
         self.telemetry.watch_stores(self.stores)
+        self.telemetry.watch_exporters(lambda: self.graph.exporters)  # the graph a reload put in place
         graph = self.graph
         self.telemetry.gauge(
             "edgeagent_upstream_configured", "1 when the exporter has an upstream endpoint, 0 when it only buffers.",

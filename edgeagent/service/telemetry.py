@@ -9,16 +9,20 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from edgeagent.config.service import MetricsConfig
 from edgeagent.config.types import split_endpoint
-from edgeagent.extensions.metrics import Metrics
+from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.queue.lmdb_queue import DurableQueue
+from edgeagent.service.consumers import Processor
+from edgeagent.service.process import define_process_metrics
 from edgeagent.service.storage import Stores
-from edgeagent.signals import Signal
+from edgeagent.signals import Payload, Signal
 
 log = logging.getLogger(__name__)
 Samples = list[tuple[tuple[str, ...], float]]
@@ -33,8 +37,10 @@ class Telemetry:
         self.drops = DropLog(self.metrics)
         self.upstream_online: dict[str, bool | None] = {}
         self.problems: dict[str, str] = {}  # exporter or connector id -> its last failure, until it delivers
+        self.exporters: Callable[[], Mapping[str, Any]] = dict  # the running graph's exporters, by id
         self._runner: web.AppRunner | None = None
-        _define_counters(self.metrics)
+        _define_counters(self.metrics, self._destination)
+        define_process_metrics(self.metrics)
 
     def counter_inc(self, name: str, amount: float, *labels: str) -> None:
         self.metrics.counters[name].inc(amount, *labels)
@@ -58,6 +64,16 @@ class Telemetry:
             self.problems.pop(exporter_id, None)
         else:
             self.problems[exporter_id] = problem
+
+    def watch_exporters(self, exporters: Callable[[], Mapping[str, Any]]) -> None:
+        """Where the exporters send, for the server labels of otelcol's exporter counters."""
+        self.exporters = exporters
+
+    def _destination(self, signal: Signal) -> Derived:
+        def labels(own: tuple[str, ...]) -> tuple[str, ...]:
+            exporter = self.exporters().get(own[0])
+            return destination(getattr(exporter, "config", None), signal)
+        return Derived(("server_address", "server_port", "url_path"), labels)
 
     def gauge(self, name: str, documentation: str, labelnames: tuple[str, ...],
               read: Callable[[], Iterable[tuple[tuple[str, ...], float]]]) -> None:
@@ -89,13 +105,28 @@ class Telemetry:
             await runner.cleanup()
 
 
-def _define_counters(m: Metrics) -> None:
+def destination(config: Any, signal: Signal) -> tuple[str, str, str]:
+    """server.address, server.port and url.path of an exporter's requests, as otelcol labels its counters."""
+    url_of = getattr(config, "url", None)
+    if callable(url_of):  # otlphttp: a URL per signal
+        url = urlsplit(url_of(signal) or "")
+        default_port = 443 if url.scheme == "https" else 80
+        return url.hostname or "", str(url.port or default_port) if url.hostname else "", url.path
+    endpoint = getattr(config, "endpoint", None)
+    if isinstance(endpoint, str) and endpoint:  # otlp (gRPC): host:port, perhaps with a scheme
+        url = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+        return url.hostname or "", str(url.port or ""), ""
+    return "", "", ""
+
+
+def _define_counters(m: Metrics, destination_of: Callable[[Signal], Derived]) -> None:
     for signal in Signal:
         items = signal.item_name
         m.counter(f"otelcol_exporter_sent_{items}", f"Number of {items} successfully sent to destination.",
-                  ("exporter",))
+                  ("exporter",), destination_of(signal))
         m.counter(f"otelcol_exporter_send_failed_{items}", f"Number of {items} in failed attempts to send to "
-                  "destination (kept in the queue unless permanently rejected).", ("exporter",))
+                  "destination (kept in the queue unless permanently rejected).", ("exporter",),
+                  destination_of(signal))
         m.counter(f"edgeagent_exporter_rejected_{items}", f"Number of {items} the upstream rejected in a partial "
                   "success.", ("exporter",))
     for name in ("spans", "logs", "datapoints"):
@@ -134,6 +165,8 @@ def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:
           per_queue(lambda q: q.capacity_used()))
     gauge("otelcol_exporter_queue_capacity", "Fixed capacity of the retry queue (in the unit of its sizer).", labels,
           per_queue(lambda q: q.capacity.size))
+    gauge("otelcol_exporter_in_flight_requests", "Records leased to the exporter's senders: in flight to the "
+          "upstream or waiting to be retried.", labels, per_queue(lambda q: q.entries - q.available_entries))
     gauge("edgeagent_queue_items", "Items (spans, data points, log records) waiting in the queue.", labels,
           per_queue(lambda q: q.items))
     gauge("edgeagent_queue_bytes", "Bytes of compressed records waiting in the queue.", labels,
@@ -153,6 +186,70 @@ def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:
     gauge("edgeagent_upstream_online", "1 when the last send reached the upstream, 0 when it did not.",
           ("exporter",), lambda: [((e,), 1.0 if v else 0.0) for e, v in telemetry.upstream_online.items()
                                   if v is not None])
+    _define_enqueue_failed(telemetry.metrics, stores)
+
+
+def _define_enqueue_failed(metrics: Metrics, stores: Stores) -> None:
+    """Items a queue refused (full, with full_policy block), counted by the queue's writer."""
+    def refused(signal: Signal) -> Callable[[], Samples]:
+        return lambda: [((queue.name.rpartition("/")[0],), float(queue.refused_items))
+                        for queue in stores.queues() if queue.signal is signal]
+
+    for signal in Signal:
+        metrics.observed_counter(f"otelcol_exporter_enqueue_failed_{signal.item_name}",
+                                 f"Number of {signal.item_name} that failed to be added to the sending queue.",
+                                 ("exporter",), refused(signal))
+
+
+# otelcol's bucket boundaries for the request sizes handed to a sending queue, in items and in bytes
+ENQUEUE_ITEMS_BUCKETS = (10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0,
+                         6000.0, 7000.0, 8000.0, 9000.0, 10000.0, 20000.0, 30000.0, 50000.0, 100000.0)
+ENQUEUE_BYTES_BUCKETS = tuple(float(128 << shift) for shift in range(18))
+
+
+class PipelineMeter:
+    """otelcol's telemetry of one pipeline: items into and out of each processor, the time each call
+    takes, and the sizes of the requests handed to each exporter's queue.
+
+    The memory limiter refuses before a request is read; whatever reaches it is accepted."""
+
+    def __init__(self, metrics: Metrics, signal: Signal, limiter_ids: set[str]):
+        labels = ("processor", "otel_signal")
+        self.signal = signal.label
+        self.limiter_ids = limiter_ids
+        self.incoming = metrics.counter("otelcol_processor_incoming_items", "Number of items passed to the "
+                                        "processor.", labels)
+        self.outgoing = metrics.counter("otelcol_processor_outgoing_items", "Number of items emitted from the "
+                                        "processor.", labels)
+        self.duration = metrics.histogram("otelcol_processor_internal_duration", "Duration of time taken to "
+                                          "process a batch of telemetry data through the processor (seconds).",
+                                          labels)
+        self.accepted = metrics.counter(f"otelcol_processor_memory_limiter_accepted_{signal.item_name}",
+                                        f"Number of {signal.item_name} successfully pushed into the next component "
+                                        "in the pipeline.", ("processor",))
+        self.enqueue_items = metrics.histogram("otelcol_exporter_enqueue_size", "Number of units in the request "
+                                               "added to the sending queue.", ("exporter",), ENQUEUE_ITEMS_BUCKETS)
+        self.enqueue_bytes = metrics.histogram("otelcol_exporter_enqueue_size_bytes", "Number of bytes in the "
+                                               "request added to the sending queue.", ("exporter",),
+                                               ENQUEUE_BYTES_BUCKETS)
+
+    def run(self, processor: Processor, payload: Payload) -> Payload | None:
+        items = payload.items
+        started = time.perf_counter()
+        result = processor.process(payload)
+        self.duration.observe(time.perf_counter() - started, processor.id, self.signal)
+        out = result.items if result is not None else 0
+        self.incoming.inc(items, processor.id, self.signal)
+        self.outgoing.inc(out, processor.id, self.signal)
+        if processor.id in self.limiter_ids:
+            self.accepted.inc(out, processor.id)
+        return result
+
+    def enqueue(self, queues: list[DurableQueue], items: int, size: int) -> None:
+        for queue in queues:
+            exporter_id = queue.name.rpartition("/")[0]
+            self.enqueue_items.observe(items, exporter_id)
+            self.enqueue_bytes.observe(size, exporter_id)
 
 
 class DrainMeter:
@@ -187,7 +284,7 @@ class DropLog:
     QUIET = 60.0  # seconds without drops that end an episode
 
     def __init__(self, metrics: Metrics):
-        self.counter = metrics.counter("edgeagent_dropped_items_total", "Items dropped by an explicit policy "
+        self.counter = metrics.counter("edgeagent_dropped_items", "Items dropped by an explicit policy "
                                        "(drop_oldest when full, max_age, purge).", ("exporter", "data_type", "reason"))
         self._episodes: dict[tuple[str, str], list[float]] = {}  # (queue, reason) -> [started, last, items]
 

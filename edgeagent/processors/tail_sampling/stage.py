@@ -49,6 +49,7 @@ import zstandard
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from edgeagent.errors import CorruptRecordError, RetryableError
+from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
 from edgeagent.queue import record
@@ -66,6 +67,8 @@ from sampler.trace import Decision, Trace
 log = logging.getLogger(__name__)
 _KEY = struct.Struct(">16sQ")
 _MAX_SETTLE_ROUNDS = 4
+# otelcol labels its decision counters with the decision as well as `sampled` (the last label)
+_DECISION = Derived(("decision",), lambda labels: ("sampled" if labels[-1] == "true" else "not_sampled",))
 
 
 class SamplingStage:
@@ -133,7 +136,10 @@ class SamplingStage:
                  ("processor",)),
                 ("edgeagent_sampler_dropped_on_shutdown",
                  "Pending traces dropped at shutdown (drop_pending_traces_on_shutdown).", ("processor",))):
-            counters[name] = metrics.counter(name, text, labels)
+            if isinstance(metrics, Metrics) and name.endswith("count_traces_sampled"):  # otelcol's decision label
+                counters[name] = metrics.counter(name, text, labels, _DECISION)
+            else:
+                counters[name] = metrics.counter(name, text, labels)
         metrics.gauge(prefix + "sampling_traces_on_memory", "Traces waiting for a decision or its move to export.",
                       ("processor",), lambda: [((self.id,), float(self.pending_traces()))])
         metrics.gauge("edgeagent_sampler_traces_limit", "num_traces: traces the buffer holds before it decides early.",

@@ -1,0 +1,136 @@
+"""Request durations of the OTLP servers and clients, as otelcol's HTTP and gRPC instrumentation
+serves them: `http_server_request_duration`, `rpc_server_call_duration`,
+`http_client_request_duration` and `rpc_client_call_duration`, in seconds, with the semantic-convention labels and bucket
+boundaries otelcol 0.165 uses. Label values otelcol leaves out (no error) are served empty,
+which Prometheus treats as absent. Without the agent's metrics (a component tested alone) the
+durations are measured and not served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import grpc
+from aiohttp import web
+
+from edgeagent.extensions.metrics import Histogram, Metrics
+
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+_SERVER_LABELS = ("http_request_method", "http_response_status_code", "http_route", "network_protocol_name",
+                  "network_protocol_version", "server_address", "server_port", "url_scheme")
+_CLIENT_LABELS = ("http_request_method", "http_response_status_code", "error_type", "network_protocol_name",
+                  "network_protocol_version", "server_address", "server_port", "url_scheme")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Unary = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+
+
+def _histogram(metrics: Metrics | None, name: str, documentation: str, labels: tuple[str, ...]) -> Histogram:
+    if metrics is None:
+        return Histogram(name, documentation, labels, SECONDS_BUCKETS)
+    return metrics.histogram(name, documentation, labels, SECONDS_BUCKETS)
+
+
+def http_server_timer(metrics: Metrics | None, address: str, port: int, scheme: str) -> Callable[..., Any]:
+    """An aiohttp middleware that times every request of a receiver listening on address:port."""
+    histogram = _histogram(metrics, "http_server_request_duration", "Duration of HTTP server requests (seconds).",
+                           _SERVER_LABELS)
+
+    @web.middleware
+    async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # 404, 405 answered by the router
+            status = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else ""
+            version = f"{request.version.major}.{request.version.minor}"
+            histogram.observe(time.perf_counter() - started, request.method, str(status), route, "http", version,
+                              address, str(port), scheme)
+
+    return timed
+
+
+def rpc_server_timer(metrics: Metrics | None, method: str, handler: Unary) -> Unary:
+    """`handler` of the gRPC method `service/Method`, timed with the status it ends with."""
+    histogram = _histogram(metrics, "rpc_server_call_duration", "Measures the duration of inbound RPC (seconds).",
+                           ("rpc_method", "rpc_response_status_code", "rpc_system_name"))
+
+    async def timed(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        started = time.perf_counter()
+        try:
+            return await handler(request, context)
+        finally:
+            code = context.code()  # set by abort(); None when the call succeeded
+            status = code.name if isinstance(code, grpc.StatusCode) else "OK"
+            histogram.observe(time.perf_counter() - started, method, status, "grpc")
+
+    return timed
+
+
+def http_client_timer(metrics: Metrics | None) -> aiohttp.TraceConfig:
+    """An aiohttp client trace that times every request an exporter sends."""
+    histogram = _histogram(metrics, "http_client_request_duration", "Duration of HTTP client requests (seconds).",
+                           _CLIENT_LABELS)
+
+    def observe(context: SimpleNamespace, method: str, url: Any, status: str, error: str) -> None:
+        port = url.port if url.port is not None else ""
+        histogram.observe(time.perf_counter() - context.started, method, status, error, "http", "1.1",
+                          url.host or "", str(port), url.scheme)
+
+    async def start(_: aiohttp.ClientSession, context: SimpleNamespace,
+                    params: aiohttp.TraceRequestStartParams) -> None:
+        context.started = time.perf_counter()
+
+    async def end(_: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
+        observe(context, params.method, params.url, str(params.response.status), "")
+
+    async def failed(_: aiohttp.ClientSession, context: SimpleNamespace,
+                     params: aiohttp.TraceRequestExceptionParams) -> None:
+        observe(context, params.method, params.url, "", type(params.exception).__name__)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(start)
+    trace.on_request_end.append(end)
+    trace.on_request_exception.append(failed)
+    return trace
+
+
+class RpcClientTimer(grpc.aio.UnaryUnaryClientInterceptor):
+    """Times every unary call a gRPC exporter makes to address:port, with the status it ends with."""
+
+    def __init__(self, metrics: Metrics | None, address: str, port: str):
+        self.histogram = _histogram(metrics, "rpc_client_call_duration", "Measures the duration of outbound RPC "
+                                    "(seconds).", ("rpc_method", "rpc_response_status_code", "rpc_system_name",
+                                                   "server_address", "server_port"))
+        self.address = address
+        self.port = port
+
+    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        started = time.perf_counter()
+        method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
+        status = "OK"
+        try:
+            call = await continuation(details, request)
+            await call  # the caller awaits the same call and gets its response or its error again
+        except grpc.aio.AioRpcError as error:
+            status = error.code().name
+            raise
+        except asyncio.CancelledError:
+            status = "CANCELLED"
+            raise
+        finally:
+            self.histogram.observe(time.perf_counter() - started, method.lstrip("/"), status, "grpc", self.address,
+                                   self.port)
+        return call
