@@ -39,7 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Status  # noqa: E402
 
 from edgeagent.processors.memory_limiter import anonymous_memory  # noqa: E402
-from edgeagent.queue.lmdb_queue import QueueStore  # noqa: E402
+from edgeagent.queue.store import QueueStore  # noqa: E402
 from edgeagent.signals import Payload, Signal  # noqa: E402
 from sampler.config import TailSamplingConfig  # noqa: E402
 from sampler.stage import SamplingStage  # noqa: E402

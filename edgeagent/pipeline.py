@@ -39,7 +39,8 @@ from edgeagent.processors.batch import BatchProcessor
 from edgeagent.processors.memory_limiter import MemoryLimiter
 from edgeagent.queue import admin
 from edgeagent.queue.compaction import cleanup_compaction_leftovers
-from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
+from edgeagent.queue.reader import DurableQueue
+from edgeagent.queue.store import QueueStore
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.signals import Payload, Signal
 from sampler.stage import SamplingStage

@@ -32,7 +32,8 @@ from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.retry import Backoff, RetryConfig
 from edgeagent.queue.limits import QueueCapacity
-from edgeagent.queue.lmdb_queue import DurableQueue, Lease
+from edgeagent.queue.api import ConsumerQueue
+from edgeagent.queue.reader import Lease
 from edgeagent.signals import Signal, count_items, merge_requests, split_request
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class BatchSettings:
 
 
 class Sender:
-    def __init__(self, exporter: Any, queue: DurableQueue, retry: RetryConfig, num_consumers: int,
+    def __init__(self, exporter: Any, queue: ConsumerQueue, retry: RetryConfig, num_consumers: int,
                  batch: BatchSettings | None, telemetry: Any, link: Link | None = None,
                  newest_first: bool = False):
         self.exporter = exporter
@@ -201,13 +202,30 @@ class Sender:
                       exc_info=future.exception(), extra={"queue": self.queue.name})
 
     def _requests(self, lease: Lease) -> list[tuple[bytes, int]]:
-        body = merge_requests(self.signal, lease.bodies)
+        try:
+            body = merge_requests(self.signal, lease.bodies)
+        except DecodeError:
+            self._quarantine_unparsable(lease)
+            if not lease.bodies:
+                return []
+            body = merge_requests(self.signal, lease.bodies)
         max_items = self.batch.send_batch_max_size if self.batch else 0
         if not max_items or lease.items <= max_items:
             return [(body, lease.items)]
         request = self.signal.request_class.FromString(body)
         return [(part.SerializeToString(), count_items(self.signal, part))
                 for part in split_request(self.signal, request, max_items)]
+
+    def _quarantine_unparsable(self, lease: Lease) -> None:
+        """A record whose request does not parse (damaged on disk) leaves the lease for the dead-letter
+        store; the rest of the lease is sent as usual."""
+        bad = []
+        for index, body in enumerate(lease.bodies):
+            try:
+                self.signal.request_class.FromString(body)
+            except DecodeError:
+                bad.append(index)
+        self.queue.quarantine(lease, bad, f"not a valid {self.signal.label} request")
 
     async def _send_with_retry(self, body: bytes) -> SendResult:
         retry = self.retry

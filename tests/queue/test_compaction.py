@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from edgeagent.queue.compaction import rebound_due
-from edgeagent.queue.lmdb_queue import QueueStore
+from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 
 MIB = 1 << 20
