@@ -155,6 +155,7 @@ class Agent:
     def __init__(self, config: AgentConfig, state_dir: str):
         self.config = config
         self.state_dir = state_dir
+        self.read_only = False  # set by commands that only read the queue beside a stopped agent
         self.metrics = Metrics()
         self.stopping = False
         self.started = False
@@ -196,7 +197,7 @@ class Agent:
             if not settings.create_directory and not os.path.isdir(directory):
                 raise FileNotFoundError(f"file_storage directory {directory} does not exist; create it or set "
                                         f"create_directory: true")
-            if settings.compaction.cleanup_on_start:
+            if settings.compaction.cleanup_on_start and not self.read_only:
                 cleanup_compaction_leftovers(directory, settings.compaction.directory)
             store = QueueStore(directory, sync=settings.fsync, limits=settings.limits(), lock_timeout=settings.timeout,
                                compact_on_start=settings.compaction.on_start,
@@ -204,7 +205,11 @@ class Agent:
                                on_corrupt=lambda message: self._count("edgeagent_queue_corruptions", 1, directory),
                                on_drop=self.drops.record,
                                on_quarantine=lambda queue, count: self._count("edgeagent_corrupt_records", count,
-                                                                              queue.name))
+                                                                              queue.name),
+                               on_salvage=lambda found, lost: (
+                                   self._count("edgeagent_queue_salvaged_records", found, directory),
+                                   self._count("edgeagent_queue_lost_records", lost, directory)),
+                               control_socket=socket_path(self.state_dir), read_only=self.read_only)
             store.open()
             self.stores[key] = store
             if settings.compaction.on_rebound:
@@ -446,6 +451,10 @@ class Agent:
                   "store.", ("queue",))
         m.counter("edgeagent_queue_corruptions", "Queue data files that did not open and were moved aside.",
                   ("directory",))
+        m.counter("edgeagent_queue_salvaged_records", "Records read back from a queue data file that did not open.",
+                  ("directory",))
+        m.counter("edgeagent_queue_lost_records", "Records of a queue data file that did not open that could not be "
+                  "read back.", ("directory",))
         m.gauge("otelcol_exporter_queue_size", "Current size of the retry queue (in the unit of its sizer).",
                 ("exporter", "data_type"), lambda: self._queue_values(lambda q: q.capacity_used()))
         m.gauge("otelcol_exporter_queue_capacity", "Fixed capacity of the retry queue (in the unit of its sizer).",

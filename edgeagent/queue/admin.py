@@ -45,6 +45,8 @@ def stats(stores: list[QueueStore]) -> dict[str, Any]:
 def records(store: QueueStore, queue_name: str, limit: int = 0) -> Iterator[tuple[int, record.RecordHeader, bytes]]:
     """(seq, header, serialized request) of a queue's records in order, read in one snapshot."""
     queue = store.queues[queue_name]
+    if queue.db is None:
+        return
     decompressor = zstandard.ZstdDecompressor()
     with store.reading(queue.db) as txn:
         for count, (key, value) in enumerate(txn.cursor(), start=1):

@@ -32,7 +32,11 @@ _BALLAST_BYTES = 2 << 20
 
 
 class StorageLockedError(RuntimeError):
-    pass
+    """Another process holds the queue; `holder` is what its lock file says ({"pid", "control"})."""
+
+    def __init__(self, message: str, holder: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.holder = holder or {}
 
 
 class StorageAccessError(RuntimeError):
@@ -83,6 +87,19 @@ def _user() -> str:
         return str(os.geteuid())
 
 
+def check_owner(directory: str) -> None:
+    """As root, refuse a directory that belongs to another user: every file written there would be
+    root's, and the agent running as that user could no longer open its queue."""
+    try:
+        owner = os.stat(directory).st_uid
+    except OSError:
+        return
+    if os.geteuid() == 0 and owner != 0:
+        name = _owner(directory)
+        raise StorageAccessError(f"the queue in {directory} belongs to {name}; run this as {name} (for example "
+                                 f"sudo -u {name} edgeagent ...) so that its files keep their owner")
+
+
 def check_access(directory: str) -> None:
     """Refuse files this process cannot write before LMDB touches them."""
     for name in (*DATA_FILES, LOCK_NAME):
@@ -114,7 +131,8 @@ def lock_directory(directory: str, timeout: float, control: str | None = None) -
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 handle.close()
-                raise StorageLockedError(refusal(directory, lock_holder(directory) or {})) from None
+                holder = lock_holder(directory) or {}
+                raise StorageLockedError(refusal(directory, holder), holder) from None
             time.sleep(0.05)
     _tighten(path, 0o600)
     handle.seek(0)

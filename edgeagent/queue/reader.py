@@ -104,7 +104,7 @@ class DurableQueue:
         self.name = name
         self.signal = signal
         self.capacity = capacity
-        self.db = store.env.open_db(f"q:{name}".encode())
+        self.db = store.sub_database(f"q:{name}".encode())
         # mirror of the writer's totals, owned by the event loop
         self.entries = 0
         self.items = 0
@@ -127,6 +127,8 @@ class DurableQueue:
         return self._leases.snapshot
 
     def _load(self) -> None:
+        if self.db is None:  # opened read-only before this queue was ever written
+            return
         with self.store.env.begin(db=self.db) as txn:
             entries = txn.stat(self.db)["entries"]
             cursor = txn.cursor()
@@ -135,7 +137,7 @@ class DurableQueue:
             if cursor.first():
                 self._read_from = KEY.unpack(cursor.key())[0]
                 self.oldest_ms = enqueued_ms(cursor.value())
-            stats = txn.get(self.stats_key(), db=self.store.meta_db)
+            stats = txn.get(self.stats_key(), db=self.store.meta_db) if self.store.meta_db is not None else None
             items, size = STATS.unpack(stats) if stats is not None else _scan_totals(txn, self.db)
         self.stored = Totals(entries, items, size)
         self.entries, self.items, self.bytes = entries, items, size

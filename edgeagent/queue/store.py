@@ -163,7 +163,8 @@ class QueueStore:
                  compact_on_start: bool = False, compaction_scratch: str | None = None,
                  on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None,
                  on_quarantine: Callable[[Any], None] | Callable[[Any, int], None] | None = None,
-                 on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None):
+                 on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None,
+                 read_only: bool = False):
         self.directory = directory
         self.sync = sync
         self.limits = limits
@@ -177,6 +178,7 @@ class QueueStore:
         self.on_quarantine = on_quarantine  # (queue or table, records)
         self.on_salvage = on_salvage  # (records salvaged, records lost)
         self.control_socket = control_socket
+        self.read_only = read_only  # for commands beside a stopped agent: reads, never writes a file
         self.env: lmdb.Environment | None = None
         self.meta_db = None
         self.deadletter_db = None
@@ -201,6 +203,10 @@ class QueueStore:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
+        environment.check_owner(self.directory)
         environment.private_directory(self.directory)
         self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
         environment.check_access(self.directory)
@@ -222,6 +228,32 @@ class QueueStore:
             self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
             self.pages_in_use = self._measure_pages(txn)
 
+    def _open_read_only(self) -> None:
+        """Open without creating or changing any file: refused while an agent holds the queue (its
+        control socket serves the reads then); sub-databases not yet created read as empty."""
+        holder = environment.lock_holder(self.directory)
+        if holder is not None:
+            raise StorageLockedError(environment.refusal(self.directory, holder), holder)
+        if os.path.exists(os.path.join(self.directory, "data.mdb")):
+            self.env = environment.open_readonly(self.directory)
+            self.page_size = self.env.stat()["psize"]
+        self._open_dbs()
+        if self.env is not None and self.deadletter_db is not None:
+            with self.env.begin() as txn:
+                self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
+                self.pages_in_use = self._measure_pages(txn)
+
+    def sub_database(self, name: bytes) -> Any:
+        """Open (create) a sub-database; None when read-only and it does not exist yet."""
+        if self.env is None:
+            return None
+        try:
+            return self.env.open_db(name, create=not self.read_only)
+        except lmdb.Error:
+            if self.read_only:
+                return None
+            raise
+
     def _start_fresh(self, exc: BaseException) -> None:
         """Move a data file that does not open aside, start a fresh one, and salvage into it what can be read."""
         moved = environment.move_aside(self.directory)
@@ -241,12 +273,12 @@ class QueueStore:
             self.on_salvage(found.salvaged, found.lost)
 
     def _open_dbs(self) -> None:
-        self.meta_db = self.env.open_db(b"meta")
-        self.deadletter_db = self.env.open_db(b"deadletter")
+        self.meta_db = self.sub_database(b"meta")
+        self.deadletter_db = self.sub_database(b"deadletter")
         for queue in self.queues.values():
-            queue.db = self.env.open_db(f"q:{queue.name}".encode())
+            queue.db = self.sub_database(f"q:{queue.name}".encode())
         for table in self.tables.values():
-            table.db = self.env.open_db(table.name.encode())
+            table.db = self.sub_database(table.name.encode())
 
     def queue(self, name: str, signal: Signal, capacity: QueueCapacity = QueueCapacity()) -> DurableQueue:
         if name not in self.queues:
@@ -256,7 +288,7 @@ class QueueStore:
     def table(self, name: str) -> Table:
         """A stage's own sub-database of records, kept next to the queues (written only in `atomic`)."""
         if name not in self.tables:
-            self.tables[name] = Table(name, self.env.open_db(name.encode()))
+            self.tables[name] = Table(name, self.sub_database(name.encode()))
         return self.tables[name]
 
     def start(self) -> None:
@@ -598,6 +630,8 @@ class QueueStore:
         return asyncio.ensure_future(run())
 
     def dead_letters(self, limit: int = 0) -> list[deadletter.DeadLetter]:
+        if self.deadletter_db is None:
+            return []
         with self.reading(self.deadletter_db) as txn:
             return deadletter.read(txn, self.deadletter_db, limit)
 

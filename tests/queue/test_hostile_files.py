@@ -1,0 +1,129 @@
+"""Queue files under hostile conditions: loose umasks, wrong owners, truncation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+
+from edgeagent.queue.store import QueueStore
+from edgeagent.signals import Signal
+
+
+def traces_request(index: int, size: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id = index.to_bytes(16, "big")
+    span.span_id = index.to_bytes(8, "big")
+    span.name = os.urandom(size // 2).hex()  # incompressible: records of about `size` bytes
+    return request.SerializeToString()
+
+
+async def _fill(directory: str, count: int, size: int = 200) -> list[bytes]:
+    store = QueueStore(directory)
+    store.open()
+    store.start()
+    queue = store.queue("q", Signal.TRACES)
+    bodies = [traces_request(index, size) for index in range(count)]
+    for body in bodies:
+        await store.put([queue], body, 1, Signal.TRACES)
+    await store.close()
+    return bodies
+
+
+async def _drain(directory: str) -> tuple[QueueStore, list[bytes]]:
+    store = QueueStore(directory)
+    store.open()
+    store.start()
+    queue = store.queue("q", Signal.TRACES)
+    bodies: list[bytes] = []
+    while (lease := await queue.lease(1000)) is not None:
+        bodies += lease.bodies
+        await queue.ack(lease)
+    await store.close()
+    return store, bodies
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_queue_files_are_private_whatever_the_umask(tmp_path, umask):
+    directory = str(tmp_path / "state" / "queue")
+    old = os.umask(umask)
+    try:
+        asyncio.run(_fill(directory, 3))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    names = os.listdir(directory)
+    assert {"data.mdb", "lock.mdb", "edgeagent.lock", "reserve.ballast"} <= set(names)
+    modes = {name: oct(stat.S_IMODE(os.stat(os.path.join(directory, name)).st_mode)) for name in names}
+    assert modes == {name: oct(0o600) for name in names}
+
+
+def test_a_truncated_data_file_gives_back_every_record_still_readable(tmp_path):
+    directory = str(tmp_path / "queue")
+    bodies = asyncio.run(_fill(directory, 400, size=3000))
+    data = os.path.join(directory, "data.mdb")
+    os.truncate(data, os.path.getsize(data) * 3 // 4)
+
+    salvaged: list[tuple[int, int]] = []
+
+    async def reopen() -> list[bytes]:
+        store = QueueStore(directory, on_salvage=lambda found, lost: salvaged.append((found, lost)))
+        store.open()
+        store.start()
+        queue = store.queue("q", Signal.TRACES)
+        out: list[bytes] = []
+        while (lease := await queue.lease(1000)) is not None:
+            out += lease.bodies
+            await queue.ack(lease)
+        await store.close()
+        return out
+
+    drained = asyncio.run(reopen())
+    assert salvaged and salvaged[0][0] == len(drained) > 0
+    assert salvaged[0][0] + salvaged[0][1] == len(bodies)  # every record is salvaged or counted lost
+    assert set(drained) <= set(bodies)
+    assert any(name.startswith("corrupt-") for name in os.listdir(directory))
+
+
+_OPEN_AS_ANOTHER_USER = textwrap.dedent("""
+    import os, sys
+    from edgeagent.queue.store import QueueStore
+    from edgeagent.queue.environment import StorageAccessError
+    os.setegid(65534)
+    os.seteuid(65534)
+    try:
+        QueueStore(sys.argv[1]).open()
+    except StorageAccessError as exc:
+        print("refused:", exc)
+        sys.exit(3)
+    print("opened")
+""")
+
+
+def test_a_data_file_the_agent_may_not_write_is_refused_not_moved_aside():
+    parent = pathlib.Path(tempfile.mkdtemp(prefix="edgeagent-owner-"))  # reachable by another user
+    directory = parent / "queue"
+    asyncio.run(_fill(str(directory), 5))
+    os.chmod(parent, 0o755)
+    # the directory and lock file belong to the agent's user; data.mdb was rewritten by root
+    os.chown(directory, 65534, 65534)
+    os.chown(directory / "edgeagent.lock", 65534, 65534)
+    before = sorted(os.listdir(directory))
+    result = subprocess.run([sys.executable, "-c", _OPEN_AS_ANOTHER_USER, str(directory)], check=False,
+                            capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "data.mdb" in result.stdout and "chown" in result.stdout
+    assert sorted(os.listdir(directory)) == before  # nothing moved aside, nothing created
+    shutil.rmtree(parent)
