@@ -12,11 +12,16 @@ import sys
 import tempfile
 import textwrap
 
+import lmdb
 import pytest
+import zstandard
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
+from edgeagent.errors import CorruptRecordError
+from edgeagent.queue import record
+from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 
@@ -42,8 +47,9 @@ async def _fill(directory: str, count: int, size: int = 200) -> list[bytes]:
     return bodies
 
 
-async def _drain(directory: str) -> tuple[QueueStore, list[bytes]]:
-    store = QueueStore(directory)
+async def _drain(directory: str, **options) -> list[bytes]:
+    """Every request of the queue, in order, acknowledged."""
+    store = QueueStore(directory, **options)
     store.open()
     store.start()
     queue = store.queue("q", Signal.TRACES)
@@ -52,7 +58,7 @@ async def _drain(directory: str) -> tuple[QueueStore, list[bytes]]:
         bodies += lease.bodies
         await queue.ack(lease)
     await store.close()
-    return store, bodies
+    return bodies
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o000])
@@ -78,19 +84,7 @@ def test_a_truncated_data_file_gives_back_every_record_still_readable(tmp_path):
 
     salvaged: list[tuple[int, int]] = []
 
-    async def reopen() -> list[bytes]:
-        store = QueueStore(directory, on_salvage=lambda found, lost: salvaged.append((found, lost)))
-        store.open()
-        store.start()
-        queue = store.queue("q", Signal.TRACES)
-        out: list[bytes] = []
-        while (lease := await queue.lease(1000)) is not None:
-            out += lease.bodies
-            await queue.ack(lease)
-        await store.close()
-        return out
-
-    drained = asyncio.run(reopen())
+    drained = asyncio.run(_drain(directory, on_salvage=lambda found, lost: salvaged.append((found, lost))))
     assert salvaged and salvaged[0][0] == len(drained) > 0
     assert salvaged[0][0] + salvaged[0][1] == len(bodies)  # every record is salvaged or counted lost
     assert set(drained) <= set(bodies)
@@ -127,3 +121,24 @@ def test_a_data_file_the_agent_may_not_write_is_refused_not_moved_aside():
     assert "data.mdb" in result.stdout and "chown" in result.stdout
     assert sorted(os.listdir(directory)) == before  # nothing moved aside, nothing created
     shutil.rmtree(parent)
+
+
+def test_a_bit_flip_in_a_stored_payload_is_found_when_the_record_is_read(tmp_path):
+    directory = str(tmp_path / "queue")
+    body = asyncio.run(_fill(directory, 1, size=400))[0]
+    env = lmdb.open(directory, max_dbs=64)
+    with env.begin(db=env.open_db(b"q:q")) as txn:
+        value = bytes(txn.get(KEY.pack(1)))
+    env.close()
+    header = record.decode_header(value)
+    decompressor = zstandard.ZstdDecompressor()
+    undetected = []
+    for offset in range(header.body_offset, len(value)):
+        flipped = bytearray(value)
+        flipped[offset] ^= 0x04
+        try:
+            if record.decode_body(bytes(flipped), header, decompressor) != body:
+                undetected.append(offset)
+        except CorruptRecordError:
+            pass
+    assert undetected == []
