@@ -120,3 +120,31 @@ def test_a_record_whose_request_does_not_parse_is_quarantined_and_later_spans_ar
     finally:
         upstream.stop()
     assert agent.terminate() == 0
+
+
+def test_a_truncated_data_file_is_salvaged_into_the_fresh_queue(agents, tmp_path):
+    port = free_port()
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{port}"])
+    first = send_spans("http", agent.http_port, 3000, batch=50)
+    assert agent.terminate() == 0
+    data = _queue_dir(state) / "data.mdb"
+    env = lmdb.open(str(_queue_dir(state)), max_dbs=64, readonly=True)
+    with env.begin() as txn:
+        records = txn.stat(env.open_db(b"q:otlphttp/traces", txn=txn, create=False))["entries"]
+    env.close()
+    os.truncate(data, os.path.getsize(data) * 3 // 4)
+
+    upstream = Upstream(port).start()
+    try:
+        agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url], ports=agent)
+        salvaged = agent.metric("edgeagent_queue_salvaged_records")
+        assert salvaged > 0
+        assert salvaged + agent.metric("edgeagent_queue_lost_records") == records
+        wait_until(lambda: agent.metric("otelcol_exporter_queue_size") == 0 and upstream.span_ids(), timeout=30,
+                   message="salvaged spans delivered")
+        assert upstream.span_ids() <= first
+        assert "records that could still be read" in agent.log()
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0
