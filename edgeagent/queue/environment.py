@@ -44,8 +44,17 @@ class StorageAccessError(RuntimeError):
 
 
 def private_directory(path: str) -> None:
-    """Create `path` (and parents) as 0700; tighten it when this process owns it."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    """Create `path` and any missing parents as 0700 (makedirs would give the parents the umask's
+    mode); tighten `path` when this process owns it."""
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.isdir(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+        _tighten(directory, 0o700)
     _tighten(path, 0o700)
 
 
