@@ -154,7 +154,7 @@ class SamplingStage:
         recovered, corrupt = await asyncio.to_thread(self._scan)
         if corrupt:
             self._note_corrupt(corrupt)
-            await self.store.atomic(lambda writer: [self._drop(writer, key, corrupt) for key in corrupt])
+            await self.store.atomic(lambda writer: self._quarantine(writer, corrupt))
             self._corrupt.clear()
         now, wall = self.clock(), time.time()
         for trace_id, (spans, size, first_ms) in recovered.items():
@@ -381,6 +381,10 @@ class SamplingStage:
             trace.span_count += items
             trace.size_bytes += len(body)
         return trace
+
+    def _quarantine(self, writer: StageTransaction, corrupt: dict[bytes, str]) -> None:
+        for key, reason in corrupt.items():
+            writer.quarantine(self.table, key, reason)
 
     def _drop(self, writer: StageTransaction, key: bytes, corrupt: dict[bytes, str]) -> None:
         """Take a raw record out: deleted when it was read, quarantined when it did not decode."""
