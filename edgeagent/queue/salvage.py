@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from typing import BinaryIO
 
 _MAGIC = 0xBEEFC0DE
 _HEADER = struct.Struct("<QHHHH")
@@ -29,19 +30,44 @@ _NODE = struct.Struct("<HHHH")
 _P_BRANCH, _P_LEAF, _P_OVERFLOW, _P_META = 0x01, 0x02, 0x04, 0x08
 _F_BIGDATA, _F_SUBDATA = 0x01, 0x02
 _INVALID = (1 << 64) - 1
-_MAX_DEPTH = 64
 SKIPPED = (b"meta",)  # recomputed by the fresh queue
 
 
-@dataclass
 class Salvage:
-    tables: dict[bytes, list[tuple[bytes, bytes]]] = field(default_factory=dict)  # name -> (key, value)
-    salvaged: int = 0
-    lost: int = 0
+    """Reads one damaged data file; `records()` streams what it finds, then the counts are final."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.salvaged = 0
+        self.lost = 0
+        self.counted = False  # False when not even the file's index (its meta pages) could be read
+
+    def records(self) -> Iterator[tuple[bytes, bytes, bytes]]:
+        """(sub-database name, key, value) of every intact record of every sub-database but `meta`."""
+        try:
+            with open(self.path, "rb") as handle:
+                meta = _newest_meta(handle)
+                if meta is None:
+                    return
+                page_size, main_root = meta
+                file = _File(handle, page_size, os.fstat(handle.fileno()).st_size // page_size)
+                self.counted = True
+                for name, descriptor in list(_walk(file, main_root, set())):
+                    if name in SKIPPED or len(descriptor) < _DB.size:
+                        continue
+                    entries, root = _DB.unpack_from(descriptor)[6:8]
+                    found = 0
+                    for key, value in _walk(file, root, set()):
+                        found += 1
+                        yield name, key, value
+                    self.salvaged += found
+                    self.lost += max(entries - found, 0)
+        except OSError:
+            return
 
 
 class _File:
-    def __init__(self, handle, page_size: int, pages: int):
+    def __init__(self, handle: BinaryIO, page_size: int, pages: int):
         self.handle = handle
         self.page_size = page_size
         self.pages = pages  # whole pages present in the file
@@ -52,86 +78,60 @@ class _File:
         return os.pread(self.handle.fileno(), self.page_size * count, pgno * self.page_size)
 
 
-def salvage(path: str) -> Salvage:
-    """Every intact record of every named sub-database but `meta`; an unreadable file yields nothing."""
-    found = Salvage()
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            meta = _newest_meta(handle)
-            if meta is None:
-                return found
-            page_size, main_root = meta
-            file = _File(handle, page_size, size // page_size)
-            names: list[tuple[bytes, bytes]] = []
-            _walk(file, main_root, names, 0)
-            for name, descriptor in names:
-                if name in SKIPPED or len(descriptor) < _DB.size:
-                    continue
-                entries, root = _DB.unpack_from(descriptor)[6:8]
-                rows: list[tuple[bytes, bytes]] = []
-                if root != _INVALID:
-                    _walk(file, root, rows, 0)
-                found.tables[name] = rows
-                found.salvaged += len(rows)
-                found.lost += max(entries - len(rows), 0)
-    except OSError:
-        pass
-    return found
-
-
-def _newest_meta(handle) -> tuple[int, int] | None:
+def _newest_meta(handle: BinaryIO) -> tuple[int, int] | None:
     """(page size, main database root) of the valid meta page with the higher transaction id."""
     best = None
-    first = os.pread(handle.fileno(), 4096 + _HEADER.size + _META.size, 0)
-    for offset in _meta_offsets(first):
+    for offset in sorted({0, 4096, *_page_sizes(handle)}):
         raw = os.pread(handle.fileno(), _HEADER.size + _META.size, offset)
         if len(raw) < _HEADER.size + _META.size:
             continue
         flags = _HEADER.unpack_from(raw)[2]
-        magic, version, _, _, free_db, main_db, _, txnid = _META.unpack_from(raw, _HEADER.size)
-        if magic != _MAGIC or not flags & _P_META:
-            continue
+        magic, _, _, _, free_db, main_db, _, txnid = _META.unpack_from(raw, _HEADER.size)
         page_size = _DB.unpack_from(free_db)[0]  # LMDB keeps the page size in the free database's pad
-        if page_size < 512 or page_size & (page_size - 1):
+        if magic != _MAGIC or not flags & _P_META or not _plausible(page_size):
             continue
         if best is None or txnid > best[0]:
             best = (txnid, page_size, _DB.unpack_from(main_db)[7])
     return None if best is None else (best[1], best[2])
 
 
-def _meta_offsets(first: bytes) -> list[int]:
-    """Meta pages 0 and 1; page 1's offset depends on the page size kept in page 0 (if readable)."""
-    offsets = [0]
-    if len(first) >= _HEADER.size + _META.size:
-        page_size = _DB.unpack_from(_META.unpack_from(first, _HEADER.size)[4])[0]
-        if 512 <= page_size <= 65536 and not page_size & (page_size - 1):
-            offsets.append(page_size)
-    return offsets + [4096] if 4096 not in offsets else offsets
+def _page_sizes(handle: BinaryIO) -> list[int]:
+    """The page size meta page 0 records (meta page 1 sits one page further), if it is readable."""
+    raw = os.pread(handle.fileno(), _HEADER.size + _META.size, 0)
+    if len(raw) < _HEADER.size + _META.size:
+        return []
+    size = _DB.unpack_from(_META.unpack_from(raw, _HEADER.size)[4])[0]
+    return [size] if _plausible(size) else []
 
 
-def _walk(file: _File, pgno: int, out: list[tuple[bytes, bytes]], depth: int) -> None:
-    if depth > _MAX_DEPTH or pgno == _INVALID:
+def _plausible(page_size: int) -> bool:
+    return 512 <= page_size <= 65536 and not page_size & (page_size - 1)
+
+
+def _walk(file: _File, pgno: int, seen: set[int]) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of every leaf reachable from page `pgno`; unreadable pages are skipped, and
+    each page is read once however a damaged tree points to it."""
+    if pgno == _INVALID or pgno in seen:
         return
+    seen.add(pgno)
     page = file.page(pgno)
     if page is None:
         return
     number, _, flags, lower, _ = _HEADER.unpack_from(page)
     if number != pgno or lower < _HEADER.size or lower > len(page):
         return
-    pointers = struct.unpack_from(f"<{(lower - _HEADER.size) // 2}H", page, _HEADER.size)
-    for pointer in pointers:
+    for pointer in struct.unpack_from(f"<{(lower - _HEADER.size) // 2}H", page, _HEADER.size):
         if pointer + _NODE.size > len(page):
             continue
         lo, hi, node_flags, key_size = _NODE.unpack_from(page, pointer)
         key_at = pointer + _NODE.size
         if flags & _P_BRANCH:
-            _walk(file, lo | hi << 16 | node_flags << 32, out, depth + 1)
+            yield from _walk(file, lo | hi << 16 | node_flags << 32, seen)
         elif flags & _P_LEAF:
             key = page[key_at:key_at + key_size]
             value = _value(file, page, key_at + key_size, lo | hi << 16, node_flags)
             if value is not None and len(key) == key_size:
-                out.append((key, value))
+                yield key, value
 
 
 def _value(file: _File, page: bytes, at: int, size: int, flags: int) -> bytes | None:

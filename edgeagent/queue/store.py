@@ -114,6 +114,7 @@ _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
 _LINGER = 0.010  # seconds a busy writer waits for more puts before it commits
 _ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
 _ACK_LINGER = 0.25  # seconds acks wait for company before they commit
+_SALVAGE_BATCH = 10_000  # records per transaction when salvaging a damaged file
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 
@@ -162,7 +163,7 @@ class QueueStore:
                  limits: StorageLimits = StorageLimits(), compression_level: int = 1, lock_timeout: float = 1.0,
                  compact_on_start: bool = False, compaction_scratch: str | None = None,
                  on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None,
-                 on_quarantine: Callable[[Any], None] | Callable[[Any, int], None] | None = None,
+                 on_quarantine: Callable[[Any, int], None] | None = None,
                  on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None,
                  read_only: bool = False):
         self.directory = directory
@@ -258,19 +259,29 @@ class QueueStore:
         """Move a data file that does not open aside, start a fresh one, and salvage into it what can be read."""
         moved = environment.move_aside(self.directory)
         self.env = environment.open_env(self.directory, self.map_size, self.sync)
-        found = salvage.salvage(os.path.join(moved, "data.mdb"))
-        with self.env.begin(write=True) as txn:
-            for name, rows in found.tables.items():
-                db = self.env.open_db(name, txn=txn)
-                for key, value in rows:
-                    txn.put(key, value, db=db)
+        found = salvage.Salvage(os.path.join(moved, "data.mdb"))
+        batch: list[tuple[bytes, bytes, bytes]] = []
+        size = 0
+        for row in found.records():
+            batch.append(row)
+            size += len(row[2])
+            if len(batch) >= _SALVAGE_BATCH or size >= _ENOUGH_TO_COMMIT * 64:
+                self._write_salvaged(batch)
+                batch, size = [], 0
+        self._write_salvaged(batch)
+        lost = f"{found.lost} lost" if found.counted else "its index unreadable, so records lost are not counted"
         message = (f"queue data file in {self.directory} does not open ({exc}); moved it to {moved} and started a "
-                   f"fresh queue with the {found.salvaged} records that could still be read ({found.lost} lost)")
+                   f"fresh queue with the {found.salvaged} records that could still be read ({lost})")
         log.error(message, extra={"salvaged": found.salvaged, "lost": found.lost})
         if self.on_corrupt:
             self.on_corrupt(message)
         if self.on_salvage:
             self.on_salvage(found.salvaged, found.lost)
+
+    def _write_salvaged(self, rows: list[tuple[bytes, bytes, bytes]]) -> None:
+        with self.env.begin(write=True) as txn:
+            for name, key, value in rows:
+                txn.put(key, value, db=self.env.open_db(name, txn=txn))
 
     def _open_dbs(self) -> None:
         self.meta_db = self.sub_database(b"meta")
