@@ -38,7 +38,9 @@ class Corrupt:
     reason: str
 
 
-class LeaseLike(Protocol):
+class QueueLease(Protocol):
+    """Records handed to one consumer, in queue order; `ack`, `release`, `dead_letter` end it."""
+
     seqs: list[int]
     bodies: list[bytes]
     items: int
@@ -56,16 +58,17 @@ class ConsumerQueue(Protocol):
 
     async def wait_items(self, count: int, deadline: float) -> None: ...
 
-    async def lease(self, max_items: int, max_entries: int = 0, newest_first: bool = False) -> Any: ...
+    async def lease(self, max_items: int, max_entries: int = 0,
+                    newest_first: bool = False) -> QueueLease | None: ...
 
-    def ack(self, lease: Any) -> asyncio.Future: ...
+    def ack(self, lease: QueueLease) -> asyncio.Future: ...
 
-    def release(self, lease: Any, attempts: int | None = None) -> Any: ...
+    def release(self, lease: QueueLease, attempts: int | None = None) -> asyncio.Future | None: ...
 
-    async def dead_letter(self, lease: Any, description: dict[str, Any],
+    async def dead_letter(self, lease: QueueLease, description: dict[str, Any],
                           bodies: list[tuple[bytes, int]] | None = None) -> None: ...
 
-    def quarantine(self, lease: Any, indexes: list[int], reason: str) -> None: ...
+    def quarantine(self, lease: QueueLease, indexes: list[int], reason: str) -> None: ...
 
 
 class StageTransaction(Protocol):

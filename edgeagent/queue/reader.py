@@ -23,7 +23,7 @@ import zstandard
 
 from edgeagent.errors import CorruptRecordError
 from edgeagent.queue import record
-from edgeagent.queue.api import Corrupt, StoredRecord
+from edgeagent.queue.api import Corrupt, QueueLease, StoredRecord
 from edgeagent.queue.limits import QueueCapacity
 from edgeagent.queue.ops import (
     KEY,
@@ -207,7 +207,7 @@ class DurableQueue:
             items = sum(items for _, items in found.records)
             return Lease(self, [seq for seq, _ in found.records], found.bodies, items, found.attempts)
 
-    def quarantine(self, lease: Lease, indexes: list[int], reason: str) -> None:
+    def quarantine(self, lease: QueueLease, indexes: list[int], reason: str) -> None:
         """Take records of a lease that turned out not to decode (their request does not parse)
         out of it and quarantine them; the lease goes on with the rest."""
         bad = set(indexes)
@@ -237,14 +237,14 @@ class DurableQueue:
             "queue": self.name, "reason": "corrupt", "error": corrupt[0][1], "status": None}, quarantine=True))
         future.add_done_callback(settled)
 
-    def _end_lease(self, lease: Lease) -> list[int]:
+    def _end_lease(self, lease: QueueLease) -> list[int]:
         if lease.done:
             raise RuntimeError("lease already ended")
         lease.done = True
         self._leases.remove(lease.seqs)
         return lease.seqs
 
-    def release(self, lease: Lease, attempts: int | None = None) -> asyncio.Future | None:
+    def release(self, lease: QueueLease, attempts: int | None = None) -> asyncio.Future | None:
         """Give the records back; they are handed out again first. Optionally record the attempts made."""
         seqs = self._end_lease(lease)
         if seqs:
@@ -255,7 +255,7 @@ class DurableQueue:
             return self.store.submit(lambda fut: SetAttempts(self, lease.seqs, attempts, fut))
         return None
 
-    def ack(self, lease: Lease) -> asyncio.Future:
+    def ack(self, lease: QueueLease) -> asyncio.Future:
         """Delete delivered records; awaiting the returned future is optional.
 
         The records stay out of every lease until the delete commits. Acks linger in the writer so
@@ -278,7 +278,7 @@ class DurableQueue:
         if self.available_entries > 0:
             self._available.set()
 
-    async def dead_letter(self, lease: Lease, description: dict[str, Any],
+    async def dead_letter(self, lease: QueueLease, description: dict[str, Any],
                           bodies: list[tuple[bytes, int]] | None = None) -> None:
         """Move records to the dead-letter store with the reason they were rejected.
 
