@@ -61,12 +61,21 @@ async def _drain(directory: str, **options) -> list[bytes]:
     return bodies
 
 
+async def _compact(directory: str) -> None:
+    store = QueueStore(directory)
+    store.open()
+    store.start()
+    await store.compact_now()
+    await store.close()
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o000])
 def test_queue_files_are_private_whatever_the_umask(tmp_path, umask):
     directory = str(tmp_path / "state" / "queue")
     old = os.umask(umask)
     try:
         asyncio.run(_fill(directory, 3))
+        asyncio.run(_compact(directory))  # the compacted copy replaces data.mdb
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
