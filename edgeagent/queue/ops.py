@@ -50,7 +50,7 @@ class Commit:
 
     deltas: dict[DurableQueue, Totals] = field(default_factory=dict)
     oldest: dict[DurableQueue, int] = field(default_factory=dict)
-    done: list[Any] = field(default_factory=list)  # futures, or (future, result)
+    done: list[tuple[asyncio.Future, Any]] = field(default_factory=list)  # (future, its result)
     failed: list[tuple[asyncio.Future, BaseException]] = field(default_factory=list)
     drops: dict[tuple[DurableQueue, str], list[int]] = field(default_factory=dict)
     dead_lettered: int = 0
@@ -143,7 +143,7 @@ class Put(WriterOp):
     def apply(self, ctx: Context) -> None:
         ctx.state.touched.add(self.queue)
         if ctx.store.append_record(ctx, self.queue, self.value, self.items):
-            ctx.result.done.append(self.future)
+            ctx.result.done.append((self.future, None))
         else:
             ctx.result.failed.append((self.future, QueueFullError(
                 f"queue {self.queue.name} is full; retry later", retry_after=5.0)))
@@ -185,7 +185,7 @@ class Delete(WriterOp):
         for value in self.replacement or ():
             deadletter.put(txn, ctx.store.deadletter_db, self.dead_letter or {}, value, ctx.now_ms)
             result.dead_lettered += 1
-        result.done.append(self.future)
+        result.done.append((self.future, None))
 
 
 @dataclass
@@ -202,7 +202,7 @@ class SetAttempts(WriterOp):
             value = ctx.txn.get(key, db=self.queue.db)
             if value is not None:
                 ctx.txn.put(key, record.with_attempts(value, self.attempts), db=self.queue.db)
-        ctx.result.done.append(self.future)
+        ctx.result.done.append((self.future, None))
 
 
 @dataclass

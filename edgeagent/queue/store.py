@@ -584,8 +584,7 @@ class QueueStore:
             if self.on_quarantine is not None:
                 self.on_quarantine(source, count)
         self.deadletter_entries += result.dead_lettered
-        for entry in result.done:
-            future, value = entry if isinstance(entry, tuple) else (entry, None)
+        for future, value in result.done:
             if not future.done():
                 future.set_result(value)
         for future, exc in result.failed:
