@@ -48,7 +48,7 @@ from typing import Any, Callable
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from edgeagent.queue.api import StageStore, StageTransaction
+from edgeagent.queue.api import Corrupt, StageStore, StageTransaction
 from edgeagent.signals import Payload, Signal
 from sampler.buffer import DecisionCache, Timing, TraceBuffer
 from sampler.compression import compress_trace
@@ -183,14 +183,18 @@ class SamplingStage:
 
     def _scan(self) -> tuple[dict[bytes, tuple[int, int, int]], dict[bytes, str]]:
         found: dict[bytes, tuple[int, int, int]] = {}
-        rows, corrupt = self.store.scan(self.table)
-        last = max((_KEY.unpack(key)[1] for key in [row.key for row in rows] + [c.key for c in corrupt]), default=0)
-        for row in rows:
-            trace_id = row.key[:16]
+        corrupt: dict[bytes, str] = {}
+        last = 0
+        for row in self.store.scan(self.table):
+            trace_id, seq = _KEY.unpack(row.key)
+            last = max(last, seq)
+            if isinstance(row, Corrupt):
+                corrupt[row.key] = row.reason
+                continue
             spans, size, first = found.get(trace_id, (0, 0, row.enqueued_ms))
             found[trace_id] = (spans + row.items, size + row.size, min(first, row.enqueued_ms))
         self._seq = last
-        return found, {c.key: c.reason for c in corrupt}
+        return found, corrupt
 
     # ---- ingest ----------------------------------------------------------------------------
 

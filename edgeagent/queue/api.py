@@ -9,7 +9,7 @@ and records that do not decode come back as `Corrupt` for the caller to quaranti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -91,7 +91,9 @@ class StageStore(Protocol):
 
     def table(self, name: str) -> Any: ...
 
-    def scan(self, table: Any) -> tuple[list[StoredRecord], list[Corrupt]]: ...
+    def scan(self, table: Any) -> Iterator[StoredRecord | Corrupt]:
+        """Every record of the table, headers only, in key order (read it in a worker thread)."""
+        ...
 
     def read_prefixes(self, table: Any, prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]],
                                                                         list[Corrupt]]: ...

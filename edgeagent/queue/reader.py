@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -369,19 +370,19 @@ def read_batch(store: QueueStore, db: Any, start: int | None, skip: frozenset[in
     return found
 
 
-def scan_table(store: QueueStore, table: Table) -> tuple[list[StoredRecord], list[Corrupt]]:
-    """Every record of a table, headers only, in key order."""
-    rows: list[StoredRecord] = []
-    corrupt: list[Corrupt] = []
+def scan_table(store: QueueStore, table: Table) -> Iterator[StoredRecord | Corrupt]:
+    """Every record of a table, headers only, in key order, from one read snapshot that stays
+    open until the caller has read the last one (so a large table is never held in memory)."""
+    if table.db is None:
+        return
     with store.reading(table.db) as txn:
         for key, value in txn.cursor():
             try:
                 header = record.decode_header(value)
             except CorruptRecordError as exc:
-                corrupt.append(Corrupt(bytes(key), str(exc)))
+                yield Corrupt(bytes(key), str(exc))
                 continue
-            rows.append(StoredRecord(bytes(key), header.items, len(value), header.enqueued_ms, header.batch_key))
-    return rows, corrupt
+            yield StoredRecord(bytes(key), header.items, len(value), header.enqueued_ms, header.batch_key)
 
 
 def read_prefixes(store: QueueStore, table: Table,

@@ -356,7 +356,7 @@ class QueueStore:
         with self.gate.shared(), self.env.begin(db=db, buffers=True) as txn:
             yield txn
 
-    def scan(self, table: Table) -> tuple[list[StoredRecord], list[Corrupt]]:
+    def scan(self, table: Table) -> Iterator[StoredRecord | Corrupt]:
         return reader.scan_table(self, table)
 
     def read_prefixes(self, table: Table, prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]],
