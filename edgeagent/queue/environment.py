@@ -165,14 +165,32 @@ def lock_holder(directory: str) -> dict[str, Any] | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
+            note: dict[str, Any] = {}
             with contextlib.suppress(ValueError, OSError):
-                note = json.loads(os.pread(fd, 4096, 0) or b"{}")
-                return note if isinstance(note, dict) else {}
-            return {}
+                read = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                note = read if isinstance(read, dict) else {}
+            if "pid" not in note:  # written by a version that did not say who it is
+                pid = _flock_pid(os.fstat(fd).st_ino)
+                if pid is not None:
+                    note["pid"] = pid
+            return note
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
         os.close(fd)
+
+
+def _flock_pid(inode: int) -> int | None:
+    """The process holding a flock on the file with `inode`, from /proc/locks (Linux)."""
+    try:
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.split()  # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+                    return int(fields[4])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def refusal(directory: str, holder: dict[str, Any]) -> str:

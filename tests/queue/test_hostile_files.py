@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from edgeagent.errors import CorruptRecordError
-from edgeagent.queue import record
+from edgeagent.queue import environment, record
 from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
@@ -151,3 +151,19 @@ def test_a_bit_flip_in_a_stored_payload_is_found_when_the_record_is_read(tmp_pat
         except CorruptRecordError:
             pass
     assert undetected == []
+
+
+def test_a_lock_that_says_nothing_still_names_the_process_holding_it(tmp_path):
+    """An agent of an earlier version leaves its lock file empty: /proc/locks names it."""
+    path = tmp_path / "edgeagent.lock"
+    script = (f"import fcntl, time\nhandle = open({str(path)!r}, 'a')\nfcntl.flock(handle, fcntl.LOCK_EX)\n"
+              "print('locked', flush=True)\ntime.sleep(30)")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert environment.lock_holder(str(tmp_path)) == {"pid": holder.pid}
+        assert f"process {holder.pid}" in environment.refusal(str(tmp_path), {"pid": holder.pid})
+    finally:
+        holder.kill()
+        holder.wait(10)
+    assert environment.lock_holder(str(tmp_path)) is None
