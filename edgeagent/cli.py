@@ -101,7 +101,7 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
     When the queue is locked by an agent that this state directory does not lead to, the command
     goes to the control socket that agent wrote in its lock file; failing that it is refused,
     naming the agent's PID and the fix. Read-only commands beside a stopped agent never write."""
-    from edgeagent.queue.environment import StorageAccessError, StorageLockedError
+    from edgeagent.queue.environment import StorageAccessError, StorageDamagedError, StorageLockedError
     from edgeagent.runtime import control
 
     config = load(args.config, overrides=args.set)
@@ -121,7 +121,7 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
             except (ConnectionError, PermissionError):
                 pass
         raise SystemExit(f"edgeagent: {exc}") from None
-    except StorageAccessError as exc:
+    except (StorageAccessError, StorageDamagedError) as exc:
         raise SystemExit(f"edgeagent: {exc}") from None
 
 

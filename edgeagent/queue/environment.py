@@ -39,6 +39,10 @@ class StorageLockedError(RuntimeError):
         self.holder = holder or {}
 
 
+class StorageDamagedError(RuntimeError):
+    """The queue's data file does not open; only the agent (which salvages it) may handle it."""
+
+
 class StorageAccessError(RuntimeError):
     """The queue's files are not ours to read or write: fix the ownership, do not start."""
 
@@ -215,9 +219,27 @@ def open_env(directory: str, map_size: int, sync: bool) -> lmdb.Environment:
 def open_readonly(directory: str) -> lmdb.Environment:
     """Open for reading without writing anything: no lock file, no reader table, no new files.
 
-    Only safe while no agent writes (the caller checked `lock_holder`)."""
-    return lmdb.open(directory, max_dbs=64, subdir=True, readonly=True, lock=False, create=False,
-                     readahead=False)
+    Only safe while no agent writes (the caller checked `lock_holder`). A damaged file is
+    refused here (reading past a truncated file's end would crash): the agent salvages it."""
+    data = os.path.join(directory, "data.mdb")
+    try:
+        env = lmdb.open(directory, max_dbs=64, subdir=True, readonly=True, lock=False, create=False,
+                        readahead=False)
+    except lmdb.Error as exc:
+        if is_access_error(exc):
+            raise access_error(data, exc) from None
+        raise StorageDamagedError(_damaged(data, exc)) from None
+    try:
+        verify(env, data)
+    except (lmdb.Error, CorruptRecordError) as exc:
+        env.close()
+        raise StorageDamagedError(_damaged(data, exc)) from None
+    return env
+
+
+def _damaged(path: str, exc: BaseException) -> str:
+    return (f"queue file {path} is damaged ({exc}); start the agent: it moves the file aside and salvages "
+            f"every record it can still read")
 
 
 def verify(env: lmdb.Environment, data_path: str) -> None:

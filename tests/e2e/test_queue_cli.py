@@ -137,3 +137,16 @@ def test_queue_commands_find_the_agent_through_its_lock_file(agents, tmp_path):
     stats = cli_json(elsewhere, "queue", "stats")
     assert stats["stores"][0]["queues"]["otlphttp/traces"]["items"] == 10
     assert agent.terminate() == 0
+
+
+def test_reading_a_truncated_queue_beside_a_stopped_agent_refuses_cleanly(agents, tmp_path):
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    send_spans("http", agent.http_port, 500, batch=20)
+    assert agent.terminate() == 0
+    data = state / "queue" / "data.mdb"
+    os.truncate(data, os.path.getsize(data) // 2)
+    before = _snapshot(state)
+    refused = cli(state, "queue", "stats", check=False)
+    assert refused.returncode == 1 and b"is damaged" in refused.stderr and b"Traceback" not in refused.stderr
+    assert _snapshot(state) == before  # left for the agent to salvage
