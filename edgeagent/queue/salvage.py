@@ -17,10 +17,15 @@ entries, root), last page and transaction id.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 from collections.abc import Iterator
 from typing import BinaryIO
+
+import lmdb
+
+log = logging.getLogger(__name__)
 
 _MAGIC = 0xBEEFC0DE
 _HEADER = struct.Struct("<QHHHH")
@@ -31,6 +36,8 @@ _P_BRANCH, _P_LEAF, _P_OVERFLOW, _P_META = 0x01, 0x02, 0x04, 0x08
 _F_BIGDATA, _F_SUBDATA = 0x01, 0x02
 _INVALID = (1 << 64) - 1
 SKIPPED = (b"meta",)  # recomputed by the fresh queue
+_BATCH_RECORDS = 10_000  # per transaction when writing what was salvaged
+_BATCH_BYTES = 64 << 20
 
 
 class Salvage:
@@ -64,6 +71,31 @@ class Salvage:
                     self.lost += max(entries - found, 0)
         except OSError:
             return
+
+
+def restore(env: lmdb.Environment, found: Salvage) -> int:
+    """Write what a damaged file still holds into a fresh environment in bounded transactions;
+    returns the records written (fewer than found if the disk fills up: the agent starts anyway)."""
+    written = size = 0
+    batch: list[tuple[bytes, bytes, bytes]] = []
+    try:
+        for row in found.records():
+            batch.append(row)
+            size += len(row[2])
+            if len(batch) >= _BATCH_RECORDS or size >= _BATCH_BYTES:
+                written += _write(env, batch)
+                batch, size = [], 0
+        written += _write(env, batch)
+    except lmdb.Error as exc:
+        log.error("salvaging the damaged queue file stopped early", extra={"error": str(exc), "written": written})
+    return written
+
+
+def _write(env: lmdb.Environment, rows: list[tuple[bytes, bytes, bytes]]) -> int:
+    with env.begin(write=True) as txn:
+        for name, key, value in rows:
+            txn.put(key, value, db=env.open_db(name, txn=txn))
+    return len(rows)
 
 
 class _File:

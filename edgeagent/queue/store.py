@@ -114,8 +114,6 @@ _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
 _LINGER = 0.010  # seconds a busy writer waits for more puts before it commits
 _ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
 _ACK_LINGER = 0.25  # seconds acks wait for company before they commit
-_SALVAGE_BATCH = 10_000  # records per transaction when salvaging a damaged file
-_SALVAGE_BYTES = 64 << 20  # and bytes
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 
@@ -261,7 +259,7 @@ class QueueStore:
         moved = environment.move_aside(self.directory)
         self.env = environment.open_env(self.directory, self.map_size, self.sync)
         found = salvage.Salvage(os.path.join(moved, "data.mdb"))
-        written = self._salvage(found)
+        written = salvage.restore(self.env, found)
         lost_records = found.lost + found.salvaged - written
         lost = f"{lost_records} lost" if found.counted else "its index unreadable, so records lost are not counted"
         message = (f"queue data file in {self.directory} does not open ({exc}); moved it to {moved} and started a "
@@ -271,29 +269,6 @@ class QueueStore:
             self.on_corrupt(message)
         if self.on_salvage:
             self.on_salvage(written, lost_records)
-
-    def _salvage(self, found: salvage.Salvage) -> int:
-        """Write what a damaged file still holds into the fresh environment in bounded transactions;
-        returns the records written (fewer than found if the disk fills up: the agent starts anyway)."""
-        written = size = 0
-        batch: list[tuple[bytes, bytes, bytes]] = []
-        try:
-            for row in found.records():
-                batch.append(row)
-                size += len(row[2])
-                if len(batch) >= _SALVAGE_BATCH or size >= _SALVAGE_BYTES:
-                    written += self._write_salvaged(batch)
-                    batch, size = [], 0
-            written += self._write_salvaged(batch)
-        except lmdb.Error as exc:
-            log.error("salvaging the damaged queue file stopped early", extra={"error": str(exc), "written": written})
-        return written
-
-    def _write_salvaged(self, rows: list[tuple[bytes, bytes, bytes]]) -> int:
-        with self.env.begin(write=True) as txn:
-            for name, key, value in rows:
-                txn.put(key, value, db=self.env.open_db(name, txn=txn))
-        return len(rows)
 
     def _open_dbs(self) -> None:
         self.meta_db = self.sub_database(b"meta")
