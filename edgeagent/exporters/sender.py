@@ -25,13 +25,7 @@ from typing import Any, Literal
 
 from google.protobuf.message import DecodeError
 from pydantic import Field
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    stop_never,
-)
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, stop_never
 
 from edgeagent.component import ComponentConfig
 from edgeagent.errors import PermanentError, RetryableError
@@ -171,7 +165,7 @@ class Sender:
             self.telemetry.counter_inc(f"edgeagent_exporter_rejected_{items_name}", outcome.rejected, exporter_id)
         return 0.0
 
-    async def _send_splitting(self, body: bytes, items: int, outcome: _Outcome) -> None:
+    async def _send_splitting(self, body: bytes, items: int, outcome: "_Outcome") -> None:
         """Send a request; on 413 send its halves instead, down to single items."""
         try:
             result = await self._send_with_retry(body)
@@ -187,7 +181,7 @@ class Sender:
         if result.rejected:
             self._log_partial(result)
 
-    async def _dead_letter(self, lease: Lease, outcome: _Outcome) -> None:
+    async def _dead_letter(self, lease: Lease, outcome: "_Outcome") -> None:
         exporter_id = self.exporter.id
         exc = outcome.error
         description = {"exporter": exporter_id, "status": exc.status, "reason": str(exc),

@@ -8,9 +8,7 @@ import struct
 import lmdb
 import pytest
 import zstandard
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from edgeagent.queue import record
 from tests.helpers.net import free_port, wait_until

@@ -6,9 +6,7 @@ import json
 import os
 import struct
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers.cli import cli, cli_json
 from tests.helpers.net import free_port, wait_until

@@ -15,9 +15,7 @@ import textwrap
 import lmdb
 import pytest
 import zstandard
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from edgeagent.errors import CorruptRecordError
 from edgeagent.queue import environment, record
