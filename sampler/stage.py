@@ -31,6 +31,9 @@ Races, all on one event loop and one writer thread (FIFO):
   are found by the move itself (`extras`) and settled in a second round.
 * A move that cannot be committed (export queues full with `block`) keeps the raw records; the
   decision is retried on the next tick.
+* A raw record that does not decode (or whose request does not parse) is quarantined by its
+  trace's move: moved to the dead-letter store with reason `corrupt`, logged once with its key.
+  The stage reaches its table only through the queue's API (edgeagent.queue.api).
 
 Processors listed after tail_sampling run on kept traces before they are queued for export
 (request metadata is not kept in the buffer; the batch key of metadata_keys is).
