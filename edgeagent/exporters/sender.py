@@ -203,12 +203,13 @@ class Sender:
 
     def _requests(self, lease: Lease) -> list[tuple[bytes, int]]:
         try:
-            body = merge_requests(self.signal, lease.bodies)
-        except DecodeError:
+            return self._batches(lease)
+        except DecodeError:  # a record damaged on disk: it must not stop this consumer
             self._quarantine_unparsable(lease)
-            if not lease.bodies:
-                return []
-            body = merge_requests(self.signal, lease.bodies)
+            return self._batches(lease) if lease.bodies else []
+
+    def _batches(self, lease: Lease) -> list[tuple[bytes, int]]:
+        body = merge_requests(self.signal, lease.bodies)
         max_items = self.batch.send_batch_max_size if self.batch else 0
         if not max_items or lease.items <= max_items:
             return [(body, lease.items)]
