@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ingest  # noqa: E402  (the load generator and body builder)
 
-from edgeagent.queue.lmdb_queue import QueueStore  # noqa: E402
+from edgeagent.queue.store import QueueStore  # noqa: E402
 from edgeagent.signals import Signal  # noqa: E402
 
 CONFIG = """

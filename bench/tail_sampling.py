@@ -41,7 +41,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status  # noqa: E402
 from edgeagent.processors.memory_limiter import anonymous_memory  # noqa: E402
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig  # noqa: E402
 from edgeagent.processors.tail_sampling.stage import SamplingStage  # noqa: E402
-from edgeagent.queue.lmdb_queue import QueueStore  # noqa: E402
+from edgeagent.queue.store import QueueStore  # noqa: E402
 from edgeagent.signals import Payload, Signal  # noqa: E402
 
 POLICIES = [

@@ -230,23 +230,43 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0 if result["result"] == "applied" else 1
 
 
+_READ_ONLY = {"status", "stats", "peek", "export", "dead-letter-list", "dead-letter-export"}
+
+
 def _control_call(args: argparse.Namespace, name: str, params: dict | None = None):
-    """Run a control command on the running agent, or on the queue files when no agent runs."""
+    """Run a control command on the running agent, or on the queue files when no agent runs.
+
+    When the queue is locked by an agent that this state directory does not lead to, the command
+    goes to the control socket that agent wrote in its lock file; failing that it is refused,
+    naming the agent's PID and the fix. Read-only commands beside a stopped agent never write."""
+    from edgeagent.queue.environment import StorageAccessError, StorageDamagedError, StorageLockedError
     from edgeagent.runtime import control
 
     config = load(args.config, overrides=args.set)
     state_dir = args.state_dir or default_state_dir()
+    socket = control.socket_path(state_dir)
     try:
-        return asyncio.run(control.call(control.socket_path(state_dir), name, params)), True
+        return asyncio.run(control.call(socket, name, params)), True
     except ConnectionError:
         pass
-    return asyncio.run(_offline(config, state_dir, name, params or {})), False
+    try:
+        return asyncio.run(_offline(config, state_dir, name, params or {})), False
+    except StorageLockedError as exc:
+        other = exc.holder.get("control")
+        if other and other != socket:
+            try:
+                return asyncio.run(control.call(other, name, params)), True
+            except (ConnectionError, PermissionError):
+                pass
+        raise SystemExit(f"edgeagent: {exc}") from None
+    except (StorageAccessError, StorageDamagedError) as exc:
+        raise SystemExit(f"edgeagent: {exc}") from None
 
 
 async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict):
     from edgeagent.service.service import Service
 
-    agent = Service(config, state_dir)
+    agent = Service(config, state_dir, read_only=name in _READ_ONLY)
     try:
         agent.build()
         for store in agent.stores.values():

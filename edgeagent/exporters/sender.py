@@ -27,6 +27,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from google.protobuf.message import DecodeError
 from pydantic import Field
 
 from edgeagent.component import ComponentConfig
@@ -34,8 +35,9 @@ from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, Exporter, Part, Telemetry
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.retry import RetryConfig
+from edgeagent.queue.api import ConsumerQueue
+from edgeagent.queue.api import QueueLease as Lease
 from edgeagent.queue.limits import QueueCapacity
-from edgeagent.queue.lmdb_queue import DurableQueue, Lease
 from edgeagent.signals import Signal, count_items, merge_requests, split_request
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class SenderHost(Telemetry, Protocol):
 
 
 class Sender:
-    def __init__(self, exporter: Exporter, queue: DurableQueue, retry: RetryConfig, num_consumers: int,
+    def __init__(self, exporter: Exporter, queue: ConsumerQueue, retry: RetryConfig, num_consumers: int,
                  batch: BatchSettings | None, telemetry: SenderHost, link: Link | None = None,
                  newest_first: bool = False, timeout: float | None = None):
         self.exporter = exporter
@@ -168,7 +170,7 @@ class Sender:
     async def _deliver(self, lease: Lease) -> float:
         """Send one lease and settle it; returns how long this consumer should pause."""
         try:
-            await self.chain.export(self._requests(lease), _LeaseDeadLetters(lease))
+            await self.chain.export(self._requests(lease), _LeaseDeadLetters(self.queue, lease))
         except ShutdownError:
             self.queue.release(lease)
             return 0.0
@@ -189,6 +191,13 @@ class Sender:
                       exc_info=future.exception(), extra={"queue": self.queue.name})
 
     def _requests(self, lease: Lease) -> list[Part]:
+        try:
+            return self._batches(lease)
+        except DecodeError:  # a record damaged on disk: it must not stop this consumer
+            self._quarantine_unparsable(lease)
+            return self._batches(lease) if lease.bodies else []
+
+    def _batches(self, lease: Lease) -> list[Part]:
         body = merge_requests(self.signal, lease.bodies)
         max_items = self.batch.send_batch_max_size if self.batch else 0
         if not max_items or lease.items <= max_items:
@@ -197,15 +206,27 @@ class Sender:
         return [(part.SerializeToString(), count_items(self.signal, part))
                 for part in split_request(self.signal, request, max_items)]
 
+    def _quarantine_unparsable(self, lease: Lease) -> None:
+        """A record whose request does not parse (damaged on disk) leaves the lease for the dead-letter
+        store; the rest of the lease is sent as usual."""
+        bad = []
+        for index, body in enumerate(lease.bodies):
+            try:
+                self.signal.request_class.FromString(body)
+            except DecodeError:
+                bad.append(index)
+        self.queue.quarantine(lease, bad, f"not a valid {self.signal.label} request")
+
 
 @dataclass
 class _LeaseDeadLetters:
     """The dead-letter sink of one lease: the refused requests replace the lease's records."""
 
+    queue: ConsumerQueue
     lease: Lease
 
     async def dead_letter(self, refused: list[Part], description: dict[str, Any]) -> None:
         lease = self.lease
         whole = len(refused) == 1 and refused[0][1] == lease.items
         # a request refused as a whole keeps its queue records; parts of a split one are stored as sent
-        await lease.queue.dead_letter(lease, description, bodies=None if whole else refused)
+        await self.queue.dead_letter(lease, description, bodies=None if whole else refused)

@@ -16,7 +16,8 @@ from typing import Any
 import zstandard
 
 from edgeagent.queue import record
-from edgeagent.queue.lmdb_queue import _KEY, QueueStore
+from edgeagent.queue.ops import KEY
+from edgeagent.queue.store import QueueStore
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.signals import count_items
 
@@ -44,11 +45,13 @@ def stats(stores: list[QueueStore]) -> dict[str, Any]:
 def records(store: QueueStore, queue_name: str, limit: int = 0) -> Iterator[tuple[int, record.RecordHeader, bytes]]:
     """(seq, header, serialized request) of a queue's records in order, read in one snapshot."""
     queue = store.queues[queue_name]
+    if queue.db is None:
+        return
     decompressor = zstandard.ZstdDecompressor()
-    with store.gate.shared(), store.env.begin(db=queue.db) as txn:
+    with store.reading(queue.db) as txn:
         for count, (key, value) in enumerate(txn.cursor(), start=1):
             header = record.decode_header(value)
-            yield _KEY.unpack(key)[0], header, record.decode_body(value, header, decompressor)
+            yield KEY.unpack(key)[0], header, record.decode_body(value, header, decompressor)
             if limit and count >= limit:
                 return
 

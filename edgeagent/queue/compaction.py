@@ -33,6 +33,7 @@ def copy_compacted(env: lmdb.Environment, directory: str, scratch: str | None = 
         else:  # the rename must stay on one filesystem
             shutil.copyfile(copied, staged)
             _fsync(staged)
+        os.chmod(staged, 0o600)  # both copies get the umask's mode; the queue stays private
         return staged
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The on-disk record format of queue entries (see the design note in lmdb_queue.py).
+"""The on-disk record format of queue entries (see the design note in store.py).
 
     header (18 bytes): version, signal, codec, flags, items, enqueued (unix ms), attempts
     [flags & FLAG_BATCH_KEY: 2-byte length + batch key]   the batch processor's metadata_keys values
@@ -46,6 +46,12 @@ class RecordHeader:
     batch_key: bytes
     body_offset: int
     attributes: bytes = b""
+
+
+def compressor(level: int) -> zstandard.ZstdCompressor:
+    """The compressor for queue payloads: each frame carries a checksum, so a bit flip on disk
+    is found when the record is read (as CorruptRecordError) instead of reaching the upstream."""
+    return zstandard.ZstdCompressor(level=level, write_checksum=True)
 
 
 def encode(signal: Signal, items: int, enqueued_ms: int, body: bytes, compressor: zstandard.ZstdCompressor | None,

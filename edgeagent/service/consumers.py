@@ -18,7 +18,8 @@ from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, send_now
 from edgeagent.processors.batch import BatchConfig
 from edgeagent.processors.memory_limiter import Reservation
-from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
+from edgeagent.queue.reader import DurableQueue
+from edgeagent.queue.store import QueueStore
 from edgeagent.service.host import Telemetry
 from edgeagent.signals import Payload, Signal
 

@@ -22,7 +22,7 @@ from edgeagent.connectors.subpipeline import SubPipeline
 from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.sender import BatchSettings, Sender
-from edgeagent.queue.lmdb_queue import DurableQueue
+from edgeagent.queue.reader import DurableQueue
 from edgeagent.service.consumers import Limiter, RunningPipeline, SignalConsumer
 from edgeagent.service.host import Host
 from edgeagent.service.storage import DEFAULT_STORAGE, Stores

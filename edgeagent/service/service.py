@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class Service:
     """One config, built and run. Implements the Host that components see."""
 
-    def __init__(self, config: AgentConfig, state_dir: str):
+    def __init__(self, config: AgentConfig, state_dir: str, read_only: bool = False):
         self.config = config
         self.state_dir = state_dir
         self.telemetry = Telemetry()
@@ -42,10 +42,15 @@ class Service:
         self.started_at = time.time()
         self.failures: dict[str, str] = {}
         count = self.telemetry.count
+        def salvaged(directory: str, found: int, lost: int) -> None:
+            count("edgeagent_queue_salvaged_records", found, directory)
+            count("edgeagent_queue_lost_records", lost, directory)
+
         self.stores = Stores(config, state_dir, StoreEvents(
             corrupt_file=lambda directory: count("edgeagent_queue_corruptions", 1, directory),
             dropped=self.telemetry.drops.record,
-            quarantined=lambda queue, records: count("edgeagent_corrupt_records", records, queue.name)))
+            quarantined=lambda queue, records: count("edgeagent_corrupt_records", records, queue.name),
+            salvaged=salvaged), control_socket=socket_path(state_dir), read_only=read_only)
         self.graph = Graph(config, self, self.stores, lambda: self.stopping)
         self._slots: dict[tuple[str, Signal], ConsumerSlot] = {}
         self._control: ControlServer | None = None

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from edgeagent.config.loader import AgentConfig
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
 from edgeagent.queue.compaction import cleanup_compaction_leftovers
-from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore
+from edgeagent.queue.reader import DurableQueue
+from edgeagent.queue.store import QueueStore
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = ""
@@ -56,15 +57,19 @@ class StoreEvents:
     corrupt_file: Callable[[str], None]
     dropped: Callable[[DurableQueue, str, int, int], None]
     quarantined: Callable[[DurableQueue, int], None]
+    salvaged: Callable[[str, int, int], None]  # directory, records read back, records lost
 
 
 class Stores:
     """The open queue stores by storage id (DEFAULT_STORAGE for the agent's own)."""
 
-    def __init__(self, config: AgentConfig, state_dir: str, events: StoreEvents):
+    def __init__(self, config: AgentConfig, state_dir: str, events: StoreEvents, control_socket: str,
+                 read_only: bool = False):
         self.config = config
         self.state_dir = state_dir
         self.events = events
+        self.control_socket = control_socket  # where the CLI finds the agent that holds a store's lock
+        self.read_only = read_only  # commands that only read the queue beside a stopped agent
         self.by_id: dict[str, QueueStore] = {}
         self.rebound: dict[str, Rebound] = {}
 
@@ -87,14 +92,16 @@ class Stores:
         if not settings.create_directory and not os.path.isdir(directory):
             raise FileNotFoundError(f"file_storage directory {directory} does not exist; create it or set "
                                     f"create_directory: true")
-        if settings.compaction.cleanup_on_start:
+        if settings.compaction.cleanup_on_start and not self.read_only:
             cleanup_compaction_leftovers(directory, settings.compaction.directory)
         events = self.events
         store = QueueStore(directory, sync=settings.fsync, limits=settings.limits(), lock_timeout=settings.timeout,
                            compact_on_start=settings.compaction.on_start,
                            compaction_scratch=settings.compaction.directory,
                            on_corrupt=lambda message: events.corrupt_file(directory),
-                           on_drop=events.dropped, on_quarantine=events.quarantined)
+                           on_drop=events.dropped, on_quarantine=events.quarantined,
+                           on_salvage=lambda found, lost: events.salvaged(directory, found, lost),
+                           control_socket=self.control_socket, read_only=self.read_only)
         store.open()
         compaction = settings.compaction
         if compaction.on_rebound:

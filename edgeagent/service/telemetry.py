@@ -18,7 +18,7 @@ from aiohttp import web
 from edgeagent.config.service import MetricsConfig
 from edgeagent.config.types import split_endpoint
 from edgeagent.extensions.metrics import Derived, Metrics
-from edgeagent.queue.lmdb_queue import DurableQueue
+from edgeagent.queue.reader import DurableQueue
 from edgeagent.service.consumers import Processor
 from edgeagent.service.process import define_process_metrics
 from edgeagent.service.storage import Stores
@@ -144,6 +144,10 @@ def _define_counters(m: Metrics, destination_of: Callable[[Signal], Derived]) ->
               "store.", ("queue",))
     m.counter("edgeagent_queue_corruptions", "Queue data files that did not open and were moved aside.",
               ("directory",))
+    m.counter("edgeagent_queue_salvaged_records", "Records read back from a queue data file that did not open.",
+              ("directory",))
+    m.counter("edgeagent_queue_lost_records", "Records of a queue data file that did not open that could not be "
+              "read back.", ("directory",))
 
 
 def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:

@@ -7,7 +7,10 @@ import struct
 
 import lmdb
 import pytest
+import zstandard
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from edgeagent.queue import record
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
 from tests.helpers.upstream import Upstream
@@ -73,6 +76,73 @@ def test_an_undecodable_record_is_quarantined_and_the_rest_is_delivered(agents, 
         wait_until(lambda: upstream.span_ids() >= first | second, timeout=30, message="records around it delivered")
         wait_until(lambda: agent.metric("edgeagent_corrupt_records") == 1, timeout=10, message="quarantine counted")
         assert agent.health()[1]["dead_letters"] == 1
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0
+
+
+def test_a_record_whose_request_does_not_parse_is_quarantined_and_later_spans_are_delivered(agents, tmp_path):
+    """A bit flip in a record written without a checksum: zstd still decompresses it, but the
+    request does not parse. It used to kill every sender worker, after every restart."""
+    port = free_port()
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{port}"])
+    first = send_spans("http", agent.http_port, 400, batch=20)
+    agent.kill()  # SIGKILL: everything acknowledged is on disk
+    agent.process.wait(10)
+
+    env = lmdb.open(str(_queue_dir(state)), max_dbs=64)
+    queue_db = env.open_db(b"q:otlphttp/traces")
+    with env.begin(write=True, db=queue_db) as txn:
+        keys = [bytes(key) for key, _ in txn.cursor()]
+        key = keys[len(keys) // 2]
+        value = bytes(txn.get(key))
+        header = record.decode_header(value)
+        request = zstandard.ZstdDecompressor().decompress(value[header.body_offset:])
+        lost = {s.span_id for rs in ExportTraceServiceRequest.FromString(request).resource_spans
+                for ss in rs.scope_spans for s in ss.spans}
+        damaged = b"\x0f" + request  # field 1 with wire type 7: no protobuf parser accepts it
+        txn.put(key, value[:header.body_offset] + zstandard.ZstdCompressor().compress(damaged))
+    env.close()
+
+    upstream = Upstream(port).start()
+    try:
+        agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url], ports=agent)
+        second = send_spans("http", agent.http_port, 5040, batch=512)
+        wait_until(lambda: upstream.span_ids() >= (first - lost) | second, timeout=60,
+                   message="every span but the damaged record's delivered")
+        wait_until(lambda: agent.metric("edgeagent_corrupt_records") == 1, timeout=10, message="quarantine counted")
+        letters = [line for line in agent.log().splitlines() if "does not decode" in line]
+        assert len(letters) == 1 and agent.health()[1]["dead_letters"] == 1
+        assert not upstream.span_ids() & lost
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0
+
+
+def test_a_truncated_data_file_is_salvaged_into_the_fresh_queue(agents, tmp_path):
+    port = free_port()
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{port}"])
+    first = send_spans("http", agent.http_port, 3000, batch=50)
+    assert agent.terminate() == 0
+    data = _queue_dir(state) / "data.mdb"
+    env = lmdb.open(str(_queue_dir(state)), max_dbs=64, readonly=True)
+    with env.begin() as txn:
+        records = txn.stat(env.open_db(b"q:otlphttp/traces", txn=txn, create=False))["entries"]
+    env.close()
+    os.truncate(data, os.path.getsize(data) * 3 // 4)
+
+    upstream = Upstream(port).start()
+    try:
+        agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url], ports=agent)
+        salvaged = agent.metric("edgeagent_queue_salvaged_records")
+        assert salvaged > 0
+        assert salvaged + agent.metric("edgeagent_queue_lost_records") == records
+        wait_until(lambda: agent.metric("otelcol_exporter_queue_size") == 0 and upstream.span_ids(), timeout=30,
+                   message="salvaged spans delivered")
+        assert upstream.span_ids() <= first
+        assert "records that could still be read" in agent.log()
     finally:
         upstream.stop()
     assert agent.terminate() == 0

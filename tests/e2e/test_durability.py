@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import time
+
+import pytest
 
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
@@ -67,3 +71,21 @@ def test_sigterm_with_a_backlog_exits_0_within_10s_and_the_next_start_drains_it(
     assert time.monotonic() - started < 10
 
     _restart_and_expect_delivery(agents, tmp_path, port, agent, sent)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_state_files_are_private_whatever_the_umask(agents, tmp_path, umask):
+    state = tmp_path / "state"
+    old = os.umask(umask)
+    try:
+        agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    finally:
+        os.umask(old)
+    send_spans("http", agent.http_port, 10)
+    modes = {}
+    for directory, dirs, files in os.walk(state):
+        for name in [*dirs, *files, "."]:
+            path = os.path.normpath(os.path.join(directory, name))
+            modes[path] = stat.S_IMODE(os.lstat(path).st_mode)
+    assert modes and {path: mode for path, mode in modes.items() if mode & 0o077} == {}
+    assert agent.terminate() == 0

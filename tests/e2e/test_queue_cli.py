@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers.cli import cli, cli_json
-from tests.helpers.net import wait_until
+from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
 
 
@@ -75,3 +76,75 @@ def test_queue_commands_work_while_the_agent_runs_and_after_it_stopped(agents, u
     assert json.loads(offline.stdout)["running"] is False
     # the batch the consumer was retrying went back to the queue for the next run
     assert cli_json(state, "queue", "stats")["stores"][0]["queues"]["otlphttp/traces"]["items"] == 20
+
+
+def _snapshot(root):
+    """Owner, mode, size and mtime of every file and directory under `root`."""
+    out = {}
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files, "."]:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            out[os.path.normpath(path)] = (info.st_uid, info.st_gid, info.st_mode, info.st_size, info.st_mtime_ns)
+    return out
+
+
+def test_commands_run_as_root_on_another_users_queue_change_no_file(agents, tmp_path):
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    send_spans("http", agent.http_port, 50)
+    agent.kill()  # as a crash would leave it: no clean shutdown
+    agent.process.wait(10)
+    if (state / "control.sock").exists():
+        os.unlink(state / "control.sock")
+    for directory, dirs, files in os.walk(state):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(directory, name), 4321, 4321)
+    os.chown(state, 4321, 4321)
+    before = _snapshot(state)
+
+    assert cli_json(state, "queue", "stats")["stores"][0]["queues"]["otlphttp/traces"]["items"] == 50
+    assert cli(state, "queue", "peek", "1").returncode == 0
+    assert cli_json(state, "queue", "dead-letter", "list") == []
+    assert json.loads(cli(state, "status", "--json", check=False).stdout)["backlog_items"] == 50
+    refused = cli(state, "queue", "compact", check=False)
+    assert refused.returncode != 0 and b"sudo -u 4321" in refused.stderr and b"Traceback" not in refused.stderr
+    assert _snapshot(state) == before
+
+
+def test_a_refused_command_names_the_agent_holding_the_queue(agents, tmp_path):
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    send_spans("http", agent.http_port, 10)
+    os.unlink(state / "control.sock")  # the agent cannot be asked: the command must not touch its queue
+    refused = cli(state, "queue", "stats", check=False)
+    assert refused.returncode != 0
+    assert f"process {agent.process.pid}".encode() in refused.stderr and b"Traceback" not in refused.stderr
+    assert agent.terminate() == 0
+
+
+def test_queue_commands_find_the_agent_through_its_lock_file(agents, tmp_path):
+    """The agent runs with one state directory; the operator's shell resolves another
+    (systemd's STATE_DIRECTORY is not set there): stats must still come from the agent."""
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    send_spans("http", agent.http_port, 10)
+    elsewhere = tmp_path / "elsewhere"
+    os.makedirs(elsewhere)
+    os.symlink(state / "queue", elsewhere / "queue")  # same queue, but no control socket beside it
+    stats = cli_json(elsewhere, "queue", "stats")
+    assert stats["stores"][0]["queues"]["otlphttp/traces"]["items"] == 10
+    assert agent.terminate() == 0
+
+
+def test_reading_a_truncated_queue_beside_a_stopped_agent_refuses_cleanly(agents, tmp_path):
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    send_spans("http", agent.http_port, 500, batch=20)
+    assert agent.terminate() == 0
+    data = state / "queue" / "data.mdb"
+    os.truncate(data, os.path.getsize(data) // 2)
+    before = _snapshot(state)
+    refused = cli(state, "queue", "stats", check=False)
+    assert refused.returncode == 1 and b"is damaged" in refused.stderr and b"Traceback" not in refused.stderr
+    assert _snapshot(state) == before  # left for the agent to salvage

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import time
 
+import lmdb
 import psutil
+
+from edgeagent.queue import record
 from tests.helpers.net import wait_until
 from tests.helpers.traces import Client, span_ids_by_trace
 
@@ -146,3 +149,41 @@ def test_a_flood_beyond_num_traces_turns_on_stress_relief_and_recovers(agents, u
     trace_id, spans = client.trace("plain")
     client.close()
     wait_until(lambda: span_ids_by_trace(upstream).get(trace_id) == spans, timeout=20, message="a trace after the flood")
+
+
+def test_a_buffered_record_that_does_not_parse_is_quarantined_and_deciding_goes_on(agents, upstream, tmp_path):
+    """A damaged record in the trace buffer used to stop the deciding task for good."""
+    state = tmp_path / "state"
+    agent = agents(["run", "--config", _config(tmp_path, wait="60s"), "--state-dir", str(state)],
+                   env={"UPSTREAM": upstream.url})
+    client = Client(agent.http_port)
+    kept, _ = _send_mix(client)
+    wait_until(lambda: agent.metric("otelcol_processor_tail_sampling_new_trace_id_received") >= 20, timeout=10,
+               message="traces buffered")
+    agent.kill()  # SIGKILL: the buffered traces stay on disk
+    agent.process.wait(10)
+
+    damaged = next(iter(kept))
+    env = lmdb.open(str(state / "queue"), max_dbs=64)
+    raw = env.open_db(b"raw:tail_sampling")
+    with env.begin(write=True, db=raw) as txn:
+        prefix = damaged.to_bytes(16, "big")
+        cursor = txn.cursor()
+        assert cursor.set_range(prefix) and bytes(cursor.key())[:16] == prefix
+        key, value = bytes(cursor.key()), bytes(cursor.value())
+        header = record.decode_header(value)
+        txn.put(key, value[:header.body_offset] + b"\x0f" + value[header.body_offset:])  # no longer parses
+    env.close()
+
+    agent = agents(["run", "--config", _config(tmp_path, wait="1s"), "--state-dir", str(state)],
+                   env={"UPSTREAM": upstream.url}, ports=agent)
+    client = Client(agent.http_port)
+    later, _ = _send_mix(client, each=2)
+    expected = {trace_id: spans for trace_id, spans in {**kept, **later}.items() if trace_id != damaged}
+    wait_until(lambda: all(span_ids_by_trace(upstream).get(trace_id) == spans for trace_id, spans in expected.items()),
+               timeout=30, message="every other kept trace delivered")
+    wait_until(lambda: agent.metric("edgeagent_corrupt_records", queue="raw:tail_sampling") == 1, timeout=10,
+               message="quarantine counted")
+    assert agent.health()[1]["dead_letters"] == 1
+    assert sum("does not decode" in line for line in agent.log().splitlines()) == 1
+    assert agent.terminate() == 0

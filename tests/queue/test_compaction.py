@@ -8,7 +8,7 @@ import os
 import pytest
 
 from edgeagent.queue.compaction import rebound_due
-from edgeagent.queue.lmdb_queue import QueueStore
+from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 
 MIB = 1 << 20

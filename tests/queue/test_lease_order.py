@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from edgeagent.queue.lmdb_queue import QueueStore
+from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 
 

@@ -16,7 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from edgeagent.queue.lmdb_queue import QueueStore
+from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 
 NAME = "otlphttp/traces"

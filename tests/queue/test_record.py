@@ -12,7 +12,7 @@ from edgeagent.errors import CorruptRecordError
 from edgeagent.processors.actions import to_any_value
 from edgeagent.processors.attributes import records
 from edgeagent.queue import record
-from edgeagent.queue.lmdb_queue import QueueStore
+from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 from tests.processors.tables import log_request, span_request
 

@@ -31,6 +31,9 @@ Races, all on one event loop and one writer thread (FIFO):
   are found by the move itself (`extras`) and settled in a second round.
 * A move that cannot be committed (export queues full with `block`) keeps the raw records; the
   decision is retried on the next tick.
+* A raw record that does not decode (or whose request does not parse) is quarantined by its
+  trace's move: moved to the dead-letter store with reason `corrupt`, logged once with its key.
+  The stage reaches its table only through the queue's API (edgeagent.queue.api).
 
 Processors listed after tail_sampling run on kept traces before they are queued for export
 (request metadata is not kept in the buffer; the batch key of metadata_keys is).
@@ -45,15 +48,14 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
-import zstandard
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from edgeagent.errors import CorruptRecordError, RetryableError
 from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
-from edgeagent.queue import record
-from edgeagent.queue.lmdb_queue import DurableQueue, QueueStore, TxnWriter
+from edgeagent.queue.api import Corrupt, StageStore, StageTransaction
 from edgeagent.signals import Payload, Signal
 from otel.shape import TRACES
 from sampler.buffer import DecisionCache, Timing, TraceBuffer
@@ -88,9 +90,10 @@ class SamplingStage:
                                    config.decision_cache.non_sampled_cache_size or config.num_traces)
         self.relief = StressRelief(config.stress_relief, config.num_traces, config.max_buffered_spans, clock,
                                    anonymous_memory)
-        self.store: QueueStore | None = None
-        self.db: Any = None
-        self.queues: list[DurableQueue] = []
+        self.store: StageStore | None = None
+        self.table: Any = None  # the raw-traces table in the store
+        self.queues: list[Any] = []
+        self._corrupt: dict[bytes, str] = {}  # raw records that do not decode: quarantined by the next move
         self.post: list[Any] = []
         self._seq = 0
         self._early: list[bytes] = []  # evicted by the limits: decide on the next tick
@@ -108,11 +111,11 @@ class SamplingStage:
 
     # ---- wiring ----------------------------------------------------------------------------
 
-    def attach(self, store: QueueStore, queues: list[DurableQueue], post_processors: list[Any]) -> None:
+    def attach(self, store: StageStore, queues: list[Any], post_processors: list[Any]) -> None:
         self.store = store
         self.queues = queues
         self.post = post_processors
-        self.db = store.env.open_db(f"raw:{self.id}".encode())
+        self.table = store.table(f"raw:{self.id}")
 
     def process(self, payload: Payload) -> Payload:
         raise TypeError("tail_sampling is not a plain processor: the pipeline calls ingest()")
@@ -168,7 +171,11 @@ class SamplingStage:
             return
         if self.shared is not None:
             await self.shared.start()
-        recovered = await asyncio.to_thread(self._scan)
+        recovered, corrupt = await asyncio.to_thread(self._scan)
+        if corrupt:
+            self._note_corrupt(corrupt)
+            await self.store.atomic(lambda writer: self._quarantine(writer, corrupt))
+            self._corrupt.clear()
         now, wall = self.clock(), time.time()
         for trace_id, (spans, size, first_ms) in recovered.items():
             self.buffer.add(trace_id, spans, size, False, now, first=now - max(0.0, wall - first_ms / 1000))
@@ -211,21 +218,20 @@ class SamplingStage:
             if fail is not None:
                 fail(f"processors::{self.id}", str(task.exception()))
 
-    def _scan(self) -> dict[bytes, tuple[int, int, int]]:
+    def _scan(self) -> tuple[dict[bytes, tuple[int, int, int]], dict[bytes, str]]:
         found: dict[bytes, tuple[int, int, int]] = {}
+        corrupt: dict[bytes, str] = {}
         last = 0
-        with self.store.gate.shared(), self.store.env.begin(db=self.db, buffers=True) as txn:
-            for key, value in txn.cursor():
-                trace_id, seq = _KEY.unpack(bytes(key))
-                last = max(last, seq)
-                try:
-                    header = record.decode_header(value)
-                except CorruptRecordError:
-                    continue  # read again (and quarantined) when the trace is decided
-                spans, size, first = found.get(trace_id, (0, 0, header.enqueued_ms))
-                found[trace_id] = (spans + header.items, size + len(value), min(first, header.enqueued_ms))
+        for row in self.store.scan(self.table):
+            trace_id, seq = _KEY.unpack(row.key)
+            last = max(last, seq)
+            if isinstance(row, Corrupt):
+                corrupt[row.key] = row.reason
+                continue
+            spans, size, first = found.get(trace_id, (0, 0, row.enqueued_ms))
+            found[trace_id] = (spans + row.items, size + row.size, min(first, row.enqueued_ms))
         self._seq = last
-        return found
+        return found, corrupt
 
     # ---- ingest ----------------------------------------------------------------------------
 
@@ -268,10 +274,10 @@ class SamplingStage:
         raw = [(self._next_key(trace_id), body, items) for trace_id, body, items, _ in pending]
         queues = self.queues
 
-        def commit(writer: TxnWriter) -> None:
+        def commit(writer: StageTransaction) -> None:
             for key, body, items in raw:
                 # buffered for seconds, read once: zstd would cost more CPU than the disk it saves
-                writer.put(self.db, key, writer.encode(Signal.TRACES, body, items, batch_key, compress=False))
+                writer.put(self.table, key, Signal.TRACES, body, items, batch_key, compress=False)
             if export is not None:
                 for queue in queues:
                     writer.append(queue, export[0], export[1], batch_key)
@@ -378,12 +384,12 @@ class SamplingStage:
             self._late_records.difference_update(due)
 
     async def _decide(self, due: list[bytes]) -> int:
-        records = await asyncio.to_thread(self._read, due)
+        records = await self._read(due)
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
         decisions: dict[bytes, bool] = {}
         kept: dict[bytes, Trace] = {}
         for trace_id in due:
-            trace = _trace_of(trace_id, records.get(trace_id, []))
+            trace = self._trace_of(trace_id, records.get(trace_id, []))
             if trace_id in followed:
                 keep = followed[trace_id]
             else:
@@ -404,45 +410,76 @@ class SamplingStage:
         await self._settle(decisions, {tid: records.get(tid, []) for tid in due}, kept)
         return len(due)
 
-    def _read(self, trace_ids: list[bytes]) -> dict[bytes, list[tuple[bytes, bytes, int, bytes]]]:
-        """Runs in a worker thread: each trace's records as (key, batch key, items, body)."""
-        out: dict[bytes, list[tuple[bytes, bytes, int, bytes]]] = {}
-        decompressor = zstandard.ZstdDecompressor()
-        with self.store.gate.shared(), self.store.env.begin(db=self.db, buffers=True) as txn:
-            cursor = txn.cursor()
-            for trace_id in trace_ids:
-                prefix = trace_id.ljust(16, b"\0")[:16]
-                if not cursor.set_range(prefix):
-                    continue
-                for key, value in cursor:
-                    key = bytes(key)
-                    if key[:16] != prefix:
-                        break
-                    try:
-                        header = record.decode_header(value)
-                        body = record.decode_body(value, header, decompressor)
-                    except CorruptRecordError as exc:
-                        log.error("a buffered trace record does not decode; it is deleted with its trace's decision",
-                                  extra={"processor": self.id, "error": str(exc)})
-                        out.setdefault(trace_id, []).append((key, b"", 0, b""))
-                        continue
-                    out.setdefault(trace_id, []).append((key, header.batch_key, header.items, body))
+    async def _read(self, trace_ids: list[bytes]) -> dict[bytes, list[tuple[bytes, bytes, int, bytes]]]:
+        """Each trace's records as (key, batch key, items, body), read in a worker thread; a record
+        that does not decode has an empty body and is quarantined by the move."""
+        prefixes = {trace_id.ljust(16, b"\0")[:16]: trace_id for trace_id in trace_ids}
+        found, corrupt = await asyncio.to_thread(self.store.read_prefixes, self.table, list(prefixes))
+        out = {prefixes[prefix]: [(row.key, row.batch_key, row.items, row.body) for row in rows]
+               for prefix, rows in found.items()}
+        for bad in corrupt:
+            out.setdefault(prefixes[bad.key[:16]], []).append((bad.key, b"", 0, b""))
+        self._note_corrupt({bad.key: bad.reason for bad in corrupt})
         return out
+
+    def _note_corrupt(self, corrupt: dict[bytes, str]) -> None:
+        """Remember records to quarantine with the next move; each is logged once, with its key."""
+        for key, reason in corrupt.items():
+            if key not in self._corrupt:
+                self._corrupt[key] = reason
+                log.error("a buffered trace record does not decode; it is quarantined in the dead-letter store",
+                          extra={"processor": self.id, "key": key.hex(), "error": reason})
+
+    def _parse(self, key: bytes, body: bytes) -> ExportTraceServiceRequest | None:
+        """The request of a raw record, or None (and quarantined with the next move) when it does not parse."""
+        try:
+            return ExportTraceServiceRequest.FromString(body)
+        except DecodeError as exc:
+            self._note_corrupt({key: f"not a trace request: {exc}"})
+            return None
+
+    def _trace_of(self, trace_id: bytes, rows: list[tuple[bytes, bytes, int, bytes]]) -> Trace:
+        trace = Trace(trace_id)
+        for key, _, items, body in rows:
+            request = self._parse(key, body) if body else None
+            if request is None:
+                continue
+            trace.batches.extend(request.resource_spans)
+            trace.span_count += items
+            trace.size_bytes += len(body)
+        return trace
+
+    def _quarantine(self, writer: StageTransaction, corrupt: dict[bytes, str]) -> None:
+        for key, reason in corrupt.items():
+            writer.quarantine(self.table, key, reason)
+
+    def _drop(self, writer: StageTransaction, key: bytes, corrupt: dict[bytes, str]) -> None:
+        """Take a raw record out: deleted when it was read, quarantined when it did not decode."""
+        reason = corrupt.get(key)
+        if reason is None:
+            writer.delete(self.table, key)
+        else:
+            writer.quarantine(self.table, key, reason)
 
     async def _settle(self, decisions: dict[bytes, bool], records: dict[bytes, list], kept: dict[bytes, Trace] | None = None) -> None:
         """Move decided traces: kept spans into the export queues and their raw records out, atomically."""
         for _ in range(_MAX_SETTLE_ROUNDS):
             if not records:  # a retry: read what is there now
-                records = await asyncio.to_thread(self._read, list(decisions))
+                records = await self._read(list(decisions))
             exports = self._exports(decisions, records, kept or {})
             keys = {trace_id: {key for key, *_ in records.get(trace_id, [])} for trace_id in decisions}
             try:
-                extras = await self.store.atomic(lambda writer: self._move(writer, keys, exports))
+                # the writer thread gets its own copy: `_corrupt` belongs to the event loop
+                corrupt = dict(self._corrupt)
+                extras = await self.store.atomic(lambda writer: self._move(writer, keys, exports, corrupt))
             except Exception as exc:  # export queues full, disk full: the raw records stay; try again later
                 log.warning("tail sampling could not queue decided traces yet; retrying", extra={
                     "processor": self.id, "traces": len(decisions), "error": str(exc)})
                 self._unsettled.update(decisions)
                 return
+            for key in corrupt:
+                if any(key in read for read in keys.values()):
+                    del self._corrupt[key]
             if not extras:
                 return
             decisions = {trace_id: decisions[trace_id] for trace_id in extras}
@@ -461,9 +498,10 @@ class SamplingStage:
             if trace is not None:
                 by_key[batch_key].extend(trace.batches)
                 continue
-            for _, key_of_row, _, body in rows:
-                if body:
-                    by_key[key_of_row].append(ExportTraceServiceRequest.FromString(body))
+            for key, key_of_row, _, body in rows:
+                request = self._parse(key, body) if body else None
+                if request is not None:
+                    by_key[key_of_row].append(request)
         out = []
         for batch_key, parts in by_key.items():
             processed = self._post_process(parts)
@@ -471,22 +509,14 @@ class SamplingStage:
                 out.append((processed[0], processed[1], batch_key))
         return out
 
-    def _move(self, writer: TxnWriter, keys: dict[bytes, set[bytes]],
-              exports: list[tuple[bytes, int, bytes]]) -> dict[bytes, list[bytes]]:
+    def _move(self, writer: StageTransaction, keys: dict[bytes, set[bytes]], exports: list[tuple[bytes, int, bytes]],
+              corrupt: dict[bytes, str]) -> dict[bytes, list[bytes]]:
         """Runs on the writer thread, inside one transaction."""
         extras: dict[bytes, list[bytes]] = {}
-        cursor = writer.txn.cursor(db=self.db)
         for trace_id, read in keys.items():
-            prefix = trace_id.ljust(16, b"\0")[:16]
-            present = []
-            if cursor.set_range(prefix):
-                for key in cursor.iternext(keys=True, values=False):
-                    if key[:16] != prefix:
-                        break
-                    present.append(bytes(key))
-            for key in present:
+            for key in writer.keys(self.table, trace_id.ljust(16, b"\0")[:16]):
                 if key in read:
-                    writer.pop(self.db, key)
+                    self._drop(writer, key, corrupt)
                 else:
                     extras.setdefault(trace_id, []).append(key)
         for body, items, batch_key in exports:
@@ -508,14 +538,3 @@ class SamplingStage:
                    and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]
         return await self.shared.lookup(unknown) if unknown else {}
 
-
-def _trace_of(trace_id: bytes, rows: list[tuple[bytes, bytes, int, bytes]]) -> Trace:
-    trace = Trace(trace_id)
-    for _, _, items, body in rows:
-        if not body:
-            continue
-        request = ExportTraceServiceRequest.FromString(body)
-        trace.batches.extend(TRACES.groups_of(request))
-        trace.span_count += items
-        trace.size_bytes += len(body)
-    return trace

@@ -1,0 +1,95 @@
+"""Making room inside a write transaction: the full policy, the disk budget, and max_age.
+
+Runs on the writer thread. A leased record is never evicted: the writer reads each queue's
+published lease snapshot (`DurableQueue.leased_now`, an immutable set the event loop replaces),
+never the event loop's own lease state. See limits.py for the policies.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgeagent.queue.limits import footprint
+from edgeagent.queue.ops import KEY, Context, enqueued_ms, items_of
+
+if TYPE_CHECKING:
+    from edgeagent.queue.reader import DurableQueue
+
+
+def make_room(ctx: Context, queue: DurableQueue, items: int, size: int, cost: int) -> int | None:
+    """Bytes of pages freed so that one record fits (0 when it already does), or None to refuse it."""
+    limits = ctx.store.limits
+    pages = ctx.state.pages
+    totals = ctx.state.stored[queue]
+    over_capacity = queue.capacity.exceeded(totals.entries, totals.items, totals.bytes, items, size)
+    over_budget = bool(limits.max_size) and pages + cost > limits.max_size
+    if not over_capacity and not over_budget:
+        return 0
+    if limits.full_policy != "drop_oldest":
+        return None
+    freed = 0
+    while queue.capacity.exceeded(totals.entries, totals.items, totals.bytes, items, size):
+        released = evict(ctx, 1, queue, "queue_full")
+        if not released:
+            return None
+        freed += released
+    if limits.max_size and pages - freed + cost > limits.max_size:
+        need = pages - freed + cost - limits.max_size
+        released = evict(ctx, need, None, "disk_full")
+        freed += released
+        if released < need:
+            return None
+    return freed
+
+
+def evict(ctx: Context, need: int, only: DurableQueue | None, reason: str) -> int:
+    """Delete unleased records from the head (oldest first across queues unless `only`); returns bytes freed."""
+    txn, result, stored = ctx.txn, ctx.result, ctx.state.stored
+    freed = 0
+    candidates = [only] if only is not None else list(ctx.store.queues.values())
+    cursors = {queue: txn.cursor(db=queue.db) for queue in candidates}
+    heads = {queue: cursor.first() for queue, cursor in cursors.items()}
+    leased = {queue: queue.leased_now for queue in candidates}
+    while freed < need:
+        best, best_time = None, 0
+        for queue, cursor in cursors.items():
+            while heads[queue] and KEY.unpack(cursor.key())[0] in leased[queue]:
+                heads[queue] = cursor.next()
+            if heads[queue]:
+                enqueued = enqueued_ms(cursor.value())
+                if best is None or enqueued < best_time:
+                    best, best_time = queue, enqueued
+        if best is None:
+            break
+        cursor = cursors[best]
+        seq = KEY.unpack(cursor.key())[0]
+        value = bytes(cursor.value())
+        txn.delete(cursor.key(), db=best.db)
+        heads[best] = cursor.set_range(KEY.pack(seq + 1))
+        items = items_of(value)
+        stored[best].add(result.delta(best), -1, -items, -len(value))
+        result.drops.setdefault((best, reason), []).append(items)
+        ctx.state.touched.add(best)
+        freed += footprint(len(value), ctx.store.page_size)
+    return freed
+
+
+def expire(ctx: Context) -> None:
+    """Drop records older than max_age (unleased ones; a leased record is being delivered)."""
+    cutoff = ctx.now_ms - int(ctx.store.limits.max_age * 1000)
+    for queue in ctx.store.queues.values():
+        leased = queue.leased_now
+        cursor = ctx.txn.cursor(db=queue.db)
+        found = cursor.first()
+        while found:
+            value = cursor.value()
+            if enqueued_ms(value) >= cutoff:
+                break
+            if KEY.unpack(cursor.key())[0] in leased:
+                found = cursor.next()
+                continue
+            items = items_of(value)
+            ctx.state.stored[queue].add(ctx.result.delta(queue), -1, -items, -len(value))
+            ctx.result.drops.setdefault((queue, "max_age"), []).append(items)
+            ctx.state.touched.add(queue)
+            found = cursor.delete()

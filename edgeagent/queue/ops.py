@@ -1,0 +1,315 @@
+"""Writer operations: what the event loop asks of the writer thread (see the note in store.py).
+
+Each operation applies itself to the open write transaction (`apply`), so the writer
+dispatches by method, and says how it takes part in group commit by its attributes:
+`client_waits` (a put or an atomic move: commit soon), `lingers` (a plain ack: may wait for
+company), `between_commits` (runs outside any transaction: compaction, maintenance).
+Everything here runs on the writer thread except the constructors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import lmdb
+
+from edgeagent.errors import CorruptRecordError, QueueFullError
+from edgeagent.queue import deadletter, record
+from edgeagent.queue.limits import footprint
+from edgeagent.signals import Signal
+
+if TYPE_CHECKING:
+    from edgeagent.queue.reader import DurableQueue
+    from edgeagent.queue.store import QueueStore
+
+KEY = struct.Struct(">Q")
+STATS = struct.Struct(">QQ")
+
+
+@dataclass
+class Totals:
+    entries: int = 0
+    items: int = 0
+    bytes: int = 0
+
+    def add(self, delta: Totals, entries: int, items: int, size: int) -> None:
+        """Move these totals and the commit's `delta` by the same amounts."""
+        for totals in (self, delta):
+            totals.entries += entries
+            totals.items += items
+            totals.bytes += size
+
+
+@dataclass
+class Commit:
+    """What one transaction did, reported back to the event loop."""
+
+    deltas: dict[DurableQueue, Totals] = field(default_factory=dict)
+    oldest: dict[DurableQueue, int] = field(default_factory=dict)
+    done: list[tuple[asyncio.Future, Any]] = field(default_factory=list)  # (future, its result)
+    failed: list[tuple[asyncio.Future, BaseException]] = field(default_factory=list)
+    drops: dict[tuple[DurableQueue, str], list[int]] = field(default_factory=dict)
+    dead_lettered: int = 0
+    quarantined: dict[Any, int] = field(default_factory=dict)  # queue or table -> records
+
+    def delta(self, queue: DurableQueue) -> Totals:
+        return self.deltas.setdefault(queue, Totals())
+
+    def merge(self, other: Commit) -> None:
+        for queue, delta in other.deltas.items():
+            mine = self.delta(queue)
+            mine.entries += delta.entries
+            mine.items += delta.items
+            mine.bytes += delta.bytes
+        self.oldest.update(other.oldest)
+        self.done += other.done
+        self.failed += other.failed
+        for key, items in other.drops.items():
+            self.drops.setdefault(key, []).extend(items)
+        self.dead_lettered += other.dead_lettered
+        for source, count in other.quarantined.items():
+            self.quarantined[source] = self.quarantined.get(source, 0) + count
+
+
+@dataclass
+class TxnState:
+    """The writer's running totals inside one transaction."""
+
+    stored: dict[DurableQueue, Totals]
+    pages: int
+    touched: set[DurableQueue] = field(default_factory=set)
+    next_seqs: dict[DurableQueue, int] = field(default_factory=dict)
+
+    def copy(self) -> TxnState:
+        return TxnState({q: Totals(t.entries, t.items, t.bytes) for q, t in self.stored.items()}, self.pages,
+                        set(self.touched), dict(self.next_seqs))
+
+    def restore(self, other: TxnState) -> None:
+        self.stored, self.pages, self.touched, self.next_seqs = other.stored, other.pages, other.touched, other.next_seqs
+
+
+@dataclass
+class Context:
+    """One write transaction as the operations see it."""
+
+    store: QueueStore
+    txn: lmdb.Transaction
+    result: Commit
+    state: TxnState
+    now_ms: int
+
+
+class WriterOp:
+    client_waits = False
+    lingers = False
+    between_commits = False
+    future: asyncio.Future
+
+    @property
+    def put_bytes(self) -> int:
+        return 0
+
+    def prepare(self, now_ms: int) -> None:
+        """Encode before the transaction opens (so that a retry need not encode again)."""
+
+    def apply(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Put(WriterOp):
+    queue: DurableQueue
+    payload: bytes  # the request, zstd-compressed already
+    items: int
+    signal: Signal
+    future: asyncio.Future
+    batch_key: bytes = b""
+    attributes: bytes = b""  # a serialized KeyValueList for every record, added when read (record.py)
+    value: bytes = b""  # the framed record, set by prepare()
+    client_waits = True
+
+    @property
+    def put_bytes(self) -> int:
+        return len(self.payload)
+
+    def prepare(self, now_ms: int) -> None:
+        self.value = record.frame(self.signal, self.items, now_ms, self.payload, record.CODEC_ZSTD,
+                                  batch_key=self.batch_key, attributes=self.attributes)
+
+    def apply(self, ctx: Context) -> None:
+        ctx.state.touched.add(self.queue)
+        if ctx.store.append_record(ctx, self.queue, self.value, self.items):
+            ctx.result.done.append((self.future, None))
+        else:
+            self.queue.refused_items += self.items
+            ctx.result.failed.append((self.future, QueueFullError(
+                f"queue {self.queue.name} is full; retry later", retry_after=5.0)))
+
+
+@dataclass
+class Delete(WriterOp):
+    """An ack; with `dead_letter` a move to the dead-letter store; with `reason` a counted drop."""
+
+    queue: DurableQueue
+    seqs: list[int]
+    future: asyncio.Future
+    dead_letter: dict[str, Any] | None = None
+    reason: str = ""  # set for a counted drop (purge)
+    replacement: list[bytes] | None = None  # dead-letter these records instead of the deleted ones
+    quarantine: bool = False  # records that do not decode: counted as quarantined
+
+    @property
+    def lingers(self) -> bool:  # type: ignore[override]
+        return self.dead_letter is None and not self.reason
+
+    def apply(self, ctx: Context) -> None:
+        queue, txn, result = self.queue, ctx.txn, ctx.result
+        ctx.state.touched.add(queue)
+        for seq in self.seqs:
+            value = txn.pop(KEY.pack(seq), db=queue.db)
+            if value is None:
+                continue
+            items = items_of(value)
+            ctx.state.stored[queue].add(result.delta(queue), -1, -items, -len(value))
+            ctx.state.pages -= footprint(len(value), ctx.store.page_size)
+            if self.dead_letter is not None and self.replacement is None:
+                deadletter.put(txn, ctx.store.deadletter_db, self.dead_letter, value, ctx.now_ms)
+                result.dead_lettered += 1
+                if self.quarantine:
+                    result.quarantined[queue] = result.quarantined.get(queue, 0) + 1
+            elif self.reason:
+                result.drops.setdefault((queue, self.reason), []).append(items)
+        for value in self.replacement or ():
+            deadletter.put(txn, ctx.store.deadletter_db, self.dead_letter or {}, value, ctx.now_ms)
+            result.dead_lettered += 1
+        result.done.append((self.future, None))
+
+
+@dataclass
+class SetAttempts(WriterOp):
+    queue: DurableQueue
+    seqs: list[int]
+    attempts: int
+    future: asyncio.Future
+
+    def apply(self, ctx: Context) -> None:
+        ctx.state.touched.add(self.queue)
+        for seq in self.seqs:
+            key = KEY.pack(seq)
+            value = ctx.txn.get(key, db=self.queue.db)
+            if value is not None:
+                ctx.txn.put(key, record.with_attempts(value, self.attempts), db=self.queue.db)
+        ctx.result.done.append((self.future, None))
+
+
+@dataclass
+class Call(WriterOp):
+    """Run a function on the writer thread between two commits (maintenance, compaction)."""
+
+    function: Callable[[], Any]
+    future: asyncio.Future
+    between_commits = True
+
+
+@dataclass
+class Atomic(WriterOp):
+    """Run `function(writer)` inside the next group commit, all or nothing (a nested transaction):
+    how a stage moves data between sub-databases without loss or duplicates across a crash."""
+
+    function: Callable[[TxnWriter], Any]
+    future: asyncio.Future
+    client_waits = True
+
+    def apply(self, ctx: Context) -> None:
+        before = ctx.state.copy()
+        partial = Commit()
+        try:
+            with ctx.store.env.begin(write=True, parent=ctx.txn) as child:
+                value = self.function(TxnWriter(ctx.store, Context(ctx.store, child, partial, ctx.state, ctx.now_ms)))
+        except Exception as exc:  # reported to the caller; the other operations of the commit go on
+            ctx.state.restore(before)
+            ctx.result.failed.append((self.future, exc))
+            return
+        ctx.result.merge(partial)
+        ctx.result.done.append((self.future, value))
+
+
+class TxnWriter:
+    """What an atomic operation may do inside the writer's transaction (the `StageTransaction` of api.py).
+
+    Tables are sub-databases a stage opened with `QueueStore.table`; their values are queue records."""
+
+    def __init__(self, store: QueueStore, ctx: Context):
+        self.store = store
+        self._ctx = ctx
+        self.now_ms = ctx.now_ms
+
+    def _encode(self, signal: Signal, body: bytes, items: int, batch_key: bytes, compress: bool) -> bytes:
+        compressor = self.store.writer_compressor if compress else None
+        return record.encode(signal, items, self.now_ms, body, compressor, batch_key=batch_key)
+
+    def append(self, queue: DurableQueue, body: bytes, items: int, batch_key: bytes = b"") -> None:
+        """Append a request to an export queue, as a put would; QueueFullError when it does not fit."""
+        value = self._encode(queue.signal, body, items, batch_key, True)
+        if not self.store.append_record(self._ctx, queue, value, items):
+            raise QueueFullError(f"queue {queue.name} is full; retry later", retry_after=5.0)
+
+    def put(self, table: Any, key: bytes, signal: Signal, body: bytes, items: int, batch_key: bytes = b"",
+            compress: bool = True) -> None:
+        """Store a request as a record in a stage's own table, within the disk budget."""
+        value = self._encode(signal, body, items, batch_key, compress)
+        cost = footprint(len(value), self.store.page_size)
+        limit = self.store.limits.max_size
+        if limit and self._ctx.state.pages + cost > limit:
+            self.store.full = True
+            raise QueueFullError(f"queue storage in {self.store.directory} is at its size limit; retry later",
+                                 retry_after=5.0)
+        self._ctx.txn.put(key, value, db=table.db)
+        self._ctx.state.pages += cost
+
+    def keys(self, table: Any, prefix: bytes) -> list[bytes]:
+        """Keys of the table that start with `prefix`, in order."""
+        cursor = self._ctx.txn.cursor(db=table.db)
+        found: list[bytes] = []
+        if cursor.set_range(prefix):
+            for key in cursor.iternext(keys=True, values=False):
+                if key[:len(prefix)] != prefix:
+                    break
+                found.append(bytes(key))
+        return found
+
+    def delete(self, table: Any, key: bytes) -> bytes | None:
+        value = self._ctx.txn.pop(key, db=table.db)
+        if value is not None:
+            self._ctx.state.pages -= footprint(len(value), self.store.page_size)
+        return value
+
+    def quarantine(self, table: Any, key: bytes, reason: str) -> None:
+        """Move a record that does not decode to the dead-letter store, counted as quarantined."""
+        value = self.delete(table, key)
+        if value is None:
+            return
+        deadletter.put(self._ctx.txn, self.store.deadletter_db,
+                       {"queue": table.name, "reason": "corrupt", "error": reason, "key": key.hex(), "status": None},
+                       value, self.now_ms)
+        result = self._ctx.result
+        result.dead_lettered += 1
+        result.quarantined[table] = result.quarantined.get(table, 0) + 1
+
+
+def items_of(value: bytes) -> int:
+    try:
+        return record.decode_header(value).items
+    except CorruptRecordError:
+        return 0
+
+
+def enqueued_ms(value: bytes) -> int:
+    try:
+        return record.decode_header(value).enqueued_ms
+    except CorruptRecordError:
+        return 0

@@ -1,0 +1,420 @@
+"""Reading queues: leases, acks, releases, and the byte-level read API every reader shares.
+
+Ownership: a queue's lease state (`_Leases`) belongs to the event loop that runs its
+consumers; only coroutines and callbacks on that loop change it. The writer thread needs to
+know which records are leased (eviction and max_age skip them); it reads `leased_now`, an
+immutable snapshot the loop replaces after every change, never the loop's dict.
+
+Reads run in worker threads against LMDB read snapshots (`QueueStore.reading`), so the event
+loop never waits for the disk. A record that does not decode is never handed out: it comes
+back as `Corrupt` and is quarantined (moved to the dead-letter store with reason `corrupt`,
+counted, logged once with its key), and the records after it keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import zstandard
+
+from edgeagent.errors import CorruptRecordError
+from edgeagent.queue import record
+from edgeagent.queue.api import Corrupt, QueueLease, StoredRecord
+from edgeagent.queue.limits import QueueCapacity
+from edgeagent.queue.ops import (
+    KEY,
+    STATS,
+    Delete,
+    SetAttempts,
+    Totals,
+    enqueued_ms,
+    items_of,
+)
+from edgeagent.signals import Signal
+
+if TYPE_CHECKING:
+    from edgeagent.queue.store import QueueStore
+
+log = logging.getLogger(__name__)
+
+_MAX_SCAN = 10_000  # records a lease looks at while gathering one batch key
+
+
+@dataclass
+class Lease:
+    """Records handed to one consumer; `ack`, `release` or `dead_letter` ends it."""
+
+    queue: DurableQueue
+    seqs: list[int]
+    bodies: list[bytes]
+    items: int
+    attempts: int
+    done: bool = False
+
+
+@dataclass(eq=False)
+class Table:
+    """A stage's own sub-database in a store (tail sampling's trace buffer)."""
+
+    name: str
+    db: Any
+
+
+class _Leases:
+    """Which records of one queue are leased, with their items. Event loop only."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, int] = {}
+        self.items = 0
+        self.snapshot: frozenset[int] = frozenset()  # what the writer thread may read
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def seqs(self) -> frozenset[int]:
+        return self.snapshot
+
+    def items_of(self, seqs: list[int]) -> int:
+        return sum(self._items.get(seq, 0) for seq in seqs)
+
+    def add(self, seqs: list[tuple[int, int]]) -> None:
+        for seq, items in seqs:
+            self._items[seq] = items
+            self.items += items
+        self.snapshot = frozenset(self._items)
+
+    def remove(self, seqs: list[int]) -> None:
+        for seq in seqs:
+            self.items -= self._items.pop(seq, 0)
+        self.snapshot = frozenset(self._items)
+
+
+class DurableQueue:
+    """One named FIFO of export requests inside a `QueueStore` (the `ConsumerQueue` of api.py)."""
+
+    def __init__(self, store: QueueStore, name: str, signal: Signal, capacity: QueueCapacity):
+        self.store = store
+        self.name = name
+        self.signal = signal
+        self.capacity = capacity
+        self.db = store.sub_database(f"q:{name}".encode())
+        # mirror of the writer's totals, owned by the event loop
+        self.entries = 0
+        self.items = 0
+        self.bytes = 0
+        self.oldest_ms = 0
+        # owned by the writer thread
+        self.stored = Totals()
+        self.next_seq = 1
+        self.refused_items = 0  # items of puts that found the queue full; the writer adds, a scrape reads
+        # owned by the event loop
+        self._leases = _Leases()
+        self._read_from = 0
+        self._available = asyncio.Event()
+        self._grew = asyncio.Event()
+        self._lease_lock = asyncio.Lock()
+        self._load()
+
+    @property
+    def leased_now(self) -> frozenset[int]:
+        """The leased records as last published by the event loop (safe to read on any thread)."""
+        return self._leases.snapshot
+
+    def _load(self) -> None:
+        if self.db is None:  # opened read-only before this queue was ever written
+            return
+        with self.store.env.begin(db=self.db) as txn:
+            entries = txn.stat(self.db)["entries"]
+            cursor = txn.cursor()
+            if cursor.last():
+                self.next_seq = KEY.unpack(cursor.key())[0] + 1
+            if cursor.first():
+                self._read_from = KEY.unpack(cursor.key())[0]
+                self.oldest_ms = enqueued_ms(cursor.value())
+            stats = txn.get(self.stats_key(), db=self.store.meta_db) if self.store.meta_db is not None else None
+            items, size = STATS.unpack(stats) if stats is not None else _scan_totals(txn, self.db)
+        self.stored = Totals(entries, items, size)
+        self.entries, self.items, self.bytes = entries, items, size
+        if entries:
+            self._available.set()
+
+    def stats_key(self) -> bytes:
+        return f"stats:{self.name}".encode()
+
+    # ---- consuming -------------------------------------------------------------------------
+
+    @property
+    def available_items(self) -> int:
+        return self.items - self._leases.items
+
+    @property
+    def available_entries(self) -> int:
+        return self.entries - len(self._leases)
+
+    def capacity_used(self) -> int:
+        return self.capacity.used(self.entries, self.items, self.bytes)
+
+    async def wait_available(self) -> None:
+        await self._available.wait()
+
+    async def wait_items(self, count: int, deadline: float) -> None:
+        """Wait until `count` items are available or the loop clock reaches `deadline`."""
+        loop = asyncio.get_running_loop()
+        while self.available_items < count:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._grew.clear()
+            try:
+                await asyncio.wait_for(self._grew.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def lease(self, max_items: int, max_entries: int = 0, newest_first: bool = False) -> Lease | None:
+        """The oldest unleased records, up to `max_items` items (at least one record), or None if empty.
+
+        All records of a lease share the batch key of the first one; records with other keys are
+        left for later leases. `newest_first` takes the newest records instead (their bodies still
+        in the order they were queued), so current data goes out before a backlog."""
+        async with self._lease_lock:
+            if self.available_entries <= 0:
+                self._available.clear()
+                return None
+            leased = self._leases.seqs()
+            start = None if newest_first else self._read_from
+            skip = leased if newest_first else frozenset(seq for seq in leased if seq >= self._read_from)
+            found = await asyncio.to_thread(read_batch, self.store, self.db, start, skip, max_items, max_entries)
+            if newest_first:
+                found.records.reverse()
+                found.bodies.reverse()
+            elif found.first_skipped is not None:
+                self._read_from = found.first_skipped
+            elif found.last_seq is not None:
+                self._read_from = found.last_seq + 1
+            self._leases.add(found.records)
+            if found.corrupt:
+                self._quarantine_seqs(found.corrupt)
+            if self.available_entries <= 0:
+                self._available.clear()
+            if not found.records:
+                return None
+            items = sum(items for _, items in found.records)
+            return Lease(self, [seq for seq, _ in found.records], found.bodies, items, found.attempts)
+
+    def quarantine(self, lease: QueueLease, indexes: list[int], reason: str) -> None:
+        """Take records of a lease that turned out not to decode (their request does not parse)
+        out of it and quarantine them; the lease goes on with the rest."""
+        bad = set(indexes)
+        if not bad:
+            return
+        corrupt = [(seq, reason) for index, seq in enumerate(lease.seqs) if index in bad]
+        lease.items -= self._leases.items_of([seq for seq, _ in corrupt])
+        lease.seqs = [seq for index, seq in enumerate(lease.seqs) if index not in bad]
+        lease.bodies = [body for index, body in enumerate(lease.bodies) if index not in bad]
+        # the records stay leased (so no one else reads them) until the quarantine commits
+        self._quarantine_seqs(corrupt, already_leased=True)
+
+    def _quarantine_seqs(self, corrupt: list[tuple[int, str]], already_leased: bool = False) -> None:
+        """Move records that do not decode to the dead-letter store; the queue goes on without them."""
+        seqs = [seq for seq, _ in corrupt]
+        if not already_leased:
+            self._leases.add([(seq, 0) for seq in seqs])
+        for seq, reason in corrupt:
+            log.error("queue record does not decode; quarantined it in the dead-letter store",
+                      extra={"queue": self.name, "seq": seq, "reason": reason})
+
+        def settled(future: asyncio.Future) -> None:
+            self._leases.remove(seqs)
+            if self.available_entries > 0:
+                self._available.set()
+        future = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter={
+            "queue": self.name, "reason": "corrupt", "error": corrupt[0][1], "status": None}, quarantine=True))
+        future.add_done_callback(settled)
+
+    def _end_lease(self, lease: QueueLease) -> list[int]:
+        if lease.done:
+            raise RuntimeError("lease already ended")
+        lease.done = True
+        self._leases.remove(lease.seqs)
+        return lease.seqs
+
+    def release(self, lease: QueueLease, attempts: int | None = None) -> asyncio.Future | None:
+        """Give the records back; they are handed out again first. Optionally record the attempts made."""
+        seqs = self._end_lease(lease)
+        if seqs:
+            self._read_from = min(self._read_from, min(seqs))
+            if self.available_entries > 0:
+                self._available.set()
+        if attempts is not None and lease.seqs:
+            return self.store.submit(lambda fut: SetAttempts(self, lease.seqs, attempts, fut))
+        return None
+
+    def ack(self, lease: QueueLease) -> asyncio.Future:
+        """Delete delivered records; awaiting the returned future is optional.
+
+        The records stay out of every lease until the delete commits. Acks linger in the writer so
+        that many share one commit (less flash wear); a crash before that commit only means those
+        records are delivered again."""
+        if lease.done:
+            raise RuntimeError("lease already ended")
+        lease.done = True
+        seqs = lease.seqs
+        future = self.store.submit(lambda fut: Delete(self, seqs, fut))
+        future.add_done_callback(lambda done: self._acked(seqs, done))
+        return future
+
+    def _acked(self, seqs: list[int], future: asyncio.Future) -> None:
+        self._leases.remove(seqs)
+        if future.cancelled() or future.exception() is not None:  # still stored: hand them out again
+            self._read_from = min(self._read_from, min(seqs, default=self._read_from))
+        # between the commit and this callback `available_entries` undercounted, and a lease may
+        # have found nothing and cleared the event: wake the consumers again
+        if self.available_entries > 0:
+            self._available.set()
+
+    async def dead_letter(self, lease: QueueLease, description: dict[str, Any],
+                          bodies: list[tuple[bytes, int]] | None = None) -> None:
+        """Move records to the dead-letter store with the reason they were rejected.
+
+        With `bodies` (request, items), those are stored instead of the lease's records: the parts
+        of a split request that the upstream refused, while the rest was delivered."""
+        seqs = self._end_lease(lease)
+        now_ms = int(time.time() * 1000)
+        replacement = None if bodies is None else [record.encode(self.signal, items, now_ms, body, None)
+                                                   for body, items in bodies]
+        await self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name),
+                                                   replacement=replacement))
+
+    # ---- bookkeeping applied on the loop after each commit ---------------------------------
+
+    def apply(self, delta: Totals, oldest_ms: int | None) -> None:
+        self.entries += delta.entries
+        self.items += delta.items
+        self.bytes += delta.bytes
+        if oldest_ms is not None:
+            self.oldest_ms = oldest_ms
+        if delta.entries > 0:
+            self._grew.set()
+        if self.available_entries > 0:
+            self._available.set()
+
+
+# ---- the byte-level read API (worker threads) ----------------------------------------------
+
+@dataclass
+class Batch:
+    """What one lease read found."""
+
+    records: list[tuple[int, int]]  # (seq, items)
+    bodies: list[bytes]
+    attempts: int
+    corrupt: list[tuple[int, str]]
+    last_seq: int | None
+    first_skipped: int | None
+
+
+def read_batch(store: QueueStore, db: Any, start: int | None, skip: frozenset[int], max_items: int,
+               max_entries: int) -> Batch:
+    """Read and decompress the next records in key order from `start`, or backwards from the
+    newest when `start` is None; all of one batch key, up to `max_items` / `max_entries`."""
+    found = Batch([], [], 0, [], None, None)
+    items = scanned = 0
+    batch_key = None
+    decompressor = zstandard.ZstdDecompressor()
+    with store.reading(db) as txn:
+        cursor = txn.cursor()
+        if start is None:
+            if not cursor.last():
+                return found
+            walk = cursor.iterprev()
+        elif cursor.set_range(KEY.pack(start)):
+            walk = iter(cursor)
+        else:
+            return found
+        for key, value in walk:
+            seq = KEY.unpack(key)[0]
+            if seq in skip:
+                continue
+            scanned += 1
+            if scanned > _MAX_SCAN:
+                break
+            try:
+                header = record.decode_header(value)
+                if batch_key is None:
+                    batch_key = header.batch_key
+                elif header.batch_key != batch_key:
+                    if found.first_skipped is None:
+                        found.first_skipped = seq
+                    continue
+                if found.records and (items + header.items > max_items
+                                      or (max_entries and len(found.records) >= max_entries)):
+                    break
+                found.bodies.append(record.decode_body(value, header, decompressor))
+            except CorruptRecordError as exc:
+                found.corrupt.append((seq, str(exc)))
+                found.last_seq = seq
+                continue
+            found.records.append((seq, header.items))
+            items += header.items
+            found.attempts = max(found.attempts, header.attempts)
+            found.last_seq = seq
+            if items >= max_items or (max_entries and len(found.records) >= max_entries):
+                break
+    return found
+
+
+def scan_table(store: QueueStore, table: Table) -> Iterator[StoredRecord | Corrupt]:
+    """Every record of a table, headers only, in key order, from one read snapshot that stays
+    open until the caller has read the last one (so a large table is never held in memory)."""
+    if table.db is None:
+        return
+    with store.reading(table.db) as txn:
+        for key, value in txn.cursor():
+            try:
+                header = record.decode_header(value)
+            except CorruptRecordError as exc:
+                yield Corrupt(bytes(key), str(exc))
+                continue
+            yield StoredRecord(bytes(key), header.items, len(value), header.enqueued_ms, header.batch_key)
+
+
+def read_prefixes(store: QueueStore, table: Table,
+                  prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]], list[Corrupt]]:
+    """The records whose key starts with each prefix, with their requests."""
+    out: dict[bytes, list[StoredRecord]] = {}
+    corrupt: list[Corrupt] = []
+    decompressor = zstandard.ZstdDecompressor()
+    with store.reading(table.db) as txn:
+        cursor = txn.cursor()
+        for prefix in prefixes:
+            if not cursor.set_range(prefix):
+                continue
+            for key, value in cursor:
+                key = bytes(key)
+                if key[:len(prefix)] != prefix:
+                    break
+                try:
+                    header = record.decode_header(value)
+                    body = record.decode_body(value, header, decompressor)
+                except CorruptRecordError as exc:
+                    corrupt.append(Corrupt(key, str(exc)))
+                    continue
+                out.setdefault(prefix, []).append(StoredRecord(key, header.items, len(value), header.enqueued_ms,
+                                                               header.batch_key, body))
+    return out, corrupt
+
+
+def _scan_totals(txn: Any, db: Any) -> tuple[int, int]:
+    items = size = 0
+    for _, value in txn.cursor(db=db):
+        size += len(value)
+        items += items_of(value)
+    return items, size

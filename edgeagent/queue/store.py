@@ -1,0 +1,682 @@
+"""Durable queues in one LMDB environment.
+
+Design note
+===========
+Invariants
+  * `put()` returns only after the write transaction that holds the record has committed
+    (and, with `sync=True`, the default, after LMDB's fsync). Receivers answer clients only
+    after that: an OK means the data is on disk.
+  * A record leaves its queue only by `ack()` (delivered), `dead_letter()` (permanently
+    rejected: moved to the dead-letter sub-database in the same transaction) or an explicit,
+    counted drop (`drop_oldest` when full, `max_age`, a purge). Never silently.
+  * Records are handed out in key order; per queue, keys are big-endian sequence numbers, so
+    LMDB's B-tree order is arrival order.
+  * The pages in use stay under the storage budget (`max_size`); LMDB's map is set with
+    headroom above it, so a full map or a full filesystem (ENOSPC) is a refusal or an
+    eviction, never a crash.
+
+Ownership
+  * One writer thread owns every write to the environment (py-lmdb transactions belong to
+    the thread that opened them). It takes all pending operations, applies them in one
+    transaction and commits once: group commit, so throughput grows with concurrency instead
+    of being capped by fsyncs. Requests are zstd-compressed by `put` on the event loop before
+    they reach it, once however many queues they go to. Compressing on other threads costs
+    more than it saves: each hand-over waits for the GIL, which the busy event loop holds.
+  * The writer owns the authoritative totals (entries, items, bytes per queue, pages in use);
+    the event loop owns leases and a mirror of the totals, which the writer updates after
+    each commit. The writer learns which records are leased only from the immutable snapshot
+    each queue publishes (reader.py), never from the loop's own lease state.
+  * Modules: store.py (this: environment, writer thread, group commit), ops.py (the writer's
+    operations, each applying itself to the transaction), eviction.py (full policy, max_age),
+    reader.py (leases and the byte-level read API), environment.py (files, lock, modes),
+    salvage.py (reading a damaged data file page by page), api.py (the Protocols the sender
+    and the tail-sampling stage depend on).
+
+Key layout
+  * `q:<queue name>`  key: 8-byte big-endian sequence; value: a record (record.py): a
+    header (format version, signal, codec, flags, item count, enqueue time in unix ms,
+    attempts, optional batch key) followed by the zstd-compressed export request.
+  * `meta`            key: `stats:<queue name>`; value: total items and bytes of that queue,
+    written in the same transaction as the records they count, so they are always exact
+    and opening a large backlog needs no scan.
+  * `deadletter`      see deadletter.py.
+
+Several exporters
+  * Each exporter has its own queue per signal; a request fanned out to two exporters is
+    written to both queues in one transaction. A slow or offline exporter never holds back
+    another, and every queue keeps the simple "delete on ack" invariant. The price is disk:
+    N exporters store N copies. On an edge device that usually has one upstream this costs
+    nothing; with two it doubles the queue, which the budget (`max_size_mib`) bounds. One
+    stored copy with a cursor per exporter would save that space but would need reference
+    counts for eviction and out-of-order acks across exporters.
+
+Crash and restart
+  * LMDB transactions are atomic: after a crash the environment holds exactly the
+    committed transactions. Leases live only in memory, so records that were leased but not
+    acknowledged are read again after a restart (at-least-once; duplicates are limited to
+    what was in flight).
+  * A data file that LMDB cannot open is moved aside with a timestamp, every intact record
+    that can still be read from it is salvaged into the fresh queue (counted, with what was
+    lost), and the queue goes on. A file we may not read or write (wrong owner) is never
+    taken for corruption: the agent refuses to start and names the fix.
+  * A record that does not decode is quarantined: moved to the dead-letter store with reason
+    `corrupt`, counted, logged once with its key; the records after it keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue as thread_queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import lmdb
+import zstandard
+
+from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
+from edgeagent.queue import deadletter, environment, reader, record, salvage
+from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord
+from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
+from edgeagent.queue.environment import StorageAccessError, StorageLockedError
+from edgeagent.queue.eviction import evict, expire, make_room
+from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
+from edgeagent.queue.ops import (
+    KEY,
+    STATS,
+    Atomic,
+    Call,
+    Commit,
+    Context,
+    Delete,
+    Put,
+    Totals,
+    TxnState,
+    WriterOp,
+    enqueued_ms,
+    items_of,
+)
+from edgeagent.queue.reader import DurableQueue, Lease, Table
+from edgeagent.signals import Signal
+
+__all__ = ["DEFAULT_MAP_SIZE", "DurableQueue", "Lease", "QueueStore", "StorageAccessError", "StorageLockedError",
+           "Table"]
+
+log = logging.getLogger(__name__)
+
+_MAX_OPS_PER_COMMIT = 1024
+_SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
+_LINGER = 0.010  # seconds a busy writer waits for more puts before it commits
+_ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
+_ACK_LINGER = 0.25  # seconds acks wait for company before they commit
+# LMDB reserves address space, not disk: the file grows only as pages are used.
+DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
+
+DropCallback = Callable[[DurableQueue, str, int, int], None]  # queue, reason, items, records
+
+
+class _Gate:
+    """Readers share the environment; a live compaction needs it alone (it closes and reopens it)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class QueueStore:
+    """One LMDB environment with its writer thread; hands out `DurableQueue`s by name (the
+    `StageStore` of api.py for the tail-sampling stage)."""
+
+    def __init__(self, directory: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE,
+                 limits: StorageLimits = StorageLimits(), compression_level: int = 1, lock_timeout: float = 1.0,
+                 compact_on_start: bool = False, compaction_scratch: str | None = None,
+                 on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None,
+                 on_quarantine: Callable[[Any, int], None] | None = None,
+                 on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None,
+                 read_only: bool = False):
+        self.directory = directory
+        self.sync = sync
+        self.limits = limits
+        self.map_size = limits.map_size(map_size)
+        self.compression_level = compression_level
+        self.lock_timeout = lock_timeout
+        self.compact_on_start = compact_on_start
+        self.compaction_scratch = compaction_scratch
+        self.on_corrupt = on_corrupt
+        self.on_drop = on_drop
+        self.on_quarantine = on_quarantine  # (queue or table, records)
+        self.on_salvage = on_salvage  # (records salvaged, records lost)
+        self.control_socket = control_socket
+        self.read_only = read_only  # for commands beside a stopped agent: reads, never writes a file
+        self.env: lmdb.Environment | None = None
+        self.meta_db = None
+        self.deadletter_db = None
+        self.queues: dict[str, DurableQueue] = {}
+        self.tables: dict[str, Table] = {}
+        self.page_size = 4096
+        self.pages_in_use = 0  # bytes; owned by the writer
+        self.deadletter_entries = 0
+        self.compactions = 0
+        self.full = False  # the last put was refused for lack of room
+        self.gate = _Gate()
+        self._lock_file: IO[str] | None = None
+        self._ops: thread_queue.SimpleQueue = thread_queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self._last_sweep = 0.0
+        self._previous_puts = 0
+        self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
+        self._loop_compressor = record.compressor(compression_level)  # the event loop's
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
+        environment.check_owner(self.directory)
+        environment.private_directory(self.directory)
+        self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
+        environment.check_access(self.directory)
+        if self.compact_on_start and os.path.exists(os.path.join(self.directory, "data.mdb")):
+            try:
+                compact(self.directory, self.compaction_scratch)
+            except lmdb.Error as exc:
+                log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+        except (lmdb.Error, CorruptRecordError) as exc:
+            if environment.is_access_error(exc):
+                raise environment.access_error(os.path.join(self.directory, "data.mdb"), exc) from None
+            self._start_fresh(exc)
+        self._open_dbs()
+        environment.ensure_ballast(self.directory)
+        self.page_size = self.env.stat()["psize"]
+        with self.env.begin() as txn:
+            self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
+            self.pages_in_use = self._measure_pages(txn)
+
+    def _open_read_only(self) -> None:
+        """Open without creating or changing any file: refused while an agent holds the queue (its
+        control socket serves the reads then); sub-databases not yet created read as empty."""
+        holder = environment.lock_holder(self.directory)
+        if holder is not None:
+            raise StorageLockedError(environment.refusal(self.directory, holder), holder)
+        if os.path.exists(os.path.join(self.directory, "data.mdb")):
+            self.env = environment.open_readonly(self.directory)
+            self.page_size = self.env.stat()["psize"]
+        self._open_dbs()
+        if self.env is not None and self.deadletter_db is not None:
+            with self.env.begin() as txn:
+                self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
+                self.pages_in_use = self._measure_pages(txn)
+
+    def sub_database(self, name: bytes) -> Any:
+        """Open (create) a sub-database; None when read-only and it does not exist yet."""
+        if self.env is None:
+            return None
+        try:
+            return self.env.open_db(name, create=not self.read_only)
+        except lmdb.Error:
+            if self.read_only:
+                return None
+            raise
+
+    def _start_fresh(self, exc: BaseException) -> None:
+        """Move a data file that does not open aside, start a fresh one, and salvage into it what can be read."""
+        moved = environment.move_aside(self.directory)
+        self.env = environment.open_env(self.directory, self.map_size, self.sync)
+        found = salvage.Salvage(os.path.join(moved, "data.mdb"))
+        written = salvage.restore(self.env, found)
+        lost_records = found.lost + found.salvaged - written
+        lost = f"{lost_records} lost" if found.counted else "its index unreadable, so records lost are not counted"
+        message = (f"queue data file in {self.directory} does not open ({exc}); moved it to {moved} and started a "
+                   f"fresh queue with the {written} records that could still be read ({lost})")
+        log.error(message, extra={"salvaged": written, "lost": lost_records})
+        if self.on_corrupt:
+            self.on_corrupt(message)
+        if self.on_salvage:
+            self.on_salvage(written, lost_records)
+
+    def _open_dbs(self) -> None:
+        self.meta_db = self.sub_database(b"meta")
+        self.deadletter_db = self.sub_database(b"deadletter")
+        for queue in self.queues.values():
+            queue.db = self.sub_database(f"q:{queue.name}".encode())
+        for table in self.tables.values():
+            table.db = self.sub_database(table.name.encode())
+
+    def queue(self, name: str, signal: Signal, capacity: QueueCapacity = QueueCapacity()) -> DurableQueue:
+        if name not in self.queues:
+            self.queues[name] = DurableQueue(self, name, signal, capacity)
+        return self.queues[name]
+
+    def table(self, name: str) -> Table:
+        """A stage's own sub-database of records, kept next to the queues (written only in `atomic`)."""
+        if name not in self.tables:
+            self.tables[name] = Table(name, self.sub_database(name.encode()))
+        return self.tables[name]
+
+    def start(self) -> None:
+        """Start the writer thread; call from the event loop that will await puts."""
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, name=f"lmdb-writer:{self.directory}", daemon=True)
+        self._writer.start()
+
+    async def close(self) -> None:
+        """Finish every pending commit, stop the writer and close the environment. Idempotent."""
+        if self._writer is not None:
+            self._closing = True
+            self._ops.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ---- sizes -------------------------------------------------------------------------------
+
+    def file_size(self) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.directory, "data.mdb"))
+        except OSError:
+            return 0
+
+    def live_bytes(self) -> int:
+        return sum(queue.bytes for queue in self.queues.values())
+
+    def _measure_pages(self, txn: lmdb.Transaction) -> int:
+        """Bytes of pages in use by every sub-database (free pages excluded)."""
+        pages = 0
+        names = [name for name, _ in txn.cursor()]
+        for name in names:
+            try:
+                stat = txn.stat(self.env.open_db(name, txn=txn, create=False))
+            except lmdb.Error:
+                continue
+            pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        main = self.env.stat()
+        pages += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
+        return pages * self.page_size
+
+    # ---- reads (worker threads) ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reading(self, db: Any) -> Iterator[lmdb.Transaction]:
+        """A read snapshot of one sub-database; a live compaction waits until it ends."""
+        with self.gate.shared(), self.env.begin(db=db, buffers=True) as txn:
+            yield txn
+
+    def scan(self, table: Table) -> Iterator[StoredRecord | Corrupt]:
+        return reader.scan_table(self, table)
+
+    def read_prefixes(self, table: Table, prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]],
+                                                                          list[Corrupt]]:
+        return reader.read_prefixes(self, table, prefixes)
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    async def put(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal,
+                  batch_key: bytes = b"", attributes: bytes = b"") -> None:
+        """Append one request to every queue in `targets` in a single commit; returns once durable.
+
+        `batch_key` (the batch processor's metadata_keys values) keeps records with different keys
+        out of one upstream request. `attributes` (a serialized KeyValueList) are added to every
+        span, log record or data point when the record is read. Raises QueueFullError (retryable)
+        when there is no room."""
+        if self._closing or self._writer is None:
+            raise ShutdownError("the queue is closing")
+        payload = self._loop_compressor.compress(body)
+        futures = []
+        for target in targets:
+            future = self._loop.create_future()
+            self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes))
+            futures.append(future)
+        await asyncio.gather(*futures)
+
+    def atomic(self, function: Callable[[StageTransaction], Any]) -> asyncio.Future:
+        """Run `function(writer)` on the writer thread inside the next commit, all or nothing;
+        the future resolves to its result once that commit is durable."""
+        return self.submit(lambda fut: Atomic(function, fut))
+
+    def submit(self, make_op: Callable[[asyncio.Future], WriterOp]) -> asyncio.Future:
+        future = self._loop.create_future()
+        if self._writer is None:
+            future.set_exception(ShutdownError("the queue is closed"))
+            return future
+        self._ops.put(make_op(future))
+        return future
+
+    def call(self, function: Callable[[], Any]) -> asyncio.Future:
+        """Run `function` on the writer thread, between two commits."""
+        return self.submit(lambda fut: Call(function, fut))
+
+    def _write_loop(self) -> None:
+        self.writer_compressor = record.compressor(self.compression_level)  # for atomic operations
+        stopping = False
+        wait = _SWEEP_INTERVAL if self.limits.max_age else None
+        while not stopping:
+            try:
+                ops = [self._ops.get(timeout=wait)]
+            except thread_queue.Empty:
+                ops = []
+            self._gather(ops)
+            if None in ops:
+                stopping = True
+                ops = [op for op in ops if op is not None]
+                while True:  # anything queued behind the stop marker is still committed
+                    try:
+                        op = self._ops.get_nowait()
+                    except thread_queue.Empty:
+                        break
+                    if op is not None:
+                        ops.append(op)
+            calls = [op for op in ops if op.between_commits]
+            ops = [op for op in ops if not op.between_commits]
+            sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
+            if ops or sweep:
+                self._commit(ops, sweep)
+            for op in calls:
+                self._run_call(op)
+
+    def _gather(self, ops: list[Any]) -> None:
+        """Take every pending operation, and linger briefly so that one commit carries more.
+
+        Each synced commit rewrites several B-tree, free-list and meta pages besides the records
+        (30 to 70 KiB here), so fewer, larger commits mean fewer bytes written per byte queued:
+        less flash wear. Puts linger only when the previous commit already carried several (so a
+        lone request is never delayed), until the commit carries _ENOUGH_TO_COMMIT bytes and
+        never longer than _LINGER. Acks, which nobody waits for, linger up to _ACK_LINGER unless
+        a put arrives; an ack commit rewrites LMDB's free list, which grows as a backlog drains.
+        The price is duplicates after a crash: acks not yet committed are sent again."""
+        while len(ops) < _MAX_OPS_PER_COMMIT:
+            try:
+                ops.append(self._ops.get_nowait())
+            except thread_queue.Empty:
+                break
+        real = [op for op in ops if op is not None]
+        puts = sum(op.client_waits for op in real)
+        put_bytes = sum(op.put_bytes for op in real)
+        if len(real) < len(ops):
+            linger = 0.0
+        elif puts:
+            linger = _LINGER if self._previous_puts >= 2 else 0.0
+        else:
+            linger = _ACK_LINGER if any(op.lingers for op in real) else 0.0
+        deadline = time.monotonic() + linger
+        while linger and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                op = self._ops.get(timeout=remaining)
+            except thread_queue.Empty:
+                break
+            ops.append(op)
+            if op is None:
+                break
+            if op.client_waits:
+                puts += 1
+                put_bytes += op.put_bytes
+                if puts == 1:  # a put ends an ack linger: it has a client waiting
+                    break
+        self._previous_puts = puts
+
+    def _run_call(self, op: Call) -> None:
+        try:
+            result = op.function()
+        except Exception as exc:  # reported to the caller, who logs it
+            self._loop.call_soon_threadsafe(_settle, op.future, None, exc)
+        else:
+            self._loop.call_soon_threadsafe(_settle, op.future, result, None)
+
+    def _commit(self, ops: list[WriterOp], sweep: bool = False) -> None:
+        now_ms = int(time.time() * 1000)
+        for op in ops:
+            op.prepare(now_ms)
+        try:
+            result = self._transaction(ops, now_ms, sweep)
+        except lmdb.Error as exc:
+            need = sum(footprint(op.put_bytes, self.page_size) for op in ops)
+            if not environment.out_of_space(exc, self.directory, need):
+                log.exception("queue commit failed in %s", self.directory)
+                self._report(Commit(failed=[(op.future, exc) for op in ops]))
+                return
+            result = self._commit_when_out_of_space(ops, now_ms, exc)
+        else:
+            if not self.full and not os.path.exists(environment.ballast_path(self.directory)):
+                environment.ensure_ballast(self.directory)  # room came back: rebuild the reserve
+        self._report(result)
+
+    def _commit_when_out_of_space(self, ops: list[WriterOp], now_ms: int, exc: Exception) -> Commit:
+        """The map or the filesystem is full: keep the deletes, then refuse or make room for the puts."""
+        puts = [op for op in ops if op.put_bytes]
+        others = [op for op in ops if not op.put_bytes]
+        result = Commit()
+        # Deletes need free pages too (LMDB copies on write): the ballast's room lets them through.
+        if environment.drop_ballast(self.directory):
+            log.warning("queue storage is out of space; released the reserve so that deletes can proceed",
+                        extra={"directory": self.directory})
+        if others:
+            try:
+                result = self._transaction(others, now_ms)
+            except lmdb.Error as retry_exc:
+                log.error("queue storage in %s is out of space; even deletes fail: %s", self.directory, retry_exc)
+                result.failed += [(op.future, retry_exc) for op in others]
+        if puts and self.limits.full_policy == "drop_oldest":
+            try:
+                need = sum(footprint(op.put_bytes, self.page_size) for op in puts) * 4 + (1 << 20)
+                result.merge(self._transaction([], now_ms, evict_bytes=need))
+                result.merge(self._transaction(puts, now_ms))
+                return result
+            except lmdb.Error:
+                pass
+        self.full = True
+        full = QueueFullError(f"queue storage in {self.directory} is out of space ({exc})", retry_after=5.0)
+        result.failed += [(op.future, full) for op in puts]
+        return result
+
+    def _transaction(self, ops: list[WriterOp], now_ms: int, sweep: bool = False, evict_bytes: int = 0) -> Commit:
+        result = Commit()
+        state = TxnState(stored={queue: Totals(queue.stored.entries, queue.stored.items, queue.stored.bytes)
+                                 for queue in self.queues.values()}, pages=self.pages_in_use)
+        with self.env.begin(write=True) as txn:
+            ctx = Context(self, txn, result, state, now_ms)
+            if evict_bytes:
+                state.pages -= evict(ctx, evict_bytes, None, "disk_full")
+            for op in ops:
+                op.apply(ctx)
+            if sweep:
+                expire(ctx)
+            for queue in state.touched:
+                totals = state.stored[queue]
+                txn.put(queue.stats_key(), STATS.pack(max(totals.items, 0), max(totals.bytes, 0)), db=self.meta_db)
+                cursor = txn.cursor(db=queue.db)
+                result.oldest[queue] = enqueued_ms(cursor.value()) if cursor.first() else 0
+            measured = self._measure_pages(txn)
+        # committed: the writer's state moves forward
+        for queue in state.touched:
+            queue.stored = state.stored[queue]
+        for queue, seq in state.next_seqs.items():
+            queue.next_seq = seq
+        self.pages_in_use = measured
+        if sweep:
+            self._last_sweep = time.monotonic()
+        return result
+
+    def append_record(self, ctx: Context, queue: DurableQueue, value: bytes, items: int) -> bool:
+        """Append one encoded record to `queue`, making room by the full policy; False when it does not fit."""
+        state = ctx.state
+        state.touched.add(queue)
+        cost = footprint(len(value), self.page_size)
+        room = make_room(ctx, queue, items, len(value), cost)
+        if room is None:
+            self.full = True
+            return False
+        seq = state.next_seqs.get(queue, queue.next_seq)
+        ctx.txn.put(KEY.pack(seq), value, db=queue.db, append=True)
+        state.next_seqs[queue] = seq + 1
+        state.stored[queue].add(ctx.result.delta(queue), 1, items, len(value))
+        state.pages += cost - room
+        self.full = False
+        return True
+
+    def _report(self, result: Commit) -> None:
+        self._loop.call_soon_threadsafe(self._resolve, result)
+
+    def _resolve(self, result: Commit) -> None:
+        """Runs on the event loop: apply a commit's effect to in-memory state, then wake the waiters."""
+        for queue, delta in result.deltas.items():
+            queue.apply(delta, result.oldest.get(queue))
+        for (queue, reason), items in result.drops.items():
+            if self.on_drop is not None:
+                self.on_drop(queue, reason, sum(items), len(items))
+        for source, count in result.quarantined.items():
+            if self.on_quarantine is not None:
+                self.on_quarantine(source, count)
+        self.deadletter_entries += result.dead_lettered
+        for future, value in result.done:
+            if not future.done():
+                future.set_result(value)
+        for future, exc in result.failed:
+            if not future.done():
+                future.set_exception(exc)
+
+    # ---- compaction ------------------------------------------------------------------------
+
+    def compact_now(self) -> asyncio.Future:
+        """Compact the live environment between two commits; resolves to (bytes before, bytes after)."""
+        return self.call(self._compact_live)
+
+    async def compact_on_rebound(self, needed_mib: int, trigger_mib: int, interval: float) -> None:
+        """Run until cancelled: compact when the file grew large and the live data shrank (otelcol's on_rebound)."""
+        while True:
+            await asyncio.sleep(interval)
+            if rebound_due(self.file_size(), self.live_bytes(), needed_mib, trigger_mib):
+                try:
+                    await self.compact_now()
+                except Exception as exc:
+                    log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+
+    def _compact_live(self) -> tuple[int, int]:
+        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""
+        before = self.file_size()
+        started = time.monotonic()
+        staged = copy_compacted(self.env, self.directory, self.compaction_scratch)
+        with self.gate.exclusive():
+            self.env.close()
+            swap_in(staged, self.directory)
+            self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync,
+                                 metasync=self.sync, readahead=False, subdir=True, mode=0o600)
+            self._open_dbs()
+        after = self.file_size()
+        self.compactions += 1
+        log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,
+                                           "seconds": round(time.monotonic() - started, 3)})
+        return before, after
+
+    # ---- maintenance (run on the writer thread through `call`) ------------------------------
+
+    def purge(self, queue: DurableQueue) -> asyncio.Future:
+        """Delete every unleased record of a queue, counted as dropped (reason "purged")."""
+        def seqs() -> list[int]:
+            leased = queue.leased_now
+            with self.env.begin(db=queue.db) as txn:
+                return [seq for seq in (KEY.unpack(key)[0] for key, _ in txn.cursor()) if seq not in leased]
+
+        async def run() -> int:
+            targets = await self.call(seqs)
+            await self.submit(lambda fut: Delete(queue, targets, fut, reason="purged"))
+            return len(targets)
+        return asyncio.ensure_future(run())
+
+    def dead_letters(self, limit: int = 0) -> list[deadletter.DeadLetter]:
+        if self.deadletter_db is None:
+            return []
+        with self.reading(self.deadletter_db) as txn:
+            return deadletter.read(txn, self.deadletter_db, limit)
+
+    def replay_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future:
+        """Move dead letters (all when `seqs` is None) to the tail of their queues, to be sent again."""
+        return self.call(lambda: self._replay(seqs))
+
+    def purge_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future:
+        return self.call(lambda: self._purge_dead(seqs))
+
+    def _replay(self, seqs: list[int] | None) -> int:
+        result = Commit()
+        moved = 0
+        with self.env.begin(write=True) as txn:
+            for letter in deadletter.take(txn, self.deadletter_db, seqs):
+                queue = self.queues.get(letter.description.get("queue", ""))
+                if queue is None:  # its exporter is gone from the config (or a stage's table): keep it
+                    deadletter.put(txn, self.deadletter_db, letter.description, letter.value,
+                                   letter.description.get("time_ms", 0))
+                    continue
+                value = record.with_attempts(letter.value, 0)
+                txn.put(KEY.pack(queue.next_seq), value, db=queue.db, append=True)
+                queue.next_seq += 1
+                queue.stored.add(result.delta(queue), 1, items_of(value), len(value))
+                txn.put(queue.stats_key(), STATS.pack(queue.stored.items, queue.stored.bytes), db=self.meta_db)
+                moved += 1
+            remaining = txn.stat(self.deadletter_db)["entries"]
+            self.pages_in_use = self._measure_pages(txn)
+        self._loop.call_soon_threadsafe(self._set_dead_letters, remaining, result)
+        return moved
+
+    def _purge_dead(self, seqs: list[int] | None) -> int:
+        with self.env.begin(write=True) as txn:
+            taken = deadletter.take(txn, self.deadletter_db, seqs)
+            remaining = txn.stat(self.deadletter_db)["entries"]
+            self.pages_in_use = self._measure_pages(txn)
+        self._loop.call_soon_threadsafe(self._set_dead_letters, remaining, Commit())
+        return len(taken)
+
+    def _set_dead_letters(self, remaining: int, result: Commit) -> None:
+        self.deadletter_entries = remaining
+        self._resolve(result)
+
+
+def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
