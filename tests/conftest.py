@@ -25,20 +25,15 @@ PROCESS_FIXTURES = {"agents", "redis_server", "kafka", "otelcol", "validate"}
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        relative = Path(item.path).resolve().relative_to(TESTS)
-        if relative.parts[0] in E2E_DIRECTORIES or PROCESS_FIXTURES.intersection(item.fixturenames):
+        if _directory(item) in E2E_DIRECTORIES or PROCESS_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.e2e)
-        if _shares_a_module_fixture(item):
-            # one xdist worker runs the module (with --dist loadgroup), so its fixture is built once
-            item.add_marker(pytest.mark.xdist_group(str(relative)))
+    # Longest first: the package build and install (minutes), then the other e2e tests, then the
+    # unit tests, which fill the workers' tails when the suite runs on pytest-xdist workers.
+    items.sort(key=lambda item: 0 if _directory(item) == "packaging" else 1 if item.get_closest_marker("e2e") else 2)
 
 
-def _shares_a_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(definition.scope == "module" for definitions in info.name2fixturedefs.values()
-               for definition in definitions)
+def _directory(item: pytest.Item) -> str:
+    return Path(item.path).resolve().relative_to(TESTS).parts[0]
 
 
 @pytest.fixture
