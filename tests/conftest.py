@@ -27,9 +27,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _directory(item) in E2E_DIRECTORIES or PROCESS_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.e2e)
-    # Longest first: the package build and install (minutes), then the other e2e tests, then the
-    # unit tests, which fill the workers' tails when the suite runs on pytest-xdist workers.
-    items.sort(key=lambda item: 0 if _directory(item) == "packaging" else 1 if item.get_closest_marker("e2e") else 2)
+    items.sort(key=_start_order)
+
+
+def _start_order(item: pytest.Item) -> int:
+    """Longest first, so the unit tests fill the workers' tails when the suite runs on pytest-xdist
+    workers. The .deb tests lead together: the first worker takes the first two tests, so one worker
+    builds the package (minutes) for both instead of another waiting for it."""
+    if Path(item.path).resolve() == TESTS / "packaging" / "test_debian_package.py":
+        return 0
+    return 1 if item.get_closest_marker("e2e") else 2
 
 
 def _directory(item: pytest.Item) -> str:
