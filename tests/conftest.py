@@ -25,20 +25,22 @@ PROCESS_FIXTURES = {"agents", "redis_server", "kafka", "otelcol", "validate"}
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        relative = Path(item.path).resolve().relative_to(TESTS)
-        if relative.parts[0] in E2E_DIRECTORIES or PROCESS_FIXTURES.intersection(item.fixturenames):
+        if _directory(item) in E2E_DIRECTORIES or PROCESS_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.e2e)
-        if _shares_a_module_fixture(item):
-            # one xdist worker runs the module (with --dist loadgroup), so its fixture is built once
-            item.add_marker(pytest.mark.xdist_group(str(relative)))
+    items.sort(key=_start_order)
 
 
-def _shares_a_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
-    return any(definition.scope == "module" for definitions in info.name2fixturedefs.values()
-               for definition in definitions)
+def _start_order(item: pytest.Item) -> int:
+    """Longest first, so the unit tests fill the workers' tails when the suite runs on pytest-xdist
+    workers. The .deb tests lead together: the first worker takes the first two tests, so one worker
+    builds the package (minutes) for both instead of another waiting for it."""
+    if Path(item.path).resolve() == TESTS / "packaging" / "test_debian_package.py":
+        return 0
+    return 1 if item.get_closest_marker("e2e") else 2
+
+
+def _directory(item: pytest.Item) -> str:
+    return Path(item.path).resolve().relative_to(TESTS).parts[0]
 
 
 @pytest.fixture

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 
 from tests.helpers.net import free_port
@@ -41,6 +43,11 @@ class AgentProcess:
     def start(self, wait: float = 30.0) -> "AgentProcess":
         env = {**os.environ, **self.env}
         env.pop("EDGEAGENT_UPSTREAM", None) if "EDGEAGENT_UPSTREAM" not in self.env else None
+        # the agent says READY=1 over sd_notify once its receivers are up: wait for that, not a poll
+        # (unless the test listens on NOTIFY_SOCKET itself)
+        self._readiness = None if "NOTIFY_SOCKET" in self.env else Readiness()
+        if self._readiness is not None:
+            env["NOTIFY_SOCKET"] = self._readiness.address
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen([*self.command, *self.args], env=env,
                                         stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL)
@@ -50,7 +57,10 @@ class AgentProcess:
                 raise RuntimeError(f"agent exited with {self.process.returncode}:\n{self.log()}")
             if self.health("/health/ready")[0] == 200:
                 return self
-            time.sleep(0.1)
+            if self._readiness is not None and not self._readiness.ready:
+                self._readiness.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+            else:
+                time.sleep(0.05)
         raise RuntimeError(f"agent not ready after {wait}s:\n{self.log()}")
 
     def log(self) -> str:
@@ -106,3 +116,29 @@ class AgentProcess:
     def _close(self) -> None:
         if self.log_path and hasattr(self, "_log") and not self._log.closed:
             self._log.close()
+        if getattr(self, "_readiness", None) is not None:
+            self._readiness.close()
+
+
+class Readiness:
+    """The sd_notify socket an agent is started with, in the abstract namespace (no file to remove).
+
+    It stays open while the agent runs, so its STOPPING=1 at shutdown finds a listener."""
+
+    def __init__(self) -> None:
+        self.address = f"@edgeagent-tests-{uuid.uuid4().hex}"
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._socket.bind("\0" + self.address[1:])
+        self.ready = False
+
+    def wait(self, timeout: float) -> None:
+        """Until READY=1 arrives or `timeout` passes."""
+        self._socket.settimeout(timeout)
+        try:
+            while not self.ready:
+                self.ready = b"READY=1" in self._socket.recv(4096).split(b"\n")
+        except (TimeoutError, OSError):
+            return
+
+    def close(self) -> None:
+        self._socket.close()

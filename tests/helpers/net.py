@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
+import random
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 _HANDED_OUT: set[int] = set()
 # Every test process (each pytest-xdist worker, each concurrent test run) takes a one-byte POSIX lock
@@ -15,6 +17,7 @@ _HANDED_OUT: set[int] = set()
 # it exits, so nothing is left to clean up, and a port stays with the process that took it.
 _RESERVATIONS = os.path.join(tempfile.gettempdir(), "edgeagent-test-ports.lock")
 _reservations_fd: int | None = None
+_LOWEST = 10_000
 
 
 def _reserve(port: int) -> bool:
@@ -29,15 +32,41 @@ def _reserve(port: int) -> bool:
     return True
 
 
-def free_port() -> int:
-    """A loopback port that is free now and that no test process has handed out before: the kernel
-    may give the same ephemeral port to two binds in a row, in one process or in two xdist workers,
-    and an agent whose gRPC and HTTP receivers got one port between them fails to start."""
-    for _ in range(1000):
+def _candidates() -> Iterator[int]:
+    """Ports below the kernel's ephemeral range, from a random start: neither an outgoing connection
+    nor a bind to port 0, in any process, is given one of them between our check and the agent's
+    bind. Where that range is empty, ports the kernel picks as free."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            ephemeral_low = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    if ephemeral_low - _LOWEST >= 1000:
+        start = random.randrange(_LOWEST, ephemeral_low)
+        yield from range(start, ephemeral_low)
+        yield from range(_LOWEST, start)
+        return
+    while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _HANDED_OUT and _reserve(port):
+            yield sock.getsockname()[1]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A loopback port that is free now and that no test process has handed out before: two agents,
+    or an agent's gRPC and HTTP receivers, never get one port between them, in one process or in two
+    xdist workers."""
+    for port in itertools.islice(_candidates(), 5000):
+        if port not in _HANDED_OUT and _bindable(port) and _reserve(port):
             _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no loopback port left that was not handed out already")

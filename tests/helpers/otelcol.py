@@ -202,15 +202,15 @@ def otelcol_binary() -> Path:
 
 
 @pytest.fixture
-def otelcol(otelcol_binary: Path, tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Otelcol]]:
-    """Start otelcol with `otelcol(config)` (a dict in otelcol's YAML shape, on loopback ports the test
-    chose); every one started is stopped by its PID at the end."""
+def otelcol(otelcol_binary: Path, tmp_path: Path) -> Iterator[Callable[[dict[str, Any] | str], Otelcol]]:
+    """Start otelcol with `otelcol(config)`: its YAML, as text or as the dict it parses to, listening on
+    loopback ports the test chose; every one started is stopped by its PID at the end."""
     started: list[Otelcol] = []
 
-    def start(config: dict[str, Any]) -> Otelcol:
+    def start(config: dict[str, Any] | str) -> Otelcol:
         directory = tmp_path / f"otelcol-{len(started)}"
         directory.mkdir()
-        collector = Otelcol(otelcol_binary, config, directory)
+        collector = Otelcol(otelcol_binary, yaml.safe_load(config) if isinstance(config, str) else config, directory)
         started.append(collector)
         return collector.start()
 

@@ -30,3 +30,11 @@ def test_a_port_handed_out_here_is_refused_to_another_process():
 def test_one_process_is_never_handed_one_port_twice():
     ports = [free_port() for _ in range(200)]
     assert len(set(ports)) == len(ports)
+
+
+def test_ports_lie_below_the_kernels_ephemeral_range_where_outgoing_connections_take_theirs():
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+        ephemeral_low = int(handle.read().split()[0])
+    if ephemeral_low < 11_000:
+        pytest.skip(f"the ephemeral range starts at {ephemeral_low}: no room below it")
+    assert all(port < ephemeral_low for port in (free_port() for _ in range(100)))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.once import once_per_run
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +31,10 @@ def package(tmp_path_factory) -> Path:
     require("dpkg-deb", "apt-get install -y dpkg")
     if not Path("/usr/bin/python3").exists():
         pytest.skip("Debian's python3 is needed to build the package")
-    out = tmp_path_factory.mktemp("deb")
+    return once_per_run(tmp_path_factory, "deb", _build)  # minutes: not once per worker
+
+
+def _build(out: Path) -> Path:
     result = subprocess.run(["bash", str(ROOT / "packaging" / "debian" / "build.sh"), str(out)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
