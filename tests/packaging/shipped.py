@@ -111,7 +111,8 @@ def loopback_overrides(document: dict, agent: AgentProcess, services: Loopback) 
     if "redis" in needs(document):
         flags += [f"processors::{name}::shared_state::redis::url={services.redis()}"
                   for name in document["processors"] if _kind(name) == "tail_sampling"]
-    flags.append(f"service::telemetry::metrics::address=127.0.0.1:{agent.metrics_port}")
+    flags.append("service::telemetry::metrics::readers=[{pull: {exporter: {prometheus: "
+                 f"{{host: 127.0.0.1, port: {agent.metrics_port}}}}}}}}}]")
     return [word for flag in flags for word in ("--set", flag)]
 
 
