@@ -132,7 +132,8 @@ class Agent:
                "--set", f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{self.http_port}",
                "--set", f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{self.grpc_port}",
                "--set", f"extensions::health_check::endpoint=127.0.0.1:{self.health_port}",
-               "--set", f"service::telemetry::metrics::address=127.0.0.1:{free_port()}"]
+               "--set", "service::telemetry::metrics::readers=[{pull: {exporter: {prometheus: "
+                       f"{{host: 127.0.0.1, port: {free_port()}}}}}}}}}]"]
         self.process = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while ingest.health_status(self.health_port) != 200:

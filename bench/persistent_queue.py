@@ -254,7 +254,8 @@ def startup(work: Path, backlog_gib: float) -> None:
         args = ["run", "--state-dir", str(state), "--set", f"extensions::health_check::endpoint=127.0.0.1:{health}",
                 "--set", f"receivers::otlp::protocols::grpc::endpoint=127.0.0.1:{free_port()}",
                 "--set", f"receivers::otlp::protocols::http::endpoint=127.0.0.1:{free_port()}",
-                "--set", f"service::telemetry::metrics::address=127.0.0.1:{free_port()}"]
+                "--set", "service::telemetry::metrics::readers=[{pull: {exporter: {prometheus: "
+                       f"{{host: 127.0.0.1, port: {free_port()}}}}}}}}}]"]
         # drop the page cache's copy of the backlog when allowed, so the start reads it from disk; then
         # warm the interpreter's own files, so the figure is about the queue, not about importing Python
         subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], capture_output=True)
