@@ -286,7 +286,7 @@ async def _python_worker(url: str, seconds: float, connections: int, bodies: lis
                 async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as resp:
                     await resp.read()
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 counts["errors"] += 1
                 continue
             if time.monotonic() > deadline:

@@ -7,8 +7,9 @@ A component is built from its validated config by its factory and then runs with
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -31,7 +32,7 @@ class ComponentId:
     name: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "ComponentId":
+    def parse(cls, text: str) -> ComponentId:
         type_name, _, name = str(text).partition("/")
         return cls(type_name.strip(), name.strip())
 

@@ -28,7 +28,7 @@ class Signal(enum.IntEnum):
     LOGS = 3
 
     @classmethod
-    def parse(cls, name: str) -> "Signal":
+    def parse(cls, name: str) -> Signal:
         return _BY_NAME[name]
 
     @property
@@ -102,13 +102,13 @@ class Payload:
     deferred: bytes = b""  # a serialized KeyValueList still to be added to every record of `raw`
 
     @classmethod
-    def from_bytes(cls, signal: Signal, raw: bytes, metadata: dict[str, str] | None = None) -> "Payload":
+    def from_bytes(cls, signal: Signal, raw: bytes, metadata: dict[str, str] | None = None) -> Payload:
         """Parse (and so validate) a serialized request; raises google.protobuf DecodeError."""
         message = signal.request_class.FromString(raw)
         return cls(signal, count_items(signal, message), raw=raw, message=message, metadata=metadata or {})
 
     @classmethod
-    def from_message(cls, signal: Signal, message: Any, metadata: dict[str, str] | None = None) -> "Payload":
+    def from_message(cls, signal: Signal, message: Any, metadata: dict[str, str] | None = None) -> Payload:
         return cls(signal, count_items(signal, message), message=message, metadata=metadata or {}, changed=True)
 
     def view(self) -> Any:
@@ -141,7 +141,7 @@ class Payload:
         self.changed = True
         return message
 
-    def copy(self) -> "Payload":
+    def copy(self) -> Payload:
         """An independent payload for a second pipeline, so one pipeline's processors never leak into another's."""
         if not self.changed and self.raw is not None:
             return Payload(self.signal, self.items, raw=self.raw, metadata=self.metadata,

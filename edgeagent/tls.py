@@ -67,7 +67,7 @@ class TlsClientConfig(_TlsCommon):
     server_name_override: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "TlsClientConfig":
+    def _check(self) -> TlsClientConfig:
         self._check_common()
         return self
 
@@ -79,7 +79,7 @@ class TlsServerConfig(_TlsCommon):
     client_ca_file_reload: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> "TlsServerConfig":
+    def _check(self) -> TlsServerConfig:
         self._check_common()
         if not self.cert_file:
             raise ValueError("cert_file and key_file are required: a TLS server needs a certificate and its key")

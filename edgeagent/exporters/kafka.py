@@ -99,7 +99,7 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
 
 
     @model_validator(mode="after")
-    def _no_headers(self) -> "KafkaExporterConfig":
+    def _no_headers(self) -> KafkaExporterConfig:
         if self.headers:
             raise ValueError("headers has no meaning for Kafka (it sets HTTP headers of otlphttp); remove it")
         return self

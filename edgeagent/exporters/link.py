@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.retry import RetryConfig, backoff_delay

@@ -22,7 +22,8 @@ from google.rpc import error_details_pb2, status_pb2
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent import __version__
-from edgeagent.auth import AuthConfig, Authenticator, resolve as resolve_authenticator
+from edgeagent.auth import AuthConfig, Authenticator
+from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
@@ -31,8 +32,8 @@ from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.redact import mask
 from edgeagent.instrumentation import RpcClientTimer
-from edgeagent.signals import Signal
 from edgeagent.runtime.reload import Reloading
+from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, check_grpc_client, client_files, grpc_channel_credentials
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
@@ -61,7 +62,7 @@ class OtlpGrpcConfig(ExporterConfig):
     _check_tls = field_validator("tls")(lambda cls, value: check_grpc_client(value))
 
     @model_validator(mode="after")
-    def _check(self) -> "OtlpGrpcConfig":
+    def _check(self) -> OtlpGrpcConfig:
         if self.endpoint is None:
             raise ValueError("endpoint is required: set endpoint (e.g. collector:4317), or \"\" to only buffer")
         return self

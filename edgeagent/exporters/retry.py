@@ -26,7 +26,7 @@ class RetryConfig(ComponentConfig):
     max_elapsed_time: Duration = 300.0
 
     @model_validator(mode="after")
-    def _check(self) -> "RetryConfig":
+    def _check(self) -> RetryConfig:
         if self.initial_interval <= 0:
             raise ValueError("initial_interval must be greater than zero")
         if self.max_interval < self.initial_interval:

@@ -34,7 +34,7 @@ class BearerTokenAuthConfig(AuthenticatorConfig):
     filename: str | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "BearerTokenAuthConfig":
+    def _check(self) -> BearerTokenAuthConfig:
         if not (self.token or self.tokens or self.filename):
             raise ValueError("no bearer token: set token, tokens or filename")
         if any(not token for token in self.tokens):

@@ -38,7 +38,7 @@ class ActionConfig(ComponentConfig):
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _check(self) -> "ActionConfig":
+    def _check(self) -> ActionConfig:
         sources = (self.value is not None) + bool(self.from_attribute) + bool(self.from_context)
         action = self.action
         if action in ("delete", "hash"):

@@ -31,7 +31,7 @@ class AttributesConfig(ActionsConfig):
     exclude: MatchProperties | None = None
 
     @model_validator(mode="after")
-    def _check_matching(self) -> "AttributesConfig":
+    def _check_matching(self) -> AttributesConfig:
         # otelcol validates match properties per signal; a property that fits no signal is an error here
         for block in (self.include, self.exclude):
             if block is not None:

@@ -59,7 +59,7 @@ class MemoryLimiterConfig(ComponentConfig):
     spike_limit_percentage: int = Field(0, ge=0, le=100)
 
     @model_validator(mode="after")
-    def _check_limits(self) -> "MemoryLimiterConfig":
+    def _check_limits(self) -> MemoryLimiterConfig:
         if self.check_interval is not None and self.check_interval <= 0:
             raise ValueError("check_interval must be greater than zero")
         if not self.limit_mib and not self.limit_percentage:

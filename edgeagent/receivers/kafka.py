@@ -103,7 +103,7 @@ class ErrorBackoffConfig(ComponentConfig):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> "ErrorBackoffConfig":
+    def _check(self) -> ErrorBackoffConfig:
         if self.initial_interval <= 0 or self.max_interval < self.initial_interval:
             raise ValueError("initial_interval must be positive and max_interval at least initial_interval")
         return self
@@ -117,7 +117,7 @@ class MessageMarkingConfig(ComponentConfig):
     on_error: bool = True
 
     @model_validator(mode="after")
-    def _check(self) -> "MessageMarkingConfig":
+    def _check(self) -> MessageMarkingConfig:
         if not self.after:
             raise ValueError("after: false is not supported: edgeagent commits an offset only after the data of its "
                              "message is durable")
@@ -152,7 +152,7 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
 
 
     @model_validator(mode="after")
-    def _check(self) -> "KafkaReceiverConfig":
+    def _check(self) -> KafkaReceiverConfig:
         if not self.group_id:
             raise ValueError("group_id must not be empty")
         if self.session_timeout <= 0 or not 0 < self.heartbeat_interval < self.session_timeout:

@@ -19,9 +19,9 @@ from edgeagent.config.loader import AgentConfig
 from edgeagent.extensions.metrics import Metrics
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
-from edgeagent.service.health import Handler
 from edgeagent.service.consumers import ConsumerSlot
 from edgeagent.service.graph import Graph
+from edgeagent.service.health import Handler
 from edgeagent.service.reload import ReloadRefused, keeps_extension, keeps_receiver, storage_change
 from edgeagent.service.storage import StoreEvents, Stores
 from edgeagent.service.telemetry import Telemetry

@@ -69,7 +69,7 @@ class SharedStateConfig(Settings):
         return url
 
     @model_validator(mode="after")
-    def _check(self) -> "SharedStateConfig":
+    def _check(self) -> SharedStateConfig:
         if self.password and urlsplit(self.url).password:
             raise ValueError("the password is given twice, in url and in password: keep one")
         return self

@@ -36,7 +36,8 @@ import itertools
 import logging
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import NoBackoff
@@ -205,7 +206,7 @@ class SharedDecisions:
             if not self._full.is_set():  # linger so that the decisions of the next moments share the trip
                 try:
                     await asyncio.wait_for(self._full.wait(), self.config.flush_interval)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             batch = self._take()
             if batch:

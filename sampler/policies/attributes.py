@@ -12,7 +12,7 @@ string as its UTF-8 bytes, so an attribute with that key and value would show in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 

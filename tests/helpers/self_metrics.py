@@ -13,8 +13,8 @@ import contextlib
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -7,9 +7,9 @@ broker, Redis and free ports with `--set`, as an operator would; nothing else is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import yaml
 

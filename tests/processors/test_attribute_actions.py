@@ -11,8 +11,7 @@ from pydantic import ValidationError
 from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor
 from edgeagent.processors.resource import ResourceConfig, ResourceProcessor
 from edgeagent.signals import Signal
-from tests.processors.tables import (attrs_to_python, log_request, metric_request, payload_of, span_attrs,
-                                     span_request)
+from tests.processors.tables import attrs_to_python, log_request, metric_request, payload_of, span_attrs, span_request
 
 
 def sha256(data: bytes) -> str:

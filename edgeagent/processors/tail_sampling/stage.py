@@ -46,12 +46,13 @@ import logging
 import struct
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from edgeagent.errors import CorruptRecordError, RetryableError
+from edgeagent.errors import RetryableError
 from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
@@ -203,7 +204,7 @@ class SamplingStage:
         for trace_id in pending:
             self.buffer.remove(trace_id)
             self.cache.record(trace_id, False)
-        decisions = {trace_id: False for trace_id in pending} | self._unsettled
+        decisions = dict.fromkeys(pending, False) | self._unsettled
         self._unsettled = {}
         if decisions:
             await self._settle(decisions, {})
@@ -303,7 +304,7 @@ class SamplingStage:
         self._wake.set()
         try:
             await asyncio.wait_for(self._room.wait(), 2 * self.config.decision_wait + 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RetryableError(f"tail sampling holds num_traces ({self.config.num_traces}) traces waiting for "
                                  f"their decision", retry_after=1.0) from None
 
@@ -355,7 +356,7 @@ class SamplingStage:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.tick)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             await self.decide_due()
