@@ -165,7 +165,9 @@ def _validate_components(document: dict, errors: list[tuple[str, str]], warnings
             path = f"{kind}::{raw_id}"
             factory = factories.get(component_id.type)
             if factory is None:
-                errors.append((path, f"unknown {kind[:-1]} type {component_id.type!r}; supported: {', '.join(sorted(factories))}"))
+                errors.append(
+                    (path, f"unknown {kind[:-1]} type {component_id.type!r}; supported: {', '.join(sorted(factories))}")
+                )
                 continue
             if settings is None:
                 settings = {}
@@ -221,7 +223,9 @@ def _check_storage_references(document: dict, sections: dict[str, dict[str, Comp
                 errors.append((path, f"extension {storage!r} is not defined under extensions; define a file_storage "
                                f"extension with that id"))
         elif extension.id.type != "file_storage":
-            errors.append((path, f"{storage!r} is a {extension.id.type} extension; storage needs a file_storage extension"))
+            errors.append(
+                (path, f"{storage!r} is a {extension.id.type} extension; storage needs a file_storage extension")
+            )
         elif storage not in service.extensions:
             errors.append((path, f"extension {storage!r} is not enabled; add it to service::extensions"))
 
@@ -271,7 +275,9 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
         path = f"service::pipelines::{pipeline_id}"
         signal_name = pipeline_id.partition("/")[0]
         if signal_name not in ("traces", "metrics", "logs"):
-            errors.append((path, f"unknown signal {signal_name!r}; a pipeline id is traces, metrics or logs, optionally /name"))
+            errors.append(
+                (path, f"unknown signal {signal_name!r}; a pipeline id is traces, metrics or logs, optionally /name")
+            )
             continue
         for kind in ("receivers", "processors", "exporters"):
             ids = getattr(spec, kind)
@@ -285,7 +291,9 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
                 seen.add(component_id)
                 if any(component_id in sections[place] for place in places) or component_id in known_bad:
                     continue
-                place = "connectors" if ComponentId.parse(component_id).type in registry.FACTORIES["connectors"] else kind
+                place = (
+                    "connectors" if ComponentId.parse(component_id).type in registry.FACTORIES["connectors"] else kind
+                )
                 errors.append((f"{path}::{kind}", f"{component_id!r} is not defined under {place}; "
                                f"define it there or remove it from this pipeline"))
                 continue

@@ -90,7 +90,9 @@ class DebugExporter:
         self._opened: list[TextIO] = []
 
     def describe(self) -> str:
-        return "the agent's log" if self.config.use_internal_logger else ", ".join(self.config.output_paths or ["stdout"])
+        return (
+            "the agent's log" if self.config.use_internal_logger else ", ".join(self.config.output_paths or ["stdout"])
+        )
 
     async def start(self) -> None:
         if self.config.use_internal_logger:

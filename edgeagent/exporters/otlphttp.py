@@ -125,7 +125,9 @@ class OtlpHttpExporter:
     def __init__(self, component_id: str, config: OtlpHttpConfig, host: Any = None):
         self.id = component_id
         self.config = config
-        self.configured = bool(config.endpoint or config.traces_endpoint or config.metrics_endpoint or config.logs_endpoint)
+        self.configured = bool(
+            config.endpoint or config.traces_endpoint or config.metrics_endpoint or config.logs_endpoint
+        )
         self.host = host
         self._session: aiohttp.ClientSession | None = None
         self._auth: Authenticator | None = None
@@ -149,7 +151,9 @@ class OtlpHttpExporter:
         self._auth = resolve_authenticator(self.host, self.config.auth)
         if self.config.tls is not None and not self.config.tls.insecure:
             self._tls = reloading_client_context(self.config.tls)
-        connector = aiohttp.TCPConnector(limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(
+            limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True
+        )
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                               trace_configs=[http_client_timer(getattr(self.host, "metrics", None))])
 
@@ -204,8 +208,10 @@ class OtlpHttpExporter:
             if urlsplit(target).hostname != urlsplit(url).hostname:  # as Go: credentials stay with their host
                 headers = {name: value for name, value in headers.items() if name.lower() not in _CREDENTIAL_HEADERS}
             url = target
-        raise RetryableError(f"upstream redirected more than {MAX_REDIRECTS} times, last to {mask(shown_url(url), secrets)}",
-                             connection=True)
+        raise RetryableError(
+            f"upstream redirected more than {MAX_REDIRECTS} times, last to {mask(shown_url(url), secrets)}",
+            connection=True,
+        )
 
     async def _post(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str]) -> _Answer:
         session = self._session

@@ -170,8 +170,9 @@ def _go_parse_int(text: str) -> int:
 
 
 def _go_parse_float(text: str) -> float:
-    if not re.fullmatch(r"[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|[Ii]nf(?:inity)?|NaN)",
-                        text):
+    if not re.fullmatch(
+        r"[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|[Ii]nf(?:inity)?|NaN)", text
+    ):
         raise ValueError(text)
     return float(text)
 

@@ -65,7 +65,9 @@ class MemoryLimiterConfig(ComponentConfig):
         if not self.limit_mib and not self.limit_percentage:
             raise ValueError("set limit_mib (or limit_percentage) to a value greater than zero")
         if self.limit_mib and self.spike_limit_mib >= self.limit_mib:
-            raise ValueError(f"spike_limit_mib ({self.spike_limit_mib}) must be smaller than limit_mib ({self.limit_mib})")
+            raise ValueError(
+                f"spike_limit_mib ({self.spike_limit_mib}) must be smaller than limit_mib ({self.limit_mib})"
+            )
         if self.limit_percentage and self.spike_limit_percentage >= self.limit_percentage:
             raise ValueError("spike_limit_percentage must be smaller than limit_percentage")
         return self

@@ -89,7 +89,12 @@ class TxnState:
                         set(self.touched), dict(self.next_seqs))
 
     def restore(self, other: TxnState) -> None:
-        self.stored, self.pages, self.touched, self.next_seqs = other.stored, other.pages, other.touched, other.next_seqs
+        self.stored, self.pages, self.touched, self.next_seqs = (
+            other.stored,
+            other.pages,
+            other.touched,
+            other.next_seqs,
+        )
 
 
 @dataclass

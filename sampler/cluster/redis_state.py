@@ -172,7 +172,8 @@ class SharedDecisions:
         except _OUTAGE as exc:
             self._failed("lookup", exc)
             return {}
-        found = {trace_id: value == _KEPT for trace_id, value in zip(trace_ids, values) if value in (_KEPT, _DROPPED)}
+        found = {trace_id: value == _KEPT for trace_id, value in zip(trace_ids, values, strict=False)
+                 if value in (_KEPT, _DROPPED)}
         kept = sum(found.values())
         if kept:
             self._count("found_decisions", kept, "true")
@@ -240,7 +241,7 @@ class SharedDecisions:
             self._failed("publish", exc)
             return
         refused: list[Exception] = []
-        for (trace_id, keep), reply in zip(batch.items(), replies):
+        for (trace_id, keep), reply in zip(batch.items(), replies, strict=False):
             if isinstance(reply, Exception):
                 refused.append(reply)
             elif reply is not None and (reply == _KEPT) != keep:  # another replica decided first

@@ -13,7 +13,8 @@ Invariants
 Key layout: sub-database `raw:<processor id>` in the store of the pipeline's export queues;
 key = trace id (16 bytes) + sequence (8 bytes, big-endian), so a trace's records are adjacent;
 value = a queue record (edgeagent.queue.record: item count, enqueue time, batch key; body not
-compressed: it is read once, seconds later) holding an ExportTraceServiceRequest with only that trace's spans, resource and scope intact.
+compressed: it is read once, seconds later) holding an ExportTraceServiceRequest with only that
+trace's spans, resource and scope intact.
 
 Memory holds metadata only (sampler.buffer): a buffered span costs no memory, and a restart
 loses nothing. On start the raw sub-database is scanned and every trace in it is pending again,
@@ -105,7 +106,8 @@ class SamplingStage:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer holds fewer than num_traces (block_on_overflow)
         self._room.set()
-        self.tick = min(1.0, max(0.05, min(config.decision_wait, config.inactivity_timeout or config.decision_wait) / 10))
+        wait = min(config.decision_wait, config.inactivity_timeout or config.decision_wait)
+        self.tick = min(1.0, max(0.05, wait / 10))
         self.metrics: MetricsSink = getattr(host, "metrics", None) or NO_METRICS
         self._define_metrics()
         self.shared = self._shared_decisions()  # None unless shared_state is configured
@@ -126,7 +128,8 @@ class SamplingStage:
         prefix = "otelcol_processor_tail_sampling_"
         counters: dict[str, Counter] = {}
         for name, text, labels in (
-                (prefix + "count_traces_sampled", "Traces per policy and decision.", ("processor", "policy", "sampled")),
+                (prefix + "count_traces_sampled", "Traces per policy and decision.",
+                 ("processor", "policy", "sampled")),
                 (prefix + "global_count_traces_sampled", "Traces by final decision.", ("processor", "sampled")),
                 (prefix + "new_trace_id_received", "Traces first seen.", ("processor",)),
                 (prefix + "sampling_trace_dropped_too_early",
@@ -462,7 +465,8 @@ class SamplingStage:
         else:
             writer.quarantine(self.table, key, reason)
 
-    async def _settle(self, decisions: dict[bytes, bool], records: dict[bytes, list], kept: dict[bytes, Trace] | None = None) -> None:
+    async def _settle(self, decisions: dict[bytes, bool], records: dict[bytes, list],
+                      kept: dict[bytes, Trace] | None = None) -> None:
         """Move decided traces: kept spans into the export queues and their raw records out, atomically."""
         for _ in range(_MAX_SETTLE_ROUNDS):
             if not records:  # a retry: read what is there now
@@ -472,7 +476,7 @@ class SamplingStage:
             try:
                 # the writer thread gets its own copy: `_corrupt` belongs to the event loop
                 corrupt = dict(self._corrupt)
-                extras = await self.store.atomic(lambda writer: self._move(writer, keys, exports, corrupt))
+                extras = await self.store.atomic(lambda writer: self._move(writer, keys, exports, corrupt))  # noqa: B023 (awaited in this iteration)
             except Exception as exc:  # export queues full, disk full: the raw records stay; try again later
                 log.warning("tail sampling could not queue decided traces yet; retrying", extra={
                     "processor": self.id, "traces": len(decisions), "error": str(exc)})

@@ -191,7 +191,9 @@ def test_redis_killed_mid_run_gives_empty_lookups_dropped_publishes_and_one_warn
                 shared.publish({_ids(1, 7)[0]: False})
             assert time.monotonic() - started < 0.5
             await asyncio.sleep(1.0)  # reconnect attempts fail meanwhile
-        warnings = [r for r in caplog.records if r.name == "sampler.cluster.redis_state" and r.levelno >= logging.WARNING]
+        warnings = [
+            r for r in caplog.records if r.name == "sampler.cluster.redis_state" and r.levelno >= logging.WARNING
+        ]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         assert _counter(shared, "errors", "lookup") == 1
         assert _counter(shared, "errors", "connect") >= 1
