@@ -134,7 +134,10 @@ class OtlpGrpcExporter:
         if plaintext:
             self._channel = grpc.aio.insecure_channel(target, options=options, interceptors=timer)
         else:
+            assert self._credentials is not None, "start() reads the credentials of a TLS channel"
             credentials, tls_options = self._credentials.value
+            if credentials is None:  # https:// with tls.insecure: TLS with the system roots, as otelcol
+                credentials = grpc.ssl_channel_credentials()
             self._channel = grpc.aio.secure_channel(target, credentials, options=options + tls_options,
                                                     interceptors=timer)
         self._methods = {signal: self._channel.unary_unary(f"/{signal.grpc_service}/Export") for signal in Signal}
