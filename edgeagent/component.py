@@ -6,6 +6,7 @@ A component is built from its validated config by its factory and then runs with
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,14 @@ class ComponentConfig(BaseModel):
 
     def config_warnings(self) -> list[str]:
         """Things the user should know about a config that is still accepted."""
+        return []
+
+
+class ConnectorConfig(ComponentConfig):
+    """Base for connector configs: a connector names the pipelines it sends to."""
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(path below the connector, pipeline id) for every pipeline the connector sends to."""
         return []
 
 
@@ -52,7 +61,7 @@ class Role(enum.Enum):
 @dataclass(frozen=True)
 class Factory:
     type: str
-    config: type[ComponentConfig]
+    config: builtins.type[ComponentConfig]  # the field `type` shadows the builtin here
     create: Callable[..., Any]
     signals: tuple[str, ...] = ("traces", "metrics", "logs")
     role: Role = Role.TRANSFORM

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from edgeagent.component import KINDS, ComponentConfig, ComponentId
+from edgeagent.component import KINDS, ComponentConfig, ComponentId, ConnectorConfig
 from edgeagent.config.document import (
     ConfigError,
     Source,
@@ -298,10 +298,10 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
                                f"define it there or remove it from this pipeline"))
                 continue
             for component_id in ids:
-                place = next((place for place in places if component_id in sections[place]), None)
-                if place is None:
+                found = next((place for place in places if component_id in sections[place]), None)
+                if found is None:
                     continue
-                factory = registry.FACTORIES[place][sections[place][component_id].id.type]
+                factory = registry.FACTORIES[found][sections[found][component_id].id.type]
                 if signal_name not in factory.signals:
                     errors.append((f"{path}::{kind}", f"{component_id!r} does not support {signal_name}"))
         pipelines.append(Pipeline(pipeline_id, Signal.parse(signal_name), list(spec.receivers), list(spec.processors),
@@ -330,14 +330,16 @@ def _check_connectors(sections: dict[str, dict[str, Component]], pipelines: list
             errors.append((f"service::pipelines::{fed[0].id}::receivers", f"connector {connector_id!r} is a receiver "
                            f"here, but no pipeline lists it under exporters; add it to the exporters of the "
                            f"pipeline that feeds it"))
-        first = (feeding or fed or [None])[0]
-        for pipeline in feeding + fed:
+        ends = feeding + fed
+        for pipeline in ends:
+            first = ends[0]
             if pipeline.signal != first.signal:
                 kind = "exporters" if pipeline in feeding else "receivers"
                 errors.append((f"service::pipelines::{pipeline.id}::{kind}", f"connector {connector_id!r} carries "
                                f"{first.signal.label} (pipeline {first.id!r} uses it), so a {pipeline.signal.label} "
                                f"pipeline cannot use it"))
-        routes = component.config.routes()
+        config = component.config
+        routes = config.routes() if isinstance(config, ConnectorConfig) else []
         for subpath, pipeline_id in routes:
             path = f"connectors::{connector_id}::{subpath}"
             if pipeline_id not in by_id:

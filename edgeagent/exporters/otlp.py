@@ -107,7 +107,7 @@ class OtlpGrpcExporter:
         self.host = host
         self.configured = bool(config.endpoint)
         self._channel: grpc.aio.Channel | None = None
-        self._credentials: Reloading | None = None
+        self._credentials: Reloading[tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]] | None = None
         self._methods: dict[Signal, Any] = {}
         self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
         self._auth: Authenticator | None = None
@@ -209,7 +209,8 @@ def _retry_delay(metadata: Any) -> float | None:
             if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 info = error_details_pb2.RetryInfo()
                 detail.Unpack(info)
-                return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+                delay: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9  # google.rpc has no types
+                return delay
     return None
 
 

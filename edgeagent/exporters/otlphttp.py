@@ -102,7 +102,7 @@ class OtlpHttpConfig(ExporterConfig):
         return []
 
     def url(self, signal: Signal) -> str | None:
-        specific = getattr(self, f"{signal.label}_endpoint")
+        specific: str | None = getattr(self, f"{signal.label}_endpoint")
         if specific:
             return specific
         if not self.endpoint:
@@ -177,11 +177,12 @@ class OtlpHttpExporter:
 
     def _tls_options(self) -> dict[str, Any]:
         """The current TLS context (read again when its files changed) and the name to verify."""
-        if self._tls is None:
+        tls = self.config.tls
+        if self._tls is None or tls is None:
             return {}
         options: dict[str, Any] = {"ssl": self._tls.get()}
-        if self.config.tls.server_name_override:
-            options["server_hostname"] = self.config.tls.server_name_override
+        if tls.server_name_override:
+            options["server_hostname"] = tls.server_name_override
         return options
 
     async def send(self, signal: Signal, body: bytes) -> SendResult:
@@ -275,7 +276,8 @@ def _error_message(content: bytes, content_type: str) -> str:
     if content_type == "application/x-protobuf":
         from google.rpc import status_pb2
         try:
-            return status_pb2.Status.FromString(content).message
+            message: str = status_pb2.Status.FromString(content).message  # google.rpc has no types
+            return message
         except DecodeError:
             return ""
     return content[:512].decode("utf-8", "replace").strip()

@@ -20,7 +20,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import psutil
 from pydantic import Field, model_validator
@@ -29,11 +29,14 @@ from edgeagent.component import ComponentConfig, Factory, Role
 from edgeagent.config.types import Duration
 from edgeagent.errors import DataRefusedError
 
+if TYPE_CHECKING:
+    import ctypes
+
 log = logging.getLogger(__name__)
 _MIB = 1 << 20
 DEFAULT_CHECK_INTERVAL = 1.0
 EXPANSION = 6  # a body in memory while it is read, parsed, processed and serialized
-_LIBC = None
+_LIBC: ctypes.CDLL | Literal[False] | None = None  # False: no glibc to trim
 
 
 def _trim_malloc() -> None:

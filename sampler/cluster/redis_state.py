@@ -40,9 +40,9 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from sampler.cluster.config import SharedStateConfig, shown_url
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
@@ -230,6 +230,7 @@ class SharedDecisions:
         return batch
 
     async def _write(self, batch: dict[bytes, bool]) -> None:
+        assert self._redis is not None, "the writer runs between start() and shutdown()"
         pipe = self._redis.pipeline(transaction=False)
         for trace_id, keep in batch.items():
             pipe.set(self._key(trace_id), _KEPT if keep else _DROPPED, px=self._ttl_ms, nx=True, get=True)
@@ -263,6 +264,7 @@ class SharedDecisions:
     async def _probe(self) -> bool:
         try:
             async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
+                assert self._redis is not None, "probes run between start() and shutdown()"
                 await self._redis.ping()
         except _OUTAGE as exc:
             self._failed("connect", exc)

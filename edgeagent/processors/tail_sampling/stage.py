@@ -47,7 +47,7 @@ import logging
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -168,6 +168,11 @@ class SamplingStage:
             health["shared_state"] = self.shared.health()
         return health
 
+    def _running_store(self) -> StageStore:
+        if self.store is None:
+            raise RuntimeError(f"processors::{self.id} is not part of a running pipeline")
+        return self.store
+
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -226,7 +231,7 @@ class SamplingStage:
         found: dict[bytes, tuple[int, int, int]] = {}
         corrupt: dict[bytes, str] = {}
         last = 0
-        for row in self.store.scan(self.table):
+        for row in self._running_store().scan(self.table):
             trace_id, seq = _KEY.unpack(row.key)
             last = max(last, seq)
             if isinstance(row, Corrupt):
@@ -243,7 +248,7 @@ class SamplingStage:
         """Returns once every span of the request is durable (pending, exported) or counted dropped."""
         if self.config.block_on_overflow and len(self.buffer) >= self.config.num_traces:
             await self._wait_for_room()
-        parts = split_by_trace(payload.view())
+        parts: Iterable[tuple[bytes, ExportTraceServiceRequest, int, bool]] = split_by_trace(payload.view())
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             parts = list(parts)
@@ -286,7 +291,7 @@ class SamplingStage:
                 for queue in queues:
                     writer.append(queue, export[0], export[1], batch_key)
         # nothing awaited between routing and this submit: the writer sees the routing's order
-        await self.store.atomic(commit)
+        await self._running_store().atomic(commit)
         for trace_id, body, items, root in pending:
             if trace_id in self._deciding:  # its move may have been committed before this record
                 self._late_records.add(trace_id)
@@ -346,11 +351,12 @@ class SamplingStage:
                 TRACES.groups_of(request).extend(TRACES.groups_of(part))
             else:
                 TRACES.groups_of(request).append(part)
-        payload: Payload | None = Payload.from_message(Signal.TRACES, request)
+        payload = Payload.from_message(Signal.TRACES, request)
         for processor in self.post:
-            payload = processor.process(payload)
-            if payload is None:
+            processed = processor.process(payload)
+            if processed is None:
                 return None
+            payload = processed
         return (payload.serialized(), payload.items) if payload.items else None
 
     # ---- deciding --------------------------------------------------------------------------
@@ -418,7 +424,7 @@ class SamplingStage:
         """Each trace's records as (key, batch key, items, body), read in a worker thread; a record
         that does not decode has an empty body and is quarantined by the move."""
         prefixes = {trace_id.ljust(16, b"\0")[:16]: trace_id for trace_id in trace_ids}
-        found, corrupt = await asyncio.to_thread(self.store.read_prefixes, self.table, list(prefixes))
+        found, corrupt = await asyncio.to_thread(self._running_store().read_prefixes, self.table, list(prefixes))
         out = {prefixes[prefix]: [(row.key, row.batch_key, row.items, row.body) for row in rows]
                for prefix, rows in found.items()}
         for bad in corrupt:
@@ -476,7 +482,7 @@ class SamplingStage:
             try:
                 # the writer thread gets its own copy: `_corrupt` belongs to the event loop
                 corrupt = dict(self._corrupt)
-                extras = await self.store.atomic(lambda writer: self._move(writer, keys, exports, corrupt))  # noqa: B023 (awaited in this iteration)
+                extras = await self._running_store().atomic(lambda writer: self._move(writer, keys, exports, corrupt))  # noqa: B023 (awaited in this iteration)
             except Exception as exc:  # export queues full, disk full: the raw records stay; try again later
                 log.warning("tail sampling could not queue decided traces yet; retrying", extra={
                     "processor": self.id, "traces": len(decisions), "error": str(exc)})
@@ -537,7 +543,7 @@ class SamplingStage:
         from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
         return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record)
 
-    async def _shared_lookup(self, parts: list[tuple[bytes, Any, int, bool]]) -> dict[bytes, bool]:
+    async def _shared_lookup(self, parts: Iterable[tuple[bytes, Any, int, bool]]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
         unknown = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer
                    and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]
