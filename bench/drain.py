@@ -44,9 +44,8 @@ from pathlib import Path
 
 import psutil
 import yaml
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from ingest import REPO, SPANS_PER_REQUEST, BenchError, build_body, find_rotel, health_status, port_open, stop, tail
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 LOADERS = 4  # connections that build the backlog
 POLL_INTERVAL = 0.2
@@ -99,7 +98,7 @@ class Agent:
             },
         }
 
-    def start(self) -> "Agent":
+    def start(self) -> Agent:
         path = self.workdir / "agent.yaml"
         path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         env = {k: v for k, v in os.environ.items() if k != "EDGEAGENT_UPSTREAM"}

@@ -192,7 +192,9 @@ async def send_grpc(channel: grpc.aio.Channel, inputs: Inputs, tally: Tally) -> 
         code, detail = grpc.StatusCode.OK, ""
     except grpc.aio.AioRpcError as error:
         code, detail = error.code(), error.details() or ""
-    tally.record(f"grpc {code.name}", f"{compression} {message[:40]!r} -> {detail[:120]}", code not in GRPC_CLIENT_ERRORS)
+    tally.record(
+        f"grpc {code.name}", f"{compression} {message[:40]!r} -> {detail[:120]}", code not in GRPC_CLIENT_ERRORS
+    )
 
 
 async def run(agent: Agent, count: int, connections: int, seed: int) -> Tally:

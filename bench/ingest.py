@@ -27,7 +27,8 @@ Method
 
     While the measured run goes on, the target process and its children are
     sampled with psutil: CPU seconds over the window divided by wall seconds
-    (= cores used; divided by requests/s it is "CPU ms/req"), and RssAnon from /proc/PID/status (anonymous memory, so the
+    (= cores used; divided by requests/s it is "CPU ms/req"), and RssAnon from /proc/PID/status (anonymous memory,
+    so the
     page cache of memory-mapped queue files is not counted): peak and end.
     "disk MiB" is what the target's temporary directory holds at the end
     (queue files, warm-up included): a check that accepted spans were written.
@@ -286,7 +287,7 @@ async def _python_worker(url: str, seconds: float, connections: int, bodies: lis
                 async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as resp:
                     await resp.read()
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 counts["errors"] += 1
                 continue
             if time.monotonic() > deadline:

@@ -59,7 +59,9 @@ def _environ(upstream: str | None) -> tuple[dict[str, str], str | None]:
     return environ, warning
 
 
-def load(config: list[str] | str | None, upstream: str | None = None, overrides: list[str] | None = None) -> AgentConfig:
+def load(
+    config: list[str] | str | None, upstream: str | None = None, overrides: list[str] | None = None
+) -> AgentConfig:
     """The config every verb runs with: the --config sources merged (or the embedded default), then --set."""
     uris = [config] if isinstance(config, str) else list(config or [])
     environ, warning = _environ(upstream)
@@ -226,7 +228,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     except ConnectionError:
         print("edgeagent is not running (no control socket in the state directory)", file=sys.stderr)
         return 3
-    _emit(result, args.json, lambda r: print(f"reload {r['result']}" + "".join(f"\n  {e}" for e in r.get("errors", []))))
+    _emit(
+        result, args.json, lambda r: print(f"reload {r['result']}" + "".join(f"\n  {e}" for e in r.get("errors", [])))
+    )
     return 0 if result["result"] == "applied" else 1
 
 

@@ -6,9 +6,11 @@ A component is built from its validated config by its factory and then runs with
 
 from __future__ import annotations
 
+import builtins
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,13 +27,21 @@ class ComponentConfig(BaseModel):
         return []
 
 
+class ConnectorConfig(ComponentConfig):
+    """Base for connector configs: a connector names the pipelines it sends to."""
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(path below the connector, pipeline id) for every pipeline the connector sends to."""
+        return []
+
+
 @dataclass(frozen=True)
 class ComponentId:
     type: str
     name: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "ComponentId":
+    def parse(cls, text: str) -> ComponentId:
         type_name, _, name = str(text).partition("/")
         return cls(type_name.strip(), name.strip())
 
@@ -51,7 +61,7 @@ class Role(enum.Enum):
 @dataclass(frozen=True)
 class Factory:
     type: str
-    config: type[ComponentConfig]
+    config: builtins.type[ComponentConfig]  # the field `type` shadows the builtin here
     create: Callable[..., Any]
     signals: tuple[str, ...] = ("traces", "metrics", "logs")
     role: Role = Role.TRANSFORM

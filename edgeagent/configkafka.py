@@ -60,7 +60,7 @@ class SaslConfig(ComponentConfig):
     password: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "SaslConfig":
+    def _check(self) -> SaslConfig:
         for name in ("username", "password"):
             if not getattr(self, name):
                 raise ValueError(f"{name} is required for SASL {self.mechanism}")
@@ -80,7 +80,7 @@ class AuthenticationConfig(ComponentConfig):
     tls: TlsClientConfig | None = None  # deprecated in otelcol: the client's `tls` wins when both are set
 
     @model_validator(mode="after")
-    def _check(self) -> "AuthenticationConfig":
+    def _check(self) -> AuthenticationConfig:
         if self.plain_text is not None and self.sasl is not None:
             raise ValueError("set either sasl or plain_text (the deprecated form of sasl with mechanism PLAIN), "
                              "not both")
@@ -135,7 +135,7 @@ class ClientConfig(ComponentConfig):
         return version
 
     @model_validator(mode="after")
-    def _check_auth_tls(self) -> "ClientConfig":
+    def _check_auth_tls(self) -> ClientConfig:
         check_kafka_tls(self.auth.tls)
         return self
 

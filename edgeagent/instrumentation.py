@@ -1,7 +1,7 @@
 """Request durations of the OTLP servers and clients, as otelcol's HTTP and gRPC instrumentation
 serves them: `http_server_request_duration`, `rpc_server_call_duration`,
-`http_client_request_duration` and `rpc_client_call_duration`, in seconds, with the semantic-convention labels and bucket
-boundaries otelcol 0.165 uses. Label values otelcol leaves out (no error) are served empty,
+`http_client_request_duration` and `rpc_client_call_duration`, in seconds, with the semantic-convention
+labels and bucket boundaries otelcol 0.165 uses. Label values otelcol leaves out (no error) are served empty,
 which Prometheus treats as absent. Without the agent's metrics (a component tested alone) the
 durations are measured and not served.
 """

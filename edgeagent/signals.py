@@ -21,6 +21,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from edgeagent.appender import append_attributes
 from otel.shape import LOGS, METRICS, TRACES, Shape
 
+ExportResponse = (trace_service_pb2.ExportTraceServiceResponse | metrics_service_pb2.ExportMetricsServiceResponse
+                  | logs_service_pb2.ExportLogsServiceResponse)
+
 
 class Signal(enum.IntEnum):
     TRACES = 1
@@ -28,7 +31,7 @@ class Signal(enum.IntEnum):
     LOGS = 3
 
     @classmethod
-    def parse(cls, name: str) -> "Signal":
+    def parse(cls, name: str) -> Signal:
         return _BY_NAME[name]
 
     @property
@@ -40,7 +43,7 @@ class Signal(enum.IntEnum):
         return _REQUEST[self]
 
     @property
-    def response_class(self) -> type[Message]:
+    def response_class(self) -> type[ExportResponse]:
         return _RESPONSE[self]
 
     @property
@@ -59,12 +62,12 @@ class Signal(enum.IntEnum):
 
 
 _BY_NAME = {"traces": Signal.TRACES, "metrics": Signal.METRICS, "logs": Signal.LOGS}
-_REQUEST = {
+_REQUEST: dict[Signal, type[Message]] = {
     Signal.TRACES: trace_service_pb2.ExportTraceServiceRequest,
     Signal.METRICS: metrics_service_pb2.ExportMetricsServiceRequest,
     Signal.LOGS: logs_service_pb2.ExportLogsServiceRequest,
 }
-_RESPONSE = {
+_RESPONSE: dict[Signal, type[ExportResponse]] = {
     Signal.TRACES: trace_service_pb2.ExportTraceServiceResponse,
     Signal.METRICS: metrics_service_pb2.ExportMetricsServiceResponse,
     Signal.LOGS: logs_service_pb2.ExportLogsServiceResponse,
@@ -102,19 +105,20 @@ class Payload:
     deferred: bytes = b""  # a serialized KeyValueList still to be added to every record of `raw`
 
     @classmethod
-    def from_bytes(cls, signal: Signal, raw: bytes, metadata: dict[str, str] | None = None) -> "Payload":
+    def from_bytes(cls, signal: Signal, raw: bytes, metadata: dict[str, str] | None = None) -> Payload:
         """Parse (and so validate) a serialized request; raises google.protobuf DecodeError."""
         message = signal.request_class.FromString(raw)
         return cls(signal, count_items(signal, message), raw=raw, message=message, metadata=metadata or {})
 
     @classmethod
-    def from_message(cls, signal: Signal, message: Any, metadata: dict[str, str] | None = None) -> "Payload":
+    def from_message(cls, signal: Signal, message: Any, metadata: dict[str, str] | None = None) -> Payload:
         return cls(signal, count_items(signal, message), message=message, metadata=metadata or {}, changed=True)
 
     def view(self) -> Any:
         """The parsed message, parsed on first use. A processor that changes it calls `mark_changed()`."""
         if self.message is None:
             self._add_deferred()
+            assert self.raw is not None, "a payload holds bytes, a message or both"
             self.message = self.signal.request_class.FromString(self.raw)
         return self.message
 
@@ -128,6 +132,7 @@ class Payload:
 
     def _add_deferred(self) -> None:
         if self.deferred:
+            assert self.raw is not None, "attributes are deferred only next to bytes"
             self.raw, self.deferred = append_attributes(self.signal.shape, self.raw, self.deferred), b""
 
     def mark_changed(self, recount: bool = False) -> None:
@@ -141,7 +146,7 @@ class Payload:
         self.changed = True
         return message
 
-    def copy(self) -> "Payload":
+    def copy(self) -> Payload:
         """An independent payload for a second pipeline, so one pipeline's processors never leak into another's."""
         if not self.changed and self.raw is not None:
             return Payload(self.signal, self.items, raw=self.raw, metadata=self.metadata,

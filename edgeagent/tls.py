@@ -67,7 +67,7 @@ class TlsClientConfig(_TlsCommon):
     server_name_override: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "TlsClientConfig":
+    def _check(self) -> TlsClientConfig:
         self._check_common()
         return self
 
@@ -79,13 +79,18 @@ class TlsServerConfig(_TlsCommon):
     client_ca_file_reload: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> "TlsServerConfig":
+    def _check(self) -> TlsServerConfig:
         self._check_common()
         if not self.cert_file:
             raise ValueError("cert_file and key_file are required: a TLS server needs a certificate and its key")
         if self.client_ca_file_reload and not self.client_ca_file:
             raise ValueError("client_ca_file_reload needs client_ca_file")
         return self
+
+    def key_pair(self) -> tuple[str, str]:
+        """(cert_file, key_file): a validated server config has both."""
+        assert self.cert_file and self.key_file, "validation requires cert_file and key_file"
+        return self.cert_file, self.key_file
 
     def config_warnings(self) -> list[str]:
         if self.ca_file:
@@ -108,11 +113,11 @@ def _read(path: str) -> bytes:
         raise OSError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _load_chain(context: ssl.SSLContext, cfg: _TlsCommon) -> None:
+def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> None:
     try:
-        context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        context.load_cert_chain(cert_file, key_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot load the certificate {cfg.cert_file} with the key {cfg.key_file}: {exc}") from exc
+        raise ValueError(f"cannot load the certificate {cert_file} with the key {key_file}: {exc}") from exc
 
 
 def _load_cas(context: ssl.SSLContext, path: str, pem: bytes | None = None) -> None:
@@ -140,7 +145,7 @@ def client_ssl_context(cfg: TlsClientConfig) -> ssl.SSLContext | None:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if cfg.cert_file:
-        _load_chain(context, cfg)
+        _load_chain(context, cfg.cert_file, cfg.key_file)
     return context
 
 
@@ -162,7 +167,7 @@ def server_ssl_context(cfg: TlsServerConfig) -> ssl.SSLContext:
     def build() -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         _versions(context, cfg)
-        _load_chain(context, cfg)
+        _load_chain(context, *cfg.key_pair())
         if cfg.client_ca_file:
             context.verify_mode = ssl.CERT_REQUIRED
             _load_cas(context, cfg.client_ca_file, fixed_client_ca)
@@ -246,11 +251,12 @@ def grpc_server_credentials(cfg: TlsServerConfig) -> grpc.ServerCredentials:
         fixed_client_ca = _read(cfg.client_ca_file)
 
     def build() -> Any:
-        _load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cfg)  # a readable error for a bad pair
+        cert_file, key_file = cfg.key_pair()
+        _load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert_file, key_file)  # a readable error for a bad pair
         client_ca = None
         if cfg.client_ca_file:
             client_ca = fixed_client_ca if fixed_client_ca is not None else _read(cfg.client_ca_file)
-        return grpc.ssl_server_certificate_configuration([(_read(cfg.key_file), _read(cfg.cert_file))],
+        return grpc.ssl_server_certificate_configuration([(_read(key_file), _read(cert_file))],
                                                          root_certificates=client_ca)
 
     reloading = Reloading(server_files(cfg), build, cfg.reload_interval)

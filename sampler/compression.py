@@ -130,7 +130,7 @@ class SpanCompressionConfig(Settings):
     sql_patterns: list[Annotated[str, AfterValidator(_valid_pattern)]] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _check(self) -> "SpanCompressionConfig":
+    def _check(self) -> SpanCompressionConfig:
         both = sorted(set(self.compress_operations) & set(self.exclude_operations))
         if both:
             raise ValueError(f"{', '.join(map(repr, both))} cannot be in both compress_operations and "

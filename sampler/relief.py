@@ -5,7 +5,8 @@ every restart keeps the same traces; switch back when the pressure is gone."""
 from __future__ import annotations
 
 import logging
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -28,7 +29,7 @@ class StressReliefConfig(Settings):
     memory_limit_mib: int = Field(0, ge=0)  # 0: only the buffer limits count
 
     @model_validator(mode="after")
-    def _levels(self) -> "StressReliefConfig":
+    def _levels(self) -> StressReliefConfig:
         if self.deactivation_level >= self.activation_level:
             raise ValueError("deactivation_level must be below activation_level (e.g. 75 and 90)")
         return self

@@ -219,7 +219,7 @@ def unflatten(node: Any) -> Any:
     out: dict[Any, Any] = {}
     for key, value in node.items():
         value = unflatten(value)
-        parts = [part for part in key.split("::")] if isinstance(key, str) and "::" in key else [key]
+        parts = key.split("::") if isinstance(key, str) and "::" in key else [key]
         for part in reversed(parts[1:]):
             value = {part: value}
         out = merge(out, {parts[0]: value})

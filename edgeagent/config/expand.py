@@ -37,7 +37,9 @@ def expand_string(text: str, environ: Mapping[str, str]) -> str:
     return result
 
 
-def expand_tree(node: Any, path: tuple[str, ...], environ: Mapping[str, str], errors: list[tuple[tuple[str, ...], str]]) -> Any:
+def expand_tree(
+    node: Any, path: tuple[str, ...], environ: Mapping[str, str], errors: list[tuple[tuple[str, ...], str]]
+) -> Any:
     """Expand every string value in a parsed YAML tree; collect errors with their paths instead of stopping."""
     if isinstance(node, dict):
         return {key: expand_tree(value, path + (str(key),), environ, errors) for key, value in node.items()}

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from edgeagent.component import KINDS, ComponentConfig, ComponentId
+from edgeagent.component import KINDS, ComponentConfig, ComponentId, ConnectorConfig
 from edgeagent.config.document import (
     ConfigError,
     Source,
@@ -165,7 +165,9 @@ def _validate_components(document: dict, errors: list[tuple[str, str]], warnings
             path = f"{kind}::{raw_id}"
             factory = factories.get(component_id.type)
             if factory is None:
-                errors.append((path, f"unknown {kind[:-1]} type {component_id.type!r}; supported: {', '.join(sorted(factories))}"))
+                errors.append(
+                    (path, f"unknown {kind[:-1]} type {component_id.type!r}; supported: {', '.join(sorted(factories))}")
+                )
                 continue
             if settings is None:
                 settings = {}
@@ -221,7 +223,9 @@ def _check_storage_references(document: dict, sections: dict[str, dict[str, Comp
                 errors.append((path, f"extension {storage!r} is not defined under extensions; define a file_storage "
                                f"extension with that id"))
         elif extension.id.type != "file_storage":
-            errors.append((path, f"{storage!r} is a {extension.id.type} extension; storage needs a file_storage extension"))
+            errors.append(
+                (path, f"{storage!r} is a {extension.id.type} extension; storage needs a file_storage extension")
+            )
         elif storage not in service.extensions:
             errors.append((path, f"extension {storage!r} is not enabled; add it to service::extensions"))
 
@@ -271,7 +275,9 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
         path = f"service::pipelines::{pipeline_id}"
         signal_name = pipeline_id.partition("/")[0]
         if signal_name not in ("traces", "metrics", "logs"):
-            errors.append((path, f"unknown signal {signal_name!r}; a pipeline id is traces, metrics or logs, optionally /name"))
+            errors.append(
+                (path, f"unknown signal {signal_name!r}; a pipeline id is traces, metrics or logs, optionally /name")
+            )
             continue
         for kind in ("receivers", "processors", "exporters"):
             ids = getattr(spec, kind)
@@ -285,15 +291,17 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
                 seen.add(component_id)
                 if any(component_id in sections[place] for place in places) or component_id in known_bad:
                     continue
-                place = "connectors" if ComponentId.parse(component_id).type in registry.FACTORIES["connectors"] else kind
+                place = (
+                    "connectors" if ComponentId.parse(component_id).type in registry.FACTORIES["connectors"] else kind
+                )
                 errors.append((f"{path}::{kind}", f"{component_id!r} is not defined under {place}; "
                                f"define it there or remove it from this pipeline"))
                 continue
             for component_id in ids:
-                place = next((place for place in places if component_id in sections[place]), None)
-                if place is None:
+                found = next((place for place in places if component_id in sections[place]), None)
+                if found is None:
                     continue
-                factory = registry.FACTORIES[place][sections[place][component_id].id.type]
+                factory = registry.FACTORIES[found][sections[found][component_id].id.type]
                 if signal_name not in factory.signals:
                     errors.append((f"{path}::{kind}", f"{component_id!r} does not support {signal_name}"))
         pipelines.append(Pipeline(pipeline_id, Signal.parse(signal_name), list(spec.receivers), list(spec.processors),
@@ -322,14 +330,16 @@ def _check_connectors(sections: dict[str, dict[str, Component]], pipelines: list
             errors.append((f"service::pipelines::{fed[0].id}::receivers", f"connector {connector_id!r} is a receiver "
                            f"here, but no pipeline lists it under exporters; add it to the exporters of the "
                            f"pipeline that feeds it"))
-        first = (feeding or fed or [None])[0]
-        for pipeline in feeding + fed:
+        ends = feeding + fed
+        for pipeline in ends:
+            first = ends[0]
             if pipeline.signal != first.signal:
                 kind = "exporters" if pipeline in feeding else "receivers"
                 errors.append((f"service::pipelines::{pipeline.id}::{kind}", f"connector {connector_id!r} carries "
                                f"{first.signal.label} (pipeline {first.id!r} uses it), so a {pipeline.signal.label} "
                                f"pipeline cannot use it"))
-        routes = component.config.routes()
+        config = component.config
+        routes = config.routes() if isinstance(config, ConnectorConfig) else []
         for subpath, pipeline_id in routes:
             path = f"connectors::{connector_id}::{subpath}"
             if pipeline_id not in by_id:

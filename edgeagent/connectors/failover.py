@@ -46,7 +46,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from pydantic import Field, ValidationInfo, field_validator
 
-from edgeagent.component import ComponentConfig, Factory
+from edgeagent.component import ConnectorConfig, Factory
 from edgeagent.config.types import Duration, format_duration
 from edgeagent.connectors.subpipeline import SubPipeline, settle
 from edgeagent.errors import PermanentError, RetryableError
@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 NORMAL, RETRY, LAST_RESORT = "normal", "retry", "last resort"
 
 
-class FailoverConfig(ComponentConfig):
+class FailoverConfig(ConnectorConfig):
     priority_levels: list[list[str]]
     retry_interval: Duration = Field(600.0, gt=0)
     retry_gap: Duration = 0.0

@@ -16,7 +16,7 @@ class RateLimitConfig(ComponentConfig):
     burst: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
-    def _default_burst(self) -> "RateLimitConfig":
+    def _default_burst(self) -> RateLimitConfig:
         if self.burst is None:
             self.burst = self.bytes_per_second  # one second's worth
         return self

@@ -70,6 +70,7 @@ class Exporter(Protocol):
     """What the chain asks of an exporter (or of a connector that exports)."""
 
     id: str
+    configured: bool  # an upstream is set; without one the service starts no sender for it
 
     async def send(self, signal: Signal, body: bytes) -> SendResult: ...
 

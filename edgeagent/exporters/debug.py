@@ -21,8 +21,8 @@ from google.protobuf import text_format
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.exporters.retry import RetryConfig
 from edgeagent.exporters.chain import SendResult
+from edgeagent.exporters.retry import RetryConfig
 from edgeagent.exporters.sender import QueueConfig
 from edgeagent.signals import Signal, count_items, resource_groups
 
@@ -90,7 +90,9 @@ class DebugExporter:
         self._opened: list[TextIO] = []
 
     def describe(self) -> str:
-        return "the agent's log" if self.config.use_internal_logger else ", ".join(self.config.output_paths or ["stdout"])
+        return (
+            "the agent's log" if self.config.use_internal_logger else ", ".join(self.config.output_paths or ["stdout"])
+        )
 
     async def start(self) -> None:
         if self.config.use_internal_logger:

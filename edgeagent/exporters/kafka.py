@@ -99,7 +99,7 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
 
 
     @model_validator(mode="after")
-    def _no_headers(self) -> "KafkaExporterConfig":
+    def _no_headers(self) -> KafkaExporterConfig:
         if self.headers:
             raise ValueError("headers has no meaning for Kafka (it sets HTTP headers of otlphttp); remove it")
         return self
@@ -211,8 +211,9 @@ class KafkaExporter:
         if name:
             for group in resource_groups(signal, request):
                 for attribute in group.resource.attributes:
-                    if attribute.key == name and attribute.value.string_value:
-                        return attribute.value.string_value
+                    topic: str = attribute.value.string_value
+                    if attribute.key == name and topic:
+                        return topic
         return self.config.topic_for(signal)
 
 
@@ -293,7 +294,7 @@ def sarama_partition(key: bytes | None, all_partitions: list[int], available: li
     signed 32-bit number, remainder truncated towards zero, sign dropped; random without a key."""
     if key is None:
         return random.choice(available or all_partitions)
-    signed = struct.unpack("<i", struct.pack("<I", fnv1a_32(key)))[0]
+    signed: int = struct.unpack("<i", struct.pack("<I", fnv1a_32(key)))[0]
     return all_partitions[abs(signed) % len(all_partitions)]
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Callable
+from collections.abc import AsyncIterator, Callable
 
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.retry import RetryConfig, backoff_delay
@@ -41,7 +41,7 @@ class Link:
         self._changed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
-    async def attempt(self):
+    async def attempt(self) -> AsyncIterator[None]:
         """Wait for permission to send, then hold one of the allowed slots while sending."""
         loop = asyncio.get_running_loop()
         async with self._changed:

@@ -22,7 +22,8 @@ from google.rpc import error_details_pb2, status_pb2
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent import __version__
-from edgeagent.auth import AuthConfig, Authenticator, resolve as resolve_authenticator
+from edgeagent.auth import AuthConfig, Authenticator
+from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
@@ -31,8 +32,8 @@ from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.redact import mask
 from edgeagent.instrumentation import RpcClientTimer
-from edgeagent.signals import Signal
 from edgeagent.runtime.reload import Reloading
+from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, check_grpc_client, client_files, grpc_channel_credentials
 
 _RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
@@ -61,7 +62,7 @@ class OtlpGrpcConfig(ExporterConfig):
     _check_tls = field_validator("tls")(lambda cls, value: check_grpc_client(value))
 
     @model_validator(mode="after")
-    def _check(self) -> "OtlpGrpcConfig":
+    def _check(self) -> OtlpGrpcConfig:
         if self.endpoint is None:
             raise ValueError("endpoint is required: set endpoint (e.g. collector:4317), or \"\" to only buffer")
         return self
@@ -106,7 +107,7 @@ class OtlpGrpcExporter:
         self.host = host
         self.configured = bool(config.endpoint)
         self._channel: grpc.aio.Channel | None = None
-        self._credentials: Reloading | None = None
+        self._credentials: Reloading[tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]] | None = None
         self._methods: dict[Signal, Any] = {}
         self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
         self._auth: Authenticator | None = None
@@ -133,7 +134,10 @@ class OtlpGrpcExporter:
         if plaintext:
             self._channel = grpc.aio.insecure_channel(target, options=options, interceptors=timer)
         else:
+            assert self._credentials is not None, "start() reads the credentials of a TLS channel"
             credentials, tls_options = self._credentials.value
+            if credentials is None:  # https:// with tls.insecure: TLS with the system roots, as otelcol
+                credentials = grpc.ssl_channel_credentials()
             self._channel = grpc.aio.secure_channel(target, credentials, options=options + tls_options,
                                                     interceptors=timer)
         self._methods = {signal: self._channel.unary_unary(f"/{signal.grpc_service}/Export") for signal in Signal}
@@ -205,7 +209,8 @@ def _retry_delay(metadata: Any) -> float | None:
             if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 info = error_details_pb2.RetryInfo()
                 detail.Unpack(info)
-                return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+                delay: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9  # google.rpc has no types
+                return delay
     return None
 
 

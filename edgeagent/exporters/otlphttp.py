@@ -102,7 +102,7 @@ class OtlpHttpConfig(ExporterConfig):
         return []
 
     def url(self, signal: Signal) -> str | None:
-        specific = getattr(self, f"{signal.label}_endpoint")
+        specific: str | None = getattr(self, f"{signal.label}_endpoint")
         if specific:
             return specific
         if not self.endpoint:
@@ -125,7 +125,9 @@ class OtlpHttpExporter:
     def __init__(self, component_id: str, config: OtlpHttpConfig, host: Any = None):
         self.id = component_id
         self.config = config
-        self.configured = bool(config.endpoint or config.traces_endpoint or config.metrics_endpoint or config.logs_endpoint)
+        self.configured = bool(
+            config.endpoint or config.traces_endpoint or config.metrics_endpoint or config.logs_endpoint
+        )
         self.host = host
         self._session: aiohttp.ClientSession | None = None
         self._auth: Authenticator | None = None
@@ -149,7 +151,9 @@ class OtlpHttpExporter:
         self._auth = resolve_authenticator(self.host, self.config.auth)
         if self.config.tls is not None and not self.config.tls.insecure:
             self._tls = reloading_client_context(self.config.tls)
-        connector = aiohttp.TCPConnector(limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(
+            limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True
+        )
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
                                               trace_configs=[http_client_timer(getattr(self.host, "metrics", None))])
 
@@ -173,11 +177,12 @@ class OtlpHttpExporter:
 
     def _tls_options(self) -> dict[str, Any]:
         """The current TLS context (read again when its files changed) and the name to verify."""
-        if self._tls is None:
+        tls = self.config.tls
+        if self._tls is None or tls is None:
             return {}
         options: dict[str, Any] = {"ssl": self._tls.get()}
-        if self.config.tls.server_name_override:
-            options["server_hostname"] = self.config.tls.server_name_override
+        if tls.server_name_override:
+            options["server_hostname"] = tls.server_name_override
         return options
 
     async def send(self, signal: Signal, body: bytes) -> SendResult:
@@ -204,8 +209,10 @@ class OtlpHttpExporter:
             if urlsplit(target).hostname != urlsplit(url).hostname:  # as Go: credentials stay with their host
                 headers = {name: value for name, value in headers.items() if name.lower() not in _CREDENTIAL_HEADERS}
             url = target
-        raise RetryableError(f"upstream redirected more than {MAX_REDIRECTS} times, last to {mask(shown_url(url), secrets)}",
-                             connection=True)
+        raise RetryableError(
+            f"upstream redirected more than {MAX_REDIRECTS} times, last to {mask(shown_url(url), secrets)}",
+            connection=True,
+        )
 
     async def _post(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str]) -> _Answer:
         session = self._session
@@ -269,7 +276,8 @@ def _error_message(content: bytes, content_type: str) -> str:
     if content_type == "application/x-protobuf":
         from google.rpc import status_pb2
         try:
-            return status_pb2.Status.FromString(content).message
+            message: str = status_pb2.Status.FromString(content).message  # google.rpc has no types
+            return message
         except DecodeError:
             return ""
     return content[:512].decode("utf-8", "replace").strip()

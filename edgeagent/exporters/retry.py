@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import random
 import time
+from typing import Protocol
 
 from pydantic import Field, model_validator
 
@@ -26,7 +27,7 @@ class RetryConfig(ComponentConfig):
     max_elapsed_time: Duration = 300.0
 
     @model_validator(mode="after")
-    def _check(self) -> "RetryConfig":
+    def _check(self) -> RetryConfig:
         if self.initial_interval <= 0:
             raise ValueError("initial_interval must be greater than zero")
         if self.max_interval < self.initial_interval:
@@ -34,7 +35,23 @@ class RetryConfig(ComponentConfig):
         return self
 
 
-def backoff_delay(config: RetryConfig, attempt: int, rng: random.Random = random._inst) -> float:
+class Backoff(Protocol):
+    """The settings of a randomized exponential backoff (retry_on_failure, a receiver's error_backoff)."""
+
+    @property
+    def initial_interval(self) -> float: ...
+
+    @property
+    def multiplier(self) -> float: ...
+
+    @property
+    def max_interval(self) -> float: ...
+
+    @property
+    def randomization_factor(self) -> float: ...
+
+
+def backoff_delay(config: Backoff, attempt: int, rng: random.Random = random._inst) -> float:
     """The randomized exponential delay before retry number `attempt` (1-based)."""
     interval = min(config.initial_interval * config.multiplier ** (attempt - 1), config.max_interval)
     spread = config.randomization_factor * interval

@@ -84,8 +84,8 @@ class Sender:
         self.chain = ExportChain(exporter, self.signal, telemetry, timeout=timeout, retry=retry, link=self.link,
                                  drains_queue=True)
         self.newest_first = newest_first
-        self._tasks: list[asyncio.Task] = []
-        self._delivering: set[asyncio.Task] = set()  # consumers between lease and settlement
+        self._tasks: list[asyncio.Task[None]] = []
+        self._delivering: set[asyncio.Task[None]] = set()  # consumers between lease and settlement
         self._closing = False
         self._gather_lock = asyncio.Lock()
         self._troubled = False  # an unexpected error was logged and no delivery succeeded since
@@ -115,7 +115,7 @@ class Sender:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _consumer_done(self, task: asyncio.Task) -> None:
+    def _consumer_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("sender consumer stopped unexpectedly", exc_info=task.exception(),
                       extra={"exporter": self.exporter.id, "signal": self.signal.label})
@@ -185,7 +185,7 @@ class Sender:
         self._troubled = False
         return 0.0
 
-    def _ack_done(self, future: asyncio.Future) -> None:
+    def _ack_done(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
             log.error("acknowledging delivered data failed; it will be delivered again",
                       exc_info=future.exception(), extra={"queue": self.queue.name})

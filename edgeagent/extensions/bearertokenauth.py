@@ -34,7 +34,7 @@ class BearerTokenAuthConfig(AuthenticatorConfig):
     filename: str | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "BearerTokenAuthConfig":
+    def _check(self) -> BearerTokenAuthConfig:
         if not (self.token or self.tokens or self.filename):
             raise ValueError("no bearer token: set token, tokens or filename")
         if any(not token for token in self.tokens):
@@ -61,9 +61,10 @@ class BearerTokenAuth:
         self._values: Reloading[list[bytes]] | None = None
 
     async def start(self) -> None:
-        if self.config.filename:
-            self._values = Reloading([self.config.filename], self._read_file)
-            log.info("bearer tokens read from a file", extra={"extension": self.id, "file": self.config.filename,
+        filename = self.config.filename
+        if filename:
+            self._values = Reloading([filename], lambda: self._read_file(filename))
+            log.info("bearer tokens read from a file", extra={"extension": self.id, "file": filename,
                                                             "tokens": len(self._values.value)})
         else:
             tokens = self.config.tokens or [self.config.token or ""]
@@ -76,8 +77,8 @@ class BearerTokenAuth:
     def _value(self, token: str) -> bytes:
         return (f"{self.config.scheme} {token}" if self.config.scheme else token).encode()
 
-    def _read_file(self) -> list[bytes]:
-        with open(self.config.filename, encoding="utf-8") as handle:
+    def _read_file(self, filename: str) -> list[bytes]:
+        with open(filename, encoding="utf-8") as handle:
             tokens = [line.strip() for line in handle if line.strip()]
         if not tokens:
             raise ValueError(f"{self.config.filename} holds no token")

@@ -40,7 +40,7 @@ class CompactionConfig(ComponentConfig):
         return []
 
     @model_validator(mode="after")
-    def _check(self) -> "CompactionConfig":
+    def _check(self) -> CompactionConfig:
         if self.rebound_trigger_threshold_mib > self.rebound_needed_threshold_mib:
             raise ValueError("rebound_trigger_threshold_mib must not exceed rebound_needed_threshold_mib")
         return self

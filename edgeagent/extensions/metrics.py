@@ -96,9 +96,9 @@ class Histogram:
     def metric(self) -> Metric:
         metric = Metric(self.name, self.documentation, "histogram")
         for labels, (counts, total) in list(self.values.items()):
-            named = dict(zip(self.labelnames, labels))
+            named = dict(zip(self.labelnames, labels, strict=True))
             cumulative = 0
-            for bound, count in zip([*map(_bound, self.buckets), "+Inf"], counts):
+            for bound, count in zip([*map(_bound, self.buckets), "+Inf"], counts, strict=True):
                 cumulative += count
                 metric.samples.append(Sample(self.name + "_bucket", {**named, "le": bound}, cumulative))
             metric.samples.append(Sample(self.name + "_sum", named, total[0]))
@@ -176,8 +176,8 @@ def _family(name: str, documentation: str, kind: str, labelnames: tuple[str, ...
             samples: Samples) -> Metric:
     metric = Metric(name, documentation, kind)
     for labels, value in samples:
-        named: Mapping[str, str] = dict(zip(labelnames, labels))
+        named: Mapping[str, str] = dict(zip(labelnames, labels, strict=True))
         if derived is not None:
-            named = {**named, **dict(zip(derived.names, derived.values(labels)))}
+            named = {**named, **dict(zip(derived.names, derived.values(labels), strict=True))}
         metric.samples.append(Sample(name, dict(named), value))
     return metric

@@ -12,6 +12,7 @@ import hashlib
 import math
 import re
 import struct
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -38,7 +39,7 @@ class ActionConfig(ComponentConfig):
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _check(self) -> "ActionConfig":
+    def _check(self) -> ActionConfig:
         sources = (self.value is not None) + bool(self.from_attribute) + bool(self.from_context)
         action = self.action
         if action in ("delete", "hash"):
@@ -170,8 +171,9 @@ def _go_parse_int(text: str) -> int:
 
 
 def _go_parse_float(text: str) -> float:
-    if not re.fullmatch(r"[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|[Ii]nf(?:inity)?|NaN)",
-                        text):
+    if not re.fullmatch(
+        r"[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|[Ii]nf(?:inity)?|NaN)", text
+    ):
         raise ValueError(text)
     return float(text)
 
@@ -186,82 +188,128 @@ def context_value(key: str, metadata: dict[str, str], client_address: str) -> st
     return metadata.get(name.lower())
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One compiled action."""
+
+    action: str
+    key: str
+    value: AnyValue | None  # the constant of insert/update/upsert
+    from_attribute: str | None
+    from_context: str | None
+    pattern: re.Pattern[str] | None
+    converted_type: str | None
+
+
 class Actions:
     """Compiled actions; `apply(attributes, metadata, client_address)` runs them on one attribute list."""
 
     def __init__(self, configs: list[ActionConfig]):
-        self.steps = []
+        self.steps: list[_Step] = []
         for config in configs:
             value = to_any_value(config.value) if config.value is not None else None
             pattern = _regex(config.pattern) if config.pattern else None
-            self.steps.append((config.action, config.key, value, config.from_attribute, config.from_context,
-                               pattern, config.converted_type))
-        self.uses_context = any(step[4] for step in self.steps)
+            self.steps.append(_Step(config.action, config.key, value, config.from_attribute, config.from_context,
+                                    pattern, config.converted_type))
+        self.uses_context = any(step.from_context for step in self.steps)
 
     def constant_appends(self) -> list[tuple[str, AnyValue]] | None:
         """When every action inserts or upserts a constant under distinct keys: those (key, value) pairs."""
-        keys = [step[1] for step in self.steps]
-        if all(step[0] in ("insert", "upsert") and step[2] is not None for step in self.steps) \
+        keys = [step.key for step in self.steps]
+        if all(step.action in ("insert", "upsert") and step.value is not None for step in self.steps) \
                 and len(set(keys)) == len(keys):
-            return [(step[1], step[2]) for step in self.steps]
+            return [(step.key, step.value) for step in self.steps if step.value is not None]
         return None
 
     def apply(self, attributes: Any, metadata: dict[str, str], client_address: str) -> bool:
         changed = False
-        for action, key, value, from_attribute, from_context, pattern, converted_type in self.steps:
+        for step in self.steps:
+            action = step.action
             if action in ("insert", "update", "upsert"):
-                if from_context:
-                    text = context_value(from_context, metadata, client_address)
-                    if text is None:
-                        continue
-                    source = AnyValue(string_value=text)
-                elif from_attribute is not None:
-                    index = _find(attributes, from_attribute)
-                    if index < 0:
-                        continue
-                    source = AnyValue()
-                    source.CopyFrom(attributes[index].value)
-                else:
-                    source = value
-                index = _find(attributes, key)
-                if index >= 0:
-                    if action != "insert":
-                        attributes[index].value.CopyFrom(source)
-                        changed = True
-                elif action != "update":
-                    attributes.add(key=key).value.CopyFrom(source)
-                    changed = True
+                changed = _set(attributes, step, metadata, client_address) or changed
             elif action == "delete":
-                for index in reversed(range(len(attributes))):
-                    name = attributes[index].key
-                    if name == key or (pattern is not None and pattern.search(name)):
-                        del attributes[index]
-                        changed = True
+                changed = _delete(attributes, step) or changed
             elif action == "hash":
-                for kv in attributes:
-                    if kv.key == key or (pattern is not None and pattern.search(kv.key)):
-                        hash_value(kv.value)
-                        changed = True
+                changed = _hash(attributes, step) or changed
             elif action == "extract":
-                index = _find(attributes, key)
-                if index < 0 or attributes[index].value.WhichOneof("value") != "string_value":
-                    continue
-                match = pattern.search(attributes[index].value.string_value)
-                if match is None:
-                    continue
-                for name, text in match.groupdict(default="").items():
-                    target = _find(attributes, name)
-                    if target >= 0:
-                        attributes[target].value.Clear()
-                        attributes[target].value.string_value = text
-                    else:
-                        attributes.add(key=name).value.string_value = text
-                    changed = True
+                changed = _extract(attributes, step) or changed
             else:  # convert
-                index = _find(attributes, key)
-                if index >= 0 and convert_value(attributes[index].value, converted_type):
+                assert step.converted_type is not None, "the config requires converted_type for convert"
+                index = _find(attributes, step.key)
+                if index >= 0 and convert_value(attributes[index].value, step.converted_type):
                     changed = True
         return changed
+
+
+def _set(attributes: Any, step: _Step, metadata: dict[str, str], client_address: str) -> bool:
+    """insert, update or upsert `step.key` from a constant, another attribute or the request context."""
+    if step.from_context:
+        text = context_value(step.from_context, metadata, client_address)
+        if text is None:
+            return False
+        source = AnyValue(string_value=text)
+    elif step.from_attribute is not None:
+        index = _find(attributes, step.from_attribute)
+        if index < 0:
+            return False
+        source = AnyValue()
+        source.CopyFrom(attributes[index].value)
+    else:
+        assert step.value is not None, "the config gives value, from_attribute or from_context"
+        source = step.value
+    index = _find(attributes, step.key)
+    if index >= 0:
+        if step.action == "insert":
+            return False
+        attributes[index].value.CopyFrom(source)
+        return True
+    if step.action == "update":
+        return False
+    attributes.add(key=step.key).value.CopyFrom(source)
+    return True
+
+
+def _matches(name: str, step: _Step) -> bool:
+    return name == step.key or (step.pattern is not None and step.pattern.search(name) is not None)
+
+
+def _delete(attributes: Any, step: _Step) -> bool:
+    changed = False
+    for index in reversed(range(len(attributes))):
+        if _matches(attributes[index].key, step):
+            del attributes[index]
+            changed = True
+    return changed
+
+
+def _hash(attributes: Any, step: _Step) -> bool:
+    changed = False
+    for kv in attributes:
+        if _matches(kv.key, step):
+            hash_value(kv.value)
+            changed = True
+    return changed
+
+
+def _extract(attributes: Any, step: _Step) -> bool:
+    """The named groups of `step.pattern` in the string value of `step.key`, as attributes."""
+    index = _find(attributes, step.key)
+    if index < 0 or attributes[index].value.WhichOneof("value") != "string_value":
+        return False
+    assert step.pattern is not None, "the config requires a pattern for extract"
+    match = step.pattern.search(attributes[index].value.string_value)
+    if match is None:
+        return False
+    changed = False
+    for name, text in match.groupdict(default="").items():
+        target = _find(attributes, name)
+        if target >= 0:
+            attributes[target].value.Clear()
+            attributes[target].value.string_value = text
+        else:
+            attributes.add(key=name).value.string_value = text
+        changed = True
+    return changed
 
 
 def _find(attributes: Any, key: str) -> int:

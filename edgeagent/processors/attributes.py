@@ -12,7 +12,6 @@ record, without decoding the records (appender.py), when the record is read.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,7 +30,7 @@ class AttributesConfig(ActionsConfig):
     exclude: MatchProperties | None = None
 
     @model_validator(mode="after")
-    def _check_matching(self) -> "AttributesConfig":
+    def _check_matching(self) -> AttributesConfig:
         # otelcol validates match properties per signal; a property that fits no signal is an error here
         for block in (self.include, self.exclude):
             if block is not None:
@@ -61,7 +60,7 @@ def _key_scan(keys: list[bytes], shortest: int = 8) -> list[tuple[bytes, list[by
     groups: list[tuple[bytes, list[bytes]]] = []
     for key in sorted(keys):
         if groups:
-            prefix = os.path.commonprefix([groups[-1][0], key])
+            prefix = _common_prefix(groups[-1][0], key)
             if len(prefix) >= shortest:
                 groups[-1] = (prefix, groups[-1][1] + [key])
                 continue
@@ -115,3 +114,12 @@ class AttributesProcessor:
 
 
 FACTORY = Factory("attributes", AttributesConfig, AttributesProcessor)
+
+
+def _common_prefix(first: bytes, second: bytes) -> bytes:
+    length = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        length += 1
+    return first[:length]

@@ -25,7 +25,7 @@ class BatchConfig(ComponentConfig):
     metadata_cardinality_limit: int = Field(1000, ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "BatchConfig":
+    def _check(self) -> BatchConfig:
         if self.send_batch_max_size and self.send_batch_max_size < self.send_batch_size:
             raise ValueError("send_batch_max_size must be 0 or at least send_batch_size")
         return self

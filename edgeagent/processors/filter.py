@@ -18,8 +18,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.processors.matching import (AttributeMatch, IncludeExclude, MatchProperties, RegexpOptions,
-                                           SeverityNumberMatch)
+from edgeagent.processors.matching import (
+    AttributeMatch,
+    IncludeExclude,
+    MatchProperties,
+    RegexpOptions,
+    SeverityNumberMatch,
+)
 from edgeagent.signals import Payload, Signal, resource_groups
 
 _OTTL_KEYS = ("traces", "trace_conditions", "metric_conditions", "log_conditions", "profile_conditions", "profiles")
@@ -62,7 +67,7 @@ class _Filters(ComponentConfig):
         return block.properties()
 
     @model_validator(mode="after")
-    def _check(self) -> "_Filters":
+    def _check(self) -> _Filters:
         for block in (self.include, self.exclude):
             if block is not None:
                 self._properties(block).check_for(self.signal)

@@ -50,7 +50,7 @@ class SeverityNumberMatch(ComponentConfig):
     match_undefined: bool = False
 
     @model_validator(mode="after")
-    def _check(self) -> "SeverityNumberMatch":
+    def _check(self) -> SeverityNumberMatch:
         self.minimum()
         return self
 
@@ -78,7 +78,7 @@ class MatchProperties(ComponentConfig):
     libraries: list[LibraryMatch] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _check(self) -> "MatchProperties":
+    def _check(self) -> MatchProperties:
         if not any((self.services, self.span_names, self.span_kinds, self.log_bodies, self.log_severity_texts,
                     self.log_severity_number, self.metric_names, self.attributes, self.resources, self.libraries)):
             raise ValueError("set at least one of services, span_names, span_kinds, log_bodies, log_severity_texts, "

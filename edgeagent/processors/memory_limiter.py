@@ -20,7 +20,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import psutil
 from pydantic import Field, model_validator
@@ -29,11 +29,14 @@ from edgeagent.component import ComponentConfig, Factory, Role
 from edgeagent.config.types import Duration
 from edgeagent.errors import DataRefusedError
 
+if TYPE_CHECKING:
+    import ctypes
+
 log = logging.getLogger(__name__)
 _MIB = 1 << 20
 DEFAULT_CHECK_INTERVAL = 1.0
 EXPANSION = 6  # a body in memory while it is read, parsed, processed and serialized
-_LIBC = None
+_LIBC: ctypes.CDLL | Literal[False] | None = None  # False: no glibc to trim
 
 
 def _trim_malloc() -> None:
@@ -59,13 +62,15 @@ class MemoryLimiterConfig(ComponentConfig):
     spike_limit_percentage: int = Field(0, ge=0, le=100)
 
     @model_validator(mode="after")
-    def _check_limits(self) -> "MemoryLimiterConfig":
+    def _check_limits(self) -> MemoryLimiterConfig:
         if self.check_interval is not None and self.check_interval <= 0:
             raise ValueError("check_interval must be greater than zero")
         if not self.limit_mib and not self.limit_percentage:
             raise ValueError("set limit_mib (or limit_percentage) to a value greater than zero")
         if self.limit_mib and self.spike_limit_mib >= self.limit_mib:
-            raise ValueError(f"spike_limit_mib ({self.spike_limit_mib}) must be smaller than limit_mib ({self.limit_mib})")
+            raise ValueError(
+                f"spike_limit_mib ({self.spike_limit_mib}) must be smaller than limit_mib ({self.limit_mib})"
+            )
         if self.limit_percentage and self.spike_limit_percentage >= self.limit_percentage:
             raise ValueError("spike_limit_percentage must be smaller than limit_percentage")
         return self

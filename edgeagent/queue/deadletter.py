@@ -44,7 +44,7 @@ def put(txn: lmdb.Transaction, db: Any, description: dict[str, Any], value: byte
     return seq
 
 
-def decode(key: bytes, value: bytes) -> DeadLetter:
+def decode(key: bytes | memoryview, value: bytes | memoryview) -> DeadLetter:
     (length,) = _LENGTH.unpack_from(value)
     meta = json.loads(bytes(value[4:4 + length]))
     return DeadLetter(_KEY.unpack(key)[0], meta, bytes(value[4 + length:]))
@@ -68,7 +68,7 @@ def take(txn: lmdb.Transaction, db: Any, seqs: list[int] | None) -> list[DeadLet
         txn.drop(db, delete=False)
         return taken
     for seq in seqs:
-        value = txn.pop(_KEY.pack(seq), db=db)
-        if value is not None:
-            taken.append(decode(_KEY.pack(seq), value))
+        popped = txn.pop(_KEY.pack(seq), db=db)
+        if popped is not None:
+            taken.append(decode(_KEY.pack(seq), popped))
     return taken

@@ -7,16 +7,11 @@ never the event loop's own lease state. See limits.py for the policies.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from edgeagent.queue.limits import footprint
-from edgeagent.queue.ops import KEY, Context, enqueued_ms, items_of
-
-if TYPE_CHECKING:
-    from edgeagent.queue.reader import DurableQueue
+from edgeagent.queue.ops import KEY, Context, WriterQueue, enqueued_ms, items_of
 
 
-def make_room(ctx: Context, queue: DurableQueue, items: int, size: int, cost: int) -> int | None:
+def make_room(ctx: Context, queue: WriterQueue, items: int, size: int, cost: int) -> int | None:
     """Bytes of pages freed so that one record fits (0 when it already does), or None to refuse it."""
     limits = ctx.store.limits
     pages = ctx.state.pages
@@ -42,7 +37,7 @@ def make_room(ctx: Context, queue: DurableQueue, items: int, size: int, cost: in
     return freed
 
 
-def evict(ctx: Context, need: int, only: DurableQueue | None, reason: str) -> int:
+def evict(ctx: Context, need: int, only: WriterQueue | None, reason: str) -> int:
     """Delete unleased records from the head (oldest first across queues unless `only`); returns bytes freed."""
     txn, result, stored = ctx.txn, ctx.result, ctx.state.stored
     freed = 0

@@ -5,26 +5,26 @@ dispatches by method, and says how it takes part in group commit by its attribut
 `client_waits` (a put or an atomic move: commit soon), `lingers` (a plain ack: may wait for
 company), `between_commits` (runs outside any transaction: compaction, maintenance).
 Everything here runs on the writer thread except the constructors.
+
+The operations name what they use of a queue and of the store as Protocols (`WriterQueue`,
+`WriterStore`), so this module and eviction.py sit below reader.py and store.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import lmdb
+import zstandard
 
 from edgeagent.errors import CorruptRecordError, QueueFullError
 from edgeagent.queue import deadletter, record
-from edgeagent.queue.limits import footprint
+from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.signals import Signal
-
-if TYPE_CHECKING:
-    from edgeagent.queue.reader import DurableQueue
-    from edgeagent.queue.store import QueueStore
 
 KEY = struct.Struct(">Q")
 STATS = struct.Struct(">QQ")
@@ -44,19 +44,72 @@ class Totals:
             totals.bytes += size
 
 
+class StoreTable(Protocol):
+    """A sub-database of queue records: an export queue, or a stage's own table (reader.Table)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def db(self) -> Any: ...  # the LMDB sub-database handle
+
+
+class WriterQueue(Protocol):
+    """What the writer thread asks of a queue (`WriterQueue`): where its records live, its
+    limits, the leases it published, and the writer-owned totals it moves after a commit."""
+
+    name: str
+    signal: Signal
+    capacity: QueueCapacity
+    db: Any  # the queue's LMDB sub-database handle
+    stored: Totals  # writer-owned
+    next_seq: int  # writer-owned
+    refused_items: int  # the writer adds, a scrape reads
+
+    @property
+    def leased_now(self) -> frozenset[int]: ...
+
+    def stats_key(self) -> bytes: ...
+
+    def apply(self, delta: Totals, oldest_ms: int | None) -> None: ...
+
+
+class WriterStore(Protocol):
+    """What the operations and eviction ask of the store (`QueueStore`) inside a transaction."""
+
+    directory: str
+    page_size: int
+    full: bool  # the last put was refused for lack of room
+    deadletter_db: Any
+
+    @property
+    def limits(self) -> StorageLimits: ...
+
+    @property
+    def queues(self) -> Mapping[str, WriterQueue]: ...
+
+    @property
+    def lmdb_env(self) -> lmdb.Environment: ...
+
+    @property
+    def writer_compressor(self) -> zstandard.ZstdCompressor | None: ...
+
+    def append_record(self, ctx: Context, queue: WriterQueue, value: bytes, items: int) -> bool: ...
+
+
 @dataclass
 class Commit:
     """What one transaction did, reported back to the event loop."""
 
-    deltas: dict[DurableQueue, Totals] = field(default_factory=dict)
-    oldest: dict[DurableQueue, int] = field(default_factory=dict)
-    done: list[tuple[asyncio.Future, Any]] = field(default_factory=list)  # (future, its result)
-    failed: list[tuple[asyncio.Future, BaseException]] = field(default_factory=list)
-    drops: dict[tuple[DurableQueue, str], list[int]] = field(default_factory=dict)
+    deltas: dict[WriterQueue, Totals] = field(default_factory=dict)
+    oldest: dict[WriterQueue, int] = field(default_factory=dict)
+    done: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)  # (future, its result)
+    failed: list[tuple[asyncio.Future[Any], BaseException]] = field(default_factory=list)
+    drops: dict[tuple[WriterQueue, str], list[int]] = field(default_factory=dict)
     dead_lettered: int = 0
-    quarantined: dict[Any, int] = field(default_factory=dict)  # queue or table -> records
+    quarantined: dict[StoreTable, int] = field(default_factory=dict)  # queue or table -> records
 
-    def delta(self, queue: DurableQueue) -> Totals:
+    def delta(self, queue: WriterQueue) -> Totals:
         return self.deltas.setdefault(queue, Totals())
 
     def merge(self, other: Commit) -> None:
@@ -79,25 +132,30 @@ class Commit:
 class TxnState:
     """The writer's running totals inside one transaction."""
 
-    stored: dict[DurableQueue, Totals]
+    stored: dict[WriterQueue, Totals]
     pages: int
-    touched: set[DurableQueue] = field(default_factory=set)
-    next_seqs: dict[DurableQueue, int] = field(default_factory=dict)
+    touched: set[WriterQueue] = field(default_factory=set)
+    next_seqs: dict[WriterQueue, int] = field(default_factory=dict)
 
     def copy(self) -> TxnState:
         return TxnState({q: Totals(t.entries, t.items, t.bytes) for q, t in self.stored.items()}, self.pages,
                         set(self.touched), dict(self.next_seqs))
 
     def restore(self, other: TxnState) -> None:
-        self.stored, self.pages, self.touched, self.next_seqs = other.stored, other.pages, other.touched, other.next_seqs
+        self.stored, self.pages, self.touched, self.next_seqs = (
+            other.stored,
+            other.pages,
+            other.touched,
+            other.next_seqs,
+        )
 
 
 @dataclass
 class Context:
     """One write transaction as the operations see it."""
 
-    store: QueueStore
-    txn: lmdb.Transaction
+    store: WriterStore
+    txn: lmdb.Transaction[bytes]
     result: Commit
     state: TxnState
     now_ms: int
@@ -107,7 +165,7 @@ class WriterOp:
     client_waits = False
     lingers = False
     between_commits = False
-    future: asyncio.Future
+    future: asyncio.Future[Any]
 
     @property
     def put_bytes(self) -> int:
@@ -122,11 +180,11 @@ class WriterOp:
 
 @dataclass
 class Put(WriterOp):
-    queue: DurableQueue
+    queue: WriterQueue
     payload: bytes  # the request, zstd-compressed already
     items: int
     signal: Signal
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     batch_key: bytes = b""
     attributes: bytes = b""  # a serialized KeyValueList for every record, added when read (record.py)
     value: bytes = b""  # the framed record, set by prepare()
@@ -154,9 +212,9 @@ class Put(WriterOp):
 class Delete(WriterOp):
     """An ack; with `dead_letter` a move to the dead-letter store; with `reason` a counted drop."""
 
-    queue: DurableQueue
+    queue: WriterQueue
     seqs: list[int]
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     dead_letter: dict[str, Any] | None = None
     reason: str = ""  # set for a counted drop (purge)
     replacement: list[bytes] | None = None  # dead-letter these records instead of the deleted ones
@@ -191,10 +249,10 @@ class Delete(WriterOp):
 
 @dataclass
 class SetAttempts(WriterOp):
-    queue: DurableQueue
+    queue: WriterQueue
     seqs: list[int]
     attempts: int
-    future: asyncio.Future
+    future: asyncio.Future[Any]
 
     def apply(self, ctx: Context) -> None:
         ctx.state.touched.add(self.queue)
@@ -211,7 +269,7 @@ class Call(WriterOp):
     """Run a function on the writer thread between two commits (maintenance, compaction)."""
 
     function: Callable[[], Any]
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     between_commits = True
 
 
@@ -221,14 +279,14 @@ class Atomic(WriterOp):
     how a stage moves data between sub-databases without loss or duplicates across a crash."""
 
     function: Callable[[TxnWriter], Any]
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     client_waits = True
 
     def apply(self, ctx: Context) -> None:
         before = ctx.state.copy()
         partial = Commit()
         try:
-            with ctx.store.env.begin(write=True, parent=ctx.txn) as child:
+            with ctx.store.lmdb_env.begin(write=True, parent=ctx.txn) as child:
                 value = self.function(TxnWriter(ctx.store, Context(ctx.store, child, partial, ctx.state, ctx.now_ms)))
         except Exception as exc:  # reported to the caller; the other operations of the commit go on
             ctx.state.restore(before)
@@ -243,7 +301,7 @@ class TxnWriter:
 
     Tables are sub-databases a stage opened with `QueueStore.table`; their values are queue records."""
 
-    def __init__(self, store: QueueStore, ctx: Context):
+    def __init__(self, store: WriterStore, ctx: Context):
         self.store = store
         self._ctx = ctx
         self.now_ms = ctx.now_ms
@@ -252,13 +310,13 @@ class TxnWriter:
         compressor = self.store.writer_compressor if compress else None
         return record.encode(signal, items, self.now_ms, body, compressor, batch_key=batch_key)
 
-    def append(self, queue: DurableQueue, body: bytes, items: int, batch_key: bytes = b"") -> None:
+    def append(self, queue: WriterQueue, body: bytes, items: int, batch_key: bytes = b"") -> None:
         """Append a request to an export queue, as a put would; QueueFullError when it does not fit."""
         value = self._encode(queue.signal, body, items, batch_key, True)
         if not self.store.append_record(self._ctx, queue, value, items):
             raise QueueFullError(f"queue {queue.name} is full; retry later", retry_after=5.0)
 
-    def put(self, table: Any, key: bytes, signal: Signal, body: bytes, items: int, batch_key: bytes = b"",
+    def put(self, table: StoreTable, key: bytes, signal: Signal, body: bytes, items: int, batch_key: bytes = b"",
             compress: bool = True) -> None:
         """Store a request as a record in a stage's own table, within the disk budget."""
         value = self._encode(signal, body, items, batch_key, compress)
@@ -271,7 +329,7 @@ class TxnWriter:
         self._ctx.txn.put(key, value, db=table.db)
         self._ctx.state.pages += cost
 
-    def keys(self, table: Any, prefix: bytes) -> list[bytes]:
+    def keys(self, table: StoreTable, prefix: bytes) -> list[bytes]:
         """Keys of the table that start with `prefix`, in order."""
         cursor = self._ctx.txn.cursor(db=table.db)
         found: list[bytes] = []
@@ -282,13 +340,13 @@ class TxnWriter:
                 found.append(bytes(key))
         return found
 
-    def delete(self, table: Any, key: bytes) -> bytes | None:
+    def delete(self, table: StoreTable, key: bytes) -> bytes | None:
         value = self._ctx.txn.pop(key, db=table.db)
         if value is not None:
             self._ctx.state.pages -= footprint(len(value), self.store.page_size)
         return value
 
-    def quarantine(self, table: Any, key: bytes, reason: str) -> None:
+    def quarantine(self, table: StoreTable, key: bytes, reason: str) -> None:
         """Move a record that does not decode to the dead-letter store, counted as quarantined."""
         value = self.delete(table, key)
         if value is None:
@@ -301,14 +359,14 @@ class TxnWriter:
         result.quarantined[table] = result.quarantined.get(table, 0) + 1
 
 
-def items_of(value: bytes) -> int:
+def items_of(value: bytes | memoryview) -> int:
     try:
         return record.decode_header(value).items
     except CorruptRecordError:
         return 0
 
 
-def enqueued_ms(value: bytes) -> int:
+def enqueued_ms(value: bytes | memoryview) -> int:
     try:
         return record.decode_header(value).enqueued_ms
     except CorruptRecordError:

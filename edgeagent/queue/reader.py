@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import lmdb
 import zstandard
 
 from edgeagent.errors import CorruptRecordError
@@ -32,17 +34,31 @@ from edgeagent.queue.ops import (
     Delete,
     SetAttempts,
     Totals,
+    WriterOp,
     enqueued_ms,
     items_of,
 )
 from edgeagent.signals import Signal
 
-if TYPE_CHECKING:
-    from edgeagent.queue.store import QueueStore
-
 log = logging.getLogger(__name__)
 
 _MAX_SCAN = 10_000  # records a lease looks at while gathering one batch key
+
+
+class QueueHome(Protocol):
+    """What a queue and the read API ask of the store that holds them (`QueueStore`)."""
+
+    @property
+    def lmdb_env(self) -> lmdb.Environment: ...
+
+    @property
+    def meta_db(self) -> Any: ...
+
+    def sub_database(self, name: bytes) -> Any: ...
+
+    def reading(self, db: Any) -> AbstractContextManager[lmdb.Transaction[memoryview]]: ...
+
+    def submit(self, make_op: Callable[[asyncio.Future[Any]], WriterOp]) -> asyncio.Future[Any]: ...
 
 
 @dataclass
@@ -100,7 +116,7 @@ class _Leases:
 class DurableQueue:
     """One named FIFO of export requests inside a `QueueStore` (the `ConsumerQueue` of api.py)."""
 
-    def __init__(self, store: QueueStore, name: str, signal: Signal, capacity: QueueCapacity):
+    def __init__(self, store: QueueHome, name: str, signal: Signal, capacity: QueueCapacity):
         self.store = store
         self.name = name
         self.signal = signal
@@ -131,7 +147,7 @@ class DurableQueue:
     def _load(self) -> None:
         if self.db is None:  # opened read-only before this queue was ever written
             return
-        with self.store.env.begin(db=self.db) as txn:
+        with self.store.lmdb_env.begin(db=self.db) as txn:
             entries = txn.stat(self.db)["entries"]
             cursor = txn.cursor()
             if cursor.last():
@@ -231,7 +247,7 @@ class DurableQueue:
             log.error("queue record does not decode; quarantined it in the dead-letter store",
                       extra={"queue": self.name, "seq": seq, "reason": reason})
 
-        def settled(future: asyncio.Future) -> None:
+        def settled(future: asyncio.Future[Any]) -> None:
             self._leases.remove(seqs)
             if self.available_entries > 0:
                 self._available.set()
@@ -246,7 +262,7 @@ class DurableQueue:
         self._leases.remove(lease.seqs)
         return lease.seqs
 
-    def release(self, lease: QueueLease, attempts: int | None = None) -> asyncio.Future | None:
+    def release(self, lease: QueueLease, attempts: int | None = None) -> asyncio.Future[Any] | None:
         """Give the records back; they are handed out again first. Optionally record the attempts made."""
         seqs = self._end_lease(lease)
         if seqs:
@@ -257,7 +273,7 @@ class DurableQueue:
             return self.store.submit(lambda fut: SetAttempts(self, lease.seqs, attempts, fut))
         return None
 
-    def ack(self, lease: QueueLease) -> asyncio.Future:
+    def ack(self, lease: QueueLease) -> asyncio.Future[Any]:
         """Delete delivered records; awaiting the returned future is optional.
 
         The records stay out of every lease until the delete commits. Acks linger in the writer so
@@ -271,7 +287,7 @@ class DurableQueue:
         future.add_done_callback(lambda done: self._acked(seqs, done))
         return future
 
-    def _acked(self, seqs: list[int], future: asyncio.Future) -> None:
+    def _acked(self, seqs: list[int], future: asyncio.Future[Any]) -> None:
         self._leases.remove(seqs)
         if future.cancelled() or future.exception() is not None:  # still stored: hand them out again
             self._read_from = min(self._read_from, min(seqs, default=self._read_from))
@@ -321,7 +337,7 @@ class Batch:
     first_skipped: int | None
 
 
-def read_batch(store: QueueStore, db: Any, start: int | None, skip: frozenset[int], max_items: int,
+def read_batch(store: QueueHome, db: Any, start: int | None, skip: frozenset[int], max_items: int,
                max_entries: int) -> Batch:
     """Read and decompress the next records in key order from `start`, or backwards from the
     newest when `start` is None; all of one batch key, up to `max_items` / `max_entries`."""
@@ -371,7 +387,7 @@ def read_batch(store: QueueStore, db: Any, start: int | None, skip: frozenset[in
     return found
 
 
-def scan_table(store: QueueStore, table: Table) -> Iterator[StoredRecord | Corrupt]:
+def scan_table(store: QueueHome, table: Table) -> Iterator[StoredRecord | Corrupt]:
     """Every record of a table, headers only, in key order, from one read snapshot that stays
     open until the caller has read the last one (so a large table is never held in memory)."""
     if table.db is None:
@@ -386,7 +402,7 @@ def scan_table(store: QueueStore, table: Table) -> Iterator[StoredRecord | Corru
             yield StoredRecord(bytes(key), header.items, len(value), header.enqueued_ms, header.batch_key)
 
 
-def read_prefixes(store: QueueStore, table: Table,
+def read_prefixes(store: QueueHome, table: Table,
                   prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]], list[Corrupt]]:
     """The records whose key starts with each prefix, with their requests."""
     out: dict[bytes, list[StoredRecord]] = {}
@@ -397,8 +413,8 @@ def read_prefixes(store: QueueStore, table: Table,
         for prefix in prefixes:
             if not cursor.set_range(prefix):
                 continue
-            for key, value in cursor:
-                key = bytes(key)
+            for stored_key, value in cursor:
+                key = bytes(stored_key)
                 if key[:len(prefix)] != prefix:
                     break
                 try:

@@ -73,7 +73,7 @@ def frame(signal: Signal, items: int, enqueued_ms: int, payload: bytes, codec: i
     return head + payload
 
 
-def decode_header(value: bytes) -> RecordHeader:
+def decode_header(value: bytes | memoryview) -> RecordHeader:
     if len(value) < HEADER_SIZE:
         raise CorruptRecordError(f"record of {len(value)} bytes is shorter than its header")
     version, signal, codec, flags, items, enqueued_ms, attempts = _HEADER.unpack_from(value)
@@ -90,7 +90,7 @@ def decode_header(value: bytes) -> RecordHeader:
     return RecordHeader(Signal(signal), items, enqueued_ms, attempts, codec, batch_key, offset, attributes)
 
 
-def _field(value: bytes, offset: int, length_format: struct.Struct, name: str) -> tuple[bytes, int]:
+def _field(value: bytes | memoryview, offset: int, length_format: struct.Struct, name: str) -> tuple[bytes, int]:
     """A length-prefixed header field at `offset`, and the offset after it."""
     if len(value) < offset + length_format.size:
         raise CorruptRecordError(f"record is shorter than its {name}")
@@ -101,7 +101,7 @@ def _field(value: bytes, offset: int, length_format: struct.Struct, name: str) -
     return bytes(value[offset:offset + length]), offset + length
 
 
-def decode_body(value: bytes, header: RecordHeader, decompressor: zstandard.ZstdDecompressor) -> bytes:
+def decode_body(value: bytes | memoryview, header: RecordHeader, decompressor: zstandard.ZstdDecompressor) -> bytes:
     """The export request of a record, with the attributes it carries added to every record."""
     body = memoryview(value)[header.body_offset:]
     if header.codec == CODEC_NONE:
@@ -119,7 +119,7 @@ def decode_body(value: bytes, header: RecordHeader, decompressor: zstandard.Zstd
         raise CorruptRecordError(f"record payload is not a valid {header.signal.label} request: {exc}") from exc
 
 
-def with_attempts(value: bytes, attempts: int) -> bytes:
+def with_attempts(value: bytes | memoryview, attempts: int) -> bytes:
     """The same record with its attempt counter replaced."""
     header = bytearray(value[:HEADER_SIZE])
     struct.pack_into(">H", header, HEADER_SIZE - 2, min(attempts, 0xFFFF))

@@ -173,6 +173,10 @@ def _value(file: _File, page: bytes, at: int, size: int, flags: int) -> bytes | 
     (overflow,) = struct.unpack_from("<Q", page, at)
     count = -(-(size + _HEADER.size) // file.page_size)
     pages = file.page(overflow, count)
-    if pages is None or struct.unpack_from("<Q", pages)[0] != overflow or not _HEADER.unpack_from(pages)[2] & _P_OVERFLOW:
+    if (
+        pages is None
+        or struct.unpack_from("<Q", pages)[0] != overflow
+        or not _HEADER.unpack_from(pages)[2] & _P_OVERFLOW
+    ):
         return None
     return pages[_HEADER.size:_HEADER.size + size]

@@ -81,7 +81,7 @@ import zstandard
 
 from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
 from edgeagent.queue import deadletter, environment, reader, record, salvage
-from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord
+from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
 from edgeagent.queue.environment import StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
@@ -95,9 +95,11 @@ from edgeagent.queue.ops import (
     Context,
     Delete,
     Put,
+    StoreTable,
     Totals,
     TxnState,
     WriterOp,
+    WriterQueue,
     enqueued_ms,
     items_of,
 )
@@ -117,7 +119,7 @@ _ACK_LINGER = 0.25  # seconds acks wait for company before they commit
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 
-DropCallback = Callable[[DurableQueue, str, int, int], None]  # queue, reason, items, records
+DropCallback = Callable[[WriterQueue, str, int, int], None]  # queue, reason, items, records
 
 
 class _Gate:
@@ -162,7 +164,7 @@ class QueueStore:
                  limits: StorageLimits = StorageLimits(), compression_level: int = 1, lock_timeout: float = 1.0,
                  compact_on_start: bool = False, compaction_scratch: str | None = None,
                  on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None,
-                 on_quarantine: Callable[[Any, int], None] | None = None,
+                 on_quarantine: Callable[[StoreTable, int], None] | None = None,
                  on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None,
                  read_only: bool = False):
         self.directory = directory
@@ -191,7 +193,7 @@ class QueueStore:
         self.full = False  # the last put was refused for lack of room
         self.gate = _Gate()
         self._lock_file: IO[str] | None = None
-        self._ops: thread_queue.SimpleQueue = thread_queue.SimpleQueue()
+        self._ops: thread_queue.SimpleQueue[WriterOp | None] = thread_queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
@@ -199,6 +201,20 @@ class QueueStore:
         self._previous_puts = 0
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
+
+    @property
+    def lmdb_env(self) -> lmdb.Environment:
+        """The environment, between open() and close()."""
+        if self.env is None:
+            raise RuntimeError(f"queue storage in {self.directory} is not open")
+        return self.env
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop that started the writer (start())."""
+        if self._loop is None:
+            raise RuntimeError(f"queue storage in {self.directory} was not started")
+        return self._loop
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -223,8 +239,8 @@ class QueueStore:
             self._start_fresh(exc)
         self._open_dbs()
         environment.ensure_ballast(self.directory)
-        self.page_size = self.env.stat()["psize"]
-        with self.env.begin() as txn:
+        self.page_size = self.lmdb_env.stat()["psize"]
+        with self.lmdb_env.begin() as txn:
             self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
             self.pages_in_use = self._measure_pages(txn)
 
@@ -321,26 +337,26 @@ class QueueStore:
     def live_bytes(self) -> int:
         return sum(queue.bytes for queue in self.queues.values())
 
-    def _measure_pages(self, txn: lmdb.Transaction) -> int:
+    def _measure_pages(self, txn: lmdb.Transaction[bytes]) -> int:
         """Bytes of pages in use by every sub-database (free pages excluded)."""
         pages = 0
         names = [name for name, _ in txn.cursor()]
         for name in names:
             try:
-                stat = txn.stat(self.env.open_db(name, txn=txn, create=False))
+                stat = txn.stat(self.lmdb_env.open_db(name, txn=txn, create=False))
             except lmdb.Error:
                 continue
             pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
-        main = self.env.stat()
+        main = self.lmdb_env.stat()
         pages += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
         return pages * self.page_size
 
     # ---- reads (worker threads) ------------------------------------------------------------
 
     @contextlib.contextmanager
-    def reading(self, db: Any) -> Iterator[lmdb.Transaction]:
+    def reading(self, db: Any) -> Iterator[lmdb.Transaction[memoryview]]:
         """A read snapshot of one sub-database; a live compaction waits until it ends."""
-        with self.gate.shared(), self.env.begin(db=db, buffers=True) as txn:
+        with self.gate.shared(), self.lmdb_env.begin(db=db, buffers=True) as txn:
             yield txn
 
     def scan(self, table: Table) -> Iterator[StoredRecord | Corrupt]:
@@ -365,25 +381,25 @@ class QueueStore:
         payload = self._loop_compressor.compress(body)
         futures = []
         for target in targets:
-            future = self._loop.create_future()
+            future = self.loop.create_future()
             self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes))
             futures.append(future)
         await asyncio.gather(*futures)
 
-    def atomic(self, function: Callable[[StageTransaction], Any]) -> asyncio.Future:
+    def atomic(self, function: Callable[[StageTransaction], T]) -> asyncio.Future[T]:
         """Run `function(writer)` on the writer thread inside the next commit, all or nothing;
         the future resolves to its result once that commit is durable."""
         return self.submit(lambda fut: Atomic(function, fut))
 
-    def submit(self, make_op: Callable[[asyncio.Future], WriterOp]) -> asyncio.Future:
-        future = self._loop.create_future()
+    def submit(self, make_op: Callable[[asyncio.Future[Any]], WriterOp]) -> asyncio.Future[Any]:
+        future = self.loop.create_future()
         if self._writer is None:
             future.set_exception(ShutdownError("the queue is closed"))
             return future
         self._ops.put(make_op(future))
         return future
 
-    def call(self, function: Callable[[], Any]) -> asyncio.Future:
+    def call(self, function: Callable[[], Any]) -> asyncio.Future[Any]:
         """Run `function` on the writer thread, between two commits."""
         return self.submit(lambda fut: Call(function, fut))
 
@@ -407,15 +423,16 @@ class QueueStore:
                         break
                     if op is not None:
                         ops.append(op)
-            calls = [op for op in ops if op.between_commits]
-            ops = [op for op in ops if not op.between_commits]
+            pending = [op for op in ops if op is not None]
+            calls = [op for op in pending if isinstance(op, Call)]  # the only between_commits operation
+            writes = [op for op in pending if not op.between_commits]
             sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
-            if ops or sweep:
-                self._commit(ops, sweep)
+            if writes or sweep:
+                self._commit(writes, sweep)
             for op in calls:
                 self._run_call(op)
 
-    def _gather(self, ops: list[Any]) -> None:
+    def _gather(self, ops: list[WriterOp | None]) -> None:
         """Take every pending operation, and linger briefly so that one commit carries more.
 
         Each synced commit rewrites several B-tree, free-list and meta pages besides the records
@@ -462,9 +479,9 @@ class QueueStore:
         try:
             result = op.function()
         except Exception as exc:  # reported to the caller, who logs it
-            self._loop.call_soon_threadsafe(_settle, op.future, None, exc)
+            self.loop.call_soon_threadsafe(_settle, op.future, None, exc)
         else:
-            self._loop.call_soon_threadsafe(_settle, op.future, result, None)
+            self.loop.call_soon_threadsafe(_settle, op.future, result, None)
 
     def _commit(self, ops: list[WriterOp], sweep: bool = False) -> None:
         now_ms = int(time.time() * 1000)
@@ -516,7 +533,7 @@ class QueueStore:
         result = Commit()
         state = TxnState(stored={queue: Totals(queue.stored.entries, queue.stored.items, queue.stored.bytes)
                                  for queue in self.queues.values()}, pages=self.pages_in_use)
-        with self.env.begin(write=True) as txn:
+        with self.lmdb_env.begin(write=True) as txn:
             ctx = Context(self, txn, result, state, now_ms)
             if evict_bytes:
                 state.pages -= evict(ctx, evict_bytes, None, "disk_full")
@@ -540,7 +557,7 @@ class QueueStore:
             self._last_sweep = time.monotonic()
         return result
 
-    def append_record(self, ctx: Context, queue: DurableQueue, value: bytes, items: int) -> bool:
+    def append_record(self, ctx: Context, queue: WriterQueue, value: bytes, items: int) -> bool:
         """Append one encoded record to `queue`, making room by the full policy; False when it does not fit."""
         state = ctx.state
         state.touched.add(queue)
@@ -558,7 +575,7 @@ class QueueStore:
         return True
 
     def _report(self, result: Commit) -> None:
-        self._loop.call_soon_threadsafe(self._resolve, result)
+        self.loop.call_soon_threadsafe(self._resolve, result)
 
     def _resolve(self, result: Commit) -> None:
         """Runs on the event loop: apply a commit's effect to in-memory state, then wake the waiters."""
@@ -580,7 +597,7 @@ class QueueStore:
 
     # ---- compaction ------------------------------------------------------------------------
 
-    def compact_now(self) -> asyncio.Future:
+    def compact_now(self) -> asyncio.Future[Any]:
         """Compact the live environment between two commits; resolves to (bytes before, bytes after)."""
         return self.call(self._compact_live)
 
@@ -598,9 +615,9 @@ class QueueStore:
         """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""
         before = self.file_size()
         started = time.monotonic()
-        staged = copy_compacted(self.env, self.directory, self.compaction_scratch)
+        staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
         with self.gate.exclusive():
-            self.env.close()
+            self.lmdb_env.close()
             swap_in(staged, self.directory)
             self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync,
                                  metasync=self.sync, readahead=False, subdir=True, mode=0o600)
@@ -613,11 +630,11 @@ class QueueStore:
 
     # ---- maintenance (run on the writer thread through `call`) ------------------------------
 
-    def purge(self, queue: DurableQueue) -> asyncio.Future:
+    def purge(self, queue: DurableQueue) -> asyncio.Future[Any]:
         """Delete every unleased record of a queue, counted as dropped (reason "purged")."""
         def seqs() -> list[int]:
             leased = queue.leased_now
-            with self.env.begin(db=queue.db) as txn:
+            with self.lmdb_env.begin(db=queue.db) as txn:
                 return [seq for seq in (KEY.unpack(key)[0] for key, _ in txn.cursor()) if seq not in leased]
 
         async def run() -> int:
@@ -632,17 +649,17 @@ class QueueStore:
         with self.reading(self.deadletter_db) as txn:
             return deadletter.read(txn, self.deadletter_db, limit)
 
-    def replay_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future:
+    def replay_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future[Any]:
         """Move dead letters (all when `seqs` is None) to the tail of their queues, to be sent again."""
         return self.call(lambda: self._replay(seqs))
 
-    def purge_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future:
+    def purge_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future[Any]:
         return self.call(lambda: self._purge_dead(seqs))
 
     def _replay(self, seqs: list[int] | None) -> int:
         result = Commit()
         moved = 0
-        with self.env.begin(write=True) as txn:
+        with self.lmdb_env.begin(write=True) as txn:
             for letter in deadletter.take(txn, self.deadletter_db, seqs):
                 queue = self.queues.get(letter.description.get("queue", ""))
                 if queue is None:  # its exporter is gone from the config (or a stage's table): keep it
@@ -657,15 +674,15 @@ class QueueStore:
                 moved += 1
             remaining = txn.stat(self.deadletter_db)["entries"]
             self.pages_in_use = self._measure_pages(txn)
-        self._loop.call_soon_threadsafe(self._set_dead_letters, remaining, result)
+        self.loop.call_soon_threadsafe(self._set_dead_letters, remaining, result)
         return moved
 
     def _purge_dead(self, seqs: list[int] | None) -> int:
-        with self.env.begin(write=True) as txn:
+        with self.lmdb_env.begin(write=True) as txn:
             taken = deadletter.take(txn, self.deadletter_db, seqs)
             remaining = txn.stat(self.deadletter_db)["entries"]
             self.pages_in_use = self._measure_pages(txn)
-        self._loop.call_soon_threadsafe(self._set_dead_letters, remaining, Commit())
+        self.loop.call_soon_threadsafe(self._set_dead_letters, remaining, Commit())
         return len(taken)
 
     def _set_dead_letters(self, remaining: int, result: Commit) -> None:
@@ -673,7 +690,7 @@ class QueueStore:
         self._resolve(result)
 
 
-def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     if future.done():
         return
     if exc is not None:

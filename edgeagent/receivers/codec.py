@@ -50,7 +50,9 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         try:
             return Payload.from_bytes(signal, body, metadata)
         except (DecodeError, ValueError) as exc:
-            raise BadRequestError(f"request body is not a valid {signal.request_class.__name__} protobuf: {exc}") from exc
+            raise BadRequestError(
+                f"request body is not a valid {signal.request_class.__name__} protobuf: {exc}"
+            ) from exc
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ class ErrorBackoffConfig(ComponentConfig):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> "ErrorBackoffConfig":
+    def _check(self) -> ErrorBackoffConfig:
         if self.initial_interval <= 0 or self.max_interval < self.initial_interval:
             raise ValueError("initial_interval must be positive and max_interval at least initial_interval")
         return self
@@ -117,7 +118,7 @@ class MessageMarkingConfig(ComponentConfig):
     on_error: bool = True
 
     @model_validator(mode="after")
-    def _check(self) -> "MessageMarkingConfig":
+    def _check(self) -> MessageMarkingConfig:
         if not self.after:
             raise ValueError("after: false is not supported: edgeagent commits an offset only after the data of its "
                              "message is durable")
@@ -152,7 +153,7 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
 
 
     @model_validator(mode="after")
-    def _check(self) -> "KafkaReceiverConfig":
+    def _check(self) -> KafkaReceiverConfig:
         if not self.group_id:
             raise ValueError("group_id must not be empty")
         if self.session_timeout <= 0 or not 0 < self.heartbeat_interval < self.session_timeout:
@@ -198,7 +199,7 @@ class _Partition:
     consumer: Any  # the SignalConsumer of its signal
     backlog: collections.deque = field(default_factory=collections.deque)
     backlog_bytes: int = 0
-    in_flight: set = field(default_factory=set)  # asyncio tasks
+    in_flight: set[asyncio.Task[int | None]] = field(default_factory=set)
     pending: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # offset -> durable?
     durable: int | None = None  # the offset after the longest durable prefix: what a commit writes
     committed: int | None = None  # what this member (or the group before it) committed
@@ -348,17 +349,17 @@ class KafkaReceiver:
             partition.pending[record.offset] = False
             task = asyncio.create_task(self._deliver(partition, record))
             partition.in_flight.add(task)
-            task.add_done_callback(lambda done, p=partition: self._delivered(p, done))
+            task.add_done_callback(functools.partial(self._delivered, partition))
         if partition.paused and partition.backlog_below(0.5):
             partition.paused = False
             if self._consumer is not None and not partition.revoked.is_set():
                 self._consumer.resume(TopicPartition(partition.topic, partition.partition))
 
-    def _delivered(self, partition: _Partition, task: asyncio.Task) -> None:
+    def _delivered(self, partition: _Partition, task: asyncio.Task[int | None]) -> None:
         partition.in_flight.discard(task)
-        if not task.cancelled() and task.exception() is None and task.result() is not None:
-            if partition.mark_durable(task.result()):
-                self._dirty.set()
+        offset = None if task.cancelled() or task.exception() is not None else task.result()
+        if offset is not None and partition.mark_durable(offset):
+            self._dirty.set()
         self._pump(partition)
 
     async def _deliver(self, partition: _Partition, record: Any) -> int | None:
@@ -436,7 +437,7 @@ class KafkaReceiver:
 
     async def _settle(self, partitions: list[_Partition], grace: float) -> None:
         """Drop the backlogs, give in-flight messages `grace` seconds to become durable, cancel the rest."""
-        tasks = []
+        tasks: list[asyncio.Task[int | None]] = []
         for partition in partitions:
             partition.revoked.set()
             partition.backlog.clear()
@@ -502,7 +503,7 @@ class KafkaReceiver:
     # ---- telemetry ---------------------------------------------------------------------------------
 
     def lag_samples(self) -> list[tuple[tuple[str, ...], float]]:
-        samples = []
+        samples: list[tuple[tuple[str, ...], float]] = []
         for partition in list(self._partitions.values()):
             if self._consumer is None:
                 break

@@ -48,7 +48,7 @@ class GrpcServer:
                 continue
             export = rpc_server_timer(getattr(self.host, "metrics", None), f"{signal.grpc_service}/Export",
                                       self._handler(signal, consumer))
-            method = grpc.unary_unary_rpc_method_handler(export)
+            method: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(export)
             handlers.append(grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": method}))
         server.add_generic_rpc_handlers(handlers)
         endpoint = self.config.endpoint

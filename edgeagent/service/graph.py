@@ -141,7 +141,7 @@ class Graph:
         batch = running.batch.config if running.batch is not None else None
         settings = BatchSettings(batch.timeout, batch.send_batch_size, batch.send_batch_max_size) if batch else None
         by_store: dict[str, list[DurableQueue]] = {}
-        for exp_id, exporter in zip(spec.exporters, targets):
+        for exp_id, exporter in zip(spec.exporters, targets, strict=True):
             queue_config = exporter.config.sending_queue
             if not queue_config.enabled:
                 timeout = getattr(exporter.config, "timeout", None)  # the debug exporter has none

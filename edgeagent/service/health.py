@@ -50,8 +50,10 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
         "upSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started_at)),
         "uptime": f"{time.time() - state.started_at:.1f}s",
         "exporters": exporters,
-        "connectors": {cid: {**c.health(), **({"problem": telemetry.problems[cid]} if cid in telemetry.problems else {})}
-                       for cid, c in graph.connectors.items()},
+        "connectors": {
+            cid: {**c.health(), **({"problem": telemetry.problems[cid]} if cid in telemetry.problems else {})}
+            for cid, c in graph.connectors.items()
+        },
         "queues": queues,
         "dead_letters": sum(store.deadletter_entries for store in graph.stores.values()),
         "memory_limiter": {pid: p.health() for pid, p in graph.of_role(Role.ADMISSION).items()},

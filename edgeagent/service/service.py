@@ -19,9 +19,9 @@ from edgeagent.config.loader import AgentConfig
 from edgeagent.extensions.metrics import Metrics
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
-from edgeagent.service.health import Handler
 from edgeagent.service.consumers import ConsumerSlot
 from edgeagent.service.graph import Graph
+from edgeagent.service.health import Handler
 from edgeagent.service.reload import ReloadRefused, keeps_extension, keeps_receiver, storage_change
 from edgeagent.service.storage import StoreEvents, Stores
 from edgeagent.service.telemetry import Telemetry
@@ -187,7 +187,9 @@ class Service:
 
     def _background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
-            log.error("background task stopped unexpectedly", exc_info=task.exception(), extra={"task": task.get_name()})
+            log.error(
+                "background task stopped unexpectedly", exc_info=task.exception(), extra={"task": task.get_name()}
+            )
             self.component_failed(task.get_name(), str(task.exception()))
 
     async def start(self) -> None:
@@ -289,7 +291,9 @@ async def _start(graph: Graph, skip_extensions: set[str], skip_receivers: frozen
             await receiver.start()
 
 
-async def _stop(graph: Graph, keep_extensions: set[str], keep_receivers: frozenset[str] | set[str] = frozenset()) -> None:
+async def _stop(
+    graph: Graph, keep_extensions: set[str], keep_receivers: frozenset[str] | set[str] = frozenset()
+) -> None:
     """Stop a graph's components in reverse order; queue stores and kept components stay."""
     for rec_id, receiver in graph.receivers.items():
         if rec_id not in keep_receivers:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from edgeagent.config.loader import AgentConfig
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
 from edgeagent.queue.compaction import cleanup_compaction_leftovers
+from edgeagent.queue.ops import StoreTable, WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
 
@@ -55,8 +56,8 @@ class StoreEvents:
     """Where a store reports what happens to its data."""
 
     corrupt_file: Callable[[str], None]
-    dropped: Callable[[DurableQueue, str, int, int], None]
-    quarantined: Callable[[DurableQueue, int], None]
+    dropped: Callable[[WriterQueue, str, int, int], None]
+    quarantined: Callable[[StoreTable, int], None]  # a queue or a stage's table
     salvaged: Callable[[str, int, int], None]  # directory, records read back, records lost
 
 

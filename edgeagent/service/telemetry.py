@@ -18,6 +18,7 @@ from aiohttp import web
 from edgeagent.config.service import MetricsConfig
 from edgeagent.config.types import split_endpoint
 from edgeagent.extensions.metrics import Derived, Metrics
+from edgeagent.queue.ops import WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.service.consumers import Processor
 from edgeagent.service.process import define_process_metrics
@@ -292,7 +293,7 @@ class DropLog:
                                        "(drop_oldest when full, max_age, purge).", ("exporter", "data_type", "reason"))
         self._episodes: dict[tuple[str, str], list[float]] = {}  # (queue, reason) -> [started, last, items]
 
-    def record(self, queue: DurableQueue, reason: str, items: int, records: int) -> None:
+    def record(self, queue: WriterQueue, reason: str, items: int, records: int) -> None:
         exporter_id, _, signal = queue.name.rpartition("/")
         self.counter.inc(items, exporter_id, signal, reason)
         now = time.monotonic()

@@ -58,7 +58,7 @@ class SharedStateConfig(Settings):
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"url {shown_url(url)!r} must start with redis:// (or rediss:// for TLS)")
         try:
-            parts.port
+            _ = parts.port  # raises ValueError for a port that is not a number
         except ValueError:
             raise ValueError(f"url {shown_url(url)!r} has an invalid port") from None
         if not parts.hostname:
@@ -69,7 +69,7 @@ class SharedStateConfig(Settings):
         return url
 
     @model_validator(mode="after")
-    def _check(self) -> "SharedStateConfig":
+    def _check(self) -> SharedStateConfig:
         if self.password and urlsplit(self.url).password:
             raise ValueError("the password is given twice, in url and in password: keep one")
         return self

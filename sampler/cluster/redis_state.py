@@ -36,12 +36,13 @@ import itertools
 import logging
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from sampler.cluster.config import SharedStateConfig, shown_url
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
@@ -171,7 +172,8 @@ class SharedDecisions:
         except _OUTAGE as exc:
             self._failed("lookup", exc)
             return {}
-        found = {trace_id: value == _KEPT for trace_id, value in zip(trace_ids, values) if value in (_KEPT, _DROPPED)}
+        found = {trace_id: value == _KEPT for trace_id, value in zip(trace_ids, values, strict=False)
+                 if value in (_KEPT, _DROPPED)}
         kept = sum(found.values())
         if kept:
             self._count("found_decisions", kept, "true")
@@ -205,7 +207,7 @@ class SharedDecisions:
             if not self._full.is_set():  # linger so that the decisions of the next moments share the trip
                 try:
                     await asyncio.wait_for(self._full.wait(), self.config.flush_interval)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             batch = self._take()
             if batch:
@@ -228,6 +230,7 @@ class SharedDecisions:
         return batch
 
     async def _write(self, batch: dict[bytes, bool]) -> None:
+        assert self._redis is not None, "the writer runs between start() and shutdown()"
         pipe = self._redis.pipeline(transaction=False)
         for trace_id, keep in batch.items():
             pipe.set(self._key(trace_id), _KEPT if keep else _DROPPED, px=self._ttl_ms, nx=True, get=True)
@@ -239,7 +242,7 @@ class SharedDecisions:
             self._failed("publish", exc)
             return
         refused: list[Exception] = []
-        for (trace_id, keep), reply in zip(batch.items(), replies):
+        for (trace_id, keep), reply in zip(batch.items(), replies, strict=False):
             if isinstance(reply, Exception):
                 refused.append(reply)
             elif reply is not None and (reply == _KEPT) != keep:  # another replica decided first
@@ -261,6 +264,7 @@ class SharedDecisions:
     async def _probe(self) -> bool:
         try:
             async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
+                assert self._redis is not None, "probes run between start() and shutdown()"
                 await self._redis.ping()
         except _OUTAGE as exc:
             self._failed("connect", exc)

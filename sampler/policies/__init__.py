@@ -19,7 +19,8 @@ Time-based policies (rate_limiting, bytes_limiting, composite) read the clock gi
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sampler.policies.always_sample import AlwaysSample
 from sampler.policies.and_ import And

@@ -8,7 +8,7 @@ nothing on the trace, as in otelcol.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from sampler.policies.base import Evaluator
 from sampler.trace import Decision, Trace

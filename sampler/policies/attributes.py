@@ -12,7 +12,7 @@ string as its UTF-8 bytes, so an attribute with that key and value would show in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -48,7 +48,7 @@ class AttributePolicy(ABC):
     def matches(self, trace: Trace) -> bool:
         """Whether some resource or span of the trace has the key with a matching value."""
         key, key_bytes, needles = self.key, self.key_bytes, self.needles
-        for batch, data in zip(trace.batches, serialized_batches(trace)):
+        for batch, data in zip(trace.batches, serialized_batches(trace), strict=True):
             if key_bytes not in data or (needles and not any(needle in data for needle in needles)):
                 continue
             for kv in batch.resource.attributes:

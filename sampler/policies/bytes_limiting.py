@@ -7,7 +7,7 @@ refills at `bytes_per_second` and holds `burst_capacity` (twice `bytes_per_secon
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from sampler.policies.config import BytesLimitingConfig
 from sampler.policies.token_bucket import TokenBucket

@@ -17,8 +17,8 @@ otelcol does not read `policy_order`; the config accepts it only in composite_su
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from sampler.policies.base import Evaluator
 from sampler.policies.config import CompositeConfig

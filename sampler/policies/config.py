@@ -40,7 +40,7 @@ class LatencyConfig(Settings):
     upper_threshold_ms: int = Field(0, ge=0)  # 0: no upper bound
 
     @model_validator(mode="after")
-    def _bounds(self) -> "LatencyConfig":
+    def _bounds(self) -> LatencyConfig:
         if self.upper_threshold_ms and self.upper_threshold_ms <= self.threshold_ms:
             raise ValueError(f"upper_threshold_ms ({self.upper_threshold_ms}) must be greater than threshold_ms "
                              f"({self.threshold_ms}), or 0 for no upper bound")
@@ -54,7 +54,7 @@ class NumericAttributeConfig(Settings):
     invert_match: bool = False
 
     @model_validator(mode="after")
-    def _bounds(self) -> "NumericAttributeConfig":
+    def _bounds(self) -> NumericAttributeConfig:
         if not self.min_value and not self.max_value:
             raise ValueError("set min_value and/or max_value (a bound of 0 means no bound, as in otelcol)")
         if self.min_value and self.max_value and self.min_value > self.max_value:
@@ -87,7 +87,7 @@ class StringAttributeConfig(Settings):
     invert_match: bool = False
 
     @model_validator(mode="after")
-    def _values(self) -> "StringAttributeConfig":
+    def _values(self) -> StringAttributeConfig:
         if self.enabled_regex_matching:
             for value in self.values:
                 compile_go_regex(value)
@@ -153,7 +153,7 @@ class SpanCountConfig(Settings):
     max_spans: int = Field(0, ge=0)  # 0: no upper bound
 
     @model_validator(mode="after")
-    def _bounds(self) -> "SpanCountConfig":
+    def _bounds(self) -> SpanCountConfig:
         if self.max_spans and self.max_spans < self.min_spans:
             raise ValueError(f"max_spans ({self.max_spans}) must not be less than min_spans ({self.min_spans}), "
                              f"or 0 for no upper bound")
@@ -165,7 +165,7 @@ class TraceStateConfig(Settings):
     values: list[str] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _values(self) -> "TraceStateConfig":
+    def _values(self) -> TraceStateConfig:
         for value in self.values:
             if not value:
                 raise ValueError("values: an empty string never matches (otelcol skips it); remove it")
@@ -267,7 +267,7 @@ class CompositeConfig(Settings):
     rate_allocation: list[RateAllocationConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _names(self) -> "CompositeConfig":
+    def _names(self) -> CompositeConfig:
         names = [sub.name for sub in self.composite_sub_policy]
         if "" in names:
             raise ValueError("composite_sub_policy: every sub-policy needs a name (rate_allocation refers to it)")

@@ -6,7 +6,7 @@ policies are evaluated before all others and the first Dropped ends the evaluati
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from sampler.policies.and_ import all_sample
 from sampler.policies.base import Evaluator

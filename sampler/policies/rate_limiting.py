@@ -6,7 +6,7 @@ otelcol's token bucket: a trace takes as many tokens as it has spans; the bucket
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from sampler.policies.config import RateLimitingConfig
 from sampler.policies.token_bucket import TokenBucket

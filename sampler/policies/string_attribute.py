@@ -9,6 +9,7 @@ must be a non-empty string to match; a resource attribute of another type is mat
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -27,7 +28,7 @@ class StringAttribute(AttributePolicy):
             self._patterns = [compile_go_regex(value) for value in config.values]
             self.cache: OrderedDict[str, bool] = OrderedDict()  # match results by value, least recent first
             self._cache_size = config.cache_max_size or DEFAULT_CACHE_SIZE
-            self.match_text = self._regex_matches
+            self.match_text: Callable[[str], bool] = self._regex_matches
         else:
             values = frozenset(config.values)
             self.match_text = values.__contains__

@@ -8,7 +8,7 @@ of refill still passes, and a clock that goes backwards refills nothing.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 _NS_PER_SECOND = 1e9
 

@@ -117,7 +117,7 @@ def check_errors(result: ValidateResult, expected: Iterable[ExpectedError],
     expected, optional = list(expected), list(optional)
     assert result.returncode == 2, f"expected exit code 2 (invalid config)\n{result.describe()}"
     assert result.errors, f"an invalid config must print `error: <path>: <message>` lines\n{result.describe()}"
-    pairs = list(zip(result.errors, result.error_lines))
+    pairs = list(zip(result.errors, result.error_lines, strict=True))
     missing = [spec for spec in expected if not any(_line_matches(spec, path, line) for (path, _), line in pairs)]
     assert not missing, f"errors not reported: {missing}\n{result.describe()}"
     unexpected = [line for (path, _), line in pairs

@@ -118,9 +118,12 @@ def test_port_out_of_range_is_an_error_at_its_path(receiver, exporter, path):
 def test_grpc_exporter_and_health_and_telemetry_ports_are_checked():
     text = PIPELINE.format(receiver="127.0.0.1:4318", exporter="http://127.0.0.1:4318")
     text = text.replace("exporters:\n", "exporters:\n  otlp:\n    endpoint: collector:65536\n")
-    text = text.replace("      exporters: [otlphttp]", "      exporters: [otlphttp, otlp]\n  extensions: [health_check]\n"
-                        "  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n"
-                        "              prometheus: {host: 127.0.0.1, port: 88888}")
+    text = text.replace(
+        "      exporters: [otlphttp]",
+        "      exporters: [otlphttp, otlp]\n  extensions: [health_check]\n"
+        "  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n"
+        "              prometheus: {host: 127.0.0.1, port: 88888}",
+    )
     text += "extensions:\n  health_check:\n    endpoint: 127.0.0.1:123456\n"
     with pytest.raises(ConfigError) as caught:
         load_text(text)

@@ -21,12 +21,16 @@ BAD_CONFIGS = {
         ("service::pipelines::traces::exporters", ["failover", "receivers"]),
         ("connectors::failover::priority_levels::0::0", ["traces/primary", "receivers"]),
     ],
-    "bad-connector-without-exporter.yaml": [("service::pipelines::traces/primary::receivers", ["failover", "exporters"])],
+    "bad-connector-without-exporter.yaml": [
+        ("service::pipelines::traces/primary::receivers", ["failover", "exporters"])
+    ],
     "bad-level-pipeline-not-receiving.yaml": [("connectors::failover::priority_levels::1::0", ["traces/backup"])],
-    "bad-level-pipeline-undefined.yaml": [("connectors::failover::priority_levels::1::0", ["traces/central",
-                                                                                          "not defined"])],
-    "bad-receiving-pipeline-not-in-levels.yaml": [("service::pipelines::traces/backup::receivers",
-                                                   ["priority_levels"])],
+    "bad-level-pipeline-undefined.yaml": [
+        ("connectors::failover::priority_levels::1::0", ["traces/central", "not defined"])
+    ],
+    "bad-receiving-pipeline-not-in-levels.yaml": [
+        ("service::pipelines::traces/backup::receivers", ["priority_levels"])
+    ],
     "bad-signal-mismatch.yaml": [("service::pipelines::metrics/backup::receivers", ["traces", "metrics"])],
     "bad-cycle.yaml": [("service::pipelines::traces/b::exporters", ["failover/a", "cycle"])],
     "bad-failover-no-levels.yaml": [("connectors::failover::priority_levels", ["required"])],

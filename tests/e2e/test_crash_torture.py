@@ -1,4 +1,5 @@
-"""50 kill -9 at random moments of ingest, drain and compaction, with the upstream flapping: nothing accepted is lost."""
+"""50 kill -9 at random moments of ingest, drain and compaction, with the upstream flapping: nothing accepted is
+lost."""
 
 from __future__ import annotations
 

@@ -139,11 +139,21 @@ def test_credentials_in_the_endpoint_are_sent_as_basic_auth_and_never_shown(agen
     assert agent.terminate() == 0
 
 
-@pytest.mark.parametrize("setting", [
-    ["--set", "exporters::otlphttp::headers={Authorization: Bearer abc}"],
-    ["--set", "extensions::bearertokenauth={token: abc}", "--set", "service::extensions=[health_check, bearertokenauth]",
-     "--set", "exporters::otlphttp::auth={authenticator: bearertokenauth}"],
-], ids=["authorization-header", "auth-extension"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        ["--set", "exporters::otlphttp::headers={Authorization: Bearer abc}"],
+        [
+            "--set",
+            "extensions::bearertokenauth={token: abc}",
+            "--set",
+            "service::extensions=[health_check, bearertokenauth]",
+            "--set",
+            "exporters::otlphttp::auth={authenticator: bearertokenauth}",
+        ],
+    ],
+    ids=["authorization-header", "auth-extension"],
+)
 def test_credentials_in_the_endpoint_and_another_authorization_are_a_config_error(tmp_path, setting):
     result = subprocess.run([sys.executable, "-m", "edgeagent", "validate", "--config", CONFIG, *setting],
                             capture_output=True, text=True, timeout=60, check=False,

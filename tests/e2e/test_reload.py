@@ -78,10 +78,12 @@ def test_reload_under_load_loses_and_repeats_nothing_and_keeps_the_port(agents, 
     sender = threading.Thread(target=send)
     sender.start()
     for applied, processors in ((1, "attributes/mark"), (2, "")):
-        wait_until(lambda: len(statuses) >= applied * 120, timeout=30, message="requests before the reload")
+        wait_until(lambda: len(statuses) >= applied * 120,  # noqa: B023 (waited on in this iteration)
+                   timeout=30, message="requests before the reload")
         config.write_text(CONFIG % processors)
         os.kill(agent.process.pid, signal.SIGHUP)
-        wait_until(lambda: _reloads(agent, "applied") == applied, timeout=15, message=f"reload {applied} applied")
+        wait_until(lambda: _reloads(agent, "applied") == applied,  # noqa: B023 (waited on in this iteration)
+                   timeout=15, message=f"reload {applied} applied")
     sender.join(60)
     assert statuses == [200] * total  # the receiver kept its port: no client saw a refusal
     wait_until(lambda: len(upstream.spans()) >= total, timeout=30, message="every span delivered")
@@ -109,7 +111,7 @@ def test_an_invalid_config_on_reload_keeps_the_running_one(agents, upstream, tmp
 def test_reload_command_rebinds_a_receiver_whose_endpoint_changed(agents, upstream, tmp_path):
     ports = AgentProcess(args=[])
     flags = ports.ports_overrides()
-    overrides = [part for flag, value in zip(flags[::2], flags[1::2]) if "protocols::http::" not in value
+    overrides = [part for flag, value in zip(flags[::2], flags[1::2], strict=True) if "protocols::http::" not in value
                  for part in (flag, value)]  # the HTTP endpoint comes from the file, which the reload changes
     config = tmp_path / "agent.yaml"
     http_config = "      http:\n        endpoint: 127.0.0.1:%d\n"

@@ -18,8 +18,15 @@ import yaml
 from tests.helpers.agent import AgentProcess
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.otelcol import Otelcol, otelcol_binary  # noqa: F401  (fixture)
-from tests.helpers.self_metrics import (Ports, edgeagent_config, families, pipelines_config, scrape, send_traffic,
-                                        upstreams)
+from tests.helpers.self_metrics import (
+    Ports,
+    edgeagent_config,
+    families,
+    pipelines_config,
+    scrape,
+    send_traffic,
+    upstreams,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,9 @@ import pytest
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags, set_span_in_context
 
 from tests.e2e.test_tail_sampling import _config
-from tests.helpers.traces import Client, span_ids_by_trace as _span_ids
 from tests.helpers.net import free_port, wait_until
+from tests.helpers.traces import Client
+from tests.helpers.traces import span_ids_by_trace as _span_ids
 from tests.helpers.upstream import Upstream
 
 SHARED = """\

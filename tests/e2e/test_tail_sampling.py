@@ -148,7 +148,9 @@ def test_a_flood_beyond_num_traces_turns_on_stress_relief_and_recovers(agents, u
     # recovered: a new trace is buffered and kept by the policy again, whatever its hash
     trace_id, spans = client.trace("plain")
     client.close()
-    wait_until(lambda: span_ids_by_trace(upstream).get(trace_id) == spans, timeout=20, message="a trace after the flood")
+    wait_until(
+        lambda: span_ids_by_trace(upstream).get(trace_id) == spans, timeout=20, message="a trace after the flood"
+    )
 
 
 def test_a_buffered_record_that_does_not_parse_is_quarantined_and_deciding_goes_on(agents, upstream, tmp_path):

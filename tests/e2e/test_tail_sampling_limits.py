@@ -20,7 +20,9 @@ def _post_trace(port: int, trace: int, spans: int = 1) -> int:
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for index in range(spans):
-        scope.spans.add(name="s", trace_id=trace.to_bytes(16, "big"), span_id=(trace * 100 + index + 1).to_bytes(8, "big"))
+        scope.spans.add(
+            name="s", trace_id=trace.to_bytes(16, "big"), span_id=(trace * 100 + index + 1).to_bytes(8, "big")
+        )
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         connection.request("POST", "/v1/traces", body=request.SerializeToString(),

@@ -13,7 +13,7 @@ CONFIG = os.path.join(os.path.dirname(__file__), "..", "testdata", "e2e", "tenan
 def test_metadata_keys_batching_never_mixes_tenants_in_one_request(agents, upstream, tmp_path):
     agent = agents(["run", "--config", CONFIG, "--state-dir", str(tmp_path / "state")], env={"UPSTREAM": upstream.url})
     sent = set()
-    for round_ in range(3):  # interleave the tenants so that a plain batcher would merge them
+    for _ in range(3):  # interleave the tenants so that a plain batcher would merge them
         sent |= send_spans("http", agent.http_port, 200, headers={"X-Tenant-Id": "acme"})
         sent |= send_spans("grpc", agent.grpc_port, 150, headers=(("x-tenant-id", "globex"),))
     wait_until(lambda: upstream.span_ids() >= sent, timeout=30, message="both tenants upstream")

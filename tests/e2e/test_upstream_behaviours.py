@@ -6,6 +6,7 @@ reject, hang or flap; the tests count and time every attempt it sees.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -141,7 +142,7 @@ def test_429_is_retried_until_delivered_and_nothing_is_dead_lettered(agents, ups
     assert upstream.span_ids() == sent
     throttled = [call for call in upstream.calls if call.status == 429]
     if retry_after:
-        gaps = [b.at - a.answered for a, b in zip(throttled, throttled[1:])]
+        gaps = [b.at - a.answered for a, b in itertools.pairwise(throttled)]
         assert min(gaps) >= 1.0, f"retried {min(gaps):.3f}s after Retry-After: 1"
     expect_drained(agent)
     assert agent.metric("edgeagent_deadletter_items") == 0

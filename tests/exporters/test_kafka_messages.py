@@ -10,8 +10,14 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from edgeagent.exporters.kafka import (KafkaExporter, KafkaExporterConfig, fnv1a_32, map_hash, sarama_partition,
-                                       trace_key)
+from edgeagent.exporters.kafka import (
+    KafkaExporter,
+    KafkaExporterConfig,
+    fnv1a_32,
+    map_hash,
+    sarama_partition,
+    trace_key,
+)
 from edgeagent.receivers import codec
 from edgeagent.signals import Signal
 

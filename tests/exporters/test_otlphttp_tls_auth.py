@@ -25,7 +25,9 @@ def test_sends_over_tls_with_server_name_override_and_the_token_header(certs):
     context.load_cert_chain(certs.server_cert, certs.server_key)
     upstream = Upstream(free_port(), ssl_context=context).start()
     try:
-        auth = BearerTokenAuth("bearertokenauth", BearerTokenAuthConfig(token="up-token", header="X-Api-Key", scheme=""))
+        auth = BearerTokenAuth(
+            "bearertokenauth", BearerTokenAuthConfig(token="up-token", header="X-Api-Key", scheme="")
+        )
         config = OtlpHttpConfig(endpoint=upstream.url, compression="none", auth={"authenticator": "bearertokenauth"},
                                 tls={"ca_file": certs.ca_file, "server_name_override": "localhost"})
 

@@ -40,7 +40,7 @@ class AgentProcess:
                      f"{{host: 127.0.0.1, port: {self.metrics_port}}}}}}}}}]",
         ]
 
-    def start(self, wait: float = 30.0) -> "AgentProcess":
+    def start(self, wait: float = 30.0) -> AgentProcess:
         env = {**os.environ, **self.env}
         env.pop("EDGEAGENT_UPSTREAM", None) if "EDGEAGENT_UPSTREAM" not in self.env else None
         # the agent says READY=1 over sd_notify once its receivers are up: wait for that, not a poll

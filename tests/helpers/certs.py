@@ -34,7 +34,7 @@ class Authority:
 
     def _builder(self, subject: x509.Name, public_key) -> x509.CertificateBuilder:
         """With the key identifiers that strict verification (urllib3 2, Python 3.13) asks for."""
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         return (x509.CertificateBuilder().subject_name(subject).issuer_name(self._subject).public_key(public_key)
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))

@@ -16,7 +16,7 @@ def assert_reported(model: type[BaseModel], document: dict, prefix: str,
         model.model_validate(document)
     errors = pydantic_errors(caught.value, prefix, model)
     assert [path for path, _ in errors] == [path for path, _ in expected]
-    for (_, message), (path, words) in zip(errors, expected):
+    for (_, message), (path, words) in zip(errors, expected, strict=True):
         for word in words:
             assert word in message, f"{path}: {message!r} does not mention {word!r}"
     return errors

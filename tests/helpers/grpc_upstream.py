@@ -110,13 +110,13 @@ class GrpcUpstream:
         with self._lock:
             return len(self.calls)
 
-    def script(self, *answers: Answer) -> "GrpcUpstream":
+    def script(self, *answers: Answer) -> GrpcUpstream:
         """Answer the next calls with these, in order; then the standing answer again."""
         with self._lock:
             self._script.extend(answers)
         return self
 
-    def start(self) -> "GrpcUpstream":
+    def start(self) -> GrpcUpstream:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="grpc-upstream"),
                              options=[("grpc.max_receive_message_length", 256 << 20), ("grpc.so_reuseport", 0)])
         for signal, (base, register, response_class, rejected_field) in _SERVICES.items():

@@ -78,7 +78,7 @@ class Broker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, wait: float = 20.0) -> "Broker":
+    def start(self, wait: float = 20.0) -> Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         url = f"tcp://127.0.0.1:{self.port}"
         self._log = open(self.workdir / "tansu.log", "ab")
@@ -113,7 +113,7 @@ class Broker:
         if hasattr(self, "_log") and not self._log.closed:
             self._log.close()
 
-    def restart(self, wait: float = 20.0) -> "Broker":
+    def restart(self, wait: float = 20.0) -> Broker:
         """Kill and start again on the same port: an empty broker, as after losing its storage."""
         self.kill()
         return self.start(wait)

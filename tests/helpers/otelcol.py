@@ -128,7 +128,7 @@ class Otelcol:
     metrics_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
 
-    def start(self, wait: float = 30.0) -> "Otelcol":
+    def start(self, wait: float = 30.0) -> Otelcol:
         path = self.directory / "otelcol.yaml"
         path.write_text(yaml.safe_dump(self._with_health_and_telemetry(), sort_keys=False))
         self._log = open(self.directory / "otelcol.log", "ab")

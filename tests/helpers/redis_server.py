@@ -25,7 +25,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
-    def start(self, wait: float = 10.0) -> "RedisServer":
+    def start(self, wait: float = 10.0) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (Debian package redis-server); .ci/run installs it")

@@ -42,12 +42,12 @@ class Rotel:
     process: subprocess.Popen | None = None
 
     @classmethod
-    def forwarding_to(cls, workdir: Path, url: str) -> "Rotel":
+    def forwarding_to(cls, workdir: Path, url: str) -> Rotel:
         """rotel that forwards everything over OTLP/HTTP to `url` (an `Upstream`), without batching delays."""
         return cls(workdir, ["--exporter", "otlp", "--otlp-exporter-endpoint", url,
                              "--otlp-exporter-protocol", "http", "--batch-timeout", "50ms"])
 
-    def start(self, wait: float = 20.0) -> "Rotel":
+    def start(self, wait: float = 20.0) -> Rotel:
         binary = rotel_binary()
         if binary is None:
             raise RuntimeError("rotel-agent not found: install the `rotel` package")

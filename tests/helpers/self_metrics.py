@@ -2,7 +2,8 @@
 
 Traces and metrics go to a healthy upstream and to one that answers 400 (dead-lettered by
 edgeagent); traces through memory_limiter, filter, tail_sampling and batch. Metrics and logs also
-go to an offline upstream whose small queue overflows, and logs to an OTLP/gRPC upstream (edgeagent drops its oldest records); a
+go to an offline upstream whose small queue overflows, and logs to an OTLP/gRPC upstream (edgeagent drops its
+oldest records); a
 second receiver feeds an offline upstream whose queue holds one request, so the requests after
 it are refused.
 """
@@ -13,8 +14,8 @@ import contextlib
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

@@ -138,7 +138,7 @@ class Upstream:
         with self._lock:
             return len(self.calls)
 
-    def start(self) -> "Upstream":
+    def start(self) -> Upstream:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True)

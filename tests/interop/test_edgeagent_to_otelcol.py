@@ -11,9 +11,18 @@ import pytest
 
 from tests.helpers.configs import grpc_exporter, http_exporter
 from tests.helpers.net import wait_until
-from tests.interop.peers import (LOGS, POINTS, SPANS, OtelcolPorts, agent_config, all_delivered,
-                                 assert_exactly_once, otelcol_http_exporter, send_every_signal,
-                                 wait_queues_empty)
+from tests.interop.peers import (
+    LOGS,
+    POINTS,
+    SPANS,
+    OtelcolPorts,
+    agent_config,
+    all_delivered,
+    assert_exactly_once,
+    otelcol_http_exporter,
+    send_every_signal,
+    wait_queues_empty,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,16 @@ import pytest
 
 from tests.helpers.configs import http_exporter
 from tests.helpers.net import wait_until
-from tests.interop.peers import (OtelcolPorts, agent_config, all_delivered, assert_exactly_once,
-                                 otelcol_grpc_exporter, otelcol_http_exporter, send_every_signal,
-                                 wait_queues_empty)
+from tests.interop.peers import (
+    OtelcolPorts,
+    agent_config,
+    all_delivered,
+    assert_exactly_once,
+    otelcol_grpc_exporter,
+    otelcol_http_exporter,
+    send_every_signal,
+    wait_queues_empty,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -7,9 +7,9 @@ broker, Redis and free ports with `--set`, as an operator would; nothing else is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import yaml
 
@@ -88,8 +88,11 @@ def loopback_overrides(document: dict, agent: AgentProcess, services: Loopback) 
         kind = _kind(name)
         if kind == "otlp":
             protocols = receiver["protocols"]
-            flags += [f"receivers::{name}::protocols::{protocol}::endpoint=127.0.0.1:{port}"
-                      for protocol, port in (("grpc", agent.grpc_port), ("http", agent.http_port)) if protocol in protocols]
+            flags += [
+                f"receivers::{name}::protocols::{protocol}::endpoint=127.0.0.1:{port}"
+                for protocol, port in (("grpc", agent.grpc_port), ("http", agent.http_port))
+                if protocol in protocols
+            ]
         elif kind == "kafka":
             flags.append(f"receivers::{name}::brokers=[{services.kafka()}]")
         else:

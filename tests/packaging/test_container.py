@@ -48,7 +48,9 @@ def test_image_runs_as_a_non_root_user_with_a_liveness_health_check_and_exec_for
     assert "slim" in _final("FROM")[0].args[0]
     assert _final("VOLUME")[0].args == ("/var/lib/edgeagent",)
     env = " ".join(word for step in _final("ENV") for word in step.args)
-    assert "TMPDIR=/tmp" in env and "PYTHONDONTWRITEBYTECODE=1" in env  # read-only root: nothing written beside the volume
+    assert (
+        "TMPDIR=/tmp" in env and "PYTHONDONTWRITEBYTECODE=1" in env
+    )  # read-only root: nothing written beside the volume
 
 
 def test_the_runtime_stage_installs_only_the_wheels_the_builder_made():

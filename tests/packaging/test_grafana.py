@@ -69,35 +69,66 @@ def _agent_config(agent: AgentProcess, state: Path, ports: dict[str, int], urls:
             "otlp/full": {"protocols": {"http": {"endpoint": f"127.0.0.1:{ports['full']}"}}}}
     forwarded = ["otlphttp", "otlphttp/rejecting"]
     return {
-        "receivers": {**otlp, "kafka": {"brokers": [urls["kafka"]], "group_id": "dashboard", "initial_offset": "earliest",
-                                        "traces": {"topic": TOPIC}}},
+        "receivers": {
+            **otlp,
+            "kafka": {
+                "brokers": [urls["kafka"]],
+                "group_id": "dashboard",
+                "initial_offset": "earliest",
+                "traces": {"topic": TOPIC},
+            },
+        },
         "processors": {
             "memory_limiter/tight": {"check_interval": "100ms", "limit_mib": 1, "spike_limit_mib": 0},
-            "tail_sampling": {"decision_wait": "1s", "policies": [{"name": "everything", "type": "always_sample"}],
-                              "shared_state": {"redis": {"url": urls["redis"]}}},
-            "batch": {"timeout": "200ms"}},
+            "tail_sampling": {
+                "decision_wait": "1s",
+                "policies": [{"name": "everything", "type": "always_sample"}],
+                "shared_state": {"redis": {"url": urls["redis"]}},
+            },
+            "batch": {"timeout": "200ms"},
+        },
         "exporters": {
-            "otlphttp": {"endpoint": urls["upstream"], "retry_on_failure": retry, "sending_queue": {"storage": "file_storage"}},
-            "otlphttp/rejecting": {"endpoint": urls["rejecting"], "retry_on_failure": retry,
-                                   "sending_queue": {"storage": "file_storage"}},
+            "otlphttp": {
+                "endpoint": urls["upstream"],
+                "retry_on_failure": retry,
+                "sending_queue": {"storage": "file_storage"},
+            },
+            "otlphttp/rejecting": {
+                "endpoint": urls["rejecting"],
+                "retry_on_failure": retry,
+                "sending_queue": {"storage": "file_storage"},
+            },
             "otlphttp/ring": {"endpoint": "", "sending_queue": {"storage": "file_storage/ring", "queue_size": 1}},
-            "otlphttp/full": {"endpoint": "", "sending_queue": {"storage": "file_storage/full", "queue_size": 1}}},
+            "otlphttp/full": {"endpoint": "", "sending_queue": {"storage": "file_storage/full", "queue_size": 1}},
+        },
         "extensions": {
             "health_check": {"endpoint": f"127.0.0.1:{agent.health_port}"},
             "file_storage": {"directory": str(state / "queue"), "max_size_mib": 64},
             "file_storage/ring": {"directory": str(state / "ring"), "full_policy": "drop_oldest"},
-            "file_storage/full": {"directory": str(state / "full"), "full_policy": "block"}},
+            "file_storage/full": {"directory": str(state / "full"), "full_policy": "block"},
+        },
         "service": {
             "extensions": ["health_check", "file_storage", "file_storage/ring", "file_storage/full"],
             "telemetry": {"metrics": {"address": f"127.0.0.1:{agent.metrics_port}"}},
             "pipelines": {
-                "traces": {"receivers": ["otlp", "kafka"], "processors": ["tail_sampling", "batch"], "exporters": forwarded},
+                "traces": {
+                    "receivers": ["otlp", "kafka"],
+                    "processors": ["tail_sampling", "batch"],
+                    "exporters": forwarded,
+                },
                 "metrics": {"receivers": ["otlp"], "processors": ["batch"], "exporters": [*forwarded, "otlphttp/ring"]},
                 "logs": {"receivers": ["otlp"], "processors": ["batch"], "exporters": [*forwarded, "otlphttp/ring"]},
-                "traces/tight": {"receivers": ["otlp/tight"], "processors": ["memory_limiter/tight"],
-                                 "exporters": ["otlphttp"]},
-                **{f"{signal}/full": {"receivers": ["otlp/full"], "exporters": ["otlphttp/full"]}
-                   for signal in ("traces", "metrics", "logs")}}},
+                "traces/tight": {
+                    "receivers": ["otlp/tight"],
+                    "processors": ["memory_limiter/tight"],
+                    "exporters": ["otlphttp"],
+                },
+                **{
+                    f"{signal}/full": {"receivers": ["otlp/full"], "exporters": ["otlphttp/full"]}
+                    for signal in ("traces", "metrics", "logs")
+                },
+            },
+        },
     }
 
 
@@ -111,7 +142,9 @@ def _requests() -> dict[str, bytes]:
     metric.name = "requests"
     metric.gauge.data_points.add(as_int=1, time_unix_nano=1_700_000_000_000_000_000)
     logs = ExportLogsServiceRequest()
-    logs.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=1_700_000_000_000_000_000).body.string_value = "x"
+    logs.resource_logs.add().scope_logs.add().log_records.add(
+        time_unix_nano=1_700_000_000_000_000_000
+    ).body.string_value = "x"
     return {"traces": otlp_trace_request("dashboard"), "metrics": metrics.SerializeToString(),
             "logs": logs.SerializeToString()}
 
@@ -158,9 +191,17 @@ class Prometheus:
         self.port = free_port()
         self._log = open(directory / "prometheus.log", "ab")
         self.process = subprocess.Popen(
-            [binary, f"--config.file={_prometheus_config(directory, target)}", f"--storage.tsdb.path={directory / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL)
+            [
+                binary,
+                f"--config.file={_prometheus_config(directory, target)}",
+                f"--storage.tsdb.path={directory / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=self._log,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+        )
         wait_until(self._ready, timeout=20, interval=0.1, message="prometheus ready")
 
     def _ready(self) -> bool:

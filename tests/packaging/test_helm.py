@@ -116,8 +116,10 @@ def test_the_grace_period_covers_a_drain(rendered, values):
         pod = workload["spec"]["template"]["spec"]
         pause = pod["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         export = max(_seconds(exporter.get("timeout", "30s")) for exporter in config["exporters"].values())
-        flush = max([_seconds(p.get("timeout", "200ms")) for n, p in config["processors"].items() if n.startswith("batch")]
-                    or [0])
+        flush = max(
+            [_seconds(p.get("timeout", "200ms")) for n, p in config["processors"].items() if n.startswith("batch")]
+            or [0]
+        )
         assert pod["terminationGracePeriodSeconds"] >= pause + export + flush + 10, workload["metadata"]["name"]
 
 
@@ -143,8 +145,12 @@ def test_the_agents_send_to_the_hub_when_there_is_one(rendered):
 
     assert upstream("hub") == "http://edgeagent-hub.observability.svc:4318"
     assert "edgeagent-hub" not in upstream("default")
-    hub_service = [doc for doc in rendered["hub"] if doc["kind"] == "Service" and doc["metadata"]["name"] == "edgeagent-hub"]
-    assert {"name": "otlp-http", "port": 4318, "targetPort": "otlp-http", "protocol": "TCP"} in hub_service[0]["spec"]["ports"]
+    hub_service = [
+        doc for doc in rendered["hub"] if doc["kind"] == "Service" and doc["metadata"]["name"] == "edgeagent-hub"
+    ]
+    assert {"name": "otlp-http", "port": 4318, "targetPort": "otlp-http", "protocol": "TCP"} in hub_service[0]["spec"][
+        "ports"
+    ]
 
 
 def test_the_hub_scales_on_cpu_and_one_replica_at_a_time_is_disrupted(rendered):

@@ -20,7 +20,7 @@ def test_ready_watchdog_and_stopping_reach_the_notify_socket(agents, tmp_path):
         while time.monotonic() < deadline:
             try:
                 messages.append(listener.recv(4096).decode())
-            except socket.timeout:
+            except TimeoutError:
                 pass
 
     try:

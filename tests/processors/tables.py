@@ -57,7 +57,9 @@ def log_request(records: list[dict], resource: list[tuple[str, Any]] | None = No
     sl = rl.scope_logs.add()
     sl.scope.name = scope
     for spec in records:
-        record = sl.log_records.add(severity_number=spec.get("severity", 0), severity_text=spec.get("severity_text", ""))
+        record = sl.log_records.add(
+            severity_number=spec.get("severity", 0), severity_text=spec.get("severity_text", "")
+        )
         if "body" in spec:
             record.body.CopyFrom(to_any_value(spec["body"]))
         fill(record.attributes, spec.get("attrs", []))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor, _key_scan, records
 from edgeagent.processors.actions import to_any_value
+from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor, _key_scan, records
 from edgeagent.processors.filter import FilterConfig, FilterProcessor
 from edgeagent.signals import Payload, Signal
 from tests.processors.tables import fill, log_request, metric_request, span_attrs, span_request

@@ -80,7 +80,7 @@ class TailSamplingConfig(ComponentConfig):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> "TailSamplingConfig":
+    def _check(self) -> TailSamplingConfig:
         if self.decision_wait <= 0:
             raise ValueError("decision_wait must be greater than zero (e.g. 10s)")
         if self.max_trace_duration and not self.inactivity_timeout:

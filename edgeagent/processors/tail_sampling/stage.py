@@ -13,7 +13,8 @@ Invariants
 Key layout: sub-database `raw:<processor id>` in the store of the pipeline's export queues;
 key = trace id (16 bytes) + sequence (8 bytes, big-endian), so a trace's records are adjacent;
 value = a queue record (edgeagent.queue.record: item count, enqueue time, batch key; body not
-compressed: it is read once, seconds later) holding an ExportTraceServiceRequest with only that trace's spans, resource and scope intact.
+compressed: it is read once, seconds later) holding an ExportTraceServiceRequest with only that
+trace's spans, resource and scope intact.
 
 Memory holds metadata only (sampler.buffer): a buffered span costs no memory, and a restart
 loses nothing. On start the raw sub-database is scanned and every trace in it is pending again,
@@ -46,12 +47,13 @@ import logging
 import struct
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from edgeagent.errors import CorruptRecordError, RetryableError
+from edgeagent.errors import RetryableError
 from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
@@ -104,7 +106,8 @@ class SamplingStage:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer holds fewer than num_traces (block_on_overflow)
         self._room.set()
-        self.tick = min(1.0, max(0.05, min(config.decision_wait, config.inactivity_timeout or config.decision_wait) / 10))
+        wait = min(config.decision_wait, config.inactivity_timeout or config.decision_wait)
+        self.tick = min(1.0, max(0.05, wait / 10))
         self.metrics: MetricsSink = getattr(host, "metrics", None) or NO_METRICS
         self._define_metrics()
         self.shared = self._shared_decisions()  # None unless shared_state is configured
@@ -125,7 +128,8 @@ class SamplingStage:
         prefix = "otelcol_processor_tail_sampling_"
         counters: dict[str, Counter] = {}
         for name, text, labels in (
-                (prefix + "count_traces_sampled", "Traces per policy and decision.", ("processor", "policy", "sampled")),
+                (prefix + "count_traces_sampled", "Traces per policy and decision.",
+                 ("processor", "policy", "sampled")),
                 (prefix + "global_count_traces_sampled", "Traces by final decision.", ("processor", "sampled")),
                 (prefix + "new_trace_id_received", "Traces first seen.", ("processor",)),
                 (prefix + "sampling_trace_dropped_too_early",
@@ -163,6 +167,11 @@ class SamplingStage:
         if self.shared is not None:
             health["shared_state"] = self.shared.health()
         return health
+
+    def _running_store(self) -> StageStore:
+        if self.store is None:
+            raise RuntimeError(f"processors::{self.id} is not part of a running pipeline")
+        return self.store
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -203,7 +212,7 @@ class SamplingStage:
         for trace_id in pending:
             self.buffer.remove(trace_id)
             self.cache.record(trace_id, False)
-        decisions = {trace_id: False for trace_id in pending} | self._unsettled
+        decisions = dict.fromkeys(pending, False) | self._unsettled
         self._unsettled = {}
         if decisions:
             await self._settle(decisions, {})
@@ -222,7 +231,7 @@ class SamplingStage:
         found: dict[bytes, tuple[int, int, int]] = {}
         corrupt: dict[bytes, str] = {}
         last = 0
-        for row in self.store.scan(self.table):
+        for row in self._running_store().scan(self.table):
             trace_id, seq = _KEY.unpack(row.key)
             last = max(last, seq)
             if isinstance(row, Corrupt):
@@ -239,7 +248,7 @@ class SamplingStage:
         """Returns once every span of the request is durable (pending, exported) or counted dropped."""
         if self.config.block_on_overflow and len(self.buffer) >= self.config.num_traces:
             await self._wait_for_room()
-        parts = split_by_trace(payload.view())
+        parts: Iterable[tuple[bytes, ExportTraceServiceRequest, int, bool]] = split_by_trace(payload.view())
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             parts = list(parts)
@@ -282,7 +291,7 @@ class SamplingStage:
                 for queue in queues:
                     writer.append(queue, export[0], export[1], batch_key)
         # nothing awaited between routing and this submit: the writer sees the routing's order
-        await self.store.atomic(commit)
+        await self._running_store().atomic(commit)
         for trace_id, body, items, root in pending:
             if trace_id in self._deciding:  # its move may have been committed before this record
                 self._late_records.add(trace_id)
@@ -303,7 +312,7 @@ class SamplingStage:
         self._wake.set()
         try:
             await asyncio.wait_for(self._room.wait(), 2 * self.config.decision_wait + 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RetryableError(f"tail sampling holds num_traces ({self.config.num_traces}) traces waiting for "
                                  f"their decision", retry_after=1.0) from None
 
@@ -342,11 +351,12 @@ class SamplingStage:
                 TRACES.groups_of(request).extend(TRACES.groups_of(part))
             else:
                 TRACES.groups_of(request).append(part)
-        payload: Payload | None = Payload.from_message(Signal.TRACES, request)
+        payload = Payload.from_message(Signal.TRACES, request)
         for processor in self.post:
-            payload = processor.process(payload)
-            if payload is None:
+            processed = processor.process(payload)
+            if processed is None:
                 return None
+            payload = processed
         return (payload.serialized(), payload.items) if payload.items else None
 
     # ---- deciding --------------------------------------------------------------------------
@@ -355,7 +365,7 @@ class SamplingStage:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.tick)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             await self.decide_due()
@@ -414,7 +424,7 @@ class SamplingStage:
         """Each trace's records as (key, batch key, items, body), read in a worker thread; a record
         that does not decode has an empty body and is quarantined by the move."""
         prefixes = {trace_id.ljust(16, b"\0")[:16]: trace_id for trace_id in trace_ids}
-        found, corrupt = await asyncio.to_thread(self.store.read_prefixes, self.table, list(prefixes))
+        found, corrupt = await asyncio.to_thread(self._running_store().read_prefixes, self.table, list(prefixes))
         out = {prefixes[prefix]: [(row.key, row.batch_key, row.items, row.body) for row in rows]
                for prefix, rows in found.items()}
         for bad in corrupt:
@@ -461,7 +471,8 @@ class SamplingStage:
         else:
             writer.quarantine(self.table, key, reason)
 
-    async def _settle(self, decisions: dict[bytes, bool], records: dict[bytes, list], kept: dict[bytes, Trace] | None = None) -> None:
+    async def _settle(self, decisions: dict[bytes, bool], records: dict[bytes, list],
+                      kept: dict[bytes, Trace] | None = None) -> None:
         """Move decided traces: kept spans into the export queues and their raw records out, atomically."""
         for _ in range(_MAX_SETTLE_ROUNDS):
             if not records:  # a retry: read what is there now
@@ -471,7 +482,7 @@ class SamplingStage:
             try:
                 # the writer thread gets its own copy: `_corrupt` belongs to the event loop
                 corrupt = dict(self._corrupt)
-                extras = await self.store.atomic(lambda writer: self._move(writer, keys, exports, corrupt))
+                extras = await self._running_store().atomic(lambda writer: self._move(writer, keys, exports, corrupt))  # noqa: B023 (awaited in this iteration)
             except Exception as exc:  # export queues full, disk full: the raw records stay; try again later
                 log.warning("tail sampling could not queue decided traces yet; retrying", extra={
                     "processor": self.id, "traces": len(decisions), "error": str(exc)})
@@ -532,7 +543,7 @@ class SamplingStage:
         from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
         return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record)
 
-    async def _shared_lookup(self, parts: list[tuple[bytes, Any, int, bool]]) -> dict[bytes, bool]:
+    async def _shared_lookup(self, parts: Iterable[tuple[bytes, Any, int, bool]]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
         unknown = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer
                    and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]

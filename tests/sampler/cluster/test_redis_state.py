@@ -59,7 +59,7 @@ def test_published_decisions_are_found_by_lookup_and_unknown_ids_are_left_out(re
         shared = _shared(redis_server)
         await shared.start()
         kept, dropped, unknown = _ids(3, 1), _ids(3, 2), _ids(3, 3)
-        decisions = {**{t: True for t in kept}, **{t: False for t in dropped}}
+        decisions = {**dict.fromkeys(kept, True), **dict.fromkeys(dropped, False)}
         shared.publish(decisions)
         await _published(shared, decisions)
         assert await shared.lookup(kept + unknown + dropped) == decisions
@@ -132,7 +132,7 @@ def test_a_full_batch_leaves_without_waiting_for_the_flush_interval(redis_server
     async def scenario():
         shared = _shared(redis_server, send_batch_size=100, flush_interval="30s")
         await shared.start()
-        decisions = {trace_id: True for trace_id in _ids(100)}
+        decisions = dict.fromkeys(_ids(100), True)
         started = time.monotonic()
         shared.publish(decisions)
         await _published(shared, decisions)
@@ -145,7 +145,7 @@ def test_shutdown_sends_the_decisions_still_waiting(redis_server):
     async def scenario():
         shared = _shared(redis_server, flush_interval="30s")
         await shared.start()
-        shared.publish({trace_id: False for trace_id in _ids(10)})
+        shared.publish(dict.fromkeys(_ids(10), False))
         await shared.shutdown()
         assert _counter(shared, "published_decisions") == 10
     asyncio.run(scenario())
@@ -191,7 +191,9 @@ def test_redis_killed_mid_run_gives_empty_lookups_dropped_publishes_and_one_warn
                 shared.publish({_ids(1, 7)[0]: False})
             assert time.monotonic() - started < 0.5
             await asyncio.sleep(1.0)  # reconnect attempts fail meanwhile
-        warnings = [r for r in caplog.records if r.name == "sampler.cluster.redis_state" and r.levelno >= logging.WARNING]
+        warnings = [
+            r for r in caplog.records if r.name == "sampler.cluster.redis_state" and r.levelno >= logging.WARNING
+        ]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         assert _counter(shared, "errors", "lookup") == 1
         assert _counter(shared, "errors", "connect") >= 1
@@ -214,7 +216,7 @@ def test_redis_restarted_is_found_again_and_decisions_flow_again(redis_server, c
             await _until(lambda: shared.up, timeout=15, message="reconnect")
         assert any("available again" in r.getMessage() for r in caplog.records)
         assert _up(shared) == 1
-        decisions = {trace_id: True for trace_id in _ids(5, 3)}
+        decisions = dict.fromkeys(_ids(5, 3), True)
         shared.publish(decisions)
         await _published(shared, decisions)
         await shared.shutdown()

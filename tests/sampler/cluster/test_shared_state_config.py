@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from sampler.cluster.config import SharedStateBackends, SharedStateConfig, shown_url
 from tests.helpers.config_errors import assert_reported
 from tests.helpers.configs import http_exporter, traces_config
