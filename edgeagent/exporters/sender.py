@@ -72,7 +72,7 @@ class QueueBatchConfig(ComponentConfig):
     sizer: Literal["items", "bytes"] | None = None  # None: the queue's sizer when set there, else items
     min_size: int = Field(8192, ge=0)
     max_size: int = Field(0, ge=0)
-    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    partition: PartitionConfig = Field(default_factory=lambda: PartitionConfig())
 
     @model_validator(mode="after")
     def _check(self) -> QueueBatchConfig:
