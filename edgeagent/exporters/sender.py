@@ -53,8 +53,8 @@ class BatchSettings:
 
 class PartitionConfig(ComponentConfig):
     metadata_keys: list[str] = Field(default_factory=list)
-    cache_size: int = Field(10000, gt=0)
-    idle_timeout: Duration = Field(90.0, gt=0)
+    cache_size: int = Field(default=10000, gt=0)
+    idle_timeout: Duration = Field(default=90.0, gt=0)
 
     @field_validator("metadata_keys")
     @classmethod
@@ -72,7 +72,7 @@ class QueueBatchConfig(ComponentConfig):
     sizer: Literal["items", "bytes"] | None = None  # None: the queue's sizer when set there, else items
     min_size: int = Field(8192, ge=0)
     max_size: int = Field(0, ge=0)
-    partition: PartitionConfig = Field(default_factory=lambda: PartitionConfig())
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
 
     @model_validator(mode="after")
     def _check(self) -> QueueBatchConfig:
