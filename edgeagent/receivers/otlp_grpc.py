@@ -120,7 +120,7 @@ def transport_options(config: Any) -> list[tuple[str, int]]:
     policy = keepalive.enforcement_policy
     if policy is not None:
         if policy.min_time:  # pings closer together than this are strikes; too many close the connection
-            options.append(("grpc.http2.min_recv_ping_interval_without_data_ms", int(policy.min_time * 1000)))
+            options.append(("grpc.http2.min_ping_interval_without_data_ms", int(policy.min_time * 1000)))
         # pings without a call in flight are allowed (and this server pings idle connections too)
         options.append(("grpc.keepalive_permit_without_calls", int(policy.permit_without_stream)))
     return options
