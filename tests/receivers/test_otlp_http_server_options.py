@@ -10,7 +10,9 @@ import time
 
 import aiohttp
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 
 from tests.helpers.net import free_port
 from tests.helpers.upstream import Upstream
