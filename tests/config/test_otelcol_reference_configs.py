@@ -22,7 +22,6 @@ import pytest
 import yaml
 
 from tests.config.conftest import REPO_ROOT, run_validate
-from tests.helpers.otelcol import otelcol_binary  # noqa: F401 - the fixture
 
 # ---- 1. what we ship, through otelcol validate ---------------------------------------------
 
@@ -106,7 +105,7 @@ def test_shipped_config_passes_otelcol_validate_once_edgeagent_only_keys_are_out
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(copy.deepcopy(document), sort_keys=False))
     result = subprocess.run([str(otelcol_binary), "validate", "--config", str(config)], capture_output=True,
-                            text=True, timeout=60, env={**os.environ, **ENV}, stdin=subprocess.DEVNULL)
+                            text=True, timeout=60, env={**os.environ, **ENV}, stdin=subprocess.DEVNULL, check=False)
     assert result.returncode == 0, (f"{name} is not a valid otelcol 0.165 config; list the edgeagent-only key "
                                     f"in EDGEAGENT_ONLY with its reason, or fix the config:\n{result.stderr}")
 
