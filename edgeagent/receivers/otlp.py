@@ -132,9 +132,13 @@ class OtlpReceiverConfig(ComponentConfig):
     def config_warnings(self) -> list[str]:
         if self.protocols.grpc is None and self.protocols.http is None:
             return ["no protocol is enabled: add protocols::grpc or protocols::http"]
-        return [f"protocols::{name}::tls: {warning}" for name in ("grpc", "http")
-                if (protocol := getattr(self.protocols, name)) is not None and protocol.tls is not None
-                for warning in protocol.tls.config_warnings()]
+        warnings = [f"protocols::{name}::tls: {warning}" for name in ("grpc", "http")
+                    if (protocol := getattr(self.protocols, name)) is not None and protocol.tls is not None
+                    for warning in protocol.tls.config_warnings()]
+        http = self.protocols.http
+        if http is not None and http.cors is not None:
+            warnings += [f"protocols::http::{warning}" for warning in http.cors.config_warnings()]
+        return warnings
 
 
 class OtlpReceiver:
