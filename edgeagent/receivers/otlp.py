@@ -61,7 +61,7 @@ class GrpcConfig(ComponentConfig):
 
 
 class HttpKeepaliveConfig(ComponentConfig):
-    idle_timeout: Duration = Field(60.0, ge=0)
+    idle_timeout: Duration = Field(default=60.0, ge=0)
 
 
 class HttpConfig(ComponentConfig):
