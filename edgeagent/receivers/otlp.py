@@ -79,6 +79,8 @@ class HttpConfig(ComponentConfig):
     include_metadata: bool = False
     cors: CorsConfig | None = None
     response_headers: dict[str, str] = Field(default_factory=dict)
+    # the Content-Encodings accepted ("" is none); unset: every one otelcol knows
+    compression_algorithms: list[str] | None = None
     tls: TlsServerConfig | None = None
     auth: AuthConfig | None = None
 
@@ -106,6 +108,26 @@ class HttpConfig(ComponentConfig):
         if isinstance(value, dict):
             return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
         return value
+
+    @field_validator("compression_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str] | None) -> list[str] | None:
+        known = ("", "gzip", "zstd", "zlib", "snappy", "deflate", "lz4", "x-snappy-framed")
+        unknown = [name for name in value or () if name not in known]
+        if unknown:
+            raise ValueError(f"compression_algorithms: {unknown} unknown; use some of {list(known)}")
+        return value
+
+    def content_encodings(self) -> frozenset[str] | None:
+        """The Content-Encoding values accepted, or None for all; "" also means identity (and none)."""
+        if self.compression_algorithms is None:
+            return None
+        names = set(self.compression_algorithms)
+        if "" in names:
+            names |= {"identity", "none"}
+        if "gzip" in names:
+            names.add("x-gzip")
+        return frozenset(names)
 
     def idle_timeout(self) -> float:
         """How long a connection may wait for its next request (otelcol: idle_timeout, else read_timeout)."""

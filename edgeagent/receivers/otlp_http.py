@@ -43,6 +43,7 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
         self._reading = 0
         self._disconnects = Disconnects(host, receiver_id, "http")
+        self._encodings = config.content_encodings()
 
     async def start(self) -> None:
         host, port = split_endpoint(self.config.endpoint, 4318)
@@ -115,6 +116,10 @@ class HttpServer:
             raise BadRequestError("an HTTP/1.0 request body needs a Content-Length", status=411)
         if self._reading >= MAX_UNREAD_BODIES:
             raise RetryableError(f"{MAX_UNREAD_BODIES} request bodies are being read already", retry_after=1.0)
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if self._encodings is not None and encoding not in self._encodings:
+            raise BadRequestError(f"Content-Encoding {encoding!r} is not accepted here (compression_algorithms: "
+                                  f"{sorted(self.config.compression_algorithms)})", status=415)
         self._reading += 1
         try:
             if not self.config.read_timeout:  # otelcol's default: no limit on the whole request

@@ -5,6 +5,7 @@ and write_timeout."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 import time
 
@@ -32,6 +33,7 @@ receivers:
         keepalive:
           idle_timeout: 1s
         write_timeout: ${env:WRITE_TIMEOUT}
+        compression_algorithms: ["", gzip]
 exporters:
   otlp_http:
     endpoint: ${env:UPSTREAM}
@@ -150,3 +152,15 @@ def test_write_timeout_closes_the_connection_when_the_answer_is_late(agents, tmp
             assert time.monotonic() - started < 4
     finally:
         upstream.stop()
+
+
+@pytest.mark.parametrize(("encoding", "body", "status"), [
+    ("gzip", gzip.compress(BODY), 200),
+    ("", BODY, 200),
+    ("zstd", b"\x28\xb5\x2f\xfd\x00\x00\x01\x00\x00", 415),  # known, but not in compression_algorithms
+])
+def test_compression_algorithms_limits_the_content_encodings_accepted(agent, encoding, body, status):
+    headers = {"Content-Type": "application/x-protobuf"}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    assert _request(agent, "POST", headers=headers, body=body)[0] == status
