@@ -12,7 +12,9 @@ Design note
   to the queue and are sent again after a pause. otelcol drops them; an edge agent must not.
 * Batching happens here, after the durable commit: one consumer at a time gathers a batch,
   waiting until `send_batch_size` items are queued or `timeout` has passed since it started
-  waiting. Requests larger than `send_batch_max_size` are split.
+  waiting. Requests larger than `send_batch_max_size` are split. The settings are the
+  exporter's own `sending_queue::batch` (flush_timeout, min_size, max_size) when it has one,
+  else the pipeline's batch processor's.
 * No consumer dies on one lease: an unexpected exception is logged (once until a delivery
   succeeds again), counted in `edgeagent_exporter_unexpected_errors`, shown in health as the
   exporter's problem; the lease goes back to the queue and the consumer pauses, then goes on.
