@@ -12,7 +12,9 @@ Design note
   to the queue and are sent again after a pause. otelcol drops them; an edge agent must not.
 * Batching happens here, after the durable commit: one consumer at a time gathers a batch,
   waiting until `send_batch_size` items are queued or `timeout` has passed since it started
-  waiting. Requests larger than `send_batch_max_size` are split.
+  waiting. Requests larger than `send_batch_max_size` are split. The settings are the
+  exporter's own `sending_queue::batch` (flush_timeout, min_size, max_size) when it has one,
+  else the pipeline's batch processor's.
 * No consumer dies on one lease: an unexpected exception is logged (once until a delivery
   succeeds again), counted in `edgeagent_exporter_unexpected_errors`, shown in health as the
   exporter's problem; the lease goes back to the queue and the consumer pauses, then goes on.
@@ -28,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from google.protobuf.message import DecodeError
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig
+from edgeagent.config.types import Duration
 from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, Exporter, Part, Telemetry
 from edgeagent.exporters.link import Link
@@ -43,24 +46,107 @@ from edgeagent.signals import Signal, count_items, merge_requests, split_request
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class BatchSettings:
+    timeout: float
+    send_batch_size: int
+    send_batch_max_size: int
+
+
+class PartitionConfig(ComponentConfig):
+    metadata_keys: list[str] = Field(default_factory=list)
+    cache_size: int = Field(default=10000, gt=0)
+    idle_timeout: Duration = Field(default=90.0, gt=0)
+
+    @field_validator("metadata_keys")
+    @classmethod
+    def _no_partitions(cls, value: list[str]) -> list[str]:
+        if value:  # records are leased in queue order; a partition key would need its own queue
+            raise ValueError("metadata_keys: the durable queue leases records in order and cannot partition "
+                             "batches by metadata; use the batch processor's metadata_keys in the pipeline")
+        return value
+
+
+class QueueBatchConfig(ComponentConfig):
+    """otelcol 0.165's exporter-side batching: the sender's batch settings for this exporter."""
+
+    flush_timeout: Duration = 0.2
+    sizer: Literal["items", "bytes"] | None = None  # None: the queue's sizer when set there, else items
+    min_size: int = Field(8192, ge=0)
+    max_size: int = Field(0, ge=0)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> QueueBatchConfig:
+        if self.flush_timeout <= 0:
+            raise ValueError("flush_timeout must be positive (e.g. 200ms)")
+        if self.max_size and self.max_size < self.min_size:
+            raise ValueError(f"max_size ({self.max_size}) must be 0 or at least min_size ({self.min_size})")
+        return self
+
+    def settings(self) -> BatchSettings:
+        return BatchSettings(self.flush_timeout, self.min_size, self.max_size)
+
+
 class QueueConfig(ComponentConfig):
     enabled: bool = True
     num_consumers: int = Field(10, ge=1)
     queue_size: int = Field(1000, ge=1)
     sizer: Literal["requests", "items", "bytes"] = "requests"
     storage: str | None = None
+    block_on_overflow: bool = False
+    wait_for_result: bool = False
+    batch: QueueBatchConfig | None = None
     # edgeagent: after a long outage, newest_first sends current data before the backfill
     drain_order: Literal["oldest_first", "newest_first"] = "oldest_first"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_key_enables(cls, data: Any) -> Any:
+        """As otelcol: a `batch:` key alone enables the defaults; `enabled: false` turns it off."""
+        if not isinstance(data, dict) or "batch" not in data:
+            return data
+        batch = data["batch"]
+        if batch is None:
+            batch = {}
+        elif isinstance(batch, dict) and "enabled" in batch:
+            batch = dict(batch)
+            if not batch.pop("enabled"):
+                batch = None
+        return {**data, "batch": batch}
+
+    @model_validator(mode="after")
+    def _check(self) -> QueueConfig:
+        if self.wait_for_result:
+            raise ValueError(WAIT_FOR_RESULT)
+        if self.block_on_overflow:
+            raise ValueError(BLOCK_ON_OVERFLOW)
+        if self.batch is None:
+            return self
+        if self.batch.sizer is None:
+            sizer = self.sizer if "sizer" in self.model_fields_set else "items"
+            if sizer == "requests":
+                raise ValueError("batch::sizer: batching supports only items or bytes; set batch::sizer: items")
+            self.batch.sizer = sizer
+        if self.batch.sizer == "bytes":
+            raise ValueError(BATCH_BYTES)
+        if self.sizer == self.batch.sizer and self.batch.min_size > self.queue_size:
+            raise ValueError("batch::min_size must be at most queue_size, or the queue could never fill a batch")
+        return self
 
     def capacity(self) -> QueueCapacity:
         return QueueCapacity(self.queue_size, self.sizer)
 
 
-@dataclass
-class BatchSettings:
-    timeout: float
-    send_batch_size: int
-    send_batch_max_size: int
+# Why three otelcol keys are refused rather than accepted and ignored:
+WAIT_FOR_RESULT = ("wait_for_result: every sending_queue of edgeagent is durable, and otelcol itself refuses "
+                   "wait_for_result with a persistent queue; for a client OK that waits for the upstream's "
+                   "answer, set sending_queue::enabled: false")
+BLOCK_ON_OVERFLOW = ("block_on_overflow: a full durable queue is answered at once with a retryable refusal "
+                     "(HTTP 503 + Retry-After, gRPC RESOURCE_EXHAUSTED + RetryInfo), so the client's own retry "
+                     "waits for room and no request holds memory meanwhile; remove block_on_overflow")
+BATCH_BYTES = ("batch::sizer: bytes: the durable queue counts and leases requests by items, not by their "
+               "encoded size; use batch::sizer: items")
 
 
 class SenderHost(Telemetry, Protocol):

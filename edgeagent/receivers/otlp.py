@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from edgeagent.auth import AuthConfig
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration, check_endpoint
+from edgeagent.receivers.otlp_cors import CorsConfig
 from edgeagent.receivers.otlp_grpc import GrpcServer
 from edgeagent.receivers.otlp_http import HttpServer
 from edgeagent.tls import TlsServerConfig, check_grpc_server
@@ -17,16 +18,50 @@ from edgeagent.tls import TlsServerConfig, check_grpc_server
 log = logging.getLogger(__name__)
 
 
+class ServerParametersConfig(ComponentConfig):
+    """grpc-go's keepalive.ServerParameters; 0 keeps grpc's default (infinite age and idle, 2h pings)."""
+
+    max_connection_idle: Duration = Field(0.0, ge=0)
+    max_connection_age: Duration = Field(0.0, ge=0)
+    max_connection_age_grace: Duration = Field(0.0, ge=0)
+    time: Duration = Field(0.0, ge=0)
+    timeout: Duration = Field(0.0, ge=0)
+
+
+class EnforcementPolicyConfig(ComponentConfig):
+    """grpc-go's keepalive.EnforcementPolicy: how often clients may ping; 0 keeps grpc's 5 minutes."""
+
+    min_time: Duration = Field(0.0, ge=0)
+    permit_without_stream: bool = False
+
+
+class GrpcKeepaliveConfig(ComponentConfig):
+    server_parameters: ServerParametersConfig | None = None
+    enforcement_policy: EnforcementPolicyConfig | None = None
+
+    @field_validator("server_parameters", "enforcement_policy", mode="before")
+    @classmethod
+    def _empty_means_defaults(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
 class GrpcConfig(ComponentConfig):
     endpoint: str = "localhost:4317"
     max_recv_msg_size_mib: int = Field(4, gt=0)
     max_concurrent_streams: int = Field(0, ge=0)
+    read_buffer_size: int = Field(0, ge=0)  # bytes read from the socket at once; 0: grpc's default
+    write_buffer_size: int = Field(0, ge=0)  # bytes gathered before a write to the socket; 0: grpc's default
+    keepalive: GrpcKeepaliveConfig | None = None
     include_metadata: bool = False
     tls: TlsServerConfig | None = None
     auth: AuthConfig | None = None
 
     _check_endpoint = field_validator("endpoint")(lambda cls, v: check_endpoint(v))
     _check_tls = field_validator("tls")(lambda cls, v: check_grpc_server(v))
+
+
+class HttpKeepaliveConfig(ComponentConfig):
+    idle_timeout: Duration = Field(default=60.0, ge=0)
 
 
 class HttpConfig(ComponentConfig):
@@ -38,9 +73,67 @@ class HttpConfig(ComponentConfig):
     # otelcol's confighttp defaults: headers within a minute, no limit on the whole request
     read_header_timeout: Duration = Field(60.0, ge=0)
     read_timeout: Duration = Field(0.0, ge=0)
+    # otelcol's default: the answer must be written within 30s of the request's headers (0: no limit)
+    write_timeout: Duration = Field(30.0, ge=0)
+    keepalive: HttpKeepaliveConfig | None = Field(default_factory=HttpKeepaliveConfig)
     include_metadata: bool = False
+    cors: CorsConfig | None = None
+    response_headers: dict[str, str] = Field(default_factory=dict)
+    # the Content-Encodings accepted ("" is none); unset: every one otelcol knows
+    compression_algorithms: list[str] | None = None
     tls: TlsServerConfig | None = None
     auth: AuthConfig | None = None
+
+    @field_validator("keepalive", mode="before")
+    @classmethod
+    def _keepalive_switch(cls, value: Any) -> Any:
+        """`keepalive:` alone keeps the defaults; `enabled: false` leaves idle connections to read_timeout."""
+        if value is None:
+            return {}
+        if isinstance(value, dict) and "enabled" in value:
+            value = dict(value)
+            if not value.pop("enabled"):
+                return None
+        return value
+
+    @field_validator("response_headers", mode="before")
+    @classmethod
+    def _headers_as_text(cls, value: Any) -> Any:
+        """A map, or otelcol's list of {name, value} pairs; values as text."""
+        if isinstance(value, list):
+            pairs = [(item.get("name"), item.get("value")) for item in value if isinstance(item, dict)]
+            if len(pairs) != len(value) or any(not isinstance(name, str) for name, _ in pairs):
+                raise ValueError("response_headers: give a map of header: value, or a list of {name, value}")
+            value = dict(pairs)
+        if isinstance(value, dict):
+            return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
+        return value
+
+    @field_validator("compression_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str] | None) -> list[str] | None:
+        known = ("", "gzip", "zstd", "zlib", "snappy", "deflate", "lz4", "x-snappy-framed")
+        unknown = [name for name in value or () if name not in known]
+        if unknown:
+            raise ValueError(f"compression_algorithms: {unknown} unknown; use some of {list(known)}")
+        return value
+
+    def content_encodings(self) -> frozenset[str] | None:
+        """The Content-Encoding values accepted, or None for all; "" also means identity (and none)."""
+        if self.compression_algorithms is None:
+            return None
+        names = set(self.compression_algorithms)
+        if "" in names:
+            names |= {"identity", "none"}
+        if "gzip" in names:
+            names.add("x-gzip")
+        return frozenset(names)
+
+    def idle_timeout(self) -> float:
+        """How long a connection may wait for its next request (otelcol: idle_timeout, else read_timeout)."""
+        if self.keepalive is not None and self.keepalive.idle_timeout:
+            return self.keepalive.idle_timeout
+        return self.read_timeout
 
     _check_endpoint = field_validator("endpoint")(lambda cls, v: check_endpoint(v))
 
@@ -61,9 +154,13 @@ class OtlpReceiverConfig(ComponentConfig):
     def config_warnings(self) -> list[str]:
         if self.protocols.grpc is None and self.protocols.http is None:
             return ["no protocol is enabled: add protocols::grpc or protocols::http"]
-        return [f"protocols::{name}::tls: {warning}" for name in ("grpc", "http")
-                if (protocol := getattr(self.protocols, name)) is not None and protocol.tls is not None
-                for warning in protocol.tls.config_warnings()]
+        warnings = [f"protocols::{name}::tls: {warning}" for name in ("grpc", "http")
+                    if (protocol := getattr(self.protocols, name)) is not None and protocol.tls is not None
+                    for warning in protocol.tls.config_warnings()]
+        http = self.protocols.http
+        if http is not None and http.cors is not None:
+            warnings += [f"protocols::http::{warning}" for warning in http.cors.config_warnings()]
+        return warnings
 
 
 class OtlpReceiver:

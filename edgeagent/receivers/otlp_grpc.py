@@ -40,7 +40,7 @@ class GrpcServer:
                    ("grpc.so_reuseport", 0)]
         if self.config.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=options + transport_options(self.config))
         handlers = []
         for signal in Signal:
             consumer = self.host.consumer(self.receiver_id, signal)
@@ -92,6 +92,38 @@ class GrpcServer:
             return b""
 
         return export
+
+
+_SERVER_PARAMETERS = {  # grpc-go's keepalive.ServerParameters -> grpc core's server arguments (ms)
+    "max_connection_idle": "grpc.max_connection_idle_ms",
+    "max_connection_age": "grpc.max_connection_age_ms",
+    "max_connection_age_grace": "grpc.max_connection_age_grace_ms",
+    "time": "grpc.keepalive_time_ms",
+    "timeout": "grpc.keepalive_timeout_ms",
+}
+
+
+def transport_options(config: Any) -> list[tuple[str, int]]:
+    """keepalive and buffer sizes as grpc core's server arguments; unset (0) keeps grpc's default,
+    which for keepalive equals grpc-go's (pings after 2h idle, 20s to answer, clients may ping every 5m)."""
+    options = []
+    if config.read_buffer_size:  # grpc-go: bytes read from the socket at once
+        options.append(("grpc.experimental.tcp_read_chunk_size", config.read_buffer_size))
+    if config.write_buffer_size:  # grpc-go: bytes gathered before a write to the socket
+        options.append(("grpc.http2.write_buffer_size", config.write_buffer_size))
+    keepalive = config.keepalive
+    if keepalive is None:
+        return options
+    if keepalive.server_parameters is not None:
+        options += [(name, int(getattr(keepalive.server_parameters, key) * 1000))
+                    for key, name in _SERVER_PARAMETERS.items() if getattr(keepalive.server_parameters, key)]
+    policy = keepalive.enforcement_policy
+    if policy is not None:
+        if policy.min_time:  # pings closer together than this are strikes; too many close the connection
+            options.append(("grpc.http2.min_ping_interval_without_data_ms", int(policy.min_time * 1000)))
+        # pings without a call in flight are allowed (and this server pings idle connections too)
+        options.append(("grpc.keepalive_permit_without_calls", int(policy.permit_without_stream)))
+    return options
 
 
 def _peer_address(peer: str | None) -> str:

@@ -25,6 +25,7 @@ from edgeagent.errors import BadRequestError, RetryableError, UnauthenticatedErr
 from edgeagent.instrumentation import http_server_timer
 from edgeagent.processors.memory_limiter import Reservation
 from edgeagent.receivers import codec
+from edgeagent.receivers.otlp_cors import Cors
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,20 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
         self._reading = 0
         self._disconnects = Disconnects(host, receiver_id, "http")
+        self._encodings = config.content_encodings()
 
     async def start(self) -> None:
         host, port = split_endpoint(self.config.endpoint, 4318)
         scheme = "https" if self.config.tls is not None else "http"
         timer = http_server_timer(getattr(self.host, "metrics", None), host, port, scheme)
-        app = web.Application(client_max_size=self.config.max_request_body_size, middlewares=[timer])
+        middlewares = [timer]
+        if self.config.cors is not None and self.config.cors.allowed_origins:
+            middlewares.append(Cors(self.config.cors).middleware())
+        if self.config.write_timeout:
+            middlewares.append(_write_deadline(self.config.write_timeout))
+        app = web.Application(client_max_size=self.config.max_request_body_size, middlewares=middlewares)
+        if self.config.response_headers:
+            app.on_response_prepare.append(_response_headers(self.config.response_headers))
         paths = {
             Signal.TRACES: self.config.traces_url_path,
             Signal.METRICS: self.config.metrics_url_path,
@@ -57,11 +66,8 @@ class HttpServer:
             consumer = self.host.consumer(self.receiver_id, signal)
             if consumer is not None:
                 app.router.add_post(path, self._handler(signal, consumer))
-        # aiohttp's keep-alive timer runs from the connection's start (or the last answer) until the
-        # next request's headers are complete: that is otelcol's read_header_timeout for us
-        header_timeout = self.config.read_header_timeout or self.config.read_timeout or _NO_TIMEOUT
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False,
-                                     keepalive_timeout=header_timeout)
+                                     keepalive_timeout=_wait_for_request(self.config))
         await self._runner.setup()
         ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
         site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024, ssl_context=ssl_context)
@@ -110,6 +116,10 @@ class HttpServer:
             raise BadRequestError("an HTTP/1.0 request body needs a Content-Length", status=411)
         if self._reading >= MAX_UNREAD_BODIES:
             raise RetryableError(f"{MAX_UNREAD_BODIES} request bodies are being read already", retry_after=1.0)
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if self._encodings is not None and encoding not in self._encodings:
+            raise BadRequestError(f"Content-Encoding {encoding!r} is not accepted here (compression_algorithms: "
+                                  f"{sorted(self.config.compression_algorithms)})", status=415)
         self._reading += 1
         try:
             if not self.config.read_timeout:  # otelcol's default: no limit on the whole request
@@ -140,6 +150,43 @@ async def _read_body(request: web.Request, limit: int, reservation: Reservation)
         decompressor.feed(chunk)
         reserve(decompressor.size)  # compressed input that has not decoded to anything yet
     return decompressor.finish()
+
+
+def _wait_for_request(config: Any) -> float:
+    """aiohttp keeps one timer from the connection's start (or the last answer) until the next
+    request's headers are complete, where otelcol has two: idle_timeout for the wait and
+    read_header_timeout for the headers (each falling back to read_timeout). The shorter bounds
+    both, so neither limit is ever exceeded."""
+    header = config.read_header_timeout or config.read_timeout
+    idle = config.idle_timeout()
+    return min((limit for limit in (header, idle) if limit), default=_NO_TIMEOUT)
+
+
+def _write_deadline(limit: float) -> Any:
+    """otelcol's write_timeout: an answer not written within `limit` of the request's headers is
+    never written; the connection closes, as Go's does, and the client retries. The handler
+    finishes on its own (a commit under way still completes)."""
+    @web.middleware
+    async def deadline(request: web.Request, handler: Any) -> web.StreamResponse:
+        transport = request.transport
+        if transport is None:
+            return await handler(request)
+        timer = asyncio.get_running_loop().call_later(limit, transport.close)
+        try:
+            return await handler(request)
+        finally:
+            timer.cancel()
+
+    return deadline
+
+
+def _response_headers(headers: dict[str, str]) -> Any:
+    """otelcol's response_headers: on every answer, unless the answer sets that header itself."""
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+
+    return add
 
 
 class Disconnects:

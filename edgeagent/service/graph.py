@@ -151,6 +151,9 @@ class Graph:
             queue = store.queue(f"{exp_id}/{spec.signal.label}", spec.signal, queue_config.capacity())
             by_store.setdefault(queue_config.storage or DEFAULT_STORAGE, []).append(queue)
             key = (exp_id, spec.signal)
+            if queue_config.batch is not None:  # the exporter's own batching wins over the pipeline's
+                batches.setdefault(key, queue_config.batch.settings())
+                continue
             if key in batches and batches[key] != settings:
                 log.warning("an exporter is fed by pipelines with different batch settings; using the first",
                             extra={"exporter": exp_id, "pipeline": spec.id})

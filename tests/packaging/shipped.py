@@ -140,7 +140,7 @@ ACCEPTED = {"traces": "otelcol_receiver_accepted_spans", "metrics": "otelcol_rec
 def _from_kafka(document: dict, receiver: str, agent: AgentProcess, broker) -> None:
     """A trace request written to the receiver's topic once the receiver owns the partition
     (initial_offset: latest skips what was there before)."""
-    topic = document["receivers"][receiver]["traces"]["topic"]
+    (topic,) = document["receivers"][receiver]["traces"]["topics"]  # otelcol 0.165 takes a list
     broker.create_topic(topic, 1, exist_ok=True)
     wait_until(lambda: any(key.startswith("kafka_consumer_lag{") for key in agent.metrics()), timeout=30,
                interval=0.25, message="the kafka receiver owning its partition")

@@ -174,7 +174,7 @@ def test_keda_scales_the_tail_sampling_hub_on_the_lag_of_the_group_its_kafka_rec
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["consumerGroup"] == receiver["group_id"]
-    assert trigger["metadata"]["topic"] == receiver["traces"]["topic"]
+    assert [trigger["metadata"]["topic"]] == receiver["traces"]["topics"]
     assert trigger["metadata"]["bootstrapServers"].split(",") == receiver["brokers"]
     monitor = _one(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]

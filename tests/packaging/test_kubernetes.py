@@ -101,6 +101,6 @@ def test_keda_scales_the_clustered_hub_on_the_lag_of_the_group_its_kafka_receive
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "kafka"
     assert trigger["metadata"]["consumerGroup"] == receiver["group_id"]
-    assert trigger["metadata"]["topic"] == receiver["traces"]["topic"]
+    assert [trigger["metadata"]["topic"]] == receiver["traces"]["topics"]
     assert trigger["metadata"]["bootstrapServers"].split(",") == receiver["brokers"]
     assert scaled["spec"]["minReplicaCount"] >= docs["PodDisruptionBudget"]["spec"]["minAvailable"] + 1

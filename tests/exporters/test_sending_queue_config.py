@@ -1,0 +1,69 @@
+"""otelcol 0.165's sending_queue keys: accepted where the sender honours them, refused with the reason otherwise."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeagent.config.loader import ConfigError, load_text
+from edgeagent.exporters.sender import BatchSettings
+
+BASE = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:4318
+exporters:
+  otlp_http:
+    endpoint: http://collector:4318
+    sending_queue:
+{queue}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp_http]
+"""
+
+
+def _queue(queue: str):
+    text = BASE.format(queue="\n".join("      " + line for line in queue.strip().splitlines()))
+    return load_text(text, environ={}).exporters["otlp_http"].config.sending_queue
+
+
+def _refused(queue: str) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as caught:
+        _queue(queue)
+    return caught.value.errors
+
+
+def test_batch_key_alone_enables_otelcols_defaults():
+    assert _queue("batch:").batch.settings() == BatchSettings(0.2, 8192, 0)
+    assert _queue("batch: {enabled: false}").batch is None
+    assert _queue("num_consumers: 2").batch is None
+
+
+def test_batch_settings_map_onto_the_sender():
+    queue = _queue("sizer: items\nqueue_size: 100000\nbatch:\n  flush_timeout: 1s\n  min_size: 50\n  max_size: 200")
+    assert queue.batch.sizer == "items"
+    assert queue.batch.settings() == BatchSettings(1.0, 50, 200)
+
+
+@pytest.mark.parametrize(("queue", "words"), [
+    ("wait_for_result: true", ["wait_for_result", "durable", "enabled: false"]),
+    ("block_on_overflow: true", ["block_on_overflow", "503"]),
+    ("batch:\n  sizer: bytes", ["bytes", "items"]),
+    ("sizer: bytes\nqueue_size: 100000000\nbatch:", ["bytes", "items"]),
+    ("batch:\n  partition:\n    metadata_keys: [tenant]", ["metadata_keys", "batch processor"]),
+    ("sizer: requests\nbatch:", ["batch::sizer", "items"]),
+    ("batch:\n  flush_timeout: 0s", ["flush_timeout"]),
+    ("batch:\n  min_size: 10\n  max_size: 5", ["max_size"]),
+    ("sizer: items\nqueue_size: 10\nbatch:\n  min_size: 100", ["min_size", "queue_size"]),
+])
+def test_sending_queue_keys_that_cannot_be_honoured_are_refused_with_the_reason(queue, words):
+    errors = _refused(queue)
+    assert len(errors) == 1, errors
+    path, message = errors[0]
+    assert path.startswith("exporters::otlp_http::sending_queue"), errors
+    for word in words:
+        assert word in message, (word, message)

@@ -1,0 +1,166 @@
+"""otelcol's confighttp server keys on the OTLP/HTTP receiver, against a real agent and real clients:
+CORS (a browser's preflight and its actual request), response_headers, keepalive::idle_timeout
+and write_timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+import time
+
+import aiohttp
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+
+from tests.helpers.net import free_port
+from tests.helpers.upstream import Upstream
+
+CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        cors:
+          allowed_origins: [https://*.test.com, https://test.com]
+          allowed_headers: [X-Custom]
+          exposed_headers: [X-Trace]
+          max_age: 7200
+        response_headers:
+          X-Served-By: edge
+        keepalive:
+          idle_timeout: 1s
+        write_timeout: ${env:WRITE_TIMEOUT}
+        compression_algorithms: ["", gzip]
+exporters:
+  otlp_http:
+    endpoint: ${env:UPSTREAM}
+    sending_queue:
+      enabled: ${env:QUEUED}
+    retry_on_failure:
+      enabled: false
+extensions:
+  health_check:
+service:
+  extensions: [health_check]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp_http]
+"""
+BODY = ExportTraceServiceRequest().SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    from tests.helpers.agent import AgentProcess
+    directory = tmp_path_factory.mktemp("cors")
+    config = directory / "cors.yaml"
+    config.write_text(CONFIG)
+    process = AgentProcess(args=["run", "--config", str(config)], log_path=str(directory / "agent.log"),
+                           env={"UPSTREAM": f"http://127.0.0.1:{free_port()}", "QUEUED": "true",
+                                "WRITE_TIMEOUT": "30s", "STATE_DIRECTORY": str(directory / "state")})
+    process.args += process.ports_overrides()
+    process.start()
+    yield process
+    process.kill()
+
+
+def _request(agent, method: str, path: str = "/v1/traces", headers: dict[str, str] | None = None,
+             body: bytes = b"") -> tuple[int, dict[str, str]]:
+    async def go() -> tuple[int, dict[str, str]]:
+        async with aiohttp.ClientSession() as session, session.request(
+                method, f"http://127.0.0.1:{agent.http_port}{path}", headers=headers or {}, data=body) as response:
+            await response.read()
+            return response.status, {key.lower(): value for key, value in response.headers.items()}
+    return asyncio.run(go())
+
+
+def _preflight(agent, origin: str, request_headers: str = "content-type") -> tuple[int, dict[str, str]]:
+    return _request(agent, "OPTIONS", headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                               "Access-Control-Request-Headers": request_headers})
+
+
+@pytest.mark.parametrize("origin", ["https://www.test.com", "https://foo.test.com", "https://test.com"])
+def test_cors_preflight_from_an_allowed_origin_is_answered_with_its_allowances(agent, origin):
+    status, headers = _preflight(agent, origin, "content-type, x-custom")
+    assert status == 204
+    assert headers["access-control-allow-origin"] == origin
+    assert headers["access-control-allow-methods"] == "POST"
+    assert headers["access-control-allow-headers"] == "content-type, x-custom"
+    assert headers["access-control-allow-credentials"] == "true"
+    assert headers["access-control-max-age"] == "7200"
+    assert headers["x-served-by"] == "edge"  # response_headers reach preflight answers too
+
+
+@pytest.mark.parametrize(("origin", "asked"), [
+    ("https://wwwtest.com", "content-type"),  # the wildcard stands for a subdomain, not any prefix
+    ("https://evil.example", "content-type"),
+    ("https://www.test.com", "x-other"),  # a header nobody allowed
+])
+def test_cors_preflight_that_is_not_allowed_gets_no_allowances(agent, origin, asked):
+    status, headers = _preflight(agent, origin, asked)
+    assert status == 204
+    assert "access-control-allow-origin" not in headers
+
+
+def test_cors_request_from_an_allowed_origin_exposes_headers_and_stores_the_data(agent):
+    status, headers = _request(agent, "POST", headers={"Origin": "https://app.test.com",
+                                                       "Content-Type": "application/x-protobuf"}, body=BODY)
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "https://app.test.com"
+    assert headers["access-control-expose-headers"] == "X-Trace"
+    assert headers["x-served-by"] == "edge"
+
+
+def test_cors_request_from_another_origin_is_served_without_cors_headers(agent):
+    status, headers = _request(agent, "POST", headers={"Origin": "https://evil.example",
+                                                       "Content-Type": "application/x-protobuf"}, body=BODY)
+    assert status == 200 and "access-control-allow-origin" not in headers
+
+
+def test_response_headers_are_on_error_answers_too(agent):
+    status, headers = _request(agent, "POST", headers={"Content-Type": "text/plain"}, body=b"x")
+    assert status == 415 and headers["x-served-by"] == "edge"
+
+
+def test_idle_timeout_closes_a_connection_that_waits_for_its_next_request(agent):
+    with socket.create_connection(("127.0.0.1", agent.http_port), timeout=10) as connection:
+        connection.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                           b"Content-Length: 0\r\n\r\n")
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert connection.recv(65536) == b""  # closed by the agent, not by the 10 s socket timeout
+        assert time.monotonic() - started < 5
+
+
+def test_write_timeout_closes_the_connection_when_the_answer_is_late(agents, tmp_path):
+    upstream = Upstream(free_port()).start()
+    try:
+        upstream.hang = 6.0  # without a queue the client's answer waits for the upstream's
+        config = tmp_path / "slow.yaml"
+        config.write_text(CONFIG)
+        process = agents(["run", "--config", str(config)],
+                         env={"UPSTREAM": upstream.url, "QUEUED": "false", "WRITE_TIMEOUT": "1s"})
+        with socket.create_connection(("127.0.0.1", process.http_port), timeout=10) as connection:
+            connection.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                               b"Content-Length: %d\r\n\r\n" % len(BODY) + BODY)
+            started = time.monotonic()
+            assert connection.recv(65536) == b""  # no answer: the connection is closed, as otelcol's
+            assert time.monotonic() - started < 4
+    finally:
+        upstream.stop()
+
+
+@pytest.mark.parametrize(("encoding", "body", "status"), [
+    ("gzip", gzip.compress(BODY), 200),
+    ("", BODY, 200),
+    ("zstd", b"\x28\xb5\x2f\xfd\x00\x00\x01\x00\x00", 415),  # known, but not in compression_algorithms
+])
+def test_compression_algorithms_limits_the_content_encodings_accepted(agent, encoding, body, status):
+    headers = {"Content-Type": "application/x-protobuf"}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    assert _request(agent, "POST", headers=headers, body=body)[0] == status
