@@ -48,7 +48,8 @@ README_COMPLETE = ("receivers", "exporters", "service")  # and service::pipeline
 ENV = {"EDGEAGENT_UPSTREAM": "https://collector.example:4318", "EDGE_LOCATION": "test",
        "EDGEAGENT_QUEUE_MAX_MIB": "512", "UPSTREAM_TOKEN": "t", "KAFKA_PASSWORD": "p",
        "REDIS_PASSWORD": "p", "TELEMETRYFLOW_ENDPOINT": "https://collector.example:4318",
-       "TELEMETRYFLOW_WORKSPACE_ID": "w", "TELEMETRYFLOW_TENANT_ID": "t", "NODE_NAME": "node-1", "HOSTNAME": "node-1", "K8S_NODE_NAME": "node-1", "POD_NAME": "hub-0"}
+       "TELEMETRYFLOW_WORKSPACE_ID": "w", "TELEMETRYFLOW_TENANT_ID": "t", "NODE_NAME": "node-1",
+       "HOSTNAME": "node-1", "K8S_NODE_NAME": "node-1", "POD_NAME": "hub-0"}
 
 
 def _shipped() -> dict[str, str]:
