@@ -15,6 +15,7 @@ import os
 import signal
 import time
 
+import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -90,7 +91,7 @@ def _committed(kafka) -> dict[int, int]:
     return asyncio.run(read())
 
 
-def _hub(agents, tmp_path, kafka, upstream, ports: AgentProcess | None = None) -> AgentProcess:
+def _hub(agents, tmp_path, kafka, upstream, redis_url: str | None, ports: AgentProcess | None = None) -> AgentProcess:
     ports = ports or AgentProcess(args=[])
     config = hub_config(tmp_path / "hub.yaml", kafka.bootstrap, upstream.url, ports, ("traces",),
                         session_timeout="6s", heartbeat_interval="2s",
@@ -100,6 +101,8 @@ def _hub(agents, tmp_path, kafka, upstream, ports: AgentProcess | None = None) -
     document["processors"] = {"tail_sampling": {
         "decision_wait": "5s", "num_traces": 50_000,  # longer than the drain
         "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]}}
+    if redis_url:  # decisions shared with other replicas, as in hub-cluster.yaml
+        document["processors"]["tail_sampling"]["shared_state"] = {"redis": {"url": redis_url}}
     document["service"]["pipelines"]["traces"]["processors"] = ["tail_sampling"]
     with open(config, "w") as handle:
         handle.write(yaml.safe_dump(document))
@@ -115,14 +118,16 @@ def _resumed_traces(agent: AgentProcess) -> int:
     return 0
 
 
+@pytest.mark.parametrize("shared", ["local", "redis"])
 def test_a_hub_stopped_while_it_consumes_loses_no_kept_trace_and_decides_its_pending_ones_after_restart(
-        agents, upstream, kafka, tmp_path):
+        agents, upstream, kafka, tmp_path, request, shared):
+    redis_url = request.getfixturevalue("redis_server").url if shared == "redis" else None
     kafka.create_topic(TOPIC, PARTITIONS)
     messages, kept, where = _backlog()
     order = _produce(kafka, messages[:FIRST])
 
     upstream.status = 503  # kept traces wait in the export queue: the stop has something to drain
-    hub = _hub(agents, tmp_path, kafka, upstream)
+    hub = _hub(agents, tmp_path, kafka, upstream, redis_url)
     wait_until(lambda: hub.metric("otelcol_exporter_queue_size") > 0, timeout=120, interval=0.1,
                message="kept traces in the export queue")
     for partition, indexes in _produce(kafka, messages[FIRST:], FIRST).items():
@@ -150,7 +155,7 @@ def test_a_hub_stopped_while_it_consumes_loses_no_kept_trace_and_decides_its_pen
     upstream_at_stop = {span.trace_id for span in upstream.spans()}
     held = {trace_id for trace_id in kept if where[trace_id] in consumed and trace_id not in upstream_at_stop}
 
-    restarted = _hub(agents, tmp_path, kafka, upstream, ports=hub)
+    restarted = _hub(agents, tmp_path, kafka, upstream, redis_url, ports=hub)
     wait_until(lambda: {span.trace_id for span in upstream.spans()} >= set(kept), timeout=180, interval=0.5,
                message="every kept trace upstream after the restart")
     time.sleep(1.0)
