@@ -19,6 +19,8 @@ Design note
 * Dead letters: what the upstream refused for good goes to the caller's DeadLetterSink
   (the queue's dead-letter store); a caller without one gets a PermanentError carrying the
   refused parts (`PermanentError.parts`), so a caller further out stores exactly those.
+* Retry-After is honoured up to a ceiling (edgeagent.exporters.retry), so an upstream that
+  asks for years pauses the exporter for minutes; the cap is logged once until a send succeeds.
 * Upstream state: with a Link (queued path) every attempt passes through it, so all the
   consumers of an exporter share what they learn; without one the outcome is reported
   directly. The last failure is shown in health as the exporter's `problem`.
@@ -37,7 +39,7 @@ from google.protobuf.message import DecodeError
 
 from edgeagent.errors import PermanentError, RetryableError, ShutdownError
 from edgeagent.exporters.link import Link
-from edgeagent.exporters.retry import RetryConfig, backoff_delay
+from edgeagent.exporters.retry import RetryConfig, backoff_delay, honoured_retry_after
 from edgeagent.signals import Signal, count_items, split_request
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,7 @@ class ExportChain:
         self.drains_queue = drains_queue  # sent items leave a queue: they count towards its drain rate
         self.stopping = asyncio.Event()
         self._last_partial_log = 0.0
+        self._capping = False  # an upstream's Retry-After is being cut down; logged once until a success
 
     def stop(self) -> None:
         """End every backoff wait now; the requests waiting in it fail with ShutdownError."""
@@ -244,6 +247,7 @@ class ExportChain:
         try:
             result = await self._call(body)
         except RetryableError as exc:
+            self._cap_retry_after(exc)
             self.telemetry.exporter_problem(exporter_id, str(exc))
             if self.link is not None:
                 await self.link.failed(exc)
@@ -254,8 +258,23 @@ class ExportChain:
             await self._reachable()  # it answered: the link works
             raise
         self.telemetry.exporter_problem(exporter_id, None)
+        self._capping = False
         await self._reachable()
         return result
+
+    def _cap_retry_after(self, error: RetryableError) -> None:
+        """Cut an upstream's Retry-After down to the ceiling before the link and the backoff see it."""
+        if error.retry_after is None:
+            return
+        honoured = honoured_retry_after(error.retry_after)
+        if honoured >= error.retry_after:
+            return
+        if not self._capping:
+            self._capping = True
+            log.warning("upstream asked to wait longer than the Retry-After ceiling; waiting the ceiling instead",
+                        extra={"exporter": self.exporter.id, "signal": self.signal.label,
+                               "retry_after": error.retry_after, "honoured": honoured})
+        error.retry_after = honoured
 
     async def _reachable(self) -> None:
         if self.link is not None:

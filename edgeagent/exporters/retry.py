@@ -3,6 +3,11 @@
 Difference from otelcol: when `max_elapsed_time` runs out, otelcol drops the data. An edge
 agent must not, so the sender puts it back in the queue and tries again later. The export
 chain (edgeagent.exporters.chain) runs the retries.
+
+A second difference: otelcol waits as long as an upstream's Retry-After says (bounded only by
+`max_elapsed_time`, after which it drops the data). Here the data is never dropped, so a
+hostile or broken upstream answering `Retry-After: 999999999` would stop the exporter for good;
+the honoured delay is capped at RETRY_AFTER_CEILING instead.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration
+
+RETRY_AFTER_CEILING = 300.0  # seconds; otelcol's default max_elapsed_time, the longest it would wait
 
 
 class RetryConfig(ComponentConfig):
@@ -56,6 +63,11 @@ def backoff_delay(config: Backoff, attempt: int, rng: random.Random = random._in
     interval = min(config.initial_interval * config.multiplier ** (attempt - 1), config.max_interval)
     spread = config.randomization_factor * interval
     return max(0.0, interval - spread + rng.random() * 2 * spread)
+
+
+def honoured_retry_after(seconds: float) -> float:
+    """The part of an upstream's Retry-After that is honoured: at most RETRY_AFTER_CEILING."""
+    return min(seconds, RETRY_AFTER_CEILING)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

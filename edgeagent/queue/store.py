@@ -507,7 +507,9 @@ class QueueStore:
         others = [op for op in ops if not op.put_bytes]
         result = Commit()
         # Deletes need free pages too (LMDB copies on write): the ballast's room lets them through.
-        if environment.drop_ballast(self.directory):
+        # Kept while puts are only refused, so the acks that will free the space still find it.
+        evicts = bool(puts) and self.limits.full_policy == "drop_oldest"
+        if (others or evicts) and environment.drop_ballast(self.directory):
             log.warning("queue storage is out of space; released the reserve so that deletes can proceed",
                         extra={"directory": self.directory})
         if others:
@@ -516,7 +518,7 @@ class QueueStore:
             except lmdb.Error as retry_exc:
                 log.error("queue storage in %s is out of space; even deletes fail: %s", self.directory, retry_exc)
                 result.failed += [(op.future, retry_exc) for op in others]
-        if puts and self.limits.full_policy == "drop_oldest":
+        if evicts:
             try:
                 need = sum(footprint(op.put_bytes, self.page_size) for op in puts) * 4 + (1 << 20)
                 result.merge(self._transaction([], now_ms, evict_bytes=need))

@@ -286,9 +286,9 @@ class KafkaReceiver:
         await asyncio.gather(*tasks, return_exceptions=True)
         partitions = list(self._partitions.values())
         await self._settle(partitions, grace=2.0)
+        await self._commit(partitions, timeout=1.5)  # while the consumer is still ours to commit with
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await self._commit(partitions, timeout=1.5)
             self._partitions.clear()
             await consumer.stop()
         if self.host is not None and hasattr(self.host, "metrics"):

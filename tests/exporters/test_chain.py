@@ -73,3 +73,43 @@ def test_a_backoff_wait_ends_at_shutdown_and_the_request_is_kept(upstream):
     assert upstream.attempts == 1
     assert host.counts[("otelcol_exporter_send_failed_spans", "otlphttp")] == 3
     assert "503" in (host.problems["otlphttp"] or "")
+
+
+def test_a_hostile_retry_after_does_not_pause_the_exporter_without_bound(upstream, monkeypatch, caplog):
+    """An upstream answering `Retry-After: 999999999` must not stop every consumer for 31 years: the
+    honoured delay is capped (at RETRY_AFTER_CEILING, shortened here) and the cap is logged once."""
+    from edgeagent.exporters import retry as retry_module
+    from edgeagent.exporters.link import Link
+
+    monkeypatch.setattr(retry_module, "RETRY_AFTER_CEILING", 0.5)
+    upstream.status, upstream.retry_after = 503, "999999999"
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none"))
+    host = Host()
+    retry = RetryConfig(initial_interval=0.05, max_interval=0.1, max_elapsed_time=0)
+    link = Link(2, retry, lambda online: None)
+    chain = ExportChain(exporter, Signal.TRACES, host, timeout=5, retry=retry, link=link)
+
+    async def scenario() -> float:
+        await exporter.start()
+        try:
+            started = time.monotonic()
+            export = asyncio.create_task(chain.export([(_request(3), 3)]))
+            for _ in range(500):  # at most 5 s for the refusals
+                if upstream.attempts >= 3:
+                    break
+                await asyncio.sleep(0.01)
+            upstream.status, upstream.retry_after = 200, None
+            try:
+                await asyncio.wait_for(export, 10)
+            finally:
+                chain.stop()
+            return time.monotonic() - started
+        finally:
+            await exporter.shutdown()
+
+    with caplog.at_level("WARNING", logger="edgeagent.exporters.chain"):
+        elapsed = asyncio.run(scenario())
+    assert elapsed < 8.0
+    assert host.counts[("otelcol_exporter_sent_spans", "otlphttp")] == 3
+    capped = [record for record in caplog.records if "Retry-After" in record.getMessage()]
+    assert len(capped) == 1, [record.getMessage() for record in caplog.records]

@@ -109,18 +109,28 @@ def test_the_hub_keeps_its_queue_on_a_volume_claim_per_replica(rendered, values)
     assert config["extensions"]["file_storage"]["directory"].startswith(mounts["queue"] + "/")
 
 
+def _drain_timeout(container: dict) -> float:
+    values = [entry["value"] for entry in container.get("env", []) if entry["name"] == "EDGEAGENT_DRAIN_TIMEOUT"]
+    return float(values[0]) if values else 0.0
+
+
 @pytest.mark.parametrize("values", VALUES)
 def test_the_grace_period_covers_a_drain(rendered, values):
-    """preStop pause + the slowest exporter's timeout (requests in flight finish) + the batch flush."""
+    """preStop pause + the queue drain (EDGEAGENT_DRAIN_TIMEOUT) + the slowest exporter's timeout
+    (requests in flight finish) + the batch flush, so the kill never cuts the final commit."""
     for workload, config in _workloads(rendered[values]):
         pod = workload["spec"]["template"]["spec"]
-        pause = pod["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        container = pod["containers"][0]
+        pause = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         export = max(_seconds(exporter.get("timeout", "30s")) for exporter in config["exporters"].values())
         flush = max(
             [_seconds(p.get("timeout", "200ms")) for n, p in config["processors"].items() if n.startswith("batch")]
             or [0]
         )
-        assert pod["terminationGracePeriodSeconds"] >= pause + export + flush + 10, workload["metadata"]["name"]
+        drain = _drain_timeout(container)
+        assert pod["terminationGracePeriodSeconds"] >= pause + drain + export + flush + 10, workload["metadata"]["name"]
+        if workload["kind"] == "StatefulSet":
+            assert drain > 0, "a hub scaled down for good must send its queue before it exits"
 
 
 @pytest.mark.parametrize("values", VALUES)

@@ -67,13 +67,27 @@ def test_the_hub_keeps_its_queue_on_a_volume_claim_per_replica_not_an_emptydir(n
                                           if service["spec"].get("clusterIP") == "None"}
 
 
+def _drain_timeout(container: dict) -> float:
+    values = [entry["value"] for entry in container.get("env", []) if entry["name"] == "EDGEAGENT_DRAIN_TIMEOUT"]
+    return float(values[0]) if values else 0.0
+
+
 @pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml", "hub-cluster.yaml"])
-def test_the_grace_period_covers_a_preStop_pause_and_an_export_in_flight(name):
+def test_the_grace_period_covers_a_preStop_pause_a_drain_and_an_export_in_flight(name):
+    """A kill at the end of the grace period would cut the drain's final commit: the drain ends
+    first, leaving room for the requests in flight (the exporters' 30s timeout) and a margin."""
     for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
         if doc["kind"] in ("DaemonSet", "StatefulSet"):
             pod = doc["spec"]["template"]["spec"]
-            pause = pod["containers"][0].get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-            assert pod["terminationGracePeriodSeconds"] >= pause + 30 + 10  # the exporters' 30s timeout, a margin
+            container = pod["containers"][0]
+            pause = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+            assert pod["terminationGracePeriodSeconds"] >= pause + _drain_timeout(container) + 30 + 10
+
+
+@pytest.mark.parametrize("name", ["hub.yaml", "hub-cluster.yaml"])
+def test_a_stopping_hub_drains_its_queue_before_it_exits(name):
+    (hub,) = [doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc["kind"] == "StatefulSet"]
+    assert _drain_timeout(hub["spec"]["template"]["spec"]["containers"][0]) > 0
 
 
 @pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml", "hub-cluster.yaml"])

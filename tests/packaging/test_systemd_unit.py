@@ -53,3 +53,26 @@ def test_memory_max_sits_above_the_memory_limiter_of_the_default_config():
     limit_mib = default["processors"]["memory_limiter"]["limit_mib"]
     memory_max = re.search(r"^MemoryMax=(\d+)M$", UNIT.read_text(), re.M)
     assert memory_max and limit_mib < int(memory_max.group(1)) <= limit_mib * 1.5
+
+
+def _exec_lines(key: str) -> list[list[str]]:
+    return [line.split("=", 1)[1].split() for line in UNIT.read_text().splitlines() if line.startswith(f"{key}=")]
+
+
+def test_reload_validates_the_config_the_service_runs_then_sends_sighup(tmp_path):
+    """`systemctl reload` must not hand a broken config to the running agent: systemd runs the
+    ExecReload lines in order and stops at the first failure, so validation comes before SIGHUP."""
+    (start,) = _exec_lines("ExecStart")
+    validate, hup = _exec_lines("ExecReload")
+    assert validate[:2] == [start[0], "validate"] and validate[2:] == start[2:], validate
+    assert hup == ["/bin/kill", "-HUP", "$MAINPID"]
+    executable = find("edgeagent")
+    assert executable, "edgeagent is not installed in this environment"
+    shipped = ROOT / "packaging" / "debian" / "config.yaml"  # what the package installs as /etc/edgeagent/config.yaml
+    assert subprocess.run([executable, "validate", "--config", str(shipped)], capture_output=True,
+                          check=False).returncode == 0
+    broken = tmp_path / "config.yaml"
+    broken.write_text(shipped.read_text() + "\nservice: {pipelines: {traces: {receivers: [nowhere]}}}\n")
+    result = subprocess.run([executable, "validate", "--config", str(broken)], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode != 0, result.stdout  # the reload stops here; the running config stays

@@ -66,6 +66,10 @@ http://{{ include "edgeagent.fullname" . }}-hub.{{ .Release.Namespace }}.svc:431
         fieldRef: {fieldPath: spec.nodeName}
     - name: TMPDIR
       value: /tmp
+    {{- with .tier.drainTimeoutSeconds }}
+    - name: EDGEAGENT_DRAIN_TIMEOUT
+      value: {{ . | quote }}
+    {{- end }}
     {{- with .tier.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
