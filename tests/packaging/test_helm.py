@@ -141,7 +141,8 @@ def test_probes_ports_and_config_agree(rendered, values):
         assert container["livenessProbe"]["httpGet"] == {"path": "/health/live", "port": "health"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": "health"}
         assert config["extensions"]["health_check"]["endpoint"].endswith(f":{ports['health']}")
-        assert config["service"]["telemetry"]["metrics"]["address"].endswith(f":{ports['metrics']}")
+        reader = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]
+        assert reader["port"] == ports["metrics"]
         for protocol, settings in config["receivers"].get("otlp", {"protocols": {}})["protocols"].items():
             assert settings["endpoint"].endswith(f":{ports[f'otlp-{protocol}']}")
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
