@@ -97,6 +97,10 @@ class TraceBuffer:
             heapq.heapify(self._heap)
         return out
 
+    def has_due(self, now: float) -> bool:
+        """Whether `due` may return something now (a stale heap entry may make it say yes)."""
+        return bool(self._heap) and self._heap[0][0] <= now
+
     def size_of(self, trace_id: bytes) -> int:
         trace = self.traces.get(trace_id)
         return trace.size if trace is not None else 0
