@@ -39,20 +39,23 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import yaml
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers.agent import AgentProcess  # noqa: E402
-from tests.helpers.net import free_port  # noqa: E402
-from tests.helpers.otelcol import Otelcol, build  # noqa: E402
+from tests.helpers.agent import AgentProcess
+from tests.helpers.net import free_port
+from tests.helpers.otelcol import Otelcol, build
 
 TRACE_SIZES = [10] * 51 + [2]  # 512 spans a request
 SPANS_PER_REQUEST = sum(TRACE_SIZES)
@@ -145,7 +148,7 @@ class Load:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._post, args=(seed,), daemon=True) for seed in range(connections)]
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for thread in self._threads:
             thread.start()
         return self
@@ -185,7 +188,7 @@ def _sink_main(port: int, counter: Any, ready: Any) -> None:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 (http.server's spelling)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             request = ExportTraceServiceRequest.FromString(body)
             spans = sum(len(scope.spans) for group in request.resource_spans for scope in group.scope_spans)
@@ -331,7 +334,7 @@ def measure(name: str, case: str, starter: Callable, args: argparse.Namespace) -
             time.sleep(args.warmup)
 
             def snapshot() -> tuple[float, float, float, float, float]:
-                dropped, kept = decided_traces(target.metrics_port)
+                dropped, _ = decided_traces(target.metrics_port)
                 return time.perf_counter(), target.cpu_seconds(), load.accepted, dropped, sink.spans
             t0, cpu0, accepted0, dropped0, sunk0 = snapshot()
             time.sleep(args.seconds)

@@ -7,7 +7,9 @@ import asyncio
 import random
 import time
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
