@@ -42,6 +42,7 @@ Processors listed after tail_sampling run on kept traces before they are queued 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import struct
 import time
@@ -69,6 +70,7 @@ from sampler.trace import Decision, Trace
 log = logging.getLogger(__name__)
 _KEY = struct.Struct(">16sQ")
 _MAX_SETTLE_ROUNDS = 4
+_KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 # otelcol labels its decision counters with the decision as well as `sampled` (the last label)
 _DECISION = Derived(("decision",), lambda labels: ("sampled" if labels[-1] == "true" else "not_sampled",))
@@ -394,23 +396,30 @@ class SamplingStage:
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
         decisions: dict[bytes, bool] = {}
         kept: dict[bytes, Trace] = {}
+        # counted once per round, not per trace: a counter's labels cost more than a decision
+        per_policy_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        compression = self.config.span_compression
         for trace_id in due:
             trace = self._trace_of(trace_id, records.get(trace_id, []))
             if trace_id in followed:
                 keep = followed[trace_id]
             else:
                 final, per_policy = decide(self.policies, trace, self.config.sample_on_first_match)
-                keep = final == Decision.SAMPLED
+                keep = final is Decision.SAMPLED
                 for policy, decision in per_policy.items():
-                    self._count("otelcol_processor_tail_sampling_count_traces_sampled", 1, policy,
-                                str(decision in (Decision.SAMPLED, Decision.INVERTED_SAMPLED)).lower())
+                    per_policy_counts[policy, "true" if decision in _KEEPS else "false"] += 1
             decisions[trace_id] = keep
             self.cache.record(trace_id, keep)
-            self._count("otelcol_processor_tail_sampling_global_count_traces_sampled", 1, str(keep).lower())
-            if keep:
-                if self.config.span_compression.enabled:
-                    compress_trace(trace, self.config.span_compression)
+            if keep and (compression.enabled or self.post):  # else its records go out as stored
+                if compression.enabled:
+                    compress_trace(trace, compression)
                 kept[trace_id] = trace
+        for (policy, sampled), count in per_policy_counts.items():
+            self._count("otelcol_processor_tail_sampling_count_traces_sampled", count, policy, sampled)
+        sampled = sum(decisions.values())
+        for label, count in (("true", sampled), ("false", len(decisions) - sampled)):
+            if count:
+                self._count("otelcol_processor_tail_sampling_global_count_traces_sampled", count, label)
         if self.shared is not None:
             self.shared.publish({tid: keep for tid, keep in decisions.items() if tid not in followed})
         await self._settle(decisions, {tid: records.get(tid, []) for tid in due}, kept)
@@ -472,7 +481,7 @@ class SamplingStage:
         for _ in range(_MAX_SETTLE_ROUNDS):
             if not records:  # a retry: read what is there now
                 records = await self._read(list(decisions))
-            exports = self._exports(decisions, records, kept or {})
+            exports = self._exports(decisions, records, kept)
             keys = {trace_id: {key for key, *_ in records.get(trace_id, [])} for trace_id in decisions}
             try:
                 # the writer thread gets its own copy: `_corrupt` belongs to the event loop
@@ -492,9 +501,17 @@ class SamplingStage:
             records, kept = {}, None
 
     def _exports(self, decisions: dict[bytes, bool], records: dict[bytes, list],
-                 kept: dict[bytes, Trace]) -> list[tuple[bytes, int, bytes]]:
-        """(body, items, batch key) per batch key for the kept traces, after the later processors."""
+                 kept: dict[bytes, Trace] | None) -> list[tuple[bytes, int, bytes]]:
+        """(body, items, batch key) per batch key for the kept traces, after the later processors.
+
+        `kept` holds kept traces as parsed for their decision (None: records read for a retry,
+        not parsed yet); the others are their raw records. Without later processors those go out
+        as the bytes they are: serialized requests concatenated are one request holding all
+        their resource groups."""
+        parsed = kept is not None
+        kept = kept or {}
         by_key: dict[bytes, list[Any]] = defaultdict(list)
+        as_stored: dict[bytes, tuple[list[bytes], int]] = {}
         for trace_id, keep in decisions.items():
             if not keep:
                 continue
@@ -504,11 +521,18 @@ class SamplingStage:
             if trace is not None:
                 by_key[batch_key].extend(trace.batches)
                 continue
+            if not self.post:
+                for key, key_of_row, items, body in rows:
+                    if body and (parsed or self._parse(key, body) is not None) and key not in self._corrupt:
+                        bodies, count = as_stored.get(key_of_row, ([], 0))
+                        bodies.append(body)
+                        as_stored[key_of_row] = (bodies, count + items)
+                continue
             for key, key_of_row, _, body in rows:
                 request = self._parse(key, body) if body else None
                 if request is not None:
                     by_key[key_of_row].append(request)
-        out = []
+        out = [(b"".join(bodies), items, batch_key) for batch_key, (bodies, items) in as_stored.items()]
         for batch_key, parts in by_key.items():
             processed = self._post_process(parts)
             if processed is not None:
