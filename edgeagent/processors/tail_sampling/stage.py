@@ -63,7 +63,7 @@ from sampler.buffer import DecisionCache, Timing, TraceBuffer
 from sampler.compression import compress_trace
 from sampler.policies import build_policies, decide
 from sampler.relief import StressRelief
-from sampler.split import split_by_trace
+from sampler.split import split_serialized
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
 from sampler.trace import Decision, Trace
 
@@ -242,19 +242,19 @@ class SamplingStage:
         """Returns once every span of the request is durable (pending, exported) or counted dropped."""
         if self.config.block_on_overflow and len(self.buffer) >= self.config.num_traces:
             await self._wait_for_room()
-        parts = split_by_trace(payload.view())
+        message = payload.view()
+        parts = split_serialized(payload.serialized(), message)
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
-            parts = list(parts)
             remote = await self._shared_lookup(parts)
         now = self.clock()
         self.relief.update(len(self.buffer), self.buffer.spans)
         pending: list[tuple[bytes, bytes, int, bool]] = []
-        kept: list[Any] = []
+        kept: list[bytes] = []
         kept_items = 0
         for trace_id, part, items, root in parts:
             if trace_id in self.buffer or trace_id in self._deciding:
-                pending.append((trace_id, part.SerializeToString(), items, root))
+                pending.append((trace_id, part, items, root))
                 continue
             known = self.cache.lookup(trace_id)
             if known is None and trace_id in remote:  # decided by another replica: follow it
@@ -269,11 +269,11 @@ class SamplingStage:
             elif known is not None:
                 self._count("otelcol_processor_tail_sampling_sampling_late_spans", items, str(known).lower())
             if known is None:
-                pending.append((trace_id, part.SerializeToString(), items, root))
+                pending.append((trace_id, part, items, root))
             elif known:
                 kept.append(part)
                 kept_items += items
-        export = self._post_process(kept) if kept else None
+        export = self._export_late(kept, kept_items) if kept else None
         raw = [(self._next_key(trace_id), body, items) for trace_id, body, items, _ in pending]
         queues = self.queues
 
@@ -336,6 +336,12 @@ class SamplingStage:
         self._early += evicted
         self._count("otelcol_processor_tail_sampling_sampling_trace_dropped_too_early", len(evicted))
         self._wake.set()
+
+    def _export_late(self, parts: list[bytes], items: int) -> tuple[bytes, int] | None:
+        """The export body of late spans of kept traces: as they came, unless processors follow."""
+        if not self.post:
+            return b"".join(parts), items
+        return self._post_process([ExportTraceServiceRequest.FromString(part) for part in parts])
 
     def _post_process(self, resource_spans: list[Any]) -> tuple[bytes, int] | None:
         """Run the processors that follow tail_sampling on kept spans; (body, items) or None."""
@@ -562,7 +568,7 @@ class SamplingStage:
         from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
         return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record)
 
-    async def _shared_lookup(self, parts: list[tuple[bytes, Any, int, bool]]) -> dict[bytes, bool]:
+    async def _shared_lookup(self, parts: list[tuple[bytes, bytes, int, bool]]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
         unknown = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer
                    and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]
