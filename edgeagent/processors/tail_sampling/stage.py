@@ -466,6 +466,7 @@ class SamplingStage:
             if request is None:
                 continue
             trace.batches.extend(request.resource_spans)
+            trace.raw.append(body)
             trace.span_count += items
             trace.size_bytes += len(body)
         return trace
