@@ -154,8 +154,12 @@ class _Bloom:
         self.count += 1
 
     def __contains__(self, key: bytes) -> bool:
+        return self.has_positions(self._positions(key))
+
+    def has_positions(self, positions: list[int]) -> bool:
+        """Whether every bit of `positions` (from `_positions` of a filter of the same size) is set."""
         array = self.array
-        for position in self._positions(key):
+        for position in positions:
             if not array[position >> 3] & (1 << (position & 7)):
                 return False
         return True
@@ -194,7 +198,10 @@ class DecisionCache:
         if trace_id in self.kept:
             self.kept.move_to_end(trace_id)
             return True
-        if self._current is not None and (trace_id in self._current or
-                                          (self._previous is not None and trace_id in self._previous)):
+        current, previous = self._current, self._previous
+        if current is None:
+            return None
+        positions = current._positions(trace_id)  # both filters have the same size: hash once
+        if current.has_positions(positions) or (previous is not None and previous.has_positions(positions)):
             return False
         return None
