@@ -23,7 +23,8 @@ Method
     the shared machine moved the figures.
 
 Usage
-    python bench/tail_sampling_vs_otelcol.py [--seconds 8] [--warmup 3] [--runs 1] [--case status|mixed]
+    python bench/tail_sampling_vs_otelcol.py [--seconds 8] [--warmup 3] [--runs 1] [--case status_code|mixed]
+        [--baseline SOURCE_TREE]   (e.g. `git archive <commit> | tar -x -C dir`: before and after)
 """
 
 from __future__ import annotations
@@ -298,16 +299,21 @@ def start_otelcol(policies: list[dict], sink: Sink, workdir: Path) -> Running:
     return Running(port, collector.metrics_port, collector.process.pid, collector.stop)
 
 
-def start_edgeagent(policies: list[dict], sink: Sink, workdir: Path) -> Running:
+def start_edgeagent(policies: list[dict], sink: Sink, workdir: Path, source: str = "") -> Running:
     config = pipeline(policies, "otlphttp", sink, batch=False)
     config["extensions"] = {"health_check": {}}
     config["service"]["extensions"] = ["health_check"]
     path = workdir / "edgeagent.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     agent = AgentProcess(["run", "--config", str(path), "--state-dir", str(workdir / "state")],
-                         log_path=str(workdir / "edgeagent.log"))
+                         env={"PYTHONPATH": source} if source else {}, log_path=str(workdir / "edgeagent.log"))
     agent.args += agent.ports_overrides()
-    on_target_cpu(agent.start)
+    here = os.getcwd()
+    os.chdir(source or here)  # `python -m` looks in the working directory before PYTHONPATH
+    try:
+        on_target_cpu(agent.start)
+    finally:
+        os.chdir(here)
     return Running(agent.http_port, agent.metrics_port, agent.process.pid, agent.terminate)
 
 
@@ -361,6 +367,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--case", choices=list(CASES), action="append", help="default: every case")
     parser.add_argument("--only", choices=["edgeagent", "otelcol"], help="one target (no ratio)")
+    parser.add_argument("--baseline", metavar="SOURCE_TREE",
+                        help="also run edgeagent from this source tree (an earlier commit, say), as `before`")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         print("needs two CPUs: the target on one, load and sink on the other", file=sys.stderr)
@@ -369,6 +377,8 @@ def main() -> int:
     targets = {"otelcol": start_otelcol, "edgeagent": start_edgeagent}
     if args.only:
         targets = {args.only: targets[args.only]}
+    if args.baseline:
+        targets["before"] = lambda policies, sink, workdir: start_edgeagent(policies, sink, workdir, args.baseline)
     print(f"{'case':12} {'target':10} {'accepted/s':>11} {'done/s':>10} {'cpu':>5} {'acc/cpu-s':>10} "
           f"{'done/cpu-s':>10} {'kept':>6} {'undecided':>9} {'refused':>7}  ratios: accepted, done, done/cpu-s")
     for _ in range(args.runs):
@@ -376,7 +386,7 @@ def main() -> int:
             rows = {name: measure(name, case, starter, args) for name, starter in targets.items()}
             for name, row in rows.items():
                 ratio = ""
-                if name == "edgeagent" and "otelcol" in rows:
+                if name != "otelcol" and "otelcol" in rows:
                     peer = rows["otelcol"]
                     ratio = (f"{row.accepted / peer.accepted:.2f}x, {row.done / peer.done:.2f}x, "
                              f"{row.done / row.cpu / (peer.done / peer.cpu):.2f}x")
