@@ -81,15 +81,18 @@ class TraceBuffer:
         """Remove and return up to `limit` traces whose deadline has passed, earliest first."""
         out: list[bytes] = []
         heap = self._heap
+        # only inactivity moves a deadline later; else an entry that is due is its trace's deadline
+        moves_later = bool(self.timing.inactivity)
         while heap and len(out) < limit and heap[0][0] <= now:
             _, _, trace_id = heapq.heappop(heap)
             trace = self.traces.get(trace_id)
             if trace is None:
                 continue  # decided already (an older heap entry)
-            deadline = self.timing.deadline(trace)
-            if deadline > now:  # it moved later (inactivity): come back then
-                heapq.heappush(heap, (deadline, next(self._order), trace_id))
-                continue
+            if moves_later:
+                deadline = self.timing.deadline(trace)
+                if deadline > now:  # it moved later (inactivity): come back then
+                    heapq.heappush(heap, (deadline, next(self._order), trace_id))
+                    continue
             out.append(trace_id)
             self._remove(trace_id)
         if len(heap) > 4 * len(self.traces) + 1024:  # drop stale entries now and then

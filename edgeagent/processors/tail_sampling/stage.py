@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import operator
 import struct
 import time
 from collections import defaultdict
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 _KEY = struct.Struct(">16sQ")
 _MAX_SETTLE_ROUNDS = 4
 _KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
+_ROW = operator.attrgetter("key", "batch_key", "items", "body")  # a read record as the tuple the stage passes on
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 # otelcol labels its decision counters with the decision as well as `sampled` (the last label)
 _DECISION = Derived(("decision",), lambda labels: ("sampled" if labels[-1] == "true" else "not_sampled",))
@@ -436,8 +438,7 @@ class SamplingStage:
         that does not decode has an empty body and is quarantined by the move."""
         prefixes = {trace_id.ljust(16, b"\0")[:16]: trace_id for trace_id in trace_ids}
         found, corrupt = await asyncio.to_thread(self.store.read_prefixes, self.table, list(prefixes))
-        out = {prefixes[prefix]: [(row.key, row.batch_key, row.items, row.body) for row in rows]
-               for prefix, rows in found.items()}
+        out = {prefixes[prefix]: list(map(_ROW, rows)) for prefix, rows in found.items()}
         for bad in corrupt:
             out.setdefault(prefixes[bad.key[:16]], []).append((bad.key, b"", 0, b""))
         self._note_corrupt({bad.key: bad.reason for bad in corrupt})
