@@ -428,8 +428,8 @@ class SamplingStage:
                 if compression.enabled:
                     compress_trace(trace, compression)
                 kept[trace_id] = trace
-        for (policy, sampled), count in per_policy_counts.items():
-            self._count("otelcol_processor_tail_sampling_count_traces_sampled", count, policy, sampled)
+        for (policy, label), count in per_policy_counts.items():
+            self._count("otelcol_processor_tail_sampling_count_traces_sampled", count, policy, label)
         sampled = sum(decisions.values())
         for label, count in (("true", sampled), ("false", len(decisions) - sampled)):
             if count:
