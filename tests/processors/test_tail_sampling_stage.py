@@ -105,3 +105,39 @@ def test_kept_traces_reach_export_with_every_span_and_dropped_ones_do_not(tmp_pa
     assert len(by_trace) == 30 and items == len(spans) == 120  # a third of 90 traces, 4 spans each
     assert all(any(span.status.code == Status.STATUS_CODE_ERROR for span in trace) for trace in by_trace.values())
     assert all(group.resource.attributes[0].value.string_value == "test" for group in merged.resource_spans)
+
+
+class _Tag:
+    """A processor after tail_sampling: marks every resource it sees."""
+
+    def process(self, payload: Payload) -> Payload:
+        for group in payload.mutable_message().resource_spans:
+            group.resource.attributes.add(key="tagged").value.bool_value = True
+        return payload
+
+
+def test_processors_after_tail_sampling_see_kept_traces_and_their_late_spans(tmp_path):
+    async def scenario() -> tuple[list[ExportTraceServiceRequest], bytes]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        stage.post = [_Tag()]
+        rng = random.Random(6)
+        body = _request(9, rng, spans_per_trace=2)
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, body))
+        clock.now += 6
+        await stage.decide_due()
+        kept_id = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans[0].trace_id
+        late = ExportTraceServiceRequest()
+        late.resource_spans.add().scope_spans.add().spans.add(trace_id=kept_id, span_id=b"late0000")
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, late.SerializeToString()))
+        lease = await export.lease(1_000_000)
+        requests = [ExportTraceServiceRequest.FromString(part) for part in lease.bodies]
+        await store.close()
+        return requests, kept_id
+
+    requests, kept_id = asyncio.run(scenario())
+    groups = [group for request in requests for group in request.resource_spans]
+    spans = [span for group in groups for scope in group.scope_spans for span in scope.spans]
+    assert len({span.trace_id for span in spans}) == 3 and len(spans) == 7  # 3 kept traces of 2, one late span
+    assert any(span.span_id == b"late0000" and span.trace_id == kept_id for span in spans)
+    assert all(any(kv.key == "tagged" for kv in group.resource.attributes) for group in groups)
