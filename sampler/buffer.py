@@ -81,21 +81,28 @@ class TraceBuffer:
         """Remove and return up to `limit` traces whose deadline has passed, earliest first."""
         out: list[bytes] = []
         heap = self._heap
+        # only inactivity moves a deadline later; else an entry that is due is its trace's deadline
+        moves_later = bool(self.timing.inactivity)
         while heap and len(out) < limit and heap[0][0] <= now:
             _, _, trace_id = heapq.heappop(heap)
             trace = self.traces.get(trace_id)
             if trace is None:
                 continue  # decided already (an older heap entry)
-            deadline = self.timing.deadline(trace)
-            if deadline > now:  # it moved later (inactivity): come back then
-                heapq.heappush(heap, (deadline, next(self._order), trace_id))
-                continue
+            if moves_later:
+                deadline = self.timing.deadline(trace)
+                if deadline > now:  # it moved later (inactivity): come back then
+                    heapq.heappush(heap, (deadline, next(self._order), trace_id))
+                    continue
             out.append(trace_id)
             self._remove(trace_id)
         if len(heap) > 4 * len(self.traces) + 1024:  # drop stale entries now and then
             self._heap = [entry for entry in heap if entry[2] in self.traces]
             heapq.heapify(self._heap)
         return out
+
+    def has_due(self, now: float) -> bool:
+        """Whether `due` may return something now (a stale heap entry may make it say yes)."""
+        return bool(self._heap) and self._heap[0][0] <= now
 
     def size_of(self, trace_id: bytes) -> int:
         trace = self.traces.get(trace_id)
@@ -137,24 +144,31 @@ class _Bloom:
         self.array = bytearray((self.bits + 7) // 8)
         self.count = 0
 
-    def _positions(self, key: bytes) -> list[int]:
-        # ten independent positions from one BLAKE2b digest: deriving them from the id's two halves
-        # (double hashing) measured 60 times the designed false-positive rate on small filters
-        bits = self.bits
-        return [value % bits for value in _POSITIONS.unpack(hashlib.blake2b(key, digest_size=_POSITIONS.size).digest())]
-
     def add(self, key: bytes) -> None:
-        array = self.array
-        for position in self._positions(key):
+        array, bits = self.array, self.bits
+        for value in hash_values(key):
+            position = value % bits
             array[position >> 3] |= 1 << (position & 7)
         self.count += 1
 
     def __contains__(self, key: bytes) -> bool:
-        array = self.array
-        for position in self._positions(key):
+        return self.holds(hash_values(key))
+
+    def holds(self, values: tuple[int, ...]) -> bool:
+        """Whether every bit of a key's `hash_values` is set; stops at the first that is not."""
+        array, bits = self.array, self.bits
+        for value in values:
+            position = value % bits
             if not array[position >> 3] & (1 << (position & 7)):
                 return False
         return True
+
+
+def hash_values(key: bytes) -> tuple[int, ...]:
+    """Ten independent values from one BLAKE2b digest, a filter's positions modulo its size:
+    deriving them from the id's two halves (double hashing) measured 60 times the designed
+    false-positive rate on small filters. Computed once per lookup for both filters."""
+    return _POSITIONS.unpack(hashlib.blake2b(key, digest_size=_POSITIONS.size).digest())
 
 
 class DecisionCache:
@@ -190,7 +204,10 @@ class DecisionCache:
         if trace_id in self.kept:
             self.kept.move_to_end(trace_id)
             return True
-        if self._current is not None and (trace_id in self._current or
-                                          (self._previous is not None and trace_id in self._previous)):
+        current, previous = self._current, self._previous
+        if current is None:
+            return None
+        values = hash_values(trace_id)
+        if current.holds(values) or (previous is not None and previous.holds(values)):
             return False
         return None

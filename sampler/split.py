@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel.shape import TRACES
+from otel.wire import WireError, field_at, fields, length_delimited, read_varint
+
+# field numbers: ExportTraceServiceRequest.resource_spans, ResourceSpans.scope_spans, ScopeSpans.spans
+_GROUP_FIELD, _SCOPE_FIELD, _SPAN_FIELD = 1, 2, 2
 
 
 def split_by_trace(request: ExportTraceServiceRequest) -> Iterator[tuple[bytes, ExportTraceServiceRequest, int, bool]]:
@@ -17,3 +24,131 @@ def split_by_trace(request: ExportTraceServiceRequest) -> Iterator[tuple[bytes, 
         count = sum(len(spans) for _, _, spans in runs)
         root = any(not span.parent_span_id for _, _, spans in runs for span in spans)
         yield trace_id, request if len(by_trace) == 1 else TRACES.assemble(request, runs), count, root
+
+
+def split_serialized(raw: bytes, request: ExportTraceServiceRequest) -> list[tuple[bytes, bytes, int, bool]]:
+    """As split_by_trace, each part serialized: cut out of `raw` (the serialized `request`) at the
+    byte level, so no span is copied into a new message. Spans of a trace that follow each other
+    in a scope (as SDKs write them) are one slice. A request of one trace is `raw` itself.
+
+    The parsed request gives each span's trace id and parent; the bytes give where each span
+    starts and ends. Falls back to the message path when the two disagree (bytes that protobuf
+    accepts but this walk does not)."""
+    try:
+        places = _places(raw, request)
+    except WireError:
+        places = None
+    if places is None:
+        return [(trace_id, part.SerializeToString(), count, root)
+                for trace_id, part, count, root in split_by_trace(request)]
+    by_trace, headers = places
+    if len(by_trace) == 1:
+        trace_id, (_, count, root) = next(iter(by_trace.items()))
+        return [(trace_id, raw, count, root)]
+    out = []
+    for trace_id, (runs, count, root) in by_trace.items():
+        body = []
+        group_parts: list[bytes] = []
+        last_group = last_scope = -1
+        scope_slices: list[bytes] = []
+        for g, s, start, end in runs:
+            if (g, s) != (last_group, last_scope) and scope_slices:
+                scope_header = headers[last_group][1][last_scope]
+                group_parts.append(length_delimited(_SCOPE_FIELD, scope_header + b"".join(scope_slices)))
+                scope_slices = []
+            if g != last_group and group_parts:
+                body.append(length_delimited(_GROUP_FIELD, headers[last_group][0] + b"".join(group_parts)))
+                group_parts = []
+            last_group, last_scope = g, s
+            scope_slices.append(raw[start:end])
+        group_parts.append(length_delimited(_SCOPE_FIELD, headers[last_group][1][last_scope] + b"".join(scope_slices)))
+        body.append(length_delimited(_GROUP_FIELD, headers[last_group][0] + b"".join(group_parts)))
+        out.append((trace_id, b"".join(body), count, root))
+    return out
+
+
+Run = tuple[int, int, int, int]  # group index, scope index, byte range of consecutive spans of a trace
+ByTrace = dict[bytes, tuple[list[Run], int, bool]]  # trace id: its runs, span count, has a root span
+Places = tuple[ByTrace, list[tuple[bytes, list[bytes]]]]
+
+
+def _places(raw: bytes, request: ExportTraceServiceRequest) -> Places | None:
+    """For each trace id: its runs (group index, scope index, byte range of consecutive spans),
+    span count and whether it has a root span; and for each group its fields other than scopes
+    (resource, schema URL) and for each scope its fields other than spans, as bytes."""
+    groups = request.resource_spans
+    by_trace: ByTrace = {}
+    headers: list[tuple[bytes, list[bytes]]] = []
+    g = -1
+    for number, _, group_start, group_end in fields(raw, 0, len(raw)):
+        if number != _GROUP_FIELD:
+            continue  # not a field of the request: dropped, as the message path drops it
+        g += 1
+        if g >= len(groups):
+            return None
+        group_header, scope_headers, s = [], [], -1
+        for number, field_start, scope_start, scope_end in fields(raw, group_start, group_end):
+            if number != _SCOPE_FIELD:
+                group_header.append(raw[field_start:scope_end])
+                continue
+            s += 1
+            spans = groups[g].scope_spans[s].spans if s < len(groups[g].scope_spans) else None
+            if spans is None:
+                return None
+            scope_header, starts = _spans_and_header(raw, scope_start, scope_end)
+            if len(starts) != len(spans):
+                return None
+            scope_headers.append(b"".join(scope_header))
+            _runs(by_trace, g, s, spans, starts)
+        headers.append((b"".join(group_header), scope_headers))
+    if g + 1 != len(groups):
+        return None
+    return by_trace, headers
+
+
+_SPAN_KEY = _SPAN_FIELD << 3 | 2
+
+
+def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], list[tuple[int, int]]]:
+    """A scope's fields other than spans, and each span's byte range (key included). The loop
+    runs once per span, so spans are read inline; anything else goes through `fields`."""
+    header, ranges = [], []
+    pos = start
+    try:
+        while pos < end:
+            if raw[pos] != _SPAN_KEY:
+                field_end = field_at(raw, pos, end)[3]
+                header.append(raw[pos:field_end])
+                pos = field_end
+                continue
+            length, value_start = raw[pos + 1], pos + 2
+            if length >= 0x80:  # spans of 128 bytes to 16 KiB: a two-byte length
+                high = raw[pos + 2]
+                if high < 0x80:
+                    length, value_start = (length & 0x7F) | high << 7, pos + 3
+                else:
+                    length, value_start = read_varint(raw, pos + 1)
+            field_end = value_start + length
+            if field_end > end:
+                raise WireError("a span runs past its scope")
+            ranges.append((pos, field_end))
+            pos = field_end
+    except IndexError:
+        raise WireError("truncated") from None
+    return header, ranges
+
+
+def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list[tuple[int, int]]) -> None:
+    """Add one scope's spans to by_trace, consecutive spans of a trace as one byte range."""
+    current, first = None, 0
+    ids = [span.trace_id for span in spans]
+    roots = [not span.parent_span_id for span in spans]
+    for index in range(len(ids) + 1):
+        trace_id = ids[index] if index < len(ids) else None
+        if trace_id == current:
+            continue
+        if current is not None:
+            runs, count, root = by_trace.get(current, ([], 0, False))
+            runs.append((g, s, starts[first][0], starts[index - 1][1]))
+            by_trace[current] = (runs, count + index - first, root or any(roots[first:index]))
+        current, first = trace_id, index

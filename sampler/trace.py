@@ -38,6 +38,9 @@ class Trace:
     first_seen: float = 0.0  # clock time of the first span
     root_seen: bool = False
     decision: Decision = Decision.PENDING
+    # the serialized requests the spans came in, when the caller has them: a policy may rule a
+    # trace out by a byte search before it walks the spans
+    raw: list[bytes] = field(default_factory=list)
 
     def spans(self) -> Iterator[tuple[Resource, InstrumentationScope, Span]]:
         """(resource, scope, span) for every span, in arrival order."""

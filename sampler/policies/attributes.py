@@ -6,7 +6,9 @@ zero (pdata's Value.Str(), Int() and Bool()), which protobuf's field access give
 
 A batch whose serialized bytes do not contain the key (or, for exact string values, any of
 the values) cannot match and is skipped without looking at its spans: protobuf writes every
-string as its UTF-8 bytes, so an attribute with that key and value would show in them.
+string as its UTF-8 bytes, so an attribute with that key and value would show in them. The
+same holds for the requests a trace arrived in (Trace.raw): when none can match, no batch is
+serialized at all.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ class AttributePolicy(ABC):
 
     def matches(self, trace: Trace) -> bool:
         """Whether some resource or span of the trace has the key with a matching value."""
-        key, key_bytes, needles = self.key, self.key_bytes, self.needles
+        key = self.key
+        if trace.raw and not any(self._may_match(data) for data in trace.raw):
+            return False  # no batch can hold a match: no need to serialize them one by one
         for batch, data in zip(trace.batches, serialized_batches(trace), strict=True):
-            if key_bytes not in data or (needles and not any(needle in data for needle in needles)):
+            if not self._may_match(data):
                 continue
             for kv in batch.resource.attributes:
                 if kv.key == key:
@@ -63,6 +67,9 @@ class AttributePolicy(ABC):
                             return True
                         break
         return False
+
+    def _may_match(self, data: bytes) -> bool:
+        return self.key_bytes in data and (not self.needles or any(needle in data for needle in self.needles))
 
     def evaluate(self, trace: Trace) -> Decision:
         matched = self.matches(trace)

@@ -38,16 +38,24 @@ Races, all on one event loop and one writer thread (FIFO):
 
 Processors listed after tail_sampling run on kept traces before they are queued for export
 (request metadata is not kept in the buffer; the batch key of metadata_keys is).
+
+Cost per span (bench/tail_sampling_vs_otelcol.py): a record is cut out of the received bytes
+(sampler.split), not rebuilt as a message; without later processors or span compression a
+kept trace's records, concatenated, are its export body, never re-serialized. Deciding runs in
+rounds of many traces (one read, one move transaction each) and rounds follow each other while
+traces are due, so decisions keep up with ingest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import operator
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -64,13 +72,16 @@ from sampler.buffer import DecisionCache, Timing, TraceBuffer
 from sampler.compression import compress_trace
 from sampler.policies import build_policies, decide
 from sampler.relief import StressRelief
-from sampler.split import split_by_trace
+from sampler.split import split_serialized
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
 from sampler.trace import Decision, Trace
 
 log = logging.getLogger(__name__)
 _KEY = struct.Struct(">16sQ")
 _MAX_SETTLE_ROUNDS = 4
+_KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
+_ROW = operator.attrgetter("key", "batch_key", "items", "body")  # a read record as the tuple the stage passes on
+_MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 # otelcol labels its decision counters with the decision as well as `sampled` (the last label)
 _DECISION = Derived(("decision",), lambda labels: ("sampled" if labels[-1] == "true" else "not_sampled",))
 
@@ -248,19 +259,19 @@ class SamplingStage:
         """Returns once every span of the request is durable (pending, exported) or counted dropped."""
         if self.config.block_on_overflow and len(self.buffer) >= self.config.num_traces:
             await self._wait_for_room()
-        parts: Iterable[tuple[bytes, ExportTraceServiceRequest, int, bool]] = split_by_trace(payload.view())
+        message = payload.view()
+        parts = split_serialized(payload.serialized(), message)
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
-            parts = list(parts)
             remote = await self._shared_lookup(parts)
         now = self.clock()
         self.relief.update(len(self.buffer), self.buffer.spans)
         pending: list[tuple[bytes, bytes, int, bool]] = []
-        kept: list[Any] = []
+        kept: list[bytes] = []
         kept_items = 0
         for trace_id, part, items, root in parts:
             if trace_id in self.buffer or trace_id in self._deciding:
-                pending.append((trace_id, part.SerializeToString(), items, root))
+                pending.append((trace_id, part, items, root))
                 continue
             known = self.cache.lookup(trace_id)
             if known is None and trace_id in remote:  # decided by another replica: follow it
@@ -275,11 +286,11 @@ class SamplingStage:
             elif known is not None:
                 self._count("otelcol_processor_tail_sampling_sampling_late_spans", items, str(known).lower())
             if known is None:
-                pending.append((trace_id, part.SerializeToString(), items, root))
+                pending.append((trace_id, part, items, root))
             elif known:
                 kept.append(part)
                 kept_items += items
-        export = self._post_process(kept) if kept else None
+        export = self._export_late(kept, kept_items) if kept else None
         raw = [(self._next_key(trace_id), body, items) for trace_id, body, items, _ in pending]
         queues = self.queues
 
@@ -343,6 +354,12 @@ class SamplingStage:
         self._count("otelcol_processor_tail_sampling_sampling_trace_dropped_too_early", len(evicted))
         self._wake.set()
 
+    def _export_late(self, parts: list[bytes], items: int) -> tuple[bytes, int] | None:
+        """The export body of late spans of kept traces: as they came, unless processors follow."""
+        if not self.post:
+            return b"".join(parts), items
+        return self._post_process([ExportTraceServiceRequest.FromString(part) for part in parts])
+
     def _post_process(self, resource_spans: list[Any]) -> tuple[bytes, int] | None:
         """Run the processors that follow tail_sampling on kept spans; (body, items) or None."""
         request = ExportTraceServiceRequest()
@@ -368,7 +385,12 @@ class SamplingStage:
             except TimeoutError:
                 pass
             self._wake.clear()
-            await self.decide_due()
+            # one round decides at most `limit` traces; the rest that are due follow at once, not
+            # a tick later (a tick of 1000 traces would cap decisions near 10k traces a second)
+            for _ in range(_MAX_ROUNDS_PER_TICK):
+                await self.decide_due()
+                if not self.buffer.has_due(self.clock()):
+                    break
             if len(self.buffer) < self.config.num_traces:
                 self._room.set()
             self.relief.update(len(self.buffer), self.buffer.spans)  # it also ends when no data comes
@@ -398,23 +420,30 @@ class SamplingStage:
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
         decisions: dict[bytes, bool] = {}
         kept: dict[bytes, Trace] = {}
+        # counted once per round, not per trace: a counter's labels cost more than a decision
+        per_policy_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        compression = self.config.span_compression
         for trace_id in due:
             trace = self._trace_of(trace_id, records.get(trace_id, []))
             if trace_id in followed:
                 keep = followed[trace_id]
             else:
                 final, per_policy = decide(self.policies, trace, self.config.sample_on_first_match)
-                keep = final == Decision.SAMPLED
+                keep = final is Decision.SAMPLED
                 for policy, decision in per_policy.items():
-                    self._count("otelcol_processor_tail_sampling_count_traces_sampled", 1, policy,
-                                str(decision in (Decision.SAMPLED, Decision.INVERTED_SAMPLED)).lower())
+                    per_policy_counts[policy, "true" if decision in _KEEPS else "false"] += 1
             decisions[trace_id] = keep
             self.cache.record(trace_id, keep)
-            self._count("otelcol_processor_tail_sampling_global_count_traces_sampled", 1, str(keep).lower())
-            if keep:
-                if self.config.span_compression.enabled:
-                    compress_trace(trace, self.config.span_compression)
+            if keep and (compression.enabled or self.post):  # else its records go out as stored
+                if compression.enabled:
+                    compress_trace(trace, compression)
                 kept[trace_id] = trace
+        for (policy, label), count in per_policy_counts.items():
+            self._count("otelcol_processor_tail_sampling_count_traces_sampled", count, policy, label)
+        sampled = sum(decisions.values())
+        for label, count in (("true", sampled), ("false", len(decisions) - sampled)):
+            if count:
+                self._count("otelcol_processor_tail_sampling_global_count_traces_sampled", count, label)
         if self.shared is not None:
             self.shared.publish({tid: keep for tid, keep in decisions.items() if tid not in followed})
         await self._settle(decisions, {tid: records.get(tid, []) for tid in due}, kept)
@@ -425,8 +454,7 @@ class SamplingStage:
         that does not decode has an empty body and is quarantined by the move."""
         prefixes = {trace_id.ljust(16, b"\0")[:16]: trace_id for trace_id in trace_ids}
         found, corrupt = await asyncio.to_thread(self._running_store().read_prefixes, self.table, list(prefixes))
-        out = {prefixes[prefix]: [(row.key, row.batch_key, row.items, row.body) for row in rows]
-               for prefix, rows in found.items()}
+        out = {prefixes[prefix]: list(map(_ROW, rows)) for prefix, rows in found.items()}
         for bad in corrupt:
             out.setdefault(prefixes[bad.key[:16]], []).append((bad.key, b"", 0, b""))
         self._note_corrupt({bad.key: bad.reason for bad in corrupt})
@@ -455,6 +483,7 @@ class SamplingStage:
             if request is None:
                 continue
             trace.batches.extend(request.resource_spans)
+            trace.raw.append(body)
             trace.span_count += items
             trace.size_bytes += len(body)
         return trace
@@ -477,7 +506,7 @@ class SamplingStage:
         for _ in range(_MAX_SETTLE_ROUNDS):
             if not records:  # a retry: read what is there now
                 records = await self._read(list(decisions))
-            exports = self._exports(decisions, records, kept or {})
+            exports = self._exports(decisions, records, kept)
             keys = {trace_id: {key for key, *_ in records.get(trace_id, [])} for trace_id in decisions}
             try:
                 # the writer thread gets its own copy: `_corrupt` belongs to the event loop
@@ -497,9 +526,17 @@ class SamplingStage:
             records, kept = {}, None
 
     def _exports(self, decisions: dict[bytes, bool], records: dict[bytes, list],
-                 kept: dict[bytes, Trace]) -> list[tuple[bytes, int, bytes]]:
-        """(body, items, batch key) per batch key for the kept traces, after the later processors."""
+                 kept: dict[bytes, Trace] | None) -> list[tuple[bytes, int, bytes]]:
+        """(body, items, batch key) per batch key for the kept traces, after the later processors.
+
+        `kept` holds kept traces as parsed for their decision (None: records read for a retry,
+        not parsed yet); the others are their raw records. Without later processors those go out
+        as the bytes they are: serialized requests concatenated are one request holding all
+        their resource groups."""
+        parsed = kept is not None
+        kept = kept or {}
         by_key: dict[bytes, list[Any]] = defaultdict(list)
+        as_stored: dict[bytes, tuple[list[bytes], int]] = {}
         for trace_id, keep in decisions.items():
             if not keep:
                 continue
@@ -509,11 +546,18 @@ class SamplingStage:
             if trace is not None:
                 by_key[batch_key].extend(trace.batches)
                 continue
+            if not self.post:
+                for key, key_of_row, items, body in rows:
+                    if body and (parsed or self._parse(key, body) is not None) and key not in self._corrupt:
+                        bodies, count = as_stored.get(key_of_row, ([], 0))
+                        bodies.append(body)
+                        as_stored[key_of_row] = (bodies, count + items)
+                continue
             for key, key_of_row, _, body in rows:
                 request = self._parse(key, body) if body else None
                 if request is not None:
                     by_key[key_of_row].append(request)
-        out = []
+        out = [(b"".join(bodies), items, batch_key) for batch_key, (bodies, items) in as_stored.items()]
         for batch_key, parts in by_key.items():
             processed = self._post_process(parts)
             if processed is not None:
@@ -543,7 +587,7 @@ class SamplingStage:
         from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
         return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record)
 
-    async def _shared_lookup(self, parts: Iterable[tuple[bytes, Any, int, bool]]) -> dict[bytes, bool]:
+    async def _shared_lookup(self, parts: list[tuple[bytes, bytes, int, bool]]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
         unknown = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer
                    and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]

@@ -1,0 +1,143 @@
+"""The tail-sampling stage in process over a real queue store: decisions keep up with traffic,
+and what it moves to export is what arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from edgeagent.processors.tail_sampling.config import TailSamplingConfig
+from edgeagent.processors.tail_sampling.stage import SamplingStage
+from edgeagent.queue.store import QueueStore
+from edgeagent.signals import Payload, Signal
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _request(traces: int, rng: random.Random, spans_per_trace: int = 1) -> bytes:
+    request = ExportTraceServiceRequest()
+    group = request.resource_spans.add()
+    group.resource.attributes.add(key="service.name").value.string_value = "test"
+    spans = group.scope_spans.add(scope={"name": "test"}).spans
+    for number in range(traces):
+        trace_id = rng.randbytes(16)
+        for index in range(spans_per_trace):
+            span = spans.add(trace_id=trace_id, span_id=rng.randbytes(8), name=f"span-{index}",
+                             start_time_unix_nano=1, end_time_unix_nano=2)
+            if number % 3 == 0 and index == 0:
+                span.status.code = Status.STATUS_CODE_ERROR
+    return request.SerializeToString()
+
+
+async def _stage(tmp_path, clock: Clock, wait: str) -> tuple[SamplingStage, QueueStore, object]:
+    store = QueueStore(str(tmp_path))
+    store.open()
+    export = store.queue("otlphttp/traces", Signal.TRACES)
+    config = TailSamplingConfig.model_validate({"decision_wait": wait, "num_traces": 1_000_000, "policies": [
+        {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]})
+    stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+    stage.attach(store, [export], [])
+    store.start()
+    return stage, store, export
+
+
+def test_many_due_traces_are_decided_in_one_tick_not_a_thousand_a_tick(tmp_path):
+    async def scenario() -> tuple[int, float]:
+        clock = Clock()
+        stage, store, _ = await _stage(tmp_path, clock, "30s")  # a tick of 1 s
+        rng = random.Random(3)
+        for _ in range(5):
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, _request(1000, rng)))
+        await stage.start()
+        clock.now += 31
+        started = time.monotonic()
+        stage._wake.set()
+        for _ in range(400):  # bounded: 4 s
+            if not stage.pending_traces():
+                break
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+        left = stage.pending_traces()
+        await stage.shutdown()
+        await store.close()
+        return left, elapsed
+
+    left, elapsed = asyncio.run(scenario())
+    assert left == 0 and elapsed < 1.0, (left, elapsed)
+
+
+def test_kept_traces_reach_export_with_every_span_and_dropped_ones_do_not(tmp_path):
+    async def scenario() -> tuple[ExportTraceServiceRequest, int]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        rng = random.Random(4)
+        for _ in range(3):
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, _request(30, rng, spans_per_trace=4)))
+        clock.now += 6
+        for _ in range(100):
+            if not await stage.decide_due():
+                break
+        lease = await export.lease(1_000_000)
+        merged = ExportTraceServiceRequest()
+        for body in lease.bodies:
+            merged.MergeFromString(body)
+        items = lease.items
+        await store.close()
+        return merged, items
+
+    merged, items = asyncio.run(scenario())
+    spans = [span for group in merged.resource_spans for scope in group.scope_spans for span in scope.spans]
+    by_trace: dict[bytes, list] = {}
+    for span in spans:
+        by_trace.setdefault(span.trace_id, []).append(span)
+    assert len(by_trace) == 30 and items == len(spans) == 120  # a third of 90 traces, 4 spans each
+    assert all(any(span.status.code == Status.STATUS_CODE_ERROR for span in trace) for trace in by_trace.values())
+    assert all(group.resource.attributes[0].value.string_value == "test" for group in merged.resource_spans)
+
+
+class _Tag:
+    """A processor after tail_sampling: marks every resource it sees."""
+
+    def process(self, payload: Payload) -> Payload:
+        for group in payload.mutable_message().resource_spans:
+            group.resource.attributes.add(key="tagged").value.bool_value = True
+        return payload
+
+
+def test_processors_after_tail_sampling_see_kept_traces_and_their_late_spans(tmp_path):
+    async def scenario() -> tuple[list[ExportTraceServiceRequest], bytes]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        stage.post = [_Tag()]
+        rng = random.Random(6)
+        body = _request(9, rng, spans_per_trace=2)
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, body))
+        clock.now += 6
+        await stage.decide_due()
+        kept_id = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans[0].trace_id
+        late = ExportTraceServiceRequest()
+        late.resource_spans.add().scope_spans.add().spans.add(trace_id=kept_id, span_id=b"late0000")
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, late.SerializeToString()))
+        lease = await export.lease(1_000_000)
+        requests = [ExportTraceServiceRequest.FromString(part) for part in lease.bodies]
+        await store.close()
+        return requests, kept_id
+
+    requests, kept_id = asyncio.run(scenario())
+    groups = [group for request in requests for group in request.resource_spans]
+    spans = [span for group in groups for scope in group.scope_spans for span in scope.spans]
+    assert len({span.trace_id for span in spans}) == 3 and len(spans) == 7  # 3 kept traces of 2, one late span
+    assert any(span.span_id == b"late0000" and span.trace_id == kept_id for span in spans)
+    assert all(any(kv.key == "tagged" for kv in group.resource.attributes) for group in groups)

@@ -1,0 +1,97 @@
+"""Cutting a request by trace at the byte level gives what the message path gives."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+
+from otel.wire import WireError, fields, length_delimited, read_varint, varint
+from sampler.split import split_by_trace, split_serialized
+
+
+def _request(rng: random.Random, groups: int = 2, scopes: int = 2,
+             interleave: bool = False) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    trace_ids = [rng.randbytes(16) for _ in range(5)]
+    for g in range(groups):
+        group = request.resource_spans.add(schema_url=f"group-{g}")
+        group.resource.attributes.add(key="service.name").value.string_value = f"service-{g}"
+        for s in range(scopes):
+            scope = group.scope_spans.add(scope={"name": f"scope-{s}"}, schema_url=f"scope-{s}")
+            for index in range(rng.randint(1, 12)):
+                trace_id = rng.choice(trace_ids) if interleave else trace_ids[(index // 4) % 5]
+                # a long name now and then: span lengths of one, two and three varint bytes
+                name = "x" * rng.choice([3, 200, 20_000])
+                scope.spans.add(trace_id=trace_id, span_id=rng.randbytes(8), name=name,
+                                parent_span_id=b"" if rng.random() < 0.2 else rng.randbytes(8))
+    return request
+
+
+def _as_message_path(request: ExportTraceServiceRequest) -> list[tuple[bytes, ExportTraceServiceRequest, int, bool]]:
+    return [(trace_id, part, count, root) for trace_id, part, count, root in split_by_trace(request)]
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_byte_split_holds_the_same_spans_resources_and_scopes_as_the_message_split(interleave):
+    rng = random.Random(9)
+    for _ in range(30):
+        request = _request(rng, rng.randint(1, 3), rng.randint(1, 3), interleave)
+        raw = request.SerializeToString()
+        expected = _as_message_path(request)
+        got = split_serialized(raw, request)
+        assert [(t, c, r) for t, _, c, r in got] == [(t, c, r) for t, _, c, r in expected]
+        for (_, body, _, _), (_, part, _, _) in zip(got, expected, strict=True):
+            assert ExportTraceServiceRequest.FromString(body) == part
+
+
+def test_a_request_of_one_trace_is_its_bytes_unchanged():
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for _ in range(3):
+        spans.add(trace_id=b"t" * 16, span_id=b"s" * 8)
+    raw = request.SerializeToString()
+    assert split_serialized(raw, request) == [(b"t" * 16, raw, 3, True)]
+
+
+def test_fields_out_of_the_usual_order_and_unknown_fields_still_split_right():
+    """Schema URL before the resource, a field number OTLP does not define: kept in the part as
+    protobuf keeps unknown fields; parts still parse to the message path's spans."""
+    request = _request(random.Random(2), 1, 1)
+    group = request.resource_spans[0]
+    scope = group.scope_spans[0]
+    spans = b"".join(length_delimited(2, span.SerializeToString()) for span in scope.spans)
+    scope_bytes = length_delimited(3, b"late-url") + length_delimited(1, scope.scope.SerializeToString()) + spans
+    unknown = varint(99 << 3) + varint(7)
+    group_bytes = (length_delimited(3, b"group-url") + unknown + length_delimited(2, scope_bytes)
+                   + length_delimited(1, group.resource.SerializeToString()))
+    raw = length_delimited(1, group_bytes)
+    parsed = ExportTraceServiceRequest.FromString(raw)
+    for (trace_id, body, count, _), (expected_id, part, expected_count, _) in zip(
+            split_serialized(raw, parsed), _as_message_path(parsed), strict=True):
+        assert (trace_id, count) == (expected_id, expected_count)
+        mine = ExportTraceServiceRequest.FromString(body)
+        assert list(mine.resource_spans[0].scope_spans[0].spans) == list(part.resource_spans[0].scope_spans[0].spans)
+        assert mine.resource_spans[0].resource == part.resource_spans[0].resource
+        assert mine.resource_spans[0].scope_spans[0].schema_url == "late-url"
+
+
+def test_bytes_that_disagree_with_the_message_fall_back_to_the_message_path():
+    request = _request(random.Random(4), 2, 2)
+    other = _request(random.Random(5), 1, 1).SerializeToString()  # not the bytes of `request`
+    got = split_serialized(other, request)
+    expected = _as_message_path(request)
+    assert [(t, c) for t, _, c, _ in got] == [(t, c) for t, _, c, _ in expected]
+
+
+def test_wire_walk_refuses_truncated_bytes_and_groups():
+    raw = length_delimited(1, b"abc")
+    with pytest.raises(WireError):
+        fields(raw[:-1], 0, len(raw) - 1)
+    with pytest.raises(WireError):
+        fields(varint(1 << 3 | 3), 0, 1)  # a start-group key
+    assert read_varint(varint(300) + b"\x01", 0) == (300, 2)
+    assert all(read_varint(varint(value), 0)[0] == value for value in (0, 127, 128, 16383, 16384, 2**63))
