@@ -99,7 +99,9 @@ def _hub(agents, tmp_path, kafka, upstream, redis_url: str | None, ports: AgentP
     with open(config) as handle:
         document = yaml.safe_load(handle)
     document["processors"] = {"tail_sampling": {
-        "decision_wait": "5s", "num_traces": 50_000,  # longer than the drain
+        # well over the drain (3 s) and the stop, even on a loaded machine: traces taken in just before
+        # the stop are still pending and must come back from disk after the restart
+        "decision_wait": "12s", "num_traces": 50_000,
         "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]}}
     if redis_url:  # decisions shared with other replicas, as in hub-cluster.yaml
         document["processors"]["tail_sampling"]["shared_state"] = {"redis": {"url": redis_url}}
