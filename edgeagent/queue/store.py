@@ -420,11 +420,13 @@ class QueueStore:
 
         Each synced commit rewrites several B-tree, free-list and meta pages besides the records
         (30 to 70 KiB here), so fewer, larger commits mean fewer bytes written per byte queued:
-        less flash wear. Puts linger only when the previous commit already carried several (so a
-        lone request is never delayed), until the commit carries _ENOUGH_TO_COMMIT bytes and
-        never longer than _LINGER. Acks, which nobody waits for, linger up to _ACK_LINGER unless
-        a put arrives; an ack commit rewrites LMDB's free list, which grows as a backlog drains.
-        The price is duplicates after a crash: acks not yet committed are sent again."""
+        less flash wear. Puts linger only while more are expected: until the commit carries as
+        many as the previous one did (the clients it answered are sending again), so a lone
+        request is never delayed and a few clients never wait for company that cannot come;
+        and never past _ENOUGH_TO_COMMIT bytes or _LINGER. Acks, which nobody waits for, linger
+        up to _ACK_LINGER unless a put arrives; an ack commit rewrites LMDB's free list, which
+        grows as a backlog drains. The price is duplicates after a crash: acks not yet committed
+        are sent again."""
         while len(ops) < _MAX_OPS_PER_COMMIT:
             try:
                 ops.append(self._ops.get_nowait())
@@ -433,10 +435,11 @@ class QueueStore:
         real = [op for op in ops if op is not None]
         puts = sum(op.client_waits for op in real)
         put_bytes = sum(op.put_bytes for op in real)
+        expected = self._previous_puts
         if len(real) < len(ops):
             linger = 0.0
         elif puts:
-            linger = _LINGER if self._previous_puts >= 2 else 0.0
+            linger = _LINGER if puts < expected else 0.0
         else:
             linger = _ACK_LINGER if any(op.lingers for op in real) else 0.0
         deadline = time.monotonic() + linger
@@ -454,7 +457,7 @@ class QueueStore:
             if op.client_waits:
                 puts += 1
                 put_bytes += op.put_bytes
-                if puts == 1:  # a put ends an ack linger: it has a client waiting
+                if puts == 1 or puts >= expected:  # an ack linger ends at a put, a put linger when full
                     break
         self._previous_puts = puts
 
