@@ -15,8 +15,10 @@ Method
                  by the file_storage extension with `fsync: true`; the upstream is
                  unreachable, so everything stays queued.
 
-    Printed per point: accepted spans/s of each and their ratio (edgeagent / otelcol), and at
-    1 and 4 connections the p50 and p99 latency of one request (from wrk's histogram).
+    Printed per point: accepted spans/s of each and their ratio (edgeagent / otelcol), the
+    bytes each wrote to disk during the measured run per byte of request accepted (write_bytes
+    of /proc/PID/io: flash wear, which group commit keeps low), and at 1 and 4 connections
+    the p50 and p99 latency of one request (from wrk's histogram).
 
     The machine may be shared: a figure is one short sample. Re-run the points that matter
     (--connections 1,4) before drawing conclusions.
@@ -29,6 +31,7 @@ Usage
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -89,8 +92,19 @@ def make_target(name: str, workdir: Path) -> ingest.Target:
     return ingest.Target(name, cmd, env, OTELCOL_HTTP_PORT, None, (OTELCOL_HTTP_PORT,))
 
 
+@dataclasses.dataclass
+class Point:
+    load: ingest.LoadResult
+    written: float  # bytes written to disk per byte of request accepted
+
+
+def write_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("write_bytes:"))
+
+
 def measure(name: str, connections: int, args: argparse.Namespace, bodies: list[Path],
-            workdir: Path) -> ingest.LoadResult:
+            workdir: Path) -> Point:
     """One point: a fresh target pinned to TARGET_CPU, warm-up, then the measured run."""
     target = make_target(name, workdir)
     busy = [p for p in target.ports if ingest.port_open(p)]
@@ -106,31 +120,37 @@ def measure(name: str, connections: int, args: argparse.Namespace, bodies: list[
     try:
         ingest.wait_ready(target, proc, log)
         loadgen(url, bodies, connections, args.warmup, workdir, LOADGEN_CPU)
+        before = write_bytes(proc.pid)
         result = loadgen(url, bodies, connections, args.duration, workdir, LOADGEN_CPU)
+        written = write_bytes(proc.pid) - before
         if proc.poll() is not None:
             raise ingest.BenchError(f"{name} exited with {proc.returncode}:\n{ingest.tail(log)}")
-        return result
+        accepted = result.ok * sum(body.stat().st_size for body in bodies) / len(bodies)
+        return Point(result, written / accepted if accepted else 0.0)
     finally:
         ingest.stop(proc)
 
 
-def spans_per_s(result: ingest.LoadResult | None) -> float:
-    return result.ok * ingest.SPANS_PER_REQUEST / result.seconds if result and result.seconds else 0.0
+def spans_per_s(point: Point | None) -> float:
+    load = point.load if point else None
+    return load.ok * ingest.SPANS_PER_REQUEST / load.seconds if load and load.seconds else 0.0
 
 
-def print_row(connections: int, results: dict[str, ingest.LoadResult | None]) -> None:
+def print_row(connections: int, results: dict[str, Point | None]) -> None:
     cells = [f"{connections:>5}"]
     for name in TARGETS:
-        result = results.get(name)
-        cells.append(f"{spans_per_s(result):>12,.0f}" if result else f"{'-':>12}")
+        cells.append(f"{spans_per_s(results.get(name)):>12,.0f}" if results.get(name) else f"{'-':>12}")
     agent, otelcol = (spans_per_s(results.get(name)) for name in TARGETS)
     cells.append(f"{agent / otelcol:>6.2f}" if agent and otelcol else f"{'-':>6}")
-    refused = sum(r.refused + r.errors for r in results.values() if r)
+    refused = sum(p.load.refused + p.load.errors for p in results.values() if p)
     cells.append(f"{refused:>8}")
+    for name in TARGETS:
+        point = results.get(name)
+        cells.append(f"{point.written:>7.2f}" if point else f"{'-':>7}")
     if connections in LATENCY_AT:
         for name in TARGETS:
-            result = results.get(name)
-            cells.append(f"{result.p50_ms:>7.1f} {result.p99_ms:>7.1f}" if result else f"{'-':>15}")
+            point = results.get(name)
+            cells.append(f"{point.load.p50_ms:>7.1f} {point.load.p99_ms:>7.1f}" if point else f"{'-':>15}")
     print(" ".join(cells), flush=True)
 
 
@@ -152,10 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         bodies = ingest.write_bodies(Path(tmp))
         print(f"{ingest.SPANS_PER_REQUEST} spans/request, {args.warmup} s warm-up + {args.duration} s per point, "
               f"targets on CPU {TARGET_CPU}, {args.loadgen} on CPU {LOADGEN_CPU}")
-        print(f"{'conns':>5} {'edgeagent/s':>12} {'otelcol/s':>12} {'ratio':>6} {'refused':>8} "
+        print(f"{'conns':>5} {'edgeagent/s':>12} {'otelcol/s':>12} {'ratio':>6} {'refused':>8} {'agent wr':>7} {'col wr':>7} "
               f"{'agent p50/p99 ms':>15} {'otelcol p50/p99 ms':>15}", flush=True)
         for index, connections in enumerate(points):
-            results: dict[str, ingest.LoadResult | None] = {}
+            results: dict[str, Point | None] = {}
             for name in names:
                 workdir = Path(tmp) / f"{name}-{index}"
                 workdir.mkdir()
