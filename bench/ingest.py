@@ -170,6 +170,8 @@ class LoadResult:
     errors: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    p50_ms: float = 0.0  # latency of one request, answered ones
+    p99_ms: float = 0.0
 
 
 WRK_SCRIPT = r"""
@@ -212,8 +214,9 @@ function done(summary, latency, requests)
     o, r, x = o + t:get("ok"), r + t:get("refused"), x + t:get("other")
   end
   local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d\n", o, r, x,
-    e.connect + e.read + e.write + e.timeout, summary.duration))
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\n", o, r, x,
+    e.connect + e.read + e.write + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(99)))
 end
 """
 
@@ -239,7 +242,13 @@ def _run_child(cmd: list[str], timeout: float) -> tuple[str, float, float]:
     return out, wall, cpu
 
 
-def run_wrk(url: str, bodies: list[Path], connections: int, seconds: int, workdir: Path) -> LoadResult:
+def pinned(cmd: list[str], cpu: int | None) -> list[str]:
+    """`cmd` run on one CPU only (taskset), or as it is."""
+    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
+
+
+def run_wrk(url: str, bodies: list[Path], connections: int, seconds: int, workdir: Path,
+            cpu: int | None = None) -> LoadResult:
     wrk = shutil.which("wrk")
     if wrk is None:
         raise BenchError("wrk not found: install it with `apt-get install -y wrk`, or use --loadgen python")
@@ -249,26 +258,30 @@ def run_wrk(url: str, bodies: list[Path], connections: int, seconds: int, workdi
         wrk, "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={REQUEST_TIMEOUT}s",
         "-s", str(script), url, "--", *map(str, bodies),
     ]
-    out, _, cpu = _run_child(cmd, timeout=seconds + REQUEST_TIMEOUT + 30)
+    out, _, cpu_seconds = _run_child(pinned(cmd, cpu), timeout=seconds + REQUEST_TIMEOUT + 30)
     for line in out.splitlines():
         if line.startswith("RESULT "):
-            ok, refused, other, sock_errors, duration_us = map(int, line.split()[1:])
-            return LoadResult(ok, refused, other + sock_errors, duration_us / 1e6, cpu)
+            ok, refused, other, sock_errors, duration_us, p50_us, p99_us = map(int, line.split()[1:])
+            return LoadResult(ok, refused, other + sock_errors, duration_us / 1e6, cpu_seconds,
+                              p50_us / 1e3, p99_us / 1e3)
     raise BenchError(f"unexpected wrk output:\n{out}")
 
 
-def run_python(url: str, bodies: list[Path], connections: int, seconds: int, workdir: Path) -> LoadResult:
+def run_python(url: str, bodies: list[Path], connections: int, seconds: int, workdir: Path,
+               cpu: int | None = None) -> LoadResult:
     cmd = [sys.executable, __file__, "_worker", url, str(seconds), str(connections), *map(str, bodies)]
-    out, _, cpu = _run_child(cmd, timeout=seconds + REQUEST_TIMEOUT + 30)
+    out, _, cpu_seconds = _run_child(pinned(cmd, cpu), timeout=seconds + REQUEST_TIMEOUT + 30)
     data = json.loads(out.strip().splitlines()[-1])
-    return LoadResult(data["ok"], data["refused"], data["errors"], data["seconds"], cpu)
+    return LoadResult(data["ok"], data["refused"], data["errors"], data["seconds"], cpu_seconds,
+                      data["p50_ms"], data["p99_ms"])
 
 
 async def _python_worker(url: str, seconds: float, connections: int, bodies: list[bytes]) -> dict:
     """aiohttp closed-loop client; runs in its own process (see `_worker`)."""
     import aiohttp
 
-    counts = {"ok": 0, "refused": 0, "errors": 0}
+    counts: dict[str, float] = {"ok": 0, "refused": 0, "errors": 0}
+    latencies: list[float] = []
     headers = {"Content-Type": "application/x-protobuf"}
     max_requests = 10_000_000  # hard cap, far above anything reachable
     sent = 0
@@ -283,6 +296,7 @@ async def _python_worker(url: str, seconds: float, connections: int, bodies: lis
         while time.monotonic() < deadline and sent < max_requests:
             sent += 1
             i += 1
+            sent_at = time.monotonic()
             try:
                 async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as resp:
                     await resp.read()
@@ -292,6 +306,7 @@ async def _python_worker(url: str, seconds: float, connections: int, bodies: lis
                 continue
             if time.monotonic() > deadline:
                 break  # answered after the window closed: not counted, like wrk
+            latencies.append(time.monotonic() - sent_at)
             if 200 <= status < 300:
                 counts["ok"] += 1
             elif status in (429, 503):
@@ -302,6 +317,9 @@ async def _python_worker(url: str, seconds: float, connections: int, bodies: lis
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(one_connection(session, k) for k in range(connections)))
     counts["seconds"] = min(time.monotonic(), deadline) - started
+    latencies.sort()
+    for name, q in (("p50_ms", 0.50), ("p99_ms", 0.99)):
+        counts[name] = latencies[min(int(q * len(latencies)), len(latencies) - 1)] * 1e3 if latencies else 0.0
     return counts
 
 

@@ -66,6 +66,7 @@ Crash and restart
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -115,6 +116,7 @@ _MAX_OPS_PER_COMMIT = 1024
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
 _LINGER = 0.010  # seconds a busy writer waits for more puts before it commits
 _ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
+_RECENT_COMMITS = 8  # commits over which the number of clients waiting is remembered
 _ACK_LINGER = 0.25  # seconds acks wait for company before they commit
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
@@ -198,7 +200,7 @@ class QueueStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._last_sweep = 0.0
-        self._previous_puts = 0
+        self._recent_puts: collections.deque[int] = collections.deque(maxlen=_RECENT_COMMITS)
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
 
@@ -437,11 +439,14 @@ class QueueStore:
 
         Each synced commit rewrites several B-tree, free-list and meta pages besides the records
         (30 to 70 KiB here), so fewer, larger commits mean fewer bytes written per byte queued:
-        less flash wear. Puts linger only when the previous commit already carried several (so a
-        lone request is never delayed), until the commit carries _ENOUGH_TO_COMMIT bytes and
-        never longer than _LINGER. Acks, which nobody waits for, linger up to _ACK_LINGER unless
-        a put arrives; an ack commit rewrites LMDB's free list, which grows as a backlog drains.
-        The price is duplicates after a crash: acks not yet committed are sent again."""
+        less flash wear. Puts linger only while more are expected: until the commit carries as
+        many as there were clients waiting (puts in a commit and queued behind it) at the
+        largest of the last _RECENT_COMMITS commits; the clients those answered are sending
+        again. So a lone request is never delayed, a few clients never wait for company that
+        cannot come, and many clients still share few commits; never past _ENOUGH_TO_COMMIT
+        bytes or _LINGER. Acks, which nobody waits for, linger up to _ACK_LINGER unless a put
+        arrives; an ack commit rewrites LMDB's free list, which grows as a backlog drains. The
+        price is duplicates after a crash: acks not yet committed are sent again."""
         while len(ops) < _MAX_OPS_PER_COMMIT:
             try:
                 ops.append(self._ops.get_nowait())
@@ -450,10 +455,11 @@ class QueueStore:
         real = [op for op in ops if op is not None]
         puts = sum(op.client_waits for op in real)
         put_bytes = sum(op.put_bytes for op in real)
+        expected = max(self._recent_puts, default=0)
         if len(real) < len(ops):
             linger = 0.0
         elif puts:
-            linger = _LINGER if self._previous_puts >= 2 else 0.0
+            linger = _LINGER if puts < expected else 0.0
         else:
             linger = _ACK_LINGER if any(op.lingers for op in real) else 0.0
         deadline = time.monotonic() + linger
@@ -471,9 +477,10 @@ class QueueStore:
             if op.client_waits:
                 puts += 1
                 put_bytes += op.put_bytes
-                if puts == 1:  # a put ends an ack linger: it has a client waiting
+                if puts == 1 or puts >= expected:  # an ack linger ends at a put, a put linger when full
                     break
-        self._previous_puts = puts
+        if puts:  # how many clients were waiting: those in this commit and those queued behind it
+            self._recent_puts.append(puts + self._ops.qsize())
 
     def _run_call(self, op: Call) -> None:
         try:

@@ -1,0 +1,42 @@
+"""Opening a queue with a backlog costs the same as opening an empty one: nothing walks every record."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from edgeagent.queue.store import QueueStore
+from edgeagent.signals import Signal
+
+RECORDS = 200_000
+BATCH = 5000
+
+
+async def _fill(directory: str) -> None:
+    store = QueueStore(directory, sync=False)
+    store.open()
+    store.start()
+    queue = store.queue("otlphttp/traces", Signal.TRACES)
+    for _ in range(RECORDS // BATCH):
+        await asyncio.gather(*(store.put([queue], b"span" * 64, 1, Signal.TRACES) for _ in range(BATCH)))
+    await store.close()
+
+
+def _open_cpu_seconds(directory: str) -> float:
+    started = time.process_time()
+    store = QueueStore(directory)
+    store.open()
+    queue = store.queue("otlphttp/traces", Signal.TRACES)
+    spent = time.process_time() - started
+    assert queue.entries == RECORDS or queue.entries == 0
+    asyncio.run(store.close())
+    return spent
+
+
+def test_opening_a_large_backlog_does_not_walk_every_record(tmp_path):
+    empty, full = str(tmp_path / "empty"), str(tmp_path / "full")
+    asyncio.run(_fill(full))
+    empty_cost = min(_open_cpu_seconds(empty) for _ in range(3))
+    full_cost = min(_open_cpu_seconds(full) for _ in range(3))
+    assert full_cost < 3 * empty_cost + 0.005, f"open took {full_cost:.3f} s of CPU with {RECORDS} records, " \
+                                          f"{empty_cost:.3f} s empty"
