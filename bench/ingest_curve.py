@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         bodies = ingest.write_bodies(Path(tmp))
         print(f"{ingest.SPANS_PER_REQUEST} spans/request, {args.warmup} s warm-up + {args.duration} s per point, "
               f"targets on CPU {TARGET_CPU}, {args.loadgen} on CPU {LOADGEN_CPU}")
-        print(f"{'conns':>5} {'edgeagent/s':>12} {'otelcol/s':>12} {'ratio':>6} {'refused':>8} {'agent wr':>7} {'col wr':>7} "
+        print(f"{'conns':>5} {'edgeagent/s':>12} {'otelcol/s':>12} {'ratio':>6} {'refused':>8} "
+              f"{'agent wr':>7} {'col wr':>7} "
               f"{'agent p50/p99 ms':>15} {'otelcol p50/p99 ms':>15}", flush=True)
         for index, connections in enumerate(points):
             results: dict[str, Point | None] = {}

@@ -4,7 +4,8 @@
 Method
     `python -m edgeagent run` (default config; its ports must be free) is started --runs
     times with an empty state directory (after one unmeasured start that writes the bytecode
-    cache, kept in a temporary directory, as an installed package has it) and timed from exec to /health/ready answering 200;
+    cache, kept in a temporary directory, as an installed package has it) and timed from exec to
+    /health/ready answering 200;
     the process's CPU seconds at that moment are read from /proc (less disturbed by other
     load on a shared machine than the wall time). The last run then idles --idle seconds and
     its RssAnon (anonymous memory: the queue's memory map is not counted) is read.
