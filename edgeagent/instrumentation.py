@@ -62,10 +62,16 @@ def http_server_timer(metrics: Metrics | None, address: str, port: int, scheme: 
     return timed
 
 
-def rpc_server_timer(metrics: Metrics | None, method: str, handler: Unary) -> Unary:
-    """`handler` of the gRPC method `service/Method`, timed with the status it ends with."""
+def rpc_server_observer(metrics: Metrics | None, method: str) -> Callable[[float, str], None]:
+    """`observe(seconds, status_name)` for calls of the gRPC method `service/Method`."""
     histogram = _histogram(metrics, "rpc_server_call_duration", "Measures the duration of inbound RPC (seconds).",
                            ("rpc_method", "rpc_response_status_code", "rpc_system_name"))
+    return lambda seconds, status: histogram.observe(seconds, method, status, "grpc")
+
+
+def rpc_server_timer(metrics: Metrics | None, method: str, handler: Unary) -> Unary:
+    """`handler` of the grpcio method `service/Method`, timed with the status it ends with."""
+    observe = rpc_server_observer(metrics, method)
 
     async def timed(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         started = time.perf_counter()
@@ -74,7 +80,7 @@ def rpc_server_timer(metrics: Metrics | None, method: str, handler: Unary) -> Un
         finally:
             code = context.code()  # set by abort(); None when the call succeeded
             status = code.name if isinstance(code, grpc.StatusCode) else "OK"
-            histogram.observe(time.perf_counter() - started, method, status, "grpc")
+            observe(time.perf_counter() - started, status)
 
     return timed
 
