@@ -35,7 +35,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import DataFrame, GoAwayFrame
 
 from edgeagent.receivers import codec
 
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # h2 and hpack log every frame and header at debug level, tokens included: never let them through
 for _name in ("h2", "hpack"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# h2 formats repr(frame) for its trace log whether or not anything logs it, and hyperframe's repr
+# of a DATA frame copies and hex-encodes the whole payload: a third of the server's CPU per message
+DataFrame._body_repr = lambda self: f"<{len(self.data)} bytes>"  # type: ignore[method-assign]
 
 OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
 RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 8, 12, 13, 14
@@ -53,6 +56,7 @@ _RESERVED = frozenset({b"content-type", b"te", b"grpc-encoding", b"grpc-accept-e
                        b"grpc-message-type"})
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _PREFIX = struct.Struct(">BI")
+_ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
 
 
 class GrpcError(Exception):
@@ -72,6 +76,7 @@ class Limits:
     max_header_list_size: int = 64 << 10
     stream_window: int = 1 << 20
     connection_window: int = 8 << 20
+    max_frame_size: int = 1 << 20
     handshake_timeout: float = 10.0
     idle_timeout: float = 300.0
 
@@ -88,6 +93,7 @@ class GrpcCall:
         self._connection = connection
         self._stream_id = stream_id
         self._chunks: list[bytes] = []
+        self._unacknowledged = 0  # bytes taken but not yet given back to flow control
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
 
@@ -105,12 +111,18 @@ class GrpcCall:
 
     async def _next(self) -> bytes | None:
         while not self._chunks:
+            if self._unacknowledged:
+                self._connection.consumed(self._stream_id, self._unacknowledged)
+                self._unacknowledged = 0
             if self._ended:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         chunk = self._chunks.pop(0)
-        self._connection.consumed(self._stream_id, len(chunk))
+        self._unacknowledged += len(chunk)
+        if self._unacknowledged >= _ACK_EVERY:
+            self._connection.consumed(self._stream_id, self._unacknowledged)
+            self._unacknowledged = 0
         return chunk
 
     async def read(self, on_size: Callable[[int], None] | None = None) -> bytes:
@@ -209,13 +221,18 @@ class _Connection(asyncio.Protocol):
         self._pending: dict[int, _Pending] = {}
         self._transport: asyncio.Transport | None = None
         self._peer = ""
-        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+        # the headers we send are constant or built here, lowercase and valid: checking them costs
+        # as much as encoding them
+        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False))
         self._going_away = False
         self._last_stream = 0
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
         self._timeout = self.limits.handshake_timeout
         self._timer: asyncio.TimerHandle | None = None
+        self._write_scheduled = False
 
     # ---- transport -----------------------------------------------------------------------------
 
@@ -230,8 +247,11 @@ class _Connection(asyncio.Protocol):
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window,
+            # fewer, larger DATA frames from clients that follow it (grpcio): h2's cost is per frame
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
         })
         self._h2.decoder.max_header_list_size = limits.max_header_list_size
+        self._h2.max_inbound_frame_size = limits.max_frame_size
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(limits.connection_window - self._h2.inbound_flow_control_window)
         self._flush()
@@ -267,12 +287,21 @@ class _Connection(asyncio.Protocol):
         self._flush()
 
     def _flush(self) -> None:
+        """Write what h2 has to send once this turn of the event loop is over: the answers and
+        window updates of many streams leave in one write."""
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        self._write_scheduled = False
         data = self._h2.data_to_send()
         if data and self._transport is not None:
             self._transport.write(data)
 
     def close(self) -> None:
         if self._transport is not None:
+            self._write()
             self._transport.close()
 
     def go_away(self) -> None:
@@ -281,7 +310,7 @@ class _Connection(asyncio.Protocol):
             return
         self._going_away = True
         # written beside h2's state machine, which would refuse to send the responses still due
-        self._flush()
+        self._write()
         self._transport.write(GoAwayFrame(0, last_stream_id=self._last_stream, error_code=0).serialize())
         if not self.tasks:
             self.close()
@@ -290,7 +319,6 @@ class _Connection(asyncio.Protocol):
         code = getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR)
         try:
             self._h2.close_connection(error_code=code, additional_data=str(exc).encode()[:128])
-            self._flush()
         except h2.exceptions.ProtocolError:
             pass
         self.close()
@@ -374,7 +402,8 @@ class _Connection(asyncio.Protocol):
         if pending is not None:
             pending.done.set()
         if call is not None:
-            unread = sum(len(chunk) for chunk in call._chunks)
+            unread = sum(len(chunk) for chunk in call._chunks) + call._unacknowledged
+            call._unacknowledged = 0
             call._chunks.clear()
             self.consumed(stream_id, unread)
         self._refill()
@@ -471,7 +500,8 @@ class _Connection(asyncio.Protocol):
                 self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
             except h2.exceptions.StreamClosedError:
                 pass
-        unread = sum(len(chunk) for chunk in call._chunks)
+        unread = sum(len(chunk) for chunk in call._chunks) + call._unacknowledged
+        call._unacknowledged = 0
         call._chunks.clear()
         if unread:
             self.consumed(stream_id, unread)
