@@ -442,6 +442,8 @@ class _Connection(asyncio.Protocol):
             code, message = INTERNAL, f"internal error: {type(exc).__name__}"
         try:
             await self._respond(stream_id, response, _trailers(code, message, trailers))
+        except h2.exceptions.ProtocolError:
+            pass  # the peer closed the stream or the connection meanwhile: nobody to answer
         finally:
             self.tasks.pop(stream_id, None)
             self._finish(stream_id)
