@@ -56,6 +56,7 @@ _RESERVED = frozenset({b"content-type", b"te", b"grpc-encoding", b"grpc-accept-e
                        b"grpc-message-type"})
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _PREFIX = struct.Struct(">BI")
+_RESETS_ALLOWED = 100  # calls a peer may reset beyond twice the number it let finish
 _ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
 
 
@@ -228,6 +229,8 @@ class _Connection(asyncio.Protocol):
             normalize_outbound_headers=False))
         self._going_away = False
         self._last_stream = 0
+        self._answered = 0
+        self._cancelled = 0  # calls the peer reset before their answer
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
         self._timeout = self.limits.handshake_timeout
@@ -316,6 +319,15 @@ class _Connection(asyncio.Protocol):
             pass
         self.close()
 
+    def _calm_down(self) -> None:
+        """A peer that opens calls only to reset them (HTTP/2 "rapid reset") makes work without
+        limit while staying under the concurrent-stream bound: end its connection."""
+        try:
+            self._h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        except h2.exceptions.ProtocolError:
+            pass
+        self.close()
+
     def _check_idle(self) -> None:
         self._timer = None
         if self._transport is None:
@@ -391,6 +403,9 @@ class _Connection(asyncio.Protocol):
         task = self.tasks.pop(stream_id, None)
         if task is not None:
             task.cancel()
+            self._cancelled += 1
+            if self._cancelled > _RESETS_ALLOWED + 2 * self._answered:
+                self._calm_down()
         pending = self._pending.pop(stream_id, None)
         if pending is not None:
             pending.done.set()
@@ -490,6 +505,7 @@ class _Connection(asyncio.Protocol):
         call = self.calls.pop(stream_id, None)
         if call is None or self._transport is None:
             return
+        self._answered += 1
         if not call._ended:
             try:
                 self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)

@@ -199,6 +199,36 @@ def test_a_reset_stream_leaves_the_others_on_the_connection_working(served):
     assert served.received == [b"ok"]
 
 
+def test_a_peer_that_resets_every_call_it_opens_is_disconnected(served):
+    client = H2Client(served.port)
+    for _ in range(150):
+        stream = client.start()
+        client.h2.send_data(stream, struct.pack(">BI", 0, 100) + b"a")
+        client.h2.reset_stream(stream)
+    client.flush()
+    events = client.events(lambda seen: any(isinstance(e, h2.events.ConnectionTerminated) for e in seen))
+    assert any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 11 for e in events)
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:  # others are still served
+        channel.unary_unary(METHOD)(b"after", timeout=5)
+
+
+def test_garbage_on_one_connection_leaves_the_others_working(served):
+    client = H2Client(served.port)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as rogue:
+        rogue.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64)
+        assert rogue.recv(65536) is not None
+    stream = client.start()
+    client.h2.send_data(stream, struct.pack(">BI", 0, 2) + b"ok", end_stream=True)
+    client.flush()
+    assert _status(client.events(lambda seen: _status(seen, stream) is not None), stream) == "0"
+
+
+def test_the_stream_limit_is_advertised(served):
+    client = H2Client(served.port)
+    client.events(lambda seen: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in seen))
+    assert client.h2.remote_settings.max_concurrent_streams == 8
+
+
 def test_a_ping_is_answered(served):
     client = H2Client(served.port)
     client.h2.ping(b"12345678")
