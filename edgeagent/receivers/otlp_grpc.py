@@ -1,16 +1,16 @@
-"""OTLP/gRPC server (grpc.aio): the Trace, Metrics and Logs services.
+"""OTLP/gRPC server: the Trace, Metrics and Logs services' Export calls, served by grpc_server.
 
 Requests arrive as raw bytes (no generated deserializer), so a request that no processor
-changes is parsed once and stored as received. grpcio's own decompression is off: codec decodes
-gzip and deflate messages with the bounded decoders HTTP uses (every gzip member, the limit
-counted on output). grpcio's HTTP/2 layer refuses any other grpc-encoding (zstd, snappy) with
-INTERNAL before a handler runs, and offers no way to register a decompressor. With `tls` the port serves TLS (mTLS with
+changes is parsed once and stored as received. Messages are decoded with codec's bounded
+decoders whatever grpc-encoding they use (identity, gzip, deflate, zstd, snappy: grpcio's server
+refuses the last two, hence our own server). With `tls` the port serves TLS (mTLS with
 `client_ca_file`); with `auth` every call must satisfy the named authenticator extension.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -18,12 +18,16 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from edgeagent import auth, tls
+from edgeagent.config.types import split_endpoint
 from edgeagent.errors import BadRequestError, QueueFullError, RetryableError, UnauthenticatedError
-from edgeagent.instrumentation import rpc_server_timer
-from edgeagent.receivers import codec
+from edgeagent.instrumentation import rpc_server_observer
+from edgeagent.receivers import codec, grpc_server
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
+_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_DEFAULT_STREAMS = 1024  # otelcol's 0 means unlimited; a bound keeps a client from opening millions
+SHUTDOWN_GRACE = 2.0
 
 
 class GrpcServer:
@@ -31,36 +35,23 @@ class GrpcServer:
         self.receiver_id = receiver_id
         self.config = config
         self.host = host
-        self._server: grpc.aio.Server | None = None
+        self._server: grpc_server.GrpcServer | None = None
 
     async def start(self) -> None:
-        # grpcio's own decompression keeps only the first gzip member: the message is decoded by codec
-        options = [("grpc.max_receive_message_length", self.config.max_recv_msg_size_mib << 20),
-                   ("grpc.per_message_decompression", 0),
-                   ("grpc.so_reuseport", 0)]
-        if self.config.max_concurrent_streams:
-            options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
-        server = grpc.aio.server(options=options + transport_options(self.config))
-        handlers = []
+        handlers: dict[str, grpc_server.Handler] = {}
         for signal in Signal:
             consumer = self.host.consumer(self.receiver_id, signal)
-            if consumer is None:
-                continue
-            export = rpc_server_timer(getattr(self.host, "metrics", None), f"{signal.grpc_service}/Export",
-                                      self._handler(signal, consumer))
-            method: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(export)
-            handlers.append(grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": method}))
-        server.add_generic_rpc_handlers(handlers)
-        endpoint = self.config.endpoint
-        if endpoint.startswith(":"):
-            endpoint = "0.0.0.0" + endpoint
-        if self.config.tls is not None:
-            port = server.add_secure_port(endpoint, tls.grpc_server_credentials(self.config.tls))
-        else:
-            port = server.add_insecure_port(endpoint)
-        if port == 0:
-            raise OSError(f"cannot listen on {self.config.endpoint} for OTLP/gRPC")
-        await server.start()
+            if consumer is not None:
+                handlers[f"/{signal.grpc_service}/Export"] = self._handler(signal, consumer)
+        limits = grpc_server.Limits(max_message_bytes=self.config.max_recv_msg_size_mib << 20,
+                                    max_concurrent_streams=self.config.max_concurrent_streams or _DEFAULT_STREAMS)
+        ssl_context = tls.server_ssl_context(self.config.tls, alpn=["h2"]) if self.config.tls is not None else None
+        server = grpc_server.GrpcServer(handlers, limits, ssl_context)
+        host, port = split_endpoint(self.config.endpoint, 4317)
+        try:
+            await server.start(host, port)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {self.config.endpoint} for OTLP/gRPC: {exc}") from exc
         self._server = server
         log.info("OTLP/gRPC receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint,
                                                         "tls": self.config.tls is not None})
@@ -68,27 +59,35 @@ class GrpcServer:
     async def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
-            await server.stop(grace=2.0)
+            await server.stop(grace=SHUTDOWN_GRACE)
 
-    def _handler(self, signal: Signal, consumer: Any):
+    def _handler(self, signal: Signal, consumer: Any) -> grpc_server.Handler:
         include_metadata = self.config.include_metadata
         authenticator = auth.resolve(self.host, self.config.auth)
-        limit = self.config.max_recv_msg_size_mib << 20
+        observe = rpc_server_observer(getattr(self.host, "metrics", None), f"{signal.grpc_service}/Export")
 
-        async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def export(call: grpc_server.GrpcCall) -> bytes:
+            started = time.perf_counter()
+            status = "CANCELLED"  # unless it ends otherwise: a deadline or a reset cancels the call
             try:
                 if authenticator is not None and not authenticator.authenticate(
-                        {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}):
+                        {key: value for key, value in call.metadata if isinstance(value, str)}):
                     raise UnauthenticatedError()
-                with consumer.admission("grpc", len(request)) as reservation:
-                    request = codec.grpc_message(request, limit,
-                                                 lambda produced: reservation.grow(produced - reservation.bytes))
-                    metadata = codec.metadata_of(context.invocation_metadata() or ()) if include_metadata else None
-                    payload = codec.decode(signal, request, codec.PROTOBUF, metadata, _peer_address(context.peer()))
+                with consumer.admission("grpc") as reservation:
+                    request = await call.read(lambda size: reservation.grow(size - reservation.bytes))
+                    metadata = codec.metadata_of(call.metadata) if include_metadata else None
+                    payload = codec.decode(signal, request, codec.PROTOBUF, metadata, call.peer)
                     await consumer.consume(payload, "grpc")
+                status = "OK"
+            except grpc_server.GrpcError as exc:
+                status = _STATUS_NAMES.get(exc.code, "UNKNOWN")
+                raise
             except Exception as exc:  # every failure becomes exactly one gRPC status
                 code, message, trailers = grpc_status(exc, signal)
-                await context.abort(code, message, trailing_metadata=trailers)
+                status = code.name
+                raise grpc_server.GrpcError(code.value[0], message, trailers) from None
+            finally:
+                observe(time.perf_counter() - started, status)
             return b""
 
         return export
