@@ -12,8 +12,11 @@ Design note:
   call's task has taken it, so a stream buffers at most its window and a connection at most the
   connection window; header lists, concurrent streams and the message size are bounded too.
 - A stream's reset or error ends that stream only; a protocol error ends its connection (GOAWAY).
-- Connections without traffic or calls are closed after `idle_timeout` (before the HTTP/2
-  preface, after `handshake_timeout`).
+- Connection lifetime follows grpc-go's keepalive (otelcol's `keepalive` keys): a connection
+  without calls for `idle_timeout` (before the HTTP/2 preface: `handshake_timeout`) gets GOAWAY
+  and is closed; one older than `max_age` (±10%) gets GOAWAY and `age_grace` later is closed;
+  after `ping_after` without a byte from the peer it is pinged and closed if silent for
+  `ping_timeout`; a peer pinging more often than its policy allows is told ENHANCE_YOUR_CALM.
 - Shutdown: stop listening, GOAWAY every connection (calls in flight finish, new ones are
   refused with REFUSED_STREAM), then close whatever is left after the grace period.
 """
@@ -23,6 +26,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
+import random
+import socket
 import ssl
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,6 +68,8 @@ _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1
 _PREFIX = struct.Struct(">BI")
 _RESETS_ALLOWED = 100  # calls a peer may reset beyond twice the number it let finish
 _ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
+_PING_STRIKES = 2  # grpc-go's maxPingStrikes: the third ping out of policy ends the connection
+_PING_WITHOUT_CALLS = 7200.0  # grpc-go: without permission, a ping without calls may come every 2h
 
 
 class GrpcError(Exception):
@@ -83,7 +91,15 @@ class Limits:
     connection_window: int = 8 << 20
     max_frame_size: int = 1 << 20
     handshake_timeout: float = 10.0
-    idle_timeout: float = 300.0
+    idle_timeout: float = 300.0  # grpc-go's max_connection_idle: no calls this long -> GOAWAY
+    max_age: float = 0.0  # grpc-go's max_connection_age (0: none), ±10% so reconnects spread out
+    age_grace: float = 0.0  # after max_age's GOAWAY, calls get this long (0: as long as they take)
+    ping_after: float = 7200.0  # grpc-go's keepalive time: ping a peer silent this long...
+    ping_timeout: float = 20.0  # ...and close its connection if it stays silent this long after
+    min_ping_interval: float = 300.0  # enforcement_policy.min_time: closer pings are strikes
+    pings_without_calls: bool = False  # enforcement_policy.permit_without_stream
+    receive_buffer: int = 0  # the socket's SO_RCVBUF (read_buffer_size); 0: the system's
+    send_buffer: int = 0  # the socket's SO_SNDBUF (write_buffer_size); 0: the system's
 
 
 class GrpcCall:
@@ -236,15 +252,20 @@ class _Connection(asyncio.Protocol):
         self._answered = 0
         self._cancelled = 0  # calls the peer reset before their answer
         self._loop = asyncio.get_running_loop()
-        self._last_activity = self._loop.time()
+        self._idle_since = self._last_read = self._loop.time()
         self._timeout = self.limits.handshake_timeout
-        self._timer: asyncio.TimerHandle | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._pinged_at: float | None = None  # our keepalive ping awaiting any byte from the peer
+        self._last_ping = float("-inf")  # the peer's last ping
+        self._ping_strikes = 0
+        self._answered_since_ping = False  # grpc-go forgives a peer's strikes once it was answered
 
     # ---- transport -----------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._set_buffers(transport)
         self.server._connections.add(self)
         peer = transport.get_extra_info("peername")
         self._peer = str(peer[0]) if isinstance(peer, tuple) else ""
@@ -261,12 +282,16 @@ class _Connection(asyncio.Protocol):
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(limits.connection_window - self._h2.inbound_flow_control_window)
         self._flush()
-        self._timer = self._loop.call_later(self._timeout, self._check_idle)
+        self._after("idle", self._timeout, self._check_idle)
+        self._after("keepalive", limits.ping_after, self._keepalive)
+        if limits.max_age:
+            self._after("age", limits.max_age * random.uniform(0.9, 1.1), self._too_old)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         for task in self.tasks.values():
             task.cancel()
         for pending in self._pending.values():
@@ -282,7 +307,7 @@ class _Connection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        self._last_activity = self._loop.time()
+        self._last_read = self._loop.time()
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -323,25 +348,80 @@ class _Connection(asyncio.Protocol):
             pass
         self.close()
 
-    def _calm_down(self) -> None:
+    def _calm_down(self, reason: bytes = b"") -> None:
         """A peer that opens calls only to reset them (HTTP/2 "rapid reset") makes work without
-        limit while staying under the concurrent-stream bound: end its connection."""
+        limit while staying under the concurrent-stream bound, one that pings without pause makes
+        work without calls: end its connection."""
         try:
-            self._h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self._h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=reason)
         except h2.exceptions.ProtocolError:
             pass
         self.close()
 
+    def _set_buffers(self, transport: asyncio.Transport) -> None:
+        """read_buffer_size / write_buffer_size: the kernel's buffers, set before the first byte."""
+        sock = transport.get_extra_info("socket")
+        sizes = ((socket.SO_RCVBUF, self.limits.receive_buffer), (socket.SO_SNDBUF, self.limits.send_buffer))
+        for option, size in sizes:
+            if size and sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+    # ---- lifetime ------------------------------------------------------------------------------
+
+    def _after(self, name: str, delay: float, callback: Callable[[], None]) -> None:
+        self._timers[name] = self._loop.call_later(delay, callback)
+
     def _check_idle(self) -> None:
-        self._timer = None
         if self._transport is None:
             return
-        idle = self._loop.time() - self._last_activity
+        idle = self._loop.time() - self._idle_since
         if not self.tasks and idle >= self._timeout:
             self.go_away()
             self.close()
             return
-        self._timer = self._loop.call_later(max(self._timeout - idle, 1.0), self._check_idle)
+        self._after("idle", max(self._timeout - idle, 1.0), self._check_idle)
+
+    def _keepalive(self) -> None:
+        """grpc-go's server keepalive: a peer silent for `ping_after` is pinged, and one that sends
+        nothing for `ping_timeout` after that is gone (its connection closes)."""
+        if self._transport is None:
+            return
+        now = self._loop.time()
+        if self._pinged_at is not None and self._last_read <= self._pinged_at:
+            self.close()
+            return
+        self._pinged_at = None
+        quiet = now - self._last_read
+        if quiet < self.limits.ping_after:
+            self._after("keepalive", self.limits.ping_after - quiet, self._keepalive)
+            return
+        self._h2.ping(os.urandom(8))
+        self._flush()
+        self._pinged_at = now
+        self._after("keepalive", self.limits.ping_timeout, self._keepalive)
+
+    def _too_old(self) -> None:
+        """max_connection_age: no new calls; those in flight get `age_grace`, if set."""
+        self.go_away()
+        if self.limits.age_grace and self._transport is not None:
+            self._after("age", self.limits.age_grace, self.close)
+
+    def _pinged(self) -> None:
+        """grpc-go's enforcement policy: a ping sooner than `min_ping_interval` after the last
+        one (without calls and permission: sooner than 2h) is a strike, unless the server answered
+        something since; more than two strikes end the connection."""
+        now = self._loop.time()
+        last, self._last_ping = self._last_ping, now
+        if self._answered_since_ping:
+            self._answered_since_ping = False
+            self._ping_strikes = 0
+            return
+        allowed = self.limits.min_ping_interval if self.tasks or self.limits.pings_without_calls \
+            else _PING_WITHOUT_CALLS
+        if now - last < allowed:
+            self._ping_strikes += 1
+            if self._ping_strikes > _PING_STRIKES:
+                self._calm_down(b"too_many_pings")
 
     # ---- frames --------------------------------------------------------------------------------
 
@@ -368,8 +448,12 @@ class _Connection(asyncio.Protocol):
         elif isinstance(event, h2.events.WindowUpdated):
             for stream_id in list(self._pending) if event.stream_id == 0 else [event.stream_id]:
                 self._send_pending(stream_id)
-        elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self._timeout = self.limits.idle_timeout
+        elif isinstance(event, h2.events.PingReceived):
+            self._pinged()
+        elif isinstance(event, h2.events.RemoteSettingsChanged) and self._timeout != self.limits.idle_timeout:
+            self._timeout = self.limits.idle_timeout  # the preface is in: from now on, idle means no calls
+            self._timers["idle"].cancel()
+            self._check_idle()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.close()
 
@@ -397,6 +481,7 @@ class _Connection(asyncio.Protocol):
         encoding = headers.get(b"grpc-encoding", b"identity").decode("latin-1").strip().lower()
         call = GrpcCall(self, stream_id, method, metadata, encoding, self._peer)
         self.calls[stream_id] = call
+        self._idle_since = self._loop.time()
         task = self._loop.create_task(self._run(call, self.server.handlers.get(method),
                                                 _timeout(headers.get(b"grpc-timeout"))))
         self.tasks[stream_id] = task
@@ -465,6 +550,7 @@ class _Connection(asyncio.Protocol):
             pass  # the peer closed the stream or the connection meanwhile: nobody to answer
         finally:
             self.tasks.pop(stream_id, None)
+            self._idle_since = self._loop.time()
             self._finish(stream_id)
 
     async def _respond(self, stream_id: int, response: bytes | None,
@@ -473,6 +559,7 @@ class _Connection(asyncio.Protocol):
             return
         head = [(b":status", b"200"), (b"content-type", b"application/grpc"),
                 (b"grpc-accept-encoding", _ACCEPT_ENCODING)]
+        self._answered_since_ping = True
         if response is None:  # trailers only
             self._h2.send_headers(stream_id, head + trailers, end_stream=True)
             self._flush()

@@ -43,10 +43,8 @@ class GrpcServer:
             consumer = self.host.consumer(self.receiver_id, signal)
             if consumer is not None:
                 handlers[f"/{signal.grpc_service}/Export"] = self._handler(signal, consumer)
-        limits = grpc_server.Limits(max_message_bytes=self.config.max_recv_msg_size_mib << 20,
-                                    max_concurrent_streams=self.config.max_concurrent_streams or _DEFAULT_STREAMS)
         ssl_context = tls.server_ssl_context(self.config.tls, alpn=["h2"]) if self.config.tls is not None else None
-        server = grpc_server.GrpcServer(handlers, limits, ssl_context)
+        server = grpc_server.GrpcServer(handlers, limits(self.config), ssl_context)
         host, port = split_endpoint(self.config.endpoint, 4317)
         try:
             await server.start(host, port)
@@ -93,36 +91,25 @@ class GrpcServer:
         return export
 
 
-_SERVER_PARAMETERS = {  # grpc-go's keepalive.ServerParameters -> grpc core's server arguments (ms)
-    "max_connection_idle": "grpc.max_connection_idle_ms",
-    "max_connection_age": "grpc.max_connection_age_ms",
-    "max_connection_age_grace": "grpc.max_connection_age_grace_ms",
-    "time": "grpc.keepalive_time_ms",
-    "timeout": "grpc.keepalive_timeout_ms",
-}
-
-
-def transport_options(config: Any) -> list[tuple[str, int]]:
-    """keepalive and buffer sizes as grpc core's server arguments; unset (0) keeps grpc's default,
-    which for keepalive equals grpc-go's (pings after 2h idle, 20s to answer, clients may ping every 5m)."""
-    options = []
-    if config.read_buffer_size:  # grpc-go: bytes read from the socket at once
-        options.append(("grpc.experimental.tcp_read_chunk_size", config.read_buffer_size))
-    if config.write_buffer_size:  # grpc-go: bytes gathered before a write to the socket
-        options.append(("grpc.http2.write_buffer_size", config.write_buffer_size))
+def limits(config: Any) -> grpc_server.Limits:
+    """The server's bounds from the receiver's keys; keepalive keys unset (0) keep grpc-go's defaults
+    (no age limit, pings after 2h of silence with 20s to answer, clients may ping every 5m), except
+    max_connection_idle, 5 minutes here rather than never."""
     keepalive = config.keepalive
-    if keepalive is None:
-        return options
-    if keepalive.server_parameters is not None:
-        options += [(name, int(getattr(keepalive.server_parameters, key) * 1000))
-                    for key, name in _SERVER_PARAMETERS.items() if getattr(keepalive.server_parameters, key)]
-    policy = keepalive.enforcement_policy
-    if policy is not None:
-        if policy.min_time:  # pings closer together than this are strikes; too many close the connection
-            options.append(("grpc.http2.min_ping_interval_without_data_ms", int(policy.min_time * 1000)))
-        # pings without a call in flight are allowed (and this server pings idle connections too)
-        options.append(("grpc.keepalive_permit_without_calls", int(policy.permit_without_stream)))
-    return options
+    parameters = keepalive.server_parameters if keepalive is not None else None
+    policy = keepalive.enforcement_policy if keepalive is not None else None
+    defaults = grpc_server.Limits(max_message_bytes=config.max_recv_msg_size_mib << 20)
+    return grpc_server.Limits(
+        max_message_bytes=defaults.max_message_bytes,
+        max_concurrent_streams=config.max_concurrent_streams or _DEFAULT_STREAMS,
+        idle_timeout=(parameters and parameters.max_connection_idle) or defaults.idle_timeout,
+        max_age=(parameters and parameters.max_connection_age) or 0.0,
+        age_grace=(parameters and parameters.max_connection_age_grace) or 0.0,
+        ping_after=(parameters and parameters.time) or defaults.ping_after,
+        ping_timeout=(parameters and parameters.timeout) or defaults.ping_timeout,
+        min_ping_interval=(policy and policy.min_time) or defaults.min_ping_interval,
+        pings_without_calls=policy is not None and policy.permit_without_stream,
+        receive_buffer=config.read_buffer_size, send_buffer=config.write_buffer_size)
 
 
 def _peer_address(peer: str | None) -> str:

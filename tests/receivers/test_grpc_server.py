@@ -253,6 +253,79 @@ def test_a_connection_that_never_sends_the_preface_is_closed(served):
         assert time.monotonic() - started < 4
 
 
+def _until_closed(client: H2Client, seconds: float, answer: bool) -> tuple[list[h2.events.Event], bool]:
+    """What the server sent within `seconds`, and whether it closed the connection; the client
+    answers (pings, settings) only if `answer`."""
+    seen: list[h2.events.Event] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        client.sock.settimeout(left)
+        try:
+            data = client.sock.recv(65536)
+        except TimeoutError:
+            break
+        if not data:
+            return seen, True
+        seen += client.h2.receive_data(data)
+        if answer:
+            client.flush()
+    return seen, False
+
+
+@pytest.mark.parametrize("answers", [True, False])
+def test_a_silent_peer_is_pinged_and_dropped_only_if_it_never_answers(answers):
+    server = Served(Limits(max_message_bytes=1 << 20, ping_after=0.3, ping_timeout=0.5))
+    try:
+        events, closed = _until_closed(H2Client(server.port), 3.0, answer=answers)
+        assert any(isinstance(e, h2.events.PingReceived) for e in events)
+        assert closed is not answers
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("permitted", [False, True])
+def test_pings_without_calls_are_strikes_unless_permitted(permitted):
+    server = Served(Limits(max_message_bytes=1 << 20, min_ping_interval=0.0, pings_without_calls=permitted))
+    try:
+        client = H2Client(server.port)
+        for n in range(4):
+            client.h2.ping(b"%08d" % n)
+        client.flush()
+        events, _ = _until_closed(client, 2.0, answer=False)
+        terminated = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        if permitted:
+            assert not terminated and sum(isinstance(e, h2.events.PingAckReceived) for e in events) == 4
+        else:
+            assert terminated[0].error_code == 11 and terminated[0].additional_data == b"too_many_pings"
+    finally:
+        server.close()
+
+
+def test_a_call_outliving_max_age_and_its_grace_is_cut_off():
+    server = Served(Limits(max_message_bytes=1 << 20, max_age=0.3, age_grace=0.3), delay=3.0)
+    try:
+        started = time.monotonic()
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as error:
+            channel.unary_unary(METHOD)(b"slow", timeout=5)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 2.5
+    finally:
+        server.close()
+
+
+def test_buffer_sizes_reach_the_socket():
+    server = Served(Limits(max_message_bytes=1 << 20, receive_buffer=1 << 20, send_buffer=1 << 20))
+    try:
+        client = H2Client(server.port)
+        client.events(lambda seen: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in seen))
+        connection = next(iter(server.server._connections))
+        sock = connection._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 1 << 20
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 1 << 20
+    finally:
+        server.close()
+
+
 def test_shutdown_lets_calls_in_flight_finish_and_refuses_new_connections():
     server = Served(Limits(max_message_bytes=1 << 20), delay=0.5)
     try:
