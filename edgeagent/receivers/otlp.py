@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class ServerParametersConfig(ComponentConfig):
-    """grpc-go's keepalive.ServerParameters; 0 keeps grpc's default (infinite age and idle, 2h pings)."""
+    """grpc-go's keepalive.ServerParameters; 0 keeps grpc-go's default (no age limit, pings after 2h
+    of silence, 20s to answer), except max_connection_idle: 5 minutes rather than never."""
 
     max_connection_idle: Duration = Field(0.0, ge=0)
     max_connection_age: Duration = Field(0.0, ge=0)

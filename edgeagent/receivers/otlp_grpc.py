@@ -105,21 +105,11 @@ def limits(config: Any) -> grpc_server.Limits:
         idle_timeout=(parameters and parameters.max_connection_idle) or defaults.idle_timeout,
         max_age=(parameters and parameters.max_connection_age) or 0.0,
         age_grace=(parameters and parameters.max_connection_age_grace) or 0.0,
-        ping_after=(parameters and parameters.time) or defaults.ping_after,
+        ping_after=max((parameters and parameters.time) or defaults.ping_after, 1.0),  # grpc-go's floor
         ping_timeout=(parameters and parameters.timeout) or defaults.ping_timeout,
         min_ping_interval=(policy and policy.min_time) or defaults.min_ping_interval,
         pings_without_calls=policy is not None and policy.permit_without_stream,
         receive_buffer=config.read_buffer_size, send_buffer=config.write_buffer_size)
-
-
-def _peer_address(peer: str | None) -> str:
-    """"ipv4:127.0.0.1:5555" or "ipv6:[::1]:5555" -> the IP address, as otelcol's client.address."""
-    if not peer:
-        return ""
-    _, _, rest = peer.partition(":")
-    if rest.startswith("["):
-        return rest[1:rest.find("]")]
-    return rest.rpartition(":")[0] or rest
 
 
 def grpc_status(exc: BaseException, signal: Signal) -> tuple[grpc.StatusCode, str, tuple]:
