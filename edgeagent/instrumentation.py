@@ -27,7 +27,6 @@ _CLIENT_LABELS = ("http_request_method", "http_response_status_code", "error_typ
                   "network_protocol_version", "server_address", "server_port", "url_scheme")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Unary = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
 def _histogram(metrics: Metrics | None, name: str, documentation: str, labels: tuple[str, ...]) -> Histogram:
@@ -62,21 +61,11 @@ def http_server_timer(metrics: Metrics | None, address: str, port: int, scheme: 
     return timed
 
 
-def rpc_server_timer(metrics: Metrics | None, method: str, handler: Unary) -> Unary:
-    """`handler` of the gRPC method `service/Method`, timed with the status it ends with."""
+def rpc_server_observer(metrics: Metrics | None, method: str) -> Callable[[float, str], None]:
+    """`observe(seconds, status_name)` for calls of the gRPC method `service/Method`."""
     histogram = _histogram(metrics, "rpc_server_call_duration", "Measures the duration of inbound RPC (seconds).",
                            ("rpc_method", "rpc_response_status_code", "rpc_system_name"))
-
-    async def timed(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        started = time.perf_counter()
-        try:
-            return await handler(request, context)
-        finally:
-            code = context.code()  # set by abort(); None when the call succeeded
-            status = code.name if isinstance(code, grpc.StatusCode) else "OK"
-            histogram.observe(time.perf_counter() - started, method, status, "grpc")
-
-    return timed
+    return lambda seconds, status: histogram.observe(seconds, method, status, "grpc")
 
 
 def http_client_timer(metrics: Metrics | None) -> aiohttp.TraceConfig:

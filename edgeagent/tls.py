@@ -158,8 +158,9 @@ def reloading_client_context(cfg: TlsClientConfig) -> Reloading[ssl.SSLContext |
     return Reloading(client_files(cfg), lambda: client_ssl_context(cfg), cfg.reload_interval)
 
 
-def server_ssl_context(cfg: TlsServerConfig) -> ssl.SSLContext:
-    """The context for the aiohttp server; it swaps in new certificates when the files change."""
+def server_ssl_context(cfg: TlsServerConfig, alpn: list[str] | None = None) -> ssl.SSLContext:
+    """The context for a server (aiohttp; gRPC with `alpn=["h2"]`); it swaps in new certificates
+    when the files change."""
     fixed_client_ca = None
     if cfg.client_ca_file and not cfg.client_ca_file_reload:
         fixed_client_ca = _read(cfg.client_ca_file)
@@ -168,6 +169,8 @@ def server_ssl_context(cfg: TlsServerConfig) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         _versions(context, cfg)
         _load_chain(context, *cfg.key_pair())
+        if alpn:
+            context.set_alpn_protocols(alpn)
         if cfg.client_ca_file:
             context.verify_mode = ssl.CERT_REQUIRED
             _load_cas(context, cfg.client_ca_file, fixed_client_ca)

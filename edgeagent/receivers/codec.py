@@ -124,24 +124,6 @@ def _hex_to_base64(key: str, value: str) -> str:
     return base64.b64encode(raw).decode()
 
 
-def grpc_message(message: bytes, limit: int, on_output: Callable[[int], None] | None = None) -> bytes:
-    """A gRPC request message as grpcio hands it over with its own decompression turned off.
-
-    grpcio accepts only gzip and deflate (it refuses other grpc-encodings before any handler runs)
-    and does not tell the handler which one a message used. gzip's magic bytes can never start a
-    protobuf message (wire type 7); a zlib header could, so a message that merely looks like zlib
-    and does not decode as such is taken as protobuf."""
-    if message[:2] == b"\x1f\x8b":
-        return decompress("gzip", message, limit, on_output)
-    if len(message) >= 2 and _looks_like_zlib(message):
-        try:
-            return decompress("deflate", message, limit, on_output)
-        except BadRequestError as exc:
-            if exc.status == 413:
-                raise
-    return message
-
-
 def decompress(encoding: str, body: bytes, limit: int, on_output: Callable[[int], None] | None = None) -> bytes:
     decompressor = Decompressor(encoding, limit, on_output)
     decompressor.feed(body)

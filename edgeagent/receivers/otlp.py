@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class ServerParametersConfig(ComponentConfig):
-    """grpc-go's keepalive.ServerParameters; 0 keeps grpc's default (infinite age and idle, 2h pings)."""
+    """grpc-go's keepalive.ServerParameters; 0 keeps grpc-go's default (no age limit, pings after 2h
+    of silence, 20s to answer), except max_connection_idle: 5 minutes rather than never."""
 
     max_connection_idle: Duration = Field(0.0, ge=0)
     max_connection_age: Duration = Field(0.0, ge=0)
@@ -49,8 +50,8 @@ class GrpcConfig(ComponentConfig):
     endpoint: str = "localhost:4317"
     max_recv_msg_size_mib: int = Field(4, gt=0)
     max_concurrent_streams: int = Field(0, ge=0)
-    read_buffer_size: int = Field(0, ge=0)  # bytes read from the socket at once; 0: grpc's default
-    write_buffer_size: int = Field(0, ge=0)  # bytes gathered before a write to the socket; 0: grpc's default
+    read_buffer_size: int = Field(0, ge=0)  # the socket's SO_RCVBUF; 0: the system's
+    write_buffer_size: int = Field(0, ge=0)  # the socket's SO_SNDBUF; 0: the system's
     keepalive: GrpcKeepaliveConfig | None = None
     include_metadata: bool = False
     tls: TlsServerConfig | None = None

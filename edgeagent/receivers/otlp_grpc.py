@@ -1,16 +1,16 @@
-"""OTLP/gRPC server (grpc.aio): the Trace, Metrics and Logs services.
+"""OTLP/gRPC server: the Trace, Metrics and Logs services' Export calls, served by grpc_server.
 
 Requests arrive as raw bytes (no generated deserializer), so a request that no processor
-changes is parsed once and stored as received. grpcio's own decompression is off: codec decodes
-gzip and deflate messages with the bounded decoders HTTP uses (every gzip member, the limit
-counted on output). grpcio's HTTP/2 layer refuses any other grpc-encoding (zstd, snappy) with
-INTERNAL before a handler runs, and offers no way to register a decompressor. With `tls` the port serves TLS (mTLS with
+changes is parsed once and stored as received. Messages are decoded with codec's bounded
+decoders whatever grpc-encoding they use (identity, gzip, deflate, zstd, snappy: grpcio's server
+refuses the last two, hence our own server). With `tls` the port serves TLS (mTLS with
 `client_ca_file`); with `auth` every call must satisfy the named authenticator extension.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import grpc
@@ -18,12 +18,16 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from edgeagent import auth, tls
+from edgeagent.config.types import split_endpoint
 from edgeagent.errors import BadRequestError, QueueFullError, RetryableError, UnauthenticatedError
-from edgeagent.instrumentation import rpc_server_timer
-from edgeagent.receivers import codec
+from edgeagent.instrumentation import rpc_server_observer
+from edgeagent.receivers import codec, grpc_server
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
+_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_DEFAULT_STREAMS = 1024  # otelcol's 0 means unlimited; a bound keeps a client from opening millions
+SHUTDOWN_GRACE = 2.0
 
 
 class GrpcServer:
@@ -31,36 +35,21 @@ class GrpcServer:
         self.receiver_id = receiver_id
         self.config = config
         self.host = host
-        self._server: grpc.aio.Server | None = None
+        self._server: grpc_server.GrpcServer | None = None
 
     async def start(self) -> None:
-        # grpcio's own decompression keeps only the first gzip member: the message is decoded by codec
-        options = [("grpc.max_receive_message_length", self.config.max_recv_msg_size_mib << 20),
-                   ("grpc.per_message_decompression", 0),
-                   ("grpc.so_reuseport", 0)]
-        if self.config.max_concurrent_streams:
-            options.append(("grpc.max_concurrent_streams", self.config.max_concurrent_streams))
-        server = grpc.aio.server(options=options + transport_options(self.config))
-        handlers = []
+        handlers: dict[str, grpc_server.Handler] = {}
         for signal in Signal:
             consumer = self.host.consumer(self.receiver_id, signal)
-            if consumer is None:
-                continue
-            export = rpc_server_timer(getattr(self.host, "metrics", None), f"{signal.grpc_service}/Export",
-                                      self._handler(signal, consumer))
-            method: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(export)
-            handlers.append(grpc.method_handlers_generic_handler(signal.grpc_service, {"Export": method}))
-        server.add_generic_rpc_handlers(handlers)
-        endpoint = self.config.endpoint
-        if endpoint.startswith(":"):
-            endpoint = "0.0.0.0" + endpoint
-        if self.config.tls is not None:
-            port = server.add_secure_port(endpoint, tls.grpc_server_credentials(self.config.tls))
-        else:
-            port = server.add_insecure_port(endpoint)
-        if port == 0:
-            raise OSError(f"cannot listen on {self.config.endpoint} for OTLP/gRPC")
-        await server.start()
+            if consumer is not None:
+                handlers[f"/{signal.grpc_service}/Export"] = self._handler(signal, consumer)
+        ssl_context = tls.server_ssl_context(self.config.tls, alpn=["h2"]) if self.config.tls is not None else None
+        server = grpc_server.GrpcServer(handlers, limits(self.config), ssl_context)
+        host, port = split_endpoint(self.config.endpoint, 4317)
+        try:
+            await server.start(host, port)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {self.config.endpoint} for OTLP/gRPC: {exc}") from exc
         self._server = server
         log.info("OTLP/gRPC receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint,
                                                         "tls": self.config.tls is not None})
@@ -68,72 +57,59 @@ class GrpcServer:
     async def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
-            await server.stop(grace=2.0)
+            await server.stop(grace=SHUTDOWN_GRACE)
 
-    def _handler(self, signal: Signal, consumer: Any):
+    def _handler(self, signal: Signal, consumer: Any) -> grpc_server.Handler:
         include_metadata = self.config.include_metadata
         authenticator = auth.resolve(self.host, self.config.auth)
-        limit = self.config.max_recv_msg_size_mib << 20
+        observe = rpc_server_observer(getattr(self.host, "metrics", None), f"{signal.grpc_service}/Export")
 
-        async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def export(call: grpc_server.GrpcCall) -> bytes:
+            started = time.perf_counter()
+            status = "CANCELLED"  # unless it ends otherwise: a deadline or a reset cancels the call
             try:
                 if authenticator is not None and not authenticator.authenticate(
-                        {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}):
+                        {key: value for key, value in call.metadata if isinstance(value, str)}):
                     raise UnauthenticatedError()
-                with consumer.admission("grpc", len(request)) as reservation:
-                    request = codec.grpc_message(request, limit,
-                                                 lambda produced: reservation.grow(produced - reservation.bytes))
-                    metadata = codec.metadata_of(context.invocation_metadata() or ()) if include_metadata else None
-                    payload = codec.decode(signal, request, codec.PROTOBUF, metadata, _peer_address(context.peer()))
+                with consumer.admission("grpc") as reservation:
+                    request = await call.read(lambda size: reservation.grow(size - reservation.bytes))
+                    metadata = codec.metadata_of(call.metadata) if include_metadata else None
+                    payload = codec.decode(signal, request, codec.PROTOBUF, metadata, call.peer)
                     await consumer.consume(payload, "grpc")
+                status = "OK"
+            except grpc_server.GrpcError as exc:
+                status = _STATUS_NAMES.get(exc.code, "UNKNOWN")
+                raise
             except Exception as exc:  # every failure becomes exactly one gRPC status
                 code, message, trailers = grpc_status(exc, signal)
-                await context.abort(code, message, trailing_metadata=trailers)
+                status = code.name
+                raise grpc_server.GrpcError(code.value[0], message, trailers) from None
+            finally:
+                observe(time.perf_counter() - started, status)
             return b""
 
         return export
 
 
-_SERVER_PARAMETERS = {  # grpc-go's keepalive.ServerParameters -> grpc core's server arguments (ms)
-    "max_connection_idle": "grpc.max_connection_idle_ms",
-    "max_connection_age": "grpc.max_connection_age_ms",
-    "max_connection_age_grace": "grpc.max_connection_age_grace_ms",
-    "time": "grpc.keepalive_time_ms",
-    "timeout": "grpc.keepalive_timeout_ms",
-}
-
-
-def transport_options(config: Any) -> list[tuple[str, int]]:
-    """keepalive and buffer sizes as grpc core's server arguments; unset (0) keeps grpc's default,
-    which for keepalive equals grpc-go's (pings after 2h idle, 20s to answer, clients may ping every 5m)."""
-    options = []
-    if config.read_buffer_size:  # grpc-go: bytes read from the socket at once
-        options.append(("grpc.experimental.tcp_read_chunk_size", config.read_buffer_size))
-    if config.write_buffer_size:  # grpc-go: bytes gathered before a write to the socket
-        options.append(("grpc.http2.write_buffer_size", config.write_buffer_size))
+def limits(config: Any) -> grpc_server.Limits:
+    """The server's bounds from the receiver's keys; keepalive keys unset (0) keep grpc-go's defaults
+    (no age limit, pings after 2h of silence with 20s to answer, clients may ping every 5m), except
+    max_connection_idle, 5 minutes here rather than never."""
     keepalive = config.keepalive
-    if keepalive is None:
-        return options
-    if keepalive.server_parameters is not None:
-        options += [(name, int(getattr(keepalive.server_parameters, key) * 1000))
-                    for key, name in _SERVER_PARAMETERS.items() if getattr(keepalive.server_parameters, key)]
-    policy = keepalive.enforcement_policy
-    if policy is not None:
-        if policy.min_time:  # pings closer together than this are strikes; too many close the connection
-            options.append(("grpc.http2.min_ping_interval_without_data_ms", int(policy.min_time * 1000)))
-        # pings without a call in flight are allowed (and this server pings idle connections too)
-        options.append(("grpc.keepalive_permit_without_calls", int(policy.permit_without_stream)))
-    return options
-
-
-def _peer_address(peer: str | None) -> str:
-    """"ipv4:127.0.0.1:5555" or "ipv6:[::1]:5555" -> the IP address, as otelcol's client.address."""
-    if not peer:
-        return ""
-    _, _, rest = peer.partition(":")
-    if rest.startswith("["):
-        return rest[1:rest.find("]")]
-    return rest.rpartition(":")[0] or rest
+    parameters = keepalive.server_parameters if keepalive is not None else None
+    policy = keepalive.enforcement_policy if keepalive is not None else None
+    defaults = grpc_server.Limits(max_message_bytes=config.max_recv_msg_size_mib << 20)
+    return grpc_server.Limits(
+        max_message_bytes=defaults.max_message_bytes,
+        max_concurrent_streams=config.max_concurrent_streams or _DEFAULT_STREAMS,
+        idle_timeout=(parameters and parameters.max_connection_idle) or defaults.idle_timeout,
+        max_age=(parameters and parameters.max_connection_age) or 0.0,
+        age_grace=(parameters and parameters.max_connection_age_grace) or 0.0,
+        ping_after=max((parameters and parameters.time) or defaults.ping_after, 1.0),  # grpc-go's floor
+        ping_timeout=(parameters and parameters.timeout) or defaults.ping_timeout,
+        min_ping_interval=(policy and policy.min_time) or defaults.min_ping_interval,
+        pings_without_calls=policy is not None and policy.permit_without_stream,
+        receive_buffer=config.read_buffer_size, send_buffer=config.write_buffer_size)
 
 
 def grpc_status(exc: BaseException, signal: Signal) -> tuple[grpc.StatusCode, str, tuple]:

@@ -162,6 +162,33 @@ def test_grpc_keeps_every_gzip_member_of_a_message(agent):
     assert accepted(agent) == before + 7
 
 
+@pytest.mark.parametrize(("encoding", "compress"), [
+    ("zstd", lambda data: zstandard.ZstdCompressor().compress(data)),
+    ("snappy", lambda data: bytes(cramjam.snappy.compress(data))),  # framed, as otelcol sends it
+    ("snappy", lambda data: bytes(cramjam.snappy.compress_raw(data))),
+])
+def test_grpc_zstd_and_snappy_messages_are_accepted_not_refused_as_internal(agent, encoding, compress):
+    before = accepted(agent)
+    assert grpc_raw.call(agent.grpc_port, compress(spans(5)), encoding) == (grpc.StatusCode.OK.value[0], "")
+    assert accepted(agent) == before + 5
+
+
+def test_a_refused_grpc_call_is_timed_with_its_status_not_as_ok(agent):
+    def timed(status: str) -> float:
+        return agent.metric("rpc_server_call_duration_count", rpc_response_status_code=status,
+                            rpc_method="opentelemetry.proto.collector.trace.v1.TraceService/Export")
+
+    refused, ok = timed("INVALID_ARGUMENT"), timed("OK")
+    assert grpc_raw.call(agent.grpc_port, b"\xff\xff\xff")[0] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert grpc_raw.call(agent.grpc_port, spans(1))[0] == grpc.StatusCode.OK.value[0]
+    assert (timed("INVALID_ARGUMENT"), timed("OK")) == (refused + 1, ok + 1)
+
+
+def test_a_grpc_zstd_bomb_gets_resource_exhausted(agent):
+    bomb = zstandard.ZstdCompressor().compress(b"\x00" * (64 << 20))
+    assert grpc_raw.call(agent.grpc_port, bomb, "zstd")[0] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
 def test_grpc_truncated_compressed_messages_get_invalid_argument(agent, encoding):
     compress = gzip.compress if encoding == "gzip" else zlib.compress

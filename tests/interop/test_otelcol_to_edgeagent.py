@@ -32,8 +32,7 @@ def _pending(compression: str, transport: str) -> pytest.MarkDecorator:
 
 HTTP_COMPRESSIONS = [*("none", "gzip", "zstd", "deflate"),
                      *(pytest.param(name, marks=_pending(name, "OTLP/HTTP")) for name in ("zlib", "snappy", "lz4"))]
-GRPC_COMPRESSIONS = [*("none", "gzip"),
-                     *(pytest.param(name, marks=_pending(name, "OTLP/gRPC")) for name in ("zstd", "snappy"))]
+GRPC_COMPRESSIONS = ["none", "gzip", "zstd", "snappy"]
 
 
 def _through_edgeagent(agents, otelcol, upstream, tmp_path, exporter: str, settings) -> None:

@@ -42,13 +42,3 @@ def test_any_body_in_any_encoding_decodes_or_gets_a_4xx(encoded, chunk):
                                                   "lz4", "none", "br", "GZIP", " zstd ", "x-gzip"]))
 def test_garbage_in_any_encoding_gets_a_4xx(body, encoding):
     _decode_all(encoding, body, 512)
-
-
-@FUZZ
-@given(st.binary(max_size=3000))
-def test_grpc_messages_of_any_bytes_decode_or_get_a_4xx(message):
-    try:
-        plain = codec.grpc_message(message, LIMIT)
-        codec.decode(Signal.TRACES, plain, codec.PROTOBUF)
-    except BadRequestError as refused:
-        assert refused.status in (400, 413)

@@ -1,0 +1,642 @@
+"""A gRPC server for unary calls, on asyncio and the pure-Python HTTP/2 library h2.
+
+Why not grpcio: its HTTP/2 layer refuses every grpc-encoding but identity, gzip and deflate
+while it parses headers, before any handler runs, and has no way to register a decompressor; an
+otelcol exporter with `compression: zstd` or `snappy` got INTERNAL, which it treats as permanent.
+Here a message is decoded by codec's bounded decoders, whatever encoding otelcol sends.
+
+Design note:
+- One `_Connection` (an asyncio.Protocol) per client owns its h2 state machine; every frame is
+  handled on the event loop, and each call runs as one task that reads its message as it arrives.
+- Memory is bounded by flow control: received DATA is acknowledged (WINDOW_UPDATE) only when the
+  call's task has taken it, so a stream buffers at most its window and a connection at most the
+  connection window; header lists, concurrent streams and the message size are bounded too.
+- A stream's reset or error ends that stream only; a protocol error ends its connection (GOAWAY).
+- Connection lifetime follows grpc-go's keepalive (otelcol's `keepalive` keys): a connection
+  without calls for `idle_timeout` (before the HTTP/2 preface: `handshake_timeout`) gets GOAWAY
+  and is closed; one older than `max_age` (±10%) gets GOAWAY and `age_grace` later is closed;
+  after `ping_after` without a byte from the peer it is pinged and closed if silent for
+  `ping_timeout`; a peer pinging more often than its policy allows is told ENHANCE_YOUR_CALM.
+- Shutdown: stop listening, GOAWAY every connection (calls in flight finish, new ones are
+  refused with REFUSED_STREAM), then close whatever is left after the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import random
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from hyperframe.frame import DataFrame, GoAwayFrame
+
+from edgeagent.receivers import codec
+
+log = logging.getLogger(__name__)
+# h2 and hpack log every frame and header at debug level, tokens included: never let them through
+for _name in ("h2", "hpack"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+# h2 formats repr(frame) for its trace log whether or not anything logs it, and hyperframe's repr
+# of a DATA frame copies and hex-encodes the whole payload: a third of the server's CPU per message
+def _data_frame_repr(frame: DataFrame) -> str:
+    return f"<{len(frame.data)} bytes>"
+
+
+DataFrame._body_repr = _data_frame_repr  # type: ignore[method-assign,assignment]
+
+OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
+RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 8, 12, 13, 14
+
+ENCODINGS = ("identity", "gzip", "deflate", "zstd", "snappy")
+_ACCEPT_ENCODING = ",".join(ENCODINGS).encode()
+_RESERVED = frozenset({b"content-type", b"te", b"grpc-encoding", b"grpc-accept-encoding", b"grpc-timeout",
+                       b"grpc-message-type"})
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_PREFIX = struct.Struct(">BI")
+_RESETS_ALLOWED = 100  # calls a peer may reset beyond twice the number it let finish
+_ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
+_PING_STRIKES = 2  # grpc-go's maxPingStrikes: the third ping out of policy ends the connection
+_PING_WITHOUT_CALLS = 7200.0  # grpc-go: without permission, a ping without calls may come every 2h
+
+
+class GrpcError(Exception):
+    """Ends a call with this status; `trailers` are extra trailing metadata (`-bin` values as bytes)."""
+
+    def __init__(self, code: int, message: str, trailers: Sequence[tuple[str, str | bytes]] = ()):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.trailers = tuple(trailers)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int  # compressed on the wire and decoded, as grpc's max_recv_msg_size
+    max_concurrent_streams: int = 1024
+    max_header_list_size: int = 64 << 10
+    stream_window: int = 1 << 20
+    connection_window: int = 8 << 20
+    max_frame_size: int = 1 << 20
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 300.0  # grpc-go's max_connection_idle: no calls this long -> GOAWAY
+    max_age: float = 0.0  # grpc-go's max_connection_age (0: none), ±10% so reconnects spread out
+    age_grace: float = 0.0  # after max_age's GOAWAY, calls get this long (0: as long as they take)
+    ping_after: float = 7200.0  # grpc-go's keepalive time: ping a peer silent this long...
+    ping_timeout: float = 20.0  # ...and close its connection if it stays silent this long after
+    min_ping_interval: float = 300.0  # enforcement_policy.min_time: closer pings are strikes
+    pings_without_calls: bool = False  # enforcement_policy.permit_without_stream
+    receive_buffer: int = 0  # the socket's SO_RCVBUF (read_buffer_size); 0: the system's
+    send_buffer: int = 0  # the socket's SO_SNDBUF (write_buffer_size); 0: the system's
+
+
+class GrpcCall:
+    """One unary call as its handler sees it: method, metadata, peer, and the message to read."""
+
+    def __init__(self, connection: _Connection, stream_id: int, method: str, metadata: list[tuple[str, str | bytes]],
+                 encoding: str, peer: str):
+        self.method = method
+        self.metadata = metadata  # lowercased keys, no pseudo or transport headers; `-bin` values decoded
+        self.encoding = encoding
+        self.peer = peer
+        self._connection = connection
+        self._stream_id = stream_id
+        self._chunks: list[bytes] = []
+        self._unacknowledged = 0  # bytes taken but not yet given back to flow control
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _push(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._wake()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _next(self) -> bytes | None:
+        while not self._chunks:
+            if self._unacknowledged:
+                self._connection.consumed(self._stream_id, self._unacknowledged)
+                self._unacknowledged = 0
+            if self._ended:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        chunk = self._chunks.pop(0)
+        self._unacknowledged += len(chunk)
+        if self._unacknowledged >= _ACK_EVERY:
+            self._connection.consumed(self._stream_id, self._unacknowledged)
+            self._unacknowledged = 0
+        return chunk
+
+    async def read(self, on_size: Callable[[int], None] | None = None) -> bytes:
+        """The call's one message, decoded; `on_size(n)` hears the bytes held so far (received,
+        then decoded) as they grow, and whatever it raises ends the call."""
+        prefix = bytearray()  # until the 5-byte message prefix is complete
+        decoder: codec.Decompressor | None = None
+        wanted = body = received = 0
+        while (chunk := await self._next()) is not None:
+            received += len(chunk)
+            if on_size is not None:
+                on_size(received)
+            if decoder is None:
+                prefix += chunk
+                if len(prefix) < _PREFIX.size:
+                    continue
+                decoder, wanted = self._start(bytes(prefix[:_PREFIX.size]), on_size)
+                chunk = bytes(prefix[_PREFIX.size:])
+            body += len(chunk)
+            if body > wanted:
+                raise GrpcError(INTERNAL, "more than one message in a unary call")
+            if chunk:
+                decoder.feed(chunk)
+        if decoder is None:
+            raise GrpcError(INTERNAL, "the call ended without a message")
+        if body < wanted:
+            raise GrpcError(INTERNAL, f"the message ends after {body} of {wanted} bytes")
+        return decoder.finish()
+
+    def _start(self, prefix: bytes, on_size: Callable[[int], None] | None) -> tuple[codec.Decompressor, int]:
+        limit = self._connection.limits.max_message_bytes
+        flag, length = _PREFIX.unpack_from(prefix)
+        if length > limit:
+            raise GrpcError(RESOURCE_EXHAUSTED, f"received message larger than max ({length} vs. {limit})")
+        if flag > 1:
+            raise GrpcError(INTERNAL, f"invalid compressed flag {flag}")
+        if flag and self.encoding in ("", "identity"):
+            raise GrpcError(INTERNAL, "compressed flag set with identity or empty encoding")
+        return codec.Decompressor(self.encoding if flag else "identity", limit, on_size), length
+
+
+Handler = Callable[[GrpcCall], Awaitable[bytes]]
+
+
+class GrpcServer:
+    """Serves `handlers` ({"/package.Service/Method": handler}) on host:port, TLS with `ssl_context`."""
+
+    def __init__(self, handlers: dict[str, Handler], limits: Limits, ssl_context: ssl.SSLContext | None = None):
+        self.handlers = handlers
+        self.limits = limits
+        self.ssl_context = ssl_context  # must offer ALPN "h2" (tls.server_ssl_context(cfg, alpn=["h2"]))
+        self._server: asyncio.Server | None = None
+        self._connections: set[_Connection] = set()
+
+    async def start(self, host: str | None, port: int) -> int:
+        """Listen; returns the port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, ssl=self.ssl_context,
+                                                ssl_handshake_timeout=self.limits.handshake_timeout if self.ssl_context
+                                                else None, reuse_address=True)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening; calls in flight get `grace` seconds to finish, then everything closes."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        connections = list(self._connections)
+        for connection in connections:
+            connection.go_away()
+        calls = [task for connection in connections for task in connection.tasks.values()]
+        if calls:
+            await asyncio.wait(calls, timeout=grace)
+        for connection in connections:
+            connection.close()
+        await server.wait_closed()
+
+
+@dataclass
+class _Pending:
+    """Response bytes a stream still has to send when the peer's window opens."""
+
+    data: bytes
+    trailers: list[tuple[bytes, bytes]]
+    sent: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: GrpcServer):
+        self.server = server
+        self.limits = server.limits
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.calls: dict[int, GrpcCall] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._transport: asyncio.Transport | None = None
+        self._peer = ""
+        # the headers we send are constant or built here, lowercase and valid: checking them costs
+        # as much as encoding them
+        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False))
+        self._going_away = False
+        self._last_stream = 0
+        self._answered = 0
+        self._cancelled = 0  # calls the peer reset before their answer
+        self._loop = asyncio.get_running_loop()
+        self._idle_since = self._last_read = self._loop.time()
+        self._timeout = self.limits.handshake_timeout
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._pinged_at: float | None = None  # our keepalive ping awaiting any byte from the peer
+        self._last_ping = float("-inf")  # the peer's last ping
+        self._ping_strikes = 0
+        self._answered_since_ping = False  # grpc-go forgives a peer's strikes once it was answered
+
+    # ---- transport -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._set_buffers(transport)
+        self.server._connections.add(self)
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if isinstance(peer, tuple) else ""
+        limits = self.limits
+        self._h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window,
+            # fewer, larger DATA frames from clients that follow it (grpcio): h2's cost is per frame
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+        })
+        self._h2.decoder.max_header_list_size = limits.max_header_list_size
+        self._h2.max_inbound_frame_size = limits.max_frame_size
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(limits.connection_window - self._h2.inbound_flow_control_window)
+        self._flush()
+        self._after("idle", self._timeout, self._check_idle)
+        self._after("keepalive", limits.ping_after, self._keepalive)
+        if limits.max_age:
+            self._after("age", limits.max_age * random.uniform(0.9, 1.1), self._too_old)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._connections.discard(self)
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in self.tasks.values():
+            task.cancel()
+        for pending in self._pending.values():
+            pending.done.set()
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()  # the peer does not read: stop taking its frames
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self._loop.time()
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        for event in events:
+            self._handle(event)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write what h2 has to send now: deferring it to the end of the loop's turn (to merge
+        writes) measured slower in the agent, whose turns hold other requests' parsing."""
+        data = self._h2.data_to_send()
+        if data and self._transport is not None:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._flush()
+            self._transport.close()
+
+    def go_away(self) -> None:
+        """Tell the peer to open no more streams; the ones it opened so far finish."""
+        if self._going_away or self._transport is None:
+            return
+        self._going_away = True
+        # written beside h2's state machine, which would refuse to send the responses still due
+        self._flush()
+        self._transport.write(GoAwayFrame(0, last_stream_id=self._last_stream, error_code=0).serialize())
+        if not self.tasks:
+            self.close()
+
+    def _protocol_error(self, exc: Exception) -> None:
+        code = getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        try:
+            self._h2.close_connection(error_code=code, additional_data=str(exc).encode()[:128])
+        except h2.exceptions.ProtocolError:
+            pass
+        self.close()
+
+    def _calm_down(self, reason: bytes = b"") -> None:
+        """A peer that opens calls only to reset them (HTTP/2 "rapid reset") makes work without
+        limit while staying under the concurrent-stream bound, one that pings without pause makes
+        work without calls: end its connection."""
+        try:
+            self._h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=reason)
+        except h2.exceptions.ProtocolError:
+            pass
+        self.close()
+
+    def _set_buffers(self, transport: asyncio.Transport) -> None:
+        """read_buffer_size / write_buffer_size: the kernel's buffers, set before the first byte."""
+        sock = transport.get_extra_info("socket")
+        sizes = ((socket.SO_RCVBUF, self.limits.receive_buffer), (socket.SO_SNDBUF, self.limits.send_buffer))
+        for option, size in sizes:
+            if size and sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+    # ---- lifetime ------------------------------------------------------------------------------
+
+    def _after(self, name: str, delay: float, callback: Callable[[], None]) -> None:
+        self._timers[name] = self._loop.call_later(delay, callback)
+
+    def _check_idle(self) -> None:
+        if self._transport is None:
+            return
+        idle = self._loop.time() - self._idle_since
+        if not self.tasks and idle >= self._timeout:
+            self.go_away()
+            self.close()
+            return
+        self._after("idle", max(self._timeout - idle, 1.0), self._check_idle)
+
+    def _keepalive(self) -> None:
+        """grpc-go's server keepalive: a peer silent for `ping_after` is pinged, and one that sends
+        nothing for `ping_timeout` after that is gone (its connection closes)."""
+        if self._transport is None:
+            return
+        now = self._loop.time()
+        if self._pinged_at is not None and self._last_read <= self._pinged_at:
+            self.close()
+            return
+        self._pinged_at = None
+        quiet = now - self._last_read
+        if quiet < self.limits.ping_after:
+            self._after("keepalive", self.limits.ping_after - quiet, self._keepalive)
+            return
+        self._h2.ping(os.urandom(8))
+        self._flush()
+        self._pinged_at = now
+        self._after("keepalive", self.limits.ping_timeout, self._keepalive)
+
+    def _too_old(self) -> None:
+        """max_connection_age: no new calls; those in flight get `age_grace`, if set."""
+        self.go_away()
+        if self.limits.age_grace and self._transport is not None:
+            self._after("age", self.limits.age_grace, self.close)
+
+    def _pinged(self) -> None:
+        """grpc-go's enforcement policy: a ping sooner than `min_ping_interval` after the last
+        one (without calls and permission: sooner than 2h) is a strike, unless the server answered
+        something since; more than two strikes end the connection."""
+        now = self._loop.time()
+        last, self._last_ping = self._last_ping, now
+        if self._answered_since_ping:
+            self._answered_since_ping = False
+            self._ping_strikes = 0
+            return
+        allowed = self.limits.min_ping_interval if self.tasks or self.limits.pings_without_calls \
+            else _PING_WITHOUT_CALLS
+        if now - last < allowed:
+            self._ping_strikes += 1
+            if self._ping_strikes > _PING_STRIKES:
+                self._calm_down(b"too_many_pings")
+
+    # ---- frames --------------------------------------------------------------------------------
+
+    def _handle(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            call = self.calls.get(event.stream_id)
+            if call is None:
+                self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            else:
+                if event.flow_controlled_length > len(event.data):  # padding is nobody's to read
+                    self._h2.acknowledge_received_data(event.flow_controlled_length - len(event.data),
+                                                       event.stream_id)
+                call._push(event.data)
+            if event.stream_ended is not None and call is not None:
+                call._end()
+        elif isinstance(event, h2.events.RequestReceived):
+            self._start_call(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                call._end()
+        elif isinstance(event, h2.events.StreamReset):
+            self._stream_gone(event.stream_id)
+        elif isinstance(event, h2.events.WindowUpdated):
+            for stream_id in list(self._pending) if event.stream_id == 0 else [event.stream_id]:
+                self._send_pending(stream_id)
+        elif isinstance(event, h2.events.PingReceived):
+            self._pinged()
+        elif isinstance(event, h2.events.RemoteSettingsChanged) and self._timeout != self.limits.idle_timeout:
+            self._timeout = self.limits.idle_timeout  # the preface is in: from now on, idle means no calls
+            self._timers["idle"].cancel()
+            self._check_idle()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.close()
+
+    def _start_call(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        self._last_stream = max(self._last_stream, stream_id)
+        if self._going_away:
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        headers: dict[bytes, bytes] = {}
+        metadata: list[tuple[str, str | bytes]] = []
+        for key, value in event.headers:
+            key, value = bytes(key), bytes(value)
+            if key.startswith(b":") or key in _RESERVED:
+                headers[key] = value
+            elif key.endswith(b"-bin"):
+                metadata.append((key.decode("ascii", "replace"), _unbase64(value)))
+            else:
+                metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
+        if headers.get(b":method") != b"POST" or not headers.get(b"content-type", b"").startswith(b"application/grpc"):
+            self._h2.send_headers(stream_id, [(b":status", b"415" if headers.get(b":method") == b"POST" else b"405")],
+                                  end_stream=True)
+            return
+        method = headers.get(b":path", b"").decode("latin-1")
+        encoding = headers.get(b"grpc-encoding", b"identity").decode("latin-1").strip().lower()
+        call = GrpcCall(self, stream_id, method, metadata, encoding, self._peer)
+        self.calls[stream_id] = call
+        self._idle_since = self._loop.time()
+        task = self._loop.create_task(self._run(call, self.server.handlers.get(method),
+                                                _timeout(headers.get(b"grpc-timeout"))))
+        self.tasks[stream_id] = task
+
+    def _stream_gone(self, stream_id: int) -> None:
+        """The peer reset the stream: end its call, give back its window."""
+        call = self.calls.pop(stream_id, None)
+        task = self.tasks.pop(stream_id, None)
+        if task is not None:
+            task.cancel()
+            self._cancelled += 1
+            if self._cancelled > _RESETS_ALLOWED + 2 * self._answered:
+                self._calm_down()
+        pending = self._pending.pop(stream_id, None)
+        if pending is not None:
+            pending.done.set()
+        if call is not None:
+            unread = sum(len(chunk) for chunk in call._chunks) + call._unacknowledged
+            call._unacknowledged = 0
+            call._chunks.clear()
+            self.consumed(stream_id, unread)
+        self._refill()
+
+    def consumed(self, stream_id: int, size: int) -> None:
+        """`size` bytes of a stream were taken by its call: the peer may send that much more."""
+        if self._transport is None or size <= 0:
+            return
+        try:
+            self._h2.acknowledge_received_data(size, stream_id)
+        except h2.exceptions.ProtocolError:
+            pass  # the stream is gone; h2 has counted the connection window already
+        self._flush()
+
+    def _refill(self) -> None:
+        """Data that arrived for streams already closed is never handed over, so h2 never counts it
+        as read: with no call open nothing is buffered, so open the connection window fully again."""
+        missing = self.limits.connection_window - self._h2.inbound_flow_control_window
+        if not self.calls and missing > self.limits.connection_window // 2:
+            self._h2.increment_flow_control_window(missing)
+
+    # ---- calls ---------------------------------------------------------------------------------
+
+    async def _run(self, call: GrpcCall, handler: Handler | None, timeout: float | None) -> None:
+        stream_id = call._stream_id
+        trailers: Sequence[tuple[str, str | bytes]] = ()
+        response = None
+        try:
+            if handler is None:
+                raise GrpcError(UNIMPLEMENTED, f"unknown method {call.method}")
+            if call.encoding not in ENCODINGS:
+                raise GrpcError(UNIMPLEMENTED, f"grpc-encoding {call.encoding!r} is not supported; "
+                                               f"use one of {', '.join(ENCODINGS)}")
+            async with asyncio.timeout(timeout):
+                response = await handler(call)
+            code, message = OK, ""
+        except GrpcError as exc:
+            code, message, trailers = exc.code, exc.message, exc.trailers
+        except TimeoutError:
+            code, message = DEADLINE_EXCEEDED, "deadline exceeded"
+        except Exception as exc:  # a handler maps its errors itself; this is a bug, answered as one
+            log.error("gRPC call failed unexpectedly", exc_info=exc, extra={"method": call.method})
+            code, message = INTERNAL, f"internal error: {type(exc).__name__}"
+        try:
+            await self._respond(stream_id, response, _trailers(code, message, trailers))
+        except h2.exceptions.ProtocolError:
+            pass  # the peer closed the stream or the connection meanwhile: nobody to answer
+        finally:
+            self.tasks.pop(stream_id, None)
+            self._idle_since = self._loop.time()
+            self._finish(stream_id)
+
+    async def _respond(self, stream_id: int, response: bytes | None,
+                       trailers: list[tuple[bytes, bytes]]) -> None:
+        if self._transport is None or stream_id not in self.calls:
+            return
+        head = [(b":status", b"200"), (b"content-type", b"application/grpc"),
+                (b"grpc-accept-encoding", _ACCEPT_ENCODING)]
+        self._answered_since_ping = True
+        if response is None:  # trailers only
+            self._h2.send_headers(stream_id, head + trailers, end_stream=True)
+            self._flush()
+            return
+        self._h2.send_headers(stream_id, head)
+        pending = _Pending(_PREFIX.pack(0, len(response)) + response, trailers)
+        self._pending[stream_id] = pending
+        self._send_pending(stream_id)
+        await pending.done.wait()
+
+    def _send_pending(self, stream_id: int) -> None:
+        pending = self._pending.get(stream_id)
+        if pending is None or self._transport is None:
+            return
+        try:
+            while pending.sent < len(pending.data):
+                size = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size,
+                           len(pending.data) - pending.sent)
+                if size <= 0:
+                    self._flush()
+                    return  # wait for WINDOW_UPDATE
+                self._h2.send_data(stream_id, pending.data[pending.sent:pending.sent + size])
+                pending.sent += size
+            self._h2.send_headers(stream_id, pending.trailers, end_stream=True)
+        except h2.exceptions.StreamClosedError:
+            pass
+        self._flush()
+        del self._pending[stream_id]
+        pending.done.set()
+
+    def _finish(self, stream_id: int) -> None:
+        """The response is out: a peer still sending learns it may stop, and its unread data is
+        given back to the connection window."""
+        call = self.calls.pop(stream_id, None)
+        if call is None or self._transport is None:
+            return
+        self._answered += 1
+        if not call._ended:
+            try:
+                self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+            except h2.exceptions.StreamClosedError:
+                pass
+        unread = sum(len(chunk) for chunk in call._chunks) + call._unacknowledged
+        call._unacknowledged = 0
+        call._chunks.clear()
+        if unread:
+            self.consumed(stream_id, unread)
+        self._refill()
+        self._flush()
+        if self._going_away and not self.tasks:
+            self.close()
+
+
+def _timeout(value: bytes | None) -> float | None:
+    """grpc-timeout ("100m", "5S"): seconds, None without (or with an unreadable) value."""
+    if not value or len(value) > 9:
+        return None
+    text = value.decode("latin-1")
+    unit = _TIMEOUT_UNITS.get(text[-1])
+    if unit is None or not text[:-1].isdigit():
+        return None
+    return int(text[:-1]) * unit
+
+
+def _unbase64(value: bytes) -> bytes:
+    try:
+        return base64.b64decode(value + b"=" * (-len(value) % 4))
+    except ValueError:
+        return b""
+
+
+def _trailers(code: int, message: str, extra: Sequence[tuple[str, str | bytes]]) -> list[tuple[bytes, bytes]]:
+    out = [(b"grpc-status", str(code).encode())]
+    if message:
+        out.append((b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()))
+    for key, value in extra:
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).rstrip(b"=").decode() if key.endswith("-bin") else value.decode("latin-1")
+        out.append((key.encode(), value.encode()))
+    return out

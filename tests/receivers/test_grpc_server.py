@@ -1,0 +1,356 @@
+"""The HTTP/2 gRPC server on its own: real grpcio clients and hand-written h2 calls over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+
+import cramjam
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+import zstandard
+
+from edgeagent import tls
+from edgeagent.errors import BadRequestError
+from edgeagent.receivers import grpc_server
+from edgeagent.receivers.grpc_server import GrpcCall, GrpcError, Limits
+from edgeagent.tls import TlsServerConfig
+from tests.helpers import grpc_raw
+
+METHOD = grpc_raw.TRACE_METHOD
+
+
+class Served:
+    """A server on its own event loop in a thread, so blocking clients can call it."""
+
+    def __init__(self, limits: Limits, ssl_context=None, delay: float = 0.0):
+        self.received: list[bytes] = []
+        self.metadata: list[dict[str, str | bytes]] = []
+        self.delay = delay
+        self.loop = asyncio.new_event_loop()
+        self.server = grpc_server.GrpcServer({METHOD: self.echo, "/refuse/Early": self.refuse}, limits, ssl_context)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.port = asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop).result(10)
+
+    async def echo(self, call: GrpcCall) -> bytes:
+        try:
+            message = await call.read()
+        except BadRequestError as exc:  # as the receiver maps it
+            raise GrpcError(grpc_server.RESOURCE_EXHAUSTED if exc.status == 413 else grpc_server.INVALID_ARGUMENT,
+                            str(exc)) from None
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        self.received.append(message)
+        self.metadata.append(dict(call.metadata))
+        return b"\x0a\x00" if message == b"partial" else b""
+
+    async def refuse(self, call: GrpcCall) -> bytes:
+        raise GrpcError(grpc_server.UNAVAILABLE, "not now", [("grpc-status-details-bin", b"\x08\x0e")])
+
+    def stop(self, grace: float = 2.0) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(grace + 10)
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    server = Served(Limits(max_message_bytes=1 << 20, max_concurrent_streams=8, connection_window=1 << 20,
+                           stream_window=256 << 10, idle_timeout=1.0, handshake_timeout=1.0))
+    yield server
+    server.close()
+
+
+def test_grpcio_client_call_reaches_the_handler_with_its_metadata(served):
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        answer = channel.unary_unary(METHOD)(b"hello" * 1000, timeout=5, metadata=[("tenant", "a"),
+                                                                                   ("x-bin", b"\x00\x01")])
+    assert answer == b""
+    assert served.received == [b"hello" * 1000]
+    assert served.metadata[0]["tenant"] == "a" and served.metadata[0]["x-bin"] == b"\x00\x01"
+
+
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+def test_grpcio_compressed_messages_are_decoded(served, compression):
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        channel.unary_unary(METHOD)(b"abc" * 10000, timeout=5, compression=compression)
+    assert served.received == [b"abc" * 10000]
+
+
+@pytest.mark.parametrize(("encoding", "compress"), [
+    ("zstd", lambda data: zstandard.ZstdCompressor().compress(data)),
+    ("snappy", lambda data: bytes(cramjam.snappy.compress(data))),
+    ("snappy", lambda data: bytes(cramjam.snappy.compress_raw(data))),
+])
+def test_zstd_and_snappy_messages_grpcio_would_refuse_are_decoded(served, encoding, compress):
+    message = b"span" * 50000
+    assert grpc_raw.call(served.port, compress(message), encoding) == (0, "")
+    assert served.received == [message]
+
+
+def test_an_unknown_encoding_is_unimplemented(served):
+    assert grpc_raw.call(served.port, b"xx", "brotli")[0] == grpc.StatusCode.UNIMPLEMENTED.value[0]
+
+
+def test_an_unknown_method_is_unimplemented(served):
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel, pytest.raises(grpc.RpcError) as error:
+        channel.unary_unary("/no.Such/Method")(b"", timeout=5)
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_a_handler_error_becomes_its_status_and_trailers(served):
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel, pytest.raises(grpc.RpcError) as error:
+        channel.unary_unary("/refuse/Early")(b"x" * 300_000, timeout=5)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error.value.details() == "not now"
+    assert dict(error.value.trailing_metadata())["grpc-status-details-bin"] == b"\x08\x0e"
+
+
+def test_a_message_over_the_limit_gets_resource_exhausted(served):
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel, pytest.raises(grpc.RpcError) as error:
+        channel.unary_unary(METHOD)(b"x" * ((1 << 20) + 1), timeout=5)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_zstd_bomb_stops_at_the_limit_counted_on_output(served):
+    bomb = zstandard.ZstdCompressor().compress(b"\x00" * (8 << 20))
+    assert grpc_raw.call(served.port, bomb, "zstd")[0] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+
+
+def test_grpc_timeout_is_honoured():
+    server = Served(Limits(max_message_bytes=1 << 20), delay=5.0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as error:
+            channel.unary_unary(METHOD)(b"x", timeout=0.3)
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        server.close()
+
+
+def test_many_refused_large_calls_do_not_exhaust_the_connection_window(served):
+    """Bodies the handler never reads are given back to the connection's flow-control window."""
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        for _ in range(12):  # 12 x 300 kB is more than the 1 MiB connection window
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary("/refuse/Early")(b"x" * 300_000, timeout=5)
+        channel.unary_unary(METHOD)(b"y" * 300_000, timeout=5)
+    assert served.received == [b"y" * 300_000]
+
+
+class H2Client:
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.h2.initiate_connection()
+        self.flush()
+
+    def flush(self) -> None:
+        self.sock.sendall(self.h2.data_to_send())
+
+    def start(self, path: str = METHOD) -> int:
+        stream = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":path", path),
+                                      (":authority", "127.0.0.1"), ("content-type", "application/grpc"),
+                                      ("te", "trailers")])
+        return stream
+
+    def events(self, until, deadline: float = 5.0) -> list[h2.events.Event]:
+        seen: list[h2.events.Event] = []
+        end = time.monotonic() + deadline
+        while not until(seen) and time.monotonic() < end:
+            data = self.sock.recv(65536)
+            if not data:
+                break
+            seen += self.h2.receive_data(data)
+            self.flush()
+        return seen
+
+
+def _status(events, stream: int) -> str | None:
+    for event in events:
+        if isinstance(event, h2.events.TrailersReceived | h2.events.ResponseReceived) and event.stream_id == stream:
+            status = dict(event.headers).get(b"grpc-status")
+            if status is not None:
+                return status.decode()
+    return None
+
+
+def test_a_reset_stream_leaves_the_others_on_the_connection_working(served):
+    client = H2Client(served.port)
+    first, second = client.start(), client.start()
+    client.h2.send_data(first, struct.pack(">BI", 0, 100) + b"a" * 10)  # half a message, then reset
+    client.h2.reset_stream(first)
+    client.h2.send_data(second, struct.pack(">BI", 0, 2) + b"ok", end_stream=True)
+    client.flush()
+    events = client.events(lambda seen: _status(seen, second) is not None)
+    assert _status(events, second) == "0"
+    assert served.received == [b"ok"]
+
+
+def test_a_peer_that_resets_every_call_it_opens_is_disconnected(served):
+    client = H2Client(served.port)
+    for _ in range(150):
+        stream = client.start()
+        client.h2.send_data(stream, struct.pack(">BI", 0, 100) + b"a")
+        client.h2.reset_stream(stream)
+    client.flush()
+    events = client.events(lambda seen: any(isinstance(e, h2.events.ConnectionTerminated) for e in seen))
+    assert any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 11 for e in events)
+    with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel:  # others are still served
+        channel.unary_unary(METHOD)(b"after", timeout=5)
+
+
+def test_garbage_on_one_connection_leaves_the_others_working(served):
+    client = H2Client(served.port)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as rogue:
+        rogue.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64)
+        assert rogue.recv(65536) is not None
+    stream = client.start()
+    client.h2.send_data(stream, struct.pack(">BI", 0, 2) + b"ok", end_stream=True)
+    client.flush()
+    assert _status(client.events(lambda seen: _status(seen, stream) is not None), stream) == "0"
+
+
+def test_the_stream_limit_is_advertised(served):
+    client = H2Client(served.port)
+    client.events(lambda seen: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in seen))
+    assert client.h2.remote_settings.max_concurrent_streams == 8
+
+
+def test_a_ping_is_answered(served):
+    client = H2Client(served.port)
+    client.h2.ping(b"12345678")
+    client.flush()
+    events = client.events(lambda seen: any(isinstance(e, h2.events.PingAckReceived) for e in seen))
+    assert any(isinstance(e, h2.events.PingAckReceived) and e.ping_data == b"12345678" for e in events)
+
+
+def test_an_idle_connection_is_closed(served):
+    client = H2Client(served.port)
+    started = time.monotonic()
+    events = client.events(lambda seen: any(isinstance(e, h2.events.ConnectionTerminated) for e in seen))
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+    assert time.monotonic() - started < 4
+
+
+def test_a_connection_that_never_sends_the_preface_is_closed(served):
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as sock:
+        started = time.monotonic()
+        while sock.recv(65536):
+            pass
+        assert time.monotonic() - started < 4
+
+
+def _until_closed(client: H2Client, seconds: float, answer: bool) -> tuple[list[h2.events.Event], bool]:
+    """What the server sent within `seconds`, and whether it closed the connection; the client
+    answers (pings, settings) only if `answer`."""
+    seen: list[h2.events.Event] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        client.sock.settimeout(left)
+        try:
+            data = client.sock.recv(65536)
+        except TimeoutError:
+            break
+        if not data:
+            return seen, True
+        seen += client.h2.receive_data(data)
+        if answer:
+            client.flush()
+    return seen, False
+
+
+@pytest.mark.parametrize("answers", [True, False])
+def test_a_silent_peer_is_pinged_and_dropped_only_if_it_never_answers(answers):
+    server = Served(Limits(max_message_bytes=1 << 20, ping_after=0.3, ping_timeout=0.5))
+    try:
+        events, closed = _until_closed(H2Client(server.port), 3.0, answer=answers)
+        assert any(isinstance(e, h2.events.PingReceived) for e in events)
+        assert closed is not answers
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("permitted", [False, True])
+def test_pings_without_calls_are_strikes_unless_permitted(permitted):
+    server = Served(Limits(max_message_bytes=1 << 20, min_ping_interval=0.0, pings_without_calls=permitted))
+    try:
+        client = H2Client(server.port)
+        for n in range(4):
+            client.h2.ping(b"%08d" % n)
+        client.flush()
+        events, _ = _until_closed(client, 2.0, answer=False)
+        terminated = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+        if permitted:
+            assert not terminated and sum(isinstance(e, h2.events.PingAckReceived) for e in events) == 4
+        else:
+            assert terminated[0].error_code == 11 and terminated[0].additional_data == b"too_many_pings"
+    finally:
+        server.close()
+
+
+def test_a_call_outliving_max_age_and_its_grace_is_cut_off():
+    server = Served(Limits(max_message_bytes=1 << 20, max_age=0.3, age_grace=0.3), delay=3.0)
+    try:
+        started = time.monotonic()
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError) as error:
+            channel.unary_unary(METHOD)(b"slow", timeout=5)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < 2.5
+    finally:
+        server.close()
+
+
+def test_buffer_sizes_reach_the_socket():
+    server = Served(Limits(max_message_bytes=1 << 20, receive_buffer=1 << 20, send_buffer=1 << 20))
+    try:
+        client = H2Client(server.port)
+        client.events(lambda seen: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in seen))
+        connection = next(iter(server.server._connections))
+        sock = connection._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 1 << 20
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 1 << 20
+    finally:
+        server.close()
+
+
+def test_shutdown_lets_calls_in_flight_finish_and_refuses_new_connections():
+    server = Served(Limits(max_message_bytes=1 << 20), delay=0.5)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = channel.unary_unary(METHOD).future(b"in flight", timeout=5)
+            deadline = time.monotonic() + 5
+            while not server.server._connections and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1)
+            server.stop()
+            assert call.result() == b""
+        assert server.received == [b"in flight"]
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+    finally:
+        server.close()
+
+
+def test_tls_with_alpn_h2_serves_a_grpcio_client(certs):
+    cfg = TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key)
+    server = Served(Limits(max_message_bytes=1 << 20), tls.server_ssl_context(cfg, alpn=["h2"]))
+    try:
+        credentials = grpc.ssl_channel_credentials(open(certs.ca_file, "rb").read())
+        with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
+            channel.unary_unary(METHOD)(b"secret", timeout=5)
+        assert server.received == [b"secret"]
+    finally:
+        server.close()
