@@ -70,6 +70,7 @@ _RESETS_ALLOWED = 100  # calls a peer may reset beyond twice the number it let f
 _ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
 _PING_STRIKES = 2  # grpc-go's maxPingStrikes: the third ping out of policy ends the connection
 _PING_WITHOUT_CALLS = 7200.0  # grpc-go: without permission, a ping without calls may come every 2h
+_LINGER_SECONDS = 1.0  # after an error: how long what the peer still sends is read and dropped
 
 
 class GrpcError(Exception):
@@ -248,6 +249,7 @@ class _Connection(asyncio.Protocol):
             client_side=False, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False))
         self._going_away = False
+        self._lingering = False  # closing: what the peer still sends is read and dropped
         self._last_stream = 0
         self._answered = 0
         self._cancelled = 0  # calls the peer reset before their answer
@@ -307,6 +309,8 @@ class _Connection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         self._last_read = self._loop.time()
         try:
             events = self._h2.receive_data(data)
@@ -321,7 +325,7 @@ class _Connection(asyncio.Protocol):
         """Write what h2 has to send now: deferring it to the end of the loop's turn (to merge
         writes) measured slower in the agent, whose turns hold other requests' parsing."""
         data = self._h2.data_to_send()
-        if data and self._transport is not None:
+        if data and self._transport is not None and not self._lingering:
             self._transport.write(data)
 
     def close(self) -> None:
@@ -331,7 +335,7 @@ class _Connection(asyncio.Protocol):
 
     def go_away(self) -> None:
         """Tell the peer to open no more streams; the ones it opened so far finish."""
-        if self._going_away or self._transport is None:
+        if self._going_away or self._transport is None or self._lingering:
             return
         self._going_away = True
         # written beside h2's state machine, which would refuse to send the responses still due
@@ -340,13 +344,28 @@ class _Connection(asyncio.Protocol):
         if not self.tasks:
             self.close()
 
+    def _linger_close(self) -> None:
+        """Close after an error without losing the GOAWAY that says why: closing a socket with unread
+        input makes the kernel reset the connection, and a reset can overtake what was written.
+        Send FIN, drop what still arrives for a moment, then close (a lingering close)."""
+        transport = self._transport
+        if transport is None or self._lingering:
+            return
+        self._flush()
+        if not transport.can_write_eof():  # TLS: no half-close
+            transport.close()
+            return
+        self._lingering = True
+        transport.write_eof()
+        self._loop.call_later(_LINGER_SECONDS, transport.close)
+
     def _protocol_error(self, exc: Exception) -> None:
         code = getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR)
         try:
             self._h2.close_connection(error_code=code, additional_data=str(exc).encode()[:128])
         except h2.exceptions.ProtocolError:
             pass
-        self.close()
+        self._linger_close()
 
     def _calm_down(self, reason: bytes = b"") -> None:
         """A peer that opens calls only to reset them (HTTP/2 "rapid reset") makes work without
@@ -356,7 +375,7 @@ class _Connection(asyncio.Protocol):
             self._h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=reason)
         except h2.exceptions.ProtocolError:
             pass
-        self.close()
+        self._linger_close()
 
     def _set_buffers(self, transport: asyncio.Transport) -> None:
         """read_buffer_size / write_buffer_size: the kernel's buffers, set before the first byte."""
