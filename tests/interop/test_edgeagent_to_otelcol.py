@@ -42,13 +42,14 @@ def _into_otelcol(agents, otelcol, upstream, tmp_path, exporter: str, settings) 
     assert accepted == [SPANS, POINTS, LOGS]
 
 
-@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "deflate", "zlib", "snappy", "lz4"])
 def test_edgeagent_otlphttp_exporter_reaches_otelcol_once_per_item(agents, otelcol, upstream, tmp_path, compression):
     _into_otelcol(agents, otelcol, upstream, tmp_path, "otlphttp",
                   lambda ports: http_exporter(f"http://127.0.0.1:{ports.http}", compression=compression))
 
 
-@pytest.mark.parametrize("compression", ["none", "gzip"])
+# zstd and snappy travel gzip-compressed (grpcio compresses with gzip only; validate warns)
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "snappy"])
 def test_edgeagent_otlp_exporter_reaches_otelcol_once_per_item(agents, otelcol, upstream, tmp_path, compression):
     _into_otelcol(agents, otelcol, upstream, tmp_path, "otlp",
                   lambda ports: grpc_exporter(f"127.0.0.1:{ports.grpc}", compression=compression))
