@@ -18,7 +18,9 @@ import fcntl
 import json
 import os
 import pwd
+import threading
 import time
+from collections.abc import Iterator
 from typing import IO, Any
 
 import lmdb
@@ -323,3 +325,37 @@ def drop_ballast(directory: str) -> bool:
         return True
     except OSError:
         return False
+
+
+class Gate:
+    """Readers share the environment; a live compaction needs it alone (it closes and reopens it)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()

@@ -84,7 +84,7 @@ from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
 from edgeagent.queue import deadletter, environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
-from edgeagent.queue.environment import StorageAccessError, StorageLockedError
+from edgeagent.queue.environment import Gate, StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.queue.ops import (
@@ -124,40 +124,6 @@ DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 DropCallback = Callable[[WriterQueue, str, int, int], None]  # queue, reason, items, records
 
 
-class _Gate:
-    """Readers share the environment; a live compaction needs it alone (it closes and reopens it)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._exclusive = False
-
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._exclusive)
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._exclusive)
-            self._exclusive = True
-            self._cond.wait_for(lambda: self._readers == 0)
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._exclusive = False
-                self._cond.notify_all()
-
-
 class QueueStore:
     """One LMDB environment with its writer thread; hands out `DurableQueue`s by name (the
     `StageStore` of api.py for the tail-sampling stage)."""
@@ -193,7 +159,7 @@ class QueueStore:
         self.deadletter_entries = 0
         self.compactions = 0
         self.full = False  # the last put was refused for lack of room
-        self.gate = _Gate()
+        self.gate = Gate()
         self._lock_file: IO[str] | None = None
         self._ops: thread_queue.SimpleQueue[WriterOp | None] = thread_queue.SimpleQueue()
         self._writer: threading.Thread | None = None
