@@ -100,6 +100,7 @@ def test_a_truncated_data_file_gives_back_every_record_still_readable(tmp_path):
 
 _OPEN_AS_ANOTHER_USER = textwrap.dedent("""
     import os, sys
+    import lmdb._envid  # imported by the binding at open: load it while this venv is still readable
     from edgeagent.queue.store import QueueStore
     from edgeagent.queue.environment import StorageAccessError
     os.setegid(65534)
