@@ -14,7 +14,7 @@ from edgeagent.signals import Signal
 
 
 class ReloadRefused(ValueError):
-    """The new config is valid but cannot be applied without a restart."""
+    """The new config is valid but cannot be applied: it needs a restart, or its graph cannot be built."""
 
 
 def storage_change(old: AgentConfig, new: AgentConfig) -> str | None:

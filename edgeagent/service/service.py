@@ -164,7 +164,11 @@ class Service:
             old, old_config = self.graph, self.config
             self.stores.config = config
             new = Graph(config, self, self.stores, lambda: self.stopping)
-            new.build()  # raises before anything stops when the new graph cannot be built
+            try:
+                new.build()  # nothing has stopped yet: a graph that cannot be built leaves the running one
+            except Exception as exc:
+                self.stores.config = old_config
+                raise ReloadRefused(f"the new config cannot be built: {exc}") from exc
             kept_receivers = {rid for rid in old.receivers if keeps_receiver(old_config, config, rid)}
             kept_extensions = {eid for eid in old.extensions if keeps_extension(old_config, config, eid)}
             new.receivers.update({rid: old.receivers[rid] for rid in kept_receivers})

@@ -132,3 +132,29 @@ def test_reload_command_rebinds_a_receiver_whose_endpoint_changed(agents, upstre
     except ConnectionRefusedError:
         pass
     wait_until(lambda: len(upstream.spans()) == 2, timeout=15, message="delivered from both endpoints")
+
+
+def test_a_config_that_cannot_be_built_is_refused_and_the_running_one_stays(agents, upstream, tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG % "")
+    agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
+                   env={"UPSTREAM": upstream.url})
+    # valid on its own, but one tail_sampling processor cannot serve two pipelines: found while building
+    twice = (CONFIG % "").replace("processors:\n  attributes/mark:", "processors:\n  tail_sampling:\n"
+                                  "    policies: [{name: all, type: always_sample}]\n  attributes/mark:")
+    twice = twice.replace("""      processors: []
+      exporters: [otlphttp]
+""", """      processors: [tail_sampling]
+      exporters: [otlphttp]
+    traces/second:
+      receivers: [otlp]
+      processors: [tail_sampling]
+      exporters: [otlphttp]
+""")
+    config.write_text(twice)
+    os.kill(agent.process.pid, signal.SIGHUP)
+    wait_until(lambda: _reloads(agent, "refused") == 1, timeout=15, message="the reload refused")
+    assert "cannot be built" in agent.log() and "used by two pipelines" in agent.log()
+    assert agent.health()[1]["healthy"] is True
+    assert _post(agent.http_port, _request(9)) == 200
+    wait_until(lambda: upstream.span_ids() == {(9).to_bytes(8, "big")}, timeout=15, message="still delivering")
