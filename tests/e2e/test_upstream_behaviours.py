@@ -6,7 +6,6 @@ reject, hang or flap; the tests count and time every attempt it sees.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import time
@@ -142,8 +141,10 @@ def test_429_is_retried_until_delivered_and_nothing_is_dead_lettered(agents, ups
     assert upstream.span_ids() == sent
     throttled = [call for call in upstream.calls if call.status == 429]
     if retry_after:
-        gaps = [b.at - a.answered for a, b in itertools.pairwise(throttled)]
-        assert min(gaps) >= 1.0, f"retried {min(gaps):.3f}s after Retry-After: 1"
+        # a request another consumer sent before this answer reached the agent (50 ms) is no retry
+        early = [round(b.at - a.answered, 3) for a in throttled for b in upstream.calls
+                 if a.answered + 0.05 < b.at < a.answered + 1.0]
+        assert not early, f"requests {early}s after a 429 with Retry-After: 1"
     expect_drained(agent)
     assert agent.metric("edgeagent_deadletter_items") == 0
     assert dead_letters(tmp_path) == []
