@@ -6,7 +6,6 @@ max_size: small requests are merged, large ones split, and the client's OK never
 
 from __future__ import annotations
 
-import http.client
 import time
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -14,6 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from tests.helpers.net import free_port
+from tests.helpers.otlp_post import post
 from tests.helpers.upstream import Upstream
 
 CONFIG = """
@@ -49,15 +49,8 @@ def _post(port: int, first: int, spans: int = 1) -> int:
     scope = request.resource_spans.add().scope_spans.add()
     for index in range(first, first + spans):
         scope.spans.add(name="batched", span_id=index.to_bytes(8, "big"), trace_id=b"\x03" * 16)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("POST", "/v1/traces", body=request.SerializeToString(),
-                           headers={"Content-Type": "application/x-protobuf"})
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
+    status, _ = post(port, request)
+    return status
 
 
 def _delivered(upstream: Upstream, count: int, timeout: float = 20.0) -> list[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import http.client
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.helpers.agent import AgentProcess
 from tests.helpers.net import free_port, wait_until
+from tests.helpers.otlp_post import post
 
 CONFIG = """
 receivers:
@@ -50,14 +50,8 @@ def _request(number: int) -> bytes:
 
 
 def _post(port: int, body: bytes) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
+    status, _ = post(port, body)
+    return status
 
 
 def _reloads(agent, result: str) -> float:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
-
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers.net import free_port
+from tests.helpers.otlp_post import post
 from tests.helpers.upstream import Upstream
 
 CONFIG = """
@@ -35,15 +34,8 @@ def _post(port: int, spans: int = 1) -> tuple[int, str | None]:
     scope = request.resource_spans.add().scope_spans.add()
     for index in range(1, spans + 1):
         scope.spans.add(name="sync", span_id=bytes([index]) * 8, trace_id=b"\x02" * 16)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("POST", "/v1/traces", body=request.SerializeToString(),
-                           headers={"Content-Type": "application/x-protobuf"})
-        response = connection.getresponse()
-        response.read()
-        return response.status, response.getheader("Retry-After")
-    finally:
-        connection.close()
+    status, headers = post(port, request)
+    return status, headers.get("Retry-After")
 
 
 def test_without_a_queue_upstream_failures_are_retryable_for_the_client(agents, tmp_path):

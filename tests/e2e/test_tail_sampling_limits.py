@@ -3,7 +3,6 @@ drop_pending_traces_on_shutdown. Real agent process, real SDK client, real upstr
 
 from __future__ import annotations
 
-import http.client
 import time
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -11,6 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tests.e2e.test_tail_sampling import _config
 from tests.helpers.cli import cli_json
 from tests.helpers.net import wait_until
+from tests.helpers.otlp_post import post
 from tests.helpers.traces import Client, span_ids_by_trace
 
 ALL = "      - {name: all, type: always_sample}"
@@ -23,15 +23,8 @@ def _post_trace(port: int, trace: int, spans: int = 1) -> int:
         scope.spans.add(
             name="s", trace_id=trace.to_bytes(16, "big"), span_id=(trace * 100 + index + 1).to_bytes(8, "big")
         )
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("POST", "/v1/traces", body=request.SerializeToString(),
-                           headers={"Content-Type": "application/x-protobuf"})
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
+    status, _ = post(port, request)
+    return status
 
 
 def test_a_trace_over_maximum_trace_size_bytes_is_dropped_and_counted(agents, upstream, tmp_path):
