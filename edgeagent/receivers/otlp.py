@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from edgeagent import netaddr
 from edgeagent.auth import AuthConfig
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.config.types import Duration, check_endpoint
+from edgeagent.config.types import Duration
+from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
 from edgeagent.receivers.otlp_cors import CorsConfig
 from edgeagent.receivers.otlp_grpc import GrpcServer
 from edgeagent.receivers.otlp_http import HttpServer
@@ -46,7 +48,14 @@ class GrpcKeepaliveConfig(ComponentConfig):
         return {} if value is None else value
 
 
+def _check_address(cls: type, endpoint: str, info: ValidationInfo) -> str:
+    """`endpoint` for the transport declared before it (unchecked when the transport itself is wrong)."""
+    transport = info.data.get("transport")
+    return endpoint if transport is None else netaddr.check_address(transport, endpoint)
+
+
 class GrpcConfig(ComponentConfig):
+    transport: str = "tcp"  # before endpoint, whose validation depends on it
     endpoint: str = "localhost:4317"
     max_recv_msg_size_mib: int = Field(4, gt=0)
     max_concurrent_streams: int = Field(0, ge=0)
@@ -56,8 +65,11 @@ class GrpcConfig(ComponentConfig):
     include_metadata: bool = False
     tls: TlsServerConfig | None = None
     auth: AuthConfig | None = None
+    middlewares: list[MiddlewareConfig] = Field(default_factory=list)
 
-    _check_endpoint = field_validator("endpoint")(lambda cls, v: check_endpoint(v))
+    _check_transport = field_validator("transport")(lambda cls, v: netaddr.check_transport(v))
+    _check_endpoint = field_validator("endpoint")(_check_address)
+    _check_middlewares = field_validator("middlewares")(lambda cls, v: check_server_middlewares(v, "a gRPC"))
     _check_tls = field_validator("tls")(lambda cls, v: check_grpc_server(v))
 
 
@@ -66,6 +78,7 @@ class HttpKeepaliveConfig(ComponentConfig):
 
 
 class HttpConfig(ComponentConfig):
+    transport: str = "tcp"  # before endpoint, whose validation depends on it
     endpoint: str = "localhost:4318"
     traces_url_path: str = "/v1/traces"
     metrics_url_path: str = "/v1/metrics"
@@ -84,6 +97,11 @@ class HttpConfig(ComponentConfig):
     compression_algorithms: list[str] | None = None
     tls: TlsServerConfig | None = None
     auth: AuthConfig | None = None
+    middlewares: list[MiddlewareConfig] = Field(default_factory=list)
+
+    _check_transport = field_validator("transport")(lambda cls, v: netaddr.check_transport(v))
+    _check_endpoint = field_validator("endpoint")(_check_address)
+    _check_middlewares = field_validator("middlewares")(lambda cls, v: check_server_middlewares(v, "an HTTP"))
 
     @field_validator("keepalive", mode="before")
     @classmethod
@@ -135,8 +153,6 @@ class HttpConfig(ComponentConfig):
         if self.keepalive is not None and self.keepalive.idle_timeout:
             return self.keepalive.idle_timeout
         return self.read_timeout
-
-    _check_endpoint = field_validator("endpoint")(lambda cls, v: check_endpoint(v))
 
 
 class ProtocolsConfig(ComponentConfig):

@@ -19,8 +19,7 @@ from typing import Any
 from aiohttp import web
 from google.rpc import status_pb2
 
-from edgeagent import auth, tls
-from edgeagent.config.types import split_endpoint
+from edgeagent import auth, netaddr, tls
 from edgeagent.errors import BadRequestError, RetryableError, UnauthenticatedError
 from edgeagent.instrumentation import http_server_timer
 from edgeagent.processors.memory_limiter import Reservation
@@ -41,14 +40,27 @@ class HttpServer:
         self.config = config
         self.host = host
         self._runner: web.AppRunner | None = None
+        self._address: netaddr.Address | None = None
         self._reading = 0
         self._disconnects = Disconnects(host, receiver_id, "http")
         self._encodings = config.content_encodings()
 
     async def start(self) -> None:
-        host, port = split_endpoint(self.config.endpoint, 4318)
+        address = await netaddr.listen(self.config.transport, self.config.endpoint, 4318)
+        try:
+            await self._serve(address)
+        except BaseException:
+            netaddr.close(address)
+            raise
+        self._address = address
+        log.info("OTLP/HTTP receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint,
+                                                        "transport": address.transport,
+                                                        "tls": self.config.tls is not None})
+
+    async def _serve(self, address: netaddr.Address) -> None:
         scheme = "https" if self.config.tls is not None else "http"
-        timer = http_server_timer(getattr(self.host, "metrics", None), host, port, scheme)
+        timer = http_server_timer(getattr(self.host, "metrics", None), address.host or address.path or "",
+                                  address.port, scheme)
         middlewares = [timer]
         if self.config.cors is not None and self.config.cors.allowed_origins:
             middlewares.append(Cors(self.config.cors).middleware())
@@ -70,15 +82,21 @@ class HttpServer:
                                      keepalive_timeout=_wait_for_request(self.config))
         await self._runner.setup()
         ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024, ssl_context=ssl_context)
+        site: web.BaseSite
+        if address.sock is not None:
+            site = web.SockSite(self._runner, address.sock, ssl_context=ssl_context)
+        else:
+            site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True,
+                               backlog=netaddr.BACKLOG, ssl_context=ssl_context)
         await site.start()
-        log.info("OTLP/HTTP receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint,
-                                                        "tls": ssl_context is not None})
 
     async def stop(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        if self._address is not None:
+            address, self._address = self._address, None
+            netaddr.close(address)
 
     def _handler(self, signal: Signal, consumer: Any):
         include_metadata = self.config.include_metadata

@@ -47,6 +47,12 @@ BAD_CONFIGS = {
     "bad-bearertokenauth-no-token.yaml": ([("extensions::bearertokenauth", ["token", "filename"])], []),
     "bad-tls-missing-key-file.yaml": ([("receivers::otlp::protocols::grpc::tls", ["key_file"])], []),
     "bad-tls-version.yaml": ([("exporters::otlphttp::tls", ["min_version", "1.4"])], []),
+    "bad-receiver-transport.yaml": (
+        [("receivers::otlp::protocols::http::transport", ["udp", "stream"]),
+         ("receivers::otlp::protocols::grpc::endpoint", ["107 bytes"])], []),
+    "bad-receiver-middlewares.yaml": (
+        [("receivers::otlp::protocols::grpc::middlewares", ["headers_setter", "no middleware extensions"]),
+         ("receivers::otlp::protocols::http::middlewares", ["health_check", "HTTP server middleware"])], []),
     "bad-three-mistakes.yaml": (
         [
             ("receivers::otlp::protocols::grcp", ["grcp"]),
@@ -102,6 +108,10 @@ def test_missing_config_file_is_an_error(validate, tmp_path):
 
 def test_minimal_config_is_valid(validate, assert_valid):
     assert_valid(validate(CONFIG_DIR / "good-minimal.yaml"))
+
+
+def test_receiver_on_a_unix_socket_and_on_ipv6_only_is_valid(validate, assert_valid):
+    assert_valid(validate(CONFIG_DIR / "good-otlp-transports.yaml"))
 
 
 def test_memory_limiter_without_check_interval_is_a_warning(validate, assert_valid):

@@ -1,0 +1,157 @@
+"""A server's `transport` and `endpoint` (otelcol's confignet), and the listening socket they make.
+
+otelcol accepts every Go network name in `transport`; a server can listen on the stream ones:
+`tcp` (the default), `tcp4` (IPv4 only), `tcp6` (IPv6 only) and `unix`, where `endpoint` is the
+socket file's path (`@name`: Linux's abstract namespace, as in Go). The rest fail when otelcol
+starts (`udp`, `ip`: "unexpected address type"; `npipe`: Windows only) or carry messages rather
+than a byte stream (`unixgram`, `unixpacket`); validation refuses them here, saying why.
+
+tcp4 and tcp6 bind as Go's net.Listen does: an empty host is every address of that family
+(`0.0.0.0`, or `::` with IPV6_V6ONLY), a name binds to its first address of that family, and a
+literal of the other family is an error.
+
+A unix socket file is created with the mode the umask leaves (as Go's), and removed when the
+server stops if it is still ours. At start, otelcol fails on any file at the path; here a socket
+file that nobody listens on (left by a process that was killed) is removed and replaced, while a
+socket someone listens on, or a file that is not a socket, is still an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from typing import Literal
+
+from edgeagent.config.types import check_endpoint
+
+Transport = Literal["tcp", "tcp4", "tcp6", "unix"]
+TRANSPORTS: tuple[str, ...] = ("tcp", "tcp4", "tcp6", "unix")
+_REFUSED = {
+    **dict.fromkeys(("udp", "udp4", "udp6", "ip", "ip4", "ip6"),
+                    "a server for HTTP or gRPC needs a stream transport (otelcol fails at start: "
+                    "unexpected address type)"),
+    **dict.fromkeys(("unixgram", "unixpacket"), "carries messages, not the byte stream HTTP and gRPC need"),
+    "npipe": "Windows named pipes exist only on Windows",
+}
+_SUN_PATH = 107  # bytes of a socket path Linux takes (108 with the terminating NUL)
+BACKLOG = 1024
+
+
+def check_transport(value: str) -> str:
+    """Validation of `transport` (a field validator)."""
+    if value in TRANSPORTS:
+        return value
+    why = _REFUSED.get(value, "not a transport otelcol knows")
+    raise ValueError(f"transport {value!r} is not supported: {why}; use one of {list(TRANSPORTS)}")
+
+
+def check_address(transport: str, endpoint: str) -> str:
+    """Validation of `endpoint` for its transport: host:port, or a socket path for unix."""
+    if transport != "unix":
+        return check_endpoint(endpoint)
+    if not endpoint:
+        raise ValueError("a unix socket needs a path in endpoint")
+    if len(endpoint.encode()) > _SUN_PATH:
+        raise ValueError(f"the socket path {endpoint!r} is longer than the {_SUN_PATH} bytes a unix socket "
+                         f"address holds; use a shorter path")
+    return endpoint
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where to listen: host and port for tcp*, or a path for unix (`sock` is the bound socket)."""
+
+    transport: str
+    host: str | None = None
+    port: int = 0
+    path: str | None = None
+    sock: socket.socket | None = None
+    inode: int | None = None  # of the socket file we made
+
+    def describe(self) -> str:
+        return f"unix:{self.path}" if self.path is not None else f"{self.transport}:{self.host}:{self.port}"
+
+
+async def listen(transport: str, endpoint: str, default_port: int) -> Address:
+    """The address to serve on: tcp4/tcp6 hosts resolved to one address of their family; for unix,
+    the socket bound and listening (a stale socket file replaced). Raises OSError naming why not."""
+    if transport == "unix":
+        sock, inode = _unix_socket(endpoint)
+        return Address("unix", path=endpoint, sock=sock, inode=inode)
+    host, port = _host_port(endpoint, default_port)
+    if transport == "tcp":
+        return Address("tcp", host or "0.0.0.0", port)
+    family = socket.AF_INET if transport == "tcp4" else socket.AF_INET6
+    if not host:
+        return Address(transport, "0.0.0.0" if family == socket.AF_INET else "::", port)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        kind = "IPv4" if family == socket.AF_INET else "IPv6"
+        raise OSError(f"listen {transport} {endpoint}: no {kind} address for {host!r} ({exc.strerror})") from None
+    return Address(transport, str(infos[0][4][0]), port)
+
+
+def close(address: Address) -> None:
+    """After the server closed its socket: remove the socket file, if it is still the one we made."""
+    if address.path is None or address.inode is None:
+        return
+    with contextlib.suppress(OSError):
+        if os.stat(address.path).st_ino == address.inode:
+            os.unlink(address.path)
+
+
+def _host_port(endpoint: str, default_port: int) -> tuple[str, int]:
+    """(host as written, port): unlike split_endpoint, an empty host stays empty."""
+    text = endpoint.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    return host, int(port) if port else default_port
+
+
+def _unix_socket(path: str) -> tuple[socket.socket, int | None]:
+    """A listening socket at `path` and the inode of its file (None in the abstract namespace)."""
+    name = "\0" + path[1:] if path.startswith("@") else path
+    if name == path:
+        _remove_stale(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(name)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+        inode = os.stat(path).st_ino if name == path else None
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"listen unix {path}: {exc.strerror}") from None
+    return sock, inode
+
+
+def _remove_stale(path: str) -> None:
+    """A socket file nobody listens on is removed; anything else at the path stays and is an error."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EADDRINUSE, f"listen unix {path}: the path exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:  # nobody listens: left behind by a process that ended without cleaning up
+        os.unlink(path)
+        return
+    except OSError:
+        return  # let bind report what is wrong
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"listen unix {path}: another process listens on this socket")
