@@ -53,6 +53,11 @@ BAD_CONFIGS = {
     "bad-receiver-middlewares.yaml": (
         [("receivers::otlp::protocols::grpc::middlewares", ["headers_setter", "no middleware extensions"]),
          ("receivers::otlp::protocols::http::middlewares", ["health_check", "HTTP server middleware"])], []),
+    "bad-health-check-v2.yaml": (
+        [("extensions::health_check::use_v2", ["feature gate"]),
+         ("extensions::health_check::http", ["extension.healthcheck.useComponentStatus"]),
+         ("extensions::health_check::grpc", ["feature gate"]),
+         ("extensions::health_check::path", ["must start with /"])], []),
     "bad-three-mistakes.yaml": (
         [
             ("receivers::otlp::protocols::grcp", ["grcp"]),
@@ -112,6 +117,13 @@ def test_minimal_config_is_valid(validate, assert_valid):
 
 def test_receiver_on_a_unix_socket_and_on_ipv6_only_is_valid(validate, assert_valid):
     assert_valid(validate(CONFIG_DIR / "good-otlp-transports.yaml"))
+
+
+def test_health_check_keys_otelcol_ignores_are_valid_with_a_warning(validate, assert_valid):
+    result = validate(CONFIG_DIR / "good-health-check-otelcol-keys.yaml")
+    assert_valid(result)
+    assert "check_collector_pipeline has no effect" in result.output, result.describe()
+    assert "component_health has no effect" in result.output, result.describe()
 
 
 def test_memory_limiter_without_check_interval_is_a_warning(validate, assert_valid):
