@@ -170,3 +170,81 @@ def test_tcp4_and_tcp6_listen_on_their_address_family_only(agents, tmp_path, ups
     assert not _connects(socket.AF_INET6, "::1", grpc_port)
     assert _connects(socket.AF_INET6, "::1", http_port)
     assert not _connects(socket.AF_INET, "127.0.0.1", http_port)  # IPV6_V6ONLY, as Go's tcp6
+
+
+# ---- beside otelcol 0.165: the same receiver settings, the same behaviour -----------------
+
+def _otelcol_config(grpc_path: Path, http_path: Path) -> dict:
+    return {"receivers": {"otlp": {"protocols": {"grpc": {"transport": "unix", "endpoint": str(grpc_path)},
+                                                 "http": {"transport": "unix", "endpoint": str(http_path)}}}},
+            "exporters": {"debug": {}},
+            "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}}}
+
+
+def _grpc_export_over_unix(path: Path) -> None:
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+    request, _ = _request_with_span("over-unix-grpc")
+    with grpc.insecure_channel(f"unix:{path}") as channel:
+        TraceServiceStub(channel).Export(request, timeout=10)
+
+
+def _observe(grpc_path: Path, http_path: Path) -> dict:
+    request, _ = _request_with_span("over-unix-http")
+    _grpc_export_over_unix(grpc_path)
+    return {"modes": [stat.filemode(path.stat().st_mode) for path in (grpc_path, http_path)],
+            "http": asyncio.run(_post_unix(http_path, request.SerializeToString()))}
+
+
+def test_unix_sockets_behave_as_otelcols(agents, otelcol, tmp_path, upstream, sockets):
+    seen = {}
+    for name in ("otelcol", "edgeagent"):
+        grpc_path, http_path = sockets / f"{name}-g.sock", sockets / f"{name}-h.sock"
+        if name == "otelcol":
+            collector = otelcol(_otelcol_config(grpc_path, http_path))
+            seen[name] = _observe(grpc_path, http_path)
+            collector.stop()
+        else:
+            agent = _agent(agents, tmp_path, upstream, {"GRPC_TRANSPORT": "unix", "GRPC_ENDPOINT": str(grpc_path),
+                                                        "HTTP_TRANSPORT": "unix", "HTTP_ENDPOINT": str(http_path)})
+            seen[name] = _observe(grpc_path, http_path)
+            agent.terminate()
+        seen[name]["left_at_stop"] = [path.exists() for path in (grpc_path, http_path)]
+    assert seen["edgeagent"] == seen["otelcol"]
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.filemode(stat.S_IFSOCK | (0o777 & ~umask))  # both leave the mode to the umask
+    assert seen["otelcol"] == {"modes": [mode, mode], "http": 200, "left_at_stop": [False, False]}
+
+
+@pytest.mark.parametrize("occupant", ["listening socket", "regular file", "stale socket"])
+def test_what_is_at_the_path_decides_the_start_as_in_otelcol_but_for_a_stale_socket(
+        agents, otelcol, tmp_path, upstream, sockets, occupant):
+    """otelcol fails on any file at the path; edgeagent replaces a socket nobody listens on, so that a
+    killed agent starts again, and fails on the rest as otelcol does."""
+    grpc_path, http_path = sockets / "g.sock", sockets / "h.sock"
+    holder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if occupant == "regular file":
+        http_path.write_text("not a socket")
+    else:
+        holder.bind(str(http_path))
+        if occupant == "listening socket":
+            holder.listen()
+        else:
+            holder.close()
+    started = {}
+    try:
+        for name in ("otelcol", "edgeagent"):
+            try:
+                if name == "otelcol":
+                    otelcol(_otelcol_config(grpc_path, http_path)).stop()
+                else:
+                    _agent(agents, tmp_path, upstream, {"GRPC_TRANSPORT": "unix", "GRPC_ENDPOINT": str(grpc_path),
+                                                        "HTTP_TRANSPORT": "unix", "HTTP_ENDPOINT": str(http_path)})
+                started[name] = True
+            except RuntimeError as exc:
+                assert str(http_path) in str(exc)
+                started[name] = False
+    finally:
+        holder.close()
+    assert started == {"otelcol": False, "edgeagent": occupant == "stale socket"}

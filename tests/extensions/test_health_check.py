@@ -127,3 +127,27 @@ def test_keys_otelcol_accepts_and_ignores_are_accepted_with_a_warning(settings, 
 def test_a_disabled_collector_pipeline_check_asks_for_nothing_and_is_not_warned_about():
     config = {"check_collector_pipeline": {"enabled": False}, "use_v2": False}
     assert HealthCheckConfig.model_validate(config).config_warnings() == []
+
+
+def test_tls_and_response_body_answer_as_otelcols(agents, otelcol, tmp_path, certs):
+    """The same health_check settings on otelcol 0.165 and on edgeagent: the same answer over HTTPS."""
+    trusting = ssl.create_default_context(cafile=certs.ca_file)
+    answers = {}
+    for name in ("otelcol", "edgeagent"):
+        port = free_port()
+        settings = {"endpoint": f"127.0.0.1:{port}", "path": "/status",
+                    "tls": {"cert_file": certs.server_cert, "key_file": certs.server_key},
+                    "response_body": {"healthy": "I'm OK", "unhealthy": "I'm not well"},
+                    "check_collector_pipeline": {"enabled": True, "interval": "5m", "exporter_failure_threshold": 5}}
+        if name == "otelcol":
+            otelcol({"receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{free_port()}"}}}},
+                     "exporters": {"debug": {}}, "extensions": {"health_check/tls": settings},
+                     "service": {"extensions": ["health_check/tls"],
+                                 "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}}})
+        else:
+            config = tmp_path / "health-tls.yaml"
+            config.write_text(CONFIG)
+            agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
+                   env={"TLS_PORT": str(port), "CERT": certs.server_cert, "KEY": certs.server_key})
+        answers[name] = _get(f"https://127.0.0.1:{port}/status", trusting)
+    assert answers["edgeagent"] == answers["otelcol"] == (200, "text/plain; charset=utf-8", "I'm OK")
