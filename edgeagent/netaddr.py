@@ -10,8 +10,8 @@ tcp4 and tcp6 bind as Go's net.Listen does: an empty host is every address of th
 (`0.0.0.0`, or `::` with IPV6_V6ONLY), a name binds to its first address of that family, and a
 literal of the other family is an error.
 
-A unix socket file is created with the mode the umask leaves (as Go's), and removed when the
-server stops if it is still ours. At start, otelcol fails on any file at the path; here a socket
+A unix socket file is created with the mode the umask leaves and removed when the server stops,
+as Go's is (a file there that is no socket stays). At start, otelcol fails on any file at the path; here a socket
 file that nobody listens on (left by a process that was killed) is removed and replaced, while a
 socket someone listens on, or a file that is not a socket, is still an error.
 """
@@ -71,7 +71,6 @@ class Address:
     port: int = 0
     path: str | None = None
     sock: socket.socket | None = None
-    inode: int | None = None  # of the socket file we made
 
     def describe(self) -> str:
         return f"unix:{self.path}" if self.path is not None else f"{self.transport}:{self.host}:{self.port}"
@@ -81,8 +80,7 @@ async def listen(transport: str, endpoint: str, default_port: int) -> Address:
     """The address to serve on: tcp4/tcp6 hosts resolved to one address of their family; for unix,
     the socket bound and listening (a stale socket file replaced). Raises OSError naming why not."""
     if transport == "unix":
-        sock, inode = _unix_socket(endpoint)
-        return Address("unix", path=endpoint, sock=sock, inode=inode)
+        return Address("unix", path=endpoint, sock=_unix_socket(endpoint))
     host, port = _host_port(endpoint, default_port)
     if transport == "tcp":
         return Address("tcp", host or "0.0.0.0", port)
@@ -98,11 +96,11 @@ async def listen(transport: str, endpoint: str, default_port: int) -> Address:
 
 
 def close(address: Address) -> None:
-    """After the server closed its socket: remove the socket file, if it is still the one we made."""
-    if address.path is None or address.inode is None:
+    """After the server closed its socket: remove the socket file, as Go's listener does."""
+    if address.path is None or address.path.startswith("@"):
         return
     with contextlib.suppress(OSError):
-        if os.stat(address.path).st_ino == address.inode:
+        if stat.S_ISSOCK(os.lstat(address.path).st_mode):
             os.unlink(address.path)
 
 
@@ -119,8 +117,8 @@ def _host_port(endpoint: str, default_port: int) -> tuple[str, int]:
     return host, int(port) if port else default_port
 
 
-def _unix_socket(path: str) -> tuple[socket.socket, int | None]:
-    """A listening socket at `path` and the inode of its file (None in the abstract namespace)."""
+def _unix_socket(path: str) -> socket.socket:
+    """A listening socket at `path` (`@name`: in the abstract namespace)."""
     name = "\0" + path[1:] if path.startswith("@") else path
     if name == path:
         _remove_stale(path)
@@ -129,11 +127,10 @@ def _unix_socket(path: str) -> tuple[socket.socket, int | None]:
         sock.bind(name)
         sock.listen(BACKLOG)
         sock.setblocking(False)
-        inode = os.stat(path).st_ino if name == path else None
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"listen unix {path}: {exc.strerror}") from None
-    return sock, inode
+    return sock
 
 
 def _remove_stale(path: str) -> None:

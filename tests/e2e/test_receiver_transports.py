@@ -62,8 +62,8 @@ def _agent(agents, tmp_path, upstream, env: dict[str, str]):
     config = tmp_path / "transports.yaml"
     config.write_text(CONFIG)
     probe = AgentProcess(args=[])
-    health = ["--set", f"extensions::health_check::endpoint=127.0.0.1:{probe.health_port}"]
-    return agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state"), *health],
+    health_and_metrics = probe.ports_overrides()[4:]  # free ports; the receivers' endpoints are the test's
+    return agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state"), *health_and_metrics],
                   env={"UPSTREAM": upstream.url, **env}, ports=probe, port_overrides=False)
 
 
