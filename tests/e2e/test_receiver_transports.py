@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import stat
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +21,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, wait_until
 
 CONFIG = """
 receivers:
@@ -94,15 +94,6 @@ async def _post_unix(path: Path, body: bytes) -> int:
         return response.status
 
 
-def _wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def test_grpc_and_http_are_served_on_unix_sockets_and_the_files_go_at_stop(agents, tmp_path, upstream, sockets):
     grpc_path, http_path = sockets / "grpc.sock", sockets / "http.sock"
     agent = _agent(agents, tmp_path, upstream, {"GRPC_TRANSPORT": "unix", "GRPC_ENDPOINT": str(grpc_path),
@@ -117,7 +108,7 @@ def test_grpc_and_http_are_served_on_unix_sockets_and_the_files_go_at_stop(agent
     request, span_id = _request_with_span("over-unix-http")
     assert asyncio.run(_post_unix(http_path, request.SerializeToString())) == 200
     expected.add(span_id)
-    _wait_for(lambda: expected <= upstream.span_ids())
+    wait_until(lambda: expected <= upstream.span_ids(), timeout=20, message="spans upstream")
 
     assert agent.terminate() == 0
     assert not grpc_path.exists() and not http_path.exists()
@@ -131,7 +122,7 @@ def test_a_socket_file_nobody_listens_on_is_replaced(agents, tmp_path, upstream,
     _agent(agents, tmp_path, upstream, {"GRPC_TRANSPORT": "unix", "GRPC_ENDPOINT": str(stale),
                                         "HTTP_TRANSPORT": "tcp", "HTTP_ENDPOINT": f"127.0.0.1:{free_port()}"})
     expected = _sdk_spans_over_unix(stale, 3)
-    _wait_for(lambda: expected <= upstream.span_ids())
+    wait_until(lambda: expected <= upstream.span_ids(), timeout=20, message="spans upstream")
 
 
 @pytest.mark.parametrize("occupant", ["listening socket", "regular file"])
@@ -248,3 +239,18 @@ def test_what_is_at_the_path_decides_the_start_as_in_otelcol_but_for_a_stale_soc
     finally:
         holder.close()
     assert started == {"otelcol": False, "edgeagent": occupant == "stale socket"}
+
+
+def test_a_reload_that_changes_a_unix_socket_receiver_serves_on_the_same_path(agents, tmp_path, upstream, sockets):
+    http_path = sockets / "http.sock"
+    agent = _agent(agents, tmp_path, upstream, {"GRPC_TRANSPORT": "tcp", "GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
+                                                "HTTP_TRANSPORT": "unix", "HTTP_ENDPOINT": str(http_path)})
+    config = tmp_path / "transports.yaml"
+    config.write_text(CONFIG.replace("endpoint: ${env:HTTP_ENDPOINT}",
+                                     "endpoint: ${env:HTTP_ENDPOINT}\n        include_metadata: true"))
+    os.kill(agent.process.pid, signal.SIGHUP)  # the old receiver stops (its file goes), the new one binds
+    wait_until(lambda: agent.metric("edgeagent_config_reloads", result="applied") == 1, timeout=15,
+               message="reload applied")
+    request, span_id = _request_with_span("after-reload")
+    assert asyncio.run(_post_unix(http_path, request.SerializeToString())) == 200
+    wait_until(lambda: span_id in upstream.span_ids(), timeout=20, message="span upstream")
