@@ -1,19 +1,21 @@
 """A server's `transport` and `endpoint` (otelcol's confignet), and the listening socket they make.
 
-otelcol accepts every Go network name in `transport`; a server can listen on the stream ones:
-`tcp` (the default), `tcp4` (IPv4 only), `tcp6` (IPv6 only) and `unix`, where `endpoint` is the
-socket file's path (`@name`: Linux's abstract namespace, as in Go). The rest fail when otelcol
-starts (`udp`, `ip`: "unexpected address type"; `npipe`: Windows only) or carry messages rather
-than a byte stream (`unixgram`, `unixpacket`); validation refuses them here, saying why.
+otelcol accepts every Go network name in `transport`; edgeagent's servers listen on the stream
+ones: `tcp` (the default), `tcp4` (IPv4 only), `tcp6` (IPv6 only) and `unix`, where `endpoint`
+is the socket file's path (`@name`: Linux's abstract namespace, as in Go). Validation refuses
+the rest, saying why: otelcol cannot serve on `udp*`, `ip*` ("unknown network" at start) or
+`unixgram` (it ends at the first accept) either, nor on `npipe` outside Windows; `unixpacket` it
+serves, but asyncio's servers take stream sockets only.
 
 tcp4 and tcp6 bind as Go's net.Listen does: an empty host is every address of that family
 (`0.0.0.0`, or `::` with IPV6_V6ONLY), a name binds to its first address of that family, and a
 literal of the other family is an error.
 
 A unix socket file is created with the mode the umask leaves and removed when the server stops,
-as Go's is (a file there that is no socket stays). At start, otelcol fails on any file at the path; here a socket
-file that nobody listens on (left by a process that was killed) is removed and replaced, while a
-socket someone listens on, or a file that is not a socket, is still an error.
+as Go's (a file at the path that is no socket stays). At start, otelcol fails on any file at
+the path; here a socket file that nobody listens on (left by a process that was killed) is
+removed and replaced, while a socket someone listens on, or a file that is not a socket, is
+still an error.
 """
 
 from __future__ import annotations
@@ -25,17 +27,14 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
-from typing import Literal
 
 from edgeagent.config.types import check_endpoint
 
-Transport = Literal["tcp", "tcp4", "tcp6", "unix"]
 TRANSPORTS: tuple[str, ...] = ("tcp", "tcp4", "tcp6", "unix")
 _REFUSED = {
-    **dict.fromkeys(("udp", "udp4", "udp6", "ip", "ip4", "ip6"),
-                    "a server for HTTP or gRPC needs a stream transport (otelcol fails at start: "
-                    "unexpected address type)"),
-    **dict.fromkeys(("unixgram", "unixpacket"), "carries messages, not the byte stream HTTP and gRPC need"),
+    **dict.fromkeys(("udp", "udp4", "udp6", "ip", "ip4", "ip6", "unixgram"),
+                    "a server for HTTP or gRPC needs a stream transport (otelcol cannot serve on it either)"),
+    "unixpacket": "a message socket; the agent's servers take stream sockets only (use unix)",
     "npipe": "Windows named pipes exist only on Windows",
 }
 _SUN_PATH = 107  # bytes of a socket path Linux takes (108 with the terminating NUL)
