@@ -151,3 +151,22 @@ def test_tls_and_response_body_answer_as_otelcols(agents, otelcol, tmp_path, cer
                    env={"TLS_PORT": str(port), "CERT": certs.server_cert, "KEY": certs.server_key})
         answers[name] = _get(f"https://127.0.0.1:{port}/status", trusting)
     assert answers["edgeagent"] == answers["otelcol"] == (200, "text/plain; charset=utf-8", "I'm OK")
+
+
+def test_health_check_serves_on_a_unix_socket_and_removes_it_at_shutdown(tmp_path):
+    path = tmp_path / "health.sock"
+
+    async def scenario() -> tuple[int, str]:
+        config = HealthCheckConfig.model_validate({"transport": "unix", "endpoint": str(path), "path": "/status",
+                                                   "response_body": {"healthy": "up"}})
+        extension = HealthCheck("health_check", config, _Host(healthy=True))
+        await extension.start()
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as session, \
+                    session.get("http://health/status") as response:
+                return response.status, await response.text()
+        finally:
+            await extension.shutdown()
+
+    assert asyncio.run(scenario()) == (200, "up")
+    assert not path.exists()
