@@ -28,7 +28,10 @@ import socket
 import stat
 from dataclasses import dataclass
 
-from edgeagent.config.types import check_endpoint
+from pydantic import Field
+
+from edgeagent.component import ComponentConfig
+from edgeagent.config.types import Duration, check_endpoint
 
 TRANSPORTS: tuple[str, ...] = ("tcp", "tcp4", "tcp6", "unix")
 _REFUSED = {
@@ -39,6 +42,15 @@ _REFUSED = {
 }
 _SUN_PATH = 107  # bytes of a socket path Linux takes (108 with the terminating NUL)
 BACKLOG = 1024
+
+
+class DialerConfig(ComponentConfig):
+    """confignet's `dialer`, which otelcol accepts on servers too and ignores there: only clients dial."""
+
+    timeout: Duration = Field(0.0, ge=0)
+
+
+DIALER_WARNING = "dialer has no effect on a server: only a client dials (otelcol accepts and ignores it there too)"
 
 
 def check_transport(value: str) -> str:

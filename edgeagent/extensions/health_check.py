@@ -58,6 +58,7 @@ class ComponentHealthConfig(ComponentConfig):
 class HealthCheckConfig(ComponentConfig):
     transport: str = "tcp"  # before endpoint, whose validation depends on it
     endpoint: str = "localhost:13133"
+    dialer: netaddr.DialerConfig | None = None
     path: str = "/"
     tls: TlsServerConfig | None = None
     middlewares: list[MiddlewareConfig] = Field(default_factory=list)
@@ -102,6 +103,8 @@ class HealthCheckConfig(ComponentConfig):
 
     def config_warnings(self) -> list[str]:
         warnings = [f"tls::{warning}" for warning in self.tls.config_warnings()] if self.tls is not None else []
+        if self.dialer is not None:
+            warnings.append(netaddr.DIALER_WARNING)
         if self.check_collector_pipeline is not None and self.check_collector_pipeline.enabled:
             warnings.append("check_collector_pipeline has no effect: otelcol 0.165 keeps the key for old configs and "
                             "ignores it (it never worked); the health answer reflects failed components already")

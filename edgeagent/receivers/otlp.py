@@ -57,6 +57,7 @@ def _check_address(cls: type, endpoint: str, info: ValidationInfo) -> str:
 class GrpcConfig(ComponentConfig):
     transport: str = "tcp"  # before endpoint, whose validation depends on it
     endpoint: str = "localhost:4317"
+    dialer: netaddr.DialerConfig | None = None
     max_recv_msg_size_mib: int = Field(4, gt=0)
     max_concurrent_streams: int = Field(0, ge=0)
     read_buffer_size: int = Field(0, ge=0)  # the socket's SO_RCVBUF; 0: the system's
@@ -80,6 +81,7 @@ class HttpKeepaliveConfig(ComponentConfig):
 class HttpConfig(ComponentConfig):
     transport: str = "tcp"  # before endpoint, whose validation depends on it
     endpoint: str = "localhost:4318"
+    dialer: netaddr.DialerConfig | None = None
     traces_url_path: str = "/v1/traces"
     metrics_url_path: str = "/v1/metrics"
     logs_url_path: str = "/v1/logs"
@@ -174,6 +176,8 @@ class OtlpReceiverConfig(ComponentConfig):
         warnings = [f"protocols::{name}::tls: {warning}" for name in ("grpc", "http")
                     if (protocol := getattr(self.protocols, name)) is not None and protocol.tls is not None
                     for warning in protocol.tls.config_warnings()]
+        warnings += [f"protocols::{name}::{netaddr.DIALER_WARNING}" for name in ("grpc", "http")
+                     if (protocol := getattr(self.protocols, name)) is not None and protocol.dialer is not None]
         http = self.protocols.http
         if http is not None and http.cors is not None:
             warnings += [f"protocols::http::{warning}" for warning in http.cors.config_warnings()]

@@ -115,8 +115,10 @@ def test_minimal_config_is_valid(validate, assert_valid):
     assert_valid(validate(CONFIG_DIR / "good-minimal.yaml"))
 
 
-def test_receiver_on_a_unix_socket_and_on_ipv6_only_is_valid(validate, assert_valid):
-    assert_valid(validate(CONFIG_DIR / "good-otlp-transports.yaml"))
+def test_receiver_on_a_unix_socket_and_on_ipv6_only_is_valid_and_its_dialer_a_warning(validate, assert_valid):
+    result = validate(CONFIG_DIR / "good-otlp-transports.yaml")
+    assert_valid(result)
+    assert "protocols::grpc::dialer has no effect on a server" in result.output, result.describe()
 
 
 def test_health_check_keys_otelcol_ignores_are_valid_with_a_warning(validate, assert_valid):
