@@ -28,7 +28,7 @@ import socket
 import stat
 from dataclasses import dataclass
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo
 
 from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration, check_endpoint
@@ -71,6 +71,13 @@ def check_address(transport: str, endpoint: str) -> str:
         raise ValueError(f"the socket path {endpoint!r} is longer than the {_SUN_PATH} bytes a unix socket "
                          f"address holds; use a shorter path")
     return endpoint
+
+
+def check_endpoint_field(cls: type, endpoint: str, info: ValidationInfo) -> str:
+    """`endpoint` for the `transport` declared before it (a field validator; unchecked when the
+    transport itself is wrong)."""
+    transport = info.data.get("transport")
+    return endpoint if transport is None else check_address(transport, endpoint)
 
 
 @dataclass(frozen=True)
