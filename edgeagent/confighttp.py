@@ -85,6 +85,13 @@ class HttpServerConfig(ComponentConfig):
             raise ValueError(f"compression_algorithms: {unknown} unknown; use some of {list(known)}")
         return value
 
+    def config_warnings(self) -> list[str]:
+        warnings = [f"tls::{warning}" for warning in self.tls.config_warnings()] if self.tls is not None else []
+        warnings += self.cors.config_warnings() if self.cors is not None else []
+        if self.dialer is not None:
+            warnings.append(netaddr.DIALER_WARNING)
+        return warnings
+
     def content_encodings(self) -> frozenset[str] | None:
         """The Content-Encoding values accepted, or None for all; "" also means identity (and none)."""
         if self.compression_algorithms is None:

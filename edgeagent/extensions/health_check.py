@@ -5,13 +5,18 @@ queue is open. `/health` and `/` answer with details: queue backlog, upstream st
 memory limiter state, and failed components; with `response_body`, `path` answers with its
 `healthy` or `unhealthy` text instead, as otelcol's does.
 
-The keys are otelcol 0.165's: `transport`, `endpoint`, `path`, `tls` (HTTPS, as the receivers'),
-`middlewares` (empty only: edgeagent has no middleware extension), `response_body`, and two
-that otelcol accepts and ignores, so they do nothing here either and say so in a warning when
-they ask for something: `check_collector_pipeline` (ignored since it never worked) and
-`component_health` (read only by the v2 server). The v2 settings (`use_v2: true`, `http`,
-`grpc`) are refused, as otelcol 0.165 refuses them unless its alpha feature gate
-`extension.healthcheck.useComponentStatus` is on; edgeagent has no such gate.
+The keys are otelcol 0.165's. Its health check is a confighttp server: the listener's keys
+(`transport`, `endpoint`, `tls`) and the server's timeouts (`read_header_timeout`,
+`read_timeout`, `write_timeout`, `keepalive`) apply as on the OTLP/HTTP receiver. The keys that
+wrap the server's handler (`cors`, `auth`, `response_headers`, `compression_algorithms`,
+`max_request_body_size`, `include_metadata`) have no effect, in otelcol as here: its health
+check answers with a handler of its own in their place (a warning says so; an authenticator
+`auth` names must still exist, and `middlewares` must be empty, as otelcol resolves both at
+start). `path`, `response_body`; `check_collector_pipeline` (kept for old configs, ignored
+since it never worked) and `component_health` (read only by the v2 health check) are accepted
+and do nothing, as in otelcol, with a warning when they ask for something. The v2 settings
+(`use_v2: true`, `http`, `grpc`) are refused, as otelcol 0.165 refuses them unless its alpha
+feature gate `extension.healthcheck.useComponentStatus` is on; edgeagent has no such gate.
 """
 
 from __future__ import annotations
@@ -21,13 +26,12 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import field_validator
 
-from edgeagent import netaddr, tls
+from edgeagent import auth, confighttp, netaddr, tls
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
-from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
-from edgeagent.tls import TlsServerConfig
+from edgeagent.confighttp import HttpServerConfig
 
 log = logging.getLogger(__name__)
 _V2 = ("the v2 health check needs otelcol's alpha feature gate extension.healthcheck.useComponentStatus, "
@@ -36,6 +40,11 @@ _V2 = ("the v2 health check needs otelcol's alpha feature gate extension.healthc
 
 
 _ABSENT = object()
+# confighttp keys that act on the server's handler: otelcol's health check builds the server with them,
+# then answers with a handler of its own, so none of them has an effect there (an authenticator named
+# in `auth` must still exist, or the start fails)
+_HANDLER_SETTINGS = ("cors", "auth", "response_headers", "compression_algorithms", "max_request_body_size",
+                     "include_metadata")
 
 
 class ResponseBodyConfig(ComponentConfig):
@@ -55,13 +64,9 @@ class ComponentHealthConfig(ComponentConfig):
     recovery_duration: Duration = 0.0
 
 
-class HealthCheckConfig(ComponentConfig):
-    transport: str = "tcp"  # before endpoint, whose validation depends on it
+class HealthCheckConfig(HttpServerConfig):
     endpoint: str = "localhost:13133"
-    dialer: netaddr.DialerConfig | None = None
     path: str = "/"
-    tls: TlsServerConfig | None = None
-    middlewares: list[MiddlewareConfig] = Field(default_factory=list)
     response_body: ResponseBodyConfig | None = None
     check_collector_pipeline: CheckCollectorPipelineConfig | None = None
     component_health: ComponentHealthConfig | None = None
@@ -69,16 +74,12 @@ class HealthCheckConfig(ComponentConfig):
     http: Any = _ABSENT  # the v2 settings: refused whatever they hold, even nothing (`http:`)
     grpc: Any = _ABSENT
 
-    _check_transport = field_validator("transport")(lambda cls, v: netaddr.check_transport(v))
-    _check_middlewares = field_validator("middlewares")(lambda cls, v: check_server_middlewares(v, "an HTTP"))
-
     @field_validator("endpoint")
     @classmethod
-    def _check_endpoint(cls, endpoint: str, info: ValidationInfo) -> str:
+    def _endpoint_required(cls, endpoint: str) -> str:
         if not endpoint:  # otelcol: "http endpoint required"
             raise ValueError("endpoint is required (host:port, or a socket path with transport: unix)")
-        transport = info.data.get("transport")
-        return endpoint if transport is None else netaddr.check_address(transport, endpoint)
+        return endpoint
 
     @field_validator("path")
     @classmethod
@@ -102,9 +103,10 @@ class HealthCheckConfig(ComponentConfig):
         raise ValueError(_V2)
 
     def config_warnings(self) -> list[str]:
-        warnings = [f"tls::{warning}" for warning in self.tls.config_warnings()] if self.tls is not None else []
-        if self.dialer is not None:
-            warnings.append(netaddr.DIALER_WARNING)
+        warnings = super().config_warnings()
+        unused = [name for name in _HANDLER_SETTINGS if name in self.model_fields_set]
+        warnings += [f"{name} has no effect on the health check, as in otelcol 0.165: its health check answers "
+                     f"with a handler of its own, not the one {name} applies to" for name in unused]
         if self.check_collector_pipeline is not None and self.check_collector_pipeline.enabled:
             warnings.append("check_collector_pipeline has no effect: otelcol 0.165 keeps the key for old configs and "
                             "ignores it (it never worked); the health answer reflects failed components already")
@@ -123,13 +125,16 @@ class HealthCheck:
         self._address: netaddr.Address | None = None
 
     async def start(self) -> None:
-        app = web.Application()
+        auth.resolve(self.host, self.config.auth)  # as otelcol: an authenticator that is not there stops the start
+        write_timeout = self.config.write_timeout
+        app = web.Application(middlewares=[confighttp.write_deadline(write_timeout)] if write_timeout else [])
         app.router.add_get(self.config.path, self._details if self.config.response_body is None else self._body)
         for path in ("/health", "/health/live", "/health/ready"):
             if path != self.config.path:
                 app.router.add_get(path, {"/health": self._details, "/health/live": self._live,
                                           "/health/ready": self._ready}[path])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=confighttp.wait_for_request(self.config))
         await self._runner.setup()
         ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
         self._address = address = await netaddr.listen(self.config.transport, self.config.endpoint, 13133)

@@ -53,6 +53,8 @@ BAD_CONFIGS = {
     "bad-receiver-middlewares.yaml": (
         [("receivers::otlp::protocols::grpc::middlewares", ["headers_setter", "no middleware extensions"]),
          ("receivers::otlp::protocols::http::middlewares", ["health_check", "HTTP server middleware"])], []),
+    "bad-health-check-auth-unknown.yaml": (
+        [("extensions::health_check::auth::authenticator", ["bearertokenauth/probes", "not defined"])], []),
     "bad-health-check-v2.yaml": (
         [("extensions::health_check::use_v2", ["feature gate"]),
          ("extensions::health_check::http", ["extension.healthcheck.useComponentStatus"]),
@@ -126,6 +128,7 @@ def test_health_check_keys_otelcol_ignores_are_valid_with_a_warning(validate, as
     assert_valid(result)
     assert "check_collector_pipeline has no effect" in result.output, result.describe()
     assert "component_health has no effect" in result.output, result.describe()
+    assert "response_headers has no effect on the health check" in result.output, result.describe()
 
 
 def test_memory_limiter_without_check_interval_is_a_warning(validate, assert_valid):

@@ -35,6 +35,9 @@ extensions:
     response_body:
       healthy: I'm OK
       unhealthy: I'm not well
+    response_headers:
+      X-Served-By: edge
+    compression_algorithms: [gzip]
     check_collector_pipeline:
       enabled: false
       interval: 5m
@@ -49,11 +52,16 @@ service:
 
 
 def _get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, str, str]:
+    answer = _get_with_headers(url, context)
+    return answer[0], answer[1].get("Content-Type", ""), answer[2]
+
+
+def _get_with_headers(url: str, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], str]:
     try:
         with urllib.request.urlopen(url, timeout=5, context=context) as response:
-            return response.status, response.headers.get("Content-Type", ""), response.read().decode()
+            return response.status, dict(response.headers), response.read().decode()
     except urllib.error.HTTPError as error:
-        return error.code, error.headers.get("Content-Type", ""), error.read().decode()
+        return error.code, dict(error.headers), error.read().decode()
 
 
 def test_health_check_serves_https_with_the_configured_body(agents, tmp_path, certs):
@@ -124,6 +132,32 @@ def test_keys_otelcol_accepts_and_ignores_are_accepted_with_a_warning(settings, 
     assert any(warned in warning for warning in warnings), warnings
 
 
+def test_handler_settings_otelcols_health_check_ignores_are_accepted_with_a_warning():
+    settings = {"cors": {"allowed_origins": ["https://app.example"]}, "response_headers": {"X-A": "b"},
+                "compression_algorithms": ["gzip"], "max_request_body_size": 10, "include_metadata": True}
+    warnings = HealthCheckConfig.model_validate(settings).config_warnings()
+    assert [warning.split(" ")[0] for warning in warnings] == list(settings)
+    assert all("has no effect on the health check, as in otelcol" in warning for warning in warnings)
+
+
+def test_read_header_timeout_closes_a_connection_that_sends_nothing():
+    async def scenario() -> float:
+        port = free_port()
+        config = HealthCheckConfig.model_validate({"endpoint": f"127.0.0.1:{port}", "read_header_timeout": "300ms"})
+        extension = HealthCheck("health_check", config, _Host())
+        await extension.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            started = asyncio.get_running_loop().time()
+            assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # closed by the server
+            writer.close()
+            return asyncio.get_running_loop().time() - started
+        finally:
+            await extension.shutdown()
+
+    assert 0.2 < asyncio.run(scenario()) < 2.0
+
+
 def test_a_disabled_collector_pipeline_check_asks_for_nothing_and_is_not_warned_about():
     config = {"check_collector_pipeline": {"enabled": False}, "use_v2": False}
     assert HealthCheckConfig.model_validate(config).config_warnings() == []
@@ -138,6 +172,8 @@ def test_tls_and_response_body_answer_as_otelcols(agents, otelcol, tmp_path, cer
         settings = {"endpoint": f"127.0.0.1:{port}", "path": "/status",
                     "tls": {"cert_file": certs.server_cert, "key_file": certs.server_key},
                     "response_body": {"healthy": "I'm OK", "unhealthy": "I'm not well"},
+                    # keys of the handler otelcol's health check replaces: no effect on either
+                    "response_headers": {"X-Served-By": "edge"}, "compression_algorithms": ["gzip"],
                     "check_collector_pipeline": {"enabled": True, "interval": "5m", "exporter_failure_threshold": 5}}
         if name == "otelcol":
             otelcol({"receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{free_port()}"}}}},
@@ -149,8 +185,9 @@ def test_tls_and_response_body_answer_as_otelcols(agents, otelcol, tmp_path, cer
             config.write_text(CONFIG)
             agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
                    env={"TLS_PORT": str(port), "CERT": certs.server_cert, "KEY": certs.server_key})
-        answers[name] = _get(f"https://127.0.0.1:{port}/status", trusting)
-    assert answers["edgeagent"] == answers["otelcol"] == (200, "text/plain; charset=utf-8", "I'm OK")
+        status, headers, body = _get_with_headers(f"https://127.0.0.1:{port}/status", trusting)
+        answers[name] = (status, headers.get("Content-Type"), body, headers.get("X-Served-By"))
+    assert answers["edgeagent"] == answers["otelcol"] == (200, "text/plain; charset=utf-8", "I'm OK", None)
 
 
 def test_health_check_serves_on_a_unix_socket_and_removes_it_at_shutdown(tmp_path):
