@@ -60,3 +60,12 @@ def test_close_removes_the_socket_file_but_not_another_kind_of_file(tmp_path):
 def test_transports_that_cannot_serve_http_or_grpc_are_refused_saying_why(transport):
     with pytest.raises(ValueError, match=f"transport '{transport}' is not supported: "):
         netaddr.check_transport(transport)
+
+
+def test_every_server_reads_its_endpoint_as_a_path_when_the_transport_is_unix():
+    from edgeagent.extensions.health_check import HealthCheckConfig
+    from edgeagent.receivers.otlp import GrpcConfig, HttpConfig
+    for model in (GrpcConfig, HttpConfig, HealthCheckConfig):
+        assert model(transport="unix", endpoint="/run/edge:agent.sock").endpoint == "/run/edge:agent.sock"
+        with pytest.raises(ValueError, match="host:port"):  # the same text is no host:port
+            model(transport="tcp", endpoint="/run/edge:agent.sock")
