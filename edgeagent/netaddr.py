@@ -114,7 +114,10 @@ async def listen(transport: str, endpoint: str, default_port: int) -> Address:
 
 
 def close(address: Address) -> None:
-    """After the server closed its socket: remove the socket file, as Go's listener does."""
+    """When the server stops (or did not start): close the socket, which a server that ran closed
+    already, and remove the socket file, as Go's listener does."""
+    if address.sock is not None:
+        address.sock.close()
     if address.path is None or address.path.startswith("@"):
         return
     with contextlib.suppress(OSError):
