@@ -235,7 +235,7 @@ def _check_authenticator_references(document: dict, sections: dict[str, dict[str
     """Every `auth::authenticator` must name an authenticator extension that the service enables."""
     from edgeagent.auth import AuthenticatorConfig, auth_settings
 
-    for kind in ("receivers", "exporters"):
+    for kind in ("receivers", "exporters", "extensions"):  # the health check is an HTTP server with `auth`
         for component_id, component in sections[kind].items():
             for path, auth in auth_settings(component.config, f"{kind}::{component_id}"):
                 name = auth.authenticator

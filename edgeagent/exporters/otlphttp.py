@@ -7,6 +7,14 @@ final 200 would be a login page and the data lost. They are not followed; the up
 treated as unreachable (retryable, data stays queued) and the Location is logged once per
 episode and shown in health until data is accepted again.
 
+Buffers (otelcol's confighttp client keys; 0 or less keeps the default, as there):
+`read_buffer_size` is aiohttp's `read_bufsize`, the bytes of an answer buffered before reading
+the connection pauses (Go: the connection's read buffer, 4 KiB by default; aiohttp's 64 KiB);
+`write_buffer_size` is the connection socket's send buffer, SO_SNDBUF (Go: the buffer its HTTP
+writer fills before a write to the socket; aiohttp keeps none of its own, so the kernel's is the
+one to size). `profiles_endpoint` is accepted as otelcol accepts it: only a profiles pipeline
+would use it, and edgeagent carries no profiles signal (a `profiles` pipeline is refused).
+
 Credentials in an endpoint URL (`https://user:password@host`) are sent as HTTP Basic auth,
 unless `headers` or `auth` also set an Authorization: that is a config error. Nothing the
 exporter logs, raises or shows carries a header value, a password or a query value
@@ -18,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -51,7 +61,8 @@ _LINK_STATUS = (502, 504)
 _FOLLOWED = (307, 308)  # redirects that keep the method and the body
 MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # dropped when a redirect leaves the host
-_URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint")
+_URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint")
+_DEFAULT_READ_BUFFER = 2**16  # aiohttp's read_bufsize
 
 
 class OtlpHttpConfig(ExporterConfig):
@@ -60,8 +71,11 @@ class OtlpHttpConfig(ExporterConfig):
     traces_endpoint: str | None = None
     metrics_endpoint: str | None = None
     logs_endpoint: str | None = None
+    profiles_endpoint: str | None = None  # a profiles pipeline's; edgeagent has none
     compression: Literal["gzip", "zstd", "deflate", "zlib", "snappy", "lz4", "none", ""] = "gzip"
     tls: TlsClientConfig | None = None
+    read_buffer_size: int = 0  # aiohttp's read_bufsize; 0 or less: its 64 KiB
+    write_buffer_size: int = 0  # the socket's SO_SNDBUF; 0 or less: the system's
 
     @field_validator(*_URL_FIELDS)
     @classmethod
@@ -91,15 +105,19 @@ class OtlpHttpConfig(ExporterConfig):
         return self
 
     def config_warnings(self) -> list[str]:
+        warnings = []
+        if self.profiles_endpoint:
+            warnings.append("profiles_endpoint is not used: only a profiles pipeline sends there (as in otelcol), "
+                            "and edgeagent carries no profiles signal")
         urls = [url for url in (self.endpoint, self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint) if url]
         if not urls:
-            return ["endpoint is empty: no upstream is configured, data is buffered until one is set"]
-        if self.tls is not None and self.tls.insecure:
-            return ["tls::insecure has no effect on otlphttp: the endpoint's scheme decides (http:// is plaintext, "
-                    "https:// is TLS)"]
-        if self.tls is not None and not any(url.startswith("https://") for url in urls):
-            return ["tls has no effect: every endpoint is http://; use https:// for TLS"]
-        return []
+            warnings.append("endpoint is empty: no upstream is configured, data is buffered until one is set")
+        elif self.tls is not None and self.tls.insecure:
+            warnings.append("tls::insecure has no effect on otlphttp: the endpoint's scheme decides (http:// is "
+                            "plaintext, https:// is TLS)")
+        elif self.tls is not None and not any(url.startswith("https://") for url in urls):
+            warnings.append("tls has no effect: every endpoint is http://; use https:// for TLS")
+        return warnings
 
     def url(self, signal: Signal) -> str | None:
         specific: str | None = getattr(self, f"{signal.label}_endpoint")
@@ -108,6 +126,17 @@ class OtlpHttpConfig(ExporterConfig):
         if not self.endpoint:
             return None
         return self.endpoint.rstrip("/") + f"/v1/{signal.label}"
+
+
+def _send_buffer(size: int) -> Callable[[tuple[Any, ...]], socket.socket]:
+    """A socket factory for aiohttp's connector: each connection's SO_SNDBUF set before it connects."""
+    def create(addr_info: tuple[Any, ...]) -> socket.socket:
+        family, kind, proto = addr_info[:3]
+        sock = socket.socket(family=family, type=kind, proto=proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        return sock
+
+    return create
 
 
 @dataclass(frozen=True)
@@ -152,9 +181,11 @@ class OtlpHttpExporter:
         if self.config.tls is not None and not self.config.tls.insecure:
             self._tls = reloading_client_context(self.config.tls)
         connector = aiohttp.TCPConnector(
-            limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True
+            limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True,
+            socket_factory=_send_buffer(self.config.write_buffer_size) if self.config.write_buffer_size > 0 else None,
         )
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+        read_buffer = self.config.read_buffer_size if self.config.read_buffer_size > 0 else _DEFAULT_READ_BUFFER
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, read_bufsize=read_buffer,
                                               trace_configs=[http_client_timer(getattr(self.host, "metrics", None))])
 
     async def shutdown(self) -> None:

@@ -2,7 +2,21 @@
 
 Live means the process and its event loop run. Ready means receivers are up and the
 queue is open. `/health` and `/` answer with details: queue backlog, upstream state,
-memory limiter state, and failed components.
+memory limiter state, and failed components; with `response_body`, `path` answers with its
+`healthy` or `unhealthy` text instead, as otelcol's does.
+
+The keys are otelcol 0.165's. Its health check is a confighttp server: the listener's keys
+(`transport`, `endpoint`, `tls`) and the server's timeouts (`read_header_timeout`,
+`read_timeout`, `write_timeout`, `keepalive`) apply as on the OTLP/HTTP receiver. The keys that
+wrap the server's handler (`cors`, `auth`, `response_headers`, `compression_algorithms`,
+`max_request_body_size`, `include_metadata`) have no effect, in otelcol as here: its health
+check answers with a handler of its own in their place (a warning says so; an authenticator
+`auth` names must still exist, and `middlewares` must be empty, as otelcol resolves both at
+start). `path`, `response_body`; `check_collector_pipeline` (kept for old configs, ignored
+since it never worked) and `component_health` (read only by the v2 health check) are accepted
+and do nothing, as in otelcol, with a warning when they ask for something. The v2 settings
+(`use_v2: true`, `http`, `grpc`) are refused, as otelcol 0.165 refuses them unless its alpha
+feature gate `extension.healthcheck.useComponentStatus` is on; edgeagent has no such gate.
 """
 
 from __future__ import annotations
@@ -14,17 +28,92 @@ from typing import Any
 from aiohttp import web
 from pydantic import field_validator
 
+from edgeagent import auth, confighttp, netaddr, tls
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.config.types import check_endpoint, split_endpoint
+from edgeagent.config.types import Duration
+from edgeagent.confighttp import HttpServerConfig
 
 log = logging.getLogger(__name__)
+_V2 = ("the v2 health check needs otelcol's alpha feature gate extension.healthcheck.useComponentStatus, "
+       "without which otelcol 0.165 refuses it too; edgeagent has no feature gates: use endpoint, path and "
+       "response_body")
 
 
-class HealthCheckConfig(ComponentConfig):
+_ABSENT = object()
+# confighttp keys that act on the server's handler: otelcol's health check builds the server with them,
+# then answers with a handler of its own, so none of them has an effect there (an authenticator named
+# in `auth` must still exist, or the start fails)
+_HANDLER_SETTINGS = ("cors", "auth", "response_headers", "compression_algorithms", "max_request_body_size",
+                     "include_metadata")
+
+
+class ResponseBodyConfig(ComponentConfig):
+    healthy: str = ""
+    unhealthy: str = ""
+
+
+class CheckCollectorPipelineConfig(ComponentConfig):
+    enabled: bool = False
+    interval: str = "5m"  # a string in otelcol, never parsed
+    exporter_failure_threshold: int = 5
+
+
+class ComponentHealthConfig(ComponentConfig):
+    include_permanent_errors: bool = False
+    include_recoverable_errors: bool = False
+    recovery_duration: Duration = 0.0
+
+
+class HealthCheckConfig(HttpServerConfig):
     endpoint: str = "localhost:13133"
     path: str = "/"
+    response_body: ResponseBodyConfig | None = None
+    check_collector_pipeline: CheckCollectorPipelineConfig | None = None
+    component_health: ComponentHealthConfig | None = None
+    use_v2: bool = False
+    http: Any = _ABSENT  # the v2 settings: refused whatever they hold, even nothing (`http:`)
+    grpc: Any = _ABSENT
 
-    _check_endpoint = field_validator("endpoint")(lambda cls, v: check_endpoint(v))
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_required(cls, endpoint: str) -> str:
+        if not endpoint:  # otelcol: "http endpoint required"
+            raise ValueError("endpoint is required (host:port, or a socket path with transport: unix)")
+        return endpoint
+
+    @field_validator("path")
+    @classmethod
+    def _check_path(cls, path: str) -> str:
+        if not path.startswith("/"):  # otelcol: "path must start with /"
+            raise ValueError(f"path {path!r} must start with /")
+        return path
+
+    @field_validator("use_v2")
+    @classmethod
+    def _no_v2(cls, use_v2: bool) -> bool:
+        if use_v2:
+            raise ValueError(_V2)
+        return use_v2
+
+    @field_validator("http", "grpc")
+    @classmethod
+    def _no_v2_protocols(cls, value: Any) -> Any:
+        if value is _ABSENT:
+            return None
+        raise ValueError(_V2)
+
+    def config_warnings(self) -> list[str]:
+        warnings = super().config_warnings()
+        unused = [name for name in _HANDLER_SETTINGS if name in self.model_fields_set]
+        warnings += [f"{name} has no effect on the health check, as in otelcol 0.165: its health check answers "
+                     f"with a handler of its own, not the one {name} applies to" for name in unused]
+        if self.check_collector_pipeline is not None and self.check_collector_pipeline.enabled:
+            warnings.append("check_collector_pipeline has no effect: otelcol 0.165 keeps the key for old configs and "
+                            "ignores it (it never worked); the health answer reflects failed components already")
+        if self.component_health is not None:
+            warnings.append("component_health has no effect: otelcol 0.165 reads it only in the v2 health check, "
+                            "which needs a feature gate edgeagent does not have")
+        return warnings
 
 
 class HealthCheck:
@@ -33,24 +122,46 @@ class HealthCheck:
         self.config = config
         self.host = host
         self._runner: web.AppRunner | None = None
+        self._address: netaddr.Address | None = None
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get(self.config.path, self._details)
+        auth.resolve(self.host, self.config.auth)  # as otelcol: an authenticator that is not there stops the start
+        write_timeout = self.config.write_timeout
+        app = web.Application(middlewares=[confighttp.write_deadline(write_timeout)] if write_timeout else [])
+        app.router.add_get(self.config.path, self._details if self.config.response_body is None else self._body)
         for path in ("/health", "/health/live", "/health/ready"):
             if path != self.config.path:
                 app.router.add_get(path, {"/health": self._details, "/health/live": self._live,
                                           "/health/ready": self._ready}[path])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=confighttp.wait_for_request(self.config))
         await self._runner.setup()
-        host, port = split_endpoint(self.config.endpoint, 13133)
-        await web.TCPSite(self._runner, host, port, reuse_address=True).start()
-        log.info("health check listening", extra={"endpoint": self.config.endpoint})
+        ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
+        self._address = address = await netaddr.listen(self.config.transport, self.config.endpoint, 13133)
+        site: web.BaseSite
+        if address.sock is not None:
+            site = web.SockSite(self._runner, address.sock, ssl_context=ssl_context)
+        else:
+            site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True, ssl_context=ssl_context)
+        await site.start()
+        log.info("health check listening", extra={"endpoint": self.config.endpoint, "transport": address.transport,
+                                                  "tls": ssl_context is not None})
 
     async def shutdown(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        if self._address is not None:
+            address, self._address = self._address, None
+            netaddr.close(address)
+
+    async def _body(self, request: web.Request) -> web.Response:
+        """otelcol's response_body: the configured text, 200 when healthy, 503 when not."""
+        body = self.config.response_body
+        assert body is not None
+        if self.host.health()["healthy"]:
+            return web.Response(status=200, text=body.healthy)
+        return web.Response(status=503, text=body.unhealthy)
 
     async def _live(self, request: web.Request) -> web.Response:
         return _json(200, {"status": "alive"})

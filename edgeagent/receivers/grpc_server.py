@@ -199,12 +199,17 @@ class GrpcServer:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
 
-    async def start(self, host: str | None, port: int) -> int:
-        """Listen; returns the port (useful with port 0)."""
+    async def start(self, host: str | None, port: int, sock: socket.socket | None = None) -> int:
+        """Listen on host:port, or on `sock` (bound and listening: a unix socket); returns the TCP port
+        (useful with port 0), 0 for a unix socket."""
         loop = asyncio.get_running_loop()
+        handshake = self.limits.handshake_timeout if self.ssl_context else None
+        if sock is not None:
+            self._server = await loop.create_server(lambda: _Connection(self), sock=sock, ssl=self.ssl_context,
+                                                    ssl_handshake_timeout=handshake)
+            return 0
         self._server = await loop.create_server(lambda: _Connection(self), host, port, ssl=self.ssl_context,
-                                                ssl_handshake_timeout=self.limits.handshake_timeout if self.ssl_context
-                                                else None, reuse_address=True)
+                                                ssl_handshake_timeout=handshake, reuse_address=True)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self, grace: float) -> None:

@@ -7,10 +7,12 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from edgeagent import netaddr
 from edgeagent.auth import AuthConfig
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.config.types import Duration, check_endpoint
-from edgeagent.receivers.otlp_cors import CorsConfig
+from edgeagent.config.types import Duration
+from edgeagent.confighttp import HttpServerConfig
+from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
 from edgeagent.receivers.otlp_grpc import GrpcServer
 from edgeagent.receivers.otlp_http import HttpServer
 from edgeagent.tls import TlsServerConfig, check_grpc_server
@@ -47,7 +49,9 @@ class GrpcKeepaliveConfig(ComponentConfig):
 
 
 class GrpcConfig(ComponentConfig):
+    transport: str = "tcp"  # before endpoint, whose validation depends on it
     endpoint: str = "localhost:4317"
+    dialer: netaddr.DialerConfig | None = None
     max_recv_msg_size_mib: int = Field(4, gt=0)
     max_concurrent_streams: int = Field(0, ge=0)
     read_buffer_size: int = Field(0, ge=0)  # the socket's SO_RCVBUF; 0: the system's
@@ -56,87 +60,19 @@ class GrpcConfig(ComponentConfig):
     include_metadata: bool = False
     tls: TlsServerConfig | None = None
     auth: AuthConfig | None = None
+    middlewares: list[MiddlewareConfig] = Field(default_factory=list)
 
-    _check_endpoint = field_validator("endpoint")(lambda cls, v: check_endpoint(v))
+    _check_transport = field_validator("transport")(lambda cls, v: netaddr.check_transport(v))
+    _check_endpoint = field_validator("endpoint")(netaddr.check_endpoint_field)
+    _check_middlewares = field_validator("middlewares")(lambda cls, v: check_server_middlewares(v, "a gRPC"))
     _check_tls = field_validator("tls")(lambda cls, v: check_grpc_server(v))
 
 
-class HttpKeepaliveConfig(ComponentConfig):
-    idle_timeout: Duration = Field(default=60.0, ge=0)
-
-
-class HttpConfig(ComponentConfig):
+class HttpConfig(HttpServerConfig):
     endpoint: str = "localhost:4318"
     traces_url_path: str = "/v1/traces"
     metrics_url_path: str = "/v1/metrics"
     logs_url_path: str = "/v1/logs"
-    max_request_body_size: int = Field(20 * 1024 * 1024, gt=0)
-    # otelcol's confighttp defaults: headers within a minute, no limit on the whole request
-    read_header_timeout: Duration = Field(60.0, ge=0)
-    read_timeout: Duration = Field(0.0, ge=0)
-    # otelcol's default: the answer must be written within 30s of the request's headers (0: no limit)
-    write_timeout: Duration = Field(30.0, ge=0)
-    keepalive: HttpKeepaliveConfig | None = Field(default_factory=HttpKeepaliveConfig)
-    include_metadata: bool = False
-    cors: CorsConfig | None = None
-    response_headers: dict[str, str] = Field(default_factory=dict)
-    # the Content-Encodings accepted ("" is none); unset: every one otelcol knows
-    compression_algorithms: list[str] | None = None
-    tls: TlsServerConfig | None = None
-    auth: AuthConfig | None = None
-
-    @field_validator("keepalive", mode="before")
-    @classmethod
-    def _keepalive_switch(cls, value: Any) -> Any:
-        """`keepalive:` alone keeps the defaults; `enabled: false` leaves idle connections to read_timeout."""
-        if value is None:
-            return {}
-        if isinstance(value, dict) and "enabled" in value:
-            value = dict(value)
-            if not value.pop("enabled"):
-                return None
-        return value
-
-    @field_validator("response_headers", mode="before")
-    @classmethod
-    def _headers_as_text(cls, value: Any) -> Any:
-        """A map, or otelcol's list of {name, value} pairs; values as text."""
-        if isinstance(value, list):
-            pairs = [(item.get("name"), item.get("value")) for item in value if isinstance(item, dict)]
-            if len(pairs) != len(value) or any(not isinstance(name, str) for name, _ in pairs):
-                raise ValueError("response_headers: give a map of header: value, or a list of {name, value}")
-            value = dict(pairs)
-        if isinstance(value, dict):
-            return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
-        return value
-
-    @field_validator("compression_algorithms")
-    @classmethod
-    def _known_algorithms(cls, value: list[str] | None) -> list[str] | None:
-        known = ("", "gzip", "zstd", "zlib", "snappy", "deflate", "lz4", "x-snappy-framed")
-        unknown = [name for name in value or () if name not in known]
-        if unknown:
-            raise ValueError(f"compression_algorithms: {unknown} unknown; use some of {list(known)}")
-        return value
-
-    def content_encodings(self) -> frozenset[str] | None:
-        """The Content-Encoding values accepted, or None for all; "" also means identity (and none)."""
-        if self.compression_algorithms is None:
-            return None
-        names = set(self.compression_algorithms)
-        if "" in names:
-            names |= {"identity", "none"}
-        if "gzip" in names:
-            names.add("x-gzip")
-        return frozenset(names)
-
-    def idle_timeout(self) -> float:
-        """How long a connection may wait for its next request (otelcol: idle_timeout, else read_timeout)."""
-        if self.keepalive is not None and self.keepalive.idle_timeout:
-            return self.keepalive.idle_timeout
-        return self.read_timeout
-
-    _check_endpoint = field_validator("endpoint")(lambda cls, v: check_endpoint(v))
 
 
 class ProtocolsConfig(ComponentConfig):
@@ -158,6 +94,8 @@ class OtlpReceiverConfig(ComponentConfig):
         warnings = [f"protocols::{name}::tls: {warning}" for name in ("grpc", "http")
                     if (protocol := getattr(self.protocols, name)) is not None and protocol.tls is not None
                     for warning in protocol.tls.config_warnings()]
+        warnings += [f"protocols::{name}::{netaddr.DIALER_WARNING}" for name in ("grpc", "http")
+                     if (protocol := getattr(self.protocols, name)) is not None and protocol.dialer is not None]
         http = self.protocols.http
         if http is not None and http.cors is not None:
             warnings += [f"protocols::http::{warning}" for warning in http.cors.config_warnings()]

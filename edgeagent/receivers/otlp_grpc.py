@@ -17,8 +17,7 @@ import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from edgeagent import auth, tls
-from edgeagent.config.types import split_endpoint
+from edgeagent import auth, netaddr, tls
 from edgeagent.errors import BadRequestError, QueueFullError, RetryableError, UnauthenticatedError
 from edgeagent.instrumentation import rpc_server_observer
 from edgeagent.receivers import codec, grpc_server
@@ -36,6 +35,7 @@ class GrpcServer:
         self.config = config
         self.host = host
         self._server: grpc_server.GrpcServer | None = None
+        self._address: netaddr.Address | None = None
 
     async def start(self) -> None:
         handlers: dict[str, grpc_server.Handler] = {}
@@ -45,19 +45,27 @@ class GrpcServer:
                 handlers[f"/{signal.grpc_service}/Export"] = self._handler(signal, consumer)
         ssl_context = tls.server_ssl_context(self.config.tls, alpn=["h2"]) if self.config.tls is not None else None
         server = grpc_server.GrpcServer(handlers, limits(self.config), ssl_context)
-        host, port = split_endpoint(self.config.endpoint, 4317)
         try:
-            await server.start(host, port)
+            address = await netaddr.listen(self.config.transport, self.config.endpoint, 4317)
+            try:
+                await server.start(address.host, address.port, sock=address.sock)
+            except BaseException:
+                netaddr.close(address)
+                raise
         except OSError as exc:
             raise OSError(f"cannot listen on {self.config.endpoint} for OTLP/gRPC: {exc}") from exc
-        self._server = server
+        self._server, self._address = server, address
         log.info("OTLP/gRPC receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint,
+                                                        "transport": address.transport,
                                                         "tls": self.config.tls is not None})
 
     async def stop(self) -> None:
         if self._server is not None:
             server, self._server = self._server, None
             await server.stop(grace=SHUTDOWN_GRACE)
+        if self._address is not None:
+            address, self._address = self._address, None
+            netaddr.close(address)
 
     def _handler(self, signal: Signal, consumer: Any) -> grpc_server.Handler:
         include_metadata = self.config.include_metadata

@@ -19,19 +19,16 @@ from typing import Any
 from aiohttp import web
 from google.rpc import status_pb2
 
-from edgeagent import auth, tls
-from edgeagent.config.types import split_endpoint
+from edgeagent import auth, confighttp, netaddr, tls
 from edgeagent.errors import BadRequestError, RetryableError, UnauthenticatedError
 from edgeagent.instrumentation import http_server_timer
 from edgeagent.processors.memory_limiter import Reservation
 from edgeagent.receivers import codec
-from edgeagent.receivers.otlp_cors import Cors
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
 _GRPC_CODE = {400: 3, 401: 16, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 MAX_UNREAD_BODIES = 1024  # bodies being read at once; more get 503 rather than queue up sockets and buffers
-_NO_TIMEOUT = 365 * 86400.0
 DISCONNECT_EPISODE = 60.0  # disconnects closer together than this are one episode: one log line
 
 
@@ -41,22 +38,31 @@ class HttpServer:
         self.config = config
         self.host = host
         self._runner: web.AppRunner | None = None
+        self._address: netaddr.Address | None = None
         self._reading = 0
         self._disconnects = Disconnects(host, receiver_id, "http")
         self._encodings = config.content_encodings()
 
     async def start(self) -> None:
-        host, port = split_endpoint(self.config.endpoint, 4318)
+        address = await netaddr.listen(self.config.transport, self.config.endpoint, 4318)
+        try:
+            await self._serve(address)
+        except BaseException:
+            netaddr.close(address)
+            raise
+        self._address = address
+        log.info("OTLP/HTTP receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint,
+                                                        "transport": address.transport,
+                                                        "tls": self.config.tls is not None})
+
+    async def _serve(self, address: netaddr.Address) -> None:
         scheme = "https" if self.config.tls is not None else "http"
-        timer = http_server_timer(getattr(self.host, "metrics", None), host, port, scheme)
-        middlewares = [timer]
-        if self.config.cors is not None and self.config.cors.allowed_origins:
-            middlewares.append(Cors(self.config.cors).middleware())
-        if self.config.write_timeout:
-            middlewares.append(_write_deadline(self.config.write_timeout))
+        timer = http_server_timer(getattr(self.host, "metrics", None), address.host or address.path or "",
+                                  address.port, scheme)
+        middlewares = [timer, *confighttp.server_middlewares(self.config)]
         app = web.Application(client_max_size=self.config.max_request_body_size, middlewares=middlewares)
         if self.config.response_headers:
-            app.on_response_prepare.append(_response_headers(self.config.response_headers))
+            app.on_response_prepare.append(confighttp.response_headers(self.config.response_headers))
         paths = {
             Signal.TRACES: self.config.traces_url_path,
             Signal.METRICS: self.config.metrics_url_path,
@@ -67,18 +73,24 @@ class HttpServer:
             if consumer is not None:
                 app.router.add_post(path, self._handler(signal, consumer))
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False,
-                                     keepalive_timeout=_wait_for_request(self.config))
+                                     keepalive_timeout=confighttp.wait_for_request(self.config))
         await self._runner.setup()
         ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024, ssl_context=ssl_context)
+        site: web.BaseSite
+        if address.sock is not None:
+            site = web.SockSite(self._runner, address.sock, ssl_context=ssl_context)
+        else:
+            site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True,
+                               backlog=netaddr.BACKLOG, ssl_context=ssl_context)
         await site.start()
-        log.info("OTLP/HTTP receiver listening", extra={"receiver": self.receiver_id, "endpoint": self.config.endpoint,
-                                                        "tls": ssl_context is not None})
 
     async def stop(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        if self._address is not None:
+            address, self._address = self._address, None
+            netaddr.close(address)
 
     def _handler(self, signal: Signal, consumer: Any):
         include_metadata = self.config.include_metadata
@@ -150,43 +162,6 @@ async def _read_body(request: web.Request, limit: int, reservation: Reservation)
         decompressor.feed(chunk)
         reserve(decompressor.size)  # compressed input that has not decoded to anything yet
     return decompressor.finish()
-
-
-def _wait_for_request(config: Any) -> float:
-    """aiohttp keeps one timer from the connection's start (or the last answer) until the next
-    request's headers are complete, where otelcol has two: idle_timeout for the wait and
-    read_header_timeout for the headers (each falling back to read_timeout). The shorter bounds
-    both, so neither limit is ever exceeded."""
-    header = config.read_header_timeout or config.read_timeout
-    idle = config.idle_timeout()
-    return min((limit for limit in (header, idle) if limit), default=_NO_TIMEOUT)
-
-
-def _write_deadline(limit: float) -> Any:
-    """otelcol's write_timeout: an answer not written within `limit` of the request's headers is
-    never written; the connection closes, as Go's does, and the client retries. The handler
-    finishes on its own (a commit under way still completes)."""
-    @web.middleware
-    async def deadline(request: web.Request, handler: Any) -> web.StreamResponse:
-        transport = request.transport
-        if transport is None:
-            return await handler(request)
-        timer = asyncio.get_running_loop().call_later(limit, transport.close)
-        try:
-            return await handler(request)
-        finally:
-            timer.cancel()
-
-    return deadline
-
-
-def _response_headers(headers: dict[str, str]) -> Any:
-    """otelcol's response_headers: on every answer, unless the answer sets that header itself."""
-    async def add(request: web.Request, response: web.StreamResponse) -> None:
-        for name, value in headers.items():
-            response.headers.setdefault(name, value)
-
-    return add
 
 
 class Disconnects:

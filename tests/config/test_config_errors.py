@@ -47,6 +47,19 @@ BAD_CONFIGS = {
     "bad-bearertokenauth-no-token.yaml": ([("extensions::bearertokenauth", ["token", "filename"])], []),
     "bad-tls-missing-key-file.yaml": ([("receivers::otlp::protocols::grpc::tls", ["key_file"])], []),
     "bad-tls-version.yaml": ([("exporters::otlphttp::tls", ["min_version", "1.4"])], []),
+    "bad-receiver-transport.yaml": (
+        [("receivers::otlp::protocols::http::transport", ["udp", "stream"]),
+         ("receivers::otlp::protocols::grpc::endpoint", ["107 bytes"])], []),
+    "bad-receiver-middlewares.yaml": (
+        [("receivers::otlp::protocols::grpc::middlewares", ["headers_setter", "no middleware extensions"]),
+         ("receivers::otlp::protocols::http::middlewares", ["health_check", "HTTP server middleware"])], []),
+    "bad-health-check-auth-unknown.yaml": (
+        [("extensions::health_check::auth::authenticator", ["bearertokenauth/probes", "not defined"])], []),
+    "bad-health-check-v2.yaml": (
+        [("extensions::health_check::use_v2", ["feature gate"]),
+         ("extensions::health_check::http", ["extension.healthcheck.useComponentStatus"]),
+         ("extensions::health_check::grpc", ["feature gate"]),
+         ("extensions::health_check::path", ["must start with /"])], []),
     "bad-three-mistakes.yaml": (
         [
             ("receivers::otlp::protocols::grcp", ["grcp"]),
@@ -102,6 +115,20 @@ def test_missing_config_file_is_an_error(validate, tmp_path):
 
 def test_minimal_config_is_valid(validate, assert_valid):
     assert_valid(validate(CONFIG_DIR / "good-minimal.yaml"))
+
+
+def test_receiver_on_a_unix_socket_and_on_ipv6_only_is_valid_and_its_dialer_a_warning(validate, assert_valid):
+    result = validate(CONFIG_DIR / "good-otlp-transports.yaml")
+    assert_valid(result)
+    assert "protocols::grpc::dialer has no effect on a server" in result.output, result.describe()
+
+
+def test_health_check_keys_otelcol_ignores_are_valid_with_a_warning(validate, assert_valid):
+    result = validate(CONFIG_DIR / "good-health-check-otelcol-keys.yaml")
+    assert_valid(result)
+    assert "check_collector_pipeline has no effect" in result.output, result.describe()
+    assert "component_health has no effect" in result.output, result.describe()
+    assert "response_headers has no effect on the health check" in result.output, result.describe()
 
 
 def test_memory_limiter_without_check_interval_is_a_warning(validate, assert_valid):

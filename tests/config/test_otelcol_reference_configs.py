@@ -134,16 +134,12 @@ NO_EXAMPLE = {  # components whose module documents no example config in 0.165
     "memory_limiter": "memorylimiterprocessor v0.165.0 ships no testdata config",
 }
 # YAML paths (prefixes) where edgeagent refuses otelcol's example, and why
-HEALTH_V2 = "health_check: the v2 settings (http, grpc, component_health) are not supported; use endpoint and path"
+HEALTH_V2 = ("health_check: the v2 settings (http, grpc) need otelcol's alpha feature gate "
+             "extension.healthcheck.useComponentStatus; otelcol 0.165 refuses them too without it")
 REFUSED: dict[str, dict[str, str]] = {
     "otlp:config.yaml": {
         "receivers::otlp::protocols::http::auth::authenticator":
             "names the authenticator 'test' that otelcol's unit test registers; no such extension exists",
-    },
-    "otlphttp:config.yaml": {
-        "exporters::otlphttp::read_buffer_size": "not supported: aiohttp's client reads with its own buffer",
-        "exporters::otlphttp::write_buffer_size": "not supported: aiohttp's client has no write buffer setting",
-        "exporters::otlphttp::profiles_endpoint": "not supported: edgeagent carries no profiles signal",
     },
     "attributes:config.yaml": {
         "processors::attributes/regex_insert::actions::0": "extract: edgeagent asks every group to be named "
@@ -163,12 +159,8 @@ REFUSED: dict[str, dict[str, str]] = {
         "extensions::file_storage/all_settings::max_size": "bbolt's file size cap; edgeagent's budget is max_size_mib",
     },
     "health_check:config.yaml": {
-        "extensions::health_check/1::tls": "health_check over TLS is not supported",
-        "extensions::health_check/1::check_collector_pipeline": "check_collector_pipeline is not supported",
-        "extensions::health_check/missingendpoint": "an example otelcol refuses too (check_collector_pipeline here)",
-        "extensions::health_check/invalidthreshold": "an example otelcol refuses too (check_collector_pipeline here)",
-        "extensions::health_check/invalidpath": "an example otelcol refuses too (check_collector_pipeline here)",
-        "extensions::health_check/response-body": "response_body is not supported",
+        "extensions::health_check/missingendpoint::endpoint": "an example otelcol refuses too: endpoint is required",
+        "extensions::health_check/invalidpath::path": "an example otelcol refuses too: path must start with /",
         "extensions::health_check/v2-": HEALTH_V2,
     },
 }

@@ -1,0 +1,157 @@
+"""otelcol's confighttp server settings, for the servers built on aiohttp (the OTLP/HTTP receiver,
+the health check), and the parts of the server they make: the wait for a request, the write
+deadline, the response headers, the CORS and auth checks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field, field_validator
+
+from edgeagent import netaddr
+from edgeagent.auth import AuthConfig
+from edgeagent.component import ComponentConfig
+from edgeagent.config.types import Duration
+from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
+from edgeagent.receivers.otlp_cors import Cors, CorsConfig
+from edgeagent.tls import TlsServerConfig
+
+_NO_TIMEOUT = 365 * 86400.0
+
+
+class HttpKeepaliveConfig(ComponentConfig):
+    idle_timeout: Duration = Field(default=60.0, ge=0)
+
+
+class HttpServerConfig(ComponentConfig):
+    """confighttp.ServerConfig: what every HTTP server of otelcol takes (a subclass sets endpoint's default)."""
+
+    transport: str = "tcp"  # before endpoint, whose validation depends on it
+    endpoint: str = ""
+    dialer: netaddr.DialerConfig | None = None
+    max_request_body_size: int = Field(20 * 1024 * 1024, gt=0)
+    # otelcol's confighttp defaults: headers within a minute, no limit on the whole request
+    read_header_timeout: Duration = Field(60.0, ge=0)
+    read_timeout: Duration = Field(0.0, ge=0)
+    # otelcol's default: the answer must be written within 30s of the request's headers (0: no limit)
+    write_timeout: Duration = Field(30.0, ge=0)
+    keepalive: HttpKeepaliveConfig | None = Field(default_factory=HttpKeepaliveConfig)
+    include_metadata: bool = False
+    cors: CorsConfig | None = None
+    response_headers: dict[str, str] = Field(default_factory=dict)
+    # the Content-Encodings accepted ("" is none); unset: every one otelcol knows
+    compression_algorithms: list[str] | None = None
+    tls: TlsServerConfig | None = None
+    auth: AuthConfig | None = None
+    middlewares: list[MiddlewareConfig] = Field(default_factory=list)
+
+    _check_transport = field_validator("transport")(lambda cls, v: netaddr.check_transport(v))
+    _check_endpoint = field_validator("endpoint")(netaddr.check_endpoint_field)
+    _check_middlewares = field_validator("middlewares")(lambda cls, v: check_server_middlewares(v, "an HTTP"))
+
+    @field_validator("keepalive", mode="before")
+    @classmethod
+    def _keepalive_switch(cls, value: Any) -> Any:
+        """`keepalive:` alone keeps the defaults; `enabled: false` leaves idle connections to read_timeout."""
+        if value is None:
+            return {}
+        if isinstance(value, dict) and "enabled" in value:
+            value = dict(value)
+            if not value.pop("enabled"):
+                return None
+        return value
+
+    @field_validator("response_headers", mode="before")
+    @classmethod
+    def _headers_as_text(cls, value: Any) -> Any:
+        """A map, or otelcol's list of {name, value} pairs; values as text."""
+        if isinstance(value, list):
+            pairs = [(item.get("name"), item.get("value")) for item in value if isinstance(item, dict)]
+            if len(pairs) != len(value) or any(not isinstance(name, str) for name, _ in pairs):
+                raise ValueError("response_headers: give a map of header: value, or a list of {name, value}")
+            value = dict(pairs)
+        if isinstance(value, dict):
+            return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
+        return value
+
+    @field_validator("compression_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str] | None) -> list[str] | None:
+        known = ("", "gzip", "zstd", "zlib", "snappy", "deflate", "lz4", "x-snappy-framed")
+        unknown = [name for name in value or () if name not in known]
+        if unknown:
+            raise ValueError(f"compression_algorithms: {unknown} unknown; use some of {list(known)}")
+        return value
+
+    def config_warnings(self) -> list[str]:
+        warnings = [f"tls::{warning}" for warning in self.tls.config_warnings()] if self.tls is not None else []
+        warnings += self.cors.config_warnings() if self.cors is not None else []
+        if self.dialer is not None:
+            warnings.append(netaddr.DIALER_WARNING)
+        return warnings
+
+    def content_encodings(self) -> frozenset[str] | None:
+        """The Content-Encoding values accepted, or None for all; "" also means identity (and none)."""
+        if self.compression_algorithms is None:
+            return None
+        names = set(self.compression_algorithms)
+        if "" in names:
+            names |= {"identity", "none"}
+        if "gzip" in names:
+            names.add("x-gzip")
+        return frozenset(names)
+
+    def idle_timeout(self) -> float:
+        """How long a connection may wait for its next request (otelcol: idle_timeout, else read_timeout)."""
+        if self.keepalive is not None and self.keepalive.idle_timeout:
+            return self.keepalive.idle_timeout
+        return self.read_timeout
+
+
+def wait_for_request(config: HttpServerConfig) -> float:
+    """aiohttp keeps one timer from the connection's start (or the last answer) until the next
+    request's headers are complete, where otelcol has two: idle_timeout for the wait and
+    read_header_timeout for the headers (each falling back to read_timeout). The shorter bounds
+    both, so neither limit is ever exceeded."""
+    header = config.read_header_timeout or config.read_timeout
+    idle = config.idle_timeout()
+    return min((limit for limit in (header, idle) if limit), default=_NO_TIMEOUT)
+
+
+def write_deadline(limit: float) -> Any:
+    """otelcol's write_timeout: an answer not written within `limit` of the request's headers is
+    never written; the connection closes, as Go's does, and the client retries. The handler
+    finishes on its own (a commit under way still completes)."""
+    @web.middleware
+    async def deadline(request: web.Request, handler: Any) -> web.StreamResponse:
+        transport = request.transport
+        if transport is None:
+            return await handler(request)
+        timer = asyncio.get_running_loop().call_later(limit, transport.close)
+        try:
+            return await handler(request)
+        finally:
+            timer.cancel()
+
+    return deadline
+
+
+def response_headers(headers: dict[str, str]) -> Any:
+    """otelcol's response_headers: on every answer, unless the answer sets that header itself."""
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        for name, value in headers.items():
+            response.headers.setdefault(name, value)
+
+    return add
+
+
+def server_middlewares(config: HttpServerConfig) -> list[Any]:
+    """The aiohttp middlewares of a server's `cors` (when it allows an origin) and `write_timeout`."""
+    middlewares = []
+    if config.cors is not None and config.cors.allowed_origins:
+        middlewares.append(Cors(config.cors).middleware())
+    if config.write_timeout:
+        middlewares.append(write_deadline(config.write_timeout))
+    return middlewares
