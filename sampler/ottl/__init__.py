@@ -1,0 +1,45 @@
+"""A subset of the OpenTelemetry Transformation Language (OTTL): the conditions of tail_sampling's
+`ottl_condition` policy, on spans and span events.
+
+`lexer` and `parser` read a condition into the tree of `ast`; `compiler` turns the tree into
+closures once, using `paths` (the fields of the span and spanevent contexts), `functions` (the
+converters) and `compare` (OTTL's comparison rules). `ConditionSequence` is otelcol's: the
+conditions of one list, any of which matching is a match, with its error_mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from sampler.ottl.compiler import Test, compile_condition
+from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
+from sampler.ottl.paths import Context
+
+ErrorMode = Literal["ignore", "propagate", "silent"]
+
+__all__ = ["ConditionSequence", "Context", "ErrorMode", "OttlEvalError", "OttlSyntaxError", "compile_condition"]
+
+
+class ConditionSequence:
+    """Conditions ORed, as otelcol's ConditionSequence: the first that matches decides.
+
+    A condition that fails on a context: with `propagate` the failure is raised (OttlEvalError)
+    and ends the evaluation; otherwise (`ignore`, `silent`, or unset, which otelcol treats as
+    `silent`) that condition counts as not matching and the next is tried. otelcol logs each
+    failure under `ignore`; edgeagent does not log per span, for either.
+    """
+
+    def __init__(self, conditions: Sequence[str], context: str, error_mode: ErrorMode | None):
+        self.tests: tuple[Test, ...] = tuple(compile_condition(text, context) for text in conditions)
+        self.propagate = error_mode == "propagate"
+
+    def matches(self, ctx: Context) -> bool:
+        for test in self.tests:
+            try:
+                if test(ctx):
+                    return True
+            except OttlEvalError:
+                if self.propagate:
+                    raise
+        return False
