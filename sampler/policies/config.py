@@ -8,8 +8,8 @@ Each entry has a `name`, a `type` and the block named after its type:
 
 Blocks otelcol reads but a type does not use are errors here, not silently ignored, and so
 are values otelcol would skip (an empty string in `values`, a `rate_allocation` naming no
-sub-policy). `and` and `drop` take the simple types as sub-policies, `not` one of them,
-`composite` the simple types and `and`, exactly where otelcol allows them.
+sub-policy). `and` and `drop` take the simple types and `not` as sub-policies, `not` one of the
+simple types, `composite` the simple types and `and`, exactly where otelcol allows them.
 
 Where otelcol has a zero that means "not set" (numeric_attribute's bounds, latency's upper
 threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning.
@@ -22,13 +22,14 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from sampler.goregex import compile_go_regex
+from sampler.policies.ottl_config import OttlConditionConfig
 from sampler.settings import Settings
 
 STATUS_CODES = ("OK", "ERROR", "UNSET")
 # what and_sub_policy, drop_sub_policy and not_sub_policy may hold
 SIMPLE_TYPES = ("always_sample", "latency", "numeric_attribute", "probabilistic", "status_code",
                 "string_attribute", "rate_limiting", "bytes_limiting", "span_count", "trace_state",
-                "boolean_attribute", "trace_flags")
+                "boolean_attribute", "trace_flags", "ottl_condition")
 BLOCKLESS_TYPES = ("always_sample", "trace_flags")
 
 
@@ -158,6 +159,7 @@ class SharedPolicyConfig(Settings):
     span_count: SpanCountConfig | None = None
     trace_state: TraceStateConfig | None = None
     boolean_attribute: BooleanAttributeConfig | None = None
+    ottl_condition: OttlConditionConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -166,10 +168,6 @@ class SharedPolicyConfig(Settings):
         if not isinstance(data, dict):
             return data
         kind = data.get("type")
-        if "ottl_condition" in data or kind == "ottl_condition":
-            raise ValueError("ottl_condition: OTTL conditions are not supported; express the condition with "
-                             "string_attribute, numeric_attribute, boolean_attribute, status_code, latency, "
-                             "span_count, trace_state or trace_flags, combined with and, not or drop")
         if not isinstance(kind, str):
             return data  # reported as a missing or invalid `type`
         if kind not in cls.types:
@@ -188,16 +186,25 @@ class SharedPolicyConfig(Settings):
         return getattr(self, attribute) if attribute else None
 
 
+class NotConfig(Settings):
+    not_sub_policy: SharedPolicyConfig
+
+
+class AndSubPolicyConfig(SharedPolicyConfig):
+    """What and_sub_policy and drop_sub_policy hold: the simple types and `not`."""
+
+    types: ClassVar[tuple[str, ...]] = SIMPLE_TYPES + ("not",)
+    blocks: ClassVar[dict[str, str]] = {**SharedPolicyConfig.blocks, "not": "not_"}
+
+    not_: NotConfig | None = Field(None, alias="not")
+
+
 class AndConfig(Settings):
-    and_sub_policy: list[SharedPolicyConfig] = Field(min_length=1)
+    and_sub_policy: list[AndSubPolicyConfig] = Field(min_length=1)
 
 
 class DropConfig(Settings):
-    drop_sub_policy: list[SharedPolicyConfig] = Field(min_length=1)
-
-
-class NotConfig(Settings):
-    not_sub_policy: SharedPolicyConfig
+    drop_sub_policy: list[AndSubPolicyConfig] = Field(min_length=1)
 
 
 class CompositeSubPolicyConfig(SharedPolicyConfig):

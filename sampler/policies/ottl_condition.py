@@ -1,0 +1,53 @@
+"""`ottl_condition`: sample a trace when an OTTL condition matches one of its spans or span events.
+
+As otelcol: spans in arrival order; for each span the `span` conditions first, then the
+`spanevent` conditions on each of its events; the first match samples the trace. Within a list
+any condition matching is a match (sampler.ottl.ConditionSequence). With `error_mode:
+propagate` a condition that fails ends the evaluation with an error decision, which `decide`
+skips and `and`, `drop`, `not` and `composite` pass up, as otelcol does with the error.
+
+Conditions are compiled once, when the policy is built; evaluating one reads only the fields it
+names, through one Context reused for every span of the trace.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from otel.shape import TRACES
+from sampler.ottl import ConditionSequence, Context, OttlEvalError
+from sampler.policies.ottl_config import OttlConditionConfig
+from sampler.trace import Decision, Trace
+
+_EMPTY = (ResourceSpans(), ScopeSpans(), Span())
+
+
+class OttlCondition:
+    def __init__(self, config: OttlConditionConfig):
+        mode = config.error_mode
+        self.spans = ConditionSequence(config.span, "span", mode) if config.span else None
+        self.events = ConditionSequence(config.spanevent, "spanevent", mode) if config.spanevent else None
+
+    def evaluate(self, trace: Trace) -> Decision:
+        try:
+            return Decision.SAMPLED if self._matches(trace) else Decision.NOT_SAMPLED
+        except OttlEvalError:
+            return Decision.ERROR
+
+    def _matches(self, trace: Trace) -> bool:
+        spans, events = self.spans, self.events
+        ctx = Context(*_EMPTY)
+        for group in trace.batches:
+            ctx.group = group
+            for scope in TRACES.scopes_of(group):
+                ctx.scope = scope
+                for span in TRACES.items_of(scope):
+                    ctx.span = span
+                    if spans is not None and spans.matches(ctx):
+                        return True
+                    if events is not None:
+                        for event in span.events:
+                            ctx.event = event
+                            if events.matches(ctx):
+                                return True
+        return False
