@@ -3,7 +3,8 @@
 
 `lexer` and `parser` read a condition into the tree of `ast`; `compiler` turns the tree into
 closures once, using `paths` (the fields of the span and spanevent contexts), `functions` (the
-converters) and `compare` (OTTL's comparison rules). `ConditionSequence` is otelcol's: the
+converters) and `compare` (OTTL's comparison rules); `needles` finds the attribute keys a
+condition cannot match without. `ConditionSequence` is otelcol's: the
 conditions of one list, any of which matching is a match, with its error_mode.
 """
 
@@ -12,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from sampler.ottl.compiler import Test, compile_condition
+from sampler.ottl.compiler import Test, compile_condition, compile_tree
 from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
+from sampler.ottl.needles import Keys, needed_keys
+from sampler.ottl.parser import parse
 from sampler.ottl.paths import Context
 
 ErrorMode = Literal["ignore", "propagate", "silent"]
@@ -31,8 +34,12 @@ class ConditionSequence:
     """
 
     def __init__(self, conditions: Sequence[str], context: str, error_mode: ErrorMode | None):
-        self.tests: tuple[Test, ...] = tuple(compile_condition(text, context) for text in conditions)
+        trees = [parse(text) for text in conditions]
+        self.tests: tuple[Test, ...] = tuple(compile_tree(tree, context) for tree in trees)
         self.propagate = error_mode == "propagate"
+        # attribute keys of which a span (or event) needs one for any condition to match; None: no such keys
+        needed = [needed_keys(tree) for tree in trees]
+        self.keys: Keys | None = None if None in needed else frozenset().union(*needed)  # type: ignore[arg-type]
 
     def matches(self, ctx: Context) -> bool:
         for test in self.tests:

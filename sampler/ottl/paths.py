@@ -26,7 +26,7 @@ from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
 from sampler.ottl.values import plain
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     """What one evaluation sees: the span's batch, its scope, the span and (spanevent) the event."""
 

@@ -7,8 +7,10 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
-from sampler.ottl import ConditionSequence, Context, OttlEvalError, OttlSyntaxError, compile_condition
+from sampler.ottl import ConditionSequence, Context, OttlEvalError, OttlSyntaxError, ast, compile_condition
 from sampler.ottl.compare import compare
+from sampler.ottl.parser import parse
+from sampler.ottl.paths import ENUMS
 
 
 def _set(kvs, **values) -> None:
@@ -190,3 +192,21 @@ def test_what_is_not_supported_is_refused_at_compile_time(text, context, words):
     with pytest.raises(OttlSyntaxError) as caught:
         compile_condition(text, context)
     assert words in caught.value.message
+
+
+VALUES = [None, "a", "b", "", 0, 1, 2**53 + 1, -1, 1.0, 0.5, float("nan"), True, False, b"\x01", ["a"], {"k": "v"}]
+LITERALS = ['"a"', '""', "1", "0", "9007199254740993", "-1", "1.0", "0.5", "true", "nil", "0x01", "SPAN_KIND_SERVER"]
+
+
+@pytest.mark.parametrize("literal", LITERALS)
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+def test_a_comparison_with_a_literal_answers_as_the_general_rules(ctx, op, literal):
+    text = f'attributes["v"] {op} {literal}'
+    test, tree = compile_condition(text, "span"), parse(text)
+    assert isinstance(tree, ast.Compare)
+    constant = ENUMS[tree.right.name] if isinstance(tree.right, ast.Enum) else tree.right.value  # type: ignore[union-attr]
+    for value in VALUES:
+        del ctx.span.attributes[:]
+        if value is not None:
+            _set(ctx.span.attributes, v=value)
+        assert test(ctx) is compare(value, constant, op), (value, op, literal)

@@ -114,3 +114,23 @@ def test_not_inside_drop_drops_what_its_sub_policy_refuses():
     snippet = NOT_IN_AND.replace("type: and\nand:\n  and_sub_policy:", "type: drop\ndrop:\n  drop_sub_policy:")
     assert decisions(snippet, TRACES)["ok"] == "D"
     assert decisions(snippet, TRACES)["server_error"] == "N"
+
+
+@pytest.mark.parametrize("conditions", [
+    ['attributes["http.status_code"] >= 500'],
+    ['attributes["missing"] == "x"'],
+    ['attributes["missing"] == "x" and Int(name) == 1'],
+    ['Int(name) == 1 and attributes["missing"] == "x"'],  # fails on every span: the key is not needed
+    ['attributes["http.status_code"] == "oops" or IsMatch(attributes["missing"], "x")'],
+])
+@pytest.mark.parametrize("mode", ["propagate", "ignore"])
+def test_skipping_batches_without_the_needed_keys_changes_no_decision(conditions, mode):
+    plain = decisions(ottl(conditions, mode=mode), TRACES)
+    with_raw = {}
+    for name, item in TRACES.items():
+        item.raw = [batch.SerializeToString() for batch in item.batches]
+        with_raw[name] = decisions(ottl(conditions, mode=mode), {name: item})[name]
+        item.raw = []
+    assert with_raw == plain
+    if conditions[0].startswith("Int(name)") and mode == "propagate":
+        assert set(plain.values()) == {"E"}
