@@ -92,6 +92,11 @@ OTTL_CASES: dict[str, list[dict]] = {
     "ottl_nil_and_converters": [_ottl(['attributes["customer"] != nil and Len(attributes["customer"]) == 4',
                                        'Int(attributes["flagged"]) == 1 and IsBool(attributes["flagged"])'])],
     "ottl_arithmetic": [_ottl(["(end_time_unix_nano - start_time_unix_nano) / 1000000 >= 300"])],
+    "ottl_ids_and_text": [_ottl(['IsMatch(trace_id.string, "^[0-3]") and parent_span_id.string == "0000000000000000"',
+                                 'kind.string == "Server" and IsMatch(name, "span-\\\\d$") and HasSuffix(name, "-2")',
+                                 'Concat([attributes["customer"], String(attributes["http.status"])], "/") '
+                                 '== "gold/404"',
+                                 'ToUpperCase(attributes["customer"]) == "GUILD" and IsRootSpan()'])],
     "ottl_error_propagates_through_not": [{"type": "not", "not": {"not_sub_policy": _ottl(
         ['Int(attributes["customer"]) == 0'], mode="propagate", name="number")}}],
     "ottl_error_ignored_under_not": [{"type": "not", "not": {"not_sub_policy": _ottl(
