@@ -10,6 +10,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from otel.values import go_float_text
+from sampler.ottl.errors import OttlEvalError
 
 
 def plain(value: AnyValue) -> Any:
@@ -45,17 +46,46 @@ def string_like(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return go_float_text(value)
+        return json_float(value)
     if isinstance(value, bytes):
         return value.hex()
-    return json.dumps(_jsonable(value), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return go_json(value)
 
 
-def _jsonable(value: Any) -> Any:
+# Go's json.Marshal escapes these in strings; they cannot occur in JSON outside strings
+_GO_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+               ("\u2029", "\\u2029"))
+
+
+def json_float(number: float) -> str:
+    """A float as Go's encoding/json writes it: plain digits from 1e-6 to 1e21, else the shortest
+    exponent form (1e-7, 1e+21); NaN and infinities cannot be written (an evaluation error)."""
+    if number != number or number in (float("inf"), float("-inf")):
+        raise OttlEvalError(f"json: unsupported value: {go_float_text(number)}")
+    if number == 0 or 1e-6 <= abs(number) < 1e21:
+        return go_float_text(number)
+    mantissa, exponent = repr(number).split("e")
+    return f"{mantissa}e{exponent[0]}{exponent[1:].lstrip('0')}"
+
+
+def go_json(value: Any) -> str:
+    """A raw value as Go's json.Marshal writes it: map keys sorted, []byte as base64, floats as
+    json_float, <, > and & escaped in strings."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return json_float(value)
     if isinstance(value, bytes):
-        return base64.b64encode(value).decode()  # Go's json.Marshal writes []byte as base64
+        return f'"{base64.b64encode(value).decode()}"'
     if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
+        return "{" + ",".join(f"{go_json(key)}:{go_json(value[key])}" for key in sorted(value)) + "}"
     if isinstance(value, list):
-        return [_jsonable(item) for item in value]
-    return value
+        return "[" + ",".join(go_json(item) for item in value) + "]"
+    text = json.dumps(str(value), ensure_ascii=False)
+    for char, escaped in _GO_ESCAPES:
+        text = text.replace(char, escaped)
+    return text

@@ -11,6 +11,7 @@ from sampler.ottl import ConditionSequence, Context, OttlEvalError, OttlSyntaxEr
 from sampler.ottl.compare import compare
 from sampler.ottl.parser import parse
 from sampler.ottl.paths import ENUMS
+from sampler.ottl.values import string_like
 
 
 def _set(kvs, **values) -> None:
@@ -210,3 +211,17 @@ def test_a_comparison_with_a_literal_answers_as_the_general_rules(ctx, op, liter
         if value is not None:
             _set(ctx.span.attributes, v=value)
         assert test(ctx) is compare(value, constant, op), (value, op, literal)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (503, "503"), (True, "true"), (0.5, "0.5"), (123.0, "123"), (1e-7, "1e-7"), (1e21, "1e+21"), (b"\xab", "ab"),
+    (["a", 1, 1.0, None, b"ab"], '["a",1,1,null,"YWI="]'),
+    ({"b": 1, "a": "<&>"}, '{"a":"\\u003c\\u0026\\u003e","b":1}'),
+])
+def test_values_become_text_as_ottls_string_like_getter_writes_them(value, text):
+    assert string_like(value) == text
+
+
+def test_a_float_json_cannot_write_is_an_evaluation_error():
+    with pytest.raises(OttlEvalError):
+        string_like(float("nan"))
