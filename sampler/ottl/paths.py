@@ -117,7 +117,7 @@ def compile_path(path: ast.Path, context: str) -> Getter:
     else:
         owner, fields = context, names
     if fields == ("attributes",):
-        return _attributes(_ATTRIBUTES[owner], path.keys)
+        return _attributes(_ATTRIBUTES[owner], path)
     if path.keys:
         raise OttlSyntaxError(f"path {path.text()}: only attributes take an index here", path.offset)
     getter = _FIELDS[owner].get(fields)
@@ -129,12 +129,13 @@ def compile_path(path: ast.Path, context: str) -> Getter:
     return getter
 
 
-def _attributes(of: Callable[[Context], Any], keys: tuple[str | int, ...]) -> Getter:
+def _attributes(of: Callable[[Context], Any], path: ast.Path) -> Getter:
+    keys = path.keys
     if not keys:
         return lambda ctx: {kv.key: plain(kv.value) for kv in reversed(of(ctx))}  # the first of a key wins
     first, rest = keys[0], keys[1:]
     if not isinstance(first, str):
-        raise OttlSyntaxError("attributes take a string key first", 0)
+        raise OttlSyntaxError(f"path {path.text()}: attributes take a string key first", path.offset)
 
     def get(ctx: Context) -> Any:
         for kv in of(ctx):

@@ -225,3 +225,9 @@ def test_values_become_text_as_ottls_string_like_getter_writes_them(value, text)
 def test_a_float_json_cannot_write_is_an_evaluation_error():
     with pytest.raises(OttlEvalError):
         string_like(float("nan"))
+
+
+def test_attributes_indexed_by_a_number_are_refused_at_the_path():
+    with pytest.raises(OttlSyntaxError) as caught:
+        compile_condition('name == "a" and attributes[0] == "x"', "span")
+    assert caught.value.offset == 16 and "string key" in caught.value.message
