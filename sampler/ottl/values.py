@@ -52,25 +52,25 @@ def string_like(value: Any) -> str:
     return go_json(value)
 
 
-# Go's json.Marshal escapes these in strings; they cannot occur in JSON outside strings
+# Go's JSON encoders escape these in strings; they cannot occur in JSON outside strings
 _GO_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
                ("\u2029", "\\u2029"))
 
 
 def json_float(number: float) -> str:
-    """A float as Go's encoding/json writes it: plain digits from 1e-6 to 1e21, else the shortest
-    exponent form (1e-7, 1e+21); NaN and infinities cannot be written (an evaluation error)."""
+    """A float as OTTL's JSON encoder (goccy/go-json) writes it: plain digits from 1e-6 to 1e21,
+    else strconv's shortest exponent form, two exponent digits at least (1e-07, 1e+21), which
+    is Python's repr there; NaN and infinities cannot be written (an evaluation error)."""
     if number != number or number in (float("inf"), float("-inf")):
         raise OttlEvalError(f"json: unsupported value: {go_float_text(number)}")
     if number == 0 or 1e-6 <= abs(number) < 1e21:
         return go_float_text(number)
-    mantissa, exponent = repr(number).split("e")
-    return f"{mantissa}e{exponent[0]}{exponent[1:].lstrip('0')}"
+    return repr(number)
 
 
 def go_json(value: Any) -> str:
-    """A raw value as Go's json.Marshal writes it: map keys sorted, []byte as base64, floats as
-    json_float, <, > and & escaped in strings."""
+    """A raw value as OTTL's json.Marshal (goccy/go-json) writes it: map keys sorted, []byte as
+    base64, floats as json_float, <, > and & escaped in strings."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -97,6 +97,13 @@ OTTL_CASES: dict[str, list[dict]] = {
                                  'Concat([attributes["customer"], String(attributes["http.status"])], "/") '
                                  '== "gold/404"',
                                  'ToUpperCase(attributes["customer"]) == "GUILD" and IsRootSpan()'])],
+    "ottl_floats_and_maps_as_text": [_ottl(['IsMatch(attributes["ratio"], "^1e-07$")',
+                                            'String(attributes["ratio"]) == "2"',
+                                            'Len(String(attributes["meta"])) == 27 and '
+                                            'IsMatch(attributes["meta"], "u003c") and '
+                                            'IsMatch(attributes["meta"], "^\\\\{\\"a\\":")',  # keys sorted
+                                            'String(attributes["meta"]) == "{\\"k\\":[0.5,2]}" and '
+                                            'String(attributes["ratio"]) == "1e+21"'])],
     "ottl_error_propagates_through_not": [{"type": "not", "not": {"not_sub_policy": _ottl(
         ['Int(attributes["customer"]) == 0'], mode="propagate", name="number")}}],
     "ottl_error_ignored_under_not": [{"type": "not", "not": {"not_sub_policy": _ottl(
@@ -155,6 +162,19 @@ def traces_request(seed: int = 11) -> bytes:
                 span.status.code = Status.STATUS_CODE_ERROR
             if index == 0 and rng.random() < 0.5:
                 span.kind = Span.SPAN_KIND_SERVER
+            if rng.random() < 0.2:  # values OTTL turns into text as Go's JSON writes them
+                span.attributes.add(key="ratio").value.double_value = rng.choice([0.5, 1e-7, 2.0, 1e21])
+                meta = span.attributes.add(key="meta").value
+                if rng.random() < 0.5:
+                    for key, text in (("z", None), ("a", "<x>")):
+                        item = meta.kvlist_value.values.add(key=key)
+                        if text is None:
+                            item.value.int_value = 1
+                        else:
+                            item.value.string_value = text
+                else:
+                    inner = meta.kvlist_value.values.add(key="k").value.array_value.values
+                    inner.add().double_value, inner.add().double_value = 0.5, 2.0
             if rng.random() < 0.1:
                 span.events.add(name=rng.choice(["exception", "retry"]), time_unix_nano=span.start_time_unix_nano)
     return request.SerializeToString()

@@ -214,7 +214,7 @@ def test_a_comparison_with_a_literal_answers_as_the_general_rules(ctx, op, liter
 
 
 @pytest.mark.parametrize(("value", "text"), [
-    (503, "503"), (True, "true"), (0.5, "0.5"), (123.0, "123"), (1e-7, "1e-7"), (1e21, "1e+21"), (b"\xab", "ab"),
+    (503, "503"), (True, "true"), (0.5, "0.5"), (123.0, "123"), (1e-7, "1e-07"), (1e21, "1e+21"), (b"\xab", "ab"),
     (["a", 1, 1.0, None, b"ab"], '["a",1,1,null,"YWI="]'),
     ({"b": 1, "a": "<&>"}, '{"a":"\\u003c\\u0026\\u003e","b":1}'),
 ])
