@@ -38,8 +38,10 @@ class ConditionSequence:
         self.tests: tuple[Test, ...] = tuple(compile_tree(tree, context) for tree in trees)
         self.propagate = error_mode == "propagate"
         # attribute keys of which a span (or event) needs one for any condition to match; None: no such keys
-        needed = [needed_keys(tree) for tree in trees]
-        self.keys: Keys | None = None if None in needed else frozenset().union(*needed)  # type: ignore[arg-type]
+        self.keys: Keys | None = frozenset()
+        for tree in trees:
+            needed = needed_keys(tree)
+            self.keys = None if needed is None or self.keys is None else self.keys | needed
 
     def matches(self, ctx: Context) -> bool:
         for test in self.tests:

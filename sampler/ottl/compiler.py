@@ -90,10 +90,12 @@ def _converter_test(node: ast.Call, context: str) -> Test:
 def _comparison(node: ast.Compare, context: str) -> Test:
     op = node.op
     left, right = node.left, node.right
-    right_getter = _value(right, context)
     left_getter = _value(left, context)
-    if isinstance(right, (ast.Literal, ast.Enum)):  # the usual `path op literal`
-        return _against_constant(left_getter, op, right_getter(None))  # type: ignore[arg-type]
+    right_getter = _value(right, context)
+    if isinstance(right, ast.Literal):  # the usual `path op literal`
+        return _against_constant(left_getter, op, right.value)
+    if isinstance(right, ast.Enum):
+        return _against_constant(left_getter, op, ENUMS[right.name])  # known: _value checked it
     return lambda ctx: compare(left_getter(ctx), right_getter(ctx), op)
 
 

@@ -15,6 +15,8 @@ Maps, lambdas, editors and keys computed by an expression are refused with what 
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from sampler.ottl import ast
 from sampler.ottl.errors import OttlSyntaxError
 from sampler.ottl.lexer import Token, tokenize, unquote
@@ -57,13 +59,13 @@ class _Parser:
         token = self.accept(kind, text)
         if token is None:
             self.fail(f"expected {what}, found {self.describe(self.peek())}")
-        return token  # type: ignore[return-value]
+        return token
 
     @staticmethod
     def describe(token: Token) -> str:
         return "the end of the condition" if token.kind == "END" else repr(token.text)
 
-    def fail(self, message: str, offset: int | None = None) -> None:
+    def fail(self, message: str, offset: int | None = None) -> NoReturn:
         error = OttlSyntaxError(message, self.peek().offset if offset is None else offset)
         if self.furthest is not None and self.furthest.offset > error.offset:
             raise self.furthest
@@ -112,7 +114,7 @@ class _Parser:
         op = self.accept("CMP")
         if op is None:
             self.fail(f"expected a comparison operator (==, !=, <, <=, >, >=), found {self.describe(self.peek())}")
-        return ast.Compare(op.text, left, self.value(), op.offset)  # type: ignore[union-attr]
+        return ast.Compare(op.text, left, self.value(), op.offset)
 
     def constant(self) -> ast.Boolean:
         token = self.accept("BOOL")
@@ -121,7 +123,6 @@ class _Parser:
         if self.peek().kind == "UPPER" and self._converter_ahead():
             return self.call()
         self.fail(f"expected a condition, found {self.describe(self.peek())}")
-        raise AssertionError  # fail raises
 
     def sub_condition(self) -> ast.Boolean:
         self.expect("LPAREN", "(", "'('")

@@ -45,20 +45,21 @@ class OttlCondition:
         except OttlEvalError:
             return Decision.ERROR
 
-    def _may_match(self, data: bytes) -> bool:
-        return any(needle in data for needle in self.needles)  # type: ignore[union-attr]
-
     def _batches(self, trace: Trace) -> list[ResourceSpans]:
         """The batches that may hold a match."""
-        if self.needles is None:
+        needles = self.needles
+        if needles is None:
             return trace.batches
+
+        def may_match(data: bytes) -> bool:
+            return any(needle in data for needle in needles)
+
         if trace.raw:
-            if not any(self._may_match(data) for data in trace.raw):
+            if not any(may_match(data) for data in trace.raw):
                 return []
             if len(trace.batches) == 1:
                 return trace.batches  # the requests' bytes said it may match: serializing it again tells nothing new
-        return [batch for batch, data in zip(trace.batches, serialized_batches(trace), strict=True)
-                if self._may_match(data)]
+        return [batch for batch, data in zip(trace.batches, serialized_batches(trace), strict=True) if may_match(data)]
 
     def _matches(self, trace: Trace) -> bool:
         spans, events = self.spans, self.events
