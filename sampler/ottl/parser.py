@@ -138,11 +138,7 @@ class _Parser:
             self.take()
             return ast.Literal(None, token.offset)
         if token.kind == "STRING":
-            self.take()
-            try:
-                return ast.Literal(unquote(token.text), token.offset)
-            except ValueError as exc:
-                self.fail(str(exc), token.offset)
+            return ast.Literal(self.string(), token.offset)
         if token.kind == "BYTES":
             self.take()
             digits = token.text[2:]
@@ -196,8 +192,7 @@ class _Parser:
             operand = self.arithmetic()
             self.expect("RPAREN", ")", "')'")
         elif token.kind in ("INT", "FLOAT"):
-            self.take()
-            number = int(token.text) if token.kind == "INT" else float(token.text)
+            number: int | float = self.integer() if token.kind == "INT" else float(self.take().text)
             if sign is not None and sign.text == "-":
                 return ast.Literal(-number, sign.offset)
             operand = ast.Literal(number, token.offset)
@@ -210,6 +205,20 @@ class _Parser:
         if sign is not None and sign.text == "-":
             return ast.Negate(operand, sign.offset)
         return operand
+
+    def string(self) -> str:
+        token = self.take()
+        try:
+            return unquote(token.text)
+        except ValueError as exc:
+            self.fail(str(exc), token.offset)
+
+    def integer(self) -> int:
+        token = self.take()
+        number = int(token.text)
+        if number >= 2**63:
+            self.fail(f"integer {token.text} is out of range (int64)", token.offset)
+        return number
 
     def _converter_ahead(self) -> bool:
         ahead = 1
@@ -264,11 +273,9 @@ class _Parser:
         self.take()  # [
         token = self.peek()
         if token.kind == "STRING":
-            self.take()
-            key: str | int = unquote(token.text)
+            key: str | int = self.string()
         elif token.kind == "INT":
-            self.take()
-            key = int(token.text)
+            key = self.integer()
         else:
             self.fail("an index must be a string or an integer literal here")
         self.expect("PUNCT", "]", "']'")

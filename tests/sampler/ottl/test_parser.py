@@ -4,8 +4,10 @@ point at the column where the condition goes wrong."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sampler.ottl import ast
+from sampler.ottl import ast, compile_condition
 from sampler.ottl.errors import OttlSyntaxError
 from sampler.ottl.lexer import tokenize, unquote
 from sampler.ottl.parser import parse
@@ -81,6 +83,8 @@ def test_an_enum_is_a_value():
     ('name == {"a": 1}', 8, "map literals"),
     ('attributes[name] == "a"', 11, "string or an integer literal"),
     ("not not true", 4, "found 'not'"),
+    ('attributes["\\q"] == 1', 11, "invalid escape"),
+    ("attributes[\"k\"] == 9223372036854775808", 19, "out of range"),
 ])
 def test_a_condition_that_does_not_parse_is_refused_at_its_column(text, offset, words):
     with pytest.raises(OttlSyntaxError) as caught:
@@ -88,3 +92,17 @@ def test_a_condition_that_does_not_parse_is_refused_at_its_column(text, offset, 
     assert caught.value.offset == offset, caught.value
     assert words in caught.value.message
     assert f"column {offset + 1}" in caught.value.describe(text)
+
+
+ALPHABET = list('()[]{},.:=!<>+-*/"\\ _q') + ["name", "attributes", "and", "or", "not", "nil", "true", "IsMatch",
+                                            "SPAN_KIND_SERVER", "0x1f", "1.5", "7", '"a"', "span", "resource"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from(ALPHABET), max_size=14), st.sampled_from([" ", ""]))
+def test_any_text_parses_and_compiles_or_is_refused_with_a_syntax_error(parts, separator):
+    text = separator.join(parts)
+    try:
+        compile_condition(text, "span")
+    except OttlSyntaxError as error:
+        assert 0 <= error.offset <= len(text)
