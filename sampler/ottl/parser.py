@@ -27,7 +27,10 @@ _NAME = ("UPPER", "LOWER")
 def parse(text: str) -> ast.Boolean:
     """The condition's tree; OttlSyntaxError with the offset when it does not parse."""
     parser = _Parser(tokenize(text))
-    condition = parser.condition()
+    try:
+        condition = parser.condition()
+    except RecursionError:
+        raise OttlSyntaxError("the condition is nested too deeply", parser.peek().offset) from None
     if parser.peek().kind != "END":
         parser.fail(f"unexpected {parser.describe(parser.peek())}")
     return condition

@@ -28,8 +28,8 @@ TRACES = 240
 STRING = {"key": "customer", "values": ["vip", "gold"]}
 
 
-def _ottl(span: list[str], spanevent: list[str] | None = None, mode: str = "ignore", name: str = "") -> dict:
-    block: dict = {"error_mode": mode, "span": span}
+def _ottl(span: list[str], spanevent: list[str] | None = None, mode: str | None = "ignore", name: str = "") -> dict:
+    block: dict = {"error_mode": mode, "span": span} if mode else {"span": span}
     if spanevent:
         block["spanevent"] = spanevent
     return {**({"name": name} if name else {}), "type": "ottl_condition", "ottl_condition": block}
@@ -108,6 +108,8 @@ OTTL_CASES: dict[str, list[dict]] = {
         ['Int(attributes["customer"]) == 0'], mode="propagate", name="number")}}],
     "ottl_error_ignored_under_not": [{"type": "not", "not": {"not_sub_policy": _ottl(
         ['Int(attributes["customer"]) == 0'], mode="ignore", name="number")}}],
+    "ottl_error_mode_unset_under_not": [{"type": "not", "not": {"not_sub_policy": _ottl(
+        ['Int(attributes["customer"]) == 0'], mode=None, name="number")}}],
     "not_inside_and": [{"type": "and", "and": {"and_sub_policy": [
         _ottl(["kind == SPAN_KIND_SERVER"], name="server"),
         {"name": "not-vip", "type": "not", "not": {"not_sub_policy": {
@@ -253,9 +255,10 @@ def test_edgeagent_keeps_the_traces_otelcol_keeps_for_every_policy(agents, otelc
         kept = {case: len(_kept(ours[case])) for case in cases}
         if cases is CASES:
             assert kept["always"] == TRACES and 0 < kept["probabilistic"] < TRACES
-        else:  # each case tells traces apart, but for the one where no type mismatch may match
-            assert kept.pop("ottl_type_mismatch") > 0
-            assert all(0 < count < TRACES for case, count in kept.items() if case != "ottl_error_ignored_under_not")
+        else:  # each case tells traces apart, but where a failed condition is no match and `not` keeps all
+            for case in ("ottl_error_ignored_under_not", "ottl_error_mode_unset_under_not"):
+                assert kept.pop(case) == TRACES
+            assert all(0 < count < TRACES for count in kept.values()), kept
     finally:
         for sink in [*ours.values(), *theirs.values()]:
             sink.stop()

@@ -106,3 +106,9 @@ def test_any_text_parses_and_compiles_or_is_refused_with_a_syntax_error(parts, s
         compile_condition(text, "span")
     except OttlSyntaxError as error:
         assert 0 <= error.offset <= len(text)
+
+
+def test_a_condition_nested_beyond_the_stack_is_a_syntax_error():
+    with pytest.raises(OttlSyntaxError) as caught:
+        compile_condition("(" * 5000 + "true" + ")" * 5000, "span")
+    assert "nested too deeply" in caught.value.message
