@@ -17,11 +17,12 @@ from sampler.ottl.compiler import Test, compile_condition, compile_tree
 from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
 from sampler.ottl.needles import Keys, needed_keys
 from sampler.ottl.parser import parse
-from sampler.ottl.paths import Context
+from sampler.ottl.paths import Context, ContextName
 
 ErrorMode = Literal["ignore", "propagate", "silent"]
 
-__all__ = ["ConditionSequence", "Context", "ErrorMode", "OttlEvalError", "OttlSyntaxError", "compile_condition"]
+__all__ = ["ConditionSequence", "Context", "ContextName", "ErrorMode", "OttlEvalError", "OttlSyntaxError",
+           "compile_condition"]
 
 
 class ConditionSequence:
@@ -33,7 +34,7 @@ class ConditionSequence:
     failure under `ignore`; edgeagent does not log per span, for either.
     """
 
-    def __init__(self, conditions: Sequence[str], context: str, error_mode: ErrorMode | None):
+    def __init__(self, conditions: Sequence[str], context: ContextName, error_mode: ErrorMode | None):
         trees = [parse(text) for text in conditions]
         self.tests: tuple[Test, ...] = tuple(compile_tree(tree, context) for tree in trees)
         self.propagate = error_mode == "propagate"

@@ -17,23 +17,23 @@ from sampler.ottl.compare import OPERATORS, compare
 from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
 from sampler.ottl.functions import build_call
 from sampler.ottl.parser import parse
-from sampler.ottl.paths import ENUMS, Context, Getter, compile_path
+from sampler.ottl.paths import ENUMS, Context, ContextName, Getter, compile_path
 
 Test = Callable[[Context], bool]
 
 
-def compile_condition(text: str, context: str) -> Test:
+def compile_condition(text: str, context: ContextName) -> Test:
     """The condition as a test of one span ("span") or span event ("spanevent") context;
     OttlSyntaxError when it does not parse or names what is not supported."""
     return compile_tree(parse(text), context)
 
 
-def compile_tree(tree: ast.Boolean, context: str) -> Test:
+def compile_tree(tree: ast.Boolean, context: ContextName) -> Test:
     """As compile_condition, for a condition already parsed."""
     return _boolean(tree, context)
 
 
-def _boolean(node: ast.Boolean, context: str) -> Test:
+def _boolean(node: ast.Boolean, context: ContextName) -> Test:
     if isinstance(node, ast.Compare):
         return _comparison(node, context)
     if isinstance(node, ast.BoolConst):
@@ -75,7 +75,7 @@ def _any(tests: tuple[Test, ...]) -> Test:
     return test
 
 
-def _converter_test(node: ast.Call, context: str) -> Test:
+def _converter_test(node: ast.Call, context: ContextName) -> Test:
     getter = _value(node, context)
 
     def test(ctx: Context) -> bool:
@@ -87,7 +87,7 @@ def _converter_test(node: ast.Call, context: str) -> Test:
     return test
 
 
-def _comparison(node: ast.Compare, context: str) -> Test:
+def _comparison(node: ast.Compare, context: ContextName) -> Test:
     op = node.op
     left, right = node.left, node.right
     left_getter = _value(left, context)
@@ -126,7 +126,7 @@ def _against_constant(getter: Getter, op: str, constant: Any) -> Test:
     return lambda ctx: compare(getter(ctx), constant, op)
 
 
-def _value(node: ast.Value, context: str) -> Getter:
+def _value(node: ast.Value, context: ContextName) -> Getter:
     if isinstance(node, ast.Literal):
         constant = node.value
         return lambda ctx: constant

@@ -18,7 +18,7 @@ from typing import Any
 from sampler.goregex import compile_go_regex
 from sampler.ottl import ast
 from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
-from sampler.ottl.paths import Context, Getter
+from sampler.ottl.paths import Context, ContextName, Getter
 from sampler.ottl.values import string_like
 
 Builder = Callable[[Sequence[Getter], ast.Call], Getter]
@@ -187,7 +187,7 @@ CONVERTERS: dict[str, tuple[int, Builder, tuple[str, ...]]] = {
 }
 
 
-def build_call(call: ast.Call, args: Sequence[Getter], context: str) -> Getter:
+def build_call(call: ast.Call, args: Sequence[Getter], context: ContextName) -> Getter:
     """The converter's getter; OttlSyntaxError for an unknown function or a wrong argument count."""
     entry = CONVERTERS.get(call.function)
     if entry is None or context not in entry[2]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -37,6 +37,7 @@ class Context:
 
 
 Getter = Callable[[Context], Any]
+ContextName = Literal["span", "spanevent"]  # the contexts of ottl_condition's two lists
 
 KIND_NAMES = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 KIND_ENUMS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
@@ -44,7 +45,7 @@ KIND_ENUMS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER",
 ENUMS = {**{name: value for value, name in enumerate(KIND_ENUMS)},
          "STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 
-CONTEXTS = {"span": ("span", "resource", "scope", "instrumentation_scope"),
+CONTEXTS: dict[str, tuple[str, ...]] = {"span": ("span", "resource", "scope", "instrumentation_scope"),
             "spanevent": ("spanevent", "span", "resource", "scope", "instrumentation_scope")}
 
 
@@ -109,7 +110,7 @@ _REFUSED = {"trace_id": "use trace_id.string (otelcol's raw id equals no literal
             "time": "use time_unix_nano"}
 
 
-def compile_path(path: ast.Path, context: str) -> Getter:
+def compile_path(path: ast.Path, context: ContextName) -> Getter:
     """The getter for `path` in a condition of `context` ("span" or "spanevent")."""
     names = path.names
     if len(names) > 1 and names[0] in CONTEXTS[context]:

@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from sampler.ottl import OttlSyntaxError, compile_condition
+from sampler.ottl import ContextName, OttlSyntaxError, compile_condition
 from sampler.settings import Settings
 
 
-def _compiles(context: str):
+def _compiles(context: ContextName) -> AfterValidator:
     def check(text: str) -> str:
         try:
             compile_condition(text, context)
