@@ -14,10 +14,14 @@ Method
     Rows: the realistic 4-policy config (status_code ERROR, latency 500 ms, probabilistic 10 %,
     string_attribute on http.route with exact values), the same with the string_attribute as
     regular expressions, each of the four policies alone, and a boolean_attribute whose key no
-    span has (the common case of a force-sample flag).
+    span has (the common case of a force-sample flag); then ottl_condition policies that decide
+    as status_code, string_attribute (exact and regex) and boolean_attribute do.
+
+    With --with-raw each trace also carries its request's bytes, as the stage gives them, so
+    attribute policies and ottl_condition can rule a trace out by a byte search.
 
 Usage
-    python bench/sampler_policies.py [--seconds 5] [--rounds 5]
+    python bench/sampler_policies.py [--seconds 5] [--rounds 5] [--rows TEXT] [--with-raw]
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import time
 from pathlib import Path
 
 import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,6 +50,15 @@ CHECKOUT = "{name: checkout, type: string_attribute, string_attribute: {key: htt
 FORCED = "{name: forced, type: boolean_attribute, boolean_attribute: {key: app.force_sample, value: true}}"
 CHECKOUT_REGEX = ("{name: checkout, type: string_attribute, string_attribute: {key: http.route, "
                   "values: ['^/checkout', '^/cart/.*'], enabled_regex_matching: true}}")
+# ottl_condition equivalents of the rows above
+OTTL_ERRORS = "{name: errors, type: ottl_condition, ottl_condition: {span: ['status.code == STATUS_CODE_ERROR']}}"
+OTTL_CHECKOUT = ("{name: checkout, type: ottl_condition, ottl_condition: {span: ["
+                 "'attributes[\"http.route\"] == \"/checkout\" or attributes[\"http.route\"] == \"/cart\"']}}")
+OTTL_CHECKOUT_REGEX = ("{name: checkout, type: ottl_condition, ottl_condition: {span: ["
+                       "'IsMatch(attributes[\"http.route\"], \"^/checkout\")', "
+                       "'IsMatch(attributes[\"http.route\"], \"^/cart/.*\")']}}")
+OTTL_FORCED = ("{name: forced, type: ottl_condition, ottl_condition: {span: ["
+               "'attributes[\"app.force_sample\"] == true']}}")
 
 ROWS = [
     ("4 policies (string_attribute exact)", [ERRORS, SLOW, TEN_PERCENT, CHECKOUT]),
@@ -54,6 +68,10 @@ ROWS = [
     ("probabilistic alone", [TEN_PERCENT]),
     ("string_attribute alone", [CHECKOUT]),
     ("boolean_attribute alone (key absent)", [FORCED]),
+    ("ottl_condition status.code", [OTTL_ERRORS]),
+    ("ottl_condition route ==, or", [OTTL_CHECKOUT]),
+    ("ottl_condition IsMatch route (2)", [OTTL_CHECKOUT_REGEX]),
+    ("ottl_condition key absent", [OTTL_FORCED]),
 ]
 
 ROUTES = ["/checkout", "/cart", "/cart/items", "/products/{id}", "/search", "/health", "/login", "/orders/{id}"]
@@ -107,11 +125,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="CPU seconds per row")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per row; the fastest is reported")
+    parser.add_argument("--rows", default="", help="only the rows whose label contains this text")
+    parser.add_argument("--with-raw", action="store_true",
+                        help="give each trace its request bytes, as the tail-sampling stage does (Trace.raw)")
     args = parser.parse_args()
     rng = random.Random(42)
     traces = [build_trace(rng) for _ in range(2_000)]
+    if args.with_raw:
+        for trace in traces:
+            trace.raw = [ExportTraceServiceRequest(resource_spans=trace.batches).SerializeToString()]
     print(f"{'config':40} {'decisions/s':>12} {'µs/decision':>12} {'kept':>6}")
     for label, snippets in ROWS:
+        if args.rows not in label:
+            continue
         rate, kept = measure(snippets, traces, args.seconds, args.rounds)
         print(f"{label:40} {rate:12,.0f} {1e6 / rate:12.1f} {kept:6.1%}")
 

@@ -12,6 +12,8 @@ decisions into the final one, as otelcol's makeDecision does:
   4. Else any Sampled: sampled.
   5. Else any InvertSampled, and no NotSampled: sampled.
   6. Else not sampled.
+A policy that fails (Decision.ERROR: an ottl_condition with error_mode propagate) counts as
+no decision at all and is absent from the returned decisions.
 
 Time-based policies (rate_limiting, bytes_limiting, composite) read the clock given to
 `build_policies`, so tests control time.
@@ -33,6 +35,7 @@ from sampler.policies.drop import Drop
 from sampler.policies.latency import Latency
 from sampler.policies.not_ import Not
 from sampler.policies.numeric_attribute import NumericAttribute
+from sampler.policies.ottl_condition import OttlCondition
 from sampler.policies.probabilistic import Probabilistic
 from sampler.policies.rate_limiting import RateLimiting
 from sampler.policies.span_count import SpanCount
@@ -75,6 +78,7 @@ BUILDERS: dict[str, Callable[[Any, Clock], Evaluator]] = {
     "span_count": lambda block, clock: SpanCount(block),
     "trace_state": lambda block, clock: TraceState(block),
     "trace_flags": lambda block, clock: TraceFlags(),
+    "ottl_condition": lambda block, clock: OttlCondition(block),
     "rate_limiting": RateLimiting,
     "bytes_limiting": BytesLimiting,
     "and": _and,
@@ -108,6 +112,8 @@ def decide(policies: Sequence[NamedPolicy], trace: Trace,
     try:
         for named in policies:
             decision = named.policy.evaluate(trace)
+            if decision is Decision.ERROR:
+                continue  # as otelcol: an error is no decision of the policy's
             decisions[named.name] = decision
             if decision is Decision.SAMPLED:
                 sampled = True

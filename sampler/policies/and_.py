@@ -2,8 +2,9 @@
 
 Sub-policies are evaluated in order and the first NotSampled or InvertNotSampled ends it; an
 InvertSampled counts as sampled. The answer is Sampled or NotSampled, never an inverted one.
-Stateful sub-policies after a refusing one (a rate limiter) are not evaluated, so they spend
-nothing on the trace, as in otelcol.
+A sub-policy's error (Decision.ERROR) ends it too and is the answer, as otelcol passes the
+error up. Stateful sub-policies after a refusing one (a rate limiter) are not evaluated, so
+they spend nothing on the trace, as in otelcol.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from sampler.trace import Decision, Trace
 REFUSALS = (Decision.NOT_SAMPLED, Decision.INVERTED_NOT_SAMPLED)
 
 
-def all_sample(subpolicies: Sequence[Evaluator], trace: Trace) -> bool:
-    """Whether every sub-policy samples the trace, stopping at the first that does not."""
+def all_sample(subpolicies: Sequence[Evaluator], trace: Trace) -> Decision:
+    """SAMPLED when every sub-policy samples the trace; else NOT_SAMPLED, or ERROR, from the first
+    that does not."""
     for policy in subpolicies:
-        if policy.evaluate(trace) in REFUSALS:
-            return False
-    return True
+        decision = policy.evaluate(trace)
+        if decision in REFUSALS:
+            return Decision.NOT_SAMPLED
+        if decision is Decision.ERROR:
+            return Decision.ERROR
+    return Decision.SAMPLED
 
 
 class And:
@@ -29,4 +34,4 @@ class And:
         self.subpolicies = tuple(subpolicies)
 
     def evaluate(self, trace: Trace) -> Decision:
-        return Decision.SAMPLED if all_sample(self.subpolicies, trace) else Decision.NOT_SAMPLED
+        return all_sample(self.subpolicies, trace)

@@ -12,6 +12,7 @@ Exactly as otelcol:
     Shares are truncated to whole spans.
   * Counts restart when the clock enters a new whole second.
 otelcol does not read `policy_order`; the config accepts it only in composite_sub_policy's order.
+A sub-policy's error (Decision.ERROR) is the answer: otelcol passes it up.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class Composite:
             for share in self.subpolicies:
                 share.spans_this_second = 0
         for share in self.subpolicies:
-            if share.policy.evaluate(trace) in KEEPS:
+            decision = share.policy.evaluate(trace)
+            if decision is Decision.ERROR:
+                return decision  # otelcol passes a sub-policy's error up
+            if decision in KEEPS:
                 counted = share.spans_this_second + trace.span_count
                 if counted <= share.spans_per_second and counted <= self.max_total:
                     share.spans_this_second = counted

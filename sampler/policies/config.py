@@ -8,8 +8,8 @@ Each entry has a `name`, a `type` and the block named after its type:
 
 Blocks otelcol reads but a type does not use are errors here, not silently ignored, and so
 are values otelcol would skip (an empty string in `values`, a `rate_allocation` naming no
-sub-policy). `and` and `drop` take the simple types as sub-policies, `not` one of them,
-`composite` the simple types and `and`, exactly where otelcol allows them.
+sub-policy). `and` and `drop` take the simple types and `not` as sub-policies, `not` one of the
+simple types, `composite` the simple types and `and`, exactly where otelcol allows them.
 
 Where otelcol has a zero that means "not set" (numeric_attribute's bounds, latency's upper
 threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning.
@@ -17,22 +17,20 @@ threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning.
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
+from sampler.goregex import compile_go_regex
+from sampler.policies.ottl_config import OttlConditionConfig
 from sampler.settings import Settings
 
 STATUS_CODES = ("OK", "ERROR", "UNSET")
 # what and_sub_policy, drop_sub_policy and not_sub_policy may hold
 SIMPLE_TYPES = ("always_sample", "latency", "numeric_attribute", "probabilistic", "status_code",
                 "string_attribute", "rate_limiting", "bytes_limiting", "span_count", "trace_state",
-                "boolean_attribute", "trace_flags")
+                "boolean_attribute", "trace_flags", "ottl_condition")
 BLOCKLESS_TYPES = ("always_sample", "trace_flags")
-_RE2_UNSUPPORTED = re.compile(r"\(\?<?[=!]|\(\?P=|\(\?>|\(\?\(|(?<!\\)(?:\\\\)*\\[1-9]")
-_PYTHON_DIFFERS = re.compile(r"\[:\^?[a-z]+:\]|(?<!\\)(?:\\\\)*\\[pP]")
-_MULTILINE = re.compile(r"\(\?[a-zA-Z]*m")
 
 
 class LatencyConfig(Settings):
@@ -100,48 +98,6 @@ class StringAttributeConfig(Settings):
         return self
 
 
-def compile_go_regex(pattern: str) -> re.Pattern[str]:
-    """A Go (RE2) regular expression as a Python one that matches the same strings.
-
-    RE2's `$` (without the m flag) and `\\z` match only at the end of the text, which Python
-    writes `\\Z` (Python's `$` also matches before a final newline). What Python would read
-    differently or RE2 does not accept is refused with what to write instead.
-    """
-    if _RE2_UNSUPPORTED.search(pattern):
-        raise ValueError(f"regular expression {pattern!r} uses lookaround, a backreference, an atomic group or a "
-                         f"conditional, which otelcol's RE2 engine does not support; rewrite it without them")
-    if _PYTHON_DIFFERS.search(pattern):
-        raise ValueError(f"regular expression {pattern!r} uses a POSIX or Unicode class ([[:alpha:]], \\pL); "
-                         f"write the characters as an explicit class such as [a-zA-Z]")
-    try:
-        return re.compile(_end_of_text(pattern, dollar=not _MULTILINE.search(pattern)))
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
-
-
-def _end_of_text(pattern: str, dollar: bool) -> str:
-    """`\\z`, and `$` when `dollar`, outside character classes, as `\\Z`."""
-    out, index, class_start = [], 0, -1  # class_start: where the open character class begins
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            pair = pattern[index:index + 2]
-            out.append("\\Z" if pair == "\\z" and class_start < 0 else pair)
-            index += 2
-            continue
-        if class_start >= 0:
-            first = class_start + (2 if pattern[class_start + 1:class_start + 2] == "^" else 1)
-            if char == "]" and index > first:  # a ] first in the class is literal
-                class_start = -1
-        elif char == "[":
-            class_start = index
-        elif char == "$" and dollar:
-            char = "\\Z"
-        out.append(char)
-        index += 1
-    return "".join(out)
-
-
 class BooleanAttributeConfig(Settings):
     key: str = Field(min_length=1)
     value: bool
@@ -203,6 +159,7 @@ class SharedPolicyConfig(Settings):
     span_count: SpanCountConfig | None = None
     trace_state: TraceStateConfig | None = None
     boolean_attribute: BooleanAttributeConfig | None = None
+    ottl_condition: OttlConditionConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -211,10 +168,6 @@ class SharedPolicyConfig(Settings):
         if not isinstance(data, dict):
             return data
         kind = data.get("type")
-        if "ottl_condition" in data or kind == "ottl_condition":
-            raise ValueError("ottl_condition: OTTL conditions are not supported; express the condition with "
-                             "string_attribute, numeric_attribute, boolean_attribute, status_code, latency, "
-                             "span_count, trace_state or trace_flags, combined with and, not or drop")
         if not isinstance(kind, str):
             return data  # reported as a missing or invalid `type`
         if kind not in cls.types:
@@ -233,16 +186,25 @@ class SharedPolicyConfig(Settings):
         return getattr(self, attribute) if attribute else None
 
 
+class NotConfig(Settings):
+    not_sub_policy: SharedPolicyConfig
+
+
+class AndSubPolicyConfig(SharedPolicyConfig):
+    """What and_sub_policy and drop_sub_policy hold: the simple types and `not`."""
+
+    types: ClassVar[tuple[str, ...]] = SIMPLE_TYPES + ("not",)
+    blocks: ClassVar[dict[str, str]] = {**SharedPolicyConfig.blocks, "not": "not_"}
+
+    not_: NotConfig | None = Field(None, alias="not")
+
+
 class AndConfig(Settings):
-    and_sub_policy: list[SharedPolicyConfig] = Field(min_length=1)
+    and_sub_policy: list[AndSubPolicyConfig] = Field(min_length=1)
 
 
 class DropConfig(Settings):
-    drop_sub_policy: list[SharedPolicyConfig] = Field(min_length=1)
-
-
-class NotConfig(Settings):
-    not_sub_policy: SharedPolicyConfig
+    drop_sub_policy: list[AndSubPolicyConfig] = Field(min_length=1)
 
 
 class CompositeSubPolicyConfig(SharedPolicyConfig):

@@ -1,6 +1,6 @@
 """`drop`: drop a trace when every sub-policy (`drop_sub_policy`) samples it.
 
-The sub-policies combine as `and` does. A Dropped decision vetoes every other policy: drop
+The sub-policies combine as `and` does (an error is the answer). A Dropped decision vetoes every other policy: drop
 policies are evaluated before all others and the first Dropped ends the evaluation.
 """
 
@@ -18,4 +18,5 @@ class Drop:
         self.subpolicies = tuple(subpolicies)
 
     def evaluate(self, trace: Trace) -> Decision:
-        return Decision.DROPPED if all_sample(self.subpolicies, trace) else Decision.NOT_SAMPLED
+        decision = all_sample(self.subpolicies, trace)
+        return Decision.DROPPED if decision is Decision.SAMPLED else decision

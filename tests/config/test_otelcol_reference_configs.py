@@ -150,11 +150,6 @@ REFUSED: dict[str, dict[str, str]] = {
         "processors::resource/with_defaults": "default_value is not supported",
         "processors::resource/empty": "an example otelcol refuses too: attributes is required",
     },
-    "tail_sampling:tail_sampling_config.yaml": {
-        "processors::tail_sampling::policies::11": "ottl_condition: OTTL is not supported",
-        "processors::tail_sampling::policies::12::and::and_sub_policy::2": "not: a negated sub-policy inside and "
-                                                                           "is not supported",
-    },
     "file_storage:config.yaml": {
         "extensions::file_storage/all_settings::max_size": "bbolt's file size cap; edgeagent's budget is max_size_mib",
     },

@@ -17,7 +17,7 @@ import time
 import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.helpers.net import free_port
 from tests.helpers.upstream import Upstream
@@ -26,6 +26,15 @@ pytestmark = pytest.mark.e2e
 
 TRACES = 240
 STRING = {"key": "customer", "values": ["vip", "gold"]}
+
+
+def _ottl(span: list[str], spanevent: list[str] | None = None, mode: str | None = "ignore", name: str = "") -> dict:
+    block: dict = {"error_mode": mode, "span": span} if mode else {"span": span}
+    if spanevent:
+        block["spanevent"] = spanevent
+    return {**({"name": name} if name else {}), "type": "ottl_condition", "ottl_condition": block}
+
+
 CASES: dict[str, list[dict]] = {
     "always": [{"type": "always_sample"}],
     "latency": [{"type": "latency", "latency": {"threshold_ms": 100}}],
@@ -66,6 +75,46 @@ CASES: dict[str, list[dict]] = {
             {"name": "vip", "type": "string_attribute", "string_attribute": STRING}],
         "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "vip", "percent": 50}]}}],
 }
+# ottl_condition and not inside and: a second agent, as one holds a bounded number of pipelines' queues
+OTTL_CASES: dict[str, list[dict]] = {
+    "ottl_numeric": [_ottl(['attributes["http.status"] >= 500'])],
+    "ottl_status_enum": [_ottl(["status.code == STATUS_CODE_ERROR and kind == SPAN_KIND_SERVER"])],
+    "ottl_is_match": [_ottl(['IsMatch(name, "-span-[34]$")', 'IsMatch(attributes["http.status"], "^4")'])],
+    "ottl_spanevent": [_ottl([], ['name == "exception"'])],
+    "ottl_span_or_event": [_ottl(['span.attributes["customer"] == "vip"'],
+                                 ['spanevent.name == "retry" and span.name != "nothing"'])],
+    "ottl_resource": [_ottl(['resource.attributes["service.name"] == "checkout"'])],
+    # comparing different types is false (true for !=), never an error, even with propagate
+    "ottl_type_mismatch": [_ottl(['attributes["http.status"] == "500"', 'attributes["customer"] > 3',
+                                  'attributes["flagged"] == 1', 'attributes["missing"] != nil',
+                                  'attributes["flagged"] != nil and attributes["flagged"] != 1 and '
+                                  'attributes["flagged"] == true'], mode="propagate")],
+    "ottl_nil_and_converters": [_ottl(['attributes["customer"] != nil and Len(attributes["customer"]) == 4',
+                                       'Int(attributes["flagged"]) == 1 and IsBool(attributes["flagged"])'])],
+    "ottl_arithmetic": [_ottl(["(end_time_unix_nano - start_time_unix_nano) / 1000000 >= 300"])],
+    "ottl_ids_and_text": [_ottl(['IsMatch(trace_id.string, "^[0-3]") and parent_span_id.string == "0000000000000000"',
+                                 'kind.string == "Server" and IsMatch(name, "span-\\\\d$") and HasSuffix(name, "-2")',
+                                 'Concat([attributes["customer"], String(attributes["http.status"])], "/") '
+                                 '== "gold/404"',
+                                 'ToUpperCase(attributes["customer"]) == "GUILD" and IsRootSpan()'])],
+    "ottl_floats_and_maps_as_text": [_ottl(['IsMatch(attributes["ratio"], "^1e-07$")',
+                                            'String(attributes["ratio"]) == "2"',
+                                            'Len(String(attributes["meta"])) == 27 and '
+                                            'IsMatch(attributes["meta"], "u003c") and '
+                                            'IsMatch(attributes["meta"], "^\\\\{\\"a\\":")',  # keys sorted
+                                            'String(attributes["meta"]) == "{\\"k\\":[0.5,2]}" and '
+                                            'String(attributes["ratio"]) == "1e+21"'])],
+    "ottl_error_propagates_through_not": [{"type": "not", "not": {"not_sub_policy": _ottl(
+        ['Int(attributes["customer"]) == 0'], mode="propagate", name="number")}}],
+    "ottl_error_ignored_under_not": [{"type": "not", "not": {"not_sub_policy": _ottl(
+        ['Int(attributes["customer"]) == 0'], mode="ignore", name="number")}}],
+    "ottl_error_mode_unset_under_not": [{"type": "not", "not": {"not_sub_policy": _ottl(
+        ['Int(attributes["customer"]) == 0'], mode=None, name="number")}}],
+    "not_inside_and": [{"type": "and", "and": {"and_sub_policy": [
+        _ottl(["kind == SPAN_KIND_SERVER"], name="server"),
+        {"name": "not-vip", "type": "not", "not": {"not_sub_policy": {
+            "name": "vip", "type": "string_attribute", "string_attribute": STRING}}}]}}],
+}
 
 
 def _named(policies: list[dict]) -> list[dict]:
@@ -73,15 +122,19 @@ def _named(policies: list[dict]) -> list[dict]:
 
 
 def traces_request(seed: int = 11) -> bytes:
-    """TRACES traces of 1 to 5 spans with every property a case above reads, on its boundaries too."""
+    """TRACES traces of 1 to 5 spans with every property a case above reads, on its boundaries too;
+    every third trace comes from another service (a resource of its own)."""
     rng = random.Random(seed)
     request = ExportTraceServiceRequest()
-    resource_spans = request.resource_spans.add()
-    attribute = resource_spans.resource.attributes.add()
-    attribute.key, attribute.value.string_value = "service.name", "side-by-side"
-    spans = resource_spans.scope_spans.add().spans
+    services = []
+    for service in ("side-by-side", "checkout"):
+        resource_spans = request.resource_spans.add()
+        attribute = resource_spans.resource.attributes.add()
+        attribute.key, attribute.value.string_value = "service.name", service
+        services.append(resource_spans.scope_spans.add().spans)
     start = time.time_ns() - 10 * 10**9
     for number in range(TRACES):
+        spans = services[number % 3 == 0]
         trace_id = rng.randbytes(16)
         duration_ms = rng.choice([5, 99, 100, 101, 250, 300, 301, 399, 400, 401, 900])
         error = rng.random() < 0.15
@@ -109,6 +162,23 @@ def traces_request(seed: int = 11) -> bytes:
                         kv.value.string_value = value
             if error and index == 0:
                 span.status.code = Status.STATUS_CODE_ERROR
+            if index == 0 and rng.random() < 0.5:
+                span.kind = Span.SPAN_KIND_SERVER
+            if rng.random() < 0.2:  # values OTTL turns into text as Go's JSON writes them
+                span.attributes.add(key="ratio").value.double_value = rng.choice([0.5, 1e-7, 2.0, 1e21])
+                meta = span.attributes.add(key="meta").value
+                if rng.random() < 0.5:
+                    for key, text in (("z", None), ("a", "<x>")):
+                        item = meta.kvlist_value.values.add(key=key)
+                        if text is None:
+                            item.value.int_value = 1
+                        else:
+                            item.value.string_value = text
+                else:
+                    inner = meta.kvlist_value.values.add(key="k").value.array_value.values
+                    inner.add().double_value, inner.add().double_value = 0.5, 2.0
+            if rng.random() < 0.1:
+                span.events.add(name=rng.choice(["exception", "retry"]), time_unix_nano=span.start_time_unix_nano)
     return request.SerializeToString()
 
 
@@ -123,12 +193,13 @@ def _post(port: int, body: bytes) -> None:
         connection.close()
 
 
-def _config(exporter_type: str, receiver: dict, sinks: dict[str, Upstream], extra: dict) -> dict:
+def _config(cases: dict[str, list[dict]], exporter_type: str, receiver: dict, sinks: dict[str, Upstream],
+            extra: dict) -> dict:
     processors = {f"tail_sampling/{case}": {"decision_wait": "1s", "policies": _named(policies)}
-                  for case, policies in CASES.items()}
-    exporters = {f"{exporter_type}/{case}": {"endpoint": sinks[case].url, **extra} for case in CASES}
+                  for case, policies in cases.items()}
+    exporters = {f"{exporter_type}/{case}": {"endpoint": sinks[case].url, **extra} for case in cases}
     pipelines = {f"traces/{case}": {"receivers": ["otlp"], "processors": [f"tail_sampling/{case}"],
-                                    "exporters": [f"{exporter_type}/{case}"]} for case in CASES}
+                                    "exporters": [f"{exporter_type}/{case}"]} for case in cases}
     return {"receivers": {"otlp": {"protocols": {"http": receiver}}}, "processors": processors,
             "exporters": exporters, "service": {"pipelines": pipelines}}
 
@@ -153,18 +224,19 @@ def _settled(sinks: list[Upstream], quiet: float = 1.5, limit: float = 30.0) -> 
         time.sleep(0.1)
 
 
-def test_edgeagent_keeps_the_traces_otelcol_keeps_for_every_policy(agents, otelcol, tmp_path):
-    ours = {case: Upstream(free_port()).start() for case in CASES}
-    theirs = {case: Upstream(free_port()).start() for case in CASES}
+@pytest.mark.parametrize("cases", [CASES, OTTL_CASES], ids=["policies", "ottl"])
+def test_edgeagent_keeps_the_traces_otelcol_keeps_for_every_policy(agents, otelcol, tmp_path, cases):
+    ours = {case: Upstream(free_port()).start() for case in cases}
+    theirs = {case: Upstream(free_port()).start() for case in cases}
     try:
-        config = _config("otlphttp", {}, ours, {"compression": "none"})
+        config = _config(cases, "otlphttp", {}, ours, {"compression": "none"})
         config["extensions"] = {"health_check": {}}
         config["service"]["extensions"] = ["health_check"]
         path = tmp_path / "agent.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         agent = agents(["run", "--config", str(path), "--state-dir", str(tmp_path / "state")])
         otel_port = free_port()
-        otelcol(_config("otlp_http", {"endpoint": f"127.0.0.1:{otel_port}"}, theirs, {"compression": "none"}))
+        otelcol(_config(cases, "otlp_http", {"endpoint": f"127.0.0.1:{otel_port}"}, theirs, {"compression": "none"}))
 
         body = traces_request()
         _post(agent.http_port, body)
@@ -173,15 +245,20 @@ def test_edgeagent_keeps_the_traces_otelcol_keeps_for_every_policy(agents, otelc
         _settled([*ours.values(), *theirs.values()])
 
         differences = {}
-        for case in CASES:
+        for case in cases:
             mine, reference = _kept(ours[case]), _kept(theirs[case])
             if mine != reference:
                 differences[case] = {"only edgeagent": len(set(mine) - set(reference)),
                                      "only otelcol": len(set(reference) - set(mine)),
                                      "both": len(set(mine) & set(reference))}
         assert not differences, differences
-        assert any(_kept(ours[case]) for case in CASES) and _kept(ours["always"])
-        assert 0 < len(_kept(ours["probabilistic"])) < TRACES
+        kept = {case: len(_kept(ours[case])) for case in cases}
+        if cases is CASES:
+            assert kept["always"] == TRACES and 0 < kept["probabilistic"] < TRACES
+        else:  # each case tells traces apart, but where a failed condition is no match and `not` keeps all
+            for case in ("ottl_error_ignored_under_not", "ottl_error_mode_unset_under_not"):
+                assert kept.pop(case) == TRACES
+            assert all(0 < count < TRACES for count in kept.values()), kept
     finally:
         for sink in [*ours.values(), *theirs.values()]:
             sink.stop()

@@ -29,7 +29,7 @@ def test_otelcols_readme_example_is_accepted_and_built():
     assert {policy.type for policy in built} == {
         "always_sample", "latency", "numeric_attribute", "probabilistic", "status_code", "string_attribute",
         "rate_limiting", "bytes_limiting", "span_count", "trace_state", "boolean_attribute", "and", "drop",
-        "composite", "not", "trace_flags"}
+        "composite", "not", "trace_flags", "ottl_condition"}
 
 
 @pytest.mark.parametrize("case", BAD, ids=[f"{number}-{case['policy']['type']}" for number, case in enumerate(BAD)])

@@ -1,0 +1,203 @@
+"""The OTTL converters conditions here may call, each as pkg/ottl's ottlfuncs defines it.
+
+A converter is built once from its arguments' getters; what it checks at parse time in otelcol
+(a literal regular expression, the number of arguments) is checked here when the condition is
+compiled, and a name outside this table is refused then, with the supported names.
+
+Argument kinds follow ottl's getters: a *string* argument must be a string (nil or another type
+is an evaluation error); a *string-like* one turns any value into text (nil stays nil); an
+*int-like* one parses strings and truncates floats.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sampler.goregex import compile_go_regex
+from sampler.ottl import ast
+from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
+from sampler.ottl.paths import Context, ContextName, Getter
+from sampler.ottl.values import string_like
+
+Builder = Callable[[Sequence[Getter], ast.Call], Getter]
+_INT_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+def _string(getter: Getter, function: str) -> Getter:
+    def get(ctx: Context) -> str:
+        value = getter(ctx)
+        if not isinstance(value, str):
+            raise OttlEvalError(f"{function}: expected string but got {_type_name(value)}")
+        return value
+    return get
+
+
+def _type_name(value: Any) -> str:
+    return "nil" if value is None else {str: "string", int: "int64", float: "float64", bool: "bool", bytes: "[]byte",
+                                        dict: "map", list: "slice"}.get(type(value), type(value).__name__)
+
+
+def _is_type(*types: type) -> Builder:
+    def build(args: Sequence[Getter], call: ast.Call) -> Getter:
+        target = args[0]
+        return lambda ctx: type(target(ctx)) in types
+    return build
+
+
+def _is_match(args: Sequence[Getter], call: ast.Call) -> Getter:
+    pattern_node = call.args[1]
+    if not (isinstance(pattern_node, ast.Literal) and isinstance(pattern_node.value, str)):
+        raise OttlSyntaxError("IsMatch: the pattern must be a string literal here", pattern_node.offset)
+    try:
+        search = compile_go_regex(pattern_node.value).search
+    except ValueError as exc:
+        raise OttlSyntaxError(f"IsMatch: {exc}", pattern_node.offset) from None
+    target = args[0]
+
+    def get(ctx: Context) -> bool:
+        value = target(ctx)
+        return value is not None and search(string_like(value)) is not None
+    return get
+
+
+def _len(args: Sequence[Getter], call: ast.Call) -> Getter:
+    target = args[0]
+
+    def get(ctx: Context) -> int:
+        value = target(ctx)
+        if isinstance(value, str):
+            return len(value.encode())  # Go counts bytes
+        if isinstance(value, (list, dict, bytes)):
+            return len(value)
+        raise OttlEvalError(f"Len: unsupported target type {_type_name(value)}")
+    return get
+
+
+def _int(args: Sequence[Getter], call: ast.Call) -> Getter:
+    target = args[0]
+
+    def get(ctx: Context) -> int | None:
+        value = target(ctx)
+        if value is None or type(value) is int:
+            return value
+        if isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise OttlEvalError(f"Int: cannot convert {value} to int64")
+            return int(value)  # truncates toward zero, as Go's int64(f)
+        if isinstance(value, str):
+            try:
+                return _parse_int(value)
+            except ValueError:
+                raise OttlEvalError(f'Int: strconv.ParseInt: parsing "{value}": invalid syntax') from None
+        raise OttlEvalError(f"Int: unsupported type {_type_name(value)}")
+    return get
+
+
+def _parse_int(text: str) -> int:
+    """Go's strconv.ParseInt(text, 10, 64)."""
+    if not _INT_TEXT.fullmatch(text):
+        raise ValueError(text)
+    number = int(text)
+    if not -2**63 <= number < 2**63:
+        raise ValueError(text)
+    return number
+
+
+def _double(args: Sequence[Getter], call: ast.Call) -> Getter:
+    target = args[0]
+
+    def get(ctx: Context) -> float | None:
+        value = target(ctx)
+        if value is None or type(value) is float:
+            return value
+        if isinstance(value, (bool, int)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                if "_" in value or value != value.strip():
+                    raise ValueError(value)
+                return float(value)
+            except ValueError:
+                raise OttlEvalError(f'Double: strconv.ParseFloat: parsing "{value}": invalid syntax') from None
+        raise OttlEvalError(f"Double: unsupported type {_type_name(value)}")
+    return get
+
+
+def _string_func(args: Sequence[Getter], call: ast.Call) -> Getter:
+    target = args[0]
+
+    def get(ctx: Context) -> str | None:
+        value = target(ctx)
+        return None if value is None else string_like(value)
+    return get
+
+
+def _concat(args: Sequence[Getter], call: ast.Call) -> Getter:
+    if not isinstance(call.args[0], ast.ListValue):
+        raise OttlSyntaxError("Concat: the values must be a list literal here ([a, b, ...])", call.args[0].offset)
+    values, delimiter = args[0], _string(args[1], "Concat")
+
+    def get(ctx: Context) -> str:
+        separator = delimiter(ctx)
+        return separator.join("<nil>" if value is None else string_like(value) for value in values(ctx))
+    return get
+
+
+def _affix(function: str, test: Callable[[str, str], bool]) -> Builder:
+    def build(args: Sequence[Getter], call: ast.Call) -> Getter:
+        target, affix = _string(args[0], function), _string(args[1], function)
+        return lambda ctx: test(target(ctx), affix(ctx))
+    return build
+
+
+def _case(function: str, change: Callable[[str], str]) -> Builder:
+    def build(args: Sequence[Getter], call: ast.Call) -> Getter:
+        target = _string(args[0], function)
+        return lambda ctx: change(target(ctx))
+    return build
+
+
+def _is_root_span(args: Sequence[Getter], call: ast.Call) -> Getter:
+    return lambda ctx: not any(ctx.span.parent_span_id)
+
+
+# name -> (number of arguments, builder, contexts where otelcol's tail_sampling offers it)
+CONVERTERS: dict[str, tuple[int, Builder, tuple[str, ...]]] = {
+    "IsMatch": (2, _is_match, ("span", "spanevent")),
+    "IsString": (1, _is_type(str), ("span", "spanevent")),
+    "IsInt": (1, _is_type(int), ("span", "spanevent")),
+    "IsDouble": (1, _is_type(float), ("span", "spanevent")),
+    "IsBool": (1, _is_type(bool), ("span", "spanevent")),
+    "IsMap": (1, _is_type(dict), ("span", "spanevent")),
+    "IsList": (1, _is_type(list), ("span", "spanevent")),
+    "Len": (1, _len, ("span", "spanevent")),
+    "Int": (1, _int, ("span", "spanevent")),
+    "Double": (1, _double, ("span", "spanevent")),
+    "String": (1, _string_func, ("span", "spanevent")),
+    "Concat": (2, _concat, ("span", "spanevent")),
+    "HasPrefix": (2, _affix("HasPrefix", str.startswith), ("span", "spanevent")),
+    "HasSuffix": (2, _affix("HasSuffix", str.endswith), ("span", "spanevent")),
+    "ToLowerCase": (1, _case("ToLowerCase", str.lower), ("span", "spanevent")),
+    "ToUpperCase": (1, _case("ToUpperCase", str.upper), ("span", "spanevent")),
+    "IsRootSpan": (0, _is_root_span, ("span",)),
+}
+
+
+def build_call(call: ast.Call, args: Sequence[Getter], context: ContextName) -> Getter:
+    """The converter's getter; OttlSyntaxError for an unknown function or a wrong argument count."""
+    entry = CONVERTERS.get(call.function)
+    if entry is None or context not in entry[2]:
+        supported = ", ".join(name for name, (_, _, contexts) in CONVERTERS.items() if context in contexts)
+        raise OttlSyntaxError(f"function {call.function} is not supported in a {context} condition; supported: "
+                              f"{supported}", call.offset)
+    count, builder, _ = entry
+    if call.named:
+        raise OttlSyntaxError(f"{call.function}: named arguments are not supported here", call.offset)
+    if len(args) != count:
+        raise OttlSyntaxError(f"{call.function} takes {count} argument{'s' if count != 1 else ''}, "
+                              f"got {len(args)}", call.offset)
+    return builder(args, call)

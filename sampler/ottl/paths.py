@@ -1,0 +1,168 @@
+"""Paths of OTTL's span and spanevent contexts, each compiled into a getter that reads only its
+own field of the span being evaluated.
+
+A path may name its context first (`span.name`, `resource.attributes["k"]`, `scope.name`, and
+in spanevent conditions `spanevent.name`); without one it belongs to the condition's own
+context, as otelcol rewrites it (`attributes["k"]` is `span.attributes["k"]` in a span condition
+and `spanevent.attributes["k"]` in a spanevent one). `instrumentation_scope` is the older name
+of `scope`.
+
+Ids read as OTTL's `.string` forms (lowercase hex, an absent parent as zeros). The raw id
+(`trace_id` without `.string`), times as time values (`start_time`), `events` and `links` are
+refused: otelcol compares the raw id to no literal, and the others need types conditions
+here do not have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from sampler.ottl import ast
+from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
+from sampler.ottl.values import plain
+
+
+@dataclass(slots=True)
+class Context:
+    """What one evaluation sees: the span's batch, its scope, the span and (spanevent) the event."""
+
+    group: ResourceSpans
+    scope: ScopeSpans
+    span: Span
+    event: Any = None  # Span.Event
+
+
+Getter = Callable[[Context], Any]
+ContextName = Literal["span", "spanevent"]  # the contexts of ottl_condition's two lists
+
+KIND_NAMES = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
+KIND_ENUMS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
+              "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
+ENUMS = {**{name: value for value, name in enumerate(KIND_ENUMS)},
+         "STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+CONTEXTS: dict[str, tuple[str, ...]] = {"span": ("span", "resource", "scope", "instrumentation_scope"),
+            "spanevent": ("spanevent", "span", "resource", "scope", "instrumentation_scope")}
+
+
+def _hex(width: int, field: Callable[[Context], bytes]) -> Getter:
+    zeros = "0" * width
+    return lambda ctx: field(ctx).hex() or zeros
+
+
+def _kind_text(names: tuple[str, ...]) -> Getter:
+    def get(ctx: Context) -> str:
+        kind = ctx.span.kind
+        return names[kind] if 0 <= kind < len(names) else str(kind)
+    return get
+
+
+# (context, field names) -> getter; attributes are handled apart
+_SPAN_FIELDS: dict[tuple[str, ...], Getter] = {
+    ("name",): lambda ctx: ctx.span.name,
+    ("kind",): lambda ctx: ctx.span.kind,
+    ("kind", "string"): _kind_text(KIND_NAMES),
+    ("kind", "deprecated_string"): _kind_text(KIND_ENUMS),
+    ("status", "code"): lambda ctx: ctx.span.status.code,
+    ("status", "message"): lambda ctx: ctx.span.status.message,
+    ("trace_id", "string"): _hex(32, lambda ctx: ctx.span.trace_id),
+    ("span_id", "string"): _hex(16, lambda ctx: ctx.span.span_id),
+    ("parent_span_id", "string"): _hex(16, lambda ctx: ctx.span.parent_span_id),
+    ("trace_state",): lambda ctx: ctx.span.trace_state,
+    ("start_time_unix_nano",): lambda ctx: ctx.span.start_time_unix_nano,
+    ("end_time_unix_nano",): lambda ctx: ctx.span.end_time_unix_nano,
+    ("dropped_attributes_count",): lambda ctx: ctx.span.dropped_attributes_count,
+    ("dropped_events_count",): lambda ctx: ctx.span.dropped_events_count,
+    ("dropped_links_count",): lambda ctx: ctx.span.dropped_links_count,
+    ("flags",): lambda ctx: ctx.span.flags,
+}
+_EVENT_FIELDS: dict[tuple[str, ...], Getter] = {
+    ("name",): lambda ctx: ctx.event.name,
+    ("time_unix_nano",): lambda ctx: ctx.event.time_unix_nano,
+    ("dropped_attributes_count",): lambda ctx: ctx.event.dropped_attributes_count,
+}
+_RESOURCE_FIELDS: dict[tuple[str, ...], Getter] = {
+    ("dropped_attributes_count",): lambda ctx: ctx.group.resource.dropped_attributes_count,
+    ("schema_url",): lambda ctx: ctx.group.schema_url,
+}
+_SCOPE_FIELDS: dict[tuple[str, ...], Getter] = {
+    ("name",): lambda ctx: ctx.scope.scope.name,
+    ("version",): lambda ctx: ctx.scope.scope.version,
+    ("dropped_attributes_count",): lambda ctx: ctx.scope.scope.dropped_attributes_count,
+    ("schema_url",): lambda ctx: ctx.scope.schema_url,
+}
+_FIELDS = {"span": _SPAN_FIELDS, "spanevent": _EVENT_FIELDS, "resource": _RESOURCE_FIELDS,
+           "scope": _SCOPE_FIELDS, "instrumentation_scope": _SCOPE_FIELDS}
+_ATTRIBUTES: dict[str, Callable[[Context], Any]] = {
+    "span": lambda ctx: ctx.span.attributes,
+    "spanevent": lambda ctx: ctx.event.attributes,
+    "resource": lambda ctx: ctx.group.resource.attributes,
+    "scope": lambda ctx: ctx.scope.scope.attributes,
+    "instrumentation_scope": lambda ctx: ctx.scope.scope.attributes,
+}
+_REFUSED = {"trace_id": "use trace_id.string (otelcol's raw id equals no literal)",
+            "span_id": "use span_id.string", "parent_span_id": "use parent_span_id.string",
+            "start_time": "use start_time_unix_nano", "end_time": "use end_time_unix_nano",
+            "time": "use time_unix_nano"}
+
+
+def compile_path(path: ast.Path, context: ContextName) -> Getter:
+    """The getter for `path` in a condition of `context` ("span" or "spanevent")."""
+    names = path.names
+    if len(names) > 1 and names[0] in CONTEXTS[context]:
+        owner, fields = names[0], names[1:]
+    else:
+        owner, fields = context, names
+    if fields == ("attributes",):
+        return _attributes(_ATTRIBUTES[owner], path)
+    if path.keys:
+        raise OttlSyntaxError(f"path {path.text()}: only attributes take an index here", path.offset)
+    getter = _FIELDS[owner].get(fields)
+    if getter is None:
+        hint = _REFUSED.get(fields[0]) if len(fields) == 1 else None
+        known = ", ".join(sorted(".".join(key) for key in _FIELDS[owner]) + ["attributes"])
+        reason = hint or f"supported in {owner}: {known}"
+        raise OttlSyntaxError(f"path {path.text()} is not supported in a {context} condition; {reason}", path.offset)
+    return getter
+
+
+def _attributes(of: Callable[[Context], Any], path: ast.Path) -> Getter:
+    keys = path.keys
+    if not keys:
+        return lambda ctx: {kv.key: plain(kv.value) for kv in reversed(of(ctx))}  # the first of a key wins
+    first, rest = keys[0], keys[1:]
+    if not isinstance(first, str):
+        raise OttlSyntaxError(f"path {path.text()}: attributes take a string key first", path.offset)
+
+    def get(ctx: Context) -> Any:
+        for kv in of(ctx):
+            if kv.key == first:
+                value = plain(kv.value)
+                return _index(value, rest) if rest else value
+        return None
+    return get
+
+
+def _index(value: Any, keys: tuple[str | int, ...]) -> Any:
+    """Nested keys into maps and slices, as OTTL's getIndexableValue: a missing map key is nil;
+    an index out of range or into a scalar is an error."""
+    for key in keys:
+        if isinstance(value, dict):
+            if not isinstance(key, str):
+                raise OttlEvalError(f"a map needs a string key, not {key}")
+            if key not in value:
+                return None
+            value = value[key]
+        elif isinstance(value, list):
+            if not isinstance(key, int):
+                raise OttlEvalError(f"a slice needs an integer index, not {key!r}")
+            if not 0 <= key < len(value):
+                raise OttlEvalError(f"index {key} out of bounds")
+            value = value[key]
+        else:
+            raise OttlEvalError(f"type {type(value).__name__} does not support indexing")
+    return value
