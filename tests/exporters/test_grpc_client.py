@@ -1,0 +1,220 @@
+"""The `otlp` exporter's gRPC client against real servers on loopback: the agent's own gRPC server
+(`receivers/grpc_server.py`) and `tests.helpers.h2_peer`, which misbehaves on purpose.
+
+What a failure must become is what the sender acts on: RetryableError (try again), or
+PermanentError (dead-letter); nothing may hang past the call's timeout or crash the sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
+from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
+from edgeagent.grpc_status import StatusCode
+from edgeagent.receivers import grpc_server
+from edgeagent.signals import Signal
+from tests.helpers.h2_peer import H2Peer
+from tests.helpers.net import free_port
+
+TRACES = f"/{Signal.TRACES.grpc_service}/Export"
+
+
+def _request(spans: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(spans):
+        scope.spans.add(name=f"checkout-{index % 7}", span_id=index.to_bytes(8, "big"), trace_id=bytes(16))
+    return request.SerializeToString()
+
+
+def _exporter(port: int, **settings) -> OtlpGrpcExporter:
+    config = OtlpGrpcConfig.model_validate({"endpoint": f"127.0.0.1:{port}", "tls": {"insecure": True}, **settings})
+    return OtlpGrpcExporter("otlp", config)
+
+
+class Recorder:
+    """Our own gRPC server, recording each call's encoding, metadata and message."""
+
+    def __init__(self, limits: grpc_server.Limits | None = None, delay: float = 0.0):
+        self.calls: list[tuple[str, dict[str, str | bytes], bytes]] = []
+        self.wire: list[int] = []
+        self.active = self.most_active = 0
+        self.delay = delay
+        self.server = grpc_server.GrpcServer({TRACES: self._export},
+                                             limits or grpc_server.Limits(max_message_bytes=64 << 20))
+
+    async def _export(self, call: grpc_server.GrpcCall) -> bytes:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            sizes: list[int] = []
+            message = await call.read(sizes.append)
+            self.wire.append(sizes[0] if sizes else 0)
+            await asyncio.sleep(self.delay)
+            self.calls.append((call.encoding, dict(call.metadata), message))
+            return b""
+        finally:
+            self.active -= 1
+
+    async def __aenter__(self) -> Recorder:
+        self.port = await self.server.start("127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.stop(1)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "snappy"])
+def test_each_grpc_encoding_otelcol_accepts_is_sent_as_configured(compression):
+    body = _request(512)
+
+    async def scenario() -> None:
+        async with Recorder() as server:
+            exporter = _exporter(server.port, compression=compression, headers={"X-Tenant": "acme"})
+            await exporter.start()
+            try:
+                await exporter.send(Signal.TRACES, body)
+            finally:
+                await exporter.shutdown()
+        ((encoding, metadata, message),) = server.calls
+        assert message == body
+        assert encoding == ("identity" if compression == "none" else compression)
+        assert metadata["x-tenant"] == "acme"
+        if compression != "none":
+            assert server.wire[0] < len(body) / 2, (server.wire, len(body))
+
+    asyncio.run(scenario())
+
+
+def test_calls_share_one_connection_and_respect_max_concurrent_streams():
+    async def scenario() -> None:
+        limits = grpc_server.Limits(max_message_bytes=1 << 20, max_concurrent_streams=3)
+        async with Recorder(limits, delay=0.05) as server:
+            channel = Channel(ChannelSettings("127.0.0.1", server.port))
+            try:
+                await asyncio.gather(*(channel.unary(TRACES, _request(3), timeout=10) for _ in range(30)))
+            finally:
+                await channel.close()
+        assert len(server.calls) == 30
+        assert server.most_active == 3  # streams were multiplexed, never more than the server allows
+
+    asyncio.run(scenario())
+
+
+def test_goaway_ends_unprocessed_calls_unavailable_and_the_next_call_reconnects():
+    async def scenario() -> None:
+        async with H2Peer("goaway", calls=3) as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))
+            try:
+                results = await asyncio.gather(*(channel.unary(TRACES, b"", timeout=5) for _ in range(3)),
+                                               return_exceptions=True)
+                assert results[0] == b""  # at or below last_stream_id: answered on the closing connection
+                for result in results[1:]:
+                    assert isinstance(result, GrpcStatusError) and result.code == StatusCode.UNAVAILABLE, result
+                    assert "not processed" in result.message
+                assert await channel.unary(TRACES, b"", timeout=5) == b""
+                assert peer.connections == 2
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("mode", ["silent", "silent_after_preface"])
+def test_keepalive_finds_a_silent_peer_within_time_plus_timeout(mode):
+    async def scenario() -> None:
+        async with H2Peer(mode) as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port, keepalive_time=0.5, keepalive_timeout=0.5))
+            started = time.monotonic()
+            try:
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, b"", timeout=30)
+            finally:
+                await channel.close()
+            elapsed = time.monotonic() - started
+            assert failed.value.code == StatusCode.UNAVAILABLE and "keepalive" in failed.value.message
+            assert 0.9 < elapsed < 3, elapsed
+
+    asyncio.run(scenario())
+
+
+def test_without_keepalive_a_silent_peer_costs_the_call_its_timeout_only():
+    async def scenario() -> None:
+        async with H2Peer("silent_after_preface") as peer:
+            exporter = _exporter(peer.port, timeout="1s")
+            await exporter.start()
+            started = time.monotonic()
+            try:
+                with pytest.raises(RetryableError, match="DEADLINE_EXCEEDED"):
+                    await exporter.send(Signal.TRACES, _request(5))
+            finally:
+                await exporter.shutdown()
+            assert time.monotonic() - started < 2
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("mode,error,words", [
+    ("http1", RetryableError, ["UNAVAILABLE", "HTTP/2", "HTTP/1.1 400"]),
+    ("garbage", RetryableError, ["UNAVAILABLE", "HTTP/2"]),
+    ("http_503", RetryableError, ["UNAVAILABLE", "503"]),
+    ("huge", PermanentError, ["RESOURCE_EXHAUSTED", "larger than max"]),
+    ("trailers_only", PermanentError, ["INVALID_ARGUMENT", "bad span \u2713 100%"]),
+])
+def test_a_hostile_upstream_gives_a_clear_error_the_sender_can_act_on(mode, error, words):
+    async def scenario() -> None:
+        async with H2Peer(mode) as peer:
+            exporter = _exporter(peer.port, timeout="5s")
+            await exporter.start()
+            try:
+                for _ in range(2):  # and the exporter stays usable after it
+                    with pytest.raises(error) as raised:
+                        await exporter.send(Signal.TRACES, _request(5))
+                    assert all(word in str(raised.value) for word in words), str(raised.value)
+            finally:
+                await exporter.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_connection_fails_fast_and_wait_for_ready_waits_for_the_server():
+    port = _unused_port()
+
+    async def scenario() -> None:
+        exporter = _exporter(port, timeout="10s")
+        await exporter.start()
+        started = time.monotonic()
+        with pytest.raises(RetryableError, match="UNAVAILABLE") as refused:
+            await exporter.send(Signal.TRACES, _request(1))
+        assert refused.value.connection and time.monotonic() - started < 1
+        await exporter.shutdown()
+
+        waiting = _exporter(port, timeout="10s", wait_for_ready=True)
+        await waiting.start()
+        server = Recorder()
+        try:
+            call = asyncio.ensure_future(waiting.send(Signal.TRACES, _request(1)))
+            await asyncio.sleep(1.5)
+            assert not call.done()
+            await server.server.start("127.0.0.1", port)
+            await asyncio.wait_for(call, 10)
+            assert len(server.calls) == 1
+        finally:
+            await waiting.shutdown()
+            await server.server.stop(1)
+
+    asyncio.run(scenario())
+
+
+def _unused_port() -> int:
+    port = free_port()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    return port
