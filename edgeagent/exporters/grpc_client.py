@@ -7,7 +7,9 @@ one HTTP/2 stack carries both directions and the process never loads grpcio's C 
 Design note:
 - A `Channel` holds subchannels, each with at most one live `_Connection` (an asyncio.Protocol
   owning its h2 state machine). `pick_first` is one subchannel over every resolved address,
-  tried in order; `round_robin` is one subchannel per address, calls taken in turn. Calls on a
+  tried in order; `round_robin` is one subchannel per address, calls taken in turn (an address
+  refused in the last second is passed over while another answers). Names are resolved when
+  the first call comes and again after every address failed. Calls on a
   connection are multiplexed streams, at most the server's MAX_CONCURRENT_STREAMS at a time (a
   call waits for a free stream within its deadline).
 - A connection is usable once the server's HTTP/2 preface (SETTINGS) has arrived, as in
@@ -65,6 +67,7 @@ _RESERVED = frozenset({"content-type", "te", "grpc-encoding", "grpc-accept-encod
                        "user-agent", "host"})
 _TIMEOUT_UNITS = (("n", 1), ("u", 10**3), ("m", 10**6), ("S", 10**9), ("M", 60 * 10**9), ("H", 3600 * 10**9))
 _BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 5.0  # grpc's connection backoff, capped low: calls have deadlines
+_SKIP_FAILED = 1.0  # round_robin: an address refused this recently is passed over while others answer
 
 
 class GrpcStatusError(Exception):
@@ -381,6 +384,7 @@ class _Subchannel:
         self.channel = channel
         self.addresses = addresses
         self.connection: _Connection | None = None
+        self.failed_at = float("-inf")  # when a connect last failed
         self._connecting: asyncio.Task[_Connection] | None = None
 
     def live(self) -> bool:
@@ -520,18 +524,20 @@ class Channel:
             async with self._resolving:  # one resolution for the calls that arrive together
                 if not self._subchannels:
                     self._subchannels = await self._resolve()
-        count = len(self._subchannels)
-        live = [sub for sub in self._subchannels if sub.live()]
-        candidates = live or self._subchannels
+        subchannels = self._subchannels
+        now = asyncio.get_running_loop().time()
+        # in turn over those not refused lately (all of them if every one was)
+        candidates = [sub for sub in subchannels if sub.live() or now - sub.failed_at > _SKIP_FAILED] or subchannels
         errors: list[str] = []
-        for offset in range(len(candidates)):  # round robin over live ones; connect in turn if none is
+        for offset in range(len(candidates)):
             subchannel = candidates[(self._turn + offset) % len(candidates)]
             try:
                 connection = await subchannel.get()
             except GrpcStatusError as exc:
+                subchannel.failed_at = asyncio.get_running_loop().time()
                 errors.append(exc.message)
                 continue
-            self._turn = (self._turn + offset + 1) % max(count, 1)
+            self._turn = (self._turn + offset + 1) % len(candidates)
             return connection
         self._subchannels = []  # resolve again next time: the addresses may have changed
         raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(errors))

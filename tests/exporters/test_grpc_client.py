@@ -14,8 +14,9 @@ import time
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from edgeagent import tls
 from edgeagent.errors import PermanentError, RetryableError
-from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
+from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError, _Subchannel
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.grpc_status import StatusCode
 from edgeagent.receivers import grpc_server
@@ -218,3 +219,66 @@ def _unused_port() -> int:
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
     return port
+
+
+def test_tls_exporter_verifies_the_receiver_and_presents_its_certificate(certs):
+    server_tls = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key,
+                                     client_ca_file=certs.ca_file)
+    body = _request(20)
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
+        async with recorder as server:
+            good = OtlpGrpcConfig.model_validate({"endpoint": f"127.0.0.1:{server.port}", "compression": "zstd",
+                                                  "tls": {"ca_file": certs.ca_file, "cert_file": certs.client_cert,
+                                                          "key_file": certs.client_key}})
+            without_cert = good.model_copy(update={"tls": tls.TlsClientConfig(ca_file=certs.ca_file)})
+            for config, expected in ((good, None), (without_cert, RetryableError)):
+                exporter = OtlpGrpcExporter("otlp", config)
+                await exporter.start()
+                try:
+                    if expected is None:
+                        await exporter.send(Signal.TRACES, body)
+                    else:
+                        with pytest.raises(expected, match="UNAVAILABLE"):
+                            await exporter.send(Signal.TRACES, body)
+                finally:
+                    await exporter.shutdown()
+        assert [message for _, _, message in server.calls] == [body]
+
+    asyncio.run(scenario())
+
+
+class _TwoAddresses(Channel):
+    """A name that resolves to two servers (DNS is the only part replaced; the servers are real)."""
+
+    ports: tuple[int, int] = (0, 0)
+
+    async def _resolve(self) -> list[_Subchannel]:
+        addresses = [("127.0.0.1", port) for port in self.ports]
+        if self.settings.balancer == "round_robin":
+            return [_Subchannel(self, [address]) for address in addresses]
+        return [_Subchannel(self, addresses)]
+
+
+@pytest.mark.parametrize("balancer", ["pick_first", "round_robin"])
+def test_balancer_spreads_calls_over_resolved_addresses_or_sticks_to_the_first(balancer):
+    async def scenario() -> None:
+        async with Recorder() as first, Recorder() as second:
+            channel = _TwoAddresses(ChannelSettings("collector.test", 4317, balancer=balancer))
+            channel.ports = (first.port, second.port)
+            try:
+                for _ in range(10):
+                    await channel.unary(TRACES, b"", timeout=5)
+                spread = (len(first.calls), len(second.calls))
+                assert spread == ((5, 5) if balancer == "round_robin" else (10, 0)), spread
+                await first.server.stop(0.5)  # one address goes away: the other takes every call
+                await asyncio.sleep(0.2)  # its GOAWAY is read
+                for _ in range(4):
+                    await channel.unary(TRACES, b"", timeout=5)
+                assert len(second.calls) == spread[1] + 4
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())

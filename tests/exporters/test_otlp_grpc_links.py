@@ -56,7 +56,7 @@ def test_an_upstream_restarting_mid_stream_loses_and_doubles_no_span(agents, tmp
     agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")])
     sent: set[bytes] = set()
     try:
-        for round_ in range(4):
+        for _ in range(4):
             sent |= send_spans("http", agent.http_port, 2000, batch=100)
             upstream.stop()  # calls in flight end with the connection
             time.sleep(0.3)
