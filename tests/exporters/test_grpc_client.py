@@ -18,6 +18,7 @@ from edgeagent import tls
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError, _Subchannel
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
+from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAuthConfig
 from edgeagent.grpc_status import StatusCode
 from edgeagent.receivers import grpc_server
 from edgeagent.signals import Signal
@@ -282,3 +283,63 @@ def test_balancer_spreads_calls_over_resolved_addresses_or_sticks_to_the_first(b
                 await channel.close()
 
     asyncio.run(scenario())
+
+
+class _Host:
+    def __init__(self, **extensions):
+        self.extensions = extensions
+
+
+def test_authenticator_metadata_authority_and_timeout_reach_the_server(certs):
+    server_tls = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key)
+    seen: list[tuple[str, dict[str, str | bytes]]] = []
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
+        original = recorder._export
+
+        async def export(call: grpc_server.GrpcCall) -> bytes:
+            seen.append((call.method, dict(call.metadata)))
+            return await original(call)
+
+        recorder.server.handlers[TRACES] = export
+        auth = BearerTokenAuth("bearertokenauth", BearerTokenAuthConfig(token="edge-token"))
+        await auth.start()
+        async with recorder as server:
+            config = OtlpGrpcConfig.model_validate({
+                "endpoint": f"127.0.0.1:{server.port}", "authority": "collector.test",
+                "auth": {"authenticator": "bearertokenauth"},
+                "tls": {"ca_file": certs.ca_file, "server_name_override": "localhost"}})
+            exporter = OtlpGrpcExporter("otlp", config, _Host(bearertokenauth=auth))
+            await exporter.start()
+            try:
+                await exporter.send(Signal.TRACES, _request(3))
+            finally:
+                await exporter.shutdown()
+
+    asyncio.run(scenario())
+    ((method, metadata),) = seen
+    assert method == TRACES
+    assert metadata["authorization"] == "Bearer edge-token"
+
+
+def test_request_headers_carry_authority_deadline_and_encodings():
+    async def scenario() -> dict[bytes, bytes]:
+        async with H2Peer("ok") as peer:
+            exporter = _exporter(peer.port, authority="collector.test", timeout="3s", compression="snappy")
+            await exporter.start()
+            try:
+                await exporter.send(Signal.TRACES, _request(3))
+            finally:
+                await exporter.shutdown()
+            (headers,) = peer.headers
+            return headers
+
+    headers = asyncio.run(scenario())
+    assert headers[b":authority"] == b"collector.test" and headers[b":path"] == TRACES.encode()
+    assert headers[b"content-type"] == b"application/grpc" and headers[b"te"] == b"trailers"
+    assert headers[b"grpc-encoding"] == b"snappy"
+    assert set(headers[b"grpc-accept-encoding"].split(b",")) >= {b"gzip", b"zstd", b"snappy"}
+    value, unit = int(headers[b"grpc-timeout"][:-1]), headers[b"grpc-timeout"][-1:]
+    assert unit == b"u" and 2.5e6 < value <= 3e6, headers[b"grpc-timeout"]

@@ -34,6 +34,7 @@ class H2Peer:
         self.size = size
         self.connections = 0
         self.requests = 0
+        self.headers: list[dict[bytes, bytes]] = []  # of every request
         self._server: asyncio.Server | None = None
         self._transports: list[asyncio.Transport] = []
 
@@ -88,7 +89,9 @@ class _Peer(asyncio.Protocol):
             self.transport.close()
             return
         for event in self.h2.receive_data(data):
-            if isinstance(event, h2.events.DataReceived):
+            if isinstance(event, h2.events.RequestReceived):
+                self.owner.headers.append({bytes(key): bytes(value) for key, value in event.headers})
+            elif isinstance(event, h2.events.DataReceived):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.WindowUpdated):
                 for stream_id in list(self.pending):
