@@ -22,6 +22,7 @@ from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAut
 from edgeagent.grpc_status import StatusCode
 from edgeagent.receivers import grpc_server
 from edgeagent.signals import Signal
+from tests.helpers.certs import Authority, replace
 from tests.helpers.h2_peer import H2Peer
 from tests.helpers.net import free_port
 
@@ -343,3 +344,35 @@ def test_request_headers_carry_authority_deadline_and_encodings():
     assert set(headers[b"grpc-accept-encoding"].split(b",")) >= {b"gzip", b"zstd", b"snappy"}
     value, unit = int(headers[b"grpc-timeout"][:-1]), headers[b"grpc-timeout"][-1:]
     assert unit == b"u" and 2.5e6 < value <= 3e6, headers[b"grpc-timeout"]
+
+
+def test_a_replaced_ca_file_is_used_for_the_next_connection(certs, tmp_path):
+    # the upstream restarts with a certificate from a new CA, and the exporter's ca_file is
+    # replaced with that CA: the next connection must verify with the new file
+    ca_file = str(tmp_path / "trusted.crt")
+    replace(certs.ca_file, ca_file)
+    rotated = Authority(str(tmp_path), "rotated CA")
+    new_cert, new_key = rotated.issue("server-rotated")
+    server_tls = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key)
+
+    async def scenario() -> None:
+        first = Recorder()
+        first.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
+        async with first:
+            exporter = _exporter(first.port, tls={"ca_file": ca_file})
+            await exporter.start()
+            await exporter.send(Signal.TRACES, _request(1))
+        replace(new_key, certs.server_key)
+        replace(new_cert, certs.server_cert)
+        replace(rotated.ca_file, ca_file)
+        second = Recorder()
+        second.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
+        try:
+            await second.server.start("127.0.0.1", first.port)
+            await exporter.send(Signal.TRACES, _request(1))
+            assert len(second.calls) == 1
+        finally:
+            await exporter.shutdown()
+            await second.server.stop(1)
+
+    asyncio.run(scenario())

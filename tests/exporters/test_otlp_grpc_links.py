@@ -3,13 +3,18 @@
 - The agent speaks gRPC on its own HTTP/2 stack both ways, so it never imports grpcio (its C
   core costs start-up time and memory): checked in a started agent that received over gRPC and
   exported over gRPC.
+- An upstream that answers HTTP/1.1 is named in the exporter's health, and the data waits in
+  the queue for a real gRPC server.
 - An upstream that restarts, or that sends GOAWAY on every connection after a second (otelcol's
   `max_connection_age`, here our own receiver in a second agent), loses no item and doubles none.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sys
+import threading
 import time
 
 import yaml
@@ -105,3 +110,52 @@ def test_goaway_every_second_from_our_own_receiver_loses_and_doubles_no_span(age
         assert hub.terminate() == 0
     finally:
         hub.kill()
+
+
+class _Http1Server:
+    """Answers every connection like an HTTP/1.1 server that does not know gRPC."""
+
+    def __init__(self, port: int):
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.listener.settimeout(0.2)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with connection, contextlib.suppress(OSError):
+                connection.settimeout(2)
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def test_an_upstream_answering_http1_keeps_the_data_queued_until_a_grpc_server_takes_its_place(agents, tmp_path):
+    port = free_port()
+    wrong = _Http1Server(port)
+    config = traces_config(tmp_path / "agent.yaml", {"otlp": grpc_exporter(f"127.0.0.1:{port}")})
+    agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")])
+    sent = send_spans("http", agent.http_port, 300, batch=100)
+    wait_until(lambda: "does not speak HTTP/2" in agent.health()[1]["exporters"]["otlp"].get("problem", ""),
+               timeout=15, message="the exporter naming the problem")
+    assert "HTTP/1.1 400" in agent.health()[1]["exporters"]["otlp"]["problem"]
+    wrong.stop()
+    upstream = GrpcUpstream(port).start()
+    try:
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=30, interval=0.25, message="every span upstream")
+        assert upstream.span_ids() == sent and len(upstream.spans()) == len(sent)
+        assert agent.metric("edgeagent_deadletter_items") == 0
+        assert agent.terminate() == 0
+    finally:
+        upstream.stop()
