@@ -27,6 +27,8 @@ Design note:
 - Keepalive as grpc-go's client: after `keepalive_time` without a byte from the server (and a
   call open, or `keepalive_without_calls`) send a PING; nothing back within
   `keepalive_timeout` means the connection is dead: it is closed and its calls end UNAVAILABLE.
+  A server that ends the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" makes the
+  channel ping half as often from then on (grpc-go doubles its keepalive time too).
 - Status: `grpc-status` / `grpc-message` (percent-decoded) from the trailers or a trailers-only
   answer; without them an HTTP status maps as gRPC's spec says (503 -> UNAVAILABLE), a reset
   stream as grpc-go maps HTTP/2 error codes. Failures raise `GrpcStatusError`.
@@ -41,8 +43,8 @@ import math
 import socket
 import ssl
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from urllib.parse import unquote_to_bytes
 
 import h2.config
@@ -130,8 +132,9 @@ class _H2Client(h2.connection.H2Connection):
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection to a server; calls are its streams."""
 
-    def __init__(self, settings: ChannelSettings, peer: str):
+    def __init__(self, settings: ChannelSettings, peer: str, too_many_pings: Callable[[], None] = lambda: None):
         self.settings = settings
+        self._too_many_pings = too_many_pings
         self.peer = peer
         self.calls: dict[int, _Call] = {}
         self.closed = False  # no new calls: GOAWAY, lost, dead, or drained for new certificates
@@ -237,8 +240,12 @@ class _Connection(asyncio.Protocol):
         settings, now = self.settings, self._loop.time()
         if self._pinged_at is not None:
             if self._last_read <= self._pinged_at:
-                self._fail(StatusCode.UNAVAILABLE, f"{self.peer} did not answer a keepalive ping within "
-                                                   f"{settings.keepalive_timeout:g}s")
+                left = self._pinged_at + settings.keepalive_timeout - now
+                if left <= 0:
+                    self._fail(StatusCode.UNAVAILABLE, f"{self.peer} did not answer a keepalive ping within "
+                                                       f"{settings.keepalive_timeout:g}s")
+                else:
+                    self._timer = self._loop.call_later(min(settings.keepalive_time, left), self._keepalive)
                 return
             self._pinged_at = None
         quiet = now - self._last_read
@@ -249,7 +256,7 @@ class _Connection(asyncio.Protocol):
         self._h2.ping(b"edgeagnt")
         self._flush()
         self._pinged_at = now
-        self._timer = self._loop.call_later(settings.keepalive_timeout, self._keepalive)
+        self._timer = self._loop.call_later(min(settings.keepalive_time, settings.keepalive_timeout), self._keepalive)
 
     # ---- frames --------------------------------------------------------------------------------
 
@@ -308,6 +315,8 @@ class _Connection(asyncio.Protocol):
         """GOAWAY: calls above last_stream_id were not processed and end UNAVAILABLE; the others
         may still finish here (`_H2Client` keeps h2 open for them)."""
         self.closed = True
+        if event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM and event.additional_data == b"too_many_pings":
+            self._too_many_pings()
         last = event.last_stream_id if event.last_stream_id is not None else 0
         detail = _error_name(event.error_code) + (f" {event.additional_data!r}" if event.additional_data else "")
         for stream_id, call in list(self.calls.items()):
@@ -419,7 +428,7 @@ class _Subchannel:
         made: list[_Connection] = []
 
         def protocol() -> _Connection:
-            made.append(_Connection(settings, peer))
+            made.append(_Connection(settings, peer, self.channel.too_many_pings))
             return made[0]
 
         try:
@@ -471,6 +480,12 @@ class Channel:
         self._authority = (settings.authority or _host_port(settings.host, settings.port)).encode()
         self._closed = False
         self._resolving = asyncio.Lock()
+
+    def too_many_pings(self) -> None:
+        """The server found our keepalive pings too frequent: ping half as often, as grpc-go does."""
+        settings = self.settings
+        if settings.keepalive_time > 0:
+            self.settings = replace(settings, keepalive_time=settings.keepalive_time * 2)
 
     def use_ssl_context(self, context: ssl.SSLContext) -> None:
         """New certificates: calls in flight finish on their connections, new calls open new ones."""

@@ -12,7 +12,10 @@ import socket
 import time
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from edgeagent import tls
 from edgeagent.errors import PermanentError, RetryableError
@@ -374,5 +377,43 @@ def test_a_replaced_ca_file_is_used_for_the_next_connection(certs, tmp_path):
         finally:
             await exporter.shutdown()
             await second.server.stop(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_compressed_response_is_decoded_and_its_partial_success_counted():
+    response = ExportTraceServiceResponse()
+    response.partial_success.rejected_spans = 2
+    response.partial_success.error_message = "two spans too old"
+
+    async def scenario() -> None:
+        async with H2Peer("gzip_response", response=response.SerializeToString()) as peer:
+            exporter = _exporter(peer.port)
+            await exporter.start()
+            try:
+                result = await exporter.send(Signal.TRACES, _request(5))
+            finally:
+                await exporter.shutdown()
+        assert (result.rejected, result.message) == (2, "two spans too old")
+
+    asyncio.run(scenario())
+
+
+def test_a_server_calling_our_pings_too_many_makes_the_channel_ping_half_as_often():
+    # our own server with grpc-go's enforcement: pings without calls are not permitted
+    async def scenario() -> None:
+        async with Recorder() as server:
+            settings = ChannelSettings("127.0.0.1", server.port, keepalive_time=0.1, keepalive_timeout=5,
+                                       keepalive_without_calls=True)
+            channel = Channel(settings)
+            try:
+                await channel.unary(TRACES, b"", timeout=5)
+                wait = asyncio.get_running_loop().time() + 5
+                while channel.settings.keepalive_time == 0.1 and asyncio.get_running_loop().time() < wait:
+                    await asyncio.sleep(0.05)
+                assert channel.settings.keepalive_time == 0.2
+                assert await channel.unary(TRACES, b"", timeout=5) == b""  # on a new connection
+            finally:
+                await channel.close()
 
     asyncio.run(scenario())

@@ -6,6 +6,7 @@ Modes:
 - "goaway": waits until `calls` requests are in, sends GOAWAY naming only the first stream as
   processed, then answers that one; the others stay unanswered. Later connections get "ok".
 - "huge": answers OK with a message of `size` bytes.
+- "gzip_response": answers OK with `response`, gzip-compressed (grpc-encoding gzip, flag set).
 - "http_503": answers HTTP 503 with no gRPC status; "trailers_only": a trailers-only error with
   a percent-encoded grpc-message.
 - "silent": accepts and never sends a byte; "silent_after_preface": sends its HTTP/2 preface,
@@ -16,6 +17,7 @@ Modes:
 from __future__ import annotations
 
 import asyncio
+import gzip
 import struct
 
 import h2.config
@@ -28,8 +30,9 @@ _HEAD = [(b":status", b"200"), (b"content-type", b"application/grpc")]
 
 
 class H2Peer:
-    def __init__(self, mode: str, calls: int = 3, size: int = 8 << 20):
+    def __init__(self, mode: str, calls: int = 3, size: int = 8 << 20, response: bytes = b""):
         self.mode = mode
+        self.response = response
         self.calls = calls
         self.size = size
         self.connections = 0
@@ -110,6 +113,8 @@ class _Peer(asyncio.Protocol):
             self.h2.close_connection(last_stream_id=first)
             self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN  # still answer `first`
             self._respond(first, b"")
+        elif self.mode == "gzip_response":
+            self._respond(stream_id, gzip.compress(self.owner.response), compressed=True)
         elif self.mode == "huge":
             self._respond(stream_id, b"\x00" * self.owner.size)
         elif self.mode == "http_503":
@@ -118,9 +123,9 @@ class _Peer(asyncio.Protocol):
             self.h2.send_headers(stream_id, _HEAD + [(b"grpc-status", b"3"),
                                                      (b"grpc-message", b"bad span %E2%9C%93 100%25")], end_stream=True)
 
-    def _respond(self, stream_id: int, message: bytes) -> None:
-        self.h2.send_headers(stream_id, _HEAD)
-        self.pending[stream_id] = (struct.pack(">BI", 0, len(message)) + message, 0)
+    def _respond(self, stream_id: int, message: bytes, compressed: bool = False) -> None:
+        self.h2.send_headers(stream_id, _HEAD + ([(b"grpc-encoding", b"gzip")] if compressed else []))
+        self.pending[stream_id] = (struct.pack(">BI", int(compressed), len(message)) + message, 0)
         self._send(stream_id)
 
     def _send(self, stream_id: int) -> None:
