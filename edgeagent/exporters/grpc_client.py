@@ -59,7 +59,7 @@ from hyperframe.frame import Frame, GoAwayFrame
 from edgeagent.errors import BadRequestError
 from edgeagent.grpc_status import StatusCode, from_http, from_reset
 from edgeagent.receivers import codec
-from edgeagent.receivers.grpc_server import ENCODINGS
+from edgeagent.receivers.grpc_server import ENCODINGS  # its import also quiets h2's frame logs (tokens)
 
 _PREFIX = struct.Struct(">BI")
 _ACCEPT_ENCODING = ",".join(ENCODINGS).encode()
