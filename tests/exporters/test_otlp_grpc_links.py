@@ -3,6 +3,7 @@
 - The agent speaks gRPC on its own HTTP/2 stack both ways, so it never imports grpcio (its C
   core costs start-up time and memory): checked in a started agent that received over gRPC and
   exported over gRPC.
+- Two agents, edge to hub, over mTLS with a bearer token: every span arrives.
 - An upstream that answers HTTP/1.1 is named in the exporter's health, and the data waits in
   the queue for a real gRPC server.
 - An upstream that restarts, or that sends GOAWAY on every connection after a second (otelcol's
@@ -76,28 +77,34 @@ def test_an_upstream_restarting_mid_stream_loses_and_doubles_no_span(agents, tmp
         upstream.stop()
 
 
-def test_goaway_every_second_from_our_own_receiver_loses_and_doubles_no_span(agents, upstream, tmp_path):
-    hub_grpc = free_port()
-    hub_config = tmp_path / "hub.yaml"
-    hub_config.write_text(yaml.safe_dump({
-        "receivers": {"otlp": {"protocols": {"grpc": {
-            "endpoint": f"127.0.0.1:{hub_grpc}",
-            "keepalive": {"server_parameters": {"max_connection_age": "1s", "max_connection_age_grace": "5s"}}}}}},
+def _hub(tmp_path, upstream, grpc: dict, extensions: dict | None = None) -> AgentProcess:
+    """A second agent: our own OTLP/gRPC receiver (`grpc` settings) forwarding to `upstream` over HTTP."""
+    extensions = {"health_check": {}, **(extensions or {})}
+    config = tmp_path / "hub.yaml"
+    config.write_text(yaml.safe_dump({
+        "receivers": {"otlp": {"protocols": {"grpc": grpc}}},
         "exporters": {"otlphttp": http_exporter(upstream.url)},
-        "extensions": {"health_check": {}},
-        "service": {"extensions": ["health_check"],
+        "extensions": extensions,
+        "service": {"extensions": list(extensions),
                     "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlphttp"]}}},
     }))
-    hub = AgentProcess(args=["run", "--config", str(hub_config), "--state-dir", str(tmp_path / "hub")],
-                       log_path=str(tmp_path / "hub.log"), grpc_port=hub_grpc)
+    hub = AgentProcess(args=["run", "--config", str(config), "--state-dir", str(tmp_path / "hub")],
+                       log_path=str(tmp_path / "hub.log"), grpc_port=int(grpc["endpoint"].rpartition(":")[2]))
     hub.args += ["--set", f"extensions::health_check::endpoint=127.0.0.1:{hub.health_port}",
                  "--set", "service::telemetry::metrics::readers=[{pull: {exporter: {prometheus: "
                           f"{{host: 127.0.0.1, port: {hub.metrics_port}}}}}}}}}]"]
+    return hub.start()
+
+
+def test_goaway_every_second_from_our_own_receiver_loses_and_doubles_no_span(agents, upstream, tmp_path):
+    hub_grpc = free_port()
+    hub = _hub(tmp_path, upstream, {
+        "endpoint": f"127.0.0.1:{hub_grpc}",
+        "keepalive": {"server_parameters": {"max_connection_age": "1s", "max_connection_age_grace": "5s"}}})
     edge_config = traces_config(tmp_path / "edge.yaml", {"otlp": grpc_exporter(
         f"127.0.0.1:{hub_grpc}", compression="zstd", sending_queue={"num_consumers": 4},
         retry_on_failure=FAST_RETRY)})
     try:
-        hub.start()
         edge = agents(["run", "--config", edge_config, "--state-dir", str(tmp_path / "edge")])
         sent: set[bytes] = set()
         started = time.monotonic()
@@ -106,6 +113,37 @@ def test_goaway_every_second_from_our_own_receiver_loses_and_doubles_no_span(age
         wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="every span upstream")
         assert upstream.span_ids() == sent
         assert len(upstream.spans()) == len(sent)  # GOAWAY lets calls in flight finish: nothing twice
+        assert edge.terminate() == 0
+        assert hub.terminate() == 0
+    finally:
+        hub.kill()
+
+
+def test_agent_to_agent_over_mtls_with_a_bearer_token_delivers_every_span(agents, upstream, certs, tmp_path):
+    hub_grpc = free_port()
+    token = {"bearertokenauth": {"token": "hub-t0ken"}}
+    hub = _hub(tmp_path, upstream, {
+        "endpoint": f"127.0.0.1:{hub_grpc}", "auth": {"authenticator": "bearertokenauth"},
+        "tls": {"cert_file": certs.server_cert, "key_file": certs.server_key, "client_ca_file": certs.ca_file}},
+        extensions=token)
+    exporter = {"endpoint": f"127.0.0.1:{hub_grpc}", "compression": "snappy",
+                "auth": {"authenticator": "bearertokenauth"},
+                "tls": {"ca_file": certs.ca_file, "cert_file": certs.client_cert, "key_file": certs.client_key},
+                "retry_on_failure": FAST_RETRY}
+    config = tmp_path / "edge.yaml"
+    config.write_text(yaml.safe_dump({
+        "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
+        "exporters": {"otlp": exporter},
+        "extensions": {"health_check": {}, **token},
+        "service": {"extensions": ["health_check", "bearertokenauth"],
+                    "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp"]}}},
+    }))
+    try:
+        edge = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "edge")])
+        sent = send_spans("http", edge.http_port, 400, batch=100)
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=30, interval=0.25, message="every span upstream")
+        assert upstream.span_ids() == sent and len(upstream.spans()) == len(sent)
+        assert hub.metric("otelcol_receiver_refused_spans", receiver="otlp") == 0
         assert edge.terminate() == 0
         assert hub.terminate() == 0
     finally:
