@@ -417,3 +417,20 @@ def test_a_server_calling_our_pings_too_many_makes_the_channel_ping_half_as_ofte
                 await channel.close()
 
     asyncio.run(scenario())
+
+
+def test_messages_larger_than_every_flow_control_window_arrive_whole():
+    # the server grants 1 MiB per stream and 8 MiB per connection: three 12 MiB calls at once
+    # must wait for its WINDOW_UPDATEs, share the connection window and arrive intact
+    messages = [bytes([index]) * (12 << 20) for index in range(3)]
+
+    async def scenario() -> None:
+        async with Recorder() as server:
+            channel = Channel(ChannelSettings("127.0.0.1", server.port))
+            try:
+                await asyncio.gather(*(channel.unary(TRACES, message, timeout=30) for message in messages))
+            finally:
+                await channel.close()
+        assert sorted(message for _, _, message in server.calls) == messages
+
+    asyncio.run(scenario())
