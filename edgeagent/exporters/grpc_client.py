@@ -347,19 +347,24 @@ class _Connection(asyncio.Protocol):
             self._h2.send_headers(stream_id, headers)
             await self._send(call, body)
             await call.done
-        except BaseException:
-            if not call.done.done():
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-                    self._flush()
-                call.finish()
-            raise
         finally:
+            call.finish()
+            self._end_stream(stream_id)
             del self.calls[stream_id]
             self._slot.set()
             if self.closed and not self.calls and self._transport is not None:
                 self._transport.close()
         return call
+
+    def _end_stream(self, stream_id: int) -> None:
+        """A stream still open on our side (cancelled, timed out, or answered before the whole
+        request was sent) is reset, so it stops counting against MAX_CONCURRENT_STREAMS."""
+        stream = self._h2.streams.get(stream_id)
+        if stream is None or stream.closed or self._transport is None:
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            self._flush()
 
     async def _send(self, call: _Call, body: bytes) -> None:
         sent, total = 0, len(body)

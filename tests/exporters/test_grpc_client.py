@@ -434,3 +434,21 @@ def test_messages_larger_than_every_flow_control_window_arrive_whole():
         assert sorted(message for _, _, message in server.calls) == messages
 
     asyncio.run(scenario())
+
+
+def test_a_call_answered_before_its_request_was_sent_frees_its_stream():
+    # the server allows one stream at a time; were the first call's stream left open on our
+    # side, the second call would wait for it until its deadline
+    async def scenario() -> None:
+        async with H2Peer("early_answer") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))
+            try:
+                for _ in range(2):
+                    with pytest.raises(GrpcStatusError) as answered:
+                        await channel.unary(TRACES, bytes(4 << 20), timeout=3)
+                    assert answered.value.code == StatusCode.UNAVAILABLE
+            finally:
+                await channel.close()
+            assert peer.connections == 1 and len(peer.headers) == 2
+
+    asyncio.run(scenario())

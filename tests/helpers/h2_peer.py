@@ -9,6 +9,8 @@ Modes:
 - "gzip_response": answers OK with `response`, gzip-compressed (grpc-encoding gzip, flag set).
 - "http_503": answers HTTP 503 with no gRPC status; "trailers_only": a trailers-only error with
   a percent-encoded grpc-message.
+- "early_answer": allows one stream at a time and answers each call UNAVAILABLE (trailers only)
+  as soon as its headers arrive, before the request's body.
 - "silent": accepts and never sends a byte; "silent_after_preface": sends its HTTP/2 preface,
   then never answers anything (not even PING).
 - "http1": answers like an HTTP/1.1 server; "garbage": sends bytes that are not HTTP/2.
@@ -78,6 +80,8 @@ class _Peer(asyncio.Protocol):
         elif self.mode == "garbage":
             transport.write(bytes(range(256)) * 4)
         elif self.mode != "http1":
+            if self.mode == "early_answer":
+                self.h2.local_settings.max_concurrent_streams = 1
             self.h2.initiate_connection()
             transport.write(self.h2.data_to_send())
             self.silent = self.mode == "silent_after_preface"
@@ -94,6 +98,8 @@ class _Peer(asyncio.Protocol):
         for event in self.h2.receive_data(data):
             if isinstance(event, h2.events.RequestReceived):
                 self.owner.headers.append({bytes(key): bytes(value) for key, value in event.headers})
+                if self.mode == "early_answer":
+                    self.h2.send_headers(event.stream_id, _HEAD + [(b"grpc-status", b"14")], end_stream=True)
             elif isinstance(event, h2.events.DataReceived):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, h2.events.WindowUpdated):
