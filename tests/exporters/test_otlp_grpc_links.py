@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+import pytest
 import yaml
 
 from tests.helpers.agent import AgentProcess
@@ -25,6 +26,8 @@ from tests.helpers.configs import FAST_RETRY, grpc_exporter, http_exporter, trac
 from tests.helpers.grpc_upstream import GrpcUpstream
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
+
+pytestmark = pytest.mark.e2e  # every test here starts agent processes
 
 # runs the agent's CLI and, when the process exits, writes the names of the modules it imported
 _RECORD_MODULES = """
