@@ -8,14 +8,12 @@ durations are measured and not served.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
-import grpc
 from aiohttp import web
 
 from edgeagent.extensions.metrics import Histogram, Metrics
@@ -96,30 +94,9 @@ def http_client_timer(metrics: Metrics | None) -> aiohttp.TraceConfig:
     return trace
 
 
-class RpcClientTimer(grpc.aio.UnaryUnaryClientInterceptor):
-    """Times every unary call a gRPC exporter makes to address:port, with the status it ends with."""
-
-    def __init__(self, metrics: Metrics | None, address: str, port: str):
-        self.histogram = _histogram(metrics, "rpc_client_call_duration", "Measures the duration of outbound RPC "
-                                    "(seconds).", ("rpc_method", "rpc_response_status_code", "rpc_system_name",
-                                                   "server_address", "server_port"))
-        self.address = address
-        self.port = port
-
-    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        started = time.perf_counter()
-        method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
-        status = "OK"
-        try:
-            call = await continuation(details, request)
-            await call  # the caller awaits the same call and gets its response or its error again
-        except grpc.aio.AioRpcError as error:
-            status = error.code().name
-            raise
-        except asyncio.CancelledError:
-            status = "CANCELLED"
-            raise
-        finally:
-            self.histogram.observe(time.perf_counter() - started, method.lstrip("/"), status, "grpc", self.address,
-                                   self.port)
-        return call
+def rpc_client_observer(metrics: Metrics | None, address: str, port: str) -> Callable[[float, str, str], None]:
+    """`observe(seconds, method, status_name)` for unary calls a gRPC exporter makes to address:port."""
+    histogram = _histogram(metrics, "rpc_client_call_duration", "Measures the duration of outbound RPC (seconds).",
+                           ("rpc_method", "rpc_response_status_code", "rpc_system_name", "server_address",
+                            "server_port"))
+    return lambda seconds, method, status: histogram.observe(seconds, method, status, "grpc", address, port)

@@ -1,25 +1,22 @@
 """TLS for receivers and exporters, with otelcol's `tls` keys (config/configtls).
 
-Clients (exporters): `client_ssl_context(cfg)` for aiohttp, `grpc_channel_credentials(cfg)` for a
-gRPC channel. Servers (receivers): `server_ssl_context(cfg)` for aiohttp and
-`grpc_server_credentials(cfg)` for grpc.aio. Each reads the files when it is called; an error
-names the file.
+Clients (exporters): `client_ssl_context(cfg)` for aiohttp, and with `alpn=["h2"]` for the gRPC
+client. Servers (receivers): `server_ssl_context(cfg)` for aiohttp, and with `alpn=["h2"]` for
+the gRPC server. Each reads the files when it is called; an error names the file.
 
 Certificate files are read again when they change, without a restart:
 
 - servers check them whenever a connection starts, at most once per `reload_interval`: the
-  aiohttp context through its SNI callback (OpenSSL calls it on every handshake, with or without
-  SNI) and gRPC through its dynamic credentials' fetcher. The client CA is read again only with
-  `client_ca_file_reload: true`, as in otelcol.
-- clients read them when they build a context or channel; `reloading_client_context(cfg)`
-  gives the otlphttp exporter the current context for each request, and an exporter that keeps a
-  channel wraps `grpc_channel_credentials` in `edgeagent.runtime.reload.Reloading` and builds a
-  new channel when `get()` returns a new value.
+  context through its SNI callback (OpenSSL calls it on every handshake, with or without SNI).
+  The client CA is read again only with `client_ca_file_reload: true`, as in otelcol.
+- clients read them when they build a context; `reloading_client_context(cfg)` gives the
+  current context, built again when a file changed: the otlphttp exporter asks for each
+  request, the gRPC exporter opens new connections with a new context.
 
 Differences the validation states: otelcol accepts `ca_file` on a server and ignores it (a
-warning here; `client_ca_file` is what verifies clients); grpcio cannot skip verification nor
-restrict TLS versions (it always negotiates 1.2 or 1.3), so `check_grpc_client` and
-`check_grpc_server` refuse settings that would otherwise be silently ignored.
+warning here; `client_ca_file` is what verifies clients); `check_grpc_client` refuses TLS
+settings beside `insecure: true`, which would have no effect; `check_grpc_server` keeps the
+gRPC receiver at TLS 1.2 or 1.3.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-import grpc
 from pydantic import model_validator
 
 from edgeagent.component import ComponentConfig
@@ -129,10 +125,11 @@ def _load_cas(context: ssl.SSLContext, path: str, pem: bytes | None = None) -> N
 
 # ---- aiohttp -----------------------------------------------------------------------------------
 
-def client_ssl_context(cfg: TlsClientConfig) -> ssl.SSLContext | None:
-    """The context for an aiohttp client, read from the files now; None with `insecure: true` (plaintext).
+def client_ssl_context(cfg: TlsClientConfig, alpn: list[str] | None = None) -> ssl.SSLContext | None:
+    """The context for a client (aiohttp; gRPC with `alpn=["h2"]`), read from the files now; None
+    with `insecure: true` (plaintext).
 
-    `server_name_override` is not part of a context: pass it as aiohttp's `server_hostname`."""
+    `server_name_override` is not part of a context: pass it as the connection's `server_hostname`."""
     if cfg.insecure:
         return None
     if cfg.ca_file:
@@ -146,6 +143,8 @@ def client_ssl_context(cfg: TlsClientConfig) -> ssl.SSLContext | None:
         context.verify_mode = ssl.CERT_NONE
     if cfg.cert_file:
         _load_chain(context, cfg.cert_file, cfg.key_file)
+    if alpn:
+        context.set_alpn_protocols(alpn)
     return context
 
 
@@ -153,9 +152,9 @@ def client_files(cfg: TlsClientConfig) -> list[str | None]:
     return [cfg.ca_file, cfg.cert_file, cfg.key_file]
 
 
-def reloading_client_context(cfg: TlsClientConfig) -> Reloading[ssl.SSLContext | None]:
+def reloading_client_context(cfg: TlsClientConfig, alpn: list[str] | None = None) -> Reloading[ssl.SSLContext | None]:
     """`get()` gives the current client context, built again when a certificate file changed."""
-    return Reloading(client_files(cfg), lambda: client_ssl_context(cfg), cfg.reload_interval)
+    return Reloading(client_files(cfg), lambda: client_ssl_context(cfg, alpn), cfg.reload_interval)
 
 
 def server_ssl_context(cfg: TlsServerConfig, alpn: list[str] | None = None) -> ssl.SSLContext:
@@ -195,19 +194,14 @@ def server_files(cfg: TlsServerConfig) -> list[str | None]:
 # ---- gRPC --------------------------------------------------------------------------------------
 
 def check_grpc_client(cfg: TlsClientConfig | None) -> TlsClientConfig | None:
-    """Validation for a gRPC exporter's `tls` (use as a field validator): what grpcio cannot do is an error."""
-    if cfg is None:
-        return cfg
-    if cfg.insecure:
+    """Validation for a gRPC exporter's `tls` (use as a field validator): settings beside
+    `insecure: true` would have no effect."""
+    if cfg is not None and cfg.insecure:
         ignored = [name for name in ("ca_file", "cert_file", "key_file", "insecure_skip_verify", "server_name_override")
                    if getattr(cfg, name)]
         if ignored:
             raise ValueError(f"insecure: true turns TLS off, so {', '.join(ignored)} would have no effect; "
                              f"remove {'them' if len(ignored) > 1 else 'it'} or set insecure: false")
-    if cfg.insecure_skip_verify:
-        raise ValueError("insecure_skip_verify is not supported for gRPC (grpcio always verifies the server); "
-                         "set ca_file to the server's CA instead")
-    _check_grpc_versions(cfg)
     return cfg
 
 
@@ -220,57 +214,4 @@ def check_grpc_server(cfg: TlsServerConfig | None) -> TlsServerConfig | None:
 
 def _check_grpc_versions(cfg: _TlsCommon) -> None:
     if cfg.min_version not in ("", "1.2") or cfg.max_version not in ("", "1.3"):
-        raise ValueError("grpcio always negotiates TLS 1.2 or 1.3: leave min_version at 1.2 and max_version "
-                         "unset (or 1.3) for gRPC")
-
-
-def grpc_channel_credentials(cfg: TlsClientConfig) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
-    """Credentials and channel options for a gRPC client, read from the files now.
-
-    Credentials are None with `insecure: true`: open the channel with `grpc.aio.insecure_channel`.
-    `server_name_override` becomes `grpc.ssl_target_name_override` (the name the certificate must
-    carry) and `grpc.default_authority` (the :authority header), as otelcol does."""
-    options: list[tuple[str, Any]] = []
-    if cfg.insecure:
-        return None, options
-    check_grpc_client(cfg)
-    if cfg.server_name_override:
-        options += [("grpc.ssl_target_name_override", cfg.server_name_override),
-                    ("grpc.default_authority", cfg.server_name_override)]
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=_read(cfg.ca_file) if cfg.ca_file else None,
-        private_key=_read(cfg.key_file) if cfg.key_file else None,
-        certificate_chain=_read(cfg.cert_file) if cfg.cert_file else None)
-    return credentials, options
-
-
-def grpc_server_credentials(cfg: TlsServerConfig) -> grpc.ServerCredentials:
-    """Credentials for a grpc.aio server; new connections get new certificates when the files change.
-
-    With client_ca_file, clients must present a certificate signed by one of its CAs."""
-    check_grpc_server(cfg)
-    fixed_client_ca = None
-    if cfg.client_ca_file and not cfg.client_ca_file_reload:
-        fixed_client_ca = _read(cfg.client_ca_file)
-
-    def build() -> Any:
-        cert_file, key_file = cfg.key_pair()
-        _load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert_file, key_file)  # a readable error for a bad pair
-        client_ca = None
-        if cfg.client_ca_file:
-            client_ca = fixed_client_ca if fixed_client_ca is not None else _read(cfg.client_ca_file)
-        return grpc.ssl_server_certificate_configuration([(_read(key_file), _read(cert_file))],
-                                                         root_certificates=client_ca)
-
-    reloading = Reloading(server_files(cfg), build, cfg.reload_interval)
-    served = [reloading.value]
-
-    def fetch() -> Any:
-        current = reloading.get()
-        if current is served[0]:
-            return None  # no change
-        served[0] = current
-        return current
-
-    return grpc.dynamic_ssl_server_credentials(reloading.value, fetch,
-                                               require_client_authentication=bool(cfg.client_ca_file))
+        raise ValueError("gRPC needs TLS 1.2 or 1.3: leave min_version at 1.2 and max_version unset (or 1.3)")

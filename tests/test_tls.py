@@ -1,15 +1,17 @@
-"""edgeagent.tls with real handshakes on loopback: contexts, gRPC credentials, mTLS and certificate reload."""
+"""edgeagent.tls with real handshakes on loopback: contexts, gRPC over TLS, mTLS and certificate reload."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 
-import grpc
 import pytest
 from pydantic import ValidationError
 
 from edgeagent import tls
+from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
+from edgeagent.grpc_status import StatusCode
+from edgeagent.receivers import grpc_server
 from tests.helpers.certs import Authority, replace
 
 METHOD = "/edgeagent.test.Echo/Echo"
@@ -139,24 +141,25 @@ def test_reloading_client_context_follows_a_replaced_ca_file(certs, tmp_path):
     assert reloading.get() is not first
 
 
-# ---- gRPC ----------------------------------------------------------------------------------------
+# ---- gRPC (the agent's own client and server, on h2) ---------------------------------------------
 
-async def _grpc_server(credentials: grpc.ServerCredentials):
-    async def echo(request: bytes, context) -> bytes:
-        return request
+async def _grpc_server(server_cfg: tls.TlsServerConfig):
+    async def echo(call: grpc_server.GrpcCall) -> bytes:
+        return await call.read()
 
-    server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(echo)
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("edgeagent.test.Echo", {"Echo": handler})])
-    port = server.add_secure_port("127.0.0.1:0", credentials)
-    await server.start()
-    return server, port
+    server = grpc_server.GrpcServer({METHOD: echo}, grpc_server.Limits(max_message_bytes=1 << 20),
+                                    tls.server_ssl_context(server_cfg, alpn=["h2"]))
+    return server, await server.start("127.0.0.1", 0)
 
 
 async def _grpc_call(port: int, cfg: tls.TlsClientConfig) -> bytes:
-    credentials, options = tls.grpc_channel_credentials(cfg)
-    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options=options) as channel:
-        return await channel.unary_unary(METHOD)(b"ping", timeout=5)
+    context = tls.client_ssl_context(cfg, alpn=["h2"])
+    channel = Channel(ChannelSettings("127.0.0.1", port, ssl_context=context,
+                                      server_hostname=cfg.server_name_override))
+    try:
+        return await channel.unary(METHOD, b"ping", timeout=5)
+    finally:
+        await channel.close()
 
 
 def test_grpc_mtls_refuses_a_client_without_certificate(certs):
@@ -164,14 +167,14 @@ def test_grpc_mtls_refuses_a_client_without_certificate(certs):
                                      client_ca_file=certs.ca_file)
 
     async def scenario() -> None:
-        server, port = await _grpc_server(tls.grpc_server_credentials(server_cfg))
+        server, port = await _grpc_server(server_cfg)
         try:
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
+            with pytest.raises(GrpcStatusError) as refused:
                 await _grpc_call(port, _client(certs.ca_file))
-            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert refused.value.code == StatusCode.UNAVAILABLE
             assert await _grpc_call(port, _client(certs.ca_file, certs.client_cert, certs.client_key)) == b"ping"
         finally:
-            await server.stop(None)
+            await server.stop(1)
 
     asyncio.run(scenario())
 
@@ -182,14 +185,14 @@ def test_grpc_server_serves_a_replaced_certificate_without_restart(certs, tmp_pa
     new_cert, new_key = rotated.issue("server-rotated")
 
     async def scenario() -> None:
-        server, port = await _grpc_server(tls.grpc_server_credentials(server_cfg))
+        server, port = await _grpc_server(server_cfg)
         try:
             assert await _grpc_call(port, _client(certs.ca_file)) == b"ping"
             replace(new_key, certs.server_key)
             replace(new_cert, certs.server_cert)
             assert await _grpc_call(port, _client(rotated.ca_file)) == b"ping"
         finally:
-            await server.stop(None)
+            await server.stop(1)
 
     asyncio.run(scenario())
 
@@ -198,19 +201,37 @@ def test_server_name_override_sets_the_name_the_certificate_must_carry(certs):
     server_cfg = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key)
 
     async def scenario() -> None:
-        server, port = await _grpc_server(tls.grpc_server_credentials(server_cfg))
+        server, port = await _grpc_server(server_cfg)
         try:
             assert await _grpc_call(port, _client(certs.ca_file, server_name_override="localhost")) == b"ping"
-            with pytest.raises(grpc.aio.AioRpcError):
+            with pytest.raises(GrpcStatusError) as refused:
                 await _grpc_call(port, _client(certs.ca_file, server_name_override="collector.example"))
+            assert refused.value.code == StatusCode.UNAVAILABLE and "collector.example" in refused.value.message
         finally:
-            await server.stop(None)
+            await server.stop(1)
 
     asyncio.run(scenario())
 
 
-def test_insecure_client_gets_no_credentials():
-    assert tls.grpc_channel_credentials(tls.TlsClientConfig(insecure=True)) == (None, [])
+def test_grpc_client_skips_verification_and_caps_the_version_when_told(certs, tmp_path):
+    server_cfg = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key)
+    stranger = Authority(str(tmp_path), "another CA")
+
+    async def scenario() -> None:
+        server, port = await _grpc_server(server_cfg)
+        try:
+            with pytest.raises(GrpcStatusError):
+                await _grpc_call(port, _client(stranger.ca_file))
+            assert await _grpc_call(port, _client(stranger.ca_file, insecure_skip_verify=True)) == b"ping"
+            assert await _grpc_call(port, _client(certs.ca_file, max_version="1.2")) == b"ping"
+        finally:
+            await server.stop(1)
+
+    asyncio.run(scenario())
+
+
+def test_insecure_client_gets_no_context():
+    assert tls.client_ssl_context(tls.TlsClientConfig(insecure=True), alpn=["h2"]) is None
     assert tls.client_ssl_context(tls.TlsClientConfig(insecure=True)) is None
 
 
@@ -241,14 +262,18 @@ def test_server_config_mistakes_are_named(keys, words):
 
 
 @pytest.mark.parametrize("keys,words", [
-    ({"insecure_skip_verify": True}, ["insecure_skip_verify", "not supported for gRPC"]),
-    ({"max_version": "1.2"}, ["grpcio"]),
     ({"insecure": True, "ca_file": "/n/ca.crt"}, ["ca_file", "no effect"]),
+    ({"insecure": True, "insecure_skip_verify": True}, ["insecure_skip_verify", "no effect"]),
 ])
-def test_grpc_client_refuses_what_grpcio_would_ignore(keys, words):
+def test_grpc_client_refuses_tls_keys_that_insecure_would_ignore(keys, words):
     with pytest.raises(ValueError) as error:
         tls.check_grpc_client(tls.TlsClientConfig(**keys))
     assert all(word in str(error.value) for word in words), str(error.value)
+
+
+@pytest.mark.parametrize("keys", [{"insecure_skip_verify": True}, {"max_version": "1.2"}, {"min_version": "1.3"}])
+def test_grpc_client_accepts_what_its_tls_honours(keys):
+    assert tls.check_grpc_client(tls.TlsClientConfig(**keys)) is not None
 
 
 def test_server_ca_file_is_a_warning_not_silently_ignored():

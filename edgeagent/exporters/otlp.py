@@ -5,18 +5,21 @@ CANCELLED, OUT_OF_RANGE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED only whe
 sends RetryInfo (it then says when to come back); every other code is permanent. The
 metadata we send (headers, auth) is masked in the server's details before anyone sees them.
 
-Compression: otelcol accepts gzip, zstd and snappy for gRPC. grpcio, the gRPC library used
-here, compresses with gzip (and deflate) only, so zstd and snappy are accepted, so that
-configs port unchanged, and sent gzip-compressed; validate warns about it.
+The calls go over our own gRPC client (`grpc_client.py`, on h2), one connection per exporter
+(per resolved address with `balancer_name: round_robin`), so every grpc-encoding otelcol's
+receiver takes is offered: gzip (the default), zstd, snappy, none. `keepalive` is grpc-go's
+client keepalive (its `time` at least 10 s, as grpc-go enforces); `wait_for_ready` makes a call
+wait for a connection until its `timeout` instead of failing UNAVAILABLE at once; `authority`
+(else `tls.server_name_override`) is the :authority header.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
+import dataclasses
+import time
 from typing import Any, Literal
 
-import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from pydantic import Field, field_validator, model_validator
@@ -25,21 +28,25 @@ from edgeagent import __version__
 from edgeagent.auth import AuthConfig, Authenticator
 from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.config.types import Duration
+from edgeagent.config.types import Duration, split_endpoint
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import TokenBucket
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
+from edgeagent.exporters.encoding import grpc_compress
+from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
 from edgeagent.exporters.redact import mask
-from edgeagent.instrumentation import RpcClientTimer
+from edgeagent.grpc_status import StatusCode
+from edgeagent.instrumentation import rpc_client_observer
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal
-from edgeagent.tls import TlsClientConfig, check_grpc_client, client_files, grpc_channel_credentials
+from edgeagent.tls import TlsClientConfig, check_grpc_client, reloading_client_context
 
-_RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
-              grpc.StatusCode.CANCELLED, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.DATA_LOSS}
+_RETRYABLE = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.ABORTED,
+              StatusCode.CANCELLED, StatusCode.OUT_OF_RANGE, StatusCode.DATA_LOSS}
 # codes that say the link (not the server) failed: they count towards going offline
-_LINK_FAILURES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+_LINK_FAILURES = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED}
+_MIN_KEEPALIVE_TIME = 10.0  # grpc-go raises a client's keepalive time to this
 
 
 class KeepaliveConfig(ComponentConfig):
@@ -65,14 +72,17 @@ class OtlpGrpcConfig(ExporterConfig):
     def _check(self) -> OtlpGrpcConfig:
         if self.endpoint is None:
             raise ValueError("endpoint is required: set endpoint (e.g. collector:4317), or \"\" to only buffer")
+        if self.endpoint:
+            target = self.target()[0]
+            if "://" in target or target.startswith("unix:"):
+                raise ValueError(f"endpoint {self.endpoint!r}: expected host:port (optionally after http:// or "
+                                 f"https://); other gRPC target schemes are not supported")
+            self.address()  # a readable error for a bad port
         return self
 
     def config_warnings(self) -> list[str]:
         if not self.endpoint:
             return ["endpoint is empty: no upstream is configured, data is buffered until one is set"]
-        if self.compression in ("zstd", "snappy"):
-            return [f"compression {self.compression}: the gRPC library compresses with gzip only, so requests are "
-                    f"sent gzip-compressed; use the otlphttp exporter for {self.compression}"]
         return []
 
     def target(self) -> tuple[str, bool]:
@@ -82,20 +92,23 @@ class OtlpGrpcConfig(ExporterConfig):
             return endpoint[len("http://"):].rstrip("/"), True
         if endpoint.startswith("https://"):
             return endpoint[len("https://"):].rstrip("/"), False
-        return endpoint, self.tls.insecure
+        return endpoint.removeprefix("dns:///"), self.tls.insecure
 
-    def channel_options(self) -> list[tuple[str, Any]]:
-        options: list[tuple[str, Any]] = [("grpc.primary_user_agent", f"edgeagent/{__version__}"),
-                                          ("grpc.max_send_message_length", -1)]
-        if self.keepalive is not None and self.keepalive.time > 0:
-            options += [("grpc.keepalive_time_ms", int(self.keepalive.time * 1000)),
-                        ("grpc.keepalive_timeout_ms", int(self.keepalive.timeout * 1000)),
-                        ("grpc.keepalive_permit_without_calls", int(self.keepalive.permit_without_stream))]
-        if self.balancer_name:
-            options.append(("grpc.lb_policy_name", self.balancer_name))
-        if self.authority:
-            options.append(("grpc.default_authority", self.authority))
-        return options
+    def address(self) -> tuple[str, int]:
+        """(host, port) of the target; grpc's default port is 443."""
+        return split_endpoint(self.target()[0], 443)
+
+    def channel_settings(self) -> ChannelSettings:
+        host, port = self.address()
+        keepalive = self.keepalive
+        return ChannelSettings(
+            host=host, port=port, server_hostname=self.tls.server_name_override,
+            authority=self.authority or self.tls.server_name_override,
+            balancer=self.balancer_name or "pick_first",
+            keepalive_time=max(keepalive.time, _MIN_KEEPALIVE_TIME) if keepalive and keepalive.time > 0 else 0.0,
+            keepalive_timeout=keepalive.timeout if keepalive else 20.0,
+            keepalive_without_calls=bool(keepalive and keepalive.permit_without_stream),
+            user_agent=f"edgeagent/{__version__}")
 
 
 class OtlpGrpcExporter:
@@ -106,12 +119,13 @@ class OtlpGrpcExporter:
         self.config = config
         self.host = host
         self.configured = bool(config.endpoint)
-        self._channel: grpc.aio.Channel | None = None
-        self._credentials: Reloading[tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]] | None = None
-        self._methods: dict[Signal, Any] = {}
+        self._channel: Channel | None = None
+        self._context: Reloading[Any] | None = None
         self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
         self._auth: Authenticator | None = None
         self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
+        self._encoding = "" if config.compression in ("none", "") else config.compression
+        self._observe = rpc_client_observer(None, "", "")
 
     def describe(self) -> str:
         return self.config.endpoint or "none"
@@ -120,75 +134,60 @@ class OtlpGrpcExporter:
         self._auth = resolve_authenticator(self.host, self.config.auth)
         if not self.configured:
             return
-        target, plaintext = self.config.target()
+        _, plaintext = self.config.target()
+        settings = self.config.channel_settings()
         if not plaintext:
-            tls = self.config.tls
-            self._credentials = Reloading(client_files(tls), lambda: grpc_channel_credentials(tls), tls.reload_interval)
-        self._open()
-
-    def _open(self) -> None:
-        target, plaintext = self.config.target()
-        options = self.config.channel_options()
-        address, _, port = target.rpartition(":")
-        timer = [RpcClientTimer(getattr(self.host, "metrics", None), address.strip("[]"), port)]
-        if plaintext:
-            self._channel = grpc.aio.insecure_channel(target, options=options, interceptors=timer)
-        else:
-            assert self._credentials is not None, "start() reads the credentials of a TLS channel"
-            credentials, tls_options = self._credentials.value
-            if credentials is None:  # https:// with tls.insecure: TLS with the system roots, as otelcol
-                credentials = grpc.ssl_channel_credentials()
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options + tls_options,
-                                                    interceptors=timer)
-        self._methods = {signal: self._channel.unary_unary(f"/{signal.grpc_service}/Export") for signal in Signal}
-
-    async def _reopen_if_certificates_changed(self) -> None:
-        if self._credentials is None:
-            return
-        current = self._credentials.value
-        if self._credentials.get() is not current:
-            old = self._channel
-            self._open()  # calls in flight finish on the old channel
-            if old is not None:
-                asyncio.get_running_loop().call_later(self.config.timeout + 1, asyncio.ensure_future, old.close())
+            # https:// with tls.insecure: TLS with the system roots, as otelcol
+            tls = self.config.tls.model_copy(update={"insecure": False})
+            self._context = reloading_client_context(tls, alpn=["h2"])
+            settings = dataclasses.replace(settings, ssl_context=self._context.value)
+        self._observe = rpc_client_observer(getattr(self.host, "metrics", None), settings.host, str(settings.port))
+        self._channel = Channel(settings)
 
     async def shutdown(self) -> None:
         if self._channel is not None:
             channel, self._channel = self._channel, None
             await channel.close()
 
-    def _call_metadata(self) -> tuple[tuple[str, str], ...] | None:
+    def _call_metadata(self) -> tuple[tuple[str, str], ...]:
         metadata = self._metadata
         if self._auth is not None:
             metadata += tuple((key.lower(), value) for key, value in self._auth.client_headers().items())
-        return metadata or None
+        return metadata
 
     async def send(self, signal: Signal, body: bytes) -> SendResult:
         if self._channel is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
-        await self._reopen_if_certificates_changed()
-        gzipped = self.config.compression not in ("none", "")
+        if self._context is not None:
+            context = self._context.get()
+            if context is not self._channel.ssl_context:
+                self._channel.use_ssl_context(context)  # new certificates: new connections
+        message = await asyncio.to_thread(grpc_compress, self._encoding, body) if self._encoding else body
         if self._bandwidth is not None:
-            # gRPC compresses inside the call; charge what it will put on the wire (about)
-            wire = len(await asyncio.to_thread(gzip.compress, body, 1)) if gzipped else len(body)
-            await self._bandwidth.take(wire)
+            await self._bandwidth.take(len(message))
+        method = f"{signal.grpc_service}/Export"
+        metadata = self._call_metadata()
+        started, status = time.perf_counter(), "CANCELLED"
         try:
-            response = await self._methods[signal](
-                body, timeout=self.config.timeout, metadata=self._call_metadata(),
-                compression=grpc.Compression.Gzip if gzipped else grpc.Compression.NoCompression,
-                wait_for_ready=self.config.wait_for_ready or None)
-        except grpc.aio.AioRpcError as error:
-            raise classify(error, [value for _, value in self._call_metadata() or ()]) from None
+            response = await self._channel.unary(
+                f"/{method}", message, timeout=self.config.timeout, metadata=metadata, encoding=self._encoding,
+                wait_for_ready=self.config.wait_for_ready)
+            status = "OK"
+        except GrpcStatusError as error:
+            status = error.code.name
+            raise classify(error, [value for _, value in metadata]) from None
+        finally:
+            self._observe(time.perf_counter() - started, method, status)
         return partial_success(signal, response)
 
 
-def classify(error: grpc.aio.AioRpcError, secrets: list[str]) -> Exception:
+def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
     """The one place that maps a gRPC status to what the sender must do; `secrets` are masked in the details."""
-    code = error.code()
-    details = mask(error.details() or "", secrets)
+    code = error.code
+    details = mask(error.message, secrets)
     message = f"upstream answered {code.name}: {details}".rstrip(": ")
-    delay = _retry_delay(error.trailing_metadata())
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None:
+    delay = _retry_delay(error.trailers)
+    if code == StatusCode.RESOURCE_EXHAUSTED and delay is not None:
         return ThrottledError(message, retry_after=delay)
     if code in _RETRYABLE:
         return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None)
@@ -196,10 +195,10 @@ def classify(error: grpc.aio.AioRpcError, secrets: list[str]) -> Exception:
                           body=details.encode())
 
 
-def _retry_delay(metadata: Any) -> float | None:
+def _retry_delay(metadata: list[tuple[str, str | bytes]]) -> float | None:
     """The RetryInfo delay carried in `grpc-status-details-bin`, in seconds, if any."""
-    for key, value in metadata or ():
-        if key != "grpc-status-details-bin":
+    for key, value in metadata:
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
             continue
         try:
             status = status_pb2.Status.FromString(value)

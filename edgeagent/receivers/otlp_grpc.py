@@ -13,18 +13,17 @@ import logging
 import time
 from typing import Any
 
-import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from edgeagent import auth, netaddr, tls
 from edgeagent.errors import BadRequestError, QueueFullError, RetryableError, UnauthenticatedError
+from edgeagent.grpc_status import StatusCode, name_of
 from edgeagent.instrumentation import rpc_server_observer
 from edgeagent.receivers import codec, grpc_server
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
-_STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 _DEFAULT_STREAMS = 1024  # otelcol's 0 means unlimited; a bound keeps a client from opening millions
 SHUTDOWN_GRACE = 2.0
 
@@ -86,12 +85,12 @@ class GrpcServer:
                     await consumer.consume(payload, "grpc")
                 status = "OK"
             except grpc_server.GrpcError as exc:
-                status = _STATUS_NAMES.get(exc.code, "UNKNOWN")
+                status = name_of(exc.code)
                 raise
             except Exception as exc:  # every failure becomes exactly one gRPC status
                 code, message, trailers = grpc_status(exc, signal)
                 status = code.name
-                raise grpc_server.GrpcError(code.value[0], message, trailers) from None
+                raise grpc_server.GrpcError(code, message, trailers) from None
             finally:
                 observe(time.perf_counter() - started, status)
             return b""
@@ -120,18 +119,18 @@ def limits(config: Any) -> grpc_server.Limits:
         receive_buffer=config.read_buffer_size, send_buffer=config.write_buffer_size)
 
 
-def grpc_status(exc: BaseException, signal: Signal) -> tuple[grpc.StatusCode, str, tuple]:
+def grpc_status(exc: BaseException, signal: Signal) -> tuple[StatusCode, str, tuple]:
     """The one place where errors become gRPC status codes."""
     if isinstance(exc, BadRequestError):
-        code = {401: grpc.StatusCode.UNAUTHENTICATED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(
-            exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+        code = {401: StatusCode.UNAUTHENTICATED, 413: StatusCode.RESOURCE_EXHAUSTED}.get(
+            exc.status, StatusCode.INVALID_ARGUMENT)
         return code, str(exc), ()
     if isinstance(exc, RetryableError):
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, QueueFullError) else grpc.StatusCode.UNAVAILABLE
+        code = StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, QueueFullError) else StatusCode.UNAVAILABLE
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int((exc.retry_after or 1.0) * 1e9))
-        status = status_pb2.Status(code=code.value[0], message=str(exc))
+        status = status_pb2.Status(code=code, message=str(exc))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
         return code, str(exc), (("grpc-status-details-bin", status.SerializeToString()),)
     log.error("request failed unexpectedly", exc_info=exc, extra={"signal": signal.label})
-    return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", ()
+    return StatusCode.INTERNAL, f"internal error: {type(exc).__name__}", ()

@@ -48,7 +48,7 @@ def test_edgeagent_otlphttp_exporter_reaches_otelcol_once_per_item(agents, otelc
                   lambda ports: http_exporter(f"http://127.0.0.1:{ports.http}", compression=compression))
 
 
-# zstd and snappy travel gzip-compressed (grpcio compresses with gzip only; validate warns)
+# every grpc-encoding otelcol's exporter offers, sent as such by the agent's own gRPC client
 @pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "snappy"])
 def test_edgeagent_otlp_exporter_reaches_otelcol_once_per_item(agents, otelcol, upstream, tmp_path, compression):
     _into_otelcol(agents, otelcol, upstream, tmp_path, "otlp",

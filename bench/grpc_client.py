@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""gRPC client cost: grpcio's aio client versus edgeagent's own (exporters/grpc_client.py, asyncio + h2).
+
+Method
+    A server process (edgeagent's gRPC server, reading and discarding each message) listens on
+    loopback. A client process sends --requests Export calls of a 512-span request
+    (bench/ingest.py's body, the bytes the queue holds) with one of the clients; the two take
+    turns, --rounds times each, interleaved (ours, grpcio, ours, ...) so both see the same
+    machine load, and each in a fresh process so grpcio's threads never run beside ours. The
+    client process's CPU seconds (time.process_time: every thread, grpcio's C core included) per
+    request over the measured calls are recorded. The message is compressed by the client:
+    grpcio inside its call, ours with `encoding.grpc_compress` as the exporter does.
+    --in-flight calls run concurrently.
+
+Usage
+    python bench/grpc_client.py [--requests 400] [--rounds 5] [--in-flight 1] [--compression gzip]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.ingest import build_body  # noqa: E402
+from edgeagent.exporters.encoding import grpc_compress  # noqa: E402
+from edgeagent.exporters.grpc_client import Channel, ChannelSettings  # noqa: E402
+
+METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+SERVER = """
+import asyncio, sys
+from edgeagent.receivers import grpc_server
+async def main():
+    async def export(call):
+        await call.read()
+        return b""
+    server = grpc_server.GrpcServer({sys.argv[1]: export}, grpc_server.Limits(max_message_bytes=64 << 20))
+    print(await server.start("127.0.0.1", 0), flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def ours(port: int, body: bytes, requests: int, in_flight: int, compression: str) -> float:
+    channel = Channel(ChannelSettings("127.0.0.1", port))
+    encoding = "" if compression == "none" else compression
+
+    async def one() -> None:
+        message = await asyncio.to_thread(grpc_compress, encoding, body) if encoding else body
+        await channel.unary(METHOD, message, timeout=30, encoding=encoding)
+
+    try:
+        await one()  # connected
+        return await _timed(one, requests, in_flight)
+    finally:
+        await channel.close()
+
+
+async def grpcio(port: int, body: bytes, requests: int, in_flight: int, compression: str) -> float:
+    import grpc  # only here: the agent itself never imports it
+
+    kind = grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(METHOD)
+
+        async def one() -> None:
+            await call(body, timeout=30, compression=kind)
+
+        await one()
+        return await _timed(one, requests, in_flight)
+
+
+async def _timed(one, requests: int, in_flight: int) -> float:
+    started = time.process_time()
+    for _ in range(requests // in_flight):
+        await asyncio.gather(*(one() for _ in range(in_flight)))
+    return (time.process_time() - started) / (requests // in_flight * in_flight)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--in-flight", type=int, default=1)
+    parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
+    parser.add_argument("--client", choices=("ours", "grpcio"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    body = build_body(random.Random(7))
+    if args.client:
+        client = ours if args.client == "ours" else grpcio
+        print(asyncio.run(client(args.port, body, args.requests, args.in_flight, args.compression)))
+        return
+    server = subprocess.Popen([sys.executable, "-c", SERVER, METHOD], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        results: dict[str, list[float]] = {"ours": [], "grpcio": []}
+        for _ in range(args.rounds):
+            for name in results:
+                out = subprocess.run([sys.executable, __file__, "--client", name, "--port", str(port),
+                                      "--requests", str(args.requests), "--in-flight", str(args.in_flight),
+                                      "--compression", args.compression], capture_output=True, text=True, check=True)
+                results[name].append(float(out.stdout.strip().splitlines()[-1]))
+    finally:
+        server.terminate()
+        server.wait(10)
+    print(f"{len(body)} bytes per request (512 spans), compression {args.compression}, "
+          f"{args.in_flight} in flight; client CPU ms per request, min / median / max of {args.rounds} rounds:")
+    for name, values in results.items():
+        ms = sorted(value * 1000 for value in values)
+        print(f"  {name:8} {ms[0]:.2f} / {statistics.median(ms):.2f} / {ms[-1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

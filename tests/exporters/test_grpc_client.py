@@ -1,0 +1,454 @@
+"""The `otlp` exporter's gRPC client against real servers on loopback: the agent's own gRPC server
+(`receivers/grpc_server.py`) and `tests.helpers.h2_peer`, which misbehaves on purpose.
+
+What a failure must become is what the sender acts on: RetryableError (try again), or
+PermanentError (dead-letter); nothing may hang past the call's timeout or crash the sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from edgeagent import tls
+from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError, _Subchannel
+from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
+from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAuthConfig
+from edgeagent.grpc_status import StatusCode
+from edgeagent.receivers import grpc_server
+from edgeagent.signals import Signal
+from tests.helpers.certs import Authority, replace
+from tests.helpers.h2_peer import H2Peer
+from tests.helpers.net import free_port
+
+TRACES = f"/{Signal.TRACES.grpc_service}/Export"
+
+
+def _request(spans: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(spans):
+        scope.spans.add(name=f"checkout-{index % 7}", span_id=index.to_bytes(8, "big"), trace_id=bytes(16))
+    return request.SerializeToString()
+
+
+def _exporter(port: int, **settings) -> OtlpGrpcExporter:
+    config = OtlpGrpcConfig.model_validate({"endpoint": f"127.0.0.1:{port}", "tls": {"insecure": True}, **settings})
+    return OtlpGrpcExporter("otlp", config)
+
+
+class Recorder:
+    """Our own gRPC server, recording each call's encoding, metadata and message."""
+
+    def __init__(self, limits: grpc_server.Limits | None = None, delay: float = 0.0):
+        self.calls: list[tuple[str, dict[str, str | bytes], bytes]] = []
+        self.wire: list[int] = []
+        self.active = self.most_active = 0
+        self.delay = delay
+        self.server = grpc_server.GrpcServer({TRACES: self._export},
+                                             limits or grpc_server.Limits(max_message_bytes=64 << 20))
+
+    async def _export(self, call: grpc_server.GrpcCall) -> bytes:
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            sizes: list[int] = []
+            message = await call.read(sizes.append)
+            self.wire.append(sizes[0] if sizes else 0)
+            await asyncio.sleep(self.delay)
+            self.calls.append((call.encoding, dict(call.metadata), message))
+            return b""
+        finally:
+            self.active -= 1
+
+    async def __aenter__(self) -> Recorder:
+        self.port = await self.server.start("127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.server.stop(1)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "snappy"])
+def test_each_grpc_encoding_otelcol_accepts_is_sent_as_configured(compression):
+    body = _request(512)
+
+    async def scenario() -> None:
+        async with Recorder() as server:
+            exporter = _exporter(server.port, compression=compression, headers={"X-Tenant": "acme"})
+            await exporter.start()
+            try:
+                await exporter.send(Signal.TRACES, body)
+            finally:
+                await exporter.shutdown()
+        ((encoding, metadata, message),) = server.calls
+        assert message == body
+        assert encoding == ("identity" if compression == "none" else compression)
+        assert metadata["x-tenant"] == "acme"
+        if compression != "none":
+            assert server.wire[0] < len(body) / 2, (server.wire, len(body))
+
+    asyncio.run(scenario())
+
+
+def test_calls_share_one_connection_and_respect_max_concurrent_streams():
+    async def scenario() -> None:
+        limits = grpc_server.Limits(max_message_bytes=1 << 20, max_concurrent_streams=3)
+        async with Recorder(limits, delay=0.05) as server:
+            channel = Channel(ChannelSettings("127.0.0.1", server.port))
+            try:
+                await asyncio.gather(*(channel.unary(TRACES, _request(3), timeout=10) for _ in range(30)))
+            finally:
+                await channel.close()
+        assert len(server.calls) == 30
+        assert server.most_active == 3  # streams were multiplexed, never more than the server allows
+
+    asyncio.run(scenario())
+
+
+def test_goaway_ends_unprocessed_calls_unavailable_and_the_next_call_reconnects():
+    async def scenario() -> None:
+        async with H2Peer("goaway", calls=3) as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))
+            try:
+                results = await asyncio.gather(*(channel.unary(TRACES, b"", timeout=5) for _ in range(3)),
+                                               return_exceptions=True)
+                assert results[0] == b""  # at or below last_stream_id: answered on the closing connection
+                for result in results[1:]:
+                    assert isinstance(result, GrpcStatusError) and result.code == StatusCode.UNAVAILABLE, result
+                    assert "not processed" in result.message
+                assert await channel.unary(TRACES, b"", timeout=5) == b""
+                assert peer.connections == 2
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("mode", ["silent", "silent_after_preface"])
+def test_keepalive_finds_a_silent_peer_within_time_plus_timeout(mode):
+    async def scenario() -> None:
+        async with H2Peer(mode) as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port, keepalive_time=0.5, keepalive_timeout=0.5))
+            started = time.monotonic()
+            try:
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, b"", timeout=30)
+            finally:
+                await channel.close()
+            elapsed = time.monotonic() - started
+            assert failed.value.code == StatusCode.UNAVAILABLE and "keepalive" in failed.value.message
+            assert 0.9 < elapsed < 3, elapsed
+
+    asyncio.run(scenario())
+
+
+def test_without_keepalive_a_silent_peer_costs_the_call_its_timeout_only():
+    async def scenario() -> None:
+        async with H2Peer("silent_after_preface") as peer:
+            exporter = _exporter(peer.port, timeout="1s")
+            await exporter.start()
+            started = time.monotonic()
+            try:
+                with pytest.raises(RetryableError, match="DEADLINE_EXCEEDED"):
+                    await exporter.send(Signal.TRACES, _request(5))
+            finally:
+                await exporter.shutdown()
+            assert time.monotonic() - started < 2
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("mode,error,words", [
+    ("http1", RetryableError, ["UNAVAILABLE", "HTTP/2", "HTTP/1.1 400"]),
+    ("garbage", RetryableError, ["UNAVAILABLE", "HTTP/2"]),
+    ("http_503", RetryableError, ["UNAVAILABLE", "503"]),
+    ("huge", PermanentError, ["RESOURCE_EXHAUSTED", "larger than max"]),
+    ("trailers_only", PermanentError, ["INVALID_ARGUMENT", "bad span \u2713 100%"]),
+])
+def test_a_hostile_upstream_gives_a_clear_error_the_sender_can_act_on(mode, error, words):
+    async def scenario() -> None:
+        async with H2Peer(mode) as peer:
+            exporter = _exporter(peer.port, timeout="5s")
+            await exporter.start()
+            try:
+                for _ in range(2):  # and the exporter stays usable after it
+                    with pytest.raises(error) as raised:
+                        await exporter.send(Signal.TRACES, _request(5))
+                    assert all(word in str(raised.value) for word in words), str(raised.value)
+            finally:
+                await exporter.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_connection_fails_fast_and_wait_for_ready_waits_for_the_server():
+    port = _unused_port()
+
+    async def scenario() -> None:
+        exporter = _exporter(port, timeout="10s")
+        await exporter.start()
+        started = time.monotonic()
+        with pytest.raises(RetryableError, match="UNAVAILABLE") as refused:
+            await exporter.send(Signal.TRACES, _request(1))
+        assert refused.value.connection and time.monotonic() - started < 1
+        await exporter.shutdown()
+
+        waiting = _exporter(port, timeout="10s", wait_for_ready=True)
+        await waiting.start()
+        server = Recorder()
+        try:
+            call = asyncio.ensure_future(waiting.send(Signal.TRACES, _request(1)))
+            await asyncio.sleep(1.5)
+            assert not call.done()
+            await server.server.start("127.0.0.1", port)
+            await asyncio.wait_for(call, 10)
+            assert len(server.calls) == 1
+        finally:
+            await waiting.shutdown()
+            await server.server.stop(1)
+
+    asyncio.run(scenario())
+
+
+def _unused_port() -> int:
+    port = free_port()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+    return port
+
+
+def test_tls_exporter_verifies_the_receiver_and_presents_its_certificate(certs):
+    server_tls = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key,
+                                     client_ca_file=certs.ca_file)
+    body = _request(20)
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
+        async with recorder as server:
+            good = OtlpGrpcConfig.model_validate({"endpoint": f"127.0.0.1:{server.port}", "compression": "zstd",
+                                                  "tls": {"ca_file": certs.ca_file, "cert_file": certs.client_cert,
+                                                          "key_file": certs.client_key}})
+            without_cert = good.model_copy(update={"tls": tls.TlsClientConfig(ca_file=certs.ca_file)})
+            for config, expected in ((good, None), (without_cert, RetryableError)):
+                exporter = OtlpGrpcExporter("otlp", config)
+                await exporter.start()
+                try:
+                    if expected is None:
+                        await exporter.send(Signal.TRACES, body)
+                    else:
+                        with pytest.raises(expected, match="UNAVAILABLE"):
+                            await exporter.send(Signal.TRACES, body)
+                finally:
+                    await exporter.shutdown()
+        assert [message for _, _, message in server.calls] == [body]
+
+    asyncio.run(scenario())
+
+
+class _TwoAddresses(Channel):
+    """A name that resolves to two servers (DNS is the only part replaced; the servers are real)."""
+
+    ports: tuple[int, int] = (0, 0)
+
+    async def _resolve(self) -> list[_Subchannel]:
+        addresses = [("127.0.0.1", port) for port in self.ports]
+        if self.settings.balancer == "round_robin":
+            return [_Subchannel(self, [address]) for address in addresses]
+        return [_Subchannel(self, addresses)]
+
+
+@pytest.mark.parametrize("balancer", ["pick_first", "round_robin"])
+def test_balancer_spreads_calls_over_resolved_addresses_or_sticks_to_the_first(balancer):
+    async def scenario() -> None:
+        async with Recorder() as first, Recorder() as second:
+            channel = _TwoAddresses(ChannelSettings("collector.test", 4317, balancer=balancer))
+            channel.ports = (first.port, second.port)
+            try:
+                for _ in range(10):
+                    await channel.unary(TRACES, b"", timeout=5)
+                spread = (len(first.calls), len(second.calls))
+                assert spread == ((5, 5) if balancer == "round_robin" else (10, 0)), spread
+                await first.server.stop(0.5)  # one address goes away: the other takes every call
+                await asyncio.sleep(0.2)  # its GOAWAY is read
+                for _ in range(4):
+                    await channel.unary(TRACES, b"", timeout=5)
+                assert len(second.calls) == spread[1] + 4
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
+class _Host:
+    def __init__(self, **extensions):
+        self.extensions = extensions
+
+
+def test_authenticator_metadata_authority_and_timeout_reach_the_server(certs):
+    server_tls = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key)
+    seen: list[tuple[str, dict[str, str | bytes]]] = []
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
+        original = recorder._export
+
+        async def export(call: grpc_server.GrpcCall) -> bytes:
+            seen.append((call.method, dict(call.metadata)))
+            return await original(call)
+
+        recorder.server.handlers[TRACES] = export
+        auth = BearerTokenAuth("bearertokenauth", BearerTokenAuthConfig(token="edge-token"))
+        await auth.start()
+        async with recorder as server:
+            config = OtlpGrpcConfig.model_validate({
+                "endpoint": f"127.0.0.1:{server.port}", "authority": "collector.test",
+                "auth": {"authenticator": "bearertokenauth"},
+                "tls": {"ca_file": certs.ca_file, "server_name_override": "localhost"}})
+            exporter = OtlpGrpcExporter("otlp", config, _Host(bearertokenauth=auth))
+            await exporter.start()
+            try:
+                await exporter.send(Signal.TRACES, _request(3))
+            finally:
+                await exporter.shutdown()
+
+    asyncio.run(scenario())
+    ((method, metadata),) = seen
+    assert method == TRACES
+    assert metadata["authorization"] == "Bearer edge-token"
+
+
+def test_request_headers_carry_authority_deadline_and_encodings():
+    async def scenario() -> dict[bytes, bytes]:
+        async with H2Peer("ok") as peer:
+            exporter = _exporter(peer.port, authority="collector.test", timeout="3s", compression="snappy")
+            await exporter.start()
+            try:
+                await exporter.send(Signal.TRACES, _request(3))
+            finally:
+                await exporter.shutdown()
+            (headers,) = peer.headers
+            return headers
+
+    headers = asyncio.run(scenario())
+    assert headers[b":authority"] == b"collector.test" and headers[b":path"] == TRACES.encode()
+    assert headers[b"content-type"] == b"application/grpc" and headers[b"te"] == b"trailers"
+    assert headers[b"grpc-encoding"] == b"snappy"
+    assert set(headers[b"grpc-accept-encoding"].split(b",")) >= {b"gzip", b"zstd", b"snappy"}
+    value, unit = int(headers[b"grpc-timeout"][:-1]), headers[b"grpc-timeout"][-1:]
+    assert unit == b"u" and 2.5e6 < value <= 3e6, headers[b"grpc-timeout"]
+
+
+def test_a_replaced_ca_file_is_used_for_the_next_connection(certs, tmp_path):
+    # the upstream restarts with a certificate from a new CA, and the exporter's ca_file is
+    # replaced with that CA: the next connection must verify with the new file
+    ca_file = str(tmp_path / "trusted.crt")
+    replace(certs.ca_file, ca_file)
+    rotated = Authority(str(tmp_path), "rotated CA")
+    new_cert, new_key = rotated.issue("server-rotated")
+    server_tls = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key)
+
+    async def scenario() -> None:
+        first = Recorder()
+        first.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
+        async with first:
+            exporter = _exporter(first.port, tls={"ca_file": ca_file})
+            await exporter.start()
+            await exporter.send(Signal.TRACES, _request(1))
+        replace(new_key, certs.server_key)
+        replace(new_cert, certs.server_cert)
+        replace(rotated.ca_file, ca_file)
+        second = Recorder()
+        second.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
+        try:
+            await second.server.start("127.0.0.1", first.port)
+            await exporter.send(Signal.TRACES, _request(1))
+            assert len(second.calls) == 1
+        finally:
+            await exporter.shutdown()
+            await second.server.stop(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_compressed_response_is_decoded_and_its_partial_success_counted():
+    response = ExportTraceServiceResponse()
+    response.partial_success.rejected_spans = 2
+    response.partial_success.error_message = "two spans too old"
+
+    async def scenario() -> None:
+        async with H2Peer("gzip_response", response=response.SerializeToString()) as peer:
+            exporter = _exporter(peer.port)
+            await exporter.start()
+            try:
+                result = await exporter.send(Signal.TRACES, _request(5))
+            finally:
+                await exporter.shutdown()
+        assert (result.rejected, result.message) == (2, "two spans too old")
+
+    asyncio.run(scenario())
+
+
+def test_a_server_calling_our_pings_too_many_makes_the_channel_ping_half_as_often():
+    # our own server with grpc-go's enforcement: pings without calls are not permitted
+    async def scenario() -> None:
+        async with Recorder() as server:
+            settings = ChannelSettings("127.0.0.1", server.port, keepalive_time=0.1, keepalive_timeout=5,
+                                       keepalive_without_calls=True)
+            channel = Channel(settings)
+            try:
+                await channel.unary(TRACES, b"", timeout=5)
+                wait = asyncio.get_running_loop().time() + 5
+                while channel.settings.keepalive_time == 0.1 and asyncio.get_running_loop().time() < wait:
+                    await asyncio.sleep(0.05)
+                assert channel.settings.keepalive_time == 0.2
+                assert await channel.unary(TRACES, b"", timeout=5) == b""  # on a new connection
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
+def test_messages_larger_than_every_flow_control_window_arrive_whole():
+    # the server grants 1 MiB per stream and 8 MiB per connection: three 12 MiB calls at once
+    # must wait for its WINDOW_UPDATEs, share the connection window and arrive intact
+    messages = [bytes([index]) * (12 << 20) for index in range(3)]
+
+    async def scenario() -> None:
+        async with Recorder() as server:
+            channel = Channel(ChannelSettings("127.0.0.1", server.port))
+            try:
+                await asyncio.gather(*(channel.unary(TRACES, message, timeout=30) for message in messages))
+            finally:
+                await channel.close()
+        assert sorted(message for _, _, message in server.calls) == messages
+
+    asyncio.run(scenario())
+
+
+def test_a_call_answered_before_its_request_was_sent_frees_its_stream():
+    # the server allows one stream at a time; were the first call's stream left open on our
+    # side, the second call would wait for it until its deadline
+    async def scenario() -> None:
+        async with H2Peer("early_answer") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))
+            try:
+                for _ in range(2):
+                    with pytest.raises(GrpcStatusError) as answered:
+                        await channel.unary(TRACES, bytes(4 << 20), timeout=3)
+                    assert answered.value.code == StatusCode.UNAVAILABLE
+            finally:
+                await channel.close()
+            assert peer.connections == 1 and len(peer.headers) == 2
+
+    asyncio.run(scenario())
