@@ -16,6 +16,8 @@ import time
 
 import lmdb
 
+from edgeagent.queue.environment import MAX_DATABASES
+
 log = logging.getLogger(__name__)
 _MIB = 1 << 20
 
@@ -54,7 +56,7 @@ def compact(directory: str, scratch: str | None = None) -> tuple[int, int]:
     data = os.path.join(directory, "data.mdb")
     before = os.path.getsize(data)
     started = time.monotonic()
-    env = lmdb.open(directory, max_dbs=64, subdir=True)
+    env = lmdb.open(directory, max_dbs=MAX_DATABASES, subdir=True)
     try:
         staged = copy_compacted(env, directory, scratch)
     finally:

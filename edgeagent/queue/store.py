@@ -594,8 +594,8 @@ class QueueStore:
         with self.gate.exclusive():
             self.lmdb_env.close()
             swap_in(staged, self.directory)
-            self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=64, sync=self.sync,
-                                 metasync=self.sync, readahead=False, subdir=True, mode=0o600)
+            self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=environment.MAX_DATABASES,
+                                 sync=self.sync, metasync=self.sync, readahead=False, subdir=True, mode=0o600)
             self._open_dbs()
         after = self.file_size()
         self.compactions += 1
