@@ -148,10 +148,8 @@ REFUSED: dict[str, dict[str, str]] = {
     "attributes:config.yaml": {
         "processors::attributes/regex_insert::actions::0": "extract: edgeagent asks every group to be named "
                                                            "(otelcol ignores unnamed ones)",
-        "processors::attributes/with_defaults": "default_value is not supported",
     },
     "resource:config.yaml": {
-        "processors::resource/with_defaults": "default_value is not supported",
         "processors::resource/empty": "an example otelcol refuses too: attributes is required",
     },
     "tail_sampling:tail_sampling_config.yaml": {
