@@ -134,8 +134,10 @@ class QueueStore:
                  on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None,
                  on_quarantine: Callable[[StoreTable, int], None] | None = None,
                  on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None,
-                 read_only: bool = False):
+                 read_only: bool = False, directory_mode: int | None = None, recreate: bool = True):
         self.directory = directory
+        self.directory_mode = directory_mode  # file_storage's directory_permissions; None: private
+        self.recreate = recreate  # a data file that does not open is moved aside and salvaged
         self.sync = sync
         self.limits = limits
         self.map_size = limits.map_size(map_size)
@@ -191,7 +193,7 @@ class QueueStore:
             self._open_read_only()
             return
         environment.check_owner(self.directory)
-        environment.private_directory(self.directory)
+        environment.private_directory(self.directory, self.directory_mode)
         self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
         environment.check_access(self.directory)
         if self.compact_on_start and os.path.exists(os.path.join(self.directory, "data.mdb")):
@@ -240,6 +242,11 @@ class QueueStore:
 
     def _start_fresh(self, exc: BaseException) -> None:
         """Move a data file that does not open aside, start a fresh one, and salvage into it what can be read."""
+        if not self.recreate:
+            raise environment.StorageDamagedError(
+                f"queue data file {os.path.join(self.directory, 'data.mdb')} does not open ({exc}); "
+                "file_storage recreate is false, so the agent does not start: set recreate: true to move the "
+                "file aside and salvage what can be read, or move it away yourself") from exc
         moved = environment.move_aside(self.directory)
         self.env = environment.open_env(self.directory, self.map_size, self.sync)
         found = salvage.Salvage(os.path.join(moved, "data.mdb"))

@@ -44,6 +44,8 @@ BAD_CONFIGS = {
         [("exporters::otlphttp::auth::authenticator", ["bearertokenauth", "service::extensions"])], []),
     "bad-auth-not-an-authenticator.yaml": (
         [("receivers::otlp::protocols::grpc::auth::authenticator", ["health_check", "not an authenticator"])], []),
+    "bad-file-storage-two-budgets.yaml": ([("extensions::file_storage::*", ["max_size", "max_size_mib"])], []),
+    "bad-file-storage-permissions.yaml": ([("extensions::file_storage::directory_permissions", ["octal"])], []),
     "bad-bearertokenauth-no-token.yaml": ([("extensions::bearertokenauth", ["token", "filename"])], []),
     "bad-tls-missing-key-file.yaml": ([("receivers::otlp::protocols::grpc::tls", ["key_file"])], []),
     "bad-tls-version.yaml": ([("exporters::otlphttp::tls", ["min_version", "1.4"])], []),

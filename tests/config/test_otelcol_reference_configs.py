@@ -25,7 +25,7 @@ from tests.config.conftest import REPO_ROOT, run_validate
 
 # ---- 1. what we ship, through otelcol validate ---------------------------------------------
 
-STORAGE = "file_storage: edgeagent's disk budget for the queue (otelcol's bbolt storage has no size limit)"
+STORAGE = "file_storage: edgeagent's disk budget in MiB (otelcol spells it max_size, in bytes)"
 EDGEAGENT_ONLY: dict[str, dict[str, str]] = {
     "packaging/debian/config.yaml": {
         "extensions::file_storage::max_size_mib": STORAGE,
@@ -156,9 +156,6 @@ REFUSED: dict[str, dict[str, str]] = {
         "processors::tail_sampling::policies::11": "ottl_condition: OTTL is not supported",
         "processors::tail_sampling::policies::12::and::and_sub_policy::2": "not: a negated sub-policy inside and "
                                                                            "is not supported",
-    },
-    "file_storage:config.yaml": {
-        "extensions::file_storage/all_settings::max_size": "bbolt's file size cap; edgeagent's budget is max_size_mib",
     },
     "health_check:config.yaml": {
         "extensions::health_check/1::tls": "health_check over TLS is not supported",
