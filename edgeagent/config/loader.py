@@ -228,6 +228,11 @@ def _check_storage_references(document: dict, sections: dict[str, dict[str, Comp
             )
         elif storage not in service.extensions:
             errors.append((path, f"extension {storage!r} is not enabled; add it to service::extensions"))
+        elif getattr(queue, "block_on_overflow", False) and \
+                getattr(extension.config, "full_policy", "block") == "drop_oldest":
+            errors.append((f"exporters::{exporter_id}::sending_queue::block_on_overflow",
+                           f"{storage!r} has full_policy: drop_oldest, which makes room by evicting the oldest "
+                           "records, so a full queue never makes a client wait; use one or the other"))
 
 
 def _check_authenticator_references(document: dict, sections: dict[str, dict[str, Component]],

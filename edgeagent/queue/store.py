@@ -169,6 +169,9 @@ class QueueStore:
         self._closing = False
         self._last_sweep = 0.0
         self._recent_puts: collections.deque[int] = collections.deque(maxlen=_RECENT_COMMITS)
+        self.shrinks = 0  # commits that freed room (a queue or the pages shrank); block_on_overflow waits on it
+        self._room_waiters: list[asyncio.Future[None]] = []
+        self._waits_ended = False  # the agent stops: nobody waits for room or for a delivery any more
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
 
@@ -291,6 +294,7 @@ class QueueStore:
         """Finish every pending commit, stop the writer and close the environment. Idempotent."""
         if self._writer is not None:
             self._closing = True
+            self._wake_room_waiters()
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
@@ -351,15 +355,48 @@ class QueueStore:
         out of one upstream request. `attributes` (a serialized KeyValueList) are added to every
         span, log record or data point when the record is read. Raises QueueFullError (retryable)
         when there is no room."""
+        await asyncio.gather(*self.put_each(targets, body, items, signal, batch_key, attributes))
+
+    def put_each(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal, batch_key: bytes = b"",
+                 attributes: bytes = b"", outcomes: dict[DurableQueue, asyncio.Future[None]] | None = None,
+                 ) -> list[asyncio.Future[Any]]:
+        """`put`, with a future per target: each resolves once its record is durable, or fails alone
+        (QueueFullError for a full queue). A target in `outcomes` has its future settled with the
+        record's delivery (wait_for_result; watch.py)."""
         if self._closing or self._writer is None:
             raise ShutdownError("the queue is closing")
         payload = self._loop_compressor.compress(body)
         futures = []
         for target in targets:
             future = self.loop.create_future()
-            self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes))
+            outcome = outcomes.get(target) if outcomes else None
+            self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes, outcome))
             futures.append(future)
-        await asyncio.gather(*futures)
+        return futures
+
+    async def wait_for_room(self, seen: int) -> None:
+        """Return once a commit after the `seen`-th room-freeing one freed room (block_on_overflow),
+        or at once if one has; raises ShutdownError when the store closes."""
+        while self.shrinks == seen:
+            if self._waits_ended or self._closing or self._writer is None:
+                raise ShutdownError("the agent is shutting down", retry_after=5.0)
+            waiter = self.loop.create_future()
+            self._room_waiters.append(waiter)
+            await waiter
+
+    def _wake_room_waiters(self) -> None:
+        waiters, self._room_waiters = self._room_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def end_waits(self, error: BaseException) -> None:
+        """The agent stops: clients waiting for a delivery get `error` (their records stay queued),
+        and clients waiting for room are woken to find the store closing."""
+        for queue in self.queues.values():
+            queue.end_watches(error)
+        self._waits_ended = True
+        self._wake_room_waiters()
 
     def atomic(self, function: Callable[[StageTransaction], T]) -> asyncio.Future[T]:
         """Run `function(writer)` on the writer thread inside the next commit, all or nothing;
@@ -560,9 +597,16 @@ class QueueStore:
         self.loop.call_soon_threadsafe(self._resolve, result)
 
     def _resolve(self, result: Commit) -> None:
-        """Runs on the event loop: apply a commit's effect to in-memory state, then wake the waiters."""
+        """Runs on the event loop: apply a commit's effect to in-memory state, then wake the waiters.
+
+        Watched records are registered first, before any consumer hears of them (watch.py)."""
+        for watched_queue, seq, outcome in result.watched:
+            watched_queue.watch(seq, outcome)
         for queue, delta in result.deltas.items():
             queue.apply(delta, result.oldest.get(queue))
+        if any(delta.entries < 0 for delta in result.deltas.values()):
+            self.shrinks += 1
+            self._wake_room_waiters()
         for (queue, reason), items in result.drops.items():
             if self.on_drop is not None:
                 self.on_drop(queue, reason, sum(items), len(items))

@@ -19,13 +19,14 @@ from google.rpc import error_details_pb2, status_pb2
 
 from edgeagent import auth, tls
 from edgeagent.config.types import split_endpoint
-from edgeagent.errors import BadRequestError, QueueFullError, RetryableError, UnauthenticatedError
+from edgeagent.errors import BadRequestError, PermanentError, QueueFullError, RetryableError, UnauthenticatedError
 from edgeagent.instrumentation import rpc_server_observer
-from edgeagent.receivers import codec, grpc_server
+from edgeagent.receivers import codec, grpc_server, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
 _STATUS_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _DEFAULT_STREAMS = 1024  # otelcol's 0 means unlimited; a bound keeps a client from opening millions
 SHUTDOWN_GRACE = 2.0
 
@@ -118,6 +119,8 @@ def grpc_status(exc: BaseException, signal: Signal) -> tuple[grpc.StatusCode, st
         code = {401: grpc.StatusCode.UNAUTHENTICATED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(
             exc.status, grpc.StatusCode.INVALID_ARGUMENT)
         return code, str(exc), ()
+    if isinstance(exc, PermanentError):  # the upstream refused it for good (wait_for_result)
+        return _CODES[upstream_status.grpc_code(exc)], str(exc), ()
     if isinstance(exc, RetryableError):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, QueueFullError) else grpc.StatusCode.UNAVAILABLE
         delay = duration_pb2.Duration()

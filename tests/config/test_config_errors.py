@@ -46,6 +46,10 @@ BAD_CONFIGS = {
         [("receivers::otlp::protocols::grpc::auth::authenticator", ["health_check", "not an authenticator"])], []),
     "bad-file-storage-two-budgets.yaml": ([("extensions::file_storage::*", ["max_size", "max_size_mib"])], []),
     "bad-file-storage-permissions.yaml": ([("extensions::file_storage::directory_permissions", ["octal"])], []),
+    "bad-wait-for-result-with-storage.yaml": (
+        [("exporters::otlphttp::sending_queue::*", ["wait_for_result", "storage"])], []),
+    "bad-block-on-overflow-drop-oldest.yaml": (
+        [("exporters::otlphttp::sending_queue::block_on_overflow", ["drop_oldest"])], []),
     "bad-bearertokenauth-no-token.yaml": ([("extensions::bearertokenauth", ["token", "filename"])], []),
     "bad-tls-missing-key-file.yaml": ([("receivers::otlp::protocols::grpc::tls", ["key_file"])], []),
     "bad-tls-version.yaml": ([("exporters::otlphttp::tls", ["min_version", "1.4"])], []),
