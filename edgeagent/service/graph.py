@@ -177,11 +177,6 @@ class Graph:
         if running.direct or len(running.targets) != 1:
             raise ValueError(f"service::pipelines::{pipeline_id}: with tail_sampling every exporter needs "
                              f"sending_queue enabled, all with the same sending_queue::storage")
-        if running.waits.watched or running.waits.blocking:
-            raise ValueError(f"service::pipelines::{pipeline_id}: tail_sampling answers the client once traces are "
-                             f"buffered and moves kept ones to the queues later, so no client can wait for room "
-                             f"or for their delivery; remove sending_queue::wait_for_result and block_on_overflow "
-                             f"from this pipeline's exporters")
         self._staged.add(placed.stage_id)
         store, queues = running.targets[0]
         placed.stage.attach(store, queues, placed.after)

@@ -50,6 +50,8 @@ BAD_CONFIGS = {
         [("exporters::otlphttp::sending_queue::*", ["wait_for_result", "storage"])], []),
     "bad-block-on-overflow-drop-oldest.yaml": (
         [("exporters::otlphttp::sending_queue::block_on_overflow", ["drop_oldest"])], []),
+    "bad-wait-for-result-behind-tail-sampling.yaml": (
+        [("exporters::otlphttp::sending_queue::wait_for_result", ["tail_sampling"])], []),
     "bad-bearertokenauth-no-token.yaml": ([("extensions::bearertokenauth", ["token", "filename"])], []),
     "bad-tls-missing-key-file.yaml": ([("receivers::otlp::protocols::grpc::tls", ["key_file"])], []),
     "bad-tls-version.yaml": ([("exporters::otlphttp::tls", ["min_version", "1.4"])], []),
@@ -108,6 +110,10 @@ def test_missing_config_file_is_an_error(validate, tmp_path):
 
 def test_minimal_config_is_valid(validate, assert_valid):
     assert_valid(validate(CONFIG_DIR / "good-minimal.yaml"))
+
+
+def test_otelcols_queue_storage_and_default_value_keys_are_valid(validate, assert_valid):
+    assert_valid(validate(CONFIG_DIR / "good-otelcol-queue-and-storage-keys.yaml"))
 
 
 def test_memory_limiter_without_check_interval_is_a_warning(validate, assert_valid):

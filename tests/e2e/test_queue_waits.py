@@ -124,6 +124,8 @@ def test_wait_for_result_gives_the_record_back_to_a_grpc_client_whose_deadline_p
     upstream = Upstream(port).start()
     try:
         assert _grpc_export(agent.grpc_port, 1, timeout=10) == grpc.StatusCode.OK  # the client's retry
+        upstream.status = 400
+        assert _grpc_export(agent.grpc_port, 2, timeout=10) == grpc.StatusCode.INVALID_ARGUMENT  # as otelcol maps it
         time.sleep(1.0)
         assert _received(upstream) == [b"\x01" * 8]  # once: the abandoned copy was not sent as well
     finally:
