@@ -284,9 +284,10 @@ class Sender:
             if not export.done():
                 export.cancel()
             await asyncio.gather(export, given_up, return_exceptions=True)
-        if export.cancelled():
+        if export.cancelled() and not lease.done:  # (done: dead-lettered just before the clients left)
             raise RetryableError("every client waiting for this data gave up; it is theirs again")
-        export.result()
+        if not export.cancelled():
+            export.result()
 
     def _ack_done(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
