@@ -86,7 +86,7 @@ def test_wait_for_result_answers_with_the_upstreams_outcome_and_never_duplicates
     started = time.monotonic()
     status, headers = post(agent.http_port, _request(1))
     assert status == 503 and headers.get("Retry-After")  # upstream down: retries ran out, retryable for the client
-    assert time.monotonic() - started >= 0.9  # not refused at once: the chain tried for max_elapsed_time
+    assert time.monotonic() - started >= 0.5  # not refused at once: the chain retried until max_elapsed_time
     assert agent.metric("otelcol_exporter_queue_size", exporter="otlphttp") == 0  # the client owns it again
 
     upstream = Upstream(port).start()
