@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.helpers.net import free_port
 from tests.helpers.otlp_post import post
+from tests.helpers.sdk import send_spans
 from tests.helpers.upstream import Upstream
 
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -209,3 +210,20 @@ def test_clients_waiting_for_a_result_or_for_room_are_answered_when_the_agent_st
     for client in clients:
         client.join(10)
     assert sorted(answers) == [503, 503] and time.monotonic() - started < 5
+
+
+def test_an_sdk_client_retrying_through_an_outage_delivers_every_span_exactly_once(agents, tmp_path):
+    port = free_port()
+    agent = agents(["run", "--config", _config(tmp_path, "wait_for_result: true"), "--state-dir",
+                    str(tmp_path / "state")], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
+    upstream = Upstream(port)
+    comes_back = threading.Timer(1.5, upstream.start)  # while the SDK retries
+    comes_back.start()
+    try:
+        sent = send_spans("http", agent.http_port, 300, batch=100)
+        received = _received(upstream)  # at the SDK's last OK: every span is upstream, once
+        assert len(received) == len(set(received)) == 300 and set(received) == sent
+    finally:
+        comes_back.join()
+        upstream.stop()
+    assert agent.terminate() == 0
