@@ -194,6 +194,7 @@ class Put(WriterOp):
     batch_key: bytes = b""
     attributes: bytes = b""  # a serialized KeyValueList for every record, added when read (record.py)
     outcome: asyncio.Future[None] | None = None  # wait_for_result: settled when the record is delivered
+    blocks: bool = False  # block_on_overflow: a refusal is tried again, so it is counted only when final
     value: bytes = b""  # the framed record, set by prepare()
     client_waits = True
 
@@ -212,7 +213,8 @@ class Put(WriterOp):
             if self.outcome is not None:
                 ctx.result.watched.append((self.queue, ctx.state.next_seqs[self.queue] - 1, self.outcome))
         else:
-            self.queue.refused_items += self.items
+            if not self.blocks:
+                self.queue.refused_items += self.items
             ctx.result.failed.append((self.future, QueueFullError(
                 f"queue {self.queue.name} is full; retry later", retry_after=5.0)))
 

@@ -74,7 +74,7 @@ import queue as thread_queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import IO, Any
 
 import lmdb
@@ -359,10 +359,11 @@ class QueueStore:
 
     def put_each(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal, batch_key: bytes = b"",
                  attributes: bytes = b"", outcomes: dict[DurableQueue, asyncio.Future[None]] | None = None,
-                 ) -> list[asyncio.Future[Any]]:
+                 blocking: Collection[DurableQueue] = ()) -> list[asyncio.Future[Any]]:
         """`put`, with a future per target: each resolves once its record is durable, or fails alone
         (QueueFullError for a full queue). A target in `outcomes` has its future settled with the
-        record's delivery (wait_for_result; watch.py)."""
+        record's delivery (wait_for_result; watch.py); one in `blocking` (block_on_overflow) is not
+        counted as refused when full: the caller tries again, and counts the final refusal."""
         if self._closing or self._writer is None:
             raise ShutdownError("the queue is closing")
         payload = self._loop_compressor.compress(body)
@@ -370,7 +371,8 @@ class QueueStore:
         for target in targets:
             future = self.loop.create_future()
             outcome = outcomes.get(target) if outcomes else None
-            self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes, outcome))
+            self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes, outcome,
+                              target in blocking))
             futures.append(future)
         return futures
 
@@ -383,6 +385,12 @@ class QueueStore:
             waiter = self.loop.create_future()
             self._room_waiters.append(waiter)
             await waiter
+
+    def count_refused(self, queue: DurableQueue, items: int) -> None:
+        """A refusal of `items` after waiting for room (block_on_overflow), counted on the writer thread."""
+        def count() -> None:
+            queue.refused_items += items
+        self.call(count)
 
     def _wake_room_waiters(self) -> None:
         waiters, self._room_waiters = self._room_waiters, []

@@ -53,7 +53,7 @@ async def write(store: QueueStore, queues: list[DurableQueue], waits: Waits, bod
             seen = store.shrinks
             mine = {queue: loop.create_future() for queue in pending if queue in waits.watched}
             created += mine.values()
-            futures = store.put_each(pending, body, items, signal, batch_key, attributes, mine)
+            futures = store.put_each(pending, body, items, signal, batch_key, attributes, mine, waits.blocking)
             results = await asyncio.gather(*futures, return_exceptions=True)
             full = []
             for queue, result in zip(pending, results, strict=True):
@@ -63,13 +63,19 @@ async def write(store: QueueStore, queues: list[DurableQueue], waits: Waits, bod
                 elif isinstance(result, QueueFullError) and queue in waits.blocking and _fits_empty(queue, items):
                     full.append(queue)
                 elif isinstance(result, BaseException):
+                    _count_refusals(store, waits, [queue for queue, result in zip(pending, results, strict=True)
+                                                   if isinstance(result, QueueFullError)], items)
                     raise result
             if not full:
                 return outcomes
             pending = full
-            await _within(deadline, store.wait_for_room(seen),
-                          QueueFullError(f"queue {full[0].name} stayed full until the request's deadline",
-                                         retry_after=5.0))
+            try:
+                await _within(deadline, store.wait_for_room(seen),
+                              QueueFullError(f"queue {full[0].name} stayed full until the request's deadline",
+                                             retry_after=5.0))
+            except (QueueFullError, asyncio.CancelledError):  # the deadline passed while waiting: refused
+                _count_refusals(store, waits, full, items)
+                raise
     except BaseException:
         for outcome in created:  # the client gets an error: records it waited for are its own again
             outcome.cancel()
@@ -84,6 +90,13 @@ async def results(outcomes: Collection[asyncio.Future[None]], deadline: float | 
     permanent = [error for error in errors if isinstance(error, PermanentError)]
     if permanent or errors:
         raise (permanent or errors)[0]
+
+
+def _count_refusals(store: QueueStore, waits: Waits, refused: list[DurableQueue], items: int) -> None:
+    """otelcol_exporter_enqueue_failed for blocking queues, whose refusals the writer left uncounted."""
+    for queue in refused:
+        if queue in waits.blocking:
+            store.count_refused(queue, items)
 
 
 def _fits_empty(queue: DurableQueue, items: int) -> bool:

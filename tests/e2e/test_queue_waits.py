@@ -172,6 +172,8 @@ def test_block_on_overflow_ends_in_a_retryable_refusal_at_the_grpc_deadline(agen
     started = time.monotonic()
     assert _grpc_export(agent.grpc_port, 2, timeout=1.0) == grpc.StatusCode.DEADLINE_EXCEEDED
     assert 0.9 <= time.monotonic() - started < 4
+    # counted once, when refused, not for every time it found the queue still full
+    assert agent.metric("otelcol_exporter_enqueue_failed_spans", exporter="otlphttp") == 1
     assert agent.terminate() == 0
 
 
