@@ -147,6 +147,10 @@ BATCH_BYTES = ("batch::sizer: bytes: the durable queue counts and leases request
                "encoded size; use batch::sizer: items")
 
 
+class ClientsGaveUp(RetryableError):
+    """Every client waiting for a lease's records gave up on them (wait_for_result): it is not sent on."""
+
+
 class SenderHost(Telemetry, Protocol):
     """What a sender asks of the agent beyond the chain's telemetry."""
 
@@ -258,6 +262,9 @@ class Sender:
         except ShutdownError:
             self.queue.release(lease)
             return 0.0
+        except ClientsGaveUp as exc:  # no upstream failure: no pause, no attempt counted
+            self.queue.release(lease, error=exc)
+            return 0.0
         except RetryableError as exc:  # records whose client waits for them go back to it (wait_for_result)
             self.queue.release(lease, attempts=lease.attempts + 1, error=exc)
             log.warning("upstream still failing after retries; data stays queued and will be sent again",
@@ -285,7 +292,7 @@ class Sender:
                 export.cancel()
             await asyncio.gather(export, given_up, return_exceptions=True)
         if export.cancelled() and not lease.done:  # (done: dead-lettered just before the clients left)
-            raise RetryableError("every client waiting for this data gave up; it is theirs again")
+            raise ClientsGaveUp("every client waiting for this data gave up; it is theirs again")
         if not export.cancelled():
             export.result()
 
