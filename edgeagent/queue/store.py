@@ -105,6 +105,7 @@ from edgeagent.queue.ops import (
     items_of,
 )
 from edgeagent.queue.reader import DurableQueue, Lease, Table
+from edgeagent.queue.watch import Room
 from edgeagent.signals import Signal
 
 __all__ = ["DEFAULT_MAP_SIZE", "DurableQueue", "Lease", "QueueStore", "StorageAccessError", "StorageLockedError",
@@ -169,9 +170,7 @@ class QueueStore:
         self._closing = False
         self._last_sweep = 0.0
         self._recent_puts: collections.deque[int] = collections.deque(maxlen=_RECENT_COMMITS)
-        self.shrinks = 0  # commits that freed room (a queue or the pages shrank); block_on_overflow waits on it
-        self._room_waiters: list[asyncio.Future[None]] = []
-        self._waits_ended = False  # the agent stops: nobody waits for room or for a delivery any more
+        self.room = Room()  # commits that freed room, for clients waiting for it (block_on_overflow)
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
 
@@ -294,7 +293,7 @@ class QueueStore:
         """Finish every pending commit, stop the writer and close the environment. Idempotent."""
         if self._writer is not None:
             self._closing = True
-            self._wake_room_waiters()
+            self.room.close()
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
@@ -376,35 +375,12 @@ class QueueStore:
             futures.append(future)
         return futures
 
-    async def wait_for_room(self, seen: int) -> None:
-        """Return once a commit after the `seen`-th room-freeing one freed room (block_on_overflow),
-        or at once if one has; raises ShutdownError when the store closes."""
-        while self.shrinks == seen:
-            if self._waits_ended or self._closing or self._writer is None:
-                raise ShutdownError("the agent is shutting down", retry_after=5.0)
-            waiter = self.loop.create_future()
-            self._room_waiters.append(waiter)
-            await waiter
-
-    def count_refused(self, queue: DurableQueue, items: int) -> None:
-        """A refusal of `items` after waiting for room (block_on_overflow), counted on the writer thread."""
-        def count() -> None:
-            queue.refused_items += items
-        self.call(count)
-
-    def _wake_room_waiters(self) -> None:
-        waiters, self._room_waiters = self._room_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
     def end_waits(self, error: BaseException) -> None:
         """The agent stops: clients waiting for a delivery get `error` (their records stay queued),
-        and clients waiting for room are woken to find the store closing."""
+        and clients waiting for room a ShutdownError."""
         for queue in self.queues.values():
             queue.end_watches(error)
-        self._waits_ended = True
-        self._wake_room_waiters()
+        self.room.close()
 
     def atomic(self, function: Callable[[StageTransaction], T]) -> asyncio.Future[T]:
         """Run `function(writer)` on the writer thread inside the next commit, all or nothing;
@@ -613,8 +589,7 @@ class QueueStore:
         for queue, delta in result.deltas.items():
             queue.apply(delta, result.oldest.get(queue))
         if any(delta.entries < 0 for delta in result.deltas.values()):
-            self.shrinks += 1
-            self._wake_room_waiters()
+            self.room.freed_now()
         for (queue, reason), items in result.drops.items():
             if self.on_drop is not None:
                 self.on_drop(queue, reason, sum(items), len(items))

@@ -1,4 +1,5 @@
-"""Records whose client waits for their delivery (`sending_queue.wait_for_result`).
+"""What clients wait for: their records' delivery (`sending_queue.wait_for_result`), and room
+in a full queue (`block_on_overflow`, `Room`).
 
 Design note
 ===========
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+
+from edgeagent.errors import ShutdownError
 
 
 class Watches:
@@ -71,3 +74,36 @@ class Watches:
     def fail_all(self, error: BaseException) -> None:
         """Answer every client still waiting with `error`; their records stay queued."""
         self.settle(list(self._outcomes), error)
+
+
+class Room:
+    """Commits of one store that freed room (a delete), for clients waiting for it. Event loop only."""
+
+    def __init__(self) -> None:
+        self.freed = 0  # commits that freed room so far
+        self.closed = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def wait(self, seen: int) -> None:
+        """Return once a commit after the `seen`-th freed room (at once if one has); ShutdownError
+        when the store closes or the agent stops."""
+        while self.freed == seen:
+            if self.closed:
+                raise ShutdownError("the agent is shutting down", retry_after=5.0)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def freed_now(self) -> None:
+        self.freed += 1
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
@@ -50,7 +51,7 @@ async def write(store: QueueStore, queues: list[DurableQueue], waits: Waits, bod
     created: list[asyncio.Future[None]] = []
     try:
         while True:
-            seen = store.shrinks
+            seen = store.room.freed
             mine = {queue: loop.create_future() for queue in pending if queue in waits.watched}
             created += mine.values()
             futures = store.put_each(pending, body, items, signal, batch_key, attributes, mine, waits.blocking)
@@ -70,7 +71,7 @@ async def write(store: QueueStore, queues: list[DurableQueue], waits: Waits, bod
                 return outcomes
             pending = full
             try:
-                await _within(deadline, store.wait_for_room(seen),
+                await _within(deadline, store.room.wait(seen),
                               QueueFullError(f"queue {full[0].name} stayed full until the request's deadline",
                                              retry_after=5.0))
             except (QueueFullError, asyncio.CancelledError):  # the deadline passed while waiting: refused
@@ -94,9 +95,11 @@ async def results(outcomes: Collection[asyncio.Future[None]], deadline: float | 
 
 def _count_refusals(store: QueueStore, waits: Waits, refused: list[DurableQueue], items: int) -> None:
     """otelcol_exporter_enqueue_failed for blocking queues, whose refusals the writer left uncounted."""
+    def count(queue: DurableQueue) -> None:  # on the writer thread, which owns the count
+        queue.refused_items += items
     for queue in refused:
         if queue in waits.blocking:
-            store.count_refused(queue, items)
+            store.call(functools.partial(count, queue))
 
 
 def _fits_empty(queue: DurableQueue, items: int) -> bool:

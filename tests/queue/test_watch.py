@@ -121,15 +121,15 @@ def test_stopping_answers_every_waiting_client_and_keeps_their_records(tmp_path)
             later.result()
         assert queue.entries == 2
         with pytest.raises(ShutdownError):
-            await store.wait_for_room(store.shrinks)
+            await store.room.wait(store.room.freed)
     _run(tmp_path, scenario)
 
 
 def test_a_commit_that_frees_room_wakes_a_client_waiting_for_it(tmp_path):
     async def scenario(store, queue) -> None:
         await store.put([queue], b"r1", 1, Signal.TRACES)
-        seen = store.shrinks
-        waiting = asyncio.ensure_future(store.wait_for_room(seen))
+        seen = store.room.freed
+        waiting = asyncio.ensure_future(store.room.wait(seen))
         await asyncio.sleep(0.05)
         assert not waiting.done()
         await queue.ack(await queue.lease(10))
