@@ -110,8 +110,13 @@ class RunningPipeline:
         records an exporter waits for (delivery.py)."""
         written = await asyncio.gather(*direct, *(
             delivery.write(store, queues, self.waits, body, payload.items, self.signal, key, attributes,
-                           payload.deadline) for store, queues in self.targets))
-        outcomes = [outcome for result in written if result for outcome in result]
+                           payload.deadline) for store, queues in self.targets), return_exceptions=True)
+        outcomes = [outcome for result in written if isinstance(result, list) for outcome in result]
+        failed = [result for result in written if isinstance(result, BaseException)]
+        if failed:
+            for outcome in outcomes:  # the client gets an error: the records it waited for are its own again
+                outcome.cancel()
+            raise failed[0]
         if outcomes:
             await delivery.results(outcomes, payload.deadline)
 
