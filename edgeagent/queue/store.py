@@ -80,7 +80,7 @@ from typing import IO, Any
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
+from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, ShutdownError
 from edgeagent.queue import deadletter, environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
@@ -649,6 +649,7 @@ class QueueStore:
         async def run() -> int:
             targets = await self.call(seqs)
             await self.submit(lambda fut: Delete(queue, targets, fut, reason="purged"))
+            queue.watches.settle(targets, RetryableError("the queue was purged; send the data again"))
             return len(targets)
         return asyncio.ensure_future(run())
 

@@ -135,3 +135,12 @@ def test_a_commit_that_frees_room_wakes_a_client_waiting_for_it(tmp_path):
         await queue.ack(await queue.lease(10))
         await asyncio.wait_for(waiting, 1)
     _run(tmp_path, scenario)
+
+
+def test_a_purge_answers_the_clients_of_the_records_it_removes(tmp_path):
+    async def scenario(store, queue) -> None:
+        outcome = await _watched_put(store, queue, b"r1")
+        assert await store.purge(queue) == 1
+        with pytest.raises(RetryableError, match="purged"):
+            outcome.result()
+    _run(tmp_path, scenario)
