@@ -103,6 +103,7 @@ class Payload:
     changed: bool = False
     client_address: str = ""
     deferred: bytes = b""  # a serialized KeyValueList still to be added to every record of `raw`
+    deadline: float | None = None  # loop time by which the client's answer is due (None: no limit)
 
     @classmethod
     def from_bytes(cls, signal: Signal, raw: bytes, metadata: dict[str, str] | None = None) -> Payload:
@@ -150,11 +151,11 @@ class Payload:
         """An independent payload for a second pipeline, so one pipeline's processors never leak into another's."""
         if not self.changed and self.raw is not None:
             return Payload(self.signal, self.items, raw=self.raw, metadata=self.metadata,
-                           client_address=self.client_address, deferred=self.deferred)
+                           client_address=self.client_address, deferred=self.deferred, deadline=self.deadline)
         clone = self.signal.request_class()
         clone.CopyFrom(self.message)
         return Payload(self.signal, self.items, message=clone, metadata=self.metadata, changed=True,
-                       client_address=self.client_address)
+                       client_address=self.client_address, deadline=self.deadline)
 
     def serialized(self) -> bytes:
         if self.changed or self.raw is None:

@@ -142,6 +142,7 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str) ->
             errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions; "
                            f"define it or remove it from service::extensions"))
     _check_storage_references(document, sections, service, errors)
+    _check_waits_behind_stages(sections, pipelines, errors)
     _check_authenticator_references(document, sections, service, errors)
     if errors:
         raise ConfigError(errors)
@@ -228,6 +229,31 @@ def _check_storage_references(document: dict, sections: dict[str, dict[str, Comp
             )
         elif storage not in service.extensions:
             errors.append((path, f"extension {storage!r} is not enabled; add it to service::extensions"))
+        elif getattr(queue, "block_on_overflow", False) and \
+                getattr(extension.config, "full_policy", "block") == "drop_oldest":
+            errors.append((f"exporters::{exporter_id}::sending_queue::block_on_overflow",
+                           f"{storage!r} has full_policy: drop_oldest, which makes room by evicting the oldest "
+                           "records, so a full queue never makes a client wait; use one or the other"))
+
+
+def _check_waits_behind_stages(sections: dict[str, dict[str, Component]], pipelines: list[Pipeline],
+                               errors: list[tuple[str, str]]) -> None:
+    """tail_sampling answers clients once traces are buffered and moves kept ones to the queues later:
+    no client is there to wait for room or for a delivery in its pipeline's exporters."""
+    for pipeline in pipelines:
+        staged = [proc_id for proc_id in pipeline.processors
+                  if proc_id in sections["processors"] and sections["processors"][proc_id].id.type == "tail_sampling"]
+        if not staged:
+            continue
+        for exporter_id in pipeline.exporters:
+            component = sections["exporters"].get(exporter_id)
+            queue = getattr(component.config, "sending_queue", None) if component is not None else None
+            for key in ("wait_for_result", "block_on_overflow"):
+                path = f"exporters::{exporter_id}::sending_queue::{key}"
+                if getattr(queue, key, False) and path not in _paths(errors):
+                    errors.append((path, f"pipeline {pipeline.id} samples with {staged[0]}, which answers the client "
+                                   f"once traces are buffered and queues kept ones later, so no client waits for "
+                                   f"this; remove {key} or the exporter from that pipeline"))
 
 
 def _check_authenticator_references(document: dict, sections: dict[str, dict[str, Component]],

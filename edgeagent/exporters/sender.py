@@ -20,6 +20,9 @@ Design note
   exporter's problem; the lease goes back to the queue and the consumer pauses, then goes on.
 * Shutdown stops the chain's backoff waits and cancels the consumers; a cancelled consumer
   releases its lease, so in-flight data stays queued for the next run.
+* wait_for_result (edgeagent.queue.watch): a lease whose retries ran out is released with the
+  error, so the records clients wait for go back to them; a lease whose every client gave up is
+  no longer sent (as otelcol cancels an export whose caller went away) and goes back the same way.
 """
 
 from __future__ import annotations
@@ -117,10 +120,8 @@ class QueueConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _check(self) -> QueueConfig:
-        if self.wait_for_result:
+        if self.wait_for_result and self.storage is not None:
             raise ValueError(WAIT_FOR_RESULT)
-        if self.block_on_overflow:
-            raise ValueError(BLOCK_ON_OVERFLOW)
         if self.batch is None:
             return self
         if self.batch.sizer is None:
@@ -138,15 +139,16 @@ class QueueConfig(ComponentConfig):
         return QueueCapacity(self.queue_size, self.sizer)
 
 
-# Why three otelcol keys are refused rather than accepted and ignored:
-WAIT_FOR_RESULT = ("wait_for_result: every sending_queue of edgeagent is durable, and otelcol itself refuses "
-                   "wait_for_result with a persistent queue; for a client OK that waits for the upstream's "
-                   "answer, set sending_queue::enabled: false")
-BLOCK_ON_OVERFLOW = ("block_on_overflow: a full durable queue is answered at once with a retryable refusal "
-                     "(HTTP 503 + Retry-After, gRPC RESOURCE_EXHAUSTED + RetryInfo), so the client's own retry "
-                     "waits for room and no request holds memory meanwhile; remove block_on_overflow")
+# Why otelcol settings are refused rather than accepted and ignored:
+WAIT_FOR_RESULT = ("wait_for_result is not supported with a persistent queue configured with storage, as in "
+                   "otelcol; without storage the queue is edgeagent's own, durable as well, and the client's "
+                   "answer waits for the upstream's")
 BATCH_BYTES = ("batch::sizer: bytes: the durable queue counts and leases requests by items, not by their "
                "encoded size; use batch::sizer: items")
+
+
+class ClientsGaveUp(RetryableError):
+    """Every client waiting for a lease's records gave up on them (wait_for_result): it is not sent on."""
 
 
 class SenderHost(Telemetry, Protocol):
@@ -256,12 +258,15 @@ class Sender:
     async def _deliver(self, lease: Lease) -> float:
         """Send one lease and settle it; returns how long this consumer should pause."""
         try:
-            await self.chain.export(self._requests(lease), _LeaseDeadLetters(self.queue, lease))
+            await self._export(lease)
         except ShutdownError:
             self.queue.release(lease)
             return 0.0
-        except RetryableError as exc:
-            self.queue.release(lease, attempts=lease.attempts + 1)
+        except ClientsGaveUp as exc:  # no upstream failure: no pause, no attempt counted
+            self.queue.release(lease, error=exc)
+            return 0.0
+        except RetryableError as exc:  # records whose client waits for them go back to it (wait_for_result)
+            self.queue.release(lease, attempts=lease.attempts + 1, error=exc)
             log.warning("upstream still failing after retries; data stays queued and will be sent again",
                         extra={"exporter": self.exporter.id, "signal": self.signal.label, "items": lease.items,
                                "error": str(exc)})
@@ -270,6 +275,26 @@ class Sender:
             self.queue.ack(lease).add_done_callback(self._ack_done)
         self._troubled = False
         return 0.0
+
+    async def _export(self, lease: Lease) -> None:
+        """The chain's export of the lease; stopped when every client waiting for its records gave up
+        (wait_for_result), which then get them back (RetryableError: the lease is released)."""
+        if not self.queue.waited_for(lease):
+            await self.chain.export(self._requests(lease), _LeaseDeadLetters(self.queue, lease))
+            return
+        export = asyncio.ensure_future(self.chain.export(self._requests(lease), _LeaseDeadLetters(self.queue, lease)))
+        given_up = asyncio.ensure_future(self.queue.abandoned(lease))
+        try:
+            await asyncio.wait((export, given_up), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            given_up.cancel()
+            if not export.done():
+                export.cancel()
+            await asyncio.gather(export, given_up, return_exceptions=True)
+        if export.cancelled() and not lease.done:  # (done: dead-lettered just before the clients left)
+            raise ClientsGaveUp("every client waiting for this data gave up; it is theirs again")
+        if not export.cancelled():
+            export.result()
 
     def _ack_done(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:

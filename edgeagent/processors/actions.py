@@ -1,9 +1,9 @@
 """Attribute actions as otelcol's attributes and resource processors define them.
 
-insert, update, upsert (value, from_attribute or from_context), delete and hash (key
-and/or pattern over keys), extract (named regexp groups from a string attribute) and
-convert (to int, double or string). Each action reports whether it changed anything, so
-an unchanged request is never re-serialized.
+insert, update, upsert (value, from_attribute or from_context, and `default_value` for when
+the source has nothing), delete and hash (key and/or pattern over keys), extract (named regexp
+groups from a string attribute) and convert (to int, double or string). Each action reports
+whether it changed anything, so an unchanged request is never re-serialized.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class ActionConfig(ComponentConfig):
     key: str = ""
     action: Literal["insert", "update", "upsert", "delete", "hash", "extract", "convert"]
     value: Any = None
+    default_value: Any = None  # insert/update/upsert: used when from_attribute/from_context find nothing
     pattern: str | None = None
     from_attribute: str | None = None
     from_context: str | None = None
@@ -48,14 +49,19 @@ class ActionConfig(ComponentConfig):
         elif not self.key:
             raise ValueError(f"action {action!r} needs a key")
         if action in ("insert", "update", "upsert"):
-            if sources != 1:
-                raise ValueError(f"action {action!r} needs exactly one of value, from_attribute or from_context")
+            if sources > 1 or (sources == 0 and self.default_value is None):
+                raise ValueError(f"action {action!r} needs exactly one of value, from_attribute or from_context "
+                                 "(or only default_value)")
             if self.pattern:
                 raise ValueError(f"action {action!r} does not use pattern")
             if self.value is not None:
                 to_any_value(self.value)
+            if self.default_value is not None:
+                to_any_value(self.default_value)
         elif sources:
             raise ValueError(f"action {action!r} does not use value, from_attribute or from_context")
+        elif self.default_value is not None:  # otelcol ignores it there; an ignored key is refused
+            raise ValueError(f"action {action!r} does not use default_value (only insert, update and upsert do)")
         if action == "extract":
             if not self.pattern:
                 raise ValueError("action 'extract' needs a pattern with named groups")
@@ -195,6 +201,7 @@ class _Step:
     action: str
     key: str
     value: AnyValue | None  # the constant of insert/update/upsert
+    default: AnyValue | None  # default_value: when from_attribute / from_context find nothing
     from_attribute: str | None
     from_context: str | None
     pattern: re.Pattern[str] | None
@@ -208,9 +215,10 @@ class Actions:
         self.steps: list[_Step] = []
         for config in configs:
             value = to_any_value(config.value) if config.value is not None else None
+            default = to_any_value(config.default_value) if config.default_value is not None else None
             pattern = _regex(config.pattern) if config.pattern else None
-            self.steps.append(_Step(config.action, config.key, value, config.from_attribute, config.from_context,
-                                    pattern, config.converted_type))
+            self.steps.append(_Step(config.action, config.key, value, default, config.from_attribute,
+                                    config.from_context, pattern, config.converted_type))
         self.uses_context = any(step.from_context for step in self.steps)
 
     def constant_appends(self) -> list[tuple[str, AnyValue]] | None:
@@ -241,22 +249,28 @@ class Actions:
         return changed
 
 
-def _set(attributes: Any, step: _Step, metadata: dict[str, str], client_address: str) -> bool:
-    """insert, update or upsert `step.key` from a constant, another attribute or the request context."""
+def _source(attributes: Any, step: _Step, metadata: dict[str, str], client_address: str) -> AnyValue | None:
+    """The value to set: the constant, the request context's, another attribute's, else default_value."""
+    if step.value is not None:
+        return step.value
     if step.from_context:
         text = context_value(step.from_context, metadata, client_address)
-        if text is None:
-            return False
-        source = AnyValue(string_value=text)
+        if text is not None:
+            return AnyValue(string_value=text)
     elif step.from_attribute is not None:
         index = _find(attributes, step.from_attribute)
-        if index < 0:
-            return False
-        source = AnyValue()
-        source.CopyFrom(attributes[index].value)
-    else:
-        assert step.value is not None, "the config gives value, from_attribute or from_context"
-        source = step.value
+        if index >= 0:
+            source = AnyValue()
+            source.CopyFrom(attributes[index].value)
+            return source
+    return step.default
+
+
+def _set(attributes: Any, step: _Step, metadata: dict[str, str], client_address: str) -> bool:
+    """insert, update or upsert `step.key` from a constant, another attribute or the request context."""
+    source = _source(attributes, step, metadata, client_address)
+    if source is None:
+        return False
     index = _find(attributes, step.key)
     if index >= 0:
         if step.action == "insert":

@@ -63,12 +63,23 @@ class ConsumerQueue(Protocol):
 
     def ack(self, lease: QueueLease) -> asyncio.Future[Any]: ...
 
-    def release(self, lease: QueueLease, attempts: int | None = None) -> asyncio.Future[Any] | None: ...
+    def release(self, lease: QueueLease, attempts: int | None = None,
+                error: BaseException | None = None) -> asyncio.Future[Any] | None:
+        """Give the records back; with `error` (retries ran out) those a client waits for go back to it."""
+        ...
 
     async def dead_letter(self, lease: QueueLease, description: dict[str, Any],
                           bodies: list[tuple[bytes, int]] | None = None) -> None: ...
 
     def quarantine(self, lease: QueueLease, indexes: list[int], reason: str) -> None: ...
+
+    def waited_for(self, lease: QueueLease) -> bool:
+        """Whether a client waits for (or gave up on) a record of the lease (wait_for_result)."""
+        ...
+
+    async def abandoned(self, lease: QueueLease) -> None:
+        """Return once every client waiting for the lease's records gave up (wait_for_result)."""
+        ...
 
 
 class StageTransaction(Protocol):

@@ -49,9 +49,11 @@ class StorageAccessError(RuntimeError):
     """The queue's files are not ours to read or write: fix the ownership, do not start."""
 
 
-def private_directory(path: str) -> None:
+def private_directory(path: str, mode: int | None = None) -> None:
     """Create `path` and any missing parents as 0700 (makedirs would give the parents the umask's
-    mode); tighten `path` when this process owns it."""
+    mode); tighten `path` when this process owns it. With `mode` (file_storage's
+    directory_permissions) missing directories are created with that mode minus the umask, as
+    otelcol creates them, and existing ones are left as they are."""
     missing = []
     head = os.path.abspath(path)
     while not os.path.isdir(head):
@@ -59,9 +61,11 @@ def private_directory(path: str) -> None:
         head = os.path.dirname(head)
     for directory in reversed(missing):
         with contextlib.suppress(FileExistsError):
-            os.mkdir(directory, 0o700)
-        _tighten(directory, 0o700)
-    _tighten(path, 0o700)
+            os.mkdir(directory, 0o700 if mode is None else mode)
+        if mode is None:
+            _tighten(directory, 0o700)
+    if mode is None:
+        _tighten(path, 0o700)
 
 
 def _tighten(path: str, mode: int) -> None:

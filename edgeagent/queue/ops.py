@@ -73,6 +73,10 @@ class WriterQueue(Protocol):
 
     def apply(self, delta: Totals, oldest_ms: int | None) -> None: ...
 
+    def watch(self, seq: int, outcome: asyncio.Future[None]) -> None:
+        """On the loop, once the record `seq` is committed: settle `outcome` with its delivery."""
+        ...
+
 
 class WriterStore(Protocol):
     """What the operations and eviction ask of the store (`QueueStore`) inside a transaction."""
@@ -108,6 +112,7 @@ class Commit:
     drops: dict[tuple[WriterQueue, str], list[int]] = field(default_factory=dict)
     dead_lettered: int = 0
     quarantined: dict[StoreTable, int] = field(default_factory=dict)  # queue or table -> records
+    watched: list[tuple[WriterQueue, int, asyncio.Future[None]]] = field(default_factory=list)  # wait_for_result
 
     def delta(self, queue: WriterQueue) -> Totals:
         return self.deltas.setdefault(queue, Totals())
@@ -126,6 +131,7 @@ class Commit:
         self.dead_lettered += other.dead_lettered
         for source, count in other.quarantined.items():
             self.quarantined[source] = self.quarantined.get(source, 0) + count
+        self.watched += other.watched
 
 
 @dataclass
@@ -187,6 +193,8 @@ class Put(WriterOp):
     future: asyncio.Future[Any]
     batch_key: bytes = b""
     attributes: bytes = b""  # a serialized KeyValueList for every record, added when read (record.py)
+    outcome: asyncio.Future[None] | None = None  # wait_for_result: settled when the record is delivered
+    blocks: bool = False  # block_on_overflow: a refusal is tried again, so it is counted only when final
     value: bytes = b""  # the framed record, set by prepare()
     client_waits = True
 
@@ -202,8 +210,11 @@ class Put(WriterOp):
         ctx.state.touched.add(self.queue)
         if ctx.store.append_record(ctx, self.queue, self.value, self.items):
             ctx.result.done.append((self.future, None))
+            if self.outcome is not None:
+                ctx.result.watched.append((self.queue, ctx.state.next_seqs[self.queue] - 1, self.outcome))
         else:
-            self.queue.refused_items += self.items
+            if not self.blocks:
+                self.queue.refused_items += self.items
             ctx.result.failed.append((self.future, QueueFullError(
                 f"queue {self.queue.name} is full; retry later", retry_after=5.0)))
 
@@ -219,10 +230,15 @@ class Delete(WriterOp):
     reason: str = ""  # set for a counted drop (purge)
     replacement: list[bytes] | None = None  # dead-letter these records instead of the deleted ones
     quarantine: bool = False  # records that do not decode: counted as quarantined
+    awaited: bool = False  # a client waits for this delete (wait_for_result): commit soon
 
     @property
     def lingers(self) -> bool:  # type: ignore[override]
-        return self.dead_letter is None and not self.reason
+        return self.dead_letter is None and not self.reason and not self.awaited
+
+    @property
+    def client_waits(self) -> bool:  # type: ignore[override]
+        return self.awaited
 
     def apply(self, ctx: Context) -> None:
         queue, txn, result = self.queue, ctx.txn, ctx.result

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError
+from edgeagent.errors import CorruptRecordError, PermanentError
 from edgeagent.queue import record
 from edgeagent.queue.api import Corrupt, QueueLease, StoredRecord
 from edgeagent.queue.limits import QueueCapacity
@@ -38,6 +38,7 @@ from edgeagent.queue.ops import (
     enqueued_ms,
     items_of,
 )
+from edgeagent.queue.watch import Watches
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,9 @@ class DurableQueue:
         self.refused_items = 0  # items of puts that found the queue full; the writer adds, a scrape reads
         # owned by the event loop
         self._leases = _Leases()
+        self.watches = Watches()  # records whose client waits for their delivery (watch.py)
+        self._watching_ended: BaseException | None = None  # the agent stops: why nobody waits any more
+        self._gave_up: asyncio.Future[None] | None = None  # set (and dropped) when a client gives up
         self._read_from = 0
         self._available = asyncio.Event()
         self._grew = asyncio.Event()
@@ -249,6 +253,7 @@ class DurableQueue:
 
         def settled(future: asyncio.Future[Any]) -> None:
             self._leases.remove(seqs)
+            self.watches.settle(seqs, PermanentError(f"the stored request does not decode: {corrupt[0][1]}"))
             if self.available_entries > 0:
                 self._available.set()
         future = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter={
@@ -262,8 +267,16 @@ class DurableQueue:
         self._leases.remove(lease.seqs)
         return lease.seqs
 
-    def release(self, lease: QueueLease, attempts: int | None = None) -> asyncio.Future[Any] | None:
-        """Give the records back; they are handed out again first. Optionally record the attempts made."""
+    def release(self, lease: QueueLease, attempts: int | None = None,
+                error: BaseException | None = None) -> asyncio.Future[Any] | None:
+        """Give the records back; they are handed out again first. Optionally record the attempts made.
+
+        With `error` (the retries ran out), records whose client waits for them, or gave up on
+        them, go back to that client instead: removed, and the waiting client answered `error`."""
+        returned = self.watches.watched(lease.seqs) if error is not None else []
+        if returned:
+            self._return_to_clients(returned, error)
+            lease.seqs = [seq for seq in lease.seqs if seq not in set(returned)]
         seqs = self._end_lease(lease)
         if seqs:
             self._read_from = min(self._read_from, min(seqs))
@@ -272,6 +285,57 @@ class DurableQueue:
         if attempts is not None and lease.seqs:
             return self.store.submit(lambda fut: SetAttempts(self, lease.seqs, attempts, fut))
         return None
+
+    def watch(self, seq: int, outcome: asyncio.Future[None]) -> None:
+        """Settle `outcome` with what becomes of record `seq` (wait_for_result; see watch.py)."""
+        self.watches.add(seq, outcome, self._given_up)
+        if self._watching_ended is not None:
+            self.watches.settle([seq], self._watching_ended)
+
+    def _given_up(self, seq: int) -> None:
+        """The client of `seq` stopped waiting: its record goes, unless a lease is sending it."""
+        if self._gave_up is not None:
+            self._gave_up.set_result(None)
+            self._gave_up = None
+        if seq in self._leases or seq not in self.watches:
+            return  # the lease settles it: delivered, or removed when it gives up (`abandoned`)
+        self._return_to_clients([seq], None)
+
+    def waited_for(self, lease: QueueLease) -> bool:
+        return bool(self.watches) and bool(self.watches.watched(lease.seqs))
+
+    async def abandoned(self, lease: QueueLease) -> None:
+        """Return once every record of `lease` belongs to a client that gave up on it (never for a
+        lease holding a record nobody waits for): the sender then stops sending it, as otelcol
+        cancels an export whose caller went away."""
+        if not lease.seqs or len(self.watches.watched(lease.seqs)) < len(lease.seqs):
+            await asyncio.Future()  # a record nobody waits for: sent to the end
+        while not all(self.watches.abandoned(seq) for seq in lease.seqs):
+            if self._gave_up is None:
+                self._gave_up = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._gave_up)
+
+    def _return_to_clients(self, seqs: list[int], error: BaseException | None) -> None:
+        """Remove records whose clients own them again, answering those still waiting with `error`.
+
+        The records stay out of every lease until the delete commits, as acked ones do."""
+        self._leases.add([(seq, 0) for seq in seqs if seq not in self._leases])
+
+        def removed(future: asyncio.Future[Any]) -> None:
+            self._leases.remove(seqs)
+            if error is None:
+                for seq in seqs:
+                    self.watches.forget(seq)
+            else:
+                self.watches.settle(seqs, error)
+            if self.available_entries > 0:
+                self._available.set()
+        self.store.submit(lambda fut: Delete(self, seqs, fut, awaited=True)).add_done_callback(removed)
+
+    def end_watches(self, error: BaseException) -> None:
+        """The agent stops: answer every waiting client with `error`; the records stay queued."""
+        self._watching_ended = error
+        self.watches.fail_all(error)
 
     def ack(self, lease: QueueLease) -> asyncio.Future[Any]:
         """Delete delivered records; awaiting the returned future is optional.
@@ -283,12 +347,14 @@ class DurableQueue:
             raise RuntimeError("lease already ended")
         lease.done = True
         seqs = lease.seqs
-        future = self.store.submit(lambda fut: Delete(self, seqs, fut))
+        awaited = bool(self.watches.watched(seqs))  # a client waits for this commit: no lingering
+        future = self.store.submit(lambda fut: Delete(self, seqs, fut, awaited=awaited))
         future.add_done_callback(lambda done: self._acked(seqs, done))
         return future
 
     def _acked(self, seqs: list[int], future: asyncio.Future[Any]) -> None:
         self._leases.remove(seqs)
+        self.watches.settle(seqs)  # delivered, whether or not the delete committed
         if future.cancelled() or future.exception() is not None:  # still stored: hand them out again
             self._read_from = min(self._read_from, min(seqs, default=self._read_from))
         # between the commit and this callback `available_entries` undercounted, and a lease may
@@ -306,8 +372,13 @@ class DurableQueue:
         now_ms = int(time.time() * 1000)
         replacement = None if bodies is None else [record.encode(self.signal, items, now_ms, body, None)
                                                    for body, items in bodies]
-        await self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name),
-                                                   replacement=replacement))
+        try:
+            await self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description,
+                                                                                         queue=self.name),
+                                                       replacement=replacement))
+        finally:
+            self.watches.settle(seqs, PermanentError(str(description.get("reason", "rejected for good")),
+                                                     status=description.get("status")))
 
     # ---- bookkeeping applied on the loop after each commit ---------------------------------
 

@@ -74,13 +74,13 @@ import queue as thread_queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import IO, Any
 
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
+from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, ShutdownError
 from edgeagent.queue import deadletter, environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
@@ -105,6 +105,7 @@ from edgeagent.queue.ops import (
     items_of,
 )
 from edgeagent.queue.reader import DurableQueue, Lease, Table
+from edgeagent.queue.watch import Room
 from edgeagent.signals import Signal
 
 __all__ = ["DEFAULT_MAP_SIZE", "DurableQueue", "Lease", "QueueStore", "StorageAccessError", "StorageLockedError",
@@ -134,8 +135,10 @@ class QueueStore:
                  on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None,
                  on_quarantine: Callable[[StoreTable, int], None] | None = None,
                  on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None,
-                 read_only: bool = False):
+                 read_only: bool = False, directory_mode: int | None = None, recreate: bool = True):
         self.directory = directory
+        self.directory_mode = directory_mode  # file_storage's directory_permissions; None: private
+        self.recreate = recreate  # a data file that does not open is moved aside and salvaged
         self.sync = sync
         self.limits = limits
         self.map_size = limits.map_size(map_size)
@@ -167,6 +170,7 @@ class QueueStore:
         self._closing = False
         self._last_sweep = 0.0
         self._recent_puts: collections.deque[int] = collections.deque(maxlen=_RECENT_COMMITS)
+        self.room = Room()  # commits that freed room, for clients waiting for it (block_on_overflow)
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
 
@@ -191,7 +195,7 @@ class QueueStore:
             self._open_read_only()
             return
         environment.check_owner(self.directory)
-        environment.private_directory(self.directory)
+        environment.private_directory(self.directory, self.directory_mode)
         self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
         environment.check_access(self.directory)
         if self.compact_on_start and os.path.exists(os.path.join(self.directory, "data.mdb")):
@@ -240,6 +244,11 @@ class QueueStore:
 
     def _start_fresh(self, exc: BaseException) -> None:
         """Move a data file that does not open aside, start a fresh one, and salvage into it what can be read."""
+        if not self.recreate:
+            raise environment.StorageDamagedError(
+                f"queue data file {os.path.join(self.directory, 'data.mdb')} does not open ({exc}); "
+                "file_storage recreate is false, so the agent does not start: set recreate: true to move the "
+                "file aside and salvage what can be read, or move it away yourself") from exc
         moved = environment.move_aside(self.directory)
         self.env = environment.open_env(self.directory, self.map_size, self.sync)
         found = salvage.Salvage(os.path.join(moved, "data.mdb"))
@@ -284,6 +293,7 @@ class QueueStore:
         """Finish every pending commit, stop the writer and close the environment. Idempotent."""
         if self._writer is not None:
             self._closing = True
+            self.room.close()
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
@@ -344,15 +354,33 @@ class QueueStore:
         out of one upstream request. `attributes` (a serialized KeyValueList) are added to every
         span, log record or data point when the record is read. Raises QueueFullError (retryable)
         when there is no room."""
+        await asyncio.gather(*self.put_each(targets, body, items, signal, batch_key, attributes))
+
+    def put_each(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal, batch_key: bytes = b"",
+                 attributes: bytes = b"", outcomes: dict[DurableQueue, asyncio.Future[None]] | None = None,
+                 blocking: Collection[DurableQueue] = ()) -> list[asyncio.Future[Any]]:
+        """`put`, with a future per target: each resolves once its record is durable, or fails alone
+        (QueueFullError for a full queue). A target in `outcomes` has its future settled with the
+        record's delivery (wait_for_result; watch.py); one in `blocking` (block_on_overflow) is not
+        counted as refused when full: the caller tries again, and counts the final refusal."""
         if self._closing or self._writer is None:
             raise ShutdownError("the queue is closing")
         payload = self._loop_compressor.compress(body)
         futures = []
         for target in targets:
             future = self.loop.create_future()
-            self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes))
+            outcome = outcomes.get(target) if outcomes else None
+            self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes, outcome,
+                              target in blocking))
             futures.append(future)
-        await asyncio.gather(*futures)
+        return futures
+
+    def end_waits(self, error: BaseException) -> None:
+        """The agent stops: clients waiting for a delivery get `error` (their records stay queued),
+        and clients waiting for room a ShutdownError."""
+        for queue in self.queues.values():
+            queue.end_watches(error)
+        self.room.close()
 
     def atomic(self, function: Callable[[StageTransaction], T]) -> asyncio.Future[T]:
         """Run `function(writer)` on the writer thread inside the next commit, all or nothing;
@@ -553,9 +581,15 @@ class QueueStore:
         self.loop.call_soon_threadsafe(self._resolve, result)
 
     def _resolve(self, result: Commit) -> None:
-        """Runs on the event loop: apply a commit's effect to in-memory state, then wake the waiters."""
+        """Runs on the event loop: apply a commit's effect to in-memory state, then wake the waiters.
+
+        Watched records are registered first, before any consumer hears of them (watch.py)."""
+        for watched_queue, seq, outcome in result.watched:
+            watched_queue.watch(seq, outcome)
         for queue, delta in result.deltas.items():
             queue.apply(delta, result.oldest.get(queue))
+        if any(delta.entries < 0 for delta in result.deltas.values()):
+            self.room.freed_now()
         for (queue, reason), items in result.drops.items():
             if self.on_drop is not None:
                 self.on_drop(queue, reason, sum(items), len(items))
@@ -615,6 +649,7 @@ class QueueStore:
         async def run() -> int:
             targets = await self.call(seqs)
             await self.submit(lambda fut: Delete(queue, targets, fut, reason="purged"))
+            queue.watches.settle(targets, RetryableError("the queue was purged; send the data again"))
             return len(targets)
         return asyncio.ensure_future(run())
 

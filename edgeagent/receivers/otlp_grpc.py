@@ -17,10 +17,10 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from edgeagent import auth, netaddr, tls
-from edgeagent.errors import BadRequestError, QueueFullError, RetryableError, UnauthenticatedError
+from edgeagent.errors import BadRequestError, PermanentError, QueueFullError, RetryableError, UnauthenticatedError
 from edgeagent.grpc_status import StatusCode, name_of
 from edgeagent.instrumentation import rpc_server_observer
-from edgeagent.receivers import codec, grpc_server
+from edgeagent.receivers import codec, grpc_server, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ def grpc_status(exc: BaseException, signal: Signal) -> tuple[StatusCode, str, tu
         code = {401: StatusCode.UNAUTHENTICATED, 413: StatusCode.RESOURCE_EXHAUSTED}.get(
             exc.status, StatusCode.INVALID_ARGUMENT)
         return code, str(exc), ()
+    if isinstance(exc, PermanentError):  # the upstream refused it for good (wait_for_result)
+        return StatusCode(upstream_status.grpc_code(exc)), str(exc), ()
     if isinstance(exc, RetryableError):
         code = StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, QueueFullError) else StatusCode.UNAVAILABLE
         delay = duration_pb2.Duration()

@@ -20,14 +20,14 @@ from aiohttp import web
 from google.rpc import status_pb2
 
 from edgeagent import auth, confighttp, netaddr, tls
-from edgeagent.errors import BadRequestError, RetryableError, UnauthenticatedError
+from edgeagent.errors import BadRequestError, PermanentError, RetryableError, UnauthenticatedError
 from edgeagent.instrumentation import http_server_timer
 from edgeagent.processors.memory_limiter import Reservation
-from edgeagent.receivers import codec
+from edgeagent.receivers import codec, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
-_GRPC_CODE = {400: 3, 401: 16, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
+_GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 12, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 MAX_UNREAD_BODIES = 1024  # bodies being read at once; more get 503 rather than queue up sockets and buffers
 DISCONNECT_EPISODE = 60.0  # disconnects closer together than this are one episode: one log line
 
@@ -99,6 +99,7 @@ class HttpServer:
         authenticator = auth.resolve(self.host, self.config.auth)
 
         async def handle(request: web.Request) -> web.StreamResponse:
+            answer_by = _answer_by(self.config.write_timeout)
             content_type = request.content_type
             if authenticator is not None and not authenticator.authenticate(request.headers):
                 return error_response(UnauthenticatedError(), content_type, signal)
@@ -110,6 +111,7 @@ class HttpServer:
                     body = await self._read_body(request, reservation)
                     metadata = codec.metadata_of(request.headers.items()) if include_metadata else None
                     payload = codec.decode(signal, body, content_type, metadata, request.remote or "")
+                    payload.deadline = answer_by
                     del body
                     await consumer.consume(payload, "http")
             except ConnectionError:  # the client went away: nobody to answer
@@ -164,6 +166,14 @@ async def _read_body(request: web.Request, limit: int, reservation: Reservation)
     return decompressor.finish()
 
 
+def _answer_by(write_timeout: float) -> float | None:
+    """When a request must have its answer (loop time): shortly before write_timeout closes the
+    connection, so that a wait (wait_for_result, block_on_overflow) still ends in an answer."""
+    if not write_timeout:
+        return None
+    return asyncio.get_running_loop().time() + write_timeout - min(1.0, write_timeout / 10)
+
+
 class Disconnects:
     """Clients that go away mid-request: counted each time, logged once per episode."""
 
@@ -190,6 +200,8 @@ def error_response(exc: BaseException, content_type: str, signal: Signal) -> web
     headers = {}
     if isinstance(exc, BadRequestError):
         status, message = exc.status, str(exc)
+    elif isinstance(exc, PermanentError):  # the upstream refused it for good (wait_for_result)
+        status, message = upstream_status.http_status(exc), str(exc)
     elif isinstance(exc, RetryableError):
         status, message = 503, str(exc)
         headers["Retry-After"] = str(max(1, round(exc.retry_after or 1)))

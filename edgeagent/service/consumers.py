@@ -4,15 +4,16 @@ A consumer admits a request (memory limiter, shutdown), copies it for every pipe
 the receiver, and answers once every pipeline has made it durable. A pipeline runs its processors
 in order, then writes the result to its exporters' queues in one commit per queue store (or hands
 it to its tail-sampling stage, or sends it at once to exporters whose sending_queue is disabled).
+Exporters with block_on_overflow or wait_for_result make the answer wait longer (delivery.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, send_now
@@ -20,6 +21,7 @@ from edgeagent.processors.batch import BatchConfig
 from edgeagent.processors.memory_limiter import Reservation
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
+from edgeagent.service import delivery
 from edgeagent.service.host import Telemetry
 from edgeagent.signals import Payload, Signal
 
@@ -74,6 +76,7 @@ class RunningPipeline:
     direct: list[ExportChain] = field(default_factory=list)  # exporters with sending_queue disabled
     stage: Stage | None = None  # tail_sampling: it writes to the targets itself
     meter: Meter | None = None
+    waits: delivery.Waits = field(default_factory=delivery.Waits)  # block_on_overflow, wait_for_result
 
     async def consume(self, payload: Payload) -> None:
         for processor in self.processors:
@@ -91,12 +94,31 @@ class RunningPipeline:
         if self.meter is not None:
             for _, queues in self.targets:
                 self.meter.enqueue(queues, payload.items, len(body))
-        writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
-                   for store, queues in self.targets]
-        if len(writes) == 1:
-            await writes[0]
-        else:
-            await asyncio.gather(*writes)
+        if not self.waits.blocking and not self.waits.watched:
+            writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
+                       for store, queues in self.targets]
+            if len(writes) == 1:
+                await writes[0]
+            else:
+                await asyncio.gather(*writes)
+            return
+        await self._write_and_wait(writes, body, payload, key, attributes)
+
+    async def _write_and_wait(self, direct: list[Coroutine[Any, Any, None]], body: bytes, payload: Payload,
+                              key: bytes, attributes: bytes) -> None:
+        """The commit, waiting for room where a queue blocks on overflow; then the delivery of the
+        records an exporter waits for (delivery.py)."""
+        written = await asyncio.gather(*direct, *(
+            delivery.write(store, queues, self.waits, body, payload.items, self.signal, key, attributes,
+                           payload.deadline) for store, queues in self.targets), return_exceptions=True)
+        outcomes = [outcome for result in written if isinstance(result, list) for outcome in result]
+        failed = [result for result in written if isinstance(result, BaseException)]
+        if failed:
+            for outcome in outcomes:  # the client gets an error: the records it waited for are its own again
+                outcome.cancel()
+            raise failed[0]
+        if outcomes:
+            await delivery.results(outcomes, payload.deadline)
 
 
 class SignalConsumer:

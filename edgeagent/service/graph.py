@@ -24,6 +24,7 @@ from edgeagent.exporters.link import Link
 from edgeagent.exporters.sender import BatchSettings, Sender
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.service.consumers import Limiter, RunningPipeline, SignalConsumer
+from edgeagent.service.delivery import Waits
 from edgeagent.service.host import Host
 from edgeagent.service.storage import DEFAULT_STORAGE, Stores
 from edgeagent.service.telemetry import PipelineMeter
@@ -141,6 +142,8 @@ class Graph:
         batch = running.batch.config if running.batch is not None else None
         settings = BatchSettings(batch.timeout, batch.send_batch_size, batch.send_batch_max_size) if batch else None
         by_store: dict[str, list[DurableQueue]] = {}
+        blocking: set[DurableQueue] = set()
+        watched: set[DurableQueue] = set()
         for exp_id, exporter in zip(spec.exporters, targets, strict=True):
             queue_config = exporter.config.sending_queue
             if not queue_config.enabled:
@@ -150,6 +153,10 @@ class Graph:
             store = self.stores.get(queue_config.storage)
             queue = store.queue(f"{exp_id}/{spec.signal.label}", spec.signal, queue_config.capacity())
             by_store.setdefault(queue_config.storage or DEFAULT_STORAGE, []).append(queue)
+            if queue_config.block_on_overflow:
+                blocking.add(queue)
+            if queue_config.wait_for_result:
+                watched.add(queue)
             key = (exp_id, spec.signal)
             if queue_config.batch is not None:  # the exporter's own batching wins over the pipeline's
                 batches.setdefault(key, queue_config.batch.settings())
@@ -159,6 +166,7 @@ class Graph:
                             extra={"exporter": exp_id, "pipeline": spec.id})
             batches.setdefault(key, settings)
         running.targets = [(self.stores.get(key or None), queues) for key, queues in by_store.items()]
+        running.waits = Waits(frozenset(blocking), frozenset(watched))
 
     def _attach_stage(self, placed: _Placed, pipeline_id: str, running: RunningPipeline) -> None:
         """Tail sampling moves kept traces to the export queues in the transaction that removes them

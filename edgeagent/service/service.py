@@ -16,6 +16,7 @@ from typing import Any
 from edgeagent import __version__
 from edgeagent.component import Role
 from edgeagent.config.loader import AgentConfig
+from edgeagent.errors import ShutdownError
 from edgeagent.extensions.metrics import Metrics
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
@@ -239,6 +240,8 @@ class Service:
     async def shutdown(self) -> None:
         """Stop receivers, finish pending commits, return leases, close storage. Idempotent."""
         self.stopping = True
+        for store in self.stores.values():  # clients waiting for room or a delivery are answered now
+            store.end_waits(ShutdownError("the agent is shutting down; the data stays queued", retry_after=5.0))
         async with self._reloading:
             await _stop(self.graph, keep_extensions=set(self.graph.extensions))
             if self._control is not None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from edgeagent.config.loader import AgentConfig
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
 from edgeagent.queue.compaction import cleanup_compaction_leftovers
+from edgeagent.queue.environment import private_directory
 from edgeagent.queue.ops import StoreTable, WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
@@ -93,6 +94,10 @@ class Stores:
         if not settings.create_directory and not os.path.isdir(directory):
             raise FileNotFoundError(f"file_storage directory {directory} does not exist; create it or set "
                                     f"create_directory: true")
+        scratch = settings.compaction.directory
+        compacts = settings.compaction.on_start or settings.compaction.on_rebound
+        if scratch and compacts and settings.create_directory and not self.read_only:
+            private_directory(scratch, settings.directory_mode())  # as otelcol creates it
         if settings.compaction.cleanup_on_start and not self.read_only:
             cleanup_compaction_leftovers(directory, settings.compaction.directory)
         events = self.events
@@ -102,7 +107,9 @@ class Stores:
                            on_corrupt=lambda message: events.corrupt_file(directory),
                            on_drop=events.dropped, on_quarantine=events.quarantined,
                            on_salvage=lambda found, lost: events.salvaged(directory, found, lost),
-                           control_socket=self.control_socket, read_only=self.read_only)
+                           control_socket=self.control_socket, read_only=self.read_only,
+                           directory_mode=None if settings.directory_permissions is None else settings.directory_mode(),
+                           recreate=settings.recreate)
         store.open()
         compaction = settings.compaction
         if compaction.on_rebound:
@@ -110,7 +117,7 @@ class Stores:
                 compaction.rebound_needed_threshold_mib, compaction.rebound_trigger_threshold_mib,
                 compaction.check_interval)
         log.info("queue storage open", extra={"directory": directory, "fsync": settings.fsync,
-                                              "max_size_mib": settings.max_size_mib,
+                                              "max_size_mib": settings.budget() >> 20,
                                               "backlog_items": sum(q.items for q in store.queues.values())})
         return store
 

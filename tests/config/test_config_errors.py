@@ -44,6 +44,14 @@ BAD_CONFIGS = {
         [("exporters::otlphttp::auth::authenticator", ["bearertokenauth", "service::extensions"])], []),
     "bad-auth-not-an-authenticator.yaml": (
         [("receivers::otlp::protocols::grpc::auth::authenticator", ["health_check", "not an authenticator"])], []),
+    "bad-file-storage-two-budgets.yaml": ([("extensions::file_storage::*", ["max_size", "max_size_mib"])], []),
+    "bad-file-storage-permissions.yaml": ([("extensions::file_storage::directory_permissions", ["octal"])], []),
+    "bad-wait-for-result-with-storage.yaml": (
+        [("exporters::otlphttp::sending_queue::*", ["wait_for_result", "storage"])], []),
+    "bad-block-on-overflow-drop-oldest.yaml": (
+        [("exporters::otlphttp::sending_queue::block_on_overflow", ["drop_oldest"])], []),
+    "bad-wait-for-result-behind-tail-sampling.yaml": (
+        [("exporters::otlphttp::sending_queue::wait_for_result", ["tail_sampling"])], []),
     "bad-bearertokenauth-no-token.yaml": ([("extensions::bearertokenauth", ["token", "filename"])], []),
     "bad-tls-missing-key-file.yaml": ([("receivers::otlp::protocols::grpc::tls", ["key_file"])], []),
     "bad-tls-version.yaml": ([("exporters::otlphttp::tls", ["min_version", "1.4"])], []),
@@ -129,6 +137,10 @@ def test_health_check_keys_otelcol_ignores_are_valid_with_a_warning(validate, as
     assert "check_collector_pipeline has no effect" in result.output, result.describe()
     assert "component_health has no effect" in result.output, result.describe()
     assert "response_headers has no effect on the health check" in result.output, result.describe()
+
+
+def test_otelcols_queue_storage_and_default_value_keys_are_valid(validate, assert_valid):
+    assert_valid(validate(CONFIG_DIR / "good-otelcol-queue-and-storage-keys.yaml"))
 
 
 def test_memory_limiter_without_check_interval_is_a_warning(validate, assert_valid):

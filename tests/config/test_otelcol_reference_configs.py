@@ -25,7 +25,7 @@ from tests.config.conftest import REPO_ROOT, run_validate
 
 # ---- 1. what we ship, through otelcol validate ---------------------------------------------
 
-STORAGE = "file_storage: edgeagent's disk budget for the queue (otelcol's bbolt storage has no size limit)"
+STORAGE = "file_storage: edgeagent's disk budget in MiB (otelcol spells it max_size, in bytes)"
 EDGEAGENT_ONLY: dict[str, dict[str, str]] = {
     "packaging/debian/config.yaml": {
         "extensions::file_storage::max_size_mib": STORAGE,
@@ -144,14 +144,9 @@ REFUSED: dict[str, dict[str, str]] = {
     "attributes:config.yaml": {
         "processors::attributes/regex_insert::actions::0": "extract: edgeagent asks every group to be named "
                                                            "(otelcol ignores unnamed ones)",
-        "processors::attributes/with_defaults": "default_value is not supported",
     },
     "resource:config.yaml": {
-        "processors::resource/with_defaults": "default_value is not supported",
         "processors::resource/empty": "an example otelcol refuses too: attributes is required",
-    },
-    "file_storage:config.yaml": {
-        "extensions::file_storage/all_settings::max_size": "bbolt's file size cap; edgeagent's budget is max_size_mib",
     },
     "health_check:config.yaml": {
         "extensions::health_check/missingendpoint::endpoint": "an example otelcol refuses too: endpoint is required",

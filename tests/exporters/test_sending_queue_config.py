@@ -49,9 +49,12 @@ def test_batch_settings_map_onto_the_sender():
     assert queue.batch.settings() == BatchSettings(1.0, 50, 200)
 
 
+def test_wait_for_result_and_block_on_overflow_are_accepted_on_the_agents_own_queue():
+    queue = _queue("wait_for_result: true\nblock_on_overflow: true")
+    assert queue.wait_for_result and queue.block_on_overflow
+
+
 @pytest.mark.parametrize(("queue", "words"), [
-    ("wait_for_result: true", ["wait_for_result", "durable", "enabled: false"]),
-    ("block_on_overflow: true", ["block_on_overflow", "503"]),
     ("batch:\n  sizer: bytes", ["bytes", "items"]),
     ("sizer: bytes\nqueue_size: 100000000\nbatch:", ["bytes", "items"]),
     ("batch:\n  partition:\n    metadata_keys: [tenant]", ["metadata_keys", "batch processor"]),

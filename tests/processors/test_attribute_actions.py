@@ -41,6 +41,31 @@ ROWS = [
         [("a", 5)],
         [("a", 5)],
     ),
+    (
+        "default_value when from_attribute finds nothing",
+        [{"key": "k", "from_attribute": "zz", "default_value": "unknown", "action": "upsert"}],
+        [("a", 5)],
+        [("a", 5), ("k", "unknown")],
+    ),
+    (
+        "from_attribute wins over default_value",
+        [{"key": "k", "from_attribute": "a", "default_value": "unknown", "action": "insert"}],
+        [("a", 5)],
+        [("a", 5), ("k", 5)],
+    ),
+    ("default_value alone inserts", [{"key": "k", "default_value": 3, "action": "insert"}], [], [("k", 3)]),
+    (
+        "default_value obeys update",
+        [{"key": "k", "from_attribute": "zz", "default_value": "d", "action": "update"}],
+        [("a", 1)],
+        [("a", 1)],
+    ),
+    (
+        "value wins over default_value",
+        [{"key": "k", "value": "v", "default_value": "d", "action": "upsert"}],
+        [],
+        [("k", "v")],
+    ),
     ("delete removes", [{"key": "a", "action": "delete"}], [("a", 1), ("b", 2)], [("b", 2)]),
     ("delete missing is a no-op", [{"key": "z", "action": "delete"}], [("a", 1)], [("a", 1)]),
     (
@@ -213,6 +238,17 @@ def test_from_context_reads_request_metadata_and_client_address():
     assert span_attrs(payload) == [[("tenant", "acme;beta"), ("legacy", "acme;beta"), ("peer", "127.0.0.1")]]
 
 
+def test_from_context_falls_back_to_default_value_when_the_request_lacks_it():
+    actions = [{"key": "tenant", "from_context": "metadata.x-tenant-id", "default_value": "none", "action": "upsert"}]
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": actions}))
+    with_tenant = payload_of(Signal.TRACES, span_request([{}]), metadata={"x-tenant-id": "acme"})
+    without = payload_of(Signal.TRACES, span_request([{}]), metadata={})
+    processor.process(with_tenant)
+    processor.process(without)
+    assert span_attrs(with_tenant) == [[("tenant", "acme")]]
+    assert span_attrs(without) == [[("tenant", "none")]]
+
+
 def test_fast_append_path_gives_the_same_result_as_the_general_path():
     actions = [{"key": "tenant", "value": "acme", "action": "upsert"}, {"key": "site", "value": 7, "action": "insert"}]
     processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": actions}))
@@ -251,6 +287,8 @@ BAD_ACTIONS = [
     ({"key": "k", "action": "convert", "converted_type": "bool"}, "converted_type"),
     ({"key": "k", "action": "hash", "pattern": "("}, "invalid pattern"),
     ({"key": "k", "action": "insert", "value": 1, "pattern": "x"}, "does not use pattern"),
+    ({"key": "k", "action": "delete", "default_value": 1}, "does not use default_value"),
+    ({"key": "k", "action": "upsert", "default_value": object()}, "value must be"),
 ]
 
 

@@ -98,6 +98,34 @@ def test_a_truncated_data_file_gives_back_every_record_still_readable(tmp_path):
     assert any(name.startswith("corrupt-") for name in os.listdir(directory))
 
 
+def test_recreate_false_refuses_a_damaged_data_file_and_leaves_it_in_place(tmp_path):
+    directory = str(tmp_path / "queue")
+    asyncio.run(_fill(directory, 400, size=3000))
+    data = os.path.join(directory, "data.mdb")
+    os.truncate(data, os.path.getsize(data) * 3 // 4)
+    size = os.path.getsize(data)
+    with pytest.raises(environment.StorageDamagedError, match="recreate: true"):
+        QueueStore(directory, recreate=False).open()
+    assert os.path.getsize(data) == size
+    assert not any(name.startswith("corrupt-") for name in os.listdir(directory))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_directory_permissions_create_missing_directories_with_that_mode_minus_the_umask(tmp_path, umask):
+    existing = tmp_path / "state"
+    existing.mkdir(mode=0o755)
+    os.chmod(existing, 0o755)
+    directory = existing / "queues" / "traces"
+    old = os.umask(umask)
+    try:
+        QueueStore(str(directory), directory_mode=0o750).open()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o750 & ~umask
+    assert stat.S_IMODE(os.stat(directory.parent).st_mode) == 0o750 & ~umask
+    assert stat.S_IMODE(os.stat(existing).st_mode) == 0o755  # what exists is left as it is
+
+
 _OPEN_AS_ANOTHER_USER = textwrap.dedent("""
     import os, sys
     import lmdb._envid  # imported by the binding at open: load it while this venv is still readable
