@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from edgeagent.exporters.kafka import sarama_partition
 from tests.helpers.agent import AgentProcess
-from tests.helpers.kafka import edge_config, hub_config
+from tests.helpers.kafka import edge_config, hub_config, wait_for_spans
 from tests.helpers.net import wait_until
 from tests.helpers.rotel import Rotel, rotel_binary
 from tests.helpers.sdk import _exporters, send_logs, send_metrics, send_spans
@@ -148,6 +148,32 @@ def test_data_stays_queued_while_the_broker_is_down_and_arrives_when_it_returns(
                 for ss in rs.scope_spans for span in ss.spans]
     assert set(received) == sent
     assert edge.metric("otelcol_exporter_sent_spans", exporter="kafka") == 1000
+
+
+def test_a_broker_stalled_past_the_timeout_gets_every_span_soon_after_it_answers_again(agents, kafka, tmp_path):
+    # a broker frozen on a loaded host leaves produce requests unanswered past the exporter's timeout; the
+    # edge retries them, and the broker may append the first copy too when it wakes up (at least once)
+    kafka.create_topic("otlp_spans", 2)
+    edge = _edge(agents, tmp_path, kafka, timeout="1s")
+    first = send_spans("grpc", edge.grpc_port, 100, batch=100)
+    wait_for_spans(kafka, first, edge, timeout=30)  # the producer is connected
+
+    kafka.pause()
+    try:
+        sent = send_spans("grpc", edge.grpc_port, 2000, batch=100)  # durable in the edge's queue
+        wait_until(lambda: edge.metric("edgeagent_upstream_online", exporter="kafka") == 0, timeout=30,
+                   message="sends timing out while the broker is frozen: the exporter offline")
+        time.sleep(1.0)  # the offline link probing with its backoff
+    finally:
+        kafka.resume()
+    resumed = time.monotonic()
+    found = wait_for_spans(kafka, first | sent, edge, timeout=30)
+    took = time.monotonic() - resumed
+    assert took < 10, f"the edge took {took:.1f}s to deliver once the broker answered again"
+    wait_until(lambda: edge.metric("edgeagent_queue_items", exporter="kafka", data_type="traces") == 0, timeout=10,
+               message="the edge's queue empty")
+    assert edge.metric("otelcol_exporter_sent_spans", exporter="kafka") == 2100
+    assert set(found) == first | sent  # nothing else: a span is at most in a message sent twice
 
 
 def test_hub_killed_while_consuming_commits_only_durable_offsets(agents, upstream, kafka, tmp_path):
