@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import shutil
 import signal
@@ -200,7 +201,11 @@ class Broker:
         return _run(read())
 
     def all_records(self, topic: str, timeout: float = 30.0) -> list:
-        """Every record the topic holds now: each partition read from its start to its end offset."""
+        """Every record the topic holds now: each partition read from its start through its last record batch.
+
+        Not up to the end offsets alone: tansu reports a partition's end offset as the base offset of its
+        last record batch plus one, short of the batch's other records (a producer that had two messages
+        for a partition at once sent them in one batch)."""
         from aiokafka import AIOKafkaConsumer
         from aiokafka.structs import TopicPartition
 
@@ -220,8 +225,7 @@ class Broker:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"{topic}: read {len(out)} of {sum(ends.values())} records in {timeout}s")
                     for records in (await consumer.getmany(*partitions, timeout_ms=500)).values():
-                        out.extend(record for record in records
-                                   if record.offset < ends[TopicPartition(record.topic, record.partition)])
+                        out.extend(records)
                 return out
             finally:
                 await consumer.stop()
@@ -229,15 +233,22 @@ class Broker:
         return _run(read())
 
     def span_ids(self, topic: str = "otlp_spans") -> collections.Counter[bytes]:
-        """How many times each span id is in the topic's messages (otlp_proto values)."""
+        """How many times each span id is in the topic's messages (otlp_proto or otlp_json values)."""
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-        return collections.Counter(span.span_id for record in self.all_records(topic)
-                                   for rs in ExportTraceServiceRequest.FromString(record.value).resource_spans
-                                   for ss in rs.scope_spans for span in ss.spans)
+        found: collections.Counter[bytes] = collections.Counter()
+        for record in self.all_records(topic):
+            if record.value.startswith(b"{"):  # otlp_json: ids in hex
+                found.update(bytes.fromhex(span["spanId"]) for rs in json.loads(record.value)["resourceSpans"]
+                             for ss in rs.get("scopeSpans", []) for span in ss.get("spans", []))
+            else:
+                found.update(span.span_id for rs in ExportTraceServiceRequest.FromString(record.value).resource_spans
+                             for ss in rs.scope_spans for span in ss.spans)
+        return found
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        """Each partition's high watermark."""
+        """Each partition's high watermark, as tansu reports it: one past the base offset of the last
+        record batch, which counts the messages only while every batch holds one (see all_records)."""
         from aiokafka import AIOKafkaConsumer
         from aiokafka.structs import TopicPartition
 
