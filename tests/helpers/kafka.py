@@ -274,27 +274,37 @@ def wait_for_spans(kafka: Broker, sent: set[bytes], writer: AgentProcess, timeou
     the exporter's `timeout`) is sent again while the broker may still append the first one, so a
     span can be in two messages and the number of messages is not the number of requests sent.
     On timeout the error says what is missing and what `writer`, the agent producing, reports."""
+    from aiokafka.errors import KafkaError
+
     found: collections.Counter[bytes] = collections.Counter()
+    failure = ""
 
     def arrived() -> bool:
-        nonlocal found
-        found = kafka.span_ids(topic)
+        nonlocal found, failure
+        try:  # the reading client fails too while the broker is stalled
+            found = kafka.span_ids(topic)
+        except (KafkaError, OSError) as exc:
+            failure = f"; reading the topic last failed with {exc!r}"
+            return False
         return sent <= found.keys()
 
     try:
         wait_until(arrived, timeout=timeout, interval=0.25, message=f"every span in Kafka's {topic}")
     except AssertionError as exc:
         duplicated = sum(count - 1 for count in found.values())
-        raise AssertionError(f"{exc}: {len(sent - found.keys())} of {len(sent)} missing, {duplicated} duplicated; "
-                             f"end offsets {kafka.end_offsets(topic)}\n{agent_report(writer)}") from None
+        raise AssertionError(f"{exc}: {len(sent - found.keys())} of {len(sent)} missing, {duplicated} duplicated"
+                             f"{failure}\n{agent_report(writer)}") from None
     return found
 
 
 def agent_report(agent: AgentProcess) -> str:
     """What an agent says about its receivers, queues and exporters (self-metrics), and its log's tail."""
     words = ("receiver", "exporter", "queue", "upstream")
-    metrics = sorted(f"{key} {value:g}" for key, value in agent.metrics().items()
-                     if any(word in key for word in words) and "_bucket{" not in key)
+    try:
+        metrics = sorted(f"{key} {value:g}" for key, value in agent.metrics().items()
+                         if any(word in key for word in words) and "_bucket{" not in key)
+    except OSError as exc:  # the agent is gone or not answering
+        metrics = [f"no self-metrics: {exc!r}"]
     return "\n".join(metrics) + "\n--- log ---\n" + agent.log()
 
 
