@@ -8,6 +8,8 @@ created through the client's admin API with the partition count a test asks for.
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import os
 import shutil
 import signal
@@ -18,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers.net import free_port
+from tests.helpers.agent import AgentProcess
+from tests.helpers.net import free_port, wait_until
 
 TESTDATA = Path(__file__).resolve().parents[1] / "testdata" / "kafka"
 
@@ -113,6 +116,16 @@ class Broker:
         if hasattr(self, "_log") and not self._log.closed:
             self._log.close()
 
+    def pause(self) -> None:
+        """Freeze the broker (SIGSTOP by PID): connections stay open and requests go unanswered, as from
+        a broker stalled on a loaded host. `resume()` lets it answer them."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
     def restart(self, wait: float = 20.0) -> Broker:
         """Kill and start again on the same port: an empty broker, as after losing its storage."""
         self.kill()
@@ -187,8 +200,55 @@ class Broker:
 
         return _run(read())
 
+    def all_records(self, topic: str, timeout: float = 30.0) -> list:
+        """Every record the topic holds now: each partition read from its start through its last record batch.
+
+        Not up to the end offsets alone: tansu reports a partition's end offset as the base offset of its
+        last record batch plus one, short of the batch's other records (a producer that had two messages
+        for a partition at once sent them in one batch)."""
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.structs import TopicPartition
+
+        count = self.partitions(topic)
+
+        async def read():
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+            await consumer.start()
+            try:
+                partitions = [TopicPartition(topic, p) for p in range(count)]
+                consumer.assign(partitions)
+                ends = await consumer.end_offsets(partitions)
+                await consumer.seek_to_beginning(*partitions)
+                out: list = []
+                deadline = time.monotonic() + timeout
+                while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{topic}: read {len(out)} of {sum(ends.values())} records in {timeout}s")
+                    for records in (await consumer.getmany(*partitions, timeout_ms=500)).values():
+                        out.extend(records)
+                return out
+            finally:
+                await consumer.stop()
+
+        return _run(read())
+
+    def span_ids(self, topic: str = "otlp_spans") -> collections.Counter[bytes]:
+        """How many times each span id is in the topic's messages (otlp_proto or otlp_json values)."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        found: collections.Counter[bytes] = collections.Counter()
+        for record in self.all_records(topic):
+            if record.value.startswith(b"{"):  # otlp_json: ids in hex
+                found.update(bytes.fromhex(span["spanId"]) for rs in json.loads(record.value)["resourceSpans"]
+                             for ss in rs.get("scopeSpans", []) for span in ss.get("spans", []))
+            else:
+                found.update(span.span_id for rs in ExportTraceServiceRequest.FromString(record.value).resource_spans
+                             for ss in rs.scope_spans for span in ss.spans)
+        return found
+
     def end_offsets(self, topic: str) -> dict[int, int]:
-        """Each partition's high watermark."""
+        """Each partition's high watermark, as tansu reports it: one past the base offset of the last
+        record batch, which counts the messages only while every batch holds one (see all_records)."""
         from aiokafka import AIOKafkaConsumer
         from aiokafka.structs import TopicPartition
 
@@ -204,6 +264,48 @@ class Broker:
                 await consumer.stop()
 
         return _run(read())
+
+
+def wait_for_spans(kafka: Broker, sent: set[bytes], writer: AgentProcess, timeout: float,
+                   topic: str = "otlp_spans") -> collections.Counter[bytes]:
+    """Until every span of `sent` is in `topic`; returns how many times each span id is there.
+
+    Delivery to Kafka is at least once: a produce that timed out (a broker or an agent stalled past
+    the exporter's `timeout`) is sent again while the broker may still append the first one, so a
+    span can be in two messages and the number of messages is not the number of requests sent.
+    On timeout the error says what is missing and what `writer`, the agent producing, reports."""
+    from aiokafka.errors import KafkaError
+
+    found: collections.Counter[bytes] = collections.Counter()
+    failure = ""
+
+    def arrived() -> bool:
+        nonlocal found, failure
+        try:  # the reading client fails too while the broker is stalled
+            found = kafka.span_ids(topic)
+        except (KafkaError, OSError) as exc:
+            failure = f"; reading the topic last failed with {exc!r}"
+            return False
+        return sent <= found.keys()
+
+    try:
+        wait_until(arrived, timeout=timeout, interval=0.25, message=f"every span in Kafka's {topic}")
+    except AssertionError as exc:
+        duplicated = sum(count - 1 for count in found.values())
+        raise AssertionError(f"{exc}: {len(sent - found.keys())} of {len(sent)} missing, {duplicated} duplicated"
+                             f"{failure}\n{agent_report(writer)}") from None
+    return found
+
+
+def agent_report(agent: AgentProcess) -> str:
+    """What an agent says about its receivers, queues and exporters (self-metrics), and its log's tail."""
+    words = ("receiver", "exporter", "queue", "upstream")
+    try:
+        metrics = sorted(f"{key} {value:g}" for key, value in agent.metrics().items()
+                         if any(word in key for word in words) and "_bucket{" not in key)
+    except OSError as exc:  # the agent is gone or not answering
+        metrics = [f"no self-metrics: {exc!r}"]
+    return "\n".join(metrics) + "\n--- log ---\n" + agent.log()
 
 
 def _run(coroutine):

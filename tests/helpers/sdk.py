@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 
 def _exporters(kind: str, transport: str, port: int, **options):
@@ -29,12 +30,18 @@ def _exporters(kind: str, transport: str, port: int, **options):
     return Exporter(endpoint=f"{scheme}://127.0.0.1:{port}/v1/{kind}", **options)
 
 
-def send_spans(transport: str, port: int, count: int, service: str = "e2e", batch: int = 512, **options) -> set[bytes]:
-    """Send `count` spans; returns their span ids (8 bytes each) as the upstream will see them."""
+def send_spans(transport: str, port: int, count: int, service: str = "e2e", batch: int = 512,
+               must_deliver: bool = False, **options) -> set[bytes]:
+    """Send `count` spans; returns their span ids (8 bytes each) as the upstream will see them.
+
+    The SDK drops a batch it could not export (after its retries, within its 10 s deadline) and its
+    force_flush still says True; `must_deliver` makes that an error here, where the spans were lost."""
+    exporter = _exporters("traces", transport, port, **options)
+    if must_deliver:
+        exporter = _Delivering(exporter)
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(BatchSpanProcessor(_exporters("traces", transport, port, **options),
-                                                   max_queue_size=max(count, batch) + 1, max_export_batch_size=batch,
-                                                   schedule_delay_millis=100))
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=max(count, batch) + 1,
+                                                   max_export_batch_size=batch, schedule_delay_millis=100))
     tracer = provider.get_tracer("edgeagent.tests")
     ids = set()
     for index in range(count):
@@ -42,7 +49,29 @@ def send_spans(transport: str, port: int, count: int, service: str = "e2e", batc
             ids.add(span.get_span_context().span_id.to_bytes(8, "big"))
     assert provider.force_flush(60_000), "the SDK could not flush its spans"
     provider.shutdown()
+    if must_deliver:
+        assert not exporter.failed, f"the SDK gave up on {len(exporter.failed)} exports ({sum(exporter.failed)} spans)"
     return ids
+
+
+class _Delivering(SpanExporter):
+    """A span exporter that remembers the size of every batch the wrapped one failed to export."""
+
+    def __init__(self, inner: SpanExporter):
+        self.inner = inner
+        self.failed: list[int] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.inner.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            self.failed.append(len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self.inner.force_flush(timeout_millis)
 
 
 def send_metrics(transport: str, port: int, points: int = 3, service: str = "e2e") -> None:
