@@ -91,8 +91,13 @@ class StageStore(Protocol):
 
     def table(self, name: str) -> Any: ...
 
-    def scan(self, table: Any) -> Iterator[StoredRecord | Corrupt]:
-        """Every record of the table, headers only, in key order (read it in a worker thread)."""
+    def scan(self, table: Any, bodies: bool = False) -> Iterator[StoredRecord | Corrupt]:
+        """Every record of the table, headers only (with `bodies`, requests too), in key order
+        (read it in a worker thread)."""
+        ...
+
+    def read_records(self, table: Any, keys: list[bytes]) -> tuple[dict[bytes, StoredRecord], list[Corrupt]]:
+        """The records with these keys that exist, with their requests (read it in a worker thread)."""
         ...
 
     def read_prefixes(self, table: Any, prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]],
