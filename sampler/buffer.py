@@ -182,10 +182,12 @@ class DecisionCache:
         self._error_rate = error_rate
         self._current = _Bloom(self._dropped_size, error_rate) if dropped_size else None
         self._previous: _Bloom | None = None
+        self.version = 0  # counts `record` calls: while it stays, no lookup's answer changes
 
     def record(self, trace_id: bytes, kept: bool) -> None:
         """The latest decision for a trace id replaces an earlier one (a kept id is looked up first,
         so a drop after a keep takes it out of the LRU)."""
+        self.version += 1
         if kept:
             if self.kept_size:
                 self.kept[trace_id] = None

@@ -323,6 +323,7 @@ class SamplingStage:
                 kept.append(part)
                 kept_items += items
         export = self._export_late(kept, kept_items) if kept else None
+        decisions_seen = self.cache.version
         key = self._next_key() if pending else b""
         body = b"".join(part for _, part, _, _ in pending)  # the parts in one record: one put, one delete
         spans = sum(items for _, _, items, _ in pending)
@@ -339,17 +340,21 @@ class SamplingStage:
         await self._running_store().atomic(commit)
         if pending:
             self.index.add(key, batch_key, [(trace_id, len(part), items) for trace_id, part, items, _ in pending])
+        decided_since = self.cache.version != decisions_seen  # else no lookup can answer otherwise than routing's
+        new_traces = 0
         for trace_id, part, items, root in pending:
             if trace_id in self._deciding:  # its move may have been committed before this record
                 self._late_records.add(trace_id)
                 continue
-            known = self.cache.lookup(trace_id) if trace_id not in self.buffer else None
+            buffered = trace_id in self.buffer
+            known = self.cache.lookup(trace_id) if decided_since and not buffered else None
             if known is not None:  # decided while this commit was under way
                 self._unsettled[trace_id] = known
                 continue
-            if trace_id not in self.buffer:
-                self._count("otelcol_processor_tail_sampling_new_trace_id_received", 1)
+            new_traces += not buffered
             self.buffer.add(trace_id, items, len(part), root, now)
+        if new_traces:
+            self._count("otelcol_processor_tail_sampling_new_trace_id_received", new_traces)
         self._enforce_limits([trace_id for trace_id, *_ in pending])
 
     async def _wait_for_room(self) -> None:
