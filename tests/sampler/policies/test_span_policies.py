@@ -180,3 +180,11 @@ def test_status_code_rules_out_a_trace_without_the_code_without_parsing_it():
     lazy, parsed = _lazy(_request_with_status(b"\x18\x01"))
     assert decisions("{name: p, type: status_code, status_code: {status_codes: [ERROR]}}", {"t": lazy}) == {"t": "N"}
     assert parsed == []
+
+
+def test_latency_reads_an_unset_start_as_otelcol_does_not_as_the_earliest():
+    """A span whose start is 0 (unset) makes the next start the earliest, so a trace whose
+    other spans last 100 ms is not 'as long as the epoch'."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+    unset_first = spans_trace(Span(name="unset"), span(start_ms=0, end_ms=100))
+    check("{name: p, type: latency, latency: {threshold_ms: 5000}}", {"unset_first": unset_first}, "N")
