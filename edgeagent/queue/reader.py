@@ -425,32 +425,6 @@ def read_records(store: QueueHome, table: Table, keys: list[bytes]) -> tuple[dic
     return out, corrupt
 
 
-def read_prefixes(store: QueueHome, table: Table,
-                  prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]], list[Corrupt]]:
-    """The records whose key starts with each prefix, with their requests."""
-    out: dict[bytes, list[StoredRecord]] = {}
-    corrupt: list[Corrupt] = []
-    decompressor = zstandard.ZstdDecompressor()
-    with store.reading(table.db) as txn:
-        cursor = txn.cursor()
-        for prefix in prefixes:
-            if not cursor.set_range(prefix):
-                continue
-            for stored_key, value in cursor:
-                key = bytes(stored_key)
-                if key[:len(prefix)] != prefix:
-                    break
-                try:
-                    header = record.decode_header(value)
-                    body = record.decode_body(value, header, decompressor)
-                except CorruptRecordError as exc:
-                    corrupt.append(Corrupt(key, str(exc)))
-                    continue
-                out.setdefault(prefix, []).append(StoredRecord(key, header.items, len(value), header.enqueued_ms,
-                                                               header.batch_key, body))
-    return out, corrupt
-
-
 def _scan_totals(txn: Any, db: Any) -> tuple[int, int]:
     items = size = 0
     for _, value in txn.cursor(db=db):

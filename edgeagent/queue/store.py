@@ -333,9 +333,6 @@ class QueueStore:
     def read_records(self, table: Table, keys: list[bytes]) -> tuple[dict[bytes, StoredRecord], list[Corrupt]]:
         return reader.read_records(self, table, keys)
 
-    def read_prefixes(self, table: Table, prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]],
-                                                                          list[Corrupt]]:
-        return reader.read_prefixes(self, table, prefixes)
 
     # ---- writes ----------------------------------------------------------------------------
 

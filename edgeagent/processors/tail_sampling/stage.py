@@ -6,44 +6,55 @@ Invariants
 * A client's spans are acknowledged only once each is durable somewhere: in the raw-traces
   sub-database (its trace is pending), in the export queues (its trace was already kept), or
   counted as dropped (its trace was already dropped).
-* A trace's raw records leave the raw-traces sub-database only in the LMDB transaction that
-  appends its kept spans to the export queues (or that just deletes them, when it is dropped).
-  A kill -9 at any moment leaves every span pending or exported: never both, never neither.
+* A trace's spans leave the raw-traces sub-database only in the LMDB transaction that appends
+  its kept spans to the export queues (or that just removes them, when it is dropped). A kill -9
+  at any moment leaves every span pending or exported: never both, never neither.
 
 Key layout: sub-database `raw:<processor id>` in the store of the pipeline's export queues;
-key = trace id (16 bytes) + sequence (8 bytes, big-endian), so a trace's records are adjacent;
-value = a queue record (edgeagent.queue.record: item count, enqueue time, batch key; body not
-compressed: it is read once, seconds later) holding an ExportTraceServiceRequest with only that
-trace's spans, resource and scope intact.
+one record per received request: key = sequence (8 bytes, big-endian); value = a queue record
+(edgeagent.queue.record: item count, enqueue time, batch key; body not compressed: it is read
+once, seconds later) holding the request's spans of pending traces cut by trace (sampler.split)
+and concatenated: each part an ExportTraceServiceRequest of one trace's spans, resource and
+scope intact, so the whole is one too. A move deletes a record whose traces are all decided, and
+rewrites one that still holds pending parts with just those, in the same transaction
+(records.py: why one record per request, and the index). Records of earlier releases (one per
+trace part, key = trace id + sequence) are read the same way.
 
-Memory holds metadata only (sampler.buffer): a buffered span costs no memory, and a restart
-loses nothing. On start the raw sub-database is scanned and every trace in it is pending again,
-its first-seen time taken from its oldest record, so traces whose decision_wait passed while
-the agent was down are decided at once. Decision caches live in memory: after a restart a late
-span of a trace decided before it starts a new trace, as in otelcol.
+Memory holds metadata only (sampler.buffer, records.RecordIndex: each record's parts as trace
+id, length and span count): a buffered span costs tens of bytes, and a restart loses nothing.
+On start every record is read and cut again, and every trace in them is pending again, its
+first-seen time taken from its oldest record, so traces whose decision_wait passed while the
+agent was down are decided at once (a record rewritten by a move carries the time of that
+move). Decision caches live in memory: after a restart a late span of a trace decided before
+it starts a new trace, as in otelcol.
 
 With `shared_state` (hub replicas, sampler.cluster), decisions are also kept in Redis: ingest asks
 it once per request about the traces this replica neither buffers nor remembers, before routing;
 deciding follows a decision another replica made first, and publishes its own.
 
 Races, all on one event loop and one writer thread (FIFO):
-* A trace is marked decided (cache) before its records are read for evaluation; spans that
-  arrive later go straight to export or are dropped. Records whose commit was already under way
-  are found by the move itself (`extras`) and settled in a second round.
-* A move that cannot be committed (export queues full with `block`) keeps the raw records; the
-  decision is retried on the next tick.
-* A raw record that does not decode (or whose request does not parse) is quarantined by its
-  trace's move: moved to the dead-letter store with reason `corrupt`, logged once with its key.
-  The stage reaches its table only through the queue's API (edgeagent.queue.api).
+* A record is indexed once its commit returned, so a move never sees half of one. While a trace
+  is being decided (read, evaluated, moved), its new spans go to a new record and that trace is
+  settled again by the next round; once decided (cache), its later spans go straight to export
+  or are dropped.
+* A move that cannot be committed (export queues full with `block`) keeps the records and the
+  index as they were; the decision is retried on the next tick.
+* A record that does not decode is quarantined whole by the next move: moved to the dead-letter
+  store with reason `corrupt`, logged once with its key, its parts gone from the index. A part
+  that does not parse (found when a policy or keeping its trace parses it) is quarantined on its
+  own, under key record key + trace id, and never sent. The stage reaches its table only through
+  the queue's API (edgeagent.queue.api).
 
 Processors listed after tail_sampling run on kept traces before they are queued for export
 (request metadata is not kept in the buffer; the batch key of metadata_keys is).
 
-Cost per span (bench/tail_sampling_vs_otelcol.py): a record is cut out of the received bytes
-(sampler.split), not rebuilt as a message; without later processors or span compression a
-kept trace's records, concatenated, are its export body, never re-serialized. Deciding runs in
-rounds of many traces (one read, one move transaction each) and rounds follow each other while
-traces are due, so decisions keep up with ingest.
+Cost per span (bench/tail_sampling_vs_otelcol.py): parts are cut out of the received bytes
+(sampler.split), not rebuilt as messages; one put per request and one delete per request
+decided; without later processors or span compression a kept trace's parts, concatenated, are
+its export body, never re-serialized. A trace is parsed only when a policy reads its spans or
+it is kept (sampler.trace). Deciding runs in rounds of many traces (one read, one move
+transaction each) and rounds follow each other while traces are due, so decisions keep up
+with ingest.
 """
 
 from __future__ import annotations
