@@ -264,7 +264,8 @@ class SamplingStage:
     def _scan(self) -> tuple[dict[bytes, tuple[int, int, int]], dict[bytes, str], dict[bytes, _Rewrite]]:
         """Rebuild the index from the buffer records: (trace id: spans, bytes, first enqueue time
         in ms), the records that do not decode, and the records to store again as cut now (a
-        record of an earlier release, or one whose parts come out otherwise)."""
+        record of an earlier release, or one whose parts come out otherwise). Runs in a worker
+        thread during start(), before anything else touches the index (receivers start later)."""
         found: dict[bytes, tuple[int, int, int]] = {}
         corrupt: dict[bytes, str] = {}
         rewrites: dict[bytes, _Rewrite] = {}
