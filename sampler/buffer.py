@@ -62,6 +62,8 @@ class TraceBuffer:
         self._heap: list[tuple[float, int, bytes]] = []
         self._fifo: collections.deque[tuple[float, int, bytes]] = collections.deque()
         self._order = itertools.count()
+        # decision_wait alone: a new trace's deadline is its first-seen time plus the wait
+        self._wait_only = not timing.inactivity and not timing.after_root
 
     def __len__(self) -> int:
         return len(self.traces)
@@ -72,7 +74,13 @@ class TraceBuffer:
     def add(self, trace_id: bytes, spans: int, size: int, root: bool, now: float, first: float | None = None) -> None:
         trace = self.traces.get(trace_id)
         if trace is None:
-            trace = self.traces[trace_id] = Pending(now if first is None else first, now)
+            seen = now if first is None else first
+            if self._wait_only:  # the common case, without the general deadline's branches
+                self.traces[trace_id] = Pending(seen, now, spans, size, now if root else None)
+                self._push((seen + self.timing.decision_wait, next(self._order), trace_id))
+                self.spans += spans
+                return
+            trace = self.traces[trace_id] = Pending(seen, now)
             self._push((self.timing.deadline(trace), next(self._order), trace_id))
         trace.last = now
         trace.spans += spans
