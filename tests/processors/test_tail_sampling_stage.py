@@ -224,3 +224,31 @@ def test_buffer_records_of_the_earlier_layout_are_decided_after_an_upgrade(tmp_p
 
     spans = asyncio.run(scenario())
     assert [span_trace for span_trace, _ in spans] == [trace_id] * 3
+
+
+def test_a_trace_whose_root_span_came_is_decided_after_decision_wait_after_root_received(tmp_path):
+    """Ingest reads whether a part holds a root span only when this setting asks for it."""
+    async def scenario() -> tuple[int, int]:
+        clock = Clock()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({
+            "decision_wait": "30s", "decision_wait_after_root_received": "2s", "num_traces": 1000, "policies": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]})
+        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        with_root = ExportTraceServiceRequest.FromString(_traces_request([b"\x04" * 16], spans=2))
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, with_root.SerializeToString()))  # no parents: roots
+        without = ExportTraceServiceRequest.FromString(_traces_request([b"\x05" * 16], spans=2))
+        for span in without.resource_spans[0].scope_spans[0].spans:
+            span.parent_span_id = b"\x09" * 8
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, without.SerializeToString()))
+        clock.now += 3
+        decided = await stage.decide_due()
+        left = len(stage.buffer)
+        await store.close()
+        return decided, left
+
+    assert asyncio.run(scenario()) == (1, 1)

@@ -304,7 +304,9 @@ class SamplingStage:
         if self.config.block_on_overflow and len(self.buffer) >= self.config.num_traces:
             await self._wait_for_room()
         message = payload.view()
-        parts = split_serialized(payload.serialized(), message)
+        # whether a part holds a root span matters only to decision_wait_after_root_received
+        roots = bool(self.config.decision_wait_after_root_received)
+        parts = split_serialized(payload.serialized(), message, roots=roots)
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             remote = await self._shared_lookup(parts)
