@@ -26,16 +26,19 @@ def split_by_trace(request: ExportTraceServiceRequest) -> Iterator[tuple[bytes, 
         yield trace_id, request if len(by_trace) == 1 else TRACES.assemble(request, runs), count, root
 
 
-def split_serialized(raw: bytes, request: ExportTraceServiceRequest) -> list[tuple[bytes, bytes, int, bool]]:
+def split_serialized(raw: bytes, request: ExportTraceServiceRequest,
+                     roots: bool = True) -> list[tuple[bytes, bytes, int, bool]]:
     """As split_by_trace, each part serialized: cut out of `raw` (the serialized `request`) at the
     byte level, so no span is copied into a new message. Spans of a trace that follow each other
     in a scope (as SDKs write them) are one slice. A request of one trace is `raw` itself.
 
     The parsed request gives each span's trace id and parent; the bytes give where each span
     starts and ends. Falls back to the message path when the two disagree (bytes that protobuf
-    accepts but this walk does not)."""
+    accepts but this walk does not). `roots=False`: the caller does not ask whether a part holds
+    a root span (parts may then say False although they hold one), which saves reading each
+    span's parent."""
     try:
-        places = _places(raw, request)
+        places = _places(raw, request, roots)
     except WireError:
         places = None
     if places is None:
@@ -72,7 +75,7 @@ ByTrace = dict[bytes, tuple[list[Run], int, bool]]  # trace id: its runs, span c
 Places = tuple[ByTrace, list[tuple[bytes, list[bytes]]]]
 
 
-def _places(raw: bytes, request: ExportTraceServiceRequest) -> Places | None:
+def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True) -> Places | None:
     """For each trace id: its runs (group index, scope index, byte range of consecutive spans),
     span count and whether it has a root span; and for each group its fields other than scopes
     (resource, schema URL) and for each scope its fields other than spans, as bytes."""
@@ -99,7 +102,7 @@ def _places(raw: bytes, request: ExportTraceServiceRequest) -> Places | None:
             if len(starts) != len(spans):
                 return None
             scope_headers.append(b"".join(scope_header))
-            _runs(by_trace, g, s, spans, starts)
+            _runs(by_trace, g, s, spans, starts, roots)
         headers.append((b"".join(group_header), scope_headers))
     if g + 1 != len(groups):
         return None
@@ -138,11 +141,12 @@ def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], li
     return header, ranges
 
 
-def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list[tuple[int, int]]) -> None:
+def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list[tuple[int, int]],
+          with_roots: bool = True) -> None:
     """Add one scope's spans to by_trace, consecutive spans of a trace as one byte range."""
     current, first = None, 0
     ids = [span.trace_id for span in spans]
-    roots = [not span.parent_span_id for span in spans]
+    roots = [not span.parent_span_id for span in spans] if with_roots else [False] * len(ids)
     for index in range(len(ids) + 1):
         trace_id = ids[index] if index < len(ids) else None
         if trace_id == current:

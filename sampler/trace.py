@@ -2,19 +2,26 @@
 
 Spans are kept as otelcol keeps them: in `ResourceSpans` batches (resource and scope intact),
 each holding only spans of this trace, so a kept trace is forwarded exactly as it arrived.
+
+A trace may also be built from the serialized requests its spans came in (`raw`) and a
+`parse` function, without batches: the batches are then parsed the first time something asks
+for them. Policies that can answer from the bytes or from trace-level facts (trace id, span
+count) never pay for parsing; most traces are dropped, so most are never parsed.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 
 from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from otel.shape import TRACES
+
+# the resource groups of one serialized request in `Trace.raw` ([] when it does not parse)
+Parse = Callable[[bytes], list[ResourceSpans]]
 
 
 class Decision(enum.Enum):
@@ -29,19 +36,52 @@ class Decision(enum.Enum):
     ERROR = "error"
 
 
-@dataclass
 class Trace:
-    trace_id: bytes
-    batches: list[ResourceSpans] = field(default_factory=list)
-    span_count: int = 0
-    size_bytes: int = 0  # serialized size of the spans received, for bytes_limiting
-    first_seen: float = 0.0  # clock time of the first span
-    root_seen: bool = False
-    decision: Decision = Decision.PENDING
-    # the serialized requests the spans came in, when the caller has them: a policy may rule a
-    # trace out by a byte search before it walks the spans
-    raw: list[bytes] = field(default_factory=list)
+    """A trace's spans and what is known of it.
+
+    `raw`: the serialized requests the spans came in, when the caller has them: a policy may
+    rule a trace out by a byte search before it walks the spans. With `parse`, `batches` is
+    left empty until first read, then parsed from `raw` (and kept)."""
+
+    __slots__ = ("trace_id", "_batches", "span_count", "size_bytes", "first_seen", "root_seen", "decision", "raw",
+                 "_parse")
+
+    def __init__(self, trace_id: bytes, batches: list[ResourceSpans] | None = None, span_count: int = 0,
+                 size_bytes: int = 0, first_seen: float = 0.0, root_seen: bool = False,
+                 decision: Decision = Decision.PENDING, raw: list[bytes] | None = None,
+                 parse: Parse | None = None):
+        self.trace_id = trace_id
+        self._batches = batches if batches is not None else ([] if parse is None else None)
+        self.span_count = span_count
+        self.size_bytes = size_bytes  # serialized size of the spans received, for bytes_limiting
+        self.first_seen = first_seen  # clock time of the first span
+        self.root_seen = root_seen
+        self.decision = decision
+        self.raw = raw if raw is not None else []
+        self._parse = parse
+
+    @property
+    def batches(self) -> list[ResourceSpans]:
+        """The trace's `ResourceSpans`, in arrival order (parsed from `raw` on first read)."""
+        batches = self._batches
+        if batches is None:
+            parse = self._parse
+            assert parse is not None
+            batches = self._batches = [batch for body in self.raw for batch in parse(body)]
+        return batches
+
+    @batches.setter
+    def batches(self, batches: list[ResourceSpans]) -> None:
+        self._batches = batches
+
+    @property
+    def parsed(self) -> bool:
+        """Whether the batches are at hand (given, or parsed already)."""
+        return self._batches is not None
 
     def spans(self) -> Iterator[tuple[Resource, InstrumentationScope, Span]]:
         """(resource, scope, span) for every span, in arrival order."""
         return TRACES.walk_groups(self.batches)
+
+    def __repr__(self) -> str:
+        return f"Trace({self.trace_id.hex()}, spans={self.span_count}, parsed={self.parsed})"

@@ -345,17 +345,6 @@ class TxnWriter:
         self._ctx.txn.put(key, value, db=table.db)
         self._ctx.state.pages += cost
 
-    def keys(self, table: StoreTable, prefix: bytes) -> list[bytes]:
-        """Keys of the table that start with `prefix`, in order."""
-        cursor = self._ctx.txn.cursor(db=table.db)
-        found: list[bytes] = []
-        if cursor.set_range(prefix):
-            for key in cursor.iternext(keys=True, values=False):
-                if key[:len(prefix)] != prefix:
-                    break
-                found.append(bytes(key))
-        return found
-
     def delete(self, table: StoreTable, key: bytes) -> bytes | None:
         value = self._ctx.txn.pop(key, db=table.db)
         if value is not None:

@@ -458,44 +458,41 @@ def read_batch(store: QueueHome, db: Any, start: int | None, skip: frozenset[int
     return found
 
 
-def scan_table(store: QueueHome, table: Table) -> Iterator[StoredRecord | Corrupt]:
-    """Every record of a table, headers only, in key order, from one read snapshot that stays
-    open until the caller has read the last one (so a large table is never held in memory)."""
+def scan_table(store: QueueHome, table: Table, bodies: bool = False) -> Iterator[StoredRecord | Corrupt]:
+    """Every record of a table, headers only (or with `bodies`, their requests too), in key
+    order, from one read snapshot that stays open until the caller has read the last one (so
+    a large table is never held in memory)."""
     if table.db is None:
         return
+    decompressor = zstandard.ZstdDecompressor()
     with store.reading(table.db) as txn:
         for key, value in txn.cursor():
             try:
                 header = record.decode_header(value)
+                body = record.decode_body(value, header, decompressor) if bodies else b""
             except CorruptRecordError as exc:
                 yield Corrupt(bytes(key), str(exc))
                 continue
-            yield StoredRecord(bytes(key), header.items, len(value), header.enqueued_ms, header.batch_key)
+            yield StoredRecord(bytes(key), header.items, len(value), header.enqueued_ms, header.batch_key, body)
 
 
-def read_prefixes(store: QueueHome, table: Table,
-                  prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]], list[Corrupt]]:
-    """The records whose key starts with each prefix, with their requests."""
-    out: dict[bytes, list[StoredRecord]] = {}
+def read_records(store: QueueHome, table: Table, keys: list[bytes]) -> tuple[dict[bytes, StoredRecord], list[Corrupt]]:
+    """The records with these keys (those that exist), with their requests."""
+    out: dict[bytes, StoredRecord] = {}
     corrupt: list[Corrupt] = []
     decompressor = zstandard.ZstdDecompressor()
     with store.reading(table.db) as txn:
-        cursor = txn.cursor()
-        for prefix in prefixes:
-            if not cursor.set_range(prefix):
+        for key in keys:
+            value = txn.get(key)
+            if value is None:
                 continue
-            for stored_key, value in cursor:
-                key = bytes(stored_key)
-                if key[:len(prefix)] != prefix:
-                    break
-                try:
-                    header = record.decode_header(value)
-                    body = record.decode_body(value, header, decompressor)
-                except CorruptRecordError as exc:
-                    corrupt.append(Corrupt(key, str(exc)))
-                    continue
-                out.setdefault(prefix, []).append(StoredRecord(key, header.items, len(value), header.enqueued_ms,
-                                                               header.batch_key, body))
+            try:
+                header = record.decode_header(value)
+                body = record.decode_body(value, header, decompressor)
+            except CorruptRecordError as exc:
+                corrupt.append(Corrupt(key, str(exc)))
+                continue
+            out[key] = StoredRecord(key, header.items, len(value), header.enqueued_ms, header.batch_key, body)
     return out, corrupt
 
 

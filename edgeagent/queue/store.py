@@ -337,12 +337,12 @@ class QueueStore:
         with self.gate.shared(), self.lmdb_env.begin(db=db, buffers=True) as txn:
             yield txn
 
-    def scan(self, table: Table) -> Iterator[StoredRecord | Corrupt]:
-        return reader.scan_table(self, table)
+    def scan(self, table: Table, bodies: bool = False) -> Iterator[StoredRecord | Corrupt]:
+        return reader.scan_table(self, table, bodies)
 
-    def read_prefixes(self, table: Table, prefixes: list[bytes]) -> tuple[dict[bytes, list[StoredRecord]],
-                                                                          list[Corrupt]]:
-        return reader.read_prefixes(self, table, prefixes)
+    def read_records(self, table: Table, keys: list[bytes]) -> tuple[dict[bytes, StoredRecord], list[Corrupt]]:
+        return reader.read_records(self, table, keys)
+
 
     # ---- writes ----------------------------------------------------------------------------
 

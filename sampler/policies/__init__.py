@@ -17,6 +17,11 @@ no decision at all and is absent from the returned decisions.
 
 Time-based policies (rate_limiting, bytes_limiting, composite) read the clock given to
 `build_policies`, so tests control time.
+
+A trace may come unparsed (Trace.raw and a parse function): policies that can answer from its
+bytes or its trace-level facts do so. A policy whose class says `reads_every_span = True`
+(latency) will parse it anyway, so `decide` parses such a trace first, and no policy spends a
+byte search on it. The attribute is optional: a policy without it changes nothing.
 """
 
 from __future__ import annotations
@@ -108,6 +113,8 @@ def decide(policies: Sequence[NamedPolicy], trace: Trace,
     """
     decisions: dict[str, Decision] = {}
     sampled = not_sampled = inverted_sampled = inverted_not_sampled = False
+    if not trace.parsed and any(getattr(named.policy, "reads_every_span", False) for named in policies):
+        trace.batches  # noqa: B018 (parsed now, so no policy before it searches the bytes in vain)
     token = start_deciding(trace)
     try:
         for named in policies:

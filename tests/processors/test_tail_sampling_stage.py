@@ -141,3 +141,114 @@ def test_processors_after_tail_sampling_see_kept_traces_and_their_late_spans(tmp
     assert len({span.trace_id for span in spans}) == 3 and len(spans) == 7  # 3 kept traces of 2, one late span
     assert any(span.span_id == b"late0000" and span.trace_id == kept_id for span in spans)
     assert all(any(kv.key == "tagged" for kv in group.resource.attributes) for group in groups)
+
+
+def _traces_request(trace_ids: list[bytes], spans: int = 2) -> bytes:
+    """Every trace with an error span (status_code keeps them all), `spans` spans each."""
+    request = ExportTraceServiceRequest()
+    group = request.resource_spans.add()
+    scope_spans = group.scope_spans.add(scope={"name": "test"}).spans
+    for trace_id in trace_ids:
+        for index in range(spans):
+            span = scope_spans.add(trace_id=trace_id, span_id=bytes([index + 1]) * 8, name=f"span-{index}")
+            span.status.code = Status.STATUS_CODE_ERROR
+    return request.SerializeToString()
+
+
+async def _exported_spans(export) -> list[tuple[bytes, bytes]]:
+    if not export.stored.entries:
+        return []
+    lease = await export.lease(1_000_000)
+    merged = ExportTraceServiceRequest()
+    for body in lease.bodies:
+        merged.MergeFromString(body)
+    await export.ack(lease)  # delivered: not handed out again after a restart
+    return sorted((span.trace_id, span.span_id) for group in merged.resource_spans
+                  for scope in group.scope_spans for span in scope.spans)
+
+
+def test_a_record_partly_decided_keeps_only_its_pending_traces_across_a_restart(tmp_path):
+    """A buffer record holds a request's parts of several traces; when one is decided before the
+    others, a crash after that move must neither lose the others nor send the decided one twice."""
+    early, first, second = b"\x01" * 16, b"\x02" * 16, b"\x03" * 16
+
+    async def scenario() -> list[tuple[bytes, bytes]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path / "q", clock, "5s")
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([early], spans=1)))
+        clock.now += 3
+        # one record: more of `early` (due in 2 s) and two traces due in 5 s
+        late_part = ExportTraceServiceRequest.FromString(_traces_request([early, first, second]))
+        late_part.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x09" * 8
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, late_part.SerializeToString()))
+        clock.now += 2.5
+        assert await stage.decide_due() == 1  # `early` only
+        before = await _exported_spans(export)
+        await store.close()  # as a kill: nothing else runs; the stage is not shut down
+
+        stage, store, export = await _stage(tmp_path / "q", clock, "5s")
+        await stage.start()
+        clock.now += 6  # restarted traces wait decision_wait from when they were stored
+        for _ in range(10):
+            if not stage.pending_traces():
+                break
+            await stage.decide_due()
+        after = await _exported_spans(export)
+        await stage.shutdown()
+        await store.close()
+        return before + after
+
+    spans = asyncio.run(scenario())
+    assert spans == sorted(set(spans))  # none twice
+    assert [trace_id for trace_id, _ in spans].count(early) == 3
+    assert {trace_id for trace_id, _ in spans} == {early, first, second} and len(spans) == 7
+
+
+def test_buffer_records_of_the_earlier_layout_are_decided_after_an_upgrade(tmp_path):
+    """Earlier releases stored one record per trace part, keyed by trace id + sequence."""
+    trace_id = b"\x07" * 16
+
+    async def scenario() -> list[tuple[bytes, bytes]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path / "q", clock, "5s")
+        old_key = trace_id + (41).to_bytes(8, "big")
+        await store.atomic(lambda writer: writer.put(stage.table, old_key, Signal.TRACES,
+                                                     _traces_request([trace_id], spans=3), 3, compress=False))
+        await stage.start()
+        clock.now += 6
+        await stage.decide_due()
+        spans = await _exported_spans(export)
+        await stage.shutdown()
+        await store.close()
+        return spans
+
+    spans = asyncio.run(scenario())
+    assert [span_trace for span_trace, _ in spans] == [trace_id] * 3
+
+
+def test_a_trace_whose_root_span_came_is_decided_after_decision_wait_after_root_received(tmp_path):
+    """Ingest reads whether a part holds a root span only when this setting asks for it."""
+    async def scenario() -> tuple[int, int]:
+        clock = Clock()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({
+            "decision_wait": "30s", "decision_wait_after_root_received": "2s", "num_traces": 1000, "policies": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]})
+        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        with_root = ExportTraceServiceRequest.FromString(_traces_request([b"\x04" * 16], spans=2))
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, with_root.SerializeToString()))  # no parents: roots
+        without = ExportTraceServiceRequest.FromString(_traces_request([b"\x05" * 16], spans=2))
+        for span in without.resource_spans[0].scope_spans[0].spans:
+            span.parent_span_id = b"\x09" * 8
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, without.SerializeToString()))
+        clock.now += 3
+        decided = await stage.decide_due()
+        left = len(stage.buffer)
+        await store.close()
+        return decided, left
+
+    assert asyncio.run(scenario()) == (1, 1)

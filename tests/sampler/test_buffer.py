@@ -19,6 +19,29 @@ def test_traces_are_due_after_decision_wait_in_first_seen_order():
     assert buffer.spans == 0 and len(buffer) == 0
 
 
+def test_traces_restarted_with_earlier_first_seen_times_are_due_in_deadline_order_among_new_ones():
+    """Deadlines in arrival order take a quicker path than out-of-order ones; due() must still
+    hand out the earliest first, whichever path a trace took."""
+    import random
+    rng = random.Random(7)
+    buffer = TraceBuffer(Timing(decision_wait=10))
+    deadlines = {}
+    for number in range(400):
+        trace_id = number.to_bytes(16, "big")
+        now = number / 10
+        first = now - rng.uniform(0, 20) if rng.random() < 0.3 else None  # a restarted trace
+        buffer.add(trace_id, 1, 10, False, now=now, first=first)
+        deadlines[trace_id] = (now if first is None else first) + 10
+    handed = []
+    for step in range(600):
+        handed.append(buffer.due(step / 10, 1000))
+    for step, trace_ids in enumerate(handed):  # each at the first step past its deadline, earliest first
+        assert [deadlines[t] for t in trace_ids] == sorted(deadlines[t] for t in trace_ids)
+        assert all(step / 10 - 0.1 < deadlines[t] <= step / 10 + 1e-9 or (step == 0 and deadlines[t] <= 0)
+                   for t in trace_ids)
+    assert sum(map(len, handed)) == 400 and len(buffer) == 0
+
+
 def test_a_root_span_brings_the_decision_forward():
     buffer = TraceBuffer(Timing(decision_wait=30, after_root=2))
     buffer.add(b"a" * 16, 1, 10, False, now=0)

@@ -6,52 +6,63 @@ Invariants
 * A client's spans are acknowledged only once each is durable somewhere: in the raw-traces
   sub-database (its trace is pending), in the export queues (its trace was already kept), or
   counted as dropped (its trace was already dropped).
-* A trace's raw records leave the raw-traces sub-database only in the LMDB transaction that
-  appends its kept spans to the export queues (or that just deletes them, when it is dropped).
-  A kill -9 at any moment leaves every span pending or exported: never both, never neither.
+* A trace's spans leave the raw-traces sub-database only in the LMDB transaction that appends
+  its kept spans to the export queues (or that just removes them, when it is dropped). A kill -9
+  at any moment leaves every span pending or exported: never both, never neither.
 
 Key layout: sub-database `raw:<processor id>` in the store of the pipeline's export queues;
-key = trace id (16 bytes) + sequence (8 bytes, big-endian), so a trace's records are adjacent;
-value = a queue record (edgeagent.queue.record: item count, enqueue time, batch key; body not
-compressed: it is read once, seconds later) holding an ExportTraceServiceRequest with only that
-trace's spans, resource and scope intact.
+one record per received request: key = sequence (8 bytes, big-endian); value = a queue record
+(edgeagent.queue.record: item count, enqueue time, batch key; body not compressed: it is read
+once, seconds later) holding the request's spans of pending traces cut by trace (sampler.split)
+and concatenated: each part an ExportTraceServiceRequest of one trace's spans, resource and
+scope intact, so the whole is one too. A move deletes a record whose traces are all decided, and
+rewrites one that still holds pending parts with just those, in the same transaction
+(records.py: why one record per request, and the index). Records of earlier releases (one per
+trace part, key = trace id + sequence) are read the same way.
 
-Memory holds metadata only (sampler.buffer): a buffered span costs no memory, and a restart
-loses nothing. On start the raw sub-database is scanned and every trace in it is pending again,
-its first-seen time taken from its oldest record, so traces whose decision_wait passed while
-the agent was down are decided at once. Decision caches live in memory: after a restart a late
-span of a trace decided before it starts a new trace, as in otelcol.
+Memory holds metadata only (sampler.buffer, records.RecordIndex: each record's parts as trace
+id, length and span count): a buffered span costs tens of bytes, and a restart loses nothing.
+On start every record is read and cut again, and every trace in them is pending again, its
+first-seen time taken from its oldest record, so traces whose decision_wait passed while the
+agent was down are decided at once (a record rewritten by a move carries the time of that
+move). Decision caches live in memory: after a restart a late span of a trace decided before
+it starts a new trace, as in otelcol.
 
 With `shared_state` (hub replicas, sampler.cluster), decisions are also kept in Redis: ingest asks
 it once per request about the traces this replica neither buffers nor remembers, before routing;
 deciding follows a decision another replica made first, and publishes its own.
 
 Races, all on one event loop and one writer thread (FIFO):
-* A trace is marked decided (cache) before its records are read for evaluation; spans that
-  arrive later go straight to export or are dropped. Records whose commit was already under way
-  are found by the move itself (`extras`) and settled in a second round.
-* A move that cannot be committed (export queues full with `block`) keeps the raw records; the
-  decision is retried on the next tick.
-* A raw record that does not decode (or whose request does not parse) is quarantined by its
-  trace's move: moved to the dead-letter store with reason `corrupt`, logged once with its key.
-  The stage reaches its table only through the queue's API (edgeagent.queue.api).
+* A record is indexed once its commit returned, so a move never sees half of one. While a trace
+  is being decided (read, evaluated, moved), its new spans go to a new record and that trace is
+  settled again by the next round; once decided (cache), its later spans go straight to export
+  or are dropped.
+* A move that cannot be committed (export queues full with `block`) keeps the records and the
+  index as they were; the decision is retried on the next tick.
+* A record that does not decode is quarantined whole by the next move: moved to the dead-letter
+  store with reason `corrupt`, logged once with its key, its parts gone from the index. A part
+  that does not parse (found when a policy or keeping its trace parses it) is quarantined on its
+  own, under key record key + trace id, and never sent. The stage reaches its table only through
+  the queue's API (edgeagent.queue.api).
 
 Processors listed after tail_sampling run on kept traces before they are queued for export
 (request metadata is not kept in the buffer; the batch key of metadata_keys is).
 
-Cost per span (bench/tail_sampling_vs_otelcol.py): a record is cut out of the received bytes
-(sampler.split), not rebuilt as a message; without later processors or span compression a
-kept trace's records, concatenated, are its export body, never re-serialized. Deciding runs in
-rounds of many traces (one read, one move transaction each) and rounds follow each other while
-traces are due, so decisions keep up with ingest.
+Cost per span (bench/tail_sampling_vs_otelcol.py): parts are cut out of the received bytes
+(sampler.split), not rebuilt as messages; one put per request and one delete per request
+decided; without later processors or span compression a kept trace's parts, concatenated, are
+its export body, never re-serialized. A trace is parsed only when a policy reads its spans or
+it is kept (sampler.trace). Deciding runs in rounds of many traces (one read, one move
+transaction each) and rounds follow each other while traces are due, so decisions keep up
+with ingest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
-import operator
 import struct
 import time
 from collections import defaultdict
@@ -65,6 +76,7 @@ from edgeagent.errors import RetryableError
 from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
+from edgeagent.processors.tail_sampling.records import Move, RecordIndex, Row
 from edgeagent.queue.api import Corrupt, StageStore, StageTransaction
 from edgeagent.signals import Payload, Signal
 from otel.shape import TRACES
@@ -77,13 +89,21 @@ from sampler.telemetry import NO_METRICS, Counter, MetricsSink
 from sampler.trace import Decision, Trace
 
 log = logging.getLogger(__name__)
-_KEY = struct.Struct(">16sQ")
-_MAX_SETTLE_ROUNDS = 4
+_KEY = struct.Struct(">Q")  # a buffer record's key: a sequence number
+_OLD_KEY = struct.Struct(">16sQ")  # earlier releases stored a record per trace part: trace id + sequence
 _KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
-_ROW = operator.attrgetter("key", "batch_key", "items", "body")  # a read record as the tuple the stage passes on
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 # otelcol labels its decision counters with the decision as well as `sampled` (the last label)
+_Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
+_Rewrite = tuple[bytes, int, bytes]  # a record stored again: body, spans, batch key
 _DECISION = Derived(("decision",), lambda labels: ("sampled" if labels[-1] == "true" else "not_sampled",))
+
+
+def _sequence(key: bytes) -> int:
+    """The sequence number in a buffer record's key (this release's, or an earlier one's)."""
+    if len(key) == _KEY.size:
+        return _KEY.unpack(key)[0]
+    return _OLD_KEY.unpack(key)[1] if len(key) == _OLD_KEY.size else 0
 
 
 class SamplingStage:
@@ -106,7 +126,10 @@ class SamplingStage:
         self.store: StageStore | None = None
         self.table: Any = None  # the raw-traces table in the store
         self.queues: list[Any] = []
-        self._corrupt: dict[bytes, str] = {}  # raw records that do not decode: quarantined by the next move
+        self.index = RecordIndex()  # where the pending traces' parts are in the buffer records
+        self._corrupt: dict[bytes, str] = {}  # buffer records that do not decode: quarantined by the next move
+        # parts of records that do not parse, by record key + trace id: (reason, bytes, spans, batch key)
+        self._bad_parts: dict[bytes, tuple[str, bytes, int, bytes]] = {}
         self.post: list[Any] = []
         self._seq = 0
         self._early: list[bytes] = []  # evicted by the limits: decide on the next tick
@@ -191,10 +214,10 @@ class SamplingStage:
             return
         if self.shared is not None:
             await self.shared.start()
-        recovered, corrupt = await asyncio.to_thread(self._scan)
-        if corrupt:
+        recovered, corrupt, rewrites = await asyncio.to_thread(self._scan)
+        if corrupt or rewrites:
             self._note_corrupt(corrupt)
-            await self.store.atomic(lambda writer: self._quarantine(writer, corrupt))
+            await self.store.atomic(lambda writer: self._repair(writer, corrupt, rewrites))
             self._corrupt.clear()
         now, wall = self.clock(), time.time()
         for trace_id, (spans, size, first_ms) in recovered.items():
@@ -226,7 +249,7 @@ class SamplingStage:
         decisions = dict.fromkeys(pending, False) | self._unsettled
         self._unsettled = {}
         if decisions:
-            await self._settle(decisions, {})
+            await self._settle(decisions, None)
             self._count("edgeagent_sampler_dropped_on_shutdown", len(pending))
             log.info("tail sampling dropped its pending traces at shutdown",
                      extra={"processor": self.id, "traces": len(pending)})
@@ -238,20 +261,41 @@ class SamplingStage:
             if fail is not None:
                 fail(f"processors::{self.id}", str(task.exception()))
 
-    def _scan(self) -> tuple[dict[bytes, tuple[int, int, int]], dict[bytes, str]]:
+    def _scan(self) -> tuple[dict[bytes, tuple[int, int, int]], dict[bytes, str], dict[bytes, _Rewrite]]:
+        """Rebuild the index from the buffer records: (trace id: spans, bytes, first enqueue time
+        in ms), the records that do not decode, and the records to store again as cut now (a
+        record of an earlier release, or one whose parts come out otherwise). Runs in a worker
+        thread during start(), before anything else touches the index (receivers start later)."""
         found: dict[bytes, tuple[int, int, int]] = {}
         corrupt: dict[bytes, str] = {}
+        rewrites: dict[bytes, _Rewrite] = {}
         last = 0
-        for row in self._running_store().scan(self.table):
-            trace_id, seq = _KEY.unpack(row.key)
-            last = max(last, seq)
+        for row in self._running_store().scan(self.table, bodies=True):
+            last = max(last, _sequence(row.key))
             if isinstance(row, Corrupt):
                 corrupt[row.key] = row.reason
                 continue
-            spans, size, first = found.get(trace_id, (0, 0, row.enqueued_ms))
-            found[trace_id] = (spans + row.items, size + row.size, min(first, row.enqueued_ms))
+            try:
+                parts = split_serialized(row.body, ExportTraceServiceRequest.FromString(row.body))
+            except DecodeError as exc:
+                corrupt[row.key] = f"not a trace request: {exc}"
+                continue
+            self.index.add(row.key, row.batch_key, [(trace_id, len(part), items) for trace_id, part, items, _ in parts])
+            body = b"".join(part for _, part, _, _ in parts)
+            if body != row.body:
+                rewrites[row.key] = (body, sum(items for _, _, items, _ in parts), row.batch_key)
+            for trace_id, part, items, _ in parts:
+                spans, size, first = found.get(trace_id, (0, 0, row.enqueued_ms))
+                found[trace_id] = (spans + items, size + len(part), min(first, row.enqueued_ms))
         self._seq = last
-        return found, corrupt
+        return found, corrupt, rewrites
+
+    def _repair(self, writer: StageTransaction, corrupt: dict[bytes, str],
+                rewrites: dict[bytes, _Rewrite]) -> None:
+        for key, reason in corrupt.items():
+            writer.quarantine(self.table, key, reason)
+        for key, (body, items, batch_key) in rewrites.items():
+            writer.put(self.table, key, Signal.TRACES, body, items, batch_key, compress=False)
 
     # ---- ingest ----------------------------------------------------------------------------
 
@@ -260,7 +304,9 @@ class SamplingStage:
         if self.config.block_on_overflow and len(self.buffer) >= self.config.num_traces:
             await self._wait_for_room()
         message = payload.view()
-        parts = split_serialized(payload.serialized(), message)
+        # whether a part holds a root span matters only to decision_wait_after_root_received
+        roots = bool(self.config.decision_wait_after_root_received)
+        parts = split_serialized(payload.serialized(), message, roots=roots)
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             remote = await self._shared_lookup(parts)
@@ -291,29 +337,38 @@ class SamplingStage:
                 kept.append(part)
                 kept_items += items
         export = self._export_late(kept, kept_items) if kept else None
-        raw = [(self._next_key(trace_id), body, items) for trace_id, body, items, _ in pending]
+        decisions_seen = self.cache.version
+        key = self._next_key() if pending else b""
+        body = b"".join(part for _, part, _, _ in pending)  # the parts in one record: one put, one delete
+        spans = sum(items for _, _, items, _ in pending)
         queues = self.queues
 
         def commit(writer: StageTransaction) -> None:
-            for key, body, items in raw:
+            if pending:
                 # buffered for seconds, read once: zstd would cost more CPU than the disk it saves
-                writer.put(self.table, key, Signal.TRACES, body, items, batch_key, compress=False)
+                writer.put(self.table, key, Signal.TRACES, body, spans, batch_key, compress=False)
             if export is not None:
                 for queue in queues:
                     writer.append(queue, export[0], export[1], batch_key)
         # nothing awaited between routing and this submit: the writer sees the routing's order
         await self._running_store().atomic(commit)
-        for trace_id, body, items, root in pending:
+        if pending:
+            self.index.add(key, batch_key, [(trace_id, len(part), items) for trace_id, part, items, _ in pending])
+        decided_since = self.cache.version != decisions_seen  # else no lookup can answer otherwise than routing's
+        new_traces = 0
+        for trace_id, part, items, root in pending:
             if trace_id in self._deciding:  # its move may have been committed before this record
                 self._late_records.add(trace_id)
                 continue
-            known = self.cache.lookup(trace_id) if trace_id not in self.buffer else None
+            buffered = trace_id in self.buffer
+            known = self.cache.lookup(trace_id) if decided_since and not buffered else None
             if known is not None:  # decided while this commit was under way
                 self._unsettled[trace_id] = known
                 continue
-            if trace_id not in self.buffer:
-                self._count("otelcol_processor_tail_sampling_new_trace_id_received", 1)
-            self.buffer.add(trace_id, items, len(body), root, now)
+            new_traces += not buffered
+            self.buffer.add(trace_id, items, len(part), root, now)
+        if new_traces:
+            self._count("otelcol_processor_tail_sampling_new_trace_id_received", new_traces)
         self._enforce_limits([trace_id for trace_id, *_ in pending])
 
     async def _wait_for_room(self) -> None:
@@ -327,9 +382,9 @@ class SamplingStage:
             raise RetryableError(f"tail sampling holds num_traces ({self.config.num_traces}) traces waiting for "
                                  f"their decision", retry_after=1.0) from None
 
-    def _next_key(self, trace_id: bytes) -> bytes:
+    def _next_key(self) -> bytes:
         self._seq += 1
-        return _KEY.pack(trace_id.ljust(16, b"\0")[:16], self._seq)
+        return _KEY.pack(self._seq)
 
     def _enforce_limits(self, arrived: list[bytes]) -> None:
         too_large = self.config.maximum_trace_size_bytes
@@ -402,7 +457,7 @@ class SamplingStage:
         due += self.buffer.due(self.clock(), limit)
         if self._unsettled:
             retry, self._unsettled = self._unsettled, {}
-            await self._settle(retry, {})
+            await self._settle(retry, None)
         if not due:
             return 0
         self._deciding.update(due)
@@ -416,7 +471,8 @@ class SamplingStage:
             self._late_records.difference_update(due)
 
     async def _decide(self, due: list[bytes]) -> int:
-        records = await self._read(due)
+        reading = await self._read(due)
+        records = reading[0]
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
         decisions: dict[bytes, bool] = {}
         kept: dict[bytes, Trace] = {}
@@ -434,6 +490,8 @@ class SamplingStage:
                     per_policy_counts[policy, "true" if decision in _KEEPS else "false"] += 1
             decisions[trace_id] = keep
             self.cache.record(trace_id, keep)
+            if keep:  # parsed before it is queued, so a record that does not parse is quarantined, not sent
+                trace.batches  # noqa: B018 (parses the records, noting those that do not parse)
             if keep and (compression.enabled or self.post):  # else its records go out as stored
                 if compression.enabled:
                     compress_trace(trace, compression)
@@ -446,19 +504,24 @@ class SamplingStage:
                 self._count("otelcol_processor_tail_sampling_global_count_traces_sampled", count, label)
         if self.shared is not None:
             self.shared.publish({tid: keep for tid, keep in decisions.items() if tid not in followed})
-        await self._settle(decisions, {tid: records.get(tid, []) for tid in due}, kept)
+        await self._settle(decisions, reading, kept)
         return len(due)
 
-    async def _read(self, trace_ids: list[bytes]) -> dict[bytes, list[tuple[bytes, bytes, int, bytes]]]:
-        """Each trace's records as (key, batch key, items, body), read in a worker thread; a record
-        that does not decode has an empty body and is quarantined by the move."""
-        prefixes = {trace_id.ljust(16, b"\0")[:16]: trace_id for trace_id in trace_ids}
-        found, corrupt = await asyncio.to_thread(self._running_store().read_prefixes, self.table, list(prefixes))
-        out = {prefixes[prefix]: list(map(_ROW, rows)) for prefix, rows in found.items()}
-        for bad in corrupt:
-            out.setdefault(prefixes[bad.key[:16]], []).append((bad.key, b"", 0, b""))
+    async def _read(self, trace_ids: list[bytes] | dict[bytes, bool]) -> _Reading:
+        """The parts of these traces as (record key, batch key, spans, bytes) per trace, and the
+        bodies of the records that hold them, read in a worker thread. A record that does not
+        decode is quarantined by the next move (its parts are lost to the dead-letter store)."""
+        keys = self.index.keys_of(trace_ids)
+        if not keys:
+            return {}, {}
+        found, corrupt = await asyncio.to_thread(self._running_store().read_records, self.table, keys)
+        bodies = {key: stored.body for key, stored in found.items()}
+        for key, body in list(bodies.items()):
+            if not self.index.fits(key, body):  # not the record the index knows: keep it whole
+                del bodies[key]
+                corrupt.append(Corrupt(key, "buffer record does not match its index"))
         self._note_corrupt({bad.key: bad.reason for bad in corrupt})
-        return out
+        return self.index.rows(bodies, set(trace_ids)), bodies
 
     def _note_corrupt(self, corrupt: dict[bytes, str]) -> None:
         """Remember records to quarantine with the next move; each is logged once, with its key."""
@@ -476,67 +539,79 @@ class SamplingStage:
             self._note_corrupt({key: f"not a trace request: {exc}"})
             return None
 
-    def _trace_of(self, trace_id: bytes, rows: list[tuple[bytes, bytes, int, bytes]]) -> Trace:
-        trace = Trace(trace_id)
-        for key, _, items, body in rows:
-            request = self._parse(key, body) if body else None
-            if request is None:
-                continue
-            trace.batches.extend(request.resource_spans)
-            trace.raw.append(body)
-            trace.span_count += items
-            trace.size_bytes += len(body)
-        return trace
+    def _trace_of(self, trace_id: bytes, rows: list[Row]) -> Trace:
+        """The trace of its parts, parsed only when a policy (or keeping it) asks for its spans."""
+        raw = [row[3] for row in rows]
+        return Trace(trace_id, span_count=sum(row[2] for row in rows), size_bytes=sum(map(len, raw)),
+                     raw=raw, parse=functools.partial(self._batches_of, trace_id, rows))
 
-    def _quarantine(self, writer: StageTransaction, corrupt: dict[bytes, str]) -> None:
-        for key, reason in corrupt.items():
-            writer.quarantine(self.table, key, reason)
+    def _batches_of(self, trace_id: bytes, rows: list[Row], body: bytes) -> list[Any]:
+        """The resource groups of one part of a trace; none (and the part quarantined by the
+        next move) when it does not parse."""
+        try:
+            return list(ExportTraceServiceRequest.FromString(body).resource_spans)
+        except DecodeError as exc:
+            row = next(row for row in rows if row[3] is body)
+            self._bad_part(trace_id, row, f"not a trace request: {exc}")
+            return []
 
-    def _drop(self, writer: StageTransaction, key: bytes, corrupt: dict[bytes, str]) -> None:
-        """Take a raw record out: deleted when it was read, quarantined when it did not decode."""
-        reason = corrupt.get(key)
-        if reason is None:
-            writer.delete(self.table, key)
-        else:
-            writer.quarantine(self.table, key, reason)
+    def _bad_part(self, trace_id: bytes, row: Row, reason: str) -> None:
+        key, batch_key, spans, body = row
+        if key + trace_id not in self._bad_parts:
+            self._bad_parts[key + trace_id] = (reason, body, spans, batch_key)
+            log.error("a buffered trace record does not decode; it is quarantined in the dead-letter store",
+                      extra={"processor": self.id, "key": (key + trace_id).hex(), "error": reason})
 
-    async def _settle(self, decisions: dict[bytes, bool], records: dict[bytes, list],
+    def _part_ok(self, trace_id: bytes, row: Row) -> bool:
+        """Whether a part of a kept trace parses (a part that does not is quarantined, not sent)."""
+        if row[0] + trace_id in self._bad_parts:
+            return False
+        try:
+            ExportTraceServiceRequest.FromString(row[3])
+        except DecodeError as exc:
+            self._bad_part(trace_id, row, f"not a trace request: {exc}")
+            return False
+        return True
+
+    async def _settle(self, decisions: dict[bytes, bool], reading: _Reading | None,
                       kept: dict[bytes, Trace] | None = None) -> None:
-        """Move decided traces: kept spans into the export queues and their raw records out, atomically."""
-        for _ in range(_MAX_SETTLE_ROUNDS):
-            if not records:  # a retry: read what is there now
-                records = await self._read(list(decisions))
-            exports = self._exports(decisions, records, kept)
-            keys = {trace_id: {key for key, *_ in records.get(trace_id, [])} for trace_id in decisions}
-            try:
-                # the writer thread gets its own copy: `_corrupt` belongs to the event loop
-                corrupt = dict(self._corrupt)
-                extras = await self._running_store().atomic(lambda writer: self._move(writer, keys, exports, corrupt))  # noqa: B023 (awaited in this iteration)
-            except Exception as exc:  # export queues full, disk full: the raw records stay; try again later
-                log.warning("tail sampling could not queue decided traces yet; retrying", extra={
-                    "processor": self.id, "traces": len(decisions), "error": str(exc)})
-                self._unsettled.update(decisions)
-                return
-            for key in corrupt:
-                if any(key in read for read in keys.values()):
-                    del self._corrupt[key]
-            if not extras:
-                return
-            decisions = {trace_id: decisions[trace_id] for trace_id in extras}
-            records, kept = {}, None
+        """Move decided traces: kept spans into the export queues and their parts out of the
+        buffer records, in one transaction. `reading`: their parts as read for the decision
+        (None: read them now)."""
+        if reading is None:
+            reading = await self._read(decisions)
+        rows, bodies = reading
+        exports = self._exports(decisions, rows, kept)
+        move = self.index.plan(decisions, bodies)
+        # the writer thread gets its own copies: these belong to the event loop
+        corrupt, bad_parts = dict(self._corrupt), dict(self._bad_parts)
+        try:
+            await self._running_store().atomic(lambda writer: self._move(writer, move, exports, corrupt, bad_parts))
+        except Exception as exc:  # export queues full, disk full: the records stay; try again later
+            log.warning("tail sampling could not queue decided traces yet; retrying", extra={
+                "processor": self.id, "traces": len(decisions), "error": str(exc)})
+            self._unsettled.update(decisions)
+            return
+        self.index.apply(move, decisions)
+        for key in corrupt:
+            self.index.forget(key)
+            del self._corrupt[key]
+        for key in bad_parts:
+            del self._bad_parts[key]
 
-    def _exports(self, decisions: dict[bytes, bool], records: dict[bytes, list],
+    def _exports(self, decisions: dict[bytes, bool], records: dict[bytes, list[Row]],
                  kept: dict[bytes, Trace] | None) -> list[tuple[bytes, int, bytes]]:
         """(body, items, batch key) per batch key for the kept traces, after the later processors.
 
-        `kept` holds kept traces as parsed for their decision (None: records read for a retry,
-        not parsed yet); the others are their raw records. Without later processors those go out
+        `kept` holds kept traces as parsed for their decision (None: parts read for a retry,
+        not parsed yet); the others are their parts. Without later processors those go out
         as the bytes they are: serialized requests concatenated are one request holding all
         their resource groups."""
         parsed = kept is not None
         kept = kept or {}
         by_key: dict[bytes, list[Any]] = defaultdict(list)
         as_stored: dict[bytes, tuple[list[bytes], int]] = {}
+        bad = self._bad_parts
         for trace_id, keep in decisions.items():
             if not keep:
                 continue
@@ -547,14 +622,14 @@ class SamplingStage:
                 by_key[batch_key].extend(trace.batches)
                 continue
             if not self.post:
-                for key, key_of_row, items, body in rows:
-                    if body and (parsed or self._parse(key, body) is not None) and key not in self._corrupt:
-                        bodies, count = as_stored.get(key_of_row, ([], 0))
-                        bodies.append(body)
-                        as_stored[key_of_row] = (bodies, count + items)
+                for row in rows:
+                    if row[0] + trace_id not in bad and (parsed or self._part_ok(trace_id, row)):
+                        bodies, count = as_stored.get(row[1], ([], 0))
+                        bodies.append(row[3])
+                        as_stored[row[1]] = (bodies, count + row[2])
                 continue
             for key, key_of_row, _, body in rows:
-                request = self._parse(key, body) if body else None
+                request = self._parse(key + trace_id, body)
                 if request is not None:
                     by_key[key_of_row].append(request)
         out = [(b"".join(bodies), items, batch_key) for batch_key, (bodies, items) in as_stored.items()]
@@ -564,20 +639,23 @@ class SamplingStage:
                 out.append((processed[0], processed[1], batch_key))
         return out
 
-    def _move(self, writer: StageTransaction, keys: dict[bytes, set[bytes]], exports: list[tuple[bytes, int, bytes]],
-              corrupt: dict[bytes, str]) -> dict[bytes, list[bytes]]:
+    def _move(self, writer: StageTransaction, move: Move, exports: list[tuple[bytes, int, bytes]],
+              corrupt: dict[bytes, str], bad_parts: dict[bytes, tuple[str, bytes, int, bytes]]) -> None:
         """Runs on the writer thread, inside one transaction."""
-        extras: dict[bytes, list[bytes]] = {}
-        for trace_id, read in keys.items():
-            for key in writer.keys(self.table, trace_id.ljust(16, b"\0")[:16]):
-                if key in read:
-                    self._drop(writer, key, corrupt)
-                else:
-                    extras.setdefault(trace_id, []).append(key)
+        for key in move.deletes:
+            if key not in corrupt:
+                writer.delete(self.table, key)
+        for key, (body, spans, batch_key, _) in move.rewrites.items():
+            if key not in corrupt:
+                writer.put(self.table, key, Signal.TRACES, body, spans, batch_key, compress=False)
+        for key, reason in corrupt.items():
+            writer.quarantine(self.table, key, reason)
+        for key, (reason, body, spans, batch_key) in bad_parts.items():  # on its own in the dead-letter store
+            writer.put(self.table, key, Signal.TRACES, body, spans, batch_key, compress=False)
+            writer.quarantine(self.table, key, reason)
         for body, items, batch_key in exports:
             for queue in self.queues:
                 writer.append(queue, body, items, batch_key)
-        return extras
 
     # ---- shared decisions (shared_state: sampler.cluster) ---------------------------------
 

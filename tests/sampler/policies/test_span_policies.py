@@ -132,3 +132,59 @@ def test_trace_flags_samples_a_trace_with_the_sampled_bit_on_any_span():
 
 def test_always_sample_samples_every_trace():
     check("{name: p, type: always_sample}", {"empty": Trace(trace_id=bytes(16)), "one": _spans(1)}, "S S")
+
+
+def _lazy(body: bytes) -> tuple[Trace, list[bytes]]:
+    """A trace as the stage builds it (its request bytes, parsed only when a policy asks), and
+    the bodies parsed so far."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    parsed: list[bytes] = []
+
+    def parse(data: bytes) -> list:
+        parsed.append(data)
+        return list(ExportTraceServiceRequest.FromString(data).resource_spans)
+    return Trace(trace_id=bytes(16), span_count=1, size_bytes=len(body), raw=[body], parse=parse), parsed
+
+
+def _request_with_status(code_field: bytes) -> bytes:
+    """One span whose Status is written as the given bytes: field 3 (code) in any valid encoding."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.add(name="op", trace_id=bytes(16), span_id=bytes(8))
+    status = b"\x7a" + bytes([len(code_field)]) + code_field  # Span.status (field 15)
+    span = request.resource_spans[0].scope_spans[0].spans[0].SerializeToString() + status
+    scope = b"\x12" + bytes([len(span)]) + span
+    resource = b"\x12" + bytes([len(scope)]) + scope
+    return b"\x0a" + bytes([len(resource)]) + resource
+
+
+@pytest.mark.parametrize("code_field, expected", [
+    pytest.param(b"\x18\x02", "S", id="error"),
+    pytest.param(b"\x18\x82\x00", "S", id="error-varint-in-two-bytes"),
+    pytest.param(b"\x18\x82\x80\x80\x80\x10", "S", id="error-with-high-bits-beyond-int32"),
+    pytest.param(b"\x98\x00\x02", "S", id="error-tag-in-two-bytes"),
+    pytest.param(b"\x18\x01", "N", id="ok"),
+    pytest.param(b"", "N", id="unset"),
+])
+def test_status_code_on_request_bytes_finds_every_encoding_of_the_code(code_field, expected):
+    """A trace ruled out by its bytes must be one whose spans, parsed, have no such status."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    body = _request_with_status(code_field)
+    parsed_code = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans[0].status.code
+    assert (parsed_code == 2) == (expected == "S")  # the encoding is one protobuf reads as ERROR
+    assert decisions("{name: p, type: status_code, status_code: {status_codes: [ERROR]}}",
+                     {"t": _lazy(body)[0]}) == {"t": expected}
+
+
+def test_status_code_rules_out_a_trace_without_the_code_without_parsing_it():
+    lazy, parsed = _lazy(_request_with_status(b"\x18\x01"))
+    assert decisions("{name: p, type: status_code, status_code: {status_codes: [ERROR]}}", {"t": lazy}) == {"t": "N"}
+    assert parsed == []
+
+
+def test_latency_reads_an_unset_start_as_otelcol_does_not_as_the_earliest():
+    """A span whose start is 0 (unset) makes the next start the earliest, so a trace whose
+    other spans last 100 ms is not 'as long as the epoch'."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+    unset_first = spans_trace(Span(name="unset"), span(start_ms=0, end_ms=100))
+    check("{name: p, type: latency, latency: {threshold_ms: 5000}}", {"unset_first": unset_first}, "N")

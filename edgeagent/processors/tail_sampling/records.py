@@ -1,0 +1,132 @@
+"""Where the tail-sampling stage's pending spans are on disk: one buffer record per request.
+
+A request's spans of pending traces are stored as one record: the request cut by trace
+(sampler.split), the parts concatenated. Each part is a request of one trace's spans, so any
+run of parts is a request too. LMDB stores a large value as one run of pages: one put per
+request and, once all its traces are decided, one delete, where a record per trace part cost
+~50 B-tree inserts and deletes (about 15 times the writer's CPU).
+
+This index (event loop only) knows each record's parts in stored order, (trace id, length,
+span count), and each pending trace's records. Deciding reads the records that hold the due
+traces, cuts them at those lengths, and plans one move: a record whose traces are all decided
+is deleted; one that still holds pending parts is rewritten with just those (the move's
+transaction does both, with the kept spans' append to the export queues). The index follows
+only once that commit succeeded (`apply`). After a restart it is rebuilt from the records by
+cutting each again (`parts_of`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+Part = tuple[bytes, int, int]  # trace id, length in the record, spans
+Row = tuple[bytes, bytes, int, bytes]  # record key, batch key, spans, the part's bytes
+
+
+@dataclass(slots=True)
+class Record:
+    batch_key: bytes
+    parts: list[Part]
+
+
+@dataclass
+class Move:
+    """What settling a set of decided traces does to the buffer records."""
+
+    deletes: list[bytes] = field(default_factory=list)
+    rewrites: dict[bytes, tuple[bytes, int, bytes, list[Part]]] = field(default_factory=dict)  # key: body, spans,
+    # batch key, the parts that stay
+
+
+class RecordIndex:
+    def __init__(self) -> None:
+        self.records: dict[bytes, Record] = {}
+        self.traces: dict[bytes, list[bytes]] = {}  # trace id: keys of the records holding its parts
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def add(self, key: bytes, batch_key: bytes, parts: list[Part]) -> None:
+        self.records[key] = Record(batch_key, parts)
+        traces = self.traces
+        for trace_id, _, _ in parts:
+            keys = traces.get(trace_id)
+            if keys is None:
+                traces[trace_id] = [key]
+            elif keys[-1] != key:
+                keys.append(key)
+
+    def keys_of(self, trace_ids: Iterable[bytes]) -> list[bytes]:
+        """The records that hold parts of these traces, each once, oldest first."""
+        traces = self.traces
+        return sorted({key for trace_id in trace_ids for key in traces.get(trace_id, ())})
+
+    def rows(self, bodies: dict[bytes, bytes], wanted: set[bytes] | dict[bytes, bool]) -> dict[bytes, list[Row]]:
+        """The parts of the `wanted` traces in these records (key: body), per trace, in order.
+        A record whose body is not as long as its parts is left out (the caller quarantines it)."""
+        out: dict[bytes, list[Row]] = {}
+        for key, body in bodies.items():
+            record = self.records.get(key)
+            if record is None:
+                continue
+            offset = 0
+            batch_key = record.batch_key
+            for trace_id, length, spans in record.parts:
+                if trace_id in wanted:
+                    out.setdefault(trace_id, []).append((key, batch_key, spans, body[offset:offset + length]))
+                offset += length
+        return out
+
+    def fits(self, key: bytes, body: bytes) -> bool:
+        record = self.records.get(key)
+        return record is not None and sum(length for _, length, _ in record.parts) == len(body)
+
+    def plan(self, decided: set[bytes] | dict[bytes, bool], bodies: dict[bytes, bytes]) -> Move:
+        """The move that takes the decided traces' parts out of the records that hold them
+        (`bodies`: every such record that could be read; the others are left as they are)."""
+        move = Move()
+        for key in self.keys_of(decided):
+            record = self.records[key]
+            body = bodies.get(key)
+            if body is None:
+                continue
+            stay = [part for part in record.parts if part[0] not in decided]
+            if not stay:
+                move.deletes.append(key)
+                continue
+            pieces, offset = [], 0
+            for trace_id, length, _ in record.parts:
+                if trace_id not in decided:
+                    pieces.append(body[offset:offset + length])
+                offset += length
+            move.rewrites[key] = (b"".join(pieces), sum(spans for _, _, spans in stay), record.batch_key, stay)
+        return move
+
+    def apply(self, move: Move, decided: Iterable[bytes]) -> None:
+        """The move was committed: the index follows."""
+        for key in move.deletes:
+            self.records.pop(key, None)
+        for key, (_, _, _, stay) in move.rewrites.items():
+            self.records[key].parts = stay
+        records = self.records
+        for trace_id in decided:
+            keys = self.traces.pop(trace_id, None)
+            if keys is None:
+                continue
+            # a record the move could not read keeps the trace's parts: the trace stays indexed there
+            kept = [key for key in keys if key in records and any(p[0] == trace_id for p in records[key].parts)]
+            if kept:
+                self.traces[trace_id] = kept
+
+    def forget(self, key: bytes) -> None:
+        """A record was quarantined whole: its parts are gone."""
+        record = self.records.pop(key, None)
+        if record is None:
+            return
+        for trace_id, _, _ in record.parts:
+            keys = self.traces.get(trace_id)
+            if keys is not None and key in keys:
+                keys.remove(key)
+                if not keys:
+                    del self.traces[trace_id]
