@@ -28,6 +28,7 @@ from edgeagent.config.loader import (
     raw_document,
 )
 from edgeagent.config.upstream import upstream_base
+from edgeagent.runtime import lean
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -155,6 +156,7 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    lean.import_aiohttp()  # before the config's components import it
     try:
         config = load(args.config, _upstream(args), args.set)
     except ConfigError as error:
