@@ -197,6 +197,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
     try:
         agent.build()
         await agent.start()
+        lean.steady_gc()
         notifier.ready(status="receivers up, queue open")
         await stop.wait()
         if drain_timeout > 0:
@@ -488,5 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    lean.start_up_gc()  # until `run` is up (`python -m edgeagent` began it before the first import)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.handler is not cmd_run:
+            lean.steady_gc()
+        return args.handler(args)
+    finally:
+        lean.steady_gc()

@@ -7,6 +7,7 @@ one of them into every start.
 
 from __future__ import annotations
 
+import gc
 import json
 import ssl
 import subprocess
@@ -14,6 +15,7 @@ import sys
 
 import pytest
 
+from edgeagent.runtime.lean import start_up_gc, steady_gc
 from tests.helpers.agent import AgentProcess
 
 # what the default config (OTLP in, memory_limiter and batch, otlphttp out, health_check) never needs
@@ -64,3 +66,15 @@ def test_aiohttp_imported_leanly_keeps_no_roots_and_leaves_ssl_as_it_was():
                                                            text=True, check=True).stdout.split())
     assert (verified, unverified) == (0, 0)
     assert system > 0
+
+
+def test_a_verb_leaves_the_collector_at_its_steady_threshold(capsys):
+    from edgeagent.cli import main
+
+    steady = gc.get_threshold()
+    assert main(["components"]) == 0
+    assert gc.get_threshold() == steady
+    start_up_gc()
+    assert gc.get_threshold()[0] > steady[0]
+    steady_gc()
+    assert gc.get_threshold() == steady

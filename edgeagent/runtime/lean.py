@@ -1,4 +1,4 @@
-"""Importing aiohttp without the TLS contexts it builds for itself.
+"""A lean start: aiohttp without the TLS contexts it builds for itself, and fewer collector passes.
 
 When imported, `aiohttp.connector` builds two client contexts (verifying and not), and loads the
 system CA bundle into both: a sixth of the agent's start-up time and 1.6 MiB of its resident
@@ -8,12 +8,35 @@ context of its own (`exporters/otlphttp.py`), and the control client speaks over
 `import_aiohttp()` imports it with the loading of default verify paths skipped, so aiohttp's own
 contexts hold no roots: were one ever used to verify a server, it would refuse, never trust. The
 process entry point calls it before anything imports aiohttp; later, or a second time, it does nothing.
+
+Start-up allocates hundreds of thousands of objects (modules, classes, schemas) and frees few:
+with CPython's default threshold, the collector passes over the young ones every 700 allocations,
+about 5 % of the start-up time, for almost no garbage. `start_up_gc()` makes those passes rarer
+until `steady_gc()`, once the agent is up; the collector never stops, so no garbage piles up.
 """
 
 from __future__ import annotations
 
+import gc
 import ssl
 import sys
+
+_START_UP_THRESHOLD = 5000  # young objects between passes (CPython's default: 700)
+_steady: tuple[int, int, int] | None = None
+
+
+def start_up_gc() -> None:
+    global _steady
+    if _steady is None:
+        _steady = gc.get_threshold()
+        gc.set_threshold(_START_UP_THRESHOLD, *_steady[1:])
+
+
+def steady_gc() -> None:
+    global _steady
+    if _steady is not None:
+        gc.set_threshold(*_steady)
+        _steady = None
 
 
 def _skip(context: ssl.SSLContext) -> None:
