@@ -1,7 +1,7 @@
 """A lean start: aiohttp without the TLS contexts it builds for itself, and fewer collector passes.
 
 When imported, `aiohttp.connector` builds two client contexts (verifying and not), and loads the
-system CA bundle into both: a sixth of the agent's start-up time and 1.6 MiB of its resident
+system CA bundle into both: about a tenth of the agent's start-up time and 1.6 MiB of its resident
 memory, for contexts the agent never uses. The OTLP/HTTP exporter hands every HTTPS request a
 context of its own (`exporters/otlphttp.py`), and the control client speaks over a Unix socket.
 
