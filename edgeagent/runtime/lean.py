@@ -6,8 +6,11 @@ memory, for contexts the agent never uses. The OTLP/HTTP exporter hands every HT
 context of its own (`exporters/otlphttp.py`), and the control client speaks over a Unix socket.
 
 `import_aiohttp()` imports it with the loading of default verify paths skipped, so aiohttp's own
-contexts hold no roots: were one ever used to verify a server, it would refuse, never trust. The
-process entry point calls it before anything imports aiohttp; later, or a second time, it does nothing.
+contexts hold no roots: were one ever used to verify a server, it would refuse, never trust. It
+also keeps aiohttp's file-serving table (`web_fileresponse`, built from Python's defaults) from
+reading the system's mime.types into `mimetypes`' global database first (0.4 MiB, 2 ms): the
+module's functions still read it on their first call. The process entry point calls it before
+anything imports aiohttp; later, or a second time, it does nothing.
 
 Start-up allocates hundreds of thousands of objects (modules, classes, schemas) and frees few:
 with CPython's default threshold, the collector passes over the young ones every 700 allocations,
@@ -18,6 +21,7 @@ until `steady_gc()`, once the agent is up; the collector never stops, so no garb
 from __future__ import annotations
 
 import gc
+import mimetypes
 import ssl
 import sys
 
@@ -49,9 +53,13 @@ def import_aiohttp() -> None:
     own = "set_default_verify_paths" in vars(ssl.SSLContext)
     original = ssl.SSLContext.set_default_verify_paths
     setattr(ssl.SSLContext, "set_default_verify_paths", _skip)  # noqa: B010 (a method is replaced)
+    types_read = mimetypes.inited
+    mimetypes.inited = True  # MimeTypes() skips init(); guess_type() and the others call it when unread
     try:
-        import aiohttp.connector  # noqa: F401
+        import aiohttp.connector
+        import aiohttp.web_fileresponse  # noqa: F401
     finally:
+        mimetypes.inited = types_read
         if own:
             setattr(ssl.SSLContext, "set_default_verify_paths", original)  # noqa: B010
         else:
