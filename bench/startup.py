@@ -13,10 +13,18 @@ Method
     With --backlog-gib, a state directory is first filled through the queue store with that
     much of incompressible records of --record-kib each (small records fill LMDB's leaf pages,
     so a start-up that walked every key would read the whole file), the page cache is dropped
-    when allowed (`sync; echo 3 > /proc/sys/vm/drop_caches`), and start-up is timed the same way.
+    when allowed (`sync; echo 3 > /proc/sys/vm/drop_caches`), and start-up is timed the same way;
+    the last run's RssAnon is read after the same idle pause.
+
+    With --otelcol, otelcol-contrib 0.165 (`python bench/otelcol.py` builds it) is timed the same
+    way with the same pipelines (otlp receiver, memory_limiter, batch, otlphttp exporter with a
+    file_storage queue, health_check, Prometheus self-metrics), on ports 2xxxx, for comparison.
+
+    The agent's ports are its defaults; where other work holds them, run it in a network namespace
+    of its own: `unshare -n sh -c 'ip link set lo up; python bench/startup.py'` (as root).
 
 Usage
-    python bench/startup.py [--runs 5] [--idle 3] [--backlog-gib 1] [--record-kib 1]
+    python bench/startup.py [--runs 5] [--idle 3] [--backlog-gib 1] [--record-kib 1] [--otelcol]
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import ingest
+from bench.otelcol import binary as otelcol_binary
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 
@@ -47,22 +56,97 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
+OTELCOL_PORTS = {"grpc": 24317, "http": 24318, "health": 23133, "metrics": 28888}
+OTELCOL_CONFIG = """\
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc}
+      http:
+        endpoint: 127.0.0.1:{http}
+processors:
+  memory_limiter:
+    check_interval: 1s
+    limit_mib: 512
+    spike_limit_mib: 128
+  batch:
+exporters:
+  otlphttp:
+    endpoint: http://127.0.0.1:1
+    compression: gzip
+    retry_on_failure:
+      max_elapsed_time: 0s
+    sending_queue:
+      storage: file_storage
+      num_consumers: 4
+      queue_size: 1000000
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:{health}
+  file_storage:
+    directory: {queue}
+service:
+  extensions: [health_check, file_storage]
+  telemetry:
+    metrics:
+      readers:
+        - pull:
+            exporter:
+              prometheus:
+                host: 127.0.0.1
+                port: {metrics}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [memory_limiter, batch]
+      exporters: [otlphttp]
+    metrics:
+      receivers: [otlp]
+      processors: [memory_limiter, batch]
+      exporters: [otlphttp]
+    logs:
+      receivers: [otlp]
+      processors: [memory_limiter, batch]
+      exporters: [otlphttp]
+"""
+
+
 def boot(state: Path, log: Path, pycache: Path) -> tuple[subprocess.Popen, float, float]:
     """Start the agent; return it, wall seconds and CPU seconds to ready."""
     env = {k: v for k, v in os.environ.items() if k not in ("EDGEAGENT_UPSTREAM", "PYTHONDONTWRITEBYTECODE")}
     env.update(STATE_DIRECTORY=str(state), PYTHONPYCACHEPREFIX=str(pycache))
+    return wait_ready([sys.executable, "-m", "edgeagent", "run"], env, log, ingest.AGENT_HEALTH_PORT)
+
+
+def boot_otelcol(state: Path, log: Path) -> tuple[subprocess.Popen, float, float]:
+    (state / "queue").mkdir(parents=True, exist_ok=True)
+    config = state / "otelcol.yaml"
+    config.write_text(OTELCOL_CONFIG.format(queue=state / "queue", **OTELCOL_PORTS))
+    return wait_ready([str(otelcol_binary()), "--config", str(config)], dict(os.environ), log,
+                      OTELCOL_PORTS["health"])
+
+
+def wait_ready(cmd: list[str], env: dict[str, str], log: Path,
+               health_port: int) -> tuple[subprocess.Popen, float, float]:
+    """Start `cmd`; return it, wall seconds and CPU seconds to its health check answering 200."""
     started = time.monotonic()
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edgeagent", "run"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ingest.REPO)
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=ingest.REPO)
     for _ in range(int(ingest.READY_TIMEOUT / POLL)):
         if proc.poll() is not None:
-            raise ingest.BenchError(f"agent exited with {proc.returncode}:\n{ingest.tail(log)}")
-        if ingest.health_status(ingest.AGENT_HEALTH_PORT) == 200:
+            raise ingest.BenchError(f"{cmd[0]} exited with {proc.returncode}:\n{ingest.tail(log)}")
+        if ingest.health_status(health_port) == 200:
             return proc, time.monotonic() - started, cpu_seconds(proc.pid)
         time.sleep(POLL)
     ingest.stop(proc)
-    raise ingest.BenchError(f"agent not ready in {ingest.READY_TIMEOUT:.0f} s:\n{ingest.tail(log)}")
+    raise ingest.BenchError(f"{cmd[0]} not ready in {ingest.READY_TIMEOUT:.0f} s:\n{ingest.tail(log)}")
+
+
+def idle_rss(proc: subprocess.Popen, idle: float) -> str:
+    time.sleep(idle)
+    return f"RssAnon after {idle:g} s idle: {ingest.rss_anon_bytes(proc.pid) / 2**20:.1f} MiB"
 
 
 async def fill(directory: Path, gib: float, record_kib: int) -> int:
@@ -91,9 +175,10 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=3.0, help="seconds idle before RssAnon is read")
     parser.add_argument("--backlog-gib", type=float, default=0.0)
     parser.add_argument("--record-kib", type=int, default=1)
+    parser.add_argument("--otelcol", action="store_true", help="time otelcol-contrib 0.165 the same way")
     args = parser.parse_args()
-    busy = [p for p in (ingest.AGENT_HTTP_PORT, ingest.AGENT_GRPC_PORT, ingest.AGENT_HEALTH_PORT)
-            if ingest.port_open(p)]
+    ports = [ingest.AGENT_HTTP_PORT, ingest.AGENT_GRPC_PORT, ingest.AGENT_HEALTH_PORT, 8888]
+    busy = [p for p in ports + (list(OTELCOL_PORTS.values()) if args.otelcol else []) if ingest.port_open(p)]
     if busy:
         print(f"port(s) {busy} on 127.0.0.1 already in use", file=sys.stderr)
         return 1
@@ -108,20 +193,30 @@ def main() -> int:
             proc, wall, cpu = boot(state, work / "agent.log", work / "pycache")
             samples.append((wall, cpu))
             if run == args.runs - 1:
-                time.sleep(args.idle)
-                print(f"idle RssAnon after {args.idle:g} s: {ingest.rss_anon_bytes(proc.pid) / 2**20:.1f} MiB")
+                print(f"empty queue: {idle_rss(proc, args.idle)}")
             ingest.stop(proc)
         report("empty queue", samples)
+        if args.otelcol:
+            samples = []
+            for run in range(args.runs):
+                proc, wall, cpu = boot_otelcol(work / f"otelcol-{run}", work / "otelcol.log")
+                samples.append((wall, cpu))
+                if run == args.runs - 1:
+                    print(f"otelcol, empty queue: {idle_rss(proc, args.idle)}")
+                ingest.stop(proc)
+            report("otelcol, empty queue", samples)
         if args.backlog_gib:
             state = work / "backlog"
             records = asyncio.run(fill(state / "queue", args.backlog_gib, args.record_kib))
             size = (state / "queue" / "data.mdb").stat().st_size
             samples = []
-            for _ in range(args.runs):
+            for run in range(args.runs):
                 dropped = subprocess.run(["sh", "-c", "sync; echo 3 > /proc/sys/vm/drop_caches"],
                                          capture_output=True).returncode == 0
                 proc, wall, cpu = boot(state, work / "agent.log", work / "pycache")
                 samples.append((wall, cpu))
+                if run == args.runs - 1:
+                    print(f"backlog: {idle_rss(proc, args.idle)}")
                 ingest.stop(proc)
             cache = "page cache dropped" if dropped else "page cache NOT dropped"
             report(f"{records:,} records of {args.record_kib} KiB, {size / 2**30:.2f} GiB file, {cache}", samples)

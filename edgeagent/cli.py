@@ -28,6 +28,7 @@ from edgeagent.config.loader import (
     raw_document,
 )
 from edgeagent.config.upstream import upstream_base
+from edgeagent.runtime import lean
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -155,6 +156,7 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    lean.import_aiohttp()  # before the config's components import it
     try:
         config = load(args.config, _upstream(args), args.set)
     except ConfigError as error:
@@ -195,6 +197,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
     try:
         agent.build()
         await agent.start()
+        lean.steady_gc()
         notifier.ready(status="receivers up, queue open")
         await stop.wait()
         if drain_timeout > 0:
@@ -486,5 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
+    lean.start_up_gc()  # until `run` is up (`python -m edgeagent` began it before the first import)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.handler is not cmd_run:
+            lean.steady_gc()
+        return args.handler(args)
+    finally:
+        lean.steady_gc()

@@ -161,6 +161,7 @@ class OtlpHttpExporter:
         self._session: aiohttp.ClientSession | None = None
         self._auth: Authenticator | None = None
         self._tls: Reloading[ssl.SSLContext | None] | None = None  # read in start()
+        self._system_roots: ssl.SSLContext | None = None  # built at the first HTTPS request without a tls block
         self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"edgeagent/{__version__}",
                          **config.headers}
         self._encoding = config.compression if config.compression not in ("none", "") else None
@@ -206,11 +207,18 @@ class OtlpHttpExporter:
         basic = [value.split(" ", 1)[-1] for value in credentials]
         return [*configured, *credentials, *basic, *url_secrets(url), *self._url_secrets]
 
-    def _tls_options(self) -> dict[str, Any]:
-        """The current TLS context (read again when its files changed) and the name to verify."""
+    def _tls_options(self, url: str) -> dict[str, Any]:
+        """The current TLS context (read again when its files changed) and the name to verify.
+
+        Without a tls block (or with `insecure`, which HTTP ignores), an HTTPS URL is verified
+        against the system roots: aiohttp's own default context holds none (`runtime/lean.py`)."""
         tls = self.config.tls
         if self._tls is None or tls is None:
-            return {}
+            if urlsplit(url).scheme.lower() != "https":
+                return {}
+            if self._system_roots is None:
+                self._system_roots = ssl.create_default_context()
+            return {"ssl": self._system_roots}
         options: dict[str, Any] = {"ssl": self._tls.get()}
         if tls.server_name_override:
             options["server_hostname"] = tls.server_name_override
@@ -251,7 +259,7 @@ class OtlpHttpExporter:
             raise RetryableError("the exporter is shut down", connection=True)
         try:
             async with session.post(url, data=data, headers=headers, allow_redirects=False,
-                                          **self._tls_options(),
+                                          **self._tls_options(url),
                                           timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                 return _Answer(response.status, await response.read(), response.content_type,
                                parse_retry_after(response.headers.get("Retry-After")),

@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import psutil
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory, Role
@@ -100,6 +100,8 @@ def anonymous_memory() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    import psutil  # where there is no /proc
+
     return psutil.Process().memory_info().rss
 
 
@@ -113,7 +115,12 @@ def available_memory() -> int:
                 return int(text)
         except (OSError, ValueError):
             continue
-    return psutil.virtual_memory().total
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # MemTotal, as psutil reads it
+    except (AttributeError, ValueError, OSError):
+        import psutil
+
+        return int(psutil.virtual_memory().total)
 
 
 class MemoryLimiter:

@@ -9,23 +9,30 @@ otelcol reads Go's runtime; the CPython equivalents are:
 
 Go's `runtime_total_alloc_bytes` (cumulative bytes allocated) has no equivalent: CPython keeps no
 such count, and tracemalloc would cost on every allocation. It is not served.
+
+On Linux they are read from /proc (as psutil reads them there); psutil, a megabyte of resident
+memory, is imported only where /proc is missing.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
-
-import psutil
+from functools import cache
+from typing import TYPE_CHECKING
 
 from edgeagent import __version__
 from edgeagent.extensions.metrics import Metrics, Samples
 
+if TYPE_CHECKING:
+    import psutil
+
 SERVICE_NAME = "edgeagent"
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def define_process_metrics(metrics: Metrics) -> None:
-    process = psutil.Process()
     started = time.monotonic()
 
     def one(value: float) -> Samples:
@@ -34,33 +41,54 @@ def define_process_metrics(metrics: Metrics) -> None:
     metrics.observed_counter("otelcol_process_uptime", "Uptime of the process (seconds)", (),
                              lambda: one(time.monotonic() - started))
     metrics.observed_counter("otelcol_process_cpu_seconds", "Total CPU user and system time in seconds", (),
-                             lambda: one(_cpu_seconds(process)))
+                             lambda: one(_cpu_seconds()))
     metrics.gauge("otelcol_process_memory_rss", "Total physical memory (resident set size, bytes)", (),
-                  lambda: one(process.memory_info().rss))
+                  lambda: one(_rss_bytes()))
     metrics.gauge("otelcol_process_runtime_heap_alloc_bytes", "Bytes of resident heap memory (RssAnon: the "
-                  "malloc and pymalloc heaps)", (), lambda: one(_heap_bytes(process)))
+                  "malloc and pymalloc heaps)", (), lambda: one(_heap_bytes()))
     metrics.gauge("otelcol_process_runtime_total_sys_memory_bytes", "Total bytes of memory obtained from the OS "
-                  "(data segment: heap and anonymous mappings)", (), lambda: one(_data_bytes(process)))
+                  "(data segment: heap and anonymous mappings)", (), lambda: one(_data_bytes()))
     metrics.info = {"service_instance_id": str(uuid.uuid4()), "service_name": SERVICE_NAME,
                     "service_version": __version__}
 
 
-def _cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
+def _cpu_seconds() -> float:
+    times = os.times()
     return float(times.user + times.system)
 
 
-def _heap_bytes(process: psutil.Process) -> float:
+@cache
+def _process() -> psutil.Process:
+    import psutil  # where there is no /proc
+
+    return psutil.Process()
+
+
+def _statm() -> list[int] | None:
+    """/proc/self/statm in pages: size, resident, shared, text, lib, data, dt; None without /proc."""
     try:
-        with open(f"/proc/{process.pid}/status", encoding="ascii") as status:
+        with open("/proc/self/statm", "rb") as statm:
+            return [int(field) for field in statm.read().split()]
+    except OSError:
+        return None
+
+
+def _rss_bytes() -> float:
+    statm = _statm()
+    return float(statm[1] * PAGE if statm else _process().memory_info().rss)
+
+
+def _heap_bytes() -> float:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("RssAnon:"):
                     return float(int(line.split()[1]) * 1024)  # reported in kB
     except OSError:
         pass  # not Linux: the RSS is the nearest measure
-    return float(process.memory_info().rss)
+    return _rss_bytes()
 
 
-def _data_bytes(process: psutil.Process) -> float:
-    info = process.memory_info()
-    return float(getattr(info, "data", info.vms))  # `data` is Linux-only
+def _data_bytes() -> float:
+    statm = _statm()
+    return float(statm[5] * PAGE if statm else _process().memory_info().vms)  # data is Linux-only

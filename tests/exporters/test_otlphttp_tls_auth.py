@@ -63,3 +63,27 @@ def test_tls_settings_without_effect_are_warnings():
 def test_status_and_health_never_show_a_password_in_the_endpoint():
     exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint="https://edge:s3cr3t@collector:4318"))
     assert exporter.describe() == "https://edge:***@collector:4318"
+
+
+def test_https_without_a_tls_block_is_verified_against_the_system_roots(certs, monkeypatch):
+    """aiohttp's own default context holds no roots when imported leanly; the exporter brings its own."""
+    monkeypatch.setenv("SSL_CERT_FILE", certs.ca_file)  # the system roots, as OpenSSL reads them
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    upstream = Upstream(free_port(), ssl_context=context).start()
+    try:
+        for tls in (None, {"insecure": True}):  # `insecure` does not turn verification off over HTTP
+            exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none",
+                                                                   tls=tls))
+
+            async def scenario(exporter: OtlpHttpExporter = exporter) -> None:
+                await exporter.start()
+                try:
+                    await exporter.send(Signal.TRACES, b"")
+                finally:
+                    await exporter.shutdown()
+
+            asyncio.run(scenario())
+        assert len(upstream.received("traces")) == 2
+    finally:
+        upstream.stop()
