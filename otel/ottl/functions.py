@@ -15,11 +15,11 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sampler.goregex import compile_go_regex
-from sampler.ottl import ast
-from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
-from sampler.ottl.paths import Context, ContextName, Getter
-from sampler.ottl.values import string_like
+from otel.goregex import compile_go_regex
+from otel.ottl import ast
+from otel.ottl.errors import OttlEvalError, OttlSyntaxError
+from otel.ottl.paths import Context, ContextName, Getter
+from otel.ottl.values import string_like
 
 Builder = Callable[[Sequence[Getter], ast.Call], Getter]
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")

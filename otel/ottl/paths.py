@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from sampler.ottl import ast
-from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
-from sampler.ottl.values import plain
+from otel.ottl import ast
+from otel.ottl.errors import OttlEvalError, OttlSyntaxError
+from otel.ottl.values import plain
 
 
 @dataclass(slots=True)

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from sampler.ottl.compiler import Test, compile_condition, compile_tree
-from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
-from sampler.ottl.needles import Keys, needed_keys
-from sampler.ottl.parser import parse
-from sampler.ottl.paths import Context, ContextName
+from otel.ottl.compiler import Test, compile_condition, compile_tree
+from otel.ottl.errors import OttlEvalError, OttlSyntaxError
+from otel.ottl.needles import Keys, needed_keys
+from otel.ottl.parser import parse
+from otel.ottl.paths import Context, ContextName
 
 ErrorMode = Literal["ignore", "propagate", "silent"]
 

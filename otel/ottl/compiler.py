@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sampler.ottl import ast
-from sampler.ottl.compare import OPERATORS, compare
-from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
-from sampler.ottl.functions import build_call
-from sampler.ottl.parser import parse
-from sampler.ottl.paths import ENUMS, Context, ContextName, Getter, compile_path
+from otel.ottl import ast
+from otel.ottl.compare import OPERATORS, compare
+from otel.ottl.errors import OttlEvalError, OttlSyntaxError
+from otel.ottl.functions import build_call
+from otel.ottl.parser import parse
+from otel.ottl.paths import ENUMS, Context, ContextName, Getter, compile_path
 
 Test = Callable[[Context], bool]
 
