@@ -195,7 +195,7 @@ def _has_attr_on_datapoint(with_value: bool) -> Builder:
     return build
 
 
-_ALL = ("span", "spanevent", "log", "metric", "datapoint", "resource")
+_ALL = ("span", "spanevent", "log", "metric", "datapoint", "resource", "scope")
 # name -> (number of arguments, builder, contexts where otelcol offers it)
 CONVERTERS: dict[str, tuple[int, Builder, tuple[str, ...]]] = {
     "IsMatch": (2, _is_match, _ALL),

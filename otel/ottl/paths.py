@@ -1,4 +1,4 @@
-"""Paths of OTTL's span, spanevent, log, metric, datapoint and resource contexts, each compiled
+"""Paths of OTTL's span, spanevent, log, metric, datapoint, resource and scope contexts, each compiled
 into a getter that reads only its own field of the item being evaluated (the log, metric and
 datapoint fields are in `signals`).
 
@@ -55,7 +55,7 @@ class Context:
 
 
 Getter = Callable[[Context], Any]
-ContextName = Literal["span", "spanevent", "log", "metric", "datapoint", "resource"]
+ContextName = Literal["span", "spanevent", "log", "metric", "datapoint", "resource", "scope"]
 
 KIND_NAMES = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 KIND_ENUMS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
@@ -66,9 +66,11 @@ ENUMS = {**{name: value for value, name in enumerate(KIND_ENUMS)},
 _ABOVE = ("resource", "scope", "instrumentation_scope")
 CONTEXTS: dict[str, tuple[str, ...]] = {"span": ("span", *_ABOVE), "spanevent": ("spanevent", "span", *_ABOVE),
                                         "log": ("log", *_ABOVE), "metric": ("metric", *_ABOVE),
-                                        "datapoint": ("datapoint", "metric", *_ABOVE), "resource": ("resource",)}
+                                        "datapoint": ("datapoint", "metric", *_ABOVE), "resource": ("resource",),
+                                        "scope": _ABOVE}
 CONTEXT_ENUMS: dict[str, dict[str, int]] = {"span": ENUMS, "spanevent": ENUMS, "log": SEVERITY_ENUMS,
-                                            "metric": METRIC_ENUMS, "datapoint": DATAPOINT_ENUMS, "resource": {}}
+                                            "metric": METRIC_ENUMS, "datapoint": DATAPOINT_ENUMS, "resource": {},
+                                            "scope": {}}
 
 
 def _hex(width: int, field: Callable[[Context], bytes]) -> Getter:
