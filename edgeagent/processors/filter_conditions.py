@@ -80,7 +80,10 @@ def compiles(context: ContextName) -> AfterValidator:
 
 def _infers(offered: tuple[ContextName, ...]) -> AfterValidator:
     def check(text: str, info: ValidationInfo) -> str:
-        explicit = info.data.get("context") if info.field_name == "conditions" else None
+        in_group = info.field_name == "conditions"
+        if in_group and "context" not in info.data:
+            return text  # the group's context is refused: its conditions cannot be checked against it
+        explicit = info.data["context"] if in_group else None
         try:
             compile_condition(text, context_of(text, offered, explicit))
         except OttlSyntaxError as error:
