@@ -179,3 +179,50 @@ def test_a_failing_condition_under_propagate_fails_the_request_in_both(agents, o
         finally:
             ours.stop()
             theirs.stop()
+
+
+EXPLICIT: dict[str, Any] = {
+    "traces": {"resource": ['attributes["env"] == "dev"'], "span": ['kind == SPAN_KIND_SERVER and name != "healthz"'],
+               "spanevent": ['name == "retry"']},
+    "metrics": {"metric": ['type == METRIC_DATA_TYPE_NONE', 'IsMatch(name, "^debug")'],
+                "datapoint": ['metric.name == "db.connections" and attributes["state"] != "used"',
+                              "value_double == nil and count == nil"]},
+    "logs": {"log_record": ['body.string == "7"', 'IsMatch(body["msg"], "secret")', "severity_number == 0"]},
+}
+
+
+def _edge_metrics() -> ExportMetricsServiceRequest:
+    request = _metrics()
+    scope = request.resource_metrics[0].scope_metrics[0]
+    scope.metrics.add(name="no.data")  # no data kind at all
+    scope.metrics.add(name="empty.sum").sum.SetInParent()  # a kind without points
+    return request
+
+
+def _edge_logs() -> ExportLogsServiceRequest:
+    request = _logs()
+    records = request.resource_logs[0].scope_logs[0].log_records
+    records.add(severity_number=9).body.int_value = 7
+    structured = records.add(severity_number=9)
+    _kv(structured.body.kvlist_value.values, msg="a secret here")
+    _kv(records.add(severity_number=9).body.kvlist_value.values, msg="fine")
+    return request
+
+
+def test_the_older_explicit_lists_drop_the_same_items_in_both(agents, otelcol):
+    with tempfile.TemporaryDirectory() as directory:
+        ours, theirs, _, reference_port = _pair(agents, otelcol, directory, EXPLICIT)
+        try:
+            for port in (_.http_port, reference_port):
+                assert post(port, _traces())[0] == 200
+                assert post(port, _edge_metrics(), "/v1/metrics")[0] == 200
+                assert post(port, _edge_logs(), "/v1/logs")[0] == 200
+            wait_until(lambda: all(len(up.received(signal)) == 1 for up in (ours, theirs)
+                                   for signal in ("traces", "metrics", "logs")), timeout=20,
+                       message="one request of each signal upstream of both")
+            expected = _survivors(theirs)
+            assert _survivors(ours) == expected
+            assert 0 < len(expected["spans"]) < 24 and 0 < len(expected["metrics"]) < 9
+        finally:
+            ours.stop()
+            theirs.stop()
