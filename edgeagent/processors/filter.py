@@ -44,6 +44,7 @@ from edgeagent.processors.matching import (
     SeverityNumberMatch,
 )
 from edgeagent.signals import Payload, Signal, resource_groups
+from otel.ottl import ContextName
 
 _PROFILE_KEYS = ("profile_conditions", "profiles")
 
@@ -113,9 +114,10 @@ class LogFilters(_Filters):
     resource: list[Annotated[str, compiles("resource")]] | None = None
     log_record: list[Annotated[str, compiles("log")]] | None = None
 
-    def conditions(self) -> list[tuple[str, str]]:
-        return [(text, context) for context, texts in (("resource", self.resource), ("log", self.log_record))
-                for text in texts or ()]
+    def conditions(self) -> list[tuple[str, ContextName]]:
+        lists: tuple[tuple[ContextName, list[str] | None], ...] = (("resource", self.resource),
+                                                                    ("log", self.log_record))
+        return [(text, context) for context, texts in lists for text in texts or ()]
 
 
 class MetricFilters(_Filters):
@@ -127,9 +129,10 @@ class MetricFilters(_Filters):
     metric: list[Annotated[str, compiles("metric")]] | None = None
     datapoint: list[Annotated[str, compiles("datapoint")]] | None = None
 
-    def conditions(self) -> list[tuple[str, str]]:
-        return [(text, context) for context, texts in (("resource", self.resource), ("metric", self.metric),
-                                                        ("datapoint", self.datapoint)) for text in texts or ()]
+    def conditions(self) -> list[tuple[str, ContextName]]:
+        lists: tuple[tuple[ContextName, list[str] | None], ...] = (
+            ("resource", self.resource), ("metric", self.metric), ("datapoint", self.datapoint))
+        return [(text, context) for context, texts in lists for text in texts or ()]
 
 
 class FilterConfig(ComponentConfig):
@@ -209,7 +212,7 @@ class FilterConfig(ComponentConfig):
                               group.error_mode or self.error_mode) for group in groups]
         lists = {Signal.TRACES: self.traces.conditions(), Signal.METRICS: self.metrics.conditions(),
                  Signal.LOGS: self.logs.conditions()}[signal]
-        return [levels_of(lists, self.error_mode)] if lists else []  # type: ignore[arg-type]
+        return [levels_of(lists, self.error_mode)] if lists else []
 
 
 class FilterProcessor:
