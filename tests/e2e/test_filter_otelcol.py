@@ -4,6 +4,7 @@ leave the same spans, span events, metrics, data points and log records upstream
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,26 @@ def test_the_older_explicit_lists_drop_the_same_items_in_both(agents, otelcol):
         finally:
             ours.stop()
             theirs.stop()
+
+
+DATA = Path(__file__).resolve().parents[1] / "testdata" / "filter"
+
+
+def _otelcol_validates(binary: Path, directory: Path, settings: dict[str, Any]) -> subprocess.CompletedProcess:
+    path = directory / "otelcol.yaml"
+    path.write_text(yaml.safe_dump({
+        "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
+        "processors": {"filter/x": settings}, "exporters": {"nop": {}},
+        "service": {"pipelines": {signal: {"receivers": ["otlp"], "processors": ["filter/x"], "exporters": ["nop"]}
+                                  for signal in ("traces", "metrics", "logs")}}}))
+    return subprocess.run([str(binary), "validate", "--config", str(path)], capture_output=True, text=True,
+                          timeout=60, check=False, stdin=subprocess.DEVNULL)
+
+
+def test_otelcol_accepts_the_good_filter_configs_and_refuses_the_bad_ones(otelcol_binary, tmp_path):
+    for name, settings in yaml.safe_load((DATA / "good.yaml").read_text()).items():
+        result = _otelcol_validates(otelcol_binary, tmp_path, settings)
+        assert result.returncode == 0, f"{name}: {result.stderr[-500:]}"
+    for case in yaml.safe_load((DATA / "bad.yaml").read_text()):
+        result = _otelcol_validates(otelcol_binary, tmp_path, case["config"])
+        assert (result.returncode == 0) == ("otelcol_accepts" in case), f"{case}: {result.stderr[-500:]}"
