@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.test_filter_otelcol import _logs, _metrics, _survivors, _traces
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.otlp_post import post
 from tests.helpers.upstream import Upstream
+from tests.interop.test_filter_side_by_side import _logs, _metrics, _survivors, _traces
 
 CONDITIONS: dict[str, list[str]] = {
     "traces": [
