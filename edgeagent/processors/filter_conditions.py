@@ -142,8 +142,6 @@ def groups_of(value: Any, group: type[_Group]) -> Any:
     so that a mistake is reported at its own index (`trace_conditions::1`)."""
     if not isinstance(value, list):
         return value  # the field's type refuses it
-    if not value:
-        return None  # otelcol reads an empty list as no conditions at all
     if any(entry is None for entry in value):
         raise ValueError("condition cannot be empty")
     texts = [entry for entry in value if isinstance(entry, str)]
