@@ -1,4 +1,5 @@
-"""The `filter` processor: drop spans, log records and metrics by otelcol's legacy match properties.
+"""The `filter` processor: drop spans, span events, metrics, data points and log records that
+match OTTL conditions (filter_conditions.py), or by otelcol's legacy match properties:
 
     spans:   include / exclude with the match properties of matching.py
     logs:    include / exclude with match_type, resource_attributes, record_attributes,
@@ -6,18 +7,35 @@
     metrics: include / exclude with match_type (strict | regexp), metric_names, resource_attributes
 
 An item is kept when it matches `include` (if set) and does not match `exclude` (if set).
-Dropped items are counted (otelcol_processor_filter_*_filtered), never errors. Resources and
-scopes left empty are removed; a request left empty stops in the pipeline (the client
-still gets its OK). OTTL conditions are not supported.
+Dropped items are counted (otelcol_processor_filter_*_filtered). Resources and scopes left
+empty are removed; a request left empty stops in the pipeline (the client still gets its OK).
+For one signal the legacy keys and the OTTL ones exclude each other, as otelcol's validation
+says; `spans` beside `trace_conditions`, which otelcol would silently ignore, is refused too.
+Profiles are not a signal edgeagent carries: `profiles` and `profile_conditions` are refused.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
+from edgeagent.errors import RetryableError
+from edgeagent.processors.filter_conditions import (
+    ErrorModeName,
+    Levels,
+    LogGroup,
+    MetricGroup,
+    TraceGroup,
+    TraceLists,
+    Walk,
+    compiles,
+    context_of,
+    error_mode_of,
+    groups_of,
+    levels_of,
+)
 from edgeagent.processors.matching import (
     AttributeMatch,
     IncludeExclude,
@@ -26,8 +44,9 @@ from edgeagent.processors.matching import (
     SeverityNumberMatch,
 )
 from edgeagent.signals import Payload, Signal, resource_groups
+from otel.ottl import ContextName
 
-_OTTL_KEYS = ("traces", "trace_conditions", "metric_conditions", "log_conditions", "profile_conditions", "profiles")
+_PROFILE_KEYS = ("profile_conditions", "profiles")
 
 
 class LogMatch(ComponentConfig):
@@ -92,6 +111,13 @@ class LogFilters(_Filters):
     signal: ClassVar[Signal] = Signal.LOGS
     include: LogMatch | None = None
     exclude: LogMatch | None = None
+    resource: list[Annotated[str, compiles("resource")]] | None = None
+    log_record: list[Annotated[str, compiles("log")]] | None = None
+
+    def conditions(self) -> list[tuple[str, ContextName]]:
+        lists: tuple[tuple[ContextName, list[str] | None], ...] = (("resource", self.resource),
+                                                                    ("log", self.log_record))
+        return [(text, context) for context, texts in lists for text in texts or ()]
 
 
 class MetricFilters(_Filters):
@@ -99,23 +125,94 @@ class MetricFilters(_Filters):
     include: MetricMatch | None = None
     exclude: MetricMatch | None = None
     regexp: RegexpOptions | None = None
+    resource: list[Annotated[str, compiles("resource")]] | None = None
+    metric: list[Annotated[str, compiles("metric")]] | None = None
+    datapoint: list[Annotated[str, compiles("datapoint")]] | None = None
+
+    def conditions(self) -> list[tuple[str, ContextName]]:
+        lists: tuple[tuple[ContextName, list[str] | None], ...] = (
+            ("resource", self.resource), ("metric", self.metric), ("datapoint", self.datapoint))
+        return [(text, context) for context, texts in lists for text in texts or ()]
 
 
 class FilterConfig(ComponentConfig):
-    error_mode: Literal["ignore", "silent", "propagate"] = "propagate"
+    error_mode: ErrorModeName = "ignore"
     spans: SpanFilters = Field(default_factory=SpanFilters)
     logs: LogFilters = Field(default_factory=LogFilters)
     metrics: MetricFilters = Field(default_factory=MetricFilters)
+    traces: TraceLists = Field(default_factory=TraceLists)
+    trace_conditions: list[TraceGroup] | None = None
+    metric_conditions: list[MetricGroup] | None = None
+    log_conditions: list[LogGroup] | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _no_ottl(cls, data: Any) -> Any:
+    def _no_profiles(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            used = [key for key in _OTTL_KEYS if key in data]
+            used = [key for key in _PROFILE_KEYS if key in data]
             if used:
-                raise ValueError(f"{', '.join(used)}: OTTL conditions are not supported; use spans, logs or "
-                                 f"metrics with include/exclude match properties")
+                raise ValueError(f"{', '.join(used)}: edgeagent carries no profiles; remove the key")
         return data
+
+    @field_validator("error_mode", mode="before")
+    @classmethod
+    def _any_case(cls, mode: Any) -> Any:
+        return error_mode_of(mode)
+
+    @field_validator("trace_conditions", "metric_conditions", "log_conditions", mode="before")
+    @classmethod
+    def _groups(cls, value: Any, info: Any) -> Any:
+        group = {"trace_conditions": TraceGroup, "metric_conditions": MetricGroup, "log_conditions": LogGroup}
+        return groups_of(value, group[info.field_name])
+
+    @model_validator(mode="after")
+    def _one_style_per_signal(self) -> FilterConfig:
+        spans_legacy = self.spans.include is not None or self.spans.exclude is not None
+        traces = self.traces
+        traces_ottl = any(lists is not None for lists in (traces.resource, traces.span, traces.spanevent))
+        metrics, logs = self.metrics, self.logs
+        metrics_legacy = metrics.include is not None or metrics.exclude is not None
+        metrics_ottl = any(lists is not None for lists in (metrics.resource, metrics.metric, metrics.datapoint))
+        logs_legacy = logs.include is not None or logs.exclude is not None
+        logs_ottl = logs.resource is not None or logs.log_record is not None
+        clashes = [
+            (self.trace_conditions is not None and traces_ottl,
+             'cannot use context inferred trace conditions "trace_conditions" and the settings "traces.resource", '
+             '"traces.span", "traces.spanevent" at the same time'),
+            (self.trace_conditions is not None and spans_legacy,
+             '"trace_conditions" and "spans.include" / "spans.exclude" cannot be used together (otelcol would '
+             'ignore the spans settings)'),
+            (self.metric_conditions is not None and (metrics_ottl or metrics_legacy),
+             'cannot use context inferred metric conditions "metric_conditions" and the settings "metrics.resource", '
+             '"metrics.metric", "metrics.datapoint", "metrics.include", "metrics.exclude" at the same time'),
+            (self.log_conditions is not None and (logs_ottl or logs_legacy),
+             'cannot use context inferred log conditions "log_conditions" and the settings "logs.resource", '
+             '"logs.log_record", "logs.include", "logs.exclude" at the same time'),
+            (traces_ottl and spans_legacy,
+             'cannot use "traces.resource", "traces.span", "traces.spanevent" and the span settings "spans.include", '
+             '"spans.exclude" at the same time'),
+            (metrics_ottl and metrics_legacy,
+             'cannot use "metrics.resource", "metrics.metric", "metrics.datapoint" and the settings '
+             '"metrics.include", "metrics.exclude" at the same time'),
+            (logs_ottl and logs_legacy,
+             'cannot use "logs.resource", "logs.log_record" and the settings "logs.include", "logs.exclude" at '
+             'the same time'),
+        ]
+        problems = [message for clash, message in clashes if clash]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def passes(self, signal: Signal) -> list[Levels]:
+        """The OTTL passes over one signal's requests, in order; none when it uses no conditions."""
+        groups: list[Any] | None = {Signal.TRACES: self.trace_conditions, Signal.METRICS: self.metric_conditions,
+                                    Signal.LOGS: self.log_conditions}[signal]
+        if groups is not None:
+            return [levels_of([(text, context_of(text, group.offered, group.context)) for text in group.conditions],
+                              group.error_mode or self.error_mode) for group in groups]
+        lists = {Signal.TRACES: self.traces.conditions(), Signal.METRICS: self.metrics.conditions(),
+                 Signal.LOGS: self.logs.conditions()}[signal]
+        return [levels_of(lists, self.error_mode)] if lists else []
 
 
 class FilterProcessor:
@@ -125,6 +222,8 @@ class FilterProcessor:
         self.spans = config.spans.selection()
         self.logs = config.logs.selection()
         self.metrics = config.metrics.selection()
+        self.walks = {signal: Walk(signal.shape, _KIND[signal], passes) for signal in Signal
+                      if (passes := config.passes(signal))}
 
     async def start(self) -> None:
         return None
@@ -134,6 +233,9 @@ class FilterProcessor:
 
     def process(self, payload: Payload) -> Payload | None:
         signal = payload.signal
+        walk = self.walks.get(signal)
+        if walk is not None:
+            return self._conditions(payload, walk)
         selection = {Signal.TRACES: self.spans, Signal.LOGS: self.logs, Signal.METRICS: self.metrics}[signal]
         if not selection.active:
             return payload
@@ -143,10 +245,25 @@ class FilterProcessor:
         if not dropped:
             return payload
         payload.mark_changed(recount=True)
-        if self.host is not None:
-            name = {Signal.TRACES: "spans", Signal.LOGS: "logs", Signal.METRICS: "datapoints"}[signal]
-            self.host.counter_inc(f"otelcol_processor_filter_{name}_filtered", before - payload.items, self.id)
+        self._count(signal, before - payload.items)
         return payload if len(resource_groups(signal, message)) else None
+
+    def _conditions(self, payload: Payload, walk: Walk) -> Payload | None:
+        signal = payload.signal
+        message = payload.view()
+        before = payload.items
+        changed, errors = walk.run(message)
+        if changed:
+            payload.mark_changed(recount=True)
+            self._count(signal, before - payload.items)
+        if errors:
+            raise RetryableError(f"filter processor {self.id}: failed processing {signal.label}: {errors[0]}")
+        return payload if len(resource_groups(signal, message)) else None
+
+    def _count(self, signal: Signal, dropped: int) -> None:
+        if self.host is not None and dropped:
+            name = {Signal.TRACES: "spans", Signal.LOGS: "logs", Signal.METRICS: "datapoints"}[signal]
+            self.host.counter_inc(f"otelcol_processor_filter_{name}_filtered", dropped, self.id)
 
 
 _KIND = {Signal.TRACES: "span", Signal.LOGS: "log", Signal.METRICS: "metric"}  # what the matcher selects

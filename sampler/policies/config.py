@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
-from sampler.goregex import compile_go_regex
+from otel.goregex import compile_go_regex
 from sampler.policies.ottl_config import OttlConditionConfig
 from sampler.settings import Settings
 

@@ -2,13 +2,13 @@
 
 As otelcol: spans in arrival order; for each span the `span` conditions first, then the
 `spanevent` conditions on each of its events; the first match samples the trace. Within a list
-any condition matching is a match (sampler.ottl.ConditionSequence). With `error_mode:
+any condition matching is a match (otel.ottl.ConditionSequence). With `error_mode:
 propagate` a condition that fails ends the evaluation with an error decision, which `decide`
 skips and `and`, `drop`, `not` and `composite` pass up, as otelcol does with the error.
 
 Conditions are compiled once, when the policy is built; evaluating one reads only the fields it
 names, through one Context reused for every span of the trace. When every condition needs one
-of some attribute keys (sampler.ottl.needles), a batch whose serialized bytes hold none of them
+of some attribute keys (otel.ottl.needles), a batch whose serialized bytes hold none of them
 is skipped without looking at its spans, and when none of the requests the trace came in holds
 one, no batch is serialized at all: the attribute policies' shortcut (a lone batch, when those
 requests may match, is walked without serializing it). Such a batch cannot
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from otel.ottl import ConditionSequence, Context, OttlEvalError
 from otel.shape import TRACES
-from sampler.ottl import ConditionSequence, Context, OttlEvalError
 from sampler.policies.ottl_config import OttlConditionConfig
 from sampler.policies.view import serialized_batches
 from sampler.trace import Decision, Trace

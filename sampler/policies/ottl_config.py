@@ -6,7 +6,7 @@
       spanevent: ['name == "exception"']
 
 Every condition is parsed and compiled here, so a condition that does not parse, a path or
-function sampler.ottl does not support, is refused at its own YAML path
+function otel.ottl does not support, is refused at its own YAML path
 (`ottl_condition::span::0`) with the column. otelcol needs at least one condition.
 """
 
@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from sampler.ottl import ContextName, OttlSyntaxError, compile_condition
+from otel.ottl import ContextName, OttlSyntaxError, compile_condition
 from sampler.settings import Settings
 
 

@@ -87,7 +87,7 @@ def test_a_filter_that_drops_nothing_keeps_the_received_bytes():
 
 
 @pytest.mark.parametrize("config,message", [
-    ({"traces": {"span": ['name == "x"']}}, "OTTL"),
+    ({"profile_conditions": ['profile.duration_unix_nano > 3000']}, "carries no profiles"),
     ({"spans": {"include": {"match_type": "strict", "log_bodies": ["x"]}}}, "cannot match traces"),
     ({"logs": {"include": {"match_type": "strict", "severity_number": {"min": "LOUD"}}}}, "unknown severity"),
     ({"metrics": {"include": {"match_type": "expr", "metric_names": ["x"]}}}, "match_type"),

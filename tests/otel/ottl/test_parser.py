@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sampler.ottl import ast, compile_condition
-from sampler.ottl.errors import OttlSyntaxError
-from sampler.ottl.lexer import tokenize, unquote
-from sampler.ottl.parser import parse
+from otel.ottl import ast, compile_condition
+from otel.ottl.errors import OttlSyntaxError
+from otel.ottl.lexer import tokenize, unquote
+from otel.ottl.parser import parse
 
 
 def kinds(text: str) -> list[tuple[str, str]]:

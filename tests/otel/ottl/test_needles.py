@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sampler.ottl.needles import needed_keys
-from sampler.ottl.parser import parse
+from otel.ottl.needles import needed_keys
+from otel.ottl.parser import parse
 
 
 @pytest.mark.parametrize(("text", "keys"), [

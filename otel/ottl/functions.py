@@ -15,11 +15,11 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sampler.goregex import compile_go_regex
-from sampler.ottl import ast
-from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
-from sampler.ottl.paths import Context, ContextName, Getter
-from sampler.ottl.values import string_like
+from otel.goregex import compile_go_regex
+from otel.ottl import ast
+from otel.ottl.errors import OttlEvalError, OttlSyntaxError
+from otel.ottl.paths import Context, ContextName, Getter
+from otel.ottl.values import string_like
 
 Builder = Callable[[Sequence[Getter], ast.Call], Getter]
 _INT_TEXT = re.compile(r"[+-]?[0-9]+")
@@ -165,25 +165,58 @@ def _is_root_span(args: Sequence[Getter], call: ast.Call) -> Getter:
     return lambda ctx: not any(ctx.span.parent_span_id)
 
 
-# name -> (number of arguments, builder, contexts where otelcol's tail_sampling offers it)
+def _literal_text(call: ast.Call, index: int) -> str:
+    arg = call.args[index]
+    if not isinstance(arg, ast.Literal) or not isinstance(arg.value, str):
+        raise OttlSyntaxError(f"{call.function}: argument {index + 1} must be a string literal", call.offset)
+    return arg.value
+
+
+def _has_attr_on_datapoint(with_value: bool) -> Builder:
+    """filterprocessor's HasAttrKeyOnDatapoint(key) / HasAttrOnDatapoint(key, value), as its
+    checkDataPoints: the first data point holding the key decides (its value as a string equal
+    to `value`; a value of another type reads as ""); a metric without data is an error."""
+    def build(args: Sequence[Getter], call: ast.Call) -> Getter:
+        key = _literal_text(call, 0)
+        expected = _literal_text(call, 1) if with_value else None
+
+        def get(ctx: Context) -> bool:
+            kind = ctx.metric.WhichOneof("data")
+            if kind is None:
+                raise OttlEvalError("unknown metric type")
+            for point in getattr(ctx.metric, kind).data_points:
+                for kv in point.attributes:
+                    if kv.key == key:
+                        if expected is None:
+                            return True
+                        return kv.value.string_value == expected
+            return False
+        return get
+    return build
+
+
+_ALL = ("span", "spanevent", "log", "metric", "datapoint", "resource", "scope")
+# name -> (number of arguments, builder, contexts where otelcol offers it)
 CONVERTERS: dict[str, tuple[int, Builder, tuple[str, ...]]] = {
-    "IsMatch": (2, _is_match, ("span", "spanevent")),
-    "IsString": (1, _is_type(str), ("span", "spanevent")),
-    "IsInt": (1, _is_type(int), ("span", "spanevent")),
-    "IsDouble": (1, _is_type(float), ("span", "spanevent")),
-    "IsBool": (1, _is_type(bool), ("span", "spanevent")),
-    "IsMap": (1, _is_type(dict), ("span", "spanevent")),
-    "IsList": (1, _is_type(list), ("span", "spanevent")),
-    "Len": (1, _len, ("span", "spanevent")),
-    "Int": (1, _int, ("span", "spanevent")),
-    "Double": (1, _double, ("span", "spanevent")),
-    "String": (1, _string_func, ("span", "spanevent")),
-    "Concat": (2, _concat, ("span", "spanevent")),
-    "HasPrefix": (2, _affix("HasPrefix", str.startswith), ("span", "spanevent")),
-    "HasSuffix": (2, _affix("HasSuffix", str.endswith), ("span", "spanevent")),
-    "ToLowerCase": (1, _case("ToLowerCase", str.lower), ("span", "spanevent")),
-    "ToUpperCase": (1, _case("ToUpperCase", str.upper), ("span", "spanevent")),
+    "IsMatch": (2, _is_match, _ALL),
+    "IsString": (1, _is_type(str), _ALL),
+    "IsInt": (1, _is_type(int), _ALL),
+    "IsDouble": (1, _is_type(float), _ALL),
+    "IsBool": (1, _is_type(bool), _ALL),
+    "IsMap": (1, _is_type(dict), _ALL),
+    "IsList": (1, _is_type(list), _ALL),
+    "Len": (1, _len, _ALL),
+    "Int": (1, _int, _ALL),
+    "Double": (1, _double, _ALL),
+    "String": (1, _string_func, _ALL),
+    "Concat": (2, _concat, _ALL),
+    "HasPrefix": (2, _affix("HasPrefix", str.startswith), _ALL),
+    "HasSuffix": (2, _affix("HasSuffix", str.endswith), _ALL),
+    "ToLowerCase": (1, _case("ToLowerCase", str.lower), _ALL),
+    "ToUpperCase": (1, _case("ToUpperCase", str.upper), _ALL),
     "IsRootSpan": (0, _is_root_span, ("span",)),
+    "HasAttrKeyOnDatapoint": (1, _has_attr_on_datapoint(False), ("metric",)),
+    "HasAttrOnDatapoint": (2, _has_attr_on_datapoint(True), ("metric",)),
 }
 
 

@@ -13,7 +13,7 @@ bytes, so a batch holding the key shows them.
 
 from __future__ import annotations
 
-from sampler.ottl import ast
+from otel.ottl import ast
 
 Keys = frozenset[str]
 

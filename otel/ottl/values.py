@@ -9,8 +9,8 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from otel.ottl.errors import OttlEvalError
 from otel.values import go_float_text
-from sampler.ottl.errors import OttlEvalError
 
 
 def plain(value: AnyValue) -> Any:

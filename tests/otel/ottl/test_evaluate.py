@@ -7,11 +7,11 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
-from sampler.ottl import ConditionSequence, Context, OttlEvalError, OttlSyntaxError, ast, compile_condition
-from sampler.ottl.compare import compare
-from sampler.ottl.parser import parse
-from sampler.ottl.paths import ENUMS
-from sampler.ottl.values import string_like
+from otel.ottl import ConditionSequence, Context, OttlEvalError, OttlSyntaxError, ast, compile_condition
+from otel.ottl.compare import compare
+from otel.ottl.parser import parse
+from otel.ottl.paths import ENUMS
+from otel.ottl.values import string_like
 
 
 def _set(kvs, **values) -> None:

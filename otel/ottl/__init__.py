@@ -1,10 +1,12 @@
 """A subset of the OpenTelemetry Transformation Language (OTTL): the conditions of tail_sampling's
-`ottl_condition` policy, on spans and span events.
+`ottl_condition` policy (spans and span events) and of the filter processor (also log records,
+metrics, data points, resources and scopes).
 
 `lexer` and `parser` read a condition into the tree of `ast`; `compiler` turns the tree into
-closures once, using `paths` (the fields of the span and spanevent contexts), `functions` (the
-converters) and `compare` (OTTL's comparison rules); `needles` finds the attribute keys a
-condition cannot match without. `ConditionSequence` is otelcol's: the
+closures once, using `paths` (the fields of each context; the log, metric and datapoint ones in
+`signals`), `functions` (the converters) and `compare` (OTTL's comparison rules); `infer` finds
+the context of a condition that names none; `needles` finds the attribute keys a condition
+cannot match without. `ConditionSequence` is otelcol's: the
 conditions of one list, any of which matching is a match, with its error_mode.
 """
 
@@ -13,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from sampler.ottl.compiler import Test, compile_condition, compile_tree
-from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
-from sampler.ottl.needles import Keys, needed_keys
-from sampler.ottl.parser import parse
-from sampler.ottl.paths import Context, ContextName
+from otel.ottl.compiler import Test, compile_condition, compile_tree
+from otel.ottl.errors import OttlEvalError, OttlSyntaxError
+from otel.ottl.needles import Keys, needed_keys
+from otel.ottl.parser import parse
+from otel.ottl.paths import Context, ContextName
 
 ErrorMode = Literal["ignore", "propagate", "silent"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sampler.ottl.errors import OttlSyntaxError
+from otel.ottl.errors import OttlSyntaxError
 
 _RULES = (
     ("BYTES", r"0x[a-fA-F0-9]+"),

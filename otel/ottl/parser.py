@@ -1,4 +1,4 @@
-"""OTTL conditions parsed as pkg/ottl's grammar (grammar.go) reads them, into sampler.ottl.ast.
+"""OTTL conditions parsed as pkg/ottl's grammar (grammar.go) reads them, into otel.ottl.ast.
 
     condition  := term ("or" term)*
     term       := boolean ("and" boolean)*
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from sampler.ottl import ast
-from sampler.ottl.errors import OttlSyntaxError
-from sampler.ottl.lexer import Token, tokenize, unquote
+from otel.ottl import ast
+from otel.ottl.errors import OttlSyntaxError
+from otel.ottl.lexer import Token, tokenize, unquote
 
 _NAME = ("UPPER", "LOWER")
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sampler.ottl import ast
-from sampler.ottl.compare import OPERATORS, compare
-from sampler.ottl.errors import OttlEvalError, OttlSyntaxError
-from sampler.ottl.functions import build_call
-from sampler.ottl.parser import parse
-from sampler.ottl.paths import ENUMS, Context, ContextName, Getter, compile_path
+from otel.ottl import ast
+from otel.ottl.compare import OPERATORS, compare
+from otel.ottl.errors import OttlEvalError, OttlSyntaxError
+from otel.ottl.functions import build_call
+from otel.ottl.parser import parse
+from otel.ottl.paths import CONTEXT_ENUMS, Context, ContextName, Getter, compile_path
 
 Test = Callable[[Context], bool]
 
 
 def compile_condition(text: str, context: ContextName) -> Test:
-    """The condition as a test of one span ("span") or span event ("spanevent") context;
+    """The condition as a test of one context (a span, span event, log record, metric, data point, resource);
     OttlSyntaxError when it does not parse or names what is not supported."""
     return compile_tree(parse(text), context)
 
@@ -95,7 +95,7 @@ def _comparison(node: ast.Compare, context: ContextName) -> Test:
     if isinstance(right, ast.Literal):  # the usual `path op literal`
         return _against_constant(left_getter, op, right.value)
     if isinstance(right, ast.Enum):
-        return _against_constant(left_getter, op, ENUMS[right.name])  # known: _value checked it
+        return _against_constant(left_getter, op, CONTEXT_ENUMS[context][right.name])  # known: _value checked it
     return lambda ctx: compare(left_getter(ctx), right_getter(ctx), op)
 
 
@@ -131,9 +131,11 @@ def _value(node: ast.Value, context: ContextName) -> Getter:
         constant = node.value
         return lambda ctx: constant
     if isinstance(node, ast.Enum):
-        if node.name not in ENUMS:
-            raise OttlSyntaxError(f"enum {node.name} is not known; known: {', '.join(ENUMS)}", node.offset)
-        number = ENUMS[node.name]
+        enums = CONTEXT_ENUMS[context]
+        if node.name not in enums:
+            raise OttlSyntaxError(f"enum {node.name} is not known in a {context} condition; known: "
+                                  f"{', '.join(enums) or 'none'}", node.offset)
+        number = enums[node.name]
         return lambda ctx: number
     if isinstance(node, ast.Path):
         return compile_path(node, context)
