@@ -26,7 +26,8 @@ Ownership
     the event loop owns leases and a mirror of the totals, which the writer updates after
     each commit. The writer learns which records are leased only from the immutable snapshot
     each queue publishes (reader.py), never from the loop's own lease state.
-  * Modules: store.py (this: environment, writer thread, group commit), ops.py (the writer's
+  * Modules: store.py (this: environment, writer thread, group commit), arrivals.py (the
+    requests on their way to the writer, which tell group commit whether to wait), ops.py (the writer's
     operations, each applying itself to the transaction), eviction.py (full policy, max_age),
     reader.py (leases and the byte-level read API), environment.py (files, lock, modes),
     salvage.py (reading a damaged data file page by page), api.py (the Protocols the sender
@@ -66,7 +67,6 @@ Crash and restart
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -83,6 +83,7 @@ import zstandard
 from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
 from edgeagent.queue import deadletter, environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
+from edgeagent.queue.arrivals import Arrival, Arrivals, Handover
 from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
 from edgeagent.queue.environment import Gate, StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
@@ -99,6 +100,7 @@ from edgeagent.queue.ops import (
     StoreTable,
     Totals,
     TxnState,
+    Wake,
     WriterOp,
     WriterQueue,
     enqueued_ms,
@@ -114,9 +116,8 @@ log = logging.getLogger(__name__)
 
 _MAX_OPS_PER_COMMIT = 1024
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
-_LINGER = 0.010  # seconds a busy writer waits for more puts before it commits
+_LINGER = 0.005  # seconds at most that puts wait for a put that is arriving
 _ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
-_RECENT_COMMITS = 8  # commits over which the number of clients waiting is remembered
 _ACK_LINGER = 0.25  # seconds acks wait for company before they commit
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
@@ -166,7 +167,9 @@ class QueueStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._last_sweep = 0.0
-        self._recent_puts: collections.deque[int] = collections.deque(maxlen=_RECENT_COMMITS)
+        self.arrivals = Arrivals(self._wake_writer)  # requests on their way to a put (arrivals.py)
+        self._lingering = False  # the writer waits for an arrival; set and cleared by the writer
+        self._handover = Handover(self._ops.put, self.arrivals)  # puts, once per pass of the loop
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
 
@@ -284,6 +287,7 @@ class QueueStore:
         """Finish every pending commit, stop the writer and close the environment. Idempotent."""
         if self._writer is not None:
             self._closing = True
+            self._handover.flush()
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
@@ -337,22 +341,21 @@ class QueueStore:
     # ---- writes ----------------------------------------------------------------------------
 
     async def put(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal,
-                  batch_key: bytes = b"", attributes: bytes = b"") -> None:
+                  batch_key: bytes = b"", attributes: bytes = b"", arrival: Arrival | None = None) -> None:
         """Append one request to every queue in `targets` in a single commit; returns once durable.
 
         `batch_key` (the batch processor's metadata_keys values) keeps records with different keys
         out of one upstream request. `attributes` (a serialized KeyValueList) are added to every
-        span, log record or data point when the record is read. Raises QueueFullError (retryable)
-        when there is no room."""
+        span, log record or data point when the record is read. `arrival` is the request's count in
+        `arrivals`, ended once its records are queued. Raises QueueFullError (retryable) when there
+        is no room."""
         if self._closing or self._writer is None:
             raise ShutdownError("the queue is closing")
         payload = self._loop_compressor.compress(body)
-        futures = []
-        for target in targets:
-            future = self.loop.create_future()
-            self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes))
-            futures.append(future)
-        await asyncio.gather(*futures)
+        ops = [Put(target, payload, items, signal, self.loop.create_future(), batch_key, attributes)
+               for target in targets]
+        self._handover.put(self.loop, list(ops), arrival)
+        await asyncio.gather(*(op.future for op in ops))
 
     def atomic(self, function: Callable[[StageTransaction], T]) -> asyncio.Future[T]:
         """Run `function(writer)` on the writer thread inside the next commit, all or nothing;
@@ -405,31 +408,36 @@ class QueueStore:
 
         Each synced commit rewrites several B-tree, free-list and meta pages besides the records
         (30 to 70 KiB here), so fewer, larger commits mean fewer bytes written per byte queued:
-        less flash wear. Puts linger only while more are expected: until the commit carries as
-        many as there were clients waiting (puts in a commit and queued behind it) at the
-        largest of the last _RECENT_COMMITS commits; the clients those answered are sending
-        again. So a lone request is never delayed, a few clients never wait for company that
-        cannot come, and many clients still share few commits; never past _ENOUGH_TO_COMMIT
-        bytes or _LINGER. Acks, which nobody waits for, linger up to _ACK_LINGER unless a put
-        arrives; an ack commit rewrites LMDB's free list, which grows as a backlog drains. The
-        price is duplicates after a crash: acks not yet committed are sent again."""
+        less flash wear. Puts wait only while another put is on its way (`arrivals`: a request
+        admitted by a receiver whose put is not queued yet), at most _LINGER and until
+        _ENOUGH_TO_COMMIT bytes: a lone client, or clients that are all waiting on this commit,
+        never wait for company that cannot come. Acks, which nobody waits for, linger up to
+        _ACK_LINGER unless a put arrives; an ack commit rewrites LMDB's free list, which grows
+        as a backlog drains. The price is duplicates after a crash: acks not yet committed are
+        sent again."""
         while len(ops) < _MAX_OPS_PER_COMMIT:
             try:
                 ops.append(self._ops.get_nowait())
             except thread_queue.Empty:
                 break
         real = [op for op in ops if op is not None]
-        puts = sum(op.client_waits for op in real)
-        put_bytes = sum(op.put_bytes for op in real)
-        expected = max(self._recent_puts, default=0)
         if len(real) < len(ops):
-            linger = 0.0
-        elif puts:
-            linger = _LINGER if puts < expected else 0.0
-        else:
-            linger = _ACK_LINGER if any(op.lingers for op in real) else 0.0
+            return
+        if not any(op.client_waits for op in real):
+            if not any(op.lingers for op in real) or not self._linger(ops, _ACK_LINGER, lambda: True, True):
+                return
+        self._lingering = True  # before the count is read: a request that leaves later wakes the writer
+        try:
+            self._linger(ops, _LINGER, lambda: self.arrivals.count > 0, False)
+        finally:
+            self._lingering = False
+
+    def _linger(self, ops: list[WriterOp | None], linger: float, worth: Callable[[], bool], until_put: bool) -> bool:
+        """Take operations while `worth()` holds, up to `linger` seconds (or, `until_put`, until a
+        put comes: then True)."""
         deadline = time.monotonic() + linger
-        while linger and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
+        put_bytes = sum(op.put_bytes for op in ops if op is not None)
+        while worth() and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -440,13 +448,15 @@ class QueueStore:
             ops.append(op)
             if op is None:
                 break
-            if op.client_waits:
-                puts += 1
-                put_bytes += op.put_bytes
-                if puts == 1 or puts >= expected:  # an ack linger ends at a put, a put linger when full
-                    break
-        if puts:  # how many clients were waiting: those in this commit and those queued behind it
-            self._recent_puts.append(puts + self._ops.qsize())
+            put_bytes += op.put_bytes
+            if op.client_waits and until_put:
+                return True
+        return False
+
+    def _wake_writer(self) -> None:
+        """A request left without a put (loop thread): end a wait for it."""
+        if self._lingering:
+            self._ops.put(Wake())
 
     def _run_call(self, op: Call) -> None:
         try:

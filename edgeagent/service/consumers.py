@@ -4,12 +4,19 @@ A consumer admits a request (memory limiter, shutdown), copies it for every pipe
 the receiver, and answers once every pipeline has made it durable. A pipeline runs its processors
 in order, then writes the result to its exporters' queues in one commit per queue store (or hands
 it to its tail-sampling stage, or sends it at once to exporters whose sending_queue is disabled).
+
+From its admission until its records are queued, a request counts as arriving at the queue
+stores its pipelines write to (queue/arrivals.py), so that a group commit waits for it when,
+and only when, it is coming. Receivers call `consume` inside `admission`, in one task; the
+request's `Arrival` passes from one to the other in a context variable, so receivers need not
+carry it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -18,10 +25,13 @@ from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, send_now
 from edgeagent.processors.batch import BatchConfig
 from edgeagent.processors.memory_limiter import Reservation
+from edgeagent.queue.arrivals import Arrival, Arrivals
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
 from edgeagent.service.host import Telemetry
 from edgeagent.signals import Payload, Signal
+
+_ARRIVAL: contextvars.ContextVar[Arrival | None] = contextvars.ContextVar("arrival", default=None)
 
 
 class Processor(Protocol):
@@ -75,7 +85,11 @@ class RunningPipeline:
     stage: Stage | None = None  # tail_sampling: it writes to the targets itself
     meter: Meter | None = None
 
-    async def consume(self, payload: Payload) -> None:
+    def arrivals(self) -> list[Arrivals]:
+        """Where a request on its way here counts: the stores written to directly (a stage commits on its own)."""
+        return [store.arrivals for store, _ in self.targets] if self.stage is None else []
+
+    async def consume(self, payload: Payload, arrival: Arrival | None = None) -> None:
         for processor in self.processors:
             result = processor.process(payload) if self.meter is None else self.meter.run(processor, payload)
             if result is None:
@@ -91,7 +105,7 @@ class RunningPipeline:
         if self.meter is not None:
             for _, queues in self.targets:
                 self.meter.enqueue(queues, payload.items, len(body))
-        writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
+        writes += [store.put(queues, body, payload.items, self.signal, key, attributes, arrival)
                    for store, queues in self.targets]
         if len(writes) == 1:
             await writes[0]
@@ -109,6 +123,7 @@ class SignalConsumer:
         self.signal = signal
         self.pipelines: list[RunningPipeline] = []
         self.limiters: list[Limiter] = []
+        self._arrivals: list[Arrivals] = []  # of every store the pipelines write to directly
         metrics = telemetry.metrics
         self._accepted = metrics.counter(f"otelcol_receiver_accepted_{signal.item_name}",
                                          f"Number of {signal.item_name} successfully pushed into the pipeline.",
@@ -126,11 +141,13 @@ class SignalConsumer:
     def add(self, pipeline: RunningPipeline, limiters: list[Limiter]) -> None:
         self.pipelines.append(pipeline)
         self.limiters += [limiter for limiter in limiters if limiter not in self.limiters]
+        self._arrivals += [arrivals for arrivals in pipeline.arrivals() if arrivals not in self._arrivals]
 
     @contextlib.contextmanager
     def admission(self, transport: str, body_bytes: int = 0) -> Iterator[Reservation]:
         """Hold a request's place in the memory budget while it is read and committed; the
-        receiver grows it (`Reservation.grow`) as body bytes arrive.
+        receiver grows it (`Reservation.grow`) as body bytes arrive. The request counts as
+        arriving at the queue stores until its records are queued there or it ends.
 
         Refuses (counted) when the agent stops or memory is short, before or while the body is read."""
         def refused(exc: RetryableError) -> None:
@@ -138,6 +155,8 @@ class SignalConsumer:
                                        type(exc).__name__)
 
         reservation = Reservation(self.limiters, refused)
+        arrival = Arrival(self._arrivals)
+        token = _ARRIVAL.set(arrival)
         try:
             if self.stopping():
                 exc = ShutdownError("the agent is shutting down", retry_after=5.0)
@@ -147,6 +166,8 @@ class SignalConsumer:
             yield reservation
         finally:
             reservation.release()
+            arrival.settle()
+            _ARRIVAL.reset(token)
 
     def _admit(self) -> None:
         if self.stopping():
@@ -161,11 +182,12 @@ class SignalConsumer:
                 counter.inc(0, self.receiver_id, transport)
         try:
             self._admit()
+            arrival = _ARRIVAL.get()
             last = len(self.pipelines) - 1
             if last == 0:
-                await self.pipelines[0].consume(payload)
+                await self.pipelines[0].consume(payload, arrival)
             else:
-                await asyncio.gather(*(pipeline.consume(payload if index == last else payload.copy())
+                await asyncio.gather(*(pipeline.consume(payload if index == last else payload.copy(), arrival)
                                        for index, pipeline in enumerate(self.pipelines)))
         except BaseException:
             self._refused.inc(payload.items, self.receiver_id, transport)
