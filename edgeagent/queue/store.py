@@ -67,6 +67,7 @@ Crash and restart
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -116,8 +117,10 @@ log = logging.getLogger(__name__)
 
 _MAX_OPS_PER_COMMIT = 1024
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
-_LINGER = 0.005  # seconds at most that puts wait for a put that is arriving
+_LINGER = 0.010  # seconds at most that puts wait for a put that is coming
 _ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
+_RECENT = 0.020  # seconds within which clients answered by a commit are expected back
+_RECENT_COMMITS = 8  # commits over which that is remembered
 _ACK_LINGER = 0.25  # seconds acks wait for company before they commit
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
@@ -167,6 +170,7 @@ class QueueStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._last_sweep = 0.0
+        self._recent_puts: collections.deque[tuple[float, int]] = collections.deque(maxlen=_RECENT_COMMITS)
         self.arrivals = Arrivals(self._wake_writer)  # requests on their way to a put (arrivals.py)
         self._lingering = False  # the writer waits for an arrival; set and cleared by the writer
         self._handover = Handover(self._ops.put, self.arrivals)  # puts, once per pass of the loop
@@ -407,11 +411,15 @@ class QueueStore:
         """Take every pending operation, and linger briefly so that one commit carries more.
 
         Each synced commit rewrites several B-tree, free-list and meta pages besides the records
-        (30 to 70 KiB here), so fewer, larger commits mean fewer bytes written per byte queued:
-        less flash wear. Puts wait only while another put is on its way (`arrivals`: a request
-        admitted by a receiver whose put is not queued yet), at most _LINGER and until
-        _ENOUGH_TO_COMMIT bytes: a lone client, or clients that are all waiting on this commit,
-        never wait for company that cannot come. Acks, which nobody waits for, linger up to
+        (30 to 70 KiB here) and costs about half a request's CPU, so fewer, larger commits mean
+        less flash wear and more requests per second. Puts wait only while another put is
+        coming, at most _LINGER and until _ENOUGH_TO_COMMIT bytes: while a request is being read
+        (`arrivals`: admitted by a receiver, its put not queued yet), or while the commit holds
+        fewer puts than there were clients waiting at a commit of the last _RECENT seconds;
+        clients answered that recently are sending again (in a closed loop they come back
+        within a millisecond, but their next request is not yet read). So a lone request is
+        never delayed, clients that send now and then never wait for each other, and many
+        clients still share few commits. Acks, which nobody waits for, linger up to
         _ACK_LINGER unless a put arrives; an ack commit rewrites LMDB's free list, which grows
         as a backlog drains. The price is duplicates after a crash: acks not yet committed are
         sent again."""
@@ -424,20 +432,24 @@ class QueueStore:
         if len(real) < len(ops):
             return
         if not any(op.client_waits for op in real):
-            if not any(op.lingers for op in real) or not self._linger(ops, _ACK_LINGER, lambda: True, True):
+            if not any(op.lingers for op in real) or not self._linger(ops, _ACK_LINGER, lambda puts: puts == 0):
                 return
+        now = time.monotonic()
+        expected = max((clients for at, clients in self._recent_puts if now - at < _RECENT), default=0)
         self._lingering = True  # before the count is read: a request that leaves later wakes the writer
         try:
-            self._linger(ops, _LINGER, lambda: self.arrivals.count > 0, False)
+            puts = self._linger(ops, _LINGER, lambda puts: self.arrivals.count > 0 or puts < expected)
         finally:
             self._lingering = False
+        # the clients of this round: in this commit, queued behind it, or still being read
+        self._recent_puts.append((time.monotonic(), puts + self._ops.qsize() + self.arrivals.count))
 
-    def _linger(self, ops: list[WriterOp | None], linger: float, worth: Callable[[], bool], until_put: bool) -> bool:
-        """Take operations while `worth()` holds, up to `linger` seconds (or, `until_put`, until a
-        put comes: then True)."""
+    def _linger(self, ops: list[WriterOp | None], linger: float, worth: Callable[[int], bool]) -> int:
+        """Take operations while `worth(puts so far)` holds, up to `linger` seconds; the puts taken."""
         deadline = time.monotonic() + linger
+        puts = sum(op.client_waits for op in ops if op is not None)
         put_bytes = sum(op.put_bytes for op in ops if op is not None)
-        while worth() and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
+        while worth(puts) and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -448,10 +460,9 @@ class QueueStore:
             ops.append(op)
             if op is None:
                 break
+            puts += op.client_waits
             put_bytes += op.put_bytes
-            if op.client_waits and until_put:
-                return True
-        return False
+        return puts
 
     def _wake_writer(self) -> None:
         """A request left without a put (loop thread): end a wait for it."""

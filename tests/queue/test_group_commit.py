@@ -46,6 +46,52 @@ def test_a_few_clients_after_a_burst_do_not_each_wait_the_whole_linger(tmp_path)
     assert slow < ROUNDS // 2, f"{slow} of {ROUNDS} rounds of two puts waited the whole linger"
 
 
+def test_after_a_burst_a_client_that_sends_now_and_then_is_not_made_to_wait_for_company(tmp_path):
+    """Clients answered together long ago are not coming back together: an SDK that exports every
+    few seconds must not wait out the linger on each of its next requests after one busy moment."""
+    async def scenario() -> int:
+        store = await _open(tmp_path)
+        await asyncio.gather(*(_put(store) for _ in range(16)))
+        slow = 0
+        for _ in range(8):
+            await asyncio.sleep(store_module._RECENT * 1.5)
+            started = time.monotonic()
+            await _put(store)
+            slow += time.monotonic() - started >= store_module._LINGER * 0.9
+        await store.close()
+        return slow
+
+    slow = asyncio.run(scenario())
+    assert slow <= 1, f"{slow} of 8 lone requests after a burst waited the whole linger"
+
+
+def test_clients_in_a_closed_loop_share_commits(tmp_path):
+    """Four clients that send again as soon as they are answered: their next requests are not read
+    yet when the first comes, but they are coming, and one commit takes them all."""
+    async def client(store: QueueStore, rounds: int, index: int) -> None:
+        for _ in range(rounds):
+            await _put(store)
+            await asyncio.sleep(0.0004 * (index + 1))  # the answer travels, the next request is read and decoded
+
+    async def scenario() -> tuple[int, int]:
+        store = await _open(tmp_path)
+        commits = 0
+        original = store._commit
+
+        def counting(ops, sweep=False):  # the writer thread's commits, counted
+            nonlocal commits
+            commits += 1
+            original(ops, sweep)
+
+        store._commit = counting  # type: ignore[method-assign]
+        await asyncio.gather(*(client(store, 25, index) for index in range(4)))
+        await store.close()
+        return commits, 100
+
+    commits, puts = asyncio.run(scenario())
+    assert commits <= puts // 2, f"{puts} puts of 4 clients in a closed loop took {commits} commits"
+
+
 def test_a_put_waits_for_a_request_that_is_arriving_and_both_commit_together(tmp_path, monkeypatch):
     monkeypatch.setattr(store_module, "_LINGER", 2.0)
 
