@@ -19,7 +19,10 @@ Method
     bytes each wrote to disk during the measured run per byte of request accepted (write_bytes
     of /proc/PID/io: flash wear, which group commit keeps low), and at 1 and 4 connections
     the p50 and p99 latency of one request (from wrk's histogram); with --cpu, the target's
-    CPU milliseconds per request (user + system of /proc/PID/stat over the measured run).
+    CPU milliseconds per request (user + system of /proc/PID/stat over the measured run) and
+    `rq`, the seconds its threads waited for a CPU that something else held, per second of
+    the run (/proc/PID/task/*/schedstat): on a shared machine, how much of the point's rate
+    was the neighbours'.
 
     --baseline DIR adds a third target, `before`: edgeagent run from another source tree
     (`git archive <commit> | tar -x -C DIR`), measured at every point right after edgeagent,
@@ -40,6 +43,7 @@ Usage
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import subprocess
@@ -111,6 +115,7 @@ class Point:
     load: ingest.LoadResult
     written: float  # bytes written to disk per byte of request accepted
     cpu_ms: float = 0.0  # the target's CPU milliseconds per request answered
+    queued: float = 0.0  # seconds its threads waited for a CPU, per second of the run
 
 
 def write_bytes(pid: int) -> int:
@@ -123,6 +128,15 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def runqueue_seconds(pid: int) -> float:
+    """Seconds the process's threads have spent runnable but waiting for a CPU (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError), open(task / "schedstat") as stat:
+            total += int(stat.read().split()[1])
+    return total / 1e9
 
 
 def measure(name: str, connections: int, args: argparse.Namespace, bodies: list[Path],
@@ -143,14 +157,16 @@ def measure(name: str, connections: int, args: argparse.Namespace, bodies: list[
     try:
         ingest.wait_ready(target, proc, log)
         loadgen(url, bodies, connections, args.warmup, workdir, LOADGEN_CPU)
-        before, cpu_before = write_bytes(proc.pid), cpu_seconds(proc.pid)
+        before, cpu_before, queued_before = write_bytes(proc.pid), cpu_seconds(proc.pid), runqueue_seconds(proc.pid)
         result = loadgen(url, bodies, connections, args.duration, workdir, LOADGEN_CPU)
         written = write_bytes(proc.pid) - before
         cpu = cpu_seconds(proc.pid) - cpu_before
+        queued = (runqueue_seconds(proc.pid) - queued_before) / result.seconds if result.seconds else 0.0
         if proc.poll() is not None:
             raise ingest.BenchError(f"{name} exited with {proc.returncode}:\n{ingest.tail(log)}")
         accepted = result.ok * sum(body.stat().st_size for body in bodies) / len(bodies)
-        return Point(result, written / accepted if accepted else 0.0, cpu * 1e3 / result.ok if result.ok else 0.0)
+        return Point(result, written / accepted if accepted else 0.0, cpu * 1e3 / result.ok if result.ok else 0.0,
+                     queued)
     finally:
         ingest.stop(proc)
 
@@ -166,6 +182,7 @@ def header(names: list[str], cpu: bool) -> str:
     cells += [f"{'ratio':>6}"] + ([f"{'before':>6}"] if BASELINE in names else []) + [f"{'refused':>8}"]
     cells += [f"{short[name] + ' wr':>9}" for name in names]
     cells += [f"{short[name] + ' ms/req':>13}" for name in names] if cpu else []
+    cells += [f"{short[name] + ' rq':>9}" for name in names] if cpu else []
     cells += [f"{short[name] + ' p50/p99 ms':>17}" for name in names]
     return " ".join(cells)
 
@@ -183,6 +200,7 @@ def print_row(connections: int, names: list[str], results: dict[str, Point | Non
     cells += [f"{point.written:>9.2f}" if point else f"{'-':>9}" for point in points]
     if cpu:
         cells += [f"{point.cpu_ms:>13.2f}" if point else f"{'-':>13}" for point in points]
+        cells += [f"{point.queued:>9.2f}" if point else f"{'-':>9}" for point in points]
     if connections in LATENCY_AT:
         cells += [f"{point.load.p50_ms:>8.1f} {point.load.p99_ms:>8.1f}" if point else f"{'-':>17}"
                   for point in points]
