@@ -354,6 +354,7 @@ class Target:
     http_port: int
     health_port: int | None
     ports: tuple[int, ...]
+    cwd: Path | None = None  # where it runs; the repository unless set
 
 
 def make_target(name: str, workdir: Path) -> Target:

@@ -289,6 +289,12 @@ class Call(WriterOp):
     between_commits = True
 
 
+class Wake(WriterOp):
+    """Nothing to do: ends the writer's wait for a put that is no longer coming (arrivals.py)."""
+
+    between_commits = True
+
+
 @dataclass
 class Atomic(WriterOp):
     """Run `function(writer)` inside the next group commit, all or nothing (a nested transaction):

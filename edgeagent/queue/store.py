@@ -26,7 +26,8 @@ Ownership
     the event loop owns leases and a mirror of the totals, which the writer updates after
     each commit. The writer learns which records are leased only from the immutable snapshot
     each queue publishes (reader.py), never from the loop's own lease state.
-  * Modules: store.py (this: environment, writer thread, group commit), ops.py (the writer's
+  * Modules: store.py (this: environment, writer thread, group commit), arrivals.py (the
+    requests on their way to the writer, which tell group commit whether to wait), ops.py (the writer's
     operations, each applying itself to the transaction), eviction.py (full policy, max_age),
     reader.py (leases and the byte-level read API), environment.py (files, lock, modes),
     salvage.py (reading a damaged data file page by page), api.py (the Protocols the sender
@@ -83,6 +84,7 @@ import zstandard
 from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, ShutdownError
 from edgeagent.queue import deadletter, environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
+from edgeagent.queue.arrivals import Arrival, Arrivals, Handover
 from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
 from edgeagent.queue.environment import Gate, StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
@@ -99,6 +101,7 @@ from edgeagent.queue.ops import (
     StoreTable,
     Totals,
     TxnState,
+    Wake,
     WriterOp,
     WriterQueue,
     enqueued_ms,
@@ -115,9 +118,10 @@ log = logging.getLogger(__name__)
 
 _MAX_OPS_PER_COMMIT = 1024
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
-_LINGER = 0.010  # seconds a busy writer waits for more puts before it commits
+_LINGER = 0.010  # seconds at most that puts wait for a put that is coming
 _ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
-_RECENT_COMMITS = 8  # commits over which the number of clients waiting is remembered
+_RECENT = 0.020  # seconds within which clients answered by a commit are expected back
+_RECENT_COMMITS = 8  # commits over which that is remembered
 _ACK_LINGER = 0.25  # seconds acks wait for company before they commit
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
@@ -169,8 +173,11 @@ class QueueStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._last_sweep = 0.0
-        self._recent_puts: collections.deque[int] = collections.deque(maxlen=_RECENT_COMMITS)
+        self._recent_puts: collections.deque[tuple[float, int]] = collections.deque(maxlen=_RECENT_COMMITS)
         self.room = Room()  # commits that freed room, for clients waiting for it (block_on_overflow)
+        self.arrivals = Arrivals(self._wake_writer)  # requests on their way to a put (arrivals.py)
+        self._lingering = False  # the writer waits for an arrival; set and cleared by the writer
+        self._handover = Handover(self._ops.put, self.arrivals)  # puts, once per pass of the loop
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
 
@@ -294,6 +301,7 @@ class QueueStore:
         if self._writer is not None:
             self._closing = True
             self.room.close()
+            self._handover.flush()
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
@@ -347,18 +355,19 @@ class QueueStore:
     # ---- writes ----------------------------------------------------------------------------
 
     async def put(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal,
-                  batch_key: bytes = b"", attributes: bytes = b"") -> None:
+                  batch_key: bytes = b"", attributes: bytes = b"", arrival: Arrival | None = None) -> None:
         """Append one request to every queue in `targets` in a single commit; returns once durable.
 
         `batch_key` (the batch processor's metadata_keys values) keeps records with different keys
         out of one upstream request. `attributes` (a serialized KeyValueList) are added to every
-        span, log record or data point when the record is read. Raises QueueFullError (retryable)
-        when there is no room."""
-        await asyncio.gather(*self.put_each(targets, body, items, signal, batch_key, attributes))
+        span, log record or data point when the record is read. `arrival` is the request's count in
+        `arrivals`, ended once its records are queued. Raises QueueFullError (retryable) when there
+        is no room."""
+        await asyncio.gather(*self.put_each(targets, body, items, signal, batch_key, attributes, arrival=arrival))
 
     def put_each(self, targets: list[DurableQueue], body: bytes, items: int, signal: Signal, batch_key: bytes = b"",
                  attributes: bytes = b"", outcomes: dict[DurableQueue, asyncio.Future[None]] | None = None,
-                 blocking: Collection[DurableQueue] = ()) -> list[asyncio.Future[Any]]:
+                 blocking: Collection[DurableQueue] = (), arrival: Arrival | None = None) -> list[asyncio.Future[Any]]:
         """`put`, with a future per target: each resolves once its record is durable, or fails alone
         (QueueFullError for a full queue). A target in `outcomes` has its future settled with the
         record's delivery (wait_for_result; watch.py); one in `blocking` (block_on_overflow) is not
@@ -366,14 +375,13 @@ class QueueStore:
         if self._closing or self._writer is None:
             raise ShutdownError("the queue is closing")
         payload = self._loop_compressor.compress(body)
-        futures = []
+        ops: list[WriterOp] = []
         for target in targets:
-            future = self.loop.create_future()
             outcome = outcomes.get(target) if outcomes else None
-            self._ops.put(Put(target, payload, items, signal, future, batch_key, attributes, outcome,
-                              target in blocking))
-            futures.append(future)
-        return futures
+            ops.append(Put(target, payload, items, signal, self.loop.create_future(), batch_key, attributes, outcome,
+                           target in blocking))
+        self._handover.put(self.loop, ops, arrival)
+        return [op.future for op in ops]
 
     def end_waits(self, error: BaseException) -> None:
         """The agent stops: clients waiting for a delivery get `error` (their records stay queued),
@@ -432,32 +440,45 @@ class QueueStore:
         """Take every pending operation, and linger briefly so that one commit carries more.
 
         Each synced commit rewrites several B-tree, free-list and meta pages besides the records
-        (30 to 70 KiB here), so fewer, larger commits mean fewer bytes written per byte queued:
-        less flash wear. Puts linger only while more are expected: until the commit carries as
-        many as there were clients waiting (puts in a commit and queued behind it) at the
-        largest of the last _RECENT_COMMITS commits; the clients those answered are sending
-        again. So a lone request is never delayed, a few clients never wait for company that
-        cannot come, and many clients still share few commits; never past _ENOUGH_TO_COMMIT
-        bytes or _LINGER. Acks, which nobody waits for, linger up to _ACK_LINGER unless a put
-        arrives; an ack commit rewrites LMDB's free list, which grows as a backlog drains. The
-        price is duplicates after a crash: acks not yet committed are sent again."""
+        (30 to 70 KiB here) and costs about half a request's CPU, so fewer, larger commits mean
+        less flash wear and more requests per second. Puts wait only while another put is
+        coming, at most _LINGER and until _ENOUGH_TO_COMMIT bytes: while a request is being read
+        (`arrivals`: admitted by a receiver, its put not queued yet), or while the commit holds
+        fewer puts than there were clients waiting at a commit of the last _RECENT seconds;
+        clients answered that recently are sending again (in a closed loop they come back
+        within a millisecond, but their next request is not yet read). So a lone request is
+        never delayed, clients that send now and then never wait for each other, and many
+        clients still share few commits. Acks, which nobody waits for, linger up to
+        _ACK_LINGER unless a put arrives; an ack commit rewrites LMDB's free list, which grows
+        as a backlog drains. The price is duplicates after a crash: acks not yet committed are
+        sent again."""
         while len(ops) < _MAX_OPS_PER_COMMIT:
             try:
                 ops.append(self._ops.get_nowait())
             except thread_queue.Empty:
                 break
         real = [op for op in ops if op is not None]
-        puts = sum(op.client_waits for op in real)
-        put_bytes = sum(op.put_bytes for op in real)
-        expected = max(self._recent_puts, default=0)
         if len(real) < len(ops):
-            linger = 0.0
-        elif puts:
-            linger = _LINGER if puts < expected else 0.0
-        else:
-            linger = _ACK_LINGER if any(op.lingers for op in real) else 0.0
+            return
+        if not any(op.client_waits for op in real):
+            if not any(op.lingers for op in real) or not self._linger(ops, _ACK_LINGER, lambda puts: puts == 0):
+                return
+        now = time.monotonic()
+        expected = max((clients for at, clients in self._recent_puts if now - at < _RECENT), default=0)
+        self._lingering = True  # before the count is read: a request that leaves later wakes the writer
+        try:
+            puts = self._linger(ops, _LINGER, lambda puts: self.arrivals.count > 0 or puts < expected)
+        finally:
+            self._lingering = False
+        # the clients of this round: in this commit, queued behind it, or still being read
+        self._recent_puts.append((time.monotonic(), puts + self._ops.qsize() + self.arrivals.count))
+
+    def _linger(self, ops: list[WriterOp | None], linger: float, worth: Callable[[int], bool]) -> int:
+        """Take operations while `worth(puts so far)` holds, up to `linger` seconds; the puts taken."""
         deadline = time.monotonic() + linger
-        while linger and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
+        puts = sum(op.client_waits for op in ops if op is not None)
+        put_bytes = sum(op.put_bytes for op in ops if op is not None)
+        while worth(puts) and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -468,13 +489,14 @@ class QueueStore:
             ops.append(op)
             if op is None:
                 break
-            if op.client_waits:
-                puts += 1
-                put_bytes += op.put_bytes
-                if puts == 1 or puts >= expected:  # an ack linger ends at a put, a put linger when full
-                    break
-        if puts:  # how many clients were waiting: those in this commit and those queued behind it
-            self._recent_puts.append(puts + self._ops.qsize())
+            puts += op.client_waits
+            put_bytes += op.put_bytes
+        return puts
+
+    def _wake_writer(self) -> None:
+        """A request left without a put (loop thread): end a wait for it."""
+        if self._lingering:
+            self._ops.put(Wake())
 
     def _run_call(self, op: Call) -> None:
         try:

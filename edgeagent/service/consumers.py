@@ -5,12 +5,19 @@ the receiver, and answers once every pipeline has made it durable. A pipeline ru
 in order, then writes the result to its exporters' queues in one commit per queue store (or hands
 it to its tail-sampling stage, or sends it at once to exporters whose sending_queue is disabled).
 Exporters with block_on_overflow or wait_for_result make the answer wait longer (delivery.py).
+
+From its admission until its records are queued, a request counts as arriving at the queue
+stores its pipelines write to (queue/arrivals.py), so that a group commit waits for it when,
+and only when, it is coming. Receivers call `consume` inside `admission`, in one task; the
+request's `Arrival` passes from one to the other in a context variable, so receivers need not
+carry it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -19,11 +26,14 @@ from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, send_now
 from edgeagent.processors.batch import BatchConfig
 from edgeagent.processors.memory_limiter import Reservation
+from edgeagent.queue.arrivals import Arrival, Arrivals
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
 from edgeagent.service import delivery
 from edgeagent.service.host import Telemetry
 from edgeagent.signals import Payload, Signal
+
+_ARRIVAL: contextvars.ContextVar[Arrival | None] = contextvars.ContextVar("arrival", default=None)
 
 
 class Processor(Protocol):
@@ -78,7 +88,11 @@ class RunningPipeline:
     meter: Meter | None = None
     waits: delivery.Waits = field(default_factory=delivery.Waits)  # block_on_overflow, wait_for_result
 
-    async def consume(self, payload: Payload) -> None:
+    def arrivals(self) -> list[Arrivals]:
+        """Where a request on its way here counts: the stores written to directly (a stage commits on its own)."""
+        return [store.arrivals for store, _ in self.targets] if self.stage is None else []
+
+    async def consume(self, payload: Payload, arrival: Arrival | None = None) -> None:
         for processor in self.processors:
             result = processor.process(payload) if self.meter is None else self.meter.run(processor, payload)
             if result is None:
@@ -95,22 +109,22 @@ class RunningPipeline:
             for _, queues in self.targets:
                 self.meter.enqueue(queues, payload.items, len(body))
         if not self.waits.blocking and not self.waits.watched:
-            writes += [store.put(queues, body, payload.items, self.signal, key, attributes)
+            writes += [store.put(queues, body, payload.items, self.signal, key, attributes, arrival)
                        for store, queues in self.targets]
             if len(writes) == 1:
                 await writes[0]
             else:
                 await asyncio.gather(*writes)
             return
-        await self._write_and_wait(writes, body, payload, key, attributes)
+        await self._write_and_wait(writes, body, payload, key, attributes, arrival)
 
     async def _write_and_wait(self, direct: list[Coroutine[Any, Any, None]], body: bytes, payload: Payload,
-                              key: bytes, attributes: bytes) -> None:
+                              key: bytes, attributes: bytes, arrival: Arrival | None) -> None:
         """The commit, waiting for room where a queue blocks on overflow; then the delivery of the
         records an exporter waits for (delivery.py)."""
         written = await asyncio.gather(*direct, *(
             delivery.write(store, queues, self.waits, body, payload.items, self.signal, key, attributes,
-                           payload.deadline) for store, queues in self.targets), return_exceptions=True)
+                           payload.deadline, arrival) for store, queues in self.targets), return_exceptions=True)
         outcomes = [outcome for result in written if isinstance(result, list) for outcome in result]
         failed = [result for result in written if isinstance(result, BaseException)]
         if failed:
@@ -131,6 +145,7 @@ class SignalConsumer:
         self.signal = signal
         self.pipelines: list[RunningPipeline] = []
         self.limiters: list[Limiter] = []
+        self._arrivals: list[Arrivals] = []  # of every store the pipelines write to directly
         metrics = telemetry.metrics
         self._accepted = metrics.counter(f"otelcol_receiver_accepted_{signal.item_name}",
                                          f"Number of {signal.item_name} successfully pushed into the pipeline.",
@@ -148,11 +163,13 @@ class SignalConsumer:
     def add(self, pipeline: RunningPipeline, limiters: list[Limiter]) -> None:
         self.pipelines.append(pipeline)
         self.limiters += [limiter for limiter in limiters if limiter not in self.limiters]
+        self._arrivals += [arrivals for arrivals in pipeline.arrivals() if arrivals not in self._arrivals]
 
     @contextlib.contextmanager
     def admission(self, transport: str, body_bytes: int = 0) -> Iterator[Reservation]:
         """Hold a request's place in the memory budget while it is read and committed; the
-        receiver grows it (`Reservation.grow`) as body bytes arrive.
+        receiver grows it (`Reservation.grow`) as body bytes arrive. The request counts as
+        arriving at the queue stores until its records are queued there or it ends.
 
         Refuses (counted) when the agent stops or memory is short, before or while the body is read."""
         def refused(exc: RetryableError) -> None:
@@ -160,6 +177,8 @@ class SignalConsumer:
                                        type(exc).__name__)
 
         reservation = Reservation(self.limiters, refused)
+        arrival = Arrival(self._arrivals)
+        token = _ARRIVAL.set(arrival)
         try:
             if self.stopping():
                 exc = ShutdownError("the agent is shutting down", retry_after=5.0)
@@ -169,6 +188,8 @@ class SignalConsumer:
             yield reservation
         finally:
             reservation.release()
+            arrival.settle()
+            _ARRIVAL.reset(token)
 
     def _admit(self) -> None:
         if self.stopping():
@@ -183,11 +204,12 @@ class SignalConsumer:
                 counter.inc(0, self.receiver_id, transport)
         try:
             self._admit()
+            arrival = _ARRIVAL.get()
             last = len(self.pipelines) - 1
             if last == 0:
-                await self.pipelines[0].consume(payload)
+                await self.pipelines[0].consume(payload, arrival)
             else:
-                await asyncio.gather(*(pipeline.consume(payload if index == last else payload.copy())
+                await asyncio.gather(*(pipeline.consume(payload if index == last else payload.copy(), arrival)
                                        for index, pipeline in enumerate(self.pipelines)))
         except BaseException:
             self._refused.inc(payload.items, self.receiver_id, transport)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from edgeagent.errors import PermanentError, QueueFullError, RetryableError
+from edgeagent.queue.arrivals import Arrival
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
@@ -43,8 +44,10 @@ class Waits:
 
 async def write(store: QueueStore, queues: list[DurableQueue], waits: Waits, body: bytes, items: int,
                 signal: Signal, batch_key: bytes, attributes: bytes,
-                deadline: float | None) -> list[asyncio.Future[None]]:
-    """Commit the request to `queues` of one store; returns the outcomes of the watched records."""
+                deadline: float | None, arrival: Arrival | None = None) -> list[asyncio.Future[None]]:
+    """Commit the request to `queues` of one store; returns the outcomes of the watched records.
+    `arrival` (queue/arrivals.py) ends at the first attempt's put; a retry after waiting for room is
+    a put the writer was not told to expect."""
     loop = asyncio.get_running_loop()
     pending = list(queues)
     outcomes: list[asyncio.Future[None]] = []
@@ -54,7 +57,7 @@ async def write(store: QueueStore, queues: list[DurableQueue], waits: Waits, bod
             seen = store.room.freed
             mine = {queue: loop.create_future() for queue in pending if queue in waits.watched}
             created += mine.values()
-            futures = store.put_each(pending, body, items, signal, batch_key, attributes, mine, waits.blocking)
+            futures = store.put_each(pending, body, items, signal, batch_key, attributes, mine, waits.blocking, arrival)
             results = await asyncio.gather(*futures, return_exceptions=True)
             full = []
             for queue, result in zip(pending, results, strict=True):
