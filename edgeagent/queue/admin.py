@@ -15,7 +15,7 @@ from typing import Any
 
 import zstandard
 
-from edgeagent.queue import record
+from edgeagent.queue import maintenance, record
 from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore
 from edgeagent.receivers.codec import to_otlp_json
@@ -87,7 +87,7 @@ def export(stores: list[QueueStore], fmt: str) -> Iterator[bytes]:
 def dead_letters(stores: list[QueueStore], limit: int = 0) -> list[dict[str, Any]]:
     out = []
     for store in stores:
-        for letter in store.dead_letters(limit):
+        for letter in maintenance.dead_letters(store, limit):
             header = letter.header
             out.append({"directory": store.directory, "seq": letter.seq, "signal": header.signal.label,
                         "items": header.items, **letter.description})
@@ -96,7 +96,7 @@ def dead_letters(stores: list[QueueStore], limit: int = 0) -> list[dict[str, Any
 
 def dead_letter_bodies(stores: list[QueueStore]) -> Iterator[bytes]:
     for store in stores:
-        for letter in store.dead_letters():
+        for letter in maintenance.dead_letters(store):
             message = letter.header.signal.request_class.FromString(letter.body())
             yield json.dumps({"seq": letter.seq, "description": letter.description, **to_otlp_json(message)},
                              separators=(",", ":")).encode() + b"\n"
@@ -107,7 +107,7 @@ async def purge(stores: list[QueueStore], queue_name: str | None) -> int:
     for store in stores:
         for name, queue in store.queues.items():
             if queue_name in (None, name):
-                total += await store.purge(queue)
+                total += await maintenance.purge(store, queue)
     return total
 
 
@@ -120,10 +120,10 @@ async def compact(stores: list[QueueStore]) -> list[dict[str, Any]]:
 
 
 async def replay(stores: list[QueueStore], seqs: list[int] | None) -> int:
-    return sum([await store.replay_dead_letters(seqs) for store in stores])
+    return sum([await maintenance.replay_dead_letters(store, seqs) for store in stores])
 
 
 async def purge_dead_letters(stores: list[QueueStore], seqs: list[int] | None) -> int:
-    return sum([await store.purge_dead_letters(seqs) for store in stores])
+    return sum([await maintenance.purge_dead_letters(store, seqs) for store in stores])
 
 

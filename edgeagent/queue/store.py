@@ -81,8 +81,8 @@ from typing import IO, Any
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, ShutdownError
-from edgeagent.queue import deadletter, environment, reader, record, salvage
+from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
+from edgeagent.queue import environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.arrivals import Arrival, Arrivals, Handover
 from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
@@ -96,7 +96,6 @@ from edgeagent.queue.ops import (
     Call,
     Commit,
     Context,
-    Delete,
     Put,
     StoreTable,
     Totals,
@@ -105,7 +104,6 @@ from edgeagent.queue.ops import (
     WriterOp,
     WriterQueue,
     enqueued_ms,
-    items_of,
 )
 from edgeagent.queue.reader import DurableQueue, Lease, Table
 from edgeagent.queue.watch import Room
@@ -221,7 +219,7 @@ class QueueStore:
         self.page_size = self.lmdb_env.stat()["psize"]
         with self.lmdb_env.begin() as txn:
             self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
-            self.pages_in_use = self._measure_pages(txn)
+            self.pages_in_use = self.measure_pages(txn)
 
     def _open_read_only(self) -> None:
         """Open without creating or changing any file: refused while an agent holds the queue (its
@@ -236,7 +234,7 @@ class QueueStore:
         if self.env is not None and self.deadletter_db is not None:
             with self.env.begin() as txn:
                 self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
-                self.pages_in_use = self._measure_pages(txn)
+                self.pages_in_use = self.measure_pages(txn)
 
     def sub_database(self, name: bytes) -> Any:
         """Open (create) a sub-database; None when read-only and it does not exist yet."""
@@ -323,7 +321,7 @@ class QueueStore:
     def live_bytes(self) -> int:
         return sum(queue.bytes for queue in self.queues.values())
 
-    def _measure_pages(self, txn: lmdb.Transaction[bytes]) -> int:
+    def measure_pages(self, txn: lmdb.Transaction[bytes]) -> int:
         """Bytes of pages in use by every sub-database (free pages excluded)."""
         pages = 0
         names = [name for name, _ in txn.cursor()]
@@ -571,7 +569,7 @@ class QueueStore:
                 txn.put(queue.stats_key(), STATS.pack(max(totals.items, 0), max(totals.bytes, 0)), db=self.meta_db)
                 cursor = txn.cursor(db=queue.db)
                 result.oldest[queue] = enqueued_ms(cursor.value()) if cursor.first() else 0
-            measured = self._measure_pages(txn)
+            measured = self.measure_pages(txn)
         # committed: the writer's state moves forward
         for queue in state.touched:
             queue.stored = state.stored[queue]
@@ -600,9 +598,9 @@ class QueueStore:
         return True
 
     def _report(self, result: Commit) -> None:
-        self.loop.call_soon_threadsafe(self._resolve, result)
+        self.loop.call_soon_threadsafe(self.resolve, result)
 
-    def _resolve(self, result: Commit) -> None:
+    def resolve(self, result: Commit) -> None:
         """Runs on the event loop: apply a commit's effect to in-memory state, then wake the waiters.
 
         Watched records are registered first, before any consumer hears of them (watch.py)."""
@@ -658,69 +656,6 @@ class QueueStore:
         log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,
                                            "seconds": round(time.monotonic() - started, 3)})
         return before, after
-
-    # ---- maintenance (run on the writer thread through `call`) ------------------------------
-
-    def purge(self, queue: DurableQueue) -> asyncio.Future[Any]:
-        """Delete every unleased record of a queue, counted as dropped (reason "purged")."""
-        def seqs() -> list[int]:
-            leased = queue.leased_now
-            with self.lmdb_env.begin(db=queue.db) as txn:
-                return [seq for seq in (KEY.unpack(key)[0] for key, _ in txn.cursor()) if seq not in leased]
-
-        async def run() -> int:
-            targets = await self.call(seqs)
-            await self.submit(lambda fut: Delete(queue, targets, fut, reason="purged"))
-            queue.watches.settle(targets, RetryableError("the queue was purged; send the data again"))
-            return len(targets)
-        return asyncio.ensure_future(run())
-
-    def dead_letters(self, limit: int = 0) -> list[deadletter.DeadLetter]:
-        if self.deadletter_db is None:
-            return []
-        with self.reading(self.deadletter_db) as txn:
-            return deadletter.read(txn, self.deadletter_db, limit)
-
-    def replay_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future[Any]:
-        """Move dead letters (all when `seqs` is None) to the tail of their queues, to be sent again."""
-        return self.call(lambda: self._replay(seqs))
-
-    def purge_dead_letters(self, seqs: list[int] | None = None) -> asyncio.Future[Any]:
-        return self.call(lambda: self._purge_dead(seqs))
-
-    def _replay(self, seqs: list[int] | None) -> int:
-        result = Commit()
-        moved = 0
-        with self.lmdb_env.begin(write=True) as txn:
-            for letter in deadletter.take(txn, self.deadletter_db, seqs):
-                queue = self.queues.get(letter.description.get("queue", ""))
-                if queue is None:  # its exporter is gone from the config (or a stage's table): keep it
-                    deadletter.put(txn, self.deadletter_db, letter.description, letter.value,
-                                   letter.description.get("time_ms", 0))
-                    continue
-                value = record.with_attempts(letter.value, 0)
-                txn.put(KEY.pack(queue.next_seq), value, db=queue.db, append=True)
-                queue.next_seq += 1
-                queue.stored.add(result.delta(queue), 1, items_of(value), len(value))
-                txn.put(queue.stats_key(), STATS.pack(queue.stored.items, queue.stored.bytes), db=self.meta_db)
-                moved += 1
-            remaining = txn.stat(self.deadletter_db)["entries"]
-            self.pages_in_use = self._measure_pages(txn)
-        self.loop.call_soon_threadsafe(self._set_dead_letters, remaining, result)
-        return moved
-
-    def _purge_dead(self, seqs: list[int] | None) -> int:
-        with self.lmdb_env.begin(write=True) as txn:
-            taken = deadletter.take(txn, self.deadletter_db, seqs)
-            remaining = txn.stat(self.deadletter_db)["entries"]
-            self.pages_in_use = self._measure_pages(txn)
-        self.loop.call_soon_threadsafe(self._set_dead_letters, remaining, Commit())
-        return len(taken)
-
-    def _set_dead_letters(self, remaining: int, result: Commit) -> None:
-        self.deadletter_entries = remaining
-        self._resolve(result)
-
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     if future.done():

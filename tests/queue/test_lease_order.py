@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from edgeagent.queue import maintenance
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 
@@ -39,7 +40,7 @@ def test_dead_lettering_parts_stores_only_the_refused_parts_and_removes_the_leas
         await store.put([queue], b"whole request of ten items", 10, Signal.TRACES)
         lease = await queue.lease(max_items=10)
         await queue.dead_letter(lease, {"status": 413, "reason": "too large"}, bodies=[(b"one refused item", 1)])
-        letters = store.dead_letters()
+        letters = maintenance.dead_letters(store)
         assert [(letter.body(), letter.header.items, letter.description["status"]) for letter in letters] == [
             (b"one refused item", 1, 413)]
         assert queue.entries == 0 and queue.items == 0
