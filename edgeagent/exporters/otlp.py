@@ -50,8 +50,9 @@ _MIN_KEEPALIVE_TIME = 10.0  # grpc-go raises a client's keepalive time to this
 
 
 class KeepaliveConfig(ComponentConfig):
-    time: Duration = 0.0
-    timeout: Duration = 20.0
+    """configgrpc's client keepalive; its defaults are otelcol's (`keepalive: null` turns it off)."""
+    time: Duration = 10.0
+    timeout: Duration = 10.0
     permit_without_stream: bool = False
 
 
@@ -61,8 +62,8 @@ class OtlpGrpcConfig(ExporterConfig):
     compression: Literal["gzip", "zstd", "snappy", "none", ""] = "gzip"
     tls: TlsClientConfig = Field(default_factory=TlsClientConfig)
     auth: AuthConfig | None = None
-    keepalive: KeepaliveConfig | None = None
-    balancer_name: Literal["pick_first", "round_robin", ""] = ""
+    keepalive: KeepaliveConfig | None = Field(default_factory=KeepaliveConfig)
+    balancer_name: Literal["pick_first", "round_robin", ""] = "round_robin"  # otelcol's; "" is grpc's pick_first
     authority: str = ""
     wait_for_ready: bool = False
 

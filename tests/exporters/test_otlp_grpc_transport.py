@@ -21,3 +21,20 @@ def test_https_endpoint_with_tls_insecure_starts_with_tls_instead_of_crashing():
             await exporter.shutdown()
 
     asyncio.run(start_and_stop())
+
+
+def test_unset_channel_settings_are_otelcols_round_robin_and_a_10s_keepalive():
+    # configgrpc.NewDefaultClientConfig: balancer_name round_robin, keepalive time 10s / timeout 10s
+    settings = OtlpGrpcConfig.model_validate({"endpoint": "collector:4317"}).channel_settings()
+    assert (settings.balancer, settings.keepalive_time, settings.keepalive_timeout) == ("round_robin", 10.0, 10.0)
+    assert not settings.keepalive_without_calls
+
+
+def test_keepalive_fields_left_out_keep_otelcols_defaults_and_empty_names_keep_grpcs():
+    config = OtlpGrpcConfig.model_validate({"endpoint": "collector:4317", "balancer_name": "",
+                                            "keepalive": {"permit_without_stream": True}})
+    settings = config.channel_settings()
+    assert (settings.balancer, settings.keepalive_time, settings.keepalive_timeout) == ("pick_first", 10.0, 10.0)
+    assert settings.keepalive_without_calls
+    assert OtlpGrpcConfig.model_validate({"endpoint": "collector:4317", "keepalive": None}
+                                         ).channel_settings().keepalive_time == 0.0
