@@ -106,7 +106,8 @@ def build_policies(configs: Sequence[PolicyConfig], clock: Clock) -> list[NamedP
 
 def decide(policies: Sequence[NamedPolicy], trace: Trace,
            sample_on_first_match: bool = False) -> tuple[Decision, dict[str, Decision]]:
-    """The final decision (SAMPLED, NOT_SAMPLED or DROPPED) and each evaluated policy's own decision.
+    """The final decision (SAMPLED, NOT_SAMPLED or DROPPED) and each evaluated policy's own decision
+    (ERROR for one that failed: it takes no part in the final decision).
 
     Policies run in the order given (build_policies puts drop policies first); policies after
     an early stop are not evaluated and are absent from the returned dict.
@@ -119,9 +120,9 @@ def decide(policies: Sequence[NamedPolicy], trace: Trace,
     try:
         for named in policies:
             decision = named.policy.evaluate(trace)
-            if decision is Decision.ERROR:
-                continue  # as otelcol: an error is no decision of the policy's
             decisions[named.name] = decision
+            if decision is Decision.ERROR:
+                continue  # as otelcol: an error is no decision of the policy's (counted by the caller)
             if decision is Decision.SAMPLED:
                 sampled = True
                 if sample_on_first_match:

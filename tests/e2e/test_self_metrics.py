@@ -45,8 +45,6 @@ NOT_SERVED = {
     "promtool (reserved for histograms and summaries)",
     "otelcol_processor_tail_sampling_sampling_decision_timer_latency": "there is no periodic decision timer: "
     "each trace is decided at its own deadline",
-    "otelcol_processor_tail_sampling_sampling_policy_evaluation_error": "only an ottl_condition with error_mode "
-    "propagate fails at evaluation; its errors are not counted yet",
     "http_server_request_body_size": "Go's otelhttp instrumentation: body sizes (the durations are served)",
     "http_server_response_body_size": "as above",
     "http_client_request_body_size": "as above, of the exporter's client",

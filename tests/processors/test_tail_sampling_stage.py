@@ -252,3 +252,60 @@ def test_a_trace_whose_root_span_came_is_decided_after_decision_wait_after_root_
         return decided, left
 
     assert asyncio.run(scenario()) == (1, 1)
+
+
+class _Counts:
+    """A metrics sink that keeps what counters were given (the sampler's MetricsSink)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    def counter(self, name: str, documentation: str, labelnames: tuple[str, ...]):
+        counts = self.counts
+
+        class Counter:
+            def inc(self, amount: float, *labels: str) -> None:
+                counts[name, labels] = counts.get((name, labels), 0) + amount
+        return Counter()
+
+    def gauge(self, *args) -> None:
+        return None
+
+
+class _Host:
+    def __init__(self) -> None:
+        self.metrics = _Counts()
+
+
+def test_a_policy_that_fails_to_evaluate_is_counted_as_otelcol_counts_it_not_as_a_decision(tmp_path):
+    failing = {"name": "status", "type": "ottl_condition", "ottl_condition": {
+        "error_mode": "propagate", "span": ['Int(attributes["http.status_code"]) > 499']}}
+    errors = {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
+
+    async def scenario() -> dict[tuple[str, tuple[str, ...]], float]:
+        clock, host = Clock(), _Host()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({"decision_wait": "5s", "policies": [failing, errors]})
+        stage = SamplingStage("tail_sampling", config, host=host, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        request = ExportTraceServiceRequest()
+        spans = request.resource_spans.add().scope_spans.add().spans
+        for number in range(4):  # "oops" is no number: the condition fails on every trace
+            span = spans.add(trace_id=bytes([number + 1]) * 16, span_id=b"s" * 8, name="get")
+            span.attributes.add(key="http.status_code").value.string_value = "oops"
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, request.SerializeToString()))
+        clock.now += 6
+        for _ in range(100):
+            if not await stage.decide_due():
+                break
+        await store.close()
+        return host.metrics.counts
+
+    counts = asyncio.run(scenario())
+    prefix = "otelcol_processor_tail_sampling_"
+    assert counts[prefix + "sampling_policy_evaluation_error", ("tail_sampling",)] == 4
+    assert counts[prefix + "count_traces_sampled", ("tail_sampling", "errors", "false")] == 4
+    assert not any(labels[1:2] == ("status",) for name, labels in counts if name.endswith("count_traces_sampled"))

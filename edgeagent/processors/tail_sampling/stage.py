@@ -166,6 +166,8 @@ class SamplingStage:
                  ("processor", "policy", "sampled")),
                 (prefix + "global_count_traces_sampled", "Traces by final decision.", ("processor", "sampled")),
                 (prefix + "new_trace_id_received", "Traces first seen.", ("processor",)),
+                (prefix + "sampling_policy_evaluation_error", "Count of sampling policy evaluation errors.",
+                 ("processor",)),
                 (prefix + "sampling_trace_dropped_too_early",
                  "Traces decided before their decision_wait because the buffer was full.", ("processor",)),
                 (prefix + "sampling_late_spans", "Spans that arrived after their trace's decision.",
@@ -190,6 +192,7 @@ class SamplingStage:
         metrics.gauge("edgeagent_sampler_stress_relief_active", "1 while stress relief decides without buffering.",
                       ("processor",), lambda: [((self.id,), 1.0 if self.relief.active else 0.0)])
         self._count = lambda name, amount, *labels: counters[name].inc(amount, self.id, *labels)
+        self._count(prefix + "sampling_policy_evaluation_error", 0)  # served from the start, as otelcol's
 
     def pending_traces(self) -> int:
         """Traces not yet decided, or decided but not yet moved to the export queues."""
@@ -478,6 +481,7 @@ class SamplingStage:
         kept: dict[bytes, Trace] = {}
         # counted once per round, not per trace: a counter's labels cost more than a decision
         per_policy_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        errors = 0
         compression = self.config.span_compression
         for trace_id in due:
             trace = self._trace_of(trace_id, records.get(trace_id, []))
@@ -487,7 +491,10 @@ class SamplingStage:
                 final, per_policy = decide(self.policies, trace, self.config.sample_on_first_match)
                 keep = final is Decision.SAMPLED
                 for policy, decision in per_policy.items():
-                    per_policy_counts[policy, "true" if decision in _KEEPS else "false"] += 1
+                    if decision is Decision.ERROR:
+                        errors += 1
+                    else:
+                        per_policy_counts[policy, "true" if decision in _KEEPS else "false"] += 1
             decisions[trace_id] = keep
             self.cache.record(trace_id, keep)
             if keep:  # parsed before it is queued, so a record that does not parse is quarantined, not sent
@@ -498,6 +505,8 @@ class SamplingStage:
                 kept[trace_id] = trace
         for (policy, label), count in per_policy_counts.items():
             self._count("otelcol_processor_tail_sampling_count_traces_sampled", count, policy, label)
+        if errors:
+            self._count("otelcol_processor_tail_sampling_sampling_policy_evaluation_error", errors)
         sampled = sum(decisions.values())
         for label, count in (("true", sampled), ("false", len(decisions) - sampled)):
             if count:

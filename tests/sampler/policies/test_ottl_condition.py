@@ -88,9 +88,9 @@ def test_decide_skips_an_erroring_policy():
     policies = build_policies([policy_config(str({"name": "fails", **FAILS})),
                                policy_config("{name: all, type: always_sample}")], FakeClock())
     final, each = decide(policies, TRACES["text_status"])
-    assert final is Decision.SAMPLED and each == {"all": Decision.SAMPLED}
+    assert final is Decision.SAMPLED and each == {"o": Decision.ERROR, "all": Decision.SAMPLED}
     final, each = decide(policies[:1], TRACES["text_status"])
-    assert final is Decision.NOT_SAMPLED and each == {}
+    assert final is Decision.NOT_SAMPLED and each == {"o": Decision.ERROR}
 
 
 NOT_IN_AND = """
