@@ -54,7 +54,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.config.types import Duration
+from edgeagent.config.types import Duration, split_endpoint
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig, classify
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.bandwidth import TokenBucket
@@ -131,6 +131,10 @@ class KafkaExporter:
 
     def describe(self) -> str:
         return ",".join(self.config.brokers)
+
+    def upstream_addresses(self) -> list[tuple[str, int]]:
+        """The bootstrap brokers: any of them accepting a connection is worth a try."""
+        return [split_endpoint(broker, 9092) for broker in self.config.brokers]
 
     async def start(self) -> None:
         self.config.client_options()  # reads the TLS files now, so a missing one fails the start

@@ -188,6 +188,15 @@ class OtlpHttpExporter:
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, read_bufsize=read_buffer,
                                               trace_configs=[http_client_timer(getattr(self.host, "metrics", None))])
 
+    def upstream_addresses(self) -> list[tuple[str, int]]:
+        """host:port of every endpoint; a redirect's target is not watched."""
+        addresses = []
+        for url, _ in self._targets.values():
+            parts = urlsplit(url)
+            if parts.hostname:
+                addresses.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+        return list(dict.fromkeys(addresses))
+
     async def shutdown(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None
@@ -259,7 +268,10 @@ class OtlpHttpExporter:
         except TimeoutError as exc:
             raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True) from exc
+            # no connection made at all; a TLS handshake that failed was an answer
+            unanswered = isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError)
+            raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True,
+                                 unanswered=unanswered) from exc
 
     def _result(self, signal: Signal, answer: _Answer, url: str, secrets: list[str]) -> SendResult:
         """The one place that maps an HTTP answer to what the chain must do."""
