@@ -31,7 +31,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from edgeagent.errors import RetryableError
-from edgeagent.exporters.reach import Address, Watch
+from edgeagent.exporters.reach import Address, Watch, any_accepts
 from edgeagent.exporters.retry import RetryConfig, backoff_delay, backoff_interval
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,11 @@ class Link:
         finally:
             for wait in waits:
                 wait.cancel()
+
+    async def refused(self) -> bool:
+        """Whether none of the upstream's addresses accepts a connection now (False without addresses):
+        tells a send that timed out because nothing answered from one that an upstream left hanging."""
+        return bool(self._watch.addresses) and not await any_accepts(self._watch.addresses)
 
     def close(self) -> None:
         """Stop watching the upstream (idempotent)."""

@@ -46,6 +46,7 @@ from edgeagent.exporters.bandwidth import TokenBucket
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
+from edgeagent.exporters.reach import any_accepts
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.exporters.retry import parse_retry_after
 from edgeagent.instrumentation import http_client_timer
@@ -190,12 +191,7 @@ class OtlpHttpExporter:
 
     def upstream_addresses(self) -> list[tuple[str, int]]:
         """host:port of every endpoint; a redirect's target is not watched."""
-        addresses = []
-        for url, _ in self._targets.values():
-            parts = urlsplit(url)
-            if parts.hostname:
-                addresses.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
-        return list(dict.fromkeys(addresses))
+        return _addresses([url for url, _ in self._targets.values()])
 
     async def shutdown(self) -> None:
         if self._session is not None:
@@ -265,8 +261,10 @@ class OtlpHttpExporter:
                 return _Answer(response.status, await response.read(), response.content_type,
                                parse_retry_after(response.headers.get("Retry-After")),
                                response.headers.get("Location"))
-        except TimeoutError as exc:
-            raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True) from exc
+        except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: one connect tells
+            unanswered = not await any_accepts(_addresses([url]))
+            raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True,
+                                 unanswered=unanswered) from exc
         except (aiohttp.ClientError, OSError) as exc:
             # no connection made at all; a TLS handshake that failed was an answer
             unanswered = isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError)
@@ -301,6 +299,16 @@ class OtlpHttpExporter:
                         extra={"exporter": self.id, "status": answer.status, "location": location})
         return RetryableError(f"upstream redirects ({answer.status}) to {location}; not followed, the data stays "
                               f"queued", connection=True)
+
+
+def _addresses(urls: list[str]) -> list[tuple[str, int]]:
+    """The host and port each URL connects to, each once."""
+    addresses = []
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.hostname:
+            addresses.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+    return list(dict.fromkeys(addresses))
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:

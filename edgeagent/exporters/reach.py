@@ -67,6 +67,14 @@ async def accepts(address: Address, timeout: float = CONNECT_TIMEOUT) -> bool:
     return True
 
 
+async def any_accepts(addresses: Sequence[Address]) -> bool:
+    """Whether one of `addresses` accepts a TCP connection; tried one after the other."""
+    for address in addresses:
+        if await accepts(address):
+            return True
+    return False
+
+
 class Watch:
     """Connects to `addresses` in turn, and calls `reached` when one accepts after none did.
 
@@ -101,13 +109,10 @@ class Watch:
         accepting = False  # the watch starts after a connect failed: the change to accepted is news
         while True:
             await asyncio.sleep(max(WATCH_INTERVAL * random.uniform(0.5, 1.5), next_look - loop.time()))
-            for address in self.addresses:
-                if await accepts(address):
-                    if not accepting:
-                        accepting, next_look = await self.reached()
-                    break
-            else:
+            if not await any_accepts(self.addresses):
                 accepting = False
+            elif not accepting:
+                accepting, next_look = await self.reached()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         if self._task is task:

@@ -11,6 +11,7 @@ import time
 
 from tests.helpers.configs import grpc_exporter, http_exporter, traces_config
 from tests.helpers.grpc_upstream import GrpcUpstream
+from tests.helpers.kafka import edge_config, wait_for_spans
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
 from tests.helpers.upstream import Upstream
@@ -98,3 +99,22 @@ def test_a_proxy_answering_502_for_a_dead_upstream_keeps_the_backoff(agents, tmp
         assert len(upstream.calls) - start <= 5
     finally:
         upstream.stop()
+
+
+def test_kafka_backlog_drains_within_seconds_of_the_broker_listening_again(agents, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 2)
+    config = edge_config(tmp_path / "edge.yaml", kafka.bootstrap, retry_on_failure=SLOW_RETRY, timeout="2s")
+    edge = agents(["run", "--config", config, "--state-dir", str(tmp_path / "edge")])
+    first = send_spans("grpc", edge.grpc_port, 10, must_deliver=True)
+    wait_for_spans(kafka, first, edge, timeout=30)  # the producer is connected
+
+    kafka.kill()  # its port refuses connections: the producer's sends time out, no broker accepts
+    send_spans("grpc", edge.grpc_port, 100, batch=100, must_deliver=True)
+    time.sleep(6)  # the send timed out after 2 s: now in its 20 s backoff
+    kafka.start()
+    listening = time.monotonic()
+    kafka.create_topic("otlp_spans", 2, exist_ok=True)
+    wait_until(lambda: edge.metric("edgeagent_queue_items", exporter="kafka", data_type="traces") == 0,
+               timeout=60, interval=0.2, message="the edge's queue drained into Kafka")
+    took = time.monotonic() - listening
+    assert took < 8, f"the edge took {took:.1f}s to deliver once the broker listened again"
