@@ -21,9 +21,11 @@ kept at a steady ~1 s instead of growing: they cost one SYN, and a device on a l
 comes and goes wants to notice the link at once, whatever the length of the outage.
 
 An upstream that answered (429, 502, 503, 504, a gRPC status) stops the watch: something
-listens there, and its backoff (and any Retry-After) is kept. An exporter that reaches its
-upstream through a proxy would watch the proxy, which is always up; edgeagent's exporters
-connect directly (they honour no proxy settings), so the watch connects where they do.
+listens there, and its backoff (and any Retry-After) is kept. A send that timed out says
+neither; one connect after it (`any_accepts`) does: nothing accepting means unanswered.
+An exporter that reaches its upstream through a proxy would watch the proxy, which is
+always up; edgeagent's exporters connect directly (they honour no proxy settings), so the
+watch connects where they do.
 """
 
 from __future__ import annotations
