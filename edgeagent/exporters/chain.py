@@ -245,9 +245,8 @@ class ExportChain:
             async with asyncio.timeout(self.timeout):
                 return await self.exporter.send(self.signal, body)
         except TimeoutError as exc:
-            unanswered = self.link is not None and await self.link.refused()
             raise RetryableError(f"upstream did not answer within {self.timeout:g}s", connection=True,
-                                 unanswered=unanswered) from exc
+                                 unanswered=None) from exc
 
     async def _reported(self, body: bytes) -> SendResult:
         """One attempt, and what it says about the upstream told to the link (or the host)."""

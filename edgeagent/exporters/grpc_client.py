@@ -74,10 +74,11 @@ _SKIP_FAILED = 1.0  # round_robin: an address refused this recently is passed ov
 
 class GrpcStatusError(Exception):
     """A call ended with a status other than OK; `trailers` are its metadata (`-bin` values as bytes).
-    `unanswered`: no connection could be made at all (refused, unreachable, timed out, unresolved)."""
+    `unanswered`: no connection could be made at all (refused, unreachable, timed out, unresolved);
+    None when the call's deadline passed, whether connecting or waiting for the answer."""
 
     def __init__(self, code: StatusCode, message: str, trailers: Sequence[tuple[str, str | bytes]] = (),
-                 unanswered: bool = False):
+                 unanswered: bool | None = False):
         super().__init__(f"{code.name}: {message}" if message else code.name)
         self.code = code
         self.message = message
@@ -428,7 +429,7 @@ class _Subchannel:
                 return await self._connect(address)
             except GrpcStatusError as exc:
                 errors.append(exc.message)
-                unanswered = unanswered and exc.unanswered
+                unanswered = unanswered and exc.unanswered is True
         raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(errors), unanswered=unanswered)
 
     async def _connect(self, address: tuple[str, int]) -> _Connection:
@@ -530,7 +531,9 @@ class Channel:
                     except _Closed:
                         continue  # it started closing meanwhile: take another
         except TimeoutError:
-            raise GrpcStatusError(StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout:g}s") from None
+            # a connect that hung or a server that did not answer: not known here (None)
+            raise GrpcStatusError(StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout:g}s",
+                                  unanswered=None) from None
         return _outcome(call)
 
     async def _connection(self, wait_for_ready: bool) -> _Connection:
@@ -564,7 +567,7 @@ class Channel:
             except GrpcStatusError as exc:
                 subchannel.failed_at = asyncio.get_running_loop().time()
                 errors.append(exc.message)
-                unanswered = unanswered and exc.unanswered
+                unanswered = unanswered and exc.unanswered is True
                 continue
             self._turn = (self._turn + offset + 1) % len(candidates)
             return connection

@@ -60,7 +60,6 @@ from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.bandwidth import TokenBucket
 from edgeagent.exporters.chain import SendResult
 from edgeagent.exporters.config import ExporterConfig
-from edgeagent.exporters.reach import any_accepts
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.signals import Signal, resource_groups
 from otel.shape import TRACES
@@ -169,7 +168,7 @@ class KafkaExporter:
                     raise
                 error = classify(exc, f"connecting to {self.describe()}")
                 if isinstance(error, RetryableError) and isinstance(exc, TimeoutError):
-                    error.unanswered = not await any_accepts(self.upstream_addresses())
+                    error.unanswered = None  # brokers gone, or slow: the link checks
                 raise error from None
             self._producer = producer
             return producer
@@ -192,11 +191,10 @@ class KafkaExporter:
                             messages[start:start + step]]
                     await asyncio.gather(*acks)
         except TimeoutError:
-            # a started producer keeps reconnecting on its own and only times out: whether a broker
-            # still accepts connections tells a link that is down from a broker that is slow
-            unanswered = not await any_accepts(self.upstream_addresses())
+            # a started producer keeps reconnecting on its own and only times out: the link checks
+            # whether a broker still accepts connections (brokers gone, or slow?)
             raise RetryableError(f"the brokers did not acknowledge within {self.config.timeout:g}s",
-                                 connection=True, unanswered=unanswered) from None
+                                 connection=True, unanswered=None) from None
         except Exception as exc:
             raise classify(exc, f"producing to {self.describe()}") from None
         return SendResult()

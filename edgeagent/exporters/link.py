@@ -31,7 +31,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from edgeagent.errors import RetryableError
-from edgeagent.exporters.reach import Address, Watch, any_accepts
+from edgeagent.exporters.reach import Address, Watch
 from edgeagent.exporters.retry import RetryConfig, backoff_delay, backoff_interval
 
 log = logging.getLogger(__name__)
@@ -86,14 +86,9 @@ class Link:
             for wait in waits:
                 wait.cancel()
 
-    async def refused(self) -> bool:
-        """Whether none of the upstream's addresses accepts a connection now (False without addresses):
-        tells a send that timed out because nothing answered from one that an upstream left hanging."""
-        return bool(self._watch.addresses) and not await any_accepts(self._watch.addresses)
-
     def close(self) -> None:
-        """Stop watching the upstream (idempotent)."""
-        self._watch.stop()
+        """Stop watching the upstream for good (idempotent)."""
+        self._watch.close()
 
     async def succeeded(self) -> None:
         self._watch.stop()
@@ -109,7 +104,10 @@ class Link:
 
     async def failed(self, error: RetryableError) -> None:
         loop = asyncio.get_running_loop()
-        if error.unanswered:
+        unanswered = error.unanswered
+        if unanswered is None:  # timed out: nothing there, or an upstream that hangs? one connect tells
+            unanswered = bool(self._watch.addresses) and not await self._watch.accepts()
+        if unanswered:
             self._watch.start()
         else:
             self._watch.stop()

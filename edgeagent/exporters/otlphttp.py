@@ -46,7 +46,6 @@ from edgeagent.exporters.bandwidth import TokenBucket
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
-from edgeagent.exporters.reach import any_accepts
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.exporters.retry import parse_retry_after
 from edgeagent.instrumentation import http_client_timer
@@ -261,10 +260,9 @@ class OtlpHttpExporter:
                 return _Answer(response.status, await response.read(), response.content_type,
                                parse_retry_after(response.headers.get("Retry-After")),
                                response.headers.get("Location"))
-        except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: one connect tells
-            unanswered = not await any_accepts(_addresses([url]))
+        except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: the link checks
             raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True,
-                                 unanswered=unanswered) from exc
+                                 unanswered=None) from exc
         except (aiohttp.ClientError, OSError) as exc:
             # no connection made at all; a TLS handshake that failed was an answer
             unanswered = isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError)

@@ -22,7 +22,9 @@ comes and goes wants to notice the link at once, whatever the length of the outa
 
 An upstream that answered (429, 502, 503, 504, a gRPC status) stops the watch: something
 listens there, and its backoff (and any Retry-After) is kept. A send that timed out says
-neither; one connect after it (`any_accepts`) does: nothing accepting means unanswered.
+neither (`unanswered` is None); one connect after it (`Watch.accepts`) does: nothing
+accepting means unanswered. Name lookups run on the resolver's threads: one that hangs is
+waited for on the next look rather than started again.
 An exporter that reaches its upstream through a proxy would watch the proxy, which is
 always up; edgeagent's exporters connect directly (they honour no proxy settings), so the
 watch connects where they do.
@@ -31,10 +33,12 @@ watch connects where they do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +61,6 @@ def upstream_addresses(exporter: object) -> list[Address]:
     return exporter.upstream_addresses() if isinstance(exporter, Reachable) else []
 
 
-async def accepts(address: Address, timeout: float = CONNECT_TIMEOUT) -> bool:
-    """Whether `address` accepts a TCP connection within `timeout`; the connection is closed at once."""
-    host, port = address
-    try:
-        async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, port)
-    except (OSError, TimeoutError):
-        return False
-    writer.transport.abort()
-    return True
-
-
-async def any_accepts(addresses: Sequence[Address]) -> bool:
-    """Whether one of `addresses` accepts a TCP connection; tried one after the other."""
-    for address in addresses:
-        if await accepts(address):
-            return True
-    return False
-
-
 class Watch:
     """Connects to `addresses` in turn, and calls `reached` when one accepts after none did.
 
@@ -90,13 +74,16 @@ class Watch:
         self.reached = reached
         self.name = name
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._connecting = asyncio.Lock()  # one connect at a time, whoever asks
+        self._lookups: dict[Address, asyncio.Future[list[Any]]] = {}
 
     @property
     def running(self) -> bool:
         return self._task is not None
 
     def start(self) -> None:
-        if self._task is None and self.addresses:
+        if self._task is None and self.addresses and not self._closed:
             self._task = asyncio.create_task(self._run(), name=f"reach:{self.name}")
             self._task.add_done_callback(self._done)
 
@@ -105,13 +92,49 @@ class Watch:
         if task is not None:
             task.cancel()
 
+    def close(self) -> None:
+        """Stop for good: a failure reported while shutting down starts no watch again."""
+        self._closed = True
+        self.stop()
+
+    async def accepts(self) -> bool:
+        """Whether one of the addresses accepts a TCP connection now; the connection is closed at once."""
+        async with self._connecting:
+            for address in self.addresses:
+                if await self._accepts(address):
+                    return True
+            return False
+
+    async def _accepts(self, address: Address) -> bool:
+        loop = asyncio.get_running_loop()
+        lookup = self._lookups.get(address)
+        if lookup is None or lookup.done():
+            # a lookup that hangs is waited for again next time, not started again: one resolver
+            # thread per address at most, whatever the resolver does
+            lookup = asyncio.ensure_future(loop.getaddrinfo(*address, type=socket.SOCK_STREAM))
+            lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._lookups[address] = lookup
+        await asyncio.wait({lookup}, timeout=CONNECT_TIMEOUT)
+        if not lookup.done() or lookup.cancelled() or lookup.exception() is not None:
+            return False
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                for info in lookup.result():
+                    with contextlib.suppress(OSError):
+                        _, writer = await asyncio.open_connection(info[4][0], info[4][1])
+                        writer.transport.abort()
+                        return True
+        except TimeoutError:
+            pass
+        return False
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_look = 0.0
         accepting = False  # the watch starts after a connect failed: the change to accepted is news
         while True:
             await asyncio.sleep(max(WATCH_INTERVAL * random.uniform(0.5, 1.5), next_look - loop.time()))
-            if not await any_accepts(self.addresses):
+            if not await self.accepts():
                 accepting = False
             elif not accepting:
                 accepting, next_look = await self.reached()

@@ -147,3 +147,21 @@ def test_an_upstream_that_answered_is_not_watched():
         await link.succeeded()
         assert not link._watch.running
     asyncio.run(scenario())
+
+
+def test_a_timeout_is_watched_only_when_nothing_accepts_connections():
+    """A send that timed out may have met a dead host or a hanging upstream: one connect tells them apart."""
+    async def scenario() -> None:
+        timed_out = RetryableError("upstream did not answer within 5s", connection=True, unanswered=None)
+        port = free_port()
+        link = Link(4, RETRY, [].append, [("127.0.0.1", port)], "otlphttp")
+        await link.failed(timed_out)
+        assert link._watch.running  # nothing listens: the upstream is gone
+        server = await _listen(port)
+        await link.failed(timed_out)
+        assert not link._watch.running  # it listens and did not answer in time: its backoff holds
+        server.close()
+        link.close()
+        await link.failed(UNANSWERED)
+        assert not link._watch.running  # closed for good: shutting down starts no watch
+    asyncio.run(scenario())
