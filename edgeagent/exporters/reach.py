@@ -25,6 +25,7 @@ listens there, and its backoff (and any Retry-After) is kept. A send that timed 
 neither (`unanswered` is None); one connect after it (`Watch.accepts`) does: nothing
 accepting means unanswered. Name lookups run on the resolver's threads: one that hangs is
 waited for on the next look rather than started again.
+
 An exporter that reaches its upstream through a proxy would watch the proxy, which is
 always up; edgeagent's exporters connect directly (they honour no proxy settings), so the
 watch connects where they do.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 import socket
@@ -106,27 +108,34 @@ class Watch:
             return False
 
     async def _accepts(self, address: Address) -> bool:
-        loop = asyncio.get_running_loop()
-        lookup = self._lookups.get(address)
-        if lookup is None or lookup.done():
-            # a lookup that hangs is waited for again next time, not started again: one resolver
-            # thread per address at most, whatever the resolver does
-            lookup = asyncio.ensure_future(loop.getaddrinfo(*address, type=socket.SOCK_STREAM))
-            lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
-            self._lookups[address] = lookup
-        await asyncio.wait({lookup}, timeout=CONNECT_TIMEOUT)
-        if not lookup.done() or lookup.cancelled() or lookup.exception() is not None:
-            return False
+        ips = await self._resolved(address)
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                for info in lookup.result():
+                for ip in ips:
                     with contextlib.suppress(OSError):
-                        _, writer = await asyncio.open_connection(info[4][0], info[4][1])
+                        _, writer = await asyncio.open_connection(ip, address[1])
                         writer.transport.abort()
                         return True
         except TimeoutError:
             pass
         return False
+
+    async def _resolved(self, address: Address) -> list[str]:
+        """The IP addresses of `address`'s host; none while its lookup fails or hangs."""
+        host = address[0]
+        with contextlib.suppress(ValueError):
+            return [str(ipaddress.ip_address(host))]
+        lookup = self._lookups.get(address)
+        if lookup is None or lookup.done():
+            # a lookup that hangs is waited for again next time, not started again: one resolver
+            # thread per address at most, whatever the resolver does
+            lookup = asyncio.ensure_future(asyncio.get_running_loop().getaddrinfo(*address, type=socket.SOCK_STREAM))
+            lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._lookups[address] = lookup
+        await asyncio.wait({lookup}, timeout=CONNECT_TIMEOUT)
+        if not lookup.done() or lookup.cancelled() or lookup.exception() is not None:
+            return []
+        return list(dict.fromkeys(str(info[4][0]) for info in lookup.result()))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
