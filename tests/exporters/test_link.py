@@ -165,3 +165,18 @@ def test_a_timeout_is_watched_only_when_nothing_accepts_connections():
         await link.failed(UNANSWERED)
         assert not link._watch.running  # closed for good: shutting down starts no watch
     asyncio.run(scenario())
+
+
+def test_a_flapping_port_cuts_the_backoff_short_at_most_once_per_backoff_interval():
+    async def scenario() -> None:
+        link = Link(4, RetryConfig(initial_interval=3, max_interval=3, randomization_factor=0), [].append,
+                    [("127.0.0.1", free_port())], "otlphttp")
+        loop = asyncio.get_running_loop()
+        await link.failed(UNANSWERED)
+        link.close()  # the test plays the watch itself
+        taken, until = await link._reached()
+        assert taken and until >= loop.time() + 2.9
+        await link.failed(UNANSWERED)  # the early attempt failed; the port refuses, then accepts again
+        taken, later = await link._reached()
+        assert not taken and later == until
+    asyncio.run(scenario())
