@@ -183,4 +183,6 @@ def classify(exc: BaseException, action: str) -> Exception:
     link_down = isinstance(exc, (errors.KafkaConnectionError, errors.NoBrokersAvailable, errors.KafkaTimeoutError,
                                  errors.RequestTimedOutError, errors.NodeNotReadyError, ConnectionError,
                                  TimeoutError, OSError))
-    return RetryableError(message, connection=link_down)
+    # no broker could be connected to at all (bootstrap failed); a timeout may come from a live broker
+    unanswered = isinstance(exc, (errors.KafkaConnectionError, errors.NoBrokersAvailable, ConnectionRefusedError))
+    return RetryableError(message, connection=link_down, unanswered=unanswered)

@@ -7,12 +7,22 @@ from __future__ import annotations
 
 
 class RetryableError(Exception):
-    """Try again later; `retry_after` is the delay the other side asked for, in seconds."""
+    """Try again later; `retry_after` is the delay the other side asked for, in seconds.
 
-    def __init__(self, message: str, retry_after: float | None = None, *, connection: bool = False):
+    `connection`: the link to the upstream is down (refused, timed out, a proxy's 502/504).
+    `unanswered`: nothing answered at all, the connection itself failed (refused, unreachable,
+    a name that does not resolve); it implies `connection`. Only then may a TCP connect tell
+    that the upstream is back (edgeagent.exporters.reach): something that answered, even a
+    proxy, accepts connections while the upstream behind it is still away. None: not known
+    (a timeout: a connect that hung, or an upstream that never answered); the exporter's link
+    finds out with one connect."""
+
+    def __init__(self, message: str, retry_after: float | None = None, *, connection: bool = False,
+                 unanswered: bool | None = False):
         super().__init__(message)
         self.retry_after = retry_after
-        self.connection = connection  # the peer could not be reached at all
+        self.connection = connection or bool(unanswered)  # the peer could not be reached at all
+        self.unanswered = unanswered
 
 
 class ThrottledError(RetryableError):

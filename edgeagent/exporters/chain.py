@@ -22,8 +22,9 @@ Design note
 * Retry-After is honoured up to a ceiling (edgeagent.exporters.retry), so an upstream that
   asks for years pauses the exporter for minutes; the cap is logged once until a send succeeds.
 * Upstream state: with a Link (queued path) every attempt passes through it, so all the
-  consumers of an exporter share what they learn; without one the outcome is reported
-  directly. The last failure is shown in health as the exporter's `problem`.
+  consumers of an exporter share what they learn, and a backoff wait ends as soon as the
+  link finds an unreachable upstream back (edgeagent.exporters.reach); without one the
+  outcome is reported directly. The last failure is shown in health as the exporter's `problem`.
 """
 
 from __future__ import annotations
@@ -220,11 +221,16 @@ class ExportChain:
         return delay
 
     async def _pause(self, delay: float) -> None:
-        try:
-            await asyncio.wait_for(self.stopping.wait(), delay)
-        except TimeoutError:
-            return
-        raise ShutdownError("the agent is shutting down; the data stays queued")
+        """The backoff wait; it ends early when the link finds the upstream back (edgeagent.exporters.reach)."""
+        if self.link is not None:
+            await self.link.pause(delay, self.stopping)
+        else:
+            try:
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            except TimeoutError:
+                return
+        if self.stopping.is_set():
+            raise ShutdownError("the agent is shutting down; the data stays queued")
 
     async def _attempt(self, body: bytes) -> SendResult:
         if self.link is None:
@@ -239,7 +245,8 @@ class ExportChain:
             async with asyncio.timeout(self.timeout):
                 return await self.exporter.send(self.signal, body)
         except TimeoutError as exc:
-            raise RetryableError(f"upstream did not answer within {self.timeout:g}s", connection=True) from exc
+            raise RetryableError(f"upstream did not answer within {self.timeout:g}s", connection=True,
+                                 unanswered=None) from exc
 
     async def _reported(self, body: bytes) -> SendResult:
         """One attempt, and what it says about the upstream told to the link (or the host)."""

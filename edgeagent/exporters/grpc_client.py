@@ -73,13 +73,17 @@ _SKIP_FAILED = 1.0  # round_robin: an address refused this recently is passed ov
 
 
 class GrpcStatusError(Exception):
-    """A call ended with a status other than OK; `trailers` are its metadata (`-bin` values as bytes)."""
+    """A call ended with a status other than OK; `trailers` are its metadata (`-bin` values as bytes).
+    `unanswered`: no connection could be made at all (refused, unreachable, timed out, unresolved);
+    None when the call's deadline passed, whether connecting or waiting for the answer."""
 
-    def __init__(self, code: StatusCode, message: str, trailers: Sequence[tuple[str, str | bytes]] = ()):
+    def __init__(self, code: StatusCode, message: str, trailers: Sequence[tuple[str, str | bytes]] = (),
+                 unanswered: bool | None = False):
         super().__init__(f"{code.name}: {message}" if message else code.name)
         self.code = code
         self.message = message
         self.trailers = list(trailers)
+        self.unanswered = unanswered
 
 
 @dataclass(frozen=True)
@@ -419,12 +423,14 @@ class _Subchannel:
 
     async def _open(self) -> _Connection:
         errors = []
+        unanswered = True
         for address in self.addresses:
             try:
                 return await self._connect(address)
             except GrpcStatusError as exc:
                 errors.append(exc.message)
-        raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(errors))
+                unanswered = unanswered and exc.unanswered is True
+        raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(errors), unanswered=unanswered)
 
     async def _connect(self, address: tuple[str, int]) -> _Connection:
         settings, context = self.channel.settings, self.channel.ssl_context
@@ -445,13 +451,15 @@ class _Subchannel:
                     _check_alpn(made[0], peer)
                 await made[0].ready
         except BaseException as exc:
-            if made:
+            if made:  # the TCP connection was made: the peer answered, if badly
                 made[0].close()
             if isinstance(exc, TimeoutError):
                 raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: no HTTP/2 answer "
-                                                              f"within {settings.connect_timeout:g}s") from None
+                                                              f"within {settings.connect_timeout:g}s",
+                                      unanswered=not made) from None
             if isinstance(exc, OSError):  # ssl.SSLError included
-                raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: {exc}") from None
+                raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: {exc}",
+                                      unanswered=not made) from None
             raise
         return made[0]
 
@@ -523,7 +531,9 @@ class Channel:
                     except _Closed:
                         continue  # it started closing meanwhile: take another
         except TimeoutError:
-            raise GrpcStatusError(StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout:g}s") from None
+            # a connect that hung or a server that did not answer: not known here (None)
+            raise GrpcStatusError(StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout:g}s",
+                                  unanswered=None) from None
         return _outcome(call)
 
     async def _connection(self, wait_for_ready: bool) -> _Connection:
@@ -549,6 +559,7 @@ class Channel:
         # in turn over those not refused lately (all of them if every one was)
         candidates = [sub for sub in subchannels if sub.live() or now - sub.failed_at > _SKIP_FAILED] or subchannels
         errors: list[str] = []
+        unanswered = True
         for offset in range(len(candidates)):
             subchannel = candidates[(self._turn + offset) % len(candidates)]
             try:
@@ -556,18 +567,20 @@ class Channel:
             except GrpcStatusError as exc:
                 subchannel.failed_at = asyncio.get_running_loop().time()
                 errors.append(exc.message)
+                unanswered = unanswered and exc.unanswered is True
                 continue
             self._turn = (self._turn + offset + 1) % len(candidates)
             return connection
         self._subchannels = []  # resolve again next time: the addresses may have changed
-        raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(errors))
+        raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(errors), unanswered=unanswered)
 
     async def _resolve(self) -> list[_Subchannel]:
         settings = self.settings
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot resolve {settings.host}: {exc}") from None
+            raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot resolve {settings.host}: {exc}",
+                                  unanswered=True) from None
         addresses = list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))
         if settings.balancer == "round_robin":
             return [_Subchannel(self, [address]) for address in addresses]

@@ -54,7 +54,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.config.types import Duration
+from edgeagent.config.types import Duration, split_endpoint
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig, classify
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.bandwidth import TokenBucket
@@ -132,6 +132,10 @@ class KafkaExporter:
     def describe(self) -> str:
         return ",".join(self.config.brokers)
 
+    def upstream_addresses(self) -> list[tuple[str, int]]:
+        """The bootstrap brokers: any of them accepting a connection is worth a try."""
+        return [split_endpoint(broker, 9092) for broker in self.config.brokers]
+
     async def start(self) -> None:
         self.config.client_options()  # reads the TLS files now, so a missing one fails the start
         self._closed = False
@@ -162,7 +166,10 @@ class KafkaExporter:
                 await producer.stop()
                 if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
                     raise
-                raise classify(exc, f"connecting to {self.describe()}") from None
+                error = classify(exc, f"connecting to {self.describe()}")
+                if isinstance(error, RetryableError) and isinstance(exc, TimeoutError):
+                    error.unanswered = None  # brokers gone, or slow: the link checks
+                raise error from None
             self._producer = producer
             return producer
 
@@ -184,8 +191,10 @@ class KafkaExporter:
                             messages[start:start + step]]
                     await asyncio.gather(*acks)
         except TimeoutError:
+            # a started producer keeps reconnecting on its own and only times out: the link checks
+            # whether a broker still accepts connections (brokers gone, or slow?)
             raise RetryableError(f"the brokers did not acknowledge within {self.config.timeout:g}s",
-                                 connection=True) from None
+                                 connection=True, unanswered=None) from None
         except Exception as exc:
             raise classify(exc, f"producing to {self.describe()}") from None
         return SendResult()

@@ -13,22 +13,35 @@ exporter passes through one `Link`:
   not a storm.
 * A `Retry-After` (or gRPC RetryInfo) from the upstream pauses every consumer of the exporter
   until that time, not only the one that was told.
+* **back at once**: while attempts fail without any answer (refused, unreachable: the error's
+  `unanswered`), a Watch (edgeagent.exporters.reach) connects to the upstream's host:port
+  about once a second. When it is accepted, the probe's backoff is cut short and every
+  backoff wait of the exporter's consumers (`pause`) ends, so draining starts within about a
+  second of the upstream listening. That fast path is taken when the upstream goes from
+  refusing to accepting, at most once per backoff interval: a host that accepts connections
+  but fails requests is tried no faster than its backoff allows. An answer of any kind
+  (success, 503, a proxy's 502) stops the watch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from edgeagent.errors import RetryableError
-from edgeagent.exporters.retry import RetryConfig, backoff_delay
+from edgeagent.exporters.reach import Address, Watch
+from edgeagent.exporters.retry import RetryConfig, backoff_delay, backoff_interval
+
+log = logging.getLogger(__name__)
 
 OFFLINE_AFTER = 3
 
 
 class Link:
-    def __init__(self, max_concurrency: int, retry: RetryConfig, on_change: Callable[[bool], None]):
+    def __init__(self, max_concurrency: int, retry: RetryConfig, on_change: Callable[[bool], None],
+                 addresses: Sequence[Address] = (), name: str = ""):
         self.max_concurrency = max(1, max_concurrency)
         self.retry = retry
         self.on_change = on_change
@@ -38,7 +51,12 @@ class Link:
         self.failures = 0  # consecutive connection-level failures
         self.probes = 0  # failed probes since the link went offline
         self.not_before = 0.0  # loop time before which nobody sends
+        self.retry_until = 0.0  # loop time the upstream's last Retry-After asked to wait for
+        self.fast_after = 0.0  # loop time before which the watch may not cut a backoff short again
+        self.name = name
         self._changed = asyncio.Condition()
+        self._woken = asyncio.Event()  # set (and replaced) when the watch finds the upstream back
+        self._watch = Watch(addresses, self._reached, name)
 
     @contextlib.asynccontextmanager
     async def attempt(self) -> AsyncIterator[None]:
@@ -59,7 +77,21 @@ class Link:
                 self.active -= 1
                 self._changed.notify_all()
 
+    async def pause(self, delay: float, stopping: asyncio.Event) -> None:
+        """Wait `delay` seconds, less when `stopping` is set or the upstream is found back."""
+        waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._woken.wait())]
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    def close(self) -> None:
+        """Stop watching the upstream for good (idempotent)."""
+        self._watch.close()
+
     async def succeeded(self) -> None:
+        self._watch.stop()
         async with self._changed:
             self.failures = 0
             self.probes = 0
@@ -72,6 +104,13 @@ class Link:
 
     async def failed(self, error: RetryableError) -> None:
         loop = asyncio.get_running_loop()
+        unanswered = error.unanswered
+        if unanswered is None:  # timed out: nothing there, or an upstream that hangs? one connect tells
+            unanswered = bool(self._watch.addresses) and not await self._watch.accepts()
+        if unanswered:
+            self._watch.start()
+        else:
+            self._watch.stop()
         async with self._changed:
             if error.connection:
                 self.failures += 1
@@ -87,8 +126,26 @@ class Link:
                 if self.online is None:
                     self._set(True)
             if error.retry_after is not None:
-                self.not_before = max(self.not_before, loop.time() + error.retry_after)
+                self.retry_until = max(self.retry_until, loop.time() + error.retry_after)
+                self.not_before = max(self.not_before, self.retry_until)
             self._changed.notify_all()
+
+    async def _reached(self) -> tuple[bool, float]:
+        """The watch connected after it could not: send now, unless the fast path was taken within
+        the last backoff interval. Returns whether it was taken, and the loop time before which
+        the watch need not look again."""
+        now = asyncio.get_running_loop().time()
+        if now < self.fast_after:
+            return False, self.fast_after
+        self.fast_after = now + backoff_interval(self.retry, max(self.probes, 1))
+        log.debug("upstream accepts connections again; sending now instead of after the backoff",
+                  extra={"exporter": self.name})
+        async with self._changed:
+            self.not_before = self.retry_until
+            self._changed.notify_all()
+        woken, self._woken = self._woken, asyncio.Event()
+        woken.set()
+        return True, self.fast_after
 
     def _set(self, online: bool) -> None:
         if self.online != online:

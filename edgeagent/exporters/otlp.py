@@ -145,6 +145,9 @@ class OtlpGrpcExporter:
         self._observe = rpc_client_observer(getattr(self.host, "metrics", None), settings.host, str(settings.port))
         self._channel = Channel(settings)
 
+    def upstream_addresses(self) -> list[tuple[str, int]]:
+        return [self.config.address()] if self.configured else []
+
     async def shutdown(self) -> None:
         if self._channel is not None:
             channel, self._channel = self._channel, None
@@ -191,7 +194,8 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
     if code == StatusCode.RESOURCE_EXHAUSTED and delay is not None:
         return ThrottledError(message, retry_after=delay)
     if code in _RETRYABLE:
-        return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None)
+        return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None,
+                              unanswered=error.unanswered)
     return PermanentError(f"upstream rejected the data with {code.name}: {details}", status=code.name,
                           body=details.encode())
 

@@ -189,6 +189,10 @@ class OtlpHttpExporter:
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, read_bufsize=read_buffer,
                                               trace_configs=[http_client_timer(getattr(self.host, "metrics", None))])
 
+    def upstream_addresses(self) -> list[tuple[str, int]]:
+        """host:port of every endpoint; a redirect's target is not watched."""
+        return _addresses([url for url, _ in self._targets.values()])
+
     async def shutdown(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None
@@ -264,10 +268,14 @@ class OtlpHttpExporter:
                 return _Answer(response.status, await response.read(), response.content_type,
                                parse_retry_after(response.headers.get("Retry-After")),
                                response.headers.get("Location"))
-        except TimeoutError as exc:
-            raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True) from exc
+        except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: the link checks
+            raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True,
+                                 unanswered=None) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True) from exc
+            # no connection made at all; a TLS handshake that failed was an answer
+            unanswered = isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError)
+            raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True,
+                                 unanswered=unanswered) from exc
 
     def _result(self, signal: Signal, answer: _Answer, url: str, secrets: list[str]) -> SendResult:
         """The one place that maps an HTTP answer to what the chain must do."""
@@ -297,6 +305,16 @@ class OtlpHttpExporter:
                         extra={"exporter": self.id, "status": answer.status, "location": location})
         return RetryableError(f"upstream redirects ({answer.status}) to {location}; not followed, the data stays "
                               f"queued", connection=True)
+
+
+def _addresses(urls: list[str]) -> list[tuple[str, int]]:
+    """The host and port each URL connects to, each once."""
+    addresses = []
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.hostname:
+            addresses.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+    return list(dict.fromkeys(addresses))
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:

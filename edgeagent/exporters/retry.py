@@ -58,9 +58,14 @@ class Backoff(Protocol):
     def randomization_factor(self) -> float: ...
 
 
+def backoff_interval(config: Backoff, attempt: int) -> float:
+    """The exponential interval before retry number `attempt` (1-based), before randomization."""
+    return float(min(config.initial_interval * config.multiplier ** (attempt - 1), config.max_interval))
+
+
 def backoff_delay(config: Backoff, attempt: int, rng: random.Random = random._inst) -> float:
     """The randomized exponential delay before retry number `attempt` (1-based)."""
-    interval = min(config.initial_interval * config.multiplier ** (attempt - 1), config.max_interval)
+    interval = backoff_interval(config, attempt)
     spread = config.randomization_factor * interval
     return max(0.0, interval - spread + rng.random() * 2 * spread)
 

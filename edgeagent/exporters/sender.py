@@ -40,6 +40,7 @@ from edgeagent.config.types import Duration
 from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, Exporter, Part, Telemetry
 from edgeagent.exporters.link import Link
+from edgeagent.exporters.reach import upstream_addresses
 from edgeagent.exporters.retry import RetryConfig
 from edgeagent.queue.api import ConsumerQueue
 from edgeagent.queue.api import QueueLease as Lease
@@ -168,7 +169,8 @@ class Sender:
         self.num_consumers = num_consumers
         self.batch = batch
         self.telemetry = telemetry
-        self.link = link or Link(num_consumers, retry, lambda online: telemetry.upstream_state(exporter.id, online))
+        self.link = link or Link(num_consumers, retry, lambda online: telemetry.upstream_state(exporter.id, online),
+                                 upstream_addresses(exporter), exporter.id)
         self.chain = ExportChain(exporter, self.signal, telemetry, timeout=timeout, retry=retry, link=self.link,
                                  drains_queue=True)
         self.newest_first = newest_first
@@ -191,6 +193,7 @@ class Sender:
         its lease, so the upstream may get that batch twice; the grace period keeps that to
         deliveries that hang (stop and reload, not only crashes)."""
         self.chain.stop()
+        self.link.close()
         tasks, self._tasks = self._tasks, []
         self._closing = True
         busy = [task for task in tasks if task in self._delivering]
@@ -229,7 +232,7 @@ class Sender:
             finally:
                 self._delivering.discard(current)
             if pause and not self._closing:
-                await asyncio.sleep(pause)
+                await self.link.pause(pause, self.chain.stopping)  # over early when the upstream is back
 
     def _unexpected(self, lease: Lease | None, error: Exception) -> float:
         """Keep the lease's data queued, say so once, and pause before the next lease."""

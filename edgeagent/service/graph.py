@@ -21,6 +21,7 @@ from edgeagent.config.loader import AgentConfig, Pipeline
 from edgeagent.connectors.subpipeline import SubPipeline
 from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.link import Link
+from edgeagent.exporters.reach import upstream_addresses
 from edgeagent.exporters.sender import BatchSettings, Sender
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.service.consumers import Limiter, RunningPipeline, SignalConsumer
@@ -189,7 +190,8 @@ class Graph:
             if exp_id not in links:  # one link per exporter: all its signals share the upstream's state
                 signals = sum(1 for key in batches if key[0] == exp_id)
                 links[exp_id] = Link(queue_config.num_consumers * signals, exporter.config.retry_on_failure,
-                                     functools.partial(self.host.upstream_state, exp_id))
+                                     functools.partial(self.host.upstream_state, exp_id),
+                                     upstream_addresses(exporter), exp_id)
             queue = self.stores.get(queue_config.storage).queues[f"{exp_id}/{signal.label}"]
             timeout = None if exp_id in self.config.connectors else getattr(exporter.config, "timeout", None)
             self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure, queue_config.num_consumers,

@@ -452,3 +452,22 @@ def test_a_call_answered_before_its_request_was_sent_frees_its_stream():
             assert peer.connections == 1 and len(peer.headers) == 2
 
     asyncio.run(scenario())
+
+
+def test_a_refused_connection_is_unanswered_and_a_peer_speaking_http1_is_not():
+    """Only a connection that was never made may be watched for with a TCP connect (exporters.reach):
+    a peer that accepted it and answered badly is listening."""
+    async def scenario() -> None:
+        channel = Channel(ChannelSettings("127.0.0.1", free_port()))
+        with pytest.raises(GrpcStatusError) as refused:
+            await channel.unary(TRACES, b"", timeout=5)
+        await channel.close()
+        assert refused.value.code == StatusCode.UNAVAILABLE and refused.value.unanswered
+        async with H2Peer("http1") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))
+            with pytest.raises(GrpcStatusError) as answered:
+                await channel.unary(TRACES, b"", timeout=5)
+            await channel.close()
+        assert answered.value.code == StatusCode.UNAVAILABLE and not answered.value.unanswered
+
+    asyncio.run(scenario())

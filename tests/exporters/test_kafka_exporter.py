@@ -67,3 +67,5 @@ def test_unreachable_brokers_are_a_retryable_connection_failure():
     with pytest.raises(RetryableError) as caught:
         _send(config, _body(1))
     assert caught.value.connection
+    assert caught.value.unanswered  # no broker accepted a connection: the exporter may watch for one
+    assert KafkaExporter("kafka", config, None).upstream_addresses() == [("127.0.0.1", int(config.brokers[0][10:]))]

@@ -7,6 +7,7 @@ import asyncio
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.link import OFFLINE_AFTER, Link
 from edgeagent.exporters.retry import RetryConfig
+from tests.helpers.net import free_port
 
 RETRY = RetryConfig(initial_interval=0.2, max_interval=0.2, randomization_factor=0)
 REFUSED = RetryableError("connection refused", connection=True)
@@ -84,4 +85,98 @@ def test_retry_after_pauses_every_consumer_of_the_exporter():
         started = loop.time()
         await _concurrent(link, 3, hold=0)
         assert loop.time() - started >= 0.28
+    asyncio.run(scenario())
+
+
+UNANSWERED = RetryableError("connection refused", unanswered=True)
+SLOW = RetryConfig(initial_interval=20, max_interval=60, randomization_factor=0)
+
+
+async def _listen(port: int) -> asyncio.Server:
+    return await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", port)
+
+
+def test_an_upstream_that_accepts_connections_again_cuts_the_offline_backoff_short():
+    async def scenario() -> None:
+        port = free_port()
+        link = Link(4, SLOW, [].append, [("127.0.0.1", port)], "otlphttp")
+        for _ in range(OFFLINE_AFTER + 1):  # offline, and a failed probe: the next one in 20 s
+            await link.failed(UNANSWERED)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        paused = asyncio.ensure_future(link.pause(20, stopping))  # a consumer's own backoff wait
+        await asyncio.sleep(2)
+        assert not paused.done()
+        server = await _listen(port)
+        started = loop.time()
+        async with link.attempt():
+            assert loop.time() - started < 2.5
+        await asyncio.wait_for(paused, 1)  # the consumer's wait ended too
+        link.close()
+        server.close()
+    asyncio.run(scenario())
+
+
+def test_a_host_that_accepts_connections_but_fails_requests_is_tried_at_the_backoff_rate():
+    async def scenario() -> None:
+        port = free_port()
+        server = await _listen(port)
+        link = Link(4, RetryConfig(initial_interval=1, max_interval=1, randomization_factor=0), [].append,
+                    [("127.0.0.1", port)], "otlphttp")
+        loop = asyncio.get_running_loop()
+        started, attempts = loop.time(), 0
+        while loop.time() - started < 6:  # a consumer as the export chain runs it: attempt, fail, back off
+            async with link.attempt():
+                attempts += 1
+            await link.failed(UNANSWERED)
+            await link.pause(1, asyncio.Event())
+        assert attempts <= 8  # about one a second, not one per accepted connect
+        link.close()
+        server.close()
+    asyncio.run(scenario())
+
+
+def test_an_upstream_that_answered_is_not_watched():
+    async def scenario() -> None:
+        link = Link(4, RETRY, [].append, [("127.0.0.1", free_port())], "otlphttp")
+        await link.failed(UNANSWERED)
+        assert link._watch.running
+        await link.failed(RetryableError("upstream answered 502", connection=True))  # a proxy: something listens
+        assert not link._watch.running
+        await link.failed(UNANSWERED)
+        await link.succeeded()
+        assert not link._watch.running
+    asyncio.run(scenario())
+
+
+def test_a_timeout_is_watched_only_when_nothing_accepts_connections():
+    """A send that timed out may have met a dead host or a hanging upstream: one connect tells them apart."""
+    async def scenario() -> None:
+        timed_out = RetryableError("upstream did not answer within 5s", connection=True, unanswered=None)
+        port = free_port()
+        link = Link(4, RETRY, [].append, [("127.0.0.1", port)], "otlphttp")
+        await link.failed(timed_out)
+        assert link._watch.running  # nothing listens: the upstream is gone
+        server = await _listen(port)
+        await link.failed(timed_out)
+        assert not link._watch.running  # it listens and did not answer in time: its backoff holds
+        server.close()
+        link.close()
+        await link.failed(UNANSWERED)
+        assert not link._watch.running  # closed for good: shutting down starts no watch
+    asyncio.run(scenario())
+
+
+def test_a_flapping_port_cuts_the_backoff_short_at_most_once_per_backoff_interval():
+    async def scenario() -> None:
+        link = Link(4, RetryConfig(initial_interval=3, max_interval=3, randomization_factor=0), [].append,
+                    [("127.0.0.1", free_port())], "otlphttp")
+        loop = asyncio.get_running_loop()
+        await link.failed(UNANSWERED)
+        link.close()  # the test plays the watch itself
+        taken, until = await link._reached()
+        assert taken and until >= loop.time() + 2.9
+        await link.failed(UNANSWERED)  # the early attempt failed; the port refuses, then accepts again
+        taken, later = await link._reached()
+        assert not taken and later == until
     asyncio.run(scenario())
