@@ -14,8 +14,8 @@ from edgeagent import netaddr
 from edgeagent.auth import AuthConfig
 from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration
+from edgeagent.cors import Cors, CorsConfig
 from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
-from edgeagent.receivers.otlp_cors import Cors, CorsConfig
 from edgeagent.tls import TlsServerConfig
 
 _NO_TIMEOUT = 365 * 86400.0

@@ -48,10 +48,10 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from edgeagent.component import ConnectorConfig, Factory
 from edgeagent.config.types import Duration, format_duration
+from edgeagent.configretry import RetryConfig
 from edgeagent.connectors.subpipeline import SubPipeline, settle
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.chain import SendResult
-from edgeagent.exporters.retry import RetryConfig
 from edgeagent.exporters.sender import QueueConfig
 from edgeagent.signals import Payload, Signal
 

@@ -19,7 +19,7 @@ Design note
 * Dead letters: what the upstream refused for good goes to the caller's DeadLetterSink
   (the queue's dead-letter store); a caller without one gets a PermanentError carrying the
   refused parts (`PermanentError.parts`), so a caller further out stores exactly those.
-* Retry-After is honoured up to a ceiling (edgeagent.exporters.retry), so an upstream that
+* Retry-After is honoured up to a ceiling (edgeagent.configretry), so an upstream that
   asks for years pauses the exporter for minutes; the cap is logged once until a send succeeds.
 * Upstream state: with a Link (queued path) every attempt passes through it, so all the
   consumers of an exporter share what they learn, and a backoff wait ends as soon as the
@@ -38,9 +38,9 @@ from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
 
+from edgeagent.configretry import RetryConfig, backoff_delay, honoured_retry_after
 from edgeagent.errors import PermanentError, RetryableError, ShutdownError
 from edgeagent.exporters.link import Link
-from edgeagent.exporters.retry import RetryConfig, backoff_delay, honoured_retry_after
 from edgeagent.signals import Signal, count_items, split_request
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from pydantic import Field, field_validator
 
 from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration
+from edgeagent.configretry import RetryConfig
 from edgeagent.exporters.bandwidth import RateLimitConfig
-from edgeagent.exporters.retry import RetryConfig
 from edgeagent.exporters.sender import QueueConfig
 
 

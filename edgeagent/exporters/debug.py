@@ -21,8 +21,8 @@ from google.protobuf import text_format
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
+from edgeagent.configretry import RetryConfig
 from edgeagent.exporters.chain import SendResult
-from edgeagent.exporters.retry import RetryConfig
 from edgeagent.exporters.sender import QueueConfig
 from edgeagent.signals import Signal, count_items, resource_groups
 

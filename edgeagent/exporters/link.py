@@ -30,9 +30,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from edgeagent.configretry import RetryConfig, backoff_delay, backoff_interval
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.reach import Address, Watch
-from edgeagent.exporters.retry import RetryConfig, backoff_delay, backoff_interval
 
 log = logging.getLogger(__name__)
 

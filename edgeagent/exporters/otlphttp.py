@@ -41,13 +41,13 @@ from edgeagent import __version__
 from edgeagent.auth import AuthConfig, Authenticator
 from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import Factory
+from edgeagent.configretry import parse_retry_after
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import TokenBucket
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
-from edgeagent.exporters.retry import parse_retry_after
 from edgeagent.instrumentation import http_client_timer
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal

@@ -37,11 +37,11 @@ from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration
+from edgeagent.configretry import RetryConfig
 from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, Exporter, Part, Telemetry
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.reach import upstream_addresses
-from edgeagent.exporters.retry import RetryConfig
 from edgeagent.queue.api import ConsumerQueue
 from edgeagent.queue.api import QueueLease as Lease
 from edgeagent.queue.limits import QueueCapacity

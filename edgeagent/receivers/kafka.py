@@ -55,8 +55,8 @@ from pydantic import Field, model_validator
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig
+from edgeagent.configretry import backoff_delay
 from edgeagent.errors import BadRequestError, RetryableError, ShutdownError
-from edgeagent.exporters.retry import backoff_delay
 from edgeagent.receivers import codec
 from edgeagent.signals import Payload, Signal, resource_groups
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from google.rpc import status_pb2
@@ -22,11 +22,18 @@ from google.rpc import status_pb2
 from edgeagent import auth, confighttp, netaddr, tls
 from edgeagent.errors import BadRequestError, PermanentError, RetryableError, UnauthenticatedError
 from edgeagent.instrumentation import http_server_timer
-from edgeagent.processors.memory_limiter import Reservation
 from edgeagent.receivers import codec, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
+
+
+class Reservation(Protocol):
+    """What a body being read asks of the memory limiters' budget (processors/memory_limiter.py)."""
+
+    bytes: int
+
+    def grow(self, body_bytes: int) -> None: ...
 _GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 12, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 MAX_UNREAD_BODIES = 1024  # bodies being read at once; more get 503 rather than queue up sockets and buffers
 DISCONNECT_EPISODE = 60.0  # disconnects closer together than this are one episode: one log line

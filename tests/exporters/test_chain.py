@@ -10,10 +10,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
+from edgeagent.configretry import RetryConfig
 from edgeagent.errors import ShutdownError
 from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
-from edgeagent.exporters.retry import RetryConfig
 from edgeagent.signals import Signal
 
 
@@ -78,7 +78,7 @@ def test_a_backoff_wait_ends_at_shutdown_and_the_request_is_kept(upstream):
 def test_a_hostile_retry_after_does_not_pause_the_exporter_without_bound(upstream, monkeypatch, caplog):
     """An upstream answering `Retry-After: 999999999` must not stop every consumer for 31 years: the
     honoured delay is capped (at RETRY_AFTER_CEILING, shortened here) and the cap is logged once."""
-    from edgeagent.exporters import retry as retry_module
+    from edgeagent import configretry as retry_module
     from edgeagent.exporters.link import Link
 
     monkeypatch.setattr(retry_module, "RETRY_AFTER_CEILING", 0.5)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from edgeagent.configretry import RetryConfig
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.link import OFFLINE_AFTER, Link
-from edgeagent.exporters.retry import RetryConfig
 from tests.helpers.net import free_port
 
 RETRY = RetryConfig(initial_interval=0.2, max_interval=0.2, randomization_factor=0)

@@ -8,7 +8,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from edgeagent.exporters.retry import RetryConfig, backoff_delay, parse_retry_after
+from edgeagent.configretry import RetryConfig, backoff_delay, parse_retry_after
 
 
 def test_backoff_grows_by_the_multiplier_up_to_max_interval_within_the_randomization():
