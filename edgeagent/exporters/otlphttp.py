@@ -15,6 +15,10 @@ writer fills before a write to the socket; aiohttp keeps none of its own, so the
 one to size). `profiles_endpoint` is accepted as otelcol accepts it: only a profiles pipeline
 would use it, and edgeagent carries no profiles signal (a `profiles` pipeline is refused).
 
+`encoding: json` sends each request in OTLP/JSON (`application/json`, hex ids, integer enums) as
+otelcol's exporter does; the queue keeps protobuf, converted at send. A partial success is read
+from a protobuf or a JSON answer alike.
+
 Credentials in an endpoint URL (`https://user:password@host`) are sent as HTTP Basic auth,
 unless `headers` or `auth` also set an Authorization: that is a config error. Nothing the
 exporter logs, raises or shows carries a header value, a password or a query value
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import socket
 import ssl
@@ -34,6 +39,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from pydantic import ValidationInfo, field_validator, model_validator
 
@@ -49,6 +55,7 @@ from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.exporters.retry import parse_retry_after
 from edgeagent.instrumentation import http_client_timer
+from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, reloading_client_context
@@ -63,6 +70,7 @@ MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # dropped when a redirect leaves the host
 _URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint")
 _DEFAULT_READ_BUFFER = 2**16  # aiohttp's read_bufsize
+_CONTENT_TYPES = {"proto": "application/x-protobuf", "json": "application/json"}
 
 
 class OtlpHttpConfig(ExporterConfig):
@@ -75,6 +83,7 @@ class OtlpHttpConfig(ExporterConfig):
     compression: Literal["gzip", "zstd", "deflate", "zlib", "snappy", "lz4", "none", ""] = "gzip"
     tls: TlsClientConfig | None = None
     read_buffer_size: int = 0  # aiohttp's read_bufsize; 0 or less: its 64 KiB
+    encoding: Literal["proto", "json"] = "proto"  # the body: OTLP/protobuf or OTLP/JSON
     write_buffer_size: int = 0  # the socket's SO_SNDBUF; 0 or less: the system's
 
     @field_validator(*_URL_FIELDS)
@@ -162,7 +171,7 @@ class OtlpHttpExporter:
         self._auth: Authenticator | None = None
         self._tls: Reloading[ssl.SSLContext | None] | None = None  # read in start()
         self._system_roots: ssl.SSLContext | None = None  # built at the first HTTPS request without a tls block
-        self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"edgeagent/{__version__}",
+        self._headers = {"Content-Type": _CONTENT_TYPES[config.encoding], "User-Agent": f"edgeagent/{__version__}",
                          **config.headers}
         self._encoding = config.compression if config.compression not in ("none", "") else None
         if self._encoding is not None:
@@ -229,13 +238,22 @@ class OtlpHttpExporter:
         if target is None or self._session is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
         url, basic = target
-        data = body if self._encoding is None else await asyncio.to_thread(compress, self._encoding, body)
+        data = body
+        if self.config.encoding == "json" or self._encoding is not None:
+            data = await asyncio.to_thread(self._body, signal, body)
         if self._bandwidth is not None:
             await self._bandwidth.take(len(data))
         headers = self._request_headers(basic)
         secrets = self._secrets(headers, url)
         answer, url = await self._post_following(url, data, headers, secrets)
         return self._result(signal, answer, url, secrets)
+
+    def _body(self, signal: Signal, body: bytes) -> bytes:
+        """The queued protobuf request as the wire wants it: in OTLP/JSON if so configured, compressed."""
+        if self.config.encoding == "json":
+            message = signal.request_class.FromString(body)
+            body = json.dumps(to_otlp_json(message, integer_enums=True), separators=(",", ":")).encode()
+        return body if self._encoding is None else compress(self._encoding, body)
 
     async def _post_following(self, url: str, data: bytes, headers: dict[str, str],
                               secrets: list[str]) -> tuple[_Answer, str]:
@@ -274,8 +292,7 @@ class OtlpHttpExporter:
         status = answer.status
         if 200 <= status < 300:
             self._redirected_to = None
-            return partial_success(signal, answer.content) if answer.content_type == "application/x-protobuf" \
-                else SendResult()
+            return _partial_success(signal, answer)
         if 300 <= status < 400:
             raise self._redirected(answer, url, secrets)
         message = mask(_error_message(answer.content, answer.content_type) or f"HTTP {status}", secrets)
@@ -297,6 +314,20 @@ class OtlpHttpExporter:
                         extra={"exporter": self.id, "status": answer.status, "location": location})
         return RetryableError(f"upstream redirects ({answer.status}) to {location}; not followed, the data stays "
                               f"queued", connection=True)
+
+
+def _partial_success(signal: Signal, answer: _Answer) -> SendResult:
+    """The rejected count of an Export*ServiceResponse in OTLP/protobuf or OTLP/JSON, as otelcol reads
+    either whatever encoding it sent; another content type or an unreadable body says nothing."""
+    if answer.content_type == "application/x-protobuf":
+        return partial_success(signal, answer.content)
+    if answer.content_type == "application/json" and answer.content:
+        try:
+            response = json_format.Parse(answer.content, signal.response_class(), ignore_unknown_fields=True)
+        except (json_format.ParseError, ValueError, RecursionError):
+            return SendResult()
+        return partial_success(signal, response.SerializeToString())
+    return SendResult()
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:
