@@ -48,10 +48,12 @@ from edgeagent.auth import AuthConfig, Authenticator
 from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import Factory
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
+from edgeagent.exporters import httpclient
 from edgeagent.exporters.bandwidth import TokenBucket
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
+from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.exporters.retry import parse_retry_after
 from edgeagent.instrumentation import http_client_timer
@@ -73,14 +75,14 @@ _DEFAULT_READ_BUFFER = 2**16  # aiohttp's read_bufsize
 _CONTENT_TYPES = {"proto": "application/x-protobuf", "json": "application/json"}
 
 
-class OtlpHttpConfig(ExporterConfig):
+class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
     auth: AuthConfig | None = None  # before the endpoints, so that their validation sees it
     endpoint: str | None = None
     traces_endpoint: str | None = None
     metrics_endpoint: str | None = None
     logs_endpoint: str | None = None
     profiles_endpoint: str | None = None  # a profiles pipeline's; edgeagent has none
-    compression: Literal["gzip", "zstd", "deflate", "zlib", "snappy", "lz4", "none", ""] = "gzip"
+    compression: Literal["gzip", "zstd", "deflate", "zlib", "snappy", "x-snappy-framed", "lz4", "none", ""] = "gzip"
     tls: TlsClientConfig | None = None
     read_buffer_size: int = 0  # aiohttp's read_bufsize; 0 or less: its 64 KiB
     encoding: Literal["proto", "json"] = "proto"  # the body: OTLP/protobuf or OTLP/JSON
@@ -111,10 +113,17 @@ class OtlpHttpConfig(ExporterConfig):
         if self.endpoint is None and not all((self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
             raise ValueError("endpoint is required: set endpoint (e.g. https://collector:4318) "
                              "or traces_endpoint, metrics_endpoint and logs_endpoint")
+        if self.compression not in ("none", ""):
+            check_compression_level(self.compression, self.compression_params.level)
+        elif self.compression_params.level:
+            raise ValueError("compression_params::level has no effect without compression; remove it")
         return self
 
+    def client_urls(self) -> list[str]:
+        return [url for url in (self.endpoint, self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint) if url]
+
     def config_warnings(self) -> list[str]:
-        warnings = []
+        warnings = self.client_warnings()
         if self.profiles_endpoint:
             warnings.append("profiles_endpoint is not used: only a profiles pipeline sends there (as in otelcol), "
                             "and edgeagent carries no profiles signal")
@@ -178,9 +187,11 @@ class OtlpHttpExporter:
             self._headers["Content-Encoding"] = self._encoding
         # signal -> (URL without credentials, the Basic Authorization they make or None)
         self._targets = {signal: _split_credentials(url) for signal in Signal if (url := config.url(signal))}
-        self._url_secrets = [secret for signal in Signal for secret in url_secrets(config.url(signal) or "")]
+        self._url_secrets = [secret for signal in Signal for secret in url_secrets(config.url(signal) or "")] \
+            + url_secrets(config.proxy_url)
         self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
         self._redirected_to: str | None = None  # the Location of the redirect episode going on
+        self._proxies = httpclient.Proxies(config.proxy_url)
 
     def describe(self) -> str:
         urls = [self.config.endpoint] if self.config.endpoint else filter(None, (self.config.url(s) for s in Signal))
@@ -190,12 +201,14 @@ class OtlpHttpExporter:
         self._auth = resolve_authenticator(self.host, self.config.auth)
         if self.config.tls is not None and not self.config.tls.insecure:
             self._tls = reloading_client_context(self.config.tls)
-        connector = aiohttp.TCPConnector(
-            limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True,
+        pool = httpclient.connector(
+            self.config, limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True,
             socket_factory=_send_buffer(self.config.write_buffer_size) if self.config.write_buffer_size > 0 else None,
         )
         read_buffer = self.config.read_buffer_size if self.config.read_buffer_size > 0 else _DEFAULT_READ_BUFFER
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, read_bufsize=read_buffer,
+        self._proxies = httpclient.Proxies(self.config.proxy_url)
+        self._session = aiohttp.ClientSession(connector=pool, auto_decompress=True, read_bufsize=read_buffer,
+                                              cookie_jar=httpclient.cookie_jar(self.config),
                                               trace_configs=[http_client_timer(getattr(self.host, "metrics", None))])
 
     async def shutdown(self) -> None:
@@ -253,7 +266,7 @@ class OtlpHttpExporter:
         if self.config.encoding == "json":
             message = signal.request_class.FromString(body)
             body = json.dumps(to_otlp_json(message, integer_enums=True), separators=(",", ":")).encode()
-        return body if self._encoding is None else compress(self._encoding, body)
+        return body if self._encoding is None else compress(self._encoding, body, self.config.compression_params.level)
 
     async def _post_following(self, url: str, data: bytes, headers: dict[str, str],
                               secrets: list[str]) -> tuple[_Answer, str]:
@@ -277,7 +290,7 @@ class OtlpHttpExporter:
             raise RetryableError("the exporter is shut down", connection=True)
         try:
             async with session.post(url, data=data, headers=headers, allow_redirects=False,
-                                          **self._tls_options(url),
+                                    proxy=self._proxies.for_url(url), **self._tls_options(url),
                                           timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                 return _Answer(response.status, await response.read(), response.content_type,
                                parse_retry_after(response.headers.get("Retry-After")),
