@@ -16,12 +16,12 @@ Certificate files are read again when they change, without a restart:
 Certificates and keys may also be given inline, as otelcol's `ca_pem`, `cert_pem` and `key_pem`
 (a file or a PEM for each, not both); a key given inline is written to a private temporary file
 for OpenSSL to load, and removed at once. `include_system_ca_certs_pool` adds the system roots to
-`ca_file`/`ca_pem` on a client. `cipher_suites` takes Go's names (TLS 1.2 and below, as in Go:
-TLS 1.3 suites are not configurable there, so their names are accepted and change nothing; a list
-of TLS 1.3 names only leaves no TLS 1.2 suite, so TLS 1.3 only), with
-`include_insecure_cipher_suites` for Go's insecure ones (RC4 and 3DES are refused: OpenSSL 3 offers
-neither). `curve_preferences` and `tpm` are refused with the reason (Python's ssl sets no list of
-key-exchange groups; there is no TPM support).
+`ca_file`/`ca_pem` on a client, to `client_ca_file` on a server. `cipher_suites` takes Go's names
+(TLS 1.2 and below, as in Go: TLS 1.3 suites are not configurable there, so their names are
+accepted and change nothing; a list of TLS 1.3 names only leaves TLS 1.3 only), with
+`include_insecure_cipher_suites` for Go's insecure ones (RC4 and 3DES are refused: OpenSSL 3
+offers neither). `curve_preferences` and `tpm` are refused with the reason (Python's ssl sets no
+list of key-exchange groups; there is no TPM support).
 
 Differences the validation states: otelcol accepts `ca_file` on a server and ignores it (a
 warning here; `client_ca_file` is what verifies clients); `check_grpc_client` refuses TLS
@@ -168,9 +168,9 @@ class TlsServerConfig(_TlsCommon):
         if self.ca_file or self.ca_pem:
             warnings.append("ca_file and ca_pem have no effect on a receiver (as in otelcol); set client_ca_file "
                             "to require and verify client certificates")
-        if self.include_system_ca_certs_pool:
-            warnings.append("include_system_ca_certs_pool has no effect on a receiver: it adds to ca_file's roots, "
-                            "which only a client uses (as in otelcol)")
+        if self.include_system_ca_certs_pool and not self.client_ca_file:
+            warnings.append("include_system_ca_certs_pool has no effect on a receiver without client_ca_file "
+                            "(as in otelcol, where it adds the system roots to the client CAs)")
         return warnings
 
 
@@ -282,6 +282,8 @@ def server_ssl_context(cfg: TlsServerConfig, alpn: list[str] | None = None) -> s
             context.set_alpn_protocols(alpn)
         if cfg.client_ca_file:
             context.verify_mode = ssl.CERT_REQUIRED
+            if cfg.include_system_ca_certs_pool:
+                context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
             _load_cas(context, cfg.client_ca_file, fixed_client_ca)
         return context
 

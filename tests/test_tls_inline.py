@@ -48,6 +48,10 @@ def test_include_system_ca_certs_pool_adds_the_system_roots_to_ca_file(certs):
     with_system = tls.client_ssl_context(tls.TlsClientConfig(ca_file=certs.ca_file, include_system_ca_certs_pool=True))
     assert alone.cert_store_stats()["x509_ca"] == 1
     assert with_system.cert_store_stats()["x509_ca"] > 1
+    server = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key, client_ca_file=certs.ca_file,
+                                 include_system_ca_certs_pool=True)
+    assert tls.server_ssl_context(server).cert_store_stats()["x509_ca"] > 1  # the client CAs, as in otelcol
+    assert not server.config_warnings()
 
 
 def test_cipher_suites_limit_what_tls12_negotiates(certs):
