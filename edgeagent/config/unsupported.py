@@ -9,17 +9,17 @@ covered too.
 from __future__ import annotations
 
 _KAFKA_CLIENT = ("auth::kerberos", "auth::sasl::aws_msk", "auth::sasl::oauthbearer_token_source",
-                 "conn_idle_timeout", "dial_timeout", "rack_id", "use_leader_epoch", "metadata", "profiles")
+                 "dial_timeout", "use_leader_epoch", "metadata::retry::max", "profiles")
 _DIALER_MIDDLEWARE = "dialer_middleware"
 
 _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("receivers", "kafka"): (*_KAFKA_CLIENT, "group_instance_id", "group_rebalance_strategies",
+    ("receivers", "kafka"): (*_KAFKA_CLIENT, "group_rebalance_strategies",
                              "max_decompress_batch_bytes", "message_marking::on_permanent_error",
                              "partition_processing", "telemetry", "traces::exclude_topics",
                              "metrics::exclude_topics", "logs::exclude_topics"),
     ("exporters", "kafka"): (*_KAFKA_CLIENT, "include_metadata_keys", "partition_logs_by_trace_id", "record_headers",
                              "record_partitioner", "signal_header", "producer::allow_auto_topic_creation",
-                             "producer::compression_params", "producer::linger", "producer::max_broker_write_bytes",
+                             "producer::compression_params", "producer::max_broker_write_bytes",
                              "producer::max_inflight_requests_per_broker",
                              *(f"{signal}::{key}" for signal in ("traces", "metrics", "logs")
                                for key in ("topic_from_metadata_key", "message_key_from_metadata_key"))),
@@ -29,6 +29,8 @@ _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 _ALIASES = {"otlphttp": "otlp_http", "otlp": "otlp_grpc"}
 _REASONS = {
+    "dial_timeout": "the Kafka client (aiokafka) has no connect timeout of its own",
+    "metadata::retry::max": "the Kafka client (aiokafka) retries requests without counting them",
     _DIALER_MIDDLEWARE: "it needs otelcol's alpha feature gate pkg.configmiddleware.CustomTCPRouting and a "
                         "middleware extension, and edgeagent has neither",
     "metrics::include::expressions": "expr-lang expressions are not implemented; use metric_conditions (OTTL)",

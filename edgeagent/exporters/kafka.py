@@ -77,6 +77,7 @@ class ProducerConfig(ComponentConfig):
     required_acks: Literal[-1, 0, 1] = -1
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     flush_max_messages: int = Field(0, ge=0)
+    linger: Duration | None = Field(None, ge=0)  # unset: send at once (aiokafka's 0; otelcol's is 10ms)
 
     @model_validator(mode="before")
     @classmethod
@@ -105,7 +106,11 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
         return self
 
     def config_warnings(self) -> list[str]:
-        return self.client_warnings()
+        warnings = self.client_warnings()
+        if self.rack_id:
+            warnings.append("rack_id has no effect on a producer, as in otelcol: it picks the replica a consumer "
+                            "fetches from")
+        return warnings
 
     def topic_for(self, signal: Signal) -> str:
         return getattr(self, signal.label).topic or self.topic or DEFAULT_TOPICS[signal]
@@ -155,7 +160,8 @@ class KafkaExporter:
                 compression_type=None if producer_config.compression == "none" else producer_config.compression,
                 max_request_size=producer_config.max_message_bytes,
                 max_batch_size=producer_config.max_message_bytes,
-                request_timeout_ms=int(self.config.timeout * 1000), partitioner=sarama_partition)
+                request_timeout_ms=int(self.config.timeout * 1000), partitioner=sarama_partition,
+                linger_ms=int((producer_config.linger or 0) * 1000))
             try:
                 await asyncio.wait_for(producer.start(), self.config.timeout)
             except BaseException as exc:

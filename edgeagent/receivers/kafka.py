@@ -150,6 +150,7 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     max_fetch_wait: Duration = 0.25
     max_partition_fetch_size: int = Field(1048576, gt=0)
     group_rebalance_strategy: Literal["range", "roundrobin", "sticky"] = "range"
+    group_instance_id: str = ""  # static group membership: a restart within session_timeout keeps the partitions
 
 
     @model_validator(mode="after")
@@ -185,6 +186,10 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
                    "partition_assignment_strategy": (assignor,)}
         if self.max_fetch_size:
             options["fetch_max_bytes"] = self.max_fetch_size
+        if self.group_instance_id:
+            options["group_instance_id"] = self.group_instance_id
+        if self.rack_id:
+            options["client_rack"] = self.rack_id
         return options
 
 

@@ -1,0 +1,48 @@
+"""otelcol's configkafka client keys as the Kafka client (aiokafka) takes them: conn_idle_timeout,
+metadata (refresh_interval, retry::backoff, full), rack_id, group_instance_id, producer::linger.
+The options are checked on a real consumer built from them (the e2e Kafka tests send through a
+broker with them)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer
+
+from edgeagent.exporters.kafka import KafkaExporterConfig
+from edgeagent.receivers.kafka import KafkaReceiverConfig
+
+
+def test_client_keys_reach_the_consumer():
+    config = KafkaReceiverConfig(conn_idle_timeout="2m", rack_id="eu-west-1a", group_instance_id="edge-7",
+                                 metadata={"refresh_interval": "1m", "retry": {"backoff": "500ms"}})
+
+    async def build() -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(**config.consumer_options())
+
+    consumer = asyncio.run(build())
+    client = consumer._client
+    assert (client._connections_max_idle_ms, client._metadata_max_age_ms, client._retry_backoff) == (
+        120_000, 60_000, 0.5)
+    assert (consumer._client_rack, consumer._group_instance_id) == ("eu-west-1a", "edge-7")
+
+
+def test_defaults_are_otelcols():
+    options = KafkaReceiverConfig().consumer_options()
+    assert (options["connections_max_idle_ms"], options["metadata_max_age_ms"], options["retry_backoff_ms"]) == (
+        540_000, 600_000, 250)
+    assert "client_rack" not in options and "group_instance_id" not in options
+
+
+def test_zero_metadata_durations_keep_the_defaults_as_otelcol():
+    options = KafkaReceiverConfig(metadata={"refresh_interval": "0s", "retry": {"backoff": "0s"}}).client_options()
+    assert (options["metadata_max_age_ms"], options["retry_backoff_ms"]) == (600_000, 250)
+
+
+def test_rack_id_and_metadata_full_are_said_to_do_nothing_on_a_producer():
+    config = KafkaExporterConfig(producer={"linger": "20ms"}, rack_id="eu-west-1a", metadata={"full": False})
+    assert config.producer.linger == 0.02
+    warnings = config.config_warnings()
+    assert any("rack_id has no effect on a producer" in warning for warning in warnings)
+    assert any("metadata::full has no effect" in warning for warning in warnings)
+    assert not KafkaExporterConfig().config_warnings()
