@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiokafka import AIOKafkaConsumer
+from pydantic import ValidationError
 
 from edgeagent.exporters.kafka import KafkaExporterConfig
 from edgeagent.receivers.kafka import KafkaReceiverConfig
@@ -46,3 +48,21 @@ def test_rack_id_and_metadata_full_are_said_to_do_nothing_on_a_producer():
     assert any("rack_id has no effect on a producer" in warning for warning in warnings)
     assert any("metadata::full has no effect" in warning for warning in warnings)
     assert not KafkaExporterConfig().config_warnings()
+
+
+def test_group_rebalance_strategies_are_offered_in_order():
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+    from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+    options = KafkaReceiverConfig(group_rebalance_strategies=["sticky", "range"]).consumer_options()
+    assert options["partition_assignment_strategy"] == (StickyPartitionAssignor, RangePartitionAssignor)
+    assert KafkaReceiverConfig().consumer_options()["partition_assignment_strategy"] == (RangePartitionAssignor,)
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"group_rebalance_strategies": ["cooperative-sticky"]}, "no cooperative rebalancing"),
+    ({"group_rebalance_strategies": ["my_balancer"]}, "no balancer extensions"),
+    ({"group_rebalance_strategies": ["range"], "group_rebalance_strategy": "range"}, "mutually exclusive"),
+])
+def test_rebalance_strategies_the_client_lacks_are_refused(keys, message):
+    with pytest.raises(ValidationError, match=message):
+        KafkaReceiverConfig(**keys)

@@ -13,7 +13,7 @@ _KAFKA_CLIENT = ("auth::kerberos", "auth::sasl::aws_msk", "auth::sasl::oauthbear
 _DIALER_MIDDLEWARE = "dialer_middleware"
 
 _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("receivers", "kafka"): (*_KAFKA_CLIENT, "group_rebalance_strategies",
+    ("receivers", "kafka"): (*_KAFKA_CLIENT,
                              "max_decompress_batch_bytes", "message_marking::on_permanent_error",
                              "partition_processing", "telemetry", "traces::exclude_topics",
                              "metrics::exclude_topics", "logs::exclude_topics"),
@@ -29,6 +29,8 @@ _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 _ALIASES = {"otlphttp": "otlp_http", "otlp": "otlp_grpc"}
 _REASONS = {
+    **{f"{signal}::exclude_topics": "it only narrows regular-expression topics, which edgeagent does not subscribe to"
+       for signal in ("traces", "metrics", "logs")},
     "dial_timeout": "the Kafka client (aiokafka) has no connect timeout of its own",
     "metadata::retry::max": "the Kafka client (aiokafka) retries requests without counting them",
     _DIALER_MIDDLEWARE: "it needs otelcol's alpha feature gate pkg.configmiddleware.CustomTCPRouting and a "

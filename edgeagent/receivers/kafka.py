@@ -68,6 +68,10 @@ _QUIET = 60.0  # seconds without a malformed message that end an episode
 LAG = "kafka_consumer_lag"
 
 
+_ASSIGNORS: dict[str, Any] = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
+                              "sticky": StickyPartitionAssignor}
+
+
 class SignalTopics(ComponentConfig):
     topic: str | None = None
     topics: list[str] | None = None
@@ -150,6 +154,8 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     max_fetch_wait: Duration = 0.25
     max_partition_fetch_size: int = Field(1048576, gt=0)
     group_rebalance_strategy: Literal["range", "roundrobin", "sticky"] = "range"
+    # otelcol's newer list, in order of preference (the group takes the first every member offers)
+    group_rebalance_strategies: list[str] = Field(default_factory=list)
     group_instance_id: str = ""  # static group membership: a restart within session_timeout keeps the partitions
 
 
@@ -157,6 +163,14 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     def _check(self) -> KafkaReceiverConfig:
         if not self.group_id:
             raise ValueError("group_id must not be empty")
+        if self.group_rebalance_strategies and "group_rebalance_strategy" in self.model_fields_set:
+            raise ValueError("group_rebalance_strategy and group_rebalance_strategies are mutually exclusive "
+                             "(as in otelcol); keep group_rebalance_strategies")
+        for strategy in self.group_rebalance_strategies:
+            if strategy not in _ASSIGNORS:
+                raise ValueError(f"group_rebalance_strategies: {strategy!r} is not supported: the Kafka client "
+                                 f"(aiokafka) offers {', '.join(_ASSIGNORS)}, no cooperative rebalancing and no "
+                                 f"balancer extensions")
         if self.session_timeout <= 0 or not 0 < self.heartbeat_interval < self.session_timeout:
             raise ValueError("heartbeat_interval must be positive and shorter than session_timeout")
         for signal in Signal:
@@ -176,14 +190,13 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
         return [section.topic or self.topic or DEFAULT_TOPICS[signal]]
 
     def consumer_options(self) -> dict[str, Any]:
-        assignor = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
-                    "sticky": StickyPartitionAssignor}[self.group_rebalance_strategy]
+        strategies = self.group_rebalance_strategies or [self.group_rebalance_strategy]
         options = {**self.client_options(), "group_id": self.group_id, "auto_offset_reset": self.initial_offset,
                    "enable_auto_commit": False, "session_timeout_ms": int(self.session_timeout * 1000),
                    "heartbeat_interval_ms": int(self.heartbeat_interval * 1000),
                    "fetch_min_bytes": self.min_fetch_size, "fetch_max_wait_ms": int(self.max_fetch_wait * 1000),
                    "max_partition_fetch_bytes": self.max_partition_fetch_size,
-                   "partition_assignment_strategy": (assignor,)}
+                   "partition_assignment_strategy": tuple(_ASSIGNORS[name] for name in strategies)}
         if self.max_fetch_size:
             options["fetch_max_bytes"] = self.max_fetch_size
         if self.group_instance_id:
