@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from edgeagent.exporters.kafka import KafkaExporterConfig
 from edgeagent.receivers.kafka import KafkaReceiverConfig
+from edgeagent.signals import Signal
 
 
 def test_client_keys_reach_the_consumer():
@@ -66,3 +67,10 @@ def test_group_rebalance_strategies_are_offered_in_order():
 def test_rebalance_strategies_the_client_lacks_are_refused(keys, message):
     with pytest.raises(ValidationError, match=message):
         KafkaReceiverConfig(**keys)
+
+
+def test_signal_header_name_is_reserved_in_record_headers():
+    with pytest.raises(ValidationError, match="reserved when signal_header is enabled"):
+        KafkaExporterConfig(signal_header=True, record_headers=[{"name": "otelcol.signal", "value": "x"}])
+    config = KafkaExporterConfig(record_headers=[{"name": "otelcol.signal", "value": "x"}])
+    assert config.record_headers_for(Signal.LOGS) == [("otelcol.signal", b"x")]

@@ -87,6 +87,15 @@ class ProducerConfig(ComponentConfig):
         return data
 
 
+class RecordHeader(ComponentConfig):
+    """One of otelcol's `record_headers`: a header set on every record."""
+    name: str
+    value: str = ""
+
+
+SIGNAL_HEADER = "otelcol.signal"  # otelcol's signal_header: the record's signal (traces, metrics, logs)
+
+
 class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
     timeout: Duration = 5.0
     traces: SignalConfig = Field(default_factory=SignalConfig)
@@ -97,13 +106,24 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
     partition_metrics_by_resource_attributes: bool = False
     partition_logs_by_resource_attributes: bool = False
     producer: ProducerConfig = Field(default_factory=ProducerConfig)
+    record_headers: list[RecordHeader] = Field(default_factory=list)
+    signal_header: bool = False
 
 
     @model_validator(mode="after")
     def _no_headers(self) -> KafkaExporterConfig:
         if self.headers:
-            raise ValueError("headers has no meaning for Kafka (it sets HTTP headers of otlphttp); remove it")
+            raise ValueError("headers has no meaning for Kafka (it sets HTTP headers of otlphttp); use "
+                             "record_headers for headers on the records")
+        if self.signal_header and any(header.name == SIGNAL_HEADER for header in self.record_headers):
+            raise ValueError(f"record_headers: {SIGNAL_HEADER!r} is reserved when signal_header is enabled "
+                             f"(as in otelcol)")
         return self
+
+    def record_headers_for(self, signal: Signal) -> list[tuple[str, bytes]]:
+        """The headers of every record of `signal`: record_headers, then the signal header if asked for."""
+        headers = [(header.name, header.value.encode()) for header in self.record_headers]
+        return headers + [(SIGNAL_HEADER, signal.label.encode())] if self.signal_header else headers
 
     def config_warnings(self) -> list[str]:
         warnings = self.client_warnings()
@@ -183,10 +203,11 @@ class KafkaExporter:
         if self._bandwidth is not None:
             await self._bandwidth.take(sum(len(value) for _, _, value in messages))
         step = self.config.producer.flush_max_messages or len(messages)
+        headers = self.config.record_headers_for(signal) or None
         try:
             async with asyncio.timeout(self.config.timeout):
                 for start in range(0, len(messages), step):
-                    acks = [await producer.send(topic, value, key=key) for topic, key, value in
+                    acks = [await producer.send(topic, value, key=key, headers=headers) for topic, key, value in
                             messages[start:start + step]]
                     await asyncio.gather(*acks)
         except TimeoutError:

@@ -124,6 +124,17 @@ def test_otelcols_client_keys_reach_a_real_broker_and_spans_still_cross(agents, 
     assert hub.terminate() == 0 and edge.terminate() == 0
 
 
+def test_record_headers_and_signal_header_are_on_every_record(agents, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 1)
+    edge = _edge(agents, tmp_path, kafka, record_headers=[{"name": "site", "value": "plant-7"}], signal_header=True)
+    sent = send_spans("grpc", edge.grpc_port, 50, batch=50, must_deliver=True)
+    wait_for_spans(kafka, sent, edge, timeout=30)
+    records = kafka.all_records("otlp_spans")
+    assert records and all(list(record.headers) == [("site", b"plant-7"), ("otelcol.signal", b"traces")]
+                           for record in records)
+    assert edge.terminate() == 0
+
+
 def test_partition_traces_by_id_puts_each_trace_in_one_message_on_one_partition(agents, kafka, tmp_path):
     kafka.create_topic("otlp_spans", 4)
     edge = _edge(agents, tmp_path, kafka, partition_traces_by_id=True)
