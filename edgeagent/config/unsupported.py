@@ -17,8 +17,8 @@ _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
                              "max_decompress_batch_bytes", "message_marking::on_permanent_error",
                              "partition_processing", "telemetry", "traces::exclude_topics",
                              "metrics::exclude_topics", "logs::exclude_topics"),
-    ("exporters", "kafka"): (*_KAFKA_CLIENT, "include_metadata_keys", "partition_logs_by_trace_id",
-                             "record_partitioner", "producer::allow_auto_topic_creation",
+    ("exporters", "kafka"): (*_KAFKA_CLIENT, "include_metadata_keys", "record_partitioner",
+                             "producer::allow_auto_topic_creation",
                              "producer::compression_params", "producer::max_broker_write_bytes",
                              "producer::max_inflight_requests_per_broker",
                              *(f"{signal}::{key}" for signal in ("traces", "metrics", "logs")

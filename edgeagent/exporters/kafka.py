@@ -62,7 +62,7 @@ from edgeagent.exporters.chain import SendResult
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.signals import Signal, resource_groups
-from otel.shape import TRACES
+from otel.shape import LOGS, TRACES
 
 _ACKS = {0: 0, 1: 1, -1: "all"}
 
@@ -105,6 +105,7 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
     partition_traces_by_id: bool = False
     partition_metrics_by_resource_attributes: bool = False
     partition_logs_by_resource_attributes: bool = False
+    partition_logs_by_trace_id: bool = False  # a message per trace id of the log records (key: its hex)
     producer: ProducerConfig = Field(default_factory=ProducerConfig)
     record_headers: list[RecordHeader] = Field(default_factory=list)
     signal_header: bool = False
@@ -115,6 +116,9 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
         if self.headers:
             raise ValueError("headers has no meaning for Kafka (it sets HTTP headers of otlphttp); use "
                              "record_headers for headers on the records")
+        if self.partition_logs_by_resource_attributes and self.partition_logs_by_trace_id:
+            raise ValueError("partition_logs_by_resource_attributes and partition_logs_by_trace_id are mutually "
+                             "exclusive (as in otelcol); keep one")
         if self.signal_header and any(header.name == SIGNAL_HEADER for header in self.record_headers):
             raise ValueError(f"record_headers: {SIGNAL_HEADER!r} is reserved when signal_header is enabled "
                              f"(as in otelcol)")
@@ -138,7 +142,7 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
     def keyed(self, signal: Signal) -> bool:
         return {Signal.TRACES: self.partition_traces_by_id,
                 Signal.METRICS: self.partition_metrics_by_resource_attributes,
-                Signal.LOGS: self.partition_logs_by_resource_attributes}[signal]
+                Signal.LOGS: self.partition_logs_by_resource_attributes or self.partition_logs_by_trace_id}[signal]
 
 
 class KafkaExporter:
@@ -224,7 +228,8 @@ class KafkaExporter:
         if not (json_encoded or config.keyed(signal) or config.topic_from_attribute):
             return [(config.topic_for(signal), None, body)]
         request = signal.request_class.FromString(body)
-        parts = split_by_key(signal, request) if config.keyed(signal) else [(None, request)]
+        parts = (split_by_key(signal, request, config.partition_logs_by_trace_id) if config.keyed(signal)
+                 else [(None, request)])
         out = []
         for key, part in parts:
             value = (json.dumps(to_otlp_json(part, integer_enums=True), separators=(",", ":")).encode()
@@ -246,10 +251,14 @@ class KafkaExporter:
 
 # ---- keys and partitions, as otelcol computes them -----------------------------------------------
 
-def split_by_key(signal: Signal, request: Any) -> list[tuple[bytes, Any]]:
-    """Traces: one request per trace id (key: its hex). Metrics and logs: one per resource (key: MapHash)."""
+def split_by_key(signal: Signal, request: Any, logs_by_trace_id: bool = False) -> list[tuple[bytes | None, Any]]:
+    """Traces: one request per trace id (key: its hex). Metrics and logs: one per resource (key: MapHash);
+    logs with `logs_by_trace_id`: one per trace id of the records (key: its hex; none for records without)."""
+    if signal is Signal.LOGS and logs_by_trace_id:
+        by_trace = LOGS.partition(request, lambda record: record.trace_id)
+        return [(trace_key(trace_id) or None, part) for trace_id, part in by_trace.items()]
     if signal is not Signal.TRACES:
-        out = []
+        out: list[tuple[bytes | None, Any]] = []
         for group in resource_groups(signal, request):
             part = signal.request_class()
             resource_groups(signal, part).add().CopyFrom(group)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import struct
 
+import pytest
 import xxhash
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from pydantic import ValidationError
 
 from edgeagent.exporters.kafka import (
     KafkaExporter,
@@ -125,3 +127,20 @@ def test_topic_from_attribute_takes_the_first_resource_that_has_it():
     [(topic, _, _)] = _exporter(topic_from_attribute="kafka.topic", traces={"topic": "spans"}).messages(
         Signal.TRACES, _traces().SerializeToString())
     assert topic == "spans"
+
+
+def test_partition_logs_by_trace_id_writes_one_message_per_trace_and_one_unkeyed_for_records_without():
+    request = ExportLogsServiceRequest()
+    scope_logs = request.resource_logs.add().scope_logs.add()
+    for index, trace in enumerate((1, 2, 1, 0)):
+        scope_logs.log_records.add(trace_id=bytes([trace]) * 16 if trace else b"").body.string_value = f"r{index}"
+    messages = _exporter(partition_logs_by_trace_id=True).messages(Signal.LOGS, request.SerializeToString())
+    by_key = {key: [record.body.string_value for rl in ExportLogsServiceRequest.FromString(value).resource_logs
+                    for sl in rl.scope_logs for record in sl.log_records] for _, key, value in messages}
+    assert by_key == {(bytes([1]) * 16).hex().encode(): ["r0", "r2"], (bytes([2]) * 16).hex().encode(): ["r1"],
+                      None: ["r3"]}
+
+
+def test_partition_logs_by_trace_id_and_by_resource_attributes_are_exclusive():
+    with pytest.raises(ValidationError, match="mutually exclusive"):
+        KafkaExporterConfig(partition_logs_by_trace_id=True, partition_logs_by_resource_attributes=True)
