@@ -28,7 +28,12 @@ _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
     ("processors", "filter"): ("metrics::include::expressions", "metrics::exclude::expressions"),
 }
 _ALIASES = {"otlphttp": "otlp_http", "otlp": "otlp_grpc"}
+_FROM_METADATA = ("the exporter sends from its durable queue, whose records keep no request metadata (only "
+                  "the batch processor's metadata_keys values, to batch by)")
 _REASONS = {
+    "include_metadata_keys": _FROM_METADATA,
+    **{f"{signal}::{key}": _FROM_METADATA for signal in ("traces", "metrics", "logs")
+       for key in ("topic_from_metadata_key", "message_key_from_metadata_key")},
     **{f"{signal}::exclude_topics": "it only narrows regular-expression topics, which edgeagent does not subscribe to"
        for signal in ("traces", "metrics", "logs")},
     "dial_timeout": "the Kafka client (aiokafka) has no connect timeout of its own",
