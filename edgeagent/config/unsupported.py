@@ -31,6 +31,7 @@ _ALIASES = {"otlphttp": "otlp_http", "otlp": "otlp_grpc"}
 _FROM_METADATA = ("the exporter sends from its durable queue, whose records keep no request metadata (only "
                   "the batch processor's metadata_keys values, to batch by)")
 _REASONS = {
+    "profiles": "edgeagent carries no profiles signal",
     "include_metadata_keys": _FROM_METADATA,
     **{f"{signal}::{key}": _FROM_METADATA for signal in ("traces", "metrics", "logs")
        for key in ("topic_from_metadata_key", "message_key_from_metadata_key")},
