@@ -17,7 +17,8 @@ _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
                              "max_decompress_batch_bytes", "message_marking::on_permanent_error",
                              "partition_processing", "telemetry", "traces::exclude_topics",
                              "metrics::exclude_topics", "logs::exclude_topics"),
-    ("exporters", "kafka"): (*_KAFKA_CLIENT, "include_metadata_keys", "record_partitioner",
+    ("exporters", "kafka"): (*_KAFKA_CLIENT, "include_metadata_keys", "record_partitioner::least_backup",
+                             "record_partitioner::extension",
                              "producer::allow_auto_topic_creation",
                              "producer::compression_params", "producer::max_broker_write_bytes",
                              "producer::max_inflight_requests_per_broker",
@@ -31,6 +32,8 @@ _ALIASES = {"otlphttp": "otlp_http", "otlp": "otlp_grpc"}
 _FROM_METADATA = ("the exporter sends from its durable queue, whose records keep no request metadata (only "
                   "the batch processor's metadata_keys values, to batch by)")
 _REASONS = {
+    "record_partitioner::least_backup": "the Kafka client (aiokafka) shows a partitioner no buffered counts",
+    "record_partitioner::extension": "edgeagent implements no partitioner extensions",
     "profiles": "edgeagent carries no profiles signal",
     "include_metadata_keys": _FROM_METADATA,
     **{f"{signal}::{key}": _FROM_METADATA for signal in ("traces", "metrics", "logs")

@@ -51,6 +51,7 @@ from typing import Any, Literal
 
 import xxhash
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
@@ -87,6 +88,56 @@ class ProducerConfig(ComponentConfig):
         return data
 
 
+class StickyKeyConfig(ComponentConfig):
+    hasher: Literal["sarama_compat", "murmur2"] = "sarama_compat"
+
+
+class RoundRobinConfig(ComponentConfig):
+    """`round_robin: {}`: records go to the partitions in turn, keys ignored (franz-go's RoundRobinPartitioner)."""
+
+
+class RecordPartitionerConfig(ComponentConfig):
+    """otelcol's `record_partitioner`: one of `sticky_key` (the default, sarama_compat's FNV-1a of the key,
+    or Kafka's murmur2) and `round_robin`; without a key, sticky_key picks a partition at random."""
+    sticky_key: StickyKeyConfig | None = None
+    round_robin: RoundRobinConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_block_is_set(cls, data: Any) -> Any:
+        """`round_robin:` alone (null) chooses it, as `round_robin: {}` does."""
+        if isinstance(data, dict):
+            return {key: {} if value is None and key in ("sticky_key", "round_robin") else value
+                    for key, value in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _one(self) -> RecordPartitionerConfig:
+        if self.sticky_key is not None and self.round_robin is not None:
+            raise ValueError("set only one of sticky_key and round_robin (as otelcol asks)")
+        return self
+
+    def partitioner(self) -> Any:
+        """aiokafka's partitioner callable for this choice."""
+        if self.round_robin is not None:
+            return _RoundRobin()
+        if self.sticky_key is not None and self.sticky_key.hasher == "murmur2":
+            return DefaultPartitioner()
+        return sarama_partition
+
+
+class _RoundRobin:
+    """aiokafka partitioner: the available partitions (else all) in turn, whatever the key."""
+
+    def __init__(self) -> None:
+        self._turn = 0
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        choices = available or all_partitions
+        self._turn += 1
+        return choices[self._turn % len(choices)]
+
+
 class RecordHeader(ComponentConfig):
     """One of otelcol's `record_headers`: a header set on every record."""
     name: str
@@ -107,6 +158,7 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
     partition_logs_by_resource_attributes: bool = False
     partition_logs_by_trace_id: bool = False  # a message per trace id of the log records (key: its hex)
     producer: ProducerConfig = Field(default_factory=ProducerConfig)
+    record_partitioner: RecordPartitionerConfig = Field(default_factory=RecordPartitionerConfig)
     record_headers: list[RecordHeader] = Field(default_factory=list)
     signal_header: bool = False
 
@@ -184,7 +236,8 @@ class KafkaExporter:
                 compression_type=None if producer_config.compression == "none" else producer_config.compression,
                 max_request_size=producer_config.max_message_bytes,
                 max_batch_size=producer_config.max_message_bytes,
-                request_timeout_ms=int(self.config.timeout * 1000), partitioner=sarama_partition,
+                request_timeout_ms=int(self.config.timeout * 1000),
+                partitioner=self.config.record_partitioner.partitioner(),
                 linger_ms=int((producer_config.linger or 0) * 1000))
             try:
                 await asyncio.wait_for(producer.start(), self.config.timeout)

@@ -135,6 +135,19 @@ def test_record_headers_and_signal_header_are_on_every_record(agents, kafka, tmp
     assert edge.terminate() == 0
 
 
+def test_record_partitioner_round_robin_spreads_the_messages_over_the_partitions(agents, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 3)
+    edge = _edge(agents, tmp_path, kafka, record_partitioner={"round_robin": {}},
+                 sending_queue={"num_consumers": 1})
+    sent: set[bytes] = set()
+    for _ in range(6):  # six requests, six messages
+        sent |= send_spans("grpc", edge.grpc_port, 10, batch=10, must_deliver=True)
+    wait_for_spans(kafka, sent, edge, timeout=30)
+    partitions = [record.partition for record in kafka.all_records("otlp_spans")]
+    assert set(partitions) == {0, 1, 2}, partitions  # (a produce retried after a stall may add a copy)
+    assert edge.terminate() == 0
+
+
 def test_partition_traces_by_id_puts_each_trace_in_one_message_on_one_partition(agents, kafka, tmp_path):
     kafka.create_topic("otlp_spans", 4)
     edge = _edge(agents, tmp_path, kafka, partition_traces_by_id=True)

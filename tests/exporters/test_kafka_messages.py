@@ -144,3 +144,23 @@ def test_partition_logs_by_trace_id_writes_one_message_per_trace_and_one_unkeyed
 def test_partition_logs_by_trace_id_and_by_resource_attributes_are_exclusive():
     with pytest.raises(ValidationError, match="mutually exclusive"):
         KafkaExporterConfig(partition_logs_by_trace_id=True, partition_logs_by_resource_attributes=True)
+
+
+def test_record_partitioner_picks_the_partitioner():
+    from aiokafka.partitioner import murmur2
+    key = b"0af7651916cd43dd8448eb211c80319c"
+    default = KafkaExporterConfig().record_partitioner.partitioner()
+    assert default(key, list(range(8)), list(range(8))) == sarama_partition(key, list(range(8)), [])
+    murmur = KafkaExporterConfig(record_partitioner={"sticky_key": {"hasher": "murmur2"}}).record_partitioner
+    assert murmur.partitioner()(key, list(range(8)), []) == (murmur2(key) & 0x7FFFFFFF) % 8
+    turns = KafkaExporterConfig(record_partitioner={"round_robin": None}).record_partitioner.partitioner()
+    assert [turns(key, [0, 1, 2], [0, 1, 2]) for _ in range(6)] == [1, 2, 0, 1, 2, 0]  # the key is ignored
+
+
+@pytest.mark.parametrize("partitioner, message", [
+    ({"sticky_key": {}, "round_robin": {}}, "only one of"),
+    ({"sticky_key": {"hasher": "fnv"}}, "sarama_compat"),
+])
+def test_a_record_partitioner_otelcol_refuses_is_refused(partitioner, message):
+    with pytest.raises(ValidationError, match=message):
+        KafkaExporterConfig(record_partitioner=partitioner)
