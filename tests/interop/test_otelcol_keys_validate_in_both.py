@@ -42,7 +42,8 @@ CONFIG = {
             "cipher_suites": ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_128_GCM_SHA256"],
             "include_insecure_cipher_suites": True, "tpm": {"enabled": False}}},
         "kafka": {"brokers": ["127.0.0.1:9092"], "record_headers": [{"name": "site", "value": "plant-7"}],
-                  "signal_header": True, "partition_logs_by_trace_id": True, "producer": {"linger": "20ms"}},
+                  "signal_header": True, "partition_logs_by_trace_id": True, "producer": {"linger": "20ms"},
+                  "record_partitioner": {"sticky_key": {"hasher": "murmur2"}}},
     },
     "service": {"pipelines": {
         "traces": {"receivers": ["otlp"], "processors": ["memory_limiter"],
