@@ -13,13 +13,10 @@ _KAFKA_CLIENT = ("auth::kerberos", "auth::sasl::aws_msk", "auth::sasl::oauthbear
 _DIALER_MIDDLEWARE = "dialer_middleware"
 
 _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("receivers", "kafka"): (*_KAFKA_CLIENT,
-                             "max_decompress_batch_bytes", "message_marking::on_permanent_error",
-                             "partition_processing", "telemetry", "traces::exclude_topics",
-                             "metrics::exclude_topics", "logs::exclude_topics"),
+    ("receivers", "kafka"): (*_KAFKA_CLIENT, "max_decompress_batch_bytes", "partition_processing", "telemetry",
+                             "traces::exclude_topics", "metrics::exclude_topics", "logs::exclude_topics"),
     ("exporters", "kafka"): (*_KAFKA_CLIENT, "include_metadata_keys", "record_partitioner::least_backup",
-                             "record_partitioner::extension",
-                             "producer::allow_auto_topic_creation",
+                             "record_partitioner::extension", "producer::allow_auto_topic_creation",
                              "producer::compression_params", "producer::max_broker_write_bytes",
                              "producer::max_inflight_requests_per_broker",
                              *(f"{signal}::{key}" for signal in ("traces", "metrics", "logs")

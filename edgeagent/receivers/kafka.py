@@ -116,10 +116,12 @@ class ErrorBackoffConfig(ComponentConfig):
 
 class MessageMarkingConfig(ComponentConfig):
     """otelcol's `message_marking`; edgeagent marks a message only once its data is durable and
-    skips (marks) a message that does not decode, which is `after: true, on_error: true`."""
+    skips (marks) a message that does not decode, which is `after: true, on_error: true,
+    on_permanent_error: true`."""
 
     after: bool = True
     on_error: bool = True
+    on_permanent_error: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> MessageMarkingConfig:
@@ -129,6 +131,9 @@ class MessageMarkingConfig(ComponentConfig):
         if not self.on_error:
             raise ValueError("on_error: false is not supported: a message that cannot be decoded is counted, logged "
                              "and skipped; one the pipeline refuses is retried, never skipped")
+        if not self.on_permanent_error:
+            raise ValueError("on_permanent_error: false is not supported: a message that cannot be decoded (a "
+                             "permanent error) is counted, logged and skipped, not left to block its partition")
         return self
 
 
