@@ -74,3 +74,9 @@ def test_signal_header_name_is_reserved_in_record_headers():
         KafkaExporterConfig(signal_header=True, record_headers=[{"name": "otelcol.signal", "value": "x"}])
     config = KafkaExporterConfig(record_headers=[{"name": "otelcol.signal", "value": "x"}])
     assert config.record_headers_for(Signal.LOGS) == [("otelcol.signal", b"x")]
+
+
+def test_allow_auto_topic_creation_true_is_what_the_client_does_and_false_is_refused():
+    assert KafkaExporterConfig(producer={"allow_auto_topic_creation": True}).producer.allow_auto_topic_creation
+    with pytest.raises(ValidationError, match="allow_auto_topic_creation: false is not supported"):
+        KafkaExporterConfig(producer={"allow_auto_topic_creation": False})

@@ -16,7 +16,7 @@ _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
     ("receivers", "kafka"): (*_KAFKA_CLIENT, "max_decompress_batch_bytes", "partition_processing", "telemetry",
                              "traces::exclude_topics", "metrics::exclude_topics", "logs::exclude_topics"),
     ("exporters", "kafka"): (*_KAFKA_CLIENT, "include_metadata_keys", "record_partitioner::least_backup",
-                             "record_partitioner::extension", "producer::allow_auto_topic_creation",
+                             "record_partitioner::extension",
                              "producer::compression_params", "producer::max_broker_write_bytes",
                              "producer::max_inflight_requests_per_broker",
                              *(f"{signal}::{key}" for signal in ("traces", "metrics", "logs")

@@ -52,7 +52,7 @@ from typing import Any, Literal
 import xxhash
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
@@ -79,6 +79,15 @@ class ProducerConfig(ComponentConfig):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     flush_max_messages: int = Field(0, ge=0)
     linger: Duration | None = Field(None, ge=0)  # unset: send at once (aiokafka's 0; otelcol's is 10ms)
+    allow_auto_topic_creation: bool = True  # what the client's metadata requests always ask
+
+    @field_validator("allow_auto_topic_creation")
+    @classmethod
+    def _auto_creation(cls, allowed: bool) -> bool:
+        if not allowed:
+            raise ValueError("allow_auto_topic_creation: false is not supported: the Kafka client (aiokafka) always "
+                             "lets the broker create a missing topic (the broker's auto.create.topics.enable decides)")
+        return allowed
 
     @model_validator(mode="before")
     @classmethod
