@@ -5,9 +5,11 @@ deadline, the response headers, the CORS and auth checks."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 from pydantic import Field, field_validator
 
 from edgeagent import netaddr
@@ -19,6 +21,24 @@ from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
 from edgeagent.tls import TlsServerConfig
 
 _NO_TIMEOUT = 365 * 86400.0
+
+
+class ServerAuthConfig(AuthConfig):
+    """confighttp's server `auth`: the authenticator, and `request_params`, query parameters it
+    reads as headers of the same name (the query's value wins over the header's)."""
+    request_params: list[str] = Field(default_factory=list)
+
+
+def auth_sources(request: web.Request, params: list[str]) -> Mapping[str, str]:
+    """What a server's authenticator is shown, as confighttp's authInterceptor shows it: the request's
+    headers, each of `params` found in the query string in place of the header of that name."""
+    found = [name for name in params if name in request.query]
+    if not found:
+        return request.headers
+    sources = CIMultiDict(request.headers)
+    for name in found:
+        sources[name] = request.query[name]
+    return sources
 
 
 class HttpKeepaliveConfig(ComponentConfig):
@@ -44,7 +64,7 @@ class HttpServerConfig(ComponentConfig):
     # the Content-Encodings accepted ("" is none); unset: every one otelcol knows
     compression_algorithms: list[str] | None = None
     tls: TlsServerConfig | None = None
-    auth: AuthConfig | None = None
+    auth: ServerAuthConfig | None = None
     middlewares: list[MiddlewareConfig] = Field(default_factory=list)
 
     _check_transport = field_validator("transport")(lambda cls, v: netaddr.check_transport(v))

@@ -6,6 +6,15 @@ SCRAM-SHA-512 and `username`/`password`; the deprecated `plain_text`, which is S
 deprecated `auth::tls`, used when `tls` is not set) and `tls` (edgeagent.tls.TlsClientConfig: a
 `tls` block means TLS, unless `insecure: true` makes it plaintext, as in otelcol).
 
+Connections and metadata (otelcol's franz-go options, as aiokafka takes them):
+`conn_idle_timeout` (9m) is `connections_max_idle_ms`; `metadata::refresh_interval` (10m) is
+`metadata_max_age_ms`; `metadata::retry::backoff` (250ms) is `retry_backoff_ms`, the wait between
+retries (aiokafka waits it each time, where franz-go doubles it up to 5 s); `metadata::full` is
+accepted and does nothing, as in otelcol 0.165 (deprecated there: both clients fetch metadata for
+the topics they use); `rack_id` is the consumer's `client_rack` (fetch from the closest replica;
+on a producer it changes nothing, as in otelcol). `metadata::retry::max` and `dial_timeout` are
+refused: aiokafka counts no request retries and has no connect timeout of its own.
+
 `protocol_version` is accepted so otelcol configs port unchanged, but the client negotiates the
 version of every request with the broker (ApiVersions), so a warning says it has no effect.
 Kerberos, AWS MSK IAM and OIDC are not supported: their keys are rejected.
@@ -23,6 +32,7 @@ from aiokafka import errors
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig
+from edgeagent.config.types import Duration
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, client_ssl_context
@@ -108,12 +118,25 @@ def check_kafka_tls(tls: TlsClientConfig | None) -> TlsClientConfig | None:
     return tls
 
 
+class MetadataRetryConfig(ComponentConfig):
+    backoff: Duration = Field(0.25, ge=0)  # 0 keeps the default, as otelcol
+
+
+class MetadataConfig(ComponentConfig):
+    full: bool = True  # a no-op in otelcol 0.165 too
+    refresh_interval: Duration = Field(600.0, ge=0)  # 0 keeps the default, as otelcol
+    retry: MetadataRetryConfig = Field(default_factory=MetadataRetryConfig)
+
+
 class ClientConfig(ComponentConfig):
     brokers: list[str] = Field(default_factory=lambda: ["localhost:9092"])
     client_id: str = "otel-collector"
     protocol_version: str = ""
     auth: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
     tls: TlsClientConfig | None = None
+    metadata: MetadataConfig = Field(default_factory=MetadataConfig)
+    rack_id: str = ""
+    conn_idle_timeout: Duration = Field(540.0, gt=0)
 
     _check_tls = field_validator("tls")(lambda cls, value: check_kafka_tls(value))
 
@@ -140,17 +163,26 @@ class ClientConfig(ComponentConfig):
         return self
 
     def client_warnings(self) -> list[str]:
+        warnings = []
         if self.protocol_version:
-            return [f"protocol_version {self.protocol_version} has no effect: edgeagent's Kafka client negotiates "
-                    f"the protocol version with the brokers"]
-        return []
+            warnings.append(f"protocol_version {self.protocol_version} has no effect: edgeagent's Kafka client "
+                            f"negotiates the protocol version with the brokers")
+        if "full" in self.metadata.model_fields_set:
+            warnings.append("metadata::full has no effect, as in otelcol 0.165 (deprecated there): metadata is "
+                            "fetched for the topics the client uses")
+        return warnings
 
     def client_options(self) -> dict[str, Any]:
         """aiokafka's connection keyword arguments; reads the TLS files, so call it in start()."""
         tls = self.tls if self.tls is not None else self.auth.tls
         context: ssl.SSLContext | None = client_ssl_context(tls) if tls is not None else None
-        options: dict[str, Any] = {"bootstrap_servers": list(self.brokers), "client_id": self.client_id,
-                                   "security_protocol": "SSL" if context is not None else "PLAINTEXT"}
+        metadata = self.metadata
+        options: dict[str, Any] = {
+            "bootstrap_servers": list(self.brokers), "client_id": self.client_id,
+            "security_protocol": "SSL" if context is not None else "PLAINTEXT",
+            "connections_max_idle_ms": int(self.conn_idle_timeout * 1000),
+            "metadata_max_age_ms": int((metadata.refresh_interval or 600.0) * 1000),
+            "retry_backoff_ms": int((metadata.retry.backoff or 0.25) * 1000)}
         if context is not None:
             options["ssl_context"] = context
         sasl = self.auth.sasl_settings()

@@ -13,6 +13,16 @@ Certificate files are read again when they change, without a restart:
   current context, built again when a file changed: the otlphttp exporter asks for each
   request, the gRPC exporter opens new connections with a new context.
 
+Certificates and keys may also be given inline, as otelcol's `ca_pem`, `cert_pem` and `key_pem`
+(a file or a PEM for each, not both); a key given inline is written to a private temporary file
+for OpenSSL to load, and removed at once. `include_system_ca_certs_pool` adds the system roots to
+`ca_file`/`ca_pem` on a client, to `client_ca_file` on a server. `cipher_suites` takes Go's names
+(TLS 1.2 and below, as in Go: TLS 1.3 suites are not configurable there, so their names are
+accepted and change nothing; a list of TLS 1.3 names only leaves TLS 1.3 only), with
+`include_insecure_cipher_suites` for Go's insecure ones (RC4 and 3DES are refused: OpenSSL 3
+offers neither). `curve_preferences` and `tpm` are refused with the reason (Python's ssl sets no
+list of key-exchange groups; there is no TPM support).
+
 Differences the validation states: otelcol accepts `ca_file` on a server and ignores it (a
 warning here; `client_ca_file` is what verifies clients); `check_grpc_client` refuses TLS
 settings beside `insecure: true`, which would have no effect; `check_grpc_server` keeps the
@@ -21,10 +31,12 @@ gRPC receiver at TLS 1.2 or 1.3.
 
 from __future__ import annotations
 
+import os
 import ssl
+import tempfile
 from typing import Any
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration
@@ -34,25 +46,93 @@ _VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, "1.2": 
              "1.3": ssl.TLSVersion.TLSv1_3}
 
 
+# Go's crypto/tls cipher suite names and OpenSSL's, TLS 1.2 and below
+_SUITES = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA", "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA":
+    "ECDHE-ECDSA-AES256-SHA", "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256":
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384":
+    "ECDHE-RSA-AES256-GCM-SHA384", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+}
+_TLS13_SUITES = ("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256")
+_INSECURE_SUITES = {
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA", "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256", "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+}
+_UNAVAILABLE_SUITES = ("TLS_RSA_WITH_RC4_128_SHA", "TLS_RSA_WITH_3DES_EDE_CBC_SHA", "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
+                       "TLS_ECDHE_RSA_WITH_RC4_128_SHA", "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA")
+
+
+class TpmConfig(ComponentConfig):
+    """configtls's `tpm` (a key held in a TPM): accepted only switched off."""
+    enabled: bool = False
+    path: str = ""
+    owner_auth: str = ""
+    auth: str = ""
+
+
 class _TlsCommon(ComponentConfig):
     ca_file: str | None = None
+    ca_pem: str = ""
     cert_file: str | None = None
+    cert_pem: str = ""
     key_file: str | None = None
+    key_pem: str = ""
+    include_system_ca_certs_pool: bool = False
+    cipher_suites: list[str] = Field(default_factory=list)
+    include_insecure_cipher_suites: bool = False
+    curve_preferences: list[str] = Field(default_factory=list)
+    tpm: TpmConfig = Field(default_factory=TpmConfig)
     min_version: str = "1.2"
     max_version: str = ""
     reload_interval: Duration = 0.0
 
+    def has_cert(self) -> bool:
+        return bool(self.cert_file or self.cert_pem)
+
+    def openssl_ciphers(self) -> str | None:
+        """The OpenSSL cipher list for `cipher_suites` (None: OpenSSL's defaults; "" only TLS 1.3 names)."""
+        if not self.cipher_suites:
+            return None
+        table = {**_SUITES, **(_INSECURE_SUITES if self.include_insecure_cipher_suites else {})}
+        return ":".join(table[name] for name in self.cipher_suites if name in table)
+
+    def _check_inline(self) -> None:
+        for what in ("ca", "cert", "key"):
+            if getattr(self, f"{what}_file") and getattr(self, f"{what}_pem"):
+                raise ValueError(f"{what}_file and {what}_pem both set: provide either the file or the PEM, not both")
+        if self.curve_preferences:
+            raise ValueError("curve_preferences is not supported: Python's ssl cannot set a list of key-exchange "
+                             "groups; remove it (OpenSSL's defaults include X25519, P256, P384 and P521)")
+        if self.tpm.enabled:
+            raise ValueError("tpm is not supported: edgeagent cannot use keys held in a TPM; use key_file or key_pem")
+        for name in self.cipher_suites:
+            if name in _UNAVAILABLE_SUITES:
+                raise ValueError(f"cipher_suites: {name} is not available: OpenSSL 3 offers no RC4 or 3DES suites")
+            if name in _INSECURE_SUITES and not self.include_insecure_cipher_suites:
+                raise ValueError(f"cipher_suites: {name} is insecure; set include_insecure_cipher_suites: true to "
+                                 f"allow it, as otelcol asks")
+            if name not in _SUITES and name not in _TLS13_SUITES and name not in _INSECURE_SUITES:
+                raise ValueError(f"cipher_suites: invalid TLS cipher suite {name!r}; use Go's names, such as "
+                                 f"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256")
+
     def _check_common(self) -> None:
+        self._check_inline()
         for name in ("min_version", "max_version"):
             version = getattr(self, name)
             if version and version not in _VERSIONS:
                 raise ValueError(f"{name} {version!r} is not a TLS version; use one of {', '.join(_VERSIONS)}")
         if self.min_version and self.max_version and _VERSIONS[self.min_version] > _VERSIONS[self.max_version]:
             raise ValueError(f"min_version {self.min_version} is above max_version {self.max_version}")
-        if bool(self.cert_file) != bool(self.key_file):
-            missing = "key_file" if self.cert_file else "cert_file"
-            raise ValueError(f"{missing} is missing: cert_file and key_file go together (a certificate and its "
-                             f"private key); set both or neither")
+        if self.has_cert() != bool(self.key_file or self.key_pem):
+            missing = "key" if self.has_cert() else "cert"
+            raise ValueError(f"{missing}_file is missing (or {missing}_pem): cert_file and key_file go together (a "
+                             f"certificate and its private key); set both or neither")
 
 
 class TlsClientConfig(_TlsCommon):
@@ -77,28 +157,33 @@ class TlsServerConfig(_TlsCommon):
     @model_validator(mode="after")
     def _check(self) -> TlsServerConfig:
         self._check_common()
-        if not self.cert_file:
+        if not self.has_cert():
             raise ValueError("cert_file and key_file are required: a TLS server needs a certificate and its key")
         if self.client_ca_file_reload and not self.client_ca_file:
             raise ValueError("client_ca_file_reload needs client_ca_file")
         return self
 
-    def key_pair(self) -> tuple[str, str]:
-        """(cert_file, key_file): a validated server config has both."""
-        assert self.cert_file and self.key_file, "validation requires cert_file and key_file"
-        return self.cert_file, self.key_file
-
     def config_warnings(self) -> list[str]:
-        if self.ca_file:
-            return ["ca_file has no effect on a receiver (as in otelcol); set client_ca_file to require and "
-                    "verify client certificates"]
-        return []
+        warnings = []
+        if self.ca_file or self.ca_pem:
+            warnings.append("ca_file and ca_pem have no effect on a receiver (as in otelcol); set client_ca_file "
+                            "to require and verify client certificates")
+        if self.include_system_ca_certs_pool and not self.client_ca_file:
+            warnings.append("include_system_ca_certs_pool has no effect on a receiver without client_ca_file "
+                            "(as in otelcol, where it adds the system roots to the client CAs)")
+        return warnings
 
 
 def _versions(context: ssl.SSLContext, cfg: _TlsCommon) -> None:
+    """min_version, max_version and cipher_suites."""
     context.minimum_version = _VERSIONS[cfg.min_version or "1.2"]
     if cfg.max_version:
         context.maximum_version = _VERSIONS[cfg.max_version]
+    ciphers = cfg.openssl_ciphers()
+    if ciphers:
+        context.set_ciphers(ciphers)
+    elif ciphers == "":  # TLS 1.3 names only: no TLS 1.2 suite is left, as in Go
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
 
 
 def _read(path: str) -> bytes:
@@ -109,11 +194,34 @@ def _read(path: str) -> bytes:
         raise OSError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _load_chain(context: ssl.SSLContext, cert_file: str, key_file: str | None) -> None:
-    try:
-        context.load_cert_chain(cert_file, key_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot load the certificate {cert_file} with the key {key_file}: {exc}") from exc
+def _load_chain(context: ssl.SSLContext, cfg: _TlsCommon) -> None:
+    """The certificate and key of `cfg`, from files or inline PEM (OpenSSL loads only files: an inline
+    one is written to a private temporary directory and removed at once)."""
+    if not cfg.cert_pem and not cfg.key_pem:
+        try:
+            context.load_cert_chain(cfg.cert_file or "", cfg.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load the certificate {cfg.cert_file} with the key {cfg.key_file}: {exc}") from exc
+        return
+    with tempfile.TemporaryDirectory(prefix="edgeagent-tls-") as directory:
+        cert_file, key_file = cfg.cert_file, cfg.key_file
+        if cfg.cert_pem:
+            cert_file = os.path.join(directory, "cert.pem")
+            _write_private(cert_file, cfg.cert_pem)
+        if cfg.key_pem:
+            key_file = os.path.join(directory, "key.pem")
+            _write_private(key_file, cfg.key_pem)
+        try:
+            context.load_cert_chain(cert_file or "", key_file)
+        except (OSError, ssl.SSLError) as exc:
+            shown = ("cert_pem" if cfg.cert_pem else cfg.cert_file, "key_pem" if cfg.key_pem else cfg.key_file)
+            raise ValueError(f"cannot load the certificate {shown[0]} with the key {shown[1]}: {exc}") from exc
+
+
+def _write_private(path: str, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
 
 
 def _load_cas(context: ssl.SSLContext, path: str, pem: bytes | None = None) -> None:
@@ -132,17 +240,19 @@ def client_ssl_context(cfg: TlsClientConfig, alpn: list[str] | None = None) -> s
     `server_name_override` is not part of a context: pass it as the connection's `server_hostname`."""
     if cfg.insecure:
         return None
-    if cfg.ca_file:
+    if cfg.ca_file or cfg.ca_pem:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
-        _load_cas(context, cfg.ca_file)
+        if cfg.include_system_ca_certs_pool:
+            context.load_default_certs()
+        _load_cas(context, cfg.ca_file or "ca_pem", cfg.ca_pem.encode() if cfg.ca_pem else None)
     else:
         context = ssl.create_default_context()  # the system roots
     _versions(context, cfg)
     if cfg.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    if cfg.cert_file:
-        _load_chain(context, cfg.cert_file, cfg.key_file)
+    if cfg.has_cert():
+        _load_chain(context, cfg)
     if alpn:
         context.set_alpn_protocols(alpn)
     return context
@@ -167,11 +277,13 @@ def server_ssl_context(cfg: TlsServerConfig, alpn: list[str] | None = None) -> s
     def build() -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         _versions(context, cfg)
-        _load_chain(context, *cfg.key_pair())
+        _load_chain(context, cfg)
         if alpn:
             context.set_alpn_protocols(alpn)
         if cfg.client_ca_file:
             context.verify_mode = ssl.CERT_REQUIRED
+            if cfg.include_system_ca_certs_pool:
+                context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
             _load_cas(context, cfg.client_ca_file, fixed_client_ca)
         return context
 
@@ -197,8 +309,8 @@ def check_grpc_client(cfg: TlsClientConfig | None) -> TlsClientConfig | None:
     """Validation for a gRPC exporter's `tls` (use as a field validator): settings beside
     `insecure: true` would have no effect."""
     if cfg is not None and cfg.insecure:
-        ignored = [name for name in ("ca_file", "cert_file", "key_file", "insecure_skip_verify", "server_name_override")
-                   if getattr(cfg, name)]
+        ignored = [name for name in ("ca_file", "ca_pem", "cert_file", "cert_pem", "key_file", "key_pem",
+                                     "insecure_skip_verify", "server_name_override") if getattr(cfg, name)]
         if ignored:
             raise ValueError(f"insecure: true turns TLS off, so {', '.join(ignored)} would have no effect; "
                              f"remove {'them' if len(ignored) > 1 else 'it'} or set insecure: false")

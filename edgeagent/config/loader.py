@@ -25,6 +25,7 @@ from edgeagent.config.document import (
 from edgeagent.config.expand import expand_tree
 from edgeagent.config.service import ServiceConfig
 from edgeagent.config.types import port_problem
+from edgeagent.config.unsupported import unsupported
 from edgeagent.signals import Signal
 
 _TOP_LEVEL = set(KINDS) | {"service"}
@@ -178,7 +179,7 @@ def _validate_components(document: dict, errors: list[tuple[str, str]], warnings
             try:
                 config = factory.config.model_validate(settings)
             except ValidationError as exc:
-                errors.extend(e for e in pydantic_errors(exc, path, factory.config)
+                errors.extend(e for e in pydantic_errors(exc, path, factory.config, (kind, component_id.type))
                               if not _caused_by_expansion(e[0], failed_paths))
                 continue
             warnings.extend(f"{path}: {warning}" for warning in config.config_warnings())
@@ -442,15 +443,19 @@ def _warn_about_sub_pipelines(sections: dict[str, dict[str, Component]], pipelin
                                 f"that exports to the connector")
 
 
-def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel]) -> list[tuple[str, str]]:
-    """Turn pydantic's errors into (yaml path, sentence) pairs."""
+def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel],
+                    component: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+    """Turn pydantic's errors into (yaml path, sentence) pairs; `component` (kind, type) names the
+    otelcol keys edgeagent does not implement as such."""
     out = []
     for error in exc.errors(include_url=False, include_input=False):
         loc = [str(part) for part in error["loc"]]
         path = "::".join([prefix, *loc])
         kind = error["type"]
         message = error["msg"]
-        if kind == "extra_forbidden":
+        if kind == "extra_forbidden" and component and (reason := unsupported(*component, loc)):
+            message = reason
+        elif kind == "extra_forbidden":
             known = _fields_at(model, loc[:-1])
             message = f"unknown key {loc[-1]!r}" + (f"; supported keys here: {', '.join(known)}" if known else "")
         elif kind == "missing":

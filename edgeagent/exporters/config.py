@@ -23,6 +23,16 @@ class ExporterConfig(ComponentConfig):
     @field_validator("headers", mode="before")
     @classmethod
     def _header_values_as_text(cls, value: Any) -> Any:
+        """A map, or otelcol's list of {name, value} pairs (configopaque.MapList); values as text."""
+        if isinstance(value, list):
+            if not all(isinstance(item, dict) and set(item) <= {"name", "value"} and isinstance(item.get("name"), str)
+                       for item in value):
+                raise ValueError("headers: give a map of header: value, or a list of {name, value}")
+            names = [item["name"] for item in value]
+            duplicates = sorted({name for name in names if names.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"headers: duplicate keys in map-style list: {duplicates}")
+            value = {item["name"]: item.get("value") for item in value}
         if isinstance(value, dict):
             return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
         return value

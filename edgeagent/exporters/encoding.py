@@ -1,7 +1,12 @@
 """Request body compression for exporters, with otelcol's names (confighttp / configcompression).
 
 `deflate` and `zlib` both send the zlib format, `snappy` the block format (otelcol's
-confighttp.framedSnappy gate, on by default) and `lz4` the frame format, as otelcol does.
+confighttp.framedSnappy gate, on by default), `x-snappy-framed` the framing format and `lz4` the
+frame format, as otelcol does. Without a level, gzip, zlib and deflate use level 1 and zstd
+level 3 (edgeagent's choice; otelcol's are 6 and 1). A level (`compression_params::level`) is
+taken as otelcol takes it: zlib's -1 (its default, 6), -2 (Huffman only) or 1-9 for gzip, zlib
+and deflate; for zstd any level, in the four steps of otelcol's encoder (below 3: level 1, below
+6: 3, below 10: 7, else 11).
 gRPC messages (`grpc_compress`) take gzip, zstd and snappy, snappy in the framing format as
 configgrpc's snappy codec writes it.
 """
@@ -27,13 +32,25 @@ _COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "zlib": lambda body: zlib.compress(body, 1),
     "snappy": lambda body: bytes(cramjam.snappy.compress_raw(body)),
     "lz4": lambda body: bytes(cramjam.lz4.compress(body)),
+    "x-snappy-framed": lambda body: bytes(cramjam.snappy.compress(body)),
 }
 HTTP_ENCODINGS = tuple(_COMPRESSORS)
+_ZLIB_WBITS = {"gzip": 31, "zlib": 15, "deflate": 15}
 
 
-def compress(encoding: str, body: bytes) -> bytes:
-    """`body` compressed with `encoding` (one of HTTP_ENCODINGS)."""
-    return _COMPRESSORS[encoding](body)
+def compress(encoding: str, body: bytes, level: int = 0) -> bytes:
+    """`body` compressed with `encoding` (one of HTTP_ENCODINGS) at `level` (0: the default; a level
+    otelcol's configcompression accepts for that encoding)."""
+    if level == 0:
+        return _COMPRESSORS[encoding](body)
+    if encoding == "zstd":
+        return zstandard.ZstdCompressor(level=1 if level < 3 else 3 if level < 6 else 7 if level < 10 else 11
+                                        ).compress(body)
+    if level == -2:
+        compressor = zlib.compressobj(-1, zlib.DEFLATED, _ZLIB_WBITS[encoding], 8, zlib.Z_HUFFMAN_ONLY)
+    else:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, _ZLIB_WBITS[encoding])
+    return compressor.compress(body) + compressor.flush()
 
 
 # gRPC's encodings as otelcol's configgrpc registers them: snappy is the framing format there

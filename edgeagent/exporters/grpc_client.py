@@ -100,6 +100,8 @@ class ChannelSettings:
     max_receive_bytes: int = 4 << 20  # grpc's default max receive message size
     connect_timeout: float = 20.0  # TCP, TLS and the server's preface; a call's deadline bounds it too
     user_agent: str = "edgeagent"
+    receive_buffer: int = 0  # the socket's SO_RCVBUF (read_buffer_size); 0: the system's
+    send_buffer: int = 0  # the socket's SO_SNDBUF (write_buffer_size); 0: the system's
 
 
 @dataclass
@@ -161,6 +163,11 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        sock = transport.get_extra_info("socket")  # the TCP socket, under TLS too
+        for option, size in ((socket.SO_RCVBUF, self.settings.receive_buffer),
+                             (socket.SO_SNDBUF, self.settings.send_buffer)):
+            if size > 0 and sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
         self._h2.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,

@@ -51,7 +51,8 @@ from typing import Any, Literal
 
 import xxhash
 from aiokafka import AIOKafkaProducer
-from pydantic import Field, model_validator
+from aiokafka.partitioner import DefaultPartitioner
+from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration, split_endpoint
@@ -62,7 +63,7 @@ from edgeagent.exporters.chain import SendResult
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.signals import Signal, resource_groups
-from otel.shape import TRACES
+from otel.shape import LOGS, TRACES
 
 _ACKS = {0: 0, 1: 1, -1: "all"}
 
@@ -77,6 +78,16 @@ class ProducerConfig(ComponentConfig):
     required_acks: Literal[-1, 0, 1] = -1
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     flush_max_messages: int = Field(0, ge=0)
+    linger: Duration | None = Field(None, ge=0)  # unset: send at once (aiokafka's 0; otelcol's is 10ms)
+    allow_auto_topic_creation: bool = True  # what the client's metadata requests always ask
+
+    @field_validator("allow_auto_topic_creation")
+    @classmethod
+    def _auto_creation(cls, allowed: bool) -> bool:
+        if not allowed:
+            raise ValueError("allow_auto_topic_creation: false is not supported: the Kafka client (aiokafka) always "
+                             "lets the broker create a missing topic (the broker's auto.create.topics.enable decides)")
+        return allowed
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +95,65 @@ class ProducerConfig(ComponentConfig):
         if isinstance(data, dict) and data.get("required_acks") == "all":
             return {**data, "required_acks": -1}
         return data
+
+
+class StickyKeyConfig(ComponentConfig):
+    hasher: Literal["sarama_compat", "murmur2"] = "sarama_compat"
+
+
+class RoundRobinConfig(ComponentConfig):
+    """`round_robin: {}`: records go to the partitions in turn, keys ignored (franz-go's RoundRobinPartitioner)."""
+
+
+class RecordPartitionerConfig(ComponentConfig):
+    """otelcol's `record_partitioner`: one of `sticky_key` (the default, sarama_compat's FNV-1a of the key,
+    or Kafka's murmur2) and `round_robin`; without a key, sticky_key picks a partition at random."""
+    sticky_key: StickyKeyConfig | None = None
+    round_robin: RoundRobinConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_block_is_set(cls, data: Any) -> Any:
+        """`round_robin:` alone (null) chooses it, as `round_robin: {}` does."""
+        if isinstance(data, dict):
+            return {key: {} if value is None and key in ("sticky_key", "round_robin") else value
+                    for key, value in data.items()}
+        return data
+
+    @model_validator(mode="after")
+    def _one(self) -> RecordPartitionerConfig:
+        if self.sticky_key is not None and self.round_robin is not None:
+            raise ValueError("set only one of sticky_key and round_robin (as otelcol asks)")
+        return self
+
+    def partitioner(self) -> Any:
+        """aiokafka's partitioner callable for this choice."""
+        if self.round_robin is not None:
+            return _RoundRobin()
+        if self.sticky_key is not None and self.sticky_key.hasher == "murmur2":
+            return DefaultPartitioner()
+        return sarama_partition
+
+
+class _RoundRobin:
+    """aiokafka partitioner: the available partitions (else all) in turn, whatever the key."""
+
+    def __init__(self) -> None:
+        self._turn = 0
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        choices = available or all_partitions
+        self._turn += 1
+        return choices[self._turn % len(choices)]
+
+
+class RecordHeader(ComponentConfig):
+    """One of otelcol's `record_headers`: a header set on every record."""
+    name: str
+    value: str = ""
+
+
+SIGNAL_HEADER = "otelcol.signal"  # otelcol's signal_header: the record's signal (traces, metrics, logs)
 
 
 class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
@@ -95,17 +165,37 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
     partition_traces_by_id: bool = False
     partition_metrics_by_resource_attributes: bool = False
     partition_logs_by_resource_attributes: bool = False
+    partition_logs_by_trace_id: bool = False  # a message per trace id of the log records (key: its hex)
     producer: ProducerConfig = Field(default_factory=ProducerConfig)
+    record_partitioner: RecordPartitionerConfig = Field(default_factory=RecordPartitionerConfig)
+    record_headers: list[RecordHeader] = Field(default_factory=list)
+    signal_header: bool = False
 
 
     @model_validator(mode="after")
     def _no_headers(self) -> KafkaExporterConfig:
         if self.headers:
-            raise ValueError("headers has no meaning for Kafka (it sets HTTP headers of otlphttp); remove it")
+            raise ValueError("headers has no meaning for Kafka (it sets HTTP headers of otlphttp); use "
+                             "record_headers for headers on the records")
+        if self.partition_logs_by_resource_attributes and self.partition_logs_by_trace_id:
+            raise ValueError("partition_logs_by_resource_attributes and partition_logs_by_trace_id are mutually "
+                             "exclusive (as in otelcol); keep one")
+        if self.signal_header and any(header.name == SIGNAL_HEADER for header in self.record_headers):
+            raise ValueError(f"record_headers: {SIGNAL_HEADER!r} is reserved when signal_header is enabled "
+                             f"(as in otelcol)")
         return self
 
+    def record_headers_for(self, signal: Signal) -> list[tuple[str, bytes]]:
+        """The headers of every record of `signal`: record_headers, then the signal header if asked for."""
+        headers = [(header.name, header.value.encode()) for header in self.record_headers]
+        return headers + [(SIGNAL_HEADER, signal.label.encode())] if self.signal_header else headers
+
     def config_warnings(self) -> list[str]:
-        return self.client_warnings()
+        warnings = self.client_warnings()
+        if self.rack_id:
+            warnings.append("rack_id has no effect on a producer, as in otelcol: it picks the replica a consumer "
+                            "fetches from")
+        return warnings
 
     def topic_for(self, signal: Signal) -> str:
         return getattr(self, signal.label).topic or self.topic or DEFAULT_TOPICS[signal]
@@ -113,7 +203,7 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
     def keyed(self, signal: Signal) -> bool:
         return {Signal.TRACES: self.partition_traces_by_id,
                 Signal.METRICS: self.partition_metrics_by_resource_attributes,
-                Signal.LOGS: self.partition_logs_by_resource_attributes}[signal]
+                Signal.LOGS: self.partition_logs_by_resource_attributes or self.partition_logs_by_trace_id}[signal]
 
 
 class KafkaExporter:
@@ -159,7 +249,9 @@ class KafkaExporter:
                 compression_type=None if producer_config.compression == "none" else producer_config.compression,
                 max_request_size=producer_config.max_message_bytes,
                 max_batch_size=producer_config.max_message_bytes,
-                request_timeout_ms=int(self.config.timeout * 1000), partitioner=sarama_partition)
+                request_timeout_ms=int(self.config.timeout * 1000),
+                partitioner=self.config.record_partitioner.partitioner(),
+                linger_ms=int((producer_config.linger or 0) * 1000))
             try:
                 await asyncio.wait_for(producer.start(), self.config.timeout)
             except BaseException as exc:
@@ -184,10 +276,11 @@ class KafkaExporter:
         if self._bandwidth is not None:
             await self._bandwidth.take(sum(len(value) for _, _, value in messages))
         step = self.config.producer.flush_max_messages or len(messages)
+        headers = self.config.record_headers_for(signal) or None
         try:
             async with asyncio.timeout(self.config.timeout):
                 for start in range(0, len(messages), step):
-                    acks = [await producer.send(topic, value, key=key) for topic, key, value in
+                    acks = [await producer.send(topic, value, key=key, headers=headers) for topic, key, value in
                             messages[start:start + step]]
                     await asyncio.gather(*acks)
         except TimeoutError:
@@ -206,7 +299,8 @@ class KafkaExporter:
         if not (json_encoded or config.keyed(signal) or config.topic_from_attribute):
             return [(config.topic_for(signal), None, body)]
         request = signal.request_class.FromString(body)
-        parts = split_by_key(signal, request) if config.keyed(signal) else [(None, request)]
+        parts = (split_by_key(signal, request, config.partition_logs_by_trace_id) if config.keyed(signal)
+                 else [(None, request)])
         out = []
         for key, part in parts:
             value = (json.dumps(to_otlp_json(part, integer_enums=True), separators=(",", ":")).encode()
@@ -228,10 +322,14 @@ class KafkaExporter:
 
 # ---- keys and partitions, as otelcol computes them -----------------------------------------------
 
-def split_by_key(signal: Signal, request: Any) -> list[tuple[bytes, Any]]:
-    """Traces: one request per trace id (key: its hex). Metrics and logs: one per resource (key: MapHash)."""
+def split_by_key(signal: Signal, request: Any, logs_by_trace_id: bool = False) -> list[tuple[bytes | None, Any]]:
+    """Traces: one request per trace id (key: its hex). Metrics and logs: one per resource (key: MapHash);
+    logs with `logs_by_trace_id`: one per trace id of the records (key: its hex; none for records without)."""
+    if signal is Signal.LOGS and logs_by_trace_id:
+        by_trace = LOGS.partition(request, lambda record: record.trace_id)
+        return [(trace_key(trace_id) or None, part) for trace_id, part in by_trace.items()]
     if signal is not Signal.TRACES:
-        out = []
+        out: list[tuple[bytes | None, Any]] = []
         for group in resource_groups(signal, request):
             part = signal.request_class()
             resource_groups(signal, part).add().CopyFrom(group)

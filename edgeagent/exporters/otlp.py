@@ -10,7 +10,10 @@ The calls go over our own gRPC client (`grpc_client.py`, on h2), one connection 
 receiver takes is offered: gzip (the default), zstd, snappy, none. `keepalive` is grpc-go's
 client keepalive (its `time` at least 10 s, as grpc-go enforces); `wait_for_ready` makes a call
 wait for a connection until its `timeout` instead of failing UNAVAILABLE at once; `authority`
-(else `tls.server_name_override`) is the :authority header.
+(else `tls.server_name_override`) is the :authority header. `read_buffer_size` and
+`write_buffer_size` size each connection socket's receive and send buffers (as on the receiver;
+grpc-go's are its transport's buffers); `user_agent` goes before edgeagent's own in the
+user-agent header, as grpc-go puts it before its own; `middlewares` takes the empty list only.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatus
 from edgeagent.exporters.redact import mask
 from edgeagent.grpc_status import StatusCode
 from edgeagent.instrumentation import rpc_client_observer
+from edgeagent.middleware import MiddlewareConfig, check_client_middlewares
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, check_grpc_client, reloading_client_context
@@ -66,6 +70,12 @@ class OtlpGrpcConfig(ExporterConfig):
     balancer_name: Literal["pick_first", "round_robin", ""] = "round_robin"  # otelcol's; "" is grpc's pick_first
     authority: str = ""
     wait_for_ready: bool = False
+    read_buffer_size: int = 0  # the socket's SO_RCVBUF; 0 or less: the system's
+    write_buffer_size: int = 0  # the socket's SO_SNDBUF; 0 or less: the system's
+    user_agent: str = ""  # put before edgeagent's own, as grpc-go puts it before its own
+    middlewares: list[MiddlewareConfig] = Field(default_factory=list)
+
+    _check_middlewares = field_validator("middlewares")(lambda cls, v: check_client_middlewares(v, "a gRPC"))
 
     _check_tls = field_validator("tls")(lambda cls, value: check_grpc_client(value))
 
@@ -109,7 +119,8 @@ class OtlpGrpcConfig(ExporterConfig):
             keepalive_time=max(keepalive.time, _MIN_KEEPALIVE_TIME) if keepalive and keepalive.time > 0 else 0.0,
             keepalive_timeout=keepalive.timeout if keepalive else 20.0,
             keepalive_without_calls=bool(keepalive and keepalive.permit_without_stream),
-            user_agent=f"edgeagent/{__version__}")
+            user_agent=" ".join(filter(None, (self.user_agent, f"edgeagent/{__version__}"))),
+            receive_buffer=max(self.read_buffer_size, 0), send_buffer=max(self.write_buffer_size, 0))
 
 
 class OtlpGrpcExporter:

@@ -15,6 +15,10 @@ writer fills before a write to the socket; aiohttp keeps none of its own, so the
 one to size). `profiles_endpoint` is accepted as otelcol accepts it: only a profiles pipeline
 would use it, and edgeagent carries no profiles signal (a `profiles` pipeline is refused).
 
+`encoding: json` sends each request in OTLP/JSON (`application/json`, hex ids, integer enums) as
+otelcol's exporter does; the queue keeps protobuf, converted at send. A partial success is read
+from a protobuf or a JSON answer alike.
+
 Credentials in an endpoint URL (`https://user:password@host`) are sent as HTTP Basic auth,
 unless `headers` or `auth` also set an Authorization: that is a config error. Nothing the
 exporter logs, raises or shows carries a header value, a password or a query value
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import socket
 import ssl
@@ -34,6 +39,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from pydantic import ValidationInfo, field_validator, model_validator
 
@@ -43,12 +49,15 @@ from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import Factory
 from edgeagent.configretry import parse_retry_after
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
+from edgeagent.exporters import httpclient
 from edgeagent.exporters.bandwidth import TokenBucket
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
+from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.instrumentation import http_client_timer
+from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, reloading_client_context
@@ -63,18 +72,20 @@ MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # dropped when a redirect leaves the host
 _URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint")
 _DEFAULT_READ_BUFFER = 2**16  # aiohttp's read_bufsize
+_CONTENT_TYPES = {"proto": "application/x-protobuf", "json": "application/json"}
 
 
-class OtlpHttpConfig(ExporterConfig):
+class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
     auth: AuthConfig | None = None  # before the endpoints, so that their validation sees it
     endpoint: str | None = None
     traces_endpoint: str | None = None
     metrics_endpoint: str | None = None
     logs_endpoint: str | None = None
     profiles_endpoint: str | None = None  # a profiles pipeline's; edgeagent has none
-    compression: Literal["gzip", "zstd", "deflate", "zlib", "snappy", "lz4", "none", ""] = "gzip"
+    compression: Literal["gzip", "zstd", "deflate", "zlib", "snappy", "x-snappy-framed", "lz4", "none", ""] = "gzip"
     tls: TlsClientConfig | None = None
     read_buffer_size: int = 0  # aiohttp's read_bufsize; 0 or less: its 64 KiB
+    encoding: Literal["proto", "json"] = "proto"  # the body: OTLP/protobuf or OTLP/JSON
     write_buffer_size: int = 0  # the socket's SO_SNDBUF; 0 or less: the system's
 
     @field_validator(*_URL_FIELDS)
@@ -102,10 +113,17 @@ class OtlpHttpConfig(ExporterConfig):
         if self.endpoint is None and not all((self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
             raise ValueError("endpoint is required: set endpoint (e.g. https://collector:4318) "
                              "or traces_endpoint, metrics_endpoint and logs_endpoint")
+        if self.compression not in ("none", ""):
+            check_compression_level(self.compression, self.compression_params.level)
+        elif self.compression_params.level:
+            raise ValueError("compression_params::level has no effect without compression; remove it")
         return self
 
+    def client_urls(self) -> list[str]:
+        return [url for url in (self.endpoint, self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint) if url]
+
     def config_warnings(self) -> list[str]:
-        warnings = []
+        warnings = self.client_warnings()
         if self.profiles_endpoint:
             warnings.append("profiles_endpoint is not used: only a profiles pipeline sends there (as in otelcol), "
                             "and edgeagent carries no profiles signal")
@@ -162,16 +180,18 @@ class OtlpHttpExporter:
         self._auth: Authenticator | None = None
         self._tls: Reloading[ssl.SSLContext | None] | None = None  # read in start()
         self._system_roots: ssl.SSLContext | None = None  # built at the first HTTPS request without a tls block
-        self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": f"edgeagent/{__version__}",
+        self._headers = {"Content-Type": _CONTENT_TYPES[config.encoding], "User-Agent": f"edgeagent/{__version__}",
                          **config.headers}
         self._encoding = config.compression if config.compression not in ("none", "") else None
         if self._encoding is not None:
             self._headers["Content-Encoding"] = self._encoding
         # signal -> (URL without credentials, the Basic Authorization they make or None)
         self._targets = {signal: _split_credentials(url) for signal in Signal if (url := config.url(signal))}
-        self._url_secrets = [secret for signal in Signal for secret in url_secrets(config.url(signal) or "")]
+        self._url_secrets = [secret for signal in Signal for secret in url_secrets(config.url(signal) or "")] \
+            + url_secrets(config.proxy_url)
         self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
         self._redirected_to: str | None = None  # the Location of the redirect episode going on
+        self._proxies = httpclient.Proxies(config.proxy_url)
 
     def describe(self) -> str:
         urls = [self.config.endpoint] if self.config.endpoint else filter(None, (self.config.url(s) for s in Signal))
@@ -181,17 +201,20 @@ class OtlpHttpExporter:
         self._auth = resolve_authenticator(self.host, self.config.auth)
         if self.config.tls is not None and not self.config.tls.insecure:
             self._tls = reloading_client_context(self.config.tls)
-        connector = aiohttp.TCPConnector(
-            limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True,
+        pool = httpclient.connector(
+            self.config, limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True,
             socket_factory=_send_buffer(self.config.write_buffer_size) if self.config.write_buffer_size > 0 else None,
         )
         read_buffer = self.config.read_buffer_size if self.config.read_buffer_size > 0 else _DEFAULT_READ_BUFFER
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, read_bufsize=read_buffer,
+        self._proxies = httpclient.Proxies(self.config.proxy_url)
+        self._session = aiohttp.ClientSession(connector=pool, auto_decompress=True, read_bufsize=read_buffer,
+                                              cookie_jar=httpclient.cookie_jar(self.config),
                                               trace_configs=[http_client_timer(getattr(self.host, "metrics", None))])
 
     def upstream_addresses(self) -> list[tuple[str, int]]:
-        """host:port of every endpoint; a redirect's target is not watched."""
-        return _addresses([url for url, _ in self._targets.values()])
+        """host:port where requests connect: each endpoint's, or its proxy's (a redirect's target is
+        not watched)."""
+        return _addresses([self._proxies.for_url(url) or url for url, _ in self._targets.values()])
 
     async def shutdown(self) -> None:
         if self._session is not None:
@@ -233,13 +256,22 @@ class OtlpHttpExporter:
         if target is None or self._session is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
         url, basic = target
-        data = body if self._encoding is None else await asyncio.to_thread(compress, self._encoding, body)
+        data = body
+        if self.config.encoding == "json" or self._encoding is not None:
+            data = await asyncio.to_thread(self._body, signal, body)
         if self._bandwidth is not None:
             await self._bandwidth.take(len(data))
         headers = self._request_headers(basic)
         secrets = self._secrets(headers, url)
         answer, url = await self._post_following(url, data, headers, secrets)
         return self._result(signal, answer, url, secrets)
+
+    def _body(self, signal: Signal, body: bytes) -> bytes:
+        """The queued protobuf request as the wire wants it: in OTLP/JSON if so configured, compressed."""
+        if self.config.encoding == "json":
+            message = signal.request_class.FromString(body)
+            body = json.dumps(to_otlp_json(message, integer_enums=True), separators=(",", ":")).encode()
+        return body if self._encoding is None else compress(self._encoding, body, self.config.compression_params.level)
 
     async def _post_following(self, url: str, data: bytes, headers: dict[str, str],
                               secrets: list[str]) -> tuple[_Answer, str]:
@@ -263,7 +295,7 @@ class OtlpHttpExporter:
             raise RetryableError("the exporter is shut down", connection=True)
         try:
             async with session.post(url, data=data, headers=headers, allow_redirects=False,
-                                          **self._tls_options(url),
+                                    proxy=self._proxies.for_url(url), **self._tls_options(url),
                                           timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
                 return _Answer(response.status, await response.read(), response.content_type,
                                parse_retry_after(response.headers.get("Retry-After")),
@@ -282,8 +314,7 @@ class OtlpHttpExporter:
         status = answer.status
         if 200 <= status < 300:
             self._redirected_to = None
-            return partial_success(signal, answer.content) if answer.content_type == "application/x-protobuf" \
-                else SendResult()
+            return _partial_success(signal, answer)
         if 300 <= status < 400:
             raise self._redirected(answer, url, secrets)
         message = mask(_error_message(answer.content, answer.content_type) or f"HTTP {status}", secrets)
@@ -315,6 +346,20 @@ def _addresses(urls: list[str]) -> list[tuple[str, int]]:
         if parts.hostname:
             addresses.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
     return list(dict.fromkeys(addresses))
+
+
+def _partial_success(signal: Signal, answer: _Answer) -> SendResult:
+    """The rejected count of an Export*ServiceResponse in OTLP/protobuf or OTLP/JSON, as otelcol reads
+    either whatever encoding it sent; another content type or an unreadable body says nothing."""
+    if answer.content_type == "application/x-protobuf":
+        return partial_success(signal, answer.content)
+    if answer.content_type == "application/json" and answer.content:
+        try:
+            response = json_format.Parse(answer.content, signal.response_class(), ignore_unknown_fields=True)
+        except (json_format.ParseError, ValueError, RecursionError):
+            return SendResult()
+        return partial_success(signal, response.SerializeToString())
+    return SendResult()
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:

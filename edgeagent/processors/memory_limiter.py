@@ -12,6 +12,15 @@ limit, and never when it alone would take memory past the hard limit. A receiver
 as the body arrives (Reservation.grow), so a slow or lying client holds only what it sent.
 Memory that a burst freed is handed back to the system (malloc_trim), so the limiter
 recovers as soon as the flood stops.
+
+The forced collection (gc.collect and malloc_trim) follows otelcol's schedule and keys:
+`garbage_collector: {enabled: false}` turns it off; above the soft limit it runs at most every
+`min_gc_interval_when_soft_limited`, above the hard limit every `min_gc_interval_when_hard_limited`;
+when one frees less than 5 % and leaves memory above the soft limit, the wait doubles (from the
+larger of the minimum and 95 % of check_interval) up to `max_gc_interval_when_soft_limited` /
+`..._hard_limited` (0: no backoff), and memory coming down resets it. Unset, every interval is 0:
+a collection at every check above the soft limit, as edgeagent always did (otelcol's defaults are
+10 s soft, 30 s backoff caps), since collecting costs the agent much less than a Go heap walk.
 """
 
 from __future__ import annotations
@@ -20,10 +29,11 @@ import asyncio
 import gc
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory, Role
 from edgeagent.config.types import Duration
@@ -34,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _MIB = 1 << 20
+_GC_EFFECTIVE = 0.95  # a collection that leaves more than 95 % of the memory did not help (otelcol's 5 %)
 DEFAULT_CHECK_INTERVAL = 1.0
 EXPANSION = 6  # a body in memory while it is read, parsed, processed and serialized
 _LIBC: ctypes.CDLL | Literal[False] | None = None  # False: no glibc to trim
@@ -54,12 +65,47 @@ def _trim_malloc() -> None:
         _LIBC.malloc_trim(0)
 
 
+class GarbageCollectorConfig(ComponentConfig):
+    """otelcol's `garbage_collector`: present (the default) forces collections; `enabled: false` stops them."""
+
+
 class MemoryLimiterConfig(ComponentConfig):
     check_interval: Duration | None = None
     limit_mib: int = Field(0, ge=0)
     spike_limit_mib: int = Field(0, ge=0)
     limit_percentage: int = Field(0, ge=0, le=100)
     spike_limit_percentage: int = Field(0, ge=0, le=100)
+    min_gc_interval_when_soft_limited: Duration = Field(0.0, ge=0)
+    min_gc_interval_when_hard_limited: Duration = Field(0.0, ge=0)
+    max_gc_interval_when_soft_limited: Duration = Field(0.0, ge=0)
+    max_gc_interval_when_hard_limited: Duration = Field(0.0, ge=0)
+    garbage_collector: GarbageCollectorConfig | None = Field(default_factory=GarbageCollectorConfig)
+
+    @field_validator("garbage_collector", mode="before")
+    @classmethod
+    def _collector_switch(cls, value: Any) -> Any:
+        if value is None:
+            return {}
+        if isinstance(value, dict) and "enabled" in value:
+            value = dict(value)
+            if not value.pop("enabled"):
+                return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_gc_intervals(self) -> MemoryLimiterConfig:
+        """otelcol's checks of the intervals, with its reasons."""
+        soft_min, hard_min = self.min_gc_interval_when_soft_limited, self.min_gc_interval_when_hard_limited
+        soft_max, hard_max = self.max_gc_interval_when_soft_limited, self.max_gc_interval_when_hard_limited
+        if soft_min < hard_min:
+            raise ValueError("min_gc_interval_when_soft_limited must be at least min_gc_interval_when_hard_limited")
+        for name, high, low in (("soft", soft_max, soft_min), ("hard", hard_max, hard_min)):
+            if high and high < low:
+                raise ValueError(f"max_gc_interval_when_{name}_limited must be 0 or at least "
+                                 f"min_gc_interval_when_{name}_limited")
+        if soft_max and hard_max and soft_max < hard_max:
+            raise ValueError("max_gc_interval_when_soft_limited must be at least max_gc_interval_when_hard_limited")
+        return self
 
     @model_validator(mode="after")
     def _check_limits(self) -> MemoryLimiterConfig:
@@ -134,6 +180,9 @@ class MemoryLimiter:
         self.used = 0
         self.in_flight = 0  # estimated bytes of admitted requests not finished yet
         self._task: asyncio.Task | None = None
+        self._last_gc = float("-inf")  # monotonic time of the last forced collection
+        self._backoff = {"soft": 0.0, "hard": 0.0}  # the waits grown by collections that did not help
+        self._last_used = 0
 
     async def start(self) -> None:
         self.check()
@@ -152,17 +201,42 @@ class MemoryLimiter:
 
     def check(self) -> None:
         self.used = anonymous_memory()
-        if self.used >= self.soft:
-            gc.collect()
-            _trim_malloc()
-            self.used = anonymous_memory()
+        above_soft = self._classify(collected=False)
+        if above_soft and self.config.garbage_collector is not None:
+            mode = "hard" if self.used >= self.hard else "soft"
+            wait = max(getattr(self.config, f"min_gc_interval_when_{mode}_limited"), self._backoff[mode])
+            if time.monotonic() - self._last_gc > wait:
+                gc.collect()
+                _trim_malloc()
+                self._last_gc = time.monotonic()
+                self.used = anonymous_memory()
+                above_soft = self._classify(collected=True)
         was_refusing = self.refusing
-        self.refusing = self.used >= self.soft
+        self.refusing = above_soft
         if self.refusing != was_refusing:
             level = logging.WARNING if self.refusing else logging.INFO
             log.log(level, "memory limiter %s new data", "refuses" if self.refusing else "accepts again",
                     extra={"processor": self.id, "used_mib": self.used // _MIB, "soft_limit_mib": self.soft // _MIB,
                            "hard_limit_mib": self.hard // _MIB})
+
+    def _classify(self, collected: bool) -> bool:
+        """Whether `used` is above the soft limit; a collection that did not help grows both waits
+        (otelcol's checkLimitAndBackoff), memory coming down resets them."""
+        above_soft = self.used >= self.soft
+        effective = not above_soft or self.used <= self._last_used * _GC_EFFECTIVE
+        self._last_used = self.used
+        if effective:
+            self._backoff = {"soft": 0.0, "hard": 0.0}
+        elif collected:
+            self._backoff = {mode: self._next_wait(mode) for mode in self._backoff}
+        return above_soft
+
+    def _next_wait(self, mode: str) -> float:
+        low = getattr(self.config, f"min_gc_interval_when_{mode}_limited")
+        high = getattr(self.config, f"max_gc_interval_when_{mode}_limited")
+        if not high:
+            return float(low)
+        return min(max(self._backoff[mode], low, 0.95 * self.interval) * 2, max(high, low))
 
     def admit(self) -> None:
         if self.refusing:

@@ -68,6 +68,10 @@ _QUIET = 60.0  # seconds without a malformed message that end an episode
 LAG = "kafka_consumer_lag"
 
 
+_ASSIGNORS: dict[str, Any] = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
+                              "sticky": StickyPartitionAssignor}
+
+
 class SignalTopics(ComponentConfig):
     topic: str | None = None
     topics: list[str] | None = None
@@ -112,10 +116,12 @@ class ErrorBackoffConfig(ComponentConfig):
 
 class MessageMarkingConfig(ComponentConfig):
     """otelcol's `message_marking`; edgeagent marks a message only once its data is durable and
-    skips (marks) a message that does not decode, which is `after: true, on_error: true`."""
+    skips (marks) a message that does not decode, which is `after: true, on_error: true,
+    on_permanent_error: true`."""
 
     after: bool = True
     on_error: bool = True
+    on_permanent_error: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> MessageMarkingConfig:
@@ -125,6 +131,9 @@ class MessageMarkingConfig(ComponentConfig):
         if not self.on_error:
             raise ValueError("on_error: false is not supported: a message that cannot be decoded is counted, logged "
                              "and skipped; one the pipeline refuses is retried, never skipped")
+        if not self.on_permanent_error:
+            raise ValueError("on_permanent_error: false is not supported: a message that cannot be decoded (a "
+                             "permanent error) is counted, logged and skipped, not left to block its partition")
         return self
 
 
@@ -150,12 +159,23 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     max_fetch_wait: Duration = 0.25
     max_partition_fetch_size: int = Field(1048576, gt=0)
     group_rebalance_strategy: Literal["range", "roundrobin", "sticky"] = "range"
+    # otelcol's newer list, in order of preference (the group takes the first every member offers)
+    group_rebalance_strategies: list[str] = Field(default_factory=list)
+    group_instance_id: str = ""  # static group membership: a restart within session_timeout keeps the partitions
 
 
     @model_validator(mode="after")
     def _check(self) -> KafkaReceiverConfig:
         if not self.group_id:
             raise ValueError("group_id must not be empty")
+        if self.group_rebalance_strategies and "group_rebalance_strategy" in self.model_fields_set:
+            raise ValueError("group_rebalance_strategy and group_rebalance_strategies are mutually exclusive "
+                             "(as in otelcol); keep group_rebalance_strategies")
+        for strategy in self.group_rebalance_strategies:
+            if strategy not in _ASSIGNORS:
+                raise ValueError(f"group_rebalance_strategies: {strategy!r} is not supported: the Kafka client "
+                                 f"(aiokafka) offers {', '.join(_ASSIGNORS)}, no cooperative rebalancing and no "
+                                 f"balancer extensions")
         if self.session_timeout <= 0 or not 0 < self.heartbeat_interval < self.session_timeout:
             raise ValueError("heartbeat_interval must be positive and shorter than session_timeout")
         for signal in Signal:
@@ -175,16 +195,19 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
         return [section.topic or self.topic or DEFAULT_TOPICS[signal]]
 
     def consumer_options(self) -> dict[str, Any]:
-        assignor = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
-                    "sticky": StickyPartitionAssignor}[self.group_rebalance_strategy]
+        strategies = self.group_rebalance_strategies or [self.group_rebalance_strategy]
         options = {**self.client_options(), "group_id": self.group_id, "auto_offset_reset": self.initial_offset,
                    "enable_auto_commit": False, "session_timeout_ms": int(self.session_timeout * 1000),
                    "heartbeat_interval_ms": int(self.heartbeat_interval * 1000),
                    "fetch_min_bytes": self.min_fetch_size, "fetch_max_wait_ms": int(self.max_fetch_wait * 1000),
                    "max_partition_fetch_bytes": self.max_partition_fetch_size,
-                   "partition_assignment_strategy": (assignor,)}
+                   "partition_assignment_strategy": tuple(_ASSIGNORS[name] for name in strategies)}
         if self.max_fetch_size:
             options["fetch_max_bytes"] = self.max_fetch_size
+        if self.group_instance_id:
+            options["group_instance_id"] = self.group_instance_id
+        if self.rack_id:
+            options["client_rack"] = self.rack_id
         return options
 
 

@@ -104,11 +104,13 @@ class HttpServer:
         success = {content_type: codec.encode_response(signal.response_class(), content_type)
                    for content_type in (codec.PROTOBUF, codec.JSON)}
         authenticator = auth.resolve(self.host, self.config.auth)
+        request_params = self.config.auth.request_params if self.config.auth is not None else []
 
         async def handle(request: web.Request) -> web.StreamResponse:
             answer_by = _answer_by(self.config.write_timeout)
             content_type = request.content_type
-            if authenticator is not None and not authenticator.authenticate(request.headers):
+            if authenticator is not None and not authenticator.authenticate(
+                    confighttp.auth_sources(request, request_params)):
                 return error_response(UnauthenticatedError(), content_type, signal)
             if content_type not in (codec.PROTOBUF, codec.JSON):
                 return web.Response(status=415, text=f"unsupported content type {content_type!r}; "

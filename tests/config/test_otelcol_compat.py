@@ -223,3 +223,18 @@ def test_version_flag_and_help_for_every_command():
     for command in ("run", "validate", "print-config", "components", "version"):
         shown = run_cli(command, "--help")
         assert shown.returncode == 0 and len(shown.stdout.splitlines()) > 2, command
+
+
+# ---- headers as otelcol's list of {name, value} (configopaque.MapList) ----------------------------------
+@pytest.mark.parametrize("exporter, endpoint", [("otlp_http", "http://collector:4318"),
+                                                ("otlp_grpc", "collector:4317")])
+def test_exporter_headers_may_be_a_list_of_name_value_pairs(exporter, endpoint):
+    text = _config(f"  {exporter}:\n    endpoint: {endpoint}\n    headers:\n      - name: X-Tenant\n"
+                   f"        value: acme\n      - name: X-Region\n        value: eu\n", exporter)
+    assert load_text(text, environ={}).exporters[exporter].config.headers == {"X-Tenant": "acme", "X-Region": "eu"}
+
+
+def test_exporter_headers_listing_a_name_twice_are_refused_as_otelcol_refuses_them():
+    text = _config("  otlp_http:\n    endpoint: http://collector:4318\n    headers:\n      - name: X-Tenant\n"
+                   "        value: acme\n      - name: X-Tenant\n        value: other\n", "otlp_http")
+    assert any("duplicate keys in map-style list: ['X-Tenant']" in message for _, message in _errors(text))

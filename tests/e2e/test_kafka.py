@@ -111,6 +111,43 @@ def test_every_signal_crosses_kafka_into_a_hub(agents, upstream, kafka, tmp_path
     assert hub.terminate() == 0 and edge.terminate() == 0
 
 
+def test_otelcols_client_keys_reach_a_real_broker_and_spans_still_cross(agents, upstream, kafka, tmp_path):
+    # conn_idle_timeout, metadata, rack_id, producer::linger on the edge; group_instance_id (static
+    # membership) and rack_id on the hub
+    client = {"conn_idle_timeout": "2m", "metadata": {"refresh_interval": "1m", "retry": {"backoff": "100ms"}},
+              "rack_id": "rack-a"}
+    _topics(kafka)
+    edge = _edge(agents, tmp_path, kafka, producer={"linger": "20ms"}, **client)
+    hub = _hub(agents, tmp_path, kafka, upstream, group_instance_id="hub-0", **client)
+    sent = send_spans("grpc", edge.grpc_port, 500, service="via-kafka", batch=100, must_deliver=True)
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="every span upstream")
+    assert hub.terminate() == 0 and edge.terminate() == 0
+
+
+def test_record_headers_and_signal_header_are_on_every_record(agents, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 1)
+    edge = _edge(agents, tmp_path, kafka, record_headers=[{"name": "site", "value": "plant-7"}], signal_header=True)
+    sent = send_spans("grpc", edge.grpc_port, 50, batch=50, must_deliver=True)
+    wait_for_spans(kafka, sent, edge, timeout=30)
+    records = kafka.all_records("otlp_spans")
+    assert records and all(list(record.headers) == [("site", b"plant-7"), ("otelcol.signal", b"traces")]
+                           for record in records)
+    assert edge.terminate() == 0
+
+
+def test_record_partitioner_round_robin_spreads_the_messages_over_the_partitions(agents, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 3)
+    edge = _edge(agents, tmp_path, kafka, record_partitioner={"round_robin": {}},
+                 sending_queue={"num_consumers": 1})
+    sent: set[bytes] = set()
+    for _ in range(6):  # six requests, six messages
+        sent |= send_spans("grpc", edge.grpc_port, 10, batch=10, must_deliver=True)
+    wait_for_spans(kafka, sent, edge, timeout=30)
+    partitions = [record.partition for record in kafka.all_records("otlp_spans")]
+    assert set(partitions) == {0, 1, 2}, partitions  # (a produce retried after a stall may add a copy)
+    assert edge.terminate() == 0
+
+
 def test_partition_traces_by_id_puts_each_trace_in_one_message_on_one_partition(agents, kafka, tmp_path):
     kafka.create_topic("otlp_spans", 4)
     edge = _edge(agents, tmp_path, kafka, partition_traces_by_id=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import ssl
+from urllib.parse import quote
 
 import grpc
 import pytest
@@ -51,7 +52,7 @@ def _client_context(ca_file: str, cert: str | None = None, key: str | None = Non
     return context
 
 
-def _post(port: int, context: ssl.SSLContext, token: str | None) -> tuple[int, str]:
+def _post(port: int, context: ssl.SSLContext, token: str | None, query: str = "") -> tuple[int, str]:
     request = ExportTraceServiceRequest()
     request.resource_spans.add().scope_spans.add().spans.add(name="raw", span_id=b"\x01" * 8, trace_id=b"\x02" * 16)
     headers = {"Content-Type": "application/x-protobuf"}
@@ -59,7 +60,7 @@ def _post(port: int, context: ssl.SSLContext, token: str | None) -> tuple[int, s
         headers["Authorization"] = f"Bearer {token}"
     connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
     try:
-        connection.request("POST", "/v1/traces", body=request.SerializeToString(), headers=headers)
+        connection.request("POST", "/v1/traces" + query, body=request.SerializeToString(), headers=headers)
         response = connection.getresponse()
         return response.status, response.read().decode(errors="replace")
     finally:
@@ -110,6 +111,20 @@ def test_wrong_or_missing_token_gets_401_over_http_and_unauthenticated_over_grpc
     assert _post(agent.http_port, context, CLIENT_TOKEN)[0] == 200
     assert _grpc_export(agent.grpc_port, _grpc_credentials(certs), CLIENT_TOKEN) == grpc.StatusCode.OK
     assert agent.metric("otelcol_receiver_accepted_spans") == 1  # refused requests never reached the pipeline
+
+
+def test_request_params_let_a_query_parameter_carry_the_token_in_place_of_the_header(start_agent, certs,
+                                                                                     https_upstream):
+    query = "?Authorization=" + quote(f"Bearer {CLIENT_TOKEN}")
+    agent = start_agent()
+    context = _client_context(certs.ca_file)
+    assert _post(agent.http_port, context, None, query)[0] == 401  # not without request_params
+    agent.terminate()
+    agent = start_agent("--set", "receivers::otlp::protocols::http::auth::request_params=[Authorization]")
+    assert _post(agent.http_port, context, None, query)[0] == 200
+    assert _post(agent.http_port, context, "wrong-token", query)[0] == 200  # the query's value wins, as in otelcol
+    assert _post(agent.http_port, context, CLIENT_TOKEN, "?Authorization=wrong")[0] == 401
+    assert _post(agent.http_port, context, CLIENT_TOKEN, "?other=1")[0] == 200
 
 
 def test_mtls_refuses_a_client_without_certificate_and_serves_one_with_it(start_agent, certs, https_upstream):

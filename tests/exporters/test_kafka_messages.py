@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import struct
 
+import pytest
 import xxhash
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from pydantic import ValidationError
 
 from edgeagent.exporters.kafka import (
     KafkaExporter,
@@ -125,3 +127,40 @@ def test_topic_from_attribute_takes_the_first_resource_that_has_it():
     [(topic, _, _)] = _exporter(topic_from_attribute="kafka.topic", traces={"topic": "spans"}).messages(
         Signal.TRACES, _traces().SerializeToString())
     assert topic == "spans"
+
+
+def test_partition_logs_by_trace_id_writes_one_message_per_trace_and_one_unkeyed_for_records_without():
+    request = ExportLogsServiceRequest()
+    scope_logs = request.resource_logs.add().scope_logs.add()
+    for index, trace in enumerate((1, 2, 1, 0)):
+        scope_logs.log_records.add(trace_id=bytes([trace]) * 16 if trace else b"").body.string_value = f"r{index}"
+    messages = _exporter(partition_logs_by_trace_id=True).messages(Signal.LOGS, request.SerializeToString())
+    by_key = {key: [record.body.string_value for rl in ExportLogsServiceRequest.FromString(value).resource_logs
+                    for sl in rl.scope_logs for record in sl.log_records] for _, key, value in messages}
+    assert by_key == {(bytes([1]) * 16).hex().encode(): ["r0", "r2"], (bytes([2]) * 16).hex().encode(): ["r1"],
+                      None: ["r3"]}
+
+
+def test_partition_logs_by_trace_id_and_by_resource_attributes_are_exclusive():
+    with pytest.raises(ValidationError, match="mutually exclusive"):
+        KafkaExporterConfig(partition_logs_by_trace_id=True, partition_logs_by_resource_attributes=True)
+
+
+def test_record_partitioner_picks_the_partitioner():
+    from aiokafka.partitioner import murmur2
+    key = b"0af7651916cd43dd8448eb211c80319c"
+    default = KafkaExporterConfig().record_partitioner.partitioner()
+    assert default(key, list(range(8)), list(range(8))) == sarama_partition(key, list(range(8)), [])
+    murmur = KafkaExporterConfig(record_partitioner={"sticky_key": {"hasher": "murmur2"}}).record_partitioner
+    assert murmur.partitioner()(key, list(range(8)), []) == (murmur2(key) & 0x7FFFFFFF) % 8
+    turns = KafkaExporterConfig(record_partitioner={"round_robin": None}).record_partitioner.partitioner()
+    assert [turns(key, [0, 1, 2], [0, 1, 2]) for _ in range(6)] == [1, 2, 0, 1, 2, 0]  # the key is ignored
+
+
+@pytest.mark.parametrize("partitioner, message", [
+    ({"sticky_key": {}, "round_robin": {}}, "only one of"),
+    ({"sticky_key": {"hasher": "fnv"}}, "sarama_compat"),
+])
+def test_a_record_partitioner_otelcol_refuses_is_refused(partitioner, message):
+    with pytest.raises(ValidationError, match=message):
+        KafkaExporterConfig(record_partitioner=partitioner)

@@ -42,7 +42,7 @@ def _into_otelcol(agents, otelcol, upstream, tmp_path, exporter: str, settings) 
     assert accepted == [SPANS, POINTS, LOGS]
 
 
-@pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "deflate", "zlib", "snappy", "lz4"])
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd", "deflate", "zlib", "snappy", "x-snappy-framed", "lz4"])
 def test_edgeagent_otlphttp_exporter_reaches_otelcol_once_per_item(agents, otelcol, upstream, tmp_path, compression):
     _into_otelcol(agents, otelcol, upstream, tmp_path, "otlphttp",
                   lambda ports: http_exporter(f"http://127.0.0.1:{ports.http}", compression=compression))
@@ -53,3 +53,12 @@ def test_edgeagent_otlphttp_exporter_reaches_otelcol_once_per_item(agents, otelc
 def test_edgeagent_otlp_exporter_reaches_otelcol_once_per_item(agents, otelcol, upstream, tmp_path, compression):
     _into_otelcol(agents, otelcol, upstream, tmp_path, "otlp",
                   lambda ports: grpc_exporter(f"127.0.0.1:{ports.grpc}", compression=compression))
+
+
+# otlphttp's `encoding: json`: otelcol's receiver takes OTLP/JSON bodies and answers in JSON
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_edgeagent_otlphttp_json_encoding_reaches_otelcol_once_per_item(agents, otelcol, upstream, tmp_path,
+                                                                        compression):
+    _into_otelcol(agents, otelcol, upstream, tmp_path, "otlphttp",
+                  lambda ports: http_exporter(f"http://127.0.0.1:{ports.http}", compression=compression,
+                                              encoding="json"))

@@ -1,0 +1,203 @@
+"""The HTTP client of otelcol's confighttp ClientConfig, as aiohttp makes it: the connection pool
+(`keepalive`, `max_conns_per_host`), `proxy_url`, `cookies`, `compression_params`, client
+`middlewares` and the HTTP/2 keys. The otlp_http exporter's config mixes these keys in.
+
+Connections (Go's http.Transport, which otelcol configures):
+- `max_conns_per_host` is aiohttp's `limit_per_host`: at most that many connections to a host,
+  busy or idle (0: no limit). Both open a new connection only when no idle one is there.
+- `keepalive` (`{enabled: false}` turns keep-alives off: a connection per request, aiohttp's
+  `force_close`): `idle_conn_timeout` closes a connection idle that long (0: never);
+  `max_idle_conns` (0: no limit) and `max_idle_conns_per_host` (0: Go's default, 2) cap the idle
+  connections kept, closing one released beyond the per-host cap and the oldest beyond the total,
+  as Go does. Unset, edgeagent keeps its own pool: idle connections closed after 15 s (aiohttp's
+  default; otelcol's is 90 s) and not capped (otelcol's defaults are 100 in all, 2 per host, which
+  makes a queue with 10 consumers reconnect after every burst).
+- `proxy_url` (http:// or https://, credentials in it sent as Proxy-Authorization): HTTPS goes
+  through a CONNECT tunnel, HTTP as an absolute-form request, as Go. Without it, as Go's
+  ProxyFromEnvironment, HTTPS_PROXY / HTTP_PROXY (either case) are used unless NO_PROXY matches
+  the host or the host is localhost or a loopback address. SOCKS proxies are refused: aiohttp
+  speaks to HTTP proxies only.
+- `cookies` (present: a cookie jar, as Go's net/http/cookiejar, IP-address hosts included);
+  absent, no cookie is kept or sent back, as in otelcol.
+
+edgeagent speaks HTTP/1.1 only. `force_attempt_http2` is accepted: otelcol only uses HTTP/2 over
+https:// with a server offering it, and the data sent is the same. `http2_read_idle_timeout` is
+otelcol's ping health check of HTTP/2 connections: with only http:// endpoints it has no effect
+there either (Go speaks no cleartext HTTP/2) and is accepted with a warning; with an https://
+endpoint otelcol would use HTTP/2 and ping, which edgeagent cannot, so it is refused.
+`http2_ping_timeout` only matters with it, as in otelcol.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.request
+from collections import deque
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from pydantic import Field, field_validator, model_validator
+
+from edgeagent.component import ComponentConfig
+from edgeagent.config.types import Duration
+from edgeagent.middleware import MiddlewareConfig, check_client_middlewares
+
+_GO_IDLE_PER_HOST = 2  # net/http.DefaultMaxIdleConnsPerHost
+_AIOHTTP_KEEPALIVE = 15.0
+
+
+class KeepaliveClientConfig(ComponentConfig):
+    """confighttp's client `keepalive`; None keeps edgeagent's pool (see the module note)."""
+    idle_conn_timeout: Duration | None = Field(None, ge=0)
+    max_idle_conns: int | None = Field(None, ge=0)
+    max_idle_conns_per_host: int | None = Field(None, ge=0)
+
+
+class CookiesConfig(ComponentConfig):
+    """confighttp's `cookies`: present turns the cookie jar on; it has no keys of its own."""
+
+
+class CompressionParams(ComponentConfig):
+    level: int = 0  # 0: the default level
+
+
+def _optional_block(value: Any) -> Any:
+    """configoptional: `key:` alone keeps the defaults; `enabled: false` turns the block off."""
+    if value is None:
+        return {}
+    if isinstance(value, dict) and "enabled" in value:
+        value = dict(value)
+        if not value.pop("enabled"):
+            return None
+    return value
+
+
+class HttpClientConfig(ComponentConfig):
+    """The confighttp ClientConfig keys beyond endpoint, headers, timeout, tls, auth and buffers."""
+
+    proxy_url: str = ""
+    max_conns_per_host: int = Field(0, ge=0)
+    keepalive: KeepaliveClientConfig | None = Field(default_factory=KeepaliveClientConfig)
+    cookies: CookiesConfig | None = Field(None, validate_default=False)  # unset: no jar; `cookies:` alone: a jar
+    compression_params: CompressionParams = Field(default_factory=CompressionParams)
+    middlewares: list[MiddlewareConfig] = Field(default_factory=list)
+    force_attempt_http2: bool = True
+    http2_read_idle_timeout: Duration = Field(0.0, ge=0)
+    http2_ping_timeout: Duration = Field(0.0, ge=0)
+
+    _check_middlewares = field_validator("middlewares")(lambda cls, v: check_client_middlewares(v, "an HTTP"))
+    _keepalive_switch = field_validator("keepalive", mode="before")(lambda cls, v: _optional_block(v))
+    _cookies_switch = field_validator("cookies", mode="before")(lambda cls, v: _optional_block(v))
+
+    @field_validator("proxy_url")
+    @classmethod
+    def _proxy(cls, url: str) -> str:
+        if not url:
+            return url
+        parts = urlsplit(url)
+        if parts.scheme in ("socks5", "socks5h"):
+            raise ValueError(f"proxy_url: {parts.scheme}:// proxies are not supported (edgeagent's HTTP client "
+                             f"speaks to HTTP proxies only); use an http:// or https:// proxy")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("proxy_url must be an absolute http:// or https:// URL, e.g. http://proxy:3128")
+        return url
+
+    @model_validator(mode="after")
+    def _http2(self) -> HttpClientConfig:
+        if self.http2_read_idle_timeout > 0 and any(url.startswith("https://") for url in self.client_urls()):
+            raise ValueError("http2_read_idle_timeout: otelcol would speak HTTP/2 to an https:// endpoint and ping "
+                             "idle connections; edgeagent's HTTP client speaks HTTP/1.1 only and cannot; remove "
+                             "the key (keepalive::idle_conn_timeout closes idle connections)")
+        return self
+
+    def client_urls(self) -> list[str]:
+        """The URLs this client sends to (the exporter's endpoints)."""
+        return []
+
+    def client_warnings(self) -> list[str]:
+        if self.http2_read_idle_timeout > 0:
+            return ["http2_read_idle_timeout has no effect, as in otelcol: every endpoint is http://, where no "
+                    "HTTP/2 is spoken"]
+        return []
+
+
+def check_compression_level(encoding: str, level: int) -> None:
+    """configcompression's ValidateParams: zlib's levels for gzip, zlib and deflate (-1 default, -2
+    Huffman only, 1-9), any for zstd, none for the others; 0 is always the default."""
+    if level == 0 or encoding == "zstd":
+        return
+    if encoding in ("gzip", "zlib", "deflate") and (level in (-1, -2) or 1 <= level <= 9):
+        return
+    raise ValueError(f"compression_params::level {level} is not supported for compression {encoding!r}"
+                     + (": use -1 (default), -2 (Huffman only) or 1 to 9" if encoding in ("gzip", "zlib", "deflate")
+                        else f": {encoding!r} takes no level; remove compression_params"))
+
+
+class PoolConnector(aiohttp.TCPConnector):
+    """aiohttp's connector with Go's caps on idle connections, in all and per host."""
+
+    def __init__(self, *, max_idle: int, max_idle_per_host: int, **options: Any):
+        super().__init__(**options)
+        self._max_idle = max_idle
+        self._max_idle_per_host = max_idle_per_host
+
+    def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
+        super()._release(key, protocol, should_close=should_close)
+        idle: deque[tuple[ResponseHandler, float]] | None = self._conns.get(key)
+        if idle and self._max_idle_per_host and len(idle) > self._max_idle_per_host:
+            idle.pop()[0].close()  # Go refuses the connection just released
+        while self._max_idle and sum(len(held) for held in self._conns.values()) > self._max_idle:
+            oldest = min(self._conns, key=lambda k: self._conns[k][0][1])  # Go evicts the least recently used
+            self._conns[oldest].popleft()[0].close()
+            if not self._conns[oldest]:
+                del self._conns[oldest]
+
+
+def connector(config: HttpClientConfig, limit: int, **options: Any) -> aiohttp.TCPConnector:
+    """The connector of an HTTP client with `config`'s pool settings."""
+    keepalive = config.keepalive
+    if keepalive is None:
+        return aiohttp.TCPConnector(limit=limit, limit_per_host=config.max_conns_per_host, force_close=True,
+                                    **options)
+    timeout = _AIOHTTP_KEEPALIVE if keepalive.idle_conn_timeout is None else keepalive.idle_conn_timeout or None
+    if keepalive.max_idle_conns is None and keepalive.max_idle_conns_per_host is None:
+        return aiohttp.TCPConnector(limit=limit, limit_per_host=config.max_conns_per_host,
+                                    keepalive_timeout=timeout, **options)
+    return PoolConnector(limit=limit, limit_per_host=config.max_conns_per_host, keepalive_timeout=timeout,
+                         max_idle=keepalive.max_idle_conns or 0,
+                         max_idle_per_host=keepalive.max_idle_conns_per_host or _GO_IDLE_PER_HOST, **options)
+
+
+def cookie_jar(config: HttpClientConfig) -> aiohttp.abc.AbstractCookieJar:
+    """A jar when `cookies` is set (IP-address hosts too, as Go's), else one that keeps nothing."""
+    return aiohttp.CookieJar(unsafe=True) if config.cookies is not None else aiohttp.DummyCookieJar()
+
+
+class Proxies:
+    """The proxy each request goes through: `proxy_url`, else the environment's as Go reads it."""
+
+    def __init__(self, proxy_url: str):
+        self._fixed = proxy_url or None
+        self._environment = {} if proxy_url else urllib.request.getproxies_environment()
+
+    def for_url(self, url: str) -> str | None:
+        if self._fixed is not None:
+            return self._fixed
+        parts = urlsplit(url)
+        proxy = self._environment.get(parts.scheme)
+        host = parts.hostname or ""
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
+        if not proxy or _loopback(host) or bypass(host, self._environment):
+            return None
+        return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,76 @@
+"""otelcol 0.165 keys edgeagent does not implement are refused naming the key and saying why, not
+as typos; and every key the table lists is one our models indeed refuse."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from edgeagent.config import unsupported
+from edgeagent.config.loader import ConfigError, load_text
+
+BASES = {
+    ("receivers", "kafka"): {}, ("exporters", "kafka"): {},
+    ("exporters", "otlp_http"): {"endpoint": "http://collector:4318"},
+    ("exporters", "otlp_grpc"): {"endpoint": "collector:4317"},
+    ("processors", "filter"): {},
+}
+
+
+def _document(kind: str, type_name: str, settings: dict) -> str:
+    section = {kind: {type_name: settings}}
+    exporters = {"debug": {}} if kind != "exporters" else {}
+    receivers = {"otlp": {"protocols": {"http": {}}}} if kind != "receivers" else {}
+    pipeline = {"receivers": [type_name if kind == "receivers" else "otlp"],
+                "exporters": [type_name if kind == "exporters" else "debug"]}
+    if kind == "processors":
+        pipeline["processors"] = [type_name]
+    document = {"receivers": receivers, "exporters": exporters, **section,
+                "service": {"pipelines": {"traces": pipeline}}}
+    for key in ("receivers", "exporters"):
+        document[key] = {**document.get(key, {}), **section.get(key, {})}
+    return yaml.safe_dump(document)
+
+
+def _nested(path: str) -> dict:
+    node: object = "x"
+    for part in reversed(path.split("::")):
+        node = {part: node}
+    assert isinstance(node, dict)
+    return node
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
+
+
+def _errors(text: str) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as caught:
+        load_text(text, environ={})
+    return caught.value.errors
+
+
+@pytest.mark.parametrize("component, path", [(component, path) for component, paths in unsupported._KEYS.items()
+                                             for path in paths])
+def test_every_listed_key_is_refused_as_an_otelcol_key_edgeagent_does_not_implement(component, path):
+    kind, type_name = component
+    errors = _errors(_document(kind, type_name, _merge(BASES[component], _nested(path))))
+    assert any("is an otelcol 0.165 key, but" in message and path.split("::")[0] in where + message
+               for where, message in errors), errors
+
+
+def test_the_reason_is_given_and_a_typo_stays_a_typo():
+    settings = {"endpoint": "http://c:4318", "dialer_middleware": {"id": "x"}}
+    errors = _errors(_document("exporters", "otlp_http", settings))
+    assert any("pkg.configmiddleware.CustomTCPRouting" in message for _, message in errors), errors
+    errors = _errors(_document("exporters", "otlp_http", {"endpoint": "http://c:4318", "endpiont": "x"}))
+    assert any("unknown key 'endpiont'" in message for _, message in errors), errors
+
+
+def test_an_unknown_key_in_a_tail_sampling_policy_is_said_to_be_an_extension_policy():
+    settings = {"policies": [{"name": "p", "type": "always_sample", "my_extension": {"a": 1}}]}
+    errors = _errors(_document("processors", "tail_sampling", settings))
+    assert any("policy extension" in message and "my_extension" in message for _, message in errors), errors

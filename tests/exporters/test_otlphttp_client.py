@@ -1,0 +1,215 @@
+"""otlphttp's confighttp client keys (otelcol's names): proxy_url and the environment's proxies,
+the connection pool (keepalive, max_conns_per_host), cookies, compression_params, middlewares
+and the HTTP/2 keys; against real servers and a real proxy on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import ssl
+import zlib
+
+import pytest
+from aiohttp import web
+from pydantic import ValidationError
+
+from edgeagent.exporters.encoding import compress
+from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
+from edgeagent.signals import Signal
+from tests.helpers.certs import make_certs
+from tests.helpers.http_proxy import HttpProxy
+from tests.helpers.net import free_port
+from tests.helpers.upstream import Upstream
+
+
+@pytest.fixture
+def upstream():
+    server = Upstream(free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def proxy():
+    server = HttpProxy(free_port()).start()
+    yield server
+    server.stop()
+
+
+async def _send(config: OtlpHttpConfig, times: int = 1) -> None:
+    exporter = OtlpHttpExporter("otlphttp", config)
+    await exporter.start()
+    try:
+        for _ in range(times):
+            await exporter.send(Signal.TRACES, b"")
+    finally:
+        await exporter.shutdown()
+
+
+def test_proxy_url_carries_the_requests_and_its_credentials_as_proxy_authorization(upstream, proxy):
+    proxy_url = f"http://edge:s3cret@127.0.0.1:{proxy.port}"
+    asyncio.run(_send(OtlpHttpConfig(endpoint=f"http://collector.test:{upstream.port}", proxy_url=proxy_url)))
+    assert len(upstream.received("traces")) == 1  # collector.test is reachable through the proxy only
+    assert proxy.requests[0].line == f"POST http://collector.test:{upstream.port}/v1/traces HTTP/1.1"
+    assert proxy.requests[0].proxy_authorization == "Basic " + base64.b64encode(b"edge:s3cret").decode()
+    assert "proxy-authorization" not in {name.lower() for name in upstream.received("traces")[0].headers}
+
+
+def test_https_goes_through_a_connect_tunnel(proxy, tmp_path):
+    certs = make_certs(str(tmp_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    server = Upstream(free_port(), ssl_context=context).start()
+    try:  # the certificate names localhost
+        config = OtlpHttpConfig(endpoint=f"https://collector.test:{server.port}", proxy_url=proxy.url,
+                                tls={"ca_file": certs.ca_file, "server_name_override": "localhost"})
+        asyncio.run(_send(config))
+        assert len(server.received("traces")) == 1
+        assert proxy.requests[0].line == f"CONNECT collector.test:{server.port} HTTP/1.1"
+    finally:
+        server.stop()
+
+
+def test_the_environments_proxy_is_used_unless_no_proxy_or_loopback(upstream, proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    asyncio.run(_send(OtlpHttpConfig(endpoint=f"http://collector.test:{upstream.port}")))
+    assert len(proxy.requests) == 1 and len(upstream.received("traces")) == 1
+    asyncio.run(_send(OtlpHttpConfig(endpoint=upstream.url)))  # a loopback address: never proxied, as Go
+    assert len(proxy.requests) == 1 and len(upstream.received("traces")) == 2
+    monkeypatch.setenv("NO_PROXY", "collector.test")
+    with pytest.raises(Exception, match="unreachable"):  # not proxied, and collector.test resolves nowhere
+        asyncio.run(_send(OtlpHttpConfig(endpoint=f"http://collector.test:{upstream.port}", timeout="2s")))
+    assert len(proxy.requests) == 1
+
+
+@pytest.mark.parametrize("proxy_url, message", [("socks5://127.0.0.1:1080", "HTTP proxies only"),
+                                                 ("proxy:3128", "absolute http:// or https:// URL")])
+def test_a_proxy_edgeagent_cannot_use_is_refused(proxy_url, message):
+    with pytest.raises(ValidationError, match=message):
+        OtlpHttpConfig(endpoint="http://collector:4318", proxy_url=proxy_url)
+
+
+class _Recorder:
+    """A server that counts the connections requests arrive on, and answers after `delay`."""
+
+    def __init__(self, delay: float = 0.0, cookie: str | None = None):
+        self.delay, self.cookie = delay, cookie
+        self.connections: set[tuple] = set()
+        self.cookies: list[str | None] = []
+        self.busy = self.most_busy = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.connections.add(request.transport.get_extra_info("peername") if request.transport else None)
+        self.cookies.append(request.headers.get("Cookie"))
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        await asyncio.sleep(self.delay)
+        self.busy -= 1
+        response = web.Response()
+        if self.cookie:
+            response.set_cookie("session", self.cookie)
+        return response
+
+
+async def _against(recorder: _Recorder, settings: dict, concurrent: int, rounds: int = 1,
+                   pause: float = 0.0) -> OtlpHttpExporter:
+    """`rounds` of `concurrent` sends to the recorder; the exporter (shut down) to inspect."""
+    app = web.Application()
+    app.router.add_post("/v1/traces", recorder.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}", **settings))
+    await exporter.start()
+    try:
+        for _ in range(rounds):
+            await asyncio.gather(*(exporter.send(Signal.TRACES, b"") for _ in range(concurrent)))
+            await asyncio.sleep(pause)
+        exporter.idle_after = sum(len(held) for held in exporter._session.connector._conns.values())
+    finally:
+        await exporter.shutdown()
+        await runner.cleanup()
+    return exporter
+
+
+def test_keepalive_disabled_opens_a_connection_per_request():
+    recorder = _Recorder()
+    asyncio.run(_against(recorder, {"keepalive": {"enabled": False}}, concurrent=1, rounds=3))
+    assert len(recorder.connections) == 3
+    recorder = _Recorder()
+    asyncio.run(_against(recorder, {}, concurrent=1, rounds=3))
+    assert len(recorder.connections) == 1
+
+
+def test_max_conns_per_host_bounds_the_requests_in_flight():
+    recorder = _Recorder(delay=0.1)
+    asyncio.run(_against(recorder, {"max_conns_per_host": 2}, concurrent=6))
+    assert recorder.most_busy == 2 and len(recorder.connections) == 2
+
+
+def test_max_idle_conns_per_host_closes_the_connections_beyond_it():
+    recorder = _Recorder(delay=0.1)
+    exporter = asyncio.run(_against(recorder, {"keepalive": {"max_idle_conns_per_host": 1}}, concurrent=4, rounds=2))
+    assert exporter.idle_after == 1
+    assert len(recorder.connections) == 7  # 4, then the one kept and 3 new ones
+    exporter = asyncio.run(_against(_Recorder(delay=0.1), {"keepalive": {"max_idle_conns": 3}}, concurrent=4))
+    assert exporter.idle_after == 2  # max_idle_conns_per_host unset: Go's 2 per host
+
+
+def test_idle_conn_timeout_closes_an_idle_connection():
+    recorder = _Recorder()
+    asyncio.run(_against(recorder, {"keepalive": {"idle_conn_timeout": "100ms"}}, concurrent=1, rounds=2, pause=1.5))
+    assert len(recorder.connections) == 2
+    recorder = _Recorder()
+    asyncio.run(_against(recorder, {"keepalive": {"idle_conn_timeout": "10s"}}, concurrent=1, rounds=2, pause=1.5))
+    assert len(recorder.connections) == 1
+
+
+def test_cookies_are_kept_and_sent_back_only_with_cookies_set():
+    recorder = _Recorder(cookie="abc")
+    asyncio.run(_against(recorder, {}, concurrent=1, rounds=2))
+    assert recorder.cookies == [None, None]
+    recorder = _Recorder(cookie="abc")
+    asyncio.run(_against(recorder, {"cookies": {}}, concurrent=1, rounds=2))
+    assert recorder.cookies == [None, "session=abc"]
+
+
+@pytest.mark.parametrize("encoding, level", [("gzip", 9), ("gzip", -1), ("gzip", -2), ("zlib", 5),
+                                             ("deflate", 1), ("zstd", 19), ("zstd", -5)])
+def test_compression_params_level_gives_a_body_the_upstream_reads(upstream, encoding, level):
+    asyncio.run(_send(OtlpHttpConfig(endpoint=upstream.url, compression=encoding,
+                                     compression_params={"level": level})))
+    assert len(upstream.received("traces")) == 1
+
+
+def test_compression_levels_are_zlibs():
+    words = [b"checkout", b"cart", b"payment", b"GET", b"POST", b"200", b"503", b"user", b"span", b"trace"]
+    body = b" ".join(words[(i * 7919) % 97 % len(words)] + b"%d" % (i * 31337 % 1000) for i in range(5000))
+    assert gzip.decompress(compress("gzip", body, 9)) == body
+    assert len(compress("gzip", body, 9)) < len(compress("gzip", body, 1)) < len(compress("gzip", body, -2))
+    assert zlib.decompress(compress("zlib", body, -1)) == body
+
+
+@pytest.mark.parametrize("encoding, level, message", [("gzip", 10, "use -1"), ("gzip", -3, "use -1"),
+                                                      ("snappy", 3, "takes no level"), ("lz4", 1, "takes no level"),
+                                                      ("none", 5, "without compression")])
+def test_a_level_otelcol_refuses_is_refused(encoding, level, message):
+    with pytest.raises(ValidationError, match=message):
+        OtlpHttpConfig(endpoint="http://collector:4318", compression=encoding, compression_params={"level": level})
+
+
+def test_client_middlewares_only_empty():
+    assert OtlpHttpConfig(endpoint="http://collector:4318", middlewares=[]).middlewares == []
+    with pytest.raises(ValidationError, match="no extension can be an HTTP client middleware"):
+        OtlpHttpConfig(endpoint="http://collector:4318", middlewares=[{"id": "headers_setter"}])
+
+
+def test_http2_keys_are_accepted_where_otelcol_speaks_http1_too_and_refused_where_it_would_ping():
+    plain = OtlpHttpConfig(endpoint="http://collector:4318", http2_read_idle_timeout="10s",
+                           http2_ping_timeout="5s", force_attempt_http2=False)
+    assert any("http2_read_idle_timeout has no effect" in warning for warning in plain.config_warnings())
+    assert not OtlpHttpConfig(endpoint="https://collector:4318", force_attempt_http2=True).config_warnings()
+    with pytest.raises(ValidationError, match="speaks HTTP/1.1 only"):
+        OtlpHttpConfig(endpoint="https://collector:4318", http2_read_idle_timeout="10s")

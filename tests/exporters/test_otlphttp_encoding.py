@@ -1,0 +1,77 @@
+"""otlphttp's `encoding` (otelcol's otlphttp key): OTLP/JSON bodies as `application/json` with hex
+ids and integer enums, and the upstream's JSON partial success read, against a server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
+from edgeagent.signals import Signal
+from tests.helpers.net import free_port
+
+TRACE_ID, SPAN_ID = bytes(range(1, 17)), bytes(range(1, 9))
+
+
+def _request() -> bytes:
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = TRACE_ID, SPAN_ID, "checkout"
+    span.kind = trace_pb2.Span.SPAN_KIND_SERVER
+    return request.SerializeToString()
+
+
+async def _exchange(config: dict, answer: web.Response) -> tuple[web.Request, bytes, object]:
+    """Send one traces request with `config` to a server answering `answer`; what it received, and the result."""
+    seen: list[tuple[web.Request, bytes]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((request, await request.read()))
+        return answer
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}", **config))
+    await exporter.start()
+    try:
+        result = await exporter.send(Signal.TRACES, _request())
+    finally:
+        await exporter.shutdown()
+        await runner.cleanup()
+    return seen[0][0], seen[0][1], result
+
+
+def test_json_encoding_sends_otlp_json_with_hex_ids_and_integer_enums():
+    request, body, _ = asyncio.run(_exchange({"encoding": "json", "compression": "gzip"}, web.Response()))
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Content-Encoding"] == "gzip"
+    document = json.loads(body)  # aiohttp's server has undone the gzip
+    span = document["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert (span["traceId"], span["spanId"]) == (TRACE_ID.hex(), SPAN_ID.hex())
+    assert span["kind"] == 2 and span["name"] == "checkout"
+
+
+def test_proto_encoding_is_the_default():
+    request, body, _ = asyncio.run(_exchange({"compression": "none"}, web.Response()))
+    assert request.headers["Content-Type"] == "application/x-protobuf"
+    assert body == _request()
+
+
+def test_a_json_partial_success_counts_the_rejected_spans():
+    answer = web.json_response({"partialSuccess": {"rejectedSpans": "1", "errorMessage": "span too old"}})
+    _, _, result = asyncio.run(_exchange({"encoding": "json"}, answer))
+    assert (result.rejected, result.message) == (1, "span too old")
+
+
+def test_an_unknown_encoding_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="'proto' or 'json'"):
+        OtlpHttpConfig(endpoint="http://collector:4318", encoding="protobuf")

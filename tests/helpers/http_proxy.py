@@ -1,0 +1,94 @@
+"""A small real HTTP proxy on loopback: absolute-form requests (`POST http://host:port/path`) are
+forwarded, `CONNECT host:port` is tunnelled. Every host it is asked for is reached at 127.0.0.1
+(the port kept), so a test can name an upstream `collector.test` that only the proxy can reach.
+It records each request line and its Proxy-Authorization header."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ProxyRequest:
+    line: str  # "POST http://collector.test:4318/v1/traces HTTP/1.1" or "CONNECT collector.test:443 HTTP/1.1"
+    proxy_authorization: str | None
+
+
+@dataclass
+class HttpProxy:
+    port: int
+    requests: list[ProxyRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.AbstractServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> HttpProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one request of the client connection; False when the connection is done."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, _, value in
+                   (header.partition(":") for header in header_lines if header)}
+        self.requests.append(ProxyRequest(line, headers.get("proxy-authorization")))
+        method, target, _ = line.split(" ", 2)
+        if method == "CONNECT":
+            port = int(target.rpartition(":")[2])
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+            return False
+        authority, _, path = target.removeprefix("http://").partition("/")
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", int(authority.rpartition(":")[2]))
+        dropped = ("proxy-", "connection:")
+        kept = [header for header in header_lines if header and not header.lower().startswith(dropped)]
+        upstream_writer.write(f"{method} /{path} HTTP/1.1\r\n".encode() + "\r\n".join(kept).encode()
+                              + b"\r\nConnection: close\r\n\r\n" + body)
+        answer = await upstream_reader.read()  # the whole answer: the upstream closes after it
+        upstream_writer.close()
+        writer.write(answer)
+        await writer.drain()
+        return False  # the answer's length is the upstream's business: end the client connection with it
+
+
+async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(65536):
+            target.write(data)
+            await target.drain()
+    except ConnectionError:
+        pass
+    finally:
+        target.close()
