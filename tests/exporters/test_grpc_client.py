@@ -190,6 +190,7 @@ def test_a_hostile_upstream_gives_a_clear_error_the_sender_can_act_on(mode, erro
     asyncio.run(scenario())
 
 
+@pytest.mark.e2e  # takes seconds: waits for a late server
 def test_a_refused_connection_fails_fast_and_wait_for_ready_waits_for_the_server():
     port = _unused_port()
 

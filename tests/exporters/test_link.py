@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from edgeagent.configretry import RetryConfig
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.link import OFFLINE_AFTER, Link
@@ -96,6 +98,7 @@ async def _listen(port: int) -> asyncio.Server:
     return await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", port)
 
 
+@pytest.mark.e2e  # takes seconds: waits out real backoffs
 def test_an_upstream_that_accepts_connections_again_cuts_the_offline_backoff_short():
     async def scenario() -> None:
         port = free_port()
@@ -117,6 +120,7 @@ def test_an_upstream_that_accepts_connections_again_cuts_the_offline_backoff_sho
     asyncio.run(scenario())
 
 
+@pytest.mark.e2e  # takes seconds: counts attempts over seconds
 def test_a_host_that_accepts_connections_but_fails_requests_is_tried_at_the_backoff_rate():
     async def scenario() -> None:
         port = free_port()

@@ -158,6 +158,7 @@ def test_max_idle_conns_per_host_closes_the_connections_beyond_it():
     assert exporter.idle_after == 2  # max_idle_conns_per_host unset: Go's 2 per host
 
 
+@pytest.mark.e2e  # takes seconds: waits out an idle timeout
 def test_idle_conn_timeout_closes_an_idle_connection():
     recorder = _Recorder()
     asyncio.run(_against(recorder, {"keepalive": {"idle_conn_timeout": "100ms"}}, concurrent=1, rounds=2, pause=1.5))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 
@@ -33,6 +35,7 @@ def _open_cpu_seconds(directory: str) -> float:
     return spent
 
 
+@pytest.mark.e2e  # takes seconds: fills 200,000 records
 def test_opening_a_large_backlog_does_not_walk_every_record(tmp_path):
     empty, full = str(tmp_path / "empty"), str(tmp_path / "full")
     asyncio.run(_fill(full))

@@ -272,6 +272,7 @@ def _until_closed(client: H2Client, seconds: float, answer: bool) -> tuple[list[
     return seen, False
 
 
+@pytest.mark.e2e  # takes seconds: waits out keepalive timers
 @pytest.mark.parametrize("answers", [True, False])
 def test_a_silent_peer_is_pinged_and_dropped_only_if_it_never_answers(answers):
     server = Served(Limits(max_message_bytes=1 << 20, ping_after=0.3, ping_timeout=0.5))
@@ -283,6 +284,7 @@ def test_a_silent_peer_is_pinged_and_dropped_only_if_it_never_answers(answers):
         server.close()
 
 
+@pytest.mark.e2e  # takes seconds: waits out ping intervals
 @pytest.mark.parametrize("permitted", [False, True])
 def test_pings_without_calls_are_strikes_unless_permitted(permitted):
     server = Served(Limits(max_message_bytes=1 << 20, min_ping_interval=0.0, pings_without_calls=permitted))
