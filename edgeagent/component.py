@@ -27,6 +27,18 @@ class ComponentConfig(BaseModel):
         return []
 
 
+def optional_block(value: Any) -> Any:
+    """otelcol's configoptional, for a `mode="before"` validator: `key:` alone keeps the block's
+    defaults; `enabled: false` turns the block off (None)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict) and "enabled" in value:
+        value = dict(value)
+        if not value.pop("enabled"):
+            return None
+    return value
+
+
 class ConnectorConfig(ComponentConfig):
     """Base for connector configs: a connector names the pipelines it sends to."""
 

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from edgeagent import netaddr
 from edgeagent.auth import AuthConfig
-from edgeagent.component import ComponentConfig
+from edgeagent.component import ComponentConfig, optional_block
 from edgeagent.config.types import Duration
 from edgeagent.cors import Cors, CorsConfig
 from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
@@ -75,13 +75,7 @@ class HttpServerConfig(ComponentConfig):
     @classmethod
     def _keepalive_switch(cls, value: Any) -> Any:
         """`keepalive:` alone keeps the defaults; `enabled: false` leaves idle connections to read_timeout."""
-        if value is None:
-            return {}
-        if isinstance(value, dict) and "enabled" in value:
-            value = dict(value)
-            if not value.pop("enabled"):
-                return None
-        return value
+        return optional_block(value)
 
     @field_validator("response_headers", mode="before")
     @classmethod

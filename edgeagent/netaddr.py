@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pydantic import Field, ValidationInfo
 
 from edgeagent.component import ComponentConfig
-from edgeagent.config.types import Duration, check_endpoint
+from edgeagent.config.types import Duration, check_endpoint, host_and_port
 
 TRANSPORTS: tuple[str, ...] = ("tcp", "tcp4", "tcp6", "unix")
 _REFUSED = {
@@ -99,7 +99,7 @@ async def listen(transport: str, endpoint: str, default_port: int) -> Address:
     the socket bound and listening (a stale socket file replaced). Raises OSError naming why not."""
     if transport == "unix":
         return Address("unix", path=endpoint, sock=_unix_socket(endpoint))
-    host, port = _host_port(endpoint, default_port)
+    host, port = host_and_port(endpoint, default_port)
     if transport == "tcp":
         return Address("tcp", host or "0.0.0.0", port)
     family = socket.AF_INET if transport == "tcp4" else socket.AF_INET6
@@ -125,17 +125,6 @@ def close(address: Address) -> None:
             os.unlink(address.path)
 
 
-def _host_port(endpoint: str, default_port: int) -> tuple[str, int]:
-    """(host as written, port): unlike split_endpoint, an empty host stays empty."""
-    text = endpoint.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":")
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    return host, int(port) if port else default_port
 
 
 def _unix_socket(path: str) -> socket.socket:

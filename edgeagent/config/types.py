@@ -5,11 +5,11 @@ from __future__ import annotations
 # durations are defined in otel, which the sampler library shares; the agent's configs import them here
 from otel.durations import Duration, format_duration, parse_duration
 
-__all__ = ["Duration", "check_endpoint", "format_duration", "parse_duration", "split_endpoint"]
+__all__ = ["Duration", "check_endpoint", "format_duration", "host_and_port", "parse_duration", "split_endpoint"]
 
 
-def split_endpoint(endpoint: str, default_port: int) -> tuple[str, int]:
-    """"host:port", "[::1]:4317" or ":4317" -> (host, port); an empty host means every interface."""
+def host_and_port(endpoint: str, default_port: int) -> tuple[str, int]:
+    """"host:port", "[::1]:4317" or ":4317" -> (host as written, port); ValueError for a port that is no number."""
     text = endpoint.strip()
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -18,12 +18,16 @@ def split_endpoint(endpoint: str, default_port: int) -> tuple[str, int]:
         host, _, port = text.partition(":")
     else:
         host, port = text, ""
-    if host in ("", "0.0.0.0"):
-        host = "0.0.0.0"
     try:
         return host, int(port) if port else default_port
     except ValueError as exc:
         raise ValueError(f"invalid endpoint {endpoint!r}: expected host:port") from exc
+
+
+def split_endpoint(endpoint: str, default_port: int) -> tuple[str, int]:
+    """`host_and_port`, where an empty host means every interface."""
+    host, port = host_and_port(endpoint, default_port)
+    return host or "0.0.0.0", port
 
 
 def check_endpoint(endpoint: str) -> str:

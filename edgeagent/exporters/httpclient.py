@@ -40,7 +40,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from pydantic import Field, field_validator, model_validator
 
-from edgeagent.component import ComponentConfig
+from edgeagent.component import ComponentConfig, optional_block
 from edgeagent.config.types import Duration
 from edgeagent.middleware import MiddlewareConfig, check_client_middlewares
 
@@ -63,17 +63,6 @@ class CompressionParams(ComponentConfig):
     level: int = 0  # 0: the default level
 
 
-def _optional_block(value: Any) -> Any:
-    """configoptional: `key:` alone keeps the defaults; `enabled: false` turns the block off."""
-    if value is None:
-        return {}
-    if isinstance(value, dict) and "enabled" in value:
-        value = dict(value)
-        if not value.pop("enabled"):
-            return None
-    return value
-
-
 class HttpClientConfig(ComponentConfig):
     """The confighttp ClientConfig keys beyond endpoint, headers, timeout, tls, auth and buffers."""
 
@@ -88,8 +77,8 @@ class HttpClientConfig(ComponentConfig):
     http2_ping_timeout: Duration = Field(0.0, ge=0)
 
     _check_middlewares = field_validator("middlewares")(lambda cls, v: check_client_middlewares(v, "an HTTP"))
-    _keepalive_switch = field_validator("keepalive", mode="before")(lambda cls, v: _optional_block(v))
-    _cookies_switch = field_validator("cookies", mode="before")(lambda cls, v: _optional_block(v))
+    _keepalive_switch = field_validator("keepalive", mode="before")(lambda cls, v: optional_block(v))
+    _cookies_switch = field_validator("cookies", mode="before")(lambda cls, v: optional_block(v))
 
     @field_validator("proxy_url")
     @classmethod

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeagent.component import ComponentConfig, Factory, Role
+from edgeagent.component import ComponentConfig, Factory, Role, optional_block
 from edgeagent.config.types import Duration
 from edgeagent.errors import DataRefusedError
 
@@ -84,13 +84,7 @@ class MemoryLimiterConfig(ComponentConfig):
     @field_validator("garbage_collector", mode="before")
     @classmethod
     def _collector_switch(cls, value: Any) -> Any:
-        if value is None:
-            return {}
-        if isinstance(value, dict) and "enabled" in value:
-            value = dict(value)
-            if not value.pop("enabled"):
-                return None
-        return value
+        return optional_block(value)
 
     @model_validator(mode="after")
     def _check_gc_intervals(self) -> MemoryLimiterConfig:
