@@ -1,0 +1,229 @@
+"""HTTP/1.1 on the wire, shared by edgeagent's server and client: header blocks, headers and
+message bodies (RFC 9112), read from an asyncio StreamReader.
+
+Only what a message's framing needs is interpreted here; what the headers mean is the caller's.
+Everything read is bounded: a head by `max_head` bytes, a chunk-size or trailer line by
+MAX_LINE, a body by what the caller asks of `iter_body`. A framing that could be read two ways
+(Content-Length beside Transfer-Encoding, two different lengths) is refused, as smuggling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+
+MAX_HEAD = 64 * 1024  # request or status line and headers; Go allows 1 MiB, aiohttp 8 KiB per line
+MAX_LINE = 8 * 1024  # a chunk-size line or a trailer line
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_READ = 256 * 1024  # the most bytes handed on at once
+
+
+class ProtocolError(Exception):
+    """A message that breaks HTTP/1.1's grammar or edgeagent's limits; `status` is the answer a
+    server gives (400 by default), after which the connection closes."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Headers(Mapping[str, str]):
+    """Header fields in order, looked up case-insensitively; a name given twice holds both values
+    (`getall`), and `[name]` is the first."""
+
+    __slots__ = ("_fields", "_index")
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()):
+        self._fields: list[tuple[str, str]] = []
+        self._index: dict[str, list[str]] = {}
+        for name, value in fields:
+            self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        self._fields.append((name, value))
+        self._index.setdefault(name.lower(), []).append(value)
+
+    def __setitem__(self, name: str, value: str) -> None:
+        """Replaces every field of that name with one."""
+        key = name.lower()
+        if key in self._index:
+            self._fields = [(n, v) for n, v in self._fields if n.lower() != key]
+            del self._index[key]
+        self.add(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        key = name.lower()
+        if self._index.pop(key, None) is None:
+            raise KeyError(name)
+        self._fields = [(n, v) for n, v in self._fields if n.lower() != key]
+
+    def setdefault(self, name: str, value: str) -> str:
+        if name.lower() not in self._index:
+            self.add(name, value)
+        return self._index[name.lower()][0]
+
+    def __getitem__(self, name: str) -> str:
+        return self._index[name.lower()][0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._index
+
+    def getall(self, name: str) -> list[str]:
+        return list(self._index.get(name.lower(), ()))
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]  # every field, repeated names too
+        return list(self._fields)
+
+    def copy(self) -> Headers:
+        return Headers(self._fields)
+
+    def encode(self) -> bytes:
+        """The fields as they go on the wire, each line ending in CRLF."""
+        return "".join(f"{name}: {value}\r\n" for name, value in self._fields).encode("latin-1")
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
+
+
+async def read_head(reader: asyncio.StreamReader, max_head: int = MAX_HEAD) -> bytes | None:
+    """The bytes of the next head up to its blank line, without it; None when the peer closed
+    before a byte of it arrived. Empty lines before a request line are skipped (RFC 9112 2.2)."""
+    while True:
+        try:
+            block = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial.strip():
+                return None
+            raise ProtocolError("the connection closed in the middle of a message head") from None
+        except asyncio.LimitOverrunError:
+            raise ProtocolError(f"the message head exceeds {max_head} bytes", status=431) from None
+        if len(block) > max_head:
+            raise ProtocolError(f"the message head exceeds {max_head} bytes", status=431)
+        block = block.lstrip(b"\r\n")
+        if block:
+            return block[:-4]
+
+
+def parse_head(block: bytes) -> tuple[str, Headers]:
+    """The start line and the header fields of a head read by `read_head`."""
+    lines = block.split(b"\r\n")
+    headers = Headers()
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not _TOKEN.issuperset(name):
+            what = "folded header lines are" if line[:1] in (b" ", b"\t") else f"the header line {line[:60]!r} is"
+            raise ProtocolError(f"{what} not valid HTTP/1.1")
+        stripped = value.strip(b" \t")
+        if b"\r" in stripped or b"\n" in stripped or b"\0" in stripped:
+            raise ProtocolError(f"the value of header {name.decode('latin-1')!r} holds a control character")
+        headers.add(name.decode("latin-1"), stripped.decode("latin-1"))
+    try:
+        start = lines[0].decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError("the start line is not ASCII") from None
+    return start, headers
+
+
+def parse_request_line(line: str) -> tuple[str, str, tuple[int, int]]:
+    """(method, target, version) of a request line."""
+    parts = line.split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1] or not _TOKEN.issuperset(parts[0].encode()):
+        raise ProtocolError(f"invalid request line {line[:80]!r}")
+    return parts[0], parts[1], parse_version(parts[2], status=505)
+
+
+def parse_status_line(line: str) -> tuple[tuple[int, int], int, str]:
+    """(version, status, reason) of a status line."""
+    version, _, rest = line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if len(code) != 3 or not code.isdigit():
+        raise ProtocolError(f"invalid status line {line[:80]!r}")
+    return parse_version(version), int(code), reason
+
+
+def parse_version(text: str, status: int = 400) -> tuple[int, int]:
+    if len(text) != 8 or not text.startswith("HTTP/") or text[6] != "." or not (text[5] + text[7]).isdigit():
+        raise ProtocolError(f"invalid HTTP version {text[:20]!r}")
+    version = int(text[5]), int(text[7])
+    if version[0] != 1:
+        raise ProtocolError(f"HTTP/{version[0]}.{version[1]} is not supported; speak HTTP/1.1", status=status)
+    return version
+
+
+def body_length(headers: Headers, *, request: bool) -> int | None:
+    """How a message's body is framed: its length, -1 for chunked, None for "until the connection
+    closes" (responses only; a request without either has no body)."""
+    lengths = headers.getall("Content-Length")
+    encodings = headers.getall("Transfer-Encoding")
+    if encodings:
+        if lengths:
+            raise ProtocolError("a message with both Content-Length and Transfer-Encoding is refused")
+        codings = [c.strip().lower() for value in encodings for c in value.split(",") if c.strip()]
+        if codings != ["chunked"]:
+            raise ProtocolError(f"Transfer-Encoding {', '.join(encodings)!r} is not supported; use chunked",
+                                status=501)
+        return -1
+    if lengths:
+        values = {v.strip() for value in lengths for v in value.split(",")}
+        if len(values) != 1 or not (value := values.pop()).isdigit() or not value.isascii():
+            raise ProtocolError(f"invalid Content-Length {', '.join(lengths)!r}")
+        return int(value)
+    return 0 if request else None
+
+
+async def iter_body(reader: asyncio.StreamReader, length: int | None) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive, framed as `body_length` said; raises ProtocolError when
+    the peer closes early or breaks the chunked framing. The caller bounds the total."""
+    if length is None:
+        while chunk := await reader.read(_READ):
+            yield chunk
+        return
+    if length >= 0:
+        left = length
+        while left:
+            chunk = await reader.read(min(left, _READ))
+            if not chunk:
+                raise ProtocolError(f"the connection closed {left} bytes short of the body's Content-Length")
+            left -= len(chunk)
+            yield chunk
+        return
+    while True:
+        size = _chunk_size(await _line(reader))
+        if size == 0:
+            break
+        left = size
+        while left:
+            chunk = await reader.read(min(left, _READ))
+            if not chunk:
+                raise ProtocolError("the connection closed in the middle of a chunk")
+            left -= len(chunk)
+            yield chunk
+        if await _line(reader):
+            raise ProtocolError("a chunk is longer than its size says")
+    while await _line(reader):  # trailer fields: read and ignored
+        pass
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        line = await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("the connection closed in the middle of a chunked body") from None
+    except asyncio.LimitOverrunError:
+        raise ProtocolError("a chunked body's line is too long") from None
+    if len(line) > MAX_LINE:
+        raise ProtocolError("a chunked body's line is too long")
+    return line.rstrip(b"\r\n")
+
+
+def _chunk_size(line: bytes) -> int:
+    digits = line.split(b";", 1)[0].strip(b" \t")
+    if not digits or len(digits) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in digits):
+        raise ProtocolError(f"invalid chunk size {line[:40]!r}")
+    return int(digits, 16)
