@@ -49,3 +49,18 @@ def test_the_rendering_passes_promtool():
     result = subprocess.run([promtool, "check", "metrics"], input=_metrics().render(), capture_output=True,
                             timeout=30)
     assert (result.returncode, result.stdout + result.stderr) == (0, b"")
+
+
+def test_label_values_help_text_and_values_are_written_as_prometheus_reads_them():
+    metrics = Metrics()
+    metrics.counter("c", 'Two\nlines \\ here', ("path",)).inc(1, 'a"b\\c\nd')
+    metrics.gauge("g", "G", ("x",), lambda: [(("big",), 1e21), (("mid",), 12345678.5), (("inf",), float("inf")),
+                                             (("nan",), float("nan")), (("small",), 0.25)])
+    metrics.info = {"service.name": "edgeagent", "9lives": "x"}
+    text = metrics.render().decode()
+    assert "# HELP c_total Two\\nlines \\\\ here\n" in text
+    assert 'c_total{path="a\\"b\\\\c\\nd"} 1.0\n' in text
+    for line in ('g{x="big"} 1e+21\n', 'g{x="mid"} 1.23456785e+07\n', 'g{x="inf"} +Inf\n', 'g{x="nan"} NaN\n',
+                 'g{x="small"} 0.25\n'):
+        assert line in text
+    assert 'target_info{_lives="x",service_name="edgeagent"} 1.0\n' in text
