@@ -26,6 +26,7 @@ NOT_ON_THE_DEFAULT_PATH = [
     "edgeagent.processors.tail_sampling", "edgeagent.processors.filter", "edgeagent.processors.attributes",
     "edgeagent.processors.resource", "edgeagent.extensions.bearertokenauth",
     "psutil",  # read on the first scrape of the process metrics, not at start
+    "prometheus_client",  # the metrics text is our own (extensions/metrics.py)
 ]
 # `python -m edgeagent`, writing the names in sys.modules to a file when the process exits
 RUN_AND_LIST_MODULES = ("import atexit, json, runpy, sys\n"
