@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-from importlib import resources
 from typing import TYPE_CHECKING
 
 import yaml
@@ -42,7 +41,10 @@ EMBEDDED = "<embedded default>"
 
 
 def default_config_text() -> str:
-    return resources.files("edgeagent.config").joinpath("default.yaml").read_text(encoding="utf-8")
+    # read beside this module (edgeagent is always installed as files): importlib.resources' imports
+    # (tempfile, shutil, zipfile ...) would cost every start 4 ms and half a MiB
+    with open(os.path.join(os.path.dirname(__file__), "config", "default.yaml"), encoding="utf-8") as text:
+        return text.read()
 
 
 def _environ(upstream: str | None) -> tuple[dict[str, str], str | None]:
