@@ -32,6 +32,7 @@ from http import HTTPStatus
 
 from edgeagent.http1 import wire
 from edgeagent.http1.messages import DRAIN_LIMIT, Handler, Middleware, Request, Response, ResponseHook
+from edgeagent.http1.stream import ChunkReader
 from edgeagent.http1.wire import ProtocolError
 
 __all__ = ["DRAIN_LIMIT", "Handler", "Middleware", "Request", "Response", "ResponseHook", "Router", "Server"]
@@ -137,14 +138,19 @@ class Server:
         """Serve on `sock` (bound and listening), a unix socket at `path`, or host:port (reusing the
         address); returns the TCP port (useful with port 0), 0 for a unix socket."""
         self._freeze()
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            return asyncio.StreamReaderProtocol(ChunkReader(wire.MAX_HEAD), self._serve)
+
         server: asyncio.Server
         if path is not None:
-            server = await asyncio.start_unix_server(self._serve, path=path, limit=wire.MAX_HEAD, ssl=ssl_context)
+            server = await loop.create_unix_server(protocol, path=path, ssl=ssl_context)
         elif sock is not None:
-            server = await asyncio.start_server(self._serve, sock=sock, limit=wire.MAX_HEAD, ssl=ssl_context)
+            server = await loop.create_server(protocol, sock=sock, ssl=ssl_context)
         else:
-            server = await asyncio.start_server(self._serve, host, port, limit=wire.MAX_HEAD, ssl=ssl_context,
-                                                reuse_address=True, backlog=backlog)
+            server = await loop.create_server(protocol, host, port, ssl=ssl_context, reuse_address=True,
+                                              backlog=backlog)
         self._servers.append(server)
         name = server.sockets[0].getsockname() if server.sockets else ""
         return int(name[1]) if isinstance(name, tuple) else 0
