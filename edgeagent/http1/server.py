@@ -4,7 +4,8 @@ metrics endpoint and the control socket serve on.
 Design note:
 - One task per connection reads a request's head (wire.read_head), answers it, and only then
   reads the next: pipelined requests are answered in order, and a connection holds one request
-  at a time. A request's body is read by its handler, as it needs it (`Request.iter_chunks`).
+  at a time. A request's body is read by its handler, as it needs it (`Request.iter_chunks`),
+  from a reader that hands received blocks on without copying them (`stream.ChunkReader`).
 - The wait for a request's head is bounded (`wait_for_request`, from the connection's start or
   the previous answer until the head is complete); a head that breaks the grammar or the limits
   gets the ProtocolError's status with a short text, and the connection closes.
@@ -121,9 +122,12 @@ class Server:
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._handlers: dict[str, tuple[dict[str, Handler], Handler]] = {}
         self._not_found: Handler = _not_found
+        self._frozen = False
         self.closing = False
 
     def add_route(self, method: str, path: str, handler: Handler) -> None:
+        if self._frozen:
+            raise RuntimeError("routes are added before the server listens")
         self.router.add(method, path, handler)
 
     def get(self, path: str, handler: Handler) -> None:
@@ -178,8 +182,9 @@ class Server:
 
     def _freeze(self) -> None:
         """The routes' handlers wrapped in the middlewares, once, before the first request."""
-        if self._handlers:
+        if self._frozen:
             return
+        self._frozen = True
         for route, by_method in self.router.routes():
             if "GET" in by_method:
                 by_method.setdefault("HEAD", by_method["GET"])
