@@ -1,7 +1,7 @@
 """A request and its answer, as the HTTP/1.1 server (`server.py`) hands them to handlers.
 
 A request's body is read by its handler, once, as it arrives (`iter_chunks`, or `read`/`json`
-for a bounded whole); the server drains what the handler leaves (`_drain`) before the next
+for a bounded whole); the server drains what the handler leaves (`drain`) before the next
 request on the connection, and knows from the body's state whether that is possible.
 """
 
