@@ -1,6 +1,6 @@
-"""otelcol's confighttp server settings, for the servers built on aiohttp (the OTLP/HTTP receiver,
-the health check), and the parts of the server they make: the wait for a request, the write
-deadline, the response headers, the CORS and auth checks."""
+"""otelcol's confighttp server settings, for the servers built on edgeagent's HTTP/1.1 server
+(the OTLP/HTTP receiver, the health check), and the parts of the server they make: the listener,
+the wait for a request, the write deadline, the response headers, the CORS and auth checks."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-from multidict import CIMultiDict
 from pydantic import Field, field_validator
 
-from edgeagent import netaddr
+from edgeagent import netaddr, tls
 from edgeagent.auth import AuthConfig
 from edgeagent.component import ComponentConfig, optional_block
 from edgeagent.config.types import Duration
 from edgeagent.cors import Cors, CorsConfig
+from edgeagent.http1.server import Handler, Middleware, Request, Response, ResponseHook, Server
 from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
 from edgeagent.tls import TlsServerConfig
 
@@ -29,13 +28,13 @@ class ServerAuthConfig(AuthConfig):
     request_params: list[str] = Field(default_factory=list)
 
 
-def auth_sources(request: web.Request, params: list[str]) -> Mapping[str, str]:
+def auth_sources(request: Request, params: list[str]) -> Mapping[str, str]:
     """What a server's authenticator is shown, as confighttp's authInterceptor shows it: the request's
     headers, each of `params` found in the query string in place of the header of that name."""
-    found = [name for name in params if name in request.query]
+    found = [name for name in params if name in request.query] if params else []
     if not found:
         return request.headers
-    sources = CIMultiDict(request.headers)
+    sources = request.headers.copy()
     for name in found:
         sources[name] = request.query[name]
     return sources
@@ -125,7 +124,7 @@ class HttpServerConfig(ComponentConfig):
 
 
 def wait_for_request(config: HttpServerConfig) -> float:
-    """aiohttp keeps one timer from the connection's start (or the last answer) until the next
+    """The server keeps one timer from the connection's start (or the last answer) until the next
     request's headers are complete, where otelcol has two: idle_timeout for the wait and
     read_header_timeout for the headers (each falling back to read_timeout). The shorter bounds
     both, so neither limit is ever exceeded."""
@@ -134,16 +133,21 @@ def wait_for_request(config: HttpServerConfig) -> float:
     return min((limit for limit in (header, idle) if limit), default=_NO_TIMEOUT)
 
 
-def write_deadline(limit: float) -> Any:
+async def listen(server: Server, address: netaddr.Address, config: HttpServerConfig) -> None:
+    """Serves `server` on `address` (netaddr.listen's), over TLS when the config has `tls`."""
+    ssl_context = tls.server_ssl_context(config.tls) if config.tls is not None else None
+    if address.sock is not None:
+        await server.listen(sock=address.sock, ssl_context=ssl_context)
+    else:
+        await server.listen(host=address.host, port=address.port, ssl_context=ssl_context, backlog=netaddr.BACKLOG)
+
+
+def write_deadline(limit: float) -> Middleware:
     """otelcol's write_timeout: an answer not written within `limit` of the request's headers is
     never written; the connection closes, as Go's does, and the client retries. The handler
     finishes on its own (a commit under way still completes)."""
-    @web.middleware
-    async def deadline(request: web.Request, handler: Any) -> web.StreamResponse:
-        transport = request.transport
-        if transport is None:
-            return await handler(request)
-        timer = asyncio.get_running_loop().call_later(limit, transport.close)
+    async def deadline(request: Request, handler: Handler) -> Response:
+        timer = asyncio.get_running_loop().call_later(limit, request.transport.close)
         try:
             return await handler(request)
         finally:
@@ -152,18 +156,18 @@ def write_deadline(limit: float) -> Any:
     return deadline
 
 
-def response_headers(headers: dict[str, str]) -> Any:
+def response_headers(headers: dict[str, str]) -> ResponseHook:
     """otelcol's response_headers: on every answer, unless the answer sets that header itself."""
-    async def add(request: web.Request, response: web.StreamResponse) -> None:
+    def add(request: Request, response: Response) -> None:
         for name, value in headers.items():
             response.headers.setdefault(name, value)
 
     return add
 
 
-def server_middlewares(config: HttpServerConfig) -> list[Any]:
-    """The aiohttp middlewares of a server's `cors` (when it allows an origin) and `write_timeout`."""
-    middlewares = []
+def server_middlewares(config: HttpServerConfig) -> list[Middleware]:
+    """The middlewares of a server's `cors` (when it allows an origin) and `write_timeout`."""
+    middlewares: list[Middleware] = []
     if config.cors is not None and config.cors.allowed_origins:
         middlewares.append(Cors(config.cors).middleware())
     if config.write_timeout:

@@ -10,17 +10,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
 from pydantic import Field
 
 from edgeagent.component import ComponentConfig
+from edgeagent.http1.server import Handler, Middleware, Request, Response
 
 ALLOWED_METHODS = frozenset({"GET", "POST", "HEAD"})
 # always allowed (rs/cors and the CORS safelist); X-Requested-With only when none are configured
 IMPLICIT_HEADERS = frozenset({"accept", "accept-language", "content-type", "content-language", "origin"})
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class CorsConfig(ComponentConfig):
@@ -56,8 +53,8 @@ class Cors:
     def _headers_allowed(self, requested: list[str]) -> bool:
         return self._any_header or all(header in self._headers for header in requested)
 
-    def preflight(self, request: web.Request) -> web.Response:
-        response = web.Response(status=204)
+    def preflight(self, request: Request) -> Response:
+        response = Response(204)
         response.headers.add("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers")
         origin = request.headers.get("Origin", "")
         method = request.headers.get("Access-Control-Request-Method", "").upper()
@@ -75,7 +72,7 @@ class Cors:
             response.headers["Access-Control-Max-Age"] = str(self.config.max_age)
         return response
 
-    def decorate(self, request: web.Request, response: web.StreamResponse) -> None:
+    def decorate(self, request: Request, response: Response) -> None:
         response.headers.add("Vary", "Origin")
         origin = request.headers.get("Origin", "")
         if origin and self.origin_allowed(origin):
@@ -84,16 +81,11 @@ class Cors:
             if self.config.exposed_headers:
                 response.headers["Access-Control-Expose-Headers"] = ", ".join(self.config.exposed_headers)
 
-    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-        @web.middleware
-        async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def middleware(self) -> Middleware:
+        async def cors(request: Request, handler: Handler) -> Response:
             if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
                 return self.preflight(request)
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:  # 404, 405: answered with the same CORS headers
-                self.decorate(request, exc)
-                raise
+            response = await handler(request)  # 404 and 405 too: answered with the same CORS headers
             self.decorate(request, response)
             return response
 

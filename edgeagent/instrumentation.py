@@ -9,22 +9,20 @@ durations are measured and not served.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from edgeagent.extensions.metrics import Histogram, Metrics
+from edgeagent.http1.server import Handler, Middleware, Request, Response
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _SERVER_LABELS = ("http_request_method", "http_response_status_code", "http_route", "network_protocol_name",
                   "network_protocol_version", "server_address", "server_port", "url_scheme")
 _CLIENT_LABELS = ("http_request_method", "http_response_status_code", "error_type", "network_protocol_name",
                   "network_protocol_version", "server_address", "server_port", "url_scheme")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _histogram(metrics: Metrics | None, name: str, documentation: str, labels: tuple[str, ...]) -> Histogram:
@@ -33,28 +31,23 @@ def _histogram(metrics: Metrics | None, name: str, documentation: str, labels: t
     return metrics.histogram(name, documentation, labels, SECONDS_BUCKETS)
 
 
-def http_server_timer(metrics: Metrics | None, address: str, port: int, scheme: str) -> Callable[..., Any]:
-    """An aiohttp middleware that times every request of a receiver listening on address:port."""
+def http_server_timer(metrics: Metrics | None, address: str, port: int, scheme: str) -> Middleware:
+    """A server middleware that times every request of a receiver listening on address:port."""
     histogram = _histogram(metrics, "http_server_request_duration", "Duration of HTTP server requests (seconds).",
                            _SERVER_LABELS)
+    port_text = str(port)
 
-    @web.middleware
-    async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def timed(request: Request, handler: Handler) -> Response:
         started = time.perf_counter()
         status = 500
         try:
             response = await handler(request)
             status = response.status
             return response
-        except web.HTTPException as exc:  # 404, 405 answered by the router
-            status = exc.status
-            raise
         finally:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else ""
-            version = f"{request.version.major}.{request.version.minor}"
-            histogram.observe(time.perf_counter() - started, request.method, str(status), route, "http", version,
-                              address, str(port), scheme)
+            version = f"{request.version[0]}.{request.version[1]}"
+            histogram.observe(time.perf_counter() - started, request.method, str(status), request.route, "http",
+                              version, address, port_text, scheme)
 
     return timed
 

@@ -1,8 +1,8 @@
 """TLS for receivers and exporters, with otelcol's `tls` keys (config/configtls).
 
 Clients (exporters): `client_ssl_context(cfg)` for aiohttp, and with `alpn=["h2"]` for the gRPC
-client. Servers (receivers): `server_ssl_context(cfg)` for aiohttp, and with `alpn=["h2"]` for
-the gRPC server. Each reads the files when it is called; an error names the file.
+client. Servers (receivers): `server_ssl_context(cfg)` for the HTTP/1.1 server, and with
+`alpn=["h2"]` for the gRPC server. Each reads the files when it is called; an error names the file.
 
 Certificate files are read again when they change, without a restart:
 
@@ -268,7 +268,7 @@ def reloading_client_context(cfg: TlsClientConfig, alpn: list[str] | None = None
 
 
 def server_ssl_context(cfg: TlsServerConfig, alpn: list[str] | None = None) -> ssl.SSLContext:
-    """The context for a server (aiohttp; gRPC with `alpn=["h2"]`); it swaps in new certificates
+    """The context for a server (HTTP/1.1; gRPC with `alpn=["h2"]`); it swaps in new certificates
     when the files change."""
     fixed_client_ca = None
     if cfg.client_ca_file and not cfg.client_ca_file_reload:

@@ -25,13 +25,13 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import web
 from pydantic import field_validator
 
-from edgeagent import auth, confighttp, netaddr, tls
+from edgeagent import auth, confighttp, netaddr
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.confighttp import HttpServerConfig
+from edgeagent.http1.server import Request, Response, Server
 
 log = logging.getLogger(__name__)
 _V2 = ("the v2 health check needs otelcol's alpha feature gate extension.healthcheck.useComponentStatus, "
@@ -121,64 +121,61 @@ class HealthCheck:
         self.id = component_id
         self.config = config
         self.host = host
-        self._runner: web.AppRunner | None = None
+        self._server: Server | None = None
         self._address: netaddr.Address | None = None
 
     async def start(self) -> None:
         auth.resolve(self.host, self.config.auth)  # as otelcol: an authenticator that is not there stops the start
         write_timeout = self.config.write_timeout
-        app = web.Application(middlewares=[confighttp.write_deadline(write_timeout)] if write_timeout else [])
-        app.router.add_get(self.config.path, self._details if self.config.response_body is None else self._body)
+        server = Server(middlewares=[confighttp.write_deadline(write_timeout)] if write_timeout else [],
+                        wait_for_request=confighttp.wait_for_request(self.config))
+        server.get(self.config.path, self._details if self.config.response_body is None else self._body)
         for path in ("/health", "/health/live", "/health/ready"):
             if path != self.config.path:
-                app.router.add_get(path, {"/health": self._details, "/health/live": self._live,
-                                          "/health/ready": self._ready}[path])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     keepalive_timeout=confighttp.wait_for_request(self.config))
-        await self._runner.setup()
-        ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
-        self._address = address = await netaddr.listen(self.config.transport, self.config.endpoint, 13133)
-        site: web.BaseSite
-        if address.sock is not None:
-            site = web.SockSite(self._runner, address.sock, ssl_context=ssl_context)
-        else:
-            site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True, ssl_context=ssl_context)
-        await site.start()
+                server.get(path, {"/health": self._details, "/health/live": self._live,
+                                  "/health/ready": self._ready}[path])
+        address = await netaddr.listen(self.config.transport, self.config.endpoint, 13133)
+        try:
+            await confighttp.listen(server, address, self.config)
+        except BaseException:
+            netaddr.close(address)
+            raise
+        self._server, self._address = server, address
         log.info("health check listening", extra={"endpoint": self.config.endpoint, "transport": address.transport,
-                                                  "tls": ssl_context is not None})
+                                                  "tls": self.config.tls is not None})
 
     async def shutdown(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(grace=1.0)
         if self._address is not None:
             address, self._address = self._address, None
             netaddr.close(address)
 
-    async def _body(self, request: web.Request) -> web.Response:
+    async def _body(self, request: Request) -> Response:
         """otelcol's response_body: the configured text, 200 when healthy, 503 when not."""
         body = self.config.response_body
         assert body is not None
         if self.host.health()["healthy"]:
-            return web.Response(status=200, text=body.healthy)
-        return web.Response(status=503, text=body.unhealthy)
+            return Response(200, text=body.healthy)
+        return Response(503, text=body.unhealthy)
 
-    async def _live(self, request: web.Request) -> web.Response:
+    async def _live(self, request: Request) -> Response:
         return _json(200, {"status": "alive"})
 
-    async def _ready(self, request: web.Request) -> web.Response:
+    async def _ready(self, request: Request) -> Response:
         ready = self.host.ready()
         return _json(200 if ready else 503, {"status": "ready" if ready else "not ready"})
 
-    async def _details(self, request: web.Request) -> web.Response:
+    async def _details(self, request: Request) -> Response:
         details = self.host.health()
         healthy = details["healthy"]
         details["status"] = "Server available" if healthy else "Server not available"
         return _json(200 if healthy else 503, details)
 
 
-def _json(status: int, body: dict[str, Any]) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body, default=str), content_type="application/json")
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(status, text=json.dumps(body, default=str), content_type="application/json")
 
 
 FACTORY = Factory("health_check", HealthCheckConfig, HealthCheck)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import TypeVar, overload
 
 MAX_HEAD = 64 * 1024  # request or status line and headers; Go allows 1 MiB, aiohttp 8 KiB per line
 MAX_LINE = 8 * 1024  # a chunk-size line or a trailer line
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _READ = 256 * 1024  # the most bytes handed on at once
+T = TypeVar("T")
 
 
 class ProtocolError(Exception):
@@ -64,6 +66,17 @@ class Headers(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         return self._index[name.lower()][0]
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str, /) -> str: ...
+    @overload
+    def get(self, name: str, default: T, /) -> str | T: ...
+    def get(self, name: str, default: object = None, /) -> object:
+        """The first value of `name`, or `default` (without Mapping.get's KeyError on a miss)."""
+        values = self._index.get(name.lower())
+        return values[0] if values else default
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._index

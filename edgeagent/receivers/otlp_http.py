@@ -1,6 +1,6 @@
-"""OTLP/HTTP server (aiohttp): POST /v1/traces, /v1/metrics, /v1/logs.
+"""OTLP/HTTP server (edgeagent.http1): POST /v1/traces, /v1/metrics, /v1/logs.
 
-Bodies are decompressed by us (codec.Decompressor), not by aiohttp, so the size limit applies
+Bodies are decompressed here (codec.Decompressor), as they arrive, so the size limit applies
 to the decompressed size for every encoding otelcol accepts and a decompression bomb stops at
 the limit. A request reserves memory-limiter budget for the bytes it has actually sent, as they
 arrive, never for what its Content-Length declares; otelcol's `read_header_timeout` and
@@ -16,11 +16,12 @@ import logging
 import time
 from typing import Any, Protocol
 
-from aiohttp import web
 from google.rpc import status_pb2
 
-from edgeagent import auth, confighttp, netaddr, tls
+from edgeagent import auth, confighttp, netaddr
 from edgeagent.errors import BadRequestError, PermanentError, RetryableError, UnauthenticatedError
+from edgeagent.http1.server import Request, Response, Server
+from edgeagent.http1.wire import ProtocolError
 from edgeagent.instrumentation import http_server_timer
 from edgeagent.receivers import codec, upstream_status
 from edgeagent.signals import Signal
@@ -37,6 +38,7 @@ class Reservation(Protocol):
 _GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 12, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 MAX_UNREAD_BODIES = 1024  # bodies being read at once; more get 503 rather than queue up sockets and buffers
 DISCONNECT_EPISODE = 60.0  # disconnects closer together than this are one episode: one log line
+SHUTDOWN_GRACE = 2.0  # seconds requests in progress get to be answered at a stop (the gRPC receiver's too)
 
 
 class HttpServer:
@@ -44,7 +46,7 @@ class HttpServer:
         self.receiver_id = receiver_id
         self.config = config
         self.host = host
-        self._runner: web.AppRunner | None = None
+        self._server: Server | None = None
         self._address: netaddr.Address | None = None
         self._reading = 0
         self._disconnects = Disconnects(host, receiver_id, "http")
@@ -66,10 +68,9 @@ class HttpServer:
         scheme = "https" if self.config.tls is not None else "http"
         timer = http_server_timer(getattr(self.host, "metrics", None), address.host or address.path or "",
                                   address.port, scheme)
-        middlewares = [timer, *confighttp.server_middlewares(self.config)]
-        app = web.Application(client_max_size=self.config.max_request_body_size, middlewares=middlewares)
-        if self.config.response_headers:
-            app.on_response_prepare.append(confighttp.response_headers(self.config.response_headers))
+        hooks = [confighttp.response_headers(self.config.response_headers)] if self.config.response_headers else []
+        server = Server(middlewares=[timer, *confighttp.server_middlewares(self.config)], on_response=hooks,
+                        wait_for_request=confighttp.wait_for_request(self.config))
         paths = {
             Signal.TRACES: self.config.traces_url_path,
             Signal.METRICS: self.config.metrics_url_path,
@@ -78,23 +79,14 @@ class HttpServer:
         for signal, path in paths.items():
             consumer = self.host.consumer(self.receiver_id, signal)
             if consumer is not None:
-                app.router.add_post(path, self._handler(signal, consumer))
-        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False,
-                                     keepalive_timeout=confighttp.wait_for_request(self.config))
-        await self._runner.setup()
-        ssl_context = tls.server_ssl_context(self.config.tls) if self.config.tls is not None else None
-        site: web.BaseSite
-        if address.sock is not None:
-            site = web.SockSite(self._runner, address.sock, ssl_context=ssl_context)
-        else:
-            site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True,
-                               backlog=netaddr.BACKLOG, ssl_context=ssl_context)
-        await site.start()
+                server.post(path, self._handler(signal, consumer))
+        await confighttp.listen(server, address, self.config)
+        self._server = server
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(SHUTDOWN_GRACE)
         if self._address is not None:
             address, self._address = self._address, None
             netaddr.close(address)
@@ -106,36 +98,36 @@ class HttpServer:
         authenticator = auth.resolve(self.host, self.config.auth)
         request_params = self.config.auth.request_params if self.config.auth is not None else []
 
-        async def handle(request: web.Request) -> web.StreamResponse:
+        async def handle(request: Request) -> Response:
             answer_by = _answer_by(self.config.write_timeout)
             content_type = request.content_type
             if authenticator is not None and not authenticator.authenticate(
                     confighttp.auth_sources(request, request_params)):
                 return error_response(UnauthenticatedError(), content_type, signal)
             if content_type not in (codec.PROTOBUF, codec.JSON):
-                return web.Response(status=415, text=f"unsupported content type {content_type!r}; "
+                return Response(415, text=f"unsupported content type {content_type!r}; "
                                     f"use {codec.PROTOBUF} or {codec.JSON}\n")
             try:
                 with consumer.admission("http") as reservation:
                     body = await self._read_body(request, reservation)
                     metadata = codec.metadata_of(request.headers.items()) if include_metadata else None
-                    payload = codec.decode(signal, body, content_type, metadata, request.remote or "")
+                    payload = codec.decode(signal, body, content_type, metadata, request.remote)
                     payload.deadline = answer_by
                     del body
                     await consumer.consume(payload, "http")
             except ConnectionError:  # the client went away: nobody to answer
                 self._disconnects.count()
-                return web.Response(status=400)
+                return Response(400)
             except Exception as exc:  # every failure becomes exactly one HTTP answer
                 return error_response(exc, content_type, signal)
-            return web.Response(body=success[content_type], content_type=content_type)
+            return Response(body=success[content_type], content_type=content_type)
 
         return handle
 
-    async def _read_body(self, request: web.Request, reservation: Reservation) -> bytes:
+    async def _read_body(self, request: Request, reservation: Reservation) -> bytes:
         """The decompressed body, read within read_timeout and reserved as it arrives."""
-        if request.version < (1, 1) and request.content_length is None and "chunked" not in \
-                request.headers.get("Transfer-Encoding", "").lower():
+        if request.version < (1, 1) and "Content-Length" not in request.headers and \
+                "Transfer-Encoding" not in request.headers:
             raise BadRequestError("an HTTP/1.0 request body needs a Content-Length", status=411)
         if self._reading >= MAX_UNREAD_BODIES:
             raise RetryableError(f"{MAX_UNREAD_BODIES} request bodies are being read already", retry_after=1.0)
@@ -156,7 +148,7 @@ class HttpServer:
             self._reading -= 1
 
 
-async def _read_body(request: web.Request, limit: int, reservation: Reservation) -> bytes:
+async def _read_body(request: Request, limit: int, reservation: Reservation) -> bytes:
     received = 0
 
     def reserve(produced: int) -> None:  # the larger of what arrived and what it decoded to so far
@@ -166,12 +158,15 @@ async def _read_body(request: web.Request, limit: int, reservation: Reservation)
     length = request.content_length
     if length is not None and length > limit and decompressor.encoding in ("", "identity", "none"):
         raise BadRequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413)
-    async for chunk in request.content.iter_any():  # as received: no re-slicing into fixed sizes
-        received += len(chunk)
-        if received > limit:
-            raise BadRequestError(f"request body exceeds the limit of {limit} bytes", status=413)
-        decompressor.feed(chunk)
-        reserve(decompressor.size)  # compressed input that has not decoded to anything yet
+    try:
+        async for chunk in request.iter_chunks():  # as received: no re-slicing into fixed sizes
+            received += len(chunk)
+            if received > limit:
+                raise BadRequestError(f"request body exceeds the limit of {limit} bytes", status=413)
+            decompressor.feed(chunk)
+            reserve(decompressor.size)  # compressed input that has not decoded to anything yet
+    except ProtocolError as exc:  # a chunked framing broken: answered, then the server closes the connection
+        raise BadRequestError(str(exc), status=exc.status) from None
     return decompressor.finish()
 
 
@@ -204,7 +199,7 @@ class Disconnects:
         self._last = now
 
 
-def error_response(exc: BaseException, content_type: str, signal: Signal) -> web.Response:
+def error_response(exc: BaseException, content_type: str, signal: Signal) -> Response:
     """The one place where errors become HTTP answers."""
     headers = {}
     if isinstance(exc, BadRequestError):
@@ -220,6 +215,6 @@ def error_response(exc: BaseException, content_type: str, signal: Signal) -> web
     if status in (408, 411):
         headers["Connection"] = "close"  # what is left of the request on the socket is no next request
     if status in (401, 415):  # the client's content type may be one we cannot answer in
-        return web.Response(status=status, text=message + "\n", headers=headers)
+        return Response(status, text=message + "\n", headers=headers)
     body = codec.encode_response(status_pb2.Status(code=_GRPC_CODE.get(status, 2), message=message), content_type)
-    return web.Response(status=status, body=body, content_type=content_type, headers=headers)
+    return Response(status, body=body, content_type=content_type, headers=headers)

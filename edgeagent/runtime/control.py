@@ -7,15 +7,17 @@ The socket is created with mode 0600: only the agent's user may use it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import aiohttp
-from aiohttp import web
+from edgeagent.http1 import wire
+from edgeagent.http1.server import Request, Response, Server
 
 SOCKET_NAME = "control.sock"
+MAX_ANSWER = 1 << 30  # an export of the whole queue comes back in one answer
 
 
 def socket_path(state_dir: str) -> str:
@@ -28,54 +30,81 @@ class ControlServer:
     def __init__(self, path: str, handlers: Mapping[str, Callable[[dict[str, Any]], Any]]):
         self.path = path
         self.handlers = handlers
-        self._runner: web.AppRunner | None = None
+        self._server: Server | None = None
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{name}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
+        server = Server()
+        server.post("/{name}", self._handle)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         if os.path.exists(self.path):
             os.unlink(self.path)  # left by a process that was killed; we hold the queue lock
         old_mask = os.umask(0o177)
         try:
-            await web.UnixSite(self._runner, self.path).start()
+            await server.listen(path=self.path)
         finally:
             os.umask(old_mask)
+        self._server = server
 
     async def shutdown(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(grace=5.0)
             if os.path.exists(self.path):
                 os.unlink(self.path)
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        handler = self.handlers.get(request.match_info["name"])
+    async def _handle(self, request: Request) -> Response:
+        handler = self.handlers.get(request.params["name"])
         if handler is None:
-            return web.json_response({"error": "unknown command"}, status=404)
-        params = await request.json() if request.can_read_body else {}
+            return _json({"error": "unknown command"}, 404)
+        params = await request.json() if request.content_length else {}
         try:
             result = await handler(params)
         except (KeyError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            return _json({"error": str(exc)}, 400)
         if isinstance(result, (bytes, bytearray)):
-            return web.Response(body=bytes(result), content_type="application/octet-stream")
-        return web.Response(text=json.dumps(result, default=str), content_type="application/json")
+            return Response(body=bytes(result), content_type="application/octet-stream")
+        return _json(result)
+
+
+def _json(value: Any, status: int = 200) -> Response:
+    return Response(status, text=json.dumps(value, default=str), content_type="application/json")
 
 
 async def call(path: str, name: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
     """Ask the running agent; raises ConnectionError when no agent listens on `path`."""
-    connector = aiohttp.UnixConnector(path=path)
-    try:
-        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async with session.post(f"http://edgeagent/{name}", json=params or {}, allow_redirects=False) as response:
-                body = await response.read()
-                if response.status != 200:
-                    raise RuntimeError(json.loads(body).get("error", f"control command failed ({response.status})"))
-                if response.content_type == "application/json":
-                    return json.loads(body)
-                return body
-    except (aiohttp.ClientConnectionError, FileNotFoundError) as exc:
-        raise ConnectionError(str(exc)) from exc
+    async with asyncio.timeout(timeout):
+        try:
+            reader, writer = await asyncio.open_unix_connection(path, limit=wire.MAX_HEAD)
+        except OSError as exc:  # no socket, nobody listening, or not ours to use
+            raise ConnectionError(str(exc)) from exc
+        try:
+            status, content_type, body = await _exchange(reader, writer, name, params or {})
+        except (OSError, wire.ProtocolError) as exc:
+            raise ConnectionError(f"the control socket closed before its answer: {exc}") from exc
+        finally:
+            writer.close()
+    if status != 200:
+        raise RuntimeError(json.loads(body).get("error", f"control command failed ({status})"))
+    return json.loads(body) if content_type == "application/json" else body
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str,
+                    params: dict[str, Any]) -> tuple[int, str, bytes]:
+    """(status, media type, body) of one POST /<name>."""
+    body = json.dumps(params).encode()
+    writer.write(f"POST /{name} HTTP/1.1\r\nHost: edgeagent\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+    head = await wire.read_head(reader)
+    if head is None:
+        raise ConnectionResetError("no answer")
+    start, headers = wire.parse_head(head)
+    _, status, _ = wire.parse_status_line(start)
+    chunks = []
+    received = 0
+    async for chunk in wire.iter_body(reader, wire.body_length(headers, request=False)):
+        received += len(chunk)
+        if received > MAX_ANSWER:
+            raise wire.ProtocolError(f"the answer exceeds {MAX_ANSWER} bytes")
+        chunks.append(chunk)
+    content_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    return status, content_type, b"".join(chunks)

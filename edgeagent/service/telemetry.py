@@ -13,11 +13,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from aiohttp import web
-
 from edgeagent.config.service import MetricsConfig
 from edgeagent.config.types import split_endpoint
 from edgeagent.extensions.metrics import Derived, Metrics
+from edgeagent.http1.server import Request, Response, Server
 from edgeagent.queue.ops import WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.service.consumers import Processor
@@ -39,7 +38,7 @@ class Telemetry:
         self.upstream_online: dict[str, bool | None] = {}
         self.problems: dict[str, str] = {}  # exporter or connector id -> its last failure, until it delivers
         self.exporters: Callable[[], Mapping[str, Any]] = dict  # the running graph's exporters, by id
-        self._runner: web.AppRunner | None = None
+        self._server: Server | None = None
         _define_counters(self.metrics, self._destination)
         define_process_metrics(self.metrics)
 
@@ -89,21 +88,19 @@ class Telemetry:
         if not endpoints:
             return
 
-        async def handle(request: web.Request) -> web.Response:
-            return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        async def handle(request: Request) -> Response:
+            return Response(body=self.metrics.render(), content_type="text/plain; charset=utf-8")
 
-        app = web.Application()
-        app.router.add_get("/metrics", handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        for endpoint in endpoints:  # one server per prometheus reader
+        self._server = server = Server()
+        server.get("/metrics", handle)
+        for endpoint in endpoints:  # one listener per prometheus reader
             host, port = split_endpoint(endpoint, 8888)
-            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            await server.listen(host=host, port=port)
 
     async def stop_serving(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop(grace=1.0)
 
 
 def destination(config: Any, signal: Signal) -> tuple[str, str, str]:

@@ -1,0 +1,348 @@
+"""A small HTTP/1.1 server on asyncio streams: what the OTLP/HTTP receiver, the health check, the
+metrics endpoint and the control socket serve on.
+
+Design note:
+- One task per connection reads a request's head (wire.read_head), answers it, and only then
+  reads the next: pipelined requests are answered in order, and a connection holds one request
+  at a time. A request's body is read by its handler, as it needs it (`Request.iter_chunks`),
+  from a reader that hands received blocks on without copying them (`stream.ChunkReader`).
+- The wait for a request's head is bounded (`wait_for_request`, from the connection's start or
+  the previous answer until the head is complete); a head that breaks the grammar or the limits
+  gets the ProtocolError's status with a short text, and the connection closes.
+- Keep-alive is HTTP/1.1's default (HTTP/1.0 only with `Connection: keep-alive`). A body the
+  handler left unread is read and dropped before the answer, up to DRAIN_LIMIT bytes within
+  DRAIN_TIMEOUT, as Go's net/http does; beyond, the answer says `Connection: close`. A connection
+  closed with input possibly unread is half-closed first and read until the client closes (at
+  most LINGER seconds), so its answer is not lost to a reset.
+- Routing is exact paths plus one `{name}` segment form; an unknown path gets 404, a known one
+  with another method 405 with Allow, HEAD is served by the GET route without the body. Every
+  answer from the router or a handler passes through the middlewares (outermost first) and then
+  the `on_response` hooks. A handler's exception is logged and answered 500; the connection goes on.
+- Stop: stop listening, close idle connections at once, let requests in progress finish within
+  the grace period, then close what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+
+from edgeagent.http1 import wire
+from edgeagent.http1.messages import DRAIN_LIMIT, Handler, Middleware, Request, Response, ResponseHook
+from edgeagent.http1.stream import ChunkReader
+from edgeagent.http1.wire import ProtocolError
+
+__all__ = ["DRAIN_LIMIT", "Handler", "Middleware", "Request", "Response", "ResponseHook", "Router", "Server"]
+
+log = logging.getLogger(__name__)
+
+LINGER = 1.0  # seconds a closing connection waits for the client to take its answer and close
+_NO_TIMEOUT = 365 * 86400.0
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class Router:
+    """Exact paths, and paths with one `{name}` segment; per path, handlers by method."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, dict[str, Handler]] = {}
+        self.patterns: list[tuple[list[str], int, str, str, dict[str, Handler]]] = []
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        segments = path.split("/")
+        variables = [i for i, segment in enumerate(segments) if segment.startswith("{") and segment.endswith("}")]
+        if not variables:
+            self.exact.setdefault(path, {})[method] = handler
+            return
+        if len(variables) > 1:
+            raise ValueError(f"route {path!r}: one {{name}} segment at most")
+        index = variables[0]
+        for pattern in self.patterns:
+            if pattern[3] == path:
+                pattern[4][method] = handler
+                return
+        self.patterns.append((segments, index, segments[index][1:-1], path, {method: handler}))
+
+    def match(self, path: str) -> tuple[str, dict[str, str], dict[str, Handler]] | None:
+        """(route, params, handlers by method) of the route `path` matches."""
+        handlers = self.exact.get(path)
+        if handlers is not None:
+            return path, {}, handlers
+        segments = path.split("/")
+        for pattern, index, name, route, by_method in self.patterns:
+            if len(segments) == len(pattern) and segments[index] and all(
+                    a == b for i, (a, b) in enumerate(zip(segments, pattern, strict=True)) if i != index):
+                return route, {name: segments[index]}, by_method
+        return None
+
+    def routes(self) -> Iterable[tuple[str, dict[str, Handler]]]:
+        yield from self.exact.items()
+        for _, _, _, route, by_method in self.patterns:
+            yield route, by_method
+
+
+def _chain(middlewares: Sequence[Middleware], handler: Handler) -> Handler:
+    """`handler` wrapped in the middlewares, the first outermost."""
+    for middleware in reversed(middlewares):
+        handler = _wrap(middleware, handler)
+    return handler
+
+
+def _wrap(middleware: Middleware, inner: Handler) -> Handler:
+    async def call(request: Request) -> Response:
+        return await middleware(request, inner)
+    return call
+
+
+async def _not_found(request: Request) -> Response:
+    return Response(404, text="404 page not found\n")  # Go's text
+
+
+def _not_allowed(allowed: str) -> Handler:
+    async def answer(request: Request) -> Response:
+        return Response(405, text="Method Not Allowed\n", headers=[("Allow", allowed)])
+    return answer
+
+
+class Server:
+    """Routes, middlewares and hooks, served on any number of listeners (`listen`) until `stop`."""
+
+    def __init__(self, *, middlewares: Sequence[Middleware] = (), on_response: Sequence[ResponseHook] = (),
+                 wait_for_request: float = 0.0):
+        self.router = Router()
+        self.middlewares = list(middlewares)
+        self.on_response = list(on_response)
+        self.wait_for_request = wait_for_request or _NO_TIMEOUT
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._handlers: dict[str, tuple[dict[str, Handler], Handler]] = {}
+        self._not_found: Handler = _not_found
+        self._frozen = False
+        self.closing = False
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        if self._frozen:
+            raise RuntimeError("routes are added before the server listens")
+        self.router.add(method, path, handler)
+
+    def get(self, path: str, handler: Handler) -> None:
+        self.add_route("GET", path, handler)
+
+    def post(self, path: str, handler: Handler) -> None:
+        self.add_route("POST", path, handler)
+
+    async def listen(self, *, host: str | None = None, port: int = 0, sock: socket.socket | None = None,
+                     path: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                     backlog: int = 1024) -> int:
+        """Serve on `sock` (bound and listening), a unix socket at `path`, or host:port (reusing the
+        address); returns the TCP port (useful with port 0), 0 for a unix socket."""
+        self._freeze()
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            return asyncio.StreamReaderProtocol(ChunkReader(wire.MAX_HEAD), self._serve)
+
+        server: asyncio.Server
+        if path is not None:
+            server = await loop.create_unix_server(protocol, path=path, ssl=ssl_context)
+        elif sock is not None:
+            server = await loop.create_server(protocol, sock=sock, ssl=ssl_context)
+        else:
+            server = await loop.create_server(protocol, host, port, ssl=ssl_context, reuse_address=True,
+                                              backlog=backlog)
+        self._servers.append(server)
+        name = server.sockets[0].getsockname() if server.sockets else ""
+        return int(name[1]) if isinstance(name, tuple) else 0
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening and close idle connections; requests in progress get `grace` seconds to be
+        answered, then every connection closes."""
+        self.closing = True
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for task, connection in list(self._connections.items()):
+            if connection.idle:
+                task.cancel()
+        busy = [task for task, connection in self._connections.items() if not connection.idle]
+        if busy:
+            await asyncio.wait(busy, timeout=grace)
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=LINGER + 1.0)
+        for server in servers:
+            await server.wait_closed()
+
+    def _freeze(self) -> None:
+        """The routes' handlers wrapped in the middlewares, once, before the first request."""
+        if self._frozen:
+            return
+        self._frozen = True
+        for route, by_method in self.router.routes():
+            if "GET" in by_method:
+                by_method.setdefault("HEAD", by_method["GET"])
+            chained = {method: _chain(self.middlewares, handler) for method, handler in by_method.items()}
+            self._handlers[route] = chained, _chain(self.middlewares, _not_allowed(", ".join(sorted(by_method))))
+        self._not_found = _chain(self.middlewares, _not_found)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connection = _Connection(self, reader, writer)
+        self._connections[task] = connection
+        try:
+            await connection.run()
+        except asyncio.CancelledError:
+            pass  # stopped with the server
+        finally:
+            del self._connections[task]
+            writer.close()
+
+    async def respond(self, request: Request) -> Response:
+        """The answer of the route that `request` matches (404, 405 when none), through the middlewares."""
+        match = self.router.match(request.path)
+        if match is None:
+            handler = self._not_found
+        else:
+            request.route, request.params, _ = match
+            chained, not_allowed = self._handlers[request.route]
+            handler = chained.get(request.method, not_allowed)
+            if handler is not_allowed:
+                request.route = ""
+        try:
+            response = await handler(request)
+        except (ProtocolError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("an HTTP handler failed", extra={"method": request.method, "path": request.path})
+            response = Response(500, text="500 Internal Server Error\n")
+        for hook in self.on_response:
+            hook(request, response)
+        return response
+
+
+class _Connection:
+    """One client's connection: its requests, one after another."""
+
+    __slots__ = ("idle", "reader", "remote", "server", "writer")
+
+    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername")
+        self.remote = str(peer[0]) if isinstance(peer, tuple) else ""
+        self.idle = True
+
+    async def run(self) -> None:
+        server = self.server
+        while not server.closing:
+            self.idle = True
+            try:
+                async with asyncio.timeout(server.wait_for_request):
+                    head = await wire.read_head(self.reader)
+                if head is None:
+                    return
+                self.idle = False
+                request = self._request(head)
+            except TimeoutError:
+                return
+            except ProtocolError as exc:
+                await self._refuse(exc)
+                return
+            except OSError:  # reset, or a TLS failure
+                return
+            if not await self._answer(request):
+                return
+
+    def _request(self, head: bytes) -> Request:
+        start, headers = wire.parse_head(head)
+        method, target, version = wire.parse_request_line(start)
+        if version >= (1, 1) and "Host" not in headers:
+            raise ProtocolError("an HTTP/1.1 request needs a Host header")
+        request = Request(method, target, version, headers, wire.body_length(headers, request=True),
+                          self.reader, self.writer, self.remote)
+        expect = headers.get("Expect")
+        if expect is not None and expect.lower() != "100-continue":
+            raise ProtocolError(f"unsupported Expect {expect[:40]!r}", status=417)
+        return request
+
+    async def _answer(self, request: Request) -> bool:
+        """Answers `request`; whether the connection may take another."""
+        try:
+            response = await self.server.respond(request)
+        except ProtocolError as exc:
+            await self._refuse(exc)
+            return False
+        except ConnectionError:  # the client went away in the middle of its body
+            return False
+        if self.writer.transport.is_closing():  # closed by the handler (the write deadline) or the client
+            return False
+        keep = _keeps_alive(request, response) and not self.server.closing and await request.drain()
+        self.writer.write(_encode(request, response, keep))
+        try:
+            await self.writer.drain()
+        except ConnectionError:
+            return False
+        if not keep:
+            await self._linger(not request.body_complete)
+        return keep
+
+    async def _refuse(self, exc: ProtocolError) -> None:
+        status = exc.status
+        text = f"{status} {_REASONS.get(status, 'Bad Request')}: {exc}\n"
+        self.writer.write(f"HTTP/1.1 {status} {_REASONS.get(status, 'Bad Request')}\r\nContent-Type: text/plain; "
+                          f"charset=utf-8\r\nContent-Length: {len(text)}\r\nConnection: close\r\n\r\n{text}"
+                          .encode("latin-1", "replace"))
+        await self._linger(True)
+
+    async def _linger(self, unread: bool) -> None:
+        """Before the close: with input possibly unread, half-close and read until the client
+        closes (at most LINGER seconds), or a reset could discard the answer before it is read."""
+        if not unread or self.writer.transport.is_closing():
+            return
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            async with asyncio.timeout(LINGER):
+                while await self.reader.read(65536):
+                    pass
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+
+
+def _keeps_alive(request: Request, response: Response) -> bool:
+    wanted = request.headers.get("Connection", "").lower()
+    if "close" in response.headers.get("Connection", "").lower():
+        return False
+    if request.version >= (1, 1):
+        return "close" not in wanted
+    return "keep-alive" in wanted
+
+
+def _encode(request: Request, response: Response, keep: bool) -> bytes:
+    status = response.status
+    body = response.body
+    headers = response.headers
+    for name in ("Content-Length", "Connection", "Transfer-Encoding"):
+        if name in headers:
+            del headers[name]
+    head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode() + headers.encode()
+    if status not in _NO_BODY_STATUSES:
+        head += b"Content-Length: %d\r\n" % len(body)
+    else:
+        body = b""
+    if not keep:
+        head += b"Connection: close\r\n"
+    elif request.version < (1, 1):
+        head += b"Connection: keep-alive\r\n"
+    if request.method == "HEAD":
+        return head + b"\r\n"
+    return head + b"\r\n" + body

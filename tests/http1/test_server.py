@@ -1,0 +1,328 @@
+"""The HTTP/1.1 server's own behaviours, against raw sockets and real clients (aiohttp, http.client)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from edgeagent.http1 import server as http1
+from edgeagent.http1.server import Request, Response, Server
+
+
+async def echo(request: Request) -> Response:
+    body = await request.read()
+    return Response(200, body=body, content_type="application/octet-stream",
+                    headers={"X-Route": request.route, "X-Query": request.query.get("q", "")})
+
+
+async def ignore_body(request: Request) -> Response:
+    return Response(200, text="ignored")
+
+
+async def fail(request: Request) -> Response:
+    raise RuntimeError("the handler broke")
+
+
+def served(scenario: Callable[[Server, int], Awaitable[object]], wait: float = 0.0,
+           middlewares: list[http1.Middleware] | None = None) -> object:
+    async def run() -> object:
+        server = Server(middlewares=middlewares or [], wait_for_request=wait)
+        server.post("/echo", echo)
+        server.post("/ignore", ignore_body)
+        server.get("/fail", fail)
+        server.post("/cmd/{name}", lambda request: _answer(request.params["name"]))
+        port = await server.listen(host="127.0.0.1", port=0)
+        try:
+            return await scenario(server, port)
+        finally:
+            await server.stop(grace=1.0)
+
+    return asyncio.run(run())
+
+
+async def _answer(text: str) -> Response:
+    return Response(text=text)
+
+
+async def exchange(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """What the server sends until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    try:
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One response's head and body (Content-Length framed)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)
+
+
+def post(path: str, body: bytes, extra: bytes = b"") -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n%s" % (path.encode(), len(body), extra, body)
+
+
+def test_framing_errors_get_their_status_and_the_connection_closes():
+    cases = {
+        b"GARBAGE\r\n\r\n": b"400",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 70_000 + b"\r\n\r\n": b"431",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n": b"501",
+        b"POST /echo HTTP/2.0\r\nHost: x\r\n\r\n": b"505",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc": b"400",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc": b"400",
+        b"POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n": b"400",  # HTTP/1.1 without Host, as Go
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: magic\r\nContent-Length: 1\r\n\r\n": b"417",
+    }
+
+    async def scenario(server: Server, port: int) -> dict[bytes, bytes]:
+        return {status: await exchange(port, request + post("/echo", b"next")) for request, status in cases.items()}
+
+    answers = served(scenario)
+    assert isinstance(answers, dict)
+    for status, answer in answers.items():
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:100]
+        assert b"Connection: close\r\n" in answer
+        assert b"\nHTTP/1.1 " not in answer  # nothing after the error is taken as a request
+
+
+def test_a_broken_chunked_body_gets_400_and_the_connection_closes():
+    request = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+    answer = served(lambda server, port: exchange(port, request + post("/echo", b"next")))
+    assert isinstance(answer, bytes) and answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1") == 1
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection():
+    async def scenario(server: Server, port: int) -> list[bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n"
+        writer.write(post("/echo", b"one") + chunked + post("/echo?q=3", b"three"))
+        bodies = [(await read_response(reader))[1] for _ in range(3)]
+        writer.close()
+        return bodies
+
+    assert served(scenario) == [b"one", b"two", b"three"]
+
+
+def test_http_1_0_closes_unless_it_asks_for_keep_alive():
+    async def scenario(server: Server, port: int) -> tuple[bytes, bytes]:
+        plain = await exchange(port, b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        request = b"POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi"
+        writer.write(request + request)
+        first, _ = await read_response(reader)
+        second, body = await read_response(reader)
+        writer.close()
+        assert b"Connection: keep-alive" in second and body == b"hi"
+        return plain, first
+
+    plain, kept = served(scenario)  # type: ignore[misc]
+    assert plain.startswith(b"HTTP/1.1 200") and b"Connection: close" in plain and plain.endswith(b"hi")
+    assert b"Connection: keep-alive" in kept
+
+
+def test_100_continue_is_sent_when_the_handler_reads_the_body_and_not_when_it_answers_first():
+    async def scenario(server: Server, port: int) -> tuple[bytes, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(b"body")
+        _, body = await read_response(reader)
+        writer.close()
+        assert body == b"body"
+        refused = await exchange(port, b"POST /ignore HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                                       b"Content-Length: 4\r\n\r\n")
+        return interim, refused
+
+    interim, refused = served(scenario)  # type: ignore[misc]
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    # the client was not asked for its body: it cannot be told apart from a next request, so the connection closes
+    assert refused.startswith(b"HTTP/1.1 200") and b"100 Continue" not in refused and b"Connection: close" in refused
+
+
+def test_unknown_paths_get_404_other_methods_405_with_allow_and_both_pass_the_middlewares():
+    seen: list[tuple[str, int]] = []
+
+    async def record(request: Request, handler: http1.Handler) -> Response:
+        response = await handler(request)
+        seen.append((request.route, response.status))
+        response.headers["X-Seen"] = "1"
+        return response
+
+    async def scenario(server: Server, port: int) -> list[bytes]:
+        return [await exchange(port, b"%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % line)
+                for line in (b"GET /nowhere", b"GET /echo", b"POST /cmd/status", b"POST /cmd/")]
+
+    missing, wrong_method, named, empty_name = served(scenario, middlewares=[record])  # type: ignore[misc]
+    assert missing.startswith(b"HTTP/1.1 404") and missing.endswith(b"404 page not found\n")
+    assert wrong_method.startswith(b"HTTP/1.1 405") and b"Allow: POST\r\n" in wrong_method
+    assert named.startswith(b"HTTP/1.1 200") and named.endswith(b"status")
+    assert empty_name.startswith(b"HTTP/1.1 404")
+    assert all(b"X-Seen: 1" in answer for answer in (missing, wrong_method, named))
+    assert seen == [("", 404), ("", 405), ("/cmd/{name}", 200), ("", 404)]
+
+
+def test_head_of_a_get_route_answers_its_headers_without_the_body():
+    async def run() -> bytes:
+        server = Server()
+        server.get("/page", lambda request: _answer("hello"))
+        port = await server.listen(host="127.0.0.1", port=0)
+        try:
+            return await exchange(port, b"HEAD /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        finally:
+            await server.stop(1.0)
+
+    answer = asyncio.run(run())
+    assert answer.startswith(b"HTTP/1.1 200") and b"Content-Length: 5\r\n" in answer and answer.endswith(b"\r\n\r\n")
+
+
+def test_a_small_unread_body_is_drained_and_the_connection_goes_on():
+    async def scenario(server: Server, port: int) -> tuple[bytes, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/ignore", b"x" * 100_000) + post("/echo", b"after"))
+        first, _ = await read_response(reader)
+        _, body = await read_response(reader)
+        writer.close()
+        return first, body
+
+    first, body = served(scenario)  # type: ignore[misc]
+    assert b"Connection: close" not in first and body == b"after"
+
+
+def test_a_large_unread_body_closes_the_connection_after_an_answer_the_client_still_reads():
+    async def scenario(server: Server, port: int) -> tuple[int, str | None]:
+        def blocking() -> tuple[int, str | None]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("POST", "/ignore", body=b"x" * (http1.DRAIN_LIMIT * 8))
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            return response.status, response.getheader("Connection")
+
+        return await asyncio.to_thread(blocking)
+
+    assert served(scenario) == (200, "close")
+
+
+def test_a_handler_exception_is_a_500_and_the_connection_goes_on():
+    async def scenario(server: Server, port: int) -> tuple[bytes, bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n" + post("/echo", b"still here"))
+        failed, _ = await read_response(reader)
+        _, body = await read_response(reader)
+        writer.close()
+        return failed, body
+
+    failed, body = served(scenario)  # type: ignore[misc]
+    assert failed.startswith(b"HTTP/1.1 500") and body == b"still here"
+
+
+def test_a_connection_waiting_too_long_for_its_next_request_is_closed():
+    async def scenario(server: Server, port: int) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/echo", b"x"))
+        await read_response(reader)
+        started = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        return time.monotonic() - started
+
+    waited = served(scenario, wait=0.3)
+    assert isinstance(waited, float) and 0.2 < waited < 2.0
+
+
+def test_stop_closes_idle_connections_at_once_and_answers_a_request_in_flight():
+    async def run() -> tuple[bytes, bytes, float]:
+        began = asyncio.Event()
+
+        async def slow(request: Request) -> Response:
+            began.set()
+            await asyncio.sleep(0.5)
+            return Response(text="done")
+
+        server = Server()
+        server.post("/slow", slow)
+        port = await server.listen(host="127.0.0.1", port=0)
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        busy = asyncio.ensure_future(exchange(port, post("/slow", b"")))
+        await began.wait()
+        stopped = time.monotonic()
+        await server.stop(grace=5.0)
+        took = time.monotonic() - stopped
+        idle = await asyncio.wait_for(idle_reader.read(), 1)
+        idle_writer.close()
+        return idle, await busy, took
+
+    idle, answer, took = asyncio.run(run())
+    assert idle == b""
+    assert answer.startswith(b"HTTP/1.1 200") and b"Connection: close" in answer and answer.endswith(b"done")
+    assert took < 2.0
+
+
+def test_stop_cuts_a_request_that_outlives_the_grace_period():
+    async def run() -> tuple[bytes, float]:
+        async def stuck(request: Request) -> Response:
+            await asyncio.sleep(30)
+            return Response()
+
+        server = Server()
+        server.post("/stuck", stuck)
+        port = await server.listen(host="127.0.0.1", port=0)
+        busy = asyncio.ensure_future(exchange(port, post("/stuck", b"")))
+        await asyncio.sleep(0.1)
+        stopped = time.monotonic()
+        await server.stop(grace=0.3)
+        return await busy, time.monotonic() - stopped
+
+    answer, took = asyncio.run(run())
+    assert answer == b"" and took < 2.0
+
+
+def test_real_clients_keep_one_connection_for_many_requests():
+    async def scenario(server: Server, port: int) -> list[tuple[int, bytes]]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+            answers = []
+            for index in range(5):
+                async with session.post(f"http://127.0.0.1:{port}/echo", data=b"%d" % index) as response:
+                    answers.append((response.status, await response.read()))
+            async with session.post(f"http://127.0.0.1:{port}/echo", data=_chunks()) as response:
+                answers.append((response.status, await response.read()))
+        return answers
+
+    assert served(scenario) == [*[(200, b"%d" % index) for index in range(5)], (200, b"abcdef")]
+
+
+async def _chunks():
+    yield b"abc"
+    yield b"def"
+
+
+def test_a_unix_socket_serves_and_a_peer_has_no_address():
+    async def run(path: str) -> bytes:
+        async def remote(request: Request) -> Response:
+            return Response(text=f"[{request.remote}]")
+
+        server = Server()
+        server.get("/remote", remote)
+        await server.listen(path=path)
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b"GET /remote HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, body = await read_response(reader)
+            writer.close()
+            return body
+        finally:
+            await server.stop(1.0)
+
+    with tempfile.TemporaryDirectory() as directory:
+        assert asyncio.run(run(f"{directory}/s.sock")) == b"[]"
