@@ -234,7 +234,7 @@ def _load_cas(context: ssl.SSLContext, path: str, pem: bytes | None = None) -> N
 # ---- aiohttp -----------------------------------------------------------------------------------
 
 def client_ssl_context(cfg: TlsClientConfig, alpn: list[str] | None = None) -> ssl.SSLContext | None:
-    """The context for a client (aiohttp; gRPC with `alpn=["h2"]`), read from the files now; None
+    """The context for a client (HTTP/1.1; gRPC with `alpn=["h2"]`), read from the files now; None
     with `insecure: true` (plaintext).
 
     `server_name_override` is not part of a context: pass it as the connection's `server_hostname`."""

@@ -18,7 +18,8 @@ What it does as Go's http.Transport does (otelcol's client):
   so the retry adds no duplicate the chain would not make, it only spares the backoff.) A new
   connection failing so, a timeout, or an answer broken off are never retried here.
 - `timeout` bounds the whole request: waiting for a slot, connecting, sending, the answer.
-- Errors: `ConnectError` (no connection made), `ClientError` (anything after), TimeoutError.
+- Errors: `ConnectError` (no connection made), `ClientError` (anything after), TimeoutError;
+  ValueError for a request that cannot be written (a header value with a line break).
 - `cookies`: a jar (http.cookiejar, imported only then) keeps what `Set-Cookie` sets and sends it
   back; without, nothing is kept.
 - `observe(method, url, seconds, status, error_type)` is called once per request (status 0 on
@@ -145,7 +146,7 @@ class HttpClient:
         fields = wire.Headers([("Host", host)])
         for name, value in headers:
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-                raise ClientError(f"the header {name!r} holds a line break or a colon")
+                raise ValueError(f"the header {name!r} holds a line break or a colon")  # the caller's mistake
             fields.add(name, value)
         if length or method in ("POST", "PUT", "PATCH"):
             fields.setdefault("Content-Length", str(length))

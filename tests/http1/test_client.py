@@ -422,3 +422,13 @@ def test_http_through_a_proxy_goes_in_absolute_form():
             assert headers["Host"] == "collector.test:4318" and headers["Proxy-Authorization"] == "Basic dTpw"
 
     asyncio.run(scenario())
+
+
+def test_a_header_that_would_split_the_head_is_refused_before_anything_is_sent():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            with pytest.raises(ValueError, match="line break"):
+                await post(client(), server.url, headers=[("X-Bad", "one\r\nX-Injected: yes")])
+            assert server.connections == 0
+
+    asyncio.run(scenario())
