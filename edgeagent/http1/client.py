@@ -18,7 +18,8 @@ What it does as Go's http.Transport does (otelcol's client):
   so the retry adds no duplicate the chain would not make, it only spares the backoff.) A new
   connection failing so, a timeout, or an answer broken off are never retried here.
 - `timeout` bounds the whole request: waiting for a slot, connecting, sending, the answer.
-- Errors: `ConnectError` (no connection made), `ClientError` (anything after), TimeoutError;
+- Errors: `ConnectError` (no connection made), `NoAnswerError` (the connection ended before a
+  byte of the answer), `ClientError` (anything else after), TimeoutError;
   ValueError for a request that cannot be written (a header value with a line break).
 - `cookies`: a jar (http.cookiejar, imported only then) keeps what `Set-Cookie` sets and sends it
   back; without, nothing is kept.
@@ -46,7 +47,7 @@ from edgeagent.http1.pool import Connection, Pool, PoolSettings, Route
 if TYPE_CHECKING:
     from http.cookiejar import CookieJar
 
-__all__ = ["ClientError", "ConnectError", "HttpClient", "ClientSettings", "PoolSettings", "Response"]
+__all__ = ["ClientError", "ConnectError", "HttpClient", "ClientSettings", "NoAnswerError", "PoolSettings", "Response"]
 
 Observer = Callable[[str, SplitResult, float, int, str], None]
 MAX_BODY = 64 * 1024  # otelcol's otlphttp exporter reads at most this much of an answer
@@ -78,7 +79,7 @@ class Response:
         return value or "application/octet-stream"
 
 
-class _Unanswered(ClientError):
+class NoAnswerError(ClientError):
     """The connection closed or failed before a byte of the answer arrived."""
 
 
@@ -125,7 +126,7 @@ class HttpClient:
             connection = await self.pool.acquire(route, fresh=attempt > 1)
             try:
                 response, reusable = await self._exchange(connection, method, head, body)
-            except _Unanswered:
+            except NoAnswerError:
                 self.pool.release(connection, reusable=False)
                 if connection.reused and attempt == 1:
                     continue
@@ -175,7 +176,7 @@ class HttpClient:
         try:
             version, status, reason, headers = await _final_head(reader, min(self._read_limit, wire.MAX_HEAD))
         except OSError as exc:
-            raise _Unanswered(f"the connection to {connection.route.authority} failed before an answer: "
+            raise NoAnswerError(f"the connection to {connection.route.authority} failed before an answer: "
                               f"{write_error or exc}") from exc
         except wire.ProtocolError as exc:
             raise ClientError(f"{connection.route.authority} answered what is not HTTP/1.1: {exc}") from exc
