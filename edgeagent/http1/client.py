@@ -177,7 +177,7 @@ class HttpClient:
             version, status, reason, headers = await _final_head(reader, min(self._read_limit, wire.MAX_HEAD))
         except OSError as exc:
             raise NoAnswerError(f"the connection to {connection.route.authority} failed before an answer: "
-                              f"{write_error or exc}") from exc
+                                f"{write_error or exc}") from exc
         except wire.ProtocolError as exc:
             raise ClientError(f"{connection.route.authority} answered what is not HTTP/1.1: {exc}") from exc
         try:
