@@ -158,7 +158,6 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    lean.import_aiohttp()  # before the config's components import it
     try:
         config = load(args.config, _upstream(args), args.set)
     except ConfigError as error:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any
-
-import aiohttp
+from urllib.parse import SplitResult
 
 from edgeagent.extensions.metrics import Histogram, Metrics
 from edgeagent.http1.server import Handler, Middleware, Request, Response
@@ -59,32 +56,19 @@ def rpc_server_observer(metrics: Metrics | None, method: str) -> Callable[[float
     return lambda seconds, status: histogram.observe(seconds, method, status, "grpc")
 
 
-def http_client_timer(metrics: Metrics | None) -> aiohttp.TraceConfig:
-    """An aiohttp client trace that times every request an exporter sends."""
+def http_client_timer(metrics: Metrics | None) -> Callable[[str, SplitResult, float, int, str], None]:
+    """The observer an exporter's HTTP client calls once per request (edgeagent.http1.client):
+    method, URL, seconds, status (0 when the request failed) and the failure's type name."""
     histogram = _histogram(metrics, "http_client_request_duration", "Duration of HTTP client requests (seconds).",
                            _CLIENT_LABELS)
 
-    def observe(context: SimpleNamespace, method: str, url: Any, status: str, error: str) -> None:
-        port = url.port if url.port is not None else ""
-        histogram.observe(time.perf_counter() - context.started, method, status, error, "http", "1.1",
-                          url.host or "", str(port), url.scheme)
+    def observe(method: str, url: SplitResult, seconds: float, status: int, error: str) -> None:
+        scheme = url.scheme.lower()
+        port = url.port or (443 if scheme == "https" else 80)
+        histogram.observe(seconds, method, str(status) if status else "", error, "http", "1.1", url.hostname or "",
+                          str(port), scheme)
 
-    async def start(_: aiohttp.ClientSession, context: SimpleNamespace,
-                    params: aiohttp.TraceRequestStartParams) -> None:
-        context.started = time.perf_counter()
-
-    async def end(_: aiohttp.ClientSession, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
-        observe(context, params.method, params.url, str(params.response.status), "")
-
-    async def failed(_: aiohttp.ClientSession, context: SimpleNamespace,
-                     params: aiohttp.TraceRequestExceptionParams) -> None:
-        observe(context, params.method, params.url, "", type(params.exception).__name__)
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(start)
-    trace.on_request_end.append(end)
-    trace.on_request_exception.append(failed)
-    return trace
+    return observe
 
 
 def rpc_client_observer(metrics: Metrics | None, address: str, port: str) -> Callable[[float, str, str], None]:

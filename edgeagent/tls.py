@@ -1,6 +1,6 @@
 """TLS for receivers and exporters, with otelcol's `tls` keys (config/configtls).
 
-Clients (exporters): `client_ssl_context(cfg)` for aiohttp, and with `alpn=["h2"]` for the gRPC
+Clients (exporters): `client_ssl_context(cfg)` for the HTTP/1.1 client, and with `alpn=["h2"]` for the gRPC
 client. Servers (receivers): `server_ssl_context(cfg)` for the HTTP/1.1 server, and with
 `alpn=["h2"]` for the gRPC server. Each reads the files when it is called; an error names the file.
 
@@ -231,10 +231,10 @@ def _load_cas(context: ssl.SSLContext, path: str, pem: bytes | None = None) -> N
         raise ValueError(f"cannot load CA certificates from {path}: {exc}") from exc
 
 
-# ---- aiohttp -----------------------------------------------------------------------------------
+# ---- clients -----------------------------------------------------------------------------------
 
 def client_ssl_context(cfg: TlsClientConfig, alpn: list[str] | None = None) -> ssl.SSLContext | None:
-    """The context for a client (aiohttp; gRPC with `alpn=["h2"]`), read from the files now; None
+    """The context for a client (HTTP/1.1; gRPC with `alpn=["h2"]`), read from the files now; None
     with `insecure: true` (plaintext).
 
     `server_name_override` is not part of a context: pass it as the connection's `server_hostname`."""

@@ -1,21 +1,22 @@
-"""The HTTP client of otelcol's confighttp ClientConfig, as aiohttp makes it: the connection pool
-(`keepalive`, `max_conns_per_host`), `proxy_url`, `cookies`, `compression_params`, client
-`middlewares` and the HTTP/2 keys. The otlp_http exporter's config mixes these keys in.
+"""The HTTP client of otelcol's confighttp ClientConfig, as edgeagent's own HTTP/1.1 client
+(edgeagent.http1.client) makes it: the connection pool (`keepalive`, `max_conns_per_host`),
+`proxy_url`, `cookies`, `compression_params`, client `middlewares` and the HTTP/2 keys. The
+otlp_http exporter's config mixes these keys in.
 
 Connections (Go's http.Transport, which otelcol configures):
-- `max_conns_per_host` is aiohttp's `limit_per_host`: at most that many connections to a host,
-  busy or idle (0: no limit). Both open a new connection only when no idle one is there.
-- `keepalive` (`{enabled: false}` turns keep-alives off: a connection per request, aiohttp's
-  `force_close`): `idle_conn_timeout` closes a connection idle that long (0: never);
+- `max_conns_per_host`: at most that many connections to a host, busy or idle (0: no limit); a
+  request beyond waits for one. A new connection is opened only when no idle one is there.
+- `keepalive` (`{enabled: false}` turns keep-alives off: a connection per request, each saying
+  `Connection: close`): `idle_conn_timeout` closes a connection idle that long (0: never);
   `max_idle_conns` (0: no limit) and `max_idle_conns_per_host` (0: Go's default, 2) cap the idle
   connections kept, closing one released beyond the per-host cap and the oldest beyond the total,
-  as Go does. Unset, edgeagent keeps its own pool: idle connections closed after 15 s (aiohttp's
-  default; otelcol's is 90 s) and not capped (otelcol's defaults are 100 in all, 2 per host, which
-  makes a queue with 10 consumers reconnect after every burst).
+  as Go does. Unset, edgeagent keeps its own pool: idle connections closed after 15 s (otelcol's
+  default is 90 s) and not capped (otelcol's defaults are 100 in all, 2 per host, which makes a
+  queue with 10 consumers reconnect after every burst).
 - `proxy_url` (http:// or https://, credentials in it sent as Proxy-Authorization): HTTPS goes
   through a CONNECT tunnel, HTTP as an absolute-form request, as Go. Without it, as Go's
   ProxyFromEnvironment, HTTPS_PROXY / HTTP_PROXY (either case) are used unless NO_PROXY matches
-  the host or the host is localhost or a loopback address. SOCKS proxies are refused: aiohttp
+  the host or the host is localhost or a loopback address. SOCKS proxies are refused: the client
   speaks to HTTP proxies only.
 - `cookies` (present: a cookie jar, as Go's net/http/cookiejar, IP-address hosts included);
   absent, no cookie is kept or sent back, as in otelcol.
@@ -31,21 +32,18 @@ endpoint otelcol would use HTTP/2 and ping, which edgeagent cannot, so it is ref
 from __future__ import annotations
 
 import ipaddress
-import urllib.request
-from collections import deque
-from typing import Any
+import os
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.client_proto import ResponseHandler
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, optional_block
 from edgeagent.config.types import Duration
+from edgeagent.http1.pool import PoolSettings
 from edgeagent.middleware import MiddlewareConfig, check_client_middlewares
 
 _GO_IDLE_PER_HOST = 2  # net/http.DefaultMaxIdleConnsPerHost
-_AIOHTTP_KEEPALIVE = 15.0
+_KEEPALIVE = 15.0  # seconds an idle connection is kept when unset
 
 
 class KeepaliveClientConfig(ComponentConfig):
@@ -124,44 +122,16 @@ def check_compression_level(encoding: str, level: int) -> None:
                         else f": {encoding!r} takes no level; remove compression_params"))
 
 
-class PoolConnector(aiohttp.TCPConnector):
-    """aiohttp's connector with Go's caps on idle connections, in all and per host."""
-
-    def __init__(self, *, max_idle: int, max_idle_per_host: int, **options: Any):
-        super().__init__(**options)
-        self._max_idle = max_idle
-        self._max_idle_per_host = max_idle_per_host
-
-    def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
-        super()._release(key, protocol, should_close=should_close)
-        idle: deque[tuple[ResponseHandler, float]] | None = self._conns.get(key)
-        if idle and self._max_idle_per_host and len(idle) > self._max_idle_per_host:
-            idle.pop()[0].close()  # Go refuses the connection just released
-        while self._max_idle and sum(len(held) for held in self._conns.values()) > self._max_idle:
-            oldest = min(self._conns, key=lambda k: self._conns[k][0][1])  # Go evicts the least recently used
-            self._conns[oldest].popleft()[0].close()
-            if not self._conns[oldest]:
-                del self._conns[oldest]
-
-
-def connector(config: HttpClientConfig, limit: int, **options: Any) -> aiohttp.TCPConnector:
-    """The connector of an HTTP client with `config`'s pool settings."""
+def pool_settings(config: HttpClientConfig, limit: int) -> PoolSettings:
+    """The connection pool of an HTTP client with `config`'s settings; `limit` requests in flight."""
     keepalive = config.keepalive
     if keepalive is None:
-        return aiohttp.TCPConnector(limit=limit, limit_per_host=config.max_conns_per_host, force_close=True,
-                                    **options)
-    timeout = _AIOHTTP_KEEPALIVE if keepalive.idle_conn_timeout is None else keepalive.idle_conn_timeout or None
-    if keepalive.max_idle_conns is None and keepalive.max_idle_conns_per_host is None:
-        return aiohttp.TCPConnector(limit=limit, limit_per_host=config.max_conns_per_host,
-                                    keepalive_timeout=timeout, **options)
-    return PoolConnector(limit=limit, limit_per_host=config.max_conns_per_host, keepalive_timeout=timeout,
-                         max_idle=keepalive.max_idle_conns or 0,
-                         max_idle_per_host=keepalive.max_idle_conns_per_host or _GO_IDLE_PER_HOST, **options)
-
-
-def cookie_jar(config: HttpClientConfig) -> aiohttp.abc.AbstractCookieJar:
-    """A jar when `cookies` is set (IP-address hosts too, as Go's), else one that keeps nothing."""
-    return aiohttp.CookieJar(unsafe=True) if config.cookies is not None else aiohttp.DummyCookieJar()
+        return PoolSettings(limit=limit, limit_per_route=config.max_conns_per_host, keepalive=False)
+    timeout = _KEEPALIVE if keepalive.idle_conn_timeout is None else keepalive.idle_conn_timeout or None
+    capped = keepalive.max_idle_conns is not None or keepalive.max_idle_conns_per_host is not None
+    return PoolSettings(limit=limit, limit_per_route=config.max_conns_per_host, idle_timeout=timeout,
+                        max_idle=keepalive.max_idle_conns or 0,
+                        max_idle_per_route=(keepalive.max_idle_conns_per_host or _GO_IDLE_PER_HOST) if capped else 0)
 
 
 class Proxies:
@@ -169,7 +139,7 @@ class Proxies:
 
     def __init__(self, proxy_url: str):
         self._fixed = proxy_url or None
-        self._environment = {} if proxy_url else urllib.request.getproxies_environment()
+        self._environment = {} if proxy_url else _environment_proxies()
 
     def for_url(self, url: str) -> str | None:
         if self._fixed is not None:
@@ -177,10 +147,24 @@ class Proxies:
         parts = urlsplit(url)
         proxy = self._environment.get(parts.scheme)
         host = parts.hostname or ""
+        if not proxy or _loopback(host):
+            return None
+        import urllib.request  # only here: a proxy is set in the environment
+
         bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
-        if not proxy or _loopback(host) or bypass(host, self._environment):
+        if bypass(host, self._environment):
             return None
         return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _environment_proxies() -> dict[str, str]:
+    """The environment's proxies, as urllib reads them; urllib.request (and with it http.client
+    and email, 2 MiB and 9 ms) is imported only when some *_proxy variable is set."""
+    if not any(name.lower().endswith("_proxy") for name in os.environ):
+        return {}
+    import urllib.request
+
+    return urllib.request.getproxies_environment()
 
 
 def _loopback(host: str) -> bool:

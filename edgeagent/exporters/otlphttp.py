@@ -8,12 +8,14 @@ treated as unreachable (retryable, data stays queued) and the Location is logged
 episode and shown in health until data is accepted again.
 
 Buffers (otelcol's confighttp client keys; 0 or less keeps the default, as there):
-`read_buffer_size` is aiohttp's `read_bufsize`, the bytes of an answer buffered before reading
-the connection pauses (Go: the connection's read buffer, 4 KiB by default; aiohttp's 64 KiB);
-`write_buffer_size` is the connection socket's send buffer, SO_SNDBUF (Go: the buffer its HTTP
-writer fills before a write to the socket; aiohttp keeps none of its own, so the kernel's is the
-one to size). `profiles_endpoint` is accepted as otelcol accepts it: only a profiles pipeline
-would use it, and edgeagent carries no profiles signal (a `profiles` pipeline is refused).
+`read_buffer_size` is the bytes of an answer buffered before reading the connection pauses (Go:
+the connection's read buffer, 4 KiB by default; edgeagent's 64 KiB, at least 8 KiB: the head of
+an answer must fit in it); `write_buffer_size` is the connection socket's send buffer, SO_SNDBUF
+(Go: the buffer its HTTP writer fills before a write to the socket; edgeagent's client keeps none
+of its own, so the kernel's is the one to size). `profiles_endpoint` is accepted as otelcol
+accepts it: only a profiles pipeline would use it, and edgeagent carries no profiles signal (a
+`profiles` pipeline is refused). An answer is read as otelcol's exporter reads it: at most 64 KiB
+of its body, decompressed.
 
 `encoding: json` sends each request in OTLP/JSON (`application/json`, hex ids, integer enums) as
 otelcol's exporter does; the queue keeps protobuf, converted at send. A partial success is read
@@ -31,14 +33,11 @@ import asyncio
 import base64
 import json
 import logging
-import socket
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-import aiohttp
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from pydantic import ValidationInfo, field_validator, model_validator
@@ -56,6 +55,7 @@ from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
+from edgeagent.http1.client import ClientError, ClientSettings, ConnectError, HttpClient
 from edgeagent.instrumentation import http_client_timer
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.runtime.reload import Reloading
@@ -71,7 +71,7 @@ _FOLLOWED = (307, 308)  # redirects that keep the method and the body
 MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # dropped when a redirect leaves the host
 _URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint")
-_DEFAULT_READ_BUFFER = 2**16  # aiohttp's read_bufsize
+_DEFAULT_READ_BUFFER = 2**16
 _CONTENT_TYPES = {"proto": "application/x-protobuf", "json": "application/json"}
 
 
@@ -84,7 +84,7 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
     profiles_endpoint: str | None = None  # a profiles pipeline's; edgeagent has none
     compression: Literal["gzip", "zstd", "deflate", "zlib", "snappy", "x-snappy-framed", "lz4", "none", ""] = "gzip"
     tls: TlsClientConfig | None = None
-    read_buffer_size: int = 0  # aiohttp's read_bufsize; 0 or less: its 64 KiB
+    read_buffer_size: int = 0  # bytes of an answer buffered; 0 or less: 64 KiB
     encoding: Literal["proto", "json"] = "proto"  # the body: OTLP/protobuf or OTLP/JSON
     write_buffer_size: int = 0  # the socket's SO_SNDBUF; 0 or less: the system's
 
@@ -146,17 +146,6 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
         return self.endpoint.rstrip("/") + f"/v1/{signal.label}"
 
 
-def _send_buffer(size: int) -> Callable[[tuple[Any, ...]], socket.socket]:
-    """A socket factory for aiohttp's connector: each connection's SO_SNDBUF set before it connects."""
-    def create(addr_info: tuple[Any, ...]) -> socket.socket:
-        family, kind, proto = addr_info[:3]
-        sock = socket.socket(family=family, type=kind, proto=proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-        return sock
-
-    return create
-
-
 @dataclass(frozen=True)
 class _Answer:
     status: int
@@ -176,7 +165,7 @@ class OtlpHttpExporter:
             config.endpoint or config.traces_endpoint or config.metrics_endpoint or config.logs_endpoint
         )
         self.host = host
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
         self._auth: Authenticator | None = None
         self._tls: Reloading[ssl.SSLContext | None] | None = None  # read in start()
         self._system_roots: ssl.SSLContext | None = None  # built at the first HTTPS request without a tls block
@@ -201,15 +190,12 @@ class OtlpHttpExporter:
         self._auth = resolve_authenticator(self.host, self.config.auth)
         if self.config.tls is not None and not self.config.tls.insecure:
             self._tls = reloading_client_context(self.config.tls)
-        pool = httpclient.connector(
-            self.config, limit=max(self.config.sending_queue.num_consumers, 1) * 3, enable_cleanup_closed=True,
-            socket_factory=_send_buffer(self.config.write_buffer_size) if self.config.write_buffer_size > 0 else None,
-        )
+        pool = httpclient.pool_settings(self.config, limit=max(self.config.sending_queue.num_consumers, 1) * 3)
         read_buffer = self.config.read_buffer_size if self.config.read_buffer_size > 0 else _DEFAULT_READ_BUFFER
         self._proxies = httpclient.Proxies(self.config.proxy_url)
-        self._session = aiohttp.ClientSession(connector=pool, auto_decompress=True, read_bufsize=read_buffer,
-                                              cookie_jar=httpclient.cookie_jar(self.config),
-                                              trace_configs=[http_client_timer(getattr(self.host, "metrics", None))])
+        self._client = HttpClient(ClientSettings(
+            pool=pool, read_buffer=read_buffer, send_buffer=max(self.config.write_buffer_size, 0),
+            cookies=self.config.cookies is not None, observe=http_client_timer(getattr(self.host, "metrics", None))))
 
     def upstream_addresses(self) -> list[tuple[str, int]]:
         """host:port where requests connect: each endpoint's, or its proxy's (a redirect's target is
@@ -217,9 +203,9 @@ class OtlpHttpExporter:
         return _addresses([self._proxies.for_url(url) or url for url, _ in self._targets.values()])
 
     async def shutdown(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
 
     def _request_headers(self, basic: str | None) -> dict[str, str]:
         headers = self._headers if basic is None else {**self._headers, "Authorization": basic}
@@ -234,26 +220,21 @@ class OtlpHttpExporter:
         basic = [value.split(" ", 1)[-1] for value in credentials]
         return [*configured, *credentials, *basic, *url_secrets(url), *self._url_secrets]
 
-    def _tls_options(self, url: str) -> dict[str, Any]:
-        """The current TLS context (read again when its files changed) and the name to verify.
-
-        Without a tls block (or with `insecure`, which HTTP ignores), an HTTPS URL is verified
-        against the system roots: aiohttp's own default context holds none (`runtime/lean.py`)."""
-        tls = self.config.tls
-        if self._tls is None or tls is None:
-            if urlsplit(url).scheme.lower() != "https":
-                return {}
+    def _tls_context(self, url: str) -> ssl.SSLContext | None:
+        """The current TLS context for an https URL (read again when its files changed); None for
+        http. Without a tls block (or with `insecure`, which HTTP ignores), the system roots."""
+        if urlsplit(url).scheme.lower() != "https":
+            return None
+        context = self._tls.get() if self._tls is not None else None
+        if context is None:
             if self._system_roots is None:
                 self._system_roots = ssl.create_default_context()
-            return {"ssl": self._system_roots}
-        options: dict[str, Any] = {"ssl": self._tls.get()}
-        if tls.server_name_override:
-            options["server_hostname"] = tls.server_name_override
-        return options
+            context = self._system_roots
+        return context
 
     async def send(self, signal: Signal, body: bytes) -> SendResult:
         target = self._targets.get(signal)
-        if target is None or self._session is None:
+        if target is None or self._client is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
         url, basic = target
         data = body
@@ -290,24 +271,24 @@ class OtlpHttpExporter:
         )
 
     async def _post(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str]) -> _Answer:
-        session = self._session
-        if session is None:
+        client = self._client
+        if client is None:
             raise RetryableError("the exporter is shut down", connection=True)
+        # the name to verify, when a tls block is in force (`insecure`, ignored over HTTP, drops it)
+        override = self.config.tls.server_name_override if self._tls is not None and self.config.tls else ""
         try:
-            async with session.post(url, data=data, headers=headers, allow_redirects=False,
-                                    proxy=self._proxies.for_url(url), **self._tls_options(url),
-                                          timeout=aiohttp.ClientTimeout(total=self.config.timeout)) as response:
-                return _Answer(response.status, await response.read(), response.content_type,
-                               parse_retry_after(response.headers.get("Retry-After")),
-                               response.headers.get("Location"))
+            response = await client.request(
+                "POST", url, body=data, headers=headers.items(), timeout=self.config.timeout,
+                tls=self._tls_context(url), server_hostname=override, proxy=self._proxies.for_url(url) or "")
         except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: the link checks
             raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True,
                                  unanswered=None) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (ClientError, OSError) as exc:
             # no connection made at all; a TLS handshake that failed was an answer
-            unanswered = isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientSSLError)
             raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True,
-                                 unanswered=unanswered) from exc
+                                 unanswered=isinstance(exc, ConnectError)) from exc
+        return _Answer(response.status, response.body, response.content_type,
+                       parse_retry_after(response.headers.get("Retry-After")), response.headers.get("Location"))
 
     def _result(self, signal: Signal, answer: _Answer, url: str, secrets: list[str]) -> SendResult:
         """The one place that maps an HTTP answer to what the chain must do."""

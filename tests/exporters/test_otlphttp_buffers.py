@@ -22,17 +22,16 @@ def upstream():
 
 
 async def _send_and_inspect(config: OtlpHttpConfig) -> tuple[list[int], int]:
-    """Send one request; the SO_SNDBUF of the connections it kept open, and the session's read buffer."""
+    """Send one request; the SO_SNDBUF of the connections it kept open, and the client's read buffer."""
     exporter = OtlpHttpExporter("otlphttp", config)
     await exporter.start()
     try:
         await exporter.send(Signal.TRACES, b"")
-        session = exporter._session
-        assert session is not None
-        connections = [protocol for held in session.connector._conns.values() for protocol, _ in held]
-        sizes = [protocol.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-                 for protocol in connections]
-        return sizes, session._read_bufsize  # what aiohttp was given: it keeps no public accessor
+        client = exporter._client
+        assert client is not None
+        sizes = [connection.writer.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+                 for connection in client.pool.idle_connections()]
+        return sizes, client.settings.read_buffer
     finally:
         await exporter.shutdown()
 
@@ -43,7 +42,7 @@ def test_write_buffer_size_sizes_each_connections_send_buffer(upstream):
     assert len(upstream.received("traces")) == 1
 
 
-def test_read_buffer_size_is_aiohttps_read_buffer_and_zero_keeps_the_defaults(upstream):
+def test_read_buffer_size_is_the_clients_read_buffer_and_zero_keeps_the_defaults(upstream):
     _, read_buffer = asyncio.run(_send_and_inspect(OtlpHttpConfig(endpoint=upstream.url, read_buffer_size=8192)))
     assert read_buffer == 8192
     sizes, read_buffer = asyncio.run(_send_and_inspect(OtlpHttpConfig(endpoint=upstream.url, read_buffer_size=-1,

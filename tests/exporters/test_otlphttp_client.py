@@ -127,7 +127,7 @@ async def _against(recorder: _Recorder, settings: dict, concurrent: int, rounds:
         for _ in range(rounds):
             await asyncio.gather(*(exporter.send(Signal.TRACES, b"") for _ in range(concurrent)))
             await asyncio.sleep(pause)
-        exporter.idle_after = sum(len(held) for held in exporter._session.connector._conns.values())
+        exporter.idle_after = exporter._client.pool.idle_count()
     finally:
         await exporter.shutdown()
         await runner.cleanup()

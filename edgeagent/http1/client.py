@@ -1,0 +1,318 @@
+"""An HTTP/1.1 client on asyncio streams, for the exporters: one request at a time per connection,
+connections pooled (`pool.py`), opened directly or through a proxy (`dial.py`).
+
+What it does as Go's http.Transport does (otelcol's client):
+- Redirects are not followed: a 3xx is an answer like any other (the exporter decides).
+- The answer's body is read up to `max_body` bytes, decoded (`Content-Encoding` gzip, deflate or
+  zstd; `Accept-Encoding: gzip, deflate` is sent), so neither a huge answer nor a compression
+  bomb holds more than that; past it, up to `max_body` more of the raw body is read and
+  dropped, and a body still not at its end closes the connection (Go's CopyN and Close).
+- A connection is reused only when the answer was read to its end and neither side said
+  `Connection: close` (an HTTP/1.0 answer needs `keep-alive`). With keep-alive off, every
+  request says `Connection: close` and gets a new connection.
+- Retry: a request that went out on a reused connection which then closed or reset before a
+  single byte of the answer came is sent once more on a new connection. That is the race of a
+  server closing an idle connection as the request arrives: a server closing an idle
+  connection has not read the request. (One that read it and then closed without a byte of
+  answer looks the same; the export chain would send that request again on the error anyway,
+  so the retry adds no duplicate the chain would not make, it only spares the backoff.) A new
+  connection failing so, a timeout, or an answer broken off are never retried here.
+- `timeout` bounds the whole request: waiting for a slot, connecting, sending, the answer.
+- Errors: `ConnectError` (no connection made), `NoAnswerError` (the connection ended before a
+  byte of the answer), `ClientError` (anything else after), TimeoutError;
+  ValueError for a request that cannot be written (a header value with a line break).
+- `cookies`: a jar (http.cookiejar, imported only then) keeps what `Set-Cookie` sets and sends it
+  back; without, nothing is kept.
+- `observe(method, url, seconds, status, error_type)` is called once per request (status 0 on
+  an error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, urlsplit
+
+from edgeagent.http1 import wire
+from edgeagent.http1.dial import ClientError, ConnectError, open_connection, proxy_authorization
+from edgeagent.http1.pool import Connection, Pool, PoolSettings, Route
+
+if TYPE_CHECKING:
+    from http.cookiejar import CookieJar
+
+__all__ = ["ClientError", "ConnectError", "HttpClient", "ClientSettings", "NoAnswerError", "PoolSettings", "Response"]
+
+Observer = Callable[[str, SplitResult, float, int, str], None]
+MAX_BODY = 64 * 1024  # otelcol's otlphttp exporter reads at most this much of an answer
+_SLACK = 4096  # compressed bytes beyond max_body that still decode into max_body (block and frame headers)
+_NO_BODY = (204, 304)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    read_buffer: int = 2**16  # bytes of an answer buffered before reading the connection pauses
+    send_buffer: int = 0  # SO_SNDBUF of each connection; 0: the system's
+    max_body: int = MAX_BODY
+    cookies: bool = False
+    observe: Observer | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    reason: str
+    headers: wire.Headers
+    body: bytes  # decoded, at most max_body bytes
+
+    @property
+    def content_type(self) -> str:
+        """The media type alone, lower case; application/octet-stream when none is given."""
+        value = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        return value or "application/octet-stream"
+
+
+class NoAnswerError(ClientError):
+    """The connection closed or failed before a byte of the answer arrived."""
+
+
+class HttpClient:
+    def __init__(self, settings: ClientSettings):
+        self.settings = settings
+        self.pool = Pool(settings.pool, self._open)
+        self._cookies = _Cookies() if settings.cookies else None
+
+    async def close(self) -> None:
+        self.pool.close()
+
+    async def request(self, method: str, url: str, *, body: bytes = b"", headers: Iterable[tuple[str, str]] = (),
+                      timeout: float | None = None, tls: ssl.SSLContext | None = None, server_hostname: str = "",
+                      proxy: str = "") -> Response:
+        """Sends one request and reads its answer; `tls` for an https URL (required there),
+        `server_hostname` the name to verify instead of the URL's host."""
+        parts = urlsplit(url)
+        started = time.perf_counter()
+        status, error = 0, ""
+        try:
+            async with asyncio.timeout(timeout or None):
+                response = await self._send(method, parts, body, headers, tls, server_hostname, proxy)
+            status = response.status
+            return response
+        except BaseException as exc:
+            error = type(exc).__name__
+            raise
+        finally:
+            if self.settings.observe is not None:
+                self.settings.observe(method, parts, time.perf_counter() - started, status, error)
+
+    async def _send(self, method: str, parts: SplitResult, body: bytes, headers: Iterable[tuple[str, str]],
+                    tls: ssl.SSLContext | None, server_hostname: str, proxy: str) -> Response:
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname:
+            raise ClientError(f"not an http:// or https:// URL: {scheme}://{parts.hostname or ''}")
+        if scheme == "https" and tls is None:
+            raise ClientError("an https:// URL needs a TLS context")
+        route = Route(scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80),
+                      tls if scheme == "https" else None, server_hostname if scheme == "https" else "", proxy)
+        head = self._head(method, parts, route, headers, len(body))
+        for attempt in (1, 2):
+            connection = await self.pool.acquire(route, fresh=attempt > 1)
+            try:
+                response, reusable = await self._exchange(connection, method, head, body)
+            except NoAnswerError:
+                self.pool.release(connection, reusable=False)
+                if connection.reused and attempt == 1:
+                    continue
+                raise
+            except BaseException:
+                self.pool.release(connection, reusable=False)
+                raise
+            self.pool.release(connection, reusable=reusable)
+            if self._cookies is not None:
+                self._cookies.keep(parts, response.headers)
+            return response
+        raise AssertionError("unreachable")
+
+    def _head(self, method: str, parts: SplitResult, route: Route, headers: Iterable[tuple[str, str]],
+              length: int) -> bytes:
+        host = parts.netloc.rpartition("@")[2]
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        fields = wire.Headers([("Host", host)])
+        for name, value in headers:
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+                raise ValueError(f"the header {name!r} holds a line break or a colon")  # the caller's mistake
+            fields.add(name, value)
+        if length or method in ("POST", "PUT", "PATCH"):
+            fields.setdefault("Content-Length", str(length))
+        fields.setdefault("Accept-Encoding", "gzip, deflate")
+        if not self.settings.pool.keepalive:
+            fields["Connection"] = "close"
+        if route.proxy and route.scheme == "http":
+            target = f"http://{host}{target}"  # absolute form: the proxy forwards it
+            if (credentials := proxy_authorization(route.proxy)) is not None:
+                fields["Proxy-Authorization"] = credentials
+        if self._cookies is not None and (cookie := self._cookies.header(parts)):
+            fields["Cookie"] = cookie
+        return f"{method} {target} HTTP/1.1\r\n".encode() + fields.encode() + b"\r\n"
+
+    async def _exchange(self, connection: Connection, method: str, head: bytes,
+                        body: bytes) -> tuple[Response, bool]:
+        """One request and its answer on `connection`; the answer, and whether the connection may
+        carry another."""
+        reader, writer = connection.reader, connection.writer
+        write_error: OSError | None = None
+        try:
+            writer.write(head + body)
+            await writer.drain()
+        except OSError as exc:  # an answer may have come before the server stopped reading: read it
+            write_error = exc
+        try:
+            version, status, reason, headers = await _final_head(reader, min(self._read_limit, wire.MAX_HEAD))
+        except OSError as exc:
+            raise NoAnswerError(f"the connection to {connection.route.authority} failed before an answer: "
+                                f"{write_error or exc}") from exc
+        except wire.ProtocolError as exc:
+            raise ClientError(f"{connection.route.authority} answered what is not HTTP/1.1: {exc}") from exc
+        try:
+            if method == "HEAD" or status in _NO_BODY:
+                content, complete = b"", True
+            else:
+                length = wire.body_length(headers, request=False)
+                content, complete = await _read_body(reader, length, headers.get("Content-Encoding", ""),
+                                                     self.settings.max_body)
+                complete = complete and length is not None
+        except (OSError, wire.ProtocolError) as exc:
+            raise ClientError(f"the answer of {connection.route.authority} broke off: {exc}") from exc
+        reusable = complete and write_error is None and _keeps_alive(version, headers)
+        return Response(status, reason, headers, content), reusable
+
+    @property
+    def _read_limit(self) -> int:
+        """The reader's buffer: a head or a chunk line must fit in it."""
+        return max(self.settings.read_buffer, wire.MAX_LINE)
+
+    async def _open(self, route: Route) -> Connection:
+        return await open_connection(route, read_limit=self._read_limit, send_buffer=self.settings.send_buffer)
+
+
+async def _final_head(reader: asyncio.StreamReader, max_head: int) -> tuple[tuple[int, int], int, str, wire.Headers]:
+    """The head of the final answer, informational (1xx) ones skipped; OSError when the connection
+    ended before a byte of it."""
+    while True:
+        block = await wire.read_head(reader, max_head)
+        if block is None:
+            raise ConnectionResetError("the server closed the connection without answering")
+        start, headers = wire.parse_head(block)
+        version, status, reason = wire.parse_status_line(start)
+        if status == 101:
+            raise wire.ProtocolError("101 Switching Protocols to a request that asked for none")
+        if status >= 200:
+            return version, status, reason, headers
+
+
+async def _read_body(reader: asyncio.StreamReader, length: int | None, encoding: str,
+                     limit: int) -> tuple[bytes, bool]:
+    """The body decoded, at most `limit` bytes, and whether it was read to its end."""
+    coding = encoding.strip().lower()
+    keep = limit + _SLACK if coding in _DECODERS else limit
+    raw = bytearray()
+    complete = True
+    async with contextlib.aclosing(wire.iter_body(reader, length)) as chunks:  # type: ignore[type-var]
+        async for chunk in chunks:
+            room = keep - len(raw)
+            raw += chunk[:room]
+            if len(chunk) > room:
+                complete = await _discard(chunks, limit - (len(chunk) - room))
+                break
+    decode = _DECODERS.get(coding)
+    if decode is None:  # identity, or a coding not asked for: as it came
+        return bytes(raw[:limit]), complete
+    try:
+        return decode(bytes(raw), limit), complete
+    except Exception as exc:  # zlib.error, zstd.ZstdError: the body is not what it says
+        raise wire.ProtocolError(f"the body is not valid {coding}: {exc}") from exc
+
+
+async def _discard(chunks: AsyncIterator[bytes], budget: int) -> bool:
+    """Reads and drops up to `budget` more bytes; whether the body ended within them."""
+    async for chunk in chunks:
+        budget -= len(chunk)
+        if budget < 0:
+            return False
+    return True
+
+
+def _inflate(raw: bytes, limit: int, wbits: int) -> bytes:
+    return zlib.decompressobj(wbits).decompress(raw, limit)
+
+
+def _deflate(raw: bytes, limit: int) -> bytes:
+    """`deflate` as the zlib format it means, or the raw deflate some servers send."""
+    try:
+        return _inflate(raw, limit, zlib.MAX_WBITS)
+    except zlib.error:
+        return _inflate(raw, limit, -zlib.MAX_WBITS)
+
+
+def _zstd(raw: bytes, limit: int) -> bytes:
+    import zstandard
+
+    out = bytearray()
+    for piece in zstandard.ZstdDecompressor().read_to_iter(raw, write_size=min(limit, 1 << 16) or 1):
+        out += piece
+        if len(out) >= limit:
+            break
+    return bytes(out[:limit])
+
+
+_DECODERS: dict[str, Callable[[bytes, int], bytes]] = {
+    "gzip": lambda raw, limit: _inflate(raw, limit, 16 + zlib.MAX_WBITS),
+    "x-gzip": lambda raw, limit: _inflate(raw, limit, 16 + zlib.MAX_WBITS),
+    "deflate": _deflate,
+    "zstd": _zstd,
+}
+
+
+def _keeps_alive(version: tuple[int, int], headers: wire.Headers) -> bool:
+    tokens = {token.strip().lower() for value in headers.getall("Connection") for token in value.split(",")}
+    if "close" in tokens:
+        return False
+    return version >= (1, 1) or "keep-alive" in tokens
+
+
+class _Cookies:
+    """A cookie jar as Go's net/http/cookiejar keeps one (IP-address hosts too)."""
+
+    def __init__(self) -> None:
+        from http.cookiejar import CookieJar  # with urllib.request below: imported only when cookies are on
+        from urllib.request import Request
+
+        self._jar: CookieJar = CookieJar()
+        self._request = Request
+
+    def header(self, parts: SplitResult) -> str | None:
+        request = self._request(parts.geturl())
+        self._jar.add_cookie_header(request)
+        return request.get_header("Cookie")
+
+    def keep(self, parts: SplitResult, headers: wire.Headers) -> None:
+        self._jar.extract_cookies(_SetCookies(headers), self._request(parts.geturl()))  # type: ignore[arg-type]
+
+
+class _SetCookies:
+    """What http.cookiejar reads of an answer: `info().get_all(name)`."""
+
+    def __init__(self, headers: wire.Headers):
+        self._headers = headers
+
+    def info(self) -> _SetCookies:
+        return self
+
+    def get_all(self, name: str, default: list[str] | None = None) -> list[str] | None:
+        return self._headers.getall(name) or default

@@ -1,0 +1,176 @@
+"""The connections of an HTTP/1.1 client, kept for reuse as Go's http.Transport keeps them.
+
+- A request takes a slot before it takes a connection: at most `limit` requests in flight in
+  all and `limit_per_route` to one route (0: no limit); one beyond waits for a slot to free.
+- With keep-alive on, a connection whose exchange ended cleanly goes back to its route's idle
+  list; the most recently used is taken first. An idle connection closes after `idle_timeout`
+  (None: never). `max_idle_per_route` refuses a connection released beyond it (it is closed)
+  and `max_idle` closes the least recently used beyond it, in all (0: no cap).
+- An idle connection the server closed, or that holds bytes nobody asked for, is found out
+  when taken (its reader is at EOF or its transport closing) and closed instead of used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a connection goes: the pool keeps connections apart by it."""
+    scheme: str  # of the target: "http" or "https"
+    host: str
+    port: int
+    ssl: ssl.SSLContext | None = None  # for an https target
+    server_hostname: str = ""  # the name verified and sent as SNI; "" is `host`
+    proxy: str = ""  # the proxy URL the connection goes through, "" for none
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    limit: int = 0  # requests in flight in all; 0: no limit
+    limit_per_route: int = 0  # requests in flight to one route; 0: no limit
+    keepalive: bool = True
+    idle_timeout: float | None = 15.0  # None: idle connections stay open
+    max_idle: int = 0  # idle connections kept in all; 0: no cap
+    max_idle_per_route: int = 0  # idle connections kept per route; 0: no cap
+
+
+class Connection:
+    """One connection: its streams, and whether it has carried an exchange before."""
+
+    def __init__(self, route: Route, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.route = route
+        self.reader = reader
+        self.writer = writer
+        self.reused = False
+        self.idle_since = 0.0
+        self.expiry: asyncio.TimerHandle | None = None
+
+    def stale(self) -> bool:
+        """The server closed it, or it failed, while idle."""
+        return self.writer.transport.is_closing() or self.reader.at_eof() or self.reader.exception() is not None
+
+    def close(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        self.writer.close()
+
+
+class Pool:
+    """Slots and idle connections; `open` makes a new connection for a route."""
+
+    def __init__(self, settings: PoolSettings, open: Callable[[Route], Awaitable[Connection]]):
+        self.settings = settings
+        self._open = open
+        self._idle: dict[Route, list[Connection]] = {}  # oldest first
+        self._busy: dict[Route, int] = {}
+        self._busy_total = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._closed = False
+
+    def idle_count(self) -> int:
+        return sum(len(idle) for idle in self._idle.values())
+
+    def idle_connections(self) -> list[Connection]:
+        return [connection for idle in self._idle.values() for connection in idle]
+
+    async def acquire(self, route: Route, *, fresh: bool = False) -> Connection:
+        """A connection to `route`, idle or new (always new with `fresh`), once a slot is free."""
+        await self._slot(route)
+        try:
+            connection = None if fresh else self._take_idle(route)
+            return connection if connection is not None else await self._open(route)
+        except BaseException:
+            self._free(route)
+            raise
+
+    def release(self, connection: Connection, *, reusable: bool) -> None:
+        """Gives the slot back; the connection is kept idle when it may carry another exchange."""
+        self._free(connection.route)
+        if not reusable or self._closed or not self.settings.keepalive or connection.stale():
+            connection.close()
+            return
+        loop = asyncio.get_running_loop()
+        connection.idle_since = loop.time()
+        idle = self._idle.setdefault(connection.route, [])
+        idle.append(connection)
+        if self.settings.idle_timeout is not None:
+            connection.expiry = loop.call_later(self.settings.idle_timeout, self._expire, connection)
+        if self.settings.max_idle_per_route and len(idle) > self.settings.max_idle_per_route:
+            self._drop(idle.pop())  # Go refuses the connection just released
+        while self.settings.max_idle and self.idle_count() > self.settings.max_idle:
+            oldest = min(self._idle.values(), key=lambda held: held[0].idle_since)  # Go evicts the least recently used
+            self._drop(oldest[0])
+
+    def close(self) -> None:
+        """Closes the idle connections; those in use close when released."""
+        self._closed = True
+        for connection in self.idle_connections():
+            self._drop(connection)
+
+    async def _slot(self, route: Route) -> None:
+        while not self._has_room(route):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self._busy[route] = self._busy.get(route, 0) + 1
+        self._busy_total += 1
+
+    def _has_room(self, route: Route) -> bool:
+        limit, per_route = self.settings.limit, self.settings.limit_per_route
+        return (not limit or self._busy_total < limit) and (not per_route or self._busy.get(route, 0) < per_route)
+
+    def _free(self, route: Route) -> None:
+        self._busy_total -= 1
+        if self._busy[route] == 1:
+            del self._busy[route]
+        else:
+            self._busy[route] -= 1
+        for waiter in self._waiters:  # each checks its own route's room again
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _take_idle(self, route: Route) -> Connection | None:
+        idle = self._idle.get(route)
+        while idle:
+            connection = idle.pop()
+            if not idle:
+                del self._idle[route]
+            if connection.expiry is not None:
+                connection.expiry.cancel()
+                connection.expiry = None
+            if connection.stale():
+                connection.close()
+            else:
+                connection.reused = True
+                return connection
+            idle = self._idle.get(route)
+        return None
+
+    def _expire(self, connection: Connection) -> None:
+        connection.expiry = None
+        self._drop(connection)
+
+    def _drop(self, connection: Connection) -> None:
+        """Closes an idle connection and forgets it."""
+        idle = self._idle.get(connection.route, [])
+        if connection in idle:
+            idle.remove(connection)
+            if not idle:
+                del self._idle[connection.route]
+        connection.close()

@@ -1,0 +1,441 @@
+"""edgeagent's HTTP/1.1 client against real servers on loopback whose answers each test writes byte
+for byte: connection reuse and its limits, the stale-connection retry, answer framings, the 64 KiB
+cap against huge and compressed answers, proxies, timeouts and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import Awaitable, Callable
+
+import pytest
+import zstandard
+
+from edgeagent.http1 import wire
+from edgeagent.http1.client import (
+    MAX_BODY,
+    ClientError,
+    ClientSettings,
+    ConnectError,
+    HttpClient,
+    NoAnswerError,
+    PoolSettings,
+)
+from tests.helpers.http_proxy import HttpProxy
+from tests.helpers.net import free_port
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+class Closing(bytes):
+    """An answer after which the server closes the connection."""
+
+
+# (connection number, request number on it) -> the answer, Closing(answer), or None: close unanswered
+Reply = Callable[[int, int], Awaitable[bytes | None] | bytes | None]
+
+
+class Server:
+    """Reads requests (Content-Length bodies) on each connection and writes what `reply` says;
+    keeps every request as (connection number, request line, headers)."""
+
+    def __init__(self, reply: Reply, ssl_context: ssl.SSLContext | None = None):
+        self.reply = reply
+        self.ssl_context = ssl_context
+        self.requests: list[tuple[int, str, wire.Headers]] = []
+        self.connections = 0
+        self.closed = 0  # connections that ended
+        self.port = free_port()
+        self._server: asyncio.AbstractServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.ssl_context)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        try:
+            for count in range(1, 100):
+                block = await wire.read_head(reader)
+                if block is None:
+                    return
+                line, headers = wire.parse_head(block)
+                await reader.readexactly(int(headers.get("Content-Length", "0")))
+                self.requests.append((number, line, headers))
+                answer = self.reply(number, count)
+                if asyncio.iscoroutine(answer):
+                    answer = await answer
+                if answer is None:
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if isinstance(answer, Closing):
+                    return
+        except (ConnectionError, wire.ProtocolError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.closed += 1
+            writer.close()
+
+
+def client(**pool: object) -> HttpClient:
+    return HttpClient(ClientSettings(pool=PoolSettings(**pool)))  # type: ignore[arg-type]
+
+
+async def post(http: HttpClient, url: str, body: bytes = b"data", **options: object):
+    return await http.request("POST", url + "/v1/traces", body=body, timeout=5, **options)  # type: ignore[arg-type]
+
+
+def test_a_kept_alive_connection_carries_the_next_request():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            http = client()
+            answers = [await post(http, server.url) for _ in range(3)]
+            assert [(a.status, a.body) for a in answers] == [(200, b"ok")] * 3
+            assert server.connections == 1 and http.pool.idle_count() == 1
+            _, line, headers = server.requests[0]
+            assert line == "POST /v1/traces HTTP/1.1" and headers["Host"] == f"127.0.0.1:{server.port}"
+            assert headers["Content-Length"] == "4" and "Connection" not in headers
+            await http.close()
+            await asyncio.sleep(0.05)
+            assert server.closed == 1  # closing the client closes its idle connections
+
+    asyncio.run(scenario())
+
+
+def test_keepalive_off_says_connection_close_and_opens_a_connection_per_request():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            http = client(keepalive=False)
+            for _ in range(2):
+                await post(http, server.url)
+            assert server.connections == 2 and http.pool.idle_count() == 0
+            assert all(headers["Connection"] == "close" for _, _, headers in server.requests)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+                                    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                                    Closing(b"HTTP/1.1 200 OK\r\n\r\nok")])  # a body until the connection closes
+def test_an_answer_that_ends_the_connection_is_not_reused(answer):
+    async def scenario() -> None:
+        async with Server(lambda *_: answer) as server:
+            http = client()
+            answers = [await post(http, server.url) for _ in range(2)]
+            assert [a.body for a in answers] == [b"ok", b"ok"]
+            assert server.connections == 2 and http.pool.idle_count() == 0
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_connection_closes_after_the_idle_timeout():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            http = client(idle_timeout=0.1)
+            await post(http, server.url)
+            assert http.pool.idle_count() == 1
+            await asyncio.sleep(0.3)
+            assert http.pool.idle_count() == 0 and server.closed == 1
+            await post(http, server.url)
+            assert server.connections == 2
+
+    asyncio.run(scenario())
+
+
+def test_idle_caps_close_the_connection_released_beyond_the_per_route_cap_and_the_oldest_beyond_all():
+    async def scenario() -> None:
+        async def slow(*_: object) -> bytes:
+            await asyncio.sleep(0.05)
+            return OK
+
+        async with Server(slow) as first, Server(slow) as second:
+            http = client(max_idle_per_route=1)
+            await asyncio.gather(*(post(http, first.url) for _ in range(3)))
+            assert first.connections == 3 and http.pool.idle_count() == 1
+            http = client(max_idle=2)
+            await asyncio.gather(*(post(http, first.url) for _ in range(2)))
+            await post(http, second.url)
+            idle = http.pool.idle_connections()
+            assert len(idle) == 2 and {c.route.port for c in idle} == {first.port, second.port}
+
+    asyncio.run(scenario())
+
+
+def test_the_per_route_limit_makes_a_request_wait_for_a_connection():
+    async def scenario() -> None:
+        busy = most = 0
+
+        async def slow(*_: object) -> bytes:
+            nonlocal busy, most
+            busy += 1
+            most = max(most, busy)
+            await asyncio.sleep(0.05)
+            busy -= 1
+            return OK
+
+        async with Server(slow) as server:
+            http = client(limit_per_route=2)
+            await asyncio.gather(*(post(http, server.url) for _ in range(6)))
+            assert most == 2 and server.connections == 2
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_connection_the_server_closed_is_not_used():
+    async def scenario() -> None:
+        async with Server(lambda *_: Closing(OK)) as server:  # no Connection: close, as some servers do
+            http = client()
+            await post(http, server.url)
+            await asyncio.sleep(0.05)  # the server's FIN arrives while the connection is idle
+            assert [connection.stale() for connection in http.pool.idle_connections()] == [True]
+            await post(http, server.url)
+            assert [number for number, _, _ in server.requests] == [1, 2]  # nothing sent on the closed one
+
+    asyncio.run(scenario())
+
+
+def test_a_reused_connection_closed_before_any_answer_is_retried_once_on_a_new_one():
+    async def scenario() -> None:
+        def reply(connection: int, count: int) -> bytes | None:
+            return None if (connection, count) == (1, 2) else OK  # the race: closed as the request came
+
+        async with Server(reply) as server:
+            http = client()
+            await post(http, server.url)
+            answer = await post(http, server.url)
+            assert answer.status == 200
+            assert [number for number, _, _ in server.requests] == [1, 1, 2]
+
+    asyncio.run(scenario())
+
+
+def test_a_new_connection_closed_before_any_answer_is_not_retried():
+    async def scenario() -> None:
+        async with Server(lambda *_: None) as server:
+            http = client()
+            with pytest.raises(NoAnswerError, match="before an answer"):
+                await post(http, server.url)
+            assert len(server.requests) == 1
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_broken_off_is_not_retried():
+    async def scenario() -> None:
+        def reply(connection: int, count: int) -> bytes:
+            return OK if count == 1 else Closing(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")
+
+        async with Server(reply) as server:
+            http = client()
+            await post(http, server.url)
+            with pytest.raises(ClientError, match="broke off"):
+                await post(http, server.url)
+            assert len(server.requests) == 2
+
+    asyncio.run(scenario())
+
+
+def _answer(body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{header}\r\n" for header in headers)
+    return f"HTTP/1.1 200 OK\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def test_a_chunked_answer_after_an_informational_one_is_read_and_the_connection_kept():
+    chunked = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" \
+              b"2;ext=1\r\nok\r\n3\r\n!!!\r\n0\r\nX-Trailer: 1\r\n\r\n"
+
+    async def scenario() -> None:
+        async with Server(lambda *_: chunked) as server:
+            http = client()
+            answers = [await post(http, server.url) for _ in range(2)]
+            assert [a.body for a in answers] == [b"ok!!!", b"ok!!!"]
+            assert server.connections == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("size, kept", [(100 * 1024, True), (4 * 1024 * 1024, False)])
+def test_an_answer_is_read_up_to_64_kib_and_a_longer_one_ends_its_connection(size, kept):
+    async def scenario() -> None:
+        async with Server(lambda *_: _answer(b"x" * size)) as server:
+            http = client()
+            answer = await post(http, server.url)
+            assert answer.body == b"x" * MAX_BODY
+            assert http.pool.idle_count() == (1 if kept else 0)  # Go drops up to 64 KiB more, then closes
+            await post(http, server.url)
+            assert server.connections == (1 if kept else 2)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "zstd"])
+def test_a_compressed_answer_is_decoded_and_a_compression_bomb_held_to_64_kib(coding):
+    compress = {"gzip": gzip.compress, "deflate": __import__("zlib").compress,
+                "zstd": zstandard.ZstdCompressor().compress}[coding]
+    small, bomb = compress(b"partial success"), compress(b"\0" * (64 * 1024 * 1024))
+
+    async def scenario() -> None:
+        async with Server(lambda _, count: _answer(small if count == 1 else bomb, f"Content-Encoding: {coding}")
+                          ) as server:
+            http = client()
+            assert (await post(http, server.url)).body == b"partial success"
+            answer = await post(http, server.url)
+            assert answer.body == b"\0" * MAX_BODY
+            _, _, headers = server.requests[0]
+            assert headers["Accept-Encoding"] == "gzip, deflate"
+
+    assert len(bomb) < 70 * 1024  # 64 MiB of zeros fit in one read: only the output bound holds it
+    asyncio.run(scenario())
+
+
+def test_an_undecodable_body_is_an_error_after_the_answer_came():
+    async def scenario() -> None:
+        async with Server(lambda *_: _answer(b"not gzip", "Content-Encoding: gzip")) as server:
+            with pytest.raises(ClientError, match="not valid gzip"):
+                await post(client(), server.url)
+
+    asyncio.run(scenario())
+
+
+def test_headers_content_type_and_redirects_are_handed_back_not_followed():
+    answer = (b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere\r\nRetry-After: 3\r\n"
+              b"Content-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\n\r\n{}")
+
+    async def scenario() -> None:
+        async with Server(lambda *_: answer) as server:
+            response = await post(client(), server.url, headers=[("X-Token", "t")])
+            assert (response.status, response.reason, response.content_type) == (307, "Temporary Redirect",
+                                                                                  "application/json")
+            assert (response.headers["location"], response.headers["Retry-After"]) == ("/elsewhere", "3")
+            assert len(server.requests) == 1 and server.requests[0][2]["X-Token"] == "t"
+
+    asyncio.run(scenario())
+
+
+def test_a_server_that_does_not_answer_times_the_request_out():
+    async def scenario() -> None:
+        async def never(*_: object) -> None:
+            await asyncio.sleep(10)
+
+        async with Server(never) as server:
+            http = client()
+            with pytest.raises(TimeoutError):
+                await http.request("POST", server.url, body=b"x", timeout=0.2)
+            assert http.pool.idle_count() == 0
+
+    asyncio.run(scenario())
+
+
+def test_no_connection_at_all_is_a_connect_error():
+    async def scenario() -> None:
+        http = client()
+        with pytest.raises(ConnectError, match="cannot connect"):
+            await post(http, f"http://127.0.0.1:{free_port()}")
+        with pytest.raises(ConnectError, match="cannot resolve"):
+            await post(http, "http://collector.invalid:4318")
+
+    asyncio.run(scenario())
+
+
+def test_every_request_is_observed_with_its_status_or_error():
+    seen: list[tuple[str, str, int, str]] = []
+    settings = ClientSettings(observe=lambda method, url, seconds, status, error:
+                              seen.append((method, url.geturl(), status, error)))
+
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            http = HttpClient(settings)
+            await post(http, server.url)
+            port = free_port()
+            with pytest.raises(ConnectError):
+                await post(http, f"http://127.0.0.1:{port}")
+            assert seen == [("POST", f"{server.url}/v1/traces", 200, ""),
+                            ("POST", f"http://127.0.0.1:{port}/v1/traces", 0, "ConnectError")]
+
+    asyncio.run(scenario())
+
+
+def test_cookies_are_kept_and_sent_back_only_with_the_jar_on():
+    answer = b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 0\r\n\r\n"
+
+    async def scenario(cookies: bool) -> list[str | None]:
+        async with Server(lambda *_: answer) as server:
+            http = HttpClient(ClientSettings(cookies=cookies))
+            for _ in range(2):
+                await post(http, server.url)
+            return [headers.get("Cookie") for _, _, headers in server.requests]
+
+    assert asyncio.run(scenario(True)) == [None, "session=abc"]
+    assert asyncio.run(scenario(False)) == [None, None]
+
+
+def test_https_through_a_connect_proxy_with_credentials_and_tls_inside_the_tunnel(certs):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    proxy = HttpProxy(free_port()).start()
+    trust = ssl.create_default_context(cafile=certs.ca_file)
+
+    async def scenario() -> None:
+        async with Server(lambda *_: OK, ssl_context=context) as server:
+            http = client()
+            url = f"https://collector.test:{server.port}"  # reachable through the proxy only
+            proxy_url = f"http://edge:s3cret@127.0.0.1:{proxy.port}"
+            for _ in range(2):
+                answer = await post(http, url, tls=trust, server_hostname="localhost", proxy=proxy_url)
+                assert answer.body == b"ok"
+            assert server.connections == 1  # the tunnel is kept alive and reused
+            assert [request.line for request in proxy.requests] == [f"CONNECT collector.test:{server.port} HTTP/1.1"]
+            assert proxy.requests[0].proxy_authorization == "Basic ZWRnZTpzM2NyZXQ="
+            assert "Proxy-Authorization" not in server.requests[0][2]
+            with pytest.raises(ClientError, match="certificate"):  # the name verified is the target's
+                await post(client(), url, tls=trust, proxy=proxy_url)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proxy.stop()
+
+
+def test_a_proxy_that_refuses_the_tunnel_is_an_answer_not_a_connect_error():
+    refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+
+    async def scenario() -> None:
+        async with Server(lambda *_: refusal) as proxy:
+            with pytest.raises(ClientError, match="refused the tunnel to collector.test:443: 407") as caught:
+                await post(client(), "https://collector.test", tls=ssl.create_default_context(), proxy=proxy.url)
+            assert not isinstance(caught.value, ConnectError)
+            assert proxy.requests[0][1] == "CONNECT collector.test:443 HTTP/1.1"
+
+    asyncio.run(scenario())
+
+
+def test_http_through_a_proxy_goes_in_absolute_form():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as proxy:
+            await post(client(), "http://collector.test:4318", proxy=f"http://u:p@127.0.0.1:{proxy.port}")
+            _, line, headers = proxy.requests[0]
+            assert line == "POST http://collector.test:4318/v1/traces HTTP/1.1"
+            assert headers["Host"] == "collector.test:4318" and headers["Proxy-Authorization"] == "Basic dTpw"
+
+    asyncio.run(scenario())
+
+
+def test_a_header_that_would_split_the_head_is_refused_before_anything_is_sent():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            with pytest.raises(ValueError, match="line break"):
+                await post(client(), server.url, headers=[("X-Bad", "one\r\nX-Injected: yes")])
+            assert server.connections == 0
+
+    asyncio.run(scenario())
