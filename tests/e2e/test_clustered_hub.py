@@ -18,7 +18,7 @@ from tests.helpers.traces import Client, span_ids_by_trace
 def _sampling_hub(agents, tmp_path, kafka, upstream, redis_server, name: str) -> AgentProcess:
     ports = AgentProcess(args=[])
     config = hub_config(tmp_path / f"{name}.yaml", kafka.bootstrap, upstream.url, ports, ("traces",),
-                        session_timeout="6s", heartbeat_interval="2s")
+                        session_timeout="3s", heartbeat_interval="1s")
     document = yaml.safe_load(open(config))
     document["processors"] = {"tail_sampling": {
         "decision_wait": "2s",

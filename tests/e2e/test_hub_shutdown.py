@@ -95,7 +95,7 @@ def _committed(kafka) -> dict[int, int]:
 def _hub(agents, tmp_path, kafka, upstream, redis_url: str | None, ports: AgentProcess | None = None) -> AgentProcess:
     ports = ports or AgentProcess(args=[])
     config = hub_config(tmp_path / "hub.yaml", kafka.bootstrap, upstream.url, ports, ("traces",),
-                        session_timeout="6s", heartbeat_interval="2s",
+                        session_timeout="3s", heartbeat_interval="1s",
                         max_partition_fetch_size=16384)  # a few messages per fetch: the stop finds it consuming
     with open(config) as handle:
         document = yaml.safe_load(handle)

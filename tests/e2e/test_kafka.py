@@ -221,7 +221,7 @@ def test_hub_killed_while_consuming_commits_only_durable_offsets(agents, upstrea
 
     # a hub that can only take messages as fast as a slow upstream drains its small queue
     upstream.hang = 0.25
-    receiver = {"session_timeout": "6s", "heartbeat_interval": "2s", "error_backoff": QUICK_RETRY}
+    receiver = {"session_timeout": "3s", "heartbeat_interval": "1s", "error_backoff": QUICK_RETRY}
     slow_queue = {"sending_queue": {"num_consumers": 2, "queue_size": 4}}
     hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), exporter=slow_queue, **receiver)
     wait_until(lambda: hub.metric("otelcol_receiver_accepted_spans") >= 1000, timeout=60,
@@ -244,7 +244,7 @@ def test_hub_killed_while_consuming_commits_only_durable_offsets(agents, upstrea
 
 def test_two_hub_replicas_share_the_partitions_and_take_over_when_one_stops(agents, upstream, kafka, tmp_path):
     kafka.create_topic("otlp_spans", 4)
-    receiver = {"session_timeout": "6s", "heartbeat_interval": "2s"}
+    receiver = {"session_timeout": "3s", "heartbeat_interval": "1s"}
     first = _hub(agents, tmp_path, kafka, upstream, name="hub-a", signals=("traces",), **receiver)
     second = _hub(agents, tmp_path, kafka, upstream, name="hub-b", signals=("traces",), **receiver)
     wait_until(lambda: len(_lag(first)) == 2 and len(_lag(second)) == 2, timeout=60, interval=0.5,

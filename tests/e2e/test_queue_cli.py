@@ -17,8 +17,11 @@ def test_queue_commands_work_while_the_agent_runs_and_after_it_stopped(agents, u
     state = tmp_path / "state"
     upstream.status = 503  # reachable, but refusing: everything stays queued
     # one consumer, so that data sent while it is busy retrying stays unleased (purge skips leased data)
+    # a short backoff: the switch to 400 below is seen at the next retry, not after the default's 5 s
     agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url,
-                    "--set", "exporters::otlphttp::sending_queue::num_consumers=1"])
+                    "--set", "exporters::otlphttp::sending_queue::num_consumers=1",
+                    "--set", "exporters::otlphttp::retry_on_failure::initial_interval=200ms",
+                    "--set", "exporters::otlphttp::retry_on_failure::max_interval=500ms"])
     sent = send_spans("http", agent.http_port, 300)
 
     wait_until(lambda: upstream.attempts > 0, timeout=10, message="a first send attempt")

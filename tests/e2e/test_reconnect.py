@@ -18,7 +18,15 @@ from tests.helpers.upstream import Upstream
 
 # long enough that waiting out the backoff is seen: the first retry comes 20 s after a failure
 SLOW_RETRY = {"initial_interval": "20s", "max_interval": "60s", "randomization_factor": 0}
-FIXED_RETRY = {"initial_interval": "3s", "max_interval": "3s", "randomization_factor": 0}
+# a request a second at most: a client retrying without its backoff makes many more in a few seconds
+FIXED_RETRY = {"initial_interval": "1s", "max_interval": "1s", "randomization_factor": 0}
+
+
+def _wait_offline(agent) -> None:
+    """Until the exporter's link is offline (three refused attempts): no consumer sends before the watch
+    sees the upstream listen or the probe's backoff has passed."""
+    wait_until(lambda: agent.metrics().get('edgeagent_upstream_online{exporter="otlphttp"}') == 0.0, timeout=30,
+               interval=0.1, message="the link offline")
 
 
 def _first_delivery(upstream: Upstream | GrpcUpstream, listening: float) -> float:
@@ -34,7 +42,7 @@ def test_backlog_drains_within_seconds_of_a_refusing_upstream_listening(agents, 
     agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")])
     for _ in range(4):
         send_spans("http", agent.http_port, 50)
-    time.sleep(5)  # every consumer has failed and waits its 20 s backoff
+    _wait_offline(agent)  # every consumer waits: for its 20 s backoff, or for the link's single probe
     upstream = Upstream(port).start()
     listening = time.monotonic()
     try:
@@ -73,11 +81,11 @@ def test_an_upstream_that_listens_but_answers_503_is_tried_at_the_backoff_rate(a
         f"http://127.0.0.1:{port}", retry_on_failure=FIXED_RETRY)})
     agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")])
     send_spans("http", agent.http_port, 50)
-    time.sleep(4)  # refused first: the exporter watches for the port to open
+    _wait_offline(agent)  # refused first: the exporter watches for the port to open
     upstream = Upstream(port, status=503).start()
     try:
-        # one lease, one consumer: a request every 3 s, the first when the port opens
-        assert _requests_within(upstream, 10) <= 4
+        # one lease, one consumer: a request a second, the first when the port opens
+        assert _requests_within(upstream, 3.5) <= 4
     finally:
         upstream.stop()
 
@@ -94,8 +102,8 @@ def test_a_proxy_answering_502_for_a_dead_upstream_keeps_the_backoff(agents, tmp
         # three failures in a row take the link offline (edgeagent.exporters.link.OFFLINE_AFTER)
         wait_until(lambda: upstream.attempts >= 4, timeout=30, message="the link seen offline")
         start = upstream.attempts
-        time.sleep(12)
-        # offline: one probe at a time, one every 3 s
+        time.sleep(4)
+        # offline: one probe at a time, one a second (two consumers on their own would make eight or more)
         assert len(upstream.calls) - start <= 5
     finally:
         upstream.stop()

@@ -220,14 +220,14 @@ def test_partial_success_is_counted_logged_once_and_not_retried(agents, upstream
 
 
 def test_requests_hanging_past_the_timeout_are_retried_and_delivered(agents, upstream, tmp_path):
-    agent = start_agent(agents, tmp_path, upstream, timeout="1s")
-    script = upstream.play((4.0, {"hang": 3.0}), (0.0, {"hang": 0.0}))
+    agent = start_agent(agents, tmp_path, upstream, timeout="500ms")
+    script = upstream.play((2.0, {"hang": 1.5}), (0.0, {"hang": 0.0}))  # three times the timeout
     sent = send_spans("http", agent.http_port, 100)
     script.result(10)
     wait_delivered(upstream, sent)
     expect_drained(agent)
 
-    hung = [call for call in upstream.calls if call.answered - call.at >= 2.9]
+    hung = [call for call in upstream.calls if call.answered - call.at >= 1.4]
     assert len(hung) >= 2, "the exporter did not retry after its timeout"
     answered_in_time = [call for call in upstream.calls if call.status == 200 and call.answered - call.at < 1]
     assert answered_in_time, "nothing was delivered after the upstream recovered"

@@ -99,15 +99,17 @@ def test_spans_accepted_while_the_grpc_upstream_is_down_arrive_when_it_returns(a
         upstream.stop()
 
 
-@pytest.mark.parametrize("code", RETRYABLE, ids=lambda code: code.name)
-def test_retryable_status_is_retried_until_the_data_arrives(agents, grpc_upstream, tmp_path, code):
-    grpc_upstream.script(Answer(code), Answer(code))  # then OK
+def test_each_retryable_status_is_retried_until_the_data_arrives(agents, grpc_upstream, tmp_path):
+    # One agent for every code, one after the other: each code's spans arrive before the next is scripted.
     agent = _start(agents, tmp_path, grpc_upstream.endpoint)
-    sent = send_spans("http", agent.http_port, 20)
-
-    wait_until(lambda: grpc_upstream.span_ids() >= sent, timeout=30, message="spans upstream after retries")
-    assert [attempt.code for attempt in grpc_upstream.attempts_of("traces")] == [code, code, Code.OK]
-    assert all(attempt.items == 20 for attempt in grpc_upstream.attempts_of("traces"))
+    for index, code in enumerate(RETRYABLE):
+        grpc_upstream.script(Answer(code), Answer(code))  # then OK
+        sent = send_spans("http", agent.http_port, 20)
+        wait_until(lambda: grpc_upstream.span_ids() >= sent, timeout=30,  # noqa: B023
+                   message=f"spans upstream after retries of {code.name}")
+        attempts = grpc_upstream.attempts_of("traces")[3 * index:]
+        assert [attempt.code for attempt in attempts] == [code, code, Code.OK], code.name
+        assert all(attempt.items == 20 for attempt in attempts), code.name
     _queue_drained(agent)
     assert agent.metric("edgeagent_deadletter_items") == 0
     assert agent.terminate() == 0
@@ -128,19 +130,24 @@ def test_retry_info_delay_is_waited_before_the_next_attempt(agents, grpc_upstrea
     assert agent.terminate() == 0
 
 
-@pytest.mark.parametrize("code", PERMANENT, ids=lambda code: code.name)
-def test_permanent_status_is_tried_once_and_dead_lettered(agents, grpc_upstream, tmp_path, code):
-    grpc_upstream.code = code  # RESOURCE_EXHAUSTED without RetryInfo is permanent too
+def test_each_permanent_status_is_tried_once_and_dead_lettered(agents, grpc_upstream, tmp_path):
+    # One agent for every code, one after the other (nine agents took 20 s): each code's request is
+    # dead-lettered before the next code is set, and the count of attempts at the end shows no retry.
     state = tmp_path / "state"
     agent = _start(agents, tmp_path, grpc_upstream.endpoint)
-    send_spans("http", agent.http_port, 20)
+    for index, code in enumerate(PERMANENT, 1):
+        grpc_upstream.code = code  # RESOURCE_EXHAUSTED without RetryInfo is permanent too
+        send_spans("http", agent.http_port, 20)
+        wait_until(lambda: agent.metric("edgeagent_deadletter_items") == 20 * index, timeout=30,  # noqa: B023
+                   message=f"dead letters after {code.name}")
+        assert grpc_upstream.attempts == index, code.name
 
-    wait_until(lambda: agent.metric("edgeagent_deadletter_items") == 20, timeout=30, message="dead letters")
     letters = cli_json(state, "queue", "dead-letter", "list")
-    assert [(letter["items"], letter["status"]) for letter in letters] == [(20, code.name)]
-    assert "refused by test upstream" in letters[0]["response"]
+    assert sorted((letter["items"], letter["status"]) for letter in letters) == sorted(
+        (20, code.name) for code in PERMANENT)
+    assert all("refused by test upstream" in letter["response"] for letter in letters)
     time.sleep(1)  # ten times the backoff: a retry would have happened by now
-    assert grpc_upstream.attempts == 1
+    assert grpc_upstream.attempts == len(PERMANENT)
     assert grpc_upstream.span_ids() == set()
     _queue_drained(agent)
     assert agent.terminate() == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.once import once_per_run
 from tests.packaging import dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,9 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory) -> Path:
     """The Dockerfile's wheel steps, daemonless: its COPY lines into a clean directory, its RUN lines
-    there with /wheels and /opt/edgeagent mapped to local directories. Returns the virtualenv."""
+    there with /wheels and /opt/edgeagent mapped to local directories. Returns the virtualenv, made once
+    per run (a quarter of a minute) and shared by the workers: the tests only run what it holds."""
+    return once_per_run(tmp_path_factory, "image", _install)
+
+
+def _install(base: Path) -> Path:
     steps = dockerfile.instructions((ROOT / "Dockerfile").read_text())
-    base = tmp_path_factory.mktemp("image")
     context, wheels, venv = base / "src", base / "wheels", base / "opt-edgeagent"
     copied = dockerfile.lay_out_context([step for step in steps if step.stage == 0], context)
     assert "pyproject.toml" in copied and not any(path.startswith("tests/") for path in copied)
