@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
 import sys
 
 import pytest
@@ -27,6 +28,7 @@ NOT_ON_THE_DEFAULT_PATH = [
     "prometheus_client",  # the metrics text is our own (extensions/metrics.py)
     # HTTP/1.1 both ways is our own (edgeagent/http1/); the stdlib's HTTP and mail modules are not needed
     "aiohttp", "multidict", "yarl", "urllib.request", "http.client",
+    "importlib.metadata",  # pydantic's plugin search (edgeagent/runtime/lean.py)
 ]
 # `python -m edgeagent`, writing the names in sys.modules to a file when the process exits
 RUN_AND_LIST_MODULES = ("import atexit, json, runpy, sys\n"
@@ -63,3 +65,20 @@ def test_a_verb_leaves_the_collector_at_its_steady_threshold(capsys):
     assert gc.get_threshold()[0] > steady[0]
     steady_gc()
     assert gc.get_threshold() == steady
+
+
+def test_pydantic_finds_no_plugins_and_validates_as_before():
+    code = ("import sys, edgeagent\n"
+            "from pydantic import BaseModel, Field, ValidationError\n"
+            "class M(BaseModel):\n"
+            "    n: int = Field(ge=1)\n"
+            "assert M(n='2').n == 2\n"
+            "try:\n"
+            "    M(n=0)\n"
+            "except ValidationError as e:\n"
+            "    assert 'greater than or equal to 1' in str(e)\n"
+            "else:\n"
+            "    raise SystemExit('not validated')\n"
+            "print('importlib.metadata' in sys.modules)\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False"]
