@@ -1,10 +1,9 @@
 """otelcol's confighttp server settings, for the servers built on edgeagent's HTTP/1.1 server
 (the OTLP/HTTP receiver, the health check), and the parts of the server they make: the listener,
-the wait for a request, the write deadline, the response headers, the CORS and auth checks."""
+the wait for a request, the response headers, the CORS and auth checks."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +14,7 @@ from edgeagent.auth import AuthConfig
 from edgeagent.component import ComponentConfig, optional_block
 from edgeagent.config.types import Duration
 from edgeagent.cors import Cors, CorsConfig
-from edgeagent.http1.server import Handler, Middleware, Request, Response, ResponseHook, Server
+from edgeagent.http1.server import Middleware, Request, Response, ResponseHook, Server
 from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
 from edgeagent.tls import TlsServerConfig
 
@@ -142,20 +141,6 @@ async def listen(server: Server, address: netaddr.Address, config: HttpServerCon
         await server.listen(host=address.host, port=address.port, ssl_context=ssl_context, backlog=netaddr.BACKLOG)
 
 
-def write_deadline(limit: float) -> Middleware:
-    """otelcol's write_timeout: an answer not written within `limit` of the request's headers is
-    never written; the connection closes, as Go's does, and the client retries. The handler
-    finishes on its own (a commit under way still completes)."""
-    async def deadline(request: Request, handler: Handler) -> Response:
-        timer = asyncio.get_running_loop().call_later(limit, request.transport.close)
-        try:
-            return await handler(request)
-        finally:
-            timer.cancel()
-
-    return deadline
-
-
 def response_headers(headers: dict[str, str]) -> ResponseHook:
     """otelcol's response_headers: on every answer, unless the answer sets that header itself."""
     def add(request: Request, response: Response) -> None:
@@ -166,10 +151,9 @@ def response_headers(headers: dict[str, str]) -> ResponseHook:
 
 
 def server_middlewares(config: HttpServerConfig) -> list[Middleware]:
-    """The middlewares of a server's `cors` (when it allows an origin) and `write_timeout`."""
-    middlewares: list[Middleware] = []
+    """The middleware of a server's `cors`, when it allows an origin. (`write_timeout` is the
+    server's own: an answer not written within it of the request's headers is never written,
+    the connection is cut, as Go's, and the client retries; the handler finishes on its own.)"""
     if config.cors is not None and config.cors.allowed_origins:
-        middlewares.append(Cors(config.cors).middleware())
-    if config.write_timeout:
-        middlewares.append(write_deadline(config.write_timeout))
-    return middlewares
+        return [Cors(config.cors).middleware()]
+    return []

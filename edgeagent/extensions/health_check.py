@@ -126,9 +126,8 @@ class HealthCheck:
 
     async def start(self) -> None:
         auth.resolve(self.host, self.config.auth)  # as otelcol: an authenticator that is not there stops the start
-        write_timeout = self.config.write_timeout
-        server = Server(middlewares=[confighttp.write_deadline(write_timeout)] if write_timeout else [],
-                        wait_for_request=confighttp.wait_for_request(self.config))
+        server = Server(wait_for_request=confighttp.wait_for_request(self.config),
+                        write_timeout=self.config.write_timeout)
         server.get(self.config.path, self._details if self.config.response_body is None else self._body)
         for path in ("/health", "/health/live", "/health/ready"):
             if path != self.config.path:

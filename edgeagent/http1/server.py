@@ -8,12 +8,16 @@ Design note:
   from a reader that hands received blocks on without copying them (`stream.ChunkReader`).
 - The wait for a request's head is bounded (`wait_for_request`, from the connection's start or
   the previous answer until the head is complete); a head that breaks the grammar or the limits
-  gets the ProtocolError's status with a short text, and the connection closes.
+  gets the ProtocolError's status with a short text, and the connection closes. `write_timeout`
+  (Go's WriteTimeout) bounds the time from a head to its answer written, the handler's work
+  and a client slow to take the answer alike: past it the connection is cut. A TLS handshake
+  gets the shorter of the two, as Go's.
 - Keep-alive is HTTP/1.1's default (HTTP/1.0 only with `Connection: keep-alive`). A body the
   handler left unread is read and dropped before the answer, up to DRAIN_LIMIT bytes within
   DRAIN_TIMEOUT, as Go's net/http does; beyond, the answer says `Connection: close`. A connection
-  closed with input possibly unread is half-closed first and read until the client closes (at
-  most LINGER seconds), so its answer is not lost to a reset.
+  closed with input possibly unread (a body not read to its end, or bytes pipelined after the
+  request) is half-closed first and read until the client closes (at most LINGER seconds), so
+  its answer is not lost to a reset.
 - Routing is exact paths plus one `{name}` segment form; an unknown path gets 404, a known one
   with another method 405 with Allow, HEAD is served by the GET route without the body. Every
   answer from the router or a handler passes through the middlewares (outermost first) and then
@@ -113,11 +117,12 @@ class Server:
     """Routes, middlewares and hooks, served on any number of listeners (`listen`) until `stop`."""
 
     def __init__(self, *, middlewares: Sequence[Middleware] = (), on_response: Sequence[ResponseHook] = (),
-                 wait_for_request: float = 0.0):
+                 wait_for_request: float = 0.0, write_timeout: float = 0.0):
         self.router = Router()
         self.middlewares = list(middlewares)
         self.on_response = list(on_response)
         self.wait_for_request = wait_for_request or _NO_TIMEOUT
+        self.write_timeout = write_timeout
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._handlers: dict[str, tuple[dict[str, Handler], Handler]] = {}
@@ -147,14 +152,17 @@ class Server:
         def protocol() -> asyncio.StreamReaderProtocol:
             return asyncio.StreamReaderProtocol(ChunkReader(wire.MAX_HEAD), self._serve)
 
+        # Go: the shortest of the server's timeouts (asyncio's default is 60 s)
+        handshake = min(self.wait_for_request, self.write_timeout or _NO_TIMEOUT) if ssl_context else None
         server: asyncio.Server
         if path is not None:
-            server = await loop.create_unix_server(protocol, path=path, ssl=ssl_context)
+            server = await loop.create_unix_server(protocol, path=path, ssl=ssl_context,
+                                                   ssl_handshake_timeout=handshake)
         elif sock is not None:
-            server = await loop.create_server(protocol, sock=sock, ssl=ssl_context)
+            server = await loop.create_server(protocol, sock=sock, ssl=ssl_context, ssl_handshake_timeout=handshake)
         else:
             server = await loop.create_server(protocol, host, port, ssl=ssl_context, reuse_address=True,
-                                              backlog=backlog)
+                                              backlog=backlog, ssl_handshake_timeout=handshake)
         self._servers.append(server)
         name = server.sockets[0].getsockname() if server.sockets else ""
         return int(name[1]) if isinstance(name, tuple) else 0
@@ -195,6 +203,7 @@ class Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        assert isinstance(reader, ChunkReader)  # as `listen` makes it
         connection = _Connection(self, reader, writer)
         self._connections[task] = connection
         try:
@@ -233,7 +242,7 @@ class _Connection:
 
     __slots__ = ("idle", "reader", "remote", "server", "writer")
 
-    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, server: Server, reader: ChunkReader, writer: asyncio.StreamWriter):
         self.server = server
         self.reader = reader
         self.writer = writer
@@ -275,24 +284,32 @@ class _Connection:
         return request
 
     async def _answer(self, request: Request) -> bool:
-        """Answers `request`; whether the connection may take another."""
+        """Answers `request` within the write timeout; whether the connection may take another."""
+        transport = self.writer.transport
+        limit = self.server.write_timeout
+        # abort, not close: close waits to flush what a client that does not read never takes
+        deadline = asyncio.get_running_loop().call_later(limit, transport.abort) if limit else None
         try:
-            response = await self.server.respond(request)
-        except ProtocolError as exc:
-            await self._refuse(exc)
-            return False
-        except ConnectionError:  # the client went away in the middle of its body
-            return False
-        if self.writer.transport.is_closing():  # closed by the handler (the write deadline) or the client
-            return False
-        keep = _keeps_alive(request, response) and not self.server.closing and await request.drain()
-        self.writer.write(_encode(request, response, keep))
-        try:
-            await self.writer.drain()
-        except ConnectionError:
-            return False
+            try:
+                response = await self.server.respond(request)
+            except ProtocolError as exc:
+                await self._refuse(exc)
+                return False
+            except ConnectionError:  # the client went away in the middle of its body
+                return False
+            if transport.is_closing():  # cut at the write deadline, or closed by the client
+                return False
+            keep = _keeps_alive(request, response) and not self.server.closing and await request.drain()
+            self.writer.write(_encode(request, response, keep))
+            try:
+                await self.writer.drain()
+            except ConnectionError:
+                return False
+        finally:
+            if deadline is not None:
+                deadline.cancel()
         if not keep:
-            await self._linger(not request.body_complete)
+            await self._linger(not request.body_complete or self.reader.buffered > 0)
         return keep
 
     async def _refuse(self, exc: ProtocolError) -> None:
@@ -324,7 +341,8 @@ def _keeps_alive(request: Request, response: Response) -> bool:
         return False
     if request.version >= (1, 1):
         return "close" not in wanted
-    return "keep-alive" in wanted
+    # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is a faulty framing; close after the answer
+    return "keep-alive" in wanted and "Transfer-Encoding" not in request.headers
 
 
 def _encode(request: Request, response: Response, keep: bool) -> bytes:

@@ -54,6 +54,11 @@ class ChunkReader(asyncio.StreamReader):
             assert self._transport is not None
             self._transport.resume_reading()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return self._size
+
     def at_eof(self) -> bool:
         return self._eof and not self._size
 

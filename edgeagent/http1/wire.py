@@ -3,18 +3,24 @@ message bodies (RFC 9112), read from an asyncio StreamReader.
 
 Only what a message's framing needs is interpreted here; what the headers mean is the caller's.
 Everything read is bounded: a head by `max_head` bytes, a chunk-size or trailer line by
+MAX_LINE, a chunked body's framing beyond its data by MAX_EXCESS (as Go's), its trailer by
 MAX_LINE, a body by what the caller asks of `iter_body`. A framing that could be read two ways
-(Content-Length beside Transfer-Encoding, two different lengths) is refused, as smuggling.
+is refused, as smuggling: Content-Length beside Transfer-Encoding, two different lengths, a
+control character in a header value (only space and tab are whitespace around a value, where
+Python's strip() also takes \x0b, \x1c or \xa0), a chunked line not ending in CRLF.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import TypeVar, overload
 
 MAX_HEAD = 64 * 1024  # request or status line and headers; Go allows 1 MiB, aiohttp 8 KiB per line
-MAX_LINE = 8 * 1024  # a chunk-size line or a trailer line
+MAX_LINE = 8 * 1024  # a chunk-size line or a trailer line; the whole trailer
+MAX_EXCESS = 16 * 1024  # chunked framing beyond 16 bytes a chunk plus twice its data (Go's rule)
+_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters but tab, CR and LF (checked apart)
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _READ = 256 * 1024  # the most bytes handed on at once
 T = TypeVar("T")
@@ -125,6 +131,8 @@ async def read_head(reader: asyncio.StreamReader, max_head: int = MAX_HEAD) -> b
 
 def parse_head(block: bytes) -> tuple[str, Headers]:
     """The start line and the header fields of a head read by `read_head`."""
+    if _CTL.search(block):
+        raise ProtocolError("the message head holds a control character")
     lines = block.split(b"\r\n")
     headers = Headers()
     for line in lines[1:]:
@@ -133,7 +141,7 @@ def parse_head(block: bytes) -> tuple[str, Headers]:
             what = "folded header lines are" if line[:1] in (b" ", b"\t") else f"the header line {line[:60]!r} is"
             raise ProtocolError(f"{what} not valid HTTP/1.1")
         stripped = value.strip(b" \t")
-        if b"\r" in stripped or b"\n" in stripped or b"\0" in stripped:
+        if b"\r" in stripped or b"\n" in stripped:
             raise ProtocolError(f"the value of header {name.decode('latin-1')!r} holds a control character")
         headers.add(name.decode("latin-1"), stripped.decode("latin-1"))
     try:
@@ -177,13 +185,13 @@ def body_length(headers: Headers, *, request: bool) -> int | None:
     if encodings:
         if lengths:
             raise ProtocolError("a message with both Content-Length and Transfer-Encoding is refused")
-        codings = [c.strip().lower() for value in encodings for c in value.split(",") if c.strip()]
+        codings = [c.strip(" \t").lower() for value in encodings for c in value.split(",") if c.strip(" \t")]
         if codings != ["chunked"]:
             raise ProtocolError(f"Transfer-Encoding {', '.join(encodings)!r} is not supported; use chunked",
                                 status=501)
         return -1
     if lengths:
-        values = {v.strip() for value in lengths for v in value.split(",")}
+        values = {v.strip(" \t") for value in lengths for v in value.split(",")}
         if len(values) != 1 or not (value := values.pop()).isdigit() or not value.isascii():
             raise ProtocolError(f"invalid Content-Length {', '.join(lengths)!r}")
         return int(value)
@@ -206,8 +214,13 @@ async def iter_body(reader: asyncio.StreamReader, length: int | None) -> AsyncIt
             left -= len(chunk)
             yield chunk
         return
+    excess = 0  # framing bytes beyond what the data read so far allows
     while True:
-        size = _chunk_size(await _line(reader))
+        line = await _line(reader)
+        size = _chunk_size(line)
+        excess = max(0, excess + len(line) + 4 - 16 - 2 * size)  # the line, its CRLF and the data's
+        if excess > MAX_EXCESS:
+            raise ProtocolError("a chunked body holds far more framing than data")
         if size == 0:
             break
         left = size
@@ -217,10 +230,17 @@ async def iter_body(reader: asyncio.StreamReader, length: int | None) -> AsyncIt
                 raise ProtocolError("the connection closed in the middle of a chunk")
             left -= len(chunk)
             yield chunk
-        if await _line(reader):
-            raise ProtocolError("a chunk is longer than its size says")
-    while await _line(reader):  # trailer fields: read and ignored
-        pass
+        try:
+            end = await reader.readexactly(2)
+        except asyncio.IncompleteReadError:
+            raise ProtocolError("the connection closed in the middle of a chunked body") from None
+        if end != b"\r\n":
+            raise ProtocolError("a chunk is not followed by CRLF where its size says it ends")
+    trailer = 0
+    while line := await _line(reader):  # trailer fields: read and ignored
+        trailer += len(line)
+        if trailer > MAX_LINE:
+            raise ProtocolError(f"a chunked body's trailer exceeds {MAX_LINE} bytes")
 
 
 async def _line(reader: asyncio.StreamReader) -> bytes:
@@ -232,7 +252,9 @@ async def _line(reader: asyncio.StreamReader) -> bytes:
         raise ProtocolError("a chunked body's line is too long") from None
     if len(line) > MAX_LINE:
         raise ProtocolError("a chunked body's line is too long")
-    return line.rstrip(b"\r\n")
+    if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
+        raise ProtocolError("a chunked body's line does not end in CRLF")
+    return line[:-2]
 
 
 def _chunk_size(line: bytes) -> int:

@@ -70,7 +70,8 @@ class HttpServer:
                                   address.port, scheme)
         hooks = [confighttp.response_headers(self.config.response_headers)] if self.config.response_headers else []
         server = Server(middlewares=[timer, *confighttp.server_middlewares(self.config)], on_response=hooks,
-                        wait_for_request=confighttp.wait_for_request(self.config))
+                        wait_for_request=confighttp.wait_for_request(self.config),
+                        write_timeout=self.config.write_timeout)
         paths = {
             Signal.TRACES: self.config.traces_url_path,
             Signal.METRICS: self.config.metrics_url_path,
