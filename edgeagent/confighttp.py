@@ -19,6 +19,7 @@ from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
 from edgeagent.tls import TlsServerConfig
 
 _NO_TIMEOUT = 365 * 86400.0
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class ServerAuthConfig(AuthConfig):
@@ -88,6 +89,15 @@ class HttpServerConfig(ComponentConfig):
             return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
         return value
 
+    @field_validator("response_headers")
+    @classmethod
+    def _headers_sendable(cls, value: dict[str, str]) -> dict[str, str]:
+        """Names are tokens and values hold no control character (a CR or LF would add a header)."""
+        for name, text in value.items():
+            if not name or not _TOKEN.issuperset(name) or any(c < " " and c != "\t" or c == "\x7f" for c in text):
+                raise ValueError(f"response_headers: {name!r}: {text!r} cannot be sent as an HTTP header")
+        return value
+
     @field_validator("compression_algorithms")
     @classmethod
     def _known_algorithms(cls, value: list[str] | None) -> list[str] | None:
@@ -142,9 +152,12 @@ async def listen(server: Server, address: netaddr.Address, config: HttpServerCon
 
 
 def response_headers(headers: dict[str, str]) -> ResponseHook:
-    """otelcol's response_headers: on every answer, unless the answer sets that header itself."""
+    """otelcol's response_headers: on every answer, unless the answer sets that header itself.
+    A value goes out as UTF-8, as otelcol sends it (the server writes header text as latin-1)."""
+    wire = {name: value.encode().decode("latin-1") for name, value in headers.items()}
+
     def add(request: Request, response: Response) -> None:
-        for name, value in headers.items():
+        for name, value in wire.items():
             response.headers.setdefault(name, value)
 
     return add

@@ -14,7 +14,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
+from pydantic import ValidationError
 
+from edgeagent.receivers.otlp import HttpConfig
 from tests.helpers.net import free_port
 from tests.helpers.upstream import Upstream
 
@@ -30,6 +32,7 @@ receivers:
           max_age: 7200
         response_headers:
           X-Served-By: edge
+          X-Place: Zürich ∞
         keepalive:
           idle_timeout: 1s
         write_timeout: ${env:WRITE_TIMEOUT}
@@ -124,6 +127,21 @@ def test_cors_request_from_another_origin_is_served_without_cors_headers(agent):
 def test_response_headers_are_on_error_answers_too(agent):
     status, headers = _request(agent, "POST", headers={"Content-Type": "text/plain"}, body=b"x")
     assert status == 415 and headers["x-served-by"] == "edge"
+
+
+def test_response_headers_beyond_latin_1_go_out_as_utf_8_as_otelcol_sends_them(agent):
+    """A value the server could not encode made every answer fail: the connection closed unanswered."""
+    with socket.create_connection(("127.0.0.1", agent.http_port), timeout=10) as connection:
+        connection.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                           b"Connection: close\r\nContent-Length: 0\r\n\r\n")
+        answer = connection.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200") and "X-Place: Zürich ∞\r\n".encode() in answer
+
+
+@pytest.mark.parametrize("headers", [{"X-Bad": "a\r\nSet-Cookie: x"}, {"X Bad": "a"}, {"X-Bad": "a\x00"}])
+def test_response_headers_that_cannot_be_sent_are_config_errors(headers):
+    with pytest.raises(ValidationError, match="response_headers"):
+        HttpConfig(response_headers=headers)
 
 
 def test_idle_timeout_closes_a_connection_that_waits_for_its_next_request(agent):
