@@ -25,6 +25,8 @@ from edgeagent.service.storage import Stores
 from edgeagent.signals import Payload, Signal
 
 log = logging.getLogger(__name__)
+METRICS_READ_TIMEOUT = 5.0  # seconds; otelcol's Prometheus server (ReadTimeout, WriteTimeout)
+METRICS_WRITE_TIMEOUT = 10.0
 Samples = list[tuple[tuple[str, ...], float]]
 
 
@@ -91,7 +93,8 @@ class Telemetry:
         async def handle(request: Request) -> Response:
             return Response(body=self.metrics.render(), content_type="text/plain; charset=utf-8")
 
-        self._server = server = Server()
+        # otelcol's Prometheus server: ReadTimeout 5 s (the wait for a head here), WriteTimeout 10 s
+        self._server = server = Server(wait_for_request=METRICS_READ_TIMEOUT, write_timeout=METRICS_WRITE_TIMEOUT)
         server.get("/metrics", handle)
         for endpoint in endpoints:  # one listener per prometheus reader
             host, port = split_endpoint(endpoint, 8888)

@@ -113,3 +113,16 @@ def test_clients_that_disconnect_mid_body_are_counted_and_logged_once_without_tr
     log = agent.log()
     assert log.count("clients disconnect before their requests complete") == 1
     assert "Traceback" not in log
+
+
+def test_the_metrics_endpoint_ends_headers_that_never_complete(start):
+    """The Prometheus endpoint has otelcol's timeouts (its server: ReadTimeout 5 s, WriteTimeout
+    10 s): a client trickling a head or holding a connection idle does not keep it for ever."""
+    agent = start()
+    sock = _open(agent.metrics_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    began = time.monotonic()
+    try:
+        closed, _ = _closed_within(sock, 15)
+    finally:
+        sock.close()
+    assert closed and time.monotonic() - began < 8
