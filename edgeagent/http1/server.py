@@ -24,6 +24,9 @@ Design note:
   the `on_response` hooks. A handler's exception is logged and answered 500; the connection goes on.
 - Stop: stop listening, close idle connections at once, let requests in progress finish within
   the grace period, then close what is left.
+- A closed connection whose client has not taken the end of its answer is aborted after the
+  write timeout (LINGER without one): asyncio's close waits for that flush, and holds the
+  socket, as long as the client does not read.
 """
 
 from __future__ import annotations
@@ -213,6 +216,8 @@ class Server:
         finally:
             del self._connections[task]
             writer.close()
+            if writer.transport.get_write_buffer_size():  # close waits to flush it: not for ever
+                asyncio.get_running_loop().call_later(self.write_timeout or LINGER, writer.transport.abort)
 
     async def respond(self, request: Request) -> Response:
         """The answer of the route that `request` matches (404, 405 when none), through the middlewares."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import os
+import socket
 import ssl
 import tempfile
 import time
@@ -421,3 +423,38 @@ def test_a_tls_client_that_never_sends_its_handshake_is_closed_at_the_wait_for_a
 
     data, waited = asyncio.run(run())
     assert data == b"" and waited < 3.0
+
+
+def test_a_connection_closed_while_its_client_does_not_take_the_answer_does_not_keep_its_socket():
+    """An answer that fits the kernel's buffers but for a few KiB is "written"; when the connection
+    then closes (here: no next request), asyncio's close waits to flush those KiB for ever if the
+    client never reads: the socket stays open, a file descriptor per such client."""
+    async def page(request: Request) -> Response:
+        return Response(body=b"x" * 40_000)
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def run() -> tuple[int, int]:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # inherited by accepted sockets
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        server = Server(wait_for_request=0.3, write_timeout=0.5)
+        server.get("/page", page)
+        port = await server.listen(sock=listener)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            client.connect(("127.0.0.1", port))
+            client.sendall(b"GET /page HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.sleep(0.2)
+            held = open_fds()  # the server's socket of the connection is open: answering
+            await asyncio.sleep(2.0)
+            return held, open_fds()
+        finally:
+            client.close()
+            await server.stop(1.0)
+
+    held, after = asyncio.run(run())
+    assert after == held - 1
