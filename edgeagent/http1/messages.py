@@ -100,7 +100,8 @@ class Request:
 
     def iter_chunks(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive (100 Continue is sent first when the client waits for it).
-        A client that closes before the end raises ConnectionResetError; a broken framing, ProtocolError."""
+        A client that closes before the end, or whose connection breaks (a reset, a TLS failure),
+        raises ConnectionResetError; a broken framing, ProtocolError."""
         if self._state != _FRESH and self._state != _DONE:
             raise RuntimeError("the request's body is being read already")
         if self._continue:
@@ -140,6 +141,11 @@ class Request:
             if self._reader.at_eof():  # the client went away, not a framing the peer got wrong
                 raise ConnectionResetError(str(exc)) from None
             raise
+        except OSError as exc:
+            self._state = _BROKEN
+            if isinstance(exc, ConnectionError):
+                raise
+            raise ConnectionResetError(f"the connection broke: {exc}") from exc  # a TLS failure, as a reset
         except BaseException:
             self._state = _BROKEN
             raise

@@ -215,9 +215,11 @@ class Server:
             pass  # stopped with the server
         finally:
             del self._connections[task]
+            transport = writer.transport
+            unsent = not transport.is_closing() and transport.get_write_buffer_size()  # (TLS: none once closed)
             writer.close()
-            if writer.transport.get_write_buffer_size():  # close waits to flush it: not for ever
-                asyncio.get_running_loop().call_later(self.write_timeout or LINGER, writer.transport.abort)
+            if unsent:  # close waits to flush it: not for ever
+                asyncio.get_running_loop().call_later(self.write_timeout or LINGER, transport.abort)
 
     async def respond(self, request: Request) -> Response:
         """The answer of the route that `request` matches (404, 405 when none), through the middlewares."""
@@ -308,7 +310,7 @@ class _Connection:
             self.writer.write(_encode(request, response, keep))
             try:
                 await self.writer.drain()
-            except ConnectionError:
+            except OSError:  # a reset, or a TLS failure the reader met
                 return False
         finally:
             if deadline is not None:

@@ -458,3 +458,48 @@ def test_a_connection_closed_while_its_client_does_not_take_the_answer_does_not_
 
     held, after = asyncio.run(run())
     assert after == held - 1
+
+
+def test_a_tls_record_broken_in_the_middle_of_a_body_is_a_disconnect_not_a_handler_failure(tmp_path, caplog):
+    """The TLS layer's error reaches the body's reader as an ssl.SSLError: for the handler it is
+    the client's connection breaking (a ConnectionError, counted, not logged per request), and
+    the server closes the connection without an error of its own."""
+    certs = make_certs(str(tmp_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    seen: list[str] = []
+
+    async def read(request: Request) -> Response:
+        try:
+            await request.read()
+        except BaseException as exc:
+            seen.append(type(exc).__name__)
+            raise
+        return Response()
+
+    def client(port: int) -> None:
+        tls = ssl.create_default_context(cafile=certs.ca_file).wrap_socket(
+            socket.create_connection(("127.0.0.1", port), timeout=5), server_hostname="localhost")
+        tls.sendall(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
+        time.sleep(0.2)
+        raw = socket.socket(fileno=tls.detach())
+        raw.sendall(b"\x17\x03\x03\x00\x10" + b"not a TLS record")  # an application-data record that fails
+        try:
+            raw.recv(1000)
+        except OSError:
+            pass
+        raw.close()
+
+    async def run() -> None:
+        server = Server()
+        server.post("/read", read)
+        port = await server.listen(host="127.0.0.1", port=0, ssl_context=context)
+        try:
+            await asyncio.to_thread(client, port)
+            await asyncio.sleep(0.2)
+        finally:
+            await server.stop(1.0)
+
+    asyncio.run(run())
+    assert seen == ["ConnectionResetError"]
+    assert not [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")]
