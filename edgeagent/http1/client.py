@@ -17,6 +17,9 @@ What it does as Go's http.Transport does (otelcol's client):
   answer looks the same; the export chain would send that request again on the error anyway,
   so the retry adds no duplicate the chain would not make, it only spares the backoff.) A new
   connection failing so, a timeout, or an answer broken off are never retried here.
+- The caller's headers are set as Go's Header.Set sets them (a name given again replaces it); a
+  `Host` replaces the URL's (otelcol's `headers: {Host: ...}`); Content-Length, Transfer-Encoding
+  and Trailer are the client's own, from the body: the caller's are not sent.
 - `timeout` bounds the whole request: waiting for a slot, connecting, sending, the answer.
 - Errors: `ConnectError` (no connection made), `NoAnswerError` (the connection ended before a
   byte of the answer), `ClientError` (anything else after), TimeoutError;
@@ -52,6 +55,7 @@ Observer = Callable[[str, SplitResult, float, int, str], None]
 MAX_BODY = 64 * 1024  # otelcol's otlphttp exporter reads at most this much of an answer
 _SLACK = 4096  # compressed bytes beyond max_body that still decode into max_body (block and frame headers)
 _NO_BODY = (204, 304)
+_FRAMING = ("content-length", "transfer-encoding", "trailer")  # the client frames the body, as Go ignores these
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,8 @@ class HttpClient:
         for name, value in headers:
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
                 raise ValueError(f"the header {name!r} holds a line break or a colon")  # the caller's mistake
-            fields.add(name, value)
+            if name.lower() not in _FRAMING and (value or name.lower() != "host"):
+                fields[name] = value  # as Go's Header.Set: a name given again replaces it; Host as req.Host
         if length or method in ("POST", "PUT", "PATCH"):
             fields.setdefault("Content-Length", str(length))
         fields.setdefault("Accept-Encoding", "gzip, deflate")

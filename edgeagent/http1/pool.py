@@ -7,7 +7,8 @@
   (None: never). `max_idle_per_route` refuses a connection released beyond it (it is closed)
   and `max_idle` closes the least recently used beyond it, in all (0: no cap).
 - An idle connection the server closed, or that holds bytes nobody asked for, is found out
-  when taken (its reader is at EOF or its transport closing) and closed instead of used.
+  when released or taken (its reader at EOF or holding bytes, its transport closing) and
+  closed instead of used.
 """
 
 from __future__ import annotations
@@ -57,8 +58,13 @@ class Connection:
         self.expiry: asyncio.TimerHandle | None = None
 
     def stale(self) -> bool:
-        """The server closed it, or it failed, while idle."""
-        return self.writer.transport.is_closing() or self.reader.at_eof() or self.reader.exception() is not None
+        """The server closed it, it failed, or bytes came that no request asked for (Go's "unsolicited
+        response on idle channel"): read as the next request's answer, they would be a verdict on a
+        request the server never judged."""
+        reader = self.reader
+        buffered = len(getattr(reader, "_buffer", b""))  # StreamReader has no public peek
+        return self.writer.transport.is_closing() or reader.at_eof() or reader.exception() is not None \
+            or buffered > 0
 
     def close(self) -> None:
         if self.expiry is not None:

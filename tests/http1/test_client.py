@@ -439,3 +439,38 @@ def test_a_header_that_would_split_the_head_is_refused_before_anything_is_sent()
             assert server.connections == 0
 
     asyncio.run(scenario())
+
+
+def test_an_answer_nobody_asked_for_is_never_taken_as_the_next_requests():
+    stale = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"  # a second answer to request 1
+
+    async def scenario() -> None:
+        def reply(connection: int, count: int) -> bytes:
+            return OK + stale if (connection, count) == (1, 1) else _answer(b"", "X-Real: 1")
+
+        async with Server(reply) as server:
+            http = client()
+            await post(http, server.url)
+            await asyncio.sleep(0.05)
+            answer = await post(http, server.url)
+            assert (answer.status, answer.headers.get("X-Real")) == (200, "1")  # its own answer, not the stale 500
+            assert [number for number, _, _ in server.requests] == [1, 2]  # on a new connection
+
+    asyncio.run(scenario())
+
+
+def test_the_callers_host_replaces_the_urls_and_its_framing_headers_are_not_sent():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            http = client()
+            for _ in range(2):  # the second on the same connection: the framing held
+                await post(http, server.url, headers=[("Host", "collector.example"), ("Content-Length", "1"),
+                                                      ("Transfer-Encoding", "chunked"), ("content-type", "a/b"),
+                                                      ("Content-Type", "c/d")])
+            assert [number for number, _, _ in server.requests] == [1, 1]
+            for _, _, headers in server.requests:
+                assert headers.getall("Host") == ["collector.example"]
+                assert headers.getall("Content-Length") == ["4"] and "Transfer-Encoding" not in headers
+                assert headers.getall("Content-Type") == ["c/d"]  # a name given twice: the last, as Go's Header.Set
+
+    asyncio.run(scenario())
