@@ -97,11 +97,19 @@ class Headers(Mapping[str, str]):
         return Headers(self._fields)
 
     def encode(self) -> bytes:
-        """The fields as they go on the wire, each line ending in CRLF."""
-        return "".join(f"{name}: {value}\r\n" for name, value in self._fields).encode("latin-1")
+        """The fields as they go on the wire, each line ending in CRLF: latin-1, as they are read,
+        and a field with characters beyond it (never one read off the wire) in UTF-8, as Go sends it."""
+        return b"".join(_encode_field(f"{name}: {value}\r\n") for name, value in self._fields)
 
     def __repr__(self) -> str:
         return f"Headers({self._fields!r})"
+
+
+def _encode_field(line: str) -> bytes:
+    try:
+        return line.encode("latin-1")
+    except UnicodeEncodeError:
+        return line.encode()
 
 
 async def read_head(reader: asyncio.StreamReader, max_head: int = MAX_HEAD) -> bytes | None:

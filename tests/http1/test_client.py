@@ -474,3 +474,15 @@ def test_the_callers_host_replaces_the_urls_and_its_framing_headers_are_not_sent
                 assert headers.getall("Content-Type") == ["c/d"]  # a name given twice: the last, as Go's Header.Set
 
     asyncio.run(scenario())
+
+
+def test_a_header_value_beyond_latin_1_goes_as_utf_8_as_go_sends_it():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            answer = await post(client(), server.url, headers=[("X-Scope-OrgID", "租户"), ("X-Read", "caf\xe9")])
+            assert answer.status == 200
+            _, _, headers = server.requests[0]
+            assert headers["X-Scope-OrgID"].encode("latin-1").decode() == "租户"
+            assert headers["X-Read"] == "caf\xe9"  # a value as read off the wire (latin-1) goes back byte for byte
+
+    asyncio.run(scenario())
