@@ -104,8 +104,8 @@ class HttpClient:
         started = time.perf_counter()
         status, error = 0, ""
         try:
-            async with asyncio.timeout(timeout or None):
-                response = await self._send(method, parts, body, headers, tls, server_hostname, proxy)
+            async with asyncio.timeout(timeout or None) as scope:
+                response = await self._send(method, parts, body, headers, tls, server_hostname, proxy, scope.when())
             status = response.status
             return response
         except BaseException as exc:
@@ -116,7 +116,7 @@ class HttpClient:
                 self.settings.observe(method, parts, time.perf_counter() - started, status, error)
 
     async def _send(self, method: str, parts: SplitResult, body: bytes, headers: Iterable[tuple[str, str]],
-                    tls: ssl.SSLContext | None, server_hostname: str, proxy: str) -> Response:
+                    tls: ssl.SSLContext | None, server_hostname: str, proxy: str, deadline: float | None) -> Response:
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise ClientError(f"not an http:// or https:// URL: {scheme}://{parts.hostname or ''}")
@@ -126,7 +126,7 @@ class HttpClient:
                       tls if scheme == "https" else None, server_hostname if scheme == "https" else "", proxy)
         head = self._head(method, parts, route, headers, len(body))
         for attempt in (1, 2):
-            connection = await self.pool.acquire(route, fresh=attempt > 1)
+            connection = await self.pool.acquire(route, fresh=attempt > 1, deadline=deadline)
             try:
                 response, reusable = await self._exchange(connection, method, head, body)
             except NoAnswerError:
@@ -202,8 +202,9 @@ class HttpClient:
         """The reader's buffer: a head or a chunk line must fit in it."""
         return max(self.settings.read_buffer, wire.MAX_LINE)
 
-    async def _open(self, route: Route) -> Connection:
-        return await open_connection(route, read_limit=self._read_limit, send_buffer=self.settings.send_buffer)
+    async def _open(self, route: Route, deadline: float | None) -> Connection:
+        return await open_connection(route, read_limit=self._read_limit, send_buffer=self.settings.send_buffer,
+                                     deadline=deadline)
 
 
 async def _final_head(reader: asyncio.StreamReader, max_head: int) -> tuple[tuple[int, int], int, str, wire.Headers]:

@@ -76,7 +76,7 @@ class Connection:
 class Pool:
     """Slots and idle connections; `open` makes a new connection for a route."""
 
-    def __init__(self, settings: PoolSettings, open: Callable[[Route], Awaitable[Connection]]):
+    def __init__(self, settings: PoolSettings, open: Callable[[Route, float | None], Awaitable[Connection]]):
         self.settings = settings
         self._open = open
         self._idle: dict[Route, list[Connection]] = {}  # oldest first
@@ -91,12 +91,13 @@ class Pool:
     def idle_connections(self) -> list[Connection]:
         return [connection for idle in self._idle.values() for connection in idle]
 
-    async def acquire(self, route: Route, *, fresh: bool = False) -> Connection:
-        """A connection to `route`, idle or new (always new with `fresh`), once a slot is free."""
+    async def acquire(self, route: Route, *, fresh: bool = False, deadline: float | None = None) -> Connection:
+        """A connection to `route`, idle or new (always new with `fresh`), once a slot is free;
+        `deadline` is the request's, for opening one."""
         await self._slot(route)
         try:
             connection = None if fresh else self._take_idle(route)
-            return connection if connection is not None else await self._open(route)
+            return connection if connection is not None else await self._open(route, deadline)
         except BaseException:
             self._free(route)
             raise
