@@ -10,6 +10,9 @@ What it does as Go's http.Transport does (otelcol's client):
 - A connection is reused only when the answer was read to its end and neither side said
   `Connection: close` (an HTTP/1.0 answer needs `keep-alive`). With keep-alive off, every
   request says `Connection: close` and gets a new connection.
+- An answer that came before the connection failed is the answer: a server refusing a body with
+  an early 413 and closing makes the kernel reset the connection under the rest of the body, and
+  the 413 (which the export chain splits on) must not turn into a retry forever.
 - Retry: a request that went out on a reused connection which then closed or reset before a
   single byte of the answer came is sent once more on a new connection. That is the race of a
   server closing an idle connection as the request arrives: a server closing an idle
@@ -177,8 +180,16 @@ class HttpClient:
             await writer.drain()
         except OSError as exc:  # an answer may have come before the server stopped reading: read it
             write_error = exc
+        max_head = min(self._read_limit, wire.MAX_HEAD)
         try:
-            version, status, reason, headers = await _final_head(reader, min(self._read_limit, wire.MAX_HEAD))
+            try:
+                version, status, reason, headers = await _final_head(reader, max_head)
+            except OSError:
+                if not wire.unread(reader):
+                    raise
+                # an answer came before the connection failed (an early 413, then a reset): it is the answer
+                reader = _what_came(reader, self._read_limit)
+                version, status, reason, headers = await _final_head(reader, max_head)
         except OSError as exc:
             raise NoAnswerError(f"the connection to {connection.route.authority} failed before an answer: "
                                 f"{write_error or exc}") from exc
@@ -194,7 +205,7 @@ class HttpClient:
                 complete = complete and length is not None
         except (OSError, wire.ProtocolError) as exc:
             raise ClientError(f"the answer of {connection.route.authority} broke off: {exc}") from exc
-        reusable = complete and write_error is None and _keeps_alive(version, headers)
+        reusable = complete and write_error is None and reader is connection.reader and _keeps_alive(version, headers)
         return Response(status, reason, headers, content), reusable
 
     @property
@@ -205,6 +216,14 @@ class HttpClient:
     async def _open(self, route: Route, deadline: float | None) -> Connection:
         return await open_connection(route, read_limit=self._read_limit, send_buffer=self.settings.send_buffer,
                                      deadline=deadline)
+
+
+def _what_came(reader: asyncio.StreamReader, limit: int) -> asyncio.StreamReader:
+    """A reader of the bytes a failed connection's `reader` still holds, ended there."""
+    came = asyncio.StreamReader(limit=limit)
+    came.feed_data(wire.unread(reader))
+    came.feed_eof()
+    return came
 
 
 async def _final_head(reader: asyncio.StreamReader, max_head: int) -> tuple[tuple[int, int], int, str, wire.Headers]:

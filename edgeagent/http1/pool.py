@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from edgeagent.http1 import wire
+
 
 @dataclass(frozen=True)
 class Route:
@@ -62,9 +64,8 @@ class Connection:
         response on idle channel"): read as the next request's answer, they would be a verdict on a
         request the server never judged."""
         reader = self.reader
-        buffered = len(getattr(reader, "_buffer", b""))  # StreamReader has no public peek
         return self.writer.transport.is_closing() or reader.at_eof() or reader.exception() is not None \
-            or buffered > 0
+            or bool(wire.unread(reader))
 
     def close(self) -> None:
         if self.expiry is not None:

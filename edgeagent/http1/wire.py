@@ -105,6 +105,11 @@ class Headers(Mapping[str, str]):
         return f"Headers({self._fields!r})"
 
 
+def unread(reader: asyncio.StreamReader) -> bytes:
+    """The bytes `reader` holds that nobody read yet (StreamReader has no public peek)."""
+    return bytes(getattr(reader, "_buffer", b""))
+
+
 def _encode_field(line: str) -> bytes:
     try:
         return line.encode("latin-1")

@@ -486,3 +486,32 @@ def test_a_header_value_beyond_latin_1_goes_as_utf_8_as_go_sends_it():
             assert headers["X-Read"] == "caf\xe9"  # a value as read off the wire (latin-1) goes back byte for byte
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_an_early_413_to_a_body_the_server_will_not_read_is_the_answer_not_a_reset(reused):
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (block := await wire.read_head(reader)) is not None:
+            _, headers = wire.parse_head(block)
+            if int(headers["Content-Length"]) < 1024:
+                await reader.readexactly(int(headers["Content-Length"]))
+                writer.write(OK)
+                continue
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+            await writer.drain()
+            writer.transport.abort()  # the unread body in its buffer: the kernel resets the connection
+            return
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            http = client()
+            if reused:
+                await post(http, url)
+            answer = await post(http, url, body=b"x" * (32 << 20))
+            assert (answer.status, answer.body) == (413, b"big")
+        finally:
+            server.close()
+
+    asyncio.run(scenario())
