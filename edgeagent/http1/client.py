@@ -58,6 +58,7 @@ Observer = Callable[[str, SplitResult, float, int, str], None]
 MAX_BODY = 64 * 1024  # otelcol's otlphttp exporter reads at most this much of an answer
 _SLACK = 4096  # compressed bytes beyond max_body that still decode into max_body (block and frame headers)
 _NO_BODY = (204, 304)
+_MAX_1XX = 5  # informational answers to one request, as Go's Transport allows
 _FRAMING = ("content-length", "transfer-encoding", "trailer")  # the client frames the body, as Go ignores these
 
 
@@ -227,11 +228,18 @@ def _what_came(reader: asyncio.StreamReader, limit: int) -> asyncio.StreamReader
 
 
 async def _final_head(reader: asyncio.StreamReader, max_head: int) -> tuple[tuple[int, int], int, str, wire.Headers]:
-    """The head of the final answer, informational (1xx) ones skipped; OSError when the connection
-    ended before a byte of it."""
-    while True:
-        block = await wire.read_head(reader, max_head)
+    """The head of the final answer, up to _MAX_1XX informational ones skipped (Go's limit); OSError
+    when the connection ended before a byte of an answer, ProtocolError when it ended after one."""
+    for informational in range(_MAX_1XX + 1):
+        try:
+            block = await wire.read_head(reader, max_head)
+        except OSError as exc:
+            if informational:  # the server read the request: this is no idle connection's race
+                raise wire.ProtocolError(f"the connection failed after an informational answer: {exc}") from exc
+            raise
         if block is None:
+            if informational:
+                raise wire.ProtocolError("the connection closed after an informational answer")
             raise ConnectionResetError("the server closed the connection without answering")
         start, headers = wire.parse_head(block)
         version, status, reason = wire.parse_status_line(start)
@@ -239,6 +247,7 @@ async def _final_head(reader: asyncio.StreamReader, max_head: int) -> tuple[tupl
             raise wire.ProtocolError("101 Switching Protocols to a request that asked for none")
         if status >= 200:
             return version, status, reason, headers
+    raise wire.ProtocolError(f"more than {_MAX_1XX} informational answers")
 
 
 async def _read_body(reader: asyncio.StreamReader, length: int | None, encoding: str,

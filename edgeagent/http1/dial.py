@@ -70,9 +70,9 @@ async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
     except BaseException as exc:
         writer.close()
         if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
-            raise ClientError(f"TLS with {route.authority} through the proxy failed: {exc}") from exc
+            raise ClientError(f"TLS with {route.authority} through the proxy failed: {_why(exc)}") from exc
         if isinstance(exc, (OSError, wire.ProtocolError)):
-            raise ClientError(f"the tunnel to {route.authority} through the proxy failed: {exc}") from exc
+            raise ClientError(f"the tunnel to {route.authority} through the proxy failed: {_why(exc)}") from exc
         raise
     return Connection(route, reader, writer)
 
@@ -102,9 +102,9 @@ async def _dial(host: str, port: int, tls: ssl.SSLContext | None, sni: str, read
     except BaseException as exc:
         sock.close()
         if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
-            raise ClientError(f"TLS with {host}:{port} failed: {exc}") from exc
+            raise ClientError(f"TLS with {host}:{port} failed: {_why(exc)}") from exc
         if isinstance(exc, OSError):
-            raise ClientError(f"the connection to {host}:{port} failed: {exc}") from exc
+            raise ClientError(f"the connection to {host}:{port} failed: {_why(exc)}") from exc
         raise
 
 
@@ -159,3 +159,8 @@ def _system_roots() -> ssl.SSLContext:
     if _proxy_tls is None:
         _proxy_tls = ssl.create_default_context()
     return _proxy_tls
+
+
+def _why(exc: BaseException) -> str:
+    """An error's message, or its name when it has none (a bare ConnectionResetError)."""
+    return str(exc) or type(exc).__name__

@@ -515,3 +515,30 @@ def test_an_early_413_to_a_body_the_server_will_not_read_is_the_answer_not_a_res
             server.close()
 
     asyncio.run(scenario())
+
+
+def test_a_connection_closed_after_an_informational_answer_is_not_retried():
+    def reply(connection: int, count: int) -> bytes:
+        return OK if count == 1 else Closing(b"HTTP/1.1 100 Continue\r\n\r\n")  # it read the request, then closed
+
+    async def scenario() -> None:
+        async with Server(reply) as server:
+            http = client()
+            await post(http, server.url)
+            with pytest.raises(ClientError, match="informational") as caught:
+                await post(http, server.url)
+            assert not isinstance(caught.value, NoAnswerError)
+            assert [number for number, _, _ in server.requests] == [1, 1]  # not sent again
+
+    asyncio.run(scenario())
+
+
+def test_informational_answers_without_end_are_an_error_after_five_as_in_go():
+    async def scenario() -> None:
+        async with Server(lambda *_: b"HTTP/1.1 102 Processing\r\n\r\n" * 6 + OK) as server:
+            with pytest.raises(ClientError, match="informational"):
+                await post(client(), server.url)
+        async with Server(lambda *_: b"HTTP/1.1 102 Processing\r\n\r\n" * 5 + OK) as server:
+            assert (await post(client(), server.url)).status == 200
+
+    asyncio.run(scenario())
