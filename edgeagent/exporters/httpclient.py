@@ -13,7 +13,8 @@ Connections (Go's http.Transport, which otelcol configures):
   as Go does. Unset, edgeagent keeps its own pool: idle connections closed after 15 s (otelcol's
   default is 90 s) and not capped (otelcol's defaults are 100 in all, 2 per host, which makes a
   queue with 10 consumers reconnect after every burst).
-- `proxy_url` (http:// or https://, credentials in it sent as Proxy-Authorization): HTTPS goes
+- `proxy_url` (http:// or https://, credentials in it sent as Proxy-Authorization; an https://
+  proxy is verified with the `tls` block, the system roots without, as Go's Transport): HTTPS goes
   through a CONNECT tunnel, HTTP as an absolute-form request, as Go. Without it, as Go's
   ProxyFromEnvironment, HTTPS_PROXY / HTTP_PROXY (either case) are used unless NO_PROXY matches
   the host or the host is localhost or a loopback address. SOCKS proxies are refused: the client

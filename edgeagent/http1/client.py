@@ -102,7 +102,8 @@ class HttpClient:
     async def request(self, method: str, url: str, *, body: bytes = b"", headers: Iterable[tuple[str, str]] = (),
                       timeout: float | None = None, tls: ssl.SSLContext | None = None, server_hostname: str = "",
                       proxy: str = "") -> Response:
-        """Sends one request and reads its answer; `tls` for an https URL (required there),
+        """Sends one request and reads its answer; `tls` for an https URL (required there) and an
+        https proxy (as Go's Transport uses its TLS config for both; the system roots without),
         `server_hostname` the name to verify instead of the URL's host."""
         parts = urlsplit(url)
         started = time.perf_counter()
@@ -126,8 +127,10 @@ class HttpClient:
             raise ClientError(f"not an http:// or https:// URL: {scheme}://{parts.hostname or ''}")
         if scheme == "https" and tls is None:
             raise ClientError("an https:// URL needs a TLS context")
+        https_proxy = proxy.lower().startswith("https:")
         route = Route(scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80),
-                      tls if scheme == "https" else None, server_hostname if scheme == "https" else "", proxy)
+                      tls if scheme == "https" or https_proxy else None, server_hostname if scheme == "https" else "",
+                      proxy)
         head = self._head(method, parts, route, headers, len(body))
         for attempt in (1, 2):
             connection = await self.pool.acquire(route, fresh=attempt > 1, deadline=deadline)

@@ -36,7 +36,7 @@ class ConnectError(ClientError):
     """No connection could be made: the name did not resolve, or every address refused it."""
 
 
-_proxy_tls: ssl.SSLContext | None = None  # the system roots, for https:// proxies
+_proxy_tls: ssl.SSLContext | None = None  # the system roots, for https:// proxies when no TLS is given
 
 
 def proxy_authorization(proxy: str) -> str | None:
@@ -59,7 +59,7 @@ async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
         return Connection(route, reader, writer)
     proxy = urlsplit(route.proxy)
     proxy_port = proxy.port or (443 if proxy.scheme == "https" else 80)
-    proxy_tls = _system_roots() if proxy.scheme == "https" else None
+    proxy_tls = (route.ssl or _system_roots()) if proxy.scheme == "https" else None
     reader, writer = await _dial(proxy.hostname or "", proxy_port, proxy_tls, proxy.hostname or "", read_limit,
                                  send_buffer, deadline)
     if route.scheme != "https":

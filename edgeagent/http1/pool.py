@@ -28,7 +28,7 @@ class Route:
     scheme: str  # of the target: "http" or "https"
     host: str
     port: int
-    ssl: ssl.SSLContext | None = None  # for an https target
+    ssl: ssl.SSLContext | None = None  # for an https target and an https proxy
     server_hostname: str = ""  # the name verified and sent as SNI; "" is `host`
     proxy: str = ""  # the proxy URL the connection goes through, "" for none
 

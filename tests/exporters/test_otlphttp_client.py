@@ -214,3 +214,17 @@ def test_http2_keys_are_accepted_where_otelcol_speaks_http1_too_and_refused_wher
     assert not OtlpHttpConfig(endpoint="https://collector:4318", force_attempt_http2=True).config_warnings()
     with pytest.raises(ValidationError, match="speaks HTTP/1.1 only"):
         OtlpHttpConfig(endpoint="https://collector:4318", http2_read_idle_timeout="10s")
+
+
+def test_an_https_proxy_is_verified_with_the_tls_blocks_ca(tmp_path):
+    certs = make_certs(str(tmp_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    server = Upstream(free_port(), ssl_context=context).start()  # the proxy answers the absolute-form request
+    try:  # the certificate names localhost, signed by a CA only the tls block knows
+        config = OtlpHttpConfig(endpoint=f"http://localhost:{server.port}", proxy_url=f"https://localhost:{server.port}",
+                                tls={"ca_file": certs.ca_file})
+        asyncio.run(_send(config))
+        assert len(server.received("traces")) == 1
+    finally:
+        server.stop()

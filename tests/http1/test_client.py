@@ -542,3 +542,18 @@ def test_informational_answers_without_end_are_an_error_after_five_as_in_go():
             assert (await post(client(), server.url)).status == 200
 
     asyncio.run(scenario())
+
+
+def test_an_https_proxy_is_verified_with_the_tls_given_as_go_uses_its_tls_config_for_it(certs):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server_cert, certs.server_key)  # for localhost, signed by the test CA
+    trust = ssl.create_default_context(cafile=certs.ca_file)
+
+    async def scenario() -> None:
+        async with Server(lambda *_: OK, ssl_context=context) as proxy:  # answers the absolute-form request itself
+            answer = await post(client(), "http://collector.test:4318", tls=trust,
+                                proxy=f"https://localhost:{proxy.port}")
+            assert answer.body == b"ok"
+            assert proxy.requests[0][1] == "POST http://collector.test:4318/v1/traces HTTP/1.1"
+
+    asyncio.run(scenario())
