@@ -209,7 +209,8 @@ class HttpClient:
                 complete = complete and length is not None
         except (OSError, wire.ProtocolError) as exc:
             raise ClientError(f"the answer of {connection.route.authority} broke off: {exc}") from exc
-        reusable = complete and write_error is None and reader is connection.reader and _keeps_alive(version, headers)
+        reusable = complete and write_error is None and reader is connection.reader and _keeps_alive(version, headers) \
+            and not ("Content-Length" in headers and "Transfer-Encoding" in headers)  # a response splitting, maybe
         return Response(status, reason, headers, content), reusable
 
     @property

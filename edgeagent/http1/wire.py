@@ -4,7 +4,8 @@ message bodies (RFC 9112), read from an asyncio StreamReader.
 Only what a message's framing needs is interpreted here; what the headers mean is the caller's.
 Everything read is bounded: a head by `max_head` bytes, a chunk-size or trailer line by
 MAX_LINE, a body by what the caller asks of `iter_body`. A framing that could be read two ways
-(Content-Length beside Transfer-Encoding, two different lengths) is refused, as smuggling.
+(two different lengths; Content-Length beside Transfer-Encoding in a request) is refused, as
+smuggling; a response with both is read chunked, as RFC 9112 says a client reads it.
 """
 
 from __future__ import annotations
@@ -184,11 +185,12 @@ def parse_version(text: str, status: int = 400) -> tuple[int, int]:
 
 def body_length(headers: Headers, *, request: bool) -> int | None:
     """How a message's body is framed: its length, -1 for chunked, None for "until the connection
-    closes" (responses only; a request without either has no body)."""
+    closes" (responses only; a request without either has no body). A response with both framings
+    is read chunked, as RFC 9112 6.3 and Go read it (the caller must not reuse its connection)."""
     lengths = headers.getall("Content-Length")
     encodings = headers.getall("Transfer-Encoding")
     if encodings:
-        if lengths:
+        if lengths and request:
             raise ProtocolError("a message with both Content-Length and Transfer-Encoding is refused")
         codings = [c.strip().lower() for value in encodings for c in value.split(",") if c.strip()]
         if codings != ["chunked"]:

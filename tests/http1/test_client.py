@@ -557,3 +557,16 @@ def test_an_https_proxy_is_verified_with_the_tls_given_as_go_uses_its_tls_config
             assert proxy.requests[0][1] == "POST http://collector.test:4318/v1/traces HTTP/1.1"
 
     asyncio.run(scenario())
+
+
+def test_an_answer_with_both_framings_is_read_chunked_as_go_reads_it_and_its_connection_not_reused():
+    both = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+
+    async def scenario() -> None:
+        async with Server(lambda *_: both) as server:
+            http = client()
+            for _ in range(2):
+                assert (await post(http, server.url)).body == b"ok"  # not an error retried forever
+            assert [number for number, _, _ in server.requests] == [1, 2]  # a possible splitting: never reused
+
+    asyncio.run(scenario())
