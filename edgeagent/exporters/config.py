@@ -37,16 +37,6 @@ class ExporterConfig(ComponentConfig):
             return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
         return value
 
-    @field_validator("headers")
-    @classmethod
-    def _one_line(cls, headers: dict[str, str]) -> dict[str, str]:
-        """A line break would split the request's head: every send would fail, so refuse it here."""
-        for name, value in headers.items():
-            if any(c in text for text in (name, value) for c in "\r\n"):
-                raise ValueError(f"headers: {name.strip()!r} holds a line break, which no header can carry "
-                                 f"(a YAML block scalar `|` keeps its last one: use `|-`)")
-        return headers
-
     @field_validator("timeout")
     @classmethod
     def _positive_timeout(cls, value: float) -> float:

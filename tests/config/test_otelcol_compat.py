@@ -238,13 +238,3 @@ def test_exporter_headers_listing_a_name_twice_are_refused_as_otelcol_refuses_th
     text = _config("  otlp_http:\n    endpoint: http://collector:4318\n    headers:\n      - name: X-Tenant\n"
                    "        value: acme\n      - name: X-Tenant\n        value: other\n", "otlp_http")
     assert any("duplicate keys in map-style list: ['X-Tenant']" in message for _, message in _errors(text))
-
-
-@pytest.mark.parametrize("exporter, endpoint", [("otlp_http", "http://collector:4318"),
-                                                ("otlp_grpc", "collector:4317")])
-def test_an_exporter_header_value_with_a_line_break_is_refused_at_load_not_at_every_send(exporter, endpoint):
-    text = _config(f"  {exporter}:\n    endpoint: {endpoint}\n    headers:\n      Authorization: |\n"
-                   f"        Bearer s3cret\n", exporter)  # a block scalar keeps its last line break
-    messages = [message for _, message in _errors(text)]
-    assert any("'Authorization' holds a line break" in message for message in messages), messages
-    assert not any("s3cret" in message for message in messages)
