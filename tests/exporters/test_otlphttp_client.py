@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edgeagent.exporters.encoding import compress
+from edgeagent.exporters.httpclient import Proxies
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.signals import Signal
 from tests.helpers.certs import make_certs
@@ -228,3 +229,13 @@ def test_an_https_proxy_is_verified_with_the_tls_blocks_ca(tmp_path):
         assert len(server.received("traces")) == 1
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("no_proxy, url, proxied", [
+    ("10.0.0.0/8", "http://10.1.2.3:4318", False), ("10.0.0.0/8", "http://11.1.2.3:4318", True),
+    ("fd00::/8", "http://[fd00::1]:4318", False), ("10.0.0.0/8, .svc", "http://collector.ns.svc:4318", False),
+    ("10.0.0.0/8", "http://collector.test:4318", True)])
+def test_no_proxy_takes_cidr_ranges_as_go_does(monkeypatch, no_proxy, url, proxied):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    assert (Proxies("").for_url(url) is not None) == proxied
