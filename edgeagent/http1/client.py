@@ -245,7 +245,7 @@ async def _final_head(reader: asyncio.StreamReader, max_head: int) -> tuple[tupl
             if informational:
                 raise wire.ProtocolError("the connection closed after an informational answer")
             raise ConnectionResetError("the server closed the connection without answering")
-        start, headers = wire.parse_head(block)
+        start, headers = wire.parse_head(block, unfold=True)
         version, status, reason = wire.parse_status_line(start)
         if status == 101:
             raise wire.ProtocolError("101 Switching Protocols to a request that asked for none")

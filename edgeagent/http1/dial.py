@@ -87,7 +87,7 @@ async def _tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ro
     block = await wire.read_head(reader)
     if block is None:
         raise ClientError(f"the proxy closed the connection instead of tunnelling to {route.authority}")
-    start, answer = wire.parse_head(block)
+    start, answer = wire.parse_head(block, unfold=True)
     _, status, reason = wire.parse_status_line(start)
     if not 200 <= status < 300:
         raise ClientError(f"the proxy refused the tunnel to {route.authority}: {status} {reason}".rstrip())

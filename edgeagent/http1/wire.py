@@ -137,9 +137,13 @@ async def read_head(reader: asyncio.StreamReader, max_head: int = MAX_HEAD) -> b
             return block[:-4]
 
 
-def parse_head(block: bytes) -> tuple[str, Headers]:
-    """The start line and the header fields of a head read by `read_head`."""
+def parse_head(block: bytes, *, unfold: bool = False) -> tuple[str, Headers]:
+    """The start line and the header fields of a head read by `read_head`; with `unfold` (a
+    response), a folded field's lines joined by a space, as RFC 9112 5.2 asks of a client (a
+    server refuses them)."""
     lines = block.split(b"\r\n")
+    if unfold:
+        lines = _unfolded(lines)
     headers = Headers()
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
@@ -155,6 +159,16 @@ def parse_head(block: bytes) -> tuple[str, Headers]:
     except UnicodeDecodeError:
         raise ProtocolError("the start line is not ASCII") from None
     return start, headers
+
+
+def _unfolded(lines: list[bytes]) -> list[bytes]:
+    joined: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and len(joined) > 1:  # never onto the start line
+            joined[-1] = joined[-1].rstrip(b" \t") + b" " + line.strip(b" \t")
+        else:
+            joined.append(line)
+    return joined
 
 
 def parse_request_line(line: str) -> tuple[str, str, tuple[int, int]]:

@@ -570,3 +570,14 @@ def test_an_answer_with_both_framings_is_read_chunked_as_go_reads_it_and_its_con
             assert [number for number, _, _ in server.requests] == [1, 2]  # a possible splitting: never reused
 
     asyncio.run(scenario())
+
+
+def test_a_folded_header_in_an_answer_is_unfolded_as_rfc_9112_asks_of_a_client():
+    folded = b"HTTP/1.1 200 OK\r\nX-Long: one\r\n\t two\r\nContent-Length: 2\r\n\r\nok"
+
+    async def scenario() -> None:
+        async with Server(lambda *_: folded) as server:
+            answer = await post(client(), server.url)
+            assert (answer.status, answer.headers["X-Long"], answer.body) == (200, "one two", b"ok")
+
+    asyncio.run(scenario())
