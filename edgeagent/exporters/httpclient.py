@@ -13,10 +13,12 @@ Connections (Go's http.Transport, which otelcol configures):
   as Go does. Unset, edgeagent keeps its own pool: idle connections closed after 15 s (otelcol's
   default is 90 s) and not capped (otelcol's defaults are 100 in all, 2 per host, which makes a
   queue with 10 consumers reconnect after every burst).
-- `proxy_url` (http:// or https://, credentials in it sent as Proxy-Authorization): HTTPS goes
+- `proxy_url` (http:// or https://, credentials in it sent as Proxy-Authorization; an https://
+  proxy is verified with the `tls` block, the system roots without, as Go's Transport): HTTPS goes
   through a CONNECT tunnel, HTTP as an absolute-form request, as Go. Without it, as Go's
   ProxyFromEnvironment, HTTPS_PROXY / HTTP_PROXY (either case) are used unless NO_PROXY matches
-  the host or the host is localhost or a loopback address. SOCKS proxies are refused: the client
+  the host (a name, a domain, an address or a CIDR range) or the host is localhost or a loopback
+  address. SOCKS proxies are refused: the client
   speaks to HTTP proxies only.
 - `cookies` (present: a cookie jar, as Go's net/http/cookiejar, IP-address hosts included);
   absent, no cookie is kept or sent back, as in otelcol.
@@ -147,7 +149,7 @@ class Proxies:
         parts = urlsplit(url)
         proxy = self._environment.get(parts.scheme)
         host = parts.hostname or ""
-        if not proxy or _loopback(host):
+        if not proxy or _loopback(host) or _in_ranges(host, self._environment.get("no", "")):
             return None
         import urllib.request  # only here: a proxy is set in the environment
 
@@ -165,6 +167,21 @@ def _environment_proxies() -> dict[str, str]:
     import urllib.request
 
     return urllib.request.getproxies_environment()
+
+
+def _in_ranges(host: str, no_proxy: str) -> bool:
+    """Whether an IP address host is in a CIDR range of NO_PROXY (Go reads those, urllib does not)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    for entry in no_proxy.split(","):
+        try:
+            if "/" in entry and address in ipaddress.ip_network(entry.strip(), strict=False):
+                return True
+        except ValueError:
+            continue  # not a range (or another family): urllib's matching has its say
+    return False
 
 
 def _loopback(host: str) -> bool:

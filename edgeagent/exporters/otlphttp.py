@@ -133,7 +133,7 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
         elif self.tls is not None and self.tls.insecure:
             warnings.append("tls::insecure has no effect on otlphttp: the endpoint's scheme decides (http:// is "
                             "plaintext, https:// is TLS)")
-        elif self.tls is not None and not any(url.startswith("https://") for url in urls):
+        elif self.tls is not None and not any(url.startswith("https://") for url in [*urls, self.proxy_url]):
             warnings.append("tls has no effect: every endpoint is http://; use https:// for TLS")
         return warnings
 
@@ -220,10 +220,11 @@ class OtlpHttpExporter:
         basic = [value.split(" ", 1)[-1] for value in credentials]
         return [*configured, *credentials, *basic, *url_secrets(url), *self._url_secrets]
 
-    def _tls_context(self, url: str) -> ssl.SSLContext | None:
-        """The current TLS context for an https URL (read again when its files changed); None for
-        http. Without a tls block (or with `insecure`, which HTTP ignores), the system roots."""
-        if urlsplit(url).scheme.lower() != "https":
+    def _tls_context(self, url: str, proxy: str) -> ssl.SSLContext | None:
+        """The current TLS context for an https URL or an https proxy (read again when its files
+        changed; Go's Transport uses its TLS config for both); None for http through no https proxy.
+        Without a tls block (or with `insecure`, which HTTP ignores), the system roots."""
+        if urlsplit(url).scheme.lower() != "https" and not proxy.lower().startswith("https:"):
             return None
         context = self._tls.get() if self._tls is not None else None
         if context is None:
@@ -276,10 +277,11 @@ class OtlpHttpExporter:
             raise RetryableError("the exporter is shut down", connection=True)
         # the name to verify, when a tls block is in force (`insecure`, ignored over HTTP, drops it)
         override = self.config.tls.server_name_override if self._tls is not None and self.config.tls else ""
+        proxy = self._proxies.for_url(url) or ""
         try:
             response = await client.request(
                 "POST", url, body=data, headers=headers.items(), timeout=self.config.timeout,
-                tls=self._tls_context(url), server_hostname=override, proxy=self._proxies.for_url(url) or "")
+                tls=self._tls_context(url, proxy), server_hostname=override, proxy=proxy)
         except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: the link checks
             raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True,
                                  unanswered=None) from exc

@@ -10,6 +10,9 @@ What it does as Go's http.Transport does (otelcol's client):
 - A connection is reused only when the answer was read to its end and neither side said
   `Connection: close` (an HTTP/1.0 answer needs `keep-alive`). With keep-alive off, every
   request says `Connection: close` and gets a new connection.
+- An answer that came before the connection failed is the answer: a server refusing a body with
+  an early 413 and closing makes the kernel reset the connection under the rest of the body, and
+  the 413 (which the export chain splits on) must not turn into a retry forever.
 - Retry: a request that went out on a reused connection which then closed or reset before a
   single byte of the answer came is sent once more on a new connection. That is the race of a
   server closing an idle connection as the request arrives: a server closing an idle
@@ -17,6 +20,9 @@ What it does as Go's http.Transport does (otelcol's client):
   answer looks the same; the export chain would send that request again on the error anyway,
   so the retry adds no duplicate the chain would not make, it only spares the backoff.) A new
   connection failing so, a timeout, or an answer broken off are never retried here.
+- The caller's headers are set as Go's Header.Set sets them (a name given again replaces it); a
+  `Host` replaces the URL's (otelcol's `headers: {Host: ...}`); Content-Length, Transfer-Encoding
+  and Trailer are the client's own, from the body: the caller's are not sent.
 - `timeout` bounds the whole request: waiting for a slot, connecting, sending, the answer.
 - Errors: `ConnectError` (no connection made), `NoAnswerError` (the connection ended before a
   byte of the answer), `ClientError` (anything else after), TimeoutError;
@@ -52,6 +58,8 @@ Observer = Callable[[str, SplitResult, float, int, str], None]
 MAX_BODY = 64 * 1024  # otelcol's otlphttp exporter reads at most this much of an answer
 _SLACK = 4096  # compressed bytes beyond max_body that still decode into max_body (block and frame headers)
 _NO_BODY = (204, 304)
+_MAX_1XX = 5  # informational answers to one request, as Go's Transport allows
+_FRAMING = ("content-length", "transfer-encoding", "trailer")  # the client frames the body, as Go ignores these
 
 
 @dataclass(frozen=True)
@@ -94,14 +102,15 @@ class HttpClient:
     async def request(self, method: str, url: str, *, body: bytes = b"", headers: Iterable[tuple[str, str]] = (),
                       timeout: float | None = None, tls: ssl.SSLContext | None = None, server_hostname: str = "",
                       proxy: str = "") -> Response:
-        """Sends one request and reads its answer; `tls` for an https URL (required there),
+        """Sends one request and reads its answer; `tls` for an https URL (required there) and an
+        https proxy (as Go's Transport uses its TLS config for both; the system roots without),
         `server_hostname` the name to verify instead of the URL's host."""
         parts = urlsplit(url)
         started = time.perf_counter()
         status, error = 0, ""
         try:
-            async with asyncio.timeout(timeout or None):
-                response = await self._send(method, parts, body, headers, tls, server_hostname, proxy)
+            async with asyncio.timeout(timeout or None) as scope:
+                response = await self._send(method, parts, body, headers, tls, server_hostname, proxy, scope.when())
             status = response.status
             return response
         except BaseException as exc:
@@ -112,17 +121,19 @@ class HttpClient:
                 self.settings.observe(method, parts, time.perf_counter() - started, status, error)
 
     async def _send(self, method: str, parts: SplitResult, body: bytes, headers: Iterable[tuple[str, str]],
-                    tls: ssl.SSLContext | None, server_hostname: str, proxy: str) -> Response:
+                    tls: ssl.SSLContext | None, server_hostname: str, proxy: str, deadline: float | None) -> Response:
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise ClientError(f"not an http:// or https:// URL: {scheme}://{parts.hostname or ''}")
         if scheme == "https" and tls is None:
             raise ClientError("an https:// URL needs a TLS context")
+        https_proxy = proxy.lower().startswith("https:")
         route = Route(scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80),
-                      tls if scheme == "https" else None, server_hostname if scheme == "https" else "", proxy)
+                      tls if scheme == "https" or https_proxy else None, server_hostname if scheme == "https" else "",
+                      proxy)
         head = self._head(method, parts, route, headers, len(body))
         for attempt in (1, 2):
-            connection = await self.pool.acquire(route, fresh=attempt > 1)
+            connection = await self.pool.acquire(route, fresh=attempt > 1, deadline=deadline)
             try:
                 response, reusable = await self._exchange(connection, method, head, body)
             except NoAnswerError:
@@ -147,7 +158,8 @@ class HttpClient:
         for name, value in headers:
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
                 raise ValueError(f"the header {name!r} holds a line break or a colon")  # the caller's mistake
-            fields.add(name, value)
+            if name.lower() not in _FRAMING and (value or name.lower() != "host"):
+                fields[name] = value  # as Go's Header.Set: a name given again replaces it; Host as req.Host
         if length or method in ("POST", "PUT", "PATCH"):
             fields.setdefault("Content-Length", str(length))
         fields.setdefault("Accept-Encoding", "gzip, deflate")
@@ -172,8 +184,16 @@ class HttpClient:
             await writer.drain()
         except OSError as exc:  # an answer may have come before the server stopped reading: read it
             write_error = exc
+        max_head = min(self._read_limit, wire.MAX_HEAD)
         try:
-            version, status, reason, headers = await _final_head(reader, min(self._read_limit, wire.MAX_HEAD))
+            try:
+                version, status, reason, headers = await _final_head(reader, max_head)
+            except OSError:
+                if not wire.unread(reader):
+                    raise
+                # an answer came before the connection failed (an early 413, then a reset): it is the answer
+                reader = _what_came(reader, self._read_limit)
+                version, status, reason, headers = await _final_head(reader, max_head)
         except OSError as exc:
             raise NoAnswerError(f"the connection to {connection.route.authority} failed before an answer: "
                                 f"{write_error or exc}") from exc
@@ -189,7 +209,8 @@ class HttpClient:
                 complete = complete and length is not None
         except (OSError, wire.ProtocolError) as exc:
             raise ClientError(f"the answer of {connection.route.authority} broke off: {exc}") from exc
-        reusable = complete and write_error is None and _keeps_alive(version, headers)
+        reusable = complete and write_error is None and reader is connection.reader and _keeps_alive(version, headers) \
+            and not ("Content-Length" in headers and "Transfer-Encoding" in headers)  # a response splitting, maybe
         return Response(status, reason, headers, content), reusable
 
     @property
@@ -197,23 +218,40 @@ class HttpClient:
         """The reader's buffer: a head or a chunk line must fit in it."""
         return max(self.settings.read_buffer, wire.MAX_LINE)
 
-    async def _open(self, route: Route) -> Connection:
-        return await open_connection(route, read_limit=self._read_limit, send_buffer=self.settings.send_buffer)
+    async def _open(self, route: Route, deadline: float | None) -> Connection:
+        return await open_connection(route, read_limit=self._read_limit, send_buffer=self.settings.send_buffer,
+                                     deadline=deadline)
+
+
+def _what_came(reader: asyncio.StreamReader, limit: int) -> asyncio.StreamReader:
+    """A reader of the bytes a failed connection's `reader` still holds, ended there."""
+    came = asyncio.StreamReader(limit=limit)
+    came.feed_data(wire.unread(reader))
+    came.feed_eof()
+    return came
 
 
 async def _final_head(reader: asyncio.StreamReader, max_head: int) -> tuple[tuple[int, int], int, str, wire.Headers]:
-    """The head of the final answer, informational (1xx) ones skipped; OSError when the connection
-    ended before a byte of it."""
-    while True:
-        block = await wire.read_head(reader, max_head)
+    """The head of the final answer, up to _MAX_1XX informational ones skipped (Go's limit); OSError
+    when the connection ended before a byte of an answer, ProtocolError when it ended after one."""
+    for informational in range(_MAX_1XX + 1):
+        try:
+            block = await wire.read_head(reader, max_head)
+        except OSError as exc:
+            if informational:  # the server read the request: this is no idle connection's race
+                raise wire.ProtocolError(f"the connection failed after an informational answer: {exc}") from exc
+            raise
         if block is None:
+            if informational:
+                raise wire.ProtocolError("the connection closed after an informational answer")
             raise ConnectionResetError("the server closed the connection without answering")
-        start, headers = wire.parse_head(block)
+        start, headers = wire.parse_head(block, unfold=True)
         version, status, reason = wire.parse_status_line(start)
         if status == 101:
             raise wire.ProtocolError("101 Switching Protocols to a request that asked for none")
         if status >= 200:
             return version, status, reason, headers
+    raise wire.ProtocolError(f"more than {_MAX_1XX} informational answers")
 
 
 async def _read_body(reader: asyncio.StreamReader, length: int | None, encoding: str,

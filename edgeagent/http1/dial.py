@@ -7,7 +7,8 @@ and a proxy in between.
 - `ConnectError` says the connection could not be made at all: the name did not resolve, or no
   address accepted (refused, unreachable). Whatever failed after that (a TLS handshake, a proxy
   refusing the tunnel) is a `ClientError`: something answered. A connect that hangs is bounded
-  by the request's timeout, not here.
+  by the request's timeout; with more addresses to try, each gets its share of the time left
+  (at least 2 s), as Go's dialer gives it, so one that swallows the SYN does not starve the rest.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import asyncio
 import base64
 import socket
 import ssl
+from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
 from edgeagent.http1 import wire
 from edgeagent.http1.pool import Connection, Route
+
+Address = tuple[int, int, int, str, tuple[object, ...]]  # as getaddrinfo gives them
+_MIN_ATTEMPT = 2.0  # seconds an address gets at least when others wait (Go's saneMinimum)
 
 
 class ClientError(Exception):
@@ -31,7 +36,7 @@ class ConnectError(ClientError):
     """No connection could be made: the name did not resolve, or every address refused it."""
 
 
-_proxy_tls: ssl.SSLContext | None = None  # the system roots, for https:// proxies
+_proxy_tls: ssl.SSLContext | None = None  # the system roots, for https:// proxies when no TLS is given
 
 
 def proxy_authorization(proxy: str) -> str | None:
@@ -43,19 +48,20 @@ def proxy_authorization(proxy: str) -> str | None:
     return "Basic " + base64.b64encode(user_pass.encode()).decode()
 
 
-async def open_connection(route: Route, *, read_limit: int, send_buffer: int) -> Connection:
+async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
+                          deadline: float | None = None) -> Connection:
     """A new connection to `route`, through its proxy if it has one, TLS made when the target is
-    https."""
+    https; `deadline` (the loop's time) the request's, shared among the addresses tried."""
     target_tls = route.ssl if route.scheme == "https" else None
     sni = route.server_hostname or route.host
     if not route.proxy:
-        reader, writer = await _dial(route.host, route.port, target_tls, sni, read_limit, send_buffer)
+        reader, writer = await _dial(route.host, route.port, target_tls, sni, read_limit, send_buffer, deadline)
         return Connection(route, reader, writer)
     proxy = urlsplit(route.proxy)
     proxy_port = proxy.port or (443 if proxy.scheme == "https" else 80)
-    proxy_tls = _system_roots() if proxy.scheme == "https" else None
+    proxy_tls = (route.ssl or _system_roots()) if proxy.scheme == "https" else None
     reader, writer = await _dial(proxy.hostname or "", proxy_port, proxy_tls, proxy.hostname or "", read_limit,
-                                 send_buffer)
+                                 send_buffer, deadline)
     if route.scheme != "https":
         return Connection(route, reader, writer)
     try:
@@ -64,9 +70,9 @@ async def open_connection(route: Route, *, read_limit: int, send_buffer: int) ->
     except BaseException as exc:
         writer.close()
         if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
-            raise ClientError(f"TLS with {route.authority} through the proxy failed: {exc}") from exc
+            raise ClientError(f"TLS with {route.authority} through the proxy failed: {_why(exc)}") from exc
         if isinstance(exc, (OSError, wire.ProtocolError)):
-            raise ClientError(f"the tunnel to {route.authority} through the proxy failed: {exc}") from exc
+            raise ClientError(f"the tunnel to {route.authority} through the proxy failed: {_why(exc)}") from exc
         raise
     return Connection(route, reader, writer)
 
@@ -81,51 +87,71 @@ async def _tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ro
     block = await wire.read_head(reader)
     if block is None:
         raise ClientError(f"the proxy closed the connection instead of tunnelling to {route.authority}")
-    start, answer = wire.parse_head(block)
+    start, answer = wire.parse_head(block, unfold=True)
     _, status, reason = wire.parse_status_line(start)
     if not 200 <= status < 300:
         raise ClientError(f"the proxy refused the tunnel to {route.authority}: {status} {reason}".rstrip())
 
 
 async def _dial(host: str, port: int, tls: ssl.SSLContext | None, sni: str, read_limit: int,
-                send_buffer: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    sock = await _connect(host, port, send_buffer)
+                send_buffer: int, deadline: float | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = await _connect(host, port, send_buffer, deadline)
     try:
         return await asyncio.open_connection(sock=sock, ssl=tls, server_hostname=sni if tls else None,
                                              limit=read_limit)
     except BaseException as exc:
         sock.close()
         if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
-            raise ClientError(f"TLS with {host}:{port} failed: {exc}") from exc
+            raise ClientError(f"TLS with {host}:{port} failed: {_why(exc)}") from exc
         if isinstance(exc, OSError):
-            raise ClientError(f"the connection to {host}:{port} failed: {exc}") from exc
+            raise ClientError(f"the connection to {host}:{port} failed: {_why(exc)}") from exc
         raise
 
 
-async def _connect(host: str, port: int, send_buffer: int) -> socket.socket:
-    """A TCP socket connected to the first address of `host` that accepts; SO_SNDBUF is set before
-    the connect, so the window scaling agreed fits it."""
+async def _connect(host: str, port: int, send_buffer: int, deadline: float | None) -> socket.socket:
     loop = asyncio.get_running_loop()
     try:
         addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise ConnectError(f"cannot resolve {host!r}: {exc}") from exc
+    try:
+        return await connect_first(addresses, send_buffer=send_buffer, deadline=deadline)
+    except ConnectError as exc:
+        raise ConnectError(f"cannot connect to {host}:{port}: {exc}") from None
+
+
+async def connect_first(addresses: Sequence[Address], *, send_buffer: int, deadline: float | None) -> socket.socket:
+    """A TCP socket connected to the first of `addresses` that accepts, each but the last given its
+    share of the time to `deadline`; SO_SNDBUF is set before the connect, so the window scaling
+    agreed fits it."""
+    loop = asyncio.get_running_loop()
     errors = []
-    for family, kind, proto, _, address in addresses:
+    for index, (family, kind, proto, _, address) in enumerate(addresses):
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)
             if send_buffer > 0:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-            await loop.sock_connect(sock, address)
+            async with asyncio.timeout_at(_attempt_deadline(loop.time(), deadline, len(addresses) - index)):
+                await loop.sock_connect(sock, address)
             return sock
-        except OSError as exc:
+        except OSError as exc:  # TimeoutError too: this address's share ran out
             sock.close()
-            errors.append(f"{address[0]}: {exc.strerror or exc}")
+            errors.append(f"{address[0]}: {exc.strerror or str(exc) or 'timed out'}")
         except BaseException:
             sock.close()
             raise
-    raise ConnectError(f"cannot connect to {host}:{port}: {'; '.join(errors) or 'no address'}")
+    raise ConnectError("; ".join(errors) or "no address")
+
+
+def _attempt_deadline(now: float, deadline: float | None, remaining: int) -> float | None:
+    """When one of `remaining` addresses stops being tried (Go's partialDeadline); None: the
+    request's own deadline bounds it (the last address, or too little time left to share)."""
+    if deadline is None or remaining <= 1:
+        return None
+    left = deadline - now
+    share = max(left / remaining, _MIN_ATTEMPT)
+    return now + share if share < left else None
 
 
 def _system_roots() -> ssl.SSLContext:
@@ -133,3 +159,8 @@ def _system_roots() -> ssl.SSLContext:
     if _proxy_tls is None:
         _proxy_tls = ssl.create_default_context()
     return _proxy_tls
+
+
+def _why(exc: BaseException) -> str:
+    """An error's message, or its name when it has none (a bare ConnectionResetError)."""
+    return str(exc) or type(exc).__name__

@@ -7,7 +7,8 @@
   (None: never). `max_idle_per_route` refuses a connection released beyond it (it is closed)
   and `max_idle` closes the least recently used beyond it, in all (0: no cap).
 - An idle connection the server closed, or that holds bytes nobody asked for, is found out
-  when taken (its reader is at EOF or its transport closing) and closed instead of used.
+  when released or taken (its reader at EOF or holding bytes, its transport closing) and
+  closed instead of used.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from edgeagent.http1 import wire
+
 
 @dataclass(frozen=True)
 class Route:
@@ -25,7 +28,7 @@ class Route:
     scheme: str  # of the target: "http" or "https"
     host: str
     port: int
-    ssl: ssl.SSLContext | None = None  # for an https target
+    ssl: ssl.SSLContext | None = None  # for an https target and an https proxy
     server_hostname: str = ""  # the name verified and sent as SNI; "" is `host`
     proxy: str = ""  # the proxy URL the connection goes through, "" for none
 
@@ -57,8 +60,12 @@ class Connection:
         self.expiry: asyncio.TimerHandle | None = None
 
     def stale(self) -> bool:
-        """The server closed it, or it failed, while idle."""
-        return self.writer.transport.is_closing() or self.reader.at_eof() or self.reader.exception() is not None
+        """The server closed it, it failed, or bytes came that no request asked for (Go's "unsolicited
+        response on idle channel"): read as the next request's answer, they would be a verdict on a
+        request the server never judged."""
+        reader = self.reader
+        return self.writer.transport.is_closing() or reader.at_eof() or reader.exception() is not None \
+            or bool(wire.unread(reader))
 
     def close(self) -> None:
         if self.expiry is not None:
@@ -70,7 +77,7 @@ class Connection:
 class Pool:
     """Slots and idle connections; `open` makes a new connection for a route."""
 
-    def __init__(self, settings: PoolSettings, open: Callable[[Route], Awaitable[Connection]]):
+    def __init__(self, settings: PoolSettings, open: Callable[[Route, float | None], Awaitable[Connection]]):
         self.settings = settings
         self._open = open
         self._idle: dict[Route, list[Connection]] = {}  # oldest first
@@ -85,12 +92,13 @@ class Pool:
     def idle_connections(self) -> list[Connection]:
         return [connection for idle in self._idle.values() for connection in idle]
 
-    async def acquire(self, route: Route, *, fresh: bool = False) -> Connection:
-        """A connection to `route`, idle or new (always new with `fresh`), once a slot is free."""
+    async def acquire(self, route: Route, *, fresh: bool = False, deadline: float | None = None) -> Connection:
+        """A connection to `route`, idle or new (always new with `fresh`), once a slot is free;
+        `deadline` is the request's, for opening one."""
         await self._slot(route)
         try:
             connection = None if fresh else self._take_idle(route)
-            return connection if connection is not None else await self._open(route)
+            return connection if connection is not None else await self._open(route, deadline)
         except BaseException:
             self._free(route)
             raise

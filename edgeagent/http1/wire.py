@@ -5,9 +5,14 @@ Only what a message's framing needs is interpreted here; what the headers mean i
 Everything read is bounded: a head by `max_head` bytes, a chunk-size or trailer line by
 MAX_LINE, a chunked body's framing beyond its data by MAX_EXCESS (as Go's), its trailer by
 MAX_LINE, a body by what the caller asks of `iter_body`. A framing that could be read two ways
+<<<<<<< HEAD
 is refused, as smuggling: Content-Length beside Transfer-Encoding, two different lengths, a
 control character in a header value (only space and tab are whitespace around a value, where
 Python's strip() also takes \x0b, \x1c or \xa0), a chunked line not ending in CRLF.
+=======
+(two different lengths; Content-Length beside Transfer-Encoding in a request) is refused, as
+smuggling; a response with both is read chunked, as RFC 9112 says a client reads it.
+>>>>>>> clireview
 """
 
 from __future__ import annotations
@@ -103,11 +108,24 @@ class Headers(Mapping[str, str]):
         return Headers(self._fields)
 
     def encode(self) -> bytes:
-        """The fields as they go on the wire, each line ending in CRLF."""
-        return "".join(f"{name}: {value}\r\n" for name, value in self._fields).encode("latin-1")
+        """The fields as they go on the wire, each line ending in CRLF: latin-1, as they are read,
+        and a field with characters beyond it (never one read off the wire) in UTF-8, as Go sends it."""
+        return b"".join(_encode_field(f"{name}: {value}\r\n") for name, value in self._fields)
 
     def __repr__(self) -> str:
         return f"Headers({self._fields!r})"
+
+
+def unread(reader: asyncio.StreamReader) -> bytes:
+    """The bytes `reader` holds that nobody read yet (StreamReader has no public peek)."""
+    return bytes(getattr(reader, "_buffer", b""))
+
+
+def _encode_field(line: str) -> bytes:
+    try:
+        return line.encode("latin-1")
+    except UnicodeEncodeError:
+        return line.encode()
 
 
 async def read_head(reader: asyncio.StreamReader, max_head: int = MAX_HEAD) -> bytes | None:
@@ -129,11 +147,15 @@ async def read_head(reader: asyncio.StreamReader, max_head: int = MAX_HEAD) -> b
             return block[:-4]
 
 
-def parse_head(block: bytes) -> tuple[str, Headers]:
-    """The start line and the header fields of a head read by `read_head`."""
+def parse_head(block: bytes, *, unfold: bool = False) -> tuple[str, Headers]:
+    """The start line and the header fields of a head read by `read_head`; with `unfold` (a
+    response), a folded field's lines joined by a space, as RFC 9112 5.2 asks of a client (a
+    server refuses them)."""
     if _CTL.search(block):
         raise ProtocolError("the message head holds a control character")
     lines = block.split(b"\r\n")
+    if unfold:
+        lines = _unfolded(lines)
     headers = Headers()
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
@@ -149,6 +171,16 @@ def parse_head(block: bytes) -> tuple[str, Headers]:
     except UnicodeDecodeError:
         raise ProtocolError("the start line is not ASCII") from None
     return start, headers
+
+
+def _unfolded(lines: list[bytes]) -> list[bytes]:
+    joined: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and len(joined) > 1:  # never onto the start line
+            joined[-1] = joined[-1].rstrip(b" \t") + b" " + line.strip(b" \t")
+        else:
+            joined.append(line)
+    return joined
 
 
 def parse_request_line(line: str) -> tuple[str, str, tuple[int, int]]:
@@ -179,11 +211,12 @@ def parse_version(text: str, status: int = 400) -> tuple[int, int]:
 
 def body_length(headers: Headers, *, request: bool) -> int | None:
     """How a message's body is framed: its length, -1 for chunked, None for "until the connection
-    closes" (responses only; a request without either has no body)."""
+    closes" (responses only; a request without either has no body). A response with both framings
+    is read chunked, as RFC 9112 6.3 and Go read it (the caller must not reuse its connection)."""
     lengths = headers.getall("Content-Length")
     encodings = headers.getall("Transfer-Encoding")
     if encodings:
-        if lengths:
+        if lengths and request:
             raise ProtocolError("a message with both Content-Length and Transfer-Encoding is refused")
         codings = [c.strip(" \t").lower() for value in encodings for c in value.split(",") if c.strip(" \t")]
         if codings != ["chunked"]:

@@ -15,6 +15,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from edgeagent.exporters.encoding import compress
+from edgeagent.exporters.httpclient import Proxies
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.signals import Signal
 from tests.helpers.certs import make_certs
@@ -214,3 +215,27 @@ def test_http2_keys_are_accepted_where_otelcol_speaks_http1_too_and_refused_wher
     assert not OtlpHttpConfig(endpoint="https://collector:4318", force_attempt_http2=True).config_warnings()
     with pytest.raises(ValidationError, match="speaks HTTP/1.1 only"):
         OtlpHttpConfig(endpoint="https://collector:4318", http2_read_idle_timeout="10s")
+
+
+def test_an_https_proxy_is_verified_with_the_tls_blocks_ca(tmp_path):
+    certs = make_certs(str(tmp_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    server = Upstream(free_port(), ssl_context=context).start()  # the proxy answers the absolute-form request
+    try:  # the certificate names localhost, signed by a CA only the tls block knows
+        config = OtlpHttpConfig(endpoint=f"http://localhost:{server.port}", proxy_url=f"https://localhost:{server.port}",
+                                tls={"ca_file": certs.ca_file})
+        asyncio.run(_send(config))
+        assert len(server.received("traces")) == 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("no_proxy, url, proxied", [
+    ("10.0.0.0/8", "http://10.1.2.3:4318", False), ("10.0.0.0/8", "http://11.1.2.3:4318", True),
+    ("fd00::/8", "http://[fd00::1]:4318", False), ("10.0.0.0/8, .svc", "http://collector.ns.svc:4318", False),
+    ("10.0.0.0/8", "http://collector.test:4318", True)])
+def test_no_proxy_takes_cidr_ranges_as_go_does(monkeypatch, no_proxy, url, proxied):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    assert (Proxies("").for_url(url) is not None) == proxied

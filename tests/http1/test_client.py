@@ -439,3 +439,145 @@ def test_a_header_that_would_split_the_head_is_refused_before_anything_is_sent()
             assert server.connections == 0
 
     asyncio.run(scenario())
+
+
+def test_an_answer_nobody_asked_for_is_never_taken_as_the_next_requests():
+    stale = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"  # a second answer to request 1
+
+    async def scenario() -> None:
+        def reply(connection: int, count: int) -> bytes:
+            return OK + stale if (connection, count) == (1, 1) else _answer(b"", "X-Real: 1")
+
+        async with Server(reply) as server:
+            http = client()
+            await post(http, server.url)
+            await asyncio.sleep(0.05)
+            answer = await post(http, server.url)
+            assert (answer.status, answer.headers.get("X-Real")) == (200, "1")  # its own answer, not the stale 500
+            assert [number for number, _, _ in server.requests] == [1, 2]  # on a new connection
+
+    asyncio.run(scenario())
+
+
+def test_the_callers_host_replaces_the_urls_and_its_framing_headers_are_not_sent():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            http = client()
+            for _ in range(2):  # the second on the same connection: the framing held
+                await post(http, server.url, headers=[("Host", "collector.example"), ("Content-Length", "1"),
+                                                      ("Transfer-Encoding", "chunked"), ("content-type", "a/b"),
+                                                      ("Content-Type", "c/d")])
+            assert [number for number, _, _ in server.requests] == [1, 1]
+            for _, _, headers in server.requests:
+                assert headers.getall("Host") == ["collector.example"]
+                assert headers.getall("Content-Length") == ["4"] and "Transfer-Encoding" not in headers
+                assert headers.getall("Content-Type") == ["c/d"]  # a name given twice: the last, as Go's Header.Set
+
+    asyncio.run(scenario())
+
+
+def test_a_header_value_beyond_latin_1_goes_as_utf_8_as_go_sends_it():
+    async def scenario() -> None:
+        async with Server(lambda *_: OK) as server:
+            answer = await post(client(), server.url, headers=[("X-Scope-OrgID", "租户"), ("X-Read", "caf\xe9")])
+            assert answer.status == 200
+            _, _, headers = server.requests[0]
+            assert headers["X-Scope-OrgID"].encode("latin-1").decode() == "租户"
+            assert headers["X-Read"] == "caf\xe9"  # a value as read off the wire (latin-1) goes back byte for byte
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("reused", [False, True])
+def test_an_early_413_to_a_body_the_server_will_not_read_is_the_answer_not_a_reset(reused):
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (block := await wire.read_head(reader)) is not None:
+            _, headers = wire.parse_head(block)
+            if int(headers["Content-Length"]) < 1024:
+                await reader.readexactly(int(headers["Content-Length"]))
+                writer.write(OK)
+                continue
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+            await writer.drain()
+            writer.transport.abort()  # the unread body in its buffer: the kernel resets the connection
+            return
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            http = client()
+            if reused:
+                await post(http, url)
+            answer = await post(http, url, body=b"x" * (32 << 20))
+            assert (answer.status, answer.body) == (413, b"big")
+        finally:
+            server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_closed_after_an_informational_answer_is_not_retried():
+    def reply(connection: int, count: int) -> bytes:
+        return OK if count == 1 else Closing(b"HTTP/1.1 100 Continue\r\n\r\n")  # it read the request, then closed
+
+    async def scenario() -> None:
+        async with Server(reply) as server:
+            http = client()
+            await post(http, server.url)
+            with pytest.raises(ClientError, match="informational") as caught:
+                await post(http, server.url)
+            assert not isinstance(caught.value, NoAnswerError)
+            assert [number for number, _, _ in server.requests] == [1, 1]  # not sent again
+
+    asyncio.run(scenario())
+
+
+def test_informational_answers_without_end_are_an_error_after_five_as_in_go():
+    async def scenario() -> None:
+        async with Server(lambda *_: b"HTTP/1.1 102 Processing\r\n\r\n" * 6 + OK) as server:
+            with pytest.raises(ClientError, match="informational"):
+                await post(client(), server.url)
+        async with Server(lambda *_: b"HTTP/1.1 102 Processing\r\n\r\n" * 5 + OK) as server:
+            assert (await post(client(), server.url)).status == 200
+
+    asyncio.run(scenario())
+
+
+def test_an_https_proxy_is_verified_with_the_tls_given_as_go_uses_its_tls_config_for_it(certs):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server_cert, certs.server_key)  # for localhost, signed by the test CA
+    trust = ssl.create_default_context(cafile=certs.ca_file)
+
+    async def scenario() -> None:
+        async with Server(lambda *_: OK, ssl_context=context) as proxy:  # answers the absolute-form request itself
+            answer = await post(client(), "http://collector.test:4318", tls=trust,
+                                proxy=f"https://localhost:{proxy.port}")
+            assert answer.body == b"ok"
+            assert proxy.requests[0][1] == "POST http://collector.test:4318/v1/traces HTTP/1.1"
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_with_both_framings_is_read_chunked_as_go_reads_it_and_its_connection_not_reused():
+    both = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+
+    async def scenario() -> None:
+        async with Server(lambda *_: both) as server:
+            http = client()
+            for _ in range(2):
+                assert (await post(http, server.url)).body == b"ok"  # not an error retried forever
+            assert [number for number, _, _ in server.requests] == [1, 2]  # a possible splitting: never reused
+
+    asyncio.run(scenario())
+
+
+def test_a_folded_header_in_an_answer_is_unfolded_as_rfc_9112_asks_of_a_client():
+    folded = b"HTTP/1.1 200 OK\r\nX-Long: one\r\n\t two\r\nContent-Length: 2\r\n\r\nok"
+
+    async def scenario() -> None:
+        async with Server(lambda *_: folded) as server:
+            answer = await post(client(), server.url)
+            assert (answer.status, answer.headers["X-Long"], answer.body) == (200, "one two", b"ok")
+
+    asyncio.run(scenario())

@@ -1,0 +1,40 @@
+"""Opening connections: an address that swallows the connect must not take the whole request's
+time from the addresses after it (Go's partial deadlines)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from edgeagent.http1 import dial
+
+
+def _black_hole() -> tuple[socket.socket, socket.socket]:
+    """A listener whose accept queue is full: the kernel drops further SYNs, a connect hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    queued = socket.create_connection(listener.getsockname())
+    return listener, queued
+
+
+def test_an_address_that_never_accepts_leaves_time_for_the_next():
+    async def scenario() -> None:
+        listener, queued = _black_hole()
+        server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+        try:
+            addresses = [listener.getsockname(), server.sockets[0].getsockname()]
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(3) as scope:
+                sock = await dial.connect_first(
+                    [(socket.AF_INET, socket.SOCK_STREAM, 0, "", address) for address in addresses],
+                    send_buffer=0, deadline=scope.when())
+            assert sock.getpeername() == addresses[1]
+            assert loop.time() < scope.when()  # the black hole had its share (2 s), not all 3 s
+            sock.close()
+        finally:
+            server.close()
+            listener.close()
+            queued.close()
+
+    asyncio.run(scenario())
