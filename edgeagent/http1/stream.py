@@ -73,7 +73,11 @@ class ChunkReader(asyncio.StreamReader):
         if not self._size:
             return b""
         chunk = self._chunks[0]
-        end = len(chunk) if n < 0 else min(len(chunk), self._offset + n)
+        return self._take(len(chunk) if n < 0 else min(len(chunk), self._offset + n))
+
+    def _take(self, end: int) -> bytes:
+        """The first block's bytes from the read offset to `end`, taken off the buffer."""
+        chunk = self._chunks[0]
         if self._offset == 0 and end == len(chunk):
             data = self._chunks.popleft()  # the block as it came: no copy
             end = 0
@@ -111,14 +115,7 @@ class ChunkReader(asyncio.StreamReader):
                     end = found + len(separator)
                     if end - self._offset > self._limit:
                         raise asyncio.LimitOverrunError("Separator is found, but chunk is longer than limit", 0)
-                    data = chunk[self._offset:end]
-                    if end == len(chunk):
-                        self._chunks.popleft()
-                        end = 0
-                    self._offset = end
-                    self._size -= len(data)
-                    self._maybe_resume_transport()
-                    return data
+                    return self._take(end)
                 if len(self._chunks) > 1:  # a separator across blocks: join the first two, and look again
                     first = self._chunks.popleft()
                     self._chunks[0] = first[self._offset:] + self._chunks[0]
