@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import compress, islice
+from operator import attrgetter, ne, not_
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -10,10 +12,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel.shape import TRACES
-from otel.wire import WireError, field_at, fields, length_delimited, read_varint
+from otel.wire import WireError, field_at, fields, length_delimited, read_varint, varint
 
 # field numbers: ExportTraceServiceRequest.resource_spans, ResourceSpans.scope_spans, ScopeSpans.spans
 _GROUP_FIELD, _SCOPE_FIELD, _SPAN_FIELD = 1, 2, 2
+_TRACE_ID, _PARENT_ID = attrgetter("trace_id"), attrgetter("parent_span_id")
 
 
 def split_by_trace(request: ExportTraceServiceRequest) -> Iterator[tuple[bytes, ExportTraceServiceRequest, int, bool]]:
@@ -48,26 +51,47 @@ def split_serialized(raw: bytes, request: ExportTraceServiceRequest,
     if len(by_trace) == 1:
         trace_id, (_, count, root) = next(iter(by_trace.items()))
         return [(trace_id, raw, count, root)]
-    out = []
-    for trace_id, (runs, count, root) in by_trace.items():
-        body = []
-        group_parts: list[bytes] = []
-        last_group = last_scope = -1
-        scope_slices: list[bytes] = []
-        for g, s, start, end in runs:
-            if (g, s) != (last_group, last_scope) and scope_slices:
-                scope_header = headers[last_group][1][last_scope]
-                group_parts.append(length_delimited(_SCOPE_FIELD, scope_header + b"".join(scope_slices)))
-                scope_slices = []
-            if g != last_group and group_parts:
-                body.append(length_delimited(_GROUP_FIELD, headers[last_group][0] + b"".join(group_parts)))
-                group_parts = []
-            last_group, last_scope = g, s
-            scope_slices.append(raw[start:end])
-        group_parts.append(length_delimited(_SCOPE_FIELD, headers[last_group][1][last_scope] + b"".join(scope_slices)))
-        body.append(length_delimited(_GROUP_FIELD, headers[last_group][0] + b"".join(group_parts)))
-        out.append((trace_id, b"".join(body), count, root))
-    return out
+    view = memoryview(raw)
+    return [(trace_id, _one_run(view, headers, runs[0]) if len(runs) == 1 else _assemble(raw, headers, runs),
+             count, root)
+            for trace_id, (runs, count, root) in by_trace.items()]
+
+
+_GROUP_KEY, _SCOPE_KEY = bytes((_GROUP_FIELD << 3 | 2,)), bytes((_SCOPE_FIELD << 3 | 2,))
+
+
+def _one_run(raw: memoryview, headers: list[tuple[bytes, list[bytes]]], run: Run) -> bytes:
+    """The part of a trace whose spans are one run (the common case), its bytes copied once."""
+    g, s, start, end = run
+    group_header, scope_headers = headers[g]
+    scope_header = scope_headers[s]
+    scope_length = len(scope_header) + end - start
+    scope_length_bytes = varint(scope_length)
+    group_length = len(group_header) + 1 + len(scope_length_bytes) + scope_length
+    return b"".join((_GROUP_KEY, varint(group_length), group_header, _SCOPE_KEY, scope_length_bytes, scope_header,
+                     raw[start:end]))
+
+
+def _assemble(raw: bytes, headers: list[tuple[bytes, list[bytes]]], runs: list[Run]) -> bytes:
+    """The part of a trace whose spans are in several runs: a group per run of groups, a scope per
+    run of scopes."""
+    body = []
+    group_parts: list[bytes] = []
+    last_group = last_scope = -1
+    scope_slices: list[bytes] = []
+    for g, s, start, end in runs:
+        if (g, s) != (last_group, last_scope) and scope_slices:
+            scope_header = headers[last_group][1][last_scope]
+            group_parts.append(length_delimited(_SCOPE_FIELD, scope_header + b"".join(scope_slices)))
+            scope_slices = []
+        if g != last_group and group_parts:
+            body.append(length_delimited(_GROUP_FIELD, headers[last_group][0] + b"".join(group_parts)))
+            group_parts = []
+        last_group, last_scope = g, s
+        scope_slices.append(raw[start:end])
+    group_parts.append(length_delimited(_SCOPE_FIELD, headers[last_group][1][last_scope] + b"".join(scope_slices)))
+    body.append(length_delimited(_GROUP_FIELD, headers[last_group][0] + b"".join(group_parts)))
+    return b"".join(body)
 
 
 Run = tuple[int, int, int, int]  # group index, scope index, byte range of consecutive spans of a trace
@@ -144,15 +168,22 @@ def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], li
 def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list[tuple[int, int]],
           with_roots: bool = True) -> None:
     """Add one scope's spans to by_trace, consecutive spans of a trace as one byte range."""
-    current, first = None, 0
-    ids = [span.trace_id for span in spans]
-    roots = [not span.parent_span_id for span in spans] if with_roots else [False] * len(ids)
-    for index in range(len(ids) + 1):
-        trace_id = ids[index] if index < len(ids) else None
-        if trace_id == current:
-            continue
-        if current is not None:
-            runs, count, root = by_trace.get(current, ([], 0, False))
-            runs.append((g, s, starts[first][0], starts[index - 1][1]))
-            by_trace[current] = (runs, count + index - first, root or any(roots[first:index]))
-        current, first = trace_id, index
+    if not spans:
+        return
+    ids = list(map(_TRACE_ID, spans))
+    roots = list(map(not_, map(_PARENT_ID, spans))) if with_roots else None
+    # where a run ends: the spans whose trace id differs from the one before, found in C
+    ends = list(compress(range(1, len(ids)), map(ne, islice(ids, 1, None), ids)))
+    ends.append(len(ids))
+    first = 0
+    for end in ends:
+        trace_id = ids[first]
+        run = (g, s, starts[first][0], starts[end - 1][1])
+        root = roots is not None and any(roots[first:end])
+        known = by_trace.get(trace_id)
+        if known is None:
+            by_trace[trace_id] = ([run], end - first, root)
+        else:
+            known[0].append(run)
+            by_trace[trace_id] = (known[0], known[1] + end - first, known[2] or root)
+        first = end

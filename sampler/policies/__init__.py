@@ -27,6 +27,7 @@ byte search on it. The attribute is optional: a policy without it changes nothin
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from typing import Any
 
 from sampler.policies.always_sample import AlwaysSample
@@ -54,6 +55,7 @@ from sampler.trace import Decision, Trace
 __all__ = ["Evaluator", "NamedPolicy", "PolicyConfig", "build_policy", "build_policies", "decide"]
 
 Clock = Callable[[], float]
+_READS_EVERY_SPAN = attrgetter("reads_every_span")
 
 
 def _and(config: Any, clock: Clock) -> Evaluator:
@@ -114,7 +116,7 @@ def decide(policies: Sequence[NamedPolicy], trace: Trace,
     """
     decisions: dict[str, Decision] = {}
     sampled = not_sampled = inverted_sampled = inverted_not_sampled = False
-    if not trace.parsed and any(getattr(named.policy, "reads_every_span", False) for named in policies):
+    if not trace.parsed and any(map(_READS_EVERY_SPAN, policies)):
         trace.batches  # noqa: B018 (parsed now, so no policy before it searches the bytes in vain)
     token = start_deciding(trace)
     try:

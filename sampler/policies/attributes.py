@@ -50,7 +50,7 @@ class AttributePolicy(ABC):
     def matches(self, trace: Trace) -> bool:
         """Whether some resource or span of the trace has the key with a matching value."""
         key = self.key
-        if trace.raw and not any(self._may_match(data) for data in trace.raw):
+        if trace.raw and not any(map(self._may_match, trace.raw)):
             return False  # no batch can hold a match: no need to serialize them one by one
         for batch, data in zip(trace.batches, serialized_batches(trace), strict=True):
             if not self._may_match(data):
@@ -69,7 +69,12 @@ class AttributePolicy(ABC):
         return False
 
     def _may_match(self, data: bytes) -> bool:
-        return self.key_bytes in data and (not self.needles or any(needle in data for needle in self.needles))
+        if self.key_bytes not in data:
+            return False
+        for needle in self.needles:  # a loop, not any() over a generator: this runs per trace
+            if needle in data:
+                return True
+        return not self.needles
 
     def evaluate(self, trace: Trace) -> Decision:
         matched = self.matches(trace)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sampler.trace import Decision, Trace
@@ -20,3 +20,8 @@ class NamedPolicy:
     name: str
     type: str
     policy: Evaluator
+    # the evaluator's optional class attribute (latency), read once here rather than per trace
+    reads_every_span: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reads_every_span", bool(getattr(self.policy, "reads_every_span", False)))

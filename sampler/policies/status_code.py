@@ -8,6 +8,11 @@ those byte pairs is in the requests a trace came in (Trace.raw), no span can car
 codes, and the trace is not sampled without parsing it (a search costs a third of parsing a
 trace and reading its spans' codes; when another policy parsed it already, the spans are read).
 UNSET (0) is the absence of the field, which bytes cannot rule out.
+
+A two-byte search walks the bytes in Python's generic loop, ten times slower than a one-byte
+search (memchr). So the bytes are first translated with each code's long first byte folded
+onto the code (0x82 to 0x02): one pair search per code then covers both forms. The long tag's
+first byte is rare: its few places are looked at one by one.
 """
 
 from __future__ import annotations
@@ -20,27 +25,48 @@ from sampler.trace import Decision, Trace
 
 CODES = {"UNSET": Status.STATUS_CODE_UNSET, "OK": Status.STATUS_CODE_OK, "ERROR": Status.STATUS_CODE_ERROR}
 _TAG = 0x18  # field 3, varint
-_LONG_TAG = b"\x98"  # its first byte when written in more bytes than it needs
-_LONG_TAG_PAIRS = (b"\x98\x80", b"\x98\x00")
+_LONG_TAG = 0x98  # its first byte when written in more bytes than it needs
+_LONG_TAG_NEXT = (b"\x80", b"\x00")  # the byte after it
 
 
 def needles(codes: frozenset[int]) -> tuple[bytes, ...] | None:
     """Byte pairs of which a serialized span with one of `codes` holds one (besides the long
-    tag's); None: bytes cannot tell."""
+    tag's) once translated with `folding(codes)`; None: bytes cannot tell."""
     if Status.STATUS_CODE_UNSET in codes:
         return None
-    return tuple(bytes((_TAG, first)) for code in sorted(codes) for first in (code, code | 0x80))
+    return tuple(bytes((_TAG, code)) for code in sorted(codes))
+
+
+def folding(codes: frozenset[int]) -> bytes:
+    """A bytes.translate table that maps each code's first byte in a longer varint onto the code."""
+    table = bytearray(range(256))
+    for code in codes:
+        table[code | 0x80] = code
+    return bytes(table)
+
+
+def _long_tag(data: bytes) -> bool:
+    find = data.find
+    at = find(_LONG_TAG)
+    while at >= 0:
+        if data[at + 1:at + 2] in _LONG_TAG_NEXT:
+            return True
+        at = find(_LONG_TAG, at + 1)
+    return False
 
 
 class StatusCode:
     def __init__(self, config: StatusCodeConfig):
         self.codes = frozenset(CODES[name] for name in config.status_codes)
         self.needles = needles(self.codes)
+        self._folding = folding(self.codes)
 
     def _may_hold(self, data: bytes) -> bool:
-        # a two-byte search costs a few times a one-byte one: look for the rare long tag's first byte first
-        return (any(needle in data for needle in self.needles or ())
-                or (_LONG_TAG in data and any(pair in data for pair in _LONG_TAG_PAIRS)))
+        folded = data.translate(self._folding)
+        for needle in self.needles or ():
+            if needle in folded:
+                return True
+        return _long_tag(data)
 
     def evaluate(self, trace: Trace) -> Decision:
         # parsed already (another policy walked the spans): reading a code per span is cheaper

@@ -67,6 +67,7 @@ import struct
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -92,6 +93,7 @@ log = logging.getLogger(__name__)
 _KEY = struct.Struct(">Q")  # a buffer record's key: a sequence number
 _OLD_KEY = struct.Struct(">16sQ")  # earlier releases stored a record per trace part: trace id + sequence
 _KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
+_BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 # otelcol labels its decision counters with the decision as well as `sampled` (the last label)
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
@@ -550,8 +552,8 @@ class SamplingStage:
 
     def _trace_of(self, trace_id: bytes, rows: list[Row]) -> Trace:
         """The trace of its parts, parsed only when a policy (or keeping it) asks for its spans."""
-        raw = [row[3] for row in rows]
-        return Trace(trace_id, span_count=sum(row[2] for row in rows), size_bytes=sum(map(len, raw)),
+        raw = list(map(_BODY, rows))
+        return Trace(trace_id, span_count=sum(map(_SPANS, rows)), size_bytes=sum(map(len, raw)),
                      raw=raw, parse=functools.partial(self._batches_of, trace_id, rows))
 
     def _batches_of(self, trace_id: bytes, rows: list[Row], body: bytes) -> list[Any]:

@@ -146,11 +146,11 @@ def _lazy(body: bytes) -> tuple[Trace, list[bytes]]:
     return Trace(trace_id=bytes(16), span_count=1, size_bytes=len(body), raw=[body], parse=parse), parsed
 
 
-def _request_with_status(code_field: bytes) -> bytes:
+def _request_with_status(code_field: bytes, trace_id: bytes = bytes(16)) -> bytes:
     """One span whose Status is written as the given bytes: field 3 (code) in any valid encoding."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     request = ExportTraceServiceRequest()
-    request.resource_spans.add().scope_spans.add().spans.add(name="op", trace_id=bytes(16), span_id=bytes(8))
+    request.resource_spans.add().scope_spans.add().spans.add(name="op", trace_id=trace_id, span_id=bytes(8))
     status = b"\x7a" + bytes([len(code_field)]) + code_field  # Span.status (field 15)
     span = request.resource_spans[0].scope_spans[0].spans[0].SerializeToString() + status
     scope = b"\x12" + bytes([len(span)]) + span
@@ -163,6 +163,7 @@ def _request_with_status(code_field: bytes) -> bytes:
     pytest.param(b"\x18\x82\x00", "S", id="error-varint-in-two-bytes"),
     pytest.param(b"\x18\x82\x80\x80\x80\x10", "S", id="error-with-high-bits-beyond-int32"),
     pytest.param(b"\x98\x00\x02", "S", id="error-tag-in-two-bytes"),
+    pytest.param(b"\x98\x80\x00\x82\x00", "S", id="error-tag-and-varint-in-more-bytes"),
     pytest.param(b"\x18\x01", "N", id="ok"),
     pytest.param(b"", "N", id="unset"),
 ])
@@ -174,6 +175,12 @@ def test_status_code_on_request_bytes_finds_every_encoding_of_the_code(code_fiel
     assert (parsed_code == 2) == (expected == "S")  # the encoding is one protobuf reads as ERROR
     assert decisions("{name: p, type: status_code, status_code: {status_codes: [ERROR]}}",
                      {"t": _lazy(body)[0]}) == {"t": expected}
+
+
+def test_status_code_finds_a_long_tag_after_bytes_that_only_look_like_its_start():
+    body = _request_with_status(b"\x98\x00\x02", trace_id=b"\x98\x01\x98\x7f" + bytes(12))
+    assert decisions("{name: p, type: status_code, status_code: {status_codes: [ERROR]}}",
+                     {"t": _lazy(body)[0]}) == {"t": "S"}
 
 
 def test_status_code_rules_out_a_trace_without_the_code_without_parsing_it():
