@@ -125,7 +125,7 @@ async def connect_first(addresses: Sequence[Address], *, send_buffer: int, deadl
     share of the time to `deadline`; SO_SNDBUF is set before the connect, so the window scaling
     agreed fits it."""
     loop = asyncio.get_running_loop()
-    errors = []
+    errors: list[OSError] = []
     for index, (family, kind, proto, _, address) in enumerate(addresses):
         sock = socket.socket(family, kind, proto)
         try:
@@ -137,11 +137,23 @@ async def connect_first(addresses: Sequence[Address], *, send_buffer: int, deadl
             return sock
         except OSError as exc:  # TimeoutError too: this address's share ran out
             sock.close()
-            errors.append(f"{address[0]}: {exc.strerror or str(exc) or 'timed out'}")
+            exc.add_note(str(address[0]))
+            errors.append(exc)
         except BaseException:
             sock.close()
             raise
-    raise ConnectError("; ".join(errors) or "no address")
+    raise connect_failure(errors)
+
+
+def connect_failure(errors: Sequence[OSError]) -> ClientError:
+    """What the failed connects to every address say: ConnectError when none was answered
+    (refused, unreachable, timed out); a ClientError when one was reset as it was accepted, which
+    a busy loop can see before it sees the connect complete: something listens there."""
+    text = "; ".join(f"{' '.join(getattr(exc, '__notes__', []))}: {exc.strerror or str(exc) or 'timed out'}"
+                     for exc in errors) or "no address"
+    if any(isinstance(exc, ConnectionResetError) for exc in errors):
+        return ClientError(f"reset as it was accepted: {text}")
+    return ConnectError(text)
 
 
 def _attempt_deadline(now: float, deadline: float | None, remaining: int) -> float | None:

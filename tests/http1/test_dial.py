@@ -38,3 +38,12 @@ def test_an_address_that_never_accepts_leaves_time_for_the_next():
             queued.close()
 
     asyncio.run(scenario())
+
+
+def test_a_connect_reset_as_it_was_accepted_is_an_answer_not_an_unreachable_upstream():
+    # A busy loop sees the reset of a server that accepts and resets before it sees the connect
+    # complete; something listens there, so the exporter must not take it for "nothing there".
+    reset = dial.connect_failure([ConnectionRefusedError(111, "refused"), ConnectionResetError(104, "reset")])
+    assert isinstance(reset, dial.ClientError) and not isinstance(reset, dial.ConnectError)
+    refused = dial.connect_failure([ConnectionRefusedError(111, "refused"), TimeoutError()])
+    assert isinstance(refused, dial.ConnectError)
