@@ -17,17 +17,14 @@ Usage
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import random
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import client_cpu  # noqa: E402
 from bench.ingest import build_body  # noqa: E402
 from edgeagent.exporters.encoding import compress  # noqa: E402
 
@@ -66,7 +63,7 @@ async def ours(url: str, body: bytes, requests: int, in_flight: int, compression
 
     try:
         await one()
-        return await _timed(one, requests, in_flight)
+        return await client_cpu.timed(one, requests, in_flight)
     finally:
         await client.close()
 
@@ -85,51 +82,18 @@ async def aiohttp_client(url: str, body: bytes, requests: int, in_flight: int, c
                 assert response.status == 200
 
         await one()
-        return await _timed(one, requests, in_flight)
-
-
-async def _timed(one, requests: int, in_flight: int) -> float:
-    started = time.process_time()
-    for _ in range(requests // in_flight):
-        await asyncio.gather(*(one() for _ in range(in_flight)))
-    return (time.process_time() - started) / (requests // in_flight * in_flight)
+        return await client_cpu.timed(one, requests, in_flight)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--in-flight", type=int, default=1)
-    parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
-    parser.add_argument("--client", choices=("ours", "aiohttp"), help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = client_cpu.arguments(__doc__ or "", "aiohttp")
     body = build_body(random.Random(7))
     if args.client:
         client = ours if args.client == "ours" else aiohttp_client
         url = f"http://127.0.0.1:{args.port}/v1/traces"
         print(asyncio.run(client(url, body, args.requests, args.in_flight, args.compression)))
         return
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True,
-                              cwd=Path(__file__).resolve().parent.parent)
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        results: dict[str, list[float]] = {"ours": [], "aiohttp": []}
-        for _ in range(args.rounds):
-            for name in results:
-                out = subprocess.run([sys.executable, __file__, "--client", name, "--port", str(port),
-                                      "--requests", str(args.requests), "--in-flight", str(args.in_flight),
-                                      "--compression", args.compression], capture_output=True, text=True, check=True)
-                results[name].append(float(out.stdout.strip().splitlines()[-1]))
-    finally:
-        server.terminate()
-        server.wait(10)
-    print(f"{len(body)} bytes per request (512 spans), compression {args.compression}, "
-          f"{args.in_flight} in flight; client CPU ms per request, min / median / max of {args.rounds} rounds:")
-    for name, values in results.items():
-        ms = sorted(value * 1000 for value in values)
-        print(f"  {name:8} {ms[0]:.3f} / {statistics.median(ms):.3f} / {ms[-1]:.3f}")
+    client_cpu.compare(__file__, [sys.executable, "-c", SERVER], "aiohttp", args, len(body), 3)
 
 
 if __name__ == "__main__":
