@@ -305,7 +305,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  exporter {exporter}: upstream {state['upstream']}" +
                   (f" ({state['endpoint']})" if state.get("endpoint") else ""))
         for connector, state in status.get("connectors", {}).items():
-            print(f"  connector {connector}: level {state['active_level']} ({', '.join(state['active_pipelines'])})")
+            print(f"  connector {connector}: level {state['active_level']} ({', '.join(state['active_pipelines'])}), "
+                  f"upstream {state['upstream']}")
         print(f"  backlog: {status['backlog_items']} items in {sum(q['entries'] for q in status['queues'].values())} "
               f"requests, oldest {status.get('oldest_age_seconds', 0.0):g}s, dead letters: {status['dead_letters']}")
         if running:

@@ -5,6 +5,8 @@ Retrying is the default; anything not permanent may be tried again later.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class RetryableError(Exception):
     """Try again later; `retry_after` is the delay the other side asked for, in seconds.
@@ -23,6 +25,15 @@ class RetryableError(Exception):
         self.retry_after = retry_after
         self.connection = connection or bool(unanswered)  # the peer could not be reached at all
         self.unanswered = unanswered
+
+
+def none_answered(errors: Iterable[RetryableError]) -> bool | None:
+    """`unanswered` for attempts made at several places at once (fan-out, failover levels): True
+    when none of them answered, False when one did, None when that is not known of one of them."""
+    states = {error.unanswered for error in errors}
+    if False in states:
+        return False
+    return None if None in states else True
 
 
 class ThrottledError(RetryableError):

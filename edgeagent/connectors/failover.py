@@ -21,6 +21,10 @@ Design note
   as it is and the sender moves the data to the dead-letter store. So is an error of a
   sub-pipeline's processor (the memory limiter refusing): the data waits in the queue, and
   no level is blamed for it.
+* Back at once: the error raised when every level failed is `unanswered` only when no level
+  answered at all, and `upstream_addresses()` lists where the exporters of every level
+  connect, so the sender's Link watches them all (edgeagent.exporters.reach) and any one
+  accepting connections again ends the backoff: the backlog goes to whichever level listens.
 * Returning: while a lower level is active, every `retry_interval` the next request is first
   offered to the higher levels (with `retry_gap`, one level per gap, highest first); the first
   that accepts it becomes active again. There is no probe traffic and no timer task: with no
@@ -50,8 +54,9 @@ from edgeagent.component import ConnectorConfig, Factory
 from edgeagent.config.types import Duration, format_duration
 from edgeagent.configretry import RetryConfig
 from edgeagent.connectors.subpipeline import SubPipeline, settle
-from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.errors import PermanentError, RetryableError, none_answered
 from edgeagent.exporters.chain import SendResult
+from edgeagent.exporters.reach import Address, upstream_addresses
 from edgeagent.exporters.sender import QueueConfig
 from edgeagent.signals import Payload, Signal
 
@@ -182,6 +187,12 @@ class FailoverConnector:
         self.configured = any(exporter.configured for level in self.levels for pipeline in level
                               for exporter in pipeline.exporters)
 
+    def upstream_addresses(self) -> list[Address]:
+        """Where the exporters of every level connect: the connector's sender watches them all
+        (edgeagent.exporters.reach), so any level listening again ends its backoff."""
+        return [address for level in self.levels for pipeline in level for exporter in pipeline.exporters
+                for address in upstream_addresses(exporter)]
+
     @property
     def active_level(self) -> int:
         return self.state.active
@@ -229,7 +240,8 @@ class FailoverConnector:
             return result
         raise RetryableError("every failover priority level failed: " +
                              "; ".join(f"level {level}: {exc}" for level, exc in failures),
-                             connection=all(exc.connection for _, exc in failures))
+                             connection=all(exc.connection for _, exc in failures),
+                             unanswered=none_answered(exc for _, exc in failures))
 
     def _log_switch(self, previous: int, level: int, failures: list[tuple[int, RetryableError]]) -> None:
         if level > previous:

@@ -5,7 +5,8 @@ owns the durable queue and the sender; the sub-pipeline runs one request through
 and sends it synchronously through every exporter's export chain (one attempt: the connector's
 sender retries), so the connector's queue entry is acknowledged only after the exporters
 answered. The chains count each exporter's outcome under its own id and report its upstream
-state, as for queued exporters.
+state, as for queued exporters; a failure keeps whether anything answered (`unanswered`), so
+the connector's sender knows when to watch for the upstreams to come back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.errors import PermanentError, RetryableError, none_answered
 from edgeagent.exporters.chain import ExportChain, SendResult, Telemetry
 from edgeagent.signals import Payload, Signal
 
@@ -52,7 +53,8 @@ class SubPipeline:
         try:
             delivery = await self._chain(exporter, signal).export([(body, items)])
         except RetryableError as exc:
-            raise type(exc)(f"{exporter.id}: {exc}", retry_after=exc.retry_after, connection=exc.connection) from exc
+            raise type(exc)(f"{exporter.id}: {exc}", retry_after=exc.retry_after, connection=exc.connection,
+                            unanswered=exc.unanswered) from exc
         except PermanentError as exc:
             raise PermanentError(f"{exporter.id}: {exc}", status=exc.status, body=exc.body, parts=exc.parts) from exc
         return SendResult(rejected=delivery.rejected)
@@ -70,7 +72,7 @@ def settle(outcomes: list[Any]) -> SendResult:
             raise retryable[0]
         delays = [e.retry_after for e in retryable if e.retry_after is not None]
         raise RetryableError("; ".join(str(e) for e in retryable), retry_after=max(delays) if delays else None,
-                             connection=all(e.connection for e in retryable))
+                             connection=all(e.connection for e in retryable), unanswered=none_answered(retryable))
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome

@@ -51,7 +51,8 @@ CONNECT_TIMEOUT = 1.0  # seconds; a connect that takes longer counts as not acce
 
 @runtime_checkable
 class Reachable(Protocol):
-    """An exporter that connects to network addresses of its own (otlp_http, otlp_grpc, kafka)."""
+    """An exporter that connects to network addresses (otlp_http, otlp_grpc, kafka), or a connector
+    whose levels' exporters do (failover)."""
 
     def upstream_addresses(self) -> list[Address]:
         """Where its requests connect: host and port of each endpoint or broker."""
@@ -59,7 +60,7 @@ class Reachable(Protocol):
 
 
 def upstream_addresses(exporter: object) -> list[Address]:
-    """Where an exporter connects; none for one that does not connect on its own (a connector)."""
+    """Where an exporter connects; none for one that connects nowhere (debug)."""
     return exporter.upstream_addresses() if isinstance(exporter, Reachable) else []
 
 

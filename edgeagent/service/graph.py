@@ -92,11 +92,11 @@ class Graph:
                 self._attach_stage(placed, spec.id, running)
             self.pipelines.append(running)
             feeds.append((spec, running, placed.limiters))
+        for connector in self.connectors.values():  # before the senders: a connector's link watches its levels
+            connector.attach(sub_pipelines)
         self._senders(batches)
         for spec, running, limiters in feeds:
             self._feed(spec, running, limiters)
-        for connector in self.connectors.values():
-            connector.attach(sub_pipelines)
 
     def _create(self, kind: str, component_id: str) -> Any:
         component = getattr(self.config, kind)[component_id]

@@ -35,12 +35,8 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
               for queue in graph.stores.queues()}
     exporters = {}
     for exp_id, exporter in graph.exporters.items():
-        online = telemetry.upstream_online.get(exp_id)
-        exporters[exp_id] = {
-            "endpoint": exporter.describe() if exporter.configured else None,
-            "upstream": ("not configured" if not exporter.configured else
-                         "unknown" if online is None else "online" if online else "offline"),
-        }
+        exporters[exp_id] = {"endpoint": exporter.describe() if exporter.configured else None,
+                             "upstream": _upstream(exp_id, exporter, telemetry)}
         if exp_id in telemetry.problems:
             exporters[exp_id]["problem"] = telemetry.problems[exp_id]
     return {
@@ -51,7 +47,8 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
         "uptime": f"{time.time() - state.started_at:.1f}s",
         "exporters": exporters,
         "connectors": {
-            cid: {**c.health(), **({"problem": telemetry.problems[cid]} if cid in telemetry.problems else {})}
+            cid: {**c.health(), "upstream": _upstream(cid, c, telemetry),
+                  **({"problem": telemetry.problems[cid]} if cid in telemetry.problems else {})}
             for cid, c in graph.connectors.items()
         },
         "queues": queues,
@@ -60,6 +57,14 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
         "tail_sampling": {pid: p.health() for pid, p in graph.of_role(Role.STAGE).items()},
         "failures": state.failures,
     }
+
+
+def _upstream(component_id: str, component: Any, telemetry: Telemetry) -> str:
+    """An exporter's (or a connector's, over all its levels) upstream state, as its sender's link found it."""
+    online = telemetry.upstream_online.get(component_id)
+    if not component.configured:
+        return "not configured"
+    return "unknown" if online is None else "online" if online else "offline"
 
 
 def status(details: dict[str, Any], telemetry: Telemetry) -> dict[str, Any]:

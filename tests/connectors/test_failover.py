@@ -263,3 +263,23 @@ def test_a_413_in_a_level_is_split_there_and_only_the_refused_single_items_come_
 
     _run(connector, exporters, scenario)
     assert connector.active_level == 0
+
+
+@pytest.mark.parametrize("backup_answers,unanswered", [(False, True), (True, False)],
+                         ids=["every-level-refuses", "backup-answers-503"])
+def test_a_request_no_level_took_counts_as_unanswered_only_when_no_level_answered(upstreams, backup_answers,
+                                                                                  unanswered):
+    primary = Upstream(free_port())  # never started: connections are refused
+    backup = upstreams(1)[0] if backup_answers else Upstream(free_port())
+    backup.status = 503
+    connector, exporters = _connector({"traces/primary": [primary], "traces/backup": [backup]}, Host())
+    # the connector's sender watches where the exporters of every level connect
+    assert connector.upstream_addresses() == [("127.0.0.1", primary.port), ("127.0.0.1", backup.port)]
+
+    async def scenario() -> None:
+        with pytest.raises(RetryableError, match="every failover priority level failed") as failed:
+            await connector.send(Signal.TRACES, _request(3))
+        assert failed.value.connection is unanswered
+        assert failed.value.unanswered is unanswered, "the sender watches for a level to listen only when none did"
+
+    _run(connector, exporters, scenario)

@@ -7,6 +7,9 @@ import subprocess
 import sys
 import time
 
+import pytest
+import yaml
+
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
 from tests.helpers.upstream import Upstream
@@ -14,6 +17,8 @@ from tests.helpers.upstream import Upstream
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "testdata", "e2e", "failover.yaml")
 SWITCHED_DOWN = "failover switched to a lower priority level"
 SWITCHED_UP = "failover returned to a higher priority level"
+# long enough that waiting out the backoff is seen: the first retry comes 20 s after a failure
+SLOW_RETRY = {"initial_interval": "20s", "max_interval": "60s", "randomization_factor": 0}
 
 
 def _env(primary_port: int, backup: Upstream, audit: Upstream) -> dict[str, str]:
@@ -105,3 +110,44 @@ def test_with_every_level_down_data_stays_queued_until_a_level_returns(agents, t
     finally:
         backup.stop()
         audit.stop()
+
+
+def _slow_retry_config(tmp_path) -> str:
+    """failover.yaml with the connector's sender retrying 20 s after a failure, and no audit exporter."""
+    with open(CONFIG, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    config["connectors"]["failover"]["retry_on_failure"] = SLOW_RETRY
+    del config["exporters"]["otlphttp/audit"]
+    config["service"]["pipelines"]["traces"]["exporters"] = ["failover"]
+    path = tmp_path / "failover-slow-retry.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+@pytest.mark.parametrize("returning", ["primary", "backup"])
+def test_with_every_level_refusing_the_backlog_goes_within_seconds_of_any_level_listening(agents, tmp_path,
+                                                                                          returning):
+    ports = {"primary": free_port(), "backup": free_port()}  # nothing listens: connections are refused
+    env = {"PRIMARY": f"http://127.0.0.1:{ports['primary']}", "BACKUP": f"http://127.0.0.1:{ports['backup']}"}
+    agent = agents(["run", "--config", _slow_retry_config(tmp_path), "--state-dir", str(tmp_path / "state")],
+                   env=env)
+    sent: set[bytes] = set()
+    for _ in range(3):  # three requests, three refused sends: the connector's upstream is offline
+        sent |= send_spans("http", agent.http_port, 20)
+        time.sleep(0.1)  # past the batch timeout: one request each
+    wait_until(lambda: agent.metrics().get('edgeagent_upstream_online{exporter="failover"}') == 0.0, timeout=10,
+               interval=0.1, message="the connector's upstream offline")
+    offline = agent.health()[1]["connectors"]["failover"]
+    upstream = Upstream(ports[returning]).start()
+    listening = time.monotonic()
+    try:
+        wait_until(lambda: upstream.spans(), timeout=10, interval=0.05, message="the backlog starts draining")
+        first = min(attempt.at for attempt in upstream.calls if attempt.status == 200)
+        assert first - listening < 2.5, "sent after the backoff, not when the level listened"
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=10, message="the whole backlog delivered")
+        assert offline["upstream"] == "offline"
+        wait_until(lambda: agent.health()[1]["connectors"]["failover"]["upstream"] == "online", timeout=5,
+                   message="the connector's upstream online in /health")
+        assert agent.metrics().get('edgeagent_upstream_online{exporter="failover"}') == 1.0
+    finally:
+        upstream.stop()
