@@ -228,7 +228,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
     state_dir = args.state_dir or default_state_dir()
     try:
-        result = asyncio.run(control.call(control.socket_path(state_dir), "reload", {}))
+        result = _ask(control.socket_path(state_dir), "reload", {}, args.timeout)
     except ConnectionError:
         print("edgeagent is not running (no control socket in the state directory)", file=sys.stderr)
         return 3
@@ -254,7 +254,7 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
     state_dir = args.state_dir or default_state_dir()
     socket = control.socket_path(state_dir)
     try:
-        return asyncio.run(control.call(socket, name, params)), True
+        return _ask(socket, name, params, args.timeout), True
     except ConnectionError:
         pass
     try:
@@ -263,12 +263,24 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
         other = exc.holder.get("control")
         if other and other != socket:
             try:
-                return asyncio.run(control.call(other, name, params)), True
+                return _ask(other, name, params, args.timeout), True
             except (ConnectionError, PermissionError):
                 pass
         raise SystemExit(f"edgeagent: {exc}") from None
     except (StorageAccessError, StorageDamagedError) as exc:
         raise SystemExit(f"edgeagent: {exc}") from None
+
+
+def _ask(socket: str, name: str, params: dict | None, timeout: float):
+    """The running agent's answer; an agent that accepts the command and does not answer in time
+    ends the command (never the files beside it: that agent holds them)."""
+    from edgeagent.runtime import control
+
+    try:
+        return asyncio.run(control.call(socket, name, params, timeout))
+    except TimeoutError as exc:
+        raise SystemExit(f"edgeagent: {exc}. If it is busy (a large export or compaction), run the command "
+                         f"again with a longer --timeout; if not, look at its log and restart it") from None
 
 
 async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict):
@@ -404,6 +416,13 @@ def _config_flags(command: argparse.ArgumentParser, upstream: bool = True, top: 
                              help="sets EDGEAGENT_UPSTREAM, the OTLP/HTTP upstream the embedded default sends to")
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeagent", description="OpenTelemetry edge buffering agent: OTLP in, "
                                      "a durable queue on disk, OTLP out whenever the upstream is reachable. "
@@ -456,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
         _config_flags(command, upstream=False)
         command.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS)
         command.add_argument("--json", action="store_true", help="print JSON")
+        command.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                             help="how long to wait for the running agent's answer (default: 60)")
         return command
 
     status = target(sub.add_parser("status", help="backlog, drain rate, time to empty and upstream state"))

@@ -1,15 +1,22 @@
-"""The control socket: commands over a unix socket, answered as JSON or bytes, errors named."""
+"""The control socket: commands over a unix socket, answered as JSON or bytes, errors named; a
+client that sends nothing or half a request is let go, and the CLI gives up on an agent that
+does not answer."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from edgeagent.runtime import control
+from tests.helpers.cli import cli
 
 
 async def _status(params: dict[str, Any]) -> dict[str, Any]:
@@ -53,3 +60,81 @@ def test_commands_answer_json_or_bytes_and_errors_become_exceptions(tmp_path):
 def test_a_call_without_an_agent_is_a_connection_error(tmp_path):
     with pytest.raises(ConnectionError):
         asyncio.run(control.call(str(tmp_path / "control.sock"), "status"))
+
+
+HEAD = b"POST /status HTTP/1.1\r\nHost: edgeagent\r\nContent-Type: application/json\r\n"
+
+
+@pytest.mark.parametrize(("sent", "answer"), [
+    (b"", b""),  # connects, then nothing
+    (HEAD, b""),  # half a head
+    (HEAD + b"Content-Length: 20\r\n\r\n{\"n\": ", b"HTTP/1.1 408 "),  # half a body
+], ids=["nothing", "half-a-head", "half-a-body"])
+def test_a_client_that_stops_sending_is_disconnected_within_the_timeout(tmp_path, sent, answer):
+    path = str(tmp_path / control.SOCKET_NAME)
+
+    async def scenario() -> tuple[bytes, float]:
+        server = control.ControlServer(path, {"status": _status}, wait_for_request=0.5, read_timeout=0.5)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.setblocking(False)
+        try:
+            await loop.sock_connect(client, path)
+            await loop.sock_sendall(client, sent)
+            started = time.monotonic()
+            received = b""
+            async with asyncio.timeout(10):  # without a server timeout: fails here, not for ever
+                while chunk := await loop.sock_recv(client, 4096):
+                    received += chunk
+            return received, time.monotonic() - started
+        finally:
+            client.close()
+            await server.shutdown()
+
+    received, waited = asyncio.run(scenario())
+    assert received.startswith(answer)
+    assert waited < 0.5 + 1.5  # the timeout, and the linger of a refused request at most
+
+
+@pytest.fixture
+def silent_agent(tmp_path) -> Iterator[str]:
+    """A state directory whose control socket accepts connections and never answers."""
+    state = tmp_path / "state"
+    state.mkdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(state / control.SOCKET_NAME))
+    listener.listen()
+    listener.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])  # and never read from, never answered
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield str(state)
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in accepted:
+            connection.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("verb", [["status"], ["reload"], ["queue", "stats"]])
+def test_a_command_to_an_agent_that_never_answers_fails_within_its_timeout_naming_the_socket(silent_agent, verb):
+    started = time.monotonic()
+    result = cli(silent_agent, *verb, "--timeout", "1", check=False)
+    took = time.monotonic() - started
+    message = result.stderr.decode()
+    assert result.returncode != 0 and b"Traceback" not in result.stderr
+    assert os.path.join(silent_agent, control.SOCKET_NAME) in message
+    assert "did not answer" in message and "--timeout" in message
+    assert took < 1 + 8  # the bound, and the interpreter's start with the agent's imports

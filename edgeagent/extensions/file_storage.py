@@ -23,7 +23,6 @@ from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
-from edgeagent.queue.limits import StorageLimits
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +104,6 @@ class FileStorageConfig(ComponentConfig):
 
     def directory_mode(self) -> int:
         return int(self.directory_permissions, 8) if self.directory_permissions is not None else PRIVATE_MODE
-
-    def limits(self) -> StorageLimits:
-        return StorageLimits(self.budget(), self.full_policy, self.max_age)
 
 
 class FileStorage:

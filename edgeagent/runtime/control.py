@@ -2,7 +2,10 @@
 
 `edgeagent status` and the `edgeagent queue ...` commands use it while the agent runs, so
 that changes go through the process that owns the queue (and its in-memory state).
-The socket is created with mode 0600: only the agent's user may use it.
+The socket is created with mode 0600: only the agent's user may use it. Its clients write a
+whole request at once, so a connection that sends nothing, or stops halfway, is closed after
+WAIT_FOR_REQUEST (the head, and the wait for the next request) or READ_TIMEOUT (the body);
+`call` gives up on an agent that does not answer within its `timeout`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from edgeagent.http1.server import Request, Response, Server
 
 SOCKET_NAME = "control.sock"
 MAX_ANSWER = 1 << 30  # an export of the whole queue comes back in one answer
+WAIT_FOR_REQUEST = 10.0  # seconds from the connection (or the last answer) until a request's head is in
+READ_TIMEOUT = 10.0  # seconds for the body once its head is in
 
 
 def socket_path(state_dir: str) -> str:
@@ -27,13 +32,16 @@ def socket_path(state_dir: str) -> str:
 class ControlServer:
     """Serves `handlers[name](params) -> awaitable result` as POST /<name> with a JSON body."""
 
-    def __init__(self, path: str, handlers: Mapping[str, Callable[[dict[str, Any]], Any]]):
+    def __init__(self, path: str, handlers: Mapping[str, Callable[[dict[str, Any]], Any]], *,
+                 wait_for_request: float = WAIT_FOR_REQUEST, read_timeout: float = READ_TIMEOUT):
         self.path = path
         self.handlers = handlers
+        self.wait_for_request = wait_for_request
+        self.read_timeout = read_timeout
         self._server: Server | None = None
 
     async def start(self) -> None:
-        server = Server()
+        server = Server(wait_for_request=self.wait_for_request)
         server.post("/{name}", self._handle)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         if os.path.exists(self.path):
@@ -56,7 +64,11 @@ class ControlServer:
         handler = self.handlers.get(request.params["name"])
         if handler is None:
             return _json({"error": "unknown command"}, 404)
-        params = await request.json() if request.content_length else {}
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                params = await request.json() if request.content_length else {}
+        except TimeoutError:  # the body is left unread: the server closes the connection after this answer
+            return _json({"error": f"the request body was not received within {self.read_timeout:g}s"}, 408)
         try:
             result = await handler(params)
         except (KeyError, ValueError) as exc:
@@ -71,18 +83,23 @@ def _json(value: Any, status: int = 200) -> Response:
 
 
 async def call(path: str, name: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
-    """Ask the running agent; raises ConnectionError when no agent listens on `path`."""
-    async with asyncio.timeout(timeout):
-        try:
-            reader, writer = await asyncio.open_unix_connection(path, limit=wire.MAX_HEAD)
-        except OSError as exc:  # no socket, nobody listening, or not ours to use
-            raise ConnectionError(str(exc)) from exc
-        try:
-            status, content_type, body = await _exchange(reader, writer, name, params or {})
-        except (OSError, wire.ProtocolError) as exc:
-            raise ConnectionError(f"the control socket closed before its answer: {exc}") from exc
-        finally:
-            writer.close()
+    """Ask the running agent; raises ConnectionError when no agent listens on `path`, TimeoutError
+    when one accepts the command but has not answered it within `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                reader, writer = await asyncio.open_unix_connection(path, limit=wire.MAX_HEAD)
+            except OSError as exc:  # no socket, nobody listening, or not ours to use
+                raise ConnectionError(str(exc)) from exc
+            try:
+                status, content_type, body = await _exchange(reader, writer, name, params or {})
+            except (OSError, wire.ProtocolError) as exc:
+                raise ConnectionError(f"the control socket closed before its answer: {exc}") from exc
+            finally:
+                writer.close()
+    except TimeoutError:
+        raise TimeoutError(f"the agent on the control socket {path} did not answer {name!r} "
+                           f"within {timeout:g}s") from None
     if status != 200:
         raise RuntimeError(json.loads(body).get("error", f"control command failed ({status})"))
     return json.loads(body) if content_type == "application/json" else body

@@ -18,6 +18,7 @@ from edgeagent.config.loader import AgentConfig
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
 from edgeagent.queue.compaction import cleanup_compaction_leftovers
 from edgeagent.queue.environment import private_directory
+from edgeagent.queue.limits import StorageLimits
 from edgeagent.queue.ops import StoreTable, WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
@@ -101,7 +102,8 @@ class Stores:
         if settings.compaction.cleanup_on_start and not self.read_only:
             cleanup_compaction_leftovers(directory, settings.compaction.directory)
         events = self.events
-        store = QueueStore(directory, sync=settings.fsync, limits=settings.limits(), lock_timeout=settings.timeout,
+        limits = StorageLimits(settings.budget(), settings.full_policy, settings.max_age)
+        store = QueueStore(directory, sync=settings.fsync, limits=limits, lock_timeout=settings.timeout,
                            compact_on_start=settings.compaction.on_start,
                            compaction_scratch=settings.compaction.directory,
                            on_corrupt=lambda message: events.corrupt_file(directory),

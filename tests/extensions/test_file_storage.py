@@ -9,9 +9,9 @@ from edgeagent.extensions.file_storage import FileStorageConfig
 
 
 def test_max_size_in_bytes_is_the_disk_budget_as_max_size_mib_is():
-    assert FileStorageConfig.model_validate({"max_size": 268435456}).limits().max_size == 256 << 20
-    assert FileStorageConfig.model_validate({"max_size_mib": 256}).limits().max_size == 256 << 20
-    assert FileStorageConfig.model_validate({}).limits().max_size == 0
+    assert FileStorageConfig.model_validate({"max_size": 268435456}).budget() == 256 << 20
+    assert FileStorageConfig.model_validate({"max_size_mib": 256}).budget() == 256 << 20
+    assert FileStorageConfig.model_validate({}).budget() == 0
 
 
 def test_rebound_thresholds_above_the_budget_are_refused_as_otelcol_does():
