@@ -573,3 +573,52 @@ def test_a_request_line_over_the_head_limit_is_431_at_once_and_a_head_that_never
     long_line, long_took, endless, endless_took = served(scenario, wait=0.5)  # type: ignore[misc]
     assert long_line.startswith(b"HTTP/1.1 431") and long_took < 2.0
     assert endless == b"" and endless_took < 3.0
+
+
+def test_plain_http_to_a_tls_port_gets_go_s_400_and_other_bytes_are_closed_unanswered(tmp_path):
+    """Go answers a first TLS record header that reads as an HTTP request ("GET /", "HEAD ", "POST ",
+    "PUT /", "OPTIO") in plain text, then closes; anything else that is no TLS is closed without
+    a word. The server closed both without one, so a client with http:// in its endpoint learnt
+    nothing of why. TLS clients are served as before."""
+    certs = make_certs(str(tmp_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    go = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+
+    async def plain(port: int, *parts: bytes, eof: bool = False) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for part in parts:
+                writer.write(part)
+                await asyncio.sleep(0.05)
+            if eof:
+                writer.write_eof()
+            return await asyncio.wait_for(reader.read(), 5)
+        except ConnectionError:  # a reset: no answer either
+            return b""
+        finally:
+            writer.close()
+
+    async def run() -> tuple[list[bytes], bytes]:
+        server = Server(wait_for_request=2.0)
+        server.get("/page", lambda request: _answer("hello"))
+        port = await server.listen(host="127.0.0.1", port=0, ssl_context=context)
+        try:
+            answers = [await plain(port, b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
+                       await plain(port, b"GE", b"T /page HTTP/1.1\r\nHost: x\r\n\r\n"),
+                       await plain(port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
+                       await plain(port, b"PATCH /page HTTP/1.1\r\nHost: x\r\n\r\n"),
+                       await plain(port, b"GET", eof=True)]
+            tls = ssl.create_default_context(cafile=certs.ca_file)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
+            writer.write(b"GET /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            served_ = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return answers, served_
+        finally:
+            await server.stop(1.0)
+
+    answers, served_ = asyncio.run(run())
+    assert answers[:3] == [go, go, go]
+    assert answers[3:] == [b"", b""]  # not one of Go's five prefixes; fewer than five bytes then EOF
+    assert served_.startswith(b"HTTP/1.1 200") and served_.endswith(b"hello")
