@@ -11,7 +11,8 @@ Design note:
   gets the ProtocolError's status with a short text, and the connection closes. `write_timeout`
   (Go's WriteTimeout) bounds the time from a head to its answer written, the handler's work
   and a client slow to take the answer alike: past it the connection is cut. A TLS handshake
-  gets the shorter of the two, as Go's.
+  gets the shorter of the two, as Go's; plain HTTP sent to a TLS listener gets Go's 400 in
+  plain text (`handshake`).
 - Keep-alive is HTTP/1.1's default (HTTP/1.0 only with `Connection: keep-alive`). A body the
   handler left unread is read and dropped before the answer, up to DRAIN_LIMIT bytes within
   DRAIN_TIMEOUT, as Go's net/http does; beyond, the answer says `Connection: close`. A connection
@@ -35,10 +36,11 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
 
 from edgeagent.http1 import wire
+from edgeagent.http1.handshake import TLSPort
 from edgeagent.http1.messages import DRAIN_LIMIT, Handler, Middleware, Request, Response, ResponseHook
 from edgeagent.http1.stream import ChunkReader
 from edgeagent.http1.wire import ProtocolError
@@ -128,6 +130,7 @@ class Server:
         self.write_timeout = write_timeout
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._handshakes: set[asyncio.Task[None]] = set()  # TLS connections before their handshake's end
         self._handlers: dict[str, tuple[dict[str, Handler], Handler]] = {}
         self._not_found: Handler = _not_found
         self._frozen = False
@@ -155,17 +158,18 @@ class Server:
         def protocol() -> asyncio.StreamReaderProtocol:
             return asyncio.StreamReaderProtocol(ChunkReader(wire.MAX_HEAD), self._serve)
 
-        # Go: the shortest of the server's timeouts (asyncio's default is 60 s)
-        handshake = min(self.wait_for_request, self.write_timeout or _NO_TIMEOUT) if ssl_context else None
+        accept: Callable[[], asyncio.Protocol] = protocol
+        if ssl_context is not None:
+            # Go: the shortest of the server's timeouts (asyncio's default is 60 s)
+            handshake = min(self.wait_for_request, self.write_timeout or _NO_TIMEOUT)
+            accept = TLSPort(protocol, ssl_context, handshake, LINGER, self._handshakes).accept
         server: asyncio.Server
         if path is not None:
-            server = await loop.create_unix_server(protocol, path=path, ssl=ssl_context,
-                                                   ssl_handshake_timeout=handshake)
+            server = await loop.create_unix_server(accept, path=path)
         elif sock is not None:
-            server = await loop.create_server(protocol, sock=sock, ssl=ssl_context, ssl_handshake_timeout=handshake)
+            server = await loop.create_server(accept, sock=sock)
         else:
-            server = await loop.create_server(protocol, host, port, ssl=ssl_context, reuse_address=True,
-                                              backlog=backlog, ssl_handshake_timeout=handshake)
+            server = await loop.create_server(accept, host, port, reuse_address=True, backlog=backlog)
         self._servers.append(server)
         name = server.sockets[0].getsockname() if server.sockets else ""
         return int(name[1]) if isinstance(name, tuple) else 0
@@ -177,6 +181,9 @@ class Server:
         servers, self._servers = self._servers, []
         for server in servers:
             server.close()
+        handshakes = list(self._handshakes)  # connections not served yet: closed as idle ones
+        for handshake in handshakes:
+            handshake.cancel()
         for task, connection in list(self._connections.items()):
             if connection.idle:
                 task.cancel()
@@ -186,6 +193,7 @@ class Server:
         tasks = list(self._connections)
         for task in tasks:
             task.cancel()
+        tasks += handshakes
         if tasks:
             await asyncio.wait(tasks, timeout=LINGER + 1.0)
         for server in servers:

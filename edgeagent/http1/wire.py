@@ -5,14 +5,11 @@ Only what a message's framing needs is interpreted here; what the headers mean i
 Everything read is bounded: a head by `max_head` bytes, a chunk-size or trailer line by
 MAX_LINE, a chunked body's framing beyond its data by MAX_EXCESS (as Go's), its trailer by
 MAX_LINE, a body by what the caller asks of `iter_body`. A framing that could be read two ways
-<<<<<<< HEAD
-is refused, as smuggling: Content-Length beside Transfer-Encoding, two different lengths, a
-control character in a header value (only space and tab are whitespace around a value, where
-Python's strip() also takes \x0b, \x1c or \xa0), a chunked line not ending in CRLF.
-=======
-(two different lengths; Content-Length beside Transfer-Encoding in a request) is refused, as
-smuggling; a response with both is read chunked, as RFC 9112 says a client reads it.
->>>>>>> clireview
+is refused, as smuggling: Content-Length beside Transfer-Encoding in a request, two different
+lengths, a control character in a header value (only space and tab are whitespace around a
+value, where Python's strip() also takes \x0b, \x1c or \xa0), a CR that ends no line, a chunked
+line not ending in CRLF. A response with both framings is read chunked, as RFC 9112 says a
+client reads it.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ from typing import TypeVar, overload
 MAX_HEAD = 64 * 1024  # request or status line and headers; Go allows 1 MiB, aiohttp 8 KiB per line
 MAX_LINE = 8 * 1024  # a chunk-size line or a trailer line; the whole trailer
 MAX_EXCESS = 16 * 1024  # chunked framing beyond 16 bytes a chunk plus twice its data (Go's rule)
-_CTL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters but tab, CR and LF (checked apart)
+_CTL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # control characters but tab, and LF (what joins a head's lines)
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _READ = 256 * 1024  # the most bytes handed on at once
 T = TypeVar("T")
@@ -129,31 +126,43 @@ def _encode_field(line: str) -> bytes:
 
 
 async def read_head(reader: asyncio.StreamReader, max_head: int = MAX_HEAD) -> bytes | None:
-    """The bytes of the next head up to its blank line, without it; None when the peer closed
-    before a byte of it arrived. Empty lines before a request line are skipped (RFC 9112 2.2)."""
+    """The lines of the next head up to its blank line, each without its line end, joined by LF;
+    None when the peer closed before a byte of it arrived. Empty lines before a start line are
+    skipped (RFC 9112 2.2).
+
+    A line ends at LF, and one CR right before it is dropped: Go's textproto (bufio's ReadLine)
+    reads a head so, in requests and answers alike, and RFC 9112 2.2 allows it. Reading a head
+    as Go does is what keeps its framing headers read as Go reads them; waiting for CRLF CRLF
+    held a head in bare LF until the wait for it ran out. A CR that ends no line stays in its
+    line, where `parse_head` refuses it, as Go refuses it in a request line, name or value."""
+    lines: list[bytes] = []
+    size = 0
     while True:
         try:
-            block = await reader.readuntil(b"\r\n\r\n")
+            line = await reader.readuntil(b"\n")
         except asyncio.IncompleteReadError as exc:
-            if not exc.partial.strip():
+            if not lines and not exc.partial.strip():
                 return None
             raise ProtocolError("the connection closed in the middle of a message head") from None
         except asyncio.LimitOverrunError:
             raise ProtocolError(f"the message head exceeds {max_head} bytes", status=431) from None
-        if len(block) > max_head:
+        size += len(line)
+        if size > max_head:
             raise ProtocolError(f"the message head exceeds {max_head} bytes", status=431)
-        block = block.lstrip(b"\r\n")
-        if block:
-            return block[:-4]
+        line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        if line:
+            lines.append(line)
+        elif lines:
+            return b"\n".join(lines)
 
 
 def parse_head(block: bytes, *, unfold: bool = False) -> tuple[str, Headers]:
-    """The start line and the header fields of a head read by `read_head`; with `unfold` (a
-    response), a folded field's lines joined by a space, as RFC 9112 5.2 asks of a client (a
-    server refuses them)."""
+    """The start line and the header fields of a head read by `read_head` (its lines joined by LF);
+    with `unfold` (a response), a folded field's lines joined by a space, as RFC 9112 5.2 asks of
+    a client (a server refuses them)."""
     if _CTL.search(block):
         raise ProtocolError("the message head holds a control character")
-    lines = block.split(b"\r\n")
+    lines = block.split(b"\n")
     if unfold:
         lines = _unfolded(lines)
     headers = Headers()
@@ -162,10 +171,7 @@ def parse_head(block: bytes, *, unfold: bool = False) -> tuple[str, Headers]:
         if not colon or not name or not _TOKEN.issuperset(name):
             what = "folded header lines are" if line[:1] in (b" ", b"\t") else f"the header line {line[:60]!r} is"
             raise ProtocolError(f"{what} not valid HTTP/1.1")
-        stripped = value.strip(b" \t")
-        if b"\r" in stripped or b"\n" in stripped:
-            raise ProtocolError(f"the value of header {name.decode('latin-1')!r} holds a control character")
-        headers.add(name.decode("latin-1"), stripped.decode("latin-1"))
+        headers.add(name.decode("latin-1"), value.strip(b" \t").decode("latin-1"))
     try:
         start = lines[0].decode("ascii")
     except UnicodeDecodeError:

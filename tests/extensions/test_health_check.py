@@ -78,8 +78,8 @@ def test_health_check_serves_https_with_the_configured_body(agents, tmp_path, ce
     status, _, details = _get(f"https://127.0.0.1:{port}/health", trusting)  # the other paths stay JSON
     assert status == 200 and '"healthy": true' in details
 
-    with pytest.raises(OSError):  # plaintext gets no answer from a TLS port
-        _get(f"http://127.0.0.1:{port}/status")
+    # plain HTTP to a TLS port: Go's answer, in plain text
+    assert _get(f"http://127.0.0.1:{port}/status") == (400, "", "Client sent an HTTP request to an HTTPS server.\n")
     with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):  # a CA that did not sign it
         _get(f"https://127.0.0.1:{port}/status", ssl.create_default_context())
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from edgeagent.http1 import server as http1
+from edgeagent.http1 import wire
 from edgeagent.http1.server import Request, Response, Server
 from tests.helpers.certs import make_certs
 
@@ -503,3 +504,121 @@ def test_a_tls_record_broken_in_the_middle_of_a_body_is_a_disconnect_not_a_handl
     asyncio.run(run())
     assert seen == ["ConnectionResetError"]
     assert not [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_a_head_whose_lines_end_in_bare_lf_is_answered_at_once_as_go_reads_it():
+    """Go's textproto ends a head's line at LF and drops one CR before it, so heads in bare LF or
+    mixed line ends are requests; the server waited for a CRLF CRLF that never came and held them
+    until the wait for a request ran out (60 s by default)."""
+    bare = b"POST /echo HTTP/1.1\nHost: x\nContent-Length: 3\n\nabc"
+    mixed = b"POST /echo?q=2 HTTP/1.1\r\nHost: x\nContent-Length: 5\r\n\nabcde"
+
+    async def scenario(server: Server, port: int) -> list[tuple[bytes, bytes]]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(bare + mixed + post("/echo", b"crlf"))  # pipelined: each framed as Go frames it
+        try:
+            return [await asyncio.wait_for(read_response(reader), 5) for _ in range(3)]
+        finally:
+            writer.close()
+
+    answers = served(scenario, wait=60.0)
+    assert isinstance(answers, list)
+    assert [body for _, body in answers] == [b"abc", b"abcde", b"crlf"]
+    assert all(head.startswith(b"HTTP/1.1 200") for head, _ in answers)
+    assert b"X-Query: 2\r\n" in answers[1][0]
+
+
+def test_a_cr_that_ends_no_line_is_refused_in_a_head_as_go_refuses_it():
+    """Only the CR right before a line's LF is dropped: a framing header whose value keeps a CR
+    (`Content-Length: 3\\r\\r\\n`), or a CR in the middle of a line, is a 400, as in Go, and never
+    a length read past the CR."""
+    cases = [b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\r\n\r\nabc",
+             b"POST /echo HTTP/1.1\nHost: x\nContent-Length: 3\r\r\n\nabc",
+             b"POST /echo HTTP/1.1\r\nHost: x\rContent-Length: 3\r\n\r\nabc",
+             b"POST /echo\r HTTP/1.1\nHost: x\nContent-Length: 3\n\nabc",
+             b"\r\r\nPOST /echo HTTP/1.1\nHost: x\nContent-Length: 3\n\nabc"]
+
+    async def scenario(server: Server, port: int) -> list[bytes]:
+        return [await exchange(port, request + post("/echo", b"next")) for request in cases]
+
+    answers = served(scenario, wait=60.0)
+    assert isinstance(answers, list)
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 400") and b"\nHTTP/1.1 " not in answer, answer[:100]
+
+
+def test_a_request_line_over_the_head_limit_is_431_at_once_and_a_head_that_never_ends_is_cut_at_the_wait():
+    async def scenario(server: Server, port: int) -> tuple[bytes, float, bytes, float]:
+        started = time.monotonic()
+        long_line = await exchange(port, b"GET /" + b"a" * (wire.MAX_HEAD + 10), timeout=5)
+        long_took = time.monotonic() - started
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /echo HTTP/1.1\nHost: x\n")
+        started = time.monotonic()
+        endless = None
+        try:
+            for _ in range(50):  # a header line every 0.1 s, never the blank line, until the server closes
+                writer.write(b"X-More: y\n")
+                try:
+                    endless = await asyncio.wait_for(reader.read(), 0.1)
+                    break
+                except TimeoutError:
+                    pass
+        except ConnectionError:
+            endless = b""
+        finally:
+            writer.close()
+        return long_line, long_took, endless, time.monotonic() - started
+
+    long_line, long_took, endless, endless_took = served(scenario, wait=0.5)  # type: ignore[misc]
+    assert long_line.startswith(b"HTTP/1.1 431") and long_took < 2.0
+    assert endless == b"" and endless_took < 3.0
+
+
+def test_plain_http_to_a_tls_port_gets_go_s_400_and_other_bytes_are_closed_unanswered(tmp_path):
+    """Go answers a first TLS record header that reads as an HTTP request ("GET /", "HEAD ", "POST ",
+    "PUT /", "OPTIO") in plain text, then closes; anything else that is no TLS is closed without
+    a word. The server closed both without one, so a client with http:// in its endpoint learnt
+    nothing of why. TLS clients are served as before."""
+    certs = make_certs(str(tmp_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    go = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+
+    async def plain(port: int, *parts: bytes, eof: bool = False) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for part in parts:
+                writer.write(part)
+                await asyncio.sleep(0.05)
+            if eof:
+                writer.write_eof()
+            return await asyncio.wait_for(reader.read(), 5)
+        except ConnectionError:  # a reset: no answer either
+            return b""
+        finally:
+            writer.close()
+
+    async def run() -> tuple[list[bytes], bytes]:
+        server = Server(wait_for_request=2.0)
+        server.get("/page", lambda request: _answer("hello"))
+        port = await server.listen(host="127.0.0.1", port=0, ssl_context=context)
+        try:
+            answers = [await plain(port, b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
+                       await plain(port, b"GE", b"T /page HTTP/1.1\r\nHost: x\r\n\r\n"),
+                       await plain(port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"),
+                       await plain(port, b"PATCH /page HTTP/1.1\r\nHost: x\r\n\r\n"),
+                       await plain(port, b"GET", eof=True)]
+            tls = ssl.create_default_context(cafile=certs.ca_file)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
+            writer.write(b"GET /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            served_ = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return answers, served_
+        finally:
+            await server.stop(1.0)
+
+    answers, served_ = asyncio.run(run())
+    assert answers[:3] == [go, go, go]
+    assert answers[3:] == [b"", b""]  # not one of Go's five prefixes; fewer than five bytes then EOF
+    assert served_.startswith(b"HTTP/1.1 200") and served_.endswith(b"hello")

@@ -42,6 +42,26 @@ def test_a_head_is_read_to_its_blank_line_and_parsed():
     assert headers["host"] == "x" and wire.body_length(headers, request=True) == 3
 
 
+@pytest.mark.parametrize("data", [b"GET /a HTTP/1.1\nHost: x\nContent-Length: 3\n\nabc",
+                                  b"GET /a HTTP/1.1\r\nHost: x\nContent-Length: 3\r\n\r\nabc",
+                                  b"\nGET /a HTTP/1.1\nHost: x\r\nContent-Length: 3\n\r\nabc"])
+def test_a_line_ends_at_lf_with_one_cr_before_it_dropped_as_go_reads_a_head(data):
+    async def read() -> tuple[bytes | None, bytes]:
+        reader = reader_of(data)
+        return await wire.read_head(reader), wire.unread(reader)
+
+    block, rest = run(read())
+    assert block == b"GET /a HTTP/1.1\nHost: x\nContent-Length: 3" and rest == b"abc"
+    assert wire.parse_head(block)[1]["content-length"] == "3"
+
+
+@pytest.mark.parametrize("data", [b"GET / HTTP/1.1\nContent-Length: 3\r\r\n\n", b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n",
+                                  b"GET /\r HTTP/1.1\n\n", b"\r\r\nGET / HTTP/1.1\n\n"])
+def test_a_cr_that_ends_no_line_is_kept_in_its_line_and_refused(data):
+    with pytest.raises(wire.ProtocolError):
+        wire.parse_head(run(head_of(data)) or b"")
+
+
 def test_a_closed_connection_before_a_head_is_none_and_in_the_middle_an_error():
     assert run(head_of(b"")) is None
     with pytest.raises(wire.ProtocolError):
@@ -59,8 +79,9 @@ def test_a_head_over_the_limit_is_431():
 def test_malformed_header_lines_are_refused(line):
     """Control characters other than tab too (as Go): Python's strip() would eat \\x0b or \\x1c
     around a framing header's value, a framing a proxy in front reads another way."""
+    assert wire.parse_head(b"GET / HTTP/1.1\nX: y")[1]["x"] == "y"  # as read_head joins lines
     with pytest.raises(wire.ProtocolError):
-        wire.parse_head(b"GET / HTTP/1.1\r\n" + line)
+        wire.parse_head(b"GET / HTTP/1.1\n" + line)
 
 
 @pytest.mark.parametrize("line,status", [("GET /", 400), ("GET / HTTP/2.0", 505), ("G(T / HTTP/1.1", 400),
