@@ -14,6 +14,8 @@ HTTP client uses.
   addresses and domains match names: `example.com` never matches an address, even an IPv6 one
   whose zone reads like a name. Entries are read case-insensitively; international names match
   their ASCII (punycode) form. What cannot be read is ignored.
+- Not followed: Go's refusal of HTTP_PROXY when REQUEST_METHOD is set (a CGI script, where a
+  request header could set it); the agent never runs as one.
 """
 
 from __future__ import annotations
