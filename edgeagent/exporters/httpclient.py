@@ -17,9 +17,9 @@ Connections (Go's http.Transport, which otelcol configures):
   proxy is verified with the `tls` block, the system roots without, as Go's Transport): HTTPS goes
   through a CONNECT tunnel, HTTP as an absolute-form request, as Go. Without it, as Go's
   ProxyFromEnvironment, HTTPS_PROXY / HTTP_PROXY (either case) are used unless NO_PROXY matches
-  the host (a name, a domain, an address or a CIDR range) or the host is localhost or a loopback
-  address. SOCKS proxies are refused: the client
-  speaks to HTTP proxies only.
+  the host (a name, a domain, an address or a CIDR range, each but a range with or without a
+  port) or the host is localhost or a loopback address (edgeagent.http1.proxyenv). SOCKS proxies
+  are refused: the client speaks to HTTP proxies only.
 - `cookies` (present: a cookie jar, as Go's net/http/cookiejar, IP-address hosts included);
   absent, no cookie is kept or sent back, as in otelcol.
 
@@ -33,7 +33,6 @@ endpoint otelcol would use HTTP/2 and ping, which edgeagent cannot, so it is ref
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from urllib.parse import urlsplit
 
@@ -42,6 +41,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeagent.component import ComponentConfig, optional_block
 from edgeagent.config.types import Duration
 from edgeagent.http1.pool import PoolSettings
+from edgeagent.http1.proxyenv import EnvironmentProxies
 from edgeagent.middleware import MiddlewareConfig, check_client_middlewares
 
 _GO_IDLE_PER_HOST = 2  # net/http.DefaultMaxIdleConnsPerHost
@@ -141,53 +141,9 @@ class Proxies:
 
     def __init__(self, proxy_url: str):
         self._fixed = proxy_url or None
-        self._environment = {} if proxy_url else _environment_proxies()
+        self._environment = None if proxy_url else EnvironmentProxies(os.environ)
 
     def for_url(self, url: str) -> str | None:
-        if self._fixed is not None:
+        if self._environment is None:
             return self._fixed
-        parts = urlsplit(url)
-        proxy = self._environment.get(parts.scheme)
-        host = parts.hostname or ""
-        if not proxy or _loopback(host) or _in_ranges(host, self._environment.get("no", "")):
-            return None
-        import urllib.request  # only here: a proxy is set in the environment
-
-        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
-        if bypass(host, self._environment):
-            return None
-        return proxy if "://" in proxy else f"http://{proxy}"
-
-
-def _environment_proxies() -> dict[str, str]:
-    """The environment's proxies, as urllib reads them; urllib.request (and with it http.client
-    and email, 2 MiB and 9 ms) is imported only when some *_proxy variable is set."""
-    if not any(name.lower().endswith("_proxy") for name in os.environ):
-        return {}
-    import urllib.request
-
-    return urllib.request.getproxies_environment()
-
-
-def _in_ranges(host: str, no_proxy: str) -> bool:
-    """Whether an IP address host is in a CIDR range of NO_PROXY (Go reads those, urllib does not)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    for entry in no_proxy.split(","):
-        try:
-            if "/" in entry and address in ipaddress.ip_network(entry.strip(), strict=False):
-                return True
-        except ValueError:
-            continue  # not a range (or another family): urllib's matching has its say
-    return False
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return self._environment.for_url(url)

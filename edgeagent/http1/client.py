@@ -10,9 +10,16 @@ What it does as Go's http.Transport does (otelcol's client):
 - A connection is reused only when the answer was read to its end and neither side said
   `Connection: close` (an HTTP/1.0 answer needs `keep-alive`). With keep-alive off, every
   request says `Connection: close` and gets a new connection.
-- An answer that came before the connection failed is the answer: a server refusing a body with
-  an early 413 and closing makes the kernel reset the connection under the rest of the body, and
-  the 413 (which the export chain splits on) must not turn into a retry forever.
+- The request goes out while its answer is read (Go's writeLoop beside its readLoop): a server
+  may refuse a body with an early 413 or 401 and stop reading it, and that answer is returned as
+  it comes, not after the write times out; the 413 is what the export chain splits on. An answer
+  that came before the connection failed is the answer too: a server refusing a body and closing
+  makes the kernel reset the connection under the rest of it.
+- An answer that came before the request was sent in full (the kernel had not taken all of it,
+  or the connection failed: then it cannot be told) closes the connection afterwards, as Go does
+  not reuse it. A 2xx among them is a ClientError, where Go returns it: the server answered for
+  data it had not read, and taking that as delivery could lose the data; sent again, it may at
+  worst be delivered twice.
 - Retry: a request that went out on a reused connection which then closed or reset before a
   single byte of the answer came is sent once more on a new connection. That is the race of a
   server closing an idle connection as the request arrives: a server closing an idle
@@ -176,14 +183,11 @@ class HttpClient:
     async def _exchange(self, connection: Connection, method: str, head: bytes,
                         body: bytes) -> tuple[Response, bool]:
         """One request and its answer on `connection`; the answer, and whether the connection may
-        carry another."""
-        reader, writer = connection.reader, connection.writer
-        write_error: OSError | None = None
-        try:
-            writer.write(head + body)
-            await writer.drain()
-        except OSError as exc:  # an answer may have come before the server stopped reading: read it
-            write_error = exc
+        carry another. The request goes out while the answer is read, as Go's writeLoop beside its
+        readLoop: the transport sends what the socket does not take at once as it drains, and an
+        answer that comes first (a server refusing a body it will not read) is not kept waiting."""
+        connection.writer.write(head + body)
+        reader = connection.reader
         max_head = min(self._read_limit, wire.MAX_HEAD)
         try:
             try:
@@ -196,9 +200,14 @@ class HttpClient:
                 version, status, reason, headers = await _final_head(reader, max_head)
         except OSError as exc:
             raise NoAnswerError(f"the connection to {connection.route.authority} failed before an answer: "
-                                f"{write_error or exc}") from exc
+                                f"{exc}") from exc
         except wire.ProtocolError as exc:
             raise ClientError(f"{connection.route.authority} answered what is not HTTP/1.1: {exc}") from exc
+        # sent in full before the answer came, as Go's wroteRequest asks (a failed connection cannot tell)
+        sent = reader is connection.reader and not connection.unsent()
+        if not sent and 200 <= status < 300:
+            raise ClientError(f"{connection.route.authority} answered {status} before the request was sent in full: "
+                              f"not taken as delivered")
         try:
             if method == "HEAD" or status in _NO_BODY:
                 content, complete = b"", True
@@ -209,7 +218,7 @@ class HttpClient:
                 complete = complete and length is not None
         except (OSError, wire.ProtocolError) as exc:
             raise ClientError(f"the answer of {connection.route.authority} broke off: {exc}") from exc
-        reusable = complete and write_error is None and reader is connection.reader and _keeps_alive(version, headers) \
+        reusable = complete and sent and _keeps_alive(version, headers) \
             and not ("Content-Length" in headers and "Transfer-Encoding" in headers)  # a response splitting, maybe
         return Response(status, reason, headers, content), reusable
 

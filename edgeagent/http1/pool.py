@@ -67,11 +67,26 @@ class Connection:
         return self.writer.transport.is_closing() or reader.at_eof() or reader.exception() is not None \
             or bool(wire.unread(reader))
 
+    def unsent(self) -> int:
+        """The bytes written that the kernel has not taken yet: the transport's, and with TLS the
+        buffer of the transport beneath it (asyncio's TLS transport hands everything down at once)."""
+        transport: asyncio.BaseTransport | None = self.writer.transport
+        unsent = 0
+        while isinstance(transport, asyncio.WriteTransport):
+            unsent += transport.get_write_buffer_size()
+            transport = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)  # no public way down
+        return unsent
+
     def close(self) -> None:
+        """Closes the connection; at once when bytes written are still unsent (a request the server
+        stopped reading), where closing would wait for the server to read them."""
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
-        self.writer.close()
+        if self.unsent():
+            self.writer.transport.abort()
+        else:
+            self.writer.close()
 
 
 class Pool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import defaultdict
 
@@ -14,6 +15,7 @@ from edgeagent.configretry import RetryConfig
 from edgeagent.errors import ShutdownError
 from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
+from edgeagent.http1 import wire
 from edgeagent.signals import Signal
 
 
@@ -36,11 +38,11 @@ class Host:
         self.problems[exporter_id] = problem
 
 
-def _request(spans: int) -> bytes:
+def _request(spans: int, name: str = "op") -> bytes:
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for index in range(spans):
-        scope.spans.add(name="op", span_id=index.to_bytes(8, "big"), trace_id=bytes(16))
+        scope.spans.add(name=name, span_id=index.to_bytes(8, "big"), trace_id=bytes(16))
     return request.SerializeToString()
 
 
@@ -113,3 +115,54 @@ def test_a_hostile_retry_after_does_not_pause_the_exporter_without_bound(upstrea
     assert host.counts[("otelcol_exporter_sent_spans", "otlphttp")] == 3
     capped = [record for record in caplog.records if "Retry-After" in record.getMessage()]
     assert len(capped) == 1, [record.getMessage() for record in caplog.records]
+
+
+def test_an_early_413_from_an_upstream_that_stops_reading_is_split_without_waiting_for_the_timeout():
+    """An upstream refusing a large body with 413 as soon as its head came, then reading no more of
+    it (its receive buffer small, the exporter's send buffer too), must lead to the split at once:
+    waiting until the write times out would make every half wait as long."""
+    seen: list[tuple[int, int]] = []  # (body length, status)
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (block := await wire.read_head(reader)) is not None:
+                length = int(wire.parse_head(block)[1]["Content-Length"])
+                if length > 64 * 1024:
+                    seen.append((length, 413))
+                    writer.transport.pause_reading()  # the kernel's buffers fill, not the stream's
+                    writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+                    await asyncio.wait_for(done.wait(), 30)  # the body is never read
+                    return
+                await reader.readexactly(length)
+                seen.append((length, 200))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n")
+        finally:
+            writer.close()
+
+    async def scenario() -> float:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind(("127.0.0.1", 0))
+        server = await asyncio.start_server(serve, sock=sock)
+        config = OtlpHttpConfig(endpoint=f"http://127.0.0.1:{sock.getsockname()[1]}", compression="none",
+                                timeout="10s", write_buffer_size=4096)
+        exporter = OtlpHttpExporter("otlphttp", config)
+        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=10,
+                            retry=RetryConfig(initial_interval=30, max_interval=30, max_elapsed_time=0))
+        await exporter.start()
+        try:
+            started = time.monotonic()
+            delivery = await asyncio.wait_for(chain.export([(_request(2000, name="x" * 200), 2000)]), 15)
+            assert delivery.sent == 2000 and not delivery.refused
+            return time.monotonic() - started
+        finally:
+            chain.stop()
+            await exporter.shutdown()
+            done.set()
+            server.close()
+
+    elapsed = asyncio.run(scenario())
+    assert elapsed < 5.0  # not one 10 s timeout
+    statuses = [status for _, status in seen]  # halves of halves of halves: 468, 234, 117 and 58 KB
+    assert (statuses.count(413), statuses.count(200)) == (7, 8)

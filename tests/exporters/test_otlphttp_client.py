@@ -239,3 +239,27 @@ def test_no_proxy_takes_cidr_ranges_as_go_does(monkeypatch, no_proxy, url, proxi
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
     monkeypatch.setenv("NO_PROXY", no_proxy)
     assert (Proxies("").for_url(url) is not None) == proxied
+
+
+@pytest.mark.parametrize("no_proxy, url, proxied", [
+    ("collector.test:4318", "http://collector.test:4318/v1/traces", False),
+    ("collector.test:4318", "http://collector.test:4319/v1/traces", True),
+    ("collector.test:443", "https://collector.test/v1/traces", False),
+    ("10.1.2.3:4318", "http://10.1.2.3:4318", False), ("[fd00::1]:4318", "http://[fd00::1]:4318", False),
+    ("10.1.2.3:4318", "http://10.1.2.3:4317", True), ("*.ns.svc", "http://collector.ns.svc:4318", False)])
+def test_a_no_proxy_entry_with_a_port_matches_that_host_and_port_only(monkeypatch, no_proxy, url, proxied):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    assert (Proxies("").for_url(url) is not None) == proxied
+
+
+def test_a_no_proxy_host_and_port_sends_straight_to_it(upstream, proxy, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", f"collector.test:{upstream.port + 1}")  # another port: still proxied
+    asyncio.run(_send(OtlpHttpConfig(endpoint=f"http://collector.test:{upstream.port}")))
+    assert len(proxy.requests) == 1 and len(upstream.received("traces")) == 1
+    monkeypatch.setenv("NO_PROXY", f"collector.test:{upstream.port}")
+    with pytest.raises(Exception, match="unreachable"):  # not proxied, and collector.test resolves nowhere
+        asyncio.run(_send(OtlpHttpConfig(endpoint=f"http://collector.test:{upstream.port}", timeout="2s")))
+    assert len(proxy.requests) == 1

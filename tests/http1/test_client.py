@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -579,5 +581,98 @@ def test_a_folded_header_in_an_answer_is_unfolded_as_rfc_9112_asks_of_a_client()
         async with Server(lambda *_: folded) as server:
             answer = await post(client(), server.url)
             assert (answer.status, answer.headers["X-Long"], answer.body) == (200, "one two", b"ok")
+
+    asyncio.run(scenario())
+
+
+class Stalling:
+    """An upstream that answers a request whose body exceeds `reads` bytes as soon as its head came
+    (`early`), then stops reading, holding the connection open; a shorter one it reads and answers
+    OK. Its socket's receive buffer is small, so a stalled body fills the client's buffers at once."""
+
+    def __init__(self, early: bytes, reads: int = 1024, ssl_context: ssl.SSLContext | None = None):
+        self.early, self.reads, self.ssl_context = early, reads, ssl_context
+        self.connections = 0
+        self.done = asyncio.Event()
+        self._server: asyncio.AbstractServer | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> Stalling:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # accepted sockets inherit it
+        sock.bind(("127.0.0.1", 0))
+        self._server = await asyncio.start_server(self._serve, sock=sock, ssl=self.ssl_context)
+        self.url = f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{sock.getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.done.set()
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()  # a connection waiting for its next request ends
+        await asyncio.wait_for(asyncio.gather(*self._handlers), 5)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        self._writers.append(writer)
+        try:
+            while (block := await wire.read_head(reader)) is not None:
+                length = int(wire.parse_head(block)[1]["Content-Length"])
+                if length <= self.reads:
+                    await reader.readexactly(length)
+                    writer.write(OK)
+                    continue
+                writer.transport.pause_reading()  # the kernel's buffers fill, not the stream's
+                writer.write(self.early)
+                await asyncio.wait_for(self.done.wait(), 30)  # the body is never read
+                return
+        finally:
+            writer.close()
+
+
+def stalling_client() -> HttpClient:
+    return HttpClient(ClientSettings(send_buffer=4096))
+
+
+@pytest.mark.parametrize("status, tls", [(413, False), (401, False), (413, True)])
+def test_an_early_answer_to_a_body_the_server_stops_reading_is_returned_without_waiting_for_the_write(
+        status, tls, certs):
+    early = f"HTTP/1.1 {status} No\r\nContent-Length: 3\r\n\r\nbig".encode()
+    context, options = None, {}
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certs.server_cert, certs.server_key)
+        options = {"tls": ssl.create_default_context(cafile=certs.ca_file), "server_hostname": "localhost"}
+
+    async def scenario() -> None:
+        async with Stalling(early, ssl_context=context) as server:
+            http = stalling_client()
+            await post(http, server.url, **options)
+            started = time.monotonic()
+            answer = await post(http, server.url, body=b"x" * (4 << 20), **options)  # `post` allows 5 s
+            assert time.monotonic() - started < 1.0
+            assert (answer.status, answer.body) == (status, b"big")
+            assert http.pool.idle_count() == 0  # the unwritten body's connection is closed
+            await post(http, server.url, **options)
+            assert server.connections == 2
+
+    asyncio.run(scenario())
+
+
+def test_an_early_2xx_while_the_body_is_unwritten_is_not_taken_as_delivered():
+    async def scenario() -> None:
+        async with Stalling(OK) as server:
+            http = stalling_client()
+            started = time.monotonic()
+            with pytest.raises(ClientError, match="before the request was sent") as caught:
+                await post(http, server.url, body=b"x" * (4 << 20))
+            assert time.monotonic() - started < 1.0
+            assert not isinstance(caught.value, NoAnswerError)  # not sent again here: the export chain decides
+            assert server.connections == 1 and http.pool.idle_count() == 0
 
     asyncio.run(scenario())
