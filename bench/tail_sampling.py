@@ -16,8 +16,11 @@ Method
     (RssAnon) between before ingest and after it, divided by the spans buffered: the spans
     themselves are on disk, so this is the bookkeeping per trace spread over its spans.
 
+    --case status_code|mixed takes the policies and the traffic of the end-to-end comparison
+    (bench/tail_sampling_vs_otelcol.py) instead, with a decision_wait of 1 s as there.
+
 Usage
-    python bench/tail_sampling.py [--requests 400]
+    python bench/tail_sampling.py [--requests 400] [--case four|status_code|mixed]
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ from edgeagent.processors.tail_sampling.config import TailSamplingConfig  # noqa
 from edgeagent.processors.tail_sampling.stage import SamplingStage  # noqa: E402
 from edgeagent.queue.store import QueueStore  # noqa: E402
 from edgeagent.signals import Payload, Signal  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tail_sampling_vs_otelcol as end_to_end  # noqa: E402
 
 POLICIES = [
     {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
@@ -96,16 +102,20 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run(requests: int) -> None:
-    rng = random.Random(7)
-    bodies = build_requests(requests, rng)
+async def run(requests: int, case: str) -> None:
+    if case == "four":
+        policies, bodies, wait = POLICIES, build_requests(requests, random.Random(7)), "30s"
+    else:
+        traffic = end_to_end.Traffic(7)
+        policies, wait = end_to_end.CASES[case], f"{end_to_end.DECISION_WAIT:g}s"
+        bodies = [traffic.body() for _ in range(requests)]
     with tempfile.TemporaryDirectory(prefix="edgeagent-bench-") as directory:
         store = QueueStore(directory)
         store.open()
         export = store.queue("otlphttp/traces", Signal.TRACES)
         clock = Clock()
-        config = TailSamplingConfig.model_validate({"decision_wait": "30s", "num_traces": 10_000_000,
-                                                    "policies": POLICIES})
+        config = TailSamplingConfig.model_validate({"decision_wait": wait, "num_traces": 10_000_000,
+                                                    "policies": policies})
         stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
         stage.attach(store, [export], [])
         store.start()
@@ -138,7 +148,7 @@ async def run(requests: int) -> None:
         kept = export.items
         await store.close()
 
-    print(f"spans: {spans:,} in {spans // SPANS_PER_TRACE:,} traces; buffered {buffered:,}")
+    print(f"case {case}: {spans:,} spans in {decided:,} traces; buffered {buffered:,}")
     print(f"ingest : {spans / ingest_wall:>10,.0f} spans/s wall, {spans / ingest_cpu:>10,.0f} spans/s per core "
           f"({ingest_cpu:.2f} CPU s)")
     print(f"decide : {spans / decide_wall:>10,.0f} spans/s wall, {spans / decide_cpu:>10,.0f} spans/s per core "
@@ -151,9 +161,10 @@ async def run(requests: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--case", choices=["four", *end_to_end.CASES], default="four")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    asyncio.run(run(args.requests))
+    asyncio.run(run(args.requests, args.case))
 
 
 if __name__ == "__main__":

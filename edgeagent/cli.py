@@ -199,6 +199,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         agent.build()
         await agent.start()
         lean.steady_gc()
+        lean.freeze_start_up()
         notifier.ready(status="receivers up, queue open")
         await stop.wait()
         if drain_timeout > 0:

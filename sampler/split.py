@@ -17,6 +17,7 @@ from otel.wire import WireError, field_at, fields, length_delimited, read_varint
 # field numbers: ExportTraceServiceRequest.resource_spans, ResourceSpans.scope_spans, ScopeSpans.spans
 _GROUP_FIELD, _SCOPE_FIELD, _SPAN_FIELD = 1, 2, 2
 _TRACE_ID, _PARENT_ID = attrgetter("trace_id"), attrgetter("parent_span_id")
+_START, _END = attrgetter("start_time_unix_nano"), attrgetter("end_time_unix_nano")
 
 
 def split_by_trace(request: ExportTraceServiceRequest) -> Iterator[tuple[bytes, ExportTraceServiceRequest, int, bool]]:
@@ -29,8 +30,8 @@ def split_by_trace(request: ExportTraceServiceRequest) -> Iterator[tuple[bytes, 
         yield trace_id, request if len(by_trace) == 1 else TRACES.assemble(request, runs), count, root
 
 
-def split_serialized(raw: bytes, request: ExportTraceServiceRequest,
-                     roots: bool = True) -> list[tuple[bytes, bytes, int, bool]]:
+def split_serialized(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
+                     times: TraceTimes | None = None) -> list[tuple[bytes, bytes, int, bool]]:
     """As split_by_trace, each part serialized: cut out of `raw` (the serialized `request`) at the
     byte level, so no span is copied into a new message. Spans of a trace that follow each other
     in a scope (as SDKs write them) are one slice. A request of one trace is `raw` itself.
@@ -39,12 +40,18 @@ def split_serialized(raw: bytes, request: ExportTraceServiceRequest,
     starts and ends. Falls back to the message path when the two disagree (bytes that protobuf
     accepts but this walk does not). `roots=False`: the caller does not ask whether a part holds
     a root span (parts may then say False although they hold one), which saves reading each
-    span's parent."""
+    span's parent.
+
+    `times`, when given, gets each trace's (earliest start, latest end) over its spans here, or
+    None when some span has no start time (sampler.trace: Trace.times). A trace the byte walk
+    could not place gets no entry."""
     try:
-        places = _places(raw, request, roots)
+        places = _places(raw, request, roots, times)
     except WireError:
         places = None
     if places is None:
+        if times is not None:
+            times.clear()  # read from a walk that stopped half way
         return [(trace_id, part.SerializeToString(), count, root)
                 for trace_id, part, count, root in split_by_trace(request)]
     by_trace, headers = places
@@ -95,11 +102,13 @@ def _assemble(raw: bytes, headers: list[tuple[bytes, list[bytes]]], runs: list[R
 
 
 Run = tuple[int, int, int, int]  # group index, scope index, byte range of consecutive spans of a trace
+TraceTimes = dict[bytes, tuple[int, int] | None]  # trace id: earliest start, latest end of its spans
 ByTrace = dict[bytes, tuple[list[Run], int, bool]]  # trace id: its runs, span count, has a root span
 Places = tuple[ByTrace, list[tuple[bytes, list[bytes]]]]
 
 
-def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True) -> Places | None:
+def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
+            times: TraceTimes | None = None) -> Places | None:
     """For each trace id: its runs (group index, scope index, byte range of consecutive spans),
     span count and whether it has a root span; and for each group its fields other than scopes
     (resource, schema URL) and for each scope its fields other than spans, as bytes."""
@@ -126,7 +135,7 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True) 
             if len(starts) != len(spans):
                 return None
             scope_headers.append(b"".join(scope_header))
-            _runs(by_trace, g, s, spans, starts, roots)
+            _runs(by_trace, g, s, spans, starts, roots, times)
         headers.append((b"".join(group_header), scope_headers))
     if g + 1 != len(groups):
         return None
@@ -166,15 +175,20 @@ def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], li
 
 
 def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list[tuple[int, int]],
-          with_roots: bool = True) -> None:
-    """Add one scope's spans to by_trace, consecutive spans of a trace as one byte range."""
+          with_roots: bool = True, times: TraceTimes | None = None) -> None:
+    """Add one scope's spans to by_trace, consecutive spans of a trace as one byte range (and
+    their times to `times`)."""
     if not spans:
         return
+    if with_roots or times is not None:
+        spans = list(spans)  # each span's wrapper made once, not once per field read
     ids = list(map(_TRACE_ID, spans))
     roots = list(map(not_, map(_PARENT_ID, spans))) if with_roots else None
     # where a run ends: the spans whose trace id differs from the one before, found in C
     ends = list(compress(range(1, len(ids)), map(ne, islice(ids, 1, None), ids)))
     ends.append(len(ids))
+    if times is not None:
+        _add_times(times, spans, ids, ends)
     first = 0
     for end in ends:
         trace_id = ids[first]
@@ -187,3 +201,23 @@ def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list
             known[0].append(run)
             by_trace[trace_id] = (known[0], known[1] + end - first, known[2] or root)
         first = end
+
+
+def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends: list[int]) -> None:
+    """Merge each run's earliest start and latest end into its trace's, the runs' extremes found
+    in C. A start of 0 (unset, the least a fixed64 can be) makes a trace's times unknown."""
+    firsts = [0, *ends[:-1]]
+    runs = list(map(slice, firsts, ends))
+    lows = list(map(min, map(list(map(_START, spans)).__getitem__, runs)))
+    highs = list(map(max, map(list(map(_END, spans)).__getitem__, runs)))
+    run_ids = list(map(ids.__getitem__, firsts))
+    if min(lows) and len(set(run_ids)) == len(run_ids) and times.keys().isdisjoint(run_ids):
+        # the common case: one run a trace, every start set
+        times.update(zip(run_ids, zip(lows, highs, strict=True), strict=True))
+        return
+    for trace_id, low, high in zip(run_ids, lows, highs, strict=True):
+        if trace_id not in times:
+            times[trace_id] = (low, high) if low else None
+            continue
+        known = times[trace_id]
+        times[trace_id] = None if known is None or not low else (min(known[0], low), max(known[1], high))

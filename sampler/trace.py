@@ -6,7 +6,8 @@ each holding only spans of this trace, so a kept trace is forwarded exactly as i
 A trace may also be built from the serialized requests its spans came in (`raw`) and a
 `parse` function, without batches: the batches are then parsed the first time something asks
 for them. Policies that can answer from the bytes or from trace-level facts (trace id, span
-count) never pay for parsing; most traces are dropped, so most are never parsed.
+count, and `times`: the earliest start and latest end of its spans, read as they arrived)
+never pay for parsing; most traces are dropped, so most are never parsed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class Decision(enum.Enum):
     DROPPED = "dropped"  # the drop policy: vetoes every other policy
     ERROR = "error"
 
+    # members are equal only to themselves, so identity hashes them: in C, where Enum's own
+    # hash is a Python call (decisions are counted and mapped by the thousand per round)
+    __hash__ = object.__hash__
+
 
 class Trace:
     """A trace's spans and what is known of it.
@@ -44,12 +49,12 @@ class Trace:
     left empty until first read, then parsed from `raw` (and kept)."""
 
     __slots__ = ("trace_id", "_batches", "span_count", "size_bytes", "first_seen", "root_seen", "decision", "raw",
-                 "_parse")
+                 "_parse", "times", "view")
 
     def __init__(self, trace_id: bytes, batches: list[ResourceSpans] | None = None, span_count: int = 0,
                  size_bytes: int = 0, first_seen: float = 0.0, root_seen: bool = False,
                  decision: Decision = Decision.PENDING, raw: list[bytes] | None = None,
-                 parse: Parse | None = None):
+                 parse: Parse | None = None, times: tuple[int, int] | None = None):
         self.trace_id = trace_id
         self._batches = batches if batches is not None else ([] if parse is None else None)
         self.span_count = span_count
@@ -59,6 +64,10 @@ class Trace:
         self.decision = decision
         self.raw = raw if raw is not None else []
         self._parse = parse
+        # (earliest start, latest end) of its spans, read when they arrived; None: not known,
+        # or some span has no start time (then only the spans themselves tell its latency)
+        self.times = times
+        self.view: list | None = None  # while policies decide it: what they share (sampler.policies.view)
 
     @property
     def batches(self) -> list[ResourceSpans]:
@@ -73,6 +82,7 @@ class Trace:
     @batches.setter
     def batches(self, batches: list[ResourceSpans]) -> None:
         self._batches = batches
+        self.times = None  # spans set here need not be those the times were read from
 
     @property
     def parsed(self) -> bool:

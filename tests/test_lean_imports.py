@@ -82,3 +82,27 @@ def test_pydantic_finds_no_plugins_and_validates_as_before():
             "print('importlib.metadata' in sys.modules)\n")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.split() == ["False"]
+
+
+def test_a_reload_collects_the_cyclic_garbage_that_freezing_start_up_kept():
+    import weakref
+
+    from edgeagent.runtime.lean import freeze_start_up, refreeze
+
+    class Component:
+        pass
+
+    old = Component()
+    old.self = old  # a cycle: only the collector frees it
+    gone = weakref.ref(old)
+    gc.collect()
+    try:
+        freeze_start_up()
+        del old  # replaced by a reload, but frozen: no pass frees it
+        gc.collect()
+        assert gone() is not None
+        refreeze()
+        assert gone() is None
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

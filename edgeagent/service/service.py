@@ -18,6 +18,7 @@ from edgeagent.component import Role
 from edgeagent.config.loader import AgentConfig
 from edgeagent.errors import ShutdownError
 from edgeagent.extensions.metrics import Metrics
+from edgeagent.runtime import lean
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
 from edgeagent.service.consumers import ConsumerSlot
@@ -179,6 +180,7 @@ class Service:
             await _start(new, skip_extensions=kept_extensions, skip_receivers=kept_receivers,
                          before_receivers=self._point_slots)
             self.count("edgeagent_config_reloads", 1, "applied")
+            lean.refreeze()
             log.info("config reloaded", extra={"pipelines": len(config.pipelines),
                                                "receivers_kept": sorted(kept_receivers)})
 

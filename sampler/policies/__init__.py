@@ -19,15 +19,16 @@ Time-based policies (rate_limiting, bytes_limiting, composite) read the clock gi
 `build_policies`, so tests control time.
 
 A trace may come unparsed (Trace.raw and a parse function): policies that can answer from its
-bytes or its trace-level facts do so. A policy whose class says `reads_every_span = True`
-(latency) will parse it anyway, so `decide` parses such a trace first, and no policy spends a
-byte search on it. The attribute is optional: a policy without it changes nothing.
+bytes or its trace-level facts do so. A policy with a `needs_spans(trace)` method (latency,
+when the trace's `times` cannot answer) will parse it anyway, so `decide` parses such a trace
+first, and no policy spends a byte search on it. The method is optional.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from operator import attrgetter
+from functools import reduce
+from operator import or_
 from typing import Any
 
 from sampler.policies.always_sample import AlwaysSample
@@ -52,10 +53,10 @@ from sampler.policies.trace_state import TraceState
 from sampler.policies.view import start_deciding, stop_deciding
 from sampler.trace import Decision, Trace
 
-__all__ = ["Evaluator", "NamedPolicy", "PolicyConfig", "build_policy", "build_policies", "decide"]
+__all__ = ["Evaluator", "NamedPolicy", "PolicyConfig", "build_policy", "build_policies", "decide", "decide_many",
+           "reads_span_times"]
 
 Clock = Callable[[], float]
-_READS_EVERY_SPAN = attrgetter("reads_every_span")
 
 
 def _and(config: Any, clock: Clock) -> Evaluator:
@@ -106,6 +107,88 @@ def build_policies(configs: Sequence[PolicyConfig], clock: Clock) -> list[NamedP
     return [p for p in built if p.type == "drop"] + [p for p in built if p.type != "drop"]
 
 
+def reads_span_times(policies: Sequence[NamedPolicy]) -> bool:
+    """Whether a policy, at any depth, judges a trace by its spans' earliest start and latest end
+    (Trace.times): then the caller should read them as spans arrive."""
+    stack: list[Evaluator] = [named.policy for named in policies]
+    while stack:
+        policy = stack.pop()
+        if isinstance(policy, Latency) and policy.reads_times:
+            return True
+        if isinstance(policy, (And, Drop)):
+            stack.extend(policy.subpolicies)
+        elif isinstance(policy, Not):
+            stack.append(policy.subpolicy)
+        elif isinstance(policy, Composite):
+            stack.extend(share.policy for share in policy.subpolicies)
+    return False
+
+
+# a trace's decisions so far as a mask of these bits; _FINALS maps a mask to the final decision
+_SAMPLED, _NOT_SAMPLED, _INVERTED_SAMPLED, _INVERTED_NOT_SAMPLED, _DROPPED = 1, 2, 4, 8, 16
+_BITS = {Decision.SAMPLED: _SAMPLED, Decision.NOT_SAMPLED: _NOT_SAMPLED, Decision.INVERTED_SAMPLED: _INVERTED_SAMPLED,
+         Decision.INVERTED_NOT_SAMPLED: _INVERTED_NOT_SAMPLED, Decision.DROPPED: _DROPPED,
+         Decision.ERROR: 0, Decision.PENDING: 0}  # an error is no decision of the policy's (the caller counts it)
+
+
+def _final(mask: int) -> Decision:
+    if mask & _DROPPED:
+        return Decision.DROPPED
+    if not mask & _INVERTED_NOT_SAMPLED and (
+            mask & _SAMPLED or (mask & _INVERTED_SAMPLED and not mask & _NOT_SAMPLED)):
+        return Decision.SAMPLED
+    return Decision.NOT_SAMPLED
+
+
+_FINALS = tuple(_final(mask) for mask in range(32))
+
+
+def _evaluate_all(policy: Evaluator, traces: Sequence[Trace]) -> list[Decision]:
+    many = getattr(policy, "evaluate_many", None)
+    return many(traces) if many is not None else list(map(policy.evaluate, traces))
+
+
+def decide_many(policies: Sequence[NamedPolicy], traces: Sequence[Trace],
+                sample_on_first_match: bool = False) -> tuple[list[Decision], list[tuple[str, list[Decision]]]]:
+    """The final decision of each trace (SAMPLED, NOT_SAMPLED or DROPPED), and per evaluated
+    policy, its name and its decisions on the traces it evaluated, in order.
+
+    Policy by policy over all the traces, not trace by trace: the same decisions, as each
+    policy sees the same traces in the same order (a time-based policy spends its budget
+    alike), and a trace leaves the round where `decide` would stop evaluating it: once
+    dropped, or once sampled with `sample_on_first_match`. Callers pass tens of traces at a
+    time: what policies parse of them stays alive until the call returns."""
+    masks = [0] * len(traces)
+    evaluated: list[tuple[str, list[Decision]]] = []
+    needs = [named.needs_spans for named in policies if named.needs_spans is not None]
+    if needs:  # parsed now, so no policy before the one that reads every span searches the bytes in vain
+        for trace in traces:
+            if not trace.parsed and any(need(trace) for need in needs):
+                trace.batches  # noqa: B018
+    stop = _DROPPED | (_SAMPLED if sample_on_first_match else 0)
+    live: list[int] | None = None  # indices of the traces still evaluated; None: all of them
+    live_traces = traces
+    start_deciding(traces)
+    try:
+        for named in policies:
+            if not live_traces:
+                break
+            results = _evaluate_all(named.policy, live_traces)
+            evaluated.append((named.name, results))
+            bits = list(map(_BITS.__getitem__, results))
+            if live is None:
+                masks = list(map(or_, masks, bits))
+            else:
+                for index, bit in zip(live, bits, strict=True):
+                    masks[index] |= bit
+            if reduce(or_, bits, 0) & stop:
+                live = [index for index in (range(len(traces)) if live is None else live) if not masks[index] & stop]
+                live_traces = [traces[index] for index in live]
+    finally:
+        stop_deciding(traces)
+    return list(map(_FINALS.__getitem__, masks)), evaluated
+
+
 def decide(policies: Sequence[NamedPolicy], trace: Trace,
            sample_on_first_match: bool = False) -> tuple[Decision, dict[str, Decision]]:
     """The final decision (SAMPLED, NOT_SAMPLED or DROPPED) and each evaluated policy's own decision
@@ -114,31 +197,5 @@ def decide(policies: Sequence[NamedPolicy], trace: Trace,
     Policies run in the order given (build_policies puts drop policies first); policies after
     an early stop are not evaluated and are absent from the returned dict.
     """
-    decisions: dict[str, Decision] = {}
-    sampled = not_sampled = inverted_sampled = inverted_not_sampled = False
-    if not trace.parsed and any(map(_READS_EVERY_SPAN, policies)):
-        trace.batches  # noqa: B018 (parsed now, so no policy before it searches the bytes in vain)
-    token = start_deciding(trace)
-    try:
-        for named in policies:
-            decision = named.policy.evaluate(trace)
-            decisions[named.name] = decision
-            if decision is Decision.ERROR:
-                continue  # as otelcol: an error is no decision of the policy's (counted by the caller)
-            if decision is Decision.SAMPLED:
-                sampled = True
-                if sample_on_first_match:
-                    break
-            elif decision is Decision.NOT_SAMPLED:
-                not_sampled = True
-            elif decision is Decision.DROPPED:
-                return Decision.DROPPED, decisions
-            elif decision is Decision.INVERTED_NOT_SAMPLED:
-                inverted_not_sampled = True
-            elif decision is Decision.INVERTED_SAMPLED:
-                inverted_sampled = True
-    finally:
-        stop_deciding(token)
-    if not inverted_not_sampled and (sampled or (inverted_sampled and not not_sampled)):
-        return Decision.SAMPLED, decisions
-    return Decision.NOT_SAMPLED, decisions
+    finals, evaluated = decide_many(policies, [trace], sample_on_first_match)
+    return finals[0], {name: decisions[0] for name, decisions in evaluated}

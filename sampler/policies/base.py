@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,8 +21,9 @@ class NamedPolicy:
     name: str
     type: str
     policy: Evaluator
-    # the evaluator's optional class attribute (latency), read once here rather than per trace
-    reads_every_span: bool = field(init=False, default=False)
+    # the evaluator's optional `needs_spans(trace)` (latency): whether it will read every span of
+    # a trace; looked up once here rather than per trace
+    needs_spans: Callable[[Trace], bool] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "reads_every_span", bool(getattr(self.policy, "reads_every_span", False)))
+        object.__setattr__(self, "needs_spans", getattr(self.policy, "needs_spans", None))

@@ -8,6 +8,11 @@ that running duration, in whole milliseconds (truncated), is
   * above `threshold_ms` and at most `upper_threshold_ms`, with one.
 With an upper threshold a trace can therefore be sampled on a prefix of its spans whose
 duration is in range even when the whole trace lasts longer.
+
+Without an upper threshold, and with every start set, the running duration only grows, so
+some prefix passes the threshold exactly when the whole trace does: the trace's earliest start
+and latest end answer. A trace that carries them (Trace.times, read as its spans arrived) is
+then decided without parsing it.
 """
 
 from __future__ import annotations
@@ -30,20 +35,27 @@ class Latency:
     def __init__(self, config: LatencyConfig):
         self.threshold_ms = config.threshold_ms
         self.upper_threshold_ms = config.upper_threshold_ms
+        self.reads_times = not config.upper_threshold_ms  # a trace's times can answer (see above)
 
-    reads_every_span = True  # sampler.policies.decide parses a trace at once for such a policy
+    def needs_spans(self, trace: Trace) -> bool:
+        """Whether evaluating the trace reads its spans (sampler.policies.decide parses it first)."""
+        return not self.reads_times or trace.times is None
+
+    def _whole(self, start: int, end: int) -> Decision:
+        nanoseconds = end - start
+        duration = nanoseconds // _NS_PER_MS if nanoseconds >= 0 else whole_ms(nanoseconds)
+        return Decision.SAMPLED if duration > self.threshold_ms else Decision.NOT_SAMPLED
 
     def evaluate(self, trace: Trace) -> Decision:
         low, high = self.threshold_ms, self.upper_threshold_ms
+        times = trace.times
+        if times is not None and not high:
+            return self._whole(*times)
         spans = spans_of(trace)
         if not high and spans:
             starts = [span.start_time_unix_nano for span in spans]
             if 0 not in starts:
-                # every start set: the running duration only grows, so some prefix passes the
-                # threshold exactly when the whole trace does
-                nanoseconds = max(span.end_time_unix_nano for span in spans) - min(starts)
-                duration = nanoseconds // _NS_PER_MS if nanoseconds >= 0 else whole_ms(nanoseconds)
-                return Decision.SAMPLED if duration > low else Decision.NOT_SAMPLED
+                return self._whole(min(starts), max(span.end_time_unix_nano for span in spans))
         earliest = latest = 0
         for span in spans:
             start, end = span.start_time_unix_nano, span.end_time_unix_nano

@@ -4,54 +4,56 @@ Walking a trace's batches and scopes costs more than most policies' work per spa
 attribute policy can skip a batch whose serialized bytes do not contain its key. So while
 `decide` runs the policies on a trace, the first policy to ask for the trace's spans as one
 list, or for its batches serialized, computes them and the others reuse them. A policy
-evaluated on its own (or on another trace) computes them itself. The cache lives in a context
-variable, so decisions on other threads or tasks never see it.
+evaluated on its own computes them itself. The shared values live on the trace (`Trace.view`)
+from `start_deciding` to `stop_deciding`: a trace is decided by one caller at a time.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
+from collections.abc import Callable, Iterable
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel.shape import TRACES
 from sampler.trace import Trace
 
-# [the trace being decided, its spans, its serialized batches]; None until a policy asks
-_DECIDING: ContextVar[list | None] = ContextVar("sampler_policies_deciding", default=None)
+_SPANS, _SERIALIZED = 0, 1  # slots of Trace.view
 
 
-def _spans(trace: Trace) -> list[Span]:
+def _spans(trace: Trace) -> list:
     return TRACES.items_in(trace.batches)
 
 
-def _serialized(trace: Trace) -> list[bytes]:
+def _serialized(trace: Trace) -> list:
     return [batch.SerializeToString() for batch in trace.batches]
 
 
-def _shared(trace: Trace, slot: int, compute) -> list:
-    deciding = _DECIDING.get()
-    if deciding is None or deciding[0] is not trace:
+def _shared(trace: Trace, slot: int, compute: Callable[[Trace], list]) -> list:
+    view = trace.view
+    if view is None:
         return compute(trace)
-    if deciding[slot] is None:
-        deciding[slot] = compute(trace)
-    return deciding[slot]
+    value = view[slot]
+    if value is None:
+        value = view[slot] = compute(trace)
+    return value
 
 
 def spans_of(trace: Trace) -> list[Span]:
     """The trace's spans in arrival order (batch, then scope, then span)."""
-    return _shared(trace, 1, _spans)
+    return _shared(trace, _SPANS, _spans)
 
 
 def serialized_batches(trace: Trace) -> list[bytes]:
     """Each batch of the trace as protobuf bytes, in the order of trace.batches."""
-    return _shared(trace, 2, _serialized)
+    return _shared(trace, _SERIALIZED, _serialized)
 
 
-def start_deciding(trace: Trace) -> Token:
-    """`decide` is about to run the policies on `trace`: let them share what they compute of it."""
-    return _DECIDING.set([trace, None, None])
+def start_deciding(traces: Iterable[Trace]) -> None:
+    """`decide` is about to run the policies on these traces: let them share what they compute."""
+    for trace in traces:
+        trace.view = [None, None]
 
 
-def stop_deciding(token: Token) -> None:
-    _DECIDING.reset(token)
+def stop_deciding(traces: Iterable[Trace]) -> None:
+    for trace in traces:
+        trace.view = None

@@ -95,3 +95,41 @@ def test_wire_walk_refuses_truncated_bytes_and_groups():
         fields(varint(1 << 3 | 3), 0, 1)  # a start-group key
     assert read_varint(varint(300) + b"\x01", 0) == (300, 2)
     assert all(read_varint(varint(value), 0)[0] == value for value in (0, 127, 128, 16383, 16384, 2**63))
+
+
+def _times_of_spans(request: ExportTraceServiceRequest) -> dict[bytes, tuple[int, int] | None]:
+    """Each trace's earliest start and latest end read span by span; None once a start is unset."""
+    out: dict[bytes, tuple[int, int] | None] = {}
+    for group in request.resource_spans:
+        for scope in group.scope_spans:
+            for span in scope.spans:
+                known = out.get(span.trace_id, (span.start_time_unix_nano, span.end_time_unix_nano))
+                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                out[span.trace_id] = None if known is None or not start else (min(known[0], start), max(known[1], end))
+    return out
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_times_are_each_traces_earliest_start_and_latest_end_or_none_with_an_unset_start(interleave):
+    rng = random.Random(11)
+    unknown = 0
+    for _ in range(60):
+        request = _request(rng, rng.randint(1, 3), rng.randint(1, 3), interleave)
+        for group in request.resource_spans:
+            for scope in group.scope_spans:
+                for span in scope.spans:
+                    span.start_time_unix_nano = 0 if rng.random() < 0.03 else rng.randrange(1, 1 << 64)
+                    span.end_time_unix_nano = rng.randrange(0, 1 << 64)
+        times: dict[bytes, tuple[int, int] | None] = {}
+        split_serialized(request.SerializeToString(), request, times=times)
+        assert times == _times_of_spans(request)
+        unknown += sum(value is None for value in times.values())
+    assert unknown  # the unset-start case was exercised
+
+
+def test_times_read_from_a_walk_that_fell_back_are_dropped():
+    request = _request(random.Random(4))
+    raw = request.SerializeToString() + length_delimited(1, b"\x0a\x00")  # a group the message does not hold
+    times: dict[bytes, tuple[int, int] | None] = {}
+    split_serialized(raw, request, times=times)
+    assert times == {}

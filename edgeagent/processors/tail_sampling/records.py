@@ -42,7 +42,9 @@ class Move:
 class RecordIndex:
     def __init__(self) -> None:
         self.records: dict[bytes, Record] = {}
-        self.traces: dict[bytes, list[bytes]] = {}  # trace id: keys of the records holding its parts
+        # trace id: keys of the records holding its parts; tuples, which the garbage collector
+        # stops tracking at its first pass (a list per pending trace made every full pass walk them)
+        self.traces: dict[bytes, tuple[bytes, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -53,9 +55,9 @@ class RecordIndex:
         for trace_id, _, _ in parts:
             keys = traces.get(trace_id)
             if keys is None:
-                traces[trace_id] = [key]
+                traces[trace_id] = (key,)
             elif keys[-1] != key:
-                keys.append(key)
+                traces[trace_id] = (*keys, key)
 
     def keys_of(self, trace_ids: Iterable[bytes]) -> list[bytes]:
         """The records that hold parts of these traces, each once, oldest first."""
@@ -115,7 +117,7 @@ class RecordIndex:
             if keys is None:
                 continue
             # a record the move could not read keeps the trace's parts: the trace stays indexed there
-            kept = [key for key in keys if key in records and any(p[0] == trace_id for p in records[key].parts)]
+            kept = tuple(key for key in keys if key in records and any(p[0] == trace_id for p in records[key].parts))
             if kept:
                 self.traces[trace_id] = kept
 
@@ -127,6 +129,8 @@ class RecordIndex:
         for trace_id, _, _ in record.parts:
             keys = self.traces.get(trace_id)
             if keys is not None and key in keys:
-                keys.remove(key)
-                if not keys:
+                rest = tuple(other for other in keys if other != key)
+                if rest:
+                    self.traces[trace_id] = rest
+                else:
                     del self.traces[trace_id]

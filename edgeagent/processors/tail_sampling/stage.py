@@ -62,7 +62,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import itertools
 import logging
+import operator
 import struct
 import time
 from collections import defaultdict
@@ -81,11 +83,11 @@ from edgeagent.processors.tail_sampling.records import Move, RecordIndex, Row
 from edgeagent.queue.api import Corrupt, StageStore, StageTransaction
 from edgeagent.signals import Payload, Signal
 from otel.shape import TRACES
-from sampler.buffer import DecisionCache, Timing, TraceBuffer
+from sampler.buffer import SPANS, TIMES, DecisionCache, Times, Timing, TraceBuffer, merge_times
 from sampler.compression import compress_trace
-from sampler.policies import build_policies, decide
+from sampler.policies import build_policies, decide_many, reads_span_times
 from sampler.relief import StressRelief
-from sampler.split import split_serialized
+from sampler.split import TraceTimes, split_serialized
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
 from sampler.trace import Decision, Trace
 
@@ -93,11 +95,16 @@ log = logging.getLogger(__name__)
 _KEY = struct.Struct(">Q")  # a buffer record's key: a sequence number
 _OLD_KEY = struct.Struct(">16sQ")  # earlier releases stored a record per trace part: trace id + sequence
 _KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
+_IS_SAMPLED = functools.partial(operator.is_, Decision.SAMPLED)
+# traces decided together: enough to spread the policies' per-call costs, few enough that what
+# they parse of them is freed before it reaches the garbage collector's older generations
+_TRACES_PER_DECISION = 64
 _BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 # otelcol labels its decision counters with the decision as well as `sampled` (the last label)
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
 _Rewrite = tuple[bytes, int, bytes]  # a record stored again: body, spans, batch key
+_Recovered = tuple[int, int, int, "tuple[int, int] | None"]  # a trace found at start: spans, bytes, first ms, times
 _DECISION = Derived(("decision",), lambda labels: ("sampled" if labels[-1] == "true" else "not_sampled",))
 
 
@@ -119,6 +126,7 @@ class SamplingStage:
         self.host = host
         self.clock = clock
         self.policies = build_policies(config.policies, clock)
+        self._times = reads_span_times(self.policies)  # read each trace's times as its spans arrive
         self.buffer = TraceBuffer(Timing(config.decision_wait, config.decision_wait_after_root_received,
                                          config.inactivity_timeout, config.max_trace_duration))
         self.cache = DecisionCache(config.decision_cache.sampled_cache_size or config.num_traces,
@@ -225,8 +233,9 @@ class SamplingStage:
             await self.store.atomic(lambda writer: self._repair(writer, corrupt, rewrites))
             self._corrupt.clear()
         now, wall = self.clock(), time.time()
-        for trace_id, (spans, size, first_ms) in recovered.items():
-            self.buffer.add(trace_id, spans, size, False, now, first=now - max(0.0, wall - first_ms / 1000))
+        for trace_id, (spans, size, first_ms, times) in recovered.items():
+            self.buffer.add(trace_id, spans, size, False, now, first=now - max(0.0, wall - first_ms / 1000),
+                            times=times)
         if recovered:
             log.info("tail sampling resumed the traces it was holding", extra={
                 "processor": self.id, "traces": len(recovered), "spans": self.buffer.spans})
@@ -266,12 +275,12 @@ class SamplingStage:
             if fail is not None:
                 fail(f"processors::{self.id}", str(task.exception()))
 
-    def _scan(self) -> tuple[dict[bytes, tuple[int, int, int]], dict[bytes, str], dict[bytes, _Rewrite]]:
+    def _scan(self) -> tuple[dict[bytes, _Recovered], dict[bytes, str], dict[bytes, _Rewrite]]:
         """Rebuild the index from the buffer records: (trace id: spans, bytes, first enqueue time
-        in ms), the records that do not decode, and the records to store again as cut now (a
+        in ms, times), the records that do not decode, and the records to store again as cut now (a
         record of an earlier release, or one whose parts come out otherwise). Runs in a worker
         thread during start(), before anything else touches the index (receivers start later)."""
-        found: dict[bytes, tuple[int, int, int]] = {}
+        found: dict[bytes, _Recovered] = {}
         corrupt: dict[bytes, str] = {}
         rewrites: dict[bytes, _Rewrite] = {}
         last = 0
@@ -280,8 +289,9 @@ class SamplingStage:
             if isinstance(row, Corrupt):
                 corrupt[row.key] = row.reason
                 continue
+            times: TraceTimes | None = {} if self._times else None
             try:
-                parts = split_serialized(row.body, ExportTraceServiceRequest.FromString(row.body))
+                parts = split_serialized(row.body, ExportTraceServiceRequest.FromString(row.body), times=times)
             except DecodeError as exc:
                 corrupt[row.key] = f"not a trace request: {exc}"
                 continue
@@ -290,8 +300,13 @@ class SamplingStage:
             if body != row.body:
                 rewrites[row.key] = (body, sum(items for _, _, items, _ in parts), row.batch_key)
             for trace_id, part, items, _ in parts:
-                spans, size, first = found.get(trace_id, (0, 0, row.enqueued_ms))
-                found[trace_id] = (spans + items, size + len(part), min(first, row.enqueued_ms))
+                part_times = times.get(trace_id) if times else None
+                known = found.get(trace_id)
+                if known is None:
+                    found[trace_id] = (items, len(part), row.enqueued_ms, part_times)
+                else:
+                    found[trace_id] = (known[0] + items, known[1] + len(part), min(known[2], row.enqueued_ms),
+                                       merge_times(known[3], part_times))
         self._seq = last
         return found, corrupt, rewrites
 
@@ -311,7 +326,8 @@ class SamplingStage:
         message = payload.view()
         # whether a part holds a root span matters only to decision_wait_after_root_received
         roots = bool(self.config.decision_wait_after_root_received)
-        parts = split_serialized(payload.serialized(), message, roots=roots)
+        times: TraceTimes | None = {} if self._times else None  # the spans' times, when a policy reads them
+        parts = split_serialized(payload.serialized(), message, roots=roots, times=times)
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             remote = await self._shared_lookup(parts)
@@ -371,7 +387,7 @@ class SamplingStage:
                 self._unsettled[trace_id] = known
                 continue
             new_traces += not buffered
-            self.buffer.add(trace_id, items, len(part), root, now)
+            self.buffer.add(trace_id, items, len(part), root, now, times=times.get(trace_id) if times else None)
         if new_traces:
             self._count("otelcol_processor_tail_sampling_new_trace_id_received", new_traces)
         self._enforce_limits([trace_id for trace_id, *_ in pending])
@@ -459,7 +475,10 @@ class SamplingStage:
         """Decide every trace that is due (or was evicted); returns how many were decided."""
         limit = max(1000, int(2 * self.config.expected_new_traces_per_sec * self.tick))
         due, self._early = self._early, []
-        due += self.buffer.due(self.clock(), limit)
+        times: dict[bytes, tuple[Times | None, int]] = {}  # the due traces' times and spans, as buffered
+        for trace_id, pending in self.buffer.due_pending(self.clock(), limit):
+            due.append(trace_id)
+            times[trace_id] = pending[TIMES], pending[SPANS]
         if self._unsettled:
             retry, self._unsettled = self._unsettled, {}
             await self._settle(retry, None)
@@ -467,7 +486,7 @@ class SamplingStage:
             return 0
         self._deciding.update(due)
         try:
-            return await self._decide(due)
+            return await self._decide(due, times)
         finally:
             self._deciding.difference_update(due)
             for trace_id in self._late_records.intersection(due):
@@ -475,37 +494,44 @@ class SamplingStage:
                 self._unsettled[trace_id] = bool(known)
             self._late_records.difference_update(due)
 
-    async def _decide(self, due: list[bytes]) -> int:
+    async def _decide(self, due: list[bytes], times: dict[bytes, tuple[Times | None, int]]) -> int:
         reading = await self._read(due)
         records = reading[0]
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
         decisions: dict[bytes, bool] = {}
         kept: dict[bytes, Trace] = {}
-        # counted once per round, not per trace: a counter's labels cost more than a decision
-        per_policy_counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        counts: collections.Counter[tuple[str, Decision]] = collections.Counter()
+        own = [trace_id for trace_id in due if trace_id not in followed]
+        for at in range(0, len(own), _TRACES_PER_DECISION):
+            traces = [self._trace_of(trace_id, records.get(trace_id, []), times.get(trace_id))
+                      for trace_id in own[at:at + _TRACES_PER_DECISION]]
+            finals, evaluated = decide_many(self.policies, traces, self.config.sample_on_first_match)
+            decisions.update(zip([trace.trace_id for trace in traces], map(_IS_SAMPLED, finals), strict=True))
+            for policy, results in evaluated:
+                counts.update(zip(itertools.repeat(policy), results))
+            kept.update(self._kept_traces(traces, decisions))
+        if followed:
+            decisions = {trace_id: followed[trace_id] if trace_id in followed else decisions[trace_id]
+                         for trace_id in due}
+        self._count_decisions(counts, decisions)
+        record = self.cache.record
+        for trace_id, keep in decisions.items():
+            record(trace_id, keep)
+        if self.shared is not None:
+            self.shared.publish({tid: keep for tid, keep in decisions.items() if tid not in followed})
+        await self._settle(decisions, reading, kept)
+        return len(due)
+
+    def _count_decisions(self, counts: collections.Counter[tuple[str, Decision]], decisions: dict[bytes, bool]) -> None:
+        """Counted once per round, not per trace: a counter's labels cost more than a decision."""
         errors = 0
-        compression = self.config.span_compression
-        for trace_id in due:
-            trace = self._trace_of(trace_id, records.get(trace_id, []))
-            if trace_id in followed:
-                keep = followed[trace_id]
+        by_policy: dict[tuple[str, str], int] = collections.Counter()
+        for (policy, decision), count in counts.items():
+            if decision is Decision.ERROR:
+                errors += count
             else:
-                final, per_policy = decide(self.policies, trace, self.config.sample_on_first_match)
-                keep = final is Decision.SAMPLED
-                for policy, decision in per_policy.items():
-                    if decision is Decision.ERROR:
-                        errors += 1
-                    else:
-                        per_policy_counts[policy, "true" if decision in _KEEPS else "false"] += 1
-            decisions[trace_id] = keep
-            self.cache.record(trace_id, keep)
-            if keep:  # parsed before it is queued, so a record that does not parse is quarantined, not sent
-                trace.batches  # noqa: B018 (parses the records, noting those that do not parse)
-            if keep and (compression.enabled or self.post):  # else its records go out as stored
-                if compression.enabled:
-                    compress_trace(trace, compression)
-                kept[trace_id] = trace
-        for (policy, label), count in per_policy_counts.items():
+                by_policy[policy, "true" if decision in _KEEPS else "false"] += count
+        for (policy, label), count in by_policy.items():
             self._count("otelcol_processor_tail_sampling_count_traces_sampled", count, policy, label)
         if errors:
             self._count("otelcol_processor_tail_sampling_sampling_policy_evaluation_error", errors)
@@ -513,10 +539,22 @@ class SamplingStage:
         for label, count in (("true", sampled), ("false", len(decisions) - sampled)):
             if count:
                 self._count("otelcol_processor_tail_sampling_global_count_traces_sampled", count, label)
-        if self.shared is not None:
-            self.shared.publish({tid: keep for tid, keep in decisions.items() if tid not in followed})
-        await self._settle(decisions, reading, kept)
-        return len(due)
+
+    def _kept_traces(self, traces: list[Trace], decisions: dict[bytes, bool]) -> dict[bytes, Trace]:
+        """The kept traces that go out as parsed here (span compression or later processors);
+        the others go out as stored. Every kept trace is parsed before it is queued, so a record
+        that does not parse is quarantined, not sent."""
+        kept: dict[bytes, Trace] = {}
+        compression = self.config.span_compression
+        for trace in traces:
+            if not decisions[trace.trace_id]:
+                continue
+            trace.batches  # noqa: B018 (parses the records, noting those that do not parse)
+            if compression.enabled or self.post:
+                if compression.enabled:
+                    compress_trace(trace, compression)
+                kept[trace.trace_id] = trace
+        return kept
 
     async def _read(self, trace_ids: list[bytes] | dict[bytes, bool]) -> _Reading:
         """The parts of these traces as (record key, batch key, spans, bytes) per trace, and the
@@ -550,11 +588,15 @@ class SamplingStage:
             self._note_corrupt({key: f"not a trace request: {exc}"})
             return None
 
-    def _trace_of(self, trace_id: bytes, rows: list[Row]) -> Trace:
-        """The trace of its parts, parsed only when a policy (or keeping it) asks for its spans."""
+    def _trace_of(self, trace_id: bytes, rows: list[Row], buffered: tuple[Times | None, int] | None = None) -> Trace:
+        """The trace of its parts, parsed only when a policy (or keeping it) asks for its spans.
+        `buffered`: the times and span count of its spans as they arrived; the times hold only
+        when every one of those spans was read back (none was in a record quarantined since)."""
         raw = list(map(_BODY, rows))
-        return Trace(trace_id, span_count=sum(map(_SPANS, rows)), size_bytes=sum(map(len, raw)),
-                     raw=raw, parse=functools.partial(self._batches_of, trace_id, rows))
+        spans = sum(map(_SPANS, rows))
+        times = buffered[0] if buffered is not None and buffered[1] == spans else None
+        return Trace(trace_id, span_count=spans, size_bytes=sum(map(len, raw)),
+                     raw=raw, parse=functools.partial(self._batches_of, trace_id, rows), times=times)
 
     def _batches_of(self, trace_id: bytes, rows: list[Row], body: bytes) -> list[Any]:
         """The resource groups of one part of a trace; none (and the part quarantined by the

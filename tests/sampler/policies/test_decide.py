@@ -7,7 +7,7 @@ import random
 import pytest
 import yaml
 
-from sampler.policies import build_policies, decide
+from sampler.policies import build_policies, decide, decide_many
 from sampler.policies.config import PolicyConfig
 from sampler.trace import Decision
 from tests.sampler.policies.traces import SHORT, FakeClock, batch, span, spans_trace
@@ -125,3 +125,26 @@ def random_span(rng: random.Random):
                                                          ("debug", [True, False, "true"]))
              if rng.random() < 0.6}
     return span(attrs, start_ms=0, end_ms=rng.choice([10, 2000]), status=rng.choice(["OK", "ERROR", "UNSET"]))
+
+
+@pytest.mark.parametrize("first_match", [False, True])
+def test_deciding_many_traces_at_once_decides_each_as_deciding_them_one_by_one(first_match):
+    """decide_many runs each policy over all traces: every final and every policy's own decision
+    must be what deciding the traces one by one gives, a budget (rate_limiting) spent alike."""
+    rng = random.Random(5)
+    budget = "{name: budget, type: rate_limiting, rate_limiting: {spans_per_second: 3}}"
+    available = [*POLICIES.values(), budget]
+    for _ in range(40):
+        snippets = rng.sample(available, rng.randint(1, 5))
+        configs = [PolicyConfig.model_validate(yaml.safe_load(snippet)) for snippet in snippets]
+        traces = [spans_trace(*(random_span(rng) for _ in range(rng.randrange(1, 4)))) for _ in range(30)]
+        one_by_one = build_policies(configs, FakeClock())
+        finals, each = [], {}
+        for trace in traces:
+            final, per_policy = decide(one_by_one, trace, first_match)
+            finals.append(final)
+            for name, decision in per_policy.items():
+                each.setdefault(name, []).append(decision)
+        many_finals, many_each = decide_many(build_policies(configs, FakeClock()), traces, first_match)
+        assert many_finals == finals
+        assert dict(many_each) == each
