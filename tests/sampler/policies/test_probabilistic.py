@@ -14,7 +14,7 @@ import random
 import pytest
 
 from sampler.policies import build_policy
-from sampler.policies.probabilistic import threshold
+from sampler.policies.probabilistic import fnv1a_64, fnv1a_64_of_16, threshold
 from sampler.trace import Decision, Trace
 from tests.sampler.policies.traces import decisions, policy_config
 
@@ -39,8 +39,7 @@ GO_HASHES = {
 }
 
 
-def reference_fnv1a_64(data: bytes) -> int:
-    state = 14695981039346656037
+def reference_fnv1a_64(data: bytes, state: int = 14695981039346656037) -> int:
     for byte in data:
         state ^= byte
         state = (state * 1099511628211) % 2**64
@@ -55,6 +54,24 @@ def test_the_reference_hash_is_gos_fnv1a():
     for trace_id, (default_salt, edge_salt) in GO_HASHES.items():
         assert reference_fnv1a_64(b"default-hash-seed" + bytes.fromhex(trace_id)) == default_salt
         assert reference_fnv1a_64(b"edge" + bytes.fromhex(trace_id)) == edge_salt
+
+
+def test_the_hash_equals_the_definition_on_random_ids_salts_and_lengths():
+    # trace ids take an unrolled path: every bit of it against the byte-by-byte definition
+    rng = random.Random(64)
+    salts = [b"", b"default-hash-seed", b"edge"] + [rng.randbytes(rng.randrange(1, 40)) for _ in range(50)]
+    for salt in salts:
+        state = reference_fnv1a_64(salt)
+        for _ in range(400):
+            trace_id = rng.randbytes(16)
+            expected = reference_fnv1a_64(trace_id, state)
+            assert fnv1a_64(trace_id, state) == fnv1a_64_of_16(trace_id, state) == expected, (salt, trace_id)
+        for length in (0, 1, 8, 15, 17, 32):
+            data = rng.randbytes(length)
+            assert fnv1a_64(data, state) == reference_fnv1a_64(data, state), (salt, data)
+    for state in (0, 2**64 - 1, *(rng.getrandbits(64) for _ in range(1000))):  # any starting state
+        trace_id = rng.randbytes(16)
+        assert fnv1a_64(trace_id, state) == reference_fnv1a_64(trace_id, state)
 
 
 @pytest.mark.parametrize("percentage", list(GO_THRESHOLDS))
