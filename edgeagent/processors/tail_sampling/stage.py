@@ -514,9 +514,8 @@ class SamplingStage:
             decisions = {trace_id: followed[trace_id] if trace_id in followed else decisions[trace_id]
                          for trace_id in due}
         self._count_decisions(counts, decisions)
-        record = self.cache.record
-        for trace_id, keep in decisions.items():
-            record(trace_id, keep)
+        self.cache.record_many(list(itertools.compress(decisions, decisions.values())), True)
+        self.cache.record_many(list(itertools.compress(decisions, map(operator.not_, decisions.values()))), False)
         if self.shared is not None:
             self.shared.publish({tid: keep for tid, keep in decisions.items() if tid not in followed})
         await self._settle(decisions, reading, kept)
