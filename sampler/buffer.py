@@ -31,7 +31,8 @@ SPANS: Final = 2
 SIZE: Final = 3  # bytes
 ROOT_AT: Final = 4  # clock time a root span arrived, or None
 TIMES: Final = 5  # earliest start and latest end of its spans (sampler.trace), or None
-Pending = tuple[float, float, int, int, "float | None", "Times | None"]
+HINTS: Final = 6  # bits of the policies that may find a match in its bytes (sampler.trace), or None
+Pending = tuple[float, float, int, int, "float | None", "Times | None", "int | None"]
 
 
 Times = tuple[int, int]  # earliest start, latest end of a trace's spans (sampler.trace: Trace.times)
@@ -42,6 +43,11 @@ def merge_times(known: Times | None, more: Times | None) -> Times | None:
     if known is None or more is None:
         return None
     return min(known[0], more[0]), max(known[1], more[1])
+
+
+def merge_hints(known: int | None, more: int | None) -> int | None:
+    """The hints of a trace's spans so far and of more of its spans; None when either is unknown."""
+    return None if known is None or more is None else known | more
 
 
 @dataclass(frozen=True)
@@ -89,20 +95,21 @@ class TraceBuffer:
         return trace_id in self.traces
 
     def add(self, trace_id: bytes, spans: int, size: int, root: bool, now: float, first: float | None = None,
-            times: Times | None = None) -> None:
+            times: Times | None = None, hints: int | None = None) -> None:
         """A part of a trace arrived: `spans` spans, `size` bytes, with a root span or not, and the
-        part's times (None: not known, which makes the trace's unknown)."""
+        part's times and hints (None: not known, which makes the trace's unknown)."""
         trace = self.traces.get(trace_id)
         if trace is None:
             seen = now if first is None else first
-            trace = self.traces[trace_id] = (seen, now, spans, size, now if root else None, times)
+            trace = self.traces[trace_id] = (seen, now, spans, size, now if root else None, times, hints)
             deadline = seen + self.timing.decision_wait if self._wait_only else self.timing.deadline(trace)
             self._push((deadline, next(self._order), trace_id))
             self.spans += spans
             return
         earlier = root and trace[ROOT_AT] is None
         trace = self.traces[trace_id] = (trace[FIRST], now, trace[SPANS] + spans, trace[SIZE] + size,
-                                         now if earlier else trace[ROOT_AT], merge_times(trace[TIMES], times))
+                                         now if earlier else trace[ROOT_AT], merge_times(trace[TIMES], times),
+                                         merge_hints(trace[HINTS], hints))
         if earlier and self.timing.after_root:  # an earlier deadline: queue it now
             self._push((self.timing.deadline(trace), next(self._order), trace_id))
         self.spans += spans

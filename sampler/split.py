@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import compress, islice
 from operator import attrgetter, ne, not_
 
@@ -31,7 +33,7 @@ def split_by_trace(request: ExportTraceServiceRequest) -> Iterator[tuple[bytes, 
 
 
 def split_serialized(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
-                     times: TraceTimes | None = None) -> list[tuple[bytes, bytes, int, bool]]:
+                     facts: Facts | None = None) -> list[tuple[bytes, bytes, int, bool]]:
     """As split_by_trace, each part serialized: cut out of `raw` (the serialized `request`) at the
     byte level, so no span is copied into a new message. Spans of a trace that follow each other
     in a scope (as SDKs write them) are one slice. A request of one trace is `raw` itself.
@@ -42,19 +44,21 @@ def split_serialized(raw: bytes, request: ExportTraceServiceRequest, roots: bool
     a root span (parts may then say False although they hold one), which saves reading each
     span's parent.
 
-    `times`, when given, gets each trace's (earliest start, latest end) over its spans here, or
-    None when some span has no start time (sampler.trace: Trace.times). A trace the byte walk
-    could not place gets no entry."""
+    `facts`, when given, gets what policies judge traces by besides their parts (Facts). A
+    trace the byte walk could not place gets none."""
+    times = facts.times if facts is not None and facts.read_times else None
     try:
         places = _places(raw, request, roots, times)
     except WireError:
         places = None
     if places is None:
-        if times is not None:
-            times.clear()  # read from a walk that stopped half way
+        if facts is not None:
+            facts.times.clear()  # read from a walk that stopped half way
         return [(trace_id, part.SerializeToString(), count, root)
                 for trace_id, part, count, root in split_by_trace(request)]
     by_trace, headers = places
+    if facts is not None and facts.finders:
+        _find_hints(raw, by_trace, facts)
     if len(by_trace) == 1:
         trace_id, (_, count, root) = next(iter(by_trace.items()))
         return [(trace_id, raw, count, root)]
@@ -103,6 +107,25 @@ def _assemble(raw: bytes, headers: list[tuple[bytes, list[bytes]]], runs: list[R
 
 Run = tuple[int, int, int, int]  # group index, scope index, byte range of consecutive spans of a trace
 TraceTimes = dict[bytes, tuple[int, int] | None]  # trace id: earliest start, latest end of its spans
+# where in a request's bytes a policy's match may begin; None: it cannot tell (anywhere)
+Finder = Callable[[bytes], list[int] | None]
+
+
+@dataclass
+class Facts:
+    """What a split reads of each trace of a request besides its parts, for the policies that
+    judge traces by it (sampler.trace: Trace.times and Trace.hints).
+
+    times: each trace's (earliest start, latest end) over its spans, or None when some span has
+        no start time; read when `read_times`.
+    hints: per trace, the bits of the `finders` (bit, finder) whose finder found a place in the
+        trace's spans where a match may begin; a place outside every trace's spans (a resource
+        or scope) sets the bit for all. A bit left clear says no span of the trace can match."""
+
+    read_times: bool = False
+    finders: Sequence[tuple[int, Finder]] = ()
+    times: TraceTimes = field(default_factory=dict)
+    hints: dict[bytes, int] = field(default_factory=dict)
 ByTrace = dict[bytes, tuple[list[Run], int, bool]]  # trace id: its runs, span count, has a root span
 Places = tuple[ByTrace, list[tuple[bytes, list[bytes]]]]
 
@@ -221,3 +244,27 @@ def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends:
             continue
         known = times[trace_id]
         times[trace_id] = None if known is None or not low else (min(known[0], low), max(known[1], high))
+
+
+def _find_hints(raw: bytes, by_trace: ByTrace, facts: Facts) -> None:
+    """Set facts.hints: each finder's places mapped onto the runs of spans that hold them."""
+    runs = sorted((start, end, trace_id) for trace_id, (trace_runs, _, _) in by_trace.items()
+                  for _, _, start, end in trace_runs)
+    starts = [start for start, _, _ in runs]
+    hints = dict.fromkeys(by_trace, 0)
+    everywhere = 0
+    for bit, find in facts.finders:
+        places = find(raw)
+        if places is None:
+            everywhere |= bit
+            continue
+        for at in places:
+            index = bisect_right(starts, at) - 1
+            if index < 0 or at >= runs[index][1]:  # outside the spans: in a resource or scope
+                everywhere |= bit
+                break
+            hints[runs[index][2]] |= bit
+    if everywhere:
+        for trace_id in hints:
+            hints[trace_id] |= everywhere
+    facts.hints = hints

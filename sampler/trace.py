@@ -41,6 +41,10 @@ class Decision(enum.Enum):
     __hash__ = object.__hash__
 
 
+class SpansNotRead(LookupError):
+    """A policy asked for the spans of a trace its caller decided without them."""
+
+
 class Trace:
     """A trace's spans and what is known of it.
 
@@ -49,14 +53,16 @@ class Trace:
     left empty until first read, then parsed from `raw` (and kept)."""
 
     __slots__ = ("trace_id", "_batches", "span_count", "size_bytes", "first_seen", "root_seen", "decision", "raw",
-                 "_parse", "times", "view")
+                 "_parse", "times", "hints", "view")
 
     def __init__(self, trace_id: bytes, batches: list[ResourceSpans] | None = None, span_count: int = 0,
                  size_bytes: int = 0, first_seen: float = 0.0, root_seen: bool = False,
                  decision: Decision = Decision.PENDING, raw: list[bytes] | None = None,
-                 parse: Parse | None = None, times: tuple[int, int] | None = None):
+                 parse: Parse | None = None, times: tuple[int, int] | None = None, hints: int | None = None,
+                 unread: bool = False):
         self.trace_id = trace_id
-        self._batches = batches if batches is not None else ([] if parse is None else None)
+        # unread: the caller decides it without its spans (no policy reads them: sampler.policies.reads_bytes)
+        self._batches = batches if batches is not None else ([] if parse is None and not unread else None)
         self.span_count = span_count
         self.size_bytes = size_bytes  # serialized size of the spans received, for bytes_limiting
         self.first_seen = first_seen  # clock time of the first span
@@ -67,6 +73,10 @@ class Trace:
         # (earliest start, latest end) of its spans, read when they arrived; None: not known,
         # or some span has no start time (then only the spans themselves tell its latency)
         self.times = times
+        # bits of byte-searching policies (sampler.policies.byte_hints) that found in the requests
+        # its spans came in a place where a match may be; a clear bit: that policy cannot match.
+        # None: not known
+        self.hints = hints
         self.view: list | None = None  # while policies decide it: what they share (sampler.policies.view)
 
     @property
@@ -75,14 +85,15 @@ class Trace:
         batches = self._batches
         if batches is None:
             parse = self._parse
-            assert parse is not None
+            if parse is None:
+                raise SpansNotRead(f"the spans of trace {self.trace_id.hex()} were not read for its decision")
             batches = self._batches = [batch for body in self.raw for batch in parse(body)]
         return batches
 
     @batches.setter
     def batches(self, batches: list[ResourceSpans]) -> None:
         self._batches = batches
-        self.times = None  # spans set here need not be those the times were read from
+        self.times = self.hints = None  # spans set here need not be those the facts were read from
 
     @property
     def parsed(self) -> bool:

@@ -26,14 +26,15 @@ first, and no policy spends a byte search on it. The method is optional.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import reduce
 from operator import or_
 from typing import Any
 
 from sampler.policies.always_sample import AlwaysSample
 from sampler.policies.and_ import And
-from sampler.policies.base import Evaluator, NamedPolicy
+from sampler.policies.attributes import AttributePolicy
+from sampler.policies.base import Evaluator, NamedPolicy, reads_bytes
 from sampler.policies.boolean_attribute import BooleanAttribute
 from sampler.policies.bytes_limiting import BytesLimiting
 from sampler.policies.composite import Composite, Share, shares
@@ -51,10 +52,11 @@ from sampler.policies.string_attribute import StringAttribute
 from sampler.policies.trace_flags import TraceFlags
 from sampler.policies.trace_state import TraceState
 from sampler.policies.view import start_deciding, stop_deciding
+from sampler.split import Finder
 from sampler.trace import Decision, Trace
 
-__all__ = ["Evaluator", "NamedPolicy", "PolicyConfig", "build_policy", "build_policies", "decide", "decide_many",
-           "reads_span_times"]
+__all__ = ["Evaluator", "NamedPolicy", "PolicyConfig", "build_policy", "build_policies", "byte_hints", "decide",
+           "decide_many", "reads_bytes", "reads_span_times"]
 
 Clock = Callable[[], float]
 
@@ -107,21 +109,37 @@ def build_policies(configs: Sequence[PolicyConfig], clock: Clock) -> list[NamedP
     return [p for p in built if p.type == "drop"] + [p for p in built if p.type != "drop"]
 
 
-def reads_span_times(policies: Sequence[NamedPolicy]) -> bool:
-    """Whether a policy, at any depth, judges a trace by its spans' earliest start and latest end
-    (Trace.times): then the caller should read them as spans arrive."""
-    stack: list[Evaluator] = [named.policy for named in policies]
+def _evaluators(policies: Sequence[NamedPolicy]) -> Iterator[Evaluator]:
+    """Every evaluator, top-level policies and the sub-policies at any depth."""
+    stack: list[Evaluator] = [named.policy for named in reversed(policies)]
     while stack:
         policy = stack.pop()
-        if isinstance(policy, Latency) and policy.reads_times:
-            return True
+        yield policy
         if isinstance(policy, (And, Drop)):
-            stack.extend(policy.subpolicies)
+            stack.extend(reversed(policy.subpolicies))
         elif isinstance(policy, Not):
             stack.append(policy.subpolicy)
         elif isinstance(policy, Composite):
-            stack.extend(share.policy for share in policy.subpolicies)
-    return False
+            stack.extend(share.policy for share in reversed(policy.subpolicies))
+
+
+def reads_span_times(policies: Sequence[NamedPolicy]) -> bool:
+    """Whether a policy, at any depth, judges a trace by its spans' earliest start and latest end
+    (Trace.times): then the caller should read them as spans arrive."""
+    return any(isinstance(policy, Latency) and policy.reads_times for policy in _evaluators(policies))
+
+
+def byte_hints(policies: Sequence[NamedPolicy]) -> list[tuple[int, Finder]]:
+    """Give each policy, at any depth, that can say where in a request's bytes a match may be
+    (status_code, the attribute policies) a bit of Trace.hints; (bit, its finder) for each, for
+    the split to read as spans arrive (sampler.split.Facts). A policy reads its bit only when
+    the trace's hints are known."""
+    finders: list[tuple[int, Finder]] = []
+    for policy in _evaluators(policies):
+        if isinstance(policy, (StatusCode, AttributePolicy)):
+            policy.hint_bit = 1 << len(finders)
+            finders.append((policy.hint_bit, policy.places))
+    return finders
 
 
 # a trace's decisions so far as a mask of these bits; _FINALS maps a mask to the final decision

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sampler.policies.base import Evaluator
+from sampler.policies.base import Evaluator, reads_bytes
 from sampler.trace import Decision, Trace
 
 REFUSALS = (Decision.NOT_SAMPLED, Decision.INVERTED_NOT_SAMPLED)
@@ -32,6 +32,9 @@ def all_sample(subpolicies: Sequence[Evaluator], trace: Trace) -> Decision:
 class And:
     def __init__(self, subpolicies: Sequence[Evaluator]):
         self.subpolicies = tuple(subpolicies)
+
+    def reads_bytes(self, trace: Trace) -> bool:
+        return any(reads_bytes(policy, trace) for policy in self.subpolicies)
 
     def evaluate(self, trace: Trace) -> Decision:
         return all_sample(self.subpolicies, trace)

@@ -13,13 +13,14 @@ serialized at all.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from otel.shape import TRACES
-from sampler.policies.view import serialized_batches
+from sampler.policies.view import find_all, serialized_batches
 from sampler.trace import Decision, Trace
 
 ValueMatch = Callable[[AnyValue], bool]
@@ -33,11 +34,14 @@ class AttributePolicy(ABC):
     `needles`: byte strings of which a batch must contain one to hold a match (none: any batch).
     """
 
+    hint_bit = 0  # its bit in Trace.hints, once sampler.policies.byte_hints gave it one
+
     def __init__(self, key: str, invert_match: bool, needles: Sequence[bytes] = ()):
         self.key = key
         self.invert_match = invert_match
         self.key_bytes = key.encode()
         self.needles = tuple(needles)
+        self._place_patterns = [re.compile(re.escape(needle)) for needle in self.needles or (self.key_bytes,)]
 
     @abstractmethod
     def resource_match(self, value: AnyValue) -> bool:
@@ -47,8 +51,26 @@ class AttributePolicy(ABC):
         """Whether a span's value of the key matches; as for resources unless a policy says otherwise."""
         return self.resource_match(value)
 
+    def places(self, raw: bytes) -> list[int] | None:
+        """Where in a request's bytes a match may be (Facts.finders): a value's bytes, or without
+        values to look for, the key's."""
+        found: list[int] = []
+        for pattern in self._place_patterns:
+            if not find_all(pattern, raw, found):
+                return None
+        return found
+
+    def _ruled_out(self, trace: Trace) -> bool:
+        hints = trace.hints
+        return bool(self.hint_bit) and hints is not None and not hints & self.hint_bit
+
+    def reads_bytes(self, trace: Trace) -> bool:
+        return not self._ruled_out(trace)
+
     def matches(self, trace: Trace) -> bool:
         """Whether some resource or span of the trace has the key with a matching value."""
+        if self._ruled_out(trace):
+            return False  # no resource or span of it holds the bytes a match needs
         key = self.key
         if trace.raw and not any(map(self._may_match, trace.raw)):
             return False  # no batch can hold a match: no need to serialize them one by one

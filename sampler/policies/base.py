@@ -14,6 +14,14 @@ class Evaluator(Protocol):
         """The policy's verdict on the trace; time-based policies also spend their budget on it."""
 
 
+def reads_bytes(policy: Evaluator, trace: Trace) -> bool:
+    """Whether evaluating `policy` on `trace` may read the trace's bytes or spans, as its optional
+    `reads_bytes(trace)` says; a policy without one may. A trace that no policy reads need not be
+    read back from the buffer to be decided."""
+    method = getattr(policy, "reads_bytes", None)
+    return True if method is None else bool(method(trace))
+
+
 @dataclass(frozen=True)
 class NamedPolicy:
     """A top-level policy: its `name` from the config, and the evaluator built from it."""

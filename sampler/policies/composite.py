@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sampler.policies.base import Evaluator
+from sampler.policies.base import Evaluator, reads_bytes
 from sampler.policies.config import CompositeConfig
 from sampler.trace import Decision, Trace
 
@@ -54,6 +54,9 @@ class Composite:
         self.subpolicies = tuple(subpolicies)
         self.clock = clock
         self.second: int | None = None
+
+    def reads_bytes(self, trace: Trace) -> bool:
+        return any(reads_bytes(share.policy, trace) for share in self.subpolicies)
 
     def evaluate(self, trace: Trace) -> Decision:
         second = math.floor(self.clock())

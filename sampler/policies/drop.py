@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sampler.policies.and_ import all_sample
-from sampler.policies.base import Evaluator
+from sampler.policies.base import Evaluator, reads_bytes
 from sampler.trace import Decision, Trace
 
 
 class Drop:
     def __init__(self, subpolicies: Sequence[Evaluator]):
         self.subpolicies = tuple(subpolicies)
+
+    def reads_bytes(self, trace: Trace) -> bool:
+        return any(reads_bytes(policy, trace) for policy in self.subpolicies)
 
     def evaluate(self, trace: Trace) -> Decision:
         decision = all_sample(self.subpolicies, trace)

@@ -41,6 +41,9 @@ class Latency:
         """Whether evaluating the trace reads its spans (sampler.policies.decide parses it first)."""
         return not self.reads_times or trace.times is None
 
+    def reads_bytes(self, trace: Trace) -> bool:
+        return self.needs_spans(trace)
+
     def _whole(self, start: int, end: int) -> Decision:
         nanoseconds = end - start
         duration = nanoseconds // _NS_PER_MS if nanoseconds >= 0 else whole_ms(nanoseconds)

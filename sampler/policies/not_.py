@@ -3,13 +3,16 @@ reverse; any other decision (an inverted one) passes through unchanged, as in ot
 
 from __future__ import annotations
 
-from sampler.policies.base import Evaluator
+from sampler.policies.base import Evaluator, reads_bytes
 from sampler.trace import Decision, Trace
 
 
 class Not:
     def __init__(self, subpolicy: Evaluator):
         self.subpolicy = subpolicy
+
+    def reads_bytes(self, trace: Trace) -> bool:
+        return reads_bytes(self.subpolicy, trace)
 
     def evaluate(self, trace: Trace) -> Decision:
         decision = self.subpolicy.evaluate(trace)

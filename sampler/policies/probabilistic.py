@@ -61,6 +61,9 @@ class Probabilistic:
         self.salted = fnv1a_64((config.hash_salt or DEFAULT_HASH_SALT).encode())
         self.threshold = threshold(config.sampling_percentage)
 
+    def reads_bytes(self, trace: Trace) -> bool:
+        return False  # it judges the trace by its id
+
     def evaluate(self, trace: Trace) -> Decision:
         trace_id = trace.trace_id
         if len(trace_id) != 16:  # pdata reads a missing trace id as 16 zero bytes

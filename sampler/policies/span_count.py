@@ -14,6 +14,9 @@ class SpanCount:
         self.min_spans = config.min_spans
         self.max_spans = config.max_spans
 
+    def reads_bytes(self, trace: Trace) -> bool:
+        return False  # it judges the trace by its span count
+
     def evaluate(self, trace: Trace) -> Decision:
         count = trace.span_count
         if count >= self.min_spans and (not self.max_spans or count <= self.max_spans):

@@ -17,16 +17,19 @@ first byte is rare: its few places are looked at one by one.
 
 from __future__ import annotations
 
+import re
+
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from sampler.policies.config import StatusCodeConfig
-from sampler.policies.view import spans_of
+from sampler.policies.view import find_all, spans_of
 from sampler.trace import Decision, Trace
 
 CODES = {"UNSET": Status.STATUS_CODE_UNSET, "OK": Status.STATUS_CODE_OK, "ERROR": Status.STATUS_CODE_ERROR}
 _TAG = 0x18  # field 3, varint
 _LONG_TAG = 0x98  # its first byte when written in more bytes than it needs
 _LONG_TAG_NEXT = (b"\x80", b"\x00")  # the byte after it
+_LONG_TAGS = re.compile(b"\\x98[\\x80\\x00]")
 
 
 def needles(codes: frozenset[int]) -> tuple[bytes, ...] | None:
@@ -45,21 +48,35 @@ def folding(codes: frozenset[int]) -> bytes:
     return bytes(table)
 
 
-def _long_tag(data: bytes) -> bool:
+def _long_tags(data: bytes, first_only: bool = False) -> list[int]:
+    """Where the status code's tag starts written long (the first place only, with first_only)."""
+    found = []
     find = data.find
     at = find(_LONG_TAG)
     while at >= 0:
         if data[at + 1:at + 2] in _LONG_TAG_NEXT:
-            return True
+            found.append(at)
+            if first_only:
+                break
         at = find(_LONG_TAG, at + 1)
-    return False
+    return found
+
+
+def _long_tag(data: bytes) -> bool:
+    return bool(_long_tags(data, first_only=True))
 
 
 class StatusCode:
+    hint_bit = 0  # its bit in Trace.hints, once sampler.policies.byte_hints gave it one
+
     def __init__(self, config: StatusCodeConfig):
         self.codes = frozenset(CODES[name] for name in config.status_codes)
         self.needles = needles(self.codes)
         self._folding = folding(self.codes)
+        # a set code's tag and first byte, short or long, for searching a whole request (places)
+        first_bytes = b"".join(re.escape(bytes((first,))) for code in sorted(self.codes)
+                               for first in (code, code | 0x80))
+        self._places = re.compile(re.escape(bytes((_TAG,))) + b"[" + first_bytes + b"]")
 
     def _may_hold(self, data: bytes) -> bool:
         folded = data.translate(self._folding)
@@ -68,7 +85,23 @@ class StatusCode:
                 return True
         return _long_tag(data)
 
+    def places(self, raw: bytes) -> list[int] | None:
+        """Where in a request's bytes a span with one of the codes may hold it (Facts.finders)."""
+        if self.needles is None:
+            return None
+        found: list[int] = []
+        if not find_all(self._places, raw, found) or not find_all(_LONG_TAGS, raw, found):
+            return None
+        return found
+
+    def reads_bytes(self, trace: Trace) -> bool:
+        hints = trace.hints
+        return not (self.hint_bit and hints is not None and not hints & self.hint_bit)
+
     def evaluate(self, trace: Trace) -> Decision:
+        hints = trace.hints
+        if self.hint_bit and hints is not None and not hints & self.hint_bit:
+            return Decision.NOT_SAMPLED  # no span of it holds one of the codes' bytes
         # parsed already (another policy walked the spans): reading a code per span is cheaper
         if self.needles is not None and trace.raw and not trace.parsed and not any(map(self._may_hold, trace.raw)):
             return Decision.NOT_SAMPLED

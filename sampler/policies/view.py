@@ -10,6 +10,7 @@ from `start_deciding` to `stop_deciding`: a trace is decided by one caller at a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -18,6 +19,18 @@ from otel.shape import TRACES
 from sampler.trace import Trace
 
 _SPANS, _SERIALIZED = 0, 1  # slots of Trace.view
+MAX_PLACES = 256  # a finder that finds more says "anywhere": mapping places to traces costs too
+
+
+def find_all(pattern: re.Pattern[bytes], data: bytes, found: list[int]) -> bool:
+    """Append where `pattern` matches in `data`; False once `found` holds more than MAX_PLACES.
+    A compiled pattern of a literal (or a literal byte and a class) searches in C at twice the
+    speed of a loop of bytes.find, which walks two- and three-byte needles byte by byte."""
+    for match in pattern.finditer(data):
+        found.append(match.start())
+        if len(found) > MAX_PLACES:
+            return False
+    return True
 
 
 def _spans(trace: Trace) -> list:

@@ -121,7 +121,7 @@ def test_processors_after_tail_sampling_see_kept_traces_and_their_late_spans(tmp
     async def scenario() -> tuple[list[ExportTraceServiceRequest], bytes]:
         clock = Clock()
         stage, store, export = await _stage(tmp_path, clock, "5s")
-        stage.post = [_Tag()]
+        stage.attach(store, [export], [_Tag()])
         rng = random.Random(6)
         body = _request(9, rng, spans_per_trace=2)
         await stage.ingest(Payload.from_bytes(Signal.TRACES, body))
@@ -390,3 +390,65 @@ def test_what_memory_holds_of_a_pending_trace_is_nothing_the_collector_walks(tmp
 
     tracked = asyncio.run(scenario())
     assert len(tracked) == 100 and not any(tracked)
+
+
+def test_only_traces_a_policy_may_read_are_read_back_and_the_decisions_stay_right(tmp_path, monkeypatch):
+    """With status_code, a trace none of whose spans holds an error code's bytes is decided on
+    what the buffer knows of it: its record is deleted unread. Kept traces are read to go out."""
+    async def scenario() -> tuple[set[bytes], set[bytes], set[bytes], int]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        asked: set[bytes] = set()
+        read = stage._read
+
+        async def spying(trace_ids, more=()):
+            asked.update(trace_ids)
+            return await read(trace_ids, more)
+        monkeypatch.setattr(stage, "_read", spying)
+        rng = random.Random(8)
+        bodies = [_request(30, rng, spans_per_trace=3) for _ in range(3)]  # every third trace has an error
+        requests = [ExportTraceServiceRequest.FromString(body) for body in bodies]
+        errors = {span.trace_id for request in requests for group in request.resource_spans
+                  for scope in group.scope_spans for span in scope.spans
+                  if span.status.code == Status.STATUS_CODE_ERROR}
+        for body in bodies:
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, body))
+        clock.now += 6
+        while await stage.decide_due():
+            pass
+        kept = {trace_id for trace_id, _ in await _exported_spans(export)}
+        left = len(stage.index)
+        await store.close()
+        return errors, kept, asked, left
+
+    errors, kept, asked, left = asyncio.run(scenario())
+    assert len(errors) == 30 and kept == errors
+    assert asked == errors  # the 60 others were not read
+    assert left == 0  # every record deleted, read or not
+
+
+def test_a_policy_that_reads_spans_it_said_it_would_not_makes_the_stage_read_every_trace(tmp_path, monkeypatch):
+    async def scenario() -> tuple[set[bytes], set[bytes], bool]:
+        clock = Clock()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({"decision_wait": "5s", "num_traces": 1000, "policies": [
+            {"name": "slow", "type": "latency", "latency": {"threshold_ms": 1, "upper_threshold_ms": 10_000}}]})
+        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        monkeypatch.setattr(stage.policies[0].policy, "reads_bytes", lambda trace: False)  # a wrong answer
+        ms = 1_000_000
+        slow, quick = b"\x01" * 16, b"\x02" * 16
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _timed_request(
+            [(slow, 10 * ms, 20 * ms), (quick, 10 * ms, 10 * ms + 1)])))
+        clock.now += 6
+        while await stage.decide_due():
+            pass
+        kept = {trace_id for trace_id, _ in await _exported_spans(export)}
+        await store.close()
+        return kept, {slow}, stage._read_all
+
+    kept, expected, read_all = asyncio.run(scenario())
+    assert kept == expected and read_all

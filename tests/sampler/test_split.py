@@ -10,7 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from otel.wire import WireError, fields, length_delimited, read_varint, varint
-from sampler.split import split_by_trace, split_serialized
+from sampler.split import Facts, split_by_trace, split_serialized
 
 
 def _request(rng: random.Random, groups: int = 2, scopes: int = 2,
@@ -120,8 +120,9 @@ def test_times_are_each_traces_earliest_start_and_latest_end_or_none_with_an_uns
                 for span in scope.spans:
                     span.start_time_unix_nano = 0 if rng.random() < 0.03 else rng.randrange(1, 1 << 64)
                     span.end_time_unix_nano = rng.randrange(0, 1 << 64)
-        times: dict[bytes, tuple[int, int] | None] = {}
-        split_serialized(request.SerializeToString(), request, times=times)
+        facts = Facts(read_times=True)
+        split_serialized(request.SerializeToString(), request, facts=facts)
+        times = facts.times
         assert times == _times_of_spans(request)
         unknown += sum(value is None for value in times.values())
     assert unknown  # the unset-start case was exercised
@@ -130,6 +131,46 @@ def test_times_are_each_traces_earliest_start_and_latest_end_or_none_with_an_uns
 def test_times_read_from_a_walk_that_fell_back_are_dropped():
     request = _request(random.Random(4))
     raw = request.SerializeToString() + length_delimited(1, b"\x0a\x00")  # a group the message does not hold
-    times: dict[bytes, tuple[int, int] | None] = {}
-    split_serialized(raw, request, times=times)
-    assert times == {}
+    facts = Facts(read_times=True, finders=[(1, lambda data: [])])
+    split_serialized(raw, request, facts=facts)
+    assert facts.times == {} and facts.hints == {}
+
+
+def test_hints_clear_a_policys_bit_only_for_traces_none_of_whose_spans_can_match():
+    """Facts.hints from whole-request searches agree with the policies themselves: a trace
+    whose bit is clear has no span the policy samples, and one in a resource matches all."""
+    import yaml
+
+    from sampler.policies import build_policies, byte_hints
+    from sampler.policies.config import PolicyConfig
+    from sampler.trace import Decision, Trace
+
+    configs = [PolicyConfig.model_validate(yaml.safe_load(text)) for text in (
+        "{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}",
+        "{name: vip, type: string_attribute, string_attribute: {key: customer, values: [vip]}}")]
+    rng = random.Random(12)
+    ruled_out = 0
+    for round_ in range(40):
+        policies = build_policies(configs, lambda: 0.0)
+        finders = byte_hints(policies)
+        request = _request(rng, rng.randint(1, 2), rng.randint(1, 2), interleave=bool(round_ % 2))
+        for g, group in enumerate(request.resource_spans):
+            if round_ % 5 == 0 and g == 0:
+                group.resource.attributes.add(key="customer").value.string_value = "vip"  # every trace may match
+            for scope in group.scope_spans:
+                for span in scope.spans:
+                    if rng.random() < 0.05:
+                        span.status.code = 2
+                    if rng.random() < 0.05:
+                        span.attributes.add(key="customer").value.string_value = "vip"
+        raw = request.SerializeToString()
+        facts = Facts(finders=finders)
+        parts = split_serialized(raw, request, facts=facts)
+        for trace_id, part, _, _ in parts:
+            trace = Trace(trace_id, batches=list(ExportTraceServiceRequest.FromString(part).resource_spans))
+            for named in policies:
+                bit = named.policy.hint_bit
+                if not facts.hints[trace_id] & bit:
+                    ruled_out += 1
+                    assert named.policy.evaluate(trace) is Decision.NOT_SAMPLED
+    assert ruled_out

@@ -84,18 +84,25 @@ class RecordIndex:
         record = self.records.get(key)
         return record is not None and sum(length for _, length, _ in record.parts) == len(body)
 
+    def partly_decided(self, decided: set[bytes] | dict[bytes, bool], bodies: dict[bytes, bytes]) -> list[bytes]:
+        """The records holding parts of decided traces and of pending ones whose bodies are not in
+        `bodies`: a move stores them again without the decided parts, so it needs them."""
+        return [key for key in self.keys_of(decided) if key not in bodies
+                and any(trace_id not in decided for trace_id, _, _ in self.records[key].parts)]
+
     def plan(self, decided: set[bytes] | dict[bytes, bool], bodies: dict[bytes, bytes]) -> Move:
-        """The move that takes the decided traces' parts out of the records that hold them
-        (`bodies`: every such record that could be read; the others are left as they are)."""
+        """The move that takes the decided traces' parts out of the records that hold them: a
+        record with only decided parts is deleted, read or not; one that keeps pending parts is
+        stored again without the others, when it could be read (`bodies`), else left as it is."""
         move = Move()
         for key in self.keys_of(decided):
             record = self.records[key]
-            body = bodies.get(key)
-            if body is None:
-                continue
             stay = [part for part in record.parts if part[0] not in decided]
             if not stay:
                 move.deletes.append(key)
+                continue
+            body = bodies.get(key)
+            if body is None:
                 continue
             pieces, offset = [], 0
             for trace_id, length, _ in record.parts:

@@ -51,9 +51,14 @@ Processors listed after tail_sampling run on kept traces before they are queued 
 Cost per span (bench/tail_sampling_vs_otelcol.py): parts are cut out of the received bytes
 (sampler.split), not rebuilt as messages; one put per request and one delete per request
 decided; without later processors or span compression a kept trace's parts, concatenated, are
-its export body, never re-serialized. A trace is parsed only when a policy reads its spans or
-it is kept (sampler.trace). Deciding runs in rounds of many traces (one read, one move
-transaction each) and rounds follow each other while traces are due, so decisions keep up
+its export body, never re-serialized. As spans arrive, the split also reads what policies
+judge traces by without their spans (sampler.split.Facts: latency's earliest start and latest
+end, the places where status_code or an attribute policy may find a match), and the buffer
+keeps it per trace. A trace is read back from its records only when a policy may read its
+spans (sampler.policies.reads_bytes) or it is kept, and parsed only when a policy reads its
+spans or it is kept (sampler.trace); a record whose traces are all decided is deleted unread.
+Deciding runs in rounds of many traces (policy by policy over 64 traces at a time, one move
+transaction a round) and rounds follow each other while traces are due, so decisions keep up
 with ingest.
 """
 
@@ -68,7 +73,8 @@ import operator
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from operator import itemgetter
 from typing import Any
 
@@ -76,36 +82,51 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from edgeagent.errors import RetryableError
-from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
+from edgeagent.processors.tail_sampling.later import LaterProcessors
 from edgeagent.processors.tail_sampling.records import Move, RecordIndex, Row
+from edgeagent.processors.tail_sampling.telemetry import StageTelemetry
 from edgeagent.queue.api import Corrupt, StageStore, StageTransaction
 from edgeagent.signals import Payload, Signal
-from otel.shape import TRACES
-from sampler.buffer import SPANS, TIMES, DecisionCache, Times, Timing, TraceBuffer, merge_times
+from sampler.buffer import (
+    HINTS,
+    SIZE,
+    SPANS,
+    TIMES,
+    DecisionCache,
+    Pending,
+    Timing,
+    TraceBuffer,
+    merge_hints,
+    merge_times,
+)
 from sampler.compression import compress_trace
-from sampler.policies import build_policies, decide_many, reads_span_times
+from sampler.policies import build_policies, byte_hints, decide_many, reads_bytes, reads_span_times
 from sampler.relief import StressRelief
-from sampler.split import TraceTimes, split_serialized
-from sampler.telemetry import NO_METRICS, Counter, MetricsSink
-from sampler.trace import Decision, Trace
+from sampler.split import Facts, split_serialized
+from sampler.telemetry import NO_METRICS, MetricsSink
+from sampler.trace import Decision, SpansNotRead, Trace
 
 log = logging.getLogger(__name__)
 _KEY = struct.Struct(">Q")  # a buffer record's key: a sequence number
 _OLD_KEY = struct.Struct(">16sQ")  # earlier releases stored a record per trace part: trace id + sequence
-_KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
 _IS_SAMPLED = functools.partial(operator.is_, Decision.SAMPLED)
 # traces decided together: enough to spread the policies' per-call costs, few enough that what
 # they parse of them is freed before it reaches the garbage collector's older generations
 _TRACES_PER_DECISION = 64
 _BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
-# otelcol labels its decision counters with the decision as well as `sampled` (the last label)
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
 _Rewrite = tuple[bytes, int, bytes]  # a record stored again: body, spans, batch key
-_Recovered = tuple[int, int, int, "tuple[int, int] | None"]  # a trace found at start: spans, bytes, first ms, times
-_DECISION = Derived(("decision",), lambda labels: ("sampled" if labels[-1] == "true" else "not_sampled",))
+# a trace found at start: spans, bytes, first ms, times, hints
+_Recovered = tuple[int, int, int, "tuple[int, int] | None", "int | None"]
+
+
+def _unread(trace_id: bytes, pending: Pending) -> Trace:
+    """A trace decided on what the buffer knows of it, its spans not read back."""
+    return Trace(trace_id, span_count=pending[SPANS], size_bytes=pending[SIZE], times=pending[TIMES],
+                 hints=pending[HINTS], unread=True)
 
 
 def _sequence(key: bytes) -> int:
@@ -126,7 +147,12 @@ class SamplingStage:
         self.host = host
         self.clock = clock
         self.policies = build_policies(config.policies, clock)
-        self._times = reads_span_times(self.policies)  # read each trace's times as its spans arrive
+        # what the split reads of each trace as its spans arrive, for the policies (sampler.split.Facts)
+        self._times = reads_span_times(self.policies)
+        self._finders = byte_hints(self.policies)
+        # whether every trace is read back for its decision: with span compression or processors
+        # after tail_sampling a kept trace is parsed in the round; else only traces a policy reads
+        self._read_all = config.span_compression.enabled
         self.buffer = TraceBuffer(Timing(config.decision_wait, config.decision_wait_after_root_received,
                                          config.inactivity_timeout, config.max_trace_duration))
         self.cache = DecisionCache(config.decision_cache.sampled_cache_size or config.num_traces,
@@ -140,7 +166,7 @@ class SamplingStage:
         self._corrupt: dict[bytes, str] = {}  # buffer records that do not decode: quarantined by the next move
         # parts of records that do not parse, by record key + trace id: (reason, bytes, spans, batch key)
         self._bad_parts: dict[bytes, tuple[str, bytes, int, bytes]] = {}
-        self.post: list[Any] = []
+        self.post = LaterProcessors([])
         self._seq = 0
         self._early: list[bytes] = []  # evicted by the limits: decide on the next tick
         self._unsettled: dict[bytes, bool] = {}  # decided, raw records may remain: move them next tick
@@ -153,7 +179,8 @@ class SamplingStage:
         wait = min(config.decision_wait, config.inactivity_timeout or config.decision_wait)
         self.tick = min(1.0, max(0.05, wait / 10))
         self.metrics: MetricsSink = getattr(host, "metrics", None) or NO_METRICS
-        self._define_metrics()
+        self.telemetry = StageTelemetry(component_id, self.metrics, self)
+        self._count = self.telemetry.count
         self.shared = self._shared_decisions()  # None unless shared_state is configured
 
     # ---- wiring ----------------------------------------------------------------------------
@@ -161,48 +188,16 @@ class SamplingStage:
     def attach(self, store: StageStore, queues: list[Any], post_processors: list[Any]) -> None:
         self.store = store
         self.queues = queues
-        self.post = post_processors
+        self.post = LaterProcessors(post_processors)
+        self._read_all = self._read_all or bool(post_processors)
         self.table = store.table(f"raw:{self.id}")
 
     def process(self, payload: Payload) -> Payload:
         raise TypeError("tail_sampling is not a plain processor: the pipeline calls ingest()")
 
-    def _define_metrics(self) -> None:
-        metrics = self.metrics
-        prefix = "otelcol_processor_tail_sampling_"
-        counters: dict[str, Counter] = {}
-        for name, text, labels in (
-                (prefix + "count_traces_sampled", "Traces per policy and decision.",
-                 ("processor", "policy", "sampled")),
-                (prefix + "global_count_traces_sampled", "Traces by final decision.", ("processor", "sampled")),
-                (prefix + "new_trace_id_received", "Traces first seen.", ("processor",)),
-                (prefix + "sampling_policy_evaluation_error", "Count of sampling policy evaluation errors.",
-                 ("processor",)),
-                (prefix + "sampling_trace_dropped_too_early",
-                 "Traces decided before their decision_wait because the buffer was full.", ("processor",)),
-                (prefix + "sampling_late_spans", "Spans that arrived after their trace's decision.",
-                 ("processor", "sampled")),
-                ("edgeagent_sampler_stress_relief_traces", "Traces decided by stress relief (no buffering).",
-                 ("processor", "sampled")),
-                (prefix + "traces_dropped_too_large",
-                 "Traces dropped before their decision because they grew past maximum_trace_size_bytes.",
-                 ("processor",)),
-                ("edgeagent_sampler_dropped_on_shutdown",
-                 "Pending traces dropped at shutdown (drop_pending_traces_on_shutdown).", ("processor",))):
-            if isinstance(metrics, Metrics) and name.endswith("count_traces_sampled"):  # otelcol's decision label
-                counters[name] = metrics.counter(name, text, labels, _DECISION)
-            else:
-                counters[name] = metrics.counter(name, text, labels)
-        metrics.gauge(prefix + "sampling_traces_on_memory", "Traces waiting for a decision or its move to export.",
-                      ("processor",), lambda: [((self.id,), float(self.pending_traces()))])
-        metrics.gauge("edgeagent_sampler_traces_limit", "num_traces: traces the buffer holds before it decides early.",
-                      ("processor",), lambda: [((self.id,), float(self.config.num_traces))])
-        metrics.gauge("edgeagent_sampler_buffered_spans", "Spans waiting for their trace's decision (on disk).",
-                      ("processor",), lambda: [((self.id,), float(self.buffer.spans))])
-        metrics.gauge("edgeagent_sampler_stress_relief_active", "1 while stress relief decides without buffering.",
-                      ("processor",), lambda: [((self.id,), 1.0 if self.relief.active else 0.0)])
-        self._count = lambda name, amount, *labels: counters[name].inc(amount, self.id, *labels)
-        self._count(prefix + "sampling_policy_evaluation_error", 0)  # served from the start, as otelcol's
+    def gauges(self) -> tuple[int, int, bool]:
+        """num_traces, buffered spans, whether stress relief is on (telemetry.StageTelemetry)."""
+        return self.config.num_traces, self.buffer.spans, self.relief.active
 
     def pending_traces(self) -> int:
         """Traces not yet decided, or decided but not yet moved to the export queues."""
@@ -233,9 +228,9 @@ class SamplingStage:
             await self.store.atomic(lambda writer: self._repair(writer, corrupt, rewrites))
             self._corrupt.clear()
         now, wall = self.clock(), time.time()
-        for trace_id, (spans, size, first_ms, times) in recovered.items():
+        for trace_id, (spans, size, first_ms, times, hints) in recovered.items():
             self.buffer.add(trace_id, spans, size, False, now, first=now - max(0.0, wall - first_ms / 1000),
-                            times=times)
+                            times=times, hints=hints)
         if recovered:
             log.info("tail sampling resumed the traces it was holding", extra={
                 "processor": self.id, "traces": len(recovered), "spans": self.buffer.spans})
@@ -277,7 +272,7 @@ class SamplingStage:
 
     def _scan(self) -> tuple[dict[bytes, _Recovered], dict[bytes, str], dict[bytes, _Rewrite]]:
         """Rebuild the index from the buffer records: (trace id: spans, bytes, first enqueue time
-        in ms, times), the records that do not decode, and the records to store again as cut now (a
+        in ms, times, hints), the records that do not decode, and the records to store again as cut now (a
         record of an earlier release, or one whose parts come out otherwise). Runs in a worker
         thread during start(), before anything else touches the index (receivers start later)."""
         found: dict[bytes, _Recovered] = {}
@@ -289,9 +284,9 @@ class SamplingStage:
             if isinstance(row, Corrupt):
                 corrupt[row.key] = row.reason
                 continue
-            times: TraceTimes | None = {} if self._times else None
+            facts = self._facts()
             try:
-                parts = split_serialized(row.body, ExportTraceServiceRequest.FromString(row.body), times=times)
+                parts = split_serialized(row.body, ExportTraceServiceRequest.FromString(row.body), facts=facts)
             except DecodeError as exc:
                 corrupt[row.key] = f"not a trace request: {exc}"
                 continue
@@ -300,13 +295,13 @@ class SamplingStage:
             if body != row.body:
                 rewrites[row.key] = (body, sum(items for _, _, items, _ in parts), row.batch_key)
             for trace_id, part, items, _ in parts:
-                part_times = times.get(trace_id) if times else None
+                times, hints = facts.times.get(trace_id), facts.hints.get(trace_id)
                 known = found.get(trace_id)
                 if known is None:
-                    found[trace_id] = (items, len(part), row.enqueued_ms, part_times)
+                    found[trace_id] = (items, len(part), row.enqueued_ms, times, hints)
                 else:
                     found[trace_id] = (known[0] + items, known[1] + len(part), min(known[2], row.enqueued_ms),
-                                       merge_times(known[3], part_times))
+                                       merge_times(known[3], times), merge_hints(known[4], hints))
         self._seq = last
         return found, corrupt, rewrites
 
@@ -326,8 +321,8 @@ class SamplingStage:
         message = payload.view()
         # whether a part holds a root span matters only to decision_wait_after_root_received
         roots = bool(self.config.decision_wait_after_root_received)
-        times: TraceTimes | None = {} if self._times else None  # the spans' times, when a policy reads them
-        parts = split_serialized(payload.serialized(), message, roots=roots, times=times)
+        facts = self._facts()
+        parts = split_serialized(payload.serialized(), message, roots=roots, facts=facts)
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             remote = await self._shared_lookup(parts)
@@ -357,7 +352,7 @@ class SamplingStage:
             elif known:
                 kept.append(part)
                 kept_items += items
-        export = self._export_late(kept, kept_items) if kept else None
+        export = self.post.late(kept, kept_items) if kept else None
         decisions_seen = self.cache.version
         key = self._next_key() if pending else b""
         body = b"".join(part for _, part, _, _ in pending)  # the parts in one record: one put, one delete
@@ -387,10 +382,14 @@ class SamplingStage:
                 self._unsettled[trace_id] = known
                 continue
             new_traces += not buffered
-            self.buffer.add(trace_id, items, len(part), root, now, times=times.get(trace_id) if times else None)
+            self.buffer.add(trace_id, items, len(part), root, now, times=facts.times.get(trace_id),
+                            hints=facts.hints.get(trace_id))
         if new_traces:
             self._count("otelcol_processor_tail_sampling_new_trace_id_received", new_traces)
         self._enforce_limits([trace_id for trace_id, *_ in pending])
+
+    def _facts(self) -> Facts:
+        return Facts(self._times, self._finders)
 
     async def _wait_for_room(self) -> None:
         """block_on_overflow: hold the request until decisions free room; after twice the decision
@@ -430,28 +429,6 @@ class SamplingStage:
         self._count("otelcol_processor_tail_sampling_sampling_trace_dropped_too_early", len(evicted))
         self._wake.set()
 
-    def _export_late(self, parts: list[bytes], items: int) -> tuple[bytes, int] | None:
-        """The export body of late spans of kept traces: as they came, unless processors follow."""
-        if not self.post:
-            return b"".join(parts), items
-        return self._post_process([ExportTraceServiceRequest.FromString(part) for part in parts])
-
-    def _post_process(self, resource_spans: list[Any]) -> tuple[bytes, int] | None:
-        """Run the processors that follow tail_sampling on kept spans; (body, items) or None."""
-        request = ExportTraceServiceRequest()
-        for part in resource_spans:
-            if isinstance(part, ExportTraceServiceRequest):
-                TRACES.groups_of(request).extend(TRACES.groups_of(part))
-            else:
-                TRACES.groups_of(request).append(part)
-        payload = Payload.from_message(Signal.TRACES, request)
-        for processor in self.post:
-            processed = processor.process(payload)
-            if processed is None:
-                return None
-            payload = processed
-        return (payload.serialized(), payload.items) if payload.items else None
-
     # ---- deciding --------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -475,10 +452,10 @@ class SamplingStage:
         """Decide every trace that is due (or was evicted); returns how many were decided."""
         limit = max(1000, int(2 * self.config.expected_new_traces_per_sec * self.tick))
         due, self._early = self._early, []
-        times: dict[bytes, tuple[Times | None, int]] = {}  # the due traces' times and spans, as buffered
+        buffered: dict[bytes, Pending] = {}  # what the buffer knew of the due traces
         for trace_id, pending in self.buffer.due_pending(self.clock(), limit):
             due.append(trace_id)
-            times[trace_id] = pending[TIMES], pending[SPANS]
+            buffered[trace_id] = pending
         if self._unsettled:
             retry, self._unsettled = self._unsettled, {}
             await self._settle(retry, None)
@@ -486,7 +463,7 @@ class SamplingStage:
             return 0
         self._deciding.update(due)
         try:
-            return await self._decide(due, times)
+            return await self._decide(due, buffered)
         finally:
             self._deciding.difference_update(due)
             for trace_id in self._late_records.intersection(due):
@@ -494,59 +471,65 @@ class SamplingStage:
                 self._unsettled[trace_id] = bool(known)
             self._late_records.difference_update(due)
 
-    async def _decide(self, due: list[bytes], times: dict[bytes, tuple[Times | None, int]]) -> int:
-        reading = await self._read(due)
-        records = reading[0]
+    async def _decide(self, due: list[bytes], buffered: dict[bytes, Pending]) -> int:
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
+        own = [trace_id for trace_id in due if trace_id not in followed]
+        # read back only the traces a policy reads (most are decided on what the buffer knows)
+        to_read = own if self._read_all else [trace_id for trace_id in own if self._reads(buffered.get(trace_id))]
+        rows, bodies = await self._read(to_read)
+        read = set(to_read)
         decisions: dict[bytes, bool] = {}
         kept: dict[bytes, Trace] = {}
         counts: collections.Counter[tuple[str, Decision]] = collections.Counter()
-        own = [trace_id for trace_id in due if trace_id not in followed]
         for at in range(0, len(own), _TRACES_PER_DECISION):
-            traces = [self._trace_of(trace_id, records.get(trace_id, []), times.get(trace_id))
-                      for trace_id in own[at:at + _TRACES_PER_DECISION]]
-            finals, evaluated = decide_many(self.policies, traces, self.config.sample_on_first_match)
+            traces = [self._trace_of(trace_id, rows.get(trace_id, []), buffered.get(trace_id)) if trace_id in read
+                      else _unread(trace_id, buffered[trace_id]) for trace_id in own[at:at + _TRACES_PER_DECISION]]
+            try:
+                finals, evaluated = decide_many(self.policies, traces, self.config.sample_on_first_match)
+            except SpansNotRead as exc:  # a policy misjudged what it reads: never again
+                log.error("tail sampling reads every trace back from now on", exc_info=exc,
+                          extra={"processor": self.id})
+                self._read_all = True
+                return await self._decide(due, buffered)
             decisions.update(zip([trace.trace_id for trace in traces], map(_IS_SAMPLED, finals), strict=True))
             for policy, results in evaluated:
                 counts.update(zip(itertools.repeat(policy), results))
-            kept.update(self._kept_traces(traces, decisions))
+            kept.update(self._kept_traces(traces, decisions, read))
         if followed:
             decisions = {trace_id: followed[trace_id] if trace_id in followed else decisions[trace_id]
                          for trace_id in due}
-        self._count_decisions(counts, decisions)
+        self.telemetry.decisions(counts, decisions)
         self.cache.record_many(list(itertools.compress(decisions, decisions.values())), True)
         self.cache.record_many(list(itertools.compress(decisions, map(operator.not_, decisions.values()))), False)
         if self.shared is not None:
             self.shared.publish({tid: keep for tid, keep in decisions.items() if tid not in followed})
-        await self._settle(decisions, reading, kept)
+        # the kept traces not read yet go out as stored, and records that keep pending parts are
+        # stored again without the decided ones: both need their bytes
+        unread_kept = [trace_id for trace_id, keep in decisions.items() if keep and trace_id not in read]
+        partial = self.index.partly_decided(decisions, bodies)
+        if unread_kept or partial:
+            more_rows, more_bodies = await self._read(unread_kept, partial)
+            rows.update(more_rows)
+            bodies.update(more_bodies)
+        await self._settle(decisions, (rows, bodies), kept, checked=read)
         return len(due)
 
-    def _count_decisions(self, counts: collections.Counter[tuple[str, Decision]], decisions: dict[bytes, bool]) -> None:
-        """Counted once per round, not per trace: a counter's labels cost more than a decision."""
-        errors = 0
-        by_policy: dict[tuple[str, str], int] = collections.Counter()
-        for (policy, decision), count in counts.items():
-            if decision is Decision.ERROR:
-                errors += count
-            else:
-                by_policy[policy, "true" if decision in _KEEPS else "false"] += count
-        for (policy, label), count in by_policy.items():
-            self._count("otelcol_processor_tail_sampling_count_traces_sampled", count, policy, label)
-        if errors:
-            self._count("otelcol_processor_tail_sampling_sampling_policy_evaluation_error", errors)
-        sampled = sum(decisions.values())
-        for label, count in (("true", sampled), ("false", len(decisions) - sampled)):
-            if count:
-                self._count("otelcol_processor_tail_sampling_global_count_traces_sampled", count, label)
+    def _reads(self, pending: Pending | None) -> bool:
+        """Whether deciding a trace may read its spans (a trace evicted early is not buffered)."""
+        if pending is None:
+            return True
+        trace = _unread(b"", pending)
+        return any(reads_bytes(named.policy, trace) for named in self.policies)
 
-    def _kept_traces(self, traces: list[Trace], decisions: dict[bytes, bool]) -> dict[bytes, Trace]:
+    def _kept_traces(self, traces: list[Trace], decisions: dict[bytes, bool],
+                     read: AbstractSet[bytes]) -> dict[bytes, Trace]:
         """The kept traces that go out as parsed here (span compression or later processors);
-        the others go out as stored. Every kept trace is parsed before it is queued, so a record
-        that does not parse is quarantined, not sent."""
+        the others go out as stored. Every kept trace that was read is parsed now (the others
+        when they are: _exports), so a record that does not parse is quarantined, not sent."""
         kept: dict[bytes, Trace] = {}
         compression = self.config.span_compression
         for trace in traces:
-            if not decisions[trace.trace_id]:
+            if not decisions[trace.trace_id] or trace.trace_id not in read:
                 continue
             trace.batches  # noqa: B018 (parses the records, noting those that do not parse)
             if compression.enabled or self.post:
@@ -555,11 +538,12 @@ class SamplingStage:
                 kept[trace.trace_id] = trace
         return kept
 
-    async def _read(self, trace_ids: list[bytes] | dict[bytes, bool]) -> _Reading:
+    async def _read(self, trace_ids: list[bytes] | dict[bytes, bool], more: Iterable[bytes] = ()) -> _Reading:
         """The parts of these traces as (record key, batch key, spans, bytes) per trace, and the
-        bodies of the records that hold them, read in a worker thread. A record that does not
-        decode is quarantined by the next move (its parts are lost to the dead-letter store)."""
-        keys = self.index.keys_of(trace_ids)
+        bodies of the records that hold them (and of the records `more`), read in a worker thread.
+        A record that does not decode is quarantined by the next move (its parts are lost to the
+        dead-letter store)."""
+        keys = sorted(set(self.index.keys_of(trace_ids)).union(more))
         if not keys:
             return {}, {}
         found, corrupt = await asyncio.to_thread(self._running_store().read_records, self.table, keys)
@@ -587,15 +571,17 @@ class SamplingStage:
             self._note_corrupt({key: f"not a trace request: {exc}"})
             return None
 
-    def _trace_of(self, trace_id: bytes, rows: list[Row], buffered: tuple[Times | None, int] | None = None) -> Trace:
+    def _trace_of(self, trace_id: bytes, rows: list[Row], buffered: Pending | None = None) -> Trace:
         """The trace of its parts, parsed only when a policy (or keeping it) asks for its spans.
-        `buffered`: the times and span count of its spans as they arrived; the times hold only
-        when every one of those spans was read back (none was in a record quarantined since)."""
+        `buffered`: what the buffer knew of its spans as they arrived; its times and hints hold
+        only when every one of those spans was read back (none was in a record quarantined since)."""
         raw = list(map(_BODY, rows))
         spans = sum(map(_SPANS, rows))
-        times = buffered[0] if buffered is not None and buffered[1] == spans else None
+        whole = buffered is not None and buffered[SPANS] == spans
         return Trace(trace_id, span_count=spans, size_bytes=sum(map(len, raw)),
-                     raw=raw, parse=functools.partial(self._batches_of, trace_id, rows), times=times)
+                     raw=raw, parse=functools.partial(self._batches_of, trace_id, rows),
+                     times=buffered[TIMES] if buffered is not None and whole else None,
+                     hints=buffered[HINTS] if buffered is not None and whole else None)
 
     def _batches_of(self, trace_id: bytes, rows: list[Row], body: bytes) -> list[Any]:
         """The resource groups of one part of a trace; none (and the part quarantined by the
@@ -626,14 +612,16 @@ class SamplingStage:
         return True
 
     async def _settle(self, decisions: dict[bytes, bool], reading: _Reading | None,
-                      kept: dict[bytes, Trace] | None = None) -> None:
+                      kept: dict[bytes, Trace] | None = None, checked: AbstractSet[bytes] = frozenset()) -> None:
         """Move decided traces: kept spans into the export queues and their parts out of the
-        buffer records, in one transaction. `reading`: their parts as read for the decision
-        (None: read them now)."""
+        buffer records, in one transaction. `reading`: the parts of the kept traces and the
+        bodies of the records that keep pending parts (None: read them now). `kept`: kept
+        traces parsed for the decision that go out as parsed; `checked`: traces whose parts
+        were parsed for the decision (a part that does not parse was noted then)."""
         if reading is None:
             reading = await self._read(decisions)
         rows, bodies = reading
-        exports = self._exports(decisions, rows, kept)
+        exports = self._exports(decisions, rows, kept or {}, checked)
         move = self.index.plan(decisions, bodies)
         # the writer thread gets its own copies: these belong to the event loop
         corrupt, bad_parts = dict(self._corrupt), dict(self._bad_parts)
@@ -651,16 +639,14 @@ class SamplingStage:
         for key in bad_parts:
             del self._bad_parts[key]
 
-    def _exports(self, decisions: dict[bytes, bool], records: dict[bytes, list[Row]],
-                 kept: dict[bytes, Trace] | None) -> list[tuple[bytes, int, bytes]]:
+    def _exports(self, decisions: dict[bytes, bool], records: dict[bytes, list[Row]], kept: dict[bytes, Trace],
+                 checked: AbstractSet[bytes]) -> list[tuple[bytes, int, bytes]]:
         """(body, items, batch key) per batch key for the kept traces, after the later processors.
 
-        `kept` holds kept traces as parsed for their decision (None: parts read for a retry,
-        not parsed yet); the others are their parts. Without later processors those go out
-        as the bytes they are: serialized requests concatenated are one request holding all
-        their resource groups."""
-        parsed = kept is not None
-        kept = kept or {}
+        `kept` holds kept traces as parsed for their decision; the others are their parts, each
+        parsed here unless its trace is `checked`. Without later processors those go out as the
+        bytes they are: serialized requests concatenated are one request holding all their
+        resource groups."""
         by_key: dict[bytes, list[Any]] = defaultdict(list)
         as_stored: dict[bytes, tuple[list[bytes], int]] = {}
         bad = self._bad_parts
@@ -675,7 +661,7 @@ class SamplingStage:
                 continue
             if not self.post:
                 for row in rows:
-                    if row[0] + trace_id not in bad and (parsed or self._part_ok(trace_id, row)):
+                    if row[0] + trace_id not in bad and (trace_id in checked or self._part_ok(trace_id, row)):
                         bodies, count = as_stored.get(row[1], ([], 0))
                         bodies.append(row[3])
                         as_stored[row[1]] = (bodies, count + row[2])
@@ -686,7 +672,7 @@ class SamplingStage:
                     by_key[key_of_row].append(request)
         out = [(b"".join(bodies), items, batch_key) for batch_key, (bodies, items) in as_stored.items()]
         for batch_key, parts in by_key.items():
-            processed = self._post_process(parts)
+            processed = self.post.run(parts)
             if processed is not None:
                 out.append((processed[0], processed[1], batch_key))
         return out
