@@ -102,7 +102,7 @@ from sampler.buffer import (
     merge_times,
 )
 from sampler.compression import compress_trace
-from sampler.policies import build_policies, byte_hints, decide_many, reads_bytes, reads_span_times
+from sampler.policies import build_policies, byte_hints, decide_many, reads_span_times
 from sampler.relief import StressRelief
 from sampler.split import Facts, split_serialized
 from sampler.telemetry import NO_METRICS, MetricsSink
@@ -475,15 +475,17 @@ class SamplingStage:
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
         own = [trace_id for trace_id in due if trace_id not in followed]
         # read back only the traces a policy reads (most are decided on what the buffer knows)
-        to_read = own if self._read_all else [trace_id for trace_id in own if self._reads(buffered.get(trace_id))]
+        unread = {} if self._read_all else self._decidable_unread(own, buffered)
+        to_read = [trace_id for trace_id in own if trace_id not in unread]
         rows, bodies = await self._read(to_read)
         read = set(to_read)
         decisions: dict[bytes, bool] = {}
         kept: dict[bytes, Trace] = {}
         counts: collections.Counter[tuple[str, Decision]] = collections.Counter()
         for at in range(0, len(own), _TRACES_PER_DECISION):
-            traces = [self._trace_of(trace_id, rows.get(trace_id, []), buffered.get(trace_id)) if trace_id in read
-                      else _unread(trace_id, buffered[trace_id]) for trace_id in own[at:at + _TRACES_PER_DECISION]]
+            traces = [unread[trace_id] if trace_id in unread
+                      else self._trace_of(trace_id, rows.get(trace_id, []), buffered.get(trace_id))
+                      for trace_id in own[at:at + _TRACES_PER_DECISION]]
             try:
                 finals, evaluated = decide_many(self.policies, traces, self.config.sample_on_first_match)
             except SpansNotRead as exc:  # a policy misjudged what it reads: never again
@@ -514,12 +516,20 @@ class SamplingStage:
         await self._settle(decisions, (rows, bodies), kept, checked=read)
         return len(due)
 
-    def _reads(self, pending: Pending | None) -> bool:
-        """Whether deciding a trace may read its spans (a trace evicted early is not buffered)."""
-        if pending is None:
-            return True
-        trace = _unread(b"", pending)
-        return any(reads_bytes(named.policy, trace) for named in self.policies)
+    def _decidable_unread(self, own: list[bytes], buffered: dict[bytes, Pending]) -> dict[bytes, Trace]:
+        """The traces no policy reads the spans of, as the buffer knows them (a trace evicted early
+        is not buffered: it is read)."""
+        readers: list[Callable[[Trace], bool]] = []
+        for named in self.policies:
+            reader = getattr(named.policy, "reads_bytes", None)
+            if reader is None:  # a policy that does not say reads every trace (sampler.policies.reads_bytes)
+                return {}
+            readers.append(reader)
+        traces = [_unread(trace_id, buffered[trace_id]) for trace_id in own if trace_id in buffered]
+        reads = [False] * len(traces)
+        for reader in readers:  # policy by policy: a call each per trace, no generator
+            reads = list(map(operator.or_, reads, map(reader, traces)))
+        return {trace.trace_id: trace for trace, read in zip(traces, reads, strict=True) if not read}
 
     def _kept_traces(self, traces: list[Trace], decisions: dict[bytes, bool],
                      read: AbstractSet[bytes]) -> dict[bytes, Trace]:
