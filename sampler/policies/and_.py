@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sampler.policies.base import Evaluator, reads_bytes
+from sampler.policies.base import Evaluator, reads_bytes, refuses
 from sampler.trace import Decision, Trace
 
 REFUSALS = (Decision.NOT_SAMPLED, Decision.INVERTED_NOT_SAMPLED)
@@ -29,12 +29,23 @@ def all_sample(subpolicies: Sequence[Evaluator], trace: Trace) -> Decision:
     return Decision.SAMPLED
 
 
+def reads_bytes_in_turn(subpolicies: Sequence[Evaluator], trace: Trace) -> bool:
+    """reads_bytes of sub-policies evaluated in turn until one refuses (all_sample): one certain to
+    refuse without reading ends what is read."""
+    for policy in subpolicies:
+        if refuses(policy, trace):
+            return False
+        if reads_bytes(policy, trace):
+            return True
+    return False
+
+
 class And:
     def __init__(self, subpolicies: Sequence[Evaluator]):
         self.subpolicies = tuple(subpolicies)
 
     def reads_bytes(self, trace: Trace) -> bool:
-        return any(reads_bytes(policy, trace) for policy in self.subpolicies)
+        return reads_bytes_in_turn(self.subpolicies, trace)
 
     def evaluate(self, trace: Trace) -> Decision:
         return all_sample(self.subpolicies, trace)

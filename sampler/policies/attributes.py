@@ -67,6 +67,10 @@ class AttributePolicy(ABC):
     def reads_bytes(self, trace: Trace) -> bool:
         return not self._ruled_out(trace)
 
+    def refuses(self, trace: Trace) -> bool:
+        """Whether it is certain to answer NotSampled without reading the trace's spans."""
+        return not self.invert_match and self._ruled_out(trace)
+
     def matches(self, trace: Trace) -> bool:
         """Whether some resource or span of the trace has the key with a matching value."""
         if self._ruled_out(trace):

@@ -22,6 +22,13 @@ def reads_bytes(policy: Evaluator, trace: Trace) -> bool:
     return True if method is None else bool(method(trace))
 
 
+def refuses(policy: Evaluator, trace: Trace) -> bool:
+    """Whether `policy` is certain to answer NotSampled on `trace` without reading its spans, as its
+    optional `refuses(trace)` says (status_code, attribute policies whose bytes rule it out)."""
+    method = getattr(policy, "refuses", None)
+    return method is not None and bool(method(trace))
+
+
 @dataclass(frozen=True)
 class NamedPolicy:
     """A top-level policy: its `name` from the config, and the evaluator built from it."""

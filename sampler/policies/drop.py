@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sampler.policies.and_ import all_sample
-from sampler.policies.base import Evaluator, reads_bytes
+from sampler.policies.and_ import all_sample, reads_bytes_in_turn
+from sampler.policies.base import Evaluator
 from sampler.trace import Decision, Trace
 
 
@@ -18,7 +18,7 @@ class Drop:
         self.subpolicies = tuple(subpolicies)
 
     def reads_bytes(self, trace: Trace) -> bool:
-        return any(reads_bytes(policy, trace) for policy in self.subpolicies)
+        return reads_bytes_in_turn(self.subpolicies, trace)
 
     def evaluate(self, trace: Trace) -> Decision:
         decision = all_sample(self.subpolicies, trace)

@@ -95,8 +95,12 @@ class StatusCode:
         return found
 
     def reads_bytes(self, trace: Trace) -> bool:
+        return not self.refuses(trace)
+
+    def refuses(self, trace: Trace) -> bool:
+        """Whether it is certain to answer NotSampled without reading the trace's spans."""
         hints = trace.hints
-        return not (self.hint_bit and hints is not None and not hints & self.hint_bit)
+        return bool(self.hint_bit) and hints is not None and not hints & self.hint_bit
 
     def evaluate(self, trace: Trace) -> Decision:
         hints = trace.hints

@@ -1,0 +1,49 @@
+"""reads_bytes: whether deciding a trace may read its spans, so that the stage can decide the
+others on what its buffer knows of them (sampler.split.Facts). A wrong "no" would decide a
+trace on spans it never saw; the stage then reads everything (SpansNotRead)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sampler.policies import build_policies, byte_hints, decide, reads_bytes
+from sampler.trace import Decision, Trace
+from tests.sampler.policies.traces import FakeClock, policy_config
+
+
+def _policies(*snippets: str):
+    policies = build_policies([policy_config(snippet) for snippet in snippets], FakeClock())
+    bits = {name: bit for name, (bit, _) in zip(("first", "second"), byte_hints(policies), strict=False)}
+    return policies, bits
+
+
+ERRORS = "{type: status_code, status_code: {status_codes: [ERROR]}}"
+CHECKOUT = "{type: string_attribute, string_attribute: {key: http.route, values: [/checkout]}}"
+NOT_CHECKOUT = ("{type: string_attribute, string_attribute: {key: http.route, values: [/checkout], "
+                "invert_match: true}}")
+
+
+@pytest.mark.parametrize("subs, hints, reads", [
+    # the first sub-policy refuses on its hint alone: the second is never evaluated
+    ((ERRORS, CHECKOUT), {"second"}, False),
+    ((ERRORS, CHECKOUT), {"first"}, True),  # the first may find an error code in them
+    ((ERRORS, CHECKOUT), {"first", "second"}, True),
+    # an inverted match is no refusal: it samples when the bytes rule a match out
+    ((NOT_CHECKOUT, ERRORS), set(), False),
+    ((NOT_CHECKOUT, ERRORS), {"second"}, True),
+    ((NOT_CHECKOUT, ERRORS), {"first"}, True),
+])
+def test_an_and_policy_reads_only_what_its_sub_policies_read_in_turn(subs, hints, reads):
+    text = "{name: both, type: and, and: {and_sub_policy: [" + ", ".join(subs) + "]}}"
+    policies, bits = _policies(text)
+    trace = Trace(b"\x01" * 16, span_count=1, hints=sum(bits[name] for name in hints), unread=True)
+    assert any(reads_bytes(named.policy, trace) for named in policies) is reads
+    if not reads:  # and it decides without them
+        assert decide(policies, trace)[0] in (Decision.SAMPLED, Decision.NOT_SAMPLED)
+
+
+def test_a_trace_without_hints_is_read_by_every_byte_searching_policy():
+    policies, _ = _policies("{name: e, type: status_code, status_code: {status_codes: [ERROR]}}",
+                            "{name: c, type: string_attribute, string_attribute: {key: k, values: [v]}}")
+    trace = Trace(b"\x01" * 16, span_count=1, unread=True)
+    assert all(reads_bytes(named.policy, trace) for named in policies)
