@@ -55,7 +55,7 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
             ) from exc
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer longer than Python reads from text
         raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
     except RecursionError:
         raise BadRequestError("request body is JSON nested too deeply") from None

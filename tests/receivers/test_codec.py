@@ -60,6 +60,16 @@ def test_bad_ids_are_rejected_with_a_clear_message(ids, message):
     assert error.value.status == 400 and message in str(error.value)
 
 
+@pytest.mark.parametrize("body", [
+    b'{"resourceSpans": 1' + b"1" * 4998 + b"}",  # past Python's 4300-digit limit for ints in text
+    b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"startTimeUnixNano": ' + b"9" * 5000 + b"}]}]}]}",
+])
+def test_json_with_an_integer_too_long_to_read_gets_400(body):
+    with pytest.raises(BadRequestError) as error:
+        codec.decode(Signal.TRACES, body, codec.JSON)
+    assert error.value.status == 400 and "JSON" in str(error.value)
+
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,
