@@ -70,7 +70,6 @@ import functools
 import itertools
 import logging
 import operator
-import struct
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -86,6 +85,7 @@ from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
 from edgeagent.processors.tail_sampling.later import LaterProcessors
 from edgeagent.processors.tail_sampling.records import Move, RecordIndex, Row
+from edgeagent.processors.tail_sampling.recovery import KEY, Rewrite, recover
 from edgeagent.processors.tail_sampling.telemetry import StageTelemetry
 from edgeagent.queue.api import Corrupt, StageStore, StageTransaction
 from edgeagent.signals import Payload, Signal
@@ -98,8 +98,6 @@ from sampler.buffer import (
     Pending,
     Timing,
     TraceBuffer,
-    merge_hints,
-    merge_times,
 )
 from sampler.compression import compress_trace
 from sampler.policies import build_policies, byte_hints, decide_many, reads_span_times
@@ -109,8 +107,6 @@ from sampler.telemetry import NO_METRICS, MetricsSink
 from sampler.trace import Decision, SpansNotRead, Trace
 
 log = logging.getLogger(__name__)
-_KEY = struct.Struct(">Q")  # a buffer record's key: a sequence number
-_OLD_KEY = struct.Struct(">16sQ")  # earlier releases stored a record per trace part: trace id + sequence
 _IS_SAMPLED = functools.partial(operator.is_, Decision.SAMPLED)
 # traces decided together: enough to spread the policies' per-call costs, few enough that what
 # they parse of them is freed before it reaches the garbage collector's older generations
@@ -118,22 +114,12 @@ _TRACES_PER_DECISION = 64
 _BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
-_Rewrite = tuple[bytes, int, bytes]  # a record stored again: body, spans, batch key
-# a trace found at start: spans, bytes, first ms, times, hints
-_Recovered = tuple[int, int, int, "tuple[int, int] | None", "int | None"]
 
 
 def _unread(trace_id: bytes, pending: Pending) -> Trace:
     """A trace decided on what the buffer knows of it, its spans not read back."""
     return Trace(trace_id, span_count=pending[SPANS], size_bytes=pending[SIZE], times=pending[TIMES],
                  hints=pending[HINTS], unread=True)
-
-
-def _sequence(key: bytes) -> int:
-    """The sequence number in a buffer record's key (this release's, or an earlier one's)."""
-    if len(key) == _KEY.size:
-        return _KEY.unpack(key)[0]
-    return _OLD_KEY.unpack(key)[1] if len(key) == _OLD_KEY.size else 0
 
 
 class SamplingStage:
@@ -222,13 +208,15 @@ class SamplingStage:
             return
         if self.shared is not None:
             await self.shared.start()
-        recovered, corrupt, rewrites = await asyncio.to_thread(self._scan)
+        store = self.store
+        recovered, corrupt, rewrites, self._seq = await asyncio.to_thread(
+            lambda: recover(store.scan(self.table, bodies=True), self.index, self._facts))
         if corrupt or rewrites:
             self._note_corrupt(corrupt)
             await self.store.atomic(lambda writer: self._repair(writer, corrupt, rewrites))
             self._corrupt.clear()
         now, wall = self.clock(), time.time()
-        for trace_id, (spans, size, first_ms, times, hints) in recovered.items():
+        for trace_id, (spans, size, first_ms, times, hints) in recovered.items():  # pending again
             self.buffer.add(trace_id, spans, size, False, now, first=now - max(0.0, wall - first_ms / 1000),
                             times=times, hints=hints)
         if recovered:
@@ -270,43 +258,8 @@ class SamplingStage:
             if fail is not None:
                 fail(f"processors::{self.id}", str(task.exception()))
 
-    def _scan(self) -> tuple[dict[bytes, _Recovered], dict[bytes, str], dict[bytes, _Rewrite]]:
-        """Rebuild the index from the buffer records: (trace id: spans, bytes, first enqueue time
-        in ms, times, hints), the records that do not decode, and the records to store again as cut now (a
-        record of an earlier release, or one whose parts come out otherwise). Runs in a worker
-        thread during start(), before anything else touches the index (receivers start later)."""
-        found: dict[bytes, _Recovered] = {}
-        corrupt: dict[bytes, str] = {}
-        rewrites: dict[bytes, _Rewrite] = {}
-        last = 0
-        for row in self._running_store().scan(self.table, bodies=True):
-            last = max(last, _sequence(row.key))
-            if isinstance(row, Corrupt):
-                corrupt[row.key] = row.reason
-                continue
-            facts = self._facts()
-            try:
-                parts = split_serialized(row.body, ExportTraceServiceRequest.FromString(row.body), facts=facts)
-            except DecodeError as exc:
-                corrupt[row.key] = f"not a trace request: {exc}"
-                continue
-            self.index.add(row.key, row.batch_key, [(trace_id, len(part), items) for trace_id, part, items, _ in parts])
-            body = b"".join(part for _, part, _, _ in parts)
-            if body != row.body:
-                rewrites[row.key] = (body, sum(items for _, _, items, _ in parts), row.batch_key)
-            for trace_id, part, items, _ in parts:
-                times, hints = facts.times.get(trace_id), facts.hints.get(trace_id)
-                known = found.get(trace_id)
-                if known is None:
-                    found[trace_id] = (items, len(part), row.enqueued_ms, times, hints)
-                else:
-                    found[trace_id] = (known[0] + items, known[1] + len(part), min(known[2], row.enqueued_ms),
-                                       merge_times(known[3], times), merge_hints(known[4], hints))
-        self._seq = last
-        return found, corrupt, rewrites
-
     def _repair(self, writer: StageTransaction, corrupt: dict[bytes, str],
-                rewrites: dict[bytes, _Rewrite]) -> None:
+                rewrites: dict[bytes, Rewrite]) -> None:
         for key, reason in corrupt.items():
             writer.quarantine(self.table, key, reason)
         for key, (body, items, batch_key) in rewrites.items():
@@ -404,7 +357,7 @@ class SamplingStage:
 
     def _next_key(self) -> bytes:
         self._seq += 1
-        return _KEY.pack(self._seq)
+        return KEY.pack(self._seq)
 
     def _enforce_limits(self, arrived: list[bytes]) -> None:
         too_large = self.config.maximum_trace_size_bytes
