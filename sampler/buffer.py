@@ -2,20 +2,19 @@
 
 The spans themselves are on disk (the raw-traces sub-database), so a buffered trace costs a
 small object here whatever its size. Decisions outlive the buffer in two caches, so late
-spans follow them: kept trace ids in an LRU, dropped ones in a rotating Bloom filter (about
-4.3 bytes per id). A false positive would drop the first spans of a new trace, so the filter
-is sized for one in a million (two filters: about two in a million); it never keeps a
-dropped trace.
+spans follow them: kept trace ids in an LRU, dropped ones as 32-bit fingerprints in two
+rotating tables (8 to 10 bytes per id). A false positive would drop the first spans of a new
+trace: it takes another id's fingerprint in the one or two slots a lookup reads, about one
+lookup in a billion. The cache never keeps a dropped trace.
 """
 
 from __future__ import annotations
 
+import array
 import collections
 import hashlib
 import heapq
 import itertools
-import math
-import struct
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -183,80 +182,54 @@ class TraceBuffer:
         self.spans -= trace[SPANS]
 
 
-_HASHES = 10  # two 32-bit values from the id's seed, eight from a BLAKE2s digest
-_DIGEST = struct.Struct(f"<{_HASHES - 2}I")  # 32-bit values (filters up to 4 billion bits): 32 bytes
-_LOW_32 = 0xFFFFFFFF
-
-
 def _digest_seed(key: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8, person=b"seed").digest(), "little")
 
 
-# The seed gives a key's first two positions: the built-in hash of bytes is SipHash under a key
-# drawn at start-up (the filters live in memory only), and the id's is cached, as the id was a
-# dict key already; so most unknown ids are answered without a digest. A 32-bit build's hash
-# has half the bits: there the seed is a digest of its own.
+# An id's 64-bit seed gives its slot (low bits) and its fingerprint (high 32 bits). The built-in
+# hash of bytes is SipHash under a key drawn at start-up (the tables live in memory only), and
+# the id's is cached, as the id was a dict key already. A 32-bit build's hash has half the
+# bits: there the seed is a digest.
 seed_of: Callable[[bytes], int] = hash if sys.hash_info.width >= 64 else _digest_seed
+_LOW_32 = 0xFFFFFFFF
 
 
-def rest_values(key: bytes) -> tuple[int, ...]:
-    """A key's other eight values, from one BLAKE2s digest (its default size is the 32 bytes
-    wanted; a keyword argument would cost half as much again as the hash), a filter's positions
-    modulo its size: deriving them from the id's two halves (double hashing) measured 60 times
-    the designed false-positive rate on small filters. Computed once per lookup for both filters."""
-    return _DIGEST.unpack(hashlib.blake2s(key).digest())
+class _Fingerprints:
+    """A set of ids as 32-bit fingerprints in an open-addressed table (linear probing) of at least
+    twice `capacity` slots, so it is never more than half full: an insert or a lookup reads one
+    slot or two, a few bytecodes where a Bloom filter at one in a million set ten bits an id."""
 
-
-class _Bloom:
-    """A Bloom filter with a fixed, small number of hashes: each costs Python time on every lookup,
-    so it trades a few more bits per id (about 4.3 bytes at one in a million) for half the work."""
-
-    HASHES = _HASHES
-
-    def __init__(self, capacity: int, error_rate: float):
+    def __init__(self, capacity: int):
         self.capacity = capacity
-        k = self.HASHES
-        # (1 - e^(-k/r))^k = error_rate, solved for r bits per id
-        per_id = -k / math.log(1 - error_rate ** (1 / k))
-        self.bits = max(64, int(capacity * per_id))
-        self.array = bytearray((self.bits + 7) // 8)
+        size = 1 << max(4, (2 * capacity - 1).bit_length())
+        self.mask = size - 1
+        self.table = array.array("I", bytes(4 * size))  # 0: an empty slot (a fingerprint is never 0)
         self.count = 0
 
     def add(self, keys: Sequence[bytes]) -> None:
-        array, bits = self.array, self.bits
+        table, mask = self.table, self.mask
         for key in keys:
             seed = seed_of(key)
-            position = (seed & _LOW_32) % bits
-            array[position >> 3] |= 1 << (position & 7)
-            position = (seed >> 32) % bits
-            array[position >> 3] |= 1 << (position & 7)
-            for value in rest_values(key):
-                position = value % bits
-                array[position >> 3] |= 1 << (position & 7)
+            slot, fingerprint = seed & mask, (seed >> 32) & _LOW_32 or 1
+            value = table[slot]
+            while value and value != fingerprint:
+                slot = (slot + 1) & mask
+                value = table[slot]
+            table[slot] = fingerprint
         self.count += len(keys)
-
-    def holds_rest(self, rest: tuple[int, ...]) -> bool:
-        """Whether the bits of a key's `rest_values` are set (its seed's are known to be); stops
-        at the first that is not."""
-        array, bits = self.array, self.bits
-        for value in rest:
-            position = value % bits
-            if not array[position >> 3] & (1 << (position & 7)):
-                return False
-        return True
 
 
 class DecisionCache:
-    """Past decisions by trace id: kept ids in an LRU, dropped ones in two rotating Bloom filters
-    (when the current one is full the older one is discarded, so memory stays fixed)."""
+    """Past decisions by trace id: kept ids in an LRU, dropped ones in two rotating fingerprint
+    tables of `dropped_size` / 2 ids each (when the current one is full the older one is
+    discarded, so memory stays fixed)."""
 
-    def __init__(self, kept_size: int, dropped_size: int, error_rate: float = 1e-6):
+    def __init__(self, kept_size: int, dropped_size: int):
         self.kept_size = kept_size
         self.kept: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._dropped_size = max(1, dropped_size // 2)
-        self._error_rate = error_rate
-        self._current = _Bloom(self._dropped_size, error_rate) if dropped_size else None
-        self._previous: _Bloom | None = None
+        self._current = _Fingerprints(self._dropped_size) if dropped_size else None
+        self._previous: _Fingerprints | None = None
         self.version = 0  # counts `record` calls: while it stays, no lookup's answer changes
 
     def record(self, trace_id: bytes, kept: bool) -> None:
@@ -281,7 +254,7 @@ class DecisionCache:
 
     def record_many(self, trace_ids: Sequence[bytes], kept: bool) -> None:
         """`record` for each id in turn (a round's decisions at once), with less Python per
-        dropped id: one call, one LRU pass, and the filter's bits set in one loop."""
+        dropped id: one call, one LRU pass, and the fingerprints stored in one loop."""
         if kept:
             for trace_id in trace_ids:
                 self.record(trace_id, True)
@@ -300,16 +273,14 @@ class DecisionCache:
             current.add(trace_ids[start:end])
             start = end
 
-    def _rotate(self) -> _Bloom:
-        """The current filter is full: it becomes the previous one, and the older one goes."""
+    def _rotate(self) -> _Fingerprints:
+        """The current table is full: it becomes the previous one, and the older one goes."""
         assert self._current is not None
-        self._previous, self._current = self._current, _Bloom(self._dropped_size, self._error_rate)
+        self._previous, self._current = self._current, _Fingerprints(self._dropped_size)
         return self._current
 
     def lookup(self, trace_id: bytes) -> bool | None:
-        """True: kept; False: dropped; None: not known. Both filters have the same size, so the
-        seed's positions are one byte and bit in each: most unknown ids are out after them,
-        without a digest."""
+        """True: kept; False: dropped; None: not known."""
         lru = self.kept
         if trace_id in lru:
             lru.move_to_end(trace_id)
@@ -317,18 +288,19 @@ class DecisionCache:
         current = self._current
         if current is None:
             return None
-        previous = self._previous or current  # before the first rotation: the current one twice
-        new, old, bits = current.array, previous.array, current.bits
+        # both tables have the same size: the slot and fingerprint are computed once, and an
+        # unknown id is mostly out after one slot of each
         seed = seed_of(trace_id)
-        position = (seed & _LOW_32) % bits
-        index, bit = position >> 3, 1 << (position & 7)
-        in_new, in_old = new[index] & bit, old[index] & bit
-        if in_new or in_old:
-            position = (seed >> 32) % bits
-            index, bit = position >> 3, 1 << (position & 7)
-            in_new, in_old = in_new and new[index] & bit, in_old and old[index] & bit
-            if in_new or in_old:
-                rest = rest_values(trace_id)
-                if in_new and current.holds_rest(rest) or in_old and previous.holds_rest(rest):
+        mask = current.mask
+        first, fingerprint = seed & mask, (seed >> 32) & _LOW_32 or 1
+        for fingerprints in (current, self._previous):  # the probe loop inline: this runs per new trace
+            if fingerprints is None:
+                break
+            table, slot = fingerprints.table, first
+            value = table[slot]
+            while value:
+                if value == fingerprint:
                     return False
+                slot = (slot + 1) & mask
+                value = table[slot]
         return None
