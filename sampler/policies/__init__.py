@@ -161,11 +161,6 @@ def _final(mask: int) -> Decision:
 _FINALS = tuple(_final(mask) for mask in range(32))
 
 
-def _evaluate_all(policy: Evaluator, traces: Sequence[Trace]) -> list[Decision]:
-    many = getattr(policy, "evaluate_many", None)
-    return many(traces) if many is not None else list(map(policy.evaluate, traces))
-
-
 def decide_many(policies: Sequence[NamedPolicy], traces: Sequence[Trace],
                 sample_on_first_match: bool = False) -> tuple[list[Decision], list[tuple[str, list[Decision]]]]:
     """The final decision of each trace (SAMPLED, NOT_SAMPLED or DROPPED), and per evaluated
@@ -191,7 +186,7 @@ def decide_many(policies: Sequence[NamedPolicy], traces: Sequence[Trace],
         for named in policies:
             if not live_traces:
                 break
-            results = _evaluate_all(named.policy, live_traces)
+            results = list(map(named.policy.evaluate, live_traces))
             evaluated.append((named.name, results))
             bits = list(map(_BITS.__getitem__, results))
             if live is None:
