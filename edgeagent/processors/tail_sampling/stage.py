@@ -118,8 +118,7 @@ _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace,
 
 def _unread(trace_id: bytes, pending: Pending) -> Trace:
     """A trace decided on what the buffer knows of it, its spans not read back."""
-    return Trace(trace_id, span_count=pending[SPANS], size_bytes=pending[SIZE], times=pending[TIMES],
-                 hints=pending[HINTS], unread=True)
+    return Trace.unread(trace_id, pending[SPANS], pending[SIZE], pending[TIMES], pending[HINTS])
 
 
 class SamplingStage:
@@ -284,8 +283,9 @@ class SamplingStage:
         pending: list[tuple[bytes, bytes, int, bool]] = []
         kept: list[bytes] = []
         kept_items = 0
+        buffered, deciding = self.buffer.traces, self._deciding  # dict and set: tested in C, per trace
         for trace_id, part, items, root in parts:
-            if trace_id in self.buffer or trace_id in self._deciding:
+            if trace_id in buffered or trace_id in deciding:
                 pending.append((trace_id, part, items, root))
                 continue
             known = self.cache.lookup(trace_id)
@@ -329,12 +329,12 @@ class SamplingStage:
             if trace_id in self._deciding:  # its move may have been committed before this record
                 self._late_records.add(trace_id)
                 continue
-            buffered = trace_id in self.buffer
-            known = self.cache.lookup(trace_id) if decided_since and not buffered else None
+            is_buffered = trace_id in buffered
+            known = self.cache.lookup(trace_id) if decided_since and not is_buffered else None
             if known is not None:  # decided while this commit was under way
                 self._unsettled[trace_id] = known
                 continue
-            new_traces += not buffered
+            new_traces += not is_buffered
             self.buffer.add(trace_id, items, len(part), root, now, times=facts.times.get(trace_id),
                             hints=facts.hints.get(trace_id))
         if new_traces:

@@ -36,7 +36,7 @@ NOT_CHECKOUT = ("{type: string_attribute, string_attribute: {key: http.route, va
 def test_an_and_policy_reads_only_what_its_sub_policies_read_in_turn(subs, hints, reads):
     text = "{name: both, type: and, and: {and_sub_policy: [" + ", ".join(subs) + "]}}"
     policies, bits = _policies(text)
-    trace = Trace(b"\x01" * 16, span_count=1, hints=sum(bits[name] for name in hints), unread=True)
+    trace = Trace.unread(b"\x01" * 16, 1, 100, None, sum(bits[name] for name in hints))
     assert any(reads_bytes(named.policy, trace) for named in policies) is reads
     if not reads:  # and it decides without them
         assert decide(policies, trace)[0] in (Decision.SAMPLED, Decision.NOT_SAMPLED)
@@ -45,5 +45,16 @@ def test_an_and_policy_reads_only_what_its_sub_policies_read_in_turn(subs, hints
 def test_a_trace_without_hints_is_read_by_every_byte_searching_policy():
     policies, _ = _policies("{name: e, type: status_code, status_code: {status_codes: [ERROR]}}",
                             "{name: c, type: string_attribute, string_attribute: {key: k, values: [v]}}")
-    trace = Trace(b"\x01" * 16, span_count=1, unread=True)
+    trace = Trace.unread(b"\x01" * 16, 1, 100, None, None)
     assert all(reads_bytes(named.policy, trace) for named in policies)
+
+
+def test_an_unread_trace_has_every_slot_set_and_refuses_its_spans():
+    from sampler.trace import SpansNotRead
+
+    trace = Trace.unread(b"\x02" * 16, 3, 300, (1, 2), 5)
+    for slot in Trace.__slots__:
+        getattr(trace, slot)  # a slot left unset raises AttributeError
+    assert (trace.span_count, trace.size_bytes, trace.times, trace.hints, trace.parsed) == (3, 300, (1, 2), 5, False)
+    with pytest.raises(SpansNotRead):
+        trace.batches  # noqa: B018
