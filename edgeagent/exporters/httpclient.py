@@ -15,11 +15,13 @@ Connections (Go's http.Transport, which otelcol configures):
   queue with 10 consumers reconnect after every burst).
 - `proxy_url` (http:// or https://, credentials in it sent as Proxy-Authorization; an https://
   proxy is verified with the `tls` block, the system roots without, as Go's Transport): HTTPS goes
-  through a CONNECT tunnel, HTTP as an absolute-form request, as Go. Without it, as Go's
-  ProxyFromEnvironment, HTTPS_PROXY / HTTP_PROXY (either case) are used unless NO_PROXY matches
-  the host (a name, a domain, an address or a CIDR range, each but a range with or without a
-  port) or the host is localhost or a loopback address (edgeagent.http1.proxyenv). SOCKS proxies
-  are refused: the client speaks to HTTP proxies only.
+  through a CONNECT tunnel, HTTP as an absolute-form request, as Go. A socks5:// or socks5h://
+  proxy (port 1080 unless given; the two alike, as in Go: the proxy resolves the target's name)
+  carries both through a SOCKS5 connection, credentials in the URL sent as RFC 1929
+  username/password (edgeagent.http1.socks). Without it, as Go's ProxyFromEnvironment,
+  HTTPS_PROXY / HTTP_PROXY (either case, SOCKS5 URLs too) are used unless NO_PROXY matches the
+  host (a name, a domain, an address or a CIDR range, each but a range with or without a port)
+  or the host is localhost or a loopback address (edgeagent.http1.proxyenv).
 - `cookies` (present: a cookie jar, as Go's net/http/cookiejar, IP-address hosts included);
   absent, no cookie is kept or sent back, as in otelcol.
 
@@ -86,11 +88,9 @@ class HttpClientConfig(ComponentConfig):
         if not url:
             return url
         parts = urlsplit(url)
-        if parts.scheme in ("socks5", "socks5h"):
-            raise ValueError(f"proxy_url: {parts.scheme}:// proxies are not supported (edgeagent's HTTP client "
-                             f"speaks to HTTP proxies only); use an http:// or https:// proxy")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("proxy_url must be an absolute http:// or https:// URL, e.g. http://proxy:3128")
+        if parts.scheme not in ("http", "https", "socks5", "socks5h") or not parts.hostname:
+            raise ValueError("proxy_url must be an absolute http://, https://, socks5:// or socks5h:// URL, "
+                             "e.g. http://proxy:3128 or socks5://proxy:1080")
         return url
 
     @model_validator(mode="after")

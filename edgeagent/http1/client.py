@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
 
 from edgeagent.http1 import wire
-from edgeagent.http1.dial import ClientError, ConnectError, open_connection, proxy_authorization
+from edgeagent.http1.dial import ClientError, ConnectError, forwards, open_connection, proxy_authorization
 from edgeagent.http1.pool import Connection, Pool, PoolSettings, Route
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class HttpClient:
         fields.setdefault("Accept-Encoding", "gzip, deflate")
         if not self.settings.pool.keepalive:
             fields["Connection"] = "close"
-        if route.proxy and route.scheme == "http":
+        if route.scheme == "http" and forwards(route.proxy):
             target = f"http://{host}{target}"  # absolute form: the proxy forwards it
             if (credentials := proxy_authorization(route.proxy)) is not None:
                 fields["Proxy-Authorization"] = credentials

@@ -4,6 +4,9 @@ and a proxy in between.
 - Through an http:// or https:// proxy (credentials in its URL go as Proxy-Authorization, Basic):
   to an https target, a CONNECT tunnel, then TLS with the target inside it; to an http target,
   the proxy connection itself, requests going in absolute form (the client's business).
+- Through a socks5:// or socks5h:// proxy (port 1080 unless given), as Go's Transport: the SOCKS5
+  handshake (`socks.py`, credentials in the URL as username/password) for the target's host and
+  port, then TLS with an https target inside it; requests in origin form, as to the target.
 - `ConnectError` says the connection could not be made at all: the name did not resolve, or no
   address accepted (refused, unreachable). Whatever failed after that (a TLS handshake, a proxy
   refusing the tunnel) is a `ClientError`: something answered. A connect that hangs is bounded
@@ -20,7 +23,7 @@ import ssl
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
-from edgeagent.http1 import wire
+from edgeagent.http1 import socks, wire
 from edgeagent.http1.pool import Connection, Route
 
 Address = tuple[int, int, int, str, tuple[object, ...]]  # as getaddrinfo gives them
@@ -39,13 +42,25 @@ class ConnectError(ClientError):
 _proxy_tls: ssl.SSLContext | None = None  # the system roots, for https:// proxies when no TLS is given
 
 
+def forwards(proxy: str) -> bool:
+    """Whether requests to an http:// target go to `proxy` itself, in absolute form (an HTTP
+    proxy), rather than through a connection it makes (SOCKS)."""
+    return bool(proxy) and urlsplit(proxy).scheme not in socks.SCHEMES
+
+
 def proxy_authorization(proxy: str) -> str | None:
     """The Proxy-Authorization value of the credentials in a proxy URL; None without."""
+    if (credentials := _credentials(proxy)) is None:
+        return None
+    return "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+
+
+def _credentials(proxy: str) -> tuple[str, str] | None:
+    """The user and password a proxy URL holds, decoded; None without."""
     parts = urlsplit(proxy)
     if parts.username is None and parts.password is None:
         return None
-    user_pass = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-    return "Basic " + base64.b64encode(user_pass.encode()).decode()
+    return unquote(parts.username or ""), unquote(parts.password or "")
 
 
 async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
@@ -58,19 +73,27 @@ async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
         reader, writer = await _dial(route.host, route.port, target_tls, sni, read_limit, send_buffer, deadline)
         return Connection(route, reader, writer)
     proxy = urlsplit(route.proxy)
-    proxy_port = proxy.port or (443 if proxy.scheme == "https" else 80)
+    through_socks = proxy.scheme in socks.SCHEMES
+    proxy_port = proxy.port or (socks.DEFAULT_PORT if through_socks else 443 if proxy.scheme == "https" else 80)
     proxy_tls = (route.ssl or _system_roots()) if proxy.scheme == "https" else None
     reader, writer = await _dial(proxy.hostname or "", proxy_port, proxy_tls, proxy.hostname or "", read_limit,
                                  send_buffer, deadline)
-    if route.scheme != "https":
+    if route.scheme != "https" and not through_socks:
         return Connection(route, reader, writer)
     try:
-        await _tunnel(reader, writer, route)
-        await writer.start_tls(target_tls or _system_roots(), server_hostname=sni)
+        if through_socks:
+            await socks.handshake(reader, writer, route.host, route.port, _credentials(route.proxy))
+        else:
+            await _tunnel(reader, writer, route)
+        if route.scheme == "https":
+            await writer.start_tls(target_tls or _system_roots(), server_hostname=sni)
     except BaseException as exc:
         writer.close()
         if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
             raise ClientError(f"TLS with {route.authority} through the proxy failed: {_why(exc)}") from exc
+        if isinstance(exc, socks.SocksError):
+            raise ClientError(f"the SOCKS5 proxy {proxy.hostname}:{proxy_port} gave no connection to "
+                              f"{route.authority}: {exc}") from exc
         if isinstance(exc, (OSError, wire.ProtocolError)):
             raise ClientError(f"the tunnel to {route.authority} through the proxy failed: {_why(exc)}") from exc
         raise

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
+from edgeagent.errors import RetryableError
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import Proxies
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
@@ -21,12 +22,20 @@ from edgeagent.signals import Signal
 from tests.helpers.certs import make_certs
 from tests.helpers.http_proxy import HttpProxy
 from tests.helpers.net import free_port
+from tests.helpers.socks_proxy import SocksProxy
 from tests.helpers.upstream import Upstream
 
 
 @pytest.fixture
 def upstream():
     server = Upstream(free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def socks():
+    server = SocksProxy(free_port(), credentials=("edge", "s3cret")).start()
     yield server
     server.stop()
 
@@ -84,11 +93,56 @@ def test_the_environments_proxy_is_used_unless_no_proxy_or_loopback(upstream, pr
     assert len(proxy.requests) == 1
 
 
-@pytest.mark.parametrize("proxy_url, message", [("socks5://127.0.0.1:1080", "HTTP proxies only"),
-                                                 ("proxy:3128", "absolute http:// or https:// URL")])
-def test_a_proxy_edgeagent_cannot_use_is_refused(proxy_url, message):
-    with pytest.raises(ValidationError, match=message):
+@pytest.mark.parametrize("proxy_url", ["proxy:3128", "socks4://127.0.0.1:1080", "socks5://", "ftp://proxy:21"])
+def test_a_proxy_edgeagent_cannot_use_is_refused(proxy_url):
+    with pytest.raises(ValidationError, match="absolute http://, https://, socks5:// or socks5h:// URL"):
         OtlpHttpConfig(endpoint="http://collector:4318", proxy_url=proxy_url)
+
+
+@pytest.mark.parametrize("proxy_url", ["socks5://proxy", "socks5h://edge:s3cret@proxy:1080", "SOCKS5://proxy:9050"])
+def test_socks5_proxies_are_accepted_as_otelcol_accepts_them(proxy_url):
+    assert OtlpHttpConfig(endpoint="http://collector:4318", proxy_url=proxy_url).proxy_url == proxy_url
+
+
+def test_proxy_url_socks5_carries_the_data_with_its_credentials(upstream, socks):
+    config = OtlpHttpConfig(endpoint=f"http://collector.test:{upstream.port}",
+                            proxy_url=socks.url(userinfo="edge:s3cret"))
+    asyncio.run(_send(config, times=2))
+    assert len(upstream.received("traces")) == 2  # collector.test is reachable through the proxy only
+    [request] = socks.requests  # one connection, kept alive
+    assert (request.username, request.password, request.address_type, request.host) == \
+        ("edge", "s3cret", 3, "collector.test")
+    assert request.first_line == "POST /v1/traces HTTP/1.1"
+
+
+def test_a_wrong_socks_password_is_retryable_and_never_shown(upstream, socks):
+    config = OtlpHttpConfig(endpoint=f"http://collector.test:{upstream.port}",
+                            proxy_url=socks.url(userinfo="edge:wr0ng"))
+    with pytest.raises(RetryableError, match="username/password authentication failed") as caught:
+        asyncio.run(_send(config))  # the sender keeps the data and tries again
+    assert "wr0ng" not in str(caught.value)
+    assert upstream.received("traces") == []
+
+
+def test_the_environments_socks_proxy_carries_https_unless_no_proxy(socks, tmp_path, monkeypatch):
+    certs = make_certs(str(tmp_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    server = Upstream(free_port(), ssl_context=context).start()
+    monkeypatch.setenv("HTTPS_PROXY", socks.url("socks5h", userinfo="edge:s3cret"))
+    config = OtlpHttpConfig(endpoint=f"https://collector.test:{server.port}", timeout="2s",
+                            tls={"ca_file": certs.ca_file, "server_name_override": "localhost"})
+    try:
+        asyncio.run(_send(config))
+        assert len(server.received("traces")) == 1
+        assert [(request.host, request.port, request.first_line) for request in socks.requests] == \
+            [("collector.test", server.port, "(binary)")]  # TLS with the target through the proxy
+        monkeypatch.setenv("NO_PROXY", "collector.test")
+        with pytest.raises(RetryableError, match="unreachable"):  # not proxied; collector.test resolves nowhere
+            asyncio.run(_send(config))
+        assert len(socks.requests) == 1
+    finally:
+        server.stop()
 
 
 class _Recorder:
