@@ -6,8 +6,9 @@ It records each request line and its Proxy-Authorization header."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass, field
+
+from tests.helpers.loop_server import LoopServer
 
 
 @dataclass
@@ -17,34 +18,13 @@ class ProxyRequest:
 
 
 @dataclass
-class HttpProxy:
+class HttpProxy(LoopServer):
     port: int
     requests: list[ProxyRequest] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.AbstractServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> HttpProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        async def close() -> None:
-            if self._server is not None:
-                self._server.close()
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import threading
 from dataclasses import dataclass, field
+
+from tests.helpers.loop_server import LoopServer
 
 
 @dataclass
@@ -25,42 +26,16 @@ class SocksRequest:
 
 
 @dataclass
-class SocksProxy:
+class SocksProxy(LoopServer):
     port: int
     credentials: tuple[str, str] | None = None  # required when set: offered 0x02 and checked
     behaviour: str = "relay"
     requests: list[SocksRequest] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
     def url(self, scheme: str = "socks5", userinfo: str = "") -> str:
         return f"{scheme}://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
 
-    def start(self) -> SocksProxy:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        async def close() -> None:
-            if self._server is not None:
-                self._server.close()
-            for writer in self._writers:
-                writer.close()
-            await asyncio.sleep(0.05)  # the handlers see their connections end
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
         request = SocksRequest()
         self.requests.append(request)
         try:
@@ -69,7 +44,6 @@ class SocksProxy:
             pass
         finally:
             writer.close()
-            self._writers.discard(writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: SocksRequest) -> None:
         version, count = await reader.readexactly(2)
