@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -79,7 +79,7 @@ class Request:
         self._reader = reader
         self._writer = writer
         self._state = _DONE if content_length == 0 else _FRESH
-        self._iterator: AsyncIterator[bytes] | None = None
+        self._iterator: AsyncGenerator[bytes, None] | None = None
         self._continue = (content_length != 0 and version >= (1, 1)
                           and headers.get("Expect", "").lower() == "100-continue")
 
@@ -130,7 +130,7 @@ class Request:
             self._iterator = self._chunks()
         return self._iterator
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
         self._state = _READING
         try:
             async for chunk in wire.iter_body(self._reader, self.content_length):
@@ -175,6 +175,15 @@ class Request:
         except (TimeoutError, ProtocolError, ConnectionError):
             return False
         return True
+
+
+    async def close_body(self) -> None:
+        """Close the body's iterator when a handler (or `drain`) left it suspended part way: it
+        refers to the request that refers to it, and that cycle would hold the connection's
+        buffered bytes until a full collection, which an idle process may not make for long."""
+        iterator, self._iterator = self._iterator, None
+        if iterator is not None and self._state == _READING:
+            await iterator.aclose()
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -323,6 +323,7 @@ class _Connection:
         finally:
             if deadline is not None:
                 deadline.cancel()
+            await request.close_body()
         if not keep:
             await self._linger(not request.body_complete or self.reader.buffered > 0)
         return keep

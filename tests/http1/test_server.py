@@ -625,3 +625,45 @@ def test_plain_http_to_a_tls_port_gets_go_s_400_and_other_bytes_are_closed_unans
     assert answers[:3] == [go, go, go]
     assert answers[3:] == [b"", b""]  # not one of Go's five prefixes; fewer than five bytes then EOF
     assert served_.startswith(b"HTTP/1.1 200") and served_.endswith(b"hello")
+
+
+def test_a_request_whose_body_was_read_in_part_is_freed_without_the_garbage_collector():
+    """A handler that stops reading a body (a refusal mid-body, as the memory limiter's) left the
+    body's iterator suspended: the request, its iterator and the connection's buffered bytes
+    formed a cycle only a full collection frees, and an agent idle after a flood of refused
+    requests, making no allocations, held their buffers (tens of MiB) for as long as it stayed idle."""
+    import gc
+    import weakref
+
+    bodies: list[weakref.ref] = []
+
+    async def refuse_mid_body(request: Request) -> Response:
+        chunks = request.iter_chunks()
+        bodies.append(weakref.ref(chunks))
+        async for _ in chunks:
+            break  # the first chunk is enough to refuse
+        return Response(503, text="refused")
+
+    async def run() -> list[bool]:
+        server = Server()
+        server.post("/refuse", refuse_mid_body)
+        port = await server.listen(host="127.0.0.1", port=0)
+        try:
+            for _ in range(3):
+                answer = await exchange(port, post("/refuse", b"x" * (http1.DRAIN_LIMIT * 8)))
+                assert answer.startswith(b"HTTP/1.1 503")
+            for _ in range(50):  # bounded: 5 s for the connections to close
+                await asyncio.sleep(0.1)
+                if not server._connections:
+                    break
+            await asyncio.sleep(0.1)
+            return [ref() is None for ref in bodies]
+        finally:
+            await server.stop(grace=1.0)
+
+    gc.disable()
+    try:
+        freed = asyncio.run(run())
+    finally:
+        gc.enable()
+    assert freed == [True, True, True]
