@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from tests.helpers.loop_server import LoopServer
+from tests.helpers.loop_server import LoopServer, pipe
 
 
 @dataclass
@@ -47,7 +47,7 @@ class HttpProxy(LoopServer):
             port = int(target.rpartition(":")[2])
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
             return False
         authority, _, path = target.removeprefix("http://").partition("/")
         body = await reader.readexactly(int(headers.get("content-length", "0")))
@@ -61,14 +61,3 @@ class HttpProxy(LoopServer):
         writer.write(answer)
         await writer.drain()
         return False  # the answer's length is the upstream's business: end the client connection with it
-
-
-async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-    try:
-        while data := await source.read(65536):
-            target.write(data)
-            await target.drain()
-    except ConnectionError:
-        pass
-    finally:
-        target.close()

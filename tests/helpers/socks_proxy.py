@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 from dataclasses import dataclass, field
 
-from tests.helpers.loop_server import LoopServer
+from tests.helpers.loop_server import LoopServer, pipe
 
 
 @dataclass
@@ -97,15 +97,4 @@ class SocksProxy(LoopServer):
         line = first.partition(b"\r\n")[0]
         request.first_line = line.decode("latin-1") if line.isascii() else "(binary)"
         upstream_writer.write(first)
-        await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
-
-
-async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-    try:
-        while data := await source.read(65536):
-            target.write(data)
-            await target.drain()
-    except ConnectionError:
-        pass
-    finally:
-        target.close()
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
