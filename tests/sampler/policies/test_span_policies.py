@@ -183,6 +183,27 @@ def test_status_code_finds_a_long_tag_after_bytes_that_only_look_like_its_start(
                      {"t": _lazy(body)[0]}) == {"t": "S"}
 
 
+def test_status_code_places_are_every_tag_and_code_pair_and_every_long_tag_in_the_bytes():
+    """Its places (Facts.finders) miss no byte pair a span with the code may hold, short or long,
+    at the end of the bytes too, over random bytes dense in those pairs."""
+    import random
+    import re
+
+    from sampler.policies.config import StatusCodeConfig
+    from sampler.policies.status_code import StatusCode
+    from sampler.policies.view import MAX_PLACES
+
+    policy = StatusCode(StatusCodeConfig(status_codes=["ERROR"]))
+    pairs = re.compile(b"\\x18[\\x02\\x82]|\\x98[\\x80\\x00]")
+    rng = random.Random(3)
+    alphabet = b"\x18\x02\x82\x98\x80\x00\x01\x7f"
+    for _ in range(300):
+        data = bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) + rng.choice([b"", b"\x98", b"\x18"])
+        expected = [match.start() for match in pairs.finditer(data)]
+        got = policy.places(data)
+        assert (sorted(got) if got is not None else None) == (expected if len(expected) <= MAX_PLACES else None)
+
+
 def test_status_code_rules_out_a_trace_without_the_code_without_parsing_it():
     lazy, parsed = _lazy(_request_with_status(b"\x18\x01"))
     assert decisions("{name: p, type: status_code, status_code: {status_codes: [ERROR]}}", {"t": lazy}) == {"t": "N"}
