@@ -154,11 +154,11 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
             spans = groups[g].scope_spans[s].spans if s < len(groups[g].scope_spans) else None
             if spans is None:
                 return None
-            scope_header, starts = _spans_and_header(raw, scope_start, scope_end)
+            scope_header, starts, ends = _spans_and_header(raw, scope_start, scope_end)
             if len(starts) != len(spans):
                 return None
             scope_headers.append(b"".join(scope_header))
-            _runs(by_trace, g, s, spans, starts, roots, times)
+            _runs(by_trace, g, s, spans, starts, ends, roots, times)
         headers.append((b"".join(group_header), scope_headers))
     if g + 1 != len(groups):
         return None
@@ -168,36 +168,48 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
 _SPAN_KEY = _SPAN_FIELD << 3 | 2
 
 
-def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], list[tuple[int, int]]]:
-    """A scope's fields other than spans, and each span's byte range (key included). The loop
-    runs once per span, so spans are read inline; anything else goes through `fields`."""
-    header, ranges = [], []
+def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], list[int], list[int]]:
+    """A scope's fields other than spans, and where each span starts (key included) and ends.
+    The loop runs once per span, so spans are read inline and only their starts recorded: a
+    span ends where the next field starts. Anything else goes through `fields`."""
+    header: list[bytes] = []
+    starts: list[int] = []
+    breaks: list[tuple[int, int]] = []  # a field other than a span: spans before it, its start
+    append = starts.append
     pos = start
     try:
         while pos < end:
             if raw[pos] != _SPAN_KEY:
                 field_end = field_at(raw, pos, end)[3]
                 header.append(raw[pos:field_end])
+                breaks.append((len(starts), pos))
                 pos = field_end
                 continue
-            length, value_start = raw[pos + 1], pos + 2
-            if length >= 0x80:  # spans of 128 bytes to 16 KiB: a two-byte length
-                high = raw[pos + 2]
-                if high < 0x80:
-                    length, value_start = (length & 0x7F) | high << 7, pos + 3
-                else:
-                    length, value_start = read_varint(raw, pos + 1)
-            field_end = value_start + length
-            if field_end > end:
-                raise WireError("a span runs past its scope")
-            ranges.append((pos, field_end))
-            pos = field_end
+            append(pos)
+            length = raw[pos + 1]
+            if length < 0x80:
+                pos += 2 + length
+                continue
+            high = raw[pos + 2]
+            if high < 0x80:  # spans of 128 bytes to 16 KiB: a two-byte length
+                pos += 3 + (length & 0x7F | high << 7)
+            else:
+                length, value_start = read_varint(raw, pos + 1)
+                pos = value_start + length
     except IndexError:
         raise WireError("truncated") from None
-    return header, ranges
+    if pos > end:  # pos only grows: a span that ran past its scope ended the loop
+        raise WireError("a span runs past its scope")
+    ends = starts[1:]
+    if starts:
+        ends.append(end)
+    for count, at in reversed(breaks):  # a span followed by another field ends where it starts
+        if count:
+            ends[count - 1] = at
+    return header, starts, ends
 
 
-def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list[tuple[int, int]],
+def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list[int], ends: list[int],
           with_roots: bool = True, times: TraceTimes | None = None) -> None:
     """Add one scope's spans to by_trace, consecutive spans of a trace as one byte range (and
     their times to `times`)."""
@@ -208,14 +220,14 @@ def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list
     ids = list(map(_TRACE_ID, spans))
     roots = list(map(not_, map(_PARENT_ID, spans))) if with_roots else None
     # where a run ends: the spans whose trace id differs from the one before, found in C
-    ends = list(compress(range(1, len(ids)), map(ne, islice(ids, 1, None), ids)))
-    ends.append(len(ids))
+    run_ends = list(compress(range(1, len(ids)), map(ne, islice(ids, 1, None), ids)))
+    run_ends.append(len(ids))
     if times is not None:
-        _add_times(times, spans, ids, ends)
+        _add_times(times, spans, ids, run_ends)
     first = 0
-    for end in ends:
+    for end in run_ends:
         trace_id = ids[first]
-        run = (g, s, starts[first][0], starts[end - 1][1])
+        run = (g, s, starts[first], ends[end - 1])
         root = roots is not None and any(roots[first:end])
         known = by_trace.get(trace_id)
         if known is None:

@@ -174,3 +174,78 @@ def test_hints_clear_a_policys_bit_only_for_traces_none_of_whose_spans_can_match
                     ruled_out += 1
                     assert named.policy.evaluate(trace) is Decision.NOT_SAMPLED
     assert ruled_out
+
+
+def _scope_fields(rng: random.Random) -> list[bytes]:
+    """A scope's fields in a random order: spans of one-, two- and three-byte lengths, and the
+    scope, schema URL and an unknown varint field before, between and after them."""
+    out = []
+    for _ in range(rng.randint(0, 8)):
+        kind = rng.random()
+        if kind < 0.7:
+            out.append(length_delimited(2, rng.randbytes(rng.choice([0, 5, 127, 128, 300, 16_383, 16_384]))))
+        elif kind < 0.8:
+            out.append(length_delimited(1, rng.randbytes(rng.randint(0, 20))))
+        elif kind < 0.9:
+            out.append(length_delimited(3, b"url"))
+        else:
+            out.append(varint(9 << 3) + varint(rng.randrange(1 << 20)))
+    return out
+
+
+def _walk_by_fields(raw: bytes, start: int, end: int) -> tuple[list[bytes], list[tuple[int, int]]]:
+    """What _spans_and_header must give, read with the generic field walk."""
+    header, ranges = [], []
+    for number, pos, _, field_end in fields(raw, start, end):
+        if number == 2:
+            ranges.append((pos, field_end))
+        else:
+            header.append(raw[pos:field_end])
+    return header, ranges
+
+
+def test_span_walk_gives_the_generic_walks_spans_and_header_or_refuses_what_it_refuses():
+    """Spans anywhere among the scope's other fields, and scopes cut short anywhere (a field
+    past the scope's end reads the bytes after it, as a scope inside a request does)."""
+    from sampler.split import _spans_and_header
+
+    rng = random.Random(21)
+    refused = 0
+    for round_ in range(400):
+        scope = b"".join(_scope_fields(rng))
+        cut = len(scope) if round_ % 2 else rng.randint(0, len(scope))
+        raw = b"\x0a\x00" + scope + rng.choice([b"", rng.randbytes(4), b"\x12\xff\xff"])
+        start, end = 2, 2 + cut
+        try:
+            expected = _walk_by_fields(raw, start, end)
+        except WireError:
+            refused += 1
+            with pytest.raises(WireError):
+                _spans_and_header(raw, start, end)
+            continue
+        header, starts, ends = _spans_and_header(raw, start, end)
+        assert (header, list(zip(starts, ends, strict=True))) == expected
+    assert refused > 50
+
+
+@pytest.mark.parametrize("after", [b"", length_delimited(3, b"url"), varint(9 << 3) + varint(1)])
+def test_a_field_between_or_after_spans_stays_out_of_every_part(after):
+    """A scope field after a trace's spans (and between two traces' spans) is scope header,
+    not the end of the span before it."""
+    request = ExportTraceServiceRequest()
+    spans = [request.resource_spans.add().scope_spans.add().spans.add(trace_id=bytes([t]) * 16, span_id=b"s" * 8)
+             for t in (1, 1, 2)]
+    scope = (length_delimited(2, spans[0].SerializeToString()) + length_delimited(2, spans[1].SerializeToString())
+             + after + length_delimited(2, spans[2].SerializeToString()) + after)
+    raw = length_delimited(1, length_delimited(2, scope))
+    parsed = ExportTraceServiceRequest.FromString(raw)
+    got = split_serialized(raw, parsed)
+    assert [(trace_id, count) for trace_id, _, count, _ in got] == [(b"\x01" * 16, 2), (b"\x02" * 16, 1)]
+    for (_, body, _, _), (_, part, _, _) in zip(got, _as_message_path(parsed), strict=True):
+        mine = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0]
+        assert list(mine.spans) == list(part.resource_spans[0].scope_spans[0].spans)
+        assert mine.schema_url == ("url" if after.startswith(b"\x1a") else "")
+        _, _, group_start, group_end = fields(body, 0, len(body))[0]
+        _, _, scope_start, scope_end = fields(body, group_start, group_end)[0]
+        scope_fields = [number for number, *_ in fields(body, scope_start, scope_end)]
+        assert scope_fields.count(2) == len(mine.spans) and len(scope_fields) == len(mine.spans) + 2 * bool(after)
