@@ -32,11 +32,29 @@ def split_by_trace(request: ExportTraceServiceRequest) -> Iterator[tuple[bytes, 
         yield trace_id, request if len(by_trace) == 1 else TRACES.assemble(request, runs), count, root
 
 
+Part = tuple[bytes, int, int, bool]  # trace id, length of its bytes, span count, has a root span
+
+
 def split_serialized(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
                      facts: Facts | None = None) -> list[tuple[bytes, bytes, int, bool]]:
-    """As split_by_trace, each part serialized: cut out of `raw` (the serialized `request`) at the
-    byte level, so no span is copied into a new message. Spans of a trace that follow each other
-    in a scope (as SDKs write them) are one slice. A request of one trace is `raw` itself.
+    """As split_by_trace, each part serialized (split_body, the body cut at the parts' lengths)."""
+    body, parts = split_body(raw, request, roots, facts)
+    out = []
+    at = 0
+    for trace_id, length, count, root in parts:
+        out.append((trace_id, body[at:at + length], count, root))  # all of a bytes object is itself
+        at += length
+    return out
+
+
+def split_body(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
+               facts: Facts | None = None) -> tuple[bytes, list[Part]]:
+    """As split_by_trace, the parts serialized one after the other in one body (a request
+    holding them all), and for each (trace id, its length in the body, span count, whether a
+    root span is among them). Parts are cut out of `raw` (the serialized `request`) at the byte
+    level, so no span is copied into a new message, and are copied once, into the body. Spans
+    of a trace that follow each other in a scope (as SDKs write them) are one slice. A request
+    of one trace is `raw` itself.
 
     The parsed request gives each span's trace id and parent; the bytes give where each span
     starts and ends. Falls back to the message path when the two disagree (bytes that protobuf
@@ -54,33 +72,45 @@ def split_serialized(raw: bytes, request: ExportTraceServiceRequest, roots: bool
     if places is None:
         if facts is not None:
             facts.times.clear()  # read from a walk that stopped half way
-        return [(trace_id, part.SerializeToString(), count, root)
-                for trace_id, part, count, root in split_by_trace(request)]
+        serialized = [(trace_id, part.SerializeToString(), count, root)
+                      for trace_id, part, count, root in split_by_trace(request)]
+        return (b"".join(part for _, part, _, _ in serialized),
+                [(trace_id, len(part), count, root) for trace_id, part, count, root in serialized])
     by_trace, headers = places
     if facts is not None and facts.finders:
         _find_hints(raw, by_trace, facts)
     if len(by_trace) == 1:
         trace_id, (_, count, root) = next(iter(by_trace.items()))
-        return [(trace_id, raw, count, root)]
-    view = memoryview(raw)
-    return [(trace_id, _one_run(view, headers, runs[0]) if len(runs) == 1 else _assemble(raw, headers, runs),
-             count, root)
-            for trace_id, (runs, count, root) in by_trace.items()]
+        return raw, [(trace_id, len(raw), count, root)]
+    return _body(raw, by_trace, headers)
 
 
 _GROUP_KEY, _SCOPE_KEY = bytes((_GROUP_FIELD << 3 | 2,)), bytes((_SCOPE_FIELD << 3 | 2,))
 
 
-def _one_run(raw: memoryview, headers: list[tuple[bytes, list[bytes]]], run: Run) -> bytes:
-    """The part of a trace whose spans are one run (the common case), its bytes copied once."""
-    g, s, start, end = run
-    group_header, scope_headers = headers[g]
-    scope_header = scope_headers[s]
-    scope_length = len(scope_header) + end - start
-    scope_length_bytes = varint(scope_length)
-    group_length = len(group_header) + 1 + len(scope_length_bytes) + scope_length
-    return b"".join((_GROUP_KEY, varint(group_length), group_header, _SCOPE_KEY, scope_length_bytes, scope_header,
-                     raw[start:end]))
+def _body(raw: bytes, by_trace: ByTrace, headers: list[tuple[bytes, list[bytes]]]) -> tuple[bytes, list[Part]]:
+    """The parts one after the other, joined once. A trace whose spans are one run (the common
+    case) is a group holding a scope holding the run: its pieces go into the join as they are."""
+    view = memoryview(raw)
+    pieces: list[bytes | memoryview] = []
+    parts: list[Part] = []
+    for trace_id, (runs, count, root) in by_trace.items():
+        if len(runs) != 1:
+            part = _assemble(raw, headers, runs)
+            pieces.append(part)
+            parts.append((trace_id, len(part), count, root))
+            continue
+        g, s, start, end = runs[0]
+        group_header, scope_headers = headers[g]
+        scope_header = scope_headers[s]
+        scope_length = len(scope_header) + end - start
+        scope_length_bytes = varint(scope_length)
+        group_length = len(group_header) + 1 + len(scope_length_bytes) + scope_length
+        group_length_bytes = varint(group_length)
+        pieces += (_GROUP_KEY, group_length_bytes, group_header, _SCOPE_KEY, scope_length_bytes, scope_header,
+                   view[start:end])
+        parts.append((trace_id, 1 + len(group_length_bytes) + group_length, count, root))
+    return b"".join(pieces), parts
 
 
 def _assemble(raw: bytes, headers: list[tuple[bytes, list[bytes]]], runs: list[Run]) -> bytes:

@@ -205,6 +205,48 @@ def test_a_record_partly_decided_keeps_only_its_pending_traces_across_a_restart(
     assert {trace_id for trace_id, _ in spans} == {early, first, second} and len(spans) == 7
 
 
+def test_a_request_with_late_spans_of_decided_traces_buffers_only_its_new_traces_parts(tmp_path):
+    """Late spans of a kept trace go to export as they came, those of a dropped one nowhere;
+    the record holds the new trace's part alone, cut from after the others' parts,
+    so after a restart only the new trace is pending and is kept with its spans once."""
+    kept, new, dropped = b"\x01" * 16, b"\x02" * 16, b"\x03" * 16
+
+    def request(errors: dict[bytes, bool]) -> bytes:
+        message = ExportTraceServiceRequest()
+        spans = message.resource_spans.add().scope_spans.add(scope={"name": "test"}).spans
+        for trace_id, error in errors.items():
+            for index in range(2):
+                span = spans.add(trace_id=trace_id, span_id=bytes([trace_id[0], index, len(errors)]) * 2 + b"ab")
+                span.status.code = Status.STATUS_CODE_ERROR if error else Status.STATUS_CODE_OK
+        return message.SerializeToString()
+
+    async def scenario() -> tuple[list[tuple[bytes, bytes]], int, list[tuple[bytes, bytes]]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path / "q", clock, "5s")
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, request({kept: True, dropped: False})))
+        clock.now += 6
+        await stage.decide_due()
+        first = await _exported_spans(export)
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, request({dropped: True, kept: False, new: True})))
+        late = await _exported_spans(export)
+        await store.close()  # as a kill
+
+        stage, store, export = await _stage(tmp_path / "q", clock, "5s")
+        await stage.start()
+        pending = stage.pending_traces()
+        clock.now += 6
+        await stage.decide_due()
+        after = await _exported_spans(export)
+        await stage.shutdown()
+        await store.close()
+        return first + late, pending, after
+
+    before, pending, after = asyncio.run(scenario())
+    assert [trace_id for trace_id, _ in before] == [kept] * 4  # its two spans, then its two late ones
+    assert pending == 1
+    assert [trace_id for trace_id, _ in after] == [new] * 2
+
+
 def test_buffer_records_of_the_earlier_layout_are_decided_after_an_upgrade(tmp_path):
     """Earlier releases stored one record per trace part, keyed by trace id + sequence."""
     trace_id = b"\x07" * 16

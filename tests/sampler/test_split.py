@@ -10,7 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from otel.wire import WireError, fields, length_delimited, read_varint, varint
-from sampler.split import Facts, split_by_trace, split_serialized
+from sampler.split import Facts, split_body, split_by_trace, split_serialized
 
 
 def _request(rng: random.Random, groups: int = 2, scopes: int = 2,
@@ -249,3 +249,43 @@ def test_a_field_between_or_after_spans_stays_out_of_every_part(after):
         _, _, scope_start, scope_end = fields(body, group_start, group_end)[0]
         scope_fields = [number for number, *_ in fields(body, scope_start, scope_end)]
         assert scope_fields.count(2) == len(mine.spans) and len(scope_fields) == len(mine.spans) + 2 * bool(after)
+
+
+def _spans_of(request: ExportTraceServiceRequest) -> list[bytes]:
+    return sorted(span.SerializeToString() for group in request.resource_spans
+                  for scope in group.scope_spans for span in scope.spans)
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_the_body_is_every_part_one_after_the_other_at_the_lengths_given(interleave):
+    """One trace (the request itself), traces in one run each, traces in several runs over
+    groups and scopes: each length cuts out exactly its trace's part, and the body, parsed,
+    holds every span of the request once."""
+    rng = random.Random(30)
+    for round_ in range(40):
+        request = _request(rng, rng.randint(1, 3), rng.randint(1, 3), interleave)
+        if round_ % 8 == 0:
+            for group in request.resource_spans:
+                for scope in group.scope_spans:
+                    for span in scope.spans:
+                        span.trace_id = b"o" * 16
+        raw = request.SerializeToString()
+        body, parts = split_body(raw, request)
+        expected = _as_message_path(request)
+        assert [(t, c, r) for t, _, c, r in parts] == [(t, c, r) for t, _, c, r in expected]
+        assert sum(length for _, length, _, _ in parts) == len(body)
+        assert _spans_of(ExportTraceServiceRequest.FromString(body)) == _spans_of(request)
+        at = 0
+        for (_, length, _, _), (_, part, _, _) in zip(parts, expected, strict=True):
+            assert _spans_of(ExportTraceServiceRequest.FromString(body[at:at + length])) == _spans_of(part)
+            at += length
+        if len(parts) == 1:
+            assert body is raw
+
+
+def test_the_body_of_the_message_path_is_its_parts_one_after_the_other():
+    request = _request(random.Random(4), 2, 2)
+    raw = request.SerializeToString() + length_delimited(1, b"\x0a\x00")  # a group the message does not hold
+    body, parts = split_body(raw, request)
+    expected = [part.SerializeToString() for _, part, _, _ in _as_message_path(request)]
+    assert body == b"".join(expected) and [length for _, length, _, _ in parts] == list(map(len, expected))

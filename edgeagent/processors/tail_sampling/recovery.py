@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from edgeagent.processors.tail_sampling.records import RecordIndex
 from edgeagent.queue.api import Corrupt, StoredRecord
 from sampler.buffer import Times, merge_hints, merge_times
-from sampler.split import Facts, split_serialized
+from sampler.split import Facts, split_body
 
 KEY = struct.Struct(">Q")  # a buffer record's key: a sequence number
 _OLD_KEY = struct.Struct(">16sQ")  # earlier releases stored a record per trace part: trace id + sequence
@@ -50,20 +50,19 @@ def recover(rows: Iterable[StoredRecord | Corrupt], index: RecordIndex, facts: C
             continue
         read = facts()
         try:
-            parts = split_serialized(row.body, ExportTraceServiceRequest.FromString(row.body), facts=read)
+            body, parts = split_body(row.body, ExportTraceServiceRequest.FromString(row.body), facts=read)
         except DecodeError as exc:
             corrupt[row.key] = f"not a trace request: {exc}"
             continue
-        index.add(row.key, row.batch_key, [(trace_id, len(part), items) for trace_id, part, items, _ in parts])
-        body = b"".join(part for _, part, _, _ in parts)
+        index.add(row.key, row.batch_key, [(trace_id, length, items) for trace_id, length, items, _ in parts])
         if body != row.body:
             rewrites[row.key] = (body, sum(items for _, _, items, _ in parts), row.batch_key)
-        for trace_id, part, items, _ in parts:
+        for trace_id, length, items, _ in parts:
             times, hints = read.times.get(trace_id), read.hints.get(trace_id)
             known = found.get(trace_id)
             if known is None:
-                found[trace_id] = (items, len(part), row.enqueued_ms, times, hints)
+                found[trace_id] = (items, length, row.enqueued_ms, times, hints)
             else:
-                found[trace_id] = (known[0] + items, known[1] + len(part), min(known[2], row.enqueued_ms),
+                found[trace_id] = (known[0] + items, known[1] + length, min(known[2], row.enqueued_ms),
                                    merge_times(known[3], times), merge_hints(known[4], hints))
     return found, corrupt, rewrites, last

@@ -102,7 +102,7 @@ from sampler.buffer import (
 from sampler.compression import compress_trace
 from sampler.policies import build_policies, byte_hints, decide_many, reads_span_times
 from sampler.relief import StressRelief
-from sampler.split import Facts, split_serialized
+from sampler.split import Facts, Part, split_body
 from sampler.telemetry import NO_METRICS, MetricsSink
 from sampler.trace import Decision, SpansNotRead, Trace
 
@@ -274,19 +274,24 @@ class SamplingStage:
         # whether a part holds a root span matters only to decision_wait_after_root_received
         roots = bool(self.config.decision_wait_after_root_received)
         facts = self._facts()
-        parts = split_serialized(payload.serialized(), message, roots=roots, facts=facts)
+        body, parts = split_body(payload.serialized(), message, roots=roots, facts=facts)
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             remote = await self._shared_lookup(parts)
         now = self.clock()
         self.relief.update(len(self.buffer), self.buffer.spans)
-        pending: list[tuple[bytes, bytes, int, bool]] = []
+        pending: list[Part] = []
+        pending_at: list[int] = []  # where each pending part starts in the body
         kept: list[bytes] = []
         kept_items = 0
         buffered, deciding = self.buffer.traces, self._deciding  # dict and set: tested in C, per trace
-        for trace_id, part, items, root in parts:
+        end = 0
+        for part in parts:
+            trace_id, length, items, root = part
+            at, end = end, end + length
             if trace_id in buffered or trace_id in deciding:
-                pending.append((trace_id, part, items, root))
+                pending.append(part)
+                pending_at.append(at)
                 continue
             known = self.cache.lookup(trace_id)
             if known is None and trace_id in remote:  # decided by another replica: follow it
@@ -301,14 +306,16 @@ class SamplingStage:
             elif known is not None:
                 self._count("otelcol_processor_tail_sampling_sampling_late_spans", items, str(known).lower())
             if known is None:
-                pending.append((trace_id, part, items, root))
+                pending.append(part)
+                pending_at.append(at)
             elif known:
-                kept.append(part)
+                kept.append(body[at:end])
                 kept_items += items
         export = self.post.late(kept, kept_items) if kept else None
         decisions_seen = self.cache.version
         key = self._next_key() if pending else b""
-        body = b"".join(part for _, part, _, _ in pending)  # the parts in one record: one put, one delete
+        if len(pending) != len(parts):  # the parts in one record: one put, one delete
+            body = b"".join([body[at:at + length] for (_, length, _, _), at in zip(pending, pending_at, strict=True)])
         spans = sum(items for _, _, items, _ in pending)
         queues = self.queues
 
@@ -322,10 +329,10 @@ class SamplingStage:
         # nothing awaited between routing and this submit: the writer sees the routing's order
         await self._running_store().atomic(commit)
         if pending:
-            self.index.add(key, batch_key, [(trace_id, len(part), items) for trace_id, part, items, _ in pending])
+            self.index.add(key, batch_key, [(trace_id, length, items) for trace_id, length, items, _ in pending])
         decided_since = self.cache.version != decisions_seen  # else no lookup can answer otherwise than routing's
         new_traces = 0
-        for trace_id, part, items, root in pending:
+        for trace_id, length, items, root in pending:
             if trace_id in self._deciding:  # its move may have been committed before this record
                 self._late_records.add(trace_id)
                 continue
@@ -335,7 +342,7 @@ class SamplingStage:
                 self._unsettled[trace_id] = known
                 continue
             new_traces += not is_buffered
-            self.buffer.add(trace_id, items, len(part), root, now, times=facts.times.get(trace_id),
+            self.buffer.add(trace_id, items, length, root, now, times=facts.times.get(trace_id),
                             hints=facts.hints.get(trace_id))
         if new_traces:
             self._count("otelcol_processor_tail_sampling_new_trace_id_received", new_traces)
@@ -666,7 +673,7 @@ class SamplingStage:
         from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
         return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record)
 
-    async def _shared_lookup(self, parts: list[tuple[bytes, bytes, int, bool]]) -> dict[bytes, bool]:
+    async def _shared_lookup(self, parts: list[Part]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
         unknown = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer
                    and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]
