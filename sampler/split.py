@@ -5,8 +5,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, islice
-from operator import attrgetter, ne, not_
+from itertools import compress, islice, repeat
+from operator import attrgetter, ne, not_, sub
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -272,9 +272,11 @@ def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends:
     """Merge each run's earliest start and latest end into its trace's, the runs' extremes found
     in C. A start of 0 (unset, the least a fixed64 can be) makes a trace's times unknown."""
     firsts = [0, *ends[:-1]]
-    runs = list(map(slice, firsts, ends))
-    lows = list(map(min, map(list(map(_START, spans)).__getitem__, runs)))
-    highs = list(map(max, map(list(map(_END, spans)).__getitem__, runs)))
+    sizes = list(map(sub, ends, firsts))
+    # each run's spans taken in turn from one pass over the spans: min and max use up each
+    # islice before the next is made (no per-run list, no list of every span's time)
+    lows = list(map(min, map(islice, repeat(map(_START, spans)), sizes)))
+    highs = list(map(max, map(islice, repeat(map(_END, spans)), sizes)))
     run_ids = list(map(ids.__getitem__, firsts))
     if min(lows) and len(set(run_ids)) == len(run_ids) and times.keys().isdisjoint(run_ids):
         # the common case: one run a trace, every start set
