@@ -32,7 +32,7 @@ def split_by_trace(request: ExportTraceServiceRequest) -> Iterator[tuple[bytes, 
         yield trace_id, request if len(by_trace) == 1 else TRACES.assemble(request, runs), count, root
 
 
-Part = tuple[bytes, int, int, bool]  # trace id, length of its bytes, span count, has a root span
+TracePart = tuple[bytes, int, int, bool]  # trace id, length of its bytes, span count, has a root span
 
 
 def split_serialized(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
@@ -48,7 +48,7 @@ def split_serialized(raw: bytes, request: ExportTraceServiceRequest, roots: bool
 
 
 def split_body(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
-               facts: Facts | None = None) -> tuple[bytes, list[Part]]:
+               facts: Facts | None = None) -> tuple[bytes, list[TracePart]]:
     """As split_by_trace, the parts serialized one after the other in one body (a request
     holding them all), and for each (trace id, its length in the body, span count, whether a
     root span is among them). Parts are cut out of `raw` (the serialized `request`) at the byte
@@ -88,12 +88,12 @@ def split_body(raw: bytes, request: ExportTraceServiceRequest, roots: bool = Tru
 _GROUP_KEY, _SCOPE_KEY = bytes((_GROUP_FIELD << 3 | 2,)), bytes((_SCOPE_FIELD << 3 | 2,))
 
 
-def _body(raw: bytes, by_trace: ByTrace, headers: list[tuple[bytes, list[bytes]]]) -> tuple[bytes, list[Part]]:
+def _body(raw: bytes, by_trace: ByTrace, headers: list[tuple[bytes, list[bytes]]]) -> tuple[bytes, list[TracePart]]:
     """The parts one after the other, joined once. A trace whose spans are one run (the common
     case) is a group holding a scope holding the run: its pieces go into the join as they are."""
     view = memoryview(raw)
     pieces: list[bytes | memoryview] = []
-    parts: list[Part] = []
+    parts: list[TracePart] = []
     for trace_id, (runs, count, root) in by_trace.items():
         if len(runs) != 1:
             part = _assemble(raw, headers, runs)

@@ -102,7 +102,7 @@ from sampler.buffer import (
 from sampler.compression import compress_trace
 from sampler.policies import build_policies, byte_hints, decide_many, reads_span_times
 from sampler.relief import StressRelief
-from sampler.split import Facts, Part, split_body
+from sampler.split import Facts, TracePart, split_body
 from sampler.telemetry import NO_METRICS, MetricsSink
 from sampler.trace import Decision, SpansNotRead, Trace
 
@@ -280,7 +280,7 @@ class SamplingStage:
             remote = await self._shared_lookup(parts)
         now = self.clock()
         self.relief.update(len(self.buffer), self.buffer.spans)
-        pending: list[Part] = []
+        pending: list[TracePart] = []
         pending_at: list[int] = []  # where each pending part starts in the body
         kept: list[bytes] = []
         kept_items = 0
@@ -673,7 +673,7 @@ class SamplingStage:
         from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
         return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record)
 
-    async def _shared_lookup(self, parts: list[Part]) -> dict[bytes, bool]:
+    async def _shared_lookup(self, parts: list[TracePart]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
         unknown = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer
                    and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]
