@@ -112,6 +112,8 @@ _IS_SAMPLED = functools.partial(operator.is_, Decision.SAMPLED)
 # they parse of them is freed before it reaches the garbage collector's older generations
 _TRACES_PER_DECISION = 64
 _BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
+_Part = tuple[bytes, bytes, int, bool]  # of a request (sampler.split): trace id, bytes, span count, has a root span
+_TRACE_ID, _PART, _ITEMS, _ROOT = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)  # of a _Part
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
 
@@ -280,31 +282,7 @@ class SamplingStage:
             remote = await self._shared_lookup(parts)
         now = self.clock()
         self.relief.update(len(self.buffer), self.buffer.spans)
-        pending: list[tuple[bytes, bytes, int, bool]] = []
-        kept: list[bytes] = []
-        kept_items = 0
-        buffered, deciding = self.buffer.traces, self._deciding  # dict and set: tested in C, per trace
-        for trace_id, part, items, root in parts:
-            if trace_id in buffered or trace_id in deciding:
-                pending.append((trace_id, part, items, root))
-                continue
-            known = self.cache.lookup(trace_id)
-            if known is None and trace_id in remote:  # decided by another replica: follow it
-                known = remote[trace_id]
-                self.cache.record(trace_id, known)
-            if known is None and self.relief.active:
-                known = self.relief.keep(trace_id)
-                self.cache.record(trace_id, known)
-                self._count("edgeagent_sampler_stress_relief_traces", 1, str(known).lower())
-                if self.shared is not None:
-                    self.shared.publish({trace_id: known})
-            elif known is not None:
-                self._count("otelcol_processor_tail_sampling_sampling_late_spans", items, str(known).lower())
-            if known is None:
-                pending.append((trace_id, part, items, root))
-            elif known:
-                kept.append(part)
-                kept_items += items
+        pending, kept, kept_items = self._route(parts, remote)
         export = self.post.late(kept, kept_items) if kept else None
         decisions_seen = self.cache.version
         key = self._next_key() if pending else b""
@@ -322,24 +300,77 @@ class SamplingStage:
         # nothing awaited between routing and this submit: the writer sees the routing's order
         await self._running_store().atomic(commit)
         if pending:
-            self.index.add(key, batch_key, [(trace_id, len(part), items) for trace_id, part, items, _ in pending])
-        decided_since = self.cache.version != decisions_seen  # else no lookup can answer otherwise than routing's
-        new_traces = 0
-        for trace_id, part, items, root in pending:
-            if trace_id in self._deciding:  # its move may have been committed before this record
-                self._late_records.add(trace_id)
+            self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen)
+        self._enforce_limits(pending)
+
+    def _route(self, parts: list[_Part], remote: dict[bytes, bool]) -> tuple[list[_Part], list[bytes], int]:
+        """The parts of pending traces (buffered, being decided or not known), and the kept parts
+        of traces decided already, with their span count (the dropped ones are counted). A split
+        gives one part per trace."""
+        buffered, deciding = self.buffer.traces, self._deciding  # dict and set: tested in C
+        answers: dict[bytes, bool | None] | None = None
+        if not remote and not self.relief.active:  # no decision is recorded while routing: look up at once
+            trace_ids = list(map(_TRACE_ID, parts))
+            fresh = (trace_ids if buffered.keys().isdisjoint(trace_ids) and deciding.isdisjoint(trace_ids)
+                     else [trace_id for trace_id in trace_ids if trace_id not in buffered and trace_id not in deciding])
+            known_of = self.cache.lookup_many(fresh)
+            if fresh is trace_ids and known_of.count(None) == len(known_of):  # the common case: all new
+                return parts, [], 0
+            answers = dict(zip(fresh, known_of, strict=True))
+        pending: list[_Part] = []
+        kept: list[bytes] = []
+        kept_items = 0
+        for trace_id, part, items, root in parts:
+            if trace_id in buffered or trace_id in deciding:
+                pending.append((trace_id, part, items, root))
                 continue
-            is_buffered = trace_id in buffered
-            known = self.cache.lookup(trace_id) if decided_since and not is_buffered else None
-            if known is not None:  # decided while this commit was under way
-                self._unsettled[trace_id] = known
-                continue
-            new_traces += not is_buffered
-            self.buffer.add(trace_id, items, len(part), root, now, times=facts.times.get(trace_id),
-                            hints=facts.hints.get(trace_id))
+            known = answers[trace_id] if answers is not None else self.cache.lookup(trace_id)
+            if known is None and trace_id in remote:  # decided by another replica: follow it
+                known = remote[trace_id]
+                self.cache.record(trace_id, known)
+            if known is None and self.relief.active:
+                known = self.relief.keep(trace_id)
+                self.cache.record(trace_id, known)
+                self._count("edgeagent_sampler_stress_relief_traces", 1, str(known).lower())
+                if self.shared is not None:
+                    self.shared.publish({trace_id: known})
+            elif known is not None:
+                self._count("otelcol_processor_tail_sampling_sampling_late_spans", items, str(known).lower())
+            if known is None:
+                pending.append((trace_id, part, items, root))
+            elif known:
+                kept.append(part)
+                kept_items += items
+        return pending, kept, kept_items
+
+    def _hold(self, key: bytes, batch_key: bytes, pending: list[_Part], now: float, facts: Facts,
+              decided_since: bool) -> None:
+        """Once the record `key` of these parts is committed: index it and buffer its traces, but
+        for those being decided (settled again by the next round) or decided meanwhile (settled
+        by the next tick). `decided_since`: whether the cache recorded decisions since routing
+        (else no lookup can answer otherwise than routing's)."""
+        trace_ids = list(map(_TRACE_ID, pending))
+        sizes, items, roots = list(map(len, map(_PART, pending))), list(map(_ITEMS, pending)), list(map(_ROOT, pending))
+        self.index.add(key, batch_key, list(zip(trace_ids, sizes, items, strict=True)))
+        buffered, deciding = self.buffer.traces, self._deciding
+        if decided_since or not deciding.isdisjoint(trace_ids):
+            hold = []
+            for at, trace_id in enumerate(trace_ids):
+                if trace_id in deciding:  # its move may have been committed before this record
+                    self._late_records.add(trace_id)
+                    continue
+                known = self.cache.lookup(trace_id) if decided_since and trace_id not in buffered else None
+                if known is not None:  # decided while this commit was under way
+                    self._unsettled[trace_id] = known
+                    continue
+                hold.append(at)
+            trace_ids, sizes = [trace_ids[at] for at in hold], [sizes[at] for at in hold]
+            items, roots = [items[at] for at in hold], [roots[at] for at in hold]
+        new_traces = len(trace_ids) - len(buffered.keys() & trace_ids)
+        self.buffer.add_many(trace_ids, items, sizes, roots, now, list(map(facts.times.get, trace_ids)),
+                             list(map(facts.hints.get, trace_ids)))
         if new_traces:
             self._count("otelcol_processor_tail_sampling_new_trace_id_received", new_traces)
-        self._enforce_limits([trace_id for trace_id, *_ in pending])
 
     def _facts(self) -> Facts:
         return Facts(self._times, self._finders)
@@ -359,10 +390,10 @@ class SamplingStage:
         self._seq += 1
         return KEY.pack(self._seq)
 
-    def _enforce_limits(self, arrived: list[bytes]) -> None:
+    def _enforce_limits(self, arrived: list[_Part]) -> None:
         too_large = self.config.maximum_trace_size_bytes
         if too_large:
-            for trace_id in arrived:
+            for trace_id, *_ in arrived:
                 if self.buffer.size_of(trace_id) > too_large:  # dropped now, as otelcol: counted, not decided
                     self.buffer.remove(trace_id)
                     self.cache.record(trace_id, False)
