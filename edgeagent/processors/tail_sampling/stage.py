@@ -113,7 +113,7 @@ _IS_SAMPLED = functools.partial(operator.is_, Decision.SAMPLED)
 _TRACES_PER_DECISION = 64
 _BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
 _Part = tuple[bytes, bytes, int, bool]  # of a request (sampler.split): trace id, bytes, span count, has a root span
-_TRACE_ID, _PART, _ITEMS, _ROOT = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)  # of a _Part
+_TRACE_ID = itemgetter(0)  # of a _Part
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
 
@@ -349,26 +349,26 @@ class SamplingStage:
         for those being decided (settled again by the next round) or decided meanwhile (settled
         by the next tick). `decided_since`: whether the cache recorded decisions since routing
         (else no lookup can answer otherwise than routing's)."""
-        trace_ids = list(map(_TRACE_ID, pending))
-        sizes, items, roots = list(map(len, map(_PART, pending))), list(map(_ITEMS, pending)), list(map(_ROOT, pending))
+        trace_ids, bodies, items, roots = zip(*pending, strict=True)
+        sizes = tuple(map(len, bodies))
         self.index.add(key, batch_key, list(zip(trace_ids, sizes, items, strict=True)))
         buffered, deciding = self.buffer.traces, self._deciding
         if decided_since or not deciding.isdisjoint(trace_ids):
-            hold = []
+            held = [True] * len(trace_ids)
             for at, trace_id in enumerate(trace_ids):
                 if trace_id in deciding:  # its move may have been committed before this record
                     self._late_records.add(trace_id)
-                    continue
-                known = self.cache.lookup(trace_id) if decided_since and trace_id not in buffered else None
-                if known is not None:  # decided while this commit was under way
-                    self._unsettled[trace_id] = known
-                    continue
-                hold.append(at)
-            trace_ids, sizes = [trace_ids[at] for at in hold], [sizes[at] for at in hold]
-            items, roots = [items[at] for at in hold], [roots[at] for at in hold]
+                    held[at] = False
+                elif decided_since and trace_id not in buffered and (known := self.cache.lookup(trace_id)) is not None:
+                    self._unsettled[trace_id] = known  # decided while this commit was under way
+                    held[at] = False
+            trace_ids, sizes, items, roots = (tuple(itertools.compress(column, held))
+                                              for column in (trace_ids, sizes, items, roots))
         new_traces = len(trace_ids) - len(buffered.keys() & trace_ids)
-        self.buffer.add_many(trace_ids, items, sizes, roots, now, list(map(facts.times.get, trace_ids)),
-                             list(map(facts.hints.get, trace_ids)))
+        unknown = (None,) * len(trace_ids)  # no policy reads them
+        self.buffer.add_many(trace_ids, items, sizes, roots, now,
+                             tuple(map(facts.times.get, trace_ids)) if facts.times else unknown,
+                             tuple(map(facts.hints.get, trace_ids)) if facts.hints else unknown)
         if new_traces:
             self._count("otelcol_processor_tail_sampling_new_trace_id_received", new_traces)
 
