@@ -699,7 +699,8 @@ class SamplingStage:
 
     async def _shared_lookup(self, parts: list[tuple[bytes, bytes, int, bool]]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
-        unknown = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer
-                   and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]
+        fresh = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer and trace_id not in self._deciding]
+        unknown = [trace_id for trace_id, known in zip(fresh, self.cache.lookup_many(fresh), strict=True)
+                   if known is None]
         return await self.shared.lookup(unknown) if unknown else {}
 
