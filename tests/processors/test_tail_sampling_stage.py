@@ -469,7 +469,7 @@ def test_one_request_routes_each_trace_by_what_is_known_of_it(tmp_path):
     """In one request: spans of a kept trace go to export, of a dropped one are counted, of a
     buffered one join it, of new ones are buffered; of a trace decided while the request was
     being committed they are settled by the next tick, of one being decided by the next round."""
-    kept, dropped, buffered, *new = (bytes([n]) * 16 for n in range(1, 9))
+    kept, dropped, buffered, *new = (bytes([n]) * 16 for n in range(1, 10))
 
     async def scenario() -> tuple:
         clock, host = Clock(), _Host()
@@ -492,24 +492,30 @@ def test_one_request_routes_each_trace_by_what_is_known_of_it(tmp_path):
         late_kept = export.items - exported_before
         first = (dict(stage.buffer.traces), dict(stage.index.traces))
 
-        async def decisions_while_committing() -> None:  # runs while the next ingest awaits its commit
+        async def while_committing(change) -> None:  # runs while the ingest beside it awaits its commit
+            change()
+
+        def decided() -> None:
             stage.cache.record(new[2], True)  # decided meanwhile
-            stage._deciding.add(new[3])  # being decided
-        ingest = asyncio.create_task(stage.ingest(Payload.from_bytes(Signal.TRACES, _spans_request(
-            [(new[2], False), (new[3], False), (new[4], False)]))))
-        await asyncio.gather(ingest, decisions_while_committing())
-        second = (set(stage.buffer.traces), dict(stage._unsettled), set(stage._late_records))
+            stage.cache.record(buffered, False)  # another replica's word on a buffered trace: it stays buffered
+        ingest = stage.ingest(Payload.from_bytes(Signal.TRACES, _spans_request(
+            [(new[2], False), (buffered, False), (new[4], False)])))
+        await asyncio.gather(asyncio.create_task(ingest), while_committing(decided))
+        ingest = stage.ingest(Payload.from_bytes(Signal.TRACES, _spans_request([(new[3], False), (new[5], False)])))
+        await asyncio.gather(asyncio.create_task(ingest), while_committing(lambda: stage._deciding.add(new[3])))
+        spans_of_buffered = stage.buffer.traces[buffered][SPANS]
+        second = (set(stage.buffer.traces), spans_of_buffered, dict(stage._unsettled), set(stage._late_records))
         await store.close()
         return late_kept, first, second, host.metrics.counts
 
-    late_kept, (traces, index), (held, unsettled, late), counts = asyncio.run(scenario())
+    late_kept, (traces, index), (held, spans_of_buffered, unsettled, late), counts = asyncio.run(scenario())
     assert late_kept == 1
     prefix = "otelcol_processor_tail_sampling_"
     assert counts[prefix + "sampling_late_spans", ("tail_sampling", "true")] == 1
     assert counts[prefix + "sampling_late_spans", ("tail_sampling", "false")] == 2
-    assert counts[prefix + "new_trace_id_received", ("tail_sampling",)] == 2 + 1 + 2 + 1
+    assert counts[prefix + "new_trace_id_received", ("tail_sampling",)] == 2 + 1 + 2 + 1 + 1
     assert list(traces) == [buffered, new[0], new[1]]
     assert [trace[SPANS] for trace in traces.values()] == [3, 1, 1]
     assert [len(index[trace_id]) for trace_id in traces] == [2, 1, 1] and set(index) == set(traces)
-    assert held == {buffered, new[0], new[1], new[4]}
+    assert held == {buffered, new[0], new[1], new[4], new[5]} and spans_of_buffered == 4
     assert unsettled == {new[2]: True} and late == {new[3]}

@@ -352,25 +352,37 @@ class SamplingStage:
         trace_ids, bodies, items, roots = zip(*pending, strict=True)
         sizes = tuple(map(len, bodies))
         self.index.add(key, batch_key, list(zip(trace_ids, sizes, items, strict=True)))
-        buffered, deciding = self.buffer.traces, self._deciding
-        if decided_since or not deciding.isdisjoint(trace_ids):
-            held = [True] * len(trace_ids)
-            for at, trace_id in enumerate(trace_ids):
-                if trace_id in deciding:  # its move may have been committed before this record
-                    self._late_records.add(trace_id)
-                    held[at] = False
-                elif decided_since and trace_id not in buffered and (known := self.cache.lookup(trace_id)) is not None:
-                    self._unsettled[trace_id] = known  # decided while this commit was under way
-                    held[at] = False
+        held = self._held(trace_ids, decided_since)
+        if held is not None:
             trace_ids, sizes, items, roots = (tuple(itertools.compress(column, held))
                                               for column in (trace_ids, sizes, items, roots))
-        new_traces = len(trace_ids) - len(buffered.keys() & trace_ids)
+        new_traces = len(trace_ids) - len(self.buffer.traces.keys() & trace_ids)
         unknown = (None,) * len(trace_ids)  # no policy reads them
         self.buffer.add_many(trace_ids, items, sizes, roots, now,
                              tuple(map(facts.times.get, trace_ids)) if facts.times else unknown,
                              tuple(map(facts.hints.get, trace_ids)) if facts.hints else unknown)
         if new_traces:
             self._count("otelcol_processor_tail_sampling_new_trace_id_received", new_traces)
+
+    def _held(self, trace_ids: tuple[bytes, ...], decided_since: bool) -> list[bool] | None:
+        """Which traces of a committed record the buffer takes (None: all): not those being
+        decided (settled again by the next round) nor those decided meanwhile (by the next tick)."""
+        buffered, deciding = self.buffer.traces, self._deciding
+        asked = [trace_id for trace_id in trace_ids if trace_id not in deciding and trace_id not in buffered
+                 ] if decided_since else []
+        known_of = self.cache.lookup_many(asked) if asked else []
+        if known_of.count(None) == len(known_of) and deciding.isdisjoint(trace_ids):
+            return None
+        answers = dict(zip(asked, known_of, strict=True))
+        held = [True] * len(trace_ids)
+        for at, trace_id in enumerate(trace_ids):
+            if trace_id in deciding:  # its move may have been committed before this record
+                self._late_records.add(trace_id)
+                held[at] = False
+            elif (known := answers.get(trace_id)) is not None:  # decided while this commit was under way
+                self._unsettled[trace_id] = known
+                held[at] = False
+        return held
 
     def _facts(self) -> Facts:
         return Facts(self._times, self._finders)
