@@ -122,9 +122,8 @@ class TraceBuffer:
         built in C and queued in one extend; any other case takes `add` per part."""
         traces, fifo = self.traces, self._fifo
         deadline = now + self.timing.decision_wait
-        fresh = set(trace_ids)
-        if (not self._wait_only or len(fresh) != len(trace_ids) or not traces.keys().isdisjoint(fresh)
-                or fifo and fifo[-1][0] > deadline):
+        if (not self._wait_only or fifo and fifo[-1][0] > deadline
+                or len(fresh := set(trace_ids)) != len(trace_ids) or not traces.keys().isdisjoint(fresh)):
             for trace_id, count, size, root, known_times, known_hints in zip(
                     trace_ids, spans, sizes, roots, times, hints, strict=True):
                 self.add(trace_id, count, size, root, now, times=known_times, hints=known_hints)
@@ -323,7 +322,7 @@ class DecisionCache:
                     lru.move_to_end(trace_id)
                     answers[at] = True
         current, previous = self._current, self._previous
-        if current is None:
+        if current is None or not current.count and previous is None:  # no table holds an id
             return answers
         seeds = list(map(seed_of, trace_ids))
         mask = current.mask
