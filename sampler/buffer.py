@@ -15,6 +15,7 @@ import collections
 import hashlib
 import heapq
 import itertools
+import operator
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,6 +113,28 @@ class TraceBuffer:
         if earlier and self.timing.after_root:  # an earlier deadline: queue it now
             self._push((self.timing.deadline(trace), next(self._order), trace_id))
         self.spans += spans
+
+    def add_many(self, trace_ids: Sequence[bytes], spans: Sequence[int], sizes: Sequence[int],
+                 roots: Sequence[bool], now: float, times: Sequence[Times | None],
+                 hints: Sequence[int | None]) -> None:
+        """`add` of each part in turn (a request's traces at once, the sequences side by side).
+        New traces under decision_wait alone share one deadline, so their entries and tuples are
+        built in C and queued in one extend; any other case takes `add` per part."""
+        traces, fifo = self.traces, self._fifo
+        deadline = now + self.timing.decision_wait
+        if (not self._wait_only or fifo and fifo[-1][0] > deadline
+                or len(fresh := set(trace_ids)) != len(trace_ids) or not traces.keys().isdisjoint(fresh)):
+            for trace_id, count, size, root, known_times, known_hints in zip(
+                    trace_ids, spans, sizes, roots, times, hints, strict=True):
+                self.add(trace_id, count, size, root, now, times=known_times, hints=known_hints)
+            return
+        count = len(trace_ids)
+        root_at = [now if root else None for root in roots] if any(roots) else itertools.repeat(None, count)
+        traces.update(zip(trace_ids, zip(itertools.repeat(now, count), itertools.repeat(now, count), spans, sizes,
+                                         root_at, times, hints, strict=True), strict=True))
+        # the repeat ends the zip before `_order` is drawn from once more
+        fifo.extend(zip(itertools.repeat(deadline, count), self._order, trace_ids, strict=False))
+        self.spans += sum(spans)
 
     def _push(self, entry: tuple[float, int, bytes]) -> None:
         fifo = self._fifo
@@ -285,6 +308,49 @@ class DecisionCache:
         if trace_id in lru:
             lru.move_to_end(trace_id)
             return True
+        return self._dropped(trace_id)
+
+    def lookup_many(self, trace_ids: Sequence[bytes]) -> list[bool | None]:
+        """`lookup` of each id in turn (a request's new traces at once). Most ids are new: one
+        whose first slot is empty in both tables is unknown, found by passes in C over all of
+        them; only the others are probed one by one."""
+        answers: list[bool | None] = [None] * len(trace_ids)
+        lru = self.kept
+        if lru and not lru.keys().isdisjoint(trace_ids):
+            for at, trace_id in enumerate(trace_ids):
+                if trace_id in lru:
+                    lru.move_to_end(trace_id)
+                    answers[at] = True
+        current, previous = self._current, self._previous
+        if current is None or not current.count and previous is None:  # no table holds an id
+            return answers
+        seeds = list(map(seed_of, trace_ids))
+        mask = current.mask
+        slots = list(map(operator.and_, seeds, itertools.repeat(mask)))
+        occupied = list(map(current.table.__getitem__, slots))
+        tables: tuple[array.array[int], ...] = (current.table,)
+        if previous is not None:
+            occupied = list(map(operator.or_, occupied, map(previous.table.__getitem__, slots)))
+            tables = (current.table, previous.table)
+        for at in itertools.compress(range(len(trace_ids)), occupied):  # as in _dropped
+            if answers[at] is not None:
+                continue
+            fingerprint = (seeds[at] >> 32) & _LOW_32 or 1
+            for table in tables:
+                slot = slots[at]
+                value = table[slot]
+                while value:
+                    if value == fingerprint:
+                        answers[at] = False
+                        break
+                    slot = (slot + 1) & mask
+                    value = table[slot]
+                if answers[at] is not None:
+                    break
+        return answers
+
+    def _dropped(self, trace_id: bytes) -> bool | None:
+        """False when a dropped table holds the id's fingerprint, else None."""
         current = self._current
         if current is None:
             return None

@@ -16,7 +16,7 @@ from edgeagent.processors.tail_sampling.config import TailSamplingConfig
 from edgeagent.processors.tail_sampling.stage import SamplingStage
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Payload, Signal
-from sampler.buffer import TIMES
+from sampler.buffer import SPANS, TIMES
 
 
 class Clock:
@@ -494,3 +494,70 @@ def test_a_policy_that_reads_spans_it_said_it_would_not_makes_the_stage_read_eve
 
     kept, expected, read_all = asyncio.run(scenario())
     assert kept == expected and read_all
+
+
+def _spans_request(spans: list[tuple[bytes, bool]]) -> bytes:
+    """One span per (trace id, whether it is an error), in that order."""
+    request = ExportTraceServiceRequest()
+    scope_spans = request.resource_spans.add().scope_spans.add(scope={"name": "test"}).spans
+    for index, (trace_id, error) in enumerate(spans):
+        span = scope_spans.add(trace_id=trace_id, span_id=bytes([index + 1]) * 8, name=f"span-{index}")
+        if error:
+            span.status.code = Status.STATUS_CODE_ERROR
+    return request.SerializeToString()
+
+
+def test_one_request_routes_each_trace_by_what_is_known_of_it(tmp_path):
+    """In one request: spans of a kept trace go to export, of a dropped one are counted, of a
+    buffered one join it, of new ones are buffered; of a trace decided while the request was
+    being committed they are settled by the next tick, of one being decided by the next round."""
+    kept, dropped, buffered, *new = (bytes([n]) * 16 for n in range(1, 10))
+
+    async def scenario() -> tuple:
+        clock, host = Clock(), _Host()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({"decision_wait": "5s", "policies": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]})
+        stage = SamplingStage("tail_sampling", config, host=host, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _spans_request([(kept, True), (dropped, False)])))
+        clock.now += 6
+        await stage.decide_due()
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _spans_request([(buffered, False)] * 2)))
+        exported_before = export.items
+        for spans in ([(kept, False), (dropped, True), (new[0], False)],  # none buffered
+                      [(dropped, True), (buffered, True), (new[1], True)]):
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, _spans_request(spans)))
+        late_kept = export.items - exported_before
+        first = (dict(stage.buffer.traces), dict(stage.index.traces))
+
+        async def while_committing(change) -> None:  # runs while the ingest beside it awaits its commit
+            change()
+
+        def decided() -> None:
+            stage.cache.record(new[2], True)  # decided meanwhile
+            stage.cache.record(buffered, False)  # another replica's word on a buffered trace: it stays buffered
+        ingest = stage.ingest(Payload.from_bytes(Signal.TRACES, _spans_request(
+            [(new[2], False), (buffered, False), (new[4], False)])))
+        await asyncio.gather(asyncio.create_task(ingest), while_committing(decided))
+        ingest = stage.ingest(Payload.from_bytes(Signal.TRACES, _spans_request([(new[3], False), (new[5], False)])))
+        await asyncio.gather(asyncio.create_task(ingest), while_committing(lambda: stage._deciding.add(new[3])))
+        spans_of_buffered = stage.buffer.traces[buffered][SPANS]
+        second = (set(stage.buffer.traces), spans_of_buffered, dict(stage._unsettled), set(stage._late_records))
+        await store.close()
+        return late_kept, first, second, host.metrics.counts
+
+    late_kept, (traces, index), (held, spans_of_buffered, unsettled, late), counts = asyncio.run(scenario())
+    assert late_kept == 1
+    prefix = "otelcol_processor_tail_sampling_"
+    assert counts[prefix + "sampling_late_spans", ("tail_sampling", "true")] == 1
+    assert counts[prefix + "sampling_late_spans", ("tail_sampling", "false")] == 2
+    assert counts[prefix + "new_trace_id_received", ("tail_sampling",)] == 2 + 1 + 2 + 1 + 1
+    assert list(traces) == [buffered, new[0], new[1]]
+    assert [trace[SPANS] for trace in traces.values()] == [3, 1, 1]
+    assert [len(index[trace_id]) for trace_id in traces] == [2, 1, 1] and set(index) == set(traces)
+    assert held == {buffered, new[0], new[1], new[4], new[5]} and spans_of_buffered == 4
+    assert unsettled == {new[2]: True} and late == {new[3]}

@@ -174,3 +174,89 @@ def test_record_many_without_a_dropped_table_only_counts():
     cache = DecisionCache(kept_size=10, dropped_size=0)
     cache.record_many([os.urandom(16) for _ in range(5)], False)
     assert cache.version == 5 and cache.lookup(os.urandom(16)) is None
+
+
+def _twin_caches(rng: random.Random, kept_size: int, dropped_size: int) -> tuple[DecisionCache, DecisionCache, list]:
+    """Two caches given the same decisions: ids kept, dropped in the previous table and in the
+    current one (the tables rotated once, both past their first slots), and kept after a drop."""
+    ids = [rng.randbytes(16) for _ in range(2 * dropped_size)]
+    caches = DecisionCache(kept_size, dropped_size), DecisionCache(kept_size, dropped_size)
+    for cache in caches:
+        cache.record_many(ids[:dropped_size // 2 + dropped_size // 4], False)  # one full table, one in use
+        for trace_id in ids[dropped_size:dropped_size + 40]:
+            cache.record(trace_id, True)
+        for trace_id in ids[:5] + ids[dropped_size // 2 + 10:dropped_size // 2 + 15]:  # kept after a drop, in
+            cache.record(trace_id, True)  # either table: the LRU answers first
+    return caches[0], caches[1], ids
+
+
+@pytest.mark.parametrize("sizes", [(60, 4000), (0, 4000), (60, 0), (0, 0), (10, 1)])
+def test_lookup_many_answers_and_orders_the_lru_as_lookup_does_id_by_id(sizes):
+    rng = random.Random(str(sizes))
+    one_by_one, batched, ids = _twin_caches(rng, *sizes)
+    strangers = [rng.randbytes(16) for _ in range(3000)]
+    asked = ids + strangers + ids[:3] + ids[-50:]  # every kind, some twice
+    rng.shuffle(asked)
+    for at in range(0, len(asked), 52):
+        chunk = asked[at:at + 52]
+        assert batched.lookup_many(chunk) == [one_by_one.lookup(trace_id) for trace_id in chunk]
+    assert list(batched.kept) == list(one_by_one.kept)
+    assert batched.lookup_many([]) == []
+
+
+def test_lookup_many_finds_ids_dropped_in_either_table_and_keeps_the_lru_first():
+    rng = random.Random(9)
+    _, cache, ids = _twin_caches(rng, 60, 4000)
+    assert cache._previous is not None and cache._current.count  # both tables hold ids
+    answers = cache.lookup_many(ids[:3000] + ids[4000:4040] + ids[-5:])
+    assert answers == [True] * 5 + [False] * 2005 + [True] * 5 + [False] * 985 + [True] * 40 + [None] * 5
+    assert list(cache.kept)[-5:] == ids[4035:4040]  # looked up last: the LRU's most recent
+    fresh = DecisionCache(10, 100)  # tables, none filled yet
+    assert fresh.lookup_many([ids[0], ids[1]]) == [None, None]
+
+
+def _buffer_state(buffer: TraceBuffer) -> tuple:
+    return (list(buffer.traces.items()), list(buffer._fifo), sorted(buffer._heap), buffer.spans,
+            next(buffer._order))
+
+
+@pytest.mark.parametrize("timing", [Timing(5.0), Timing(5.0, after_root=1.0), Timing(5.0, inactivity=2.0)])
+def test_add_many_leaves_the_buffer_as_add_does_part_by_part(timing):
+    rng = random.Random(5)
+    one_by_one, batched = TraceBuffer(timing), TraceBuffer(timing)
+    known, restarted = [rng.randbytes(16) for _ in range(3)], rng.randbytes(16)
+    for buffer in (one_by_one, batched):
+        for trace_id in known:
+            buffer.add(trace_id, 2, 100, False, 10.0, times=(1, 2), hints=1)
+        buffer.add(restarted, 1, 10, False, 10.0, first=20.0)  # a later deadline: the FIFO ends at 25
+    added_one_by_one: list[bytes] = []
+    batched.add = lambda trace_id, *args, **kwargs: (  # type: ignore[method-assign]
+        added_one_by_one.append(trace_id), TraceBuffer.add(batched, trace_id, *args, **kwargs))[1]
+    batches = [
+        (11.0, [(rng.randbytes(16), 3, 300, False, (5, 9), 2) for _ in range(20)]),  # deadlines before the FIFO's last
+        (21.0, [(rng.randbytes(16), 1, 50, index == 1, None, None) for index in range(4)]),  # new, a root among them
+        (22.0, [(known[0], 4, 40, True, (0, 3), 4), (rng.randbytes(16), 1, 10, False, None, 1)]),  # a known trace
+        (23.0, [(trace_id, 1, 10, False, None, None) for trace_id in (b"\x01" * 16, b"\x01" * 16)]),  # one twice
+        (24.0, [(rng.randbytes(16), 2, 20, False, (1, 1), 0) for _ in range(30)]),  # new
+        (30.0, []),
+    ]
+    for now, batch in batches:
+        for trace_id, spans, size, root, times, hints in batch:
+            one_by_one.add(trace_id, spans, size, root, now, times=times, hints=hints)
+        columns = list(zip(*batch, strict=True)) or [()] * 6
+        batched.add_many(*columns[:4], now, *columns[4:])
+        assert _buffer_state(batched) == _buffer_state(one_by_one)
+    assert batched.due(100.0, 1000) == one_by_one.due(100.0, 1000)
+    in_c = {trace_id for _, batch in (batches[1], batches[4]) for trace_id, *_ in batch}
+    assert in_c.isdisjoint(added_one_by_one) == (timing == Timing(5.0))  # decision_wait alone: new traces in C
+
+
+def test_add_many_of_new_traces_queues_their_deadlines_in_the_fifo_after_the_earlier_ones():
+    buffer = TraceBuffer(Timing(5.0))
+    first = [bytes([n]) * 16 for n in range(1, 4)]
+    later = [bytes([n]) * 16 for n in range(4, 7)]
+    buffer.add_many(first, [1, 2, 3], [10, 20, 30], [False] * 3, 1.0, [None] * 3, [None] * 3)
+    buffer.add_many(later, [1, 1, 1], [10, 10, 10], [False] * 3, 2.0, [(1, 2)] * 3, [3] * 3)
+    assert not buffer._heap and [entry[0] for entry in buffer._fifo] == [6.0] * 3 + [7.0] * 3
+    assert buffer.spans == 9 and buffer.traces[later[0]] == (2.0, 2.0, 1, 10, None, (1, 2), 3)
+    assert buffer.due(6.5, 10) == first and buffer.due(7.0, 10) == later

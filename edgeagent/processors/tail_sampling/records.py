@@ -17,11 +17,14 @@ cutting each again (`parts_of`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 Part = tuple[bytes, int, int]  # trace id, length in the record, spans
 Row = tuple[bytes, bytes, int, bytes]  # record key, batch key, spans, the part's bytes
+_TRACE_ID = itemgetter(0)  # of a Part
 
 
 @dataclass(slots=True)
@@ -52,7 +55,11 @@ class RecordIndex:
     def add(self, key: bytes, batch_key: bytes, parts: list[Part]) -> None:
         self.records[key] = Record(batch_key, parts)
         traces = self.traces
-        for trace_id, _, _ in parts:
+        trace_ids = list(map(_TRACE_ID, parts))
+        if traces.keys().isdisjoint(trace_ids):  # the common case, every trace new: one update in C
+            traces.update(zip(trace_ids, itertools.repeat((key,))))
+            return
+        for trace_id in trace_ids:
             keys = traces.get(trace_id)
             if keys is None:
                 traces[trace_id] = (key,)

@@ -112,6 +112,7 @@ _IS_SAMPLED = functools.partial(operator.is_, Decision.SAMPLED)
 # they parse of them is freed before it reaches the garbage collector's older generations
 _TRACES_PER_DECISION = 64
 _BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
+_TRACE_ID = itemgetter(0)  # of a TracePart
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
 
@@ -280,20 +281,56 @@ class SamplingStage:
             remote = await self._shared_lookup(parts)
         now = self.clock()
         self.relief.update(len(self.buffer), self.buffer.spans)
+        pending, pending_at, kept, kept_items = self._route(body, parts, remote)
+        export = self.post.late(kept, kept_items) if kept else None
+        decisions_seen = self.cache.version
+        key = self._next_key() if pending else b""
+        if pending_at is not None:  # some parts are not pending: the record holds the others
+            body = b"".join([body[at:at + length] for (_, length, _, _), at in zip(pending, pending_at, strict=True)])
+        spans = sum(items for _, _, items, _ in pending)
+        queues = self.queues
+
+        def commit(writer: StageTransaction) -> None:
+            if pending:
+                # buffered for seconds, read once: zstd would cost more CPU than the disk it saves
+                writer.put(self.table, key, Signal.TRACES, body, spans, batch_key, compress=False)
+            if export is not None:
+                for queue in queues:
+                    writer.append(queue, export[0], export[1], batch_key)
+        # nothing awaited between routing and this submit: the writer sees the routing's order
+        await self._running_store().atomic(commit)
+        if pending:
+            self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen)
+        self._enforce_limits(pending)
+
+    def _route(self, body: bytes, parts: list[TracePart], remote: dict[bytes, bool]
+               ) -> tuple[list[TracePart], list[int] | None, list[bytes], int]:
+        """The parts of pending traces (buffered, being decided or not known) and where each starts
+        in `body` (None: they are all the parts), and the bytes of the kept parts of traces
+        decided already, with their span count (the dropped ones are counted). A split gives one
+        part per trace."""
+        buffered, deciding = self.buffer.traces, self._deciding  # dict and set: tested in C
+        answers: dict[bytes, bool | None] | None = None
+        if not remote and not self.relief.active:  # no decision is recorded while routing: look up at once
+            trace_ids = list(map(_TRACE_ID, parts))
+            fresh = (trace_ids if buffered.keys().isdisjoint(trace_ids) and deciding.isdisjoint(trace_ids)
+                     else [trace_id for trace_id in trace_ids if trace_id not in buffered and trace_id not in deciding])
+            known_of = self.cache.lookup_many(fresh)
+            if fresh is trace_ids and known_of.count(None) == len(known_of):  # the common case: all new
+                return parts, None, [], 0
+            answers = dict(zip(fresh, known_of, strict=True))
         pending: list[TracePart] = []
-        pending_at: list[int] = []  # where each pending part starts in the body
+        pending_at: list[int] = []
         kept: list[bytes] = []
         kept_items = 0
-        buffered, deciding = self.buffer.traces, self._deciding  # dict and set: tested in C, per trace
-        end = 0
-        for part in parts:
-            trace_id, length, items, root = part
-            at, end = end, end + length
+        starts = itertools.accumulate([length for _, length, _, _ in parts], initial=0)
+        for part, at in zip(parts, starts, strict=False):  # starts has one more: where the last part ends
+            trace_id, length, items, _ = part
             if trace_id in buffered or trace_id in deciding:
                 pending.append(part)
                 pending_at.append(at)
                 continue
-            known = self.cache.lookup(trace_id)
+            known = answers[trace_id] if answers is not None else self.cache.lookup(trace_id)
             if known is None and trace_id in remote:  # decided by another replica: follow it
                 known = remote[trace_id]
                 self.cache.record(trace_id, known)
@@ -309,44 +346,49 @@ class SamplingStage:
                 pending.append(part)
                 pending_at.append(at)
             elif known:
-                kept.append(body[at:end])
+                kept.append(body[at:at + length])
                 kept_items += items
-        export = self.post.late(kept, kept_items) if kept else None
-        decisions_seen = self.cache.version
-        key = self._next_key() if pending else b""
-        if len(pending) != len(parts):  # the parts in one record: one put, one delete
-            body = b"".join([body[at:at + length] for (_, length, _, _), at in zip(pending, pending_at, strict=True)])
-        spans = sum(items for _, _, items, _ in pending)
-        queues = self.queues
+        return pending, (None if len(pending) == len(parts) else pending_at), kept, kept_items
 
-        def commit(writer: StageTransaction) -> None:
-            if pending:
-                # buffered for seconds, read once: zstd would cost more CPU than the disk it saves
-                writer.put(self.table, key, Signal.TRACES, body, spans, batch_key, compress=False)
-            if export is not None:
-                for queue in queues:
-                    writer.append(queue, export[0], export[1], batch_key)
-        # nothing awaited between routing and this submit: the writer sees the routing's order
-        await self._running_store().atomic(commit)
-        if pending:
-            self.index.add(key, batch_key, [(trace_id, length, items) for trace_id, length, items, _ in pending])
-        decided_since = self.cache.version != decisions_seen  # else no lookup can answer otherwise than routing's
-        new_traces = 0
-        for trace_id, length, items, root in pending:
-            if trace_id in self._deciding:  # its move may have been committed before this record
-                self._late_records.add(trace_id)
-                continue
-            is_buffered = trace_id in buffered
-            known = self.cache.lookup(trace_id) if decided_since and not is_buffered else None
-            if known is not None:  # decided while this commit was under way
-                self._unsettled[trace_id] = known
-                continue
-            new_traces += not is_buffered
-            self.buffer.add(trace_id, items, length, root, now, times=facts.times.get(trace_id),
-                            hints=facts.hints.get(trace_id))
+    def _hold(self, key: bytes, batch_key: bytes, pending: list[TracePart], now: float, facts: Facts,
+              decided_since: bool) -> None:
+        """Once the record `key` of these parts is committed: index it and buffer its traces, but
+        for those being decided (settled again by the next round) or decided meanwhile (settled
+        by the next tick). `decided_since`: whether the cache recorded decisions since routing
+        (else no lookup can answer otherwise than routing's)."""
+        trace_ids, sizes, items, roots = zip(*pending, strict=True)
+        self.index.add(key, batch_key, list(zip(trace_ids, sizes, items, strict=True)))
+        held = self._held(trace_ids, decided_since)
+        if held is not None:
+            trace_ids, sizes, items, roots = (tuple(itertools.compress(column, held))
+                                              for column in (trace_ids, sizes, items, roots))
+        new_traces = len(trace_ids) - len(self.buffer.traces.keys() & trace_ids)
+        unknown = (None,) * len(trace_ids)  # no policy reads them
+        self.buffer.add_many(trace_ids, items, sizes, roots, now,
+                             tuple(map(facts.times.get, trace_ids)) if facts.times else unknown,
+                             tuple(map(facts.hints.get, trace_ids)) if facts.hints else unknown)
         if new_traces:
             self._count("otelcol_processor_tail_sampling_new_trace_id_received", new_traces)
-        self._enforce_limits([trace_id for trace_id, *_ in pending])
+
+    def _held(self, trace_ids: tuple[bytes, ...], decided_since: bool) -> list[bool] | None:
+        """Which traces of a committed record the buffer takes (None: all): not those being
+        decided (settled again by the next round) nor those decided meanwhile (by the next tick)."""
+        buffered, deciding = self.buffer.traces, self._deciding
+        asked = [trace_id for trace_id in trace_ids if trace_id not in deciding and trace_id not in buffered
+                 ] if decided_since else []
+        known_of = self.cache.lookup_many(asked) if asked else []
+        if known_of.count(None) == len(known_of) and deciding.isdisjoint(trace_ids):
+            return None
+        answers = dict(zip(asked, known_of, strict=True))
+        held = [True] * len(trace_ids)
+        for at, trace_id in enumerate(trace_ids):
+            if trace_id in deciding:  # its move may have been committed before this record
+                self._late_records.add(trace_id)
+                held[at] = False
+            elif (known := answers.get(trace_id)) is not None:  # decided while this commit was under way
+                self._unsettled[trace_id] = known
+                held[at] = False
+        return held
 
     def _facts(self) -> Facts:
         return Facts(self._times, self._finders)
@@ -366,10 +408,10 @@ class SamplingStage:
         self._seq += 1
         return KEY.pack(self._seq)
 
-    def _enforce_limits(self, arrived: list[bytes]) -> None:
+    def _enforce_limits(self, arrived: list[TracePart]) -> None:
         too_large = self.config.maximum_trace_size_bytes
         if too_large:
-            for trace_id in arrived:
+            for trace_id, *_ in arrived:
                 if self.buffer.size_of(trace_id) > too_large:  # dropped now, as otelcol: counted, not decided
                     self.buffer.remove(trace_id)
                     self.cache.record(trace_id, False)
@@ -675,7 +717,8 @@ class SamplingStage:
 
     async def _shared_lookup(self, parts: list[TracePart]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
-        unknown = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer
-                   and trace_id not in self._deciding and self.cache.lookup(trace_id) is None]
+        fresh = [trace_id for trace_id, *_ in parts if trace_id not in self.buffer and trace_id not in self._deciding]
+        unknown = [trace_id for trace_id, known in zip(fresh, self.cache.lookup_many(fresh), strict=True)
+                   if known is None]
         return await self.shared.lookup(unknown) if unknown else {}
 
