@@ -401,9 +401,9 @@ def test_only_traces_a_policy_may_read_are_read_back_and_the_decisions_stay_righ
         asked: set[bytes] = set()
         read = stage._read
 
-        async def spying(trace_ids, more=()):
+        async def spying(trace_ids, more=(), within=None):
             asked.update(trace_ids)
-            return await read(trace_ids, more)
+            return await read(trace_ids, more, within)
         monkeypatch.setattr(stage, "_read", spying)
         rng = random.Random(8)
         bodies = [_request(30, rng, spans_per_trace=3) for _ in range(3)]  # every third trace has an error
