@@ -249,9 +249,9 @@ class _Fingerprints:
         self.count = 0
 
     def add(self, keys: Sequence[bytes]) -> None:
-        table, mask = self.table, self.mask
+        table, mask, seed_of_key = self.table, self.mask, seed_of
         for key in keys:
-            seed = seed_of(key)
+            seed = seed_of_key(key)
             slot, fingerprint = seed & mask, (seed >> 32) & _LOW_32 or 1
             value = table[slot]
             while value and value != fingerprint:
@@ -304,9 +304,8 @@ class DecisionCache:
         self.version += len(trace_ids)
         lru = self.kept
         if lru:
-            for trace_id in trace_ids:
-                if trace_id in lru:
-                    del lru[trace_id]
+            for trace_id in lru.keys() & trace_ids:  # in C: few were kept before
+                del lru[trace_id]
         current, start = self._current, 0
         while current is not None and start < len(trace_ids):
             if current.count >= current.capacity:

@@ -26,6 +26,7 @@ Parse = Callable[[bytes], list[ResourceSpans]]
 
 
 _NO_RAW: tuple[bytes, ...] = ()
+_new = object.__new__
 
 
 class Decision(enum.Enum):
@@ -42,6 +43,9 @@ class Decision(enum.Enum):
     # members are equal only to themselves, so identity hashes them: in C, where Enum's own
     # hash is a Python call (decisions are counted and mapped by the thousand per round)
     __hash__ = object.__hash__
+
+
+_PENDING = Decision.PENDING
 
 
 class SpansNotRead(LookupError):
@@ -88,10 +92,19 @@ class Trace:
         (sampler.policies.reads_bytes): asking for them raises SpansNotRead. Made slot by slot,
         a third of __init__'s cost: the stage makes one for most traces it decides. Its `raw` is
         one shared empty tuple, no list of its own: fewer objects for the garbage collector."""
-        trace = cls.__new__(cls)
-        trace.trace_id, trace._batches, trace.span_count, trace.size_bytes = trace_id, None, span_count, size_bytes
-        trace.first_seen, trace.root_seen, trace.decision, trace.raw = 0.0, False, Decision.PENDING, _NO_RAW
-        trace._parse, trace.times, trace.hints, trace.view = None, times, hints, None
+        trace = _new(cls)  # a statement a slot, constants from module globals: a tuple assignment costs more
+        trace.trace_id = trace_id
+        trace._batches = None
+        trace.span_count = span_count
+        trace.size_bytes = size_bytes
+        trace.first_seen = 0.0
+        trace.root_seen = False
+        trace.decision = _PENDING
+        trace.raw = _NO_RAW
+        trace._parse = None
+        trace.times = times
+        trace.hints = hints
+        trace.view = None
         return trace
 
     @property

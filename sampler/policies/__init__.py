@@ -174,10 +174,9 @@ def decide_many(policies: Sequence[NamedPolicy], traces: Sequence[Trace],
     masks = [0] * len(traces)
     evaluated: list[tuple[str, list[Decision]]] = []
     needs = [named.needs_spans for named in policies if named.needs_spans is not None]
-    if needs:  # parsed now, so no policy before the one that reads every span searches the bytes in vain
-        for trace in traces:
-            if not trace.parsed and any(need(trace) for need in needs):
-                trace.batches  # noqa: B018
+    for need in needs:  # parsed now, so no policy before the one that reads every span searches the bytes in vain
+        for trace in filter(need, traces):  # filter in C: few traces need their spans
+            trace.batches  # noqa: B018 (parsed once: a trace parsed already keeps its batches)
     stop = _DROPPED | (_SAMPLED if sample_on_first_match else 0)
     live: list[int] | None = None  # indices of the traces still evaluated; None: all of them
     live_traces = traces

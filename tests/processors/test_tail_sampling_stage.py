@@ -452,3 +452,52 @@ def test_a_policy_that_reads_spans_it_said_it_would_not_makes_the_stage_read_eve
 
     kept, expected, read_all = asyncio.run(scenario())
     assert kept == expected and read_all
+
+
+def test_deciding_chunks_bound_the_traces_read_back_not_those_decided_unread():
+    from edgeagent.processors.tail_sampling.stage import _TRACES_PER_DECISION, _chunks
+
+    read_at = [3, *range(10, 10 + 2 * _TRACES_PER_DECISION), 400]
+    chunks = _chunks(read_at, 1000)
+    assert [start for start, _, _ in chunks] == [0, *(end for _, end, _ in chunks[:-1])]  # contiguous
+    assert chunks[-1][1] == 1000
+    assert [reading for _, _, reading in chunks] == [read_at[i:i + _TRACES_PER_DECISION]
+                                                     for i in range(0, len(read_at), _TRACES_PER_DECISION)]
+    assert all(start <= at < end for start, end, reading in chunks for at in reading)
+    assert _chunks([], 500) == [(0, 500, [])]
+    assert _chunks([499], 500) == [(0, 500, [499])]
+
+
+def test_spans_arriving_while_a_round_settles_earlier_decisions_join_their_trace_being_decided(tmp_path):
+    """A round takes its due traces out of the buffer, then settles the decisions it could not
+    move before: spans of a due trace that arrive during that wait must follow its decision,
+    not start it again as a new trace (decided twice, the second time on the late spans alone)."""
+    trace_id, earlier = b"\x04" * 16, b"\x05" * 16
+
+    async def scenario() -> tuple[bool, list[tuple[bytes, bytes]]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([trace_id], spans=2)))
+        clock.now += 6
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([earlier], spans=1)))
+        stage.buffer.remove(earlier)  # decided, its move to be retried by the next round
+        stage._unsettled[earlier] = False
+        round_task = asyncio.create_task(stage.decide_due())
+        await asyncio.sleep(0)  # the round took the trace and waits on the retried move's read
+        late = ExportTraceServiceRequest.FromString(_traces_request([trace_id], spans=1))
+        late.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x09" * 8
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, late.SerializeToString()))
+        buffered_again = trace_id in stage.buffer
+        await round_task
+        clock.now += 6
+        for _ in range(10):
+            if not stage.pending_traces():
+                break
+            await stage.decide_due()
+        spans = await _exported_spans(export)
+        await store.close()
+        return buffered_again, spans
+
+    buffered_again, spans = asyncio.run(scenario())
+    assert not buffered_again
+    assert spans == [(trace_id, b"\x01" * 8), (trace_id, b"\x02" * 8), (trace_id, b"\x09" * 8)]

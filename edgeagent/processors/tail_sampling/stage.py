@@ -429,10 +429,11 @@ class SamplingStage:
             return await self._decide(due, buffered) if due else 0
         finally:
             self._deciding.difference_update(due)
-            for trace_id in self._late_records.intersection(due):
-                known = self.cache.lookup(trace_id)
-                self._unsettled[trace_id] = bool(known)
-            self._late_records.difference_update(due)
+            if self._late_records:
+                for trace_id in self._late_records.intersection(due):
+                    known = self.cache.lookup(trace_id)
+                    self._unsettled[trace_id] = bool(known)
+                self._late_records.difference_update(due)
 
     async def _decide(self, due: list[bytes], buffered: dict[bytes, Pending]) -> int:
         # the records holding the due traces now: one committed later holds spans that came while
