@@ -34,9 +34,11 @@ deciding follows a decision another replica made first, and publishes its own.
 
 Races, all on one event loop and one writer thread (FIFO):
 * A record is indexed once its commit returned, so a move never sees half of one. While a trace
-  is being decided (read, evaluated, moved), its new spans go to a new record and that trace is
-  settled again by the next round; once decided (cache), its later spans go straight to export
-  or are dropped.
+  is being decided (from the moment its round takes it out of the buffer: read, evaluated,
+  moved), its new spans go to a new record and that trace is settled again by the next round; a
+  round reads and moves only the records that held its traces when it began, so it never
+  deletes such a record unexported. Once decided (cache), later spans go straight to export or
+  are dropped.
 * A move that cannot be committed (export queues full with `block`) keeps the records and the
   index as they were; the decision is retried on the next tick.
 * A record that does not decode is quarantined whole by the next move: moved to the dead-letter
@@ -57,9 +59,11 @@ end, the places where status_code or an attribute policy may find a match), and 
 keeps it per trace. A trace is read back from its records only when a policy may read its
 spans (sampler.policies.reads_bytes) or it is kept, and parsed only when a policy reads its
 spans or it is kept (sampler.trace); a record whose traces are all decided is deleted unread.
-Deciding runs in rounds of many traces (policy by policy over 64 traces at a time, one move
-transaction a round) and rounds follow each other while traces are due, so decisions keep up
-with ingest.
+Deciding runs in rounds of many traces (policy by policy over runs of at most 64 traces read
+back and any number decided unread, one move transaction a round) and rounds follow each other
+while traces are due, so decisions keep up with ingest. A round's bookkeeping works on whole
+lists in C where it can (the buffer's due prefix, the records it touches, the decisions, the
+index update), so what stays per trace in Python is mostly the policies' own work.
 """
 
 from __future__ import annotations
