@@ -399,11 +399,11 @@ def test_only_traces_a_policy_may_read_are_read_back_and_the_decisions_stay_righ
         clock = Clock()
         stage, store, export = await _stage(tmp_path, clock, "5s")
         asked: set[bytes] = set()
-        read = stage._read
+        read_records = stage._read
 
-        async def spying(trace_ids, more=(), within=None):
+        async def spying(trace_ids, more=(), within=None, read=None):
             asked.update(trace_ids)
-            return await read(trace_ids, more, within)
+            return await read_records(trace_ids, more, within, read)
         monkeypatch.setattr(stage, "_read", spying)
         rng = random.Random(8)
         bodies = [_request(30, rng, spans_per_trace=3) for _ in range(3)]  # every third trace has an error
@@ -501,3 +501,33 @@ def test_spans_arriving_while_a_round_settles_earlier_decisions_join_their_trace
     buffered_again, spans = asyncio.run(scenario())
     assert not buffered_again
     assert spans == [(trace_id, b"\x01" * 8), (trace_id, b"\x02" * 8), (trace_id, b"\x09" * 8)]
+
+
+def test_kept_traces_decided_unread_go_out_whole_from_records_read_for_other_traces(tmp_path):
+    """probabilistic keeps traces without reading them; status_code reads the ones with an error.
+    Both kinds share records: a kept trace not read for its decision goes out from the bodies the
+    round read for the others (or reads them), with every span, once."""
+    async def scenario() -> tuple[int, list[tuple[bytes, bytes]]]:
+        clock = Clock()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({"decision_wait": "5s", "num_traces": 1000, "policies": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "all", "type": "probabilistic", "probabilistic": {"sampling_percentage": 100}}]})
+        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        rng = random.Random(9)
+        for _ in range(3):  # every third trace has an error: read for its decision; the others are not
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, _request(30, rng, spans_per_trace=3)))
+        clock.now += 6
+        while await stage.decide_due():
+            pass
+        left = len(stage.index)
+        spans = await _exported_spans(export)
+        await store.close()
+        return left, spans
+
+    left, spans = asyncio.run(scenario())
+    assert left == 0 and len(spans) == len(set(spans)) == 270  # 90 traces of 3 spans, each once

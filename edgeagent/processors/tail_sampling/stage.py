@@ -485,7 +485,7 @@ class SamplingStage:
         unread_kept = [trace_id for trace_id in kept_ids if trace_id not in read]
         partial = self.index.partly_decided(decisions, bodies, touched)
         if unread_kept or partial:
-            more_rows, more_bodies = await self._read(unread_kept, partial, within=touched)
+            more_rows, more_bodies = await self._read(unread_kept, partial, within=touched, read=bodies)
             rows.update(more_rows)
             bodies.update(more_bodies)
         await self._settle(decisions, (rows, bodies), kept, checked=read, touched=touched)
@@ -545,24 +545,26 @@ class SamplingStage:
         return kept
 
     async def _read(self, trace_ids: list[bytes] | dict[bytes, bool], more: Iterable[bytes] = (),
-                    within: AbstractSet[bytes] | None = None) -> _Reading:
+                    within: AbstractSet[bytes] | None = None, read: dict[bytes, bytes] | None = None) -> _Reading:
         """The parts of these traces as (record key, batch key, spans, bytes) per trace, and the
         bodies of the records that hold them (those among `within` only, when given) and of the
-        records `more`, read in a worker thread. A record that does not decode is quarantined by
-        the next move (its parts are lost to the dead-letter store)."""
+        records `more`, read in a worker thread unless in `read` (bodies this round read already).
+        A record that does not decode is quarantined by the next move (its parts are lost to the
+        dead-letter store)."""
         holding = self.index.keys_of(trace_ids)
         if within is not None:
             holding &= within
-        keys = sorted(holding.union(more))
-        if not keys:
-            return {}, {}
-        found, corrupt = await asyncio.to_thread(self._running_store().read_records, self.table, keys)
-        bodies = {key: stored.body for key, stored in found.items()}
-        for key, body in list(bodies.items()):
-            if not self.index.fits(key, body):  # not the record the index knows: keep it whole
-                del bodies[key]
-                corrupt.append(Corrupt(key, "buffer record does not match its index"))
-        self._note_corrupt({bad.key: bad.reason for bad in corrupt})
+        keys = holding.union(more)
+        bodies = {key: read[key] for key in keys if key in read} if read else {}
+        keys.difference_update(bodies)
+        if keys:
+            found, corrupt = await asyncio.to_thread(self._running_store().read_records, self.table, sorted(keys))
+            for key, stored in found.items():
+                if self.index.fits(key, stored.body):
+                    bodies[key] = stored.body
+                else:  # not the record the index knows: keep it whole
+                    corrupt.append(Corrupt(key, "buffer record does not match its index"))
+            self._note_corrupt({bad.key: bad.reason for bad in corrupt})
         return self.index.rows(bodies, set(trace_ids)), bodies
 
     def _note_corrupt(self, corrupt: dict[bytes, str]) -> None:
