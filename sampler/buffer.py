@@ -19,7 +19,7 @@ import operator
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 # What the buffer knows of a pending trace: a plain tuple of numbers, replaced when more of the
 # trace arrives. CPython's collector stops tracking such a tuple at its first pass (an exact tuple
@@ -33,6 +33,8 @@ ROOT_AT: Final = 4  # clock time a root span arrived, or None
 TIMES: Final = 5  # earliest start and latest end of its spans (sampler.trace), or None
 HINTS: Final = 6  # bits of the policies that may find a match in its bytes (sampler.trace), or None
 Pending = tuple[float, float, int, int, "float | None", "Times | None", "int | None"]
+_SPANS_OF = operator.itemgetter(SPANS)
+_TRACE_ID = operator.itemgetter(2)  # of a deadline entry: (deadline, order, trace id)
 
 
 Times = tuple[int, int]  # earliest start, latest end of a trace's spans (sampler.trace: Trace.times)
@@ -152,12 +154,25 @@ class TraceBuffer:
 
     def due(self, now: float, limit: int) -> list[bytes]:
         """Remove and return up to `limit` traces whose deadline has passed, earliest first."""
-        return [trace_id for trace_id, _ in self.due_pending(now, limit)]
+        return list(self.due_pending(now, limit))
 
-    def due_pending(self, now: float, limit: int) -> list[tuple[bytes, Pending]]:
-        """As `due`, with what the buffer knew of each trace."""
-        out: list[tuple[bytes, Pending]] = []
-        # only inactivity moves a deadline later; else an entry that is due is its trace's deadline
+    def due_pending(self, now: float, limit: int) -> dict[bytes, Pending]:
+        """As `due`, with what the buffer knew of each trace (in the order `due` gives them)."""
+        out: dict[bytes, Pending] = {}
+        heap = self._heap
+        # only inactivity moves a deadline later; else an entry that is due is its trace's deadline,
+        # and while no heap entry is due the FIFO's due entries come first, in their order
+        if self.timing.inactivity or heap and heap[0][0] <= now:
+            self._due_one_by_one(now, limit, out)
+        else:
+            self._due_prefix(now, limit, out)
+        if len(heap) + len(self._fifo) > 4 * len(self.traces) + 1024:  # drop stale entries now and then
+            self._heap = [entry for entry in heap if entry[2] in self.traces]
+            heapq.heapify(self._heap)
+            self._fifo = collections.deque(entry for entry in self._fifo if entry[2] in self.traces)
+        return out
+
+    def _due_one_by_one(self, now: float, limit: int, out: dict[bytes, Pending]) -> None:
         moves_later = bool(self.timing.inactivity)
         while len(out) < limit:
             entry = self._pop_due(now)
@@ -172,13 +187,25 @@ class TraceBuffer:
                 if deadline > now:  # it moved later (inactivity): come back then
                     self._push((deadline, next(self._order), trace_id))
                     continue
-            out.append((trace_id, trace))
+            out[trace_id] = trace
             self._remove(trace_id)
-        if len(self._heap) + len(self._fifo) > 4 * len(self.traces) + 1024:  # drop stale entries now and then
-            self._heap = [entry for entry in self._heap if entry[2] in self.traces]
-            heapq.heapify(self._heap)
-            self._fifo = collections.deque(entry for entry in self._fifo if entry[2] in self.traces)
-        return out
+
+    def _due_prefix(self, now: float, limit: int, out: dict[bytes, Pending]) -> None:
+        """The FIFO's due entries taken at once (in C: a round takes a thousand or more)."""
+        fifo, traces = self._fifo, self.traces
+        while len(out) < limit:
+            count = _due_count(fifo, now, limit - len(out))
+            if not count:
+                return
+            ids = list(map(_TRACE_ID, itertools.starmap(fifo.popleft, itertools.repeat((), count))))
+            held = len(traces)
+            found = list(map(traces.pop, ids, itertools.repeat(None)))
+            if held - len(traces) < count:  # stale entries among them (traces decided already)
+                ids = [trace_id for trace_id, trace in zip(ids, found, strict=True) if trace is not None]
+                found = [trace for trace in found if trace is not None]
+            taken = cast(list[Pending], found)
+            out.update(zip(ids, taken, strict=True))
+            self.spans -= sum(map(_SPANS_OF, taken))
 
     def has_due(self, now: float) -> bool:
         """Whether `due` may return something now (a stale entry may make it say yes)."""
@@ -203,6 +230,20 @@ class TraceBuffer:
     def _remove(self, trace_id: bytes) -> None:
         trace = self.traces.pop(trace_id)
         self.spans -= trace[SPANS]
+
+
+def _due_count(fifo: collections.deque[tuple[float, int, bytes]], now: float, limit: int) -> int:
+    """How many of the first `limit` entries of a FIFO in deadline order are due: a bisection."""
+    low, high = 0, min(limit, len(fifo))
+    if high and fifo[high - 1][0] <= now:  # the common case: all of them
+        return high
+    while low < high:
+        middle = (low + high) // 2
+        if fifo[middle][0] <= now:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def _digest_seed(key: bytes) -> int:
@@ -230,9 +271,9 @@ class _Fingerprints:
         self.count = 0
 
     def add(self, keys: Sequence[bytes]) -> None:
-        table, mask = self.table, self.mask
+        table, mask, seed_of_key = self.table, self.mask, seed_of
         for key in keys:
-            seed = seed_of(key)
+            seed = seed_of_key(key)
             slot, fingerprint = seed & mask, (seed >> 32) & _LOW_32 or 1
             value = table[slot]
             while value and value != fingerprint:
@@ -285,9 +326,8 @@ class DecisionCache:
         self.version += len(trace_ids)
         lru = self.kept
         if lru:
-            for trace_id in trace_ids:
-                if trace_id in lru:
-                    del lru[trace_id]
+            for trace_id in lru.keys() & trace_ids:  # in C: few were kept before
+                del lru[trace_id]
         current, start = self._current, 0
         while current is not None and start < len(trace_ids):
             if current.count >= current.capacity:

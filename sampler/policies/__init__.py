@@ -34,7 +34,7 @@ from typing import Any
 from sampler.policies.always_sample import AlwaysSample
 from sampler.policies.and_ import And
 from sampler.policies.attributes import AttributePolicy
-from sampler.policies.base import Evaluator, NamedPolicy, reads_bytes
+from sampler.policies.base import Evaluator, NamedPolicy, never_reads, reads_bytes
 from sampler.policies.boolean_attribute import BooleanAttribute
 from sampler.policies.bytes_limiting import BytesLimiting
 from sampler.policies.composite import Composite, Share, shares
@@ -56,7 +56,7 @@ from sampler.split import Finder
 from sampler.trace import Decision, Trace
 
 __all__ = ["Evaluator", "NamedPolicy", "PolicyConfig", "build_policy", "build_policies", "byte_hints", "decide",
-           "decide_many", "reads_bytes", "reads_span_times"]
+           "decide_many", "never_reads", "reads_bytes", "reads_span_times"]
 
 Clock = Callable[[], float]
 
@@ -174,14 +174,13 @@ def decide_many(policies: Sequence[NamedPolicy], traces: Sequence[Trace],
     masks = [0] * len(traces)
     evaluated: list[tuple[str, list[Decision]]] = []
     needs = [named.needs_spans for named in policies if named.needs_spans is not None]
-    if needs:  # parsed now, so no policy before the one that reads every span searches the bytes in vain
-        for trace in traces:
-            if not trace.parsed and any(need(trace) for need in needs):
-                trace.batches  # noqa: B018
+    for need in needs:  # parsed now, so no policy before the one that reads every span searches the bytes in vain
+        for trace in filter(need, traces):  # filter in C: few traces need their spans
+            trace.batches  # noqa: B018 (parsed once: a trace parsed already keeps its batches)
     stop = _DROPPED | (_SAMPLED if sample_on_first_match else 0)
     live: list[int] | None = None  # indices of the traces still evaluated; None: all of them
     live_traces = traces
-    start_deciding(traces)
+    sharing = start_deciding(traces)
     try:
         for named in policies:
             if not live_traces:
@@ -198,7 +197,7 @@ def decide_many(policies: Sequence[NamedPolicy], traces: Sequence[Trace],
                 live = [index for index in (range(len(traces)) if live is None else live) if not masks[index] & stop]
                 live_traces = [traces[index] for index in live]
     finally:
-        stop_deciding(traces)
+        stop_deciding(sharing)
     return list(map(_FINALS.__getitem__, masks)), evaluated
 
 

@@ -65,7 +65,9 @@ class AttributePolicy(ABC):
         return bool(self.hint_bit) and hints is not None and not hints & self.hint_bit
 
     def reads_bytes(self, trace: Trace) -> bool:
-        return not self._ruled_out(trace)
+        """not _ruled_out(trace), inline: the stage asks it of every trace it decides."""
+        hints = trace.hints
+        return not self.hint_bit or hints is None or bool(hints & self.hint_bit)
 
     def refuses(self, trace: Trace) -> bool:
         """Whether it is certain to answer NotSampled without reading the trace's spans."""

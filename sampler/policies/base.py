@@ -22,6 +22,12 @@ def reads_bytes(policy: Evaluator, trace: Trace) -> bool:
     return True if method is None else bool(method(trace))
 
 
+def never_reads(trace: Trace) -> bool:
+    """The `reads_bytes` of a policy that judges every trace without its bytes or spans (by its id,
+    its span count, the clock): a caller that finds it need not ask it about each trace."""
+    return False
+
+
 def refuses(policy: Evaluator, trace: Trace) -> bool:
     """Whether `policy` is certain to answer NotSampled on `trace` without reading its spans, as its
     optional `refuses(trace)` says (status_code, attribute policies whose bytes rule it out)."""

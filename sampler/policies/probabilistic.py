@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from sampler.policies.base import never_reads
 from sampler.policies.config import ProbabilisticConfig
 from sampler.trace import Decision, Trace
 
@@ -61,8 +62,7 @@ class Probabilistic:
         self.salted = fnv1a_64((config.hash_salt or DEFAULT_HASH_SALT).encode())
         self.threshold = threshold(config.sampling_percentage)
 
-    def reads_bytes(self, trace: Trace) -> bool:
-        return False  # it judges the trace by its id
+    reads_bytes = staticmethod(never_reads)  # it judges the trace by its id
 
     def evaluate(self, trace: Trace) -> Decision:
         trace_id = trace.trace_id

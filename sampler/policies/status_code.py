@@ -94,7 +94,9 @@ class StatusCode:
         return found if len(found) <= MAX_PLACES else None
 
     def reads_bytes(self, trace: Trace) -> bool:
-        return not self.refuses(trace)
+        """not refuses(trace), inline: the stage asks it of every trace it decides."""
+        hints = trace.hints
+        return not self.hint_bit or hints is None or bool(hints & self.hint_bit)
 
     def refuses(self, trace: Trace) -> bool:
         """Whether it is certain to answer NotSampled without reading the trace's spans."""

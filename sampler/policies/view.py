@@ -10,8 +10,9 @@ from `start_deciding` to `stop_deciding`: a trace is decided by one caller at a 
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -19,6 +20,8 @@ from otel.shape import TRACES
 from sampler.trace import Trace
 
 _SPANS, _SERIALIZED = 0, 1  # slots of Trace.view
+# a trace with spans to share: one to parse from its bytes, or batches at hand (not empty)
+_PARSE, _BATCHES = operator.attrgetter("_parse"), operator.attrgetter("_batches")
 # a finder that finds more says "anywhere": a match that common rules out few traces, and mapping
 # each place onto its trace costs Python time
 MAX_PLACES = 64
@@ -63,10 +66,14 @@ def serialized_batches(trace: Trace) -> list[bytes]:
     return _shared(trace, _SERIALIZED, _serialized)
 
 
-def start_deciding(traces: Iterable[Trace]) -> None:
-    """`decide` is about to run the policies on these traces: let them share what they compute."""
-    for trace in traces:
+def start_deciding(traces: Sequence[Trace]) -> list[Trace]:
+    """`decide` is about to run the policies on these traces: let them share what they compute.
+    Returns those that have spans to share, for stop_deciding: a trace decided without its spans
+    (Trace.unread) has none, and skipping it here spares an object per trace in a round."""
+    sharing = [*filter(_PARSE, traces), *filter(_BATCHES, traces)]  # in C; a trace may be in both
+    for trace in sharing:
         trace.view = [None, None]
+    return sharing
 
 
 def stop_deciding(traces: Iterable[Trace]) -> None:

@@ -441,11 +441,11 @@ def test_only_traces_a_policy_may_read_are_read_back_and_the_decisions_stay_righ
         clock = Clock()
         stage, store, export = await _stage(tmp_path, clock, "5s")
         asked: set[bytes] = set()
-        read = stage._read
+        read_records = stage._read
 
-        async def spying(trace_ids, more=()):
+        async def spying(trace_ids, more=(), within=None, read=None):
             asked.update(trace_ids)
-            return await read(trace_ids, more)
+            return await read_records(trace_ids, more, within, read)
         monkeypatch.setattr(stage, "_read", spying)
         rng = random.Random(8)
         bodies = [_request(30, rng, spans_per_trace=3) for _ in range(3)]  # every third trace has an error
@@ -561,3 +561,82 @@ def test_one_request_routes_each_trace_by_what_is_known_of_it(tmp_path):
     assert [len(index[trace_id]) for trace_id in traces] == [2, 1, 1] and set(index) == set(traces)
     assert held == {buffered, new[0], new[1], new[4], new[5]} and spans_of_buffered == 4
     assert unsettled == {new[2]: True} and late == {new[3]}
+
+
+def test_deciding_chunks_bound_the_traces_read_back_not_those_decided_unread():
+    from edgeagent.processors.tail_sampling.stage import _TRACES_PER_DECISION, _chunks
+
+    read_at = [3, *range(10, 10 + 2 * _TRACES_PER_DECISION), 400]
+    chunks = _chunks(read_at, 1000)
+    assert [start for start, _, _ in chunks] == [0, *(end for _, end, _ in chunks[:-1])]  # contiguous
+    assert chunks[-1][1] == 1000
+    assert [reading for _, _, reading in chunks] == [read_at[i:i + _TRACES_PER_DECISION]
+                                                     for i in range(0, len(read_at), _TRACES_PER_DECISION)]
+    assert all(start <= at < end for start, end, reading in chunks for at in reading)
+    assert _chunks([], 500) == [(0, 500, [])]
+    assert _chunks([499], 500) == [(0, 500, [499])]
+
+
+def test_spans_arriving_while_a_round_settles_earlier_decisions_join_their_trace_being_decided(tmp_path):
+    """A round takes its due traces out of the buffer, then settles the decisions it could not
+    move before: spans of a due trace that arrive during that wait must follow its decision,
+    not start it again as a new trace (decided twice, the second time on the late spans alone)."""
+    trace_id, earlier = b"\x04" * 16, b"\x05" * 16
+
+    async def scenario() -> tuple[bool, list[tuple[bytes, bytes]]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([trace_id], spans=2)))
+        clock.now += 6
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([earlier], spans=1)))
+        stage.buffer.remove(earlier)  # decided, its move to be retried by the next round
+        stage._unsettled[earlier] = False
+        round_task = asyncio.create_task(stage.decide_due())
+        await asyncio.sleep(0)  # the round took the trace and waits on the retried move's read
+        late = ExportTraceServiceRequest.FromString(_traces_request([trace_id], spans=1))
+        late.resource_spans[0].scope_spans[0].spans[0].span_id = b"\x09" * 8
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, late.SerializeToString()))
+        buffered_again = trace_id in stage.buffer
+        await round_task
+        clock.now += 6
+        for _ in range(10):
+            if not stage.pending_traces():
+                break
+            await stage.decide_due()
+        spans = await _exported_spans(export)
+        await store.close()
+        return buffered_again, spans
+
+    buffered_again, spans = asyncio.run(scenario())
+    assert not buffered_again
+    assert spans == [(trace_id, b"\x01" * 8), (trace_id, b"\x02" * 8), (trace_id, b"\x09" * 8)]
+
+
+def test_kept_traces_decided_unread_go_out_whole_from_records_read_for_other_traces(tmp_path):
+    """probabilistic keeps traces without reading them; status_code reads the ones with an error.
+    Both kinds share records: a kept trace not read for its decision goes out from the bodies the
+    round read for the others (or reads them), with every span, once."""
+    async def scenario() -> tuple[int, list[tuple[bytes, bytes]]]:
+        clock = Clock()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({"decision_wait": "5s", "num_traces": 1000, "policies": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "all", "type": "probabilistic", "probabilistic": {"sampling_percentage": 100}}]})
+        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        rng = random.Random(9)
+        for _ in range(3):  # every third trace has an error: read for its decision; the others are not
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, _request(30, rng, spans_per_trace=3)))
+        clock.now += 6
+        while await stage.decide_due():
+            pass
+        left = len(stage.index)
+        spans = await _exported_spans(export)
+        await store.close()
+        return left, spans
+
+    left, spans = asyncio.run(scenario())
+    assert left == 0 and len(spans) == len(set(spans)) == 270  # 90 traces of 3 spans, each once

@@ -260,3 +260,36 @@ def test_add_many_of_new_traces_queues_their_deadlines_in_the_fifo_after_the_ear
     assert not buffer._heap and [entry[0] for entry in buffer._fifo] == [6.0] * 3 + [7.0] * 3
     assert buffer.spans == 9 and buffer.traces[later[0]] == (2.0, 2.0, 1, 10, None, (1, 2), 3)
     assert buffer.due(6.5, 10) == first and buffer.due(7.0, 10) == later
+
+
+def test_due_traces_taken_at_once_skip_entries_of_traces_gone_and_still_fill_the_limit():
+    """With decision_wait alone the FIFO's due prefix is taken in one go: entries of traces
+    removed since (stale) must neither come out nor count against the limit, and the buffered
+    spans must drop by the traces handed out only."""
+    buffer = TraceBuffer(Timing(decision_wait=10))
+    ids = [number.to_bytes(16, "big") for number in range(50)]
+    for number, trace_id in enumerate(ids):
+        buffer.add(trace_id, number + 1, 10, False, now=number / 10)
+    gone = set(ids[0:40:3])
+    for trace_id in gone:
+        buffer.remove(trace_id)
+    live = [trace_id for trace_id in ids if trace_id not in gone]
+    spans = buffer.spans
+    first = buffer.due_pending(100, 20)
+    assert list(first) == live[:20]
+    assert first[live[0]][2] == 2  # what the buffer knew: spans of the second trace added
+    assert buffer.spans == spans - sum(pending[2] for pending in first.values())
+    # deadline: number / 10 + 10; the entries after 34's are not due yet
+    assert buffer.due(13.45, 1000) == [trace_id for trace_id in live[20:] if int.from_bytes(trace_id, "big") <= 34]
+    assert buffer.due(100, 1000) == [trace_id for trace_id in live[20:] if int.from_bytes(trace_id, "big") > 34]
+    assert buffer.spans == 0 and len(buffer) == 0
+
+
+def test_a_trace_queued_twice_in_the_fifo_comes_out_once():
+    """decision_wait_after_root_received may queue a trace's earlier deadline behind its first one."""
+    buffer = TraceBuffer(Timing(decision_wait=10, after_root=5))
+    buffer.add(b"a" * 16, 1, 10, False, now=0)  # due at 10
+    buffer.add(b"b" * 16, 1, 10, False, now=1)  # due at 11
+    buffer.add(b"a" * 16, 1, 10, True, now=6)  # a root: due at 11 too, queued after b's
+    assert buffer.due(11, 10) == [b"a" * 16, b"b" * 16]
+    assert buffer.due(100, 10) == [] and buffer.spans == 0

@@ -18,13 +18,14 @@ cutting each again (`parts_of`).
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter
 
 Part = tuple[bytes, int, int]  # trace id, length in the record, spans
 Row = tuple[bytes, bytes, int, bytes]  # record key, batch key, spans, the part's bytes
-_TRACE_ID = itemgetter(0)  # of a Part
+Decided = set[bytes] | dict[bytes, bool]  # decided trace ids
+_TRACE_ID, _LENGTH = operator.itemgetter(0), operator.itemgetter(1)  # of a Part
 
 
 @dataclass(slots=True)
@@ -66,51 +67,59 @@ class RecordIndex:
             elif keys[-1] != key:
                 traces[trace_id] = (*keys, key)
 
-    def keys_of(self, trace_ids: Iterable[bytes]) -> list[bytes]:
-        """The records that hold parts of these traces, each once, oldest first."""
-        traces = self.traces
-        return sorted({key for trace_id in trace_ids for key in traces.get(trace_id, ())})
+    def keys_of(self, trace_ids: Iterable[bytes]) -> set[bytes]:
+        """The records that hold parts of these traces."""
+        return set(itertools.chain.from_iterable(map(self.traces.get, trace_ids, itertools.repeat(()))))
 
     def rows(self, bodies: dict[bytes, bytes], wanted: set[bytes] | dict[bytes, bool]) -> dict[bytes, list[Row]]:
         """The parts of the `wanted` traces in these records (key: body), per trace, in order.
         A record whose body is not as long as its parts is left out (the caller quarantines it)."""
         out: dict[bytes, list[Row]] = {}
+        records, is_wanted = self.records, wanted.__contains__
         for key, body in bodies.items():
-            record = self.records.get(key)
+            record = records.get(key)
             if record is None:
                 continue
-            offset = 0
+            parts = record.parts
+            # where each part starts, and which are wanted, in C: a record holds tens of traces
+            # and a round reads it for the few a policy reads
+            starts = list(itertools.accumulate(map(_LENGTH, parts), initial=0))
             batch_key = record.batch_key
-            for trace_id, length, spans in record.parts:
-                if trace_id in wanted:
-                    out.setdefault(trace_id, []).append((key, batch_key, spans, body[offset:offset + length]))
-                offset += length
+            for at in itertools.compress(range(len(parts)), map(is_wanted, map(_TRACE_ID, parts))):
+                trace_id, _, spans = parts[at]
+                out.setdefault(trace_id, []).append((key, batch_key, spans, body[starts[at]:starts[at + 1]]))
         return out
 
     def fits(self, key: bytes, body: bytes) -> bool:
         record = self.records.get(key)
-        return record is not None and sum(length for _, length, _ in record.parts) == len(body)
+        return record is not None and sum(map(_LENGTH, record.parts)) == len(body)
 
-    def partly_decided(self, decided: set[bytes] | dict[bytes, bool], bodies: dict[bytes, bytes]) -> list[bytes]:
-        """The records holding parts of decided traces and of pending ones whose bodies are not in
-        `bodies`: a move stores them again without the decided parts, so it needs them."""
-        return [key for key in self.keys_of(decided) if key not in bodies
-                and any(trace_id not in decided for trace_id, _, _ in self.records[key].parts)]
+    def partly_decided(self, decided: Decided, bodies: dict[bytes, bytes], keys: Iterable[bytes]) -> list[bytes]:
+        """Of the records `keys` (those holding the decided traces' parts), those that also hold parts
+        of pending traces and whose bodies are not in `bodies`: a move stores them again without
+        the decided parts, so it needs them."""
+        records = self.records
+        return [key for key in sorted(keys) if key not in bodies and key in records
+                and not all(map(decided.__contains__, map(_TRACE_ID, records[key].parts)))]
 
-    def plan(self, decided: set[bytes] | dict[bytes, bool], bodies: dict[bytes, bytes]) -> Move:
-        """The move that takes the decided traces' parts out of the records that hold them: a
-        record with only decided parts is deleted, read or not; one that keeps pending parts is
-        stored again without the others, when it could be read (`bodies`), else left as it is."""
+    def plan(self, decided: Decided, bodies: dict[bytes, bytes], keys: Iterable[bytes]) -> Move:
+        """The move that takes the decided traces' parts out of the records `keys` (those holding
+        them): a record with only decided parts is deleted, read or not; one that keeps pending
+        parts is stored again without the others, when it could be read (`bodies`), else left as
+        it is."""
         move = Move()
-        for key in self.keys_of(decided):
-            record = self.records[key]
-            stay = [part for part in record.parts if part[0] not in decided]
-            if not stay:
+        records = self.records
+        for key in sorted(keys):
+            record = records.get(key)
+            if record is None:
+                continue
+            if all(map(decided.__contains__, map(_TRACE_ID, record.parts))):  # in C: the common case
                 move.deletes.append(key)
                 continue
             body = bodies.get(key)
             if body is None:
                 continue
+            stay = [part for part in record.parts if part[0] not in decided]
             pieces, offset = [], 0
             for trace_id, length, _ in record.parts:
                 if trace_id not in decided:
@@ -119,21 +128,22 @@ class RecordIndex:
             move.rewrites[key] = (b"".join(pieces), sum(spans for _, _, spans in stay), record.batch_key, stay)
         return move
 
-    def apply(self, move: Move, decided: Iterable[bytes]) -> None:
+    def apply(self, move: Move, decided: Decided) -> None:
         """The move was committed: the index follows."""
+        records, traces = self.records, self.traces
         for key in move.deletes:
-            self.records.pop(key, None)
+            records.pop(key, None)
         for key, (_, _, _, stay) in move.rewrites.items():
-            self.records[key].parts = stay
-        records = self.records
-        for trace_id in decided:
-            keys = self.traces.pop(trace_id, None)
-            if keys is None:
-                continue
-            # a record the move could not read keeps the trace's parts: the trace stays indexed there
+            records[key].parts = stay
+        held = list(map(traces.pop, decided, itertools.repeat(())))
+        # most decided traces were only in records the move deleted: nothing is left of them (in C)
+        for trace_id, keys in itertools.compress(zip(decided, held, strict=True),
+                                                 map(operator.not_, map(records.keys().isdisjoint, held))):
+            # a record the move could not read (or one stored since) keeps the trace's parts: the
+            # trace stays indexed there
             kept = tuple(key for key in keys if key in records and any(p[0] == trace_id for p in records[key].parts))
             if kept:
-                self.traces[trace_id] = kept
+                traces[trace_id] = kept
 
     def forget(self, key: bytes) -> None:
         """A record was quarantined whole: its parts are gone."""

@@ -34,9 +34,11 @@ deciding follows a decision another replica made first, and publishes its own.
 
 Races, all on one event loop and one writer thread (FIFO):
 * A record is indexed once its commit returned, so a move never sees half of one. While a trace
-  is being decided (read, evaluated, moved), its new spans go to a new record and that trace is
-  settled again by the next round; once decided (cache), its later spans go straight to export
-  or are dropped.
+  is being decided (from the moment its round takes it out of the buffer: read, evaluated,
+  moved), its new spans go to a new record and that trace is settled again by the next round; a
+  round reads and moves only the records that held its traces when it began, so it never
+  deletes such a record unexported. Once decided (cache), later spans go straight to export or
+  are dropped.
 * A move that cannot be committed (export queues full with `block`) keeps the records and the
   index as they were; the decision is retried on the next tick.
 * A record that does not decode is quarantined whole by the next move: moved to the dead-letter
@@ -57,15 +59,16 @@ end, the places where status_code or an attribute policy may find a match), and 
 keeps it per trace. A trace is read back from its records only when a policy may read its
 spans (sampler.policies.reads_bytes) or it is kept, and parsed only when a policy reads its
 spans or it is kept (sampler.trace); a record whose traces are all decided is deleted unread.
-Deciding runs in rounds of many traces (policy by policy over 64 traces at a time, one move
-transaction a round) and rounds follow each other while traces are due, so decisions keep up
-with ingest.
+Deciding runs in rounds of many traces (policy by policy over runs of at most 64 traces read
+back and any number decided unread, one move transaction a round) and rounds follow each other
+while traces are due, so decisions keep up with ingest. A round's bookkeeping works on whole
+lists in C where it can (the buffer's due prefix, the records it touches, the decisions, the
+index update), so what stays per trace in Python is mostly the policies' own work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import itertools
 import logging
@@ -75,7 +78,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -100,7 +103,7 @@ from sampler.buffer import (
     TraceBuffer,
 )
 from sampler.compression import compress_trace
-from sampler.policies import build_policies, byte_hints, decide_many, reads_span_times
+from sampler.policies import build_policies, byte_hints, decide_many, never_reads, reads_span_times
 from sampler.relief import StressRelief
 from sampler.split import Facts, TracePart, split_body
 from sampler.telemetry import NO_METRICS, MetricsSink
@@ -117,9 +120,24 @@ _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than round
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
 
 
-def _unread(trace_id: bytes, pending: Pending) -> Trace:
-    """A trace decided on what the buffer knows of it, its spans not read back."""
-    return Trace.unread(trace_id, pending[SPANS], pending[SIZE], pending[TIMES], pending[HINTS])
+# what Trace.unread takes of what the buffer knows of a trace, after its id
+_UNREAD = (itemgetter(SPANS), itemgetter(SIZE), itemgetter(TIMES), itemgetter(HINTS))
+
+
+def _chunks(read_at: list[int], count: int) -> list[tuple[int, int, list[int]]]:
+    """(start, end, the positions read back) of the runs of `count` traces decided together: each
+    holds at most _TRACES_PER_DECISION traces read back, and any number of others (nothing of
+    theirs is parsed)."""
+    chunks: list[tuple[int, int, list[int]]] = []
+    start = 0
+    for first in range(0, len(read_at), _TRACES_PER_DECISION):
+        reading = read_at[first:first + _TRACES_PER_DECISION]
+        end = reading[-1] + 1 if first + _TRACES_PER_DECISION < len(read_at) else count
+        chunks.append((start, end, reading))
+        start = end
+    if start < count:
+        chunks.append((start, count, []))
+    return chunks
 
 
 class SamplingStage:
@@ -453,96 +471,121 @@ class SamplingStage:
     async def decide_due(self) -> int:
         """Decide every trace that is due (or was evicted); returns how many were decided."""
         limit = max(1000, int(2 * self.config.expected_new_traces_per_sec * self.tick))
+        buffered = self.buffer.due_pending(self.clock(), limit)  # what the buffer knew of the due traces
         due, self._early = self._early, []
-        buffered: dict[bytes, Pending] = {}  # what the buffer knew of the due traces
-        for trace_id, pending in self.buffer.due_pending(self.clock(), limit):
-            due.append(trace_id)
-            buffered[trace_id] = pending
-        if self._unsettled:
-            retry, self._unsettled = self._unsettled, {}
-            await self._settle(retry, None)
-        if not due:
-            return 0
-        self._deciding.update(due)
+        due += buffered
+        self._deciding.update(due)  # before any await: their spans that arrive now go to new records
         try:
-            return await self._decide(due, buffered)
+            if self._unsettled:
+                retry, self._unsettled = self._unsettled, {}
+                await self._settle(retry, None)
+            return await self._decide(due, buffered) if due else 0
         finally:
             self._deciding.difference_update(due)
-            for trace_id in self._late_records.intersection(due):
-                known = self.cache.lookup(trace_id)
-                self._unsettled[trace_id] = bool(known)
-            self._late_records.difference_update(due)
+            if self._late_records:
+                for trace_id in self._late_records.intersection(due):
+                    known = self.cache.lookup(trace_id)
+                    self._unsettled[trace_id] = bool(known)
+                self._late_records.difference_update(due)
 
     async def _decide(self, due: list[bytes], buffered: dict[bytes, Pending]) -> int:
+        # the records holding the due traces now: one committed later holds spans that came while
+        # they were decided, and is settled by the next round (_late_records)
+        touched = self.index.keys_of(due)
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
-        own = [trace_id for trace_id in due if trace_id not in followed]
+        own = [trace_id for trace_id in due if trace_id not in followed] if followed else due
         # read back only the traces a policy reads (most are decided on what the buffer knows)
-        unread = {} if self._read_all else self._decidable_unread(own, buffered)
-        to_read = [trace_id for trace_id in own if trace_id not in unread]
-        rows, bodies = await self._read(to_read)
+        known, read_at = self._known_traces(own, buffered)
+        to_read = [own[at] for at in read_at]
+        rows, bodies = await self._read(to_read, within=touched)
         read = set(to_read)
-        decisions: dict[bytes, bool] = {}
+        finals: list[Decision] = []
+        evaluated: list[tuple[str, list[Decision]]] = []
         kept: dict[bytes, Trace] = {}
-        counts: collections.Counter[tuple[str, Decision]] = collections.Counter()
-        for at in range(0, len(own), _TRACES_PER_DECISION):
-            traces = [unread[trace_id] if trace_id in unread
-                      else self._trace_of(trace_id, rows.get(trace_id, []), buffered.get(trace_id))
-                      for trace_id in own[at:at + _TRACES_PER_DECISION]]
+        for start, end, reading in _chunks(read_at, len(own)):
+            chunk = known[start:end]
+            for at in reading:
+                trace_id = own[at]
+                chunk[at - start] = self._trace_of(trace_id, rows.get(trace_id, []), buffered.get(trace_id))
+            traces = cast(list[Trace], chunk)  # every None replaced
             try:
-                finals, evaluated = decide_many(self.policies, traces, self.config.sample_on_first_match)
+                decided, by_policy = decide_many(self.policies, traces, self.config.sample_on_first_match)
             except SpansNotRead as exc:  # a policy misjudged what it reads: never again
                 log.error("tail sampling reads every trace back from now on", exc_info=exc,
                           extra={"processor": self.id})
                 self._read_all = True
                 return await self._decide(due, buffered)
-            decisions.update(zip([trace.trace_id for trace in traces], map(_IS_SAMPLED, finals), strict=True))
-            for policy, results in evaluated:
-                counts.update(zip(itertools.repeat(policy), results))
-            kept.update(self._kept_traces(traces, decisions, read))
+            finals += decided
+            evaluated += by_policy
+            kept.update(self._kept_traces([traces[at - start] for at in reading
+                                           if decided[at - start] is Decision.SAMPLED]))
+        decisions = dict(zip(own, map(_IS_SAMPLED, finals), strict=True))
         if followed:
             decisions = {trace_id: followed[trace_id] if trace_id in followed else decisions[trace_id]
                          for trace_id in due}
-        self.telemetry.decisions(counts, decisions)
-        self.cache.record_many(list(itertools.compress(decisions, decisions.values())), True)
+        self.telemetry.decisions(evaluated, decisions)
+        kept_ids = list(itertools.compress(decisions, decisions.values()))
+        self.cache.record_many(kept_ids, True)
         self.cache.record_many(list(itertools.compress(decisions, map(operator.not_, decisions.values()))), False)
         if self.shared is not None:
             self.shared.publish({tid: keep for tid, keep in decisions.items() if tid not in followed})
         # the kept traces not read yet go out as stored, and records that keep pending parts are
         # stored again without the decided ones: both need their bytes
-        unread_kept = [trace_id for trace_id, keep in decisions.items() if keep and trace_id not in read]
-        partial = self.index.partly_decided(decisions, bodies)
+        unread_kept = [trace_id for trace_id in kept_ids if trace_id not in read]
+        partial = self.index.partly_decided(decisions, bodies, touched)
         if unread_kept or partial:
-            more_rows, more_bodies = await self._read(unread_kept, partial)
+            more_rows, more_bodies = await self._read(unread_kept, partial, within=touched, read=bodies)
             rows.update(more_rows)
             bodies.update(more_bodies)
-        await self._settle(decisions, (rows, bodies), kept, checked=read)
+        await self._settle(decisions, (rows, bodies), kept, checked=read, touched=touched)
         return len(due)
 
-    def _decidable_unread(self, own: list[bytes], buffered: dict[bytes, Pending]) -> dict[bytes, Trace]:
-        """The traces no policy reads the spans of, as the buffer knows them (a trace evicted early
-        is not buffered: it is read)."""
+    def _known_traces(self, own: list[bytes], buffered: dict[bytes, Pending]) -> tuple[list[Trace | None], list[int]]:
+        """The traces as the buffer knows them, their spans not read back, and the positions of the
+        others, None in the list: those a policy may read the spans of, and those the buffer does
+        not hold (evicted early). Those are read back."""
+        readers = self._readers()
+        if readers is None:
+            return [None] * len(own), list(range(len(own)))
+        pending = list(map(buffered.get, own))
+        if None in pending:  # evicted early (rare)
+            held = [at for at, known in enumerate(pending) if known is not None]
+            held_traces, _ = self._known_traces([own[at] for at in held], buffered)
+            out: list[Trace | None] = [None] * len(own)
+            for at, trace in zip(held, held_traces, strict=True):
+                out[at] = trace
+            return out, [at for at, trace in enumerate(out) if trace is None]
+        made = list(map(Trace.unread, own, *(map(field, cast(list[Pending], pending)) for field in _UNREAD)))
+        reads: list[bool] = []
+        for reader in readers:  # policy by policy: a call each per trace, no generator
+            reads = list(map(operator.or_, reads, map(reader, made))) if reads else list(map(reader, made))
+        read_at = list(itertools.compress(range(len(own)), reads))
+        traces = cast(list[Trace | None], made)
+        for at in read_at:
+            traces[at] = None
+        return traces, read_at
+
+    def _readers(self) -> list[Callable[[Trace], bool]] | None:
+        """Each policy's reads_bytes but those that never read; None when some policy does not say
+        (it reads every trace: sampler.policies.reads_bytes), or every trace is read anyway."""
+        if self._read_all:
+            return None
         readers: list[Callable[[Trace], bool]] = []
         for named in self.policies:
             reader = getattr(named.policy, "reads_bytes", None)
-            if reader is None:  # a policy that does not say reads every trace (sampler.policies.reads_bytes)
-                return {}
-            readers.append(reader)
-        traces = [_unread(trace_id, buffered[trace_id]) for trace_id in own if trace_id in buffered]
-        reads = [False] * len(traces)
-        for reader in readers:  # policy by policy: a call each per trace, no generator
-            reads = list(map(operator.or_, reads, map(reader, traces)))
-        return {trace.trace_id: trace for trace, read in zip(traces, reads, strict=True) if not read}
+            if reader is None:
+                return None
+            if reader is not never_reads:
+                readers.append(reader)
+        return readers
 
-    def _kept_traces(self, traces: list[Trace], decisions: dict[bytes, bool],
-                     read: AbstractSet[bytes]) -> dict[bytes, Trace]:
-        """The kept traces that go out as parsed here (span compression or later processors);
-        the others go out as stored. Every kept trace that was read is parsed now (the others
+    def _kept_traces(self, traces: list[Trace]) -> dict[bytes, Trace]:
+        """Of kept traces that were read, those that go out as parsed here (span compression or
+        later processors); the others go out as stored. Each is parsed now (kept traces not read
         when they are: _exports), so a record that does not parse is quarantined, not sent."""
         kept: dict[bytes, Trace] = {}
         compression = self.config.span_compression
         for trace in traces:
-            if not decisions[trace.trace_id] or trace.trace_id not in read:
-                continue
             trace.batches  # noqa: B018 (parses the records, noting those that do not parse)
             if compression.enabled or self.post:
                 if compression.enabled:
@@ -550,21 +593,27 @@ class SamplingStage:
                 kept[trace.trace_id] = trace
         return kept
 
-    async def _read(self, trace_ids: list[bytes] | dict[bytes, bool], more: Iterable[bytes] = ()) -> _Reading:
+    async def _read(self, trace_ids: list[bytes] | dict[bytes, bool], more: Iterable[bytes] = (),
+                    within: AbstractSet[bytes] | None = None, read: dict[bytes, bytes] | None = None) -> _Reading:
         """The parts of these traces as (record key, batch key, spans, bytes) per trace, and the
-        bodies of the records that hold them (and of the records `more`), read in a worker thread.
+        bodies of the records that hold them (those among `within` only, when given) and of the
+        records `more`, read in a worker thread unless in `read` (bodies this round read already).
         A record that does not decode is quarantined by the next move (its parts are lost to the
         dead-letter store)."""
-        keys = sorted(set(self.index.keys_of(trace_ids)).union(more))
-        if not keys:
-            return {}, {}
-        found, corrupt = await asyncio.to_thread(self._running_store().read_records, self.table, keys)
-        bodies = {key: stored.body for key, stored in found.items()}
-        for key, body in list(bodies.items()):
-            if not self.index.fits(key, body):  # not the record the index knows: keep it whole
-                del bodies[key]
-                corrupt.append(Corrupt(key, "buffer record does not match its index"))
-        self._note_corrupt({bad.key: bad.reason for bad in corrupt})
+        holding = self.index.keys_of(trace_ids)
+        if within is not None:
+            holding &= within
+        keys = holding.union(more)
+        bodies = {key: read[key] for key in keys if key in read} if read else {}
+        keys.difference_update(bodies)
+        if keys:
+            found, corrupt = await asyncio.to_thread(self._running_store().read_records, self.table, sorted(keys))
+            for key, stored in found.items():
+                if self.index.fits(key, stored.body):
+                    bodies[key] = stored.body
+                else:  # not the record the index knows: keep it whole
+                    corrupt.append(Corrupt(key, "buffer record does not match its index"))
+            self._note_corrupt({bad.key: bad.reason for bad in corrupt})
         return self.index.rows(bodies, set(trace_ids)), bodies
 
     def _note_corrupt(self, corrupt: dict[bytes, str]) -> None:
@@ -624,17 +673,21 @@ class SamplingStage:
         return True
 
     async def _settle(self, decisions: dict[bytes, bool], reading: _Reading | None,
-                      kept: dict[bytes, Trace] | None = None, checked: AbstractSet[bytes] = frozenset()) -> None:
+                      kept: dict[bytes, Trace] | None = None, checked: AbstractSet[bytes] = frozenset(),
+                      touched: set[bytes] | None = None) -> None:
         """Move decided traces: kept spans into the export queues and their parts out of the
         buffer records, in one transaction. `reading`: the parts of the kept traces and the
         bodies of the records that keep pending parts (None: read them now). `kept`: kept
         traces parsed for the decision that go out as parsed; `checked`: traces whose parts
-        were parsed for the decision (a part that does not parse was noted then)."""
+        were parsed for the decision (a part that does not parse was noted then). `touched`:
+        the records that held the traces' parts when they were read (None: those that do now)."""
+        if touched is None:
+            touched = self.index.keys_of(decisions)
         if reading is None:
-            reading = await self._read(decisions)
+            reading = await self._read(decisions, within=touched)
         rows, bodies = reading
         exports = self._exports(decisions, rows, kept or {}, checked)
-        move = self.index.plan(decisions, bodies)
+        move = self.index.plan(decisions, bodies, touched)
         # the writer thread gets its own copies: these belong to the event loop
         corrupt, bad_parts = dict(self._corrupt), dict(self._bad_parts)
         try:
@@ -662,9 +715,7 @@ class SamplingStage:
         by_key: dict[bytes, list[Any]] = defaultdict(list)
         as_stored: dict[bytes, tuple[list[bytes], int]] = {}
         bad = self._bad_parts
-        for trace_id, keep in decisions.items():
-            if not keep:
-                continue
+        for trace_id in itertools.compress(decisions, decisions.values()):
             rows = records.get(trace_id, [])
             batch_key = rows[0][1] if rows else b""
             trace = kept.get(trace_id)

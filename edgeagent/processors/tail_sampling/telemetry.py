@@ -61,18 +61,21 @@ class StageTelemetry:
     def count(self, name: str, amount: int, *labels: str) -> None:
         self._counters[name].inc(amount, self.id, *labels)
 
-    def decisions(self, counts: collections.Counter[tuple[str, Decision]], decisions: dict[bytes, bool]) -> None:
-        """A round's decisions: per policy (policy, decision: traces) and final (trace id: kept).
-        Counted once per round, not per trace: a counter's labels cost more than a decision."""
+    def decisions(self, evaluated: list[tuple[str, list[Decision]]], decisions: dict[bytes, bool]) -> None:
+        """A round's decisions: per policy (its name, its decisions on the traces it evaluated) and
+        final (trace id: kept). Counted once per round, not per trace: a counter's labels cost more
+        than a decision, and list.count compares in C."""
         errors = 0
         by_policy: collections.Counter[tuple[str, str]] = collections.Counter()
-        for (policy, decision), count in counts.items():
-            if decision is Decision.ERROR:
-                errors += count
-            else:
-                by_policy[policy, "true" if decision in _KEEPS else "false"] += count
+        for policy, results in evaluated:
+            failed = results.count(Decision.ERROR)
+            keeps = sum(map(results.count, _KEEPS))
+            errors += failed
+            by_policy[policy, "true"] += keeps
+            by_policy[policy, "false"] += len(results) - keeps - failed
         for (policy, label), count in by_policy.items():
-            self.count(_PREFIX + "count_traces_sampled", count, policy, label)
+            if count:
+                self.count(_PREFIX + "count_traces_sampled", count, policy, label)
         if errors:
             self.count(_PREFIX + "sampling_policy_evaluation_error", errors)
         sampled = sum(decisions.values())

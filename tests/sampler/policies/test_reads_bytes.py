@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from sampler.policies import build_policies, byte_hints, decide, reads_bytes
+from sampler.policies import build_policies, byte_hints, decide, never_reads, reads_bytes
 from sampler.trace import Decision, Trace
 from tests.sampler.policies.traces import FakeClock, policy_config
 
@@ -58,3 +58,32 @@ def test_an_unread_trace_has_every_slot_set_and_refuses_its_spans():
     assert (trace.span_count, trace.size_bytes, trace.times, trace.hints, trace.parsed) == (3, 300, (1, 2), 5, False)
     with pytest.raises(SpansNotRead):
         trace.batches  # noqa: B018
+
+
+@pytest.mark.parametrize("snippet", [
+    "{type: always_sample}",
+    "{type: probabilistic, probabilistic: {sampling_percentage: 10}}",
+    "{type: rate_limiting, rate_limiting: {spans_per_second: 10}}",
+    "{type: span_count, span_count: {min_spans: 2}}",
+])
+def test_policies_that_judge_a_trace_without_its_spans_say_so_once_not_per_trace(snippet):
+    """The stage skips a policy whose reads_bytes is never_reads instead of asking it about each
+    trace; one that judged by bytes must not claim it (the stage would decide without them)."""
+    policies, _ = _policies("{name: p, " + snippet[1:])
+    assert policies[0].policy.reads_bytes is never_reads
+    assert decide(policies, Trace.unread(b"\x03" * 16, 3, 300, None, None))[0] in (
+        Decision.SAMPLED, Decision.NOT_SAMPLED)
+
+
+def test_only_traces_with_spans_to_share_get_a_shared_view_while_decided():
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
+
+    from sampler.policies.view import start_deciding, stop_deciding
+
+    unread = Trace.unread(b"\x04" * 16, 1, 10, None, None)
+    to_parse = Trace(b"\x05" * 16, raw=[b""], parse=lambda body: [])
+    given = Trace(b"\x06" * 16, batches=[ResourceSpans()])
+    sharing = start_deciding([unread, to_parse, given])
+    assert unread.view is None and to_parse.view == [None, None] and given.view == [None, None]
+    stop_deciding(sharing)
+    assert to_parse.view is None and given.view is None
