@@ -1,14 +1,20 @@
-"""The processors listed after tail_sampling in its pipeline: they run on kept spans (and late
-spans of kept traces) before those are queued for export."""
+"""What the tail-sampling stage queues for export: kept spans (and late spans of kept traces),
+run through the processors listed after tail_sampling in its pipeline, if any."""
 
 from __future__ import annotations
 
+import itertools
+from collections import defaultdict
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from edgeagent.processors.tail_sampling.quarantine import Quarantine
+from edgeagent.processors.tail_sampling.records import Row
 from edgeagent.signals import Payload, Signal
 from otel.shape import TRACES
+from sampler.trace import Trace
 
 
 class LaterProcessors:
@@ -40,3 +46,39 @@ class LaterProcessors:
                 return None
             payload = processed
         return (payload.serialized(), payload.items) if payload.items else None
+
+    def exports(self, decisions: dict[bytes, bool], records: dict[bytes, list[Row]], kept: dict[bytes, Trace],
+                checked: AbstractSet[bytes], quarantine: Quarantine) -> list[tuple[bytes, int, bytes]]:
+        """(body, items, batch key) per batch key for the kept traces of `decisions`, after the processors.
+
+        `kept` holds kept traces as parsed for their decision; the others are their parts
+        (`records`), each parsed here unless its trace is `checked` (a part that does not parse
+        is quarantined). Without processors those go out as the bytes they are: serialized
+        requests concatenated are one request holding all their resource groups."""
+        by_key: dict[bytes, list[Any]] = defaultdict(list)
+        as_stored: dict[bytes, tuple[list[bytes], int]] = {}
+        part_ok = quarantine.part_ok
+        for trace_id in itertools.compress(decisions, decisions.values()):
+            rows = records.get(trace_id, [])
+            batch_key = rows[0][1] if rows else b""
+            trace = kept.get(trace_id)
+            if trace is not None:
+                by_key[batch_key].extend(trace.batches)
+                continue
+            if not self.processors:
+                for row in rows:
+                    if part_ok(trace_id, row, trace_id in checked):
+                        bodies, count = as_stored.get(row[1], ([], 0))
+                        bodies.append(row[3])
+                        as_stored[row[1]] = (bodies, count + row[2])
+                continue
+            for key, key_of_row, _, body in rows:
+                request = quarantine.parse(key + trace_id, body)
+                if request is not None:
+                    by_key[key_of_row].append(request)
+        out = [(b"".join(bodies), items, batch_key) for batch_key, (bodies, items) in as_stored.items()]
+        for batch_key, parts in by_key.items():
+            processed = self.run(parts)
+            if processed is not None:
+                out.append((processed[0], processed[1], batch_key))
+        return out

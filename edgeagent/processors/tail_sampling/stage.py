@@ -41,11 +41,9 @@ Races, all on one event loop and one writer thread (FIFO):
   are dropped.
 * A move that cannot be committed (export queues full with `block`) keeps the records and the
   index as they were; the decision is retried on the next tick.
-* A record that does not decode is quarantined whole by the next move: moved to the dead-letter
-  store with reason `corrupt`, logged once with its key, its parts gone from the index. A part
-  that does not parse (found when a policy or keeping its trace parses it) is quarantined on its
-  own, under key record key + trace id, and never sent. The stage reaches its table only through
-  the queue's API (edgeagent.queue.api).
+* A record that does not decode, or a part of one that does not parse, is quarantined by the
+  next move (quarantine.py), never sent. The stage reaches its table only through the queue's
+  API (edgeagent.queue.api).
 
 Processors listed after tail_sampling run on kept traces before they are queued for export
 (request metadata is not kept in the buffer; the batch key of metadata_keys is).
@@ -74,19 +72,16 @@ import itertools
 import logging
 import operator
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from operator import itemgetter
 from typing import Any, cast
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from edgeagent.errors import RetryableError
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
 from edgeagent.processors.tail_sampling.later import LaterProcessors
+from edgeagent.processors.tail_sampling.quarantine import BadPart, Quarantine
 from edgeagent.processors.tail_sampling.records import Move, RecordIndex, Row
 from edgeagent.processors.tail_sampling.recovery import KEY, Rewrite, recover
 from edgeagent.processors.tail_sampling.telemetry import StageTelemetry
@@ -167,9 +162,7 @@ class SamplingStage:
         self.table: Any = None  # the raw-traces table in the store
         self.queues: list[Any] = []
         self.index = RecordIndex()  # where the pending traces' parts are in the buffer records
-        self._corrupt: dict[bytes, str] = {}  # buffer records that do not decode: quarantined by the next move
-        # parts of records that do not parse, by record key + trace id: (reason, bytes, spans, batch key)
-        self._bad_parts: dict[bytes, tuple[str, bytes, int, bytes]] = {}
+        self.quarantine = Quarantine(component_id)  # records and parts that do not decode, for the next move
         self.post = LaterProcessors([])
         self._seq = 0
         self._early: list[bytes] = []  # evicted by the limits: decide on the next tick
@@ -230,9 +223,9 @@ class SamplingStage:
         recovered, corrupt, rewrites, self._seq = await asyncio.to_thread(
             lambda: recover(store.scan(self.table, bodies=True), self.index, self._facts))
         if corrupt or rewrites:
-            self._note_corrupt(corrupt)
+            self.quarantine.note_records(corrupt)
             await self.store.atomic(lambda writer: self._repair(writer, corrupt, rewrites))
-            self._corrupt.clear()
+            self.quarantine.records.clear()
         now, wall = self.clock(), time.time()
         for trace_id, (spans, size, first_ms, times, hints) in recovered.items():  # pending again
             self.buffer.add(trace_id, spans, size, False, now, first=now - max(0.0, wall - first_ms / 1000),
@@ -582,7 +575,7 @@ class SamplingStage:
     def _kept_traces(self, traces: list[Trace]) -> dict[bytes, Trace]:
         """Of kept traces that were read, those that go out as parsed here (span compression or
         later processors); the others go out as stored. Each is parsed now (kept traces not read
-        when they are: _exports), so a record that does not parse is quarantined, not sent."""
+        when they are: LaterProcessors.exports), so a record that does not parse is quarantined, not sent."""
         kept: dict[bytes, Trace] = {}
         compression = self.config.span_compression
         for trace in traces:
@@ -613,24 +606,8 @@ class SamplingStage:
                     bodies[key] = stored.body
                 else:  # not the record the index knows: keep it whole
                     corrupt.append(Corrupt(key, "buffer record does not match its index"))
-            self._note_corrupt({bad.key: bad.reason for bad in corrupt})
+            self.quarantine.note_records({bad.key: bad.reason for bad in corrupt})
         return self.index.rows(bodies, set(trace_ids)), bodies
-
-    def _note_corrupt(self, corrupt: dict[bytes, str]) -> None:
-        """Remember records to quarantine with the next move; each is logged once, with its key."""
-        for key, reason in corrupt.items():
-            if key not in self._corrupt:
-                self._corrupt[key] = reason
-                log.error("a buffered trace record does not decode; it is quarantined in the dead-letter store",
-                          extra={"processor": self.id, "key": key.hex(), "error": reason})
-
-    def _parse(self, key: bytes, body: bytes) -> ExportTraceServiceRequest | None:
-        """The request of a raw record, or None (and quarantined with the next move) when it does not parse."""
-        try:
-            return ExportTraceServiceRequest.FromString(body)
-        except DecodeError as exc:
-            self._note_corrupt({key: f"not a trace request: {exc}"})
-            return None
 
     def _trace_of(self, trace_id: bytes, rows: list[Row], buffered: Pending | None = None) -> Trace:
         """The trace of its parts, parsed only when a policy (or keeping it) asks for its spans.
@@ -640,37 +617,9 @@ class SamplingStage:
         spans = sum(map(_SPANS, rows))
         whole = buffered is not None and buffered[SPANS] == spans
         return Trace(trace_id, span_count=spans, size_bytes=sum(map(len, raw)),
-                     raw=raw, parse=functools.partial(self._batches_of, trace_id, rows),
+                     raw=raw, parse=functools.partial(self.quarantine.batches_of, trace_id, rows),
                      times=buffered[TIMES] if buffered is not None and whole else None,
                      hints=buffered[HINTS] if buffered is not None and whole else None)
-
-    def _batches_of(self, trace_id: bytes, rows: list[Row], body: bytes) -> list[Any]:
-        """The resource groups of one part of a trace; none (and the part quarantined by the
-        next move) when it does not parse."""
-        try:
-            return list(ExportTraceServiceRequest.FromString(body).resource_spans)
-        except DecodeError as exc:
-            row = next(row for row in rows if row[3] is body)
-            self._bad_part(trace_id, row, f"not a trace request: {exc}")
-            return []
-
-    def _bad_part(self, trace_id: bytes, row: Row, reason: str) -> None:
-        key, batch_key, spans, body = row
-        if key + trace_id not in self._bad_parts:
-            self._bad_parts[key + trace_id] = (reason, body, spans, batch_key)
-            log.error("a buffered trace record does not decode; it is quarantined in the dead-letter store",
-                      extra={"processor": self.id, "key": (key + trace_id).hex(), "error": reason})
-
-    def _part_ok(self, trace_id: bytes, row: Row) -> bool:
-        """Whether a part of a kept trace parses (a part that does not is quarantined, not sent)."""
-        if row[0] + trace_id in self._bad_parts:
-            return False
-        try:
-            ExportTraceServiceRequest.FromString(row[3])
-        except DecodeError as exc:
-            self._bad_part(trace_id, row, f"not a trace request: {exc}")
-            return False
-        return True
 
     async def _settle(self, decisions: dict[bytes, bool], reading: _Reading | None,
                       kept: dict[bytes, Trace] | None = None, checked: AbstractSet[bytes] = frozenset(),
@@ -686,10 +635,10 @@ class SamplingStage:
         if reading is None:
             reading = await self._read(decisions, within=touched)
         rows, bodies = reading
-        exports = self._exports(decisions, rows, kept or {}, checked)
+        exports = self.post.exports(decisions, rows, kept or {}, checked, self.quarantine)
         move = self.index.plan(decisions, bodies, touched)
         # the writer thread gets its own copies: these belong to the event loop
-        corrupt, bad_parts = dict(self._corrupt), dict(self._bad_parts)
+        corrupt, bad_parts = self.quarantine.snapshot()
         try:
             await self._running_store().atomic(lambda writer: self._move(writer, move, exports, corrupt, bad_parts))
         except Exception as exc:  # export queues full, disk full: the records stay; try again later
@@ -700,48 +649,10 @@ class SamplingStage:
         self.index.apply(move, decisions)
         for key in corrupt:
             self.index.forget(key)
-            del self._corrupt[key]
-        for key in bad_parts:
-            del self._bad_parts[key]
-
-    def _exports(self, decisions: dict[bytes, bool], records: dict[bytes, list[Row]], kept: dict[bytes, Trace],
-                 checked: AbstractSet[bytes]) -> list[tuple[bytes, int, bytes]]:
-        """(body, items, batch key) per batch key for the kept traces, after the later processors.
-
-        `kept` holds kept traces as parsed for their decision; the others are their parts, each
-        parsed here unless its trace is `checked`. Without later processors those go out as the
-        bytes they are: serialized requests concatenated are one request holding all their
-        resource groups."""
-        by_key: dict[bytes, list[Any]] = defaultdict(list)
-        as_stored: dict[bytes, tuple[list[bytes], int]] = {}
-        bad = self._bad_parts
-        for trace_id in itertools.compress(decisions, decisions.values()):
-            rows = records.get(trace_id, [])
-            batch_key = rows[0][1] if rows else b""
-            trace = kept.get(trace_id)
-            if trace is not None:
-                by_key[batch_key].extend(trace.batches)
-                continue
-            if not self.post:
-                for row in rows:
-                    if row[0] + trace_id not in bad and (trace_id in checked or self._part_ok(trace_id, row)):
-                        bodies, count = as_stored.get(row[1], ([], 0))
-                        bodies.append(row[3])
-                        as_stored[row[1]] = (bodies, count + row[2])
-                continue
-            for key, key_of_row, _, body in rows:
-                request = self._parse(key + trace_id, body)
-                if request is not None:
-                    by_key[key_of_row].append(request)
-        out = [(b"".join(bodies), items, batch_key) for batch_key, (bodies, items) in as_stored.items()]
-        for batch_key, parts in by_key.items():
-            processed = self.post.run(parts)
-            if processed is not None:
-                out.append((processed[0], processed[1], batch_key))
-        return out
+        self.quarantine.moved(corrupt, bad_parts)
 
     def _move(self, writer: StageTransaction, move: Move, exports: list[tuple[bytes, int, bytes]],
-              corrupt: dict[bytes, str], bad_parts: dict[bytes, tuple[str, bytes, int, bytes]]) -> None:
+              corrupt: dict[bytes, str], bad_parts: dict[bytes, BadPart]) -> None:
         """Runs on the writer thread, inside one transaction."""
         for key in move.deletes:
             if key not in corrupt:
@@ -749,11 +660,7 @@ class SamplingStage:
         for key, (body, spans, batch_key, _) in move.rewrites.items():
             if key not in corrupt:
                 writer.put(self.table, key, Signal.TRACES, body, spans, batch_key, compress=False)
-        for key, reason in corrupt.items():
-            writer.quarantine(self.table, key, reason)
-        for key, (reason, body, spans, batch_key) in bad_parts.items():  # on its own in the dead-letter store
-            writer.put(self.table, key, Signal.TRACES, body, spans, batch_key, compress=False)
-            writer.quarantine(self.table, key, reason)
+        Quarantine.write(writer, self.table, corrupt, bad_parts)
         for body, items, batch_key in exports:
             for queue in self.queues:
                 writer.append(queue, body, items, batch_key)
