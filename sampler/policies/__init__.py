@@ -185,7 +185,7 @@ def decide_many(policies: Sequence[NamedPolicy], traces: Sequence[Trace],
         for named in policies:
             if not live_traces:
                 break
-            results = list(map(named.policy.evaluate, live_traces))
+            results = named.evaluate_many(live_traces)
             evaluated.append((named.name, results))
             bits = list(map(_BITS.__getitem__, results))
             if live is None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,6 +46,15 @@ class NamedPolicy:
     # the evaluator's optional `needs_spans(trace)` (latency): whether it will read every span of
     # a trace; looked up once here rather than per trace
     needs_spans: Callable[[Trace], bool] | None = field(init=False, default=None)
+    # `evaluate` of each trace in turn: the evaluator's optional `evaluate_many(traces)` where it
+    # judges many traces at once for less (probabilistic), else a call per trace
+    evaluate_many: Callable[[Sequence[Trace]], list[Decision]] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "needs_spans", getattr(self.policy, "needs_spans", None))
+        many = getattr(self.policy, "evaluate_many", None)
+        object.__setattr__(self, "evaluate_many", many or functools.partial(_each, self.policy.evaluate))
+
+
+def _each(evaluate: Callable[[Trace], Decision], traces: Sequence[Trace]) -> list[Decision]:
+    return list(map(evaluate, traces))

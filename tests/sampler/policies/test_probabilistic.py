@@ -14,7 +14,7 @@ import random
 import pytest
 
 from sampler.policies import build_policy
-from sampler.policies.probabilistic import fnv1a_64, fnv1a_64_of_16, threshold
+from sampler.policies.probabilistic import fnv1a_64, fnv1a_64_of_16, fnv1a_64_of_16_many, threshold
 from sampler.trace import Decision, Trace
 from tests.sampler.policies.traces import decisions, policy_config
 
@@ -125,3 +125,25 @@ def test_a_salt_changes_which_traces_are_kept():
     kept_plain = {trace_id for trace_id in ids if plain.evaluate(Trace(trace_id=trace_id)) is Decision.SAMPLED}
     kept_salted = {trace_id for trace_id in ids if salted.evaluate(Trace(trace_id=trace_id)) is Decision.SAMPLED}
     assert len(kept_plain & kept_salted) < 0.2 * len(kept_plain)  # about 10 % overlap, as independent draws
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 8, 9, 64, 1000])
+def test_hashes_taken_together_equal_the_definition_for_any_count_and_state(count):
+    """The lanes of fnv1a_64_of_16_many must neither carry into each other nor lose a bit: ids of
+    all-0xff bytes and states of all ones give the largest products."""
+    rng = random.Random(count)
+    ids = [rng.randbytes(16) for _ in range(count)]
+    ids[: count // 4] = [b"\xff" * 16, bytes(16)] * (count // 8)
+    for state in (0, 2**64 - 1, reference_fnv1a_64(b"default-hash-seed"), rng.getrandbits(64)):
+        assert fnv1a_64_of_16_many(ids, state) == [reference_fnv1a_64(trace_id, state) for trace_id in ids]
+
+
+def test_a_round_of_traces_gets_the_decisions_of_one_trace_at_a_time():
+    rng = random.Random(9)
+    policy = build_policy(policy_config("{name: p, type: probabilistic, probabilistic: {sampling_percentage: 30}}"),
+                          lambda: 0.0)
+    traces = [Trace(trace_id=rng.randbytes(16)) for _ in range(500)]
+    traces += [Trace(trace_id=b""), Trace(trace_id=b"\x01" * 5)]  # hashed as padded to 16 bytes
+    rng.shuffle(traces)
+    assert policy.evaluate_many(traces) == [policy.evaluate(trace) for trace in traces]
+    assert 0.25 < policy.evaluate_many(traces).count(Decision.SAMPLED) / len(traces) < 0.35
