@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sampler.policies.base import Evaluator, reads_bytes, refuses
+from sampler.policies.base import Evaluator, evaluate_many, reads_bytes, refuses
 from sampler.trace import Decision, Trace
 
 REFUSALS = (Decision.NOT_SAMPLED, Decision.INVERTED_NOT_SAMPLED)
@@ -27,6 +27,27 @@ def all_sample(subpolicies: Sequence[Evaluator], trace: Trace) -> Decision:
         if decision is Decision.ERROR:
             return Decision.ERROR
     return Decision.SAMPLED
+
+
+def all_sample_many(subpolicies: Sequence[Evaluator], traces: Sequence[Trace]) -> list[Decision]:
+    """all_sample of each trace, sub-policy by sub-policy over the traces still in: each sub-policy
+    sees the same traces in the same order as trace by trace, so a stateful one spends alike."""
+    answers = [Decision.SAMPLED] * len(traces)
+    live: Sequence[int] = range(len(traces))
+    for policy in subpolicies:
+        if not live:
+            break
+        results = evaluate_many(policy, [traces[index] for index in live] if len(live) < len(traces) else traces)
+        still = []
+        for index, decision in zip(live, results, strict=True):
+            if decision in REFUSALS:
+                answers[index] = Decision.NOT_SAMPLED
+            elif decision is Decision.ERROR:
+                answers[index] = Decision.ERROR
+            else:
+                still.append(index)
+        live = still
+    return answers
 
 
 def reads_bytes_in_turn(subpolicies: Sequence[Evaluator], trace: Trace) -> bool:
@@ -49,3 +70,6 @@ class And:
 
     def evaluate(self, trace: Trace) -> Decision:
         return all_sample(self.subpolicies, trace)
+
+    def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
+        return all_sample_many(self.subpolicies, traces)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from otel.shape import TRACES
+from sampler.policies.base import evaluate_hinted
 from sampler.policies.view import find_all, serialized_batches
 from sampler.trace import Decision, Trace
 
@@ -103,6 +104,10 @@ class AttributePolicy(ABC):
             if needle in data:
                 return True
         return not self.needles
+
+    def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
+        unmatched = Decision.INVERTED_SAMPLED if self.invert_match else Decision.NOT_SAMPLED
+        return evaluate_hinted(self.evaluate, self.hint_bit, unmatched, traces)
 
     def evaluate(self, trace: Trace) -> Decision:
         matched = self.matches(trace)

@@ -29,6 +29,22 @@ def never_reads(trace: Trace) -> bool:
     return False
 
 
+def evaluate_many(policy: Evaluator, traces: Sequence[Trace]) -> list[Decision]:
+    """`policy.evaluate` of each trace in turn, by its optional `evaluate_many` where it has one."""
+    many = getattr(policy, "evaluate_many", None)
+    return many(traces) if many is not None else list(map(policy.evaluate, traces))
+
+
+def evaluate_hinted(evaluate: Callable[[Trace], Decision], hint_bit: int, ruled_out: Decision,
+                    traces: Sequence[Trace]) -> list[Decision]:
+    """`evaluate` of each trace in turn, but a trace whose hints clear `hint_bit` (no place in its
+    bytes where the policy may match) gets `ruled_out` without a call: most traces, in one pass."""
+    if not hint_bit:
+        return list(map(evaluate, traces))
+    return [ruled_out if (hints := trace.hints) is not None and not hints & hint_bit else evaluate(trace)
+            for trace in traces]
+
+
 def refuses(policy: Evaluator, trace: Trace) -> bool:
     """Whether `policy` is certain to answer NotSampled on `trace` without reading its spans, as its
     optional `refuses(trace)` says (status_code, attribute policies whose bytes rule it out)."""

@@ -18,9 +18,11 @@ first byte is rare: its few places are looked at one by one.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from sampler.policies.base import evaluate_hinted
 from sampler.policies.config import StatusCodeConfig
 from sampler.policies.view import MAX_PLACES, find_all, spans_of
 from sampler.trace import Decision, Trace
@@ -102,6 +104,9 @@ class StatusCode:
         """Whether it is certain to answer NotSampled without reading the trace's spans."""
         hints = trace.hints
         return bool(self.hint_bit) and hints is not None and not hints & self.hint_bit
+
+    def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
+        return evaluate_hinted(self.evaluate, self.hint_bit, Decision.NOT_SAMPLED, traces)
 
     def evaluate(self, trace: Trace) -> Decision:
         hints = trace.hints

@@ -7,9 +7,9 @@ import random
 import pytest
 import yaml
 
-from sampler.policies import build_policies, decide, decide_many
+from sampler.policies import build_policies, byte_hints, decide, decide_many
 from sampler.policies.config import PolicyConfig
-from sampler.trace import Decision
+from sampler.trace import Decision, Trace
 from tests.sampler.policies.traces import SHORT, FakeClock, batch, span, spans_trace
 
 POLICIES = {
@@ -133,18 +133,57 @@ def test_deciding_many_traces_at_once_decides_each_as_deciding_them_one_by_one(f
     must be what deciding the traces one by one gives, a budget (rate_limiting) spent alike."""
     rng = random.Random(5)
     budget = "{name: budget, type: rate_limiting, rate_limiting: {spans_per_second: 3}}"
-    available = [*POLICIES.values(), budget]
-    for _ in range(40):
+    error_in_budget = """{name: error-in-budget, type: and, and: {and_sub_policy: [
+                           {type: status_code, status_code: {status_codes: [ERROR]}},
+                           {type: rate_limiting, rate_limiting: {spans_per_second: 2}}]}}"""
+    sampled = "{name: ten, type: probabilistic, probabilistic: {sampling_percentage: 40}}"
+    available = [*POLICIES.values(), budget, error_in_budget, sampled]
+    for _ in range(60):
         snippets = rng.sample(available, rng.randint(1, 5))
         configs = [PolicyConfig.model_validate(yaml.safe_load(snippet)) for snippet in snippets]
         traces = [spans_trace(*(random_span(rng) for _ in range(rng.randrange(1, 4)))) for _ in range(30)]
+        for trace in traces:  # hints as a split reads them: unknown, or bits (a clear bit: no match possible)
+            trace.hints = rng.choice([None, 0, rng.getrandbits(4), -1])
         one_by_one = build_policies(configs, FakeClock())
+        for named in one_by_one:  # each policy's own evaluate, trace by trace: not its evaluate_many
+            object.__setattr__(named, "evaluate_many", lambda traces, evaluate=named.policy.evaluate: [
+                evaluate(trace) for trace in traces])
+        many = build_policies(configs, FakeClock())
+        assert [bit for bit, _ in byte_hints(one_by_one)] == [bit for bit, _ in byte_hints(many)]
         finals, each = [], {}
         for trace in traces:
             final, per_policy = decide(one_by_one, trace, first_match)
             finals.append(final)
             for name, decision in per_policy.items():
                 each.setdefault(name, []).append(decision)
-        many_finals, many_each = decide_many(build_policies(configs, FakeClock()), traces, first_match)
+        many_finals, many_each = decide_many(many, traces, first_match)
         assert many_finals == finals
         assert dict(many_each) == each
+
+
+class Scripted:
+    """A sub-policy whose decision per trace is given, and which notes the traces it judged."""
+
+    def __init__(self, decisions: dict[bytes, Decision]):
+        self.decisions = decisions
+        self.judged: list[bytes] = []
+
+    def evaluate(self, trace: Trace) -> Decision:
+        self.judged.append(trace.trace_id)
+        return self.decisions[trace.trace_id]
+
+
+def test_and_over_many_traces_answers_and_asks_as_trace_by_trace():
+    """An error or a refusal ends a trace's turn (later sub-policies never see it); inverted
+    decisions count as otelcol counts them."""
+    from sampler.policies.and_ import all_sample, all_sample_many
+
+    rng = random.Random(3)
+    choices = list(Decision)
+    ids = [bytes([n]) * 16 for n in range(200)]
+    for _ in range(30):
+        scripts = [{trace_id: rng.choice(choices) for trace_id in ids} for _ in range(rng.randint(1, 4))]
+        one, many = [Scripted(script) for script in scripts], [Scripted(script) for script in scripts]
+        traces = [Trace(trace_id) for trace_id in ids]
+        assert all_sample_many(many, traces) == [all_sample(one, trace) for trace in traces]
+        assert [policy.judged for policy in many] == [policy.judged for policy in one]
