@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from otel.shape import TRACES
-from sampler.policies.base import evaluate_hinted
+from sampler.policies.base import evaluate_hinted, reads_hinted
 from sampler.policies.view import find_all, serialized_batches
 from sampler.trace import Decision, Trace
 
@@ -64,6 +64,9 @@ class AttributePolicy(ABC):
     def _ruled_out(self, trace: Trace) -> bool:
         hints = trace.hints
         return bool(self.hint_bit) and hints is not None and not hints & self.hint_bit
+
+    def reads_many(self, traces: Sequence[Trace]) -> list[bool]:
+        return reads_hinted(self.hint_bit, traces)
 
     def reads_bytes(self, trace: Trace) -> bool:
         """not _ruled_out(trace), inline: the stage asks it of every trace it decides."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from sampler.trace import Decision, Trace
+
+_HINTS = operator.attrgetter("hints")
 
 
 class Evaluator(Protocol):
@@ -35,14 +39,30 @@ def evaluate_many(policy: Evaluator, traces: Sequence[Trace]) -> list[Decision]:
     return many(traces) if many is not None else list(map(policy.evaluate, traces))
 
 
+def hinted(traces: Sequence[Trace], hint_bit: int) -> list[bool]:
+    """Per trace, whether its hints leave a policy with `hint_bit` a place to match: the bit set,
+    or hints unknown (a split reads them for every trace it can place, so mostly in C)."""
+    hints = list(map(_HINTS, traces))
+    if None in hints:
+        return [known is None or bool(known & hint_bit) for known in hints]
+    return list(map(bool, map(hint_bit.__and__, hints)))
+
+
 def evaluate_hinted(evaluate: Callable[[Trace], Decision], hint_bit: int, ruled_out: Decision,
                     traces: Sequence[Trace]) -> list[Decision]:
     """`evaluate` of each trace in turn, but a trace whose hints clear `hint_bit` (no place in its
-    bytes where the policy may match) gets `ruled_out` without a call: most traces, in one pass."""
+    bytes where the policy may match) gets `ruled_out` without a call: most traces."""
     if not hint_bit:
         return list(map(evaluate, traces))
-    return [ruled_out if (hints := trace.hints) is not None and not hints & hint_bit else evaluate(trace)
-            for trace in traces]
+    out = [ruled_out] * len(traces)
+    for at in itertools.compress(range(len(traces)), hinted(traces, hint_bit)):
+        out[at] = evaluate(traces[at])
+    return out
+
+
+def reads_hinted(hint_bit: int, traces: Sequence[Trace]) -> list[bool]:
+    """`reads_bytes` of each trace for a policy that reads a trace unless its hints rule it out."""
+    return hinted(traces, hint_bit) if hint_bit else [True] * len(traces)
 
 
 def refuses(policy: Evaluator, trace: Trace) -> bool:

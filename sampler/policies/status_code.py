@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from sampler.policies.base import evaluate_hinted
+from sampler.policies.base import evaluate_hinted, reads_hinted
 from sampler.policies.config import StatusCodeConfig
 from sampler.policies.view import MAX_PLACES, find_all, spans_of
 from sampler.trace import Decision, Trace
@@ -94,6 +94,9 @@ class StatusCode:
             return None
         found += _long_tags(raw)  # a memchr loop: twice as fast as a regex scan, the byte being rare
         return found if len(found) <= MAX_PLACES else None
+
+    def reads_many(self, traces: Sequence[Trace]) -> list[bool]:
+        return reads_hinted(self.hint_bit, traces)
 
     def reads_bytes(self, trace: Trace) -> bool:
         """not refuses(trace), inline: the stage asks it of every trace it decides."""

@@ -119,6 +119,10 @@ _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace,
 _UNREAD = (itemgetter(SPANS), itemgetter(SIZE), itemgetter(TIMES), itemgetter(HINTS))
 
 
+def _each_reads(reads_bytes: Callable[[Trace], bool], traces: list[Trace]) -> list[bool]:
+    return list(map(reads_bytes, traces))
+
+
 def _chunks(read_at: list[int], count: int) -> list[tuple[int, int, list[int]]]:
     """(start, end, the positions read back) of the runs of `count` traces decided together: each
     holds at most _TRACES_PER_DECISION traces read back, and any number of others (nothing of
@@ -550,26 +554,27 @@ class SamplingStage:
             return out, [at for at, trace in enumerate(out) if trace is None]
         made = list(map(Trace.unread, own, *(map(field, cast(list[Pending], pending)) for field in _UNREAD)))
         reads: list[bool] = []
-        for reader in readers:  # policy by policy: a call each per trace, no generator
-            reads = list(map(operator.or_, reads, map(reader, made))) if reads else list(map(reader, made))
+        for reader in readers:  # policy by policy
+            reads = list(map(operator.or_, reads, reader(made))) if reads else reader(made)
         read_at = list(itertools.compress(range(len(own)), reads))
         traces = cast(list[Trace | None], made)
         for at in read_at:
             traces[at] = None
         return traces, read_at
 
-    def _readers(self) -> list[Callable[[Trace], bool]] | None:
-        """Each policy's reads_bytes but those that never read; None when some policy does not say
-        (it reads every trace: sampler.policies.reads_bytes), or every trace is read anyway."""
+    def _readers(self) -> list[Callable[[list[Trace]], list[bool]]] | None:
+        """Per policy but those that never read, its reads_bytes of each trace (its reads_many where
+        it has one); None when some policy does not say (it reads every trace:
+        sampler.policies.reads_bytes), or every trace is read anyway."""
         if self._read_all:
             return None
-        readers: list[Callable[[Trace], bool]] = []
+        readers: list[Callable[[list[Trace]], list[bool]]] = []
         for named in self.policies:
             reader = getattr(named.policy, "reads_bytes", None)
             if reader is None:
                 return None
             if reader is not never_reads:
-                readers.append(reader)
+                readers.append(getattr(named.policy, "reads_many", None) or functools.partial(_each_reads, reader))
         return readers
 
     def _kept_traces(self, traces: list[Trace]) -> dict[bytes, Trace]:

@@ -87,3 +87,28 @@ def test_only_traces_with_spans_to_share_get_a_shared_view_while_decided():
     assert unread.view is None and to_parse.view == [None, None] and given.view == [None, None]
     stop_deciding(sharing)
     assert to_parse.view is None and given.view is None
+
+
+@pytest.mark.parametrize("snippet", [
+    "{name: e, type: status_code, status_code: {status_codes: [ERROR]}}",
+    "{name: v, type: string_attribute, string_attribute: {key: customer, values: [vip]}}",
+    "{name: n, type: string_attribute, string_attribute: {key: customer, values: [vip], invert_match: true}}",
+    "{name: b, type: boolean_attribute, boolean_attribute: {key: debug, value: true}}",
+])
+@pytest.mark.parametrize("with_bits", [True, False])
+def test_a_round_of_traces_is_judged_by_hints_as_one_trace_at_a_time(snippet, with_bits):
+    """reads_many and evaluate_many answer from hints in C where every trace's hints are known:
+    the same answers as reads_bytes and evaluate per trace, with unknown hints among them or not."""
+    import random
+
+    rng = random.Random(len(snippet))
+    policies = build_policies([policy_config(snippet)], FakeClock())
+    if with_bits:
+        byte_hints(policies)
+    policy = policies[0].policy
+    for unknown in (0.0, 0.2):
+        traces = [Trace.unread(rng.randbytes(16), 1, 10, None, None if rng.random() < unknown else rng.getrandbits(3))
+                  for _ in range(300)]
+        assert policy.reads_many(traces) == [policy.reads_bytes(trace) for trace in traces]
+        judged = [trace for trace, read in zip(traces, policy.reads_many(traces), strict=True) if not read]
+        assert policy.evaluate_many(judged) == [policy.evaluate(trace) for trace in judged]
