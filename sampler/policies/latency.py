@@ -17,11 +17,16 @@ then decided without parsing it.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Sequence
+
 from sampler.policies.config import LatencyConfig
 from sampler.policies.view import spans_of
 from sampler.trace import Decision, Trace
 
 _NS_PER_MS = 1_000_000
+_TIMES = operator.attrgetter("times")
+_BY_SAMPLED = (Decision.NOT_SAMPLED, Decision.SAMPLED)  # indexed by whether the duration is above the threshold
 
 
 def whole_ms(nanoseconds: int) -> int:
@@ -43,6 +48,19 @@ class Latency:
 
     def reads_bytes(self, trace: Trace) -> bool:
         return self.needs_spans(trace)
+
+    def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
+        """`evaluate` of each trace; a round whose traces all carry their times is judged in C: a
+        duration in whole milliseconds is above threshold_ms (never negative) exactly when its
+        nanoseconds reach threshold_ms + 1 milliseconds."""
+        times = list(map(_TIMES, traces))
+        if self.upper_threshold_ms or None in times:
+            return list(map(self.evaluate, traces))
+        if not times:
+            return []
+        starts, ends = zip(*times, strict=True)
+        reach = (self.threshold_ms + 1) * _NS_PER_MS
+        return list(map(_BY_SAMPLED.__getitem__, map(reach.__le__, map(operator.sub, ends, starts))))
 
     def _whole(self, start: int, end: int) -> Decision:
         nanoseconds = end - start

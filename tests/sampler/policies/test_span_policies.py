@@ -216,3 +216,26 @@ def test_latency_reads_an_unset_start_as_otelcol_does_not_as_the_earliest():
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
     unset_first = spans_trace(Span(name="unset"), span(start_ms=0, end_ms=100))
     check("{name: p, type: latency, latency: {threshold_ms: 5000}}", {"unset_first": unset_first}, "N")
+
+
+@pytest.mark.parametrize("threshold_ms", [0, 1, 400])
+def test_latency_over_a_round_of_traces_with_times_decides_as_trace_by_trace(threshold_ms):
+    """Judged in C from each trace's times: the same as evaluate at the millisecond boundaries
+    (truncated), for negative durations, and when some trace's times are unknown."""
+    import random
+
+    from sampler.policies import build_policy
+    from tests.sampler.policies.traces import policy_config
+
+    rng = random.Random(threshold_ms)
+    policy = build_policy(policy_config(f"{{name: s, type: latency, latency: {{threshold_ms: {threshold_ms}}}}}"),
+                          lambda: 0.0)
+    edge = threshold_ms * 1_000_000
+    durations = [edge - 1, edge, edge + 999_999, edge + 1_000_000, edge + 1_000_001, 0, -1, -2_000_000,
+                 *(rng.randrange(-10**9, 10**10) for _ in range(200))]
+    start = 1_700_000_000 * 10**9
+    traces = [Trace.unread(rng.randbytes(16), 1, 10, (start, start + duration), None) for duration in durations]
+    assert policy.evaluate_many(traces) == [policy.evaluate(trace) for trace in traces]
+    assert policy.evaluate_many([]) == []
+    some_unknown = [*traces[:5], spans_trace(span({}, start_ms=0, end_ms=threshold_ms + 2)), *traces[5:]]
+    assert policy.evaluate_many(some_unknown) == [policy.evaluate(trace) for trace in some_unknown]
