@@ -19,6 +19,9 @@ Method
       lookup dropped       `lookup` of a recorded dropped id (a late span)
       lookup kept          `lookup` of an id in the kept LRU (a late span)
       record_many dropped  `record_many(ids, False)` over all the ids, per id (when the cache has it)
+      evaluate_many 64 / 4000  the probabilistic policy over a round's traces, 64 or 4,000 a call
+                           (lanes of one integer), per trace
+      lookup_many unknown  `lookup_many` of a request's 52 new ids a call, per id
 
 Usage
     python bench/sampler_hashes.py [--ids 20000] [--repeats 7] [--dropped-size 50000]
@@ -101,6 +104,18 @@ def rows(ids: list[bytes], dropped_size: int, repeats: int) -> list[tuple[str, C
            ("lookup kept", lookups(kept))]
     if hasattr(cache, "record_many"):
         out.append(("record_many dropped", lambda: cache.record_many(ids, False)))
+    policy = Probabilistic(ProbabilisticConfig(sampling_percentage=10))
+    if hasattr(policy, "evaluate_many"):
+        for size in (64, 4000):
+            def many(size: int = size) -> None:
+                for at in range(0, len(traces), size):
+                    policy.evaluate_many(traces[at:at + size])
+            out.append((f"evaluate_many {size}", many))
+    if hasattr(unknown, "lookup_many"):
+        def lookup_many() -> None:
+            for at in range(0, len(ids), 52):
+                unknown.lookup_many(ids[at:at + 52])
+        out.append(("lookup_many unknown", lookup_many))
     return out
 
 

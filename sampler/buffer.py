@@ -256,6 +256,9 @@ def _digest_seed(key: bytes) -> int:
 # bits: there the seed is a digest.
 seed_of: Callable[[bytes], int] = hash if sys.hash_info.width >= 64 else _digest_seed
 _LOW_32 = 0xFFFFFFFF
+# lookup_many passes over first slots in C while the two tables together hold fewer ids than a
+# third of a table's slots (measured: beyond that most first slots are taken)
+_SPARSE = 3
 
 
 class _Fingerprints:
@@ -348,12 +351,32 @@ class DecisionCache:
         if trace_id in lru:
             lru.move_to_end(trace_id)
             return True
-        return self._dropped(trace_id)
+        current = self._current
+        if current is None:
+            return None
+        # both tables have the same size: the slot and fingerprint are computed once, and an
+        # unknown id is mostly out after one slot of each
+        seed = seed_of(trace_id)
+        mask = current.mask
+        first, fingerprint = seed & mask, (seed >> 32) & _LOW_32 or 1
+        for fingerprints in (current, self._previous):  # the probe loop inline: this runs per new trace
+            if fingerprints is None:
+                break
+            table, slot = fingerprints.table, first
+            value = table[slot]
+            while value:
+                if value == fingerprint:
+                    return False
+                slot = (slot + 1) & mask
+                value = table[slot]
+        return None
 
     def lookup_many(self, trace_ids: Sequence[bytes]) -> list[bool | None]:
-        """`lookup` of each id in turn (a request's new traces at once). Most ids are new: one
-        whose first slot is empty in both tables is unknown, found by passes in C over all of
-        them; only the others are probed one by one."""
+        """`lookup` of each id in turn (a request's new traces at once), with less Python per id.
+        Most ids are new. While the tables are sparse, an id whose first slot is empty in both
+        is unknown, found by passes in C over all of them, and only the others are probed; once
+        they fill (a busy agent: the previous table full), most first slots are taken and those
+        passes cost more than they save, so every id is probed, in one loop without a call."""
         answers: list[bool | None] = [None] * len(trace_ids)
         lru = self.kept
         if lru and not lru.keys().isdisjoint(trace_ids):
@@ -364,15 +387,31 @@ class DecisionCache:
         current, previous = self._current, self._previous
         if current is None or not current.count and previous is None:  # no table holds an id
             return answers
-        seeds = list(map(seed_of, trace_ids))
         mask = current.mask
+        tables = (current.table,) if previous is None else (current.table, previous.table)
+        held = current.count + (previous.count if previous is not None else 0)
+        if held * _SPARSE > mask + 1:  # filled: probe each id
+            for at in itertools.compress(range(len(trace_ids)), map(operator.not_, answers)):
+                seed = seed_of(trace_ids[at])
+                first, fingerprint = seed & mask, (seed >> 32) & _LOW_32 or 1
+                for table in tables:
+                    slot = first
+                    value = table[slot]
+                    while value:
+                        if value == fingerprint:
+                            answers[at] = False
+                            break
+                        slot = (slot + 1) & mask
+                        value = table[slot]
+                    if value:  # found
+                        break
+            return answers
+        seeds = list(map(seed_of, trace_ids))
         slots = list(map(operator.and_, seeds, itertools.repeat(mask)))
         occupied = list(map(current.table.__getitem__, slots))
-        tables: tuple[array.array[int], ...] = (current.table,)
         if previous is not None:
             occupied = list(map(operator.or_, occupied, map(previous.table.__getitem__, slots)))
-            tables = (current.table, previous.table)
-        for at in itertools.compress(range(len(trace_ids)), occupied):  # as in _dropped
+        for at in itertools.compress(range(len(trace_ids)), occupied):  # as above, from the seeds at hand
             if answers[at] is not None:
                 continue
             fingerprint = (seeds[at] >> 32) & _LOW_32 or 1
@@ -385,15 +424,9 @@ class DecisionCache:
                         break
                     slot = (slot + 1) & mask
                     value = table[slot]
-                if answers[at] is not None:
+                if value:
                     break
         return answers
-
-    def _dropped(self, trace_id: bytes) -> bool | None:
-        """False when a dropped table holds the id's fingerprint, else None."""
-        current = self._current
-        if current is None:
-            return None
         # both tables have the same size: the slot and fingerprint are computed once, and an
         # unknown id is mostly out after one slot of each
         seed = seed_of(trace_id)

@@ -176,13 +176,16 @@ def test_record_many_without_a_dropped_table_only_counts():
     assert cache.version == 5 and cache.lookup(os.urandom(16)) is None
 
 
-def _twin_caches(rng: random.Random, kept_size: int, dropped_size: int) -> tuple[DecisionCache, DecisionCache, list]:
+def _twin_caches(rng: random.Random, kept_size: int, dropped_size: int,
+                 dropped: int | None = None) -> tuple[DecisionCache, DecisionCache, list]:
     """Two caches given the same decisions: ids kept, dropped in the previous table and in the
-    current one (the tables rotated once, both past their first slots), and kept after a drop."""
+    current one (by default the tables rotated once, both past their first slots; else the first
+    `dropped` ids), and kept after a drop."""
     ids = [rng.randbytes(16) for _ in range(2 * dropped_size)]
     caches = DecisionCache(kept_size, dropped_size), DecisionCache(kept_size, dropped_size)
+    dropped = dropped_size // 2 + dropped_size // 4 if dropped is None else dropped
     for cache in caches:
-        cache.record_many(ids[:dropped_size // 2 + dropped_size // 4], False)  # one full table, one in use
+        cache.record_many(ids[:dropped], False)  # by default one full table, one in use
         for trace_id in ids[dropped_size:dropped_size + 40]:
             cache.record(trace_id, True)
         for trace_id in ids[:5] + ids[dropped_size // 2 + 10:dropped_size // 2 + 15]:  # kept after a drop, in
@@ -190,7 +193,11 @@ def _twin_caches(rng: random.Random, kept_size: int, dropped_size: int) -> tuple
     return caches[0], caches[1], ids
 
 
-@pytest.mark.parametrize("sizes", [(60, 4000), (0, 4000), (60, 0), (0, 0), (10, 1)])
+@pytest.mark.parametrize("sizes", [
+    (60, 4000), (0, 4000), (60, 0), (0, 0), (10, 1),
+    # tables of 8,192 slots for 2,100 ids each: sparse (first slots sifted in C) with only the
+    # current one in use, and with the previous one full; filled (each id probed) past that
+    (60, 4200, 1000), (60, 4200, 2200), (60, 4200, 4000)])
 def test_lookup_many_answers_and_orders_the_lru_as_lookup_does_id_by_id(sizes):
     rng = random.Random(str(sizes))
     one_by_one, batched, ids = _twin_caches(rng, *sizes)
