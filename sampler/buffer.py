@@ -427,19 +427,3 @@ class DecisionCache:
                 if value:
                     break
         return answers
-        # both tables have the same size: the slot and fingerprint are computed once, and an
-        # unknown id is mostly out after one slot of each
-        seed = seed_of(trace_id)
-        mask = current.mask
-        first, fingerprint = seed & mask, (seed >> 32) & _LOW_32 or 1
-        for fingerprints in (current, self._previous):  # the probe loop inline: this runs per new trace
-            if fingerprints is None:
-                break
-            table, slot = fingerprints.table, first
-            value = table[slot]
-            while value:
-                if value == fingerprint:
-                    return False
-                slot = (slot + 1) & mask
-                value = table[slot]
-        return None
