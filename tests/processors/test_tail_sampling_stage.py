@@ -640,3 +640,91 @@ def test_kept_traces_decided_unread_go_out_whole_from_records_read_for_other_tra
 
     left, spans = asyncio.run(scenario())
     assert left == 0 and len(spans) == len(set(spans)) == 270  # 90 traces of 3 spans, each once
+
+
+def _late_span(trace_id: bytes, span_id: bytes, error: bool) -> Payload:
+    late = ExportTraceServiceRequest.FromString(_traces_request([trace_id], spans=1))
+    span = late.resource_spans[0].scope_spans[0].spans[0]
+    span.span_id = span_id
+    if not error:
+        span.status.code = Status.STATUS_CODE_OK
+    return Payload.from_bytes(Signal.TRACES, late.SerializeToString())
+
+
+def test_spans_arriving_while_their_trace_is_moved_follow_its_decision_not_start_it_again(tmp_path):
+    """A round records a trace's decision, then awaits its move. A request with more of the trace
+    routed in that wait goes to a new record, committed after the move: the trace must follow
+    its decision (settled by the next tick), not be buffered as a new trace and decided again on
+    the late spans alone, which flips a kept trace to dropped."""
+    trace_id = b"\x06" * 16
+
+    async def scenario() -> tuple[bool, bool | None, list[tuple[bytes, bytes]]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([trace_id], spans=2)))
+        clock.now += 6
+        round_task = asyncio.create_task(stage.decide_due())
+        for _ in range(1000):  # until the round has decided: its move is under way
+            if stage.cache.lookup(trace_id) is not None:
+                break
+            await asyncio.sleep(0)
+        assert trace_id in stage._deciding
+        late = asyncio.create_task(stage.ingest(_late_span(trace_id, b"\x09" * 8, error=False)))
+        await round_task
+        await late
+        buffered_again = trace_id in stage.buffer
+        clock.now += 6
+        for _ in range(10):
+            if not stage.pending_traces():
+                break
+            await stage.decide_due()
+        await stage.ingest(_late_span(trace_id, b"\x0a" * 8, error=False))  # after all: still kept
+        spans = await _exported_spans(export)
+        decision = stage.cache.lookup(trace_id)
+        await store.close()
+        return buffered_again, decision, spans
+
+    buffered_again, decision, spans = asyncio.run(scenario())
+    assert not buffered_again and decision is True
+    assert spans == [(trace_id, b"\x01" * 8), (trace_id, b"\x02" * 8), (trace_id, b"\x09" * 8),
+                     (trace_id, b"\x0a" * 8)]
+
+
+def test_spans_of_a_trace_evicted_early_join_its_early_decision(tmp_path):
+    """A trace evicted by num_traces waits in the early list for the next round: more of its spans
+    arriving meanwhile must be decided with it, not buffer it again as a new trace that is
+    decided a second time (with none of its records left) and flips kept to dropped."""
+    first, second = b"\x07" * 16, b"\x08" * 16
+
+    async def scenario() -> tuple[bool, bool | None, list[tuple[bytes, bytes]]]:
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({
+            "decision_wait": "5s", "num_traces": 1, "stress_relief": {"mode": "never"},
+            "decision_cache": {"sampled_cache_size": 100},  # both traces are kept: the id stays known
+            "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]})
+        clock = Clock()
+        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([first], spans=1)))
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([second], spans=1)))  # evicts first
+        assert first not in stage.buffer and stage.pending_traces() == 2
+        await stage.ingest(_late_span(first, b"\x09" * 8, error=False))
+        buffered_again = first in stage.buffer
+        await stage.decide_due()
+        clock.now += 6
+        for _ in range(10):
+            if not stage.pending_traces():
+                break
+            await stage.decide_due()
+        await stage.ingest(_late_span(first, b"\x0a" * 8, error=False))
+        decision = stage.cache.lookup(first)
+        spans = [span for span in await _exported_spans(export) if span[0] == first]
+        await store.close()
+        return buffered_again, decision, spans
+
+    buffered_again, decision, spans = asyncio.run(scenario())
+    assert not buffered_again and decision is True
+    assert spans == [(first, b"\x01" * 8), (first, b"\x09" * 8), (first, b"\x0a" * 8)]

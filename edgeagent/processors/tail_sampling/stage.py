@@ -37,8 +37,11 @@ Races, all on one event loop and one writer thread (FIFO):
   is being decided (from the moment its round takes it out of the buffer: read, evaluated,
   moved), its new spans go to a new record and that trace is settled again by the next round; a
   round reads and moves only the records that held its traces when it began, so it never
-  deletes such a record unexported. Once decided (cache), later spans go straight to export or
-  are dropped.
+  deletes such a record unexported. A trace evicted early is pending the same way until the
+  round that decides it (with every record indexed for it). A request routed while its trace
+  was being decided or evicted looks it up again once its record is committed: the decision
+  may have been recorded before the request was routed. Once decided (cache), later spans go
+  straight to export or are dropped.
 * A move that cannot be committed (export queues full with `block`) keeps the records and the
   index as they were; the decision is retried on the next tick.
 * A record that does not decode, or a part of one that does not parse, is quarantined by the
@@ -169,7 +172,7 @@ class SamplingStage:
         self.quarantine = Quarantine(component_id)  # records and parts that do not decode, for the next move
         self.post = LaterProcessors([])
         self._seq = 0
-        self._early: list[bytes] = []  # evicted by the limits: decide on the next tick
+        self._early: dict[bytes, None] = {}  # evicted by the limits: decide on the next tick (ordered set)
         self._unsettled: dict[bytes, bool] = {}  # decided, raw records may remain: move them next tick
         self._deciding: set[bytes] = set()  # read for evaluation right now: new spans go to disk
         self._late_records: set[bytes] = set()  # records committed while their trace was being decided
@@ -253,8 +256,8 @@ class SamplingStage:
             await self.shared.shutdown()
 
     async def _drop_pending(self) -> None:
-        pending = list(self.buffer.traces) + self._early
-        self._early = []
+        pending = list(self.buffer.traces) + list(self._early)
+        self._early = {}
         for trace_id in pending:
             self.buffer.remove(trace_id)
             self.cache.record(trace_id, False)
@@ -297,6 +300,10 @@ class SamplingStage:
         now = self.clock()
         self.relief.update(len(self.buffer), self.buffer.spans)
         pending, pending_at, kept, kept_items = self._route(body, parts, remote)
+        # a trace being decided or evicted now may be decided before the commit returns, whatever
+        # the cache's version says then (its decision may be recorded already)
+        busy = bool(self._deciding or self._early) and not (self._deciding.isdisjoint(map(_TRACE_ID, pending))
+                                                            and self._early.keys().isdisjoint(map(_TRACE_ID, pending)))
         export = self.post.late(kept, kept_items) if kept else None
         decisions_seen = self.cache.version
         key = self._next_key() if pending else b""
@@ -315,21 +322,23 @@ class SamplingStage:
         # nothing awaited between routing and this submit: the writer sees the routing's order
         await self._running_store().atomic(commit)
         if pending:
-            self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen)
+            self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen or busy)
         self._enforce_limits(pending)
 
     def _route(self, body: bytes, parts: list[TracePart], remote: dict[bytes, bool]
                ) -> tuple[list[TracePart], list[int] | None, list[bytes], int]:
-        """The parts of pending traces (buffered, being decided or not known) and where each starts
+        """The parts of pending traces (buffered, being decided, evicted early or not known) and where each starts
         in `body` (None: they are all the parts), and the bytes of the kept parts of traces
         decided already, with their span count (the dropped ones are counted). A split gives one
         part per trace."""
-        buffered, deciding = self.buffer.traces, self._deciding  # dict and set: tested in C
+        buffered, deciding, early = self.buffer.traces, self._deciding, self._early  # tested in C
         answers: dict[bytes, bool | None] | None = None
         if not remote and not self.relief.active:  # no decision is recorded while routing: look up at once
             trace_ids = list(map(_TRACE_ID, parts))
             fresh = (trace_ids if buffered.keys().isdisjoint(trace_ids) and deciding.isdisjoint(trace_ids)
-                     else [trace_id for trace_id in trace_ids if trace_id not in buffered and trace_id not in deciding])
+                     and early.keys().isdisjoint(trace_ids)
+                     else [trace_id for trace_id in trace_ids
+                           if trace_id not in buffered and trace_id not in deciding and trace_id not in early])
             known_of = self.cache.lookup_many(fresh)
             if fresh is trace_ids and known_of.count(None) == len(known_of):  # the common case: all new
                 return parts, None, [], 0
@@ -341,7 +350,7 @@ class SamplingStage:
         starts = itertools.accumulate([length for _, length, _, _ in parts], initial=0)
         for part, at in zip(parts, starts, strict=False):  # starts has one more: where the last part ends
             trace_id, length, items, _ = part
-            if trace_id in buffered or trace_id in deciding:
+            if trace_id in buffered or trace_id in deciding or trace_id in early:
                 pending.append(part)
                 pending_at.append(at)
                 continue
@@ -387,18 +396,23 @@ class SamplingStage:
 
     def _held(self, trace_ids: tuple[bytes, ...], decided_since: bool) -> list[bool] | None:
         """Which traces of a committed record the buffer takes (None: all): not those being
-        decided (settled again by the next round) nor those decided meanwhile (by the next tick)."""
-        buffered, deciding = self.buffer.traces, self._deciding
-        asked = [trace_id for trace_id in trace_ids if trace_id not in deciding and trace_id not in buffered
+        decided (settled again by the next round), nor those evicted early (the next round
+        decides them, this record too), nor those decided meanwhile (by the next tick)."""
+        buffered, deciding, early = self.buffer.traces, self._deciding, self._early
+        asked = [trace_id for trace_id in trace_ids
+                 if trace_id not in deciding and trace_id not in buffered and trace_id not in early
                  ] if decided_since else []
         known_of = self.cache.lookup_many(asked) if asked else []
-        if known_of.count(None) == len(known_of) and deciding.isdisjoint(trace_ids):
+        if known_of.count(None) == len(known_of) and deciding.isdisjoint(trace_ids) and early.keys().isdisjoint(
+                trace_ids):
             return None
         answers = dict(zip(asked, known_of, strict=True))
         held = [True] * len(trace_ids)
         for at, trace_id in enumerate(trace_ids):
             if trace_id in deciding:  # its move may have been committed before this record
                 self._late_records.add(trace_id)
+                held[at] = False
+            elif trace_id in early:  # indexed: the round that decides it reads this record too
                 held[at] = False
             elif (known := answers.get(trace_id)) is not None:  # decided while this commit was under way
                 self._unsettled[trace_id] = known
@@ -442,7 +456,7 @@ class SamplingStage:
         evicted = self.buffer.oldest(max(over, 1))
         while limit and self.buffer.spans > limit and len(self.buffer):
             evicted += self.buffer.oldest(1)
-        self._early += evicted
+        self._early.update(dict.fromkeys(evicted))
         self._count("otelcol_processor_tail_sampling_sampling_trace_dropped_too_early", len(evicted))
         self._wake.set()
 
@@ -469,14 +483,17 @@ class SamplingStage:
         """Decide every trace that is due (or was evicted); returns how many were decided."""
         limit = max(1000, int(2 * self.config.expected_new_traces_per_sec * self.tick))
         buffered = self.buffer.due_pending(self.clock(), limit)  # what the buffer knew of the due traces
-        due, self._early = self._early, []
+        due, self._early = list(self._early), {}
         due += buffered
         self._deciding.update(due)  # before any await: their spans that arrive now go to new records
+        # the records holding the due traces now: one committed later holds spans that came while
+        # they were decided, and is settled by the next round (_late_records)
+        touched = self.index.keys_of(due)
         try:
             if self._unsettled:
                 retry, self._unsettled = self._unsettled, {}
                 await self._settle(retry, None)
-            return await self._decide(due, buffered) if due else 0
+            return await self._decide(due, buffered, touched) if due else 0
         finally:
             self._deciding.difference_update(due)
             if self._late_records:
@@ -485,10 +502,8 @@ class SamplingStage:
                     self._unsettled[trace_id] = bool(known)
                 self._late_records.difference_update(due)
 
-    async def _decide(self, due: list[bytes], buffered: dict[bytes, Pending]) -> int:
-        # the records holding the due traces now: one committed later holds spans that came while
-        # they were decided, and is settled by the next round (_late_records)
-        touched = self.index.keys_of(due)
+    async def _decide(self, due: list[bytes], buffered: dict[bytes, Pending], touched: set[bytes]) -> int:
+        """Decide the due traces and move them, reading and moving only the records `touched`."""
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
         own = [trace_id for trace_id in due if trace_id not in followed] if followed else due
         # read back only the traces a policy reads (most are decided on what the buffer knows)
@@ -511,7 +526,7 @@ class SamplingStage:
                 log.error("tail sampling reads every trace back from now on", exc_info=exc,
                           extra={"processor": self.id})
                 self._read_all = True
-                return await self._decide(due, buffered)
+                return await self._decide(due, buffered, touched)
             finals += decided
             evaluated += by_policy
             kept.update(self._kept_traces([traces[at - start] for at in reading
