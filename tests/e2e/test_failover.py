@@ -56,7 +56,8 @@ def test_primary_outage_fails_over_to_backup_and_traffic_returns_without_loss(ag
         upstream.stop()  # the primary goes away: connections are refused
         during = send_spans("grpc", agent.grpc_port, 300)
         wait_until(lambda: backup.span_ids() >= during, timeout=30, message="spans at the backup")
-        assert _active_level(agent) == 1
+        # the level switches once the backup's answer is read, a moment after it holds the spans
+        wait_until(lambda: _active_level(agent) == 1, timeout=10, message="the backup level active")
         details = agent.health()[1]["connectors"]["failover"]
         assert details["active_level"] == 1 and details["active_pipelines"] == ["traces/backup"]
         assert agent.health()[1]["exporters"]["otlphttp/primary"]["upstream"] == "offline"
@@ -104,7 +105,7 @@ def test_with_every_level_down_data_stays_queued_until_a_level_returns(agents, t
         backup.start()
         wait_until(lambda: backup.span_ids() >= sent, timeout=30, message="the backlog at the backup")
         assert backup.span_ids() == sent
-        assert _active_level(agent) == 1
+        wait_until(lambda: _active_level(agent) == 1, timeout=10, message="the backup level active")
         wait_until(lambda: agent.metric("edgeagent_queue_items", exporter="failover") == 0, timeout=10)
         assert agent.terminate() == 0
     finally:
