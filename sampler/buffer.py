@@ -389,34 +389,24 @@ class DecisionCache:
             return answers
         mask = current.mask
         tables = (current.table,) if previous is None else (current.table, previous.table)
-        held = current.count + (previous.count if previous is not None else 0)
-        if held * _SPARSE > mask + 1:  # filled: probe each id
-            for at in itertools.compress(range(len(trace_ids)), map(operator.not_, answers)):
-                seed = seed_of(trace_ids[at])
-                first, fingerprint = seed & mask, (seed >> 32) & _LOW_32 or 1
-                for table in tables:
-                    slot = first
-                    value = table[slot]
-                    while value:
-                        if value == fingerprint:
-                            answers[at] = False
-                            break
-                        slot = (slot + 1) & mask
-                        value = table[slot]
-                    if value:  # found
-                        break
-            return answers
         seeds = list(map(seed_of, trace_ids))
-        slots = list(map(operator.and_, seeds, itertools.repeat(mask)))
-        occupied = list(map(current.table.__getitem__, slots))
-        if previous is not None:
-            occupied = list(map(operator.or_, occupied, map(previous.table.__getitem__, slots)))
-        for at in itertools.compress(range(len(trace_ids)), occupied):  # as above, from the seeds at hand
+        held = current.count + (previous.count if previous is not None else 0)
+        if held * _SPARSE > mask + 1:  # filled: probe each id not kept
+            probed = itertools.compress(range(len(trace_ids)), map(operator.not_, answers))
+        else:
+            slots = map(operator.and_, seeds, itertools.repeat(mask))
+            occupied = map(current.table.__getitem__, slots)
+            if previous is not None:
+                occupied = map(operator.or_, occupied, map(previous.table.__getitem__,
+                                                            map(operator.and_, seeds, itertools.repeat(mask))))
+            probed = itertools.compress(range(len(trace_ids)), list(occupied))
+        for at in probed:  # lookup's probe, inline: no call per id
             if answers[at] is not None:
                 continue
-            fingerprint = (seeds[at] >> 32) & _LOW_32 or 1
+            seed = seeds[at]
+            first, fingerprint = seed & mask, (seed >> 32) & _LOW_32 or 1
             for table in tables:
-                slot = slots[at]
+                slot = first
                 value = table[slot]
                 while value:
                     if value == fingerprint:
@@ -424,6 +414,6 @@ class DecisionCache:
                         break
                     slot = (slot + 1) & mask
                     value = table[slot]
-                if value:
+                if value:  # found
                     break
         return answers
