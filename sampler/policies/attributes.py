@@ -20,22 +20,20 @@ from collections.abc import Callable, Sequence
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from otel.shape import TRACES
-from sampler.policies.base import evaluate_hinted, reads_hinted
+from sampler.policies.base import HintSearcher, evaluate_hinted
 from sampler.policies.view import find_all, serialized_batches
 from sampler.trace import Decision, Trace
 
 ValueMatch = Callable[[AnyValue], bool]
 
 
-class AttributePolicy(ABC):
+class AttributePolicy(HintSearcher, ABC):
     """string_attribute, numeric_attribute and boolean_attribute: a match samples the trace.
 
     With invert_match the answer is otelcol's inverted decision: InvertNotSampled as soon as a
     resource or span matches, InvertSampled when none does (also when the key is missing).
     `needles`: byte strings of which a batch must contain one to hold a match (none: any batch).
     """
-
-    hint_bit = 0  # its bit in Trace.hints, once sampler.policies.byte_hints gave it one
 
     def __init__(self, key: str, invert_match: bool, needles: Sequence[bytes] = ()):
         self.key = key
@@ -61,25 +59,13 @@ class AttributePolicy(ABC):
                 return None
         return found
 
-    def _ruled_out(self, trace: Trace) -> bool:
-        hints = trace.hints
-        return bool(self.hint_bit) and hints is not None and not hints & self.hint_bit
-
-    def reads_many(self, traces: Sequence[Trace]) -> list[bool]:
-        return reads_hinted(self.hint_bit, traces)
-
-    def reads_bytes(self, trace: Trace) -> bool:
-        """not _ruled_out(trace), inline: the stage asks it of every trace it decides."""
-        hints = trace.hints
-        return not self.hint_bit or hints is None or bool(hints & self.hint_bit)
-
     def refuses(self, trace: Trace) -> bool:
         """Whether it is certain to answer NotSampled without reading the trace's spans."""
-        return not self.invert_match and self._ruled_out(trace)
+        return not self.invert_match and self.ruled_out(trace)
 
     def matches(self, trace: Trace) -> bool:
         """Whether some resource or span of the trace has the key with a matching value."""
-        if self._ruled_out(trace):
+        if self.ruled_out(trace):
             return False  # no resource or span of it holds the bytes a match needs
         key = self.key
         if trace.raw and not any(map(self._may_match, trace.raw)):

@@ -65,6 +65,26 @@ def reads_hinted(hint_bit: int, traces: Sequence[Trace]) -> list[bool]:
     return hinted(traces, hint_bit) if hint_bit else [True] * len(traces)
 
 
+class HintSearcher:
+    """A policy that can say where in a request's bytes a match may begin (status_code, the
+    attribute policies): with its bit of Trace.hints clear, no span of a trace can match, and
+    the trace need not be read back for it."""
+
+    hint_bit = 0  # its bit in Trace.hints, once sampler.policies.byte_hints gave it one
+
+    def ruled_out(self, trace: Trace) -> bool:
+        hints = trace.hints
+        return bool(self.hint_bit) and hints is not None and not hints & self.hint_bit
+
+    def reads_bytes(self, trace: Trace) -> bool:
+        """not ruled_out(trace), inline: the stage asks it of every trace it decides."""
+        hints = trace.hints
+        return not self.hint_bit or hints is None or bool(hints & self.hint_bit)
+
+    def reads_many(self, traces: Sequence[Trace]) -> list[bool]:
+        return reads_hinted(self.hint_bit, traces)
+
+
 def refuses(policy: Evaluator, trace: Trace) -> bool:
     """Whether `policy` is certain to answer NotSampled on `trace` without reading its spans, as its
     optional `refuses(trace)` says (status_code, attribute policies whose bytes rule it out)."""

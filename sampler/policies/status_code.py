@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from sampler.policies.base import evaluate_hinted, reads_hinted
+from sampler.policies.base import HintSearcher, evaluate_hinted
 from sampler.policies.config import StatusCodeConfig
 from sampler.policies.view import MAX_PLACES, find_all, spans_of
 from sampler.trace import Decision, Trace
@@ -66,9 +66,7 @@ def _long_tag(data: bytes) -> bool:
     return bool(_long_tags(data, first_only=True))
 
 
-class StatusCode:
-    hint_bit = 0  # its bit in Trace.hints, once sampler.policies.byte_hints gave it one
-
+class StatusCode(HintSearcher):
     def __init__(self, config: StatusCodeConfig):
         self.codes = frozenset(CODES[name] for name in config.status_codes)
         self.needles = needles(self.codes)
@@ -95,18 +93,9 @@ class StatusCode:
         found += _long_tags(raw)  # a memchr loop: twice as fast as a regex scan, the byte being rare
         return found if len(found) <= MAX_PLACES else None
 
-    def reads_many(self, traces: Sequence[Trace]) -> list[bool]:
-        return reads_hinted(self.hint_bit, traces)
-
-    def reads_bytes(self, trace: Trace) -> bool:
-        """not refuses(trace), inline: the stage asks it of every trace it decides."""
-        hints = trace.hints
-        return not self.hint_bit or hints is None or bool(hints & self.hint_bit)
-
     def refuses(self, trace: Trace) -> bool:
         """Whether it is certain to answer NotSampled without reading the trace's spans."""
-        hints = trace.hints
-        return bool(self.hint_bit) and hints is not None and not hints & self.hint_bit
+        return self.ruled_out(trace)
 
     def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
         return evaluate_hinted(self.evaluate, self.hint_bit, Decision.NOT_SAMPLED, traces)
