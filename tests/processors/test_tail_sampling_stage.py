@@ -156,6 +156,14 @@ def _traces_request(trace_ids: list[bytes], spans: int = 2) -> bytes:
     return request.SerializeToString()
 
 
+async def _decide_all(stage: SamplingStage) -> None:
+    """Rounds until no trace is pending (bounded: a test's traces take a few)."""
+    for _ in range(10):
+        if not stage.pending_traces():
+            return
+        await stage.decide_due()
+
+
 async def _exported_spans(export) -> list[tuple[bytes, bytes]]:
     if not export.stored.entries:
         return []
@@ -190,10 +198,7 @@ def test_a_record_partly_decided_keeps_only_its_pending_traces_across_a_restart(
         stage, store, export = await _stage(tmp_path / "q", clock, "5s")
         await stage.start()
         clock.now += 6  # restarted traces wait decision_wait from when they were stored
-        for _ in range(10):
-            if not stage.pending_traces():
-                break
-            await stage.decide_due()
+        await _decide_all(stage)
         after = await _exported_spans(export)
         await stage.shutdown()
         await store.close()
@@ -397,10 +402,7 @@ def test_latency_is_judged_on_the_times_read_as_spans_arrived_also_after_a_resta
             await stage.start()
         times = {trace_id: pending[TIMES] for trace_id, pending in stage.buffer.traces.items()}
         clock.now += 6
-        for _ in range(10):
-            if not stage.pending_traces():
-                break
-            await stage.decide_due()
+        await _decide_all(stage)
         kept = {trace_id for trace_id, _ in await _exported_spans(export)}
         await stage.shutdown()
         await store.close()
@@ -599,10 +601,7 @@ def test_spans_arriving_while_a_round_settles_earlier_decisions_join_their_trace
         buffered_again = trace_id in stage.buffer
         await round_task
         clock.now += 6
-        for _ in range(10):
-            if not stage.pending_traces():
-                break
-            await stage.decide_due()
+        await _decide_all(stage)
         spans = await _exported_spans(export)
         await store.close()
         return buffered_again, spans
@@ -674,10 +673,7 @@ def test_spans_arriving_while_their_trace_is_moved_follow_its_decision_not_start
         await late
         buffered_again = trace_id in stage.buffer
         clock.now += 6
-        for _ in range(10):
-            if not stage.pending_traces():
-                break
-            await stage.decide_due()
+        await _decide_all(stage)
         await stage.ingest(_late_span(trace_id, b"\x0a" * 8, error=False))  # after all: still kept
         spans = await _exported_spans(export)
         decision = stage.cache.lookup(trace_id)
@@ -715,10 +711,7 @@ def test_spans_of_a_trace_evicted_early_join_its_early_decision(tmp_path):
         buffered_again = first in stage.buffer
         await stage.decide_due()
         clock.now += 6
-        for _ in range(10):
-            if not stage.pending_traces():
-                break
-            await stage.decide_due()
+        await _decide_all(stage)
         await stage.ingest(_late_span(first, b"\x0a" * 8, error=False))
         decision = stage.cache.lookup(first)
         spans = [span for span in await _exported_spans(export) if span[0] == first]
