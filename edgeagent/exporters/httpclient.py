@@ -21,7 +21,10 @@ Connections (Go's http.Transport, which otelcol configures):
   username/password (edgeagent.http1.socks). Without it, as Go's ProxyFromEnvironment,
   HTTPS_PROXY / HTTP_PROXY (either case, SOCKS5 URLs too) are used unless NO_PROXY matches the
   host (a name, a domain, an address or a CIDR range, each but a range with or without a port)
-  or the host is localhost or a loopback address (edgeagent.http1.proxyenv).
+  or the host is localhost or a loopback address (edgeagent.http1.proxyenv). An environment proxy
+  of another scheme (`socks4://`) gets nothing: each export fails with an error naming it and the
+  schemes there are, logged once, and the data stays queued (edgeagent.http1.dial; Go would
+  speak HTTP to it).
 - `cookies` (present: a cookie jar, as Go's net/http/cookiejar, IP-address hosts included);
   absent, no cookie is kept or sent back, as in otelcol.
 

@@ -56,6 +56,7 @@ from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.http1.client import ClientError, ClientSettings, ConnectError, HttpClient
+from edgeagent.http1.dial import UnsupportedProxyError
 from edgeagent.instrumentation import http_client_timer
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.runtime.reload import Reloading
@@ -180,6 +181,7 @@ class OtlpHttpExporter:
             + url_secrets(config.proxy_url)
         self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
         self._redirected_to: str | None = None  # the Location of the redirect episode going on
+        self._unusable_proxy: str | None = None  # the last proxy error logged, until a request goes out
         self._proxies = httpclient.Proxies(config.proxy_url)
 
     def describe(self) -> str:
@@ -285,10 +287,13 @@ class OtlpHttpExporter:
         except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: the link checks
             raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True,
                                  unanswered=None) from exc
+        except UnsupportedProxyError as exc:
+            raise self._proxy_unusable(exc, secrets) from exc
         except (ClientError, OSError) as exc:
             # no connection made at all; a TLS handshake that failed was an answer
             raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True,
                                  unanswered=isinstance(exc, ConnectError)) from exc
+        self._unusable_proxy = None
         return _Answer(response.status, response.body, response.content_type,
                        parse_retry_after(response.headers.get("Retry-After")), response.headers.get("Location"))
 
@@ -319,6 +324,18 @@ class OtlpHttpExporter:
                         extra={"exporter": self.id, "status": answer.status, "location": location})
         return RetryableError(f"upstream redirects ({answer.status}) to {location}; not followed, the data stays "
                               f"queued", connection=True)
+
+    def _proxy_unusable(self, error: UnsupportedProxyError, secrets: list[str]) -> RetryableError:
+        """The environment's proxy has a scheme the client does not speak (proxy_url is checked
+        with the config): said once per cause; the data stays queued and is retried with backoff.
+        Nothing answered, yet no connect to the proxy would tell more (`unanswered` False)."""
+        message = mask(str(error), secrets)
+        if message != self._unusable_proxy:
+            self._unusable_proxy = message
+            log.error("the proxy the environment names (HTTPS_PROXY / HTTP_PROXY) cannot be used; nothing is sent "
+                      "and the data stays queued: fix the variable or set proxy_url",
+                      extra={"exporter": self.id, "error": message})
+        return RetryableError(f"upstream unreachable: {message}", connection=True, unanswered=False)
 
 
 def _addresses(urls: list[str]) -> list[tuple[str, int]]:

@@ -7,6 +7,11 @@ and a proxy in between.
 - Through a socks5:// or socks5h:// proxy (port 1080 unless given), as Go's Transport: the SOCKS5
   handshake (`socks.py`, credentials in the URL as username/password) for the target's host and
   port, then TLS with an https target inside it; requests in origin form, as to the target.
+- Through a proxy of any other scheme (`socks4://`, `socks4a://`, `ftp://`): no connection at
+  all, an `UnsupportedProxyError` naming the proxy (without its credentials) and the schemes
+  there are. Go's Transport documents http, https, socks5 and socks5h as its proxy types but
+  speaks HTTP to a proxy of any other scheme (golang/go#28964), which a SOCKS4 server answers
+  with garbage or a close: the same failed export, with an error that points nowhere.
 - `ConnectError` says the connection could not be made at all: the name did not resolve, or no
   address accepted (refused, unreachable). Whatever failed after that (a TLS handshake, a proxy
   refusing the tunnel) is a `ClientError`: something answered. A connect that hangs is bounded
@@ -21,7 +26,7 @@ import base64
 import socket
 import ssl
 from collections.abc import Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from edgeagent.http1 import socks, wire
 from edgeagent.http1.pool import Connection, Route
@@ -39,6 +44,13 @@ class ConnectError(ClientError):
     """No connection could be made: the name did not resolve, or every address refused it."""
 
 
+class UnsupportedProxyError(ClientError):
+    """The proxy URL's scheme is none this client speaks; nothing was sent anywhere."""
+
+
+PROXY_SCHEMES = ("http", "https", *socks.SCHEMES)
+
+
 _proxy_tls: ssl.SSLContext | None = None  # the system roots, for https:// proxies when no TLS is given
 
 
@@ -53,6 +65,14 @@ def proxy_authorization(proxy: str) -> str | None:
     if (credentials := _credentials(proxy)) is None:
         return None
     return "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+
+
+def shown_proxy(proxy: str) -> str:
+    """A proxy URL as an error shows it: its credentials, if any, as `***`."""
+    parts = urlsplit(proxy)
+    if "@" not in parts.netloc:
+        return proxy
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def _credentials(proxy: str) -> tuple[str, str] | None:
@@ -73,6 +93,9 @@ async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
         reader, writer = await _dial(route.host, route.port, target_tls, sni, read_limit, send_buffer, deadline)
         return Connection(route, reader, writer)
     proxy = urlsplit(route.proxy)
+    if proxy.scheme not in PROXY_SCHEMES:
+        raise UnsupportedProxyError(f"the proxy {shown_proxy(route.proxy)} has the scheme {proxy.scheme!r}, which "
+                                    f"is not supported: use one of {', '.join(PROXY_SCHEMES)}")
     through_socks = proxy.scheme in socks.SCHEMES
     proxy_port = proxy.port or (socks.DEFAULT_PORT if through_socks else 443 if proxy.scheme == "https" else 80)
     proxy_tls = (route.ssl or _system_roots()) if proxy.scheme == "https" else None

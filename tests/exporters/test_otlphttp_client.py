@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import logging
 import ssl
 import zlib
 
@@ -14,11 +15,15 @@ import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from edgeagent.errors import RetryableError
+from edgeagent.configretry import RetryConfig
+from edgeagent.errors import RetryableError, ShutdownError
+from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import Proxies
+from edgeagent.exporters.link import Link
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.signals import Signal
+from tests.exporters.test_chain import Host
 from tests.helpers.certs import make_certs
 from tests.helpers.http_proxy import HttpProxy
 from tests.helpers.net import free_port
@@ -317,3 +322,54 @@ def test_a_no_proxy_host_and_port_sends_straight_to_it(upstream, proxy, monkeypa
     with pytest.raises(Exception, match="unreachable"):  # not proxied, and collector.test resolves nowhere
         asyncio.run(_send(OtlpHttpConfig(endpoint=f"http://collector.test:{upstream.port}", timeout="2s")))
     assert len(proxy.requests) == 1
+
+
+@pytest.mark.parametrize("scheme", ["socks4", "socks4a", "ftp"])
+def test_an_environment_proxy_of_an_unknown_scheme_gets_nothing_and_the_data_stays_queued(
+        upstream, monkeypatch, caplog, scheme):
+    """HTTPS_PROXY=socks4://... once made the exporter speak HTTP to a SOCKS4 server, which failed
+    with an error about the answer, not the proxy. Now nothing reaches the proxy; the error names it
+    (credentials masked) and the schemes there are, is logged once over the retries, and the chain
+    keeps the data (ShutdownError at stop, nothing dead-lettered)."""
+    received: list[bytes] = []
+    connections: list[int] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        received.append(await reader.read(65536))
+        writer.close()
+
+    async def scenario() -> BaseException:
+        listener = await asyncio.start_server(record, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        monkeypatch.setenv("HTTP_PROXY", f"{scheme}://edge:s3cret@127.0.0.1:{port}")
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://collector.test:{upstream.port}",
+                                                               timeout="2s"))
+        host = Host()
+        retry = RetryConfig(initial_interval=0.01, max_interval=0.02, max_elapsed_time=0)
+        chain = ExportChain(exporter, Signal.TRACES, host, timeout=5, retry=retry, link=Link(2, retry, lambda _: None))
+        await exporter.start()
+        try:
+            export = asyncio.create_task(chain.export([(b"", 1)]))
+            for _ in range(500):  # at most 5 s for a few attempts
+                if sum("retrying" in record.getMessage() for record in caplog.records) >= 4:
+                    break
+                await asyncio.sleep(0.01)
+            assert sum("retrying" in record.getMessage() for record in caplog.records) >= 4
+            problem = host.problems["otlphttp"] or ""
+            assert f"{scheme}://***@127.0.0.1:{port}" in problem and "s3cret" not in problem
+            assert "http, https, socks5, socks5h" in problem
+            chain.stop()
+            return await asyncio.wait_for(asyncio.gather(export, return_exceptions=True), 5)
+        finally:
+            await exporter.shutdown()
+            listener.close()
+
+    with caplog.at_level("DEBUG", logger="edgeagent.exporters"):
+        [outcome] = asyncio.run(scenario())
+    assert isinstance(outcome, ShutdownError)  # kept for the next attempt, not dropped
+    assert connections == [] and received == []  # not a byte, HTTP or other, to the proxy
+    logged = [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(logged) == 1, [record.getMessage() for record in caplog.records]
+    assert "s3cret" not in str(getattr(logged[0], "error", ""))
+    assert upstream.received("traces") == []
