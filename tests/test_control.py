@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import stat
 import threading
@@ -95,6 +96,67 @@ def test_a_client_that_stops_sending_is_disconnected_within_the_timeout(tmp_path
     received, waited = asyncio.run(scenario())
     assert received.startswith(answer)
     assert waited < 0.5 + 1.5  # the timeout, and the linger of a refused request at most
+
+
+ANSWER = 8 << 20  # far more than the socket buffers take: a client that does not read holds the rest up
+
+
+async def _large(params: dict[str, Any]) -> bytes:
+    return b"\x01" * ANSWER
+
+
+def test_clients_that_never_read_their_answer_are_cut_and_others_still_served(tmp_path):
+    """A client that asks for a large answer and never reads it once held its connection, and the
+    answer in memory, until the agent stopped; a few such clients piled up. Now each is cut once it
+    takes nothing for the write stall timeout, and a client that reads is served meanwhile."""
+    path = str(tmp_path / control.SOCKET_NAME)
+
+    async def scenario() -> tuple[float, list[float], list[int]]:
+        server = control.ControlServer(path, {"status": _status, "export": _large}, wait_for_request=30,
+                                       write_stall_timeout=0.5)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        stuck = []
+        try:
+            for _ in range(3):
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                client.setblocking(False)
+                await loop.sock_connect(client, path)
+                await loop.sock_sendall(client, b"POST /export HTTP/1.1\r\nHost: edgeagent\r\n"
+                                                b"Content-Length: 0\r\n\r\n")  # and never reads
+                stuck.append(client)
+            started = time.monotonic()
+            assert await control.call(path, "status", timeout=5) == {"running": True, "asked": {}}
+            served = time.monotonic() - started
+            poller = select.poll()
+            for client in stuck:
+                poller.register(client, select.POLLHUP)
+            cut: dict[int, float] = {}
+            for _ in range(100):  # at most 5 s: the peer's close shows as a hang-up, with nothing read
+                cut.update((fd, time.monotonic() - started) for fd, _ in poller.poll(0) if fd not in cut)
+                if len(cut) == len(stuck):
+                    break
+                await asyncio.sleep(0.05)
+            assert len(cut) == len(stuck), f"{len(stuck) - len(cut)} of {len(stuck)} still open after 5 s"
+            taken = []
+            for client in stuck:  # what each got before the cut: never the whole answer
+                client.setblocking(True)
+                client.settimeout(5)
+                received = 0
+                while chunk := client.recv(1 << 20):
+                    received += len(chunk)
+                taken.append(received)
+            return served, sorted(cut.values()), taken
+        finally:
+            for client in stuck:
+                client.close()
+            await server.shutdown()
+
+    served, cut, taken = asyncio.run(scenario())
+    assert served < 2.0
+    assert cut[-1] < 0.5 + 2.0, cut
+    assert all(received < ANSWER for received in taken), taken
 
 
 @pytest.fixture

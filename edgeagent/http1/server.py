@@ -12,7 +12,9 @@ Design note:
   (Go's WriteTimeout) bounds the time from a head to its answer written, the handler's work
   and a client slow to take the answer alike: past it the connection is cut. A TLS handshake
   gets the shorter of the two, as Go's; plain HTTP sent to a TLS listener gets Go's 400 in
-  plain text (`handshake`).
+  plain text (`handshake`). `write_stall_timeout` (edgeagent's own, for the control socket,
+  whose handlers may rightly take long) bounds only the sending: the answer goes a slice
+  (SEND_SLICE) at a time, and a client that has not taken a slice within it is cut.
 - Keep-alive is HTTP/1.1's default (HTTP/1.0 only with `Connection: keep-alive`). A body the
   handler left unread is read and dropped before the answer, up to DRAIN_LIMIT bytes within
   DRAIN_TIMEOUT, as Go's net/http does; beyond, the answer says `Connection: close`. A connection
@@ -50,6 +52,7 @@ __all__ = ["DRAIN_LIMIT", "Handler", "Middleware", "Request", "Response", "Respo
 log = logging.getLogger(__name__)
 
 LINGER = 1.0  # seconds a closing connection waits for the client to take its answer and close
+SEND_SLICE = 1 << 20  # bytes of an answer a client must take within write_stall_timeout, when set
 _NO_TIMEOUT = 365 * 86400.0
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -122,12 +125,13 @@ class Server:
     """Routes, middlewares and hooks, served on any number of listeners (`listen`) until `stop`."""
 
     def __init__(self, *, middlewares: Sequence[Middleware] = (), on_response: Sequence[ResponseHook] = (),
-                 wait_for_request: float = 0.0, write_timeout: float = 0.0):
+                 wait_for_request: float = 0.0, write_timeout: float = 0.0, write_stall_timeout: float = 0.0):
         self.router = Router()
         self.middlewares = list(middlewares)
         self.on_response = list(on_response)
         self.wait_for_request = wait_for_request or _NO_TIMEOUT
         self.write_timeout = write_timeout
+        self.write_stall_timeout = write_stall_timeout
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._handshakes: set[asyncio.Task[None]] = set()  # TLS connections before their handshake's end
@@ -315,10 +319,7 @@ class _Connection:
             if transport.is_closing():  # cut at the write deadline, or closed by the client
                 return False
             keep = _keeps_alive(request, response) and not self.server.closing and await request.drain()
-            self.writer.write(_encode(request, response, keep))
-            try:
-                await self.writer.drain()
-            except OSError:  # a reset, or a TLS failure the reader met
+            if not await self._send(_encode(request, response, keep)):
                 return False
         finally:
             if deadline is not None:
@@ -327,6 +328,24 @@ class _Connection:
         if not keep:
             await self._linger(not request.body_complete or self.reader.buffered > 0)
         return keep
+
+    async def _send(self, data: bytes) -> bool:
+        """Writes an answer; whether it all went. With a write stall timeout, a slice at a time, and
+        a client that has not taken one within it is cut (aborted: a close would wait for it)."""
+        stall = self.server.write_stall_timeout
+        view = memoryview(data)
+        step = SEND_SLICE if stall else len(view)
+        try:
+            for start in range(0, len(view), step):
+                self.writer.write(view[start:start + step])
+                async with asyncio.timeout(stall or None):
+                    await self.writer.drain()
+        except TimeoutError:
+            self.writer.transport.abort()
+            return False
+        except OSError:  # a reset, or a TLS failure the reader met
+            return False
+        return True
 
     async def _refuse(self, exc: ProtocolError) -> None:
         status = exc.status

@@ -4,8 +4,11 @@
 that changes go through the process that owns the queue (and its in-memory state).
 The socket is created with mode 0600: only the agent's user may use it. Its clients write a
 whole request at once, so a connection that sends nothing, or stops halfway, is closed after
-WAIT_FOR_REQUEST (the head, and the wait for the next request) or READ_TIMEOUT (the body);
-`call` gives up on an agent that does not answer within its `timeout`.
+WAIT_FOR_REQUEST (the head, and the wait for the next request) or READ_TIMEOUT (the body); one
+that stops reading its answer is cut when it has not taken a slice of it (a MiB) within
+WRITE_STALL_TIMEOUT, which frees the answer it held. A command may take long (a reload, a large
+export): only the sending is bounded, not the handler. `call` gives up on an agent that does not
+answer within its `timeout`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ SOCKET_NAME = "control.sock"
 MAX_ANSWER = 1 << 30  # an export of the whole queue comes back in one answer
 WAIT_FOR_REQUEST = 10.0  # seconds from the connection (or the last answer) until a request's head is in
 READ_TIMEOUT = 10.0  # seconds for the body once its head is in
+WRITE_STALL_TIMEOUT = 10.0  # seconds a client may leave a slice of its answer untaken
 
 
 def socket_path(state_dir: str) -> str:
@@ -33,15 +37,17 @@ class ControlServer:
     """Serves `handlers[name](params) -> awaitable result` as POST /<name> with a JSON body."""
 
     def __init__(self, path: str, handlers: Mapping[str, Callable[[dict[str, Any]], Any]], *,
-                 wait_for_request: float = WAIT_FOR_REQUEST, read_timeout: float = READ_TIMEOUT):
+                 wait_for_request: float = WAIT_FOR_REQUEST, read_timeout: float = READ_TIMEOUT,
+                 write_stall_timeout: float = WRITE_STALL_TIMEOUT):
         self.path = path
         self.handlers = handlers
         self.wait_for_request = wait_for_request
         self.read_timeout = read_timeout
+        self.write_stall_timeout = write_stall_timeout
         self._server: Server | None = None
 
     async def start(self) -> None:
-        server = Server(wait_for_request=self.wait_for_request)
+        server = Server(wait_for_request=self.wait_for_request, write_stall_timeout=self.write_stall_timeout)
         server.post("/{name}", self._handle)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         if os.path.exists(self.path):
