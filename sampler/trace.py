@@ -45,9 +45,6 @@ class Decision(enum.Enum):
     __hash__ = object.__hash__
 
 
-_PENDING = Decision.PENDING
-
-
 class SpansNotRead(LookupError):
     """A policy asked for the spans of a trace its caller decided without them."""
 
@@ -60,20 +57,15 @@ class Trace:
     left empty until first read, then parsed from `raw` (and kept)."""
 
     raw: Sequence[bytes]
-    __slots__ = ("trace_id", "_batches", "span_count", "size_bytes", "first_seen", "root_seen", "decision", "raw",
-                 "_parse", "times", "hints", "view")
+    __slots__ = ("trace_id", "_batches", "span_count", "size_bytes", "raw", "_parse", "times", "hints", "view")
 
     def __init__(self, trace_id: bytes, batches: list[ResourceSpans] | None = None, span_count: int = 0,
-                 size_bytes: int = 0, first_seen: float = 0.0, root_seen: bool = False,
-                 decision: Decision = Decision.PENDING, raw: list[bytes] | None = None,
-                 parse: Parse | None = None, times: tuple[int, int] | None = None, hints: int | None = None):
+                 size_bytes: int = 0, raw: list[bytes] | None = None, parse: Parse | None = None,
+                 times: tuple[int, int] | None = None, hints: int | None = None):
         self.trace_id = trace_id
         self._batches = batches if batches is not None else ([] if parse is None else None)
         self.span_count = span_count
         self.size_bytes = size_bytes  # serialized size of the spans received, for bytes_limiting
-        self.first_seen = first_seen  # clock time of the first span
-        self.root_seen = root_seen
-        self.decision = decision
         self.raw = raw if raw is not None else []
         self._parse = parse
         # (earliest start, latest end) of its spans, read when they arrived; None: not known,
@@ -97,9 +89,6 @@ class Trace:
         trace._batches = None
         trace.span_count = span_count
         trace.size_bytes = size_bytes
-        trace.first_seen = 0.0
-        trace.root_seen = False
-        trace.decision = _PENDING
         trace.raw = _NO_RAW
         trace._parse = None
         trace.times = times

@@ -3,6 +3,10 @@ move that takes decided traces out of them."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
 from edgeagent.processors.tail_sampling.records import RecordIndex
 
 A, B, C, D = b"\x0a" * 16, b"\x0b" * 16, b"\x0c" * 16, b"\x0d" * 16
@@ -65,3 +69,56 @@ def test_a_trace_already_indexed_keeps_its_earlier_records_and_gains_the_new_one
     assert index.keys_of([A]) == {b"k1", b"k2"}
     index.add(b"k4", b"", [])
     assert b"k4" in index.records and len(index.traces) == 4
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_rows_plan_and_apply_agree_with_a_plain_walk_over_the_parts(seed):
+    """The index keeps each record's parts as columns; cutting, planning and following a move
+    must give what walking the parts one by one, offset by offset, gives."""
+    rng = random.Random(seed)
+    pool = [rng.randbytes(16) for _ in range(12)]
+    index, stored = RecordIndex(), {}
+    for number in range(rng.randrange(1, 8)):
+        parts = [(rng.choice(pool), rng.randrange(1, 6), rng.randrange(1, 9)) for _ in range(rng.randrange(0, 7))]
+        key = number.to_bytes(8, "big")
+        index.add(key, bytes([number]), parts)
+        stored[key] = (parts, rng.randbytes(sum(length for _, length, _ in parts)))
+    bodies = {key: body for key, (_, body) in stored.items() if rng.random() < 0.8}
+    wanted = set(rng.sample(pool, rng.randrange(0, len(pool))))
+    decided = {trace_id: rng.random() < 0.5 for trace_id in rng.sample(pool, rng.randrange(0, len(pool)))}
+
+    def cut(key):  # (trace id, length, spans, bytes) of each part of a record, walked one by one
+        parts, body = stored[key]
+        offset, out = 0, []
+        for trace_id, length, spans in parts:
+            out.append((trace_id, length, spans, body[offset:offset + length]))
+            offset += length
+        return out
+    rows = {}
+    for key in bodies:
+        for trace_id, _, spans, piece in cut(key):
+            if trace_id in wanted:
+                rows.setdefault(trace_id, []).append((key, bytes([key[-1]]), spans, piece))
+    assert index.rows(bodies, wanted) == rows
+    assert all(index.fits(key, body) for key, (_, body) in stored.items())
+
+    touched = index.keys_of(decided)
+    move = index.plan(decided, bodies, touched)
+    deletes = [key for key in sorted(touched) if all(part[0] in decided for part in stored[key][0])]
+    rewrites = {key: (b"".join(piece for trace_id, _, _, piece in cut(key) if trace_id not in decided),
+                      sum(spans for trace_id, _, spans, _ in cut(key) if trace_id not in decided), bytes([key[-1]]),
+                      [part for part in stored[key][0] if part[0] not in decided])
+                for key in sorted(touched) if key not in deletes and key in bodies}
+    assert (move.deletes, move.rewrites) == (deletes, rewrites)
+    assert index.partly_decided(decided, {}, touched) == [key for key in sorted(touched) if key not in deletes]
+
+    index.apply(move, decided)
+    left = {key: rewrites[key][3] if key in rewrites else parts
+            for key, (parts, _) in stored.items() if key not in deletes}
+    assert {key: record.parts for key, record in index.records.items()} == left
+    holding = {}
+    for key, parts in sorted(left.items()):
+        for trace_id, _, _ in parts:
+            if key not in holding.get(trace_id, ()):
+                holding[trace_id] = (*holding.get(trace_id, ()), key)
+    assert index.traces == holding

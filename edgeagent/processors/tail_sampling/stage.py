@@ -381,7 +381,7 @@ class SamplingStage:
         by the next tick). `decided_since`: whether the cache recorded decisions since routing
         (else no lookup can answer otherwise than routing's)."""
         trace_ids, sizes, items, roots = zip(*pending, strict=True)
-        self.index.add(key, batch_key, list(zip(trace_ids, sizes, items, strict=True)))
+        self.index.add_columns(key, batch_key, trace_ids, sizes, items)
         held = self._held(trace_ids, decided_since)
         if held is not None:
             trace_ids, sizes, items, roots = (tuple(itertools.compress(column, held))
