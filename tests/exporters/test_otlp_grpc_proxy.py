@@ -96,10 +96,12 @@ def test_http_proxy_is_not_for_grpc_and_no_proxy_and_loopback_targets_go_direct(
             monkeypatch.delenv("NO_PROXY")
             await _send(_exporter(f"127.0.0.1:{server.port}"), body)  # loopback: never proxied, as Go
             await _send(_exporter(f"localhost:{server.port}"), body)
-        assert len(server.calls) == 2
+            assert proxy.requests == []
+            await _send(_exporter(f"collector.test:{server.port}"), body)  # and the rest through the proxy
+        assert len(server.calls) == 3
 
     asyncio.run(scenario())
-    assert proxy.requests == []
+    assert len(proxy.requests) == 1
 
 
 @pytest.mark.parametrize("answer, said", [
