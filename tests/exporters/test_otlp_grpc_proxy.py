@@ -15,6 +15,7 @@ from edgeagent import __version__, tls
 from edgeagent.configretry import RetryConfig
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.grpc_dial import proxy_address
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.signals import Signal
@@ -79,6 +80,25 @@ def test_spans_go_through_the_https_proxy_in_a_connect_tunnel_naming_the_unresol
     assert asyncio.run(scenario()) == [body, body]  # collector.test is reachable through the proxy only
     assert proxy.requests[0].proxy_authorization == BASIC
     assert proxy.requests[0].user_agent == f"acme-edge/2 edgeagent/{__version__}"  # the calls' own, as grpc-go
+
+
+def test_the_targets_first_bytes_sent_with_the_proxys_answer_are_kept_for_http2(proxy, monkeypatch):
+    # grpc-go keeps what its reader took past the answer (bufConn): an h2c server's SETTINGS may come with it
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    proxy.coalesce = True
+    body = _request(4)
+
+    async def scenario() -> list[bytes]:
+        async with Recorder() as server:
+            await _send(_exporter(f"collector.test:{server.port}"), body)
+        return [message for _, _, message in server.calls]
+
+    assert asyncio.run(scenario()) == [body]
+
+
+def test_a_proxy_without_a_port_is_reached_on_443_as_grpc_go_resolves_it():
+    assert proxy_address("http://proxy.corp") == ("proxy.corp", 443)
+    assert proxy_address("https://edge:s3cret@[fd00::3]:3128") == ("fd00::3", 3128)
 
 
 def test_http_proxy_is_not_for_grpc_and_no_proxy_and_loopback_targets_go_direct(proxy, monkeypatch):

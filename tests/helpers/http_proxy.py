@@ -2,7 +2,8 @@
 forwarded, `CONNECT host:port` is tunnelled. Every host it is asked for is reached at 127.0.0.1
 (the port kept), so a test can name an upstream `collector.test` that only the proxy can reach.
 It records each request line, its Proxy-Authorization and User-Agent headers. With `answer` set,
-a CONNECT gets those bytes (a refusal, garbage, or nothing) and the connection closes."""
+a CONNECT gets those bytes (a refusal, garbage, or nothing) and the connection closes; with
+`coalesce`, its 200 goes out in one write with the target's first bytes (an h2c server speaks first)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class HttpProxy(LoopServer):
     port: int
     requests: list[ProxyRequest] = field(default_factory=list)
     answer: bytes | None = None  # what a CONNECT gets instead of a tunnel; None: the tunnel
+    coalesce: bool = False
 
     @property
     def url(self) -> str:
@@ -53,7 +55,8 @@ class HttpProxy(LoopServer):
         if method == "CONNECT":
             port = int(target.rpartition(":")[2])
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            first = await upstream_reader.read(65536) if self.coalesce else b""
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n" + first)
             await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
             return False
         authority, _, path = target.removeprefix("http://").partition("/")
