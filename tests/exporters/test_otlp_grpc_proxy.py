@@ -2,7 +2,8 @@
 HTTPS_PROXY (never HTTP_PROXY) for the target, NO_PROXY and loopback targets direct, an HTTP
 CONNECT naming the target unresolved, then gRPC (TLS included) inside the tunnel. A real proxy
 on loopback (`tests.helpers.http_proxy`, which reaches every host at 127.0.0.1, so
-`collector.test` exists through it only) and the agent's own gRPC server as the target."""
+`collector.test` exists through it only); the agent's own gRPC server as the target, and the real
+agent process sending to a grpcio server."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.signals import Signal
 from tests.exporters.test_chain import Host
 from tests.exporters.test_grpc_client import Recorder, _request
+from tests.helpers.configs import grpc_exporter, traces_config
+from tests.helpers.grpc_upstream import GrpcUpstream
 from tests.helpers.http_proxy import HttpProxy
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, wait_until
+from tests.helpers.sdk import send_spans
 
 BASIC = "Basic " + base64.b64encode(b"edge:s3cret").decode()
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
@@ -204,3 +208,23 @@ def test_a_proxy_that_is_down_is_named_in_the_error(monkeypatch):
     with pytest.raises(RetryableError, match=f"proxy http://127.0.0.1:{port}") as raised:
         asyncio.run(_send(_exporter("collector.test:4317"), _request(1)))
     assert raised.value.unanswered is True  # nothing answered: the link may watch the proxy's port
+
+
+def test_the_agent_behind_a_proxy_delivers_its_spans_through_it_and_keeps_them_while_it_refuses(agents, proxy,
+                                                                                                tmp_path):
+    proxy.answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+    upstream = GrpcUpstream(free_port()).start()
+    try:
+        config = traces_config(tmp_path / "otlp.yaml", {"otlp": grpc_exporter(f"collector.test:{upstream.port}")})
+        agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")],
+                       env={"HTTPS_PROXY": f"http://edge:s3cret@127.0.0.1:{proxy.port}"})
+        sent = send_spans("grpc", agent.grpc_port, 300, batch=100)
+        wait_until(lambda: len(proxy.requests) >= 2, timeout=15, message="the export retried through the proxy")
+        assert upstream.span_ids() == set()
+        proxy.answer = None
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=30, message="spans upstream through the proxy")
+        assert upstream.span_ids() == sent
+        assert {request.line for request in proxy.requests} == {f"CONNECT collector.test:{upstream.port} HTTP/1.1"}
+        assert agent.terminate() == 0
+    finally:
+        upstream.stop()
