@@ -12,6 +12,9 @@ Design note:
   the first call comes and again after every address failed. Calls on a
   connection are multiplexed streams, at most the server's MAX_CONCURRENT_STREAMS at a time (a
   call waits for a free stream within its deadline).
+- Through a `proxy` (grpc-go's HTTPS_PROXY; `grpc_dial.py`) the proxy's name is resolved, one
+  subchannel whatever the balancer, each connection a CONNECT tunnel to the unresolved target; a
+  refused tunnel or an unusable proxy ends the calls UNAVAILABLE naming the proxy and its answer.
 - A connection is usable once the server's HTTP/2 preface (SETTINGS) has arrived, as in
   grpc-go; a peer that answers anything else (HTTP/1.1, garbage) fails the connection, and its
   calls end UNAVAILABLE with what the peer sent. A lost connection, a missed keepalive ping and
@@ -57,7 +60,9 @@ from h2.connection import ConnectionState
 from hyperframe.frame import Frame, GoAwayFrame
 
 from edgeagent.errors import BadRequestError
+from edgeagent.exporters.grpc_dial import connect, proxy_address, tunnel
 from edgeagent.grpc_status import StatusCode, from_http, from_reset
+from edgeagent.http1.dial import ClientError, UnsupportedProxyError, shown_proxy
 from edgeagent.receivers import codec
 from edgeagent.receivers.grpc_server import ENCODINGS  # its import also quiets h2's frame logs (tokens)
 
@@ -102,6 +107,7 @@ class ChannelSettings:
     user_agent: str = "edgeagent"
     receive_buffer: int = 0  # the socket's SO_RCVBUF (read_buffer_size); 0: the system's
     send_buffer: int = 0  # the socket's SO_SNDBUF (write_buffer_size); 0: the system's
+    proxy: str = ""  # the HTTP CONNECT proxy's URL (`grpc_dial.py`); "": straight to the target
 
 
 @dataclass
@@ -405,9 +411,10 @@ class _Closed(Exception):
 class _Subchannel:
     """One or more addresses (tried in order) and the connection to the first that answers."""
 
-    def __init__(self, channel: Channel, addresses: list[tuple[str, int]]):
+    def __init__(self, channel: Channel, addresses: list[tuple[str, int]], named: str = ""):
         self.channel = channel
         self.addresses = addresses
+        self.named = named or channel.settings.host  # the host they are of: the target's, or its proxy's
         self.connection: _Connection | None = None
         self.failed_at = float("-inf")  # when a connect last failed
         self._connecting: asyncio.Task[_Connection] | None = None
@@ -441,9 +448,12 @@ class _Subchannel:
 
     async def _connect(self, address: tuple[str, int]) -> _Connection:
         settings, context = self.channel.settings, self.channel.ssl_context
-        peer = f"{settings.host}:{settings.port}" + (f" ({address[0]})" if address[0] != settings.host else "")
+        target = _host_port(settings.host, settings.port)
+        peer = target + (f" through the proxy {shown_proxy(settings.proxy)}" if settings.proxy else "") \
+            + (f" ({address[0]})" if address[0] != self.named else "")
         loop = asyncio.get_running_loop()
         made: list[_Connection] = []
+        sock: socket.socket | None = None  # to the proxy
 
         def protocol() -> _Connection:
             made.append(_Connection(settings, peer, self.channel.too_many_pings))
@@ -451,22 +461,29 @@ class _Subchannel:
 
         try:
             async with asyncio.timeout(settings.connect_timeout):
-                await loop.create_connection(protocol, address[0], address[1], ssl=context,
-                                             server_hostname=(settings.server_hostname or settings.host)
-                                             if context else None)
+                server_hostname = (settings.server_hostname or settings.host) if context else None
+                if settings.proxy:
+                    sock = await connect(address)
+                    await tunnel(sock, settings.proxy, target, settings.user_agent)
+                    await loop.create_connection(protocol, sock=sock, ssl=context, server_hostname=server_hostname)
+                else:
+                    await loop.create_connection(protocol, address[0], address[1], ssl=context,
+                                                 server_hostname=server_hostname)
                 if context is not None:
                     _check_alpn(made[0], peer)
                 await made[0].ready
         except BaseException as exc:
             if made:  # the TCP connection was made: the peer answered, if badly
                 made[0].close()
+            elif sock is not None:
+                sock.close()
             if isinstance(exc, TimeoutError):
                 raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: no HTTP/2 answer "
                                                               f"within {settings.connect_timeout:g}s",
-                                      unanswered=not made) from None
-            if isinstance(exc, OSError):  # ssl.SSLError included
+                                      unanswered=not made and sock is None) from None
+            if isinstance(exc, (OSError, ClientError)):  # ssl.SSLError; ClientError: the proxy refused the tunnel
                 raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: {exc}",
-                                      unanswered=not made) from None
+                                      unanswered=not made and sock is None) from None
             raise
         return made[0]
 
@@ -582,16 +599,22 @@ class Channel:
         raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(errors), unanswered=unanswered)
 
     async def _resolve(self) -> list[_Subchannel]:
+        """The target's addresses; through a proxy, the proxy's (the proxy resolves the target)."""
         settings = self.settings
+        host, port = settings.host, settings.port
+        if settings.proxy:
+            try:
+                host, port = proxy_address(settings.proxy)
+            except UnsupportedProxyError as exc:  # nothing is sent: no connection would tell more
+                raise GrpcStatusError(StatusCode.UNAVAILABLE, str(exc)) from None
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot resolve {settings.host}: {exc}",
-                                  unanswered=True) from None
+            raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot resolve {host}: {exc}", unanswered=True) from None
         addresses = list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))
-        if settings.balancer == "round_robin":
+        if settings.balancer == "round_robin" and not settings.proxy:
             return [_Subchannel(self, [address]) for address in addresses]
-        return [_Subchannel(self, addresses)]
+        return [_Subchannel(self, addresses, host)]
 
     def _headers(self, path: str, metadata: Sequence[tuple[str, str]], encoding: str,
                  remaining: float) -> list[tuple[bytes, bytes]]:

@@ -14,12 +14,17 @@ wait for a connection until its `timeout` instead of failing UNAVAILABLE at once
 `write_buffer_size` size each connection socket's receive and send buffers (as on the receiver;
 grpc-go's are its transport's buffers); `user_agent` goes before edgeagent's own in the
 user-agent header, as grpc-go puts it before its own; `middlewares` takes the empty list only.
+
+The proxy is grpc-go's: HTTPS_PROXY / NO_PROXY, read at start, with an HTTP CONNECT tunnel
+(`grpc_dial.py`); a proxy of a scheme gRPC cannot tunnel through is logged once at start, and
+every export then fails retryable (the data stays queued) with an error naming it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from typing import Any, Literal
 
@@ -38,14 +43,17 @@ from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import grpc_compress
 from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
+from edgeagent.exporters.grpc_dial import environment_proxy, proxy_address
 from edgeagent.exporters.redact import mask
 from edgeagent.grpc_status import StatusCode
+from edgeagent.http1.dial import UnsupportedProxyError
 from edgeagent.instrumentation import rpc_client_observer
 from edgeagent.middleware import MiddlewareConfig, check_client_middlewares
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, check_grpc_client, reloading_client_context
 
+log = logging.getLogger(__name__)
 _RETRYABLE = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.ABORTED,
               StatusCode.CANCELLED, StatusCode.OUT_OF_RANGE, StatusCode.DATA_LOSS}
 # codes that say the link (not the server) failed: they count towards going offline
@@ -138,6 +146,7 @@ class OtlpGrpcExporter:
         self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
         self._encoding = "" if config.compression in ("none", "") else config.compression
         self._observe = rpc_client_observer(None, "", "")
+        self._proxy = environment_proxy(config.target()[0]) if self.configured else ""
 
     def describe(self) -> str:
         return self.config.endpoint or "none"
@@ -146,8 +155,10 @@ class OtlpGrpcExporter:
         self._auth = resolve_authenticator(self.host, self.config.auth)
         if not self.configured:
             return
-        _, plaintext = self.config.target()
-        settings = self.config.channel_settings()
+        target, plaintext = self.config.target()
+        self._proxy = environment_proxy(target)
+        settings = dataclasses.replace(self.config.channel_settings(), proxy=self._proxy)
+        self._check_proxy()
         if not plaintext:
             # https:// with tls.insecure: TLS with the system roots, as otelcol
             tls = self.config.tls.model_copy(update={"insecure": False})
@@ -156,8 +167,24 @@ class OtlpGrpcExporter:
         self._observe = rpc_client_observer(getattr(self.host, "metrics", None), settings.host, str(settings.port))
         self._channel = Channel(settings)
 
+    def _check_proxy(self) -> None:
+        if not self._proxy:
+            return
+        try:
+            proxy_address(self._proxy)
+        except UnsupportedProxyError as exc:
+            log.error("the proxy HTTPS_PROXY names cannot be used; nothing is sent and the data stays queued: fix "
+                      "the variable or exempt the endpoint with NO_PROXY",
+                      extra={"exporter": self.id, "error": str(exc)})
+
     def upstream_addresses(self) -> list[tuple[str, int]]:
-        return [self.config.address()] if self.configured else []
+        """host:port where connections go: the endpoint's, or its proxy's."""
+        if not self.configured:
+            return []
+        try:
+            return [proxy_address(self._proxy) if self._proxy else self.config.address()]
+        except UnsupportedProxyError:
+            return []  # nothing is ever connected to
 
     async def shutdown(self) -> None:
         if self._channel is not None:

@@ -1,0 +1,120 @@
+"""The proxy a gRPC channel goes through, and the tunnel through it, as grpc-go (otelcol's gRPC
+client) finds and dials them.
+
+- Which proxy: Go's http.ProxyFromEnvironment for the URL `https://<host:port>` of the target
+  (`http1/proxyenv.py`), read when the exporter starts. So HTTPS_PROXY (or https_proxy) and never
+  HTTP_PROXY; NO_PROXY, `localhost` and loopback addresses go direct.
+- Through a proxy the target is not resolved here: the CONNECT names host:port as configured and
+  the proxy resolves it (grpc-go's default without WithLocalDNSResolution). The proxy's name is
+  resolved and its addresses tried in turn; one connection whatever the balancer, the target
+  being a single unresolved address.
+- The handshake: `CONNECT host:port HTTP/1.1` with Host, User-Agent (the calls' own, as grpc-go
+  sends) and, when the proxy URL carries credentials, Proxy-Authorization Basic. Only a 200 opens
+  the tunnel (grpc-go's test); another status, a close, or what is not HTTP fails the connect with
+  a `ClientError` saying what the proxy answered, and the calls end UNAVAILABLE (the export chain
+  retries). Exactly the answer's head is read, so what the target sends first (an h2c server's
+  SETTINGS) is left for HTTP/2, which then runs in the tunnel, under TLS when the exporter has it.
+- Schemes: grpc-go ignores the proxy URL's scheme and speaks plaintext CONNECT to its host:port
+  (port 443 when none is given: its DNS resolver's default), so `https://` proxies are not spoken
+  TLS to (grpc-go's Documentation/proxy.md); this does the same for http:// and https://. Another
+  scheme (socks5://, socks4://) would get an HTTP request it cannot read: it gets nothing, and
+  `UnsupportedProxyError` names it without its credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from urllib.parse import urlsplit
+
+from edgeagent.http1 import wire
+from edgeagent.http1.dial import ClientError, UnsupportedProxyError, proxy_authorization, shown_proxy
+from edgeagent.http1.proxyenv import EnvironmentProxies
+
+_SCHEMES = ("http", "https")
+_DEFAULT_PORT = 443
+
+
+def environment_proxy(target: str) -> str:
+    """The proxy URL grpc-go takes from the environment for `target` (host:port); "" for none."""
+    return EnvironmentProxies(os.environ).for_url(f"https://{target}") or ""
+
+
+def proxy_address(proxy: str) -> tuple[str, int]:
+    """The host and port a proxy URL names; UnsupportedProxyError when gRPC cannot tunnel through it."""
+    parts = urlsplit(proxy)
+    if parts.scheme.lower() not in _SCHEMES:
+        raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} has the scheme {parts.scheme!r}, which gRPC "
+                                    f"cannot tunnel through: use an http:// proxy (HTTP CONNECT)")
+    try:
+        return parts.hostname or "", parts.port or _DEFAULT_PORT
+    except ValueError as exc:
+        raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} cannot be read: {exc}") from None
+
+
+async def connect(address: tuple[str, int]) -> socket.socket:
+    """A TCP socket connected to the proxy at `address` (an IP address and port); OSError when not."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def tunnel(sock: socket.socket, proxy: str, target: str, user_agent: str) -> None:
+    """CONNECT to `target` (host:port) through the proxy `sock` is connected to; a ClientError
+    when it answers anything but a 200. The caller closes the socket when this fails."""
+    request = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {user_agent}\r\n"
+    if (credentials := proxy_authorization(proxy)) is not None:
+        request += f"Proxy-Authorization: {credentials}\r\n"
+    try:
+        await asyncio.get_running_loop().sock_sendall(sock, (request + "\r\n").encode())
+        status, reason = await _answer(sock)
+    except OSError as exc:
+        raise ClientError(f"the proxy dropped the connection during the CONNECT: {exc}") from None
+    if status != 200:
+        raise ClientError(f"the proxy refused the tunnel: {status} {reason}".rstrip())
+
+
+async def _answer(sock: socket.socket) -> tuple[int, str]:
+    """The status and reason of the proxy's answer, its head taken off the socket and no byte more."""
+    head = b""
+    while True:
+        await _readable(sock)
+        try:
+            peeked = sock.recv(wire.MAX_HEAD, socket.MSG_PEEK)
+        except BlockingIOError:
+            continue
+        if not peeked:
+            raise ClientError("the proxy closed the connection instead of opening the tunnel"
+                              + (f"; it sent {head[:64]!r}" if head else ""))
+        end = (head + peeked).find(b"\r\n\r\n")
+        head += sock.recv(len(peeked) if end < 0 else end + 4 - len(head))
+        if b"\r\n" in head:  # the status line: what is not HTTP fails now, not after a blank line
+            try:
+                _, status, reason = wire.parse_status_line(head.partition(b"\r\n")[0].decode("latin-1"))
+            except wire.ProtocolError:
+                raise ClientError(f"the proxy answered what is not HTTP: {head[:64]!r}") from None
+            if end >= 0:
+                return status, reason
+        if len(head) > wire.MAX_HEAD:
+            raise ClientError(f"the proxy's answer has no end within {wire.MAX_HEAD} bytes")
+
+
+async def _readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
