@@ -87,6 +87,14 @@ class OtlpGrpcConfig(ExporterConfig):
 
     _check_tls = field_validator("tls")(lambda cls, value: check_grpc_client(value))
 
+    @field_validator("user_agent")
+    @classmethod
+    def _user_agent_sendable(cls, value: str) -> str:
+        """It goes into the calls' headers and a proxy's CONNECT head: a CR or LF would add a header."""
+        if any(c < " " and c != "\t" or c == "\x7f" for c in value):
+            raise ValueError(f"user_agent {value!r} holds a control character: remove it (tabs are allowed)")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> OtlpGrpcConfig:
         if self.endpoint is None:

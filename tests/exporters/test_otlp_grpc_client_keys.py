@@ -48,3 +48,11 @@ def test_client_middlewares_only_empty():
     assert OtlpGrpcConfig(endpoint="collector:4317", middlewares=[]).middlewares == []
     with pytest.raises(ValidationError, match="no extension can be a gRPC client middleware"):
         OtlpGrpcConfig(endpoint="collector:4317", middlewares=[{"id": "oidc"}])
+
+
+@pytest.mark.parametrize("agent", ["acme\r\nX-Injected: 1", "acme\nedge", "acme\x00", "acme\x7f"])
+def test_a_user_agent_with_a_control_character_is_refused_naming_the_key(agent):
+    # it goes into a proxy's CONNECT head as well as the calls' headers: a CR or LF would add a header
+    with pytest.raises(ValidationError, match="user_agent.*control character"):
+        OtlpGrpcConfig(endpoint="collector:4317", user_agent=agent)
+    assert OtlpGrpcConfig(endpoint="collector:4317", user_agent="acme edge/2.1\t(x)").user_agent
