@@ -41,4 +41,5 @@ class BytesLimiting:
 
     def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
         """`evaluate` of each trace in turn, all at one instant (TokenBucket.allow_many)."""
-        return list(map(BY_GRANTED.__getitem__, self.bucket.allow_many(map(traces_data_size, traces))))
+        by_granted = BY_GRANTED
+        return [by_granted[granted] for granted in self.bucket.allow_many(map(traces_data_size, traces))]

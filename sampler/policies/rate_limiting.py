@@ -9,7 +9,6 @@ as evaluating them one by one at that instant would, in the same order.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 
 from sampler.policies.base import never_reads
@@ -17,7 +16,6 @@ from sampler.policies.config import RateLimitingConfig
 from sampler.policies.token_bucket import TokenBucket
 from sampler.trace import Decision, Trace
 
-_SPAN_COUNT = operator.attrgetter("span_count")
 BY_GRANTED = (Decision.NOT_SAMPLED, Decision.SAMPLED)  # indexed by whether the bucket granted the trace
 
 
@@ -33,4 +31,5 @@ class RateLimiting:
 
     def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
         """`evaluate` of each trace in turn, all at one instant (TokenBucket.allow_many)."""
-        return list(map(BY_GRANTED.__getitem__, self.bucket.allow_many(map(_SPAN_COUNT, traces))))
+        by_granted = BY_GRANTED
+        return [by_granted[granted] for granted in self.bucket.allow_many([trace.span_count for trace in traces])]
