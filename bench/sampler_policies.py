@@ -14,14 +14,19 @@ Method
     Rows: the realistic 4-policy config (status_code ERROR, latency 500 ms, probabilistic 10 %,
     string_attribute on http.route with exact values), the same with the string_attribute as
     regular expressions, each of the four policies alone, and a boolean_attribute whose key no
-    span has (the common case of a force-sample flag); then ottl_condition policies that decide
-    as status_code, string_attribute (exact and regex) and boolean_attribute do.
+    span has (the common case of a force-sample flag); a rate_limiting budget (5,000 spans a
+    second: after the first burst most traces are refused) and an `and` of status_code and
+    string_attribute; then ottl_condition policies that decide as status_code,
+    string_attribute (exact and regex) and boolean_attribute do.
+
+    With --round N the traces are decided N at a time (decide_many), as the tail-sampling
+    stage decides a round: each policy judges the N traces in one evaluate_many.
 
     With --with-raw each trace also carries its request's bytes, as the stage gives them, so
     attribute policies and ottl_condition can rule a trace out by a byte search.
 
 Usage
-    python bench/sampler_policies.py [--seconds 5] [--rounds 5] [--rows TEXT] [--with-raw]
+    python bench/sampler_policies.py [--seconds 5] [--rounds 5] [--rows TEXT] [--with-raw] [--round N]
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Status
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edgeagent.processors.actions import to_any_value  # noqa: E402
-from sampler.policies import build_policies, decide  # noqa: E402
+from sampler.policies import build_policies, decide, decide_many  # noqa: E402
 from sampler.policies.config import PolicyConfig  # noqa: E402
 from sampler.trace import Decision, Trace  # noqa: E402
 
@@ -48,6 +53,11 @@ SLOW = "{name: slow, type: latency, latency: {threshold_ms: 500}}"
 TEN_PERCENT = "{name: ten-percent, type: probabilistic, probabilistic: {sampling_percentage: 10}}"
 CHECKOUT = "{name: checkout, type: string_attribute, string_attribute: {key: http.route, values: [/checkout, /cart]}}"
 FORCED = "{name: forced, type: boolean_attribute, boolean_attribute: {key: app.force_sample, value: true}}"
+BUDGET = "{name: budget, type: rate_limiting, rate_limiting: {spans_per_second: 5000}}"
+FAILED_CHECKOUT = ("{name: failed-checkout, type: and, and: {and_sub_policy: ["
+                   "{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}, "
+                   "{name: checkout, type: string_attribute, "
+                   "string_attribute: {key: http.route, values: [/checkout]}}]}}")
 CHECKOUT_REGEX = ("{name: checkout, type: string_attribute, string_attribute: {key: http.route, "
                   "values: ['^/checkout', '^/cart/.*'], enabled_regex_matching: true}}")
 # ottl_condition equivalents of the rows above
@@ -68,6 +78,8 @@ ROWS = [
     ("probabilistic alone", [TEN_PERCENT]),
     ("string_attribute alone", [CHECKOUT]),
     ("boolean_attribute alone (key absent)", [FORCED]),
+    ("rate_limiting alone", [BUDGET]),
+    ("and (status_code, string_attribute)", [FAILED_CHECKOUT]),
     ("ottl_condition status.code", [OTTL_ERRORS]),
     ("ottl_condition route ==, or", [OTTL_CHECKOUT]),
     ("ottl_condition IsMatch route (2)", [OTTL_CHECKOUT_REGEX]),
@@ -104,17 +116,24 @@ def build_trace(rng: random.Random) -> Trace:
     return Trace(trace_id=rng.randbytes(16), batches=[batch], span_count=10, size_bytes=batch.ByteSize())
 
 
-def measure(snippets: list[str], traces: list[Trace], seconds: float, rounds: int) -> tuple[float, float]:
-    """(decisions per CPU second in the fastest of `rounds` rounds, fraction of traces kept)."""
+def measure(snippets: list[str], traces: list[Trace], seconds: float, rounds: int,
+            round_size: int = 1) -> tuple[float, float]:
+    """(decisions per CPU second in the fastest of `rounds` rounds, fraction of traces kept);
+    `round_size` traces decided at a time (decide_many), or one by one (decide) when 1."""
     policies = build_policies([PolicyConfig.model_validate(yaml.safe_load(text)) for text in snippets],
                               time.monotonic)
     best, kept, decided = 0.0, 0, 0
     for _ in range(rounds):
         count, started = 0, time.process_time()
         while time.process_time() - started < seconds / rounds:
-            for trace in traces:
-                final, _ = decide(policies, trace, False)
-                kept += final is Decision.SAMPLED
+            if round_size == 1:
+                for trace in traces:
+                    final, _ = decide(policies, trace, False)
+                    kept += final is Decision.SAMPLED
+            else:
+                for start in range(0, len(traces), round_size):
+                    finals, _ = decide_many(policies, traces[start:start + round_size], False)
+                    kept += finals.count(Decision.SAMPLED)
             count += len(traces)
         best = max(best, count / (time.process_time() - started))
         decided += count
@@ -128,6 +147,8 @@ def main() -> None:
     parser.add_argument("--rows", default="", help="only the rows whose label contains this text")
     parser.add_argument("--with-raw", action="store_true",
                         help="give each trace its request bytes, as the tail-sampling stage does (Trace.raw)")
+    parser.add_argument("--round", type=int, default=1,
+                        help="traces decided at a time (decide_many), as the stage decides a round; 1: one by one")
     args = parser.parse_args()
     rng = random.Random(42)
     traces = [build_trace(rng) for _ in range(2_000)]
@@ -138,7 +159,7 @@ def main() -> None:
     for label, snippets in ROWS:
         if args.rows not in label:
             continue
-        rate, kept = measure(snippets, traces, args.seconds, args.rounds)
+        rate, kept = measure(snippets, traces, args.seconds, args.rounds, args.round)
         print(f"{label:40} {rate:12,.0f} {1e6 / rate:12.1f} {kept:6.1%}")
 
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import functools
-import itertools
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from sampler.trace import Decision, Trace
-
-_HINTS = operator.attrgetter("hints")
 
 
 class Evaluator(Protocol):
@@ -41,11 +37,9 @@ def evaluate_many(policy: Evaluator, traces: Sequence[Trace]) -> list[Decision]:
 
 def hinted(traces: Sequence[Trace], hint_bit: int) -> list[bool]:
     """Per trace, whether its hints leave a policy with `hint_bit` a place to match: the bit set,
-    or hints unknown (a split reads them for every trace it can place, so mostly in C)."""
-    hints = list(map(_HINTS, traces))
-    if None in hints:
-        return [known is None or bool(known & hint_bit) for known in hints]
-    return list(map(bool, map(hint_bit.__and__, hints)))
+    or hints unknown. One comprehension: half the cost of maps over the hints, whose calls
+    through method wrappers (hint_bit.__and__, bool) cost more than a loop's step."""
+    return [(hints := trace.hints) is None or hints & hint_bit != 0 for trace in traces]
 
 
 def evaluate_hinted(evaluate: Callable[[Trace], Decision], hint_bit: int, ruled_out: Decision,
@@ -54,10 +48,7 @@ def evaluate_hinted(evaluate: Callable[[Trace], Decision], hint_bit: int, ruled_
     bytes where the policy may match) gets `ruled_out` without a call: most traces."""
     if not hint_bit:
         return list(map(evaluate, traces))
-    out = [ruled_out] * len(traces)
-    for at in itertools.compress(range(len(traces)), hinted(traces, hint_bit)):
-        out[at] = evaluate(traces[at])
-    return out
+    return [evaluate(trace) if (hints := trace.hints) is None or hints & hint_bit else ruled_out for trace in traces]
 
 
 def reads_hinted(hint_bit: int, traces: Sequence[Trace]) -> list[bool]:

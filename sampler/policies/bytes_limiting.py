@@ -3,13 +3,17 @@
 otelcol's token bucket: a trace takes as many tokens as its spans' protobuf size (a
 TracesData holding its batches, as otelcol's ProtoMarshaler.TracesSize measures); the bucket
 refills at `bytes_per_second` and holds `burst_capacity` (twice `bytes_per_second` when 0).
+
+A round of traces (evaluate_many) is judged at one instant, the clock read once for all of them:
+as evaluating them one by one at that instant would, in the same order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sampler.policies.config import BytesLimitingConfig
+from sampler.policies.rate_limiting import BY_GRANTED
 from sampler.policies.token_bucket import TokenBucket
 from sampler.trace import Decision, Trace
 
@@ -34,3 +38,8 @@ class BytesLimiting:
 
     def evaluate(self, trace: Trace) -> Decision:
         return Decision.SAMPLED if self.bucket.allow(traces_data_size(trace)) else Decision.NOT_SAMPLED
+
+    def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
+        """`evaluate` of each trace in turn, all at one instant (TokenBucket.allow_many)."""
+        by_granted = BY_GRANTED
+        return [by_granted[granted] for granted in self.bucket.allow_many(map(traces_data_size, traces))]

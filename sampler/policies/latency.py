@@ -17,7 +17,6 @@ then decided without parsing it.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 
 from sampler.policies.config import LatencyConfig
@@ -25,7 +24,6 @@ from sampler.policies.view import spans_of
 from sampler.trace import Decision, Trace
 
 _NS_PER_MS = 1_000_000
-_TIMES = operator.attrgetter("times")
 _BY_SAMPLED = (Decision.NOT_SAMPLED, Decision.SAMPLED)  # indexed by whether the duration is above the threshold
 
 
@@ -50,17 +48,15 @@ class Latency:
         return self.needs_spans(trace)
 
     def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
-        """`evaluate` of each trace; a round whose traces all carry their times is judged in C: a
-        duration in whole milliseconds is above threshold_ms (never negative) exactly when its
-        nanoseconds reach threshold_ms + 1 milliseconds."""
-        times = list(map(_TIMES, traces))
-        if self.upper_threshold_ms or None in times:
+        """`evaluate` of each trace; one that carries its times is judged inline: a duration in
+        whole milliseconds is above threshold_ms (never negative) exactly when its nanoseconds
+        reach threshold_ms + 1 milliseconds. One comprehension: half the cost of chained maps,
+        whose subtraction and comparison calls cost more than the loop."""
+        if self.upper_threshold_ms:
             return list(map(self.evaluate, traces))
-        if not times:
-            return []
-        starts, ends = zip(*times, strict=True)
-        reach = (self.threshold_ms + 1) * _NS_PER_MS
-        return list(map(_BY_SAMPLED.__getitem__, map(reach.__le__, map(operator.sub, ends, starts))))
+        reach, by_sampled, evaluate = (self.threshold_ms + 1) * _NS_PER_MS, _BY_SAMPLED, self.evaluate
+        return [by_sampled[times[1] - times[0] >= reach] if (times := trace.times) is not None else evaluate(trace)
+                for trace in traces]
 
     def _whole(self, start: int, end: int) -> Decision:
         nanoseconds = end - start

@@ -11,7 +11,9 @@ The same decision as otelcol for every trace id:
 
 from __future__ import annotations
 
-import struct
+import operator
+import sys
+from array import array
 from collections.abc import Sequence
 from fractions import Fraction
 
@@ -49,26 +51,32 @@ def fnv1a_64_of_16(data: bytes, state: int) -> int:
 
 # fnv1a_64_of_16_many: each id's hash in a 128-bit lane of one integer, its low 64 bits kept
 _LANE_MASK = (1 << 64) - 1
-_LOW_HALF = struct.Struct("<Q8x")
-_SCALAR_BELOW = 8  # fewer ids: one at a time is cheaper than setting up the lanes
+_SCALAR_BELOW = 4  # fewer ids: one at a time is cheaper than setting up the lanes
 
 
 def fnv1a_64_of_16_many(ids: Sequence[bytes], state: int) -> list[int]:
-    """`fnv1a_64_of_16` of each 16-byte id, three to four times faster per id over hundreds of
-    them: the ids' hashes advance together as lanes of one integer, one step (xor with each id's
-    k-th byte, multiply, mask) three operations in C for all of them. A lane is 128 bits wide,
-    so a 64-bit state times the 41-bit prime never carries into the next lane before the mask."""
+    """`fnv1a_64_of_16` of each 16-byte id, three to five times faster per id over tens to
+    thousands of them: the ids' hashes advance together as lanes of one integer, one step (xor with each id's
+    k-th byte, multiply, mask) a few operations in C for all of them. A lane is 128 bits wide,
+    so a 64-bit state times the 41-bit prime never carries into the next lane before the mask.
+
+    The ids, joined, are an integer of the same lanes: shifting it right by k bytes and keeping
+    each lane's low byte gives the k-th bytes, at a third of the cost of gathering them into
+    bytes and converting those. The hashes are read back as the even 64-bit words of the lanes'
+    bytes (array "Q": eight bytes on every platform CPython supports)."""
     count = len(ids)
     if count < _SCALAR_BELOW:
         return [fnv1a_64_of_16(trace_id, state) for trace_id in ids]
-    joined = b"".join(ids)
+    joined = int.from_bytes(b"".join(ids), "little")
+    low_bytes = int.from_bytes(b"\xff".ljust(16, b"\0") * count, "little")
     mask = int.from_bytes(_LANE_MASK.to_bytes(16, "little") * count, "little")
     lanes = int.from_bytes(state.to_bytes(16, "little") * count, "little")
-    column = bytearray(16 * count)  # the ids' k-th bytes, each at the bottom of its lane
-    for k in range(16):
-        column[0::16] = joined[k::16]
-        lanes = ((lanes ^ int.from_bytes(column, "little")) * FNV_PRIME) & mask
-    return [value for (value,) in _LOW_HALF.iter_unpack(lanes.to_bytes(16 * count, "little"))]
+    for shift in range(0, 128, 8):
+        lanes = ((lanes ^ ((joined >> shift) & low_bytes)) * FNV_PRIME) & mask
+    words = array("Q", lanes.to_bytes(16 * count, "little"))
+    if sys.byteorder == "big":
+        words.byteswap()
+    return words[::2].tolist()
 
 
 def threshold(sampling_percentage: float) -> int:
@@ -96,12 +104,17 @@ class Probabilistic:
         return Decision.NOT_SAMPLED
 
     def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
-        """`evaluate` of each trace (it keeps no state between traces), the hashes taken together."""
-        hashes = fnv1a_64_of_16_many([_sixteen(trace.trace_id) for trace in traces], self.salted)
-        return list(map(_BY_SAMPLED.__getitem__, map(self.threshold.__ge__, hashes)))
+        """`evaluate` of each trace (it keeps no state between traces), the hashes taken together.
+        Ids are nearly always 16 bytes: one look at their lengths spares a call per trace."""
+        ids = list(map(_TRACE_ID, traces))
+        if set(map(len, ids)) - {16}:
+            ids = list(map(_sixteen, ids))
+        limit, by_sampled = self.threshold, _BY_SAMPLED
+        return [by_sampled[value <= limit] for value in fnv1a_64_of_16_many(ids, self.salted)]
 
 
 _BY_SAMPLED = (Decision.NOT_SAMPLED, Decision.SAMPLED)  # indexed by whether the hash is within the threshold
+_TRACE_ID = operator.attrgetter("trace_id")
 
 
 def _sixteen(trace_id: bytes) -> bytes:

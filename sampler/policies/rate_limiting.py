@@ -2,16 +2,21 @@
 
 otelcol's token bucket: a trace takes as many tokens as it has spans; the bucket refills at
 `spans_per_second` and holds `burst_capacity` (twice `spans_per_second` when 0).
+
+A round of traces (evaluate_many) is judged at one instant, the clock read once for all of them:
+as evaluating them one by one at that instant would, in the same order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sampler.policies.base import never_reads
 from sampler.policies.config import RateLimitingConfig
 from sampler.policies.token_bucket import TokenBucket
 from sampler.trace import Decision, Trace
+
+BY_GRANTED = (Decision.NOT_SAMPLED, Decision.SAMPLED)  # indexed by whether the bucket granted the trace
 
 
 class RateLimiting:
@@ -23,3 +28,8 @@ class RateLimiting:
 
     def evaluate(self, trace: Trace) -> Decision:
         return Decision.SAMPLED if self.bucket.allow(trace.span_count) else Decision.NOT_SAMPLED
+
+    def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
+        """`evaluate` of each trace in turn, all at one instant (TokenBucket.allow_many)."""
+        by_granted = BY_GRANTED
+        return [by_granted[granted] for granted in self.bucket.allow_many([trace.span_count for trace in traces])]

@@ -175,14 +175,18 @@ class Scripted:
 
 def test_and_over_many_traces_answers_and_asks_as_trace_by_trace():
     """An error or a refusal ends a trace's turn (later sub-policies never see it); inverted
-    decisions count as otelcol counts them."""
+    decisions count as otelcol counts them. Rounds of every size; a sub-policy may refuse all,
+    some or none of the traces it sees."""
     from sampler.policies.and_ import all_sample, all_sample_many
 
     rng = random.Random(3)
     choices = list(Decision)
-    ids = [bytes([n]) * 16 for n in range(200)]
-    for _ in range(30):
-        scripts = [{trace_id: rng.choice(choices) for trace_id in ids} for _ in range(rng.randint(1, 4))]
+    for _ in range(200):
+        ids = [bytes([n]) * 16 for n in range(rng.choice([0, 1, 2, 7, 64, 200]))]
+        scripts = []
+        for _ in range(rng.randint(1, 4)):
+            among = rng.sample(choices, rng.randint(1, 3))
+            scripts.append({trace_id: rng.choice(among) for trace_id in ids})
         one, many = [Scripted(script) for script in scripts], [Scripted(script) for script in scripts]
         traces = [Trace(trace_id) for trace_id in ids]
         assert all_sample_many(many, traces) == [all_sample(one, trace) for trace in traces]

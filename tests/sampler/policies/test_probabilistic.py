@@ -147,3 +147,13 @@ def test_a_round_of_traces_gets_the_decisions_of_one_trace_at_a_time():
     rng.shuffle(traces)
     assert policy.evaluate_many(traces) == [policy.evaluate(trace) for trace in traces]
     assert 0.25 < policy.evaluate_many(traces).count(Decision.SAMPLED) / len(traces) < 0.35
+
+
+def test_a_hash_equal_to_the_threshold_samples_in_a_round_as_alone():
+    rng = random.Random(10)
+    policy = build_policy(policy_config("{name: p, type: probabilistic, probabilistic: {sampling_percentage: 30}}"),
+                          lambda: 0.0)
+    traces = [Trace(trace_id=rng.randbytes(16)) for _ in range(64)]
+    policy.threshold = reference_fnv1a_64(traces[7].trace_id, policy.salted)
+    assert policy.evaluate(traces[7]) is Decision.SAMPLED
+    assert policy.evaluate_many(traces) == [policy.evaluate(trace) for trace in traces]
