@@ -6,7 +6,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, islice, repeat
-from operator import attrgetter, ne, not_, sub
+from operator import attrgetter, ge, ne, not_, sub
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -76,16 +76,16 @@ def split_body(raw: bytes, request: ExportTraceServiceRequest, roots: bool = Tru
                       for trace_id, part, count, root in split_by_trace(request)]
         return (b"".join(part for _, part, _, _ in serialized),
                 [(trace_id, len(part), count, root) for trace_id, part, count, root in serialized])
-    by_trace, headers = places
+    by_trace, headers, order = places
     if facts is not None and facts.finders:
-        _find_hints(raw, by_trace, facts)
+        _find_hints(raw, by_trace, order, facts)
     if len(by_trace) == 1:
         trace_id, (_, count, root) = next(iter(by_trace.items()))
         return raw, [(trace_id, len(raw), count, root)]
     return _body(raw, by_trace, headers)
 
 
-_GROUP_KEY, _SCOPE_KEY = bytes((_GROUP_FIELD << 3 | 2,)), bytes((_SCOPE_FIELD << 3 | 2,))
+_GROUP_KEY, _SCOPE_KEY = _GROUP_FIELD << 3 | 2, _SCOPE_FIELD << 3 | 2
 
 
 def _body(raw: bytes, by_trace: ByTrace, headers: list[tuple[bytes, list[bytes]]]) -> tuple[bytes, list[TracePart]]:
@@ -103,13 +103,15 @@ def _body(raw: bytes, by_trace: ByTrace, headers: list[tuple[bytes, list[bytes]]
         g, s, start, end = runs[0]
         group_header, scope_headers = headers[g]
         scope_header = scope_headers[s]
+        # key and length as one piece; a length of two bytes (the usual) written inline
         scope_length = len(scope_header) + end - start
-        scope_length_bytes = varint(scope_length)
-        group_length = len(group_header) + 1 + len(scope_length_bytes) + scope_length
-        group_length_bytes = varint(group_length)
-        pieces += (_GROUP_KEY, group_length_bytes, group_header, _SCOPE_KEY, scope_length_bytes, scope_header,
-                   view[start:end])
-        parts.append((trace_id, 1 + len(group_length_bytes) + group_length, count, root))
+        scope_key = (bytes((_SCOPE_KEY, scope_length & 0x7F | 0x80, scope_length >> 7))
+                     if 0x80 <= scope_length < 0x4000 else bytes((_SCOPE_KEY,)) + varint(scope_length))
+        group_length = len(group_header) + len(scope_key) + scope_length
+        group_key = (bytes((_GROUP_KEY, group_length & 0x7F | 0x80, group_length >> 7))
+                     if 0x80 <= group_length < 0x4000 else bytes((_GROUP_KEY,)) + varint(group_length))
+        pieces += (group_key, group_header, scope_key, scope_header, view[start:end])
+        parts.append((trace_id, len(group_key) + group_length, count, root))
     return b"".join(pieces), parts
 
 
@@ -157,16 +159,21 @@ class Facts:
     times: TraceTimes = field(default_factory=dict)
     hints: dict[bytes, int] = field(default_factory=dict)
 ByTrace = dict[bytes, tuple[list[Run], int, bool]]  # trace id: its runs, span count, has a root span
-Places = tuple[ByTrace, list[tuple[bytes, list[bytes]]]]
+# every run in byte order (for bisecting), where each starts and ends and its trace id, after a
+# run that ends before the first byte (no place is in it)
+RunOrder = tuple[list[int], list[int], list[bytes]]
+Places = tuple[ByTrace, list[tuple[bytes, list[bytes]]], RunOrder]
 
 
 def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
             times: TraceTimes | None = None) -> Places | None:
     """For each trace id: its runs (group index, scope index, byte range of consecutive spans),
-    span count and whether it has a root span; and for each group its fields other than scopes
-    (resource, schema URL) and for each scope its fields other than spans, as bytes."""
+    span count and whether it has a root span; for each group its fields other than scopes
+    (resource, schema URL) and for each scope its fields other than spans, as bytes; and the
+    runs in byte order."""
     groups = request.resource_spans
     by_trace: ByTrace = {}
+    order: RunOrder = ([-1], [0], [b""])
     headers: list[tuple[bytes, list[bytes]]] = []
     g = -1
     for number, _, group_start, group_end in fields(raw, 0, len(raw)):
@@ -188,11 +195,11 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
             if len(starts) != len(spans):
                 return None
             scope_headers.append(b"".join(scope_header))
-            _runs(by_trace, g, s, spans, starts, ends, roots, times)
+            _runs(by_trace, order, g, s, spans, starts, ends, roots, times)
         headers.append((b"".join(group_header), scope_headers))
     if g + 1 != len(groups):
         return None
-    return by_trace, headers
+    return by_trace, headers, order
 
 
 _SPAN_KEY = _SPAN_FIELD << 3 | 2
@@ -239,10 +246,10 @@ def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], li
     return header, starts, ends
 
 
-def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list[int], ends: list[int],
-          with_roots: bool = True, times: TraceTimes | None = None) -> None:
-    """Add one scope's spans to by_trace, consecutive spans of a trace as one byte range (and
-    their times to `times`)."""
+def _runs(by_trace: ByTrace, order: RunOrder, g: int, s: int, spans: Sequence[Span], starts: list[int],
+          ends: list[int], with_roots: bool = True, times: TraceTimes | None = None) -> None:
+    """Add one scope's spans to by_trace and order, consecutive spans of a trace as one byte range
+    (and their times to `times`)."""
     if not spans:
         return
     if with_roots or times is not None:
@@ -254,10 +261,15 @@ def _runs(by_trace: ByTrace, g: int, s: int, spans: Sequence[Span], starts: list
     run_ends.append(len(ids))
     if times is not None:
         _add_times(times, spans, ids, run_ends)
+    run_starts, run_stops, owners = order
     first = 0
     for end in run_ends:
         trace_id = ids[first]
-        run = (g, s, starts[first], ends[end - 1])
+        start, stop = starts[first], ends[end - 1]
+        run = (g, s, start, stop)
+        run_starts.append(start)
+        run_stops.append(stop)
+        owners.append(trace_id)
         root = roots is not None and any(roots[first:end])
         known = by_trace.get(trace_id)
         if known is None:
@@ -290,11 +302,9 @@ def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends:
         times[trace_id] = None if known is None or not low else (min(known[0], low), max(known[1], high))
 
 
-def _find_hints(raw: bytes, by_trace: ByTrace, facts: Facts) -> None:
+def _find_hints(raw: bytes, by_trace: ByTrace, order: RunOrder, facts: Facts) -> None:
     """Set facts.hints: each finder's places mapped onto the runs of spans that hold them."""
-    runs = sorted((start, end, trace_id) for trace_id, (trace_runs, _, _) in by_trace.items()
-                  for _, _, start, end in trace_runs)
-    starts = [start for start, _, _ in runs]
+    starts, stops, owners = order
     hints = dict.fromkeys(by_trace, 0)
     everywhere = 0
     for bit, find in facts.finders:
@@ -302,12 +312,13 @@ def _find_hints(raw: bytes, by_trace: ByTrace, facts: Facts) -> None:
         if places is None:
             everywhere |= bit
             continue
-        for at in places:
-            index = bisect_right(starts, at) - 1
-            if index < 0 or at >= runs[index][1]:  # outside the spans: in a resource or scope
-                everywhere |= bit
-                break
-            hints[runs[index][2]] |= bit
+        # each place's run: the last to start at or before it (the first, ending at 0, when none does)
+        runs = list(map(sub, map(bisect_right, repeat(starts), places), repeat(1)))
+        if any(map(ge, places, map(stops.__getitem__, runs))):  # outside the spans: in a resource or scope
+            everywhere |= bit
+            continue
+        for trace_id in set(map(owners.__getitem__, runs)):
+            hints[trace_id] |= bit
     if everywhere:
         for trace_id in hints:
             hints[trace_id] |= everywhere

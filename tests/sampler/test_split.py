@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Callable
+from itertools import groupby
+from operator import itemgetter
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -289,3 +293,108 @@ def test_the_body_of_the_message_path_is_its_parts_one_after_the_other():
     body, parts = split_body(raw, request)
     expected = [part.SerializeToString() for _, part, _, _ in _as_message_path(request)]
     assert body == b"".join(expected) and [length for _, length, _, _ in parts] == list(map(len, expected))
+
+
+def _rich_request(rng: random.Random) -> ExportTraceServiceRequest:
+    """Traces interleaved or in runs over several resources and scopes, spans without a start
+    time, and bytes a finder looks for in spans, resources and scopes."""
+    request = ExportTraceServiceRequest()
+    trace_ids = [rng.randbytes(16) for _ in range(rng.randint(1, 6))]
+    interleave = rng.random() < 0.5
+    for g in range(rng.randint(1, 3)):
+        group = request.resource_spans.add(schema_url=rng.choice(["", "group-url"]))
+        group.resource.attributes.add(key="service.name").value.string_value = rng.choice(["shop", "vip"])
+        for _ in range(rng.randint(1, 3)):
+            scope = group.scope_spans.add(scope={"name": rng.choice(["lib", "zz"])})
+            for index in range(rng.randint(0, 14)):
+                trace_id = rng.choice(trace_ids) if interleave else trace_ids[(index // 3 + g) % len(trace_ids)]
+                span = scope.spans.add(trace_id=trace_id, span_id=rng.randbytes(8),
+                                       name="x" * rng.choice([1, 150, 17_000]),
+                                       parent_span_id=b"" if rng.random() < 0.3 else rng.randbytes(8),
+                                       start_time_unix_nano=0 if rng.random() < 0.05 else rng.randrange(1, 1 << 64),
+                                       end_time_unix_nano=rng.randrange(1 << 64))
+                if rng.random() < 0.1:
+                    span.status.code = 2
+                if rng.random() < 0.1:
+                    span.attributes.add(key="customer").value.string_value = "vip"
+    return request
+
+
+def _model_split(raw: bytes, request: ExportTraceServiceRequest, roots: bool,
+                 finders: list[tuple[int, Callable[[bytes], list[int] | None]]]):
+    """split_body's body, parts and hints built span by span with the generic field walk: a part
+    holds its trace's spans in request order, a group for each run of them in one group, in it a
+    scope for each run in one scope. A place outside every span sets its bit for every trace."""
+    spans = []  # trace id, group, scope, the span's field, whether it is a root span
+    headers = []
+    for g, (_, _, group_start, group_end) in enumerate(f for f in fields(raw, 0, len(raw)) if f[0] == 1):
+        scope_headers = []
+        scope_fields = [f for f in fields(raw, group_start, group_end) if f[0] == 2]
+        group_header = [raw[pos:end] for number, pos, _, end in fields(raw, group_start, group_end) if number != 2]
+        for s, (_, _, scope_start, scope_end) in enumerate(scope_fields):
+            in_scope = fields(raw, scope_start, scope_end)
+            scope_headers.append(b"".join(raw[pos:end] for number, pos, _, end in in_scope if number != 2))
+            messages = request.resource_spans[g].scope_spans[s].spans
+            for span, (_, pos, _, end) in zip(messages, [f for f in in_scope if f[0] == 2], strict=True):
+                spans.append((span.trace_id, g, s, pos, end, roots and not span.parent_span_id))
+        headers.append((b"".join(group_header), scope_headers))
+    by_trace: dict[bytes, list] = {}
+    for span in spans:
+        by_trace.setdefault(span[0], []).append(span)
+    hints = dict.fromkeys(by_trace, 0)
+    for bit, find in finders:
+        places = find(raw)
+        owners = [None] if places is None else [
+            next((span[0] for span in spans if span[3] <= at < span[4]), None) for at in places]
+        for trace_id in hints if None in owners else owners:
+            hints[trace_id] |= bit
+    parts = {}
+    for trace_id, its in by_trace.items():
+        part = b""
+        for g, in_group in groupby(its, key=itemgetter(1)):
+            scopes = b"".join(
+                length_delimited(2, headers[g][1][s] + b"".join(raw[span[3]:span[4]] for span in in_scope))
+                for s, in_scope in groupby(in_group, key=itemgetter(2)))
+            part += length_delimited(1, headers[g][0] + scopes)
+        parts[trace_id] = (raw if len(by_trace) == 1 else part, len(its), any(span[5] for span in its))
+    body = b"".join(part for part, _, _ in parts.values())
+    return body, [(trace_id, len(part), count, root) for trace_id, (part, count, root) in parts.items()], hints
+
+
+def _finder(pattern: bytes, most: int) -> Callable[[bytes], list[int] | None]:
+    compiled = re.compile(pattern)
+
+    def find(raw: bytes) -> list[int] | None:
+        places = [match.start() for match in compiled.finditer(raw)]
+        return places if len(places) <= most else None
+    return find
+
+
+def test_split_body_gives_the_bytes_times_and_hints_of_a_span_by_span_model():
+    """Every output of the byte split, exactly: body bytes, parts, times and hints, over requests
+    whose traces are interleaved or in runs across resources and scopes; finders that find
+    places in spans, at a span's first byte, in resources and scopes, too many, or none."""
+    finders = [(1, _finder(b"vip", 64)), (2, _finder(b"\x18\x02", 64)), (4, _finder(b"zz", 64)),
+               (8, _finder(b"\x0a\x10", 64)), (16, _finder(b"\x12", 64)), (32, lambda raw: None),
+               (64, _finder(b"nowhere", 64)), (128, _finder(b"\x1a\x09group-url", 64))]
+    rng = random.Random(40)
+    seen = {"a trace in several runs": 0, "several parts": 0, "unknown times": 0, "a hint for all": 0,
+            "a hint for some": 0}
+    for round_ in range(150):
+        request = _rich_request(rng)
+        raw = request.SerializeToString()
+        roots = bool(round_ % 2)
+        facts = Facts(read_times=True, finders=finders)
+        body, parts = split_body(raw, ExportTraceServiceRequest.FromString(raw), roots, facts)
+        expected_body, expected_parts, expected_hints = _model_split(raw, request, roots, finders)
+        assert (bytes(body), parts) == (expected_body, expected_parts)
+        assert facts.hints == expected_hints
+        assert facts.times == _times_of_spans(request)
+        trace_ids = [span.trace_id for group in request.resource_spans for scope in group.scope_spans
+                     for span in scope.spans]
+        seen["a trace in several runs"] += len(list(groupby(trace_ids))) > len(set(trace_ids))
+        seen["several parts"] += len(parts) > 1
+        seen["unknown times"] += None in facts.times.values()
+        seen["a hint for all"] += len(parts) > 1 and all(hint & 1 for hint in facts.hints.values())
+        seen["a hint for some"] += len({hint & 3 for hint in facts.hints.values()}) > 1
+    assert all(seen.values()), seen
