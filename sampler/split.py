@@ -191,11 +191,11 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
             spans = groups[g].scope_spans[s].spans if s < len(groups[g].scope_spans) else None
             if spans is None:
                 return None
-            scope_header, starts, ends = _spans_and_header(raw, scope_start, scope_end)
+            scope_header, starts, ends, cuts = _spans_and_header(raw, scope_start, scope_end)
             if len(starts) != len(spans):
                 return None
             scope_headers.append(b"".join(scope_header))
-            _runs(by_trace, order, g, s, spans, starts, ends, roots, times)
+            _runs(by_trace, order, g, s, spans, starts, ends, cuts, roots, times)
         headers.append((b"".join(group_header), scope_headers))
     if g + 1 != len(groups):
         return None
@@ -205,10 +205,12 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
 _SPAN_KEY = _SPAN_FIELD << 3 | 2
 
 
-def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], list[int], list[int]]:
-    """A scope's fields other than spans, and where each span starts (key included) and ends.
-    The loop runs once per span, so spans are read inline and only their starts recorded: a
-    span ends where the next field starts. Anything else goes through `fields`."""
+def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], list[int], list[int], list[int]]:
+    """A scope's fields other than spans, where each span starts (key included) and ends, and the
+    spans that follow such a field after some span (no run of spans may reach over it: the
+    field would be in the run's bytes beside the header). The loop runs once per span, so
+    spans are read inline and only their starts recorded: a span ends where the next field
+    starts. Anything else goes through `fields`."""
     header: list[bytes] = []
     starts: list[int] = []
     breaks: list[tuple[int, int]] = []  # a field other than a span: spans before it, its start
@@ -240,14 +242,17 @@ def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], li
     ends = starts[1:]
     if starts:
         ends.append(end)
+    cuts = []
     for count, at in reversed(breaks):  # a span followed by another field ends where it starts
         if count:
             ends[count - 1] = at
-    return header, starts, ends
+            if count < len(starts):
+                cuts.append(count)
+    return header, starts, ends, cuts
 
 
 def _runs(by_trace: ByTrace, order: RunOrder, g: int, s: int, spans: Sequence[Span], starts: list[int],
-          ends: list[int], with_roots: bool = True, times: TraceTimes | None = None) -> None:
+          ends: list[int], cuts: list[int], with_roots: bool = True, times: TraceTimes | None = None) -> None:
     """Add one scope's spans to by_trace and order, consecutive spans of a trace as one byte range
     (and their times to `times`)."""
     if not spans:
@@ -259,6 +264,8 @@ def _runs(by_trace: ByTrace, order: RunOrder, g: int, s: int, spans: Sequence[Sp
     # where a run ends: the spans whose trace id differs from the one before, found in C
     run_ends = list(compress(range(1, len(ids)), map(ne, islice(ids, 1, None), ids)))
     run_ends.append(len(ids))
+    if cuts:  # rare: a scope field between spans
+        run_ends = sorted(set(run_ends).union(cuts))
     if times is not None:
         _add_times(times, spans, ids, run_ends)
     run_starts, run_stops, owners = order

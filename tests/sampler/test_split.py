@@ -227,7 +227,7 @@ def test_span_walk_gives_the_generic_walks_spans_and_header_or_refuses_what_it_r
             with pytest.raises(WireError):
                 _spans_and_header(raw, start, end)
             continue
-        header, starts, ends = _spans_and_header(raw, start, end)
+        header, starts, ends, _ = _spans_and_header(raw, start, end)
         assert (header, list(zip(starts, ends, strict=True))) == expected
     assert refused > 50
 
@@ -398,3 +398,26 @@ def test_split_body_gives_the_bytes_times_and_hints_of_a_span_by_span_model():
         seen["a hint for all"] += len(parts) > 1 and all(hint & 1 for hint in facts.hints.values())
         seen["a hint for some"] += len({hint & 3 for hint in facts.hints.values()}) > 1
     assert all(seen.values()), seen
+
+
+@pytest.mark.parametrize("between", [length_delimited(1, b"\x0a\x01n\x1a\x0a\x0a\x01k\x12\x05\x0a\x03v-1"),
+                                     length_delimited(3, b"url"), varint(9 << 3) + varint(1)])
+def test_a_scope_field_between_two_spans_of_one_trace_is_in_its_part_once(between):
+    """Spans of a trace with a scope field between them are two runs: one range over both would hold
+    the field a second time beside the scope header, and protobuf merges a repeated scope (its
+    attributes twice)."""
+    request = ExportTraceServiceRequest()
+    spans = [request.resource_spans.add().scope_spans.add().spans.add(trace_id=bytes([t]) * 16, span_id=bytes([i]) * 8)
+             for i, t in enumerate((1, 1, 2))]
+    scope = (length_delimited(2, spans[0].SerializeToString()) + between
+             + length_delimited(2, spans[1].SerializeToString()) + length_delimited(2, spans[2].SerializeToString()))
+    raw = length_delimited(1, length_delimited(2, scope))
+    parsed = ExportTraceServiceRequest.FromString(raw)
+    got = split_serialized(raw, parsed)
+    assert [(trace_id, count) for trace_id, _, count, _ in got] == [(b"\x01" * 16, 2), (b"\x02" * 16, 1)]
+    for (_, mine, _, _), (_, part, _, _) in zip(got, _as_message_path(parsed), strict=True):
+        mine_scope = ExportTraceServiceRequest.FromString(mine).resource_spans[0].scope_spans[0]
+        expected = part.resource_spans[0].scope_spans[0]
+        assert list(mine_scope.spans) == list(expected.spans)
+        assert (mine_scope.scope, mine_scope.schema_url) == (expected.scope, expected.schema_url)
+        assert mine.count(between) == 1
