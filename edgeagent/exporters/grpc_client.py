@@ -477,14 +477,14 @@ class _Subchannel:
                 made[0].close()
             elif sock is not None:
                 sock.close()
+            if isinstance(exc, GrpcStatusError) or not isinstance(exc, Exception):  # CancelledError goes on
+                raise
             if isinstance(exc, TimeoutError):
-                raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: no HTTP/2 answer "
-                                                              f"within {settings.connect_timeout:g}s",
-                                      unanswered=not made and sock is None) from None
-            if isinstance(exc, (OSError, ClientError)):  # ssl.SSLError; ClientError: the proxy refused the tunnel
-                raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: {exc}",
-                                      unanswered=not made and sock is None) from None
-            raise
+                why = f"no HTTP/2 answer within {settings.connect_timeout:g}s"
+            else:  # OSError, ssl.SSLError, ClientError (the proxy refused the tunnel), or the unforeseen
+                why = str(exc) if isinstance(exc, (OSError, ClientError)) else f"{type(exc).__name__}: {exc}"
+            raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: {why}",
+                                  unanswered=not made and sock is None) from None
         return made[0]
 
     def close(self) -> None:
@@ -609,8 +609,9 @@ class Channel:
                 raise GrpcStatusError(StatusCode.UNAVAILABLE, str(exc)) from None
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot resolve {host}: {exc}", unanswered=True) from None
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (an empty label)
+            named = f"the proxy {shown_proxy(settings.proxy)}" if settings.proxy else host
+            raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot resolve {named}: {exc}", unanswered=True) from None
         addresses = list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))
         if settings.balancer == "round_robin" and not settings.proxy:
             return [_Subchannel(self, [address]) for address in addresses]

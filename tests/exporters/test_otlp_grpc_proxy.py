@@ -210,6 +210,25 @@ def test_a_proxy_that_is_down_is_named_in_the_error(monkeypatch):
     assert raised.value.unanswered is True  # nothing answered: the link may watch the proxy's port
 
 
+@pytest.mark.parametrize("proxy_url", ["http://proxy..corp:3128", "http://" + "a" * 64 + ".corp:3128"])
+def test_a_proxy_name_that_cannot_be_encoded_ends_unavailable_naming_the_proxy(monkeypatch, proxy_url):
+    # getaddrinfo raises UnicodeError (IDNA), not OSError, for an empty or too long label: it once
+    # escaped the exporter, so a receiver answered INTERNAL and its client dropped the data
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+    with pytest.raises(RetryableError, match="UNAVAILABLE") as raised:
+        asyncio.run(_send(_exporter("collector.test:4317"), _request(1)))
+    assert f"cannot resolve the proxy {proxy_url}" in str(raised.value)
+
+
+def test_a_tunnel_failure_of_an_unexpected_kind_ends_unavailable_naming_the_proxy(proxy, monkeypatch):
+    # latin-1 superscript digits pass str.isdigit: int() then raised ValueError out of the exporter
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    proxy.answer = b"HTTP/1.1 \xb2\xb2\xb2 x\r\n\r\n"
+    with pytest.raises(RetryableError, match="UNAVAILABLE") as raised:
+        asyncio.run(_send(_exporter("collector.test:4317"), _request(1)))
+    assert f"through the proxy {proxy.url}" in str(raised.value)
+
+
 def test_the_agent_behind_a_proxy_delivers_its_spans_through_it_and_keeps_them_while_it_refuses(agents, proxy,
                                                                                                 tmp_path):
     proxy.answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
