@@ -26,10 +26,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from urllib.parse import urlsplit
 
 from edgeagent.http1 import wire
-from edgeagent.http1.dial import ClientError, UnsupportedProxyError, proxy_authorization, shown_proxy
+from edgeagent.http1.dial import ClientError, UnsupportedProxyError, proxy_authorization, shown_proxy, split_proxy
 from edgeagent.http1.proxyenv import EnvironmentProxies
 
 _SCHEMES = ("http", "https")
@@ -43,14 +42,11 @@ def environment_proxy(target: str) -> str:
 
 def proxy_address(proxy: str) -> tuple[str, int]:
     """The host and port a proxy URL names; UnsupportedProxyError when gRPC cannot tunnel through it."""
-    parts = urlsplit(proxy)
+    parts, port = split_proxy(proxy)
     if parts.scheme.lower() not in _SCHEMES:
         raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} has the scheme {parts.scheme!r}, which gRPC "
                                     f"cannot tunnel through: use an http:// proxy (HTTP CONNECT)")
-    try:
-        return parts.hostname or "", parts.port or _DEFAULT_PORT
-    except ValueError as exc:
-        raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} cannot be read: {exc}") from None
+    return parts.hostname or "", port or _DEFAULT_PORT
 
 
 async def connect(address: tuple[str, int]) -> socket.socket:

@@ -56,7 +56,7 @@ from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.http1.client import ClientError, ClientSettings, ConnectError, HttpClient
-from edgeagent.http1.dial import UnsupportedProxyError
+from edgeagent.http1.dial import UnsupportedProxyError, split_proxy
 from edgeagent.instrumentation import http_client_timer
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.runtime.reload import Reloading
@@ -342,9 +342,12 @@ def _addresses(urls: list[str]) -> list[tuple[str, int]]:
     """The host and port each URL connects to, each once."""
     addresses = []
     for url in urls:
-        parts = urlsplit(url)
+        try:
+            parts, port = split_proxy(url)
+        except UnsupportedProxyError:  # an environment proxy that cannot be read: nothing is connected to
+            continue
         if parts.hostname:
-            addresses.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+            addresses.append((parts.hostname, port or (443 if parts.scheme == "https" else 80)))
     return list(dict.fromkeys(addresses))
 
 

@@ -229,6 +229,22 @@ def test_a_tunnel_failure_of_an_unexpected_kind_ends_unavailable_naming_the_prox
     assert f"through the proxy {proxy.url}" in str(raised.value)
 
 
+MALFORMED_PROXIES = ["http://edge:h1d/d3n@127.0.0.1:9", "http://edge:h1d#d3n@127.0.0.1:9",
+                     "http://edge:h1d?d3n@127.0.0.1:9", "edge:h1d/d3n@127.0.0.1:9", "http://edge:h1dd3n@[::1:9"]
+
+
+@pytest.mark.parametrize("proxy_url", MALFORMED_PROXIES)
+def test_an_unreadable_proxy_url_shows_no_part_of_its_password_in_errors_or_logs(monkeypatch, caplog, proxy_url):
+    # urlsplit ends the authority at an unencoded '/', '?' or '#': the password's start read as a port
+    # made urllib's error ("... as 'h1d'") and the whole URL, shown unmasked, part of the message
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+    with caplog.at_level("DEBUG"), pytest.raises(RetryableError, match="UNAVAILABLE") as raised:
+        asyncio.run(_send(_exporter("collector.test:4317"), _request(1)))
+    said = [str(raised.value), *(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)]
+    assert not any("h1d" in text or "d3n" in text for text in said), said
+    assert "***@" in str(raised.value) and "cannot be read" in str(raised.value)
+
+
 def test_the_agent_behind_a_proxy_delivers_its_spans_through_it_and_keeps_them_while_it_refuses(agents, proxy,
                                                                                                 tmp_path):
     proxy.answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
