@@ -98,6 +98,17 @@ def _credentials(proxy: str) -> tuple[str, str] | None:
     return unquote(parts.username or ""), unquote(parts.password or "")
 
 
+def read_proxy(proxy: str) -> tuple[SplitResult, int]:
+    """A proxy URL's parts and the port to connect to; UnsupportedProxyError when this client
+    cannot go through it (its scheme, or a URL that cannot be read)."""
+    parts, port = split_proxy(proxy)
+    if parts.scheme not in PROXY_SCHEMES:
+        raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} has the scheme {parts.scheme!r}, which "
+                                    f"is not supported: use one of {', '.join(PROXY_SCHEMES)}")
+    return parts, port or (socks.DEFAULT_PORT if parts.scheme in socks.SCHEMES else
+                           443 if parts.scheme == "https" else 80)
+
+
 async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
                           deadline: float | None = None) -> Connection:
     """A new connection to `route`, through its proxy if it has one, TLS made when the target is
@@ -107,12 +118,8 @@ async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
     if not route.proxy:
         reader, writer = await _dial(route.host, route.port, target_tls, sni, read_limit, send_buffer, deadline)
         return Connection(route, reader, writer)
-    proxy, port = split_proxy(route.proxy)
-    if proxy.scheme not in PROXY_SCHEMES:
-        raise UnsupportedProxyError(f"the proxy {shown_proxy(route.proxy)} has the scheme {proxy.scheme!r}, which "
-                                    f"is not supported: use one of {', '.join(PROXY_SCHEMES)}")
+    proxy, proxy_port = read_proxy(route.proxy)
     through_socks = proxy.scheme in socks.SCHEMES
-    proxy_port = port or (socks.DEFAULT_PORT if through_socks else 443 if proxy.scheme == "https" else 80)
     proxy_tls = (route.ssl or _system_roots()) if proxy.scheme == "https" else None
     reader, writer = await _dial(proxy.hostname or "", proxy_port, proxy_tls, proxy.hostname or "", read_limit,
                                  send_buffer, deadline)
