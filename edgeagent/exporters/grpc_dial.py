@@ -12,8 +12,9 @@ client) finds and dials them.
   sends) and, when the proxy URL carries credentials, Proxy-Authorization Basic. Only a 200 opens
   the tunnel (grpc-go's test); another status, a close, or what is not HTTP fails the connect with
   a `ClientError` saying what the proxy answered, and the calls end UNAVAILABLE (the export chain
-  retries). Exactly the answer's head is read, so what the target sends first (an h2c server's
-  SETTINGS) is left for HTTP/2, which then runs in the tunnel, under TLS when the exporter has it.
+  retries). Exactly the answer's head is read (lines ending in CRLF or a bare LF, as Go's
+  ReadResponse takes them), so what the target sends first (an h2c server's SETTINGS) is left
+  for HTTP/2, which then runs in the tunnel, under TLS when the exporter has it.
 - Schemes: grpc-go ignores the proxy URL's scheme and speaks plaintext CONNECT to its host:port
   (port 443 when none is given: its DNS resolver's default), so `https://` proxies are not spoken
   TLS to (grpc-go's Documentation/proxy.md); this does the same for http:// and https://. Another
@@ -88,17 +89,24 @@ async def _answer(sock: socket.socket) -> tuple[int, str]:
         if not peeked:
             raise ClientError("the proxy closed the connection instead of opening the tunnel"
                               + (f"; it sent {head[:64]!r}" if head else ""))
-        end = (head + peeked).find(b"\r\n\r\n")
-        head += sock.recv(len(peeked) if end < 0 else end + 4 - len(head))
-        if b"\r\n" in head:  # the status line: what is not HTTP fails now, not after a blank line
+        end = _head_end(head + peeked)
+        head += sock.recv(len(peeked) if end < 0 else end - len(head))
+        if b"\n" in head:  # the status line: what is not HTTP fails now, not after a blank line
             try:
-                _, status, reason = wire.parse_status_line(head.partition(b"\r\n")[0].decode("latin-1"))
+                line = head.partition(b"\n")[0].removesuffix(b"\r")
+                _, status, reason = wire.parse_status_line(line.decode("latin-1"))
             except wire.ProtocolError:
                 raise ClientError(f"the proxy answered what is not HTTP: {head[:64]!r}") from None
             if end >= 0:
                 return status, reason
         if len(head) > wire.MAX_HEAD:
             raise ClientError(f"the proxy's answer has no end within {wire.MAX_HEAD} bytes")
+
+
+def _head_end(data: bytes) -> int:
+    """Where an answer's head ends, past its blank line; -1 before. A line ends at LF, a CR before
+    it dropped, as Go's ReadResponse reads it: the blank line is LF or CRLF after an LF."""
+    return min((at + len(blank) for blank in (b"\n\n", b"\n\r\n") if (at := data.find(blank)) >= 0), default=-1)
 
 
 async def _readable(sock: socket.socket) -> None:

@@ -100,6 +100,24 @@ def test_the_targets_first_bytes_sent_with_the_proxys_answer_are_kept_for_http2(
     assert asyncio.run(scenario()) == [body]
 
 
+@pytest.mark.parametrize("established", [b"HTTP/1.1 200 Connection established\n\n",
+                                         b"HTTP/1.1 200 OK\nVia: 1.1 proxy\n\r\n"], ids=["lf", "mixed"])
+def test_a_proxys_answer_with_lines_ending_in_bare_lf_opens_the_tunnel_as_go_reads_it(proxy, monkeypatch,
+                                                                                     established):
+    # Go's ReadResponse (grpc-go's) ends a line at LF; waiting for CRLF CRLF failed at the deadline.
+    # The target's SETTINGS come in the same segment: exactly the head is taken, not a byte more
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    proxy.established, proxy.coalesce = established, True
+    body = _request(2)
+
+    async def scenario() -> list[bytes]:
+        async with Recorder() as server:
+            await _send(_exporter(f"collector.test:{server.port}"), body)
+        return [message for _, _, message in server.calls]
+
+    assert asyncio.run(scenario()) == [body]
+
+
 def test_a_proxy_without_a_port_is_reached_on_443_as_grpc_go_resolves_it():
     assert proxy_address("http://proxy.corp") == ("proxy.corp", 443)
     assert proxy_address("https://edge:s3cret@[fd00::3]:3128") == ("fd00::3", 3128)
