@@ -1,5 +1,5 @@
 """The proxy a gRPC channel goes through, and the tunnel through it, as grpc-go (otelcol's gRPC
-client) finds and dials them.
+client) finds and dials them; and the ALPN a TLS connection must agree, as grpc-go checks it.
 
 - Which proxy: Go's http.ProxyFromEnvironment for the URL `https://<host:port>` of the target
   (`http1/proxyenv.py`), read when the exporter starts. So HTTPS_PROXY (or https_proxy) and never
@@ -29,7 +29,14 @@ import os
 import socket
 
 from edgeagent.http1 import wire
-from edgeagent.http1.dial import ClientError, UnsupportedProxyError, proxy_authorization, shown_proxy, split_proxy
+from edgeagent.http1.dial import (
+    ClientError,
+    ConnectError,
+    UnsupportedProxyError,
+    proxy_authorization,
+    shown_proxy,
+    split_proxy,
+)
 from edgeagent.http1.proxyenv import EnvironmentProxies
 
 _SCHEMES = ("http", "https")
@@ -48,6 +55,47 @@ def proxy_address(proxy: str) -> tuple[str, int]:
         raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} has the scheme {parts.scheme!r}, which gRPC "
                                     f"cannot tunnel through: use an http:// proxy (HTTP CONNECT)")
     return parts.hostname or "", port or _DEFAULT_PORT
+
+
+async def resolve(host: str, port: int, proxy: str) -> tuple[str, list[tuple[str, int]]]:
+    """The host connections go to and its addresses: the target's, or through `proxy` the proxy's
+    (it resolves the target). ConnectError when the name does not resolve; UnsupportedProxyError."""
+    if proxy:
+        host, port = proxy_address(proxy)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (an empty label)
+        raise ConnectError(f"cannot resolve {f'the proxy {shown_proxy(proxy)}' if proxy else host}: {exc}") from None
+    return host, list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))
+
+
+def size_buffers(sock: socket.socket | None, receive: int, send: int) -> None:
+    """SO_RCVBUF and SO_SNDBUF of a connection's TCP socket (under TLS too); 0 keeps the system's."""
+    for option, size in ((socket.SO_RCVBUF, receive), (socket.SO_SNDBUF, send)):
+        if size > 0 and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+def host_port(host: str, port: int) -> str:
+    """host:port as an authority holds them: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_alpn(transport: asyncio.BaseTransport | None) -> None:
+    """grpc-go refuses a TLS server that does not agree to HTTP/2 by ALPN: a ClientError."""
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+    if protocol != "h2":
+        raise ClientError(f"the server did not negotiate HTTP/2 by ALPN (it chose {protocol or 'nothing'})")
+
+
+def failure(exc: Exception, timeout: float, *, tunnelling: bool) -> str:
+    """What a connect that failed with `exc` says; `tunnelling`: its proxy had the CONNECT."""
+    if isinstance(exc, TimeoutError):
+        return f"{'the proxy did not answer the CONNECT' if tunnelling else 'no HTTP/2 answer'} within {timeout:g}s"
+    if isinstance(exc, (OSError, ClientError)):  # ssl.SSLError; ClientError: the proxy refused the tunnel
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"  # unforeseen, yet still this connect's failure, not the caller's
 
 
 async def connect(address: tuple[str, int]) -> socket.socket:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 
 import pytest
 
@@ -16,9 +17,11 @@ from edgeagent import __version__, tls
 from edgeagent.configretry import RetryConfig
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
 from edgeagent.exporters.grpc_dial import proxy_address
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
+from edgeagent.grpc_status import StatusCode
 from edgeagent.signals import Signal
 from tests.exporters.test_chain import Host
 from tests.exporters.test_grpc_client import Recorder, _request
@@ -245,6 +248,58 @@ def test_a_tunnel_failure_of_an_unexpected_kind_ends_unavailable_naming_the_prox
     with pytest.raises(RetryableError, match="UNAVAILABLE") as raised:
         asyncio.run(_send(_exporter("collector.test:4317"), _request(1)))
     assert f"through the proxy {proxy.url}" in str(raised.value)
+
+
+def test_waiting_for_ready_behind_a_refusing_proxy_ends_at_the_deadline_with_the_last_connection_error(
+        proxy, monkeypatch):
+    # grpc-go adds "last connection error" to the deadline's status; a bare "no answer within"
+    # told nothing of the proxy refusing every tunnel
+    monkeypatch.setenv("HTTPS_PROXY", f"http://edge:s3cret@127.0.0.1:{proxy.port}")
+    proxy.answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+    exporter = _exporter("collector.test:4317", timeout="1.5s", wait_for_ready=True)
+    with pytest.raises(RetryableError, match="DEADLINE_EXCEEDED") as raised:
+        asyncio.run(_send(exporter, _request(1)))
+    message = str(raised.value)
+    assert "last connection error" in message and "403 Forbidden" in message, message
+    assert f"http://***@127.0.0.1:{proxy.port}" in message and "s3cret" not in message
+    assert len(proxy.requests) >= 2  # it did try again
+
+
+@pytest.fixture
+def silent_proxy():
+    """A proxy that accepts connections (the kernel's backlog) and never answers a CONNECT."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+@pytest.mark.parametrize("wait_for_ready", [False, True])
+def test_a_proxy_that_never_answers_the_connect_is_named_at_the_calls_deadline(silent_proxy, monkeypatch,
+                                                                              wait_for_ready):
+    monkeypatch.setenv("HTTPS_PROXY", silent_proxy)
+    exporter = _exporter("collector.test:4317", timeout="1s", wait_for_ready=wait_for_ready)
+    with pytest.raises(RetryableError, match="DEADLINE_EXCEEDED") as raised:
+        asyncio.run(_send(exporter, _request(1)))
+    assert f"the proxy {silent_proxy} has not answered the CONNECT" in str(raised.value), str(raised.value)
+
+
+def test_a_proxy_that_never_answers_the_connect_within_the_connect_timeout_is_named_not_the_target(silent_proxy):
+    settings = ChannelSettings("collector.test", 4317, connect_timeout=0.5, proxy=silent_proxy)
+
+    async def scenario() -> None:
+        channel = Channel(settings)
+        try:
+            await channel.unary("/x.Y/Z", b"", timeout=5)
+        finally:
+            await channel.close()
+
+    with pytest.raises(GrpcStatusError) as raised:
+        asyncio.run(scenario())
+    assert raised.value.code == StatusCode.UNAVAILABLE
+    assert "the proxy did not answer the CONNECT within 0.5s" in raised.value.message, raised.value.message
+    assert "HTTP/2" not in raised.value.message
 
 
 MALFORMED_PROXIES = ["http://edge:h1d/d3n@127.0.0.1:9", "http://edge:h1d#d3n@127.0.0.1:9",
