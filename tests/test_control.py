@@ -159,6 +159,66 @@ def test_clients_that_never_read_their_answer_are_cut_and_others_still_served(tm
     assert all(received < ANSWER for received in taken), taken
 
 
+def test_a_client_reading_its_answer_slowly_gets_all_of_it_and_one_that_stops_is_cut(tmp_path):
+    """The stall timeout once ran per MiB of the answer (and asyncio's drain waits for the buffer
+    to empty), so a client steadily reading 640 KiB/s with a 0.5 s timeout was cut in the middle.
+    Only a client that takes nothing for the whole timeout is cut: within about twice it."""
+    path = str(tmp_path / control.SOCKET_NAME)
+
+    async def read(client: socket.socket, limit: int) -> int:
+        """32 KiB every 50 ms until `limit` bytes or the end; the bytes read."""
+        received = 0
+        for _ in range(1000):  # at most 50 s
+            await asyncio.sleep(0.05)
+            taken = 0
+            while taken < 32 << 10:
+                try:
+                    chunk = client.recv((32 << 10) - taken)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    return received + taken
+                taken += len(chunk)
+            received += taken
+            if received >= limit:
+                break
+        return received
+
+    async def scenario() -> tuple[int, float]:
+        server = control.ControlServer(path, {"export": _large}, write_stall_timeout=0.5)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        clients = []
+        try:
+            for _ in range(2):
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.setblocking(False)
+                clients.append(client)
+                await loop.sock_connect(client, path)
+                await loop.sock_sendall(client, b"POST /export HTTP/1.1\r\nHost: edgeagent\r\n"
+                                                b"Content-Length: 0\r\n\r\n")
+            slow, stopping = clients
+            reading = asyncio.create_task(read(slow, ANSWER + 4096))
+            await read(stopping, 1 << 20)
+            stopped = time.monotonic()
+            poller = select.poll()
+            poller.register(stopping, select.POLLHUP)
+            for _ in range(100):  # at most 5 s
+                if poller.poll(0):
+                    break
+                await asyncio.sleep(0.02)
+            cut_after = time.monotonic() - stopped
+            return await reading, cut_after
+        finally:
+            for client in clients:
+                client.close()
+            await server.shutdown()
+
+    whole, cut_after = asyncio.run(scenario())
+    assert whole > ANSWER, whole  # the head and all of the body
+    assert cut_after < 2 * 0.5 + 0.5, cut_after
+
+
 @pytest.fixture
 def silent_agent(tmp_path) -> Iterator[str]:
     """A state directory whose control socket accepts connections and never answers."""

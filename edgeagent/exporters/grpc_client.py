@@ -14,7 +14,8 @@ Design note:
   call waits for a free stream within its deadline).
 - Through a `proxy` (grpc-go's HTTPS_PROXY; `grpc_dial.py`) the proxy's name is resolved, one
   subchannel whatever the balancer, each connection a CONNECT tunnel to the unresolved target; a
-  refused tunnel or an unusable proxy ends the calls UNAVAILABLE naming the proxy and its answer.
+  refused tunnel or an unusable proxy ends the calls UNAVAILABLE naming the proxy and its answer,
+  a failure of any kind while connecting too.
 - A connection is usable once the server's HTTP/2 preface (SETTINGS) has arrived, as in
   grpc-go; a peer that answers anything else (HTTP/1.1, garbage) fails the connection, and its
   calls end UNAVAILABLE with what the peer sent. A lost connection, a missed keepalive ping and
@@ -23,7 +24,8 @@ Design note:
   new connection. The client does not retry: the export chain does, with its backoff.
 - Reconnecting: a call that finds no live connection opens one. Without `wait_for_ready` a
   failed connect ends the call UNAVAILABLE at once (grpc's fail-fast); with it, the call tries
-  again (backoff 1 s, ×1.6, at most 5 s) until its deadline, then ends DEADLINE_EXCEEDED.
+  again (backoff 1 s, ×1.6, at most 5 s) until its deadline, then ends DEADLINE_EXCEEDED with
+  the last connect's error (grpc-go's "last connection error") or what the one under way awaits.
 - Flow control: request DATA goes out as the peer's windows allow; response DATA is
   acknowledged as it arrives, and a response is held only up to `max_receive_bytes` (more ends
   the call RESOURCE_EXHAUSTED, as grpc-go's max receive size).
@@ -60,9 +62,9 @@ from h2.connection import ConnectionState
 from hyperframe.frame import Frame, GoAwayFrame
 
 from edgeagent.errors import BadRequestError
-from edgeagent.exporters.grpc_dial import connect, proxy_address, tunnel
+from edgeagent.exporters.grpc_dial import check_alpn, connect, failure, host_port, resolve, size_buffers, tunnel
 from edgeagent.grpc_status import StatusCode, from_http, from_reset
-from edgeagent.http1.dial import ClientError, UnsupportedProxyError, shown_proxy
+from edgeagent.http1.dial import ClientError, ConnectError, shown_proxy
 from edgeagent.receivers import codec
 from edgeagent.receivers.grpc_server import ENCODINGS  # its import also quiets h2's frame logs (tokens)
 
@@ -169,11 +171,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        sock = transport.get_extra_info("socket")  # the TCP socket, under TLS too
-        for option, size in ((socket.SO_RCVBUF, self.settings.receive_buffer),
-                             (socket.SO_SNDBUF, self.settings.send_buffer)):
-            if size > 0 and sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, option, size)
+        size_buffers(transport.get_extra_info("socket"), self.settings.receive_buffer, self.settings.send_buffer)
         self._h2.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
@@ -417,6 +415,7 @@ class _Subchannel:
         self.named = named or channel.settings.host  # the host they are of: the target's, or its proxy's
         self.connection: _Connection | None = None
         self.failed_at = float("-inf")  # when a connect last failed
+        self.waiting = ""  # what the connect under way waits for, if a call's deadline should say it
         self._connecting: asyncio.Task[_Connection] | None = None
 
     def live(self) -> bool:
@@ -448,8 +447,8 @@ class _Subchannel:
 
     async def _connect(self, address: tuple[str, int]) -> _Connection:
         settings, context = self.channel.settings, self.channel.ssl_context
-        target = _host_port(settings.host, settings.port)
-        peer = target + (f" through the proxy {shown_proxy(settings.proxy)}" if settings.proxy else "") \
+        target, proxy = host_port(settings.host, settings.port), shown_proxy(settings.proxy)
+        peer = target + (f" through the proxy {proxy}" if settings.proxy else "") \
             + (f" ({address[0]})" if address[0] != self.named else "")
         loop = asyncio.get_running_loop()
         made: list[_Connection] = []
@@ -464,27 +463,27 @@ class _Subchannel:
                 server_hostname = (settings.server_hostname or settings.host) if context else None
                 if settings.proxy:
                     sock = await connect(address)
+                    self.waiting = f"the proxy {proxy} has not answered the CONNECT to {target}"
                     await tunnel(sock, settings.proxy, target, settings.user_agent)
+                    self.waiting = ""
                     await loop.create_connection(protocol, sock=sock, ssl=context, server_hostname=server_hostname)
                 else:
                     await loop.create_connection(protocol, address[0], address[1], ssl=context,
                                                  server_hostname=server_hostname)
                 if context is not None:
-                    _check_alpn(made[0], peer)
+                    check_alpn(made[0]._transport)
                 await made[0].ready
         except BaseException as exc:
+            self.waiting = ""
             if made:  # the TCP connection was made: the peer answered, if badly
                 made[0].close()
             elif sock is not None:
                 sock.close()
-            if isinstance(exc, TimeoutError):
-                raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: no HTTP/2 answer "
-                                                              f"within {settings.connect_timeout:g}s",
-                                      unanswered=not made and sock is None) from None
-            if isinstance(exc, (OSError, ClientError)):  # ssl.SSLError; ClientError: the proxy refused the tunnel
-                raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: {exc}",
-                                      unanswered=not made and sock is None) from None
-            raise
+            if isinstance(exc, GrpcStatusError) or not isinstance(exc, Exception):  # CancelledError goes on
+                raise
+            why = failure(exc, settings.connect_timeout, tunnelling=sock is not None and not made)
+            raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot connect to {peer}: {why}",
+                                  unanswered=not made and sock is None) from None
         return made[0]
 
     def close(self) -> None:
@@ -492,17 +491,6 @@ class _Subchannel:
             self.connection.close()
         if self._connecting is not None:
             self._connecting.cancel()
-
-
-def _check_alpn(connection: _Connection, peer: str) -> None:
-    """grpc-go refuses a TLS server that does not agree to HTTP/2 by ALPN."""
-    transport = connection._transport
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
-    if protocol != "h2":
-        connection.close()
-        raise GrpcStatusError(StatusCode.UNAVAILABLE, f"{peer} did not negotiate HTTP/2 by ALPN "
-                                                      f"(it chose {protocol or 'nothing'})")
 
 
 class Channel:
@@ -514,7 +502,7 @@ class Channel:
         self._subchannels: list[_Subchannel] = []
         self._turn = 0
         self._scheme = b"https" if settings.ssl_context is not None else b"http"
-        self._authority = (settings.authority or _host_port(settings.host, settings.port)).encode()
+        self._authority = (settings.authority or host_port(settings.host, settings.port)).encode()
         self._closed = False
         self._resolving = asyncio.Lock()
 
@@ -544,10 +532,14 @@ class Channel:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         body = _PREFIX.pack(1 if encoding else 0, len(message)) + message
+        failures: list[str] = []  # this call's failed connects (with wait_for_ready it tries again)
+        connected = False
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
-                    connection = await self._connection(wait_for_ready)
+                    connected = False
+                    connection = await self._connection(wait_for_ready, failures)
+                    connected = True
                     headers = self._headers(path, metadata, encoding, deadline - loop.time())
                     try:
                         call = await connection.call(headers, body)
@@ -556,18 +548,27 @@ class Channel:
                         continue  # it started closing meanwhile: take another
         except TimeoutError:
             # a connect that hung or a server that did not answer: not known here (None)
-            raise GrpcStatusError(StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout:g}s",
+            why = "" if connected else self._unconnected(failures)
+            raise GrpcStatusError(StatusCode.DEADLINE_EXCEEDED, f"no answer within {timeout:g}s{why}",
                                   unanswered=None) from None
         return _outcome(call)
 
-    async def _connection(self, wait_for_ready: bool) -> _Connection:
+    def _unconnected(self, failures: list[str]) -> str:
+        """Why a call had no connection at its deadline: what the connect under way waits for, and
+        the last failed connect (grpc-go's "last connection error")."""
+        waiting = [subchannel.waiting for subchannel in self._subchannels if subchannel.waiting]
+        return "".join([f": {'; '.join(waiting)}" if waiting else "",
+                        f"; last connection error: {failures[-1]}" if failures else ""])
+
+    async def _connection(self, wait_for_ready: bool, failures: list[str]) -> _Connection:
         backoff = _BACKOFF_FIRST
         while True:
             if self._closed:
                 raise GrpcStatusError(StatusCode.CANCELLED, "the channel was closed")
             try:
                 return await self._pick()
-            except GrpcStatusError:
+            except GrpcStatusError as exc:
+                failures.append(exc.message)
                 if not wait_for_ready:
                     raise
             await asyncio.sleep(backoff)
@@ -601,17 +602,10 @@ class Channel:
     async def _resolve(self) -> list[_Subchannel]:
         """The target's addresses; through a proxy, the proxy's (the proxy resolves the target)."""
         settings = self.settings
-        host, port = settings.host, settings.port
-        if settings.proxy:
-            try:
-                host, port = proxy_address(settings.proxy)
-            except UnsupportedProxyError as exc:  # nothing is sent: no connection would tell more
-                raise GrpcStatusError(StatusCode.UNAVAILABLE, str(exc)) from None
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise GrpcStatusError(StatusCode.UNAVAILABLE, f"cannot resolve {host}: {exc}", unanswered=True) from None
-        addresses = list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))
+            host, addresses = await resolve(settings.host, settings.port, settings.proxy)
+        except ClientError as exc:  # unresolved: nothing answered; an unusable proxy: nothing is sent
+            raise GrpcStatusError(StatusCode.UNAVAILABLE, str(exc), unanswered=isinstance(exc, ConnectError)) from None
         if settings.balancer == "round_robin" and not settings.proxy:
             return [_Subchannel(self, [address]) for address in addresses]
         return [_Subchannel(self, addresses, host)]
@@ -704,6 +698,3 @@ def _error_name(code: int | None) -> str:
     except ValueError:
         return f"error code {code}"
 
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

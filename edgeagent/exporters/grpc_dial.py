@@ -1,5 +1,5 @@
 """The proxy a gRPC channel goes through, and the tunnel through it, as grpc-go (otelcol's gRPC
-client) finds and dials them.
+client) finds and dials them; and the ALPN a TLS connection must agree, as grpc-go checks it.
 
 - Which proxy: Go's http.ProxyFromEnvironment for the URL `https://<host:port>` of the target
   (`http1/proxyenv.py`), read when the exporter starts. So HTTPS_PROXY (or https_proxy) and never
@@ -12,8 +12,9 @@ client) finds and dials them.
   sends) and, when the proxy URL carries credentials, Proxy-Authorization Basic. Only a 200 opens
   the tunnel (grpc-go's test); another status, a close, or what is not HTTP fails the connect with
   a `ClientError` saying what the proxy answered, and the calls end UNAVAILABLE (the export chain
-  retries). Exactly the answer's head is read, so what the target sends first (an h2c server's
-  SETTINGS) is left for HTTP/2, which then runs in the tunnel, under TLS when the exporter has it.
+  retries). Exactly the answer's head is read (lines ending in CRLF or a bare LF, as Go's
+  ReadResponse takes them), so what the target sends first (an h2c server's SETTINGS) is left
+  for HTTP/2, which then runs in the tunnel, under TLS when the exporter has it.
 - Schemes: grpc-go ignores the proxy URL's scheme and speaks plaintext CONNECT to its host:port
   (port 443 when none is given: its DNS resolver's default), so `https://` proxies are not spoken
   TLS to (grpc-go's Documentation/proxy.md); this does the same for http:// and https://. Another
@@ -26,10 +27,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from urllib.parse import urlsplit
 
 from edgeagent.http1 import wire
-from edgeagent.http1.dial import ClientError, UnsupportedProxyError, proxy_authorization, shown_proxy
+from edgeagent.http1.dial import (
+    ClientError,
+    ConnectError,
+    UnsupportedProxyError,
+    proxy_authorization,
+    shown_proxy,
+    split_proxy,
+)
 from edgeagent.http1.proxyenv import EnvironmentProxies
 
 _SCHEMES = ("http", "https")
@@ -43,14 +50,52 @@ def environment_proxy(target: str) -> str:
 
 def proxy_address(proxy: str) -> tuple[str, int]:
     """The host and port a proxy URL names; UnsupportedProxyError when gRPC cannot tunnel through it."""
-    parts = urlsplit(proxy)
+    parts, port = split_proxy(proxy)
     if parts.scheme.lower() not in _SCHEMES:
         raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} has the scheme {parts.scheme!r}, which gRPC "
                                     f"cannot tunnel through: use an http:// proxy (HTTP CONNECT)")
+    return parts.hostname or "", port or _DEFAULT_PORT
+
+
+async def resolve(host: str, port: int, proxy: str) -> tuple[str, list[tuple[str, int]]]:
+    """The host connections go to and its addresses: the target's, or through `proxy` the proxy's
+    (it resolves the target). ConnectError when the name does not resolve; UnsupportedProxyError."""
+    if proxy:
+        host, port = proxy_address(proxy)
     try:
-        return parts.hostname or "", parts.port or _DEFAULT_PORT
-    except ValueError as exc:
-        raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} cannot be read: {exc}") from None
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (an empty label)
+        raise ConnectError(f"cannot resolve {f'the proxy {shown_proxy(proxy)}' if proxy else host}: {exc}") from None
+    return host, list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))
+
+
+def size_buffers(sock: socket.socket | None, receive: int, send: int) -> None:
+    """SO_RCVBUF and SO_SNDBUF of a connection's TCP socket (under TLS too); 0 keeps the system's."""
+    for option, size in ((socket.SO_RCVBUF, receive), (socket.SO_SNDBUF, send)):
+        if size > 0 and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+def host_port(host: str, port: int) -> str:
+    """host:port as an authority holds them: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def check_alpn(transport: asyncio.BaseTransport | None) -> None:
+    """grpc-go refuses a TLS server that does not agree to HTTP/2 by ALPN: a ClientError."""
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    protocol = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+    if protocol != "h2":
+        raise ClientError(f"the server did not negotiate HTTP/2 by ALPN (it chose {protocol or 'nothing'})")
+
+
+def failure(exc: Exception, timeout: float, *, tunnelling: bool) -> str:
+    """What a connect that failed with `exc` says; `tunnelling`: its proxy had the CONNECT."""
+    if isinstance(exc, TimeoutError):
+        return f"{'the proxy did not answer the CONNECT' if tunnelling else 'no HTTP/2 answer'} within {timeout:g}s"
+    if isinstance(exc, (OSError, ClientError)):  # ssl.SSLError; ClientError: the proxy refused the tunnel
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"  # unforeseen, yet still this connect's failure, not the caller's
 
 
 async def connect(address: tuple[str, int]) -> socket.socket:
@@ -92,17 +137,24 @@ async def _answer(sock: socket.socket) -> tuple[int, str]:
         if not peeked:
             raise ClientError("the proxy closed the connection instead of opening the tunnel"
                               + (f"; it sent {head[:64]!r}" if head else ""))
-        end = (head + peeked).find(b"\r\n\r\n")
-        head += sock.recv(len(peeked) if end < 0 else end + 4 - len(head))
-        if b"\r\n" in head:  # the status line: what is not HTTP fails now, not after a blank line
+        end = _head_end(head + peeked)
+        head += sock.recv(len(peeked) if end < 0 else end - len(head))
+        if b"\n" in head:  # the status line: what is not HTTP fails now, not after a blank line
             try:
-                _, status, reason = wire.parse_status_line(head.partition(b"\r\n")[0].decode("latin-1"))
+                line = head.partition(b"\n")[0].removesuffix(b"\r")
+                _, status, reason = wire.parse_status_line(line.decode("latin-1"))
             except wire.ProtocolError:
                 raise ClientError(f"the proxy answered what is not HTTP: {head[:64]!r}") from None
             if end >= 0:
                 return status, reason
         if len(head) > wire.MAX_HEAD:
             raise ClientError(f"the proxy's answer has no end within {wire.MAX_HEAD} bytes")
+
+
+def _head_end(data: bytes) -> int:
+    """Where an answer's head ends, past its blank line; -1 before. A line ends at LF, a CR before
+    it dropped, as Go's ReadResponse reads it: the blank line is LF or CRLF after an LF."""
+    return min((at + len(blank) for blank in (b"\n\n", b"\n\r\n") if (at := data.find(blank)) >= 0), default=-1)
 
 
 async def _readable(sock: socket.socket) -> None:

@@ -90,9 +90,13 @@ class OtlpGrpcConfig(ExporterConfig):
     @field_validator("user_agent")
     @classmethod
     def _user_agent_sendable(cls, value: str) -> str:
-        """It goes into the calls' headers and a proxy's CONNECT head: a CR or LF would add a header."""
+        """It goes into the calls' headers and a proxy's CONNECT head: a CR or LF would add a header,
+        and an HTTP/2 field value must not start or end in whitespace (a server drops the call)."""
         if any(c < " " and c != "\t" or c == "\x7f" for c in value):
             raise ValueError(f"user_agent {value!r} holds a control character: remove it (tabs are allowed)")
+        if value != value.strip(" \t"):
+            raise ValueError(f"user_agent {value!r} starts or ends with whitespace, which an HTTP/2 header value "
+                             f"must not: remove it")
         return value
 
     @model_validator(mode="after")

@@ -56,7 +56,7 @@ from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
 from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.http1.client import ClientError, ClientSettings, ConnectError, HttpClient
-from edgeagent.http1.dial import UnsupportedProxyError
+from edgeagent.http1.dial import UnsupportedProxyError, read_proxy, split_proxy
 from edgeagent.instrumentation import http_client_timer
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.runtime.reload import Reloading
@@ -181,7 +181,6 @@ class OtlpHttpExporter:
             + url_secrets(config.proxy_url)
         self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
         self._redirected_to: str | None = None  # the Location of the redirect episode going on
-        self._unusable_proxy: str | None = None  # the last proxy error logged, until a request goes out
         self._proxies = httpclient.Proxies(config.proxy_url)
 
     def describe(self) -> str:
@@ -195,9 +194,22 @@ class OtlpHttpExporter:
         pool = httpclient.pool_settings(self.config, limit=max(self.config.sending_queue.num_consumers, 1) * 3)
         read_buffer = self.config.read_buffer_size if self.config.read_buffer_size > 0 else _DEFAULT_READ_BUFFER
         self._proxies = httpclient.Proxies(self.config.proxy_url)
+        self._check_proxies()
         self._client = HttpClient(ClientSettings(
             pool=pool, read_buffer=read_buffer, send_buffer=max(self.config.write_buffer_size, 0),
             cookies=self.config.cookies is not None, observe=http_client_timer(getattr(self.host, "metrics", None))))
+
+    def _check_proxies(self) -> None:
+        """An environment proxy the client cannot go through is said once, here; each send then
+        fails with the same error, which the chain reports (proxy_url is checked with the config)."""
+        proxies = {proxy for url, _ in self._targets.values() if (proxy := self._proxies.for_url(url))}
+        for proxy in sorted(proxies):
+            try:
+                read_proxy(proxy)
+            except UnsupportedProxyError as exc:
+                log.error("the proxy the environment names (HTTPS_PROXY / HTTP_PROXY) cannot be used; nothing is "
+                          "sent and the data stays queued: fix the variable or set proxy_url",
+                          extra={"exporter": self.id, "error": mask(str(exc), self._url_secrets)})
 
     def upstream_addresses(self) -> list[tuple[str, int]]:
         """host:port where requests connect: each endpoint's, or its proxy's (a redirect's target is
@@ -287,13 +299,13 @@ class OtlpHttpExporter:
         except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: the link checks
             raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True,
                                  unanswered=None) from exc
-        except UnsupportedProxyError as exc:
-            raise self._proxy_unusable(exc, secrets) from exc
+        except UnsupportedProxyError as exc:  # logged at start; nothing answered, yet no connect would tell more
+            raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True,
+                                 unanswered=False) from exc
         except (ClientError, OSError) as exc:
             # no connection made at all; a TLS handshake that failed was an answer
             raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True,
                                  unanswered=isinstance(exc, ConnectError)) from exc
-        self._unusable_proxy = None
         return _Answer(response.status, response.body, response.content_type,
                        parse_retry_after(response.headers.get("Retry-After")), response.headers.get("Location"))
 
@@ -325,26 +337,17 @@ class OtlpHttpExporter:
         return RetryableError(f"upstream redirects ({answer.status}) to {location}; not followed, the data stays "
                               f"queued", connection=True)
 
-    def _proxy_unusable(self, error: UnsupportedProxyError, secrets: list[str]) -> RetryableError:
-        """The environment's proxy has a scheme the client does not speak (proxy_url is checked
-        with the config): said once per cause; the data stays queued and is retried with backoff.
-        Nothing answered, yet no connect to the proxy would tell more (`unanswered` False)."""
-        message = mask(str(error), secrets)
-        if message != self._unusable_proxy:
-            self._unusable_proxy = message
-            log.error("the proxy the environment names (HTTPS_PROXY / HTTP_PROXY) cannot be used; nothing is sent "
-                      "and the data stays queued: fix the variable or set proxy_url",
-                      extra={"exporter": self.id, "error": message})
-        return RetryableError(f"upstream unreachable: {message}", connection=True, unanswered=False)
-
 
 def _addresses(urls: list[str]) -> list[tuple[str, int]]:
     """The host and port each URL connects to, each once."""
     addresses = []
     for url in urls:
-        parts = urlsplit(url)
+        try:
+            parts, port = split_proxy(url)
+        except UnsupportedProxyError:  # an environment proxy that cannot be read: nothing is connected to
+            continue
         if parts.hostname:
-            addresses.append((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)))
+            addresses.append((parts.hostname, port or (443 if parts.scheme == "https" else 80)))
     return list(dict.fromkeys(addresses))
 
 

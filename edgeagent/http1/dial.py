@@ -26,7 +26,7 @@ import base64
 import socket
 import ssl
 from collections.abc import Sequence
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from edgeagent.http1 import socks, wire
 from edgeagent.http1.pool import Connection, Route
@@ -45,7 +45,8 @@ class ConnectError(ClientError):
 
 
 class UnsupportedProxyError(ClientError):
-    """The proxy URL's scheme is none this client speaks; nothing was sent anywhere."""
+    """The proxy URL's scheme is none this client speaks, or the URL cannot be read; nothing was
+    sent anywhere."""
 
 
 PROXY_SCHEMES = ("http", "https", *socks.SCHEMES)
@@ -68,11 +69,25 @@ def proxy_authorization(proxy: str) -> str | None:
 
 
 def shown_proxy(proxy: str) -> str:
-    """A proxy URL as an error shows it: its credentials, if any, as `***`."""
-    parts = urlsplit(proxy)
-    if "@" not in parts.netloc:
+    """A proxy URL as an error shows it: what stands between its scheme and its last '@' as `***`,
+    so credentials are masked even when an unencoded '/', '?' or '#' in them ends urlsplit's netloc."""
+    scheme, separator, rest = proxy.partition("://")
+    if not separator:
+        scheme, rest = "", proxy
+    if "@" not in rest:
         return proxy
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    return f"{scheme}{separator}***@{rest.rpartition('@')[2]}"
+
+
+def split_proxy(proxy: str) -> tuple[SplitResult, int | None]:
+    """A proxy URL's parts and port (None when it has none); UnsupportedProxyError, which shows it
+    masked, when they cannot be read: urllib's ValueError would quote part of the password."""
+    try:
+        parts = urlsplit(proxy)
+        return parts, parts.port
+    except ValueError:
+        raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} cannot be read: its host or port is not valid "
+                                    f"(percent-encode a '/', '?', '#' or '@' in its user or password)") from None
 
 
 def _credentials(proxy: str) -> tuple[str, str] | None:
@@ -81,6 +96,17 @@ def _credentials(proxy: str) -> tuple[str, str] | None:
     if parts.username is None and parts.password is None:
         return None
     return unquote(parts.username or ""), unquote(parts.password or "")
+
+
+def read_proxy(proxy: str) -> tuple[SplitResult, int]:
+    """A proxy URL's parts and the port to connect to; UnsupportedProxyError when this client
+    cannot go through it (its scheme, or a URL that cannot be read)."""
+    parts, port = split_proxy(proxy)
+    if parts.scheme not in PROXY_SCHEMES:
+        raise UnsupportedProxyError(f"the proxy {shown_proxy(proxy)} has the scheme {parts.scheme!r}, which "
+                                    f"is not supported: use one of {', '.join(PROXY_SCHEMES)}")
+    return parts, port or (socks.DEFAULT_PORT if parts.scheme in socks.SCHEMES else
+                           443 if parts.scheme == "https" else 80)
 
 
 async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
@@ -92,12 +118,8 @@ async def open_connection(route: Route, *, read_limit: int, send_buffer: int,
     if not route.proxy:
         reader, writer = await _dial(route.host, route.port, target_tls, sni, read_limit, send_buffer, deadline)
         return Connection(route, reader, writer)
-    proxy = urlsplit(route.proxy)
-    if proxy.scheme not in PROXY_SCHEMES:
-        raise UnsupportedProxyError(f"the proxy {shown_proxy(route.proxy)} has the scheme {proxy.scheme!r}, which "
-                                    f"is not supported: use one of {', '.join(PROXY_SCHEMES)}")
+    proxy, proxy_port = read_proxy(route.proxy)
     through_socks = proxy.scheme in socks.SCHEMES
-    proxy_port = proxy.port or (socks.DEFAULT_PORT if through_socks else 443 if proxy.scheme == "https" else 80)
     proxy_tls = (route.ssl or _system_roots()) if proxy.scheme == "https" else None
     reader, writer = await _dial(proxy.hostname or "", proxy_port, proxy_tls, proxy.hostname or "", read_limit,
                                  send_buffer, deadline)

@@ -13,8 +13,10 @@ Design note:
   and a client slow to take the answer alike: past it the connection is cut. A TLS handshake
   gets the shorter of the two, as Go's; plain HTTP sent to a TLS listener gets Go's 400 in
   plain text (`handshake`). `write_stall_timeout` (edgeagent's own, for the control socket,
-  whose handlers may rightly take long) bounds only the sending: the answer goes a slice
-  (SEND_SLICE) at a time, and a client that has not taken a slice within it is cut.
+  whose handlers may rightly take long) bounds only the sending: a client whose answer's buffer
+  has not shrunk for that long is cut (within twice it), however slowly it reads otherwise. The
+  kernel wakes the writer only once a good part of the socket's buffer is free, so "taken" is
+  seen a socket buffer at a time (a client must read ~150 KiB per timeout on a unix socket).
 - Keep-alive is HTTP/1.1's default (HTTP/1.0 only with `Connection: keep-alive`). A body the
   handler left unread is read and dropped before the answer, up to DRAIN_LIMIT bytes within
   DRAIN_TIMEOUT, as Go's net/http does; beyond, the answer says `Connection: close`. A connection
@@ -52,7 +54,7 @@ __all__ = ["DRAIN_LIMIT", "Handler", "Middleware", "Request", "Response", "Respo
 log = logging.getLogger(__name__)
 
 LINGER = 1.0  # seconds a closing connection waits for the client to take its answer and close
-SEND_SLICE = 1 << 20  # bytes of an answer a client must take within write_stall_timeout, when set
+SEND_SLICE = 1 << 20  # bytes of an answer written at a time with a write_stall_timeout (the memory it holds)
 _NO_TIMEOUT = 365 * 86400.0
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -331,21 +333,35 @@ class _Connection:
 
     async def _send(self, data: bytes) -> bool:
         """Writes an answer; whether it all went. With a write stall timeout, a slice at a time, and
-        a client that has not taken one within it is cut (aborted: a close would wait for it)."""
+        a client that takes nothing for that long is cut (aborted: a close would wait for it)."""
         stall = self.server.write_stall_timeout
         view = memoryview(data)
         step = SEND_SLICE if stall else len(view)
         try:
             for start in range(0, len(view), step):
                 self.writer.write(view[start:start + step])
-                async with asyncio.timeout(stall or None):
-                    await self.writer.drain()
+                await (self._drained(stall) if stall else self.writer.drain())
         except TimeoutError:
             self.writer.transport.abort()
             return False
         except OSError:  # a reset, or a TLS failure the reader met
             return False
         return True
+
+    async def _drained(self, stall: float) -> None:
+        """drain(), which waits for the buffer to run low, however slowly the client reads; but
+        TimeoutError when a whole `stall` passes without the buffer shrinking (nothing taken)."""
+        transport = self.writer.transport
+        drain = asyncio.ensure_future(self.writer.drain())
+        try:
+            left = transport.get_write_buffer_size()
+            while not (await asyncio.wait([drain], timeout=stall))[0]:
+                if (now := transport.get_write_buffer_size()) >= left:
+                    raise TimeoutError
+                left = now
+            drain.result()
+        finally:
+            drain.cancel()
 
     async def _refuse(self, exc: ProtocolError) -> None:
         status = exc.status

@@ -201,18 +201,24 @@ def parse_status_line(line: str) -> tuple[tuple[int, int], int, str]:
     """(version, status, reason) of a status line."""
     version, _, rest = line.partition(" ")
     code, _, reason = rest.partition(" ")
-    if len(code) != 3 or not code.isdigit():
+    if len(code) != 3 or not _ascii_digits(code):
         raise ProtocolError(f"invalid status line {line[:80]!r}")
     return parse_version(version), int(code), reason
 
 
 def parse_version(text: str, status: int = 400) -> tuple[int, int]:
-    if len(text) != 8 or not text.startswith("HTTP/") or text[6] != "." or not (text[5] + text[7]).isdigit():
+    if len(text) != 8 or not text.startswith("HTTP/") or text[6] != "." or not _ascii_digits(text[5] + text[7]):
         raise ProtocolError(f"invalid HTTP version {text[:20]!r}")
     version = int(text[5]), int(text[7])
     if version[0] != 1:
         raise ProtocolError(f"HTTP/{version[0]}.{version[1]} is not supported; speak HTTP/1.1", status=status)
     return version
+
+
+def _ascii_digits(text: str) -> bool:
+    """0-9 only, as Go reads a status and a version: str.isdigit also takes "²" and other scripts'
+    digits, which int() refuses or reads."""
+    return text.isascii() and text.isdigit()
 
 
 def body_length(headers: Headers, *, request: bool) -> int | None:

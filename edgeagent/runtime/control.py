@@ -5,10 +5,10 @@ that changes go through the process that owns the queue (and its in-memory state
 The socket is created with mode 0600: only the agent's user may use it. Its clients write a
 whole request at once, so a connection that sends nothing, or stops halfway, is closed after
 WAIT_FOR_REQUEST (the head, and the wait for the next request) or READ_TIMEOUT (the body); one
-that stops reading its answer is cut when it has not taken a slice of it (a MiB) within
-WRITE_STALL_TIMEOUT, which frees the answer it held. A command may take long (a reload, a large
-export): only the sending is bounded, not the handler. `call` gives up on an agent that does not
-answer within its `timeout`.
+that stops reading its answer is cut once it has taken none of it for WRITE_STALL_TIMEOUT
+(however slowly it reads otherwise), which frees the answer it held. A command may take long
+(a reload, a large export): only the sending is bounded, not the handler. `call` gives up on an
+agent that does not answer within its `timeout`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ SOCKET_NAME = "control.sock"
 MAX_ANSWER = 1 << 30  # an export of the whole queue comes back in one answer
 WAIT_FOR_REQUEST = 10.0  # seconds from the connection (or the last answer) until a request's head is in
 READ_TIMEOUT = 10.0  # seconds for the body once its head is in
-WRITE_STALL_TIMEOUT = 10.0  # seconds a client may leave a slice of its answer untaken
+WRITE_STALL_TIMEOUT = 10.0  # seconds a client may take none of its answer
 
 
 def socket_path(state_dir: str) -> str:

@@ -56,3 +56,11 @@ def test_a_user_agent_with_a_control_character_is_refused_naming_the_key(agent):
     with pytest.raises(ValidationError, match="user_agent.*control character"):
         OtlpGrpcConfig(endpoint="collector:4317", user_agent=agent)
     assert OtlpGrpcConfig(endpoint="collector:4317", user_agent="acme edge/2.1\t(x)").user_agent
+
+
+@pytest.mark.parametrize("agent", [" acme", "\tacme", "acme ", "acme\t"])
+def test_a_user_agent_starting_or_ending_in_whitespace_is_refused_naming_the_key_and_the_fix(agent):
+    # an HTTP/2 field value must not start or end in whitespace: our own receiver dropped such
+    # calls' connection, and the export was retried for ever
+    with pytest.raises(ValidationError, match=r"user_agent .* starts or ends with whitespace.*remove it"):
+        OtlpGrpcConfig(endpoint="collector:4317", user_agent=agent)

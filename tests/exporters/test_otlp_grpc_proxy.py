@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 
 import pytest
 
@@ -16,9 +17,11 @@ from edgeagent import __version__, tls
 from edgeagent.configretry import RetryConfig
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
 from edgeagent.exporters.grpc_dial import proxy_address
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
+from edgeagent.grpc_status import StatusCode
 from edgeagent.signals import Signal
 from tests.exporters.test_chain import Host
 from tests.exporters.test_grpc_client import Recorder, _request
@@ -91,6 +94,24 @@ def test_the_targets_first_bytes_sent_with_the_proxys_answer_are_kept_for_http2(
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     proxy.coalesce = True
     body = _request(4)
+
+    async def scenario() -> list[bytes]:
+        async with Recorder() as server:
+            await _send(_exporter(f"collector.test:{server.port}"), body)
+        return [message for _, _, message in server.calls]
+
+    assert asyncio.run(scenario()) == [body]
+
+
+@pytest.mark.parametrize("established", [b"HTTP/1.1 200 Connection established\n\n",
+                                         b"HTTP/1.1 200 OK\nVia: 1.1 proxy\n\r\n"], ids=["lf", "mixed"])
+def test_a_proxys_answer_with_lines_ending_in_bare_lf_opens_the_tunnel_as_go_reads_it(proxy, monkeypatch,
+                                                                                     established):
+    # Go's ReadResponse (grpc-go's) ends a line at LF; waiting for CRLF CRLF failed at the deadline.
+    # The target's SETTINGS come in the same segment: exactly the head is taken, not a byte more
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    proxy.established, proxy.coalesce = established, True
+    body = _request(2)
 
     async def scenario() -> list[bytes]:
         async with Recorder() as server:
@@ -208,6 +229,93 @@ def test_a_proxy_that_is_down_is_named_in_the_error(monkeypatch):
     with pytest.raises(RetryableError, match=f"proxy http://127.0.0.1:{port}") as raised:
         asyncio.run(_send(_exporter("collector.test:4317"), _request(1)))
     assert raised.value.unanswered is True  # nothing answered: the link may watch the proxy's port
+
+
+@pytest.mark.parametrize("proxy_url", ["http://proxy..corp:3128", "http://" + "a" * 64 + ".corp:3128"])
+def test_a_proxy_name_that_cannot_be_encoded_ends_unavailable_naming_the_proxy(monkeypatch, proxy_url):
+    # getaddrinfo raises UnicodeError (IDNA), not OSError, for an empty or too long label: it once
+    # escaped the exporter, so a receiver answered INTERNAL and its client dropped the data
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+    with pytest.raises(RetryableError, match="UNAVAILABLE") as raised:
+        asyncio.run(_send(_exporter("collector.test:4317"), _request(1)))
+    assert f"cannot resolve the proxy {proxy_url}" in str(raised.value)
+
+
+def test_a_tunnel_failure_of_an_unexpected_kind_ends_unavailable_naming_the_proxy(proxy, monkeypatch):
+    # latin-1 superscript digits pass str.isdigit: int() then raised ValueError out of the exporter
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    proxy.answer = b"HTTP/1.1 \xb2\xb2\xb2 x\r\n\r\n"
+    with pytest.raises(RetryableError, match="UNAVAILABLE") as raised:
+        asyncio.run(_send(_exporter("collector.test:4317"), _request(1)))
+    assert f"through the proxy {proxy.url}" in str(raised.value)
+
+
+def test_waiting_for_ready_behind_a_refusing_proxy_ends_at_the_deadline_with_the_last_connection_error(
+        proxy, monkeypatch):
+    # grpc-go adds "last connection error" to the deadline's status; a bare "no answer within"
+    # told nothing of the proxy refusing every tunnel
+    monkeypatch.setenv("HTTPS_PROXY", f"http://edge:s3cret@127.0.0.1:{proxy.port}")
+    proxy.answer = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"
+    exporter = _exporter("collector.test:4317", timeout="1.5s", wait_for_ready=True)
+    with pytest.raises(RetryableError, match="DEADLINE_EXCEEDED") as raised:
+        asyncio.run(_send(exporter, _request(1)))
+    message = str(raised.value)
+    assert "last connection error" in message and "403 Forbidden" in message, message
+    assert f"http://***@127.0.0.1:{proxy.port}" in message and "s3cret" not in message
+    assert len(proxy.requests) >= 2  # it did try again
+
+
+@pytest.fixture
+def silent_proxy():
+    """A proxy that accepts connections (the kernel's backlog) and never answers a CONNECT."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+@pytest.mark.parametrize("wait_for_ready", [False, True])
+def test_a_proxy_that_never_answers_the_connect_is_named_at_the_calls_deadline(silent_proxy, monkeypatch,
+                                                                              wait_for_ready):
+    monkeypatch.setenv("HTTPS_PROXY", silent_proxy)
+    exporter = _exporter("collector.test:4317", timeout="1s", wait_for_ready=wait_for_ready)
+    with pytest.raises(RetryableError, match="DEADLINE_EXCEEDED") as raised:
+        asyncio.run(_send(exporter, _request(1)))
+    assert f"the proxy {silent_proxy} has not answered the CONNECT" in str(raised.value), str(raised.value)
+
+
+def test_a_proxy_that_never_answers_the_connect_within_the_connect_timeout_is_named_not_the_target(silent_proxy):
+    settings = ChannelSettings("collector.test", 4317, connect_timeout=0.5, proxy=silent_proxy)
+
+    async def scenario() -> None:
+        channel = Channel(settings)
+        try:
+            await channel.unary("/x.Y/Z", b"", timeout=5)
+        finally:
+            await channel.close()
+
+    with pytest.raises(GrpcStatusError) as raised:
+        asyncio.run(scenario())
+    assert raised.value.code == StatusCode.UNAVAILABLE
+    assert "the proxy did not answer the CONNECT within 0.5s" in raised.value.message, raised.value.message
+    assert "HTTP/2" not in raised.value.message
+
+
+MALFORMED_PROXIES = ["http://edge:h1d/d3n@127.0.0.1:9", "http://edge:h1d#d3n@127.0.0.1:9",
+                     "http://edge:h1d?d3n@127.0.0.1:9", "edge:h1d/d3n@127.0.0.1:9", "http://edge:h1dd3n@[::1:9"]
+
+
+@pytest.mark.parametrize("proxy_url", MALFORMED_PROXIES)
+def test_an_unreadable_proxy_url_shows_no_part_of_its_password_in_errors_or_logs(monkeypatch, caplog, proxy_url):
+    # urlsplit ends the authority at an unencoded '/', '?' or '#': the password's start read as a port
+    # made urllib's error ("... as 'h1d'") and the whole URL, shown unmasked, part of the message
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+    with caplog.at_level("DEBUG"), pytest.raises(RetryableError, match="UNAVAILABLE") as raised:
+        asyncio.run(_send(_exporter("collector.test:4317"), _request(1)))
+    said = [str(raised.value), *(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)]
+    assert not any("h1d" in text or "d3n" in text for text in said), said
+    assert "***@" in str(raised.value) and "cannot be read" in str(raised.value)
 
 
 def test_the_agent_behind_a_proxy_delivers_its_spans_through_it_and_keeps_them_while_it_refuses(agents, proxy,

@@ -373,3 +373,54 @@ def test_an_environment_proxy_of_an_unknown_scheme_gets_nothing_and_the_data_sta
     assert len(logged) == 1, [record.getMessage() for record in caplog.records]
     assert "s3cret" not in str(getattr(logged[0], "error", ""))
     assert upstream.received("traces") == []
+
+
+@pytest.mark.parametrize("proxy_url", ["http://edge:h1d/d3n@127.0.0.1:9", "http://edge:h1d#d3n@127.0.0.1:9",
+                                       "socks4://edge:h1d?d3n@127.0.0.1:9", "edge:h1d/d3n@127.0.0.1:9",
+                                       "http://edge:h1dd3n@[::1:9"])
+def test_an_unreadable_environment_proxy_shows_no_part_of_its_password_in_errors_or_logs(monkeypatch, caplog,
+                                                                                        proxy_url):
+    # urlsplit ends the authority at an unencoded '/', '?' or '#': reading the port raised urllib's
+    # bare ValueError, which quotes the password's start, and the URL was shown unmasked
+    monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+
+    async def scenario() -> None:
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint="https://collector.test:4318", timeout="2s"))
+        await exporter.start()
+        try:
+            assert exporter.upstream_addresses() == []  # nothing is ever connected to
+            await exporter.send(Signal.TRACES, b"")
+        finally:
+            await exporter.shutdown()
+
+    with caplog.at_level("DEBUG"), pytest.raises(RetryableError) as raised:
+        asyncio.run(scenario())
+    said = [str(raised.value), *(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)]
+    assert not any("h1d" in text or "d3n" in text for text in said), said
+    assert "***@127.0.0.1:9" in str(raised.value) or "***@[::1:9" in str(raised.value)
+
+
+def test_an_unusable_environment_proxy_is_logged_once_at_start_and_sends_only_raise(monkeypatch, caplog):
+    # log or raise, never both: each failed send raises; the log says it once, when the exporter starts
+    monkeypatch.setenv("HTTPS_PROXY", "socks4://edge:s3cret@127.0.0.1:9")
+
+    async def scenario() -> list[str]:
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint="https://collector.test:4318", timeout="2s"))
+        await exporter.start()
+        try:
+            logged = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+            assert logged and "cannot be used" in logged[0], logged
+            caplog.clear()
+            errors = []
+            for _ in range(3):
+                with pytest.raises(RetryableError) as raised:
+                    await exporter.send(Signal.TRACES, b"")
+                errors.append(str(raised.value))
+            return errors
+        finally:
+            await exporter.shutdown()
+
+    with caplog.at_level("DEBUG"):
+        errors = asyncio.run(scenario())
+    assert all("socks4://***@127.0.0.1:9" in error for error in errors)
+    assert [record for record in caplog.records if record.levelno >= logging.WARNING] == []

@@ -26,6 +26,7 @@ class HttpProxy(LoopServer):
     requests: list[ProxyRequest] = field(default_factory=list)
     answer: bytes | None = None  # what a CONNECT gets instead of a tunnel; None: the tunnel
     coalesce: bool = False
+    established: bytes = b"HTTP/1.1 200 Connection established\r\n\r\n"  # the head that opens a tunnel
 
     @property
     def url(self) -> str:
@@ -56,7 +57,7 @@ class HttpProxy(LoopServer):
             port = int(target.rpartition(":")[2])
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
             first = await upstream_reader.read(65536) if self.coalesce else b""
-            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n" + first)
+            writer.write(self.established + first)
             await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
             return False
         authority, _, path = target.removeprefix("http://").partition("/")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from edgeagent.http1 import dial
 
 
@@ -47,3 +49,16 @@ def test_a_connect_reset_as_it_was_accepted_is_an_answer_not_an_unreachable_upst
     assert isinstance(reset, dial.ClientError) and not isinstance(reset, dial.ConnectError)
     refused = dial.connect_failure([ConnectionRefusedError(111, "refused"), TimeoutError()])
     assert isinstance(refused, dial.ConnectError)
+
+
+@pytest.mark.parametrize("proxy, shown", [
+    ("http://edge:h1dd3n@proxy.corp:3128", "http://***@proxy.corp:3128"),
+    ("http://edge:h1d/d3n@proxy.corp:3128", "http://***@proxy.corp:3128"),  # urlsplit's netloc ends at the '/'
+    ("socks5://edge:h1d#d3n@proxy.corp:1080", "socks5://***@proxy.corp:1080"),
+    ("http://edge:h1d?d3n@proxy.corp:3128", "http://***@proxy.corp:3128"),
+    ("http://edge:h1d@d3n@proxy.corp:3128", "http://***@proxy.corp:3128"),
+    ("edge:h1d/d3n@proxy.corp:3128", "***@proxy.corp:3128"),  # no scheme
+    ("http://proxy.corp:3128", "http://proxy.corp:3128"),
+])
+def test_a_proxy_is_shown_without_what_is_before_its_last_at_sign_even_past_a_delimiter(proxy, shown):
+    assert dial.shown_proxy(proxy) == shown

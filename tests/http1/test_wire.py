@@ -99,6 +99,18 @@ def test_status_lines():
         wire.parse_status_line("HTTP/1.1 2000 OK")
 
 
+@pytest.mark.parametrize("line", ["HTTP/1.1 \xb2\xb2\xb2 x", "HTTP/1.1 \u0662\u0660\u0660 OK", "HTTP/\xb9.\xb9 200 OK",
+                                  "HTTP/1.1 +20 OK", "GET / HTTP/1.\xb9"])
+def test_digits_other_than_ascii_in_a_start_line_are_a_protocol_error_not_a_value_error(line):
+    # str.isdigit takes the latin-1 superscripts (a proxy's answer is decoded as latin-1) and other
+    # scripts' digits, which int() then refused with a ValueError no caller expects; Go wants 0-9
+    with pytest.raises(wire.ProtocolError):
+        if line.startswith("GET"):
+            wire.parse_request_line(line)
+        else:
+            wire.parse_status_line(line)
+
+
 @pytest.mark.parametrize("fields,request_,length", [
     ([], True, 0), ([], False, None), ([("Content-Length", "12")], True, 12),
     ([("Content-Length", "5"), ("Content-Length", "5")], True, 5),
