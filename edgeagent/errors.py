@@ -17,7 +17,12 @@ class RetryableError(Exception):
     that the upstream is back (edgeagent.exporters.reach): something that answered, even a
     proxy, accepts connections while the upstream behind it is still away. None: not known
     (a timeout: a connect that hung, or an upstream that never answered); the exporter's link
-    finds out with one connect."""
+    finds out with one connect.
+
+    `unsent` (serialized request, items), set by the export chain when it delivered some of the
+    requests of one export before this failure: the ones still to send, in order; None: all."""
+
+    unsent: list[tuple[bytes, int]] | None = None
 
     def __init__(self, message: str, retry_after: float | None = None, *, connection: bool = False,
                  unanswered: bool | None = False):

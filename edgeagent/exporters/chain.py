@@ -137,10 +137,12 @@ class ExportChain:
     async def export(self, parts: Sequence[Part], dead_letters: DeadLetterSink | None = None) -> Delivery:
         """Send requests; returns what was delivered and dead-lettered.
 
-        Raises RetryableError when a request could not be delivered (the caller keeps the data),
-        and PermanentError (with `parts`) for refused requests when there is no `dead_letters`."""
+        Raises RetryableError when a request could not be delivered (the caller keeps the data;
+        `unsent` says what is left when requests before it were delivered), and PermanentError
+        (with `parts`) for refused requests when there is no `dead_letters`."""
         delivery = Delivery()
         pending = list(reversed(parts))  # a stack, so the parts go out in order
+        accepted = False  # a request was delivered: the caller must not send it again
         try:
             while pending:
                 body, items = pending.pop()
@@ -153,13 +155,16 @@ class ExportChain:
                     else:
                         delivery.refuse(exc.parts if exc.parts is not None else [(body, items)], exc)
                     continue
+                accepted = True
                 delivery.sent += items - result.rejected
                 delivery.rejected += result.rejected
                 if result.rejected:
                     self._log_partial(result)
-        except RetryableError:
-            unsent = items + sum(part_items for _, part_items in pending)
-            self._count("otelcol_exporter_send_failed", unsent + delivery.refused_items)
+        except RetryableError as exc:
+            unsent = [(body, items), *reversed(pending)]
+            self._count("otelcol_exporter_send_failed", sum(n for _, n in unsent) + delivery.refused_items)
+            # the refused ones are kept too, to be refused again: they are dead-lettered only with the rest
+            exc.unsent = delivery.refused + unsent if accepted else None  # (set by an inner chain: not ours)
             raise
         finally:
             self._count("otelcol_exporter_sent", delivery.sent)

@@ -18,6 +18,11 @@ Design note
 * No consumer dies on one lease: an unexpected exception is logged (once until a delivery
   succeeds again), counted in `edgeagent_exporter_unexpected_errors`, shown in health as the
   exporter's problem; the lease goes back to the queue and the consumer pauses, then goes on.
+* A lease sent as several requests (`send_batch_max_size`, or halves after a 413) whose later
+  request fails after earlier ones were delivered: only what was not delivered goes back to the
+  queue, in place of the lease's records in one commit (queue.requeue), so the upstream does not
+  get the delivered requests again. A crash between the upstream's answer and that commit still
+  means they are sent again, as for any data in flight.
 * Shutdown stops the chain's backoff waits and cancels the consumers; a cancelled consumer
   releases its lease, so in-flight data stays queued for the next run.
 * wait_for_result (edgeagent.queue.watch): a lease whose retries ran out is released with the
@@ -262,14 +267,16 @@ class Sender:
         """Send one lease and settle it; returns how long this consumer should pause."""
         try:
             await self._export(lease)
-        except ShutdownError:
-            self.queue.release(lease)
+        except ShutdownError as exc:
+            if not self._requeue(lease, exc, lease.attempts):
+                self.queue.release(lease)
             return 0.0
         except ClientsGaveUp as exc:  # no upstream failure: no pause, no attempt counted
             self.queue.release(lease, error=exc)
             return 0.0
         except RetryableError as exc:  # records whose client waits for them go back to it (wait_for_result)
-            self.queue.release(lease, attempts=lease.attempts + 1, error=exc)
+            if not self._requeue(lease, exc, lease.attempts + 1):
+                self.queue.release(lease, attempts=lease.attempts + 1, error=exc)
             log.warning("upstream still failing after retries; data stays queued and will be sent again",
                         extra={"exporter": self.exporter.id, "signal": self.signal.label, "items": lease.items,
                                "error": str(exc)})
@@ -278,6 +285,18 @@ class Sender:
             self.queue.ack(lease).add_done_callback(self._ack_done)
         self._troubled = False
         return 0.0
+
+    def _requeue(self, lease: Lease, error: RetryableError, attempts: int) -> bool:
+        """Give back only the requests the upstream did not take when the lease went out as several
+        and a later one failed; False when nothing was delivered and the whole lease goes back.
+
+        A lease a client waits for goes back whole: its answer covers every record it sent."""
+        if error.unsent is None or self.queue.waited_for(lease):
+            return False
+        body = merge_requests(self.signal, [part for part, _ in error.unsent])
+        items = sum(items for _, items in error.unsent)
+        self.queue.requeue(lease, body, items, attempts).add_done_callback(self._ack_done)
+        return True
 
     async def _export(self, lease: Lease) -> None:
         """The chain's export of the lease; stopped when every client waiting for its records gave up

@@ -68,6 +68,10 @@ class ConsumerQueue(Protocol):
         """Give the records back; with `error` (retries ran out) those a client waits for go back to it."""
         ...
 
+    def requeue(self, lease: QueueLease, body: bytes, items: int, attempts: int) -> asyncio.Future[Any]:
+        """Give back only what was not delivered of a lease, `body`, in place of its records."""
+        ...
+
     async def dead_letter(self, lease: QueueLease, description: dict[str, Any],
                           bodies: list[tuple[bytes, int]] | None = None) -> None: ...
 

@@ -264,6 +264,44 @@ class Delete(WriterOp):
 
 
 @dataclass
+class Replace(WriterOp):
+    """What a lease did not deliver (a later request of a split one failed) takes the place of its
+    records: one record of `body` at the first one's key, with its batch key and age, so the queue
+    keeps its order and the delivered requests are not sent again."""
+
+    queue: WriterQueue
+    seqs: list[int]
+    body: bytes
+    items: int
+    attempts: int
+    future: asyncio.Future[Any]
+
+    def apply(self, ctx: Context) -> None:
+        queue, txn, state = self.queue, ctx.txn, ctx.state
+        state.touched.add(queue)
+        first = None
+        for seq in self.seqs:
+            value = txn.pop(KEY.pack(seq), db=queue.db)
+            if value is None:
+                continue
+            first = value if first is None else first
+            state.stored[queue].add(ctx.result.delta(queue), -1, -items_of(value), -len(value))
+            state.pages -= footprint(len(value), ctx.store.page_size)
+        if first is not None:  # (all gone: purged meanwhile)
+            try:
+                header = record.decode_header(first)
+                enqueued, batch_key = header.enqueued_ms, header.batch_key
+            except CorruptRecordError:
+                enqueued, batch_key = ctx.now_ms, b""
+            value = record.encode(queue.signal, self.items, enqueued, self.body, ctx.store.writer_compressor,
+                                  self.attempts, batch_key)
+            txn.put(KEY.pack(min(self.seqs)), value, db=queue.db)
+            state.stored[queue].add(ctx.result.delta(queue), 1, self.items, len(value))
+            state.pages += footprint(len(value), ctx.store.page_size)
+        ctx.result.done.append((self.future, None))
+
+
+@dataclass
 class SetAttempts(WriterOp):
     queue: WriterQueue
     seqs: list[int]

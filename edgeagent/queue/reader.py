@@ -32,6 +32,7 @@ from edgeagent.queue.ops import (
     KEY,
     STATS,
     Delete,
+    Replace,
     SetAttempts,
     Totals,
     WriterOp,
@@ -379,6 +380,24 @@ class DurableQueue:
         finally:
             self.watches.settle(seqs, PermanentError(str(description.get("reason", "rejected for good")),
                                                      status=description.get("status")))
+
+    def requeue(self, lease: QueueLease, body: bytes, items: int, attempts: int) -> asyncio.Future[Any]:
+        """Give back only what a lease did not deliver: `body` replaces its records in one commit, at
+        the first one's place (ops.Replace). They stay leased until then; a failed commit gives back
+        the whole lease, to be sent again."""
+        if lease.done:
+            raise RuntimeError("lease already ended")
+        lease.done = True
+        seqs = lease.seqs
+
+        def replaced(_: asyncio.Future[Any]) -> None:
+            self._leases.remove(seqs)
+            self._read_from = min(self._read_from, min(seqs, default=self._read_from))
+            if self.available_entries > 0:
+                self._available.set()
+        future = self.store.submit(lambda fut: Replace(self, seqs, body, items, attempts, fut))
+        future.add_done_callback(replaced)
+        return future
 
     # ---- bookkeeping applied on the loop after each commit ---------------------------------
 

@@ -1,4 +1,4 @@
-"""The queue against a plain in-memory model: put, lease, ack, release, crash and reopen.
+"""The queue against a plain in-memory model: put, lease, ack, release, requeue, crash and reopen.
 
 A crash drops the store without releasing its leases (leases live only in memory); the
 reopened store must hand out every record that was not acknowledged, oldest first.
@@ -104,6 +104,18 @@ class QueueModel(RuleBasedStateMachine):
             return
         self.queue.release(self.live.pop(token))
         del self.leased[token]
+
+    @rule(token=consumes(leases), left=st.integers(min_value=1, max_value=12))
+    def requeue(self, token, left: int) -> None:
+        """Part of the lease was delivered: what is left takes the first record's place."""
+        if token is None or token not in self.live:
+            return
+        ids = self.leased.pop(token)
+        left = min(left, sum(self.records[record_id] for record_id in ids))
+        self._run(self.queue.requeue(self.live.pop(token), ids[0].to_bytes(8, "big"), left, 1))
+        for record_id in ids[1:]:
+            del self.records[record_id]
+        self.records[ids[0]] = left
 
     @rule()
     def crash_and_reopen(self) -> None:

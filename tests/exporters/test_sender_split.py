@@ -1,0 +1,249 @@
+"""A lease sent as several requests: the parts the upstream accepted are not sent again when a
+later part fails, whether the retries run out or the agent stops and starts again in between.
+
+Real queue store, real sender and otlphttp exporter, and a scripted upstream on loopback that
+accepts the requests without a span named "b" and answers 503 to those with one, a bounded
+number of times, then 200."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
+
+from edgeagent.configretry import RetryConfig
+from edgeagent.errors import RetryableError
+from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
+from edgeagent.exporters.sender import BatchSettings, Sender
+from edgeagent.queue import record
+from edgeagent.queue.store import QueueStore
+from edgeagent.signals import Signal
+from tests.exporters.test_chain import Host
+
+FAST = {"initial_interval": 0.02, "max_interval": 0.05, "randomization_factor": 0}
+HALVES = BatchSettings(0.01, 0, 2)  # a lease goes out in requests of two spans
+
+
+class SenderHost(Host):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[str] = []
+
+    def component_failed(self, path: str, message: str) -> None:
+        self.failures.append(message)
+
+
+class SplitUpstream:
+    """Accepts a request unless it holds a span named "b" (503 `refusals` times) or "x" (400)."""
+
+    def __init__(self, refusals: int, max_items: int = 0):
+        self.refusals = refusals
+        self.max_items = max_items  # more spans than this in one request: 413
+        self.site: list[int] = []  # per span taken: how many "site" attributes it carried
+        self.accepted: Counter[bytes] = Counter()  # span id -> times the upstream took it
+        self.order: list[str] = []  # span names in the order they were taken
+        self.refused = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/traces", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        message = ExportTraceServiceRequest.FromString(await request.read())
+        spans = [span for rs in message.resource_spans for ss in rs.scope_spans for span in ss.spans]
+        if self.max_items and len(spans) > self.max_items:
+            return web.Response(status=413, text="too large")
+        if any(span.name == "x" for span in spans):
+            return web.Response(status=400, text="refused for good")
+        if any(span.name == "b" for span in spans) and self.refused < self.refusals:
+            self.refused += 1
+            return web.Response(status=503, text="busy")
+        for span in spans:
+            self.accepted[span.span_id] += 1
+            self.order.append(span.name)
+            self.site.append(sum(attribute.key == "site" for attribute in span.attributes))
+        return web.Response(status=200, content_type="application/x-protobuf", body=b"")
+
+
+def _record(names: str, first_id: int) -> tuple[bytes, int]:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index, name in enumerate(names):
+        scope.spans.add(name=name, span_id=(first_id + index).to_bytes(8, "big"), trace_id=bytes(16))
+    return request.SerializeToString(), len(names)
+
+
+async def _until(condition, timeout: float) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met in time")
+
+
+async def _run_sender(store: QueueStore, url: str, retry: RetryConfig, host: SenderHost, until,
+                      batch: BatchSettings = HALVES) -> None:
+    queue = store.queue("otlphttp/traces", Signal.TRACES)
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=url, compression="none"))
+    await exporter.start()
+    sender = Sender(exporter, queue, retry, 1, batch, host, timeout=5)
+    await sender.start()
+    try:
+        await _until(until, 10)
+    finally:
+        await sender.shutdown()
+        await exporter.shutdown()
+
+
+def _open(directory: str) -> QueueStore:
+    store = QueueStore(directory)
+    store.open()
+    store.start()
+    return store
+
+
+def test_parts_already_delivered_are_not_sent_again_when_a_later_part_runs_out_of_retries(tmp_path):
+    async def scenario() -> tuple[SplitUpstream, int]:
+        upstream = SplitUpstream(refusals=12)  # several rounds of retries that run out
+        await upstream.start()
+        store = _open(str(tmp_path / "queue"))
+        try:
+            queue = store.queue("otlphttp/traces", Signal.TRACES)
+            for names, first in (("aabb", 0), ("cc", 10)):
+                body, items = _record(names, first)
+                await store.put([queue], body, items, Signal.TRACES)
+            retry = RetryConfig(max_elapsed_time=0.1, **FAST)
+            await _run_sender(store, upstream.url, retry, SenderHost(), lambda: queue.entries == 0)
+            return upstream, queue.entries
+        finally:
+            await store.close()
+            await upstream.stop()
+
+    upstream, left = asyncio.run(scenario())
+    assert upstream.refused == 12
+    assert left == 0
+    assert dict(upstream.accepted) == {i.to_bytes(8, "big"): 1 for i in (0, 1, 2, 3, 10, 11)}
+    assert upstream.order == ["a", "a", "b", "b", "c", "c"]  # the rest of the lease still goes first
+
+
+def test_parts_already_delivered_are_not_sent_again_after_a_clean_restart(tmp_path):
+    directory = str(tmp_path / "queue")
+
+    async def scenario() -> tuple[SplitUpstream, list[int]]:
+        upstream = SplitUpstream(refusals=1 << 30)  # "b" is refused until the restart
+        await upstream.start()
+        try:
+            store = _open(directory)
+            try:
+                queue = store.queue("otlphttp/traces", Signal.TRACES)
+                for names, first in (("aabb", 0), ("cc", 10)):
+                    body, items = _record(names, first)
+                    await store.put([queue], body, items, Signal.TRACES)
+                retry = RetryConfig(max_elapsed_time=0, **FAST)  # retries forever: ended by the shutdown
+                await _run_sender(store, upstream.url, retry, SenderHost(), lambda: upstream.refused >= 2)
+            finally:
+                await store.close()
+            upstream.refusals = 0
+            store = _open(directory)
+            try:
+                queue = store.queue("otlphttp/traces", Signal.TRACES)
+                stored = [queue.entries, queue.items]
+                await _run_sender(store, upstream.url, RetryConfig(**FAST), SenderHost(), lambda: queue.entries == 0)
+            finally:
+                await store.close()
+            return upstream, stored
+        finally:
+            await upstream.stop()
+
+    upstream, stored = asyncio.run(scenario())
+    assert stored == [2, 4]  # the undelivered half of the first record, and the second record
+    assert dict(upstream.accepted) == {i.to_bytes(8, "big"): 1 for i in (0, 1, 2, 3, 10, 11)}
+    assert upstream.order == ["a", "a", "b", "b", "c", "c"]
+
+
+def _stored(store: QueueStore) -> list[tuple[int, int, bytes]]:
+    """(key, items, batch key) of every record of the queue."""
+    queue = store.queue("otlphttp/traces", Signal.TRACES)
+    with store.reading(queue.db) as txn:
+        return [(int.from_bytes(key, "big"), header.items, header.batch_key)
+                for key, value in txn.cursor() for header in [record.decode_header(value)]]
+
+
+def test_records_of_a_lease_halved_on_413_give_back_only_the_undelivered_halves_in_their_place(tmp_path):
+    directory = str(tmp_path / "queue")
+    site = KeyValueList(values=[KeyValue(key="site", value=AnyValue(string_value="x"))]).SerializeToString()
+    whole = BatchSettings(0.01, 0, 0)  # one lease takes every record of a batch key: one request
+
+    async def scenario() -> tuple[SplitUpstream, list[tuple[int, int, bytes]]]:
+        upstream = SplitUpstream(refusals=1 << 30, max_items=2)
+        await upstream.start()
+        try:
+            store = _open(directory)
+            try:
+                queue = store.queue("otlphttp/traces", Signal.TRACES)
+                for names, first, key in (("aa", 0, b"k1"), ("bb", 10, b"k1"), ("cc", 20, b"k1"), ("dd", 30, b"k2")):
+                    body, items = _record(names, first)
+                    await store.put([queue], body, items, Signal.TRACES, batch_key=key, attributes=site)
+                retry = RetryConfig(max_elapsed_time=0, **FAST)
+                await _run_sender(store, upstream.url, retry, SenderHost(), lambda: upstream.refused >= 2, whole)
+            finally:
+                await store.close()
+            upstream.refusals = 0
+            store = _open(directory)
+            try:
+                queue = store.queue("otlphttp/traces", Signal.TRACES)
+                stored = _stored(store)
+                await _run_sender(store, upstream.url, RetryConfig(**FAST), SenderHost(), lambda: queue.entries == 0,
+                                  whole)
+            finally:
+                await store.close()
+            return upstream, stored
+        finally:
+            await upstream.stop()
+
+    upstream, stored = asyncio.run(scenario())
+    # the first three records (one lease) became one record in the first one's place, its batch key kept
+    assert stored == [(1, 4, b"k1"), (4, 2, b"k2")]
+    assert dict(upstream.accepted) == {i.to_bytes(8, "big"): 1 for i in (0, 1, 10, 11, 20, 21, 30, 31)}
+    assert upstream.order == ["a", "a", "b", "b", "c", "c", "d", "d"]
+    assert upstream.site == [1] * 8  # the record's attributes, added once
+
+
+def test_a_failed_export_names_what_is_left_only_when_a_request_before_it_was_delivered():
+    parts = {names: _record(names, 0) for names in ("xx", "aa", "bb")}
+
+    async def scenario(order: list[str]) -> list[tuple[bytes, int]] | None:
+        upstream = SplitUpstream(refusals=1 << 30)
+        await upstream.start()
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none"))
+        await exporter.start()
+        try:
+            chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=5)  # one attempt per request
+            try:
+                await chain.export([parts[names] for names in order])
+            except RetryableError as exc:
+                return exc.unsent
+            raise AssertionError("the export did not fail")
+        finally:
+            await exporter.shutdown()
+            await upstream.stop()
+
+    # the refused request stays with the rest, to be refused (and dead-lettered) with it next time
+    assert asyncio.run(scenario(["xx", "aa", "bb", "aa"])) == [parts["xx"], parts["bb"], parts["aa"]]
+    assert asyncio.run(scenario(["xx", "bb", "aa"])) is None  # nothing delivered: all of it is kept
