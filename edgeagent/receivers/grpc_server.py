@@ -10,7 +10,8 @@ Design note:
   handled on the event loop, and each call runs as one task that reads its message as it arrives.
 - Memory is bounded by flow control: received DATA is acknowledged (WINDOW_UPDATE) only when the
   call's task has taken it, so a stream buffers at most its window and a connection at most the
-  connection window; header lists, concurrent streams and the message size are bounded too.
+  connection window; header lists (and their raw blocks: h2_limits), concurrent streams and the
+  message size are bounded too.
 - A stream's reset or error ends that stream only; a protocol error ends its connection (GOAWAY).
 - Connection lifetime follows grpc-go's keepalive (otelcol's `keepalive` keys): a connection
   without calls for `idle_timeout` (before the HTTP/2 preface: `handshake_timeout`) gets GOAWAY
@@ -43,7 +44,7 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import DataFrame, GoAwayFrame
 
-from edgeagent.receivers import codec
+from edgeagent.receivers import codec, h2_limits
 
 log = logging.getLogger(__name__)
 # h2 and hpack log every frame and header at debug level, tokens included: never let them through
@@ -253,6 +254,7 @@ class _Connection(asyncio.Protocol):
         self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False))
+        self._h2.incoming_buffer = h2_limits.HeaderBlockBound(self.limits.max_header_list_size)
         self._going_away = False
         self._lingering = False  # closing: what the peer still sends is read and dropped
         self._last_stream = 0

@@ -13,9 +13,11 @@ import cramjam
 import grpc
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 import zstandard
+from hyperframe.frame import Frame, GoAwayFrame
 
 from edgeagent import tls
 from edgeagent.errors import BadRequestError
@@ -356,3 +358,48 @@ def test_tls_with_alpn_h2_serves_a_grpcio_client(certs):
         assert server.received == [b"secret"]
     finally:
         server.close()
+
+
+
+def _frames_until_closed(sock: socket.socket, seconds: float) -> list[Frame]:
+    """The frames the server sends until it closes the connection (or `seconds` pass)."""
+    data = bytearray()
+    deadline = time.monotonic() + seconds
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    frames = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        if len(data) < 9 + length:
+            break
+        frame.parse_body(memoryview(data[9:9 + length]))
+        frames.append(frame)
+        del data[:9 + length]
+    return frames
+
+
+def test_an_endless_header_block_is_cut_off_near_twice_the_header_list_limit():
+    """h2 keeps a header block's raw frames until END_HEADERS and checks max_header_list_size only
+    on the finished block: without a bound of its own a peer parks up to 64 frames of 1 MiB."""
+    server = Served(Limits(max_message_bytes=1 << 20, max_header_list_size=16 << 10, idle_timeout=10.0))
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as rogue:
+            grpc_raw.endless_header_block(rogue, 8, 16 << 10)  # 128 KiB of a block allowed 32 KiB
+            frames = _frames_until_closed(rogue, 5.0)
+        goaway = [frame for frame in frames if isinstance(frame, GoAwayFrame)]
+        assert goaway and goaway[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # others are still served
+            channel.unary_unary(METHOD)(b"after", timeout=5, metadata=[("big", "x" * (12 << 10))])
+        assert server.received == [b"after"]
+    finally:
+        server.close()
+
