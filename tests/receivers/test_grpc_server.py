@@ -403,3 +403,27 @@ def test_an_endless_header_block_is_cut_off_near_twice_the_header_list_limit():
     finally:
         server.close()
 
+
+def test_one_stream_over_the_concurrency_limit_is_refused_and_the_others_complete():
+    """grpc-go refuses the stream beyond max_concurrent_streams with RST_STREAM(REFUSED_STREAM),
+    which clients retry transparently; a GOAWAY would cancel every call on the connection."""
+    server = Served(Limits(max_message_bytes=1 << 20, max_concurrent_streams=2), delay=0.3)
+    try:
+        client = H2Client(server.port)
+        streams = [client.start() for _ in range(3)]  # opened before the server's SETTINGS are read
+        for index, stream in enumerate(streams):
+            client.h2.send_data(stream, struct.pack(">BI", 0, 1) + bytes([index]), end_stream=True)
+        client.flush()
+        events = client.events(lambda seen: all(_status(seen, stream) is not None for stream in streams[:2]))
+        assert [_status(events, stream) for stream in streams[:2]] == ["0", "0"]
+        resets = [event for event in events if isinstance(event, h2.events.StreamReset)]
+        assert [(reset.stream_id, reset.error_code) for reset in resets] == \
+            [(streams[2], h2.errors.ErrorCodes.REFUSED_STREAM)]
+        assert not any(isinstance(event, h2.events.ConnectionTerminated) for event in events)
+        again = client.start()  # the connection is still up
+        client.h2.send_data(again, struct.pack(">BI", 0, 2) + b"ok", end_stream=True)
+        client.flush()
+        assert _status(client.events(lambda seen: _status(seen, again) is not None), again) == "0"
+        assert sorted(server.received) == [b"\x00", b"\x01", b"ok"]
+    finally:
+        server.close()
