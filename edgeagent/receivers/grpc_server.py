@@ -10,7 +10,8 @@ Design note:
   handled on the event loop, and each call runs as one task that reads its message as it arrives.
 - Memory is bounded by flow control: received DATA is acknowledged (WINDOW_UPDATE) only when the
   call's task has taken it, so a stream buffers at most its window and a connection at most the
-  connection window; header lists, concurrent streams and the message size are bounded too.
+  connection window; header lists (and their raw blocks: h2_limits), concurrent streams and the
+  message size are bounded too.
 - A stream's reset or error ends that stream only; a protocol error ends its connection (GOAWAY).
 - Connection lifetime follows grpc-go's keepalive (otelcol's `keepalive` keys): a connection
   without calls for `idle_timeout` (before the HTTP/2 preface: `handshake_timeout`) gets GOAWAY
@@ -43,7 +44,7 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import DataFrame, GoAwayFrame
 
-from edgeagent.receivers import codec
+from edgeagent.receivers import codec, h2_limits
 
 log = logging.getLogger(__name__)
 # h2 and hpack log every frame and header at debug level, tokens included: never let them through
@@ -70,6 +71,7 @@ _RESETS_ALLOWED = 100  # calls a peer may reset beyond twice the number it let f
 _ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
 _PING_STRIKES = 2  # grpc-go's maxPingStrikes: the third ping out of policy ends the connection
 _PING_WITHOUT_CALLS = 7200.0  # grpc-go: without permission, a ping without calls may come every 2h
+_STREAMS_BEFORE_SETTINGS = 100  # streams a client opens before it reads our limit (grpc-go's default)
 _LINGER_SECONDS = 1.0  # after an error: how long what the peer still sends is read and dropped
 
 
@@ -253,6 +255,7 @@ class _Connection(asyncio.Protocol):
         self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False))
+        self._h2.incoming_buffer = h2_limits.HeaderBlockBound(self.limits.max_header_list_size)
         self._going_away = False
         self._lingering = False  # closing: what the peer still sends is read and dropped
         self._last_stream = 0
@@ -277,16 +280,13 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = str(peer[0]) if isinstance(peer, tuple) else ""
         limits = self.limits
-        self._h2.local_settings = h2.settings.Settings(client=False, initial_values={
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window,
-            # fewer, larger DATA frames from clients that follow it (grpcio): h2's cost is per frame
-            h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
-        })
+        self._h2.local_settings = _settings(limits, limits.max_concurrent_streams)
         self._h2.decoder.max_header_list_size = limits.max_header_list_size
         self._h2.max_inbound_frame_size = limits.max_frame_size
         self._h2.initiate_connection()
+        # that advertised the stream limit, which _start_call enforces stream by stream; h2's own
+        # check ends the whole connection, so it only stops a peer far beyond the limit
+        self._h2.local_settings = _settings(limits, limits.max_concurrent_streams + _STREAMS_BEFORE_SETTINGS)
         self._h2.increment_flow_control_window(limits.connection_window - self._h2.inbound_flow_control_window)
         self._flush()
         self._after("idle", self._timeout, self._check_idle)
@@ -484,7 +484,8 @@ class _Connection(asyncio.Protocol):
     def _start_call(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
         self._last_stream = max(self._last_stream, stream_id)
-        if self._going_away:
+        if self._going_away or len(self.calls) >= self.limits.max_concurrent_streams:
+            # as grpc-go: only this stream is refused, and clients retry it transparently
             self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         headers: dict[bytes, bytes] = {}
@@ -635,6 +636,16 @@ class _Connection(asyncio.Protocol):
         self._flush()
         if self._going_away and not self.tasks:
             self.close()
+
+
+def _settings(limits: Limits, streams: int) -> h2.settings.Settings:
+    return h2.settings.Settings(client=False, initial_values={
+        h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: streams,
+        h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
+        h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: limits.stream_window,
+        # fewer, larger DATA frames from clients that follow it (grpcio): h2's cost is per frame
+        h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
+    })
 
 
 def _timeout(value: bytes | None) -> float | None:

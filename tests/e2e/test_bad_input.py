@@ -5,12 +5,15 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import socket
+import time
 
 import grpc
 import pytest
 import zstandard
 from google.rpc import status_pb2
 
+from tests.helpers import grpc_raw
 from tests.helpers.net import free_port
 from tests.helpers.sdk import send_spans
 
@@ -109,6 +112,29 @@ def test_grpc_garbage_gets_invalid_argument_and_oversized_gets_resource_exhauste
         with pytest.raises(grpc.RpcError) as oversized:
             export(b"\x0a\x00" * (LIMIT), timeout=10)
         assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _rss_anon(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) << 10 for line in status if line.startswith("RssAnon:"))
+
+
+def test_grpc_header_blocks_that_never_end_hold_no_memory(agent):
+    """An unfinished header block stayed in memory, before any auth, until the idle timeout (300 s):
+    64 MiB a connection, and a few such connections put every client over the memory limit."""
+    before = _rss_anon(agent.process.pid)
+    rogues = [socket.create_connection(("127.0.0.1", agent.grpc_port), timeout=5) for _ in range(3)]
+    try:
+        for rogue in rogues:
+            grpc_raw.endless_header_block(rogue, frames=32, size=1 << 20)
+        time.sleep(0.5)
+        grown = _rss_anon(agent.process.pid) - before
+    finally:
+        for rogue in rogues:
+            rogue.close()
+    print(f"3 connections x 32 MiB of one header block: RssAnon grew {grown / 2**20:.1f} MiB")
+    assert grown < 16 << 20
+    assert grpc_raw.call(agent.grpc_port, b"") == (0, "")
 
 
 def test_the_agent_stays_healthy_and_keeps_what_it_accepted(agent):

@@ -1,5 +1,6 @@
 """One unary gRPC call written by hand over HTTP/2 (the h2 package), for what grpcio's client
-cannot send: a message compressed by the test itself, any grpc-encoding, any compressed flag."""
+cannot send: a message compressed by the test itself, any grpc-encoding, any compressed flag; and
+raw frames no client sends (a header block that never ends)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import struct
 import h2.config
 import h2.connection
 import h2.events
+from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame
 
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def call(port: int, message: bytes, encoding: str | None = None, compressed: bool | None = None,
@@ -52,3 +55,18 @@ def call(port: int, message: bytes, encoding: str | None = None, compressed: boo
         return int(status.get("grpc-status", -1)), status.get("grpc-message", "")
     finally:
         sock.close()
+
+
+def endless_header_block(sock: socket.socket, frames: int, size: int) -> None:
+    """The preface, HEADERS without END_HEADERS, then `frames` CONTINUATION frames of `size` bytes
+    that never end the block; stops quietly once the server has closed the connection."""
+    headers = HeadersFrame(1)
+    headers.data = b"\x00"
+    try:
+        sock.sendall(PREFACE + SettingsFrame(0).serialize() + headers.serialize())
+        for _ in range(frames):
+            continuation = ContinuationFrame(1)
+            continuation.data = b"\x00" * size
+            sock.sendall(continuation.serialize())
+    except OSError:
+        pass

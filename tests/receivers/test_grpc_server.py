@@ -13,9 +13,11 @@ import cramjam
 import grpc
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 import zstandard
+from hyperframe.frame import Frame, GoAwayFrame
 
 from edgeagent import tls
 from edgeagent.errors import BadRequestError
@@ -354,5 +356,74 @@ def test_tls_with_alpn_h2_serves_a_grpcio_client(certs):
         with grpc.secure_channel(f"localhost:{server.port}", credentials) as channel:
             channel.unary_unary(METHOD)(b"secret", timeout=5)
         assert server.received == [b"secret"]
+    finally:
+        server.close()
+
+
+
+def _frames_until_closed(sock: socket.socket, seconds: float) -> list[Frame]:
+    """The frames the server sends until it closes the connection (or `seconds` pass)."""
+    data = bytearray()
+    deadline = time.monotonic() + seconds
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    frames = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        if len(data) < 9 + length:
+            break
+        frame.parse_body(memoryview(data[9:9 + length]))
+        frames.append(frame)
+        del data[:9 + length]
+    return frames
+
+
+def test_an_endless_header_block_is_cut_off_near_twice_the_header_list_limit():
+    """h2 keeps a header block's raw frames until END_HEADERS and checks max_header_list_size only
+    on the finished block: without a bound of its own a peer parks up to 64 frames of 1 MiB."""
+    server = Served(Limits(max_message_bytes=1 << 20, max_header_list_size=16 << 10, idle_timeout=10.0))
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as rogue:
+            grpc_raw.endless_header_block(rogue, 8, 16 << 10)  # 128 KiB of a block allowed 32 KiB
+            frames = _frames_until_closed(rogue, 5.0)
+        goaway = [frame for frame in frames if isinstance(frame, GoAwayFrame)]
+        assert goaway and goaway[0].error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # others are still served
+            channel.unary_unary(METHOD)(b"after", timeout=5, metadata=[("big", "x" * (12 << 10))])
+        assert server.received == [b"after"]
+    finally:
+        server.close()
+
+
+def test_one_stream_over_the_concurrency_limit_is_refused_and_the_others_complete():
+    """grpc-go refuses the stream beyond max_concurrent_streams with RST_STREAM(REFUSED_STREAM),
+    which clients retry transparently; a GOAWAY would cancel every call on the connection."""
+    server = Served(Limits(max_message_bytes=1 << 20, max_concurrent_streams=2), delay=0.3)
+    try:
+        client = H2Client(server.port)
+        streams = [client.start() for _ in range(3)]  # opened before the server's SETTINGS are read
+        for index, stream in enumerate(streams):
+            client.h2.send_data(stream, struct.pack(">BI", 0, 1) + bytes([index]), end_stream=True)
+        client.flush()
+        events = client.events(lambda seen: all(_status(seen, stream) is not None for stream in streams[:2]))
+        assert [_status(events, stream) for stream in streams[:2]] == ["0", "0"]
+        resets = [event for event in events if isinstance(event, h2.events.StreamReset)]
+        assert [(reset.stream_id, reset.error_code) for reset in resets] == \
+            [(streams[2], h2.errors.ErrorCodes.REFUSED_STREAM)]
+        assert not any(isinstance(event, h2.events.ConnectionTerminated) for event in events)
+        again = client.start()  # the connection is still up
+        client.h2.send_data(again, struct.pack(">BI", 0, 2) + b"ok", end_stream=True)
+        client.flush()
+        assert _status(client.events(lambda seen: _status(seen, again) is not None), again) == "0"
+        assert sorted(server.received) == [b"\x00", b"\x01", b"ok"]
     finally:
         server.close()
