@@ -10,7 +10,8 @@ Design note
   `otelcol_exporter_sent_*` / `otelcol_exporter_send_failed_*` under the exporter's id.
 * Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does.
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
-  an exponential backoff, or exactly after the upstream's Retry-After. The wait ends early
+  an exponential backoff, lengthened to the upstream's Retry-After when that is longer (as
+  otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
   when the chain is stopped (shutdown): the caller keeps the data for the next run. Without
   it (direct and sub-pipeline paths) one attempt is made and the caller decides.
 * 413: the request is split in halves, again and again down to single items (spans, log
@@ -215,7 +216,9 @@ class ExportChain:
         retry = self.retry
         if retry is None or self.stopping.is_set():
             return None
-        delay = error.retry_after if error.retry_after is not None else backoff_delay(retry, attempt)
+        delay = backoff_delay(retry, attempt)
+        if error.retry_after is not None:  # the upstream may lengthen the backoff, never shorten it
+            delay = max(delay, error.retry_after)
         if retry.max_elapsed_time > 0 and elapsed + delay > retry.max_elapsed_time:
             return None
         return delay

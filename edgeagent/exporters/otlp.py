@@ -251,7 +251,7 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
 
 
 def _retry_delay(metadata: list[tuple[str, str | bytes]]) -> float | None:
-    """The RetryInfo delay carried in `grpc-status-details-bin`, in seconds, if any."""
+    """The RetryInfo delay carried in `grpc-status-details-bin`, in seconds (a negative one is 0), if any."""
     for key, value in metadata:
         if key != "grpc-status-details-bin" or not isinstance(value, bytes):
             continue
@@ -264,7 +264,7 @@ def _retry_delay(metadata: list[tuple[str, str | bytes]]) -> float | None:
                 info = error_details_pb2.RetryInfo()
                 detail.Unpack(info)
                 delay: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9  # google.rpc has no types
-                return delay
+                return max(0.0, delay)
     return None
 
 

@@ -7,16 +7,20 @@ import socket
 import time
 from collections import defaultdict
 
+import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
 from edgeagent.configretry import RetryConfig
-from edgeagent.errors import ShutdownError
+from edgeagent.errors import ShutdownError, ThrottledError
 from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.http1 import wire
 from edgeagent.signals import Signal
+from tests.helpers.grpc_upstream import Answer, GrpcUpstream
+from tests.helpers.net import free_port
 
 
 class Host:
@@ -166,3 +170,62 @@ def test_an_early_413_from_an_upstream_that_stops_reading_is_split_without_waiti
     assert elapsed < 5.0  # not one 10 s timeout
     statuses = [status for _, status in seen]  # halves of halves of halves: 468, 234, 117 and 58 KB
     assert (statuses.count(413), statuses.count(200)) == (7, 8)
+
+
+def _retry_count(upstream, retry: RetryConfig, seconds: float) -> tuple[int, float]:
+    """Requests the upstream got while one export retried for `seconds` (and when the second came)."""
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none"))
+    chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=5, retry=retry)
+
+    async def scenario() -> None:
+        await exporter.start()
+        export = asyncio.create_task(chain.export([(_request(3), 3)]))
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            chain.stop()
+            await asyncio.gather(export, return_exceptions=True)
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    calls = list(upstream.calls)
+    return len(calls), (calls[1].at - calls[0].at if len(calls) > 1 else seconds)
+
+
+def test_a_retry_after_of_zero_does_not_cut_the_backoff_short(upstream):
+    """`Retry-After: 0` (or a date in the past) may only lengthen the backoff, as otelcol's retry
+    sender takes the larger of the two: used instead of it, it made thousands of requests a second."""
+    upstream.status, upstream.retry_after = 503, "0"
+    retry = RetryConfig(initial_interval=0.5, randomization_factor=0, max_interval=0.5, max_elapsed_time=0)
+    attempts, _ = _retry_count(upstream, retry, 2.0)
+    assert attempts <= 6  # one, then one per 0.5 s
+
+
+def test_a_retry_after_longer_than_the_backoff_is_waited_out(upstream):
+    upstream.status, upstream.retry_after = 429, "3"
+    retry = RetryConfig(initial_interval=0.5, randomization_factor=0, max_interval=0.5, max_elapsed_time=0)
+    attempts, gap = _retry_count(upstream, retry, 4.0)
+    assert attempts == 2 and gap >= 3.0
+
+
+def test_a_negative_grpc_retry_info_is_no_delay_at_all():
+    """A RetryInfo of -5 s (clock skew, a bug upstream) is read as 0, never as a delay to subtract."""
+    upstream = GrpcUpstream(free_port()).start()
+    upstream.script(Answer(grpc.StatusCode.RESOURCE_EXHAUSTED, retry_delay=-5.0))
+    exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig(endpoint=upstream.endpoint, tls={"insecure": True},
+                                                       compression="none"))
+
+    async def scenario() -> float | None:
+        await exporter.start()
+        try:
+            await exporter.send(Signal.TRACES, _request(1))
+        except ThrottledError as exc:
+            return exc.retry_after
+        finally:
+            await exporter.shutdown()
+        raise AssertionError("RESOURCE_EXHAUSTED with RetryInfo was not a throttle")
+
+    try:
+        assert asyncio.run(scenario()) == 0.0
+    finally:
+        upstream.stop()
