@@ -8,7 +8,8 @@ Design note
   PermanentError (edgeagent.errors); the chain does the rest, in this order:
   timeout -> retry with backoff -> split on 413 -> dead letter, and counts otelcol's
   `otelcol_exporter_sent_*` / `otelcol_exporter_send_failed_*` under the exporter's id.
-* Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does.
+* Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does; the
+  wait for its bandwidth cap (`Paced`) comes before, outside it.
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
   an exponential backoff, lengthened to the upstream's Retry-After when that is longer (as
   otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
@@ -35,7 +36,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from google.protobuf.message import DecodeError
 
@@ -77,6 +78,14 @@ class Exporter(Protocol):
     configured: bool  # an upstream is set; without one the service starts no sender for it
 
     async def send(self, signal: Signal, body: bytes) -> SendResult: ...
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """An exporter with a bandwidth cap (`rate_limit`): the chain awaits `pace` before each attempt's
+    timeout starts, so waiting for the cap never counts as an upstream that did not answer."""
+
+    async def pace(self, signal: Signal, body: bytes) -> None: ...
 
 
 Part = tuple[bytes, int]  # a serialized request and its items
@@ -127,6 +136,7 @@ class ExportChain:
         self.retry = retry if retry is not None and retry.enabled else None
         self.link = link
         self.drains_queue = drains_queue  # sent items leave a queue: they count towards its drain rate
+        self._paced = exporter if isinstance(exporter, Paced) else None
         self.stopping = asyncio.Event()
         self._last_partial_log = 0.0
         self._capping = False  # an upstream's Retry-After is being cut down; logged once until a success
@@ -242,6 +252,8 @@ class ExportChain:
             return await self._reported(body)
 
     async def _call(self, body: bytes) -> SendResult:
+        if self._paced is not None:
+            await self._paced.pace(self.signal, body)
         if self.timeout is None:
             return await self.exporter.send(self.signal, body)
         try:

@@ -38,7 +38,7 @@ from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration, split_endpoint
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
-from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.bandwidth import Pacer
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import grpc_compress
@@ -155,7 +155,7 @@ class OtlpGrpcExporter:
         self._context: Reloading[Any] | None = None
         self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
         self._auth: Authenticator | None = None
-        self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
+        self._bandwidth = Pacer(config.rate_limit)
         self._encoding = "" if config.compression in ("none", "") else config.compression
         self._observe = rpc_client_observer(None, "", "")
         self._proxy = environment_proxy(config.target()[0]) if self.configured else ""
@@ -209,6 +209,13 @@ class OtlpGrpcExporter:
             metadata += tuple((key.lower(), value) for key, value in self._auth.client_headers().items())
         return metadata
 
+    async def pace(self, signal: Signal, body: bytes) -> None:
+        """Wait until `rate_limit` lets this request on the wire (the chain awaits it before the timeout)."""
+        await self._bandwidth.pace(body, self._compressed)
+
+    async def _compressed(self, body: bytes) -> bytes:
+        return await asyncio.to_thread(grpc_compress, self._encoding, body) if self._encoding else body
+
     async def send(self, signal: Signal, body: bytes) -> SendResult:
         if self._channel is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
@@ -216,9 +223,7 @@ class OtlpGrpcExporter:
             context = self._context.get()
             if context is not self._channel.ssl_context:
                 self._channel.use_ssl_context(context)  # new certificates: new connections
-        message = await asyncio.to_thread(grpc_compress, self._encoding, body) if self._encoding else body
-        if self._bandwidth is not None:
-            await self._bandwidth.take(len(message))
+        message = await self._bandwidth.wire(body, self._compressed)
         method = f"{signal.grpc_service}/Export"
         metadata = self._call_metadata()
         started, status = time.perf_counter(), "CANCELLED"

@@ -49,7 +49,7 @@ from edgeagent.component import Factory
 from edgeagent.configretry import parse_retry_after
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters import httpclient
-from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.bandwidth import Encode, Pacer
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
@@ -179,7 +179,7 @@ class OtlpHttpExporter:
         self._targets = {signal: _split_credentials(url) for signal in Signal if (url := config.url(signal))}
         self._url_secrets = [secret for signal in Signal for secret in url_secrets(config.url(signal) or "")] \
             + url_secrets(config.proxy_url)
-        self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
+        self._bandwidth = Pacer(config.rate_limit)
         self._redirected_to: str | None = None  # the Location of the redirect episode going on
         self._proxies = httpclient.Proxies(config.proxy_url)
 
@@ -252,15 +252,22 @@ class OtlpHttpExporter:
         if target is None or self._client is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
         url, basic = target
-        data = body
-        if self.config.encoding == "json" or self._encoding is not None:
-            data = await asyncio.to_thread(self._body, signal, body)
-        if self._bandwidth is not None:
-            await self._bandwidth.take(len(data))
+        data = await self._bandwidth.wire(body, self._encoder(signal))
         headers = self._request_headers(basic)
         secrets = self._secrets(headers, url)
         answer, url = await self._post_following(url, data, headers, secrets)
         return self._result(signal, answer, url, secrets)
+
+    async def pace(self, signal: Signal, body: bytes) -> None:
+        """Wait until `rate_limit` lets this request on the wire (the chain awaits it before the timeout)."""
+        await self._bandwidth.pace(body, self._encoder(signal))
+
+    def _encoder(self, signal: Signal) -> Encode:
+        async def encode(body: bytes) -> bytes:
+            if self.config.encoding == "json" or self._encoding is not None:
+                return await asyncio.to_thread(self._body, signal, body)
+            return body
+        return encode
 
     def _body(self, signal: Signal, body: bytes) -> bytes:
         """The queued protobuf request as the wire wants it: in OTLP/JSON if so configured, compressed."""

@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from edgeagent.configretry import RetryConfig
 from edgeagent.errors import ShutdownError, ThrottledError
 from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.link import Link
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.http1 import wire
@@ -29,6 +30,7 @@ class Host:
     def __init__(self) -> None:
         self.counts: dict[tuple[str, ...], float] = defaultdict(float)
         self.problems: dict[str, str | None] = {}
+        self.problems_seen: list[str] = []
 
     def count(self, name: str, amount: float, *labels: str) -> None:
         self.counts[(name, *labels)] += amount
@@ -40,6 +42,8 @@ class Host:
 
     def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
         self.problems[exporter_id] = problem
+        if problem is not None:
+            self.problems_seen.append(problem)
 
 
 def _request(spans: int, name: str = "op") -> bytes:
@@ -85,7 +89,6 @@ def test_a_hostile_retry_after_does_not_pause_the_exporter_without_bound(upstrea
     """An upstream answering `Retry-After: 999999999` must not stop every consumer for 31 years: the
     honoured delay is capped (at RETRY_AFTER_CEILING, shortened here) and the cap is logged once."""
     from edgeagent import configretry as retry_module
-    from edgeagent.exporters.link import Link
 
     monkeypatch.setattr(retry_module, "RETRY_AFTER_CEILING", 0.5)
     upstream.status, upstream.retry_after = 503, "999999999"
@@ -229,3 +232,34 @@ def test_a_negative_grpc_retry_info_is_no_delay_at_all():
         assert asyncio.run(scenario()) == 0.0
     finally:
         upstream.stop()
+
+
+def test_a_wait_for_the_bandwidth_cap_is_not_an_upstream_that_did_not_answer(upstream):
+    """Requests queued behind `rate_limit` wait seconds for their turn: that wait is no part of the
+    attempt's timeout, so an upstream answering at once is never "did not answer within 1s", never
+    offline, and gets each request once."""
+    config = OtlpHttpConfig(endpoint=upstream.url, compression="none", timeout=1,
+                            rate_limit={"bytes_per_second": 2000})
+    exporter = OtlpHttpExporter("otlphttp", config)
+    retry = RetryConfig(initial_interval=0.2, max_interval=0.2, max_elapsed_time=0)
+    states: list[bool] = []
+    host = Host()
+
+    async def scenario() -> None:
+        await exporter.start()
+        link = Link(4, retry, states.append, exporter.upstream_addresses(), "otlphttp")
+        chain = ExportChain(exporter, Signal.TRACES, host, timeout=1, retry=retry, link=link, drains_queue=True)
+        body = _request(120)  # about 5 KB: 2.5 s of the cap each
+        assert 4000 < len(body) < 6000
+        try:
+            await asyncio.wait_for(asyncio.gather(*(chain.export([(body, 120)]) for _ in range(3))), 15)
+        finally:
+            chain.stop()
+            link.close()
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    assert host.counts[("otelcol_exporter_sent_spans", "otlphttp")] == 360
+    assert upstream.attempts == 3
+    assert False not in states
+    assert not [problem for problem in host.problems_seen if "did not answer" in problem]
