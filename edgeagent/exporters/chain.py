@@ -58,17 +58,32 @@ class SendResult:
 
 
 def partial_success(signal: Signal, content: bytes) -> SendResult:
-    """What an Export*ServiceResponse says the upstream rejected (OTLP partial success)."""
+    """What an Export*ServiceResponse in protobuf says the upstream rejected (OTLP partial success);
+    raises PermanentError when the answer does not decode."""
     if not content:
         return SendResult()
     try:
         response = signal.response_class.FromString(content)
     except DecodeError:
-        return SendResult()
+        raise undecodable_answer(signal, content, "OK") from None
+    return rejected(signal, response)
+
+
+def rejected(signal: Signal, response: Any) -> SendResult:
+    """The partial success of a decoded Export*ServiceResponse (protobuf messages carry no types)."""
     if not response.HasField("partial_success"):
         return SendResult()
     partial = response.partial_success
     return SendResult(rejected=getattr(partial, f"rejected_{signal.item_name}", 0), message=partial.error_message)
+
+
+def undecodable_answer(signal: Signal, content: bytes, status: int | str) -> PermanentError:
+    """A success whose answer is no Export*ServiceResponse: the upstream may hold the data already, so
+    it is not sent again but dead-lettered (otelcol refuses it for good, since v0.156)."""
+    shown = content[:16].hex() + ("..." if len(content) > 16 else "")
+    return PermanentError(f"upstream answered {status} with an answer that is no {signal.response_class.__name__} "
+                          f"({len(content)} bytes: {shown}); the data is not sent again", status=status,
+                          body=content[:4096])
 
 
 class Exporter(Protocol):

@@ -263,3 +263,45 @@ def test_a_wait_for_the_bandwidth_cap_is_not_an_upstream_that_did_not_answer(ups
     assert upstream.attempts == 3
     assert False not in states
     assert not [problem for problem in host.problems_seen if "did not answer" in problem]
+
+
+class _DeadLetters:
+    def __init__(self) -> None:
+        self.kept: list[tuple[list[tuple[bytes, int]], dict]] = []
+
+    async def dead_letter(self, refused: list[tuple[bytes, int]], description: dict) -> None:
+        self.kept.append((refused, description))
+
+
+def test_a_200_that_does_not_decode_is_dead_lettered_not_counted_as_sent():
+    """The upstream may hold the data: it is neither counted as delivered nor sent again."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (block := await wire.read_head(reader)) is not None:
+            await reader.readexactly(int(wire.parse_head(block)[1]["Content-Length"]))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 4\r\n\r\n"
+                         b"\xff\xff\xff\xff")
+        writer.close()
+
+    host, sink = Host(), _DeadLetters()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}",
+                                                               compression="none"))
+        chain = ExportChain(exporter, Signal.TRACES, host, timeout=5,
+                            retry=RetryConfig(initial_interval=0.1, max_interval=0.1, max_elapsed_time=0))
+        await exporter.start()
+        try:
+            delivery = await asyncio.wait_for(chain.export([(_request(3), 3)], sink), 10)
+            assert delivery.sent == 0 and delivery.refused_items == 3
+        finally:
+            await exporter.shutdown()
+            server.close()
+
+    asyncio.run(scenario())
+    assert host.counts[("otelcol_exporter_send_failed_spans", "otlphttp")] == 3
+    assert host.counts[("otelcol_exporter_sent_spans", "otlphttp")] == 0
+    [(refused, description)] = sink.kept
+    assert refused == [(_request(3), 3)] and description["status"] == 200
+    assert "4 bytes: ffffffff" in description["reason"]
