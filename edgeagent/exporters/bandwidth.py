@@ -1,8 +1,15 @@
-"""A bandwidth cap for metered links: a token bucket over the bytes an exporter puts on the wire."""
+"""A bandwidth cap for metered links: a token bucket over the bytes an exporter puts on the wire.
+
+The wait for the cap is no part of an attempt: the export chain awaits the exporter's `pace`
+before the attempt's timeout starts, so a request queued behind others is not mistaken for an
+upstream that did not answer (which would take the link offline and send the data again).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 
 from pydantic import Field, model_validator
 
@@ -48,3 +55,35 @@ class TokenBucket:
                 self.tokens = need
                 self.updated = loop.time()
             self.tokens -= size
+
+
+Encode = Callable[[bytes], Awaitable[bytes]]  # a queued request -> the bytes put on the wire
+# The request paced last in this task and its wire form: one consumer's, never another's (each
+# runs in its own task), and handed from `pace` to the `send` that follows without encoding twice.
+_paced: ContextVar[tuple[Pacer, bytes, bytes] | None] = ContextVar("paced", default=None)
+
+
+class Pacer:
+    """An exporter's `rate_limit` in two steps: `pace` waits for the cap before the timed attempt,
+    `wire` gives the attempt the bytes paced. A send not paced first is paced in `wire`."""
+
+    def __init__(self, config: RateLimitConfig | None):
+        self.bucket = TokenBucket(config) if config is not None else None
+
+    async def pace(self, body: bytes, encode: Encode) -> None:
+        if self.bucket is None:
+            return
+        data = await encode(body)
+        await self.bucket.take(len(data))
+        _paced.set((self, body, data))
+
+    async def wire(self, body: bytes, encode: Encode) -> bytes:
+        paced = _paced.get()
+        if paced is not None:
+            _paced.set(None)
+            if paced[0] is self and paced[1] is body:
+                return paced[2]
+        data = await encode(body)
+        if self.bucket is not None:
+            await self.bucket.take(len(data))
+        return data

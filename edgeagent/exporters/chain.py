@@ -8,9 +8,11 @@ Design note
   PermanentError (edgeagent.errors); the chain does the rest, in this order:
   timeout -> retry with backoff -> split on 413 -> dead letter, and counts otelcol's
   `otelcol_exporter_sent_*` / `otelcol_exporter_send_failed_*` under the exporter's id.
-* Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does.
+* Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does; the
+  wait for its bandwidth cap (`Paced`) comes before, outside it.
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
-  an exponential backoff, or exactly after the upstream's Retry-After. The wait ends early
+  an exponential backoff, lengthened to the upstream's Retry-After when that is longer (as
+  otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
   when the chain is stopped (shutdown): the caller keeps the data for the next run. Without
   it (direct and sub-pipeline paths) one attempt is made and the caller decides.
 * 413: the request is split in halves, again and again down to single items (spans, log
@@ -34,7 +36,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from google.protobuf.message import DecodeError
 
@@ -56,17 +58,32 @@ class SendResult:
 
 
 def partial_success(signal: Signal, content: bytes) -> SendResult:
-    """What an Export*ServiceResponse says the upstream rejected (OTLP partial success)."""
+    """What an Export*ServiceResponse in protobuf says the upstream rejected (OTLP partial success);
+    raises PermanentError when the answer does not decode."""
     if not content:
         return SendResult()
     try:
         response = signal.response_class.FromString(content)
     except DecodeError:
-        return SendResult()
+        raise undecodable_answer(signal, content, "OK") from None
+    return rejected(signal, response)
+
+
+def rejected(signal: Signal, response: Any) -> SendResult:
+    """The partial success of a decoded Export*ServiceResponse (protobuf messages carry no types)."""
     if not response.HasField("partial_success"):
         return SendResult()
     partial = response.partial_success
     return SendResult(rejected=getattr(partial, f"rejected_{signal.item_name}", 0), message=partial.error_message)
+
+
+def undecodable_answer(signal: Signal, content: bytes, status: int | str) -> PermanentError:
+    """A success whose answer is no Export*ServiceResponse: the upstream may hold the data already, so
+    it is not sent again but dead-lettered (otelcol refuses it for good, since v0.156)."""
+    shown = content[:16].hex() + ("..." if len(content) > 16 else "")
+    return PermanentError(f"upstream answered {status} with an answer that is no {signal.response_class.__name__} "
+                          f"({len(content)} bytes: {shown}); the data is not sent again", status=status,
+                          body=content[:4096])
 
 
 class Exporter(Protocol):
@@ -76,6 +93,14 @@ class Exporter(Protocol):
     configured: bool  # an upstream is set; without one the service starts no sender for it
 
     async def send(self, signal: Signal, body: bytes) -> SendResult: ...
+
+
+@runtime_checkable
+class Paced(Protocol):
+    """An exporter with a bandwidth cap (`rate_limit`): the chain awaits `pace` before each attempt's
+    timeout starts, so waiting for the cap never counts as an upstream that did not answer."""
+
+    async def pace(self, signal: Signal, body: bytes) -> None: ...
 
 
 Part = tuple[bytes, int]  # a serialized request and its items
@@ -126,6 +151,7 @@ class ExportChain:
         self.retry = retry if retry is not None and retry.enabled else None
         self.link = link
         self.drains_queue = drains_queue  # sent items leave a queue: they count towards its drain rate
+        self._paced = exporter if isinstance(exporter, Paced) else None
         self.stopping = asyncio.Event()
         self._last_partial_log = 0.0
         self._capping = False  # an upstream's Retry-After is being cut down; logged once until a success
@@ -220,7 +246,9 @@ class ExportChain:
         retry = self.retry
         if retry is None or self.stopping.is_set():
             return None
-        delay = error.retry_after if error.retry_after is not None else backoff_delay(retry, attempt)
+        delay = backoff_delay(retry, attempt)
+        if error.retry_after is not None:  # the upstream may lengthen the backoff, never shorten it
+            delay = max(delay, error.retry_after)
         if retry.max_elapsed_time > 0 and elapsed + delay > retry.max_elapsed_time:
             return None
         return delay
@@ -244,6 +272,8 @@ class ExportChain:
             return await self._reported(body)
 
     async def _call(self, body: bytes) -> SendResult:
+        if self._paced is not None:
+            await self._paced.pace(self.signal, body)
         if self.timeout is None:
             return await self.exporter.send(self.signal, body)
         try:

@@ -38,7 +38,7 @@ from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration, split_endpoint
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
-from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.bandwidth import Pacer
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import grpc_compress
@@ -155,7 +155,7 @@ class OtlpGrpcExporter:
         self._context: Reloading[Any] | None = None
         self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
         self._auth: Authenticator | None = None
-        self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
+        self._bandwidth = Pacer(config.rate_limit)
         self._encoding = "" if config.compression in ("none", "") else config.compression
         self._observe = rpc_client_observer(None, "", "")
         self._proxy = environment_proxy(config.target()[0]) if self.configured else ""
@@ -209,6 +209,13 @@ class OtlpGrpcExporter:
             metadata += tuple((key.lower(), value) for key, value in self._auth.client_headers().items())
         return metadata
 
+    async def pace(self, signal: Signal, body: bytes) -> None:
+        """Wait until `rate_limit` lets this request on the wire (the chain awaits it before the timeout)."""
+        await self._bandwidth.pace(body, self._compressed)
+
+    async def _compressed(self, body: bytes) -> bytes:
+        return await asyncio.to_thread(grpc_compress, self._encoding, body) if self._encoding else body
+
     async def send(self, signal: Signal, body: bytes) -> SendResult:
         if self._channel is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
@@ -216,9 +223,7 @@ class OtlpGrpcExporter:
             context = self._context.get()
             if context is not self._channel.ssl_context:
                 self._channel.use_ssl_context(context)  # new certificates: new connections
-        message = await asyncio.to_thread(grpc_compress, self._encoding, body) if self._encoding else body
-        if self._bandwidth is not None:
-            await self._bandwidth.take(len(message))
+        message = await self._bandwidth.wire(body, self._compressed)
         method = f"{signal.grpc_service}/Export"
         metadata = self._call_metadata()
         started, status = time.perf_counter(), "CANCELLED"
@@ -251,7 +256,7 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
 
 
 def _retry_delay(metadata: list[tuple[str, str | bytes]]) -> float | None:
-    """The RetryInfo delay carried in `grpc-status-details-bin`, in seconds, if any."""
+    """The RetryInfo delay carried in `grpc-status-details-bin`, in seconds (a negative one is 0), if any."""
     for key, value in metadata:
         if key != "grpc-status-details-bin" or not isinstance(value, bytes):
             continue
@@ -264,7 +269,7 @@ def _retry_delay(metadata: list[tuple[str, str | bytes]]) -> float | None:
                 info = error_details_pb2.RetryInfo()
                 detail.Unpack(info)
                 delay: float = info.retry_delay.seconds + info.retry_delay.nanos / 1e9  # google.rpc has no types
-                return delay
+                return max(0.0, delay)
     return None
 
 

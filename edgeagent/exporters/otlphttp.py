@@ -19,7 +19,8 @@ of its body, decompressed.
 
 `encoding: json` sends each request in OTLP/JSON (`application/json`, hex ids, integer enums) as
 otelcol's exporter does; the queue keeps protobuf, converted at send. A partial success is read
-from a protobuf or a JSON answer alike.
+from a protobuf or a JSON answer alike; a 2xx whose answer does not decode is refused for good
+(dead-lettered, not sent again: the upstream may hold the data), as otelcol refuses it.
 
 Credentials in an endpoint URL (`https://user:password@host`) are sent as HTTP Basic auth,
 unless `headers` or `auth` also set an Authorization: that is a config error. Nothing the
@@ -49,8 +50,8 @@ from edgeagent.component import Factory
 from edgeagent.configretry import parse_retry_after
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters import httpclient
-from edgeagent.exporters.bandwidth import TokenBucket
-from edgeagent.exporters.chain import SendResult, partial_success
+from edgeagent.exporters.bandwidth import Encode, Pacer
+from edgeagent.exporters.chain import SendResult, rejected, undecodable_answer
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
@@ -151,7 +152,8 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
 class _Answer:
     status: int
     content: bytes
-    content_type: str
+    content_type: str  # the media type, lower case
+    content_type_header: str  # the Content-Type as sent
     retry_after: float | None
     location: str | None
 
@@ -179,7 +181,7 @@ class OtlpHttpExporter:
         self._targets = {signal: _split_credentials(url) for signal in Signal if (url := config.url(signal))}
         self._url_secrets = [secret for signal in Signal for secret in url_secrets(config.url(signal) or "")] \
             + url_secrets(config.proxy_url)
-        self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
+        self._bandwidth = Pacer(config.rate_limit)
         self._redirected_to: str | None = None  # the Location of the redirect episode going on
         self._proxies = httpclient.Proxies(config.proxy_url)
 
@@ -252,15 +254,22 @@ class OtlpHttpExporter:
         if target is None or self._client is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
         url, basic = target
-        data = body
-        if self.config.encoding == "json" or self._encoding is not None:
-            data = await asyncio.to_thread(self._body, signal, body)
-        if self._bandwidth is not None:
-            await self._bandwidth.take(len(data))
+        data = await self._bandwidth.wire(body, self._encoder(signal))
         headers = self._request_headers(basic)
         secrets = self._secrets(headers, url)
         answer, url = await self._post_following(url, data, headers, secrets)
         return self._result(signal, answer, url, secrets)
+
+    async def pace(self, signal: Signal, body: bytes) -> None:
+        """Wait until `rate_limit` lets this request on the wire (the chain awaits it before the timeout)."""
+        await self._bandwidth.pace(body, self._encoder(signal))
+
+    def _encoder(self, signal: Signal) -> Encode:
+        async def encode(body: bytes) -> bytes:
+            if self.config.encoding == "json" or self._encoding is not None:
+                return await asyncio.to_thread(self._body, signal, body)
+            return body
+        return encode
 
     def _body(self, signal: Signal, body: bytes) -> bytes:
         """The queued protobuf request as the wire wants it: in OTLP/JSON if so configured, compressed."""
@@ -307,7 +316,8 @@ class OtlpHttpExporter:
             raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True,
                                  unanswered=isinstance(exc, ConnectError)) from exc
         return _Answer(response.status, response.body, response.content_type,
-                       parse_retry_after(response.headers.get("Retry-After")), response.headers.get("Location"))
+                       response.headers.get("Content-Type", ""), parse_retry_after(response.headers.get("Retry-After")),
+                       response.headers.get("Location"))
 
     def _result(self, signal: Signal, answer: _Answer, url: str, secrets: list[str]) -> SendResult:
         """The one place that maps an HTTP answer to what the chain must do."""
@@ -353,16 +363,23 @@ def _addresses(urls: list[str]) -> list[tuple[str, int]]:
 
 def _partial_success(signal: Signal, answer: _Answer) -> SendResult:
     """The rejected count of an Export*ServiceResponse in OTLP/protobuf or OTLP/JSON, as otelcol reads
-    either whatever encoding it sent; another content type or an unreadable body says nothing."""
-    if answer.content_type == "application/x-protobuf":
-        return partial_success(signal, answer.content)
-    if answer.content_type == "application/json" and answer.content:
-        try:
+    either whatever encoding it sent. An empty answer or another content type says nothing. One that
+    does not decode is refused for good when otelcol would have read it (its Content-Type exactly
+    one of the two: otelcol skips any other, a charset parameter too)."""
+    if not answer.content:
+        return SendResult()
+    try:
+        if answer.content_type == "application/x-protobuf":
+            response = signal.response_class.FromString(answer.content)
+        elif answer.content_type == "application/json":
             response = json_format.Parse(answer.content, signal.response_class(), ignore_unknown_fields=True)
-        except (json_format.ParseError, ValueError, RecursionError):
+        else:
             return SendResult()
-        return partial_success(signal, response.SerializeToString())
-    return SendResult()
+    except (DecodeError, json_format.ParseError, ValueError, RecursionError):
+        if answer.content_type_header not in _CONTENT_TYPES.values():
+            return SendResult()
+        raise undecodable_answer(signal, answer.content, answer.status) from None
+    return rejected(signal, response)
 
 
 def _split_credentials(url: str) -> tuple[str, str | None]:

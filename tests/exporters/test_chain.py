@@ -7,16 +7,21 @@ import socket
 import time
 from collections import defaultdict
 
+import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
 from edgeagent.configretry import RetryConfig
-from edgeagent.errors import ShutdownError
+from edgeagent.errors import ShutdownError, ThrottledError
 from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.link import Link
+from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.http1 import wire
 from edgeagent.signals import Signal
+from tests.helpers.grpc_upstream import Answer, GrpcUpstream
+from tests.helpers.net import free_port
 
 
 class Host:
@@ -25,6 +30,7 @@ class Host:
     def __init__(self) -> None:
         self.counts: dict[tuple[str, ...], float] = defaultdict(float)
         self.problems: dict[str, str | None] = {}
+        self.problems_seen: list[str] = []
 
     def count(self, name: str, amount: float, *labels: str) -> None:
         self.counts[(name, *labels)] += amount
@@ -36,6 +42,8 @@ class Host:
 
     def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
         self.problems[exporter_id] = problem
+        if problem is not None:
+            self.problems_seen.append(problem)
 
 
 def _request(spans: int, name: str = "op") -> bytes:
@@ -81,7 +89,6 @@ def test_a_hostile_retry_after_does_not_pause_the_exporter_without_bound(upstrea
     """An upstream answering `Retry-After: 999999999` must not stop every consumer for 31 years: the
     honoured delay is capped (at RETRY_AFTER_CEILING, shortened here) and the cap is logged once."""
     from edgeagent import configretry as retry_module
-    from edgeagent.exporters.link import Link
 
     monkeypatch.setattr(retry_module, "RETRY_AFTER_CEILING", 0.5)
     upstream.status, upstream.retry_after = 503, "999999999"
@@ -166,3 +173,135 @@ def test_an_early_413_from_an_upstream_that_stops_reading_is_split_without_waiti
     assert elapsed < 5.0  # not one 10 s timeout
     statuses = [status for _, status in seen]  # halves of halves of halves: 468, 234, 117 and 58 KB
     assert (statuses.count(413), statuses.count(200)) == (7, 8)
+
+
+def _retry_count(upstream, retry: RetryConfig, seconds: float) -> tuple[int, float]:
+    """Requests the upstream got while one export retried for `seconds` (and when the second came)."""
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none"))
+    chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=5, retry=retry)
+
+    async def scenario() -> None:
+        await exporter.start()
+        export = asyncio.create_task(chain.export([(_request(3), 3)]))
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            chain.stop()
+            await asyncio.gather(export, return_exceptions=True)
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    calls = list(upstream.calls)
+    return len(calls), (calls[1].at - calls[0].at if len(calls) > 1 else seconds)
+
+
+def test_a_retry_after_of_zero_does_not_cut_the_backoff_short(upstream):
+    """`Retry-After: 0` (or a date in the past) may only lengthen the backoff, as otelcol's retry
+    sender takes the larger of the two: used instead of it, it made thousands of requests a second."""
+    upstream.status, upstream.retry_after = 503, "0"
+    retry = RetryConfig(initial_interval=0.5, randomization_factor=0, max_interval=0.5, max_elapsed_time=0)
+    attempts, _ = _retry_count(upstream, retry, 2.0)
+    assert attempts <= 6  # one, then one per 0.5 s
+
+
+def test_a_retry_after_longer_than_the_backoff_is_waited_out(upstream):
+    upstream.status, upstream.retry_after = 429, "3"
+    retry = RetryConfig(initial_interval=0.5, randomization_factor=0, max_interval=0.5, max_elapsed_time=0)
+    attempts, gap = _retry_count(upstream, retry, 4.0)
+    assert attempts == 2 and gap >= 3.0
+
+
+def test_a_negative_grpc_retry_info_is_no_delay_at_all():
+    """A RetryInfo of -5 s (clock skew, a bug upstream) is read as 0, never as a delay to subtract."""
+    upstream = GrpcUpstream(free_port()).start()
+    upstream.script(Answer(grpc.StatusCode.RESOURCE_EXHAUSTED, retry_delay=-5.0))
+    exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig(endpoint=upstream.endpoint, tls={"insecure": True},
+                                                       compression="none"))
+
+    async def scenario() -> float | None:
+        await exporter.start()
+        try:
+            await exporter.send(Signal.TRACES, _request(1))
+        except ThrottledError as exc:
+            return exc.retry_after
+        finally:
+            await exporter.shutdown()
+        raise AssertionError("RESOURCE_EXHAUSTED with RetryInfo was not a throttle")
+
+    try:
+        assert asyncio.run(scenario()) == 0.0
+    finally:
+        upstream.stop()
+
+
+def test_a_wait_for_the_bandwidth_cap_is_not_an_upstream_that_did_not_answer(upstream):
+    """Requests queued behind `rate_limit` wait seconds for their turn: that wait is no part of the
+    attempt's timeout, so an upstream answering at once is never "did not answer within 1s", never
+    offline, and gets each request once."""
+    config = OtlpHttpConfig(endpoint=upstream.url, compression="none", timeout=1,
+                            rate_limit={"bytes_per_second": 2000})
+    exporter = OtlpHttpExporter("otlphttp", config)
+    retry = RetryConfig(initial_interval=0.2, max_interval=0.2, max_elapsed_time=0)
+    states: list[bool] = []
+    host = Host()
+
+    async def scenario() -> None:
+        await exporter.start()
+        link = Link(4, retry, states.append, exporter.upstream_addresses(), "otlphttp")
+        chain = ExportChain(exporter, Signal.TRACES, host, timeout=1, retry=retry, link=link, drains_queue=True)
+        body = _request(120)  # about 5 KB: 2.5 s of the cap each
+        assert 4000 < len(body) < 6000
+        try:
+            await asyncio.wait_for(asyncio.gather(*(chain.export([(body, 120)]) for _ in range(3))), 15)
+        finally:
+            chain.stop()
+            link.close()
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    assert host.counts[("otelcol_exporter_sent_spans", "otlphttp")] == 360
+    assert upstream.attempts == 3
+    assert False not in states
+    assert not [problem for problem in host.problems_seen if "did not answer" in problem]
+
+
+class _DeadLetters:
+    def __init__(self) -> None:
+        self.kept: list[tuple[list[tuple[bytes, int]], dict]] = []
+
+    async def dead_letter(self, refused: list[tuple[bytes, int]], description: dict) -> None:
+        self.kept.append((refused, description))
+
+
+def test_a_200_that_does_not_decode_is_dead_lettered_not_counted_as_sent():
+    """The upstream may hold the data: it is neither counted as delivered nor sent again."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (block := await wire.read_head(reader)) is not None:
+            await reader.readexactly(int(wire.parse_head(block)[1]["Content-Length"]))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 4\r\n\r\n"
+                         b"\xff\xff\xff\xff")
+        writer.close()
+
+    host, sink = Host(), _DeadLetters()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}",
+                                                               compression="none"))
+        chain = ExportChain(exporter, Signal.TRACES, host, timeout=5,
+                            retry=RetryConfig(initial_interval=0.1, max_interval=0.1, max_elapsed_time=0))
+        await exporter.start()
+        try:
+            delivery = await asyncio.wait_for(chain.export([(_request(3), 3)], sink), 10)
+            assert delivery.sent == 0 and delivery.refused_items == 3
+        finally:
+            await exporter.shutdown()
+            server.close()
+
+    asyncio.run(scenario())
+    assert host.counts[("otelcol_exporter_send_failed_spans", "otlphttp")] == 3
+    assert host.counts[("otelcol_exporter_sent_spans", "otlphttp")] == 0
+    [(refused, description)] = sink.kept
+    assert refused == [(_request(3), 3)] and description["status"] == 200
+    assert "4 bytes: ffffffff" in description["reason"]

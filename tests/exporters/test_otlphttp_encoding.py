@@ -1,5 +1,6 @@
 """otlphttp's `encoding` (otelcol's otlphttp key): OTLP/JSON bodies as `application/json` with hex
-ids and integer enums, and the upstream's JSON partial success read, against a server on loopback."""
+ids and integer enums, and the upstream's partial success read (a 2xx answer that does not decode
+refused as otelcol refuses it), against a server on loopback."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from edgeagent.errors import PermanentError
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.signals import Signal
 from tests.helpers.net import free_port
@@ -75,3 +77,28 @@ def test_a_json_partial_success_counts_the_rejected_spans():
 def test_an_unknown_encoding_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match="'proto' or 'json'"):
         OtlpHttpConfig(endpoint="http://collector:4318", encoding="protobuf")
+
+
+@pytest.mark.parametrize(("encoding", "content_type", "content", "shown"), [
+    ("proto", "application/x-protobuf", b"\xff\xff\xff\xff", "4 bytes: ffffffff"),
+    ("json", "application/json", b'{"partialSuccess": ', "19 bytes: 7b227061"),
+])
+def test_a_2xx_answer_that_does_not_decode_is_not_counted_as_delivered(encoding, content_type, content, shown):
+    """otelcol (since #15389) refuses such an answer for good rather than send accepted data again:
+    here it goes to the dead-letter store, named by its length and first bytes."""
+    answer = web.Response(body=content, headers={"Content-Type": content_type})
+    with pytest.raises(PermanentError, match=shown) as refused:
+        asyncio.run(_exchange({"encoding": encoding, "compression": "none"}, answer))
+    assert refused.value.status == 200
+
+
+@pytest.mark.parametrize(("content_type", "content"), [
+    ("application/x-protobuf", b""),  # no body: nothing to read, as otelcol
+    ("application/json", b""),
+    ("text/html", b"<html>welcome</html>"),  # a type otelcol does not read
+    ("application/json; charset=utf-8", b"<html>"),  # otelcol matches the header exactly
+])
+def test_an_empty_2xx_answer_or_one_of_a_type_otelcol_does_not_read_is_delivered(content_type, content):
+    answer = web.Response(body=content, headers={"Content-Type": content_type})
+    _, _, result = asyncio.run(_exchange({"compression": "none"}, answer))
+    assert result.rejected == 0
