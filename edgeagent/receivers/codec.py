@@ -2,6 +2,7 @@
 
 OTLP/JSON differs from protobuf's generic JSON mapping in one important way: trace and
 span ids are hex strings, not base64. Enum values may be integers or names; both parse.
+A key given twice in one object is read as otelcol's pdata reads it (see `_object`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
                 f"request body is not a valid {signal.request_class.__name__} protobuf: {exc}"
             ) from exc
     try:
-        document = json.loads(body)
+        document = json.loads(body, object_pairs_hook=_object)
     except ValueError as exc:  # not UTF-8, not JSON, or an integer longer than Python reads from text
         raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
     except RecursionError:
@@ -69,6 +70,43 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
     except RecursionError:  # deeper than the interpreter's stack, though json.loads took it
         raise BadRequestError(f"request body is OTLP/JSON for {signal.label} nested too deeply") from None
     return Payload.from_message(signal, message, metadata)
+
+
+# message fields that are members of a oneof: pdata starts a new one each time (SetEmpty...)
+_ONEOF_MESSAGES = frozenset({"gauge", "sum", "histogram", "exponentialHistogram", "summary",
+                             "arrayValue", "kvlistValue"})
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as pdata's unmarshaler reads it, where json.loads would keep only the last
+    of a repeated key: snake_case keys are the camelCase field, and a field given twice appends
+    (lists), merges (messages) or keeps the last (scalars, oneof members)."""
+    document = dict(pairs)
+    if len(document) == len(pairs) and "_" not in "".join(document):
+        return document  # the usual object: nothing repeated, every key camelCase
+    merged: dict[str, Any] = {}
+    for key, value in pairs:
+        key = _camel(key)
+        merged[key] = _again(key, merged[key], value) if key in merged else value
+    return merged
+
+
+def _again(key: str, first: Any, second: Any) -> Any:
+    if isinstance(first, list) and isinstance(second, list):
+        return first + second
+    if isinstance(first, dict) and isinstance(second, dict) and key not in _ONEOF_MESSAGES:
+        merged = dict(first)
+        for name, value in second.items():
+            merged[name] = _again(name, merged[name], value) if name in merged else value
+        return merged
+    if second is None and isinstance(first, (list, dict)):
+        return first  # pdata reads null as an empty list or message: nothing to add
+    return second
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def encode_response(message: Message, content_type: str) -> bytes:

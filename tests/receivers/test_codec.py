@@ -70,6 +70,51 @@ def test_json_with_an_integer_too_long_to_read_gets_400(body):
     assert error.value.status == 400 and "JSON" in str(error.value)
 
 
+
+def _fill(template: str, *values: str) -> str:
+    """JSON text with a repeated key, which no dict can hold: each @ is the next value."""
+    for value in values:
+        template = template.replace("@", value, 1)
+    return template
+
+
+def _span_names(body: str) -> list[str]:
+    request = codec.decode(Signal.TRACES, body.encode(), codec.JSON).view()
+    return [span.name for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+
+
+def test_a_repeated_list_key_appends_like_pdata_instead_of_dropping_the_first():
+    a = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A"})
+    b = json.dumps({"traceId": TRACE, "spanId": PARENT, "name": "B"})
+    for template in ('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}],'
+                     '"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}',
+                     '{"resourceSpans":[{"scopeSpans":[{"spans":[@],"spans":[@]}]}]}',
+                     '{"resourceSpans":[{"scope_spans":[{"spans":[@]}],"scopeSpans":[{"spans":[@]}]}]}',
+                     '{"resource_spans":[{"scopeSpans":[{"spans":[@]}]}],'
+                     '"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}'):
+        assert _span_names(_fill(template, a, b)) == ["A", "B"], template
+
+
+def test_a_repeated_singular_key_keeps_the_last_and_a_repeated_message_merges_like_pdata():
+    body = _fill('{"resourceSpans":[{"resource":{"attributes":[{"key":"a","value":{"stringValue":"1"}}],'
+                 '"droppedAttributesCount":1},"resource":{"attributes":[{"key":"b","value":{"stringValue":"2"}}],'
+                 '"dropped_attributes_count":2},"scopeSpans":[{"spans":[{"traceId":"@","spanId":"@","name":"x",'
+                 '"name":"y","trace_id":"@"}]}]}]}', TRACE, SPAN, PARENT + PARENT)
+    resource_spans = codec.decode(Signal.TRACES, body.encode(), codec.JSON).view().resource_spans[0]
+    assert [kv.key for kv in resource_spans.resource.attributes] == ["a", "b"]
+    assert resource_spans.resource.dropped_attributes_count == 2
+    span = resource_spans.scope_spans[0].spans[0]
+    assert span.name == "y" and span.trace_id == bytes.fromhex(PARENT + PARENT)
+
+
+def test_a_metric_given_two_kinds_of_data_keeps_the_last_like_pdata():
+    point = '{"asInt":"1","timeUnixNano":"1"}'
+    body = _fill('{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","sum":{"dataPoints":[@]},'
+                 '"sum":{"dataPoints":[@,@],"isMonotonic":true}}]}]}]}', point, point, point)
+    metric = codec.decode(Signal.METRICS, body.encode(), codec.JSON).view() \
+        .resource_metrics[0].scope_metrics[0].metrics[0]
+    assert len(metric.sum.data_points) == 2 and metric.sum.is_monotonic  # replaced, not merged
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,
