@@ -16,6 +16,7 @@ from typing import IO, Any, Protocol, cast
 import cramjam
 import zstandard
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import BadRequestError
@@ -64,12 +65,29 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         raise BadRequestError("request body must be a JSON object")
     try:
         _hex_ids_to_base64(document)
-        message = json_format.ParseDict(document, signal.request_class(), ignore_unknown_fields=True)
+        message = signal.request_class()
+        _Parser(True, None, _MAX_DEPTH).ConvertMessage(document, message, "")
     except (json_format.ParseError, ValueError, TypeError) as exc:
         raise BadRequestError(f"request body is not valid OTLP/JSON for {signal.label}: {exc}") from exc
     except RecursionError:  # deeper than the interpreter's stack, though json.loads took it
         raise BadRequestError(f"request body is OTLP/JSON for {signal.label} nested too deeply") from None
     return Payload.from_message(signal, message, metadata)
+
+
+_MAX_DEPTH = 100  # json_format.ParseDict's default
+_ParseDictParser: Any = getattr(json_format, "_Parser")  # noqa: B009 (not in the type stubs)
+
+
+class _Parser(_ParseDictParser):
+    """ParseDict's parser, refusing an unknown enum name as pdata's ReadEnumValue does ("unknown
+    string value"): ignore_unknown_fields, needed to skip unknown keys as pdata does, would also
+    read it as 0 (a Sum without temporality, which backends drop). Any number is kept."""
+
+    def _ConvertAndSetScalar(self, message: Message, field: FieldDescriptor, js_value: Any, path: str) -> None:
+        enum = field.enum_type
+        if enum is not None and isinstance(js_value, str) and js_value not in enum.values_by_name:
+            raise json_format.ParseError(f"unknown {enum.name} value {js_value!r} at {path.lstrip('.')}")
+        super()._ConvertAndSetScalar(message, field, js_value, path)
 
 
 # message fields that are members of a oneof: pdata starts a new one each time (SetEmpty...)

@@ -68,6 +68,31 @@ def test_json_with_base64_ids_instead_of_hex_gets_400(agent):
     assert "hex" in json.loads(body)["message"]
 
 
+
+@pytest.mark.parametrize("path,document,field,value", [
+    ("/v1/traces", {"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "x", "kind": "SERVER"}]}]}]},
+     "kind", "SERVER"),
+    ("/v1/metrics", {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "m", "sum": {
+        "aggregationTemporality": "CUMULATIVE", "dataPoints": [{"asInt": "5"}]}}]}]}]},
+     "aggregationTemporality", "CUMULATIVE"),
+    ("/v1/logs", {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"severityNumber": "2"}]}]}]},
+     "severityNumber", "2"),  # a number in a string is no enum name for pdata either
+])
+def test_an_unknown_enum_name_gets_400_naming_the_field_and_value_not_a_silent_zero(agent, path, document,
+                                                                                    field, value):
+    status, _, body = post(agent.http_port, json.dumps(document).encode(), content_type="application/json",
+                           path=path)
+    assert status == 400
+    message = json.loads(body)["message"]
+    assert field in message and repr(value) in message
+
+
+def test_unknown_enum_numbers_and_unknown_keys_are_accepted_like_pdata(agent):
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "x", "kind": 42, "status": {"code": 7},
+                                                              "someFutureField": {"kind": "WHATEVER"}}]}]}]}
+    status, _, _ = post(agent.http_port, json.dumps(document).encode(), content_type="application/json")
+    assert status == 200
+
 def test_wrong_content_type_gets_415(agent):
     status, _, body = post(agent.http_port, b"hello", content_type="text/plain")
     assert status == 415
