@@ -267,19 +267,27 @@ class _Identity:
 
 
 class _Zlib:
-    """gzip (wbits 31) or zlib (wbits 15, raw deflate accepted too): one member after another."""
+    """gzip (wbits 31) or zlib (wbits 15): one member after another. Raw deflate is accepted for
+    zlib too, a leniency (otelcol's zlib.NewReader refuses it), told apart by a stream's first two
+    bytes whatever the chunks the body arrives in."""
 
     def __init__(self, sink: Decompressor, wbits: int):
         self.sink = sink
         self.wbits = wbits
         self._z = zlib.decompressobj(wbits)
         self._fresh = True  # nothing of the current member decoded yet
+        self._head = b""  # a stream's first byte, kept until the second tells zlib from raw deflate
 
     def feed(self, chunk: bytes) -> None:
-        data = chunk
+        data = self._head + chunk if self._head else chunk
+        self._head = b""
         while data or not self._fresh:
-            if self.wbits == zlib.MAX_WBITS and self._fresh and not _looks_like_zlib(data):
-                self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # HTTP's "deflate" is sometimes sent raw
+            if self.wbits == zlib.MAX_WBITS and self._fresh:
+                if len(data) < 2:  # choosing now would make the answer depend on how the body was cut
+                    self._head = data
+                    return
+                if not _looks_like_zlib(data):
+                    self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # HTTP's "deflate" is sometimes sent raw
             self._fresh = False
             # output in pieces of at most _CHUNK: no allocation is larger, and going over the limit
             # is noticed one piece after it, whatever the stream would still expand to
@@ -296,12 +304,12 @@ class _Zlib:
                 return  # all input taken and no output pending: wait for more
 
     def finish(self) -> None:
-        if not self._fresh:
+        if not self._fresh or self._head:
             raise zlib.error("the body ends inside a compressed stream (truncated)")
 
 
 def _looks_like_zlib(data: bytes) -> bool:
-    return len(data) < 2 or (data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0)
+    return data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
 class _Framed:

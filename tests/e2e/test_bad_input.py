@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import zlib
 
 import grpc
 import pytest
@@ -124,6 +125,21 @@ def test_truncated_gzip_gets_400(agent):
     status, _, _ = post(agent.http_port, gzip.compress(b"\x0a\x00" * 1000)[:-12], encoding="gzip")
     assert status == 400
 
+
+
+def test_raw_deflate_sent_in_one_byte_chunks_is_accepted_as_when_sent_whole(agent):
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    body = compressor.compress(b"\x0a\x00" * 1000) + compressor.flush()
+    connection = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=30)
+    try:
+        connection.request("POST", "/v1/traces", body=iter([body[i:i + 1] for i in range(len(body))]),
+                           headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "deflate"},
+                           encode_chunked=True)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"")
+    finally:
+        connection.close()
+    assert post(agent.http_port, body, encoding="deflate")[0] == 200
 
 def test_grpc_garbage_gets_invalid_argument_and_oversized_gets_resource_exhausted(agent):
     with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:

@@ -142,6 +142,24 @@ def test_raw_deflate_is_accepted_too():
     assert decompressor.finish() == DATA
 
 
+
+@pytest.mark.parametrize("wbits", [-zlib.MAX_WBITS, zlib.MAX_WBITS], ids=["raw", "zlib"])
+def test_deflate_is_read_the_same_however_the_body_is_cut(wbits):
+    compressor = zlib.compressobj(wbits=wbits)
+    body = compressor.compress(DATA) + compressor.flush()
+    for chunk in (1, 2, 3, len(body)):  # a first chunk of one byte told too little to choose raw or zlib
+        decompressor = codec.Decompressor("deflate", limit=len(DATA) * 2)
+        for start in range(0, len(body), chunk):
+            decompressor.feed(body[start:start + chunk])
+        decompressor.feed(body[:1])  # and a second stream cut after its first byte is truncated
+        with pytest.raises(BadRequestError) as truncated:
+            decompressor.finish()
+        assert truncated.value.status == 400
+        decompressor = codec.Decompressor("deflate", limit=len(DATA) * 2)
+        for start in range(0, len(body), chunk):
+            decompressor.feed(body[start:start + chunk])
+        assert decompressor.finish() == DATA, chunk
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "zstd", "identity"])
 def test_the_limit_applies_to_the_decompressed_size(encoding):
     decompressor = codec.Decompressor(encoding, limit=len(DATA) - 1)
