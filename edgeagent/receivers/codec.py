@@ -200,9 +200,9 @@ class Decompressor:
         produced, so a memory budget grows with it; whatever it raises stops the decoding."""
         self.encoding = encoding.strip().lower()
         factory = _STREAMS.get(self.encoding)
-        if factory is None:
+        if factory is None:  # confighttp's newBodyReader: 400, as is a list of several encodings
             raise BadRequestError(f"unsupported Content-Encoding {encoding!r}; use one of "
-                                  f"{', '.join(name for name in _STREAMS if name)} or none", status=415)
+                                  f"{', '.join(name for name in _STREAMS if name)} or none")
         self.limit = limit
         self.size = 0  # decompressed bytes produced so far
         self._on_output = on_output

@@ -100,9 +100,14 @@ def test_wrong_content_type_gets_415(agent):
     assert b"application/x-protobuf" in body
 
 
-def test_unknown_content_encoding_gets_415(agent):
-    status, _, _ = post(agent.http_port, b"abc", encoding="br")
-    assert status == 415
+@pytest.mark.parametrize("encoding", ["br", "gzip, zstd"])
+def test_unknown_or_several_content_encodings_get_400_with_a_status_body_like_otelcol(agent, encoding):
+    status, headers, body = post(agent.http_port, b"abc", encoding=encoding)  # confighttp's newBodyReader
+    assert status == 400 and headers["Content-Type"] == "application/x-protobuf"
+    assert encoding in status_pb2.Status.FromString(body).message
+    status, headers, body = post(agent.http_port, b"abc", content_type="application/json", encoding=encoding)
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["code"] == 3
 
 
 def test_oversized_body_gets_413(agent):

@@ -169,15 +169,16 @@ def test_the_limit_applies_to_the_decompressed_size(encoding):
     assert error.value.status == 413
 
 
-def test_truncated_gzip_is_a_400_and_unknown_encodings_a_415():
+def test_truncated_gzip_and_unknown_encodings_are_a_400_like_otelcol():
     decompressor = codec.Decompressor("gzip", limit=len(DATA))
     decompressor.feed(gzip.compress(DATA)[:-10])
     with pytest.raises(BadRequestError) as truncated:
         decompressor.finish()
     assert truncated.value.status == 400
-    with pytest.raises(BadRequestError) as unknown:
-        codec.Decompressor("br", limit=10)
-    assert unknown.value.status == 415
+    for encoding in ("br", "gzip, zstd"):
+        with pytest.raises(BadRequestError) as unknown:
+            codec.Decompressor(encoding, limit=10)
+        assert unknown.value.status == 400
 
 
 def test_repeated_metadata_keys_are_joined_like_otelcol():
