@@ -277,10 +277,12 @@ class _Zlib:
         self._z = zlib.decompressobj(wbits)
         self._fresh = True  # nothing of the current member decoded yet
         self._head = b""  # a stream's first byte, kept until the second tells zlib from raw deflate
+        self._empty = True  # no byte received at all
 
     def feed(self, chunk: bytes) -> None:
         data = self._head + chunk if self._head else chunk
         self._head = b""
+        self._empty = self._empty and not data
         while data or not self._fresh:
             if self.wbits == zlib.MAX_WBITS and self._fresh:
                 if len(data) < 2:  # choosing now would make the answer depend on how the body was cut
@@ -304,6 +306,8 @@ class _Zlib:
                 return  # all input taken and no output pending: wait for more
 
     def finish(self) -> None:
+        if self._empty:  # no stream at all: Go's gzip.NewReader and zlib.NewReader fail (EOF), otelcol's 400
+            raise zlib.error("the body is empty: no compressed stream")
         if not self._fresh or self._head:
             raise zlib.error("the body ends inside a compressed stream (truncated)")
 

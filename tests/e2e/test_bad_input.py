@@ -146,6 +146,18 @@ def test_raw_deflate_sent_in_one_byte_chunks_is_accepted_as_when_sent_whole(agen
         connection.close()
     assert post(agent.http_port, body, encoding="deflate")[0] == 200
 
+
+@pytest.mark.parametrize("encoding,status", [
+    ("gzip", 400), ("zlib", 400), ("deflate", 400),  # gzip.NewReader and zlib.NewReader read a header: EOF
+    ("snappy", 400),  # snappy.Decode: corrupt input
+    ("zstd", 200), ("x-snappy-framed", 200), ("lz4", 200),  # their readers end cleanly with no frame at all
+])
+def test_an_empty_body_with_a_content_encoding_is_answered_as_otelcol_answers_it(agent, encoding, status):
+    answer, headers, body = post(agent.http_port, b"", encoding=encoding)
+    assert answer == status
+    if status == 400:
+        assert encoding in status_pb2.Status.FromString(body).message
+
 def test_grpc_garbage_gets_invalid_argument_and_oversized_gets_resource_exhausted(agent):
     with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
         export = channel.unary_unary(TRACE_METHOD)
