@@ -24,7 +24,7 @@ from edgeagent.signals import Payload, Signal
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")  # snake_case keys are made camelCase first (_object)
 _CHUNK = 64 * 1024
 
 

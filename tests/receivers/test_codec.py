@@ -41,6 +41,15 @@ def test_otlp_json_hex_ids_become_the_right_bytes_in_spans_links_and_logs():
     assert record.trace_id == bytes.fromhex(TRACE) and record.span_id == bytes.fromhex(SPAN)
 
 
+
+def test_snake_case_hex_ids_become_the_right_bytes_too():
+    document = {"resource_spans": [{"scope_spans": [{"spans": [{
+        "trace_id": TRACE, "span_id": SPAN, "parent_span_id": PARENT, "links": [{"trace_id": TRACE}]}]}]}]}
+    span = codec.decode(Signal.TRACES, json.dumps(document).encode(), codec.JSON).view() \
+        .resource_spans[0].scope_spans[0].spans[0]
+    assert (span.trace_id, span.span_id, span.parent_span_id, span.links[0].trace_id) == (
+        bytes.fromhex(TRACE), bytes.fromhex(SPAN), bytes.fromhex(PARENT), bytes.fromhex(TRACE))
+
 def test_json_round_trips_with_hex_ids():
     document = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": TRACE, "spanId": SPAN, "name": "x"}]}]}]}
     payload = codec.decode(Signal.TRACES, json.dumps(document).encode(), codec.JSON)
