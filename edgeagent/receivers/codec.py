@@ -2,6 +2,7 @@
 
 OTLP/JSON differs from protobuf's generic JSON mapping in one important way: trace and
 span ids are hex strings, not base64. Enum values may be integers or names; both parse.
+A key given twice in one object is read as otelcol's pdata reads it (see `_object`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import IO, Any, Protocol, cast
 import cramjam
 import zstandard
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import BadRequestError
@@ -22,7 +24,7 @@ from edgeagent.signals import Payload, Signal
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")  # snake_case keys are made camelCase first (_object)
 _CHUNK = 64 * 1024
 
 
@@ -54,7 +56,7 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
                 f"request body is not a valid {signal.request_class.__name__} protobuf: {exc}"
             ) from exc
     try:
-        document = json.loads(body)
+        document = json.loads(body, object_pairs_hook=_object)
     except ValueError as exc:  # not UTF-8, not JSON, or an integer longer than Python reads from text
         raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
     except RecursionError:
@@ -63,12 +65,66 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         raise BadRequestError("request body must be a JSON object")
     try:
         _hex_ids_to_base64(document)
-        message = json_format.ParseDict(document, signal.request_class(), ignore_unknown_fields=True)
+        message = signal.request_class()
+        _Parser(True, None, _MAX_DEPTH).ConvertMessage(document, message, "")
     except (json_format.ParseError, ValueError, TypeError) as exc:
         raise BadRequestError(f"request body is not valid OTLP/JSON for {signal.label}: {exc}") from exc
     except RecursionError:  # deeper than the interpreter's stack, though json.loads took it
         raise BadRequestError(f"request body is OTLP/JSON for {signal.label} nested too deeply") from None
     return Payload.from_message(signal, message, metadata)
+
+
+_MAX_DEPTH = 100  # json_format.ParseDict's default
+_ParseDictParser: Any = getattr(json_format, "_Parser")  # noqa: B009 (not in the type stubs)
+
+
+class _Parser(_ParseDictParser):
+    """ParseDict's parser, refusing an unknown enum name as pdata's ReadEnumValue does ("unknown
+    string value"): ignore_unknown_fields, needed to skip unknown keys as pdata does, would also
+    read it as 0 (a Sum without temporality, which backends drop). Any number is kept."""
+
+    def _ConvertAndSetScalar(self, message: Message, field: FieldDescriptor, js_value: Any, path: str) -> None:
+        enum = field.enum_type
+        if enum is not None and isinstance(js_value, str) and js_value not in enum.values_by_name:
+            raise json_format.ParseError(f"unknown {enum.name} value {js_value!r} at {path.lstrip('.')}")
+        super()._ConvertAndSetScalar(message, field, js_value, path)
+
+
+# message fields that are members of a oneof: pdata starts a new one each time (SetEmpty...)
+_ONEOF_MESSAGES = frozenset({"gauge", "sum", "histogram", "exponentialHistogram", "summary",
+                             "arrayValue", "kvlistValue"})
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as pdata's unmarshaler reads it, where json.loads would keep only the last
+    of a repeated key: snake_case keys are the camelCase field, and a field given twice appends
+    (lists), merges (messages) or keeps the last (scalars, oneof members)."""
+    document = dict(pairs)
+    if len(document) == len(pairs) and "_" not in "".join(document):
+        return document  # the usual object: nothing repeated, every key camelCase
+    merged: dict[str, Any] = {}
+    for key, value in pairs:
+        key = _camel(key)
+        merged[key] = _again(key, merged[key], value) if key in merged else value
+    return merged
+
+
+def _again(key: str, first: Any, second: Any) -> Any:
+    if isinstance(first, list) and isinstance(second, list):
+        return first + second
+    if isinstance(first, dict) and isinstance(second, dict) and key not in _ONEOF_MESSAGES:
+        merged = dict(first)
+        for name, value in second.items():
+            merged[name] = _again(name, merged[name], value) if name in merged else value
+        return merged
+    if second is None and isinstance(first, (list, dict)):
+        return first  # pdata reads null as an empty list or message: nothing to add
+    return second
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def encode_response(message: Message, content_type: str) -> bytes:
@@ -144,9 +200,9 @@ class Decompressor:
         produced, so a memory budget grows with it; whatever it raises stops the decoding."""
         self.encoding = encoding.strip().lower()
         factory = _STREAMS.get(self.encoding)
-        if factory is None:
+        if factory is None:  # confighttp's newBodyReader: 400, as is a list of several encodings
             raise BadRequestError(f"unsupported Content-Encoding {encoding!r}; use one of "
-                                  f"{', '.join(name for name in _STREAMS if name)} or none", status=415)
+                                  f"{', '.join(name for name in _STREAMS if name)} or none")
         self.limit = limit
         self.size = 0  # decompressed bytes produced so far
         self._on_output = on_output
@@ -211,19 +267,29 @@ class _Identity:
 
 
 class _Zlib:
-    """gzip (wbits 31) or zlib (wbits 15, raw deflate accepted too): one member after another."""
+    """gzip (wbits 31) or zlib (wbits 15): one member after another. Raw deflate is accepted for
+    zlib too, a leniency (otelcol's zlib.NewReader refuses it), told apart by a stream's first two
+    bytes whatever the chunks the body arrives in."""
 
     def __init__(self, sink: Decompressor, wbits: int):
         self.sink = sink
         self.wbits = wbits
         self._z = zlib.decompressobj(wbits)
         self._fresh = True  # nothing of the current member decoded yet
+        self._head = b""  # a stream's first byte, kept until the second tells zlib from raw deflate
+        self._empty = True  # no byte received at all
 
     def feed(self, chunk: bytes) -> None:
-        data = chunk
+        data = self._head + chunk if self._head else chunk
+        self._head = b""
+        self._empty = self._empty and not data
         while data or not self._fresh:
-            if self.wbits == zlib.MAX_WBITS and self._fresh and not _looks_like_zlib(data):
-                self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # HTTP's "deflate" is sometimes sent raw
+            if self.wbits == zlib.MAX_WBITS and self._fresh:
+                if len(data) < 2:  # choosing now would make the answer depend on how the body was cut
+                    self._head = data
+                    return
+                if not _looks_like_zlib(data):
+                    self._z = zlib.decompressobj(-zlib.MAX_WBITS)  # HTTP's "deflate" is sometimes sent raw
             self._fresh = False
             # output in pieces of at most _CHUNK: no allocation is larger, and going over the limit
             # is noticed one piece after it, whatever the stream would still expand to
@@ -240,12 +306,14 @@ class _Zlib:
                 return  # all input taken and no output pending: wait for more
 
     def finish(self) -> None:
-        if not self._fresh:
+        if self._empty:  # no stream at all: Go's gzip.NewReader and zlib.NewReader fail (EOF), otelcol's 400
+            raise zlib.error("the body is empty: no compressed stream")
+        if not self._fresh or self._head:
             raise zlib.error("the body ends inside a compressed stream (truncated)")
 
 
 def _looks_like_zlib(data: bytes) -> bool:
-    return len(data) < 2 or (data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0)
+    return data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
 
 
 class _Framed:

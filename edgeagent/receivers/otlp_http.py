@@ -135,7 +135,7 @@ class HttpServer:
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
         if self._encodings is not None and encoding not in self._encodings:
             raise BadRequestError(f"Content-Encoding {encoding!r} is not accepted here (compression_algorithms: "
-                                  f"{sorted(self.config.compression_algorithms)})", status=415)
+                                  f"{sorted(self.config.compression_algorithms)})")
         self._reading += 1
         try:
             if not self.config.read_timeout:  # otelcol's default: no limit on the whole request

@@ -7,6 +7,7 @@ import http.client
 import json
 import socket
 import time
+import zlib
 
 import grpc
 import pytest
@@ -71,15 +72,45 @@ def test_json_with_base64_ids_instead_of_hex_gets_400(agent):
     assert "hex" in json.loads(body)["message"]
 
 
+
+@pytest.mark.parametrize("path,document,field,value", [
+    ("/v1/traces", {"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "x", "kind": "SERVER"}]}]}]},
+     "kind", "SERVER"),
+    ("/v1/metrics", {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{"name": "m", "sum": {
+        "aggregationTemporality": "CUMULATIVE", "dataPoints": [{"asInt": "5"}]}}]}]}]},
+     "aggregationTemporality", "CUMULATIVE"),
+    ("/v1/logs", {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"severityNumber": "2"}]}]}]},
+     "severityNumber", "2"),  # a number in a string is no enum name for pdata either
+])
+def test_an_unknown_enum_name_gets_400_naming_the_field_and_value_not_a_silent_zero(agent, path, document,
+                                                                                    field, value):
+    status, _, body = post(agent.http_port, json.dumps(document).encode(), content_type="application/json",
+                           path=path)
+    assert status == 400
+    message = json.loads(body)["message"]
+    assert field in message and repr(value) in message
+
+
+def test_unknown_enum_numbers_and_unknown_keys_are_accepted_like_pdata(agent):
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "x", "kind": 42, "status": {"code": 7},
+                                                              "someFutureField": {"kind": "WHATEVER"}}]}]}]}
+    status, _, _ = post(agent.http_port, json.dumps(document).encode(), content_type="application/json")
+    assert status == 200
+
 def test_wrong_content_type_gets_415(agent):
     status, _, body = post(agent.http_port, b"hello", content_type="text/plain")
     assert status == 415
     assert b"application/x-protobuf" in body
 
 
-def test_unknown_content_encoding_gets_415(agent):
-    status, _, _ = post(agent.http_port, b"abc", encoding="br")
-    assert status == 415
+@pytest.mark.parametrize("encoding", ["br", "gzip, zstd"])
+def test_unknown_or_several_content_encodings_get_400_with_a_status_body_like_otelcol(agent, encoding):
+    status, headers, body = post(agent.http_port, b"abc", encoding=encoding)  # confighttp's newBodyReader
+    assert status == 400 and headers["Content-Type"] == "application/x-protobuf"
+    assert encoding in status_pb2.Status.FromString(body).message
+    status, headers, body = post(agent.http_port, b"abc", content_type="application/json", encoding=encoding)
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["code"] == 3
 
 
 def test_oversized_body_gets_413(agent):
@@ -102,6 +133,33 @@ def test_truncated_gzip_gets_400(agent):
     status, _, _ = post(agent.http_port, gzip.compress(b"\x0a\x00" * 1000)[:-12], encoding="gzip")
     assert status == 400
 
+
+
+def test_raw_deflate_sent_in_one_byte_chunks_is_accepted_as_when_sent_whole(agent):
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    body = compressor.compress(b"\x0a\x00" * 1000) + compressor.flush()
+    connection = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=30)
+    try:
+        connection.request("POST", "/v1/traces", body=iter([body[i:i + 1] for i in range(len(body))]),
+                           headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "deflate"},
+                           encode_chunked=True)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"")
+    finally:
+        connection.close()
+    assert post(agent.http_port, body, encoding="deflate")[0] == 200
+
+
+@pytest.mark.parametrize("encoding,status", [
+    ("gzip", 400), ("zlib", 400), ("deflate", 400),  # gzip.NewReader and zlib.NewReader read a header: EOF
+    ("snappy", 400),  # snappy.Decode: corrupt input
+    ("zstd", 200), ("x-snappy-framed", 200), ("lz4", 200),  # their readers end cleanly with no frame at all
+])
+def test_an_empty_body_with_a_content_encoding_is_answered_as_otelcol_answers_it(agent, encoding, status):
+    answer, headers, body = post(agent.http_port, b"", encoding=encoding)
+    assert answer == status
+    if status == 400:
+        assert encoding in status_pb2.Status.FromString(body).message
 
 def test_grpc_garbage_gets_invalid_argument_and_oversized_gets_resource_exhausted(agent):
     with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:

@@ -100,8 +100,8 @@ def test_lz4_and_snappy_bombs_get_413(agent, encoding, bomb):
     assert post(agent.http_port, bomb(), encoding) == 413
 
 
-def test_an_unknown_encoding_gets_415(agent):
-    assert post(agent.http_port, spans(1), "br") == 415
+def test_an_unknown_encoding_gets_400_like_otelcol(agent):
+    assert post(agent.http_port, spans(1), "br") == 400
 
 
 def test_a_grpc_gzip_bomb_gets_resource_exhausted(agent):

@@ -41,6 +41,15 @@ def test_otlp_json_hex_ids_become_the_right_bytes_in_spans_links_and_logs():
     assert record.trace_id == bytes.fromhex(TRACE) and record.span_id == bytes.fromhex(SPAN)
 
 
+
+def test_snake_case_hex_ids_become_the_right_bytes_too():
+    document = {"resource_spans": [{"scope_spans": [{"spans": [{
+        "trace_id": TRACE, "span_id": SPAN, "parent_span_id": PARENT, "links": [{"trace_id": TRACE}]}]}]}]}
+    span = codec.decode(Signal.TRACES, json.dumps(document).encode(), codec.JSON).view() \
+        .resource_spans[0].scope_spans[0].spans[0]
+    assert (span.trace_id, span.span_id, span.parent_span_id, span.links[0].trace_id) == (
+        bytes.fromhex(TRACE), bytes.fromhex(SPAN), bytes.fromhex(PARENT), bytes.fromhex(TRACE))
+
 def test_json_round_trips_with_hex_ids():
     document = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": TRACE, "spanId": SPAN, "name": "x"}]}]}]}
     payload = codec.decode(Signal.TRACES, json.dumps(document).encode(), codec.JSON)
@@ -70,6 +79,51 @@ def test_json_with_an_integer_too_long_to_read_gets_400(body):
     assert error.value.status == 400 and "JSON" in str(error.value)
 
 
+
+def _fill(template: str, *values: str) -> str:
+    """JSON text with a repeated key, which no dict can hold: each @ is the next value."""
+    for value in values:
+        template = template.replace("@", value, 1)
+    return template
+
+
+def _span_names(body: str) -> list[str]:
+    request = codec.decode(Signal.TRACES, body.encode(), codec.JSON).view()
+    return [span.name for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
+
+
+def test_a_repeated_list_key_appends_like_pdata_instead_of_dropping_the_first():
+    a = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A"})
+    b = json.dumps({"traceId": TRACE, "spanId": PARENT, "name": "B"})
+    for template in ('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}],'
+                     '"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}',
+                     '{"resourceSpans":[{"scopeSpans":[{"spans":[@],"spans":[@]}]}]}',
+                     '{"resourceSpans":[{"scope_spans":[{"spans":[@]}],"scopeSpans":[{"spans":[@]}]}]}',
+                     '{"resource_spans":[{"scopeSpans":[{"spans":[@]}]}],'
+                     '"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}'):
+        assert _span_names(_fill(template, a, b)) == ["A", "B"], template
+
+
+def test_a_repeated_singular_key_keeps_the_last_and_a_repeated_message_merges_like_pdata():
+    body = _fill('{"resourceSpans":[{"resource":{"attributes":[{"key":"a","value":{"stringValue":"1"}}],'
+                 '"droppedAttributesCount":1},"resource":{"attributes":[{"key":"b","value":{"stringValue":"2"}}],'
+                 '"dropped_attributes_count":2},"scopeSpans":[{"spans":[{"traceId":"@","spanId":"@","name":"x",'
+                 '"name":"y","trace_id":"@"}]}]}]}', TRACE, SPAN, PARENT + PARENT)
+    resource_spans = codec.decode(Signal.TRACES, body.encode(), codec.JSON).view().resource_spans[0]
+    assert [kv.key for kv in resource_spans.resource.attributes] == ["a", "b"]
+    assert resource_spans.resource.dropped_attributes_count == 2
+    span = resource_spans.scope_spans[0].spans[0]
+    assert span.name == "y" and span.trace_id == bytes.fromhex(PARENT + PARENT)
+
+
+def test_a_metric_given_two_kinds_of_data_keeps_the_last_like_pdata():
+    point = '{"asInt":"1","timeUnixNano":"1"}'
+    body = _fill('{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","sum":{"dataPoints":[@]},'
+                 '"sum":{"dataPoints":[@,@],"isMonotonic":true}}]}]}]}', point, point, point)
+    metric = codec.decode(Signal.METRICS, body.encode(), codec.JSON).view() \
+        .resource_metrics[0].scope_metrics[0].metrics[0]
+    assert len(metric.sum.data_points) == 2 and metric.sum.is_monotonic  # replaced, not merged
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,
@@ -97,6 +151,24 @@ def test_raw_deflate_is_accepted_too():
     assert decompressor.finish() == DATA
 
 
+
+@pytest.mark.parametrize("wbits", [-zlib.MAX_WBITS, zlib.MAX_WBITS], ids=["raw", "zlib"])
+def test_deflate_is_read_the_same_however_the_body_is_cut(wbits):
+    compressor = zlib.compressobj(wbits=wbits)
+    body = compressor.compress(DATA) + compressor.flush()
+    for chunk in (1, 2, 3, len(body)):  # a first chunk of one byte told too little to choose raw or zlib
+        decompressor = codec.Decompressor("deflate", limit=len(DATA) * 2)
+        for start in range(0, len(body), chunk):
+            decompressor.feed(body[start:start + chunk])
+        decompressor.feed(body[:1])  # and a second stream cut after its first byte is truncated
+        with pytest.raises(BadRequestError) as truncated:
+            decompressor.finish()
+        assert truncated.value.status == 400
+        decompressor = codec.Decompressor("deflate", limit=len(DATA) * 2)
+        for start in range(0, len(body), chunk):
+            decompressor.feed(body[start:start + chunk])
+        assert decompressor.finish() == DATA, chunk
+
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "zstd", "identity"])
 def test_the_limit_applies_to_the_decompressed_size(encoding):
     decompressor = codec.Decompressor(encoding, limit=len(DATA) - 1)
@@ -106,15 +178,16 @@ def test_the_limit_applies_to_the_decompressed_size(encoding):
     assert error.value.status == 413
 
 
-def test_truncated_gzip_is_a_400_and_unknown_encodings_a_415():
+def test_truncated_gzip_and_unknown_encodings_are_a_400_like_otelcol():
     decompressor = codec.Decompressor("gzip", limit=len(DATA))
     decompressor.feed(gzip.compress(DATA)[:-10])
     with pytest.raises(BadRequestError) as truncated:
         decompressor.finish()
     assert truncated.value.status == 400
-    with pytest.raises(BadRequestError) as unknown:
-        codec.Decompressor("br", limit=10)
-    assert unknown.value.status == 415
+    for encoding in ("br", "gzip, zstd"):
+        with pytest.raises(BadRequestError) as unknown:
+            codec.Decompressor(encoding, limit=10)
+        assert unknown.value.status == 400
 
 
 def test_repeated_metadata_keys_are_joined_like_otelcol():
