@@ -251,13 +251,17 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
     from edgeagent.queue.environment import StorageAccessError, StorageDamagedError, StorageLockedError
     from edgeagent.runtime import control
 
-    config = load(args.config, overrides=args.set)
     state_dir = args.state_dir or default_state_dir()
     socket = control.socket_path(state_dir)
     try:
         return _ask(socket, name, params, args.timeout), True
     except ConnectionError:
         pass
+    try:  # the config only tells where the queues are when no agent answers: a running agent knows
+        config = load(args.config, overrides=args.set)
+    except ConfigError as error:
+        _print_errors(error)
+        raise SystemExit(EXIT_CONFIG) from None
     try:
         return asyncio.run(_offline(config, state_dir, name, params or {})), False
     except StorageLockedError as exc:
