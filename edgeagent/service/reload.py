@@ -4,10 +4,13 @@ A reload never loses or repeats acknowledged data: everything acknowledged is in
 and stores stay open across a reload. A receiver or extension whose settings (and, for a
 receiver, the signals it feeds) did not change keeps running, with its port and connections;
 every other component is stopped and built again from the new config. Changes to the queue
-storage itself (file_storage settings, the agent's own store) need a restart.
+storage itself (file_storage settings, the agent's own store) and to service::telemetry (the
+metrics endpoint and logging are set up once, at start) need a restart.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from edgeagent.config.loader import AgentConfig
 from edgeagent.signals import Signal
@@ -25,6 +28,20 @@ def storage_change(old: AgentConfig, new: AgentConfig) -> str | None:
         if component.id.type == "file_storage" and ext_id in old_storages and old_storages[ext_id] != component.config:
             return f"extensions::{ext_id}"
     return None
+
+
+def telemetry_change(old: AgentConfig, new: AgentConfig) -> list[str]:
+    """The service::telemetry keys a reload would change (they take effect only on restart)."""
+    return _changed("service::telemetry", old.service.telemetry.model_dump(), new.service.telemetry.model_dump())
+
+
+def _changed(path: str, old: Any, new: Any) -> list[str]:
+    if old == new:
+        return []
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [path]
+    return [changed for key in sorted(set(old) | set(new), key=str)
+            for changed in _changed(f"{path}::{key}", old.get(key), new.get(key))]
 
 
 def receiver_signals(config: AgentConfig, receiver_id: str) -> set[Signal]:

@@ -24,7 +24,13 @@ from edgeagent.service import health
 from edgeagent.service.consumers import ConsumerSlot
 from edgeagent.service.graph import Graph
 from edgeagent.service.health import Handler
-from edgeagent.service.reload import ReloadRefused, keeps_extension, keeps_receiver, storage_change
+from edgeagent.service.reload import (
+    ReloadRefused,
+    keeps_extension,
+    keeps_receiver,
+    storage_change,
+    telemetry_change,
+)
 from edgeagent.service.storage import StoreEvents, Stores
 from edgeagent.service.telemetry import Telemetry
 from edgeagent.signals import Signal
@@ -163,6 +169,9 @@ class Service:
             changed = storage_change(self.config, config)
             if changed is not None:
                 raise ReloadRefused(f"{changed}: queue storage settings change only with a restart")
+            telemetry = telemetry_change(self.config, config)
+            if telemetry:
+                raise ReloadRefused(f"{', '.join(telemetry)}: service::telemetry changes take effect only on restart")
             old, old_config = self.graph, self.config
             self.stores.config = config
             new = Graph(config, self, self.stores, lambda: self.stopping)

@@ -152,3 +152,19 @@ def test_a_config_that_cannot_be_built_is_refused_and_the_running_one_stays(agen
     assert agent.health()[1]["healthy"] is True
     assert _post(agent.http_port, _request(9)) == 200
     wait_until(lambda: upstream.span_ids() == {(9).to_bytes(8, "big")}, timeout=15, message="still delivering")
+
+
+def test_a_telemetry_change_is_refused_naming_the_key_and_the_running_config_stays(agents, upstream, tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG % "")
+    state = str(tmp_path / "state")
+    agent = agents(["run", "--config", str(config), "--state-dir", state], env={"UPSTREAM": upstream.url})
+    config.write_text((CONFIG % "").replace("service:\n", "service:\n  telemetry:\n    logs:\n      level: debug\n"))
+    result = subprocess.run([sys.executable, "-m", "edgeagent", "reload", "--state-dir", state],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "reload refused" in result.stdout
+    assert "service::telemetry::logs::level" in result.stdout and "only on restart" in result.stdout
+    assert _reloads(agent, "refused") == 1 and _reloads(agent, "applied") == 0
+    assert _post(agent.http_port, _request(5)) == 200
+    wait_until(lambda: upstream.span_ids() == {(5).to_bytes(8, "big")}, timeout=15, message="still delivering")
