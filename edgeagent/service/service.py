@@ -63,6 +63,7 @@ class Service:
         self._slots: dict[tuple[str, Signal], ConsumerSlot] = {}
         self._control: ControlServer | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._started_stores: set[str] = set()
         self._reloading = asyncio.Lock()
         self.reloader: Callable[[], AgentConfig] | None = None  # loads the config again (set by the CLI)
         self.telemetry.metrics.counter("edgeagent_config_reloads", "Config reloads (SIGHUP or `edgeagent reload`) "
@@ -175,11 +176,14 @@ class Service:
             old, old_config = self.graph, self.config
             self.stores.config = config
             new = Graph(config, self, self.stores, lambda: self.stopping)
+            opened = set(self.stores.by_id)
             try:
                 new.build()  # nothing has stopped yet: a graph that cannot be built leaves the running one
             except Exception as exc:
                 self.stores.config = old_config
+                await self._close_stores_since(opened)
                 raise ReloadRefused(f"the new config cannot be built: {exc}") from exc
+            self._start_stores()  # a store this config opened first has no writer yet
             kept_receivers = {rid for rid in old.receivers if keeps_receiver(old_config, config, rid)}
             kept_extensions = {eid for eid in old.extensions if keeps_extension(old_config, config, eid)}
             new.receivers.update({rid: old.receivers[rid] for rid in kept_receivers})
@@ -212,14 +216,7 @@ class Service:
         for extension in self.graph.extensions.values():
             await extension.start()
         await self.telemetry.serve(self.config.service.telemetry.metrics)
-        for key, store in self.stores.by_id.items():
-            store.start()
-            rebound = self.stores.rebound.get(key)
-            if rebound is not None:
-                task = asyncio.create_task(store.compact_on_rebound(rebound.needed_mib, rebound.trigger_mib,
-                                                                    rebound.interval), name=f"rebound:{key}")
-                task.add_done_callback(self._background_done)
-                self._background.append(task)
+        self._start_stores()
         reporter = asyncio.create_task(health.report_drain(self.status), name="drain-report")
         reporter.add_done_callback(self._background_done)
         self._background.append(reporter)
@@ -229,6 +226,27 @@ class Service:
         self.started = True
         backlog = {q.name: q.items for q in self.stores.queues() if q.items}
         log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": backlog})
+
+    def _start_stores(self) -> None:
+        """Start the writer (and the rebound compaction) of every store not started yet: at start, and
+        after a reload whose config opened a store of its own."""
+        for key, store in self.stores.by_id.items():
+            if key in self._started_stores:
+                continue
+            store.start()
+            self._started_stores.add(key)
+            rebound = self.stores.rebound.get(key)
+            if rebound is not None:
+                task = asyncio.create_task(store.compact_on_rebound(rebound.needed_mib, rebound.trigger_mib,
+                                                                    rebound.interval), name=f"rebound:{key}")
+                task.add_done_callback(self._background_done)
+                self._background.append(task)
+
+    async def _close_stores_since(self, opened: set[str]) -> None:
+        """Close the stores a refused config opened (never started), so the next config opens its own."""
+        for key in set(self.stores.by_id) - opened:
+            self.stores.rebound.pop(key, None)
+            await _quietly(self.stores.by_id.pop(key).close(), "queue store")
 
     async def drain(self, timeout: float) -> None:
         """Before a stop: refuse new data, then keep sending until the queues are empty or `timeout` passes.
