@@ -195,6 +195,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    agent.on_fatal = stop.set  # a reload that could not restore the running config: nothing serves
     try:
         agent.build()
         await agent.start()
@@ -202,12 +203,15 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         lean.freeze_start_up()
         notifier.ready(status="receivers up, queue open")
         await stop.wait()
-        if drain_timeout > 0:
+        if drain_timeout > 0 and agent.fatal is None:
             await agent.drain(drain_timeout)
         log.info("stopping: finishing pending commits and returning leases")
     finally:
         await notifier.stopping()
         await agent.shutdown()
+    if agent.fatal is not None:
+        log.error("edgeagent stopped: %s", agent.fatal)
+        return 1
     log.info("edgeagent stopped")
     return 0
 
@@ -233,6 +237,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     except ConnectionError:
         print("edgeagent is not running (no control socket in the state directory)", file=sys.stderr)
         return 3
+    except RuntimeError as exc:  # the agent answered with an error
+        print(f"reload failed: {exc}", file=sys.stderr)
+        return 1
     _emit(
         result, args.json, lambda r: print(f"reload {r['result']}" + "".join(f"\n  {e}" for e in r.get("errors", [])))
     )

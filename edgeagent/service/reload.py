@@ -20,6 +20,10 @@ class ReloadRefused(ValueError):
     """The new config is valid but cannot be applied: it needs a restart, or its graph cannot be built."""
 
 
+class ReloadFailed(RuntimeError):
+    """The new config did not start: the previous one runs again, or (Service.fatal) nothing does."""
+
+
 def storage_change(old: AgentConfig, new: AgentConfig) -> str | None:
     """What storage a reload would change, or None."""
     old_storages = {ext_id: old.extensions[ext_id].config for ext_id in old.extensions

@@ -25,6 +25,7 @@ from edgeagent.service.consumers import ConsumerSlot
 from edgeagent.service.graph import Graph
 from edgeagent.service.health import Handler
 from edgeagent.service.reload import (
+    ReloadFailed,
     ReloadRefused,
     keeps_extension,
     keeps_receiver,
@@ -66,8 +67,11 @@ class Service:
         self._started_stores: set[str] = set()
         self._reloading = asyncio.Lock()
         self.reloader: Callable[[], AgentConfig] | None = None  # loads the config again (set by the CLI)
+        self.fatal: str | None = None  # why the agent cannot go on (a reload that could not restore its config)
+        self.on_fatal: Callable[[], None] | None = None  # the CLI stops the process then
         self.telemetry.metrics.counter("edgeagent_config_reloads", "Config reloads (SIGHUP or `edgeagent reload`) "
-                                       "by result: applied, invalid (kept the running config) or refused.",
+                                       "by result: applied, invalid or refused (the running config stays), failed (the "
+                                       "new config did not start; the previous one runs again).",
                                        ("result",))
 
     def build(self) -> None:
@@ -162,10 +166,19 @@ class Service:
             self.count("edgeagent_config_reloads", 1, "refused")
             log.error("config reload refused: %s; the running config stays", exc)
             return {"result": "refused", "errors": [str(exc)]}
+        except ReloadFailed as exc:
+            self.count("edgeagent_config_reloads", 1, "failed")
+            log.error("config reload failed: %s", exc)
+            return {"result": "failed", "errors": [str(exc)]}
         return {"result": "applied", "pipelines": len(config.pipelines)}
 
     async def reload(self, config: AgentConfig) -> None:
-        """Swap the graph for one built from `config`; queue stores stay open, unchanged receivers keep serving."""
+        """Swap the graph for one built from `config`; queue stores stay open, unchanged receivers keep serving.
+
+        A config that needs a restart or cannot be built is refused before anything stops. One that
+        does not start (a port taken) is stopped again and the running config started in its place
+        (ReloadFailed); when that fails too nothing serves, so the service is marked fatal and the
+        CLI exits, as otelcol's Run returns the reload error."""
         async with self._reloading:
             changed = storage_change(self.config, config)
             if changed is not None:
@@ -173,29 +186,60 @@ class Service:
             telemetry = telemetry_change(self.config, config)
             if telemetry:
                 raise ReloadRefused(f"{', '.join(telemetry)}: service::telemetry changes take effect only on restart")
-            old, old_config = self.graph, self.config
-            self.stores.config = config
-            new = Graph(config, self, self.stores, lambda: self.stopping)
-            opened = set(self.stores.by_id)
             try:
-                new.build()  # nothing has stopped yet: a graph that cannot be built leaves the running one
+                new = await self._build(config)  # nothing has stopped yet: the running graph stays
             except Exception as exc:
-                self.stores.config = old_config
-                await self._close_stores_since(opened)
                 raise ReloadRefused(f"the new config cannot be built: {exc}") from exc
             self._start_stores()  # a store this config opened first has no writer yet
-            kept_receivers = {rid for rid in old.receivers if keeps_receiver(old_config, config, rid)}
-            kept_extensions = {eid for eid in old.extensions if keeps_extension(old_config, config, eid)}
-            new.receivers.update({rid: old.receivers[rid] for rid in kept_receivers})
-            new.extensions.update({eid: old.extensions[eid] for eid in kept_extensions})
-            await _stop(old, keep_receivers=kept_receivers, keep_extensions=kept_extensions)
-            self.config, self.graph = config, new
-            await _start(new, skip_extensions=kept_extensions, skip_receivers=kept_receivers,
-                         before_receivers=self._point_slots)
+            running = self.config
+            try:
+                kept = await self._swap(new)
+            except Exception as exc:
+                await self._restore(running, exc)
+                raise ReloadFailed(f"the new config did not start ({exc}); the previous config runs again") from exc
+            self.failures.pop("service::reload", None)
             self.count("edgeagent_config_reloads", 1, "applied")
             lean.refreeze()
-            log.info("config reloaded", extra={"pipelines": len(config.pipelines),
-                                               "receivers_kept": sorted(kept_receivers)})
+            log.info("config reloaded", extra={"pipelines": len(config.pipelines), "receivers_kept": sorted(kept)})
+
+    async def _build(self, config: AgentConfig) -> Graph:
+        """A graph of `config`, not started; a config that cannot be built opens no store."""
+        opened = set(self.stores.by_id)
+        self.stores.config = config
+        graph = Graph(config, self, self.stores, lambda: self.stopping)
+        try:
+            graph.build()
+        except Exception:
+            self.stores.config = self.config
+            await self._close_stores_since(opened)
+            raise
+        return graph
+
+    async def _swap(self, new: Graph) -> set[str]:
+        """Stop the running graph and start `new` in its place; receivers and extensions whose settings
+        both configs share keep running. Returns the receivers kept."""
+        old, old_config, config = self.graph, self.config, new.config
+        kept_receivers = {rid for rid in old.receivers if keeps_receiver(old_config, config, rid)}
+        kept_extensions = {eid for eid in old.extensions if keeps_extension(old_config, config, eid)}
+        new.receivers.update({rid: old.receivers[rid] for rid in kept_receivers})
+        new.extensions.update({eid: old.extensions[eid] for eid in kept_extensions})
+        await _stop(old, keep_receivers=kept_receivers, keep_extensions=kept_extensions)
+        self.config, self.graph = config, new
+        await _start(new, skip_extensions=kept_extensions, skip_receivers=kept_receivers,
+                     before_receivers=self._point_slots)
+        return kept_receivers
+
+    async def _restore(self, running: AgentConfig, error: Exception) -> None:
+        """After a new graph failed to start: stop what of it started and start the running config again."""
+        try:
+            await self._swap(await self._build(running))
+        except Exception as exc:
+            self.fatal = (f"the new config did not start ({error}) and the agent could not start the previous "
+                          f"config again ({exc}); the agent stops")
+            self.component_failed("service::reload", self.fatal)
+            if self.on_fatal is not None:
+                self.on_fatal()
+            raise ReloadFailed(self.fatal) from exc
 
     def _point_slots(self) -> None:
         for key, slot in self._slots.items():
