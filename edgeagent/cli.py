@@ -333,6 +333,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"upstream {state['upstream']}")
         print(f"  backlog: {status['backlog_items']} items in {sum(q['entries'] for q in status['queues'].values())} "
               f"requests, oldest {status.get('oldest_age_seconds', 0.0):g}s, dead letters: {status['dead_letters']}")
+        for name, queue in status.get("unowned_queues", {}).items():
+            print(f"  warning: queue {name} in {queue['directory']} holds {queue['items']} items that no exporter "
+                  f"of the config sends: {queue['fix']}")
         if running:
             eta, drain = status["eta_seconds"], status.get("drain", "")
             print(f"  drain rate: {status['drain_items_per_second']} items/s, time to empty: "

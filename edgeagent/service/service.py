@@ -18,6 +18,7 @@ from edgeagent.component import Role
 from edgeagent.config.loader import AgentConfig
 from edgeagent.errors import ShutdownError
 from edgeagent.extensions.metrics import Metrics
+from edgeagent.queue import admin
 from edgeagent.runtime import lean
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
@@ -30,6 +31,7 @@ from edgeagent.service.reload import (
     keeps_extension,
     keeps_receiver,
     storage_change,
+    stranded,
     telemetry_change,
 )
 from edgeagent.service.storage import StoreEvents, Stores
@@ -76,6 +78,7 @@ class Service:
 
     def build(self) -> None:
         self.graph.build()
+        self.stores.open_unnamed()
         self.telemetry.watch_stores(self.stores)
         self.telemetry.watch_exporters(lambda: self.graph.exporters)  # the graph a reload put in place
         graph = self.graph
@@ -137,10 +140,33 @@ class Service:
         """Looked up on every call, so the commands see the graph that runs now."""
         handlers = health.control_handlers(self.graph, self.status)
         handlers["reload"] = self._reload_command
+        handlers["purge"] = self._purge_command
         return handlers
 
     async def _reload_command(self, params: dict[str, Any]) -> Any:
         return await self.reload_from_source()
+
+    async def _purge_command(self, params: dict[str, Any]) -> Any:
+        """Purge skips leased records, and a sender retrying a dead upstream holds its queue's first
+        records for good: such a queue is purged with the graph's senders stopped (as a reload to the
+        running config does, receivers kept), so a refused reload's advice to purge can be followed."""
+        name = params.get("queue")
+        purged: list[int] = []
+
+        async def purge() -> None:
+            purged.append(await admin.purge(self.stores.values(), name))
+        async with self._reloading:
+            if all(queue.available_entries == queue.entries for queue in self.graph.queues
+                   if name in (None, queue.name)):
+                await purge()
+            else:
+                running = self.config
+                try:
+                    await self._swap(await self._build(running), between=purge)
+                except Exception as exc:
+                    await self._restore(running, exc)
+                    raise
+        return {"purged_records": sum(purged)}
 
     # ---- reload ------------------------------------------------------------------------------
 
@@ -187,37 +213,49 @@ class Service:
             if telemetry:
                 raise ReloadRefused(f"{', '.join(telemetry)}: service::telemetry changes take effect only on restart")
             try:
-                new = await self._build(config)  # nothing has stopped yet: the running graph stays
+                new = await self._build(config, guard=True)  # nothing has stopped yet: the running graph stays
+            except ReloadRefused:
+                raise
             except Exception as exc:
                 raise ReloadRefused(f"the new config cannot be built: {exc}") from exc
             self._start_stores()  # a store this config opened first has no writer yet
             running = self.config
             try:
-                kept = await self._swap(new)
+                kept = await self._swap(new, guard=True)
             except Exception as exc:
                 await self._restore(running, exc)
+                if isinstance(exc, ReloadRefused):
+                    raise
                 raise ReloadFailed(f"the new config did not start ({exc}); the previous config runs again") from exc
             self.failures.pop("service::reload", None)
             self.count("edgeagent_config_reloads", 1, "applied")
             lean.refreeze()
             log.info("config reloaded", extra={"pipelines": len(config.pipelines), "receivers_kept": sorted(kept)})
 
-    async def _build(self, config: AgentConfig) -> Graph:
-        """A graph of `config`, not started; a config that cannot be built opens no store."""
+    async def _build(self, config: AgentConfig, guard: bool = False) -> Graph:
+        """A graph of `config`, not started; a config that cannot be built (or, with `guard`, would strand
+        queued data) leaves no store open."""
         opened = set(self.stores.by_id)
         self.stores.config = config
         graph = Graph(config, self, self.stores, lambda: self.stopping)
         try:
             graph.build()
+            left = await stranded(self.graph, graph) if guard else []
+            if left:
+                raise ReloadRefused("; ".join(left))
+            self.stores.open_unnamed()
         except Exception:
             self.stores.config = self.config
             await self._close_stores_since(opened)
             raise
         return graph
 
-    async def _swap(self, new: Graph) -> set[str]:
+    async def _swap(self, new: Graph, guard: bool = False,
+                    between: Callable[[], Awaitable[None]] | None = None) -> set[str]:
         """Stop the running graph and start `new` in its place; receivers and extensions whose settings
-        both configs share keep running. Returns the receivers kept."""
+        both configs share keep running. With `guard`, data that reached a queue `new` does not read
+        while the old graph stopped refuses the swap; `between` runs while no sender leases. Returns
+        the receivers kept."""
         old, old_config, config = self.graph, self.config, new.config
         kept_receivers = {rid for rid in old.receivers if keeps_receiver(old_config, config, rid)}
         kept_extensions = {eid for eid in old.extensions if keeps_extension(old_config, config, eid)}
@@ -225,6 +263,11 @@ class Service:
         new.extensions.update({eid: old.extensions[eid] for eid in kept_extensions})
         await _stop(old, keep_receivers=kept_receivers, keep_extensions=kept_extensions)
         self.config, self.graph = config, new
+        left = await stranded(old, new) if guard else []
+        if left:
+            raise ReloadRefused("; ".join(left))
+        if between is not None:
+            await between()
         await _start(new, skip_extensions=kept_extensions, skip_receivers=kept_receivers,
                      before_receivers=self._point_slots)
         return kept_receivers
@@ -268,8 +311,10 @@ class Service:
         await self._control.start()
         await _start(self.graph, skip_extensions=set(self.graph.extensions))
         self.started = True
-        backlog = {q.name: q.items for q in self.stores.queues() if q.items}
+        backlog = {q.name: q.items for q in self.graph.queues if q.items}
         log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": backlog})
+        for name, queue in self.health()["unowned_queues"].items():
+            log.warning("a queue holds data that no exporter of the config sends", extra={"queue": name, **queue})
 
     def _start_stores(self) -> None:
         """Start the writer (and the rebound compaction) of every store not started yet: at start, and
@@ -301,12 +346,12 @@ class Service:
         for receiver in self.graph.receivers.values():
             await _quietly(receiver.shutdown(), "receiver")
         deadline = time.monotonic() + timeout
-        queued = sum(queue.items for queue in self.stores.queues())
+        queued = sum(queue.items for queue in self.graph.queues)
         if queued:
             log.info("draining the queues before stopping", extra={"items": queued, "timeout_seconds": timeout})
         while queued and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # acks commit in batches; a short poll is cheaper than per-ack events
-            queued = sum(queue.items for queue in self.stores.queues())
+            queued = sum(queue.items for queue in self.graph.queues)
         if queued:
             log.warning("stopping with data still queued; it is sent after the next start", extra={"items": queued})
 
