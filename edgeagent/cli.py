@@ -210,7 +210,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         await notifier.stopping()
         await agent.shutdown()
     if agent.fatal is not None:
-        log.error("edgeagent stopped: %s", agent.fatal)
+        log.error("edgeagent stopped: a config reload failed and the previous config did not start again")
         return 1
     log.info("edgeagent stopped")
     return 0
