@@ -195,6 +195,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    agent.on_fatal = stop.set  # a reload that could not restore the running config: nothing serves
     try:
         agent.build()
         await agent.start()
@@ -202,12 +203,15 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         lean.freeze_start_up()
         notifier.ready(status="receivers up, queue open")
         await stop.wait()
-        if drain_timeout > 0:
+        if drain_timeout > 0 and agent.fatal is None:
             await agent.drain(drain_timeout)
         log.info("stopping: finishing pending commits and returning leases")
     finally:
         await notifier.stopping()
         await agent.shutdown()
+    if agent.fatal is not None:
+        log.error("edgeagent stopped: a config reload failed and the previous config did not start again")
+        return 1
     log.info("edgeagent stopped")
     return 0
 
@@ -233,6 +237,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
     except ConnectionError:
         print("edgeagent is not running (no control socket in the state directory)", file=sys.stderr)
         return 3
+    except RuntimeError as exc:  # the agent answered with an error
+        print(f"reload failed: {exc}", file=sys.stderr)
+        return 1
     _emit(
         result, args.json, lambda r: print(f"reload {r['result']}" + "".join(f"\n  {e}" for e in r.get("errors", [])))
     )
@@ -251,13 +258,17 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
     from edgeagent.queue.environment import StorageAccessError, StorageDamagedError, StorageLockedError
     from edgeagent.runtime import control
 
-    config = load(args.config, overrides=args.set)
     state_dir = args.state_dir or default_state_dir()
     socket = control.socket_path(state_dir)
     try:
         return _ask(socket, name, params, args.timeout), True
     except ConnectionError:
         pass
+    try:  # the config only tells where the queues are when no agent answers: a running agent knows
+        config = load(args.config, overrides=args.set)
+    except ConfigError as error:
+        _print_errors(error)
+        raise SystemExit(EXIT_CONFIG) from None
     try:
         return asyncio.run(_offline(config, state_dir, name, params or {})), False
     except StorageLockedError as exc:
@@ -322,6 +333,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"upstream {state['upstream']}")
         print(f"  backlog: {status['backlog_items']} items in {sum(q['entries'] for q in status['queues'].values())} "
               f"requests, oldest {status.get('oldest_age_seconds', 0.0):g}s, dead letters: {status['dead_letters']}")
+        for name, queue in status.get("unowned_queues", {}).items():
+            print(f"  warning: queue {name} in {queue['directory']} holds {queue['items']} items that no exporter "
+                  f"of the config sends: {queue['fix']}")
         if running:
             eta, drain = status["eta_seconds"], status.get("drain", "")
             print(f"  drain rate: {status['drain_items_per_second']} items/s, time to empty: "

@@ -17,7 +17,7 @@ import zstandard
 
 from edgeagent.queue import maintenance, record
 from edgeagent.queue.ops import KEY
-from edgeagent.queue.store import QueueStore
+from edgeagent.queue.store import QueueStore, Table
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.signals import count_items
 
@@ -40,6 +40,21 @@ def stats(stores: list[QueueStore]) -> dict[str, Any]:
             "dead_letters": store.deadletter_entries, "queues": queues,
         })
     return out
+
+
+def queue_names(store: QueueStore) -> list[str]:
+    """Every queue on disk (its `q:<name>` sub-database), named in the config or not."""
+    if store.env is None:  # read-only, and no data file yet
+        return []
+    with store.reading(None) as txn:
+        keys = [bytes(key) for key in txn.cursor().iternext(values=False)]
+    return [key[2:].decode("utf-8", "replace") for key in keys if key.startswith(b"q:")]
+
+
+def table_records(store: QueueStore, table: Table) -> int:
+    """Records in a stage's sub-database (tail sampling's buffer)."""
+    with store.reading(table.db) as txn:
+        return int(txn.stat(table.db)["entries"])
 
 
 def records(store: QueueStore, queue_name: str, limit: int = 0) -> Iterator[tuple[int, record.RecordHeader, bytes]]:

@@ -63,7 +63,8 @@ class Graph:
         self.senders: list[Sender] = []
         self.pipelines: list[RunningPipeline] = []
         self.consumers: dict[tuple[str, Signal], SignalConsumer] = {}
-        self._staged: set[str] = set()
+        self.queues: set[DurableQueue] = set()  # the queues its senders read; others in its stores are not
+        self.stages: dict[str, Any] = {}  # tail_sampling processors by id, each with its buffer (store, table)
 
     def of_type(self, kind: str, type_name: str) -> dict[str, Any]:
         """The built components of one kind whose YAML type is `type_name`."""
@@ -153,6 +154,8 @@ class Graph:
                 continue
             store = self.stores.get(queue_config.storage)
             queue = store.queue(f"{exp_id}/{spec.signal.label}", spec.signal, queue_config.capacity())
+            queue.capacity = queue_config.capacity()  # a queue opened before (an earlier config) takes this one's
+            self.queues.add(queue)
             by_store.setdefault(queue_config.storage or DEFAULT_STORAGE, []).append(queue)
             if queue_config.block_on_overflow:
                 blocking.add(queue)
@@ -172,13 +175,13 @@ class Graph:
     def _attach_stage(self, placed: _Placed, pipeline_id: str, running: RunningPipeline) -> None:
         """Tail sampling moves kept traces to the export queues in the transaction that removes them
         from its buffer, so its buffer and those queues must share one storage."""
-        if placed.stage_id in self._staged:
+        if placed.stage_id in self.stages:
             raise ValueError(f"processors::{placed.stage_id} is used by two pipelines; give each pipeline its own "
                              f"(e.g. tail_sampling/{pipeline_id.replace('/', '_')})")
         if running.direct or len(running.targets) != 1:
             raise ValueError(f"service::pipelines::{pipeline_id}: with tail_sampling every exporter needs "
                              f"sending_queue enabled, all with the same sending_queue::storage")
-        self._staged.add(placed.stage_id)
+        self.stages[placed.stage_id] = placed.stage
         store, queues = running.targets[0]
         placed.stage.attach(store, queues, placed.after)
 

@@ -32,7 +32,7 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
     queues = {queue.name: {"entries": queue.entries, "items": queue.items, "bytes": queue.bytes,
                            "oldest_age_seconds": round((now_ms - queue.oldest_ms) / 1000, 3)
                            if queue.oldest_ms else 0.0}
-              for queue in graph.stores.queues()}
+              for queue in sorted(graph.queues, key=lambda queue: queue.name)}
     exporters = {}
     for exp_id, exporter in graph.exporters.items():
         exporters[exp_id] = {"endpoint": exporter.describe() if exporter.configured else None,
@@ -56,7 +56,16 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
         "memory_limiter": {pid: p.health() for pid, p in graph.of_role(Role.ADMISSION).items()},
         "tail_sampling": {pid: p.health() for pid, p in graph.of_role(Role.STAGE).items()},
         "failures": state.failures,
+        "unowned_queues": unowned_queues(graph),
     }
+
+
+def unowned_queues(graph: Graph) -> dict[str, dict[str, Any]]:
+    """Queues holding data that no exporter of the config sends (removed or renamed): they never drain."""
+    return {queue.name: {"directory": store.directory, "items": queue.items, "entries": queue.entries,
+                         "fix": f"edgeagent queue purge --queue {queue.name} --yes, or name its exporter again"}
+            for store in graph.stores.values() for queue in store.queues.values()
+            if queue.entries and queue not in graph.queues}
 
 
 def _upstream(component_id: str, component: Any, telemetry: Telemetry) -> str:

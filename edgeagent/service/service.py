@@ -18,13 +18,22 @@ from edgeagent.component import Role
 from edgeagent.config.loader import AgentConfig
 from edgeagent.errors import ShutdownError
 from edgeagent.extensions.metrics import Metrics
+from edgeagent.queue import admin
 from edgeagent.runtime import lean
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
 from edgeagent.service.consumers import ConsumerSlot
 from edgeagent.service.graph import Graph
 from edgeagent.service.health import Handler
-from edgeagent.service.reload import ReloadRefused, keeps_extension, keeps_receiver, storage_change
+from edgeagent.service.reload import (
+    ReloadFailed,
+    ReloadRefused,
+    keeps_extension,
+    keeps_receiver,
+    storage_change,
+    stranded,
+    telemetry_change,
+)
 from edgeagent.service.storage import StoreEvents, Stores
 from edgeagent.service.telemetry import Telemetry
 from edgeagent.signals import Signal
@@ -57,14 +66,19 @@ class Service:
         self._slots: dict[tuple[str, Signal], ConsumerSlot] = {}
         self._control: ControlServer | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._started_stores: set[str] = set()
         self._reloading = asyncio.Lock()
         self.reloader: Callable[[], AgentConfig] | None = None  # loads the config again (set by the CLI)
+        self.fatal: str | None = None  # why the agent cannot go on (a reload that could not restore its config)
+        self.on_fatal: Callable[[], None] | None = None  # the CLI stops the process then
         self.telemetry.metrics.counter("edgeagent_config_reloads", "Config reloads (SIGHUP or `edgeagent reload`) "
-                                       "by result: applied, invalid (kept the running config) or refused.",
+                                       "by result: applied, invalid or refused (the running config stays), failed (the "
+                                       "new config did not start; the previous one runs again).",
                                        ("result",))
 
     def build(self) -> None:
         self.graph.build()
+        self.stores.open_unnamed()
         self.telemetry.watch_stores(self.stores)
         self.telemetry.watch_exporters(lambda: self.graph.exporters)  # the graph a reload put in place
         graph = self.graph
@@ -126,10 +140,33 @@ class Service:
         """Looked up on every call, so the commands see the graph that runs now."""
         handlers = health.control_handlers(self.graph, self.status)
         handlers["reload"] = self._reload_command
+        handlers["purge"] = self._purge_command
         return handlers
 
     async def _reload_command(self, params: dict[str, Any]) -> Any:
         return await self.reload_from_source()
+
+    async def _purge_command(self, params: dict[str, Any]) -> Any:
+        """Purge skips leased records, and a sender retrying a dead upstream holds its queue's first
+        records for good: such a queue is purged with the graph's senders stopped (as a reload to the
+        running config does, receivers kept), so a refused reload's advice to purge can be followed."""
+        name = params.get("queue")
+        purged: list[int] = []
+
+        async def purge() -> None:
+            purged.append(await admin.purge(self.stores.values(), name))
+        async with self._reloading:
+            if all(queue.available_entries == queue.entries for queue in self.graph.queues
+                   if name in (None, queue.name)):
+                await purge()
+            else:
+                running = self.config
+                try:
+                    await self._swap(await self._build(running), between=purge)
+                except Exception as exc:
+                    await self._restore(running, exc)
+                    raise
+        return {"purged_records": sum(purged)}
 
     # ---- reload ------------------------------------------------------------------------------
 
@@ -155,34 +192,97 @@ class Service:
             self.count("edgeagent_config_reloads", 1, "refused")
             log.error("config reload refused: %s; the running config stays", exc)
             return {"result": "refused", "errors": [str(exc)]}
+        except ReloadFailed as exc:
+            self.count("edgeagent_config_reloads", 1, "failed")
+            log.error("config reload failed: %s", exc)
+            return {"result": "failed", "errors": [str(exc)]}
         return {"result": "applied", "pipelines": len(config.pipelines)}
 
     async def reload(self, config: AgentConfig) -> None:
-        """Swap the graph for one built from `config`; queue stores stay open, unchanged receivers keep serving."""
+        """Swap the graph for one built from `config`; queue stores stay open, unchanged receivers keep serving.
+
+        A config that needs a restart or cannot be built is refused before anything stops. One that
+        does not start (a port taken) is stopped again and the running config started in its place
+        (ReloadFailed); when that fails too nothing serves, so the service is marked fatal and the
+        CLI exits, as otelcol's Run returns the reload error."""
         async with self._reloading:
             changed = storage_change(self.config, config)
             if changed is not None:
                 raise ReloadRefused(f"{changed}: queue storage settings change only with a restart")
-            old, old_config = self.graph, self.config
-            self.stores.config = config
-            new = Graph(config, self, self.stores, lambda: self.stopping)
+            telemetry = telemetry_change(self.config, config)
+            if telemetry:
+                raise ReloadRefused(f"{', '.join(telemetry)}: service::telemetry changes take effect only on restart")
             try:
-                new.build()  # nothing has stopped yet: a graph that cannot be built leaves the running one
+                new = await self._build(config, guard=True)  # nothing has stopped yet: the running graph stays
+            except ReloadRefused:
+                raise
             except Exception as exc:
-                self.stores.config = old_config
                 raise ReloadRefused(f"the new config cannot be built: {exc}") from exc
-            kept_receivers = {rid for rid in old.receivers if keeps_receiver(old_config, config, rid)}
-            kept_extensions = {eid for eid in old.extensions if keeps_extension(old_config, config, eid)}
-            new.receivers.update({rid: old.receivers[rid] for rid in kept_receivers})
-            new.extensions.update({eid: old.extensions[eid] for eid in kept_extensions})
-            await _stop(old, keep_receivers=kept_receivers, keep_extensions=kept_extensions)
-            self.config, self.graph = config, new
-            await _start(new, skip_extensions=kept_extensions, skip_receivers=kept_receivers,
-                         before_receivers=self._point_slots)
+            self._start_stores()  # a store this config opened first has no writer yet
+            running = self.config
+            try:
+                kept = await self._swap(new, guard=True)
+            except Exception as exc:
+                await self._restore(running, exc)
+                if isinstance(exc, ReloadRefused):
+                    raise
+                raise ReloadFailed(f"the new config did not start ({exc}); the previous config runs again") from exc
+            self.failures.pop("service::reload", None)
             self.count("edgeagent_config_reloads", 1, "applied")
             lean.refreeze()
-            log.info("config reloaded", extra={"pipelines": len(config.pipelines),
-                                               "receivers_kept": sorted(kept_receivers)})
+            log.info("config reloaded", extra={"pipelines": len(config.pipelines), "receivers_kept": sorted(kept)})
+
+    async def _build(self, config: AgentConfig, guard: bool = False) -> Graph:
+        """A graph of `config`, not started; a config that cannot be built (or, with `guard`, would strand
+        queued data) leaves no store open."""
+        opened = set(self.stores.by_id)
+        self.stores.config = config
+        graph = Graph(config, self, self.stores, lambda: self.stopping)
+        try:
+            graph.build()
+            left = await stranded(self.graph, graph) if guard else []
+            if left:
+                raise ReloadRefused("; ".join(left))
+            self.stores.open_unnamed()
+        except Exception:
+            self.stores.config = self.config
+            await self._close_stores_since(opened)
+            raise
+        return graph
+
+    async def _swap(self, new: Graph, guard: bool = False,
+                    between: Callable[[], Awaitable[None]] | None = None) -> set[str]:
+        """Stop the running graph and start `new` in its place; receivers and extensions whose settings
+        both configs share keep running. With `guard`, data that reached a queue `new` does not read
+        while the old graph stopped refuses the swap; `between` runs while no sender leases. Returns
+        the receivers kept."""
+        old, old_config, config = self.graph, self.config, new.config
+        kept_receivers = {rid for rid in old.receivers if keeps_receiver(old_config, config, rid)}
+        kept_extensions = {eid for eid in old.extensions if keeps_extension(old_config, config, eid)}
+        new.receivers.update({rid: old.receivers[rid] for rid in kept_receivers})
+        new.extensions.update({eid: old.extensions[eid] for eid in kept_extensions})
+        await _stop(old, keep_receivers=kept_receivers, keep_extensions=kept_extensions)
+        self.config, self.graph = config, new
+        left = await stranded(old, new) if guard else []
+        if left:
+            raise ReloadRefused("; ".join(left))
+        if between is not None:
+            await between()
+        await _start(new, skip_extensions=kept_extensions, skip_receivers=kept_receivers,
+                     before_receivers=self._point_slots)
+        return kept_receivers
+
+    async def _restore(self, running: AgentConfig, error: Exception) -> None:
+        """After a new graph failed to start: stop what of it started and start the running config again."""
+        try:
+            await self._swap(await self._build(running))
+        except Exception as exc:
+            self.fatal = (f"the new config did not start ({error}) and the agent could not start the previous "
+                          f"config again ({exc}); the agent stops")
+            self.component_failed("service::reload", self.fatal)
+            if self.on_fatal is not None:
+                self.on_fatal()
+            raise ReloadFailed(self.fatal) from exc
 
     def _point_slots(self) -> None:
         for key, slot in self._slots.items():
@@ -203,14 +303,7 @@ class Service:
         for extension in self.graph.extensions.values():
             await extension.start()
         await self.telemetry.serve(self.config.service.telemetry.metrics)
-        for key, store in self.stores.by_id.items():
-            store.start()
-            rebound = self.stores.rebound.get(key)
-            if rebound is not None:
-                task = asyncio.create_task(store.compact_on_rebound(rebound.needed_mib, rebound.trigger_mib,
-                                                                    rebound.interval), name=f"rebound:{key}")
-                task.add_done_callback(self._background_done)
-                self._background.append(task)
+        self._start_stores()
         reporter = asyncio.create_task(health.report_drain(self.status), name="drain-report")
         reporter.add_done_callback(self._background_done)
         self._background.append(reporter)
@@ -218,8 +311,31 @@ class Service:
         await self._control.start()
         await _start(self.graph, skip_extensions=set(self.graph.extensions))
         self.started = True
-        backlog = {q.name: q.items for q in self.stores.queues() if q.items}
+        backlog = {q.name: q.items for q in self.graph.queues if q.items}
         log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": backlog})
+        for name, queue in self.health()["unowned_queues"].items():
+            log.warning("a queue holds data that no exporter of the config sends", extra={"queue": name, **queue})
+
+    def _start_stores(self) -> None:
+        """Start the writer (and the rebound compaction) of every store not started yet: at start, and
+        after a reload whose config opened a store of its own."""
+        for key, store in self.stores.by_id.items():
+            if key in self._started_stores:
+                continue
+            store.start()
+            self._started_stores.add(key)
+            rebound = self.stores.rebound.get(key)
+            if rebound is not None:
+                task = asyncio.create_task(store.compact_on_rebound(rebound.needed_mib, rebound.trigger_mib,
+                                                                    rebound.interval), name=f"rebound:{key}")
+                task.add_done_callback(self._background_done)
+                self._background.append(task)
+
+    async def _close_stores_since(self, opened: set[str]) -> None:
+        """Close the stores a refused config opened (never started), so the next config opens its own."""
+        for key in set(self.stores.by_id) - opened:
+            self.stores.rebound.pop(key, None)
+            await _quietly(self.stores.by_id.pop(key).close(), "queue store")
 
     async def drain(self, timeout: float) -> None:
         """Before a stop: refuse new data, then keep sending until the queues are empty or `timeout` passes.
@@ -230,12 +346,12 @@ class Service:
         for receiver in self.graph.receivers.values():
             await _quietly(receiver.shutdown(), "receiver")
         deadline = time.monotonic() + timeout
-        queued = sum(queue.items for queue in self.stores.queues())
+        queued = sum(queue.items for queue in self.graph.queues)
         if queued:
             log.info("draining the queues before stopping", extra={"items": queued, "timeout_seconds": timeout})
         while queued and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # acks commit in batches; a short poll is cheaper than per-ack events
-            queued = sum(queue.items for queue in self.stores.queues())
+            queued = sum(queue.items for queue in self.graph.queues)
         if queued:
             log.warning("stopping with data still queued; it is sent after the next start", extra={"items": queued})
 

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 from edgeagent.config.loader import AgentConfig
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
+from edgeagent.queue import admin
 from edgeagent.queue.compaction import cleanup_compaction_leftovers
 from edgeagent.queue.environment import private_directory
 from edgeagent.queue.limits import StorageLimits
 from edgeagent.queue.ops import StoreTable, WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
+from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
 DEFAULT_STORAGE = ""
@@ -122,6 +124,17 @@ class Stores:
                                               "max_size_mib": settings.budget() >> 20,
                                               "backlog_items": sum(q.items for q in store.queues.values())})
         return store
+
+    def open_unnamed(self) -> None:
+        """Open the queues on disk that the config does not name (an exporter removed or renamed while its
+        queue held data), so status reports them and `edgeagent queue purge` reaches them. Called once the
+        graph is built: it opens the named ones with their capacity."""
+        labels = {signal.label: signal for signal in Signal}
+        for store in self.by_id.values():
+            for name in admin.queue_names(store):
+                signal = labels.get(name.rpartition("/")[2])
+                if name not in store.queues and signal is not None:
+                    store.queue(name, signal)
 
     def queues(self) -> list[DurableQueue]:
         return [queue for store in self.by_id.values() for queue in store.queues.values()]

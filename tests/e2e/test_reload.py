@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -152,3 +153,80 @@ def test_a_config_that_cannot_be_built_is_refused_and_the_running_one_stays(agen
     assert agent.health()[1]["healthy"] is True
     assert _post(agent.http_port, _request(9)) == 200
     wait_until(lambda: upstream.span_ids() == {(9).to_bytes(8, "big")}, timeout=15, message="still delivering")
+
+
+def test_a_telemetry_change_is_refused_naming_the_key_and_the_running_config_stays(agents, upstream, tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG % "")
+    state = str(tmp_path / "state")
+    agent = agents(["run", "--config", str(config), "--state-dir", state], env={"UPSTREAM": upstream.url})
+    config.write_text((CONFIG % "").replace("service:\n", "service:\n  telemetry:\n    logs:\n      level: debug\n"))
+    result = subprocess.run([sys.executable, "-m", "edgeagent", "reload", "--state-dir", state],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "reload refused" in result.stdout
+    assert "service::telemetry::logs::level" in result.stdout and "only on restart" in result.stdout
+    assert _reloads(agent, "refused") == 1 and _reloads(agent, "applied") == 0
+    assert _post(agent.http_port, _request(5)) == 200
+    wait_until(lambda: upstream.span_ids() == {(5).to_bytes(8, "big")}, timeout=15, message="still delivering")
+
+
+def _agent_on_port_from_file(agents, upstream, tmp_path, http: str):
+    """An agent whose HTTP receiver settings come from the config file (`http`), which a test rewrites."""
+    ports = AgentProcess(args=[])
+    flags = ports.ports_overrides()
+    overrides = [part for flag, value in zip(flags[::2], flags[1::2], strict=True) if "protocols::http::" not in value
+                 for part in (flag, value)]
+    config = tmp_path / "agent.yaml"
+    config.write_text((CONFIG % "").replace("      http:\n", http, 1))
+    state = str(tmp_path / "state")
+    agent = agents(["run", "--config", str(config), "--state-dir", state, *overrides], ports=ports,
+                   port_overrides=False, env={"UPSTREAM": upstream.url})
+    return agent, config, state
+
+
+def test_a_reload_that_cannot_start_restores_the_running_config_and_a_later_one_applies(agents, upstream, tmp_path):
+    http = "      http:\n        endpoint: 127.0.0.1:%d\n"
+    agent, config, state = _agent_on_port_from_file(agents, upstream, tmp_path, http % free_port())
+    agent.http_port = int(config.read_text().split("endpoint: 127.0.0.1:")[1].split()[0])
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        config.write_text((CONFIG % "").replace("      http:\n", http % taken.getsockname()[1], 1))
+        failed = subprocess.run([sys.executable, "-m", "edgeagent", "reload", "--state-dir", state],
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        taken.close()
+    assert failed.returncode == 1 and "reload failed" in failed.stdout, failed.stdout + failed.stderr
+    assert "previous config" in failed.stdout
+    assert _reloads(agent, "failed") == 1
+    assert agent.health("/health/ready")[0] == 200
+    assert _post(agent.http_port, _request(1)) == 200  # the old receiver serves again
+    wait_until(lambda: upstream.span_ids() == {(1).to_bytes(8, "big")}, timeout=15, message="still delivering")
+    moved = free_port()
+    config.write_text((CONFIG % "").replace("      http:\n", http % moved, 1))
+    applied = subprocess.run([sys.executable, "-m", "edgeagent", "reload", "--state-dir", state],
+                             capture_output=True, text=True, timeout=30)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert _post(moved, _request(2)) == 200
+    assert agent.health("/health/ready")[0] == 200 and agent.health()[1]["failures"] == {}
+
+
+def test_a_reload_whose_config_and_previous_config_both_fail_to_start_exits_non_zero(agents, upstream, tmp_path,
+                                                                                      certs):
+    tls = f"      http:\n        tls: {{cert_file: {certs.server_cert}, key_file: {certs.server_key}}}\n"
+    http = tls + f"        endpoint: 127.0.0.1:{free_port()}\n"
+    agent, config, state = _agent_on_port_from_file(agents, upstream, tmp_path, http)
+    os.remove(certs.server_cert)  # the running receiver cannot start again
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        config.write_text((CONFIG % "").replace("      http:\n", f"      http:\n        endpoint: "
+                                                f"127.0.0.1:{taken.getsockname()[1]}\n", 1))
+        os.kill(agent.process.pid, signal.SIGHUP)
+        assert agent.process.wait(20) == 1
+    finally:
+        taken.close()
+    assert "could not start the previous config again" in agent.log()

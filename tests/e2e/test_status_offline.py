@@ -31,3 +31,44 @@ def test_status_says_waiting_for_upstream_while_offline_then_drains(agents, tmp_
         assert cli_json(state, "status")["eta_seconds"] == 0.0
     finally:
         upstream.stop()
+
+
+ENV_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:${env:RECEIVER_PORT}
+exporters:
+  otlphttp:
+    endpoint: ${env:UPSTREAM}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlphttp]
+  extensions: [health_check]
+extensions:
+  health_check:
+"""
+
+
+def test_status_and_queue_work_from_a_shell_without_the_configs_variables(agents, tmp_path):
+    state, config = tmp_path / "state", tmp_path / "agent.yaml"
+    config.write_text(ENV_CONFIG)
+    agents(["run", "--config", str(config), "--state-dir", str(state)],
+           env={"RECEIVER_PORT": str(free_port()), "UPSTREAM": f"http://127.0.0.1:{free_port()}"})
+    status = cli(state, "status", "--config", str(config), check=False)  # the admin's shell lacks both variables
+    assert status.returncode == 0, status.stderr.decode()
+    assert b"is running" in status.stdout
+    assert cli(state, "queue", "stats", "--config", str(config), check=False).returncode == 0
+
+
+def test_status_without_an_agent_names_the_unset_variable_without_a_traceback(tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text(ENV_CONFIG)
+    result = cli(tmp_path / "state", "status", "--config", str(config), check=False)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    assert "error: receivers::otlp::protocols::http::endpoint: environment variable RECEIVER_PORT is not set" in stderr
