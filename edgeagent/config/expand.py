@@ -23,6 +23,8 @@ from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yam
 
 SCHEMES = ("env", "file", "yaml")
 MAX_PASSES = 1000  # otelcol's bound; a reference that yields itself stops here
+MAX_REFERENCES = 5000  # per config; a real one has tens
+MAX_TEXT_READ = 4 * MAX_DOCUMENT_BYTES
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # otelcol's envvar.ValidationPattern
 _ENV_DEFAULT = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*:-")
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", re.DOTALL)
@@ -43,50 +45,106 @@ def expand_tree(
     node: Any, path: tuple[str, ...], environ: Mapping[str, str], errors: list[tuple[tuple[str, ...], str]]
 ) -> Any:
     """Expand every string value in a parsed YAML tree; collect errors with their paths instead of stopping."""
-    if isinstance(node, dict):
-        return {key: expand_tree(value, path + (str(key),), environ, errors) for key, value in node.items()}
-    if isinstance(node, list):
-        return [expand_tree(value, path + (str(index),), environ, errors) for index, value in enumerate(node)]
-    if isinstance(node, str) and "$" in node:
-        try:
-            return _finish(_expand_recursively(node, environ))
-        except ExpansionError as exc:
-            errors.append((path, str(exc)))
-            return node
-    return node
+    return _Expander(environ).tree(node, path, errors)
 
 
-def _expand_recursively(value: Any, environ: Mapping[str, str]) -> Any:
-    for _ in range(MAX_PASSES):
-        value, changed = _expand_value(value, environ)
-        if not changed:
-            return value
-    raise ExpansionError(f"references still expand after {MAX_PASSES} passes: a variable or file refers to itself")
+class _Expander:
+    """One config's expansion; the references it follows and the text they read are bounded, since
+    a file that includes itself twice doubles the tree at every pass."""
 
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+        self.references = 0
+        self.text_read = 0
 
-def _expand_value(value: Any, environ: Mapping[str, str]) -> tuple[Any, bool]:
-    if isinstance(value, _Expanded):
-        inner, changed = _expand_value(value.value, environ)
-        if isinstance(inner, (_Expanded, str)):
+    def tree(self, node: Any, path: tuple[str, ...], errors: list[tuple[tuple[str, ...], str]]) -> Any:
+        if isinstance(node, dict):
+            return {key: self.tree(value, path + (str(key),), errors) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self.tree(value, path + (str(index),), errors) for index, value in enumerate(node)]
+        if isinstance(node, str) and "$" in node:
+            try:
+                return _finish(self.recursively(node))
+            except ExpansionError as exc:
+                errors.append((path, str(exc)))
+                return node
+        return node
+
+    def recursively(self, value: Any) -> Any:
+        for _ in range(MAX_PASSES):
+            value, changed = self.value(value)
+            if not changed:
+                return value
+        raise ExpansionError(f"references still expand after {MAX_PASSES} passes: a variable or file refers to "
+                             f"itself")
+
+    def value(self, value: Any) -> tuple[Any, bool]:
+        if isinstance(value, _Expanded):
+            inner, changed = self.value(value.value)
+            if isinstance(inner, (_Expanded, str)):
+                return inner, changed
+            try:
+                original, original_changed = self.value(value.original)
+            except ExpansionError:
+                return inner, changed
+            if isinstance(original, str):
+                return _Expanded(inner, original), changed or original_changed
             return inner, changed
+        if isinstance(value, str):
+            if "${" not in value or "}" not in value:
+                return value, False
+            return self.find_and_expand(value)
+        if isinstance(value, list):
+            items = [self.value(item) for item in value]
+            return [item for item, _ in items], any(changed for _, changed in items)
+        if isinstance(value, dict):
+            pairs = {key: self.value(item) for key, item in value.items()}
+            return {key: item for key, (item, _) in pairs.items()}, any(changed for _, changed in pairs.values())
+        return value, False
+
+    def find_and_expand(self, text: str) -> tuple[Any, bool]:
+        reference = _find_reference(text)
+        if not reference:
+            return text, False
+        value, original = self.retrieve(reference[2:-1])
+        if reference == text:
+            return _Expanded(value, original), True
+        expanded = text.replace(reference, original)
+        if len(expanded) > MAX_DOCUMENT_BYTES:
+            raise ExpansionError(f"expanding {reference} makes the value longer than "
+                                 f"{MAX_DOCUMENT_BYTES // 2**20} MiB; the limit is the config's")
+        return expanded, True
+
+    def retrieve(self, uri: str) -> tuple[Any, str]:
+        """A reference's parsed YAML and its text (otelcol's expandURI and NewRetrievedFromYAML)."""
+        if ":" not in uri or _ENV_DEFAULT.match(uri):  # otelcol refuses ${NAME:-d}; it was accepted here before
+            uri = f"env:{uri}"
+        match = _URI.match(uri)
+        if match is None:
+            raise ExpansionError(f"${{{uri}}} is not a reference: write ${{env:NAME}}, ${{file:PATH}} or "
+                                 f"${{yaml:TEXT}}")
+        scheme, opaque = match.groups()
+        if "$" in opaque:
+            raise ExpansionError(f"the reference ${{{uri}}} contains '$', which otelcol does not allow inside one")
+        if scheme == "env":
+            text = _env(opaque, self.environ)
+        elif scheme == "file":
+            text = _file(opaque)
+        elif scheme == "yaml":
+            text = opaque
+        else:
+            raise ExpansionError(f"${{{uri}}}: the {scheme!r} scheme is not supported; supported: "
+                                 f"{', '.join(f'${{{name}:...}}' for name in SCHEMES)}")
+        self.references += 1
+        self.text_read += len(text)
+        if self.references > MAX_REFERENCES or self.text_read > MAX_TEXT_READ:
+            raise ExpansionError(f"the config's references expand more than {MAX_REFERENCES} times or read more "
+                                 f"than {MAX_TEXT_READ // 2**20} MiB; a file or variable includes itself")
         try:
-            original, original_changed = _expand_value(value.original, environ)
-        except ExpansionError:
-            return inner, changed
-        if isinstance(original, str):
-            return _Expanded(inner, original), changed or original_changed
-        return inner, changed
-    if isinstance(value, str):
-        if "${" not in value or "}" not in value:
-            return value, False
-        return _find_and_expand(value, environ)
-    if isinstance(value, list):
-        items = [_expand_value(item, environ) for item in value]
-        return [item for item, _ in items], any(changed for _, changed in items)
-    if isinstance(value, dict):
-        pairs = {key: _expand_value(item, environ) for key, item in value.items()}
-        return {key: item for key, (item, _) in pairs.items()}, any(changed for _, changed in pairs.values())
-    return value, False
+            parsed = parse_yaml(text, scheme)
+        except ConfigError:  # not YAML (or past a YAML limit): the text itself, as otelcol falls back to
+            return text, text
+        return (text if isinstance(parsed, str) else parsed), text
 
 
 def _find_reference(text: str) -> str:
@@ -100,46 +158,6 @@ def _find_reference(text: str) -> str:
             dollars = len(text[:start]) - len(text[:start].rstrip("$"))
             return "" if dollars % 2 else text[start:close + 1]
         text = text[close + 1:]
-
-
-def _find_and_expand(text: str, environ: Mapping[str, str]) -> tuple[Any, bool]:
-    reference = _find_reference(text)
-    if not reference:
-        return text, False
-    value, original = _retrieve(reference[2:-1], environ)
-    if reference == text:
-        return _Expanded(value, original), True
-    expanded = text.replace(reference, original)
-    if len(expanded) > MAX_DOCUMENT_BYTES:
-        raise ExpansionError(f"expanding {reference} makes the value longer than "
-                             f"{MAX_DOCUMENT_BYTES // 2**20} MiB; the limit is the config's")
-    return expanded, True
-
-
-def _retrieve(uri: str, environ: Mapping[str, str]) -> tuple[Any, str]:
-    """A reference's parsed YAML and its text (otelcol's expandURI and NewRetrievedFromYAML)."""
-    if ":" not in uri or _ENV_DEFAULT.match(uri):  # otelcol refuses ${NAME:-d}; it was accepted here before
-        uri = f"env:{uri}"
-    match = _URI.match(uri)
-    if match is None:
-        raise ExpansionError(f"${{{uri}}} is not a reference: write ${{env:NAME}}, ${{file:PATH}} or ${{yaml:TEXT}}")
-    scheme, opaque = match.groups()
-    if "$" in opaque:
-        raise ExpansionError(f"the reference ${{{uri}}} contains '$', which otelcol does not allow inside one")
-    if scheme == "env":
-        text = _env(opaque, environ)
-    elif scheme == "file":
-        text = _file(opaque)
-    elif scheme == "yaml":
-        text = opaque
-    else:
-        raise ExpansionError(f"${{{uri}}}: the {scheme!r} scheme is not supported; supported: "
-                             f"{', '.join(f'${{{name}:...}}' for name in SCHEMES)}")
-    try:
-        parsed = parse_yaml(text, scheme)
-    except ConfigError:  # not YAML (or past a YAML limit): the text itself, as otelcol falls back to
-        return text, text
-    return (text if isinstance(parsed, str) else parsed), text
 
 
 def _env(opaque: str, environ: Mapping[str, str]) -> str:

@@ -104,3 +104,11 @@ def test_double_dollar_in_a_variable_value_is_a_literal_dollar_as_escape_dollar_
     assert _expanded("${env:PASS}", {"PASS": "a$$b"}) == "a$b"
     assert _expanded("pre ${env:PASS}", {"PASS": "a$$b"}) == "pre a$b"
     assert _expanded("$${env:PASS}", {"PASS": "x"}) == "${env:PASS}"
+
+
+def test_a_file_that_includes_itself_twice_is_refused_not_expanded_without_bound(tmp_path):
+    # Each pass doubles the tree: the references, and the text they read, are bounded per config.
+    looping = tmp_path / "loop.yaml"
+    looping.write_text(f"a: ${{file:{looping}}}\nb: ${{file:{looping}}}\n")
+    _, errors = _expand(f"${{file:{looping}}}")
+    assert errors and "references" in errors[0][1]
