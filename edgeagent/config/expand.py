@@ -149,15 +149,16 @@ class _Expander:
 
 def _find_reference(text: str) -> str:
     """The innermost reference ending at the first `}`, or "" when there is none or it is escaped by `$$`."""
+    begin = 0  # otelcol recurses on the text after a `}` with no `${` before it; an offset is that text
     while True:
-        close = text.find("}")
+        close = text.find("}", begin)
         if close < 0:
             return ""
-        start = text.rfind("${", 0, close + 1)
+        start = text.rfind("${", begin, close + 1)
         if start >= 0:
-            dollars = len(text[:start]) - len(text[:start].rstrip("$"))
+            dollars = start - begin - len(text[begin:start].rstrip("$"))
             return "" if dollars % 2 else text[start:close + 1]
-        text = text[close + 1:]
+        begin = close + 1
 
 
 def _env(opaque: str, environ: Mapping[str, str]) -> str:
