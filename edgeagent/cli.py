@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from edgeagent import __version__
+from edgeagent.config.expand import SCHEMES
 from edgeagent.config.loader import (
     AgentConfig,
     ConfigError,
@@ -152,7 +153,7 @@ def cmd_components(args: argparse.Namespace) -> int:
                 entry["deprecated_alias"] = alias
             entries.append(entry)
         out[kind] = entries
-    out["providers"] = [{"scheme": scheme} for scheme in ("env", "file", "yaml")]
+    out["providers"] = [{"scheme": scheme} for scheme in SCHEMES]  # in --config and in ${scheme:...}
     print(yaml.safe_dump(out, sort_keys=False, default_flow_style=None), end="")
     return 0
 

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from edgeagent.config.decode import split_comma_lists
 
 KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
 
@@ -21,6 +23,11 @@ class ComponentConfig(BaseModel):
     """Base for component configs: unknown keys are errors, as in otelcol."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_comma_lists(cls, data: Any) -> Any:
+        return split_comma_lists(cls, data)
 
     def config_warnings(self) -> list[str]:
         """Things the user should know about a config that is still accepted."""

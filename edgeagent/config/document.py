@@ -69,6 +69,41 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+# ---- plain scalars as yaml.v3 resolves them (otelcol's confmap) ------------------------------------
+# YAML 1.2's core schema, not PyYAML's 1.1: on/off/yes/no and 1:30 stay text, a date stays text
+# (yaml.v3 keeps a timestamp a string when decoding into `any`), and numbers are what Go's
+# strconv reads once `_` is removed: 0x, 0o, 0b and a leading-0 octal; 1e3 is a float.
+_BoundedLoader.yaml_implicit_resolvers = {}
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                     list("tTfF"))
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"),
+                                     ["~", "n", "N", ""])
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                     re.compile(r"^(?:[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+."))
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+0-9.]"), list("-+0123456789."))
+_BoundedLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])
+_GO_INT = re.compile(r"^([-+]?)(0[xX][0-9a-fA-F]+|0[bB][01]+|0[oO][0-7]+|0[0-7]*|[1-9][0-9]*)$")
+_YAML_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")  # yaml.v3's yamlStyleFloat
+
+
+def _number(loader: _BoundedLoader, node: ScalarNode) -> int | float | str:
+    """A plain scalar starting like a number: an int or float as yaml.v3 reads it, else the text itself."""
+    text = str(node.value)
+    plain = text if text.startswith(".") else text.replace("_", "")
+    match = _GO_INT.match(plain)
+    if match:
+        sign, digits = match.groups()
+        base = {"x": 16, "b": 2, "o": 8}.get(digits[1:2].lower(), 8 if digits.startswith("0") else 10)
+        body = digits[2:] if base != 10 and digits[1:2].isalpha() else digits
+        value = int(body or "0", base) * (-1 if sign == "-" else 1)
+        if -2**63 <= value < 2**64:
+            return value
+    return float(plain) if _YAML_FLOAT.match(plain) else text
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _number)
+
+
 def parse_yaml(text: str, source: str) -> Any:
     """One YAML document as Python values; ConfigError for bad syntax, a limit exceeded or a duplicate key."""
     size = len(text.encode("utf-8", "surrogatepass"))

@@ -1,56 +1,203 @@
-"""Environment expansion as otelcol does it: ${env:VAR}, ${VAR}, ${env:VAR:-default}, and $$ for a literal $."""
+"""otelcol's `${...}` references in config values (confmap's expand.go), with its env, file and yaml providers.
+
+`${env:NAME}` (or `${NAME}`), `${env:NAME:-default}` (the default only when NAME is unset;
+`${NAME:-default}` is accepted too, though otelcol refuses it), `${file:PATH}` and
+`${yaml:INLINE}`; any other scheme is an error naming it. What a provider returns is read as
+YAML: a value that is exactly one reference takes that YAML's type (a list, a map, a number),
+while a reference inside longer text is replaced by the text verbatim (a file's trailing newline
+included, as otelcol does). The innermost, first reference is expanded first and passes repeat
+until nothing changes, so a reference may build another's name or yield one; the passes and each
+value's size are bounded. `$$` is a literal `$`: `$${env:X}` is never expanded, and every `$$`
+becomes `$` once all passes are done, in text that came from a variable or a file too (otelcol's
+escapeDollarSigns).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-_REFERENCE = re.compile(r"\$\$|\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yaml
+
+SCHEMES = ("env", "file", "yaml")
+MAX_PASSES = 1000  # otelcol's bound; a reference that yields itself stops here
+MAX_REFERENCES = 5000  # per config; a real one has tens
+MAX_TEXT_READ = 4 * MAX_DOCUMENT_BYTES
+_ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")  # otelcol's envvar.ValidationPattern
+_ENV_DEFAULT = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*:-")
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", re.DOTALL)
 
 
 class ExpansionError(ValueError):
     pass
 
 
-def expand_string(text: str, environ: Mapping[str, str]) -> str:
-    missing: list[str] = []
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, default = match.group(1), match.group(2)
-        value = environ.get(name)
-        if value is None or (value == "" and default is not None):
-            if default is not None:
-                return default
-            missing.append(name)
-            return ""
-        return value
-
-    result = _REFERENCE.sub(substitute, text)
-    if missing:
-        names = ", ".join(missing)
-        raise ExpansionError(
-            f"environment variable {names} is not set: set it, or give a default as ${{env:{missing[0]}:-value}}"
-        )
-    return result
+@dataclass(frozen=True)
+class _Expanded:
+    """A whole-value reference: the parsed YAML and the text it came from (a string field takes the text)."""
+    value: Any
+    original: str
 
 
 def expand_tree(
     node: Any, path: tuple[str, ...], environ: Mapping[str, str], errors: list[tuple[tuple[str, ...], str]]
 ) -> Any:
     """Expand every string value in a parsed YAML tree; collect errors with their paths instead of stopping."""
-    if isinstance(node, dict):
-        return {key: expand_tree(value, path + (str(key),), environ, errors) for key, value in node.items()}
-    if isinstance(node, list):
-        return [expand_tree(value, path + (str(index),), environ, errors) for index, value in enumerate(node)]
-    if isinstance(node, str) and "$" in node:
+    return _Expander(environ).tree(node, path, errors)
+
+
+class _Expander:
+    """One config's expansion; the references it follows and the text they read are bounded, since
+    a file that includes itself twice doubles the tree at every pass."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+        self.references = 0
+        self.text_read = 0
+
+    def tree(self, node: Any, path: tuple[str, ...], errors: list[tuple[tuple[str, ...], str]]) -> Any:
+        if isinstance(node, dict):
+            return {key: self.tree(value, path + (str(key),), errors) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self.tree(value, path + (str(index),), errors) for index, value in enumerate(node)]
+        if isinstance(node, str) and "$" in node:
+            try:
+                return _finish(self.recursively(node))
+            except ExpansionError as exc:
+                errors.append((path, str(exc)))
+                return node
+        return node
+
+    def recursively(self, value: Any) -> Any:
+        for _ in range(MAX_PASSES):
+            value, changed = self.value(value)
+            if not changed:
+                return value
+        raise ExpansionError(f"references still expand after {MAX_PASSES} passes: a variable or file refers to "
+                             f"itself")
+
+    def value(self, value: Any) -> tuple[Any, bool]:
+        if isinstance(value, _Expanded):
+            inner, changed = self.value(value.value)
+            if isinstance(inner, (_Expanded, str)):
+                return inner, changed
+            try:
+                original, original_changed = self.value(value.original)
+            except ExpansionError:
+                return inner, changed
+            if isinstance(original, str):
+                return _Expanded(inner, original), changed or original_changed
+            return inner, changed
+        if isinstance(value, str):
+            if "${" not in value or "}" not in value:
+                return value, False
+            return self.find_and_expand(value)
+        if isinstance(value, list):
+            items = [self.value(item) for item in value]
+            return [item for item, _ in items], any(changed for _, changed in items)
+        if isinstance(value, dict):
+            pairs = {key: self.value(item) for key, item in value.items()}
+            return {key: item for key, (item, _) in pairs.items()}, any(changed for _, changed in pairs.values())
+        return value, False
+
+    def find_and_expand(self, text: str) -> tuple[Any, bool]:
+        reference = _find_reference(text)
+        if not reference:
+            return text, False
+        value, original = self.retrieve(reference[2:-1])
+        if reference == text:
+            return _Expanded(value, original), True
+        expanded = text.replace(reference, original)
+        if len(expanded) > MAX_DOCUMENT_BYTES:
+            raise ExpansionError(f"expanding {reference} makes the value longer than "
+                                 f"{MAX_DOCUMENT_BYTES // 2**20} MiB; the limit is the config's")
+        return expanded, True
+
+    def retrieve(self, uri: str) -> tuple[Any, str]:
+        """A reference's parsed YAML and its text (otelcol's expandURI and NewRetrievedFromYAML)."""
+        if ":" not in uri or _ENV_DEFAULT.match(uri):  # otelcol refuses ${NAME:-d}; it was accepted here before
+            uri = f"env:{uri}"
+        match = _URI.match(uri)
+        if match is None:
+            raise ExpansionError(f"${{{uri}}} is not a reference: write ${{env:NAME}}, ${{file:PATH}} or "
+                                 f"${{yaml:TEXT}}")
+        scheme, opaque = match.groups()
+        if "$" in opaque:
+            raise ExpansionError(f"the reference ${{{uri}}} contains '$', which otelcol does not allow inside one")
+        if scheme == "env":
+            text = _env(opaque, self.environ)
+        elif scheme == "file":
+            text = _file(opaque)
+        elif scheme == "yaml":
+            text = opaque
+        else:
+            raise ExpansionError(f"${{{uri}}}: the {scheme!r} scheme is not supported; supported: "
+                                 f"{', '.join(f'${{{name}:...}}' for name in SCHEMES)}")
+        self.references += 1
+        self.text_read += len(text)
+        if self.references > MAX_REFERENCES or self.text_read > MAX_TEXT_READ:
+            raise ExpansionError(f"the config's references expand more than {MAX_REFERENCES} times or read more "
+                                 f"than {MAX_TEXT_READ // 2**20} MiB; a file or variable includes itself")
         try:
-            return expand_string(node, environ)
-        except ExpansionError as exc:
-            errors.append((path, str(exc)))
-            return node
-    return node
+            parsed = parse_yaml(text, scheme)
+        except ConfigError:  # not YAML (or past a YAML limit): the text itself, as otelcol falls back to
+            return text, text
+        return (text if isinstance(parsed, str) else parsed), text
 
 
+def _find_reference(text: str) -> str:
+    """The innermost reference ending at the first `}`, or "" when there is none or it is escaped by `$$`."""
+    begin = 0  # otelcol recurses on the text after a `}` with no `${` before it; an offset is that text
+    while True:
+        close = text.find("}", begin)
+        if close < 0:
+            return ""
+        start = text.rfind("${", begin, close + 1)
+        if start >= 0:
+            dollars = start - begin - len(text[begin:start].rstrip("$"))
+            return "" if dollars % 2 else text[start:close + 1]
+        begin = close + 1
+
+
+def _env(opaque: str, environ: Mapping[str, str]) -> str:
+    name, has_default, default = opaque.partition(":-")
+    if not _ENV_NAME.match(name):
+        raise ExpansionError(f"${{env:{opaque}}}: {name!r} is not an environment variable name "
+                             f"(letters, digits and _, not starting with a digit)")
+    value = environ.get(name)
+    if value is not None:
+        return value
+    if has_default:
+        return default
+    raise ExpansionError(f"environment variable {name} is not set: set it, or give a default as "
+                         f"${{env:{name}:-value}}")
+
+
+def _file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise ExpansionError(f"${{file:{path}}}: cannot read the file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ExpansionError(f"${{file:{path}}}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    if len(text) > MAX_DOCUMENT_BYTES:
+        raise ExpansionError(f"${{file:{path}}}: the file is over {MAX_DOCUMENT_BYTES // 2**20} MiB; the limit is "
+                             f"{MAX_DOCUMENT_BYTES // 2**20} MiB for a config")
+    return text
+
+
+def _finish(value: Any) -> Any:
+    """`$$` to `$` everywhere, then each whole-value reference as its map or list, or else as its text."""
+    if isinstance(value, _Expanded):
+        inner = _finish(value.value)
+        return inner if isinstance(inner, (dict, list)) else value.original.replace("$$", "$")
+    if isinstance(value, str):
+        return value.replace("$$", "$")
+    if isinstance(value, list):
+        return [_finish(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _finish(item) for key, item in value.items()}
+    return value

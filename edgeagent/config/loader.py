@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from edgeagent.component import KINDS, ComponentConfig, ComponentId, ConnectorConfig
+from edgeagent.config.decode import type_error_sentence
 from edgeagent.config.document import (
     ConfigError,
     Source,
@@ -448,7 +449,7 @@ def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel],
     """Turn pydantic's errors into (yaml path, sentence) pairs; `component` (kind, type) names the
     otelcol keys edgeagent does not implement as such."""
     out = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in exc.errors(include_url=False):  # the input only to name its kind, never shown
         loc = [str(part) for part in error["loc"]]
         path = "::".join([prefix, *loc])
         kind = error["type"]
@@ -460,6 +461,8 @@ def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel],
             message = f"unknown key {loc[-1]!r}" + (f"; supported keys here: {', '.join(known)}" if known else "")
         elif kind == "missing":
             message = "required key is missing"
+        elif sentence := type_error_sentence(error):
+            message = sentence
         elif message.startswith("Value error, "):
             message = message[len("Value error, "):]
         elif message.startswith("Assertion failed, "):

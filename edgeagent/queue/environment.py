@@ -108,14 +108,22 @@ def _user() -> str:
 
 def check_owner(directory: str) -> None:
     """As root, refuse a directory that belongs to another user: every file written there would be
-    root's, and the agent running as that user could no longer open its queue."""
+    root's, and the agent running as that user could no longer open its queue. A directory not made
+    yet is judged by its nearest existing parent, which the queue would be created in."""
+    if os.geteuid() != 0:
+        return
+    existing = os.path.abspath(directory)
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
     try:
-        owner = os.stat(directory).st_uid
+        owner = os.stat(existing).st_uid
     except OSError:
         return
-    if os.geteuid() == 0 and owner != 0:
-        name = _owner(directory)
-        raise StorageAccessError(f"the queue in {directory} belongs to {name}; run this as {name} (for example "
+    if owner != 0:
+        name = _owner(existing)
+        where = f"the queue in {directory}" if existing == os.path.abspath(directory) else \
+            f"{existing}, where the queue {directory} would be made,"
+        raise StorageAccessError(f"{where} belongs to {name}; run this as {name} (for example "
                                  f"sudo -u {name} edgeagent ...) so that its files keep their owner")
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import struct
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers.cli import cli, cli_json
@@ -114,6 +115,18 @@ def test_commands_run_as_root_on_another_users_queue_change_no_file(agents, tmp_
     refused = cli(state, "queue", "compact", check=False)
     assert refused.returncode != 0 and b"sudo -u 4321" in refused.stderr and b"Traceback" not in refused.stderr
     assert _snapshot(state) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the state directory to another user")
+def test_command_run_as_root_on_a_fresh_install_creates_no_root_owned_queue(tmp_path):
+    # The service user's state directory exists, its queue not yet: a root-owned queue made
+    # there would keep the agent, running as that user, from ever opening it.
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 4321, 4321)
+    refused = cli(state, "queue", "compact", check=False)
+    assert refused.returncode != 0 and b"sudo -u 4321" in refused.stderr and b"Traceback" not in refused.stderr
+    assert os.listdir(state) == []
 
 
 def test_a_refused_command_names_the_agent_holding_the_queue(agents, tmp_path):

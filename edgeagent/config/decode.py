@@ -1,0 +1,81 @@
+"""What otelcol's decoder does between YAML and a config struct that pydantic does not do alone.
+
+A string given to a list key is split at commas (mapstructure's StringToSliceHookFunc(","),
+in confmap's decode hooks): `brokers: ${env:BROKERS}` with BROKERS=k1:9092,k2:9092 is two
+brokers, an empty string no item, and no item is trimmed. Every config model runs this before
+its fields are validated. pydantic's type errors become sentences naming the form expected.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_core import ErrorDetails
+
+
+def split_comma_lists(model: type[BaseModel], data: Any) -> Any:
+    """`data` for `model`, with a string under each key whose field takes only lists split at commas."""
+    keys = _list_keys(model)
+    if not isinstance(data, dict) or not keys.intersection(data):
+        return data
+    return {key: (value.split(",") if value else []) if key in keys and isinstance(value, str) else value
+            for key, value in data.items()}
+
+
+@functools.cache
+def _list_keys(model: type[BaseModel]) -> frozenset[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        if _only_lists(field.annotation):
+            keys.update({name, field.alias} - {None})  # type: ignore[arg-type]
+    return frozenset(keys)
+
+
+def _only_lists(annotation: Any) -> bool:
+    """A list type, or a union of list types and None: a string has no other reading there."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _only_lists(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return bool(members) and all(_only_lists(member) for member in members)
+    return annotation is list or origin is list
+
+
+_EXPECTED = {
+    "list_type": "a list such as [a, b] or the text a,b",
+    "int_type": "a whole number such as 10", "int_parsing": "a whole number such as 10",
+    "int_from_float": "a whole number such as 10",
+    "float_type": "a number such as 0.5", "float_parsing": "a number such as 0.5",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "text", "dict_type": "a mapping of keys to values", "model_type": "a mapping of settings",
+}
+
+
+def type_error_sentence(error: ErrorDetails) -> str | None:
+    """`expected true or false; got text` for a pydantic type error, None for any other error."""
+    expected = _EXPECTED.get(error["type"])
+    if expected is None:
+        return None
+    return f"expected {expected}; got {_yaml_kind(error.get('input'))}"
+
+
+def _yaml_kind(value: Any) -> str:
+    """What the YAML held, never the value itself (it may be a secret)."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
