@@ -37,6 +37,19 @@ class ExporterConfig(ComponentConfig):
             return {str(k): ("" if v is None else str(v)) for k, v in value.items()}
         return value
 
+    @field_validator("headers")
+    @classmethod
+    def _headers_sendable(cls, value: dict[str, str]) -> dict[str, str]:
+        """Values hold no control character but tabs: no request can carry others (a CR or LF would
+        add a header). Named, never shown: a value may be a secret. Names are not checked here:
+        otelcol's own example config has one no request can carry, and its validate accepts it."""
+        for name, text in value.items():
+            if any(c < " " and c != "\t" or c == "\x7f" for c in text):
+                raise ValueError(f"the value of {name!r} holds a control character such as a newline "
+                                 f"(a token file read with ${{file:...}} keeps its last newline: write it with "
+                                 f"printf %s, not echo)")
+        return value
+
     @field_validator("timeout")
     @classmethod
     def _positive_timeout(cls, value: float) -> float:
