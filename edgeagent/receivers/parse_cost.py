@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -34,7 +35,9 @@ JSON_CONTAINER_COST = 96  # a Python dict or list (64 or 56 bytes) and its slot 
 JSON_VALUE_EXPANSION = 16  # the most a JSON scalar or key grows per body byte in Python (`"ab",`: 5 -> 59)
 BODY_COPIES = 2  # the body as received, and once more serialized when a processor changes it
 OFF_LOOP_BYTES = 256 << 10  # bodies from this size are walked and parsed on a worker thread
+PARSE_THREADS = 2  # their own threads: hostile bodies never hold up the queue's and exporters' work
 _T = TypeVar("_T")
+_PARSERS: ThreadPoolExecutor | None = None
 Plan = dict[int, tuple[int, "Plan"]]  # message field number -> (cost of one such message, its own plan)
 
 
@@ -164,9 +167,12 @@ async def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[
 async def _off_loop(size: int, function: Callable[..., _T], *args: object) -> _T:
     """function(*args), on a worker thread when `size` is large. A caller cancelled meanwhile (the
     client went away) still waits for the thread: the memory it uses stays reserved until it ends."""
+    global _PARSERS
     if size < OFF_LOOP_BYTES:
         return function(*args)
-    work = asyncio.get_running_loop().run_in_executor(None, function, *args)
+    if _PARSERS is None:
+        _PARSERS = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="parse")
+    work = asyncio.get_running_loop().run_in_executor(_PARSERS, function, *args)
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
