@@ -9,7 +9,9 @@ Between two checks a burst of large requests could overshoot, so the limiter als
 the requests in flight: a request is admitted only while the last measurement plus the
 estimated cost of every request in flight (EXPANSION times its body) stays under the soft
 limit, and never when it alone would take memory past the hard limit. A receiver reserves
-as the body arrives (Reservation.grow), so a slow or lying client holds only what it sent.
+as the body arrives (Reservation.grow), so a slow or lying client holds only what it sent, and
+before parsing raises that to what the parse can take (Reservation.cover, receivers/parse_cost.py):
+a body of many tiny messages takes up to ~90 times its size.
 Memory that a burst freed is handed back to the system (malloc_trim), so the limiter
 recovers as soon as the flood stops.
 
@@ -37,7 +39,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory, Role, optional_block
 from edgeagent.config.types import Duration
-from edgeagent.errors import DataRefusedError
+from edgeagent.errors import BadRequestError, DataRefusedError
 
 if TYPE_CHECKING:
     import ctypes
@@ -237,15 +239,15 @@ class MemoryLimiter:
             raise DataRefusedError(f"memory usage {self.used // _MIB} MiB is above the soft limit of "
                                    f"{self.soft // _MIB} MiB", retry_after=max(1.0, self.interval * 2))
 
-    def reserve(self, body_bytes: int) -> int:
-        """Admit `body_bytes` more of a request and count their cost until `release`; raises DataRefusedError."""
+    def charge(self, cost: int, held: int = 0) -> int:
+        """Admit `cost` more bytes of memory for a request that holds `held` already, until `release`;
+        raises DataRefusedError."""
         self.admit()
-        cost = body_bytes * EXPANSION
         expected = self.used + self.in_flight + cost
         if expected > self.hard:  # even alone: the first request is no exception
             raise DataRefusedError(f"the request would take memory above the hard limit of {self.hard // _MIB} MiB",
                                    retry_after=max(1.0, self.interval * 2))
-        if self.in_flight and expected > self.soft:
+        if self.in_flight > held and expected > self.soft:
             raise DataRefusedError(f"requests in flight would take memory above the soft limit of "
                                    f"{self.soft // _MIB} MiB", retry_after=1.0)
         self.in_flight += cost
@@ -267,7 +269,9 @@ class MemoryLimiter:
 class Budget(Protocol):
     """What a reservation takes its share from: a memory limiter."""
 
-    def reserve(self, body_bytes: int) -> int: ...
+    hard: int
+
+    def charge(self, cost: int, held: int = 0) -> int: ...
 
     def release(self, cost: int) -> None: ...
 
@@ -287,18 +291,41 @@ class Reservation:
     def grow(self, body_bytes: int) -> None:
         if body_bytes <= 0:
             return
+        self._charge([body_bytes * EXPANSION] * len(self._limiters))
+        self.bytes += body_bytes
+
+    @property
+    def limit(self) -> int:
+        """The most memory any one request could ever be admitted with (0: no limiter)."""
+        return max((limiter.hard for limiter in self._limiters), default=0)
+
+    def cover(self, cost: int, quiet: bool = False) -> None:
+        """Raise what is reserved to at least `cost` bytes of memory (receivers/parse_cost.py) before
+        the body is parsed; raises BadRequestError when that is more than a limiter's hard limit,
+        DataRefusedError (counted, unless `quiet`) when memory is too short for it now."""
+        for limiter in self._limiters:
+            if cost > limiter.hard:
+                raise BadRequestError(f"parsing this request could take {cost // _MIB} MiB of memory, more "
+                                      f"than the memory limit of {limiter.hard // _MIB} MiB: send fewer, "
+                                      "larger messages per request")
+        self._charge([max(0, cost - taken) for taken in self._costs], quiet, alone=True)
+
+    def _charge(self, costs: list[int], quiet: bool = False, alone: bool = False) -> None:
+        """Take `costs` from the limiters, all or none; `alone`: the request's own reservation does
+        not count as others in flight (a top-up of one request needs room below the hard limit only)."""
         taken: list[tuple[int, int]] = []
         try:
-            for index, limiter in enumerate(self._limiters):
-                taken.append((index, limiter.reserve(body_bytes)))
+            for index, (limiter, cost) in enumerate(zip(self._limiters, costs, strict=True)):
+                if cost > 0:
+                    taken.append((index, limiter.charge(cost, self._costs[index] if alone else 0)))
         except DataRefusedError as exc:
             for index, cost in taken:
                 self._limiters[index].release(cost)
-            self._refused(exc)
+            if not quiet:
+                self._refused(exc)
             raise
         for index, cost in taken:
             self._costs[index] += cost
-        self.bytes += body_bytes
 
     def release(self) -> None:
         for limiter, cost in zip(self._limiters, self._costs, strict=True):

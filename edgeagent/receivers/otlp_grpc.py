@@ -20,7 +20,7 @@ from edgeagent import auth, netaddr, tls
 from edgeagent.errors import BadRequestError, PermanentError, QueueFullError, RetryableError, UnauthenticatedError
 from edgeagent.grpc_status import StatusCode, name_of
 from edgeagent.instrumentation import rpc_server_observer
-from edgeagent.receivers import codec, grpc_server, upstream_status
+from edgeagent.receivers import codec, grpc_server, parse_cost, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class GrpcServer:
                 with consumer.admission("grpc") as reservation:
                     request = await call.read(lambda size: reservation.grow(size - reservation.bytes))
                     metadata = codec.metadata_of(call.metadata) if include_metadata else None
-                    payload = codec.decode(signal, request, codec.PROTOBUF, metadata, call.peer)
+                    await parse_cost.admit(reservation, signal, request, codec.PROTOBUF)
+                    payload = await parse_cost.decode(signal, request, codec.PROTOBUF, metadata, call.peer)
                     await consumer.consume(payload, "grpc")
                 status = "OK"
             except grpc_server.GrpcError as exc:

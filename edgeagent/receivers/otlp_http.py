@@ -23,13 +23,13 @@ from edgeagent.errors import BadRequestError, PermanentError, RetryableError, Un
 from edgeagent.http1.server import Request, Response, Server
 from edgeagent.http1.wire import ProtocolError
 from edgeagent.instrumentation import http_server_timer
-from edgeagent.receivers import codec, upstream_status
+from edgeagent.receivers import codec, parse_cost, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
 
 
-class Reservation(Protocol):
+class Reservation(parse_cost.Reservation, Protocol):
     """What a body being read asks of the memory limiters' budget (processors/memory_limiter.py)."""
 
     bytes: int
@@ -112,7 +112,8 @@ class HttpServer:
                 with consumer.admission("http") as reservation:
                     body = await self._read_body(request, reservation)
                     metadata = codec.metadata_of(request.headers.items()) if include_metadata else None
-                    payload = codec.decode(signal, body, content_type, metadata, request.remote)
+                    await parse_cost.admit(reservation, signal, body, content_type)
+                    payload = await parse_cost.decode(signal, body, content_type, metadata, request.remote)
                     payload.deadline = answer_by
                     del body
                     await consumer.consume(payload, "http")

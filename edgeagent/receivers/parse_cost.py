@@ -1,0 +1,180 @@
+"""What parsing a request body may cost in memory, bounded before it is parsed; and the parse itself.
+
+A body's size says little about what it becomes: an empty ResourceSpans is 2 bytes on the wire
+and 64 bytes of protobuf arena, an empty Span 177 (upb, measured), an empty JSON object 3 bytes
+and a dict plus a message. So before a body is parsed, what the memory limiter reserved for it
+(EXPANSION per byte) is raised to a bound of what parsing it can take (`admit`):
+
+- `worst_case`, at C speed: every sub-message starts with the tag byte of one of the signal's
+  message fields, so counting those bytes bounds the number of messages (JSON: every object or
+  array starts with `{` or `[`). Sound, but loose for text-heavy bodies, whose strings hold such
+  bytes too (an ordinary 512-span body: 26 bytes per body byte);
+- when that does not fit the budget, `message_cost`: a walk of the protobuf wire that counts the
+  messages there are (8 bytes per body byte for the same body), stopped once over the limit.
+
+A body that does not fit is refused before it is parsed: retryable while memory is short, 400
+when it could never fit. Large bodies are walked and parsed on a worker thread, so that the event
+loop keeps serving other clients meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar, cast
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from edgeagent.errors import BadRequestError, RetryableError
+from edgeagent.receivers import codec
+from edgeagent.signals import Payload, Signal
+
+MESSAGE_COST = 192  # arena bytes of the largest empty OTLP message (a Span: 177) with its slot in a list
+JSON_CONTAINER_COST = 96  # a Python dict or list (64 or 56 bytes) and its slot in its parent
+JSON_VALUE_EXPANSION = 16  # the most a JSON scalar or key grows per body byte in Python (`"ab",`: 5 -> 59)
+BODY_COPIES = 2  # the body as received, and once more serialized when a processor changes it
+OFF_LOOP_BYTES = 256 << 10  # bodies from this size are walked and parsed on a worker thread
+PARSE_THREADS = 2  # their own threads: hostile bodies never hold up the queue's and exporters' work
+_T = TypeVar("_T")
+_PARSERS: ThreadPoolExecutor | None = None
+Plan = dict[int, tuple[int, "Plan"]]  # message field number -> (cost of one such message, its own plan)
+
+
+class Reservation(Protocol):
+    """A request's place in the memory limiters' budget (processors/memory_limiter.py)."""
+
+    @property
+    def limit(self) -> int: ...
+
+    def cover(self, cost: int, quiet: bool = False) -> None: ...
+
+
+def _plan(descriptor: Descriptor, plans: dict[str, Plan]) -> Plan:
+    """The message fields of `descriptor`, each with what one message of it costs at most in upb's
+    arena: 16 bytes a field (a string view; numbers and pointers take 8), a header and hasbits,
+    and its slot in a list that doubles as it grows."""
+    if descriptor.full_name in plans:
+        return plans[descriptor.full_name]
+    plan: Plan = {}
+    plans[descriptor.full_name] = plan
+    for field in descriptor.fields:
+        if field.type == FieldDescriptor.TYPE_MESSAGE and (sub := field.message_type) is not None:
+            plan[field.number] = (min(MESSAGE_COST, 16 * len(sub.fields) + 32), _plan(sub, plans))
+    return plan
+
+
+def _tag_bytes(plan: Plan, seen: set[int]) -> set[int]:
+    """The first byte of the tag of every message field reachable from `plan`."""
+    if id(plan) in seen:
+        return set()
+    seen.add(id(plan))
+    tags: set[int] = set()
+    for number, (_, sub) in plan.items():
+        key = number << 3 | 2
+        tags.add(key if key < 0x80 else key & 0x7F | 0x80)
+        tags |= _tag_bytes(sub, seen)
+    return tags
+
+
+_PLANS = {signal: _plan(cast(Descriptor, signal.request_class.DESCRIPTOR), {}) for signal in Signal}
+_NOT_TAGS = {signal: bytes(value for value in range(256) if value not in _tag_bytes(_PLANS[signal], set()))
+             for signal in Signal}
+
+
+def worst_case(signal: Signal, body: bytes, content_type: str) -> int:
+    """Bytes of memory that parsing `body` and holding the result can take at most (C speed)."""
+    if content_type == codec.JSON:
+        containers = body.count(b"{") + body.count(b"[")
+        return len(body) * JSON_VALUE_EXPANSION + containers * (JSON_CONTAINER_COST + MESSAGE_COST)
+    messages = len(body.translate(None, _NOT_TAGS[signal]))  # bytes that may start a sub-message
+    return len(body) * BODY_COPIES + messages * MESSAGE_COST
+
+
+def message_cost(signal: Signal, body: bytes, limit: int) -> int:
+    """As `worst_case` for a protobuf body, from the messages it holds: more than `limit` once over it.
+    Malformed wire data ends the walk with what came before it, as far as the parse goes too."""
+    return len(body) * BODY_COPIES + _walk(body, 0, len(body), _PLANS[signal], limit)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, position after it); IndexError past the end, ValueError past 10 bytes."""
+    value = shift = 0
+    while shift < 70:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _walk(data: bytes, pos: int, end: int, plan: Plan, limit: int) -> int:
+    """Arena bytes of the messages in data[pos:end], a message whose fields `plan` describes."""
+    cost = 0
+    try:
+        while pos < end:
+            key = data[pos]  # one byte for every OTLP field: the common case inline
+            key, pos = (key, pos + 1) if key < 0x80 else _varint(data, pos)
+            wire = key & 7
+            if wire == 2:
+                length = data[pos]
+                length, pos = (length, pos + 1) if length < 0x80 else _varint(data, pos)
+                sub = plan.get(key >> 3)
+                if sub is not None:
+                    cost += sub[0]
+                    if sub[1] and length:
+                        cost += _walk(data, pos, min(pos + length, end), sub[1], limit - cost)
+                    if cost > limit:
+                        return cost
+                pos += length
+            elif wire == 0:
+                pos = _varint(data, pos)[1]
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                return cost  # not OTLP: the parse stops here too
+    except (IndexError, ValueError):
+        pass  # truncated or malformed: so is the parse, at this point
+    return cost
+
+
+async def admit(reservation: Reservation, signal: Signal, body: bytes, content_type: str) -> None:
+    """Raise the reservation to what parsing `body` can cost; raises RetryableError (memory is short
+    now) or BadRequestError (it could never fit)."""
+    if not reservation.limit:
+        return  # no memory limiter in the request's pipelines
+    bound = worst_case(signal, body, content_type)
+    if content_type == codec.JSON:
+        reservation.cover(bound)
+        return
+    try:
+        reservation.cover(bound, quiet=True)
+        return
+    except (RetryableError, BadRequestError):
+        pass  # the quick bound does not fit: count the messages there are
+    limit = min(bound, reservation.limit)  # a walk never finds more than the quick bound
+    reservation.cover(await _off_loop(len(body), message_cost, signal, body, limit))
+
+
+async def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, str] | None,
+                 client_address: str) -> Payload:
+    """codec.decode, on a worker thread for a large body."""
+    return await _off_loop(len(body), codec.decode, signal, body, content_type, metadata, client_address)
+
+
+async def _off_loop(size: int, function: Callable[..., _T], *args: object) -> _T:
+    """function(*args), on a worker thread when `size` is large. A caller cancelled meanwhile (the
+    client went away) still waits for the thread: the memory it uses stays reserved until it ends."""
+    global _PARSERS
+    if size < OFF_LOOP_BYTES:
+        return function(*args)
+    if _PARSERS is None:
+        _PARSERS = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="parse")
+    work = asyncio.get_running_loop().run_in_executor(_PARSERS, function, *args)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise

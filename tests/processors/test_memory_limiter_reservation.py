@@ -1,0 +1,124 @@
+"""A request's reservation raised to what parsing its body can take (Reservation.cover): refused
+retryably while memory is short, with a 400 when it could never fit, and never left half taken.
+The limiter is the real one; its memory reading is set by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from edgeagent.errors import BadRequestError, DataRefusedError
+from edgeagent.processors.memory_limiter import EXPANSION, MemoryLimiter, MemoryLimiterConfig, Reservation
+from edgeagent.receivers import codec, parse_cost
+from edgeagent.signals import Signal
+from otel.wire import length_delimited
+from tests.helpers import bodies
+
+MIB = 1 << 20
+
+
+def _limiter(used_mib: int, limit_mib: int = 100, spike_mib: int = 20) -> MemoryLimiter:
+    limiter = MemoryLimiter("memory_limiter", MemoryLimiterConfig(limit_mib=limit_mib, spike_limit_mib=spike_mib,
+                                                                  check_interval=1.0), host=None)
+    limiter.used = used_mib * MIB
+    return limiter
+
+
+def _reservation(limiter: MemoryLimiter) -> tuple[Reservation, list[DataRefusedError]]:
+    refusals: list[DataRefusedError] = []
+    return Reservation([limiter], refusals.append), refusals
+
+
+def test_cost_above_the_hard_limit_is_a_bad_request_and_takes_nothing() -> None:
+    limiter = _limiter(used_mib=10)
+    reservation, refusals = _reservation(limiter)
+    reservation.grow(1 * MIB)
+    with pytest.raises(BadRequestError) as caught:
+        reservation.cover(101 * MIB)
+    assert caught.value.status == 400 and "memory limit of 100 MiB" in str(caught.value)
+    assert limiter.in_flight == EXPANSION * MIB
+    reservation.release()
+    assert limiter.in_flight == 0
+
+
+def test_cost_that_does_not_fit_beside_others_is_refused_retryably_and_counted_unless_quiet() -> None:
+    limiter = _limiter(used_mib=10)  # soft limit 80 MiB
+    other, _ = _reservation(limiter)
+    other.grow(5 * MIB)  # 30 MiB in flight
+    reservation, refusals = _reservation(limiter)
+    with pytest.raises(DataRefusedError):
+        reservation.cover(50 * MIB, quiet=True)
+    assert not refusals and limiter.in_flight == 30 * MIB
+    with pytest.raises(DataRefusedError):
+        reservation.cover(50 * MIB)
+    assert len(refusals) == 1 and limiter.in_flight == 30 * MIB
+
+
+def test_lone_request_may_take_up_to_the_hard_limit() -> None:
+    limiter = _limiter(used_mib=10)
+    reservation, refusals = _reservation(limiter)
+    reservation.grow(2 * MIB)
+    reservation.cover(85 * MIB)  # past the soft limit (80), under the hard (100): nobody else in flight
+    assert limiter.in_flight == 85 * MIB and not refusals
+    reservation.cover(12 * MIB)  # already covered: nothing more
+    assert limiter.in_flight == 85 * MIB
+
+
+def test_ordinary_body_whose_quick_bound_does_not_fit_is_admitted_on_its_messages() -> None:
+    body = b"".join([bodies.ordinary_traces()] * 20)  # 3.6 MiB of ordinary spans
+    quick = parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF)
+    walked = parse_cost.message_cost(Signal.TRACES, body, 1 << 40)
+    limiter = _limiter(used_mib=10, limit_mib=10 + (quick + walked) // 2 // MIB)
+    reservation, refusals = _reservation(limiter)
+    reservation.grow(len(body))
+    asyncio.run(parse_cost.admit(reservation, Signal.TRACES, body, codec.PROTOBUF))
+    assert limiter.in_flight == walked and not refusals
+
+
+def test_flood_is_refused_before_it_is_parsed() -> None:
+    body = length_delimited(1, length_delimited(2, b"\x12\x00" * 500_000))  # 1 MiB of empty spans: ~90 MiB parsed
+    limiter = _limiter(used_mib=10)
+    reservation, refusals = _reservation(limiter)
+    reservation.grow(len(body))
+    with pytest.raises(DataRefusedError):
+        asyncio.run(parse_cost.admit(reservation, Signal.TRACES, body, codec.PROTOBUF))
+    assert len(refusals) == 1 and limiter.in_flight == EXPANSION * len(body)
+
+
+def test_request_without_a_limiter_is_not_walked() -> None:
+    reservation, _ = _reservation_of([])
+    body = b"\x0a\x00" * 1_000_000
+    asyncio.run(parse_cost.admit(reservation, Signal.TRACES, body, codec.PROTOBUF))  # nothing to reserve in
+
+
+def _reservation_of(limiters: list[MemoryLimiter]) -> tuple[Reservation, list[DataRefusedError]]:
+    refusals: list[DataRefusedError] = []
+    return Reservation(limiters, refusals.append), refusals
+
+
+def test_cancelled_caller_waits_for_the_worker_thread_before_its_reservation_ends() -> None:
+    """A client that goes away cancels the handler; the parse on the worker thread goes on, and
+    the memory it takes must stay reserved until it ends."""
+    release = threading.Event()
+    finished: list[float] = []
+
+    def parse() -> None:
+        release.wait(5)
+        finished.append(time.monotonic())
+
+    async def scenario() -> float:
+        task = asyncio.create_task(parse_cost._off_loop(parse_cost.OFF_LOOP_BYTES, parse))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.1)
+        assert not task.done()  # still waiting for the thread
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return time.monotonic()
+
+    ended = asyncio.run(scenario())
+    assert finished and finished[0] <= ended
