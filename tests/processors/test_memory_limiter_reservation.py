@@ -122,3 +122,21 @@ def test_cancelled_caller_waits_for_the_worker_thread_before_its_reservation_end
 
     ended = asyncio.run(scenario())
     assert finished and finished[0] <= ended
+
+
+def test_a_small_body_is_reserved_for_at_its_ceiling_while_memory_allows_and_counted_when_it_does_not() -> None:
+    """The ceiling needs no pass over the body; when memory is short for it, a bound that read the
+    body is reserved instead, and the request is admitted."""
+    body = bodies.ordinary_traces()
+    ample = _limiter(used_mib=10, limit_mib=512)
+    short = _limiter(used_mib=512 - 102 - 10, limit_mib=512, spike_mib=102)  # 10 MiB of room below the soft limit
+    reserved = []
+    for limiter in (ample, short):
+        busy, _ = _reservation(limiter)
+        busy.grow(1)  # another request in flight: this one must fit below the soft limit
+        reservation, refusals = _reservation(limiter)
+        asyncio.run(parse_cost.admit(reservation, Signal.TRACES, body, codec.PROTOBUF))
+        assert not refusals
+        reserved.append(limiter.in_flight - busy.bytes * EXPANSION)
+    assert reserved[0] == parse_cost.ceiling_cost(body) > 10 * MIB
+    assert reserved[1] == parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF) < 10 * MIB

@@ -57,6 +57,13 @@ def test_bound_covers_what_parsing_empty_spans_takes() -> None:
     assert parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF) >= used
 
 
+@pytest.mark.parametrize("body", [b"\x0a\x00" * 100_000, length_delimited(1, length_delimited(2, b"\x12\x00" * 50_000)),
+                                  bodies.ordinary_traces()], ids=["empty-groups", "empty-spans", "ordinary"])
+def test_the_ceiling_without_reading_the_body_is_above_both_bounds_that_read_it(body: bytes) -> None:
+    quick = parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF)
+    assert parse_cost.ceiling_cost(body) >= quick >= parse_cost.message_cost(Signal.TRACES, body, 1 << 40)
+
+
 def test_walk_counts_fewer_messages_than_the_quick_bound_for_an_ordinary_body() -> None:
     body = bodies.ordinary_traces()
     walked = parse_cost.message_cost(Signal.TRACES, body, 1 << 40)
