@@ -256,6 +256,11 @@ class MemoryLimiter:
     def release(self, cost: int) -> None:
         self.in_flight -= cost
 
+    @property
+    def room(self) -> int:
+        """Bytes that requests may still take below the soft limit, as last measured."""
+        return self.soft - self.used - self.in_flight
+
     def process(self, payload: Any) -> Any:
         self.admit()
         return payload
@@ -270,6 +275,9 @@ class Budget(Protocol):
     """What a reservation takes its share from: a memory limiter."""
 
     hard: int
+
+    @property
+    def room(self) -> int: ...
 
     def charge(self, cost: int, held: int = 0) -> int: ...
 
@@ -298,6 +306,11 @@ class Reservation:
     def limit(self) -> int:
         """The most memory any one request could ever be admitted with (0: no limiter)."""
         return max((limiter.hard for limiter in self._limiters), default=0)
+
+    @property
+    def room(self) -> int:
+        """What requests may still take below every limiter's soft limit (0: no limiter)."""
+        return min((limiter.room for limiter in self._limiters), default=0)
 
     def cover(self, cost: int, quiet: bool = False) -> None:
         """Raise what is reserved to at least `cost` bytes of memory (receivers/parse_cost.py) before

@@ -36,8 +36,10 @@ MESSAGE_COST = 192  # arena bytes of the largest empty OTLP message (a Span: 177
 JSON_CONTAINER_COST = 96  # a Python dict or list (64 or 56 bytes) and its slot in its parent
 JSON_VALUE_EXPANSION = 16  # the most a JSON scalar or key grows per body byte in Python (`"ab",`: 5 -> 59)
 BODY_COPIES = 2  # the body as received, and once more serialized when a processor changes it
-# a protobuf body whose ceiling_cost is within this share of the limit is reserved for at that, not
-# counted, while memory allows it: the count (a pass over the body) costs 0.4 ns a byte
+# a protobuf body whose ceiling_cost is within this share of the room left below the soft limit is
+# reserved for at that, not counted: the count (a pass over the body) costs 0.4 ns a byte. A small
+# share, so that a few requests at a time take the ceiling, and never so many that the rest, counted,
+# find no room
 NO_SCAN_SHARE = 16
 OFF_LOOP_BYTES = 256 << 10  # bodies from this size are walked and parsed on a worker thread
 PARSE_THREADS = 2  # their own threads: hostile bodies never hold up the queue's and exporters' work
@@ -51,6 +53,9 @@ class Reservation(Protocol):
 
     @property
     def limit(self) -> int: ...
+
+    @property
+    def room(self) -> int: ...
 
     def cover(self, cost: int, quiet: bool = False) -> None: ...
 
@@ -158,7 +163,7 @@ async def admit(reservation: Reservation, signal: Signal, body: bytes, content_t
         return  # no memory limiter in the request's pipelines
     if content_type != codec.JSON:
         ceiling = ceiling_cost(body)
-        if ceiling <= reservation.limit // NO_SCAN_SHARE:
+        if ceiling <= reservation.room // NO_SCAN_SHARE:
             try:
                 reservation.cover(ceiling, quiet=True)
                 return  # room for the most it could be: no need to count (most requests, most of the time)

@@ -56,6 +56,9 @@ class Limiter(Protocol):
     id: str
     hard: int
 
+    @property
+    def room(self) -> int: ...
+
     def admit(self) -> None: ...
 
     def charge(self, cost: int, held: int = 0) -> int: ...

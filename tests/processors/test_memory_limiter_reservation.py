@@ -140,3 +140,21 @@ def test_a_small_body_is_reserved_for_at_its_ceiling_while_memory_allows_and_cou
         reserved.append(limiter.in_flight - busy.bytes * EXPANSION)
     assert reserved[0] == parse_cost.ceiling_cost(body) > 10 * MIB
     assert reserved[1] == parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF) < 10 * MIB
+
+
+def test_requests_taking_the_ceiling_leave_room_for_the_counted_ones_behind_them() -> None:
+    """Forty 512-span requests in flight at once, as forty client connections make them: each fits
+    when counted (about 5 MiB), so none may be refused because those before took their ceiling."""
+    body = bodies.ordinary_traces()
+    limiter = _limiter(used_mib=50, limit_mib=512, spike_mib=102)
+    held = []
+    for _ in range(40):
+        reservation, refusals = _reservation(limiter)
+        reservation.grow(len(body))
+        asyncio.run(parse_cost.admit(reservation, Signal.TRACES, body, codec.PROTOBUF))
+        assert not refusals
+        held.append(reservation)
+    assert limiter.in_flight < limiter.soft - limiter.used
+    for reservation in held:
+        reservation.release()
+    assert limiter.in_flight == 0
