@@ -63,7 +63,7 @@ def records(store: QueueStore, queue_name: str, limit: int = 0) -> Iterator[tupl
     if queue.db is None:
         return
     decompressor = zstandard.ZstdDecompressor()
-    with store.reading(queue.db) as txn:
+    with store.reading(queue) as txn:
         for count, (key, value) in enumerate(txn.cursor(), start=1):
             header = record.decode_header(value)
             yield KEY.unpack(key)[0], header, record.decode_body(value, header, decompressor)

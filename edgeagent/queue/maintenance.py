@@ -32,10 +32,9 @@ def purge(store: QueueStore, queue: DurableQueue) -> asyncio.Future[int]:
 
 
 def dead_letters(store: QueueStore, limit: int = 0) -> list[deadletter.DeadLetter]:
-    if store.deadletter_db is None:
-        return []
-    with store.reading(store.deadletter_db) as txn:
-        return deadletter.read(txn, store.deadletter_db, limit)
+    with store.reading() as txn:
+        db = store.deadletter_db  # looked up inside the gate: a live compaction reopens it
+        return [] if db is None else deadletter.read(txn, db, limit)
 
 
 def replay_dead_letters(store: QueueStore, seqs: list[int] | None = None) -> asyncio.Future[int]:

@@ -34,6 +34,7 @@ from edgeagent.queue.ops import (
     Delete,
     Replace,
     SetAttempts,
+    StoreTable,
     Totals,
     WriterOp,
     enqueued_ms,
@@ -58,7 +59,7 @@ class QueueHome(Protocol):
 
     def sub_database(self, name: bytes) -> Any: ...
 
-    def reading(self, db: Any) -> AbstractContextManager[lmdb.Transaction[memoryview]]: ...
+    def reading(self, table: StoreTable | None = None) -> AbstractContextManager[lmdb.Transaction[memoryview]]: ...
 
     def submit(self, make_op: Callable[[asyncio.Future[Any]], WriterOp]) -> asyncio.Future[Any]: ...
 
@@ -212,7 +213,7 @@ class DurableQueue:
             leased = self._leases.seqs()
             start = None if newest_first else self._read_from
             skip = leased if newest_first else frozenset(seq for seq in leased if seq >= self._read_from)
-            found = await asyncio.to_thread(read_batch, self.store, self.db, start, skip, max_items, max_entries)
+            found = await asyncio.to_thread(read_batch, self.store, self, start, skip, max_items, max_entries)
             if newest_first:
                 found.records.reverse()
                 found.bodies.reverse()
@@ -427,7 +428,7 @@ class Batch:
     first_skipped: int | None
 
 
-def read_batch(store: QueueHome, db: Any, start: int | None, skip: frozenset[int], max_items: int,
+def read_batch(store: QueueHome, queue: StoreTable, start: int | None, skip: frozenset[int], max_items: int,
                max_entries: int) -> Batch:
     """Read and decompress the next records in key order from `start`, or backwards from the
     newest when `start` is None; all of one batch key, up to `max_items` / `max_entries`."""
@@ -435,7 +436,7 @@ def read_batch(store: QueueHome, db: Any, start: int | None, skip: frozenset[int
     items = scanned = 0
     batch_key = None
     decompressor = zstandard.ZstdDecompressor()
-    with store.reading(db) as txn:
+    with store.reading(queue) as txn:
         cursor = txn.cursor()
         if start is None:
             if not cursor.last():
@@ -484,7 +485,7 @@ def scan_table(store: QueueHome, table: Table, bodies: bool = False) -> Iterator
     if table.db is None:
         return
     decompressor = zstandard.ZstdDecompressor()
-    with store.reading(table.db) as txn:
+    with store.reading(table) as txn:
         for key, value in txn.cursor():
             try:
                 header = record.decode_header(value)
@@ -500,7 +501,7 @@ def read_records(store: QueueHome, table: Table, keys: list[bytes]) -> tuple[dic
     out: dict[bytes, StoredRecord] = {}
     corrupt: list[Corrupt] = []
     decompressor = zstandard.ZstdDecompressor()
-    with store.reading(table.db) as txn:
+    with store.reading(table) as txn:
         for key in keys:
             value = txn.get(key)
             if value is None:

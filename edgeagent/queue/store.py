@@ -26,6 +26,10 @@ Ownership
     the event loop owns leases and a mirror of the totals, which the writer updates after
     each commit. The writer learns which records are leased only from the immutable snapshot
     each queue publishes (reader.py), never from the loop's own lease state.
+  * A live compaction closes and reopens the environment between two commits, with `gate`
+    held exclusively. Sub-database handles are therefore looked up inside the gate
+    (`reading(table)`) or on the writer thread, never carried across it; new queues and
+    tables open theirs under `_handles`, which the swap holds too.
   * Modules: store.py (this: environment, writer thread, group commit), arrivals.py (the
     requests on their way to the writer, which tell group commit whether to wait), ops.py (the writer's
     operations, each applying itself to the transaction), eviction.py (full policy, max_age),
@@ -165,6 +169,7 @@ class QueueStore:
         self.compactions = 0
         self.full = False  # the last put was refused for lack of room
         self.gate = Gate()
+        self._handles = threading.Lock()  # held while sub-databases open: a compaction's swap, a new queue or table
         self._lock_file: IO[str] | None = None
         self._ops: thread_queue.SimpleQueue[WriterOp | None] = thread_queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -278,13 +283,15 @@ class QueueStore:
 
     def queue(self, name: str, signal: Signal, capacity: QueueCapacity = QueueCapacity()) -> DurableQueue:
         if name not in self.queues:
-            self.queues[name] = DurableQueue(self, name, signal, capacity)
+            with self._handles:  # a reload adds queues on the loop, maybe while a compaction swaps the environment
+                self.queues[name] = DurableQueue(self, name, signal, capacity)
         return self.queues[name]
 
     def table(self, name: str) -> Table:
         """A stage's own sub-database of records, kept next to the queues (written only in `atomic`)."""
         if name not in self.tables:
-            self.tables[name] = Table(name, self.sub_database(name.encode()))
+            with self._handles:
+                self.tables[name] = Table(name, self.sub_database(name.encode()))
         return self.tables[name]
 
     def start(self) -> None:
@@ -338,10 +345,14 @@ class QueueStore:
     # ---- reads (worker threads) ------------------------------------------------------------
 
     @contextlib.contextmanager
-    def reading(self, db: Any) -> Iterator[lmdb.Transaction[memoryview]]:
-        """A read snapshot of one sub-database; a live compaction waits until it ends."""
-        with self.gate.shared(), self.lmdb_env.begin(db=db, buffers=True) as txn:
-            yield txn
+    def reading(self, table: StoreTable | None = None) -> Iterator[lmdb.Transaction[memoryview]]:
+        """A read snapshot, of `table`'s sub-database by default; a live compaction waits until it ends.
+
+        Handles are looked up inside the gate, here or in the caller's block, never before it: a
+        compaction closes the environment, and a handle taken before it belongs to the closed one."""
+        with self.gate.shared():
+            with self.lmdb_env.begin(db=None if table is None else table.db, buffers=True) as txn:
+                yield txn
 
     def scan(self, table: Table, bodies: bool = False) -> Iterator[StoredRecord | Corrupt]:
         return reader.scan_table(self, table, bodies)
@@ -645,7 +656,7 @@ class QueueStore:
         before = self.file_size()
         started = time.monotonic()
         staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
-        with self.gate.exclusive():
+        with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
             self.lmdb_env.close()
             swap_in(staged, self.directory)
             self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=environment.MAX_DATABASES,

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
+from edgeagent.queue import admin, maintenance
+from edgeagent.queue.api import StageTransaction, StoredRecord
 from edgeagent.queue.compaction import rebound_due
-from edgeagent.queue.store import QueueStore
+from edgeagent.queue.store import DurableQueue, QueueStore
 from edgeagent.signals import Signal
 
 MIB = 1 << 20
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _fill(store: QueueStore, count: int, size: int = 100_000) -> list[bytes]:
@@ -128,3 +136,153 @@ def test_cleanup_on_start_removes_what_an_interrupted_compaction_left(tmp_path):
     assert cleanup_compaction_leftovers(str(tmp_path), str(scratch)) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.mdb", "scratch"]
     assert list(scratch.iterdir()) == []
+
+
+_ROUNDS = 20  # live compactions while the readers run
+_TIMEOUT = 30.0  # seconds a scenario may take, deadlocked or not
+_ADDED = 60  # queues a reload adds during the compactions (each one commits to create its sub-database)
+
+
+async def _race_compactions(store: QueueStore, readers: dict[str, Callable[[], Awaitable[None]]]) -> dict[str, int]:
+    """Run each reader in a loop while `_ROUNDS` live compactions swap the environment under it;
+    every exception a reader meets fails the test. Returns how often each reader ran."""
+    runs = dict.fromkeys(readers, 0)
+    errors: list[str] = []
+    stop = asyncio.Event()
+
+    async def loop(name: str, read: Callable[[], Awaitable[None]]) -> None:
+        while not stop.is_set():
+            try:
+                await read()
+            except Exception as exc:
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            runs[name] += 1
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(loop(name, read)) for name, read in readers.items()]
+    try:
+        for _ in range(_ROUNDS):
+            await store.compact_now()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert store.compactions == _ROUNDS
+    assert errors == [], (collections.Counter(error.split(":")[0] for error in errors), errors[0])
+    return runs
+
+
+def test_reads_running_across_live_compactions_use_the_reopened_environment(tmp_path):
+    """A read takes its sub-database handle inside the gate: one taken before a compaction
+    belongs to the closed environment (lmdb.Error: Database handle belongs to another environment)."""
+    async def scenario() -> None:
+        store = QueueStore(str(tmp_path), sync=False)  # the race is not about fsync
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        table = store.table("raw:tail_sampling")
+        bodies = await _fill(store, 100, size=2000)
+        stored = {f"trace-{i:03}".encode(): os.urandom(2000) for i in range(50)}
+
+        def buffer(writer: StageTransaction) -> None:
+            for key, body in stored.items():
+                writer.put(table, key, Signal.TRACES, body, 1)
+        await store.atomic(buffer)
+        keys = sorted(stored)
+
+        async def lease() -> None:  # as the sender does: the oldest, given back
+            held = await queue.lease(max_items=1)
+            assert held is not None and held.bodies == [bodies[held.seqs[0] - 1]]
+            queue.release(held)
+
+        async def lease_newest() -> None:
+            held = await queue.lease(max_items=1, newest_first=True)
+            assert held is not None and held.bodies == [bodies[-1]]
+            queue.release(held)
+
+        async def read_records() -> None:  # as tail sampling's _read does
+            found, corrupt = await asyncio.to_thread(store.read_records, table, keys)
+            assert corrupt == [] and {key: found[key].body for key in found} == stored
+
+        async def scan() -> None:  # as tail sampling's start does
+            found = await asyncio.to_thread(lambda: list(store.scan(table, bodies=True)))
+            assert [record.key for record in found if isinstance(record, StoredRecord)] == keys
+
+        async def peek() -> None:  # as `edgeagent queue peek` does
+            found = await asyncio.to_thread(lambda: list(admin.records(store, queue.name, limit=5)))
+            assert [body for _, _, body in found] == bodies[:5]
+
+        async def dead_letters() -> None:  # as `edgeagent queue dead-letters` does
+            assert await asyncio.to_thread(maintenance.dead_letters, store) == []
+
+        runs = await asyncio.wait_for(_race_compactions(store, {
+            "lease": lease, "lease_newest": lease_newest, "read_records": read_records, "scan": scan, "peek": peek,
+            "dead_letters": dead_letters}), _TIMEOUT)
+        assert min(runs.values()) >= _ROUNDS, runs  # every reader met compactions
+        assert await _drain(store, 100) == bodies  # leased exactly as before: all of them, once, in order
+        assert queue.entries == 0
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_writes_queued_across_live_compactions_commit_to_the_reopened_environment(tmp_path):
+    """Puts and a stage's atomic moves handed to the writer before a compaction are applied after it."""
+    async def scenario() -> None:
+        store = QueueStore(str(tmp_path), sync=False)
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        table = store.table("raw:tail_sampling")
+        bodies: list[bytes] = []
+        keys: list[bytes] = []
+
+        async def put() -> None:
+            body = os.urandom(2000)
+            bodies.append(body)
+            await store.put([queue], body, 1, Signal.TRACES)
+
+        async def buffer() -> None:
+            key = f"trace-{len(keys):05}".encode()
+            keys.append(key)
+            await store.atomic(lambda writer: writer.put(table, key, Signal.TRACES, b"x" * 100, 1))
+
+        await asyncio.wait_for(_race_compactions(store, {"put": put, "buffer": buffer}), _TIMEOUT)
+        found, corrupt = await asyncio.to_thread(store.read_records, table, keys)
+        assert sorted(found) == keys and corrupt == []
+        assert await _drain(store, len(bodies)) == bodies
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+async def _add_queues_while_compacting(directory: str) -> None:
+    store = QueueStore(directory)  # each new queue commits and syncs: long enough to meet a swap
+    store.open()
+    store.start()
+    added: list[DurableQueue] = []
+
+    async def add() -> None:
+        if len(added) < _ADDED:
+            added.append(store.queue(f"otlphttp/{len(added)}", Signal.TRACES))
+
+    await asyncio.wait_for(_race_compactions(store, {"add": add}), _TIMEOUT)
+    assert len(added) == _ADDED
+    body = os.urandom(100)
+    await store.put(added, body, 1, Signal.TRACES)
+    for queue in added:
+        held = await queue.lease(max_items=1)
+        assert held is not None and held.bodies == [body]
+    await store.close()
+
+
+@pytest.mark.e2e  # a process of its own
+def test_queues_added_during_live_compactions_read_and_write_the_reopened_environment(tmp_path):
+    """A reload adds queues on the event loop while the writer thread swaps the environment: each
+    new queue's handle must come from the environment that stays open. In a process of its own:
+    the two threads opening sub-databases at once deadlocked inside LMDB, which no timeout in the
+    process ends."""
+    script = ("import asyncio, sys; from tests.queue.test_compaction import _add_queues_while_compacting; "
+              "asyncio.run(_add_queues_while_compacting(sys.argv[1]))")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            timeout=_TIMEOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
