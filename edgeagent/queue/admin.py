@@ -53,8 +53,8 @@ def queue_names(store: QueueStore) -> list[str]:
 
 def table_records(store: QueueStore, table: Table) -> int:
     """Records in a stage's sub-database (tail sampling's buffer)."""
-    with store.reading(table.db) as txn:
-        return int(txn.stat(table.db)["entries"])
+    with store.reading(table) as txn:
+        return int(txn.stat(table.db)["entries"])  # the handle read inside the gate: reading's own
 
 
 def records(store: QueueStore, queue_name: str, limit: int = 0) -> Iterator[tuple[int, record.RecordHeader, bytes]]:
