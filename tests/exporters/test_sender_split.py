@@ -180,7 +180,7 @@ def test_parts_already_delivered_are_not_sent_again_after_a_clean_restart(tmp_pa
 def _stored(store: QueueStore) -> list[tuple[int, int, bytes]]:
     """(key, items, batch key) of every record of the queue."""
     queue = store.queue("otlphttp/traces", Signal.TRACES)
-    with store.reading(queue.db) as txn:
+    with store.reading(queue) as txn:
         return [(int.from_bytes(key, "big"), header.items, header.batch_key)
                 for key, value in txn.cursor() for header in [record.decode_header(value)]]
 
