@@ -30,7 +30,10 @@ def test_the_fast_loop_leaves_out_process_tests_and_the_suite_starts_with_the_lo
     # tests that start a process through a fixture, outside those directories
     assert not [test for test in fast if test.startswith(("tests/exporters/test_otlp_grpc_exporter.py",
                                                           "tests/config/test_config_errors.py::test_bad_config_reports_error_at_path",
-                                                          "tests/sampler/cluster/test_redis_state.py"))]
+                                                          "tests/sampler/cluster/test_redis_state.py",
+                                                          "tests/receivers/test_parse_cost.py::test_hostile",
+                                                          "tests/receivers/test_parse_cost.py::test_ordinary",
+                                                          "tests/receivers/test_parse_cost.py::test_grpc"))]
 
     everything = _collected()
     assert everything[0].startswith("tests/packaging/test_debian_package.py::")

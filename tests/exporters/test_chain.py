@@ -199,16 +199,16 @@ def test_a_retry_after_of_zero_does_not_cut_the_backoff_short(upstream):
     """`Retry-After: 0` (or a date in the past) may only lengthen the backoff, as otelcol's retry
     sender takes the larger of the two: used instead of it, it made thousands of requests a second."""
     upstream.status, upstream.retry_after = 503, "0"
-    retry = RetryConfig(initial_interval=0.5, randomization_factor=0, max_interval=0.5, max_elapsed_time=0)
-    attempts, _ = _retry_count(upstream, retry, 2.0)
-    assert attempts <= 6  # one, then one per 0.5 s
+    retry = RetryConfig(initial_interval=0.25, randomization_factor=0, max_interval=0.25, max_elapsed_time=0)
+    attempts, _ = _retry_count(upstream, retry, 1.0)
+    assert attempts <= 6  # one, then one per 0.25 s
 
 
 def test_a_retry_after_longer_than_the_backoff_is_waited_out(upstream):
-    upstream.status, upstream.retry_after = 429, "3"
-    retry = RetryConfig(initial_interval=0.5, randomization_factor=0, max_interval=0.5, max_elapsed_time=0)
-    attempts, gap = _retry_count(upstream, retry, 4.0)
-    assert attempts == 2 and gap >= 3.0
+    upstream.status, upstream.retry_after = 429, "1"
+    retry = RetryConfig(initial_interval=0.25, randomization_factor=0, max_interval=0.25, max_elapsed_time=0)
+    attempts, gap = _retry_count(upstream, retry, 1.6)
+    assert attempts == 2 and gap >= 1.0
 
 
 def test_a_negative_grpc_retry_info_is_no_delay_at_all():
@@ -236,10 +236,10 @@ def test_a_negative_grpc_retry_info_is_no_delay_at_all():
 
 def test_a_wait_for_the_bandwidth_cap_is_not_an_upstream_that_did_not_answer(upstream):
     """Requests queued behind `rate_limit` wait seconds for their turn: that wait is no part of the
-    attempt's timeout, so an upstream answering at once is never "did not answer within 1s", never
-    offline, and gets each request once."""
-    config = OtlpHttpConfig(endpoint=upstream.url, compression="none", timeout=1,
-                            rate_limit={"bytes_per_second": 2000})
+    attempt's timeout, so an upstream answering at once is never "did not answer within 0.3s",
+    never offline, and gets each request once."""
+    config = OtlpHttpConfig(endpoint=upstream.url, compression="none", timeout=0.3,
+                            rate_limit={"bytes_per_second": 8000})
     exporter = OtlpHttpExporter("otlphttp", config)
     retry = RetryConfig(initial_interval=0.2, max_interval=0.2, max_elapsed_time=0)
     states: list[bool] = []
@@ -248,8 +248,8 @@ def test_a_wait_for_the_bandwidth_cap_is_not_an_upstream_that_did_not_answer(ups
     async def scenario() -> None:
         await exporter.start()
         link = Link(4, retry, states.append, exporter.upstream_addresses(), "otlphttp")
-        chain = ExportChain(exporter, Signal.TRACES, host, timeout=1, retry=retry, link=link, drains_queue=True)
-        body = _request(120)  # about 5 KB: 2.5 s of the cap each
+        chain = ExportChain(exporter, Signal.TRACES, host, timeout=0.3, retry=retry, link=link, drains_queue=True)
+        body = _request(120)  # about 5 KB: 0.6 s of the cap each, twice the attempt's timeout
         assert 4000 < len(body) < 6000
         try:
             await asyncio.wait_for(asyncio.gather(*(chain.export([(body, 120)]) for _ in range(3))), 15)

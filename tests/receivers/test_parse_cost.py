@@ -127,6 +127,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory):
     process.process.wait(30)
 
 
+@pytest.mark.e2e  # a real agent process (the module's `agent`)
 @pytest.mark.parametrize(("name", "content_type"), list(HOSTILE))
 def test_hostile_body_is_refused_within_the_memory_limit_while_others_are_served(
         agent: AgentProcess, name: str, content_type: str) -> None:
@@ -148,12 +149,14 @@ def test_hostile_body_is_refused_within_the_memory_limit_while_others_are_served
     assert _status(pid, "VmHWM") < hard
 
 
+@pytest.mark.e2e
 def test_ordinary_request_is_accepted(agent: AgentProcess) -> None:
     out: list = []
     _post(agent.http_port, "/v1/traces", _small_request(), codec.PROTOBUF, out)
     assert out[0][0] == 200
 
 
+@pytest.mark.e2e
 def test_grpc_flood_of_empty_spans_stays_within_the_memory_limit_while_others_are_served(agent: AgentProcess) -> None:
     assert agent.process is not None
     hard = agent.health("/health")[1]["memory_limiter"]["memory_limiter"]["hard_limit_mib"] << 20
