@@ -166,6 +166,7 @@ def test_clients_that_never_read_their_answer_are_cut_and_others_still_served(tm
     assert all(received < ANSWER for received in taken), taken
 
 
+@pytest.mark.e2e  # waits seconds by design
 def test_a_client_reading_its_answer_slowly_gets_all_of_it_and_one_that_stops_is_cut(tmp_path):
     """The stall timeout once ran per MiB of the answer (and asyncio's drain waits for the buffer
     to empty), so a client steadily reading 640 KiB/s with a 0.5 s timeout was cut in the middle.

@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 
 import grpc
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
@@ -204,6 +205,7 @@ def test_a_retry_after_of_zero_does_not_cut_the_backoff_short(upstream):
     assert attempts <= 6  # one, then one per 0.25 s
 
 
+@pytest.mark.e2e  # waits seconds by design
 def test_a_retry_after_longer_than_the_backoff_is_waited_out(upstream):
     upstream.status, upstream.retry_after = 429, "1"
     retry = RetryConfig(initial_interval=0.25, randomization_factor=0, max_interval=0.25, max_elapsed_time=0)

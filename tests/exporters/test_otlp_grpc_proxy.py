@@ -250,6 +250,7 @@ def test_a_tunnel_failure_of_an_unexpected_kind_ends_unavailable_naming_the_prox
     assert f"through the proxy {proxy.url}" in str(raised.value)
 
 
+@pytest.mark.e2e  # waits seconds by design
 def test_waiting_for_ready_behind_a_refusing_proxy_ends_at_the_deadline_with_the_last_connection_error(
         proxy, monkeypatch):
     # grpc-go adds "last connection error" to the deadline's status; a bare "no answer within"
