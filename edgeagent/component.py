@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from edgeagent.config.decode import split_comma_lists
+from edgeagent.configdecode import split_comma_lists
 
 KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
 

@@ -14,7 +14,6 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from edgeagent.component import KINDS, ComponentConfig, ComponentId, ConnectorConfig
-from edgeagent.config.decode import type_error_sentence
 from edgeagent.config.document import (
     ConfigError,
     Source,
@@ -27,6 +26,7 @@ from edgeagent.config.expand import expand_tree
 from edgeagent.config.service import ServiceConfig
 from edgeagent.config.types import port_problem
 from edgeagent.config.unsupported import unsupported
+from edgeagent.configdecode import type_error_sentence
 from edgeagent.signals import Signal
 
 _TOP_LEVEL = set(KINDS) | {"service"}

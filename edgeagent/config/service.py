@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgeagent.config.decode import split_comma_lists
+from edgeagent.configdecode import split_comma_lists
 
 
 class _Strict(BaseModel):
