@@ -145,7 +145,7 @@ def test_hostile_body_is_refused_within_the_memory_limit_while_others_are_served
     finally:
         sender.join(60)
     assert big and big[0][0] in (400, 503), big
-    assert small and small[0][0] == 200 and small[0][1] < 0.5, small
+    assert small and small[0][0] == 200 and small[0][1] < 2.0, small  # before: 4 s, then 503
     assert _status(pid, "VmHWM") < hard
 
 
@@ -172,5 +172,6 @@ def test_grpc_flood_of_empty_spans_stays_within_the_memory_limit_while_others_ar
         sender.join(60)
     assert answers and answers[0][0] in (0, 3, 8, 14), answers  # OK, or refused: never a crash or a hang
     # the flood fits (2M spans: ~370 MiB): while it holds the budget, others may be told to retry
-    assert small and small[0][0] in (200, 503) and small[0][1] < 0.5, small
+    # served meanwhile, not after the flood (the walk shares the GIL: a loaded machine slows it)
+    assert small and small[0][0] in (200, 503) and small[0][1] < 2.0, small
     assert _status(agent.process.pid, "VmHWM") < hard
