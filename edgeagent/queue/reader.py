@@ -140,6 +140,10 @@ class DurableQueue:
         self._watching_ended: BaseException | None = None  # the agent stops: why nobody waits any more
         self._gave_up: asyncio.Future[None] | None = None  # set (and dropped) when a client gives up
         self._read_from = 0
+        # the lowest record given back while a lease's read runs in its thread: that read ends by
+        # moving _read_from past what it read, and must not move it past these (None: none)
+        self._rewound: int | None = None
+        self._reading = False
         self._available = asyncio.Event()
         self._grew = asyncio.Event()
         self._lease_lock = asyncio.Lock()
@@ -213,7 +217,11 @@ class DurableQueue:
             leased = self._leases.seqs()
             start = None if newest_first else self._read_from
             skip = leased if newest_first else frozenset(seq for seq in leased if seq >= self._read_from)
-            found = await asyncio.to_thread(read_batch, self.store, self, start, skip, max_items, max_entries)
+            self._reading, self._rewound = True, None
+            try:
+                found = await asyncio.to_thread(read_batch, self.store, self, start, skip, max_items, max_entries)
+            finally:
+                self._reading = False
             if newest_first:
                 found.records.reverse()
                 found.bodies.reverse()
@@ -221,6 +229,8 @@ class DurableQueue:
                 self._read_from = found.first_skipped
             elif found.last_seq is not None:
                 self._read_from = found.last_seq + 1
+            if self._rewound is not None:
+                self._read_from = min(self._read_from, self._rewound)
             self._leases.add(found.records)
             if found.corrupt:
                 self._quarantine_seqs(found.corrupt)
@@ -281,12 +291,18 @@ class DurableQueue:
             lease.seqs = [seq for seq in lease.seqs if seq not in set(returned)]
         seqs = self._end_lease(lease)
         if seqs:
-            self._read_from = min(self._read_from, min(seqs))
+            self._rewind(min(seqs))
             if self.available_entries > 0:
                 self._available.set()
         if attempts is not None and lease.seqs:
             return self.store.submit(lambda fut: SetAttempts(self, lease.seqs, attempts, fut))
         return None
+
+    def _rewind(self, seq: int) -> None:
+        """Records from `seq` on are to be read again: given back, or their delete failed."""
+        self._read_from = min(self._read_from, seq)
+        if self._reading:
+            self._rewound = seq if self._rewound is None else min(self._rewound, seq)
 
     def watch(self, seq: int, outcome: asyncio.Future[None]) -> None:
         """Settle `outcome` with what becomes of record `seq` (wait_for_result; see watch.py)."""
@@ -357,8 +373,8 @@ class DurableQueue:
     def _acked(self, seqs: list[int], future: asyncio.Future[Any]) -> None:
         self._leases.remove(seqs)
         self.watches.settle(seqs)  # delivered, whether or not the delete committed
-        if future.cancelled() or future.exception() is not None:  # still stored: hand them out again
-            self._read_from = min(self._read_from, min(seqs, default=self._read_from))
+        if (future.cancelled() or future.exception() is not None) and seqs:  # still stored: hand them out again
+            self._rewind(min(seqs))
         # between the commit and this callback `available_entries` undercounted, and a lease may
         # have found nothing and cleared the event: wake the consumers again
         if self.available_entries > 0:
@@ -393,7 +409,8 @@ class DurableQueue:
 
         def replaced(_: asyncio.Future[Any]) -> None:
             self._leases.remove(seqs)
-            self._read_from = min(self._read_from, min(seqs, default=self._read_from))
+            if seqs:
+                self._rewind(min(seqs))
             if self.available_entries > 0:
                 self._available.set()
         future = self.store.submit(lambda fut: Replace(self, seqs, body, items, attempts, fut))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from edgeagent.queue import maintenance
 from edgeagent.queue.store import QueueStore
@@ -47,3 +48,44 @@ def test_dead_lettering_parts_stores_only_the_refused_parts_and_removes_the_leas
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_records_given_back_while_another_consumer_reads_are_leased_again(tmp_path, monkeypatch):
+    """A lease's read runs in a worker thread; records given back meanwhile (released, or the
+    undelivered rest of a split batch) once had their place overwritten when the read ended: they
+    were never leased again until a restart, and an idle consumer spun, told there was work."""
+    from edgeagent.queue import reader
+
+    real = reader.read_batch
+
+    def slow_read(*args, **kwargs):  # the real read, after the give-back below has happened
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    async def scenario(give_back: str) -> None:
+        store, queue = _open(tmp_path / give_back)
+        for index in range(3):
+            await store.put([queue], f"r{index}".encode(), 1, Signal.TRACES)
+        first = await queue.lease(max_items=1)
+        monkeypatch.setattr(reader, "read_batch", slow_read)
+        reading = asyncio.ensure_future(queue.lease(max_items=1))
+        await asyncio.sleep(0.05)
+        if give_back == "release":
+            queue.release(first)
+        else:
+            await queue.requeue(first, b"r0 rest", 1, 1)
+        second = await reading
+        monkeypatch.setattr(reader, "read_batch", real)
+        assert second.bodies == [b"r1"]
+        await queue.ack(second)
+        again = await asyncio.wait_for(queue.lease(max_items=1), 5)
+        assert again is not None and again.bodies == [b"r0" if give_back == "release" else b"r0 rest"]
+        await queue.ack(again)
+        last = await queue.lease(max_items=1)
+        assert last is not None and last.bodies == [b"r2"]
+        await queue.ack(last)
+        assert await queue.lease(max_items=1) is None and queue.entries == 0
+        await store.close()
+
+    for give_back in ("release", "requeue"):
+        asyncio.run(scenario(give_back))
