@@ -181,6 +181,9 @@ class Sender:
         self.newest_first = newest_first
         self._tasks: list[asyncio.Task[None]] = []
         self._delivering: set[asyncio.Task[None]] = set()  # consumers between lease and settlement
+        # acks and give-backs submitted and not committed yet: shutdown waits for them, so that
+        # once it returns no record of this sender is still leased (a purge then takes them all)
+        self._settling: set[asyncio.Future[Any]] = set()
         self._closing = False
         self._gather_lock = asyncio.Lock()
         self._troubled = False  # an unexpected error was logged and no delivery succeeded since
@@ -210,6 +213,8 @@ class Sender:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._settling:
+            await asyncio.wait(list(self._settling), timeout=max(grace, 1.0))
 
     def _consumer_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -282,7 +287,7 @@ class Sender:
                                "error": str(exc)})
             return self.retry.max_interval
         if not lease.done:  # not dead-lettered
-            self.queue.ack(lease).add_done_callback(self._ack_done)
+            self._settle(self.queue.ack(lease))
         self._troubled = False
         return 0.0
 
@@ -295,7 +300,7 @@ class Sender:
             return False
         body = merge_requests(self.signal, [part for part, _ in error.unsent])
         items = sum(items for _, items in error.unsent)
-        self.queue.requeue(lease, body, items, attempts).add_done_callback(self._ack_done)
+        self._settle(self.queue.requeue(lease, body, items, attempts))
         return True
 
     async def _export(self, lease: Lease) -> None:
@@ -318,7 +323,12 @@ class Sender:
         if not export.cancelled():
             export.result()
 
+    def _settle(self, commit: asyncio.Future[Any]) -> None:
+        self._settling.add(commit)
+        commit.add_done_callback(self._ack_done)
+
     def _ack_done(self, future: asyncio.Future[Any]) -> None:
+        self._settling.discard(future)
         if not future.cancelled() and future.exception() is not None:
             log.error("acknowledging delivered data failed; it will be delivered again",
                       exc_info=future.exception(), extra={"queue": self.queue.name})

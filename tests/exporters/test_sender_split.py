@@ -247,3 +247,29 @@ def test_a_failed_export_names_what_is_left_only_when_a_request_before_it_was_de
     # the refused request stays with the rest, to be refused (and dead-lettered) with it next time
     assert asyncio.run(scenario(["xx", "aa", "bb", "aa"])) == [parts["xx"], parts["bb"], parts["aa"]]
     assert asyncio.run(scenario(["xx", "bb", "aa"])) is None  # nothing delivered: all of it is kept
+
+
+def test_a_queue_purged_once_its_sender_stopped_is_empty_even_with_a_split_batch_given_back(tmp_path):
+    """A stopping sender gives back the undelivered rest of a split batch in a commit of its own:
+    once shutdown returned, that commit is done and its records are no longer leased, so a purge
+    (as `edgeagent queue purge` runs it, with the senders stopped) takes them too."""
+    from edgeagent.queue import maintenance
+
+    async def scenario() -> tuple[int, int]:
+        upstream = SplitUpstream(refusals=1 << 30)
+        await upstream.start()
+        store = _open(str(tmp_path / "queue"))
+        try:
+            queue = store.queue("otlphttp/traces", Signal.TRACES)
+            body, items = _record("aabb", 0)
+            await store.put([queue], body, items, Signal.TRACES)
+            retry = RetryConfig(max_elapsed_time=0, **FAST)  # retries forever: ended by the shutdown
+            await _run_sender(store, upstream.url, retry, SenderHost(), lambda: upstream.refused >= 2)
+            purged = await maintenance.purge(store, queue)
+            return purged, queue.entries
+        finally:
+            await store.close()
+            await upstream.stop()
+
+    purged, left = asyncio.run(scenario())
+    assert (purged, left) == (1, 0)
