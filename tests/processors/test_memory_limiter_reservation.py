@@ -69,8 +69,9 @@ def test_lone_request_may_take_up_to_the_hard_limit() -> None:
 
 def test_ordinary_body_whose_quick_bound_does_not_fit_is_admitted_on_its_messages() -> None:
     body = b"".join([bodies.ordinary_traces()] * 20)  # 3.6 MiB of ordinary spans
-    quick = parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF)
-    walked = parse_cost.message_cost(Signal.TRACES, body, 1 << 40)
+    factor = parse_cost.LARGE_BODY_FACTOR  # a body this large is charged twice its bound
+    quick = parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF) * factor
+    walked = parse_cost.message_cost(Signal.TRACES, body, 1 << 40) * factor
     limiter = _limiter(used_mib=10, limit_mib=10 + (quick + walked) // 2 // MIB)
     reservation, refusals = _reservation(limiter)
     reservation.grow(len(body))
@@ -80,12 +81,14 @@ def test_ordinary_body_whose_quick_bound_does_not_fit_is_admitted_on_its_message
 
 def test_flood_is_refused_before_it_is_parsed() -> None:
     body = length_delimited(1, length_delimited(2, b"\x12\x00" * 500_000))  # 1 MiB of empty spans: ~90 MiB parsed
-    limiter = _limiter(used_mib=10)
+    limiter = _limiter(used_mib=10, limit_mib=200, spike_mib=40)  # twice that fits the limit, not beside others
+    other, _ = _reservation(limiter)
+    other.grow(10 * MIB)  # 60 MiB in flight
     reservation, refusals = _reservation(limiter)
     reservation.grow(len(body))
     with pytest.raises(DataRefusedError):
         asyncio.run(parse_cost.admit(reservation, Signal.TRACES, body, codec.PROTOBUF))
-    assert len(refusals) == 1 and limiter.in_flight == EXPANSION * len(body)
+    assert len(refusals) == 1 and limiter.in_flight == EXPANSION * (len(body) + 10 * MIB)
 
 
 def test_request_without_a_limiter_is_not_walked() -> None:
