@@ -31,6 +31,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from edgeagent.errors import BadRequestError, RetryableError
 from edgeagent.receivers import codec
 from edgeagent.signals import Payload, Signal
+from otel.wire import read_varint
 
 MESSAGE_COST = 192  # arena bytes of the largest empty OTLP message (a Span: 177) with its slot in a list
 JSON_CONTAINER_COST = 96  # a Python dict or list (64 or 56 bytes) and its slot in its parent
@@ -117,30 +118,17 @@ def message_cost(signal: Signal, body: bytes, limit: int) -> int:
     return len(body) * BODY_COPIES + _walk(body, 0, len(body), _PLANS[signal], limit)
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """(value, position after it); IndexError past the end, ValueError past 10 bytes."""
-    value = shift = 0
-    while shift < 70:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-    raise ValueError("varint longer than 10 bytes")
-
-
 def _walk(data: bytes, pos: int, end: int, plan: Plan, limit: int) -> int:
     """Arena bytes of the messages in data[pos:end], a message whose fields `plan` describes."""
     cost = 0
     try:
         while pos < end:
             key = data[pos]  # one byte for every OTLP field: the common case inline
-            key, pos = (key, pos + 1) if key < 0x80 else _varint(data, pos)
+            key, pos = (key, pos + 1) if key < 0x80 else read_varint(data, pos)
             wire = key & 7
             if wire == 2:
                 length = data[pos]
-                length, pos = (length, pos + 1) if length < 0x80 else _varint(data, pos)
+                length, pos = (length, pos + 1) if length < 0x80 else read_varint(data, pos)
                 sub = plan.get(key >> 3)
                 if sub is not None:
                     cost += sub[0]
@@ -150,7 +138,7 @@ def _walk(data: bytes, pos: int, end: int, plan: Plan, limit: int) -> int:
                         return cost
                 pos += length
             elif wire == 0:
-                pos = _varint(data, pos)[1]
+                pos = read_varint(data, pos)[1]
             elif wire in (1, 5):
                 pos += 8 if wire == 1 else 4
             else:
