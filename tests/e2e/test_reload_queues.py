@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.e2e.test_reload import _request
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.otlp_post import post
 
@@ -40,14 +40,6 @@ def _config(exporter: str, endpoint: str, queue: str = "", extensions: str = "",
                     and not line.startswith("   "))
     return CONFIG % {"exporter": exporter, "endpoint": endpoint, "queue": queue, "extensions": extensions,
                      "service_extensions": names, "processors": processors}
-
-
-def _request(number: int) -> bytes:
-    request = ExportTraceServiceRequest()
-    span = request.resource_spans.add().scope_spans.add().spans.add(name="reload")
-    span.span_id = number.to_bytes(8, "big")
-    span.trace_id = number.to_bytes(16, "big")
-    return request.SerializeToString()
 
 
 def _reload(state: str) -> subprocess.CompletedProcess:
