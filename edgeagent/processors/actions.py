@@ -139,10 +139,7 @@ def convert_value(value: AnyValue, target: str) -> bool:
         return True
     if target == "int":
         if kind == "double_value":
-            number = value.double_value
-            if math.isnan(number) or math.isinf(number):
-                return False
-            value.int_value = int(number)
+            value.int_value = go_int64(value.double_value)
         elif kind == "bool_value":
             value.int_value = int(value.bool_value)
         elif kind == "string_value":
@@ -165,6 +162,14 @@ def convert_value(value: AnyValue, target: str) -> bool:
     else:
         return False
     return True
+
+
+def go_int64(number: float) -> int:
+    """Go's int64(number) on amd64, where otelcol runs: truncation, and for NaN, the infinities and
+    any double out of int64's range the "integer indefinite" value, math.MinInt64."""
+    if math.isnan(number) or math.isinf(number) or not -(2.0 ** 63) <= number < 2.0 ** 63:
+        return -1 << 63
+    return int(number)
 
 
 def _go_parse_int(text: str) -> int:

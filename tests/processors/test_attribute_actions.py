@@ -143,6 +143,12 @@ ROWS = [
     ),
     ("convert bool to int", [{"key": "b", "action": "convert", "converted_type": "int"}], [("b", True)], [("b", 1)]),
     (
+        "convert a double out of int64's range to int gives Go's int64 of it, not an error",
+        [{"key": k, "action": "convert", "converted_type": "int"} for k in "abc"],
+        [("a", 1e300), ("b", float("nan")), ("c", float("-inf"))],
+        [("a", -1 << 63), ("b", -1 << 63), ("c", -1 << 63)],
+    ),
+    (
         "convert int to double",
         [{"key": "n", "action": "convert", "converted_type": "double"}],
         [("n", 3)],
