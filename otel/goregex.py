@@ -1,52 +1,61 @@
-"""Go (RE2) regular expressions as Python ones that match the same strings: for string_attribute's
-regex values and OTTL's IsMatch."""
+"""Go regular expressions, run by RE2: the processors' match properties and attribute actions,
+string_attribute's regex values and OTTL's IsMatch.
+
+otelcol matches with Go's regexp package, an RE2 engine: time linear in the text. Python's re
+backtracks, and a pattern as plain as `^(\\w+\\s?)*$` then takes time exponential in the length
+of a value that almost matches; matching runs on the event loop, so one such span name stalled
+the whole agent. RE2 (google-re2) also reads the syntax as Go does: `$` is the end of the text
+unless (?m), `\\z`, POSIX classes (`[[:alpha:]]`), Unicode classes (`\\pL`), ASCII `\\d` `\\w`
+`\\s`; and it refuses what Go refuses (lookaround, backreferences).
+"""
 
 from __future__ import annotations
 
 import re
 
-_RE2_UNSUPPORTED = re.compile(r"\(\?<?[=!]|\(\?P=|\(\?>|\(\?\(|(?<!\\)(?:\\\\)*\\[1-9]")
-_PYTHON_DIFFERS = re.compile(r"\[:\^?[a-z]+:\]|(?<!\\)(?:\\\\)*\\[pP]")
-_MULTILINE = re.compile(r"\(\?[a-zA-Z]*m")
+import re2
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # a refused pattern is a config error, reported once with its path
+_NOT_RE2 = re.compile(r"\(\?<?[=!]|\(\?P=|\(\?>|\(\?\(|(?<!\\)(?:\\\\)*\\[1-9]")
 
 
-def compile_go_regex(pattern: str) -> re.Pattern[str]:
-    """A Go (RE2) regular expression as a Python one that matches the same strings.
+class GoRegex:
+    """One compiled pattern. Texts are matched as UTF-8, as Go strings are."""
 
-    RE2's `$` (without the m flag) and `\\z` match only at the end of the text, which Python
-    writes `\\Z` (Python's `$` also matches before a final newline). What Python would read
-    differently or RE2 does not accept is refused with what to write instead.
-    """
-    if _RE2_UNSUPPORTED.search(pattern):
-        raise ValueError(f"regular expression {pattern!r} uses lookaround, a backreference, an atomic group or a "
-                         f"conditional, which otelcol's RE2 engine does not support; rewrite it without them")
-    if _PYTHON_DIFFERS.search(pattern):
-        raise ValueError(f"regular expression {pattern!r} uses a POSIX or Unicode class ([[:alpha:]], \\pL); "
-                         f"write the characters as an explicit class such as [a-zA-Z]")
-    try:
-        return re.compile(_end_of_text(pattern, dollar=not _MULTILINE.search(pattern)))
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    __slots__ = ("pattern", "groupindex", "_regex")
+
+    def __init__(self, pattern: str):
+        if _NOT_RE2.search(pattern):
+            raise ValueError(f"regular expression {pattern!r} uses lookaround, a backreference, an atomic group or "
+                             f"a conditional, which otelcol's RE2 engine does not support; rewrite it without them")
+        try:
+            self._regex = re2.compile(pattern, _OPTIONS)
+        except re2.error as exc:
+            reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            shown = pattern if len(pattern) <= 200 else pattern[:200] + "..."
+            raise ValueError(f"invalid regular expression {shown!r}: {reason}") from None
+        self.pattern = pattern
+        # in the pattern's order, as Go numbers them (RE2 lists them by name)
+        self.groupindex: dict[str, int] = dict(sorted(self._regex.groupindex.items(), key=lambda item: item[1]))
+
+    @property
+    def groups(self) -> int:
+        return int(self._regex.groups)
+
+    def search(self, text: str) -> bool:
+        """Whether the pattern matches anywhere in `text` (Go's MatchString)."""
+        return self._regex.search(text.encode()) is not None
+
+    def named_groups(self, text: str) -> dict[str, str] | None:
+        """The first match's named groups, "" for a group that took no part (Go's FindStringSubmatch)."""
+        match = self._regex.search(text.encode())
+        if match is None:
+            return None
+        return {name: (match.group(index) or b"").decode(errors="replace")
+                for name, index in self.groupindex.items()}
 
 
-def _end_of_text(pattern: str, dollar: bool) -> str:
-    """`\\z`, and `$` when `dollar`, outside character classes, as `\\Z`."""
-    out, index, class_start = [], 0, -1  # class_start: where the open character class begins
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            pair = pattern[index:index + 2]
-            out.append("\\Z" if pair == "\\z" and class_start < 0 else pair)
-            index += 2
-            continue
-        if class_start >= 0:
-            first = class_start + (2 if pattern[class_start + 1:class_start + 2] == "^" else 1)
-            if char == "]" and index > first:  # a ] first in the class is literal
-                class_start = -1
-        elif char == "[":
-            class_start = index
-        elif char == "$" and dollar:
-            char = "\\Z"
-        out.append(char)
-        index += 1
-    return "".join(out)
+def compile_go_regex(pattern: str) -> GoRegex:
+    """`pattern` as Go compiles it; a ValueError that says why when Go would refuse it."""
+    return GoRegex(pattern)

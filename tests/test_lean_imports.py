@@ -19,7 +19,7 @@ from tests.helpers.agent import AgentProcess
 
 # what the default config (OTLP in, memory_limiter and batch, otlphttp out, health_check) never needs
 NOT_ON_THE_DEFAULT_PATH = [
-    "aiokafka", "xxhash", "redis", "sampler",
+    "aiokafka", "xxhash", "redis", "sampler", "re2",
     "edgeagent.receivers.kafka", "edgeagent.exporters.kafka", "edgeagent.configkafka",
     "edgeagent.exporters.debug", "edgeagent.connectors.failover",
     "edgeagent.processors.tail_sampling", "edgeagent.processors.filter", "edgeagent.processors.attributes",

@@ -19,6 +19,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig
+from otel.goregex import GoRegex, compile_go_regex
 from otel.values import value_as_string
 
 ACTIONS = ("insert", "update", "upsert", "delete", "hash", "extract", "convert")
@@ -83,12 +84,11 @@ class ActionsConfig(ComponentConfig):
     actions: list[ActionConfig] = Field(min_length=1)
 
 
-def _regex(pattern: str) -> re.Pattern[str]:
+def _regex(pattern: str) -> GoRegex:
     try:
-        # Go's (?P<name>) syntax is Python's too; (?<name>) is Go-only and is translated.
-        return re.compile(re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", pattern))
-    except re.error as exc:
-        raise ValueError(f"invalid pattern {pattern!r}: {exc}") from exc
+        return compile_go_regex(pattern)
+    except ValueError as exc:
+        raise ValueError(f"invalid pattern: {exc}") from None
 
 
 def to_any_value(value: Any) -> AnyValue:
@@ -209,7 +209,7 @@ class _Step:
     default: AnyValue | None  # default_value: when from_attribute / from_context find nothing
     from_attribute: str | None
     from_context: str | None
-    pattern: re.Pattern[str] | None
+    pattern: GoRegex | None
     converted_type: str | None
 
 
@@ -289,7 +289,7 @@ def _set(attributes: Any, step: _Step, metadata: dict[str, str], client_address:
 
 
 def _matches(name: str, step: _Step) -> bool:
-    return name == step.key or (step.pattern is not None and step.pattern.search(name) is not None)
+    return name == step.key or (step.pattern is not None and step.pattern.search(name))
 
 
 def _delete(attributes: Any, step: _Step) -> bool:
@@ -316,11 +316,11 @@ def _extract(attributes: Any, step: _Step) -> bool:
     if index < 0 or attributes[index].value.WhichOneof("value") != "string_value":
         return False
     assert step.pattern is not None, "the config requires a pattern for extract"
-    match = step.pattern.search(attributes[index].value.string_value)
-    if match is None:
+    groups = step.pattern.named_groups(attributes[index].value.string_value)
+    if groups is None:
         return False
     changed = False
-    for name, text in match.groupdict(default="").items():
+    for name, text in groups.items():
         target = _find(attributes, name)
         if target >= 0:
             attributes[target].value.Clear()

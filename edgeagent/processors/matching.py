@@ -13,13 +13,13 @@ Semantics, as the collector's filterconfig defines them:
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
 from edgeagent.signals import Signal
+from otel.goregex import GoRegex, compile_go_regex
 from otel.values import scalar_text
 
 SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
@@ -114,11 +114,8 @@ class MatchProperties(ComponentConfig):
             raise ValueError(f"{', '.join(wrong)} cannot match {signal.label}")
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+def _compile(pattern: str) -> GoRegex:
+    return compile_go_regex(pattern)
 
 
 class _Strings:

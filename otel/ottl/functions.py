@@ -58,7 +58,7 @@ def _is_match(args: Sequence[Getter], call: ast.Call) -> Getter:
 
     def get(ctx: Context) -> bool:
         value = target(ctx)
-        return value is not None and search(string_like(value)) is not None
+        return value is not None and search(string_like(value))
     return get
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from pydantic import ValidationError
 
 from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor
 from edgeagent.processors.matching import MatchProperties
 from edgeagent.signals import Signal
-from tests.processors.tables import attrs_to_python, log_request, metric_request, payload_of, span_request
+from tests.processors.tables import attrs_to_python, log_request, metric_request, payload_of, span_attrs, span_request
 
 MARK = [{"key": "hit", "value": True, "action": "insert"}]
 SPANS = [
@@ -24,6 +26,8 @@ SPAN_ROWS = [
     ("span_names strict", {"include": {"match_type": "strict", "span_names": ["db.query", "internal"]}}, [0, 0, 1, 1]),
     ("span_names regexp is a search", {"include": {"match_type": "regexp", "span_names": ["users"]}}, [1, 1, 0, 0]),
     ("span_names regexp anchored", {"include": {"match_type": "regexp", "span_names": ["^GET"]}}, [1, 0, 0, 0]),
+    ("span_names regexp in Go's syntax", {"include": {"match_type": "regexp", "span_names": [
+        "^[[:upper:]]+ /users$"]}}, [1, 1, 0, 0]),
     ("span_kinds", {"include": {"match_type": "strict", "span_kinds": ["SPAN_KIND_CLIENT"]}}, [0, 0, 1, 0]),
     ("attributes all must match", {"include": {"match_type": "strict", "attributes": [
         {"key": "http.method", "value": "POST"}, {"key": "status", "value": 500}]}}, [0, 1, 0, 0]),
@@ -54,6 +58,20 @@ def test_include_exclude_selects_spans(match, expected):
     processor.process(payload)
     spans = payload.view().resource_spans[0].scope_spans[0].spans
     assert [int(("hit", True) in attrs_to_python(span.attributes)) for span in spans] == expected
+
+
+def test_a_name_that_makes_a_backtracking_regexp_explode_is_matched_in_linear_time():
+    # ^(\w+\s?)*$ backtracks 2^n ways on n word characters and a non-word one; Go's RE2 does not
+    hostile = "a" * 26 + "!"
+    selecting = AttributesProcessor("attributes", AttributesConfig.model_validate({
+        "actions": MARK, "include": {"match_type": "regexp", "span_names": [r"^(\w+\s?)*$"]}}))
+    deleting = AttributesProcessor("attributes", AttributesConfig.model_validate({
+        "actions": [{"pattern": r"^(\w+\s?)*$", "action": "delete"}]}))
+    payload = payload_of(Signal.TRACES, span_request([{"name": hostile, "attrs": [(hostile, 1)]}]))
+    started = time.monotonic()
+    deleting.process(selecting.process(payload))
+    assert time.monotonic() - started < 0.1
+    assert span_attrs(payload) == [[(hostile, 1)]]
 
 
 LOG_ROWS = [
