@@ -1,4 +1,5 @@
-"""OTLP AnyValue as text, as pcommon writes it: for the processors' matching and the sampler's span compression."""
+"""OTLP AnyValue as text, as pcommon writes it: for the processors' matching and actions and the
+sampler's span compression."""
 
 from __future__ import annotations
 
@@ -13,8 +14,20 @@ _SCALARS = ("string_value", "bool_value", "int_value", "double_value")
 
 
 def value_as_string(value: AnyValue) -> str:
-    """pcommon's Value.AsString for every value type."""
+    """pcommon's Value.AsString for every value type: doubles in JSON's number form (1e-7, 1e+21,
+    Infinity), maps and lists as encoding/json writes them (keys sorted, no HTML escaping)."""
     kind = value.WhichOneof("value")
+    if kind == "double_value":
+        return _json_number(value.double_value)
+    if kind in ("kvlist_value", "array_value"):
+        try:
+            return _json(_plain(value))
+        except ValueError:  # NaN or an infinity inside: encoding/json fails, and AsString is empty
+            return ""
+    return _scalar_as_string(value, kind)
+
+
+def _scalar_as_string(value: AnyValue, kind: str | None) -> str:
     if kind == "string_value":
         return value.string_value
     if kind == "bool_value":
@@ -25,9 +38,34 @@ def value_as_string(value: AnyValue) -> str:
         return go_float_text(value.double_value)
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
-    if kind in ("kvlist_value", "array_value"):
-        return json.dumps(_plain(value), separators=(",", ":"))
     return ""
+
+
+def _json_number(number: float) -> str:
+    """pcommon's float64AsString, encoding/json's form: plain digits from 1e-6 to 1e21, else the
+    shortest exponent form with at least one exponent digit (1e-7, 1e+21)."""
+    if number != number:
+        return "NaN"
+    if number in (float("inf"), float("-inf")):
+        return "Infinity" if number > 0 else "-Infinity"
+    if number == 0 or 1e-6 <= abs(number) < 1e21:
+        return go_float_text(number)
+    mantissa, _, exponent = repr(number).partition("e")
+    return f"{mantissa}e{exponent[0]}{exponent[1:].lstrip('0') or '0'}"
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_json(key)}:{_json(value[key])}" for key in sorted(value)) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_json(item) for item in value) + "]"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("json: unsupported value")
+        return _json_number(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return json.dumps(value)
 
 
 def _plain(value: AnyValue) -> Any:
@@ -45,7 +83,8 @@ def _plain(value: AnyValue) -> Any:
 
 def scalar_text(value: AnyValue) -> str | None:
     """A scalar value as the string otelcol compares regexps against; None for bytes, maps and lists."""
-    return value_as_string(value) if value.WhichOneof("value") in _SCALARS else None
+    kind = value.WhichOneof("value")
+    return _scalar_as_string(value, kind) if kind in _SCALARS else None
 
 
 def go_float_text(number: float) -> str:

@@ -173,6 +173,12 @@ ROWS = [
         [("n", "2")],
     ),
     (
+        "convert to string writes doubles, maps and lists as pcommon's AsString does",
+        [{"key": k, "action": "convert", "converted_type": "string"} for k in "abcm"],
+        [("a", 1e-7), ("b", 1e21), ("c", float("-inf")), ("m", {"z": 1.0, "a": ["é<&>\u2028", 2.5e-7]})],
+        [("a", "1e-7"), ("b", "1e+21"), ("c", "-Infinity"), ("m", '{"a":["é<&>\\u2028",2.5e-7],"z":1}')],
+    ),
+    (
         "convert bool to string",
         [{"key": "b", "action": "convert", "converted_type": "string"}],
         [("b", False)],
