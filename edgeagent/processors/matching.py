@@ -7,6 +7,8 @@ Semantics, as the collector's filterconfig defines them:
 * `attributes` and `resources` match when every listed key is present and, if a value is
   given, equal to it (`strict`) or matched by it (`regexp`, an unanchored search, values
   compared as strings);
+* `log_bodies` match the body as text (a map or list as JSON), `services` the resource's
+  service.name as text (`<nil-service-name>` when it has none);
 * `libraries` match when every listed library matches the scope name (and version when given);
 * `include` selects what is processed; `exclude` is checked after it and removes.
 """
@@ -20,7 +22,7 @@ from pydantic import Field, model_validator
 from edgeagent.component import ComponentConfig
 from edgeagent.signals import Signal
 from otel.goregex import GoRegex, compile_go_regex
-from otel.values import scalar_text
+from otel.values import scalar_text, value_as_string
 
 SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
               "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
@@ -207,10 +209,8 @@ class Matcher:
         return self._common(resource, scope, span.attributes)
 
     def log(self, resource: Any, scope: Any, record: Any) -> bool:
-        if self.log_bodies.set:
-            body = scalar_text(record.body) if record.HasField("body") else ""
-            if body is None or not self.log_bodies.matches(body):
-                return False
+        if self.log_bodies.set and not self.log_bodies.matches(value_as_string(record.body)):
+            return False
         if self.severity_texts.set and not self.severity_texts.matches(record.severity_text):
             return False
         if self.severity is not None:
@@ -245,7 +245,8 @@ class IncludeExclude:
 
 
 def _service_name(resource: Any) -> str:
+    """As otelcol's span matching reads it: any type as its AsString, and a placeholder when missing."""
     for kv in resource.attributes:
         if kv.key == "service.name":
-            return kv.value.string_value
-    return ""
+            return value_as_string(kv.value)
+    return "<nil-service-name>"

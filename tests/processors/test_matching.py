@@ -99,6 +99,22 @@ def test_include_exclude_selects_log_records(match, expected):
     assert [int(("hit", True) in attrs_to_python(r.attributes)) for r in records] == expected
 
 
+def test_bodies_and_service_names_are_matched_as_pcommons_asstring_writes_them():
+    # otelcol matches a log body's AsString (a map as JSON) and a missing service.name as "<nil-service-name>"
+    logs = AttributesProcessor("attributes", AttributesConfig.model_validate(
+        {"actions": MARK, "include": {"match_type": "regexp", "log_bodies": ['"password":']}}))
+    payload = payload_of(Signal.LOGS, log_request([{"body": {"user": "ann", "password": "x"}}, {"body": "ok"}]))
+    logs.process(payload)
+    records = payload.view().resource_logs[0].scope_logs[0].log_records
+    assert [("hit", True) in attrs_to_python(record.attributes) for record in records] == [True, False]
+
+    spans = AttributesProcessor("attributes", AttributesConfig.model_validate(
+        {"actions": MARK, "exclude": {"match_type": "regexp", "services": ["^$"]}}))
+    payload = payload_of(Signal.TRACES, span_request([{"name": "s"}], resource=[("host", "h")]))
+    spans.process(payload)
+    assert span_attrs(payload) == [[("hit", True)]]
+
+
 def test_include_selects_whole_metrics_by_name():
     processor = AttributesProcessor("attributes", AttributesConfig.model_validate(
         {"actions": MARK, "include": {"match_type": "regexp", "metric_names": ["^http\\."]}}))
