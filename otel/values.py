@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -97,3 +98,69 @@ def go_float_text(number: float) -> str:
     if "e" in text or "E" in text:
         text = format(Decimal(text), "f")
     return text[:-2] if text.endswith(".0") else text
+
+
+def go_int64(number: float) -> int:
+    """Go's int64(number) on amd64, where otelcol runs: truncation, and for NaN, the infinities and
+    any double out of int64's range the "integer indefinite" value, math.MinInt64."""
+    if number != number or not -(2.0 ** 63) <= number < 2.0 ** 63:
+        return -1 << 63
+    return int(number)
+
+
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+_GO_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_GO_HEX = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?[0-9]+")
+_GO_SPECIAL = re.compile(r"[+-]?(?:inf|infinity)|nan", re.IGNORECASE)
+
+
+def go_parse_int(text: str) -> int:
+    """Go's strconv.ParseInt(text, 10, 64); ValueError where it fails."""
+    if not _GO_INT.fullmatch(text):
+        raise ValueError(f'strconv.ParseInt: parsing "{text}": invalid syntax')
+    number = int(text)
+    if not -(1 << 63) <= number < 1 << 63:
+        raise ValueError(f'strconv.ParseInt: parsing "{text}": value out of range')
+    return number
+
+
+def go_parse_float(text: str) -> float:
+    """Go's strconv.ParseFloat(text, 64): decimal or hexadecimal (with a p exponent), `_` between
+    digits, inf/infinity/nan in any case (no sign on nan); ValueError where it fails, and for a
+    value beyond float64 (not infinity, as Python's float gives)."""
+    if _GO_SPECIAL.fullmatch(text):
+        return float(text)
+    digits = text.replace("_", "")
+    if digits != text and not _underscores_ok(text):
+        raise ValueError(f'strconv.ParseFloat: parsing "{text}": invalid syntax')
+    try:
+        if _GO_HEX.fullmatch(digits):
+            number = float.fromhex(digits)
+        elif _GO_DECIMAL.fullmatch(digits):
+            number = float(digits)
+        else:
+            raise ValueError(f'strconv.ParseFloat: parsing "{text}": invalid syntax')
+    except OverflowError:
+        number = float("inf")
+    if number in (float("inf"), float("-inf")):
+        raise ValueError(f'strconv.ParseFloat: parsing "{text}": value out of range')
+    return number
+
+
+def _underscores_ok(text: str) -> bool:
+    """strconv's underscoreOK: each `_` between digits (a base prefix counts as one)."""
+    body = text[1:] if text[:1] in "+-" else text
+    hexadecimal = body[:2].lower() == "0x"
+    saw, index = ("0", 2) if body[:2].lower() in ("0x", "0b", "0o") else ("^", 0)
+    for char in body[index:]:
+        if char.isdigit() and char.isascii() or hexadecimal and char.lower() in "abcdef":
+            saw = "0"
+        elif char == "_":
+            if saw != "0":
+                return False
+            saw = "_"
+        elif saw == "_":
+            return False
+        else:
+            saw = "!"
+    return saw != "_"

@@ -9,8 +9,6 @@ whether it changed anything, so an unchanged request is never re-serialized.
 from __future__ import annotations
 
 import hashlib
-import math
-import re
 import struct
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig
 from otel.goregex import GoRegex, compile_go_regex
-from otel.values import value_as_string
+from otel.values import go_int64, go_parse_float, go_parse_int, value_as_string
 
 ACTIONS = ("insert", "update", "upsert", "delete", "hash", "extract", "convert")
 
@@ -144,7 +142,7 @@ def convert_value(value: AnyValue, target: str) -> bool:
             value.int_value = int(value.bool_value)
         elif kind == "string_value":
             try:
-                value.int_value = _go_parse_int(value.string_value)
+                value.int_value = go_parse_int(value.string_value)
             except ValueError:
                 return False
         else:
@@ -156,37 +154,12 @@ def convert_value(value: AnyValue, target: str) -> bool:
         value.double_value = 1.0 if value.bool_value else 0.0
     elif kind == "string_value":
         try:
-            value.double_value = _go_parse_float(value.string_value)
+            value.double_value = go_parse_float(value.string_value)
         except ValueError:
             return False
     else:
         return False
     return True
-
-
-def go_int64(number: float) -> int:
-    """Go's int64(number) on amd64, where otelcol runs: truncation, and for NaN, the infinities and
-    any double out of int64's range the "integer indefinite" value, math.MinInt64."""
-    if math.isnan(number) or math.isinf(number) or not -(2.0 ** 63) <= number < 2.0 ** 63:
-        return -1 << 63
-    return int(number)
-
-
-def _go_parse_int(text: str) -> int:
-    if not re.fullmatch(r"[+-]?[0-9]+", text):
-        raise ValueError(text)
-    number = int(text)
-    if not -(1 << 63) <= number < (1 << 63):
-        raise ValueError(text)
-    return number
-
-
-def _go_parse_float(text: str) -> float:
-    if not re.fullmatch(
-        r"[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|[Ii]nf(?:inity)?|NaN)", text
-    ):
-        raise ValueError(text)
-    return float(text)
 
 
 def context_value(key: str, metadata: dict[str, str], client_address: str) -> str | None:

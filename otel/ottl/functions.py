@@ -11,7 +11,6 @@ is an evaluation error); a *string-like* one turns any value into text (nil stay
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,9 +19,9 @@ from otel.ottl import ast
 from otel.ottl.errors import OttlEvalError, OttlSyntaxError
 from otel.ottl.paths import Context, ContextName, Getter
 from otel.ottl.values import string_like
+from otel.values import go_int64, go_parse_float, go_parse_int
 
 Builder = Callable[[Sequence[Getter], ast.Call], Getter]
-_INT_TEXT = re.compile(r"[+-]?[0-9]+")
 
 
 def _string(getter: Getter, function: str) -> Getter:
@@ -85,26 +84,14 @@ def _int(args: Sequence[Getter], call: ast.Call) -> Getter:
         if isinstance(value, bool):
             return int(value)
         if isinstance(value, float):
-            if value != value or value in (float("inf"), float("-inf")):
-                raise OttlEvalError(f"Int: cannot convert {value} to int64")
-            return int(value)  # truncates toward zero, as Go's int64(f)
+            return go_int64(value)  # truncates toward zero; NaN and out of range give MinInt64, as in Go
         if isinstance(value, str):
             try:
-                return _parse_int(value)
-            except ValueError:
-                raise OttlEvalError(f'Int: strconv.ParseInt: parsing "{value}": invalid syntax') from None
+                return go_parse_int(value)
+            except ValueError as exc:
+                raise OttlEvalError(f"Int: {exc}") from None
         raise OttlEvalError(f"Int: unsupported type {_type_name(value)}")
     return get
-
-
-def _parse_int(text: str) -> int:
-    """Go's strconv.ParseInt(text, 10, 64)."""
-    if not _INT_TEXT.fullmatch(text):
-        raise ValueError(text)
-    number = int(text)
-    if not -2**63 <= number < 2**63:
-        raise ValueError(text)
-    return number
 
 
 def _double(args: Sequence[Getter], call: ast.Call) -> Getter:
@@ -118,11 +105,9 @@ def _double(args: Sequence[Getter], call: ast.Call) -> Getter:
             return float(value)
         if isinstance(value, str):
             try:
-                if "_" in value or value != value.strip():
-                    raise ValueError(value)
-                return float(value)
-            except ValueError:
-                raise OttlEvalError(f'Double: strconv.ParseFloat: parsing "{value}": invalid syntax') from None
+                return go_parse_float(value)
+            except ValueError as exc:
+                raise OttlEvalError(f"Double: {exc}") from None
         raise OttlEvalError(f"Double: unsupported type {_type_name(value)}")
     return get
 
@@ -159,6 +144,24 @@ def _case(function: str, change: Callable[[str], str]) -> Builder:
         target = _string(args[0], function)
         return lambda ctx: change(target(ctx))
     return build
+
+
+def _by_rune(text: str, change: Callable[[str], str]) -> str:
+    """Go's strings.ToUpper / ToLower: each rune by its simple case mapping, so no rune becomes
+    two (ß stays ß, not SS) and none depends on its neighbours (a final Σ is σ)."""
+    if text.isascii():
+        return change(text)
+    return "".join(_simple_case(char, change) for char in text)
+
+
+def _simple_case(char: str, change: Callable[[str], str]) -> str:
+    changed = change(char)
+    if len(changed) == 1:
+        return changed
+    if char == "\u0130":  # İ: lower-cased alone by the simple mapping
+        return "i"
+    titled = char.title()  # where the full upper mapping is two runes, the simple one is the title case
+    return titled if change is str.upper and len(titled) == 1 else char
 
 
 def _is_root_span(args: Sequence[Getter], call: ast.Call) -> Getter:
@@ -212,8 +215,8 @@ CONVERTERS: dict[str, tuple[int, Builder, tuple[str, ...]]] = {
     "Concat": (2, _concat, _ALL),
     "HasPrefix": (2, _affix("HasPrefix", str.startswith), _ALL),
     "HasSuffix": (2, _affix("HasSuffix", str.endswith), _ALL),
-    "ToLowerCase": (1, _case("ToLowerCase", str.lower), _ALL),
-    "ToUpperCase": (1, _case("ToUpperCase", str.upper), _ALL),
+    "ToLowerCase": (1, _case("ToLowerCase", lambda text: _by_rune(text, str.lower)), _ALL),
+    "ToUpperCase": (1, _case("ToUpperCase", lambda text: _by_rune(text, str.upper)), _ALL),
     "IsRootSpan": (0, _is_root_span, ("span",)),
     "HasAttrKeyOnDatapoint": (1, _has_attr_on_datapoint(False), ("metric",)),
     "HasAttrOnDatapoint": (2, _has_attr_on_datapoint(True), ("metric",)),

@@ -154,6 +154,27 @@ def test_a_failing_condition_raises_an_evaluation_error(ctx, text):
         check(text, ctx)
 
 
+# strconv's syntax and Go's conversions, as otelcol 0.165 answered them side by side (None: an evaluation error)
+GO_CONVERSIONS = [
+    ("Int(Double(V)) < 0", "NaN", True), ("Int(Double(V)) < 0", "1e300", True),  # int64() gives MinInt64
+    ("Double(V) == 1000.5", "1_000.5", True), ("Double(V) == 0.75", "0x1.8p-1", True), ("Double(V) > 0", "1e1_0", True),
+    ("Double(V) > 0", "INFINITY", True), ("Double(V) > 0", "1e400", None), ("Double(V) != 0", "-nan", None),
+    ("Double(V) > 0", "0x10", None), ("Double(V) > 0", "1__0", None), ("Double(V) > 0", "1_.5", None),
+    ('ToUpperCase(V) == "STRAßE"', "straße", True), ('ToLowerCase(V) == "iασ"', "İΑΣ", True),  # rune by rune
+]
+
+
+@pytest.mark.parametrize(("text", "value", "expected"), GO_CONVERSIONS, ids=[f"{t} {v}" for t, v, _ in GO_CONVERSIONS])
+def test_converters_parse_and_convert_numbers_and_case_as_go_does(ctx, text, value, expected):
+    ctx.span.attributes.add(key="v").value.string_value = value
+    condition = text.replace("V", 'attributes["v"]')
+    if expected is None:
+        with pytest.raises(OttlEvalError):
+            check(condition, ctx)
+    else:
+        assert check(condition, ctx) is expected
+
+
 def test_and_or_stop_before_an_operand_that_would_fail(ctx):
     assert check('false and Int(name) == 1', ctx) is False
     assert check('true or Int(name) == 1', ctx) is True
