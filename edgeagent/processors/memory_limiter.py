@@ -125,12 +125,11 @@ class MemoryLimiterConfig(ComponentConfig):
     def limits(self, total_bytes: int) -> tuple[int, int]:
         """(hard limit, soft limit) in bytes."""
         if self.limit_mib:
-            hard = self.limit_mib * _MIB
-            spike = self.spike_limit_mib * _MIB if self.spike_limit_mib else hard // 5
+            hard, spike = self.limit_mib * _MIB, self.spike_limit_mib * _MIB
         else:
             hard = total_bytes * self.limit_percentage // 100
-            spike = total_bytes * (self.spike_limit_percentage or self.limit_percentage // 5) // 100
-        return hard, hard - spike
+            spike = total_bytes * self.spike_limit_percentage // 100
+        return hard, hard - (spike or hard // 5)  # otelcol: an unset spike limit is a fifth of the limit
 
 
 def anonymous_memory() -> int:

@@ -161,3 +161,14 @@ def test_requests_taking_the_ceiling_leave_room_for_the_counted_ones_behind_them
     for reservation in held:
         reservation.release()
     assert limiter.in_flight == 0
+
+
+@pytest.mark.parametrize(("settings", "total_mib", "hard_mib", "soft_mib"), [
+    ({"limit_mib": 1000}, 0, 1000, 800),
+    ({"limit_percentage": 82}, 1000, 820, 656),  # spike is a fifth of the limit, not limit_percentage // 5 %
+    ({"limit_percentage": 4}, 1000, 40, 32),
+    ({"limit_percentage": 50, "spike_limit_percentage": 10}, 1000, 500, 400),
+])
+def test_limits_are_otelcols_with_the_default_spike_a_fifth_of_the_limit(settings, total_mib, hard_mib, soft_mib):
+    config = MemoryLimiterConfig.model_validate({"check_interval": "1s", **settings})
+    assert config.limits(total_mib << 20) == (hard_mib << 20, soft_mib << 20)
