@@ -33,6 +33,11 @@ class ComponentConfig(BaseModel):
         """Things the user should know about a config that is still accepted."""
         return []
 
+    def unfit_for(self, signal: str) -> tuple[str, str] | None:
+        """(key, why) when this config cannot serve a pipeline of `signal` (traces, metrics or
+        logs), as otelcol finds when it builds the pipeline; None when it can."""
+        return None
+
 
 def optional_block(value: Any) -> Any:
     """otelcol's configoptional, for a `mode="before"` validator: `key:` alone keeps the block's

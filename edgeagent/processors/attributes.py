@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue, KeyValueList
-from pydantic import model_validator
 
 from edgeagent.component import Factory
 from edgeagent.processors.actions import Actions, ActionsConfig
@@ -29,22 +28,14 @@ class AttributesConfig(ActionsConfig):
     include: MatchProperties | None = None
     exclude: MatchProperties | None = None
 
-    @model_validator(mode="after")
-    def _check_matching(self) -> AttributesConfig:
-        # otelcol validates match properties per signal; a property that fits no signal is an error here
-        for block in (self.include, self.exclude):
+    def unfit_for(self, signal: str) -> tuple[str, str] | None:
+        for key, block in (("include", self.include), ("exclude", self.exclude)):
             if block is not None:
-                fits = []
-                for signal in Signal:
-                    try:
-                        block.check_for(signal)
-                        fits.append(signal)
-                    except ValueError:
-                        pass
-                if not fits:
-                    raise ValueError("include/exclude mixes properties of spans, logs and metrics; "
-                                     "use one processor per signal")
-        return self
+                try:
+                    block.check_for(Signal.parse(signal))
+                except ValueError as problem:
+                    return key, str(problem)
+        return None
 
 
 def records(signal: Signal, message: Any) -> Iterator[Any]:

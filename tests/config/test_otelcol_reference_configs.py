@@ -142,8 +142,11 @@ REFUSED: dict[str, dict[str, str]] = {
             "names the authenticator 'test' that otelcol's unit test registers; no such extension exists",
     },
     "attributes:config.yaml": {
-        "processors::attributes/regex_insert::actions::0": "extract: edgeagent asks every group to be named "
-                                                           "(otelcol ignores unnamed ones)",
+        "processors::attributes/regex_insert::actions::0": "an example otelcol refuses too when it builds the "
+                                                           "pipeline: extract's pattern has an unnamed group",
+        # this test puts every example in a traces pipeline, where otelcol refuses a log-only include too
+        "processors::attributes/log_body_regexp::include": "log_bodies cannot select spans",
+        "processors::attributes/log_severity_regexp::include": "log_severity_texts cannot select spans",
     },
     "resource:config.yaml": {
         "processors::resource/empty": "an example otelcol refuses too: attributes is required",

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
+from edgeagent.config.loader import ConfigError, load_text
 from edgeagent.processors.attributes import AttributesConfig, AttributesProcessor
 from edgeagent.processors.matching import MatchProperties
 from edgeagent.signals import Signal
@@ -141,3 +143,23 @@ def test_invalid_match_properties_are_config_errors(properties, message):
     with pytest.raises(ValidationError) as error:
         MatchProperties.model_validate(properties)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(("signal", "include", "word"), [
+    ("traces", {"log_bodies": ["x"]}, "log_bodies"),
+    ("logs", {"span_names": ["x"]}, "span_names"),
+    ("metrics", {"attributes": [{"key": "a"}]}, "attributes"),
+])
+def test_match_properties_that_cannot_select_in_the_pipelines_signal_are_refused(signal, include, word):
+    # otelcol refuses them when it builds the pipeline; ignored, the include would select every item
+    text = yaml.safe_dump({
+        "receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:4318"}}}},
+        "processors": {"attributes": {"include": {"match_type": "strict", **include},
+                                      "actions": [{"key": "k", "action": "delete"}]}},
+        "exporters": {"otlp_http": {"endpoint": "http://127.0.0.1:4319"}},
+        "service": {"pipelines": {signal: {"receivers": ["otlp"], "processors": ["attributes"],
+                                           "exporters": ["otlp_http"]}}}})
+    with pytest.raises(ConfigError) as refused:
+        load_text(text)
+    assert [path for path, _ in refused.value.errors] == ["processors::attributes::include"]
+    assert word in refused.value.errors[0][1] and signal in refused.value.errors[0][1]
