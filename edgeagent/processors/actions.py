@@ -51,8 +51,6 @@ class ActionConfig(ComponentConfig):
             if sources > 1 or (sources == 0 and self.default_value is None):
                 raise ValueError(f"action {action!r} needs exactly one of value, from_attribute or from_context "
                                  "(or only default_value)")
-            if self.pattern:
-                raise ValueError(f"action {action!r} does not use pattern")
             if self.value is not None:
                 to_any_value(self.value)
             if self.default_value is not None:
@@ -70,6 +68,8 @@ class ActionConfig(ComponentConfig):
             if compiled.groups != len(compiled.groupindex):
                 raise ValueError("pattern has an unnamed group: every group must be named (?P<name>...)")
         elif self.pattern:
+            if action not in ("delete", "hash"):  # otelcol refuses it elsewhere
+                raise ValueError(f"action {action!r} does not use pattern")
             _regex(self.pattern)
         if action == "convert" and self.converted_type is None:
             raise ValueError("action 'convert' needs converted_type: int, double or string")

@@ -299,6 +299,7 @@ BAD_ACTIONS = [
     ({"key": "k", "action": "convert", "converted_type": "bool"}, "converted_type"),
     ({"key": "k", "action": "hash", "pattern": "("}, "invalid pattern"),
     ({"key": "k", "action": "insert", "value": 1, "pattern": "x"}, "does not use pattern"),
+    ({"key": "k", "action": "convert", "converted_type": "int", "pattern": "x"}, "does not use pattern"),
     ({"key": "k", "action": "delete", "default_value": 1}, "does not use default_value"),
     ({"key": "k", "action": "upsert", "default_value": object()}, "value must be"),
 ]
