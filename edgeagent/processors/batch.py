@@ -28,6 +28,11 @@ class BatchConfig(ComponentConfig):
     def _check(self) -> BatchConfig:
         if self.send_batch_max_size and self.send_batch_max_size < self.send_batch_size:
             raise ValueError("send_batch_max_size must be 0 or at least send_batch_size")
+        seen: set[str] = set()
+        for key in self.metadata_keys:
+            if key.lower() in seen:
+                raise ValueError(f"duplicate entry in metadata_keys: {key.lower()!r} (keys are case-insensitive)")
+            seen.add(key.lower())
         return self
 
 
