@@ -122,9 +122,10 @@ def hash_value(value: AnyValue) -> None:
         data = struct.pack("<q", value.int_value)
     elif kind == "double_value":
         data = struct.pack("<d", value.double_value)
-    else:
-        data = b""
-    value.string_value = hashlib.sha256(data).hexdigest() if data else ""
+    else:  # bytes, maps, lists and empty values become "" (an empty string is hashed)
+        value.string_value = ""
+        return
+    value.string_value = hashlib.sha256(data).hexdigest()
 
 
 def convert_value(value: AnyValue, target: str) -> bool:
@@ -275,9 +276,10 @@ def _delete(attributes: Any, step: _Step) -> bool:
 
 
 def _hash(attributes: Any, step: _Step) -> bool:
+    """otelcol hashes `key`, then every key the pattern matches: a key matched by both is hashed twice."""
     changed = False
     for kv in attributes:
-        if _matches(kv.key, step):
+        for _ in range((kv.key == step.key) + (step.pattern is not None and step.pattern.search(kv.key))):
             hash_value(kv.value)
             changed = True
     return changed

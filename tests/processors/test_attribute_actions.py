@@ -84,7 +84,9 @@ ROWS = [
     ("hash int", [{"key": "n", "action": "hash"}], [("n", 42)], [("n", sha256(struct.pack("<q", 42)))]),
     ("hash double", [{"key": "d", "action": "hash"}], [("d", 1.5)], [("d", sha256(struct.pack("<d", 1.5)))]),
     ("hash bool", [{"key": "b", "action": "hash"}], [("b", True)], [("b", sha256(b"\x01"))]),
-    ("hash empty string stays empty", [{"key": "s", "action": "hash"}], [("s", "")], [("s", "")]),
+    ("hash empty string is the hash of no bytes", [{"key": "s", "action": "hash"}], [("s", "")], [("s", sha256(b""))]),
+    ("hash key that the pattern also matches hashes twice, as otelcol does",
+     [{"key": "k", "pattern": "^k$", "action": "hash"}], [("k", "v")], [("k", sha256(sha256(b"v").encode()))]),
     ("hash map becomes empty", [{"key": "m", "action": "hash"}], [("m", {"x": 1})], [("m", "")]),
     ("hash missing is a no-op", [{"key": "zz", "action": "hash"}], [("a", 1)], [("a", 1)]),
     (
