@@ -161,6 +161,8 @@ class _Attributes:
 
 
 def _equal(value: Any, expected: Any) -> bool:
+    """A strict match: the same type and value; maps whatever the order of their keys, as otelcol
+    compares them by hash."""
     kind = value.WhichOneof("value")
     if isinstance(expected, bool):
         return kind == "bool_value" and value.bool_value == expected
@@ -168,6 +170,14 @@ def _equal(value: Any, expected: Any) -> bool:
         return kind == "int_value" and value.int_value == expected
     if isinstance(expected, float):
         return kind == "double_value" and value.double_value == expected
+    if isinstance(expected, dict):
+        entries = {kv.key: kv.value for kv in value.kvlist_value.values}
+        return kind == "kvlist_value" and entries.keys() == {str(key) for key in expected} and \
+            all(_equal(entries[str(key)], item) for key, item in expected.items())
+    if isinstance(expected, list):
+        items = value.array_value.values
+        return kind == "array_value" and len(items) == len(expected) and \
+            all(_equal(item, wanted) for item, wanted in zip(items, expected, strict=True))
     return kind == "string_value" and value.string_value == expected
 
 

@@ -19,7 +19,7 @@ SPANS = [
     {"name": "GET /users", "kind": 2, "attrs": [("http.method", "GET"), ("status", 200)]},
     {"name": "POST /users", "kind": 2, "attrs": [("http.method", "POST"), ("status", 500)]},
     {"name": "db.query", "kind": 3, "attrs": [("db.system", "postgres")]},
-    {"name": "internal", "kind": 1, "attrs": []},
+    {"name": "internal", "kind": 1, "attrs": [("m", {"a": 1, "b": [1, "x"]})]},
 ]
 
 SPAN_ROWS = [
@@ -35,6 +35,10 @@ SPAN_ROWS = [
         {"key": "http.method", "value": "POST"}, {"key": "status", "value": 500}]}}, [0, 1, 0, 0]),
     ("attribute value type matters", {"include": {"match_type": "strict", "attributes": [
         {"key": "status", "value": "500"}]}}, [0, 0, 0, 0]),
+    ("attribute strict map value, its keys in any order", {"include": {"match_type": "strict", "attributes": [
+        {"key": "m", "value": {"b": [1, "x"], "a": 1}}]}}, [0, 0, 0, 1]),
+    ("attribute strict map value of other types", {"include": {"match_type": "strict", "attributes": [
+        {"key": "m", "value": {"a": 1.0, "b": [1, "x"]}}]}}, [0, 0, 0, 0]),
     ("attribute key only", {"include": {"match_type": "strict", "attributes": [{"key": "db.system"}]}}, [0, 0, 1, 0]),
     ("attribute regexp on int as text", {"include": {"match_type": "regexp", "attributes": [
         {"key": "status", "value": "^5"}]}}, [0, 1, 0, 0]),
