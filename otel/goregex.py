@@ -17,13 +17,14 @@ import re2
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a refused pattern is a config error, reported once with its path
+_REMEMBERED, _REMEMBERED_LENGTH = 1024, 256  # at most 1024 texts of up to 256 characters per pattern
 _NOT_RE2 = re.compile(r"\(\?<?[=!]|\(\?P=|\(\?>|\(\?\(|(?<!\\)(?:\\\\)*\\[1-9]")
 
 
 class GoRegex:
     """One compiled pattern. Texts are matched as UTF-8, as Go strings are."""
 
-    __slots__ = ("pattern", "groupindex", "_regex")
+    __slots__ = ("pattern", "groupindex", "_regex", "_seen")
 
     def __init__(self, pattern: str):
         if _NOT_RE2.search(pattern):
@@ -36,6 +37,7 @@ class GoRegex:
             shown = pattern if len(pattern) <= 200 else pattern[:200] + "..."
             raise ValueError(f"invalid regular expression {shown!r}: {reason}") from None
         self.pattern = pattern
+        self._seen: dict[str, bool] = {}  # search results of short texts: names repeat from record to record
         # in the pattern's order, as Go numbers them (RE2 lists them by name)
         self.groupindex: dict[str, int] = dict(sorted(self._regex.groupindex.items(), key=lambda item: item[1]))
 
@@ -45,7 +47,15 @@ class GoRegex:
 
     def search(self, text: str) -> bool:
         """Whether the pattern matches anywhere in `text` (Go's MatchString)."""
-        return self._regex.search(text.encode()) is not None
+        known = self._seen.get(text)
+        if known is not None:
+            return known
+        found = self._regex.search(text.encode()) is not None
+        if len(text) <= _REMEMBERED_LENGTH:
+            if len(self._seen) >= _REMEMBERED:
+                self._seen.clear()
+            self._seen[text] = found
+        return found
 
     def named_groups(self, text: str) -> dict[str, str] | None:
         """The first match's named groups, "" for a group that took no part (Go's FindStringSubmatch)."""
