@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import re
 
-import re2
-
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False  # a refused pattern is a config error, reported once with its path
+try:
+    import re2
+except ImportError:  # no wheel for this platform (armv7): the package does not pull it in there
+    re2 = None
+else:
+    _OPTIONS = re2.Options()
+    _OPTIONS.log_errors = False  # a refused pattern is a config error, reported once with its path
+NO_RE2 = ("regular expressions need the google-re2 package, which has no wheel for this platform: install it "
+          "(pip install google-re2; it builds from source with Debian's libre2-dev, libabsl-dev and pybind11-dev), "
+          "or use strict matching")
 _REMEMBERED, _REMEMBERED_LENGTH = 1024, 256  # at most 1024 texts of up to 256 characters per pattern
 _NOT_RE2 = re.compile(r"\(\?<?[=!]|\(\?P=|\(\?>|\(\?\(|(?<!\\)(?:\\\\)*\\[1-9]")
 
@@ -27,6 +33,8 @@ class GoRegex:
     __slots__ = ("pattern", "groupindex", "_regex", "_seen")
 
     def __init__(self, pattern: str):
+        if re2 is None:
+            raise ValueError(NO_RE2)
         if _NOT_RE2.search(pattern):
             raise ValueError(f"regular expression {pattern!r} uses lookaround, a backreference, an atomic group or "
                              f"a conditional, which otelcol's RE2 engine does not support; rewrite it without them")
