@@ -183,7 +183,8 @@ async def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[
 
 async def _off_loop(size: int, function: Callable[..., _T], *args: object) -> _T:
     """function(*args), on a worker thread when `size` is large. A caller cancelled meanwhile (the
-    client went away) still waits for the thread: the memory it uses stays reserved until it ends."""
+    client went away, the server stopping) still waits for the thread, however often it is
+    cancelled: the memory the parse uses stays reserved until it ends."""
     global _PARSERS
     if size < OFF_LOOP_BYTES:
         return function(*args)
@@ -193,5 +194,9 @@ async def _off_loop(size: int, function: Callable[..., _T], *args: object) -> _T
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        await asyncio.wait([work])
+        while not work.done():  # each turn waits for the thread; only another cancel ends one early
+            try:
+                await asyncio.wait([work])
+            except asyncio.CancelledError:
+                continue
         raise
