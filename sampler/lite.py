@@ -23,6 +23,7 @@ import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain, repeat
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -55,7 +56,7 @@ class _Layout:
     row: str  # a row's struct format
     marks: tuple[tuple[int, int], ...]  # (offset in the row, byte every row has there)
 
-    def values(self, blob: bytes, count: int) -> tuple[Any, ...] | None:
+    def values(self, blob: bytes, count: int) -> list[Any] | None:
         """The values of `count` rows, row after row, or None when `blob` is not such rows."""
         stride = struct.calcsize("<" + self.row)
         if len(blob) != stride * count:
@@ -63,12 +64,21 @@ class _Layout:
         for offset, byte in self.marks:
             if blob[offset::stride] != bytes((byte,)) * count:
                 return None
-        return _rows(self.row, count).unpack(blob)
+        whole, rest = divmod(count, _CHUNK)
+        chunk = _CHUNK * stride
+        values = list(chain.from_iterable(map(_rows(self.row, _CHUNK).unpack_from, repeat(blob),
+                                              range(0, whole * chunk, chunk))))
+        if rest:
+            values += _rows(self.row, rest).unpack_from(blob, whole * chunk)
+        return values
 
 
-@functools.lru_cache(maxsize=512)
+_CHUNK = 32  # rows an unpack reads: a format per row count would take 50 KiB for 512 rows
+
+
+@functools.lru_cache(maxsize=2 * _CHUNK)
 def _rows(row: str, count: int) -> struct.Struct:
-    """`count` rows as one format: one unpack for a whole scope, in C."""
+    """`count` rows as one format: an unpack reads them in C."""
     return struct.Struct("<" + row * count)
 
 

@@ -73,3 +73,17 @@ def test_a_scope_the_lite_request_does_not_have_is_declined() -> None:
     assert LiteRequest(raw, False).scope(0, 0, 1) is not None
     assert LiteRequest(raw, False).scope(0, 1, 1) is None and LiteRequest(raw, False).scope(1, 0, 1) is None
     assert LiteRequest(raw, False).scope(0, 0, 2) is None  # not as many spans as the walk found
+
+
+@pytest.mark.parametrize("count", [31, 32, 33, 100])
+@pytest.mark.parametrize("with_times", [False, True])
+def test_scopes_of_many_canonical_spans_are_read_whole(count: int, with_times: bool) -> None:
+    rng = random.Random(count)
+    scope = b"".join(length_delimited(2, length_delimited(1, rng.randbytes(16)) + length_delimited(5, b"op")
+                                      + b"\x39" + rng.randbytes(8) + b"\x41" + rng.randbytes(8)) for _ in range(count))
+    raw = length_delimited(1, length_delimited(2, scope))
+    parsed = ExportTraceServiceRequest.FromString(raw).resource_spans[0].scope_spans[0].spans
+    found = LiteRequest(raw, with_times).scope(0, 0, count)
+    assert found is not None and found[0] == [span.trace_id for span in parsed]
+    assert found[1] == ([span.start_time_unix_nano for span in parsed] if with_times else None)
+    assert found[2] == ([span.end_time_unix_nano for span in parsed] if with_times else None)
