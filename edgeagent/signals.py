@@ -19,7 +19,9 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from edgeagent.appender import append_attributes
+from otel.cut import cut
 from otel.shape import LOGS, METRICS, TRACES, Shape
+from otel.wire import WireError
 
 ExportResponse = (trace_service_pb2.ExportTraceServiceResponse | metrics_service_pb2.ExportMetricsServiceResponse
                   | logs_service_pb2.ExportLogsServiceResponse)
@@ -198,6 +200,19 @@ def merge_requests(signal: Signal, parts: list[bytes]) -> bytes:
     return merged.SerializeToString()
 
 
+def split_serialized(signal: Signal, body: bytes, max_items: int) -> list[tuple[bytes, int]]:
+    """(request, items) for requests of at most `max_items` items cut from the serialized `body`:
+    on its bytes (otel.cut), which costs memory about its own size, where parsing a record of
+    millions of tiny items and building the parts took hundreds of MiB outside any budget. Bytes
+    that walk cannot read are parsed (DecodeError when protobuf cannot either)."""
+    try:
+        return cut(body, max_items, metrics=signal is Signal.METRICS)
+    except (WireError, IndexError):
+        request = signal.request_class.FromString(body)
+        return [(part.SerializeToString(), count_items(signal, part))
+                for part in split_request(signal, request, max_items)]
+
+
 def split_request(signal: Signal, request: Any, max_items: int) -> list[Any]:
     """Split a request into requests of at most `max_items` items, keeping resource and scope grouping.
 
@@ -235,7 +250,7 @@ class _Splitter:
         self._target: Any = None
 
     def flush(self) -> None:
-        if self.count:
+        if self.count or len(self.shape.groups_of(self.current)):  # a metric without points counts 0
             self.out.append(self.current)
         self._start()
 

@@ -43,7 +43,7 @@ from google.protobuf.message import DecodeError
 from edgeagent.configretry import RetryConfig, backoff_delay, honoured_retry_after
 from edgeagent.errors import PermanentError, RetryableError, ShutdownError
 from edgeagent.exporters.link import Link
-from edgeagent.signals import Signal, count_items, split_request
+from edgeagent.signals import Signal, split_serialized
 
 log = logging.getLogger(__name__)
 PARTIAL_LOG_INTERVAL = 60.0  # seconds between two warnings about partial successes
@@ -203,11 +203,8 @@ class ExportChain:
         """The two halves of a request refused as too large; none when it cannot be split."""
         if error.status != 413 or items < 2 or error.parts is not None:
             return []
-        request = self.signal.request_class.FromString(body)
-        halves = split_request(self.signal, request, (items + 1) // 2)
-        if len(halves) < 2:
-            return []
-        return [(half.SerializeToString(), count_items(self.signal, half)) for half in halves]
+        halves = split_serialized(self.signal, body, (items + 1) // 2)
+        return halves if len(halves) >= 2 else []
 
     async def _refused(self, delivery: Delivery, dead_letters: DeadLetterSink | None) -> None:
         error = delivery.error

@@ -50,8 +50,9 @@ from edgeagent.exporters.reach import upstream_addresses
 from edgeagent.queue.api import ConsumerQueue
 from edgeagent.queue.api import QueueLease as Lease
 from edgeagent.queue.limits import QueueCapacity
-from edgeagent.signals import Signal, count_items, merge_requests, split_request
+from edgeagent.signals import Signal, merge_requests, split_serialized
 
+_CUT_ON_LOOP_BYTES = 256 << 10  # larger bodies are cut into send_batch_max_size parts on a thread
 log = logging.getLogger(__name__)
 
 
@@ -307,9 +308,10 @@ class Sender:
         """The chain's export of the lease; stopped when every client waiting for its records gave up
         (wait_for_result), which then get them back (RetryableError: the lease is released)."""
         if not self.queue.waited_for(lease):
-            await self.chain.export(self._requests(lease), _LeaseDeadLetters(self.queue, lease))
+            await self.chain.export(await self._requests(lease), _LeaseDeadLetters(self.queue, lease))
             return
-        export = asyncio.ensure_future(self.chain.export(self._requests(lease), _LeaseDeadLetters(self.queue, lease)))
+        requests = await self._requests(lease)
+        export = asyncio.ensure_future(self.chain.export(requests, _LeaseDeadLetters(self.queue, lease)))
         given_up = asyncio.ensure_future(self.queue.abandoned(lease))
         try:
             await asyncio.wait((export, given_up), return_when=asyncio.FIRST_COMPLETED)
@@ -333,21 +335,22 @@ class Sender:
             log.error("acknowledging delivered data failed; it will be delivered again",
                       exc_info=future.exception(), extra={"queue": self.queue.name})
 
-    def _requests(self, lease: Lease) -> list[Part]:
+    async def _requests(self, lease: Lease) -> list[Part]:
         try:
-            return self._batches(lease)
+            return await self._batches(lease)
         except DecodeError:  # a record damaged on disk: it must not stop this consumer
             self._quarantine_unparsable(lease)
-            return self._batches(lease) if lease.bodies else []
+            return await self._batches(lease) if lease.bodies else []
 
-    def _batches(self, lease: Lease) -> list[Part]:
+    async def _batches(self, lease: Lease) -> list[Part]:
         body = merge_requests(self.signal, lease.bodies)
         max_items = self.batch.send_batch_max_size if self.batch else 0
         if not max_items or lease.items <= max_items:
             return [(body, lease.items)]
-        request = self.signal.request_class.FromString(body)
-        return [(part.SerializeToString(), count_items(self.signal, part))
-                for part in split_request(self.signal, request, max_items)]
+        if len(body) < _CUT_ON_LOOP_BYTES:
+            return split_serialized(self.signal, body, max_items)
+        # a walk over millions of items: on a thread, so that the loop keeps serving meanwhile
+        return await asyncio.to_thread(split_serialized, self.signal, body, max_items)
 
     def _quarantine_unparsable(self, lease: Lease) -> None:
         """A record whose request does not parse (damaged on disk) leaves the lease for the dead-letter

@@ -42,10 +42,6 @@ BODY_COPIES = 2  # the body as received, and once more serialized when a process
 # share, so that a few requests at a time take the ceiling, and never so many that the rest, counted,
 # find no room
 NO_SCAN_SHARE = 16
-# a body from OFF_LOOP_BYTES on is charged twice its bound: measured in the agent, an accepted
-# body of 2M empty spans took about 700 MiB at its peak, twice what parsing it alone takes (338
-# MiB); where the second half goes is not found yet. SDK-sized requests are under OFF_LOOP_BYTES
-LARGE_BODY_FACTOR = 2
 OFF_LOOP_BYTES = 256 << 10  # bodies from this size are walked and parsed on a worker thread
 PARSE_THREADS = 2  # their own threads: hostile bodies never hold up the queue's and exporters' work
 _T = TypeVar("_T")
@@ -161,8 +157,7 @@ async def admit(reservation: Reservation, signal: Signal, body: bytes, content_t
                 return  # room for the most it could be: no need to count (most requests, most of the time)
             except (RetryableError, BadRequestError):
                 pass  # memory is short for that now: bound it closer
-    factor = LARGE_BODY_FACTOR if len(body) >= OFF_LOOP_BYTES else 1
-    bound = worst_case(signal, body, content_type) * factor
+    bound = worst_case(signal, body, content_type)
     if content_type == codec.JSON:
         reservation.cover(bound)
         return
@@ -171,8 +166,8 @@ async def admit(reservation: Reservation, signal: Signal, body: bytes, content_t
         return
     except (RetryableError, BadRequestError):
         pass  # the quick bound does not fit: count the messages there are
-    limit = min(bound, reservation.limit) // factor  # a walk never finds more than the quick bound
-    reservation.cover(await _off_loop(len(body), message_cost, signal, body, limit) * factor)
+    limit = min(bound, reservation.limit)  # a walk never finds more than the quick bound
+    reservation.cover(await _off_loop(len(body), message_cost, signal, body, limit))
 
 
 async def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, str] | None,
@@ -183,7 +178,8 @@ async def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[
 
 async def _off_loop(size: int, function: Callable[..., _T], *args: object) -> _T:
     """function(*args), on a worker thread when `size` is large. A caller cancelled meanwhile (the
-    client went away) still waits for the thread: the memory it uses stays reserved until it ends."""
+    client went away, the server stopping) still waits for the thread, however often it is
+    cancelled: the memory the parse uses stays reserved until it ends."""
     global _PARSERS
     if size < OFF_LOOP_BYTES:
         return function(*args)
@@ -193,5 +189,9 @@ async def _off_loop(size: int, function: Callable[..., _T], *args: object) -> _T
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        await asyncio.wait([work])
+        while not work.done():  # each turn waits for the thread; only another cancel ends one early
+            try:
+                await asyncio.wait([work])
+            except asyncio.CancelledError:
+                continue
         raise

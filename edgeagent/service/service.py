@@ -212,6 +212,7 @@ class Service:
             telemetry = telemetry_change(self.config, config)
             if telemetry:
                 raise ReloadRefused(f"{', '.join(telemetry)}: service::telemetry changes take effect only on restart")
+            opened = set(self.stores.by_id)
             try:
                 new = await self._build(config, guard=True)  # nothing has stopped yet: the running graph stays
             except ReloadRefused:
@@ -224,6 +225,7 @@ class Service:
                 kept = await self._swap(new, guard=True)
             except Exception as exc:
                 await self._restore(running, exc)
+                await self._close_stores_since(opened, only_empty=True)  # the running config does not use them
                 if isinstance(exc, ReloadRefused):
                     raise
                 raise ReloadFailed(f"the new config did not start ({exc}); the previous config runs again") from exc
@@ -331,11 +333,20 @@ class Service:
                 task.add_done_callback(self._background_done)
                 self._background.append(task)
 
-    async def _close_stores_since(self, opened: set[str]) -> None:
-        """Close the stores a refused config opened (never started), so the next config opens its own."""
+    async def _close_stores_since(self, opened: set[str], only_empty: bool = False) -> None:
+        """Close the stores a refused or failed config opened, so the next config opens its own. With
+        `only_empty`, one whose queues took data meanwhile stays open: `status` shows them unowned."""
         for key in set(self.stores.by_id) - opened:
+            store = self.stores.by_id[key]
+            if only_empty and any(queue.entries for queue in store.queues.values()):
+                continue
             self.stores.rebound.pop(key, None)
-            await _quietly(self.stores.by_id.pop(key).close(), "queue store")
+            self._started_stores.discard(key)
+            for task in self._background:
+                if task.get_name() == f"rebound:{key}":
+                    task.cancel()
+            del self.stores.by_id[key]
+            await _quietly(store.close(), "queue store")
 
     async def drain(self, timeout: float) -> None:
         """Before a stop: refuse new data, then keep sending until the queues are empty or `timeout` passes.

@@ -230,3 +230,35 @@ def test_a_reload_whose_config_and_previous_config_both_fail_to_start_exits_non_
     finally:
         taken.close()
     assert "could not start the previous config again" in agent.log()
+
+
+def test_a_reload_that_cannot_start_closes_the_store_its_config_opened(agents, upstream, tmp_path):
+    """The restored config does not use the failed config's new storage: it must not stay open (a writer
+    thread and the environment's files per failed reload, for as long as the agent runs)."""
+    http = "      http:\n        endpoint: 127.0.0.1:%d\n"
+    agent, config, state = _agent_on_port_from_file(agents, upstream, tmp_path, http % free_port())
+    agent.http_port = int(config.read_text().split("endpoint: 127.0.0.1:")[1].split()[0])
+    extra = tmp_path / "extra"
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        text = (CONFIG % "").replace("      http:\n", http % taken.getsockname()[1], 1)
+        text = text.replace("      initial_interval: 100ms\n", "      initial_interval: 100ms\n"
+                            "    sending_queue:\n      storage: file_storage/extra\n")
+        text = text.replace("  health_check:\n", f"  health_check:\n  file_storage/extra:\n    directory: {extra}\n"
+                            "    create_directory: true\n")
+        text = text.replace("[health_check]", "[health_check, file_storage/extra]")
+        config.write_text(text)
+        failed = subprocess.run([sys.executable, "-m", "edgeagent", "reload", "--state-dir", state],
+                                capture_output=True, text=True, timeout=30)
+    finally:
+        taken.close()
+    assert failed.returncode == 1 and "previous config" in failed.stdout, failed.stdout + failed.stderr
+    assert any(extra.iterdir())  # the failed config did open its store
+    fd_dir = f"/proc/{agent.process.pid}/fd"
+    still_open = [target for target in (os.readlink(os.path.join(fd_dir, fd)) for fd in os.listdir(fd_dir))
+                  if target.startswith(str(extra))]
+    assert still_open == []
+    assert _post(agent.http_port, _request(7)) == 200
+    wait_until(lambda: upstream.span_ids() == {(7).to_bytes(8, "big")}, timeout=15, message="still delivering")

@@ -69,9 +69,8 @@ def test_lone_request_may_take_up_to_the_hard_limit() -> None:
 
 def test_ordinary_body_whose_quick_bound_does_not_fit_is_admitted_on_its_messages() -> None:
     body = b"".join([bodies.ordinary_traces()] * 20)  # 3.6 MiB of ordinary spans
-    factor = parse_cost.LARGE_BODY_FACTOR  # a body this large is charged twice its bound
-    quick = parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF) * factor
-    walked = parse_cost.message_cost(Signal.TRACES, body, 1 << 40) * factor
+    quick = parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF)
+    walked = parse_cost.message_cost(Signal.TRACES, body, 1 << 40)
     limiter = _limiter(used_mib=10, limit_mib=10 + (quick + walked) // 2 // MIB)
     reservation, refusals = _reservation(limiter)
     reservation.grow(len(body))

@@ -175,3 +175,31 @@ def test_grpc_flood_of_empty_spans_stays_within_the_memory_limit_while_others_ar
     # served meanwhile, not after the flood (the walk shares the GIL: a loaded machine slows it)
     assert small and small[0][0] in (200, 503) and small[0][1] < 2.0, small
     assert _status(agent.process.pid, "VmHWM") < hard
+
+
+def test_a_parse_on_its_thread_is_awaited_to_its_end_however_often_the_caller_is_cancelled() -> None:
+    """The caller releases the request's memory reservation once _off_loop returns: a second cancel
+    (a client gone, then the server stopping) must not end the wait while the thread still parses."""
+    import asyncio
+
+    release = threading.Event()
+    finished = threading.Event()
+
+    def parse() -> None:
+        release.wait(5)
+        finished.set()
+
+    async def run() -> bool:
+        task = asyncio.ensure_future(parse_cost._off_loop(parse_cost.OFF_LOOP_BYTES, parse))
+        await asyncio.sleep(0.05)
+        for _ in range(3):
+            task.cancel()
+            await asyncio.sleep(0.02)
+        ended_early = task.done()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return ended_early
+
+    assert asyncio.run(run()) is False
+    assert finished.is_set()
