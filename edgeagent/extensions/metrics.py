@@ -139,17 +139,22 @@ class Metrics:
             self.histograms[name] = Histogram(name, documentation, labelnames, buckets)
         return self.histograms[name]
 
-    def render(self) -> bytes:
+    def render(self, leave_out: frozenset[str] = frozenset()) -> bytes:
+        """The text of every family but those named in `leave_out` (the telemetry level's)."""
         out: list[str] = []
         for counter in list(self.counters.values()):
-            _counter_families(out, counter, counter.samples())
+            if counter.name not in leave_out:
+                _counter_families(out, counter, counter.samples())
         for gauge in list(self.gauges.values()):
+            if gauge.name in leave_out:
+                continue
             if gauge.kind == "counter":
                 _counter_families(out, gauge, gauge.read())
             else:
                 _family(out, gauge.name, gauge.documentation, "gauge", gauge.labelnames, gauge.derived, gauge.read())
         for histogram in list(self.histograms.values()):
-            histogram.render(out)
+            if histogram.name not in leave_out:
+                histogram.render(out)
         if self.info:
             _head(out, "target_info", "Target metadata", "gauge")
             _sample(out, "target_info", self.info, 1.0)

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 METRICS_READ_TIMEOUT = 5.0  # seconds; otelcol's Prometheus server (ReadTimeout, WriteTimeout)
 METRICS_WRITE_TIMEOUT = 10.0
 Samples = list[tuple[tuple[str, ...], float]]
+# what otelcol 0.165 serves only at level detailed (its service's default metric views): the HTTP
+# and gRPC instrumentation, the processors' durations, the sizes of what enters a sending queue
+DETAILED_ONLY = frozenset(("http_server_request_duration", "rpc_server_call_duration", "http_client_request_duration",
+                           "rpc_client_call_duration", "otelcol_processor_internal_duration",
+                           "otelcol_exporter_enqueue_size", "otelcol_exporter_enqueue_size_bytes"))
 
 
 class Telemetry:
@@ -90,8 +95,10 @@ class Telemetry:
         if not endpoints:
             return
 
+        leave_out = frozenset() if settings.level == "detailed" else DETAILED_ONLY
+
         async def handle(request: Request) -> Response:
-            return Response(body=self.metrics.render(), content_type="text/plain; charset=utf-8")
+            return Response(body=self.metrics.render(leave_out), content_type="text/plain; charset=utf-8")
 
         # otelcol's Prometheus server: ReadTimeout 5 s (the wait for a head here), WriteTimeout 10 s
         self._server = server = Server(wait_for_request=METRICS_READ_TIMEOUT, write_timeout=METRICS_WRITE_TIMEOUT)
