@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgeagent.config.types import Duration
 from edgeagent.configdecode import split_comma_lists
 
 
@@ -24,9 +25,47 @@ class PipelineConfig(_Strict):
     exporters: list[str] = Field(default_factory=list)
 
 
+class LogsSampling(_Strict):
+    """otelcol's log sampling; edgeagent logs once per episode, never per item, so it samples nothing."""
+    enabled: bool = True
+    tick: Duration = 10.0
+    initial: int = 10
+    thereafter: int = 100
+
+
 class LogsConfig(_Strict):
+    """otelcol 0.165's `service::telemetry::logs`. `output_paths` are `stdout`, `stderr` or files
+    (appended to); `initial_fields` go on every line. `development`, `disable_caller`,
+    `disable_stacktrace`, `sampling` and `error_output_paths` (where zap reports its own
+    failures) shape zap's output and have nothing to act on here."""
     level: Literal["debug", "info", "warn", "warning", "error", "DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "info"
     encoding: Literal["console", "json", "auto"] = "auto"
+    development: bool = False
+    disable_caller: bool = False
+    disable_stacktrace: bool = False
+    sampling: LogsSampling | None = None
+    output_paths: list[str] = Field(default_factory=lambda: ["stderr"])
+    error_output_paths: list[str] = Field(default_factory=lambda: ["stderr"])
+    initial_fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResourceAttribute(_Strict):
+    name: str
+    value: Any = None
+
+
+class TracesConfig(_Strict):
+    """otelcol's `service::telemetry::traces`: without processors it exports nothing, as here."""
+    level: Literal["none", "basic", "normal", "detailed"] = "basic"
+    propagators: list[str] = Field(default_factory=list)
+    processors: list[Any] = Field(default_factory=list)
+
+    @field_validator("processors")
+    @classmethod
+    def _no_processors(cls, value: list[Any]) -> list[Any]:
+        if value:
+            raise ValueError("edgeagent does not trace itself, so it has no spans to export; remove processors")
+        return value
 
 
 class PrometheusPull(_Strict):
@@ -104,6 +143,30 @@ def _host_port(host: str, port: int) -> str:
 class TelemetryConfig(_Strict):
     logs: LogsConfig = Field(default_factory=LogsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    traces: TracesConfig = Field(default_factory=TracesConfig)
+    # otelcol's two forms: {attributes: [{name, value}]}, or the older map of name: value (null removes one)
+    resource: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("resource")
+    @classmethod
+    def _resource(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "attributes" in value:
+            if len(value) > 1 or not isinstance(value["attributes"], list):
+                raise ValueError("resource: either an attributes list of {name, value} or a map of name: value")
+            for item in value["attributes"]:
+                ResourceAttribute.model_validate(item)
+        return value
+
+    def resource_attributes(self) -> dict[str, str | None]:
+        """The resource's attributes by name; None: remove the agent's own value."""
+        if "attributes" in self.resource:
+            items = [ResourceAttribute.model_validate(item) for item in self.resource["attributes"]]
+            return {item.name: _text(item.value) for item in items}
+        return {name: _text(value) for name, value in self.resource.items()}
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class ServiceConfig(_Strict):

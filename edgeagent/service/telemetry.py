@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -71,6 +72,15 @@ class Telemetry:
             self.problems.pop(exporter_id, None)
         else:
             self.problems[exporter_id] = problem
+
+    def describe(self, resource: Mapping[str, str | None]) -> None:
+        """service::telemetry::resource: its attributes on target_info, over the agent's own (None removes one)."""
+        for name, value in resource.items():
+            label = re.sub(r"[^a-zA-Z0-9_]", "_", name)
+            if value is None:
+                self.metrics.info.pop(label, None)
+            else:
+                self.metrics.info[label] = value
 
     def watch_exporters(self, exporters: Callable[[], Mapping[str, Any]]) -> None:
         """Where the exporters send, for the server labels of otelcol's exporter counters."""
