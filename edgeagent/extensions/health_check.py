@@ -129,7 +129,7 @@ class HealthCheck:
         server = Server(wait_for_request=confighttp.wait_for_request(self.config),
                         write_timeout=self.config.write_timeout)
         answer = self._details if self.config.response_body is None else self._body
-        server.get(self.config.path, answer)
+        server.any(self.config.path, answer)  # otelcol's handler takes every method (HAProxy checks with OPTIONS)
         if self.config.path.endswith("/"):  # otelcol's Go ServeMux: such a pattern matches every path below it
             server.otherwise(lambda request: _below(request, self.config.path, answer))
         for path in ("/health", "/health/live", "/health/ready"):
@@ -177,7 +177,7 @@ class HealthCheck:
 
 
 async def _below(request: Request, path: str, answer: Handler) -> Response:
-    if request.method in ("GET", "HEAD") and request.path.startswith(path):
+    if request.path.startswith(path):
         return await answer(request)
     return Response(404, text="404 page not found\n")
 

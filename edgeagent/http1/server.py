@@ -24,7 +24,7 @@ Design note:
   request) is half-closed first and read until the client closes (at most LINGER seconds), so
   its answer is not lost to a reset.
 - Routing is exact paths plus one `{name}` segment form; an unknown path gets 404 (or the
-  `otherwise` handler's answer), a known one
+  `otherwise` handler's answer), a known one (unless it has an `any`-method route)
   with another method 405 with Allow, HEAD is served by the GET route without the body. Every
   answer from the router or a handler passes through the middlewares (outermost first) and then
   the `on_response` hooks. A handler's exception is logged and answered 500; the connection goes on.
@@ -124,6 +124,9 @@ def _not_allowed(allowed: str) -> Handler:
     return answer
 
 
+ANY_METHOD = "*"  # the route of every method the path has no handler of its own for
+
+
 class Server:
     """Routes, middlewares and hooks, served on any number of listeners (`listen`) until `stop`."""
 
@@ -154,6 +157,10 @@ class Server:
         if self._frozen:
             raise RuntimeError("routes are added before the server listens")
         self._otherwise = handler
+
+    def any(self, path: str, handler: Handler) -> None:
+        """Serve `path` whatever the method (the other routes of the path come first)."""
+        self.add_route(ANY_METHOD, path, handler)
 
     def get(self, path: str, handler: Handler) -> None:
         self.add_route("GET", path, handler)
@@ -251,7 +258,7 @@ class Server:
         else:
             request.route, request.params, _ = match
             chained, not_allowed = self._handlers[request.route]
-            handler = chained.get(request.method, not_allowed)
+            handler = chained.get(request.method) or chained.get(ANY_METHOD, not_allowed)
             if handler is not_allowed:
                 request.route = ""
         try:
