@@ -3,7 +3,9 @@
 Live means the process and its event loop run. Ready means receivers are up and the
 queue is open. `/health` and `/` answer with details: queue backlog, upstream state,
 memory limiter state, and failed components; with `response_body`, `path` answers with its
-`healthy` or `unhealthy` text instead, as otelcol's does.
+`healthy` or `unhealthy` text instead, as otelcol's does. As there, `path` answers any method,
+a `path` ending in `/` every path below it too (Go's ServeMux), and the answer is 503 until the
+agent has started and again from the start of its stop.
 
 The keys are otelcol 0.165's. Its health check is a confighttp server: the listener's keys
 (`transport`, `endpoint`, `tls`) and the server's timeouts (`read_header_timeout`,
