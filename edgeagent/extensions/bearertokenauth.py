@@ -84,6 +84,9 @@ class BearerTokenAuthConfig(AuthenticatorConfig):
 class BearerTokenAuth:
     """An authenticator (see edgeagent.auth): checks incoming requests, adds the header to outgoing ones."""
 
+    # as its gRPC credentials in otelcol: a gRPC exporter sends the token over TLS only
+    requires_transport_security = True
+
     def __init__(self, component_id: str, config: BearerTokenAuthConfig, host: Any = None):
         self.id = component_id
         self.config = config
