@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -68,9 +69,29 @@ class TracesConfig(_Strict):
         return value
 
 
+class IncludeExclude(_Strict):
+    """Resource attributes by name: those `included` (all when empty) that are not `excluded`."""
+    included: list[str] = Field(default_factory=list)
+    excluded: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> IncludeExclude:
+        both = sorted(set(self.included) & set(self.excluded))
+        if both:  # otelcol's words
+            raise ValueError(f"attribute cannot be in both include and exclude list: {both[0]}")
+        return self
+
+    def admits(self, label: str) -> bool:
+        """Whether the attribute served as `label` (its name with dots as underscores) is admitted."""
+        included, excluded = ({_label(name) for name in names} for names in (self.included, self.excluded))
+        return (not included or label in included) and label not in excluded
+
+
 class PrometheusPull(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8888, ge=1, le=65535)
+    # the resource attributes put on every series as labels (otelcol's key); None: none
+    with_resource_constant_labels: IncludeExclude | None = None
     # otelcol's defaults, which are how the metrics are named here; false is refused, not ignored
     without_scope_info: bool = True
     without_units: bool = True
@@ -127,13 +148,22 @@ class MetricsConfig(_Strict):
 
     def endpoints(self) -> list[str]:
         """host:port of every /metrics server, none when telemetry metrics are off."""
+        return [endpoint for endpoint, _ in self.servers()]
+
+    def servers(self) -> list[tuple[str, IncludeExclude | None]]:
+        """(host:port, the resource attributes its series carry) of every /metrics server."""
         if self.level == "none":
             return []
         if self.address is not None:
-            return [self.address]
+            return [(self.address, None)]
         if self.readers is None:
-            return ["127.0.0.1:8888"]
-        return [_host_port(r.pull.exporter.prometheus.host, r.pull.exporter.prometheus.port) for r in self.readers]
+            return [("127.0.0.1:8888", None)]
+        pulls = [reader.pull.exporter.prometheus for reader in self.readers]
+        return [(_host_port(pull.host, pull.port), pull.with_resource_constant_labels) for pull in pulls]
+
+
+def _label(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
 def _host_port(host: str, port: int) -> str:

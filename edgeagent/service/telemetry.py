@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgeagent.config.service import MetricsConfig
+from edgeagent.config.service import IncludeExclude, MetricsConfig
 from edgeagent.config.types import split_endpoint
 from edgeagent.extensions.metrics import Derived, Metrics
-from edgeagent.http1.server import Request, Response, Server
+from edgeagent.http1.server import Handler, Request, Response, Server
 from edgeagent.queue.ops import WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.service.consumers import Processor
@@ -46,7 +46,7 @@ class Telemetry:
         self.upstream_online: dict[str, bool | None] = {}
         self.problems: dict[str, str] = {}  # exporter or connector id -> its last failure, until it delivers
         self.exporters: Callable[[], Mapping[str, Any]] = dict  # the running graph's exporters, by id
-        self._server: Server | None = None
+        self._servers: list[Server] = []
         _define_counters(self.metrics, self._destination)
         define_process_metrics(self.metrics)
 
@@ -101,25 +101,25 @@ class Telemetry:
         define_queue_gauges(self, stores)
 
     async def serve(self, settings: MetricsConfig) -> None:
-        endpoints = settings.endpoints()
-        if not endpoints:
-            return
-
         leave_out = frozenset() if settings.level == "detailed" else DETAILED_ONLY
-
-        async def handle(request: Request) -> Response:
-            return Response(body=self.metrics.render(leave_out), content_type="text/plain; charset=utf-8")
-
-        # otelcol's Prometheus server: ReadTimeout 5 s (the wait for a head here), WriteTimeout 10 s
-        self._server = server = Server(wait_for_request=METRICS_READ_TIMEOUT, write_timeout=METRICS_WRITE_TIMEOUT)
-        server.get("/metrics", handle)
-        for endpoint in endpoints:  # one listener per prometheus reader
+        for endpoint, constant in settings.servers():  # a server per prometheus reader
+            # otelcol's Prometheus server: ReadTimeout 5 s (the wait for a head here), WriteTimeout 10 s
+            server = Server(wait_for_request=METRICS_READ_TIMEOUT, write_timeout=METRICS_WRITE_TIMEOUT)
+            server.get("/metrics", self._handler(leave_out, constant))
+            self._servers.append(server)
             host, port = split_endpoint(endpoint, 8888)
             await server.listen(host=host, port=port)
 
+    def _handler(self, leave_out: frozenset[str], constant: IncludeExclude | None) -> Handler:
+        async def handle(request: Request) -> Response:
+            labels = {} if constant is None else {
+                name: value for name, value in self.metrics.info.items() if constant.admits(name)}
+            return Response(body=self.metrics.render(leave_out, labels), content_type="text/plain; charset=utf-8")
+        return handle
+
     async def stop_serving(self) -> None:
-        if self._server is not None:
-            server, self._server = self._server, None
+        servers, self._servers = self._servers, []
+        for server in servers:
             await server.stop(grace=1.0)
 
 

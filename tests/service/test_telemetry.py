@@ -43,3 +43,24 @@ def test_below_detailed_the_series_otelcol_drops_are_not_served(level):
 def test_detailed_serves_them():
     text = _served("detailed")
     assert [name for name in DETAILED_ONLY if f"# TYPE {name} " not in text] == []
+
+
+def test_with_resource_constant_labels_puts_the_resource_attributes_it_names_on_every_series():
+    """otelcol 0.165's prometheus reader key; it was refused, so such a config did not run."""
+    async def scenario() -> str:
+        telemetry = Telemetry()
+        telemetry.describe({"deployment.environment": "prod"})
+        port = free_port()
+        prometheus = {"host": "127.0.0.1", "port": port,
+                      "with_resource_constant_labels": {"included": ["deployment.environment"]}}
+        reader = {"pull": {"exporter": {"prometheus": prometheus}}}
+        await telemetry.serve(MetricsConfig.model_validate({"readers": [reader]}))
+        try:
+            return await asyncio.to_thread(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+        finally:
+            await telemetry.stop_serving()
+
+    text = asyncio.run(scenario())
+    uptime = next(line for line in text.splitlines() if line.startswith("otelcol_process_uptime{"))
+    assert uptime.startswith('otelcol_process_uptime{deployment_environment="prod"} ')
