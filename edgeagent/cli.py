@@ -165,7 +165,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_errors(error)
         return EXIT_CONFIG
     telemetry_logs = config.service.telemetry.logs
-    agent_logging.configure(telemetry_logs.level, telemetry_logs.encoding)
+    try:
+        agent_logging.configure(telemetry_logs.level, telemetry_logs.encoding, telemetry_logs.output_paths,
+                                telemetry_logs.initial_fields)
+    except OSError as exc:  # a log file that cannot be opened
+        print(f"error: service::telemetry::logs::output_paths: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     for warning in config.warnings:
         log.warning(warning)
     from edgeagent.service.service import Service  # heavy imports only for run

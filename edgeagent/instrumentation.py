@@ -18,6 +18,9 @@ from edgeagent.http1.server import Handler, Middleware, Request, Response
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 _SERVER_LABELS = ("http_request_method", "http_response_status_code", "http_route", "network_protocol_name",
                   "network_protocol_version", "server_address", "server_port", "url_scheme")
+# the methods semantic conventions name; any other token a client sends is served as _OTHER, as otelhttp
+# does, so a client cannot add series (and memory) one made-up method at a time
+_KNOWN_METHODS = frozenset(("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"))
 _CLIENT_LABELS = ("http_request_method", "http_response_status_code", "error_type", "network_protocol_name",
                   "network_protocol_version", "server_address", "server_port", "url_scheme")
 
@@ -43,7 +46,8 @@ def http_server_timer(metrics: Metrics | None, address: str, port: int, scheme: 
             return response
         finally:
             version = f"{request.version[0]}.{request.version[1]}"
-            histogram.observe(time.perf_counter() - started, request.method, str(status), request.route, "http",
+            method = request.method if request.method in _KNOWN_METHODS else "_OTHER"
+            histogram.observe(time.perf_counter() - started, method, str(status), request.route, "http",
                               version, address, port_text, scheme)
 
     return timed

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgeagent.config.types import Duration
 from edgeagent.configdecode import split_comma_lists
 
 
@@ -24,14 +26,72 @@ class PipelineConfig(_Strict):
     exporters: list[str] = Field(default_factory=list)
 
 
+class LogsSampling(_Strict):
+    """otelcol's log sampling; edgeagent logs once per episode, never per item, so it samples nothing."""
+    enabled: bool = True
+    tick: Duration = 10.0
+    initial: int = 10
+    thereafter: int = 100
+
+
 class LogsConfig(_Strict):
+    """otelcol 0.165's `service::telemetry::logs`. `output_paths` are `stdout`, `stderr` or files
+    (appended to); `initial_fields` go on every line. `development`, `disable_caller`,
+    `disable_stacktrace`, `sampling` and `error_output_paths` (where zap reports its own
+    failures) shape zap's output and have nothing to act on here."""
     level: Literal["debug", "info", "warn", "warning", "error", "DEBUG", "INFO", "WARN", "WARNING", "ERROR"] = "info"
     encoding: Literal["console", "json", "auto"] = "auto"
+    development: bool = False
+    disable_caller: bool = False
+    disable_stacktrace: bool = False
+    sampling: LogsSampling | None = None
+    output_paths: list[str] = Field(default_factory=lambda: ["stderr"])
+    error_output_paths: list[str] = Field(default_factory=lambda: ["stderr"])
+    initial_fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResourceAttribute(_Strict):
+    name: str
+    value: Any = None
+
+
+class TracesConfig(_Strict):
+    """otelcol's `service::telemetry::traces`: without processors it exports nothing, as here."""
+    level: Literal["none", "basic", "normal", "detailed"] = "basic"
+    propagators: list[str] = Field(default_factory=list)
+    processors: list[Any] = Field(default_factory=list)
+
+    @field_validator("processors")
+    @classmethod
+    def _no_processors(cls, value: list[Any]) -> list[Any]:
+        if value:
+            raise ValueError("edgeagent does not trace itself, so it has no spans to export; remove processors")
+        return value
+
+
+class IncludeExclude(_Strict):
+    """Resource attributes by name: those `included` (all when empty) that are not `excluded`."""
+    included: list[str] = Field(default_factory=list)
+    excluded: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> IncludeExclude:
+        both = sorted(set(self.included) & set(self.excluded))
+        if both:  # otelcol's words
+            raise ValueError(f"attribute cannot be in both include and exclude list: {both[0]}")
+        return self
+
+    def admits(self, label: str) -> bool:
+        """Whether the attribute served as `label` (its name with dots as underscores) is admitted."""
+        included, excluded = ({_label(name) for name in names} for names in (self.included, self.excluded))
+        return (not included or label in included) and label not in excluded
 
 
 class PrometheusPull(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8888, ge=1, le=65535)
+    # the resource attributes put on every series as labels (otelcol's key); None: none
+    with_resource_constant_labels: IncludeExclude | None = None
     # otelcol's defaults, which are how the metrics are named here; false is refused, not ignored
     without_scope_info: bool = True
     without_units: bool = True
@@ -88,13 +148,22 @@ class MetricsConfig(_Strict):
 
     def endpoints(self) -> list[str]:
         """host:port of every /metrics server, none when telemetry metrics are off."""
+        return [endpoint for endpoint, _ in self.servers()]
+
+    def servers(self) -> list[tuple[str, IncludeExclude | None]]:
+        """(host:port, the resource attributes its series carry) of every /metrics server."""
         if self.level == "none":
             return []
         if self.address is not None:
-            return [self.address]
+            return [(self.address, None)]
         if self.readers is None:
-            return ["127.0.0.1:8888"]
-        return [_host_port(r.pull.exporter.prometheus.host, r.pull.exporter.prometheus.port) for r in self.readers]
+            return [("127.0.0.1:8888", None)]
+        pulls = [reader.pull.exporter.prometheus for reader in self.readers]
+        return [(_host_port(pull.host, pull.port), pull.with_resource_constant_labels) for pull in pulls]
+
+
+def _label(name: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
 def _host_port(host: str, port: int) -> str:
@@ -104,6 +173,30 @@ def _host_port(host: str, port: int) -> str:
 class TelemetryConfig(_Strict):
     logs: LogsConfig = Field(default_factory=LogsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    traces: TracesConfig = Field(default_factory=TracesConfig)
+    # otelcol's two forms: {attributes: [{name, value}]}, or the older map of name: value (null removes one)
+    resource: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("resource")
+    @classmethod
+    def _resource(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "attributes" in value:
+            if len(value) > 1 or not isinstance(value["attributes"], list):
+                raise ValueError("resource: either an attributes list of {name, value} or a map of name: value")
+            for item in value["attributes"]:
+                ResourceAttribute.model_validate(item)
+        return value
+
+    def resource_attributes(self) -> dict[str, str | None]:
+        """The resource's attributes by name; None: remove the agent's own value."""
+        if "attributes" in self.resource:
+            items = [ResourceAttribute.model_validate(item) for item in self.resource["attributes"]]
+            return {item.name: _text(item.value) for item in items}
+        return {name: _text(value) for name, value in self.resource.items()}
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class ServiceConfig(_Strict):

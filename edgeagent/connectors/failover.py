@@ -17,10 +17,13 @@ Design note
   per switch). Only when every level failed does `send()` raise RetryableError, and the data
   stays in the connector's queue for the sender's backoff. Levels above the active one are
   tried last before giving up: when everything else is down, a recovered primary is used at
-  once. A permanent rejection is not a health signal (the upstream answered): it is raised
-  as it is and the sender moves the data to the dead-letter store. So is an error of a
-  sub-pipeline's processor (the memory limiter refusing): the data waits in the queue, and
-  no level is blamed for it.
+  once. As in otelcol, a level that refuses a whole request for good (400, 401, 404: a
+  misconfigured or unauthorized upstream) has failed too, and the next level gets it; when
+  every level refused it for good, the error is raised and the sender moves the data to the
+  dead-letter store, and when some level only failed retryably it stays queued. Single items
+  refused after a 413 split, while the level took the rest, are refused for good at once (the
+  level works). An error of a sub-pipeline's processor (the memory limiter refusing) is
+  raised as it is: the data waits in the queue, and no level is blamed for it.
 * Back at once: the error raised when every level failed is `unanswered` only when no level
   answered at all, and `upstream_addresses()` lists where the exporters of every level
   connect, so the sender's Link watches them all (edgeagent.exporters.reach) and any one
@@ -63,6 +66,7 @@ from edgeagent.signals import Payload, Signal
 log = logging.getLogger(__name__)
 
 NORMAL, RETRY, LAST_RESORT = "normal", "retry", "last resort"
+Failure = RetryableError | PermanentError
 
 
 class FailoverConfig(ConnectorConfig):
@@ -222,13 +226,15 @@ class FailoverConnector:
             payload = Payload.from_bytes(signal, body)
         except DecodeError as exc:
             raise PermanentError(f"queued request does not decode: {exc}") from exc
-        failures: list[tuple[int, RetryableError]] = []
+        failures: list[tuple[int, Failure]] = []
         for level, kind in self.state.plan(time.monotonic()):
             processed = [(pipeline, pipeline.process(payload.copy())) for pipeline in self.levels[level]]
             try:
                 result = settle(await asyncio.gather(*(pipeline.send(request) for pipeline, request in processed
                                                        if request is not None), return_exceptions=True))
-            except RetryableError as exc:
+            except (RetryableError, PermanentError) as exc:
+                if isinstance(exc, PermanentError) and not _refused_whole(exc, processed):
+                    raise  # the level took the rest of it: it works; these items are refused for good
                 failures.append((level, exc))
                 if self.state.failed(level, kind):
                     log.warning("failover stops retrying a priority level: max_retries reached; it is used again "
@@ -238,12 +244,16 @@ class FailoverConnector:
             if self.state.succeeded(level, kind, [failed for failed, _ in failures], time.monotonic()):
                 self._log_switch(previous, level, failures)
             return result
+        retryable = [exc for _, exc in failures if isinstance(exc, RetryableError)]
+        if not retryable:
+            raise failures[-1][1]  # every level refused it for good: the sender dead-letters it
+        refused = len(retryable) < len(failures)  # a level answered, refusing it
         raise RetryableError("every failover priority level failed: " +
                              "; ".join(f"level {level}: {exc}" for level, exc in failures),
-                             connection=all(exc.connection for _, exc in failures),
-                             unanswered=none_answered(exc for _, exc in failures))
+                             connection=all(exc.connection for exc in retryable) and not refused,
+                             unanswered=False if refused else none_answered(retryable))
 
-    def _log_switch(self, previous: int, level: int, failures: list[tuple[int, RetryableError]]) -> None:
+    def _log_switch(self, previous: int, level: int, failures: list[tuple[int, Failure]]) -> None:
         if level > previous:
             reason = next((str(exc) for failed, exc in failures if failed == previous), "")
             log.warning("failover switched to a lower priority level; data flows there until a higher level works "
@@ -254,6 +264,15 @@ class FailoverConnector:
     def _fields(self, level: int, **extra: Any) -> dict[str, Any]:
         return {"connector": self.id, "level": level, "pipelines": ",".join(self.config.priority_levels[level]),
                 **extra}
+
+
+def _refused_whole(error: PermanentError, processed: list[tuple[SubPipeline, Payload | None]]) -> bool:
+    """Whether a level refused all of a request (as a misconfigured or unauthorized upstream does),
+    not only items of it split off after a 413 while it took the rest."""
+    if error.parts is None:
+        return True
+    sent = [request.items for _, request in processed if request is not None]
+    return sum(items for _, items in error.parts) >= min(sent, default=0)
 
 
 FACTORY = Factory("failover", FailoverConfig, FailoverConnector)

@@ -168,6 +168,11 @@ class OtlpGrpcExporter:
         if not self.configured:
             return
         target, plaintext = self.config.target()
+        if plaintext and getattr(self._auth, "requires_transport_security", False):
+            # grpc-go's words, with which otelcol refuses to start such an exporter
+            raise ValueError(f"exporters::{self.id}: grpc: the credentials require transport level security: "
+                             f"{self.config.auth.authenticator if self.config.auth else ''} sends a secret; "
+                             f"remove tls::insecure")
         self._proxy = environment_proxy(target)
         settings = dataclasses.replace(self.config.channel_settings(), proxy=self._proxy)
         self._check_proxy()

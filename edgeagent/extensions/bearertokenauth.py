@@ -1,9 +1,16 @@
 """The `bearertokenauth` extension: a static bearer token, for receivers and exporters (otelcol contrib).
 
-Keys as otelcol's: `token`, `tokens` (several accepted at once, e.g. during a rotation; a
-client sends the first), `filename` (one token per line, read again when the file changes),
-`scheme` (default "Bearer"; empty sends the bare token) and `header` (default "Authorization").
-As in otelcol, `filename` wins over `tokens`, and `tokens` over `token` (a warning says so).
+Keys as otelcol 0.165's: `token`, `tokens` (several accepted at once, e.g. during a rotation; a
+client sends the first), `filename` (one token per line, its first whitespace-delimited word; the
+rest of the line is a comment; read again when the file changes), `scheme` (default "Bearer";
+empty sends the bare token), `header` (default "Authorization"), `retry_on_failure` (`enabled`,
+`max_retries` (0: no limit), `interval`) and `wait_for_token_file`. As in otelcol, `tokens` wins
+over `filename`, and `filename` over `token` (a warning says so); `token` with `tokens` is an error.
+
+Without `retry_on_failure`, a token file that cannot be read stops the start. With it, the file
+is tried every `interval` until it can be read: in the background (the agent starts; until then
+no request gets in and exports wait in their queues; running out of `max_retries` marks the
+extension failed) or, with `wait_for_token_file`, before the start goes on (running out fails it).
 
 Server side, `authenticate(headers)` accepts a request whose header equals `<scheme> <token>`
 for one of the tokens, compared in constant time. Client side, `client_headers()` gives that
@@ -12,6 +19,7 @@ header for every request. Token values are never logged nor printed.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Mapping
@@ -20,10 +28,24 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from edgeagent.auth import AuthenticatorConfig
-from edgeagent.component import Factory
+from edgeagent.component import ComponentConfig, Factory
+from edgeagent.config.types import Duration
+from edgeagent.errors import RetryableError
 from edgeagent.runtime.reload import Reloading
 
 log = logging.getLogger(__name__)
+
+
+class FileRetryConfig(ComponentConfig):
+    enabled: bool = False
+    max_retries: int = Field(0, ge=0)
+    interval: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> FileRetryConfig:
+        if self.enabled and self.interval <= 0:
+            raise ValueError("retry_on_failure.interval must be greater than 0 when retry_on_failure.enabled is true")
+        return self
 
 
 class BearerTokenAuthConfig(AuthenticatorConfig):
@@ -32,67 +54,118 @@ class BearerTokenAuthConfig(AuthenticatorConfig):
     token: str | None = Field(None, repr=False)
     tokens: list[str] = Field(default_factory=list, repr=False)
     filename: str | None = None
+    retry_on_failure: FileRetryConfig = Field(default_factory=FileRetryConfig)
+    wait_for_token_file: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> BearerTokenAuthConfig:
         if not (self.token or self.tokens or self.filename):
             raise ValueError("no bearer token: set token, tokens or filename")
+        if self.token and self.tokens:  # otelcol's words
+            raise ValueError("either tokens or token should be provided, not both")
         if any(not token for token in self.tokens):
             raise ValueError("tokens: a token must not be empty")
         if not self.header.strip():
             raise ValueError("header must not be empty")
+        if (self.retry_on_failure.enabled or self.wait_for_token_file) and not self.filename:
+            raise ValueError("retry_on_failure and wait_for_token_file: requires filename to be set")
+        if self.wait_for_token_file and not self.retry_on_failure.enabled:
+            raise ValueError("wait_for_token_file requires retry_on_failure to be enabled")
         return self
 
     def config_warnings(self) -> list[str]:
-        if self.filename and (self.token or self.tokens):
-            return ["filename is set, so token and tokens are ignored (as in otelcol); remove them"]
-        if self.token and self.tokens:
-            return ["tokens is set, so token is ignored (as in otelcol); remove it"]
+        if self.filename and self.tokens:
+            return ["tokens is set, so filename is ignored (as in otelcol); remove one of them"]
+        if self.filename and self.token:
+            return ["filename is set, so token is ignored (as in otelcol); remove it"]
         return []
 
 
 class BearerTokenAuth:
     """An authenticator (see edgeagent.auth): checks incoming requests, adds the header to outgoing ones."""
 
+    # as its gRPC credentials in otelcol: a gRPC exporter sends the token over TLS only
+    requires_transport_security = True
+
     def __init__(self, component_id: str, config: BearerTokenAuthConfig, host: Any = None):
         self.id = component_id
         self.config = config
+        self.host = host
         self._header = config.header.lower()
         self._values: Reloading[list[bytes]] | None = None
+        self._waiting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         filename = self.config.filename
-        if filename:
-            self._values = Reloading([filename], lambda: self._read_file(filename))
-            log.info("bearer tokens read from a file", extra={"extension": self.id, "file": filename,
-                                                            "tokens": len(self._values.value)})
-        else:
-            tokens = self.config.tokens or [self.config.token or ""]
-            values = [self._value(token) for token in tokens]
+        if self.config.tokens or not filename:
+            values = [self._value(token) for token in self.config.tokens or [self.config.token or ""]]
             self._values = Reloading([], lambda: values)
+        elif not self.config.retry_on_failure.enabled:
+            self._read(filename)
+        elif self.config.wait_for_token_file:
+            await self._wait_for(filename)
+        else:
+            self._waiting = asyncio.create_task(self._wait_for(filename), name=f"extensions::{self.id}")
+            self._waiting.add_done_callback(self._waited)
 
     async def shutdown(self) -> None:
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
         self._values = None
+
+    def _read(self, filename: str) -> None:
+        self._values = Reloading([filename], lambda: self._read_file(filename))
+        log.info("bearer tokens read from a file", extra={"extension": self.id, "file": filename,
+                                                        "tokens": len(self._values.value)})
+
+    async def _wait_for(self, filename: str) -> None:
+        """Try the file every retry_on_failure.interval; raise the last error once max_retries are used."""
+        retry = self.config.retry_on_failure
+        failed = 0
+        while True:
+            try:
+                return self._read(filename)
+            except (OSError, ValueError) as exc:
+                failed += 1
+                if retry.max_retries and failed > retry.max_retries:
+                    raise OSError(f"{filename}: not read after {retry.max_retries} retries: {exc}") from exc
+                log.warning("bearer token file not read yet; trying again", extra={
+                    "extension": self.id, "file": filename, "attempt": failed, "error": str(exc),
+                    "next_attempt_in_seconds": retry.interval})
+            await asyncio.sleep(retry.interval)
+
+    def _waited(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("bearer token file was never read: no request gets in and exports wait",
+                  extra={"extension": self.id, "error": str(task.exception())})
+        fail = getattr(self.host, "component_failed", None)
+        if fail is not None:
+            fail(f"extensions::{self.id}", str(task.exception()))
 
     def _value(self, token: str) -> bytes:
         return (f"{self.config.scheme} {token}" if self.config.scheme else token).encode()
 
     def _read_file(self, filename: str) -> list[bytes]:
         with open(filename, encoding="utf-8") as handle:
-            tokens = [line.strip() for line in handle if line.strip()]
+            tokens = [words[0] for words in map(str.split, handle) if words]  # the rest is a comment
         if not tokens:
-            raise ValueError(f"{self.config.filename} holds no token")
+            raise ValueError(f"{filename} holds no token")
         return [self._value(token) for token in tokens]
 
     def _current(self) -> list[bytes]:
         if self._values is None:
+            if self._waiting is not None:
+                raise RetryableError(f"extension {self.id} has not read its token file yet")
             raise RuntimeError(f"extension {self.id} is not started")
         return self._values.get()
 
     def authenticate(self, headers: Mapping[str, str]) -> bool:
         """True when the configured header carries `<scheme> <token>` for one of the tokens."""
         presented = next((value for name, value in headers.items() if name.lower() == self._header), None)
-        if presented is None:
+        if presented is None or self._values is None:
             return False
         presented_bytes = presented.encode("utf-8", "surrogateescape")
         matched = False

@@ -3,7 +3,9 @@
 Live means the process and its event loop run. Ready means receivers are up and the
 queue is open. `/health` and `/` answer with details: queue backlog, upstream state,
 memory limiter state, and failed components; with `response_body`, `path` answers with its
-`healthy` or `unhealthy` text instead, as otelcol's does.
+`healthy` or `unhealthy` text instead, as otelcol's does. As there, `path` answers any method,
+a `path` ending in `/` every path below it too (Go's ServeMux), and the answer is 503 until the
+agent has started and again from the start of its stop.
 
 The keys are otelcol 0.165's. Its health check is a confighttp server: the listener's keys
 (`transport`, `endpoint`, `tls`) and the server's timeouts (`read_header_timeout`,
@@ -31,7 +33,7 @@ from edgeagent import auth, confighttp, netaddr
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.confighttp import HttpServerConfig
-from edgeagent.http1.server import Request, Response, Server
+from edgeagent.http1.server import Handler, Request, Response, Server
 
 log = logging.getLogger(__name__)
 _V2 = ("the v2 health check needs otelcol's alpha feature gate extension.healthcheck.useComponentStatus, "
@@ -128,7 +130,10 @@ class HealthCheck:
         auth.resolve(self.host, self.config.auth)  # as otelcol: an authenticator that is not there stops the start
         server = Server(wait_for_request=confighttp.wait_for_request(self.config),
                         write_timeout=self.config.write_timeout)
-        server.get(self.config.path, self._details if self.config.response_body is None else self._body)
+        answer = self._details if self.config.response_body is None else self._body
+        server.any(self.config.path, answer)  # otelcol's handler takes every method (HAProxy checks with OPTIONS)
+        if self.config.path.endswith("/"):  # otelcol's Go ServeMux: such a pattern matches every path below it
+            server.otherwise(lambda request: _below(request, self.config.path, answer))
         for path in ("/health", "/health/live", "/health/ready"):
             if path != self.config.path:
                 server.get(path, {"/health": self._details, "/health/live": self._live,
@@ -171,6 +176,12 @@ class HealthCheck:
         healthy = details["healthy"]
         details["status"] = "Server available" if healthy else "Server not available"
         return _json(200 if healthy else 503, details)
+
+
+async def _below(request: Request, path: str, answer: Handler) -> Response:
+    if request.path.startswith(path):
+        return await answer(request)
+    return Response(404, text="404 page not found\n")
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:

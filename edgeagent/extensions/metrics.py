@@ -96,10 +96,10 @@ class Histogram:
         series[0][bisect.bisect_left(self.buckets, value)] += 1
         series[1][0] += value
 
-    def render(self, out: list[str]) -> None:
+    def render(self, out: list[str], constant: Mapping[str, str] | None = None) -> None:
         _head(out, self.name, self.documentation, "histogram")
         for labels, (counts, total) in list(self.values.items()):
-            named = dict(zip(self.labelnames, labels, strict=True))
+            named = {**(constant or {}), **dict(zip(self.labelnames, labels, strict=True))}
             cumulative = 0
             for bound, count in zip([*map(_bound, self.buckets), "+Inf"], counts, strict=True):
                 cumulative += count
@@ -139,17 +139,25 @@ class Metrics:
             self.histograms[name] = Histogram(name, documentation, labelnames, buckets)
         return self.histograms[name]
 
-    def render(self) -> bytes:
+    def render(self, leave_out: frozenset[str] = frozenset(), constant: Mapping[str, str] | None = None) -> bytes:
+        """The text of every family but those named in `leave_out` (the telemetry level's), every
+        series with the `constant` labels too (a reader's with_resource_constant_labels)."""
         out: list[str] = []
+        extra = dict(constant or {})
         for counter in list(self.counters.values()):
-            _counter_families(out, counter, counter.samples())
+            if counter.name not in leave_out:
+                _counter_families(out, counter, counter.samples(), extra)
         for gauge in list(self.gauges.values()):
+            if gauge.name in leave_out:
+                continue
             if gauge.kind == "counter":
-                _counter_families(out, gauge, gauge.read())
+                _counter_families(out, gauge, gauge.read(), extra)
             else:
-                _family(out, gauge.name, gauge.documentation, "gauge", gauge.labelnames, gauge.derived, gauge.read())
+                _family(out, gauge.name, gauge.documentation, "gauge", gauge.labelnames, gauge.derived, gauge.read(),
+                        extra)
         for histogram in list(self.histograms.values()):
-            histogram.render(out)
+            if histogram.name not in leave_out:
+                histogram.render(out, extra)
         if self.info:
             _head(out, "target_info", "Target metadata", "gauge")
             _sample(out, "target_info", self.info, 1.0)
@@ -159,19 +167,21 @@ class Metrics:
         return {name: dict(counter.values) for name, counter in self.counters.items()}
 
 
-def _counter_families(out: list[str], counter: Counter | Gauge, samples: Samples) -> None:
+def _counter_families(out: list[str], counter: Counter | Gauge, samples: Samples,
+                      constant: Mapping[str, str] | None = None) -> None:
     samples = list(samples)
     _family(out, counter.name + "_total", counter.documentation, "counter", counter.labelnames, counter.derived,
-            samples)
+            samples, constant)
     _family(out, counter.name, counter.documentation + ALIAS_NOTE, "untyped", counter.labelnames, counter.derived,
-            samples, sample_name=counter.name)
+            samples, constant, sample_name=counter.name)
 
 
 def _family(out: list[str], name: str, documentation: str, kind: str, labelnames: tuple[str, ...],
-            derived: Derived | None, samples: Samples, sample_name: str | None = None) -> None:
+            derived: Derived | None, samples: Samples, constant: Mapping[str, str] | None = None,
+            sample_name: str | None = None) -> None:
     _head(out, name, documentation, kind)
     for labels, value in samples:
-        named: Mapping[str, str] = dict(zip(labelnames, labels, strict=True))
+        named: Mapping[str, str] = {**(constant or {}), **dict(zip(labelnames, labels, strict=True))}
         if derived is not None:
             named = {**named, **dict(zip(derived.names, derived.values(labels), strict=True))}
         _sample(out, sample_name or name, named, value)

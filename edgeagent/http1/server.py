@@ -23,7 +23,8 @@ Design note:
   closed with input possibly unread (a body not read to its end, or bytes pipelined after the
   request) is half-closed first and read until the client closes (at most LINGER seconds), so
   its answer is not lost to a reset.
-- Routing is exact paths plus one `{name}` segment form; an unknown path gets 404, a known one
+- Routing is exact paths plus one `{name}` segment form; an unknown path gets 404 (or the
+  `otherwise` handler's answer), a known one (unless it has an `any`-method route)
   with another method 405 with Allow, HEAD is served by the GET route without the body. Every
   answer from the router or a handler passes through the middlewares (outermost first) and then
   the `on_response` hooks. A handler's exception is logged and answered 500; the connection goes on.
@@ -123,6 +124,9 @@ def _not_allowed(allowed: str) -> Handler:
     return answer
 
 
+ANY_METHOD = "*"  # the route of every method the path has no handler of its own for
+
+
 class Server:
     """Routes, middlewares and hooks, served on any number of listeners (`listen`) until `stop`."""
 
@@ -139,6 +143,7 @@ class Server:
         self._handshakes: set[asyncio.Task[None]] = set()  # TLS connections before their handshake's end
         self._handlers: dict[str, tuple[dict[str, Handler], Handler]] = {}
         self._not_found: Handler = _not_found
+        self._otherwise: Handler = _not_found
         self._frozen = False
         self.closing = False
 
@@ -146,6 +151,16 @@ class Server:
         if self._frozen:
             raise RuntimeError("routes are added before the server listens")
         self.router.add(method, path, handler)
+
+    def otherwise(self, handler: Handler) -> None:
+        """Answer the paths no route matches with `handler` (by default, 404)."""
+        if self._frozen:
+            raise RuntimeError("routes are added before the server listens")
+        self._otherwise = handler
+
+    def any(self, path: str, handler: Handler) -> None:
+        """Serve `path` whatever the method (the other routes of the path come first)."""
+        self.add_route(ANY_METHOD, path, handler)
 
     def get(self, path: str, handler: Handler) -> None:
         self.add_route("GET", path, handler)
@@ -215,7 +230,7 @@ class Server:
                 by_method.setdefault("HEAD", by_method["GET"])
             chained = {method: _chain(self.middlewares, handler) for method, handler in by_method.items()}
             self._handlers[route] = chained, _chain(self.middlewares, _not_allowed(", ".join(sorted(by_method))))
-        self._not_found = _chain(self.middlewares, _not_found)
+        self._not_found = _chain(self.middlewares, self._otherwise)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -243,7 +258,7 @@ class Server:
         else:
             request.route, request.params, _ = match
             chained, not_allowed = self._handlers[request.route]
-            handler = chained.get(request.method, not_allowed)
+            handler = chained.get(request.method) or chained.get(ANY_METHOD, not_allowed)
             if handler is not_allowed:
                 request.route = ""
         try:

@@ -40,7 +40,8 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
         if exp_id in telemetry.problems:
             exporters[exp_id]["problem"] = telemetry.problems[exp_id]
     return {
-        "healthy": state.started and not state.failures,
+        # as otelcol's health check: not available until started, and again from the start of a stop
+        "healthy": state.started and not state.stopping and not state.failures,
         "ready": state.started and not state.stopping and not state.failures,
         "version": __version__,
         "upSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started_at)),

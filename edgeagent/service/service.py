@@ -48,6 +48,7 @@ class Service:
         self.config = config
         self.state_dir = state_dir
         self.telemetry = Telemetry()
+        self.telemetry.describe(config.service.telemetry.resource_attributes())
         self.stopping = False
         self.started = False
         self.started_at = time.time()

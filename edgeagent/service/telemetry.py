@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgeagent.config.service import MetricsConfig
+from edgeagent.config.service import IncludeExclude, MetricsConfig
 from edgeagent.config.types import split_endpoint
 from edgeagent.extensions.metrics import Derived, Metrics
-from edgeagent.http1.server import Request, Response, Server
+from edgeagent.http1.server import Handler, Request, Response, Server
 from edgeagent.queue.ops import WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.service.consumers import Processor
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 METRICS_READ_TIMEOUT = 5.0  # seconds; otelcol's Prometheus server (ReadTimeout, WriteTimeout)
 METRICS_WRITE_TIMEOUT = 10.0
 Samples = list[tuple[tuple[str, ...], float]]
+# what otelcol 0.165 serves only at level detailed (its service's default metric views): the HTTP
+# and gRPC instrumentation, the processors' durations, the sizes of what enters a sending queue
+DETAILED_ONLY = frozenset(("http_server_request_duration", "rpc_server_call_duration", "http_client_request_duration",
+                           "rpc_client_call_duration", "otelcol_processor_internal_duration",
+                           "otelcol_exporter_enqueue_size", "otelcol_exporter_enqueue_size_bytes"))
 
 
 class Telemetry:
@@ -40,7 +46,7 @@ class Telemetry:
         self.upstream_online: dict[str, bool | None] = {}
         self.problems: dict[str, str] = {}  # exporter or connector id -> its last failure, until it delivers
         self.exporters: Callable[[], Mapping[str, Any]] = dict  # the running graph's exporters, by id
-        self._server: Server | None = None
+        self._servers: list[Server] = []
         _define_counters(self.metrics, self._destination)
         define_process_metrics(self.metrics)
 
@@ -67,6 +73,15 @@ class Telemetry:
         else:
             self.problems[exporter_id] = problem
 
+    def describe(self, resource: Mapping[str, str | None]) -> None:
+        """service::telemetry::resource: its attributes on target_info, over the agent's own (None removes one)."""
+        for name, value in resource.items():
+            label = re.sub(r"[^a-zA-Z0-9_]", "_", name)
+            if value is None:
+                self.metrics.info.pop(label, None)
+            else:
+                self.metrics.info[label] = value
+
     def watch_exporters(self, exporters: Callable[[], Mapping[str, Any]]) -> None:
         """Where the exporters send, for the server labels of otelcol's exporter counters."""
         self.exporters = exporters
@@ -86,23 +101,25 @@ class Telemetry:
         define_queue_gauges(self, stores)
 
     async def serve(self, settings: MetricsConfig) -> None:
-        endpoints = settings.endpoints()
-        if not endpoints:
-            return
-
-        async def handle(request: Request) -> Response:
-            return Response(body=self.metrics.render(), content_type="text/plain; charset=utf-8")
-
-        # otelcol's Prometheus server: ReadTimeout 5 s (the wait for a head here), WriteTimeout 10 s
-        self._server = server = Server(wait_for_request=METRICS_READ_TIMEOUT, write_timeout=METRICS_WRITE_TIMEOUT)
-        server.get("/metrics", handle)
-        for endpoint in endpoints:  # one listener per prometheus reader
+        leave_out = frozenset() if settings.level == "detailed" else DETAILED_ONLY
+        for endpoint, constant in settings.servers():  # a server per prometheus reader
+            # otelcol's Prometheus server: ReadTimeout 5 s (the wait for a head here), WriteTimeout 10 s
+            server = Server(wait_for_request=METRICS_READ_TIMEOUT, write_timeout=METRICS_WRITE_TIMEOUT)
+            server.get("/metrics", self._handler(leave_out, constant))
+            self._servers.append(server)
             host, port = split_endpoint(endpoint, 8888)
             await server.listen(host=host, port=port)
 
+    def _handler(self, leave_out: frozenset[str], constant: IncludeExclude | None) -> Handler:
+        async def handle(request: Request) -> Response:
+            labels = {} if constant is None else {
+                name: value for name, value in self.metrics.info.items() if constant.admits(name)}
+            return Response(body=self.metrics.render(leave_out, labels), content_type="text/plain; charset=utf-8")
+        return handle
+
     async def stop_serving(self) -> None:
-        if self._server is not None:
-            server, self._server = self._server, None
+        servers, self._servers = self._servers, []
+        for server in servers:
             await server.stop(grace=1.0)
 
 

@@ -153,6 +153,54 @@ def test_telemetry_metrics_mistakes_are_errors(metrics, word):
     assert any(word in path + message for path, message in errors), errors
 
 
+TELEMETRY = """  telemetry:
+    resource:
+      service.name: edge-gw
+      deployment.environment: prod
+      service.instance.id: null
+    logs:
+      level: info
+      development: false
+      encoding: json
+      disable_caller: true
+      disable_stacktrace: true
+      output_paths: [stderr]
+      error_output_paths: [stderr]
+      initial_fields: {site: berlin}
+      sampling: {enabled: true, tick: 10s, initial: 10, thereafter: 100}
+    traces:
+      level: none
+      propagators: [tracecontext]
+"""
+
+
+def test_otelcol_telemetry_resource_logs_and_traces_keys_load_and_the_resource_names_target_info():
+    """otelcol 0.165 validates this block (resource, every logs key, traces); edgeagent refused
+    nine of its keys, so such a config did not run."""
+    from edgeagent.service.telemetry import Telemetry
+
+    config = load_text(_config("  debug:\n", "debug", extra=TELEMETRY), environ={})
+    telemetry = Telemetry()
+    telemetry.describe(config.service.telemetry.resource_attributes())
+    text = telemetry.metrics.render().decode()
+    line = next(line for line in text.splitlines() if line.startswith("target_info{"))
+    assert 'service_name="edge-gw"' in line and 'deployment_environment="prod"' in line
+    assert "service_instance_id" not in line  # null removes it, as in otelcol
+
+
+def test_telemetry_resource_in_its_attributes_list_form_names_target_info():
+    extra = ("  telemetry:\n    resource:\n      attributes:\n"
+             "        - {name: service.name, value: edge-gw}\n        - {name: site, value: berlin}\n")
+    config = load_text(_config("  debug:\n", "debug", extra=extra), environ={})
+    assert config.service.telemetry.resource_attributes() == {"service.name": "edge-gw", "site": "berlin"}
+
+
+def test_trace_processors_are_refused_as_edgeagent_sends_no_traces_of_its_own():
+    extra = "  telemetry:\n    traces:\n      processors: [{batch: {exporter: {otlp: {}}}}]\n"
+    errors = _errors(_config("  debug:\n", "debug", extra=extra))
+    assert [path for path, _ in errors] == ["service::telemetry::traces::processors"], errors
+
+
 # ---- command line -----------------------------------------------------------------------------
 
 def _write(path, document: dict) -> str:

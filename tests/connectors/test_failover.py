@@ -205,9 +205,10 @@ def test_a_level_fails_when_one_of_its_exporters_fails_and_the_next_level_gets_t
 
 
 @pytest.mark.parametrize("primary_status,backup_status,error,message", [
-    (400, 200, PermanentError, "otlphttp/traces/primary-0"),  # the upstream answered: not a health signal
+    (400, 401, PermanentError, "otlphttp/traces/backup-0"),  # every level refused it for good: dead-lettered
     (503, 503, RetryableError, "every failover priority level failed"),  # the data stays queued
-], ids=["permanent-rejection", "every-level-down"])
+    (401, 503, RetryableError, "every failover priority level failed"),  # a level may take it later
+], ids=["every-level-refuses-for-good", "every-level-down", "refused-and-down"])
 def test_a_request_that_no_level_takes_raises_and_keeps_the_active_level(upstreams, primary_status, backup_status,
                                                                          error, message):
     primary, backup = upstreams(2)
@@ -220,7 +221,23 @@ def test_a_request_that_no_level_takes_raises_and_keeps_the_active_level(upstrea
 
     _run(connector, exporters, scenario)
     assert connector.active_level == 0
-    assert primary.attempts == 1 and backup.attempts == (1 if error is RetryableError else 0)
+    assert primary.attempts == 1 and backup.attempts == 1
+
+
+@pytest.mark.parametrize("status", [401, 404])
+def test_a_level_that_refuses_a_whole_request_for_good_hands_it_to_the_next_level(upstreams, status):
+    """otelcol's failover moves on at any error of a level: a primary answering 401 (a revoked
+    token) or 404 (a wrong path) is the outage failover is for. Its rejection was dead-lettered
+    while the backup would have taken the data."""
+    primary, backup = upstreams(2)
+    primary.status = status
+    connector, exporters = _connector({"traces/primary": [primary], "traces/backup": [backup]}, Host())
+
+    async def scenario() -> None:
+        await connector.send(Signal.TRACES, _request(3))
+
+    _run(connector, exporters, scenario)
+    assert len(backup.spans()) == 3 and connector.active_level == 1
 
 
 def test_concurrent_requests_during_an_outage_switch_once_and_retry_the_primary_with_one_request(upstreams):

@@ -31,7 +31,8 @@ def agent(tmp_path_factory):
                            log_path=str(state / "agent.log"))
     process.args += process.ports_overrides()
     process.args += ["--set", f"receivers::otlp::protocols::http::max_request_body_size={LIMIT}",
-                     "--set", "receivers::otlp::protocols::grpc::max_recv_msg_size_mib=1"]
+                     "--set", "receivers::otlp::protocols::grpc::max_recv_msg_size_mib=1",
+                     "--set", "service::telemetry::metrics::level=detailed"]  # the call durations
     process.start()
     yield process
     process.kill()

@@ -329,6 +329,25 @@ def test_authenticator_metadata_authority_and_timeout_reach_the_server(certs):
     assert metadata["authorization"] == "Bearer edge-token"
 
 
+def test_a_bearer_token_is_never_sent_over_a_plaintext_connection():
+    """otelcol 0.165's otlp exporter does not start with bearertokenauth and `tls: {insecure: true}`
+    (grpc: "the credentials require transport level security"); this one started and sent the
+    token in clear text."""
+    async def scenario() -> None:
+        auth = BearerTokenAuth("bearertokenauth", BearerTokenAuthConfig(token="edge-token"))
+        await auth.start()
+        config = OtlpGrpcConfig.model_validate({"endpoint": f"127.0.0.1:{free_port()}", "tls": {"insecure": True},
+                                                "auth": {"authenticator": "bearertokenauth"}})
+        exporter = OtlpGrpcExporter("otlp", config, _Host(bearertokenauth=auth))
+        try:
+            with pytest.raises(ValueError, match="require transport level security"):
+                await exporter.start()
+        finally:
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_request_headers_carry_authority_deadline_and_encodings():
     async def scenario() -> dict[bytes, bytes]:
         async with H2Peer("ok") as peer:

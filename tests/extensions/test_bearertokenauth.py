@@ -8,6 +8,7 @@ import os
 import pytest
 from pydantic import ValidationError
 
+from edgeagent.errors import RetryableError
 from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAuthConfig
 
 
@@ -72,10 +73,71 @@ def test_no_token_at_all_is_a_config_error():
 
 
 def test_token_is_not_in_the_config_repr():
-    text = repr(BearerTokenAuthConfig(token="hidden-token", tokens=["hidden-too"]))
+    text = repr(BearerTokenAuthConfig(token="hidden-token")) + repr(BearerTokenAuthConfig(tokens=["hidden-too"]))
     assert "hidden-token" not in text and "hidden-too" not in text
 
 
 def test_ignored_token_is_a_warning():
     config = BearerTokenAuthConfig(token="a", filename="/nonexistent/token")
     assert any("ignored" in warning for warning in config.config_warnings())
+
+
+def test_token_file_lines_hold_a_token_then_an_optional_comment(tmp_path):
+    """otelcol 0.165 takes the first whitespace-delimited word of each line; the rest is a comment."""
+    path = tmp_path / "token"
+    path.write_text("current-token  # rotated 2026-12-01\n\n\tprevious-token // kept a day\n")
+    auth = _started(filename=str(path))
+    assert auth.client_headers() == {"Authorization": "Bearer current-token"}
+    assert auth.authenticate({"Authorization": "Bearer previous-token"})
+    assert not auth.authenticate({"Authorization": "Bearer current-token  # rotated 2026-12-01"})
+
+
+def test_tokens_win_over_filename_as_in_otelcol(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("from-file\n")
+    auth = _started(tokens=["listed"], filename=str(path))
+    assert auth.client_headers() == {"Authorization": "Bearer listed"}
+    assert not auth.authenticate({"Authorization": "Bearer from-file"})
+
+
+@pytest.mark.parametrize(("keys", "error"), [
+    ({"token": "a", "tokens": ["b"]}, "either tokens or token"),
+    ({"token": "a", "retry_on_failure": {"enabled": True, "interval": "1s"}}, "requires filename"),
+    ({"filename": "t", "retry_on_failure": {"enabled": True}}, "interval must be greater than 0"),
+    ({"filename": "t", "wait_for_token_file": True}, "requires retry_on_failure"),
+])
+def test_otelcol_refuses_these_and_so_does_the_config(keys, error):
+    with pytest.raises(ValidationError, match=error):
+        BearerTokenAuthConfig(**keys)
+
+
+def test_with_retry_on_failure_a_token_file_that_appears_after_start_is_used(tmp_path):
+    """otelcol 0.165's retry_on_failure: the agent starts, and the file is read once it is there
+    (a secret mounted a moment later); until then no request gets in and exports wait."""
+    path = tmp_path / "token"
+
+    async def scenario() -> tuple[bool, bool]:
+        auth = BearerTokenAuth("bearertokenauth", BearerTokenAuthConfig(
+            filename=str(path), retry_on_failure={"enabled": True, "interval": "10ms"}))
+        await auth.start()
+        try:
+            before = auth.authenticate({"Authorization": "Bearer late-token"})
+            with pytest.raises(RetryableError):
+                auth.client_headers()
+            path.write_text("late-token\n")
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if auth.authenticate({"Authorization": "Bearer late-token"}):
+                    return before, True
+            return before, False
+        finally:
+            await auth.shutdown()
+
+    assert asyncio.run(scenario()) == (False, True)
+
+
+def test_wait_for_token_file_fails_the_start_once_max_retries_are_used(tmp_path):
+    config = BearerTokenAuthConfig(filename=str(tmp_path / "absent.token"), wait_for_token_file=True,
+                                   retry_on_failure={"enabled": True, "max_retries": 2, "interval": "10ms"})
+    with pytest.raises(OSError, match="absent.token"):
+        asyncio.run(BearerTokenAuth("bearertokenauth", config).start())

@@ -207,3 +207,33 @@ def test_health_check_serves_on_a_unix_socket_and_removes_it_at_shutdown(tmp_pat
 
     assert asyncio.run(scenario()) == (200, "up")
     assert not path.exists()
+
+
+async def _statuses(path: str, asked: list[str], method: str = "GET") -> list[int]:
+    port = free_port()
+    config = HealthCheckConfig.model_validate({"endpoint": f"127.0.0.1:{port}", "path": path})
+    extension = HealthCheck("health_check", config, _Host(healthy=True))
+    await extension.start()
+    try:
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            for url_path in asked:
+                async with session.request(method, f"http://127.0.0.1:{port}{url_path}") as response:
+                    statuses.append(response.status)
+        return statuses
+    finally:
+        await extension.shutdown()
+
+
+def test_a_path_ending_in_a_slash_answers_below_it_as_otelcols_does():
+    """otelcol serves `path` with Go's ServeMux, where a pattern ending in / matches every path
+    below it: with the default `/`, a probe of /healthz or /livez is answered, not 404."""
+    assert asyncio.run(_statuses("/", ["/", "/healthz", "/livez/x"])) == [200, 200, 200]
+    assert asyncio.run(_statuses("/status/", ["/status/", "/status/x", "/other"])) == [200, 200, 404]
+    assert asyncio.run(_statuses("/status", ["/status", "/status/x"])) == [200, 404]
+
+
+def test_the_path_answers_any_method_as_otelcols_does():
+    """otelcol's handler takes every method: HAProxy's `option httpchk` sends OPTIONS by default."""
+    assert asyncio.run(_statuses("/", ["/", "/healthz"], method="OPTIONS")) == [200, 200]
+    assert asyncio.run(_statuses("/status", ["/status"], method="POST")) == [200]
