@@ -144,6 +144,38 @@ def test_processors_after_tail_sampling_see_kept_traces_and_their_late_spans(tmp
     assert all(any(kv.key == "tagged" for kv in group.resource.attributes) for group in groups)
 
 
+def test_spans_of_one_trace_that_came_with_other_metadata_leave_with_their_own_after_later_processors(tmp_path):
+    """A kept trace whose spans came in requests of two batch keys (metadata_keys: two tenants)
+    is exported under each request's key, with later processors as without them."""
+    async def scenario() -> list[set[bytes]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        stage.attach(store, [export], [_Tag()])
+        trace_id = b"\x07" * 16
+        for tenant in (b"tenant-a", b"tenant-b"):
+            request = ExportTraceServiceRequest()
+            span = request.resource_spans.add().scope_spans.add().spans.add(trace_id=trace_id, span_id=tenant[-1:] * 8)
+            span.status.code = Status.STATUS_CODE_ERROR
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, request.SerializeToString()), batch_key=tenant)
+        clock.now += 6
+        await stage.decide_due()
+        leases = []  # a lease holds records of one batch key
+        for _ in range(3):
+            lease = await export.lease(1_000_000)
+            if lease is None or not lease.bodies:
+                break
+            leases.append({span.span_id for body in lease.bodies
+                           for group in ExportTraceServiceRequest.FromString(body).resource_spans
+                           for scope in group.scope_spans for span in scope.spans})
+            await export.ack(lease)
+            if not export.stored.entries:
+                break
+        await store.close()
+        return leases
+
+    assert sorted(map(sorted, asyncio.run(scenario()))) == [[b"a" * 8], [b"b" * 8]]
+
+
 def _traces_request(trace_ids: list[bytes], spans: int = 2) -> bytes:
     """Every trace with an error span (status_code keeps them all), `spans` spans each."""
     request = ExportTraceServiceRequest()

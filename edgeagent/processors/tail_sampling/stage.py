@@ -83,7 +83,7 @@ from typing import Any, cast
 from edgeagent.errors import RetryableError
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
-from edgeagent.processors.tail_sampling.later import LaterProcessors
+from edgeagent.processors.tail_sampling.later import LaterProcessors, Pieces, by_batch_key
 from edgeagent.processors.tail_sampling.quarantine import BadPart, Quarantine
 from edgeagent.processors.tail_sampling.records import Move, RecordIndex, Row
 from edgeagent.processors.tail_sampling.recovery import KEY, Rewrite, recover
@@ -513,7 +513,7 @@ class SamplingStage:
         read = set(to_read)
         finals: list[Decision] = []
         evaluated: list[tuple[str, list[Decision]]] = []
-        kept: dict[bytes, Trace] = {}
+        kept: dict[bytes, Pieces] = {}
         for start, end, reading in _chunks(read_at, len(own)):
             chunk = known[start:end]
             for at in reading:
@@ -530,7 +530,7 @@ class SamplingStage:
             finals += decided
             evaluated += by_policy
             kept.update(self._kept_traces([traces[at - start] for at in reading
-                                           if decided[at - start] is Decision.SAMPLED]))
+                                           if decided[at - start] is Decision.SAMPLED], rows))
         decisions = dict(zip(own, map(_IS_SAMPLED, finals), strict=True))
         if followed:
             decisions = {trace_id: followed[trace_id] if trace_id in followed else decisions[trace_id]
@@ -592,18 +592,21 @@ class SamplingStage:
                 readers.append(getattr(named.policy, "reads_many", None) or functools.partial(_each_reads, reader))
         return readers
 
-    def _kept_traces(self, traces: list[Trace]) -> dict[bytes, Trace]:
+    def _kept_traces(self, traces: list[Trace], rows: dict[bytes, list[Row]]) -> dict[bytes, Pieces]:
         """Of kept traces that were read, those that go out as parsed here (span compression or
-        later processors); the others go out as stored. Each is parsed now (kept traces not read
-        when they are: LaterProcessors.exports), so a record that does not parse is quarantined, not sent."""
-        kept: dict[bytes, Trace] = {}
+        later processors), in pieces by batch key; the others go out as stored. Each is parsed now
+        (kept traces not read when they are: LaterProcessors.exports), so a record that does not
+        parse is quarantined, not sent."""
+        kept: dict[bytes, Pieces] = {}
         compression = self.config.span_compression
         for trace in traces:
             trace.batches  # noqa: B018 (parses the records, noting those that do not parse)
             if compression.enabled or self.post:
+                pieces = by_batch_key(trace, rows.get(trace.trace_id, []), self.quarantine)
                 if compression.enabled:
-                    compress_trace(trace, compression)
-                kept[trace.trace_id] = trace
+                    for _, piece in pieces:
+                        compress_trace(piece, compression)
+                kept[trace.trace_id] = pieces
         return kept
 
     async def _read(self, trace_ids: list[bytes] | dict[bytes, bool], more: Iterable[bytes] = (),
@@ -642,7 +645,7 @@ class SamplingStage:
                      hints=buffered[HINTS] if buffered is not None and whole else None)
 
     async def _settle(self, decisions: dict[bytes, bool], reading: _Reading | None,
-                      kept: dict[bytes, Trace] | None = None, checked: AbstractSet[bytes] = frozenset(),
+                      kept: dict[bytes, Pieces] | None = None, checked: AbstractSet[bytes] = frozenset(),
                       touched: set[bytes] | None = None) -> None:
         """Move decided traces: kept spans into the export queues and their parts out of the
         buffer records, in one transaction. `reading`: the parts of the kept traces and the
