@@ -176,6 +176,25 @@ def test_spans_of_one_trace_that_came_with_other_metadata_leave_with_their_own_a
     assert sorted(map(sorted, asyncio.run(scenario()))) == [[b"a" * 8], [b"b" * 8]]
 
 
+def test_a_kept_part_that_does_not_parse_before_later_processors_is_quarantined_with_its_bytes():
+    """Kept parts that were not parsed for their decision (late spans of a trace being decided)
+    are parsed for the processors after tail_sampling; one that does not parse goes to the
+    dead-letter store as a part, its bytes kept, as elsewhere (not as a record key that does
+    not exist, which quarantines nothing)."""
+    from edgeagent.processors.tail_sampling.later import LaterProcessors
+    from edgeagent.processors.tail_sampling.quarantine import Quarantine
+
+    trace_id = b"\x05" * 16
+    good = _traces_request([trace_id], spans=1)
+    bad = b"\x0f" + good  # wire type 7: no protobuf parser takes it
+    quarantine = Quarantine("tail_sampling")
+    rows = {trace_id: [(b"record-1", b"", 1, good), (b"record-2", b"", 1, bad)]}
+    out = LaterProcessors([_Tag()]).exports({trace_id: True}, rows, {}, frozenset(), quarantine)
+    assert sum(items for _, items, _ in out) == 1
+    records, parts = quarantine.snapshot()
+    assert not records and list(parts) == [b"record-2" + trace_id] and parts[b"record-2" + trace_id][1] == bad
+
+
 def _traces_request(trace_ids: list[bytes], spans: int = 2) -> bytes:
     """Every trace with an error span (status_code keeps them all), `spans` spans each."""
     request = ExportTraceServiceRequest()

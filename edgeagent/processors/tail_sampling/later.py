@@ -87,10 +87,10 @@ class LaterProcessors:
                         bodies.append(row[3])
                         as_stored[row[1]] = (bodies, count + row[2])
                 continue
-            for key, key_of_row, _, body in rows:
-                request = quarantine.parse(key + trace_id, body)
+            for row in rows:
+                request = quarantine.parse_part(trace_id, row)
                 if request is not None:
-                    by_key[key_of_row].append(request)
+                    by_key[row[1]].append(request)
         out = [(b"".join(bodies), items, batch_key) for batch_key, (bodies, items) in as_stored.items()]
         for batch_key, parts in by_key.items():
             processed = self.run(parts)
