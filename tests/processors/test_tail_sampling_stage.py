@@ -195,6 +195,44 @@ def test_a_kept_part_that_does_not_parse_before_later_processors_is_quarantined_
     assert not records and list(parts) == [b"record-2" + trace_id] and parts[b"record-2" + trace_id][1] == bad
 
 
+def test_shutdown_while_a_round_is_under_way_lets_it_finish_before_dropping_the_rest(tmp_path):
+    """A round stopped half way left what it had started: its trace neither exported nor dropped,
+    or, once its move was submitted (the writer commits it anyway), an index that no longer
+    matched the records, so dropping the pending traces quarantined a sound record."""
+    async def scenario() -> tuple[list[tuple[bytes, bytes]], int, int]:
+        clock = Clock()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({
+            "decision_wait": "10s", "decision_wait_after_root_received": "1s",
+            "drop_pending_traces_on_shutdown": True, "policies": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]})
+        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        request = ExportTraceServiceRequest()
+        spans = request.resource_spans.add().scope_spans.add().spans
+        for trace_id, parent in ((b"\x0a" * 16, b""), (b"\x0b" * 16, b"\x01" * 8)):  # a root span, and not
+            spans.add(trace_id=trace_id, span_id=trace_id[:8], parent_span_id=parent).status.code = 2
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, request.SerializeToString()))
+        await stage.start()
+        clock.now += 2  # the trace with its root is due; the other is not
+        stage._wake.set()
+        for _ in range(1000):  # bounded: the round starts within a few turns of the loop
+            if stage._deciding:
+                break
+            await asyncio.sleep(0)
+        await stage.shutdown()
+        exported = await _exported_spans(export)
+        left = sum(1 for _ in store.scan(stage.table))
+        await store.close()
+        return exported, store.deadletter_entries, left
+
+    exported, dead_letters, left = asyncio.run(scenario())
+    assert (exported, dead_letters, left) == ([(b"\x0a" * 16, b"\x0a" * 8)], 0, 0)
+
+
 def _traces_request(trace_ids: list[bytes], spans: int = 2) -> bytes:
     """Every trace with an error span (status_code keeps them all), `spans` spans each."""
     request = ExportTraceServiceRequest()

@@ -115,6 +115,7 @@ _TRACES_PER_DECISION = 64
 _BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
 _TRACE_ID = itemgetter(0)  # of a TracePart
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
+_STOP_WAIT = 5.0  # seconds shutdown waits for the round under way before it cancels it
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
 
 
@@ -177,6 +178,7 @@ class SamplingStage:
         self._deciding: set[bytes] = set()  # read for evaluation right now: new spans go to disk
         self._late_records: set[bytes] = set()  # records committed while their trace was being decided
         self._task: asyncio.Task | None = None
+        self._stopping = False  # shutdown: the round under way finishes, no other starts
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer holds fewer than num_traces (block_on_overflow)
         self._room.set()
@@ -240,6 +242,7 @@ class SamplingStage:
         if recovered:
             log.info("tail sampling resumed the traces it was holding", extra={
                 "processor": self.id, "traces": len(recovered), "spans": self.buffer.spans})
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"tail_sampling:{self.id}")
         self._task.add_done_callback(self._stopped)
 
@@ -248,7 +251,12 @@ class SamplingStage:
         drop_pending_traces_on_shutdown says to drop them (counted)."""
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
+            # a round cancelled half way leaves its traces out of the buffer, and its move (which
+            # the writer commits anyway) out of the index: let it finish
+            self._stopping = True
+            self._wake.set()
+            if not (await asyncio.wait({task}, timeout=_STOP_WAIT))[0]:
+                task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             if self.config.drop_pending_traces_on_shutdown:
                 await self._drop_pending()
@@ -463,7 +471,7 @@ class SamplingStage:
     # ---- deciding --------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.tick)
             except TimeoutError:
@@ -472,6 +480,8 @@ class SamplingStage:
             # one round decides at most `limit` traces; the rest that are due follow at once, not
             # a tick later (a tick of 1000 traces would cap decisions near 10k traces a second)
             for _ in range(_MAX_ROUNDS_PER_TICK):
+                if self._stopping:
+                    return
                 await self.decide_due()
                 if not self.buffer.has_due(self.clock()):
                     break
