@@ -233,6 +233,28 @@ def test_shutdown_while_a_round_is_under_way_lets_it_finish_before_dropping_the_
     assert (exported, dead_letters, left) == ([(b"\x0a" * 16, b"\x0a" * 8)], 0, 0)
 
 
+def test_a_request_cancelled_while_its_record_is_committed_is_still_buffered_and_decided(tmp_path):
+    """A client's deadline or a reset stream cancels ingest; the writer commits the record anyway.
+    It must be indexed and its traces buffered, not left on disk unseen until a restart (then
+    decided apart from the rest of their traces, or a second time after the client's retry)."""
+    async def scenario() -> list[tuple[bytes, bytes]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        trace_id = b"\x0c" * 16
+        ingest = asyncio.create_task(stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([trace_id], 1))))
+        await asyncio.sleep(0)  # it runs up to its commit
+        ingest.cancel()
+        await asyncio.gather(ingest, return_exceptions=True)
+        await store.atomic(lambda writer: None)  # the writer commits in order: the record is durable
+        clock.now += 6
+        await _decide_all(stage)
+        exported = await _exported_spans(export)
+        await store.close()
+        return exported
+
+    assert asyncio.run(scenario()) == [(b"\x0c" * 16, b"\x01" * 8)]
+
+
 def _traces_request(trace_ids: list[bytes], spans: int = 2) -> bytes:
     """Every trace with an error span (status_code keeps them all), `spans` spans each."""
     request = ExportTraceServiceRequest()

@@ -327,11 +327,21 @@ class SamplingStage:
             if export is not None:
                 for queue in queues:
                     writer.append(queue, export[0], export[1], batch_key)
+        def held(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen or busy)
+                self._enforce_limits(pending)
+
         # nothing awaited between routing and this submit: the writer sees the routing's order
-        await self._running_store().atomic(commit)
-        if pending:
-            self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen or busy)
-        self._enforce_limits(pending)
+        committed = self._running_store().atomic(commit)
+        if not pending:
+            await committed
+            self._enforce_limits(pending)
+            return
+        # indexed once committed, also when this request is cancelled meanwhile (a client's
+        # deadline, a reset stream): the writer commits it anyway
+        committed.add_done_callback(held)
+        await asyncio.shield(committed)
 
     def _route(self, body: bytes, parts: list[TracePart], remote: dict[bytes, bool]
                ) -> tuple[list[TracePart], list[int] | None, list[bytes], int]:
