@@ -35,8 +35,6 @@ class Decision(enum.Enum):
     PENDING = "pending"
     SAMPLED = "sampled"
     NOT_SAMPLED = "not_sampled"
-    INVERTED_SAMPLED = "inverted_sampled"
-    INVERTED_NOT_SAMPLED = "inverted_not_sampled"
     DROPPED = "dropped"  # the drop policy: vetoes every other policy
     ERROR = "error"
 

@@ -8,10 +8,10 @@ decisions into the final one, as otelcol's makeDecision does:
   1. Drop policies run first, whatever their place in the list, and the first Dropped stops
      the evaluation; with `sample_on_first_match` the first Sampled stops it too.
   2. Any Dropped: the trace is dropped.
-  3. Else any InvertNotSampled (an invert_match policy that matched): not sampled.
-  4. Else any Sampled: sampled.
-  5. Else any InvertSampled, and no NotSampled: sampled.
-  6. Else not sampled.
+  3. Else any Sampled: sampled.
+  4. Else not sampled.
+(otelcol 0.165 still combines the inverted decisions of earlier releases, but none of its
+policies gives one: invert_match answers Sampled or NotSampled, sampler.policies.attributes.)
 A policy that fails (Decision.ERROR: an ottl_condition with error_mode propagate) counts as
 no decision at all and is absent from the returned decisions.
 
@@ -143,22 +143,18 @@ def byte_hints(policies: Sequence[NamedPolicy]) -> list[tuple[int, Finder]]:
 
 
 # a trace's decisions so far as a mask of these bits; _FINALS maps a mask to the final decision
-_SAMPLED, _NOT_SAMPLED, _INVERTED_SAMPLED, _INVERTED_NOT_SAMPLED, _DROPPED = 1, 2, 4, 8, 16
-_BITS = {Decision.SAMPLED: _SAMPLED, Decision.NOT_SAMPLED: _NOT_SAMPLED, Decision.INVERTED_SAMPLED: _INVERTED_SAMPLED,
-         Decision.INVERTED_NOT_SAMPLED: _INVERTED_NOT_SAMPLED, Decision.DROPPED: _DROPPED,
+_SAMPLED, _NOT_SAMPLED, _DROPPED = 1, 2, 4
+_BITS = {Decision.SAMPLED: _SAMPLED, Decision.NOT_SAMPLED: _NOT_SAMPLED, Decision.DROPPED: _DROPPED,
          Decision.ERROR: 0, Decision.PENDING: 0}  # an error is no decision of the policy's (the caller counts it)
 
 
 def _final(mask: int) -> Decision:
     if mask & _DROPPED:
         return Decision.DROPPED
-    if not mask & _INVERTED_NOT_SAMPLED and (
-            mask & _SAMPLED or (mask & _INVERTED_SAMPLED and not mask & _NOT_SAMPLED)):
-        return Decision.SAMPLED
-    return Decision.NOT_SAMPLED
+    return Decision.SAMPLED if mask & _SAMPLED else Decision.NOT_SAMPLED
 
 
-_FINALS = tuple(_final(mask) for mask in range(32))
+_FINALS = tuple(_final(mask) for mask in range(8))
 
 
 def decide_many(policies: Sequence[NamedPolicy], traces: Sequence[Trace],

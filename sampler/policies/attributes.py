@@ -30,8 +30,9 @@ ValueMatch = Callable[[AnyValue], bool]
 class AttributePolicy(HintSearcher, ABC):
     """string_attribute, numeric_attribute and boolean_attribute: a match samples the trace.
 
-    With invert_match the answer is otelcol's inverted decision: InvertNotSampled as soon as a
-    resource or span matches, InvertSampled when none does (also when the key is missing).
+    With invert_match the answer is turned round, as otelcol 0.165 does: NotSampled as soon as a
+    resource or span matches, Sampled when none does (also when the key is missing). These are
+    plain decisions: a match vetoes no other policy's Sampled, and `not` turns them round again.
     `needles`: byte strings of which a batch must contain one to hold a match (none: any batch).
     """
 
@@ -95,11 +96,8 @@ class AttributePolicy(HintSearcher, ABC):
         return not self.needles
 
     def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
-        unmatched = Decision.INVERTED_SAMPLED if self.invert_match else Decision.NOT_SAMPLED
+        unmatched = Decision.SAMPLED if self.invert_match else Decision.NOT_SAMPLED
         return evaluate_hinted(self.evaluate, self.hint_bit, unmatched, traces)
 
     def evaluate(self, trace: Trace) -> Decision:
-        matched = self.matches(trace)
-        if self.invert_match:
-            return Decision.INVERTED_NOT_SAMPLED if matched else Decision.INVERTED_SAMPLED
-        return Decision.SAMPLED if matched else Decision.NOT_SAMPLED
+        return Decision.SAMPLED if self.matches(trace) is not self.invert_match else Decision.NOT_SAMPLED

@@ -2,7 +2,7 @@
 
 Exactly as otelcol:
   * Sub-policies (`composite_sub_policy`) are evaluated in the order they are defined; the
-    first to sample the trace (Sampled or InvertSampled) decides, and no later one is tried.
+    first to sample the trace decides, and no later one is tried.
   * That sub-policy keeps the trace only when its spans counted in the current second, plus
     the trace's spans, stay within its share and within max_total_spans_per_second; otherwise
     the trace is not sampled (and nothing is counted). The cap applies to each sub-policy's
@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from sampler.policies.base import Evaluator, reads_bytes
 from sampler.policies.config import CompositeConfig
 from sampler.trace import Decision, Trace
-
-KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
 
 
 @dataclass
@@ -68,7 +66,7 @@ class Composite:
             decision = share.policy.evaluate(trace)
             if decision is Decision.ERROR:
                 return decision  # otelcol passes a sub-policy's error up
-            if decision in KEEPS:
+            if decision is Decision.SAMPLED:
                 counted = share.spans_this_second + trace.span_count
                 if counted <= share.spans_per_second and counted <= self.max_total:
                     share.spans_this_second = counted

@@ -1,5 +1,5 @@
 """`not`: the opposite of one sub-policy (`not_sub_policy`): Sampled becomes NotSampled and the
-reverse; any other decision (an inverted one) passes through unchanged, as in otelcol."""
+reverse; an error passes through unchanged, as in otelcol."""
 
 from __future__ import annotations
 

@@ -52,6 +52,13 @@ CASES: dict[str, list[dict]] = {
     "string_regex": [{"type": "string_attribute", "string_attribute": {
         "key": "customer", "values": ["^g.*d$"], "enabled_regex_matching": True}}],
     "string_inverted": [{"type": "string_attribute", "string_attribute": {**STRING, "invert_match": True}}],
+    # otelcol 0.165's invert_match answers plainly: a match neither vetoes another policy's
+    # Sampled nor is its absence vetoed by another's NotSampled, and `not` turns it round
+    "string_inverted_beside_errors": [
+        {"type": "string_attribute", "string_attribute": {**STRING, "invert_match": True}},
+        {"type": "status_code", "status_code": {"status_codes": ["ERROR"]}}],
+    "not_inverted": [{"type": "not", "not": {"not_sub_policy": {
+        "name": "not-vip", "type": "string_attribute", "string_attribute": {**STRING, "invert_match": True}}}}],
     "span_count": [{"type": "span_count", "span_count": {"min_spans": 3, "max_spans": 4}}],
     "trace_state": [{"type": "trace_state", "trace_state": {"key": "vendor", "values": ["on"]}}],
     "boolean": [{"type": "boolean_attribute", "boolean_attribute": {"key": "flagged", "value": True}}],

@@ -144,6 +144,117 @@ def test_processors_after_tail_sampling_see_kept_traces_and_their_late_spans(tmp
     assert all(any(kv.key == "tagged" for kv in group.resource.attributes) for group in groups)
 
 
+def test_spans_of_one_trace_that_came_with_other_metadata_leave_with_their_own_after_later_processors(tmp_path):
+    """A kept trace whose spans came in requests of two batch keys (metadata_keys: two tenants)
+    is exported under each request's key, with later processors as without them."""
+    async def scenario() -> list[set[bytes]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        stage.attach(store, [export], [_Tag()])
+        trace_id = b"\x07" * 16
+        for tenant in (b"tenant-a", b"tenant-b"):
+            request = ExportTraceServiceRequest()
+            span = request.resource_spans.add().scope_spans.add().spans.add(trace_id=trace_id, span_id=tenant[-1:] * 8)
+            span.status.code = Status.STATUS_CODE_ERROR
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, request.SerializeToString()), batch_key=tenant)
+        clock.now += 6
+        await stage.decide_due()
+        leases = []  # a lease holds records of one batch key
+        for _ in range(3):
+            lease = await export.lease(1_000_000)
+            if lease is None or not lease.bodies:
+                break
+            leases.append({span.span_id for body in lease.bodies
+                           for group in ExportTraceServiceRequest.FromString(body).resource_spans
+                           for scope in group.scope_spans for span in scope.spans})
+            await export.ack(lease)
+            if not export.stored.entries:
+                break
+        await store.close()
+        return leases
+
+    assert sorted(map(sorted, asyncio.run(scenario()))) == [[b"a" * 8], [b"b" * 8]]
+
+
+def test_a_kept_part_that_does_not_parse_before_later_processors_is_quarantined_with_its_bytes():
+    """Kept parts that were not parsed for their decision (late spans of a trace being decided)
+    are parsed for the processors after tail_sampling; one that does not parse goes to the
+    dead-letter store as a part, its bytes kept, as elsewhere (not as a record key that does
+    not exist, which quarantines nothing)."""
+    from edgeagent.processors.tail_sampling.later import LaterProcessors
+    from edgeagent.processors.tail_sampling.quarantine import Quarantine
+
+    trace_id = b"\x05" * 16
+    good = _traces_request([trace_id], spans=1)
+    bad = b"\x0f" + good  # wire type 7: no protobuf parser takes it
+    quarantine = Quarantine("tail_sampling")
+    rows = {trace_id: [(b"record-1", b"", 1, good), (b"record-2", b"", 1, bad)]}
+    out = LaterProcessors([_Tag()]).exports({trace_id: True}, rows, {}, frozenset(), quarantine)
+    assert sum(items for _, items, _ in out) == 1
+    records, parts = quarantine.snapshot()
+    assert not records and list(parts) == [b"record-2" + trace_id] and parts[b"record-2" + trace_id][1] == bad
+
+
+def test_shutdown_while_a_round_is_under_way_lets_it_finish_before_dropping_the_rest(tmp_path):
+    """A round stopped half way left what it had started: its trace neither exported nor dropped,
+    or, once its move was submitted (the writer commits it anyway), an index that no longer
+    matched the records, so dropping the pending traces quarantined a sound record."""
+    async def scenario() -> tuple[list[tuple[bytes, bytes]], int, int]:
+        clock = Clock()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        config = TailSamplingConfig.model_validate({
+            "decision_wait": "10s", "decision_wait_after_root_received": "1s",
+            "drop_pending_traces_on_shutdown": True, "policies": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]})
+        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        request = ExportTraceServiceRequest()
+        spans = request.resource_spans.add().scope_spans.add().spans
+        for trace_id, parent in ((b"\x0a" * 16, b""), (b"\x0b" * 16, b"\x01" * 8)):  # a root span, and not
+            spans.add(trace_id=trace_id, span_id=trace_id[:8], parent_span_id=parent).status.code = 2
+        await stage.ingest(Payload.from_bytes(Signal.TRACES, request.SerializeToString()))
+        await stage.start()
+        clock.now += 2  # the trace with its root is due; the other is not
+        stage._wake.set()
+        for _ in range(1000):  # bounded: the round starts within a few turns of the loop
+            if stage._deciding:
+                break
+            await asyncio.sleep(0)
+        await stage.shutdown()
+        exported = await _exported_spans(export)
+        left = sum(1 for _ in store.scan(stage.table))
+        await store.close()
+        return exported, store.deadletter_entries, left
+
+    exported, dead_letters, left = asyncio.run(scenario())
+    assert (exported, dead_letters, left) == ([(b"\x0a" * 16, b"\x0a" * 8)], 0, 0)
+
+
+def test_a_request_cancelled_while_its_record_is_committed_is_still_buffered_and_decided(tmp_path):
+    """A client's deadline or a reset stream cancels ingest; the writer commits the record anyway.
+    It must be indexed and its traces buffered, not left on disk unseen until a restart (then
+    decided apart from the rest of their traces, or a second time after the client's retry)."""
+    async def scenario() -> list[tuple[bytes, bytes]]:
+        clock = Clock()
+        stage, store, export = await _stage(tmp_path, clock, "5s")
+        trace_id = b"\x0c" * 16
+        ingest = asyncio.create_task(stage.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([trace_id], 1))))
+        await asyncio.sleep(0)  # it runs up to its commit
+        ingest.cancel()
+        await asyncio.gather(ingest, return_exceptions=True)
+        await store.atomic(lambda writer: None)  # the writer commits in order: the record is durable
+        clock.now += 6
+        await _decide_all(stage)
+        exported = await _exported_spans(export)
+        await store.close()
+        return exported
+
+    assert asyncio.run(scenario()) == [(b"\x0c" * 16, b"\x01" * 8)]
+
+
 def _traces_request(trace_ids: list[bytes], spans: int = 2) -> bytes:
     """Every trace with an error span (status_code keeps them all), `spans` spans each."""
     request = ExportTraceServiceRequest()

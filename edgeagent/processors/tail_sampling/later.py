@@ -3,6 +3,7 @@ run through the processors listed after tail_sampling in its pipeline, if any.""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import defaultdict
 from collections.abc import Set as AbstractSet
@@ -15,6 +16,20 @@ from edgeagent.processors.tail_sampling.records import Row
 from edgeagent.signals import Payload, Signal
 from otel.shape import TRACES
 from sampler.trace import Trace
+
+# a kept trace as parsed for export: per batch key its spans came with, the trace of those spans
+Pieces = list[tuple[bytes, Trace]]
+
+
+def by_batch_key(trace: Trace, rows: list[Row], quarantine: Quarantine) -> Pieces:
+    """The trace in pieces by the batch keys of its parts (`rows`), so that its spans leave with
+    the metadata they came with (metadata_keys), as they do when exported as stored. Nearly
+    always one piece: the trace itself; else each piece is parsed from its parts again."""
+    keys = list(dict.fromkeys(row[1] for row in rows))
+    if len(keys) <= 1:
+        return [(keys[0] if keys else b"", trace)]
+    parse = functools.partial(quarantine.batches_of, trace.trace_id, rows)
+    return [(key, Trace(trace.trace_id, raw=[row[3] for row in rows if row[1] == key], parse=parse)) for key in keys]
 
 
 class LaterProcessors:
@@ -47,11 +62,11 @@ class LaterProcessors:
             payload = processed
         return (payload.serialized(), payload.items) if payload.items else None
 
-    def exports(self, decisions: dict[bytes, bool], records: dict[bytes, list[Row]], kept: dict[bytes, Trace],
+    def exports(self, decisions: dict[bytes, bool], records: dict[bytes, list[Row]], kept: dict[bytes, Pieces],
                 checked: AbstractSet[bytes], quarantine: Quarantine) -> list[tuple[bytes, int, bytes]]:
         """(body, items, batch key) per batch key for the kept traces of `decisions`, after the processors.
 
-        `kept` holds kept traces as parsed for their decision; the others are their parts
+        `kept` holds kept traces as parsed for their decision (by_batch_key); the others are their parts
         (`records`), each parsed here unless its trace is `checked` (a part that does not parse
         is quarantined). Without processors those go out as the bytes they are: serialized
         requests concatenated are one request holding all their resource groups."""
@@ -60,10 +75,10 @@ class LaterProcessors:
         part_ok = quarantine.part_ok
         for trace_id in itertools.compress(decisions, decisions.values()):
             rows = records.get(trace_id, [])
-            batch_key = rows[0][1] if rows else b""
-            trace = kept.get(trace_id)
-            if trace is not None:
-                by_key[batch_key].extend(trace.batches)
+            pieces = kept.get(trace_id)
+            if pieces is not None:
+                for batch_key, piece in pieces:
+                    by_key[batch_key].extend(piece.batches)
                 continue
             if not self.processors:
                 for row in rows:
@@ -72,10 +87,10 @@ class LaterProcessors:
                         bodies.append(row[3])
                         as_stored[row[1]] = (bodies, count + row[2])
                 continue
-            for key, key_of_row, _, body in rows:
-                request = quarantine.parse(key + trace_id, body)
+            for row in rows:
+                request = quarantine.parse_part(trace_id, row)
                 if request is not None:
-                    by_key[key_of_row].append(request)
+                    by_key[row[1]].append(request)
         out = [(b"".join(bodies), items, batch_key) for batch_key, (bodies, items) in as_stored.items()]
         for batch_key, parts in by_key.items():
             processed = self.run(parts)

@@ -36,12 +36,15 @@ class Quarantine:
                 self.records[key] = reason
                 self._log(key, reason)
 
-    def parse(self, key: bytes, body: bytes) -> ExportTraceServiceRequest | None:
-        """The request of a raw record, or None (and quarantined with the next move) when it does not parse."""
+    def parse_part(self, trace_id: bytes, row: Row) -> ExportTraceServiceRequest | None:
+        """The request of one part of a trace, or None (and the part quarantined by the next move)
+        when it does not parse, or was quarantined already."""
+        if row[0] + trace_id in self.parts:
+            return None
         try:
-            return ExportTraceServiceRequest.FromString(body)
+            return ExportTraceServiceRequest.FromString(row[3])
         except DecodeError as exc:
-            self.note_records({key: f"not a trace request: {exc}"})
+            self.note_part(trace_id, row, f"not a trace request: {exc}")
             return None
 
     def batches_of(self, trace_id: bytes, rows: list[Row], body: bytes) -> list[ResourceSpans]:

@@ -83,7 +83,7 @@ from typing import Any, cast
 from edgeagent.errors import RetryableError
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
-from edgeagent.processors.tail_sampling.later import LaterProcessors
+from edgeagent.processors.tail_sampling.later import LaterProcessors, Pieces, by_batch_key
 from edgeagent.processors.tail_sampling.quarantine import BadPart, Quarantine
 from edgeagent.processors.tail_sampling.records import Move, RecordIndex, Row
 from edgeagent.processors.tail_sampling.recovery import KEY, Rewrite, recover
@@ -115,6 +115,7 @@ _TRACES_PER_DECISION = 64
 _BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
 _TRACE_ID = itemgetter(0)  # of a TracePart
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
+_STOP_WAIT = 5.0  # seconds shutdown waits for the round under way before it cancels it
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
 
 
@@ -177,6 +178,7 @@ class SamplingStage:
         self._deciding: set[bytes] = set()  # read for evaluation right now: new spans go to disk
         self._late_records: set[bytes] = set()  # records committed while their trace was being decided
         self._task: asyncio.Task | None = None
+        self._stopping = False  # shutdown: the round under way finishes, no other starts
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer holds fewer than num_traces (block_on_overflow)
         self._room.set()
@@ -240,6 +242,7 @@ class SamplingStage:
         if recovered:
             log.info("tail sampling resumed the traces it was holding", extra={
                 "processor": self.id, "traces": len(recovered), "spans": self.buffer.spans})
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"tail_sampling:{self.id}")
         self._task.add_done_callback(self._stopped)
 
@@ -248,7 +251,12 @@ class SamplingStage:
         drop_pending_traces_on_shutdown says to drop them (counted)."""
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
+            # a round cancelled half way leaves its traces out of the buffer, and its move (which
+            # the writer commits anyway) out of the index: let it finish
+            self._stopping = True
+            self._wake.set()
+            if not (await asyncio.wait({task}, timeout=_STOP_WAIT))[0]:
+                task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             if self.config.drop_pending_traces_on_shutdown:
                 await self._drop_pending()
@@ -319,11 +327,21 @@ class SamplingStage:
             if export is not None:
                 for queue in queues:
                     writer.append(queue, export[0], export[1], batch_key)
+        def held(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen or busy)
+                self._enforce_limits(pending)
+
         # nothing awaited between routing and this submit: the writer sees the routing's order
-        await self._running_store().atomic(commit)
-        if pending:
-            self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen or busy)
-        self._enforce_limits(pending)
+        committed = self._running_store().atomic(commit)
+        if not pending:
+            await committed
+            self._enforce_limits(pending)
+            return
+        # indexed once committed, also when this request is cancelled meanwhile (a client's
+        # deadline, a reset stream): the writer commits it anyway
+        committed.add_done_callback(held)
+        await asyncio.shield(committed)
 
     def _route(self, body: bytes, parts: list[TracePart], remote: dict[bytes, bool]
                ) -> tuple[list[TracePart], list[int] | None, list[bytes], int]:
@@ -463,7 +481,7 @@ class SamplingStage:
     # ---- deciding --------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.tick)
             except TimeoutError:
@@ -472,6 +490,8 @@ class SamplingStage:
             # one round decides at most `limit` traces; the rest that are due follow at once, not
             # a tick later (a tick of 1000 traces would cap decisions near 10k traces a second)
             for _ in range(_MAX_ROUNDS_PER_TICK):
+                if self._stopping:
+                    return
                 await self.decide_due()
                 if not self.buffer.has_due(self.clock()):
                     break
@@ -513,7 +533,7 @@ class SamplingStage:
         read = set(to_read)
         finals: list[Decision] = []
         evaluated: list[tuple[str, list[Decision]]] = []
-        kept: dict[bytes, Trace] = {}
+        kept: dict[bytes, Pieces] = {}
         for start, end, reading in _chunks(read_at, len(own)):
             chunk = known[start:end]
             for at in reading:
@@ -530,7 +550,7 @@ class SamplingStage:
             finals += decided
             evaluated += by_policy
             kept.update(self._kept_traces([traces[at - start] for at in reading
-                                           if decided[at - start] is Decision.SAMPLED]))
+                                           if decided[at - start] is Decision.SAMPLED], rows))
         decisions = dict(zip(own, map(_IS_SAMPLED, finals), strict=True))
         if followed:
             decisions = {trace_id: followed[trace_id] if trace_id in followed else decisions[trace_id]
@@ -592,18 +612,21 @@ class SamplingStage:
                 readers.append(getattr(named.policy, "reads_many", None) or functools.partial(_each_reads, reader))
         return readers
 
-    def _kept_traces(self, traces: list[Trace]) -> dict[bytes, Trace]:
+    def _kept_traces(self, traces: list[Trace], rows: dict[bytes, list[Row]]) -> dict[bytes, Pieces]:
         """Of kept traces that were read, those that go out as parsed here (span compression or
-        later processors); the others go out as stored. Each is parsed now (kept traces not read
-        when they are: LaterProcessors.exports), so a record that does not parse is quarantined, not sent."""
-        kept: dict[bytes, Trace] = {}
+        later processors), in pieces by batch key; the others go out as stored. Each is parsed now
+        (kept traces not read when they are: LaterProcessors.exports), so a record that does not
+        parse is quarantined, not sent."""
+        kept: dict[bytes, Pieces] = {}
         compression = self.config.span_compression
         for trace in traces:
             trace.batches  # noqa: B018 (parses the records, noting those that do not parse)
             if compression.enabled or self.post:
+                pieces = by_batch_key(trace, rows.get(trace.trace_id, []), self.quarantine)
                 if compression.enabled:
-                    compress_trace(trace, compression)
-                kept[trace.trace_id] = trace
+                    for _, piece in pieces:
+                        compress_trace(piece, compression)
+                kept[trace.trace_id] = pieces
         return kept
 
     async def _read(self, trace_ids: list[bytes] | dict[bytes, bool], more: Iterable[bytes] = (),
@@ -642,7 +665,7 @@ class SamplingStage:
                      hints=buffered[HINTS] if buffered is not None and whole else None)
 
     async def _settle(self, decisions: dict[bytes, bool], reading: _Reading | None,
-                      kept: dict[bytes, Trace] | None = None, checked: AbstractSet[bytes] = frozenset(),
+                      kept: dict[bytes, Pieces] | None = None, checked: AbstractSet[bytes] = frozenset(),
                       touched: set[bytes] | None = None) -> None:
         """Move decided traces: kept spans into the export queues and their parts out of the
         buffer records, in one transaction. `reading`: the parts of the kept traces and the

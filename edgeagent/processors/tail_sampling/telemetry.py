@@ -10,7 +10,6 @@ from sampler.telemetry import Counter, MetricsSink
 from sampler.trace import Decision
 
 _PREFIX = "otelcol_processor_tail_sampling_"
-_KEEPS = (Decision.SAMPLED, Decision.INVERTED_SAMPLED)
 # otelcol labels its decision counters with the decision as well as `sampled` (the last label)
 _DECISION = Derived(("decision",), lambda labels: ("sampled" if labels[-1] == "true" else "not_sampled",))
 _COUNTERS = (
@@ -69,7 +68,7 @@ class StageTelemetry:
         by_policy: collections.Counter[tuple[str, str]] = collections.Counter()
         for policy, results in evaluated:
             failed = results.count(Decision.ERROR)
-            keeps = sum(map(results.count, _KEEPS))
+            keeps = results.count(Decision.SAMPLED)
             errors += failed
             by_policy[policy, "true"] += keeps
             by_policy[policy, "false"] += len(results) - keeps - failed

@@ -98,7 +98,7 @@ def test_max_total_caps_a_sub_policy_allocated_more_than_it():
     assert offer(policy, OTHER, 4) == [S, S, S, N]
 
 
-def test_and_sub_policy_and_inverted_decisions_count_as_matches():
+def test_and_sub_policy_and_inverted_matches_count_as_matches():
     policy, _ = built("""
         name: c
         type: composite
@@ -114,6 +114,6 @@ def test_and_sub_policy_and_inverted_decisions_count_as_matches():
                                      {type: status_code, status_code: {status_codes: [ERROR]}}]}
         """)
     key1_error = spans_trace(*(span({"key1": "a"}, status="ERROR") for _ in range(10)))
-    assert offer(policy, OTHER, 2) == [S, N]        # InvertSampled from the first: its share is 10
-    assert offer(policy, key1_error, 2) == [S, N]   # InvertNotSampled goes on to the and
+    assert offer(policy, OTHER, 2) == [S, N]        # the first samples it (no key1=a): its share is 10
+    assert offer(policy, key1_error, 2) == [S, N]   # the first does not: on to the and
     assert offer(policy, KEY1, 1) == [N]            # neither matches

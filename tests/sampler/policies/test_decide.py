@@ -54,20 +54,21 @@ def run(names: str, trace: str, first_match: bool = False) -> tuple[str, str]:
     ("errors drop-debug drop-health", "api_debug_error", False, "D", "drop-debug=D"),
     ("errors drop-debug drop-health", "api_error", False, "S", "drop-debug=N drop-health=N errors=S"),
     ("all drop-health", "health", True, "D", "drop-health=D"),
-    # an inverted not-sampled decision beats any sampled one
-    ("not-health all", "health", False, "N", "not-health=IN all=S"),
-    ("not-health errors", "health_error", False, "N", "not-health=IN errors=S"),
-    # an inverted sampled decision keeps a trace only when no policy said not sampled
-    ("not-health", "api", False, "S", "not-health=IS"),
-    ("not-health errors", "api", False, "N", "not-health=IS errors=N"),
-    ("not-health errors", "api_error", False, "S", "not-health=IS errors=S"),
-    # sample_on_first_match stops at the first Sampled, not at an InvertSampled
+    # invert_match answers plainly (otelcol 0.165): its match vetoes no other policy's Sampled,
+    # and its Sampled keeps a trace another policy did not sample
+    ("not-health all", "health", False, "S", "not-health=N all=S"),
+    ("not-health errors", "health_error", False, "S", "not-health=N errors=S"),
+    ("not-health", "api", False, "S", "not-health=S"),
+    ("not-health errors", "api", False, "S", "not-health=S errors=N"),
+    ("not-health errors", "api_error", False, "S", "not-health=S errors=S"),
+    ("not-health errors", "health", False, "N", "not-health=N errors=N"),
+    # sample_on_first_match stops at the first Sampled
     ("errors slow all", "api_error", True, "S", "errors=S"),
     ("errors slow all", "api_slow", True, "S", "errors=N slow=S"),
     ("errors slow all", "api_slow", False, "S", "errors=N slow=S all=S"),
-    ("not-health errors", "api", True, "N", "not-health=IS errors=N"),
-    ("not-health all", "health", True, "N", "not-health=IN all=S"),
-    # not, and: plain decisions even around inverted sub-policies
+    ("not-health errors", "api", True, "S", "not-health=S"),
+    ("not-health all", "health", True, "S", "not-health=N all=S"),
+    # not, and: around an inverted sub-policy
     ("not-errors", "api", False, "S", "not-errors=S"),
     ("not-errors", "api_error", False, "N", "not-errors=N"),
     ("error-and-not-health", "api_error", False, "S", "error-and-not-health=S"),
@@ -174,9 +175,8 @@ class Scripted:
 
 
 def test_and_over_many_traces_answers_and_asks_as_trace_by_trace():
-    """An error or a refusal ends a trace's turn (later sub-policies never see it); inverted
-    decisions count as otelcol counts them. Rounds of every size; a sub-policy may refuse all,
-    some or none of the traces it sees."""
+    """An error or a refusal ends a trace's turn (later sub-policies never see it). Rounds of
+    every size; a sub-policy may refuse all, some or none of the traces it sees."""
     from sampler.policies.and_ import all_sample, all_sample_many
 
     rng = random.Random(3)

@@ -21,8 +21,7 @@ from sampler.trace import Decision, Trace
 
 EPOCH_NS = 1_700_000_000_000_000_000
 STATUS = {"UNSET": Status.STATUS_CODE_UNSET, "OK": Status.STATUS_CODE_OK, "ERROR": Status.STATUS_CODE_ERROR}
-SHORT = {"S": Decision.SAMPLED, "N": Decision.NOT_SAMPLED, "IS": Decision.INVERTED_SAMPLED,
-         "IN": Decision.INVERTED_NOT_SAMPLED, "D": Decision.DROPPED, "E": Decision.ERROR}
+SHORT = {"S": Decision.SAMPLED, "N": Decision.NOT_SAMPLED, "D": Decision.DROPPED, "E": Decision.ERROR}
 
 
 def _fill(attributes: Any, values: dict[str, Any] | None) -> None:
