@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.packaging.hostpath import left_by_an_agent, run_init_container
 from tests.packaging.shipped import configmap_configs, run_on_installation
 from tests.packaging.tools import require
 
@@ -200,3 +201,16 @@ def test_every_rendered_config_runs_on_the_installed_wheel_and_accepts_otlp(rend
     configs = configmap_configs(f"helm {values}", yaml.safe_dump_all(rendered[values]))
     (config,) = [config for config in configs if config.name.endswith(f"edgeagent-{component}")]
     run_on_installation(config, installed / "bin" / "edgeagent", request, upstream, tmp_path)
+
+
+def test_the_queue_init_container_succeeds_on_a_node_where_an_agent_ran_before(rendered, tmp_path):
+    """Every new agent pod (a config change, an upgrade, a reboot) runs the init container again over
+    the queue the last one left: a chown -R that cannot read the private queue directory fails it,
+    and the pod never starts."""
+    pod = _one(rendered["default"], "DaemonSet")["spec"]["template"]["spec"]
+    uid, gid = pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+    left_by_an_agent(tmp_path, uid, gid, 0o755)  # hostPath DirectoryOrCreate's mode
+    (init,) = pod["initContainers"]
+    result = run_init_container(init, "queue", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {(path.stat().st_uid, path.stat().st_gid) for path in [tmp_path, *tmp_path.rglob("*")]} == {(uid, gid)}

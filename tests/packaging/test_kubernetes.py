@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.packaging.hostpath import left_by_an_agent, run_init_container
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +119,15 @@ def test_keda_scales_the_clustered_hub_on_the_lag_of_the_group_its_kafka_receive
     assert [trigger["metadata"]["topic"]] == receiver["traces"]["topics"]
     assert trigger["metadata"]["bootstrapServers"].split(",") == receiver["brokers"]
     assert scaled["spec"]["minReplicaCount"] >= docs["PodDisruptionBudget"]["spec"]["minAvailable"] + 1
+
+
+def test_the_agents_queue_init_container_succeeds_on_a_node_where_an_agent_ran_before(tmp_path):
+    """As the chart's: a new agent pod must get past its init container over the queue the last one left."""
+    (agent,) = [doc for doc in yaml.safe_load_all((MANIFESTS / "agent.yaml").read_text()) if doc["kind"] == "DaemonSet"]
+    pod = agent["spec"]["template"]["spec"]
+    uid, gid = pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+    left_by_an_agent(tmp_path, uid, gid, 0o750)  # the mode the init container sets
+    (init,) = pod["initContainers"]
+    result = run_init_container(init, "queue", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {(path.stat().st_uid, path.stat().st_gid) for path in [tmp_path, *tmp_path.rglob("*")]} == {(uid, gid)}
