@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # imported when the agent runs: the config commands stay ligh
 log = logging.getLogger("edgeagent")
 EXIT_CONFIG = 2
 EMBEDDED = "<embedded default>"
+DRAIN_TIMEOUT_ENV = "EDGEAGENT_DRAIN_TIMEOUT"
 
 
 def default_config_text() -> str:
@@ -158,8 +159,20 @@ def cmd_components(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drain_timeout(args: argparse.Namespace) -> float:
+    """--drain-timeout, else $EDGEAGENT_DRAIN_TIMEOUT, in seconds (read by `run` alone)."""
+    if args.drain_timeout is not None:
+        return float(args.drain_timeout)
+    text = os.environ.get(DRAIN_TIMEOUT_ENV) or "0"
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError([(DRAIN_TIMEOUT_ENV, f"{text!r} is not a number of seconds (such as 40)")]) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     try:
+        drain_timeout = _drain_timeout(args)
         config = load(args.config, _upstream(args), args.set)
     except ConfigError as error:
         _print_errors(error)
@@ -174,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     upstream = _upstream(args)
     agent.reloader = lambda: load(args.config, upstream, args.set)  # SIGHUP reads the same sources again
     try:
-        return asyncio.run(_run(agent, args.drain_timeout))
+        return asyncio.run(_run(agent, drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
         log.error("edgeagent could not start: %s", exc, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
         return 1
@@ -447,8 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     _config_flags(parser, top=True)
     parser.add_argument("--state-dir", help="where queues live when no file_storage directory is configured")
-    parser.add_argument("--drain-timeout", type=float, metavar="SECONDS",
-                        default=float(os.environ.get("EDGEAGENT_DRAIN_TIMEOUT") or 0),
+    parser.add_argument("--drain-timeout", type=float, metavar="SECONDS", default=None,
                         help="on SIGTERM, keep sending queued data for up to SECONDS before stopping (hubs "
                              "scaled down for good; or EDGEAGENT_DRAIN_TIMEOUT); what is left stays queued")
     parser.set_defaults(handler=cmd_run)

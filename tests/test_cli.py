@@ -1,0 +1,15 @@
+"""The command line's own errors: a mistake by the operator is a sentence and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+from edgeagent.cli import EXIT_CONFIG, main
+
+
+def test_a_drain_timeout_in_the_environment_that_is_no_number_is_named_not_a_traceback(monkeypatch, capsys, tmp_path):
+    """EDGEAGENT_DRAIN_TIMEOUT=40s (a duration, as configs write them) in the unit's environment file
+    stopped every command, `version` and `validate` too, with a ValueError traceback."""
+    monkeypatch.setenv("EDGEAGENT_DRAIN_TIMEOUT", "40s")
+    assert main(["version"]) == 0
+    assert main(["validate"]) == 0
+    assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == EXIT_CONFIG
+    assert "error: EDGEAGENT_DRAIN_TIMEOUT: '40s' is not a number of seconds" in capsys.readouterr().err
