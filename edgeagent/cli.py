@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import yaml
 
@@ -369,8 +370,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
             f"{r['queue']:<32} seq={r['seq']:<8} items={r['items']:<6} bytes={r['bytes']:<8} "
             f"attempts={r['attempts']:<3} age={r['age_seconds']}s") for r in rows])
     elif action == "export":
-        result, _ = _control_call(args, "export", {"format": args.format})
-        _write_output(args.output, result)
+        with _output(args.output) as out:
+            out.write(_control_call(args, "export", {"format": args.format})[0])
     elif action == "purge":
         if not args.yes:
             print("error: purge deletes queued data; add --yes to confirm", file=sys.stderr)
@@ -393,8 +394,8 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
             f"seq={r['seq']:<6} {r['queue']:<32} items={r['items']:<6} status={r.get('status')} {r.get('reason', '')}")
             for r in rows])
     elif action == "export":
-        result, _ = _control_call(args, "dead-letter-export")
-        _write_output(args.output, result)
+        with _output(args.output) as out:
+            out.write(_control_call(args, "dead-letter-export")[0])
     elif action == "replay":
         result, _ = _control_call(args, "dead-letter-replay", {"seqs": args.seq or None})
         _emit(result, True, print)
@@ -417,12 +418,15 @@ def _print_stats(result: dict) -> None:
                   f"oldest={queue['oldest_age_seconds']}s")
 
 
-def _write_output(path: str | None, data: bytes) -> None:
-    if path:
-        with open(path, "wb") as handle:
-            handle.write(data)
-    else:
-        sys.stdout.buffer.write(data)
+def _output(path: str | None) -> contextlib.AbstractContextManager[BinaryIO]:
+    """Where an export goes, opened before the agent is asked: a file that cannot be written is an
+    error before the whole queue is read, not a traceback after."""
+    if not path:
+        return contextlib.nullcontext(sys.stdout.buffer)
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise SystemExit(f"edgeagent: cannot write {path}: {exc.strerror}") from None
 
 
 def cmd_version(args: argparse.Namespace) -> int:

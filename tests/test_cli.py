@@ -13,3 +13,17 @@ def test_a_drain_timeout_in_the_environment_that_is_no_number_is_named_not_a_tra
     assert main(["validate"]) == 0
     assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == EXIT_CONFIG
     assert "error: EDGEAGENT_DRAIN_TIMEOUT: '40s' is not a number of seconds" in capsys.readouterr().err
+
+
+def test_an_export_to_a_file_that_cannot_be_written_is_refused_before_the_queue_is_read(capsys, tmp_path):
+    """`queue export -o` (and `dead-letter export -o`) into a missing directory ended in a
+    FileNotFoundError traceback, after the whole export had been read."""
+    state = str(tmp_path / "state")
+    for verb in (["queue", "export"], ["queue", "dead-letter", "export"]):
+        try:
+            code = main([*verb, "-o", str(tmp_path / "missing" / "out.jsonl"), "--state-dir", state])
+        except SystemExit as exit_:
+            code = exit_.code
+        assert code not in (0, None)
+        assert f"cannot write {tmp_path / 'missing' / 'out.jsonl'}: No such file or directory" in str(code) + \
+            capsys.readouterr().err
