@@ -268,3 +268,40 @@ def test_a_command_to_an_agent_that_never_answers_fails_within_its_timeout_namin
     assert os.path.join(silent_agent, control.SOCKET_NAME) in message
     assert "did not answer" in message and "--timeout" in message
     assert took < 0.2 + 8  # the bound, and the interpreter's start with the agent's imports
+
+
+def test_a_second_agent_on_the_same_state_directory_leaves_the_first_ones_control_socket(tmp_path):
+    """Two agents whose queues live apart may share a state directory: the second one replaced the
+    first one's socket, so `status`, `reload` and `queue purge` went to the wrong agent, and once it
+    stopped the first one answered nothing ("not running") until it was restarted. A socket file
+    nobody listens on (left by a kill -9) is still replaced."""
+    path = str(tmp_path / "state" / control.SOCKET_NAME)
+
+    async def first(params: dict[str, Any]) -> str:
+        return "first"
+
+    async def second(params: dict[str, Any]) -> str:
+        return "second"
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        one = control.ControlServer(path, {"who": first})
+        two = control.ControlServer(path, {"who": second})
+        await one.start()
+        try:
+            await two.start()
+            during = await control.call(path, "who")
+            await two.shutdown()
+            after = await control.call(path, "who")
+        finally:
+            await one.shutdown()
+        stale = socket.socket(socket.AF_UNIX)  # bound and closed: a file nobody listens on
+        stale.bind(path)
+        stale.close()
+        await two.start()
+        try:
+            replaced = await control.call(path, "who")
+        finally:
+            await two.shutdown()
+        return during, after, replaced
+
+    assert asyncio.run(scenario()) == ("first", "first", "second")

@@ -14,14 +14,18 @@ agent that does not answer within its `timeout`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from edgeagent import netaddr
 from edgeagent.http1 import wire
 from edgeagent.http1.server import Request, Response, Server
 
+log = logging.getLogger(__name__)
 SOCKET_NAME = "control.sock"
 MAX_ANSWER = 1 << 30  # an export of the whole queue comes back in one answer
 WAIT_FOR_REQUEST = 10.0  # seconds from the connection (or the last answer) until a request's head is in
@@ -50,13 +54,19 @@ class ControlServer:
         server = Server(wait_for_request=self.wait_for_request, write_stall_timeout=self.write_stall_timeout)
         server.post("/{name}", self._handle)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        if os.path.exists(self.path):
-            os.unlink(self.path)  # left by a process that was killed; we hold the queue lock
         old_mask = os.umask(0o177)
-        try:
-            await server.listen(path=self.path)
+        try:  # bound here: asyncio would replace a socket file even when another agent listens on it
+            sock = netaddr.unix_socket(self.path)  # a file left by a killed agent is replaced
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            log.warning("another process serves this state directory's control socket: edgeagent status, "
+                        "reload and queue commands reach it, not this agent; give each agent its own "
+                        "--state-dir", extra={"socket": self.path, "error": exc.strerror})
+            return
         finally:
             os.umask(old_mask)
+        await server.listen(sock=sock)
         self._server = server
 
     async def shutdown(self) -> None:
