@@ -550,5 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.handler is not cmd_run:
             lean.steady_gc()
         return args.handler(args)
+    except BrokenPipeError:  # `edgeagent queue peek | head`: the reader left; nothing is wrong but the rest unread
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail too
+        return 1
     finally:
         lean.steady_gc()

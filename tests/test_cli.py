@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from edgeagent.cli import EXIT_CONFIG, main
 
 
@@ -27,3 +31,17 @@ def test_an_export_to_a_file_that_cannot_be_written_is_refused_before_the_queue_
         assert code not in (0, None)
         assert f"cannot write {tmp_path / 'missing' / 'out.jsonl'}: No such file or directory" in str(code) + \
             capsys.readouterr().err
+
+
+def test_output_into_a_closed_pipe_ends_quietly_not_in_a_traceback():
+    """`edgeagent queue peek | head -1`: the reader leaves early, and every verb that prints ended in a
+    BrokenPipeError traceback (and another at exit)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        result = subprocess.run([sys.executable, "-m", "edgeagent", "components"], stdout=write, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+    assert result.returncode == 1
