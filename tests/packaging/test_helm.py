@@ -14,6 +14,7 @@ import yaml
 
 from tests.packaging.hostpath import left_by_an_agent, run_init_container
 from tests.packaging.shipped import configmap_configs, run_on_installation
+from tests.packaging.startup import probe_window, slowest_start
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,3 +215,12 @@ def test_the_queue_init_container_succeeds_on_a_node_where_an_agent_ran_before(r
     result = run_init_container(init, "queue", tmp_path)
     assert result.returncode == 0, result.stderr
     assert {(path.stat().st_uid, path.stat().st_gid) for path in [tmp_path, *tmp_path.rglob("*")]} == {(uid, gid)}
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_a_start_that_compacts_a_full_queue_is_not_killed_by_the_liveness_probe(rendered, values):
+    """Nothing answers the probes while compaction.on_start copies the queue: the liveness probe
+    (35 s) killed an agent with a few GiB queued on a slow disk, every time it started again."""
+    for workload, config in _workloads(rendered[values]):
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        assert probe_window(container) >= slowest_start(config), workload["metadata"]["name"]

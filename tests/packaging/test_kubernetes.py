@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tests.packaging.hostpath import left_by_an_agent, run_init_container
+from tests.packaging.startup import probe_window, slowest_start
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,3 +132,12 @@ def test_the_agents_queue_init_container_succeeds_on_a_node_where_an_agent_ran_b
     result = run_init_container(init, "queue", tmp_path)
     assert result.returncode == 0, result.stderr
     assert {(path.stat().st_uid, path.stat().st_gid) for path in [tmp_path, *tmp_path.rglob("*")]} == {(uid, gid)}
+
+
+@pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml", "hub-cluster.yaml"])
+def test_a_start_that_compacts_a_full_queue_is_not_killed_by_the_liveness_probe(name):
+    docs = list(yaml.safe_load_all((MANIFESTS / name).read_text()))
+    config = yaml.safe_load(next(doc for doc in docs if doc["kind"] == "ConfigMap")["data"]["config.yaml"])
+    for doc in docs:
+        if doc["kind"] in ("DaemonSet", "StatefulSet"):
+            assert probe_window(doc["spec"]["template"]["spec"]["containers"][0]) >= slowest_start(config)

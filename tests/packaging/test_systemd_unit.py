@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from tests.packaging.startup import slowest_start
 from tests.packaging.tools import find, require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +77,11 @@ def test_reload_validates_the_config_the_service_runs_then_sends_sighup(tmp_path
     result = subprocess.run([executable, "validate", "--config", str(broken)], capture_output=True, text=True,
                             check=False)
     assert result.returncode != 0, result.stdout  # the reload stops here; the running config stays
+
+
+def test_a_start_that_compacts_a_full_queue_fits_the_start_timeout():
+    """The package's config compacts its queue at start, before READY=1: past TimeoutStartSec (90 s
+    by default) systemd killed the start, and restarted it into the same compaction, for good."""
+    shipped = yaml.safe_load((ROOT / "packaging" / "debian" / "config.yaml").read_text())
+    timeout = re.search(r"^TimeoutStartSec=(\d+)min$", UNIT.read_text(), re.M)
+    assert timeout and int(timeout.group(1)) * 60 >= slowest_start(shipped)
