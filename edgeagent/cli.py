@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -190,8 +191,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(agent, drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
-        log.error("edgeagent could not start: %s", exc, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
+        log.error("edgeagent could not start: %s%s", exc, _sandbox_hint(exc),
+                  exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
         return 1
+
+
+def _sandbox_hint(exc: Exception) -> str:
+    """What to change when systemd's sandbox, not the directory's owner, refuses a write."""
+    if not (isinstance(exc, OSError) and exc.errno == errno.EROFS and os.environ.get("INVOCATION_ID")):
+        return ""
+    return ("; under systemd the unit's ProtectSystem=strict lets the agent write only to its StateDirectory "
+            "(/var/lib/edgeagent): to keep the queue elsewhere, make that directory the service user's and allow "
+            "it with `systemctl edit edgeagent`: [Service] ReadWritePaths=DIRECTORY")
 
 
 async def _run(agent: Service, drain_timeout: float = 0.0) -> int:

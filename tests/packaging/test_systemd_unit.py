@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.packaging.startup import slowest_start
@@ -85,3 +88,26 @@ def test_a_start_that_compacts_a_full_queue_fits_the_start_timeout():
     shipped = yaml.safe_load((ROOT / "packaging" / "debian" / "config.yaml").read_text())
     timeout = re.search(r"^TimeoutStartSec=(\d+)min$", UNIT.read_text(), re.M)
     assert timeout and int(timeout.group(1)) * 60 >= slowest_start(shipped)
+
+
+def test_a_queue_directory_the_unit_keeps_read_only_is_refused_with_the_fix(tmp_path):
+    """ProtectSystem=strict leaves only /var/lib/edgeagent writable: a queue moved to a data partition
+    failed with a bare "Read-only file system" on a directory that `ls -l` shows the agent's own,
+    every two seconds (Restart=on-failure), with nothing saying what to change."""
+    unshare = require("unshare", "apt-get install -y util-linux")
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount in a mount namespace needs root (CI runs as root)")
+    data = tmp_path / "data"
+    data.mkdir()
+    script = (f"mount --make-rprivate / && mount --bind {data} {data} && mount -o remount,bind,ro {data} && "
+              f'exec "$@"')
+    result = subprocess.run(
+        [unshare, "-m", "sh", "-c", script, "sh", sys.executable, "-m", "edgeagent", "run", "--state-dir",
+         str(tmp_path / "state"), "--set", f"extensions::file_storage::directory={data / 'queue'}",
+         "--set", "service::extensions=[health_check, file_storage]",
+         "--set", "exporters::otlphttp::sending_queue::storage=file_storage"],
+        env={**os.environ, "INVOCATION_ID": "0" * 32, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert str(data / "queue") in result.stderr and "systemctl edit edgeagent" in result.stderr, result.stderr
+    assert "ReadWritePaths=" in result.stderr, result.stderr
