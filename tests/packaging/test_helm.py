@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -224,3 +225,30 @@ def test_a_start_that_compacts_a_full_queue_is_not_killed_by_the_liveness_probe(
     for workload, config in _workloads(rendered[values]):
         container = workload["spec"]["template"]["spec"]["containers"][0]
         assert probe_window(container) >= slowest_start(config), workload["metadata"]["name"]
+
+
+def _destination_ports(config: dict, upstream: str) -> set[int]:
+    """The TCP ports each exporter of a config connects to (Kafka brokers, OTLP endpoints)."""
+    ports = set()
+    for name, exporter in config["exporters"].items():
+        if name.split("/")[0] == "kafka":
+            ports |= {int(broker.rsplit(":", 1)[1]) for broker in exporter["brokers"]}
+        elif "endpoint" in exporter:
+            url = urlsplit(exporter["endpoint"].replace("${env:EDGEAGENT_UPSTREAM}", upstream))
+            ports.add(url.port or (443 if url.scheme == "https" else 80))
+    return ports
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_the_network_policies_let_each_tier_reach_what_its_exporters_send_to(rendered, values):
+    """With the hub, the agents' egress was the hub's OTLP ports alone: agents whose config writes
+    traces to Kafka (the tail-sampling example) were cut off from it, and their traces piled up on
+    the nodes' disks until drop_oldest discarded them."""
+    policies = {doc["metadata"]["labels"]["app.kubernetes.io/component"]: doc for doc in rendered[values]
+                if doc["kind"] == "NetworkPolicy"}
+    for workload, config in _workloads(rendered[values]):
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        upstream = next(item["value"] for item in container["env"] if item["name"] == "EDGEAGENT_UPSTREAM")
+        egress = policies[workload["metadata"]["labels"]["app.kubernetes.io/component"]]["spec"]["egress"]
+        allowed = {port["port"] for rule in egress for port in rule.get("ports", [])}
+        assert _destination_ports(config, upstream) <= allowed, workload["metadata"]["name"]
