@@ -141,3 +141,19 @@ def test_a_start_that_compacts_a_full_queue_is_not_killed_by_the_liveness_probe(
     for doc in docs:
         if doc["kind"] in ("DaemonSet", "StatefulSet"):
             assert probe_window(doc["spec"]["template"]["spec"]["containers"][0]) >= slowest_start(config)
+
+
+@pytest.mark.parametrize("name", ["networkpolicies.yaml", "hub-cluster.yaml"])
+def test_network_policies_select_namespaces_by_the_label_every_namespace_has(name):
+    """Kubernetes labels every namespace kubernetes.io/metadata.name=<its name>; nothing labels
+    kube-system `name: kube-system`: a policy selecting that let no DNS query out, so the agents could
+    not resolve the hub and the hub not its upstream (and Prometheus in `monitoring` could not scrape)."""
+    def selectors(node: object) -> list[dict]:
+        if isinstance(node, dict):
+            found = [node["namespaceSelector"]] if "namespaceSelector" in node else []
+            return found + [s for value in node.values() for s in selectors(value)]
+        return [s for value in node for s in selectors(value)] if isinstance(node, list) else []
+
+    policies = [doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc["kind"] == "NetworkPolicy"]
+    found = [selector for policy in policies for selector in selectors(policy["spec"])]
+    assert found and all(set(s.get("matchLabels", {})) <= {"kubernetes.io/metadata.name"} for s in found), found
