@@ -290,6 +290,8 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
         return _ask(socket, name, params, args.timeout), True
     except ConnectionError:
         pass
+    except RuntimeError as exc:  # the agent answered with an error
+        raise SystemExit(f"edgeagent: {name} failed: {exc}") from None
     try:  # the config only tells where the queues are when no agent answers: a running agent knows
         config = load(args.config, overrides=args.set)
     except ConfigError as error:
@@ -304,6 +306,8 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
                 return _ask(other, name, params, args.timeout), True
             except (ConnectionError, PermissionError):
                 pass
+            except RuntimeError as refused:
+                raise SystemExit(f"edgeagent: {name} failed: {refused}") from None
         raise SystemExit(f"edgeagent: {exc}") from None
     except (StorageAccessError, StorageDamagedError) as exc:
         raise SystemExit(f"edgeagent: {exc}") from None

@@ -5,6 +5,7 @@ does not answer."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import select
 import socket
@@ -305,3 +306,27 @@ def test_a_second_agent_on_the_same_state_directory_leaves_the_first_ones_contro
         return during, after, replaced
 
     assert asyncio.run(scenario()) == ("first", "first", "second")
+
+
+def test_a_command_that_fails_in_the_agent_is_reported_with_its_reason(tmp_path):
+    """`queue compact` on a nearly full disk: the agent answered 500 with a plain-text body, and the
+    CLI ended in a JSONDecodeError traceback instead of saying that the disk is full."""
+    state = tmp_path / "state"
+
+    async def compact(params: dict[str, Any]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    loop = asyncio.new_event_loop()
+    server = control.ControlServer(str(state / control.SOCKET_NAME), {"compact": compact})
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        result = cli(state, "queue", "compact", check=False)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(server.shutdown())
+        loop.close()
+    assert result.returncode == 1 and b"Traceback" not in result.stderr, result.stderr.decode()
+    assert "compact" in result.stderr.decode() and "No space left on device" in result.stderr.decode()

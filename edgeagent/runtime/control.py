@@ -89,6 +89,9 @@ class ControlServer:
             result = await handler(params)
         except (KeyError, ValueError) as exc:
             return _json({"error": str(exc)}, 400)
+        except Exception as exc:  # a disk full under a compaction: the caller reads why, not a bare 500
+            log.error("control command failed", exc_info=exc, extra={"command": request.params["name"]})
+            return _json({"error": f"{type(exc).__name__}: {exc}"}, 500)
         if isinstance(result, (bytes, bytearray)):
             return Response(body=bytes(result), content_type="application/octet-stream")
         return _json(result)
@@ -117,7 +120,11 @@ async def call(path: str, name: str, params: dict[str, Any] | None = None, timeo
         raise TimeoutError(f"the agent on the control socket {path} did not answer {name!r} "
                            f"within {timeout:g}s") from None
     if status != 200:
-        raise RuntimeError(json.loads(body).get("error", f"control command failed ({status})"))
+        try:
+            error = json.loads(body).get("error")
+        except (ValueError, AttributeError):
+            error = None
+        raise RuntimeError(error or f"control command failed ({status})")
     return json.loads(body) if content_type == "application/json" else body
 
 
