@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from edgeagent.cli import EXIT_CONFIG, main
 
 
@@ -33,6 +35,7 @@ def test_an_export_to_a_file_that_cannot_be_written_is_refused_before_the_queue_
             capsys.readouterr().err
 
 
+@pytest.mark.e2e  # runs the CLI in a process of its own
 def test_output_into_a_closed_pipe_ends_quietly_not_in_a_traceback():
     """`edgeagent queue peek | head -1`: the reader leaves early, and every verb that prints ended in a
     BrokenPipeError traceback (and another at exit)."""

@@ -308,6 +308,7 @@ def test_a_second_agent_on_the_same_state_directory_leaves_the_first_ones_contro
     assert asyncio.run(scenario()) == ("first", "first", "second")
 
 
+@pytest.mark.e2e  # runs the CLI in a process of its own
 def test_a_command_that_fails_in_the_agent_is_reported_with_its_reason(tmp_path):
     """`queue compact` on a nearly full disk: the agent answered 500 with a plain-text body, and the
     CLI ended in a JSONDecodeError traceback instead of saying that the disk is full."""

@@ -25,6 +25,7 @@ def _state_dir_as(uid: int, system: Path, home: Path) -> str:
     return result.stdout.strip()
 
 
+@pytest.mark.e2e  # runs Python as two other users
 def test_the_services_user_finds_the_services_state_directory():
     """The unit runs as the system user that owns /var/lib/edgeagent, and refusals tell an administrator
     to run `sudo -u edgeagent edgeagent ...`: that user's commands must reach the service's queue and
