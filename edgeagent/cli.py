@@ -311,6 +311,8 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
         raise SystemExit(f"edgeagent: {exc}") from None
     except (StorageAccessError, StorageDamagedError) as exc:
         raise SystemExit(f"edgeagent: {exc}") from None
+    except KeyError as exc:  # as the running agent answers it: a name that is not there
+        raise SystemExit(f"edgeagent: {name} failed: {exc.args[0]}") from None
 
 
 def _ask(socket: str, name: str, params: dict | None, timeout: float):

@@ -48,3 +48,17 @@ def test_output_into_a_closed_pipe_ends_quietly_not_in_a_traceback():
         os.close(write)
     assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
     assert result.returncode == 1
+
+
+def test_a_purge_of_a_queue_that_does_not_exist_is_refused_naming_the_queues(capsys, tmp_path):
+    """`queue purge --queue otlphttp/trace --yes` (for otlphttp/traces) purged nothing and exited 0,
+    so the operator believed the queue emptied."""
+    state = str(tmp_path / "state")
+    assert main(["queue", "stats", "--state-dir", state]) == 0  # the embedded default's queues exist
+    try:
+        code = main(["queue", "purge", "--queue", "otlphttp/trace", "--yes", "--state-dir", state])
+    except SystemExit as exit_:
+        code = exit_.code
+    message = str(code) + capsys.readouterr().err
+    assert code not in (0, None), message
+    assert "no queue named 'otlphttp/trace'" in message and "otlphttp/traces" in message, message
