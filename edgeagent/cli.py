@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
 import yaml
@@ -435,15 +436,23 @@ def _print_stats(result: dict) -> None:
                   f"oldest={queue['oldest_age_seconds']}s")
 
 
-def _output(path: str | None) -> contextlib.AbstractContextManager[BinaryIO]:
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
     """Where an export goes, opened before the agent is asked: a file that cannot be written is an
-    error before the whole queue is read, not a traceback after."""
+    error before the whole queue is read, not a traceback after; an export that fails leaves no file."""
     if not path:
-        return contextlib.nullcontext(sys.stdout.buffer)
+        yield sys.stdout.buffer
+        return
     try:
-        return open(path, "wb")
+        handle = open(path, "wb")
     except OSError as exc:
         raise SystemExit(f"edgeagent: cannot write {path}: {exc.strerror}") from None
+    with handle:
+        try:
+            yield handle
+        except BaseException:
+            os.unlink(path)
+            raise
 
 
 def cmd_version(args: argparse.Namespace) -> int:
