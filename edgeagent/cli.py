@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import errno
 import json
 import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
 import yaml
 
@@ -39,6 +42,7 @@ if TYPE_CHECKING:  # imported when the agent runs: the config commands stay ligh
 log = logging.getLogger("edgeagent")
 EXIT_CONFIG = 2
 EMBEDDED = "<embedded default>"
+DRAIN_TIMEOUT_ENV = "EDGEAGENT_DRAIN_TIMEOUT"
 
 
 def default_config_text() -> str:
@@ -158,8 +162,20 @@ def cmd_components(args: argparse.Namespace) -> int:
     return 0
 
 
+def _drain_timeout(args: argparse.Namespace) -> float:
+    """--drain-timeout, else $EDGEAGENT_DRAIN_TIMEOUT, in seconds (read by `run` alone)."""
+    if args.drain_timeout is not None:
+        return float(args.drain_timeout)
+    text = os.environ.get(DRAIN_TIMEOUT_ENV) or "0"
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError([(DRAIN_TIMEOUT_ENV, f"{text!r} is not a number of seconds (such as 40)")]) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     try:
+        drain_timeout = _drain_timeout(args)
         config = load(args.config, _upstream(args), args.set)
     except ConfigError as error:
         _print_errors(error)
@@ -179,10 +195,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     upstream = _upstream(args)
     agent.reloader = lambda: load(args.config, upstream, args.set)  # SIGHUP reads the same sources again
     try:
-        return asyncio.run(_run(agent, args.drain_timeout))
+        return asyncio.run(_run(agent, drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
-        log.error("edgeagent could not start: %s", exc, exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
+        log.error("edgeagent could not start: %s%s", exc, _sandbox_hint(exc),
+                  exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)
         return 1
+
+
+def _sandbox_hint(exc: Exception) -> str:
+    """What to change when systemd's sandbox, not the directory's owner, refuses a write."""
+    if not (isinstance(exc, OSError) and exc.errno == errno.EROFS and os.environ.get("INVOCATION_ID")):
+        return ""
+    return ("; under systemd the unit's ProtectSystem=strict lets the agent write only to its StateDirectory "
+            "(/var/lib/edgeagent): to keep the queue elsewhere, make that directory the service user's and allow "
+            "it with `systemctl edit edgeagent`: [Service] ReadWritePaths=DIRECTORY")
 
 
 async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
@@ -270,6 +296,8 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
         return _ask(socket, name, params, args.timeout), True
     except ConnectionError:
         pass
+    except RuntimeError as exc:  # the agent answered with an error
+        raise SystemExit(f"edgeagent: {name} failed: {exc}") from None
     try:  # the config only tells where the queues are when no agent answers: a running agent knows
         config = load(args.config, overrides=args.set)
     except ConfigError as error:
@@ -284,9 +312,13 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
                 return _ask(other, name, params, args.timeout), True
             except (ConnectionError, PermissionError):
                 pass
+            except RuntimeError as refused:
+                raise SystemExit(f"edgeagent: {name} failed: {refused}") from None
         raise SystemExit(f"edgeagent: {exc}") from None
     except (StorageAccessError, StorageDamagedError) as exc:
         raise SystemExit(f"edgeagent: {exc}") from None
+    except KeyError as exc:  # as the running agent answers it: a name that is not there
+        raise SystemExit(f"edgeagent: {name} failed: {exc.args[0]}") from None
 
 
 def _ask(socket: str, name: str, params: dict | None, timeout: float):
@@ -361,8 +393,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
             f"{r['queue']:<32} seq={r['seq']:<8} items={r['items']:<6} bytes={r['bytes']:<8} "
             f"attempts={r['attempts']:<3} age={r['age_seconds']}s") for r in rows])
     elif action == "export":
-        result, _ = _control_call(args, "export", {"format": args.format})
-        _write_output(args.output, result)
+        with _output(args.output) as out:
+            out.write(_control_call(args, "export", {"format": args.format})[0])
     elif action == "purge":
         if not args.yes:
             print("error: purge deletes queued data; add --yes to confirm", file=sys.stderr)
@@ -385,8 +417,8 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
             f"seq={r['seq']:<6} {r['queue']:<32} items={r['items']:<6} status={r.get('status')} {r.get('reason', '')}")
             for r in rows])
     elif action == "export":
-        result, _ = _control_call(args, "dead-letter-export")
-        _write_output(args.output, result)
+        with _output(args.output) as out:
+            out.write(_control_call(args, "dead-letter-export")[0])
     elif action == "replay":
         result, _ = _control_call(args, "dead-letter-replay", {"seqs": args.seq or None})
         _emit(result, True, print)
@@ -409,12 +441,23 @@ def _print_stats(result: dict) -> None:
                   f"oldest={queue['oldest_age_seconds']}s")
 
 
-def _write_output(path: str | None, data: bytes) -> None:
-    if path:
-        with open(path, "wb") as handle:
-            handle.write(data)
-    else:
-        sys.stdout.buffer.write(data)
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    """Where an export goes, opened before the agent is asked: a file that cannot be written is an
+    error before the whole queue is read, not a traceback after; an export that fails leaves no file."""
+    if not path:
+        yield sys.stdout.buffer
+        return
+    try:
+        handle = open(path, "wb")
+    except OSError as exc:
+        raise SystemExit(f"edgeagent: cannot write {path}: {exc.strerror}") from None
+    with handle:
+        try:
+            yield handle
+        except BaseException:
+            os.unlink(path)
+            raise
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -452,8 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     _config_flags(parser, top=True)
     parser.add_argument("--state-dir", help="where queues live when no file_storage directory is configured")
-    parser.add_argument("--drain-timeout", type=float, metavar="SECONDS",
-                        default=float(os.environ.get("EDGEAGENT_DRAIN_TIMEOUT") or 0),
+    parser.add_argument("--drain-timeout", type=float, metavar="SECONDS", default=None,
                         help="on SIGTERM, keep sending queued data for up to SECONDS before stopping (hubs "
                              "scaled down for good; or EDGEAGENT_DRAIN_TIMEOUT); what is left stays queued")
     parser.set_defaults(handler=cmd_run)
@@ -539,5 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.handler is not cmd_run:
             lean.steady_gc()
         return args.handler(args)
+    except BrokenPipeError:  # `edgeagent queue peek | head`: the reader left; nothing is wrong but the rest unread
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail too
+        return 1
     finally:
         lean.steady_gc()

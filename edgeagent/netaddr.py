@@ -98,7 +98,7 @@ async def listen(transport: str, endpoint: str, default_port: int) -> Address:
     """The address to serve on: tcp4/tcp6 hosts resolved to one address of their family; for unix,
     the socket bound and listening (a stale socket file replaced). Raises OSError naming why not."""
     if transport == "unix":
-        return Address("unix", path=endpoint, sock=_unix_socket(endpoint))
+        return Address("unix", path=endpoint, sock=unix_socket(endpoint))
     host, port = host_and_port(endpoint, default_port)
     if transport == "tcp":
         return Address("tcp", host or "0.0.0.0", port)
@@ -127,7 +127,7 @@ def close(address: Address) -> None:
 
 
 
-def _unix_socket(path: str) -> socket.socket:
+def unix_socket(path: str) -> socket.socket:
     """A listening socket at `path` (`@name`: in the abstract namespace)."""
     name = "\0" + path[1:] if path.startswith("@") else path
     if name == path:

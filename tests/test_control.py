@@ -5,6 +5,7 @@ does not answer."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import select
 import socket
@@ -268,3 +269,65 @@ def test_a_command_to_an_agent_that_never_answers_fails_within_its_timeout_namin
     assert os.path.join(silent_agent, control.SOCKET_NAME) in message
     assert "did not answer" in message and "--timeout" in message
     assert took < 0.2 + 8  # the bound, and the interpreter's start with the agent's imports
+
+
+def test_a_second_agent_on_the_same_state_directory_leaves_the_first_ones_control_socket(tmp_path):
+    """Two agents whose queues live apart may share a state directory: the second one replaced the
+    first one's socket, so `status`, `reload` and `queue purge` went to the wrong agent, and once it
+    stopped the first one answered nothing ("not running") until it was restarted. A socket file
+    nobody listens on (left by a kill -9) is still replaced."""
+    path = str(tmp_path / "state" / control.SOCKET_NAME)
+
+    async def first(params: dict[str, Any]) -> str:
+        return "first"
+
+    async def second(params: dict[str, Any]) -> str:
+        return "second"
+
+    async def scenario() -> tuple[Any, Any, Any]:
+        one = control.ControlServer(path, {"who": first})
+        two = control.ControlServer(path, {"who": second})
+        await one.start()
+        try:
+            await two.start()
+            during = await control.call(path, "who")
+            await two.shutdown()
+            after = await control.call(path, "who")
+        finally:
+            await one.shutdown()
+        stale = socket.socket(socket.AF_UNIX)  # bound and closed: a file nobody listens on
+        stale.bind(path)
+        stale.close()
+        await two.start()
+        try:
+            replaced = await control.call(path, "who")
+        finally:
+            await two.shutdown()
+        return during, after, replaced
+
+    assert asyncio.run(scenario()) == ("first", "first", "second")
+
+
+@pytest.mark.e2e  # runs the CLI in a process of its own
+def test_a_command_that_fails_in_the_agent_is_reported_with_its_reason(tmp_path):
+    """`queue compact` on a nearly full disk: the agent answered 500 with a plain-text body, and the
+    CLI ended in a JSONDecodeError traceback instead of saying that the disk is full."""
+    state = tmp_path / "state"
+
+    async def compact(params: dict[str, Any]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    loop = asyncio.new_event_loop()
+    server = control.ControlServer(str(state / control.SOCKET_NAME), {"compact": compact})
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        result = cli(state, "queue", "compact", check=False)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(server.shutdown())
+        loop.close()
+    assert result.returncode == 1 and b"Traceback" not in result.stderr, result.stderr.decode()
+    assert "compact" in result.stderr.decode() and "No space left on device" in result.stderr.decode()

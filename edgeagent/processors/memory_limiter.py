@@ -146,22 +146,54 @@ def anonymous_memory() -> int:
     return psutil.Process().memory_info().rss
 
 
-def available_memory() -> int:
-    """The cgroup's memory limit when there is one, else the machine's memory."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path) as handle:
-                text = handle.read().strip()
-            if text != "max" and int(text) < (1 << 60):
-                return int(text)
-        except (OSError, ValueError):
-            continue
+def available_memory(cgroup_root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> int:
+    """The smallest memory limit of this process's cgroup and those enclosing it, else the machine's memory."""
+    limits = [limit for limit in map(_read_limit, _limit_files(cgroup_root, self_cgroup)) if limit is not None]
+    if limits:
+        return min(limits)
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # MemTotal, as psutil reads it
     except (AttributeError, ValueError, OSError):
         import psutil
 
         return int(psutil.virtual_memory().total)
+
+
+def _limit_files(root: str, self_cgroup: str) -> list[str]:
+    """memory.max (v2) and memory.limit_in_bytes (v1) of this process's cgroup and each one above it, as
+    /proc/self/cgroup names them: a systemd service's MemoryMax is in its own cgroup's directory (it has
+    no cgroup namespace); a container's limit is at the root of its namespace."""
+    v2 = v1 = "/"
+    try:
+        with open(self_cgroup) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if number == "0" and not controllers:
+            v2 = path
+        elif "memory" in controllers.split(","):
+            v1 = path
+    return ([os.path.join(root, directory, "memory.max") for directory in _enclosing(v2)] +
+            [os.path.join(root, "memory", directory, "memory.limit_in_bytes") for directory in _enclosing(v1)])
+
+
+def _enclosing(path: str) -> list[str]:
+    """'/a/b' -> ['a/b', 'a', '']; a path outside the namespace ('/../x') counts as its root."""
+    parts = [part for part in path.split("/") if part]
+    if ".." in parts:
+        parts = []
+    return ["/".join(parts[:end]) for end in range(len(parts), -1, -1)]
+
+
+def _read_limit(path: str) -> int | None:
+    try:
+        with open(path) as handle:
+            text = handle.read().strip()
+        return int(text) if text != "max" and int(text) < (1 << 60) else None
+    except (OSError, ValueError):
+        return None
 
 
 class MemoryLimiter:

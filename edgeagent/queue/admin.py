@@ -118,6 +118,10 @@ def dead_letter_bodies(stores: list[QueueStore]) -> Iterator[bytes]:
 
 
 async def purge(stores: list[QueueStore], queue_name: str | None) -> int:
+    """Purge every queue, or the one named; a name no store holds is an error (a typo purges nothing)."""
+    names = sorted(name for store in stores for name in store.queues)
+    if queue_name is not None and queue_name not in names:
+        raise KeyError(f"no queue named {queue_name!r}; the queues are: {', '.join(names) or 'none'}")
     total = 0
     for store in stores:
         for name, queue in store.queues.items():

@@ -14,14 +14,18 @@ agent that does not answer within its `timeout`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from edgeagent import netaddr
 from edgeagent.http1 import wire
 from edgeagent.http1.server import Request, Response, Server
 
+log = logging.getLogger(__name__)
 SOCKET_NAME = "control.sock"
 MAX_ANSWER = 1 << 30  # an export of the whole queue comes back in one answer
 WAIT_FOR_REQUEST = 10.0  # seconds from the connection (or the last answer) until a request's head is in
@@ -50,13 +54,19 @@ class ControlServer:
         server = Server(wait_for_request=self.wait_for_request, write_stall_timeout=self.write_stall_timeout)
         server.post("/{name}", self._handle)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        if os.path.exists(self.path):
-            os.unlink(self.path)  # left by a process that was killed; we hold the queue lock
         old_mask = os.umask(0o177)
-        try:
-            await server.listen(path=self.path)
+        try:  # bound here: asyncio would replace a socket file even when another agent listens on it
+            sock = netaddr.unix_socket(self.path)  # a file left by a killed agent is replaced
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            log.warning("another process serves this state directory's control socket: edgeagent status, "
+                        "reload and queue commands reach it, not this agent; give each agent its own "
+                        "--state-dir", extra={"socket": self.path, "error": exc.strerror})
+            return
         finally:
             os.umask(old_mask)
+        await server.listen(sock=sock)
         self._server = server
 
     async def shutdown(self) -> None:
@@ -79,6 +89,9 @@ class ControlServer:
             result = await handler(params)
         except (KeyError, ValueError) as exc:
             return _json({"error": str(exc)}, 400)
+        except Exception as exc:  # a disk full under a compaction: the caller reads why, not a bare 500
+            log.error("control command failed", exc_info=exc, extra={"command": request.params["name"]})
+            return _json({"error": f"{type(exc).__name__}: {exc}"}, 500)
         if isinstance(result, (bytes, bytearray)):
             return Response(body=bytes(result), content_type="application/octet-stream")
         return _json(result)
@@ -107,7 +120,11 @@ async def call(path: str, name: str, params: dict[str, Any] | None = None, timeo
         raise TimeoutError(f"the agent on the control socket {path} did not answer {name!r} "
                            f"within {timeout:g}s") from None
     if status != 200:
-        raise RuntimeError(json.loads(body).get("error", f"control command failed ({status})"))
+        try:
+            error = json.loads(body).get("error")
+        except (ValueError, AttributeError):
+            error = None
+        raise RuntimeError(error or f"control command failed ({status})")
     return json.loads(body) if content_type == "application/json" else body
 
 

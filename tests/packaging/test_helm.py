@@ -8,11 +8,14 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from tests.packaging.hostpath import left_by_an_agent, run_init_container
 from tests.packaging.shipped import configmap_configs, run_on_installation
+from tests.packaging.startup import probe_window, slowest_start
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -200,3 +203,52 @@ def test_every_rendered_config_runs_on_the_installed_wheel_and_accepts_otlp(rend
     configs = configmap_configs(f"helm {values}", yaml.safe_dump_all(rendered[values]))
     (config,) = [config for config in configs if config.name.endswith(f"edgeagent-{component}")]
     run_on_installation(config, installed / "bin" / "edgeagent", request, upstream, tmp_path)
+
+
+def test_the_queue_init_container_succeeds_on_a_node_where_an_agent_ran_before(rendered, tmp_path):
+    """Every new agent pod (a config change, an upgrade, a reboot) runs the init container again over
+    the queue the last one left: a chown -R that cannot read the private queue directory fails it,
+    and the pod never starts."""
+    pod = _one(rendered["default"], "DaemonSet")["spec"]["template"]["spec"]
+    uid, gid = pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+    left_by_an_agent(tmp_path, uid, gid, 0o755)  # hostPath DirectoryOrCreate's mode
+    (init,) = pod["initContainers"]
+    result = run_init_container(init, "queue", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {(path.stat().st_uid, path.stat().st_gid) for path in [tmp_path, *tmp_path.rglob("*")]} == {(uid, gid)}
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_a_start_that_compacts_a_full_queue_is_not_killed_by_the_liveness_probe(rendered, values):
+    """Nothing answers the probes while compaction.on_start copies the queue: the liveness probe
+    (35 s) killed an agent with a few GiB queued on a slow disk, every time it started again."""
+    for workload, config in _workloads(rendered[values]):
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        assert probe_window(container) >= slowest_start(config), workload["metadata"]["name"]
+
+
+def _destination_ports(config: dict, upstream: str) -> set[int]:
+    """The TCP ports each exporter of a config connects to (Kafka brokers, OTLP endpoints)."""
+    ports = set()
+    for name, exporter in config["exporters"].items():
+        if name.split("/")[0] == "kafka":
+            ports |= {int(broker.rsplit(":", 1)[1]) for broker in exporter["brokers"]}
+        elif "endpoint" in exporter:
+            url = urlsplit(exporter["endpoint"].replace("${env:EDGEAGENT_UPSTREAM}", upstream))
+            ports.add(url.port or (443 if url.scheme == "https" else 80))
+    return ports
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_the_network_policies_let_each_tier_reach_what_its_exporters_send_to(rendered, values):
+    """With the hub, the agents' egress was the hub's OTLP ports alone: agents whose config writes
+    traces to Kafka (the tail-sampling example) were cut off from it, and their traces piled up on
+    the nodes' disks until drop_oldest discarded them."""
+    policies = {doc["metadata"]["labels"]["app.kubernetes.io/component"]: doc for doc in rendered[values]
+                if doc["kind"] == "NetworkPolicy"}
+    for workload, config in _workloads(rendered[values]):
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        upstream = next(item["value"] for item in container["env"] if item["name"] == "EDGEAGENT_UPSTREAM")
+        egress = policies[workload["metadata"]["labels"]["app.kubernetes.io/component"]]["spec"]["egress"]
+        allowed = {port["port"] for rule in egress for port in rule.get("ports", [])}
+        assert _destination_ports(config, upstream) <= allowed, workload["metadata"]["name"]

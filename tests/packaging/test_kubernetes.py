@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.packaging.hostpath import left_by_an_agent, run_init_container
+from tests.packaging.startup import probe_window, slowest_start
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +120,40 @@ def test_keda_scales_the_clustered_hub_on_the_lag_of_the_group_its_kafka_receive
     assert [trigger["metadata"]["topic"]] == receiver["traces"]["topics"]
     assert trigger["metadata"]["bootstrapServers"].split(",") == receiver["brokers"]
     assert scaled["spec"]["minReplicaCount"] >= docs["PodDisruptionBudget"]["spec"]["minAvailable"] + 1
+
+
+def test_the_agents_queue_init_container_succeeds_on_a_node_where_an_agent_ran_before(tmp_path):
+    """As the chart's: a new agent pod must get past its init container over the queue the last one left."""
+    (agent,) = [doc for doc in yaml.safe_load_all((MANIFESTS / "agent.yaml").read_text()) if doc["kind"] == "DaemonSet"]
+    pod = agent["spec"]["template"]["spec"]
+    uid, gid = pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+    left_by_an_agent(tmp_path, uid, gid, 0o750)  # the mode the init container sets
+    (init,) = pod["initContainers"]
+    result = run_init_container(init, "queue", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {(path.stat().st_uid, path.stat().st_gid) for path in [tmp_path, *tmp_path.rglob("*")]} == {(uid, gid)}
+
+
+@pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml", "hub-cluster.yaml"])
+def test_a_start_that_compacts_a_full_queue_is_not_killed_by_the_liveness_probe(name):
+    docs = list(yaml.safe_load_all((MANIFESTS / name).read_text()))
+    config = yaml.safe_load(next(doc for doc in docs if doc["kind"] == "ConfigMap")["data"]["config.yaml"])
+    for doc in docs:
+        if doc["kind"] in ("DaemonSet", "StatefulSet"):
+            assert probe_window(doc["spec"]["template"]["spec"]["containers"][0]) >= slowest_start(config)
+
+
+@pytest.mark.parametrize("name", ["networkpolicies.yaml", "hub-cluster.yaml"])
+def test_network_policies_select_namespaces_by_the_label_every_namespace_has(name):
+    """Kubernetes labels every namespace kubernetes.io/metadata.name=<its name>; nothing labels
+    kube-system `name: kube-system`: a policy selecting that let no DNS query out, so the agents could
+    not resolve the hub and the hub not its upstream (and Prometheus in `monitoring` could not scrape)."""
+    def selectors(node: object) -> list[dict]:
+        if isinstance(node, dict):
+            found = [node["namespaceSelector"]] if "namespaceSelector" in node else []
+            return found + [s for value in node.values() for s in selectors(value)]
+        return [s for value in node for s in selectors(value)] if isinstance(node, list) else []
+
+    policies = [doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc["kind"] == "NetworkPolicy"]
+    found = [selector for policy in policies for selector in selectors(policy["spec"])]
+    assert found and all(set(s.get("matchLabels", {})) <= {"kubernetes.io/metadata.name"} for s in found), found

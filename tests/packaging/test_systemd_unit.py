@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from tests.packaging.startup import slowest_start
 from tests.packaging.tools import find, require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +80,34 @@ def test_reload_validates_the_config_the_service_runs_then_sends_sighup(tmp_path
     result = subprocess.run([executable, "validate", "--config", str(broken)], capture_output=True, text=True,
                             check=False)
     assert result.returncode != 0, result.stdout  # the reload stops here; the running config stays
+
+
+def test_a_start_that_compacts_a_full_queue_fits_the_start_timeout():
+    """The package's config compacts its queue at start, before READY=1: past TimeoutStartSec (90 s
+    by default) systemd killed the start, and restarted it into the same compaction, for good."""
+    shipped = yaml.safe_load((ROOT / "packaging" / "debian" / "config.yaml").read_text())
+    timeout = re.search(r"^TimeoutStartSec=(\d+)min$", UNIT.read_text(), re.M)
+    assert timeout and int(timeout.group(1)) * 60 >= slowest_start(shipped)
+
+
+def test_a_queue_directory_the_unit_keeps_read_only_is_refused_with_the_fix(tmp_path):
+    """ProtectSystem=strict leaves only /var/lib/edgeagent writable: a queue moved to a data partition
+    failed with a bare "Read-only file system" on a directory that `ls -l` shows the agent's own,
+    every two seconds (Restart=on-failure), with nothing saying what to change."""
+    unshare = require("unshare", "apt-get install -y util-linux")
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount in a mount namespace needs root (CI runs as root)")
+    data = tmp_path / "data"
+    data.mkdir()
+    script = (f"mount --make-rprivate / && mount --bind {data} {data} && mount -o remount,bind,ro {data} && "
+              f'exec "$@"')
+    result = subprocess.run(
+        [unshare, "-m", "sh", "-c", script, "sh", sys.executable, "-m", "edgeagent", "run", "--state-dir",
+         str(tmp_path / "state"), "--set", f"extensions::file_storage::directory={data / 'queue'}",
+         "--set", "service::extensions=[health_check, file_storage]",
+         "--set", "exporters::otlphttp::sending_queue::storage=file_storage"],
+        env={**os.environ, "INVOCATION_ID": "0" * 32, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert str(data / "queue") in result.stderr and "systemctl edit edgeagent" in result.stderr, result.stderr
+    assert "ReadWritePaths=" in result.stderr, result.stderr

@@ -79,6 +79,10 @@ http://{{ include "edgeagent.fullname" . }}-hub.{{ .Release.Namespace }}.svc:431
   {{- end }}
   ports:
     {{- include "edgeagent.ports" (dict "hostPorts" .hostPorts) | nindent 4 }}
+  {{- with .root.Values.startupProbe }}
+  startupProbe:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   livenessProbe:
     {{- toYaml .root.Values.livenessProbe | nindent 4 }}
   readinessProbe:

@@ -1,0 +1,64 @@
+"""The command line's own errors: a mistake by the operator is a sentence and an exit code, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgeagent.cli import EXIT_CONFIG, main
+
+
+def test_a_drain_timeout_in_the_environment_that_is_no_number_is_named_not_a_traceback(monkeypatch, capsys, tmp_path):
+    """EDGEAGENT_DRAIN_TIMEOUT=40s (a duration, as configs write them) in the unit's environment file
+    stopped every command, `version` and `validate` too, with a ValueError traceback."""
+    monkeypatch.setenv("EDGEAGENT_DRAIN_TIMEOUT", "40s")
+    assert main(["version"]) == 0
+    assert main(["validate"]) == 0
+    assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == EXIT_CONFIG
+    assert "error: EDGEAGENT_DRAIN_TIMEOUT: '40s' is not a number of seconds" in capsys.readouterr().err
+
+
+def test_an_export_to_a_file_that_cannot_be_written_is_refused_before_the_queue_is_read(capsys, tmp_path):
+    """`queue export -o` (and `dead-letter export -o`) into a missing directory ended in a
+    FileNotFoundError traceback, after the whole export had been read."""
+    state = str(tmp_path / "state")
+    for verb in (["queue", "export"], ["queue", "dead-letter", "export"]):
+        try:
+            code = main([*verb, "-o", str(tmp_path / "missing" / "out.jsonl"), "--state-dir", state])
+        except SystemExit as exit_:
+            code = exit_.code
+        assert code not in (0, None)
+        assert f"cannot write {tmp_path / 'missing' / 'out.jsonl'}: No such file or directory" in str(code) + \
+            capsys.readouterr().err
+
+
+@pytest.mark.e2e  # runs the CLI in a process of its own
+def test_output_into_a_closed_pipe_ends_quietly_not_in_a_traceback():
+    """`edgeagent queue peek | head -1`: the reader leaves early, and every verb that prints ended in a
+    BrokenPipeError traceback (and another at exit)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        result = subprocess.run([sys.executable, "-m", "edgeagent", "components"], stdout=write, stderr=subprocess.PIPE,
+                                text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+    assert result.returncode == 1
+
+
+def test_a_purge_of_a_queue_that_does_not_exist_is_refused_naming_the_queues(capsys, tmp_path):
+    """`queue purge --queue otlphttp/trace --yes` (for otlphttp/traces) purged nothing and exited 0,
+    so the operator believed the queue emptied."""
+    state = str(tmp_path / "state")
+    assert main(["queue", "stats", "--state-dir", state]) == 0  # the embedded default's queues exist
+    try:
+        code = main(["queue", "purge", "--queue", "otlphttp/trace", "--yes", "--state-dir", state])
+    except SystemExit as exit_:
+        code = exit_.code
+    message = str(code) + capsys.readouterr().err
+    assert code not in (0, None), message
+    assert "no queue named 'otlphttp/trace'" in message and "otlphttp/traces" in message, message
