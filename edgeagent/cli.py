@@ -31,7 +31,7 @@ from edgeagent.config.loader import (
     raw_document,
 )
 from edgeagent.config.upstream import upstream_base
-from edgeagent.runtime import lean
+from edgeagent.runtime import hangup, lean
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -234,6 +234,8 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         lean.steady_gc()
         lean.freeze_start_up()
         notifier.ready(status="receivers up, queue open")
+        if hangup.take():  # a SIGHUP came during start-up: the config may have changed since it was read
+            reload()
         await stop.wait()
         if drain_timeout > 0 and agent.fatal is None:
             await agent.drain(drain_timeout)
@@ -576,9 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     lean.start_up_gc()  # until `run` is up (`python -m edgeagent` began it before the first import)
+    hangup.hold()  # (the `edgeagent` command did before its first import; again for a caller of main)
     try:
         args = build_parser().parse_args(argv)
         if args.handler is not cmd_run:
+            hangup.release()
             lean.steady_gc()
         return args.handler(args)
     except BrokenPipeError:  # `edgeagent queue peek | head`: the reader left; nothing is wrong but the rest unread

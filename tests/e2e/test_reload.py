@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -262,3 +263,41 @@ def test_a_reload_that_cannot_start_closes_the_store_its_config_opened(agents, u
     assert still_open == []
     assert _post(agent.http_port, _request(7)) == 200
     wait_until(lambda: upstream.span_ids() == {(7).to_bytes(8, "big")}, timeout=15, message="still delivering")
+
+
+def test_a_sighup_while_the_agent_starts_is_held_and_applied_once_it_is_up(tmp_path):
+    """Python's default action for SIGHUP ends the process: one in the half second before the loop
+    took it over killed the agent (exit by signal: systemd's Restart=on-failure does not restart)."""
+    agent = AgentProcess(args=["run", "--state-dir", str(tmp_path / "state")], log_path=str(tmp_path / "agent.log"))
+    agent.args += agent.ports_overrides()
+    hangups = 0
+
+    def caught(pid: int) -> bool:
+        """Whether the process has a handler for SIGHUP (the kernel's SigCgt mask: bit 0)."""
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.startswith("SigCgt:") and int(line.split()[1], 16) & 1 for line in status)
+
+    def hang_up() -> None:
+        """Once the process holds SIGHUP, or 0.15 s after it began: while it imports (a fifth of a
+        second), before it loads its config and its loop takes signals over."""
+        nonlocal hangups
+        deadline = time.monotonic() + 5
+        while agent.process is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        began = time.monotonic()
+        while time.monotonic() - began < 0.15 and not caught(agent.process.pid):
+            time.sleep(0.002)
+        agent.process.send_signal(signal.SIGHUP)
+        hangups += 1
+
+    sender = threading.Thread(target=hang_up)
+    sender.start()
+    try:
+        agent.start()
+        sender.join(5)
+        assert hangups == 1
+        wait_until(lambda: _reloads(agent, "applied") == 1, timeout=10, message="the held SIGHUP's reload")
+        assert agent.process.poll() is None
+    finally:
+        sender.join(5)
+        agent.terminate()
