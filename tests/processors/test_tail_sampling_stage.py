@@ -677,7 +677,8 @@ def test_one_request_routes_each_trace_by_what_is_known_of_it(tmp_path):
 
 
 def test_deciding_chunks_bound_the_traces_read_back_not_those_decided_unread():
-    from edgeagent.processors.tail_sampling.stage import _TRACES_PER_DECISION, _chunks
+    from edgeagent.processors.tail_sampling.reads import TRACES_PER_DECISION as _TRACES_PER_DECISION
+    from edgeagent.processors.tail_sampling.reads import chunks as _chunks
 
     read_at = [3, *range(10, 10 + 2 * _TRACES_PER_DECISION), 400]
     chunks = _chunks(read_at, 1000)

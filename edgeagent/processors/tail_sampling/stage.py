@@ -85,6 +85,7 @@ from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
 from edgeagent.processors.tail_sampling.later import LaterProcessors, Pieces, by_batch_key
 from edgeagent.processors.tail_sampling.quarantine import BadPart, Quarantine
+from edgeagent.processors.tail_sampling.reads import chunks, known_traces, policy_readers
 from edgeagent.processors.tail_sampling.records import Move, RecordIndex, Row
 from edgeagent.processors.tail_sampling.recovery import KEY, Rewrite, recover
 from edgeagent.processors.tail_sampling.telemetry import StageTelemetry
@@ -92,7 +93,6 @@ from edgeagent.queue.api import Corrupt, StageStore, StageTransaction
 from edgeagent.signals import Payload, Signal
 from sampler.buffer import (
     HINTS,
-    SIZE,
     SPANS,
     TIMES,
     DecisionCache,
@@ -101,7 +101,7 @@ from sampler.buffer import (
     TraceBuffer,
 )
 from sampler.compression import compress_trace
-from sampler.policies import build_policies, byte_hints, decide_many, never_reads, reads_span_times
+from sampler.policies import build_policies, byte_hints, decide_many, reads_span_times
 from sampler.relief import StressRelief
 from sampler.split import Facts, TracePart, split_body
 from sampler.telemetry import NO_METRICS, MetricsSink
@@ -109,38 +109,11 @@ from sampler.trace import Decision, SpansNotRead, Trace
 
 log = logging.getLogger(__name__)
 _IS_SAMPLED = functools.partial(operator.is_, Decision.SAMPLED)
-# traces decided together: enough to spread the policies' per-call costs, few enough that what
-# they parse of them is freed before it reaches the garbage collector's older generations
-_TRACES_PER_DECISION = 64
 _BODY, _SPANS = itemgetter(3), itemgetter(2)  # of a Row
 _TRACE_ID = itemgetter(0)  # of a TracePart
 _MAX_ROUNDS_PER_TICK = 1000  # bounded: the buffer cannot grow faster than rounds drain it
 _STOP_WAIT = 5.0  # seconds shutdown waits for the round under way before it cancels it
 _Reading = tuple[dict[bytes, list[Row]], dict[bytes, bytes]]  # parts per trace, record bodies per key
-
-
-# what Trace.unread takes of what the buffer knows of a trace, after its id
-_UNREAD = (itemgetter(SPANS), itemgetter(SIZE), itemgetter(TIMES), itemgetter(HINTS))
-
-
-def _each_reads(reads_bytes: Callable[[Trace], bool], traces: list[Trace]) -> list[bool]:
-    return list(map(reads_bytes, traces))
-
-
-def _chunks(read_at: list[int], count: int) -> list[tuple[int, int, list[int]]]:
-    """(start, end, the positions read back) of the runs of `count` traces decided together: each
-    holds at most _TRACES_PER_DECISION traces read back, and any number of others (nothing of
-    theirs is parsed)."""
-    chunks: list[tuple[int, int, list[int]]] = []
-    start = 0
-    for first in range(0, len(read_at), _TRACES_PER_DECISION):
-        reading = read_at[first:first + _TRACES_PER_DECISION]
-        end = reading[-1] + 1 if first + _TRACES_PER_DECISION < len(read_at) else count
-        chunks.append((start, end, reading))
-        start = end
-    if start < count:
-        chunks.append((start, count, []))
-    return chunks
 
 
 class SamplingStage:
@@ -527,14 +500,15 @@ class SamplingStage:
         followed = await self.shared.lookup(due) if self.shared is not None else {}  # another replica's
         own = [trace_id for trace_id in due if trace_id not in followed] if followed else due
         # read back only the traces a policy reads (most are decided on what the buffer knows)
-        known, read_at = self._known_traces(own, buffered)
+        readers = None if self._read_all else policy_readers(self.policies)
+        known, read_at = known_traces(own, buffered, readers)
         to_read = [own[at] for at in read_at]
         rows, bodies = await self._read(to_read, within=touched)
         read = set(to_read)
         finals: list[Decision] = []
         evaluated: list[tuple[str, list[Decision]]] = []
         kept: dict[bytes, Pieces] = {}
-        for start, end, reading in _chunks(read_at, len(own)):
+        for start, end, reading in chunks(read_at, len(own)):
             chunk = known[start:end]
             for at in reading:
                 trace_id = own[at]
@@ -571,46 +545,6 @@ class SamplingStage:
             bodies.update(more_bodies)
         await self._settle(decisions, (rows, bodies), kept, checked=read, touched=touched)
         return len(due)
-
-    def _known_traces(self, own: list[bytes], buffered: dict[bytes, Pending]) -> tuple[list[Trace | None], list[int]]:
-        """The traces as the buffer knows them, their spans not read back, and the positions of the
-        others, None in the list: those a policy may read the spans of, and those the buffer does
-        not hold (evicted early). Those are read back."""
-        readers = self._readers()
-        if readers is None:
-            return [None] * len(own), list(range(len(own)))
-        pending = list(map(buffered.get, own))
-        if None in pending:  # evicted early (rare)
-            held = [at for at, known in enumerate(pending) if known is not None]
-            held_traces, _ = self._known_traces([own[at] for at in held], buffered)
-            out: list[Trace | None] = [None] * len(own)
-            for at, trace in zip(held, held_traces, strict=True):
-                out[at] = trace
-            return out, [at for at, trace in enumerate(out) if trace is None]
-        made = list(map(Trace.unread, own, *(map(field, cast(list[Pending], pending)) for field in _UNREAD)))
-        reads: list[bool] = []
-        for reader in readers:  # policy by policy
-            reads = list(map(operator.or_, reads, reader(made))) if reads else reader(made)
-        read_at = list(itertools.compress(range(len(own)), reads))
-        traces = cast(list[Trace | None], made)
-        for at in read_at:
-            traces[at] = None
-        return traces, read_at
-
-    def _readers(self) -> list[Callable[[list[Trace]], list[bool]]] | None:
-        """Per policy but those that never read, its reads_bytes of each trace (its reads_many where
-        it has one); None when some policy does not say (it reads every trace:
-        sampler.policies.reads_bytes), or every trace is read anyway."""
-        if self._read_all:
-            return None
-        readers: list[Callable[[list[Trace]], list[bool]]] = []
-        for named in self.policies:
-            reader = getattr(named.policy, "reads_bytes", None)
-            if reader is None:
-                return None
-            if reader is not never_reads:
-                readers.append(getattr(named.policy, "reads_many", None) or functools.partial(_each_reads, reader))
-        return readers
 
     def _kept_traces(self, traces: list[Trace], rows: dict[bytes, list[Row]]) -> dict[bytes, Pieces]:
         """Of kept traces that were read, those that go out as parsed here (span compression or
