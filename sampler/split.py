@@ -15,7 +15,6 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel.shape import TRACES
 from otel.wire import WireError, field_at, fields, length_delimited, read_varint, varint
-from sampler.lite import LiteRequest
 
 # field numbers: ExportTraceServiceRequest.resource_spans, ResourceSpans.scope_spans, ScopeSpans.spans
 _GROUP_FIELD, _SCOPE_FIELD, _SPAN_FIELD = 1, 2, 2
@@ -57,8 +56,7 @@ def split_body(raw: bytes, request: ExportTraceServiceRequest, roots: bool = Tru
     of a trace that follow each other in a scope (as SDKs write them) are one slice. A request
     of one trace is `raw` itself.
 
-    The parsed request gives each span's trace id and parent (a second, lite parse gives ids
-    and times in C when parents are not asked for: sampler.lite); the bytes give where each span
+    The parsed request gives each span's trace id and parent; the bytes give where each span
     starts and ends. Falls back to the message path when the two disagree (bytes that protobuf
     accepts but this walk does not). `roots=False`: the caller does not ask whether a part holds
     a root span (parts may then say False although they hold one), which saves reading each
@@ -160,8 +158,6 @@ class Facts:
     finders: Sequence[tuple[int, Finder]] = ()
     times: TraceTimes = field(default_factory=dict)
     hints: dict[bytes, int] = field(default_factory=dict)
-# per span of a scope: trace ids, start and end times (None: not read), whether each is a root (None: not asked)
-SpanFacts = tuple[list[bytes], list[int] | None, list[int] | None, list[bool] | None]
 ByTrace = dict[bytes, tuple[list[Run], int, bool]]  # trace id: its runs, span count, has a root span
 # every run in byte order (for bisecting), where each starts and ends and its trace id, after a
 # run that ends before the first byte (no place is in it)
@@ -176,8 +172,6 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
     (resource, schema URL) and for each scope its fields other than spans, as bytes; and the
     runs in byte order."""
     groups = request.resource_spans
-    # trace ids (and times) read in C; not when roots are asked for (a parent is not of a fixed size)
-    lite = None if roots else LiteRequest(raw, times is not None)
     by_trace: ByTrace = {}
     order: RunOrder = ([-1], [0], [b""])
     headers: list[tuple[bytes, list[bytes]]] = []
@@ -201,9 +195,7 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
             if len(starts) != len(spans):
                 return None
             scope_headers.append(b"".join(scope_header))
-            read = lite.scope(g, s, len(spans)) if lite is not None else None
-            facts = (*read, None) if read is not None else _read_spans(spans, roots, times is not None)
-            _runs(by_trace, order, g, s, facts, starts, ends, cuts, times)
+            _runs(by_trace, order, g, s, spans, starts, ends, cuts, roots, times)
         headers.append((b"".join(group_header), scope_headers))
     if g + 1 != len(groups):
         return None
@@ -259,31 +251,23 @@ def _spans_and_header(raw: bytes, start: int, end: int) -> tuple[list[bytes], li
     return header, starts, ends, cuts
 
 
-def _read_spans(spans: Sequence[Span], roots: bool, with_times: bool) -> SpanFacts:
-    """Trace ids (and times), and whether each is a root when `roots`, through protobuf's span objects."""
-    if roots or with_times:
-        spans = list(spans)  # each span's wrapper made once, not once per field read
-    return (list(map(_TRACE_ID, spans)),
-            list(map(_START, spans)) if with_times else None,
-            list(map(_END, spans)) if with_times else None,
-            list(map(not_, map(_PARENT_ID, spans))) if roots else None)
-
-
-def _runs(by_trace: ByTrace, order: RunOrder, g: int, s: int, facts: SpanFacts, starts: list[int],
-          ends: list[int], cuts: list[int], times: TraceTimes | None = None) -> None:
+def _runs(by_trace: ByTrace, order: RunOrder, g: int, s: int, spans: Sequence[Span], starts: list[int],
+          ends: list[int], cuts: list[int], with_roots: bool = True, times: TraceTimes | None = None) -> None:
     """Add one scope's spans to by_trace and order, consecutive spans of a trace as one byte range
     (and their times to `times`)."""
-    ids, span_starts, span_ends, roots = facts
-    if not ids:
+    if not spans:
         return
+    if with_roots or times is not None:
+        spans = list(spans)  # each span's wrapper made once, not once per field read
+    ids = list(map(_TRACE_ID, spans))
+    roots = list(map(not_, map(_PARENT_ID, spans))) if with_roots else None
     # where a run ends: the spans whose trace id differs from the one before, found in C
     run_ends = list(compress(range(1, len(ids)), map(ne, islice(ids, 1, None), ids)))
     run_ends.append(len(ids))
     if cuts:  # rare: a scope field between spans
         run_ends = sorted(set(run_ends).union(cuts))
     if times is not None:
-        assert span_starts is not None and span_ends is not None
-        _add_times(times, span_starts, span_ends, ids, run_ends)
+        _add_times(times, spans, ids, run_ends)
     run_starts, run_stops, owners = order
     first = 0
     for end in run_ends:
@@ -303,16 +287,15 @@ def _runs(by_trace: ByTrace, order: RunOrder, g: int, s: int, facts: SpanFacts, 
         first = end
 
 
-def _add_times(times: TraceTimes, span_starts: list[int], span_ends: list[int], ids: list[bytes],
-               ends: list[int]) -> None:
+def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends: list[int]) -> None:
     """Merge each run's earliest start and latest end into its trace's, the runs' extremes found
     in C. A start of 0 (unset, the least a fixed64 can be) makes a trace's times unknown."""
     firsts = [0, *ends[:-1]]
     sizes = list(map(sub, ends, firsts))
-    # each run's spans taken in turn from one pass over the times: min and max use up each
-    # islice before the next is made (no per-run list)
-    lows = list(map(min, map(islice, repeat(iter(span_starts)), sizes)))
-    highs = list(map(max, map(islice, repeat(iter(span_ends)), sizes)))
+    # each run's spans taken in turn from one pass over the spans: min and max use up each
+    # islice before the next is made (no per-run list, no list of every span's time)
+    lows = list(map(min, map(islice, repeat(map(_START, spans)), sizes)))
+    highs = list(map(max, map(islice, repeat(map(_END, spans)), sizes)))
     run_ids = list(map(ids.__getitem__, firsts))
     if min(lows) and len(set(run_ids)) == len(run_ids) and times.keys().isdisjoint(run_ids):
         # the common case: one run a trace, every start set
