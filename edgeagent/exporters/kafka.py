@@ -19,7 +19,8 @@ Delivery
     `producer.required_acks` (default all, -1; otelcol's default is 1). A message larger than
     `producer.max_message_bytes` fails with status 413, so the sender splits the batch before it
     dead-letters what still does not fit. `flush_max_messages` caps the messages in flight, and
-    so in one produce request.
+    so in one produce request. `rate_limit` counts the messages' values, and the wait for it comes
+    before the attempt's timeout starts (`pace`, as the OTLP exporters do).
 
 Client library: aiokafka (with cramjam for snappy, lz4 and zstd), measured against
 confluent-kafka on the test broker with bench/kafka_clients.py (1 KiB records, 4 partitions):
@@ -58,7 +59,7 @@ from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration, split_endpoint
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig, classify
 from edgeagent.errors import PermanentError, RetryableError
-from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.bandwidth import Encode, Pacer
 from edgeagent.exporters.chain import SendResult
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.receivers.codec import to_otlp_json
@@ -66,6 +67,11 @@ from edgeagent.signals import Signal, resource_groups
 from otel.shape import LOGS, TRACES
 
 _ACKS = {0: 0, 1: 1, -1: "all"}
+Message = tuple[str, bytes | None, bytes]  # topic, key, value
+
+
+def _wire_bytes(messages: list[Message]) -> int:
+    return sum(len(value) for _, _, value in messages)
 
 
 class SignalConfig(ComponentConfig):
@@ -217,7 +223,7 @@ class KafkaExporter:
         self._producer: Any = None
         self._starting = asyncio.Lock()
         self._closed = False
-        self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
+        self._bandwidth: Pacer[list[Message]] = Pacer(config.rate_limit, _wire_bytes)
 
     def describe(self) -> str:
         return ",".join(self.config.brokers)
@@ -267,14 +273,7 @@ class KafkaExporter:
 
     async def send(self, signal: Signal, body: bytes) -> SendResult:
         producer = await self._connected()
-        messages = self.messages(signal, body)
-        limit = self.config.producer.max_message_bytes
-        if any(len(value) > limit for _, _, value in messages):
-            largest = max(len(value) for _, _, value in messages)
-            raise PermanentError(f"a message of {largest} bytes exceeds producer::max_message_bytes ({limit})",
-                                 status=413)
-        if self._bandwidth is not None:
-            await self._bandwidth.take(sum(len(value) for _, _, value in messages))
+        messages = await self._bandwidth.wire(body, self._encoder(signal))
         step = self.config.producer.flush_max_messages or len(messages)
         headers = self.config.record_headers_for(signal) or None
         try:
@@ -292,7 +291,23 @@ class KafkaExporter:
             raise classify(exc, f"producing to {self.describe()}") from None
         return SendResult()
 
-    def messages(self, signal: Signal, body: bytes) -> list[tuple[str, bytes | None, bytes]]:
+    async def pace(self, signal: Signal, body: bytes) -> None:
+        """Wait until `rate_limit` lets this request's messages on the wire (the chain awaits it before the
+        attempt's timeout starts)."""
+        await self._bandwidth.pace(body, self._encoder(signal))
+
+    def _encoder(self, signal: Signal) -> Encode[list[Message]]:
+        async def encode(body: bytes) -> list[Message]:
+            messages = self.messages(signal, body)
+            limit = self.config.producer.max_message_bytes
+            largest = max((len(value) for _, _, value in messages), default=0)
+            if largest > limit:
+                raise PermanentError(f"a message of {largest} bytes exceeds producer::max_message_bytes ({limit})",
+                                     status=413)
+            return messages
+        return encode
+
+    def messages(self, signal: Signal, body: bytes) -> list[Message]:
         """(topic, key, value) of every message one queued request becomes."""
         config = self.config
         json_encoded = config.encoding_for(signal) == "otlp_json"
@@ -301,7 +316,7 @@ class KafkaExporter:
         request = signal.request_class.FromString(body)
         parts = (split_by_key(signal, request, config.partition_logs_by_trace_id) if config.keyed(signal)
                  else [(None, request)])
-        out = []
+        out: list[Message] = []
         for key, part in parts:
             value = (json.dumps(to_otlp_json(part, integer_enums=True), separators=(",", ":")).encode()
                      if json_encoded else body if part is request else part.SerializeToString())

@@ -69,3 +69,41 @@ def test_unreachable_brokers_are_a_retryable_connection_failure():
     assert caught.value.connection
     assert caught.value.unanswered  # no broker accepted a connection: the exporter may watch for one
     assert KafkaExporter("kafka", config, None).upstream_addresses() == [("127.0.0.1", int(config.brokers[0][10:]))]
+
+
+@pytest.mark.e2e  # starts a broker, and waits for the cap
+def test_a_wait_for_the_bandwidth_cap_is_not_a_broker_that_did_not_answer(kafka):
+    """Requests queued behind `rate_limit` wait for their turn before the attempt's timeout starts:
+    a broker acknowledging at once is never "did not answer", never offline, and gets each request once."""
+    from edgeagent.configretry import RetryConfig
+    from edgeagent.exporters.chain import ExportChain
+    from edgeagent.exporters.link import Link
+    from tests.exporters.test_chain import Host
+
+    kafka.create_topic("otlp_spans", 1)
+    config = KafkaExporterConfig(brokers=[kafka.bootstrap], timeout="0.2s",
+                                 rate_limit={"bytes_per_second": 10_000})
+    exporter = KafkaExporter("kafka", config)
+    retry = RetryConfig(initial_interval=0.2, max_interval=0.2, max_elapsed_time=0)
+    states: list[bool] = []
+    host = Host()
+    body = _body(120, name_bytes=8)  # about 5 KB: the third waits 0.5 s for the cap, over the attempt's timeout
+    assert 4000 < len(body) < 6000
+
+    async def scenario() -> None:
+        await exporter.start()
+        link = Link(4, retry, states.append, exporter.upstream_addresses(), "kafka")
+        chain = ExportChain(exporter, Signal.TRACES, host, timeout=0.2, retry=retry, link=link, drains_queue=True)
+        try:
+            await exporter.send(Signal.TRACES, _body(1))  # connected: the timed attempts only produce
+            await asyncio.wait_for(asyncio.gather(*(chain.export([(body, 120)]) for _ in range(3))), 15)
+        finally:
+            chain.stop()
+            link.close()
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    assert host.counts[("otelcol_exporter_sent_spans", "kafka")] == 360
+    assert [record.value for record in kafka.all_records("otlp_spans")].count(body) == 3
+    assert False not in states
+    assert not [problem for problem in host.problems_seen if "did not answer" in problem]
