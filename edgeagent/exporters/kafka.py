@@ -13,6 +13,9 @@ Messages
     Keyed messages go to the partition sarama and franz-go's default pick (FNV-1a of the key,
     modulo the partition count), so a trace written by edgeagent and by otelcol lands on one
     partition of a shared topic; unkeyed ones to a random partition.
+    `topic_from_attribute`: the first resource's value of that attribute names the topic; a value
+    that cannot name a Kafka topic is refused for good (dead-lettered), since the broker never
+    answers for it and retrying would hold the queue.
 
 Delivery
     `send()` returns once the broker acknowledged every message of the request, with
@@ -57,7 +60,15 @@ from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration, split_endpoint
-from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig, classify
+from edgeagent.configkafka import (
+    DEFAULT_TOPICS,
+    ClientConfig,
+    Encoding,
+    SignalsConfig,
+    check_topic,
+    classify,
+    topic_problem,
+)
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.bandwidth import Encode, Pacer
 from edgeagent.exporters.chain import SendResult
@@ -77,6 +88,8 @@ def _wire_bytes(messages: list[Message]) -> int:
 class SignalConfig(ComponentConfig):
     topic: str | None = None
     encoding: Encoding | None = None
+
+    _check_topic = field_validator("topic")(lambda cls, value: check_topic(value))
 
 
 class ProducerConfig(ComponentConfig):
@@ -177,6 +190,7 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
     record_headers: list[RecordHeader] = Field(default_factory=list)
     signal_header: bool = False
 
+    _check_topic = field_validator("topic")(lambda cls, value: check_topic(value))
 
     @model_validator(mode="after")
     def _no_headers(self) -> KafkaExporterConfig:
@@ -331,6 +345,10 @@ class KafkaExporter:
                 for attribute in group.resource.attributes:
                     topic: str = attribute.value.string_value
                     if attribute.key == name and topic:
+                        problem = topic_problem(topic)
+                        if problem is not None:  # never answered for: retried, it would hold the queue for good
+                            raise PermanentError(f"the topic from resource attribute {name}: {problem}",
+                                                 status="invalid topic")
                         return topic
         return self.config.topic_for(signal)
 

@@ -107,3 +107,14 @@ def test_a_wait_for_the_bandwidth_cap_is_not_a_broker_that_did_not_answer(kafka)
     assert [record.value for record in kafka.all_records("otlp_spans")].count(body) == 3
     assert False not in states
     assert not [problem for problem in host.problems_seen if "did not answer" in problem]
+
+
+def test_a_topic_from_an_attribute_that_is_no_topic_name_is_refused_for_good_not_retried_forever(kafka):
+    """The broker never answers for a topic it cannot have: retried, such a request would hold its
+    consumer (and, timing out, take the exporter offline) for good. It is refused: dead-lettered."""
+    request = ExportTraceServiceRequest.FromString(_body(1))
+    request.resource_spans[0].resource.attributes.add(key="tenant").value.string_value = "plant 7!"
+    config = KafkaExporterConfig(brokers=[kafka.bootstrap], timeout="1s", topic_from_attribute="tenant")
+    with pytest.raises(PermanentError) as caught:
+        _send(config, request.SerializeToString())
+    assert "plant 7!" in str(caught.value) and "topic" in str(caught.value)
