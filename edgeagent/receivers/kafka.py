@@ -17,10 +17,14 @@ Design note
   prefix. Offsets may have gaps (compaction, transaction markers), so the prefix follows the
   sequence of dispatched records, not offset + 1. When the backlog grows past `_BACKLOG`
   records or `_BACKLOG_BYTES`, fetching from that partition pauses until it drains.
+* Before a message is parsed, the memory limiter's budget is raised to what parsing it may take
+  (receivers/parse_cost.py, as for OTLP requests): a message under 1 MB can take 90 MiB parsed,
+  and the window holds several. Large messages are parsed on a worker thread.
 * A retryable refusal (memory limiter, full queue) retries the same message after a bounded,
   growing pause (`error_backoff`); a message is never skipped for it. A message that does not
-  decode is counted (`otelcol_kafka_receiver_unmarshal_failed_*`), logged once per episode and
-  skipped: it is marked durable, so its offset is committed with the others.
+  decode, or whose parse could never fit the memory limit, is counted
+  (`otelcol_kafka_receiver_unmarshal_failed_*`), logged once per episode and skipped: it is
+  marked durable, so its offset is committed with the others.
 * Commits: the durable offsets of all partitions, at most once per `autocommit::interval` (as
   soon as something became durable with `autocommit::enable: false`), when a partition is
   revoked and at shutdown. Commit failures are retried with the next commit; a failure only
@@ -57,7 +61,7 @@ from edgeagent.config.types import Duration
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig
 from edgeagent.configretry import backoff_delay
 from edgeagent.errors import BadRequestError, RetryableError, ShutdownError
-from edgeagent.receivers import codec
+from edgeagent.receivers import codec, parse_cost
 from edgeagent.signals import Payload, Signal, resource_groups
 
 log = logging.getLogger(__name__)
@@ -392,8 +396,9 @@ class KafkaReceiver:
         attempt = 0
         while True:
             try:
-                with partition.consumer.admission("kafka", len(value)):
-                    payload = codec.decode(partition.signal, value, content_type)
+                with partition.consumer.admission("kafka", len(value)) as reservation:
+                    await parse_cost.admit(reservation, partition.signal, value, content_type)
+                    payload = await parse_cost.decode(partition.signal, value, content_type, None, "")
                     if payload.items:  # an empty request (or tombstone) carries nothing to keep
                         self._extract_headers(partition.signal, payload, record.headers)
                         await partition.consumer.consume(payload, "kafka")

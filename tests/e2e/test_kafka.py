@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import time
+import types
 
 import pytest
 import yaml
@@ -19,9 +20,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from edgeagent.exporters.kafka import sarama_partition
+from otel.wire import length_delimited
 from tests.helpers.agent import AgentProcess
 from tests.helpers.kafka import edge_config, hub_config, wait_for_spans
-from tests.helpers.net import wait_until
+from tests.helpers.net import free_port, wait_until
 from tests.helpers.rotel import Rotel, rotel_binary
 from tests.helpers.sdk import _exporters, send_logs, send_metrics, send_spans
 
@@ -340,3 +342,21 @@ def test_a_hub_with_tail_sampling_commits_offsets_once_spans_are_in_the_sampler_
         by_trace[span.trace_id].add(span.span_id)
     assert by_trace == sent  # whole traces, as the sampler kept them
     wait_until(lambda: _lag(hub) and not any(_lag(hub).values()), timeout=30, message="every offset committed")
+
+
+def test_dense_messages_are_parsed_within_the_memory_limit(agents, kafka, tmp_path):
+    # a message of 480k empty spans is under 1 MB in Kafka and about 90 MiB once parsed: the hub
+    # reserves what parsing may take before it parses, as its HTTP and gRPC receivers do, so messages
+    # in flight together cannot take it past the memory limiter's hard limit (before: 382 MiB of 250)
+    kafka.create_topic("otlp_spans", 1)
+    dense = length_delimited(1, length_delimited(2, b"\x12\x00" * 480_000))
+    kafka.produce("otlp_spans", [dense] * 4)
+    nowhere = types.SimpleNamespace(url=f"http://127.0.0.1:{free_port()}")  # the data stays queued
+    limiter = {"memory_limiter": {"check_interval": "1s", "limit_mib": 250, "spike_limit_mib": 50}}
+    hub = _hub(agents, tmp_path, kafka, nowhere, signals=("traces",), processors=limiter)
+    wait_until(lambda: hub.metric("otelcol_receiver_accepted_spans", receiver="kafka") == 4 * 480_000, timeout=60,
+               interval=0.5, message="every dense message accepted")
+    assert hub.process is not None
+    with open(f"/proc/{hub.process.pid}/status") as status:
+        peak = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmHWM:"))
+    assert peak < 250 << 20, f"the hub peaked at {peak >> 20} MiB"
