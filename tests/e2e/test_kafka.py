@@ -360,3 +360,29 @@ def test_dense_messages_are_parsed_within_the_memory_limit(agents, kafka, tmp_pa
     with open(f"/proc/{hub.process.pid}/status") as status:
         peak = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmHWM:"))
     assert peak < 250 << 20, f"the hub peaked at {peak >> 20} MiB"
+
+
+def test_a_refusing_pipeline_holds_a_bounded_kafka_backlog_whatever_the_partitions(agents, kafka, tmp_path):
+    # the hub's queue is full (its upstream is away): the messages it fetched wait in memory, a
+    # window of them retried. 6 partitions of 35 MB each: before, each partition held its own 32 MiB
+    # backlog, and each retried message stayed parsed between offers (380 MiB; 16 partitions: 1 GiB)
+    kafka.create_topic("otlp_spans", 6)
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(2000):
+        scope.spans.add(name="x" * 400, trace_id=index.to_bytes(16, "big"), span_id=index.to_bytes(8, "big"))
+    body = request.SerializeToString()  # 868 KB
+    for partition in range(6):
+        kafka.produce("otlp_spans", [body] * 40, partition=partition)
+    nowhere = types.SimpleNamespace(url=f"http://127.0.0.1:{free_port()}")
+    hub = _hub(agents, tmp_path, kafka, nowhere, signals=("traces",),
+               exporter={"sending_queue": {"num_consumers": 1, "queue_size": 2}})
+    assert hub.process is not None
+    wait_until(lambda: hub.metric("otelcol_receiver_refused_spans", receiver="kafka") > 0, timeout=30,
+               message="the full queue refusing Kafka messages")
+    peak = 0
+    for _ in range(20):  # 5 s: the backlogs fill within a few seconds
+        with open(f"/proc/{hub.process.pid}/status") as status:
+            peak = max(peak, next(int(line.split()[1]) << 10 for line in status if line.startswith("RssAnon:")))
+        time.sleep(0.25)
+    assert peak < 256 << 20, f"the hub held {peak >> 20} MiB"
