@@ -22,8 +22,11 @@ Delivery
     `producer.required_acks` (default all, -1; otelcol's default is 1). A message larger than
     `producer.max_message_bytes` fails with status 413, so the sender splits the batch before it
     dead-letters what still does not fit. `flush_max_messages` caps the messages in flight, and
-    so in one produce request. `rate_limit` counts the messages' values, and the wait for it comes
-    before the attempt's timeout starts (`pace`, as the OTLP exporters do).
+    so in one produce request. An attempt that fails or times out is followed by one that sends
+    only the messages not acknowledged yet; one that timed out may still be appended by the
+    broker, so it can be in Kafka twice (at least once). `rate_limit` counts the messages'
+    values, and the wait for it comes before the attempt's timeout starts (`pace`, as the OTLP
+    exporters do).
 
 Client library: aiokafka (with cramjam for snappy, lz4 and zstd), measured against
 confluent-kafka on the test broker with bench/kafka_clients.py (1 KiB records, 4 partitions):
@@ -48,6 +51,8 @@ used: the sender's at-least-once delivery tolerates the rare duplicate.
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import json
 import random
 import struct
@@ -238,6 +243,7 @@ class KafkaExporter:
         self._starting = asyncio.Lock()
         self._closed = False
         self._bandwidth: Pacer[list[Message]] = Pacer(config.rate_limit, _wire_bytes)
+        self._acked = _Acknowledged()
 
     def describe(self) -> str:
         return ",".join(self.config.brokers)
@@ -288,13 +294,19 @@ class KafkaExporter:
     async def send(self, signal: Signal, body: bytes) -> SendResult:
         producer = await self._connected()
         messages = await self._bandwidth.wire(body, self._encoder(signal))
-        step = self.config.producer.flush_max_messages or len(messages)
+        acked = self._acked.of(body)  # messages of this request acknowledged in earlier attempts
+        todo = [index for index in range(len(messages)) if index not in acked]
+        step = self.config.producer.flush_max_messages or len(todo) or 1
         headers = self.config.record_headers_for(signal) or None
         try:
             async with asyncio.timeout(self.config.timeout):
-                for start in range(0, len(messages), step):
-                    acks = [await producer.send(topic, value, key=key, headers=headers) for topic, key, value in
-                            messages[start:start + step]]
+                for start in range(0, len(todo), step):
+                    acks = []
+                    for index in todo[start:start + step]:
+                        topic, key, value = messages[index]
+                        ack = await producer.send(topic, value, key=key, headers=headers)
+                        ack.add_done_callback(functools.partial(_note, acked, index))
+                        acks.append(asyncio.shield(ack))  # a timeout leaves it to be noted when it comes
                     await asyncio.gather(*acks)
         except TimeoutError:
             # a started producer keeps reconnecting on its own and only times out: the link checks
@@ -302,7 +314,11 @@ class KafkaExporter:
             raise RetryableError(f"the brokers did not acknowledge within {self.config.timeout:g}s",
                                  connection=True, unanswered=None) from None
         except Exception as exc:
-            raise classify(exc, f"producing to {self.describe()}") from None
+            error = classify(exc, f"producing to {self.describe()}")
+            if isinstance(error, PermanentError):
+                self._acked.forget(body)
+            raise error from None
+        self._acked.forget(body)
         return SendResult()
 
     async def pace(self, signal: Signal, body: bytes) -> None:
@@ -351,6 +367,41 @@ class KafkaExporter:
                                                  status="invalid topic")
                         return topic
         return self.config.topic_for(signal)
+
+
+class _Acknowledged:
+    """Which messages of a request the broker acknowledged, kept while the request is tried again.
+
+    A request becomes many messages (one per trace with partition_traces_by_id), acknowledged one
+    by one. Another attempt sends only the others: sending them all again duplicated every
+    acknowledged one on each attempt, and a request whose messages take longer than one attempt's
+    timeout never got through. Kept by the identity of the request's bytes (the export chain tries
+    the same object again), for the last `_KEPT` requests tried."""
+
+    _KEPT = 32
+
+    def __init__(self) -> None:
+        self._requests: collections.OrderedDict[int, tuple[bytes, set[int]]] = collections.OrderedDict()
+
+    def of(self, body: bytes) -> set[int]:
+        kept = self._requests.get(id(body))
+        if kept is not None and kept[0] is body:  # (the entry holds the body: its id is not reused meanwhile)
+            return kept[1]
+        acked: set[int] = set()
+        self._requests[id(body)] = (body, acked)
+        while len(self._requests) > self._KEPT:
+            self._requests.popitem(last=False)
+        return acked
+
+    def forget(self, body: bytes) -> None:
+        kept = self._requests.get(id(body))
+        if kept is not None and kept[0] is body:
+            del self._requests[id(body)]
+
+
+def _note(acked: set[int], index: int, ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled() and ack.exception() is None:
+        acked.add(index)
 
 
 # ---- keys and partitions, as otelcol computes them -----------------------------------------------

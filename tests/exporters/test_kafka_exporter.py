@@ -118,3 +118,36 @@ def test_a_topic_from_an_attribute_that_is_no_topic_name_is_refused_for_good_not
     with pytest.raises(PermanentError) as caught:
         _send(config, request.SerializeToString())
     assert "plant 7!" in str(caught.value) and "topic" in str(caught.value)
+
+
+@pytest.mark.e2e  # starts a broker and produces 2000 messages one at a time
+def test_a_request_acknowledged_in_parts_over_several_attempts_is_delivered_once(kafka):
+    """2000 traces, one message each, acknowledged one at a time (flush_max_messages: 1), take longer
+    than one attempt's timeout: each attempt sends only what earlier ones did not get acknowledged,
+    so the request gets through. Before, each attempt began again from the first message: never
+    delivered, and Kafka filled with copies of the first few hundred traces."""
+    from edgeagent.configretry import RetryConfig
+    from edgeagent.exporters.chain import ExportChain
+    from tests.exporters.test_chain import Host
+
+    kafka.create_topic("otlp_spans", 2)
+    config = KafkaExporterConfig(brokers=[kafka.bootstrap], timeout="0.2s", partition_traces_by_id=True,
+                                 producer={"flush_max_messages": 1})
+    exporter = KafkaExporter("kafka", config)
+    retry = RetryConfig(initial_interval=0.05, max_interval=0.05, max_elapsed_time=0)
+    body = _body(2000)
+
+    async def scenario() -> None:
+        await exporter.start()
+        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=0.2, retry=retry)
+        try:
+            await exporter.send(Signal.TRACES, _body(1))  # connected: the timed attempts only produce
+            await asyncio.wait_for(chain.export([(body, 2000)]), 10)
+        finally:
+            chain.stop()
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    keys = [record.key for record in kafka.all_records("otlp_spans")]
+    assert set(keys) == {b""} | {index.to_bytes(16, "big").hex().encode() for index in range(1, 2000)}
+    assert len(keys) <= 2001 + 20  # at most the message in flight when an attempt timed out, again
