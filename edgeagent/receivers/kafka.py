@@ -79,9 +79,15 @@ _ASSIGNORS: dict[str, Any] = {"range": RangePartitionAssignor, "roundrobin": Rou
 
 
 class SignalTopics(ComponentConfig):
-    topic: str | None = None
+    topic: str | None = None  # deprecated in otelcol for topics
     topics: list[str] | None = None
     encoding: Encoding | None = None
+
+    @model_validator(mode="after")
+    def _one_of_topic_and_topics(self) -> SignalTopics:
+        if self.topic and self.topics:
+            raise ValueError("set topic or topics, not both (as otelcol asks): topics would win and topic be ignored")
+        return self
 
 
 class AutoCommitConfig(ComponentConfig):
