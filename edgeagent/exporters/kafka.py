@@ -375,28 +375,25 @@ class _Acknowledged:
     A request becomes many messages (one per trace with partition_traces_by_id), acknowledged one
     by one. Another attempt sends only the others: sending them all again duplicated every
     acknowledged one on each attempt, and a request whose messages take longer than one attempt's
-    timeout never got through. Kept by the identity of the request's bytes (the export chain tries
-    the same object again), for the last `_KEPT` requests tried."""
+    timeout never got through. Kept by a 128-bit hash of the request's bytes, so that a request the
+    sender leases again after giving it back resumes too, for the last `_KEPT` requests tried."""
 
-    _KEPT = 32
+    _KEPT = 256
 
     def __init__(self) -> None:
-        self._requests: collections.OrderedDict[int, tuple[bytes, set[int]]] = collections.OrderedDict()
+        self._requests: collections.OrderedDict[bytes, set[int]] = collections.OrderedDict()
 
     def of(self, body: bytes) -> set[int]:
-        kept = self._requests.get(id(body))
-        if kept is not None and kept[0] is body:  # (the entry holds the body: its id is not reused meanwhile)
-            return kept[1]
-        acked: set[int] = set()
-        self._requests[id(body)] = (body, acked)
-        while len(self._requests) > self._KEPT:
-            self._requests.popitem(last=False)
+        key = xxhash.xxh3_128_digest(body)
+        acked = self._requests.get(key)
+        if acked is None:
+            acked = self._requests[key] = set()
+            while len(self._requests) > self._KEPT:
+                self._requests.popitem(last=False)
         return acked
 
     def forget(self, body: bytes) -> None:
-        kept = self._requests.get(id(body))
-        if kept is not None and kept[0] is body:
-            del self._requests[id(body)]
+        self._requests.pop(xxhash.xxh3_128_digest(body), None)
 
 
 def _note(acked: set[int], index: int, ack: asyncio.Future[Any]) -> None:
