@@ -26,7 +26,10 @@ Design note
   growing pause (`error_backoff`); a message is never skipped for it. A message that does not
   decode, or whose parse could never fit the memory limit, is counted
   (`otelcol_kafka_receiver_unmarshal_failed_*`), logged once per episode and skipped: it is
-  marked durable, so its offset is committed with the others.
+  marked durable, so its offset is committed with the others. So is a message the upstream
+  refused for good (with `sending_queue::wait_for_result` it is in the dead-letter store; an
+  exporter without a queue keeps nothing): offered again it would be refused again, holding its
+  partition for as long as the upstream says so (and dead-lettered once more each time).
 * Commits: the durable offsets of all partitions, at most once per `autocommit::interval` (as
   soon as something became durable with `autocommit::enable: false`), when a partition is
   revoked and at shutdown. Commit failures are retried with the next commit; a failure only
@@ -62,7 +65,7 @@ from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig
 from edgeagent.configretry import backoff_delay
-from edgeagent.errors import BadRequestError, RetryableError, ShutdownError
+from edgeagent.errors import BadRequestError, PermanentError, RefusedError, RetryableError, ShutdownError
 from edgeagent.receivers import codec, parse_cost
 from edgeagent.signals import Payload, Signal, resource_groups
 
@@ -427,6 +430,11 @@ class KafkaReceiver:
                 self._episode(f"malformed:{partition.topic}", "skipping Kafka messages that do not decode; counted "
                               f"in otelcol_kafka_receiver_unmarshal_failed_{partition.signal.item_name}", exc,
                               topic=partition.topic, partition=partition.partition, offset=record.offset)
+                return record.offset
+            except (PermanentError, RefusedError) as exc:  # offered again, it would be refused again
+                self._episode(f"permanent:{partition.topic}", "the upstream refuses Kafka messages for good; "
+                              "moving on (dead-lettered when the exporter has a queue)", exc, topic=partition.topic,
+                              partition=partition.partition, offset=record.offset)
                 return record.offset
             except ShutdownError:
                 return None

@@ -386,3 +386,31 @@ def test_a_refusing_pipeline_holds_a_bounded_kafka_backlog_whatever_the_partitio
             peak = max(peak, next(int(line.split()[1]) << 10 for line in status if line.startswith("RssAnon:")))
         time.sleep(0.25)
     assert peak < 256 << 20, f"the hub held {peak >> 20} MiB"
+
+
+@pytest.mark.parametrize("queue", [{"wait_for_result": True}, {"enabled": False}], ids=["wait_for_result", "direct"])
+def test_a_message_the_upstream_refuses_for_good_does_not_hold_its_partition(agents, upstream, kafka, tmp_path,
+                                                                            queue):
+    # refused for good: dead-lettered once (wait_for_result), or refused by an exporter without a
+    # queue; offered again, it was refused again for as long as the upstream said so, the partition
+    # stuck behind it, and (wait_for_result) each offer dead-lettered it once more
+    kafka.create_topic("otlp_spans", 1)
+    upstream.status = 400
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), error_backoff=QUICK_RETRY,
+               exporter={"sending_queue": queue})
+    kafka.produce("otlp_spans", [_request(3)])
+    wait_until(lambda: upstream.calls, timeout=30, message="the message offered upstream")
+    wait_until(lambda: _lag(hub) == {"0": 0.0}, timeout=10, message="its offset committed while the upstream "
+                                                                     "still refuses it")
+    assert hub.metric("edgeagent_deadletter_items_total", exporter="otlphttp") == (3 if "wait_for_result" in queue
+                                                                                  else 0)
+    assert len(upstream.calls) == 1
+    assert "refuses Kafka messages for good" in hub.log()
+
+
+def _request(spans: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(spans):
+        scope.spans.add(name="op", trace_id=b"\x01" * 16, span_id=(index + 1).to_bytes(8, "big"))
+    return request.SerializeToString()
