@@ -13,9 +13,11 @@ Messages
     Keyed messages go to the partition sarama and franz-go's default pick (FNV-1a of the key,
     modulo the partition count), so a trace written by edgeagent and by otelcol lands on one
     partition of a shared topic; unkeyed ones to a random partition.
-    `topic_from_attribute`: the first resource's value of that attribute names the topic; a value
-    that cannot name a Kafka topic is refused for good (dead-lettered), since the broker never
-    answers for it and retrying would hold the queue.
+    `topic_from_attribute`: each resource goes to the topic its value of that attribute names (the
+    signal's topic when it names none), as in otelcol 0.165; resources of one topic share a message,
+    and a request of one topic is sent as queued. Keyed messages take the first such value of their
+    part. A value that cannot name a Kafka topic is refused for good (dead-lettered), since the
+    broker never answers for it and retrying would hold the queue.
 
 Delivery
     `send()` returns once the broker acknowledged every message of the request, with
@@ -345,7 +347,7 @@ class KafkaExporter:
             return [(config.topic_for(signal), None, body)]
         request = signal.request_class.FromString(body)
         parts = (split_by_key(signal, request, config.partition_logs_by_trace_id) if config.keyed(signal)
-                 else [(None, request)])
+                 else [(None, part) for part in self._by_topic(signal, request)])
         out: list[Message] = []
         for key, part in parts:
             value = (json.dumps(to_otlp_json(part, integer_enums=True), separators=(",", ":")).encode()
@@ -355,18 +357,42 @@ class KafkaExporter:
 
     def _topic(self, signal: Signal, request: Any) -> str:
         """`topic_from_attribute`: the first resource's value of that attribute, as otelcol picks it."""
-        name = self.config.topic_from_attribute
-        if name:
-            for group in resource_groups(signal, request):
-                for attribute in group.resource.attributes:
-                    topic: str = attribute.value.string_value
-                    if attribute.key == name and topic:
-                        problem = topic_problem(topic)
-                        if problem is not None:  # never answered for: retried, it would hold the queue for good
-                            raise PermanentError(f"the topic from resource attribute {name}: {problem}",
-                                                 status="invalid topic")
-                        return topic
+        for group in resource_groups(signal, request) if self.config.topic_from_attribute else ():
+            topic = self._named_topic(group)
+            if topic is not None:
+                return topic
         return self.config.topic_for(signal)
+
+    def _named_topic(self, group: Any) -> str | None:
+        """The topic a resource names in its `topic_from_attribute` attribute, or None."""
+        name = self.config.topic_from_attribute
+        for attribute in group.resource.attributes:
+            topic: str = attribute.value.string_value
+            if attribute.key == name and topic:
+                problem = topic_problem(topic)
+                if problem is not None:  # never answered for: retried, it would hold the queue for good
+                    raise PermanentError(f"the topic from resource attribute {name}: {problem}",
+                                         status="invalid topic")
+                return topic
+        return None
+
+    def _by_topic(self, signal: Signal, request: Any) -> list[Any]:
+        """With `topic_from_attribute`, the request's resources by the topic each names (the signal's when it
+        names none), as otelcol 0.165 sends each resource: a batch merges the requests of many clients,
+        and the first resource's topic for all would send every tenant's data to one. One topic: the request."""
+        if not self.config.topic_from_attribute:
+            return [request]
+        groups = list(resource_groups(signal, request))
+        topics = [self._named_topic(group) or self.config.topic_for(signal) for group in groups]
+        if len(set(topics)) <= 1:
+            return [request]
+        parts: dict[str, Any] = {}
+        for group, topic in zip(groups, topics, strict=True):
+            part = parts.get(topic)
+            if part is None:
+                part = parts[topic] = signal.request_class()
+            resource_groups(signal, part).add().CopyFrom(group)
+        return list(parts.values())
 
 
 class _Acknowledged:
