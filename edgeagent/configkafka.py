@@ -52,6 +52,25 @@ def _check_encoding(value: str) -> str:
 Encoding = Annotated[str, AfterValidator(_check_encoding)]
 """An encoding of Kafka message values: otlp_proto or otlp_json."""
 
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why `topic` cannot name a Kafka topic, or None. Brokers refuse such a name, and the client
+    never gets an answer for it: it waits for the topic's metadata until it times out."""
+    if _TOPIC_NAME.fullmatch(topic) and topic not in (".", ".."):
+        return None
+    shown = topic if len(topic) <= 64 else topic[:64] + "..."
+    return (f"{shown!r} is not a Kafka topic name (1 to 249 letters, digits, '.', '_' or '-'; not '.' or "
+            f"'..')")
+
+
+def check_topic(topic: str | None) -> str | None:
+    """A configured topic: unset or empty (the default applies), or a topic name."""
+    if topic and (problem := topic_problem(topic)):
+        raise ValueError(problem)
+    return topic
+
 
 class SignalsConfig(ComponentConfig):
     """otelcol's top-level `topic` and `encoding`, deprecated for `traces::topic` etc. (the

@@ -45,6 +45,12 @@ class ThrottledError(RetryableError):
     """The other side asked us to slow down (429, 503 with Retry-After, RESOURCE_EXHAUSTED with RetryInfo)."""
 
 
+class RefusedError(RetryableError):
+    """An exporter without a queue had the data refused for good, and nothing here keeps it: retryable
+    for a client that still holds the data (which decides), refused for good for one that cannot
+    change it (a Kafka message offered again is refused again)."""
+
+
 class PermanentError(Exception):
     """Never retry: the data is rejected as it is and goes to the dead-letter store.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from typing import Generic, TypeVar, cast
 
 from pydantic import Field, model_validator
 
@@ -57,33 +58,36 @@ class TokenBucket:
             self.tokens -= size
 
 
-Encode = Callable[[bytes], Awaitable[bytes]]  # a queued request -> the bytes put on the wire
+W = TypeVar("W")  # what an exporter puts on the wire for one request: its bytes, or its Kafka messages
+Encode = Callable[[bytes], Awaitable[W]]  # a queued request -> its wire form
 # The request paced last in this task and its wire form: one consumer's, never another's (each
 # runs in its own task), and handed from `pace` to the `send` that follows without encoding twice.
-_paced: ContextVar[tuple[Pacer, bytes, bytes] | None] = ContextVar("paced", default=None)
+_paced: ContextVar[tuple[object, bytes, object] | None] = ContextVar("paced", default=None)
 
 
-class Pacer:
+class Pacer(Generic[W]):
     """An exporter's `rate_limit` in two steps: `pace` waits for the cap before the timed attempt,
-    `wire` gives the attempt the bytes paced. A send not paced first is paced in `wire`."""
+    `wire` gives the attempt the wire form paced. A send not paced first is paced in `wire`.
+    `size`: the bytes a wire form puts on the link."""
 
-    def __init__(self, config: RateLimitConfig | None):
+    def __init__(self, config: RateLimitConfig | None, size: Callable[[W], int] = len):  # type: ignore[assignment]  # (bytes)
         self.bucket = TokenBucket(config) if config is not None else None
+        self.size = size
 
-    async def pace(self, body: bytes, encode: Encode) -> None:
+    async def pace(self, body: bytes, encode: Encode[W]) -> None:
         if self.bucket is None:
             return
         data = await encode(body)
-        await self.bucket.take(len(data))
+        await self.bucket.take(self.size(data))
         _paced.set((self, body, data))
 
-    async def wire(self, body: bytes, encode: Encode) -> bytes:
+    async def wire(self, body: bytes, encode: Encode[W]) -> W:
         paced = _paced.get()
         if paced is not None:
             _paced.set(None)
             if paced[0] is self and paced[1] is body:
-                return paced[2]
+                return cast(W, paced[2])
         data = await encode(body)
         if self.bucket is not None:
-            await self.bucket.take(len(data))
+            await self.bucket.take(self.size(data))
         return data

@@ -41,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 from google.protobuf.message import DecodeError
 
 from edgeagent.configretry import RetryConfig, backoff_delay, honoured_retry_after
-from edgeagent.errors import PermanentError, RetryableError, ShutdownError
+from edgeagent.errors import PermanentError, RefusedError, RetryableError, ShutdownError
 from edgeagent.exporters.link import Link
 from edgeagent.signals import Signal, split_serialized
 
@@ -345,4 +345,4 @@ async def send_now(chain: ExportChain, body: bytes, items: int) -> None:
     except RetryableError:
         raise
     except PermanentError as exc:
-        raise RetryableError(f"upstream refused the data: {exc}", retry_after=5.0) from exc
+        raise RefusedError(f"upstream refused the data: {exc}", retry_after=5.0) from exc

@@ -13,13 +13,22 @@ Messages
     Keyed messages go to the partition sarama and franz-go's default pick (FNV-1a of the key,
     modulo the partition count), so a trace written by edgeagent and by otelcol lands on one
     partition of a shared topic; unkeyed ones to a random partition.
+    `topic_from_attribute`: each resource goes to the topic its value of that attribute names (the
+    signal's topic when it names none), as in otelcol 0.165; resources of one topic share a message,
+    and a request of one topic is sent as queued. Keyed messages take the first such value of their
+    part. A value that cannot name a Kafka topic is refused for good (dead-lettered), since the
+    broker never answers for it and retrying would hold the queue.
 
 Delivery
     `send()` returns once the broker acknowledged every message of the request, with
     `producer.required_acks` (default all, -1; otelcol's default is 1). A message larger than
     `producer.max_message_bytes` fails with status 413, so the sender splits the batch before it
     dead-letters what still does not fit. `flush_max_messages` caps the messages in flight, and
-    so in one produce request.
+    so in one produce request. An attempt that fails or times out is followed by one that sends
+    only the messages not acknowledged yet; one that timed out may still be appended by the
+    broker, so it can be in Kafka twice (at least once). `rate_limit` counts the messages'
+    values, and the wait for it comes before the attempt's timeout starts (`pace`, as the OTLP
+    exporters do).
 
 Client library: aiokafka (with cramjam for snappy, lz4 and zstd), measured against
 confluent-kafka on the test broker with bench/kafka_clients.py (1 KiB records, 4 partitions):
@@ -44,6 +53,8 @@ used: the sender's at-least-once delivery tolerates the rare duplicate.
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import json
 import random
 import struct
@@ -56,9 +67,17 @@ from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration, split_endpoint
-from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig, classify
+from edgeagent.configkafka import (
+    DEFAULT_TOPICS,
+    ClientConfig,
+    Encoding,
+    SignalsConfig,
+    check_topic,
+    classify,
+    topic_problem,
+)
 from edgeagent.errors import PermanentError, RetryableError
-from edgeagent.exporters.bandwidth import TokenBucket
+from edgeagent.exporters.bandwidth import Encode, Pacer
 from edgeagent.exporters.chain import SendResult
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.receivers.codec import to_otlp_json
@@ -66,11 +85,18 @@ from edgeagent.signals import Signal, resource_groups
 from otel.shape import LOGS, TRACES
 
 _ACKS = {0: 0, 1: 1, -1: "all"}
+Message = tuple[str, bytes | None, bytes]  # topic, key, value
+
+
+def _wire_bytes(messages: list[Message]) -> int:
+    return sum(len(value) for _, _, value in messages)
 
 
 class SignalConfig(ComponentConfig):
     topic: str | None = None
     encoding: Encoding | None = None
+
+    _check_topic = field_validator("topic")(lambda cls, value: check_topic(value))
 
 
 class ProducerConfig(ComponentConfig):
@@ -171,6 +197,7 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
     record_headers: list[RecordHeader] = Field(default_factory=list)
     signal_header: bool = False
 
+    _check_topic = field_validator("topic")(lambda cls, value: check_topic(value))
 
     @model_validator(mode="after")
     def _no_headers(self) -> KafkaExporterConfig:
@@ -217,7 +244,8 @@ class KafkaExporter:
         self._producer: Any = None
         self._starting = asyncio.Lock()
         self._closed = False
-        self._bandwidth = TokenBucket(config.rate_limit) if config.rate_limit else None
+        self._bandwidth: Pacer[list[Message]] = Pacer(config.rate_limit, _wire_bytes)
+        self._acked = _Acknowledged()
 
     def describe(self) -> str:
         return ",".join(self.config.brokers)
@@ -267,21 +295,20 @@ class KafkaExporter:
 
     async def send(self, signal: Signal, body: bytes) -> SendResult:
         producer = await self._connected()
-        messages = self.messages(signal, body)
-        limit = self.config.producer.max_message_bytes
-        if any(len(value) > limit for _, _, value in messages):
-            largest = max(len(value) for _, _, value in messages)
-            raise PermanentError(f"a message of {largest} bytes exceeds producer::max_message_bytes ({limit})",
-                                 status=413)
-        if self._bandwidth is not None:
-            await self._bandwidth.take(sum(len(value) for _, _, value in messages))
-        step = self.config.producer.flush_max_messages or len(messages)
+        messages = await self._bandwidth.wire(body, self._encoder(signal))
+        acked = self._acked.of(body)  # messages of this request acknowledged in earlier attempts
+        todo = [index for index in range(len(messages)) if index not in acked]
+        step = self.config.producer.flush_max_messages or len(todo) or 1
         headers = self.config.record_headers_for(signal) or None
         try:
             async with asyncio.timeout(self.config.timeout):
-                for start in range(0, len(messages), step):
-                    acks = [await producer.send(topic, value, key=key, headers=headers) for topic, key, value in
-                            messages[start:start + step]]
+                for start in range(0, len(todo), step):
+                    acks = []
+                    for index in todo[start:start + step]:
+                        topic, key, value = messages[index]
+                        ack = await producer.send(topic, value, key=key, headers=headers)
+                        ack.add_done_callback(functools.partial(_note, acked, index))
+                        acks.append(asyncio.shield(ack))  # a timeout leaves it to be noted when it comes
                     await asyncio.gather(*acks)
         except TimeoutError:
             # a started producer keeps reconnecting on its own and only times out: the link checks
@@ -289,10 +316,30 @@ class KafkaExporter:
             raise RetryableError(f"the brokers did not acknowledge within {self.config.timeout:g}s",
                                  connection=True, unanswered=None) from None
         except Exception as exc:
-            raise classify(exc, f"producing to {self.describe()}") from None
+            error = classify(exc, f"producing to {self.describe()}")
+            if isinstance(error, PermanentError):
+                self._acked.forget(body)
+            raise error from None
+        self._acked.forget(body)
         return SendResult()
 
-    def messages(self, signal: Signal, body: bytes) -> list[tuple[str, bytes | None, bytes]]:
+    async def pace(self, signal: Signal, body: bytes) -> None:
+        """Wait until `rate_limit` lets this request's messages on the wire (the chain awaits it before the
+        attempt's timeout starts)."""
+        await self._bandwidth.pace(body, self._encoder(signal))
+
+    def _encoder(self, signal: Signal) -> Encode[list[Message]]:
+        async def encode(body: bytes) -> list[Message]:
+            messages = self.messages(signal, body)
+            limit = self.config.producer.max_message_bytes
+            largest = max((len(value) for _, _, value in messages), default=0)
+            if largest > limit:
+                raise PermanentError(f"a message of {largest} bytes exceeds producer::max_message_bytes ({limit})",
+                                     status=413)
+            return messages
+        return encode
+
+    def messages(self, signal: Signal, body: bytes) -> list[Message]:
         """(topic, key, value) of every message one queued request becomes."""
         config = self.config
         json_encoded = config.encoding_for(signal) == "otlp_json"
@@ -300,8 +347,8 @@ class KafkaExporter:
             return [(config.topic_for(signal), None, body)]
         request = signal.request_class.FromString(body)
         parts = (split_by_key(signal, request, config.partition_logs_by_trace_id) if config.keyed(signal)
-                 else [(None, request)])
-        out = []
+                 else [(None, part) for part in self._by_topic(signal, request)])
+        out: list[Message] = []
         for key, part in parts:
             value = (json.dumps(to_otlp_json(part, integer_enums=True), separators=(",", ":")).encode()
                      if json_encoded else body if part is request else part.SerializeToString())
@@ -310,14 +357,74 @@ class KafkaExporter:
 
     def _topic(self, signal: Signal, request: Any) -> str:
         """`topic_from_attribute`: the first resource's value of that attribute, as otelcol picks it."""
-        name = self.config.topic_from_attribute
-        if name:
-            for group in resource_groups(signal, request):
-                for attribute in group.resource.attributes:
-                    topic: str = attribute.value.string_value
-                    if attribute.key == name and topic:
-                        return topic
+        for group in resource_groups(signal, request) if self.config.topic_from_attribute else ():
+            topic = self._named_topic(group)
+            if topic is not None:
+                return topic
         return self.config.topic_for(signal)
+
+    def _named_topic(self, group: Any) -> str | None:
+        """The topic a resource names in its `topic_from_attribute` attribute, or None."""
+        name = self.config.topic_from_attribute
+        for attribute in group.resource.attributes:
+            topic: str = attribute.value.string_value
+            if attribute.key == name and topic:
+                problem = topic_problem(topic)
+                if problem is not None:  # never answered for: retried, it would hold the queue for good
+                    raise PermanentError(f"the topic from resource attribute {name}: {problem}",
+                                         status="invalid topic")
+                return topic
+        return None
+
+    def _by_topic(self, signal: Signal, request: Any) -> list[Any]:
+        """With `topic_from_attribute`, the request's resources by the topic each names (the signal's when it
+        names none), as otelcol 0.165 sends each resource: a batch merges the requests of many clients,
+        and the first resource's topic for all would send every tenant's data to one. One topic: the request."""
+        if not self.config.topic_from_attribute:
+            return [request]
+        groups = list(resource_groups(signal, request))
+        topics = [self._named_topic(group) or self.config.topic_for(signal) for group in groups]
+        if len(set(topics)) <= 1:
+            return [request]
+        parts: dict[str, Any] = {}
+        for group, topic in zip(groups, topics, strict=True):
+            part = parts.get(topic)
+            if part is None:
+                part = parts[topic] = signal.request_class()
+            resource_groups(signal, part).add().CopyFrom(group)
+        return list(parts.values())
+
+
+class _Acknowledged:
+    """Which messages of a request the broker acknowledged, kept while the request is tried again.
+
+    A request becomes many messages (one per trace with partition_traces_by_id), acknowledged one
+    by one. Another attempt sends only the others: sending them all again duplicated every
+    acknowledged one on each attempt, and a request whose messages take longer than one attempt's
+    timeout never got through. Kept by a 128-bit hash of the request's bytes, so that a request the
+    sender leases again after giving it back resumes too, for the last `_KEPT` requests tried."""
+
+    _KEPT = 256
+
+    def __init__(self) -> None:
+        self._requests: collections.OrderedDict[bytes, set[int]] = collections.OrderedDict()
+
+    def of(self, body: bytes) -> set[int]:
+        key = xxhash.xxh3_128_digest(body)
+        acked = self._requests.get(key)
+        if acked is None:
+            acked = self._requests[key] = set()
+            while len(self._requests) > self._KEPT:
+                self._requests.popitem(last=False)
+        return acked
+
+    def forget(self, body: bytes) -> None:
+        self._requests.pop(xxhash.xxh3_128_digest(body), None)
+
+
+def _note(acked: set[int], index: int, ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled() and ack.exception() is None:
+        acked.add(index)
 
 
 # ---- keys and partitions, as otelcol computes them -----------------------------------------------

@@ -155,7 +155,7 @@ class OtlpGrpcExporter:
         self._context: Reloading[Any] | None = None
         self._metadata = tuple((key.lower(), value) for key, value in config.headers.items())
         self._auth: Authenticator | None = None
-        self._bandwidth = Pacer(config.rate_limit)
+        self._bandwidth: Pacer[bytes] = Pacer(config.rate_limit)
         self._encoding = "" if config.compression in ("none", "") else config.compression
         self._observe = rpc_client_observer(None, "", "")
         self._proxy = environment_proxy(config.target()[0]) if self.configured else ""

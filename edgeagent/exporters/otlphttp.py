@@ -181,7 +181,7 @@ class OtlpHttpExporter:
         self._targets = {signal: _split_credentials(url) for signal in Signal if (url := config.url(signal))}
         self._url_secrets = [secret for signal in Signal for secret in url_secrets(config.url(signal) or "")] \
             + url_secrets(config.proxy_url)
-        self._bandwidth = Pacer(config.rate_limit)
+        self._bandwidth: Pacer[bytes] = Pacer(config.rate_limit)
         self._redirected_to: str | None = None  # the Location of the redirect episode going on
         self._proxies = httpclient.Proxies(config.proxy_url)
 
@@ -264,7 +264,7 @@ class OtlpHttpExporter:
         """Wait until `rate_limit` lets this request on the wire (the chain awaits it before the timeout)."""
         await self._bandwidth.pace(body, self._encoder(signal))
 
-    def _encoder(self, signal: Signal) -> Encode:
+    def _encoder(self, signal: Signal) -> Encode[bytes]:
         async def encode(body: bytes) -> bytes:
             if self.config.encoding == "json" or self._encoding is not None:
                 return await asyncio.to_thread(self._body, signal, body)

@@ -15,12 +15,21 @@ Design note
   pipelines, up to the durable commit). In-flight messages finish in any order; the partition
   remembers which are durable and advances its *durable offset* over the longest durable
   prefix. Offsets may have gaps (compaction, transaction markers), so the prefix follows the
-  sequence of dispatched records, not offset + 1. When the backlog grows past `_BACKLOG`
-  records or `_BACKLOG_BYTES`, fetching from that partition pauses until it drains.
+  sequence of dispatched records, not offset + 1. Fetching from a partition pauses while its
+  backlog holds `_BACKLOG` records, or while the messages fetched and not yet durable, over all
+  partitions (backlogs and in flight), hold `_HELD_BYTES`: a bound per partition alone would let
+  memory grow with the partition count while the pipeline refuses. It resumes below half.
+* Before a message is parsed, the memory limiter's budget is raised to what parsing it may take
+  (receivers/parse_cost.py, as for OTLP requests): a message under 1 MB can take 90 MiB parsed,
+  and the window holds several. Large messages are parsed on a worker thread.
 * A retryable refusal (memory limiter, full queue) retries the same message after a bounded,
   growing pause (`error_backoff`); a message is never skipped for it. A message that does not
-  decode is counted (`otelcol_kafka_receiver_unmarshal_failed_*`), logged once per episode and
-  skipped: it is marked durable, so its offset is committed with the others.
+  decode, or whose parse could never fit the memory limit, is counted
+  (`otelcol_kafka_receiver_unmarshal_failed_*`), logged once per episode and skipped: it is
+  marked durable, so its offset is committed with the others. So is a message the upstream
+  refused for good (with `sending_queue::wait_for_result` it is in the dead-letter store; an
+  exporter without a queue keeps nothing): offered again it would be refused again, holding its
+  partition for as long as the upstream says so (and dead-lettered once more each time).
 * Commits: the durable offsets of all partitions, at most once per `autocommit::interval` (as
   soon as something became durable with `autocommit::enable: false`), when a partition is
   revoked and at shutdown. Commit failures are retried with the next commit; a failure only
@@ -56,14 +65,14 @@ from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig
 from edgeagent.configretry import backoff_delay
-from edgeagent.errors import BadRequestError, RetryableError, ShutdownError
-from edgeagent.receivers import codec
+from edgeagent.errors import BadRequestError, PermanentError, RefusedError, RetryableError, ShutdownError
+from edgeagent.receivers import codec, parse_cost
 from edgeagent.signals import Payload, Signal, resource_groups
 
 log = logging.getLogger(__name__)
 _WINDOW = 16  # messages of one partition in flight at once
 _BACKLOG = 256  # fetched records of one partition waiting before its fetching pauses
-_BACKLOG_BYTES = 32 << 20
+_HELD_BYTES = 64 << 20  # message bytes fetched and not yet durable, over all partitions, before fetching pauses
 _QUIET = 60.0  # seconds without a malformed message that end an episode
 LAG = "kafka_consumer_lag"
 
@@ -73,9 +82,15 @@ _ASSIGNORS: dict[str, Any] = {"range": RangePartitionAssignor, "roundrobin": Rou
 
 
 class SignalTopics(ComponentConfig):
-    topic: str | None = None
+    topic: str | None = None  # deprecated in otelcol for topics
     topics: list[str] | None = None
     encoding: Encoding | None = None
+
+    @model_validator(mode="after")
+    def _one_of_topic_and_topics(self) -> SignalTopics:
+        if self.topic and self.topics:
+            raise ValueError("set topic or topics, not both (as otelcol asks): topics would win and topic be ignored")
+        return self
 
 
 class AutoCommitConfig(ComponentConfig):
@@ -230,9 +245,6 @@ class _Partition:
     paused: bool = False
     revoked: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def backlog_below(self, share: float) -> bool:
-        return len(self.backlog) < _BACKLOG * share and self.backlog_bytes < _BACKLOG_BYTES * share
-
     def mark_durable(self, offset: int) -> bool:
         """Record a message as durable; True when the durable offset moved."""
         self.pending[offset] = True
@@ -262,6 +274,8 @@ class KafkaReceiver:
         self._dirty = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._episodes: dict[str, float] = {}  # what went wrong -> when it was last seen
+        self._held = 0  # bytes of the messages in the backlogs and in flight
+        self._starved = False  # a partition stays paused until _held falls below half of _HELD_BYTES
         self._malformed: dict[Signal, Any] = {}
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -358,51 +372,69 @@ class KafkaReceiver:
         if partition.first is None:
             partition.first = records[0].offset
         partition.backlog.extend(records)
-        partition.backlog_bytes += sum(len(record.value or b"") for record in records)
+        size = sum(len(record.value or b"") for record in records)
+        partition.backlog_bytes += size
+        self._held += size
         self._pump(partition)
-        if not partition.paused and not partition.backlog_below(1.0):
+        if not partition.paused and not self._room(partition, 1.0):
             self._consumer.pause(tp)
             partition.paused = True
+            self._starved = self._starved or self._held >= _HELD_BYTES
+
+    def _room(self, partition: _Partition, share: float) -> bool:
+        return len(partition.backlog) < _BACKLOG * share and self._held < _HELD_BYTES * share
 
     def _pump(self, partition: _Partition) -> None:
         """Start delivering backlog records while the window has room."""
         while partition.backlog and len(partition.in_flight) < _WINDOW and not partition.revoked.is_set():
             record = partition.backlog.popleft()
-            partition.backlog_bytes -= len(record.value or b"")
+            size = len(record.value or b"")
+            partition.backlog_bytes -= size
             partition.pending[record.offset] = False
             task = asyncio.create_task(self._deliver(partition, record))
             partition.in_flight.add(task)
-            task.add_done_callback(functools.partial(self._delivered, partition))
-        if partition.paused and partition.backlog_below(0.5):
-            partition.paused = False
-            if self._consumer is not None and not partition.revoked.is_set():
-                self._consumer.resume(TopicPartition(partition.topic, partition.partition))
+            task.add_done_callback(functools.partial(self._delivered, partition, size))
+        if partition.paused:
+            if self._room(partition, 0.5):
+                self._resume(partition)
+            elif len(partition.backlog) < _BACKLOG * 0.5:  # waits for the others' messages to go
+                self._starved = True
 
-    def _delivered(self, partition: _Partition, task: asyncio.Task[int | None]) -> None:
+    def _resume(self, partition: _Partition) -> None:
+        partition.paused = False
+        if self._consumer is not None and not partition.revoked.is_set():
+            self._consumer.resume(TopicPartition(partition.topic, partition.partition))
+
+    def _delivered(self, partition: _Partition, size: int, task: asyncio.Task[int | None]) -> None:
         partition.in_flight.discard(task)
+        self._held -= size
         offset = None if task.cancelled() or task.exception() is not None else task.result()
         if offset is not None and partition.mark_durable(offset):
             self._dirty.set()
         self._pump(partition)
+        if self._starved and self._held < _HELD_BYTES * 0.5:
+            self._starved = False
+            for other in list(self._partitions.values()):
+                if other.paused and self._room(other, 0.5):
+                    self._resume(other)
 
     async def _deliver(self, partition: _Partition, record: Any) -> int | None:
         """Offer one message until it is durable; its offset, or None if the partition went first."""
-        value = record.value or b""
-        content_type = codec.JSON if partition.encoding == "otlp_json" else codec.PROTOBUF
         attempt = 0
         while True:
             try:
-                with partition.consumer.admission("kafka", len(value)):
-                    payload = codec.decode(partition.signal, value, content_type)
-                    if payload.items:  # an empty request (or tombstone) carries nothing to keep
-                        self._extract_headers(partition.signal, payload, record.headers)
-                        await partition.consumer.consume(payload, "kafka")
+                await self._offer(partition, record)
                 return record.offset
             except BadRequestError as exc:
                 self._malformed[partition.signal].inc(1, self.id, partition.topic)
                 self._episode(f"malformed:{partition.topic}", "skipping Kafka messages that do not decode; counted "
                               f"in otelcol_kafka_receiver_unmarshal_failed_{partition.signal.item_name}", exc,
                               topic=partition.topic, partition=partition.partition, offset=record.offset)
+                return record.offset
+            except (PermanentError, RefusedError) as exc:  # offered again, it would be refused again
+                self._episode(f"permanent:{partition.topic}", "the upstream refuses Kafka messages for good; "
+                              "moving on (dead-lettered when the exporter has a queue)", exc, topic=partition.topic,
+                              partition=partition.partition, offset=record.offset)
                 return record.offset
             except ShutdownError:
                 return None
@@ -415,9 +447,22 @@ class KafkaReceiver:
                     self._episode(f"refused:{partition.topic}", "the pipeline refuses Kafka messages; retrying "
                                   "them", exc, topic=partition.topic)
                 delay = getattr(exc, "retry_after", None) or backoff_delay(self.config.error_backoff, attempt)
-                if await _wait_for(partition.revoked, min(delay, self.config.error_backoff.max_interval)) or \
-                        self._stopping.is_set():
-                    return None
+            # waits outside the except block: the error's traceback holds the parsed message, which is
+            # parsed again for the next offer instead of being kept in memory, unaccounted, meanwhile
+            if await _wait_for(partition.revoked, min(delay, self.config.error_backoff.max_interval)) or \
+                    self._stopping.is_set():
+                return None
+
+    async def _offer(self, partition: _Partition, record: Any) -> None:
+        """One offer of a message: admitted by the memory budget, parsed, and consumed up to its durable commit."""
+        value = record.value or b""
+        content_type = codec.JSON if partition.encoding == "otlp_json" else codec.PROTOBUF
+        with partition.consumer.admission("kafka", len(value)) as reservation:
+            await parse_cost.admit(reservation, partition.signal, value, content_type)
+            payload = await parse_cost.decode(partition.signal, value, content_type, None, "")
+            if payload.items:  # an empty request (or tombstone) carries nothing to keep
+                self._extract_headers(partition.signal, payload, record.headers)
+                await partition.consumer.consume(payload, "kafka")
 
     def _extract_headers(self, signal: Signal, payload: Payload, headers: Any) -> None:
         """header_extraction: each listed header as a resource attribute `kafka.header.<name>`."""
@@ -464,6 +509,7 @@ class KafkaReceiver:
         for partition in partitions:
             partition.revoked.set()
             partition.backlog.clear()
+            self._held -= partition.backlog_bytes
             partition.backlog_bytes = 0
             tasks.extend(partition.in_flight)
         if not tasks:

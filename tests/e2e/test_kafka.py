@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import time
+import types
 
 import pytest
 import yaml
@@ -19,9 +20,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from edgeagent.exporters.kafka import sarama_partition
+from otel.wire import length_delimited
 from tests.helpers.agent import AgentProcess
 from tests.helpers.kafka import edge_config, hub_config, wait_for_spans
-from tests.helpers.net import wait_until
+from tests.helpers.net import free_port, wait_until
 from tests.helpers.rotel import Rotel, rotel_binary
 from tests.helpers.sdk import _exporters, send_logs, send_metrics, send_spans
 
@@ -340,3 +342,75 @@ def test_a_hub_with_tail_sampling_commits_offsets_once_spans_are_in_the_sampler_
         by_trace[span.trace_id].add(span.span_id)
     assert by_trace == sent  # whole traces, as the sampler kept them
     wait_until(lambda: _lag(hub) and not any(_lag(hub).values()), timeout=30, message="every offset committed")
+
+
+def test_dense_messages_are_parsed_within_the_memory_limit(agents, kafka, tmp_path):
+    # a message of 480k empty spans is under 1 MB in Kafka and about 90 MiB once parsed: the hub
+    # reserves what parsing may take before it parses, as its HTTP and gRPC receivers do, so messages
+    # in flight together cannot take it past the memory limiter's hard limit (before: 382 MiB of 250)
+    kafka.create_topic("otlp_spans", 1)
+    dense = length_delimited(1, length_delimited(2, b"\x12\x00" * 480_000))
+    kafka.produce("otlp_spans", [dense] * 4)
+    nowhere = types.SimpleNamespace(url=f"http://127.0.0.1:{free_port()}")  # the data stays queued
+    limiter = {"memory_limiter": {"check_interval": "1s", "limit_mib": 250, "spike_limit_mib": 50}}
+    hub = _hub(agents, tmp_path, kafka, nowhere, signals=("traces",), processors=limiter)
+    wait_until(lambda: hub.metric("otelcol_receiver_accepted_spans", receiver="kafka") == 4 * 480_000, timeout=60,
+               interval=0.5, message="every dense message accepted")
+    assert hub.process is not None
+    with open(f"/proc/{hub.process.pid}/status") as status:
+        peak = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmHWM:"))
+    assert peak < 250 << 20, f"the hub peaked at {peak >> 20} MiB"
+
+
+def test_a_refusing_pipeline_holds_a_bounded_kafka_backlog_whatever_the_partitions(agents, kafka, tmp_path):
+    # the hub's queue is full (its upstream is away): the messages it fetched wait in memory, a
+    # window of them retried. 6 partitions of 35 MB each: before, each partition held its own 32 MiB
+    # backlog, and each retried message stayed parsed between offers (380 MiB; 16 partitions: 1 GiB)
+    kafka.create_topic("otlp_spans", 6)
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(2000):
+        scope.spans.add(name="x" * 400, trace_id=index.to_bytes(16, "big"), span_id=index.to_bytes(8, "big"))
+    body = request.SerializeToString()  # 868 KB
+    for partition in range(6):
+        kafka.produce("otlp_spans", [body] * 40, partition=partition)
+    nowhere = types.SimpleNamespace(url=f"http://127.0.0.1:{free_port()}")
+    hub = _hub(agents, tmp_path, kafka, nowhere, signals=("traces",),
+               exporter={"sending_queue": {"num_consumers": 1, "queue_size": 2}})
+    assert hub.process is not None
+    wait_until(lambda: hub.metric("otelcol_receiver_refused_spans", receiver="kafka") > 0, timeout=30,
+               message="the full queue refusing Kafka messages")
+    peak = 0
+    for _ in range(20):  # 5 s: the backlogs fill within a few seconds
+        with open(f"/proc/{hub.process.pid}/status") as status:
+            peak = max(peak, next(int(line.split()[1]) << 10 for line in status if line.startswith("RssAnon:")))
+        time.sleep(0.25)
+    assert peak < 256 << 20, f"the hub held {peak >> 20} MiB"
+
+
+@pytest.mark.parametrize("queue", [{"wait_for_result": True}, {"enabled": False}], ids=["wait_for_result", "direct"])
+def test_a_message_the_upstream_refuses_for_good_does_not_hold_its_partition(agents, upstream, kafka, tmp_path,
+                                                                            queue):
+    # refused for good: dead-lettered once (wait_for_result), or refused by an exporter without a
+    # queue; offered again, it was refused again for as long as the upstream said so, the partition
+    # stuck behind it, and (wait_for_result) each offer dead-lettered it once more
+    kafka.create_topic("otlp_spans", 1)
+    upstream.status = 400
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), error_backoff=QUICK_RETRY,
+               exporter={"sending_queue": queue})
+    kafka.produce("otlp_spans", [_request(3)])
+    wait_until(lambda: upstream.calls, timeout=30, message="the message offered upstream")
+    wait_until(lambda: _lag(hub) == {"0": 0.0}, timeout=10, message="its offset committed while the upstream "
+                                                                     "still refuses it")
+    assert hub.metric("edgeagent_deadletter_items_total", exporter="otlphttp") == (3 if "wait_for_result" in queue
+                                                                                  else 0)
+    assert len(upstream.calls) == 1
+    assert "refuses Kafka messages for good" in hub.log()
+
+
+def _request(spans: int) -> bytes:
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(spans):
+        scope.spans.add(name="op", trace_id=b"\x01" * 16, span_id=(index + 1).to_bytes(8, "big"))
+    return request.SerializeToString()

@@ -56,6 +56,8 @@ def test_every_mistake_is_reported_at_its_path():
         "exporters::kafka::producer::required_acks": ["-1"],
         "exporters::kafka::auth::sasl::mechanism": ["SCRAM-SHA-512"],
         "exporters::kafka/headers": ["headers"],
+        "exporters::kafka/topics::topic": ["spans of plant 7", "topic name"],
+        "exporters::kafka/topics::logs::topic": ["topic name"],
         "exporters::kafka/kerberos::auth::kerberos": ["kerberos"],
     })
 

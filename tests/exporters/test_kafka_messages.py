@@ -118,12 +118,19 @@ def test_keys_pick_saramas_partition_fnv1a_as_signed_int32():
     assert sarama_partition(None, [0, 1, 2], [1]) == 1  # no key: one of the available partitions
 
 
-def test_topic_from_attribute_takes_the_first_resource_that_has_it():
+def test_topic_from_attribute_sends_each_resource_to_the_topic_it_names():
+    # as otelcol 0.165: a batch merges the requests of many clients, and the first resource's topic
+    # sent every other tenant's data to it (a resource without the attribute goes to the signal's topic)
     request = _traces()
     request.resource_spans[1].resource.attributes.add(key="kafka.topic").value.string_value = "tenant-b"
+    messages = _exporter(topic_from_attribute="kafka.topic").messages(Signal.TRACES, request.SerializeToString())
+    assert [(topic, key) for topic, key, _ in messages] == [("otlp_spans", None), ("tenant-b", None)]
+    for (_, _, value), resource_spans in zip(messages, request.resource_spans, strict=True):
+        assert list(ExportTraceServiceRequest.FromString(value).resource_spans) == [resource_spans]
+    request.resource_spans[0].resource.attributes.add(key="kafka.topic").value.string_value = "tenant-b"
     [(topic, _, value)] = _exporter(topic_from_attribute="kafka.topic").messages(
         Signal.TRACES, request.SerializeToString())
-    assert topic == "tenant-b" and value == request.SerializeToString()
+    assert topic == "tenant-b" and value == request.SerializeToString()  # one topic: the request as queued
     [(topic, _, _)] = _exporter(topic_from_attribute="kafka.topic", traces={"topic": "spans"}).messages(
         Signal.TRACES, _traces().SerializeToString())
     assert topic == "spans"

@@ -166,15 +166,16 @@ class Broker:
 
     # ---- reading and writing records directly ------------------------------------------------------
 
-    def produce(self, topic: str, values: list[bytes], key: bytes | None = None) -> None:
-        """Write raw records (acks=all), e.g. a message the agent must reject."""
+    def produce(self, topic: str, values: list[bytes], key: bytes | None = None, partition: int | None = None) -> None:
+        """Write raw records (acks=all), e.g. a message the agent must reject; to `partition` if given."""
         from aiokafka import AIOKafkaProducer
 
         async def send():
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
             await producer.start()
             try:
-                await asyncio.gather(*[await producer.send(topic, value, key=key) for value in values])
+                await asyncio.gather(*[await producer.send(topic, value, key=key, partition=partition)
+                                       for value in values])
             finally:
                 await producer.stop()
 

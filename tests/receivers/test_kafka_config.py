@@ -50,6 +50,7 @@ def test_every_mistake_is_reported_at_its_path_with_the_reason():
         "receivers::kafka/marking::message_marking": ["durable"],
         "receivers::kafka/backoff::error_backoff": ["never skips"],
         "receivers::kafka/regex": ["regular expression"],
+        "receivers::kafka/both::metrics": ["topic", "topics", "both"],
         "receivers::kafka/heartbeat": ["heartbeat_interval"],
         "receivers::kafka/tls::tls": ["server_name_override"],
     })
