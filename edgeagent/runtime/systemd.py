@@ -26,7 +26,8 @@ def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        # never blocking: it runs on the event loop, and a reader that stopped reading would stop the agent
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
             sock.connect(address)
             sock.sendall(message.encode())
         return True
