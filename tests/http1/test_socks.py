@@ -6,7 +6,6 @@ through it, and proxies that refuse, close, answer garbage or hang."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 
@@ -153,12 +152,12 @@ def test_a_proxy_that_hangs_in_the_handshake_is_bounded_by_the_timeout():
 
 
 def test_the_proxy_port_defaults_to_1080():
+    proxy = SocksProxy(1080)
     try:
-        probe = socket.create_server(("127.0.0.1", 1080))
-    except OSError:
+        proxy.start()
+    except OSError:  # another program's, or another run's at the same moment
+        proxy.stop()
         pytest.skip("port 1080 is taken here")
-    probe.close()
-    proxy = SocksProxy(1080).start()
 
     async def scenario() -> None:
         async with Server(lambda *_: OK) as server:
