@@ -128,6 +128,10 @@ class Upstream:
         self._resetter: asyncio.AbstractServer | None = None
         self._script: concurrent.futures.Future | None = None
         self._lock = threading.Lock()
+        # the ids of the spans of requests[:_indexed], and the lock of the two
+        self._span_ids: set[bytes] = set()
+        self._indexed = 0
+        self._index_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -304,7 +308,14 @@ class Upstream:
         return [span for r in self.received("traces") for span in _spans(r.message)]
 
     def span_ids(self) -> set[bytes]:
-        return {span.span_id for span in self.spans()}
+        """The ids of every span received. Only the requests that arrived since the last call are read:
+        tests poll this while millions of spans arrive, and reading them all again held the GIL (and the
+        upstream's loop) for a second a call."""
+        with self._index_lock:
+            with self._lock:
+                new, self._indexed = self.requests[self._indexed:], len(self.requests)
+            self._span_ids.update(span.span_id for r in new if r.signal == "traces" for span in _spans(r.message))
+            return set(self._span_ids)
 
     def log_records(self) -> list:
         return [rec for r in self.received("logs") for rec in _log_records(r.message)]
