@@ -13,17 +13,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _collected(*args: str) -> list[str]:
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", *args],
+def _collected() -> tuple[list[str], list[str]]:
+    """One collection, as the fast loop selects: (the whole suite in its order, the tests `-m "not e2e"` keeps)."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+                             "-p", "tests.helpers.suite_order", "-m", "not e2e"],
                             capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return [line for line in result.stdout.splitlines() if "::" in line]
+    lines = result.stdout.splitlines()
+    order = [line.split(" ", 1) for line in lines if line.startswith(("selected tests/", "deselected tests/"))]
+    fast = [test for verdict, test in order if verdict == "selected"]
+    assert fast == [line for line in lines if "::" in line and line.startswith("tests/")], "what pytest listed"
+    return [test for _, test in order], fast
 
 
 @pytest.mark.e2e  # runs pytest's collection in a process of its own
 def test_the_fast_loop_leaves_out_process_tests_and_the_suite_starts_with_the_longest():
-    fast = _collected("-m", "not e2e")
+    everything, fast = _collected()
     assert fast, "the fast loop collected nothing"
     by_directory = [test for test in fast if test.startswith(("tests/e2e/", "tests/packaging/", "tests/interop/"))]
     assert by_directory == []
@@ -35,7 +41,6 @@ def test_the_fast_loop_leaves_out_process_tests_and_the_suite_starts_with_the_lo
                                                           "tests/receivers/test_parse_cost.py::test_ordinary",
                                                           "tests/receivers/test_parse_cost.py::test_grpc"))]
 
-    everything = _collected()
     assert everything[0].startswith("tests/packaging/test_debian_package.py::")
     assert everything[1].startswith("tests/packaging/test_debian_package.py::")
     first_fast = everything.index(fast[0])

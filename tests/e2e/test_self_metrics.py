@@ -76,24 +76,29 @@ def _promtool() -> str:
     return promtool
 
 
-@pytest.fixture
-def agent_after_traffic(agents, tmp_path):
-    """An agent that has taken the mixed traffic; yields (agent, its /metrics body)."""
+@pytest.fixture(scope="module")
+def agent_after_traffic(tmp_path_factory):
+    """An agent that has taken the mixed traffic; yields (agent, its /metrics body). The module's tests
+    only read it, so they share one: on a loaded machine the traffic takes up to a minute (the SDK
+    retries what a full queue refuses)."""
+    directory = tmp_path_factory.mktemp("self-metrics")
     with upstreams() as servers:
-        listeners = AgentProcess(args=[])  # the ports the config names
-        ports = Ports(listeners.grpc_port, listeners.http_port)
-        config = edgeagent_config(tmp_path / "agent.yaml", ports, servers, listeners.metrics_port,
-                                  listeners.health_port)
-        agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")], ports=listeners,
-                       port_overrides=False)
-        assert send_traffic(ports) > 0, "the full queue refused nothing"
-        wait_until(lambda: agent.metric("edgeagent_deadletter_items", data_type="traces") > 0
-                   and agent.metric("edgeagent_deadletter_items", data_type="metrics") > 0
-                   and len(servers.http.spans()) > 0 and agent.metric("otelcol_exporter_sent_log_records",
-                                                                      exporter="otlp") > 0
-                   and agent.metric("otelcol_processor_tail_sampling_global_count_traces_sampled") > 0,
-                   timeout=30, message="dead letters, delivered spans and logs, sampling decisions")
-        yield agent, scrape(agent.metrics_port)
+        agent = AgentProcess(args=[], log_path=str(directory / "agent.log"))  # the ports the config names
+        ports = Ports(agent.grpc_port, agent.http_port)
+        config = edgeagent_config(directory / "agent.yaml", ports, servers, agent.metrics_port, agent.health_port)
+        agent.args = ["run", "--config", config, "--state-dir", str(directory / "state")]
+        try:
+            agent.start()
+            assert send_traffic(ports) > 0, "the full queue refused nothing"
+            wait_until(lambda: agent.metric("edgeagent_deadletter_items", data_type="traces") > 0
+                       and agent.metric("edgeagent_deadletter_items", data_type="metrics") > 0
+                       and len(servers.http.spans()) > 0 and agent.metric("otelcol_exporter_sent_log_records",
+                                                                          exporter="otlp") > 0
+                       and agent.metric("otelcol_processor_tail_sampling_global_count_traces_sampled") > 0,
+                       timeout=30, message="dead letters, delivered spans and logs, sampling decisions")
+            yield agent, scrape(agent.metrics_port)
+        finally:
+            agent.kill()
 
 
 def test_metrics_endpoint_passes_promtool_after_mixed_traffic(agent_after_traffic):

@@ -34,7 +34,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metric
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from edgeagent.signals import Signal, count_items
-from tests.helpers.upstream import Upstream
+from tests.helpers.upstream import SpanIndex, Upstream
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,7 @@ class GrpcUpstream:
         self._server: grpc.Server | None = None
         self._relay: _CountingRelay | None = None
         self._lock = threading.Lock()
+        self._span_index = SpanIndex()
         self._script: deque[Answer] = deque()
 
     @property
@@ -173,7 +174,7 @@ class GrpcUpstream:
         with self._lock:
             return [a for a in self.calls if a.signal == signal]
 
-    # the HTTP upstream's accessors, over records of the same shape (`requests`, `_lock`)
+    # the HTTP upstream's accessors, over records of the same shape (`requests`, `_lock`, `_span_index`)
     received = Upstream.received
     spans = Upstream.spans
     span_ids = Upstream.span_ids

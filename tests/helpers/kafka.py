@@ -340,9 +340,11 @@ def hub_config(path: Path, bootstrap: str, upstream_url: str, ports, signals=SIG
     """`kafka` receiver -> otlphttp to the test upstream; health and metrics on `ports`' loopback ports."""
     import yaml
 
+    # tansu holds a group's first join for about half the session timeout: 2 s here, 5 s at the default 10 s
     config = {
         "receivers": {"kafka": {"brokers": [bootstrap], "group_id": "hub", "initial_offset": "earliest",
-                                "autocommit": {"interval": "200ms"}, **receiver}},
+                                "autocommit": {"interval": "200ms"}, "session_timeout": "3s",
+                                "heartbeat_interval": "1s", **receiver}},
         "exporters": {"otlphttp": {"endpoint": upstream_url, "retry_on_failure": FAST_RETRY,
                                    "sending_queue": {"num_consumers": 2}}},
         "extensions": {"health_check": {"endpoint": f"127.0.0.1:{ports.health_port}"}},

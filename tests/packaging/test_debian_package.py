@@ -5,25 +5,63 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.once import once_per_run
-from tests.packaging.tools import require
+from tests.packaging.tools import find, require
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _mirror() -> str:
+def _mirror() -> str | None:
     """The Debian mirror this machine's apt already uses (the repository names none)."""
     for path in [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]:
         if path.exists():
             match = re.search(r"(?:URIs:|^deb)\s+(\S+/debian)\b", path.read_text(), re.M)
             if match:
                 return match.group(1)
-    pytest.skip("no Debian mirror configured for apt")
+    return None
+
+
+@dataclass
+class Bootstrap:
+    """debootstrap making `root`, under way in the background."""
+
+    root: Path
+    process: subprocess.Popen
+
+    def wait(self) -> Path:
+        assert self.process.wait(900) == 0, (self.root.parent / "debootstrap.log").read_text(errors="replace")[-6000:]
+        return self.root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def debian_root(tmp_path_factory) -> Iterator[Bootstrap | None]:
+    """debootstrap of the install test's throwaway root, started with the module so that it downloads
+    while the package builds (each takes most of a minute); None where that test skips."""
+    debootstrap, mirror = find("debootstrap"), _mirror()
+    if debootstrap is None or mirror is None or os.geteuid() != 0:
+        yield None
+        return
+    root = tmp_path_factory.mktemp("debian") / "root"
+    with open(root.parent / "debootstrap.log", "wb") as log:
+        process = subprocess.Popen([debootstrap, "--variant=minbase", "--include=python3,adduser", "bookworm",
+                                    str(root), mirror], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)  # its own process group: its downloads end with it
+    yield Bootstrap(root, process)
+    if process.poll() is None:  # the install test did not wait for it (deselected, or failed before)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+        # it mounts /proc in the root while it installs, and unmounts it only when it finishes
+        for target in reversed([line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]):
+            if target.startswith(f"{root}/"):
+                subprocess.run(["umount", "--lazy", target], capture_output=True, timeout=30, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +92,13 @@ def test_lintian_reports_no_errors(package):
     assert not warnings, "\n".join(warnings[:20])
 
 
-def test_package_installs_runs_and_purges_in_a_throwaway_debian_root(package, tmp_path):
-    debootstrap = require("debootstrap", "apt-get install -y debootstrap")
+def test_package_installs_runs_and_purges_in_a_throwaway_debian_root(package, debian_root):
+    require("debootstrap", "apt-get install -y debootstrap")
     if os.geteuid() != 0:
         pytest.skip("debootstrap and chroot need root (CI runs as root)")
-    root = tmp_path / "root"
-    result = subprocess.run([debootstrap, "--variant=minbase", "--include=python3,adduser", "bookworm", str(root),
-                             _mirror()], capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    if debian_root is None:
+        pytest.skip("no Debian mirror configured for apt")
+    root = debian_root.wait()
     shutil.copy(package, root / "tmp" / package.name)
 
     def chroot(*command: str) -> subprocess.CompletedProcess:

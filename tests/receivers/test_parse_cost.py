@@ -24,13 +24,14 @@ from tests.helpers.agent import AgentProcess
 from tests.helpers.net import free_port
 
 _EMPTY_SPANS = length_delimited(1, length_delimited(2, b"\x12\x00" * 4_000_000))  # one scope, empty spans
+_EMPTY_OBJECTS = b"{}," * 5_999_999 + b"{}"  # as b",".join([b"{}"] * 6_000_000), without a second at import
 HOSTILE = {
     ("traces", codec.PROTOBUF): b"\x0a\x00" * 9_500_000,
     ("traces-spans", codec.PROTOBUF): _EMPTY_SPANS,
     ("logs", codec.PROTOBUF): b"\x0a\x00" * 9_500_000,
     ("metrics", codec.PROTOBUF): b"\x0a\x00" * 9_500_000,
-    ("traces", codec.JSON): b'{"resourceSpans":[' + b",".join([b"{}"] * 6_000_000) + b"]}",
-    ("logs", codec.JSON): b'{"resourceLogs":[' + b",".join([b"{}"] * 6_000_000) + b"]}",
+    ("traces", codec.JSON): b'{"resourceSpans":[' + _EMPTY_OBJECTS + b"]}",
+    ("logs", codec.JSON): b'{"resourceLogs":[' + _EMPTY_OBJECTS + b"]}",
 }
 
 
