@@ -16,6 +16,8 @@ from tests.helpers.cli import cli_json
 from tests.helpers.net import wait_until
 from tests.helpers.sdk import send_spans
 
+FLAPS = 8  # the flapping upstream's cycles of four seconds: reset, up, 503, up
+
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "testdata", "e2e", "upstream-behaviours.yaml")
 EXPORTER = "otlphttp"
 
@@ -54,7 +56,7 @@ def expect_drained(agent) -> None:
 
 # ---- connection-level outages ----------------------------------------------------------------
 
-def test_a_30s_outage_goes_offline_probes_one_at_a_time_and_loses_nothing(agents, upstream, tmp_path):
+def test_a_20s_outage_goes_offline_probes_one_at_a_time_and_loses_nothing(agents, upstream, tmp_path):
     # The upstream resets every connection, so each connection attempt is counted.
     upstream.refuse(reset=True)
     # timeout 5s: a probe caught on a connection as the upstream comes back waits at most that long
@@ -66,12 +68,12 @@ def test_a_30s_outage_goes_offline_probes_one_at_a_time_and_loses_nothing(agents
     wait_until(lambda: agent.metric("edgeagent_upstream_online", exporter=EXPORTER) == 0, timeout=10,
                message="the exporter offline")
     assert upstream_state(agent) == "offline"
-    time.sleep(max(0.0, outage + 30 - time.monotonic()))
+    time.sleep(max(0.0, outage + 20 - time.monotonic()))
     during_outage = upstream.attempts
     # Before the exporter knows, each of the 10 consumers may try once; offline, one probe at a
-    # time after 1s * 1.5^n capped at 5s, randomized down to half: at most 15 in 30s. Ten
-    # consumers retrying on their own would make about 80.
-    assert during_outage <= 10 + 15, f"{during_outage} connection attempts in a 30s outage"
+    # time after 1s * 1.5^n capped at 5s, randomized down to half: at most 10 in 20s (0.5, 0.75,
+    # 1.1, 1.7, then 2.5 s apart). Ten consumers retrying on their own would make about 55.
+    assert during_outage <= 10 + 11, f"{during_outage} connection attempts in a 20s outage"
 
     upstream.listen()
     wait_delivered(upstream, sent, timeout=60)
@@ -83,15 +85,16 @@ def test_a_30s_outage_goes_offline_probes_one_at_a_time_and_loses_nothing(agents
     assert agent.terminate() == 0
 
 
-def test_an_upstream_flapping_every_second_for_a_minute_gets_every_span_without_a_storm(agents, upstream, tmp_path):
+def test_an_upstream_flapping_every_second_for_half_a_minute_gets_every_span_without_a_storm(agents, upstream,
+                                                                                             tmp_path):
     agent = start_agent(agents, tmp_path, upstream, sending_queue={"num_consumers": 10}, retry_on_failure={
         "initial_interval": "250ms", "max_interval": "1s", "max_elapsed_time": "0s"})
     # down 1s / up 1s; the down phases take turns: connections reset (each one counted), then 503
     script = upstream.play((1.0, {"connections": "reset"}), (1.0, {"connections": "accept"}),
-                           (1.0, {"status": 503}), (1.0, {"status": 200}), repeat=15)
+                           (1.0, {"status": 503}), (1.0, {"status": 200}), repeat=FLAPS)
     sent: set[bytes] = set()
     sends, started = 0, time.monotonic()
-    while not script.done() and sends < 130:  # a steady stream: 20 spans every half second
+    while not script.done() and sends < 2 * 4 * FLAPS + 10:  # a steady stream: 20 spans every half second
         sent |= send_spans("grpc", agent.grpc_port, 20, service=f"send-{sends}")
         sends += 1
         time.sleep(max(0.0, started + sends * 0.5 - time.monotonic()))
@@ -99,13 +102,13 @@ def test_an_upstream_flapping_every_second_for_a_minute_gets_every_span_without_
     wait_delivered(upstream, sent)
     assert upstream.span_ids() == sent
 
-    # Every send is one queue record and needs one request that succeeds. In each of the 15
+    # Every send is one queue record and needs one request that succeeds. In each of the FLAPS
     # seconds of reset connections, the consumers holding a record (about 4: 2 arrive a second,
     # 2 may be left from before) try once before the exporter goes offline, then it probes one
     # at a time after 250ms * 1.5^n randomized down to half: at most 5 probes in that second.
-    # In each of the 15 seconds of 503, each of those 4 records is retried with that backoff,
+    # In each of the FLAPS seconds of 503, each of those 4 records is retried with that backoff,
     # at most 5 times. A consumer retrying without backoff would pass this within seconds.
-    bound = sends + 15 * (4 + 5) + 15 * 4 * 5
+    bound = sends + FLAPS * (4 + 5) + FLAPS * 4 * 5
     calls = upstream.calls
     assert len(calls) <= bound, f"{len(calls)} attempts for {sends} sends (bound {bound})"
     assert agent.terminate() == 0
