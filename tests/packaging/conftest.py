@@ -1,4 +1,5 @@
-"""Made once per run for the packaging tests: the Dockerfile's wheel, installed; helm, built."""
+"""Made once per run for the packaging tests: the dependencies' wheels; the Dockerfile's wheel, installed;
+helm, built."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -18,14 +20,33 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory) -> Path:
+def wheelhouse(tmp_path_factory) -> dict[str, str]:
+    """The environment under which pip takes the project's dependencies and build backend from wheels
+    downloaded once per run, without asking the index: the image's wheel steps and the .deb build both
+    install them, and asking the index cost each of them more than its own work."""
+    return {"PIP_FIND_LINKS": str(once_per_run(tmp_path_factory, "wheelhouse", _download)), "PIP_NO_INDEX": "1"}
+
+
+def _download(wheels: Path) -> Path:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    requirements = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--wheel-dir", str(wheels),
+                             *requirements], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return wheels
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory, wheelhouse) -> Path:
     """The Dockerfile's wheel steps, daemonless: its COPY lines into a clean directory, its RUN lines
     there with /wheels and /opt/edgeagent mapped to local directories. Returns the virtualenv, made once
-    per run (a quarter of a minute) and shared by the workers: the tests only run what it holds."""
-    return once_per_run(tmp_path_factory, "image", _install)
+    per run (a quarter of a minute) and shared by the workers: the tests only run what it holds. Only
+    the builder's `pip wheel` takes the wheelhouse: pip would add it to the final step's --find-links,
+    which must find everything in /wheels alone."""
+    return once_per_run(tmp_path_factory, "image", lambda base: _install(base, wheelhouse))
 
 
-def _install(base: Path) -> Path:
+def _install(base: Path, wheelhouse: dict[str, str]) -> Path:
     steps = dockerfile.instructions((ROOT / "Dockerfile").read_text())
     context, wheels, venv = base / "src", base / "wheels", base / "opt-edgeagent"
     copied = dockerfile.lay_out_context([step for step in steps if step.stage == 0], context)
@@ -36,7 +57,9 @@ def _install(base: Path) -> Path:
     env = {**os.environ, "PYTHONPATH": ""}
     started = time.monotonic()
     for command in commands:
-        result = subprocess.run(command, cwd=context, env=env, capture_output=True, text=True, timeout=300)
+        builder = "wheel" in command
+        result = subprocess.run(command, cwd=context, env={**env, **wheelhouse} if builder else env,
+                                capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
     print(f"wheel built and installed in {time.monotonic() - started:.1f}s")
     return venv

@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,16 +66,20 @@ def debian_root(tmp_path_factory) -> Iterator[Bootstrap | None]:
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory) -> Path:
+def package(tmp_path_factory, request) -> Path:
     require("dpkg-deb", "apt-get install -y dpkg")
     if not Path("/usr/bin/python3").exists():
         pytest.skip("Debian's python3 is needed to build the package")
-    return once_per_run(tmp_path_factory, "deb", _build)  # minutes: not once per worker
+    # the run's wheelhouse holds wheels for this interpreter's version; for another, pip asks the index
+    debian = subprocess.run(["/usr/bin/python3", "-c", "import sys; print(sys.version_info[:2])"],
+                            capture_output=True, text=True, timeout=60).stdout.strip()
+    pip_env = request.getfixturevalue("wheelhouse") if debian == str(sys.version_info[:2]) else {}
+    return once_per_run(tmp_path_factory, "deb", lambda out: _build(out, pip_env))  # minutes: not once per worker
 
 
-def _build(out: Path) -> Path:
+def _build(out: Path, pip_env: dict[str, str]) -> Path:
     result = subprocess.run(["bash", str(ROOT / "packaging" / "debian" / "build.sh"), str(out)],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env={**os.environ, **pip_env})
     assert result.returncode == 0, result.stderr
     deb = Path(result.stdout.strip().splitlines()[-1])
     assert re.fullmatch(r"edgeagent_\d+\.\d+\.\d+_[a-z0-9]+\.deb", deb.name)
