@@ -17,8 +17,11 @@ SERVICE_UID = 10001
 
 
 def _state_dir_as(uid: int, system: Path, home: Path) -> str:
-    code = f"from edgeagent.runtime.paths import default_state_dir; print(default_state_dir(system={str(system)!r}))"
-    env = {"PYTHONPATH": str(ROOT), "HOME": str(home), "PATH": os.environ.get("PATH", "")}
+    """default_state_dir as user `uid` sees it. The module stands alone (os only): a copy of it beside
+    `system` runs, since the other user may not reach into the checkout (a clone in a private directory)."""
+    shutil.copy(ROOT / "edgeagent" / "runtime" / "paths.py", system.parent / "state_paths.py")
+    code = f"from state_paths import default_state_dir; print(default_state_dir(system={str(system)!r}))"
+    env = {"PYTHONPATH": str(system.parent), "HOME": str(home), "PATH": os.environ.get("PATH", "")}
     result = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", sys.executable, "-c",
                              code], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
