@@ -300,6 +300,7 @@ class SamplingStage:
             if export is not None:
                 for queue in queues:
                     writer.append(queue, export[0], export[1], batch_key)
+
         def held(done: asyncio.Future[None]) -> None:
             if not done.cancelled() and done.exception() is None:
                 self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen or busy)
