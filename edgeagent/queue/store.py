@@ -111,6 +111,7 @@ from edgeagent.queue.ops import (
 )
 from edgeagent.queue.reader import DurableQueue, Lease, Table
 from edgeagent.queue.watch import Room
+from edgeagent.runtime import supervise
 from edgeagent.signals import Signal
 
 __all__ = ["DEFAULT_MAP_SIZE", "DurableQueue", "Lease", "QueueStore", "StorageAccessError", "StorageLockedError",
@@ -659,15 +660,15 @@ class QueueStore:
         """Compact the live environment between two commits; resolves to (bytes before, bytes after)."""
         return self.call(self._compact_live)
 
-    async def compact_on_rebound(self, needed_mib: int, trigger_mib: int, interval: float) -> None:
-        """Run until cancelled: compact when the file grew large and the live data shrank (otelcol's on_rebound)."""
-        while True:
-            await asyncio.sleep(interval)
+    async def compact_on_rebound(self, needed_mib: int, trigger_mib: int, interval: float,
+                                 counting: supervise.Counting | None = None) -> None:
+        """Run until cancelled: compact when the file grew large and the live data shrank (otelcol's
+        on_rebound). A compaction that fails leaves the uncompacted file in use, and is tried again."""
+        async def step() -> None:
             if rebound_due(self.file_size(), self.live_bytes(), needed_mib, trigger_mib):
-                try:
-                    await self.compact_now()
-                except Exception as exc:
-                    log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+                await self.compact_now()
+
+        await supervise.every(interval, step, f"compaction:{self.directory}", {"directory": self.directory}, counting)
 
     def _compact_live(self) -> tuple[int, int]:
         """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""
