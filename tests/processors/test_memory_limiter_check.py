@@ -5,17 +5,14 @@ accepts again once it measures memory below the soft limit."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import resource
-from collections.abc import Iterator
 
 import pytest
 
 from edgeagent.errors import DataRefusedError
 from edgeagent.processors.memory_limiter import MemoryLimiter, MemoryLimiterConfig
 from edgeagent.runtime.supervise import ERRORS
+from tests.helpers.descriptors import no_free_descriptors
 
 INTERVAL = 0.05
 
@@ -26,24 +23,6 @@ class CountingHost:
 
     def count(self, name: str, amount: float, *labels: str) -> None:
         self.counted.append((name, labels))
-
-
-@contextlib.contextmanager
-def no_free_descriptors() -> Iterator[None]:
-    """Take every file descriptor the process may open, as a flood of connections does."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    held: list[int] = []
-    limit = max(map(int, os.listdir("/proc/self/fd"))) + 16
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-    try:
-        with contextlib.suppress(OSError):
-            for _ in range(limit):  # until EMFILE
-                held.append(os.open(os.devnull, os.O_RDONLY))
-        yield
-    finally:
-        for fd in held:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def _until(condition, seconds: float = 1.0) -> bool:
