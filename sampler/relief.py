@@ -36,12 +36,15 @@ class StressReliefConfig(Settings):
 
 
 class StressRelief:
-    """`memory`: the process's memory in bytes, as the host measures it (read only with memory_limit_mib)."""
+    """`memory`: the process's memory in bytes, as the host measures it (read only with memory_limit_mib);
+    while it cannot be read (no descriptor left) memory counts as full. `name`: the processor, for the logs."""
 
     def __init__(self, config: StressReliefConfig, num_traces: int, max_spans: int, clock: Callable[[], float],
-                 memory: Callable[[], int]):
+                 memory: Callable[[], int], name: str = ""):
         self.config = config
         self.memory = memory
+        self.name = name
+        self._unmeasured = False  # the last memory reading failed
         self.num_traces = num_traces
         self.max_spans = max_spans
         self.clock = clock
@@ -61,19 +64,31 @@ class StressRelief:
             levels.append(spans / self.max_spans)
         if self.config.memory_limit_mib:
             if now - self._memory_read >= _MEMORY_EVERY:
-                self._memory, self._memory_read = self.memory(), now
+                self._memory, self._memory_read = self._read_memory(), now
             levels.append(self._memory / (self.config.memory_limit_mib << 20))
         self.level = max(levels) * 100
         if not self.active and self.level >= self.config.activation_level:
             self.active, self._since = True, now
             log.warning("tail sampling is under stress: new traces are decided at once by trace id, without "
-                        "buffering", extra={"level_percent": round(self.level, 1),
+                        "buffering", extra={"processor": self.name, "level_percent": round(self.level, 1),
                                             "sampling_percentage": self.config.sampling_percentage})
         elif (self.active and self.level < self.config.deactivation_level
               and now - self._since >= self.config.minimum_activation_duration):
             self.active = False
             log.info("tail sampling stress relief ended; buffering traces again",
-                     extra={"level_percent": round(self.level, 1)})
+                     extra={"processor": self.name, "level_percent": round(self.level, 1)})
+
+    def _read_memory(self) -> int:
+        try:
+            used = self.memory()
+        except Exception as exc:  # noqa: BLE001 - no descriptor left, /proc unreadable: assume the worst
+            if not self._unmeasured:
+                log.error("tail sampling cannot read the process's memory; it counts as full until it can",
+                          exc_info=exc, extra={"processor": self.name})
+            self._unmeasured = True
+            return self.config.memory_limit_mib << 20
+        self._unmeasured = False
+        return used
 
     def keep(self, trace_id: bytes) -> bool:
         return int.from_bytes(trace_id[-8:], "big") < self._threshold

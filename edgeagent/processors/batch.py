@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from edgeagent.component import ComponentConfig, Factory, Role
 from edgeagent.config.types import Duration
 from edgeagent.errors import BadRequestError
+from edgeagent.queue import record
 
 
 class BatchConfig(ComponentConfig):
@@ -48,6 +49,9 @@ class BatchProcessor:
         if not self._keys:
             return b""
         key = "\x00".join(metadata.get(name, "") for name in self._keys).encode()
+        if len(key) > record.MAX_BATCH_KEY:
+            raise BadRequestError(f"the values of {', '.join(self.config.metadata_keys)} take {len(key)} bytes, "
+                                  f"more than the {record.MAX_BATCH_KEY} a queue record holds", status=400)
         if key not in self._seen:
             limit = self.config.metadata_cardinality_limit
             if limit and len(self._seen) >= limit:

@@ -13,7 +13,9 @@ as the body arrives (Reservation.grow), so a slow or lying client holds only wha
 before parsing raises that to what the parse can take (Reservation.cover, receivers/parse_cost.py):
 a body of many tiny messages takes up to ~90 times its size.
 Memory that a burst freed is handed back to the system (malloc_trim), so the limiter
-recovers as soon as the flood stops.
+recovers as soon as the flood stops. While memory cannot be measured (every descriptor taken,
+/proc unreadable) the limiter refuses new data and its check goes on, logged once and counted
+(runtime/supervise.py); the first check that measures again decides anew.
 
 The forced collection (gc.collect and malloc_trim) follows otelcol's schedule and keys:
 `garbage_collector: {enabled: false}` turns it off; above the soft limit it runs at most every
@@ -40,6 +42,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeagent.component import ComponentConfig, Factory, Role, optional_block
 from edgeagent.config.types import Duration
 from edgeagent.errors import BadRequestError, DataRefusedError
+from edgeagent.runtime import supervise
 
 if TYPE_CHECKING:
     import ctypes
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 _MIB = 1 << 20
 _GC_EFFECTIVE = 0.95  # a collection that leaves more than 95 % of the memory did not help (otelcol's 5 %)
 DEFAULT_CHECK_INTERVAL = 1.0
+STATUS = "/proc/self/status"
 EXPANSION = 6  # a body in memory while it is read, parsed, processed and serialized
 _LIBC: ctypes.CDLL | Literal[False] | None = None  # False: no glibc to trim
 
@@ -132,10 +136,10 @@ class MemoryLimiterConfig(ComponentConfig):
         return hard, hard - (spike or hard // 5)  # otelcol: an unset spike limit is a fifth of the limit
 
 
-def anonymous_memory() -> int:
-    """Bytes of anonymous resident memory of this process (RssAnon), falling back to RSS."""
+def anonymous_memory(path: str = STATUS) -> int:
+    """Bytes of anonymous resident memory of this process (RssAnon, from `path`), falling back to RSS."""
     try:
-        with open("/proc/self/status", "rb") as status:
+        with open(path, "rb") as status:
             for line in status:
                 if line.startswith(b"RssAnon:"):
                     return int(line.split()[1]) * 1024
@@ -197,13 +201,15 @@ def _read_limit(path: str) -> int | None:
 
 
 class MemoryLimiter:
-    def __init__(self, component_id: str, config: MemoryLimiterConfig, host: Any):
+    def __init__(self, component_id: str, config: MemoryLimiterConfig, host: Any, status: str = STATUS):
         self.id = component_id
+        self.status = status  # where the process's memory is read
         self.config = config
         self.host = host
         self.interval = config.check_interval or DEFAULT_CHECK_INTERVAL
         self.hard, self.soft = config.limits(available_memory())
         self.refusing = False
+        self.error: str | None = None  # why the last check could not measure memory
         self.used = 0
         self.in_flight = 0  # estimated bytes of admitted requests not finished yet
         self._task: asyncio.Task | None = None
@@ -222,12 +228,18 @@ class MemoryLimiter:
             self._task = None
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            self.check()
+        await supervise.every(self.interval, self.check, f"processors::{self.id}", {"processor": self.id},
+                              counting=self.host if hasattr(self.host, "count") else None, failing=self._unmeasured)
+
+    def _unmeasured(self, error: Exception | None) -> None:
+        """While memory cannot be measured (no descriptor left, /proc unreadable), refuse new data:
+        nothing else keeps the agent below its limit. A check that measures again decides anew."""
+        self.error = None if error is None else f"{type(error).__name__}: {error}"
+        if error is not None:
+            self._refuse(True)
 
     def check(self) -> None:
-        self.used = anonymous_memory()
+        self.used = anonymous_memory(self.status)
         above_soft = self._classify(collected=False)
         if above_soft and self.config.garbage_collector is not None:
             mode = "hard" if self.used >= self.hard else "soft"
@@ -236,10 +248,13 @@ class MemoryLimiter:
                 gc.collect()
                 _trim_malloc()
                 self._last_gc = time.monotonic()
-                self.used = anonymous_memory()
+                self.used = anonymous_memory(self.status)
                 above_soft = self._classify(collected=True)
+        self._refuse(above_soft)
+
+    def _refuse(self, refusing: bool) -> None:
         was_refusing = self.refusing
-        self.refusing = above_soft
+        self.refusing = refusing
         if self.refusing != was_refusing:
             level = logging.WARNING if self.refusing else logging.INFO
             log.log(level, "memory limiter %s new data", "refuses" if self.refusing else "accepts again",
@@ -266,6 +281,9 @@ class MemoryLimiter:
         return min(max(self._backoff[mode], low, 0.95 * self.interval) * 2, max(high, low))
 
     def admit(self) -> None:
+        if self.refusing and self.error is not None:
+            raise DataRefusedError(f"memory usage cannot be measured ({self.error})",
+                                   retry_after=max(1.0, self.interval * 2))
         if self.refusing:
             raise DataRefusedError(f"memory usage {self.used // _MIB} MiB is above the soft limit of "
                                    f"{self.soft // _MIB} MiB", retry_after=max(1.0, self.interval * 2))
@@ -297,9 +315,10 @@ class MemoryLimiter:
         return payload
 
     def health(self) -> dict[str, Any]:
-        return {"refusing": self.refusing, "used_mib": round(self.used / _MIB, 1),
-                "in_flight_mib": round(self.in_flight / _MIB, 1),
-                "soft_limit_mib": self.soft // _MIB, "hard_limit_mib": self.hard // _MIB}
+        state = {"refusing": self.refusing, "used_mib": round(self.used / _MIB, 1),
+                 "in_flight_mib": round(self.in_flight / _MIB, 1),
+                 "soft_limit_mib": self.soft // _MIB, "hard_limit_mib": self.hard // _MIB}
+        return state if self.error is None else {**state, "error": self.error}
 
 
 class Budget(Protocol):

@@ -32,6 +32,7 @@ _FLAGS = FLAG_BATCH_KEY | FLAG_ATTRIBUTES
 
 _HEADER = struct.Struct(">BBBBIQH")
 _KEY_LENGTH = struct.Struct(">H")
+MAX_BATCH_KEY = (1 << 8 * _KEY_LENGTH.size) - 1  # bytes a record's batch key may take
 _ATTRIBUTES_LENGTH = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size
 

@@ -111,6 +111,7 @@ from edgeagent.queue.ops import (
 )
 from edgeagent.queue.reader import DurableQueue, Lease, Table
 from edgeagent.queue.watch import Room
+from edgeagent.runtime import supervise
 from edgeagent.signals import Signal
 
 __all__ = ["DEFAULT_MAP_SIZE", "DurableQueue", "Lease", "QueueStore", "StorageAccessError", "StorageLockedError",
@@ -167,6 +168,8 @@ class QueueStore:
         self.pages_in_use = 0  # bytes; owned by the writer
         self.deadletter_entries = 0
         self.compactions = 0
+        self.writer_errors = 0  # commits that failed unexpectedly (the writer went on)
+        self._failing = False  # the last commit failed unexpectedly: the next failure is not logged again
         self.full = False  # the last put was refused for lack of room
         self.gate = Gate()
         self._handles = threading.Lock()  # held while sub-databases open: a compaction's swap, a new queue or table
@@ -441,9 +444,25 @@ class QueueStore:
             writes = [op for op in pending if not op.between_commits]
             sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
             if writes or sweep:
-                self._commit(writes, sweep)
+                try:
+                    self._commit(writes, sweep)
+                except Exception as exc:  # noqa: BLE001 - the writer goes on; its clients hear of the error
+                    self._failed_commit(writes, exc)
+                else:
+                    self._failing = False
             for op in calls:
                 self._run_call(op)
+
+    def _failed_commit(self, ops: list[WriterOp], error: Exception) -> None:
+        """A commit that raised other than LMDB's errors (a bug, a record the header cannot hold):
+        its operations fail (a client sends again: at worst a duplicate) and the next commit starts
+        afresh. Logged once until a commit succeeds, counted each time."""
+        self.writer_errors += 1
+        if not self._failing:
+            log.error("queue writer failed a commit unexpectedly; its requests fail and the writer goes on",
+                      exc_info=error, extra={"directory": self.directory, "operations": len(ops)})
+        self._failing = True
+        self._report(Commit(failed=[(op.future, error) for op in ops]))
 
     def _gather(self, ops: list[WriterOp | None]) -> None:
         """Take every pending operation, and linger briefly so that one commit carries more.
@@ -641,15 +660,15 @@ class QueueStore:
         """Compact the live environment between two commits; resolves to (bytes before, bytes after)."""
         return self.call(self._compact_live)
 
-    async def compact_on_rebound(self, needed_mib: int, trigger_mib: int, interval: float) -> None:
-        """Run until cancelled: compact when the file grew large and the live data shrank (otelcol's on_rebound)."""
-        while True:
-            await asyncio.sleep(interval)
+    async def compact_on_rebound(self, needed_mib: int, trigger_mib: int, interval: float,
+                                 counting: supervise.Counting | None = None) -> None:
+        """Run until cancelled: compact when the file grew large and the live data shrank (otelcol's
+        on_rebound). A compaction that fails leaves the uncompacted file in use, and is tried again."""
+        async def step() -> None:
             if rebound_due(self.file_size(), self.live_bytes(), needed_mib, trigger_mib):
-                try:
-                    await self.compact_now()
-                except Exception as exc:
-                    log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+                await self.compact_now()
+
+        await supervise.every(interval, step, f"compaction:{self.directory}", {"directory": self.directory}, counting)
 
     def _compact_live(self) -> tuple[int, int]:
         """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""

@@ -330,7 +330,7 @@ class Service:
             rebound = self.stores.rebound.get(key)
             if rebound is not None:
                 task = asyncio.create_task(store.compact_on_rebound(rebound.needed_mib, rebound.trigger_mib,
-                                                                    rebound.interval), name=f"rebound:{key}")
+                                                                    rebound.interval, self), name=f"rebound:{key}")
                 task.add_done_callback(self._background_done)
                 self._background.append(task)
 

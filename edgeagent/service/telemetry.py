@@ -20,6 +20,7 @@ from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.http1.server import Handler, Request, Response, Server
 from edgeagent.queue.ops import WriterQueue
 from edgeagent.queue.reader import DurableQueue
+from edgeagent.runtime import supervise
 from edgeagent.service.consumers import Processor
 from edgeagent.service.process import define_process_metrics
 from edgeagent.service.storage import Stores
@@ -156,6 +157,8 @@ def _define_counters(m: Metrics, destination_of: Callable[[Signal], Derived]) ->
               ("receiver", "transport"))
     m.counter("edgeagent_exporter_unexpected_errors", "Sends that failed with an unexpected error; the data "
               "stayed queued.", ("exporter",))
+    m.counter(supervise.ERRORS, "Failed steps of a periodic background task (it goes on at its next interval).",
+              ("task",))
     m.counter("edgeagent_deadletter_items", "Items moved to the dead-letter store after a permanent rejection.",
               ("exporter", "data_type"))
     m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were moved to the dead-letter "
@@ -203,6 +206,10 @@ def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:
           directory, lambda: [((s.directory,), float(s.file_size())) for s in stores.values()])
     gauge("edgeagent_queue_compactions", "Compactions of the queue file since start.", directory,
           lambda: [((s.directory,), float(s.compactions)) for s in stores.values()])
+    telemetry.metrics.observed_counter(
+        "edgeagent_queue_writer_errors", "Commits of the queue's writer that failed unexpectedly (their requests "
+        "failed; the writer went on).", directory,
+        lambda: [((s.directory,), float(s.writer_errors)) for s in stores.values()])
     gauge("edgeagent_deadletter_entries", "Batches kept in the dead-letter store.", directory,
           lambda: [((s.directory,), float(s.deadletter_entries)) for s in stores.values()])
     gauge("edgeagent_upstream_online", "1 when the last send reached the upstream, 0 when it did not.",

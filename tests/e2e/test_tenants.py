@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 
+from tests.helpers import bodies
 from tests.helpers.net import wait_until
 from tests.helpers.sdk import send_spans
 
@@ -26,4 +28,31 @@ def test_metadata_keys_batching_never_mixes_tenants_in_one_request(agents, upstr
     assert all(len(tenants) == 1 for tenants in tenants_per_request), tenants_per_request
     assert set().union(*tenants_per_request) == {"acme", "globex"}
     assert len(tenants_per_request) < 12  # batching did merge each tenant's requests
+    assert agent.terminate() == 0
+
+
+def _post_as_tenant(port: int, tenant: bytes) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.putrequest("POST", "/v1/traces")
+        connection.putheader("Content-Type", "application/x-protobuf")
+        connection.putheader("X-Tenant-Id", tenant)
+        body = bodies.ordinary_traces(4)
+        connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_a_tenant_too_long_for_a_queue_record_is_refused_and_later_requests_are_queued(agents, upstream, tmp_path):
+    """A metadata_keys value longer than a queue record's 16-bit batch-key length (40 000 bytes of
+    0xFF, read as latin-1, are 80 000 bytes of UTF-8) killed the queue's writer thread: that request
+    and every later one hung until the agent was restarted."""
+    agent = agents(["run", "--config", CONFIG, "--state-dir", str(tmp_path / "state")], env={"UPSTREAM": upstream.url})
+    assert _post_as_tenant(agent.http_port, b"\xff" * 40_000) == 400
+    sent = send_spans("http", agent.http_port, 10, headers={"X-Tenant-Id": "acme"})
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=30, message="the next tenant's spans upstream")
     assert agent.terminate() == 0

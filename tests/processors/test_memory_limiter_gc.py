@@ -28,7 +28,7 @@ class Script:
         monkeypatch.setattr(memory_limiter, "gc", types.SimpleNamespace(collect=self._collect))
         monkeypatch.setattr(memory_limiter, "_trim_malloc", lambda: None)
 
-    def _read(self) -> int:
+    def _read(self, path: str = "") -> int:
         return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
 
     def _collect(self) -> None:

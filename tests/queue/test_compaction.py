@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from edgeagent.queue import admin, maintenance
 from edgeagent.queue.api import StageTransaction, StoredRecord
 from edgeagent.queue.compaction import rebound_due
 from edgeagent.queue.store import DurableQueue, QueueStore
+from edgeagent.runtime import supervise
 from edgeagent.signals import Signal
 
 MIB = 1 << 20
@@ -286,3 +288,53 @@ def test_queues_added_during_live_compactions_read_and_write_the_reopened_enviro
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
                             timeout=_TIMEOUT, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+class CountingHost:
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, tuple[str, ...]]] = []
+
+    def count(self, name: str, amount: float, *labels: str) -> None:
+        self.counted.append((name, labels))
+
+
+def test_a_failed_rebound_compaction_is_logged_with_its_directory_counted_and_tried_again(tmp_path, caplog):
+    """The compaction's scratch directory gone (a tmpfs remounted, a cleanup job): the failure was
+    logged without naming the queue directory, and counted nowhere."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    directory = str(tmp_path / "queue")
+    host = CountingHost()
+
+    async def scenario() -> None:
+        store = QueueStore(directory, sync=False, compaction_scratch=str(scratch))
+        store.open()
+        store.start()
+        await _fill(store, 120)
+        await _drain(store, 120)
+        scratch.rmdir()
+        watcher = asyncio.create_task(store.compact_on_rebound(needed_mib=5, trigger_mib=1, interval=0.02,
+                                                               counting=host))
+        try:
+            for _ in range(100):
+                if len(host.counted) >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert not watcher.done()
+            assert store.compactions == 0
+            scratch.mkdir()
+            for _ in range(100):
+                if store.compactions:
+                    break
+                await asyncio.sleep(0.02)
+            assert store.compactions == 1
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await store.close()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    assert {name for name, _ in host.counted} == {supervise.ERRORS}
+    failed = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert [record.__dict__.get("directory") for record in failed] == [directory], "logged once, with the directory"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 from collections import defaultdict
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -17,6 +18,7 @@ from edgeagent.signals import Payload, Signal
 from otel.shape import TRACES
 from sampler.trace import Trace
 
+log = logging.getLogger(__name__)
 # a kept trace as parsed for export: per batch key its spans came with, the trace of those spans
 Pieces = list[tuple[bytes, Trace]]
 
@@ -70,7 +72,7 @@ class LaterProcessors:
         (`records`), each parsed here unless its trace is `checked` (a part that does not parse
         is quarantined). Without processors those go out as the bytes they are: serialized
         requests concatenated are one request holding all their resource groups."""
-        by_key: dict[bytes, list[Any]] = defaultdict(list)
+        by_key: dict[bytes, dict[bytes, list[Any]]] = defaultdict(lambda: defaultdict(list))  # key: trace: parts
         as_stored: dict[bytes, tuple[list[bytes], int]] = {}
         part_ok = quarantine.part_ok
         for trace_id in itertools.compress(decisions, decisions.values()):
@@ -78,7 +80,7 @@ class LaterProcessors:
             pieces = kept.get(trace_id)
             if pieces is not None:
                 for batch_key, piece in pieces:
-                    by_key[batch_key].extend(piece.batches)
+                    by_key[batch_key][trace_id].extend(piece.batches)
                 continue
             if not self.processors:
                 for row in rows:
@@ -90,10 +92,32 @@ class LaterProcessors:
             for row in rows:
                 request = quarantine.parse_part(trace_id, row)
                 if request is not None:
-                    by_key[row[1]].append(request)
+                    by_key[row[1]][trace_id].append(request)
         out = [(b"".join(bodies), items, batch_key) for batch_key, (bodies, items) in as_stored.items()]
-        for batch_key, parts in by_key.items():
-            processed = self.run(parts)
-            if processed is not None:
-                out.append((processed[0], processed[1], batch_key))
+        failures: list[Exception] = []
+        for batch_key, traces in by_key.items():
+            refused: dict[bytes, Exception] = {}
+            out += [(body, items, batch_key) for body, items in self._processed(traces, refused)]
+            for trace_id, error in refused.items():
+                reason = f"processors after tail_sampling failed: {error}"
+                for row in records.get(trace_id, []):
+                    if row[1] == batch_key:
+                        quarantine.note_part(trace_id, row, reason, quiet=True)
+            failures += refused.values()
+        if failures:
+            log.error("processors after tail_sampling failed on kept traces; their spans are kept in the dead-letter "
+                      "store", exc_info=failures[0],
+                      extra={"processor": quarantine.processor_id, "traces": len(failures)})
         return out
+
+    def _processed(self, traces: dict[bytes, list[Any]], refused: dict[bytes, Exception]) -> list[tuple[bytes, int]]:
+        """The traces of one batch key through the processors, together; when that fails, each on
+        its own, so that a trace they fail on (noted in `refused`) costs only itself."""
+        try:
+            processed = self.run([part for parts in traces.values() for part in parts])
+            return [processed] if processed is not None else []
+        except Exception as exc:  # noqa: BLE001 - a failing processor must not stop the decisions
+            if len(traces) == 1:
+                refused.update(dict.fromkeys(traces, exc))
+                return []
+        return [out for trace_id, parts in traces.items() for out in self._processed({trace_id: parts}, refused)]

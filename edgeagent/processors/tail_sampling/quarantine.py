@@ -2,8 +2,9 @@
 move takes them to the dead-letter store.
 
 A record that does not decode (or does not match its index) is quarantined whole, under its
-key. A part that does not parse, found when a policy or keeping its trace parses it, is
-quarantined on its own, under record key + trace id, and never sent. Each is logged once, with
+key. A part that does not parse, found when a policy or keeping its trace parses it, or that the
+processors after tail_sampling fail on (later.py), is quarantined on its own, under record key +
+trace id, and never sent. Each is logged once, with
 its key. The event loop notes them; the move's transaction (on the writer thread) gets copies.
 """
 
@@ -57,11 +58,13 @@ class Quarantine:
             self.note_part(trace_id, row, f"not a trace request: {exc}")
             return []
 
-    def note_part(self, trace_id: bytes, row: Row, reason: str) -> None:
+    def note_part(self, trace_id: bytes, row: Row, reason: str, quiet: bool = False) -> None:
+        """`quiet`: the caller logs (once for many parts)."""
         key, batch_key, spans, body = row
         if key + trace_id not in self.parts:
             self.parts[key + trace_id] = (reason, body, spans, batch_key)
-            self._log(key + trace_id, reason)
+            if not quiet:
+                self._log(key + trace_id, reason)
 
     def part_ok(self, trace_id: bytes, row: Row, checked: bool = False) -> bool:
         """Whether a part of a kept trace may be sent: not quarantined and, unless `checked` (its

@@ -138,7 +138,7 @@ class SamplingStage:
         self.cache = DecisionCache(config.decision_cache.sampled_cache_size or config.num_traces,
                                    config.decision_cache.non_sampled_cache_size or config.num_traces)
         self.relief = StressRelief(config.stress_relief, config.num_traces, config.max_buffered_spans, clock,
-                                   anonymous_memory)
+                                   anonymous_memory, component_id)
         self.store: StageStore | None = None
         self.table: Any = None  # the raw-traces table in the store
         self.queues: list[Any] = []

@@ -1,0 +1,69 @@
+"""The memory limiter's periodic check outlives a measurement that fails: it says so once, counts
+it, refuses new data while it cannot measure (nothing else keeps the agent below its limit), and
+accepts again once it measures memory below the soft limit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from edgeagent.errors import DataRefusedError
+from edgeagent.processors.memory_limiter import MemoryLimiter, MemoryLimiterConfig
+from edgeagent.runtime.supervise import ERRORS
+from tests.helpers.descriptors import no_free_descriptors
+
+INTERVAL = 0.05
+
+
+class CountingHost:
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, tuple[str, ...]]] = []
+
+    def count(self, name: str, amount: float, *labels: str) -> None:
+        self.counted.append((name, labels))
+
+
+async def _until(condition, seconds: float = 1.0) -> bool:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return True
+        await asyncio.sleep(0.01)
+    return condition()
+
+
+def test_a_check_that_cannot_read_memory_refuses_data_and_the_checks_go_on(tmp_path, caplog):
+    """With every descriptor taken neither /proc nor psutil can be read: the check raised out of its
+    loop, which ended silently, and the limiter went on admitting data on a reading that no longer
+    changed, however high memory grew."""
+    status = tmp_path / "status"
+    status.write_text("Name:\tedgeagent\nRssAnon:\t   10240 kB\n")
+    host = CountingHost()
+    config = MemoryLimiterConfig(limit_mib=1000, spike_limit_mib=200, check_interval=INTERVAL)
+    limiter = MemoryLimiter("memory_limiter/edge", config, host=host, status=str(status))
+
+    async def scenario() -> None:
+        await limiter.start()
+        try:
+            limiter.admit()
+            with caplog.at_level(logging.ERROR), no_free_descriptors():
+                assert await _until(lambda: host.counted), "no failed check was counted"
+                await asyncio.sleep(3 * INTERVAL)
+            assert limiter._task is not None and not limiter._task.done(), "the check loop stopped"
+            assert limiter.refusing
+            with pytest.raises(DataRefusedError, match="cannot be measured"):
+                limiter.admit()
+            assert "error" in limiter.health()
+            assert await _until(lambda: not limiter.refusing), "the limiter did not accept data again"
+            limiter.admit()
+            assert "error" not in limiter.health()
+        finally:
+            await limiter.shutdown()
+
+    asyncio.run(scenario())
+    assert {name for name, _ in host.counted} == {ERRORS}
+    assert len(host.counted) >= 2
+    failed = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(failed) == 1, "a failure streak is logged once"
+    assert failed[0].__dict__.get("processor") == "memory_limiter/edge"
