@@ -227,7 +227,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
-    agent.on_fatal = stop.set  # a reload that could not restore the running config: nothing serves
+    agent.on_fatal = stop.set  # a worker stopped for good, or a reload could not restore the config
     try:
         agent.build()
         await agent.start()
@@ -244,7 +244,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         await notifier.stopping()
         await agent.shutdown()
     if agent.fatal is not None:
-        log.error("edgeagent stopped: a config reload failed and the previous config did not start again")
+        log.error("edgeagent stopped: %s", agent.fatal)
         return 1
     log.info("edgeagent stopped")
     return 0

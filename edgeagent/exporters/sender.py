@@ -161,7 +161,7 @@ class ClientsGaveUp(RetryableError):
 class SenderHost(Telemetry, Protocol):
     """What a sender asks of the agent beyond the chain's telemetry."""
 
-    def component_failed(self, path: str, message: str) -> None: ...
+    def component_stopped(self, path: str, message: str) -> None: ...
 
 
 class Sender:
@@ -221,7 +221,7 @@ class Sender:
         if not task.cancelled() and task.exception() is not None:
             log.error("sender consumer stopped unexpectedly", exc_info=task.exception(),
                       extra={"exporter": self.exporter.id, "signal": self.signal.label})
-            self.telemetry.component_failed(f"exporters::{self.exporter.id}", str(task.exception()))
+            self.telemetry.component_stopped(f"exporters::{self.exporter.id}", str(task.exception()))
 
     async def _consume(self) -> None:
         current = asyncio.current_task()

@@ -312,7 +312,7 @@ class KafkaReceiver:
         if not task.cancelled() and task.exception() is not None:
             log.error("kafka receiver task stopped unexpectedly", exc_info=task.exception(),
                       extra={"receiver": self.id, "task": task.get_name()})
-            self.host.component_failed(f"receivers::{self.id}", str(task.exception()))
+            self.host.component_stopped(f"receivers::{self.id}", str(task.exception()))
 
     async def shutdown(self) -> None:
         """Stop fetching, let in-flight messages become durable, commit their offsets, leave the group."""

@@ -52,6 +52,11 @@ class Host(Telemetry, Protocol):
     def component_failed(self, path: str, message: str) -> None:
         """Report a component that stopped working: health turns unhealthy and names it."""
 
+    def component_stopped(self, path: str, message: str) -> None:
+        """Report a worker that stopped for good on an unexpected error: as component_failed,
+        then the agent stops and exits 1, so that systemd or the kubelet starts it again (as
+        otelcol stops on a component's fatal error). What was acknowledged is on disk."""
+
     def upstream_state(self, exporter_id: str, online: bool) -> None:
         """Report whether an exporter's upstream answered."""
 

@@ -70,7 +70,7 @@ class Service:
         self._started_stores: set[str] = set()
         self._reloading = asyncio.Lock()
         self.reloader: Callable[[], AgentConfig] | None = None  # loads the config again (set by the CLI)
-        self.fatal: str | None = None  # why the agent cannot go on (a reload that could not restore its config)
+        self.fatal: str | None = None  # why the agent cannot go on (a worker stopped, a reload could not restore)
         self.on_fatal: Callable[[], None] | None = None  # the CLI stops the process then
         self.telemetry.metrics.counter("edgeagent_config_reloads", "Config reloads (SIGHUP or `edgeagent reload`) "
                                        "by result: applied, invalid or refused (the running config stays), failed (the "
@@ -127,6 +127,13 @@ class Service:
 
     def component_failed(self, path: str, message: str) -> None:
         self.failures[path] = message
+
+    def component_stopped(self, path: str, message: str) -> None:
+        self.component_failed(path, message)
+        if self.fatal is None:
+            self.fatal = f"{path} stopped on an unexpected error ({message}); the agent stops"
+        if self.on_fatal is not None:
+            self.on_fatal()
 
     def ready(self) -> bool:
         return self.started and not self.stopping and not self.failures
@@ -300,7 +307,7 @@ class Service:
             log.error(
                 "background task stopped unexpectedly", exc_info=task.exception(), extra={"task": task.get_name()}
             )
-            self.component_failed(task.get_name(), str(task.exception()))
+            self.component_stopped(task.get_name(), str(task.exception()))
 
     async def start(self) -> None:
         for extension in self.graph.extensions.values():

@@ -33,7 +33,7 @@ class SenderHost(Host):
         super().__init__()
         self.failures: list[str] = []
 
-    def component_failed(self, path: str, message: str) -> None:
+    def component_stopped(self, path: str, message: str) -> None:
         self.failures.append(message)
 
 

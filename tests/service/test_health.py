@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 
 from edgeagent.config.loader import load_text
+from edgeagent.service import health as health_module
 from edgeagent.service.service import Service
 from tests.helpers.net import free_port
 
@@ -57,3 +58,30 @@ def test_the_otelcol_path_answers_503_once_the_service_is_stopping(tmp_path):
         return running, stopping
 
     assert asyncio.run(scenario()) == (200, 503)
+
+
+def test_a_worker_that_stops_on_an_unexpected_error_stops_the_agent(tmp_path, monkeypatch):
+    """A worker that died left the agent up without it: health said unhealthy, but the liveness
+    probe and systemd saw a live process, so nothing started it again. Now the agent stops (the
+    CLI exits 1), as otelcol stops on a component's fatal error."""
+    async def broken_report(status):
+        raise RuntimeError("a bug in the drain report")
+
+    monkeypatch.setattr(health_module, "report_drain", broken_report)
+    config = load_text(CONFIG.format(receiver=free_port(), health=free_port()))
+
+    async def scenario() -> tuple[str | None, bool]:
+        service = Service(config, str(tmp_path))
+        stopped = asyncio.Event()
+        service.on_fatal = stopped.set
+        service.build()
+        await service.start()
+        try:
+            await asyncio.wait_for(stopped.wait(), timeout=5)
+            return service.fatal, service.ready()
+        finally:
+            await service.shutdown()
+
+    fatal, ready = asyncio.run(scenario())
+    assert fatal is not None and "drain-report" in fatal and "a bug in the drain report" in fatal
+    assert not ready

@@ -253,9 +253,9 @@ class SamplingStage:
     def _stopped(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("tail sampling stopped deciding", exc_info=task.exception(), extra={"processor": self.id})
-            fail = getattr(self.host, "component_failed", None)
-            if fail is not None:
-                fail(f"processors::{self.id}", str(task.exception()))
+            stopped = getattr(self.host, "component_stopped", None)  # the in-process benches' host has none
+            if stopped is not None:
+                stopped(f"processors::{self.id}", str(task.exception()))
 
     def _repair(self, writer: StageTransaction, corrupt: dict[bytes, str],
                 rewrites: dict[bytes, Rewrite]) -> None:
