@@ -105,7 +105,7 @@ def test_yaml_syntax_error_names_file_and_line(validate):
     lines = path.read_text(encoding="utf-8").splitlines()
     line = next(number for number, text in enumerate(lines, 1) if "compression: gzip" in text)
     result = validate(path)
-    assert result.returncode == 2, result.describe()
+    assert result.returncode == 1, result.describe()
     assert len(result.errors) == 1, result.describe()
     error = result.error_lines[0]
     assert path.name in error, result.describe()
