@@ -24,7 +24,10 @@ CONFIG = {
     "processors": {"memory_limiter": {
         "check_interval": "1s", "limit_mib": 512, "min_gc_interval_when_soft_limited": "10s",
         "min_gc_interval_when_hard_limited": "1s", "max_gc_interval_when_soft_limited": "30s",
-        "max_gc_interval_when_hard_limited": "20s", "garbage_collector": {"enabled": False}}},
+        "max_gc_interval_when_hard_limited": "20s", "garbage_collector": {"enabled": False}},
+        # cache_max_size without enabled_regex_matching: otelcol ignores it, edgeagent warns
+        "tail_sampling": {"policies": [{"name": "exact", "type": "string_attribute", "string_attribute": {
+            "key": "k", "values": ["a"], "cache_max_size": 10}}]}},
     "exporters": {
         "otlp_http": {
             "endpoint": "http://127.0.0.1:4319", "encoding": "json", "compression": "x-snappy-framed",
@@ -46,7 +49,7 @@ CONFIG = {
                   "record_partitioner": {"sticky_key": {"hasher": "murmur2"}}},
     },
     "service": {"pipelines": {
-        "traces": {"receivers": ["otlp"], "processors": ["memory_limiter"],
+        "traces": {"receivers": ["otlp"], "processors": ["memory_limiter", "tail_sampling"],
                    "exporters": ["otlp_http", "otlp_http/gzip", "otlp_grpc", "otlp_grpc/tls"]},
         "logs": {"receivers": ["kafka"], "exporters": ["kafka"]},
     }},
