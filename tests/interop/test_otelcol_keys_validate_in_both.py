@@ -14,6 +14,8 @@ from tests.config.conftest import REPO_ROOT, _environment
 
 pytestmark = pytest.mark.e2e
 
+EXACT_WITH_CACHE = {"name": "exact", "type": "string_attribute",
+                    "string_attribute": {"key": "k", "values": ["a"], "cache_max_size": 10}}
 CONFIG = {
     "receivers": {
         "otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:4318"}}},
@@ -26,8 +28,7 @@ CONFIG = {
         "min_gc_interval_when_hard_limited": "1s", "max_gc_interval_when_soft_limited": "30s",
         "max_gc_interval_when_hard_limited": "20s", "garbage_collector": {"enabled": False}},
         # cache_max_size without enabled_regex_matching: otelcol ignores it, edgeagent warns
-        "tail_sampling": {"policies": [{"name": "exact", "type": "string_attribute", "string_attribute": {
-            "key": "k", "values": ["a"], "cache_max_size": 10}}]}},
+        "tail_sampling": {"policies": [EXACT_WITH_CACHE]}},
     "exporters": {
         "otlp_http": {
             "endpoint": "http://127.0.0.1:4319", "encoding": "json", "compression": "x-snappy-framed",
@@ -66,3 +67,11 @@ def test_the_new_keys_pass_both_validators(otelcol_binary, tmp_path):
                           capture_output=True, text=True, timeout=60, check=False, env=_environment(None),
                           cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
     assert ours.returncode == 0, ours.stdout[-3000:] + ours.stderr[-3000:]
+
+
+def test_otelcol_starts_with_cache_max_size_on_an_exact_match_policy(otelcol):
+    """otelcol builds tail sampling policies when it starts, not in `validate`: a start shows it takes them."""
+    otelcol({"receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
+             "processors": {"tail_sampling": {"policies": [EXACT_WITH_CACHE]}}, "exporters": {"debug": {}},
+             "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["tail_sampling"],
+                                                  "exporters": ["debug"]}}}})
