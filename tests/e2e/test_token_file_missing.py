@@ -43,6 +43,8 @@ def test_a_missing_token_file_starts_the_agent_and_every_request_gets_401(tmp_pa
                       "otlp/open": {"protocols": {"http": {"endpoint": f"127.0.0.1:{open_port}"}}}},
         "exporters": {"otlphttp": {"endpoint": upstream.url, "auth": {"authenticator": "bearertokenauth/upstream"}}},
         "service": {"extensions": ["health_check", "bearertokenauth/clients", "bearertokenauth/upstream"],
+                    "telemetry": {"metrics": {"readers": [{"pull": {"exporter": {"prometheus": {
+                        "host": "127.0.0.1", "port": agent.metrics_port}}}}]}},
                     "pipelines": {"traces": {"receivers": ["otlp/guarded", "otlp/open"], "exporters": ["otlphttp"]}}},
     }
     path = tmp_path / "agent.yaml"
