@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import yaml
 
@@ -40,7 +40,9 @@ if TYPE_CHECKING:  # imported when the agent runs: the config commands stay ligh
     from edgeagent.service.service import Service
 
 log = logging.getLogger("edgeagent")
-EXIT_CONFIG = 2
+# otelcol exits 1 for every error, a bad config, flag or verb alike: its main ends in os.Exit(1)
+# whenever the command fails
+EXIT_ERROR = 1
 EMBEDDED = "<embedded default>"
 DRAIN_TIMEOUT_ENV = "EDGEAGENT_DRAIN_TIMEOUT"
 
@@ -103,7 +105,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except ConfigError as error:
         _print_errors(error)
         print(f"{len(error.errors)} error(s) in {_described(args)}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_ERROR
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{_described(args)} is valid: {len(config.pipelines)} pipeline(s)")
@@ -123,7 +125,7 @@ def cmd_print_config(args: argparse.Namespace) -> int:
             load(args.config, _upstream(args), args.set)
         except ConfigError as error:
             _print_errors(error)
-            return EXIT_CONFIG
+            return EXIT_ERROR
     environ, _ = _environ(_upstream(args))
     try:
         if args.config:
@@ -132,7 +134,7 @@ def cmd_print_config(args: argparse.Namespace) -> int:
             document = raw_document(["yaml:" + default_config_text()], environ, args.set)
     except ConfigError as error:
         _print_errors(error)
-        return EXIT_CONFIG
+        return EXIT_ERROR
     if args.mode == "redacted":
         document = redact(document)
     if args.format == "json":
@@ -179,14 +181,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = load(args.config, _upstream(args), args.set)
     except ConfigError as error:
         _print_errors(error)
-        return EXIT_CONFIG
+        return EXIT_ERROR
     telemetry_logs = config.service.telemetry.logs
     try:
         agent_logging.configure(telemetry_logs.level, telemetry_logs.encoding, telemetry_logs.output_paths,
                                 telemetry_logs.initial_fields)
     except OSError as exc:  # a log file that cannot be opened
         print(f"error: service::telemetry::logs::output_paths: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_ERROR
     for warning in config.warnings:
         log.warning(warning)
     from edgeagent.service.service import Service  # heavy imports only for run
@@ -304,7 +306,7 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
         config = load(args.config, overrides=args.set)
     except ConfigError as error:
         _print_errors(error)
-        raise SystemExit(EXIT_CONFIG) from None
+        raise SystemExit(EXIT_ERROR) from None
     try:
         return asyncio.run(_offline(config, state_dir, name, params or {})), False
     except StorageLockedError as exc:
@@ -400,7 +402,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
     elif action == "purge":
         if not args.yes:
             print("error: purge deletes queued data; add --yes to confirm", file=sys.stderr)
-            return 2
+            return EXIT_ERROR
         result, _ = _control_call(args, "purge", {"queue": args.queue})
         _emit(result, True, print)
     elif action == "compact":
@@ -427,7 +429,7 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
     else:
         if not args.yes:
             print("error: purge deletes dead letters; add --yes to confirm", file=sys.stderr)
-            return 2
+            return EXIT_ERROR
         result, _ = _control_call(args, "dead-letter-purge", {"seqs": args.seq or None})
         _emit(result, True, print)
     return 0
@@ -489,8 +491,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with otelcol's exit code for an unknown flag or verb or a bad value: 1, not argparse's 2.
+    (Its sub-commands are made of this class too.)"""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgeagent", description="OpenTelemetry edge buffering agent: OTLP in, "
+    parser = _Parser(prog="edgeagent", description="OpenTelemetry edge buffering agent: OTLP in, "
                                      "a durable queue on disk, OTLP out whenever the upstream is reachable. "
                                      "Without a command it runs.")
     parser.add_argument("--version", action="version", version=f"edgeagent version {__version__}",
@@ -513,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config and print every error",
                               description="Check the config run would start with (same --config, --set and "
                                           "--upstream) and print every error with its YAML path. Exit code 0 "
-                                          "when valid, 2 when not. Touches no disk and no network.")
+                                          "when valid, 1 when not (as otelcol). Touches no disk and no network.")
     _config_flags(validate)
     validate.set_defaults(handler=cmd_validate)
     print_config = sub.add_parser("print-config", aliases=["print-initial-config"],

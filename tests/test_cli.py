@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edgeagent.cli import EXIT_CONFIG, main
+from edgeagent.cli import EXIT_ERROR, main
 
 
 def test_a_drain_timeout_in_the_environment_that_is_no_number_is_named_not_a_traceback(monkeypatch, capsys, tmp_path):
@@ -17,7 +17,7 @@ def test_a_drain_timeout_in_the_environment_that_is_no_number_is_named_not_a_tra
     monkeypatch.setenv("EDGEAGENT_DRAIN_TIMEOUT", "40s")
     assert main(["version"]) == 0
     assert main(["validate"]) == 0
-    assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == EXIT_CONFIG
+    assert main(["run", "--config", str(tmp_path / "missing.yaml")]) == EXIT_ERROR
     assert "error: EDGEAGENT_DRAIN_TIMEOUT: '40s' is not a number of seconds" in capsys.readouterr().err
 
 
@@ -62,3 +62,25 @@ def test_a_purge_of_a_queue_that_does_not_exist_is_refused_naming_the_queues(cap
     message = str(code) + capsys.readouterr().err
     assert code not in (0, None), message
     assert "no queue named 'otlphttp/trace'" in message and "otlphttp/traces" in message, message
+
+
+@pytest.mark.parametrize("argv", [
+    ["validate", "--config", "yaml:receivers: {otlp: {bogus: 1}}"],  # a bad config
+    ["run", "--config", "missing.yaml"],
+    ["--config", "missing.yaml"],  # run, the verb left out
+    ["validate", "--no-such-flag"],  # a flag no verb has
+    ["--no-such-flag"],
+    ["no-such-verb"],
+    ["queue", "peek", "many"],  # a value of the wrong type
+], ids=["bad config", "missing config", "missing config without a verb", "unknown flag", "unknown flag without a verb",
+        "unknown verb", "bad value"])
+def test_a_config_or_usage_error_exits_1_as_otelcol_does(argv, capsys):
+    """otelcol-contrib exits 1 for every error (its main: `os.Exit(1)` when the cobra command fails),
+    a bad config, an unknown flag and an unknown verb alike; edgeagent exited 2, so a wrapper or unit
+    that told them apart by code read edgeagent's refusals differently."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 1 and "error" in err.lower(), err

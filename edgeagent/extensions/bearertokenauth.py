@@ -7,10 +7,13 @@ empty sends the bare token), `header` (default "Authorization"), `retry_on_failu
 `max_retries` (0: no limit), `interval`) and `wait_for_token_file`. As in otelcol, `tokens` wins
 over `filename`, and `filename` over `token` (a warning says so); `token` with `tokens` is an error.
 
-Without `retry_on_failure`, a token file that cannot be read stops the start. With it, the file
-is tried every `interval` until it can be read: in the background (the agent starts; until then
-no request gets in and exports wait in their queues; running out of `max_retries` marks the
-extension failed) or, with `wait_for_token_file`, before the start goes on (running out fails it).
+Without `retry_on_failure`, a token file that cannot be read (missing or empty) does not stop
+the start, as in otelcol 0.165, whose watcher then fails in the background: the extension is
+marked failed, every request gets 401, a client sends the header empty, and the file is read at
+the next start only. With it, the file is tried every `interval` until it can be read: in the
+background (the agent starts; until then no request gets in and exports wait in their queues;
+running out of `max_retries` marks the extension failed) or, with `wait_for_token_file`, before
+the start goes on (running out fails it).
 
 Server side, `authenticate(headers)` accepts a request whose header equals `<scheme> <token>`
 for one of the tokens, compared in constant time. Client side, `client_headers()` gives that
@@ -101,7 +104,7 @@ class BearerTokenAuth:
             values = [self._value(token) for token in self.config.tokens or [self.config.token or ""]]
             self._values = Reloading([], lambda: values)
         elif not self.config.retry_on_failure.enabled:
-            self._read(filename)
+            self._read_or_refuse_all(filename)
         elif self.config.wait_for_token_file:
             await self._wait_for(filename)
         else:
@@ -119,6 +122,15 @@ class BearerTokenAuth:
         self._values = Reloading([filename], lambda: self._read_file(filename))
         log.info("bearer tokens read from a file", extra={"extension": self.id, "file": filename,
                                                         "tokens": len(self._values.value)})
+
+    def _read_or_refuse_all(self, filename: str) -> None:
+        try:
+            self._read(filename)
+        except (OSError, ValueError) as exc:
+            self._values = Reloading([], list)  # no token: nothing gets in, the client header is empty
+            self._fail(f"{filename}: {exc}", "bearer token file could not be read: every request gets 401 and "
+                       "exports send the header empty until the agent starts again with the file in place "
+                       "(retry_on_failure waits for it)")
 
     async def _wait_for(self, filename: str) -> None:
         """Try the file every retry_on_failure.interval; raise the last error once max_retries are used."""
@@ -139,11 +151,14 @@ class BearerTokenAuth:
     def _waited(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
             return
-        log.error("bearer token file was never read: no request gets in and exports wait",
-                  extra={"extension": self.id, "error": str(task.exception())})
+        self._fail(str(task.exception()), "bearer token file was never read: no request gets in and exports wait")
+
+    def _fail(self, error: str, consequence: str) -> None:
+        """As otelcol's permanent error status: logged, and health names the extension."""
+        log.error(consequence, extra={"extension": self.id, "error": error})
         fail = getattr(self.host, "component_failed", None)
         if fail is not None:
-            fail(f"extensions::{self.id}", str(task.exception()))
+            fail(f"extensions::{self.id}", error)
 
     def _value(self, token: str) -> bytes:
         return (f"{self.config.scheme} {token}" if self.config.scheme else token).encode()
@@ -174,8 +189,9 @@ class BearerTokenAuth:
         return matched
 
     def client_headers(self) -> dict[str, str]:
-        """The header to send with every request: the first token."""
-        return {self.config.header: self._current()[0].decode()}
+        """The header to send with every request: the first token (empty without one, as otelcol sends it)."""
+        values = self._current()
+        return {self.config.header: values[0].decode() if values else ""}
 
 
 FACTORY = Factory("bearertokenauth", BearerTokenAuthConfig, BearerTokenAuth)

@@ -42,6 +42,8 @@ from edgeagent.processors.matching import (
     MatchProperties,
     RegexpOptions,
     SeverityNumberMatch,
+    require_match_type,
+    valued,
 )
 from edgeagent.signals import Payload, Signal, resource_groups
 from otel.ottl import ContextName
@@ -50,12 +52,20 @@ _PROFILE_KEYS = ("profile_conditions", "profiles")
 
 
 class LogMatch(ComponentConfig):
-    match_type: Literal["strict", "regexp"] = "strict"
+    match_type: Literal["strict", "regexp"] | None = None  # no default, as in otelcol: see matching.py
     resource_attributes: list[AttributeMatch] = Field(default_factory=list)
     record_attributes: list[AttributeMatch] = Field(default_factory=list)
     severity_texts: list[str] = Field(default_factory=list)
     severity_number: SeverityNumberMatch | None = None
     bodies: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _match_type(self) -> LogMatch:
+        require_match_type(self.match_type, {
+            "resource_attributes": valued(self.resource_attributes),
+            "record_attributes": valued(self.record_attributes),
+            "severity_texts": bool(self.severity_texts), "bodies": bool(self.bodies)})
+        return self
 
     def properties(self) -> MatchProperties:
         return MatchProperties(match_type=self.match_type, resources=self.resource_attributes,
@@ -64,10 +74,16 @@ class LogMatch(ComponentConfig):
 
 
 class MetricMatch(ComponentConfig):
-    match_type: Literal["strict", "regexp"] = "strict"
+    match_type: Literal["strict", "regexp"] | None = None  # no default, as in otelcol: see matching.py
     regexp: RegexpOptions | None = None
     metric_names: list[str] = Field(default_factory=list)
     resource_attributes: list[AttributeMatch] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _match_type(self) -> MetricMatch:
+        require_match_type(self.match_type, {"metric_names": bool(self.metric_names),
+                                             "resource_attributes": valued(self.resource_attributes)})
+        return self
 
     def properties(self) -> MatchProperties:
         return MatchProperties(match_type=self.match_type, metric_names=self.metric_names,

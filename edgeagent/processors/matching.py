@@ -10,7 +10,10 @@ Semantics, as the collector's filterconfig defines them:
 * `log_bodies` match the body as text (a map or list as JSON), `services` the resource's
   service.name as text (`<nil-service-name>` when it has none);
 * `libraries` match when every listed library matches the scope name (and version when given);
-* `include` selects what is processed; `exclude` is checked after it and removes.
+* `include` selects what is processed; `exclude` is checked after it and removes;
+* `match_type` has no default: otelcol builds a filter set for each list of names and each
+  attribute with a value, and refuses to without it, while attribute keys alone and a severity
+  number need none (require_match_type).
 """
 
 from __future__ import annotations
@@ -65,8 +68,22 @@ class SeverityNumberMatch(ComponentConfig):
         return SEVERITY_NAMES[name]
 
 
+def require_match_type(match_type: str | None, lists: dict[str, bool]) -> None:
+    """Refuse what otelcol cannot build without a match_type: `lists` says which of the block's
+    keys hold names or attribute values to match."""
+    needing = [key for key, matched in lists.items() if matched]
+    if match_type is None and needing:
+        raise ValueError(f"match_type is not set, and otelcol has no default for it: {', '.join(needing)} cannot "
+                         f"be matched without it; add match_type: strict (equal values) or match_type: regexp")
+
+
+def valued(attributes: list[AttributeMatch]) -> bool:
+    """Whether an attribute list compares values (keys alone are matched without a match_type)."""
+    return any(attribute.value is not None for attribute in attributes)
+
+
 class MatchProperties(ComponentConfig):
-    match_type: Literal["strict", "regexp"] = "strict"
+    match_type: Literal["strict", "regexp"] | None = None  # None: strict, where nothing needs it
     regexp: RegexpOptions | None = None
     services: list[str] = Field(default_factory=list)
     span_names: list[str] = Field(default_factory=list)
@@ -85,6 +102,11 @@ class MatchProperties(ComponentConfig):
                     self.log_severity_number, self.metric_names, self.attributes, self.resources, self.libraries)):
             raise ValueError("set at least one of services, span_names, span_kinds, log_bodies, log_severity_texts, "
                              "log_severity_number, metric_names, attributes, resources or libraries")
+        require_match_type(self.match_type, {
+            "services": bool(self.services), "span_names": bool(self.span_names), "span_kinds": bool(self.span_kinds),
+            "log_bodies": bool(self.log_bodies), "log_severity_texts": bool(self.log_severity_texts),
+            "metric_names": bool(self.metric_names), "attributes": valued(self.attributes),
+            "resources": valued(self.resources), "libraries": bool(self.libraries)})
         if self.match_type == "strict":
             for kind in self.span_kinds:
                 if kind not in SPAN_KINDS[1:]:

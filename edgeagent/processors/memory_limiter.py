@@ -123,7 +123,9 @@ class MemoryLimiterConfig(ComponentConfig):
 
     def config_warnings(self) -> list[str]:
         if self.check_interval is None:
-            return [f"check_interval is not set (otelcol requires it); using {DEFAULT_CHECK_INTERVAL:g}s"]
+            return [f"check_interval is not set; using {DEFAULT_CHECK_INTERVAL:g}s (otelcol 0.165 refuses a "
+                    f"memory_limiter without it: add check_interval: {DEFAULT_CHECK_INTERVAL:g}s for a config "
+                    f"both run)"]
         return []
 
     def limits(self, total_bytes: int) -> tuple[int, int]:

@@ -11,12 +11,16 @@ are values otelcol would skip (an empty string in `values`, a `rate_allocation` 
 sub-policy). `and` and `drop` take the simple types and `not` as sub-policies, `not` one of the
 simple types, `composite` the simple types and `and`, exactly where otelcol allows them.
 
+`cache_max_size` without `enabled_regex_matching` is accepted, as otelcol takes it, with a
+warning (policy_warnings): it sizes the cache of regular expression matches and does nothing else.
+
 Where otelcol has a zero that means "not set" (numeric_attribute's bounds, latency's upper
 threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
@@ -90,9 +94,6 @@ class StringAttributeConfig(Settings):
             for value in self.values:
                 compile_go_regex(value)
             return self
-        if self.cache_max_size is not None:
-            raise ValueError("cache_max_size only applies with enabled_regex_matching: true; remove it or enable "
-                             "regex matching")
         if "" in self.values:
             raise ValueError("values: an empty string never matches (otelcol skips it); remove it")
         return self
@@ -269,3 +270,26 @@ class PolicyConfig(CompositeSubPolicyConfig):
         if not name:
             raise ValueError("a policy needs a name: it labels the policy's decisions in the metrics")
         return name
+
+
+def policy_warnings(policies: Sequence[SharedPolicyConfig], path: str = "policies") -> list[str]:
+    """`path::key: message` for each key written in `policies`, sub-policies included, that has no effect."""
+    return [warning for index, policy in enumerate(policies) for warning in _warnings(policy, f"{path}::{index}")]
+
+
+def _warnings(policy: SharedPolicyConfig, path: str) -> list[str]:
+    block = policy.block()
+    if isinstance(block, StringAttributeConfig):
+        if block.cache_max_size is None or block.enabled_regex_matching:
+            return []
+        return [f"{path}::string_attribute::cache_max_size: has no effect: it sizes the cache of regular expression "
+                f"matches, which only enabled_regex_matching: true uses; remove it or enable regex matching"]
+    if isinstance(block, NotConfig):
+        return _warnings(block.not_sub_policy, f"{path}::not::not_sub_policy")
+    if isinstance(block, AndConfig):
+        return policy_warnings(block.and_sub_policy, f"{path}::and::and_sub_policy")
+    if isinstance(block, DropConfig):
+        return policy_warnings(block.drop_sub_policy, f"{path}::drop::drop_sub_policy")
+    if isinstance(block, CompositeConfig):
+        return policy_warnings(block.composite_sub_policy, f"{path}::composite::composite_sub_policy")
+    return []

@@ -3,7 +3,7 @@
 The CLI contract these tests rely on:
 
 * a valid config exits 0 and prints "valid" on stdout;
-* an invalid config exits 2 and prints every error on stderr, one per line, as
+* an invalid config exits 1 (as otelcol) and prints every error on stderr, one per line, as
   `error: <yaml path>: <message>`, the path joining keys with `::` as otelcol does
   (e.g. `exporters::otlphttp/telemetryflow::retry_on_failure::max_interval`).
 
@@ -113,9 +113,9 @@ def check_valid(result: ValidateResult) -> None:
 
 def check_errors(result: ValidateResult, expected: Iterable[ExpectedError],
                  optional: Iterable[ExpectedError] = ()) -> None:
-    """Exit code 2, each `expected` error reported, and nothing reported beyond `expected` + `optional`."""
+    """Exit code 1, each `expected` error reported, and nothing reported beyond `expected` + `optional`."""
     expected, optional = list(expected), list(optional)
-    assert result.returncode == 2, f"expected exit code 2 (invalid config)\n{result.describe()}"
+    assert result.returncode == 1, f"expected exit code 1 (invalid config)\n{result.describe()}"
     assert result.errors, f"an invalid config must print `error: <path>: <message>` lines\n{result.describe()}"
     pairs = list(zip(result.errors, result.error_lines, strict=True))
     missing = [spec for spec in expected if not any(_line_matches(spec, path, line) for (path, _), line in pairs)]

@@ -250,9 +250,9 @@ def test_print_config_redacts_secrets(tmp_path):
 
 def test_validate_honours_upstream_and_set_as_run_does():
     result = run_cli("validate", "--upstream", "ftp://nowhere")
-    assert result.returncode == 2 and "--upstream 'ftp://nowhere': give an http://" in result.stderr, result.stderr
+    assert result.returncode == 1 and "--upstream 'ftp://nowhere': give an http://" in result.stderr, result.stderr
     result = run_cli("validate", "--set", "processors::batch::timeout=soon")
-    assert result.returncode == 2 and "processors::batch::timeout" in result.stderr, result.stderr
+    assert result.returncode == 1 and "processors::batch::timeout" in result.stderr, result.stderr
 
 
 def test_components_lists_every_type_per_kind():

@@ -159,7 +159,7 @@ def test_credentials_in_the_endpoint_and_another_authorization_are_a_config_erro
                             capture_output=True, text=True, timeout=60, check=False,
                             env={**os.environ, "UPSTREAM": "http://edge:pw@127.0.0.1:4318"})
     output = result.stdout + result.stderr
-    assert result.returncode == 2, output
+    assert result.returncode == 1, output
     assert "exporters::otlphttp::endpoint" in output, output
     assert "pw@" not in output
 

@@ -67,7 +67,7 @@ def test_queue_commands_work_while_the_agent_runs_and_after_it_stopped(agents, u
     send_spans("grpc", agent.grpc_port, 20)
     wait_until(lambda: upstream.attempts > attempts, timeout=10, message="the consumer busy retrying")
     send_spans("grpc", agent.grpc_port, 50)
-    assert cli(state, "queue", "purge", check=False).returncode == 2
+    assert cli(state, "queue", "purge", check=False).returncode == 1
     purged = json.loads(cli(state, "queue", "purge", "--yes").stdout)["purged_records"]
     assert purged >= 1
     # the batch the consumer was retrying too: the purge stops the senders first (a reload that would strand

@@ -69,6 +69,6 @@ def test_status_without_an_agent_names_the_unset_variable_without_a_traceback(tm
     config.write_text(ENV_CONFIG)
     result = cli(tmp_path / "state", "status", "--config", str(config), check=False)
     stderr = result.stderr.decode()
-    assert result.returncode == 2, stderr
+    assert result.returncode == 1, stderr
     assert "Traceback" not in stderr
     assert "error: receivers::otlp::protocols::http::endpoint: environment variable RECEIVER_PORT is not set" in stderr

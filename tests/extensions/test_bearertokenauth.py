@@ -61,10 +61,35 @@ def test_emptied_token_file_keeps_the_last_token(tmp_path):
     assert auth.authenticate({"Authorization": "Bearer kept-token"})
 
 
-def test_missing_token_file_fails_start_naming_the_file(tmp_path):
-    extension = BearerTokenAuth("bearertokenauth", BearerTokenAuthConfig(filename=str(tmp_path / "absent.token")))
-    with pytest.raises(OSError, match="absent.token"):
-        asyncio.run(extension.start())
+class Host:
+    def __init__(self) -> None:
+        self.failures: dict[str, str] = {}
+
+    def component_failed(self, path: str, message: str) -> None:
+        self.failures[path] = message
+
+
+@pytest.mark.parametrize("content", [None, ""], ids=["missing", "empty"])
+def test_without_retry_an_unreadable_token_file_starts_and_lets_no_request_in(tmp_path, caplog, content):
+    """otelcol 0.165 starts (its token watcher fails in the background and reports a permanent
+    error), answers every request 401, sends the header empty, and never reads the file later (its
+    watcher was never set up); edgeagent refused to start instead."""
+    path = tmp_path / "absent.token"
+    if content is not None:
+        path.write_text(content)
+    host = Host()
+    extension = BearerTokenAuth("bearertokenauth/in", BearerTokenAuthConfig(filename=str(path)), host)
+    asyncio.run(extension.start())
+    assert not extension.authenticate({"Authorization": "Bearer late-token"})
+    assert not extension.authenticate({"Authorization": ""})
+    assert not extension.authenticate({})
+    assert extension.client_headers() == {"Authorization": ""}
+    assert "absent.token" in host.failures["extensions::bearertokenauth/in"]
+    [logged] = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert "absent.token" in logged.error and "401" in logged.getMessage()
+    path.write_text("late-token\n")  # as in otelcol, read at the next start only
+    assert not extension.authenticate({"Authorization": "Bearer late-token"})
+    asyncio.run(extension.shutdown())
 
 
 def test_no_token_at_all_is_a_config_error():

@@ -29,6 +29,8 @@ class AgentProcess:
     process: subprocess.Popen | None = None
     # how to launch the agent: an installed `edgeagent` script instead, to test a built package
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "edgeagent"])
+    # what `start` waits for: /health/live for an agent that starts with a failed component (not ready)
+    ready_path: str = "/health/ready"
 
     def ports_overrides(self, receiver: str = "otlp", health: str = "health_check") -> list[str]:
         """--set flags that move every listener of a config to free loopback ports."""
@@ -55,7 +57,7 @@ class AgentProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"agent exited with {self.process.returncode}:\n{self.log()}")
-            if self.health("/health/ready")[0] == 200:
+            if self.health(self.ready_path)[0] == 200:
                 return self
             if self._readiness is not None and not self._readiness.ready:
                 self._readiness.wait(min(0.5, max(0.0, deadline - time.monotonic())))

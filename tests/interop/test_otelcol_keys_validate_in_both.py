@@ -14,6 +14,8 @@ from tests.config.conftest import REPO_ROOT, _environment
 
 pytestmark = pytest.mark.e2e
 
+EXACT_WITH_CACHE = {"name": "exact", "type": "string_attribute",
+                    "string_attribute": {"key": "k", "values": ["a"], "cache_max_size": 10}}
 CONFIG = {
     "receivers": {
         "otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:4318"}}},
@@ -24,7 +26,9 @@ CONFIG = {
     "processors": {"memory_limiter": {
         "check_interval": "1s", "limit_mib": 512, "min_gc_interval_when_soft_limited": "10s",
         "min_gc_interval_when_hard_limited": "1s", "max_gc_interval_when_soft_limited": "30s",
-        "max_gc_interval_when_hard_limited": "20s", "garbage_collector": {"enabled": False}}},
+        "max_gc_interval_when_hard_limited": "20s", "garbage_collector": {"enabled": False}},
+        # cache_max_size without enabled_regex_matching: otelcol ignores it, edgeagent warns
+        "tail_sampling": {"policies": [EXACT_WITH_CACHE]}},
     "exporters": {
         "otlp_http": {
             "endpoint": "http://127.0.0.1:4319", "encoding": "json", "compression": "x-snappy-framed",
@@ -46,7 +50,7 @@ CONFIG = {
                   "record_partitioner": {"sticky_key": {"hasher": "murmur2"}}},
     },
     "service": {"pipelines": {
-        "traces": {"receivers": ["otlp"], "processors": ["memory_limiter"],
+        "traces": {"receivers": ["otlp"], "processors": ["memory_limiter", "tail_sampling"],
                    "exporters": ["otlp_http", "otlp_http/gzip", "otlp_grpc", "otlp_grpc/tls"]},
         "logs": {"receivers": ["kafka"], "exporters": ["kafka"]},
     }},
@@ -63,3 +67,11 @@ def test_the_new_keys_pass_both_validators(otelcol_binary, tmp_path):
                           capture_output=True, text=True, timeout=60, check=False, env=_environment(None),
                           cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
     assert ours.returncode == 0, ours.stdout[-3000:] + ours.stderr[-3000:]
+
+
+def test_otelcol_starts_with_cache_max_size_on_an_exact_match_policy(otelcol):
+    """otelcol builds tail sampling policies when it starts, not in `validate`: a start shows it takes them."""
+    otelcol({"receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
+             "processors": {"tail_sampling": {"policies": [EXACT_WITH_CACHE]}}, "exporters": {"debug": {}},
+             "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["tail_sampling"],
+                                                  "exporters": ["debug"]}}}})

@@ -29,7 +29,7 @@ from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration
 from sampler.cluster.config import SharedStateBackends
 from sampler.compression import SpanCompressionConfig
-from sampler.policies.config import PolicyConfig
+from sampler.policies.config import PolicyConfig, policy_warnings
 from sampler.relief import StressReliefConfig
 
 
@@ -94,4 +94,4 @@ class TailSamplingConfig(ComponentConfig):
     def config_warnings(self) -> list[str]:
         if not self.policies:
             return ["no policies: every trace is dropped; add e.g. {name: all, type: always_sample}"]
-        return []
+        return policy_warnings(self.policies)
