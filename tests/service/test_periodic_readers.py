@@ -151,22 +151,30 @@ def test_grpc_push_to_a_scheme_less_endpoint_with_insecure_goes_in_plaintext_wit
     assert metrics["otelcol_process_memory_rss"].WhichOneof("data") == "gauge"
 
 
-def test_https_push_verifies_the_upstream_with_the_certificate_key(certs):
+def test_https_push_verifies_the_upstream_with_certificate_and_presents_client_certificate_and_key(certs):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certs.server_cert, certs.server_key)
+    context.load_verify_locations(certs.ca_file)
+    context.verify_mode = ssl.CERT_REQUIRED  # mTLS: a push without the client certificate fails
     upstream = Upstream(free_port(), ssl_context=context).start()
-    otlp = {"protocol": "http/protobuf", "endpoint": f"127.0.0.1:{upstream.port}", "certificate": certs.ca_file}
+    endpoint = f"127.0.0.1:{upstream.port}"  # https://, as otelcol adds it without insecure
+    mutual = {"protocol": "http/protobuf", "endpoint": endpoint, "certificate": certs.ca_file,
+              "client_certificate": certs.client_cert, "client_key": certs.client_key}
+    anonymous = {"protocol": "http/protobuf", "endpoint": endpoint, "certificate": certs.ca_file}
 
-    async def scenario() -> None:
+    async def scenario() -> dict[str, float]:
         telemetry = _telemetry()
-        await telemetry.serve(_settings({"otlp": otlp}))
-        await telemetry.stop_serving()  # the last push
+        await telemetry.serve(_settings({"otlp": mutual}, {"otlp": anonymous}, timeout=2000))
+        await telemetry.stop_serving()  # each pushes once
+        counter = telemetry.metrics.counters["edgeagent_telemetry_metrics_pushes"]
+        return {f"{reader}/{result}": value for (reader, result), value in counter.values.items()}
 
     try:
-        asyncio.run(scenario())
-        assert len(upstream.received("metrics")) == 1  # https://, as otelcol adds it without insecure
+        pushes = asyncio.run(scenario())
+        assert len(upstream.received("metrics")) == 1
     finally:
         upstream.stop()
+    assert pushes == {"readers::0::periodic/delivered": 1, "readers::1::periodic/failed": 1}
 
 
 def test_stop_pushes_the_last_values_once_even_before_the_first_interval():
