@@ -30,12 +30,15 @@ def _values(received, name: str, **attributes: str) -> list[float]:
 
 
 def test_the_agent_pushes_its_counters_while_it_runs_and_its_last_values_when_it_stops(agents, upstream, tmp_path):
+    """Beside a pull reader, and beside a periodic reader whose upstream is down (logged once)."""
     telemetry = Upstream(free_port()).start()
     ports = AgentProcess(args=[])
     otlp = {"protocol": "http/protobuf", "endpoint": telemetry.url}
+    dead = {"protocol": "grpc", "endpoint": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
     readers = json.dumps([  # YAML reads JSON
         {"pull": {"exporter": {"prometheus": {"host": "127.0.0.1", "port": ports.metrics_port}}}},
-        {"periodic": {"interval": 200, "exporter": {"otlp": otlp}}}])
+        {"periodic": {"interval": 200, "exporter": {"otlp": otlp}}},
+        {"periodic": {"interval": 50, "exporter": {"otlp": dead}}}])
     args = ["run", "--state-dir", str(tmp_path / "state"), "--upstream", upstream.url,
             *ports.ports_overrides()[:-2], "--set", f"service::telemetry::metrics::readers={readers}",
             "--set", "service::telemetry::resource={attributes: [{name: deployment.environment, value: edge-test}]}"]
@@ -49,6 +52,9 @@ def test_the_agent_pushes_its_counters_while_it_runs_and_its_last_values_when_it
 
         wait_until(lambda: pushed_accepted() == 40, timeout=20, message="the accepted spans pushed")
         assert agent.metric("otelcol_receiver_accepted_spans") == 40  # the pull reader serves the same registry
+        wait_until(lambda: len(upstream.spans()) == 40, timeout=20, message="the spans delivered")  # data goes on
+        wait_until(lambda: agent.metric("edgeagent_telemetry_metrics_pushes_total", result="failed") >= 5,
+                   timeout=10, message="failed pushes to the dead upstream")
         before = len(telemetry.received("metrics"))
         assert agent.terminate() == 0
         last = telemetry.received("metrics")[-1]
@@ -56,7 +62,8 @@ def test_the_agent_pushes_its_counters_while_it_runs_and_its_last_values_when_it
         assert _values(last, "otelcol_exporter_queue_capacity", data_type="traces") == [1_000_000]
         resource = {kv.key: kv.value.string_value for kv in last.message.resource_metrics[0].resource.attributes}
         assert resource["service.name"] == "edgeagent" and resource["deployment.environment"] == "edge-test"
-        assert "pushing the agent's metrics" not in agent.log()  # no push failed
+        failures = [line for line in agent.log().splitlines() if "pushing the agent's metrics" in line]
+        assert len(failures) == 1 and "readers::2::periodic" in failures[0], failures  # once per episode
     finally:
         telemetry.stop()
 
