@@ -1,12 +1,12 @@
-"""The real agent pushes its own metrics to an OTLP/HTTP upstream while it serves /metrics, and once
-more when it stops, after its receivers and exporters stopped: the last counts and queue gauges."""
+"""Periodic readers in the real agent: it pushes its own metrics to an OTLP/HTTP upstream while it
+serves /metrics, and once more when it stops (the last counts and queue gauges); and what it pushes
+has the shape of what otelcol-contrib 0.165.0 pushes after the same traffic."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.helpers.agent import AgentProcess
@@ -14,8 +14,6 @@ from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
 from tests.helpers.self_metrics import Ports, edgeagent_config, pipelines_config, send_traffic, upstreams
 from tests.helpers.upstream import Upstream
-
-pytestmark = pytest.mark.e2e
 
 
 def _values(received, name: str, **attributes: str) -> list[float]:
