@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgeagent.config.periodic import Periodic, no_producers
 from edgeagent.config.types import Duration
 from edgeagent.configdecode import split_comma_lists
 
@@ -83,7 +84,7 @@ class IncludeExclude(_Strict):
 
     def admits(self, label: str) -> bool:
         """Whether the attribute served as `label` (its name with dots as underscores) is admitted."""
-        included, excluded = ({_label(name) for name in names} for names in (self.included, self.excluded))
+        included, excluded = ({as_label(name) for name in names} for names in (self.included, self.excluded))
         return (not included or label in included) and label not in excluded
 
 
@@ -115,8 +116,18 @@ class Pull(_Strict):
 
 
 class Reader(_Strict):
-    """otelcol's `readers` entry; only a pull reader with a prometheus exporter exists here."""
-    pull: Pull
+    """otelcol's `readers` entry: a pull reader (a prometheus server) or a periodic one (a push)."""
+    pull: Pull | None = None
+    periodic: Periodic | None = None
+    producers: list[Any] = Field(default_factory=list)
+
+    _no_producers = field_validator("producers")(lambda cls, value: no_producers(value))
+
+    @model_validator(mode="after")
+    def _one(self) -> Reader:
+        if (self.pull is None) == (self.periodic is None):
+            raise ValueError("give exactly one of pull (a prometheus server) or periodic (a push every interval)")
+        return self
 
 
 class MetricsConfig(_Strict):
@@ -135,16 +146,23 @@ class MetricsConfig(_Strict):
             raise ValueError("address and readers are both set; remove address (otelcol 0.165 refuses it) and "
                              "keep readers")
         if self.level != "none" and self.readers == []:
-            raise ValueError("readers is empty while level is not none: add a prometheus pull reader, or set "
+            raise ValueError("readers is empty while level is not none: add a pull or periodic reader, or set "
                              "level: none to turn the agent's metrics off")
         return self
 
     def config_warnings(self) -> list[str]:
         if self.address is None:
-            return []
+            return [f"readers::{at}::periodic::exporter::otlp::{warning}" for at, periodic in self.pushes()
+                    if periodic.exporter.otlp for warning in periodic.exporter.otlp.config_warnings()]
         host, _, port = self.address.rpartition(":")
         return [f"address is deprecated and otelcol 0.165 refuses it; write readers: [{{pull: {{exporter: "
                 f"{{prometheus: {{host: '{host or '0.0.0.0'}', port: {port or 8888}}}}}}}}}]"]
+
+    def pushes(self) -> list[tuple[int, Periodic]]:
+        """(its index in readers, the reader) of every periodic reader; none when telemetry metrics are off."""
+        if self.level == "none" or self.readers is None:
+            return []
+        return [(at, reader.periodic) for at, reader in enumerate(self.readers) if reader.periodic is not None]
 
     def endpoints(self) -> list[str]:
         """host:port of every /metrics server, none when telemetry metrics are off."""
@@ -158,11 +176,12 @@ class MetricsConfig(_Strict):
             return [(self.address, None)]
         if self.readers is None:
             return [("127.0.0.1:8888", None)]
-        pulls = [reader.pull.exporter.prometheus for reader in self.readers]
+        pulls = [reader.pull.exporter.prometheus for reader in self.readers if reader.pull is not None]
         return [(_host_port(pull.host, pull.port), pull.with_resource_constant_labels) for pull in pulls]
 
 
-def _label(name: str) -> str:
+def as_label(name: str) -> str:
+    """A resource attribute's name as a Prometheus label."""
     return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 

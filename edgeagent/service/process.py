@@ -48,8 +48,8 @@ def define_process_metrics(metrics: Metrics) -> None:
                   "malloc and pymalloc heaps)", (), lambda: one(_heap_bytes()))
     metrics.gauge("otelcol_process_runtime_total_sys_memory_bytes", "Total bytes of memory obtained from the OS "
                   "(data segment: heap and anonymous mappings)", (), lambda: one(_data_bytes()))
-    metrics.info = {"service_instance_id": str(uuid.uuid4()), "service_name": SERVICE_NAME,
-                    "service_version": __version__}
+    metrics.info = {"service.instance.id": str(uuid.uuid4()), "service.name": SERVICE_NAME,
+                    "service.version": __version__}
 
 
 def _cpu_seconds() -> float:

@@ -1,8 +1,8 @@
 """The running service: owns the graph and the order its parts start and stop in.
 
-Start order: extensions, the metrics endpoint, queue stores, the control socket, exporters,
-connectors, senders, processors, receivers last; stop in reverse, so every stage drains into a
-live consumer. The Service is the Host (edgeagent.service.host) every component receives.
+Start order: extensions, the metrics endpoints and periodic readers, queue stores, the control
+socket, exporters, connectors, senders, processors, receivers last; stop in reverse, so every stage
+drains into a live consumer. The Service is the Host (edgeagent.service.host) every component receives.
 """
 
 from __future__ import annotations

@@ -1,20 +1,21 @@
 """The service's own telemetry: otelcol-named counters, queue gauges, drops, drain rate, upstream state.
 
 Components count through the Host (`counter_inc`, `count`); gauges read live state at scrape
-time. The metrics endpoint is `service::telemetry::metrics`.
+time. `service::telemetry::metrics` says where they go: a /metrics server per pull reader, a push
+every interval per periodic reader (edgeagent.service.periodic).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgeagent.config.service import IncludeExclude, MetricsConfig
+from edgeagent.config.service import IncludeExclude, MetricsConfig, as_label
 from edgeagent.config.types import split_endpoint
 from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.http1.server import Handler, Request, Response, Server
@@ -22,6 +23,7 @@ from edgeagent.queue.ops import WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.runtime import supervise
 from edgeagent.service.consumers import Processor
+from edgeagent.service.periodic import PeriodicReader
 from edgeagent.service.process import define_process_metrics
 from edgeagent.service.storage import Stores
 from edgeagent.signals import Payload, Signal
@@ -48,6 +50,7 @@ class Telemetry:
         self.problems: dict[str, str] = {}  # exporter or connector id -> its last failure, until it delivers
         self.exporters: Callable[[], Mapping[str, Any]] = dict  # the running graph's exporters, by id
         self._servers: list[Server] = []
+        self._readers: list[PeriodicReader] = []
         _define_counters(self.metrics, self._destination)
         define_process_metrics(self.metrics)
 
@@ -77,11 +80,10 @@ class Telemetry:
     def describe(self, resource: Mapping[str, str | None]) -> None:
         """service::telemetry::resource: its attributes on target_info, over the agent's own (None removes one)."""
         for name, value in resource.items():
-            label = re.sub(r"[^a-zA-Z0-9_]", "_", name)
             if value is None:
-                self.metrics.info.pop(label, None)
+                self.metrics.info.pop(name, None)
             else:
-                self.metrics.info[label] = value
+                self.metrics.info[name] = value
 
     def watch_exporters(self, exporters: Callable[[], Mapping[str, Any]]) -> None:
         """Where the exporters send, for the server labels of otelcol's exporter counters."""
@@ -103,6 +105,11 @@ class Telemetry:
 
     async def serve(self, settings: MetricsConfig) -> None:
         leave_out = frozenset() if settings.level == "detailed" else DETAILED_ONLY
+        pushes = self.metrics.counters["edgeagent_telemetry_metrics_pushes"]
+        for at, periodic in settings.pushes():
+            reader = PeriodicReader(f"readers::{at}::periodic", periodic, self.metrics, leave_out, pushes)
+            await reader.start()
+            self._readers.append(reader)
         for endpoint, constant in settings.servers():  # a server per prometheus reader
             # otelcol's Prometheus server: ReadTimeout 5 s (the wait for a head here), WriteTimeout 10 s
             server = Server(wait_for_request=METRICS_READ_TIMEOUT, write_timeout=METRICS_WRITE_TIMEOUT)
@@ -114,11 +121,15 @@ class Telemetry:
     def _handler(self, leave_out: frozenset[str], constant: IncludeExclude | None) -> Handler:
         async def handle(request: Request) -> Response:
             labels = {} if constant is None else {
-                name: value for name, value in self.metrics.info.items() if constant.admits(name)}
+                name: value for name, value in self.metrics.info.items() if constant.admits(as_label(name))}
             return Response(body=self.metrics.render(leave_out, labels), content_type="text/plain; charset=utf-8")
         return handle
 
     async def stop_serving(self) -> None:
+        """Stop the periodic readers, each after a last push (the queues' gauges keep their last values), and
+        the /metrics servers."""
+        readers, self._readers = self._readers, []
+        await asyncio.gather(*(reader.stop() for reader in readers))
         servers, self._servers = self._servers, []
         for server in servers:
             await server.stop(grace=1.0)
@@ -151,6 +162,8 @@ def _define_counters(m: Metrics, destination_of: Callable[[Signal], Derived]) ->
     for name in ("spans", "logs", "datapoints"):
         m.counter(f"otelcol_processor_filter_{name}_filtered", f"Number of {name} dropped by the filter processor.",
                   ("filter",))
+    m.counter("edgeagent_telemetry_metrics_pushes", "Pushes of the agent's own metrics by a periodic reader, by "
+              "result: delivered or failed.", ("reader", "result"))
     m.counter("edgeagent_receiver_refused_requests", "Requests refused before or while they were read (memory "
               "limiter, shutdown).", ("receiver", "transport", "reason"))
     m.counter("edgeagent_receiver_client_disconnects", "Requests whose client went away before they were answered.",

@@ -69,6 +69,15 @@ BAD_CONFIGS = {
          ("extensions::health_check::http", ["extension.healthcheck.useComponentStatus"]),
          ("extensions::health_check::grpc", ["feature gate"]),
          ("extensions::health_check::path", ["must start with /"])], []),
+    # what otelcol's periodic metric reader takes that edgeagent cannot honour, each refused with its fix
+    "bad-telemetry-periodic-readers.yaml": (
+        [("service::telemetry::metrics::readers::0::periodic::interval", ["milliseconds"]),
+         ("service::telemetry::metrics::readers::0::periodic::exporter::otlp::default_histogram_aggregation",
+          ["explicit_bucket_histogram"]),
+         ("service::telemetry::metrics::readers::1::periodic::exporter::otlp", ["certificate", "https://"]),
+         ("service::telemetry::metrics::readers::2::periodic::exporter", ["console: {}"]),
+         ("service::telemetry::metrics::readers::2::producers", ["remove producers"]),
+         ("service::telemetry::metrics::readers::3::periodic::exporter::otlp::protocol", ["grpc"])], []),
     "bad-three-mistakes.yaml": (
         [
             ("receivers::otlp::protocols::grcp", ["grcp"]),
@@ -142,6 +151,10 @@ def test_health_check_keys_otelcol_ignores_are_valid_with_a_warning(validate, as
 
 def test_otelcols_queue_storage_and_default_value_keys_are_valid(validate, assert_valid):
     assert_valid(validate(CONFIG_DIR / "good-otelcol-queue-and-storage-keys.yaml"))
+
+
+def test_otelcols_periodic_metric_readers_are_valid(validate, assert_valid):
+    assert_valid(validate(CONFIG_DIR / "good-telemetry-periodic-readers.yaml"))
 
 
 def test_memory_limiter_without_check_interval_is_a_warning(validate, assert_valid):
