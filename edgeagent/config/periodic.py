@@ -16,9 +16,9 @@ What the keys mean there, and so here:
 * `temporality_preference`: `cumulative` (the default), `delta` (counters and histograms, the
   observed counters too) or `lowmemory` (counters and histograms only).
 
-What cannot be honoured is refused, with the fix: `default_histogram_aggregation:
-base2_exponential_bucket_histogram` (the agent keeps explicit buckets), `producers` (there is no
-OpenCensus bridge), `console` settings (it takes none).
+otelcol accepts three things it does nothing with, and so does edgeagent, with a warning that
+names the key: `default_histogram_aggregation: base2_exponential_bucket_histogram` (histograms
+keep explicit buckets), `producers` (no bridge adds metrics) and `console` settings.
 """
 
 from __future__ import annotations
@@ -66,14 +66,6 @@ class OtlpPush(_Strict):
         "explicit_bucket_histogram"
 
     _timeout_ms = field_validator("timeout", mode="before")(lambda cls, value: _milliseconds(value))
-
-    @field_validator("default_histogram_aggregation")
-    @classmethod
-    def _explicit_only(cls, value: str) -> str:
-        if value != "explicit_bucket_histogram":
-            raise ValueError("only explicit_bucket_histogram is supported: the agent's histograms keep otelcol's "
-                             "explicit buckets; remove the key")
-        return value
 
     @field_validator("headers_list")
     @classmethod
@@ -130,10 +122,14 @@ class OtlpPush(_Strict):
         return (self.timeout if self.timeout > 0 else DEFAULT_EXPORT_TIMEOUT_MS) / 1000
 
     def config_warnings(self) -> list[str]:
+        warnings = []
         if self.insecure and (self.endpoint or "").startswith("https://"):
-            return ["insecure has no effect: the endpoint's https:// scheme asks for TLS (as in otelcol); remove "
-                    "insecure, or write http:// for plaintext"]
-        return []
+            warnings.append("insecure has no effect: the endpoint's https:// scheme asks for TLS (as in otelcol); "
+                            "remove insecure, or write http:// for plaintext")
+        if self.default_histogram_aggregation != "explicit_bucket_histogram":
+            warnings.append("default_histogram_aggregation has no effect: the agent's histograms keep explicit "
+                            "buckets, as otelcol 0.165's do whatever this says; remove it")
+        return warnings
 
 
 def _parse_headers_list(text: str) -> dict[str, str]:
@@ -163,9 +159,15 @@ class PushExporter(_Strict):
     def _one(self) -> PushExporter:
         if (self.otlp is None) == (self.console is None):
             raise ValueError("give exactly one exporter: otlp (protocol, endpoint) or console")
-        if self.console:
-            raise ValueError(f"console takes no settings ({', '.join(sorted(self.console))}); write console: {{}}")
         return self
+
+    def config_warnings(self) -> list[str]:
+        if self.otlp is not None:
+            return [f"otlp::{warning}" for warning in self.otlp.config_warnings()]
+        if self.console:
+            return [f"console::{', '.join(sorted(self.console))}: has no effect (console takes no settings, and "
+                    f"otelcol ignores them too); write console: {{}}"]
+        return []
 
 
 class Periodic(_Strict):
@@ -181,8 +183,3 @@ class Periodic(_Strict):
     def timeout_seconds(self) -> float:
         return (self.timeout if self.timeout > 0 else DEFAULT_TIMEOUT_MS) / 1000
 
-
-def no_producers(value: list[Any]) -> list[Any]:
-    if value:
-        raise ValueError("edgeagent has no OpenCensus bridge, so no producer adds metrics here; remove producers")
-    return value

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgeagent.config.periodic import Periodic, no_producers
+from edgeagent.config.periodic import Periodic
 from edgeagent.config.types import Duration
 from edgeagent.configdecode import split_comma_lists
 
@@ -121,13 +121,19 @@ class Reader(_Strict):
     periodic: Periodic | None = None
     producers: list[Any] = Field(default_factory=list)
 
-    _no_producers = field_validator("producers")(lambda cls, value: no_producers(value))
-
     @model_validator(mode="after")
     def _one(self) -> Reader:
         if (self.pull is None) == (self.periodic is None):
             raise ValueError("give exactly one of pull (a prometheus server) or periodic (a push every interval)")
         return self
+
+    def config_warnings(self) -> list[str]:
+        warnings = [f"periodic::exporter::{warning}" for warning in self.periodic.exporter.config_warnings()
+                    ] if self.periodic is not None else []
+        if self.producers:
+            warnings.append("producers: has no effect (no bridge adds metrics to the agent's own, and otelcol "
+                            "0.165 ignores them too); remove producers")
+        return warnings
 
 
 class MetricsConfig(_Strict):
@@ -152,8 +158,8 @@ class MetricsConfig(_Strict):
 
     def config_warnings(self) -> list[str]:
         if self.address is None:
-            return [f"readers::{at}::periodic::exporter::otlp::{warning}" for at, periodic in self.pushes()
-                    if periodic.exporter.otlp for warning in periodic.exporter.otlp.config_warnings()]
+            return [f"readers::{at}::{warning}" for at, reader in enumerate(self.readers or [])
+                    for warning in reader.config_warnings()]
         host, _, port = self.address.rpartition(":")
         return [f"address is deprecated and otelcol 0.165 refuses it; write readers: [{{pull: {{exporter: "
                 f"{{prometheus: {{host: '{host or '0.0.0.0'}', port: {port or 8888}}}}}}}}}]"]

@@ -146,9 +146,6 @@ def test_telemetry_address_is_a_deprecated_alias_with_a_warning():
     ("      address: 127.0.0.1:1\n      readers: [{pull: {exporter: {prometheus: {port: 2}}}}]\n", "address"),
     ("      readers: []\n", "level"),
     ("      readers: [{periodic: {exporter: {otlp: {}}}}]\n", "protocol"),  # otelconf: no valid metric exporter
-    ("      readers: [{periodic: {exporter: {otlp: {protocol: grpc, endpoint: 'up:4317',\n"
-     "        default_histogram_aggregation: base2_exponential_bucket_histogram}}}}]\n",
-     "explicit_bucket_histogram"),  # otelcol ignores it; refused here
 ])
 def test_telemetry_metrics_mistakes_are_errors(metrics, word):
     errors = _errors(_config("  debug:\n", "debug", extra="  telemetry:\n    metrics:\n" + metrics))
