@@ -10,6 +10,8 @@ Design note
   `otelcol_exporter_sent_*` / `otelcol_exporter_send_failed_*` under the exporter's id.
 * Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does; the
   wait for its bandwidth cap (`Paced`) comes before, outside it.
+* A DecodeError out of an exporter that parses what it sends (OTLP/JSON, Kafka keys) means the
+  request was damaged in the queue: refused for good (dead-lettered), so it never holds the queue.
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
   an exponential backoff, lengthened to the upstream's Retry-After when that is longer (as
   otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
@@ -269,6 +271,13 @@ class ExportChain:
             return await self._reported(body)
 
     async def _call(self, body: bytes) -> SendResult:
+        try:
+            return await self._timed(body)
+        except DecodeError:  # an exporter that converts (OTLP/JSON, Kafka keys) found it damaged in the queue
+            raise PermanentError(f"the request is not a valid {self.signal.label} request; it cannot be sent "
+                                 f"as the exporter encodes it") from None
+
+    async def _timed(self, body: bytes) -> SendResult:
         if self._paced is not None:
             await self._paced.pace(self.signal, body)
         if self.timeout is None:
