@@ -112,9 +112,10 @@ class OtlpGrpcConfig(ExporterConfig):
         return self
 
     def config_warnings(self) -> list[str]:
+        warnings = super().config_warnings()
         if not self.endpoint:
-            return ["endpoint is empty: no upstream is configured, data is buffered until one is set"]
-        return []
+            warnings.append("endpoint is empty: no upstream is configured, data is buffered until one is set")
+        return warnings
 
     def target(self) -> tuple[str, bool]:
         """The gRPC target and whether it is plaintext; an http:// scheme means plaintext, as in otelcol."""
