@@ -184,8 +184,9 @@ class ExportChain:
                         delivery.refuse(exc.parts if exc.parts is not None else [(body, items)], exc)
                     continue
                 accepted = True
-                delivery.sent += items - result.rejected
-                delivery.rejected += result.rejected
+                rejected = min(max(result.rejected, 0), items)  # an upstream's count, bounded by what it got
+                delivery.sent += items - rejected
+                delivery.rejected += rejected
                 if result.rejected:
                     self._log_partial(result)
         except RetryableError as exc:

@@ -307,3 +307,26 @@ def test_a_200_that_does_not_decode_is_dead_lettered_not_counted_as_sent():
     [(refused, description)] = sink.kept
     assert refused == [(_request(3), 3)] and description["status"] == 200
     assert "4 bytes: ffffffff" in description["reason"]
+
+
+@pytest.mark.parametrize("rejected", [1000, -5])
+def test_a_partial_success_rejecting_more_than_was_sent_counts_within_the_request(upstream, rejected):
+    """An upstream claiming more rejected items than the request held (or a negative count) made
+    `otelcol_exporter_sent_spans` go down, which a rate() reads as a counter reset, and the drain
+    rate behind `status`'s time to empty negative."""
+    upstream.rejected = rejected
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none"))
+    host = Host()
+    chain = ExportChain(exporter, Signal.TRACES, host, timeout=5)
+
+    async def scenario() -> None:
+        await exporter.start()
+        try:
+            await chain.export([(_request(3), 3)])
+        finally:
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    sent = host.counts[("otelcol_exporter_sent_spans", "otlphttp")]
+    dropped = host.counts[("edgeagent_exporter_rejected_spans", "otlphttp")]
+    assert (sent, dropped) == ((0, 3) if rejected > 0 else (3, 0))
