@@ -17,9 +17,10 @@ Design note
   otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
   when the chain is stopped (shutdown): the caller keeps the data for the next run. Without
   it (direct and sub-pipeline paths) one attempt is made and the caller decides.
-* 413: the request is split in halves, again and again down to single items (spans, log
-  records, metric data points), with an explicit stack: at most 2n - 1 requests for n
-  items, no recursion. A single item still refused is refused for good.
+* 413 (or a gRPC message over the server's maximum): the request is split in halves, again
+  and again down to single items (spans, log records, metric data points), with an explicit
+  stack: at most 2n - 1 requests for n items, no recursion. A single item still refused is
+  refused for good.
 * Dead letters: what the upstream refused for good goes to the caller's DeadLetterSink
   (the queue's dead-letter store); a caller without one gets a PermanentError carrying the
   refused parts (`PermanentError.parts`), so a caller further out stores exactly those.
@@ -204,7 +205,7 @@ class ExportChain:
 
     def _halves(self, body: bytes, items: int, error: PermanentError) -> list[Part]:
         """The two halves of a request refused as too large; none when it cannot be split."""
-        if error.status != 413 or items < 2 or error.parts is not None:
+        if not error.too_large or items < 2 or error.parts is not None:
             return []
         halves = split_serialized(self.signal, body, (items + 1) // 2)
         return halves if len(halves) >= 2 else []

@@ -330,3 +330,29 @@ def test_a_partial_success_rejecting_more_than_was_sent_counts_within_the_reques
     sent = host.counts[("otelcol_exporter_sent_spans", "otlphttp")]
     dropped = host.counts[("edgeagent_exporter_rejected_spans", "otlphttp")]
     assert (sent, dropped) == ((0, 3) if rejected > 0 else (3, 0))
+
+
+def test_a_grpc_request_larger_than_the_servers_maximum_is_split_like_a_413():
+    """A gRPC server refuses a message over its max_recv_msg_size (otelcol's receiver: 4 MiB) with
+    RESOURCE_EXHAUSTED and no RetryInfo. The whole batch went to the dead-letter store, where a
+    replay only refuses it again; over HTTP the same request is split in halves until it fits."""
+    upstream = GrpcUpstream(free_port(), max_receive=3000).start()
+    exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig(endpoint=upstream.endpoint, tls={"insecure": True},
+                                                       compression="none"))
+    host = Host()
+    chain = ExportChain(exporter, Signal.TRACES, host, timeout=5)
+    body = _request(40, name="x" * 100)  # some 5 KB
+
+    async def scenario() -> None:
+        await exporter.start()
+        try:
+            await chain.export([(body, 40)])
+        finally:
+            await exporter.shutdown()
+
+    try:
+        asyncio.run(scenario())
+        assert len(upstream.span_ids()) == 40
+        assert host.counts[("otelcol_exporter_sent_spans", "otlp")] == 40
+    finally:
+        upstream.stop()
