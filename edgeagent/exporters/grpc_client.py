@@ -82,8 +82,7 @@ _SKIP_FAILED = 1.0  # round_robin: an address refused this recently is passed ov
 class GrpcStatusError(Exception):
     """A call ended with a status other than OK; `trailers` are its metadata (`-bin` values as bytes).
     `unanswered`: no connection could be made at all (refused, unreachable, timed out, unresolved);
-    None when the call's deadline passed, whether connecting or waiting for the answer.
-    `from_server`: the server sent this status (else this client ended the call)."""
+    None when the call's deadline passed, connecting or waiting. `from_server`: the server sent it."""
 
     def __init__(self, code: StatusCode, message: str, trailers: Sequence[tuple[str, str | bytes]] = (),
                  unanswered: bool | None = False, from_server: bool = False):
