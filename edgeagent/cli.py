@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import yaml
 
@@ -393,9 +393,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         _emit(result, args.json, _print_stats)
     elif action == "peek":
         result, _ = _control_call(args, "peek", {"n": args.n})
-        _emit(result, args.json, lambda rows: [print(
-            f"{r['queue']:<32} seq={r['seq']:<8} items={r['items']:<6} bytes={r['bytes']:<8} "
-            f"attempts={r['attempts']:<3} age={r['age_seconds']}s") for r in rows])
+        _emit(result, args.json, lambda rows: [print(_peek_line(row)) for row in rows])
     elif action == "export":
         with _output(args.output) as out:
             out.write(_control_call(args, "export", {"format": args.format})[0])
@@ -413,12 +411,21 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peek_line(row: dict[str, Any]) -> str:
+    line = f"{row['queue']:<32} seq={row['seq']:<8} "
+    if "items" not in row:  # the record does not decode
+        return line + f"does not decode: {row['error']}"
+    line += f"items={row['items']:<6} bytes={row['bytes']:<8} attempts={row['attempts']:<3} age={row['age_seconds']}s"
+    return line + (f" {row['error']}" if "error" in row else "")
+
+
 def cmd_dead_letter(args: argparse.Namespace) -> int:
     action = args.dead_letter_action
     if action == "list":
         result, _ = _control_call(args, "dead-letter-list")
         _emit(result, args.json, lambda rows: [print(
-            f"seq={r['seq']:<6} {r['queue']:<32} items={r['items']:<6} status={r.get('status')} {r.get('reason', '')}")
+            f"seq={r['seq']:<6} {r.get('queue', ''):<32} items={r['items']!s:<6} status={r.get('status')} "
+            f"{r.get('reason', '')}")
             for r in rows])
     elif action == "export":
         with _output(args.output) as out:

@@ -60,7 +60,11 @@ class Backoff(Protocol):
 
 def backoff_interval(config: Backoff, attempt: int) -> float:
     """The exponential interval before retry number `attempt` (1-based), before randomization."""
-    return float(min(config.initial_interval * config.multiplier ** (attempt - 1), config.max_interval))
+    try:
+        grown = config.initial_interval * config.multiplier ** (attempt - 1)
+    except OverflowError:  # an outage of thousands of attempts: long past max_interval
+        return float(config.max_interval)
+    return float(min(grown, config.max_interval))
 
 
 def backoff_delay(config: Backoff, attempt: int, rng: random.Random = random._inst) -> float:

@@ -55,14 +55,16 @@ class PermanentError(Exception):
     """Never retry: the data is rejected as it is and goes to the dead-letter store.
 
     `parts` (serialized request, items) are the refused parts of a request that was split,
-    when the rest was delivered; None means the whole request."""
+    when the rest was delivered; None means the whole request. `too_large`: refused for its size
+    (HTTP 413, a gRPC message over the server's maximum), so its halves may be taken."""
 
     def __init__(self, message: str, status: int | str | None = None, body: bytes = b"",
-                 parts: list[tuple[bytes, int]] | None = None):
+                 parts: list[tuple[bytes, int]] | None = None, too_large: bool | None = None):
         super().__init__(message)
         self.status = status
         self.body = body
         self.parts = parts
+        self.too_large = status == 413 if too_large is None else too_large
 
 
 class DataRefusedError(RetryableError):

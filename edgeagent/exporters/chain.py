@@ -10,14 +10,17 @@ Design note
   `otelcol_exporter_sent_*` / `otelcol_exporter_send_failed_*` under the exporter's id.
 * Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does; the
   wait for its bandwidth cap (`Paced`) comes before, outside it.
+* A DecodeError out of an exporter that parses what it sends (OTLP/JSON, Kafka keys) means the
+  request was damaged in the queue: refused for good (dead-lettered), so it never holds the queue.
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
   an exponential backoff, lengthened to the upstream's Retry-After when that is longer (as
   otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
   when the chain is stopped (shutdown): the caller keeps the data for the next run. Without
   it (direct and sub-pipeline paths) one attempt is made and the caller decides.
-* 413: the request is split in halves, again and again down to single items (spans, log
-  records, metric data points), with an explicit stack: at most 2n - 1 requests for n
-  items, no recursion. A single item still refused is refused for good.
+* 413 (or a gRPC message over the server's maximum): the request is split in halves, again
+  and again down to single items (spans, log records, metric data points), with an explicit
+  stack: at most 2n - 1 requests for n items, no recursion. A single item still refused is
+  refused for good.
 * Dead letters: what the upstream refused for good goes to the caller's DeadLetterSink
   (the queue's dead-letter store); a caller without one gets a PermanentError carrying the
   refused parts (`PermanentError.parts`), so a caller further out stores exactly those.
@@ -182,8 +185,9 @@ class ExportChain:
                         delivery.refuse(exc.parts if exc.parts is not None else [(body, items)], exc)
                     continue
                 accepted = True
-                delivery.sent += items - result.rejected
-                delivery.rejected += result.rejected
+                rejected = min(max(result.rejected, 0), items)  # an upstream's count, bounded by what it got
+                delivery.sent += items - rejected
+                delivery.rejected += rejected
                 if result.rejected:
                     self._log_partial(result)
         except RetryableError as exc:
@@ -201,7 +205,7 @@ class ExportChain:
 
     def _halves(self, body: bytes, items: int, error: PermanentError) -> list[Part]:
         """The two halves of a request refused as too large; none when it cannot be split."""
-        if error.status != 413 or items < 2 or error.parts is not None:
+        if not error.too_large or items < 2 or error.parts is not None:
             return []
         halves = split_serialized(self.signal, body, (items + 1) // 2)
         return halves if len(halves) >= 2 else []
@@ -269,6 +273,13 @@ class ExportChain:
             return await self._reported(body)
 
     async def _call(self, body: bytes) -> SendResult:
+        try:
+            return await self._timed(body)
+        except DecodeError:  # an exporter that converts (OTLP/JSON, Kafka keys) found it damaged in the queue
+            raise PermanentError(f"the request is not a valid {self.signal.label} request; it cannot be sent "
+                                 f"as the exporter encodes it") from None
+
+    async def _timed(self, body: bytes) -> SendResult:
         if self._paced is not None:
             await self._paced.pace(self.signal, body)
         if self.timeout is None:

@@ -50,6 +50,14 @@ class ExporterConfig(ComponentConfig):
                                  f"printf %s, not echo)")
         return value
 
+    def config_warnings(self) -> list[str]:
+        if self.sending_queue.enabled or "retry_on_failure" not in self.model_fields_set \
+                or not self.retry_on_failure.enabled:
+            return []
+        return ["retry_on_failure has no effect with sending_queue::enabled: false: edgeagent makes one attempt "
+                "and answers the client with a retryable error when it fails (otelcol retries while the client "
+                "waits); enable the queue to have failures retried here"]
+
     @field_validator("timeout")
     @classmethod
     def _positive_timeout(cls, value: float) -> float:

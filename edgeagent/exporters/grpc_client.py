@@ -82,15 +82,16 @@ _SKIP_FAILED = 1.0  # round_robin: an address refused this recently is passed ov
 class GrpcStatusError(Exception):
     """A call ended with a status other than OK; `trailers` are its metadata (`-bin` values as bytes).
     `unanswered`: no connection could be made at all (refused, unreachable, timed out, unresolved);
-    None when the call's deadline passed, whether connecting or waiting for the answer."""
+    None when the call's deadline passed, connecting or waiting. `from_server`: the server sent it."""
 
     def __init__(self, code: StatusCode, message: str, trailers: Sequence[tuple[str, str | bytes]] = (),
-                 unanswered: bool | None = False):
+                 unanswered: bool | None = False, from_server: bool = False):
         super().__init__(f"{code.name}: {message}" if message else code.name)
         self.code = code
         self.message = message
         self.trailers = list(trailers)
         self.unanswered = unanswered
+        self.from_server = from_server
 
 
 @dataclass(frozen=True)
@@ -645,7 +646,7 @@ def _outcome(call: _Call) -> bytes:
         code = StatusCode.UNKNOWN
     if code != StatusCode.OK:
         message = unquote_to_bytes(dict(fields).get("grpc-message", b"")).decode("utf-8", "replace")
-        raise GrpcStatusError(code, message, metadata)
+        raise GrpcStatusError(code, message, metadata, from_server=True)
     return _message(call, call.headers.get("grpc-encoding", b"identity").decode("latin-1").strip().lower())
 
 

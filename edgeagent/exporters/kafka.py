@@ -218,7 +218,7 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
         return headers + [(SIGNAL_HEADER, signal.label.encode())] if self.signal_header else headers
 
     def config_warnings(self) -> list[str]:
-        warnings = self.client_warnings()
+        warnings = self.client_warnings() + super().config_warnings()
         if self.rack_id:
             warnings.append("rack_id has no effect on a producer, as in otelcol: it picks the replica a consumer "
                             "fetches from")

@@ -2,7 +2,9 @@
 
 Errors follow the OTLP specification's table: UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
 CANCELLED, OUT_OF_RANGE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED only when the server
-sends RetryInfo (it then says when to come back); every other code is permanent. The
+sends RetryInfo (it then says when to come back); every other code is permanent. A
+RESOURCE_EXHAUSTED for a message over the server's maximum size is split in halves, as HTTP's
+413 is (otelcol drops the whole batch). The
 metadata we send (headers, auth) is masked in the server's details before anyone sees them.
 
 The calls go over our own gRPC client (`grpc_client.py`, on h2), one connection per exporter
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from typing import Any, Literal
 
@@ -59,6 +62,7 @@ _RETRYABLE = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.A
 # codes that say the link (not the server) failed: they count towards going offline
 _LINK_FAILURES = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED}
 _MIN_KEEPALIVE_TIME = 10.0  # grpc-go raises a client's keepalive time to this
+_TOO_LARGE = re.compile(r"larger than max|exceeds maximum size", re.IGNORECASE)
 
 
 class KeepaliveConfig(ComponentConfig):
@@ -112,9 +116,10 @@ class OtlpGrpcConfig(ExporterConfig):
         return self
 
     def config_warnings(self) -> list[str]:
+        warnings = super().config_warnings()
         if not self.endpoint:
-            return ["endpoint is empty: no upstream is configured, data is buffered until one is set"]
-        return []
+            warnings.append("endpoint is empty: no upstream is configured, data is buffered until one is set")
+        return warnings
 
     def target(self) -> tuple[str, bool]:
         """The gRPC target and whether it is plaintext; an http:// scheme means plaintext, as in otelcol."""
@@ -256,8 +261,11 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
     if code in _RETRYABLE:
         return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None,
                               unanswered=error.unanswered)
+    # the server's size limit (grpc-go and grpc C core: "larger than max", grpc-java: "exceeds maximum
+    # size"): a smaller request gets through, so the chain splits it as it splits on HTTP 413
+    too_large = code == StatusCode.RESOURCE_EXHAUSTED and error.from_server and bool(_TOO_LARGE.search(error.message))
     return PermanentError(f"upstream rejected the data with {code.name}: {details}", status=code.name,
-                          body=details.encode())
+                          body=details.encode(), too_large=too_large)
 
 
 def _retry_delay(metadata: list[tuple[str, str | bytes]]) -> float | None:

@@ -125,7 +125,7 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
         return [url for url in (self.endpoint, self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint) if url]
 
     def config_warnings(self) -> list[str]:
-        warnings = self.client_warnings()
+        warnings = self.client_warnings() + super().config_warnings()
         if self.profiles_endpoint:
             warnings.append("profiles_endpoint is not used: only a profiles pipeline sends there (as in otelcol), "
                             "and edgeagent carries no profiles signal")

@@ -11,15 +11,18 @@ import json
 import struct
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import zstandard
+from google.protobuf.message import DecodeError, Message
 
+from edgeagent.errors import CorruptRecordError
 from edgeagent.queue import maintenance, record
 from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore, Table
 from edgeagent.receivers.codec import to_otlp_json
-from edgeagent.signals import count_items
+from edgeagent.signals import Signal, count_items
 
 
 def stats(stores: list[QueueStore]) -> dict[str, Any]:
@@ -57,18 +60,42 @@ def table_records(store: QueueStore, table: Table) -> int:
         return int(txn.stat(table.db)["entries"])  # the handle read inside the gate: reading's own
 
 
-def records(store: QueueStore, queue_name: str, limit: int = 0) -> Iterator[tuple[int, record.RecordHeader, bytes]]:
-    """(seq, header, serialized request) of a queue's records in order, read in one snapshot."""
+@dataclass
+class Read:
+    """One queue record as the commands show it: its request, or why it does not decode (`header`
+    None). The commands show such a record and go on; the agent quarantines it when it reaches it."""
+
+    seq: int
+    header: record.RecordHeader | None
+    body: bytes = b""
+    error: str = ""
+
+
+def records(store: QueueStore, queue_name: str, limit: int = 0) -> Iterator[Read]:
+    """The records of a queue with their serialized requests, in order, read in one snapshot."""
     queue = store.queues[queue_name]
     if queue.db is None:
         return
     decompressor = zstandard.ZstdDecompressor()
     with store.reading(queue) as txn:
         for count, (key, value) in enumerate(txn.cursor(), start=1):
-            header = record.decode_header(value)
-            yield KEY.unpack(key)[0], header, record.decode_body(value, header, decompressor)
+            seq = KEY.unpack(key)[0]
+            try:
+                header = record.decode_header(value)
+                read = Read(seq, header, record.decode_body(value, header, decompressor))
+            except CorruptRecordError as exc:
+                read = Read(seq, None, error=str(exc))
+            yield read
             if limit and count >= limit:
                 return
+
+
+def _parsed(signal: Signal, body: bytes) -> Message | None:
+    """The request, or None when it does not parse."""
+    try:
+        return signal.request_class.FromString(body)
+    except DecodeError:
+        return None
 
 
 def peek(stores: list[QueueStore], limit: int) -> list[dict[str, Any]]:
@@ -76,45 +103,66 @@ def peek(stores: list[QueueStore], limit: int) -> list[dict[str, Any]]:
     out = []
     for store in stores:
         for name in store.queues:
-            for seq, header, body in records(store, name, limit):
-                request = header.signal.request_class.FromString(body)
-                out.append({"queue": name, "seq": seq, "signal": header.signal.label, "items": header.items,
-                            "bytes": len(body), "attempts": header.attempts,
-                            "age_seconds": round((now_ms - header.enqueued_ms) / 1000, 3),
-                            "batch_key": header.batch_key.decode("utf-8", "replace"),
-                            "checked_items": count_items(header.signal, request)})
+            for read in records(store, name, limit):
+                header = read.header
+                if header is None:
+                    out.append({"queue": name, "seq": read.seq, "error": read.error})
+                    continue
+                row = {"queue": name, "seq": read.seq, "signal": header.signal.label, "items": header.items,
+                       "bytes": len(read.body), "attempts": header.attempts,
+                       "age_seconds": round((now_ms - header.enqueued_ms) / 1000, 3),
+                       "batch_key": header.batch_key.decode("utf-8", "replace")}
+                request = _parsed(header.signal, read.body)
+                if request is None:
+                    row["error"] = f"not a valid {header.signal.label} request"
+                else:
+                    row["checked_items"] = count_items(header.signal, request)
+                out.append(row)
     return out
 
 
 def export(stores: list[QueueStore], fmt: str) -> Iterator[bytes]:
-    """Every queued request: OTLP/JSON lines, or protobuf messages each after a 4-byte big-endian length."""
+    """Every queued request: OTLP/JSON lines, or protobuf messages each after a 4-byte big-endian length.
+    Records that do not decode (or, for OTLP/JSON, do not parse) are left out: `peek` shows them."""
     for store in stores:
         for name in store.queues:
-            for _, header, body in records(store, name):
-                if fmt == "otlp-json":
-                    message = header.signal.request_class.FromString(body)
-                    yield json.dumps({"queue": name, "signal": header.signal.label, **to_otlp_json(message)},
+            for read in records(store, name):
+                if read.header is None:
+                    continue
+                if fmt != "otlp-json":
+                    yield struct.pack(">I", len(read.body)) + read.body
+                elif (message := _parsed(read.header.signal, read.body)) is not None:
+                    yield json.dumps({"queue": name, "signal": read.header.signal.label, **to_otlp_json(message)},
                                      separators=(",", ":")).encode() + b"\n"
-                else:
-                    yield struct.pack(">I", len(body)) + body
 
 
 def dead_letters(stores: list[QueueStore], limit: int = 0) -> list[dict[str, Any]]:
+    """Every dead letter with its description; signal and items None for one that does not decode."""
     out = []
     for store in stores:
         for letter in maintenance.dead_letters(store, limit):
-            header = letter.header
-            out.append({"directory": store.directory, "seq": letter.seq, "signal": header.signal.label,
-                        "items": header.items, **letter.description})
+            try:
+                header: record.RecordHeader | None = letter.header
+            except CorruptRecordError:
+                header = None
+            out.append({"directory": store.directory, "seq": letter.seq,
+                        "signal": header.signal.label if header else None, "items": header.items if header else None,
+                        **letter.description})
     return out
 
 
 def dead_letter_bodies(stores: list[QueueStore]) -> Iterator[bytes]:
+    """A JSON line per dead letter: its description and, when it decodes, its request in OTLP/JSON."""
     for store in stores:
         for letter in maintenance.dead_letters(store):
-            message = letter.header.signal.request_class.FromString(letter.body())
-            yield json.dumps({"seq": letter.seq, "description": letter.description, **to_otlp_json(message)},
-                             separators=(",", ":")).encode() + b"\n"
+            line: dict[str, Any] = {"seq": letter.seq, "description": letter.description}
+            try:
+                message = _parsed(letter.header.signal, letter.body())
+            except CorruptRecordError:
+                message = None
+            if message is not None:
+                line.update(to_otlp_json(message))
+            yield json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
 
 async def purge(stores: list[QueueStore], queue_name: str | None) -> int:

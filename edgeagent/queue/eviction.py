@@ -3,25 +3,51 @@
 Runs on the writer thread. A leased record is never evicted: the writer reads each queue's
 published lease snapshot (`DurableQueue.leased_now`, an immutable set the event loop replaces),
 never the event loop's own lease state. See limits.py for the policies.
+
+Evictions for one record run in a nested transaction, kept only when the record then fits: a
+record larger than the queue or the budget, or one that only leased records could make room
+for, is refused without dropping anything.
 """
 
 from __future__ import annotations
 
 from edgeagent.queue.limits import footprint
-from edgeagent.queue.ops import KEY, Context, WriterQueue, enqueued_ms, items_of
+from edgeagent.queue.ops import KEY, Commit, Context, WriterQueue, enqueued_ms, items_of
 
 
 def make_room(ctx: Context, queue: WriterQueue, items: int, size: int, cost: int) -> int | None:
     """Bytes of pages freed so that one record fits (0 when it already does), or None to refuse it."""
     limits = ctx.store.limits
-    pages = ctx.state.pages
     totals = ctx.state.stored[queue]
     over_capacity = queue.capacity.exceeded(totals.entries, totals.items, totals.bytes, items, size)
-    over_budget = bool(limits.max_size) and pages + cost > limits.max_size
+    over_budget = bool(limits.max_size) and ctx.state.pages + cost > limits.max_size
     if not over_capacity and not over_budget:
         return 0
     if limits.full_policy != "drop_oldest":
         return None
+    before = ctx.state.copy()
+    partial = Commit()
+    child = ctx.store.lmdb_env.begin(write=True, parent=ctx.txn)
+    try:
+        freed = _evict_for(Context(ctx.store, child, partial, ctx.state, ctx.now_ms), queue, items, size, cost)
+    except BaseException:
+        child.abort()
+        ctx.state.restore(before)
+        raise
+    if freed is None:
+        child.abort()
+        ctx.state.restore(before)
+        return None
+    child.commit()
+    ctx.result.merge(partial)
+    return freed
+
+
+def _evict_for(ctx: Context, queue: WriterQueue, items: int, size: int, cost: int) -> int | None:
+    """Evict from the head until one record fits; None when even that is not enough."""
+    limits = ctx.store.limits
+    pages = ctx.state.pages
+    totals = ctx.state.stored[queue]
     freed = 0
     while queue.capacity.exceeded(totals.entries, totals.items, totals.bytes, items, size):
         released = evict(ctx, 1, queue, "queue_full")

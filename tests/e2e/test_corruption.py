@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 
@@ -163,3 +164,43 @@ def test_a_truncated_data_file_is_salvaged_into_the_fresh_queue(agents, tmp_path
     finally:
         upstream.stop()
     assert agent.terminate() == 0
+
+
+def test_the_queue_commands_show_damaged_records_instead_of_failing_on_them(agents, tmp_path):
+    """One record that does not decode made `queue peek` and `queue export` fail for the whole queue
+    (the agent quarantines it only when a lease reaches it: behind a backlog, during an outage, it
+    waits there), and one quarantined record made `queue dead-letter list` or `export` fail for
+    every dead letter: the commands an operator rescues data with."""
+    from edgeagent.queue import deadletter
+    from tests.helpers.cli import cli, cli_json
+
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    sent = send_spans("http", agent.http_port, 300, batch=100)
+    assert agent.terminate() == 0
+
+    env = lmdb.open(str(_queue_dir(state)), max_dbs=64)
+    queue_db, letters_db = env.open_db(b"q:otlphttp/traces"), env.open_db(b"deadletter")
+    with env.begin(write=True) as txn:
+        cursor = txn.cursor(db=queue_db)
+        cursor.last()
+        last = struct.unpack(">Q", cursor.key())[0]
+        txn.put(struct.pack(">Q", last + 1), b"\x01\x01\x01\x00garbage that is no record", db=queue_db)
+        for damaged in (b"short", b"\x01\x01\x01\x00garbage that is no record"):
+            deadletter.put(txn, letters_db, {"queue": "otlphttp/traces", "reason": "corrupt"}, damaged, 0)
+    env.close()
+
+    rows = cli_json(state, "queue", "peek", "10")
+    assert [row["seq"] for row in rows] == [*range(1, last + 1), last + 1]
+    assert "error" in rows[-1] and all(row["items"] == row["checked_items"] for row in rows[:-1])
+    assert "does not decode" in cli(state, "queue", "peek", "10").stdout.decode()
+    lines = cli(state, "queue", "export", "--format", "otlp-json").stdout.splitlines()
+    assert {bytes.fromhex(span["spanId"]) for line in lines for rs in json.loads(line)["resourceSpans"]
+            for ss in rs["scopeSpans"] for span in ss["spans"]} == sent
+    assert len(cli(state, "queue", "export", "--format", "otlp-proto").stdout) > 0
+
+    letters = cli_json(state, "queue", "dead-letter", "list")
+    assert [letter["reason"] for letter in letters] == ["corrupt", "corrupt"]
+    assert cli(state, "queue", "dead-letter", "list").stdout.decode().count("corrupt") == 2
+    exported = [json.loads(line) for line in cli(state, "queue", "dead-letter", "export").stdout.splitlines()]
+    assert [line["description"]["reason"] for line in exported] == ["corrupt", "corrupt"]

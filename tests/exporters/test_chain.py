@@ -307,3 +307,52 @@ def test_a_200_that_does_not_decode_is_dead_lettered_not_counted_as_sent():
     [(refused, description)] = sink.kept
     assert refused == [(_request(3), 3)] and description["status"] == 200
     assert "4 bytes: ffffffff" in description["reason"]
+
+
+@pytest.mark.parametrize("rejected", [1000, -5])
+def test_a_partial_success_rejecting_more_than_was_sent_counts_within_the_request(upstream, rejected):
+    """An upstream claiming more rejected items than the request held (or a negative count) made
+    `otelcol_exporter_sent_spans` go down, which a rate() reads as a counter reset, and the drain
+    rate behind `status`'s time to empty negative."""
+    upstream.rejected = rejected
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none"))
+    host = Host()
+    chain = ExportChain(exporter, Signal.TRACES, host, timeout=5)
+
+    async def scenario() -> None:
+        await exporter.start()
+        try:
+            await chain.export([(_request(3), 3)])
+        finally:
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    sent = host.counts[("otelcol_exporter_sent_spans", "otlphttp")]
+    dropped = host.counts[("edgeagent_exporter_rejected_spans", "otlphttp")]
+    assert (sent, dropped) == ((0, 3) if rejected > 0 else (3, 0))
+
+
+def test_a_grpc_request_larger_than_the_servers_maximum_is_split_like_a_413():
+    """A gRPC server refuses a message over its max_recv_msg_size (otelcol's receiver: 4 MiB) with
+    RESOURCE_EXHAUSTED and no RetryInfo. The whole batch went to the dead-letter store, where a
+    replay only refuses it again; over HTTP the same request is split in halves until it fits."""
+    upstream = GrpcUpstream(free_port(), max_receive=3000).start()
+    exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig(endpoint=upstream.endpoint, tls={"insecure": True},
+                                                       compression="none"))
+    host = Host()
+    chain = ExportChain(exporter, Signal.TRACES, host, timeout=5)
+    body = _request(40, name="x" * 100)  # some 5 KB
+
+    async def scenario() -> None:
+        await exporter.start()
+        try:
+            await chain.export([(body, 40)])
+        finally:
+            await exporter.shutdown()
+
+    try:
+        asyncio.run(scenario())
+        assert len(upstream.span_ids()) == 40
+        assert host.counts[("otelcol_exporter_sent_spans", "otlp")] == 40
+    finally:
+        upstream.stop()

@@ -184,3 +184,19 @@ def test_a_flapping_port_cuts_the_backoff_short_at_most_once_per_backoff_interva
         taken, later = await link._reached()
         assert not taken and later == until
     asyncio.run(scenario())
+
+
+def test_an_outage_longer_than_a_thousand_probes_keeps_the_link_probing():
+    """The backoff grew as multiplier ** probes: past ~1000 failed probes (with multiplier 2, about
+    1.4 hours at max_interval 5s; with the defaults about 15 hours) the float overflowed, every
+    further failure raised OverflowError out of the link, and the sender took it for a bug."""
+    retry = RetryConfig(initial_interval=0.001, max_interval=0.001, multiplier=2, randomization_factor=0)
+
+    async def scenario() -> None:
+        link = Link(1, retry, lambda online: None)
+        for _ in range(OFFLINE_AFTER + 1100):
+            await link.failed(REFUSED)
+        assert link.online is False
+        assert 0 < link.not_before - asyncio.get_running_loop().time() <= 0.001
+
+    asyncio.run(scenario())

@@ -102,3 +102,53 @@ def test_an_empty_2xx_answer_or_one_of_a_type_otelcol_does_not_read_is_delivered
     answer = web.Response(body=content, headers={"Content-Type": content_type})
     _, _, result = asyncio.run(_exchange({"compression": "none"}, answer))
     assert result.rejected == 0
+
+
+def test_a_queued_request_that_does_not_parse_is_dead_lettered_and_the_queue_drains_past_it(tmp_path):
+    """With `encoding: json` the exporter parses each queued request to convert it. One damaged on
+    disk (it decompresses, yet does not parse) raised DecodeError out of every attempt: the sender
+    took it for a bug, gave the lease back, and leased the same head record again and again, so
+    nothing behind it was ever delivered."""
+    from edgeagent.configretry import RetryConfig
+    from edgeagent.exporters.sender import Sender
+    from edgeagent.queue import maintenance
+    from edgeagent.queue.store import QueueStore
+    from tests.exporters.test_sender_split import SenderHost, _until
+
+    received: list[dict] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        received.append(json.loads(await request.read()))
+        return web.Response()
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/traces", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        store = QueueStore(str(tmp_path))
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        await store.put([queue], b"\x0f" + _request(), 1, Signal.TRACES)  # wire type 7: no parser takes it
+        await store.put([queue], _request(), 1, Signal.TRACES)
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}",
+                                                               encoding="json", compression="none"))
+        await exporter.start()
+        retry = RetryConfig(initial_interval=0.02, max_interval=0.05, randomization_factor=0)
+        sender = Sender(exporter, queue, retry, 1, None, SenderHost(), timeout=5)
+        await sender.start()
+        try:
+            await _until(lambda: received and queue.entries == 0, 5)
+            letters = maintenance.dead_letters(store)
+            assert len(letters) == 1 and letters[0].body() == b"\x0f" + _request()
+        finally:
+            await sender.shutdown()
+            await exporter.shutdown()
+            await store.close()
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert len(received) == 1

@@ -70,3 +70,17 @@ def test_sending_queue_keys_that_cannot_be_honoured_are_refused_with_the_reason(
     assert path.startswith("exporters::otlp_http::sending_queue"), errors
     for word in words:
         assert word in message, (word, message)
+
+
+@pytest.mark.parametrize("exporter", ["otlp_http", "otlp_grpc"])
+def test_retry_on_failure_without_a_queue_is_said_to_have_no_effect(exporter):
+    """otelcol retries while the client waits when sending_queue is disabled; edgeagent makes one
+    attempt and answers the client with a retryable error. The retry settings were accepted and
+    ignored without a word."""
+    text = BASE.replace("otlp_http", exporter).replace("sending_queue:\n{queue}", (
+        "sending_queue:\n      enabled: false\n    retry_on_failure:\n      max_elapsed_time: 60s"))
+    warnings = load_text(text, environ={}).warnings
+    assert any(f"exporters::{exporter}: retry_on_failure has no effect" in warning for warning in warnings), warnings
+    plain = BASE.replace("otlp_http", exporter).replace("sending_queue:\n{queue}",
+                                                        "sending_queue:\n      enabled: false")
+    assert not [warning for warning in load_text(plain, environ={}).warnings if "retry_on_failure" in warning]

@@ -87,6 +87,7 @@ class GrpcUpstream:
     calls: list[Attempt] = field(default_factory=list)
 
     count_wire_bytes: bool = False
+    max_receive: int = 256 << 20  # grpc.max_receive_message_length: a larger message is RESOURCE_EXHAUSTED
 
     def __post_init__(self) -> None:
         self._server: grpc.Server | None = None
@@ -119,7 +120,7 @@ class GrpcUpstream:
 
     def start(self) -> GrpcUpstream:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="grpc-upstream"),
-                             options=[("grpc.max_receive_message_length", 256 << 20), ("grpc.so_reuseport", 0)])
+                             options=[("grpc.max_receive_message_length", self.max_receive), ("grpc.so_reuseport", 0)])
         for signal, (base, register, response_class, rejected_field) in _SERVICES.items():
             servicer = type(f"Recording{base.__name__}", (base,),
                             {"Export": self._handler(signal, response_class, rejected_field)})()

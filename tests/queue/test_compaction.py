@@ -211,7 +211,7 @@ def test_reads_running_across_live_compactions_use_the_reopened_environment(tmp_
 
         async def peek() -> None:  # as `edgeagent queue peek` does
             found = await asyncio.to_thread(lambda: list(admin.records(store, queue.name, limit=5)))
-            assert [body for _, _, body in found] == bodies[:5]
+            assert [read.body for read in found] == bodies[:5]
 
         async def dead_letters() -> None:  # as `edgeagent queue dead-letters` does
             assert await asyncio.to_thread(maintenance.dead_letters, store) == []

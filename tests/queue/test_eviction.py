@@ -1,0 +1,48 @@
+"""full_policy: drop_oldest makes room for a new record only when that makes it fit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from edgeagent.errors import QueueFullError
+from edgeagent.queue.limits import QueueCapacity, StorageLimits
+from edgeagent.queue.store import QueueStore
+from edgeagent.signals import Signal
+
+
+def _open(directory, limits: StorageLimits, capacity: QueueCapacity) -> tuple[QueueStore, object]:
+    store = QueueStore(str(directory), limits=limits)
+    store.open()
+    store.start()
+    return store, store.queue("otlphttp/traces", Signal.TRACES, capacity)
+
+
+@pytest.mark.parametrize("case", ["more items than queue_size", "larger than max_size", "room held by leases"])
+def test_a_record_that_cannot_fit_evicts_nothing(tmp_path, case):
+    """The oldest records were evicted one by one, counted as dropped, and then the new record was
+    refused all the same: acknowledged data lost, and nothing gained for it."""
+    limits = StorageLimits(max_size=(4 << 20) if case == "larger than max_size" else 0, full_policy="drop_oldest")
+    capacity = QueueCapacity(0, "items") if case == "larger than max_size" else QueueCapacity(10, "items")
+    drops: list[int] = []
+
+    async def scenario() -> None:
+        store, queue = _open(tmp_path, limits, capacity)
+        store.on_drop = lambda queue, reason, items, records: drops.append(items)
+        try:
+            for index in range(3):
+                await store.put([queue], b"record %d" % index, 3, Signal.TRACES)
+            if case == "room held by leases":
+                await queue.lease(max_items=6)
+            big = os.urandom(6 << 20) if case == "larger than max_size" else b"big"
+            items = 11 if case == "more items than queue_size" else 5
+            with pytest.raises(QueueFullError):
+                await store.put([queue], big, items, Signal.TRACES)
+            assert (queue.entries, queue.items) == (3, 9)
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert drops == []
