@@ -200,15 +200,18 @@ def merge_requests(signal: Signal, parts: list[bytes]) -> bytes:
     return merged.SerializeToString()
 
 
-def split_serialized(signal: Signal, body: bytes, max_items: int) -> list[tuple[bytes, int]]:
-    """(request, items) for requests of at most `max_items` items cut from the serialized `body`:
-    on its bytes (otel.cut), which costs memory about its own size, where parsing a record of
-    millions of tiny items and building the parts took hundreds of MiB outside any budget. Bytes
-    that walk cannot read are parsed (DecodeError when protobuf cannot either)."""
+def split_serialized(signal: Signal, body: bytes, max_items: int, max_bytes: int = 1 << 62) -> list[tuple[bytes, int]]:
+    """(request, items) for requests of at most `max_items` items and about `max_bytes` bytes (otel.cut
+    says how near) cut from the serialized `body`: on its bytes, which costs memory about its own
+    size, where parsing a record of millions of tiny items and building the parts took hundreds of
+    MiB outside any budget. Bytes that walk cannot read are parsed (DecodeError when protobuf cannot
+    either), and then cut by items alone: as many as fit in `max_bytes` on average."""
     try:
-        return cut(body, max_items, metrics=signal is Signal.METRICS)
+        return cut(body, max_items, metrics=signal is Signal.METRICS, max_bytes=max_bytes)
     except (WireError, IndexError):
         request = signal.request_class.FromString(body)
+        if len(body) > max_bytes:
+            max_items = min(max_items, max(1, count_items(signal, request) * max_bytes // len(body)))
         return [(part.SerializeToString(), count_items(signal, part))
                 for part in split_request(signal, request, max_items)]
 

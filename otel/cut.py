@@ -1,4 +1,5 @@
-"""Cut a serialized OTLP export request into requests of at most `max_items` items, on its bytes.
+"""Cut a serialized OTLP export request into requests of at most `max_items` items and about
+`max_bytes` bytes, on its bytes.
 
 Items are what otelcol counts: spans, log records, metric data points. Every OTLP request has the
 same three levels: groups (resource_spans/metrics/logs, field 1 of the request), each holding
@@ -11,11 +12,18 @@ that carry a share of its points each (its other fields, temporality included, i
 
 Groups and scopes without items are dropped, as otelcol's split drops them; a metric without
 points is kept.
+
+Size: a part holds at most `max_bytes` of items and of the group, scope and metric fields around
+them, give or take the tags and lengths of those (a few bytes each) and the fields of the group
+and scope it opens last, unless a single item (a span, a log record, a data point) is larger;
+that one goes in a part of its own.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator
+from itertools import accumulate
 
 from otel.wire import WireError, field_at, length_delimited, read_varint
 
@@ -24,34 +32,43 @@ CHILDREN = 2  # a group's scopes, a scope's spans / metrics / log records
 CHILD_KEY = CHILDREN << 3 | 2
 METRIC_DATA = frozenset((5, 7, 9, 10, 11))  # Metric: gauge, sum, histogram, exponential_histogram, summary
 POINTS = 1  # data_points, in each of them
+_TAG_AND_LENGTH = 6  # a field's tag and the varint of a length below 2 GiB, at most
 
 Slot = tuple[int, int]  # group index, scope index: which scope of the request a piece comes from
 
 
 class _Parts:
-    """Fills parts of at most `max_items` items one after the other."""
+    """Fills parts of at most `max_items` items and about `max_bytes` bytes one after the other."""
 
-    def __init__(self, max_items: int):
+    def __init__(self, max_items: int, max_bytes: int):
         self.max_items = max_items
+        self.max_bytes = max_bytes
         self.out: list[tuple[bytes, int]] = []
         self.count = 0
+        self.size = 0  # bytes of the part being filled
         # of the part being filled: per group, its header and its scopes (header, pieces of items)
         self._groups: list[tuple[bytes, list[tuple[bytes, list[bytes]]]]] = []
         self._slot: Slot | None = None
 
-    def room(self) -> int:
-        if self.count >= self.max_items:
+    def room(self, size: int = 0) -> tuple[int, int]:
+        """(items, bytes) the part being filled has room for, after flushing it when it is full or
+        `size` more bytes do not fit; the bytes are never fewer than `size`: an item too large for
+        any part goes alone."""
+        if self.count >= self.max_items or (self.count and self.size + size > self.max_bytes):
             self.flush()
-        return self.max_items - self.count
+        return self.max_items - self.count, max(self.max_bytes - self.size, size)
 
     def add(self, slot: Slot, group_header: bytes, scope_header: bytes, piece: bytes, items: int) -> None:
         if slot != self._slot:
             if self._slot is None or slot[0] != self._slot[0]:
                 self._groups.append((group_header, []))
+                self.size += len(group_header)
             self._groups[-1][1].append((scope_header, []))
+            self.size += len(scope_header)
             self._slot = slot
         self._groups[-1][1][-1][1].append(piece)
         self.count += items
+        self.size += len(piece)
 
     def flush(self) -> None:
         if self._groups:
@@ -60,13 +77,14 @@ class _Parts:
                     length_delimited(CHILDREN, scope_header + b"".join(pieces)) for scope_header, pieces in scopes))
                 for header, scopes in self._groups)
             self.out.append((body, self.count))
-        self._groups, self._slot, self.count = [], None, 0
+        self._groups, self._slot, self.count, self.size = [], None, 0, 0
 
 
-def cut(body: bytes, max_items: int, metrics: bool) -> list[tuple[bytes, int]]:
-    """(part, items) for parts of at most `max_items` items (at least one), in order; raises
-    WireError for bytes this walk cannot read (callers fall back to parsing them)."""
-    parts = _Parts(max(1, max_items))
+def cut(body: bytes, max_items: int, metrics: bool, max_bytes: int = 1 << 62) -> list[tuple[bytes, int]]:
+    """(part, items) for parts of at most `max_items` items (at least one) and about `max_bytes`
+    bytes, in order; raises WireError for bytes this walk cannot read (callers fall back to parsing
+    them)."""
+    parts = _Parts(max(1, max_items), max(1, max_bytes))
     for g, (group_header, group_start, group_end) in enumerate(_level(body, 0, len(body), GROUPS)):
         for s, (scope_header, start, end) in enumerate(_level(body, group_start, group_end, CHILDREN)):
             slot = (g, s)
@@ -108,24 +126,24 @@ def _add_items(parts: _Parts, slot: Slot, group_header: bytes, scope_header: byt
 
 
 def _runs(data: bytes, start: int, end: int, parts: _Parts) -> Iterator[tuple[int, int, int]]:
-    """Runs of consecutive items of a scope, each as many as the part being filled has room for."""
-    room = parts.room()
+    """Runs of consecutive items of a scope, each as many and as large as the part being filled has
+    room for."""
+    room = space = 0
     run_start = run_end = count = 0
     pos = start
     while pos < end:
         number, field_start, _, pos = _field(data, pos, end)
         if number != CHILDREN:  # a scope field (its header) between items: not in the run
             continue
-        if not count:
-            run_start = field_start
-        elif field_start != run_end:  # after such a field: a run ends before it
+        # a run ends before a scope field, when the part is full, or before an item that does not fit
+        if count and (field_start != run_end or count == room or pos - run_start > space):
             yield run_start, run_end, count
-            room, run_start, count = parts.room(), field_start, 0
+            count = 0
+        if not count:
+            room, space = parts.room(pos - field_start)
+            run_start = field_start
         run_end = pos
         count += 1
-        if count == room:
-            yield run_start, run_end, count
-            room, count = parts.room(), 0
     if count:
         yield run_start, run_end, count
 
@@ -162,13 +180,21 @@ def _add_metric(parts: _Parts, slot: Slot, group_header: bytes, scope_header: by
                 (points if point == POINTS else data_header).append(data[point_start:point_end])
         else:
             header.append(data[field_start:field_end])
-    if len(points) <= parts.room():
+    size = end - start  # too large with two points or more: cut, not flushed for
+    room, space = parts.room(size if size <= parts.max_bytes or len(points) < 2 else 0)
+    if len(points) <= room and size <= space:
         parts.add(slot, group_header, scope_header, data[start:end], len(points))
         return
     metric_header, kept = b"".join(header), b"".join(data_header)
+    overhead = len(metric_header) + len(kept) + 2 * _TAG_AND_LENGTH
+    ends = list(accumulate(map(len, points)))  # ends[i]: bytes of points[0..i]
     at = 0
     while at < len(points):
-        share = points[at:at + parts.room()]
+        before = ends[at - 1] if at else 0
+        room, space = parts.room(overhead + ends[at] - before)
+        # as many points as there is room for, at least one
+        stop = bisect_right(ends, before + space - overhead, at + 1, min(len(points), at + room))
+        share = points[at:stop]
         copy = metric_header + length_delimited(kind, kept + b"".join(share))
         parts.add(slot, group_header, scope_header, length_delimited(CHILDREN, copy), len(share))
-        at += len(share)
+        at = stop

@@ -18,7 +18,8 @@ Terms, in OTLP
   `messaging.system`, `rpc.system`, or "http" for a span with an HTTP method or URL) and the
   destination.
 * **operation**: the span name; but when the span's `db.statement` or `db.query.text` matches one
-  of `sql_patterns` (a regular-expression search, the first matching pattern wins), that pattern,
+  of `sql_patterns` (a search with Go's regular expressions, as otelcol's, run by RE2 in time linear
+  in the statement; the first matching pattern wins), that pattern,
   so `SELECT * FROM t WHERE id=1` and `... id=2` are one operation.
 * **eligible** (Elastic's exit, not propagated, outcome not failure, plus this module's knobs): an
   exit span whose status is not ERROR; that no span of the trace names as its parent (its context
@@ -63,7 +64,6 @@ work is one pass over the spans, a sort of each parent's children and one walk o
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated
@@ -73,6 +73,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from pydantic import AfterValidator, Field, model_validator
 
+from otel.goregex import GoRegex, compile_go_regex
 from otel.shape import TRACES
 from otel.values import scalar_text
 from sampler.settings import Settings
@@ -98,10 +99,7 @@ _ATTRIBUTES = frozenset({
 
 
 def _valid_pattern(pattern: str) -> str:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from exc
+    compile_go_regex(pattern)  # a ValueError that says why Go refuses it, or how to get RE2
     return pattern
 
 
@@ -138,8 +136,8 @@ class SpanCompressionConfig(Settings):
         return self
 
     @cached_property
-    def compiled_sql_patterns(self) -> tuple[re.Pattern[str], ...]:
-        return tuple(re.compile(pattern) for pattern in self.sql_patterns)
+    def compiled_sql_patterns(self) -> tuple[GoRegex, ...]:
+        return tuple(compile_go_regex(pattern) for pattern in self.sql_patterns)
 
     @cached_property
     def compressed_names(self) -> frozenset[str]:

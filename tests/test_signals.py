@@ -132,6 +132,33 @@ def test_cutting_bytes_gives_the_items_of_the_message_split_in_order_within_the_
         assert _flat(signal, split_request(signal, request, max_items)) == _flat(signal, [request])
 
 
+def _single(signal: Signal, part: bytes) -> bool:
+    """Whether a part holds one item (for metrics: one metric, whatever its points), which no cut makes smaller."""
+    request = signal.request_class.FromString(part)
+    if signal is not Signal.METRICS:
+        return count_items(signal, request) == 1
+    return sum(len(scope.metrics) for group in request.resource_metrics for scope in group.scope_metrics) == 1 \
+        and count_items(signal, request) <= 1
+
+
+@pytest.mark.parametrize("signal", list(Signal))
+def test_cutting_bytes_by_size_gives_the_items_in_order_in_parts_within_the_size(signal: Signal) -> None:
+    import random
+
+    from edgeagent.signals import split_serialized
+
+    rng = random.Random(12)
+    for _ in range(150):
+        body = _random_request(signal, rng)
+        request = signal.request_class.FromString(body)
+        max_bytes = rng.randrange(1, max(2, len(body) + 40))
+        parts = split_serialized(signal, body, 1 << 30, max_bytes=max_bytes)
+        parsed = [signal.request_class.FromString(part) for part, _ in parts]
+        assert [items for _, items in parts] == [count_items(signal, part) for part in parsed]
+        # within the size, but for the tags, lengths and headers of a group, a scope and a metric
+        assert all(len(part) <= max_bytes + 120 or _single(signal, part) for part, _ in parts), max_bytes
+        assert _flat(signal, parsed) == _flat(signal, [request])
+
 def test_cutting_a_record_of_millions_of_empty_spans_takes_about_its_own_size() -> None:
     """The sender cuts a lease larger than send_batch_max_size: parsing a body of 1M empty spans
     and building the parts took about 350 MiB, outside the memory limiter's budget."""

@@ -17,6 +17,10 @@ Design note
   otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
   when the chain is stopped (shutdown): the caller keeps the data for the next run. Without
   it (direct and sub-pipeline paths) one attempt is made and the caller decides.
+* Size: an exporter that sends a request as something much larger than its protobuf bytes
+  (`Bounded`: otlphttp's OTLP/JSON) gets a request larger than its bound cut on its bytes, on a
+  thread, into parts of about that size (otel.cut), each sent as a request of its own; the
+  parts are sent, retried, halved and given back as the requests of a split lease are.
 * 413 (or a gRPC message over the server's maximum): the request is split in halves, again
   and again down to single items (spans, log records, metric data points), with an explicit
   stack: at most 2n - 1 requests for n items, no recursion. A single item still refused is
@@ -106,6 +110,14 @@ class Paced(Protocol):
     async def pace(self, signal: Signal, body: bytes) -> None: ...
 
 
+@runtime_checkable
+class Bounded(Protocol):
+    """An exporter whose requests cost memory several times their protobuf bytes while it encodes
+    them: a request larger than `request_bytes_limit(signal)` (0: no limit) reaches it in parts."""
+
+    def request_bytes_limit(self, signal: Signal) -> int: ...
+
+
 Part = tuple[bytes, int]  # a serialized request and its items
 
 
@@ -155,6 +167,7 @@ class ExportChain:
         self.link = link
         self.drains_queue = drains_queue  # sent items leave a queue: they count towards its drain rate
         self._paced = exporter if isinstance(exporter, Paced) else None
+        self._max_bytes = exporter.request_bytes_limit(signal) if isinstance(exporter, Bounded) else 0
         self.stopping = asyncio.Event()
         self._last_partial_log = 0.0
         self._capping = False  # an upstream's Retry-After is being cut down; logged once until a success
@@ -175,6 +188,11 @@ class ExportChain:
         try:
             while pending:
                 body, items = pending.pop()
+                if self._max_bytes and len(body) > self._max_bytes and items > 1:
+                    parts_of = await asyncio.to_thread(split_serialized, self.signal, body, items, self._max_bytes)
+                    if len(parts_of) > 1:
+                        pending += reversed(parts_of)
+                        continue
                 try:
                     result = await self._send(body)
                 except PermanentError as exc:

@@ -18,7 +18,8 @@ accepts it: only a profiles pipeline would use it, and edgeagent carries no prof
 of its body, decompressed.
 
 `encoding: json` sends each request in OTLP/JSON (`application/json`, hex ids, integer enums) as
-otelcol's exporter does; the queue keeps protobuf, converted at send. A partial success is read
+otelcol's exporter does; the queue keeps protobuf, converted at send, and a request larger than
+JSON_PART_BYTES of protobuf is sent in parts of about that size (the export chain cuts it). A partial success is read
 from a protobuf or a JSON answer alike; a 2xx whose answer does not decode is refused for good
 (dead-lettered, not sent again: the upstream may hold the data), as otelcol refuses it.
 
@@ -75,6 +76,11 @@ _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # drop
 _URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint")
 _DEFAULT_READ_BUFFER = 2**16
 _CONTENT_TYPES = {"proto": "application/x-protobuf", "json": "application/json"}
+# OTLP/JSON: a larger request is sent in parts of about this many protobuf bytes (the chain cuts
+# it): its message, its JSON tree and its text took several times a 60 MiB record in memory. In
+# JSON, hex ids and field names make them about 2 to 4 times as large: under the 20 MiB that
+# otelcol's receivers take by default (max_request_body_size).
+JSON_PART_BYTES = 4 << 20
 
 
 class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
@@ -263,6 +269,10 @@ class OtlpHttpExporter:
     async def pace(self, signal: Signal, body: bytes) -> None:
         """Wait until `rate_limit` lets this request on the wire (the chain awaits it before the timeout)."""
         await self._bandwidth.pace(body, self._encoder(signal))
+
+    def request_bytes_limit(self, signal: Signal) -> int:
+        """The chain's bound on a request's protobuf bytes: JSON_PART_BYTES for OTLP/JSON, none else."""
+        return JSON_PART_BYTES if self.config.encoding == "json" else 0
 
     def _encoder(self, signal: Signal) -> Encode[bytes]:
         async def encode(body: bytes) -> bytes:

@@ -299,7 +299,9 @@ class Sender:
         A lease a client waits for goes back whole: its answer covers every record it sent."""
         if error.unsent is None or self.queue.waited_for(lease):
             return False
-        body = merge_requests(self.signal, [part for part, _ in error.unsent])
+        # serialized requests concatenate into one holding all their groups; merging them parsed every
+        # part on the loop: 0.9 s and 300 MiB for what was left of a record of 60 MiB
+        body = b"".join(part for part, _ in error.unsent)
         items = sum(items for _, items in error.unsent)
         self._settle(self.queue.requeue(lease, body, items, attempts))
         return True

@@ -267,12 +267,18 @@ def _matches(name: str, step: _Step) -> bool:
 
 
 def _delete(attributes: Any, step: _Step) -> bool:
-    changed = False
-    for index in reversed(range(len(attributes))):
-        if _matches(attributes[index].key, step):
-            del attributes[index]
-            changed = True
-    return changed
+    """Keep the survivors in order, moved forward over the deleted, then cut the tail once: deleting
+    one at a time moves every attribute behind each, quadratic on a span with 100,000s of them."""
+    kept = 0
+    for index, kv in enumerate(attributes):
+        if not _matches(kv.key, step):
+            if kept != index:
+                attributes[kept].CopyFrom(kv)
+            kept += 1
+    if kept == len(attributes):
+        return False
+    del attributes[kept:]
+    return True
 
 
 def _hash(attributes: Any, step: _Step) -> bool:

@@ -7,6 +7,8 @@ after BASE) and every attribute.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -220,6 +222,35 @@ def test_compression(overrides, given, expected):
         assert forwarded(trace) == expected
         assert removed == len(given) - len(expected)
     assert trace.span_count == sum(1 for _ in trace.spans()) == len(given) - removed
+
+
+def test_sql_patterns_are_read_as_go_reads_them():
+    # POSIX classes and \\z are Go syntax; in Python's re the first is a set of ":digt" and the second an error
+    go = r"^SELECT \* FROM t WHERE id=[[:digit:]]+\z"
+    trace = build(BY_ID)
+    assert compress_trace(trace, config_of({"sql_patterns": [go]})) == 2
+    assert forwarded(trace)[1][4][-1] == ("span.composite.compression_strategy", "exact_match")
+    # Go's $ is the end of the text: a statement ending in a newline does not match (Python's $ matches before it)
+    trace = build([{**spec, "attrs": tuple((key, f"{value}\n" if key == "db.statement" else value)
+                                           for key, value in spec["attrs"])} for spec in BY_ID])
+    compress_trace(trace, config_of({"sql_patterns": [r"^SELECT \* FROM t WHERE id=\d+$"]}))
+    assert forwarded(trace)[1][4][-1] == ("span.composite.compression_strategy", "same_kind")
+
+
+def test_a_statement_that_makes_a_pattern_backtrack_for_ever_in_re_is_matched_in_linear_time():
+    """Python's re takes time exponential in the statement's length here, holding the GIL and the
+    event loop: in a process of its own, so that a regression fails the test instead of hanging the suite."""
+    script = ("import time\n"
+              "from tests.sampler.test_compression import SHOP_DB, build, compress_trace, config_of, selects\n"
+              "statement = SHOP_DB + (('db.statement', 'a' * 5000 + '!'),)\n"
+              "trace = build(selects((2, 10, 11), (3, 12, 13), (4, 14, 15), attrs=statement))\n"
+              "started = time.perf_counter()\n"
+              "removed = compress_trace(trace, config_of({'sql_patterns': [r'^(\\w+\\s?)*$']}))\n"
+              "print(removed, time.perf_counter() - started)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=20, check=True)
+    removed, seconds = done.stdout.split()
+    assert removed == "2"  # no pattern matches: the three spans have the same name, an exact match
+    assert float(seconds) < 1
 
 
 def test_batches_left_empty_are_dropped():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ BAD_CONFIGS = {
     "bad-camel-case-keys.yaml": [(f"span_compression::{key}", [repr(key), "min_compression_count", "sql_patterns"])
                                  for key in SEED_KEYS],
     "bad-sql-patterns.yaml": [("span_compression::sql_patterns::1", ["'(SELECT'", "regular expression"]),
-                              ("span_compression::sql_patterns::2", ["'[a-'", "regular expression"])],
+                              ("span_compression::sql_patterns::2", ["'[a-'", "regular expression"]),
+                              ("span_compression::sql_patterns::3", ["lookaround", "RE2"])],
     "bad-limits.yaml": [("span_compression::min_compression_count", ["2"]),
                         ("span_compression::compression_window_secs", ["0"]),
                         ("span_compression::max_span_duration_secs", ["0"])],
@@ -61,3 +64,13 @@ def test_defaults_leave_compression_off():
     assert (config.enabled, config.min_compression_count, config.compression_window_secs,
             config.max_span_duration_secs) == (False, 3, 60, 60)
     assert config.compress_operations == config.exclude_operations == config.sql_patterns == []
+
+
+def test_without_the_re2_package_sql_patterns_are_a_config_error_that_says_how_to_get_it():
+    script = ("import sys; sys.modules['re2'] = None\n"
+              "from sampler.compression import SpanCompressionConfig\n"
+              "SpanCompressionConfig(enabled=True)\n"  # no patterns: no need of RE2
+              "try:\n    SpanCompressionConfig.model_validate({'sql_patterns': ['^SELECT']})\n"
+              "except ValueError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    assert "sql_patterns.0" in done.stdout and "pip install google-re2" in done.stdout
