@@ -289,17 +289,18 @@ def test_a_processor_that_changes_nothing_keeps_the_received_bytes():
 
 
 def _delete_by_pattern_seconds(count: int) -> tuple[float, list[tuple[str, object]]]:
-    """Seconds to delete the first half of `count` attributes of one span by pattern (best of two)."""
+    """CPU seconds of this thread to delete the first half of `count` attributes of one span by
+    pattern (best of three): the thread's own time, which other work on a loaded machine does not add to."""
     processor = AttributesProcessor("attributes", AttributesConfig.model_validate(
         {"actions": [{"pattern": "^secret\\.", "action": "delete"}]}))
     best, left = float("inf"), []
-    for _ in range(2):
+    for _ in range(3):
         given = [(f"secret.{i}" if i < count // 2 else f"keep.{i}", i) for i in range(count)]
         payload = payload_of(Signal.TRACES, span_request([{"attrs": given}]))
         payload.view()
-        started = time.perf_counter()
+        started = time.thread_time()
         processor.process(payload)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.thread_time() - started)
         left = span_attrs(payload)[0]
     return best, left
 
