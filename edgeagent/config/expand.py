@@ -9,7 +9,8 @@ included, as otelcol does). The innermost, first reference is expanded first and
 until nothing changes, so a reference may build another's name or yield one; the passes and each
 value's size are bounded. `$$` is a literal `$`: `$${env:X}` is never expanded, and every `$$`
 becomes `$` once all passes are done, in text that came from a variable or a file too (otelcol's
-escapeDollarSigns).
+escapeDollarSigns). A whole-value reference to a scalar is a `Reference`: its text, carrying the
+YAML value, for the decoder to give a key that takes no text (otelcol's ExpandedValue).
 """
 
 from __future__ import annotations
@@ -32,6 +33,29 @@ _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", re.DOTALL)
 
 class ExpansionError(ValueError):
     pass
+
+
+class Reference(str):
+    """A value that was exactly one reference: its text, and in `value` the YAML value it parsed to
+    (`${env:N}` with N=0x10 is the text "0x10" and the value 16)."""
+
+    value: Any
+
+    def __new__(cls, text: str, value: Any = None) -> Reference:
+        reference = super().__new__(cls, text)
+        reference.value = value
+        return reference
+
+
+def plain(node: Any) -> Any:
+    """The tree with every Reference as its text, for printing."""
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, list):
+        return [plain(item) for item in node]
+    if isinstance(node, dict):
+        return {key: plain(item) for key, item in node.items()}
+    return node
 
 
 @dataclass(frozen=True)
@@ -190,10 +214,13 @@ def _file(path: str) -> str:
 
 
 def _finish(value: Any) -> Any:
-    """`$$` to `$` everywhere, then each whole-value reference as its map or list, or else as its text."""
+    """`$$` to `$` everywhere, then each whole-value reference as its map or list, or else as a Reference."""
     if isinstance(value, _Expanded):
         inner = _finish(value.value)
-        return inner if isinstance(inner, (dict, list)) else value.original.replace("$$", "$")
+        if isinstance(inner, (dict, list)):
+            return inner
+        text = value.original.replace("$$", "$")
+        return text if isinstance(inner, str) else Reference(text, inner)
     if isinstance(value, str):
         return value.replace("$$", "$")
     if isinstance(value, list):

@@ -22,7 +22,7 @@ from edgeagent.config.document import (
     resolve,
     set_flag,
 )
-from edgeagent.config.expand import expand_tree
+from edgeagent.config.expand import expand_tree, plain
 from edgeagent.config.service import ServiceConfig
 from edgeagent.config.types import port_problem
 from edgeagent.config.unsupported import unsupported
@@ -88,7 +88,7 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
 def raw_document(uris: list[str], environ: Mapping[str, str], overrides: list[str] | None = None) -> dict:
     """The merged document before validation, with the environment expanded (print-config shows it)."""
     document = resolve([read_uri(uri, environ) for uri in uris] + _set_flags(overrides))
-    return expand_tree(document, (), environ, [])
+    return plain(expand_tree(document, (), environ, []))
 
 
 def _set_flags(overrides: list[str] | None) -> list[Source]:

@@ -248,6 +248,16 @@ def test_print_config_redacts_secrets(tmp_path):
     assert "s3cret" not in result.stdout and "[REDACTED]" in result.stdout, result.stdout
 
 
+def test_print_config_shows_a_reference_to_a_number_as_its_text_not_a_traceback(tmp_path):
+    document = json.loads(json.dumps(BASE))
+    document["exporters"]["otlp_http"]["sending_queue"] = {"num_consumers": "${env:CONSUMERS}"}
+    for mode in ("redacted", "unredacted"):
+        result = run_cli("print-config", "--mode", mode, "--config", _write(tmp_path / "a.yaml", document),
+                         env={"CONSUMERS": "0x10"})
+        assert result.returncode == 0, result.stderr
+        assert yaml.safe_load(result.stdout)["exporters"]["otlp_http"]["sending_queue"] == {"num_consumers": "0x10"}
+
+
 def test_validate_honours_upstream_and_set_as_run_does():
     result = run_cli("validate", "--upstream", "ftp://nowhere")
     assert result.returncode == 2 and "--upstream 'ftp://nowhere': give an http://" in result.stderr, result.stderr

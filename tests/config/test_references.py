@@ -122,3 +122,30 @@ def test_many_closing_braces_before_a_reference_expand_in_linear_time():
     started = time.monotonic()
     assert _expanded(text, {"X": "x"}) == "}" * 1_000_000 + "x"
     assert time.monotonic() - started < 3
+
+
+_TYPED = ("receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:4318\n"
+          "processors:\n  attributes:\n    actions:\n"
+          "      - {key: count, action: insert, value: \"${env:COUNT}\"}\n"
+          "      - {key: flag, action: insert, value: \"${env:FLAG}\"}\n"
+          "exporters:\n  otlp_http:\n    endpoint: http://collector:4318\n    headers: {X-Count: \"${env:COUNT}\"}\n"
+          "    sending_queue: {num_consumers: \"${env:CONSUMERS}\", queue_size: \"${env:SIZE}\"}\n"
+          "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [attributes]\n"
+          "      exporters: [otlp_http]\n")
+
+
+def test_a_whole_value_reference_has_its_yaml_type_where_the_key_takes_any_value_and_its_text_where_it_takes_text():
+    # confmap's useExpandValue: a string field gets the text, any other field the YAML value, so an
+    # attribute inserted from ${env:COUNT} is the int 5, as if `value: 5` were written there.
+    config = load_text(_TYPED, {"COUNT": "5", "FLAG": "true", "CONSUMERS": "2", "SIZE": "100"})
+    values = [action.value for action in config.processors["attributes"].config.actions]
+    assert values == [5, True] and [type(value) for value in values] == [int, bool]
+    assert config.exporters["otlp_http"].config.headers == {"X-Count": "5"}
+    assert type(config.exporters["otlp_http"].config.headers["X-Count"]) is str
+
+
+def test_a_whole_value_reference_to_a_number_in_yaml_notation_fills_a_number_key():
+    # 0x10 and 1_000 are numbers to YAML (and to otelcol), not text that a number key refuses.
+    config = load_text(_TYPED, {"COUNT": "5", "FLAG": "true", "CONSUMERS": "0x10", "SIZE": "1_000"})
+    queue = config.exporters["otlp_http"].config.sending_queue
+    assert (queue.num_consumers, queue.queue_size) == (16, 1000)
