@@ -118,7 +118,7 @@ def cmd_print_config(args: argparse.Namespace) -> int:
     """The merged config, environment expanded, secrets redacted unless --mode unredacted."""
     from edgeagent.config.redact import redact
 
-    if args.validate == "true":
+    if args.validate:
         try:
             load(args.config, _upstream(args), args.set)
         except ConfigError as error:
@@ -489,11 +489,34 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _go_bool(text: str) -> bool:
+    """A Go bool flag's value (strconv.ParseBool), as otelcol's --validate=false."""
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _help(parser: argparse.ArgumentParser, topic: list[str]) -> int:
+    """`help [COMMAND ...]`, as cobra's help command: the help of the command named."""
+    for name in topic:
+        commands = next((action.choices for action in parser._actions
+                         if isinstance(action, argparse._SubParsersAction)), {})
+        if name not in commands:
+            print(f"edgeagent help: unknown command {name!r}; commands: {', '.join(commands) or 'none'}",
+                  file=sys.stderr)
+            return 2
+        parser = commands[name]
+    parser.print_help()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeagent", description="OpenTelemetry edge buffering agent: OTLP in, "
                                      "a durable queue on disk, OTLP out whenever the upstream is reachable. "
                                      "Without a command it runs.")
-    parser.add_argument("--version", action="version", version=f"edgeagent version {__version__}",
+    parser.add_argument("-v", "--version", action="version", version=f"edgeagent version {__version__}",
                         help="print the version and exit")
     _config_flags(parser, top=True)
     parser.add_argument("--state-dir", help="where queues live when no file_storage directory is configured")
@@ -523,11 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
                                               "passwords and TLS keys are shown as [REDACTED] unless --mode "
                                               "unredacted.")
     _config_flags(print_config)
-    print_config.add_argument("--mode", choices=("redacted", "unredacted"), default="redacted",
+    print_config.add_argument("--mode", type=str.lower, choices=("redacted", "unredacted"), default="redacted",
                               help="redacted (default) masks secrets; unredacted shows them")
-    print_config.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format")
-    print_config.add_argument("--validate", choices=("true", "false"), default="true",
-                              help="check the config first and print its errors instead (default: true)")
+    print_config.add_argument("--format", type=str.lower, choices=("yaml", "json"), default="yaml",
+                              help="output format")
+    print_config.add_argument("--validate", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                              help="check the config first and print its errors instead (default: true; "
+                                   "--validate=false turns it off)")
     print_config.set_defaults(handler=cmd_print_config)
     components = sub.add_parser("components", help="list every component type by kind",
                                 description="List the receivers, processors, exporters, connectors and "
@@ -535,6 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     components.set_defaults(handler=cmd_components)
     version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(handler=cmd_version)
+    help_ = sub.add_parser("help", help="help about any command", description="Print the help of a command "
+                           "(help queue dead-letter), or of edgeagent.")
+    help_.add_argument("topic", nargs="*", metavar="COMMAND")
+    help_.set_defaults(handler=lambda args: _help(parser, args.topic))
 
     def target(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
         _config_flags(command, upstream=False)

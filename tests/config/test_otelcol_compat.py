@@ -285,6 +285,32 @@ def test_version_flag_and_help_for_every_command():
         assert shown.returncode == 0 and len(shown.stdout.splitlines()) > 2, command
 
 
+def test_short_version_flag_and_help_command_as_otelcols_cobra_has_them():
+    short = run_cli("-v")
+    assert short.returncode == 0 and short.stdout == run_cli("--version").stdout, short.stderr
+    shown = run_cli("help")
+    assert shown.returncode == 0 and "validate" in shown.stdout, shown.stderr
+    for command in ("validate", "print-config", "queue"):
+        assert run_cli("help", command).stdout == run_cli(command, "--help").stdout, command
+    unknown = run_cli("help", "nosuch")
+    assert unknown.returncode == 2 and "nosuch" in unknown.stderr, unknown.stderr
+
+
+def test_print_config_flags_read_as_otelcols_go_flags(tmp_path):
+    # --validate is a Go bool flag: bare it is true, =false/=0/=F turn it off; --mode and --format ignore case.
+    document = json.loads(json.dumps(BASE))
+    document["exporters"]["otlp_http"]["timeout"] = "soon"
+    config = _write(tmp_path / "a.yaml", document)
+    assert run_cli("print-config", "--validate", "--config", config).returncode == 2
+    for off in ("false", "0", "F", "FALSE"):
+        result = run_cli("print-config", f"--validate={off}", "--mode", "UNREDACTED", "--format", "JSON",
+                         "--config", config)
+        assert result.returncode == 0, (off, result.stderr)
+        assert json.loads(result.stdout)["exporters"]["otlp_http"]["timeout"] == "soon"
+    refused = run_cli("print-config", "--validate=maybe", "--config", config)
+    assert refused.returncode == 2 and "--validate" in refused.stderr, refused.stderr
+
+
 # ---- headers as otelcol's list of {name, value} (configopaque.MapList) ----------------------------------
 @pytest.mark.parametrize("exporter, endpoint", [("otlp_http", "http://collector:4318"),
                                                 ("otlp_grpc", "collector:4317")])
