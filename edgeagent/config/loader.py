@@ -6,8 +6,9 @@ reported at once; validation is pure (no disk, network or ports).
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,7 +119,8 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str) ->
 
     for key in document:
         if key not in _TOP_LEVEL:
-            errors.append((str(key), f"unknown top-level key; expected one of {', '.join(sorted(_TOP_LEVEL))}"))
+            errors.append((str(key), f"unknown top-level key{_nearest(key, _TOP_LEVEL)}; expected one of "
+                                     f"{', '.join(sorted(_TOP_LEVEL))}"))
 
     warnings: list[str] = []
     sections = _validate_components(document, errors, warnings, failed_paths, registry)
@@ -169,7 +171,8 @@ def _validate_components(document: dict, errors: list[tuple[str, str]], warnings
             factory = factories.get(component_id.type)
             if factory is None:
                 errors.append(
-                    (path, f"unknown {kind[:-1]} type {component_id.type!r}; supported: {', '.join(sorted(factories))}")
+                    (path, f"unknown {kind[:-1]} type {component_id.type!r}{_nearest(component_id.type, factories)}; "
+                           f"supported: {', '.join(sorted(factories))}")
                 )
                 continue
             if settings is None:
@@ -462,7 +465,8 @@ def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel],
             message = reason
         elif kind == "extra_forbidden":
             known = _fields_at(model, loc[:-1])
-            message = f"unknown key {loc[-1]!r}" + (f"; supported keys here: {', '.join(known)}" if known else "")
+            message = (f"unknown key {loc[-1]!r}{_nearest(loc[-1], known)}"
+                       + (f"; supported keys here: {', '.join(known)}" if known else ""))
         elif kind == "missing":
             message = "required key is missing"
         elif sentence := type_error_sentence(error):
@@ -473,6 +477,12 @@ def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel],
             message = message[len("Assertion failed, "):]
         out.append((path, message))
     return out
+
+
+def _nearest(word: object, choices: Iterable[str]) -> str:
+    """" (did you mean 'timeout'?)" for the valid name closest to a misspelt one, or ""."""
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _fields_at(model: Any, loc: list[str]) -> list[str]:
