@@ -472,8 +472,8 @@ def _config_flags(command: argparse.ArgumentParser, upstream: bool = True, top: 
     default: list[str] | str = [] if top else argparse.SUPPRESS
     command.add_argument("--config", action="append", default=default, metavar="URI",
                          help="config source, repeatable; merged in order (maps merged key by key, lists and "
-                              "other values replaced): a path, file:PATH, env:VAR (YAML in the variable) or "
-                              "yaml:INLINE. Default: the embedded default config")
+                              "other values replaced): a path, file:PATH, env:VAR (YAML in the variable), "
+                              "yaml:INLINE or an http(s):// URL. Default: the embedded default config")
     command.add_argument("--set", action="append", default=default, metavar="KEY=VALUE",
                          help="override one value after every --config, as otelcol: "
                               "--set exporters::otlp_http::timeout=10s (a '.' in KEY also separates levels)")
@@ -536,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config and print every error",
                               description="Check the config run would start with (same --config, --set and "
                                           "--upstream) and print every error with its YAML path. Exit code 0 "
-                                          "when valid, 2 when not. Touches no disk and no network.")
+                                          "when valid, 2 when not. Opens no port and no queue: it reads only "
+                                          "the sources the config names.")
     _config_flags(validate)
     validate.set_defaults(handler=cmd_validate)
     print_config = sub.add_parser("print-config", aliases=["print-initial-config"],

@@ -6,11 +6,11 @@ nine aliases are a billion nodes to walk) and lets a duplicate key silently win.
 document size, the nesting depth, the alias count and the expanded node count are capped,
 and a duplicate key is an error at its YAML path, as otelcol refuses it.
 
-Sources follow otelcol's confmap: `--config` takes `file:PATH` (or a bare path), `env:VAR`
-(the variable's value is YAML) or `yaml:INLINE`; documents are merged in order, maps deep
-merged and every other value (lists included) replaced; a key written `a::b` is the nested
-key b under a; `--set a::b=value` (or `a.b=value`) is the inline document `a::b: value`,
-merged after every `--config`.
+Sources follow otelcol's confmap: `--config` takes `file:PATH` (or a bare path), `env:VAR` (the
+variable's value is YAML), `yaml:INLINE` or an `http://` or `https://` URL (remote.py);
+documents are merged in order, maps deep merged and every other value (lists included) replaced;
+a key written `a::b` is the nested key b under a; `--set a::b=value` (or `a.b=value`) is the
+inline document `a::b: value`, merged after every `--config`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from edgeagent.config import remote
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64
@@ -203,7 +205,8 @@ class Source:
 
 
 def read_uri(uri: str, environ: Mapping[str, str]) -> Source:
-    """`file:PATH`, a bare path, `env:VAR[:-default]` or `yaml:INLINE`, parsed (otelcol's providers)."""
+    """`file:PATH`, a bare path, `env:VAR[:-default]`, `yaml:INLINE` or an http(s) URL, parsed (otelcol's
+    providers)."""
     match = _SCHEME.match(uri)
     scheme = match.group(1) if match and len(match.group(1)) > 1 else ""  # c:\ is a path, not a scheme
     if scheme == "yaml":
@@ -219,8 +222,14 @@ def read_uri(uri: str, environ: Mapping[str, str]) -> Source:
                                                 f"give a default as env:{name}:-VALUE")])
             value = default
         return Source(uri, parse_yaml(value, uri))
+    if scheme in remote.SCHEMES:
+        try:
+            return Source(uri, parse_yaml(remote.fetch(uri, MAX_DOCUMENT_BYTES), uri))
+        except remote.FetchError as exc:
+            raise ConfigError([("--config", f"{uri}: {exc}")]) from None
     if scheme and scheme != "file":
-        raise ConfigError([("--config", f"{uri!r}: unsupported scheme {scheme!r}; use file:, env: or yaml:")])
+        raise ConfigError([("--config", f"{uri!r}: unsupported scheme {scheme!r}; use file:, env:, yaml:, http: "
+                                        f"or https:")])
     path = uri[len("file:"):] if scheme == "file" else uri
     try:
         with open(path, encoding="utf-8") as handle:

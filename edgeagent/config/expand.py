@@ -1,16 +1,17 @@
-"""otelcol's `${...}` references in config values (confmap's expand.go), with its env, file and yaml providers.
+"""otelcol's `${...}` references in config values (confmap's expand.go), with its providers.
 
 `${env:NAME}` (or `${NAME}`), `${env:NAME:-default}` (the default only when NAME is unset;
-`${NAME:-default}` is accepted too, though otelcol refuses it), `${file:PATH}` and
-`${yaml:INLINE}`; any other scheme is an error naming it. What a provider returns is read as
-YAML: a value that is exactly one reference takes that YAML's type (a list, a map, a number),
-while a reference inside longer text is replaced by the text verbatim (a file's trailing newline
-included, as otelcol does). The innermost, first reference is expanded first and passes repeat
-until nothing changes, so a reference may build another's name or yield one; the passes and each
-value's size are bounded. `$$` is a literal `$`: `$${env:X}` is never expanded, and every `$$`
-becomes `$` once all passes are done, in text that came from a variable or a file too (otelcol's
-escapeDollarSigns). A whole-value reference to a scalar is a `Reference`: its text, carrying the
-YAML value, for the decoder to give a key that takes no text (otelcol's ExpandedValue).
+`${NAME:-default}` is accepted too, though otelcol refuses it), `${file:PATH}`, `${yaml:INLINE}`
+and `${http://...}` or `${https://...}` (the body of a GET: remote.py); any other scheme is an
+error naming it. What a provider returns is read as YAML: a value that is exactly one reference
+takes that YAML's type (a list, a map, a number), while a reference inside longer text is
+replaced by the text verbatim (a file's trailing newline included, as otelcol does). The
+innermost, first reference is expanded first and passes repeat until nothing changes, so a
+reference may build another's name or yield one; the passes and each value's size are bounded.
+`$$` is a literal `$`: `$${env:X}` is never expanded, and every `$$` becomes `$` once all passes
+are done, in text that came from a variable or a file too (otelcol's escapeDollarSigns). A
+whole-value reference to a scalar is a `Reference`: its text, carrying the YAML value, for the
+decoder to give a key that takes no text (otelcol's ExpandedValue).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgeagent.config import remote
 from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yaml
 
-SCHEMES = ("env", "file", "yaml")
+SCHEMES = ("env", "file", "http", "https", "yaml")
 MAX_PASSES = 1000  # otelcol's bound; a reference that yields itself stops here
 MAX_REFERENCES = 5000  # per config; a real one has tens
 MAX_TEXT_READ = 4 * MAX_DOCUMENT_BYTES
@@ -156,6 +158,11 @@ class _Expander:
             text = _file(opaque)
         elif scheme == "yaml":
             text = opaque
+        elif scheme in remote.SCHEMES:
+            try:
+                text = remote.fetch(uri, MAX_DOCUMENT_BYTES)
+            except remote.FetchError as exc:
+                raise ExpansionError(f"${{{uri}}}: {exc}") from None
         else:
             raise ExpansionError(f"${{{uri}}}: the {scheme!r} scheme is not supported; supported: "
                                  f"{', '.join(f'${{{name}:...}}' for name in SCHEMES)}")

@@ -177,8 +177,8 @@ class Service:
 
         if self.reloader is None:
             return {"result": "refused", "errors": ["this agent was not started with a config it can load again"]}
-        try:
-            config = self.reloader()
+        try:  # in a thread: an http(s) config source may take its time to answer, and the receivers go on
+            config = await asyncio.to_thread(self.reloader)
         except ConfigError as error:
             for path, message in error.errors:
                 log.error("config reload: %s", message, extra={"path": path})

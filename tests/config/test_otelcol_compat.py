@@ -274,7 +274,7 @@ def test_components_lists_every_type_per_kind():
     assert exporters["otlp_http"]["deprecated_alias"] == "otlphttp"
     assert {entry["name"] for entry in listed["processors"]} >= {"resource", "batch", "memory_limiter"}
     # exactly the schemes --config and ${scheme:...} references accept
-    assert [entry["scheme"] for entry in listed["providers"]] == ["env", "file", "yaml"]
+    assert [entry["scheme"] for entry in listed["providers"]] == ["env", "file", "http", "https", "yaml"]
 
 
 def test_version_flag_and_help_for_every_command():

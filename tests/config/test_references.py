@@ -57,13 +57,14 @@ def test_yaml_reference_is_inline_yaml():
 
 
 def test_unsupported_scheme_is_an_error_naming_the_path_the_scheme_and_the_supported_ones():
-    document = {"exporters": {"otlp_http": {"headers": {"Authorization": "Bearer ${http://vault/token}"}}}}
+    document = {"exporters": {"otlp_http": {"headers": {"Authorization": "Bearer ${vault://secret/token}"}}}}
     errors: list = []
     expand_tree(document, (), {}, errors)
     assert len(errors) == 1
     path, message = errors[0]
     assert "::".join(path) == "exporters::otlp_http::headers::Authorization"
-    assert "'http'" in message and "${env:...}" in message and "${file:...}" in message and "${yaml:...}" in message
+    assert "'vault'" in message and all(f"${{{scheme}:...}}" in message
+                                       for scheme in ("env", "file", "http", "https", "yaml"))
 
 
 def test_unsupported_scheme_in_a_config_is_refused_not_sent_literally():
