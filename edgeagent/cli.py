@@ -67,17 +67,25 @@ def _environ(upstream: str | None) -> tuple[dict[str, str], str | None]:
     return environ, warning
 
 
+MERGE_APPEND = "confmap.enableMergeAppendOption"
+FEATURE_GATES = {MERGE_APPEND: "append the lists service::extensions and service::**::receivers and "
+                               "::exporters when --config sources merge (otelcol's alpha gate)"}
+
+
 def load(
-    config: list[str] | str | None, upstream: str | None = None, overrides: list[str] | None = None
+    config: list[str] | str | None, upstream: str | None = None, overrides: list[str] | None = None,
+    gates: frozenset[str] = frozenset(),
 ) -> AgentConfig:
     """The config every verb runs with: the --config sources merged (or the embedded default), then --set."""
     uris = [config] if isinstance(config, str) else list(config or [])
     environ, warning = _environ(upstream)
+    append = MERGE_APPEND in gates
     try:
         if uris:
-            loaded = load_uris(uris, environ, overrides)
+            loaded = load_uris(uris, environ, overrides, append)
         else:
-            loaded = load_text(default_config_text(), environ, source=EMBEDDED, overrides=overrides)
+            loaded = load_text(default_config_text(), environ, source=EMBEDDED, overrides=overrides,
+                               merge_append=append)
         if warning:
             loaded.warnings.append(warning)
         return loaded
@@ -99,7 +107,7 @@ def _described(args: argparse.Namespace) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config, _upstream(args), args.set)
+        config = load(args.config, _upstream(args), args.set, _gates(args))
     except ConfigError as error:
         _print_errors(error)
         print(f"{len(error.errors)} error(s) in {_described(args)}", file=sys.stderr)
@@ -108,6 +116,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{_described(args)} is valid: {len(config.pipelines)} pipeline(s)")
     return 0
+
+
+def _gates(args: argparse.Namespace) -> frozenset[str]:
+    """The feature gates --feature-gates turned on, in order: `id` or `+id` on, `-id` off."""
+    enabled: set[str] = set()
+    for gate in (gate for flag in getattr(args, "feature_gates", []) for gate in flag):
+        (enabled.discard if gate.startswith("-") else enabled.add)(gate.lstrip("+-"))
+    return frozenset(enabled)
+
+
+def _feature_gates(text: str) -> list[str]:
+    """One --feature-gates value: gate ids, comma-separated, each known (otelcol refuses an unknown one)."""
+    gates = [gate.strip() for gate in text.split(",") if gate.strip()]
+    unknown = [gate for gate in gates if gate.lstrip("+-") not in FEATURE_GATES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"no such feature gate: {', '.join(unknown)}; edgeagent has "
+            + "; ".join(f"{gate} ({what})" for gate, what in FEATURE_GATES.items()))
+    return gates
 
 
 def _upstream(args: argparse.Namespace) -> str | None:
@@ -120,16 +147,17 @@ def cmd_print_config(args: argparse.Namespace) -> int:
 
     if args.validate:
         try:
-            load(args.config, _upstream(args), args.set)
+            load(args.config, _upstream(args), args.set, _gates(args))
         except ConfigError as error:
             _print_errors(error)
             return EXIT_CONFIG
     environ, _ = _environ(_upstream(args))
     try:
         if args.config:
-            document = raw_document(args.config, environ, args.set)
+            document = raw_document(args.config, environ, args.set, MERGE_APPEND in _gates(args))
         else:
-            document = raw_document(["yaml:" + default_config_text()], environ, args.set)
+            document = raw_document(["yaml:" + default_config_text()], environ, args.set,
+                                    MERGE_APPEND in _gates(args))
     except ConfigError as error:
         _print_errors(error)
         return EXIT_CONFIG
@@ -176,7 +204,7 @@ def _drain_timeout(args: argparse.Namespace) -> float:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         drain_timeout = _drain_timeout(args)
-        config = load(args.config, _upstream(args), args.set)
+        config = load(args.config, _upstream(args), args.set, _gates(args))
     except ConfigError as error:
         _print_errors(error)
         return EXIT_CONFIG
@@ -193,7 +221,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     agent = Service(config, args.state_dir or default_state_dir())
     upstream = _upstream(args)
-    agent.reloader = lambda: load(args.config, upstream, args.set)  # SIGHUP reads the same sources again
+    gates = _gates(args)
+    agent.reloader = lambda: load(args.config, upstream, args.set, gates)  # SIGHUP reads the same sources again
     try:
         return asyncio.run(_run(agent, drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
@@ -301,7 +330,7 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
     except RuntimeError as exc:  # the agent answered with an error
         raise SystemExit(f"edgeagent: {name} failed: {exc}") from None
     try:  # the config only tells where the queues are when no agent answers: a running agent knows
-        config = load(args.config, overrides=args.set)
+        config = load(args.config, overrides=args.set, gates=_gates(args))
     except ConfigError as error:
         _print_errors(error)
         raise SystemExit(EXIT_CONFIG) from None
@@ -477,6 +506,9 @@ def _config_flags(command: argparse.ArgumentParser, upstream: bool = True, top: 
     command.add_argument("--set", action="append", default=default, metavar="KEY=VALUE",
                          help="override one value after every --config, as otelcol: "
                               "--set exporters::otlp_http::timeout=10s (a '.' in KEY also separates levels)")
+    command.add_argument("--feature-gates", action="append", type=_feature_gates, default=default, metavar="IDS",
+                         help=f"comma-separated feature gates to turn on (id or +id) or off (-id), as otelcol; "
+                              f"edgeagent has one: {MERGE_APPEND}")
     if upstream:
         command.add_argument("--upstream", default=None if top else argparse.SUPPRESS, metavar="URL",
                              help="sets EDGEAGENT_UPSTREAM, the OTLP/HTTP upstream the embedded default sends to")

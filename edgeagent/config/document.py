@@ -270,17 +270,30 @@ def unflatten(node: Any) -> Any:
     return out
 
 
-def merge(base: Any, override: Any) -> Any:
-    """otelcol's merge: maps are merged key by key, anything else (a list too) is replaced."""
+def merge(base: Any, override: Any, append: bool = False, path: tuple[str, ...] = ()) -> Any:
+    """otelcol's merge: maps are merged key by key, anything else (a list too) is replaced. With
+    `append` (the gate confmap.enableMergeAppendOption), the lists service::extensions and
+    service::**::receivers and ::exporters are appended, each item kept once (its mergeAppend)."""
     if isinstance(base, dict) and isinstance(override, dict):
         merged = dict(base)
         for key, value in override.items():
-            merged[key] = merge(base[key], value) if key in base else value
+            merged[key] = merge(base[key], value, append, path + (str(key),)) if key in base else value
         return merged
+    if append and isinstance(base, list) and isinstance(override, list) and _appended(path):
+        combined = list(base)
+        for item in override:
+            if item not in combined:
+                combined.append(item)
+        return combined
     return override
 
 
-def resolve(sources: list[Source]) -> Any:
+def _appended(path: tuple[str, ...]) -> bool:
+    return path == ("service", "extensions") or (
+        len(path) >= 3 and path[0] == "service" and path[-1] in ("receivers", "exporters"))
+
+
+def resolve(sources: list[Source], merge_append: bool = False) -> Any:
     """The documents merged in order; a source that is not a mapping is an error naming it."""
     document: Any = {}
     errors = []
@@ -290,7 +303,7 @@ def resolve(sources: list[Source]) -> Any:
         if not isinstance(source.document, dict):
             errors.append((source.label, "the config must be a YAML mapping with receivers, exporters and service"))
             continue
-        document = merge(document, unflatten(source.document))
+        document = merge(document, unflatten(source.document), merge_append)
     if errors:
         raise ConfigError(errors)
     return document

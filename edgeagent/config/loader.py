@@ -71,24 +71,27 @@ def load_file(path: str, environ: Mapping[str, str] | None = None, overrides: li
 
 
 def load_uris(uris: list[str], environ: Mapping[str, str] | None = None,
-              overrides: list[str] | None = None) -> AgentConfig:
-    """Several `--config` sources (file:, env:, yaml: or a path) merged in order, then `--set`, then validated."""
+              overrides: list[str] | None = None, merge_append: bool = False) -> AgentConfig:
+    """Several `--config` sources (file:, env:, yaml:, http(s): or a path) merged in order, then `--set`,
+    then validated; `merge_append` is otelcol's gate confmap.enableMergeAppendOption."""
     environ = os.environ if environ is None else environ
     sources = [read_uri(uri, environ) for uri in uris]
-    return validate_document(resolve(sources + _set_flags(overrides)), environ, ", ".join(s.label for s in sources))
+    document = resolve(sources + _set_flags(overrides), merge_append)
+    return validate_document(document, environ, ", ".join(s.label for s in sources))
 
 
 def load_text(text: str, environ: Mapping[str, str] | None = None, source: str = "<config>",
-              overrides: list[str] | None = None) -> AgentConfig:
+              overrides: list[str] | None = None, merge_append: bool = False) -> AgentConfig:
     """Parse, expand and validate a config; raises ConfigError with every problem found."""
     environ = os.environ if environ is None else environ
-    document = resolve([Source(source, parse_yaml(text, source)), *_set_flags(overrides)])
+    document = resolve([Source(source, parse_yaml(text, source)), *_set_flags(overrides)], merge_append)
     return validate_document(document, environ, source)
 
 
-def raw_document(uris: list[str], environ: Mapping[str, str], overrides: list[str] | None = None) -> dict:
+def raw_document(uris: list[str], environ: Mapping[str, str], overrides: list[str] | None = None,
+                 merge_append: bool = False) -> dict:
     """The merged document before validation, with the environment expanded (print-config shows it)."""
-    document = resolve([read_uri(uri, environ) for uri in uris] + _set_flags(overrides))
+    document = resolve([read_uri(uri, environ) for uri in uris] + _set_flags(overrides), merge_append)
     return plain(expand_tree(document, (), environ, []))
 
 

@@ -226,6 +226,40 @@ def test_several_configs_merge_maps_and_replace_lists(tmp_path):
     assert merged["service"]["pipelines"]["traces"] == {"receivers": ["otlp"], "exporters": ["debug"]}
 
 
+def test_merge_append_gate_combines_service_extensions_receivers_and_exporters_lists(tmp_path):
+    # otelcol's alpha gate confmap.enableMergeAppendOption: those lists are appended (each item
+    # once); every other list is still replaced.
+    first = json.loads(json.dumps(BASE))
+    first["extensions"] = {"health_check": {}}
+    first["service"]["extensions"] = ["health_check"]
+    first["service"]["pipelines"]["traces"]["processors"] = ["batch"]
+    first["processors"] = {"batch": {}, "memory_limiter": {"limit_mib": 100, "check_interval": "1s"}}
+    second = {"extensions": {"health_check/2": {"endpoint": "127.0.0.1:13134"}},
+              "exporters": {"debug": {}},
+              "service": {"extensions": ["health_check/2", "health_check"],
+                          "pipelines": {"traces": {"processors": ["memory_limiter"],
+                                                   "exporters": ["debug", "otlp_http"]}}}}
+    configs = ["--config", _write(tmp_path / "a.yaml", first), "--config", _write(tmp_path / "b.yaml", second)]
+    for flags in (["--feature-gates", "confmap.enableMergeAppendOption"],
+                  ["--feature-gates=+confmap.enableMergeAppendOption"]):
+        result = run_cli("print-config", "--format", "json", *configs, *flags)
+        assert result.returncode == 0, result.stderr
+        service = json.loads(result.stdout)["service"]
+        assert service["extensions"] == ["health_check", "health_check/2"]
+        assert service["pipelines"]["traces"] == {"receivers": ["otlp"], "processors": ["memory_limiter"],
+                                                  "exporters": ["otlp_http", "debug"]}
+        assert run_cli("validate", *configs, *flags).returncode == 0
+    off = run_cli("print-config", "--format", "json", *configs, "--feature-gates=-confmap.enableMergeAppendOption")
+    assert json.loads(off.stdout)["service"]["extensions"] == ["health_check/2", "health_check"], off.stderr
+
+
+def test_an_unknown_feature_gate_is_refused_naming_it_and_the_known_ones():
+    result = run_cli("validate", "--feature-gates", "confmap.enableMergeAppendOption,exporter.nosuch")
+    assert result.returncode == 2, result.stderr
+    assert "exporter.nosuch" in result.stderr and "confmap.enableMergeAppendOption" in result.stderr
+    assert "Traceback" not in result.stderr and "unrecognized arguments" not in result.stderr
+
+
 def test_env_and_yaml_config_uris_and_set_with_dots(tmp_path):
     first = _write(tmp_path / "a.yaml", BASE)
     env = {"EDGEAGENT_TEST_CONFIG": "exporters: {otlp_http: {timeout: 7s}}"}
