@@ -39,7 +39,7 @@ def split_comma_lists(model: type[BaseModel], data: Any) -> Any:
 def _decoded(annotation: Any, value: Any) -> Any:
     """`value` with each Reference as its text where `annotation` takes text, else as its YAML value."""
     if isinstance(value, Reference):
-        return str(value) if _takes_text(annotation) else value.value
+        return value.value if not _takes_text(annotation) and value.value is not None else str(value)
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _decoded(typing.get_args(annotation)[0], value)
@@ -57,9 +57,9 @@ def _decoded(annotation: Any, value: Any) -> Any:
 
 
 def _values(value: Any) -> Any:
-    """Every Reference in a value of any type as its YAML value."""
+    """Every Reference in a value of any type as its YAML value (null stays the text, "" or "~")."""
     if isinstance(value, Reference):
-        return value.value
+        return str(value) if value.value is None else value.value
     if isinstance(value, list):
         return [_values(item) for item in value]
     if isinstance(value, dict):

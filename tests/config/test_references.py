@@ -150,3 +150,13 @@ def test_a_whole_value_reference_to_a_number_in_yaml_notation_fills_a_number_key
     config = load_text(_TYPED, {"COUNT": "5", "FLAG": "true", "CONSUMERS": "0x10", "SIZE": "1_000"})
     queue = config.exporters["otlp_http"].config.sending_queue
     assert (queue.num_consumers, queue.queue_size) == (16, 1000)
+
+
+def test_a_reference_to_an_empty_variable_reads_as_before_where_the_key_takes_no_text():
+    # YAML reads "" as null; a duration key given the empty text is 0, as otelcol's zero value, not "no value".
+    config = load_text(_TYPED.replace("{num_consumers: \"${env:CONSUMERS}\",",
+                                      "{num_consumers: 2, enabled: \"${env:ON}\",")
+                       .replace("    headers:", "    retry_on_failure: {max_elapsed_time: \"${env:EMPTY}\"}\n"
+                                                  "    headers:"),
+                       {"COUNT": "5", "FLAG": "true", "SIZE": "100", "EMPTY": "", "ON": "true"})
+    assert config.exporters["otlp_http"].config.retry_on_failure.max_elapsed_time == 0
