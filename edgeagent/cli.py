@@ -1,7 +1,7 @@
-"""Command line, as otelcol's: run | validate | components | print-config | version, plus the queue verbs.
+"""Command line, as otelcol's: run | validate | components | print-config | version | help, plus the queue verbs.
 
 The only place that exits the process. Every verb that reads a config takes the same
-`--config` (repeatable; file:, env:, yaml: URIs or paths, merged in order), `--set` and
+`--config` (repeatable; file:, env:, yaml:, http(s): URIs or paths, merged in order), `--set` and
 `--upstream`, so `validate` checks exactly what `run` would start.
 """
 
