@@ -266,7 +266,8 @@ def unflatten(node: Any) -> Any:
         parts = key.split("::") if isinstance(key, str) and "::" in key else [key]
         for part in reversed(parts[1:]):
             value = {part: value}
-        out = merge(out, {parts[0]: value})
+        head = parts[0]  # merged into its own key: merging into `out` copied the whole map once per key
+        out[head] = merge(out[head], value) if head in out else value
     return out
 
 

@@ -160,3 +160,14 @@ def test_a_reference_to_an_empty_variable_reads_as_before_where_the_key_takes_no
                                                   "    headers:"),
                        {"COUNT": "5", "FLAG": "true", "SIZE": "100", "EMPTY": "", "ON": "true"})
     assert config.exporters["otlp_http"].config.retry_on_failure.max_elapsed_time == 0
+
+
+def test_a_key_written_a_b_in_a_referenced_map_is_nested_as_in_the_config_itself(tmp_path):
+    # confmap flattens and unflattens the expanded config: `::` in a key from ${file:...} nests too.
+    part = tmp_path / "exporter.yaml"
+    part.write_text("otlp_http::endpoint: http://collector:4318\notlp_http::headers::X-Tenant: acme\n")
+    text = _headers_config("x").replace(
+        "  otlp_http:\n    endpoint: http://collector:4318\n    headers:\n      Authorization: x\n",
+        f"  ${{file:{part}}}\n").replace("exporters:\n  ", "exporters: ")
+    exporter = load_text(text, environ={}).exporters["otlp_http"].config
+    assert (exporter.endpoint, exporter.headers) == ("http://collector:4318", {"X-Tenant": "acme"})
