@@ -147,8 +147,9 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str) ->
     _check_connectors(sections, pipelines, errors, warnings)
     for index, ext_id in enumerate(service.extensions):
         if ext_id not in sections["extensions"] and ext_id not in _declared(document, "extensions"):
-            errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions; "
-                           f"define it or remove it from service::extensions"))
+            errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions"
+                           f"{_nearest(ext_id, _declared(document, 'extensions'))}; define it or remove it from "
+                           f"service::extensions"))
     _check_storage_references(document, sections, service, errors)
     _check_waits_behind_stages(sections, pipelines, errors)
     _check_authenticator_references(document, sections, service, errors)
@@ -329,8 +330,9 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
                 place = (
                     "connectors" if ComponentId.parse(component_id).type in registry.FACTORIES["connectors"] else kind
                 )
-                errors.append((f"{path}::{kind}", f"{component_id!r} is not defined under {place}; "
-                               f"define it there or remove it from this pipeline"))
+                defined = [known for where in places for known in sections[where]]
+                errors.append((f"{path}::{kind}", f"{component_id!r} is not defined under {place}"
+                               f"{_nearest(component_id, defined)}; define it there or remove it from this pipeline"))
                 continue
             for component_id in ids:
                 found = next((place for place in places if component_id in sections[place]), None)
@@ -483,9 +485,9 @@ def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel],
     return out
 
 
-def _nearest(word: object, choices: Iterable[str]) -> str:
+def _nearest(word: object, choices: Iterable[object]) -> str:
     """" (did you mean 'timeout'?)" for the valid name closest to a misspelt one, or ""."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(str(word), [str(choice) for choice in choices], n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
