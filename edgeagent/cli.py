@@ -521,6 +521,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _joined_values(argv: list[str]) -> list[str]:
+    """`--feature-gates -id` as `--feature-gates=-id`: otelcol's flags take the next word as the value,
+    and a gate turned off starts with '-', which argparse would read as an option."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] == "--feature-gates" and arg.startswith("-"):
+            joined[-1] = f"--feature-gates={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
 def _go_bool(text: str) -> bool:
     """A Go bool flag's value (strconv.ParseBool), as otelcol's --validate=false."""
     if text in ("1", "t", "T", "true", "TRUE", "True"):
@@ -642,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     lean.start_up_gc()  # until `run` is up (`python -m edgeagent` began it before the first import)
     hangup.hold()  # (the `edgeagent` command did before its first import; again for a caller of main)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_joined_values(sys.argv[1:] if argv is None else argv))
         if args.handler is not cmd_run:
             hangup.release()
             lean.steady_gc()

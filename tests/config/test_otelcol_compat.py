@@ -226,6 +226,9 @@ def test_several_configs_merge_maps_and_replace_lists(tmp_path):
     assert merged["service"]["pipelines"]["traces"] == {"receivers": ["otlp"], "exporters": ["debug"]}
 
 
+MERGE_APPEND = "confmap.enableMergeAppendOption"
+
+
 def test_merge_append_gate_combines_service_extensions_receivers_and_exporters_lists(tmp_path):
     # otelcol's alpha gate confmap.enableMergeAppendOption: those lists are appended (each item
     # once); every other list is still replaced.
@@ -249,8 +252,10 @@ def test_merge_append_gate_combines_service_extensions_receivers_and_exporters_l
         assert service["pipelines"]["traces"] == {"receivers": ["otlp"], "processors": ["memory_limiter"],
                                                   "exporters": ["otlp_http", "debug"]}
         assert run_cli("validate", *configs, *flags).returncode == 0
-    off = run_cli("print-config", "--format", "json", *configs, "--feature-gates=-confmap.enableMergeAppendOption")
-    assert json.loads(off.stdout)["service"]["extensions"] == ["health_check/2", "health_check"], off.stderr
+    for off in (["--feature-gates=-confmap.enableMergeAppendOption"],
+                ["--feature-gates", "-confmap.enableMergeAppendOption"]):  # the next word, '-' or not, as pflag
+        result = run_cli("print-config", "--format", "json", *configs, "--feature-gates", MERGE_APPEND, *off)
+        assert json.loads(result.stdout)["service"]["extensions"] == ["health_check/2", "health_check"], result.stderr
 
 
 def test_an_unknown_feature_gate_is_refused_naming_it_and_the_known_ones():
