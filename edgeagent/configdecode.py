@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from edgeagent.config.expand import Reference
+from edgeagent.config.expand import Reference, ReferenceList, ReferenceMap
 
 
 def split_comma_lists(model: type[BaseModel], data: Any) -> Any:
@@ -40,6 +40,8 @@ def _decoded(annotation: Any, value: Any) -> Any:
     """`value` with each Reference as its text where `annotation` takes text, else as its YAML value."""
     if isinstance(value, Reference):
         return value.value if not _takes_text(annotation) and value.value is not None else str(value)
+    if isinstance(value, (ReferenceMap, ReferenceList)) and _takes_only_text(annotation):
+        return value.text
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _decoded(typing.get_args(annotation)[0], value)
@@ -77,6 +79,17 @@ def _takes_text(annotation: Any) -> bool:
     if origin is typing.Literal:
         return any(isinstance(arg, str) for arg in typing.get_args(annotation))
     return annotation is str
+
+
+def _takes_only_text(annotation: Any) -> bool:
+    """A text key that takes no map or list (a password `{s3cret}` is its text there)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _takes_only_text(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return bool(members) and all(_takes_only_text(member) for member in members)
+    return _takes_text(annotation)
 
 
 @functools.cache

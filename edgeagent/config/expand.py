@@ -10,8 +10,10 @@ innermost, first reference is expanded first and passes repeat until nothing cha
 reference may build another's name or yield one; the passes and each value's size are bounded.
 `$$` is a literal `$`: `$${env:X}` is never expanded, and every `$$` becomes `$` once all passes
 are done, in text that came from a variable or a file too (otelcol's escapeDollarSigns). A
-whole-value reference to a scalar is a `Reference`: its text, carrying the YAML value, for the
-decoder to give a key that takes no text (otelcol's ExpandedValue).
+whole-value reference keeps its text beside its YAML value, for the decoder to give a key that
+takes text the text and any other key the value (otelcol's ExpandedValue): a scalar is a
+`Reference` (the text, carrying the value), a map or list a `ReferenceMap` or `ReferenceList`
+(the value, carrying the text), its `a::b` keys nested as the config's are.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeagent.config import remote
-from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yaml
+from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yaml, unflatten
 
 SCHEMES = ("env", "file", "http", "https", "yaml")
 MAX_PASSES = 1000  # otelcol's bound; a reference that yields itself stops here
@@ -49,8 +51,20 @@ class Reference(str):
         return reference
 
 
+class ReferenceMap(dict):
+    """A map that was exactly one reference, with that reference's text in `text`."""
+
+    text = ""
+
+
+class ReferenceList(list):
+    """A list that was exactly one reference, with that reference's text in `text`."""
+
+    text = ""
+
+
 def plain(node: Any) -> Any:
-    """The tree with every Reference as its text, for printing."""
+    """The tree with every Reference as its text and plain maps and lists, for printing."""
     if isinstance(node, str):
         return str(node)
     if isinstance(node, list):
@@ -224,9 +238,11 @@ def _finish(value: Any) -> Any:
     """`$$` to `$` everywhere, then each whole-value reference as its map or list, or else as a Reference."""
     if isinstance(value, _Expanded):
         inner = _finish(value.value)
-        if isinstance(inner, (dict, list)):
-            return inner
         text = value.original.replace("$$", "$")
+        if isinstance(inner, (dict, list)):
+            container = (ReferenceMap if isinstance(inner, dict) else ReferenceList)(unflatten(inner))
+            container.text = text
+            return container
         return text if isinstance(inner, str) else Reference(text, inner)
     if isinstance(value, str):
         return value.replace("$$", "$")

@@ -22,7 +22,6 @@ from edgeagent.config.document import (
     read_uri,
     resolve,
     set_flag,
-    unflatten,
 )
 from edgeagent.config.expand import expand_tree, plain
 from edgeagent.config.service import ServiceConfig
@@ -93,7 +92,7 @@ def raw_document(uris: list[str], environ: Mapping[str, str], overrides: list[st
                  merge_append: bool = False) -> dict:
     """The merged document before validation, with the environment expanded (print-config shows it)."""
     document = resolve([read_uri(uri, environ) for uri in uris] + _set_flags(overrides), merge_append)
-    return plain(unflatten(expand_tree(document, (), environ, [])))
+    return plain(expand_tree(document, (), environ, []))
 
 
 def _set_flags(overrides: list[str] | None) -> list[Source]:
@@ -117,7 +116,7 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str) ->
     if not isinstance(document, dict):
         raise ConfigError([("", "the config must be a YAML mapping with receivers, exporters and service")])
     expansion_errors: list[tuple[tuple[str, ...], str]] = []
-    document = unflatten(expand_tree(document, (), environ, expansion_errors))  # a::b keys a reference yielded
+    document = expand_tree(document, (), environ, expansion_errors)
     errors: list[tuple[str, str]] = [("::".join(path), message) for path, message in expansion_errors]
     failed_paths = {"::".join(path) for path, _ in expansion_errors}
 

@@ -171,3 +171,11 @@ def test_a_key_written_a_b_in_a_referenced_map_is_nested_as_in_the_config_itself
         f"  ${{file:{part}}}\n").replace("exporters:\n  ", "exporters: ")
     exporter = load_text(text, environ={}).exporters["otlp_http"].config
     assert (exporter.endpoint, exporter.headers) == ("http://collector:4318", {"X-Tenant": "acme"})
+
+
+@pytest.mark.parametrize("token", ["{s3cret}", "[a, b]", "- x", "k: v"])
+def test_a_reference_whose_text_reads_as_a_yaml_map_or_list_is_that_text_where_the_key_takes_text(token):
+    # confmap keeps a whole-value reference's text beside its YAML value, and a text key takes the text:
+    # a token `{s3cret}` is a header value, not a mapping a header cannot hold.
+    config = load_text(_headers_config("${env:TOKEN}"), {"TOKEN": token})
+    assert config.exporters["otlp_http"].config.headers == {"Authorization": token}
