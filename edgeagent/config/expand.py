@@ -237,12 +237,13 @@ def _file(path: str) -> str:
 def _finish(value: Any) -> Any:
     """`$$` to `$` everywhere, then each whole-value reference as its map or list, or else as a Reference."""
     if isinstance(value, _Expanded):
-        inner = _finish(value.value)
         text = value.original.replace("$$", "$")
-        if isinstance(inner, (dict, list)):
-            container = (ReferenceMap if isinstance(inner, dict) else ReferenceList)(unflatten(inner))
+        if isinstance(value.value, (dict, list)):  # nested before the references in it are finished
+            container = (ReferenceMap if isinstance(value.value, dict) else ReferenceList)(
+                _finish(unflatten(value.value)))
             container.text = text
             return container
+        inner = _finish(value.value)
         return text if isinstance(inner, str) else Reference(text, inner)
     if isinstance(value, str):
         return value.replace("$$", "$")

@@ -179,3 +179,11 @@ def test_a_reference_whose_text_reads_as_a_yaml_map_or_list_is_that_text_where_t
     # a token `{s3cret}` is a header value, not a mapping a header cannot hold.
     config = load_text(_headers_config("${env:TOKEN}"), {"TOKEN": token})
     assert config.exporters["otlp_http"].config.headers == {"Authorization": token}
+
+
+def test_a_reference_inside_a_referenced_map_keeps_its_text_for_a_text_key(tmp_path):
+    headers = tmp_path / "headers.yaml"
+    headers.write_text("Authorization: ${env:TOKEN}\n")
+    text = _headers_config("x").replace("    headers:\n      Authorization: x\n", f"    headers: ${{file:{headers}}}\n")
+    config = load_text(text, {"TOKEN": "{s3cret}"})
+    assert config.exporters["otlp_http"].config.headers == {"Authorization": "{s3cret}"}
