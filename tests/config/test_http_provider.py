@@ -59,6 +59,7 @@ def web() -> Iterator[str]:
     yield from _serve(DOCUMENTS)
 
 
+@pytest.mark.e2e  # runs the edgeagent command
 def test_a_config_served_over_http_validates_and_merges_with_the_next_config(web, tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text("exporters:\n  otlp_http:\n    timeout: soon\n")
@@ -77,6 +78,7 @@ def test_an_http_reference_is_the_body_inside_text_and_its_yaml_as_a_whole_value
     assert exporter.sending_queue.num_consumers == 3
 
 
+@pytest.mark.e2e  # runs the edgeagent command
 def test_a_source_that_does_not_answer_200_is_an_error_naming_the_uri_and_the_status(web):
     result = run_cli("validate", "--config", f"{web}/missing.yaml")
     assert result.returncode == 2 and f"{web}/missing.yaml" in result.stderr and "404" in result.stderr, \
@@ -89,6 +91,7 @@ def test_a_source_that_does_not_answer_200_is_an_error_naming_the_uri_and_the_st
         ("exporters::otlp_http::headers::X-Token", True)]
 
 
+@pytest.mark.e2e  # runs the edgeagent command
 def test_a_config_served_over_https_is_read_with_the_trusted_cas_and_refused_without_them(certs):
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certs.server_cert, certs.server_key)

@@ -229,6 +229,7 @@ def test_several_configs_merge_maps_and_replace_lists(tmp_path):
 MERGE_APPEND = "confmap.enableMergeAppendOption"
 
 
+@pytest.mark.e2e  # runs the edgeagent command
 def test_merge_append_gate_combines_service_extensions_receivers_and_exporters_lists(tmp_path):
     # otelcol's alpha gate confmap.enableMergeAppendOption: those lists are appended (each item
     # once); every other list is still replaced.
@@ -258,6 +259,7 @@ def test_merge_append_gate_combines_service_extensions_receivers_and_exporters_l
         assert json.loads(result.stdout)["service"]["extensions"] == ["health_check/2", "health_check"], result.stderr
 
 
+@pytest.mark.e2e  # runs the edgeagent command
 def test_an_unknown_feature_gate_is_refused_naming_it_and_the_known_ones():
     result = run_cli("validate", "--feature-gates", "confmap.enableMergeAppendOption,exporter.nosuch")
     assert result.returncode == 2, result.stderr
@@ -287,6 +289,7 @@ def test_print_config_redacts_secrets(tmp_path):
     assert "s3cret" not in result.stdout and "[REDACTED]" in result.stdout, result.stdout
 
 
+@pytest.mark.e2e  # runs the edgeagent command
 def test_print_config_shows_a_reference_to_a_number_as_its_text_not_a_traceback(tmp_path):
     document = json.loads(json.dumps(BASE))
     document["exporters"]["otlp_http"]["sending_queue"] = {"num_consumers": "${env:CONSUMERS}"}
@@ -324,6 +327,7 @@ def test_version_flag_and_help_for_every_command():
         assert shown.returncode == 0 and len(shown.stdout.splitlines()) > 2, command
 
 
+@pytest.mark.e2e  # runs the edgeagent command
 def test_short_version_flag_and_help_command_as_otelcols_cobra_has_them():
     short = run_cli("-v")
     assert short.returncode == 0 and short.stdout == run_cli("--version").stdout, short.stderr
@@ -335,6 +339,7 @@ def test_short_version_flag_and_help_command_as_otelcols_cobra_has_them():
     assert unknown.returncode == 2 and "nosuch" in unknown.stderr, unknown.stderr
 
 
+@pytest.mark.e2e  # runs the edgeagent command
 def test_print_config_flags_read_as_otelcols_go_flags(tmp_path):
     # --validate is a Go bool flag: bare it is true, =false/=0/=F turn it off; --mode and --format ignore case.
     document = json.loads(json.dumps(BASE))
