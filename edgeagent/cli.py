@@ -1,7 +1,7 @@
-"""Command line, as otelcol's: run | validate | components | print-config | version, plus the queue verbs.
+"""Command line, as otelcol's: run | validate | components | print-config | version | help, plus the queue verbs.
 
 The only place that exits the process. Every verb that reads a config takes the same
-`--config` (repeatable; file:, env:, yaml: URIs or paths, merged in order), `--set` and
+`--config` (repeatable; file:, env:, yaml:, http(s): URIs or paths, merged in order), `--set` and
 `--upstream`, so `validate` checks exactly what `run` would start.
 """
 
@@ -69,17 +69,25 @@ def _environ(upstream: str | None) -> tuple[dict[str, str], str | None]:
     return environ, warning
 
 
+MERGE_APPEND = "confmap.enableMergeAppendOption"
+FEATURE_GATES = {MERGE_APPEND: "append the lists service::extensions and service::**::receivers and "
+                               "::exporters when --config sources merge (otelcol's alpha gate)"}
+
+
 def load(
-    config: list[str] | str | None, upstream: str | None = None, overrides: list[str] | None = None
+    config: list[str] | str | None, upstream: str | None = None, overrides: list[str] | None = None,
+    gates: frozenset[str] = frozenset(),
 ) -> AgentConfig:
     """The config every verb runs with: the --config sources merged (or the embedded default), then --set."""
     uris = [config] if isinstance(config, str) else list(config or [])
     environ, warning = _environ(upstream)
+    append = MERGE_APPEND in gates
     try:
         if uris:
-            loaded = load_uris(uris, environ, overrides)
+            loaded = load_uris(uris, environ, overrides, append)
         else:
-            loaded = load_text(default_config_text(), environ, source=EMBEDDED, overrides=overrides)
+            loaded = load_text(default_config_text(), environ, source=EMBEDDED, overrides=overrides,
+                               merge_append=append)
         if warning:
             loaded.warnings.append(warning)
         return loaded
@@ -101,7 +109,7 @@ def _described(args: argparse.Namespace) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config, _upstream(args), args.set)
+        config = load(args.config, _upstream(args), args.set, _gates(args))
     except ConfigError as error:
         _print_errors(error)
         print(f"{len(error.errors)} error(s) in {_described(args)}", file=sys.stderr)
@@ -112,6 +120,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gates(args: argparse.Namespace) -> frozenset[str]:
+    """The feature gates --feature-gates turned on, in order: `id` or `+id` on, `-id` off."""
+    enabled: set[str] = set()
+    for gate in (gate for flag in getattr(args, "feature_gates", []) for gate in flag):
+        (enabled.discard if gate.startswith("-") else enabled.add)(gate.lstrip("+-"))
+    return frozenset(enabled)
+
+
+def _feature_gates(text: str) -> list[str]:
+    """One --feature-gates value: gate ids, comma-separated, each known (otelcol refuses an unknown one)."""
+    gates = [gate.strip() for gate in text.split(",") if gate.strip()]
+    unknown = [gate for gate in gates if gate.lstrip("+-") not in FEATURE_GATES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"no such feature gate: {', '.join(unknown)}; edgeagent has "
+            + "; ".join(f"{gate} ({what})" for gate, what in FEATURE_GATES.items()))
+    return gates
+
+
 def _upstream(args: argparse.Namespace) -> str | None:
     return getattr(args, "upstream", None) or os.environ.get("EDGEAGENT_UPSTREAM")
 
@@ -120,18 +147,19 @@ def cmd_print_config(args: argparse.Namespace) -> int:
     """The merged config, environment expanded, secrets redacted unless --mode unredacted."""
     from edgeagent.config.redact import redact
 
-    if args.validate == "true":
+    if args.validate:
         try:
-            load(args.config, _upstream(args), args.set)
+            load(args.config, _upstream(args), args.set, _gates(args))
         except ConfigError as error:
             _print_errors(error)
             return EXIT_ERROR
     environ, _ = _environ(_upstream(args))
     try:
         if args.config:
-            document = raw_document(args.config, environ, args.set)
+            document = raw_document(args.config, environ, args.set, MERGE_APPEND in _gates(args))
         else:
-            document = raw_document(["yaml:" + default_config_text()], environ, args.set)
+            document = raw_document(["yaml:" + default_config_text()], environ, args.set,
+                                    MERGE_APPEND in _gates(args))
     except ConfigError as error:
         _print_errors(error)
         return EXIT_ERROR
@@ -178,7 +206,7 @@ def _drain_timeout(args: argparse.Namespace) -> float:
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         drain_timeout = _drain_timeout(args)
-        config = load(args.config, _upstream(args), args.set)
+        config = load(args.config, _upstream(args), args.set, _gates(args))
     except ConfigError as error:
         _print_errors(error)
         return EXIT_ERROR
@@ -195,7 +223,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     agent = Service(config, args.state_dir or default_state_dir())
     upstream = _upstream(args)
-    agent.reloader = lambda: load(args.config, upstream, args.set)  # SIGHUP reads the same sources again
+    gates = _gates(args)
+    agent.reloader = lambda: load(args.config, upstream, args.set, gates)  # SIGHUP reads the same sources again
     try:
         return asyncio.run(_run(agent, drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
@@ -303,7 +332,7 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
     except RuntimeError as exc:  # the agent answered with an error
         raise SystemExit(f"edgeagent: {name} failed: {exc}") from None
     try:  # the config only tells where the queues are when no agent answers: a running agent knows
-        config = load(args.config, overrides=args.set)
+        config = load(args.config, overrides=args.set, gates=_gates(args))
     except ConfigError as error:
         _print_errors(error)
         raise SystemExit(EXIT_ERROR) from None
@@ -481,11 +510,14 @@ def _config_flags(command: argparse.ArgumentParser, upstream: bool = True, top: 
     default: list[str] | str = [] if top else argparse.SUPPRESS
     command.add_argument("--config", action="append", default=default, metavar="URI",
                          help="config source, repeatable; merged in order (maps merged key by key, lists and "
-                              "other values replaced): a path, file:PATH, env:VAR (YAML in the variable) or "
-                              "yaml:INLINE. Default: the embedded default config")
+                              "other values replaced): a path, file:PATH, env:VAR (YAML in the variable), "
+                              "yaml:INLINE or an http(s):// URL. Default: the embedded default config")
     command.add_argument("--set", action="append", default=default, metavar="KEY=VALUE",
                          help="override one value after every --config, as otelcol: "
                               "--set exporters::otlp_http::timeout=10s (a '.' in KEY also separates levels)")
+    command.add_argument("--feature-gates", action="append", type=_feature_gates, default=default, metavar="IDS",
+                         help=f"comma-separated feature gates to turn on (id or +id) or off (-id), as otelcol; "
+                              f"edgeagent has one: {MERGE_APPEND}")
     if upstream:
         command.add_argument("--upstream", default=None if top else argparse.SUPPRESS, metavar="URL",
                              help="sets EDGEAGENT_UPSTREAM, the OTLP/HTTP upstream the embedded default sends to")
@@ -507,11 +539,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
+def _joined_values(argv: list[str]) -> list[str]:
+    """`--feature-gates -id` as `--feature-gates=-id`: otelcol's flags take the next word as the value,
+    and a gate turned off starts with '-', which argparse would read as an option."""
+    joined: list[str] = []
+    for arg in argv:
+        if joined and joined[-1] == "--feature-gates" and arg.startswith("-"):
+            joined[-1] = f"--feature-gates={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
+def _go_bool(text: str) -> bool:
+    """A Go bool flag's value (strconv.ParseBool), as otelcol's --validate=false."""
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
+def _help(parser: argparse.ArgumentParser, topic: list[str]) -> int:
+    """`help [COMMAND ...]`, as cobra's help command: the help of the command named."""
+    for name in topic:
+        commands = next((action.choices for action in parser._actions
+                         if isinstance(action, argparse._SubParsersAction)), {})
+        if name not in commands:
+            print(f"edgeagent help: unknown command {name!r}; commands: {', '.join(commands) or 'none'}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        parser = commands[name]
+    parser.print_help()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edgeagent", description="OpenTelemetry edge buffering agent: OTLP in, "
                                      "a durable queue on disk, OTLP out whenever the upstream is reachable. "
                                      "Without a command it runs.")
-    parser.add_argument("--version", action="version", version=f"edgeagent version {__version__}",
+    parser.add_argument("-v", "--version", action="version", version=f"edgeagent version {__version__}",
                         help="print the version and exit")
     _config_flags(parser, top=True)
     parser.add_argument("--state-dir", help="where queues live when no file_storage directory is configured")
@@ -531,7 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a config and print every error",
                               description="Check the config run would start with (same --config, --set and "
                                           "--upstream) and print every error with its YAML path. Exit code 0 "
-                                          "when valid, 1 when not (as otelcol). Touches no disk and no network.")
+                                          "when valid, 1 when not (as otelcol). Opens no port and no queue: it "
+                                          "reads only the sources the config names.")
     _config_flags(validate)
     validate.set_defaults(handler=cmd_validate)
     print_config = sub.add_parser("print-config", aliases=["print-initial-config"],
@@ -541,11 +609,13 @@ def build_parser() -> argparse.ArgumentParser:
                                               "passwords and TLS keys are shown as [REDACTED] unless --mode "
                                               "unredacted.")
     _config_flags(print_config)
-    print_config.add_argument("--mode", choices=("redacted", "unredacted"), default="redacted",
+    print_config.add_argument("--mode", type=str.lower, choices=("redacted", "unredacted"), default="redacted",
                               help="redacted (default) masks secrets; unredacted shows them")
-    print_config.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format")
-    print_config.add_argument("--validate", choices=("true", "false"), default="true",
-                              help="check the config first and print its errors instead (default: true)")
+    print_config.add_argument("--format", type=str.lower, choices=("yaml", "json"), default="yaml",
+                              help="output format")
+    print_config.add_argument("--validate", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                              help="check the config first and print its errors instead (default: true; "
+                                   "--validate=false turns it off)")
     print_config.set_defaults(handler=cmd_print_config)
     components = sub.add_parser("components", help="list every component type by kind",
                                 description="List the receivers, processors, exporters, connectors and "
@@ -553,6 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     components.set_defaults(handler=cmd_components)
     version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(handler=cmd_version)
+    help_ = sub.add_parser("help", help="help about any command", description="Print the help of a command "
+                           "(help queue dead-letter), or of edgeagent.")
+    help_.add_argument("topic", nargs="*", metavar="COMMAND")
+    help_.set_defaults(handler=lambda args: _help(parser, args.topic))
 
     def target(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
         _config_flags(command, upstream=False)
@@ -598,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     lean.start_up_gc()  # until `run` is up (`python -m edgeagent` began it before the first import)
     hangup.hold()  # (the `edgeagent` command did before its first import; again for a caller of main)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(_joined_values(sys.argv[1:] if argv is None else argv))
         if args.handler is not cmd_run:
             hangup.release()
             lean.steady_gc()

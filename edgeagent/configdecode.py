@@ -1,9 +1,12 @@
 """What otelcol's decoder does between YAML and a config struct that pydantic does not do alone.
 
-A string given to a list key is split at commas (mapstructure's StringToSliceHookFunc(","),
-in confmap's decode hooks): `brokers: ${env:BROKERS}` with BROKERS=k1:9092,k2:9092 is two
-brokers, an empty string no item, and no item is trimmed. Every config model runs this before
-its fields are validated. pydantic's type errors become sentences naming the form expected.
+A whole-value reference (`${env:N}`) gives a key that takes text its text and any other key its
+YAML value (confmap's useExpandValue): `value: ${env:N}` with N=5 inserts the number 5, and
+`num_consumers: ${env:N}` with N=0x10 is 16. A string given to a list key is split at commas
+(mapstructure's StringToSliceHookFunc(","), in confmap's decode hooks): `brokers: ${env:BROKERS}`
+with BROKERS=k1:9092,k2:9092 is two brokers, an empty string no item, and no item is trimmed.
+Every config model runs this before its fields are validated. pydantic's type errors become
+sentences naming the form expected.
 """
 
 from __future__ import annotations
@@ -16,14 +19,88 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
+from edgeagent.config.expand import Reference, ReferenceList, ReferenceMap
+
 
 def split_comma_lists(model: type[BaseModel], data: Any) -> Any:
-    """`data` for `model`, with a string under each key whose field takes only lists split at commas."""
+    """`data` for `model`, with references decoded for their fields and a string under each key
+    whose field takes only lists split at commas."""
+    if not isinstance(data, dict):
+        return data
+    annotations = _annotations(model)
+    data = {key: _decoded(annotations[key], value) if key in annotations else value for key, value in data.items()}
     keys = _list_keys(model)
-    if not isinstance(data, dict) or not keys.intersection(data):
+    if not keys.intersection(data):
         return data
     return {key: (value.split(",") if value else []) if key in keys and isinstance(value, str) else value
             for key, value in data.items()}
+
+
+def _decoded(annotation: Any, value: Any) -> Any:
+    """`value` with each Reference as its text where `annotation` takes text, else as its YAML value."""
+    if isinstance(value, Reference):
+        return value.value if not _takes_text(annotation) and value.value is not None else str(value)
+    if isinstance(value, (ReferenceMap, ReferenceList)) and _takes_only_text(annotation):
+        return value.text
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _decoded(typing.get_args(annotation)[0], value)
+    if annotation is Any:
+        return _values(value)
+    if origin in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return _decoded(members[0], value) if len(members) == 1 else value
+    args = typing.get_args(annotation)
+    if origin is list and isinstance(value, list) and args:
+        return [_decoded(args[0], item) for item in value]
+    if origin is dict and isinstance(value, dict) and len(args) == 2:
+        return {key: _decoded(args[1], item) for key, item in value.items()}
+    return value
+
+
+def _values(value: Any) -> Any:
+    """Every Reference in a value of any type as its YAML value (null stays the text, "" or "~")."""
+    if isinstance(value, Reference):
+        return str(value) if value.value is None else value.value
+    if isinstance(value, list):
+        return [_values(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _values(item) for key, item in value.items()}
+    return value
+
+
+def _takes_text(annotation: Any) -> bool:
+    """str, a Literal of strings, or a union with one of them: the text is what such a key reads."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _takes_text(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_text(arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return any(isinstance(arg, str) for arg in typing.get_args(annotation))
+    return annotation is str
+
+
+def _takes_only_text(annotation: Any) -> bool:
+    """A text key that takes no map or list (a password `{s3cret}` is its text there)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _takes_only_text(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return bool(members) and all(_takes_only_text(member) for member in members)
+    return _takes_text(annotation)
+
+
+@functools.cache
+def _annotations(model: type[BaseModel]) -> dict[str, Any]:
+    """Each key a model takes (its field names and aliases) and the field's type."""
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        out[name] = field.annotation
+        if field.alias:
+            out[field.alias] = field.annotation
+    return out
 
 
 @functools.cache

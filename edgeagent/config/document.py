@@ -6,11 +6,11 @@ nine aliases are a billion nodes to walk) and lets a duplicate key silently win.
 document size, the nesting depth, the alias count and the expanded node count are capped,
 and a duplicate key is an error at its YAML path, as otelcol refuses it.
 
-Sources follow otelcol's confmap: `--config` takes `file:PATH` (or a bare path), `env:VAR`
-(the variable's value is YAML) or `yaml:INLINE`; documents are merged in order, maps deep
-merged and every other value (lists included) replaced; a key written `a::b` is the nested
-key b under a; `--set a::b=value` (or `a.b=value`) is the inline document `a::b: value`,
-merged after every `--config`.
+Sources follow otelcol's confmap: `--config` takes `file:PATH` (or a bare path), `env:VAR` (the
+variable's value is YAML), `yaml:INLINE` or an `http://` or `https://` URL (remote.py);
+documents are merged in order, maps deep merged and every other value (lists included) replaced;
+a key written `a::b` is the nested key b under a; `--set a::b=value` (or `a.b=value`) is the
+inline document `a::b: value`, merged after every `--config`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from edgeagent.config import remote
 
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 64
@@ -203,7 +205,8 @@ class Source:
 
 
 def read_uri(uri: str, environ: Mapping[str, str]) -> Source:
-    """`file:PATH`, a bare path, `env:VAR[:-default]` or `yaml:INLINE`, parsed (otelcol's providers)."""
+    """`file:PATH`, a bare path, `env:VAR[:-default]`, `yaml:INLINE` or an http(s) URL, parsed (otelcol's
+    providers)."""
     match = _SCHEME.match(uri)
     scheme = match.group(1) if match and len(match.group(1)) > 1 else ""  # c:\ is a path, not a scheme
     if scheme == "yaml":
@@ -219,8 +222,14 @@ def read_uri(uri: str, environ: Mapping[str, str]) -> Source:
                                                 f"give a default as env:{name}:-VALUE")])
             value = default
         return Source(uri, parse_yaml(value, uri))
+    if scheme in remote.SCHEMES:
+        try:
+            return Source(uri, parse_yaml(remote.fetch(uri, MAX_DOCUMENT_BYTES), uri))
+        except remote.FetchError as exc:
+            raise ConfigError([("--config", f"{uri}: {exc}")]) from None
     if scheme and scheme != "file":
-        raise ConfigError([("--config", f"{uri!r}: unsupported scheme {scheme!r}; use file:, env: or yaml:")])
+        raise ConfigError([("--config", f"{uri!r}: unsupported scheme {scheme!r}; use file:, env:, yaml:, http: "
+                                        f"or https:")])
     path = uri[len("file:"):] if scheme == "file" else uri
     try:
         with open(path, encoding="utf-8") as handle:
@@ -257,21 +266,35 @@ def unflatten(node: Any) -> Any:
         parts = key.split("::") if isinstance(key, str) and "::" in key else [key]
         for part in reversed(parts[1:]):
             value = {part: value}
-        out = merge(out, {parts[0]: value})
+        head = parts[0]  # merged into its own key: merging into `out` copied the whole map once per key
+        out[head] = merge(out[head], value) if head in out else value
     return out
 
 
-def merge(base: Any, override: Any) -> Any:
-    """otelcol's merge: maps are merged key by key, anything else (a list too) is replaced."""
+def merge(base: Any, override: Any, append: bool = False, path: tuple[str, ...] = ()) -> Any:
+    """otelcol's merge: maps are merged key by key, anything else (a list too) is replaced. With
+    `append` (the gate confmap.enableMergeAppendOption), the lists service::extensions and
+    service::**::receivers and ::exporters are appended, each item kept once (its mergeAppend)."""
     if isinstance(base, dict) and isinstance(override, dict):
         merged = dict(base)
         for key, value in override.items():
-            merged[key] = merge(base[key], value) if key in base else value
+            merged[key] = merge(base[key], value, append, path + (str(key),)) if key in base else value
         return merged
+    if append and isinstance(base, list) and isinstance(override, list) and _appended(path):
+        combined = list(base)
+        for item in override:
+            if item not in combined:
+                combined.append(item)
+        return combined
     return override
 
 
-def resolve(sources: list[Source]) -> Any:
+def _appended(path: tuple[str, ...]) -> bool:
+    return path == ("service", "extensions") or (
+        len(path) >= 3 and path[0] == "service" and path[-1] in ("receivers", "exporters"))
+
+
+def resolve(sources: list[Source], merge_append: bool = False) -> Any:
     """The documents merged in order; a source that is not a mapping is an error naming it."""
     document: Any = {}
     errors = []
@@ -281,7 +304,7 @@ def resolve(sources: list[Source]) -> Any:
         if not isinstance(source.document, dict):
             errors.append((source.label, "the config must be a YAML mapping with receivers, exporters and service"))
             continue
-        document = merge(document, unflatten(source.document))
+        document = merge(document, unflatten(source.document), merge_append)
     if errors:
         raise ConfigError(errors)
     return document

@@ -1,15 +1,19 @@
-"""otelcol's `${...}` references in config values (confmap's expand.go), with its env, file and yaml providers.
+"""otelcol's `${...}` references in config values (confmap's expand.go), with its providers.
 
 `${env:NAME}` (or `${NAME}`), `${env:NAME:-default}` (the default only when NAME is unset;
-`${NAME:-default}` is accepted too, though otelcol refuses it), `${file:PATH}` and
-`${yaml:INLINE}`; any other scheme is an error naming it. What a provider returns is read as
-YAML: a value that is exactly one reference takes that YAML's type (a list, a map, a number),
-while a reference inside longer text is replaced by the text verbatim (a file's trailing newline
-included, as otelcol does). The innermost, first reference is expanded first and passes repeat
-until nothing changes, so a reference may build another's name or yield one; the passes and each
-value's size are bounded. `$$` is a literal `$`: `$${env:X}` is never expanded, and every `$$`
-becomes `$` once all passes are done, in text that came from a variable or a file too (otelcol's
-escapeDollarSigns).
+`${NAME:-default}` is accepted too, though otelcol refuses it), `${file:PATH}`, `${yaml:INLINE}`
+and `${http://...}` or `${https://...}` (the body of a GET: remote.py); any other scheme is an
+error naming it. What a provider returns is read as YAML: a value that is exactly one reference
+takes that YAML's type (a list, a map, a number), while a reference inside longer text is
+replaced by the text verbatim (a file's trailing newline included, as otelcol does). The
+innermost, first reference is expanded first and passes repeat until nothing changes, so a
+reference may build another's name or yield one; the passes and each value's size are bounded.
+`$$` is a literal `$`: `$${env:X}` is never expanded, and every `$$` becomes `$` once all passes
+are done, in text that came from a variable or a file too (otelcol's escapeDollarSigns). A
+whole-value reference keeps its text beside its YAML value, for the decoder to give a key that
+takes text the text and any other key the value (otelcol's ExpandedValue): a scalar is a
+`Reference` (the text, carrying the value), a map or list a `ReferenceMap` or `ReferenceList`
+(the value, carrying the text), its `a::b` keys nested as the config's are.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yaml
+from edgeagent.config import remote
+from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yaml, unflatten
 
-SCHEMES = ("env", "file", "yaml")
+SCHEMES = ("env", "file", "http", "https", "yaml")
 MAX_PASSES = 1000  # otelcol's bound; a reference that yields itself stops here
 MAX_REFERENCES = 5000  # per config; a real one has tens
 MAX_TEXT_READ = 4 * MAX_DOCUMENT_BYTES
@@ -32,6 +37,41 @@ _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", re.DOTALL)
 
 class ExpansionError(ValueError):
     pass
+
+
+class Reference(str):
+    """A value that was exactly one reference: its text, and in `value` the YAML value it parsed to
+    (`${env:N}` with N=0x10 is the text "0x10" and the value 16)."""
+
+    value: Any
+
+    def __new__(cls, text: str, value: Any = None) -> Reference:
+        reference = super().__new__(cls, text)
+        reference.value = value
+        return reference
+
+
+class ReferenceMap(dict):
+    """A map that was exactly one reference, with that reference's text in `text`."""
+
+    text = ""
+
+
+class ReferenceList(list):
+    """A list that was exactly one reference, with that reference's text in `text`."""
+
+    text = ""
+
+
+def plain(node: Any) -> Any:
+    """The tree with every Reference as its text and plain maps and lists, for printing."""
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, list):
+        return [plain(item) for item in node]
+    if isinstance(node, dict):
+        return {key: plain(item) for key, item in node.items()}
+    return node
 
 
 @dataclass(frozen=True)
@@ -132,6 +172,11 @@ class _Expander:
             text = _file(opaque)
         elif scheme == "yaml":
             text = opaque
+        elif scheme in remote.SCHEMES:
+            try:
+                text = remote.fetch(uri, MAX_DOCUMENT_BYTES)
+            except remote.FetchError as exc:
+                raise ExpansionError(f"${{{uri}}}: {exc}") from None
         else:
             raise ExpansionError(f"${{{uri}}}: the {scheme!r} scheme is not supported; supported: "
                                  f"{', '.join(f'${{{name}:...}}' for name in SCHEMES)}")
@@ -190,10 +235,16 @@ def _file(path: str) -> str:
 
 
 def _finish(value: Any) -> Any:
-    """`$$` to `$` everywhere, then each whole-value reference as its map or list, or else as its text."""
+    """`$$` to `$` everywhere, then each whole-value reference as its map or list, or else as a Reference."""
     if isinstance(value, _Expanded):
+        text = value.original.replace("$$", "$")
+        if isinstance(value.value, (dict, list)):  # nested before the references in it are finished
+            container = (ReferenceMap if isinstance(value.value, dict) else ReferenceList)(
+                _finish(unflatten(value.value)))
+            container.text = text
+            return container
         inner = _finish(value.value)
-        return inner if isinstance(inner, (dict, list)) else value.original.replace("$$", "$")
+        return text if isinstance(inner, str) else Reference(text, inner)
     if isinstance(value, str):
         return value.replace("$$", "$")
     if isinstance(value, list):

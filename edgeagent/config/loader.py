@@ -6,8 +6,9 @@ reported at once; validation is pure (no disk, network or ports).
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from edgeagent.config.document import (
     resolve,
     set_flag,
 )
-from edgeagent.config.expand import expand_tree
+from edgeagent.config.expand import expand_tree, plain
 from edgeagent.config.service import ServiceConfig
 from edgeagent.config.types import port_problem
 from edgeagent.config.unsupported import unsupported
@@ -70,25 +71,28 @@ def load_file(path: str, environ: Mapping[str, str] | None = None, overrides: li
 
 
 def load_uris(uris: list[str], environ: Mapping[str, str] | None = None,
-              overrides: list[str] | None = None) -> AgentConfig:
-    """Several `--config` sources (file:, env:, yaml: or a path) merged in order, then `--set`, then validated."""
+              overrides: list[str] | None = None, merge_append: bool = False) -> AgentConfig:
+    """Several `--config` sources (file:, env:, yaml:, http(s): or a path) merged in order, then `--set`,
+    then validated; `merge_append` is otelcol's gate confmap.enableMergeAppendOption."""
     environ = os.environ if environ is None else environ
     sources = [read_uri(uri, environ) for uri in uris]
-    return validate_document(resolve(sources + _set_flags(overrides)), environ, ", ".join(s.label for s in sources))
+    document = resolve(sources + _set_flags(overrides), merge_append)
+    return validate_document(document, environ, ", ".join(s.label for s in sources))
 
 
 def load_text(text: str, environ: Mapping[str, str] | None = None, source: str = "<config>",
-              overrides: list[str] | None = None) -> AgentConfig:
+              overrides: list[str] | None = None, merge_append: bool = False) -> AgentConfig:
     """Parse, expand and validate a config; raises ConfigError with every problem found."""
     environ = os.environ if environ is None else environ
-    document = resolve([Source(source, parse_yaml(text, source)), *_set_flags(overrides)])
+    document = resolve([Source(source, parse_yaml(text, source)), *_set_flags(overrides)], merge_append)
     return validate_document(document, environ, source)
 
 
-def raw_document(uris: list[str], environ: Mapping[str, str], overrides: list[str] | None = None) -> dict:
+def raw_document(uris: list[str], environ: Mapping[str, str], overrides: list[str] | None = None,
+                 merge_append: bool = False) -> dict:
     """The merged document before validation, with the environment expanded (print-config shows it)."""
-    document = resolve([read_uri(uri, environ) for uri in uris] + _set_flags(overrides))
-    return expand_tree(document, (), environ, [])
+    document = resolve([read_uri(uri, environ) for uri in uris] + _set_flags(overrides), merge_append)
+    return plain(expand_tree(document, (), environ, []))
 
 
 def _set_flags(overrides: list[str] | None) -> list[Source]:
@@ -118,7 +122,8 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str) ->
 
     for key in document:
         if key not in _TOP_LEVEL:
-            errors.append((str(key), f"unknown top-level key; expected one of {', '.join(sorted(_TOP_LEVEL))}"))
+            errors.append((str(key), f"unknown top-level key{_nearest(key, _TOP_LEVEL)}; expected one of "
+                                     f"{', '.join(sorted(_TOP_LEVEL))}"))
 
     warnings: list[str] = []
     sections = _validate_components(document, errors, warnings, failed_paths, registry)
@@ -141,8 +146,9 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str) ->
     _check_connectors(sections, pipelines, errors, warnings)
     for index, ext_id in enumerate(service.extensions):
         if ext_id not in sections["extensions"] and ext_id not in _declared(document, "extensions"):
-            errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions; "
-                           f"define it or remove it from service::extensions"))
+            errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions"
+                           f"{_nearest(ext_id, _declared(document, 'extensions'))}; define it or remove it from "
+                           f"service::extensions"))
     _check_storage_references(document, sections, service, errors)
     _check_waits_behind_stages(sections, pipelines, errors)
     _check_authenticator_references(document, sections, service, errors)
@@ -169,7 +175,8 @@ def _validate_components(document: dict, errors: list[tuple[str, str]], warnings
             factory = factories.get(component_id.type)
             if factory is None:
                 errors.append(
-                    (path, f"unknown {kind[:-1]} type {component_id.type!r}; supported: {', '.join(sorted(factories))}")
+                    (path, f"unknown {kind[:-1]} type {component_id.type!r}{_nearest(component_id.type, factories)}; "
+                           f"supported: {', '.join(sorted(factories))}")
                 )
                 continue
             if settings is None:
@@ -322,8 +329,9 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
                 place = (
                     "connectors" if ComponentId.parse(component_id).type in registry.FACTORIES["connectors"] else kind
                 )
-                errors.append((f"{path}::{kind}", f"{component_id!r} is not defined under {place}; "
-                               f"define it there or remove it from this pipeline"))
+                defined = [known for where in places for known in sections[where]]
+                errors.append((f"{path}::{kind}", f"{component_id!r} is not defined under {place}"
+                               f"{_nearest(component_id, defined)}; define it there or remove it from this pipeline"))
                 continue
             for component_id in ids:
                 found = next((place for place in places if component_id in sections[place]), None)
@@ -462,7 +470,8 @@ def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel],
             message = reason
         elif kind == "extra_forbidden":
             known = _fields_at(model, loc[:-1])
-            message = f"unknown key {loc[-1]!r}" + (f"; supported keys here: {', '.join(known)}" if known else "")
+            message = (f"unknown key {loc[-1]!r}{_nearest(loc[-1], known)}"
+                       + (f"; supported keys here: {', '.join(known)}" if known else ""))
         elif kind == "missing":
             message = "required key is missing"
         elif sentence := type_error_sentence(error):
@@ -473,6 +482,12 @@ def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel],
             message = message[len("Assertion failed, "):]
         out.append((path, message))
     return out
+
+
+def _nearest(word: object, choices: Iterable[object]) -> str:
+    """" (did you mean 'timeout'?)" for the valid name closest to a misspelt one, or ""."""
+    close = difflib.get_close_matches(str(word), [str(choice) for choice in choices], n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _fields_at(model: Any, loc: list[str]) -> list[str]:

@@ -37,7 +37,7 @@ from edgeagent.http1.server import Handler, Request, Response, Server
 
 log = logging.getLogger(__name__)
 _V2 = ("the v2 health check needs otelcol's alpha feature gate extension.healthcheck.useComponentStatus, "
-       "without which otelcol 0.165 refuses it too; edgeagent has no feature gates: use endpoint, path and "
+       "without which otelcol 0.165 refuses it too; edgeagent has no such gate: use endpoint, path and "
        "response_body")
 
 

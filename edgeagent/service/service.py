@@ -69,6 +69,7 @@ class Service:
         self._background: list[asyncio.Task[None]] = []
         self._started_stores: set[str] = set()
         self._reloading = asyncio.Lock()
+        self._loading = asyncio.Lock()  # reloads load and apply one at a time: a config read later applies last
         self.reloader: Callable[[], AgentConfig] | None = None  # loads the config again (set by the CLI)
         self.fatal: str | None = None  # why the agent cannot go on (a worker stopped, a reload could not restore)
         self.on_fatal: Callable[[], None] | None = None  # the CLI stops the process then
@@ -180,12 +181,16 @@ class Service:
 
     async def reload_from_source(self) -> dict[str, Any]:
         """Load the config again as the CLI loaded it and apply it; keep the running one if it is invalid."""
-        from edgeagent.config.loader import ConfigError
-
         if self.reloader is None:
             return {"result": "refused", "errors": ["this agent was not started with a config it can load again"]}
-        try:
-            config = self.reloader()
+        async with self._loading:
+            return await self._load_and_apply(self.reloader)
+
+    async def _load_and_apply(self, reloader: Callable[[], AgentConfig]) -> dict[str, Any]:
+        from edgeagent.config.loader import ConfigError
+
+        try:  # in a thread: an http(s) config source may take its time to answer, and the receivers go on
+            config = await asyncio.to_thread(reloader)
         except ConfigError as error:
             for path, message in error.errors:
                 log.error("config reload: %s", message, extra={"path": path})

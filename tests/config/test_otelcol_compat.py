@@ -226,6 +226,47 @@ def test_several_configs_merge_maps_and_replace_lists(tmp_path):
     assert merged["service"]["pipelines"]["traces"] == {"receivers": ["otlp"], "exporters": ["debug"]}
 
 
+MERGE_APPEND = "confmap.enableMergeAppendOption"
+
+
+@pytest.mark.e2e  # runs the edgeagent command
+def test_merge_append_gate_combines_service_extensions_receivers_and_exporters_lists(tmp_path):
+    # otelcol's alpha gate confmap.enableMergeAppendOption: those lists are appended (each item
+    # once); every other list is still replaced.
+    first = json.loads(json.dumps(BASE))
+    first["extensions"] = {"health_check": {}}
+    first["service"]["extensions"] = ["health_check"]
+    first["service"]["pipelines"]["traces"]["processors"] = ["batch"]
+    first["processors"] = {"batch": {}, "memory_limiter": {"limit_mib": 100, "check_interval": "1s"}}
+    second = {"extensions": {"health_check/2": {"endpoint": "127.0.0.1:13134"}},
+              "exporters": {"debug": {}},
+              "service": {"extensions": ["health_check/2", "health_check"],
+                          "pipelines": {"traces": {"processors": ["memory_limiter"],
+                                                   "exporters": ["debug", "otlp_http"]}}}}
+    configs = ["--config", _write(tmp_path / "a.yaml", first), "--config", _write(tmp_path / "b.yaml", second)]
+    for flags in (["--feature-gates", "confmap.enableMergeAppendOption"],
+                  ["--feature-gates=+confmap.enableMergeAppendOption"]):
+        result = run_cli("print-config", "--format", "json", *configs, *flags)
+        assert result.returncode == 0, result.stderr
+        service = json.loads(result.stdout)["service"]
+        assert service["extensions"] == ["health_check", "health_check/2"]
+        assert service["pipelines"]["traces"] == {"receivers": ["otlp"], "processors": ["memory_limiter"],
+                                                  "exporters": ["otlp_http", "debug"]}
+        assert run_cli("validate", *configs, *flags).returncode == 0
+    for off in (["--feature-gates=-confmap.enableMergeAppendOption"],
+                ["--feature-gates", "-confmap.enableMergeAppendOption"]):  # the next word, '-' or not, as pflag
+        result = run_cli("print-config", "--format", "json", *configs, "--feature-gates", MERGE_APPEND, *off)
+        assert json.loads(result.stdout)["service"]["extensions"] == ["health_check/2", "health_check"], result.stderr
+
+
+@pytest.mark.e2e  # runs the edgeagent command
+def test_an_unknown_feature_gate_is_refused_naming_it_and_the_known_ones():
+    result = run_cli("validate", "--feature-gates", "confmap.enableMergeAppendOption,exporter.nosuch")
+    assert result.returncode == 1, result.stderr
+    assert "exporter.nosuch" in result.stderr and "confmap.enableMergeAppendOption" in result.stderr
+    assert "Traceback" not in result.stderr and "unrecognized arguments" not in result.stderr
+
+
 def test_env_and_yaml_config_uris_and_set_with_dots(tmp_path):
     first = _write(tmp_path / "a.yaml", BASE)
     env = {"EDGEAGENT_TEST_CONFIG": "exporters: {otlp_http: {timeout: 7s}}"}
@@ -248,6 +289,17 @@ def test_print_config_redacts_secrets(tmp_path):
     assert "s3cret" not in result.stdout and "[REDACTED]" in result.stdout, result.stdout
 
 
+@pytest.mark.e2e  # runs the edgeagent command
+def test_print_config_shows_a_reference_to_a_number_as_its_text_not_a_traceback(tmp_path):
+    document = json.loads(json.dumps(BASE))
+    document["exporters"]["otlp_http"]["sending_queue"] = {"num_consumers": "${env:CONSUMERS}"}
+    for mode in ("redacted", "unredacted"):
+        result = run_cli("print-config", "--mode", mode, "--config", _write(tmp_path / "a.yaml", document),
+                         env={"CONSUMERS": "0x10"})
+        assert result.returncode == 0, result.stderr
+        assert yaml.safe_load(result.stdout)["exporters"]["otlp_http"]["sending_queue"] == {"num_consumers": "0x10"}
+
+
 def test_validate_honours_upstream_and_set_as_run_does():
     result = run_cli("validate", "--upstream", "ftp://nowhere")
     assert result.returncode == 1 and "--upstream 'ftp://nowhere': give an http://" in result.stderr, result.stderr
@@ -264,7 +316,7 @@ def test_components_lists_every_type_per_kind():
     assert exporters["otlp_http"]["deprecated_alias"] == "otlphttp"
     assert {entry["name"] for entry in listed["processors"]} >= {"resource", "batch", "memory_limiter"}
     # exactly the schemes --config and ${scheme:...} references accept
-    assert [entry["scheme"] for entry in listed["providers"]] == ["env", "file", "yaml"]
+    assert [entry["scheme"] for entry in listed["providers"]] == ["env", "file", "http", "https", "yaml"]
 
 
 def test_version_flag_and_help_for_every_command():
@@ -273,6 +325,34 @@ def test_version_flag_and_help_for_every_command():
     for command in ("run", "validate", "print-config", "components", "version"):
         shown = run_cli(command, "--help")
         assert shown.returncode == 0 and len(shown.stdout.splitlines()) > 2, command
+
+
+@pytest.mark.e2e  # runs the edgeagent command
+def test_short_version_flag_and_help_command_as_otelcols_cobra_has_them():
+    short = run_cli("-v")
+    assert short.returncode == 0 and short.stdout == run_cli("--version").stdout, short.stderr
+    shown = run_cli("help")
+    assert shown.returncode == 0 and "validate" in shown.stdout, shown.stderr
+    for command in ("validate", "print-config", "queue"):
+        assert run_cli("help", command).stdout == run_cli(command, "--help").stdout, command
+    unknown = run_cli("help", "nosuch")
+    assert unknown.returncode == 1 and "nosuch" in unknown.stderr, unknown.stderr
+
+
+@pytest.mark.e2e  # runs the edgeagent command
+def test_print_config_flags_read_as_otelcols_go_flags(tmp_path):
+    # --validate is a Go bool flag: bare it is true, =false/=0/=F turn it off; --mode and --format ignore case.
+    document = json.loads(json.dumps(BASE))
+    document["exporters"]["otlp_http"]["timeout"] = "soon"
+    config = _write(tmp_path / "a.yaml", document)
+    assert run_cli("print-config", "--validate", "--config", config).returncode == 1
+    for off in ("false", "0", "F", "FALSE"):
+        result = run_cli("print-config", f"--validate={off}", "--mode", "UNREDACTED", "--format", "JSON",
+                         "--config", config)
+        assert result.returncode == 0, (off, result.stderr)
+        assert json.loads(result.stdout)["exporters"]["otlp_http"]["timeout"] == "soon"
+    refused = run_cli("print-config", "--validate=maybe", "--config", config)
+    assert refused.returncode == 1 and "--validate" in refused.stderr, refused.stderr
 
 
 # ---- headers as otelcol's list of {name, value} (configopaque.MapList) ----------------------------------

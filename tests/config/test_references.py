@@ -57,13 +57,14 @@ def test_yaml_reference_is_inline_yaml():
 
 
 def test_unsupported_scheme_is_an_error_naming_the_path_the_scheme_and_the_supported_ones():
-    document = {"exporters": {"otlp_http": {"headers": {"Authorization": "Bearer ${http://vault/token}"}}}}
+    document = {"exporters": {"otlp_http": {"headers": {"Authorization": "Bearer ${vault://secret/token}"}}}}
     errors: list = []
     expand_tree(document, (), {}, errors)
     assert len(errors) == 1
     path, message = errors[0]
     assert "::".join(path) == "exporters::otlp_http::headers::Authorization"
-    assert "'http'" in message and "${env:...}" in message and "${file:...}" in message and "${yaml:...}" in message
+    assert "'vault'" in message and all(f"${{{scheme}:...}}" in message
+                                       for scheme in ("env", "file", "http", "https", "yaml"))
 
 
 def test_unsupported_scheme_in_a_config_is_refused_not_sent_literally():
@@ -122,3 +123,67 @@ def test_many_closing_braces_before_a_reference_expand_in_linear_time():
     started = time.monotonic()
     assert _expanded(text, {"X": "x"}) == "}" * 1_000_000 + "x"
     assert time.monotonic() - started < 3
+
+
+_TYPED = ("receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:4318\n"
+          "processors:\n  attributes:\n    actions:\n"
+          "      - {key: count, action: insert, value: \"${env:COUNT}\"}\n"
+          "      - {key: flag, action: insert, value: \"${env:FLAG}\"}\n"
+          "exporters:\n  otlp_http:\n    endpoint: http://collector:4318\n    headers: {X-Count: \"${env:COUNT}\"}\n"
+          "    sending_queue: {num_consumers: \"${env:CONSUMERS}\", queue_size: \"${env:SIZE}\"}\n"
+          "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [attributes]\n"
+          "      exporters: [otlp_http]\n")
+
+
+def test_a_whole_value_reference_has_its_yaml_type_where_the_key_takes_any_value_and_its_text_where_it_takes_text():
+    # confmap's useExpandValue: a string field gets the text, any other field the YAML value, so an
+    # attribute inserted from ${env:COUNT} is the int 5, as if `value: 5` were written there.
+    config = load_text(_TYPED, {"COUNT": "5", "FLAG": "true", "CONSUMERS": "2", "SIZE": "100"})
+    values = [action.value for action in config.processors["attributes"].config.actions]
+    assert values == [5, True] and [type(value) for value in values] == [int, bool]
+    assert config.exporters["otlp_http"].config.headers == {"X-Count": "5"}
+    assert type(config.exporters["otlp_http"].config.headers["X-Count"]) is str
+
+
+def test_a_whole_value_reference_to_a_number_in_yaml_notation_fills_a_number_key():
+    # 0x10 and 1_000 are numbers to YAML (and to otelcol), not text that a number key refuses.
+    config = load_text(_TYPED, {"COUNT": "5", "FLAG": "true", "CONSUMERS": "0x10", "SIZE": "1_000"})
+    queue = config.exporters["otlp_http"].config.sending_queue
+    assert (queue.num_consumers, queue.queue_size) == (16, 1000)
+
+
+def test_a_reference_to_an_empty_variable_reads_as_before_where_the_key_takes_no_text():
+    # YAML reads "" as null; a duration key given the empty text is 0, as otelcol's zero value, not "no value".
+    config = load_text(_TYPED.replace("{num_consumers: \"${env:CONSUMERS}\",",
+                                      "{num_consumers: 2, enabled: \"${env:ON}\",")
+                       .replace("    headers:", "    retry_on_failure: {max_elapsed_time: \"${env:EMPTY}\"}\n"
+                                                  "    headers:"),
+                       {"COUNT": "5", "FLAG": "true", "SIZE": "100", "EMPTY": "", "ON": "true"})
+    assert config.exporters["otlp_http"].config.retry_on_failure.max_elapsed_time == 0
+
+
+def test_a_key_written_a_b_in_a_referenced_map_is_nested_as_in_the_config_itself(tmp_path):
+    # confmap flattens and unflattens the expanded config: `::` in a key from ${file:...} nests too.
+    part = tmp_path / "exporter.yaml"
+    part.write_text("otlp_http::endpoint: http://collector:4318\notlp_http::headers::X-Tenant: acme\n")
+    text = _headers_config("x").replace(
+        "  otlp_http:\n    endpoint: http://collector:4318\n    headers:\n      Authorization: x\n",
+        f"  ${{file:{part}}}\n").replace("exporters:\n  ", "exporters: ")
+    exporter = load_text(text, environ={}).exporters["otlp_http"].config
+    assert (exporter.endpoint, exporter.headers) == ("http://collector:4318", {"X-Tenant": "acme"})
+
+
+@pytest.mark.parametrize("token", ["{s3cret}", "[a, b]", "- x", "k: v"])
+def test_a_reference_whose_text_reads_as_a_yaml_map_or_list_is_that_text_where_the_key_takes_text(token):
+    # confmap keeps a whole-value reference's text beside its YAML value, and a text key takes the text:
+    # a token `{s3cret}` is a header value, not a mapping a header cannot hold.
+    config = load_text(_headers_config("${env:TOKEN}"), {"TOKEN": token})
+    assert config.exporters["otlp_http"].config.headers == {"Authorization": token}
+
+
+def test_a_reference_inside_a_referenced_map_keeps_its_text_for_a_text_key(tmp_path):
+    headers = tmp_path / "headers.yaml"
+    headers.write_text("Authorization: ${env:TOKEN}\n")
+    text = _headers_config("x").replace("    headers:\n      Authorization: x\n", f"    headers: ${{file:{headers}}}\n")
+    config = load_text(text, {"TOKEN": "{s3cret}"})
+    assert config.exporters["otlp_http"].config.headers == {"Authorization": "{s3cret}"}

@@ -70,6 +70,35 @@ def test_the_reason_is_given_and_a_typo_stays_a_typo():
     assert any("unknown key 'endpiont'" in message for _, message in errors), errors
 
 
+def test_a_misspelt_key_names_the_nearest_valid_key_first():
+    # otlp_http takes 25 keys: the one meant must not hide among them
+    errors = _errors(_document("exporters", "otlp_http", {"endpoint": "http://c:4318", "timout": "5s",
+                                                           "sending_queue": {"num_consumer": 2}}))
+    messages = dict(errors)
+    timeout = messages["exporters::otlp_http::timout"]
+    assert timeout.startswith("unknown key 'timout' (did you mean 'timeout'?); supported keys"), timeout
+    assert "did you mean 'num_consumers'?" in messages["exporters::otlp_http::sending_queue::num_consumer"]
+    errors = _errors(_document("exporters", "otlp_http", {"endpoint": "http://c:4318", "zzzz": 1}))
+    assert "did you mean" not in dict(errors)["exporters::otlp_http::zzzz"]
+
+
+def test_a_misspelt_top_level_key_or_component_type_names_the_nearest_one():
+    errors = dict(_errors("recievers: {}\nexporters: {otlphtp: {}}\nservice: {pipelines: {}}\n"))
+    assert "did you mean 'receivers'?" in errors["recievers"], errors
+    assert "did you mean 'otlp_http'?" in errors["exporters::otlphtp"], errors
+
+
+def test_a_misspelt_component_id_in_the_service_names_the_defined_one():
+    errors = dict(_errors("receivers: {otlp: {protocols: {http: {endpoint: 127.0.0.1:4318}}}}\n"
+                          "exporters: {otlp_http/main: {endpoint: http://c:4318}}\n"
+                          "extensions: {health_check: {}}\n"
+                          "service: {extensions: [health_chek], pipelines: {traces: {receivers: [otlp], "
+                          "exporters: [otlp_http/mian]}}}\n"))
+    assert "'otlp_http/mian' is not defined under exporters (did you mean 'otlp_http/main'?)" in \
+        errors["service::pipelines::traces::exporters"], errors
+    assert "(did you mean 'health_check'?)" in errors["service::extensions::0"], errors
+
+
 def test_an_unknown_key_in_a_tail_sampling_policy_is_said_to_be_an_extension_policy():
     settings = {"policies": [{"name": "p", "type": "always_sample", "my_extension": {"a": 1}}]}
     errors = _errors(_document("processors", "tail_sampling", settings))

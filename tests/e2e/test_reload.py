@@ -301,3 +301,43 @@ def test_a_sighup_while_the_agent_starts_is_held_and_applied_once_it_is_up(tmp_p
     finally:
         sender.join(5)
         agent.terminate()
+
+
+def test_a_reload_waiting_on_a_slow_config_server_keeps_the_agent_serving(agents, upstream, tmp_path):
+    # `--config http://...` is read again on SIGHUP; a server slow to answer must not stall the receivers.
+    import http.server
+
+    answer = threading.Event()
+    answer.set()
+    body = (CONFIG % "").replace("${env:UPSTREAM}", upstream.url).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            answer.wait(10)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    serving.start()
+    try:
+        agent = agents(["run", "--config", f"http://127.0.0.1:{server.server_address[1]}/agent.yaml",
+                        "--state-dir", str(tmp_path / "state")])
+        answer.clear()
+        os.kill(agent.process.pid, signal.SIGHUP)
+        time.sleep(0.5)  # the reload is now waiting for the server's answer
+        started = time.monotonic()
+        assert _post(agent.http_port, _request(1)) == 200
+        assert time.monotonic() - started < 3, "the request waited for the config server"
+        answer.set()
+        wait_until(lambda: _reloads(agent, "applied") == 1, timeout=15, message="reload applied")
+    finally:
+        answer.set()
+        server.shutdown()
+        server.server_close()
+        serving.join(5)
