@@ -216,7 +216,9 @@ def error_response(exc: BaseException, content_type: str, signal: Signal) -> Res
         status, message = 500, f"internal error: {type(exc).__name__}"
     if status in (408, 411):
         headers["Connection"] = "close"  # what is left of the request on the socket is no next request
-    if status in (401, 415):  # the client's content type may be one we cannot answer in
+    if status == 415:  # as otelcol's, in text: the client's content type is none we answer in
         return Response(status, text=message + "\n", headers=headers)
+    if content_type != codec.PROTOBUF:  # a 401 comes before the type is checked: otelcol answers it in JSON
+        content_type = codec.JSON
     body = codec.encode_response(status_pb2.Status(code=_GRPC_CODE.get(status, 2), message=message), content_type)
     return Response(status, body=body, content_type=content_type, headers=headers)
