@@ -77,10 +77,17 @@ class HttpServer:
             Signal.METRICS: self.config.metrics_url_path,
             Signal.LOGS: self.config.logs_url_path,
         }
+        served: dict[str, str] = {}
         for signal, path in paths.items():
             consumer = self.host.consumer(self.receiver_id, signal)
-            if consumer is not None:
-                server.post(path, self._handler(signal, consumer))
+            if consumer is None:
+                continue
+            key = f"{signal.label}_url_path"
+            if path in served:  # otelcol's mux refuses it too; else the last signal would take the other's data
+                raise ValueError(f"receivers::{self.receiver_id}::protocols::http: {served[path]} and {key} are "
+                                 f"both {path!r}; give each signal a path of its own")
+            served[path] = key
+            server.post(path, self._handler(signal, consumer))
         await confighttp.listen(server, address, self.config)
         self._server = server
 

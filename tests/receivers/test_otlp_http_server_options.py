@@ -221,3 +221,14 @@ def test_url_paths_are_served_at_the_path_of_the_url_made_absolute_as_otelcol_se
 def test_a_zero_max_request_body_size_is_otelcols_default_not_a_config_error():
     assert HttpConfig(max_request_body_size=0).max_request_body_size == 20 << 20
     assert HttpConfig(max_request_body_size=-1).max_request_body_size == 20 << 20  # otelcol: <= 0 is the default
+
+
+def test_two_signals_served_at_one_path_stop_the_start_naming_it_as_otelcols_mux_refuses_them(agents, tmp_path):
+    """Else the last signal's handler took the path: spans parsed as an ExportLogsServiceRequest
+    (the same field numbers) were answered 200 and stored as garbage logs."""
+    config = tmp_path / "paths.yaml"
+    config.write_text(PATHS_CONFIG.replace("/custom/logs?tenant=a", "/otlp/traces"))
+    with pytest.raises(RuntimeError) as caught:
+        agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
+               env={"UPSTREAM": f"http://127.0.0.1:{free_port()}"})
+    assert "/otlp/traces" in str(caught.value) and "logs_url_path" in str(caught.value), str(caught.value)
