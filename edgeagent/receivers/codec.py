@@ -98,15 +98,18 @@ _ONEOF_MESSAGES = frozenset({"gauge", "sum", "histogram", "exponentialHistogram"
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object as pdata's unmarshaler reads it, where json.loads would keep only the last
     of a repeated key: snake_case keys are the camelCase field, and a field given twice appends
-    (lists), merges (messages) or keeps the last (scalars, oneof members)."""
+    (lists), merges (messages) or keeps the last (scalars, oneof members). A null in a list is an
+    empty message, as pdata reads it (json_format refuses it; in a list of numbers both refuse it)."""
     document = dict(pairs)
-    if len(document) == len(pairs) and "_" not in "".join(document):
-        return document  # the usual object: nothing repeated, every key camelCase
-    merged: dict[str, Any] = {}
-    for key, value in pairs:
-        key = _camel(key)
-        merged[key] = _again(key, merged[key], value) if key in merged else value
-    return merged
+    if len(document) != len(pairs) or "_" in "".join(document):  # the usual object has neither
+        document = {}
+        for key, value in pairs:
+            key = _camel(key)
+            document[key] = _again(key, document[key], value) if key in document else value
+    for key, value in document.items():
+        if type(value) is list and None in value:
+            document[key] = [{} if item is None else item for item in value]
+    return document
 
 
 def _again(key: str, first: Any, second: Any) -> Any:

@@ -124,6 +124,21 @@ def test_a_metric_given_two_kinds_of_data_keeps_the_last_like_pdata():
         .resource_metrics[0].scope_metrics[0].metrics[0]
     assert len(metric.sum.data_points) == 2 and metric.sum.is_monotonic  # replaced, not merged
 
+def test_a_null_in_a_list_of_messages_is_an_empty_message_like_pdata_not_a_400_for_the_whole_batch():
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A"})
+    body = _fill('{"resourceSpans":[null,{"scopeSpans":[null,{"spans":[null,@]}]}]}', span)
+    resource_spans = codec.decode(Signal.TRACES, body.encode(), codec.JSON).view().resource_spans
+    assert len(resource_spans) == 2 and not resource_spans[0].scope_spans
+    assert [s.name for s in resource_spans[1].scope_spans[1].spans] == ["", "A"]
+    value = codec.decode(Signal.LOGS, b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"arrayValue":'
+                         b'{"values":[null,{"intValue":"1"}]}}}]}]}]}', codec.JSON).view() \
+        .resource_logs[0].scope_logs[0].log_records[0].body
+    assert [v.WhichOneof("value") for v in value.array_value.values] == [None, "int_value"]
+    with pytest.raises(BadRequestError):  # a null number in a list is an error for pdata too
+        codec.decode(Signal.METRICS, b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"histogram":{"dataPoints":'
+                     b'[{"bucketCounts":[null]}]}}]}]}]}', codec.JSON)
+
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,
