@@ -81,7 +81,15 @@ _ParseDictParser: Any = getattr(json_format, "_Parser")  # noqa: B009 (not in th
 class _Parser(_ParseDictParser):
     """ParseDict's parser, refusing an unknown enum name as pdata's ReadEnumValue does ("unknown
     string value"): ignore_unknown_fields, needed to skip unknown keys as pdata does, would also
-    read it as 0 (a Sum without temporality, which backends drop). Any number is kept."""
+    read it as 0 (a Sum without temporality, which backends drop). Any number is kept. And
+    refusing what is no object where a message belongs, as pdata's ReadObject does: the parser
+    would read the characters of `"body": "hello"` as unknown keys, an empty body."""
+
+    def ConvertMessage(self, value: Any, message: Message, path: str) -> None:
+        if not isinstance(value, dict):
+            raise json_format.ParseError(f"expected a JSON object for {message.DESCRIPTOR.name} at "
+                                         f"{path.lstrip('.') or message.DESCRIPTOR.name}, got {type(value).__name__}")
+        super().ConvertMessage(value, message, path)
 
     def _ConvertAndSetScalar(self, message: Message, field: FieldDescriptor, js_value: Any, path: str) -> None:
         enum = field.enum_type

@@ -139,6 +139,20 @@ def test_a_null_in_a_list_of_messages_is_an_empty_message_like_pdata_not_a_400_f
                      b'[{"bucketCounts":[null]}]}}]}]}]}', codec.JSON)
 
 
+@pytest.mark.parametrize(("signal", "body"), [
+    (Signal.LOGS, b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":"hello"}]}]}]}'),
+    (Signal.TRACES, b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"a","value":"x"}]}]}]}]}'),
+    (Signal.TRACES, b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"status":[]}]}]}]}'),
+    (Signal.TRACES, b'{"resourceSpans":[{"scopeSpans":[{"spans":["abc"]}]}]}'),
+], ids=["log-body-as-text", "attribute-value-as-text", "status-as-list", "span-as-text"])
+def test_a_string_or_list_where_a_message_belongs_gets_400_like_pdata_not_an_empty_message(signal, body):
+    """json_format read the characters of "hello" as unknown field names: a log's body was stored
+    empty and the client told it was accepted."""
+    with pytest.raises(BadRequestError) as refused:
+        codec.decode(signal, body, codec.JSON)
+    assert "object" in str(refused.value)
+
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,
