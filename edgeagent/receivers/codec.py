@@ -16,7 +16,7 @@ from typing import IO, Any, Protocol, cast
 import cramjam
 import zstandard
 from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import BadRequestError
@@ -83,7 +83,8 @@ class _Parser(_ParseDictParser):
     string value"): ignore_unknown_fields, needed to skip unknown keys as pdata does, would also
     read it as 0 (a Sum without temporality, which backends drop). Any number is kept. And
     refusing what is no object where a message belongs, as pdata's ReadObject does: the parser
-    would read the characters of `"body": "hello"` as unknown keys, an empty body."""
+    would read the characters of `"body": "hello"` as unknown keys, an empty body. Two members of
+    one oneof keep the last, as in pdata, where the parser refuses them."""
 
     def ConvertMessage(self, value: Any, message: Message, path: str) -> None:
         if not isinstance(value, dict):
@@ -91,11 +92,36 @@ class _Parser(_ParseDictParser):
                                          f"{path.lstrip('.') or message.DESCRIPTOR.name}, got {type(value).__name__}")
         super().ConvertMessage(value, message, path)
 
+    def _ConvertFieldValuePair(self, js: dict[str, Any], message: Message, path: str) -> None:
+        if len(js) > 1 and (oneofs := _ONEOFS.get(message.DESCRIPTOR)):
+            for members in oneofs:
+                given = [key for key, value in js.items() if key in members and value is not None]
+                if len(given) > 1:  # pdata sets the oneof at each member given, so the last stays
+                    js = {key: value for key, value in js.items() if key not in given[:-1]}
+        super()._ConvertFieldValuePair(js, message, path)
+
     def _ConvertAndSetScalar(self, message: Message, field: FieldDescriptor, js_value: Any, path: str) -> None:
         enum = field.enum_type
         if enum is not None and isinstance(js_value, str) and js_value not in enum.values_by_name:
             raise json_format.ParseError(f"unknown {enum.name} value {js_value!r} at {path.lstrip('.')}")
         super()._ConvertAndSetScalar(message, field, js_value, path)
+
+
+def _oneofs(descriptor: Descriptor, found: dict[Any, tuple[frozenset[str], ...]]) -> None:
+    """The JSON names of each oneof's members, by message (AnyValue's value, Metric's data, a
+    point's value); a proto3 `optional` is a oneof of one, never given twice."""
+    if descriptor in found:
+        return
+    found[descriptor] = tuple(frozenset(field.json_name for field in oneof.fields)
+                              for oneof in descriptor.oneofs if len(oneof.fields) > 1)
+    for field in descriptor.fields:
+        if field.message_type is not None:
+            _oneofs(field.message_type, found)
+
+
+_ONEOFS: dict[Any, tuple[frozenset[str], ...]] = {}
+for _signal in Signal:
+    _oneofs(cast(Descriptor, _signal.request_class.DESCRIPTOR), _ONEOFS)
 
 
 # message fields that are members of a oneof: pdata starts a new one each time (SetEmpty...)

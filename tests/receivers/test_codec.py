@@ -153,6 +153,18 @@ def test_a_string_or_list_where_a_message_belongs_gets_400_like_pdata_not_an_emp
     assert "object" in str(refused.value)
 
 
+def test_two_members_of_one_oneof_keep_the_last_like_pdata_not_a_400_for_the_whole_batch():
+    spans = codec.decode(Signal.TRACES, b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"x","attributes":['
+                         b'{"key":"a","value":{"stringValue":"s","intValue":"7"}},'
+                         b'{"key":"b","value":{"intValue":"7","string_value":"s"}}]}]}]}]}', codec.JSON).view() \
+        .resource_spans[0].scope_spans[0].spans
+    assert [kv.value.WhichOneof("value") for kv in spans[0].attributes] == ["int_value", "string_value"]
+    body = (b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","gauge":{"dataPoints":[{"asDouble":1.5,'
+            b'"asInt":"2"}]},"sum":{"dataPoints":[{"asInt":"3","asDouble":2.5}]}}]}]}]}')
+    metric = codec.decode(Signal.METRICS, body, codec.JSON).view().resource_metrics[0].scope_metrics[0].metrics[0]
+    assert metric.WhichOneof("data") == "sum" and metric.sum.data_points[0].as_double == 2.5
+
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,
