@@ -239,7 +239,7 @@ class Decompressor:
         factory = _STREAMS.get(self.encoding)
         if factory is None:  # confighttp's newBodyReader: 400, as is a list of several encodings
             raise BadRequestError(f"unsupported Content-Encoding {encoding!r}; use one of "
-                                  f"{', '.join(name for name in _STREAMS if name)} or none")
+                                  f"{', '.join(name for name in _STREAMS if name not in ('', 'none'))} or none")
         self.limit = limit
         self.size = 0  # decompressed bytes produced so far
         self._on_output = on_output

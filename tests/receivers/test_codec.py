@@ -229,6 +229,7 @@ def test_truncated_gzip_and_unknown_encodings_are_a_400_like_otelcol():
         with pytest.raises(BadRequestError) as unknown:
             codec.Decompressor(encoding, limit=10)
         assert unknown.value.status == 400
+        assert str(unknown.value).count("none") == 1  # each one the answer names, once
 
 
 def test_repeated_metadata_keys_are_joined_like_otelcol():
