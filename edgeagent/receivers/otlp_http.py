@@ -141,15 +141,18 @@ class HttpServer:
         if self._reading >= MAX_UNREAD_BODIES:
             raise RetryableError(f"{MAX_UNREAD_BODIES} request bodies are being read already", retry_after=1.0)
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
-        if self._encodings is not None and encoding not in self._encodings:
+        if self._encodings is not None and not self._encodings:
+            encoding = "identity"  # compression_algorithms: [] -- otelcol decodes nothing, reads bodies as they came
+        elif self._encodings is not None and encoding not in self._encodings:
             raise BadRequestError(f"Content-Encoding {encoding!r} is not accepted here (compression_algorithms: "
                                   f"{sorted(self.config.compression_algorithms)})")
+        limit = self.config.max_request_body_size
         self._reading += 1
         try:
             if not self.config.read_timeout:  # otelcol's default: no limit on the whole request
-                return await _read_body(request, self.config.max_request_body_size, reservation)
+                return await _read_body(request, encoding, limit, reservation)
             async with asyncio.timeout(self.config.read_timeout):
-                return await _read_body(request, self.config.max_request_body_size, reservation)
+                return await _read_body(request, encoding, limit, reservation)
         except TimeoutError:
             raise BadRequestError(f"the request body was not received within read_timeout "
                                   f"({self.config.read_timeout:g}s)", status=408) from None
@@ -157,13 +160,13 @@ class HttpServer:
             self._reading -= 1
 
 
-async def _read_body(request: Request, limit: int, reservation: Reservation) -> bytes:
+async def _read_body(request: Request, encoding: str, limit: int, reservation: Reservation) -> bytes:
     received = 0
 
     def reserve(produced: int) -> None:  # the larger of what arrived and what it decoded to so far
         reservation.grow(max(received, produced) - reservation.bytes)
 
-    decompressor = codec.Decompressor(request.headers.get("Content-Encoding", ""), limit, reserve)
+    decompressor = codec.Decompressor(encoding, limit, reserve)
     length = request.content_length
     if length is not None and length > limit and decompressor.encoding in ("", "identity", "none"):
         raise BadRequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413)

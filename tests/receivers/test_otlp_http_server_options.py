@@ -232,3 +232,15 @@ def test_two_signals_served_at_one_path_stop_the_start_naming_it_as_otelcols_mux
         agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
                env={"UPSTREAM": f"http://127.0.0.1:{free_port()}"})
     assert "/otlp/traces" in str(caught.value) and "logs_url_path" in str(caught.value), str(caught.value)
+
+
+def test_an_empty_compression_algorithms_decodes_nothing_and_serves_plain_bodies_as_otelcol_does(agents, tmp_path):
+    """otelcol installs no decoder at all for `compression_algorithms: []`: bodies are read as they
+    come. Every request got 400 here, the uncompressed ones too, and their senders dropped them."""
+    process = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", f"http://127.0.0.1:{free_port()}",
+                      "--set", "receivers::otlp::protocols::http::compression_algorithms=[]"])
+    plain = {"Content-Type": "application/x-protobuf"}
+    assert _request(process, "POST", headers=plain, body=BODY)[0] == 200
+    assert _request(process, "POST", headers={**plain, "Content-Encoding": "identity"}, body=BODY)[0] == 200
+    gzipped = gzip.compress(b"\x0a\x00" * 64, mtime=0)  # read as it came: no ExportTraceServiceRequest
+    assert _request(process, "POST", headers={**plain, "Content-Encoding": "gzip"}, body=gzipped)[0] == 400
