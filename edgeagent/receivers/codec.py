@@ -56,7 +56,7 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
                 f"request body is not a valid {signal.request_class.__name__} protobuf: {exc}"
             ) from exc
     try:
-        document = json.loads(body, object_pairs_hook=_object)
+        document = _loads(body)
     except ValueError as exc:  # not UTF-8, not JSON, or an integer longer than Python reads from text
         raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
     except RecursionError:
@@ -72,6 +72,17 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
     except RecursionError:  # deeper than the interpreter's stack, though json.loads took it
         raise BadRequestError(f"request body is OTLP/JSON for {signal.label} nested too deeply") from None
     return Payload.from_message(signal, message, metadata)
+
+
+def _loads(body: bytes) -> Any:
+    """The body's first JSON value: what follows it is ignored, as pdata's iterator stops after
+    the object (a C client may count its string's NUL terminator in the body)."""
+    try:
+        return json.loads(body, object_pairs_hook=_object)
+    except json.JSONDecodeError as exc:
+        if not exc.msg.startswith("Extra data"):
+            raise
+        return json.loads(exc.doc[:exc.pos], object_pairs_hook=_object)
 
 
 _MAX_DEPTH = 100  # json_format.ParseDict's default

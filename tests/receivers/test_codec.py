@@ -165,6 +165,17 @@ def test_two_members_of_one_oneof_keep_the_last_like_pdata_not_a_400_for_the_who
     assert metric.WhichOneof("data") == "sum" and metric.sum.data_points[0].as_double == 2.5
 
 
+@pytest.mark.parametrize("after", [b"\x00", b"\n\n{}", b"\r\nxyz"], ids=["nul", "second-object", "garbage"])
+def test_what_follows_the_json_object_is_ignored_as_pdata_ignores_it_not_a_400(after):
+    """A C client that counts its string's NUL terminator in the body got 400 and dropped the data,
+    where otelcol reads the object and stops."""
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A"})
+    body = _fill('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}', span).encode() + after
+    assert _span_names(body.decode()) == ["A"]
+    with pytest.raises(BadRequestError):  # what the object holds is still read strictly
+        codec.decode(Signal.TRACES, b'{"resourceSpans":[x]}' + after, codec.JSON)
+
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,
