@@ -20,6 +20,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import BadRequestError
+from edgeagent.receivers import utf8
 from edgeagent.signals import Payload, Signal
 
 PROTOBUF = "application/x-protobuf"
@@ -52,6 +53,10 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         try:
             return Payload.from_bytes(signal, body, metadata)
         except (DecodeError, ValueError) as exc:
+            descriptor = cast(Descriptor, signal.request_class.DESCRIPTOR)
+            fixed = utf8.repaired(descriptor, body) if "utf-8" in str(exc).lower() else None
+            if fixed is not None:  # otelcol keeps strings that are not UTF-8: keep the request too
+                return _decode(signal, fixed, content_type, metadata)
             raise BadRequestError(
                 f"request body is not a valid {signal.request_class.__name__} protobuf: {exc}"
             ) from exc
@@ -74,11 +79,15 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
     return Payload.from_message(signal, message, metadata)
 
 
-def _loads(body: bytes) -> Any:
+def _loads(body: bytes | str) -> Any:
     """The body's first JSON value: what follows it is ignored, as pdata's iterator stops after
-    the object (a C client may count its string's NUL terminator in the body)."""
+    the object (a C client may count its string's NUL terminator in the body). Text that is not
+    UTF-8 is kept, U+FFFD for each invalid sequence, as pdata keeps such strings (see utf8)."""
     try:
         return json.loads(body, object_pairs_hook=_object)
+    except UnicodeDecodeError:
+        assert isinstance(body, bytes)  # a str has been decoded already
+        return _loads(body.decode(errors="replace"))
     except json.JSONDecodeError as exc:
         if not exc.msg.startswith("Extra data"):
             raise

@@ -176,6 +176,30 @@ def test_what_follows_the_json_object_is_ignored_as_pdata_ignores_it_not_a_400(a
         codec.decode(Signal.TRACES, b'{"resourceSpans":[x]}' + after, codec.JSON)
 
 
+def test_invalid_utf_8_in_string_fields_is_replaced_and_the_request_kept_not_a_400():
+    """pdata does not check UTF-8, so otelcol accepts what a C++ SDK or otelcol's own syslog or
+    kafka receivers send with Latin-1 in it; the protobuf runtime here refuses it, and every such
+    batch got 400 and was dropped by its sender. U+FFFD stands for each invalid sequence."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add(severity_text="INFO")
+    record.body.array_value.values.add().string_value = "caf@"
+    record.attributes.add(key="city").value.string_value = "Z@rich"
+    raw = request.SerializeToString().replace(b"@", b"\xe9")
+    payload = codec.decode(Signal.LOGS, raw, codec.PROTOBUF)
+    got = payload.view().resource_logs[0].scope_logs[0].log_records[0]
+    assert got.body.array_value.values[0].string_value == "caf\ufffd"
+    assert (got.attributes[0].value.string_value, got.severity_text) == ("Z\ufffdrich", "INFO")
+    assert payload.items == 1 and ExportLogsServiceRequest.FromString(payload.serialized()) == payload.view()
+
+    document = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"Z\xfcrich"}}]}]}]}'
+    got = codec.decode(Signal.LOGS, document, codec.JSON).view().resource_logs[0].scope_logs[0].log_records[0]
+    assert got.body.string_value == "Z\ufffdrich"
+    with pytest.raises(BadRequestError):  # a body that is no protobuf stays a 400
+        codec.decode(Signal.LOGS, b"\x0a\x05\xff\xfe\xe9", codec.PROTOBUF)
+
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,
