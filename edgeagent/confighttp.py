@@ -19,6 +19,7 @@ from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
 from edgeagent.tls import TlsServerConfig
 
 _NO_TIMEOUT = 365 * 86400.0
+DEFAULT_MAX_REQUEST_BODY_SIZE = 20 * 1024 * 1024
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
@@ -50,7 +51,7 @@ class HttpServerConfig(ComponentConfig):
     transport: str = "tcp"  # before endpoint, whose validation depends on it
     endpoint: str = ""
     dialer: netaddr.DialerConfig | None = None
-    max_request_body_size: int = Field(20 * 1024 * 1024, gt=0)
+    max_request_body_size: int = DEFAULT_MAX_REQUEST_BODY_SIZE
     # otelcol's confighttp defaults: headers within a minute, no limit on the whole request
     read_header_timeout: Duration = Field(60.0, ge=0)
     read_timeout: Duration = Field(0.0, ge=0)
@@ -69,6 +70,11 @@ class HttpServerConfig(ComponentConfig):
     _check_transport = field_validator("transport")(lambda cls, v: netaddr.check_transport(v))
     _check_endpoint = field_validator("endpoint")(netaddr.check_endpoint_field)
     _check_middlewares = field_validator("middlewares")(lambda cls, v: check_server_middlewares(v, "an HTTP"))
+
+    @field_validator("max_request_body_size")
+    @classmethod
+    def _default_when_not_positive(cls, value: int) -> int:
+        return value if value > 0 else DEFAULT_MAX_REQUEST_BODY_SIZE  # as otelcol's ToServer
 
     @field_validator("keepalive", mode="before")
     @classmethod

@@ -16,10 +16,11 @@ from typing import IO, Any, Protocol, cast
 import cramjam
 import zstandard
 from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import BadRequestError
+from edgeagent.receivers import utf8
 from edgeagent.signals import Payload, Signal
 
 PROTOBUF = "application/x-protobuf"
@@ -52,11 +53,15 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         try:
             return Payload.from_bytes(signal, body, metadata)
         except (DecodeError, ValueError) as exc:
+            descriptor = cast(Descriptor, signal.request_class.DESCRIPTOR)
+            fixed = utf8.repaired(descriptor, body) if "utf-8" in str(exc).lower() else None
+            if fixed is not None:  # otelcol keeps strings that are not UTF-8: keep the request too
+                return _decode(signal, fixed, content_type, metadata)
             raise BadRequestError(
                 f"request body is not a valid {signal.request_class.__name__} protobuf: {exc}"
             ) from exc
     try:
-        document = json.loads(body, object_pairs_hook=_object)
+        document = _loads(body)
     except ValueError as exc:  # not UTF-8, not JSON, or an integer longer than Python reads from text
         raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
     except RecursionError:
@@ -74,6 +79,21 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
     return Payload.from_message(signal, message, metadata)
 
 
+def _loads(body: bytes | str) -> Any:
+    """The body's first JSON value: what follows it is ignored, as pdata's iterator stops after
+    the object (a C client may count its string's NUL terminator in the body). Text that is not
+    UTF-8 is kept, U+FFFD for each invalid sequence, as pdata keeps such strings (see utf8)."""
+    try:
+        return json.loads(body, object_pairs_hook=_object)
+    except UnicodeDecodeError:
+        assert isinstance(body, bytes)  # a str has been decoded already
+        return _loads(body.decode(errors="replace"))
+    except json.JSONDecodeError as exc:
+        if not exc.msg.startswith("Extra data"):
+            raise
+        return json.loads(exc.doc[:exc.pos], object_pairs_hook=_object)
+
+
 _MAX_DEPTH = 100  # json_format.ParseDict's default
 _ParseDictParser: Any = getattr(json_format, "_Parser")  # noqa: B009 (not in the type stubs)
 
@@ -81,13 +101,47 @@ _ParseDictParser: Any = getattr(json_format, "_Parser")  # noqa: B009 (not in th
 class _Parser(_ParseDictParser):
     """ParseDict's parser, refusing an unknown enum name as pdata's ReadEnumValue does ("unknown
     string value"): ignore_unknown_fields, needed to skip unknown keys as pdata does, would also
-    read it as 0 (a Sum without temporality, which backends drop). Any number is kept."""
+    read it as 0 (a Sum without temporality, which backends drop). Any number is kept. And
+    refusing what is no object where a message belongs, as pdata's ReadObject does: the parser
+    would read the characters of `"body": "hello"` as unknown keys, an empty body. Two members of
+    one oneof keep the last, as in pdata, where the parser refuses them."""
+
+    def ConvertMessage(self, value: Any, message: Message, path: str) -> None:
+        if not isinstance(value, dict):
+            raise json_format.ParseError(f"expected a JSON object for {message.DESCRIPTOR.name} at "
+                                         f"{path.lstrip('.') or message.DESCRIPTOR.name}, got {type(value).__name__}")
+        super().ConvertMessage(value, message, path)
+
+    def _ConvertFieldValuePair(self, js: dict[str, Any], message: Message, path: str) -> None:
+        if len(js) > 1 and (oneofs := _ONEOFS.get(message.DESCRIPTOR)):
+            for members in oneofs:
+                given = [key for key, value in js.items() if key in members and value is not None]
+                if len(given) > 1:  # pdata sets the oneof at each member given, so the last stays
+                    js = {key: value for key, value in js.items() if key not in given[:-1]}
+        super()._ConvertFieldValuePair(js, message, path)
 
     def _ConvertAndSetScalar(self, message: Message, field: FieldDescriptor, js_value: Any, path: str) -> None:
         enum = field.enum_type
         if enum is not None and isinstance(js_value, str) and js_value not in enum.values_by_name:
             raise json_format.ParseError(f"unknown {enum.name} value {js_value!r} at {path.lstrip('.')}")
         super()._ConvertAndSetScalar(message, field, js_value, path)
+
+
+def _oneofs(descriptor: Descriptor, found: dict[Any, tuple[frozenset[str], ...]]) -> None:
+    """The JSON names of each oneof's members, by message (AnyValue's value, Metric's data, a
+    point's value); a proto3 `optional` is a oneof of one, never given twice."""
+    if descriptor in found:
+        return
+    found[descriptor] = tuple(frozenset(field.json_name for field in oneof.fields)
+                              for oneof in descriptor.oneofs if len(oneof.fields) > 1)
+    for field in descriptor.fields:
+        if field.message_type is not None:
+            _oneofs(field.message_type, found)
+
+
+_ONEOFS: dict[Any, tuple[frozenset[str], ...]] = {}
+for _signal in Signal:
+    _oneofs(cast(Descriptor, _signal.request_class.DESCRIPTOR), _ONEOFS)
 
 
 # message fields that are members of a oneof: pdata starts a new one each time (SetEmpty...)
@@ -98,15 +152,18 @@ _ONEOF_MESSAGES = frozenset({"gauge", "sum", "histogram", "exponentialHistogram"
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object as pdata's unmarshaler reads it, where json.loads would keep only the last
     of a repeated key: snake_case keys are the camelCase field, and a field given twice appends
-    (lists), merges (messages) or keeps the last (scalars, oneof members)."""
+    (lists), merges (messages) or keeps the last (scalars, oneof members). A null in a list is an
+    empty message, as pdata reads it (json_format refuses it; in a list of numbers both refuse it)."""
     document = dict(pairs)
-    if len(document) == len(pairs) and "_" not in "".join(document):
-        return document  # the usual object: nothing repeated, every key camelCase
-    merged: dict[str, Any] = {}
-    for key, value in pairs:
-        key = _camel(key)
-        merged[key] = _again(key, merged[key], value) if key in merged else value
-    return merged
+    if len(document) != len(pairs) or "_" in "".join(document):  # the usual object has neither
+        document = {}
+        for key, value in pairs:
+            key = _camel(key)
+            document[key] = _again(key, document[key], value) if key in document else value
+    for key, value in document.items():
+        if type(value) is list and None in value:
+            document[key] = [{} if item is None else item for item in value]
+    return document
 
 
 def _again(key: str, first: Any, second: Any) -> Any:
@@ -202,7 +259,7 @@ class Decompressor:
         factory = _STREAMS.get(self.encoding)
         if factory is None:  # confighttp's newBodyReader: 400, as is a list of several encodings
             raise BadRequestError(f"unsupported Content-Encoding {encoding!r}; use one of "
-                                  f"{', '.join(name for name in _STREAMS if name)} or none")
+                                  f"{', '.join(name for name in _STREAMS if name not in ('', 'none'))} or none")
         self.limit = limit
         self.size = 0  # decompressed bytes produced so far
         self._on_output = on_output

@@ -498,9 +498,9 @@ class _Connection(asyncio.Protocol):
                 metadata.append((key.decode("ascii", "replace"), _unbase64(value)))
             else:
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
-        if headers.get(b":method") != b"POST" or not headers.get(b"content-type", b"").startswith(b"application/grpc"):
-            self._h2.send_headers(stream_id, [(b":status", b"415" if headers.get(b":method") == b"POST" else b"405")],
-                                  end_stream=True)
+        refusal = _not_grpc(headers)
+        if refusal is not None:
+            self._h2.send_headers(stream_id, refusal, end_stream=True)
             return
         method = headers.get(b":path", b"").decode("latin-1")
         encoding = headers.get(b"grpc-encoding", b"identity").decode("latin-1").strip().lower()
@@ -646,6 +646,22 @@ def _settings(limits: Limits, streams: int) -> h2.settings.Settings:
         # fewer, larger DATA frames from clients that follow it (grpcio): h2's cost is per frame
         h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
     })
+
+
+def _not_grpc(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
+    """grpc-go's answer to a request that is no gRPC call (None for one that is): 405 for a method
+    but POST, 415 for a content type but application/grpc, +proto and the like, or ;parameters
+    (grpc-web reads its status from the body, so it must not be served as gRPC)."""
+    content_type = headers.get(b"content-type", b"")
+    if headers.get(b":method") != b"POST":
+        status, code, message = b"405", INTERNAL, "invalid gRPC request method"
+    elif content_type != b"application/grpc" and not content_type.startswith((b"application/grpc+",
+                                                                               b"application/grpc;")):
+        shown = content_type.decode("latin-1")
+        status, code, message = b"415", INVALID_ARGUMENT, f"invalid gRPC request content-type {shown!r}"
+    else:
+        return None
+    return [(b":status", status), (b"content-type", b"application/grpc"), *_trailers(code, message, ())]
 
 
 def _timeout(value: bytes | None) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
 
@@ -52,7 +53,7 @@ class GrpcConfig(ComponentConfig):
     transport: str = "tcp"  # before endpoint, whose validation depends on it
     endpoint: str = "localhost:4317"
     dialer: netaddr.DialerConfig | None = None
-    max_recv_msg_size_mib: int = Field(4, gt=0)
+    max_recv_msg_size_mib: int = Field(4, ge=0)  # 0: grpc's default, 4
     max_concurrent_streams: int = Field(0, ge=0)
     read_buffer_size: int = Field(0, ge=0)  # the socket's SO_RCVBUF; 0: the system's
     write_buffer_size: int = Field(0, ge=0)  # the socket's SO_SNDBUF; 0: the system's
@@ -73,6 +74,14 @@ class HttpConfig(HttpServerConfig):
     traces_url_path: str = "/v1/traces"
     metrics_url_path: str = "/v1/metrics"
     logs_url_path: str = "/v1/logs"
+
+    @field_validator("traces_url_path", "metrics_url_path", "logs_url_path")
+    @classmethod
+    def _sanitized(cls, value: str) -> str:
+        """otelcol's SanitizedURLPath: the path of the URL given, made absolute (`v1/traces` is served
+        at /v1/traces, a query is no part of it)."""
+        path = unquote(urlsplit(value).path)
+        return path if path.startswith("/") else "/" + path
 
 
 class ProtocolsConfig(ComponentConfig):

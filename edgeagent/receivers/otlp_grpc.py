@@ -106,7 +106,7 @@ def limits(config: Any) -> grpc_server.Limits:
     keepalive = config.keepalive
     parameters = keepalive.server_parameters if keepalive is not None else None
     policy = keepalive.enforcement_policy if keepalive is not None else None
-    defaults = grpc_server.Limits(max_message_bytes=config.max_recv_msg_size_mib << 20)
+    defaults = grpc_server.Limits(max_message_bytes=(config.max_recv_msg_size_mib or 4) << 20)
     return grpc_server.Limits(
         max_message_bytes=defaults.max_message_bytes,
         max_concurrent_streams=config.max_concurrent_streams or _DEFAULT_STREAMS,

@@ -77,10 +77,17 @@ class HttpServer:
             Signal.METRICS: self.config.metrics_url_path,
             Signal.LOGS: self.config.logs_url_path,
         }
+        served: dict[str, str] = {}
         for signal, path in paths.items():
             consumer = self.host.consumer(self.receiver_id, signal)
-            if consumer is not None:
-                server.post(path, self._handler(signal, consumer))
+            if consumer is None:
+                continue
+            key = f"{signal.label}_url_path"
+            if path in served:  # otelcol's mux refuses it too; else the last signal would take the other's data
+                raise ValueError(f"receivers::{self.receiver_id}::protocols::http: {served[path]} and {key} are "
+                                 f"both {path!r}; give each signal a path of its own")
+            served[path] = key
+            server.post(path, self._handler(signal, consumer))
         await confighttp.listen(server, address, self.config)
         self._server = server
 
@@ -134,15 +141,18 @@ class HttpServer:
         if self._reading >= MAX_UNREAD_BODIES:
             raise RetryableError(f"{MAX_UNREAD_BODIES} request bodies are being read already", retry_after=1.0)
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
-        if self._encodings is not None and encoding not in self._encodings:
+        if self._encodings is not None and not self._encodings:
+            encoding = "identity"  # compression_algorithms: [] -- otelcol decodes nothing, reads bodies as they came
+        elif self._encodings is not None and encoding not in self._encodings:
             raise BadRequestError(f"Content-Encoding {encoding!r} is not accepted here (compression_algorithms: "
                                   f"{sorted(self.config.compression_algorithms)})")
+        limit = self.config.max_request_body_size
         self._reading += 1
         try:
             if not self.config.read_timeout:  # otelcol's default: no limit on the whole request
-                return await _read_body(request, self.config.max_request_body_size, reservation)
+                return await _read_body(request, encoding, limit, reservation)
             async with asyncio.timeout(self.config.read_timeout):
-                return await _read_body(request, self.config.max_request_body_size, reservation)
+                return await _read_body(request, encoding, limit, reservation)
         except TimeoutError:
             raise BadRequestError(f"the request body was not received within read_timeout "
                                   f"({self.config.read_timeout:g}s)", status=408) from None
@@ -150,13 +160,13 @@ class HttpServer:
             self._reading -= 1
 
 
-async def _read_body(request: Request, limit: int, reservation: Reservation) -> bytes:
+async def _read_body(request: Request, encoding: str, limit: int, reservation: Reservation) -> bytes:
     received = 0
 
     def reserve(produced: int) -> None:  # the larger of what arrived and what it decoded to so far
         reservation.grow(max(received, produced) - reservation.bytes)
 
-    decompressor = codec.Decompressor(request.headers.get("Content-Encoding", ""), limit, reserve)
+    decompressor = codec.Decompressor(encoding, limit, reserve)
     length = request.content_length
     if length is not None and length > limit and decompressor.encoding in ("", "identity", "none"):
         raise BadRequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", status=413)
@@ -216,7 +226,9 @@ def error_response(exc: BaseException, content_type: str, signal: Signal) -> Res
         status, message = 500, f"internal error: {type(exc).__name__}"
     if status in (408, 411):
         headers["Connection"] = "close"  # what is left of the request on the socket is no next request
-    if status in (401, 415):  # the client's content type may be one we cannot answer in
+    if status == 415:  # as otelcol's, in text: the client's content type is none we answer in
         return Response(status, text=message + "\n", headers=headers)
+    if content_type != codec.PROTOBUF:  # a 401 comes before the type is checked: otelcol answers it in JSON
+        content_type = codec.JSON
     body = codec.encode_response(status_pb2.Status(code=_GRPC_CODE.get(status, 2), message=message), content_type)
     return Response(status, body=body, content_type=content_type, headers=headers)

@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 import grpc
 import pytest
+from google.protobuf import json_format
+from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers.certs import Authority, replace
@@ -111,6 +113,26 @@ def test_wrong_or_missing_token_gets_401_over_http_and_unauthenticated_over_grpc
     assert _post(agent.http_port, context, CLIENT_TOKEN)[0] == 200
     assert _grpc_export(agent.grpc_port, _grpc_credentials(certs), CLIENT_TOKEN) == grpc.StatusCode.OK
     assert agent.metric("otelcol_receiver_accepted_spans") == 1  # refused requests never reached the pipeline
+
+
+@pytest.mark.parametrize(("content_type", "answered_in"), [
+    ("application/x-protobuf", "application/x-protobuf"), ("application/json; charset=utf-8", "application/json"),
+    ("text/plain", "application/json")])  # otelcol's errorHandler: JSON for any type but protobuf
+def test_a_401_carries_an_unauthenticated_status_as_otlp_asks_of_every_error_answer(start_agent, certs,
+                                                                                  content_type, answered_in):
+    agent = start_agent()
+    connection = http.client.HTTPSConnection("127.0.0.1", agent.http_port, context=_client_context(certs.ca_file),
+                                             timeout=10)
+    try:
+        connection.request("POST", "/v1/traces", body=b"", headers={"Content-Type": content_type})
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert (response.status, response.getheader("Content-Type")) == (401, answered_in)
+    status = (status_pb2.Status.FromString(body) if answered_in == "application/x-protobuf"
+              else json_format.Parse(body, status_pb2.Status()))
+    assert status.code == grpc.StatusCode.UNAUTHENTICATED.value[0] and "credentials" in status.message
 
 
 def test_request_params_let_a_query_parameter_carry_the_token_in_place_of_the_header(start_agent, certs,

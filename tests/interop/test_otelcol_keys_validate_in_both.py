@@ -18,7 +18,10 @@ EXACT_WITH_CACHE = {"name": "exact", "type": "string_attribute",
                     "string_attribute": {"key": "k", "values": ["a"], "cache_max_size": 10}}
 CONFIG = {
     "receivers": {
-        "otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:4318"}}},
+        # 0 is the default size in both; a path without its slash is made absolute in both
+        "otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:4318", "max_request_body_size": 0,
+                                        "traces_url_path": "otlp/traces"},
+                               "grpc": {"endpoint": "127.0.0.1:4317", "max_recv_msg_size_mib": 0}}},
         "kafka": {"brokers": ["127.0.0.1:9092"], "conn_idle_timeout": "2m", "rack_id": "rack-a",
                   "group_instance_id": "hub-0", "group_rebalance_strategies": ["sticky", "range"],
                   "metadata": {"full": False, "refresh_interval": "1m", "retry": {"backoff": "100ms"}}},

@@ -124,6 +124,82 @@ def test_a_metric_given_two_kinds_of_data_keeps_the_last_like_pdata():
         .resource_metrics[0].scope_metrics[0].metrics[0]
     assert len(metric.sum.data_points) == 2 and metric.sum.is_monotonic  # replaced, not merged
 
+def test_a_null_in_a_list_of_messages_is_an_empty_message_like_pdata_not_a_400_for_the_whole_batch():
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A"})
+    body = _fill('{"resourceSpans":[null,{"scopeSpans":[null,{"spans":[null,@]}]}]}', span)
+    resource_spans = codec.decode(Signal.TRACES, body.encode(), codec.JSON).view().resource_spans
+    assert len(resource_spans) == 2 and not resource_spans[0].scope_spans
+    assert [s.name for s in resource_spans[1].scope_spans[1].spans] == ["", "A"]
+    value = codec.decode(Signal.LOGS, b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"arrayValue":'
+                         b'{"values":[null,{"intValue":"1"}]}}}]}]}]}', codec.JSON).view() \
+        .resource_logs[0].scope_logs[0].log_records[0].body
+    assert [v.WhichOneof("value") for v in value.array_value.values] == [None, "int_value"]
+    with pytest.raises(BadRequestError):  # a null number in a list is an error for pdata too
+        codec.decode(Signal.METRICS, b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"histogram":{"dataPoints":'
+                     b'[{"bucketCounts":[null]}]}}]}]}]}', codec.JSON)
+
+
+@pytest.mark.parametrize(("signal", "body"), [
+    (Signal.LOGS, b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":"hello"}]}]}]}'),
+    (Signal.TRACES, b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"a","value":"x"}]}]}]}]}'),
+    (Signal.TRACES, b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"status":[]}]}]}]}'),
+    (Signal.TRACES, b'{"resourceSpans":[{"scopeSpans":[{"spans":["abc"]}]}]}'),
+], ids=["log-body-as-text", "attribute-value-as-text", "status-as-list", "span-as-text"])
+def test_a_string_or_list_where_a_message_belongs_gets_400_like_pdata_not_an_empty_message(signal, body):
+    """json_format read the characters of "hello" as unknown field names: a log's body was stored
+    empty and the client told it was accepted."""
+    with pytest.raises(BadRequestError) as refused:
+        codec.decode(signal, body, codec.JSON)
+    assert "object" in str(refused.value)
+
+
+def test_two_members_of_one_oneof_keep_the_last_like_pdata_not_a_400_for_the_whole_batch():
+    spans = codec.decode(Signal.TRACES, b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"x","attributes":['
+                         b'{"key":"a","value":{"stringValue":"s","intValue":"7"}},'
+                         b'{"key":"b","value":{"intValue":"7","string_value":"s"}}]}]}]}]}', codec.JSON).view() \
+        .resource_spans[0].scope_spans[0].spans
+    assert [kv.value.WhichOneof("value") for kv in spans[0].attributes] == ["int_value", "string_value"]
+    body = (b'{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"m","gauge":{"dataPoints":[{"asDouble":1.5,'
+            b'"asInt":"2"}]},"sum":{"dataPoints":[{"asInt":"3","asDouble":2.5}]}}]}]}]}')
+    metric = codec.decode(Signal.METRICS, body, codec.JSON).view().resource_metrics[0].scope_metrics[0].metrics[0]
+    assert metric.WhichOneof("data") == "sum" and metric.sum.data_points[0].as_double == 2.5
+
+
+@pytest.mark.parametrize("after", [b"\x00", b"\n\n{}", b"\r\nxyz"], ids=["nul", "second-object", "garbage"])
+def test_what_follows_the_json_object_is_ignored_as_pdata_ignores_it_not_a_400(after):
+    """A C client that counts its string's NUL terminator in the body got 400 and dropped the data,
+    where otelcol reads the object and stops."""
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A"})
+    body = _fill('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}', span).encode() + after
+    assert _span_names(body.decode()) == ["A"]
+    with pytest.raises(BadRequestError):  # what the object holds is still read strictly
+        codec.decode(Signal.TRACES, b'{"resourceSpans":[x]}' + after, codec.JSON)
+
+
+def test_invalid_utf_8_in_string_fields_is_replaced_and_the_request_kept_not_a_400():
+    """pdata does not check UTF-8, so otelcol accepts what a C++ SDK or otelcol's own syslog or
+    kafka receivers send with Latin-1 in it; the protobuf runtime here refuses it, and every such
+    batch got 400 and was dropped by its sender. U+FFFD stands for each invalid sequence."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    request = ExportLogsServiceRequest()
+    record = request.resource_logs.add().scope_logs.add().log_records.add(severity_text="INFO")
+    record.body.array_value.values.add().string_value = "caf@"
+    record.attributes.add(key="city").value.string_value = "Z@rich"
+    raw = request.SerializeToString().replace(b"@", b"\xe9")
+    payload = codec.decode(Signal.LOGS, raw, codec.PROTOBUF)
+    got = payload.view().resource_logs[0].scope_logs[0].log_records[0]
+    assert got.body.array_value.values[0].string_value == "caf\ufffd"
+    assert (got.attributes[0].value.string_value, got.severity_text) == ("Z\ufffdrich", "INFO")
+    assert payload.items == 1 and ExportLogsServiceRequest.FromString(payload.serialized()) == payload.view()
+
+    document = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"Z\xfcrich"}}]}]}]}'
+    got = codec.decode(Signal.LOGS, document, codec.JSON).view().resource_logs[0].scope_logs[0].log_records[0]
+    assert got.body.string_value == "Z\ufffdrich"
+    with pytest.raises(BadRequestError):  # a body that is no protobuf stays a 400
+        codec.decode(Signal.LOGS, b"\x0a\x05\xff\xfe\xe9", codec.PROTOBUF)
+
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,
@@ -188,6 +264,7 @@ def test_truncated_gzip_and_unknown_encodings_are_a_400_like_otelcol():
         with pytest.raises(BadRequestError) as unknown:
             codec.Decompressor(encoding, limit=10)
         assert unknown.value.status == 400
+        assert str(unknown.value).count("none") == 1  # each one the answer names, once
 
 
 def test_repeated_metadata_keys_are_joined_like_otelcol():

@@ -106,6 +106,21 @@ def test_an_unknown_encoding_is_unimplemented(served):
     assert grpc_raw.call(served.port, b"xx", "brotli")[0] == grpc.StatusCode.UNIMPLEMENTED.value[0]
 
 
+@pytest.mark.parametrize(("content_type", "served_as_grpc"), [
+    ("application/grpc", True), ("application/grpc+proto", True), ("application/grpc;charset=utf-8", True),
+    ("application/grpc-web", False), ("application/grpcx", False), ("text/plain", False)])
+def test_only_grpc_content_types_are_served_others_get_415_with_invalid_argument_as_grpc_go_answers(
+        served, content_type, served_as_grpc):
+    """A grpc-web client reads its status from the body, never from HTTP/2 trailers: served as
+    gRPC, its data was kept while it saw the call fail, and sent it again."""
+    status, message = grpc_raw.call(served.port, b"x", content_type=content_type, timeout=5)
+    if served_as_grpc:
+        assert (status, served.received) == (0, [b"x"])
+    else:
+        assert (status, served.received) == (grpc_server.INVALID_ARGUMENT, [])
+        assert "content-type" in message
+
+
 def test_an_unknown_method_is_unimplemented(served):
     with grpc.insecure_channel(f"127.0.0.1:{served.port}") as channel, pytest.raises(grpc.RpcError) as error:
         channel.unary_unary("/no.Such/Method")(b"", timeout=5)

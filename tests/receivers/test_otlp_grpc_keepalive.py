@@ -117,3 +117,14 @@ def test_enforcement_policy_decides_whether_a_pinging_client_is_too_eager(agents
         assert client.left_ready_within(5.0) is dropped
     finally:
         client.close()
+
+
+def test_a_zero_max_recv_msg_size_mib_is_grpcs_default_and_a_negative_one_an_error():
+    from pydantic import ValidationError
+
+    from edgeagent.receivers.otlp import GrpcConfig
+    from edgeagent.receivers.otlp_grpc import limits
+
+    assert limits(GrpcConfig(max_recv_msg_size_mib=0)).max_message_bytes == 4 << 20
+    with pytest.raises(ValidationError, match="max_recv_msg_size_mib"):
+        GrpcConfig(max_recv_msg_size_mib=-1)

@@ -182,3 +182,65 @@ def test_compression_algorithms_limits_the_content_encodings_accepted(agent, enc
     if encoding:
         headers["Content-Encoding"] = encoding
     assert _request(agent, "POST", headers=headers, body=body)[0] == status
+
+
+PATHS_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        traces_url_path: otlp/traces
+        logs_url_path: /custom/logs?tenant=a
+exporters:
+  otlp_http:
+    endpoint: ${env:UPSTREAM}
+extensions:
+  health_check:
+service:
+  extensions: [health_check]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp_http]
+    logs:
+      receivers: [otlp]
+      exporters: [otlp_http]
+"""
+
+
+def test_url_paths_are_served_at_the_path_of_the_url_made_absolute_as_otelcol_serves_them(agents, tmp_path):
+    config = tmp_path / "paths.yaml"
+    config.write_text(PATHS_CONFIG)
+    process = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
+                     env={"UPSTREAM": f"http://127.0.0.1:{free_port()}"})
+    headers = {"Content-Type": "application/json"}
+    assert _request(process, "POST", "/otlp/traces", headers=headers, body=b"{}")[0] == 200
+    assert _request(process, "POST", "/custom/logs", headers=headers, body=b"{}")[0] == 200
+
+
+def test_a_zero_max_request_body_size_is_otelcols_default_not_a_config_error():
+    assert HttpConfig(max_request_body_size=0).max_request_body_size == 20 << 20
+    assert HttpConfig(max_request_body_size=-1).max_request_body_size == 20 << 20  # otelcol: <= 0 is the default
+
+
+def test_two_signals_served_at_one_path_stop_the_start_naming_it_as_otelcols_mux_refuses_them(agents, tmp_path):
+    """Else the last signal's handler took the path: spans parsed as an ExportLogsServiceRequest
+    (the same field numbers) were answered 200 and stored as garbage logs."""
+    config = tmp_path / "paths.yaml"
+    config.write_text(PATHS_CONFIG.replace("/custom/logs?tenant=a", "/otlp/traces"))
+    with pytest.raises(RuntimeError) as caught:
+        agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
+               env={"UPSTREAM": f"http://127.0.0.1:{free_port()}"})
+    assert "/otlp/traces" in str(caught.value) and "logs_url_path" in str(caught.value), str(caught.value)
+
+
+def test_an_empty_compression_algorithms_decodes_nothing_and_serves_plain_bodies_as_otelcol_does(agents, tmp_path):
+    """otelcol installs no decoder at all for `compression_algorithms: []`: bodies are read as they
+    come. Every request got 400 here, the uncompressed ones too, and their senders dropped them."""
+    process = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", f"http://127.0.0.1:{free_port()}",
+                      "--set", "receivers::otlp::protocols::http::compression_algorithms=[]"])
+    plain = {"Content-Type": "application/x-protobuf"}
+    assert _request(process, "POST", headers=plain, body=BODY)[0] == 200
+    assert _request(process, "POST", headers={**plain, "Content-Encoding": "identity"}, body=BODY)[0] == 200
+    gzipped = gzip.compress(b"\x0a\x00" * 64, mtime=0)  # read as it came: no ExportTraceServiceRequest
+    assert _request(process, "POST", headers={**plain, "Content-Encoding": "gzip"}, body=gzipped)[0] == 400

@@ -1,0 +1,58 @@
+"""Invalid UTF-8 in an OTLP protobuf's string fields, replaced so that the request can be kept.
+
+otelcol's pdata never checks UTF-8, so otelcol accepts and forwards strings that are not UTF-8
+(Latin-1 from a C++ SDK, raw bytes from its syslog or kafka receivers); the protobuf runtime
+here refuses the whole request. A body it refuses for that is walked once, with the message
+descriptors, and each invalid sequence of a string field becomes U+FFFD, as Go's
+strings.ToValidUTF8 would have it and as any strict upstream needs it. Only that rare path pays.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from otel.wire import LEN, WireError, field_at, length_delimited
+
+MAX_DEPTH = 100  # the protobuf runtime's own nesting limit: deeper is refused anyway
+
+
+def repaired(descriptor: Descriptor, data: bytes) -> bytes | None:
+    """`data`, a serialized `descriptor` message, with its strings made valid UTF-8; None when
+    nothing needed it, or when it is no message the walk can read (the parse's error stands)."""
+    try:
+        return _repair(descriptor, data, 0)
+    except WireError:
+        return None
+
+
+def _repair(descriptor: Descriptor, data: bytes, depth: int) -> bytes | None:
+    if depth > MAX_DEPTH:
+        raise WireError("nested too deeply")
+    out: list[bytes] = []
+    done = pos = 0  # data[done:pos] is unchanged and not yet in `out`
+    while pos < len(data):
+        number, start, value_start, end = field_at(data, pos, len(data))
+        field = descriptor.fields_by_number.get(number)
+        value = None
+        if field is not None and data[start] & 7 == LEN:
+            payload = data[value_start:end]
+            if field.type == FieldDescriptor.TYPE_STRING:
+                value = _valid(payload)
+            elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
+                value = _repair(field.message_type, payload, depth + 1)
+        if value is not None:
+            out += (data[done:start], length_delimited(number, value))
+            done = end
+        pos = end
+    if not out:
+        return None
+    out.append(data[done:])
+    return b"".join(out)
+
+
+def _valid(payload: bytes) -> bytes | None:
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return payload.decode(errors="replace").encode()
+    return None
