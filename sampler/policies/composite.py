@@ -11,7 +11,7 @@ Exactly as otelcol:
     without one (or with percent 0) gets max_total_spans_per_second / number of sub-policies.
     Shares are truncated to whole spans.
   * Counts restart when the clock enters a new whole second.
-otelcol does not read `policy_order`; the config accepts it only in composite_sub_policy's order.
+otelcol does not read `policy_order` (nor does this; a warning says so at load).
 A sub-policy's error (Decision.ERROR) is the answer: otelcol passes it up.
 """
 

@@ -6,13 +6,15 @@ Each entry has a `name`, a `type` and the block named after its type:
       type: latency
       latency: {threshold_ms: 500}
 
-Blocks otelcol reads but a type does not use are errors here, not silently ignored, and so
-are values otelcol would skip (an empty string in `values`, a `rate_allocation` naming no
-sub-policy). `and` and `drop` take the simple types and `not` as sub-policies, `not` one of the
-simple types, `composite` the simple types and `and`, exactly where otelcol allows them.
+`and` and `drop` take the simple types and `not` as sub-policies, `not` one of the simple
+types, `composite` the simple types and `and`, exactly where otelcol allows them.
 
-`cache_max_size` without `enabled_regex_matching` is accepted, as otelcol takes it, with a
-warning (policy_warnings): it sizes the cache of regular expression matches and does nothing else.
+What otelcol 0.165 decodes and then never reads is accepted, as it starts with it, and
+policy_warnings names each such key at load with what to write instead: a block for another type
+than the policy's (its keys are still checked, as otelcol decodes it), any other key holding a
+mapping (otelcol keeps those for policy extensions), values it skips (an empty string, a
+tracestate member over 256 characters), `policy_order`, a `rate_allocation` entry naming no
+sub-policy or overridden by a later one, `cache_max_size` without `enabled_regex_matching`.
 
 Where otelcol has a zero that means "not set" (numeric_attribute's bounds, latency's upper
 threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning.
@@ -21,9 +23,9 @@ threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ModelWrapValidatorHandler, PrivateAttr, field_validator, model_validator
 
 from otel.goregex import compile_go_regex
 from sampler.policies.ottl_config import OttlConditionConfig
@@ -35,6 +37,7 @@ SIMPLE_TYPES = ("always_sample", "latency", "numeric_attribute", "probabilistic"
                 "string_attribute", "rate_limiting", "bytes_limiting", "span_count", "trace_state",
                 "boolean_attribute", "trace_flags", "ottl_condition")
 BLOCKLESS_TYPES = ("always_sample", "trace_flags")
+TRACE_STATE_MEMBER_MAX = 256  # otelcol skips a value whose key=value member would be longer
 
 
 class LatencyConfig(Settings):
@@ -93,10 +96,11 @@ class StringAttributeConfig(Settings):
         if self.enabled_regex_matching:
             for value in self.values:
                 compile_go_regex(value)
-            return self
-        if "" in self.values:
-            raise ValueError("values: an empty string never matches (otelcol skips it); remove it")
         return self
+
+    def matched_values(self) -> list[str]:
+        """The exact values otelcol matches: it skips "" (a regular expression "" matches anything)."""
+        return self.values if self.enabled_regex_matching else [value for value in self.values if value]
 
 
 class BooleanAttributeConfig(Settings):
@@ -121,15 +125,9 @@ class TraceStateConfig(Settings):
     key: str = Field(min_length=1)
     values: list[str] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _values(self) -> TraceStateConfig:
-        for value in self.values:
-            if not value:
-                raise ValueError("values: an empty string never matches (otelcol skips it); remove it")
-            if len(self.key) + len(value) >= 256:
-                raise ValueError(f"values: {value!r} is too long: a tracestate member (key=value) holds at most "
-                                 f"256 characters, so otelcol skips it; shorten it")
-        return self
+    def matched_values(self) -> list[str]:
+        """The values otelcol matches: it skips "" and one too long for a tracestate member."""
+        return [value for value in self.values if value and len(self.key) + len(value) < TRACE_STATE_MEMBER_MAX]
 
 
 class RateLimitingConfig(Settings):
@@ -161,25 +159,48 @@ class SharedPolicyConfig(Settings):
     trace_state: TraceStateConfig | None = None
     boolean_attribute: BooleanAttributeConfig | None = None
     ottl_condition: OttlConditionConfig | None = None
+    # (key, why) for each key set aside as otelcol decodes and never reads it: policy_warnings
+    _unread: list[tuple[str, str]] = PrivateAttr(default_factory=list)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _type_and_block(cls, data: Any) -> Any:
-        """Checked before the blocks, so a block under the wrong key is reported as that, not as its contents."""
-        if not isinstance(data, dict):
-            return data
-        kind = data.get("type")
-        if not isinstance(kind, str):
-            return data  # reported as a missing or invalid `type`
+    def _type_and_block(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        """The type is checked before the blocks, so a block under the wrong key is reported as that,
+        not as its contents; the keys this type does not read are set aside before validation."""
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            return handler(data)  # reported as a missing or invalid `type`
+        kind = data["type"]
         if kind not in cls.types:
             raise ValueError(f"unknown policy type {kind!r} here; supported: {', '.join(cls.types)}")
-        for key in cls.blocks:
-            if key != kind and key in data:
-                raise ValueError(f"{key}: this block configures type {key}, but the policy's type is {kind}; "
-                                 f"remove the block or set type: {key}")
+        unread = cls._unread_keys(kind, data)
         if kind in cls.blocks and data.get(kind) is None:
             raise ValueError(f"type {kind} needs its settings under the key {kind}")
-        return data
+        policy = handler({key: value for key, value in data.items() if key not in unread})
+        policy._unread = list(unread.items())
+        return policy
+
+    @classmethod
+    def _unread_keys(cls, kind: str, data: dict[str, Any]) -> dict[str, str]:
+        """Why otelcol ignores each key of `data` it ignores. It decodes a block of another type's
+        strictly (an unknown key in it is refused) and takes any other key holding a mapping or
+        nothing as settings of a policy extension, which no type reads."""
+        fields = _keys_of(cls)
+        unread = {}
+        for key, value in data.items():
+            if key == kind or (key in fields and key not in cls.blocks):
+                continue
+            if key in cls.blocks:
+                unknown = sorted(set(value) - _keys_of(BLOCK_MODELS[key])) if isinstance(value, dict) else []
+                if unknown or not isinstance(value, dict | None):
+                    what = f"unknown key {', '.join(unknown)} in a {key} block" if unknown else "not a mapping"
+                    raise ValueError(f"{key}: {what}, and the policy's type is {kind}, which does not read the "
+                                     f"block; remove it or set type: {key}")
+                unread[key] = (f"has no effect: it configures type {key}, but the policy's type is {kind}; "
+                               f"remove it, or set type: {key}")
+            elif isinstance(value, dict | None):
+                unread[key] = (f"has no effect: a policy of type {kind} here does not read it (otelcol keeps it "
+                               f"for a policy extension of that name); remove it")
+        return unread
 
     def block(self) -> Any:
         """The settings of this policy's type (None for always_sample and trace_flags)."""
@@ -225,7 +246,7 @@ class RateAllocationConfig(Settings):
 
 class CompositeConfig(Settings):
     max_total_spans_per_second: int = Field(gt=0)
-    policy_order: list[str] = Field(default_factory=list)
+    policy_order: list[str] = Field(default_factory=list)  # not read by otelcol: policy_warnings
     composite_sub_policy: list[CompositeSubPolicyConfig] = Field(min_length=1)
     rate_allocation: list[RateAllocationConfig] = Field(default_factory=list)
 
@@ -237,19 +258,27 @@ class CompositeConfig(Settings):
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"composite_sub_policy: names must be unique; repeated: {', '.join(repeated)}")
-        if self.policy_order and self.policy_order != names:
-            raise ValueError(f"policy_order [{', '.join(self.policy_order)}] differs from composite_sub_policy's "
-                             f"order [{', '.join(names)}]; otelcol evaluates sub-policies in composite_sub_policy "
-                             f"order and does not read policy_order, so list them in that order here as well (or "
-                             f"remove policy_order)")
-        allocated = [allocation.policy for allocation in self.rate_allocation]
-        for policy in allocated:
-            if policy not in names:
-                raise ValueError(f"rate_allocation: {policy!r} is not a composite_sub_policy; use one of "
-                                 f"{', '.join(names)}")
-            if allocated.count(policy) > 1:
-                raise ValueError(f"rate_allocation: {policy!r} is allocated more than once; keep one entry")
         return self
+
+    def unread(self) -> list[tuple[str, str]]:
+        """(key, why) for policy_order and each rate_allocation entry otelcol's getRateAllocationMap
+        does not use: one naming no sub-policy, or one a later entry for the same sub-policy overrides."""
+        names = [sub.name for sub in self.composite_sub_policy]
+        found = []
+        if "policy_order" in self.model_fields_set:
+            found.append(("policy_order", "has no effect: otelcol does not read it, and evaluates sub-policies in "
+                                          "composite_sub_policy's order; order them there, and remove policy_order"))
+        allocated = [allocation.policy for allocation in self.rate_allocation]
+        for index, policy in enumerate(allocated):
+            key = f"rate_allocation::{index}"
+            if policy not in names:
+                found.append((key, f"has no effect: {policy!r} is not a composite_sub_policy; use one of "
+                                   f"{', '.join(names)}"))
+            elif policy in allocated[index + 1:]:
+                later = index + 1 + allocated[index + 1:].index(policy)
+                found.append((key, f"has no effect: rate_allocation::{later} allocates {policy!r} again and "
+                                   f"overrides it; keep one entry"))
+        return found
 
 
 class PolicyConfig(CompositeSubPolicyConfig):
@@ -278,18 +307,52 @@ def policy_warnings(policies: Sequence[SharedPolicyConfig], path: str = "policie
 
 
 def _warnings(policy: SharedPolicyConfig, path: str) -> list[str]:
+    return [f"{path}::{key}: {why}" for key, why in policy._unread] + _block_warnings(policy, path)
+
+
+def _block_warnings(policy: SharedPolicyConfig, path: str) -> list[str]:
     block = policy.block()
-    if isinstance(block, StringAttributeConfig):
-        if block.cache_max_size is None or block.enabled_regex_matching:
-            return []
-        return [f"{path}::string_attribute::cache_max_size: has no effect: it sizes the cache of regular expression "
-                f"matches, which only enabled_regex_matching: true uses; remove it or enable regex matching"]
+    if isinstance(block, StringAttributeConfig | TraceStateConfig):
+        return [f"{path}::{policy.type}::{key}: {why}" for key, why in _unread_values(block)]
+    if isinstance(block, CompositeConfig):
+        return ([f"{path}::composite::{key}: {why}" for key, why in block.unread()]
+                + policy_warnings(block.composite_sub_policy, f"{path}::composite::composite_sub_policy"))
     if isinstance(block, NotConfig):
         return _warnings(block.not_sub_policy, f"{path}::not::not_sub_policy")
     if isinstance(block, AndConfig):
         return policy_warnings(block.and_sub_policy, f"{path}::and::and_sub_policy")
     if isinstance(block, DropConfig):
         return policy_warnings(block.drop_sub_policy, f"{path}::drop::drop_sub_policy")
-    if isinstance(block, CompositeConfig):
-        return policy_warnings(block.composite_sub_policy, f"{path}::composite::composite_sub_policy")
     return []
+
+
+def _unread_values(block: StringAttributeConfig | TraceStateConfig) -> list[tuple[str, str]]:
+    """(key, why) for each value otelcol skips, and string_attribute's cache_max_size without regex matching."""
+    found = []
+    matched = block.matched_values()
+    for index, value in enumerate(block.values):
+        if value in matched:
+            continue
+        why = ("an empty string never matches (otelcol skips it); remove it" if not value else
+               f"{block.key}={value[:16]}... is too long: a tracestate member holds fewer than "
+               f"{TRACE_STATE_MEMBER_MAX} characters, so otelcol skips it; shorten or remove it")
+        found.append((f"values::{index}", f"has no effect: {why}"))
+    if isinstance(block, StringAttributeConfig) and block.cache_max_size is not None \
+            and not block.enabled_regex_matching:
+        found.append(("cache_max_size", "has no effect: it sizes the cache of regular expression matches, which "
+                                        "only enabled_regex_matching: true uses; remove it or enable regex matching"))
+    return found
+
+
+def _keys_of(model: type[BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+# the settings block of each type, by its key: what a block for another type is checked against
+BLOCK_MODELS: dict[str, type[BaseModel]] = {
+    "latency": LatencyConfig, "numeric_attribute": NumericAttributeConfig, "probabilistic": ProbabilisticConfig,
+    "status_code": StatusCodeConfig, "string_attribute": StringAttributeConfig,
+    "rate_limiting": RateLimitingConfig, "bytes_limiting": BytesLimitingConfig, "span_count": SpanCountConfig,
+    "trace_state": TraceStateConfig, "boolean_attribute": BooleanAttributeConfig,
+    "ottl_condition": OttlConditionConfig, "and": AndConfig, "not": NotConfig, "drop": DropConfig,
+    "composite": CompositeConfig}
