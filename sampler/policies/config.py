@@ -15,6 +15,10 @@ than the policy's (its keys are still checked, as otelcol decodes it), any other
 mapping (otelcol keeps those for policy extensions), values it skips (an empty string, a
 tracestate member over 256 characters), `policy_order`, a `rate_allocation` entry naming no
 sub-policy or overridden by a later one, `cache_max_size` without `enabled_regex_matching`.
+Values otelcol takes though its policy then samples nothing or everything (bounds no value meets,
+a percentage outside 0 to 100, a rate of 0, an unset key, no sub-policies) are decided as otelcol
+decides them, with a warning too. numeric_attribute without bounds stays an error: otelcol 0.165
+starts with it and then crashes at the first trace it decides.
 
 Where otelcol has a zero that means "not set" (numeric_attribute's bounds, latency's upper
 threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning.
@@ -38,22 +42,33 @@ SIMPLE_TYPES = ("always_sample", "latency", "numeric_attribute", "probabilistic"
                 "boolean_attribute", "trace_flags", "ottl_condition")
 BLOCKLESS_TYPES = ("always_sample", "trace_flags")
 TRACE_STATE_MEMBER_MAX = 256  # otelcol skips a value whose key=value member would be longer
+_NO_KEY = ("key", 'not set: the policy looks up the key "", as otelcol does, which only an attribute named "" '
+                  'has; set key')
 
 
-class LatencyConfig(Settings):
+class PolicyBlock(Settings):
+    """The settings block of a policy type. Where otelcol takes a value that makes the policy
+    sample nothing, or everything, it is accepted as otelcol takes it, and noted here."""
+
+    def notes(self) -> list[tuple[str, str]]:
+        """(key, why) for a value written, or defaulted, that is surely not what was meant: policy_warnings."""
+        return []
+
+
+class LatencyConfig(PolicyBlock):
     threshold_ms: int = Field(0, ge=0)
     upper_threshold_ms: int = Field(0, ge=0)  # 0: no upper bound
 
-    @model_validator(mode="after")
-    def _bounds(self) -> LatencyConfig:
-        if self.upper_threshold_ms and self.upper_threshold_ms <= self.threshold_ms:
-            raise ValueError(f"upper_threshold_ms ({self.upper_threshold_ms}) must be greater than threshold_ms "
-                             f"({self.threshold_ms}), or 0 for no upper bound")
-        return self
+    def notes(self) -> list[tuple[str, str]]:
+        if not self.upper_threshold_ms or self.upper_threshold_ms > self.threshold_ms:
+            return []
+        return [("upper_threshold_ms", f"the policy never samples a trace: no duration is above threshold_ms "
+                                       f"({self.threshold_ms}) and at most upper_threshold_ms "
+                                       f"({self.upper_threshold_ms}); raise it, or set 0 for no upper bound")]
 
 
-class NumericAttributeConfig(Settings):
-    key: str = Field(min_length=1)
+class NumericAttributeConfig(PolicyBlock):
+    key: str = ""
     min_value: int = 0  # 0: no lower bound, as in otelcol
     max_value: int = 0  # 0: no upper bound
     invert_match: bool = False
@@ -61,18 +76,33 @@ class NumericAttributeConfig(Settings):
     @model_validator(mode="after")
     def _bounds(self) -> NumericAttributeConfig:
         if not self.min_value and not self.max_value:
+            # otelcol 0.165 starts, then its nil evaluator crashes it at the first trace decided
             raise ValueError("set min_value and/or max_value (a bound of 0 means no bound, as in otelcol)")
-        if self.min_value and self.max_value and self.min_value > self.max_value:
-            raise ValueError(f"min_value ({self.min_value}) must not be greater than max_value ({self.max_value})")
         return self
 
+    def notes(self) -> list[tuple[str, str]]:
+        found = [] if self.key else [_NO_KEY]
+        if self.min_value and self.max_value and self.min_value > self.max_value:
+            found.append(("max_value", f"no value is at least min_value ({self.min_value}) and at most max_value "
+                                       f"({self.max_value}), as otelcol reads them; swap them"))
+        return found
 
-class ProbabilisticConfig(Settings):
+
+class ProbabilisticConfig(PolicyBlock):
     hash_salt: str = ""  # "": otelcol's default salt, so both keep the same traces
-    sampling_percentage: float = Field(ge=0, le=100)
+    sampling_percentage: float = 0  # outside 0..100 it saturates, as Go's math/big does in otelcol
+
+    def notes(self) -> list[tuple[str, str]]:
+        if self.sampling_percentage > 100:
+            return [("sampling_percentage", "above 100 samples every trace, as 100 does; write 100")]
+        if self.sampling_percentage < 0:
+            return [("sampling_percentage", "below 0 samples no trace, as 0 does; write 0")]
+        if "sampling_percentage" not in self.model_fields_set:
+            return [("sampling_percentage", "not set: 0, as in otelcol, so the policy samples no trace; set it")]
+        return []
 
 
-class StatusCodeConfig(Settings):
+class StatusCodeConfig(PolicyBlock):
     status_codes: list[str] = Field(min_length=1)
 
     @field_validator("status_codes")
@@ -84,8 +114,8 @@ class StatusCodeConfig(Settings):
         return codes
 
 
-class StringAttributeConfig(Settings):
-    key: str = Field(min_length=1)
+class StringAttributeConfig(PolicyBlock):
+    key: str = ""
     values: list[str] = Field(min_length=1)
     enabled_regex_matching: bool = False
     cache_max_size: int | None = Field(None, ge=0)  # 0 or unset: otelcol's 128
@@ -102,42 +132,64 @@ class StringAttributeConfig(Settings):
         """The exact values otelcol matches: it skips "" (a regular expression "" matches anything)."""
         return self.values if self.enabled_regex_matching else [value for value in self.values if value]
 
+    def notes(self) -> list[tuple[str, str]]:
+        return ([] if self.key else [_NO_KEY]) + _unread_values(self)
 
-class BooleanAttributeConfig(Settings):
-    key: str = Field(min_length=1)
-    value: bool
+
+class BooleanAttributeConfig(PolicyBlock):
+    key: str = ""
+    value: bool = False  # otelcol's default
     invert_match: bool = False
 
+    def notes(self) -> list[tuple[str, str]]:
+        return [] if self.key else [_NO_KEY]
 
-class SpanCountConfig(Settings):
+
+class SpanCountConfig(PolicyBlock):
     min_spans: int = Field(0, ge=0)
     max_spans: int = Field(0, ge=0)  # 0: no upper bound
 
-    @model_validator(mode="after")
-    def _bounds(self) -> SpanCountConfig:
-        if self.max_spans and self.max_spans < self.min_spans:
-            raise ValueError(f"max_spans ({self.max_spans}) must not be less than min_spans ({self.min_spans}), "
-                             f"or 0 for no upper bound")
-        return self
+    def notes(self) -> list[tuple[str, str]]:
+        if not self.max_spans or self.max_spans >= self.min_spans:
+            return []
+        return [("max_spans", f"the policy never samples a trace: no span count is at least min_spans "
+                              f"({self.min_spans}) and at most max_spans ({self.max_spans}); raise it, or set 0 "
+                              f"for no upper bound")]
 
 
-class TraceStateConfig(Settings):
-    key: str = Field(min_length=1)
+class TraceStateConfig(PolicyBlock):
+    key: str = ""
     values: list[str] = Field(min_length=1)
 
     def matched_values(self) -> list[str]:
         """The values otelcol matches: it skips "" and one too long for a tracestate member."""
         return [value for value in self.values if value and len(self.key) + len(value) < TRACE_STATE_MEMBER_MAX]
 
+    def notes(self) -> list[tuple[str, str]]:
+        no_key = ("key", 'not set: no tracestate member has the key "", so the policy never samples a trace, as '
+                         'in otelcol; set key')
+        return ([] if self.key else [no_key]) + _unread_values(self)
 
-class RateLimitingConfig(Settings):
-    spans_per_second: int = Field(gt=0)
+
+class RateLimitingConfig(PolicyBlock):
+    spans_per_second: int = Field(0, ge=0)  # 0, otelcol's default: a bucket that never refills
     burst_capacity: int = Field(0, ge=0)  # 0: twice spans_per_second, as in otelcol
 
+    def notes(self) -> list[tuple[str, str]]:
+        return [] if self.spans_per_second else [("spans_per_second", _never_refills(self.burst_capacity, "spans"))]
 
-class BytesLimitingConfig(Settings):
-    bytes_per_second: int = Field(gt=0)
+
+class BytesLimitingConfig(PolicyBlock):
+    bytes_per_second: int = Field(0, ge=0)  # 0, otelcol's default: a bucket that never refills
     burst_capacity: int = Field(0, ge=0)  # 0: twice bytes_per_second, as in otelcol
+
+    def notes(self) -> list[tuple[str, str]]:
+        return [] if self.bytes_per_second else [("bytes_per_second", _never_refills(self.burst_capacity, "bytes"))]
+
+
+def _never_refills(burst: int, unit: str) -> str:
+    return (f"0: the bucket never refills, so the policy samples traces of at most burst_capacity ({burst}) {unit} "
+            f"in all, as otelcol does; set the {unit} a second to keep")
 
 
 class SharedPolicyConfig(Settings):
@@ -208,7 +260,7 @@ class SharedPolicyConfig(Settings):
         return getattr(self, attribute) if attribute else None
 
 
-class NotConfig(Settings):
+class NotConfig(PolicyBlock):
     not_sub_policy: SharedPolicyConfig
 
 
@@ -221,12 +273,20 @@ class AndSubPolicyConfig(SharedPolicyConfig):
     not_: NotConfig | None = Field(None, alias="not")
 
 
-class AndConfig(Settings):
-    and_sub_policy: list[AndSubPolicyConfig] = Field(min_length=1)
+class AndConfig(PolicyBlock):
+    and_sub_policy: list[AndSubPolicyConfig] = Field(default_factory=list)
+
+    def notes(self) -> list[tuple[str, str]]:
+        return [] if self.and_sub_policy else [("and_sub_policy", "empty: every trace is sampled, as otelcol's and "
+                                                "with no sub-policies answers; add sub-policies or use always_sample")]
 
 
-class DropConfig(Settings):
-    drop_sub_policy: list[AndSubPolicyConfig] = Field(min_length=1)
+class DropConfig(PolicyBlock):
+    drop_sub_policy: list[AndSubPolicyConfig] = Field(default_factory=list)
+
+    def notes(self) -> list[tuple[str, str]]:
+        return [] if self.drop_sub_policy else [("drop_sub_policy", "empty: every trace is dropped, as otelcol's "
+                                                 "drop with no sub-policies answers; add sub-policies")]
 
 
 class CompositeSubPolicyConfig(SharedPolicyConfig):
@@ -244,7 +304,7 @@ class RateAllocationConfig(Settings):
     percent: int = Field(ge=0)
 
 
-class CompositeConfig(Settings):
+class CompositeConfig(PolicyBlock):
     max_total_spans_per_second: int = Field(gt=0)
     policy_order: list[str] = Field(default_factory=list)  # not read by otelcol: policy_warnings
     composite_sub_policy: list[CompositeSubPolicyConfig] = Field(min_length=1)
@@ -260,7 +320,7 @@ class CompositeConfig(Settings):
             raise ValueError(f"composite_sub_policy: names must be unique; repeated: {', '.join(repeated)}")
         return self
 
-    def unread(self) -> list[tuple[str, str]]:
+    def notes(self) -> list[tuple[str, str]]:
         """(key, why) for policy_order and each rate_allocation entry otelcol's getRateAllocationMap
         does not use: one naming no sub-policy, or one a later entry for the same sub-policy overrides."""
         names = [sub.name for sub in self.composite_sub_policy]
@@ -311,19 +371,17 @@ def _warnings(policy: SharedPolicyConfig, path: str) -> list[str]:
 
 
 def _block_warnings(policy: SharedPolicyConfig, path: str) -> list[str]:
-    block = policy.block()
-    if isinstance(block, StringAttributeConfig | TraceStateConfig):
-        return [f"{path}::{policy.type}::{key}: {why}" for key, why in _unread_values(block)]
+    block, at = policy.block(), f"{path}::{policy.type}"
+    found = [f"{at}::{key}: {why}" for key, why in block.notes()] if isinstance(block, PolicyBlock) else []
     if isinstance(block, CompositeConfig):
-        return ([f"{path}::composite::{key}: {why}" for key, why in block.unread()]
-                + policy_warnings(block.composite_sub_policy, f"{path}::composite::composite_sub_policy"))
-    if isinstance(block, NotConfig):
-        return _warnings(block.not_sub_policy, f"{path}::not::not_sub_policy")
-    if isinstance(block, AndConfig):
-        return policy_warnings(block.and_sub_policy, f"{path}::and::and_sub_policy")
-    if isinstance(block, DropConfig):
-        return policy_warnings(block.drop_sub_policy, f"{path}::drop::drop_sub_policy")
-    return []
+        found += policy_warnings(block.composite_sub_policy, f"{at}::composite_sub_policy")
+    elif isinstance(block, NotConfig):
+        found += _warnings(block.not_sub_policy, f"{at}::not_sub_policy")
+    elif isinstance(block, AndConfig):
+        found += policy_warnings(block.and_sub_policy, f"{at}::and_sub_policy")
+    elif isinstance(block, DropConfig):
+        found += policy_warnings(block.drop_sub_policy, f"{at}::drop_sub_policy")
+    return found
 
 
 def _unread_values(block: StringAttributeConfig | TraceStateConfig) -> list[tuple[str, str]]:

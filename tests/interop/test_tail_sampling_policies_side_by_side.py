@@ -1,9 +1,10 @@
 """Tail sampling policies otelcol 0.165 refuses or takes, side by side with edgeagent.
 
 otelcol builds its policies when it starts (`validate` does not), so each case starts a real
-otelcol: a policy it refuses (tests/testdata/sampler/bad-policies.yaml) edgeagent refuses too, and
+otelcol: a policy it refuses (tests/testdata/sampler/bad-policies.yaml) edgeagent refuses too;
 one it starts with and partly ignores (ignored-policies.yaml) edgeagent loads, with a warning
-naming the ignored key. A bad-policies case otelcol starts with carries `otelcol_starts`: why
+naming the ignored key; one it starts with that samples little or nothing
+(degenerate-policies.yaml) edgeagent loads too. A bad-policies case otelcol starts with carries `otelcol_starts`: why
 edgeagent still refuses it.
 """
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.e2e
 DATA = Path(__file__).resolve().parents[1] / "testdata" / "sampler"
 BAD = yaml.safe_load((DATA / "bad-policies.yaml").read_text())
 IGNORED = yaml.safe_load((DATA / "ignored-policies.yaml").read_text())
+DEGENERATE = yaml.safe_load((DATA / "degenerate-policies.yaml").read_text())
 
 
 def _config(policy: dict, endpoint: str = "127.0.0.1:4318") -> dict:
@@ -56,3 +58,13 @@ def test_a_key_otelcol_starts_with_and_ignores_edgeagent_loads_with_a_warning(ot
     loaded = load_text(yaml.safe_dump(_config(case["policy"])), {})
     path = "::".join(part for part in ("processors::tail_sampling: policies::0", case["path"]) if part)
     assert any(warning.startswith(f"{path}: has no effect") for warning in loaded.warnings), loaded.warnings
+
+
+@pytest.mark.parametrize("case", DEGENERATE,
+                         ids=[f"{number}-{case['policy']['type']}" for number, case in enumerate(DEGENERATE)])
+def test_a_policy_otelcol_starts_with_though_it_samples_little_edgeagent_loads(otelcol, case):
+    assert _otelcol_starts(otelcol, case["policy"])
+    loaded = load_text(yaml.safe_dump(_config(case["policy"])), {})
+    if case["path"] is not None:
+        path = f"processors::tail_sampling: policies::0::{case['path']}: "
+        assert any(warning.startswith(path) for warning in loaded.warnings), loaded.warnings
