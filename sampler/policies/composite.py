@@ -37,7 +37,7 @@ class Share:
 def shares(config: CompositeConfig) -> dict[str, int]:
     """Spans per second for each sub-policy by name, as otelcol allocates them."""
     total = float(config.max_total_spans_per_second)
-    default = total / len(config.composite_sub_policy)
+    default = total / len(config.composite_sub_policy) if config.composite_sub_policy else 0.0
     percents = {allocation.policy: allocation.percent for allocation in config.rate_allocation}
     allocated = {}
     for sub in config.composite_sub_policy:

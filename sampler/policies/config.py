@@ -16,8 +16,9 @@ mapping (otelcol keeps those for policy extensions), values it skips (an empty s
 tracestate member over 256 characters), `policy_order`, a `rate_allocation` entry naming no
 sub-policy or overridden by a later one, `cache_max_size` without `enabled_regex_matching`.
 Values otelcol takes though its policy then samples nothing or everything (bounds no value meets,
-a percentage outside 0 to 100, a rate of 0, an unset key, no sub-policies) are decided as otelcol
-decides them, with a warning too. numeric_attribute without bounds stays an error: otelcol 0.165
+a percentage outside 0 to 100, a rate of 0, an unset key, no values or sub-policies, a block left
+out, which otelcol builds from every setting's zero) are decided as otelcol decides them, with a
+warning too. numeric_attribute without bounds stays an error: otelcol 0.165
 starts with it and then crashes at the first trace it decides.
 
 Where otelcol has a zero that means "not set" (numeric_attribute's bounds, latency's upper
@@ -116,7 +117,7 @@ class StatusCodeConfig(PolicyBlock):
 
 class StringAttributeConfig(PolicyBlock):
     key: str = ""
-    values: list[str] = Field(min_length=1)
+    values: list[str] = Field(default_factory=list)
     enabled_regex_matching: bool = False
     cache_max_size: int | None = Field(None, ge=0)  # 0 or unset: otelcol's 128
     invert_match: bool = False
@@ -159,7 +160,7 @@ class SpanCountConfig(PolicyBlock):
 
 class TraceStateConfig(PolicyBlock):
     key: str = ""
-    values: list[str] = Field(min_length=1)
+    values: list[str] = Field(default_factory=list)
 
     def matched_values(self) -> list[str]:
         """The values otelcol matches: it skips "" and one too long for a tracestate member."""
@@ -225,9 +226,12 @@ class SharedPolicyConfig(Settings):
         if kind not in cls.types:
             raise ValueError(f"unknown policy type {kind!r} here; supported: {', '.join(cls.types)}")
         unread = cls._unread_keys(kind, data)
-        if kind in cls.blocks and data.get(kind) is None:
-            raise ValueError(f"type {kind} needs its settings under the key {kind}")
-        policy = handler({key: value for key, value in data.items() if key not in unread})
+        kept = {key: value for key, value in data.items() if key not in unread}
+        if kind in cls.blocks and kept.get(kind) is None:
+            kept[kind] = {}  # otelcol decodes no block and builds the policy from the zero one
+            unread[kind] = ("not set: every setting takes its zero value, as in otelcol (see the warnings that "
+                            "follow); write the block")
+        policy = handler(kept)
         policy._unread = list(unread.items())
         return policy
 
@@ -305,26 +309,29 @@ class RateAllocationConfig(Settings):
 
 
 class CompositeConfig(PolicyBlock):
-    max_total_spans_per_second: int = Field(gt=0)
+    max_total_spans_per_second: int = Field(0, ge=0)  # 0, otelcol's default: nothing is sampled
     policy_order: list[str] = Field(default_factory=list)  # not read by otelcol: policy_warnings
-    composite_sub_policy: list[CompositeSubPolicyConfig] = Field(min_length=1)
+    # a sub-policy's name keys its rate_allocation; unnamed or repeated ones share the one share
+    composite_sub_policy: list[CompositeSubPolicyConfig] = Field(default_factory=list)
     rate_allocation: list[RateAllocationConfig] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _names(self) -> CompositeConfig:
-        names = [sub.name for sub in self.composite_sub_policy]
-        if "" in names:
-            raise ValueError("composite_sub_policy: every sub-policy needs a name (rate_allocation refers to it)")
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"composite_sub_policy: names must be unique; repeated: {', '.join(repeated)}")
-        return self
-
     def notes(self) -> list[tuple[str, str]]:
-        """(key, why) for policy_order and each rate_allocation entry otelcol's getRateAllocationMap
-        does not use: one naming no sub-policy, or one a later entry for the same sub-policy overrides."""
+        """(key, why) for what makes the policy sample nothing, a name given twice, policy_order,
+        and each rate_allocation entry otelcol's getRateAllocationMap does not use: one naming no
+        sub-policy, or one a later entry for the same sub-policy overrides."""
         names = [sub.name for sub in self.composite_sub_policy]
         found = []
+        if not self.max_total_spans_per_second:
+            found.append(("max_total_spans_per_second", "0: the policy never samples a trace, as in otelcol; set "
+                                                        "the spans a second to keep"))
+        if not names:
+            found.append(("composite_sub_policy", "empty: the policy never samples a trace, as in otelcol; add "
+                                                  "sub-policies"))
+        for index, name in enumerate(names):
+            if name and name in names[:index]:
+                found.append((f"composite_sub_policy::{index}::name", f"{name!r} also names composite_sub_policy::"
+                              f"{names.index(name)}: both get the share allocated to that name, as in otelcol; "
+                              f"name them apart"))
         if "policy_order" in self.model_fields_set:
             found.append(("policy_order", "has no effect: otelcol does not read it, and evaluates sub-policies in "
                                           "composite_sub_policy's order; order them there, and remove policy_order"))
@@ -386,7 +393,7 @@ def _block_warnings(policy: SharedPolicyConfig, path: str) -> list[str]:
 
 def _unread_values(block: StringAttributeConfig | TraceStateConfig) -> list[tuple[str, str]]:
     """(key, why) for each value otelcol skips, and string_attribute's cache_max_size without regex matching."""
-    found = []
+    found = [] if block.values else [("values", "empty: the policy never samples a trace, as in otelcol; add values")]
     matched = block.matched_values()
     for index, value in enumerate(block.values):
         if value in matched:

@@ -45,6 +45,11 @@ def test_a_policy_otelcol_starts_with_is_accepted_and_warned_about_at_its_path(c
     ("string_attribute: {values: [a]}", "N N S"),
     ("drop: {drop_sub_policy: []}", "D D D"),
     ("and: {and_sub_policy: []}", "S S S"),
+    ("latency: null", "S S N"),  # threshold_ms 0: longer than 0 ms
+    ("string_attribute: {key: k, values: []}", "N N N"),
+    ("composite: {composite_sub_policy: [{name: a, type: always_sample}]}", "N N N"),
+    ("composite: {max_total_spans_per_second: 10, composite_sub_policy: []}", "N N N"),
+    ("composite: {max_total_spans_per_second: 10, composite_sub_policy: [{type: always_sample}]}", "S S S"),
 ], ids=lambda value: value.split(":")[0] if ":" in value else value)
 def test_each_is_decided_as_otelcol_decides(snippet, expected):
     kind = snippet.split(":")[0]
