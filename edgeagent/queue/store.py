@@ -27,7 +27,9 @@ Ownership
     each commit. The writer learns which records are leased only from the immutable snapshot
     each queue publishes (reader.py), never from the loop's own lease state.
   * A live compaction closes and reopens the environment between two commits, with `gate`
-    held exclusively. Sub-database handles are therefore looked up inside the gate
+    held exclusively. A swap that fails reopens whichever file is then data.mdb (compaction.py);
+    one that cannot be opened yet is tried again by the writer at each pass, and requests
+    are refused as retryable meanwhile. Sub-database handles are therefore looked up inside the gate
     (`reading(table)`) or on the writer thread, never carried across it; new queues and
     tables open theirs under `_handles`, which the swap holds too.
   * Modules: store.py (this: environment, writer thread, group commit), arrivals.py (the
@@ -85,11 +87,11 @@ from typing import IO, Any
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
-from edgeagent.queue import environment, reader, record, salvage
+from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, ShutdownError
+from edgeagent.queue import compaction, environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.arrivals import Arrival, Arrivals, Handover
-from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
+from edgeagent.queue.compaction import compact, copy_compacted, rebound_due
 from edgeagent.queue.environment import Gate, StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
@@ -126,6 +128,7 @@ _ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
 _RECENT = 0.020  # seconds within which clients answered by a commit are expected back
 _RECENT_COMMITS = 8  # commits over which that is remembered
 _ACK_LINGER = 0.25  # seconds acks wait for company before they commit
+_REOPEN_INTERVAL = 1.0  # seconds between tries to open the environment again after a failed swap
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 
@@ -168,6 +171,8 @@ class QueueStore:
         self.pages_in_use = 0  # bytes; owned by the writer
         self.deadletter_entries = 0
         self.compactions = 0
+        self.compaction_failures = 0
+        self._unopened: Exception | None = None  # why the environment a failed swap closed does not open again
         self.writer_errors = 0  # commits that failed unexpectedly (the writer went on)
         self._failing = False  # the last commit failed unexpectedly: the next failure is not logged again
         self.full = False  # the last put was refused for lack of room
@@ -189,8 +194,10 @@ class QueueStore:
 
     @property
     def lmdb_env(self) -> lmdb.Environment:
-        """The environment, between open() and close()."""
+        """The environment, between open() and close(); retryable while a failed swap's reopen is pending."""
         if self.env is None:
+            if self._unopened is not None:
+                raise self._unavailable()
             raise RuntimeError(f"queue storage in {self.directory} is not open")
         return self.env
 
@@ -246,10 +253,10 @@ class QueueStore:
 
     def sub_database(self, name: bytes) -> Any:
         """Open (create) a sub-database; None when read-only and it does not exist yet."""
-        if self.env is None:
+        if self.env is None and self._unopened is None:
             return None
         try:
-            return self.env.open_db(name, create=not self.read_only)
+            return self.lmdb_env.open_db(name, create=not self.read_only)
         except lmdb.Error:
             if self.read_only:
                 return None
@@ -422,8 +429,8 @@ class QueueStore:
     def _write_loop(self) -> None:
         self.writer_compressor = record.compressor(self.compression_level)  # for atomic operations
         stopping = False
-        wait = _SWEEP_INTERVAL if self.limits.max_age else None
         while not stopping:
+            wait = _REOPEN_INTERVAL if self._unopened is not None else _SWEEP_INTERVAL if self.limits.max_age else None
             try:
                 ops = [self._ops.get(timeout=wait)]
             except thread_queue.Empty:
@@ -443,7 +450,11 @@ class QueueStore:
             calls = [op for op in pending if isinstance(op, Call)]  # the only between_commits operation
             writes = [op for op in pending if not op.between_commits]
             sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
-            if writes or sweep:
+            if self._unopened is not None:  # each pass tries again, at least every _REOPEN_INTERVAL
+                self._reopen_after_failed_swap()
+            if self._unopened is not None:
+                self._report(Commit(failed=[(op.future, self._unavailable()) for op in writes]))
+            elif writes or sweep:
                 try:
                     self._commit(writes, sweep)
                 except Exception as exc:  # noqa: BLE001 - the writer goes on; its clients hear of the error
@@ -671,21 +682,54 @@ class QueueStore:
         await supervise.every(interval, step, f"compaction:{self.directory}", {"directory": self.directory}, counting)
 
     def _compact_live(self) -> tuple[int, int]:
-        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""
+        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap.
+
+        A failure leaves the queue open on the file in place (the old one before the rename, the
+        compacted one after it) and is counted and raised for the caller to log."""
         before = self.file_size()
         started = time.monotonic()
-        staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
-        with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
-            self.lmdb_env.close()
-            swap_in(staged, self.directory)
-            self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=environment.MAX_DATABASES,
-                                 sync=self.sync, metasync=self.sync, readahead=False, subdir=True, mode=0o600)
-            self._open_dbs()
+        try:
+            staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
+            with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
+                compaction.swap_live(staged, self.directory, self._close_env, self._reopen)
+        except Exception:
+            self.compaction_failures += 1
+            raise
         after = self.file_size()
         self.compactions += 1
         log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,
                                            "seconds": round(time.monotonic() - started, 3)})
         return before, after
+
+    def _close_env(self) -> None:
+        self.lmdb_env.close()
+        self.env = None
+
+    def _reopen(self) -> Exception | None:
+        """Open the environment at data.mdb and every handle in it; the error when it does not open,
+        which the writer then tries again at each pass."""
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+            self._open_dbs()
+            self._unopened = None
+        except (lmdb.Error, OSError, CorruptRecordError) as exc:
+            if self.env is not None:
+                self.env.close()
+                self.env = None
+            self._unopened = exc
+        return self._unopened
+
+    def _unavailable(self) -> RetryableError:
+        return RetryableError(f"queue storage in {self.directory} does not open again after a failed compaction "
+                              f"({self._unopened}); try again later", retry_after=_REOPEN_INTERVAL)
+
+    def _reopen_after_failed_swap(self) -> None:
+        """On the writer thread: another try at opening the environment a failed swap left closed."""
+        with self.gate.exclusive(), self._handles:
+            self._reopen()
+        if self._unopened is None:
+            log.info("queue storage opened again after a failed compaction", extra={"directory": self.directory})
+
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     if future.done():
