@@ -217,12 +217,21 @@ class QueueStore:
         environment.check_owner(self.directory)
         environment.private_directory(self.directory, self.directory_mode)
         self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
+        try:
+            self._open_locked()
+        except BaseException:  # nothing stays taken: a retry or a reload in this process opens it again
+            self._release()
+            raise
+
+    def _open_locked(self) -> None:
         environment.check_access(self.directory)
         if self.compact_on_start and os.path.exists(os.path.join(self.directory, "data.mdb")):
             try:
                 compact(self.directory, self.compaction_scratch)
-            except lmdb.Error as exc:
-                log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+            except (lmdb.Error, OSError) as exc:
+                self.compaction_failures += 1
+                log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc,
+                          extra={"directory": self.directory})
         try:
             self.env = environment.open_env(self.directory, self.map_size, self.sync)
         except (lmdb.Error, CorruptRecordError) as exc:
@@ -320,6 +329,9 @@ class QueueStore:
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
+        self._release()
+
+    def _release(self) -> None:
         if self.env is not None:
             self.env.close()
             self.env = None

@@ -209,3 +209,25 @@ def test_a_crash_at_each_step_of_the_swap_reopens_with_every_acknowledged_record
     cleanup_compaction_leftovers(directory)  # as the service does before it opens the queue
     assert sorted(os.listdir(directory)) == ["data.mdb", "edgeagent.lock", "lock.mdb", "reserve.ballast"]
     assert asyncio.run(_opened(directory, _KEPT)) == [_body(index) for index in range(20, 20 + _KEPT)]
+
+
+def test_a_compaction_on_start_that_fails_starts_the_queue_on_the_uncompacted_file(tmp_path):
+    """Its scratch directory gone: the OSError ended the start, where an LMDB error was logged
+    and the queue opened as it was."""
+    directory = str(tmp_path / "queue")
+
+    async def scenario() -> None:
+        store = QueueStore(directory, sync=False)
+        store.open()
+        store.start()
+        bodies = await _fill(store, 40, size=2000)
+        await store.close()
+        reopened = QueueStore(directory, compact_on_start=True, compaction_scratch=str(tmp_path / "gone"))
+        reopened.open()
+        assert reopened.compaction_failures == 1
+        reopened.start()
+        reopened.queue("otlphttp/traces", Signal.TRACES)
+        assert await _drain(reopened, 41) == bodies
+        await reopened.close()
+
+    asyncio.run(scenario())

@@ -110,6 +110,26 @@ def test_recreate_false_refuses_a_damaged_data_file_and_leaves_it_in_place(tmp_p
     assert not any(name.startswith("corrupt-") for name in os.listdir(directory))
 
 
+def test_a_store_that_fails_to_open_does_not_keep_the_directory_locked(tmp_path):
+    """The lock was taken, then the open failed, and the lock stayed held for as long as the
+    error was kept (its traceback holds the store): a retry in the same process, a reload once the
+    operator fixed the file, was refused as "in use by edgeagent process <its own pid>"."""
+    directory = str(tmp_path / "queue")
+    asyncio.run(_fill(directory, 50))
+    data = os.path.join(directory, "data.mdb")
+    intact = pathlib.Path(data).read_bytes()
+    os.truncate(data, len(intact) // 2)
+    with pytest.raises(environment.StorageDamagedError) as refused:
+        QueueStore(directory, recreate=False, lock_timeout=0.1).open()
+    assert refused.value.__traceback__ is not None  # the error is still held, as a caller logging it later holds it
+    assert environment.lock_holder(directory) is None
+    pathlib.Path(data).write_bytes(intact)  # the operator puts the file back
+    store = QueueStore(directory, lock_timeout=0.1)
+    store.open()
+    assert store.queue("q", Signal.TRACES).entries == 50
+    asyncio.run(store.close())
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_directory_permissions_create_missing_directories_with_that_mode_minus_the_umask(tmp_path, umask):
     existing = tmp_path / "state"
