@@ -64,8 +64,9 @@ Crash and restart
     what was in flight).
   * A data file that LMDB cannot open is moved aside with a timestamp, every intact record
     that can still be read from it is salvaged into the fresh queue (counted, with what was
-    lost), and the queue goes on. A file we may not read or write (wrong owner) is never
-    taken for corruption: the agent refuses to start and names the fix.
+    lost), and the queue goes on. A file we may not read or write (wrong owner), or one whose
+    map does not fit in memory or that finds no descriptor, is never taken for corruption: the
+    agent refuses to start, and the file stays where it is.
   * A record that does not decode is quarantined: moved to the dead-letter store with reason
     `corrupt`, counted, logged once with its key; the records after it keep flowing.
 """
@@ -237,6 +238,8 @@ class QueueStore:
         except (lmdb.Error, CorruptRecordError) as exc:
             if environment.is_access_error(exc):
                 raise environment.access_error(os.path.join(self.directory, "data.mdb"), exc) from None
+            if environment.is_resource_error(exc):
+                raise  # the process's limits, not damage: the file stays where it is
             self._start_fresh(exc)
         self._open_dbs()
         environment.ensure_ballast(self.directory)

@@ -110,6 +110,21 @@ def test_recreate_false_refuses_a_damaged_data_file_and_leaves_it_in_place(tmp_p
     assert not any(name.startswith("corrupt-") for name in os.listdir(directory))
 
 
+def test_a_healthy_file_whose_map_does_not_fit_in_memory_is_refused_not_moved_aside(tmp_path):
+    """LMDB's ENOMEM (a map larger than the address space left: a 32-bit device, systemd's
+    LimitAS=) was taken for damage: the intact file was moved aside and the queue started empty."""
+    directory = str(tmp_path / "queue")
+    asyncio.run(_fill(directory, 50))
+    with pytest.raises(lmdb.MemoryError):
+        QueueStore(directory, map_size=1 << 62).open()
+    assert sorted(name for name in os.listdir(directory) if not name.startswith("reserve")) == [
+        "data.mdb", "edgeagent.lock", "lock.mdb"]
+    store = QueueStore(directory)
+    store.open()
+    assert store.queue("q", Signal.TRACES).entries == 50
+    asyncio.run(store.close())
+
+
 def test_a_store_that_fails_to_open_does_not_keep_the_directory_locked(tmp_path):
     """The lock was taken, then the open failed, and the lock stayed held for as long as the
     error was kept (its traceback holds the store): a retry in the same process, a reload once the
