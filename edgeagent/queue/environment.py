@@ -302,6 +302,16 @@ def move_aside(directory: str) -> str:
     return target
 
 
+def move_back(moved: str, directory: str) -> None:
+    """Undo `move_aside`: the files go back over whatever was made in their place."""
+    for name in DATA_FILES:
+        path = os.path.join(moved, name)
+        if os.path.exists(path):
+            os.replace(path, os.path.join(directory, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(moved)
+
+
 def out_of_space(exc: Exception, directory: str, need: int) -> bool:
     """A full map, ENOSPC, or an I/O error while the filesystem has no room left.
 

@@ -282,9 +282,14 @@ class QueueStore:
                 "file_storage recreate is false, so the agent does not start: set recreate: true to move the "
                 "file aside and salvage what can be read, or move it away yourself") from exc
         moved = environment.move_aside(self.directory)
-        self.env = environment.open_env(self.directory, self.map_size, self.sync)
-        found = salvage.Salvage(os.path.join(moved, "data.mdb"))
-        written = salvage.restore(self.env, found)
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+            found = salvage.Salvage(os.path.join(moved, "data.mdb"))
+            written = salvage.restore(self.env, found)
+        except BaseException:  # nothing salvaged yet: the damaged file goes back, for the next start to salvage
+            self._drop_env()
+            environment.move_back(moved, self.directory)
+            raise
         lost_records = found.lost + found.salvaged - written
         lost = f"{lost_records} lost" if found.counted else "its index unreadable, so records lost are not counted"
         message = (f"queue data file in {self.directory} does not open ({exc}); moved it to {moved} and started a "
@@ -335,9 +340,7 @@ class QueueStore:
         self._release()
 
     def _release(self) -> None:
-        if self.env is not None:
-            self.env.close()
-            self.env = None
+        self._drop_env()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -706,7 +709,7 @@ class QueueStore:
         try:
             staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
             with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
-                compaction.swap_live(staged, self.directory, self._close_env, self._reopen)
+                compaction.swap_live(staged, self.directory, self._drop_env, self._reopen)
         except Exception:
             self.compaction_failures += 1
             raise
@@ -716,9 +719,10 @@ class QueueStore:
                                            "seconds": round(time.monotonic() - started, 3)})
         return before, after
 
-    def _close_env(self) -> None:
-        self.lmdb_env.close()
-        self.env = None
+    def _drop_env(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
 
     def _reopen(self) -> Exception | None:
         """Open the environment at data.mdb and every handle in it; the error when it does not open,
@@ -728,9 +732,7 @@ class QueueStore:
             self._open_dbs()
             self._unopened = None
         except (lmdb.Error, OSError, CorruptRecordError) as exc:
-            if self.env is not None:
-                self.env.close()
-                self.env = None
+            self._drop_env()
             self._unopened = exc
         return self._unopened
 

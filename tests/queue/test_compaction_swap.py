@@ -186,7 +186,7 @@ async def _compact_and_die(directory: str, step: str) -> None:
     if step == "staged":
         store_module.copy_compacted = after(store_module.copy_compacted)
     elif step == "closed":
-        QueueStore._close_env = after(QueueStore._close_env)  # type: ignore[method-assign]
+        QueueStore._drop_env = after(QueueStore._drop_env)  # type: ignore[method-assign]
     elif step == "renamed":
         compaction.rename_into_place = after(compaction.rename_into_place)
     elif step == "synced":  # the rename made durable, the compacted file not opened yet

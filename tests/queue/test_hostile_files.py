@@ -22,6 +22,7 @@ from edgeagent.queue import environment, record
 from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
+from tests.helpers.descriptors import no_free_descriptors
 
 
 def traces_request(index: int, size: int) -> bytes:
@@ -96,6 +97,24 @@ def test_a_truncated_data_file_gives_back_every_record_still_readable(tmp_path):
     assert salvaged[0][0] + salvaged[0][1] == len(bodies)  # every record is salvaged or counted lost
     assert set(drained) <= set(bodies)
     assert any(name.startswith("corrupt-") for name in os.listdir(directory))
+
+
+def test_a_salvage_that_cannot_begin_puts_the_damaged_file_back_for_the_next_start(tmp_path):
+    """The damaged file was moved aside, the fresh one made, then the moved file could not be
+    read (no descriptor left): the start failed, and the next one went on with the empty fresh
+    queue, the moved file never salvaged."""
+    directory = str(tmp_path / "queue")
+    bodies = asyncio.run(_fill(directory, 400, size=3000))
+    data = os.path.join(directory, "data.mdb")
+    os.truncate(data, os.path.getsize(data) * 3 // 4)
+    # the lock file's descriptor and the fresh environment's three: none left to read the moved file
+    with pytest.raises(OSError, match="Too many open files"), no_free_descriptors(spare=4):
+        QueueStore(directory).open()
+    salvaged: list[tuple[int, int]] = []
+    drained = asyncio.run(_drain(directory, on_salvage=lambda found, lost: salvaged.append((found, lost))))
+    assert salvaged and salvaged[0][0] == len(drained) > 0
+    assert set(drained) <= set(bodies)
+    assert len([name for name in os.listdir(directory) if name.startswith("corrupt-")]) == 1
 
 
 def test_recreate_false_refuses_a_damaged_data_file_and_leaves_it_in_place(tmp_path):
