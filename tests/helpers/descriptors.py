@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import resource
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 def no_free_descriptors(spare: int = 0) -> Iterator[None]:
     """Take every file descriptor the process may open (every open() fails with EMFILE) until the end;
     all but `spare` of them: an accept() that takes the last one, then a dup() that finds none."""
+    gc.collect()  # sockets left to the collector close now, not by freeing a descriptor in the middle
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     held: list[int] = []
     limit = max(map(int, os.listdir("/proc/self/fd"))) + 16
