@@ -27,11 +27,11 @@ Ownership
     each commit. The writer learns which records are leased only from the immutable snapshot
     each queue publishes (reader.py), never from the loop's own lease state.
   * A live compaction closes and reopens the environment between two commits, with `gate`
-    held exclusively. A swap that fails reopens whichever file is then data.mdb (compaction.py);
-    one that cannot be opened yet is tried again by the writer at each pass, and requests
-    are refused as retryable meanwhile. Sub-database handles are therefore looked up inside the gate
+    held exclusively. Sub-database handles are therefore looked up inside the gate
     (`reading(table)`) or on the writer thread, never carried across it; new queues and
-    tables open theirs under `_handles`, which the swap holds too.
+    tables open theirs under `_handles`, which the swap holds too. A swap that fails reopens
+    whichever file is then data.mdb (compaction.py); one that does not open yet is tried
+    again by the writer at each pass, and requests are refused as retryable meanwhile.
   * Modules: store.py (this: environment, writer thread, group commit), arrivals.py (the
     requests on their way to the writer, which tell group commit whether to wait), ops.py (the writer's
     operations, each applying itself to the transaction), eviction.py (full policy, max_age),
