@@ -31,7 +31,7 @@ from edgeagent.config.loader import (
     raw_document,
 )
 from edgeagent.config.upstream import upstream_base
-from edgeagent.runtime import hangup, lean
+from edgeagent.runtime import hangup, lean, loop_errors
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -247,6 +247,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop_errors.install(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()

@@ -29,7 +29,9 @@ Ownership
   * A live compaction closes and reopens the environment between two commits, with `gate`
     held exclusively. Sub-database handles are therefore looked up inside the gate
     (`reading(table)`) or on the writer thread, never carried across it; new queues and
-    tables open theirs under `_handles`, which the swap holds too.
+    tables open theirs under `_handles`, which the swap holds too. A swap that fails reopens
+    whichever file is then data.mdb (compaction.py); one that does not open yet is tried
+    again by the writer at each pass, and requests are refused as retryable meanwhile.
   * Modules: store.py (this: environment, writer thread, group commit), arrivals.py (the
     requests on their way to the writer, which tell group commit whether to wait), ops.py (the writer's
     operations, each applying itself to the transaction), eviction.py (full policy, max_age),
@@ -62,8 +64,9 @@ Crash and restart
     what was in flight).
   * A data file that LMDB cannot open is moved aside with a timestamp, every intact record
     that can still be read from it is salvaged into the fresh queue (counted, with what was
-    lost), and the queue goes on. A file we may not read or write (wrong owner) is never
-    taken for corruption: the agent refuses to start and names the fix.
+    lost), and the queue goes on. A file we may not read or write (wrong owner), or one whose
+    map does not fit in memory or that finds no descriptor, is never taken for corruption: the
+    agent refuses to start, and the file stays where it is.
   * A record that does not decode is quarantined: moved to the dead-letter store with reason
     `corrupt`, counted, logged once with its key; the records after it keep flowing.
 """
@@ -85,11 +88,11 @@ from typing import IO, Any
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
-from edgeagent.queue import environment, reader, record, salvage
+from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, ShutdownError
+from edgeagent.queue import compaction, environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.arrivals import Arrival, Arrivals, Handover
-from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
+from edgeagent.queue.compaction import compact, copy_compacted, rebound_due
 from edgeagent.queue.environment import Gate, StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
@@ -126,6 +129,7 @@ _ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
 _RECENT = 0.020  # seconds within which clients answered by a commit are expected back
 _RECENT_COMMITS = 8  # commits over which that is remembered
 _ACK_LINGER = 0.25  # seconds acks wait for company before they commit
+_REOPEN_INTERVAL = 1.0  # seconds between tries to open the environment again after a failed swap
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 
@@ -168,6 +172,8 @@ class QueueStore:
         self.pages_in_use = 0  # bytes; owned by the writer
         self.deadletter_entries = 0
         self.compactions = 0
+        self.compaction_failures = 0
+        self._unopened: Exception | None = None  # why the environment a failed swap closed does not open again
         self.writer_errors = 0  # commits that failed unexpectedly (the writer went on)
         self._failing = False  # the last commit failed unexpectedly: the next failure is not logged again
         self.full = False  # the last put was refused for lack of room
@@ -189,8 +195,10 @@ class QueueStore:
 
     @property
     def lmdb_env(self) -> lmdb.Environment:
-        """The environment, between open() and close()."""
+        """The environment, between open() and close(); retryable while a failed swap's reopen is pending."""
         if self.env is None:
+            if self._unopened is not None:
+                raise self._unavailable()
             raise RuntimeError(f"queue storage in {self.directory} is not open")
         return self.env
 
@@ -210,17 +218,28 @@ class QueueStore:
         environment.check_owner(self.directory)
         environment.private_directory(self.directory, self.directory_mode)
         self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
+        try:
+            self._open_locked()
+        except BaseException:  # nothing stays taken: a retry or a reload in this process opens it again
+            self._release()
+            raise
+
+    def _open_locked(self) -> None:
         environment.check_access(self.directory)
         if self.compact_on_start and os.path.exists(os.path.join(self.directory, "data.mdb")):
             try:
                 compact(self.directory, self.compaction_scratch)
-            except lmdb.Error as exc:
-                log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+            except (lmdb.Error, OSError) as exc:
+                self.compaction_failures += 1
+                log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc,
+                          extra={"directory": self.directory})
         try:
             self.env = environment.open_env(self.directory, self.map_size, self.sync)
         except (lmdb.Error, CorruptRecordError) as exc:
             if environment.is_access_error(exc):
                 raise environment.access_error(os.path.join(self.directory, "data.mdb"), exc) from None
+            if environment.is_resource_error(exc):
+                raise  # the process's limits, not damage: the file stays where it is
             self._start_fresh(exc)
         self._open_dbs()
         environment.ensure_ballast(self.directory)
@@ -246,10 +265,10 @@ class QueueStore:
 
     def sub_database(self, name: bytes) -> Any:
         """Open (create) a sub-database; None when read-only and it does not exist yet."""
-        if self.env is None:
+        if self.env is None and self._unopened is None:
             return None
         try:
-            return self.env.open_db(name, create=not self.read_only)
+            return self.lmdb_env.open_db(name, create=not self.read_only)
         except lmdb.Error:
             if self.read_only:
                 return None
@@ -263,9 +282,14 @@ class QueueStore:
                 "file_storage recreate is false, so the agent does not start: set recreate: true to move the "
                 "file aside and salvage what can be read, or move it away yourself") from exc
         moved = environment.move_aside(self.directory)
-        self.env = environment.open_env(self.directory, self.map_size, self.sync)
-        found = salvage.Salvage(os.path.join(moved, "data.mdb"))
-        written = salvage.restore(self.env, found)
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+            found = salvage.Salvage(os.path.join(moved, "data.mdb"))
+            written = salvage.restore(self.env, found)
+        except BaseException:  # nothing salvaged yet: the damaged file goes back, for the next start to salvage
+            self._drop_env()
+            environment.move_back(moved, self.directory)
+            raise
         lost_records = found.lost + found.salvaged - written
         lost = f"{lost_records} lost" if found.counted else "its index unreadable, so records lost are not counted"
         message = (f"queue data file in {self.directory} does not open ({exc}); moved it to {moved} and started a "
@@ -313,9 +337,10 @@ class QueueStore:
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
-        if self.env is not None:
-            self.env.close()
-            self.env = None
+        self._release()
+
+    def _release(self) -> None:
+        self._drop_env()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -422,8 +447,8 @@ class QueueStore:
     def _write_loop(self) -> None:
         self.writer_compressor = record.compressor(self.compression_level)  # for atomic operations
         stopping = False
-        wait = _SWEEP_INTERVAL if self.limits.max_age else None
         while not stopping:
+            wait = _REOPEN_INTERVAL if self._unopened is not None else _SWEEP_INTERVAL if self.limits.max_age else None
             try:
                 ops = [self._ops.get(timeout=wait)]
             except thread_queue.Empty:
@@ -443,7 +468,11 @@ class QueueStore:
             calls = [op for op in pending if isinstance(op, Call)]  # the only between_commits operation
             writes = [op for op in pending if not op.between_commits]
             sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
-            if writes or sweep:
+            if self._unopened is not None:  # each pass tries again, at least every _REOPEN_INTERVAL
+                self._reopen_after_failed_swap()
+            if self._unopened is not None:
+                self._report(Commit(failed=[(op.future, self._unavailable()) for op in writes]))
+            elif writes or sweep:
                 try:
                     self._commit(writes, sweep)
                 except Exception as exc:  # noqa: BLE001 - the writer goes on; its clients hear of the error
@@ -671,21 +700,53 @@ class QueueStore:
         await supervise.every(interval, step, f"compaction:{self.directory}", {"directory": self.directory}, counting)
 
     def _compact_live(self) -> tuple[int, int]:
-        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""
+        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap.
+
+        A failure leaves the queue open on the file in place (the old one before the rename, the
+        compacted one after it) and is counted and raised for the caller to log."""
         before = self.file_size()
         started = time.monotonic()
-        staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
-        with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
-            self.lmdb_env.close()
-            swap_in(staged, self.directory)
-            self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=environment.MAX_DATABASES,
-                                 sync=self.sync, metasync=self.sync, readahead=False, subdir=True, mode=0o600)
-            self._open_dbs()
+        try:
+            staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
+            with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
+                compaction.swap_live(staged, self.directory, self._drop_env, self._reopen)
+        except Exception:
+            self.compaction_failures += 1
+            raise
         after = self.file_size()
         self.compactions += 1
         log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,
                                            "seconds": round(time.monotonic() - started, 3)})
         return before, after
+
+    def _drop_env(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+    def _reopen(self) -> Exception | None:
+        """Open the environment at data.mdb and every handle in it; the error when it does not open,
+        which the writer then tries again at each pass."""
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+            self._open_dbs()
+            self._unopened = None
+        except (lmdb.Error, OSError, CorruptRecordError) as exc:
+            self._drop_env()
+            self._unopened = exc
+        return self._unopened
+
+    def _unavailable(self) -> RetryableError:
+        return RetryableError(f"queue storage in {self.directory} does not open again after a failed compaction "
+                              f"({self._unopened}); try again later", retry_after=_REOPEN_INTERVAL)
+
+    def _reopen_after_failed_swap(self) -> None:
+        """On the writer thread: another try at opening the environment a failed swap left closed."""
+        with self.gate.exclusive(), self._handles:
+            self._reopen()
+        if self._unopened is None:
+            log.info("queue storage opened again after a failed compaction", extra={"directory": self.directory})
+
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     if future.done():
