@@ -32,8 +32,9 @@ Ownership
     tables open theirs under `_handles`, which the swap holds too. A swap that fails reopens
     whichever file is then data.mdb (compaction.py); one that does not open yet is tried
     again by the writer at each pass, and requests are refused as retryable meanwhile.
-  * Modules: store.py (this: environment, writer thread, group commit), arrivals.py (the
-    requests on their way to the writer, which tell group commit whether to wait), ops.py (the writer's
+  * Modules: store.py (this: environment, writer thread, commits), grouping.py (what one
+    commit takes and how long it waits for more), arrivals.py (the requests on their way to
+    the writer, which tell group commit whether to wait), ops.py (the writer's
     operations, each applying itself to the transaction), eviction.py (full policy, max_age),
     reader.py (leases and the byte-level read API), environment.py (files, lock, modes),
     salvage.py (reading a damaged data file page by page), api.py (the Protocols the sender
@@ -74,7 +75,6 @@ Crash and restart
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -91,10 +91,11 @@ import zstandard
 from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, ShutdownError
 from edgeagent.queue import compaction, environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
-from edgeagent.queue.arrivals import Arrival, Arrivals, Handover
+from edgeagent.queue.arrivals import Arrival, Handover
 from edgeagent.queue.compaction import compact, copy_compacted, rebound_due
 from edgeagent.queue.environment import Gate, StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
+from edgeagent.queue.grouping import Grouping
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.queue.ops import (
     KEY,
@@ -107,7 +108,6 @@ from edgeagent.queue.ops import (
     StoreTable,
     Totals,
     TxnState,
-    Wake,
     WriterOp,
     WriterQueue,
     enqueued_ms,
@@ -122,13 +122,7 @@ __all__ = ["DEFAULT_MAP_SIZE", "DurableQueue", "Lease", "QueueStore", "StorageAc
 
 log = logging.getLogger(__name__)
 
-_MAX_OPS_PER_COMMIT = 1024
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
-_LINGER = 0.010  # seconds at most that puts wait for a put that is coming
-_ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
-_RECENT = 0.020  # seconds within which clients answered by a commit are expected back
-_RECENT_COMMITS = 8  # commits over which that is remembered
-_ACK_LINGER = 0.25  # seconds acks wait for company before they commit
 _REOPEN_INTERVAL = 1.0  # seconds between tries to open the environment again after a failed swap
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
@@ -180,15 +174,14 @@ class QueueStore:
         self.gate = Gate()
         self._handles = threading.Lock()  # held while sub-databases open: a compaction's swap, a new queue or table
         self._lock_file: IO[str] | None = None
-        self._ops: thread_queue.SimpleQueue[WriterOp | None] = thread_queue.SimpleQueue()
+        self._grouping = Grouping()  # what one commit takes, and how long it waits for more
+        self._ops = self._grouping.ops
         self._writer: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._last_sweep = 0.0
-        self._recent_puts: collections.deque[tuple[float, int]] = collections.deque(maxlen=_RECENT_COMMITS)
         self.room = Room()  # commits that freed room, for clients waiting for it (block_on_overflow)
-        self.arrivals = Arrivals(self._wake_writer)  # requests on their way to a put (arrivals.py)
-        self._lingering = False  # the writer waits for an arrival; set and cleared by the writer
+        self.arrivals = self._grouping.arrivals  # requests on their way to a put (arrivals.py)
         self._handover = Handover(self._ops.put, self.arrivals)  # puts, once per pass of the loop
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
@@ -453,7 +446,7 @@ class QueueStore:
                 ops = [self._ops.get(timeout=wait)]
             except thread_queue.Empty:
                 ops = []
-            self._gather(ops)
+            self._grouping.gather(ops)
             if None in ops:
                 stopping = True
                 ops = [op for op in ops if op is not None]
@@ -492,68 +485,6 @@ class QueueStore:
                       exc_info=error, extra={"directory": self.directory, "operations": len(ops)})
         self._failing = True
         self._report(Commit(failed=[(op.future, error) for op in ops]))
-
-    def _gather(self, ops: list[WriterOp | None]) -> None:
-        """Take every pending operation, and linger briefly so that one commit carries more.
-
-        Each synced commit rewrites several B-tree, free-list and meta pages besides the records
-        (30 to 70 KiB here) and costs about half a request's CPU, so fewer, larger commits mean
-        less flash wear and more requests per second. Puts wait only while another put is
-        coming, at most _LINGER and until _ENOUGH_TO_COMMIT bytes: while a request is being read
-        (`arrivals`: admitted by a receiver, its put not queued yet), or while the commit holds
-        fewer puts than there were clients waiting at a commit of the last _RECENT seconds;
-        clients answered that recently are sending again (in a closed loop they come back
-        within a millisecond, but their next request is not yet read). So a lone request is
-        never delayed, clients that send now and then never wait for each other, and many
-        clients still share few commits. Acks, which nobody waits for, linger up to
-        _ACK_LINGER unless a put arrives; an ack commit rewrites LMDB's free list, which grows
-        as a backlog drains. The price is duplicates after a crash: acks not yet committed are
-        sent again."""
-        while len(ops) < _MAX_OPS_PER_COMMIT:
-            try:
-                ops.append(self._ops.get_nowait())
-            except thread_queue.Empty:
-                break
-        real = [op for op in ops if op is not None]
-        if len(real) < len(ops):
-            return
-        if not any(op.client_waits for op in real):
-            if not any(op.lingers for op in real) or not self._linger(ops, _ACK_LINGER, lambda puts: puts == 0):
-                return
-        now = time.monotonic()
-        expected = max((clients for at, clients in self._recent_puts if now - at < _RECENT), default=0)
-        self._lingering = True  # before the count is read: a request that leaves later wakes the writer
-        try:
-            puts = self._linger(ops, _LINGER, lambda puts: self.arrivals.count > 0 or puts < expected)
-        finally:
-            self._lingering = False
-        # the clients of this round: in this commit, queued behind it, or still being read
-        self._recent_puts.append((time.monotonic(), puts + self._ops.qsize() + self.arrivals.count))
-
-    def _linger(self, ops: list[WriterOp | None], linger: float, worth: Callable[[int], bool]) -> int:
-        """Take operations while `worth(puts so far)` holds, up to `linger` seconds; the puts taken."""
-        deadline = time.monotonic() + linger
-        puts = sum(op.client_waits for op in ops if op is not None)
-        put_bytes = sum(op.put_bytes for op in ops if op is not None)
-        while worth(puts) and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                op = self._ops.get(timeout=remaining)
-            except thread_queue.Empty:
-                break
-            ops.append(op)
-            if op is None:
-                break
-            puts += op.client_waits
-            put_bytes += op.put_bytes
-        return puts
-
-    def _wake_writer(self) -> None:
-        """A request left without a put (loop thread): end a wait for it."""
-        if self._lingering:
-            self._ops.put(Wake())
 
     def _run_call(self, op: Call) -> None:
         try:
