@@ -388,18 +388,32 @@ class DurableQueue:
         """Move records to the dead-letter store with the reason they were rejected.
 
         With `bodies` (request, items), those are stored instead of the lease's records: the parts
-        of a split request that the upstream refused, while the rest was delivered."""
-        seqs = self._end_lease(lease)
+        of a split request that the upstream refused, while the rest was delivered.
+
+        The records stay leased until the move commits. When it fails (the storage is full) they
+        are handed out again, as after a failed ack, and the error is raised."""
+        if lease.done:
+            raise RuntimeError("lease already ended")
+        lease.done = True
+        seqs = lease.seqs
         now_ms = int(time.time() * 1000)
         replacement = None if bodies is None else [record.encode(self.signal, items, now_ms, body, None)
                                                    for body, items in bodies]
-        try:
-            await self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description,
-                                                                                         queue=self.name),
-                                                       replacement=replacement))
-        finally:
-            self.watches.settle(seqs, PermanentError(str(description.get("reason", "rejected for good")),
-                                                     status=description.get("status")))
+        error = PermanentError(str(description.get("reason", "rejected for good")), status=description.get("status"))
+        moved = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name),
+                                                     replacement=replacement))
+        moved.add_done_callback(lambda done: self._dead_lettered(seqs, error, done))
+        await asyncio.shield(moved)  # a cancelled caller leaves the commit and its settling to go on
+
+    def _dead_lettered(self, seqs: list[int], error: PermanentError, future: asyncio.Future[Any]) -> None:
+        self._leases.remove(seqs)
+        if future.cancelled() or future.exception() is not None:
+            if seqs:  # still stored: to be read again
+                self._rewind(min(seqs))
+        else:
+            self.watches.settle(seqs, error)
+        if self.available_entries > 0:
+            self._available.set()
 
     def requeue(self, lease: QueueLease, body: bytes, items: int, attempts: int) -> asyncio.Future[Any]:
         """Give back only what a lease did not deliver: `body` replaces its records in one commit, at
