@@ -404,3 +404,29 @@ def test_a_client_that_leaves_a_streamed_export_stops_its_reading_thread(tmp_pat
     asyncio.run(scenario())
     assert finished.is_set()
     assert produced < 4 * control.STREAM_AHEAD  # read ahead a few pieces, never on to the end
+
+
+def test_a_sink_that_fails_ends_the_call_with_its_own_error(tmp_path):
+    """`edgeagent queue export | head -c 10`: the closed pipe is the CLI's to handle (quietly), never
+    taken for an agent that is not there (which would send the CLI on to read the files)."""
+    path = str(tmp_path / "state" / control.SOCKET_NAME)
+
+    async def stream(params: dict[str, Any]) -> Any:
+        return control.from_thread(lambda: iter([b"\x03" * control.STREAM_PIECE] * 3))
+
+    def closed_pipe(chunk: bytes) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    async def scenario() -> BaseException | None:
+        server = control.ControlServer(path, {"export": stream})
+        await server.start()
+        try:
+            await control.call(path, "export", {}, sink=closed_pipe)
+        except Exception as exc:  # noqa: BLE001 - which one is what is tested
+            return exc
+        finally:
+            await server.shutdown()
+        return None
+
+    error = asyncio.run(scenario())
+    assert type(error) is BrokenPipeError

@@ -179,10 +179,6 @@ async def call(path: str, name: str, params: dict[str, Any] | None = None, timeo
             try:
                 status, content_type, body = await _exchange(reader, writer, name, params or {}, sink, scope,
                                                              timeout)
-            except AnswerBrokenOff:
-                raise
-            except (OSError, wire.ProtocolError) as exc:
-                raise ConnectionError(f"the control socket closed before its answer: {exc}") from exc
             finally:
                 writer.close()
     except TimeoutError:
@@ -203,30 +199,38 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
                     params: dict[str, Any], sink: Sink | None, scope: asyncio.Timeout,
                     timeout: float) -> tuple[int, str, bytes]:
     """(status, media type, body) of one POST /<name>; a binary answer goes to `sink` when given
-    (the body returned is then empty), each piece within `timeout` of the one before."""
+    (the body returned is then empty), each piece within `timeout` of the one before. What the
+    sink raises (a closed pipe) comes out as it is."""
     body = json.dumps(params).encode()
-    writer.write(f"POST /{name} HTTP/1.1\r\nHost: edgeagent\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-    head = await wire.read_head(reader)
-    if head is None:
-        raise ConnectionResetError("no answer")
-    start, headers = wire.parse_head(head)
-    _, status, _ = wire.parse_status_line(start)
+    try:
+        writer.write(f"POST /{name} HTTP/1.1\r\nHost: edgeagent\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        head = await wire.read_head(reader)
+        if head is None:
+            raise ConnectionResetError("no answer")
+        start, headers = wire.parse_head(head)
+        _, status, _ = wire.parse_status_line(start)
+        length = wire.body_length(headers, request=False)
+    except (OSError, wire.ProtocolError) as exc:
+        raise ConnectionError(f"the control socket closed before its answer: {exc}") from exc
     content_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
     target = sink if status == 200 and content_type == "application/octet-stream" else None
     loop = asyncio.get_running_loop()
-    chunks = []
+    chunks: list[bytes] = []
     received = 0
-    try:
-        async for chunk in wire.iter_body(reader, wire.body_length(headers, request=False)):
-            scope.reschedule(loop.time() + timeout)
-            if target is not None:
-                target(chunk)
-                continue
+    pieces = wire.iter_body(reader, length)
+    while True:
+        try:
+            chunk = await anext(pieces)
             received += len(chunk)
-            if received > MAX_ANSWER:
+            if target is None and received > MAX_ANSWER:
                 raise wire.ProtocolError(f"the answer exceeds {MAX_ANSWER} bytes")
+        except StopAsyncIteration:
+            return status, content_type, b"".join(chunks)
+        except (OSError, wire.ProtocolError) as exc:
+            raise AnswerBrokenOff(f"the control socket closed before the end of its answer: {exc}") from exc
+        scope.reschedule(loop.time() + timeout)
+        if target is not None:
+            target(chunk)
+        else:
             chunks.append(chunk)
-    except (OSError, wire.ProtocolError) as exc:
-        raise AnswerBrokenOff(f"the control socket closed before the end of its answer: {exc}") from exc
-    return status, content_type, b"".join(chunks)
