@@ -668,39 +668,3 @@ def test_a_request_whose_body_was_read_in_part_is_freed_without_the_garbage_coll
         gc.enable()
     assert freed == [True, True, True]
 
-
-async def _three_pieces() -> Response:
-    async def pieces():
-        for piece in (b"one ", b"two ", b"three"):
-            yield piece
-    return Response(stream=pieces(), content_type="text/plain")
-
-
-def test_a_streamed_answer_is_chunked_to_http_1_1_and_ends_with_the_close_to_http_1_0():
-    async def scenario() -> tuple[bytes, bytes, bytes]:
-        server = Server()
-        server.post("/stream", lambda request: _three_pieces())
-        server.post("/echo", echo)
-        port = await server.listen(host="127.0.0.1", port=0)
-        try:
-            return await talk(port)
-        finally:
-            await server.stop(grace=1.0)
-
-    async def talk(port: int) -> tuple[bytes, bytes, bytes]:
-        chunked = await exchange(port, post("/stream", b"", b"Connection: close\r\n"))
-        old = await exchange(port, b"POST /stream HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # kept alive after a chunked answer
-        writer.write(post("/stream", b"") + post("/echo", b"after"))
-        await reader.readuntil(b"0\r\n\r\n")
-        _, after = await read_response(reader)
-        writer.close()
-        return chunked, old, after
-
-    chunked, old, after = asyncio.run(scenario())
-    head, _, body = chunked.partition(b"\r\n\r\n")
-    assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
-    assert body == b"4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n"
-    head, _, body = old.partition(b"\r\n\r\n")
-    assert b"Connection: close" in head and b"Transfer-Encoding" not in head and body == b"one two three"
-    assert after == b"after"
