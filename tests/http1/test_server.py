@@ -667,4 +667,3 @@ def test_a_request_whose_body_was_read_in_part_is_freed_without_the_garbage_coll
     finally:
         gc.enable()
     assert freed == [True, True, True]
-
