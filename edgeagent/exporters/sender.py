@@ -15,6 +15,14 @@ Design note
   waiting. Requests larger than `send_batch_max_size` are split. The settings are the
   exporter's own `sending_queue::batch` (flush_timeout, min_size, max_size) when it has one,
   else the pipeline's batch processor's.
+* Without a size trigger (`send_batch_size` / `min_size` 0, or a batch processor `timeout` of 0)
+  each queued request goes out on its own, split by the max size, never merged: otelcol's batch
+  processor starts no timer then and sends each request as it comes, and the exporter batcher
+  with min_size 0 flushes each at once (queuebatch.partitionBatcher.consumeInternal). A backlog
+  is never merged into one giant request.
+* A merged request holds at most MERGED_REQUEST_BYTES of queued requests (unless its first alone
+  is larger), whatever the item counts allow: a consumer's memory stays bounded, and the request
+  fits an otelcol gRPC receiver's default 4 MiB message limit.
 * No consumer dies on one lease: an unexpected exception is logged (once until a delivery
   succeeds again), counted in `edgeagent_exporter_unexpected_errors`, shown in health as the
   exporter's problem; the lease goes back to the queue and the consumer pauses, then goes on.
@@ -53,6 +61,7 @@ from edgeagent.queue.limits import QueueCapacity
 from edgeagent.signals import Signal, merge_requests, split_serialized
 
 _CUT_ON_LOOP_BYTES = 256 << 10  # larger bodies are cut into send_batch_max_size parts on a thread
+MERGED_REQUEST_BYTES = 4 << 20  # of queued requests merged into one upstream request
 log = logging.getLogger(__name__)
 
 
@@ -259,15 +268,15 @@ class Sender:
 
     async def _next_lease(self) -> Lease | None:
         await self.queue.wait_available()
-        if self.batch is None:
+        batch = self.batch
+        if batch is None or not batch.send_batch_size or batch.timeout <= 0:  # no size trigger: one by one
             return await self.queue.lease(max_items=1 << 62, max_entries=1, newest_first=self.newest_first)
         async with self._gather_lock:
             await self.queue.wait_available()
-            if self.batch.send_batch_size and self.batch.timeout > 0:
-                deadline = asyncio.get_running_loop().time() + self.batch.timeout
-                await self.queue.wait_items(self.batch.send_batch_size, deadline)
-            limit = self.batch.send_batch_max_size or self.batch.send_batch_size or (1 << 62)
-            return await self.queue.lease(max_items=limit, newest_first=self.newest_first)
+            deadline = asyncio.get_running_loop().time() + batch.timeout
+            await self.queue.wait_items(batch.send_batch_size, deadline)
+            return await self.queue.lease(max_items=batch.send_batch_max_size or batch.send_batch_size,
+                                          max_bytes=MERGED_REQUEST_BYTES, newest_first=self.newest_first)
 
     async def _deliver(self, lease: Lease) -> float:
         """Send one lease and settle it; returns how long this consumer should pause."""
