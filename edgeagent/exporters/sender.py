@@ -196,6 +196,7 @@ class Sender:
         self._settling: set[asyncio.Future[Any]] = set()
         self._closing = False
         self._gather_lock = asyncio.Lock()
+        self._backlog = False  # the last lease left queued what one request could not carry
         self._troubled = False  # an unexpected error was logged and no delivery succeeded since
 
     async def start(self) -> None:
@@ -273,10 +274,16 @@ class Sender:
             return await self.queue.lease(max_items=1 << 62, max_entries=1, newest_first=self.newest_first)
         async with self._gather_lock:
             await self.queue.wait_available()
-            deadline = asyncio.get_running_loop().time() + batch.timeout
-            await self.queue.wait_items(batch.send_batch_size, deadline)
-            return await self.queue.lease(max_items=batch.send_batch_max_size or batch.send_batch_size,
-                                          max_bytes=MERGED_REQUEST_BYTES, newest_first=self.newest_first)
+            if not self._backlog:
+                deadline = asyncio.get_running_loop().time() + batch.timeout
+                await self.queue.wait_items(batch.send_batch_size, deadline)
+            lease = await self.queue.lease(max_items=batch.send_batch_max_size or batch.send_batch_size,
+                                           max_bytes=MERGED_REQUEST_BYTES, newest_first=self.newest_first)
+            # short of the size trigger while more is queued: cut by the byte bound (or left records of
+            # another batch key), so the next lease would wait for items it cannot take either
+            self._backlog = lease is not None and lease.items < batch.send_batch_size and \
+                self.queue.available_items > 0
+            return lease
 
     async def _deliver(self, lease: Lease) -> float:
         """Send one lease and settle it; returns how long this consumer should pause."""

@@ -113,3 +113,23 @@ def test_a_merged_request_stays_under_the_byte_bound_whatever_the_item_counts_al
     assert sum(count for count, _ in requests) == 30 * spans
     assert max(size for _, size in requests) <= MERGED_REQUEST_BYTES
     assert len(requests) < 30  # still merged, only bounded
+
+
+def test_a_backlog_larger_than_one_request_goes_out_without_waiting_the_batch_timeout_each_time(tmp_path):
+    """A request full by bytes is as full as it gets: each lease of a backlog past the byte bound
+    waited the whole batch timeout for items it could never take (a 300,000-span backlog took
+    30 s instead of 4)."""
+    record_bytes = MERGED_REQUEST_BYTES // 5
+    spans = 100
+    started = asyncio.run(_timed_drain(tmp_path, BatchSettings(1.0, 1 << 20, 0), records=30, spans=spans,
+                                       name_bytes=record_bytes // spans))
+    requests, seconds = started
+    assert sum(count for count, _ in requests) == 30 * spans and len(requests) >= 6
+    assert seconds < 3.0, f"{len(requests)} requests took {seconds:.1f} s: each waited the 1 s batch timeout"
+
+
+async def _timed_drain(tmp_path, batch: BatchSettings, **kwargs) -> tuple[list[tuple[int, int]], float]:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    requests = await _drain(tmp_path, batch, **kwargs)
+    return requests, loop.time() - started
