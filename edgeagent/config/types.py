@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgeagent.exporters.redact import shown_url  # an endpoint in an error shows no password or token
+
 # durations are defined in otel, which the sampler library shares; the agent's configs import them here
 from otel.durations import Duration, format_duration, parse_duration
 
@@ -53,5 +55,5 @@ def port_problem(endpoint: str) -> str | None:
     """Why the port in an endpoint cannot be used, or None."""
     port = endpoint_port(endpoint)
     if port is not None and not 1 <= port <= 65535:
-        return f"port {port} in {endpoint!r} is outside 1-65535; use a port from 1 to 65535"
+        return f"port {port} in {shown_url(endpoint)!r} is outside 1-65535; use a port from 1 to 65535"
     return None
