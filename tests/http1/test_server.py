@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import pytest
 
 from edgeagent.http1 import server as http1
 from edgeagent.http1 import wire
@@ -671,6 +672,7 @@ def test_a_request_whose_body_was_read_in_part_is_freed_without_the_garbage_coll
     assert freed == [True, True, True]
 
 
+@pytest.mark.e2e  # asyncio's accept loop waits a second after each EMFILE before it accepts again
 def test_a_tls_connection_accepted_with_no_descriptor_left_is_closed_at_once_and_the_port_serves_again(
         tmp_path, caplog):
     """accept() took the last descriptor and the TLS listener's dup() of it failed (EMFILE) inside
