@@ -57,3 +57,31 @@ def test_seed_edge_config_delivers_every_signal_with_headers_and_attributes(agen
     assert agent.metric("otelcol_receiver_accepted_spans") == 600
     assert agent.metric("otelcol_exporter_sent_spans", exporter="otlphttp/telemetryflow") == 600
     assert agent.terminate() == 0
+
+
+def test_seed_edge_config_keeps_data_through_an_outage_and_a_restart(agents, upstream, tmp_path):
+    """"Data survives network outages": what the agent acknowledged while the platform was unreachable is
+    on disk, survives a restart of the agent, and is delivered once the platform answers again."""
+    upstream.refuse(reset=True)
+    args = ["run", "--config", SEED, "--set", f"extensions::file_storage::directory={tmp_path / 'queue'}",
+            "--set", "processors::batch::timeout=500ms"]
+    env = {**ENV, "TELEMETRYFLOW_ENDPOINT": upstream.url}
+    agent = agents(args, env=env)
+
+    span_ids = send_spans("http", agent.http_port, 200, must_deliver=True)
+    send_logs("grpc", agent.grpc_port, count=5)
+    wait_until(lambda: upstream.attempts >= 1, timeout=30, interval=0.2, message="a first attempt at the platform")
+    wait_until(lambda: agent.metric("otelcol_exporter_queue_size", data_type="traces") > 0, timeout=10,
+               interval=0.2, message="the spans queued")
+    # "Agents show as online but no data in backend": the agent stays healthy; its queue grows
+    assert agent.health("/health")[0] == 200
+    assert agent.metric("otelcol_exporter_queue_capacity", data_type="traces") == 20000
+    assert agent.terminate() == 0
+
+    upstream.listen()
+    agent = agents(args, env=env, ports=agent)
+    wait_until(lambda: upstream.span_ids() >= span_ids and len(upstream.log_records()) >= 5, timeout=60,
+               interval=0.3, message="the backlog delivered after the restart")
+    assert upstream.span_ids() == span_ids
+    assert all(_has_upserts(span) for span in upstream.spans())
+    assert agent.terminate() == 0
