@@ -17,7 +17,6 @@ credentials gets 401 before its body is read.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any, Protocol
@@ -29,7 +28,7 @@ from edgeagent.errors import BadRequestError, PermanentError, RetryableError, Un
 from edgeagent.http1.server import Request, Response, Server
 from edgeagent.http1.wire import ProtocolError
 from edgeagent.instrumentation import http_server_timer
-from edgeagent.receivers import codec, parse_cost, upstream_status
+from edgeagent.receivers import codec, http1_probe, parse_cost, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ class Reservation(parse_cost.Reservation, Protocol):
 _GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 12, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 MAX_UNREAD_BODIES = 1024  # bodies being read at once; more get 503 rather than queue up sockets and buffers
 DISCONNECT_EPISODE = 60.0  # disconnects closer together than this are one episode: one log line
-HEALTH_PATH = "/health"
+HEALTH_PATH = http1_probe.PATH.decode()
 SHUTDOWN_GRACE = 2.0  # seconds requests in progress get to be answered at a stop (the gRPC receiver's too)
 
 
@@ -109,9 +108,8 @@ class HttpServer:
             netaddr.close(address)
 
     async def _health(self, request: Request) -> Response:
-        healthy = self.host.health()["healthy"]
-        body = json.dumps({"status": "Server available" if healthy else "Server not available"})
-        return Response(200 if healthy else 503, text=body, content_type="application/json")
+        healthy = bool(self.host.health()["healthy"])
+        return Response(200 if healthy else 503, text=http1_probe.health_body(healthy), content_type="application/json")
 
     def _handler(self, signal: Signal, consumer: Any):
         include_metadata = self.config.include_metadata

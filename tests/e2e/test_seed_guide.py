@@ -12,6 +12,7 @@ waits on it). Partial blocks are merged onto the complete config they extend wit
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -183,10 +184,26 @@ def _get(url: str) -> int:
         return error.code
 
 
-def test_load_balancer_health_check_on_the_otlp_http_port_passes(agents, upstream, tmp_path):
-    """The guide's HAProxy checks each collector with `option httpchk GET /health` on port 4318 and
-    expects 200: a 404 there would mark every collector down."""
-    agent = agents(["run", "--config", _seed("tfo-direct.yaml"), *_queue(tmp_path)],
+def _http10(port: int, request: bytes) -> bytes:
+    """What HAProxy's `option httpchk` sends in TCP mode (an HTTP/1.0 request) and the whole answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(4096):
+            answer += chunk
+    return answer
+
+
+def test_load_balancer_health_checks_on_the_otlp_ports_pass(agents, upstream, tmp_path):
+    """The guide's HAProxy checks each collector with `option httpchk GET /health` on 4318 (HTTP mode)
+    and on 4317 (TCP mode: an HTTP/1.0 request on the gRPC port), and expects 200: anything else would
+    mark every collector down."""
+    agent = agents(["run", "--config", _seed("tfo-direct.yaml"), *_queue(tmp_path), *FAST_BATCH],
                    env={**ENV, "TELEMETRYFLOW_ENDPOINT": upstream.url})
     assert _get(f"http://127.0.0.1:{agent.http_port}/health") == 200
+    assert _http10(agent.http_port, b"GET /health HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+    assert _http10(agent.grpc_port, b"GET /health HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200")
+    # and the gRPC port still serves gRPC
+    sent = send_spans("grpc", agent.grpc_port, 10, must_deliver=True)
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=30, interval=0.3, message="spans over gRPC")
     assert agent.terminate() == 0

@@ -14,7 +14,8 @@ from sampler.policies.config import PolicyConfig
 from sampler.trace import Decision
 from tests.sampler.policies.traces import FakeClock, batch, span, trace
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "packaging" / "helm" / "edgeagent" / "examples" / "tail-sampling-hub.yaml"
+CHART = Path(__file__).resolve().parents[3] / "packaging" / "helm" / "edgeagent"
+EXAMPLE = CHART / "examples" / "tail-sampling-hub.yaml"
 TRACES = 4000
 
 
