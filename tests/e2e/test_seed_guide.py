@@ -12,8 +12,10 @@ waits on it). Partial blocks are merged onto the complete config they extend wit
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -206,4 +208,42 @@ def test_load_balancer_health_checks_on_the_otlp_ports_pass(agents, upstream, tm
     # and the gRPC port still serves gRPC
     sent = send_spans("grpc", agent.grpc_port, 10, must_deliver=True)
     wait_until(lambda: upstream.span_ids() >= sent, timeout=30, interval=0.3, message="spans over gRPC")
+    assert agent.terminate() == 0
+
+
+# The troubleshooting fixes, each applied to the running config it fixes, as an operator applies them:
+# the fix written into the config and a reload (SIGHUP), no restart.
+FIXES = [
+    ("tfo-troubleshooting-memory-limiter.yaml", "tfo-hub-collector.yaml"),
+    ("tfo-troubleshooting-batch-size.yaml", "tfo-hub-collector.yaml"),
+    ("tfo-troubleshooting-batch-timeout.yaml", "tfo-direct.yaml"),
+    ("tfo-troubleshooting-exporter-consumers.yaml", "tfo-hub-agent.yaml"),
+]
+
+
+@pytest.mark.parametrize("fix,base", FIXES)
+def test_a_troubleshooting_fix_applies_to_the_running_agent_on_reload(fix, base, agents, upstream, tmp_path):
+    site = tmp_path / "fix.yaml"
+    site.write_text("{}\n")
+    if base == "tfo-hub-agent.yaml":  # no file_storage; its exporter is the collector's `http://tfo-otel-collector:4318`
+        moved = ["--set", "service::extensions=[health_check]",
+                 "--set", f"exporters::otlphttp::endpoint={upstream.url}"]
+    else:
+        moved = [*_queue(tmp_path), "--set", "service::extensions=[health_check, file_storage]"]
+    # the batch-timeout fix is the batch timer itself: the others get the fast one
+    timer = [] if fix == "tfo-troubleshooting-batch-timeout.yaml" else FAST_BATCH
+    agent = agents(["run", "--config", _seed(base), "--config", str(site), *moved, *timer],
+                   env={**ENV, "TELEMETRYFLOW_ENDPOINT": upstream.url, "STATE_DIRECTORY": str(tmp_path / "state")})
+    with open(_seed(fix), encoding="utf-8") as snippet:
+        site.write_text(snippet.read())
+    agent.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: agent.metric("edgeagent_config_reloads", result="applied") == 1, timeout=20, interval=0.2,
+               message=f"the reload:\n{agent.log()}")
+
+    sent = time.monotonic()
+    send_metrics("http", agent.http_port, points=2)
+    wait_until(lambda: len(upstream.data_points()) >= 2, timeout=20, interval=0.2, message="metrics after the reload")
+    assert len(upstream.data_points()) == 2
+    if not timer:  # the fix's 5 s timer, not the config's 10 s
+        assert time.monotonic() - sent < 9
     assert agent.terminate() == 0
