@@ -4,6 +4,7 @@ clients."""
 from __future__ import annotations
 
 import os
+import time
 
 from tests.helpers.net import wait_until
 from tests.helpers.sdk import send_logs, send_metrics, send_spans
@@ -85,3 +86,18 @@ def test_seed_edge_config_keeps_data_through_an_outage_and_a_restart(agents, ups
     assert upstream.span_ids() == span_ids
     assert all(_has_upserts(span) for span in upstream.spans())
     assert agent.terminate() == 0
+
+
+def test_seed_edge_config_drained_at_stop_sends_at_once_not_after_its_batch_timer(agents, upstream, tmp_path):
+    """A stop with EDGEAGENT_DRAIN_TIMEOUT keeps sending the queue: what is queued must go out now, not
+    after the seed's 30 s batch timer (which would outlast most drain timeouts, leaving it all on disk)."""
+    agent = agents(["run", "--config", SEED, "--set", f"extensions::file_storage::directory={tmp_path / 'queue'}"],
+                   env={**ENV, "TELEMETRYFLOW_ENDPOINT": upstream.url, "EDGEAGENT_DRAIN_TIMEOUT": "20"})
+    span_ids = send_spans("http", agent.http_port, 50, must_deliver=True)
+    send_logs("grpc", agent.grpc_port, count=3)
+
+    stopping = time.monotonic()
+    assert agent.terminate(timeout=40) == 0
+    assert time.monotonic() - stopping < 10
+    assert upstream.span_ids() == span_ids
+    assert len(upstream.log_records()) == 3
