@@ -322,7 +322,7 @@ class _Connection(asyncio.Protocol):
             return
         if not self._heard:
             self._heard = True
-            if self._answered_probe(data):
+            if self.server.healthy is not None and http1_probe.answered(self._transport, data, self.server.healthy):
                 return
         self._last_read = self._loop.time()
         try:
@@ -333,15 +333,6 @@ class _Connection(asyncio.Protocol):
         for event in events:
             self._handle(event)
         self._flush()
-
-    def _answered_probe(self, first: bytes) -> bool:
-        """Answer a load balancer's HTTP/1 health check (http1_probe) and close; False for anything else."""
-        probe = http1_probe.answer(first, self.server.healthy) if self.server.healthy is not None else None
-        if probe is None or self._transport is None:
-            return False
-        self._transport.write(probe)
-        self._transport.close()
-        return True
 
     def _flush(self) -> None:
         """Write what h2 has to send now: deferring it to the end of the loop's turn (to merge

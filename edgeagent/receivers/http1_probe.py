@@ -10,6 +10,7 @@ Any other HTTP/1 request goes on to HTTP/2, which refuses it as before.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -35,3 +36,13 @@ def answer(first: bytes, healthy: Callable[[], bool]) -> bytes | None:
     head = (f"HTTP/1.0 {'200 OK' if ok else '503 Service Unavailable'}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     return head if parts[0] == b"HEAD" else head + body
+
+
+def answered(transport: asyncio.Transport | None, first: bytes, healthy: Callable[[], bool]) -> bool:
+    """Answer `first` on `transport` and close it when it is a health check request; False otherwise."""
+    probe = answer(first, healthy)
+    if probe is None or transport is None:
+        return False
+    transport.write(probe)
+    transport.close()
+    return True
