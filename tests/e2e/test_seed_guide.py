@@ -138,6 +138,30 @@ def test_regional_routing_sends_every_batch_to_the_regional_and_the_central_endp
         central.stop()
 
 
+def test_regional_routing_keeps_sending_to_central_while_the_region_is_down_and_catches_up(agents, upstream,
+                                                                                            tmp_path):
+    """The guide calls the central endpoint the "backup (if regional fails)": with the region down the
+    central endpoint keeps getting everything, and the region gets what it missed once it is back."""
+    central = Upstream(free_port()).start()
+    upstream.refuse(reset=True)
+    try:
+        agent = agents(["run", "--config", _seed("tfo-direct.yaml"), "--config", _seed("tfo-multi-region-routing.yaml"),
+                        *_queue(tmp_path), *FAST_BATCH,
+                        "--set", f"exporters::otlphttp/central::endpoint={central.url}"],
+                       env={**ENV, "TELEMETRYFLOW_ENDPOINT": upstream.url})
+        send_metrics("http", agent.http_port, points=4)
+        wait_until(lambda: len(central.data_points()) >= 4 and upstream.attempts >= 1, timeout=30, interval=0.3,
+                   message="central served while the region refuses")
+        assert upstream.data_points() == []
+
+        upstream.listen()
+        wait_until(lambda: len(upstream.data_points()) >= 4, timeout=60, interval=0.3, message="the region catches up")
+        assert len(upstream.data_points()) == 4 and len(central.data_points()) == 4
+        assert agent.terminate() == 0
+    finally:
+        central.stop()
+
+
 def _mtls_upstream(certs) -> Upstream:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=certs.ca_file)
     context.load_cert_chain(certs.server_cert, certs.server_key)
