@@ -101,3 +101,25 @@ def test_seed_edge_config_drained_at_stop_sends_at_once_not_after_its_batch_time
     assert time.monotonic() - stopping < 10
     assert upstream.span_ids() == span_ids
     assert len(upstream.log_records()) == 3
+
+
+def test_seed_edge_config_retries_past_max_elapsed_time_without_dropping(agents, upstream, tmp_path):
+    """"Guaranteed Delivery: Retry until successful", with `max_elapsed_time: 3600s` (otelcol drops a batch
+    then): here scaled down to 2 s against an upstream failing for longer; nothing may be dropped."""
+    exporter = "exporters::otlphttp/telemetryflow::retry_on_failure"
+    upstream.status = 503
+    agent = agents(["run", "--config", SEED, "--set", f"extensions::file_storage::directory={tmp_path / 'queue'}",
+                    "--set", "processors::batch::timeout=200ms", "--set", f"{exporter}::max_elapsed_time=2s",
+                    "--set", f"{exporter}::initial_interval=200ms", "--set", f"{exporter}::max_interval=500ms"],
+                   env={**ENV, "TELEMETRYFLOW_ENDPOINT": upstream.url})
+    span_ids = send_spans("http", agent.http_port, 100, must_deliver=True)
+    outage = time.monotonic()
+    wait_until(lambda: time.monotonic() - outage > 4 and upstream.attempts >= 5, timeout=30, interval=0.2,
+               message="retries past max_elapsed_time")
+
+    upstream.status = 200
+    wait_until(lambda: upstream.span_ids() >= span_ids, timeout=30, interval=0.3, message="delivery after the outage")
+    assert upstream.span_ids() == span_ids
+    assert agent.metric("otelcol_exporter_send_failed_spans", exporter="otlphttp/telemetryflow") >= 100
+    assert agent.metric("edgeagent_deadletter_items") == 0
+    assert agent.terminate() == 0
