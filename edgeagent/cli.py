@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import yaml
@@ -31,7 +31,7 @@ from edgeagent.config.loader import (
     raw_document,
 )
 from edgeagent.config.upstream import upstream_base
-from edgeagent.runtime import hangup, lean
+from edgeagent.runtime import hangup, lean, loop_errors
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -247,6 +247,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop_errors.install(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     notifier = Notifier()
@@ -314,8 +315,10 @@ def cmd_reload(args: argparse.Namespace) -> int:
 _READ_ONLY = {"status", "stats", "peek", "export", "dead-letter-list", "dead-letter-export"}
 
 
-def _control_call(args: argparse.Namespace, name: str, params: dict | None = None):
+def _control_call(args: argparse.Namespace, name: str, params: dict | None = None,
+                  sink: Callable[[bytes], object] | None = None):
     """Run a control command on the running agent, or on the queue files when no agent runs.
+    With `sink`, an export goes to it piece by piece (the answer is then None).
 
     When the queue is locked by an agent that this state directory does not lead to, the command
     goes to the control socket that agent wrote in its lock file; failing that it is refused,
@@ -326,7 +329,9 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
     state_dir = args.state_dir or default_state_dir()
     socket = control.socket_path(state_dir)
     try:
-        return _ask(socket, name, params, args.timeout), True
+        return _ask(socket, name, params, args.timeout, sink), True
+    except control.AnswerBrokenOff as exc:  # the agent answered: its files are not ours to read
+        raise SystemExit(f"edgeagent: {name} failed: {exc}") from None
     except ConnectionError:
         pass
     except RuntimeError as exc:  # the agent answered with an error
@@ -337,12 +342,12 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
         _print_errors(error)
         raise SystemExit(EXIT_ERROR) from None
     try:
-        return asyncio.run(_offline(config, state_dir, name, params or {})), False
+        return asyncio.run(_offline(config, state_dir, name, params or {}, sink)), False
     except StorageLockedError as exc:
         other = exc.holder.get("control")
         if other and other != socket:
             try:
-                return _ask(other, name, params, args.timeout), True
+                return _ask(other, name, params, args.timeout, sink), True
             except (ConnectionError, PermissionError):
                 pass
             except RuntimeError as refused:
@@ -354,19 +359,20 @@ def _control_call(args: argparse.Namespace, name: str, params: dict | None = Non
         raise SystemExit(f"edgeagent: {name} failed: {exc.args[0]}") from None
 
 
-def _ask(socket: str, name: str, params: dict | None, timeout: float):
+def _ask(socket: str, name: str, params: dict | None, timeout: float, sink: Callable[[bytes], object] | None = None):
     """The running agent's answer; an agent that accepts the command and does not answer in time
     ends the command (never the files beside it: that agent holds them)."""
     from edgeagent.runtime import control
 
     try:
-        return asyncio.run(control.call(socket, name, params, timeout))
+        return asyncio.run(control.call(socket, name, params, timeout, sink))
     except TimeoutError as exc:
         raise SystemExit(f"edgeagent: {exc}. If it is busy (a large export or compaction), run the command "
                          f"again with a longer --timeout; if not, look at its log and restart it") from None
 
 
-async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict):
+async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict,
+                   sink: Callable[[bytes], object] | None = None):
     from edgeagent.service.service import Service
 
     agent = Service(config, state_dir, read_only=name in _READ_ONLY)
@@ -376,7 +382,12 @@ async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict)
             store.start()
         if name == "status":
             return {"running": False, **agent.status()}
-        return await agent.control_handlers()[name](params)
+        result = await agent.control_handlers()[name](params)
+        if sink is None or not isinstance(result, AsyncIterator):
+            return result
+        async for piece in result:  # an export: written as it is read, while the stores are open
+            sink(piece)
+        return None
     finally:
         for store in agent.stores.values():
             await store.close()
@@ -425,7 +436,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         _emit(result, args.json, lambda rows: [print(_peek_line(row)) for row in rows])
     elif action == "export":
         with _output(args.output) as out:
-            out.write(_control_call(args, "export", {"format": args.format})[0])
+            _control_call(args, "export", {"format": args.format}, sink=out.write)
     elif action == "purge":
         if not args.yes:
             print("error: purge deletes queued data; add --yes to confirm", file=sys.stderr)
@@ -458,7 +469,7 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
             for r in rows])
     elif action == "export":
         with _output(args.output) as out:
-            out.write(_control_call(args, "dead-letter-export")[0])
+            _control_call(args, "dead-letter-export", sink=out.write)
     elif action == "replay":
         result, _ = _control_call(args, "dead-letter-replay", {"seqs": args.seq or None})
         _emit(result, True, print)

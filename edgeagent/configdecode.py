@@ -19,7 +19,29 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from edgeagent.config.expand import Reference, ReferenceList, ReferenceMap
+
+class Reference(str):
+    """A value that was exactly one reference: its text, and in `value` the YAML value it parsed to
+    (`${env:N}` with N=0x10 is the text "0x10" and the value 16)."""
+
+    value: Any
+
+    def __new__(cls, text: str, value: Any = None) -> Reference:
+        reference = super().__new__(cls, text)
+        reference.value = value
+        return reference
+
+
+class ReferenceMap(dict):
+    """A map that was exactly one reference, with that reference's text in `text`."""
+
+    text = ""
+
+
+class ReferenceList(list):
+    """A list that was exactly one reference, with that reference's text in `text`."""
+
+    text = ""
 
 
 def split_comma_lists(model: type[BaseModel], data: Any) -> Any:

@@ -331,3 +331,102 @@ def test_a_command_that_fails_in_the_agent_is_reported_with_its_reason(tmp_path)
         loop.close()
     assert result.returncode == 1 and b"Traceback" not in result.stderr, result.stderr.decode()
     assert "compact" in result.stderr.decode() and "No space left on device" in result.stderr.decode()
+
+
+def test_a_streamed_export_reaches_the_sink_piece_by_piece_and_a_failure_midway_is_raised(tmp_path):
+    """The answer is chunked: the client never holds it whole, and one that breaks off (the queue
+    read failed after some of it went out) is an error, never a short export taken for whole."""
+    path = str(tmp_path / "state" / control.SOCKET_NAME)
+    piece = b"\x01" * (control.STREAM_PIECE + 1)
+
+    def parts(fail: bool) -> Iterator[bytes]:
+        for _ in range(6):
+            yield piece
+        if fail:
+            raise OSError("the queue file could not be read")
+
+    async def stream(params: dict[str, Any]) -> Any:
+        return control.from_thread(lambda: parts(bool(params.get("fail"))))
+
+    async def scenario() -> tuple[list[int], Any, BaseException | None]:
+        server = control.ControlServer(path, {"export": stream})
+        await server.start()
+        try:
+            sizes: list[int] = []
+            answer = await control.call(path, "export", {}, sink=lambda chunk: sizes.append(len(chunk)))
+            try:
+                await control.call(path, "export", {"fail": True}, sink=lambda chunk: None)
+            except control.AnswerBrokenOff as exc:
+                return sizes, answer, exc
+            return sizes, answer, None
+        finally:
+            await server.shutdown()
+
+    sizes, answer, broken = asyncio.run(scenario())
+    assert answer is None
+    assert sum(sizes) == 6 * len(piece)
+    assert max(sizes) < 4 * len(piece)  # pieces as they came, never the whole
+    assert broken is not None
+
+
+def test_a_client_that_leaves_a_streamed_export_stops_its_reading_thread(tmp_path):
+    path = str(tmp_path / "state" / control.SOCKET_NAME)
+    produced = 0
+    finished = threading.Event()
+
+    def endless() -> Iterator[bytes]:
+        nonlocal produced
+        try:
+            while True:
+                produced += 1
+                yield b"\x02" * control.STREAM_PIECE
+        finally:
+            finished.set()
+
+    async def stream(params: dict[str, Any]) -> Any:
+        return control.from_thread(endless)
+
+    async def scenario() -> None:
+        server = control.ControlServer(path, {"export": stream})
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b"POST /export HTTP/1.1\r\nHost: edgeagent\r\nContent-Length: 0\r\n\r\n")
+            await reader.readexactly(control.STREAM_PIECE)
+            writer.close()
+            for _ in range(250):  # at most 5 s
+                if finished.is_set():
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            await server.shutdown()
+
+    asyncio.run(scenario())
+    assert finished.is_set()
+    assert produced < 4 * control.STREAM_AHEAD  # read ahead a few pieces, never on to the end
+
+
+def test_a_sink_that_fails_ends_the_call_with_its_own_error(tmp_path):
+    """`edgeagent queue export | head -c 10`: the closed pipe is the CLI's to handle (quietly), never
+    taken for an agent that is not there (which would send the CLI on to read the files)."""
+    path = str(tmp_path / "state" / control.SOCKET_NAME)
+
+    async def stream(params: dict[str, Any]) -> Any:
+        return control.from_thread(lambda: iter([b"\x03" * control.STREAM_PIECE] * 3))
+
+    def closed_pipe(chunk: bytes) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    async def scenario() -> BaseException | None:
+        server = control.ControlServer(path, {"export": stream})
+        await server.start()
+        try:
+            await control.call(path, "export", {}, sink=closed_pipe)
+        except Exception as exc:  # noqa: BLE001 - which one is what is tested
+            return exc
+        finally:
+            await server.shutdown()
+        return None
+
+    error = asyncio.run(scenario())
+    assert type(error) is BrokenPipeError

@@ -25,6 +25,7 @@ from typing import Any
 
 from edgeagent.config import remote
 from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yaml, unflatten
+from edgeagent.configdecode import Reference, ReferenceList, ReferenceMap
 
 SCHEMES = ("env", "file", "http", "https", "yaml")
 MAX_PASSES = 1000  # otelcol's bound; a reference that yields itself stops here
@@ -37,30 +38,6 @@ _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", re.DOTALL)
 
 class ExpansionError(ValueError):
     pass
-
-
-class Reference(str):
-    """A value that was exactly one reference: its text, and in `value` the YAML value it parsed to
-    (`${env:N}` with N=0x10 is the text "0x10" and the value 16)."""
-
-    value: Any
-
-    def __new__(cls, text: str, value: Any = None) -> Reference:
-        reference = super().__new__(cls, text)
-        reference.value = value
-        return reference
-
-
-class ReferenceMap(dict):
-    """A map that was exactly one reference, with that reference's text in `text`."""
-
-    text = ""
-
-
-class ReferenceList(list):
-    """A list that was exactly one reference, with that reference's text in `text`."""
-
-    text = ""
 
 
 def plain(node: Any) -> Any:

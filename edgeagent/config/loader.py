@@ -197,7 +197,7 @@ def _validate_components(document: dict, errors: list[tuple[str, str]], warnings
 
 
 def _check_ports(node: Any, path: tuple[str, ...], errors: list[tuple[str, str]]) -> None:
-    """Every endpoint (`endpoint`, `*_endpoint`, `brokers`) names a port from 1 to 65535."""
+    """Every endpoint (`endpoint`, `*_endpoint`, `address`, `proxy_url`, `brokers`) names a port from 1 to 65535."""
     if isinstance(node, list):
         for index, item in enumerate(node):
             _check_ports(item, path + (str(index),), errors)
@@ -207,7 +207,7 @@ def _check_ports(node: Any, path: tuple[str, ...], errors: list[tuple[str, str]]
     for key, value in node.items():
         where = path + (str(key),)
         endpoints: list[tuple[tuple[str, ...], Any]] = []
-        if key == "endpoint" or (isinstance(key, str) and key.endswith("_endpoint")) or key == "address":
+        if key in ("endpoint", "address", "proxy_url") or (isinstance(key, str) and key.endswith("_endpoint")):
             endpoints = [(where, value)]
         elif key == "brokers" and isinstance(value, list):
             endpoints = [(where + (str(index),), item) for index, item in enumerate(value)]

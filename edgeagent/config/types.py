@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+from edgeagent.exporters.redact import shown_url  # an endpoint in an error shows no password or token
+
 # durations are defined in otel, which the sampler library shares; the agent's configs import them here
 from otel.durations import Duration, format_duration, parse_duration
 
@@ -35,23 +39,29 @@ def check_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-def endpoint_port(endpoint: str) -> int | None:
-    """The port an endpoint or URL names ("host:4317", "[::1]:4317", "http://h:4318/x"); None if it names none."""
+def endpoint_port(endpoint: str) -> str | None:
+    """The port an endpoint or URL names ("host:4317", "[::1]:4317", "http://h:4318/x"), as written; None if it
+    names none."""
     text = endpoint.strip()
     if "://" in text:
-        text = text.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+        text = re.split(r"[/?#]", text.split("://", 1)[1], maxsplit=1)[0].rpartition("@")[2]
     if text.startswith("["):
         port = text.partition("]")[2].lstrip(":")
     elif text.count(":") == 1:
         port = text.partition(":")[2]
     else:
         return None
-    return int(port) if port.isdigit() else None
+    return port or None
 
 
 def port_problem(endpoint: str) -> str | None:
     """Why the port in an endpoint cannot be used, or None."""
     port = endpoint_port(endpoint)
-    if port is not None and not 1 <= port <= 65535:
-        return f"port {port} in {endpoint!r} is outside 1-65535; use a port from 1 to 65535"
+    if port is None:
+        return None
+    if not port.isdigit():  # refused in a URL, as Go's url.Parse refuses it; elsewhere a unix socket's path
+        return f"port {port!r} in {shown_url(endpoint)!r} is not a number; use a port from 1 to 65535" \
+            if "://" in endpoint else None
+    if not 1 <= int(port) <= 65535:
+        return f"port {port} in {shown_url(endpoint)!r} is outside 1-65535; use a port from 1 to 65535"
     return None

@@ -50,8 +50,9 @@ def unsupported(kind: str, type_name: str, loc: list[str]) -> str | None:
     """Why the otelcol key at `loc` (inside a component of `kind` and `type_name`) is refused, or None
     when otelcol 0.165 has no such key there either."""
     if kind == "processors" and type_name == "tail_sampling" and _is_policy_key(loc):
-        return (f"{loc[-1]!r} is no policy setting edgeagent knows; otelcol 0.165 takes it as the config of a "
-                f"policy extension, which edgeagent does not implement")
+        return (f"{loc[-1]!r} is no policy setting edgeagent knows; otelcol 0.165 takes a mapping there as the "
+                f"config of a policy extension (which only a policy of that type reads, and edgeagent implements "
+                f"none), and refuses anything else")
     for path in _KEYS.get((kind, _ALIASES.get(type_name, type_name) if kind == "exporters" else type_name), ()):
         pattern = path.split("::")
         if len(loc) >= len(pattern) and all(want == got or (want == "[]" and got.isdigit())

@@ -9,7 +9,9 @@ Design note
   timeout -> retry with backoff -> split on 413 -> dead letter, and counts otelcol's
   `otelcol_exporter_sent_*` / `otelcol_exporter_send_failed_*` under the exporter's id.
 * Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does; the
-  wait for its bandwidth cap (`Paced`) comes before, outside it.
+  wait for its bandwidth cap (`Paced`) comes before, outside it. A `timeout` of 0 is none (as
+  otelcol): the attempt ends with the answer, a failed connection, or shutdown (the sender
+  cancels a delivery still under way when its grace period is over).
 * A DecodeError out of an exporter that parses what it sends (OTLP/JSON, Kafka keys) means the
   request was damaged in the queue: refused for good (dead-lettered), so it never holds the queue.
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
@@ -162,7 +164,7 @@ class ExportChain:
         self.exporter = exporter
         self.signal = signal
         self.telemetry = telemetry
-        self.timeout = timeout
+        self.timeout = timeout or None  # 0: no timeout, as otelcol
         self.retry = retry if retry is not None and retry.enabled else None
         self.link = link
         self.drains_queue = drains_queue  # sent items leave a queue: they count towards its drain rate

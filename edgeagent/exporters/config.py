@@ -60,7 +60,9 @@ class ExporterConfig(ComponentConfig):
 
     @field_validator("timeout")
     @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("timeout must be greater than zero")
+    def _timeout_not_negative(cls, value: float) -> float:
+        """0 is otelcol's "no timeout": an attempt ends with the upstream's answer, a failed
+        connection, or shutdown (exporterhelper's TimeoutConfig)."""
+        if value < 0:
+            raise ValueError("timeout must not be negative (0: no timeout)")
         return value

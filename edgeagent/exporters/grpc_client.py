@@ -529,9 +529,10 @@ class Channel:
     async def unary(self, path: str, message: bytes, *, timeout: float, metadata: Sequence[tuple[str, str]] = (),
                     encoding: str = "", wait_for_ready: bool = False) -> bytes:
         """The response message of one call; raises GrpcStatusError. `message` is already compressed
-        with `encoding` ("" for none; else gzip, zstd or snappy: see `encoding.grpc_compress`)."""
+        with `encoding` ("" for none; else gzip, zstd or snappy: see `encoding.grpc_compress`).
+        A `timeout` of 0 is none: no deadline, no grpc-timeout (grpc-go without a deadline)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + timeout if timeout > 0 else None
         body = _PREFIX.pack(1 if encoding else 0, len(message)) + message
         failures: list[str] = []  # this call's failed connects (with wait_for_ready it tries again)
         connected = False
@@ -541,7 +542,8 @@ class Channel:
                     connected = False
                     connection = await self._connection(wait_for_ready, failures)
                     connected = True
-                    headers = self._headers(path, metadata, encoding, deadline - loop.time())
+                    headers = self._headers(path, metadata, encoding,
+                                            None if deadline is None else deadline - loop.time())
                     try:
                         call = await connection.call(headers, body)
                         break
@@ -612,11 +614,12 @@ class Channel:
         return [_Subchannel(self, addresses, host)]
 
     def _headers(self, path: str, metadata: Sequence[tuple[str, str]], encoding: str,
-                 remaining: float) -> list[tuple[bytes, bytes]]:
+                 remaining: float | None) -> list[tuple[bytes, bytes]]:
         headers = [(b":method", b"POST"), (b":scheme", self._scheme), (b":path", path.encode()),
                    (b":authority", self._authority), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
-                   (b"user-agent", self.settings.user_agent.encode()), (b"grpc-accept-encoding", _ACCEPT_ENCODING),
-                   (b"grpc-timeout", _timeout_header(remaining))]
+                   (b"user-agent", self.settings.user_agent.encode()), (b"grpc-accept-encoding", _ACCEPT_ENCODING)]
+        if remaining is not None:
+            headers.append((b"grpc-timeout", _timeout_header(remaining)))
         if encoding:
             headers.append((b"grpc-encoding", encoding.encode()))
         for key, value in metadata:

@@ -122,9 +122,9 @@ def check_compression_level(encoding: str, level: int) -> None:
         return
     if encoding in ("gzip", "zlib", "deflate") and (level in (-1, -2) or 1 <= level <= 9):
         return
-    raise ValueError(f"compression_params::level {level} is not supported for compression {encoding!r}"
-                     + (": use -1 (default), -2 (Huffman only) or 1 to 9" if encoding in ("gzip", "zlib", "deflate")
-                        else f": {encoding!r} takes no level; remove compression_params"))
+    fix = ": use -1 (zlib's default, 6), -2 (Huffman only) or 1 to 9" if encoding in ("gzip", "zlib", "deflate") \
+        else f": {encoding!r} takes no level; remove compression_params"
+    raise ValueError(f"compression_params::level {level} is not supported for compression {encoding!r}{fix}")
 
 
 def pool_settings(config: HttpClientConfig, limit: int) -> PoolSettings:

@@ -277,11 +277,11 @@ class KafkaExporter:
                 compression_type=None if producer_config.compression == "none" else producer_config.compression,
                 max_request_size=producer_config.max_message_bytes,
                 max_batch_size=producer_config.max_message_bytes,
-                request_timeout_ms=int(self.config.timeout * 1000),
+                **({"request_timeout_ms": int(self.config.timeout * 1000)} if self.config.timeout else {}),
                 partitioner=self.config.record_partitioner.partitioner(),
                 linger_ms=int((producer_config.linger or 0) * 1000))
             try:
-                await asyncio.wait_for(producer.start(), self.config.timeout)
+                await asyncio.wait_for(producer.start(), self.config.timeout or None)
             except BaseException as exc:
                 await producer.stop()
                 if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
@@ -301,7 +301,7 @@ class KafkaExporter:
         step = self.config.producer.flush_max_messages or len(todo) or 1
         headers = self.config.record_headers_for(signal) or None
         try:
-            async with asyncio.timeout(self.config.timeout):
+            async with asyncio.timeout(self.config.timeout or None):  # 0: none, as otelcol
                 for start in range(0, len(todo), step):
                     acks = []
                     for index in todo[start:start + step]:

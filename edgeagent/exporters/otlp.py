@@ -142,7 +142,7 @@ class OtlpGrpcConfig(ExporterConfig):
             authority=self.authority or self.tls.server_name_override,
             balancer=self.balancer_name or "pick_first",
             keepalive_time=max(keepalive.time, _MIN_KEEPALIVE_TIME) if keepalive and keepalive.time > 0 else 0.0,
-            keepalive_timeout=keepalive.timeout if keepalive else 20.0,
+            keepalive_timeout=keepalive.timeout if keepalive and keepalive.timeout > 0 else 20.0,  # grpc-go's for 0
             keepalive_without_calls=bool(keepalive and keepalive.permit_without_stream),
             user_agent=" ".join(filter(None, (self.user_agent, f"edgeagent/{__version__}"))),
             receive_buffer=max(self.read_buffer_size, 0), send_buffer=max(self.write_buffer_size, 0))

@@ -16,6 +16,14 @@ Design note
   exporter's own `sending_queue::batch` (flush_timeout, min_size, max_size) when it has one,
   else the pipeline's batch processor's. `flush()` (a drain before a stop) ends that wait: from
   then on what is queued goes out at once.
+* Without a size trigger (`send_batch_size` / `min_size` 0, or a batch processor `timeout` of 0)
+  each queued request goes out on its own, split by the max size, never merged: otelcol's batch
+  processor starts no timer then and sends each request as it comes, and the exporter batcher
+  with min_size 0 flushes each at once (queuebatch.partitionBatcher.consumeInternal). A backlog
+  is never merged into one giant request.
+* A merged request holds at most MERGED_REQUEST_BYTES of queued requests (unless its first alone
+  is larger), whatever the item counts allow: a consumer's memory stays bounded, and the request
+  fits an otelcol gRPC receiver's default 4 MiB message limit.
 * No consumer dies on one lease: an unexpected exception is logged (once until a delivery
   succeeds again), counted in `edgeagent_exporter_unexpected_errors`, shown in health as the
   exporter's problem; the lease goes back to the queue and the consumer pauses, then goes on.
@@ -54,6 +62,7 @@ from edgeagent.queue.limits import QueueCapacity
 from edgeagent.signals import Signal, merge_requests, split_serialized
 
 _CUT_ON_LOOP_BYTES = 256 << 10  # larger bodies are cut into send_batch_max_size parts on a thread
+MERGED_REQUEST_BYTES = 4 << 20  # of queued requests merged into one upstream request
 log = logging.getLogger(__name__)
 
 
@@ -189,6 +198,7 @@ class Sender:
         self._closing = False
         self._flushing = asyncio.Event()  # set by flush(): batches no longer wait to fill
         self._gather_lock = asyncio.Lock()
+        self._backlog = False  # the last lease left queued what one request could not carry
         self._troubled = False  # an unexpected error was logged and no delivery succeeded since
 
     async def start(self) -> None:
@@ -265,15 +275,21 @@ class Sender:
 
     async def _next_lease(self) -> Lease | None:
         await self.queue.wait_available()
-        if self.batch is None:
+        batch = self.batch
+        if batch is None or not batch.send_batch_size or batch.timeout <= 0:  # no size trigger: one by one
             return await self.queue.lease(max_items=1 << 62, max_entries=1, newest_first=self.newest_first)
         async with self._gather_lock:
             await self.queue.wait_available()
-            if self.batch.send_batch_size and self.batch.timeout > 0 and not self._flushing.is_set():
-                deadline = asyncio.get_running_loop().time() + self.batch.timeout
-                await self._fill(self.batch.send_batch_size, deadline)
-            limit = self.batch.send_batch_max_size or self.batch.send_batch_size or (1 << 62)
-            return await self.queue.lease(max_items=limit, newest_first=self.newest_first)
+            if not self._backlog and not self._flushing.is_set():
+                deadline = asyncio.get_running_loop().time() + batch.timeout
+                await self._fill(batch.send_batch_size, deadline)
+            lease = await self.queue.lease(max_items=batch.send_batch_max_size or batch.send_batch_size,
+                                           max_bytes=MERGED_REQUEST_BYTES, newest_first=self.newest_first)
+            # short of the size trigger while more is queued: cut by the byte bound (or left records of
+            # another batch key), so the next lease would wait for items it cannot take either
+            self._backlog = lease is not None and lease.items < batch.send_batch_size and \
+                self.queue.available_items > 0
+            return lease
 
     async def _fill(self, items: int, deadline: float) -> None:
         """Until `items` are queued, `deadline` passes or flush() is called."""

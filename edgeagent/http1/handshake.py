@@ -13,17 +13,26 @@ a TLS client's bytes are left whole for `loop.connect_accepted_socket`, which ru
 as asyncio's listener runs it. A connection starting with one of "GHPO" is no TLS: it is read
 in plain text, and answered if its first five bytes are one of Go's five. The wait for the first
 bytes and the handshake are bounded together by the handshake timeout, as in Go.
+
+With no descriptor left for the duplicate (EMFILE: accept() took the last one), the connection
+is closed at once, so that its client sees it and may try again instead of waiting on a
+connection nobody reads; said once a minute at most, with how many were closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
 
 PLAIN_HTTP_ANSWER = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 _HTTP_STARTS = frozenset((b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO"))
+_REFUSALS_LOGGED_EVERY = 60.0  # seconds
 
 
 class TLSPort:
@@ -37,16 +46,32 @@ class TLSPort:
         self.timeout = timeout
         self.linger = linger
         self.pending = pending
+        self._refused = 0  # connections closed for want of a descriptor since the last log line
+        self._refusal_logged = -_REFUSALS_LOGGED_EVERY
 
     def accept(self) -> asyncio.Protocol:
         return _Taker(self._take)
 
     def _take(self, transport: asyncio.Transport) -> None:
-        sock: socket.socket = transport.get_extra_info("socket").dup()
+        try:
+            sock: socket.socket = transport.get_extra_info("socket").dup()
+        except OSError as exc:
+            transport.abort()
+            self._refuse(exc)
+            return
         transport.abort()  # closes its descriptor only: the connection lives on in `sock`
         task = asyncio.get_running_loop().create_task(self._begin(sock))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
+
+    def _refuse(self, error: OSError) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged >= _REFUSALS_LOGGED_EVERY:
+            log.warning("closed a TLS connection at once: no file descriptor left to take it over; its client may "
+                        "try again", extra={"error": str(error), "connections": self._refused})
+            self._refusal_logged = now
+            self._refused = 0
 
     async def _begin(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()

@@ -26,12 +26,15 @@ _FRESH, _READING, _DONE, _BROKEN = range(4)
 
 class Response:
     """An answer: `text` is sent as UTF-8 (text/plain unless `content_type` says otherwise);
-    Content-Length is always the body's, set when it is written."""
+    Content-Length is always the body's, set when it is written. A `stream` is a body of unknown
+    length sent as it comes, chunked (to HTTP/1.0 clients, until the connection closes): the
+    server holds one piece at a time, and cuts the connection when the stream fails."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "status", "stream")
 
     def __init__(self, status: int = 200, body: bytes = b"", text: str | None = None,
-                 content_type: str | None = None, headers: Iterable[tuple[str, str]] | dict[str, str] | None = None):
+                 content_type: str | None = None, headers: Iterable[tuple[str, str]] | dict[str, str] | None = None,
+                 stream: AsyncIterator[bytes] | None = None):
         if text is not None:
             body = text.encode()
             if content_type is None:
@@ -42,6 +45,7 @@ class Response:
             content_type = "application/octet-stream"
         self.status = status
         self.body = body
+        self.stream = stream
         fields = headers.items() if isinstance(headers, dict) else headers
         self.headers = Headers(fields or ())
         if content_type is not None:

@@ -336,7 +336,11 @@ class _Connection:
             if transport.is_closing():  # cut at the write deadline, or closed by the client
                 return False
             keep = _keeps_alive(request, response) and not self.server.closing and await request.drain()
-            if not await self._send(_encode(request, response, keep)):
+            if response.stream is not None:
+                keep = keep and request.version >= (1, 1)  # to HTTP/1.0 the close ends the body
+                if not await self._send_stream(request, response, keep):
+                    return False
+            elif not await self._send(_encode(request, response, keep)):
                 return False
         finally:
             if deadline is not None:
@@ -362,6 +366,30 @@ class _Connection:
         except OSError:  # a reset, or a TLS failure the reader met
             return False
         return True
+
+    async def _send_stream(self, request: Request, response: Response, keep: bool) -> bool:
+        """Writes an answer whose body is a stream, a piece at a time; whether it all went. A stream
+        that fails midway cuts the connection: the client sees the body end unfinished."""
+        assert response.stream is not None
+        chunked = request.version >= (1, 1)
+        try:
+            if not await self._send(_encode(request, response, keep)):
+                return False
+            if request.method == "HEAD" or response.status in _NO_BODY_STATUSES:
+                return True
+            async for piece in response.stream:
+                if piece and not await self._send(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece):
+                    return False
+            return await self._send(b"0\r\n\r\n") if chunked else True
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the answer cannot be finished
+            log.error("an answer's body failed midway; the connection is cut", exc_info=exc,
+                      extra={"path": request.path})
+            self.writer.transport.abort()
+            return False
+        finally:
+            close = getattr(response.stream, "aclose", None)
+            if close is not None:
+                await close()
 
     async def _drained(self, stall: float) -> None:
         """drain(), which waits for the buffer to run low, however slowly the client reads; but
@@ -419,10 +447,12 @@ def _encode(request: Request, response: Response, keep: bool) -> bytes:
         if name in headers:
             del headers[name]
     head = f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode() + headers.encode()
-    if status not in _NO_BODY_STATUSES:
-        head += b"Content-Length: %d\r\n" % len(body)
-    else:
+    if status in _NO_BODY_STATUSES:
         body = b""
+    elif response.stream is not None:  # the head alone: the body follows as it comes
+        head += b"Transfer-Encoding: chunked\r\n" if request.version >= (1, 1) else b""
+    else:
+        head += b"Content-Length: %d\r\n" % len(body)
     if not keep:
         head += b"Connection: close\r\n"
     elif request.version < (1, 1):

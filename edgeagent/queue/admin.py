@@ -154,7 +154,7 @@ def dead_letters(stores: list[QueueStore], limit: int = 0) -> list[dict[str, Any
 def dead_letter_bodies(stores: list[QueueStore]) -> Iterator[bytes]:
     """A JSON line per dead letter: its description and, when it decodes, its request in OTLP/JSON."""
     for store in stores:
-        for letter in maintenance.dead_letters(store):
+        for letter in maintenance.each_dead_letter(store):
             line: dict[str, Any] = {"seq": letter.seq, "description": letter.description}
             try:
                 message = _parsed(letter.header.signal, letter.body())

@@ -58,7 +58,11 @@ class ConsumerQueue(Protocol):
 
     async def wait_items(self, count: int, deadline: float) -> None: ...
 
-    async def lease(self, max_items: int, max_entries: int = 0,
+    @property
+    def available_items(self) -> int:
+        """Items queued and not leased."""
+
+    async def lease(self, max_items: int, max_entries: int = 0, max_bytes: int = 0,
                     newest_first: bool = False) -> QueueLease | None: ...
 
     def ack(self, lease: QueueLease) -> asyncio.Future[Any]: ...

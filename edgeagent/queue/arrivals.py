@@ -7,8 +7,8 @@ admits it counts it (`Arrival`) at every store its pipelines write to directly; 
 that hands requests to a stage (tail_sampling) does not count, as its stage commits on its own
 terms. The writer reads the count (`Arrivals.count`) while it holds puts: while it is above
 zero another put is coming and the commit may wait for it. At zero, only clients answered a
-moment ago may still be coming (store.py's `_gather`): their next requests are on the wire
-or in the socket buffers, where no receiver sees them yet.
+moment ago may still be coming (grouping.py): their next requests are on the wire or in the
+socket buffers, where no receiver sees them yet.
 
 The event loop owns the count; the writer thread only reads it, a single int. A request that
 leaves without a put while the writer waits wakes it (`Arrivals.wake`), so a refusal never

@@ -8,11 +8,13 @@ Triggers follow otelcol's file_storage: `on_start`, and `on_rebound` (the file g
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 
 import lmdb
 
@@ -43,12 +45,70 @@ def copy_compacted(env: lmdb.Environment, directory: str, scratch: str | None = 
 
 def swap_in(staged: str, directory: str) -> None:
     """Atomically replace the data file; the environment must be closed."""
-    os.replace(staged, os.path.join(directory, "data.mdb"))
-    dir_fd = os.open(directory, os.O_RDONLY)
+    dir_fd = open_directory(directory)
     try:
+        rename_into_place(staged, directory)
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class CompactionSwapError(RuntimeError):
+    """A live compaction's swap failed; the message says which file the queue goes on with."""
+
+
+def swap_live(staged: str, directory: str, close: Callable[[], None],
+              reopen: Callable[[], Exception | None]) -> None:
+    """Replace a live environment's data file by its compacted copy: `close` the environment,
+    rename, `reopen` it (None when it opened). Whatever fails, the file then at data.mdb (the old
+    one before the rename, the compacted one after it) is reopened, or will be by whoever retries
+    `reopen`; the error says which."""
+    try:
+        dir_fd = open_directory(directory)
+    except OSError as exc:
+        discard(staged)
+        raise _failed(directory, exc, "nothing changed; the queue goes on with the uncompacted file") from exc
+    close()
+    renamed = False
+    failed: Exception | None = None
+    try:
+        rename_into_place(staged, directory)
+        renamed = True
+        os.fsync(dir_fd)
+    except OSError as exc:
+        failed = exc
+    finally:
+        os.close(dir_fd)
+    if not renamed:
+        discard(staged)
+    unopened = reopen()
+    outcome = "the compacted file is in place" if renamed else "the uncompacted file is kept"
+    if unopened is not None:
+        raise _failed(directory, unopened, f"{outcome} but does not open; requests are refused as "
+                                           "retryable until it does") from failed or unopened
+    if failed is not None:
+        raise _failed(directory, failed, f"{outcome} and open") from failed
+
+
+def _failed(directory: str, cause: BaseException, outcome: str) -> CompactionSwapError:
+    return CompactionSwapError(f"live compaction of the queue in {directory} failed at the swap ({cause}); "
+                               f"{outcome}")
+
+
+def open_directory(directory: str) -> int:
+    """The descriptor that makes the rename durable: taken before anything changes, so that a
+    process out of descriptors fails here with the old file still open."""
+    return os.open(directory, os.O_RDONLY)
+
+
+def rename_into_place(staged: str, directory: str) -> None:
+    """The point of no return: once the rename is done, the compacted copy is the queue."""
+    os.replace(staged, os.path.join(directory, "data.mdb"))
+
+
+def discard(staged: str) -> None:
+    with contextlib.suppress(OSError):  # left behind, it is removed at the next start or replaced by the next copy
+        os.unlink(staged)
 
 
 def compact(directory: str, scratch: str | None = None) -> tuple[int, int]:

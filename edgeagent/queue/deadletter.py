@@ -8,8 +8,10 @@ queue in one transaction) or purge.
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +53,13 @@ def decode(key: bytes | memoryview, value: bytes | memoryview) -> DeadLetter:
 
 
 def read(txn: lmdb.Transaction, db: Any, limit: int = 0) -> list[DeadLetter]:
-    out = []
+    return list(itertools.islice(scan(txn, db), limit or None))
+
+
+def scan(txn: lmdb.Transaction, db: Any) -> Iterator[DeadLetter]:
+    """Every dead letter in order, one at a time."""
     for key, value in txn.cursor(db=db):
-        out.append(decode(key, value))
-        if limit and len(out) >= limit:
-            break
-    return out
+        yield decode(key, value)
 
 
 def take(txn: lmdb.Transaction, db: Any, seqs: list[int] | None) -> list[DeadLetter]:

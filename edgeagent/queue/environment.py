@@ -142,6 +142,14 @@ def is_access_error(exc: BaseException) -> bool:
     return "Permission denied" in text or "Operation not permitted" in text
 
 
+def is_resource_error(exc: BaseException) -> bool:
+    """Out of memory for the map or out of descriptors: the process's limits, never damage to the file."""
+    if isinstance(exc, lmdb.MemoryError) or getattr(exc, "errno", None) in (errno.ENOMEM, errno.EMFILE, errno.ENFILE):
+        return True
+    text = str(exc)
+    return "Cannot allocate memory" in text or "Too many open files" in text
+
+
 def lock_directory(directory: str, timeout: float, control: str | None = None) -> IO[str]:
     """Take the agent's exclusive lock on a queue directory: two agents must not drain one queue."""
     path = os.path.join(directory, LOCK_NAME)
@@ -292,6 +300,16 @@ def move_aside(directory: str) -> str:
         if os.path.exists(path):
             os.replace(path, os.path.join(target, name))
     return target
+
+
+def move_back(moved: str, directory: str) -> None:
+    """Undo `move_aside`: the files go back over whatever was made in their place."""
+    for name in DATA_FILES:
+        path = os.path.join(moved, name)
+        if os.path.exists(path):
+            os.replace(path, os.path.join(directory, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(moved)
 
 
 def out_of_space(exc: Exception, directory: str, need: int) -> bool:

@@ -8,6 +8,7 @@ with the commits of a running agent; in-memory counts follow on the event loop (
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 from edgeagent.errors import RetryableError
 from edgeagent.queue import deadletter, record
@@ -29,6 +30,15 @@ def purge(store: QueueStore, queue: DurableQueue) -> asyncio.Future[int]:
         queue.watches.settle(targets, RetryableError("the queue was purged; send the data again"))
         return len(targets)
     return asyncio.ensure_future(run())
+
+
+def each_dead_letter(store: QueueStore) -> Iterator[deadletter.DeadLetter]:
+    """Every dead letter, one at a time, from one read snapshot held until the caller has read the last
+    (an export never holds them all)."""
+    with store.reading() as txn:
+        db = store.deadletter_db  # looked up inside the gate: a live compaction reopens it
+        if db is not None:
+            yield from deadletter.scan(txn, db)
 
 
 def dead_letters(store: QueueStore, limit: int = 0) -> list[deadletter.DeadLetter]:

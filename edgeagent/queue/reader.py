@@ -204,8 +204,10 @@ class DurableQueue:
             except TimeoutError:
                 return
 
-    async def lease(self, max_items: int, max_entries: int = 0, newest_first: bool = False) -> Lease | None:
-        """The oldest unleased records, up to `max_items` items (at least one record), or None if empty.
+    async def lease(self, max_items: int, max_entries: int = 0, max_bytes: int = 0,
+                    newest_first: bool = False) -> Lease | None:
+        """The oldest unleased records, up to `max_items` items, `max_entries` records and `max_bytes`
+        of requests (0: no limit; at least one record), or None if empty.
 
         All records of a lease share the batch key of the first one; records with other keys are
         left for later leases. `newest_first` takes the newest records instead (their bodies still
@@ -219,7 +221,8 @@ class DurableQueue:
             skip = leased if newest_first else frozenset(seq for seq in leased if seq >= self._read_from)
             self._reading, self._rewound = True, None
             try:
-                found = await asyncio.to_thread(read_batch, self.store, self, start, skip, max_items, max_entries)
+                found = await asyncio.to_thread(read_batch, self.store, self, start, skip,
+                                                Limits(max_items, max_entries, max_bytes))
             finally:
                 self._reading = False
             if newest_first:
@@ -385,18 +388,32 @@ class DurableQueue:
         """Move records to the dead-letter store with the reason they were rejected.
 
         With `bodies` (request, items), those are stored instead of the lease's records: the parts
-        of a split request that the upstream refused, while the rest was delivered."""
-        seqs = self._end_lease(lease)
+        of a split request that the upstream refused, while the rest was delivered.
+
+        The records stay leased until the move commits. When it fails (the storage is full) they
+        are handed out again, as after a failed ack, and the error is raised."""
+        if lease.done:
+            raise RuntimeError("lease already ended")
+        lease.done = True
+        seqs = lease.seqs
         now_ms = int(time.time() * 1000)
         replacement = None if bodies is None else [record.encode(self.signal, items, now_ms, body, None)
                                                    for body, items in bodies]
-        try:
-            await self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description,
-                                                                                         queue=self.name),
-                                                       replacement=replacement))
-        finally:
-            self.watches.settle(seqs, PermanentError(str(description.get("reason", "rejected for good")),
-                                                     status=description.get("status")))
+        error = PermanentError(str(description.get("reason", "rejected for good")), status=description.get("status"))
+        moved = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name),
+                                                     replacement=replacement))
+        moved.add_done_callback(lambda done: self._dead_lettered(seqs, error, done))
+        await asyncio.shield(moved)  # a cancelled caller leaves the commit and its settling to go on
+
+    def _dead_lettered(self, seqs: list[int], error: PermanentError, future: asyncio.Future[Any]) -> None:
+        self._leases.remove(seqs)
+        if future.cancelled() or future.exception() is not None:
+            if seqs:  # still stored: to be read again
+                self._rewind(min(seqs))
+        else:
+            self.watches.settle(seqs, error)
+        if self.available_entries > 0:
+            self._available.set()
 
     def requeue(self, lease: QueueLease, body: bytes, items: int, attempts: int) -> asyncio.Future[Any]:
         """Give back only what a lease did not deliver: `body` replaces its records in one commit, at
@@ -445,12 +462,31 @@ class Batch:
     first_skipped: int | None
 
 
-def read_batch(store: QueueHome, queue: StoreTable, start: int | None, skip: frozenset[int], max_items: int,
-               max_entries: int) -> Batch:
+@dataclass(frozen=True)
+class Limits:
+    """How much one lease may take: items, records, bytes of requests (0: no limit on that)."""
+
+    items: int
+    entries: int = 0
+    bytes: int = 0
+
+    def takes(self, items: int, entries: int, size: int) -> bool:
+        """Whether a lease may hold this much."""
+        return items <= self.items and (not self.entries or entries <= self.entries) \
+            and (not self.bytes or size <= self.bytes)
+
+    def full(self, items: int, entries: int, size: int) -> bool:
+        """Whether a lease holding this much can take no more."""
+        return items >= self.items or bool(self.entries and entries >= self.entries) \
+            or bool(self.bytes and size >= self.bytes)
+
+
+def read_batch(store: QueueHome, queue: StoreTable, start: int | None, skip: frozenset[int],
+               limits: Limits) -> Batch:
     """Read and decompress the next records in key order from `start`, or backwards from the
-    newest when `start` is None; all of one batch key, up to `max_items` / `max_entries`."""
+    newest when `start` is None; all of one batch key, within `limits` (at least one record)."""
     found = Batch([], [], 0, [], None, None)
-    items = scanned = 0
+    items = scanned = size = 0
     batch_key = None
     decompressor = zstandard.ZstdDecompressor()
     with store.reading(queue) as txn:
@@ -478,19 +514,22 @@ def read_batch(store: QueueHome, queue: StoreTable, start: int | None, skip: fro
                     if found.first_skipped is None:
                         found.first_skipped = seq
                     continue
-                if found.records and (items + header.items > max_items
-                                      or (max_entries and len(found.records) >= max_entries)):
+                if found.records and not limits.takes(items + header.items, len(found.records) + 1, size):
                     break
-                found.bodies.append(record.decode_body(value, header, decompressor))
+                body = record.decode_body(value, header, decompressor)
+                if found.records and not limits.takes(items, 0, size + len(body)):
+                    break
             except CorruptRecordError as exc:
                 found.corrupt.append((seq, str(exc)))
                 found.last_seq = seq
                 continue
+            found.bodies.append(body)
             found.records.append((seq, header.items))
             items += header.items
+            size += len(body)
             found.attempts = max(found.attempts, header.attempts)
             found.last_seq = seq
-            if items >= max_items or (max_entries and len(found.records) >= max_entries):
+            if limits.full(items, len(found.records), size):
                 break
     return found
 

@@ -50,9 +50,14 @@ class Salvage:
         self.counted = False  # False when not even the file's index (its meta pages) could be read
 
     def records(self) -> Iterator[tuple[bytes, bytes, bytes]]:
-        """(sub-database name, key, value) of every intact record of every sub-database but `meta`."""
-        try:
-            with open(self.path, "rb") as handle:
+        """(sub-database name, key, value) of every intact record of every sub-database but `meta`.
+
+        A file that does not open (no descriptor left) raises: that says nothing of its records.
+        A read that fails (EIO) ends the walk with what was found."""
+        if not os.path.exists(self.path):  # nothing was moved aside
+            return
+        with open(self.path, "rb") as handle:
+            try:
                 meta = _newest_meta(handle)
                 if meta is None:
                     return
@@ -69,8 +74,8 @@ class Salvage:
                         yield name, key, value
                     self.salvaged += found
                     self.lost += max(entries - found, 0)
-        except OSError:
-            return
+            except OSError:
+                return
 
 
 def restore(env: lmdb.Environment, found: Salvage) -> int:

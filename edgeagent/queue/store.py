@@ -29,9 +29,12 @@ Ownership
   * A live compaction closes and reopens the environment between two commits, with `gate`
     held exclusively. Sub-database handles are therefore looked up inside the gate
     (`reading(table)`) or on the writer thread, never carried across it; new queues and
-    tables open theirs under `_handles`, which the swap holds too.
-  * Modules: store.py (this: environment, writer thread, group commit), arrivals.py (the
-    requests on their way to the writer, which tell group commit whether to wait), ops.py (the writer's
+    tables open theirs under `_handles`, which the swap holds too. A swap that fails reopens
+    whichever file is then data.mdb (compaction.py); one that does not open yet is tried
+    again by the writer at each pass, and requests are refused as retryable meanwhile.
+  * Modules: store.py (this: environment, writer thread, commits), grouping.py (what one
+    commit takes and how long it waits for more), arrivals.py (the requests on their way to
+    the writer, which tell group commit whether to wait), ops.py (the writer's
     operations, each applying itself to the transaction), eviction.py (full policy, max_age),
     reader.py (leases and the byte-level read API), environment.py (files, lock, modes),
     salvage.py (reading a damaged data file page by page), api.py (the Protocols the sender
@@ -62,8 +65,9 @@ Crash and restart
     what was in flight).
   * A data file that LMDB cannot open is moved aside with a timestamp, every intact record
     that can still be read from it is salvaged into the fresh queue (counted, with what was
-    lost), and the queue goes on. A file we may not read or write (wrong owner) is never
-    taken for corruption: the agent refuses to start and names the fix.
+    lost), and the queue goes on. A file we may not read or write (wrong owner), or one whose
+    map does not fit in memory or that finds no descriptor, is never taken for corruption: the
+    agent refuses to start, and the file stays where it is.
   * A record that does not decode is quarantined: moved to the dead-letter store with reason
     `corrupt`, counted, logged once with its key; the records after it keep flowing.
 """
@@ -71,7 +75,6 @@ Crash and restart
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -85,13 +88,14 @@ from typing import IO, Any
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError, QueueFullError, ShutdownError
-from edgeagent.queue import environment, reader, record, salvage
+from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, ShutdownError
+from edgeagent.queue import compaction, environment, reader, record, salvage
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
-from edgeagent.queue.arrivals import Arrival, Arrivals, Handover
-from edgeagent.queue.compaction import compact, copy_compacted, rebound_due, swap_in
+from edgeagent.queue.arrivals import Arrival, Handover
+from edgeagent.queue.compaction import compact, copy_compacted, rebound_due
 from edgeagent.queue.environment import Gate, StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
+from edgeagent.queue.grouping import Grouping
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.queue.ops import (
     KEY,
@@ -104,7 +108,6 @@ from edgeagent.queue.ops import (
     StoreTable,
     Totals,
     TxnState,
-    Wake,
     WriterOp,
     WriterQueue,
     enqueued_ms,
@@ -119,13 +122,8 @@ __all__ = ["DEFAULT_MAP_SIZE", "DurableQueue", "Lease", "QueueStore", "StorageAc
 
 log = logging.getLogger(__name__)
 
-_MAX_OPS_PER_COMMIT = 1024
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
-_LINGER = 0.010  # seconds at most that puts wait for a put that is coming
-_ENOUGH_TO_COMMIT = 1 << 20  # bytes of puts after which it stops waiting
-_RECENT = 0.020  # seconds within which clients answered by a commit are expected back
-_RECENT_COMMITS = 8  # commits over which that is remembered
-_ACK_LINGER = 0.25  # seconds acks wait for company before they commit
+_REOPEN_INTERVAL = 1.0  # seconds between tries to open the environment again after a failed swap
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 
@@ -168,29 +166,32 @@ class QueueStore:
         self.pages_in_use = 0  # bytes; owned by the writer
         self.deadletter_entries = 0
         self.compactions = 0
+        self.compaction_failures = 0
+        self._unopened: Exception | None = None  # why the environment a failed swap closed does not open again
         self.writer_errors = 0  # commits that failed unexpectedly (the writer went on)
         self._failing = False  # the last commit failed unexpectedly: the next failure is not logged again
         self.full = False  # the last put was refused for lack of room
         self.gate = Gate()
         self._handles = threading.Lock()  # held while sub-databases open: a compaction's swap, a new queue or table
         self._lock_file: IO[str] | None = None
-        self._ops: thread_queue.SimpleQueue[WriterOp | None] = thread_queue.SimpleQueue()
+        self._grouping = Grouping()  # what one commit takes, and how long it waits for more
+        self._ops = self._grouping.ops
         self._writer: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._last_sweep = 0.0
-        self._recent_puts: collections.deque[tuple[float, int]] = collections.deque(maxlen=_RECENT_COMMITS)
         self.room = Room()  # commits that freed room, for clients waiting for it (block_on_overflow)
-        self.arrivals = Arrivals(self._wake_writer)  # requests on their way to a put (arrivals.py)
-        self._lingering = False  # the writer waits for an arrival; set and cleared by the writer
+        self.arrivals = self._grouping.arrivals  # requests on their way to a put (arrivals.py)
         self._handover = Handover(self._ops.put, self.arrivals)  # puts, once per pass of the loop
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
 
     @property
     def lmdb_env(self) -> lmdb.Environment:
-        """The environment, between open() and close()."""
+        """The environment, between open() and close(); retryable while a failed swap's reopen is pending."""
         if self.env is None:
+            if self._unopened is not None:
+                raise self._unavailable()
             raise RuntimeError(f"queue storage in {self.directory} is not open")
         return self.env
 
@@ -210,17 +211,28 @@ class QueueStore:
         environment.check_owner(self.directory)
         environment.private_directory(self.directory, self.directory_mode)
         self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
+        try:
+            self._open_locked()
+        except BaseException:  # nothing stays taken: a retry or a reload in this process opens it again
+            self._release()
+            raise
+
+    def _open_locked(self) -> None:
         environment.check_access(self.directory)
         if self.compact_on_start and os.path.exists(os.path.join(self.directory, "data.mdb")):
             try:
                 compact(self.directory, self.compaction_scratch)
-            except lmdb.Error as exc:
-                log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc)
+            except (lmdb.Error, OSError) as exc:
+                self.compaction_failures += 1
+                log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc,
+                          extra={"directory": self.directory})
         try:
             self.env = environment.open_env(self.directory, self.map_size, self.sync)
         except (lmdb.Error, CorruptRecordError) as exc:
             if environment.is_access_error(exc):
                 raise environment.access_error(os.path.join(self.directory, "data.mdb"), exc) from None
+            if environment.is_resource_error(exc):
+                raise  # the process's limits, not damage: the file stays where it is
             self._start_fresh(exc)
         self._open_dbs()
         environment.ensure_ballast(self.directory)
@@ -246,10 +258,10 @@ class QueueStore:
 
     def sub_database(self, name: bytes) -> Any:
         """Open (create) a sub-database; None when read-only and it does not exist yet."""
-        if self.env is None:
+        if self.env is None and self._unopened is None:
             return None
         try:
-            return self.env.open_db(name, create=not self.read_only)
+            return self.lmdb_env.open_db(name, create=not self.read_only)
         except lmdb.Error:
             if self.read_only:
                 return None
@@ -263,9 +275,14 @@ class QueueStore:
                 "file_storage recreate is false, so the agent does not start: set recreate: true to move the "
                 "file aside and salvage what can be read, or move it away yourself") from exc
         moved = environment.move_aside(self.directory)
-        self.env = environment.open_env(self.directory, self.map_size, self.sync)
-        found = salvage.Salvage(os.path.join(moved, "data.mdb"))
-        written = salvage.restore(self.env, found)
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+            found = salvage.Salvage(os.path.join(moved, "data.mdb"))
+            written = salvage.restore(self.env, found)
+        except BaseException:  # nothing salvaged yet: the damaged file goes back, for the next start to salvage
+            self._drop_env()
+            environment.move_back(moved, self.directory)
+            raise
         lost_records = found.lost + found.salvaged - written
         lost = f"{lost_records} lost" if found.counted else "its index unreadable, so records lost are not counted"
         message = (f"queue data file in {self.directory} does not open ({exc}); moved it to {moved} and started a "
@@ -313,9 +330,10 @@ class QueueStore:
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
-        if self.env is not None:
-            self.env.close()
-            self.env = None
+        self._release()
+
+    def _release(self) -> None:
+        self._drop_env()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -422,13 +440,13 @@ class QueueStore:
     def _write_loop(self) -> None:
         self.writer_compressor = record.compressor(self.compression_level)  # for atomic operations
         stopping = False
-        wait = _SWEEP_INTERVAL if self.limits.max_age else None
         while not stopping:
+            wait = _REOPEN_INTERVAL if self._unopened is not None else _SWEEP_INTERVAL if self.limits.max_age else None
             try:
                 ops = [self._ops.get(timeout=wait)]
             except thread_queue.Empty:
                 ops = []
-            self._gather(ops)
+            self._grouping.gather(ops)
             if None in ops:
                 stopping = True
                 ops = [op for op in ops if op is not None]
@@ -443,7 +461,11 @@ class QueueStore:
             calls = [op for op in pending if isinstance(op, Call)]  # the only between_commits operation
             writes = [op for op in pending if not op.between_commits]
             sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
-            if writes or sweep:
+            if self._unopened is not None:  # each pass tries again, at least every _REOPEN_INTERVAL
+                self._reopen_after_failed_swap()
+            if self._unopened is not None:
+                self._report(Commit(failed=[(op.future, self._unavailable()) for op in writes]))
+            elif writes or sweep:
                 try:
                     self._commit(writes, sweep)
                 except Exception as exc:  # noqa: BLE001 - the writer goes on; its clients hear of the error
@@ -463,68 +485,6 @@ class QueueStore:
                       exc_info=error, extra={"directory": self.directory, "operations": len(ops)})
         self._failing = True
         self._report(Commit(failed=[(op.future, error) for op in ops]))
-
-    def _gather(self, ops: list[WriterOp | None]) -> None:
-        """Take every pending operation, and linger briefly so that one commit carries more.
-
-        Each synced commit rewrites several B-tree, free-list and meta pages besides the records
-        (30 to 70 KiB here) and costs about half a request's CPU, so fewer, larger commits mean
-        less flash wear and more requests per second. Puts wait only while another put is
-        coming, at most _LINGER and until _ENOUGH_TO_COMMIT bytes: while a request is being read
-        (`arrivals`: admitted by a receiver, its put not queued yet), or while the commit holds
-        fewer puts than there were clients waiting at a commit of the last _RECENT seconds;
-        clients answered that recently are sending again (in a closed loop they come back
-        within a millisecond, but their next request is not yet read). So a lone request is
-        never delayed, clients that send now and then never wait for each other, and many
-        clients still share few commits. Acks, which nobody waits for, linger up to
-        _ACK_LINGER unless a put arrives; an ack commit rewrites LMDB's free list, which grows
-        as a backlog drains. The price is duplicates after a crash: acks not yet committed are
-        sent again."""
-        while len(ops) < _MAX_OPS_PER_COMMIT:
-            try:
-                ops.append(self._ops.get_nowait())
-            except thread_queue.Empty:
-                break
-        real = [op for op in ops if op is not None]
-        if len(real) < len(ops):
-            return
-        if not any(op.client_waits for op in real):
-            if not any(op.lingers for op in real) or not self._linger(ops, _ACK_LINGER, lambda puts: puts == 0):
-                return
-        now = time.monotonic()
-        expected = max((clients for at, clients in self._recent_puts if now - at < _RECENT), default=0)
-        self._lingering = True  # before the count is read: a request that leaves later wakes the writer
-        try:
-            puts = self._linger(ops, _LINGER, lambda puts: self.arrivals.count > 0 or puts < expected)
-        finally:
-            self._lingering = False
-        # the clients of this round: in this commit, queued behind it, or still being read
-        self._recent_puts.append((time.monotonic(), puts + self._ops.qsize() + self.arrivals.count))
-
-    def _linger(self, ops: list[WriterOp | None], linger: float, worth: Callable[[int], bool]) -> int:
-        """Take operations while `worth(puts so far)` holds, up to `linger` seconds; the puts taken."""
-        deadline = time.monotonic() + linger
-        puts = sum(op.client_waits for op in ops if op is not None)
-        put_bytes = sum(op.put_bytes for op in ops if op is not None)
-        while worth(puts) and len(ops) < _MAX_OPS_PER_COMMIT and put_bytes < _ENOUGH_TO_COMMIT:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                op = self._ops.get(timeout=remaining)
-            except thread_queue.Empty:
-                break
-            ops.append(op)
-            if op is None:
-                break
-            puts += op.client_waits
-            put_bytes += op.put_bytes
-        return puts
-
-    def _wake_writer(self) -> None:
-        """A request left without a put (loop thread): end a wait for it."""
-        if self._lingering:
-            self._ops.put(Wake())
 
     def _run_call(self, op: Call) -> None:
         try:
@@ -671,21 +631,53 @@ class QueueStore:
         await supervise.every(interval, step, f"compaction:{self.directory}", {"directory": self.directory}, counting)
 
     def _compact_live(self) -> tuple[int, int]:
-        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap."""
+        """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap.
+
+        A failure leaves the queue open on the file in place (the old one before the rename, the
+        compacted one after it) and is counted and raised for the caller to log."""
         before = self.file_size()
         started = time.monotonic()
-        staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
-        with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
-            self.lmdb_env.close()
-            swap_in(staged, self.directory)
-            self.env = lmdb.open(self.directory, map_size=self.map_size, max_dbs=environment.MAX_DATABASES,
-                                 sync=self.sync, metasync=self.sync, readahead=False, subdir=True, mode=0o600)
-            self._open_dbs()
+        try:
+            staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
+            with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
+                compaction.swap_live(staged, self.directory, self._drop_env, self._reopen)
+        except Exception:
+            self.compaction_failures += 1
+            raise
         after = self.file_size()
         self.compactions += 1
         log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,
                                            "seconds": round(time.monotonic() - started, 3)})
         return before, after
+
+    def _drop_env(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+    def _reopen(self) -> Exception | None:
+        """Open the environment at data.mdb and every handle in it; the error when it does not open,
+        which the writer then tries again at each pass."""
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+            self._open_dbs()
+            self._unopened = None
+        except (lmdb.Error, OSError, CorruptRecordError) as exc:
+            self._drop_env()
+            self._unopened = exc
+        return self._unopened
+
+    def _unavailable(self) -> RetryableError:
+        return RetryableError(f"queue storage in {self.directory} does not open again after a failed compaction "
+                              f"({self._unopened}); try again later", retry_after=_REOPEN_INTERVAL)
+
+    def _reopen_after_failed_swap(self) -> None:
+        """On the writer thread: another try at opening the environment a failed swap left closed."""
+        with self.gate.exclusive(), self._handles:
+            self._reopen()
+        if self._unopened is None:
+            log.info("queue storage opened again after a failed compaction", extra={"directory": self.directory})
+
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     if future.done():

@@ -173,7 +173,7 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     max_fetch_size: int = Field(0, ge=0)  # 0: no limit
     max_fetch_wait: Duration = 0.25
     max_partition_fetch_size: int = Field(1048576, gt=0)
-    group_rebalance_strategy: Literal["range", "roundrobin", "sticky"] = "range"
+    group_rebalance_strategy: str = "range"  # one of _ASSIGNORS; otelcol's default, cooperative-sticky, is refused
     # otelcol's newer list, in order of preference (the group takes the first every member offers)
     group_rebalance_strategies: list[str] = Field(default_factory=list)
     group_instance_id: str = ""  # static group membership: a restart within session_timeout keeps the partitions
@@ -186,9 +186,10 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
         if self.group_rebalance_strategies and "group_rebalance_strategy" in self.model_fields_set:
             raise ValueError("group_rebalance_strategy and group_rebalance_strategies are mutually exclusive "
                              "(as in otelcol); keep group_rebalance_strategies")
-        for strategy in self.group_rebalance_strategies:
+        key = "group_rebalance_strategies" if self.group_rebalance_strategies else "group_rebalance_strategy"
+        for strategy in self.group_rebalance_strategies or [self.group_rebalance_strategy]:
             if strategy not in _ASSIGNORS:
-                raise ValueError(f"group_rebalance_strategies: {strategy!r} is not supported: the Kafka client "
+                raise ValueError(f"{key}: {strategy!r} is not supported: the Kafka client "
                                  f"(aiokafka) offers {', '.join(_ASSIGNORS)}, no cooperative rebalancing and no "
                                  f"balancer extensions")
         if self.session_timeout <= 0 or not 0 < self.heartbeat_interval < self.session_timeout:

@@ -20,33 +20,34 @@ def repaired(descriptor: Descriptor, data: bytes) -> bytes | None:
     """`data`, a serialized `descriptor` message, with its strings made valid UTF-8; None when
     nothing needed it, or when it is no message the walk can read (the parse's error stands)."""
     try:
-        return _repair(descriptor, data, 0)
+        return _repair(descriptor, data, 0, len(data), 0)
     except WireError:
         return None
 
 
-def _repair(descriptor: Descriptor, data: bytes, depth: int) -> bytes | None:
+def _repair(descriptor: Descriptor, data: bytes, start: int, end: int, depth: int) -> bytes | None:
+    """data[start:end] repaired, None when it needs nothing. Nested messages are walked in place,
+    by their offsets in `data`: a slice per level would copy a deeply nested body once per level."""
     if depth > MAX_DEPTH:
         raise WireError("nested too deeply")
     out: list[bytes] = []
-    done = pos = 0  # data[done:pos] is unchanged and not yet in `out`
-    while pos < len(data):
-        number, start, value_start, end = field_at(data, pos, len(data))
+    done = pos = start  # data[done:pos] is unchanged and not yet in `out`
+    while pos < end:
+        number, field_start, value_start, field_end = field_at(data, pos, end)
         field = descriptor.fields_by_number.get(number)
         value = None
-        if field is not None and data[start] & 7 == LEN:
-            payload = data[value_start:end]
+        if field is not None and data[field_start] & 7 == LEN:
             if field.type == FieldDescriptor.TYPE_STRING:
-                value = _valid(payload)
+                value = _valid(data[value_start:field_end])
             elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
-                value = _repair(field.message_type, payload, depth + 1)
+                value = _repair(field.message_type, data, value_start, field_end, depth + 1)
         if value is not None:
-            out += (data[done:start], length_delimited(number, value))
-            done = end
-        pos = end
+            out += (data[done:field_start], length_delimited(number, value))
+            done = field_end
+        pos = field_end
     if not out:
         return None
-    out.append(data[done:])
+    out.append(data[done:end])
     return b"".join(out)
 
 

@@ -9,6 +9,11 @@ that stops reading its answer is cut once it has taken none of it for WRITE_STAL
 (however slowly it reads otherwise), which frees the answer it held. A command may take long
 (a reload, a large export): only the sending is bounded, not the handler. `call` gives up on an
 agent that does not answer within its `timeout`.
+
+An export is streamed: its handler returns an async iterator (`from_thread` reads the queue in a
+worker thread, a few MiB ahead of the client at most), sent chunked, and `call` hands each piece
+to a sink as it arrives. Neither side holds the whole export, whatever the backlog; an answer
+that breaks off midway has no final chunk, and `call` raises.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import errno
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from edgeagent import netaddr
@@ -27,7 +33,9 @@ from edgeagent.http1.server import Request, Response, Server
 
 log = logging.getLogger(__name__)
 SOCKET_NAME = "control.sock"
-MAX_ANSWER = 1 << 30  # an export of the whole queue comes back in one answer
+MAX_ANSWER = 1 << 30  # a JSON answer (a streamed export has no bound)
+STREAM_PIECE = 1 << 20  # bytes of an export sent at a time
+STREAM_AHEAD = 4  # pieces read ahead of the client
 WAIT_FOR_REQUEST = 10.0  # seconds from the connection (or the last answer) until a request's head is in
 READ_TIMEOUT = 10.0  # seconds for the body once its head is in
 WRITE_STALL_TIMEOUT = 10.0  # seconds a client may take none of its answer
@@ -94,26 +102,83 @@ class ControlServer:
             return _json({"error": f"{type(exc).__name__}: {exc}"}, 500)
         if isinstance(result, (bytes, bytearray)):
             return Response(body=bytes(result), content_type="application/octet-stream")
+        if isinstance(result, AsyncIterator):
+            return Response(stream=result, content_type="application/octet-stream")
         return _json(result)
+
+
+async def from_thread(produce: Callable[[], Iterable[bytes]]) -> AsyncIterator[bytes]:
+    """What `produce()` yields, read in a worker thread (LMDB reads and JSON encoding off the loop),
+    in pieces of about STREAM_PIECE, at most STREAM_AHEAD of them ahead of the consumer. A consumer
+    that stops early (the client went away) stops the thread; a failure in it is raised here."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+    room = threading.Semaphore(STREAM_AHEAD)
+    stopped = threading.Event()
+
+    def hand_over(item: bytes | BaseException | None) -> bool:
+        while not room.acquire(timeout=0.5):
+            if stopped.is_set():
+                return False
+        loop.call_soon_threadsafe(ready.put_nowait, item)
+        return not stopped.is_set()
+
+    def run() -> None:
+        try:
+            pending: list[bytes] = []
+            size = 0
+            for part in produce():
+                pending.append(part)
+                size += len(part)
+                if size >= STREAM_PIECE:
+                    if not hand_over(b"".join(pending)):
+                        return
+                    pending, size = [], 0
+            if (not pending or hand_over(b"".join(pending))) and not stopped.is_set():
+                loop.call_soon_threadsafe(ready.put_nowait, None)
+        except Exception as exc:  # noqa: BLE001 - raised on the consumer's side
+            if not stopped.is_set():
+                loop.call_soon_threadsafe(ready.put_nowait, exc)
+
+    worker = asyncio.ensure_future(asyncio.to_thread(run))
+    try:
+        while (item := await ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            room.release()
+            yield item
+    finally:
+        stopped.set()
+        await asyncio.shield(worker)
 
 
 def _json(value: Any, status: int = 200) -> Response:
     return Response(status, text=json.dumps(value, default=str), content_type="application/json")
 
 
-async def call(path: str, name: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
-    """Ask the running agent; raises ConnectionError when no agent listens on `path`, TimeoutError
-    when one accepts the command but has not answered it within `timeout` seconds."""
+Sink = Callable[[bytes], object]
+
+
+class AnswerBrokenOff(ConnectionError):
+    """The agent began its answer and the connection ended before its end (part of an export
+    may have gone to the sink already)."""
+
+
+async def call(path: str, name: str, params: dict[str, Any] | None = None, timeout: float = 60.0,
+               sink: Sink | None = None) -> Any:
+    """Ask the running agent; raises ConnectionError when no agent listens on `path` (or its answer
+    breaks off), TimeoutError when one accepts the command but has not answered it within `timeout`
+    seconds, or stops sending its answer that long. With `sink`, a binary answer (an export) goes
+    to it piece by piece as it arrives, and None is returned."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout) as scope:
             try:
                 reader, writer = await asyncio.open_unix_connection(path, limit=wire.MAX_HEAD)
             except OSError as exc:  # no socket, nobody listening, or not ours to use
                 raise ConnectionError(str(exc)) from exc
             try:
-                status, content_type, body = await _exchange(reader, writer, name, params or {})
-            except (OSError, wire.ProtocolError) as exc:
-                raise ConnectionError(f"the control socket closed before its answer: {exc}") from exc
+                status, content_type, body = await _exchange(reader, writer, name, params or {}, sink, scope,
+                                                             timeout)
             finally:
                 writer.close()
     except TimeoutError:
@@ -125,26 +190,47 @@ async def call(path: str, name: str, params: dict[str, Any] | None = None, timeo
         except (ValueError, AttributeError):
             error = None
         raise RuntimeError(error or f"control command failed ({status})")
-    return json.loads(body) if content_type == "application/json" else body
+    if content_type == "application/json":
+        return json.loads(body)
+    return None if sink is not None else body
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str,
-                    params: dict[str, Any]) -> tuple[int, str, bytes]:
-    """(status, media type, body) of one POST /<name>."""
+                    params: dict[str, Any], sink: Sink | None, scope: asyncio.Timeout,
+                    timeout: float) -> tuple[int, str, bytes]:
+    """(status, media type, body) of one POST /<name>; a binary answer goes to `sink` when given
+    (the body returned is then empty), each piece within `timeout` of the one before. What the
+    sink raises (a closed pipe) comes out as it is."""
     body = json.dumps(params).encode()
-    writer.write(f"POST /{name} HTTP/1.1\r\nHost: edgeagent\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-    head = await wire.read_head(reader)
-    if head is None:
-        raise ConnectionResetError("no answer")
-    start, headers = wire.parse_head(head)
-    _, status, _ = wire.parse_status_line(start)
-    chunks = []
-    received = 0
-    async for chunk in wire.iter_body(reader, wire.body_length(headers, request=False)):
-        received += len(chunk)
-        if received > MAX_ANSWER:
-            raise wire.ProtocolError(f"the answer exceeds {MAX_ANSWER} bytes")
-        chunks.append(chunk)
+    try:
+        writer.write(f"POST /{name} HTTP/1.1\r\nHost: edgeagent\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        head = await wire.read_head(reader)
+        if head is None:
+            raise ConnectionResetError("no answer")
+        start, headers = wire.parse_head(head)
+        _, status, _ = wire.parse_status_line(start)
+        length = wire.body_length(headers, request=False)
+    except (OSError, wire.ProtocolError) as exc:
+        raise ConnectionError(f"the control socket closed before its answer: {exc}") from exc
     content_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
-    return status, content_type, b"".join(chunks)
+    target = sink if status == 200 and content_type == "application/octet-stream" else None
+    loop = asyncio.get_running_loop()
+    chunks: list[bytes] = []
+    received = 0
+    pieces = wire.iter_body(reader, length)
+    while True:
+        try:
+            chunk = await anext(pieces)
+            received += len(chunk)
+            if target is None and received > MAX_ANSWER:
+                raise wire.ProtocolError(f"the answer exceeds {MAX_ANSWER} bytes")
+        except StopAsyncIteration:
+            return status, content_type, b"".join(chunks)
+        except (OSError, wire.ProtocolError) as exc:
+            raise AnswerBrokenOff(f"the control socket closed before the end of its answer: {exc}") from exc
+        scope.reschedule(loop.time() + timeout)
+        if target is not None:
+            target(chunk)
+        else:
+            chunks.append(chunk)

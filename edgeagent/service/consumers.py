@@ -206,6 +206,8 @@ class SignalConsumer:
             self._transports.add(transport)
             for counter in (self._accepted, self._refused, self._failed):
                 counter.inc(0, self.receiver_id, transport)
+        if not payload.items:  # nothing to keep: answered at once, as otelcol's OTLP receiver answers it
+            return
         try:
             self._admit()
             arrival = _ARRIVAL.get()

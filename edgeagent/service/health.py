@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from edgeagent import __version__
 from edgeagent.component import Role
 from edgeagent.queue import admin
+from edgeagent.runtime import control
 from edgeagent.service.graph import Graph
 from edgeagent.service.telemetry import Telemetry
 
@@ -138,8 +139,9 @@ def control_handlers(graph: Graph, status_of: Callable[[], dict[str, Any]]) -> d
     async def peek(params: dict[str, Any]) -> Any:
         return await asyncio.to_thread(admin.peek, stores, int(params.get("n", 10)))
 
-    async def export(params: dict[str, Any]) -> Any:
-        return await asyncio.to_thread(lambda: b"".join(admin.export(stores, params.get("format", "otlp-json"))))
+    async def export(params: dict[str, Any]) -> Any:  # streamed: the whole export is never held
+        fmt = params.get("format", "otlp-json")
+        return control.from_thread(lambda: admin.export(list(stores), fmt))
 
     async def purge(params: dict[str, Any]) -> Any:
         return {"purged_records": await admin.purge(stores, params.get("queue"))}
@@ -151,7 +153,7 @@ def control_handlers(graph: Graph, status_of: Callable[[], dict[str, Any]]) -> d
         return await asyncio.to_thread(admin.dead_letters, stores, int(params.get("n", 0)))
 
     async def dead_letter_export(params: dict[str, Any]) -> Any:
-        return await asyncio.to_thread(lambda: b"".join(admin.dead_letter_bodies(stores)))
+        return control.from_thread(lambda: admin.dead_letter_bodies(list(stores)))
 
     async def dead_letter_replay(params: dict[str, Any]) -> Any:
         return {"replayed": await admin.replay(stores, params.get("seqs"))}

@@ -220,6 +220,10 @@ def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:
     gauge("edgeagent_queue_compactions", "Compactions of the queue file since start.", directory,
           lambda: [((s.directory,), float(s.compactions)) for s in stores.values()])
     telemetry.metrics.observed_counter(
+        "edgeagent_queue_compaction_failures", "Compactions of the queue file that failed (the queue went on with "
+        "the file in place).", directory,
+        lambda: [((s.directory,), float(s.compaction_failures)) for s in stores.values()])
+    telemetry.metrics.observed_counter(
         "edgeagent_queue_writer_errors", "Commits of the queue's writer that failed unexpectedly (their requests "
         "failed; the writer went on).", directory,
         lambda: [((s.directory,), float(s.writer_errors)) for s in stores.values()])

@@ -11,7 +11,7 @@ Exactly as otelcol:
     without one (or with percent 0) gets max_total_spans_per_second / number of sub-policies.
     Shares are truncated to whole spans.
   * Counts restart when the clock enters a new whole second.
-otelcol does not read `policy_order`; the config accepts it only in composite_sub_policy's order.
+otelcol does not read `policy_order` (nor does this; a warning says so at load).
 A sub-policy's error (Decision.ERROR) is the answer: otelcol passes it up.
 """
 
@@ -37,7 +37,7 @@ class Share:
 def shares(config: CompositeConfig) -> dict[str, int]:
     """Spans per second for each sub-policy by name, as otelcol allocates them."""
     total = float(config.max_total_spans_per_second)
-    default = total / len(config.composite_sub_policy)
+    default = total / len(config.composite_sub_policy) if config.composite_sub_policy else 0.0
     percents = {allocation.policy: allocation.percent for allocation in config.rate_allocation}
     allocated = {}
     for sub in config.composite_sub_policy:

@@ -22,7 +22,7 @@ DEFAULT_CACHE_SIZE = 128
 class StringAttribute(AttributePolicy):
     def __init__(self, config: StringAttributeConfig):
         # a batch can only hold an exact match if it contains one of the values
-        needles = () if config.enabled_regex_matching else [value.encode() for value in config.values]
+        needles = () if config.enabled_regex_matching else [value.encode() for value in config.matched_values()]
         super().__init__(config.key, config.invert_match, needles)
         if config.enabled_regex_matching:
             self._patterns = [compile_go_regex(value) for value in config.values]
@@ -30,7 +30,7 @@ class StringAttribute(AttributePolicy):
             self._cache_size = config.cache_max_size or DEFAULT_CACHE_SIZE
             self.match_text: Callable[[str], bool] = self._regex_matches
         else:
-            values = frozenset(config.values)
+            values = frozenset(config.matched_values())
             self.match_text = values.__contains__
 
     def _regex_matches(self, text: str) -> bool:

@@ -55,7 +55,7 @@ def parse_trace_state(text: str) -> dict[str, str] | None:
 class TraceState:
     def __init__(self, config: TraceStateConfig):
         self.key = config.key
-        self.values = frozenset(config.values)
+        self.values = frozenset(config.matched_values())
 
     def evaluate(self, trace: Trace) -> Decision:
         key, values = self.key, self.values

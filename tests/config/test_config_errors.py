@@ -236,6 +236,7 @@ def test_secret_under_misspelled_headers_key_not_printed(validate, assert_errors
     ("secret-bearertoken-with-error.yaml", [("exporters::otlphttp::timeout", ["duration"]),
                                             ("extensions::bearertokenauth/upstream::tokn", ["tokn"])]),
     ("secret-endpoint-password.yaml", [("exporters::otlphttp::endpoint", ["ftp://edge:***@"])]),
+    ("secret-endpoint-port.yaml", [("exporters::otlphttp::endpoint", ["99999", "edge:***@", "token=***"])]),
 ])
 def test_tokens_and_passwords_never_printed(name, expected, validate, assert_valid, assert_errors):
     result = validate(CONFIG_DIR / name, env={"EDGEAGENT_TEST_API_KEY": API_KEY})

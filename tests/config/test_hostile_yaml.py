@@ -125,6 +125,24 @@ def test_port_out_of_range_is_an_error_at_its_path(receiver, exporter, path):
     assert "1-65535" in caught.value.errors[0][1] or "1–65535" in caught.value.errors[0][1]
 
 
+@pytest.mark.parametrize("exporter", ["http://127.0.0.1:abc/v1", "http://u:pw@127.0.0.1:x1?token=t", "http://[::1]:ff"])
+def test_a_port_that_is_no_number_is_an_error_at_its_path(exporter):
+    """otelcol refuses it at validation (Go's url.Parse: invalid port); accepted, every send failed unexpectedly."""
+    with pytest.raises(ConfigError) as caught:
+        load_text(PIPELINE.format(receiver="127.0.0.1:4318", exporter=exporter))
+    assert [p for p, _ in caught.value.errors] == ["exporters::otlphttp::endpoint"]
+    assert "not a number" in caught.value.errors[0][1] and "pw" not in caught.value.errors[0][1]
+
+
+@pytest.mark.parametrize("proxy", ["http://u:pw@proxy:99999", "http://proxy:abc"])
+def test_a_proxy_url_port_is_checked_as_an_endpoint_port(proxy):
+    text = PIPELINE.format(receiver="127.0.0.1:4318", exporter=f"http://127.0.0.1:4318\n    proxy_url: {proxy}")
+    with pytest.raises(ConfigError) as caught:
+        load_text(text)
+    assert [p for p, _ in caught.value.errors] == ["exporters::otlphttp::proxy_url"]
+    assert "pw" not in caught.value.errors[0][1]
+
+
 def test_grpc_exporter_and_health_and_telemetry_ports_are_checked():
     text = PIPELINE.format(receiver="127.0.0.1:4318", exporter="http://127.0.0.1:4318")
     text = text.replace("exporters:\n", "exporters:\n  otlp:\n    endpoint: collector:65536\n")

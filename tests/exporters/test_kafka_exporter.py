@@ -45,6 +45,16 @@ def test_every_compression_codec_arrives_intact(kafka, compression):
     assert record.value == body and record.key is None
 
 
+def test_timeout_zero_is_no_timeout_and_messages_are_acknowledged(kafka):
+    """otelcol's `timeout: 0`: no deadline on the attempt (before, the producer was started with a
+    request timeout of 0 ms and every attempt timed out at once)."""
+    kafka.create_topic("otlp_spans", 1)
+    body = _body(20)
+    _send(KafkaExporterConfig(brokers=[kafka.bootstrap], timeout=0), body)
+    [record] = kafka.records("otlp_spans", expected=1)
+    assert record.value == body
+
+
 def test_flush_max_messages_still_sends_every_keyed_message(kafka):
     kafka.create_topic("otlp_spans", 3)
     config = KafkaExporterConfig(brokers=[kafka.bootstrap], partition_traces_by_id=True,

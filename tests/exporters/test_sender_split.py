@@ -188,7 +188,7 @@ def _stored(store: QueueStore) -> list[tuple[int, int, bytes]]:
 def test_records_of_a_lease_halved_on_413_give_back_only_the_undelivered_halves_in_their_place(tmp_path):
     directory = str(tmp_path / "queue")
     site = KeyValueList(values=[KeyValue(key="site", value=AnyValue(string_value="x"))]).SerializeToString()
-    whole = BatchSettings(0.01, 0, 0)  # one lease takes every record of a batch key: one request
+    whole = BatchSettings(0.01, 1 << 20, 0)  # one lease takes every record of a batch key: one request
 
     async def scenario() -> tuple[SplitUpstream, list[tuple[int, int, bytes]]]:
         upstream = SplitUpstream(refusals=1 << 30, max_items=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import logging
 import os
 import socket
 import ssl
@@ -17,6 +18,7 @@ from edgeagent.http1 import server as http1
 from edgeagent.http1 import wire
 from edgeagent.http1.server import Request, Response, Server
 from tests.helpers.certs import make_certs
+from tests.helpers.descriptors import no_free_descriptors
 
 
 async def echo(request: Request) -> Response:
@@ -667,3 +669,51 @@ def test_a_request_whose_body_was_read_in_part_is_freed_without_the_garbage_coll
     finally:
         gc.enable()
     assert freed == [True, True, True]
+
+
+def test_a_tls_connection_accepted_with_no_descriptor_left_is_closed_at_once_and_the_port_serves_again(
+        tmp_path, caplog):
+    """accept() took the last descriptor and the TLS listener's dup() of it failed (EMFILE) inside
+    connection_made: the connection stayed open and idle, its client waiting forever."""
+    certs = make_certs(str(tmp_path))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+
+    async def closed(loop: asyncio.AbstractEventLoop, client: socket.socket) -> bool:
+        try:
+            return await asyncio.wait_for(loop.sock_recv(client, 1), 2) == b""  # well within the handshake's wait
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+    async def run() -> tuple[list[bool], bytes]:
+        server = Server(wait_for_request=10.0)
+        server.get("/page", lambda request: _answer("hello"))
+        port = await server.listen(host="127.0.0.1", port=0, ssl_context=context)
+        loop = asyncio.get_running_loop()
+        clients = [socket.socket() for _ in range(3)]  # made while there are descriptors
+        outcomes = []
+        try:
+            with no_free_descriptors(spare=1):
+                for client in clients:
+                    client.setblocking(False)
+                    await loop.sock_connect(client, ("127.0.0.1", port))
+                    outcomes.append(await closed(loop, client))
+            tls = ssl.create_default_context(cafile=certs.ca_file)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost")
+            writer.write(b"GET /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return outcomes, answer
+        finally:
+            for client in clients:
+                client.close()
+            await server.stop(1.0)
+
+    with caplog.at_level(logging.WARNING, logger="edgeagent.http1.handshake"):
+        outcomes, answer = asyncio.run(run())
+    assert outcomes == [True, True, True]
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello")
+    refused = [record.getMessage() for record in caplog.records if record.name.startswith("edgeagent")]
+    assert len(refused) == 1, refused  # once, not per connection

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edgeagent.queue import store as store_module
+from edgeagent.queue import grouping
 from edgeagent.queue.arrivals import Arrival
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
@@ -38,7 +38,7 @@ def test_a_few_clients_after_a_burst_do_not_each_wait_the_whole_linger(tmp_path)
         for _ in range(ROUNDS):
             started = time.monotonic()
             await asyncio.gather(_put(store), _put(store))
-            slow += time.monotonic() - started >= store_module._LINGER * 0.9
+            slow += time.monotonic() - started >= grouping.LINGER * 0.9
         await store.close()
         return slow
 
@@ -54,10 +54,10 @@ def test_after_a_burst_a_client_that_sends_now_and_then_is_not_made_to_wait_for_
         await asyncio.gather(*(_put(store) for _ in range(16)))
         slow = 0
         for _ in range(8):
-            await asyncio.sleep(store_module._RECENT * 1.5)
+            await asyncio.sleep(grouping.RECENT * 1.5)
             started = time.monotonic()
             await _put(store)
-            slow += time.monotonic() - started >= store_module._LINGER * 0.9
+            slow += time.monotonic() - started >= grouping.LINGER * 0.9
         await store.close()
         return slow
 
@@ -93,7 +93,7 @@ def test_clients_in_a_closed_loop_share_commits(tmp_path):
 
 
 def test_a_put_waits_for_a_request_that_is_arriving_and_both_commit_together(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "_LINGER", 2.0)
+    monkeypatch.setattr(grouping, "LINGER", 2.0)
 
     async def scenario() -> tuple[bool, float]:
         store = await _open(tmp_path)
@@ -114,7 +114,7 @@ def test_a_put_waits_for_a_request_that_is_arriving_and_both_commit_together(tmp
 
 def test_a_request_that_leaves_without_a_put_releases_the_waiting_commit(tmp_path, monkeypatch):
     """A refused or undecodable request must not hold the others' commit until the linger's cap."""
-    monkeypatch.setattr(store_module, "_LINGER", 2.0)
+    monkeypatch.setattr(grouping, "LINGER", 2.0)
 
     async def scenario() -> float:
         store = await _open(tmp_path)
@@ -132,7 +132,7 @@ def test_a_request_that_leaves_without_a_put_releases_the_waiting_commit(tmp_pat
 
 
 def test_a_commit_waits_for_an_arrival_no_longer_than_the_cap(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "_LINGER", 0.3)
+    monkeypatch.setattr(grouping, "LINGER", 0.3)
 
     async def scenario() -> float:
         store = await _open(tmp_path)

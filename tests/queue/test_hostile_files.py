@@ -22,6 +22,7 @@ from edgeagent.queue import environment, record
 from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
+from tests.helpers.descriptors import no_free_descriptors
 
 
 def traces_request(index: int, size: int) -> bytes:
@@ -98,6 +99,24 @@ def test_a_truncated_data_file_gives_back_every_record_still_readable(tmp_path):
     assert any(name.startswith("corrupt-") for name in os.listdir(directory))
 
 
+def test_a_salvage_that_cannot_begin_puts_the_damaged_file_back_for_the_next_start(tmp_path):
+    """The damaged file was moved aside, the fresh one made, then the moved file could not be
+    read (no descriptor left): the start failed, and the next one went on with the empty fresh
+    queue, the moved file never salvaged."""
+    directory = str(tmp_path / "queue")
+    bodies = asyncio.run(_fill(directory, 400, size=3000))
+    data = os.path.join(directory, "data.mdb")
+    os.truncate(data, os.path.getsize(data) * 3 // 4)
+    # the lock file's descriptor and the fresh environment's three: none left to read the moved file
+    with pytest.raises(OSError, match="Too many open files"), no_free_descriptors(spare=4):
+        QueueStore(directory).open()
+    salvaged: list[tuple[int, int]] = []
+    drained = asyncio.run(_drain(directory, on_salvage=lambda found, lost: salvaged.append((found, lost))))
+    assert salvaged and salvaged[0][0] == len(drained) > 0
+    assert set(drained) <= set(bodies)
+    assert len([name for name in os.listdir(directory) if name.startswith("corrupt-")]) == 1
+
+
 def test_recreate_false_refuses_a_damaged_data_file_and_leaves_it_in_place(tmp_path):
     directory = str(tmp_path / "queue")
     asyncio.run(_fill(directory, 400, size=3000))
@@ -108,6 +127,41 @@ def test_recreate_false_refuses_a_damaged_data_file_and_leaves_it_in_place(tmp_p
         QueueStore(directory, recreate=False).open()
     assert os.path.getsize(data) == size
     assert not any(name.startswith("corrupt-") for name in os.listdir(directory))
+
+
+def test_a_healthy_file_whose_map_does_not_fit_in_memory_is_refused_not_moved_aside(tmp_path):
+    """LMDB's ENOMEM (a map larger than the address space left: a 32-bit device, systemd's
+    LimitAS=) was taken for damage: the intact file was moved aside and the queue started empty."""
+    directory = str(tmp_path / "queue")
+    asyncio.run(_fill(directory, 50))
+    with pytest.raises(lmdb.MemoryError):
+        QueueStore(directory, map_size=1 << 62).open()
+    assert sorted(name for name in os.listdir(directory) if not name.startswith("reserve")) == [
+        "data.mdb", "edgeagent.lock", "lock.mdb"]
+    store = QueueStore(directory)
+    store.open()
+    assert store.queue("q", Signal.TRACES).entries == 50
+    asyncio.run(store.close())
+
+
+def test_a_store_that_fails_to_open_does_not_keep_the_directory_locked(tmp_path):
+    """The lock was taken, then the open failed, and the lock stayed held for as long as the
+    error was kept (its traceback holds the store): a retry in the same process, a reload once the
+    operator fixed the file, was refused as "in use by edgeagent process <its own pid>"."""
+    directory = str(tmp_path / "queue")
+    asyncio.run(_fill(directory, 50))
+    data = os.path.join(directory, "data.mdb")
+    intact = pathlib.Path(data).read_bytes()
+    os.truncate(data, len(intact) // 2)
+    with pytest.raises(environment.StorageDamagedError) as refused:
+        QueueStore(directory, recreate=False, lock_timeout=0.1).open()
+    assert refused.value.__traceback__ is not None  # the error is still held, as a caller logging it later holds it
+    assert environment.lock_holder(directory) is None
+    pathlib.Path(data).write_bytes(intact)  # the operator puts the file back
+    store = QueueStore(directory, lock_timeout=0.1)
+    store.open()
+    assert store.queue("q", Signal.TRACES).entries == 50
+    asyncio.run(store.close())
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])

@@ -200,6 +200,30 @@ def test_invalid_utf_8_in_string_fields_is_replaced_and_the_request_kept_not_a_4
         codec.decode(Signal.LOGS, b"\x0a\x05\xff\xfe\xe9", codec.PROTOBUF)
 
 
+def test_repairing_utf_8_in_a_deeply_nested_body_takes_memory_of_its_size_not_of_its_depth():
+    """The walk copied each nested message's bytes before walking into it: a 2 MiB string at the
+    bottom of 30 nested maps (93 messages deep) took 190 MiB to repair."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from edgeagent.receivers import utf8
+
+    request = ExportLogsServiceRequest()
+    value = request.resource_logs.add().scope_logs.add().log_records.add().body
+    for _ in range(30):
+        value = value.kvlist_value.values.add(key="k").value
+    value.string_value = "@" * (2 << 20)
+    raw = request.SerializeToString().replace(b"@", b"\xe9")
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fixed = utf8.repaired(ExportLogsServiceRequest.DESCRIPTOR, raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fixed is not None and ExportLogsServiceRequest.FromString(fixed).ByteSize() > len(raw)
+    assert peak < 16 * len(raw), f"{peak / len(raw):.0f} times the body"  # its repair is 3 times its size
+
+
 DATA = b"otlp" * 10_000
 ENCODINGS = {
     "gzip": gzip.compress,

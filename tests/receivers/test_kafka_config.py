@@ -68,3 +68,9 @@ def test_tls_block_means_tls_and_insecure_means_plaintext(certs):
     sasl = KafkaReceiverConfig(tls={"ca_file": certs.ca_file},
                                auth={"sasl": {"mechanism": "SCRAM-SHA-256", "username": "u", "password": "p"}})
     assert sasl.client_options()["security_protocol"] == "SASL_SSL"
+
+
+def test_otelcols_default_rebalance_strategy_is_refused_saying_why():
+    """cooperative-sticky is otelcol's default: a config that names it is told what aiokafka lacks."""
+    with pytest.raises(ValueError, match="no cooperative rebalancing"):
+        KafkaReceiverConfig(group_rebalance_strategy="cooperative-sticky")

@@ -92,3 +92,21 @@ def test_a_pipeline_into_a_stage_does_not_count_at_the_store(tmp_path):
             return store.arrivals.count
 
     assert asyncio.run(_with_store(tmp_path, body)) == 0
+
+
+@pytest.mark.parametrize("request_bytes", [b"", ExportTraceServiceRequest(
+    resource_spans=[{"resource": {"attributes": [{"key": "service.name", "value": {"string_value": "a"}}]},
+                     "scope_spans": [{}]}]).SerializeToString()], ids=["empty", "a resource without spans"])
+def test_a_request_without_items_is_answered_without_a_record(tmp_path, request_bytes):
+    """otelcol's OTLP receiver answers a request of no spans (data points, log records) at once
+    and passes nothing on; a record of it would cost a commit and an export of nothing."""
+    async def body(store: QueueStore) -> list[int]:
+        consumer = _consumer(store, processors=[])
+        entries = []
+        for request in (request_bytes, _request()):  # then one with a span, which is queued
+            with consumer.admission("http"):
+                await consumer.consume(Payload.from_bytes(Signal.TRACES, request), "http")
+            entries.append(store.queue("otlphttp/traces", Signal.TRACES).entries)
+        return entries
+
+    assert asyncio.run(_with_store(tmp_path, body)) == [0, 1]

@@ -36,6 +36,8 @@ def rows(kind: str, table: list[tuple[str, str, str]]) -> list:
 STRING_ROWS = rows("string_attribute", [
     ("{key: k, values: [v1, v2]}", "N S N S N N N S N N", "exact"),
     ("{key: k, values: [v1, v2], invert_match: true}", "S N S N S S S N S S", "exact-inverted"),
+    # otelcol skips "" in exact values: a resource attribute of another type (read as "") stays unmatched
+    ("{key: k, values: [v1, v2, '']}", "N S N S N N N S N N", "exact-with-an-empty-string"),
     ("{key: k, values: ['v[0-9]'], enabled_regex_matching: true}", "N S N S N N N S S S", "regex-unanchored"),
     ("{key: k, values: ['^v1$'], enabled_regex_matching: true, cache_max_size: 1}", "N S N S N N N S N N",
      "regex-anchored-by-the-user"),

@@ -18,6 +18,7 @@ from tests.sampler.policies.traces import FakeClock
 
 DATA = Path(__file__).resolve().parents[2] / "testdata" / "sampler"
 BAD = yaml.safe_load((DATA / "bad-policies.yaml").read_text())
+IGNORED = yaml.safe_load((DATA / "ignored-policies.yaml").read_text())
 
 
 class Policies(ComponentConfig):
@@ -38,6 +39,19 @@ def test_otelcols_readme_example_is_accepted_and_built():
 def test_a_mistake_is_reported_at_its_path_with_what_to_change(case):
     path = "::".join(part for part in ("processors::tail_sampling::policies::0", case["path"]) if part)
     assert_reported(Policies, {"policies": [case["policy"]]}, "processors::tail_sampling", [(path, case["words"])])
+
+
+@pytest.mark.parametrize("case", IGNORED,
+                         ids=[f"{number}-{case['policy']['type']}" for number, case in enumerate(IGNORED)])
+def test_a_key_otelcol_ignores_is_accepted_with_a_warning_at_its_path(case):
+    """otelcol 0.165 starts with each and ignores the key; refusing it broke drop-in configs, and
+    taking it silently would hide a mistake, so the warning names it and says it does nothing."""
+    config = TailSamplingConfig.model_validate({"policies": [case["policy"]]})
+    warned = dict(warning.split(": ", 1) for warning in config.config_warnings())
+    path = "::".join(part for part in ("policies::0", case["path"]) if part)
+    assert list(warned) == [path], warned
+    assert all(word in warned[path] for word in case["words"]), warned[path]
+    assert build_policies(config.policies, FakeClock())
 
 
 def test_cache_max_size_without_regex_matching_is_accepted_with_a_warning_at_each_path():

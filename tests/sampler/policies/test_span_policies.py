@@ -109,6 +109,9 @@ TRACE_STATE_TRACES = {
                  "S N N S N N N N S S N S", id="key-values"),
     pytest.param("{name: p, type: trace_state, trace_state: {key: rojo, values: [00f067aa0ba902b7]}}",
                  "N N N S N N N N N N N N", id="other-key"),
+    # otelcol skips "": a span without the key (read as "") stays unmatched
+    pytest.param("{name: p, type: trace_state, trace_state: {key: key3, values: [value1, '']}}",
+                 "S N N N N N N N S S N S", id="values-with-an-empty-string"),
 ])
 def test_trace_state_decides_each_trace_as_otelcol(snippet, expected):
     check(snippet, TRACE_STATE_TRACES, expected)
