@@ -24,7 +24,9 @@ offers neither). `curve_preferences` and `tpm` are refused with the reason (Pyth
 list of key-exchange groups; there is no TPM support).
 
 Differences the validation states: otelcol accepts `ca_file` on a server and ignores it (a
-warning here; `client_ca_file` is what verifies clients); `check_grpc_client` refuses TLS
+warning here; `client_ca_file` is what verifies clients); `client_auth_type` (Go's names, as
+Prometheus' web config spells them), which otelcol refuses, is accepted as
+`RequireAndVerifyClientCert` beside `client_ca_file`, what that does anyway (a warning); `check_grpc_client` refuses TLS
 settings beside `insecure: true`, which would have no effect; `check_grpc_server` keeps the
 gRPC receiver at TLS 1.2 or 1.3.
 """
@@ -42,6 +44,7 @@ from edgeagent.component import ComponentConfig
 from edgeagent.config.types import Duration
 from edgeagent.runtime.reload import Reloading
 
+_CLIENT_AUTH = "RequireAndVerifyClientCert"
 _VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2,
              "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -153,6 +156,8 @@ class TlsServerConfig(_TlsCommon):
 
     client_ca_file: str | None = None
     client_ca_file_reload: bool = False
+    # not otelcol's: written in deployment guides after Prometheus' web config; see the module docstring
+    client_auth_type: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TlsServerConfig:
@@ -161,6 +166,12 @@ class TlsServerConfig(_TlsCommon):
             raise ValueError("cert_file and key_file are required: a TLS server needs a certificate and its key")
         if self.client_ca_file_reload and not self.client_ca_file:
             raise ValueError("client_ca_file_reload needs client_ca_file")
+        if self.client_auth_type is not None and self.client_auth_type != _CLIENT_AUTH:
+            raise ValueError(f"client_auth_type {self.client_auth_type!r} is not supported: only {_CLIENT_AUTH} "
+                             "(with client_ca_file), which is what client_ca_file does; remove the key otherwise")
+        if self.client_auth_type is not None and not self.client_ca_file:
+            raise ValueError(f"client_auth_type {_CLIENT_AUTH} needs client_ca_file, the CAs client "
+                             "certificates are verified against")
         return self
 
     def config_warnings(self) -> list[str]:
@@ -171,6 +182,9 @@ class TlsServerConfig(_TlsCommon):
         if self.include_system_ca_certs_pool and not self.client_ca_file:
             warnings.append("include_system_ca_certs_pool has no effect on a receiver without client_ca_file "
                             "(as in otelcol, where it adds the system roots to the client CAs)")
+        if self.client_auth_type is not None:
+            warnings.append(f"client_auth_type is not an otelcol setting (otelcol refuses it); {_CLIENT_AUTH} is "
+                            "what client_ca_file does: remove it for a config otelcol runs too")
         return warnings
 
 

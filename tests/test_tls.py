@@ -254,6 +254,10 @@ def test_client_config_mistakes_are_named(keys, words):
     ({"cert_file": "/nonexistent/s.crt"}, ["key_file is missing"]),
     ({"cert_file": "/n/s.crt", "key_file": "/n/s.key", "client_ca_file_reload": True}, ["needs client_ca_file"]),
     ({"cert_file": "/n/s.crt", "key_file": "/n/s.key", "verify_client": True}, ["verify_client"]),
+    ({"cert_file": "/n/s.crt", "key_file": "/n/s.key", "client_auth_type": "RequireAndVerifyClientCert"},
+     ["client_auth_type", "needs client_ca_file"]),
+    ({"cert_file": "/n/s.crt", "key_file": "/n/s.key", "client_ca_file": "/n/ca.crt",
+      "client_auth_type": "VerifyClientCertIfGiven"}, ["client_auth_type", "RequireAndVerifyClientCert"]),
 ])
 def test_server_config_mistakes_are_named(keys, words):
     with pytest.raises(ValidationError) as error:
@@ -279,6 +283,15 @@ def test_grpc_client_accepts_what_its_tls_honours(keys):
 def test_server_ca_file_is_a_warning_not_silently_ignored():
     cfg = tls.TlsServerConfig(cert_file="/n/s.crt", key_file="/n/s.key", ca_file="/n/ca.crt")
     assert any("client_ca_file" in warning for warning in cfg.config_warnings())
+
+
+def test_client_auth_type_of_other_servers_configs_is_accepted_where_it_says_what_client_ca_file_does(certs):
+    """`client_auth_type: RequireAndVerifyClientCert` (Go's name, as Prometheus' web config spells it) is
+    not an otelcol key; it is what client_ca_file does, so it is accepted with a warning."""
+    cfg = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key,
+                              client_ca_file=certs.ca_file, client_auth_type="RequireAndVerifyClientCert")
+    assert any("client_auth_type" in warning for warning in cfg.config_warnings())
+    assert tls.server_ssl_context(cfg).verify_mode == ssl.CERT_REQUIRED
 
 
 def test_unreadable_certificate_names_the_file(tmp_path):

@@ -218,6 +218,7 @@ class ExportChain:
             raise
         finally:
             self._count("otelcol_exporter_sent", delivery.sent)
+            self._count("otelcol_exporter_send_failed", 0)  # the series exists from the first send (see _count)
             self._count("edgeagent_exporter_rejected", delivery.rejected)
         if delivery.refused:
             await self._refused(delivery, dead_letters)
@@ -353,8 +354,9 @@ class ExportChain:
             self.telemetry.upstream_state(self.exporter.id, online=True)
 
     def _count(self, prefix: str, items: int) -> None:
-        """Sent and failed are recorded on every export, zeros too, as otelcol does: a rule that divides
-        one by the other finds both series from the first send."""
+        """Sent and failed are recorded on every export, zeros too: a rule that divides one by the other
+        finds both series from the first send. (otelcol 0.165 creates the failed series at the first
+        failure, whose increase rate() then never sees.)"""
         if items or prefix != "edgeagent_exporter_rejected":
             record = self.telemetry.counter_inc if self.drains_queue else self.telemetry.count
             record(f"{prefix}_{self.signal.item_name}", items, self.exporter.id)

@@ -14,7 +14,8 @@ Design note
   waiting until `send_batch_size` items are queued or `timeout` has passed since it started
   waiting. Requests larger than `send_batch_max_size` are split. The settings are the
   exporter's own `sending_queue::batch` (flush_timeout, min_size, max_size) when it has one,
-  else the pipeline's batch processor's.
+  else the pipeline's batch processor's. `flush()` (a drain before a stop) ends that wait: from
+  then on what is queued goes out at once.
 * Without a size trigger (`send_batch_size` / `min_size` 0, or a batch processor `timeout` of 0)
   each queued request goes out on its own, split by the max size, never merged: otelcol's batch
   processor starts no timer then and sends each request as it comes, and the exporter batcher
@@ -195,6 +196,7 @@ class Sender:
         # once it returns no record of this sender is still leased (a purge then takes them all)
         self._settling: set[asyncio.Future[Any]] = set()
         self._closing = False
+        self._flushing = asyncio.Event()  # set by flush(): batches no longer wait to fill
         self._gather_lock = asyncio.Lock()
         self._backlog = False  # the last lease left queued what one request could not carry
         self._troubled = False  # an unexpected error was logged and no delivery succeeded since
@@ -204,6 +206,10 @@ class Sender:
             task = asyncio.create_task(self._consume(), name=f"sender:{self.exporter.id}:{self.signal.label}:{index}")
             task.add_done_callback(self._consumer_done)
             self._tasks.append(task)
+
+    def flush(self) -> None:
+        """Send what is queued without waiting for batches to fill, from now on (a drain before a stop)."""
+        self._flushing.set()
 
     async def shutdown(self, grace: float = 3.0) -> None:
         """Stop leasing; let deliveries under way settle for up to `grace` seconds, then cancel them.
@@ -274,9 +280,9 @@ class Sender:
             return await self.queue.lease(max_items=1 << 62, max_entries=1, newest_first=self.newest_first)
         async with self._gather_lock:
             await self.queue.wait_available()
-            if not self._backlog:
+            if not self._backlog and not self._flushing.is_set():
                 deadline = asyncio.get_running_loop().time() + batch.timeout
-                await self.queue.wait_items(batch.send_batch_size, deadline)
+                await self._fill(batch.send_batch_size, deadline)
             lease = await self.queue.lease(max_items=batch.send_batch_max_size or batch.send_batch_size,
                                            max_bytes=MERGED_REQUEST_BYTES, newest_first=self.newest_first)
             # short of the size trigger while more is queued: cut by the byte bound (or left records of
@@ -284,6 +290,16 @@ class Sender:
             self._backlog = lease is not None and lease.items < batch.send_batch_size and \
                 self.queue.available_items > 0
             return lease
+
+    async def _fill(self, items: int, deadline: float) -> None:
+        """Until `items` are queued, `deadline` passes or flush() is called."""
+        waits = [asyncio.ensure_future(self.queue.wait_items(items, deadline)),
+                 asyncio.ensure_future(self._flushing.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _deliver(self, lease: Lease) -> float:
         """Send one lease and settle it; returns how long this consumer should pause."""

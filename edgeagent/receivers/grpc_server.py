@@ -44,7 +44,7 @@ import h2.exceptions
 import h2.settings
 from hyperframe.frame import DataFrame, GoAwayFrame
 
-from edgeagent.receivers import codec, h2_limits
+from edgeagent.receivers import codec, h2_limits, http1_probe
 
 log = logging.getLogger(__name__)
 # h2 and hpack log every frame and header at debug level, tokens included: never let them through
@@ -194,8 +194,10 @@ Handler = Callable[[GrpcCall], Awaitable[bytes]]
 class GrpcServer:
     """Serves `handlers` ({"/package.Service/Method": handler}) on host:port, TLS with `ssl_context`."""
 
-    def __init__(self, handlers: dict[str, Handler], limits: Limits, ssl_context: ssl.SSLContext | None = None):
+    def __init__(self, handlers: dict[str, Handler], limits: Limits, ssl_context: ssl.SSLContext | None = None,
+                 healthy: Callable[[], bool] | None = None):
         self.handlers = handlers
+        self.healthy = healthy  # answers an HTTP/1 `GET /health` on the port (http1_probe) when given
         self.limits = limits
         self.ssl_context = ssl_context  # must offer ALPN "h2" (tls.server_ssl_context(cfg, alpn=["h2"]))
         self._server: asyncio.Server | None = None
@@ -263,6 +265,7 @@ class _Connection(asyncio.Protocol):
         self._cancelled = 0  # calls the peer reset before their answer
         self._loop = asyncio.get_running_loop()
         self._idle_since = self._last_read = self._loop.time()
+        self._heard = False  # whether the peer sent anything yet (its first bytes may be a health check)
         self._timeout = self.limits.handshake_timeout
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._pinged_at: float | None = None  # our keepalive ping awaiting any byte from the peer
@@ -288,7 +291,8 @@ class _Connection(asyncio.Protocol):
         # check ends the whole connection, so it only stops a peer far beyond the limit
         self._h2.local_settings = _settings(limits, limits.max_concurrent_streams + _STREAMS_BEFORE_SETTINGS)
         self._h2.increment_flow_control_window(limits.connection_window - self._h2.inbound_flow_control_window)
-        self._flush()
+        if self.server.healthy is None:  # else the preface waits for the peer's first bytes (http1_probe)
+            self._flush()
         self._after("idle", self._timeout, self._check_idle)
         self._after("keepalive", limits.ping_after, self._keepalive)
         if limits.max_age:
@@ -316,6 +320,10 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return
+        if not self._heard:
+            self._heard = True
+            if self.server.healthy is not None and http1_probe.answered(self._transport, data, self.server.healthy):
+                return
         self._last_read = self._loop.time()
         try:
             events = self._h2.receive_data(data)

@@ -43,7 +43,8 @@ class GrpcServer:
             if consumer is not None:
                 handlers[f"/{signal.grpc_service}/Export"] = self._handler(signal, consumer)
         ssl_context = tls.server_ssl_context(self.config.tls, alpn=["h2"]) if self.config.tls is not None else None
-        server = grpc_server.GrpcServer(handlers, limits(self.config), ssl_context)
+        server = grpc_server.GrpcServer(handlers, limits(self.config), ssl_context,
+                                         healthy=lambda: bool(self.host.health()["healthy"]))
         try:
             address = await netaddr.listen(self.config.transport, self.config.endpoint, 4317)
             try:

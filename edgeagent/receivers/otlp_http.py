@@ -1,4 +1,9 @@
-"""OTLP/HTTP server (edgeagent.http1): POST /v1/traces, /v1/metrics, /v1/logs.
+"""OTLP/HTTP server (edgeagent.http1): POST /v1/traces, /v1/metrics, /v1/logs, and GET /health.
+
+GET /health answers as the health_check extension's `/health` (200 when the agent is healthy, 503
+when not), unless a signal is served at that path: load balancers check the port they balance
+(the deployment guide's HAProxy `option httpchk GET /health` on 4318), where otelcol answers 404
+and every collector would be marked down.
 
 Bodies are decompressed here (codec.Decompressor), as they arrive, so the size limit applies
 to the decompressed size for every encoding otelcol accepts and a decompression bomb stops at
@@ -23,7 +28,7 @@ from edgeagent.errors import BadRequestError, PermanentError, RetryableError, Un
 from edgeagent.http1.server import Request, Response, Server
 from edgeagent.http1.wire import ProtocolError
 from edgeagent.instrumentation import http_server_timer
-from edgeagent.receivers import codec, parse_cost, upstream_status
+from edgeagent.receivers import codec, http1_probe, parse_cost, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,7 @@ class Reservation(parse_cost.Reservation, Protocol):
 _GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 12, 408: 4, 411: 3, 413: 8, 415: 3, 429: 8, 500: 13, 503: 14}
 MAX_UNREAD_BODIES = 1024  # bodies being read at once; more get 503 rather than queue up sockets and buffers
 DISCONNECT_EPISODE = 60.0  # disconnects closer together than this are one episode: one log line
+HEALTH_PATH = http1_probe.PATH.decode()
 SHUTDOWN_GRACE = 2.0  # seconds requests in progress get to be answered at a stop (the gRPC receiver's too)
 
 
@@ -88,6 +94,8 @@ class HttpServer:
                                  f"both {path!r}; give each signal a path of its own")
             served[path] = key
             server.post(path, self._handler(signal, consumer))
+        if HEALTH_PATH not in served:
+            server.get(HEALTH_PATH, self._health)
         await confighttp.listen(server, address, self.config)
         self._server = server
 
@@ -98,6 +106,10 @@ class HttpServer:
         if self._address is not None:
             address, self._address = self._address, None
             netaddr.close(address)
+
+    async def _health(self, request: Request) -> Response:
+        healthy = bool(self.host.health()["healthy"])
+        return Response(200 if healthy else 503, text=http1_probe.health_body(healthy), content_type="application/json")
 
     def _handler(self, signal: Signal, consumer: Any):
         include_metadata = self.config.include_metadata

@@ -369,6 +369,8 @@ class Service:
         self.stopping = True
         for receiver in self.graph.receivers.values():
             await _quietly(receiver.shutdown(), "receiver")
+        for sender in self.graph.senders:  # nothing more arrives: batches waiting to fill go out now
+            sender.flush()
         deadline = time.monotonic() + timeout
         queued = sum(queue.items for queue in self.graph.queues)
         if queued:

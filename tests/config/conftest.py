@@ -85,8 +85,11 @@ def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
     return base
 
 
-def run_validate(config: Path | str, env: Mapping[str, str] | None = None) -> ValidateResult:
+def run_validate(config: Path | str, env: Mapping[str, str] | None = None,
+                 merged: Sequence[Path | str] = ()) -> ValidateResult:
+    """`merged`: more configs given after `config` (`--config` again), merged onto it as otelcol merges them."""
     args = [sys.executable, "-m", "edgeagent", "validate", "--config", str(config)]
+    args += [part for extra in merged for part in ("--config", str(extra))]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=VALIDATE_TIMEOUT_S,
                           env=_environment(env), cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
     lines, errors = parse_error_lines(proc.stderr)
@@ -127,7 +130,7 @@ def check_errors(result: ValidateResult, expected: Iterable[ExpectedError],
 
 @pytest.fixture
 def validate():
-    """`validate(path, env={...})` runs the CLI on a config file and returns a ValidateResult."""
+    """`validate(path, env={...}, merged=[...])` runs the CLI on a config file and returns a ValidateResult."""
     return run_validate
 
 

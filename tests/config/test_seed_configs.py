@@ -40,13 +40,10 @@ EXPECTED: dict[str, object] = {
         ("service::pipelines::metrics::receivers", ["otlp"]),
         ("service::pipelines::metrics::processors", ["batch"]),
     ],
-    # Partial block (no service). `client_auth_type` is not an otelcol TLS setting (otelcol
-    # requires client certificates whenever client_ca_file is set, and so does the agent);
-    # the rest of both `tls` blocks is valid.
-    "tfo-tls.yaml": [
-        ("receivers::otlp::protocols::grpc::tls::client_auth_type", ["client_auth_type"]),
-        ("service::*", []),
-    ],
+    # Partial block (no service). `client_auth_type: RequireAndVerifyClientCert` is not an otelcol
+    # TLS setting (otelcol refuses the key); it says what client_ca_file does anyway, so it is
+    # accepted with a warning.
+    "tfo-tls.yaml": [("service::*", [])],
     # Troubleshooting snippets: a fragment each, so only the missing service is wrong.
     "tfo-troubleshooting-memory-limiter.yaml": [("service::*", [])],
     "tfo-troubleshooting-batch-size.yaml": [("service::*", [])],
@@ -110,3 +107,29 @@ def test_seed_env_var_used_in_several_places_is_reported_at_each(validate, asser
         ("processors::attributes::actions::*", ["TELEMETRYFLOW_TENANT_ID"]),
         ("exporters::otlphttp/telemetryflow::headers::X-Tenant-Id", ["TELEMETRYFLOW_TENANT_ID"]),
     ])
+
+
+# Each partial block, merged (a second --config) onto the complete config of the guide it fixes or extends.
+SNIPPET_BASES = [
+    ("tfo-multi-region-routing.yaml", "tfo-hub-collector.yaml"),
+    ("tfo-multi-region-routing.yaml", "tfo-edge-buffering.yaml"),
+    ("tfo-tls.yaml", "tfo-direct.yaml"),
+    ("tfo-tls.yaml", "tfo-edge-buffering.yaml"),
+    ("tfo-troubleshooting-memory-limiter.yaml", "tfo-hub-collector.yaml"),
+    ("tfo-troubleshooting-batch-size.yaml", "tfo-hub-collector.yaml"),
+    ("tfo-troubleshooting-batch-timeout.yaml", "tfo-hub-agent.yaml"),
+    ("tfo-troubleshooting-exporter-consumers.yaml", "tfo-hub-agent.yaml"),
+]
+
+
+@pytest.mark.parametrize("snippet,base", SNIPPET_BASES)
+def test_partial_seed_merged_onto_its_full_config_is_valid(snippet, base, validate, assert_valid):
+    result = validate(SEEDS_DIR / base, env=SEED_ENV, merged=[SEEDS_DIR / snippet])
+    assert_valid(result)
+    assert API_KEY not in result.output
+
+
+def test_tls_seed_client_auth_type_is_accepted_with_a_warning(validate, assert_valid):
+    result = validate(SEEDS_DIR / "tfo-direct.yaml", env=SEED_ENV, merged=[SEEDS_DIR / "tfo-tls.yaml"])
+    assert_valid(result)
+    assert "client_auth_type" in result.output

@@ -86,6 +86,26 @@ def test_a_backoff_wait_ends_at_shutdown_and_the_request_is_kept(upstream):
     assert "503" in (host.problems["otlphttp"] or "")
 
 
+def test_a_successful_send_records_failed_items_as_zero_so_a_failure_ratio_has_both_series(upstream):
+    """The deployment guide alerts on rate(send_failed) / rate(sent). A failed series born at the first
+    failure would hide that failure's increase from rate()."""
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none"))
+    host = Host()
+    chain = ExportChain(exporter, Signal.TRACES, host, timeout=5, retry=RetryConfig())
+
+    async def scenario() -> None:
+        await exporter.start()
+        try:
+            await chain.export([(_request(3), 3)])
+        finally:
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    assert host.counts[("otelcol_exporter_sent_spans", "otlphttp")] == 3
+    assert ("otelcol_exporter_send_failed_spans", "otlphttp") in host.counts
+    assert host.counts[("otelcol_exporter_send_failed_spans", "otlphttp")] == 0
+
+
 def test_a_hostile_retry_after_does_not_pause_the_exporter_without_bound(upstream, monkeypatch, caplog):
     """An upstream answering `Retry-After: 999999999` must not stop every consumer for 31 years: the
     honoured delay is capped (at RETRY_AFTER_CEILING, shortened here) and the cap is logged once."""
