@@ -253,6 +253,7 @@ class ExportChain:
         attempt = 0
         while True:
             attempt += 1
+            began = self.link.generation if self.link is not None else None
             try:
                 return await self._attempt(body)
             except RetryableError as exc:
@@ -261,7 +262,7 @@ class ExportChain:
                     raise
                 log.debug("send failed; retrying", extra={"exporter": self.exporter.id, "signal": self.signal.label,
                                                           "attempt": attempt, "error": str(exc)})
-                await self._pause(delay)
+                await self._pause(delay, began)
 
     def _next_delay(self, error: RetryableError, attempt: int, elapsed: float) -> float | None:
         """Seconds to wait before the next attempt; None when retrying is over."""
@@ -275,10 +276,11 @@ class ExportChain:
             return None
         return delay
 
-    async def _pause(self, delay: float) -> None:
-        """The backoff wait; it ends early when the link finds the upstream back (edgeagent.exporters.reach)."""
+    async def _pause(self, delay: float, began: int | None = None) -> None:
+        """The backoff wait; it ends early when the link finds the upstream back (edgeagent.exporters.reach),
+        or does not begin when it was found back since the attempt began (`began`: Link.generation then)."""
         if self.link is not None:
-            await self.link.pause(delay, self.stopping)
+            await self.link.pause(delay, self.stopping, began)
         else:
             try:
                 await asyncio.wait_for(self.stopping.wait(), delay)

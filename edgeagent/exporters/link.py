@@ -53,6 +53,7 @@ class Link:
         self.not_before = 0.0  # loop time before which nobody sends
         self.retry_until = 0.0  # loop time the upstream's last Retry-After asked to wait for
         self.fast_after = 0.0  # loop time before which the watch may not cut a backoff short again
+        self.generation = 0  # times the upstream was found back (the watch, or a success after offline)
         self.name = name
         self._changed = asyncio.Condition()
         self._woken = asyncio.Event()  # set (and replaced) when the watch finds the upstream back
@@ -77,8 +78,12 @@ class Link:
                 self.active -= 1
                 self._changed.notify_all()
 
-    async def pause(self, delay: float, stopping: asyncio.Event) -> None:
-        """Wait `delay` seconds, less when `stopping` is set or the upstream is found back."""
+    async def pause(self, delay: float, stopping: asyncio.Event, since: int | None = None) -> None:
+        """Wait `delay` seconds, less when `stopping` is set or the upstream is found back. `since`:
+        the `generation` when the failed attempt began; found back since then, no wait at all (a
+        refusal that raced the upstream's return must not cost a whole backoff)."""
+        if since is not None and since != self.generation:
+            return
         waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._woken.wait())]
         try:
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
@@ -92,15 +97,18 @@ class Link:
 
     async def succeeded(self) -> None:
         self._watch.stop()
+        back = self.online is False
         async with self._changed:
             self.failures = 0
             self.probes = 0
-            if self.online is False:
+            if back:
                 self.allowed = min(2, self.max_concurrency)
             elif self.allowed < self.max_concurrency:
                 self.allowed = min(self.max_concurrency, self.allowed * 2)
             self._set(True)
             self._changed.notify_all()
+        if back:  # the other consumers' backoff waits end: the ramp (allowed) paces them
+            self._wake()
 
     async def failed(self, error: RetryableError) -> None:
         loop = asyncio.get_running_loop()
@@ -143,9 +151,14 @@ class Link:
         async with self._changed:
             self.not_before = self.retry_until
             self._changed.notify_all()
+        self._wake()
+        return True, self.fast_after
+
+    def _wake(self) -> None:
+        """The upstream is back: end every backoff wait, and those about to begin (`generation`)."""
+        self.generation += 1
         woken, self._woken = self._woken, asyncio.Event()
         woken.set()
-        return True, self.fast_after
 
     def _set(self, online: bool) -> None:
         if self.online != online:

@@ -244,10 +244,12 @@ class Sender:
         assert current is not None
         while not self._closing:
             lease = None
+            began = self.link.generation
             try:
                 lease = await self._next_lease()
                 if lease is None:
                     continue
+                began = self.link.generation
                 self._delivering.add(current)
                 pause = await self._deliver(lease)
             except asyncio.CancelledError:
@@ -259,7 +261,7 @@ class Sender:
             finally:
                 self._delivering.discard(current)
             if pause and not self._closing:
-                await self.link.pause(pause, self.chain.stopping)  # over early when the upstream is back
+                await self.link.pause(pause, self.chain.stopping, began)  # over early when the upstream is back
 
     def _unexpected(self, lease: Lease | None, error: Exception) -> float:
         """Keep the lease's data queued, say so once, and pause before the next lease."""

@@ -200,3 +200,30 @@ def test_an_outage_longer_than_a_thousand_probes_keeps_the_link_probing():
         assert 0 < link.not_before - asyncio.get_running_loop().time() <= 0.001
 
     asyncio.run(scenario())
+
+
+def test_a_backoff_begun_after_the_upstream_came_back_ends_at_once():
+    """A consumer whose attempt was refused just before the upstream came back began its backoff
+    after another consumer's probe had succeeded: it waited the whole backoff (20 s in the
+    reconnect test) with the upstream online. Its pause now ends at once when the link came back
+    since its attempt began; a pause after an answered failure still waits."""
+    async def scenario() -> tuple[float, float]:
+        link = Link(4, RetryConfig(initial_interval=20, max_interval=20, randomization_factor=0), lambda online: None)
+        stopping = asyncio.Event()
+        for _ in range(OFFLINE_AFTER):
+            await link.failed(REFUSED)
+        assert link.online is False
+        began = link.generation  # a consumer's attempt begins, and is refused
+        await link.succeeded()  # another consumer's probe gets through: the link is back
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(link.pause(20, stopping, since=began), 5)
+        after_back = loop.time() - started
+        answered = link.generation
+        await link.failed(RetryableError("503 service unavailable"))
+        started = loop.time()
+        await link.pause(0.3, stopping, since=answered)
+        return after_back, loop.time() - started
+
+    after_back, after_503 = asyncio.run(scenario())
+    assert after_back < 0.1 and after_503 >= 0.29
