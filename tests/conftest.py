@@ -62,7 +62,12 @@ def agents(tmp_path):
 
     def start(args: list[str], env: dict[str, str] | None = None, ports: AgentProcess | None = None,
               port_overrides: bool = True, wait: float = 30.0) -> AgentProcess:
-        agent = AgentProcess(args=list(args), env=env or {}, log_path=str(tmp_path / f"agent-{len(started)}.log"))
+        env = dict(env or {})
+        if "--state-dir" not in args and not any(arg.startswith("--state-dir=") for arg in args):
+            # the test's own state directory unless it names one: as root the default is /var/lib/edgeagent,
+            # which tests running side by side would share (and take each other's queue lock in)
+            env.setdefault("STATE_DIRECTORY", str(tmp_path / "default-state"))
+        agent = AgentProcess(args=list(args), env=env, log_path=str(tmp_path / f"agent-{len(started)}.log"))
         if ports is not None:  # reuse the ports of an earlier run (restart)
             agent.grpc_port, agent.http_port = ports.grpc_port, ports.http_port
             agent.health_port, agent.metrics_port = ports.health_port, ports.metrics_port
