@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -105,13 +106,18 @@ def _takes_text(annotation: Any) -> bool:
 
 def _takes_only_text(annotation: Any) -> bool:
     """A text key that takes no map or list (a password `{s3cret}` is its text there)."""
+    return _all_members(annotation, _takes_text)
+
+
+def _all_members(annotation: Any, test: Callable[[Any], bool]) -> bool:
+    """`test` of a type, of the type Annotated wraps, or of every member of a union but None."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _takes_only_text(typing.get_args(annotation)[0])
+        return _all_members(typing.get_args(annotation)[0], test)
     if origin in (typing.Union, types.UnionType):
         members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-        return bool(members) and all(_takes_only_text(member) for member in members)
-    return _takes_text(annotation)
+        return bool(members) and all(_all_members(member, test) for member in members)
+    return test(annotation)
 
 
 @functools.cache
@@ -136,13 +142,7 @@ def _list_keys(model: type[BaseModel]) -> frozenset[str]:
 
 def _only_lists(annotation: Any) -> bool:
     """A list type, or a union of list types and None: a string has no other reading there."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _only_lists(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
-        return bool(members) and all(_only_lists(member) for member in members)
-    return annotation is list or origin is list
+    return _all_members(annotation, lambda member: member is list or typing.get_origin(member) is list)
 
 
 _EXPECTED = {
