@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from edgeagent.exporters.redact import shown_url  # an endpoint in an error shows no password or token
+from edgeagent.masking import shown_url  # an endpoint in an error shows no password or token
 
 # durations are defined in otel, which the sampler library shares; the agent's configs import them here
 from otel.durations import Duration, format_duration, parse_duration

@@ -47,10 +47,10 @@ from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import grpc_compress
 from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
 from edgeagent.exporters.grpc_dial import environment_proxy, proxy_address
-from edgeagent.exporters.redact import mask
 from edgeagent.grpc_status import StatusCode
 from edgeagent.http1.dial import UnsupportedProxyError
 from edgeagent.instrumentation import rpc_client_observer
+from edgeagent.masking import mask
 from edgeagent.middleware import MiddlewareConfig, check_client_middlewares
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal

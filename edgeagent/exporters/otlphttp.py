@@ -26,7 +26,7 @@ from a protobuf or a JSON answer alike; a 2xx whose answer does not decode is re
 Credentials in an endpoint URL (`https://user:password@host`) are sent as HTTP Basic auth,
 unless `headers` or `auth` also set an Authorization: that is a config error. Nothing the
 exporter logs, raises or shows carries a header value, a password or a query value
-(edgeagent.exporters.redact).
+(edgeagent.masking).
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ from edgeagent.exporters.chain import SendResult, rejected, undecodable_answer
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
-from edgeagent.exporters.redact import mask, shown_url, url_secrets
 from edgeagent.http1.client import ClientError, ClientSettings, ConnectError, HttpClient
 from edgeagent.http1.dial import UnsupportedProxyError, read_proxy, split_proxy
 from edgeagent.instrumentation import http_client_timer
+from edgeagent.masking import mask, shown_url, url_secrets
 from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal

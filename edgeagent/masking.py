@@ -1,4 +1,4 @@
-"""Keeping secrets out of what exporters log, store and show.
+"""Keeping secrets out of what the agent logs, stores and shows.
 
 An upstream's error answer may echo the request's headers (some proxies and gateways do),
 and an endpoint may carry a password or a token in its URL. Whatever reaches a log line,
