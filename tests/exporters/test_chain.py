@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from edgeagent.configretry import RetryConfig
 from edgeagent.errors import ShutdownError, ThrottledError
-from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.chain import Delivery, ExportChain
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
@@ -53,6 +53,15 @@ def _request(spans: int, name: str = "op") -> bytes:
     for index in range(spans):
         scope.spans.add(name=name, span_id=index.to_bytes(8, "big"), trace_id=bytes(16))
     return request.SerializeToString()
+
+
+async def exported(exporter, chain: ExportChain, parts: list[tuple[bytes, int]]) -> Delivery:
+    """`chain.export(parts)` between the exporter's start and its shutdown."""
+    await exporter.start()
+    try:
+        return await chain.export(parts)
+    finally:
+        await exporter.shutdown()
 
 
 def test_a_backoff_wait_ends_at_shutdown_and_the_request_is_kept(upstream):
@@ -93,14 +102,7 @@ def test_a_successful_send_records_failed_items_as_zero_so_a_failure_ratio_has_b
     host = Host()
     chain = ExportChain(exporter, Signal.TRACES, host, timeout=5, retry=RetryConfig())
 
-    async def scenario() -> None:
-        await exporter.start()
-        try:
-            await chain.export([(_request(3), 3)])
-        finally:
-            await exporter.shutdown()
-
-    asyncio.run(scenario())
+    asyncio.run(exported(exporter, chain, [(_request(3), 3)]))
     assert host.counts[("otelcol_exporter_sent_spans", "otlphttp")] == 3
     assert ("otelcol_exporter_send_failed_spans", "otlphttp") in host.counts
     assert host.counts[("otelcol_exporter_send_failed_spans", "otlphttp")] == 0
@@ -339,14 +341,7 @@ def test_a_partial_success_rejecting_more_than_was_sent_counts_within_the_reques
     host = Host()
     chain = ExportChain(exporter, Signal.TRACES, host, timeout=5)
 
-    async def scenario() -> None:
-        await exporter.start()
-        try:
-            await chain.export([(_request(3), 3)])
-        finally:
-            await exporter.shutdown()
-
-    asyncio.run(scenario())
+    asyncio.run(exported(exporter, chain, [(_request(3), 3)]))
     sent = host.counts[("otelcol_exporter_sent_spans", "otlphttp")]
     dropped = host.counts[("edgeagent_exporter_rejected_spans", "otlphttp")]
     assert (sent, dropped) == ((0, 3) if rejected > 0 else (3, 0))
@@ -363,15 +358,8 @@ def test_a_grpc_request_larger_than_the_servers_maximum_is_split_like_a_413():
     chain = ExportChain(exporter, Signal.TRACES, host, timeout=5)
     body = _request(40, name="x" * 100)  # some 5 KB
 
-    async def scenario() -> None:
-        await exporter.start()
-        try:
-            await chain.export([(body, 40)])
-        finally:
-            await exporter.shutdown()
-
     try:
-        asyncio.run(scenario())
+        asyncio.run(exported(exporter, chain, [(body, 40)]))
         assert len(upstream.span_ids()) == 40
         assert host.counts[("otelcol_exporter_sent_spans", "otlp")] == 40
     finally:

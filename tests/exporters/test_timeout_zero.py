@@ -19,7 +19,7 @@ from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.exporters.sender import Sender
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
-from tests.exporters.test_chain import Host, _request
+from tests.exporters.test_chain import Host, _request, exported
 from tests.exporters.test_grpc_client import Recorder
 from tests.exporters.test_sender_split import SenderHost
 
@@ -104,12 +104,8 @@ def test_otlphttp_with_timeout_zero_waits_for_a_late_answer():
         async with LateUpstream(LATE) as upstream:
             config = OtlpHttpConfig(endpoint=upstream.url, compression="none", timeout=0)
             exporter = OtlpHttpExporter("otlphttp", config)
-            await exporter.start()
-            try:
-                chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=config.timeout)
-                delivery = await chain.export([(_request(3), 3)])
-            finally:
-                await exporter.shutdown()
+            chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=config.timeout)
+            delivery = await exported(exporter, chain, [(_request(3), 3)])
         return delivery.sent
 
     assert asyncio.run(scenario()) == 3
@@ -121,12 +117,8 @@ def test_otlp_grpc_with_timeout_zero_sends_no_deadline_and_waits_for_a_late_answ
             config = OtlpGrpcConfig.model_validate({"endpoint": f"127.0.0.1:{server.port}", "tls": {"insecure": True},
                                                     "timeout": 0, "compression": "none"})
             exporter = OtlpGrpcExporter("otlp", config)
-            await exporter.start()
-            try:
-                chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=config.timeout)
-                delivery = await chain.export([(_request(3), 3)])
-            finally:
-                await exporter.shutdown()
+            chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=config.timeout)
+            delivery = await exported(exporter, chain, [(_request(3), 3)])
         return delivery.sent
 
     assert asyncio.run(scenario()) == 3
