@@ -244,7 +244,7 @@ class Sender:
         assert current is not None
         while not self._closing:
             lease = None
-            began = self.link.generation
+            began: int | None = None  # the link's generation when this lease's delivery began
             try:
                 lease = await self._next_lease()
                 if lease is None:
