@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, islice, repeat
 from operator import attrgetter, ge, ne, not_, sub
 
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
@@ -76,9 +77,9 @@ def split_body(raw: bytes, request: ExportTraceServiceRequest, roots: bool = Tru
                       for trace_id, part, count, root in split_by_trace(request)]
         return (b"".join(part for _, part, _, _ in serialized),
                 [(trace_id, len(part), count, root) for trace_id, part, count, root in serialized])
-    by_trace, headers, order = places
+    by_trace, headers, order, spans = places
     if facts is not None and facts.finders:
-        _find_hints(raw, by_trace, order, facts)
+        _find_hints(raw, by_trace, order, spans, facts)
     if len(by_trace) == 1:
         trace_id, (_, count, root) = next(iter(by_trace.items()))
         return raw, [(trace_id, len(raw), count, root)]
@@ -141,6 +142,8 @@ Run = tuple[int, int, int, int]  # group index, scope index, byte range of conse
 TraceTimes = dict[bytes, tuple[int, int] | None]  # trace id: earliest start, latest end of its spans
 # where in a request's bytes a policy's match may begin; None: it cannot tell (anywhere)
 Finder = Callable[[bytes], list[int] | None]
+# whether a span matches a policy for certain (so its trace does): Facts.confirms
+Confirm = Callable[[Span], bool]
 
 
 @dataclass
@@ -152,17 +155,25 @@ class Facts:
         no start time; read when `read_times`.
     hints: per trace, the bits of the `finders` (bit, finder) whose finder found a place in the
         trace's spans where a match may begin; a place outside every trace's spans (a resource
-        or scope) sets the bit for all. A bit left clear says no span of the trace can match."""
+        or scope) sets the bit for all. A bit left clear says no span of the trace can match.
+    confirms: for a finder's bit, a function that tells of a span whether it matches, and a
+        second bit. Each span a place of that finder lies in is then parsed and asked: the bit
+        stays only on traces with a span that matches, and those get the second bit too, which
+        says the trace matches for certain. A finder finds a place in every span that matches,
+        so the bit left clear still says none does. A place outside the spans sets the first
+        bit alone, for all."""
 
     read_times: bool = False
     finders: Sequence[tuple[int, Finder]] = ()
+    confirms: Mapping[int, tuple[Confirm, int]] = field(default_factory=dict)
     times: TraceTimes = field(default_factory=dict)
     hints: dict[bytes, int] = field(default_factory=dict)
 ByTrace = dict[bytes, tuple[list[Run], int, bool]]  # trace id: its runs, span count, has a root span
 # every run in byte order (for bisecting), where each starts and ends and its trace id, after a
 # run that ends before the first byte (no place is in it)
 RunOrder = tuple[list[int], list[int], list[bytes]]
-Places = tuple[ByTrace, list[tuple[bytes, list[bytes]]], RunOrder]
+SpanOrder = tuple[list[int], list[int]]  # where each span starts (its key) and ends, in byte order
+Places = tuple[ByTrace, list[tuple[bytes, list[bytes]]], RunOrder, SpanOrder]
 
 
 def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
@@ -170,10 +181,12 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
     """For each trace id: its runs (group index, scope index, byte range of consecutive spans),
     span count and whether it has a root span; for each group its fields other than scopes
     (resource, schema URL) and for each scope its fields other than spans, as bytes; and the
-    runs in byte order."""
+    runs and the spans in byte order."""
     groups = request.resource_spans
     by_trace: ByTrace = {}
     order: RunOrder = ([-1], [0], [b""])
+    span_starts: list[int] = []
+    span_ends: list[int] = []
     headers: list[tuple[bytes, list[bytes]]] = []
     g = -1
     for number, _, group_start, group_end in fields(raw, 0, len(raw)):
@@ -196,10 +209,12 @@ def _places(raw: bytes, request: ExportTraceServiceRequest, roots: bool = True,
                 return None
             scope_headers.append(b"".join(scope_header))
             _runs(by_trace, order, g, s, spans, starts, ends, cuts, roots, times)
+            span_starts += starts
+            span_ends += ends
         headers.append((b"".join(group_header), scope_headers))
     if g + 1 != len(groups):
         return None
-    return by_trace, headers, order
+    return by_trace, headers, order, (span_starts, span_ends)
 
 
 _SPAN_KEY = _SPAN_FIELD << 3 | 2
@@ -309,7 +324,7 @@ def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends:
         times[trace_id] = None if known is None or not low else (min(known[0], low), max(known[1], high))
 
 
-def _find_hints(raw: bytes, by_trace: ByTrace, order: RunOrder, facts: Facts) -> None:
+def _find_hints(raw: bytes, by_trace: ByTrace, order: RunOrder, spans: SpanOrder, facts: Facts) -> None:
     """Set facts.hints: each finder's places mapped onto the runs of spans that hold them."""
     starts, stops, owners = order
     hints = dict.fromkeys(by_trace, 0)
@@ -324,9 +339,35 @@ def _find_hints(raw: bytes, by_trace: ByTrace, order: RunOrder, facts: Facts) ->
         if any(map(ge, places, map(stops.__getitem__, runs))):  # outside the spans: in a resource or scope
             everywhere |= bit
             continue
+        confirm = facts.confirms.get(bit)
+        if confirm is not None:
+            _confirm(raw, places, map(owners.__getitem__, runs), spans, hints, bit, *confirm)
+            continue
         for trace_id in set(map(owners.__getitem__, runs)):
             hints[trace_id] |= bit
     if everywhere:
         for trace_id in hints:
             hints[trace_id] |= everywhere
     facts.hints = hints
+
+
+def _confirm(raw: bytes, places: list[int], owners: Iterable[bytes], spans: SpanOrder, hints: dict[bytes, int],
+             bit: int, confirm: Confirm, sure_bit: int) -> None:
+    """Ask `confirm` of each span a place is in (once a span; `owners`: each place's trace): set
+    both bits on the trace of a span it confirms. A span that does not parse on its own keeps
+    the first bit, as a place does unconfirmed."""
+    starts, ends = spans
+    asked: set[int] = set()
+    for place, trace_id in zip(places, owners, strict=True):
+        span = bisect_right(starts, place) - 1  # a place in a run of spans is in one of them
+        if span in asked or hints[trace_id] & sure_bit:
+            continue
+        asked.add(span)
+        body = read_varint(raw, starts[span] + 1)[1]  # after the span's key and length
+        try:
+            matches = confirm(Span.FromString(raw[body:ends[span]]))
+        except DecodeError:
+            hints[trace_id] |= bit
+            continue
+        if matches:
+            hints[trace_id] |= bit | sure_bit

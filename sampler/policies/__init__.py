@@ -52,7 +52,7 @@ from sampler.policies.string_attribute import StringAttribute
 from sampler.policies.trace_flags import TraceFlags
 from sampler.policies.trace_state import TraceState
 from sampler.policies.view import start_deciding, stop_deciding
-from sampler.split import Finder
+from sampler.split import Confirm, Finder
 from sampler.trace import Decision, Trace
 
 __all__ = ["Evaluator", "NamedPolicy", "PolicyConfig", "build_policy", "build_policies", "byte_hints", "decide",
@@ -129,17 +129,26 @@ def reads_span_times(policies: Sequence[NamedPolicy]) -> bool:
     return any(isinstance(policy, Latency) and policy.reads_times for policy in _evaluators(policies))
 
 
-def byte_hints(policies: Sequence[NamedPolicy]) -> list[tuple[int, Finder]]:
+def byte_hints(policies: Sequence[NamedPolicy]) -> tuple[list[tuple[int, Finder]], dict[int, tuple[Confirm, int]]]:
     """Give each policy, at any depth, that can say where in a request's bytes a match may be
-    (status_code, the attribute policies) a bit of Trace.hints; (bit, its finder) for each, for
-    the split to read as spans arrive (sampler.split.Facts). A policy reads its bit only when
-    the trace's hints are known."""
+    (status_code, the attribute policies) a bit of Trace.hints, and a second one to each that
+    can tell a span's match on its own (HintSearcher.confirms); (bit, its finder) for each, and
+    for each of the second kind its confirm and second bit by the first, for the split to read
+    as spans arrive (sampler.split.Facts). A policy reads its bits only when the trace's hints
+    are known."""
     finders: list[tuple[int, Finder]] = []
+    confirms: dict[int, tuple[Confirm, int]] = {}
+    bits = 0
     for policy in _evaluators(policies):
         if isinstance(policy, (StatusCode, AttributePolicy)):
-            policy.hint_bit = 1 << len(finders)
+            policy.hint_bit = 1 << bits
             finders.append((policy.hint_bit, policy.places))
-    return finders
+            bits += 1
+            if policy.can_confirm:
+                policy.sure_bit = 1 << bits
+                confirms[policy.hint_bit] = (policy.confirms, policy.sure_bit)
+                bits += 1
+    return finders, confirms
 
 
 # a trace's decisions so far as a mask of these bits; _FINALS maps a mask to the final decision

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otel.shape import TRACES
 from sampler.policies.base import HintSearcher, evaluate_hinted
@@ -60,6 +61,16 @@ class AttributePolicy(HintSearcher, ABC):
                 return None
         return found
 
+    can_confirm = True
+
+    def confirms(self, span: Span) -> bool:
+        """Whether the span has the key with a matching value (its first value, as `matches` reads)."""
+        key = self.key
+        for kv in span.attributes:
+            if kv.key == key:
+                return self.span_match(kv.value)
+        return False
+
     def refuses(self, trace: Trace) -> bool:
         """Whether it is certain to answer NotSampled without reading the trace's spans."""
         return not self.invert_match and self.ruled_out(trace)
@@ -68,6 +79,8 @@ class AttributePolicy(HintSearcher, ABC):
         """Whether some resource or span of the trace has the key with a matching value."""
         if self.ruled_out(trace):
             return False  # no resource or span of it holds the bytes a match needs
+        if self.matched(trace):
+            return True  # a span of it matched as it arrived
         key = self.key
         if trace.raw and not any(map(self._may_match, trace.raw)):
             return False  # no batch can hold a match: no need to serialize them one by one

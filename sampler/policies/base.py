@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
 from sampler.trace import Decision, Trace
 
 
@@ -59,21 +61,37 @@ def reads_hinted(hint_bit: int, traces: Sequence[Trace]) -> list[bool]:
 class HintSearcher:
     """A policy that can say where in a request's bytes a match may begin (status_code, the
     attribute policies): with its bit of Trace.hints clear, no span of a trace can match, and
-    the trace need not be read back for it."""
+    the trace need not be read back for it. One that can also tell of a single span whether it
+    matches (`confirms`) gets a second bit, set on the traces with a span that does
+    (sampler.split.Facts.confirms): those match without being read back either."""
 
     hint_bit = 0  # its bit in Trace.hints, once sampler.policies.byte_hints gave it one
+    sure_bit = 0  # its bit for a match found for certain, given with the first when can_confirm
+    can_confirm = False
+
+    def confirms(self, span: Span) -> bool:
+        """Whether the span matches, which makes the trace match (asked only when can_confirm)."""
+        raise NotImplementedError
 
     def ruled_out(self, trace: Trace) -> bool:
         hints = trace.hints
         return bool(self.hint_bit) and hints is not None and not hints & self.hint_bit
 
-    def reads_bytes(self, trace: Trace) -> bool:
-        """not ruled_out(trace), inline: the stage asks it of every trace it decides."""
+    def matched(self, trace: Trace) -> bool:
+        """Whether a span of the trace matches for certain (its second bit)."""
         hints = trace.hints
-        return not self.hint_bit or hints is None or bool(hints & self.hint_bit)
+        return bool(self.sure_bit) and hints is not None and bool(hints & self.sure_bit)
+
+    def reads_bytes(self, trace: Trace) -> bool:
+        """Neither ruled out nor matched, inline: the stage asks it of every trace it decides."""
+        hints = trace.hints
+        return not self.hint_bit or hints is None or bool(hints & self.hint_bit) and not hints & self.sure_bit
 
     def reads_many(self, traces: Sequence[Trace]) -> list[bool]:
-        return reads_hinted(self.hint_bit, traces)
+        if not self.sure_bit or not self.hint_bit:
+            return reads_hinted(self.hint_bit, traces)
+        may, sure = self.hint_bit, self.sure_bit
+        return [(hints := trace.hints) is None or bool(hints & may) and not hints & sure for trace in traces]
 
 
 def refuses(policy: Evaluator, trace: Trace) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from sampler.policies.base import HintSearcher, evaluate_hinted
 from sampler.policies.config import StatusCodeConfig
@@ -93,6 +93,11 @@ class StatusCode(HintSearcher):
         found += _long_tags(raw)  # a memchr loop: twice as fast as a regex scan, the byte being rare
         return found if len(found) <= MAX_PLACES else None
 
+    can_confirm = True
+
+    def confirms(self, span: Span) -> bool:
+        return span.status.code in self.codes
+
     def refuses(self, trace: Trace) -> bool:
         """Whether it is certain to answer NotSampled without reading the trace's spans."""
         return self.ruled_out(trace)
@@ -102,8 +107,11 @@ class StatusCode(HintSearcher):
 
     def evaluate(self, trace: Trace) -> Decision:
         hints = trace.hints
-        if self.hint_bit and hints is not None and not hints & self.hint_bit:
-            return Decision.NOT_SAMPLED  # no span of it holds one of the codes' bytes
+        if self.hint_bit and hints is not None:
+            if not hints & self.hint_bit:
+                return Decision.NOT_SAMPLED  # no span of it holds one of the codes' bytes
+            if hints & self.sure_bit:
+                return Decision.SAMPLED  # a span of it has one of the codes, read as it arrived
         # parsed already (another policy walked the spans): reading a code per span is cheaper
         if self.needles is not None and trace.raw and not trace.parsed and not any(map(self._may_hold, trace.raw)):
             return Decision.NOT_SAMPLED

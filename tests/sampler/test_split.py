@@ -142,7 +142,9 @@ def test_times_read_from_a_walk_that_fell_back_are_dropped():
 
 def test_hints_clear_a_policys_bit_only_for_traces_none_of_whose_spans_can_match():
     """Facts.hints from whole-request searches agree with the policies themselves: a trace
-    whose bit is clear has no span the policy samples, and one in a resource matches all."""
+    whose bit is clear has no span the policy samples, one whose second bit is set has one, and
+    one in a resource matches all. The policies' bytes also show in other fields, where they
+    match nothing."""
     import yaml
 
     from sampler.policies import build_policies, byte_hints
@@ -153,10 +155,10 @@ def test_hints_clear_a_policys_bit_only_for_traces_none_of_whose_spans_can_match
         "{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}",
         "{name: vip, type: string_attribute, string_attribute: {key: customer, values: [vip]}}")]
     rng = random.Random(12)
-    ruled_out = 0
+    ruled_out = matched = 0
     for round_ in range(40):
         policies = build_policies(configs, lambda: 0.0)
-        finders = byte_hints(policies)
+        finders, confirms = byte_hints(policies)
         request = _request(rng, rng.randint(1, 2), rng.randint(1, 2), interleave=bool(round_ % 2))
         for g, group in enumerate(request.resource_spans):
             if round_ % 5 == 0 and g == 0:
@@ -167,17 +169,26 @@ def test_hints_clear_a_policys_bit_only_for_traces_none_of_whose_spans_can_match
                         span.status.code = 2
                     if rng.random() < 0.05:
                         span.attributes.add(key="customer").value.string_value = "vip"
+                    if rng.random() < 0.1:  # the bytes of both, where neither policy looks
+                        span.attributes.add(key="note").value.string_value = "vip \x18\x02"
         raw = request.SerializeToString()
-        facts = Facts(finders=finders)
+        facts = Facts(finders=finders, confirms=confirms)
         parts = split_serialized(raw, request, facts=facts)
         for trace_id, part, _, _ in parts:
             trace = Trace(trace_id, batches=list(ExportTraceServiceRequest.FromString(part).resource_spans))
             for named in policies:
-                bit = named.policy.hint_bit
+                bit, sure_bit = named.policy.hint_bit, named.policy.sure_bit
+                assert sure_bit
+                decision = named.policy.evaluate(trace)  # from the spans: this trace's hints are unknown
                 if not facts.hints[trace_id] & bit:
                     ruled_out += 1
-                    assert named.policy.evaluate(trace) is Decision.NOT_SAMPLED
-    assert ruled_out
+                    assert decision is Decision.NOT_SAMPLED
+                elif facts.hints[trace_id] & sure_bit:
+                    matched += 1
+                    assert decision is Decision.SAMPLED
+                elif round_ % 5:  # no match in a resource: only a span that may not parse alone is left unsure
+                    pytest.fail("a place in a span that parses was neither confirmed nor cleared")
+    assert ruled_out and matched
 
 
 def _scope_fields(rng: random.Random) -> list[bytes]:

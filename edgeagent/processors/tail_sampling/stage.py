@@ -129,7 +129,7 @@ class SamplingStage:
         self.policies = build_policies(config.policies, clock)
         # what the split reads of each trace as its spans arrive, for the policies (sampler.split.Facts)
         self._times = reads_span_times(self.policies)
-        self._finders = byte_hints(self.policies)
+        self._finders, self._confirms = byte_hints(self.policies)
         # whether every trace is read back for its decision: with span compression or processors
         # after tail_sampling a kept trace is parsed in the round; else only traces a policy reads
         self._read_all = config.span_compression.enabled
@@ -412,7 +412,7 @@ class SamplingStage:
         return held
 
     def _facts(self) -> Facts:
-        return Facts(self._times, self._finders)
+        return Facts(self._times, self._finders, self._confirms)
 
     async def _wait_for_room(self) -> None:
         """block_on_overflow: hold the request until decisions free room; after twice the decision

@@ -150,7 +150,7 @@ def test_deciding_many_traces_at_once_decides_each_as_deciding_them_one_by_one(f
             object.__setattr__(named, "evaluate_many", lambda traces, evaluate=named.policy.evaluate: [
                 evaluate(trace) for trace in traces])
         many = build_policies(configs, FakeClock())
-        assert [bit for bit, _ in byte_hints(one_by_one)] == [bit for bit, _ in byte_hints(many)]
+        assert byte_hints(one_by_one)[1].keys() == byte_hints(many)[1].keys()
         finals, each = [], {}
         for trace in traces:
             final, per_policy = decide(one_by_one, trace, first_match)

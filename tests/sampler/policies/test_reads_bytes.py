@@ -13,7 +13,9 @@ from tests.sampler.policies.traces import FakeClock, policy_config
 
 def _policies(*snippets: str):
     policies = build_policies([policy_config(snippet) for snippet in snippets], FakeClock())
-    bits = {name: bit for name, (bit, _) in zip(("first", "second"), byte_hints(policies), strict=False)}
+    finders, confirms = byte_hints(policies)
+    bits = {name: bit for name, (bit, _) in zip(("first", "second"), finders, strict=False)}
+    bits |= {f"{name} matched": confirms[bit][1] | bit for name, bit in list(bits.items()) if bit in confirms}
     return policies, bits
 
 
@@ -28,6 +30,10 @@ NOT_CHECKOUT = ("{type: string_attribute, string_attribute: {key: http.route, va
     ((ERRORS, CHECKOUT), {"second"}, False),
     ((ERRORS, CHECKOUT), {"first"}, True),  # the first may find an error code in them
     ((ERRORS, CHECKOUT), {"first", "second"}, True),
+    # a sub-policy matched as the spans arrived reads nothing; the next one reads what it reads
+    ((ERRORS, CHECKOUT), {"first matched"}, False),
+    ((ERRORS, CHECKOUT), {"first matched", "second"}, True),
+    ((ERRORS, CHECKOUT), {"first matched", "second matched"}, False),
     # an inverted match is no refusal: it samples when the bytes rule a match out
     ((NOT_CHECKOUT, ERRORS), set(), False),
     ((NOT_CHECKOUT, ERRORS), {"second"}, True),
