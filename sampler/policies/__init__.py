@@ -51,7 +51,7 @@ from sampler.policies.status_code import StatusCode
 from sampler.policies.string_attribute import StringAttribute
 from sampler.policies.trace_flags import TraceFlags
 from sampler.policies.trace_state import TraceState
-from sampler.policies.view import start_deciding, stop_deciding
+from sampler.policies.view import SparingFinder, start_deciding, stop_deciding
 from sampler.split import Confirm, Finder
 from sampler.trace import Decision, Trace
 
@@ -142,7 +142,7 @@ def byte_hints(policies: Sequence[NamedPolicy]) -> tuple[list[tuple[int, Finder]
     for policy in _evaluators(policies):
         if isinstance(policy, (StatusCode, AttributePolicy)):
             policy.hint_bit = 1 << bits
-            finders.append((policy.hint_bit, policy.places))
+            finders.append((policy.hint_bit, SparingFinder(policy.places)))
             bits += 1
             if policy.can_confirm:
                 policy.sure_bit = 1 << bits

@@ -38,6 +38,31 @@ def find_all(pattern: re.Pattern[bytes], data: bytes, found: list[int]) -> bool:
     return True
 
 
+class SparingFinder:
+    """A finder (sampler.split.Finder) left out while it cannot tell: after `give_up` requests in a
+    row in which it found more than MAX_PLACES places (a value most traces hold), it answers
+    "anywhere" without searching, but for one request in `probe`, whose search finds out whether
+    that still holds. "Anywhere" is always a true answer (the policy then reads the trace at its
+    decision, as it would have), so this spares only a search that rules nothing out: a regex
+    scan of the whole request that gives up after MAX_PLACES matches."""
+
+    def __init__(self, find: Callable[[bytes], list[int] | None], give_up: int = 8, probe: int = 64):
+        self.find = find
+        self.give_up, self.probe = give_up, probe
+        self._gave_up = 0  # requests in a row it could not tell
+        self._skipped = 0  # requests since its last search, while it is left out
+
+    def __call__(self, raw: bytes) -> list[int] | None:
+        if self._gave_up >= self.give_up:
+            self._skipped += 1
+            if self._skipped < self.probe:
+                return None
+            self._skipped = 0
+        places = self.find(raw)
+        self._gave_up = self._gave_up + 1 if places is None else 0
+        return places
+
+
 def _spans(trace: Trace) -> list:
     return TRACES.items_in(trace.batches)
 

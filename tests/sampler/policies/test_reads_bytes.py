@@ -118,3 +118,24 @@ def test_a_round_of_traces_is_judged_by_hints_as_one_trace_at_a_time(snippet, wi
         assert policy.reads_many(traces) == [policy.reads_bytes(trace) for trace in traces]
         judged = [trace for trace, read in zip(traces, policy.reads_many(traces), strict=True) if not read]
         assert policy.evaluate_many(judged) == [policy.evaluate(trace) for trace in judged]
+
+
+def test_a_finder_that_cannot_tell_is_left_out_but_searches_again_now_and_then():
+    """After `give_up` requests in a row with too many places it answers anywhere (None) without
+    searching, but for one request in `probe`; a search that can tell again brings it back."""
+    from sampler.policies.view import SparingFinder
+
+    searched: list[bytes] = []
+    answers = {b"common": None, b"rare": [3]}
+
+    def find(raw: bytes) -> list[int] | None:
+        searched.append(raw)
+        return answers[raw]
+
+    finder = SparingFinder(find, give_up=3, probe=5)
+    assert [finder(b"common") for _ in range(3)] == [None] * 3 and len(searched) == 3
+    assert [finder(b"rare") for _ in range(4)] == [None] * 4 and len(searched) == 3  # left out
+    assert finder(b"rare") == [3] and len(searched) == 4  # the fifth: searched, and it can tell
+    assert finder(b"rare") == [3] and len(searched) == 5  # back to searching every request
+    assert [finder(b"common") for _ in range(3)] == [None] * 3 and len(searched) == 8
+    assert [finder(b"common") for _ in range(10)] == [None] * 10 and len(searched) == 10  # probes only
