@@ -56,8 +56,9 @@ Cost per span (bench/tail_sampling_vs_otelcol.py): parts are cut out of the rece
 decided; without later processors or span compression a kept trace's parts, concatenated, are
 its export body, never re-serialized. As spans arrive, the split also reads what policies
 judge traces by without their spans (sampler.split.Facts: latency's earliest start and latest
-end, the places where status_code or an attribute policy may find a match), and the buffer
-keeps it per trace. A trace is read back from its records only when a policy may read its
+end, the places where status_code or an attribute policy may find a match, each checked by
+parsing the one span it lies in, so a trace is known to match or not), and the buffer keeps it
+per trace. A trace is read back from its records only when a policy may read its
 spans (sampler.policies.reads_bytes) or it is kept, and parsed only when a policy reads its
 spans or it is kept (sampler.trace); a record whose traces are all decided is deleted unread.
 Deciding runs in rounds of many traces (policy by policy over runs of at most 64 traces read
