@@ -97,6 +97,23 @@ def test_lintian_reports_no_errors(package):
     assert not warnings, "\n".join(warnings[:20])
 
 
+def test_the_virtualenv_runs_on_the_python_version_it_was_built_for(package, tmp_path):
+    """The virtualenv's modules and compiled extensions are for one Python version: an interpreter link
+    to /usr/bin/python3 ran the next Debian release's python3 (3.11 to 3.13) on them after an upgrade,
+    which found no edgeagent and the service failed to start, while the package still declared itself
+    satisfied."""
+    subprocess.run(["dpkg-deb", "-x", str(package), str(tmp_path)], check=True, timeout=120)
+    (lib,) = (tmp_path / "opt/edgeagent/lib").iterdir()  # python3.11
+    for link in (tmp_path / "opt/edgeagent/bin").glob("python*"):
+        target = os.readlink(link)
+        while not target.startswith("/"):  # python -> python3 -> /usr/bin/...: inside the package, then out
+            target = os.readlink(link.parent / target)
+        assert target == f"/usr/bin/{lib.name}", f"{link.name} runs {target}"
+    depends = subprocess.run(["dpkg-deb", "--field", str(package), "Depends"], capture_output=True, text=True,
+                             timeout=60).stdout
+    assert lib.name in [word.strip().split(" ")[0] for word in depends.split(",")], depends
+
+
 def test_package_installs_runs_and_purges_in_a_throwaway_debian_root(package, debian_root):
     require("debootstrap", "apt-get install -y debootstrap")
     if os.geteuid() != 0:
