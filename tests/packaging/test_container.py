@@ -16,9 +16,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.packaging import dockerfile
 from tests.packaging.shipped import run_on_installation, shipped_configs
+from tests.packaging.startup import slowest_start
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +53,24 @@ def test_image_runs_as_a_non_root_user_with_a_liveness_health_check_and_exec_for
     assert (
         "TMPDIR=/tmp" in env and "PYTHONDONTWRITEBYTECODE=1" in env
     )  # read-only root: nothing written beside the volume
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m|h)", text)
+    assert match, text
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def test_a_start_that_compacts_a_full_queue_is_not_reported_unhealthy():
+    """Nothing answers the health check while compaction.on_start copies the queue: after a 10 s start
+    period and three failed checks the container turned unhealthy, and an orchestrator acting on the
+    image's HEALTHCHECK (Swarm) replaced it with one that began the same compaction again."""
+    (health,) = _final("HEALTHCHECK")
+    flags = dict(arg[2:].split("=", 1) for arg in health.args if arg.startswith("--"))
+    window = _duration(flags["start-period"]) + _duration(flags["interval"]) * int(flags["retries"])
+    text = (ROOT / "packaging" / "container" / "config.yaml").read_text()
+    config = yaml.safe_load(re.sub(r"\$\{env:\w+:-([^}]*)\}", r"\1", text))  # the defaults the image runs with
+    assert window >= slowest_start(config) > 0, (window, slowest_start(config))
 
 
 def test_the_runtime_stage_installs_only_the_wheels_the_builder_made():
