@@ -250,6 +250,9 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
     loop_errors.install(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if hangup.stopped():  # a SIGTERM held during start-up (as a container's PID 1): nothing has started yet
+        log.info("stopping: a SIGTERM came while the agent was starting")
+        return 0
     notifier = Notifier()
     reloads: set[asyncio.Task[None]] = set()
 

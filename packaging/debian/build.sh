@@ -25,8 +25,11 @@ venv="$stage/opt/edgeagent"
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet --no-compile --no-cache-dir "$root"
 "$venv/bin/pip" uninstall --quiet --yes pip
+# the versioned interpreter (python3.11), not python3: the modules and extensions are for this version,
+# and the next Debian release's python3 would find none of them
+ln -sfn "$(readlink -f "$python")" "$venv/bin/python3"
 rm -f "$venv"/bin/activate* "$venv"/bin/Activate.ps1 "$venv"/bin/pip*
-grep -rlI --null "$stage/opt/edgeagent" "$venv/bin" | xargs -0 -r sed -i "s|$stage/opt/edgeagent|/opt/edgeagent|g"
+grep -rlI --null "$stage/opt/edgeagent" "$venv/bin" "$venv/pyvenv.cfg" | xargs -0 -r sed -i "s|$stage/opt/edgeagent|/opt/edgeagent|g"
 find "$venv" -name '__pycache__' -prune -exec rm -rf {} +
 find "$venv" -name '*.so' -exec strip --strip-unneeded {} + 2>/dev/null || true
 "$python" -m compileall -q -j 0 -s "$stage" -p / "$venv/lib" >/dev/null

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,9 +17,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.helpers.agent import AgentProcess
 from tests.packaging import dockerfile
 from tests.packaging.shipped import run_on_installation, shipped_configs
+from tests.packaging.startup import slowest_start
 from tests.packaging.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +55,24 @@ def test_image_runs_as_a_non_root_user_with_a_liveness_health_check_and_exec_for
     assert (
         "TMPDIR=/tmp" in env and "PYTHONDONTWRITEBYTECODE=1" in env
     )  # read-only root: nothing written beside the volume
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m|h)", text)
+    assert match, text
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def test_a_start_that_compacts_a_full_queue_is_not_reported_unhealthy():
+    """Nothing answers the health check while compaction.on_start copies the queue: after a 10 s start
+    period and three failed checks the container turned unhealthy, and an orchestrator acting on the
+    image's HEALTHCHECK (Swarm) replaced it with one that began the same compaction again."""
+    (health,) = _final("HEALTHCHECK")
+    flags = dict(arg[2:].split("=", 1) for arg in health.args if arg.startswith("--"))
+    window = _duration(flags["start-period"]) + _duration(flags["interval"]) * int(flags["retries"])
+    text = (ROOT / "packaging" / "container" / "config.yaml").read_text()
+    config = yaml.safe_load(re.sub(r"\$\{env:\w+:-([^}]*)\}", r"\1", text))  # the defaults the image runs with
+    assert window >= slowest_start(config) > 0, (window, slowest_start(config))
 
 
 def test_the_runtime_stage_installs_only_the_wheels_the_builder_made():
@@ -92,6 +114,42 @@ def test_the_wheel_holds_every_package_the_project_declares(installed):
 def test_every_shipped_config_runs_on_the_installed_wheel_and_accepts_otlp(config, installed, request, upstream,
                                                                          tmp_path):
     run_on_installation(config, installed / "bin" / "edgeagent", request, upstream, tmp_path)
+
+
+def _sigterm_caught(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM (the kernel's SigCgt mask: bit 14)."""
+    with open(f"/proc/{pid}/status") as status:
+        return any(line.startswith("SigCgt:") and int(line.split()[1], 16) & (1 << 14) for line in status)
+
+
+def test_a_stop_while_the_image_s_first_process_starts_up_is_not_lost(tmp_path):
+    """The agent is the container's PID 1 (exec form, no init), and the kernel drops a signal PID 1 has
+    no handler for: a SIGTERM in the half second before the event loop took it over (`docker stop` just
+    after `docker run`, a pod deleted as it started) was lost, and the agent ran on until the SIGKILL at
+    the end of the grace period."""
+    unshare = require("unshare", "apt-get install -y util-linux")
+    if os.geteuid() != 0:
+        pytest.skip("a PID namespace needs root (CI runs as root)")
+    agent = AgentProcess(args=[])
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [unshare, "--pid", "--fork", "--mount-proc", "--kill-child", sys.executable, "-m", "edgeagent", "run",
+             "--state-dir", str(tmp_path / "state"), *agent.ports_overrides()],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    try:
+        children, deadline = "", time.monotonic() + 5
+        while not children and time.monotonic() < deadline:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().strip()
+        (first,) = [int(pid) for pid in children.split()]  # PID 1 in its namespace
+        began = time.monotonic()
+        while time.monotonic() - began < 0.15 and not _sigterm_caught(first):  # still importing
+            time.sleep(0.002)
+        os.kill(first, signal.SIGTERM)
+        assert process.wait(15) == 0, log.read_text()
+    finally:
+        process.kill()  # --kill-child: the agent goes with it
+        process.wait(10)
 
 
 def _docker() -> str:

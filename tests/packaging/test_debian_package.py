@@ -1,4 +1,5 @@
-"""The .deb builds, lintian finds no errors, and it installs, runs, and purges in a throwaway Debian root."""
+"""The .deb builds, lintian finds no errors, and it installs, runs, upgrades, removes and purges in a throwaway
+Debian root."""
 
 from __future__ import annotations
 
@@ -97,7 +98,24 @@ def test_lintian_reports_no_errors(package):
     assert not warnings, "\n".join(warnings[:20])
 
 
-def test_package_installs_runs_and_purges_in_a_throwaway_debian_root(package, debian_root):
+def test_the_virtualenv_runs_on_the_python_version_it_was_built_for(package, tmp_path):
+    """The virtualenv's modules and compiled extensions are for one Python version: an interpreter link
+    to /usr/bin/python3 ran the next Debian release's python3 (3.11 to 3.13) on them after an upgrade,
+    which found no edgeagent and the service failed to start, while the package still declared itself
+    satisfied."""
+    subprocess.run(["dpkg-deb", "-x", str(package), str(tmp_path)], check=True, timeout=120)
+    (lib,) = (tmp_path / "opt/edgeagent/lib").iterdir()  # python3.11
+    for link in (tmp_path / "opt/edgeagent/bin").glob("python*"):
+        target = os.readlink(link)
+        while not target.startswith("/"):  # python -> python3 -> /usr/bin/...: inside the package, then out
+            target = os.readlink(link.parent / target)
+        assert target == f"/usr/bin/{lib.name}", f"{link.name} runs {target}"
+    depends = subprocess.run(["dpkg-deb", "--field", str(package), "Depends"], capture_output=True, text=True,
+                             timeout=60).stdout
+    assert lib.name in [word.strip().split(" ")[0] for word in depends.split(",")], depends
+
+
+def test_package_installs_upgrades_keeping_queue_and_config_removes_and_purges_in_a_debian_root(package, debian_root):
     require("debootstrap", "apt-get install -y debootstrap")
     if os.geteuid() != 0:
         pytest.skip("debootstrap and chroot need root (CI runs as root)")
@@ -121,8 +139,25 @@ def test_package_installs_runs_and_purges_in_a_throwaway_debian_root(package, de
     assert "/etc/edgeagent/config.yaml" in conffiles and "/etc/edgeagent/edgeagent.env" in conffiles
     assert (root / "lib/systemd/system/edgeagent.service").exists()
 
-    (root / "var/lib/edgeagent/queue").mkdir()
+    # what a running agent and an administrator leave: a queue of the service user's, an edited config
+    user = root / "var/lib/edgeagent"
+    queue = user / "queue"
+    queue.mkdir(mode=0o700)
+    (queue / "data.mdb").write_bytes(b"queued")
+    owner = (user.stat().st_uid, user.stat().st_gid)
+    for path in (queue, queue / "data.mdb"):
+        os.chown(path, *owner)
+    config = root / "etc/edgeagent/config.yaml"
+    config.write_text(config.read_text() + "# edited on this host\n")
+    upgraded = chroot("dpkg", "-i", f"/tmp/{package.name}")  # configure with the old version: an upgrade
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert config.read_text().endswith("# edited on this host\n"), "an upgrade must keep the edited config"
+    assert (queue / "data.mdb").read_bytes() == b"queued", "an upgrade must keep the queue"
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in (user, queue, queue / "data.mdb")} == {owner}
+
     assert chroot("dpkg", "-r", "edgeagent").returncode == 0
-    assert (root / "var/lib/edgeagent/queue").is_dir(), "remove must keep the queue"
+    assert queue.is_dir(), "remove must keep the queue"
+    assert config.exists() and chroot("getent", "passwd", "edgeagent").returncode == 0
     assert chroot("dpkg", "--purge", "edgeagent").returncode == 0
-    assert not (root / "var/lib/edgeagent").exists(), "purge removes the queue"
+    assert not user.exists(), "purge removes the queue"
+    assert not (root / "etc/edgeagent").exists(), "purge removes the config"

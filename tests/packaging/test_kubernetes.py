@@ -57,6 +57,16 @@ def test_every_workload_runs_non_root_read_only_with_probes_and_resources():
             assert container["resources"]["limits"]["memory"]
 
 
+@pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml", "hub-cluster.yaml"])
+def test_no_workload_mounts_an_api_token_it_never_uses(name):
+    """The agents take OTLP from every pod of the cluster and never call the Kubernetes API: the token of
+    the namespace's default ServiceAccount, mounted into each pod unless refused, was one more thing
+    for a compromised agent to use (the Helm chart refuses it)."""
+    for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
+        if doc["kind"] in ("DaemonSet", "StatefulSet"):
+            assert doc["spec"]["template"]["spec"].get("automountServiceAccountToken") is False, doc["metadata"]["name"]
+
+
 @pytest.mark.parametrize("name", ["hub.yaml", "hub-cluster.yaml"])
 def test_the_hub_keeps_its_queue_on_a_volume_claim_per_replica_not_an_emptydir(name):
     (hub,) = [doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc["kind"] == "StatefulSet"]
