@@ -33,6 +33,7 @@ SEVERITY_NAMES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "F
 for _base, _number in list(SEVERITY_NAMES.items()):
     for _step in (2, 3, 4):
         SEVERITY_NAMES[f"{_base}{_step}"] = _number + _step - 1
+SEVERITY_NAMES.update({str(_number): _number for _number in range(1, 25)})  # the filter's table has "1" to "24"
 
 
 class AttributeMatch(ComponentConfig):
@@ -51,7 +52,7 @@ class RegexpOptions(ComponentConfig):
 
 
 class SeverityNumberMatch(ComponentConfig):
-    min: int | str
+    min: int | str = 0  # unset or "": 0, so that every defined severity matches, as in otelcol
     match_undefined: bool = False
 
     @model_validator(mode="after")
@@ -63,8 +64,11 @@ class SeverityNumberMatch(ComponentConfig):
         if isinstance(self.min, int):
             return self.min
         name = self.min.strip().upper()
+        if not name:
+            return 0
         if name not in SEVERITY_NAMES:
-            raise ValueError(f"unknown severity {self.min!r}; use one of {', '.join(SEVERITY_NAMES)} or a number")
+            raise ValueError(f"unknown severity {self.min!r}; use a name (TRACE, DEBUG, INFO, WARN, ERROR, "
+                             f"FATAL, or one of them followed by 2, 3 or 4, e.g. WARN2) or a number 1 to 24")
         return SEVERITY_NAMES[name]
 
 

@@ -96,3 +96,19 @@ def test_invalid_filter_configs(config, message):
     with pytest.raises(ValidationError) as error:
         FilterConfig.model_validate(config)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("severity_number,kept", [
+    ({"min": "13"}, ["warn", "error"]),  # otelcol's severity table holds "1" to "24" beside the names
+    ({"match_undefined": True}, ["unset", "debug", "warn", "error"]),  # min unset or "": 0, every defined severity
+    ({"min": "", "match_undefined": False}, ["debug", "warn", "error"]),
+])
+def test_severity_number_min_takes_every_spelling_otelcol_takes(severity_number, kept):
+    processor = FilterProcessor("filter", FilterConfig.model_validate(
+        {"logs": {"include": {"severity_number": severity_number}}}), Host())
+    payload = payload_of(Signal.LOGS, log_request([
+        {"body": "unset"}, {"body": "debug", "severity": 5}, {"body": "warn", "severity": 13},
+        {"body": "error", "severity": 17}]))
+    result = processor.process(payload)
+    bodies = [r.body.string_value for rl in result.view().resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    assert bodies == kept
