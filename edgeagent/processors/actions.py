@@ -164,9 +164,10 @@ def convert_value(value: AnyValue, target: str) -> bool:
 
 
 def context_value(key: str, metadata: dict[str, str], client_address: str) -> str | None:
-    """from_context: `metadata.<name>`, `client.address`, or a bare metadata key (otelcol's fallback)."""
+    """from_context: `metadata.<name>`, `client.address`, or a bare metadata key (otelcol's fallback).
+    client.address is always found, "" when the request came from no IP address, as in otelcol."""
     if key == "client.address":
-        return client_address or None
+        return client_address
     if key.startswith("auth."):
         return None  # no authenticator attaches attributes to requests
     name = key[len("metadata."):] if key.startswith("metadata.") else key

@@ -338,3 +338,14 @@ def test_invalid_actions_are_config_errors(action, message):
     with pytest.raises(ValidationError) as error:
         AttributesConfig.model_validate({"actions": [action]})
     assert message in str(error.value)
+
+
+def test_client_address_is_found_even_when_the_request_has_none():
+    # otelcol's from_context reads client.address as "" then (a unix socket, a pipeline's own data),
+    # and a found value, even "", wins over default_value
+    actions = [{"key": "peer", "from_context": "client.address", "default_value": "unknown", "action": "upsert"}]
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": actions}))
+    payload = payload_of(Signal.TRACES, span_request([{}]), client_address="")
+    processor.process(payload)
+    assert span_attrs(payload) == [[("peer", "")]]
+
