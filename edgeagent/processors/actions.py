@@ -237,7 +237,7 @@ def _source(attributes: Any, step: _Step, metadata: dict[str, str], client_addre
         text = context_value(step.from_context, metadata, client_address)
         if text is not None:
             return AnyValue(string_value=text)
-    elif step.from_attribute is not None:
+    elif step.from_attribute:  # "" names no attribute, as in otelcol
         index = _find(attributes, step.from_attribute)
         if index >= 0:
             source = AnyValue()

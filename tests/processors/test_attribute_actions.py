@@ -349,3 +349,11 @@ def test_client_address_is_found_even_when_the_request_has_none():
     processor.process(payload)
     assert span_attrs(payload) == [[("peer", "")]]
 
+
+def test_an_empty_from_attribute_names_no_attribute():
+    # otelcol reads from_attribute only when it is not "": an attribute keyed "" is not its source
+    actions = [{"key": "k", "from_attribute": "", "default_value": "d", "action": "upsert"}]
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": actions}))
+    payload = payload_of(Signal.TRACES, span_request([{"attrs": [("", "blank")]}]))
+    processor.process(payload)
+    assert span_attrs(payload) == [[("", "blank"), ("k", "d")]]
