@@ -63,9 +63,9 @@ class ActionConfig(ComponentConfig):
             if not self.pattern:
                 raise ValueError("action 'extract' needs a pattern with named groups")
             compiled = _regex(self.pattern)
-            if not compiled.groupindex:
+            if not any(compiled.group_names):
                 raise ValueError("pattern has no named groups: write (?P<name>...) for each value to extract")
-            if compiled.groups != len(compiled.groupindex):
+            if "" in compiled.group_names:
                 raise ValueError("pattern has an unnamed group: every group must be named (?P<name>...)")
         elif self.pattern:
             if action not in ("delete", "hash"):  # otelcol refuses it elsewhere

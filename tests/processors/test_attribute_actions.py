@@ -126,6 +126,18 @@ ROWS = [
         [("p", "id-77")],
         [("p", "id-77"), ("id", "77")],
     ),
+    (  # Go allows a name twice: each group is set in turn, so the last one named so wins, even ""
+        "extract with a name used twice sets it from its last group",
+        [{"key": "s", "pattern": r"^(?P<v>\d+)$|^(?P<w>x)?(?P<v>[a-z]+)$", "action": "extract"}],
+        [("s", "123")],
+        [("s", "123"), ("v", ""), ("w", "")],
+    ),
+    (
+        "extract with a name used twice takes the group that matched last",
+        [{"key": "s", "pattern": r"^(?P<v>\d+)$|^(?P<w>x)?(?P<v>[a-z]+)$", "action": "extract"}],
+        [("s", "abc")],
+        [("s", "abc"), ("v", "abc"), ("w", "")],
+    ),
     (
         "convert string to int",
         [{"key": "n", "action": "convert", "converted_type": "int"}],
