@@ -47,6 +47,7 @@ from edgeagent.processors.matching import (
 )
 from edgeagent.signals import Payload, Signal, resource_groups
 from otel.ottl import ContextName
+from otel.shape import keep_only
 
 _PROFILE_KEYS = ("profile_conditions", "profiles")
 
@@ -290,23 +291,16 @@ def _filter(signal: Signal, message: Any, selection: IncludeExclude) -> bool:
     shape, kind = signal.shape, _KIND[signal]
     groups = shape.groups_of(message)
     removed = False
-    for group_index in reversed(range(len(groups))):
-        group = groups[group_index]
+    for group in groups:
         scopes = shape.scopes_of(group)
-        for scope_index in reversed(range(len(scopes))):
-            scope = scopes[scope_index]
+        emptied = []
+        for scope in scopes:
             items = shape.items_of(scope)
-            keep = [selection.selects(kind, group.resource, scope.scope, item) for item in items]
-            if all(keep):
-                continue
-            removed = True
-            for index in reversed(range(len(keep))):
-                if not keep[index]:
-                    del items[index]
-            if not len(items):
-                del scopes[scope_index]
-        if not len(scopes):
-            del groups[group_index]
+            dropped = keep_only(items, [selection.selects(kind, group.resource, scope.scope, item) for item in items])
+            emptied.append(dropped and not len(items))
+            removed |= dropped
+        keep_only(scopes, [not empty for empty in emptied])
+    keep_only(groups, [len(shape.scopes_of(group)) > 0 for group in groups])
     return removed
 
 
