@@ -7,8 +7,9 @@ match OTTL conditions (filter_conditions.py), or by otelcol's legacy match prope
     metrics: include / exclude with match_type (strict | regexp), metric_names, resource_attributes
 
 An item is kept when it matches `include` (if set) and does not match `exclude` (if set).
-Dropped items are counted (otelcol_processor_filter_*_filtered). Resources and scopes left
-empty are removed; a request left empty stops in the pipeline (the client still gets its OK).
+Dropped items are counted (otelcol_processor_filter_*_filtered). Scopes without items and
+resources without scopes are removed, those that came empty too (as otelcol does); a request
+left empty stops in the pipeline (the client still gets its OK).
 For one signal the legacy keys and the OTTL ones exclude each other, as otelcol's validation
 says; `spans` beside `trace_conditions`, which otelcol would silently ignore, is refused too.
 Profiles are not a signal edgeagent carries: `profiles` and `profile_conditions` are refused.
@@ -287,21 +288,18 @@ _KIND = {Signal.TRACES: "span", Signal.LOGS: "log", Signal.METRICS: "metric"}  #
 
 
 def _filter(signal: Signal, message: Any, selection: IncludeExclude) -> bool:
-    """Remove unselected items in place, then empty scopes and resources; returns whether anything was removed."""
+    """Remove unselected items in place, then every empty scope and resource, those that came
+    empty too, as otelcol does; returns whether anything was removed."""
     shape, kind = signal.shape, _KIND[signal]
     groups = shape.groups_of(message)
     removed = False
     for group in groups:
         scopes = shape.scopes_of(group)
-        emptied = []
         for scope in scopes:
             items = shape.items_of(scope)
-            dropped = keep_only(items, [selection.selects(kind, group.resource, scope.scope, item) for item in items])
-            emptied.append(dropped and not len(items))
-            removed |= dropped
-        keep_only(scopes, [not empty for empty in emptied])
-    keep_only(groups, [len(shape.scopes_of(group)) > 0 for group in groups])
-    return removed
+            removed |= keep_only(items, [selection.selects(kind, group.resource, scope.scope, item) for item in items])
+        removed |= keep_only(scopes, [len(shape.items_of(scope)) > 0 for scope in scopes])
+    return keep_only(groups, [len(shape.scopes_of(group)) > 0 for group in groups]) or removed
 
 
 FACTORY = Factory("filter", FilterConfig, FilterProcessor)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from pydantic import ValidationError
 
 from edgeagent.processors.filter import FilterConfig, FilterProcessor
@@ -139,3 +140,19 @@ def test_dropping_many_spans_of_one_scope_takes_time_linear_in_their_number(conf
     large, left = _drop_every_other_span_seconds(config, 160_000)
     assert left == 80_000
     assert large < 14 * small, (small, large)
+
+
+def test_match_properties_remove_empty_scopes_and_resources_as_otelcol_does():
+    # otelcol's filter removes every scope left without items and every resource without scopes,
+    # whether or not it dropped anything from them; a request left with none stops
+    processor = FilterProcessor("filter", FilterConfig.model_validate(
+        {"spans": {"exclude": {"match_type": "strict", "span_names": ["nope"]}}}), Host())
+    request = span_request([{"name": "a"}])
+    request.resource_spans[0].scope_spans.add()
+    request.resource_spans.add().scope_spans.add()
+    result = processor.process(payload_of(Signal.TRACES, request))
+    assert [[len(ss.spans) for ss in rs.scope_spans] for rs in result.view().resource_spans] == [[1]]
+    assert ExportTraceServiceRequest.FromString(result.serialized()) == result.view()
+    empty = ExportTraceServiceRequest()
+    empty.resource_spans.add().scope_spans.add()
+    assert processor.process(payload_of(Signal.TRACES, empty)) is None
