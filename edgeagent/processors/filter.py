@@ -6,7 +6,9 @@ match OTTL conditions (filter_conditions.py), or by otelcol's legacy match prope
              severity_texts, severity_number {min, match_undefined}, bodies
     metrics: include / exclude with match_type (strict | regexp), metric_names, resource_attributes
 
-An item is kept when it matches `include` (if set) and does not match `exclude` (if set).
+An item is kept when it matches `include` (if set) and does not match `exclude` (if set). For
+metrics otelcol makes two filters of a block, one of metric_names and one of resource_attributes:
+an exclude with both drops the metrics named and every metric of the resources matched.
 Dropped items are counted (otelcol_processor_filter_*_filtered). Scopes without items and
 resources without scopes are removed, those that came empty too (as otelcol does); a request
 left empty stops in the pipeline (the client still gets its OK).
@@ -91,6 +93,13 @@ class MetricMatch(ComponentConfig):
         return MatchProperties(match_type=self.match_type, metric_names=self.metric_names,
                                resources=self.resource_attributes)
 
+    def parts(self) -> list[MatchProperties]:
+        """The two filters otelcol makes of the block: metric_names over metrics and
+        resource_attributes over resources (each left out when unset)."""
+        return [MatchProperties(match_type=self.match_type, metric_names=names, resources=resources)
+                for names, resources in ((self.metric_names, []), ([], self.resource_attributes))
+                if names or resources]
+
 
 class _Filters(ComponentConfig):
     """include / exclude of one signal; subclasses say which signal and how a block becomes match properties."""
@@ -146,6 +155,12 @@ class MetricFilters(_Filters):
     resource: list[Annotated[str, compiles("resource")]] | None = None
     metric: list[Annotated[str, compiles("metric")]] | None = None
     datapoint: list[Annotated[str, compiles("datapoint")]] | None = None
+
+    def selection(self) -> IncludeExclude:
+        """An include keeps what both its filters keep, as one block does; an exclude drops what
+        either drops, so each of its parts excludes on its own."""
+        include = self.include.properties() if self.include is not None else None
+        return IncludeExclude(include, *(self.exclude.parts() if self.exclude is not None else ()))
 
     def conditions(self) -> list[tuple[str, ContextName]]:
         lists: tuple[tuple[ContextName, list[str] | None], ...] = (

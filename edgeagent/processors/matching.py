@@ -264,20 +264,21 @@ class Matcher:
 
 
 class IncludeExclude:
-    """`include` then `exclude`, as otelcol applies them. With neither, everything is selected."""
+    """`include` then `exclude`, as otelcol applies them. With neither, everything is selected.
+    Several exclude blocks drop what any of them matches."""
 
-    def __init__(self, include: MatchProperties | None, exclude: MatchProperties | None):
+    def __init__(self, include: MatchProperties | None, *excludes: MatchProperties | None):
         self.include = Matcher(include) if include else None
-        self.exclude = Matcher(exclude) if exclude else None
+        self.excludes = [Matcher(exclude) for exclude in excludes if exclude]
 
     @property
     def active(self) -> bool:
-        return self.include is not None or self.exclude is not None
+        return self.include is not None or bool(self.excludes)
 
     def selects(self, kind: str, resource: Any, scope: Any, record: Any) -> bool:
         if self.include is not None and not getattr(self.include, kind)(resource, scope, record):
             return False
-        return self.exclude is None or not getattr(self.exclude, kind)(resource, scope, record)
+        return not any(getattr(exclude, kind)(resource, scope, record) for exclude in self.excludes)
 
 
 def _service_name(resource: Any) -> str:

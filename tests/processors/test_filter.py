@@ -156,3 +156,26 @@ def test_match_properties_remove_empty_scopes_and_resources_as_otelcol_does():
     empty = ExportTraceServiceRequest()
     empty.resource_spans.add().scope_spans.add()
     assert processor.process(payload_of(Signal.TRACES, empty)) is None
+
+
+def _two_resources_of_metrics_a_and_b():
+    request = metric_request([{"name": "a"}, {"name": "b"}], resource=[("env", "dev")])
+    request.resource_metrics.append(metric_request([{"name": "a"}, {"name": "b"}],
+                                                   resource=[("env", "prod")]).resource_metrics[0])
+    return request
+
+
+@pytest.mark.parametrize("metrics,kept", [
+    # otelcol builds two filters of a metrics block, one of resource_attributes over resources and
+    # one of metric_names over metrics: an exclude drops what either matches
+    ({"exclude": {"match_type": "strict", "metric_names": ["a"], "resource_attributes": [
+        {"key": "env", "value": "dev"}]}}, [("prod", "b")]),
+    # and an include keeps what both match
+    ({"include": {"match_type": "strict", "metric_names": ["a"], "resource_attributes": [
+        {"key": "env", "value": "dev"}]}}, [("dev", "a")]),
+], ids=["exclude", "include"])
+def test_metric_names_and_resource_attributes_of_a_block_filter_separately(metrics, kept):
+    processor = FilterProcessor("filter", FilterConfig.model_validate({"metrics": metrics}), Host())
+    result = processor.process(payload_of(Signal.METRICS, _two_resources_of_metrics_a_and_b()))
+    assert [(rm.resource.attributes[0].value.string_value, m.name) for rm in result.view().resource_metrics
+            for sm in rm.scope_metrics for m in sm.metrics] == kept
