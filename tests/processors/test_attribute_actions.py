@@ -369,3 +369,22 @@ def test_an_empty_from_attribute_names_no_attribute():
     payload = payload_of(Signal.TRACES, span_request([{"attrs": [("", "blank")]}]))
     processor.process(payload)
     assert span_attrs(payload) == [[("", "blank"), ("k", "d")]]
+
+
+def test_resources_select_spans_but_not_metrics_as_in_otelcol():
+    # otelcol's attributes processor selects metrics by metric_names alone: include/exclude
+    # resources are accepted for metrics and select nothing there
+    config = AttributesConfig.model_validate({
+        "include": {"match_type": "strict", "resources": [{"key": "env", "value": "prod"}]},
+        "exclude": {"match_type": "strict", "metric_names": ["skipped"], "resources": [{"key": "env", "value": "dev"}]},
+        "actions": [{"key": "seen", "value": True, "action": "upsert"}]})
+    processor = AttributesProcessor("attributes", config)
+    metrics = payload_of(Signal.METRICS, metric_request([{"name": "kept"}, {"name": "skipped"}],
+                                                        resource=[("env", "dev")]))
+    processor.process(metrics)
+    assert [(m.name, attrs_to_python(m.gauge.data_points[0].attributes))
+            for m in metrics.view().resource_metrics[0].scope_metrics[0].metrics] == \
+        [("kept", [("seen", True)]), ("skipped", [])]
+    spans = payload_of(Signal.TRACES, span_request([{}], resource=[("env", "dev")]))
+    processor.process(spans)
+    assert span_attrs(spans) == [[]]
