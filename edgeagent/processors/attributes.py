@@ -22,7 +22,7 @@ from edgeagent.component import Factory
 from edgeagent.processors.actions import Actions, ActionsConfig
 from edgeagent.processors.matching import IncludeExclude, MatchProperties
 from edgeagent.signals import Payload, Signal
-from otel.shape import METRICS, data_points
+from otel.shape import data_points
 
 
 class AttributesConfig(ActionsConfig):
@@ -88,16 +88,10 @@ class AttributesProcessor:
         message = payload.view()
         metadata, address = payload.metadata, payload.client_address
         changed = False
-        if payload.signal is Signal.METRICS and self.metric_selection.active:
-            for resource, scope, metric in METRICS.walk(message):
-                if self.metric_selection.selects("metric", resource, scope, metric):
-                    for point in data_points(metric):
-                        changed |= self.actions.apply(point.attributes, metadata, address)
-        elif payload.signal is not Signal.METRICS and self.selection.active:
-            kind = "span" if payload.signal is Signal.TRACES else "log"
-            for resource, scope, record in payload.signal.shape.records(message):
-                if self.selection.selects(kind, resource, scope, record):
-                    changed |= self.actions.apply(record.attributes, metadata, address)
+        selection = self.metric_selection if payload.signal is Signal.METRICS else self.selection
+        if selection.active:
+            for attributes in _selected(payload.signal, message, selection):
+                changed |= self.actions.apply(attributes, metadata, address)
         else:
             for record in records(payload.signal, message):
                 changed |= self.actions.apply(record.attributes, metadata, address)
@@ -107,6 +101,21 @@ class AttributesProcessor:
 
 
 FACTORY = Factory("attributes", AttributesConfig, AttributesProcessor)
+
+
+def _selected(signal: Signal, message: Any, selection: IncludeExclude) -> Iterator[Any]:
+    """The attribute lists of the spans, log records or metrics' data points `selection` selects."""
+    shape = signal.shape
+    kind = {Signal.TRACES: "span", Signal.LOGS: "log", Signal.METRICS: "metric"}[signal]
+    for group in shape.groups_of(message):
+        selects = selection.selector(kind, group.resource)
+        for scope in shape.scopes_of(group):
+            for item in shape.items_of(scope):
+                if selects(scope.scope, item):
+                    if signal is Signal.METRICS:
+                        yield from (point.attributes for point in data_points(item))
+                    else:
+                        yield item.attributes
 
 
 def _names_only(block: MatchProperties | None) -> MatchProperties | None:

@@ -310,9 +310,10 @@ def _filter(signal: Signal, message: Any, selection: IncludeExclude) -> bool:
     removed = False
     for group in groups:
         scopes = shape.scopes_of(group)
+        selects = selection.selector(kind, group.resource)
         for scope in scopes:
             items = shape.items_of(scope)
-            removed |= keep_only(items, [selection.selects(kind, group.resource, scope.scope, item) for item in items])
+            removed |= keep_only(items, [selects(scope.scope, item) for item in items])
         removed |= keep_only(scopes, [len(shape.items_of(scope)) > 0 for scope in scopes])
     return keep_only(groups, [len(shape.scopes_of(group)) > 0 for group in groups]) or removed
 
