@@ -30,7 +30,7 @@ def keep_only(repeated: Any, keep: Sequence[bool]) -> bool:
     at a time moves every message behind each, quadratic on a request of 100,000s of tiny spans:
     beyond a few, the survivors are copied forward over the removed once and the tail cut."""
     dropped = len(keep) - sum(keep)
-    if dropped * 64 <= len(keep):  # a few: moving what is behind them costs less than copying
+    if dropped <= 8:  # a few: moving what is behind each (pointers) costs less than copying messages
         for index in reversed(range(len(keep))):
             if not keep[index]:
                 del repeated[index]
