@@ -63,9 +63,9 @@ class ActionConfig(ComponentConfig):
             if not self.pattern:
                 raise ValueError("action 'extract' needs a pattern with named groups")
             compiled = _regex(self.pattern)
-            if not compiled.groupindex:
+            if not any(compiled.group_names):
                 raise ValueError("pattern has no named groups: write (?P<name>...) for each value to extract")
-            if compiled.groups != len(compiled.groupindex):
+            if "" in compiled.group_names:
                 raise ValueError("pattern has an unnamed group: every group must be named (?P<name>...)")
         elif self.pattern:
             if action not in ("delete", "hash"):  # otelcol refuses it elsewhere
@@ -164,9 +164,10 @@ def convert_value(value: AnyValue, target: str) -> bool:
 
 
 def context_value(key: str, metadata: dict[str, str], client_address: str) -> str | None:
-    """from_context: `metadata.<name>`, `client.address`, or a bare metadata key (otelcol's fallback)."""
+    """from_context: `metadata.<name>`, `client.address`, or a bare metadata key (otelcol's fallback).
+    client.address is always found, "" when the request came from no IP address, as in otelcol."""
     if key == "client.address":
-        return client_address or None
+        return client_address
     if key.startswith("auth."):
         return None  # no authenticator attaches attributes to requests
     name = key[len("metadata."):] if key.startswith("metadata.") else key
@@ -236,7 +237,7 @@ def _source(attributes: Any, step: _Step, metadata: dict[str, str], client_addre
         text = context_value(step.from_context, metadata, client_address)
         if text is not None:
             return AnyValue(string_value=text)
-    elif step.from_attribute is not None:
+    elif step.from_attribute:  # "" names no attribute, as in otelcol
         index = _find(attributes, step.from_attribute)
         if index >= 0:
             source = AnyValue()

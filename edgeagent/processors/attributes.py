@@ -1,7 +1,8 @@
 """The `attributes` processor: act on span, log record and data point attributes.
 
 Every otelcol action (actions.py) with `include` / `exclude` match properties
-(matching.py). For metrics, include/exclude select whole metrics by name and resource.
+(matching.py). For metrics, include/exclude select whole metrics by metric_names alone: otelcol
+0.165 accepts `resources` there and does not read it for metrics (spans and logs use it).
 
 Speed: the common edge case is "upsert a few constant attributes on everything". When no
 include/exclude is set and none of the action keys occurs anywhere in the received bytes,
@@ -21,7 +22,7 @@ from edgeagent.component import Factory
 from edgeagent.processors.actions import Actions, ActionsConfig
 from edgeagent.processors.matching import IncludeExclude, MatchProperties
 from edgeagent.signals import Payload, Signal
-from otel.shape import METRICS, data_points
+from otel.shape import data_points
 
 
 class AttributesConfig(ActionsConfig):
@@ -64,6 +65,7 @@ class AttributesProcessor:
         self.id = component_id
         self.actions = Actions(config.actions)
         self.selection = IncludeExclude(config.include, config.exclude)
+        self.metric_selection = IncludeExclude(_names_only(config.include), _names_only(config.exclude))
         appends = None if self.selection.active else self.actions.constant_appends()
         prebuilt = appends or []
         self._key_scan = _key_scan([key.encode() for key, _ in prebuilt])
@@ -86,16 +88,10 @@ class AttributesProcessor:
         message = payload.view()
         metadata, address = payload.metadata, payload.client_address
         changed = False
-        if payload.signal is Signal.METRICS and self.selection.active:
-            for resource, scope, metric in METRICS.walk(message):
-                if self.selection.selects("metric", resource, scope, metric):
-                    for point in data_points(metric):
-                        changed |= self.actions.apply(point.attributes, metadata, address)
-        elif self.selection.active:
-            kind = "span" if payload.signal is Signal.TRACES else "log"
-            for resource, scope, record in payload.signal.shape.records(message):
-                if self.selection.selects(kind, resource, scope, record):
-                    changed |= self.actions.apply(record.attributes, metadata, address)
+        selection = self.metric_selection if payload.signal is Signal.METRICS else self.selection
+        if selection.active:
+            for attributes in _selected(payload.signal, message, selection):
+                changed |= self.actions.apply(attributes, metadata, address)
         else:
             for record in records(payload.signal, message):
                 changed |= self.actions.apply(record.attributes, metadata, address)
@@ -105,6 +101,28 @@ class AttributesProcessor:
 
 
 FACTORY = Factory("attributes", AttributesConfig, AttributesProcessor)
+
+
+def _selected(signal: Signal, message: Any, selection: IncludeExclude) -> Iterator[Any]:
+    """The attribute lists of the spans, log records or metrics' data points `selection` selects."""
+    shape = signal.shape
+    kind = {Signal.TRACES: "span", Signal.LOGS: "log", Signal.METRICS: "metric"}[signal]
+    for group in shape.groups_of(message):
+        selects = selection.selector(kind, group.resource)
+        for scope in shape.scopes_of(group):
+            for item in shape.items_of(scope):
+                if selects(scope.scope, item):
+                    if signal is Signal.METRICS:
+                        yield from (point.attributes for point in data_points(item))
+                    else:
+                        yield item.attributes
+
+
+def _names_only(block: MatchProperties | None) -> MatchProperties | None:
+    """What of a block selects metrics in otelcol: metric_names alone (its resources select none)."""
+    if block is None or not block.metric_names:
+        return None
+    return MatchProperties(match_type=block.match_type, regexp=block.regexp, metric_names=block.metric_names)
 
 
 def _common_prefix(first: bytes, second: bytes) -> bytes:

@@ -6,9 +6,12 @@ match OTTL conditions (filter_conditions.py), or by otelcol's legacy match prope
              severity_texts, severity_number {min, match_undefined}, bodies
     metrics: include / exclude with match_type (strict | regexp), metric_names, resource_attributes
 
-An item is kept when it matches `include` (if set) and does not match `exclude` (if set).
-Dropped items are counted (otelcol_processor_filter_*_filtered). Resources and scopes left
-empty are removed; a request left empty stops in the pipeline (the client still gets its OK).
+An item is kept when it matches `include` (if set) and does not match `exclude` (if set). For
+metrics otelcol makes two filters of a block, one of metric_names and one of resource_attributes:
+an exclude with both drops the metrics named and every metric of the resources matched.
+Dropped items are counted (otelcol_processor_filter_*_filtered). Scopes without items and
+resources without scopes are removed, those that came empty too (as otelcol does); a request
+left empty stops in the pipeline (the client still gets its OK).
 For one signal the legacy keys and the OTTL ones exclude each other, as otelcol's validation
 says; `spans` beside `trace_conditions`, which otelcol would silently ignore, is refused too.
 Profiles are not a signal edgeagent carries: `profiles` and `profile_conditions` are refused.
@@ -47,6 +50,7 @@ from edgeagent.processors.matching import (
 )
 from edgeagent.signals import Payload, Signal, resource_groups
 from otel.ottl import ContextName
+from otel.shape import keep_only
 
 _PROFILE_KEYS = ("profile_conditions", "profiles")
 
@@ -88,6 +92,13 @@ class MetricMatch(ComponentConfig):
     def properties(self) -> MatchProperties:
         return MatchProperties(match_type=self.match_type, metric_names=self.metric_names,
                                resources=self.resource_attributes)
+
+    def parts(self) -> list[MatchProperties]:
+        """The two filters otelcol makes of the block: metric_names over metrics and
+        resource_attributes over resources (each left out when unset)."""
+        return [MatchProperties(match_type=self.match_type, metric_names=names, resources=resources)
+                for names, resources in ((self.metric_names, []), ([], self.resource_attributes))
+                if names or resources]
 
 
 class _Filters(ComponentConfig):
@@ -144,6 +155,12 @@ class MetricFilters(_Filters):
     resource: list[Annotated[str, compiles("resource")]] | None = None
     metric: list[Annotated[str, compiles("metric")]] | None = None
     datapoint: list[Annotated[str, compiles("datapoint")]] | None = None
+
+    def selection(self) -> IncludeExclude:
+        """An include keeps what both its filters keep, as one block does; an exclude drops what
+        either drops, so each of its parts excludes on its own."""
+        include = self.include.properties() if self.include is not None else None
+        return IncludeExclude(include, *(self.exclude.parts() if self.exclude is not None else ()))
 
     def conditions(self) -> list[tuple[str, ContextName]]:
         lists: tuple[tuple[ContextName, list[str] | None], ...] = (
@@ -286,28 +303,19 @@ _KIND = {Signal.TRACES: "span", Signal.LOGS: "log", Signal.METRICS: "metric"}  #
 
 
 def _filter(signal: Signal, message: Any, selection: IncludeExclude) -> bool:
-    """Remove unselected items in place, then empty scopes and resources; returns whether anything was removed."""
+    """Remove unselected items in place, then every empty scope and resource, those that came
+    empty too, as otelcol does; returns whether anything was removed."""
     shape, kind = signal.shape, _KIND[signal]
     groups = shape.groups_of(message)
     removed = False
-    for group_index in reversed(range(len(groups))):
-        group = groups[group_index]
+    for group in groups:
         scopes = shape.scopes_of(group)
-        for scope_index in reversed(range(len(scopes))):
-            scope = scopes[scope_index]
+        selects = selection.selector(kind, group.resource)
+        for scope in scopes:
             items = shape.items_of(scope)
-            keep = [selection.selects(kind, group.resource, scope.scope, item) for item in items]
-            if all(keep):
-                continue
-            removed = True
-            for index in reversed(range(len(keep))):
-                if not keep[index]:
-                    del items[index]
-            if not len(items):
-                del scopes[scope_index]
-        if not len(scopes):
-            del groups[group_index]
-    return removed
+            removed |= keep_only(items, [selects(scope.scope, item) for item in items])
+        removed |= keep_only(scopes, [len(shape.items_of(scope)) > 0 for scope in scopes])
+    return keep_only(groups, [len(shape.scopes_of(group)) > 0 for group in groups]) or removed
 
 
 FACTORY = Factory("filter", FilterConfig, FilterProcessor)

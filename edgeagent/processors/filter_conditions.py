@@ -43,7 +43,7 @@ from edgeagent.component import ComponentConfig
 from otel.ottl import ConditionSequence, Context, ContextName, OttlEvalError, OttlSyntaxError, compile_condition
 from otel.ottl.infer import infer_context
 from otel.ottl.parser import parse
-from otel.shape import Shape, data_points
+from otel.shape import Shape, data_points, keep_only
 
 ErrorModeName = Literal["ignore", "silent", "propagate"]
 TRACE_CONTEXTS: tuple[ContextName, ...] = ("resource", "scope", "span", "spanevent")
@@ -223,53 +223,54 @@ class Walk:
         shape = self.shape
         groups = shape.groups_of(request)
         below_resource = levels.scope or levels.item or levels.sub
-        for g in reversed(range(len(groups))):
-            group = groups[g]
-            scopes = shape.scopes_of(group)
+        keep = []
+        for group in groups:
             if self._hit(levels.resource, Context(group, _NO_SCOPE[self.kind])):
-                self._remove(groups, g)
+                keep.append(False)
                 continue
+            scopes = shape.scopes_of(group)
             if below_resource:
-                for s in reversed(range(len(scopes))):
-                    scope = scopes[s]
-                    if self._hit(levels.scope, Context(group, scope)):
-                        self._remove(scopes, s)
-                    elif (levels.item or levels.sub) and self._items(group, scope, levels):
-                        self._remove(scopes, s)
-                    elif not (levels.item or levels.sub) and not len(shape.items_of(scope)):
-                        self._remove(scopes, s)
-            if not len(scopes):
-                self._remove(groups, g)
+                self._drop(scopes, [not self._scope_goes(group, scope, levels) for scope in scopes])
+            keep.append(len(scopes) > 0)
+        self._drop(groups, keep)
+
+    def _scope_goes(self, group: Any, scope: Any, levels: Levels) -> bool:
+        """Whether a scope matches, or is left without items (or had none)."""
+        if self._hit(levels.scope, Context(group, scope)):
+            return True
+        if levels.item or levels.sub:
+            return self._items(group, scope, levels)
+        return not len(self.shape.items_of(scope))
 
     def _items(self, group: Any, scope: Any, levels: Levels) -> bool:
         """Walks one scope's items; True when none is left."""
         items = self.shape.items_of(scope)
-        for i in reversed(range(len(items))):
-            item = items[i]
+        keep = []
+        for item in items:
             ctx = self._context(group, scope, item)
-            if self._hit(levels.item, ctx):
-                self._remove(items, i)
-            elif levels.sub is not None and self._subs(ctx, item, levels.sub):
-                self._remove(items, i)
+            gone = self._hit(levels.item, ctx) or levels.sub is not None and self._subs(ctx, item, levels.sub)
+            keep.append(not gone)
+        self._drop(items, keep)
         return not len(items)
 
     def _subs(self, ctx: Context, item: Any, sequence: ConditionSequence) -> bool:
         """Walks the events of a span or the data points of a metric; True when the item must go
         (a metric of some data kind whose points are all gone)."""
         if self.kind == "span":
-            events = item.events
-            for e in reversed(range(len(events))):
-                ctx.event = events[e]
-                if self._hit(sequence, ctx):
-                    self._remove(events, e)
+            keep = []
+            for event in item.events:
+                ctx.event = event
+                keep.append(not self._hit(sequence, ctx))
+            self._drop(item.events, keep)
             return False
         if item.WhichOneof("data") is None:
             return False
         points = data_points(item)
-        for p in reversed(range(len(points))):
-            ctx.point = points[p]
-            if self._hit(sequence, ctx):
-                self._remove(points, p)
+        keep = []
+        for point in points:
+            ctx.point = point
+            keep.append(not self._hit(sequence, ctx))
+        self._drop(points, keep)
         return not len(points)
 
     def _context(self, group: Any, scope: Any, item: Any) -> Context:
@@ -279,9 +280,9 @@ class Walk:
             return Context(group, scope, metric=item)
         return Context(group, scope, record=item)
 
-    def _remove(self, repeated: Any, index: int) -> None:
-        del repeated[index]
-        self.changed = True
+    def _drop(self, repeated: Any, keep: list[bool]) -> None:
+        if keep_only(repeated, keep):
+            self.changed = True
 
 
 # what a resource condition's context holds as its scope: never read

@@ -18,6 +18,7 @@ Semantics, as the collector's filterconfig defines them:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -33,6 +34,7 @@ SEVERITY_NAMES = {"TRACE": 1, "DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17, "F
 for _base, _number in list(SEVERITY_NAMES.items()):
     for _step in (2, 3, 4):
         SEVERITY_NAMES[f"{_base}{_step}"] = _number + _step - 1
+SEVERITY_NAMES.update({str(_number): _number for _number in range(1, 25)})  # the filter's table has "1" to "24"
 
 
 class AttributeMatch(ComponentConfig):
@@ -51,7 +53,7 @@ class RegexpOptions(ComponentConfig):
 
 
 class SeverityNumberMatch(ComponentConfig):
-    min: int | str
+    min: int | str = 0  # unset or "": 0, so that every defined severity matches, as in otelcol
     match_undefined: bool = False
 
     @model_validator(mode="after")
@@ -63,8 +65,11 @@ class SeverityNumberMatch(ComponentConfig):
         if isinstance(self.min, int):
             return self.min
         name = self.min.strip().upper()
+        if not name:
+            return 0
         if name not in SEVERITY_NAMES:
-            raise ValueError(f"unknown severity {self.min!r}; use one of {', '.join(SEVERITY_NAMES)} or a number")
+            raise ValueError(f"unknown severity {self.min!r}; use a name (TRACE, DEBUG, INFO, WARN, ERROR, "
+                             f"FATAL, or one of them followed by 2, 3 or 4, e.g. WARN2) or a number 1 to 24")
         return SEVERITY_NAMES[name]
 
 
@@ -204,7 +209,8 @@ def _equal(value: Any, expected: Any) -> bool:
 
 
 class Matcher:
-    """Compiled match properties; `matches(...)` answers for one record in its resource and scope."""
+    """Compiled match properties: `on_resource(kind, resource)` decides what depends on the resource,
+    `span`, `log` and `metric(scope, record)` the rest for one record."""
 
     def __init__(self, properties: MatchProperties):
         regexp = properties.match_type == "regexp"
@@ -221,26 +227,31 @@ class Matcher:
         self.libraries = [(_Strings([lib.name], regexp), _Strings([lib.version], regexp) if lib.version is not None
                            else None) for lib in properties.libraries]
 
-    def _common(self, resource: Any, scope: Any, attributes: Any | None) -> bool:
+    def on_resource(self, kind: str, resource: Any) -> bool:
+        """Whether what depends on the resource alone matches (services for spans, resources): asked
+        once per resource, not for each of its records, which would read a resource of 10,000s of
+        attributes again for each of its 100,000s of spans."""
+        if kind == "span" and self.services.set and not self.services.matches(_service_name(resource)):
+            return False
+        return not self.resources.set or self.resources.matches(resource.attributes)
+
+    def _common(self, scope: Any, attributes: Any | None) -> bool:
         for name, version in self.libraries:
             if not name.matches(scope.name):
                 return False
             if version is not None and not version.matches(scope.version):
                 return False
-        if self.resources.set and not self.resources.matches(resource.attributes):
-            return False
         return attributes is None or self.attributes.matches(attributes)
 
-    def span(self, resource: Any, scope: Any, span: Any) -> bool:
-        if self.services.set and not self.services.matches(_service_name(resource)):
-            return False
+    def span(self, scope: Any, span: Any) -> bool:
+        """The rest, for one span under a resource that matched (on_resource)."""
         if self.span_names.set and not self.span_names.matches(span.name):
             return False
         if self.span_kinds.set and not self.span_kinds.matches(SPAN_KINDS[span.kind] if span.kind < 6 else ""):
             return False
-        return self._common(resource, scope, span.attributes)
+        return self._common(scope, span.attributes)
 
-    def log(self, resource: Any, scope: Any, record: Any) -> bool:
+    def log(self, scope: Any, record: Any) -> bool:
         if self.log_bodies.set and not self.log_bodies.matches(value_as_string(record.body)):
             return False
         if self.severity_texts.set and not self.severity_texts.matches(record.severity_text):
@@ -251,29 +262,43 @@ class Matcher:
                     return False
             elif record.severity_number < self.severity_min:
                 return False
-        return self._common(resource, scope, record.attributes)
+        return self._common(scope, record.attributes)
 
-    def metric(self, resource: Any, scope: Any, metric: Any) -> bool:
+    def metric(self, scope: Any, metric: Any) -> bool:
         if self.metric_names.set and not self.metric_names.matches(metric.name):
             return False
-        return self._common(resource, scope, None)
+        return self._common(scope, None)
 
 
 class IncludeExclude:
-    """`include` then `exclude`, as otelcol applies them. With neither, everything is selected."""
+    """`include` then `exclude`, as otelcol applies them. With neither, everything is selected.
+    Several exclude blocks drop what any of them matches."""
 
-    def __init__(self, include: MatchProperties | None, exclude: MatchProperties | None):
+    def __init__(self, include: MatchProperties | None, *excludes: MatchProperties | None):
         self.include = Matcher(include) if include else None
-        self.exclude = Matcher(exclude) if exclude else None
+        self.excludes = [Matcher(exclude) for exclude in excludes if exclude]
 
     @property
     def active(self) -> bool:
-        return self.include is not None or self.exclude is not None
+        return self.include is not None or bool(self.excludes)
 
-    def selects(self, kind: str, resource: Any, scope: Any, record: Any) -> bool:
-        if self.include is not None and not getattr(self.include, kind)(resource, scope, record):
-            return False
-        return self.exclude is None or not getattr(self.exclude, kind)(resource, scope, record)
+    def selector(self, kind: str, resource: Any) -> Callable[[Any, Any], bool]:
+        """`selects(scope, record)` for the records (kind: span, log or metric) under `resource`,
+        with what depends on the resource alone decided here, once."""
+        include = getattr(self.include, kind) if self.include is not None else None
+        if self.include is not None and not self.include.on_resource(kind, resource):
+            return _none
+        excludes = [getattr(exclude, kind) for exclude in self.excludes if exclude.on_resource(kind, resource)]
+
+        def selects(scope: Any, record: Any) -> bool:
+            if include is not None and not include(scope, record):
+                return False
+            return not any(exclude(scope, record) for exclude in excludes)
+        return selects
+
+
+def _none(scope: Any, record: Any) -> bool:
+    return False
 
 
 def _service_name(resource: Any) -> str:

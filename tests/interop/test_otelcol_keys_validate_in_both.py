@@ -31,7 +31,13 @@ CONFIG = {
         "min_gc_interval_when_hard_limited": "1s", "max_gc_interval_when_soft_limited": "30s",
         "max_gc_interval_when_hard_limited": "20s", "garbage_collector": {"enabled": False}},
         # cache_max_size without enabled_regex_matching: otelcol ignores it, edgeagent warns
-        "tail_sampling": {"policies": [EXACT_WITH_CACHE]}},
+        "tail_sampling": {"policies": [EXACT_WITH_CACHE]},
+        # severity_number min as the numbers of otelcol's table, or left out (0)
+        "filter/severity": {"logs": {"include": {"severity_number": {"min": "9"}}}},
+        "filter/undefined": {"logs": {"exclude": {"severity_number": {"match_undefined": True}}}},
+        # Go lets a group name be used twice; extract sets it from the last such group
+        "attributes/extract": {"actions": [{"key": "s", "pattern": "^(?P<v>\\d+)$|^(?P<v>[a-z]+)$",
+                                            "action": "extract"}]}},
     "exporters": {
         "otlp_http": {
             "endpoint": "http://127.0.0.1:4319", "encoding": "json", "compression": "x-snappy-framed",
@@ -55,7 +61,8 @@ CONFIG = {
     "service": {"pipelines": {
         "traces": {"receivers": ["otlp"], "processors": ["memory_limiter", "tail_sampling"],
                    "exporters": ["otlp_http", "otlp_http/gzip", "otlp_grpc", "otlp_grpc/tls"]},
-        "logs": {"receivers": ["kafka"], "exporters": ["kafka"]},
+        "logs": {"receivers": ["kafka"], "processors": ["filter/severity", "filter/undefined", "attributes/extract"],
+                 "exporters": ["kafka"]},
     }},
 }
 

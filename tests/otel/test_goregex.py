@@ -31,3 +31,15 @@ def test_without_the_re2_package_a_regular_expression_is_a_config_error_that_say
 def test_what_go_refuses_is_refused_with_the_reason(pattern: str) -> None:
     with pytest.raises(ValueError, match="RE2"):
         compile_go_regex(pattern)
+
+
+@pytest.mark.parametrize("pattern,names", [  # as Go's SubexpNames gives them, less its leading ""
+    (r"^(?P<v>\d+)$|^(?P<w>x)?(?P<v>[a-z]+)$", ("v", "w", "v")),
+    (r"\Q(?P<a>\E(?P<b>x)", ("b",)),
+    (r"[](](?P<d>x)", ("d",)),
+    (r"[^](](?P<h>x)(y)", ("h", "")),
+    (r"[[:alpha:](](?P<e>x)", ("e",)),
+    (r"(?i:(?P<f>x))(?<g>y)", ("f", "g")),
+])
+def test_group_names_are_numbered_as_go_numbers_them_a_name_used_twice_included(pattern: str, names: tuple) -> None:
+    assert compile_go_regex(pattern).group_names == names

@@ -126,6 +126,18 @@ ROWS = [
         [("p", "id-77")],
         [("p", "id-77"), ("id", "77")],
     ),
+    (  # Go allows a name twice: each group is set in turn, so the last one named so wins, even ""
+        "extract with a name used twice sets it from its last group",
+        [{"key": "s", "pattern": r"^(?P<v>\d+)$|^(?P<w>x)?(?P<v>[a-z]+)$", "action": "extract"}],
+        [("s", "123")],
+        [("s", "123"), ("v", ""), ("w", "")],
+    ),
+    (
+        "extract with a name used twice takes the group that matched last",
+        [{"key": "s", "pattern": r"^(?P<v>\d+)$|^(?P<w>x)?(?P<v>[a-z]+)$", "action": "extract"}],
+        [("s", "abc")],
+        [("s", "abc"), ("v", "abc"), ("w", "")],
+    ),
     (
         "convert string to int",
         [{"key": "n", "action": "convert", "converted_type": "int"}],
@@ -338,3 +350,41 @@ def test_invalid_actions_are_config_errors(action, message):
     with pytest.raises(ValidationError) as error:
         AttributesConfig.model_validate({"actions": [action]})
     assert message in str(error.value)
+
+
+def test_client_address_is_found_even_when_the_request_has_none():
+    # otelcol's from_context reads client.address as "" then (a unix socket, a pipeline's own data),
+    # and a found value, even "", wins over default_value
+    actions = [{"key": "peer", "from_context": "client.address", "default_value": "unknown", "action": "upsert"}]
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": actions}))
+    payload = payload_of(Signal.TRACES, span_request([{}]), client_address="")
+    processor.process(payload)
+    assert span_attrs(payload) == [[("peer", "")]]
+
+
+def test_an_empty_from_attribute_names_no_attribute():
+    # otelcol reads from_attribute only when it is not "": an attribute keyed "" is not its source
+    actions = [{"key": "k", "from_attribute": "", "default_value": "d", "action": "upsert"}]
+    processor = AttributesProcessor("attributes", AttributesConfig.model_validate({"actions": actions}))
+    payload = payload_of(Signal.TRACES, span_request([{"attrs": [("", "blank")]}]))
+    processor.process(payload)
+    assert span_attrs(payload) == [[("", "blank"), ("k", "d")]]
+
+
+def test_resources_select_spans_but_not_metrics_as_in_otelcol():
+    # otelcol's attributes processor selects metrics by metric_names alone: include/exclude
+    # resources are accepted for metrics and select nothing there
+    config = AttributesConfig.model_validate({
+        "include": {"match_type": "strict", "resources": [{"key": "env", "value": "prod"}]},
+        "exclude": {"match_type": "strict", "metric_names": ["skipped"], "resources": [{"key": "env", "value": "dev"}]},
+        "actions": [{"key": "seen", "value": True, "action": "upsert"}]})
+    processor = AttributesProcessor("attributes", config)
+    metrics = payload_of(Signal.METRICS, metric_request([{"name": "kept"}, {"name": "skipped"}],
+                                                        resource=[("env", "dev")]))
+    processor.process(metrics)
+    assert [(m.name, attrs_to_python(m.gauge.data_points[0].attributes))
+            for m in metrics.view().resource_metrics[0].scope_metrics[0].metrics] == \
+        [("kept", [("seen", True)]), ("skipped", [])]
+    spans = payload_of(Signal.TRACES, span_request([{}], resource=[("env", "dev")]))
+    processor.process(spans)
+    assert span_attrs(spans) == [[]]

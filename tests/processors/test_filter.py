@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from pydantic import ValidationError
 
 from edgeagent.processors.filter import FilterConfig, FilterProcessor
@@ -96,3 +99,112 @@ def test_invalid_filter_configs(config, message):
     with pytest.raises(ValidationError) as error:
         FilterConfig.model_validate(config)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize("severity_number,kept", [
+    ({"min": "13"}, ["warn", "error"]),  # otelcol's severity table holds "1" to "24" beside the names
+    ({"match_undefined": True}, ["unset", "debug", "warn", "error"]),  # min unset or "": 0, every defined severity
+    ({"min": "", "match_undefined": False}, ["debug", "warn", "error"]),
+])
+def test_severity_number_min_takes_every_spelling_otelcol_takes(severity_number, kept):
+    processor = FilterProcessor("filter", FilterConfig.model_validate(
+        {"logs": {"include": {"severity_number": severity_number}}}), Host())
+    payload = payload_of(Signal.LOGS, log_request([
+        {"body": "unset"}, {"body": "debug", "severity": 5}, {"body": "warn", "severity": 13},
+        {"body": "error", "severity": 17}]))
+    result = processor.process(payload)
+    bodies = [r.body.string_value for rl in result.view().resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    assert bodies == kept
+
+
+def _drop_spans_seconds(config: dict, count: int, every: int) -> tuple[float, int]:
+    """CPU seconds of this thread (best of three) to drop every `every`th span of one scope of `count`."""
+    processor = FilterProcessor("filter", FilterConfig.model_validate(config), Host())
+    best, left = float("inf"), 0
+    for _ in range(3):
+        payload = payload_of(Signal.TRACES, span_request([{"name": "y" if i % every else "x"} for i in range(count)]))
+        payload.view()
+        started = time.thread_time()
+        result = processor.process(payload)
+        best = min(best, time.thread_time() - started)
+        left = result.items
+    return best, left
+
+
+@pytest.mark.parametrize("every", [2, 65])
+@pytest.mark.parametrize("config", [{"spans": {"exclude": {"match_type": "strict", "span_names": ["x"]}}},
+                                    {"traces": {"span": ['name == "x"']}}], ids=["match properties", "OTTL"])
+def test_dropping_many_spans_of_one_scope_takes_time_linear_in_their_number(config, every):
+    # removing one at a time moved every span behind each: 8 times the spans took 19 times as long,
+    # and a request of millions of tiny spans held the agent for many seconds
+    small, _ = _drop_spans_seconds(config, 20_000, every)
+    large, left = _drop_spans_seconds(config, 160_000, every)
+    assert left == 160_000 - len(range(0, 160_000, every))
+    assert large < 14 * small, (small, large)
+
+
+def test_match_properties_remove_empty_scopes_and_resources_as_otelcol_does():
+    # otelcol's filter removes every scope left without items and every resource without scopes,
+    # whether or not it dropped anything from them; a request left with none stops
+    processor = FilterProcessor("filter", FilterConfig.model_validate(
+        {"spans": {"exclude": {"match_type": "strict", "span_names": ["nope"]}}}), Host())
+    request = span_request([{"name": "a"}])
+    request.resource_spans[0].scope_spans.add()
+    request.resource_spans.add().scope_spans.add()
+    result = processor.process(payload_of(Signal.TRACES, request))
+    assert [[len(ss.spans) for ss in rs.scope_spans] for rs in result.view().resource_spans] == [[1]]
+    assert ExportTraceServiceRequest.FromString(result.serialized()) == result.view()
+    empty = ExportTraceServiceRequest()
+    empty.resource_spans.add().scope_spans.add()
+    assert processor.process(payload_of(Signal.TRACES, empty)) is None
+
+
+def _two_resources_of_metrics_a_and_b():
+    request = metric_request([{"name": "a"}, {"name": "b"}], resource=[("env", "dev")])
+    request.resource_metrics.append(metric_request([{"name": "a"}, {"name": "b"}],
+                                                   resource=[("env", "prod")]).resource_metrics[0])
+    return request
+
+
+@pytest.mark.parametrize("metrics,kept", [
+    # otelcol builds two filters of a metrics block, one of resource_attributes over resources and
+    # one of metric_names over metrics: an exclude drops what either matches
+    ({"exclude": {"match_type": "strict", "metric_names": ["a"], "resource_attributes": [
+        {"key": "env", "value": "dev"}]}}, [("prod", "b")]),
+    # and an include keeps what both match
+    ({"include": {"match_type": "strict", "metric_names": ["a"], "resource_attributes": [
+        {"key": "env", "value": "dev"}]}}, [("dev", "a")]),
+], ids=["exclude", "include"])
+def test_metric_names_and_resource_attributes_of_a_block_filter_separately(metrics, kept):
+    processor = FilterProcessor("filter", FilterConfig.model_validate({"metrics": metrics}), Host())
+    result = processor.process(payload_of(Signal.METRICS, _two_resources_of_metrics_a_and_b()))
+    assert [(rm.resource.attributes[0].value.string_value, m.name) for rm in result.view().resource_metrics
+            for sm in rm.scope_metrics for m in sm.metrics] == kept
+
+
+def _spans_of_a_large_resource_seconds(count: int) -> tuple[float, int]:
+    """CPU seconds of this thread (best of three) to filter `count` spans under one resource of
+    `count // 4` attributes by a resource attribute."""
+    processor = FilterProcessor("filter", FilterConfig.model_validate(
+        {"spans": {"exclude": {"match_type": "strict", "resources": [{"key": "env", "value": "dev"}],
+                               "span_names": ["x"]}}}), Host())
+    best, left = float("inf"), 0
+    for _ in range(3):
+        resource = [("env", "dev"), *((f"k{i}", i) for i in range(count // 4))]
+        payload = payload_of(Signal.TRACES, span_request([{"name": "x" if i % 2 else "y"} for i in range(count)],
+                                                         resource=resource))
+        payload.view()
+        started = time.thread_time()
+        result = processor.process(payload)
+        best = min(best, time.thread_time() - started)
+        left = result.items
+    return best, left
+
+
+def test_a_resource_with_many_attributes_is_matched_once_not_for_each_of_its_spans():
+    # each span read every attribute of its resource again: 4 times the spans under a resource of 4
+    # times the attributes took 16 times as long, and a request of 200 KB held the agent for 20 s
+    small, _ = _spans_of_a_large_resource_seconds(1_000)
+    large, left = _spans_of_a_large_resource_seconds(4_000)
+    assert left == 2_000
+    assert large < 8 * small, (small, large)
