@@ -432,3 +432,49 @@ def test_a_scope_field_between_two_spans_of_one_trace_is_in_its_part_once(betwee
         assert list(mine_scope.spans) == list(expected.spans)
         assert (mine_scope.scope, mine_scope.schema_url) == (expected.scope, expected.schema_url)
         assert mine.count(between) == 1
+
+
+def test_a_match_whose_first_bytes_end_a_false_place_in_the_span_before_is_still_found():
+    """A value that begins as it ends (here "ab", then the bytes that open the next span and its
+    attribute, then "ab") can be found at the end of one span running into the next, over the
+    first bytes of the next span's true match: a search that resumes after each place it finds
+    skips that match, and its trace is then ruled out, though its span holds the value."""
+    import yaml
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from sampler.policies import build_policies, byte_hints
+    from sampler.policies.config import PolicyConfig
+    from sampler.trace import Decision, Trace
+
+    first, second = b"\x01" * 16, b"\x02" * 16
+    rest = Span(trace_id=second, span_id=b"\x02" * 8).SerializeToString()  # after its attributes
+    # a span's key and length, then its attribute's key, length, key "k", value's key and lengths,
+    # the string's key and length: what the value holds between its two "ab"
+    size = 15  # of the value: "ab", these 11 bytes, "ab"
+    head = bytes((0x12, size + 9 + len(rest), 0x4A, size + 7, 0x0A, 1, ord("k"), 0x12, size + 2, 0x0A, size))
+    value = b"ab" + head + b"ab"
+    attribute = KeyValue(key="k")
+    attribute.value.string_value = value.decode()
+    late = Span(attributes=[attribute]).SerializeToString() + rest  # its attribute first: still a valid span
+    assert length_delimited(2, late).startswith(head) and len(value) == size
+    early = Span(trace_id=first, span_id=b"\x01" * 8)
+    early.attributes.add(key="note").value.string_value = "xxab"  # its last bytes
+    scope = length_delimited(2, early.SerializeToString()) + length_delimited(2, late)
+    raw = length_delimited(1, length_delimited(2, scope))
+    request = ExportTraceServiceRequest.FromString(raw)
+    assert request.resource_spans[0].scope_spans[0].spans[1].attributes[0].value.string_value == value.decode()
+
+    config = PolicyConfig.model_validate(yaml.safe_load(
+        "{name: v, type: string_attribute, string_attribute: {key: k, values: [placeholder]}}"))
+    config.string_attribute.values = [value.decode()]
+    policies = build_policies([config], lambda: 0.0)
+    finders, confirms = byte_hints(policies)
+    facts = Facts(finders=finders, confirms=confirms)
+    policy = policies[0].policy
+    for trace_id, part, _, _ in split_serialized(raw, request, facts=facts):
+        parsed = Trace(trace_id, batches=list(ExportTraceServiceRequest.FromString(part).resource_spans))
+        hinted = Trace(trace_id, raw=[part], hints=facts.hints[trace_id],
+                       parse=lambda body: ExportTraceServiceRequest.FromString(body).resource_spans)
+        assert policy.evaluate(hinted) is policy.evaluate(parsed), trace_id
+    assert policy.evaluate(Trace(second, batches=list(request.resource_spans))) is Decision.SAMPLED
