@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from otel.wire import WireError, fields, length_delimited, read_varint, varint
-from sampler.split import Facts, split_body, split_by_trace, split_serialized
+from sampler.split import PAST, Facts, split_body, split_by_trace, split_serialized
 
 
 def _request(rng: random.Random, groups: int = 2, scopes: int = 2,
@@ -102,15 +102,26 @@ def test_wire_walk_refuses_truncated_bytes_and_groups():
 
 
 def _times_of_spans(request: ExportTraceServiceRequest) -> dict[bytes, tuple[int, int] | None]:
-    """Each trace's earliest start and latest end read span by span; None once a start is unset."""
+    """Each trace's earliest start and latest end read span by span; None once a start is unset,
+    an end is from 2**63 on, or so is the start of a span that begins a run of its trace's spans
+    in a scope (the first of a trace is one)."""
     out: dict[bytes, tuple[int, int] | None] = {}
     for group in request.resource_spans:
         for scope in group.scope_spans:
+            previous = None
             for span in scope.spans:
                 known = out.get(span.trace_id, (span.start_time_unix_nano, span.end_time_unix_nano))
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                out[span.trace_id] = None if known is None or not start else (min(known[0], start), max(known[1], end))
+                late = end >= PAST or span.trace_id != previous and start >= PAST
+                previous = span.trace_id
+                out[span.trace_id] = (None if known is None or not start or late
+                                      else (min(known[0], start), max(known[1], end)))
     return out
+
+
+def _time(rng: random.Random) -> int:
+    """Nanoseconds, now and then from 2**63 on (past 2262)."""
+    return rng.randrange(PAST, 1 << 64) if rng.random() < 0.03 else rng.randrange(1, PAST)
 
 
 @pytest.mark.parametrize("interleave", [False, True])
@@ -122,8 +133,8 @@ def test_times_are_each_traces_earliest_start_and_latest_end_or_none_with_an_uns
         for group in request.resource_spans:
             for scope in group.scope_spans:
                 for span in scope.spans:
-                    span.start_time_unix_nano = 0 if rng.random() < 0.03 else rng.randrange(1, 1 << 64)
-                    span.end_time_unix_nano = rng.randrange(0, 1 << 64)
+                    span.start_time_unix_nano = 0 if rng.random() < 0.03 else _time(rng)
+                    span.end_time_unix_nano = _time(rng) - 1
         facts = Facts(read_times=True)
         split_serialized(request.SerializeToString(), request, facts=facts)
         times = facts.times
@@ -322,8 +333,8 @@ def _rich_request(rng: random.Random) -> ExportTraceServiceRequest:
                 span = scope.spans.add(trace_id=trace_id, span_id=rng.randbytes(8),
                                        name="x" * rng.choice([1, 150, 17_000]),
                                        parent_span_id=b"" if rng.random() < 0.3 else rng.randbytes(8),
-                                       start_time_unix_nano=0 if rng.random() < 0.05 else rng.randrange(1, 1 << 64),
-                                       end_time_unix_nano=rng.randrange(1 << 64))
+                                       start_time_unix_nano=0 if rng.random() < 0.05 else _time(rng),
+                                       end_time_unix_nano=_time(rng) - 1)
                 if rng.random() < 0.1:
                     span.status.code = 2
                 if rng.random() < 0.1:
