@@ -308,9 +308,9 @@ def _runs(by_trace: ByTrace, order: RunOrder, g: int, s: int, spans: Sequence[Sp
 def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends: list[int]) -> None:
     """Merge each run's earliest start and latest end into its trace's, the runs' extremes found
     in C. A start of 0 (unset, the least a fixed64 can be) makes a trace's times unknown, and so
-    does a time from PAST on where it can count: an end, or the first start of a run (a trace's
-    first span's start is one; a later start that late is never the earliest so far, its trace
-    having an earlier one)."""
+    does a run's earliest start or latest end from PAST on: the trace's running duration may
+    wrap round in otelcol. (Left out, as a pass over every span's start would cost: a first
+    span that ends a century and more before it starts, past 2262, before an earlier start.)"""
     firsts = [0, *ends[:-1]]
     sizes = list(map(sub, ends, firsts))
     # each run's spans taken in turn from one pass over the spans: min and max use up each
@@ -318,15 +318,14 @@ def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends:
     lows = list(map(min, map(islice, repeat(map(_START, spans)), sizes)))
     highs = list(map(max, map(islice, repeat(map(_END, spans)), sizes)))
     run_ids = list(map(ids.__getitem__, firsts))
-    first_starts = list(map(_START, map(spans.__getitem__, firsts)))
-    if max(highs) < PAST and max(first_starts) < PAST:
+    if max(highs) < PAST and max(lows) < PAST:
         if min(lows) and len(set(run_ids)) == len(run_ids) and times.keys().isdisjoint(run_ids):
             # the common case: one run a trace, every start set
             times.update(zip(run_ids, zip(lows, highs, strict=True), strict=True))
             return
         late: Iterable[bool] = repeat(False, len(run_ids))
     else:
-        late = map(or_, map(ge, highs, repeat(PAST)), map(ge, first_starts, repeat(PAST)))
+        late = map(or_, map(ge, highs, repeat(PAST)), map(ge, lows, repeat(PAST)))
     for trace_id, low, high, past in zip(run_ids, lows, highs, late, strict=True):
         if past:
             times[trace_id] = None

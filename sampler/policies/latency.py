@@ -17,8 +17,9 @@ then decided without parsing it.
 otelcol subtracts the earliest start from the latest end as unsigned 64-bit integers and reads
 the difference as a signed one, int64(maxTime-minTime): with a time from 2**63 on (past 2262)
 a difference can wrap round, a trace ending past 2262 is negative and one starting there may
-be short. Such a trace is judged span by span so (the split leaves its times unknown:
-sampler.split.PAST); with every time before 2262 no difference wraps.
+be short. Such a trace is judged span by span so (the split leaves its times unknown, but for
+one absurd case it names: sampler.split._add_times); with every time before 2262 no difference
+wraps.
 """
 
 from __future__ import annotations

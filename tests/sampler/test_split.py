@@ -103,19 +103,19 @@ def test_wire_walk_refuses_truncated_bytes_and_groups():
 
 def _times_of_spans(request: ExportTraceServiceRequest) -> dict[bytes, tuple[int, int] | None]:
     """Each trace's earliest start and latest end read span by span; None once a start is unset,
-    an end is from 2**63 on, or so is the start of a span that begins a run of its trace's spans
-    in a scope (the first of a trace is one)."""
+    or a run of its spans in a scope (spans of one trace one after the other) ends from 2**63
+    on or starts there, every span of it."""
     out: dict[bytes, tuple[int, int] | None] = {}
     for group in request.resource_spans:
         for scope in group.scope_spans:
-            previous = None
-            for span in scope.spans:
-                known = out.get(span.trace_id, (span.start_time_unix_nano, span.end_time_unix_nano))
-                start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                late = end >= PAST or span.trace_id != previous and start >= PAST
-                previous = span.trace_id
-                out[span.trace_id] = (None if known is None or not start or late
-                                      else (min(known[0], start), max(known[1], end)))
+            for trace_id, run in groupby(scope.spans, key=lambda span: span.trace_id):
+                spans = list(run)
+                starts = [span.start_time_unix_nano for span in spans]
+                ends = [span.end_time_unix_nano for span in spans]
+                known = out.get(trace_id, (min(starts), max(ends)))
+                late = max(ends) >= PAST or min(starts) >= PAST
+                out[trace_id] = (None if known is None or not min(starts) or late
+                                 else (min(known[0], min(starts)), max(known[1], max(ends))))
     return out
 
 
