@@ -4,7 +4,9 @@ Requests are written by hand in protobuf forms SDKs do not write but parsers tak
 any order, a Status in two occurrences (merged) or with its code twice (the last wins), a code
 or tag in more bytes than it needs, an attribute's key or value twice (the last key wins; the
 values merge, the last one set wins), a key twice in a span (the first counts), matches in
-resources, and one trace's spans over several resources, scopes and requests.
+resources, values of another type (a bytes value holding a string's bytes, a negative integer
+in ten bytes, a status code over 32 bits), and one trace's spans over several resources,
+scopes and requests.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ POLICIES = [
     """{name: drop-debug, type: drop, drop: {drop_sub_policy: [
          {type: boolean_attribute, boolean_attribute: {key: debug, value: true}}]}}""",
 ]
-VALUES = {"customer": ["vip", "gold", "vap", "vvip", "", 7], "code": [503, 200, 599, 600, "503", 0],
+VALUES = {"customer": ["vip", "gold", "vap", "vvip", "", 7, b"vip"], "code": [503, 200, 599, 600, "503", 0, -503],
           "debug": [True, False, 1, "true"]}
 WIRE_VARINT, WIRE_LEN = 0, 2
 
@@ -65,8 +67,10 @@ def _varint(value: int, long: bool = False) -> bytes:
 def _any_value(rng: random.Random, value: object) -> bytes:
     if isinstance(value, bool):
         return _key(2, WIRE_VARINT) + varint(int(value))
-    if isinstance(value, int):
-        return _key(3, WIRE_VARINT) + _varint(value, rng.random() < 0.3)
+    if isinstance(value, int):  # a negative int64 in ten bytes, as two's complement
+        return _key(3, WIRE_VARINT) + _varint(value % (1 << 64), rng.random() < 0.3 and value >= 0)
+    if isinstance(value, bytes):
+        return length_delimited(7, value)  # bytes_value: the value's bytes, but no string
     return length_delimited(1, str(value).encode())
 
 
@@ -108,7 +112,8 @@ def _span(rng: random.Random, trace_id: bytes) -> bytes:
     if rng.random() < 0.3:
         fields.append(length_delimited(4, rng.randbytes(8)))
     if rng.random() < 0.4:
-        fields += _status(rng, [rng.choice([0, 1, 2]) for _ in range(rng.choice([1, 1, 2]))])
+        # a code of more than 32 bits reads as its low 32 bits (an int32 enum)
+        fields += _status(rng, [rng.choice([0, 1, 2, 2 | 1 << 32]) for _ in range(rng.choice([1, 1, 2]))])
     for _ in range(rng.choice([0, 1, 2, 3])):
         key = rng.choice([*VALUES, "note"])
         value = rng.choice(VALUES.get(key, ["vip", "\x18\x02"]))
