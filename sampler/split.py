@@ -6,7 +6,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, islice, repeat
-from operator import attrgetter, ge, ne, not_, sub
+from operator import attrgetter, ge, ne, not_, or_, sub
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -140,6 +140,9 @@ def _assemble(raw: bytes, headers: list[tuple[bytes, list[bytes]]], runs: list[R
 
 Run = tuple[int, int, int, int]  # group index, scope index, byte range of consecutive spans of a trace
 TraceTimes = dict[bytes, tuple[int, int] | None]  # trace id: earliest start, latest end of its spans
+# a time from here on (2262) can wrap otelcol's int64 difference of a trace's times round:
+# latency judges a trace with such a time by its spans (sampler.policies.latency)
+PAST = 1 << 63
 # where in a request's bytes a policy's match may begin; None: it cannot tell (anywhere)
 Finder = Callable[[bytes], list[int] | None]
 # whether a span matches a policy for certain (so its trace does): Facts.confirms
@@ -304,7 +307,10 @@ def _runs(by_trace: ByTrace, order: RunOrder, g: int, s: int, spans: Sequence[Sp
 
 def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends: list[int]) -> None:
     """Merge each run's earliest start and latest end into its trace's, the runs' extremes found
-    in C. A start of 0 (unset, the least a fixed64 can be) makes a trace's times unknown."""
+    in C. A start of 0 (unset, the least a fixed64 can be) makes a trace's times unknown, and so
+    does a run's earliest start or latest end from PAST on: the trace's running duration may
+    wrap round in otelcol. (Left out, as a pass over every span's start would cost: a first
+    span that ends a century and more before it starts, past 2262, before an earlier start.)"""
     firsts = [0, *ends[:-1]]
     sizes = list(map(sub, ends, firsts))
     # each run's spans taken in turn from one pass over the spans: min and max use up each
@@ -312,16 +318,22 @@ def _add_times(times: TraceTimes, spans: Sequence[Span], ids: list[bytes], ends:
     lows = list(map(min, map(islice, repeat(map(_START, spans)), sizes)))
     highs = list(map(max, map(islice, repeat(map(_END, spans)), sizes)))
     run_ids = list(map(ids.__getitem__, firsts))
-    if min(lows) and len(set(run_ids)) == len(run_ids) and times.keys().isdisjoint(run_ids):
-        # the common case: one run a trace, every start set
-        times.update(zip(run_ids, zip(lows, highs, strict=True), strict=True))
-        return
-    for trace_id, low, high in zip(run_ids, lows, highs, strict=True):
-        if trace_id not in times:
+    if max(highs) < PAST and max(lows) < PAST:
+        if min(lows) and len(set(run_ids)) == len(run_ids) and times.keys().isdisjoint(run_ids):
+            # the common case: one run a trace, every start set
+            times.update(zip(run_ids, zip(lows, highs, strict=True), strict=True))
+            return
+        late: Iterable[bool] = repeat(False, len(run_ids))
+    else:
+        late = map(or_, map(ge, highs, repeat(PAST)), map(ge, lows, repeat(PAST)))
+    for trace_id, low, high, past in zip(run_ids, lows, highs, late, strict=True):
+        if past:
+            times[trace_id] = None
+        elif trace_id not in times:
             times[trace_id] = (low, high) if low else None
-            continue
-        known = times[trace_id]
-        times[trace_id] = None if known is None or not low else (min(known[0], low), max(known[1], high))
+        else:
+            known = times[trace_id]
+            times[trace_id] = None if known is None or not low else (min(known[0], low), max(known[1], high))
 
 
 def _find_hints(raw: bytes, by_trace: ByTrace, order: RunOrder, spans: SpanOrder, facts: Facts) -> None:

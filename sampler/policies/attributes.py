@@ -28,6 +28,18 @@ from sampler.trace import Decision, Trace
 ValueMatch = Callable[[AnyValue], bool]
 
 
+def _every_start(needle: bytes) -> re.Pattern[bytes]:
+    """A pattern found at every place `needle` starts. A search resumes after each match, so of
+    two overlapping places it finds the first alone, and a needle that begins as it ends (a
+    border) may overlap itself: one place ending a span, running over the next span's key and
+    length, would hide a true match in that span. Such a needle is found as a lookahead (no
+    literal prefix to search in C: slower, and rare)."""
+    escaped = re.escape(needle)
+    if any(needle[:size] == needle[-size:] for size in range(1, len(needle))):
+        return re.compile(b"(?=" + escaped + b")")
+    return re.compile(escaped)
+
+
 class AttributePolicy(HintSearcher, ABC):
     """string_attribute, numeric_attribute and boolean_attribute: a match samples the trace.
 
@@ -42,7 +54,7 @@ class AttributePolicy(HintSearcher, ABC):
         self.invert_match = invert_match
         self.key_bytes = key.encode()
         self.needles = tuple(needles)
-        self._place_patterns = [re.compile(re.escape(needle)) for needle in self.needles or (self.key_bytes,)]
+        self._place_patterns = [_every_start(needle) for needle in self.needles or (self.key_bytes,)]
 
     @abstractmethod
     def resource_match(self, value: AnyValue) -> bool:

@@ -13,6 +13,13 @@ Without an upper threshold, and with every start set, the running duration only 
 some prefix passes the threshold exactly when the whole trace does: the trace's earliest start
 and latest end answer. A trace that carries them (Trace.times, read as its spans arrived) is
 then decided without parsing it.
+
+otelcol subtracts the earliest start from the latest end as unsigned 64-bit integers and reads
+the difference as a signed one, int64(maxTime-minTime): with a time from 2**63 on (past 2262)
+a difference can wrap round, a trace ending past 2262 is negative and one starting there may
+be short. Such a trace is judged span by span so (the split leaves its times unknown, but for
+one absurd case it names: sampler.split._add_times); with every time before 2262 no difference
+wraps.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from collections.abc import Sequence
 
 from sampler.policies.config import LatencyConfig
 from sampler.policies.view import spans_of
+from sampler.split import PAST
 from sampler.trace import Decision, Trace
 
 _NS_PER_MS = 1_000_000
@@ -32,6 +40,11 @@ def whole_ms(nanoseconds: int) -> int:
     if nanoseconds >= 0:
         return nanoseconds // _NS_PER_MS
     return -(-nanoseconds // _NS_PER_MS)
+
+
+def wrapped_ms(earliest: int, latest: int) -> int:
+    """int64(latest-earliest) / int64(time.Millisecond) in Go, for unsigned nanoseconds."""
+    return whole_ms((latest - earliest + PAST) % (PAST << 1) - PAST)
 
 
 class Latency:
@@ -69,19 +82,24 @@ class Latency:
         if times is not None and not high:
             return self._whole(*times)
         spans = spans_of(trace)
-        if not high and spans:
-            starts = [span.start_time_unix_nano for span in spans]
-            if 0 not in starts:
-                return self._whole(min(starts), max(span.end_time_unix_nano for span in spans))
+        if not spans:
+            return Decision.NOT_SAMPLED
+        starts = [span.start_time_unix_nano for span in spans]
+        ends = [span.end_time_unix_nano for span in spans]
+        past = max(starts) >= PAST or max(ends) >= PAST
+        if not high and not past and 0 not in starts:
+            return self._whole(min(starts), max(ends))
         earliest = latest = 0
-        for span in spans:
-            start, end = span.start_time_unix_nano, span.end_time_unix_nano
+        for start, end in zip(starts, ends, strict=True):
             if earliest == 0 or start < earliest:
                 earliest = start
             if latest == 0 or end > latest:
                 latest = end
-            nanoseconds = latest - earliest
-            duration = nanoseconds // _NS_PER_MS if nanoseconds >= 0 else whole_ms(nanoseconds)
+            if past:
+                duration = wrapped_ms(earliest, latest)
+            else:
+                nanoseconds = latest - earliest
+                duration = nanoseconds // _NS_PER_MS if nanoseconds >= 0 else whole_ms(nanoseconds)
             if (low < duration <= high) if high else (duration > low):
                 return Decision.SAMPLED
         return Decision.NOT_SAMPLED

@@ -19,6 +19,7 @@ import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from otel.wire import length_delimited
 from tests.helpers.net import free_port
 from tests.helpers.upstream import Upstream
 
@@ -201,8 +202,8 @@ def _post(port: int, body: bytes) -> None:
 
 
 def _config(cases: dict[str, list[dict]], exporter_type: str, receiver: dict, sinks: dict[str, Upstream],
-            extra: dict) -> dict:
-    processors = {f"tail_sampling/{case}": {"decision_wait": "1s", "policies": _named(policies)}
+            extra: dict, wait: int = 1) -> dict:
+    processors = {f"tail_sampling/{case}": {"decision_wait": f"{wait}s", "policies": _named(policies)}
                   for case, policies in cases.items()}
     exporters = {f"{exporter_type}/{case}": {"endpoint": sinks[case].url, **extra} for case in cases}
     pipelines = {f"traces/{case}": {"receivers": ["otlp"], "processors": [f"tail_sampling/{case}"],
@@ -231,41 +232,123 @@ def _settled(sinks: list[Upstream], quiet: float = 1.5, limit: float = 30.0) -> 
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("cases", [CASES, OTTL_CASES], ids=["policies", "ottl"])
-def test_edgeagent_keeps_the_traces_otelcol_keeps_for_every_policy(agents, otelcol, tmp_path, cases):
+def _side_by_side(agents, otelcol, tmp_path, cases: dict[str, list[dict]], bodies: list[bytes],
+                  wait: int = 1) -> dict[str, tuple[dict[bytes, int], dict[bytes, int]]]:
+    """Per case, the traces edgeagent and otelcol kept of the requests `bodies` (trace id: spans),
+    decided `wait` seconds after their first spans: longer than sending them all takes."""
     ours = {case: Upstream(free_port()).start() for case in cases}
     theirs = {case: Upstream(free_port()).start() for case in cases}
     try:
-        config = _config(cases, "otlphttp", {}, ours, {"compression": "none"})
+        config = _config(cases, "otlphttp", {}, ours, {"compression": "none"}, wait)
         config["extensions"] = {"health_check": {}}
         config["service"]["extensions"] = ["health_check"]
         path = tmp_path / "agent.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         agent = agents(["run", "--config", str(path), "--state-dir", str(tmp_path / "state")])
         otel_port = free_port()
-        otelcol(_config(cases, "otlp_http", {"endpoint": f"127.0.0.1:{otel_port}"}, theirs, {"compression": "none"}))
+        otelcol(_config(cases, "otlp_http", {"endpoint": f"127.0.0.1:{otel_port}"}, theirs, {"compression": "none"},
+                        wait))
 
-        body = traces_request()
-        _post(agent.http_port, body)
-        _post(otel_port, body)
-        time.sleep(1.0)  # the decision wait
+        for body in bodies:
+            _post(agent.http_port, body)
+            _post(otel_port, body)
+        time.sleep(wait)  # the decision wait
         _settled([*ours.values(), *theirs.values()])
-
-        differences = {}
-        for case in cases:
-            mine, reference = _kept(ours[case]), _kept(theirs[case])
-            if mine != reference:
-                differences[case] = {"only edgeagent": len(set(mine) - set(reference)),
-                                     "only otelcol": len(set(reference) - set(mine)),
-                                     "both": len(set(mine) & set(reference))}
-        assert not differences, differences
-        kept = {case: len(_kept(ours[case])) for case in cases}
-        if cases is CASES:
-            assert kept["always"] == TRACES and 0 < kept["probabilistic"] < TRACES
-        else:  # each case tells traces apart, but where a failed condition is no match and `not` keeps all
-            for case in ("ottl_error_ignored_under_not", "ottl_error_mode_unset_under_not"):
-                assert kept.pop(case) == TRACES
-            assert all(0 < count < TRACES for count in kept.values()), kept
+        return {case: (_kept(ours[case]), _kept(theirs[case])) for case in cases}
     finally:
         for sink in [*ours.values(), *theirs.values()]:
             sink.stop()
+
+
+@pytest.mark.parametrize("cases", [CASES, OTTL_CASES], ids=["policies", "ottl"])
+def test_edgeagent_keeps_the_traces_otelcol_keeps_for_every_policy(agents, otelcol, tmp_path, cases):
+    kept_by_case = _side_by_side(agents, otelcol, tmp_path, cases, [traces_request()])
+    differences = {}
+    for case, (mine, reference) in kept_by_case.items():
+        if mine != reference:
+            differences[case] = {"only edgeagent": len(set(mine) - set(reference)),
+                                 "only otelcol": len(set(reference) - set(mine)),
+                                 "both": len(set(mine) & set(reference))}
+    assert not differences, differences
+    kept = {case: len(mine) for case, (mine, _) in kept_by_case.items()}
+    if cases is CASES:
+        assert kept["always"] == TRACES and 0 < kept["probabilistic"] < TRACES
+    else:  # each case tells traces apart, but where a failed condition is no match and `not` keeps all
+        for case in ("ottl_error_ignored_under_not", "ottl_error_mode_unset_under_not"):
+            assert kept.pop(case) == TRACES
+        assert all(0 < count < TRACES for count in kept.values()), kept
+
+
+_NOW = 1_700_000_000 * 10**9
+# spans (start, end) in nanoseconds of traces whose duration wraps round 64 bits, and two that do not
+WRAPPING = {b"\x01" * 16: [(_NOW, 2**64 - 1)], b"\x02" * 16: [(_NOW, 2**64 - 1), (_NOW, _NOW + 2 * 10**9)],
+            b"\x03" * 16: [(2**64 - 10**9, 10**9)], b"\x04" * 16: [(1, 2**63 + 2 * 10**9)],
+            b"\x05" * 16: [(_NOW, _NOW + 2 * 10**9)], b"\x06" * 16: [(_NOW, _NOW + 10**8)]}
+# a value that begins as it ends: "ab", the bytes that open the next span and its attribute, "ab"
+OVERLAPPING_SIZE = 15
+EDGE_CASES: dict[str, list[dict]] = {
+    "latency_wrapping": [{"type": "latency", "latency": {"threshold_ms": 1000}}],
+    "latency_band_wrapping": [{"type": "latency", "latency": {"threshold_ms": 1000,
+                                                              "upper_threshold_ms": 9223372036854}}],
+}
+
+
+def edges_request() -> tuple[bytes, str]:
+    """One request of the WRAPPING traces, and of two spans in one scope, the first ending in
+    "ab", the second holding the overlapping value (written attribute first: protobuf takes its
+    fields in any order); and that value."""
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for trace_id, times in WRAPPING.items():
+        for start, end in times:
+            spans.add(trace_id=trace_id, span_id=bytes(range(1, 9)), name="op", start_time_unix_nano=start,
+                      end_time_unix_nano=end)
+    rest = Span(trace_id=b"\x08" * 16, span_id=b"\x08" * 8, name="late").SerializeToString()
+    size = OVERLAPPING_SIZE
+    head = bytes((0x12, size + 9 + len(rest), 0x4A, size + 7, 0x0A, 1, ord("k"), 0x12, size + 2, 0x0A, size))
+    value = (b"ab" + head + b"ab").decode()
+    late = Span()
+    late.attributes.add(key="k").value.string_value = value
+    early = Span(trace_id=b"\x07" * 16, span_id=b"\x07" * 8, name="early")
+    early.attributes.add(key="note").value.string_value = "xxab"  # its last bytes
+    scope = (length_delimited(2, early.SerializeToString())
+             + length_delimited(2, late.SerializeToString() + rest))
+    return request.SerializeToString() + length_delimited(1, length_delimited(2, scope)), value
+
+
+def test_edgeagent_keeps_the_traces_otelcol_keeps_at_the_edges_of_the_wire(agents, otelcol, tmp_path):
+    """Times past 2262, whose difference wraps round in otelcol's int64, and an attribute value a
+    byte search could find overlapping its own end in the span before: both decide alike."""
+    body, value = edges_request()
+    cases = {**EDGE_CASES, "string_overlapping_itself": [
+        {"type": "string_attribute", "string_attribute": {"key": "k", "values": [value]}}]}
+    kept = {case: (set(mine), set(reference))
+            for case, (mine, reference) in _side_by_side(agents, otelcol, tmp_path, cases, [body]).items()}
+    assert kept == {
+        "latency_wrapping": ({b"\x03" * 16, b"\x05" * 16},) * 2,
+        "latency_band_wrapping": ({b"\x03" * 16, b"\x05" * 16},) * 2,
+        "string_overlapping_itself": ({b"\x08" * 16},) * 2,
+    }
+
+
+def test_edgeagent_keeps_the_traces_otelcol_keeps_of_requests_in_unusual_protobuf(agents, otelcol, tmp_path):
+    """Requests written in forms parsers take but SDKs do not write (tests/sampler/policies:
+    test_hint_exactness), a trace's spans over several of them: otelcol's parse and edgeagent's
+    byte searches and confirmations agree on every attribute and status policy."""
+    from tests.sampler.policies.test_hint_exactness import POLICIES, _request
+
+    rng = random.Random(5)
+    trace_ids = [rng.randbytes(16) for _ in range(300)]  # of about three spans each
+    # small requests: a search that finds more than 64 places in one tells nothing (it gives up)
+    bodies = [_request(rng, rng.sample(trace_ids, 4)) for _ in range(120)]
+    cases = {}
+    for text in POLICIES:
+        policy = yaml.safe_load(text)
+        # a drop policy alone keeps nothing: beside always_sample it keeps what it does not drop
+        cases[policy.pop("name")] = [policy, {"type": "always_sample"}] if policy["type"] == "drop" else [policy]
+    kept = _side_by_side(agents, otelcol, tmp_path, cases, bodies, wait=6)
+    differences = {case: (sorted(set(mine) ^ set(reference)), len(reference))
+                   for case, (mine, reference) in kept.items() if set(mine) != set(reference)}
+    assert not differences, differences
+    counts = {case: len(reference) for case, (_, reference) in kept.items()}
+    assert all(0 < count < len(trace_ids) for count in counts.values()), counts

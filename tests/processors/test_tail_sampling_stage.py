@@ -833,3 +833,65 @@ def test_spans_of_a_trace_evicted_early_join_its_early_decision(tmp_path):
     buffered_again, decision, spans = asyncio.run(scenario())
     assert not buffered_again and decision is True
     assert spans == [(first, b"\x01" * 8), (first, b"\x09" * 8), (first, b"\x0a" * 8)]
+
+
+def test_byte_searching_policies_decide_from_the_spans_also_after_a_restart(tmp_path):
+    """status_code and the attribute policies decide by what the split found and confirmed as
+    spans arrived (Trace.hints); after a restart that is found again in the buffer records, cut
+    as they were stored. Either way each trace's decision is the policies' on its parsed spans,
+    for requests in unusual protobuf (tests/sampler/policies/test_hint_exactness) and traces over
+    several requests."""
+    import yaml
+
+    from sampler.policies import build_policies, decide
+    from sampler.policies.config import PolicyConfig
+    from sampler.split import split_by_trace
+    from sampler.trace import Decision, Trace
+    from tests.sampler.policies.test_hint_exactness import POLICIES
+    from tests.sampler.policies.test_hint_exactness import _request as unusual_request
+
+    rng = random.Random(21)
+    trace_ids = [rng.randbytes(16) for _ in range(40)]
+    bodies = [unusual_request(rng, rng.sample(trace_ids, 3)) for _ in range(12)]
+    batches: dict[bytes, list] = {}
+    for body in bodies:
+        for trace_id, part, _, _ in split_by_trace(ExportTraceServiceRequest.FromString(body)):
+            batches.setdefault(trace_id, []).extend(part.resource_spans)
+
+    async def scenario(policies: list[dict], restart: bool, directory: str) -> set[bytes]:
+        clock = Clock()
+        config = TailSamplingConfig.model_validate({"decision_wait": "5s", "num_traces": 1000, "policies": policies})
+        store = QueueStore(str(tmp_path / directory))
+        store.open()
+        export = store.queue("otlphttp/traces", Signal.TRACES)
+        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+        stage.attach(store, [export], [])
+        store.start()
+        for body in bodies:
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, body))
+        if restart:
+            await store.close()  # as a kill
+            store = QueueStore(str(tmp_path / directory))
+            store.open()
+            export = store.queue("otlphttp/traces", Signal.TRACES)
+            stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
+            stage.attach(store, [export], [])
+            store.start()
+            await stage.start()
+        clock.now += 6
+        await _decide_all(stage)
+        kept = {trace_id for trace_id, _ in await _exported_spans(export)}
+        await stage.shutdown()
+        await store.close()
+        return kept
+
+    for number, text in enumerate(POLICIES):
+        policy = yaml.safe_load(text)
+        policies = [policy, {"name": "all", "type": "always_sample"}] if policy["type"] == "drop" else [policy]
+        named = build_policies([PolicyConfig.model_validate(item) for item in policies], lambda: 0.0)
+        expected = {trace_id for trace_id, its in batches.items()
+                    if decide(named, Trace(trace_id, batches=its))[0] is Decision.SAMPLED}
+        assert 0 < len(expected) < len(batches), policy["name"]
+        for restart in (False, True):
+            kept = asyncio.run(scenario(policies, restart, f"{number}-{restart}"))
+            assert kept == expected, (policy["name"], restart)

@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from otel.wire import WireError, fields, length_delimited, read_varint, varint
-from sampler.split import Facts, split_body, split_by_trace, split_serialized
+from sampler.split import PAST, Facts, split_body, split_by_trace, split_serialized
 
 
 def _request(rng: random.Random, groups: int = 2, scopes: int = 2,
@@ -102,15 +102,26 @@ def test_wire_walk_refuses_truncated_bytes_and_groups():
 
 
 def _times_of_spans(request: ExportTraceServiceRequest) -> dict[bytes, tuple[int, int] | None]:
-    """Each trace's earliest start and latest end read span by span; None once a start is unset."""
+    """Each trace's earliest start and latest end read span by span; None once a start is unset,
+    or a run of its spans in a scope (spans of one trace one after the other) ends from 2**63
+    on or starts there, every span of it."""
     out: dict[bytes, tuple[int, int] | None] = {}
     for group in request.resource_spans:
         for scope in group.scope_spans:
-            for span in scope.spans:
-                known = out.get(span.trace_id, (span.start_time_unix_nano, span.end_time_unix_nano))
-                start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                out[span.trace_id] = None if known is None or not start else (min(known[0], start), max(known[1], end))
+            for trace_id, run in groupby(scope.spans, key=lambda span: span.trace_id):
+                spans = list(run)
+                starts = [span.start_time_unix_nano for span in spans]
+                ends = [span.end_time_unix_nano for span in spans]
+                known = out.get(trace_id, (min(starts), max(ends)))
+                late = max(ends) >= PAST or min(starts) >= PAST
+                out[trace_id] = (None if known is None or not min(starts) or late
+                                 else (min(known[0], min(starts)), max(known[1], max(ends))))
     return out
+
+
+def _time(rng: random.Random) -> int:
+    """Nanoseconds, now and then from 2**63 on (past 2262)."""
+    return rng.randrange(PAST, 1 << 64) if rng.random() < 0.03 else rng.randrange(1, PAST)
 
 
 @pytest.mark.parametrize("interleave", [False, True])
@@ -122,8 +133,8 @@ def test_times_are_each_traces_earliest_start_and_latest_end_or_none_with_an_uns
         for group in request.resource_spans:
             for scope in group.scope_spans:
                 for span in scope.spans:
-                    span.start_time_unix_nano = 0 if rng.random() < 0.03 else rng.randrange(1, 1 << 64)
-                    span.end_time_unix_nano = rng.randrange(0, 1 << 64)
+                    span.start_time_unix_nano = 0 if rng.random() < 0.03 else _time(rng)
+                    span.end_time_unix_nano = _time(rng) - 1
         facts = Facts(read_times=True)
         split_serialized(request.SerializeToString(), request, facts=facts)
         times = facts.times
@@ -322,8 +333,8 @@ def _rich_request(rng: random.Random) -> ExportTraceServiceRequest:
                 span = scope.spans.add(trace_id=trace_id, span_id=rng.randbytes(8),
                                        name="x" * rng.choice([1, 150, 17_000]),
                                        parent_span_id=b"" if rng.random() < 0.3 else rng.randbytes(8),
-                                       start_time_unix_nano=0 if rng.random() < 0.05 else rng.randrange(1, 1 << 64),
-                                       end_time_unix_nano=rng.randrange(1 << 64))
+                                       start_time_unix_nano=0 if rng.random() < 0.05 else _time(rng),
+                                       end_time_unix_nano=_time(rng) - 1)
                 if rng.random() < 0.1:
                     span.status.code = 2
                 if rng.random() < 0.1:
@@ -432,3 +443,49 @@ def test_a_scope_field_between_two_spans_of_one_trace_is_in_its_part_once(betwee
         assert list(mine_scope.spans) == list(expected.spans)
         assert (mine_scope.scope, mine_scope.schema_url) == (expected.scope, expected.schema_url)
         assert mine.count(between) == 1
+
+
+def test_a_match_whose_first_bytes_end_a_false_place_in_the_span_before_is_still_found():
+    """A value that begins as it ends (here "ab", then the bytes that open the next span and its
+    attribute, then "ab") can be found at the end of one span running into the next, over the
+    first bytes of the next span's true match: a search that resumes after each place it finds
+    skips that match, and its trace is then ruled out, though its span holds the value."""
+    import yaml
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from sampler.policies import build_policies, byte_hints
+    from sampler.policies.config import PolicyConfig
+    from sampler.trace import Decision, Trace
+
+    first, second = b"\x01" * 16, b"\x02" * 16
+    rest = Span(trace_id=second, span_id=b"\x02" * 8).SerializeToString()  # after its attributes
+    # a span's key and length, then its attribute's key, length, key "k", value's key and lengths,
+    # the string's key and length: what the value holds between its two "ab"
+    size = 15  # of the value: "ab", these 11 bytes, "ab"
+    head = bytes((0x12, size + 9 + len(rest), 0x4A, size + 7, 0x0A, 1, ord("k"), 0x12, size + 2, 0x0A, size))
+    value = b"ab" + head + b"ab"
+    attribute = KeyValue(key="k")
+    attribute.value.string_value = value.decode()
+    late = Span(attributes=[attribute]).SerializeToString() + rest  # its attribute first: still a valid span
+    assert length_delimited(2, late).startswith(head) and len(value) == size
+    early = Span(trace_id=first, span_id=b"\x01" * 8)
+    early.attributes.add(key="note").value.string_value = "xxab"  # its last bytes
+    scope = length_delimited(2, early.SerializeToString()) + length_delimited(2, late)
+    raw = length_delimited(1, length_delimited(2, scope))
+    request = ExportTraceServiceRequest.FromString(raw)
+    assert request.resource_spans[0].scope_spans[0].spans[1].attributes[0].value.string_value == value.decode()
+
+    config = PolicyConfig.model_validate(yaml.safe_load(
+        "{name: v, type: string_attribute, string_attribute: {key: k, values: [placeholder]}}"))
+    config.string_attribute.values = [value.decode()]
+    policies = build_policies([config], lambda: 0.0)
+    finders, confirms = byte_hints(policies)
+    facts = Facts(finders=finders, confirms=confirms)
+    policy = policies[0].policy
+    for trace_id, part, _, _ in split_serialized(raw, request, facts=facts):
+        parsed = Trace(trace_id, batches=list(ExportTraceServiceRequest.FromString(part).resource_spans))
+        hinted = Trace(trace_id, raw=[part], hints=facts.hints[trace_id],
+                       parse=lambda body: ExportTraceServiceRequest.FromString(body).resource_spans)
+        assert policy.evaluate(hinted) is policy.evaluate(parsed), trace_id
+    assert policy.evaluate(Trace(second, batches=list(request.resource_spans))) is Decision.SAMPLED

@@ -242,3 +242,46 @@ def test_latency_over_a_round_of_traces_with_times_decides_as_trace_by_trace(thr
     assert policy.evaluate_many([]) == []
     some_unknown = [*traces[:5], spans_trace(span({}, start_ms=0, end_ms=threshold_ms + 2)), *traces[5:]]
     assert policy.evaluate_many(some_unknown) == [policy.evaluate(trace) for trace in some_unknown]
+
+
+_T = 1_700_000_000 * 10**9
+_WRAPPING = {  # spans as (start, end) in nanoseconds, as the wire holds them (unsigned)
+    # otelcol takes int64(maxTime-minTime): unsigned, wrapped round to a signed difference
+    "end_past_2262": [(_T, 2**64 - 1)],                       # -1 ns - _T: negative
+    "end_past_2262_first": [(_T, 2**64 - 1), (_T, _T + 2 * 10**9)],  # still the latest end, unsigned
+    "start_past_2262": [(2**64 - 10**9, 10**9)],              # 2 s, round the wrap
+    "longer_than_int64": [(1, 2**63 + 2 * 10**9)],            # more than 2**63 ns: negative
+}
+
+
+@pytest.mark.parametrize("snippet, expected", [
+    ("{name: p, type: latency, latency: {threshold_ms: 1000}}", "N N S N"),
+    ("{name: p, type: latency, latency: {threshold_ms: 1000, upper_threshold_ms: 9223372036854}}", "N N S N"),
+])
+def test_latency_wraps_a_difference_of_times_past_2262_round_as_otelcol_does(snippet, expected):
+    """otelcol 0.165 takes a trace's running duration as int64(maxTime-minTime) nanoseconds, the
+    times compared and subtracted unsigned: past 2262 the difference wraps round. Whether the
+    trace is judged from its spans or from the times its split read."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from sampler.policies import build_policy
+    from sampler.split import Facts, split_serialized
+    from tests.sampler.policies.traces import SHORT, policy_config
+
+    traces, known = {}, {}
+    for number, (name, times) in enumerate(_WRAPPING.items()):
+        trace_id = bytes([number + 1]) * 16
+        spans = [Span(trace_id=trace_id, span_id=b"\x01" * 8, name="op", start_time_unix_nano=start,
+                      end_time_unix_nano=end) for start, end in times]
+        traces[name] = spans_trace(*spans)
+        request = ExportTraceServiceRequest(resource_spans=traces[name].batches)
+        facts = Facts(read_times=True)
+        [(_, part, _, _)] = split_serialized(request.SerializeToString(), request, facts=facts)
+        known[name] = Trace(trace_id, raw=[part], times=facts.times.get(trace_id),
+                            parse=lambda body: list(ExportTraceServiceRequest.FromString(body).resource_spans))
+    check(snippet, traces, expected)
+    check(snippet, known, expected)
+    policy = build_policy(policy_config(snippet), lambda: 0.0)
+    short = {decision: letter for letter, decision in SHORT.items()}
+    assert " ".join(short[decision] for decision in policy.evaluate_many(list(known.values()))) == expected
