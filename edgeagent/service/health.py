@@ -106,23 +106,35 @@ def status(details: dict[str, Any], telemetry: Telemetry) -> dict[str, Any]:
     return details
 
 
+BACKLOG_AGE = 5.0  # seconds queued data has waited when it is a backlog, not data in flight
+
+
 async def report_drain(status_of: Callable[[], dict[str, Any]], interval: float = 5.0) -> None:
-    """Run until cancelled: while a backlog drains, log items left, rate and time to empty every `interval`."""
-    was = "empty"
+    """Run until cancelled: while a backlog drains, log items left, rate and time to empty every `interval`.
+
+    A backlog is data that has waited longer than BACKLOG_AGE: a healthy agent always holds some
+    data for a moment (batched, in flight), which is not reported. Once a backlog was reported
+    (draining, or waiting for its upstream), "backlog drained" says when there is none any more."""
+    reported, was = False, "empty"
     while True:
         await asyncio.sleep(interval)
         details = status_of()
         drain = details["drain"]
-        if drain == "draining":
+        if drain == "waiting for upstream":
+            if was != drain:
+                log.warning("backlog waiting for upstream",
+                            extra={"items_left": details["backlog_items"],
+                                   "oldest_age_seconds": details["oldest_age_seconds"]})
+            reported = True
+        elif drain == "draining" and details["oldest_age_seconds"] > BACKLOG_AGE:
             log.info("draining the backlog", extra={"items_left": details["backlog_items"],
                                                     "items_per_second": details["drain_items_per_second"],
                                                     "eta_seconds": details["eta_seconds"],
                                                     "oldest_age_seconds": details["oldest_age_seconds"]})
-        elif drain == "waiting for upstream" and was != drain:
-            log.warning("backlog waiting for upstream", extra={"items_left": details["backlog_items"],
-                                                                "oldest_age_seconds": details["oldest_age_seconds"]})
-        elif drain == "empty" and was == "draining":
-            log.info("backlog drained")
+            reported = True
+        elif reported and details["oldest_age_seconds"] <= BACKLOG_AGE:
+            log.info("backlog drained", extra={"items_left": details["backlog_items"]})
+            reported = False
         was = drain
 
 
