@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
@@ -461,12 +462,15 @@ def _peek_line(row: dict[str, Any]) -> str:
 
 def cmd_dead_letter(args: argparse.Namespace) -> int:
     action = args.dead_letter_action
-    if action == "list":
-        result, _ = _control_call(args, "dead-letter-list")
-        _emit(result, args.json, lambda rows: [print(
-            f"seq={r['seq']:<6} {r.get('queue', ''):<32} items={r['items']!s:<6} status={r.get('status')} "
-            f"{r.get('reason', '')}")
-            for r in rows])
+    if action == "list":  # streamed: a row is printed as it comes, the letters are never all held
+        from edgeagent.runtime.control import Lines
+
+        rows = _Rows(args.json, lambda r: f"seq={r['seq']:<6} {r.get('queue', ''):<32} items={r['items']!s:<6} "
+                                          f"status={r.get('status')} {r.get('reason', '')}")
+        result, _ = _control_call(args, "dead-letter-list", sink=Lines(rows))
+        for row in result or ():  # an agent of an earlier version answers with every row at once
+            rows(row)
+        rows.close()
     elif action == "export":
         with _output(args.output) as out:
             _control_call(args, "dead-letter-export", sink=out.write)
@@ -480,6 +484,28 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
         result, _ = _control_call(args, "dead-letter-purge", {"seqs": args.seq or None})
         _emit(result, True, print)
     return 0
+
+
+class _Rows:
+    """Rows printed as they come: a line of text each, or one JSON array just as json.dumps(rows,
+    indent=2) prints it."""
+
+    def __init__(self, as_json: bool, line: Callable[[dict[str, Any]], str]):
+        self.as_json = as_json
+        self.line = line
+        self.count = 0
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        if self.as_json:
+            print("[\n" if not self.count else ",\n", textwrap.indent(json.dumps(row, indent=2, default=str), "  "),
+                  sep="", end="")
+        else:
+            print(self.line(row))
+        self.count += 1
+
+    def close(self) -> None:
+        if self.as_json:
+            print("\n]" if self.count else "[]")
 
 
 def _print_stats(result: dict) -> None:

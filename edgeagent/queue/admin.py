@@ -136,19 +136,19 @@ def export(stores: list[QueueStore], fmt: str) -> Iterator[bytes]:
                                      separators=(",", ":")).encode() + b"\n"
 
 
-def dead_letters(stores: list[QueueStore], limit: int = 0) -> list[dict[str, Any]]:
-    """Every dead letter with its description; signal and items None for one that does not decode."""
-    out = []
+def dead_letters(stores: list[QueueStore]) -> Iterator[bytes]:
+    """A JSON line per dead letter with its description; signal and items null for one that does not
+    decode. Read one at a time (the letters' requests are never all held)."""
     for store in stores:
-        for letter in maintenance.dead_letters(store, limit):
+        for letter in maintenance.each_dead_letter(store):
             try:
                 header: record.RecordHeader | None = letter.header
             except CorruptRecordError:
                 header = None
-            out.append({"directory": store.directory, "seq": letter.seq,
-                        "signal": header.signal.label if header else None, "items": header.items if header else None,
-                        **letter.description})
-    return out
+            row = {"directory": store.directory, "seq": letter.seq,
+                   "signal": header.signal.label if header else None, "items": header.items if header else None,
+                   **letter.description}
+            yield json.dumps(row, separators=(",", ":"), default=str).encode() + b"\n"
 
 
 def dead_letter_bodies(stores: list[QueueStore]) -> Iterator[bytes]:

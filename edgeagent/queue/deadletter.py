@@ -8,7 +8,6 @@ queue in one transaction) or purge.
 
 from __future__ import annotations
 
-import itertools
 import json
 import struct
 from collections.abc import Iterator
@@ -50,10 +49,6 @@ def decode(key: bytes | memoryview, value: bytes | memoryview) -> DeadLetter:
     (length,) = _LENGTH.unpack_from(value)
     meta = json.loads(bytes(value[4:4 + length]))
     return DeadLetter(_KEY.unpack(key)[0], meta, bytes(value[4 + length:]))
-
-
-def read(txn: lmdb.Transaction, db: Any, limit: int = 0) -> list[DeadLetter]:
-    return list(itertools.islice(scan(txn, db), limit or None))
 
 
 def scan(txn: lmdb.Transaction, db: Any) -> Iterator[DeadLetter]:

@@ -41,12 +41,6 @@ def each_dead_letter(store: QueueStore) -> Iterator[deadletter.DeadLetter]:
             yield from deadletter.scan(txn, db)
 
 
-def dead_letters(store: QueueStore, limit: int = 0) -> list[deadletter.DeadLetter]:
-    with store.reading() as txn:
-        db = store.deadletter_db  # looked up inside the gate: a live compaction reopens it
-        return [] if db is None else deadletter.read(txn, db, limit)
-
-
 def replay_dead_letters(store: QueueStore, seqs: list[int] | None = None) -> asyncio.Future[int]:
     """Move dead letters (all when `seqs` is None) to the tail of their queues, to be sent again."""
     return store.call(lambda: _replay(store, seqs))

@@ -159,6 +159,22 @@ def _json(value: Any, status: int = 200) -> Response:
 Sink = Callable[[bytes], object]
 
 
+class Lines:
+    """A sink for an answer streamed as JSON lines (`dead-letter list`): each line, decoded, goes to
+    `each` as soon as it is whole."""
+
+    def __init__(self, each: Callable[[Any], object]):
+        self.each = each
+        self._partial = b""
+
+    def __call__(self, piece: bytes) -> None:
+        lines = (self._partial + piece).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line:
+                self.each(json.loads(line))
+
+
 class AnswerBrokenOff(ConnectionError):
     """The agent began its answer and the connection ended before its end (part of an export
     may have gone to the sink already)."""

@@ -161,8 +161,8 @@ def control_handlers(graph: Graph, status_of: Callable[[], dict[str, Any]]) -> d
     async def compact(params: dict[str, Any]) -> Any:
         return await admin.compact(stores)
 
-    async def dead_letter_list(params: dict[str, Any]) -> Any:
-        return await asyncio.to_thread(admin.dead_letters, stores, int(params.get("n", 0)))
+    async def dead_letter_list(params: dict[str, Any]) -> Any:  # streamed, as an export: JSON lines
+        return control.from_thread(lambda: admin.dead_letters(list(stores)))
 
     async def dead_letter_export(params: dict[str, Any]) -> Any:
         return control.from_thread(lambda: admin.dead_letter_bodies(list(stores)))
