@@ -382,7 +382,7 @@ async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict,
         for store in agent.stores.values():
             store.start()
         if name == "status":
-            return {"running": False, **agent.status()}
+            return {"running": False, **agent.status(running=False)}
         result = await agent.control_handlers()[name](params)
         if sink is None or not isinstance(result, AsyncIterator):
             return result

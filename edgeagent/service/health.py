@@ -78,18 +78,24 @@ def _upstream(component_id: str, component: Any, telemetry: Telemetry) -> str:
     return "unknown" if online is None else "online" if online else "offline"
 
 
-def status(details: dict[str, Any], telemetry: Telemetry) -> dict[str, Any]:
+def status(details: dict[str, Any], telemetry: Telemetry, running: bool = True) -> dict[str, Any]:
     """What `edgeagent status` prints: health details plus backlog, drain rate and time to empty.
 
     `drain` says why there is no time to empty: "waiting for upstream" while an upstream is
     offline (a rate measured before the outage would promise a stale ETA), "no upstream" when
-    data is only buffered."""
+    data is only buffered, "not running" beside a stopped agent. A stopped agent's upstreams are
+    "unknown": the config read beside it may lack the environment its service had."""
+    if not running:
+        for component in (*details["exporters"].values(), *details["connectors"].values()):
+            component["upstream"] = "unknown"
     queues = details["queues"].values()
     backlog = sum(queue["items"] for queue in queues)
     upstreams = [exporter["upstream"] for exporter in details["exporters"].values()]
     rate = telemetry.drain.rate()
     if not backlog:
         drain, eta = "empty", 0.0
+    elif not running:
+        drain, eta = "not running", None
     elif "offline" in upstreams:
         drain, eta = "waiting for upstream", None
     elif upstreams and all(state == "not configured" for state in upstreams):

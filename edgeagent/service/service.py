@@ -142,8 +142,8 @@ class Service:
     def health(self) -> dict[str, Any]:
         return health.health(self, self.graph, self.telemetry)
 
-    def status(self) -> dict[str, Any]:
-        return health.status(self.health(), self.telemetry)
+    def status(self, running: bool = True) -> dict[str, Any]:
+        return health.status(self.health(), self.telemetry, running)
 
     def control_handlers(self) -> dict[str, Handler]:
         """Looked up on every call, so the commands see the graph that runs now."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from tests.helpers.cli import cli, cli_json
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
@@ -72,3 +74,21 @@ def test_status_without_an_agent_names_the_unset_variable_without_a_traceback(tm
     assert result.returncode == 1, stderr
     assert "Traceback" not in stderr
     assert "error: receivers::otlp::protocols::http::endpoint: environment variable RECEIVER_PORT is not set" in stderr
+
+
+def test_status_beside_a_stopped_agent_says_the_upstream_is_unknown_not_unconfigured(agents, tmp_path):
+    """The agent's upstream came from its unit's environment (--upstream, EDGEAGENT_UPSTREAM), which
+    the operator's shell lacks: a stopped agent's status said "upstream not configured" and a drain
+    state of "no upstream", sending the on-call engineer to fix a config that was right."""
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    send_spans("http", agent.http_port, 50)
+    assert agent.terminate() == 0
+    status = cli(state, "status", "--json", check=False)
+    assert status.returncode == 3
+    offline = json.loads(status.stdout)
+    assert offline["running"] is False and offline["backlog_items"] == 50
+    assert offline["exporters"]["otlphttp"]["upstream"] == "unknown"
+    assert offline["drain"] == "not running" and offline["eta_seconds"] is None
+    text = cli(state, "status", check=False).stdout.decode()
+    assert "not configured" not in text and "upstream unknown" in text, text
