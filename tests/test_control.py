@@ -483,3 +483,22 @@ def test_dead_letters_listed_row_by_row_read_as_an_earlier_agents_whole_answer(t
     empty = tmp_path / "empty"
     with _serving(empty, {"dead-letter-list": none}):
         assert cli(empty, "queue", "dead-letter", "list", "--json").stdout == b"[]\n"
+
+
+def test_a_refusal_raised_as_a_key_error_reads_as_its_message_not_its_repr(tmp_path):
+    """A running agent's `queue purge --queue typo` put the message in the quotes str(KeyError)
+    adds, where a stopped one's said it plainly."""
+    path = str(tmp_path / "state" / control.SOCKET_NAME)
+
+    async def scenario() -> str:
+        server = control.ControlServer(path, {"purge": _refuse})
+        await server.start()
+        try:
+            await control.call(path, "purge", {"queue": "x"})
+        except RuntimeError as refused:
+            return str(refused)
+        finally:
+            await server.shutdown()
+        return "answered"
+
+    assert asyncio.run(scenario()) == "no queue named 'x'"
