@@ -560,6 +560,16 @@ def _config_flags(command: argparse.ArgumentParser, upstream: bool = True, top: 
                              help="sets EDGEAGENT_UPSTREAM, the OTLP/HTTP upstream the embedded default sends to")
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of records") from None
+    if value < 1:  # 0 is "no limit" to the queue's reader: every record, held at once
+        raise argparse.ArgumentTypeError(f"{text!r}: the count of records must be at least 1")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not value > 0:  # NaN too
@@ -682,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue_sub = queue.add_subparsers(dest="queue_action", required=True)
     target(queue_sub.add_parser("stats", help="entries, items, bytes and oldest age per queue"))
     target(queue_sub.add_parser("peek", help="the first N records of each queue")).add_argument(
-        "n", type=int, nargs="?", default=10)
+        "n", type=_count, nargs="?", default=10)
     export = target(queue_sub.add_parser("export", help="write every queued request"))
     export.add_argument("--format", choices=("otlp-json", "otlp-proto"), default="otlp-json",
                         help="otlp-json: one OTLP/JSON request per line; otlp-proto: each request after its "

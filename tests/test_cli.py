@@ -84,3 +84,17 @@ def test_a_config_or_usage_error_exits_1_as_otelcol_does(argv, capsys):
         code = exit_.code
     err = capsys.readouterr().err
     assert code == 1 and "error" in err.lower(), err
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_a_peek_of_no_records_is_refused_not_read_as_every_record(count, capsys, tmp_path):
+    """`queue peek 0` peeked every record of every queue, parsed and held at once in the agent (a
+    gateway's million-record backlog), and `peek -3` one: a count must be at least 1."""
+    state = str(tmp_path / "state")
+    try:
+        code = main(["queue", "peek", count, "--state-dir", state])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 1 and "at least 1" in err, err
+    assert not os.path.exists(state)  # refused before any queue was opened
