@@ -410,7 +410,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"edgeagent {'is running' if running else 'is not running'}")
         for exporter, state in status["exporters"].items():
             print(f"  exporter {exporter}: upstream {state['upstream']}" +
-                  (f" ({state['endpoint']})" if state.get("endpoint") else ""))
+                  (f" ({state['endpoint']})" if state.get("endpoint") else "") +
+                  (f", last send failed: {state['problem']}" if state.get("problem") else ""))
         for connector, state in status.get("connectors", {}).items():
             print(f"  connector {connector}: level {state['active_level']} ({', '.join(state['active_pipelines'])}), "
                   f"upstream {state['upstream']}")

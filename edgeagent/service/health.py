@@ -82,8 +82,9 @@ def status(details: dict[str, Any], telemetry: Telemetry, running: bool = True) 
     """What `edgeagent status` prints: health details plus backlog, drain rate and time to empty.
 
     `drain` says why there is no time to empty: "waiting for upstream" while an upstream is
-    offline (a rate measured before the outage would promise a stale ETA), "no upstream" when
-    data is only buffered, "not running" beside a stopped agent. A stopped agent's upstreams are
+    offline (a rate measured before the outage would promise a stale ETA), "retrying" while one
+    with data queued reaches its upstream and fails (a 503: the same stale rate), "no upstream"
+    when data is only buffered, "not running" beside a stopped agent. A stopped agent's upstreams are
     "unknown": the config read beside it may lack the environment its service had."""
     if not running:
         for component in (*details["exporters"].values(), *details["connectors"].values()):
@@ -98,6 +99,8 @@ def status(details: dict[str, Any], telemetry: Telemetry, running: bool = True) 
         drain, eta = "not running", None
     elif "offline" in upstreams:
         drain, eta = "waiting for upstream", None
+    elif _failing_with_backlog(details):
+        drain, eta = "retrying", None
     elif upstreams and all(state == "not configured" for state in upstreams):
         drain, eta = "no upstream", None
     elif rate > 0:
@@ -110,6 +113,14 @@ def status(details: dict[str, Any], telemetry: Telemetry, running: bool = True) 
     details["drain_items_per_second"] = round(rate, 1)
     details["eta_seconds"] = eta
     return details
+
+
+def _failing_with_backlog(details: dict[str, Any]) -> bool:
+    """Whether an exporter or connector whose last send failed has data queued (its queues are
+    named `<id>/<signal>`)."""
+    waiting = {name.rpartition("/")[0] for name, queue in details["queues"].items() if queue["items"]}
+    components = {**details["exporters"], **details["connectors"]}
+    return any("problem" in components.get(name, {}) for name in waiting)
 
 
 BACKLOG_AGE = 5.0  # seconds queued data has waited when it is a backlog, not data in flight

@@ -92,3 +92,19 @@ def test_status_beside_a_stopped_agent_says_the_upstream_is_unknown_not_unconfig
     assert offline["drain"] == "not running" and offline["eta_seconds"] is None
     text = cli(state, "status", check=False).stdout.decode()
     assert "not configured" not in text and "upstream unknown" in text, text
+
+
+def test_status_of_an_upstream_refusing_everything_says_retrying_and_why(agents, upstream, tmp_path):
+    """Reachable but answering 503: the text said "upstream online", drain "starting", and left out
+    the upstream's answer, which only the JSON carried."""
+    state = tmp_path / "state"
+    upstream.status = 503
+    agent = agents(["run", "--state-dir", str(state), "--upstream", upstream.url,
+                    "--set", "exporters::otlphttp::retry_on_failure::initial_interval=100ms"])
+    send_spans("http", agent.http_port, 50)
+    wait_until(lambda: "problem" in cli_json(state, "status")["exporters"]["otlphttp"], timeout=15,
+               message="the refusal seen")
+    status = cli_json(state, "status")
+    assert status["drain"] == "retrying" and status["eta_seconds"] is None
+    text = cli(state, "status").stdout.decode()
+    assert "503" in text and "time to empty: retrying" in text, text

@@ -1,4 +1,5 @@
-"""The backlog log: progress while a backlog drains, never for the data a healthy agent has in flight."""
+"""A backlog's drain as status and the log report it: progress while a backlog drains, never for the
+data a healthy agent has in flight, and no time to empty on a rate from before the sends failed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from edgeagent.service import health
+from edgeagent.service.telemetry import Telemetry
 
 INTERVAL = 0.01
 
@@ -66,3 +68,29 @@ def test_an_upstream_lost_again_mid_drain_is_warned_again(caplog):
             _state("waiting for upstream", 4000, 55.0), _state("waiting for upstream", 4200, 60.0)]
     assert _report(flap, caplog) == ["backlog waiting for upstream", "draining the backlog",
                                      "backlog waiting for upstream"]
+
+
+def _details(problem: dict[str, str], items: dict[str, int]) -> dict[str, Any]:
+    """Health details of two exporters, `a` and `b`, as health.health gives them."""
+    exporters = {name: {"endpoint": f"http://{name}", "upstream": "online",
+                        **({"problem": problem[name]} if name in problem else {})} for name in ("a", "b")}
+    queues = {f"{name}/traces": {"entries": 1 if count else 0, "items": count, "bytes": 0,
+                                 "oldest_age_seconds": 30.0 if count else 0.0} for name, count in items.items()}
+    return {"exporters": exporters, "connectors": {}, "queues": queues}
+
+
+def test_an_upstream_refusing_every_send_is_retrying_not_draining_on_a_rate_from_before():
+    # 1,000 items/s went out until the upstream began answering 503 (reachable: "online"); the rate of
+    # the last minute still counts them, and promised the backlog gone in seconds while nothing moved
+    telemetry = Telemetry()
+    telemetry.drain.add(30_000)
+    status = health.status(_details({"a": "upstream answered 503: overloaded"}, {"a": 1000, "b": 0}), telemetry)
+    assert status["drain"] == "retrying" and status["eta_seconds"] is None
+
+
+def test_a_problem_left_on_an_exporter_with_nothing_queued_does_not_stop_the_others_eta():
+    # a's last batch was refused for good (dead-lettered): its problem stays until it delivers again
+    telemetry = Telemetry()
+    telemetry.drain.add(30_000)
+    status = health.status(_details({"a": "upstream answered 400"}, {"a": 0, "b": 1000}), telemetry)
+    assert status["drain"] == "draining" and status["eta_seconds"] is not None
