@@ -327,7 +327,8 @@ class Service:
         await _start(self.graph, skip_extensions=set(self.graph.extensions))
         self.started = True
         backlog = {q.name: q.items for q in self.graph.queues if q.items}
-        log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": backlog})
+        log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": sum(backlog.values()),
+                                              "queues": backlog})
         for name, queue in self.health()["unowned_queues"].items():
             log.warning("a queue holds data that no exporter of the config sends", extra={"queue": name, **queue})
 

@@ -108,3 +108,22 @@ def test_status_of_an_upstream_refusing_everything_says_retrying_and_why(agents,
     assert status["drain"] == "retrying" and status["eta_seconds"] is None
     text = cli(state, "status").stdout.decode()
     assert "503" in text and "time to empty: retrying" in text, text
+
+
+def test_the_start_up_log_says_the_backlog_a_restart_found_once_as_a_count(agents, tmp_path):
+    """Restarted with 50 spans queued, the log said "queue storage open" with backlog_items 0 (its
+    queues were not open yet) and then "edgeagent is ready" with backlog_items a map: two numbers
+    that disagreed, and one field of two types, which a log store mapping it as a number refuses."""
+    state = tmp_path / "state"
+    args = ["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"]
+    agent = agents(args)
+    send_spans("http", agent.http_port, 50)
+    assert agent.terminate() == 0
+    restarted = agents(args)
+    assert restarted.terminate() == 0
+    with open(restarted.log_path, encoding="utf-8") as log:
+        lines = [json.loads(line) for line in log if line.startswith("{")]
+    said = [(line["msg"], line["backlog_items"]) for line in lines if "backlog_items" in line]
+    assert said == [("edgeagent is ready", 50)], said
+    ready = next(line for line in lines if line["msg"] == "edgeagent is ready")
+    assert ready["queues"] == {"otlphttp/traces": 50}
