@@ -33,7 +33,7 @@ def stats(stores: list[QueueStore]) -> dict[str, Any]:
         for queue in store.queues.values():
             queues[queue.name] = {
                 "entries": queue.entries, "items": queue.items, "bytes": queue.bytes,
-                "oldest_age_seconds": round((now_ms - queue.oldest_ms) / 1000, 3) if queue.oldest_ms else 0.0,
+                "oldest_age_seconds": record.age_seconds(queue.oldest_ms, now_ms),
                 "capacity": {"size": queue.capacity.size, "sizer": queue.capacity.sizer,
                              "used": queue.capacity_used()},
             }
@@ -110,7 +110,7 @@ def peek(stores: list[QueueStore], limit: int) -> list[dict[str, Any]]:
                     continue
                 row = {"queue": name, "seq": read.seq, "signal": header.signal.label, "items": header.items,
                        "bytes": len(read.body), "attempts": header.attempts,
-                       "age_seconds": round((now_ms - header.enqueued_ms) / 1000, 3),
+                       "age_seconds": record.age_seconds(header.enqueued_ms, now_ms),
                        "batch_key": header.batch_key.decode("utf-8", "replace")}
                 request = _parsed(header.signal, read.body)
                 if request is None:

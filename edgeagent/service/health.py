@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from edgeagent import __version__
 from edgeagent.component import Role
-from edgeagent.queue import admin
+from edgeagent.queue import admin, record
 from edgeagent.runtime import control
 from edgeagent.service.graph import Graph
 from edgeagent.service.telemetry import Telemetry
@@ -31,8 +31,7 @@ class State(Protocol):
 def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
     now_ms = time.time() * 1000
     queues = {queue.name: {"entries": queue.entries, "items": queue.items, "bytes": queue.bytes,
-                           "oldest_age_seconds": round((now_ms - queue.oldest_ms) / 1000, 3)
-                           if queue.oldest_ms else 0.0}
+                           "oldest_age_seconds": record.age_seconds(queue.oldest_ms, now_ms)}
               for queue in sorted(graph.queues, key=lambda queue: queue.name)}
     exporters = {}
     for exp_id, exporter in graph.exporters.items():
