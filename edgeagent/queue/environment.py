@@ -99,6 +99,32 @@ def access_error(path: str, exc: BaseException | None = None) -> StorageAccessEr
         f"(chown -R {user}: {os.path.dirname(path)}), or run the agent as {_owner(path)}")
 
 
+def read_refused(directory: str) -> StorageAccessError:
+    """A command that only reads, run by a user who may not read the queue: the fix is to run it as
+    the queue's owner, never to give the queue to this user (the agent could no longer open it)."""
+    head = os.path.abspath(directory)
+    while not os.path.exists(head) and os.path.dirname(head) != head:  # the nearest path this user may see
+        head = os.path.dirname(head)
+    owner = _owner(head)
+    return StorageAccessError(f"the queue in {directory} belongs to {owner} and user {_user()} may not read it; "
+                              f"run this as {owner} (for example sudo -u {owner} edgeagent ...)")
+
+
+def has_data(directory: str) -> bool:
+    """Whether the queue has a data file to read. One this user may not see or read (a directory on
+    the way not theirs) is refused, never taken for a queue not made yet."""
+    data = os.path.join(directory, "data.mdb")
+    try:
+        os.stat(data)
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        raise read_refused(directory) from None
+    if not os.access(data, os.R_OK):
+        raise read_refused(directory)
+    return True
+
+
 def _user() -> str:
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
@@ -255,7 +281,7 @@ def open_readonly(directory: str) -> lmdb.Environment:
                         readahead=False)
     except lmdb.Error as exc:
         if is_access_error(exc):
-            raise access_error(data, exc) from None
+            raise read_refused(directory) from None
         raise StorageDamagedError(_damaged(data, exc)) from None
     try:
         verify(env, data)

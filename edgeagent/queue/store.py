@@ -247,7 +247,7 @@ class QueueStore:
         holder = environment.lock_holder(self.directory)
         if holder is not None:
             raise StorageLockedError(environment.refusal(self.directory, holder), holder)
-        if os.path.exists(os.path.join(self.directory, "data.mdb")):
+        if environment.has_data(self.directory):
             self.env = environment.open_readonly(self.directory)
             self.page_size = self.env.stat()["psize"]
         self._open_dbs()

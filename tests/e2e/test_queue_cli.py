@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import subprocess
+import sys
+import tempfile
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -165,3 +169,31 @@ def test_reading_a_truncated_queue_beside_a_stopped_agent_refuses_cleanly(agents
     refused = cli(state, "queue", "stats", check=False)
     assert refused.returncode == 1 and b"is damaged" in refused.stderr and b"Traceback" not in refused.stderr
     assert _snapshot(state) == before  # left for the agent to salvage
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to give the queue to one user and read it as another")
+def test_a_user_who_may_not_read_the_queue_is_told_so_not_shown_an_empty_one(agents):
+    """Run by a user other than the agent's (the socket and the 0700 directory refuse them), the
+    commands took the unreadable data file for a missing one: 50 queued spans read as 0."""
+    base = tempfile.mkdtemp(prefix="edgeagent-other-user-")  # not under the tests' 0700 directory
+    os.chmod(base, 0o755)
+    try:
+        state = os.path.join(base, "state")
+        agent = agents(["run", "--state-dir", state, "--upstream", f"http://127.0.0.1:{free_port()}"])
+        send_spans("http", agent.http_port, 50)
+        assert agent.terminate() == 0
+        for directory, dirs, files in os.walk(state):
+            for name in [*dirs, *files]:
+                os.lchown(os.path.join(directory, name), 4321, 4321)
+        os.chown(state, 4321, 4321)
+        for verb in (["queue", "stats"], ["status"], ["queue", "dead-letter", "list"]):
+            # setpriv, not Popen(user=...): the interpreter may live under root's home, which the
+            # latter cannot reach once it has changed user
+            result = subprocess.run(["setpriv", "--reuid=4322", "--regid=4322", "--clear-groups", sys.executable,
+                                     "-m", "edgeagent", *verb, "--state-dir", state], capture_output=True, timeout=60)
+            err = result.stderr.decode()
+            assert result.returncode == 1, (verb, result.stdout.decode(), err)
+            assert "sudo -u 4321" in err and "Traceback" not in err and "chown" not in err, (verb, err)
+    finally:
+        shutil.rmtree(base)
