@@ -57,6 +57,15 @@ def scan(txn: lmdb.Transaction, db: Any) -> Iterator[DeadLetter]:
         yield decode(key, value)
 
 
+def remove(txn: lmdb.Transaction, db: Any, seqs: list[int] | None) -> int:
+    """Remove dead letters (all when `seqs` is None) without reading them; how many there were."""
+    if seqs is None:
+        count = int(txn.stat(db)["entries"])
+        txn.drop(db, delete=False)
+        return count
+    return sum(txn.delete(_KEY.pack(seq), db=db) for seq in seqs)
+
+
 def take(txn: lmdb.Transaction, db: Any, seqs: list[int] | None) -> list[DeadLetter]:
     """Remove dead letters (all when `seqs` is None) and return them."""
     taken = []

@@ -76,11 +76,11 @@ def _replay(store: QueueStore, seqs: list[int] | None) -> int:
 def _purge(store: QueueStore, seqs: list[int] | None) -> int:
     """On the writer thread."""
     with store.lmdb_env.begin(write=True) as txn:
-        taken = deadletter.take(txn, store.deadletter_db, seqs)
+        purged = deadletter.remove(txn, store.deadletter_db, seqs)
         remaining = txn.stat(store.deadletter_db)["entries"]
         store.pages_in_use = store.measure_pages(txn)
     store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, Commit())
-    return len(taken)
+    return purged
 
 
 def _settle_dead_letters(store: QueueStore, remaining: int, result: Commit) -> None:

@@ -153,3 +153,8 @@ def test_exporting_a_large_backlog_from_a_running_agent_keeps_its_memory_bounded
     peak, listed_offline = _command_peak_mib(state, "queue", "dead-letter", "list", "--json")
     assert json.loads(listed_offline) == json.loads(listed)
     assert peak - baseline < GROWTH_LIMIT_MIB, f"listing dead letters took {peak - baseline:.0f} MiB more than stats"
+    # purging them all counts and drops them: it read every one, its request included, first
+    peak, purged = _command_peak_mib(state, "queue", "dead-letter", "purge", "--yes")
+    assert json.loads(purged)["purged"] == len(json.loads(listed))
+    assert peak - baseline < GROWTH_LIMIT_MIB, f"purging dead letters took {peak - baseline:.0f} MiB more than stats"
+    assert cli(state, "queue", "dead-letter", "list").stdout == b""

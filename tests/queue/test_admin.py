@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from edgeagent.queue import admin
+from edgeagent.queue import admin, maintenance
 from edgeagent.queue import store as store_module
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
@@ -32,3 +32,24 @@ def test_records_written_while_the_clock_was_ahead_are_not_of_negative_age(tmp_p
     stats, rows = asyncio.run(scenario())
     assert stats["stores"][0]["queues"]["otlphttp/traces"]["oldest_age_seconds"] == 0.0
     assert rows[0]["age_seconds"] == 0.0
+
+
+def test_purging_dead_letters_by_seq_removes_those_there_and_counts_them_once(tmp_path):
+    async def scenario() -> tuple[int, list[int], int, int]:
+        store = QueueStore(str(tmp_path), sync=False)
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        for index in range(3):
+            await store.put([queue], f"r{index}".encode(), 1, Signal.TRACES)
+            lease = await queue.lease(max_items=1)
+            await queue.dead_letter(lease, {"status": 400, "reason": "refused"})
+        purged = await maintenance.purge_dead_letters(store, [2, 2, 9])  # one there (twice), one not
+        left = [letter.seq for letter in maintenance.each_dead_letter(store)]
+        rest = await maintenance.purge_dead_letters(store)
+        try:
+            return purged, left, rest, store.deadletter_entries
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == (1, [1, 3], 2, 0)
