@@ -16,13 +16,12 @@ import logging
 import os
 import signal
 import sys
-import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import yaml
 
-from edgeagent import __version__
+from edgeagent import __version__, cli_text
 from edgeagent.config.expand import SCHEMES
 from edgeagent.config.loader import (
     AgentConfig,
@@ -406,25 +405,7 @@ def _emit(result, as_json: bool, text) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     result, running = _control_call(args, "status")
 
-    def text(status: dict) -> None:
-        print(f"edgeagent {'is running' if running else 'is not running'}")
-        for exporter, state in status["exporters"].items():
-            print(f"  exporter {exporter}: upstream {state['upstream']}" +
-                  (f" ({state['endpoint']})" if state.get("endpoint") else "") +
-                  (f", last send failed: {state['problem']}" if state.get("problem") else ""))
-        for connector, state in status.get("connectors", {}).items():
-            print(f"  connector {connector}: level {state['active_level']} ({', '.join(state['active_pipelines'])}), "
-                  f"upstream {state['upstream']}")
-        print(f"  backlog: {status['backlog_items']} items in {sum(q['entries'] for q in status['queues'].values())} "
-              f"requests, oldest {status.get('oldest_age_seconds', 0.0):g}s, dead letters: {status['dead_letters']}")
-        for name, queue in status.get("unowned_queues", {}).items():
-            print(f"  warning: queue {name} in {queue['directory']} holds {queue['items']} items that no exporter "
-                  f"of the config sends: {queue['fix']}")
-        if running:
-            eta, drain = status["eta_seconds"], status.get("drain", "")
-            print(f"  drain rate: {status['drain_items_per_second']} items/s, time to empty: "
-                  f"{f'{eta:g}s' if eta is not None else drain or 'unknown'}")
-    _emit(result, args.json, text)
+    _emit(result, args.json, lambda status: cli_text.print_status(status, running))
     return 0 if running else 3
 
 
@@ -432,10 +413,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
     action = args.queue_action
     if action == "stats":
         result, _ = _control_call(args, "stats")
-        _emit(result, args.json, _print_stats)
+        _emit(result, args.json, cli_text.print_stats)
     elif action == "peek":
         result, _ = _control_call(args, "peek", {"n": args.n})
-        _emit(result, args.json, lambda rows: [print(_peek_line(row)) for row in rows])
+        _emit(result, args.json, lambda rows: [print(cli_text.peek_line(row)) for row in rows])
     elif action == "export":
         with _output(args.output) as out:
             _control_call(args, "export", {"format": args.format}, sink=out.write)
@@ -453,21 +434,12 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _peek_line(row: dict[str, Any]) -> str:
-    line = f"{row['queue']:<32} seq={row['seq']:<8} "
-    if "items" not in row:  # the record does not decode
-        return line + f"does not decode: {row['error']}"
-    line += f"items={row['items']:<6} bytes={row['bytes']:<8} attempts={row['attempts']:<3} age={row['age_seconds']}s"
-    return line + (f" {row['error']}" if "error" in row else "")
-
-
 def cmd_dead_letter(args: argparse.Namespace) -> int:
     action = args.dead_letter_action
     if action == "list":  # streamed: a row is printed as it comes, the letters are never all held
         from edgeagent.runtime.control import Lines
 
-        rows = _Rows(args.json, lambda r: f"seq={r['seq']:<6} {r.get('queue', ''):<32} items={r['items']!s:<6} "
-                                          f"status={r.get('status')} {r.get('reason', '')}")
+        rows = cli_text.Rows(args.json, cli_text.dead_letter_line)
         result, _ = _control_call(args, "dead-letter-list", sink=Lines(rows))
         for row in result or ():  # an agent of an earlier version answers with every row at once
             rows(row)
@@ -485,38 +457,6 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
         result, _ = _control_call(args, "dead-letter-purge", {"seqs": args.seq or None})
         _emit(result, True, print)
     return 0
-
-
-class _Rows:
-    """Rows printed as they come: a line of text each, or one JSON array just as json.dumps(rows,
-    indent=2) prints it."""
-
-    def __init__(self, as_json: bool, line: Callable[[dict[str, Any]], str]):
-        self.as_json = as_json
-        self.line = line
-        self.count = 0
-
-    def __call__(self, row: dict[str, Any]) -> None:
-        if self.as_json:
-            print("[\n" if not self.count else ",\n", textwrap.indent(json.dumps(row, indent=2, default=str), "  "),
-                  sep="", end="")
-        else:
-            print(self.line(row))
-        self.count += 1
-
-    def close(self) -> None:
-        if self.as_json:
-            print("\n]" if self.count else "[]")
-
-
-def _print_stats(result: dict) -> None:
-    for store in result["stores"]:
-        budget = f"{store['max_size_bytes']} bytes ({store['full_policy']})" if store["max_size_bytes"] else "none"
-        print(f"{store['directory']}: file {store['file_bytes']} bytes, pages in use {store['pages_in_use_bytes']} "
-              f"bytes, budget {budget}, dead letters {store['dead_letters']}")
-        for name, queue in store["queues"].items():
-            print(f"  {name:<32} entries={queue['entries']:<8} items={queue['items']:<10} bytes={queue['bytes']:<12} "
-                  f"oldest={queue['oldest_age_seconds']}s")
 
 
 @contextlib.contextmanager
