@@ -618,13 +618,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     def target(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
         _config_flags(command, upstream=False)
-        command.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS)
+        command.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS,
+                             help="the agent's state directory, where its control socket is (default: "
+                                  "$STATE_DIRECTORY; else /var/lib/edgeagent as root or its owner; else "
+                                  "~/.local/share/edgeagent)")
         command.add_argument("--json", action="store_true", help="print JSON")
         command.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
                              help="how long to wait for the running agent's answer (default: 60)")
         return command
 
-    status = target(sub.add_parser("status", help="backlog, drain rate, time to empty and upstream state"))
+    status = target(sub.add_parser("status", help="backlog, drain rate, time to empty and upstream state",
+                                   description="The running agent's upstreams, backlog, drain rate and time to "
+                                               "empty; beside a stopped agent, the backlog read from its queue "
+                                               "files. Exit code 0 while the agent runs, 3 when it does not (as "
+                                               "systemctl status), 1 on an error."))
     status.set_defaults(handler=cmd_status)
     reload = target(sub.add_parser("reload", help="make the running agent read its config again (as SIGHUP)"))
     reload.set_defaults(handler=cmd_reload)

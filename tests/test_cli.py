@@ -98,3 +98,13 @@ def test_a_peek_of_no_records_is_refused_not_read_as_every_record(count, capsys,
     err = capsys.readouterr().err
     assert code == 1 and "at least 1" in err, err
     assert not os.path.exists(state)  # refused before any queue was opened
+
+
+def test_the_help_of_status_says_what_its_exit_codes_mean(capsys):
+    """Scripts and monitoring checks run `edgeagent status`: it exits 3 beside a stopped agent (as
+    `systemctl status`), which its help never said."""
+    with pytest.raises(SystemExit):
+        main(["status", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0 while the agent runs" in text and "3 when it does not" in text and "1 on an error" in text, text
+    assert "--state-dir STATE_DIR the agent's state directory" in text, text
