@@ -109,7 +109,8 @@ def status(details: dict[str, Any], telemetry: Telemetry, running: bool = True) 
     details["backlog_items"] = backlog
     details["oldest_age_seconds"] = max((queue["oldest_age_seconds"] for queue in queues), default=0.0)
     details["drain"] = drain
-    details["drain_items_per_second"] = round(rate, 1)
+    # a tenth of an item a second, and three digits below one: a slow link's 0.03 items/s is not 0.0
+    details["drain_items_per_second"] = round(rate, 1) if rate >= 1 else float(f"{rate:.3g}")
     details["eta_seconds"] = eta
     return details
 

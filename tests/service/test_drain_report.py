@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from edgeagent.service import health
+from edgeagent.service import telemetry as telemetry_module
 from edgeagent.service.telemetry import Telemetry
 
 INTERVAL = 0.01
@@ -94,3 +96,16 @@ def test_a_problem_left_on_an_exporter_with_nothing_queued_does_not_stop_the_oth
     telemetry.drain.add(30_000)
     status = health.status(_details({"a": "upstream answered 400"}, {"a": 0, "b": 1000}), telemetry)
     assert status["drain"] == "draining" and status["eta_seconds"] is not None
+
+
+def test_a_slow_drain_is_not_shown_as_a_rate_of_zero_beside_its_time_to_empty(monkeypatch):
+    # a metrics-only gateway on a poor link: 2 data points delivered in the last minute
+    telemetry = Telemetry()
+    now = time.monotonic()
+    monkeypatch.setattr(telemetry_module.time, "monotonic", lambda: now - 59)
+    telemetry.drain.add(2)
+    monkeypatch.setattr(telemetry_module.time, "monotonic", lambda: now)
+    status = health.status(_details({}, {"a": 100, "b": 0}), telemetry)
+    assert status["drain"] == "draining"
+    assert status["drain_items_per_second"] > 0 and status["eta_seconds"] > 0
+    assert abs(status["backlog_items"] / status["drain_items_per_second"] - status["eta_seconds"]) < 30
