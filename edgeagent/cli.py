@@ -381,7 +381,7 @@ async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict,
         for store in agent.stores.values():
             store.start()
         if name == "status":
-            return {"running": False, **agent.status(running=False)}
+            return agent.status(running=False)
         result = await agent.control_handlers()[name](params)
         if sink is None or not isinstance(result, AsyncIterator):
             return result
@@ -404,6 +404,7 @@ def _emit(result, as_json: bool, text) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     result, running = _control_call(args, "status")
+    result = {"running": running, **result}  # whoever answered: the agent, or its files
 
     _emit(result, args.json, lambda status: cli_text.print_status(status, running))
     return 0 if running else 3

@@ -127,3 +127,13 @@ def test_the_start_up_log_says_the_backlog_a_restart_found_once_as_a_count(agent
     assert said == [("edgeagent is ready", 50)], said
     ready = next(line for line in lines if line["msg"] == "edgeagent is ready")
     assert ready["queues"] == {"otlphttp/traces": 50}
+
+
+def test_status_json_says_whether_the_agent_runs_both_ways(agents, tmp_path):
+    """Only a stopped agent's status carried "running": a script reading it from a running one's
+    failed, and the exit code was the only way to tell."""
+    state = tmp_path / "state"
+    agent = agents(["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    assert cli_json(state, "status")["running"] is True
+    assert agent.terminate() == 0
+    assert json.loads(cli(state, "status", "--json", check=False).stdout)["running"] is False
