@@ -40,11 +40,11 @@ def _body(index: int) -> bytes:
     return request.SerializeToString()
 
 
-def _post_backlog(port: int) -> int:
+def _post_backlog(port: int, requests: int = REQUESTS) -> int:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     total = 0
     try:
-        for index in range(REQUESTS):
+        for index in range(requests):
             body = _body(index)
             connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
             response = connection.getresponse()

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -197,3 +198,50 @@ def test_a_user_who_may_not_read_the_queue_is_told_so_not_shown_an_empty_one(age
             assert "sudo -u 4321" in err and "Traceback" not in err and "chown" not in err, (verb, err)
     finally:
         shutil.rmtree(base)
+
+
+def test_an_agent_starting_while_a_command_reads_its_stopped_queue_waits_for_the_read(agents, tmp_path):
+    """A read beside a stopped agent opens LMDB without its lock file, unseen by a writer: the agent
+    (re)started by systemd meanwhile grew and reused the file under it, and the export ended in an
+    MDB_MAP_RESIZED traceback with a tenth of the backlog written."""
+    from tests.e2e.test_export_memory import SPANS, _post_backlog
+
+    state = tmp_path / "state"
+    args = ["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"]
+    agent = agents(args)
+    _post_backlog(agent.http_port, requests=30)
+    assert agent.terminate() == 0
+    export = subprocess.Popen([sys.executable, "-m", "edgeagent", "queue", "export", "--format", "otlp-proto",
+                               "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: _reading(export.pid, state / "queue" / "data.mdb"), timeout=30,
+                   message="the export reading, held by the pipe no one reads yet")
+        with pytest.raises(RuntimeError) as refused:
+            agents(args, ports=agent)
+        assert "being read by an edgeagent command" in str(refused.value), str(refused.value)
+        out, err = export.communicate(timeout=60)
+    finally:
+        if export.poll() is None:
+            export.kill()
+            export.wait(10)
+    assert export.returncode == 0, err.decode()
+    assert _spans(out) == 30 * SPANS
+    assert agents(args, ports=agent).terminate() == 0  # the read done, the agent starts
+
+
+def _reading(pid: int, data: Path) -> bool:
+    """Whether process `pid` has the queue's data file mapped."""
+    try:
+        return str(data) in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _spans(export: bytes) -> int:
+    count, offset = 0, 0
+    while offset < len(export):
+        (length,) = struct.unpack_from(">I", export, offset)
+        request = ExportTraceServiceRequest.FromString(export[offset + 4:offset + 4 + length])
+        count += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        offset += 4 + length
+    return count
