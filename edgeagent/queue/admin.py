@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -186,8 +187,19 @@ async def compact(stores: list[QueueStore]) -> list[dict[str, Any]]:
     return out
 
 
-async def replay(stores: list[QueueStore], seqs: list[int] | None) -> int:
-    return sum([await maintenance.replay_dead_letters(store, seqs) for store in stores])
+async def replay(stores: list[QueueStore], seqs: list[int] | None) -> dict[str, Any]:
+    """Queue dead letters again; those whose queue no exporter of the config has are kept, and said why."""
+    replayed, kept = 0, Counter[str]()
+    for store in stores:
+        moved, left = await maintenance.replay_dead_letters(store, seqs)
+        replayed += moved
+        kept.update(left)
+    out: dict[str, Any] = {"replayed": replayed, "kept": sum(kept.values())}
+    if kept:
+        out["why_kept"] = (f"no exporter of the config sends the queue{'s' if len(kept) > 1 else ''} "
+                           f"{', '.join(sorted(kept))} any more: name it again to replay them, or purge them "
+                           f"(edgeagent queue dead-letter purge --yes SEQ...)")
+    return out
 
 
 async def purge_dead_letters(stores: list[QueueStore], seqs: list[int] | None) -> int:

@@ -45,6 +45,12 @@ def put(txn: lmdb.Transaction, db: Any, description: dict[str, Any], value: byte
     return seq
 
 
+def put_back(txn: lmdb.Transaction, db: Any, letter: DeadLetter) -> None:
+    """Return a letter taken in this transaction under its own seq, as it was."""
+    meta = json.dumps(letter.description, separators=(",", ":"), default=str).encode()
+    txn.put(_KEY.pack(letter.seq), _LENGTH.pack(len(meta)) + meta + letter.value, db=db)
+
+
 def decode(key: bytes | memoryview, value: bytes | memoryview) -> DeadLetter:
     (length,) = _LENGTH.unpack_from(value)
     meta = json.loads(bytes(value[4:4 + length]))

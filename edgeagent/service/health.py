@@ -185,7 +185,7 @@ def control_handlers(graph: Graph, status_of: Callable[[], dict[str, Any]]) -> d
         return control.from_thread(lambda: admin.dead_letter_bodies(list(stores)))
 
     async def dead_letter_replay(params: dict[str, Any]) -> Any:
-        return {"replayed": await admin.replay(stores, params.get("seqs"))}
+        return await admin.replay(stores, params.get("seqs"))
 
     async def dead_letter_purge(params: dict[str, Any]) -> Any:
         return {"purged": await admin.purge_dead_letters(stores, params.get("seqs"))}

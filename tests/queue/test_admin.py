@@ -53,3 +53,33 @@ def test_purging_dead_letters_by_seq_removes_those_there_and_counts_them_once(tm
             await store.close()
 
     assert asyncio.run(scenario()) == (1, [1, 3], 2, 0)
+
+
+def test_a_dead_letter_whose_queue_is_gone_is_kept_as_it_was_and_said_so_on_replay(tmp_path):
+    """Its exporter renamed since, the letter cannot go back: replay said "replayed": 0 and nothing
+    more, and put the letter back under a new seq, so the one the operator named was gone."""
+    async def dead_letter_one() -> None:
+        store = QueueStore(str(tmp_path), sync=False)
+        store.open()
+        store.start()
+        queue = store.queue("old/traces", Signal.TRACES)
+        await store.put([queue], b"r", 1, Signal.TRACES)
+        await queue.dead_letter(await queue.lease(max_items=1), {"status": 400, "reason": "refused"})
+        await store.close()
+
+    async def replay() -> tuple[dict, list[int]]:
+        store = QueueStore(str(tmp_path), sync=False)
+        store.open()
+        store.start()
+        store.queue("new/traces", Signal.TRACES)  # the exporter's name in the config now
+        try:
+            result = await admin.replay([store], None)
+            return result, [letter.seq for letter in maintenance.each_dead_letter(store)]
+        finally:
+            await store.close()
+
+    asyncio.run(dead_letter_one())
+    result, left = asyncio.run(replay())
+    assert left == [1]
+    assert result["replayed"] == 0 and result["kept"] == 1
+    assert "old/traces" in result["why_kept"]
