@@ -232,7 +232,7 @@ def _being_read(directory: str, lock_path: str) -> str:
     except OSError:
         pid = None
     return (f"the queue in {directory} is being read by an edgeagent command (process {pid or 'unknown'}, such "
-            f"as queue export beside the stopped agent); start the agent again once it has finished")
+            f"as queue export beside the stopped agent); try again once it has finished")
 
 
 def lock_holder(directory: str) -> dict[str, Any] | None:
