@@ -17,11 +17,11 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import yaml
 
-from edgeagent import __version__
+from edgeagent import __version__, cli_text
 from edgeagent.config.expand import SCHEMES
 from edgeagent.config.loader import (
     AgentConfig,
@@ -384,7 +384,7 @@ async def _offline(config: AgentConfig, state_dir: str, name: str, params: dict,
         for store in agent.stores.values():
             store.start()
         if name == "status":
-            return {"running": False, **agent.status()}
+            return agent.status(running=False)
         result = await agent.control_handlers()[name](params)
         if sink is None or not isinstance(result, AsyncIterator):
             return result
@@ -407,25 +407,9 @@ def _emit(result, as_json: bool, text) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     result, running = _control_call(args, "status")
+    result = {"running": running, **result}  # whoever answered: the agent, or its files
 
-    def text(status: dict) -> None:
-        print(f"edgeagent {'is running' if running else 'is not running'}")
-        for exporter, state in status["exporters"].items():
-            print(f"  exporter {exporter}: upstream {state['upstream']}" +
-                  (f" ({state['endpoint']})" if state.get("endpoint") else ""))
-        for connector, state in status.get("connectors", {}).items():
-            print(f"  connector {connector}: level {state['active_level']} ({', '.join(state['active_pipelines'])}), "
-                  f"upstream {state['upstream']}")
-        print(f"  backlog: {status['backlog_items']} items in {sum(q['entries'] for q in status['queues'].values())} "
-              f"requests, oldest {status.get('oldest_age_seconds', 0.0):g}s, dead letters: {status['dead_letters']}")
-        for name, queue in status.get("unowned_queues", {}).items():
-            print(f"  warning: queue {name} in {queue['directory']} holds {queue['items']} items that no exporter "
-                  f"of the config sends: {queue['fix']}")
-        if running:
-            eta, drain = status["eta_seconds"], status.get("drain", "")
-            print(f"  drain rate: {status['drain_items_per_second']} items/s, time to empty: "
-                  f"{f'{eta:g}s' if eta is not None else drain or 'unknown'}")
-    _emit(result, args.json, text)
+    _emit(result, args.json, lambda status: cli_text.print_status(status, running))
     return 0 if running else 3
 
 
@@ -433,10 +417,10 @@ def cmd_queue(args: argparse.Namespace) -> int:
     action = args.queue_action
     if action == "stats":
         result, _ = _control_call(args, "stats")
-        _emit(result, args.json, _print_stats)
+        _emit(result, args.json, cli_text.print_stats)
     elif action == "peek":
         result, _ = _control_call(args, "peek", {"n": args.n})
-        _emit(result, args.json, lambda rows: [print(_peek_line(row)) for row in rows])
+        _emit(result, args.json, lambda rows: [print(cli_text.peek_line(row)) for row in rows])
     elif action == "export":
         with _output(args.output) as out:
             _control_call(args, "export", {"format": args.format}, sink=out.write)
@@ -454,22 +438,16 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _peek_line(row: dict[str, Any]) -> str:
-    line = f"{row['queue']:<32} seq={row['seq']:<8} "
-    if "items" not in row:  # the record does not decode
-        return line + f"does not decode: {row['error']}"
-    line += f"items={row['items']:<6} bytes={row['bytes']:<8} attempts={row['attempts']:<3} age={row['age_seconds']}s"
-    return line + (f" {row['error']}" if "error" in row else "")
-
-
 def cmd_dead_letter(args: argparse.Namespace) -> int:
     action = args.dead_letter_action
-    if action == "list":
-        result, _ = _control_call(args, "dead-letter-list")
-        _emit(result, args.json, lambda rows: [print(
-            f"seq={r['seq']:<6} {r.get('queue', ''):<32} items={r['items']!s:<6} status={r.get('status')} "
-            f"{r.get('reason', '')}")
-            for r in rows])
+    if action == "list":  # streamed: a row is printed as it comes, the letters are never all held
+        from edgeagent.runtime.control import Lines
+
+        rows = cli_text.Rows(args.json, cli_text.dead_letter_line)
+        result, _ = _control_call(args, "dead-letter-list", sink=Lines(rows))
+        for row in result or ():  # an agent of an earlier version answers with every row at once
+            rows(row)
+        rows.close()
     elif action == "export":
         with _output(args.output) as out:
             _control_call(args, "dead-letter-export", sink=out.write)
@@ -483,16 +461,6 @@ def cmd_dead_letter(args: argparse.Namespace) -> int:
         result, _ = _control_call(args, "dead-letter-purge", {"seqs": args.seq or None})
         _emit(result, True, print)
     return 0
-
-
-def _print_stats(result: dict) -> None:
-    for store in result["stores"]:
-        budget = f"{store['max_size_bytes']} bytes ({store['full_policy']})" if store["max_size_bytes"] else "none"
-        print(f"{store['directory']}: file {store['file_bytes']} bytes, pages in use {store['pages_in_use_bytes']} "
-              f"bytes, budget {budget}, dead letters {store['dead_letters']}")
-        for name, queue in store["queues"].items():
-            print(f"  {name:<32} entries={queue['entries']:<8} items={queue['items']:<10} bytes={queue['bytes']:<12} "
-                  f"oldest={queue['oldest_age_seconds']}s")
 
 
 @contextlib.contextmanager
@@ -535,6 +503,16 @@ def _config_flags(command: argparse.ArgumentParser, upstream: bool = True, top: 
     if upstream:
         command.add_argument("--upstream", default=None if top else argparse.SUPPRESS, metavar="URL",
                              help="sets EDGEAGENT_UPSTREAM, the OTLP/HTTP upstream the embedded default sends to")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of records") from None
+    if value < 1:  # 0 is "no limit" to the queue's reader: every record, held at once
+        raise argparse.ArgumentTypeError(f"{text!r}: the count of records must be at least 1")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -644,13 +622,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     def target(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
         _config_flags(command, upstream=False)
-        command.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS)
+        command.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS,
+                             help="the agent's state directory, where its control socket is (default: "
+                                  "$STATE_DIRECTORY; else /var/lib/edgeagent as root or its owner; else "
+                                  "~/.local/share/edgeagent)")
         command.add_argument("--json", action="store_true", help="print JSON")
         command.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
                              help="how long to wait for the running agent's answer (default: 60)")
         return command
 
-    status = target(sub.add_parser("status", help="backlog, drain rate, time to empty and upstream state"))
+    status = target(sub.add_parser("status", help="backlog, drain rate, time to empty and upstream state",
+                                   description="The running agent's upstreams, backlog, drain rate and time to "
+                                               "empty; beside a stopped agent, the backlog read from its queue "
+                                               "files. Exit code 0 while the agent runs, 3 when it does not (as "
+                                               "systemctl status), 1 on an error."))
     status.set_defaults(handler=cmd_status)
     reload = target(sub.add_parser("reload", help="make the running agent read its config again (as SIGHUP)"))
     reload.set_defaults(handler=cmd_reload)
@@ -659,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     queue_sub = queue.add_subparsers(dest="queue_action", required=True)
     target(queue_sub.add_parser("stats", help="entries, items, bytes and oldest age per queue"))
     target(queue_sub.add_parser("peek", help="the first N records of each queue")).add_argument(
-        "n", type=int, nargs="?", default=10)
+        "n", type=_count, nargs="?", default=10)
     export = target(queue_sub.add_parser("export", help="write every queued request"))
     export.add_argument("--format", choices=("otlp-json", "otlp-proto"), default="otlp-json",
                         help="otlp-json: one OTLP/JSON request per line; otlp-proto: each request after its "

@@ -84,3 +84,27 @@ def test_a_config_or_usage_error_exits_1_as_otelcol_does(argv, capsys):
         code = exit_.code
     err = capsys.readouterr().err
     assert code == 1 and "error" in err.lower(), err
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_a_peek_of_no_records_is_refused_not_read_as_every_record(count, capsys, tmp_path):
+    """`queue peek 0` peeked every record of every queue, parsed and held at once in the agent (a
+    gateway's million-record backlog), and `peek -3` one: a count must be at least 1."""
+    state = str(tmp_path / "state")
+    try:
+        code = main(["queue", "peek", count, "--state-dir", state])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 1 and "at least 1" in err, err
+    assert not os.path.exists(state)  # refused before any queue was opened
+
+
+def test_the_help_of_status_says_what_its_exit_codes_mean(capsys):
+    """Scripts and monitoring checks run `edgeagent status`: it exits 3 beside a stopped agent (as
+    `systemctl status`), which its help never said."""
+    with pytest.raises(SystemExit):
+        main(["status", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "0 while the agent runs" in text and "3 when it does not" in text and "1 on an error" in text, text
+    assert "--state-dir STATE_DIR the agent's state directory" in text, text

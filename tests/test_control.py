@@ -5,7 +5,9 @@ does not answer."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import json
 import os
 import select
 import socket
@@ -430,3 +432,73 @@ def test_a_sink_that_fails_ends_the_call_with_its_own_error(tmp_path):
 
     error = asyncio.run(scenario())
     assert type(error) is BrokenPipeError
+
+
+LETTERS = [{"directory": "q", "seq": 1, "signal": "traces", "items": 3, "queue": "otlphttp/traces", "status": 400,
+            "reason": "refused"},
+           {"directory": "q", "seq": 2, "signal": None, "items": None, "queue": "otlphttp/logs", "status": None,
+            "reason": "the record does not decode"}]
+
+
+@contextlib.contextmanager
+def _serving(state, handlers) -> Iterator[None]:
+    """A control server for `handlers` in a loop of its own, while the CLI runs in its process."""
+    loop = asyncio.new_event_loop()
+    server = control.ControlServer(str(state / control.SOCKET_NAME), handlers)
+    loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.run_until_complete(server.shutdown())
+        loop.close()
+
+
+@pytest.mark.e2e  # runs the CLI in a process of its own
+def test_dead_letters_listed_row_by_row_read_as_an_earlier_agents_whole_answer(tmp_path):
+    """The agent streams the list as JSON lines (it held every letter to answer at once); the CLI
+    prints the same JSON array and text from it, and from an agent that still answers the old way."""
+    async def streamed(params: dict[str, Any]) -> Any:
+        return control.from_thread(lambda: (json.dumps(row).encode() + b"\n" for row in LETTERS))
+
+    async def whole(params: dict[str, Any]) -> Any:
+        return LETTERS
+
+    async def none(params: dict[str, Any]) -> Any:
+        return control.from_thread(lambda: iter(()))
+
+    printed = {}
+    for name, handler in (("streamed", streamed), ("whole", whole)):
+        state = tmp_path / name
+        with _serving(state, {"dead-letter-list": handler}):
+            printed[name] = (cli(state, "queue", "dead-letter", "list", "--json").stdout,
+                             cli(state, "queue", "dead-letter", "list").stdout)
+    assert printed["streamed"] == printed["whole"]
+    assert printed["streamed"][0].decode() == json.dumps(LETTERS, indent=2) + "\n"
+    text = printed["streamed"][1].decode().splitlines()
+    assert len(text) == 2 and "seq=1" in text[0] and "status=400 refused" in text[0] and "items=None" in text[1]
+    empty = tmp_path / "empty"
+    with _serving(empty, {"dead-letter-list": none}):
+        assert cli(empty, "queue", "dead-letter", "list", "--json").stdout == b"[]\n"
+
+
+def test_a_refusal_raised_as_a_key_error_reads_as_its_message_not_its_repr(tmp_path):
+    """A running agent's `queue purge --queue typo` put the message in the quotes str(KeyError)
+    adds, where a stopped one's said it plainly."""
+    path = str(tmp_path / "state" / control.SOCKET_NAME)
+
+    async def scenario() -> str:
+        server = control.ControlServer(path, {"purge": _refuse})
+        await server.start()
+        try:
+            await control.call(path, "purge", {"queue": "x"})
+        except RuntimeError as refused:
+            return str(refused)
+        finally:
+            await server.shutdown()
+        return "answered"
+
+    assert asyncio.run(scenario()) == "no queue named 'x'"

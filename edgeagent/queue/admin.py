@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ def stats(stores: list[QueueStore]) -> dict[str, Any]:
         for queue in store.queues.values():
             queues[queue.name] = {
                 "entries": queue.entries, "items": queue.items, "bytes": queue.bytes,
-                "oldest_age_seconds": round((now_ms - queue.oldest_ms) / 1000, 3) if queue.oldest_ms else 0.0,
+                "oldest_age_seconds": record.age_seconds(queue.oldest_ms, now_ms),
                 "capacity": {"size": queue.capacity.size, "sizer": queue.capacity.sizer,
                              "used": queue.capacity_used()},
             }
@@ -110,7 +111,7 @@ def peek(stores: list[QueueStore], limit: int) -> list[dict[str, Any]]:
                     continue
                 row = {"queue": name, "seq": read.seq, "signal": header.signal.label, "items": header.items,
                        "bytes": len(read.body), "attempts": header.attempts,
-                       "age_seconds": round((now_ms - header.enqueued_ms) / 1000, 3),
+                       "age_seconds": record.age_seconds(header.enqueued_ms, now_ms),
                        "batch_key": header.batch_key.decode("utf-8", "replace")}
                 request = _parsed(header.signal, read.body)
                 if request is None:
@@ -136,19 +137,19 @@ def export(stores: list[QueueStore], fmt: str) -> Iterator[bytes]:
                                      separators=(",", ":")).encode() + b"\n"
 
 
-def dead_letters(stores: list[QueueStore], limit: int = 0) -> list[dict[str, Any]]:
-    """Every dead letter with its description; signal and items None for one that does not decode."""
-    out = []
+def dead_letters(stores: list[QueueStore]) -> Iterator[bytes]:
+    """A JSON line per dead letter with its description; signal and items null for one that does not
+    decode. Read one at a time (the letters' requests are never all held)."""
     for store in stores:
-        for letter in maintenance.dead_letters(store, limit):
+        for letter in maintenance.each_dead_letter(store):
             try:
                 header: record.RecordHeader | None = letter.header
             except CorruptRecordError:
                 header = None
-            out.append({"directory": store.directory, "seq": letter.seq,
-                        "signal": header.signal.label if header else None, "items": header.items if header else None,
-                        **letter.description})
-    return out
+            row = {"directory": store.directory, "seq": letter.seq,
+                   "signal": header.signal.label if header else None, "items": header.items if header else None,
+                   **letter.description}
+            yield json.dumps(row, separators=(",", ":"), default=str).encode() + b"\n"
 
 
 def dead_letter_bodies(stores: list[QueueStore]) -> Iterator[bytes]:
@@ -186,8 +187,19 @@ async def compact(stores: list[QueueStore]) -> list[dict[str, Any]]:
     return out
 
 
-async def replay(stores: list[QueueStore], seqs: list[int] | None) -> int:
-    return sum([await maintenance.replay_dead_letters(store, seqs) for store in stores])
+async def replay(stores: list[QueueStore], seqs: list[int] | None) -> dict[str, Any]:
+    """Queue dead letters again; those whose queue no exporter of the config has are kept, and said why."""
+    replayed, kept = 0, Counter[str]()
+    for store in stores:
+        moved, left = await maintenance.replay_dead_letters(store, seqs)
+        replayed += moved
+        kept.update(left)
+    out: dict[str, Any] = {"replayed": replayed, "kept": sum(kept.values())}
+    if kept:
+        out["why_kept"] = (f"no exporter of the config sends the queue{'s' if len(kept) > 1 else ''} "
+                           f"{', '.join(sorted(kept))} any more: name it again to replay them, or purge them "
+                           f"(edgeagent queue dead-letter purge --yes SEQ...)")
+    return out
 
 
 async def purge_dead_letters(stores: list[QueueStore], seqs: list[int] | None) -> int:

@@ -8,7 +8,6 @@ queue in one transaction) or purge.
 
 from __future__ import annotations
 
-import itertools
 import json
 import struct
 from collections.abc import Iterator
@@ -46,20 +45,31 @@ def put(txn: lmdb.Transaction, db: Any, description: dict[str, Any], value: byte
     return seq
 
 
+def put_back(txn: lmdb.Transaction, db: Any, letter: DeadLetter) -> None:
+    """Return a letter taken in this transaction under its own seq, as it was."""
+    meta = json.dumps(letter.description, separators=(",", ":"), default=str).encode()
+    txn.put(_KEY.pack(letter.seq), _LENGTH.pack(len(meta)) + meta + letter.value, db=db)
+
+
 def decode(key: bytes | memoryview, value: bytes | memoryview) -> DeadLetter:
     (length,) = _LENGTH.unpack_from(value)
     meta = json.loads(bytes(value[4:4 + length]))
     return DeadLetter(_KEY.unpack(key)[0], meta, bytes(value[4 + length:]))
 
 
-def read(txn: lmdb.Transaction, db: Any, limit: int = 0) -> list[DeadLetter]:
-    return list(itertools.islice(scan(txn, db), limit or None))
-
-
 def scan(txn: lmdb.Transaction, db: Any) -> Iterator[DeadLetter]:
     """Every dead letter in order, one at a time."""
     for key, value in txn.cursor(db=db):
         yield decode(key, value)
+
+
+def remove(txn: lmdb.Transaction, db: Any, seqs: list[int] | None) -> int:
+    """Remove dead letters (all when `seqs` is None) without reading them; how many there were."""
+    if seqs is None:
+        count = int(txn.stat(db)["entries"])
+        txn.drop(db, delete=False)
+        return count
+    return sum(txn.delete(_KEY.pack(seq), db=db) for seq in seqs)
 
 
 def take(txn: lmdb.Transaction, db: Any, seqs: list[int] | None) -> list[DeadLetter]:

@@ -5,7 +5,8 @@
   here ever changes a file's owner.
 * The lock file `edgeagent.lock` holds an exclusive flock while an agent owns the queue, and
   says who holds it (`{"pid": ..., "control": <control socket>}`), so that a command that finds
-  the queue locked can name the holder and ask it over its control socket instead.
+  the queue locked can name the holder and ask it over its control socket instead. A command
+  reading a stopped agent's queue holds it shared (`read_lock`): an agent starting meanwhile waits.
 * A file we may not read or write is an operator's mistake (a command run as root rewrote it),
   never corruption: `StorageAccessError` names the path, its owner and the fix.
 """
@@ -99,6 +100,32 @@ def access_error(path: str, exc: BaseException | None = None) -> StorageAccessEr
         f"(chown -R {user}: {os.path.dirname(path)}), or run the agent as {_owner(path)}")
 
 
+def read_refused(directory: str) -> StorageAccessError:
+    """A command that only reads, run by a user who may not read the queue: the fix is to run it as
+    the queue's owner, never to give the queue to this user (the agent could no longer open it)."""
+    head = os.path.abspath(directory)
+    while not os.path.exists(head) and os.path.dirname(head) != head:  # the nearest path this user may see
+        head = os.path.dirname(head)
+    owner = _owner(head)
+    return StorageAccessError(f"the queue in {directory} belongs to {owner} and user {_user()} may not read it; "
+                              f"run this as {owner} (for example sudo -u {owner} edgeagent ...)")
+
+
+def has_data(directory: str) -> bool:
+    """Whether the queue has a data file to read. One this user may not see or read (a directory on
+    the way not theirs) is refused, never taken for a queue not made yet."""
+    data = os.path.join(directory, "data.mdb")
+    try:
+        os.stat(data)
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        raise read_refused(directory) from None
+    if not os.access(data, os.R_OK):
+        raise read_refused(directory)
+    return True
+
+
 def _user() -> str:
     try:
         return pwd.getpwuid(os.geteuid()).pw_name
@@ -166,7 +193,9 @@ def lock_directory(directory: str, timeout: float, control: str | None = None) -
         except BlockingIOError:
             if time.monotonic() >= deadline:
                 handle.close()
-                holder = lock_holder(directory) or {}
+                holder = lock_holder(directory)
+                if holder is None:  # shared, not held: a command reads the queue (read_lock)
+                    raise StorageLockedError(_being_read(directory, path)) from None
                 raise StorageLockedError(refusal(directory, holder), holder) from None
             time.sleep(0.05)
     _tighten(path, 0o600)
@@ -175,6 +204,35 @@ def lock_directory(directory: str, timeout: float, control: str | None = None) -
     handle.write(json.dumps({"pid": os.getpid(), "control": control}))
     handle.flush()
     return handle
+
+
+def read_lock(directory: str) -> IO[str] | None:
+    """A read-only command's shared lock on the queue, held until it closes the queue: an agent
+    starting meanwhile waits for it, for LMDB opened without its lock file keeps no note of this
+    reader, and the agent's writes would grow and reuse the file under it. Opened read-only: nothing
+    is written. None when there is no lock file to share (no agent ever ran there); raises
+    StorageLockedError while an agent holds the queue."""
+    path = os.path.join(directory, LOCK_NAME)
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError:
+        return None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        holder = lock_holder(directory) or {}
+        raise StorageLockedError(refusal(directory, holder), holder) from None
+    return handle
+
+
+def _being_read(directory: str, lock_path: str) -> str:
+    try:
+        pid = _flock_pid(os.stat(lock_path).st_ino)
+    except OSError:
+        pid = None
+    return (f"the queue in {directory} is being read by an edgeagent command (process {pid or 'unknown'}, such "
+            f"as queue export beside the stopped agent); try again once it has finished")
 
 
 def lock_holder(directory: str) -> dict[str, Any] | None:
@@ -255,7 +313,7 @@ def open_readonly(directory: str) -> lmdb.Environment:
                         readahead=False)
     except lmdb.Error as exc:
         if is_access_error(exc):
-            raise access_error(data, exc) from None
+            raise read_refused(directory) from None
         raise StorageDamagedError(_damaged(data, exc)) from None
     try:
         verify(env, data)

@@ -8,6 +8,7 @@ with the commits of a running agent; in-memory counts follow on the event loop (
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 
 from edgeagent.errors import RetryableError
@@ -41,14 +42,9 @@ def each_dead_letter(store: QueueStore) -> Iterator[deadletter.DeadLetter]:
             yield from deadletter.scan(txn, db)
 
 
-def dead_letters(store: QueueStore, limit: int = 0) -> list[deadletter.DeadLetter]:
-    with store.reading() as txn:
-        db = store.deadletter_db  # looked up inside the gate: a live compaction reopens it
-        return [] if db is None else deadletter.read(txn, db, limit)
-
-
-def replay_dead_letters(store: QueueStore, seqs: list[int] | None = None) -> asyncio.Future[int]:
-    """Move dead letters (all when `seqs` is None) to the tail of their queues, to be sent again."""
+def replay_dead_letters(store: QueueStore, seqs: list[int] | None = None) -> asyncio.Future[tuple[int, Counter[str]]]:
+    """Move dead letters (all when `seqs` is None) to the tail of their queues, to be sent again:
+    how many moved, and how many were kept for each queue the store does not have."""
     return store.call(lambda: _replay(store, seqs))
 
 
@@ -56,16 +52,16 @@ def purge_dead_letters(store: QueueStore, seqs: list[int] | None = None) -> asyn
     return store.call(lambda: _purge(store, seqs))
 
 
-def _replay(store: QueueStore, seqs: list[int] | None) -> int:
+def _replay(store: QueueStore, seqs: list[int] | None) -> tuple[int, Counter[str]]:
     """On the writer thread."""
     result = Commit()
-    moved = 0
+    moved, kept = 0, Counter[str]()
     with store.lmdb_env.begin(write=True) as txn:
         for letter in deadletter.take(txn, store.deadletter_db, seqs):
             queue = store.queues.get(letter.description.get("queue", ""))
             if queue is None:  # its exporter is gone from the config (or a stage's table): keep it
-                deadletter.put(txn, store.deadletter_db, letter.description, letter.value,
-                               letter.description.get("time_ms", 0))
+                deadletter.put_back(txn, store.deadletter_db, letter)
+                kept[letter.description.get("queue", "")] += 1
                 continue
             value = record.with_attempts(letter.value, 0)
             txn.put(KEY.pack(queue.next_seq), value, db=queue.db, append=True)
@@ -76,17 +72,17 @@ def _replay(store: QueueStore, seqs: list[int] | None) -> int:
         remaining = txn.stat(store.deadletter_db)["entries"]
         store.pages_in_use = store.measure_pages(txn)
     store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, result)
-    return moved
+    return moved, kept
 
 
 def _purge(store: QueueStore, seqs: list[int] | None) -> int:
     """On the writer thread."""
     with store.lmdb_env.begin(write=True) as txn:
-        taken = deadletter.take(txn, store.deadletter_db, seqs)
+        purged = deadletter.remove(txn, store.deadletter_db, seqs)
         remaining = txn.stat(store.deadletter_db)["entries"]
         store.pages_in_use = store.measure_pages(txn)
     store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, Commit())
-    return len(taken)
+    return purged
 
 
 def _settle_dead_letters(store: QueueStore, remaining: int, result: Commit) -> None:

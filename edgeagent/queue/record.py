@@ -55,6 +55,12 @@ def compressor(level: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level, write_checksum=True)
 
 
+def age_seconds(enqueued_ms: float, now_ms: float) -> float:
+    """Seconds since `enqueued_ms` (0 for none), never below zero: a record written while the clock
+    was ahead (set back since) is new, not of negative age."""
+    return max(0.0, round((now_ms - enqueued_ms) / 1000, 3)) if enqueued_ms else 0.0
+
+
 def encode(signal: Signal, items: int, enqueued_ms: int, body: bytes, compressor: zstandard.ZstdCompressor | None,
            attempts: int = 0, batch_key: bytes = b"") -> bytes:
     if compressor is None:

@@ -243,11 +243,17 @@ class QueueStore:
 
     def _open_read_only(self) -> None:
         """Open without creating or changing any file: refused while an agent holds the queue (its
-        control socket serves the reads then); sub-databases not yet created read as empty."""
-        holder = environment.lock_holder(self.directory)
-        if holder is not None:
-            raise StorageLockedError(environment.refusal(self.directory, holder), holder)
-        if os.path.exists(os.path.join(self.directory, "data.mdb")):
+        control socket serves the reads then), and holding the lock file shared until closed, so an
+        agent starting meanwhile waits; sub-databases not yet created read as empty."""
+        self._lock_file = environment.read_lock(self.directory)  # an agent starting meanwhile waits
+        try:
+            self._open_read_only_locked()
+        except BaseException:
+            self._release()
+            raise
+
+    def _open_read_only_locked(self) -> None:
+        if environment.has_data(self.directory):
             self.env = environment.open_readonly(self.directory)
             self.page_size = self.env.stat()["psize"]
         self._open_dbs()

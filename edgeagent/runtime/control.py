@@ -95,8 +95,8 @@ class ControlServer:
             return _json({"error": f"the request body was not received within {self.read_timeout:g}s"}, 408)
         try:
             result = await handler(params)
-        except (KeyError, ValueError) as exc:
-            return _json({"error": str(exc)}, 400)
+        except (KeyError, ValueError) as exc:  # a KeyError's str() is its message quoted
+            return _json({"error": str(exc.args[0]) if exc.args else str(exc)}, 400)
         except Exception as exc:  # a disk full under a compaction: the caller reads why, not a bare 500
             log.error("control command failed", exc_info=exc, extra={"command": request.params["name"]})
             return _json({"error": f"{type(exc).__name__}: {exc}"}, 500)
@@ -157,6 +157,22 @@ def _json(value: Any, status: int = 200) -> Response:
 
 
 Sink = Callable[[bytes], object]
+
+
+class Lines:
+    """A sink for an answer streamed as JSON lines (`dead-letter list`): each line, decoded, goes to
+    `each` as soon as it is whole."""
+
+    def __init__(self, each: Callable[[Any], object]):
+        self.each = each
+        self._partial = b""
+
+    def __call__(self, piece: bytes) -> None:
+        lines = (self._partial + piece).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line:
+                self.each(json.loads(line))
 
 
 class AnswerBrokenOff(ConnectionError):

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from edgeagent import __version__
 from edgeagent.component import Role
-from edgeagent.queue import admin
+from edgeagent.queue import admin, record
 from edgeagent.runtime import control
 from edgeagent.service.graph import Graph
 from edgeagent.service.telemetry import Telemetry
@@ -31,8 +31,7 @@ class State(Protocol):
 def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
     now_ms = time.time() * 1000
     queues = {queue.name: {"entries": queue.entries, "items": queue.items, "bytes": queue.bytes,
-                           "oldest_age_seconds": round((now_ms - queue.oldest_ms) / 1000, 3)
-                           if queue.oldest_ms else 0.0}
+                           "oldest_age_seconds": record.age_seconds(queue.oldest_ms, now_ms)}
               for queue in sorted(graph.queues, key=lambda queue: queue.name)}
     exporters = {}
     for exp_id, exporter in graph.exporters.items():
@@ -78,20 +77,29 @@ def _upstream(component_id: str, component: Any, telemetry: Telemetry) -> str:
     return "unknown" if online is None else "online" if online else "offline"
 
 
-def status(details: dict[str, Any], telemetry: Telemetry) -> dict[str, Any]:
+def status(details: dict[str, Any], telemetry: Telemetry, running: bool = True) -> dict[str, Any]:
     """What `edgeagent status` prints: health details plus backlog, drain rate and time to empty.
 
     `drain` says why there is no time to empty: "waiting for upstream" while an upstream is
-    offline (a rate measured before the outage would promise a stale ETA), "no upstream" when
-    data is only buffered."""
+    offline (a rate measured before the outage would promise a stale ETA), "retrying" while one
+    with data queued reaches its upstream and fails (a 503: the same stale rate), "no upstream"
+    when data is only buffered, "not running" beside a stopped agent. A stopped agent's upstreams are
+    "unknown": the config read beside it may lack the environment its service had."""
+    if not running:
+        for component in (*details["exporters"].values(), *details["connectors"].values()):
+            component["upstream"] = "unknown"
     queues = details["queues"].values()
     backlog = sum(queue["items"] for queue in queues)
     upstreams = [exporter["upstream"] for exporter in details["exporters"].values()]
     rate = telemetry.drain.rate()
     if not backlog:
         drain, eta = "empty", 0.0
+    elif not running:
+        drain, eta = "not running", None
     elif "offline" in upstreams:
         drain, eta = "waiting for upstream", None
+    elif _failing_with_backlog(details):
+        drain, eta = "retrying", None
     elif upstreams and all(state == "not configured" for state in upstreams):
         drain, eta = "no upstream", None
     elif rate > 0:
@@ -101,28 +109,49 @@ def status(details: dict[str, Any], telemetry: Telemetry) -> dict[str, Any]:
     details["backlog_items"] = backlog
     details["oldest_age_seconds"] = max((queue["oldest_age_seconds"] for queue in queues), default=0.0)
     details["drain"] = drain
-    details["drain_items_per_second"] = round(rate, 1)
+    # a tenth of an item a second, and three digits below one: a slow link's 0.03 items/s is not 0.0
+    details["drain_items_per_second"] = round(rate, 1) if rate >= 1 else float(f"{rate:.3g}")
     details["eta_seconds"] = eta
     return details
 
 
+def _failing_with_backlog(details: dict[str, Any]) -> bool:
+    """Whether an exporter or connector whose last send failed has data queued (its queues are
+    named `<id>/<signal>`)."""
+    waiting = {name.rpartition("/")[0] for name, queue in details["queues"].items() if queue["items"]}
+    components = {**details["exporters"], **details["connectors"]}
+    return any("problem" in components.get(name, {}) for name in waiting)
+
+
+BACKLOG_AGE = 5.0  # seconds queued data has waited when it is a backlog, not data in flight
+
+
 async def report_drain(status_of: Callable[[], dict[str, Any]], interval: float = 5.0) -> None:
-    """Run until cancelled: while a backlog drains, log items left, rate and time to empty every `interval`."""
-    was = "empty"
+    """Run until cancelled: while a backlog drains, log items left, rate and time to empty every `interval`.
+
+    A backlog is data that has waited longer than BACKLOG_AGE: a healthy agent always holds some
+    data for a moment (batched, in flight), which is not reported. Once a backlog was reported
+    (draining, or waiting for its upstream), "backlog drained" says when there is none any more."""
+    reported, was = False, "empty"
     while True:
         await asyncio.sleep(interval)
         details = status_of()
         drain = details["drain"]
-        if drain == "draining":
+        if drain == "waiting for upstream":
+            if was != drain:
+                log.warning("backlog waiting for upstream",
+                            extra={"items_left": details["backlog_items"],
+                                   "oldest_age_seconds": details["oldest_age_seconds"]})
+            reported = True
+        elif drain == "draining" and details["oldest_age_seconds"] > BACKLOG_AGE:
             log.info("draining the backlog", extra={"items_left": details["backlog_items"],
                                                     "items_per_second": details["drain_items_per_second"],
                                                     "eta_seconds": details["eta_seconds"],
                                                     "oldest_age_seconds": details["oldest_age_seconds"]})
-        elif drain == "waiting for upstream" and was != drain:
-            log.warning("backlog waiting for upstream", extra={"items_left": details["backlog_items"],
-                                                                "oldest_age_seconds": details["oldest_age_seconds"]})
-        elif drain == "empty" and was == "draining":
-            log.info("backlog drained")
+            reported = True
+        elif reported and details["oldest_age_seconds"] <= BACKLOG_AGE:
+            log.info("backlog drained", extra={"items_left": details["backlog_items"]})
+            reported = False
         was = drain
 
 
@@ -149,14 +178,14 @@ def control_handlers(graph: Graph, status_of: Callable[[], dict[str, Any]]) -> d
     async def compact(params: dict[str, Any]) -> Any:
         return await admin.compact(stores)
 
-    async def dead_letter_list(params: dict[str, Any]) -> Any:
-        return await asyncio.to_thread(admin.dead_letters, stores, int(params.get("n", 0)))
+    async def dead_letter_list(params: dict[str, Any]) -> Any:  # streamed, as an export: JSON lines
+        return control.from_thread(lambda: admin.dead_letters(list(stores)))
 
     async def dead_letter_export(params: dict[str, Any]) -> Any:
         return control.from_thread(lambda: admin.dead_letter_bodies(list(stores)))
 
     async def dead_letter_replay(params: dict[str, Any]) -> Any:
-        return {"replayed": await admin.replay(stores, params.get("seqs"))}
+        return await admin.replay(stores, params.get("seqs"))
 
     async def dead_letter_purge(params: dict[str, Any]) -> Any:
         return {"purged": await admin.purge_dead_letters(stores, params.get("seqs"))}

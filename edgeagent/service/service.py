@@ -142,8 +142,8 @@ class Service:
     def health(self) -> dict[str, Any]:
         return health.health(self, self.graph, self.telemetry)
 
-    def status(self) -> dict[str, Any]:
-        return health.status(self.health(), self.telemetry)
+    def status(self, running: bool = True) -> dict[str, Any]:
+        return health.status(self.health(), self.telemetry, running)
 
     def control_handlers(self) -> dict[str, Handler]:
         """Looked up on every call, so the commands see the graph that runs now."""
@@ -327,7 +327,8 @@ class Service:
         await _start(self.graph, skip_extensions=set(self.graph.extensions))
         self.started = True
         backlog = {q.name: q.items for q in self.graph.queues if q.items}
-        log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": backlog})
+        log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": sum(backlog.values()),
+                                              "queues": backlog})
         for name, queue in self.health()["unowned_queues"].items():
             log.warning("a queue holds data that no exporter of the config sends", extra={"queue": name, **queue})
 

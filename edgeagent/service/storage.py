@@ -120,9 +120,9 @@ class Stores:
             self.rebound[storage_id or DEFAULT_STORAGE] = Rebound(
                 compaction.rebound_needed_threshold_mib, compaction.rebound_trigger_threshold_mib,
                 compaction.check_interval)
+        # no backlog here: the queues open later, with the graph ("edgeagent is ready" says it)
         log.info("queue storage open", extra={"directory": directory, "fsync": settings.fsync,
-                                              "max_size_mib": settings.budget() >> 20,
-                                              "backlog_items": sum(q.items for q in store.queues.values())})
+                                              "max_size_mib": settings.budget() >> 20})
         return store
 
     def open_unnamed(self) -> None:

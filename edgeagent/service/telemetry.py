@@ -19,6 +19,7 @@ from edgeagent.config.service import IncludeExclude, MetricsConfig, as_label
 from edgeagent.config.types import split_endpoint
 from edgeagent.extensions.metrics import Derived, Metrics
 from edgeagent.http1.server import Handler, Request, Response, Server
+from edgeagent.queue import record
 from edgeagent.queue.ops import WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.runtime import supervise
@@ -195,7 +196,7 @@ def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:
         return samples
 
     def oldest_age(queue: DurableQueue) -> float:
-        return max(0.0, time.time() - queue.oldest_ms / 1000) if queue.oldest_ms else 0.0
+        return record.age_seconds(queue.oldest_ms, time.time() * 1000)
 
     labels = ("exporter", "data_type")
     gauge = telemetry.gauge

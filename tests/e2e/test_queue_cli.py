@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -165,3 +170,78 @@ def test_reading_a_truncated_queue_beside_a_stopped_agent_refuses_cleanly(agents
     refused = cli(state, "queue", "stats", check=False)
     assert refused.returncode == 1 and b"is damaged" in refused.stderr and b"Traceback" not in refused.stderr
     assert _snapshot(state) == before  # left for the agent to salvage
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to give the queue to one user and read it as another")
+def test_a_user_who_may_not_read_the_queue_is_told_so_not_shown_an_empty_one(agents):
+    """Run by a user other than the agent's (the socket and the 0700 directory refuse them), the
+    commands took the unreadable data file for a missing one: 50 queued spans read as 0."""
+    base = tempfile.mkdtemp(prefix="edgeagent-other-user-")  # not under the tests' 0700 directory
+    os.chmod(base, 0o755)
+    try:
+        state = os.path.join(base, "state")
+        agent = agents(["run", "--state-dir", state, "--upstream", f"http://127.0.0.1:{free_port()}"])
+        send_spans("http", agent.http_port, 50)
+        assert agent.terminate() == 0
+        for directory, dirs, files in os.walk(state):
+            for name in [*dirs, *files]:
+                os.lchown(os.path.join(directory, name), 4321, 4321)
+        os.chown(state, 4321, 4321)
+        for verb in (["queue", "stats"], ["status"], ["queue", "dead-letter", "list"]):
+            # setpriv, not Popen(user=...): the interpreter may live under root's home, which the
+            # latter cannot reach once it has changed user
+            result = subprocess.run(["setpriv", "--reuid=4322", "--regid=4322", "--clear-groups", sys.executable,
+                                     "-m", "edgeagent", *verb, "--state-dir", state], capture_output=True, timeout=60)
+            err = result.stderr.decode()
+            assert result.returncode == 1, (verb, result.stdout.decode(), err)
+            assert "sudo -u 4321" in err and "Traceback" not in err and "chown" not in err, (verb, err)
+    finally:
+        shutil.rmtree(base)
+
+
+def test_an_agent_starting_while_a_command_reads_its_stopped_queue_waits_for_the_read(agents, tmp_path):
+    """A read beside a stopped agent opens LMDB without its lock file, unseen by a writer: the agent
+    (re)started by systemd meanwhile grew and reused the file under it, and the export ended in an
+    MDB_MAP_RESIZED traceback with a tenth of the backlog written."""
+    from tests.e2e.test_export_memory import SPANS, _post_backlog
+
+    state = tmp_path / "state"
+    args = ["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"]
+    agent = agents(args)
+    _post_backlog(agent.http_port, requests=30)
+    assert agent.terminate() == 0
+    export = subprocess.Popen([sys.executable, "-m", "edgeagent", "queue", "export", "--format", "otlp-proto",
+                               "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: _reading(export.pid, state / "queue" / "data.mdb"), timeout=30,
+                   message="the export reading, held by the pipe no one reads yet")
+        with pytest.raises(RuntimeError) as refused:
+            agents(args, ports=agent)
+        assert "being read by an edgeagent command" in str(refused.value), str(refused.value)
+        out, err = export.communicate(timeout=60)
+    finally:
+        if export.poll() is None:
+            export.kill()
+            export.wait(10)
+    assert export.returncode == 0, err.decode()
+    assert _spans(out) == 30 * SPANS
+    assert agents(args, ports=agent).terminate() == 0  # the read done, the agent starts
+
+
+def _reading(pid: int, data: Path) -> bool:
+    """Whether process `pid` has the queue's data file mapped."""
+    try:
+        return str(data) in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _spans(export: bytes) -> int:
+    count, offset = 0, 0
+    while offset < len(export):
+        (length,) = struct.unpack_from(">I", export, offset)
+        request = ExportTraceServiceRequest.FromString(export[offset + 4:offset + 4 + length])
+        count += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+        offset += 4 + length
+    return count

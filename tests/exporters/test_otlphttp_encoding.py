@@ -142,7 +142,7 @@ def test_a_queued_request_that_does_not_parse_is_dead_lettered_and_the_queue_dra
         await sender.start()
         try:
             await _until(lambda: received and queue.entries == 0, 5)
-            letters = maintenance.dead_letters(store)
+            letters = list(maintenance.each_dead_letter(store))
             assert len(letters) == 1 and letters[0].body() == b"\x0f" + _request()
         finally:
             await sender.shutdown()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeagent.queue import admin, maintenance
+from edgeagent.queue import admin
 from edgeagent.queue.api import StageTransaction, StoredRecord
 from edgeagent.queue.compaction import rebound_due
 from edgeagent.queue.store import DurableQueue, QueueStore
@@ -213,8 +213,8 @@ def test_reads_running_across_live_compactions_use_the_reopened_environment(tmp_
             found = await asyncio.to_thread(lambda: list(admin.records(store, queue.name, limit=5)))
             assert [read.body for read in found] == bodies[:5]
 
-        async def dead_letters() -> None:  # as `edgeagent queue dead-letters` does
-            assert await asyncio.to_thread(maintenance.dead_letters, store) == []
+        async def dead_letters() -> None:  # as `edgeagent queue dead-letter list` does
+            assert await asyncio.to_thread(lambda: list(admin.dead_letters([store]))) == []
 
         runs = await asyncio.wait_for(_race_compactions(store, {
             "lease": lease, "lease_newest": lease_newest, "read_records": read_records, "scan": scan, "peek": peek,

@@ -41,7 +41,7 @@ def test_dead_lettering_parts_stores_only_the_refused_parts_and_removes_the_leas
         await store.put([queue], b"whole request of ten items", 10, Signal.TRACES)
         lease = await queue.lease(max_items=10)
         await queue.dead_letter(lease, {"status": 413, "reason": "too large"}, bodies=[(b"one refused item", 1)])
-        letters = maintenance.dead_letters(store)
+        letters = list(maintenance.each_dead_letter(store))
         assert [(letter.body(), letter.header.items, letter.description["status"]) for letter in letters] == [
             (b"one refused item", 1, 413)]
         assert queue.entries == 0 and queue.items == 0
