@@ -5,6 +5,8 @@ Design note
 ===========
 Key layout: `<key_prefix><trace id as 32 hex digits>` holds b"1" (kept) or b"0" (dropped),
 written as `SET key value PX ttl NX GET`: a decision lives `ttl` in Redis and is never replaced.
+A key holding anything else (written by something other than a replica) is no decision:
+lookups leave it out, and a write that finds it counts an error and follows its own decision.
 
 First writer wins (NX). Two replicas can each decide a trace on the part of it they received
 (around a rebalance) and disagree. Redis keeps the first decision for the whole ttl and every
@@ -242,14 +244,20 @@ class SharedDecisions:
             self._failed("publish", exc)
             return
         refused: list[Exception] = []
+        foreign = 0  # keys holding a value that is no decision: as lookups do, not followed
         for (trace_id, keep), reply in zip(batch.items(), replies, strict=False):
             if isinstance(reply, Exception):
                 refused.append(reply)
+            elif reply is not None and reply not in (_KEPT, _DROPPED):
+                foreign += 1
             elif reply is not None and (reply == _KEPT) != keep:  # another replica decided first
                 self._count("conflicts", 1)
                 if self.on_conflict is not None:
                     self.on_conflict(trace_id, reply == _KEPT)
-        self._count("published_decisions", len(batch) - len(refused))
+        self._count("published_decisions", len(batch) - len(refused) - foreign)
+        if foreign:
+            self._count("errors", 1, "publish")
+            self._count("dropped_decisions", foreign, "foreign_value")
         if refused:
             self._count("errors", 1, "publish")
             self._count("dropped_decisions", len(refused), "refused")

@@ -319,3 +319,24 @@ def test_a_writer_that_fails_leaves_shared_decisions_down_loudly_and_shutdown_cl
         assert _counter(shared, "dropped_decisions", "unavailable") == 1
         await shared.shutdown()
     asyncio.run(scenario())
+
+
+def test_a_value_in_redis_that_is_no_decision_is_not_followed_as_a_drop(redis_server):
+    """A key under the prefix holding something else (another writer's value) is no decision: the
+    replica keeps its own, as a lookup of it would, and counts the error."""
+    async def scenario():
+        conflicts: list[tuple[bytes, bool]] = []
+        shared = _shared(redis_server)
+        shared.on_conflict = lambda trace_id, kept: conflicts.append((trace_id, kept))
+        await shared.start()
+        trace_id = _ids(1, 3)[0]
+        with redis_server.client() as client:
+            client.set(f"edgeagent:decision:{trace_id.hex()}", b"true")
+        assert await shared.lookup([trace_id]) == {}
+        shared.publish({trace_id: True})
+        await _until(lambda: _counter(shared, "errors", "publish") == 1, message="the value counted as an error")
+        assert conflicts == []
+        assert _counter(shared, "conflicts") == 0
+        assert _counter(shared, "published_decisions") == 0
+        await shared.shutdown()
+    asyncio.run(scenario())
