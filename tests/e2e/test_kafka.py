@@ -9,6 +9,7 @@ whose messages a hub must read.
 from __future__ import annotations
 
 import collections
+import os
 import time
 import types
 
@@ -284,6 +285,41 @@ def test_a_malformed_message_is_skipped_counted_and_committed(agents, upstream, 
     assert hub.metric("otelcol_kafka_receiver_unmarshal_failed_spans", receiver="kafka", topic="otlp_spans") == 1
     wait_until(lambda: _lag(hub) == {"0": 0.0}, timeout=30, message="every offset committed, the bad one too")
     assert len(kafka.all_records("otlp_spans")) >= 6  # the bad one and 5 requests (a retried one twice)
+    assert "do not decode" in hub.log()
+
+
+def _requests(count: int, spans: int = 5) -> tuple[list[bytes], set[bytes]]:
+    """`count` serialized ExportTraceServiceRequests of `spans` spans each, and their span ids."""
+    requests, ids = [], set()
+    for _ in range(count):
+        request = ExportTraceServiceRequest()
+        scope = request.resource_spans.add().scope_spans.add()
+        for _ in range(spans):
+            span = scope.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="s")
+            ids.add(span.span_id)
+        requests.append(request.SerializeToString())
+    return requests, ids
+
+
+def test_a_record_batch_that_does_not_decompress_is_skipped_and_no_other_message_is_lost(agents, upstream, kafka,
+                                                                                          tmp_path):
+    kafka.create_topic("otlp_spans", 2)
+    before, sent = _requests(3)
+    kafka.produce("otlp_spans", before, partition=0)
+    kafka.produce_undecodable("otlp_spans", _requests(3)[0], partition=0)
+    after, later = _requests(3)
+    kafka.produce("otlp_spans", after, partition=0)
+    other, elsewhere = _requests(4)
+    kafka.produce("otlp_spans", other, partition=1)
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",))
+
+    everything = sent | later | elsewhere
+    wait_until(lambda: upstream.span_ids() >= everything, timeout=60, interval=0.25,
+               message=f"every readable span upstream\n{hub.log()}")
+    assert hub.process.poll() is None, hub.log()
+    assert hub.metric("otelcol_kafka_receiver_unmarshal_failed_spans", receiver="kafka", topic="otlp_spans") == 3
+    wait_until(lambda: _lag(hub) == {"0": 0.0, "1": 0.0}, timeout=30,
+               message="every offset committed, the unreadable batch's too")
     assert "do not decode" in hub.log()
 
 
