@@ -23,7 +23,7 @@ caller asks about, bounded by `operation_timeout`.
 Outages: a connection error or a timeout marks Redis down: one warning per outage, the gauge
 `edgeagent_sampler_shared_state_up` at 0. While down, lookups answer {} at once (the replica
 decides with its local caches only) and publishes are dropped and counted; nothing raises to
-the caller. One task probes with PING under exponential backoff (cancelled by shutdown) and
+the caller. One task probes under exponential backoff (cancelled by shutdown) and
 marks Redis up again, with an info log. Decisions dropped during an outage are not replayed:
 the replica that made them still follows them through its local cache.
 
@@ -44,7 +44,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from sampler.cluster.config import SharedStateConfig, shown_url
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
@@ -52,6 +52,7 @@ from sampler.telemetry import NO_METRICS, Counter, MetricsSink
 log = logging.getLogger(__name__)
 
 _KEPT, _DROPPED = b"1", b"0"
+_PROBE = b"probe"  # deleted by the probes, after the prefix: no decision's key (not hex)
 _PENDING_BATCHES = 100  # decisions waiting beyond this many batches are dropped (counted): bounded memory
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
@@ -270,14 +271,19 @@ class SharedDecisions:
     # ---- outages ---------------------------------------------------------------------------
 
     async def _probe(self) -> bool:
+        """A write command (DEL of a key that is not there), as a decision is one: a Redis that
+        answers PING but stalls writes (paused clients) stays down, rather than coming up and
+        failing again at once, a warning each time."""
         try:
             async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
                 assert self._redis is not None, "probes run between start() and shutdown()"
-                await self._redis.ping()
+                await self._redis.delete(self._prefix + _PROBE)
+        except ResponseError:
+            pass  # it answers, refusing writes (e.g. OOM): the writer counts refusals, lookups still work
         except _OUTAGE as exc:
             self._failed("connect", exc)
             return False
-        if self._closing:  # shut down while the PING was on its way
+        if self._closing:  # shut down while the probe was on its way
             return False
         if self._down_since is not None:
             log.info("shared decisions are available again", extra={
@@ -301,7 +307,7 @@ class SharedDecisions:
         self._down.set()
 
     async def _reconnect_loop(self) -> None:
-        """PING with exponential backoff (jittered) while Redis is down; shutdown cancels it."""
+        """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it."""
         while True:
             await self._down.wait()
             self._down.clear()

@@ -340,3 +340,22 @@ def test_a_value_in_redis_that_is_no_decision_is_not_followed_as_a_drop(redis_se
         assert _counter(shared, "published_decisions") == 0
         await shared.shutdown()
     asyncio.run(scenario())
+
+
+def test_a_redis_that_answers_ping_but_stalls_writes_is_one_outage_not_a_log_line_per_probe(redis_server, caplog):
+    """CLIENT PAUSE WRITE: PING answers, every SET waits past operation_timeout. Each probe that
+    succeeds must not end the outage (and log again) while the operation that failed still does."""
+    async def scenario():
+        shared = _shared(redis_server, operation_timeout="100ms")
+        await shared.start()
+        with redis_server.client() as client:
+            client.execute_command("CLIENT", "PAUSE", "4000", "WRITE")
+        with caplog.at_level(logging.INFO, logger="sampler.cluster.redis_state"):
+            for turn in range(60):  # 3 s of decisions while writes stall
+                shared.publish({_ids(1, 100 + turn)[0]: True})
+                await asyncio.sleep(0.05)
+        lines = [r.getMessage() for r in caplog.records if r.name == "sampler.cluster.redis_state"]
+        assert len([line for line in lines if "unavailable" in line]) == 1, lines
+        assert not [line for line in lines if "available again" in line], lines
+        await shared.shutdown()
+    asyncio.run(scenario())
