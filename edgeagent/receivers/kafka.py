@@ -24,8 +24,9 @@ Design note
   and the window holds several. Large messages are parsed on a worker thread.
 * A retryable refusal (memory limiter, full queue) retries the same message after a bounded,
   growing pause (`error_backoff`); a message is never skipped for it. A message that does not
-  decode, whose parse could never fit the memory limit, or whose record batch cannot be read
-  (bad CRC, bytes that do not decompress; kafka_fetch.py), is counted
+  decode, whose parse could never fit the memory limit, that could never fit its queue (more
+  items than queue_size), or whose record batch cannot be read (bad CRC, bytes that do not
+  decompress; kafka_fetch.py), is counted
   (`otelcol_kafka_receiver_unmarshal_failed_*`), logged once per episode and skipped: it is
   marked durable, so its offset is committed with the others. So is a message the upstream
   refused for good (with `sending_queue::wait_for_result` it is in the dead-letter store; an
@@ -439,8 +440,9 @@ class KafkaReceiver:
                 return record.offset
             except BadRequestError as exc:
                 self._malformed[partition.signal].inc(1, self.id, partition.topic)
-                self._episode(f"malformed:{partition.topic}", "skipping Kafka messages that do not decode; counted "
-                              f"in otelcol_kafka_receiver_unmarshal_failed_{partition.signal.item_name}", exc,
+                self._episode(f"malformed:{partition.topic}", "skipping Kafka messages that do not decode or "
+                              "could never fit; counted in "
+                              f"otelcol_kafka_receiver_unmarshal_failed_{partition.signal.item_name}", exc,
                               topic=partition.topic, partition=partition.partition, offset=record.offset)
                 return record.offset
             except (PermanentError, RefusedError) as exc:  # offered again, it would be refused again

@@ -323,6 +323,20 @@ def test_a_record_batch_that_does_not_decompress_is_skipped_and_no_other_message
     assert "do not decode" in hub.log()
 
 
+def test_a_message_larger_than_the_whole_queue_is_skipped_not_retried_for_good(agents, upstream, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 1)
+    big, _ = _requests(1, spans=50)  # queue_size 20 items: it could not fit in the queue even when empty
+    good, sent = _requests(3)
+    kafka.produce("otlp_spans", big + good, partition=0)
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",),
+               exporter={"sending_queue": {"sizer": "items", "queue_size": 20, "num_consumers": 2}})
+
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="the spans that fit upstream")
+    wait_until(lambda: _lag(hub) == {"0": 0.0}, timeout=30, message="every offset committed, the big message's too")
+    assert hub.metric("otelcol_kafka_receiver_unmarshal_failed_spans", receiver="kafka", topic="otlp_spans") == 1
+    assert "could never fit" in hub.log()
+
+
 def test_lag_appears_while_the_hub_refuses_and_returns_to_zero(agents, upstream, kafka, tmp_path):
     kafka.create_topic("otlp_spans", 2)
     edge = _edge(agents, tmp_path, kafka)
