@@ -394,6 +394,21 @@ def test_a_hub_with_tail_sampling_commits_offsets_once_spans_are_in_the_sampler_
     wait_until(lambda: _lag(hub) and not any(_lag(hub).values()), timeout=30, message="every offset committed")
 
 
+def test_a_sampler_whose_export_queue_stays_full_warns_once_not_every_tick(agents, upstream, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 1)
+    sampling = {"tail_sampling": {"decision_wait": "200ms", "policies": [{"name": "all", "type": "always_sample"}]}}
+    offline = f"http://127.0.0.1:{free_port()}"  # nothing listens: the one queued record stays
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling,
+               exporter={"endpoint": offline, "sending_queue": {"queue_size": 1, "num_consumers": 1}})
+    kafka.produce("otlp_spans", _requests(1)[0], partition=0)
+    wait_until(lambda: hub.metric("otelcol_exporter_queue_size", exporter="otlphttp") == 1, timeout=30,
+               message="the first decided traces queued")
+    kafka.produce("otlp_spans", _requests(1)[0], partition=0)  # decided, but the queue is full
+    time.sleep(3)  # about 30 ticks of the sampler
+    stuck = [line for line in hub.log().splitlines() if "could not queue decided traces" in line]
+    assert len(stuck) == 1, stuck
+
+
 def test_dense_messages_are_parsed_within_the_memory_limit(agents, kafka, tmp_path):
     # a message of 480k empty spans is under 1 MB in Kafka and about 90 MiB once parsed: the hub
     # reserves what parsing may take before it parses, as its HTTP and gRPC receivers do, so messages
