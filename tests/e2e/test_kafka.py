@@ -409,6 +409,20 @@ def test_a_sampler_whose_export_queue_stays_full_warns_once_not_every_tick(agent
     assert len(stuck) == 1, stuck
 
 
+@pytest.mark.xfail(strict=True, reason="known defect: a round's kept spans go to the export queues in one "
+                   "transaction, so more kept items than an items-sized queue_size can never be moved and "
+                   "every later decision waits behind them")
+def test_a_sampler_round_keeping_more_spans_than_an_items_sized_queue_holds_still_delivers(agents, upstream, kafka,
+                                                                                          tmp_path):
+    kafka.create_topic("otlp_spans", 1)
+    requests, sent = _requests(6)  # 30 traces of one span, decided in one round
+    kafka.produce("otlp_spans", requests, partition=0)
+    sampling = {"tail_sampling": {"decision_wait": "1s", "policies": [{"name": "all", "type": "always_sample"}]}}
+    _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling,
+         exporter={"sending_queue": {"sizer": "items", "queue_size": 20, "num_consumers": 2}})
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=20, interval=0.25, message="every kept span upstream")
+
+
 def test_dense_messages_are_parsed_within_the_memory_limit(agents, kafka, tmp_path):
     # a message of 480k empty spans is under 1 MB in Kafka and about 90 MiB once parsed: the hub
     # reserves what parsing may take before it parses, as its HTTP and gRPC receivers do, so messages
