@@ -24,7 +24,9 @@ Design note
   and the window holds several. Large messages are parsed on a worker thread.
 * A retryable refusal (memory limiter, full queue) retries the same message after a bounded,
   growing pause (`error_backoff`); a message is never skipped for it. A message that does not
-  decode, or whose parse could never fit the memory limit, is counted
+  decode, whose parse could never fit the memory limit, that could never fit its queue (more
+  items than queue_size), or whose record batch cannot be read (bad CRC, bytes that do not
+  decompress; kafka_fetch.py), is counted
   (`otelcol_kafka_receiver_unmarshal_failed_*`), logged once per episode and skipped: it is
   marked durable, so its offset is committed with the others. So is a message the upstream
   refused for good (with `sending_queue::wait_for_result` it is in the dead-letter store; an
@@ -67,6 +69,7 @@ from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, Signal
 from edgeagent.configretry import backoff_delay
 from edgeagent.errors import BadRequestError, PermanentError, RefusedError, RetryableError, ShutdownError
 from edgeagent.receivers import codec, parse_cost
+from edgeagent.receivers.kafka_fetch import Fetcher, Unreadable
 from edgeagent.signals import Payload, Signal, resource_groups
 
 log = logging.getLogger(__name__)
@@ -352,12 +355,15 @@ class KafkaReceiver:
                 await self._pause(attempt)
                 continue
             self._consumer = consumer
+        fetcher = Fetcher(consumer, step_wait=self.config.max_fetch_wait + 1.0, owner=self._partitions.get)
         log.info("kafka receiver consuming", extra={"receiver": self.id, "topics": sorted(self._signals),
                                                     "group": self.config.group_id})
         attempt = 0
         while not self._stopping.is_set():
+            owners = dict(self._partitions)
             try:
-                batches = await self._consumer.getmany(timeout_ms=500, max_records=_BACKLOG)
+                ready = [tp for tp, partition in owners.items() if not partition.paused]
+                batches = await fetcher.fetch(ready, timeout=0.5, max_records=_BACKLOG)
             except KafkaError as exc:
                 attempt += 1
                 self._episode("fetch", "fetching from Kafka failed; retrying", exc)
@@ -365,7 +371,11 @@ class KafkaReceiver:
                 continue
             attempt = 0
             for tp, records in batches.items():
-                partition = self._partitions.get(tp)
+                partition = owners.get(tp)
+                # a fetch spans several calls: records taken before a rebalance are not the new
+                # assignment's (it reads again from the committed offset), and out of its order
+                if self._partitions.get(tp) is not partition:
+                    continue
                 if partition is not None and records:
                     self._enqueue(tp, partition, records)
 
@@ -424,12 +434,15 @@ class KafkaReceiver:
         attempt = 0
         while True:
             try:
+                if isinstance(record, Unreadable):  # its batch does not decompress or check: as a bad message
+                    raise BadRequestError(f"the record batch does not decode: {record.error!r}")
                 await self._offer(partition, record)
                 return record.offset
             except BadRequestError as exc:
                 self._malformed[partition.signal].inc(1, self.id, partition.topic)
-                self._episode(f"malformed:{partition.topic}", "skipping Kafka messages that do not decode; counted "
-                              f"in otelcol_kafka_receiver_unmarshal_failed_{partition.signal.item_name}", exc,
+                self._episode(f"malformed:{partition.topic}", "skipping Kafka messages that do not decode or "
+                              "could never fit; counted in "
+                              f"otelcol_kafka_receiver_unmarshal_failed_{partition.signal.item_name}", exc,
                               topic=partition.topic, partition=partition.partition, offset=record.offset)
                 return record.offset
             except (PermanentError, RefusedError) as exc:  # offered again, it would be refused again

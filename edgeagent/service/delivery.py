@@ -5,7 +5,8 @@
   refused at once: it is written again after each commit that freed room, until it fits or its
   deadline passes (then the usual refusal: 503 + Retry-After / RESOURCE_EXHAUSTED). Only the
   queues that were full are written again. A request that could not fit in the empty queue
-  (more items than an items-sized `queue_size`) is refused at once, as otelcol does.
+  (more items than an items-sized `queue_size`) is refused at once and for good by the queue
+  itself (BadRequestError, 413), blocking or not.
 * `sending_queue.wait_for_result`: the record is committed as always (durable first), then the
   answer waits for its delivery (edgeagent.queue.watch): OK once the upstream accepted it, the
   upstream's PermanentError when it refused it for good (dead-lettered), the chain's
@@ -64,7 +65,7 @@ async def write(store: QueueStore, queues: list[DurableQueue], waits: Waits, bod
                 if result is None:
                     if queue in mine:
                         outcomes.append(mine[queue])
-                elif isinstance(result, QueueFullError) and queue in waits.blocking and _fits_empty(queue, items):
+                elif isinstance(result, QueueFullError) and queue in waits.blocking:
                     full.append(queue)
                 elif isinstance(result, BaseException):
                     _count_refusals(store, waits, [queue for queue, result in zip(pending, results, strict=True)
@@ -103,11 +104,6 @@ def _count_refusals(store: QueueStore, waits: Waits, refused: list[DurableQueue]
     for queue in refused:
         if queue in waits.blocking:
             store.call(functools.partial(count, queue))
-
-
-def _fits_empty(queue: DurableQueue, items: int) -> bool:
-    """Whether the request could fit in the queue once it is empty (items-sized queue_size)."""
-    return not queue.capacity.exceeded(0, 0, 0, items, 0)
 
 
 async def _within(deadline: float | None, waiting: Awaitable[T], late: Exception) -> T:

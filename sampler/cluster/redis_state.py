@@ -5,6 +5,8 @@ Design note
 ===========
 Key layout: `<key_prefix><trace id as 32 hex digits>` holds b"1" (kept) or b"0" (dropped),
 written as `SET key value PX ttl NX GET`: a decision lives `ttl` in Redis and is never replaced.
+A key holding anything else (written by something other than a replica) is no decision:
+lookups leave it out, and a write that finds it counts an error and follows its own decision.
 
 First writer wins (NX). Two replicas can each decide a trace on the part of it they received
 (around a rebalance) and disagree. Redis keeps the first decision for the whole ttl and every
@@ -21,7 +23,7 @@ caller asks about, bounded by `operation_timeout`.
 Outages: a connection error or a timeout marks Redis down: one warning per outage, the gauge
 `edgeagent_sampler_shared_state_up` at 0. While down, lookups answer {} at once (the replica
 decides with its local caches only) and publishes are dropped and counted; nothing raises to
-the caller. One task probes with PING under exponential backoff (cancelled by shutdown) and
+the caller. One task probes under exponential backoff (cancelled by shutdown) and
 marks Redis up again, with an info log. Decisions dropped during an outage are not replayed:
 the replica that made them still follows them through its local cache.
 
@@ -42,7 +44,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from sampler.cluster.config import SharedStateConfig, shown_url
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
@@ -50,6 +52,7 @@ from sampler.telemetry import NO_METRICS, Counter, MetricsSink
 log = logging.getLogger(__name__)
 
 _KEPT, _DROPPED = b"1", b"0"
+_PROBE = b"probe"  # deleted by the probes, after the prefix: no decision's key (not hex)
 _PENDING_BATCHES = 100  # decisions waiting beyond this many batches are dropped (counted): bounded memory
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
@@ -242,14 +245,20 @@ class SharedDecisions:
             self._failed("publish", exc)
             return
         refused: list[Exception] = []
+        foreign = 0  # keys holding a value that is no decision: as lookups do, not followed
         for (trace_id, keep), reply in zip(batch.items(), replies, strict=False):
             if isinstance(reply, Exception):
                 refused.append(reply)
+            elif reply is not None and reply not in (_KEPT, _DROPPED):
+                foreign += 1
             elif reply is not None and (reply == _KEPT) != keep:  # another replica decided first
                 self._count("conflicts", 1)
                 if self.on_conflict is not None:
                     self.on_conflict(trace_id, reply == _KEPT)
-        self._count("published_decisions", len(batch) - len(refused))
+        self._count("published_decisions", len(batch) - len(refused) - foreign)
+        if foreign:
+            self._count("errors", 1, "publish")
+            self._count("dropped_decisions", foreign, "foreign_value")
         if refused:
             self._count("errors", 1, "publish")
             self._count("dropped_decisions", len(refused), "refused")
@@ -262,14 +271,19 @@ class SharedDecisions:
     # ---- outages ---------------------------------------------------------------------------
 
     async def _probe(self) -> bool:
+        """A write command (DEL of a key that is not there), as a decision is one: a Redis that
+        answers PING but stalls writes (paused clients) stays down, rather than coming up and
+        failing again at once, a warning each time."""
         try:
             async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
                 assert self._redis is not None, "probes run between start() and shutdown()"
-                await self._redis.ping()
+                await self._redis.delete(self._prefix + _PROBE)
+        except ResponseError:
+            pass  # it answers, refusing writes (e.g. OOM): the writer counts refusals, lookups still work
         except _OUTAGE as exc:
             self._failed("connect", exc)
             return False
-        if self._closing:  # shut down while the PING was on its way
+        if self._closing:  # shut down while the probe was on its way
             return False
         if self._down_since is not None:
             log.info("shared decisions are available again", extra={
@@ -293,7 +307,7 @@ class SharedDecisions:
         self._down.set()
 
     async def _reconnect_loop(self) -> None:
-        """PING with exponential backoff (jittered) while Redis is down; shutdown cancels it."""
+        """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it."""
         while True:
             await self._down.wait()
             self._down.clear()

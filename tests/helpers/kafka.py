@@ -16,6 +16,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,31 @@ class Broker:
                 await producer.stop()
 
         _run(send())
+
+    def produce_undecodable(self, topic: str, values: list[bytes], partition: int) -> None:
+        """Write `values` as one gzip record batch whose compressed bytes are not gzip (its CRC is
+        right), as a broker that stores batches unchecked keeps them: no client can read its records.
+
+        Written by a separate interpreter whose producer runs aiokafka's Python batch builder with
+        its gzip encoder replaced, so this process's client stays as it was."""
+        script = (
+            "import asyncio, sys\n"
+            "import aiokafka.record.default_records as records\n"
+            "from aiokafka import AIOKafkaProducer\n"
+            "records.gzip_encode = lambda data: b'\\x1f\\x8bXX'  # shorter than any batch: sent as it is\n"
+            "async def main(bootstrap, topic, partition, values):\n"
+            "    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks='all', compression_type='gzip',\n"
+            "                                linger_ms=50)\n"
+            "    await producer.start()\n"
+            "    try:\n"
+            "        sent = [await producer.send(topic, bytes.fromhex(v), partition=partition) for v in values]\n"
+            "        await asyncio.gather(*sent)\n"
+            "    finally:\n"
+            "        await producer.stop()\n"
+            "asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]))\n")
+        subprocess.run([sys.executable, "-c", script, self.bootstrap, topic, str(partition),
+                        *(value.hex() for value in values)],
+                       env={**os.environ, "AIOKAFKA_NO_EXTENSIONS": "1"}, check=True, timeout=60)
 
     def records(self, topic: str, expected: int, timeout: float = 30.0) -> list:
         """Read the topic from the start without a group until `expected` records arrived (or the timeout)."""

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from edgeagent.errors import QueueFullError
+from edgeagent.errors import BadRequestError, QueueFullError
 from edgeagent.queue.limits import QueueCapacity
 from edgeagent.queue.store import QueueStore
 from edgeagent.service import delivery
@@ -65,7 +65,8 @@ def test_a_request_larger_than_the_whole_queue_is_refused_at_once(tmp_path):
     async def scenario(store) -> None:
         queue = store.queue("small/traces", Signal.TRACES, QueueCapacity(5, "items"))
         started = time.monotonic()
-        with pytest.raises(QueueFullError):
+        with pytest.raises(BadRequestError) as refused:  # for good: offered again, it is refused again
             await _write(store, queue, b"big", 6, None)
+        assert refused.value.status == 413
         assert time.monotonic() - started < 1
     _run(tmp_path, scenario)

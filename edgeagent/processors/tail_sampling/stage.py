@@ -149,6 +149,7 @@ class SamplingStage:
         self._seq = 0
         self._early: dict[bytes, None] = {}  # evicted by the limits: decide on the next tick (ordered set)
         self._unsettled: dict[bytes, bool] = {}  # decided, raw records may remain: move them next tick
+        self._stuck_since: float | None = None  # since when moves fail (export queues full): warned once
         self._deciding: set[bytes] = set()  # read for evaluation right now: new spans go to disk
         self._late_records: set[bytes] = set()  # records committed while their trace was being decided
         self._task: asyncio.Task | None = None
@@ -621,10 +622,16 @@ class SamplingStage:
         try:
             await self._running_store().atomic(lambda writer: self._move(writer, move, exports, corrupt, bad_parts))
         except Exception as exc:  # export queues full, disk full: the records stay; try again later
-            log.warning("tail sampling could not queue decided traces yet; retrying", extra={
-                "processor": self.id, "traces": len(decisions), "error": str(exc)})
+            if self._stuck_since is None:  # once per episode: it is tried again every tick
+                self._stuck_since = time.monotonic()
+                log.warning("tail sampling could not queue decided traces yet; retrying", extra={
+                    "processor": self.id, "traces": len(decisions), "error": str(exc)})
             self._unsettled.update(decisions)
             return
+        if self._stuck_since is not None:
+            log.info("tail sampling queues decided traces again", extra={
+                "processor": self.id, "after_seconds": round(time.monotonic() - self._stuck_since, 1)})
+            self._stuck_since = None
         self.index.apply(move, decisions)
         for key in corrupt:
             self.index.forget(key)

@@ -319,3 +319,43 @@ def test_a_writer_that_fails_leaves_shared_decisions_down_loudly_and_shutdown_cl
         assert _counter(shared, "dropped_decisions", "unavailable") == 1
         await shared.shutdown()
     asyncio.run(scenario())
+
+
+def test_a_value_in_redis_that_is_no_decision_is_not_followed_as_a_drop(redis_server):
+    """A key under the prefix holding something else (another writer's value) is no decision: the
+    replica keeps its own, as a lookup of it would, and counts the error."""
+    async def scenario():
+        conflicts: list[tuple[bytes, bool]] = []
+        shared = _shared(redis_server)
+        shared.on_conflict = lambda trace_id, kept: conflicts.append((trace_id, kept))
+        await shared.start()
+        trace_id = _ids(1, 3)[0]
+        with redis_server.client() as client:
+            client.set(f"edgeagent:decision:{trace_id.hex()}", b"true")
+        assert await shared.lookup([trace_id]) == {}
+        shared.publish({trace_id: True})
+        await _until(lambda: _counter(shared, "errors", "publish") == 1, message="the value counted as an error")
+        assert conflicts == []
+        assert _counter(shared, "conflicts") == 0
+        assert _counter(shared, "published_decisions") == 0
+        await shared.shutdown()
+    asyncio.run(scenario())
+
+
+def test_a_redis_that_answers_ping_but_stalls_writes_is_one_outage_not_a_log_line_per_probe(redis_server, caplog):
+    """CLIENT PAUSE WRITE: PING answers, every SET waits past operation_timeout. Each probe that
+    succeeds must not end the outage (and log again) while the operation that failed still does."""
+    async def scenario():
+        shared = _shared(redis_server, operation_timeout="100ms")
+        await shared.start()
+        with redis_server.client() as client:
+            client.execute_command("CLIENT", "PAUSE", "4000", "WRITE")
+        with caplog.at_level(logging.INFO, logger="sampler.cluster.redis_state"):
+            for turn in range(60):  # 3 s of decisions while writes stall
+                shared.publish({_ids(1, 100 + turn)[0]: True})
+                await asyncio.sleep(0.05)
+        lines = [r.getMessage() for r in caplog.records if r.name == "sampler.cluster.redis_state"]
+        assert len([line for line in lines if "unavailable" in line]) == 1, lines
+        assert not [line for line in lines if "available again" in line], lines
+        await shared.shutdown()
+    asyncio.run(scenario())
