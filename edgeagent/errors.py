@@ -75,6 +75,11 @@ class QueueFullError(RetryableError):
     """The persistent queue is at its capacity; the client should retry later."""
 
 
+class TooLargeForQueueError(Exception):
+    """A request more than its queue holds even when empty (an items- or bytes-sized queue_size):
+    it can never be queued whole, however long the client waits."""
+
+
 class ShutdownError(RetryableError):
     """The agent is stopping; the client should retry against the next run."""
 

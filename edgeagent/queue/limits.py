@@ -32,6 +32,10 @@ class QueueCapacity:
             return size + add_bytes > self.size
         return entries + 1 > self.size
 
+    def never_holds(self, entries: int, items: int, size: int) -> bool:
+        """Whether this much is more than the queue holds even when empty."""
+        return self.exceeded(entries - 1, items, size, 0, 0)
+
     def used(self, entries: int, items: int, size: int) -> int:
         return {"items": items, "bytes": size}.get(self.sizer, entries)
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import lmdb
 import zstandard
 
-from edgeagent.errors import BadRequestError, CorruptRecordError, QueueFullError
+from edgeagent.errors import BadRequestError, CorruptRecordError, QueueFullError, TooLargeForQueueError
 from edgeagent.queue import deadletter, record
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.signals import Signal
@@ -380,6 +380,10 @@ class TxnWriter:
         """Append a request to an export queue, as a put would; QueueFullError when it does not fit."""
         value = self._encode(queue.signal, body, items, batch_key, True)
         if not self.store.append_record(self._ctx, queue, value, items):
+            if queue.capacity.never_holds(1, items, len(value)):
+                raise TooLargeForQueueError(f"a request of {items} items ({len(value)} bytes stored) is more than "
+                                            f"queue {queue.name} holds even when empty (queue_size "
+                                            f"{queue.capacity.size} {queue.capacity.sizer})")
             raise QueueFullError(f"queue {queue.name} is full; retry later", retry_after=5.0)
 
     def put(self, table: StoreTable, key: bytes, signal: Signal, body: bytes, items: int, batch_key: bytes = b"",

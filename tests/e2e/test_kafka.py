@@ -409,9 +409,6 @@ def test_a_sampler_whose_export_queue_stays_full_warns_once_not_every_tick(agent
     assert len(stuck) == 1, stuck
 
 
-@pytest.mark.xfail(strict=True, reason="known defect: a round's kept spans go to the export queues in one "
-                   "transaction, so more kept items than an items-sized queue_size can never be moved and "
-                   "every later decision waits behind them")
 def test_a_sampler_round_keeping_more_spans_than_an_items_sized_queue_holds_still_delivers(agents, upstream, kafka,
                                                                                           tmp_path):
     kafka.create_topic("otlp_spans", 1)
@@ -421,6 +418,25 @@ def test_a_sampler_round_keeping_more_spans_than_an_items_sized_queue_holds_stil
     _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling,
          exporter={"sending_queue": {"sizer": "items", "queue_size": 20, "num_consumers": 2}})
     wait_until(lambda: upstream.span_ids() >= sent, timeout=20, interval=0.25, message="every kept span upstream")
+
+
+def test_a_kept_trace_more_than_an_items_sized_queue_holds_is_dropped_said_so_and_the_rest_delivered(
+        agents, upstream, kafka, tmp_path):
+    kafka.create_topic("otlp_spans", 1)
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    huge = os.urandom(16)
+    for _ in range(25):  # one trace of 25 spans: more than the queue's 20 items
+        scope.spans.add(trace_id=huge, span_id=os.urandom(8), name="s")
+    others, sent = _requests(4)
+    kafka.produce("otlp_spans", [request.SerializeToString(), *others], partition=0)
+    sampling = {"tail_sampling": {"decision_wait": "1s", "policies": [{"name": "all", "type": "always_sample"}]}}
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling,
+               exporter={"sending_queue": {"sizer": "items", "queue_size": 20, "num_consumers": 2}})
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=20, interval=0.25, message="every other kept span upstream")
+    wait_until(lambda: huge.hex() in hub.log(), timeout=5, message="the dropped trace named in the log")
+    dropped = [line for line in hub.log().splitlines() if huge.hex() in line]
+    assert len(dropped) == 1 and "queue_size" in dropped[0], dropped
 
 
 def test_dense_messages_are_parsed_within_the_memory_limit(agents, kafka, tmp_path):

@@ -81,7 +81,7 @@ from collections.abc import Set as AbstractSet
 from operator import itemgetter
 from typing import Any, cast
 
-from edgeagent.errors import RetryableError
+from edgeagent.errors import RetryableError, TooLargeForQueueError
 from edgeagent.processors.memory_limiter import anonymous_memory
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
 from edgeagent.processors.tail_sampling.later import LaterProcessors, Pieces, by_batch_key
@@ -622,6 +622,9 @@ class SamplingStage:
         try:
             await self._running_store().atomic(lambda writer: self._move(writer, move, exports, corrupt, bad_parts))
         except Exception as exc:  # export queues full, disk full: the records stay; try again later
+            if isinstance(exc, TooLargeForQueueError) or len(decisions) > 1 and self._never_fits(exports):
+                await self._settle_smaller(decisions, reading, kept, checked, touched, exc)
+                return
             if self._stuck_since is None:  # once per episode: it is tried again every tick
                 self._stuck_since = time.monotonic()
                 log.warning("tail sampling could not queue decided traces yet; retrying", extra={
@@ -636,6 +639,31 @@ class SamplingStage:
         for key in corrupt:
             self.index.forget(key)
         self.quarantine.moved(corrupt, bad_parts)
+
+    def _never_fits(self, exports: list[tuple[bytes, int, bytes]]) -> bool:
+        """Whether a move's kept spans are more than some export queue holds even when empty (bodies
+        counted as sent: stored compressed they may fit, and are then only moved in parts)."""
+        items, size = sum(map(itemgetter(1), exports)), sum(len(body) for body, _, _ in exports)
+        return any(queue.capacity.never_holds(len(exports), items, size) for queue in self.queues)
+
+    async def _settle_smaller(self, decisions: dict[bytes, bool], reading: _Reading, kept: dict[bytes, Pieces] | None,
+                              checked: AbstractSet[bytes], touched: set[bytes], exc: Exception) -> None:
+        """A move keeps more than an export queue holds even when empty, so waiting never lets it
+        in: the first half of its traces is moved now, in smaller moves as needed, and the rest
+        next tick (read again then: this move rewrites their records). A kept trace more than
+        the queue holds on its own (TooLargeForQueueError) can never be queued: it is dropped,
+        and said so."""
+        if len(decisions) == 1:
+            trace_id = next(iter(decisions))
+            log.error("tail sampling dropped a kept trace: it is more than its export queue holds even when "
+                      "empty; raise the exporter's sending_queue::queue_size", extra={
+                          "processor": self.id, "trace_id": trace_id.hex(), "error": str(exc)})
+            await self._settle({trace_id: False}, None)
+            return
+        ids = list(decisions)
+        half = len(ids) // 2
+        self._unsettled.update((trace_id, decisions[trace_id]) for trace_id in ids[half:])
+        await self._settle({trace_id: decisions[trace_id] for trace_id in ids[:half]}, reading, kept, checked, touched)
 
     def _move(self, writer: StageTransaction, move: Move, exports: list[tuple[bytes, int, bytes]],
               corrupt: dict[bytes, str], bad_parts: dict[bytes, BadPart]) -> None:
