@@ -7,6 +7,7 @@ import asyncio
 import random
 import time
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
@@ -17,6 +18,7 @@ from edgeagent.processors.tail_sampling.stage import SamplingStage
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Payload, Signal
 from sampler.buffer import SPANS, TIMES
+from tests.sampler.policies.test_hint_exactness import POLICIES as HINT_POLICIES
 
 
 class Clock:
@@ -835,7 +837,8 @@ def test_spans_of_a_trace_evicted_early_join_its_early_decision(tmp_path):
     assert spans == [(first, b"\x01" * 8), (first, b"\x09" * 8), (first, b"\x0a" * 8)]
 
 
-def test_byte_searching_policies_decide_from_the_spans_also_after_a_restart(tmp_path):
+@pytest.mark.parametrize("number", range(len(HINT_POLICIES)))
+def test_byte_searching_policies_decide_from_the_spans_also_after_a_restart(tmp_path, number):
     """status_code and the attribute policies decide by what the split found and confirmed as
     spans arrived (Trace.hints); after a restart that is found again in the buffer records, cut
     as they were stored. Either way each trace's decision is the policies' on its parsed spans,
@@ -847,7 +850,6 @@ def test_byte_searching_policies_decide_from_the_spans_also_after_a_restart(tmp_
     from sampler.policies.config import PolicyConfig
     from sampler.split import split_by_trace
     from sampler.trace import Decision, Trace
-    from tests.sampler.policies.test_hint_exactness import POLICIES
     from tests.sampler.policies.test_hint_exactness import _request as unusual_request
 
     rng = random.Random(21)
@@ -885,13 +887,12 @@ def test_byte_searching_policies_decide_from_the_spans_also_after_a_restart(tmp_
         await store.close()
         return kept
 
-    for number, text in enumerate(POLICIES):
-        policy = yaml.safe_load(text)
-        policies = [policy, {"name": "all", "type": "always_sample"}] if policy["type"] == "drop" else [policy]
-        named = build_policies([PolicyConfig.model_validate(item) for item in policies], lambda: 0.0)
-        expected = {trace_id for trace_id, its in batches.items()
-                    if decide(named, Trace(trace_id, batches=its))[0] is Decision.SAMPLED}
-        assert 0 < len(expected) < len(batches), policy["name"]
-        for restart in (False, True):
-            kept = asyncio.run(scenario(policies, restart, f"{number}-{restart}"))
-            assert kept == expected, (policy["name"], restart)
+    policy = yaml.safe_load(HINT_POLICIES[number])
+    policies = [policy, {"name": "all", "type": "always_sample"}] if policy["type"] == "drop" else [policy]
+    named = build_policies([PolicyConfig.model_validate(item) for item in policies], lambda: 0.0)
+    expected = {trace_id for trace_id, its in batches.items()
+                if decide(named, Trace(trace_id, batches=its))[0] is Decision.SAMPLED}
+    assert 0 < len(expected) < len(batches), policy["name"]
+    for restart in (False, True):
+        kept = asyncio.run(scenario(policies, restart, f"{number}-{restart}"))
+        assert kept == expected, (policy["name"], restart)
