@@ -360,9 +360,8 @@ class KafkaReceiver:
                                                     "group": self.config.group_id})
         attempt = 0
         while not self._stopping.is_set():
-            owners = dict(self._partitions)
             try:
-                ready = [tp for tp, partition in owners.items() if not partition.paused]
+                ready = [tp for tp, partition in self._partitions.items() if not partition.paused]
                 batches = await fetcher.fetch(ready, timeout=0.5, max_records=_BACKLOG)
             except KafkaError as exc:
                 attempt += 1
@@ -370,13 +369,11 @@ class KafkaReceiver:
                 await self._pause(attempt)
                 continue
             attempt = 0
-            for tp, records in batches.items():
-                partition = owners.get(tp)
-                # a fetch spans several calls: records taken before a rebalance are not the new
-                # assignment's (it reads again from the committed offset), and out of its order
-                if self._partitions.get(tp) is not partition:
-                    continue
-                if partition is not None and records:
+            for tp, (holder, records) in batches.items():
+                partition = self._partitions.get(tp)
+                # records taken before a rebalance are not the new assignment's (it reads them again
+                # from the committed offset): only those taken by the partition's holder now go on
+                if partition is not None and partition is holder:
                     self._enqueue(tp, partition, records)
 
     def _enqueue(self, tp: Any, partition: _Partition, records: list) -> None:

@@ -51,26 +51,38 @@ class Fetcher:
         self.step_wait_ms = int(step_wait * 1000)  # how long a one-record read waits for its refetch
 
     async def fetch(self, partitions: list[TopicPartition], timeout: float, max_records: int
-                    ) -> dict[TopicPartition, list]:
-        """Wait up to `timeout` for a record, then take up to `max_records` of each of `partitions`.
-        Raises KafkaError only when it took nothing."""
-        out: dict[TopicPartition, list] = {}
-        holders = {tp: self.owner(tp) for tp in partitions}
+                    ) -> dict[TopicPartition, tuple[object, list]]:
+        """Wait up to `timeout` for a record, then take up to `max_records` of each of `partitions`;
+        each partition's records with who held it when they were taken. A fetch spans several
+        calls: when a rebalance comes between them, only the records of the partition's latest
+        holder are handed out (the new assignment reads the earlier ones again from the committed
+        offset), and those are handed out whatever the holder when the fetch began. Raises
+        KafkaError only when it took nothing."""
+        out: dict[TopicPartition, tuple[object, list]] = {}
+
+        def take(tp: TopicPartition, holder: object, records: list) -> None:
+            known = out.get(tp)
+            if known is not None and known[0] is holder:
+                known[1].extend(records)
+            elif records:
+                out[tp] = (holder, list(records))
+
         try:
-            out.update(await self.consumer.getmany(timeout_ms=int(timeout * 1000), max_records=1))
+            for tp, records in (await self.consumer.getmany(timeout_ms=int(timeout * 1000), max_records=1)).items():
+                take(tp, self.owner(tp), records)
         except UNREADABLE:
             pass  # the drain below finds the partition and steps over the batch
-        for tp, holder in holders.items():
+        for tp in partitions:
+            holder = self.owner(tp)
             try:
                 got = (await self.consumer.getmany(tp, timeout_ms=0, max_records=max_records)).get(tp, [])
             except UNREADABLE:
                 got = await self._step(tp, holder)
             except KafkaError:
-                if any(out.values()):
+                if out:
                     break  # what was taken goes out now; the error comes again on the next fetch
                 raise
-            if got:
-                out.setdefault(tp, []).extend(got)
+            take(tp, self.owner(tp), got)
         return out
 
     async def _step(self, tp: TopicPartition, holder: object) -> list:
