@@ -75,11 +75,6 @@ class QueueFullError(RetryableError):
     """The persistent queue is at its capacity; the client should retry later."""
 
 
-class TooLargeForQueueError(Exception):
-    """A request more than its queue holds even when empty (an items- or bytes-sized queue_size):
-    it can never be queued whole, however long the client waits."""
-
-
 class ShutdownError(RetryableError):
     """The agent is stopping; the client should retry against the next run."""
 
@@ -90,6 +85,14 @@ class BadRequestError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+class TooLargeForQueueError(BadRequestError):
+    """A request more than its queue holds even when empty (an items- or bytes-sized queue_size):
+    it can never be queued whole, however long the client waits (413)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, status=413)
 
 
 class UnauthenticatedError(BadRequestError):

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import lmdb
 import zstandard
 
-from edgeagent.errors import BadRequestError, CorruptRecordError, QueueFullError, TooLargeForQueueError
+from edgeagent.errors import CorruptRecordError, QueueFullError, TooLargeForQueueError
 from edgeagent.queue import deadletter, record
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.signals import Signal
@@ -214,10 +214,10 @@ class Put(WriterOp):
                 ctx.result.watched.append((self.queue, ctx.state.next_seqs[self.queue] - 1, self.outcome))
         elif self.queue.capacity.exceeded(0, 0, 0, self.items, 0):  # offered again, refused again: for good
             self.queue.refused_items += self.items
-            ctx.result.failed.append((self.future, BadRequestError(
+            ctx.result.failed.append((self.future, TooLargeForQueueError(
                 f"a request of {self.items} items could never fit queue {self.queue.name}, whose queue_size is "
                 f"{self.queue.capacity.size} items even when empty: send smaller requests, or raise "
-                f"sending_queue::queue_size", status=413)))
+                f"sending_queue::queue_size")))
         else:
             if not self.blocks:
                 self.queue.refused_items += self.items

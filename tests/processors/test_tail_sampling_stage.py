@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -863,22 +864,22 @@ def test_byte_searching_policies_decide_from_the_spans_also_after_a_restart(tmp_
     async def scenario(policies: list[dict], restart: bool, directory: str) -> set[bytes]:
         clock = Clock()
         config = TailSamplingConfig.model_validate({"decision_wait": "5s", "num_traces": 1000, "policies": policies})
-        store = QueueStore(str(tmp_path / directory))
-        store.open()
-        export = store.queue("otlphttp/traces", Signal.TRACES)
-        stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
-        stage.attach(store, [export], [])
-        store.start()
-        for body in bodies:
-            await stage.ingest(Payload.from_bytes(Signal.TRACES, body))
-        if restart:
-            await store.close()  # as a kill
+
+        def opened() -> tuple[QueueStore, Any, SamplingStage]:
             store = QueueStore(str(tmp_path / directory))
             store.open()
             export = store.queue("otlphttp/traces", Signal.TRACES)
             stage = SamplingStage("tail_sampling", config, host=None, clock=clock)
             stage.attach(store, [export], [])
             store.start()
+            return store, export, stage
+
+        store, export, stage = opened()
+        for body in bodies:
+            await stage.ingest(Payload.from_bytes(Signal.TRACES, body))
+        if restart:
+            await store.close()  # as a kill
+            store, export, stage = opened()
             await stage.start()
         clock.now += 6
         await _decide_all(stage)
