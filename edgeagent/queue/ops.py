@@ -212,12 +212,13 @@ class Put(WriterOp):
             ctx.result.done.append((self.future, None))
             if self.outcome is not None:
                 ctx.result.watched.append((self.queue, ctx.state.next_seqs[self.queue] - 1, self.outcome))
-        elif self.queue.capacity.exceeded(0, 0, 0, self.items, 0):  # offered again, refused again: for good
+        elif self.queue.capacity.never_holds(1, self.items, len(self.value)):  # offered again, refused again
             self.queue.refused_items += self.items
+            capacity = self.queue.capacity
             ctx.result.failed.append((self.future, TooLargeForQueueError(
-                f"a request of {self.items} items could never fit queue {self.queue.name}, whose queue_size is "
-                f"{self.queue.capacity.size} items even when empty: send smaller requests, or raise "
-                f"sending_queue::queue_size")))
+                f"a request of {self.items} items ({len(self.value)} bytes stored) could never fit queue "
+                f"{self.queue.name}, whose queue_size is {capacity.size} {capacity.sizer} even when empty: send "
+                f"smaller requests, or raise sending_queue::queue_size")))
         else:
             if not self.blocks:
                 self.queue.refused_items += self.items

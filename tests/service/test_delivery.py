@@ -61,12 +61,13 @@ def test_a_request_still_refused_at_its_deadline_is_counted_once_however_often_i
     _run(tmp_path, scenario)
 
 
-def test_a_request_larger_than_the_whole_queue_is_refused_at_once(tmp_path):
+@pytest.mark.parametrize("sizer, items", [("items", 6), ("bytes", 1)])
+def test_a_request_larger_than_the_whole_queue_is_refused_at_once(tmp_path, sizer, items):
     async def scenario(store) -> None:
-        queue = store.queue("small/traces", Signal.TRACES, QueueCapacity(5, "items"))
+        queue = store.queue("small/traces", Signal.TRACES, QueueCapacity(5, sizer))
         started = time.monotonic()
         with pytest.raises(BadRequestError) as refused:  # for good: offered again, it is refused again
-            await _write(store, queue, b"big", 6, None)
+            await _write(store, queue, b"more than five bytes", items, None)
         assert refused.value.status == 413
         assert time.monotonic() - started < 1
     _run(tmp_path, scenario)
