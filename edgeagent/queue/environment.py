@@ -442,13 +442,14 @@ class Gate:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self, timeout: float | None = None) -> Iterator[bool]:
+        """Readers kept out, once those inside have left; with `timeout`, whether they left within it."""
         with self._cond:
             self._cond.wait_for(lambda: not self._exclusive)
             self._exclusive = True
-            self._cond.wait_for(lambda: self._readers == 0)
+            alone = self._cond.wait_for(lambda: self._readers == 0, timeout)
         try:
-            yield
+            yield alone
         finally:
             with self._cond:
                 self._exclusive = False

@@ -124,6 +124,7 @@ log = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
 _REOPEN_INTERVAL = 1.0  # seconds between tries to open the environment again after a failed swap
+_CLOSE_WAIT = 5.0  # seconds a close waits for reads under way before it leaves the environment open
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 
@@ -336,10 +337,18 @@ class QueueStore:
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
-        self._release()
+        await asyncio.to_thread(self._release)  # waits for reads under way
 
     def _release(self) -> None:
-        self._drop_env()
+        # a read on a worker thread holds buffers into the map: closed once it ends, or left open to the
+        # process's exit when a read holds on (a stream whose client went away) rather than hold a stop
+        with self.gate.exclusive(_CLOSE_WAIT) as alone:
+            if alone:
+                self._drop_env()
+            elif self.env is not None:
+                log.warning("queue storage closed while a read still holds it; its file stays open until the "
+                            "process ends", extra={"directory": self.directory})
+                self.env = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None

@@ -1,0 +1,78 @@
+"""Closing the store while a read runs on a worker thread: the environment stays open until it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from edgeagent.queue.store import QueueStore
+from edgeagent.signals import Signal
+
+
+def test_close_waits_for_a_read_under_way_on_a_worker_thread(tmp_path):
+    """The sender reads its batches on worker threads, as buffers into LMDB's map. A stop right
+    after start (a SIGTERM as the first lease of a backlog was read) closed the environment under
+    such a read, and the agent died of a segmentation fault on its way out."""
+    held, release = threading.Event(), threading.Event()
+    read: list[bytes] = []
+
+    def reader(store: QueueStore, queue) -> None:
+        with store.reading(queue) as txn:
+            held.set()
+            release.wait(5)
+            read.extend(bytes(value) for _, value in txn.cursor())  # the map is still there to read
+
+    async def scenario() -> float:
+        store = QueueStore(str(tmp_path), sync=False)
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        await store.put([queue], b"x" * 100, 1, Signal.TRACES)
+        thread = threading.Thread(target=reader, args=(store, queue))
+        thread.start()
+        assert held.wait(5)
+        threading.Timer(0.3, release.set).start()
+        started = time.monotonic()
+        await asyncio.wait_for(store.close(), 5.0)
+        closed_after = time.monotonic() - started
+        thread.join(5)
+        return closed_after
+
+    assert asyncio.run(scenario()) >= 0.25  # closed once the read had ended
+    assert len(read) == 1
+
+
+def test_a_read_that_holds_on_does_not_hold_the_close_and_still_reads(tmp_path, monkeypatch):
+    """A read suspended for good (a stream whose client went away) does not keep a stop waiting: the
+    environment is left open, so that read does not lose its map either."""
+    from edgeagent.queue import store as store_module
+
+    monkeypatch.setattr(store_module, "_CLOSE_WAIT", 0.2)
+    held, release = threading.Event(), threading.Event()
+    read: list[bytes] = []
+
+    def reader(store: QueueStore, queue) -> None:
+        with store.reading(queue) as txn:
+            held.set()
+            release.wait(5)
+            read.extend(bytes(value) for _, value in txn.cursor())
+
+    async def scenario() -> float:
+        store = QueueStore(str(tmp_path), sync=False)
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        await store.put([queue], b"x" * 100, 1, Signal.TRACES)
+        thread = threading.Thread(target=reader, args=(store, queue))
+        thread.start()
+        assert held.wait(5)
+        started = time.monotonic()
+        await asyncio.wait_for(store.close(), 5.0)
+        closed_after = time.monotonic() - started
+        release.set()
+        thread.join(5)
+        return closed_after
+
+    assert asyncio.run(scenario()) < 2
+    assert len(read) == 1
