@@ -266,7 +266,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
     try:
         agent.build()
         await agent.start()
-        lean.steady_gc()
+        lean.serving_gc()
         lean.freeze_start_up()
         notifier.ready(status="receivers up, queue open")
         if hangup.take():  # a SIGHUP came during start-up: the config may have changed since it was read

@@ -106,3 +106,15 @@ def test_a_reload_collects_the_cyclic_garbage_that_freezing_start_up_kept():
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_serving_agent_makes_young_passes_rarer_and_a_verb_restores_them():
+    from edgeagent.runtime.lean import serving_gc
+
+    steady = gc.get_threshold()
+    try:
+        serving_gc()
+        assert gc.get_threshold() == (50_000, *steady[1:])
+    finally:
+        steady_gc()
+    assert gc.get_threshold() == steady
