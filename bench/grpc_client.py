@@ -33,12 +33,12 @@ from edgeagent.exporters.grpc_client import Channel, ChannelSettings  # noqa: E4
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SERVER = """
 import asyncio, sys
-from edgeagent.receivers import grpc_server
+from edgeagent.receivers import grpc_call, grpc_server
 async def main():
     async def export(call):
         await call.read()
         return b""
-    server = grpc_server.GrpcServer({sys.argv[1]: export}, grpc_server.Limits(max_message_bytes=64 << 20))
+    server = grpc_server.GrpcServer({sys.argv[1]: export}, grpc_call.Limits(max_message_bytes=64 << 20))
     print(await server.start("127.0.0.1", 0), flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())

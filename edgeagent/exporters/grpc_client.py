@@ -66,7 +66,7 @@ from edgeagent.exporters.grpc_dial import check_alpn, connect, failure, host_por
 from edgeagent.grpc_status import StatusCode, from_http, from_reset
 from edgeagent.http1.dial import ClientError, ConnectError, shown_proxy
 from edgeagent.receivers import codec
-from edgeagent.receivers.grpc_server import ENCODINGS  # its import also quiets h2's frame logs (tokens)
+from edgeagent.receivers.grpc_call import ENCODINGS  # its import also quiets h2's frame logs (tokens)
 
 _PREFIX = struct.Struct(">BI")
 _ACCEPT_ENCODING = ",".join(ENCODINGS).encode()
