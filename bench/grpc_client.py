@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import client_cpu  # noqa: E402
 from bench.ingest import build_body  # noqa: E402
 from edgeagent.exporters.encoding import grpc_compress  # noqa: E402
-from edgeagent.exporters.grpc_client import Channel, ChannelSettings  # noqa: E402
+from edgeagent.exporters.grpc_client import Channel  # noqa: E402
+from edgeagent.exporters.grpc_connection import ChannelSettings  # noqa: E402
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SERVER = """

@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from edgeagent import tls
-from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
+from edgeagent.exporters.grpc_client import Channel
+from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
 from edgeagent.grpc_status import StatusCode
 from edgeagent.receivers import grpc_call, grpc_server
 from tests.helpers.certs import Authority, replace

@@ -19,7 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from edgeagent import tls
 from edgeagent.errors import PermanentError, RetryableError
-from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError, _Subchannel
+from edgeagent.exporters.grpc_client import Channel, _Subchannel
+from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAuthConfig
 from edgeagent.grpc_status import StatusCode
