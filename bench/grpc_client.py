@@ -28,17 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import client_cpu  # noqa: E402
 from bench.ingest import build_body  # noqa: E402
 from edgeagent.exporters.encoding import grpc_compress  # noqa: E402
-from edgeagent.exporters.grpc_client import Channel, ChannelSettings  # noqa: E402
+from edgeagent.exporters.grpc_client import Channel  # noqa: E402
+from edgeagent.exporters.grpc_connection import ChannelSettings  # noqa: E402
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SERVER = """
 import asyncio, sys
-from edgeagent.receivers import grpc_server
+from edgeagent.receivers import grpc_call, grpc_server
 async def main():
     async def export(call):
         await call.read()
         return b""
-    server = grpc_server.GrpcServer({sys.argv[1]: export}, grpc_server.Limits(max_message_bytes=64 << 20))
+    server = grpc_server.GrpcServer({sys.argv[1]: export}, grpc_call.Limits(max_message_bytes=64 << 20))
     print(await server.start("127.0.0.1", 0), flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())

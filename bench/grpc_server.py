@@ -57,13 +57,13 @@ def serve(kind: str, parse: bool) -> None:
             port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
         else:
-            from edgeagent.receivers import grpc_server
+            from edgeagent.receivers import grpc_call, grpc_server
 
-            async def ours(call: grpc_server.GrpcCall) -> bytes:
+            async def ours(call: grpc_call.GrpcCall) -> bytes:
                 work(await call.read())
                 return b""
 
-            server = grpc_server.GrpcServer({METHOD: ours}, grpc_server.Limits(max_message_bytes=4 << 20))
+            server = grpc_server.GrpcServer({METHOD: ours}, grpc_call.Limits(max_message_bytes=4 << 20))
             port = await server.start("127.0.0.1", 0)
         print(port, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -9,9 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from edgeagent import tls
-from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
+from edgeagent.exporters.grpc_client import Channel
+from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
 from edgeagent.grpc_status import StatusCode
-from edgeagent.receivers import grpc_server
+from edgeagent.receivers import grpc_call, grpc_server
 from tests.helpers.certs import Authority, replace
 
 METHOD = "/edgeagent.test.Echo/Echo"
@@ -144,10 +145,10 @@ def test_reloading_client_context_follows_a_replaced_ca_file(certs, tmp_path):
 # ---- gRPC (the agent's own client and server, on h2) ---------------------------------------------
 
 async def _grpc_server(server_cfg: tls.TlsServerConfig):
-    async def echo(call: grpc_server.GrpcCall) -> bytes:
+    async def echo(call: grpc_call.GrpcCall) -> bytes:
         return await call.read()
 
-    server = grpc_server.GrpcServer({METHOD: echo}, grpc_server.Limits(max_message_bytes=1 << 20),
+    server = grpc_server.GrpcServer({METHOD: echo}, grpc_call.Limits(max_message_bytes=1 << 20),
                                     tls.server_ssl_context(server_cfg, alpn=["h2"]))
     return server, await server.start("127.0.0.1", 0)
 

@@ -45,7 +45,8 @@ from edgeagent.exporters.bandwidth import Pacer
 from edgeagent.exporters.chain import SendResult, partial_success
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import grpc_compress
-from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
+from edgeagent.exporters.grpc_client import Channel
+from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
 from edgeagent.exporters.grpc_dial import environment_proxy, proxy_address
 from edgeagent.grpc_status import StatusCode
 from edgeagent.http1.dial import UnsupportedProxyError

@@ -3,7 +3,9 @@
 Why not grpcio: its HTTP/2 layer refuses every grpc-encoding but identity, gzip and deflate
 while it parses headers, before any handler runs, and has no way to register a decompressor; an
 otelcol exporter with `compression: zstd` or `snappy` got INTERNAL, which it treats as permanent.
-Here a message is decoded by codec's bounded decoders, whatever encoding otelcol sends.
+Here a message is decoded by codec's bounded decoders, whatever encoding otelcol sends. This
+module serves calls and owns their connections; what a handler sees of a call, and gRPC's own
+headers, are grpc_call.py's.
 
 Design note:
 - One `_Connection` (an asyncio.Protocol) per client owns its h2 state machine; every frame is
@@ -25,16 +27,13 @@ Design note:
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import random
 import socket
 import ssl
-import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import h2.config
 import h2.connection
@@ -42,153 +41,35 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import DataFrame, GoAwayFrame
+from hyperframe.frame import GoAwayFrame
 
-from edgeagent.receivers import codec, h2_limits, http1_probe
+from edgeagent.receivers import h2_limits, http1_probe
+from edgeagent.receivers.grpc_call import (
+    DEADLINE_EXCEEDED,
+    ENCODINGS,
+    INTERNAL,
+    OK,
+    PREFIX,
+    UNIMPLEMENTED,
+    GrpcCall,
+    GrpcError,
+    Handler,
+    Limits,
+    not_grpc,
+    parse_timeout,
+    status_trailers,
+    unbase64,
+)
 
 log = logging.getLogger(__name__)
-# h2 and hpack log every frame and header at debug level, tokens included: never let them through
-for _name in ("h2", "hpack"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-# h2 formats repr(frame) for its trace log whether or not anything logs it, and hyperframe's repr
-# of a DATA frame copies and hex-encodes the whole payload: a third of the server's CPU per message
-def _data_frame_repr(frame: DataFrame) -> str:
-    return f"<{len(frame.data)} bytes>"
-
-
-DataFrame._body_repr = _data_frame_repr  # type: ignore[method-assign,assignment]
-
-OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
-RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 8, 12, 13, 14
-
-ENCODINGS = ("identity", "gzip", "deflate", "zstd", "snappy")
 _ACCEPT_ENCODING = ",".join(ENCODINGS).encode()
 _RESERVED = frozenset({b"content-type", b"te", b"grpc-encoding", b"grpc-accept-encoding", b"grpc-timeout",
                        b"grpc-message-type"})
-_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
-_PREFIX = struct.Struct(">BI")
 _RESETS_ALLOWED = 100  # calls a peer may reset beyond twice the number it let finish
-_ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
 _PING_STRIKES = 2  # grpc-go's maxPingStrikes: the third ping out of policy ends the connection
 _PING_WITHOUT_CALLS = 7200.0  # grpc-go: without permission, a ping without calls may come every 2h
 _STREAMS_BEFORE_SETTINGS = 100  # streams a client opens before it reads our limit (grpc-go's default)
 _LINGER_SECONDS = 1.0  # after an error: how long what the peer still sends is read and dropped
-
-
-class GrpcError(Exception):
-    """Ends a call with this status; `trailers` are extra trailing metadata (`-bin` values as bytes)."""
-
-    def __init__(self, code: int, message: str, trailers: Sequence[tuple[str, str | bytes]] = ()):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.trailers = tuple(trailers)
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_message_bytes: int  # compressed on the wire and decoded, as grpc's max_recv_msg_size
-    max_concurrent_streams: int = 1024
-    max_header_list_size: int = 64 << 10
-    stream_window: int = 1 << 20
-    connection_window: int = 8 << 20
-    max_frame_size: int = 1 << 20
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 300.0  # grpc-go's max_connection_idle: no calls this long -> GOAWAY
-    max_age: float = 0.0  # grpc-go's max_connection_age (0: none), ±10% so reconnects spread out
-    age_grace: float = 0.0  # after max_age's GOAWAY, calls get this long (0: as long as they take)
-    ping_after: float = 7200.0  # grpc-go's keepalive time: ping a peer silent this long...
-    ping_timeout: float = 20.0  # ...and close its connection if it stays silent this long after
-    min_ping_interval: float = 300.0  # enforcement_policy.min_time: closer pings are strikes
-    pings_without_calls: bool = False  # enforcement_policy.permit_without_stream
-    receive_buffer: int = 0  # the socket's SO_RCVBUF (read_buffer_size); 0: the system's
-    send_buffer: int = 0  # the socket's SO_SNDBUF (write_buffer_size); 0: the system's
-
-
-class GrpcCall:
-    """One unary call as its handler sees it: method, metadata, peer, and the message to read."""
-
-    def __init__(self, connection: _Connection, stream_id: int, method: str, metadata: list[tuple[str, str | bytes]],
-                 encoding: str, peer: str):
-        self.method = method
-        self.metadata = metadata  # lowercased keys, no pseudo or transport headers; `-bin` values decoded
-        self.encoding = encoding
-        self.peer = peer
-        self._connection = connection
-        self._stream_id = stream_id
-        self._chunks: list[bytes] = []
-        self._unacknowledged = 0  # bytes taken but not yet given back to flow control
-        self._ended = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def _push(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._wake()
-
-    def _end(self) -> None:
-        self._ended = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def _next(self) -> bytes | None:
-        while not self._chunks:
-            if self._unacknowledged:
-                self._connection.consumed(self._stream_id, self._unacknowledged)
-                self._unacknowledged = 0
-            if self._ended:
-                return None
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        chunk = self._chunks.pop(0)
-        self._unacknowledged += len(chunk)
-        if self._unacknowledged >= _ACK_EVERY:
-            self._connection.consumed(self._stream_id, self._unacknowledged)
-            self._unacknowledged = 0
-        return chunk
-
-    async def read(self, on_size: Callable[[int], None] | None = None) -> bytes:
-        """The call's one message, decoded; `on_size(n)` hears the bytes held so far (received,
-        then decoded) as they grow, and whatever it raises ends the call."""
-        prefix = bytearray()  # until the 5-byte message prefix is complete
-        decoder: codec.Decompressor | None = None
-        wanted = body = received = 0
-        while (chunk := await self._next()) is not None:
-            received += len(chunk)
-            if on_size is not None:
-                on_size(received)
-            if decoder is None:
-                prefix += chunk
-                if len(prefix) < _PREFIX.size:
-                    continue
-                decoder, wanted = self._start(bytes(prefix[:_PREFIX.size]), on_size)
-                chunk = bytes(prefix[_PREFIX.size:])
-            body += len(chunk)
-            if body > wanted:
-                raise GrpcError(INTERNAL, "more than one message in a unary call")
-            if chunk:
-                decoder.feed(chunk)
-        if decoder is None:
-            raise GrpcError(INTERNAL, "the call ended without a message")
-        if body < wanted:
-            raise GrpcError(INTERNAL, f"the message ends after {body} of {wanted} bytes")
-        return decoder.finish()
-
-    def _start(self, prefix: bytes, on_size: Callable[[int], None] | None) -> tuple[codec.Decompressor, int]:
-        limit = self._connection.limits.max_message_bytes
-        flag, length = _PREFIX.unpack_from(prefix)
-        if length > limit:
-            raise GrpcError(RESOURCE_EXHAUSTED, f"received message larger than max ({length} vs. {limit})")
-        if flag > 1:
-            raise GrpcError(INTERNAL, f"invalid compressed flag {flag}")
-        if flag and self.encoding in ("", "identity"):
-            raise GrpcError(INTERNAL, "compressed flag set with identity or empty encoding")
-        return codec.Decompressor(self.encoding if flag else "identity", limit, on_size), length
-
-
-Handler = Callable[[GrpcCall], Awaitable[bytes]]
 
 
 class GrpcServer:
@@ -503,10 +384,10 @@ class _Connection(asyncio.Protocol):
             if key.startswith(b":") or key in _RESERVED:
                 headers[key] = value
             elif key.endswith(b"-bin"):
-                metadata.append((key.decode("ascii", "replace"), _unbase64(value)))
+                metadata.append((key.decode("ascii", "replace"), unbase64(value)))
             else:
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
-        refusal = _not_grpc(headers)
+        refusal = not_grpc(headers)
         if refusal is not None:
             self._h2.send_headers(stream_id, refusal, end_stream=True)
             return
@@ -516,7 +397,7 @@ class _Connection(asyncio.Protocol):
         self.calls[stream_id] = call
         self._idle_since = self._loop.time()
         task = self._loop.create_task(self._run(call, self.server.handlers.get(method),
-                                                _timeout(headers.get(b"grpc-timeout"))))
+                                                parse_timeout(headers.get(b"grpc-timeout"))))
         self.tasks[stream_id] = task
 
     def _stream_gone(self, stream_id: int) -> None:
@@ -578,7 +459,7 @@ class _Connection(asyncio.Protocol):
             log.error("gRPC call failed unexpectedly", exc_info=exc, extra={"method": call.method})
             code, message = INTERNAL, f"internal error: {type(exc).__name__}"
         try:
-            await self._respond(stream_id, response, _trailers(code, message, trailers))
+            await self._respond(stream_id, response, status_trailers(code, message, trailers))
         except h2.exceptions.ProtocolError:
             pass  # the peer closed the stream or the connection meanwhile: nobody to answer
         finally:
@@ -598,7 +479,7 @@ class _Connection(asyncio.Protocol):
             self._flush()
             return
         self._h2.send_headers(stream_id, head)
-        pending = _Pending(_PREFIX.pack(0, len(response)) + response, trailers)
+        pending = _Pending(PREFIX.pack(0, len(response)) + response, trailers)
         self._pending[stream_id] = pending
         self._send_pending(stream_id)
         await pending.done.wait()
@@ -654,48 +535,3 @@ def _settings(limits: Limits, streams: int) -> h2.settings.Settings:
         # fewer, larger DATA frames from clients that follow it (grpcio): h2's cost is per frame
         h2.settings.SettingCodes.MAX_FRAME_SIZE: limits.max_frame_size,
     })
-
-
-def _not_grpc(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
-    """grpc-go's answer to a request that is no gRPC call (None for one that is): 405 for a method
-    but POST, 415 for a content type but application/grpc, +proto and the like, or ;parameters
-    (grpc-web reads its status from the body, so it must not be served as gRPC)."""
-    content_type = headers.get(b"content-type", b"")
-    if headers.get(b":method") != b"POST":
-        status, code, message = b"405", INTERNAL, "invalid gRPC request method"
-    elif content_type != b"application/grpc" and not content_type.startswith((b"application/grpc+",
-                                                                               b"application/grpc;")):
-        shown = content_type.decode("latin-1")
-        status, code, message = b"415", INVALID_ARGUMENT, f"invalid gRPC request content-type {shown!r}"
-    else:
-        return None
-    return [(b":status", status), (b"content-type", b"application/grpc"), *_trailers(code, message, ())]
-
-
-def _timeout(value: bytes | None) -> float | None:
-    """grpc-timeout ("100m", "5S"): seconds, None without (or with an unreadable) value."""
-    if not value or len(value) > 9:
-        return None
-    text = value.decode("latin-1")
-    unit = _TIMEOUT_UNITS.get(text[-1])
-    if unit is None or not text[:-1].isdigit():
-        return None
-    return int(text[:-1]) * unit
-
-
-def _unbase64(value: bytes) -> bytes:
-    try:
-        return base64.b64decode(value + b"=" * (-len(value) % 4))
-    except ValueError:
-        return b""
-
-
-def _trailers(code: int, message: str, extra: Sequence[tuple[str, str | bytes]]) -> list[tuple[bytes, bytes]]:
-    out = [(b"grpc-status", str(code).encode())]
-    if message:
-        out.append((b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()))
-    for key, value in extra:
-        if isinstance(value, bytes):
-            value = base64.b64encode(value).rstrip(b"=").decode() if key.endswith("-bin") else value.decode("latin-1")
-        out.append((key.encode(), value.encode()))
-    return out

@@ -20,7 +20,7 @@ from edgeagent import auth, netaddr, tls
 from edgeagent.errors import BadRequestError, PermanentError, QueueFullError, RetryableError, UnauthenticatedError
 from edgeagent.grpc_status import StatusCode, name_of
 from edgeagent.instrumentation import rpc_server_observer
-from edgeagent.receivers import codec, grpc_server, parse_cost, upstream_status
+from edgeagent.receivers import codec, grpc_call, grpc_server, parse_cost, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class GrpcServer:
         self._address: netaddr.Address | None = None
 
     async def start(self) -> None:
-        handlers: dict[str, grpc_server.Handler] = {}
+        handlers: dict[str, grpc_call.Handler] = {}
         for signal in Signal:
             consumer = self.host.consumer(self.receiver_id, signal)
             if consumer is not None:
@@ -67,12 +67,12 @@ class GrpcServer:
             address, self._address = self._address, None
             netaddr.close(address)
 
-    def _handler(self, signal: Signal, consumer: Any) -> grpc_server.Handler:
+    def _handler(self, signal: Signal, consumer: Any) -> grpc_call.Handler:
         include_metadata = self.config.include_metadata
         authenticator = auth.resolve(self.host, self.config.auth)
         observe = rpc_server_observer(getattr(self.host, "metrics", None), f"{signal.grpc_service}/Export")
 
-        async def export(call: grpc_server.GrpcCall) -> bytes:
+        async def export(call: grpc_call.GrpcCall) -> bytes:
             started = time.perf_counter()
             status = "CANCELLED"  # unless it ends otherwise: a deadline or a reset cancels the call
             try:
@@ -86,13 +86,13 @@ class GrpcServer:
                     payload = await parse_cost.decode(signal, request, codec.PROTOBUF, metadata, call.peer)
                     await consumer.consume(payload, "grpc")
                 status = "OK"
-            except grpc_server.GrpcError as exc:
+            except grpc_call.GrpcError as exc:
                 status = name_of(exc.code)
                 raise
             except Exception as exc:  # every failure becomes exactly one gRPC status
                 code, message, trailers = grpc_status(exc, signal)
                 status = code.name
-                raise grpc_server.GrpcError(code, message, trailers) from None
+                raise grpc_call.GrpcError(code, message, trailers) from None
             finally:
                 observe(time.perf_counter() - started, status)
             return b""
@@ -100,15 +100,15 @@ class GrpcServer:
         return export
 
 
-def limits(config: Any) -> grpc_server.Limits:
+def limits(config: Any) -> grpc_call.Limits:
     """The server's bounds from the receiver's keys; keepalive keys unset (0) keep grpc-go's defaults
     (no age limit, pings after 2h of silence with 20s to answer, clients may ping every 5m), except
     max_connection_idle, 5 minutes here rather than never."""
     keepalive = config.keepalive
     parameters = keepalive.server_parameters if keepalive is not None else None
     policy = keepalive.enforcement_policy if keepalive is not None else None
-    defaults = grpc_server.Limits(max_message_bytes=(config.max_recv_msg_size_mib or 4) << 20)
-    return grpc_server.Limits(
+    defaults = grpc_call.Limits(max_message_bytes=(config.max_recv_msg_size_mib or 4) << 20)
+    return grpc_call.Limits(
         max_message_bytes=defaults.max_message_bytes,
         max_concurrent_streams=config.max_concurrent_streams or _DEFAULT_STREAMS,
         idle_timeout=(parameters and parameters.max_connection_idle) or defaults.idle_timeout,

@@ -19,11 +19,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from edgeagent import tls
 from edgeagent.errors import PermanentError, RetryableError
-from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError, _Subchannel
+from edgeagent.exporters.grpc_client import Channel, _Subchannel
+from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAuthConfig
 from edgeagent.grpc_status import StatusCode
-from edgeagent.receivers import grpc_server
+from edgeagent.receivers import grpc_call, grpc_server
 from edgeagent.signals import Signal
 from tests.helpers.certs import Authority, replace
 from tests.helpers.h2_peer import H2Peer
@@ -48,15 +49,15 @@ def _exporter(port: int, **settings) -> OtlpGrpcExporter:
 class Recorder:
     """Our own gRPC server, recording each call's encoding, metadata and message."""
 
-    def __init__(self, limits: grpc_server.Limits | None = None, delay: float = 0.0):
+    def __init__(self, limits: grpc_call.Limits | None = None, delay: float = 0.0):
         self.calls: list[tuple[str, dict[str, str | bytes], bytes]] = []
         self.wire: list[int] = []
         self.active = self.most_active = 0
         self.delay = delay
         self.server = grpc_server.GrpcServer({TRACES: self._export},
-                                             limits or grpc_server.Limits(max_message_bytes=64 << 20))
+                                             limits or grpc_call.Limits(max_message_bytes=64 << 20))
 
-    async def _export(self, call: grpc_server.GrpcCall) -> bytes:
+    async def _export(self, call: grpc_call.GrpcCall) -> bytes:
         self.active += 1
         self.most_active = max(self.most_active, self.active)
         try:
@@ -101,7 +102,7 @@ def test_each_grpc_encoding_otelcol_accepts_is_sent_as_configured(compression):
 
 def test_calls_share_one_connection_and_respect_max_concurrent_streams():
     async def scenario() -> None:
-        limits = grpc_server.Limits(max_message_bytes=1 << 20, max_concurrent_streams=3)
+        limits = grpc_call.Limits(max_message_bytes=1 << 20, max_concurrent_streams=3)
         async with Recorder(limits, delay=0.05) as server:
             channel = Channel(ChannelSettings("127.0.0.1", server.port))
             try:
@@ -304,7 +305,7 @@ def test_authenticator_metadata_authority_and_timeout_reach_the_server(certs):
         recorder.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
         original = recorder._export
 
-        async def export(call: grpc_server.GrpcCall) -> bytes:
+        async def export(call: grpc_call.GrpcCall) -> bytes:
             seen.append((call.method, dict(call.metadata)))
             return await original(call)
 

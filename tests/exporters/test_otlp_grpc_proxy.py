@@ -17,7 +17,8 @@ from edgeagent import __version__, tls
 from edgeagent.configretry import RetryConfig
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.chain import ExportChain
-from edgeagent.exporters.grpc_client import Channel, ChannelSettings, GrpcStatusError
+from edgeagent.exporters.grpc_client import Channel
+from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
 from edgeagent.exporters.grpc_dial import proxy_address
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter

@@ -55,9 +55,9 @@ def test_close_waits_for_a_read_under_way_on_a_worker_thread(tmp_path):
 def test_a_read_that_holds_on_does_not_hold_the_close_and_still_reads(tmp_path, monkeypatch):
     """A read suspended for good (a stream whose client went away) does not keep a stop waiting: the
     environment is left open, so that read does not lose its map either."""
-    from edgeagent.queue import store as store_module
+    from edgeagent.queue import home
 
-    monkeypatch.setattr(store_module, "_CLOSE_WAIT", 0.2)
+    monkeypatch.setattr(home, "_CLOSE_WAIT", 0.2)
     closed_after, read = _close_during_a_read(tmp_path, release_after=None)
     assert closed_after < 2
     assert len(read) == 1

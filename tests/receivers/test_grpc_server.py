@@ -21,8 +21,8 @@ from hyperframe.frame import Frame, GoAwayFrame
 
 from edgeagent import tls
 from edgeagent.errors import BadRequestError
-from edgeagent.receivers import grpc_server
-from edgeagent.receivers.grpc_server import GrpcCall, GrpcError, Limits
+from edgeagent.receivers import grpc_call, grpc_server
+from edgeagent.receivers.grpc_call import GrpcCall, GrpcError, Limits
 from edgeagent.tls import TlsServerConfig
 from tests.helpers import grpc_raw
 
@@ -46,7 +46,7 @@ class Served:
         try:
             message = await call.read()
         except BadRequestError as exc:  # as the receiver maps it
-            raise GrpcError(grpc_server.RESOURCE_EXHAUSTED if exc.status == 413 else grpc_server.INVALID_ARGUMENT,
+            raise GrpcError(grpc_call.RESOURCE_EXHAUSTED if exc.status == 413 else grpc_call.INVALID_ARGUMENT,
                             str(exc)) from None
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -55,7 +55,7 @@ class Served:
         return b"\x0a\x00" if message == b"partial" else b""
 
     async def refuse(self, call: GrpcCall) -> bytes:
-        raise GrpcError(grpc_server.UNAVAILABLE, "not now", [("grpc-status-details-bin", b"\x08\x0e")])
+        raise GrpcError(grpc_call.UNAVAILABLE, "not now", [("grpc-status-details-bin", b"\x08\x0e")])
 
     def stop(self, grace: float = 2.0) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(grace + 10)
@@ -117,7 +117,7 @@ def test_only_grpc_content_types_are_served_others_get_415_with_invalid_argument
     if served_as_grpc:
         assert (status, served.received) == (0, [b"x"])
     else:
-        assert (status, served.received) == (grpc_server.INVALID_ARGUMENT, [])
+        assert (status, served.received) == (grpc_call.INVALID_ARGUMENT, [])
         assert "content-type" in message
 
 

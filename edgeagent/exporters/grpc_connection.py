@@ -1,0 +1,384 @@
+"""One HTTP/2 connection of the gRPC client (grpc_client.py) to a server, on h2: its calls are
+the connection's streams. Here too what every part of the client shares: `ChannelSettings`, which
+a channel and each of its connections follow, and `GrpcStatusError`, how a call fails.
+
+Design note (the channel's, which picks and opens connections, is grpc_client.py's):
+- A connection is usable once the server's HTTP/2 preface (SETTINGS) has arrived, as in
+  grpc-go; a peer that answers anything else (HTTP/1.1, garbage) fails the connection, and its
+  calls end UNAVAILABLE with what the peer sent. A lost connection, a missed keepalive ping and
+  a GOAWAY end UNAVAILABLE too: the calls a GOAWAY names as unprocessed (above its
+  last_stream_id) right away, the others as they finish on the old connection; new calls open a
+  new connection. The client does not retry: the export chain does, with its backoff.
+- Flow control: request DATA goes out as the peer's windows allow; response DATA is
+  acknowledged as it arrives, and a response is held only up to `max_receive_bytes` (more ends
+  the call RESOURCE_EXHAUSTED, as grpc-go's max receive size).
+- Keepalive as grpc-go's client: after `keepalive_time` without a byte from the server (and a
+  call open, or `keepalive_without_calls`) send a PING; nothing back within
+  `keepalive_timeout` means the connection is dead: it is closed and its calls end UNAVAILABLE.
+  A server that ends the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" makes the
+  channel ping half as often from then on (grpc-go doubles its keepalive time too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.connection import ConnectionState
+from hyperframe.frame import Frame, GoAwayFrame
+
+from edgeagent.exporters.grpc_dial import size_buffers
+from edgeagent.grpc_status import StatusCode, from_reset
+
+PREFIX = struct.Struct(">BI")  # a message's compressed flag and length
+_STREAM_WINDOW = 1 << 20
+_CONNECTION_WINDOW = 8 << 20
+
+
+class GrpcStatusError(Exception):
+    """A call ended with a status other than OK; `trailers` are its metadata (`-bin` values as bytes).
+    `unanswered`: no connection could be made at all (refused, unreachable, timed out, unresolved);
+    None when the call's deadline passed, connecting or waiting. `from_server`: the server sent it."""
+
+    def __init__(self, code: StatusCode, message: str, trailers: Sequence[tuple[str, str | bytes]] = (),
+                 unanswered: bool | None = False, from_server: bool = False):
+        super().__init__(f"{code.name}: {message}" if message else code.name)
+        self.code = code
+        self.message = message
+        self.trailers = list(trailers)
+        self.unanswered = unanswered
+        self.from_server = from_server
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None = None  # None: plaintext (h2c); it must offer ALPN "h2"
+    server_hostname: str = ""  # the name the server's certificate must carry (SNI); default `host`
+    authority: str = ""  # the :authority header; default host:port
+    balancer: str = "pick_first"  # or "round_robin"
+    keepalive_time: float = 0.0  # 0: no keepalive pings
+    keepalive_timeout: float = 20.0
+    keepalive_without_calls: bool = False
+    max_receive_bytes: int = 4 << 20  # grpc's default max receive message size
+    connect_timeout: float = 20.0  # TCP, TLS and the server's preface; a call's deadline bounds it too
+    user_agent: str = "edgeagent"
+    receive_buffer: int = 0  # the socket's SO_RCVBUF (read_buffer_size); 0: the system's
+    send_buffer: int = 0  # the socket's SO_SNDBUF (write_buffer_size); 0: the system's
+    proxy: str = ""  # the HTTP CONNECT proxy's URL (`grpc_dial.py`); "": straight to the target
+
+
+@dataclass
+class Call:
+    stream_id: int
+    limit: int
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    window: asyncio.Event = field(default_factory=asyncio.Event)
+    http_status: int = 0
+    headers: dict[str, bytes] = field(default_factory=dict)
+    trailers: list[tuple[str, bytes]] = field(default_factory=list)
+    data: bytearray = field(default_factory=bytearray)
+    error: GrpcStatusError | None = None
+
+    def finish(self, error: GrpcStatusError | None = None) -> None:
+        if self.done.done():
+            return
+        self.error = error
+        self.done.set_result(None)
+        self.window.set()
+
+
+class _H2Client(h2.connection.H2Connection):
+    """h2 closes its state machine on GOAWAY, and then refuses the frames of the calls the server
+    still answers (those at or below last_stream_id): keep it open while such a call is open."""
+
+    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        frames, events = super()._receive_goaway_frame(frame)
+        if any(stream.open and stream_id <= frame.last_stream_id for stream_id, stream in self.streams.items()):
+            self.state_machine.state = ConnectionState.CLIENT_OPEN
+        return frames, events
+
+
+class Connection(asyncio.Protocol):
+    """One HTTP/2 connection to a server; calls are its streams."""
+
+    def __init__(self, settings: ChannelSettings, peer: str, too_many_pings: Callable[[], None] = lambda: None):
+        self.settings = settings
+        self._too_many_pings = too_many_pings
+        self.peer = peer
+        self.calls: dict[int, Call] = {}
+        self.closed = False  # no new calls: GOAWAY, lost, dead, or drained for new certificates
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._h2 = _H2Client(h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False))
+        self._transport: asyncio.Transport | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._slot = asyncio.Event()  # a stream ended: a waiting call may open one
+        self._first_bytes = b""  # what the peer sent before its preface, for the error message
+        self._last_read = self._loop.time()
+        self._pinged_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ---- transport -----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        size_buffers(transport.get_extra_info("socket"), self.settings.receive_buffer, self.settings.send_buffer)
+        self._h2.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 << 10,
+        })
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(_CONNECTION_WINDOW - self._h2.inbound_flow_control_window)
+        self._flush()
+        if self.settings.keepalive_time > 0:
+            self._timer = self._loop.call_later(self.settings.keepalive_time, self._keepalive)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"the connection to {self.peer} was lost" + (f": {exc}" if exc else "")
+        if self._first_bytes and not self.ready.done():
+            reason = f"{self.peer} does not speak HTTP/2 (gRPC); it answered {self._first_bytes!r}"
+        self._fail(StatusCode.UNAVAILABLE, reason)
+        self._transport = None
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self._loop.time()
+        if not self.ready.done() and len(self._first_bytes) < 64:
+            self._first_bytes += data[:64 - len(self._first_bytes)]
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._broken(exc)
+            return
+        for event in events:
+            self._handle(event)
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self._h2.data_to_send()
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _broken(self, exc: Exception) -> None:
+        if self.ready.done():
+            reason = f"HTTP/2 protocol error from {self.peer}: {exc}"
+        else:
+            reason = f"{self.peer} does not speak HTTP/2 (gRPC); it answered {self._first_bytes!r}"
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.close_connection(error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._flush()
+        self._fail(StatusCode.UNAVAILABLE, reason)
+
+    def _fail(self, code: StatusCode, reason: str) -> None:
+        """End the connection and every call on it."""
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.ready.done():
+            self.ready.set_exception(GrpcStatusError(code, reason))
+            self.ready.exception()  # retrieved: nobody may be waiting for it any more
+        for call in list(self.calls.values()):
+            call.finish(GrpcStatusError(code, reason))
+        self._slot.set()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        self._fail(StatusCode.CANCELLED, "the channel was closed")
+
+    def drain(self) -> None:
+        """No new calls; close once those in flight have ended."""
+        self.closed = True
+        if not self.calls and self._transport is not None:
+            self._transport.close()
+
+    # ---- keepalive -----------------------------------------------------------------------------
+
+    def _keepalive(self) -> None:
+        if self._transport is None:
+            return
+        settings, now = self.settings, self._loop.time()
+        if self._pinged_at is not None:
+            if self._last_read <= self._pinged_at:
+                left = self._pinged_at + settings.keepalive_timeout - now
+                if left <= 0:
+                    self._fail(StatusCode.UNAVAILABLE, f"{self.peer} did not answer a keepalive ping within "
+                                                       f"{settings.keepalive_timeout:g}s")
+                else:
+                    self._timer = self._loop.call_later(min(settings.keepalive_time, left), self._keepalive)
+                return
+            self._pinged_at = None
+        quiet = now - self._last_read
+        active = bool(self.calls) or not self.ready.done() or settings.keepalive_without_calls
+        if quiet < settings.keepalive_time or not active:
+            self._timer = self._loop.call_later(max(settings.keepalive_time - quiet, 0.01), self._keepalive)
+            return
+        self._h2.ping(b"edgeagnt")
+        self._flush()
+        self._pinged_at = now
+        self._timer = self._loop.call_later(min(settings.keepalive_time, settings.keepalive_timeout), self._keepalive)
+
+    # ---- frames --------------------------------------------------------------------------------
+
+    def _handle(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.DataReceived):
+            self._data(event)
+        elif isinstance(event, h2.events.ResponseReceived):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                headers = _header_dict(event.headers)
+                call.http_status = int(headers.pop(":status", b"0") or 0)
+                call.headers = headers
+        elif isinstance(event, h2.events.TrailersReceived):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                call.trailers = [(bytes(key).decode("latin-1"), bytes(value)) for key, value in event.headers]
+        elif isinstance(event, h2.events.StreamEnded):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                call.finish()
+        elif isinstance(event, h2.events.StreamReset):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                code = from_reset(int(event.error_code))
+                call.finish(GrpcStatusError(code, f"the server reset the stream ({_error_name(event.error_code)})"))
+        elif isinstance(event, h2.events.WindowUpdated):
+            targets = self.calls.values() if event.stream_id == 0 else [self.calls.get(event.stream_id)]
+            for call in targets:
+                if call is not None:
+                    call.window.set()
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            if not self.ready.done():
+                self.ready.set_result(None)
+            self._slot.set()  # MAX_CONCURRENT_STREAMS may have grown
+            for call in self.calls.values():
+                call.window.set()  # so may INITIAL_WINDOW_SIZE
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self._going_away(event)
+
+    def _data(self, event: h2.events.DataReceived) -> None:
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        call = self.calls.get(event.stream_id)
+        if call is None or call.done.done():
+            return
+        call.data += event.data
+        if len(call.data) > call.limit + PREFIX.size:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.CANCEL)
+            call.finish(GrpcStatusError(StatusCode.RESOURCE_EXHAUSTED, f"received message larger than max "
+                                                                       f"({len(call.data)} vs. {call.limit})"))
+        elif event.stream_ended is not None:
+            call.finish()
+
+    def _going_away(self, event: h2.events.ConnectionTerminated) -> None:
+        """GOAWAY: calls above last_stream_id were not processed and end UNAVAILABLE; the others
+        may still finish here (`_H2Client` keeps h2 open for them)."""
+        self.closed = True
+        if event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM and event.additional_data == b"too_many_pings":
+            self._too_many_pings()
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        detail = _error_name(event.error_code) + (f" {event.additional_data!r}" if event.additional_data else "")
+        for stream_id, call in list(self.calls.items()):
+            if stream_id > last:
+                call.finish(GrpcStatusError(StatusCode.UNAVAILABLE, f"{self.peer} is going away ({detail}); the call "
+                                                                    f"was not processed"))
+        if all(call.done.done() for call in self.calls.values()) and self._transport is not None:
+            self._transport.close()
+        self._slot.set()
+
+    # ---- calls ---------------------------------------------------------------------------------
+
+    async def call(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Call:
+        """Send one request; returns the finished call (its status is read by the caller)."""
+        while not self.closed and self._h2.open_outbound_streams >= self._h2.remote_settings.max_concurrent_streams:
+            self._slot.clear()
+            await self._slot.wait()
+        if self.closed:
+            raise Closed()
+        try:
+            stream_id = self._h2.get_next_available_stream_id()
+        except h2.exceptions.NoAvailableStreamIDError:
+            self.drain()
+            raise Closed() from None
+        call = Call(stream_id, self.settings.max_receive_bytes)
+        self.calls[stream_id] = call
+        try:
+            self._h2.send_headers(stream_id, headers)
+            await self._send(call, body)
+            await call.done
+        finally:
+            call.finish()
+            self._end_stream(stream_id)
+            del self.calls[stream_id]
+            self._slot.set()
+            if self.closed and not self.calls and self._transport is not None:
+                self._transport.close()
+        return call
+
+    def _end_stream(self, stream_id: int) -> None:
+        """A stream still open on our side (cancelled, timed out, or answered before the whole
+        request was sent) is reset, so it stops counting against MAX_CONCURRENT_STREAMS."""
+        stream = self._h2.streams.get(stream_id)
+        if stream is None or stream.closed or self._transport is None:
+            return
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            self._flush()
+
+    async def _send(self, call: Call, body: bytes) -> None:
+        sent, total = 0, len(body)
+        while sent < total and not call.done.done():
+            try:
+                size = min(self._h2.local_flow_control_window(call.stream_id), self._h2.max_outbound_frame_size,
+                           total - sent)
+            except h2.exceptions.StreamClosedError:
+                return  # the server answered (or reset) before it took the whole request
+            if size <= 0 or not self._writable.is_set():
+                self._flush()
+                call.window.clear()
+                if not self._writable.is_set():
+                    await self._writable.wait()
+                else:
+                    await call.window.wait()
+                continue
+            self._h2.send_data(call.stream_id, body[sent:sent + size], end_stream=sent + size == total)
+            sent += size
+            self._flush()
+
+
+class Closed(Exception):
+    """The connection took no new call (it is closing): open another one."""
+
+
+def _header_dict(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, bytes]:
+    return {bytes(key).decode("latin-1"): bytes(value) for key, value in headers}
+
+
+def _error_name(code: int | None) -> str:
+    try:
+        return h2.errors.ErrorCodes(code or 0).name
+    except ValueError:
+        return f"error code {code}"

@@ -1,0 +1,257 @@
+"""Where a store's queues live: its one LMDB environment across its life.
+
+`StoreHome` opens the environment (a data file that does not open is moved aside and what can
+still be read is salvaged into a fresh one; read-only, it creates and changes no file), opens
+its sub-databases, reopens it after a compaction swap that failed, measures it, hands out read
+snapshots under the gate, and closes it once the reads under way end. `QueueStore` (store.py) is
+a `StoreHome` with queues, tables and the writer thread; its design note says how they meet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import lmdb
+
+from edgeagent.errors import CorruptRecordError, RetryableError
+from edgeagent.queue import environment, salvage
+from edgeagent.queue.compaction import compact
+from edgeagent.queue.environment import Gate
+from edgeagent.queue.ops import StoreTable
+from edgeagent.queue.reader import DurableQueue, Table
+
+log = logging.getLogger(__name__)
+
+REOPEN_INTERVAL = 1.0  # seconds between tries to open the environment again after a failed swap
+_CLOSE_WAIT = 5.0  # seconds a close waits for reads under way before it leaves the environment open
+
+
+class StoreHome:
+    """One LMDB environment, its sub-databases and its files; see the module's docstring."""
+
+    def __init__(self, directory: str, *, sync: bool, map_size: int, lock_timeout: float, compact_on_start: bool,
+                 compaction_scratch: str | None, on_corrupt: Callable[[str], None] | None,
+                 on_salvage: Callable[[int, int], None] | None, control_socket: str | None, read_only: bool,
+                 directory_mode: int | None, recreate: bool):
+        self.directory = directory
+        self.directory_mode = directory_mode  # file_storage's directory_permissions; None: private
+        self.recreate = recreate  # a data file that does not open is moved aside and salvaged
+        self.sync = sync
+        self.map_size = map_size
+        self.lock_timeout = lock_timeout
+        self.compact_on_start = compact_on_start
+        self.compaction_scratch = compaction_scratch
+        self.on_corrupt = on_corrupt
+        self.on_salvage = on_salvage  # (records salvaged, records lost)
+        self.control_socket = control_socket
+        self.read_only = read_only  # for commands beside a stopped agent: reads, never writes a file
+        self.env: lmdb.Environment | None = None
+        self.meta_db = None
+        self.deadletter_db = None
+        self.queues: dict[str, DurableQueue] = {}
+        self.tables: dict[str, Table] = {}
+        self.page_size = 4096
+        self.pages_in_use = 0  # bytes; owned by the writer
+        self.deadletter_entries = 0
+        self.compaction_failures = 0
+        self._unopened: Exception | None = None  # why the environment a failed swap closed does not open again
+        self.gate = Gate()
+        self._handles = threading.Lock()  # held while sub-databases open: a compaction's swap, a new queue or table
+        self._lock_file: IO[str] | None = None
+
+    @property
+    def lmdb_env(self) -> lmdb.Environment:
+        """The environment, between open() and close(); retryable while a failed swap's reopen is pending."""
+        if self.env is None:
+            if self._unopened is not None:
+                raise self._unavailable()
+            raise RuntimeError(f"queue storage in {self.directory} is not open")
+        return self.env
+
+    # ---- opening and closing ---------------------------------------------------------------
+
+    def open(self) -> None:
+        if self.read_only:
+            self._open_read_only()
+            return
+        environment.check_owner(self.directory)
+        environment.private_directory(self.directory, self.directory_mode)
+        self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
+        try:
+            self._open_locked()
+        except BaseException:  # nothing stays taken: a retry or a reload in this process opens it again
+            self._release()
+            raise
+
+    def _open_locked(self) -> None:
+        environment.check_access(self.directory)
+        if self.compact_on_start and os.path.exists(os.path.join(self.directory, "data.mdb")):
+            try:
+                compact(self.directory, self.compaction_scratch)
+            except (lmdb.Error, OSError) as exc:
+                self.compaction_failures += 1
+                log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc,
+                          extra={"directory": self.directory})
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+        except (lmdb.Error, CorruptRecordError) as exc:
+            if environment.is_access_error(exc):
+                raise environment.access_error(os.path.join(self.directory, "data.mdb"), exc) from None
+            if environment.is_resource_error(exc):
+                raise  # the process's limits, not damage: the file stays where it is
+            self._start_fresh(exc)
+        self._open_dbs()
+        environment.ensure_ballast(self.directory)
+        self.page_size = self.lmdb_env.stat()["psize"]
+        with self.lmdb_env.begin() as txn:
+            self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
+            self.pages_in_use = self.measure_pages(txn)
+
+    def _open_read_only(self) -> None:
+        """Open without creating or changing any file: refused while an agent holds the queue (its
+        control socket serves the reads then), and holding the lock file shared until closed, so an
+        agent starting meanwhile waits; sub-databases not yet created read as empty."""
+        self._lock_file = environment.read_lock(self.directory)  # an agent starting meanwhile waits
+        try:
+            self._open_read_only_locked()
+        except BaseException:
+            self._release()
+            raise
+
+    def _open_read_only_locked(self) -> None:
+        if environment.has_data(self.directory):
+            self.env = environment.open_readonly(self.directory)
+            self.page_size = self.env.stat()["psize"]
+        self._open_dbs()
+        if self.env is not None and self.deadletter_db is not None:
+            with self.env.begin() as txn:
+                self.deadletter_entries = txn.stat(self.deadletter_db)["entries"]
+                self.pages_in_use = self.measure_pages(txn)
+
+    def sub_database(self, name: bytes) -> Any:
+        """Open (create) a sub-database; None when read-only and it does not exist yet."""
+        if self.env is None and self._unopened is None:
+            return None
+        try:
+            return self.lmdb_env.open_db(name, create=not self.read_only)
+        except lmdb.Error:
+            if self.read_only:
+                return None
+            raise
+
+    def _start_fresh(self, exc: BaseException) -> None:
+        """Move a data file that does not open aside, start a fresh one, and salvage into it what can be read."""
+        if not self.recreate:
+            raise environment.StorageDamagedError(
+                f"queue data file {os.path.join(self.directory, 'data.mdb')} does not open ({exc}); "
+                "file_storage recreate is false, so the agent does not start: set recreate: true to move the "
+                "file aside and salvage what can be read, or move it away yourself") from exc
+        moved = environment.move_aside(self.directory)
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+            found = salvage.Salvage(os.path.join(moved, "data.mdb"))
+            written = salvage.restore(self.env, found)
+        except BaseException:  # nothing salvaged yet: the damaged file goes back, for the next start to salvage
+            self._drop_env()
+            environment.move_back(moved, self.directory)
+            raise
+        lost_records = found.lost + found.salvaged - written
+        lost = f"{lost_records} lost" if found.counted else "its index unreadable, so records lost are not counted"
+        message = (f"queue data file in {self.directory} does not open ({exc}); moved it to {moved} and started a "
+                   f"fresh queue with the {written} records that could still be read ({lost})")
+        log.error(message, extra={"salvaged": written, "lost": lost_records})
+        if self.on_corrupt:
+            self.on_corrupt(message)
+        if self.on_salvage:
+            self.on_salvage(written, lost_records)
+
+    def _open_dbs(self) -> None:
+        self.meta_db = self.sub_database(b"meta")
+        self.deadletter_db = self.sub_database(b"deadletter")
+        for queue in self.queues.values():
+            queue.db = self.sub_database(f"q:{queue.name}".encode())
+        for table in self.tables.values():
+            table.db = self.sub_database(table.name.encode())
+
+    def _release(self) -> None:
+        # a read on a worker thread holds buffers into the map: closed once it ends, or left open to the
+        # process's exit when a read holds on (a stream whose client went away) rather than hold a stop
+        with self.gate.exclusive(_CLOSE_WAIT) as alone:
+            if alone:
+                self._drop_env()
+            elif self.env is not None:
+                log.warning("queue storage closed while a read still holds it; its file stays open until the "
+                            "process ends", extra={"directory": self.directory})
+                self.env = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # ---- sizes -------------------------------------------------------------------------------
+
+    def file_size(self) -> int:
+        try:
+            return os.path.getsize(os.path.join(self.directory, "data.mdb"))
+        except OSError:
+            return 0
+
+    def measure_pages(self, txn: lmdb.Transaction[bytes]) -> int:
+        """Bytes of pages in use by every sub-database (free pages excluded)."""
+        pages = 0
+        names = [name for name, _ in txn.cursor()]
+        for name in names:
+            try:
+                stat = txn.stat(self.lmdb_env.open_db(name, txn=txn, create=False))
+            except lmdb.Error:
+                continue
+            pages += stat["branch_pages"] + stat["leaf_pages"] + stat["overflow_pages"]
+        main = self.lmdb_env.stat()
+        pages += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
+        return pages * self.page_size
+
+    # ---- reads (worker threads) ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reading(self, table: StoreTable | None = None) -> Iterator[lmdb.Transaction[memoryview]]:
+        """A read snapshot, of `table`'s sub-database by default; a live compaction waits until it ends.
+
+        Handles are looked up inside the gate, here or in the caller's block, never before it: a
+        compaction closes the environment, and a handle taken before it belongs to the closed one."""
+        with self.gate.shared():
+            with self.lmdb_env.begin(db=None if table is None else table.db, buffers=True) as txn:
+                yield txn
+
+    # ---- a compaction's swap: closed, opened again -----------------------------------------
+
+    def _drop_env(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+    def _reopen(self) -> Exception | None:
+        """Open the environment at data.mdb and every handle in it; the error when it does not open,
+        which the writer then tries again at each pass."""
+        try:
+            self.env = environment.open_env(self.directory, self.map_size, self.sync)
+            self._open_dbs()
+            self._unopened = None
+        except (lmdb.Error, OSError, CorruptRecordError) as exc:
+            self._drop_env()
+            self._unopened = exc
+        return self._unopened
+
+    def _unavailable(self) -> RetryableError:
+        return RetryableError(f"queue storage in {self.directory} does not open again after a failed compaction "
+                              f"({self._unopened}); try again later", retry_after=REOPEN_INTERVAL)
+
+    def _reopen_after_failed_swap(self) -> None:
+        """On the writer thread: another try at opening the environment a failed swap left closed."""
+        with self.gate.exclusive(), self._handles:
+            self._reopen()
+        if self._unopened is None:
+            log.info("queue storage opened again after a failed compaction", extra={"directory": self.directory})

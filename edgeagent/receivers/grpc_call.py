@@ -1,0 +1,214 @@
+"""A gRPC call as its handler sees it, and how gRPC rides on HTTP/2 headers.
+
+A handler (`Handler`) reads its call's one message with `GrpcCall.read`, decoded by codec's
+bounded decoders as it arrives, and answers with the response message or ends the call with a
+`GrpcError`; `Limits` bound what a server takes. The functions at the end read and write gRPC's
+own headers: grpc-timeout, `-bin` metadata, the trailers that carry a status, and the answer to
+a request that is no gRPC call. The connection that carries a call is grpc_server.py's; a call
+asks of it only `CallHost`.
+
+Importing this module quiets h2's frame logs, for the server and the client (grpc_client.py) alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote
+
+from hyperframe.frame import DataFrame
+
+from edgeagent.receivers import codec
+
+# h2 and hpack log every frame and header at debug level, tokens included: never let them through
+for _name in ("h2", "hpack"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+# h2 formats repr(frame) for its trace log whether or not anything logs it, and hyperframe's repr
+# of a DATA frame copies and hex-encodes the whole payload: a third of the server's CPU per message
+def _data_frame_repr(frame: DataFrame) -> str:
+    return f"<{len(frame.data)} bytes>"
+
+
+DataFrame._body_repr = _data_frame_repr  # type: ignore[method-assign,assignment]
+
+OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
+RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 8, 12, 13, 14
+
+ENCODINGS = ("identity", "gzip", "deflate", "zstd", "snappy")
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+PREFIX = struct.Struct(">BI")  # a message's compressed flag and length
+_ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
+
+
+class GrpcError(Exception):
+    """Ends a call with this status; `trailers` are extra trailing metadata (`-bin` values as bytes)."""
+
+    def __init__(self, code: int, message: str, trailers: Sequence[tuple[str, str | bytes]] = ()):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.trailers = tuple(trailers)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_bytes: int  # compressed on the wire and decoded, as grpc's max_recv_msg_size
+    max_concurrent_streams: int = 1024
+    max_header_list_size: int = 64 << 10
+    stream_window: int = 1 << 20
+    connection_window: int = 8 << 20
+    max_frame_size: int = 1 << 20
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 300.0  # grpc-go's max_connection_idle: no calls this long -> GOAWAY
+    max_age: float = 0.0  # grpc-go's max_connection_age (0: none), ±10% so reconnects spread out
+    age_grace: float = 0.0  # after max_age's GOAWAY, calls get this long (0: as long as they take)
+    ping_after: float = 7200.0  # grpc-go's keepalive time: ping a peer silent this long...
+    ping_timeout: float = 20.0  # ...and close its connection if it stays silent this long after
+    min_ping_interval: float = 300.0  # enforcement_policy.min_time: closer pings are strikes
+    pings_without_calls: bool = False  # enforcement_policy.permit_without_stream
+    receive_buffer: int = 0  # the socket's SO_RCVBUF (read_buffer_size); 0: the system's
+    send_buffer: int = 0  # the socket's SO_SNDBUF (write_buffer_size); 0: the system's
+
+
+class CallHost(Protocol):
+    """What a call asks of the connection that carries it (grpc_server.py's)."""
+
+    limits: Limits
+
+    def consumed(self, stream_id: int, size: int) -> None: ...
+
+
+class GrpcCall:
+    """One unary call as its handler sees it: method, metadata, peer, and the message to read."""
+
+    def __init__(self, connection: CallHost, stream_id: int, method: str, metadata: list[tuple[str, str | bytes]],
+                 encoding: str, peer: str):
+        self.method = method
+        self.metadata = metadata  # lowercased keys, no pseudo or transport headers; `-bin` values decoded
+        self.encoding = encoding
+        self.peer = peer
+        self._connection = connection
+        self._stream_id = stream_id
+        self._chunks: list[bytes] = []
+        self._unacknowledged = 0  # bytes taken but not yet given back to flow control
+        self._ended = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _push(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._wake()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _next(self) -> bytes | None:
+        while not self._chunks:
+            if self._unacknowledged:
+                self._connection.consumed(self._stream_id, self._unacknowledged)
+                self._unacknowledged = 0
+            if self._ended:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        chunk = self._chunks.pop(0)
+        self._unacknowledged += len(chunk)
+        if self._unacknowledged >= _ACK_EVERY:
+            self._connection.consumed(self._stream_id, self._unacknowledged)
+            self._unacknowledged = 0
+        return chunk
+
+    async def read(self, on_size: Callable[[int], None] | None = None) -> bytes:
+        """The call's one message, decoded; `on_size(n)` hears the bytes held so far (received,
+        then decoded) as they grow, and whatever it raises ends the call."""
+        prefix = bytearray()  # until the 5-byte message prefix is complete
+        decoder: codec.Decompressor | None = None
+        wanted = body = received = 0
+        while (chunk := await self._next()) is not None:
+            received += len(chunk)
+            if on_size is not None:
+                on_size(received)
+            if decoder is None:
+                prefix += chunk
+                if len(prefix) < PREFIX.size:
+                    continue
+                decoder, wanted = self._start(bytes(prefix[:PREFIX.size]), on_size)
+                chunk = bytes(prefix[PREFIX.size:])
+            body += len(chunk)
+            if body > wanted:
+                raise GrpcError(INTERNAL, "more than one message in a unary call")
+            if chunk:
+                decoder.feed(chunk)
+        if decoder is None:
+            raise GrpcError(INTERNAL, "the call ended without a message")
+        if body < wanted:
+            raise GrpcError(INTERNAL, f"the message ends after {body} of {wanted} bytes")
+        return decoder.finish()
+
+    def _start(self, prefix: bytes, on_size: Callable[[int], None] | None) -> tuple[codec.Decompressor, int]:
+        limit = self._connection.limits.max_message_bytes
+        flag, length = PREFIX.unpack_from(prefix)
+        if length > limit:
+            raise GrpcError(RESOURCE_EXHAUSTED, f"received message larger than max ({length} vs. {limit})")
+        if flag > 1:
+            raise GrpcError(INTERNAL, f"invalid compressed flag {flag}")
+        if flag and self.encoding in ("", "identity"):
+            raise GrpcError(INTERNAL, "compressed flag set with identity or empty encoding")
+        return codec.Decompressor(self.encoding if flag else "identity", limit, on_size), length
+
+
+Handler = Callable[[GrpcCall], Awaitable[bytes]]
+
+
+def not_grpc(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
+    """grpc-go's answer to a request that is no gRPC call (None for one that is): 405 for a method
+    but POST, 415 for a content type but application/grpc, +proto and the like, or ;parameters
+    (grpc-web reads its status from the body, so it must not be served as gRPC)."""
+    content_type = headers.get(b"content-type", b"")
+    if headers.get(b":method") != b"POST":
+        status, code, message = b"405", INTERNAL, "invalid gRPC request method"
+    elif content_type != b"application/grpc" and not content_type.startswith((b"application/grpc+",
+                                                                               b"application/grpc;")):
+        shown = content_type.decode("latin-1")
+        status, code, message = b"415", INVALID_ARGUMENT, f"invalid gRPC request content-type {shown!r}"
+    else:
+        return None
+    return [(b":status", status), (b"content-type", b"application/grpc"), *status_trailers(code, message, ())]
+
+
+def parse_timeout(value: bytes | None) -> float | None:
+    """grpc-timeout ("100m", "5S"): seconds, None without (or with an unreadable) value."""
+    if not value or len(value) > 9:
+        return None
+    text = value.decode("latin-1")
+    unit = _TIMEOUT_UNITS.get(text[-1])
+    if unit is None or not text[:-1].isdigit():
+        return None
+    return int(text[:-1]) * unit
+
+
+def unbase64(value: bytes) -> bytes:
+    try:
+        return base64.b64decode(value + b"=" * (-len(value) % 4))
+    except ValueError:
+        return b""
+
+
+def status_trailers(code: int, message: str, extra: Sequence[tuple[str, str | bytes]]) -> list[tuple[bytes, bytes]]:
+    out = [(b"grpc-status", str(code).encode())]
+    if message:
+        out.append((b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()))
+    for key, value in extra:
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).rstrip(b"=").decode() if key.endswith("-bin") else value.decode("latin-1")
+        out.append((key.encode(), value.encode()))
+    return out
