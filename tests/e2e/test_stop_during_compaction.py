@@ -116,12 +116,14 @@ def test_a_sigterm_during_compaction_at_start_stops_at_once_and_keeps_every_reco
         assert sorted(os.listdir(directory)) == ["data.mdb", "edgeagent.lock", "lock.mdb", "reserve.ballast"]
         assert os.stat(os.path.join(directory, "data.mdb")).st_ino == data.st_ino  # the file it had, unswapped
 
-        second = _agent(tmp_path, "second").start()  # compacts to the end this time
+        second = _agent(tmp_path, "second")
         try:
+            second.start()  # compacts to the end this time
             assert second.metric("edgeagent_queue_items") == RECORDS
             (compacted,) = _logged(second, "queue compacted")
-        finally:
             assert second.terminate() == 0
+        finally:
+            second.kill()
         assert asyncio.run(_stored(directory)) == digests
         # the stop waited neither for the compaction (a whole one took `seconds`) nor for the start behind it
         assert stopped_after < min(STOPPED_WITHIN, compacted["seconds"] / 2), (stopped_after, compacted)
