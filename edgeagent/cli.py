@@ -248,8 +248,13 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop_errors.install(loop)
+
+    def stopping() -> None:
+        stop.set()
+        agent.interrupt()  # a compaction of the queue at start-up takes seconds: it gives up
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping)
     if hangup.stopped():  # a SIGTERM held during start-up (as a container's PID 1): nothing has started yet
         log.info("stopping: a SIGTERM came while the agent was starting")
         return 0
@@ -266,14 +271,15 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
     try:
         agent.build()
         await agent.start()
-        lean.serving_gc()
-        lean.freeze_start_up()
-        notifier.ready(status="receivers up, queue open")
-        if hangup.take():  # a SIGHUP came during start-up: the config may have changed since it was read
-            reload()
-        await stop.wait()
-        if drain_timeout > 0 and agent.fatal is None:
-            await agent.drain(drain_timeout)
+        if agent.started:  # not when a stop came during start-up
+            lean.serving_gc()
+            lean.freeze_start_up()
+            notifier.ready(status="receivers up, queue open")
+            if hangup.take():  # a SIGHUP came during start-up: the config may have changed since it was read
+                reload()
+            await stop.wait()
+            if drain_timeout > 0 and agent.fatal is None:
+                await agent.drain(drain_timeout)
         log.info("stopping: finishing pending commits and returning leases")
     finally:
         await notifier.stopping()

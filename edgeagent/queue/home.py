@@ -20,7 +20,6 @@ import lmdb
 
 from edgeagent.errors import CorruptRecordError, RetryableError
 from edgeagent.queue import environment, salvage
-from edgeagent.queue.compaction import compact
 from edgeagent.queue.environment import Gate
 from edgeagent.queue.ops import StoreTable
 from edgeagent.queue.reader import DurableQueue, Table
@@ -59,6 +58,7 @@ class StoreHome:
         self.pages_in_use = 0  # bytes; owned by the writer
         self.deadletter_entries = 0
         self.compaction_failures = 0
+        self._stop_compaction = threading.Event()  # set: a compaction under way gives up (a stop is coming)
         self._unopened: Exception | None = None  # why the environment a failed swap closed does not open again
         self.gate = Gate()
         self._handles = threading.Lock()  # held while sub-databases open: a compaction's swap, a new queue or table
@@ -90,13 +90,7 @@ class StoreHome:
 
     def _open_locked(self) -> None:
         environment.check_access(self.directory)
-        if self.compact_on_start and os.path.exists(os.path.join(self.directory, "data.mdb")):
-            try:
-                compact(self.directory, self.compaction_scratch)
-            except (lmdb.Error, OSError) as exc:
-                self.compaction_failures += 1
-                log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc,
-                          extra={"directory": self.directory})
+        self._stop_compaction.clear()
         try:
             self.env = environment.open_env(self.directory, self.map_size, self.sync)
         except (lmdb.Error, CorruptRecordError) as exc:

@@ -32,6 +32,8 @@ Ownership
     tables open theirs under `_handles`, which the swap holds too. A swap that fails reopens
     whichever file is then data.mdb (compaction.py); one that does not open yet is tried
     again by the writer at each pass, and requests are refused as retryable meanwhile.
+    compaction::on_start is the writer's first work; a close (or `stop_compaction`) gives up
+    a compaction under way, so a stop never waits for the copy of a large queue.
   * Modules: store.py (this: queues, writer thread, commits), home.py (the environment
     opened, salvaged, reopened after a swap, measured, closed), grouping.py (what one
     commit takes and how long it waits for more), arrivals.py (the requests on their way to
@@ -76,6 +78,7 @@ Crash and restart
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue as thread_queue
@@ -92,7 +95,7 @@ from edgeagent.errors import QueueFullError, ShutdownError
 from edgeagent.queue import compaction, environment, reader, record
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.arrivals import Arrival, Handover
-from edgeagent.queue.compaction import copy_compacted, rebound_due
+from edgeagent.queue.compaction import CompactionStopped, copy_compacted, rebound_due
 from edgeagent.queue.environment import StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
 from edgeagent.queue.grouping import Grouping
@@ -150,6 +153,7 @@ class QueueStore(StoreHome):
         self.on_drop = on_drop
         self.on_quarantine = on_quarantine  # (queue or table, records)
         self.compactions = 0
+        self._on_start: asyncio.Future[None] | None = None  # compaction::on_start, the writer's first work
         self.writer_errors = 0  # commits that failed unexpectedly (the writer went on)
         self._failing = False  # the last commit failed unexpectedly: the next failure is not logged again
         self.full = False  # the last put was refused for lack of room
@@ -188,14 +192,27 @@ class QueueStore(StoreHome):
         return self.tables[name]
 
     def start(self) -> None:
-        """Start the writer thread; call from the event loop that will await puts."""
+        """Start the writer thread; call from the event loop that will await puts. With compact_on_start
+        the writer compacts first (`compacted()` waits for it), off the loop, so a stop need not wait."""
         self._loop = asyncio.get_running_loop()
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"lmdb-writer:{self.directory}", daemon=True)
         self._writer.start()
+        if self.compact_on_start:
+            self._on_start = self.call(self._compact_on_start)
+
+    async def compacted(self) -> None:
+        """Until compaction::on_start has ended: done, failed (the queue goes on with its file) or given up."""
+        if self._on_start is not None:
+            await self._on_start
+
+    def stop_compaction(self) -> None:
+        """A stop is coming: compactions give up (compaction.py), until the store is opened again."""
+        self._stop_compaction.set()
 
     async def close(self) -> None:
         """Finish every pending commit, stop the writer and close the environment. Idempotent."""
+        self.stop_compaction()
         if self._writer is not None:
             self._closing = True
             self.room.close()
@@ -463,21 +480,36 @@ class QueueStore(StoreHome):
         on_rebound). A compaction that fails leaves the uncompacted file in use, and is tried again."""
         async def step() -> None:
             if rebound_due(self.file_size(), self.live_bytes(), needed_mib, trigger_mib):
-                await self.compact_now()
+                with contextlib.suppress(CompactionStopped):  # the agent is stopping
+                    await self.compact_now()
 
         await supervise.every(interval, step, f"compaction:{self.directory}", {"directory": self.directory}, counting)
+
+    def _compact_on_start(self) -> None:
+        try:
+            self._compact_live()
+        except CompactionStopped:
+            log.info("queue compaction given up for a stop; the queue keeps its file as it was",
+                     extra={"directory": self.directory})
+        except Exception as exc:  # noqa: BLE001 - the queue goes on with the file in place
+            log.error("queue compaction failed; continuing with the uncompacted file", exc_info=exc,
+                      extra={"directory": self.directory})
 
     def _compact_live(self) -> tuple[int, int]:
         """Runs on the writer thread: no commit is in progress, and the gate keeps readers out during the swap.
 
         A failure leaves the queue open on the file in place (the old one before the rename, the
-        compacted one after it) and is counted and raised for the caller to log."""
+        compacted one after it) and is counted and raised for the caller to log; so is a stop
+        (CompactionStopped), not counted."""
         before = self.file_size()
         started = time.monotonic()
+        log.info("compacting the queue", extra={"directory": self.directory, "bytes_before": before})
         try:
-            staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch)
+            staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch, self._stop_compaction)
             with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
                 compaction.swap_live(staged, self.directory, self._drop_env, self._reopen)
+        except CompactionStopped:
+            raise
         except Exception:
             self.compaction_failures += 1
             raise

@@ -28,7 +28,7 @@ class Counting(Protocol):
     def count(self, name: str, amount: float, *labels: str) -> None: ...
 
 
-async def every(interval: float, step: Callable[[], Awaitable[None] | None], task: str,
+async def every(interval: float, step: Callable[[], Awaitable[object] | None], task: str,
                 fields: Mapping[str, str], counting: Counting | None = None,
                 failing: Callable[[Exception | None], None] | None = None) -> None:
     """Run `step` every `interval` seconds until cancelled, whatever it raises (but cancellation)."""

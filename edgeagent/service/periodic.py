@@ -8,6 +8,12 @@ points carry what a failed push did not deliver). A failed push is counted in
 `edgeagent_telemetry_metrics_pushes{result="failed"}` and logged when pushes start failing, at
 most every LOG_EVERY seconds while they keep failing, and when they work again; it never stops
 the agent. `stop()` pushes once more, within the timeout, so the last counts are not lost.
+
+The reader is a supervised periodic job (runtime/supervise.py): an unexpected error of a round is
+counted in `edgeagent_background_errors{task=<reader>}` and the next interval pushes again. Its
+task ended by anything but `stop()` (a cancellation from elsewhere, an error that is no
+Exception) is counted there too, logged (the first time, then at most every LOG_EVERY seconds)
+and started again after its interval: the agent's metrics never stop being pushed unnoticed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.extensions.metrics import Counter, Metrics
 from edgeagent.receivers.codec import to_otlp_json
+from edgeagent.runtime import supervise
 from edgeagent.service.metrics_otlp import Snapshot
 from edgeagent.signals import Signal
 
@@ -86,16 +93,11 @@ def exporter(name: str, otlp: OtlpPush | None) -> Push:
         {**common, "endpoint": "", "metrics_endpoint": otlp.metrics_url(), "tls": tls or None}))
 
 
-def _stopped(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:  # push_once catches what a push raises
-        log.error("a periodic metric reader stopped unexpectedly; the agent's metrics are no longer pushed",
-                  exc_info=task.exception(), extra={"reader": task.get_name()})
-
-
 class PeriodicReader:
     """One `readers::N::periodic`: start() begins pushing, stop() pushes a last time and stops (idempotent)."""
 
-    def __init__(self, name: str, settings: Periodic, metrics: Metrics, leave_out: frozenset[str], pushes: Counter):
+    def __init__(self, name: str, settings: Periodic, metrics: Metrics, leave_out: frozenset[str], pushes: Counter,
+                 counting: supervise.Counting):
         self.name = name
         self.settings = settings
         otlp = settings.exporter.otlp
@@ -103,7 +105,10 @@ class PeriodicReader:
         self.leave_out = leave_out
         self.push = exporter(name, otlp)
         self._pushes = pushes
+        self._counting = counting
         self._task: asyncio.Task[None] | None = None
+        self._restart: asyncio.TimerHandle | None = None  # a task that ended unexpectedly starts again
+        self._ended_logged_at: float | None = None
         self._failing_since: float | None = None
         self._failures = 0
         self._logged_at = 0.0
@@ -113,17 +118,29 @@ class PeriodicReader:
             await self.push.start()
         except (OSError, ValueError, LookupError) as exc:  # a certificate file that does not load, ...
             raise ValueError(f"service::telemetry::metrics::{self.name}: {exc}") from exc
+        self._begin()
+
+    def _begin(self) -> None:
+        self._restart = None
         self._task = asyncio.create_task(self._run(), name=self.name)
-        self._task.add_done_callback(_stopped)
+        self._task.add_done_callback(self._ended)
 
     async def _run(self) -> None:
-        interval = self.settings.interval_seconds()
-        next_at = time.monotonic() + interval
-        while True:
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))  # cancelled by stop()
-            next_at += interval
-            await self.push_once()
-            next_at = max(next_at, time.monotonic())  # a push longer than the interval skips, never bunches
+        await supervise.every(self.settings.interval_seconds(), self.push_once, self.name, {"reader": self.name},
+                              self._counting)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task is not self._task:  # stop() took it
+            return
+        self._counting.count(supervise.ERRORS, 1, self.name)
+        now = time.monotonic()
+        if self._ended_logged_at is None or now - self._ended_logged_at >= LOG_EVERY:
+            self._ended_logged_at = now
+            log.error("a periodic metric reader stopped unexpectedly; it starts again at its next interval",
+                      exc_info=None if task.cancelled() else task.exception(),
+                      extra={"reader": self.name, "cancelled": task.cancelled()})
+        self._task = None
+        self._restart = asyncio.get_running_loop().call_later(self.settings.interval_seconds(), self._begin)
 
     async def push_once(self) -> bool:
         """One push within the reader's timeout; False when it failed (counted and, rate-limited, logged)."""
@@ -161,9 +178,13 @@ class PeriodicReader:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is None:
+        restart, self._restart = self._restart, None
+        if task is None and restart is None:
             return
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if restart is not None:
+            restart.cancel()
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.push_once()  # the last values, within the timeout
         await self.push.shutdown()

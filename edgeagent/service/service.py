@@ -1,8 +1,9 @@
 """The running service: owns the graph and the order its parts start and stop in.
 
-Start order: extensions, the metrics endpoints and periodic readers, queue stores, the control
-socket, exporters, connectors, senders, processors, receivers last; stop in reverse, so every stage
-drains into a live consumer. The Service is the Host (edgeagent.service.host) every component receives.
+Start order: extensions, the metrics endpoints and periodic readers, queue stores (and their
+compaction::on_start, which a stop gives up), the control socket, exporters, connectors, senders,
+processors, receivers last; stop in reverse, so every stage drains into a live consumer. The
+Service is the Host (edgeagent.service.host) every component receives.
 """
 
 from __future__ import annotations
@@ -319,6 +320,10 @@ class Service:
             await extension.start()
         await self.telemetry.serve(self.config.service.telemetry.metrics)
         self._start_stores()
+        for store in self.stores.values():  # compaction::on_start, before the queues are read or written
+            await store.compacted()
+        if self.stopping:  # a stop came meanwhile (the compaction gave up): nothing more starts
+            return
         reporter = asyncio.create_task(health.report_drain(self.status), name="drain-report")
         reporter.add_done_callback(self._background_done)
         self._background.append(reporter)
@@ -361,6 +366,13 @@ class Service:
                     task.cancel()
             del self.stores.by_id[key]
             await _quietly(store.close(), "queue store")
+
+    def interrupt(self) -> None:
+        """A stop is coming (SIGTERM): a compaction under way gives up, and a start under way starts
+        nothing more, so the stop need not wait for them."""
+        self.stopping = True
+        for store in self.stores.values():
+            store.stop_compaction()
 
     async def drain(self, timeout: float) -> None:
         """Before a stop: refuse new data, then keep sending until the queues are empty or `timeout` passes.

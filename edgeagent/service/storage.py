@@ -3,8 +3,8 @@
 An exporter without `storage` gets the agent's own store in the state directory, with a disk
 budget even when nothing configures one (EDGEAGENT_QUEUE_MAX_MIB, else a quarter of the file
 system up to 8 GiB): an agent started with no config must never fill the disk. A store is
-opened (and compacted, if configured) while the graph is built, so a locked or unwritable queue
-fails start-up before any port is bound.
+opened while the graph is built, so a locked or unwritable queue fails start-up before any port
+is bound; compaction::on_start runs once it starts, on its writer thread (a stop gives it up).
 """
 
 from __future__ import annotations

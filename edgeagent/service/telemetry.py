@@ -108,7 +108,7 @@ class Telemetry:
         leave_out = frozenset() if settings.level == "detailed" else DETAILED_ONLY
         pushes = self.metrics.counters["edgeagent_telemetry_metrics_pushes"]
         for at, periodic in settings.pushes():
-            reader = PeriodicReader(f"readers::{at}::periodic", periodic, self.metrics, leave_out, pushes)
+            reader = PeriodicReader(f"readers::{at}::periodic", periodic, self.metrics, leave_out, pushes, self)
             await reader.start()
             self._readers.append(reader)
         for endpoint, constant in settings.servers():  # a server per prometheus reader

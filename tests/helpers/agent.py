@@ -43,16 +43,8 @@ class AgentProcess:
         ]
 
     def start(self, wait: float = 30.0) -> AgentProcess:
-        env = {**os.environ, **self.env}
-        env.pop("EDGEAGENT_UPSTREAM", None) if "EDGEAGENT_UPSTREAM" not in self.env else None
-        # the agent says READY=1 over sd_notify once its receivers are up: wait for that, not a poll
-        # (unless the test listens on NOTIFY_SOCKET itself)
-        self._readiness = None if "NOTIFY_SOCKET" in self.env else Readiness()
-        if self._readiness is not None:
-            env["NOTIFY_SOCKET"] = self._readiness.address
-        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen([*self.command, *self.args], env=env,
-                                        stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL)
+        self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -64,6 +56,20 @@ class AgentProcess:
             else:
                 time.sleep(0.05)
         raise RuntimeError(f"agent not ready after {wait}s:\n{self.log()}")
+
+    def launch(self) -> subprocess.Popen:
+        """Start the process and return at once (`start` then waits until it is ready)."""
+        env = {**os.environ, **self.env}
+        env.pop("EDGEAGENT_UPSTREAM", None) if "EDGEAGENT_UPSTREAM" not in self.env else None
+        # the agent says READY=1 over sd_notify once its receivers are up: wait for that, not a poll
+        # (unless the test listens on NOTIFY_SOCKET itself)
+        self._readiness = None if "NOTIFY_SOCKET" in self.env else Readiness()
+        if self._readiness is not None:
+            env["NOTIFY_SOCKET"] = self._readiness.address
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen([*self.command, *self.args], env=env,
+                                        stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL)
+        return self.process
 
     def log(self) -> str:
         if not self.log_path:

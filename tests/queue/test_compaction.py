@@ -119,8 +119,36 @@ def test_compaction_on_start_keeps_the_backlog(tmp_path):
         reopened.open()
         reopened.start()
         reopened.queue("otlphttp/traces", Signal.TRACES)
+        await reopened.compacted()
+        assert reopened.compactions == 1
         assert os.path.getsize(tmp_path / "data.mdb") < before // 5
         assert await _drain(reopened, 5) == bodies[95:]
+        await reopened.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_compaction_stopped_before_its_copy_ends_leaves_the_queue_as_it_was(tmp_path):
+    """A stop (SIGTERM) waited for the whole copy of the queue; given up, it must leave no partial copy."""
+    async def scenario() -> None:
+        store = QueueStore(str(tmp_path))
+        store.open()
+        store.start()
+        bodies = await _fill(store, 60)
+        await _drain(store, 50)
+        await store.close()
+        before = os.stat(tmp_path / "data.mdb")
+
+        reopened = QueueStore(str(tmp_path), compact_on_start=True)
+        reopened.open()
+        reopened.stop_compaction()  # the stop came first: the copy gives up at its first chunk
+        reopened.start()
+        await reopened.compacted()
+        assert (reopened.compactions, reopened.compaction_failures) == (0, 0)
+        assert sorted(os.listdir(tmp_path)) == ["data.mdb", "edgeagent.lock", "lock.mdb", "reserve.ballast"]
+        assert os.stat(tmp_path / "data.mdb").st_ino == before.st_ino
+        reopened.queue("otlphttp/traces", Signal.TRACES)
+        assert await _drain(reopened, 11) == bodies[50:]
         await reopened.close()
 
     asyncio.run(scenario())

@@ -224,8 +224,9 @@ def test_a_compaction_on_start_that_fails_starts_the_queue_on_the_uncompacted_fi
         await store.close()
         reopened = QueueStore(directory, compact_on_start=True, compaction_scratch=str(tmp_path / "gone"))
         reopened.open()
-        assert reopened.compaction_failures == 1
         reopened.start()
+        await reopened.compacted()
+        assert reopened.compaction_failures == 1
         reopened.queue("otlphttp/traces", Signal.TRACES)
         assert await _drain(reopened, 41) == bodies
         await reopened.close()

@@ -282,3 +282,34 @@ def test_lowmemory_keeps_observed_counters_cumulative():
     assert metrics["otelcol_process_uptime"].sum.aggregation_temporality == CUMULATIVE
     assert metrics["otelcol_exporter_sent_spans"].sum.aggregation_temporality == DELTA
     assert metrics["edgeagent_test_seconds"].histogram.aggregation_temporality == DELTA
+
+
+def test_a_reader_whose_task_ends_unexpectedly_starts_again_counted_and_logged(caplog):
+    """Its task ended by anything but its stop (a cancellation from elsewhere, an error that is no
+    Exception) stayed dead: the agent's metrics were no longer pushed, which nothing but a log line
+    said, and a cancellation not even that."""
+    upstream = Upstream(free_port()).start()
+
+    async def scenario() -> tuple[float, int]:
+        telemetry = _telemetry()
+        await telemetry.serve(_settings({"otlp": {"protocol": "http/protobuf", "endpoint": upstream.url}},
+                                        interval=50))
+        try:
+            await _until(lambda: len(upstream.received("metrics")) >= 1)
+            (task,) = [task for task in asyncio.all_tasks() if task.get_name() == "readers::0::periodic"]
+            task.cancel()  # not by the reader's stop
+            await asyncio.gather(task, return_exceptions=True)
+            pushed = len(upstream.received("metrics"))
+            await _until(lambda: len(upstream.received("metrics")) >= pushed + 2)
+            return telemetry.metrics.counters["edgeagent_background_errors"].get("readers::0::periodic"), pushed
+        finally:
+            await telemetry.stop_serving()
+
+    try:
+        with caplog.at_level(logging.ERROR, logger="edgeagent.service.periodic"):
+            errors, _ = asyncio.run(scenario())
+    finally:
+        upstream.stop()
+    assert errors == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "a periodic metric reader stopped unexpectedly; it starts again at its next interval"]
