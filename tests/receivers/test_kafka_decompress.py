@@ -3,7 +3,11 @@ ones, format v2 and the legacy v0/v1), on batches aiokafka's own builders compre
 
 from __future__ import annotations
 
+import re
+
+import cramjam
 import pytest
+import zstandard
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record import _crecords, default_records, legacy_records
 
@@ -80,3 +84,43 @@ def test_bytes_that_do_not_decompress_are_a_corrupt_batch_not_one_too_large(code
     with pytest.raises(CorruptRecordException) as raised:
         _values("python", bytes(batch), 1 << 20)
     assert not isinstance(raised.value, DecompressTooLarge)
+
+
+def test_snappy_as_a_raw_block_is_bounded_too(monkeypatch):
+    """librdkafka writes snappy as one raw block, Java in xerial's framing (aiokafka's default)."""
+    monkeypatch.setattr(default_records, "snappy_encode", lambda data: bytes(cramjam.snappy.compress_raw(data)))
+    batch, size = _v2_batch("python", "snappy")
+    assert not batch[61:].startswith(b"\x82SNAPPY")
+    assert _values("python", batch, size) == VALUES
+    with pytest.raises(DecompressTooLarge):
+        _values("python", batch, size - 1)
+
+
+def _peak_growth(action) -> int:
+    """How far the process's peak memory rose above what it held before `action()` (Linux)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # the peak starts again from what the process holds now
+    before = _memory("VmRSS")
+    action()
+    return _memory("VmHWM") - before
+
+
+def _memory(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.M).group(1)) << 10
+
+
+def test_a_batch_found_too_large_is_not_inflated_again_when_met_again():
+    """Stepping over a batch reads it once per offset: each read inflated it up to the bound again."""
+    packer = zstandard.ZstdCompressor(level=3).compressobj()
+    bomb = b"".join(packer.compress(bytes(1 << 20)) for _ in range(1024)) + packer.flush()  # 1 GiB of zeros
+    header = bytearray(_v2_batch("c", "zstd")[0][:61])
+    header[8:12] = (len(header) - 12 + len(bomb)).to_bytes(4, "big")  # the batch length after it
+
+    def read() -> None:
+        with pytest.raises(DecompressTooLarge):
+            _values("c", bytes(header) + bomb, 64 << 20)
+
+    first, again = _peak_growth(read), _peak_growth(read)
+    assert first >= 60 << 20, f"the first read took {first >> 20} MiB"  # inflated up to the bound, then freed
+    assert again < 8 << 20, f"reading it again took {again >> 20} MiB"
