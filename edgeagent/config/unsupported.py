@@ -13,7 +13,7 @@ _KAFKA_CLIENT = ("auth::kerberos", "auth::sasl::aws_msk", "auth::sasl::oauthbear
 _DIALER_MIDDLEWARE = "dialer_middleware"
 
 _KEYS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("receivers", "kafka"): (*_KAFKA_CLIENT, "max_decompress_batch_bytes", "partition_processing", "telemetry",
+    ("receivers", "kafka"): (*_KAFKA_CLIENT, "partition_processing", "telemetry",
                              "traces::exclude_topics", "metrics::exclude_topics", "logs::exclude_topics"),
     ("exporters", "kafka"): (*_KAFKA_CLIENT, "include_metadata_keys", "record_partitioner::least_backup",
                              "record_partitioner::extension",

@@ -26,7 +26,8 @@ Design note
   growing pause (`error_backoff`); a message is never skipped for it. A message that does not
   decode, whose parse could never fit the memory limit, that could never fit its queue (more
   items than queue_size), or whose record batch cannot be read (bad CRC, bytes that do not
-  decompress; kafka_fetch.py), is counted
+  decompress, records that decompress to more than `max_decompress_batch_bytes`; kafka_fetch.py,
+  kafka_decompress.py), is counted
   (`otelcol_kafka_receiver_unmarshal_failed_*`), logged once per episode and skipped: it is
   marked durable, so its offset is committed with the others. So is a message the upstream
   refused for good (with `sending_queue::wait_for_result` it is in the dead-letter store; an
@@ -61,7 +62,7 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
 from edgeagent.config.types import Duration
@@ -69,6 +70,7 @@ from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, Signal
 from edgeagent.configretry import backoff_delay
 from edgeagent.errors import BadRequestError, PermanentError, RefusedError, RetryableError, ShutdownError
 from edgeagent.receivers import codec, parse_cost
+from edgeagent.receivers.kafka_decompress import DEFAULT_MAX_BYTES, MAX_BYTES, DecompressTooLarge
 from edgeagent.receivers.kafka_fetch import Fetcher, Unreadable
 from edgeagent.signals import Payload, Signal, resource_groups
 
@@ -176,11 +178,19 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     max_fetch_size: int = Field(0, ge=0)  # 0: no limit
     max_fetch_wait: Duration = 0.25
     max_partition_fetch_size: int = Field(1048576, gt=0)
+    # the most one record batch's records may decompress to (kafka_decompress.py); a batch over it is skipped
+    max_decompress_batch_bytes: int = DEFAULT_MAX_BYTES
     group_rebalance_strategy: str = "range"  # one of _ASSIGNORS; otelcol's default, cooperative-sticky, is refused
     # otelcol's newer list, in order of preference (the group takes the first every member offers)
     group_rebalance_strategies: list[str] = Field(default_factory=list)
     group_instance_id: str = ""  # static group membership: a restart within session_timeout keeps the partitions
 
+    @field_validator("max_decompress_batch_bytes")
+    @classmethod
+    def _decompress_bound(cls, value: int) -> int:
+        if not 1 <= value <= MAX_BYTES:  # otelcol's range and words
+            raise ValueError(f"max_decompress_batch_bytes ({value}) must be between 1 and {MAX_BYTES}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> KafkaReceiverConfig:
@@ -355,7 +365,8 @@ class KafkaReceiver:
                 await self._pause(attempt)
                 continue
             self._consumer = consumer
-        fetcher = Fetcher(consumer, step_wait=self.config.max_fetch_wait + 1.0, owner=self._partitions.get)
+        fetcher = Fetcher(consumer, step_wait=self.config.max_fetch_wait + 1.0, owner=self._partitions.get,
+                          max_decompress_batch_bytes=self.config.max_decompress_batch_bytes)
         log.info("kafka receiver consuming", extra={"receiver": self.id, "topics": sorted(self._signals),
                                                     "group": self.config.group_id})
         attempt = 0
@@ -437,8 +448,8 @@ class KafkaReceiver:
                 return record.offset
             except BadRequestError as exc:
                 self._malformed[partition.signal].inc(1, self.id, partition.topic)
-                self._episode(f"malformed:{partition.topic}", "skipping Kafka messages that do not decode or "
-                              "could never fit; counted in "
+                what, message = _why_skipped(record)
+                self._episode(f"{what}:{partition.topic}", f"{message}; counted in "
                               f"otelcol_kafka_receiver_unmarshal_failed_{partition.signal.item_name}", exc,
                               topic=partition.topic, partition=partition.partition, offset=record.offset)
                 return record.offset
@@ -646,6 +657,14 @@ async def _wait_for(event: asyncio.Event, seconds: float) -> bool:
         return True
     except TimeoutError:
         return event.is_set()
+
+
+def _why_skipped(record: Any) -> tuple[str, str]:
+    """The episode a skipped message belongs to, and what its log line says."""
+    if isinstance(getattr(record, "error", None), DecompressTooLarge):
+        return "too large", ("skipping Kafka record batches that decompress to more than "
+                             "max_decompress_batch_bytes (raise it to read them)")
+    return "malformed", "skipping Kafka messages that do not decode or could never fit"
 
 
 def _names(partitions: set) -> list[str]:

@@ -11,7 +11,8 @@ have taken another), then drains each partition on its own (a failing drain move
 A partition whose drain fails is read one record at a time; an offset that fails is handed out
 as an `Unreadable` entry, in its place among the records, and stepped over (seek to the next
 offset), until a record reads again. The caller skips and counts it, and commits past it once
-the records before it are durable, as any message that does not decode.
+the records before it are durable, as any message that does not decode. A batch whose records
+decompress to more than `max_decompress_batch_bytes` is such a batch (kafka_decompress.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 import cramjam
 from aiokafka.errors import CorruptRecordException, KafkaError
 from aiokafka.structs import TopicPartition
+
+from edgeagent.receivers import kafka_decompress
 
 # what reading a batch raises when its bytes are bad (not when the broker or the group fails)
 UNREADABLE = (CorruptRecordException, OSError, EOFError, zlib.error, cramjam.DecompressionError)
@@ -45,8 +48,11 @@ class Unreadable:
 class Fetcher:
     """`await fetch(partitions, timeout, max_records)`: records by partition, never losing any."""
 
-    def __init__(self, consumer: Any, step_wait: float, owner: Callable[[TopicPartition], object]):
+    def __init__(self, consumer: Any, step_wait: float, owner: Callable[[TopicPartition], object],
+                 max_decompress_batch_bytes: int = kafka_decompress.DEFAULT_MAX_BYTES):
+        kafka_decompress.install()
         self.consumer = consumer
+        self.max_decompress_batch_bytes = max_decompress_batch_bytes
         self.owner = owner  # who holds a partition now: another after a rebalance
         self.step_wait_ms = int(step_wait * 1000)  # how long a one-record read waits for its refetch
 
@@ -58,6 +64,12 @@ class Fetcher:
         holder are handed out (the new assignment reads the earlier ones again from the committed
         offset), and those are handed out whatever the holder when the fetch began. Raises
         KafkaError only when it took nothing."""
+        with kafka_decompress.limit(self.max_decompress_batch_bytes):
+            return await self._fetch(partitions, timeout, max_records)
+
+    async def _fetch(self, partitions: list[TopicPartition], timeout: float, max_records: int
+                     ) -> dict[TopicPartition, tuple[object, list]]:
+        """The fetch, under the bound of this fetcher's decompression."""
         out: dict[TopicPartition, tuple[object, list]] = {}
 
         def take(tp: TopicPartition, holder: object, records: list) -> None:

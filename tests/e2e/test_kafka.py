@@ -323,6 +323,29 @@ def test_a_record_batch_that_does_not_decompress_is_skipped_and_no_other_message
     assert "do not decode" in hub.log()
 
 
+def test_a_compression_bomb_is_skipped_counted_and_committed_and_never_inflated_whole(agents, upstream, kafka,
+                                                                                     tmp_path):
+    # 32 KB of zstd expanding to 1 GiB, one batch of three records between compressed batches under
+    # the bound: before, the hub inflated all of it, once for each of its offsets stepped over
+    kafka.create_topic("otlp_spans", 1)
+    before, sent = _requests(3)
+    kafka.produce("otlp_spans", before, partition=0, compression="zstd")
+    kafka.produce_bomb("otlp_spans", [bytes(300 << 10)] * 3, partition=0, codec="zstd", expanded=1 << 30)
+    after, later = _requests(3)
+    kafka.produce("otlp_spans", after, partition=0, compression="gzip")
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), max_decompress_batch_bytes=1 << 20)
+
+    wait_until(lambda: upstream.span_ids() >= sent | later, timeout=60, interval=0.25,
+               message=f"the spans on either side of the bomb upstream\n{hub.log()}")
+    assert hub.metric("otelcol_kafka_receiver_unmarshal_failed_spans", receiver="kafka", topic="otlp_spans") == 3
+    assert hub.process is not None
+    with open(f"/proc/{hub.process.pid}/status") as status:
+        peak = next(int(line.split()[1]) << 10 for line in status if line.startswith("VmHWM:"))
+    assert peak < 256 << 20, f"the hub peaked at {peak >> 20} MiB"
+    wait_until(lambda: _lag(hub) == {"0": 0.0}, timeout=30, message="every offset committed, the bomb's too")
+    assert "max_decompress_batch_bytes" in hub.log()
+
+
 def test_a_message_larger_than_the_whole_queue_is_skipped_not_retried_for_good(agents, upstream, kafka, tmp_path):
     kafka.create_topic("otlp_spans", 1)
     big, _ = _requests(1, spans=50)  # queue_size 20 items: it could not fit in the queue even when empty

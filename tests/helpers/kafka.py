@@ -167,12 +167,14 @@ class Broker:
 
     # ---- reading and writing records directly ------------------------------------------------------
 
-    def produce(self, topic: str, values: list[bytes], key: bytes | None = None, partition: int | None = None) -> None:
-        """Write raw records (acks=all), e.g. a message the agent must reject; to `partition` if given."""
+    def produce(self, topic: str, values: list[bytes], key: bytes | None = None, partition: int | None = None,
+                compression: str | None = None) -> None:
+        """Write raw records (acks=all), e.g. a message the agent must reject; to `partition` if given,
+        in batches compressed with `compression` (gzip, snappy, lz4, zstd) if given."""
         from aiokafka import AIOKafkaProducer
 
         async def send():
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", compression_type=compression)
             await producer.start()
             try:
                 await asyncio.gather(*[await producer.send(topic, value, key=key, partition=partition)
@@ -184,27 +186,54 @@ class Broker:
 
     def produce_undecodable(self, topic: str, values: list[bytes], partition: int) -> None:
         """Write `values` as one gzip record batch whose compressed bytes are not gzip (its CRC is
-        right), as a broker that stores batches unchecked keeps them: no client can read its records.
+        right), as a broker that stores batches unchecked keeps them: no client can read its records."""
+        self._produce_as(topic, values, partition, "gzip", "lambda data: b'\\x1f\\x8bXX'")
+
+    def produce_bomb(self, topic: str, values: list[bytes], partition: int, codec: str, expanded: int) -> None:
+        """Write `values` as one `codec` record batch whose compressed records are instead zeros that
+        expand to `expanded` bytes (whole MiB): a compression bomb, far smaller than `values` (its CRC
+        is right). The bomb is made in pieces, so no process holds what it expands to."""
+        self._produce_as(topic, values, partition, codec, f"lambda data: bomb({codec!r}, {expanded >> 20})")
+
+    def _produce_as(self, topic: str, values: list[bytes], partition: int, codec: str, encoder: str) -> None:
+        """Write `values` as one `codec` record batch whose compressed bytes are what the Python
+        expression `encoder` (a function of the records' bytes) makes of them; sent as they are when
+        shorter than the records.
 
         Written by a separate interpreter whose producer runs aiokafka's Python batch builder with
-        its gzip encoder replaced, so this process's client stays as it was."""
+        its encoder replaced, so this process's client stays as it was."""
         script = (
-            "import asyncio, sys\n"
+            "import asyncio, sys, zlib\n"
+            "import cramjam, zstandard\n"
             "import aiokafka.record.default_records as records\n"
             "from aiokafka import AIOKafkaProducer\n"
-            "records.gzip_encode = lambda data: b'\\x1f\\x8bXX'  # shorter than any batch: sent as it is\n"
-            "async def main(bootstrap, topic, partition, values):\n"
-            "    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks='all', compression_type='gzip',\n"
-            "                                linger_ms=50)\n"
+            "def bomb(codec, mib):\n"
+            "    zeros = bytes(1 << 20)\n"
+            "    if codec == 'snappy':\n"
+            "        return original(bytes(mib << 20))  # at most about 21:1 whatever the data\n"
+            "    if codec == 'lz4':\n"
+            "        packer = cramjam.lz4.Compressor(level=9, content_checksum=False, block_linked=False)\n"
+            "        for _ in range(mib):\n"
+            "            packer.compress(zeros)\n"
+            "        return bytes(packer.finish())\n"
+            "    packer = zlib.compressobj(9, zlib.DEFLATED, 31) if codec == 'gzip' else \\\n"
+            "        zstandard.ZstdCompressor(level=3).compressobj()\n"
+            "    return b''.join(packer.compress(zeros) for _ in range(mib)) + packer.flush()\n"
+            f"original = records.{codec}_encode\n"
+            f"records.{codec}_encode = {encoder}\n"
+            "async def main(bootstrap, topic, partition):\n"
+            f"    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks='all', compression_type={codec!r},\n"
+            "                                linger_ms=50, max_batch_size=4 << 20, max_request_size=8 << 20)\n"
             "    await producer.start()\n"
             "    try:\n"
-            "        sent = [await producer.send(topic, bytes.fromhex(v), partition=partition) for v in values]\n"
+            "        sent = [await producer.send(topic, bytes.fromhex(v), partition=partition)\n"
+            "                for v in sys.stdin.read().split()]\n"
             "        await asyncio.gather(*sent)\n"
             "    finally:\n"
             "        await producer.stop()\n"
-            "asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]))\n")
-        subprocess.run([sys.executable, "-c", script, self.bootstrap, topic, str(partition),
-                        *(value.hex() for value in values)],
+            "asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))\n")
+        subprocess.run([sys.executable, "-c", script, self.bootstrap, topic, str(partition)],
+                       input=" ".join(value.hex() for value in values).encode(),
                        env={**os.environ, "AIOKAFKA_NO_EXTENSIONS": "1"}, check=True, timeout=60)
 
     def records(self, topic: str, expected: int, timeout: float = 30.0) -> list:

@@ -19,6 +19,7 @@ def test_defaults_are_otelcols():
     assert (config.min_fetch_size, config.max_fetch_size, config.max_fetch_wait, config.max_partition_fetch_size) == \
         (1, 0, 0.25, 1048576)
     assert config.group_rebalance_strategy == "range"
+    assert config.max_decompress_batch_bytes == 1 << 30  # 1 GiB
 
 
 def test_every_key_is_read_into_the_consumer_options():
@@ -40,6 +41,7 @@ def test_every_key_is_read_into_the_consumer_options():
         ("SASL_PLAINTEXT", "PLAIN", "hub")
     assert config.header_extraction.headers == ["tenant"]
     assert config.error_backoff.initial_interval == 0.5
+    assert config.max_decompress_batch_bytes == 256 << 20
 
 
 def test_every_mistake_is_reported_at_its_path_with_the_reason():
@@ -53,7 +55,15 @@ def test_every_mistake_is_reported_at_its_path_with_the_reason():
         "receivers::kafka/both::metrics": ["topic", "topics", "both"],
         "receivers::kafka/heartbeat": ["heartbeat_interval"],
         "receivers::kafka/tls::tls": ["server_name_override"],
+        "receivers::kafka/decompress::max_decompress_batch_bytes": ["1", "2147483647"],
     })
+
+
+@pytest.mark.parametrize("value", [-100, 0, 1 << 31])
+def test_max_decompress_batch_bytes_outside_otelcols_range_is_refused(value):
+    with pytest.raises(ValueError, match="between 1 and 2147483647"):
+        KafkaReceiverConfig(max_decompress_batch_bytes=value)
+    assert KafkaReceiverConfig(max_decompress_batch_bytes=(1 << 31) - 1).max_decompress_batch_bytes == (1 << 31) - 1
 
 
 def test_error_backoff_max_elapsed_time_is_refused():
