@@ -2,7 +2,8 @@
 
 otelcol's token bucket: a trace takes as many tokens as its spans' protobuf size (a
 TracesData holding its batches, as otelcol's ProtoMarshaler.TracesSize measures); the bucket
-refills at `bytes_per_second` and holds `burst_capacity` (twice `bytes_per_second` when 0).
+refills at `bytes_per_second` (not at all at 0 or below) and holds `burst_capacity` (twice
+`bytes_per_second` when 0 or below).
 
 A round of traces (evaluate_many) is judged at one instant, the clock read once for all of them:
 as evaluating them one by one at that instant would, in the same order.
@@ -33,8 +34,7 @@ def traces_data_size(trace: Trace) -> int:
 
 class BytesLimiting:
     def __init__(self, config: BytesLimitingConfig, clock: Callable[[], float]):
-        burst = config.burst_capacity or 2 * config.bytes_per_second
-        self.bucket = TokenBucket(config.bytes_per_second, burst, clock)
+        self.bucket = TokenBucket(config.bytes_per_second, config.burst(), clock)
 
     def evaluate(self, trace: Trace) -> Decision:
         return Decision.SAMPLED if self.bucket.allow(traces_data_size(trace)) else Decision.NOT_SAMPLED

@@ -352,3 +352,51 @@ def test_edgeagent_keeps_the_traces_otelcol_keeps_of_requests_in_unusual_protobu
     assert not differences, differences
     counts = {case: len(reference) for case, (_, reference) in kept.items()}
     assert all(0 < count < len(trace_ids) for count in counts.values()), counts
+
+
+# settings below 0, which otelcol's config takes: bounds hold as written, "above 0" tests fail
+NEGATIVE_CASES: dict[str, list[dict]] = {
+    "latency_below_zero": [{"type": "latency", "latency": {"threshold_ms": -5}}],
+    "latency_below_zero_truncated": [{"type": "latency", "latency": {"threshold_ms": -4}}],
+    "latency_band_below_zero": [{"type": "latency", "latency": {"threshold_ms": -10, "upper_threshold_ms": -1}}],
+    "span_count_min_below_zero": [{"type": "span_count", "span_count": {"min_spans": -3}}],
+    "span_count_max_below_zero": [{"type": "span_count", "span_count": {"min_spans": -3, "max_spans": -1}}],
+    "span_count_band_from_below_zero": [{"type": "span_count", "span_count": {"min_spans": -3, "max_spans": 2}}],
+    "rate_limiting_burst_below_zero": [{"type": "rate_limiting", "rate_limiting": {
+        "spans_per_second": 1_000_000, "burst_capacity": -1}}],
+    "bytes_limiting_rate_below_zero": [{"type": "bytes_limiting", "bytes_limiting": {
+        "bytes_per_second": -5, "burst_capacity": 100_000_000}}],
+    "composite_percent_below_zero": [{"type": "composite", "composite": {
+        "max_total_spans_per_second": 1_000_000, "composite_sub_policy": [{"name": "a", "type": "always_sample"}],
+        "rate_allocation": [{"policy": "a", "percent": -5}]}}],
+    "composite_total_below_zero": [{"type": "composite", "composite": {
+        "max_total_spans_per_second": -1, "composite_sub_policy": [{"name": "a", "type": "always_sample"}]}}],
+}
+# (start, end) in ms from now of each span: a span that ends 4.5 ms (whole: 4) before it starts
+# is the only kind of trace a negative duration bound tells apart
+BACKWARDS = {b"\x11" * 16: [(0, 300)], b"\x12" * 16: [(0, 0)], b"\x13" * 16: [(10, 5.5)],
+             b"\x14" * 16: [(0, 0), (1, 1), (2, 2)], b"\x15" * 16: [(10, 9.5)]}
+
+
+def test_edgeagent_keeps_the_traces_otelcol_keeps_with_settings_below_zero(agents, otelcol, tmp_path):
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for trace_id, times in BACKWARDS.items():
+        for index, (start, end) in enumerate(times):
+            spans.add(trace_id=trace_id, span_id=bytes((index + 1,)) * 8, name="op",
+                      start_time_unix_nano=_NOW + int(start * 10**6), end_time_unix_nano=_NOW + int(end * 10**6))
+    kept = {case: (set(mine), set(reference)) for case, (mine, reference)
+            in _side_by_side(agents, otelcol, tmp_path, NEGATIVE_CASES, [request.SerializeToString()]).items()}
+    every, backwards = set(BACKWARDS), {b"\x13" * 16}
+    assert kept == {
+        "latency_below_zero": (every,) * 2,
+        "latency_below_zero_truncated": (every - backwards,) * 2,
+        "latency_band_below_zero": (backwards,) * 2,
+        "span_count_min_below_zero": (every,) * 2,
+        "span_count_max_below_zero": (set(),) * 2,
+        "span_count_band_from_below_zero": (every - {b"\x14" * 16},) * 2,
+        "rate_limiting_burst_below_zero": (every,) * 2,
+        "bytes_limiting_rate_below_zero": (every,) * 2,
+        "composite_percent_below_zero": (every,) * 2,
+        "composite_total_below_zero": (set(),) * 2,
+    }
