@@ -1,0 +1,118 @@
+"""A trace's size as otelcol 0.165 counts it toward `maximum_trace_size_bytes`.
+
+otelcol cuts each ResourceSpans it receives into one per trace (splitResourceSpansByTrace: the
+resource and its schema url, and per scope holding the trace's spans, the scope, its schema url
+and those spans) and adds `ptrace.ProtoMarshaler.ResourceSpansSize` of each to the trace's size:
+the message's bytes without the key and length that frame it in a request.
+
+pdata's sizer is not protobuf's: it always writes some fields protobuf leaves out when empty or
+unset, two bytes each (a key, a length of 0), and what holds them grows, its length too:
+  * a ResourceSpans' resource, a ScopeSpans' scope, a KeyValue's value;
+  * a span's trace_id, span_id, parent_span_id (a root span has none) and status;
+  * a link's trace_id and span_id.
+Everything else it sizes as protobuf does (unknown fields aside: pdata drops them), so a size
+here is protobuf's (ByteSize, computed in C) plus those bytes, found by a walk over the spans and
+attributes: run only when a limit is set, as otelcol sizes only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+_EMPTY = 2  # a field pdata writes though empty: its key and a length of 0
+
+
+def _sov(value: int) -> int:
+    """Bytes of a varint (proto.Sov)."""
+    return (value.bit_length() + 6) // 7 or 1
+
+
+def _field(size: int) -> int:
+    """Bytes of a length-delimited field of a one-byte key holding `size` bytes."""
+    return 1 + _sov(size) + size
+
+
+def _grown(size: int, extra: int) -> int:
+    """How many bytes a length-delimited field holding `size` bytes grows by when they grow by `extra`."""
+    return extra + _sov(size + extra) - _sov(size) if extra else 0
+
+
+def _value_extra(value: AnyValue) -> int:
+    kind = value.WhichOneof("value")
+    if kind == "kvlist_value":
+        return _grown(value.kvlist_value.ByteSize(), _attributes_extra(value.kvlist_value.values))
+    if kind == "array_value":
+        array = value.array_value
+        return _grown(array.ByteSize(), sum(_grown(item.ByteSize(), _value_extra(item)) for item in array.values))
+    return 0
+
+
+def _attributes_extra(attributes: Iterable[KeyValue]) -> int:
+    """What pdata adds to a repeated KeyValue field: a value left unset, at any depth."""
+    extra = 0
+    for pair in attributes:
+        if pair.HasField("value"):
+            grows = _value_extra(pair.value)
+            if grows:
+                extra += _grown(pair.ByteSize(), _grown(pair.value.ByteSize(), grows))
+        else:
+            extra += _grown(pair.ByteSize(), _EMPTY)
+    return extra
+
+
+def span_size(span: Span) -> int:
+    """ptrace's size of the span (without its key and length)."""
+    extra = ((not span.trace_id) + (not span.span_id) + (not span.parent_span_id)
+             + (not span.HasField("status"))) * _EMPTY
+    if span.attributes:
+        extra += _attributes_extra(span.attributes)
+    for event in span.events:
+        extra += _grown(event.ByteSize(), _attributes_extra(event.attributes))
+    for link in span.links:
+        extra += _grown(link.ByteSize(), ((not link.trace_id) + (not link.span_id)) * _EMPTY
+                        + _attributes_extra(link.attributes))
+    return span.ByteSize() + extra
+
+
+def _string(text: str) -> int:
+    return _field(len(text.encode())) if text else 0
+
+
+def _group_head(group: ResourceSpans) -> int:
+    """The resource (always written) and schema url of a ResourceSpans, as fields."""
+    resource = group.resource
+    return _field(resource.ByteSize() + _attributes_extra(resource.attributes)) + _string(group.schema_url)
+
+
+def _scope_head(scope: ScopeSpans) -> int:
+    """The scope (always written) and schema url of a ScopeSpans, as fields."""
+    header = scope.scope
+    return _field(header.ByteSize() + _attributes_extra(header.attributes)) + _string(scope.schema_url)
+
+
+def trace_sizes(request: ExportTraceServiceRequest) -> dict[bytes, int]:
+    """By trace id, what otelcol adds to each trace's size for this request: the sum of
+    ResourceSpansSize of the ResourceSpans it cuts for the trace out of each of the request's."""
+    sizes: dict[bytes, int] = {}
+    for group in request.resource_spans:
+        head = -1  # sized once the group holds a span
+        in_group: dict[bytes, int] = {}
+        for scope in group.scope_spans:
+            in_scope: dict[bytes, int] = {}
+            for span in scope.spans:
+                size = span_size(span)
+                in_scope[span.trace_id] = in_scope.get(span.trace_id, 0) + 1 + _sov(size) + size
+            if not in_scope:
+                continue
+            if head < 0:
+                head = _group_head(group)
+            scope_head = _scope_head(scope)
+            for trace_id, spans in in_scope.items():
+                in_group[trace_id] = in_group.get(trace_id, head) + _field(scope_head + spans)
+        for trace_id, size in in_group.items():
+            sizes[trace_id] = sizes.get(trace_id, 0) + size
+    return sizes
