@@ -1,4 +1,5 @@
-"""A trace's size as otelcol 0.165 counts it toward `maximum_trace_size_bytes`.
+"""A trace's size as otelcol 0.165 counts it toward `maximum_trace_size_bytes`, and as the
+`bytes_limiting` policy spends it.
 
 otelcol cuts each ResourceSpans it receives into one per trace (splitResourceSpansByTrace: the
 resource and its schema url, and per scope holding the trace's spans, the scope, its schema url
@@ -10,7 +11,8 @@ unset, two bytes each (a key, a length of 0), and what holds them grows, its len
   * a ResourceSpans' resource, a ScopeSpans' scope, a KeyValue's value;
   * a span's trace_id, span_id, parent_span_id (a root span has none) and status;
   * a link's trace_id and span_id.
-Everything else it sizes as protobuf does (unknown fields aside: pdata drops them), so a size
+bytes_limiting spends ptrace's TracesSize of the trace's batches: each batch's size with its key
+and length. Everything else pdata sizes as protobuf does (unknown fields aside: pdata drops them), so a size
 here is protobuf's (ByteSize, computed in C) plus those bytes, found by a walk over the spans and
 attributes: run only when a limit is set, as otelcol sizes only then.
 """
@@ -92,6 +94,22 @@ def _scope_head(scope: ScopeSpans) -> int:
     """The scope (always written) and schema url of a ScopeSpans, as fields."""
     header = scope.scope
     return _field(header.ByteSize() + _attributes_extra(header.attributes)) + _string(scope.schema_url)
+
+
+def resource_spans_size(group: ResourceSpans) -> int:
+    """ptrace's ResourceSpansSize (without its key and length) of the ResourceSpans otelcol cuts
+    for a trace out of `group`, whose spans are all the trace's: its scopes without spans left
+    out (a request of one trace is buffered as it came, empty scopes included)."""
+    scopes = sum(_field(_scope_head(scope) + sum(_field(span_size(span)) for span in scope.spans))
+                 for scope in group.scope_spans if scope.spans)
+    return _group_head(group) + scopes
+
+
+def traces_size(groups: Iterable[ResourceSpans]) -> int:
+    """ptrace's TracesSize of the ResourceSpans otelcol cuts for a trace out of these (those
+    without spans are none)."""
+    return sum(_field(resource_spans_size(group)) for group in groups
+               if any(scope.spans for scope in group.scope_spans))
 
 
 def trace_sizes(request: ExportTraceServiceRequest) -> dict[bytes, int]:

@@ -1,7 +1,7 @@
 """`bytes_limiting`: sample traces while the bytes sampled stay within `bytes_per_second`.
 
-otelcol's token bucket: a trace takes as many tokens as its spans' protobuf size (a
-TracesData holding its batches, as otelcol's ProtoMarshaler.TracesSize measures); the bucket
+otelcol's token bucket: a trace takes as many tokens as its batches' size as otelcol's
+ProtoMarshaler.TracesSize measures it (sampler.sizing: pdata's, not protobuf's); the bucket
 refills at `bytes_per_second` (not at all at 0 or below) and holds `burst_capacity` (twice
 `bytes_per_second` when 0 or below).
 
@@ -16,20 +16,13 @@ from collections.abc import Callable, Sequence
 from sampler.policies.config import BytesLimitingConfig
 from sampler.policies.rate_limiting import BY_GRANTED
 from sampler.policies.token_bucket import TokenBucket
+from sampler.sizing import traces_size
 from sampler.trace import Decision, Trace
 
 
-def varint_size(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
-
-
 def traces_data_size(trace: Trace) -> int:
-    """Serialized size of TracesData{resource_spans: trace.batches}: each batch is field 1, length-delimited."""
-    total = 0
-    for batch in trace.batches:
-        size = batch.ByteSize()
-        total += 1 + varint_size(size) + size
-    return total
+    """ptrace's TracesSize of the trace's batches, as otelcol's calculateTraceSize."""
+    return traces_size(trace.batches)
 
 
 class BytesLimiting:

@@ -438,10 +438,24 @@ def _sized_requests() -> list[ExportTraceServiceRequest]:
     return [first, second]
 
 
-def _padded(requests: list[ExportTraceServiceRequest]) -> list[ExportTraceServiceRequest]:
-    """Each trace's first span gets an attribute that makes what otelcol counts of the trace SIZE."""
+def _limit_size(requests: list[ExportTraceServiceRequest], trace_id: bytes) -> int:
+    """What otelcol counts of the trace toward maximum_trace_size_bytes."""
     from sampler.sizing import trace_sizes
 
+    return sum(trace_sizes(request).get(trace_id, 0) for request in requests)
+
+
+def _bucket_size(requests: list[ExportTraceServiceRequest], trace_id: bytes) -> int:
+    """What the trace takes from a bytes_limiting bucket in otelcol."""
+    from sampler.sizing import traces_size
+    from sampler.split import split_by_trace
+
+    return sum(traces_size(part.resource_spans) for request in requests
+               for found, part, _, _ in split_by_trace(request) if found == trace_id)
+
+
+def _padded(requests: list[ExportTraceServiceRequest], measure=_limit_size) -> list[ExportTraceServiceRequest]:
+    """Each trace's first span gets an attribute that makes its `measure` SIZE."""
     firsts: dict[bytes, Span] = {}
     for request in requests:
         for group in request.resource_spans:
@@ -450,7 +464,7 @@ def _padded(requests: list[ExportTraceServiceRequest]) -> list[ExportTraceServic
                     firsts.setdefault(span.trace_id, span)
 
     def total(trace_id: bytes) -> int:
-        return sum(trace_sizes(request).get(trace_id, 0) for request in requests)
+        return measure(requests, trace_id)
 
     for trace_id, span in firsts.items():
         pad = span.attributes.add(key="p")
@@ -474,3 +488,13 @@ def test_edgeagent_drops_the_traces_otelcol_drops_as_too_large_one_byte_over_max
             in _side_by_side(agents, otelcol, tmp_path, cases, bodies, settings=settings).items()}
     every = {bytes([0x30 + number]) * 16 for number in range(6)}
     assert kept == {"at_the_limit": (every, every), "one_byte_over": (set(), set())}
+
+
+def test_edgeagent_spends_from_a_bytes_limiting_bucket_what_otelcol_spends_of_a_trace(agents, otelcol, tmp_path):
+    """A bucket of SIZE bytes (refilling 1 a second) takes one trace of SIZE bytes, one a byte smaller none."""
+    bodies = [request.SerializeToString() for request in _padded(_sized_requests(), _bucket_size)]
+    cases = {f"burst_{burst}": [{"type": "bytes_limiting", "bytes_limiting": {
+        "bytes_per_second": 1, "burst_capacity": burst}}] for burst in (SIZE, SIZE - 1)}
+    kept = {case: (len(mine), len(reference))
+            for case, (mine, reference) in _side_by_side(agents, otelcol, tmp_path, cases, bodies).items()}
+    assert kept == {f"burst_{SIZE}": (1, 1), f"burst_{SIZE - 1}": (0, 0)}

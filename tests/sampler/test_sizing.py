@@ -7,7 +7,7 @@ from __future__ import annotations
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from sampler.sizing import span_size, trace_sizes
+from sampler.sizing import span_size, trace_sizes, traces_size
 
 ONE, TWO = b"\x01" * 16, b"\x02" * 16
 
@@ -78,3 +78,12 @@ def test_values_nested_in_maps_and_lists_count_their_empty_values_at_every_depth
     # in their field by 2; 35 in pdata without attributes; m: key 3 + value (map (pair 1+1+5) 1+1+7) 1+1+9: 14
     # -> attribute 1+1+14 = 16; l: key 3 + value (list (value (map 1+1+7) 1+1+9) 1+1+11) 1+1+13: 18 -> 20
     assert span_size(span) == 35 + 16 + 20
+
+
+def test_bytes_limiting_sizes_the_cut_otelcol_makes_leaving_out_scopes_and_resources_without_spans():
+    """A request of one trace is buffered as it came; otelcol cuts it first, which drops what holds no span."""
+    request = root_request()
+    request.resource_spans[0].scope_spans.add(scope={"name": "idle"})
+    request.resource_spans.add().resource.attributes.add(key="idle")
+    assert traces_size(request.resource_spans) == 1 + 1 + 43  # the root's resource spans alone, with its framing
+    assert traces_size(child_request().resource_spans) == 1 + 1 + 88
