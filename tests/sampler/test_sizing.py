@@ -7,7 +7,7 @@ from __future__ import annotations
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from sampler.sizing import span_size, trace_sizes, traces_size
+from sampler.sizing import all_values_set, span_size, trace_sizes, traces_size
 
 ONE, TWO = b"\x01" * 16, b"\x02" * 16
 
@@ -87,3 +87,17 @@ def test_bytes_limiting_sizes_the_cut_otelcol_makes_leaving_out_scopes_and_resou
     request.resource_spans.add().resource.attributes.add(key="idle")
     assert traces_size(request.resource_spans) == 1 + 1 + 43  # the root's resource spans alone, with its framing
     assert traces_size(child_request().resource_spans) == 1 + 1 + 88
+
+
+def test_the_request_bytes_spare_the_walk_over_attributes_only_when_every_key_value_holds_a_value():
+    nested = root_request()
+    span = nested.resource_spans[0].scope_spans[0].spans[0]
+    span.attributes.add(key="m").value.kvlist_value.values.add(key="x")  # no value, one level down
+    complete = child_request()
+    complete.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.int_value = 7
+    for request, complete_values in ((root_request(), True), (child_request(), False), (nested, False),
+                                     (complete, True)):
+        raw = request.SerializeToString()
+        assert all_values_set(raw) is complete_values
+        assert trace_sizes(request, raw) == trace_sizes(request)
+    assert all_values_set(b"\x0a\x05\x0a") is False  # bytes that do not parse: walk

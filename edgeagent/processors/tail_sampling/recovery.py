@@ -60,7 +60,7 @@ def recover(rows: Iterable[StoredRecord | Corrupt], index: RecordIndex, facts: C
         index.add(row.key, row.batch_key, [(trace_id, length, items) for trace_id, length, items, _ in parts])
         if body != row.body:
             rewrites[row.key] = (body, sum(items for _, _, items, _ in parts), row.batch_key)
-        counted = trace_sizes(request) if measure else None
+        counted = trace_sizes(request, row.body) if measure else None
         for trace_id, length, items, _ in parts:
             if counted is not None:
                 length = counted[trace_id]

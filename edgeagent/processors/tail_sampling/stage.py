@@ -277,9 +277,10 @@ class SamplingStage:
         # whether a part holds a root span matters only to decision_wait_after_root_received
         roots = bool(self.config.decision_wait_after_root_received)
         facts = self._facts()
-        body, parts = split_body(payload.serialized(), message, roots=roots, facts=facts)
+        raw = payload.serialized()
+        body, parts = split_body(raw, message, roots=roots, facts=facts)
         # bytes as otelcol counts them, for maximum_trace_size_bytes, their only reader (None: lengths stand in)
-        sizes = trace_sizes(message) if self.config.maximum_trace_size_bytes else None
+        sizes = trace_sizes(message, raw) if self.config.maximum_trace_size_bytes else None
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             remote = await self._shared_lookup(parts)
