@@ -3,7 +3,8 @@
 | seed (tail-sampling-selector)  | here                                                       |
 |--------------------------------|------------------------------------------------------------|
 | `redis.url`                    | `url` (redis:// or rediss:// for TLS; a /N path selects    |
-|                                | database N)                                                |
+|                                | database N; redis-py's query options apply, but for the    |
+|                                | replies' type, the timeouts and the pool size, set here)   |
 | `redis.password`               | `password` (or in the url; never logged nor shown)         |
 | `redis.poolSize`               | `pool_size`                                                |
 | `redis.connectionTimeoutSecs`  | `connection_timeout` (a duration: `5s`)                    |

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
@@ -57,6 +58,20 @@ _PENDING_BATCHES = 100  # decisions waiting beyond this many batches are dropped
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 _PREFIX = "edgeagent_sampler_shared_state_"
+
+
+def _pool(config: SharedStateConfig) -> BlockingConnectionPool:
+    """The connections, with the url's query options (redis-py's: `?health_check_interval=30`)
+    but for those this module relies on, which win: replies as bytes (text never equals a
+    decision, so nothing would be shared), the timeouts and one attempt per operation (the
+    outage logic owns reconnecting and backoff). redis-py's own from_url lets the query win."""
+    options: dict[str, Any] = {**parse_url(config.url), "decode_responses": False,
+                               "max_connections": config.pool_size, "timeout": config.connection_timeout,
+                               "socket_connect_timeout": config.connection_timeout,
+                               "socket_timeout": config.operation_timeout, "retry": Retry(NoBackoff(), 0)}
+    if config.password:
+        options["password"] = config.password
+    return BlockingConnectionPool(**options)
 
 
 class SharedDecisions:
@@ -116,16 +131,7 @@ class SharedDecisions:
         agent starts all the same and the reconnect task keeps trying."""
         if self._redis is not None:
             return
-        config = self.config
-        options: dict[str, Any] = {}
-        if config.password:
-            options["password"] = config.password
-        # one attempt per operation: the outage logic below owns reconnecting and backoff
-        pool = BlockingConnectionPool.from_url(
-            config.url, max_connections=config.pool_size, timeout=config.connection_timeout,
-            socket_connect_timeout=config.connection_timeout, socket_timeout=config.operation_timeout,
-            retry=Retry(NoBackoff(), 0), **options)
-        self._redis = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        self._redis = Redis(connection_pool=_pool(self.config), retry=Retry(NoBackoff(), 0))
         self._closing = False
         self._down_since = None
         self._tasks = [asyncio.create_task(self._write_loop(), name=f"shared_state_writer:{self.id}"),

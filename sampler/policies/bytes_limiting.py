@@ -1,8 +1,9 @@
 """`bytes_limiting`: sample traces while the bytes sampled stay within `bytes_per_second`.
 
-otelcol's token bucket: a trace takes as many tokens as its spans' protobuf size (a
-TracesData holding its batches, as otelcol's ProtoMarshaler.TracesSize measures); the bucket
-refills at `bytes_per_second` and holds `burst_capacity` (twice `bytes_per_second` when 0).
+otelcol's token bucket: a trace takes as many tokens as its batches' size as otelcol's
+ProtoMarshaler.TracesSize measures it (sampler.sizing: pdata's, not protobuf's); the bucket
+refills at `bytes_per_second` (not at all at 0 or below) and holds `burst_capacity` (twice
+`bytes_per_second` when 0 or below).
 
 A round of traces (evaluate_many) is judged at one instant, the clock read once for all of them:
 as evaluating them one by one at that instant would, in the same order.
@@ -15,26 +16,18 @@ from collections.abc import Callable, Sequence
 from sampler.policies.config import BytesLimitingConfig
 from sampler.policies.rate_limiting import BY_GRANTED
 from sampler.policies.token_bucket import TokenBucket
+from sampler.sizing import traces_size
 from sampler.trace import Decision, Trace
 
 
-def varint_size(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
-
-
 def traces_data_size(trace: Trace) -> int:
-    """Serialized size of TracesData{resource_spans: trace.batches}: each batch is field 1, length-delimited."""
-    total = 0
-    for batch in trace.batches:
-        size = batch.ByteSize()
-        total += 1 + varint_size(size) + size
-    return total
+    """ptrace's TracesSize of the trace's batches, as otelcol's calculateTraceSize."""
+    return traces_size(trace.batches)
 
 
 class BytesLimiting:
     def __init__(self, config: BytesLimitingConfig, clock: Callable[[], float]):
-        burst = config.burst_capacity or 2 * config.bytes_per_second
-        self.bucket = TokenBucket(config.bytes_per_second, burst, clock)
+        self.bucket = TokenBucket(config.bytes_per_second, config.burst(), clock)
 
     def evaluate(self, trace: Trace) -> Decision:
         return Decision.SAMPLED if self.bucket.allow(traces_data_size(trace)) else Decision.NOT_SAMPLED

@@ -8,7 +8,7 @@ Exactly as otelcol:
     the trace is not sampled (and nothing is counted). The cap applies to each sub-policy's
     count: otelcol does not add the sub-policies' counts up.
   * A share is `percent` of max_total_spans_per_second from `rate_allocation`; a sub-policy
-    without one (or with percent 0) gets max_total_spans_per_second / number of sub-policies.
+    without one (or with percent 0 or below) gets max_total_spans_per_second / number of sub-policies.
     Shares are truncated to whole spans.
   * Counts restart when the clock enters a new whole second.
 otelcol does not read `policy_order` (nor does this; a warning says so at load).

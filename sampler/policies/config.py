@@ -22,7 +22,10 @@ warning too. numeric_attribute without bounds stays an error: otelcol 0.165
 starts with it and then crashes at the first trace it decides.
 
 Where otelcol has a zero that means "not set" (numeric_attribute's bounds, latency's upper
-threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning.
+threshold, span_count's max_spans, the burst capacities), 0 keeps that meaning. A number below 0
+is taken wherever otelcol's config takes it (every numeric setting of a policy), and means what
+it means there (a warning says what): a bound as written, or, where otelcol tests for "above 0"
+(burst capacities, cache_max_size, a rate_allocation's percent), its "not set".
 """
 
 from __future__ import annotations
@@ -57,11 +60,17 @@ class PolicyBlock(Settings):
 
 
 class LatencyConfig(PolicyBlock):
-    threshold_ms: int = Field(0, ge=0)
-    upper_threshold_ms: int = Field(0, ge=0)  # 0: no upper bound
+    threshold_ms: int = 0  # below 0 too, as otelcol's int64: every duration is above it
+    upper_threshold_ms: int = 0  # 0: no upper bound; below 0 it bounds as written, as in otelcol
 
     def notes(self) -> list[tuple[str, str]]:
-        if not self.upper_threshold_ms or self.upper_threshold_ms > self.threshold_ms:
+        if self.upper_threshold_ms < 0:
+            return [("upper_threshold_ms", "below 0: the policy samples only traces whose spans end before they "
+                                           "start, as otelcol compares it; raise it, or set 0 for no upper bound")]
+        if not self.upper_threshold_ms:
+            return [("threshold_ms", "below 0: every trace is sampled, its duration being above it, as in "
+                                     "otelcol; write 0, or use always_sample")] if self.threshold_ms < 0 else []
+        if self.upper_threshold_ms > self.threshold_ms:
             return []
         return [("upper_threshold_ms", f"the policy never samples a trace: no duration is above threshold_ms "
                                        f"({self.threshold_ms}) and at most upper_threshold_ms "
@@ -119,7 +128,7 @@ class StringAttributeConfig(PolicyBlock):
     key: str = ""
     values: list[str] = Field(default_factory=list)
     enabled_regex_matching: bool = False
-    cache_max_size: int | None = Field(None, ge=0)  # 0 or unset: otelcol's 128
+    cache_max_size: int | None = None  # 0, below or unset: otelcol's 128
     invert_match: bool = False
 
     @model_validator(mode="after")
@@ -147,10 +156,15 @@ class BooleanAttributeConfig(PolicyBlock):
 
 
 class SpanCountConfig(PolicyBlock):
-    min_spans: int = Field(0, ge=0)
-    max_spans: int = Field(0, ge=0)  # 0: no upper bound
+    min_spans: int = 0  # below 0 too, as otelcol takes it: every count is at least it
+    max_spans: int = 0  # 0: no upper bound; below 0 it bounds as written, as in otelcol
 
     def notes(self) -> list[tuple[str, str]]:
+        if self.max_spans < 0:
+            return [("max_spans", "below 0: the policy never samples a trace, none having fewer than 0 spans, as "
+                                  "in otelcol; raise it, or set 0 for no upper bound")]
+        if self.min_spans < 0:
+            return [("min_spans", "below 0 samples as 0 does: every trace has more spans; write 0")]
         if not self.max_spans or self.max_spans >= self.min_spans:
             return []
         return [("max_spans", f"the policy never samples a trace: no span count is at least min_spans "
@@ -173,24 +187,43 @@ class TraceStateConfig(PolicyBlock):
 
 
 class RateLimitingConfig(PolicyBlock):
-    spans_per_second: int = Field(0, ge=0)  # 0, otelcol's default: a bucket that never refills
-    burst_capacity: int = Field(0, ge=0)  # 0: twice spans_per_second, as in otelcol
+    spans_per_second: int = 0  # 0 (otelcol's default) or below: a bucket that never refills
+    burst_capacity: int = 0  # 0 or below: twice spans_per_second, as in otelcol
+
+    def burst(self) -> int:
+        return _burst(self.spans_per_second, self.burst_capacity)
 
     def notes(self) -> list[tuple[str, str]]:
-        return [] if self.spans_per_second else [("spans_per_second", _never_refills(self.burst_capacity, "spans"))]
+        return _limit_notes(self.spans_per_second, self.burst_capacity, "spans")
 
 
 class BytesLimitingConfig(PolicyBlock):
-    bytes_per_second: int = Field(0, ge=0)  # 0, otelcol's default: a bucket that never refills
-    burst_capacity: int = Field(0, ge=0)  # 0: twice bytes_per_second, as in otelcol
+    bytes_per_second: int = 0  # 0 (otelcol's default) or below: a bucket that never refills
+    burst_capacity: int = 0  # 0 or below: twice bytes_per_second, as in otelcol
+
+    def burst(self) -> int:
+        return _burst(self.bytes_per_second, self.burst_capacity)
 
     def notes(self) -> list[tuple[str, str]]:
-        return [] if self.bytes_per_second else [("bytes_per_second", _never_refills(self.burst_capacity, "bytes"))]
+        return _limit_notes(self.bytes_per_second, self.burst_capacity, "bytes")
 
 
-def _never_refills(burst: int, unit: str) -> str:
-    return (f"0: the bucket never refills, so the policy samples traces of at most burst_capacity ({burst}) {unit} "
-            f"in all, as otelcol does; set the {unit} a second to keep")
+def _burst(rate: int, capacity: int) -> int:
+    """otelcol takes burst_capacity only above 0, else twice the rate (below 0 with it: no trace fits)."""
+    return capacity if capacity > 0 else 2 * rate
+
+
+def _limit_notes(rate: int, capacity: int, unit: str) -> list[tuple[str, str]]:
+    key, burst = f"{unit}_per_second", _burst(rate, capacity)
+    if rate <= 0:
+        grants = (f"samples traces of at most burst_capacity ({burst}) {unit} in all" if burst > 0
+                  else f"never samples a trace (its burst, twice {rate}, holds no {unit})")
+        return [(key, f"{rate}: the bucket never refills, so the policy {grants}, as otelcol does; set the "
+                      f"{unit} a second to keep")]
+    if capacity < 0:
+        return [("burst_capacity", f"below 0 counts as 0: twice {key} ({burst}), as in otelcol; write 0 or "
+                                   f"remove it")]
+    return []
 
 
 class SharedPolicyConfig(Settings):
@@ -304,12 +337,12 @@ class CompositeSubPolicyConfig(SharedPolicyConfig):
 
 class RateAllocationConfig(Settings):
     policy: str = Field(min_length=1)
-    # of max_total_spans_per_second (a share above it is capped at it); 0: an equal share, as in otelcol
-    percent: int = Field(ge=0)
+    # of max_total_spans_per_second (a share above it is capped at it); 0 or below: an equal share, as in otelcol
+    percent: int
 
 
 class CompositeConfig(PolicyBlock):
-    max_total_spans_per_second: int = Field(0, ge=0)  # 0, otelcol's default: nothing is sampled
+    max_total_spans_per_second: int = 0  # 0 (otelcol's default) or below: nothing is sampled
     policy_order: list[str] = Field(default_factory=list)  # not read by otelcol: policy_warnings
     # a sub-policy's name keys its rate_allocation; unnamed or repeated ones share the one share
     composite_sub_policy: list[CompositeSubPolicyConfig] = Field(default_factory=list)
@@ -321,9 +354,9 @@ class CompositeConfig(PolicyBlock):
         sub-policy, or one a later entry for the same sub-policy overrides."""
         names = [sub.name for sub in self.composite_sub_policy]
         found = []
-        if not self.max_total_spans_per_second:
-            found.append(("max_total_spans_per_second", "0: the policy never samples a trace, as in otelcol; set "
-                                                        "the spans a second to keep"))
+        if self.max_total_spans_per_second <= 0:
+            found.append(("max_total_spans_per_second", f"{self.max_total_spans_per_second}: the policy never samples "
+                                                        f"a trace, as in otelcol; set the spans a second to keep"))
         if not names:
             found.append(("composite_sub_policy", "empty: the policy never samples a trace, as in otelcol; add "
                                                   "sub-policies"))
@@ -338,6 +371,9 @@ class CompositeConfig(PolicyBlock):
         allocated = [allocation.policy for allocation in self.rate_allocation]
         for index, policy in enumerate(allocated):
             key = f"rate_allocation::{index}"
+            if self.rate_allocation[index].percent < 0 and policy in names and policy not in allocated[index + 1:]:
+                found.append((f"{key}::percent", "below 0: the equal share, as 0 gives, in otelcol; write 0, or the "
+                                                 "percent to allocate"))
             if policy not in names:
                 found.append((key, f"has no effect: {policy!r} is not a composite_sub_policy; use one of "
                                    f"{', '.join(names)}"))
@@ -402,10 +438,13 @@ def _unread_values(block: StringAttributeConfig | TraceStateConfig) -> list[tupl
                f"{block.key}={value[:16]}... is too long: a tracestate member holds fewer than "
                f"{TRACE_STATE_MEMBER_MAX} characters, so otelcol skips it; shorten or remove it")
         found.append((f"values::{index}", f"has no effect: {why}"))
-    if isinstance(block, StringAttributeConfig) and block.cache_max_size is not None \
-            and not block.enabled_regex_matching:
-        found.append(("cache_max_size", "has no effect: it sizes the cache of regular expression matches, which "
-                                        "only enabled_regex_matching: true uses; remove it or enable regex matching"))
+    if isinstance(block, StringAttributeConfig) and block.cache_max_size is not None:
+        if not block.enabled_regex_matching:
+            found.append(("cache_max_size", "has no effect: it sizes the cache of regular expression matches, which "
+                                            "only enabled_regex_matching: true uses; remove it or enable regex "
+                                            "matching"))
+        elif block.cache_max_size < 0:
+            found.append(("cache_max_size", "below 0: otelcol's 128 entries, as 0 gives; write 0, or the size"))
     return found
 
 

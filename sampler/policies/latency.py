@@ -47,6 +47,12 @@ def wrapped_ms(earliest: int, latest: int) -> int:
     return whole_ms((latest - earliest + PAST) % (PAST << 1) - PAST)
 
 
+def _reach(threshold_ms: int) -> int:
+    """The fewest nanoseconds whose whole milliseconds are above threshold_ms: threshold_ms + 1
+    whole ones, and from below 0 on, where truncation rounds up, one nanosecond above threshold_ms."""
+    return (threshold_ms + 1) * _NS_PER_MS if threshold_ms >= 0 else threshold_ms * _NS_PER_MS + 1
+
+
 class Latency:
     def __init__(self, config: LatencyConfig):
         self.threshold_ms = config.threshold_ms
@@ -62,12 +68,12 @@ class Latency:
 
     def evaluate_many(self, traces: Sequence[Trace]) -> list[Decision]:
         """`evaluate` of each trace; one that carries its times is judged inline: a duration in
-        whole milliseconds is above threshold_ms (never negative) exactly when its nanoseconds
-        reach threshold_ms + 1 milliseconds. One comprehension: half the cost of chained maps,
-        whose subtraction and comparison calls cost more than the loop."""
+        whole milliseconds (truncated toward zero) is above threshold_ms exactly when its
+        nanoseconds reach `_reach(threshold_ms)`. One comprehension: half the cost of chained
+        maps, whose subtraction and comparison calls cost more than the loop."""
         if self.upper_threshold_ms:
             return list(map(self.evaluate, traces))
-        reach, by_sampled, evaluate = (self.threshold_ms + 1) * _NS_PER_MS, _BY_SAMPLED, self.evaluate
+        reach, by_sampled, evaluate = _reach(self.threshold_ms), _BY_SAMPLED, self.evaluate
         return [by_sampled[times[1] - times[0] >= reach] if (times := trace.times) is not None else evaluate(trace)
                 for trace in traces]
 

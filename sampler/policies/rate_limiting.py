@@ -1,7 +1,8 @@
 """`rate_limiting`: sample traces while the spans sampled stay within `spans_per_second`.
 
 otelcol's token bucket: a trace takes as many tokens as it has spans; the bucket refills at
-`spans_per_second` and holds `burst_capacity` (twice `spans_per_second` when 0).
+`spans_per_second` (not at all at 0 or below) and holds `burst_capacity` (twice `spans_per_second`
+when 0 or below).
 
 A round of traces (evaluate_many) is judged at one instant, the clock read once for all of them:
 as evaluating them one by one at that instant would, in the same order.
@@ -21,8 +22,7 @@ BY_GRANTED = (Decision.NOT_SAMPLED, Decision.SAMPLED)  # indexed by whether the 
 
 class RateLimiting:
     def __init__(self, config: RateLimitingConfig, clock: Callable[[], float]):
-        burst = config.burst_capacity or 2 * config.spans_per_second
-        self.bucket = TokenBucket(config.spans_per_second, burst, clock)
+        self.bucket = TokenBucket(config.spans_per_second, config.burst(), clock)
 
     reads_bytes = staticmethod(never_reads)  # it judges the trace by its span count
 

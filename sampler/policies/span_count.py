@@ -1,4 +1,5 @@
-"""`span_count`: sample a trace whose number of spans is in [min_spans, max_spans] (max_spans 0: no bound).
+"""`span_count`: sample a trace whose number of spans is in [min_spans, max_spans] (max_spans 0: no bound;
+below 0 either bound holds as written, as in otelcol).
 
 The count is every span received for the trace so far (Trace.span_count), as otelcol counts.
 """

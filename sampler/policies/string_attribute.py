@@ -27,7 +27,8 @@ class StringAttribute(AttributePolicy):
         if config.enabled_regex_matching:
             self._patterns = [compile_go_regex(value) for value in config.values]
             self.cache: OrderedDict[str, bool] = OrderedDict()  # match results by value, least recent first
-            self._cache_size = config.cache_max_size or DEFAULT_CACHE_SIZE
+            size = config.cache_max_size or 0
+            self._cache_size = size if size > 0 else DEFAULT_CACHE_SIZE
             self.match_text: Callable[[str], bool] = self._regex_matches
         else:
             values = frozenset(config.matched_values())

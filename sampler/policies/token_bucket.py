@@ -3,8 +3,8 @@ bytes_limiting policies use: `rate` tokens a second, at most `burst`, full at th
 
 allow(n) takes n tokens when the bucket holds them and refuses otherwise, taking nothing; a
 request larger than `burst` never passes. As in Go, a shortfall worth less than a nanosecond
-of refill still passes, and a clock that goes backwards refills nothing. A bucket of rate 0
-never refills (Go's Limiter of limit 0: its burst is all it ever grants).
+of refill still passes, and a clock that goes backwards refills nothing. A bucket of rate 0 or
+below never refills (Go's Limiter of such a limit: its burst is all it ever grants).
 
 allow_many(sizes) judges a round of requests at one instant: one clock reading for all of
 them, the same answers as allow() of each in turn on a clock that does not move meanwhile.
@@ -19,7 +19,7 @@ _NS_PER_SECOND = 1e9
 
 class TokenBucket:
     def __init__(self, rate: float, burst: int, clock: Callable[[], float]):
-        self.rate = rate
+        self.rate = max(rate, 0.0)  # Go's tokensFromDuration: 0 for a limit of 0 or below
         self.burst = burst
         self.clock = clock
         self.tokens = float(burst)

@@ -11,6 +11,7 @@ timing-dependent part is tested in tests/sampler against a controlled clock).
 from __future__ import annotations
 
 import http.client
+import itertools
 import random
 import time
 
@@ -202,8 +203,9 @@ def _post(port: int, body: bytes) -> None:
 
 
 def _config(cases: dict[str, list[dict]], exporter_type: str, receiver: dict, sinks: dict[str, Upstream],
-            extra: dict, wait: int = 1) -> dict:
-    processors = {f"tail_sampling/{case}": {"decision_wait": f"{wait}s", "policies": _named(policies)}
+            extra: dict, wait: int = 1, settings: dict[str, dict] | None = None) -> dict:
+    processors = {f"tail_sampling/{case}": {"decision_wait": f"{wait}s", "policies": _named(policies),
+                                            **(settings or {}).get(case, {})}
                   for case, policies in cases.items()}
     exporters = {f"{exporter_type}/{case}": {"endpoint": sinks[case].url, **extra} for case in cases}
     pipelines = {f"traces/{case}": {"receivers": ["otlp"], "processors": [f"tail_sampling/{case}"],
@@ -233,13 +235,15 @@ def _settled(sinks: list[Upstream], quiet: float = 1.5, limit: float = 30.0) -> 
 
 
 def _side_by_side(agents, otelcol, tmp_path, cases: dict[str, list[dict]], bodies: list[bytes],
-                  wait: int = 1) -> dict[str, tuple[dict[bytes, int], dict[bytes, int]]]:
+                  wait: int = 1, settings: dict[str, dict] | None = None
+                  ) -> dict[str, tuple[dict[bytes, int], dict[bytes, int]]]:
     """Per case, the traces edgeagent and otelcol kept of the requests `bodies` (trace id: spans),
-    decided `wait` seconds after their first spans: longer than sending them all takes."""
+    decided `wait` seconds after their first spans: longer than sending them all takes.
+    `settings`: more of a case's tail_sampling settings than its policies."""
     ours = {case: Upstream(free_port()).start() for case in cases}
     theirs = {case: Upstream(free_port()).start() for case in cases}
     try:
-        config = _config(cases, "otlphttp", {}, ours, {"compression": "none"}, wait)
+        config = _config(cases, "otlphttp", {}, ours, {"compression": "none"}, wait, settings)
         config["extensions"] = {"health_check": {}}
         config["service"]["extensions"] = ["health_check"]
         path = tmp_path / "agent.yaml"
@@ -247,7 +251,7 @@ def _side_by_side(agents, otelcol, tmp_path, cases: dict[str, list[dict]], bodie
         agent = agents(["run", "--config", str(path), "--state-dir", str(tmp_path / "state")])
         otel_port = free_port()
         otelcol(_config(cases, "otlp_http", {"endpoint": f"127.0.0.1:{otel_port}"}, theirs, {"compression": "none"},
-                        wait))
+                        wait, settings))
 
         for body in bodies:
             _post(agent.http_port, body)
@@ -352,3 +356,145 @@ def test_edgeagent_keeps_the_traces_otelcol_keeps_of_requests_in_unusual_protobu
     assert not differences, differences
     counts = {case: len(reference) for case, (_, reference) in kept.items()}
     assert all(0 < count < len(trace_ids) for count in counts.values()), counts
+
+
+# settings below 0, which otelcol's config takes: bounds hold as written, "above 0" tests fail
+NEGATIVE_CASES: dict[str, list[dict]] = {
+    "latency_below_zero": [{"type": "latency", "latency": {"threshold_ms": -5}}],
+    "latency_below_zero_truncated": [{"type": "latency", "latency": {"threshold_ms": -4}}],
+    "latency_band_below_zero": [{"type": "latency", "latency": {"threshold_ms": -10, "upper_threshold_ms": -1}}],
+    "span_count_min_below_zero": [{"type": "span_count", "span_count": {"min_spans": -3}}],
+    "span_count_max_below_zero": [{"type": "span_count", "span_count": {"min_spans": -3, "max_spans": -1}}],
+    "span_count_band_from_below_zero": [{"type": "span_count", "span_count": {"min_spans": -3, "max_spans": 2}}],
+    "rate_limiting_burst_below_zero": [{"type": "rate_limiting", "rate_limiting": {
+        "spans_per_second": 1_000_000, "burst_capacity": -1}}],
+    "bytes_limiting_rate_below_zero": [{"type": "bytes_limiting", "bytes_limiting": {
+        "bytes_per_second": -5, "burst_capacity": 100_000_000}}],
+    "composite_percent_below_zero": [{"type": "composite", "composite": {
+        "max_total_spans_per_second": 1_000_000, "composite_sub_policy": [{"name": "a", "type": "always_sample"}],
+        "rate_allocation": [{"policy": "a", "percent": -5}]}}],
+    "composite_total_below_zero": [{"type": "composite", "composite": {
+        "max_total_spans_per_second": -1, "composite_sub_policy": [{"name": "a", "type": "always_sample"}]}}],
+}
+# (start, end) in ms from now of each span: a span that ends 4.5 ms (whole: 4) before it starts
+# is the only kind of trace a negative duration bound tells apart
+BACKWARDS = {b"\x11" * 16: [(0, 300)], b"\x12" * 16: [(0, 0)], b"\x13" * 16: [(10, 5.5)],
+             b"\x14" * 16: [(0, 0), (1, 1), (2, 2)], b"\x15" * 16: [(10, 9.5)]}
+
+
+def test_edgeagent_keeps_the_traces_otelcol_keeps_with_settings_below_zero(agents, otelcol, tmp_path):
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for trace_id, times in BACKWARDS.items():
+        for index, (start, end) in enumerate(times):
+            spans.add(trace_id=trace_id, span_id=bytes((index + 1,)) * 8, name="op",
+                      start_time_unix_nano=_NOW + int(start * 10**6), end_time_unix_nano=_NOW + int(end * 10**6))
+    kept = {case: (set(mine), set(reference)) for case, (mine, reference)
+            in _side_by_side(agents, otelcol, tmp_path, NEGATIVE_CASES, [request.SerializeToString()]).items()}
+    every, backwards = set(BACKWARDS), {b"\x13" * 16}
+    assert kept == {
+        "latency_below_zero": (every,) * 2,
+        "latency_below_zero_truncated": (every - backwards,) * 2,
+        "latency_band_below_zero": (backwards,) * 2,
+        "span_count_min_below_zero": (every,) * 2,
+        "span_count_max_below_zero": (set(),) * 2,
+        "span_count_band_from_below_zero": (every - {b"\x14" * 16},) * 2,
+        "rate_limiting_burst_below_zero": (every,) * 2,
+        "bytes_limiting_rate_below_zero": (every,) * 2,
+        "composite_percent_below_zero": (every,) * 2,
+        "composite_total_below_zero": (set(),) * 2,
+    }
+
+
+SIZE = 700  # what otelcol counts of each trace below, padded to it
+
+
+def _sized_requests() -> list[ExportTraceServiceRequest]:
+    """Two requests of traces in every shape pdata sizes otherwise than protobuf: root spans, no
+    resource, scope or status, attributes without value (nested too), links without ids; spread
+    over scopes, resource spans and both requests, interleaved with other traces."""
+    first, second = ExportTraceServiceRequest(), ExportTraceServiceRequest()
+    bare = first.resource_spans.add().scope_spans.add().spans  # no resource, no scope
+    group = first.resource_spans.add(schema_url="https://schema/1")
+    group.resource.attributes.add(key="service.name").value.string_value = "sized"
+    group.resource.attributes.add(key="empty")  # no value
+    scopes = [group.scope_spans.add(scope={"name": "a"}), group.scope_spans.add(scope={"name": "b"},
+                                                                                 schema_url="s")]
+    later = second.resource_spans.add()
+    later.resource.SetInParent()
+    late = later.scope_spans.add().spans
+    ids = [bytes([0x30 + number]) * 16 for number in range(6)]
+    bare.add(trace_id=ids[0], span_id=b"\x01" * 8, name="root")
+    bare.add(trace_id=ids[1], span_id=b"\x02" * 8, name="root")
+    for index, scope in enumerate(scopes):
+        for trace_id in ids[1:5]:  # interleaved, in both scopes of the group
+            span = scope.spans.add(trace_id=trace_id, span_id=bytes([index + 3]) * 8, parent_span_id=b"\x01" * 8,
+                                   name="child", status={"code": Status.STATUS_CODE_ERROR} if index else None)
+            span.attributes.add(key="nested").value.kvlist_value.values.add(key="no value")
+            span.links.add(trace_id=trace_id if index else b"")
+            span.events.add(name="e").attributes.add(key="x")
+    for trace_id in (ids[2], ids[5]):
+        late.add(trace_id=trace_id, span_id=b"\x09" * 8, parent_span_id=b"\x01" * 8, name="late")
+    return [first, second]
+
+
+def _limit_size(requests: list[ExportTraceServiceRequest], trace_id: bytes) -> int:
+    """What otelcol counts of the trace toward maximum_trace_size_bytes."""
+    from sampler.sizing import trace_sizes
+
+    return sum(trace_sizes(request).get(trace_id, 0) for request in requests)
+
+
+def _bucket_size(requests: list[ExportTraceServiceRequest], trace_id: bytes) -> int:
+    """What the trace takes from a bytes_limiting bucket in otelcol."""
+    from sampler.sizing import traces_size
+    from sampler.split import split_by_trace
+
+    return sum(traces_size(part.resource_spans) for request in requests
+               for found, part, _, _ in split_by_trace(request) if found == trace_id)
+
+
+def _padded(requests: list[ExportTraceServiceRequest], measure=_limit_size) -> list[ExportTraceServiceRequest]:
+    """Each trace's first span gets an attribute that makes its `measure` SIZE."""
+    firsts: dict[bytes, Span] = {}
+    for request in requests:
+        for group in request.resource_spans:
+            for scope in group.scope_spans:
+                for span in scope.spans:
+                    firsts.setdefault(span.trace_id, span)
+
+    def total(trace_id: bytes) -> int:
+        return measure(requests, trace_id)
+
+    for trace_id, span in firsts.items():
+        pad = span.attributes.add(key="p")
+        unpadded = total(trace_id)
+        # a length one byte longer can take a byte more for itself: the key's length evens it out
+        for length, key in itertools.product(range(SIZE - unpadded - 12, SIZE - unpadded), ("p", "pp")):
+            pad.key, pad.value.string_value = key, "x" * length
+            if total(trace_id) == SIZE:
+                break
+        assert total(trace_id) == SIZE, trace_id
+    return requests
+
+
+def test_edgeagent_drops_the_traces_otelcol_drops_as_too_large_one_byte_over_maximum_trace_size_bytes(
+        agents, otelcol, tmp_path):
+    bodies = [request.SerializeToString() for request in _padded(_sized_requests())]
+    cases = {"at_the_limit": [{"type": "always_sample"}], "one_byte_over": [{"type": "always_sample"}]}
+    settings = {"at_the_limit": {"maximum_trace_size_bytes": SIZE},
+                "one_byte_over": {"maximum_trace_size_bytes": SIZE - 1}}
+    kept = {case: (set(mine), set(reference)) for case, (mine, reference)
+            in _side_by_side(agents, otelcol, tmp_path, cases, bodies, settings=settings).items()}
+    every = {bytes([0x30 + number]) * 16 for number in range(6)}
+    assert kept == {"at_the_limit": (every, every), "one_byte_over": (set(), set())}
+
+
+def test_edgeagent_spends_from_a_bytes_limiting_bucket_what_otelcol_spends_of_a_trace(agents, otelcol, tmp_path):
+    """A bucket of SIZE bytes (refilling 1 a second) takes one trace of SIZE bytes, one a byte smaller none."""
+    bodies = [request.SerializeToString() for request in _padded(_sized_requests(), _bucket_size)]
+    cases = {f"burst_{burst}": [{"type": "bytes_limiting", "bytes_limiting": {
+        "bytes_per_second": 1, "burst_capacity": burst}}] for burst in (SIZE, SIZE - 1)}
+    kept = {case: (len(mine), len(reference))
+            for case, (mine, reference) in _side_by_side(agents, otelcol, tmp_path, cases, bodies).items()}
+    assert kept == {f"burst_{SIZE}": (1, 1), f"burst_{SIZE - 1}": (0, 0)}

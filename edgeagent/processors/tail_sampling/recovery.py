@@ -17,6 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from edgeagent.processors.tail_sampling.records import RecordIndex
 from edgeagent.queue.api import Corrupt, StoredRecord
 from sampler.buffer import Times, merge_hints, merge_times
+from sampler.sizing import trace_sizes
 from sampler.split import Facts, split_body
 
 KEY = struct.Struct(">Q")  # a buffer record's key: a sequence number
@@ -32,13 +33,14 @@ def sequence(key: bytes) -> int:
     return _OLD_KEY.unpack(key)[1] if len(key) == _OLD_KEY.size else 0
 
 
-def recover(rows: Iterable[StoredRecord | Corrupt], index: RecordIndex, facts: Callable[[], Facts]
-            ) -> tuple[dict[bytes, Recovered], dict[bytes, str], dict[bytes, Rewrite], int]:
+def recover(rows: Iterable[StoredRecord | Corrupt], index: RecordIndex, facts: Callable[[], Facts],
+            measure: bool = False) -> tuple[dict[bytes, Recovered], dict[bytes, str], dict[bytes, Rewrite], int]:
     """Rebuild `index` from the buffer records: the pending traces (trace id: spans, bytes, first
     enqueue time in ms, times, hints), the records that do not decode, the records to store
     again as cut now (a record of an earlier release, or one whose parts come out otherwise),
-    and the last sequence number. Runs in a worker thread before anything else touches the
-    index (receivers start later)."""
+    and the last sequence number. A trace's bytes are measured as otelcol counts them
+    (sampler.sizing) when `measure`, else its parts' lengths stand in. Runs in a worker thread
+    before anything else touches the index (receivers start later)."""
     found: dict[bytes, Recovered] = {}
     corrupt: dict[bytes, str] = {}
     rewrites: dict[bytes, Rewrite] = {}
@@ -50,14 +52,18 @@ def recover(rows: Iterable[StoredRecord | Corrupt], index: RecordIndex, facts: C
             continue
         read = facts()
         try:
-            body, parts = split_body(row.body, ExportTraceServiceRequest.FromString(row.body), facts=read)
+            request = ExportTraceServiceRequest.FromString(row.body)
+            body, parts = split_body(row.body, request, facts=read)
         except DecodeError as exc:
             corrupt[row.key] = f"not a trace request: {exc}"
             continue
         index.add(row.key, row.batch_key, [(trace_id, length, items) for trace_id, length, items, _ in parts])
         if body != row.body:
             rewrites[row.key] = (body, sum(items for _, _, items, _ in parts), row.batch_key)
+        counted = trace_sizes(request, row.body) if measure else None
         for trace_id, length, items, _ in parts:
+            if counted is not None:
+                length = counted[trace_id]
             times, hints = read.times.get(trace_id), read.hints.get(trace_id)
             known = found.get(trace_id)
             if known is None:

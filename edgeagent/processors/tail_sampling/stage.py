@@ -101,6 +101,7 @@ from sampler.buffer import (
 )
 from sampler.policies import build_policies, byte_hints, decide_many, reads_span_times
 from sampler.relief import StressRelief
+from sampler.sizing import trace_sizes
 from sampler.split import Facts, TracePart, split_body
 from sampler.telemetry import NO_METRICS, MetricsSink
 from sampler.trace import Decision, SpansNotRead, Trace
@@ -184,9 +185,9 @@ class SamplingStage(TraceMover):
             return
         if self.shared is not None:
             await self.shared.start()
-        store = self.store
+        store, measure = self.store, bool(self.config.maximum_trace_size_bytes)
         recovered, corrupt, rewrites, self._seq = await asyncio.to_thread(
-            lambda: recover(store.scan(self.table, bodies=True), self.index, self._facts))
+            lambda: recover(store.scan(self.table, bodies=True), self.index, self._facts, measure))
         if corrupt or rewrites:
             self.quarantine.note_records(corrupt)
             await self.store.atomic(lambda writer: self._repair(writer, corrupt, rewrites))
@@ -257,7 +258,10 @@ class SamplingStage(TraceMover):
         # whether a part holds a root span matters only to decision_wait_after_root_received
         roots = bool(self.config.decision_wait_after_root_received)
         facts = self._facts()
-        body, parts = split_body(payload.serialized(), message, roots=roots, facts=facts)
+        raw = payload.serialized()
+        body, parts = split_body(raw, message, roots=roots, facts=facts)
+        # bytes as otelcol counts them, for maximum_trace_size_bytes, their only reader (None: lengths stand in)
+        sizes = trace_sizes(message, raw) if self.config.maximum_trace_size_bytes else None
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             remote = await self._shared_lookup(parts)
@@ -286,7 +290,7 @@ class SamplingStage(TraceMover):
 
         def held(done: asyncio.Future[None]) -> None:
             if not done.cancelled() and done.exception() is None:
-                self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen or busy)
+                self._hold(key, batch_key, pending, now, facts, self.cache.version != decisions_seen or busy, sizes)
                 self._enforce_limits(pending)
 
         # nothing awaited between routing and this submit: the writer sees the routing's order
@@ -350,11 +354,11 @@ class SamplingStage(TraceMover):
         return pending, (None if len(pending) == len(parts) else pending_at), kept, kept_items
 
     def _hold(self, key: bytes, batch_key: bytes, pending: list[TracePart], now: float, facts: Facts,
-              decided_since: bool) -> None:
+              decided_since: bool, counted: dict[bytes, int] | None) -> None:
         """Once the record `key` of these parts is committed: index it and buffer its traces, but
         for those being decided (settled again by the next round) or decided meanwhile (settled
         by the next tick). `decided_since`: whether the cache recorded decisions since routing
-        (else no lookup can answer otherwise than routing's)."""
+        (else no lookup can answer otherwise than routing's). `counted`: the traces' sizes, if measured."""
         trace_ids, sizes, items, roots = zip(*pending, strict=True)
         self.index.add_columns(key, batch_key, trace_ids, sizes, items)
         held = self._held(trace_ids, decided_since)
@@ -363,6 +367,8 @@ class SamplingStage(TraceMover):
                                               for column in (trace_ids, sizes, items, roots))
         new_traces = len(trace_ids) - len(self.buffer.traces.keys() & trace_ids)
         unknown = (None,) * len(trace_ids)  # no policy reads them
+        if counted is not None:
+            sizes = tuple(map(counted.__getitem__, trace_ids))
         self.buffer.add_many(trace_ids, items, sizes, roots, now,
                              tuple(map(facts.times.get, trace_ids)) if facts.times else unknown,
                              tuple(map(facts.hints.get, trace_ids)) if facts.hints else unknown)

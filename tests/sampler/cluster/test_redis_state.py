@@ -359,3 +359,35 @@ def test_a_redis_that_answers_ping_but_stalls_writes_is_one_outage_not_a_log_lin
         assert not [line for line in lines if "available again" in line], lines
         await shared.shutdown()
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("query", ["?decode_responses=true", "?decode_responses=false&socket_timeout=60"])
+def test_decisions_are_shared_whatever_the_url_query_says_of_replies_and_timeouts(redis_server, query):
+    """redis-py takes options from the url's query over the client's own: text replies never
+    equal a decision's bytes, so sharing would silently stop; a long socket_timeout would hold
+    lookups past operation_timeout."""
+    async def scenario():
+        conflicts: list[tuple[bytes, bool]] = []
+        first = SharedDecisions(SharedStateConfig(url=redis_server.url + query, flush_interval="2ms"),
+                                "tail_sampling/test", Metrics())
+        second = _shared(redis_server)
+        first.on_conflict = lambda trace_id, kept: conflicts.append((trace_id, kept))
+        await first.start()
+        await second.start()
+        kept, dropped = _ids(1, 1)[0], _ids(1, 2)[0]
+        second.publish({kept: True})
+        await _published(second, {kept: True})
+        first.publish({kept: False, dropped: False})
+        await _published(first, {kept: True, dropped: False})
+        assert conflicts == [(kept, True)]
+        assert _counter(first, "dropped_decisions", "foreign_value") == 0
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            assert await first.lookup([kept]) == {}
+            assert time.monotonic() - started < 2.0
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        for shared in (first, second):
+            await shared.shutdown()
+    asyncio.run(scenario())
