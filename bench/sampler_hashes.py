@@ -7,13 +7,13 @@ Method
     in a plain loop, --repeats times (timeit, wall clock, garbage collector off); the fastest
     repeat, divided by the ids, is the row's figure, since a shared machine only ever slows a
     repeat down. The decision cache is the agent's default size (num_traces 50,000: kept LRU of
-    50,000, two dropped filters of 25,000 ids) unless --dropped-size says otherwise; it is
-    filled to steady state (both filters in use) before timing.
+    50,000, two dropped generations of 25,000 ids) unless --dropped-size says otherwise; it is
+    filled to steady state (both generations in use) before timing.
 
     Rows:
       fnv1a_64             a salted hash of one trace id
       probabilistic evaluate  the policy's decision for a trace: the hash and a comparison
-      record dropped       `record(id, False)`: the id's bits set in the current filter
+      record dropped       `record(id, False)`: the id into the current generation
       record kept          `record(id, True)`: a new id into the kept LRU
       lookup unknown       `lookup` of an id never recorded: what routing asks of every new trace
       lookup dropped       `lookup` of a recorded dropped id (a late span)
