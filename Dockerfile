@@ -40,8 +40,8 @@ ENV PATH=/opt/edgeagent/bin:$PATH \
 USER 10001:10001
 VOLUME ["/var/lib/edgeagent"]
 EXPOSE 4317 4318 13133 8888
-# nothing answers while file_storage's compaction.on_start copies the queue (8 GiB at 10 MiB/s on a slow
-# disk: 14 min); failures in the start period do not count, and the first success ends it
+# /health/live answers while file_storage's compaction.on_start copies the queue (/health/ready does
+# not); the start period still covers the copy (8 GiB at 10 MiB/s on a slow disk: 14 min)
 HEALTHCHECK --interval=15s --timeout=3s --start-period=15m --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:13133/health/live', timeout=2).status == 200 else 1)"]
 # exec form: the agent is PID 1 and receives SIGTERM directly

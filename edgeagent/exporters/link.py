@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from edgeagent.configretry import RetryConfig, backoff_delay, backoff_interval
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.reach import Address, Watch
+from edgeagent.runtime import supervise
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ OFFLINE_AFTER = 3
 
 class Link:
     def __init__(self, max_concurrency: int, retry: RetryConfig, on_change: Callable[[bool], None],
-                 addresses: Sequence[Address] = (), name: str = ""):
+                 addresses: Sequence[Address] = (), name: str = "", counting: supervise.Counting | None = None):
         self.max_concurrency = max(1, max_concurrency)
         self.retry = retry
         self.on_change = on_change
@@ -57,7 +58,7 @@ class Link:
         self.name = name
         self._changed = asyncio.Condition()
         self._woken = asyncio.Event()  # set (and replaced) when the watch finds the upstream back
-        self._watch = Watch(addresses, self._reached, name)
+        self._watch = Watch(addresses, self._reached, name, counting)
 
     @contextlib.asynccontextmanager
     async def attempt(self) -> AsyncIterator[None]:

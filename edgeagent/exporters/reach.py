@@ -26,9 +26,15 @@ neither (`unanswered` is None); one connect after it (`Watch.accepts`) does: not
 accepting means unanswered. Name lookups run on the resolver's threads: one that hangs is
 waited for on the next look rather than started again.
 
-An exporter that reaches its upstream through a proxy would watch the proxy, which is
-always up; edgeagent's exporters connect directly (they honour no proxy settings), so the
-watch connects where they do.
+The watch is a supervised task (runtime/supervise.py `Kept`): ended by anything but its
+exporter (an error its body let out, a cancellation from elsewhere) it is counted in
+`edgeagent_background_errors{task="reach:<exporter>"}`, logged, and started again after
+WATCH_INTERVAL, so an upstream that comes back is still noticed within about a second.
+
+An exporter that reaches its upstream through a proxy is watched at the proxy, where it
+connects (`upstream_addresses`): a proxy that is up answers while the upstream behind it is
+away (it refuses the tunnel, or answers 502), which stops the watch; one that is down is
+watched until it accepts again.
 """
 
 from __future__ import annotations
@@ -36,13 +42,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import logging
 import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-log = logging.getLogger(__name__)
+from edgeagent.runtime import supervise
 
 Address = tuple[str, int]
 WATCH_INTERVAL = 1.0  # seconds between two connects, ±50 %
@@ -72,28 +77,25 @@ class Watch:
     the watch sleeps, and a connect it was not allowed to act on is tried again after that."""
 
     def __init__(self, addresses: Sequence[Address], reached: Callable[[], Awaitable[tuple[bool, float]]],
-                 name: str):
+                 name: str, counting: supervise.Counting | None = None):
         self.addresses = list(dict.fromkeys(addresses))
         self.reached = reached
         self.name = name
-        self._task: asyncio.Task[None] | None = None
+        self._task = supervise.Kept(self._run, f"reach:{name}", {"exporter": name}, counting, WATCH_INTERVAL)
         self._closed = False
         self._connecting = asyncio.Lock()  # one connect at a time, whoever asks
         self._lookups: dict[Address, asyncio.Future[list[Any]]] = {}
 
     @property
     def running(self) -> bool:
-        return self._task is not None
+        return self._task.running
 
     def start(self) -> None:
-        if self._task is None and self.addresses and not self._closed:
-            self._task = asyncio.create_task(self._run(), name=f"reach:{self.name}")
-            self._task.add_done_callback(self._done)
+        if self.addresses and not self._closed:
+            self._task.start()
 
     def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
+        self._task.stop()
 
     def close(self) -> None:
         """Stop for good: a failure reported while shutting down starts no watch again."""
@@ -148,12 +150,3 @@ class Watch:
                 accepting = False
             elif not accepting:
                 accepting, next_look = await self.reached()
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        if self._task is task:
-            self._task = None
-        if not task.cancelled() and task.exception() is not None:
-            # the exporter still retries on its backoff: only the early wake-up is lost
-            log.error("watching for the upstream to come back failed; the exporter retries on its backoff",
-                      exc_info=task.exception(), extra={"exporter": self.name})
-

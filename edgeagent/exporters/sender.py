@@ -186,7 +186,7 @@ class Sender:
         self.batch = batch
         self.telemetry = telemetry
         self.link = link or Link(num_consumers, retry, lambda online: telemetry.upstream_state(exporter.id, online),
-                                 upstream_addresses(exporter), exporter.id)
+                                 upstream_addresses(exporter), exporter.id, telemetry)
         self.chain = ExportChain(exporter, self.signal, telemetry, timeout=timeout, retry=retry, link=self.link,
                                  drains_queue=True)
         self.newest_first = newest_first

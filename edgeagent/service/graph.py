@@ -194,7 +194,7 @@ class Graph:
                 signals = sum(1 for key in batches if key[0] == exp_id)
                 links[exp_id] = Link(queue_config.num_consumers * signals, exporter.config.retry_on_failure,
                                      functools.partial(self.host.upstream_state, exp_id),
-                                     upstream_addresses(exporter), exp_id)
+                                     upstream_addresses(exporter), exp_id, self.host)
             queue = self.stores.get(queue_config.storage).queues[f"{exp_id}/{signal.label}"]
             timeout = None if exp_id in self.config.connectors else getattr(exporter.config, "timeout", None)
             self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure, queue_config.num_consumers,

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from edgeagent import __version__
 from edgeagent.component import Role
 from edgeagent.queue import admin, record
-from edgeagent.runtime import control
+from edgeagent.runtime import control, supervise
 from edgeagent.service.graph import Graph
 from edgeagent.service.telemetry import Telemetry
 
@@ -124,17 +124,22 @@ def _failing_with_backlog(details: dict[str, Any]) -> bool:
 
 
 BACKLOG_AGE = 5.0  # seconds queued data has waited when it is a backlog, not data in flight
+REPORT_EVERY = 5.0  # seconds between two looks at the backlog
 
 
-async def report_drain(status_of: Callable[[], dict[str, Any]], interval: float = 5.0) -> None:
+async def report_drain(status_of: Callable[[], dict[str, Any]], interval: float = REPORT_EVERY,
+                       counting: supervise.Counting | None = None) -> None:
     """Run until cancelled: while a backlog drains, log items left, rate and time to empty every `interval`.
 
     A backlog is data that has waited longer than BACKLOG_AGE: a healthy agent always holds some
     data for a moment (batched, in flight), which is not reported. Once a backlog was reported
-    (draining, or waiting for its upstream), "backlog drained" says when there is none any more."""
+    (draining, or waiting for its upstream), "backlog drained" says when there is none any more.
+    A look that fails is counted and logged as any supervised job's step (runtime/supervise.py):
+    a report never stops the agent."""
     reported, was = False, "empty"
-    while True:
-        await asyncio.sleep(interval)
+
+    def look() -> None:
+        nonlocal reported, was
         details = status_of()
         drain = details["drain"]
         if drain == "waiting for upstream":
@@ -153,6 +158,8 @@ async def report_drain(status_of: Callable[[], dict[str, Any]], interval: float 
             log.info("backlog drained", extra={"items_left": details["backlog_items"]})
             reported = False
         was = drain
+
+    await supervise.every(interval, look, "drain-report", {}, counting)
 
 
 def control_handlers(graph: Graph, status_of: Callable[[], dict[str, Any]]) -> dict[str, Handler]:

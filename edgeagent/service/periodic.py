@@ -12,8 +12,9 @@ the agent. `stop()` pushes once more, within the timeout, so the last counts are
 The reader is a supervised periodic job (runtime/supervise.py): an unexpected error of a round is
 counted in `edgeagent_background_errors{task=<reader>}` and the next interval pushes again. Its
 task ended by anything but `stop()` (a cancellation from elsewhere, an error that is no
-Exception) is counted there too, logged (the first time, then at most every LOG_EVERY seconds)
-and started again after its interval: the agent's metrics never stop being pushed unnoticed.
+Exception) is counted there too, logged (the first time, then at most every supervise.LOG_EVERY
+seconds) and started again after its interval (supervise.Kept): the agent's metrics never stop
+being pushed unnoticed.
 """
 
 from __future__ import annotations
@@ -105,10 +106,8 @@ class PeriodicReader:
         self.leave_out = leave_out
         self.push = exporter(name, otlp)
         self._pushes = pushes
+        self._task = supervise.Kept(self._run, name, {"reader": name}, counting, settings.interval_seconds())
         self._counting = counting
-        self._task: asyncio.Task[None] | None = None
-        self._restart: asyncio.TimerHandle | None = None  # a task that ended unexpectedly starts again
-        self._ended_logged_at: float | None = None
         self._failing_since: float | None = None
         self._failures = 0
         self._logged_at = 0.0
@@ -118,29 +117,11 @@ class PeriodicReader:
             await self.push.start()
         except (OSError, ValueError, LookupError) as exc:  # a certificate file that does not load, ...
             raise ValueError(f"service::telemetry::metrics::{self.name}: {exc}") from exc
-        self._begin()
-
-    def _begin(self) -> None:
-        self._restart = None
-        self._task = asyncio.create_task(self._run(), name=self.name)
-        self._task.add_done_callback(self._ended)
+        self._task.start()
 
     async def _run(self) -> None:
         await supervise.every(self.settings.interval_seconds(), self.push_once, self.name, {"reader": self.name},
                               self._counting)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        if task is not self._task:  # stop() took it
-            return
-        self._counting.count(supervise.ERRORS, 1, self.name)
-        now = time.monotonic()
-        if self._ended_logged_at is None or now - self._ended_logged_at >= LOG_EVERY:
-            self._ended_logged_at = now
-            log.error("a periodic metric reader stopped unexpectedly; it starts again at its next interval",
-                      exc_info=None if task.cancelled() else task.exception(),
-                      extra={"reader": self.name, "cancelled": task.cancelled()})
-        self._task = None
-        self._restart = asyncio.get_running_loop().call_later(self.settings.interval_seconds(), self._begin)
 
     async def push_once(self) -> bool:
         """One push within the reader's timeout; False when it failed (counted and, rate-limited, logged)."""
@@ -177,14 +158,10 @@ class PeriodicReader:
                                "seconds": round(now - self._failing_since)})
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        restart, self._restart = self._restart, None
-        if task is None and restart is None:
+        if not self._task.running:
             return
-        if restart is not None:
-            restart.cancel()
+        task = self._task.stop()
         if task is not None:
-            task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self.push_once()  # the last values, within the timeout
         await self.push.shutdown()

@@ -20,7 +20,7 @@ from edgeagent.config.loader import AgentConfig
 from edgeagent.errors import ShutdownError
 from edgeagent.extensions.metrics import Metrics
 from edgeagent.queue import admin
-from edgeagent.runtime import lean
+from edgeagent.runtime import lean, supervise
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
 from edgeagent.service.consumers import ConsumerSlot
@@ -68,6 +68,10 @@ class Service:
         self._slots: dict[tuple[str, Signal], ConsumerSlot] = {}
         self._control: ControlServer | None = None
         self._background: list[asyncio.Task[None]] = []
+        # a report, no worker the agent needs: whatever ends it, it starts again
+        self._drain_report = supervise.Kept(
+            lambda: health.report_drain(self.status, health.REPORT_EVERY, self.telemetry), "drain-report", {},
+            self.telemetry, health.REPORT_EVERY)
         self._started_stores: set[str] = set()
         self._reloading = asyncio.Lock()
         self._loading = asyncio.Lock()  # reloads load and apply one at a time: a config read later applies last
@@ -324,9 +328,7 @@ class Service:
             await store.compacted()
         if self.stopping:  # a stop came meanwhile (the compaction gave up): nothing more starts
             return
-        reporter = asyncio.create_task(health.report_drain(self.status), name="drain-report")
-        reporter.add_done_callback(self._background_done)
-        self._background.append(reporter)
+        self._drain_report.start()
         self._control = ControlServer(socket_path(self.state_dir), _Handlers(self))
         await self._control.start()
         await _start(self.graph, skip_extensions=set(self.graph.extensions))
@@ -405,7 +407,8 @@ class Service:
                 await _quietly(self._control.shutdown(), "control socket")
             for task in self._background:
                 task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
+            tasks = [*self._background, self._drain_report.stop()]
+            await asyncio.gather(*(task for task in tasks if task is not None), return_exceptions=True)
             for store in self.stores.values():
                 await _quietly(store.close(), "queue store")
             await _quietly(self.telemetry.stop_serving(), "metrics server")

@@ -171,8 +171,8 @@ def _define_counters(m: Metrics, destination_of: Callable[[Signal], Derived]) ->
               ("receiver", "transport"))
     m.counter("edgeagent_exporter_unexpected_errors", "Sends that failed with an unexpected error; the data "
               "stayed queued.", ("exporter",))
-    m.counter(supervise.ERRORS, "Failed steps of a periodic background task (it goes on at its next interval).",
-              ("task",))
+    m.counter(supervise.ERRORS, "Failed steps of a periodic background task (it goes on at its next interval), "
+              "and background tasks that ended unexpectedly (they start again).", ("task",))
     m.counter("edgeagent_deadletter_items", "Items moved to the dead-letter store after a permanent rejection.",
               ("exporter", "data_type"))
     m.counter("edgeagent_corrupt_records", "Queue records that did not decode and were moved to the dead-letter "

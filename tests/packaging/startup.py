@@ -1,6 +1,9 @@
 """How long a start may take before its supervisor kills it, against the longest start a shipped
-config asks for: file_storage's `compaction.on_start` copies the whole live queue before anything
-listens, the health check included (measured: 2.1 GiB in 5.75 s on the CI machine's disk)."""
+config asks for: file_storage's `compaction.on_start` copies the whole live queue before the
+receivers listen (measured: 2.1 GiB in 5.75 s on the CI machine's disk). The copy runs on the
+queue's writer thread, so the health check answers meanwhile: `/health/live` 200, `/health/ready`
+503 until the copy has ended and the agent is ready. The probes' windows are still held to the
+slowest copy, the margin should a probe go unanswered during it."""
 
 from __future__ import annotations
 

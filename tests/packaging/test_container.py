@@ -64,9 +64,11 @@ def _duration(text: str) -> float:
 
 
 def test_a_start_that_compacts_a_full_queue_is_not_reported_unhealthy():
-    """Nothing answers the health check while compaction.on_start copies the queue: after a 10 s start
-    period and three failed checks the container turned unhealthy, and an orchestrator acting on the
-    image's HEALTHCHECK (Swarm) replaced it with one that began the same compaction again."""
+    """When nothing answered the health check while compaction.on_start copied the queue, a 10 s start
+    period and three failed checks turned the container unhealthy, and an orchestrator acting on the
+    image's HEALTHCHECK (Swarm) replaced it with one that began the same compaction again. The copy
+    now runs on the queue's writer thread: `/health/live`, which the HEALTHCHECK asks, answers 200
+    through it (`/health/ready` stays 503 until it ends); the start period still covers the slowest copy."""
     (health,) = _final("HEALTHCHECK")
     flags = dict(arg[2:].split("=", 1) for arg in health.args if arg.startswith("--"))
     window = _duration(flags["start-period"]) + _duration(flags["interval"]) * int(flags["retries"])

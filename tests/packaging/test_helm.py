@@ -220,8 +220,10 @@ def test_the_queue_init_container_succeeds_on_a_node_where_an_agent_ran_before(r
 
 @pytest.mark.parametrize("values", VALUES)
 def test_a_start_that_compacts_a_full_queue_is_not_killed_by_the_liveness_probe(rendered, values):
-    """Nothing answers the probes while compaction.on_start copies the queue: the liveness probe
-    (35 s) killed an agent with a few GiB queued on a slow disk, every time it started again."""
+    """When nothing answered the probes while compaction.on_start copied the queue, the liveness
+    probe (35 s) killed an agent with a few GiB queued on a slow disk, every time it started again.
+    The copy now runs on the queue's writer thread: `/health/live` answers 200 through it and
+    `/health/ready` 503 until it ends; the startup probe's window still covers the slowest copy."""
     for workload, config in _workloads(rendered[values]):
         container = workload["spec"]["template"]["spec"]["containers"][0]
         assert probe_window(container) >= slowest_start(config), workload["metadata"]["name"]

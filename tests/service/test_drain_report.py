@@ -109,3 +109,31 @@ def test_a_slow_drain_is_not_shown_as_a_rate_of_zero_beside_its_time_to_empty(mo
     assert status["drain"] == "draining"
     assert status["drain_items_per_second"] > 0 and status["eta_seconds"] > 0
     assert abs(status["backlog_items"] / status["drain_items_per_second"] - status["eta_seconds"]) < 30
+
+
+def test_a_look_that_fails_is_counted_logged_once_and_the_report_goes_on(caplog):
+    # a failing look ended the report's task, and with it the agent (exit 1)
+    telemetry = Telemetry()
+    looks = 0
+    looked = asyncio.Event()
+
+    def status_of() -> dict[str, Any]:
+        nonlocal looks
+        looks += 1
+        if looks <= 2:
+            raise RuntimeError("a bug in the status")
+        if looks >= 5:
+            looked.set()
+        return _state("waiting for upstream", 9000, 40.0)
+
+    async def run() -> None:
+        task = asyncio.create_task(health.report_drain(status_of, INTERVAL, telemetry))
+        await asyncio.wait_for(looked.wait(), timeout=5)
+        task.cancel()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(run())
+    assert telemetry.metrics.counters["edgeagent_background_errors"].get("drain-report") == 2
+    assert [record.getMessage() for record in caplog.records] == [
+        "a background task failed; it goes on at its next interval", "backlog waiting for upstream",
+        "a background task works again"]

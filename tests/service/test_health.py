@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import aiohttp
 
@@ -60,28 +62,76 @@ def test_the_otelcol_path_answers_503_once_the_service_is_stopping(tmp_path):
     assert asyncio.run(scenario()) == (200, 503)
 
 
-def test_a_worker_that_stops_on_an_unexpected_error_stops_the_agent(tmp_path, monkeypatch):
-    """A worker that died left the agent up without it: health said unhealthy, but the liveness
-    probe and systemd saw a live process, so nothing started it again. Now the agent stops (the
-    CLI exits 1), as otelcol stops on a component's fatal error."""
-    async def broken_report(status):
+async def _get(port: int) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as response:
+        return response.status
+
+
+def _errors(service: Service, task: str) -> float:
+    return service.telemetry.metrics.counters["edgeagent_background_errors"].get(task)
+
+
+def test_a_drain_report_that_fails_is_restarted_counted_logged_once_and_the_agent_keeps_serving(
+        tmp_path, monkeypatch, caplog):
+    """A reporting task is no worker the agent needs: its bug stopped the whole agent (exit 1)."""
+    async def broken_report(status, interval, counting):
         raise RuntimeError("a bug in the drain report")
 
     monkeypatch.setattr(health_module, "report_drain", broken_report)
-    config = load_text(CONFIG.format(receiver=free_port(), health=free_port()))
+    monkeypatch.setattr(health_module, "REPORT_EVERY", 0.05)
+    health = free_port()
+    config = load_text(CONFIG.format(receiver=free_port(), health=health))
 
-    async def scenario() -> tuple[str | None, bool]:
+    async def scenario() -> tuple[str | None, bool, float, int]:
         service = Service(config, str(tmp_path))
-        stopped = asyncio.Event()
-        service.on_fatal = stopped.set
         service.build()
         await service.start()
         try:
-            await asyncio.wait_for(stopped.wait(), timeout=5)
-            return service.fatal, service.ready()
+            deadline = time.monotonic() + 5
+            while _errors(service, "drain-report") < 3:  # started again, and again
+                assert time.monotonic() < deadline, "the drain report was not started again"
+                await asyncio.sleep(0.02)
+            return service.fatal, service.ready(), _errors(service, "drain-report"), await _get(health)
         finally:
             await service.shutdown()
 
-    fatal, ready = asyncio.run(scenario())
-    assert fatal is not None and "drain-report" in fatal and "a bug in the drain report" in fatal
-    assert not ready
+    with caplog.at_level(logging.ERROR):
+        fatal, ready, errors, answer = asyncio.run(scenario())
+    assert fatal is None and ready and answer == 200
+    assert errors >= 3
+    logged = [r for r in caplog.records if r.name == "edgeagent.runtime.supervise"]
+    assert [r.getMessage() for r in logged] == ["a background task stopped unexpectedly; it starts again"]
+    assert logged[0].task == "drain-report" and "a bug in the drain report" in str(logged[0].exc_info[1])
+
+
+def test_a_drain_report_cancelled_from_elsewhere_starts_again_counted_and_logged(tmp_path, monkeypatch, caplog):
+    """It stayed dead without a word: no backlog was reported again until the agent restarted."""
+    monkeypatch.setattr(health_module, "REPORT_EVERY", 0.05)
+    health = free_port()
+    config = load_text(CONFIG.format(receiver=free_port(), health=health))
+
+    def reporter() -> asyncio.Task | None:
+        return next((task for task in asyncio.all_tasks() if task.get_name() == "drain-report"), None)
+
+    async def scenario() -> tuple[float, int, bool]:
+        service = Service(config, str(tmp_path))
+        service.build()
+        await service.start()
+        try:
+            first = reporter()
+            assert first is not None
+            first.cancel()  # not by the service's shutdown
+            await asyncio.gather(first, return_exceptions=True)
+            deadline = time.monotonic() + 5
+            while reporter() is None:
+                assert time.monotonic() < deadline, "the drain report was not started again"
+                await asyncio.sleep(0.02)
+            return _errors(service, "drain-report"), await _get(health), service.ready()
+        finally:
+            await service.shutdown()
+
+    with caplog.at_level(logging.ERROR):
+        errors, answer, ready = asyncio.run(scenario())
+    assert errors == 1 and answer == 200 and ready
+    assert [r.getMessage() for r in caplog.records if r.name == "edgeagent.runtime.supervise"] == [
+        "a background task stopped unexpectedly; it starts again"]

@@ -306,10 +306,11 @@ def test_a_reader_whose_task_ends_unexpectedly_starts_again_counted_and_logged(c
             await telemetry.stop_serving()
 
     try:
-        with caplog.at_level(logging.ERROR, logger="edgeagent.service.periodic"):
+        with caplog.at_level(logging.ERROR):
             errors, _ = asyncio.run(scenario())
     finally:
         upstream.stop()
     assert errors == 1
-    assert [r.getMessage() for r in caplog.records] == [
-        "a periodic metric reader stopped unexpectedly; it starts again at its next interval"]
+    (logged,) = [r for r in caplog.records if r.name == "edgeagent.runtime.supervise"]
+    assert logged.getMessage() == "a background task stopped unexpectedly; it starts again"
+    assert logged.reader == "readers::0::periodic" and logged.cancelled
