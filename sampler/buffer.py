@@ -284,12 +284,18 @@ class DecisionCache:
 
     def record_many(self, trace_ids: Sequence[bytes], kept: bool) -> None:
         """`record` for each id in turn (a round's decisions at once)."""
-        if kept:
+        lru = self.kept
+        if kept and (not self.kept_size or len(set(trace_ids)) < len(trace_ids)
+                     or not lru.keys().isdisjoint(trace_ids)):
             for trace_id in trace_ids:
                 self.record(trace_id, True)
             return
         self.version += len(trace_ids)
-        lru = self.kept
+        if kept:  # new ids, each once (the common case): appended in order, as record would, in C
+            lru.update(zip(trace_ids, itertools.repeat(None)))
+            for _ in itertools.repeat(None, len(lru) - self.kept_size):
+                lru.popitem(last=False)
+            return
         if lru:
             for trace_id in lru.keys() & trace_ids:  # in C: few were kept before
                 del lru[trace_id]

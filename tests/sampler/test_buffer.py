@@ -293,3 +293,16 @@ def test_a_trace_queued_twice_in_the_fifo_comes_out_once():
     buffer.add(b"a" * 16, 1, 10, True, now=6)  # a root: due at 11 too, queued after b's
     assert buffer.due(11, 10) == [b"a" * 16, b"b" * 16]
     assert buffer.due(100, 10) == [] and buffer.spans == 0
+
+
+@pytest.mark.parametrize("kept_size", [0, 5, 50])
+def test_record_many_kept_orders_the_lru_as_record_does_id_by_id(kept_size):
+    rng = random.Random(kept_size)
+    pool = [rng.randbytes(16) for _ in range(40)]
+    one_by_one, batched = DecisionCache(kept_size, 100), DecisionCache(kept_size, 100)
+    for _ in range(30):  # new ids, ids kept before, an id twice in one call
+        chunk = rng.sample(pool, rng.randint(0, 8)) + ([pool[0]] if rng.random() < 0.2 else [])
+        for trace_id in chunk:
+            one_by_one.record(trace_id, True)
+        batched.record_many(chunk, True)
+        assert list(batched.kept) == list(one_by_one.kept) and batched.version == one_by_one.version
