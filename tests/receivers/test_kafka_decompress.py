@@ -3,7 +3,7 @@ ones, format v2 and the legacy v0/v1), on batches aiokafka's own builders compre
 
 from __future__ import annotations
 
-import re
+import tracemalloc
 
 import cramjam
 import pytest
@@ -97,17 +97,17 @@ def test_snappy_as_a_raw_block_is_bounded_too(monkeypatch):
 
 
 def _peak_growth(action) -> int:
-    """How far the process's peak memory rose above what it held before `action()` (Linux)."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # the peak starts again from what the process holds now
-    before = _memory("VmRSS")
-    action()
-    return _memory("VmHWM") - before
-
-
-def _memory(field: str) -> int:
-    with open("/proc/self/status") as status:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", status.read(), re.M).group(1)) << 10
+    """How far the Python allocations' peak rose above what they held before `action()`: the
+    decompressed pieces are bytes objects. (Not the process's RSS: a worker that ran other tests
+    first may hold freed memory that the inflation reuses, and its peak then hardly moves.)"""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        action()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
 
 
 def test_a_batch_found_too_large_is_not_inflated_again_when_met_again():
