@@ -99,6 +99,8 @@ def load(
 
 
 def _print_errors(error: ConfigError) -> None:
+    for warning in error.warnings:  # first: an unset variable they name is often what the errors come from
+        print(f"warning: {warning}", file=sys.stderr)
     for path, message in error.errors:
         print(f"error: {path}: {message}" if path else f"error: {message}", file=sys.stderr)
 
@@ -156,13 +158,15 @@ def cmd_print_config(args: argparse.Namespace) -> int:
     environ, _ = _environ(_upstream(args))
     try:
         if args.config:
-            document = raw_document(args.config, environ, args.set, MERGE_APPEND in _gates(args))
+            document, warnings = raw_document(args.config, environ, args.set, MERGE_APPEND in _gates(args))
         else:
-            document = raw_document(["yaml:" + default_config_text()], environ, args.set,
-                                    MERGE_APPEND in _gates(args))
+            document, warnings = raw_document(["yaml:" + default_config_text()], environ, args.set,
+                                              MERGE_APPEND in _gates(args))
     except ConfigError as error:
         _print_errors(error)
         return EXIT_ERROR
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.mode == "redacted":
         document = redact(document)
     if args.format == "json":

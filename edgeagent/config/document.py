@@ -34,10 +34,12 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
 class ConfigError(Exception):
-    """The config is invalid; `errors` holds every (path, message) found."""
+    """The config is invalid; `errors` holds every (path, message) found, and `warnings` what reading it
+    warned of first (an unset variable behind an empty value), to be shown before the errors."""
 
-    def __init__(self, errors: list[tuple[str, str]]):
+    def __init__(self, errors: list[tuple[str, str]], warnings: list[str] | None = None):
         self.errors = errors
+        self.warnings = warnings or []
         super().__init__("\n".join(f"{path}: {message}" if path else message for path, message in errors))
 
 
@@ -199,9 +201,17 @@ def _duplicate_keys(root: Node) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class Source:
-    """A document and where it came from, for error messages."""
+    """A document and where it came from, for error messages, with any warning reading it gave."""
     label: str
     document: Any
+    warnings: tuple[str, ...] = ()
+
+
+def unset_warning(name: str, paths: list[str]) -> str:
+    """otelcol's "Configuration references unset environment variable", saying where and what to do."""
+    where = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return (f"environment variable {name} is not set: it reads as empty text in {where}; set it, or give "
+            f"a default as ${{env:{name}:-value}}")
 
 
 def read_uri(uri: str, environ: Mapping[str, str]) -> Source:
@@ -216,12 +226,10 @@ def read_uri(uri: str, environ: Mapping[str, str]) -> Source:
         if not _ENV_NAME.match(name):
             raise ConfigError([("--config", f"{uri!r}: {name!r} is not an environment variable name")])
         value = environ.get(name)
-        if value is None:
-            if not has_default:
-                raise ConfigError([("--config", f"{uri!r}: environment variable {name} is not set; set it or "
-                                                f"give a default as env:{name}:-VALUE")])
-            value = default
-        return Source(uri, parse_yaml(value, uri))
+        if value is None and not has_default:  # otelcol's resolver: an empty config, merged as any other
+            return Source(uri, None, (f"environment variable {name} is not set: --config {uri} reads as an empty "
+                                      f"config; set it, or give a default as env:{name}:-VALUE",))
+        return Source(uri, parse_yaml(default if value is None else value, uri))
     if scheme in remote.SCHEMES:
         try:
             return Source(uri, parse_yaml(remote.fetch(uri, MAX_DOCUMENT_BYTES), uri))

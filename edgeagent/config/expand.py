@@ -13,7 +13,9 @@ are done, in text that came from a variable or a file too (otelcol's escapeDolla
 whole-value reference keeps its text beside its YAML value, for the decoder to give a key that
 takes text the text and any other key the value (otelcol's ExpandedValue): a scalar is a
 `Reference` (the text, carrying the value), a map or list a `ReferenceMap` or `ReferenceList`
-(the value, carrying the text), its `a::b` keys nested as the config's are.
+(the value, carrying the text), its `a::b` keys nested as the config's are. An unset variable
+without a default is empty (otelcol's envprovider), with one warning per variable naming it and
+where it is read: that warning, shown before any error the empty value causes, leads back to it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeagent.config import remote
-from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yaml, unflatten
+from edgeagent.config.document import MAX_DOCUMENT_BYTES, ConfigError, parse_yaml, unflatten, unset_warning
 from edgeagent.configdecode import Reference, ReferenceList, ReferenceMap
 
 SCHEMES = ("env", "file", "http", "https", "yaml")
@@ -59,10 +61,15 @@ class _Expanded:
 
 
 def expand_tree(
-    node: Any, path: tuple[str, ...], environ: Mapping[str, str], errors: list[tuple[tuple[str, ...], str]]
+    node: Any, path: tuple[str, ...], environ: Mapping[str, str], errors: list[tuple[tuple[str, ...], str]],
+    warnings: list[str],
 ) -> Any:
-    """Expand every string value in a parsed YAML tree; collect errors with their paths instead of stopping."""
-    return _Expander(environ).tree(node, path, errors)
+    """Expand every string value in a parsed YAML tree; collect errors with their paths instead of stopping,
+    and a warning for each unset variable read without a default."""
+    expander = _Expander(environ)
+    expanded = expander.tree(node, path, errors)
+    warnings.extend(unset_warning(name, list(paths)) for name, paths in expander.unset.items())
+    return expanded
 
 
 class _Expander:
@@ -73,6 +80,8 @@ class _Expander:
         self.environ = environ
         self.references = 0
         self.text_read = 0
+        self.unset: dict[str, dict[str, None]] = {}  # each unset variable read without a default: where, in order
+        self.at = ""
 
     def tree(self, node: Any, path: tuple[str, ...], errors: list[tuple[tuple[str, ...], str]]) -> Any:
         if isinstance(node, dict):
@@ -80,6 +89,7 @@ class _Expander:
         if isinstance(node, list):
             return [self.tree(value, path + (str(index),), errors) for index, value in enumerate(node)]
         if isinstance(node, str) and "$" in node:
+            self.at = "::".join(path) or "the config"
             try:
                 return _finish(self.recursively(node))
             except ExpansionError as exc:
@@ -145,6 +155,9 @@ class _Expander:
             raise ExpansionError(f"the reference ${{{uri}}} contains '$', which otelcol does not allow inside one")
         if scheme == "env":
             text = _env(opaque, self.environ)
+            if text is None:
+                self.unset.setdefault(opaque, {})[self.at] = None  # without a default, opaque is the name
+                text = ""
         elif scheme == "file":
             text = _file(opaque)
         elif scheme == "yaml":
@@ -183,7 +196,8 @@ def _find_reference(text: str) -> str:
         begin = close + 1
 
 
-def _env(opaque: str, environ: Mapping[str, str]) -> str:
+def _env(opaque: str, environ: Mapping[str, str]) -> str | None:
+    """The variable's value, else its default; None when it is unset and has none."""
     name, has_default, default = opaque.partition(":-")
     if not _ENV_NAME.match(name):
         raise ExpansionError(f"${{env:{opaque}}}: {name!r} is not an environment variable name "
@@ -191,10 +205,7 @@ def _env(opaque: str, environ: Mapping[str, str]) -> str:
     value = environ.get(name)
     if value is not None:
         return value
-    if has_default:
-        return default
-    raise ExpansionError(f"environment variable {name} is not set: set it, or give a default as "
-                         f"${{env:{name}:-value}}")
+    return default if has_default else None
 
 
 def _file(path: str) -> str:

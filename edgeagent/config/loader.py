@@ -77,7 +77,8 @@ def load_uris(uris: list[str], environ: Mapping[str, str] | None = None,
     environ = os.environ if environ is None else environ
     sources = [read_uri(uri, environ) for uri in uris]
     document = resolve(sources + _set_flags(overrides), merge_append)
-    return validate_document(document, environ, ", ".join(s.label for s in sources))
+    warnings = [warning for source in sources for warning in source.warnings]
+    return validate_document(document, environ, ", ".join(s.label for s in sources), warnings)
 
 
 def load_text(text: str, environ: Mapping[str, str] | None = None, source: str = "<config>",
@@ -89,10 +90,13 @@ def load_text(text: str, environ: Mapping[str, str] | None = None, source: str =
 
 
 def raw_document(uris: list[str], environ: Mapping[str, str], overrides: list[str] | None = None,
-                 merge_append: bool = False) -> dict:
-    """The merged document before validation, with the environment expanded (print-config shows it)."""
-    document = resolve([read_uri(uri, environ) for uri in uris] + _set_flags(overrides), merge_append)
-    return plain(expand_tree(document, (), environ, []))
+                 merge_append: bool = False) -> tuple[dict, list[str]]:
+    """The merged document before validation, with the environment expanded (print-config shows it), and
+    the warnings reading it gave."""
+    sources = [read_uri(uri, environ) for uri in uris]
+    document = resolve(sources + _set_flags(overrides), merge_append)
+    warnings = [warning for source in sources for warning in source.warnings]
+    return plain(expand_tree(document, (), environ, [], warnings)), warnings
 
 
 def _set_flags(overrides: list[str] | None) -> list[Source]:
@@ -107,16 +111,20 @@ def _set_flags(overrides: list[str] | None) -> list[Source]:
     return sources
 
 
-def validate_document(document: Any, environ: Mapping[str, str], source: str) -> AgentConfig:
-    """Expand the environment in a merged document and validate every part of it."""
+def validate_document(document: Any, environ: Mapping[str, str], source: str,
+                      warnings: list[str] | None = None) -> AgentConfig:
+    """Expand the environment in a merged document and validate every part of it; `warnings` are those
+    reading its sources gave, kept before the rest (with the errors too, when it is invalid)."""
     from edgeagent import (
         registry,  # components import `config`; keep `config` importable alone
     )
 
+    warnings = list(warnings or [])
     if not isinstance(document, dict):
-        raise ConfigError([("", "the config must be a YAML mapping with receivers, exporters and service")])
+        raise ConfigError([("", "the config must be a YAML mapping with receivers, exporters and service")],
+                          warnings)
     expansion_errors: list[tuple[tuple[str, ...], str]] = []
-    document = expand_tree(document, (), environ, expansion_errors)
+    document = expand_tree(document, (), environ, expansion_errors, warnings)
     errors: list[tuple[str, str]] = [("::".join(path), message) for path, message in expansion_errors]
     failed_paths = {"::".join(path) for path, _ in expansion_errors}
 
@@ -125,7 +133,6 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str) ->
             errors.append((str(key), f"unknown top-level key{_nearest(key, _TOP_LEVEL)}; expected one of "
                                      f"{', '.join(sorted(_TOP_LEVEL))}"))
 
-    warnings: list[str] = []
     sections = _validate_components(document, errors, warnings, failed_paths, registry)
     service_raw = document.get("service")
     service = ServiceConfig()
@@ -153,7 +160,7 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str) ->
     _check_waits_behind_stages(sections, pipelines, errors)
     _check_authenticator_references(document, sections, service, errors)
     if errors:
-        raise ConfigError(errors)
+        raise ConfigError(errors, warnings)
     return AgentConfig(sections["receivers"], sections["processors"], sections["exporters"], sections["extensions"],
                        service, pipelines, warnings, source, connectors=sections["connectors"])
 

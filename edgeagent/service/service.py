@@ -197,6 +197,8 @@ class Service:
         try:  # in a thread: an http(s) config source may take its time to answer, and the receivers go on
             config = await asyncio.to_thread(reloader)
         except ConfigError as error:
+            for warning in error.warnings:  # first: an unset variable they name may be what the errors come from
+                log.warning("config reload: %s", warning)
             for path, message in error.errors:
                 log.error("config reload: %s", message, extra={"path": path})
             self.count("edgeagent_config_reloads", 1, "invalid")
@@ -204,6 +206,8 @@ class Service:
                       extra={"errors": len(error.errors)})
             return {"result": "invalid", "errors": [f"{path}: {message}" if path else message
                                                     for path, message in error.errors]}
+        for warning in config.warnings:  # as `run` logs them at start
+            log.warning("config reload: %s", warning)
         try:
             await self.reload(config)
         except ReloadRefused as exc:

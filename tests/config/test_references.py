@@ -12,7 +12,7 @@ from edgeagent.config.loader import ConfigError, load_text
 
 def _expand(value, environ=None):
     errors: list = []
-    result = expand_tree({"key": value}, (), environ or {}, errors)
+    result = expand_tree({"key": value}, (), environ or {}, errors, [])
     return result["key"], [(("::".join(path)), message) for path, message in errors]
 
 
@@ -59,7 +59,7 @@ def test_yaml_reference_is_inline_yaml():
 def test_unsupported_scheme_is_an_error_naming_the_path_the_scheme_and_the_supported_ones():
     document = {"exporters": {"otlp_http": {"headers": {"Authorization": "Bearer ${vault://secret/token}"}}}}
     errors: list = []
-    expand_tree(document, (), {}, errors)
+    expand_tree(document, (), {}, errors, [])
     assert len(errors) == 1
     path, message = errors[0]
     assert "::".join(path) == "exporters::otlp_http::headers::Authorization"

@@ -66,14 +66,15 @@ def test_status_and_queue_work_from_a_shell_without_the_configs_variables(agents
     assert cli(state, "queue", "stats", "--config", str(config), check=False).returncode == 0
 
 
-def test_status_without_an_agent_names_the_unset_variable_without_a_traceback(tmp_path):
+def test_status_without_an_agent_reads_the_config_with_its_variables_unset(tmp_path):
+    # as otelcol reads it: an unset variable is empty, so the queue files are read all the same (the
+    # admin's shell often lacks the unit's variables: status, unlike validate and run, does not warn)
     config = tmp_path / "agent.yaml"
     config.write_text(ENV_CONFIG)
     result = cli(tmp_path / "state", "status", "--config", str(config), check=False)
     stderr = result.stderr.decode()
-    assert result.returncode == 1, stderr
-    assert "Traceback" not in stderr
-    assert "error: receivers::otlp::protocols::http::endpoint: environment variable RECEIVER_PORT is not set" in stderr
+    assert result.returncode == 3, stderr  # not running
+    assert "Traceback" not in stderr and "error" not in stderr, stderr
 
 
 def test_status_beside_a_stopped_agent_says_the_upstream_is_unknown_not_unconfigured(agents, tmp_path):
