@@ -1,5 +1,6 @@
-"""The Helm chart: it lints, renders for the default, hub and tail-sampling values, every rendered
-object validates offline against the Kubernetes schemas, the workloads keep their queues on
+"""The Helm chart: it lints, renders for the default and hub values and every example, its values
+schema refuses misspelt keys and wrong types, every rendered object validates offline against the
+Kubernetes schemas, the workloads keep their queues on
 durable storage with a grace period that covers a drain, and every config it renders runs on
 the installed wheel."""
 
@@ -24,6 +25,7 @@ VALUES = {
     "default": [],
     "hub": ["--set", "hub.enabled=true"],
     "tail-sampling": ["-f", str(CHART / "examples" / "tail-sampling-hub.yaml")],
+    "ingress-from-networks": ["-f", str(CHART / "examples" / "ingress-from-networks.yaml")],
 }
 CUSTOM_RESOURCES = {"ScaledObject", "ServiceMonitor"}  # CRDs: outside the Kubernetes schemas, checked below
 
@@ -68,6 +70,77 @@ def test_helm_lint_passes(helm, values):
     result = subprocess.run([helm, "lint", "--strict", str(CHART), *VALUES[values]], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_example_is_linted_and_rendered():
+    examples = {str(path) for path in (CHART / "examples").glob("*.yaml")}
+    assert examples <= {flags[1] for flags in VALUES.values() if flags[:1] == ["-f"]}
+
+
+def _template(helm: str, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helm, "template", "edgeagent", str(CHART), *flags], capture_output=True, text=True,
+                          timeout=120)
+
+
+REFUSED = {
+    "a misspelt key": (["--set", "agent.resouces.limits.cpu=1"], "at '/agent': additional properties 'resouces'"),
+    "a number as text": (["--set", "hub.replicaCount=two"], "at '/hub/replicaCount': got string, want integer"),
+    "a config as a list": (["--set-json", "agent.config=[1]"], "at '/agent/config': got array, want object"),
+    "a value outside the set": (["--set", "agent.service.internalTrafficPolicy=local"],
+                                "at '/agent/service/internalTrafficPolicy'"),
+    "brokers as a list": (["--set", "keda.kafka.brokers={a:9092,b:9092}"], "at '/keda/kafka/brokers'"),
+    "a misspelt tier": (["--set", "networkPolicy.extraIngress.agents[0].ports[0].port=4317"],
+                        "additional properties 'agents'"),
+    "a misspelt ipBlock field": (["--set-json", 'networkPolicy.extraIngress.agent=[{"from": [{"ipBlock": '
+                                                '{"cidr": "10.0.0.0/8", "excepts": ["10.1.0.0/16"]}}]}]'],
+                                 "at '/networkPolicy/extraIngress/agent/0/from/0/ipBlock': additional properties "
+                                 "'excepts'"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_the_schema_refuses_values_the_templates_would_ignore_or_render_broken(helm, case):
+    """Without values.schema.json a misspelt key was ignored without a word and a value of the wrong
+    type rendered a manifest the cluster refused, or an agent with the chart's defaults."""
+    flags, message = REFUSED[case]
+    result = _template(helm, *flags)
+    assert result.returncode != 0, result.stdout
+    assert message in result.stderr, result.stderr
+
+
+def test_the_schema_leaves_open_what_the_chart_passes_through(helm):
+    result = _template(helm, "--set", "agent.config.processors.batch/big.send_batch_size=1",
+                       "--set", "hub.enabled=true", "--set", "hub.config.exporters.debug.verbosity=detailed",
+                       "--set", "agent.resources.limits.ephemeral-storage=1Gi",
+                       "--set", "agent.podAnnotations.example\\.com/team=edge",
+                       "--set", "containerSecurityContext.runAsUser=10002",
+                       "--set", "podSecurityContext.supplementalGroups={10003}",
+                       "--set", "agent.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+                                ".nodeSelectorTerms[0].matchExpressions[0].key=edge",
+                       "--set", "hub.tolerations[0].operator=Exists",
+                       "--set", "agent.env[0].name=OTEL_RESOURCE_ATTRIBUTES", "--set", "agent.env[0].value=site=a",
+                       "--set", "global.imageRegistry=registry.example")  # a parent chart's globals
+    assert result.returncode == 0, result.stderr
+
+
+def _ingress(docs: list[dict], component: str) -> list[dict]:
+    (policy,) = [doc for doc in docs if doc["kind"] == "NetworkPolicy"
+                 and doc["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+    return policy["spec"]["ingress"]
+
+
+def test_senders_that_are_not_pods_are_admitted_by_an_ip_block_of_their_tier(rendered):
+    """The policies admitted pods only (namespace and pod selectors): the nodes' own processes
+    sending to the host ports, and networks outside the cluster, could not be let in."""
+    def blocks(component: str) -> list[dict]:
+        rules = _ingress(rendered["ingress-from-networks"], component)
+        return [peer["ipBlock"] for rule in rules for peer in rule.get("from", []) if "ipBlock" in peer]
+
+    assert blocks("agent") == [{"cidr": "10.0.0.0/16", "except": ["10.0.64.0/18"]}, {"cidr": "192.168.10.0/24"}]
+    assert blocks("hub") == [{"cidr": "203.0.113.0/24"}]
+    agent = _ingress(rendered["ingress-from-networks"], "agent")
+    assert agent[:len(_ingress(rendered["hub"], "agent"))] == _ingress(rendered["hub"], "agent")  # added, not replaced
+    assert "ipBlock" not in str(_ingress(rendered["default"], "agent"))
 
 
 @pytest.mark.parametrize("values", VALUES)
