@@ -3,7 +3,7 @@
 Key layout: sub-database `deadletter`, key an 8-byte big-endian sequence, value a 4-byte
 length, a JSON description (queue, exporter, status, reason, the upstream's response,
 time_ms) and the original queue record. Entries leave only by replay (moved back to their
-queue in one transaction) or purge.
+queue a bounded run at a time, each letter deleted in the transaction that queues it) or purge.
 """
 
 from __future__ import annotations
@@ -45,12 +45,6 @@ def put(txn: lmdb.Transaction, db: Any, description: dict[str, Any], value: byte
     return seq
 
 
-def put_back(txn: lmdb.Transaction, db: Any, letter: DeadLetter) -> None:
-    """Return a letter taken in this transaction under its own seq, as it was."""
-    meta = json.dumps(letter.description, separators=(",", ":"), default=str).encode()
-    txn.put(_KEY.pack(letter.seq), _LENGTH.pack(len(meta)) + meta + letter.value, db=db)
-
-
 def decode(key: bytes | memoryview, value: bytes | memoryview) -> DeadLetter:
     (length,) = _LENGTH.unpack_from(value)
     meta = json.loads(bytes(value[4:4 + length]))
@@ -72,16 +66,43 @@ def remove(txn: lmdb.Transaction, db: Any, seqs: list[int] | None) -> int:
     return sum(txn.delete(_KEY.pack(seq), db=db) for seq in seqs)
 
 
-def take(txn: lmdb.Transaction, db: Any, seqs: list[int] | None) -> list[DeadLetter]:
-    """Remove dead letters (all when `seqs` is None) and return them."""
-    taken = []
-    if seqs is None:
-        for key, value in list(txn.cursor(db=db)):
-            taken.append(decode(key, value))
-        txn.drop(db, delete=False)
-        return taken
+def last_seq(txn: lmdb.Transaction, db: Any) -> int:
+    """The seq of the newest dead letter (0: none)."""
+    cursor = txn.cursor(db=db)
+    return int(_KEY.unpack(cursor.key())[0]) if cursor.last() else 0
+
+
+def run_from(txn: lmdb.Transaction, db: Any, first: int, last: int, records: int, size: int) -> list[DeadLetter]:
+    """The dead letters from seq `first` to `last`, in order: `records` of them at most, and no more
+    once they hold `size` bytes (at least one, however large)."""
+    letters: list[DeadLetter] = []
+    held = 0
+    cursor = txn.cursor(db=db)
+    if not cursor.set_range(_KEY.pack(first)):
+        return letters
+    for key, value in cursor.iternext():
+        if _KEY.unpack(key)[0] > last or len(letters) == records or (letters and held >= size):
+            break
+        letters.append(decode(key, value))
+        held += len(value)
+    return letters
+
+
+def some_of(txn: lmdb.Transaction, db: Any, seqs: list[int], records: int, size: int) -> tuple[list[DeadLetter], int]:
+    """The dead letters of the first of `seqs` (those there), within the same bounds as `run_from`;
+    and how many of `seqs` were looked up."""
+    letters: list[DeadLetter] = []
+    held = looked = 0
     for seq in seqs:
-        popped = txn.pop(_KEY.pack(seq), db=db)
-        if popped is not None:
-            taken.append(decode(_KEY.pack(seq), popped))
-    return taken
+        if looked == records or (letters and held >= size):
+            break
+        looked += 1
+        value = txn.get(_KEY.pack(seq), db=db)
+        if value is not None:
+            letters.append(decode(_KEY.pack(seq), value))
+            held += len(value)
+    return letters, looked
+
+
+def delete(txn: lmdb.Transaction, db: Any, letter: DeadLetter) -> None:
+    txn.delete(_KEY.pack(letter.seq), db=db)

@@ -248,6 +248,10 @@ class Delete(WriterOp):
         return self.awaited
 
     def apply(self, ctx: Context) -> None:
+        self.remove(ctx)
+        ctx.result.done.append((self.future, None))
+
+    def remove(self, ctx: Context) -> None:
         queue, txn, result = self.queue, ctx.txn, ctx.result
         ctx.state.touched.add(queue)
         for seq in self.seqs:
@@ -267,7 +271,33 @@ class Delete(WriterOp):
         for value in self.replacement or ():
             deadletter.put(txn, ctx.store.deadletter_db, self.dead_letter or {}, value, ctx.now_ms)
             result.dead_lettered += 1
-        result.done.append((self.future, None))
+
+
+@dataclass
+class PurgeStep(Delete):
+    """One bounded step of a purge: of the records from seq `start` up to (not including) `end`, the
+    first `limit` looked at, deleted unless leased and counted as dropped (reason "purged"). Resolves
+    to the seqs deleted and where the next step starts (None: nothing was left to look at)."""
+
+    reason: str = "purged"
+    start: int = 0
+    end: int = 0
+    limit: int = 1
+
+    def apply(self, ctx: Context) -> None:
+        leased = self.queue.leased_now
+        self.seqs, after, looked = [], None, 0
+        cursor = ctx.txn.cursor(db=self.queue.db)
+        if cursor.set_range(KEY.pack(self.start)):
+            for key in cursor.iternext(values=False):
+                seq = KEY.unpack(key)[0]
+                if seq >= self.end or looked == self.limit:
+                    break
+                if seq not in leased:
+                    self.seqs.append(seq)
+                after, looked = seq + 1, looked + 1
+        self.remove(ctx)
+        ctx.result.done.append((self.future, (self.seqs, after)))
 
 
 @dataclass

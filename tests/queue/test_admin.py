@@ -7,6 +7,7 @@ import time
 
 from edgeagent.queue import admin, maintenance
 from edgeagent.queue import store as store_module
+from edgeagent.queue.ops import KEY, items_of
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 
@@ -83,3 +84,54 @@ def test_a_dead_letter_whose_queue_is_gone_is_kept_as_it_was_and_said_so_on_repl
     assert left == [1]
     assert result["replayed"] == 0 and result["kept"] == 1
     assert "old/traces" in result["why_kept"]
+
+
+def test_a_purge_in_steps_skips_leased_records_and_keeps_the_totals_exact(tmp_path, monkeypatch):
+    monkeypatch.setattr(maintenance, "PURGE_STEP", 3)  # 10 records: four steps
+
+    async def scenario() -> tuple[int, list[int], tuple[int, int, int], tuple[int, int, int]]:
+        store = QueueStore(str(tmp_path), sync=False)
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        for index in range(10):
+            await store.put([queue], b"r%d" % index, 2, Signal.TRACES)
+        lease = await queue.lease(max_items=4)  # the first two records, being sent
+        purged = await maintenance.purge(store, queue)
+        try:
+            with store.lmdb_env.begin() as txn:
+                values = {KEY.unpack(key)[0]: value for key, value in txn.cursor(db=queue.db)}
+            counted = len(values), sum(map(items_of, values.values())), sum(map(len, values.values()))
+            return purged, sorted(values), (queue.entries, queue.items, queue.bytes), counted
+        finally:
+            queue.release(lease)
+            await store.close()
+
+    purged, left, kept, counted = asyncio.run(scenario())
+    assert (purged, left) == (8, [1, 2])
+    assert kept == counted
+
+
+def test_replaying_named_seqs_in_steps_moves_each_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(maintenance, "REPLAY_STEP", 2)
+
+    async def scenario() -> tuple[dict, list[int], list[bytes]]:
+        store = QueueStore(str(tmp_path), sync=False)
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES)
+        for index in range(5):
+            await store.put([queue], b"r%d" % index, 1, Signal.TRACES)
+            await queue.dead_letter(await queue.lease(max_items=1), {"status": 400, "reason": "refused"})
+        try:
+            result = await admin.replay([store], [5, 1, 1, 3, 9])  # one named twice, one not there
+            left = [letter.seq for letter in maintenance.each_dead_letter(store)]
+            bodies = [stored.body for stored in store.scan(queue, bodies=True)]
+            return result, left, bodies
+        finally:
+            await store.close()
+
+    result, left, bodies = asyncio.run(scenario())
+    assert result == {"replayed": 3, "kept": 0}
+    assert left == [2, 4]
+    assert bodies == [b"r4", b"r0", b"r2"]
