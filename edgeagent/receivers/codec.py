@@ -8,7 +8,9 @@ A key given twice in one object is read as otelcol's pdata reads it (see `_objec
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import re
 import zlib
 from collections.abc import Callable
 from typing import IO, Any, Protocol, cast
@@ -124,7 +126,30 @@ class _Parser(_ParseDictParser):
         enum = field.enum_type
         if enum is not None and isinstance(js_value, str) and js_value not in enum.values_by_name:
             raise json_format.ParseError(f"unknown {enum.name} value {js_value!r} at {path.lstrip('.')}")
-        super()._ConvertAndSetScalar(message, field, js_value, path)
+        if field.type == FieldDescriptor.TYPE_BYTES and isinstance(js_value, str):
+            _check_base64(js_value, path)
+        try:
+            super()._ConvertAndSetScalar(message, field, js_value, path)
+        except json_format.ParseError:
+            if not isinstance(js_value, str) or not _SURROGATE.search(js_value):
+                raise
+            # a lone surrogate escape ("\ud83d", a pair cut in two): U+FFFD, as pdata reads it
+            super()._ConvertAndSetScalar(message, field, _SURROGATE.sub("\ufffd", js_value), path)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins escaped pairs: what is left is alone
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
+def _check_base64(value: str, path: str) -> None:
+    """Refuse bytes that are no base64, as pdata does: the parser skips what is no base64 character
+    and would keep other bytes than were sent. Padding may be left out, the URL-safe alphabet
+    used, and line breaks are skipped (as Go's decoder skips them)."""
+    text = value.replace("\r", "").replace("\n", "").translate(_URL_SAFE)
+    try:
+        base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error as exc:
+        raise json_format.ParseError(f"{value[:40]!r} at {path.lstrip('.')} is not base64: {exc}") from None
 
 
 def _oneofs(descriptor: Descriptor, found: dict[Any, tuple[frozenset[str], ...]]) -> None:

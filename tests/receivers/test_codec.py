@@ -429,3 +429,38 @@ def test_zstd_frames_with_checksums_and_skippable_frames_are_decoded_whole():
     with pytest.raises(BadRequestError) as cut:
         _decompress("zstd", body[:-2], limit=20_000)
     assert cut.value.status == 400
+
+
+def test_a_lone_surrogate_escape_is_replaced_and_the_request_kept_not_a_400():
+    """JavaScript SDKs that cut a long string between the halves of a surrogate pair send
+    `"\\ud83d"`, which JSON.stringify escapes; pdata reads it as U+FFFD and otelcol keeps the batch,
+    where the protobuf JSON parser refused the whole request ("Unpaired surrogate")."""
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "cut \ud83d",
+                       "attributes": [{"key": "k\udc00", "value": {"stringValue": "pair \ud83d\ude00 ok"}}]})
+    document = _fill('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}', span)
+    assert "\\ud83d" in document  # escaped as JSON.stringify escapes it
+    got = codec.decode(Signal.TRACES, document.encode(), codec.JSON).view().resource_spans[0].scope_spans[0].spans[0]
+    assert got.name == "cut \ufffd"
+    assert (got.attributes[0].key, got.attributes[0].value.string_value) == ("k\ufffd", "pair \U0001f600 ok")
+
+
+@pytest.mark.parametrize("value", ["!!!!", "aGVs bG8=", "aGVsbG8=?", "a"])
+def test_a_bytes_value_that_is_not_base64_gets_400_not_an_ok_for_other_bytes(value):
+    """The protobuf JSON parser skips what is no base64 character, so `"!!!!"` was kept as empty
+    bytes and `"aGVs bG8="` as "hello" under an OK; pdata refuses both (400), as it must: the
+    value the client sent is not what would have been kept."""
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A",
+                       "attributes": [{"key": "b", "value": {"bytesValue": value}}]})
+    with pytest.raises(BadRequestError, match="base64"):
+        codec.decode(Signal.TRACES, _fill('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}', span).encode(),
+                     codec.JSON)
+
+
+@pytest.mark.parametrize("value, expected", [("aGVsbG8=", b"hello"), ("aGVsbG8", b"hello"), ("", b""),
+                                             ("_-8=", b"\xff\xef"), ("/+8=", b"\xff\xef"), ("aGVs\r\nbG8=", b"hello")])
+def test_base64_bytes_values_are_kept_exactly(value, expected):
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A",
+                       "attributes": [{"key": "b", "value": {"bytesValue": value}}]})
+    got = codec.decode(Signal.TRACES, _fill('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}', span).encode(),
+                       codec.JSON).view().resource_spans[0].scope_spans[0].spans[0]
+    assert got.attributes[0].value.bytes_value == expected
