@@ -215,6 +215,14 @@ def encode_response(message: Message, content_type: str) -> bytes:
     return message.SerializeToString()
 
 
+def success_response(signal: Signal, content_type: str) -> bytes:
+    """The answer to a request kept whole, as otelcol's: partial_success present and empty
+    (protobuf `0a 00`, JSON `{"partialSuccess": {}}`)."""
+    response = signal.response_class()
+    response.partial_success.SetInParent()
+    return encode_response(response, content_type)
+
+
 def to_otlp_json(message: Message, integer_enums: bool = False) -> dict[str, Any]:
     """A message in the OTLP/JSON mapping: camelCase keys, hex trace and span ids (enum values as
     integers, as the OTLP specification asks, with `integer_enums`)."""

@@ -113,7 +113,7 @@ class HttpServer:
 
     def _handler(self, signal: Signal, consumer: Any):
         include_metadata = self.config.include_metadata
-        success = {content_type: codec.encode_response(signal.response_class(), content_type)
+        success = {content_type: codec.success_response(signal, content_type)
                    for content_type in (codec.PROTOBUF, codec.JSON)}
         authenticator = auth.resolve(self.host, self.config.auth)
         request_params = self.config.auth.request_params if self.config.auth is not None else []

@@ -145,7 +145,7 @@ def test_raw_deflate_sent_in_one_byte_chunks_is_accepted_as_when_sent_whole(agen
                            headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "deflate"},
                            encode_chunked=True)
         response = connection.getresponse()
-        assert (response.status, response.read()) == (200, b"")
+        assert (response.status, response.read()) == (200, b"\n\x00")  # partial_success, empty
     finally:
         connection.close()
     assert post(agent.http_port, body, encoding="deflate")[0] == 200
@@ -171,6 +171,23 @@ def test_grpc_garbage_gets_invalid_argument_and_oversized_gets_resource_exhauste
         with pytest.raises(grpc.RpcError) as oversized:
             export(b"\x0a\x00" * (LIMIT), timeout=10)
         assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_success_is_answered_with_an_empty_partial_success_as_otelcol_answers_it(agent):
+    """otelcol answers every OK with the response's partial_success present and empty (protobuf
+    `0a 00`, JSON `{"partialSuccess":{}}`) on HTTP and gRPC; an empty body told a client that
+    checks for the field that the answer was not otelcol's."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    spans = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a"}]}]}]}'
+    status, headers, body = post(agent.http_port, spans, content_type="application/json")
+    assert (status, headers["Content-Type"], json.loads(body)) == (200, "application/json", {"partialSuccess": {}})
+    status, headers, body = post(agent.http_port, b"")
+    assert (status, headers["Content-Type"]) == (200, "application/x-protobuf")
+    assert ExportTraceServiceResponse.FromString(body).HasField("partial_success")
+    with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
+        answer = channel.unary_unary(TRACE_METHOD)(b"", timeout=10)
+    assert ExportTraceServiceResponse.FromString(answer).HasField("partial_success")
 
 
 def _rss_anon(pid: int) -> int:
