@@ -136,9 +136,9 @@ class HttpServer:
                     payload.deadline = answer_by
                     del body
                     await consumer.consume(payload, "http")
-            except ConnectionError:  # the client went away: nobody to answer
+            except ConnectionError as exc:  # gone, or only done writing (FIN): it may still read why
                 self._disconnects.count()
-                return Response(400)
+                return error_response(BadRequestError(f"the request body ended early: {exc}"), content_type, signal)
             except Exception as exc:  # every failure becomes exactly one HTTP answer
                 return error_response(exc, content_type, signal)
             return Response(body=success[content_type], content_type=content_type)

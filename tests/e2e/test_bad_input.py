@@ -190,6 +190,25 @@ def test_a_success_is_answered_with_an_empty_partial_success_as_otelcol_answers_
     assert ExportTraceServiceResponse.FromString(answer).HasField("partial_success")
 
 
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_body_cut_short_by_a_half_close_gets_a_400_with_a_status_as_otelcol_answers_it(agent, framing):
+    """A client that stops writing (FIN) before its body's end still reads the answer: otelcol
+    gives it a 400 with a Status saying why; it got a bare 400 with no body to tell it."""
+    head = "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    head += "Content-Length: 100\r\n\r\n" if framing == "length" else "Transfer-Encoding: chunked\r\n\r\n64\r\n"
+    with socket.create_connection(("127.0.0.1", agent.http_port), timeout=10) as client:
+        client.sendall(head.encode() + b"\x0a\x00" * 5)
+        client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/x-protobuf" in headers.lower()
+    assert status_pb2.Status.FromString(body).code == 3  # INVALID_ARGUMENT
+
+
 def _rss_anon(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) << 10 for line in status if line.startswith("RssAnon:"))
