@@ -374,8 +374,7 @@ class _Connection(asyncio.Protocol):
         stream_id = event.stream_id
         self._last_stream = max(self._last_stream, stream_id)
         if self._going_away or len(self.calls) >= self.limits.max_concurrent_streams:
-            # as grpc-go: only this stream is refused, and clients retry it transparently
-            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._refuse(stream_id, None)  # as grpc-go: only this stream, which clients retry transparently
             return
         headers: dict[bytes, bytes] = {}
         metadata: list[tuple[str, str | bytes]] = []
@@ -389,7 +388,7 @@ class _Connection(asyncio.Protocol):
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
         refusal = not_grpc(headers)
         if refusal is not None:
-            self._h2.send_headers(stream_id, refusal, end_stream=True)
+            self._refuse(stream_id, refusal)
             return
         method = headers.get(b":path", b"").decode("latin-1")
         encoding = headers.get(b"grpc-encoding", b"identity").decode("latin-1").strip().lower()
@@ -399,6 +398,17 @@ class _Connection(asyncio.Protocol):
         task = self._loop.create_task(self._run(call, self.server.handlers.get(method),
                                                 parse_timeout(headers.get(b"grpc-timeout"))))
         self.tasks[stream_id] = task
+
+    def _refuse(self, stream_id: int, answer: list[tuple[bytes, bytes]] | None) -> None:
+        """End a stream no call is made for, with `answer` or else REFUSED_STREAM. A peer may reset
+        it in the same read that opened it: then it is closed already, and that ends it alone."""
+        try:
+            if answer is None:
+                self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            else:
+                self._h2.send_headers(stream_id, answer, end_stream=True)
+        except h2.exceptions.StreamClosedError:
+            pass
 
     def _stream_gone(self, stream_id: int) -> None:
         """The peer reset the stream: end its call, give back its window."""
