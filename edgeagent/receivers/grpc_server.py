@@ -400,14 +400,15 @@ class _Connection(asyncio.Protocol):
         self.tasks[stream_id] = task
 
     def _refuse(self, stream_id: int, answer: list[tuple[bytes, bytes]] | None) -> None:
-        """End a stream no call is made for, with `answer` or else REFUSED_STREAM. A peer may reset
-        it in the same read that opened it: then it is closed already, and that ends it alone."""
+        """End a stream no call is made for, with `answer` or else REFUSED_STREAM. What the peer
+        sent in the same read may have closed it already (a reset, and h2 forgets a closed stream
+        once a later one opens) or the connection (a GOAWAY): then nothing is left to answer."""
         try:
             if answer is None:
                 self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             else:
                 self._h2.send_headers(stream_id, answer, end_stream=True)
-        except h2.exceptions.StreamClosedError:
+        except h2.exceptions.ProtocolError:
             pass
 
     def _stream_gone(self, stream_id: int) -> None:
@@ -508,8 +509,8 @@ class _Connection(asyncio.Protocol):
                 self._h2.send_data(stream_id, pending.data[pending.sent:pending.sent + size])
                 pending.sent += size
             self._h2.send_headers(stream_id, pending.trailers, end_stream=True)
-        except h2.exceptions.StreamClosedError:
-            pass
+        except h2.exceptions.ProtocolError:
+            pass  # the stream or the connection was closed meanwhile: nobody to answer
         self._flush()
         del self._pending[stream_id]
         pending.done.set()
@@ -524,8 +525,8 @@ class _Connection(asyncio.Protocol):
         if not call._ended:
             try:
                 self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.StreamClosedError:
-                pass
+            except h2.exceptions.ProtocolError:
+                pass  # closed already, or the connection is
         unread = sum(len(chunk) for chunk in call._chunks) + call._unacknowledged
         call._unacknowledged = 0
         call._chunks.clear()
