@@ -22,7 +22,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import BadRequestError
-from edgeagent.receivers import utf8
+from edgeagent.receivers import deprecated, utf8
 from edgeagent.signals import Payload, Signal
 
 PROTOBUF = "application/x-protobuf"
@@ -53,7 +53,7 @@ def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, s
 def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, str] | None) -> Payload:
     if content_type == PROTOBUF:
         try:
-            return Payload.from_bytes(signal, body, metadata)
+            payload = Payload.from_bytes(signal, body, metadata)
         except (DecodeError, ValueError) as exc:
             descriptor = cast(Descriptor, signal.request_class.DESCRIPTOR)
             fixed = utf8.repaired(descriptor, body) if "utf-8" in str(exc).lower() else None
@@ -62,6 +62,10 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
             raise BadRequestError(
                 f"request body is not a valid {signal.request_class.__name__} protobuf: {exc}"
             ) from exc
+        if not payload.items and deprecated.TAG in body:  # an SDK's from before OTLP 0.15 (deprecated.py)
+            migrated = deprecated.migrated(body)
+            return payload if migrated is body else Payload.from_bytes(signal, migrated, metadata)
+        return payload
     try:
         document = _loads(body)
     except ValueError as exc:  # not UTF-8, not JSON, or an integer longer than Python reads from text

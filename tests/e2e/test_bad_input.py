@@ -209,6 +209,21 @@ def test_a_body_cut_short_by_a_half_close_gets_a_400_with_a_status_as_otelcol_an
     assert status_pb2.Status.FromString(body).code == 3  # INVALID_ARGUMENT
 
 
+def test_spans_an_old_sdk_sends_in_the_deprecated_field_are_kept_not_answered_ok_and_dropped(agent):
+    """SDKs from before OTLP 0.15 put a resource's spans in instrumentation_library_spans (field
+    1000), which otelcol keeps; the agent answered OK and queued nothing, over HTTP and gRPC."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
+
+    from otel.wire import length_delimited
+
+    scope = ScopeSpans(spans=[{"name": "old", "trace_id": b"t" * 16, "span_id": b"s" * 8}] * 3)
+    body = length_delimited(1, length_delimited(1000, scope.SerializeToString()))
+    before = agent.metric("otelcol_receiver_accepted_spans")
+    assert post(agent.http_port, body)[0] == 200
+    assert grpc_raw.call(agent.grpc_port, body) == (0, "")
+    assert agent.metric("otelcol_receiver_accepted_spans") == before + 6
+
+
 def _rss_anon(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) << 10 for line in status if line.startswith("RssAnon:"))
