@@ -31,7 +31,7 @@ from edgeagent.config.loader import (
     raw_document,
 )
 from edgeagent.config.upstream import upstream_base
-from edgeagent.runtime import hangup, lean, loop_errors
+from edgeagent.runtime import descriptors, hangup, lean, loop_errors
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -223,6 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     for warning in config.warnings:
         log.warning(warning)
+    descriptors.raise_soft_limit()  # as the Go runtime raises it for otelcol
     from edgeagent.service.service import Service  # heavy imports only for run
 
     agent = Service(config, args.state_dir or default_state_dir())

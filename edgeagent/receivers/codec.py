@@ -8,7 +8,9 @@ A key given twice in one object is read as otelcol's pdata reads it (see `_objec
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+import re
 import zlib
 from collections.abc import Callable
 from typing import IO, Any, Protocol, cast
@@ -20,7 +22,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import BadRequestError
-from edgeagent.receivers import utf8
+from edgeagent.receivers import deprecated, utf8
 from edgeagent.signals import Payload, Signal
 
 PROTOBUF = "application/x-protobuf"
@@ -51,7 +53,7 @@ def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, s
 def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, str] | None) -> Payload:
     if content_type == PROTOBUF:
         try:
-            return Payload.from_bytes(signal, body, metadata)
+            payload = Payload.from_bytes(signal, body, metadata)
         except (DecodeError, ValueError) as exc:
             descriptor = cast(Descriptor, signal.request_class.DESCRIPTOR)
             fixed = utf8.repaired(descriptor, body) if "utf-8" in str(exc).lower() else None
@@ -60,6 +62,10 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
             raise BadRequestError(
                 f"request body is not a valid {signal.request_class.__name__} protobuf: {exc}"
             ) from exc
+        if not payload.items and deprecated.TAG in body:  # an SDK's from before OTLP 0.15 (deprecated.py)
+            migrated = deprecated.migrated(body)
+            return payload if migrated is body else Payload.from_bytes(signal, migrated, metadata)
+        return payload
     try:
         document = _loads(body)
     except ValueError as exc:  # not UTF-8, not JSON, or an integer longer than Python reads from text
@@ -124,7 +130,30 @@ class _Parser(_ParseDictParser):
         enum = field.enum_type
         if enum is not None and isinstance(js_value, str) and js_value not in enum.values_by_name:
             raise json_format.ParseError(f"unknown {enum.name} value {js_value!r} at {path.lstrip('.')}")
-        super()._ConvertAndSetScalar(message, field, js_value, path)
+        if field.type == FieldDescriptor.TYPE_BYTES and isinstance(js_value, str):
+            _check_base64(js_value, path)
+        try:
+            super()._ConvertAndSetScalar(message, field, js_value, path)
+        except json_format.ParseError:
+            if not isinstance(js_value, str) or not _SURROGATE.search(js_value):
+                raise
+            # a lone surrogate escape ("\ud83d", a pair cut in two): U+FFFD, as pdata reads it
+            super()._ConvertAndSetScalar(message, field, _SURROGATE.sub("\ufffd", js_value), path)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins escaped pairs: what is left is alone
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
+def _check_base64(value: str, path: str) -> None:
+    """Refuse bytes that are no base64, as pdata does: the parser skips what is no base64 character
+    and would keep other bytes than were sent. Padding may be left out, the URL-safe alphabet
+    used, and line breaks are skipped (as Go's decoder skips them)."""
+    text = value.replace("\r", "").replace("\n", "").translate(_URL_SAFE)
+    try:
+        base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error as exc:
+        raise json_format.ParseError(f"{value[:40]!r} at {path.lstrip('.')} is not base64: {exc}") from None
 
 
 def _oneofs(descriptor: Descriptor, found: dict[Any, tuple[frozenset[str], ...]]) -> None:
@@ -188,6 +217,14 @@ def encode_response(message: Message, content_type: str) -> bytes:
     if content_type == JSON:
         return json.dumps(json_format.MessageToDict(message)).encode()
     return message.SerializeToString()
+
+
+def success_response(signal: Signal, content_type: str) -> bytes:
+    """The answer to a request kept whole, as otelcol's: partial_success present and empty
+    (protobuf `0a 00`, JSON `{"partialSuccess": {}}`)."""
+    response = signal.response_class()
+    response.partial_success.SetInParent()
+    return encode_response(response, content_type)
 
 
 def to_otlp_json(message: Message, integer_enums: bool = False) -> dict[str, Any]:

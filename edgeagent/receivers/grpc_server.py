@@ -374,8 +374,7 @@ class _Connection(asyncio.Protocol):
         stream_id = event.stream_id
         self._last_stream = max(self._last_stream, stream_id)
         if self._going_away or len(self.calls) >= self.limits.max_concurrent_streams:
-            # as grpc-go: only this stream is refused, and clients retry it transparently
-            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self._refuse(stream_id, None)  # as grpc-go: only this stream, which clients retry transparently
             return
         headers: dict[bytes, bytes] = {}
         metadata: list[tuple[str, str | bytes]] = []
@@ -389,7 +388,7 @@ class _Connection(asyncio.Protocol):
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
         refusal = not_grpc(headers)
         if refusal is not None:
-            self._h2.send_headers(stream_id, refusal, end_stream=True)
+            self._refuse(stream_id, refusal)
             return
         method = headers.get(b":path", b"").decode("latin-1")
         encoding = headers.get(b"grpc-encoding", b"identity").decode("latin-1").strip().lower()
@@ -399,6 +398,18 @@ class _Connection(asyncio.Protocol):
         task = self._loop.create_task(self._run(call, self.server.handlers.get(method),
                                                 parse_timeout(headers.get(b"grpc-timeout"))))
         self.tasks[stream_id] = task
+
+    def _refuse(self, stream_id: int, answer: list[tuple[bytes, bytes]] | None) -> None:
+        """End a stream no call is made for, with `answer` or else REFUSED_STREAM. What the peer
+        sent in the same read may have closed it already (a reset, and h2 forgets a closed stream
+        once a later one opens) or the connection (a GOAWAY): then nothing is left to answer."""
+        try:
+            if answer is None:
+                self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            else:
+                self._h2.send_headers(stream_id, answer, end_stream=True)
+        except h2.exceptions.ProtocolError:
+            pass
 
     def _stream_gone(self, stream_id: int) -> None:
         """The peer reset the stream: end its call, give back its window."""
@@ -498,8 +509,8 @@ class _Connection(asyncio.Protocol):
                 self._h2.send_data(stream_id, pending.data[pending.sent:pending.sent + size])
                 pending.sent += size
             self._h2.send_headers(stream_id, pending.trailers, end_stream=True)
-        except h2.exceptions.StreamClosedError:
-            pass
+        except h2.exceptions.ProtocolError:
+            pass  # the stream or the connection was closed meanwhile: nobody to answer
         self._flush()
         del self._pending[stream_id]
         pending.done.set()
@@ -514,8 +525,8 @@ class _Connection(asyncio.Protocol):
         if not call._ended:
             try:
                 self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.StreamClosedError:
-                pass
+            except h2.exceptions.ProtocolError:
+                pass  # closed already, or the connection is
         unread = sum(len(chunk) for chunk in call._chunks) + call._unacknowledged
         call._unacknowledged = 0
         call._chunks.clear()

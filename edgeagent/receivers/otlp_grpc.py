@@ -71,6 +71,7 @@ class GrpcServer:
         include_metadata = self.config.include_metadata
         authenticator = auth.resolve(self.host, self.config.auth)
         observe = rpc_server_observer(getattr(self.host, "metrics", None), f"{signal.grpc_service}/Export")
+        success = codec.success_response(signal, codec.PROTOBUF)
 
         async def export(call: grpc_call.GrpcCall) -> bytes:
             started = time.perf_counter()
@@ -95,7 +96,7 @@ class GrpcServer:
                 raise grpc_call.GrpcError(code, message, trailers) from None
             finally:
                 observe(time.perf_counter() - started, status)
-            return b""
+            return success
 
         return export
 

@@ -113,7 +113,7 @@ class HttpServer:
 
     def _handler(self, signal: Signal, consumer: Any):
         include_metadata = self.config.include_metadata
-        success = {content_type: codec.encode_response(signal.response_class(), content_type)
+        success = {content_type: codec.success_response(signal, content_type)
                    for content_type in (codec.PROTOBUF, codec.JSON)}
         authenticator = auth.resolve(self.host, self.config.auth)
         request_params = self.config.auth.request_params if self.config.auth is not None else []
@@ -136,9 +136,9 @@ class HttpServer:
                     payload.deadline = answer_by
                     del body
                     await consumer.consume(payload, "http")
-            except ConnectionError:  # the client went away: nobody to answer
+            except ConnectionError as exc:  # gone, or only done writing (FIN): it may still read why
                 self._disconnects.count()
-                return Response(400)
+                return error_response(BadRequestError(f"the request body ended early: {exc}"), content_type, signal)
             except Exception as exc:  # every failure becomes exactly one HTTP answer
                 return error_response(exc, content_type, signal)
             return Response(body=success[content_type], content_type=content_type)

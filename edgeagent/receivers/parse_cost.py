@@ -29,7 +29,7 @@ from typing import Protocol, TypeVar, cast
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from edgeagent.errors import BadRequestError, RetryableError
-from edgeagent.receivers import codec
+from edgeagent.receivers import codec, deprecated
 from edgeagent.signals import Payload, Signal
 from otel.wire import read_varint
 
@@ -88,7 +88,16 @@ def _tag_bytes(plan: Plan, seen: set[int]) -> set[int]:
     return tags
 
 
-_PLANS = {signal: _plan(cast(Descriptor, signal.request_class.DESCRIPTOR), {}) for signal in Signal}
+def _with_deprecated_scopes(plan: Plan) -> Plan:
+    """A request's plan in which a resource's field 1000 costs as its scope field: decoding moves
+    OTLP's deprecated instrumentation_library_* there (deprecated.py) and parses every message."""
+    resource = plan[1][1]
+    resource[deprecated.DEPRECATED] = resource[deprecated.SCOPES]
+    return plan
+
+
+_PLANS = {signal: _with_deprecated_scopes(_plan(cast(Descriptor, signal.request_class.DESCRIPTOR), {}))
+          for signal in Signal}
 _NOT_TAGS = {signal: bytes(value for value in range(256) if value not in _tag_bytes(_PLANS[signal], set()))
              for signal in Signal}
 

@@ -145,7 +145,7 @@ def test_raw_deflate_sent_in_one_byte_chunks_is_accepted_as_when_sent_whole(agen
                            headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "deflate"},
                            encode_chunked=True)
         response = connection.getresponse()
-        assert (response.status, response.read()) == (200, b"")
+        assert (response.status, response.read()) == (200, b"\n\x00")  # partial_success, empty
     finally:
         connection.close()
     assert post(agent.http_port, body, encoding="deflate")[0] == 200
@@ -171,6 +171,57 @@ def test_grpc_garbage_gets_invalid_argument_and_oversized_gets_resource_exhauste
         with pytest.raises(grpc.RpcError) as oversized:
             export(b"\x0a\x00" * (LIMIT), timeout=10)
         assert oversized.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_success_is_answered_with_an_empty_partial_success_as_otelcol_answers_it(agent):
+    """otelcol answers every OK with the response's partial_success present and empty (protobuf
+    `0a 00`, JSON `{"partialSuccess":{}}`) on HTTP and gRPC; an empty body told a client that
+    checks for the field that the answer was not otelcol's."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    spans = b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a"}]}]}]}'
+    status, headers, body = post(agent.http_port, spans, content_type="application/json")
+    assert (status, headers["Content-Type"], json.loads(body)) == (200, "application/json", {"partialSuccess": {}})
+    status, headers, body = post(agent.http_port, b"")
+    assert (status, headers["Content-Type"]) == (200, "application/x-protobuf")
+    assert ExportTraceServiceResponse.FromString(body).HasField("partial_success")
+    with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
+        answer = channel.unary_unary(TRACE_METHOD)(b"", timeout=10)
+    assert ExportTraceServiceResponse.FromString(answer).HasField("partial_success")
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_body_cut_short_by_a_half_close_gets_a_400_with_a_status_as_otelcol_answers_it(agent, framing):
+    """A client that stops writing (FIN) before its body's end still reads the answer: otelcol
+    gives it a 400 with a Status saying why; it got a bare 400 with no body to tell it."""
+    head = "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+    head += "Content-Length: 100\r\n\r\n" if framing == "length" else "Transfer-Encoding: chunked\r\n\r\n64\r\n"
+    with socket.create_connection(("127.0.0.1", agent.http_port), timeout=10) as client:
+        client.sendall(head.encode() + b"\x0a\x00" * 5)
+        client.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := client.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status_line.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/x-protobuf" in headers.lower()
+    assert status_pb2.Status.FromString(body).code == 3  # INVALID_ARGUMENT
+
+
+def test_spans_an_old_sdk_sends_in_the_deprecated_field_are_kept_not_answered_ok_and_dropped(agent):
+    """SDKs from before OTLP 0.15 put a resource's spans in instrumentation_library_spans (field
+    1000), which otelcol keeps; the agent answered OK and queued nothing, over HTTP and gRPC."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
+
+    from otel.wire import length_delimited
+
+    scope = ScopeSpans(spans=[{"name": "old", "trace_id": b"t" * 16, "span_id": b"s" * 8}] * 3)
+    body = length_delimited(1, length_delimited(1000, scope.SerializeToString()))
+    before = agent.metric("otelcol_receiver_accepted_spans")
+    assert post(agent.http_port, body)[0] == 200
+    assert grpc_raw.call(agent.grpc_port, body) == (0, "")
+    assert agent.metric("otelcol_receiver_accepted_spans") == before + 6
 
 
 def _rss_anon(pid: int) -> int:

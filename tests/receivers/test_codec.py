@@ -11,10 +11,16 @@ import zlib
 import cramjam
 import pytest
 import zstandard
+from google.protobuf import unknown_fields
+from google.protobuf.message import Message
+from opentelemetry.proto.logs.v1.logs_pb2 import ScopeLogs
+from opentelemetry.proto.metrics.v1.metrics_pb2 import ScopeMetrics
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 
 from edgeagent.errors import BadRequestError
 from edgeagent.receivers import codec
-from edgeagent.signals import Signal
+from edgeagent.signals import Payload, Signal
+from otel.wire import length_delimited
 
 TRACE = "5b8efff798038103d269b633813fc60c"
 SPAN = "eee19b7ec3c1b174"
@@ -429,3 +435,92 @@ def test_zstd_frames_with_checksums_and_skippable_frames_are_decoded_whole():
     with pytest.raises(BadRequestError) as cut:
         _decompress("zstd", body[:-2], limit=20_000)
     assert cut.value.status == 400
+
+
+def test_a_lone_surrogate_escape_is_replaced_and_the_request_kept_not_a_400():
+    """JavaScript SDKs that cut a long string between the halves of a surrogate pair send
+    `"\\ud83d"`, which JSON.stringify escapes; pdata reads it as U+FFFD and otelcol keeps the batch,
+    where the protobuf JSON parser refused the whole request ("Unpaired surrogate")."""
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "cut \ud83d",
+                       "attributes": [{"key": "k\udc00", "value": {"stringValue": "pair \ud83d\ude00 ok"}}]})
+    document = _fill('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}', span)
+    assert "\\ud83d" in document  # escaped as JSON.stringify escapes it
+    got = codec.decode(Signal.TRACES, document.encode(), codec.JSON).view().resource_spans[0].scope_spans[0].spans[0]
+    assert got.name == "cut \ufffd"
+    assert (got.attributes[0].key, got.attributes[0].value.string_value) == ("k\ufffd", "pair \U0001f600 ok")
+
+
+@pytest.mark.parametrize("value", ["!!!!", "aGVs bG8=", "aGVsbG8=?", "a"])
+def test_a_bytes_value_that_is_not_base64_gets_400_not_an_ok_for_other_bytes(value):
+    """The protobuf JSON parser skips what is no base64 character, so `"!!!!"` was kept as empty
+    bytes and `"aGVs bG8="` as "hello" under an OK; pdata refuses both (400), as it must: the
+    value the client sent is not what would have been kept."""
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A",
+                       "attributes": [{"key": "b", "value": {"bytesValue": value}}]})
+    with pytest.raises(BadRequestError, match="base64"):
+        codec.decode(Signal.TRACES, _fill('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}', span).encode(),
+                     codec.JSON)
+
+
+@pytest.mark.parametrize("value, expected", [("aGVsbG8=", b"hello"), ("aGVsbG8", b"hello"), ("", b""),
+                                             ("_-8=", b"\xff\xef"), ("/+8=", b"\xff\xef"), ("aGVs\r\nbG8=", b"hello")])
+def test_base64_bytes_values_are_kept_exactly(value, expected):
+    span = json.dumps({"traceId": TRACE, "spanId": SPAN, "name": "A",
+                       "attributes": [{"key": "b", "value": {"bytesValue": value}}]})
+    got = codec.decode(Signal.TRACES, _fill('{"resourceSpans":[{"scopeSpans":[{"spans":[@]}]}]}', span).encode(),
+                       codec.JSON).view().resource_spans[0].scope_spans[0].spans[0]
+    assert got.attributes[0].value.bytes_value == expected
+
+
+
+def _deprecated_form(scopes: bytes, current: bytes = b"") -> bytes:
+    """A request whose one resource holds `scopes` (a serialized Scope* message) in field 1000, OTLP's
+    instrumentation_library_{spans,metrics,logs} before 0.15, and `current` in its scope field (2)."""
+    resource = length_delimited(1, length_delimited(1, length_delimited(1, b"service.name")))  # attributes
+    return length_delimited(1, resource + length_delimited(1000, scopes) + current)
+
+
+def _scopes(signal: Signal, count: int) -> bytes:
+    if signal is Signal.TRACES:
+        return ScopeSpans(spans=[{"name": f"s{i}", "trace_id": b"t" * 16, "span_id": b"s" * 8}
+                                 for i in range(count)]).SerializeToString()
+    if signal is Signal.METRICS:
+        return ScopeMetrics(metrics=[{"name": f"m{i}", "gauge": {"data_points": [{"as_int": i}]}}
+                                     for i in range(count)]).SerializeToString()
+    return ScopeLogs(log_records=[{"severity_text": f"l{i}"} for i in range(count)]).SerializeToString()
+
+
+def _resource(payload: Payload) -> Message:
+    request = payload.view()
+    return getattr(request, request.DESCRIPTOR.fields_by_number[1].name)[0]
+
+
+@pytest.mark.parametrize("signal", list(Signal))
+def test_scopes_in_the_deprecated_instrumentation_library_field_are_kept_as_pdata_keeps_them(signal):
+    """SDKs from before OTLP 0.15 send a resource's spans, metrics and logs in field 1000, which
+    pdata moves to the scope field and otelcol keeps. Here it was an unknown field: the request
+    counted no item and was answered OK with nothing queued."""
+    payload = codec.decode(signal, _deprecated_form(_scopes(signal, 3)), codec.PROTOBUF)
+    assert payload.items == 3
+    resource = _resource(payload)
+    assert resource.resource.attributes[0].key == "service.name"
+    assert getattr(resource, resource.DESCRIPTOR.fields_by_number[2].name)[0].SerializeToString() == _scopes(signal, 3)
+    assert len(unknown_fields.UnknownFieldSet(resource)) == 0  # upstreams get the current field only
+
+
+@pytest.mark.parametrize("signal", list(Signal))
+def test_the_deprecated_field_beside_the_current_one_adds_nothing_as_pdata_drops_it(signal):
+    body = _deprecated_form(_scopes(signal, 5), length_delimited(2, _scopes(signal, 2)))
+    assert codec.decode(signal, body, codec.PROTOBUF).items == 2
+    old_only = _deprecated_form(_scopes(signal, 5)) + length_delimited(1, length_delimited(2, b""))
+    assert codec.decode(signal, old_only, codec.PROTOBUF).items == 5  # an empty scope elsewhere changes nothing
+
+
+def test_a_flood_of_resources_without_items_is_not_walked_for_ever_for_the_deprecated_field():
+    """Looking for field 1000 walks the request a field at a time, in Python: a body of a million
+    empty resources and that field's bytes would cost seconds; past MAX_FIELDS it is a 400."""
+    body = b"\x0a\x00" * 1_000_000 + length_delimited(1, length_delimited(1000, _scopes(Signal.LOGS, 1)))
+    with pytest.raises(BadRequestError, match="resources"):
+        codec.decode(Signal.LOGS, body, codec.PROTOBUF)
+    ordinary = _deprecated_form(_scopes(Signal.LOGS, 2)) * 100  # a hundred old resources: kept
+    assert codec.decode(Signal.LOGS, ordinary, codec.PROTOBUF).items == 200

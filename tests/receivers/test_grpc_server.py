@@ -17,7 +17,7 @@ import h2.errors
 import h2.events
 import pytest
 import zstandard
-from hyperframe.frame import Frame, GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
 from edgeagent import tls
 from edgeagent.errors import BadRequestError
@@ -442,3 +442,54 @@ def test_one_stream_over_the_concurrency_limit_is_refused_and_the_others_complet
         assert sorted(server.received) == [b"\x00", b"\x01", b"ok"]
     finally:
         server.close()
+
+
+def _opening(client: H2Client, stream: int, content_type: str) -> bytes:
+    """A HEADERS frame that opens `stream`, written by hand: the client's h2 would hold a stream
+    back for the advertised limit."""
+    block = client.h2.encoder.encode([(":method", "POST"), (":scheme", "http"), (":path", METHOD),
+                                      (":authority", "127.0.0.1"), ("content-type", content_type)])
+    return HeadersFrame(stream, block, flags=["END_HEADERS"]).serialize()
+
+
+@pytest.mark.parametrize("then", ["reset", "reset-and-open-another"])
+@pytest.mark.parametrize("refusal", ["not-grpc", "over-the-stream-limit"])
+def test_a_stream_reset_in_the_write_that_opens_it_leaves_the_calls_in_flight_on_the_connection(refusal, then,
+                                                                                                caplog):
+    """A stream the server refuses (no gRPC content type, beyond max_concurrent_streams) and the
+    peer resets in the same write is closed by the time its HEADERS are handled (and forgotten by
+    h2 once a later stream opens): answering it raised out of data_received, and asyncio cut the
+    whole connection, with every call in flight on it, and logged a traceback for each (a cheap
+    way to flood the log)."""
+    streams = 2 if refusal == "over-the-stream-limit" else 4  # two calls in flight in either case
+    server = Served(Limits(max_message_bytes=1 << 20, max_concurrent_streams=streams), delay=0.5)
+    try:
+        client = H2Client(server.port)
+        client.events(lambda seen: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in seen))
+        in_flight = [client.start() for _ in range(2)]
+        for stream in in_flight:
+            client.h2.send_data(stream, struct.pack(">BI", 0, 2) + b"ok", end_stream=True)
+        client.flush()
+        time.sleep(0.1)  # both calls are in the handler
+        rogue = client.h2.get_next_available_stream_id()
+        content_type = "text/plain" if refusal == "not-grpc" else "application/grpc"
+        frames = _opening(client, rogue, content_type) + RstStreamFrame(rogue, error_code=8).serialize()
+        if then == "reset-and-open-another":
+            frames += _opening(client, rogue + 2, content_type) + RstStreamFrame(rogue + 2, error_code=8).serialize()
+        client.sock.sendall(frames)
+        events = client.events(lambda seen: all(_status(seen, stream) is not None for stream in in_flight))
+        assert [_status(events, stream) for stream in in_flight] == ["0", "0"]
+        assert not any(isinstance(event, h2.events.ConnectionTerminated) for event in events)
+        assert "data_received() call failed" not in caplog.text
+    finally:
+        server.close()
+
+
+def test_a_stream_to_refuse_that_comes_with_the_peers_goaway_is_dropped_quietly(served, caplog):
+    """The peer's GOAWAY in the same write closes the connection for h2 before the stream's
+    HEADERS are handled: the refusal has nothing to go out on (it raised out of data_received)."""
+    client = H2Client(served.port)
+    client.events(lambda seen: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in seen))
+    client.sock.sendall(_opening(client, 1, "text/plain") + GoAwayFrame(0, last_stream_id=0).serialize())
+    client.events(lambda seen: False, deadline=0.5)
+    assert "data_received() call failed" not in caplog.text

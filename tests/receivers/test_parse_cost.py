@@ -71,6 +71,17 @@ def test_walk_counts_fewer_messages_than_the_quick_bound_for_an_ordinary_body() 
     assert EXPANSION * len(body) < walked < 10 * len(body) < parse_cost.worst_case(Signal.TRACES, body, codec.PROTOBUF)
 
 
+@pytest.mark.parametrize("signal", list(Signal))
+def test_scopes_in_the_deprecated_field_cost_what_they_cost_where_decoding_moves_them(signal: Signal) -> None:
+    """The walk skipped field 1000, unknown to the current messages, so a body of old SDKs' scopes
+    was bounded as nearly empty; decoding moves them to the scope field and parses every one."""
+    scope = b"\x12\x00" * 50_000  # 50,000 empty items (each signal's field 2 of its scope message)
+    current, old = (length_delimited(1, length_delimited(number, scope)) for number in (2, 1000))
+    walked = parse_cost.message_cost(signal, current, 1 << 40)
+    assert walked > 50_000 * 32
+    assert parse_cost.message_cost(signal, old, 1 << 40) == walked + 2  # its longer tag, counted twice
+
+
 def test_walk_of_a_flood_stops_once_over_its_limit() -> None:
     body = HOSTILE[("traces", codec.PROTOBUF)]
     started = time.monotonic()
