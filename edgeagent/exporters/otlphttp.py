@@ -22,6 +22,10 @@ otelcol's exporter does; the queue keeps protobuf, converted at send, and a requ
 JSON_PART_BYTES of protobuf is sent in parts of about that size (the export chain cuts it). A partial success is read
 from a protobuf or a JSON answer alike; a 2xx whose answer does not decode is refused for good
 (dead-lettered, not sent again: the upstream may hold the data), as otelcol refuses it.
+An answer whose head came but whose body broke off, did not decode or did not end within the
+`timeout` (which, as Go's http.Client.Timeout, bounds the request with its redirects) is judged by
+its status: a 2xx likewise (never sent again: an upstream that always answers so would otherwise
+get the same request for ever), any other as if its body were empty.
 
 Credentials in an endpoint URL (`https://user:password@host`) are sent as HTTP Basic auth,
 unless `headers` or `auth` also set an Authorization: that is a config error. Nothing the
@@ -56,7 +60,7 @@ from edgeagent.exporters.chain import SendResult, rejected, undecodable_answer
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
-from edgeagent.http1.client import ClientError, ClientSettings, ConnectError, HttpClient
+from edgeagent.http1.client import BrokenAnswerError, ClientError, ClientSettings, ConnectError, HttpClient
 from edgeagent.http1.dial import UnsupportedProxyError, read_proxy, split_proxy
 from edgeagent.instrumentation import http_client_timer
 from edgeagent.masking import mask, shown_url, url_secrets
@@ -162,6 +166,7 @@ class _Answer:
     content_type_header: str  # the Content-Type as sent
     retry_after: float | None
     location: str | None
+    broken: str = ""  # why the body did not come whole (the head did); "" when it did
 
 
 class OtlpHttpExporter:
@@ -256,6 +261,11 @@ class OtlpHttpExporter:
         return context
 
     async def send(self, signal: Signal, body: bytes) -> SendResult:
+        return await self.send_within(signal, body, self.config.timeout)
+
+    async def send_within(self, signal: Signal, body: bytes, timeout: float | None) -> SendResult:
+        """One request, its answer within `timeout` seconds (None or 0: no bound) from when the
+        request is ready, redirects included (Go's http.Client.Timeout)."""
         target = self._targets.get(signal)
         if target is None or self._client is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
@@ -263,7 +273,8 @@ class OtlpHttpExporter:
         data = await self._bandwidth.wire(body, self._encoder(signal))
         headers = self._request_headers(basic)
         secrets = self._secrets(headers, url)
-        answer, url = await self._post_following(url, data, headers, secrets)
+        deadline = _Deadline(timeout or None)
+        answer, url = await self._post_following(url, data, headers, secrets, deadline)
         return self._result(signal, answer, url, secrets)
 
     async def pace(self, signal: Signal, body: bytes) -> None:
@@ -288,11 +299,11 @@ class OtlpHttpExporter:
             body = json.dumps(to_otlp_json(message, integer_enums=True), separators=(",", ":")).encode()
         return body if self._encoding is None else compress(self._encoding, body, self.config.compression_params.level)
 
-    async def _post_following(self, url: str, data: bytes, headers: dict[str, str],
-                              secrets: list[str]) -> tuple[_Answer, str]:
+    async def _post_following(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str],
+                              deadline: _Deadline) -> tuple[_Answer, str]:
         """POST, following 307/308 with the same body; returns the last answer and the URL that gave it."""
         for _ in range(MAX_REDIRECTS + 1):
-            answer = await self._post(url, data, headers, secrets)
+            answer = await self._post(url, data, headers, secrets, deadline)
             if answer.status not in _FOLLOWED or not answer.location:
                 return answer, url
             target = urljoin(url, answer.location)
@@ -304,7 +315,8 @@ class OtlpHttpExporter:
             connection=True,
         )
 
-    async def _post(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str]) -> _Answer:
+    async def _post(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str],
+                    deadline: _Deadline) -> _Answer:
         client = self._client
         if client is None:
             raise RetryableError("the exporter is shut down", connection=True)
@@ -313,11 +325,15 @@ class OtlpHttpExporter:
         proxy = self._proxies.for_url(url) or ""
         try:
             response = await client.request(
-                "POST", url, body=data, headers=headers.items(), timeout=self.config.timeout,
+                "POST", url, body=data, headers=headers.items(), timeout=deadline.left(),
                 tls=self._tls_context(url, proxy), server_hostname=override, proxy=proxy)
         except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: the link checks
-            raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True,
+            raise RetryableError(f"upstream did not answer within {deadline.timeout or 0:g}s", connection=True,
                                  unanswered=None) from exc
+        except BrokenAnswerError as exc:  # the upstream gave its verdict: the status says what it did
+            return _Answer(exc.status, b"", "", exc.headers.get("Content-Type", ""),
+                           parse_retry_after(exc.headers.get("Retry-After")), exc.headers.get("Location"),
+                           broken=mask(str(exc), secrets))
         except UnsupportedProxyError as exc:  # logged at start; nothing answered, yet no connect would tell more
             raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True,
                                  unanswered=False) from exc
@@ -334,6 +350,9 @@ class OtlpHttpExporter:
         status = answer.status
         if 200 <= status < 300:
             self._redirected_to = None
+            if answer.broken:  # as a 2xx whose answer does not decode: the upstream may hold the data
+                raise PermanentError(f"upstream answered {status}, then its answer broke off ({answer.broken}); "
+                                     f"the data is not sent again", status=status)
             return _partial_success(signal, answer)
         if 300 <= status < 400:
             raise self._redirected(answer, url, secrets)
@@ -356,6 +375,23 @@ class OtlpHttpExporter:
                         extra={"exporter": self.id, "status": answer.status, "location": location})
         return RetryableError(f"upstream redirects ({answer.status}) to {location}; not followed, the data stays "
                               f"queued", connection=True)
+
+
+class _Deadline:
+    """The time a request and its redirects have, counted from its start (None: no bound)."""
+
+    def __init__(self, timeout: float | None):
+        self.timeout = timeout
+        self._end = None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+    def left(self) -> float | None:
+        """Seconds left for the next hop; TimeoutError when none are."""
+        if self._end is None:
+            return None
+        left = self._end - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise TimeoutError
+        return left
 
 
 def _addresses(urls: list[str]) -> list[tuple[str, int]]:
