@@ -121,10 +121,11 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
     @model_validator(mode="after")
     def _check(self) -> OtlpHttpConfig:
         # An endpoint set to "" on purpose (e.g. ${env:EDGEAGENT_UPSTREAM:-}) means "no upstream yet":
-        # the agent buffers everything durably and says so. A missing endpoint is a mistake.
-        if self.endpoint is None and not all((self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
+        # the agent buffers everything durably and says so. A missing endpoint is a mistake. A signal
+        # endpoint alone serves its signal's pipelines (unfit_for), as in otelcol.
+        if self.endpoint is None and not any(getattr(self, field) for field in _URL_FIELDS):
             raise ValueError("endpoint is required: set endpoint (e.g. https://collector:4318) "
-                             "or traces_endpoint, metrics_endpoint and logs_endpoint")
+                             "or the endpoint of each signal sent (traces_endpoint, metrics_endpoint, logs_endpoint)")
         if self.compression not in ("none", ""):
             check_compression_level(self.compression, self.compression_params.level)
         elif self.compression_params.level:
@@ -133,6 +134,11 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
 
     def client_urls(self) -> list[str]:
         return [url for url in (self.endpoint, self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint) if url]
+
+    def unfit_for(self, signal: str) -> tuple[str, str] | None:
+        if self.endpoint is None and not getattr(self, f"{signal}_endpoint"):
+            return f"{signal}_endpoint", f"either endpoint or {signal}_endpoint must be specified, as in otelcol"
+        return None
 
     def config_warnings(self) -> list[str]:
         warnings = self.client_warnings() + super().config_warnings()
