@@ -15,7 +15,8 @@ an answer must fit in it); `write_buffer_size` is the connection socket's send b
 of its own, so the kernel's is the one to size). `profiles_endpoint` is accepted as otelcol
 accepts it: only a profiles pipeline would use it, and edgeagent carries no profiles signal (a
 `profiles` pipeline is refused). An answer is read as otelcol's exporter reads it: at most 64 KiB
-of its body, decompressed.
+of its body, decompressed. A 400 saying "http: request body too large" (Go's MaxBytesError, with
+which otelcol's receiver refuses a body over its max_request_body_size) is split as a 413 is.
 
 `encoding: json` sends each request in OTLP/JSON (`application/json`, hex ids, integer enums) as
 otelcol's exporter does; the queue keeps protobuf, converted at send, and a request larger than
@@ -75,6 +76,8 @@ _THROTTLE_STATUS = (429, 503)
 # a proxy or captive portal answering for an unreachable upstream: the link is down, not the server
 _LINK_STATUS = (502, 504)
 _FOLLOWED = (307, 308)  # redirects that keep the method and the body
+# Go's http.MaxBytesError: otelcol's receiver answers a body over max_request_body_size with 400 and it
+_BODY_TOO_LARGE = "request body too large"
 MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # dropped when a redirect leaves the host
 _URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint")
@@ -369,7 +372,9 @@ class OtlpHttpExporter:
             raise RetryableError(f"upstream answered {status}: {message}", retry_after=answer.retry_after,
                                  connection=status in _LINK_STATUS)
         body = mask(answer.content[:4096].decode("utf-8", "replace"), secrets).encode()
-        raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=body)
+        too_large = status == 413 or (status == 400 and _BODY_TOO_LARGE in message)  # either: its halves may pass
+        raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=body,
+                             too_large=too_large)
 
     def _redirected(self, answer: _Answer, url: str, secrets: list[str]) -> RetryableError:
         """A redirect not followed: the upstream counts as unreachable; said once per episode."""
