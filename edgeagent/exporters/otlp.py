@@ -38,7 +38,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeagent import __version__
 from edgeagent.auth import AuthConfig, Authenticator
 from edgeagent.auth import resolve as resolve_authenticator
-from edgeagent.component import ComponentConfig, Factory
+from edgeagent.component import ComponentConfig, Factory, optional_block
 from edgeagent.config.types import Duration, split_endpoint
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import Pacer
@@ -67,7 +67,7 @@ _TOO_LARGE = re.compile(r"larger than max|exceeds maximum size", re.IGNORECASE)
 
 
 class KeepaliveConfig(ComponentConfig):
-    """configgrpc's client keepalive; its defaults are otelcol's (`keepalive: null` turns it off)."""
+    """configgrpc's client keepalive; its defaults are otelcol's (`enabled: false` turns it off)."""
     time: Duration = 10.0
     timeout: Duration = 10.0
     permit_without_stream: bool = False
@@ -91,6 +91,9 @@ class OtlpGrpcConfig(ExporterConfig):
     _check_middlewares = field_validator("middlewares")(lambda cls, v: check_client_middlewares(v, "a gRPC"))
 
     _check_tls = field_validator("tls")(lambda cls, value: check_grpc_client(value))
+    # `key:` alone: tls keeps its defaults and keepalive stays on with its own, as in otelcol
+    _null_tls = field_validator("tls", mode="before")(lambda cls, value: {} if value is None else value)
+    _keepalive_switch = field_validator("keepalive", mode="before")(lambda cls, value: optional_block(value))
 
     @field_validator("user_agent")
     @classmethod

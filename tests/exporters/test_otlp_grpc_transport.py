@@ -36,5 +36,5 @@ def test_keepalive_fields_left_out_keep_otelcols_defaults_and_empty_names_keep_g
     settings = config.channel_settings()
     assert (settings.balancer, settings.keepalive_time, settings.keepalive_timeout) == ("pick_first", 10.0, 10.0)
     assert settings.keepalive_without_calls
-    assert OtlpGrpcConfig.model_validate({"endpoint": "collector:4317", "keepalive": None}
+    assert OtlpGrpcConfig.model_validate({"endpoint": "collector:4317", "keepalive": {"enabled": False}}
                                          ).channel_settings().keepalive_time == 0.0
