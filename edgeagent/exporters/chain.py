@@ -219,7 +219,7 @@ class ExportChain:
                 rejected = min(max(result.rejected, 0), items)  # an upstream's count, bounded by what it got
                 delivery.sent += items - rejected
                 delivery.rejected += rejected
-                if result.rejected:
+                if result.rejected or result.message:  # a message alone is a warning; otelcol logs it too
                     self._log_partial(result)
         except RetryableError as exc:
             unsent = [(body, items), *reversed(pending)]
