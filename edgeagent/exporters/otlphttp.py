@@ -108,8 +108,10 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
     def _url(cls, url: str | None, info: ValidationInfo) -> str | None:
         if not url:
             return url
-        if not url.startswith(("http://", "https://")):
+        scheme, separator, rest = url.partition("://")
+        if scheme.lower() not in ("http", "https") or not separator:
             raise ValueError(f"{shown_url(url)!r} must start with http:// or https://")
+        url = f"{scheme.lower()}://{rest}"  # as Go's url.Parse reads it
         if urlsplit(url).password is None and urlsplit(url).username is None:
             return url
         headers = info.data.get("headers") or {}

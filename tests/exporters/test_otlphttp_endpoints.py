@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from edgeagent.config.loader import ConfigError, load_text
+from edgeagent.exporters.otlphttp import OtlpHttpConfig
+from edgeagent.signals import Signal
 from tests.config.conftest import REPO_ROOT, _environment
 
 
@@ -29,6 +31,7 @@ CASES = [  # (exporter, pipelines, accepted)
      ("logs", "metrics"), True),
     ({"endpoint": "http://127.0.0.1:4319"}, ("traces", "metrics", "logs"), True),
     ({"compression": "gzip"}, ("traces",), False),
+    ({"endpoint": "HTTP://127.0.0.1:4319"}, ("traces",), True),
 ]
 
 
@@ -65,3 +68,12 @@ def test_otelcol_decides_alike(otelcol_binary, tmp_path):
         assert (theirs.returncode == 0, ours.returncode == 0) == (accepted, accepted), (exporter, signals,
                                                                                            theirs.stderr[-500:],
                                                                                            ours.stdout[-500:])
+
+
+def test_a_scheme_in_capitals_is_read_as_go_reads_it():
+    """Go's url.Parse lowercases the scheme: otelcol sends to HTTPS://host as to https://host."""
+    assert not _ours(_config({"endpoint": "HTTP://127.0.0.1:4319", "traces_endpoint": "Https://h:4319/t"},
+                             ("traces", "metrics")))
+    config = OtlpHttpConfig(endpoint="HTTP://127.0.0.1:4319", traces_endpoint="Https://h:4319/t")
+    assert config.url(Signal.METRICS) == "http://127.0.0.1:4319/v1/metrics"
+    assert config.url(Signal.TRACES) == "https://h:4319/t"
