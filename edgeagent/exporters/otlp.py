@@ -63,6 +63,7 @@ _RETRYABLE = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.A
 # codes that say the link (not the server) failed: they count towards going offline
 _LINK_FAILURES = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED}
 _MIN_KEEPALIVE_TIME = 10.0  # grpc-go raises a client's keepalive time to this
+_RESOLVERS = ("dns:///", "passthrough:///")  # gRPC target schemes whose address is host:port
 _TOO_LARGE = re.compile(r"larger than max|exceeds maximum size", re.IGNORECASE)
 
 
@@ -114,8 +115,9 @@ class OtlpGrpcConfig(ExporterConfig):
         if self.endpoint:
             target = self.target()[0]
             if "://" in target or target.startswith("unix:"):
-                raise ValueError(f"endpoint {self.endpoint!r}: expected host:port (optionally after http:// or "
-                                 f"https://); other gRPC target schemes are not supported")
+                raise ValueError(f"endpoint {self.endpoint!r}: expected host:port, optionally after http://, "
+                                 f"https://, dns:/// or passthrough:///; other gRPC targets (unix sockets, a DNS "
+                                 f"server of their own, xds) are not supported")
             self.address()  # a readable error for a bad port
         return self
 
@@ -132,7 +134,9 @@ class OtlpGrpcConfig(ExporterConfig):
             return endpoint[len("http://"):].rstrip("/"), True
         if endpoint.startswith("https://"):
             return endpoint[len("https://"):].rstrip("/"), False
-        return endpoint.removeprefix("dns:///"), self.tls.insecure
+        for resolver in _RESOLVERS:  # grpc-go dials the host:port after them
+            endpoint = endpoint.removeprefix(resolver)
+        return endpoint, self.tls.insecure
 
     def address(self) -> tuple[str, int]:
         """(host, port) of the target; grpc's default port is 443."""
