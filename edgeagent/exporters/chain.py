@@ -10,9 +10,9 @@ Design note
   `otelcol_exporter_sent_*` / `otelcol_exporter_send_failed_*` under the exporter's id.
 * Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does (one
   that bounds it itself, `SelfTimed`, is handed it); the wait for its bandwidth cap (`Paced`)
-  comes before, outside it. A `timeout` of 0 is none (as
-  otelcol): the attempt ends with the answer, a failed connection, or shutdown (the sender
-  cancels a delivery still under way when its grace period is over).
+  comes before, outside it. A `timeout` of 0 is none (as otelcol): the attempt ends with the
+  answer, a failed connection, or shutdown (the sender cancels a delivery still under way when
+  its grace period is over).
 * A DecodeError out of an exporter that parses what it sends (OTLP/JSON, Kafka keys) means the
   request was damaged in the queue: refused for good (dead-lettered), so it never holds the queue.
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after

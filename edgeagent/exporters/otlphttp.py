@@ -76,7 +76,7 @@ _THROTTLE_STATUS = (429, 503)
 # a proxy or captive portal answering for an unreachable upstream: the link is down, not the server
 _LINK_STATUS = (502, 504)
 _FOLLOWED = (307, 308)  # redirects that keep the method and the body
-# Go's http.MaxBytesError: otelcol's receiver answers a body over max_request_body_size with 400 and it
+# Go's http.MaxBytesError, with which otelcol's receiver answers 400 to a body over max_request_body_size
 _BODY_TOO_LARGE = "request body too large"
 MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # dropped when a redirect leaves the host
