@@ -26,7 +26,9 @@ from a protobuf or a JSON answer alike; a 2xx whose answer does not decode is re
 An answer whose head came but whose body broke off, did not decode or did not end within the
 `timeout` (which, as Go's http.Client.Timeout, bounds the request with its redirects) is judged by
 its status: a 2xx likewise (never sent again: an upstream that always answers so would otherwise
-get the same request for ever), any other as if its body were empty.
+get the same request for ever), any other as if its body were empty. A 407 (from a proxy that
+forwards http://) or a 511 (a captive portal) never comes from the upstream: the data stays queued,
+as behind a CONNECT tunnel the proxy refuses, where otelcol would drop it.
 
 Credentials in an endpoint URL (`https://user:password@host`) are sent as HTTP Basic auth,
 unless `headers` or `auth` also set an Authorization: that is a config error. Nothing the
@@ -76,6 +78,9 @@ _THROTTLE_STATUS = (429, 503)
 # a proxy or captive portal answering for an unreachable upstream: the link is down, not the server
 _LINK_STATUS = (502, 504)
 _FOLLOWED = (307, 308)  # redirects that keep the method and the body
+# answers of the network, never of the upstream: the data stays queued until the network lets it through
+_NETWORK_REFUSALS = {407: "a proxy wants credentials (check proxy_url or HTTP_PROXY)",
+                     511: "the network wants a login first (a captive portal)"}
 # Go's http.MaxBytesError, with which otelcol's receiver answers 400 to a body over max_request_body_size
 _BODY_TOO_LARGE = "request body too large"
 MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
@@ -368,6 +373,9 @@ class OtlpHttpExporter:
         if 300 <= status < 400:
             raise self._redirected(answer, url, secrets)
         message = mask(_error_message(answer.content, answer.content_type) or f"HTTP {status}", secrets)
+        if status in _NETWORK_REFUSALS:
+            raise RetryableError(f"the request did not reach the upstream: {status}, {_NETWORK_REFUSALS[status]}",
+                                 connection=True)
         if status in _RETRYABLE_STATUS:
             if status in _THROTTLE_STATUS and answer.retry_after is not None:
                 raise ThrottledError(f"upstream answered {status}: {message}", retry_after=answer.retry_after)
