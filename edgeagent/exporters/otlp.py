@@ -3,9 +3,9 @@
 Errors follow the OTLP specification's table: UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
 CANCELLED, OUT_OF_RANGE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED only when the server
 sends RetryInfo (it then says when to come back); every other code is permanent. A
-RESOURCE_EXHAUSTED for a message over the server's maximum size is split in halves, as HTTP's
-413 is (otelcol drops the whole batch). The
-metadata we send (headers, auth) is masked in the server's details before anyone sees them.
+RESOURCE_EXHAUSTED for a message over the server's maximum size (or more than an edgeagent hub's
+queue holds even when empty) is split in halves, as HTTP's 413 is (otelcol drops the whole
+batch). The metadata we send (headers, auth) is masked in the server's details before anyone sees them.
 
 The calls go over our own gRPC client (`grpc_client.py`, on h2), one connection per exporter
 (per resolved address with `balancer_name: round_robin`), so every grpc-encoding otelcol's
@@ -64,7 +64,9 @@ _RETRYABLE = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.A
 _LINK_FAILURES = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED}
 _MIN_KEEPALIVE_TIME = 10.0  # grpc-go raises a client's keepalive time to this
 _RESOLVERS = ("dns:///", "passthrough:///")  # gRPC target schemes whose address is host:port
-_TOO_LARGE = re.compile(r"larger than max|exceeds maximum size", re.IGNORECASE)
+# a server's size limit (grpc-go and grpc C core, grpc-java), and an edgeagent hub's queue that could
+# never hold the request (TooLargeForQueueError, a 413 over HTTP): a smaller request gets through
+_TOO_LARGE = re.compile(r"larger than max|exceeds maximum size|even when empty", re.IGNORECASE)
 
 
 class KeepaliveConfig(ComponentConfig):
@@ -269,8 +271,7 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
     if code in _RETRYABLE:
         return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None,
                               unanswered=error.unanswered)
-    # the server's size limit (grpc-go and grpc C core: "larger than max", grpc-java: "exceeds maximum
-    # size"): a smaller request gets through, so the chain splits it as it splits on HTTP 413
+    # a size limit (_TOO_LARGE): a smaller request gets through, so the chain splits it as on HTTP 413
     too_large = code == StatusCode.RESOURCE_EXHAUSTED and error.from_server and bool(_TOO_LARGE.search(error.message))
     return PermanentError(f"upstream rejected the data with {code.name}: {details}", status=code.name,
                           body=details.encode(), too_large=too_large)
