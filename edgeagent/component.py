@@ -39,11 +39,12 @@ class ComponentConfig(BaseModel):
         return None
 
 
-def optional_block(value: Any) -> Any:
-    """otelcol's configoptional, for a `mode="before"` validator: `key:` alone keeps the block's
-    defaults; `enabled: false` turns the block off (None)."""
+def optional_block(value: Any, on_by_default: bool = True) -> Any:
+    """otelcol's configoptional, for a `mode="before"` validator: `key:` alone (null) keeps the
+    block's defaults, on if it is on by default (configoptional's Some and Default) and off (None)
+    if not (its None); `enabled: false` turns the block off (None)."""
     if value is None:
-        return {}
+        return {} if on_by_default else None
     if isinstance(value, dict) and "enabled" in value:
         value = dict(value)
         if not value.pop("enabled"):

@@ -89,7 +89,8 @@ class BadRequestError(Exception):
 
 class TooLargeForQueueError(BadRequestError):
     """A request more than its queue holds even when empty (an items- or bytes-sized queue_size):
-    it can never be queued whole, however long the client waits (413)."""
+    it can never be queued whole, however long the client waits (413). Its message says "even when
+    empty": over gRPC (RESOURCE_EXHAUSTED) that is how an edgeagent sending to it knows to split."""
 
     def __init__(self, message: str):
         super().__init__(message, status=413)

@@ -349,8 +349,8 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
                     errors.append((f"{path}::{kind}", f"{component_id!r} does not support {signal_name}"))
                 elif unfit := sections[found][component_id].config.unfit_for(signal_name):
                     key, why = unfit
-                    errors.append((f"{found}::{component_id}::{key}",
-                                   f"{why} (pipeline {pipeline_id!r}); use a processor of its own for each signal"))
+                    fix = "; use a processor of its own for each signal" if found == "processors" else ""
+                    errors.append((f"{found}::{component_id}::{key}", f"{why} (pipeline {pipeline_id!r}){fix}"))
         pipelines.append(Pipeline(pipeline_id, Signal.parse(signal_name), list(spec.receivers), list(spec.processors),
                                   list(spec.exporters)))
     if not service.pipelines and not any(path.split("::")[0] == "service" for path in _paths(errors)):

@@ -8,10 +8,11 @@ Design note
   PermanentError (edgeagent.errors); the chain does the rest, in this order:
   timeout -> retry with backoff -> split on 413 -> dead letter, and counts otelcol's
   `otelcol_exporter_sent_*` / `otelcol_exporter_send_failed_*` under the exporter's id.
-* Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does; the
-  wait for its bandwidth cap (`Paced`) comes before, outside it. A `timeout` of 0 is none (as
-  otelcol): the attempt ends with the answer, a failed connection, or shutdown (the sender
-  cancels a delivery still under way when its grace period is over).
+* Timeout: each attempt is bounded by the exporter's `timeout`, whatever the exporter does (one
+  that bounds it itself, `SelfTimed`, is handed it); the wait for its bandwidth cap (`Paced`)
+  comes before, outside it. A `timeout` of 0 is none (as otelcol): the attempt ends with the
+  answer, a failed connection, or shutdown (the sender cancels a delivery still under way when
+  its grace period is over).
 * A DecodeError out of an exporter that parses what it sends (OTLP/JSON, Kafka keys) means the
   request was damaged in the queue: refused for good (dead-lettered), so it never holds the queue.
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
@@ -113,6 +114,15 @@ class Paced(Protocol):
 
 
 @runtime_checkable
+class SelfTimed(Protocol):
+    """An exporter that bounds an attempt by the chain's timeout itself (None: no bound), so that it
+    can tell an answer whose head came in time and whose body did not from no answer at all (otelcol's
+    otlphttp leaves its timeout to Go's http.Client the same way); the chain sets no timer of its own."""
+
+    async def send_within(self, signal: Signal, body: bytes, timeout: float | None) -> SendResult: ...
+
+
+@runtime_checkable
 class Bounded(Protocol):
     """An exporter whose requests cost memory several times their protobuf bytes while it encodes
     them: a request larger than `request_bytes_limit(signal)` (0: no limit) reaches it in parts."""
@@ -169,6 +179,7 @@ class ExportChain:
         self.link = link
         self.drains_queue = drains_queue  # sent items leave a queue: they count towards its drain rate
         self._paced = exporter if isinstance(exporter, Paced) else None
+        self._self_timed = exporter if isinstance(exporter, SelfTimed) else None
         self._max_bytes = exporter.request_bytes_limit(signal) if isinstance(exporter, Bounded) else 0
         self.stopping = asyncio.Event()
         self._last_partial_log = 0.0
@@ -208,7 +219,7 @@ class ExportChain:
                 rejected = min(max(result.rejected, 0), items)  # an upstream's count, bounded by what it got
                 delivery.sent += items - rejected
                 delivery.rejected += rejected
-                if result.rejected:
+                if result.rejected or result.message:  # a message alone is a warning; otelcol logs it too
                     self._log_partial(result)
         except RetryableError as exc:
             unsent = [(body, items), *reversed(pending)]
@@ -305,6 +316,8 @@ class ExportChain:
     async def _timed(self, body: bytes) -> SendResult:
         if self._paced is not None:
             await self._paced.pace(self.signal, body)
+        if self._self_timed is not None:
+            return await self._self_timed.send_within(self.signal, body, self.timeout)
         if self.timeout is None:
             return await self.exporter.send(self.signal, body)
         try:

@@ -20,10 +20,19 @@ class ExporterConfig(ComponentConfig):
     sending_queue: QueueConfig = Field(default_factory=QueueConfig)
     rate_limit: RateLimitConfig | None = None
 
+    @field_validator("retry_on_failure", "sending_queue", mode="before")
+    @classmethod
+    def _null_keeps_defaults(cls, value: Any) -> Any:
+        """`key:` alone keeps the block's defaults, as in otelcol (sending_queue stays on)."""
+        return {} if value is None else value
+
     @field_validator("headers", mode="before")
     @classmethod
     def _header_values_as_text(cls, value: Any) -> Any:
-        """A map, or otelcol's list of {name, value} pairs (configopaque.MapList); values as text."""
+        """A map, or otelcol's list of {name, value} pairs (configopaque.MapList); values as text;
+        `headers:` alone is none."""
+        if value is None:
+            return {}
         if isinstance(value, list):
             if not all(isinstance(item, dict) and set(item) <= {"name", "value"} and isinstance(item.get("name"), str)
                        for item in value):

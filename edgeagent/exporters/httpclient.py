@@ -26,7 +26,7 @@ Connections (Go's http.Transport, which otelcol configures):
   schemes there are, logged once, and the data stays queued (edgeagent.http1.dial; Go would
   speak HTTP to it).
 - `cookies` (present: a cookie jar, as Go's net/http/cookiejar, IP-address hosts included);
-  absent, no cookie is kept or sent back, as in otelcol.
+  absent or `cookies:` alone (null), no cookie is kept or sent back, as in otelcol.
 
 edgeagent speaks HTTP/1.1 only. `force_attempt_http2` is accepted: otelcol only uses HTTP/2 over
 https:// with a server offering it, and the data sent is the same. `http2_read_idle_timeout` is
@@ -74,7 +74,7 @@ class HttpClientConfig(ComponentConfig):
     proxy_url: str = ""
     max_conns_per_host: int = Field(0, ge=0)
     keepalive: KeepaliveClientConfig | None = Field(default_factory=KeepaliveClientConfig)
-    cookies: CookiesConfig | None = Field(None, validate_default=False)  # unset: no jar; `cookies:` alone: a jar
+    cookies: CookiesConfig | None = Field(None, validate_default=False)  # unset or null: no jar; `cookies: {}`: a jar
     compression_params: CompressionParams = Field(default_factory=CompressionParams)
     middlewares: list[MiddlewareConfig] = Field(default_factory=list)
     force_attempt_http2: bool = True
@@ -83,7 +83,9 @@ class HttpClientConfig(ComponentConfig):
 
     _check_middlewares = field_validator("middlewares")(lambda cls, v: check_client_middlewares(v, "an HTTP"))
     _keepalive_switch = field_validator("keepalive", mode="before")(lambda cls, v: optional_block(v))
-    _cookies_switch = field_validator("cookies", mode="before")(lambda cls, v: optional_block(v))
+    _cookies_switch = field_validator("cookies", mode="before")(lambda cls, v: optional_block(v, False))
+    # a plain block written `key:` alone keeps its defaults, as in otelcol
+    _null_params = field_validator("compression_params", mode="before")(lambda cls, v: {} if v is None else v)
 
     @field_validator("proxy_url")
     @classmethod

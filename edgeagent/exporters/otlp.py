@@ -3,9 +3,9 @@
 Errors follow the OTLP specification's table: UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
 CANCELLED, OUT_OF_RANGE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED only when the server
 sends RetryInfo (it then says when to come back); every other code is permanent. A
-RESOURCE_EXHAUSTED for a message over the server's maximum size is split in halves, as HTTP's
-413 is (otelcol drops the whole batch). The
-metadata we send (headers, auth) is masked in the server's details before anyone sees them.
+RESOURCE_EXHAUSTED for a message over the server's maximum size (or more than an edgeagent hub's
+queue holds even when empty) is split in halves, as HTTP's 413 is (otelcol drops the whole
+batch). The metadata we send (headers, auth) is masked in the server's details before anyone sees them.
 
 The calls go over our own gRPC client (`grpc_client.py`, on h2), one connection per exporter
 (per resolved address with `balancer_name: round_robin`), so every grpc-encoding otelcol's
@@ -38,7 +38,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeagent import __version__
 from edgeagent.auth import AuthConfig, Authenticator
 from edgeagent.auth import resolve as resolve_authenticator
-from edgeagent.component import ComponentConfig, Factory
+from edgeagent.component import ComponentConfig, Factory, optional_block
 from edgeagent.config.types import Duration, split_endpoint
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import Pacer
@@ -63,11 +63,14 @@ _RETRYABLE = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.A
 # codes that say the link (not the server) failed: they count towards going offline
 _LINK_FAILURES = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED}
 _MIN_KEEPALIVE_TIME = 10.0  # grpc-go raises a client's keepalive time to this
-_TOO_LARGE = re.compile(r"larger than max|exceeds maximum size", re.IGNORECASE)
+_RESOLVERS = ("dns:///", "passthrough:///")  # gRPC target schemes whose address is host:port
+# a server's size limit (grpc-go and grpc C core, grpc-java), and an edgeagent hub's queue that could
+# never hold the request (TooLargeForQueueError, a 413 over HTTP): a smaller request gets through
+_TOO_LARGE = re.compile(r"larger than max|exceeds maximum size|even when empty", re.IGNORECASE)
 
 
 class KeepaliveConfig(ComponentConfig):
-    """configgrpc's client keepalive; its defaults are otelcol's (`keepalive: null` turns it off)."""
+    """configgrpc's client keepalive; its defaults are otelcol's (`enabled: false` turns it off)."""
     time: Duration = 10.0
     timeout: Duration = 10.0
     permit_without_stream: bool = False
@@ -91,6 +94,9 @@ class OtlpGrpcConfig(ExporterConfig):
     _check_middlewares = field_validator("middlewares")(lambda cls, v: check_client_middlewares(v, "a gRPC"))
 
     _check_tls = field_validator("tls")(lambda cls, value: check_grpc_client(value))
+    # `key:` alone: tls keeps its defaults and keepalive stays on with its own, as in otelcol
+    _null_tls = field_validator("tls", mode="before")(lambda cls, value: {} if value is None else value)
+    _keepalive_switch = field_validator("keepalive", mode="before")(lambda cls, value: optional_block(value))
 
     @field_validator("user_agent")
     @classmethod
@@ -111,8 +117,9 @@ class OtlpGrpcConfig(ExporterConfig):
         if self.endpoint:
             target = self.target()[0]
             if "://" in target or target.startswith("unix:"):
-                raise ValueError(f"endpoint {self.endpoint!r}: expected host:port (optionally after http:// or "
-                                 f"https://); other gRPC target schemes are not supported")
+                raise ValueError(f"endpoint {self.endpoint!r}: expected host:port, optionally after http://, "
+                                 f"https://, dns:/// or passthrough:///; other gRPC targets (unix sockets, a DNS "
+                                 f"server of their own, xds) are not supported")
             self.address()  # a readable error for a bad port
         return self
 
@@ -129,7 +136,9 @@ class OtlpGrpcConfig(ExporterConfig):
             return endpoint[len("http://"):].rstrip("/"), True
         if endpoint.startswith("https://"):
             return endpoint[len("https://"):].rstrip("/"), False
-        return endpoint.removeprefix("dns:///"), self.tls.insecure
+        for resolver in _RESOLVERS:  # grpc-go dials the host:port after them
+            endpoint = endpoint.removeprefix(resolver)
+        return endpoint, self.tls.insecure
 
     def address(self) -> tuple[str, int]:
         """(host, port) of the target; grpc's default port is 443."""
@@ -262,8 +271,7 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
     if code in _RETRYABLE:
         return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None,
                               unanswered=error.unanswered)
-    # the server's size limit (grpc-go and grpc C core: "larger than max", grpc-java: "exceeds maximum
-    # size"): a smaller request gets through, so the chain splits it as it splits on HTTP 413
+    # a size limit (_TOO_LARGE): a smaller request gets through, so the chain splits it as on HTTP 413
     too_large = code == StatusCode.RESOURCE_EXHAUSTED and error.from_server and bool(_TOO_LARGE.search(error.message))
     return PermanentError(f"upstream rejected the data with {code.name}: {details}", status=code.name,
                           body=details.encode(), too_large=too_large)

@@ -15,13 +15,20 @@ an answer must fit in it); `write_buffer_size` is the connection socket's send b
 of its own, so the kernel's is the one to size). `profiles_endpoint` is accepted as otelcol
 accepts it: only a profiles pipeline would use it, and edgeagent carries no profiles signal (a
 `profiles` pipeline is refused). An answer is read as otelcol's exporter reads it: at most 64 KiB
-of its body, decompressed.
+of its body, decompressed. A 400 saying "http: request body too large" (Go's MaxBytesError, with
+which otelcol's receiver refuses a body over its max_request_body_size) is split as a 413 is.
 
 `encoding: json` sends each request in OTLP/JSON (`application/json`, hex ids, integer enums) as
 otelcol's exporter does; the queue keeps protobuf, converted at send, and a request larger than
 JSON_PART_BYTES of protobuf is sent in parts of about that size (the export chain cuts it). A partial success is read
 from a protobuf or a JSON answer alike; a 2xx whose answer does not decode is refused for good
 (dead-lettered, not sent again: the upstream may hold the data), as otelcol refuses it.
+An answer whose head came but whose body broke off, did not decode or did not end within the
+`timeout` (which, as Go's http.Client.Timeout, bounds the request with its redirects) is judged by
+its status: a 2xx likewise (never sent again: an upstream that always answers so would otherwise
+get the same request for ever), any other as if its body were empty. A 407 (from a proxy that
+forwards http://) or a 511 (a captive portal) never comes from the upstream: the data stays queued,
+as behind a CONNECT tunnel the proxy refuses, where otelcol would drop it.
 
 Credentials in an endpoint URL (`https://user:password@host`) are sent as HTTP Basic auth,
 unless `headers` or `auth` also set an Authorization: that is a config error. Nothing the
@@ -56,7 +63,7 @@ from edgeagent.exporters.chain import SendResult, rejected, undecodable_answer
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
-from edgeagent.http1.client import ClientError, ClientSettings, ConnectError, HttpClient
+from edgeagent.http1.client import BrokenAnswerError, ClientError, ClientSettings, ConnectError, HttpClient
 from edgeagent.http1.dial import UnsupportedProxyError, read_proxy, split_proxy
 from edgeagent.instrumentation import http_client_timer
 from edgeagent.masking import mask, shown_url, url_secrets
@@ -71,6 +78,11 @@ _THROTTLE_STATUS = (429, 503)
 # a proxy or captive portal answering for an unreachable upstream: the link is down, not the server
 _LINK_STATUS = (502, 504)
 _FOLLOWED = (307, 308)  # redirects that keep the method and the body
+# answers of the network, never of the upstream: the data stays queued until the network lets it through
+_NETWORK_REFUSALS = {407: "a proxy wants credentials (check proxy_url or HTTP_PROXY)",
+                     511: "the network wants a login first (a captive portal)"}
+# Go's http.MaxBytesError, with which otelcol's receiver answers 400 to a body over max_request_body_size
+_BODY_TOO_LARGE = "request body too large"
 MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # dropped when a redirect leaves the host
 _URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint")
@@ -101,8 +113,10 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
     def _url(cls, url: str | None, info: ValidationInfo) -> str | None:
         if not url:
             return url
-        if not url.startswith(("http://", "https://")):
+        scheme, separator, rest = url.partition("://")
+        if scheme.lower() not in ("http", "https") or not separator:
             raise ValueError(f"{shown_url(url)!r} must start with http:// or https://")
+        url = f"{scheme.lower()}://{rest}"  # as Go's url.Parse reads it
         if urlsplit(url).password is None and urlsplit(url).username is None:
             return url
         headers = info.data.get("headers") or {}
@@ -117,10 +131,11 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
     @model_validator(mode="after")
     def _check(self) -> OtlpHttpConfig:
         # An endpoint set to "" on purpose (e.g. ${env:EDGEAGENT_UPSTREAM:-}) means "no upstream yet":
-        # the agent buffers everything durably and says so. A missing endpoint is a mistake.
-        if self.endpoint is None and not all((self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint)):
+        # the agent buffers everything durably and says so. A missing endpoint is a mistake. A signal
+        # endpoint alone serves its signal's pipelines (unfit_for), as in otelcol.
+        if self.endpoint is None and not any(getattr(self, field) for field in _URL_FIELDS):
             raise ValueError("endpoint is required: set endpoint (e.g. https://collector:4318) "
-                             "or traces_endpoint, metrics_endpoint and logs_endpoint")
+                             "or the endpoint of each signal sent (traces_endpoint, metrics_endpoint, logs_endpoint)")
         if self.compression not in ("none", ""):
             check_compression_level(self.compression, self.compression_params.level)
         elif self.compression_params.level:
@@ -129,6 +144,11 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
 
     def client_urls(self) -> list[str]:
         return [url for url in (self.endpoint, self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint) if url]
+
+    def unfit_for(self, signal: str) -> tuple[str, str] | None:
+        if self.endpoint is None and not getattr(self, f"{signal}_endpoint"):
+            return f"{signal}_endpoint", f"either endpoint or {signal}_endpoint must be specified, as in otelcol"
+        return None
 
     def config_warnings(self) -> list[str]:
         warnings = self.client_warnings() + super().config_warnings()
@@ -162,6 +182,7 @@ class _Answer:
     content_type_header: str  # the Content-Type as sent
     retry_after: float | None
     location: str | None
+    broken: str = ""  # why the body did not come whole (the head did); "" when it did
 
 
 class OtlpHttpExporter:
@@ -256,6 +277,11 @@ class OtlpHttpExporter:
         return context
 
     async def send(self, signal: Signal, body: bytes) -> SendResult:
+        return await self.send_within(signal, body, self.config.timeout)
+
+    async def send_within(self, signal: Signal, body: bytes, timeout: float | None) -> SendResult:
+        """One request, its answer within `timeout` seconds (None or 0: no bound) from when the
+        request is ready, redirects included (Go's http.Client.Timeout)."""
         target = self._targets.get(signal)
         if target is None or self._client is None:
             raise RetryableError(f"no endpoint configured for {signal.label}", connection=True)
@@ -263,7 +289,8 @@ class OtlpHttpExporter:
         data = await self._bandwidth.wire(body, self._encoder(signal))
         headers = self._request_headers(basic)
         secrets = self._secrets(headers, url)
-        answer, url = await self._post_following(url, data, headers, secrets)
+        deadline = _Deadline(timeout or None)
+        answer, url = await self._post_following(url, data, headers, secrets, deadline)
         return self._result(signal, answer, url, secrets)
 
     async def pace(self, signal: Signal, body: bytes) -> None:
@@ -288,11 +315,11 @@ class OtlpHttpExporter:
             body = json.dumps(to_otlp_json(message, integer_enums=True), separators=(",", ":")).encode()
         return body if self._encoding is None else compress(self._encoding, body, self.config.compression_params.level)
 
-    async def _post_following(self, url: str, data: bytes, headers: dict[str, str],
-                              secrets: list[str]) -> tuple[_Answer, str]:
+    async def _post_following(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str],
+                              deadline: _Deadline) -> tuple[_Answer, str]:
         """POST, following 307/308 with the same body; returns the last answer and the URL that gave it."""
         for _ in range(MAX_REDIRECTS + 1):
-            answer = await self._post(url, data, headers, secrets)
+            answer = await self._post(url, data, headers, secrets, deadline)
             if answer.status not in _FOLLOWED or not answer.location:
                 return answer, url
             target = urljoin(url, answer.location)
@@ -304,7 +331,8 @@ class OtlpHttpExporter:
             connection=True,
         )
 
-    async def _post(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str]) -> _Answer:
+    async def _post(self, url: str, data: bytes, headers: dict[str, str], secrets: list[str],
+                    deadline: _Deadline) -> _Answer:
         client = self._client
         if client is None:
             raise RetryableError("the exporter is shut down", connection=True)
@@ -313,11 +341,15 @@ class OtlpHttpExporter:
         proxy = self._proxies.for_url(url) or ""
         try:
             response = await client.request(
-                "POST", url, body=data, headers=headers.items(), timeout=self.config.timeout,
+                "POST", url, body=data, headers=headers.items(), timeout=deadline.left(),
                 tls=self._tls_context(url, proxy), server_hostname=override, proxy=proxy)
         except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: the link checks
-            raise RetryableError(f"upstream did not answer within {self.config.timeout:g}s", connection=True,
+            raise RetryableError(f"upstream did not answer within {deadline.timeout or 0:g}s", connection=True,
                                  unanswered=None) from exc
+        except BrokenAnswerError as exc:  # the upstream gave its verdict: the status says what it did
+            return _Answer(exc.status, b"", "", exc.headers.get("Content-Type", ""),
+                           parse_retry_after(exc.headers.get("Retry-After")), exc.headers.get("Location"),
+                           broken=mask(str(exc), secrets))
         except UnsupportedProxyError as exc:  # logged at start; nothing answered, yet no connect would tell more
             raise RetryableError(f"upstream unreachable: {mask(str(exc), secrets)}", connection=True,
                                  unanswered=False) from exc
@@ -334,17 +366,25 @@ class OtlpHttpExporter:
         status = answer.status
         if 200 <= status < 300:
             self._redirected_to = None
+            if answer.broken:  # as a 2xx whose answer does not decode: the upstream may hold the data
+                raise PermanentError(f"upstream answered {status}, then its answer broke off ({answer.broken}); "
+                                     f"the data is not sent again", status=status)
             return _partial_success(signal, answer)
         if 300 <= status < 400:
             raise self._redirected(answer, url, secrets)
         message = mask(_error_message(answer.content, answer.content_type) or f"HTTP {status}", secrets)
+        if status in _NETWORK_REFUSALS:
+            raise RetryableError(f"the request did not reach the upstream: {status}, {_NETWORK_REFUSALS[status]}",
+                                 connection=True)
         if status in _RETRYABLE_STATUS:
             if status in _THROTTLE_STATUS and answer.retry_after is not None:
                 raise ThrottledError(f"upstream answered {status}: {message}", retry_after=answer.retry_after)
             raise RetryableError(f"upstream answered {status}: {message}", retry_after=answer.retry_after,
                                  connection=status in _LINK_STATUS)
         body = mask(answer.content[:4096].decode("utf-8", "replace"), secrets).encode()
-        raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=body)
+        too_large = status == 413 or (status == 400 and _BODY_TOO_LARGE in message)  # either: its halves may pass
+        raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=body,
+                             too_large=too_large)
 
     def _redirected(self, answer: _Answer, url: str, secrets: list[str]) -> RetryableError:
         """A redirect not followed: the upstream counts as unreachable; said once per episode."""
@@ -356,6 +396,23 @@ class OtlpHttpExporter:
                         extra={"exporter": self.id, "status": answer.status, "location": location})
         return RetryableError(f"upstream redirects ({answer.status}) to {location}; not followed, the data stays "
                               f"queued", connection=True)
+
+
+class _Deadline:
+    """The time a request and its redirects have, counted from its start (None: no bound)."""
+
+    def __init__(self, timeout: float | None):
+        self.timeout = timeout
+        self._end = None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+    def left(self) -> float | None:
+        """Seconds left for the next hop; TimeoutError when none are."""
+        if self._end is None:
+            return None
+        left = self._end - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise TimeoutError
+        return left
 
 
 def _addresses(urls: list[str]) -> list[tuple[str, int]]:

@@ -96,6 +96,8 @@ class QueueBatchConfig(ComponentConfig):
     max_size: int = Field(0, ge=0)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
 
+    _null_partition = field_validator("partition", mode="before")(lambda cls, v: {} if v is None else v)  # defaults
+
     @model_validator(mode="after")
     def _check(self) -> QueueBatchConfig:
         if self.flush_timeout <= 0:

@@ -32,7 +32,9 @@ What it does as Go's http.Transport does (otelcol's client):
   and Trailer are the client's own, from the body: the caller's are not sent.
 - `timeout` bounds the whole request: waiting for a slot, connecting, sending, the answer.
 - Errors: `ConnectError` (no connection made), `NoAnswerError` (the connection ended before a
-  byte of the answer), `ClientError` (anything else after), TimeoutError;
+  byte of the answer), `BrokenAnswerError` (the head of the answer came, with its status, and
+  its body broke off, did not decode or did not end within the timeout), `ClientError`
+  (anything else after), TimeoutError (no answer within the timeout);
   ValueError for a request that cannot be written (a header value with a line break).
 - `cookies`: a jar (http.cookiejar, imported only then) keeps what `Set-Cookie` sets and sends it
   back; without, nothing is kept.
@@ -59,7 +61,8 @@ from edgeagent.http1.pool import Connection, Pool, PoolSettings, Route
 if TYPE_CHECKING:
     from http.cookiejar import CookieJar
 
-__all__ = ["ClientError", "ConnectError", "HttpClient", "ClientSettings", "NoAnswerError", "PoolSettings", "Response"]
+__all__ = ["BrokenAnswerError", "ClientError", "ConnectError", "HttpClient", "ClientSettings", "NoAnswerError",
+           "PoolSettings", "Response"]
 
 Observer = Callable[[str, SplitResult, float, int, str], None]
 MAX_BODY = 64 * 1024  # otelcol's otlphttp exporter reads at most this much of an answer
@@ -97,6 +100,17 @@ class NoAnswerError(ClientError):
     """The connection closed or failed before a byte of the answer arrived."""
 
 
+class BrokenAnswerError(ClientError):
+    """The head of the answer came, its body did not: cut short, not what its Content-Encoding
+    says, broken framing, or not ended within the timeout. `status` and `headers` are the answer's:
+    the server has given its verdict (Go returns the answer, and reading the body then fails)."""
+
+    def __init__(self, message: str, status: int, headers: wire.Headers):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+
 class HttpClient:
     def __init__(self, settings: ClientSettings):
         self.settings = settings
@@ -115,9 +129,17 @@ class HttpClient:
         parts = urlsplit(url)
         started = time.perf_counter()
         status, error = 0, ""
+        heads: list[tuple[int, wire.Headers]] = []  # the final answer's head, once it came
         try:
-            async with asyncio.timeout(timeout or None) as scope:
-                response = await self._send(method, parts, body, headers, tls, server_hostname, proxy, scope.when())
+            try:
+                async with asyncio.timeout(timeout or None) as scope:
+                    response = await self._send(method, parts, body, headers, tls, server_hostname, proxy,
+                                                scope.when(), heads)
+            except TimeoutError as exc:
+                if not heads or not timeout:
+                    raise
+                raise BrokenAnswerError(f"the answer of {parts.netloc.rpartition('@')[2]} did not end within "
+                                        f"{timeout:g}s", *heads[-1]) from exc
             status = response.status
             return response
         except BaseException as exc:
@@ -128,7 +150,8 @@ class HttpClient:
                 self.settings.observe(method, parts, time.perf_counter() - started, status, error)
 
     async def _send(self, method: str, parts: SplitResult, body: bytes, headers: Iterable[tuple[str, str]],
-                    tls: ssl.SSLContext | None, server_hostname: str, proxy: str, deadline: float | None) -> Response:
+                    tls: ssl.SSLContext | None, server_hostname: str, proxy: str, deadline: float | None,
+                    heads: list[tuple[int, wire.Headers]]) -> Response:
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
             raise ClientError(f"not an http:// or https:// URL: {scheme}://{parts.hostname or ''}")
@@ -142,7 +165,7 @@ class HttpClient:
         for attempt in (1, 2):
             connection = await self.pool.acquire(route, fresh=attempt > 1, deadline=deadline)
             try:
-                response, reusable = await self._exchange(connection, method, head, body)
+                response, reusable = await self._exchange(connection, method, head, body, heads)
             except NoAnswerError:
                 self.pool.release(connection, reusable=False)
                 if connection.reused and attempt == 1:
@@ -180,12 +203,13 @@ class HttpClient:
             fields["Cookie"] = cookie
         return f"{method} {target} HTTP/1.1\r\n".encode() + fields.encode() + b"\r\n"
 
-    async def _exchange(self, connection: Connection, method: str, head: bytes,
-                        body: bytes) -> tuple[Response, bool]:
+    async def _exchange(self, connection: Connection, method: str, head: bytes, body: bytes,
+                        heads: list[tuple[int, wire.Headers]]) -> tuple[Response, bool]:
         """One request and its answer on `connection`; the answer, and whether the connection may
-        carry another. The request goes out while the answer is read, as Go's writeLoop beside its
-        readLoop: the transport sends what the socket does not take at once as it drains, and an
-        answer that comes first (a server refusing a body it will not read) is not kept waiting."""
+        carry another (the final answer's head is put in `heads` as soon as it came). The request
+        goes out while the answer is read, as Go's writeLoop beside its readLoop: the transport
+        sends what the socket does not take at once as it drains, and an answer that comes first
+        (a server refusing a body it will not read) is not kept waiting."""
         connection.writer.write(head + body)
         reader = connection.reader
         max_head = min(self._read_limit, wire.MAX_HEAD)
@@ -208,6 +232,7 @@ class HttpClient:
         if not sent and 200 <= status < 300:
             raise ClientError(f"{connection.route.authority} answered {status} before the request was sent in full: "
                               f"not taken as delivered")
+        heads.append((status, headers))
         try:
             if method == "HEAD" or status in _NO_BODY:
                 content, complete = b"", True
@@ -217,7 +242,8 @@ class HttpClient:
                                                      self.settings.max_body)
                 complete = complete and length is not None
         except (OSError, wire.ProtocolError) as exc:
-            raise ClientError(f"the answer of {connection.route.authority} broke off: {exc}") from exc
+            raise BrokenAnswerError(f"the answer of {connection.route.authority} broke off: {exc}", status,
+                                    headers) from exc
         reusable = complete and sent and _keeps_alive(version, headers) \
             and not ("Content-Length" in headers and "Transfer-Encoding" in headers)  # a response splitting, maybe
         return Response(status, reason, headers, content), reusable

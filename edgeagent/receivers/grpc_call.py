@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 
 from hyperframe.frame import DataFrame
 
+from edgeagent.errors import BadRequestError
 from edgeagent.receivers import codec
 
 # h2 and hpack log every frame and header at debug level, tokens included: never let them through
@@ -147,12 +149,27 @@ class GrpcCall:
             if body > wanted:
                 raise GrpcError(INTERNAL, "more than one message in a unary call")
             if chunk:
-                decoder.feed(chunk)
+                with self._decompressing():
+                    decoder.feed(chunk)
         if decoder is None:
             raise GrpcError(INTERNAL, "the call ended without a message")
         if body < wanted:
             raise GrpcError(INTERNAL, f"the message ends after {body} of {wanted} bytes")
-        return decoder.finish()
+        with self._decompressing():
+            return decoder.finish()
+
+    @contextlib.contextmanager
+    def _decompressing(self) -> Iterator[None]:
+        """A message over the limit once decompressed refused in grpc-go's words, by which a sender
+        (otelcol's, or the agent's own exporter) knows that a smaller one gets through."""
+        try:
+            yield
+        except BadRequestError as exc:
+            if exc.status != 413:
+                raise
+            limit = self._connection.limits.max_message_bytes
+            raise GrpcError(RESOURCE_EXHAUSTED,
+                            f"grpc: received message after decompression larger than max {limit}") from None
 
     def _start(self, prefix: bytes, on_size: Callable[[int], None] | None) -> tuple[codec.Decompressor, int]:
         limit = self._connection.limits.max_message_bytes

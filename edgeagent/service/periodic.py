@@ -88,7 +88,8 @@ def exporter(name: str, otlp: OtlpPush | None) -> Push:
         scheme, _, rest = url.partition("://")
         endpoint = f"{scheme}://{rest.partition('/')[0]}"  # gRPC takes the host and port; the path means nothing
         return OtlpGrpcExporter(name, OtlpGrpcConfig.model_validate(
-            {**common, "endpoint": endpoint, "tls": tls, "keepalive": None, "balancer_name": "pick_first"}))
+            {**common, "endpoint": endpoint, "tls": tls, "keepalive": {"enabled": False},
+             "balancer_name": "pick_first"}))
     # endpoint "" and metrics_endpoint: the one URL otelconf posts to
     return OtlpHttpExporter(name, OtlpHttpConfig.model_validate(
         {**common, "endpoint": "", "metrics_endpoint": otlp.metrics_url(), "tls": tls or None}))

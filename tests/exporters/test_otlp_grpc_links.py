@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import sys
@@ -20,7 +21,14 @@ import time
 
 import pytest
 import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from edgeagent.configretry import RetryConfig
+from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
+from edgeagent.signals import Signal
+from tests.exporters.test_chain import Host
+from tests.exporters.test_otlphttp_broken_answers import _DeadLetters
 from tests.helpers.agent import AgentProcess
 from tests.helpers.configs import FAST_RETRY, grpc_exporter, http_exporter, traces_config
 from tests.helpers.grpc_upstream import GrpcUpstream
@@ -80,13 +88,14 @@ def test_an_upstream_restarting_mid_stream_loses_and_doubles_no_span(agents, tmp
         upstream.stop()
 
 
-def _hub(tmp_path, upstream, grpc: dict, extensions: dict | None = None) -> AgentProcess:
-    """A second agent: our own OTLP/gRPC receiver (`grpc` settings) forwarding to `upstream` over HTTP."""
+def _hub(tmp_path, upstream, grpc: dict, extensions: dict | None = None, **exporter) -> AgentProcess:
+    """A second agent: our own OTLP/gRPC receiver (`grpc` settings) forwarding to `upstream` over HTTP
+    (`exporter`: settings of its exporter)."""
     extensions = {"health_check": {}, **(extensions or {})}
     config = tmp_path / "hub.yaml"
     config.write_text(yaml.safe_dump({
         "receivers": {"otlp": {"protocols": {"grpc": grpc}}},
-        "exporters": {"otlphttp": http_exporter(upstream.url)},
+        "exporters": {"otlphttp": http_exporter(upstream.url, **exporter)},
         "extensions": extensions,
         "service": {"extensions": list(extensions),
                     "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlphttp"]}}},
@@ -200,3 +209,68 @@ def test_an_upstream_answering_http1_keeps_the_data_queued_until_a_grpc_server_t
         assert agent.terminate() == 0
     finally:
         upstream.stop()
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "snappy", "none"])
+def test_a_message_over_our_own_receivers_limit_once_decompressed_is_split_not_dead_lettered(
+        upstream, tmp_path, compression):
+    """Our receiver must refuse it as grpc-go does ("received message after decompression larger than
+    max"), so that a sender, ours or otelcol's, knows a smaller one gets through: agent to agent with
+    gzip (the default), a batch over the hub's max_recv_msg_size_mib was dead-lettered whole."""
+    hub_grpc = free_port()
+    hub = _hub(tmp_path, upstream, {"endpoint": f"127.0.0.1:{hub_grpc}", "max_recv_msg_size_mib": 1})
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(8):  # 1.6 MB of spans of 200 kB, each a few hundred bytes compressed
+        scope.spans.add(name="x" * 200_000, span_id=(index + 1).to_bytes(8, "big"), trace_id=bytes(range(1, 17)))
+    sink = _DeadLetters()
+
+    async def export() -> tuple[int, int]:
+        exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig(endpoint=f"127.0.0.1:{hub_grpc}", compression=compression,
+                                                           tls={"insecure": True}))
+        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=10,
+                            retry=RetryConfig(initial_interval=0.1, max_interval=0.1, max_elapsed_time=5))
+        await exporter.start()
+        try:
+            delivery = await chain.export([(request.SerializeToString(), 8)], sink)
+            return delivery.sent, delivery.refused_items
+        finally:
+            await exporter.shutdown()
+
+    try:
+        assert asyncio.run(export()) == (8, 0), [description["reason"] for _, description in sink.kept]
+        wait_until(lambda: len(upstream.span_ids()) == 8, timeout=20, message="the 8 spans upstream")
+        assert hub.terminate() == 0
+    finally:
+        hub.kill()
+
+
+def test_a_batch_more_than_the_hubs_queue_holds_even_empty_is_split_not_dead_lettered(upstream, tmp_path):
+    """A hub whose queue is sized in items refuses a request it could never hold (RESOURCE_EXHAUSTED;
+    413 over HTTP, which is split): its halves fit, so the edge sends them instead."""
+    hub_grpc = free_port()
+    hub = _hub(tmp_path, upstream, {"endpoint": f"127.0.0.1:{hub_grpc}"},
+               sending_queue={"num_consumers": 1, "sizer": "items", "queue_size": 5})
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for index in range(8):
+        scope.spans.add(name="op", span_id=(index + 1).to_bytes(8, "big"), trace_id=bytes(range(1, 17)))
+    sink = _DeadLetters()
+
+    async def export() -> tuple[int, int]:
+        exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig(endpoint=f"127.0.0.1:{hub_grpc}", tls={"insecure": True}))
+        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=10,
+                            retry=RetryConfig(initial_interval=0.1, max_interval=0.5, max_elapsed_time=20))
+        await exporter.start()
+        try:
+            delivery = await chain.export([(request.SerializeToString(), 8)], sink)
+            return delivery.sent, delivery.refused_items
+        finally:
+            await exporter.shutdown()
+
+    try:
+        assert asyncio.run(export()) == (8, 0), [description["reason"] for _, description in sink.kept]
+        wait_until(lambda: len(upstream.span_ids()) == 8, timeout=20, message="the 8 spans upstream")
+        assert hub.terminate() == 0
+    finally:
+        hub.kill()

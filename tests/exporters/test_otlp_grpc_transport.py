@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from pydantic import ValidationError
+
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from tests.helpers.net import free_port
 
@@ -36,5 +39,18 @@ def test_keepalive_fields_left_out_keep_otelcols_defaults_and_empty_names_keep_g
     settings = config.channel_settings()
     assert (settings.balancer, settings.keepalive_time, settings.keepalive_timeout) == ("pick_first", 10.0, 10.0)
     assert settings.keepalive_without_calls
-    assert OtlpGrpcConfig.model_validate({"endpoint": "collector:4317", "keepalive": None}
+    assert OtlpGrpcConfig.model_validate({"endpoint": "collector:4317", "keepalive": {"enabled": False}}
                                          ).channel_settings().keepalive_time == 0.0
+
+
+@pytest.mark.parametrize("endpoint", ["dns:///collector:4317", "passthrough:///collector:4317"])
+def test_grpc_resolver_schemes_otelcol_dials_name_the_same_host_and_port(endpoint):
+    """grpc-go dials dns:/// and passthrough:/// targets at the host:port after them; otelcol takes both."""
+    config = OtlpGrpcConfig.model_validate({"endpoint": endpoint})
+    assert config.address() == ("collector", 4317)
+
+
+@pytest.mark.parametrize("endpoint", ["unix:///run/otel.sock", "dns://8.8.8.8/collector:4317", "xds:///collector"])
+def test_grpc_targets_edgeagent_cannot_dial_are_refused_naming_the_forms_it_takes(endpoint):
+    with pytest.raises(ValidationError, match="passthrough:///"):
+        OtlpGrpcConfig.model_validate({"endpoint": endpoint})

@@ -152,3 +152,35 @@ def test_a_queued_request_that_does_not_parse_is_dead_lettered_and_the_queue_dra
 
     asyncio.run(scenario())
     assert len(received) == 1
+
+
+def test_a_partial_success_with_only_a_warning_is_logged_as_otelcol_logs_it(caplog):
+    """The OTLP spec lets a server warn in error_message while rejecting nothing; otelcol logs it."""
+    from edgeagent.exporters.chain import ExportChain
+    from tests.exporters.test_chain import Host
+
+    answer = web.json_response({"partialSuccess": {"errorMessage": "attribute 'x' is deprecated"}})
+
+    async def scenario() -> None:
+        app = web.Application()
+        async def handle(request: web.Request) -> web.Response:
+            return answer
+
+        app.router.add_post("/v1/traces", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}"))
+        await exporter.start()
+        try:
+            delivery = await ExportChain(exporter, Signal.TRACES, Host(), timeout=5).export([(_request(), 1)])
+            assert (delivery.sent, delivery.rejected) == (1, 0)
+        finally:
+            await exporter.shutdown()
+            await runner.cleanup()
+
+    with caplog.at_level("WARNING", logger="edgeagent.exporters.chain"):
+        asyncio.run(scenario())
+    [record] = [r for r in caplog.records if r.name == "edgeagent.exporters.chain"]
+    assert record.upstream_message == "attribute 'x' is deprecated" and record.rejected == 0
