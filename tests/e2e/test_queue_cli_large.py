@@ -57,17 +57,26 @@ def _build(state: Path, records: int, dead: bool) -> None:
     asyncio.run(scenario())
 
 
+class _Built(dict):
+    """The state directories built so far in this worker, each built when first asked for: a
+    test needs one or two of the four, and a worker may run only one of these tests."""
+
+    def __init__(self, base: Path):
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, key: tuple[int, bool]) -> Path:
+        records, dead = key
+        state = self.base / f"{records}-{'dead' if dead else 'queued'}"
+        _build(state, records, dead)
+        self[key] = state
+        return state
+
+
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> dict[tuple[int, bool], Path]:
-    """Built once; each test works on a copy."""
-    base = tmp_path_factory.mktemp("built")
-    out = {}
-    for records in (SMALL, LARGE):
-        for dead in (False, True):
-            state = base / f"{records}-{'dead' if dead else 'queued'}"
-            _build(state, records, dead)
-            out[records, dead] = state
-    return out
+    """Each built once; each test works on a copy."""
+    return _Built(tmp_path_factory.mktemp("built"))
 
 
 def _copy(built: Path, tmp_path: Path) -> Path:
