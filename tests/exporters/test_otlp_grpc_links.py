@@ -211,6 +211,19 @@ def test_an_upstream_answering_http1_keeps_the_data_queued_until_a_grpc_server_t
         upstream.stop()
 
 
+async def _export_to_hub(port: int, request: ExportTraceServiceRequest, sink: _DeadLetters, retry: RetryConfig,
+                         **config) -> tuple[int, int]:
+    """Export one request of 8 items to a hub's gRPC receiver through an export chain: (sent, refused)."""
+    exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig(endpoint=f"127.0.0.1:{port}", tls={"insecure": True}, **config))
+    chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=10, retry=retry)
+    await exporter.start()
+    try:
+        delivery = await chain.export([(request.SerializeToString(), 8)], sink)
+        return delivery.sent, delivery.refused_items
+    finally:
+        await exporter.shutdown()
+
+
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "snappy", "none"])
 def test_a_message_over_our_own_receivers_limit_once_decompressed_is_split_not_dead_lettered(
         upstream, tmp_path, compression):
@@ -225,20 +238,10 @@ def test_a_message_over_our_own_receivers_limit_once_decompressed_is_split_not_d
         scope.spans.add(name="x" * 200_000, span_id=(index + 1).to_bytes(8, "big"), trace_id=bytes(range(1, 17)))
     sink = _DeadLetters()
 
-    async def export() -> tuple[int, int]:
-        exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig(endpoint=f"127.0.0.1:{hub_grpc}", compression=compression,
-                                                           tls={"insecure": True}))
-        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=10,
-                            retry=RetryConfig(initial_interval=0.1, max_interval=0.1, max_elapsed_time=5))
-        await exporter.start()
-        try:
-            delivery = await chain.export([(request.SerializeToString(), 8)], sink)
-            return delivery.sent, delivery.refused_items
-        finally:
-            await exporter.shutdown()
-
     try:
-        assert asyncio.run(export()) == (8, 0), [description["reason"] for _, description in sink.kept]
+        sent = asyncio.run(_export_to_hub(hub_grpc, request, sink, RetryConfig(
+            initial_interval=0.1, max_interval=0.1, max_elapsed_time=5), compression=compression))
+        assert sent == (8, 0), [description["reason"] for _, description in sink.kept]
         wait_until(lambda: len(upstream.span_ids()) == 8, timeout=20, message="the 8 spans upstream")
         assert hub.terminate() == 0
     finally:
@@ -257,19 +260,10 @@ def test_a_batch_more_than_the_hubs_queue_holds_even_empty_is_split_not_dead_let
         scope.spans.add(name="op", span_id=(index + 1).to_bytes(8, "big"), trace_id=bytes(range(1, 17)))
     sink = _DeadLetters()
 
-    async def export() -> tuple[int, int]:
-        exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig(endpoint=f"127.0.0.1:{hub_grpc}", tls={"insecure": True}))
-        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=10,
-                            retry=RetryConfig(initial_interval=0.1, max_interval=0.5, max_elapsed_time=20))
-        await exporter.start()
-        try:
-            delivery = await chain.export([(request.SerializeToString(), 8)], sink)
-            return delivery.sent, delivery.refused_items
-        finally:
-            await exporter.shutdown()
-
     try:
-        assert asyncio.run(export()) == (8, 0), [description["reason"] for _, description in sink.kept]
+        sent = asyncio.run(_export_to_hub(hub_grpc, request, sink, RetryConfig(
+            initial_interval=0.1, max_interval=0.5, max_elapsed_time=20)))
+        assert sent == (8, 0), [description["reason"] for _, description in sink.kept]
         wait_until(lambda: len(upstream.span_ids()) == 8, timeout=20, message="the 8 spans upstream")
         assert hub.terminate() == 0
     finally:

@@ -52,6 +52,21 @@ def _assert_split_down_to_the_one_span_over_the_limit(delivery: Delivery, sink: 
     assert description["status"] == 400 and "too large" in description["reason"]
 
 
+async def _export_to(handle) -> tuple[Delivery, _DeadLetters]:
+    """Export the request to a loopback aiohttp server answering with `handle`."""
+    app = web.Application(client_max_size=64 * LIMIT)
+    app.router.add_post("/v1/traces", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    sink = _DeadLetters()
+    try:
+        return await _export(f"http://127.0.0.1:{port}", "none", sink), sink
+    finally:
+        await runner.cleanup()
+
+
 def test_a_400_saying_the_body_is_too_large_splits_as_a_413():
     """The answer otelcol's receiver gives, from a loopback server that takes bodies up to LIMIT."""
     async def handle(request: web.Request) -> web.Response:
@@ -61,20 +76,7 @@ def test_a_400_saying_the_body_is_too_large_splits_as_a_413():
             return web.Response(status=400, body=status.SerializeToString(), content_type="application/x-protobuf")
         return web.Response(body=b"", content_type="application/x-protobuf")
 
-    async def scenario() -> tuple[Delivery, _DeadLetters]:
-        app = web.Application(client_max_size=64 * LIMIT)
-        app.router.add_post("/v1/traces", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        sink = _DeadLetters()
-        try:
-            return await _export(f"http://127.0.0.1:{port}", "none", sink), sink
-        finally:
-            await runner.cleanup()
-
-    _assert_split_down_to_the_one_span_over_the_limit(*asyncio.run(scenario()))
+    _assert_split_down_to_the_one_span_over_the_limit(*asyncio.run(_export_to(handle)))
 
 
 def test_a_400_for_another_reason_is_not_split():
@@ -83,20 +85,7 @@ def test_a_400_for_another_reason_is_not_split():
         status = status_pb2.Status(code=3, message="unknown field in the request")
         return web.Response(status=400, body=status.SerializeToString(), content_type="application/x-protobuf")
 
-    async def scenario() -> tuple[Delivery, _DeadLetters]:
-        app = web.Application(client_max_size=64 * LIMIT)
-        app.router.add_post("/v1/traces", handle)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        sink = _DeadLetters()
-        try:
-            return await _export(f"http://127.0.0.1:{port}", "none", sink), sink
-        finally:
-            await runner.cleanup()
-
-    delivery, sink = asyncio.run(scenario())
+    delivery, sink = asyncio.run(_export_to(handle))
     assert delivery.refused_items == len(SIZES) and len(sink.kept) == 1
 
 
