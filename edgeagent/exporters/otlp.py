@@ -198,7 +198,10 @@ class OtlpGrpcExporter:
             tls = self.config.tls.model_copy(update={"insecure": False})
             self._context = reloading_client_context(tls, alpn=["h2"])
             settings = dataclasses.replace(settings, ssl_context=self._context.value)
-        self._observe = rpc_client_observer(getattr(self.host, "metrics", None), settings.host, str(settings.port))
+        # otelgrpc's server.address: a unix target's path (an abstract one's name), with no port
+        address, port = ((settings.unix_path.removeprefix("\0"), "") if settings.unix_path
+                         else (settings.host, str(settings.port)))
+        self._observe = rpc_client_observer(getattr(self.host, "metrics", None), address, port)
         self._channel = Channel(settings)
 
     def _environment_proxy(self) -> str:

@@ -8,6 +8,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -15,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from edgeagent import tls
 from edgeagent.errors import RetryableError
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
+from edgeagent.extensions.metrics import Metrics
 from edgeagent.receivers import grpc_call, grpc_server
 from edgeagent.signals import Signal
 from tests.helpers.configs import grpc_exporter, traces_config
@@ -141,3 +143,25 @@ def test_a_missing_socket_fails_retryable_naming_it(socket_dir):
     path = os.path.join(socket_dir, "absent.sock")
     with pytest.raises(RetryableError, match=f"UNAVAILABLE.*unix socket {path}: .*No such file"):
         asyncio.run(_send(f"unix://{path}", _request(1)))
+
+
+def test_call_durations_name_the_socket_as_server_address_as_otelgrpc_does(socket_dir):
+    path = os.path.join(socket_dir, "otlp.sock")
+    upstream = GrpcUpstream(0, listen=f"unix:{path}").start()
+    metrics = Metrics()
+
+    async def scenario() -> None:
+        config = OtlpGrpcConfig.model_validate({"endpoint": f"unix://{path}", "tls": {"insecure": True}})
+        exporter = OtlpGrpcExporter("otlp", config, SimpleNamespace(metrics=metrics))
+        await exporter.start()
+        try:
+            await exporter.send(Signal.TRACES, _request(1))
+        finally:
+            await exporter.shutdown()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        upstream.stop()
+    # otelgrpc's server.address for a unix target is its path, and it has no port
+    assert f'server_address="{path}",server_port=""' in metrics.render().decode()
