@@ -16,6 +16,8 @@ Design note:
   subchannel whatever the balancer, each connection a CONNECT tunnel to the unresolved target; a
   refused tunnel or an unusable proxy ends the calls UNAVAILABLE naming the proxy and its answer,
   a failure of any kind while connecting too.
+- A unix socket (`unix_path`) is one subchannel, connected to without a lookup or a proxy, as
+  grpc-go's unix resolver hands its one address to the transport.
 - Reconnecting: a call that finds no live connection opens one. Without `wait_for_ready` a
   failed connect ends the call UNAVAILABLE at once (grpc's fail-fast); with it, the call tries
   again (backoff 1 s, ×1.6, at most 5 s) until its deadline, then ends DEADLINE_EXCEEDED with
@@ -96,6 +98,8 @@ class _Subchannel:
         target, proxy = host_port(settings.host, settings.port), shown_proxy(settings.proxy)
         peer = target + (f" through the proxy {proxy}" if settings.proxy else "") \
             + (f" ({address[0]})" if address[0] != self.named else "")
+        if settings.unix_path:
+            peer = f"the unix socket {settings.unix_path.replace(chr(0), '@')}"
         loop = asyncio.get_running_loop()
         made: list[Connection] = []
         sock: socket.socket | None = None  # to the proxy
@@ -107,7 +111,10 @@ class _Subchannel:
         try:
             async with asyncio.timeout(settings.connect_timeout):
                 server_hostname = (settings.server_hostname or settings.host) if context else None
-                if settings.proxy:
+                if settings.unix_path:
+                    await loop.create_unix_connection(protocol, settings.unix_path, ssl=context,
+                                                      server_hostname=server_hostname)
+                elif settings.proxy:
                     sock = await connect(address)
                     self.waiting = f"the proxy {proxy} has not answered the CONNECT to {target}"
                     await tunnel(sock, settings.proxy, target, settings.user_agent)
@@ -250,6 +257,8 @@ class Channel:
     async def _resolve(self) -> list[_Subchannel]:
         """The target's addresses; through a proxy, the proxy's (the proxy resolves the target)."""
         settings = self.settings
+        if settings.unix_path:  # nothing to resolve; the subchannel's one address is the socket
+            return [_Subchannel(self, [(settings.unix_path, 0)], settings.unix_path)]
         try:
             host, addresses = await resolve(settings.host, settings.port, settings.proxy)
         except ClientError as exc:  # unresolved: nothing answered; an unusable proxy: nothing is sent

@@ -64,6 +64,7 @@ class GrpcStatusError(Exception):
 class ChannelSettings:
     host: str
     port: int
+    unix_path: str = ""  # a unix socket to connect to instead of host:port ("\0name": the abstract namespace)
     ssl_context: ssl.SSLContext | None = None  # None: plaintext (h2c); it must offer ALPN "h2"
     server_hostname: str = ""  # the name the server's certificate must carry (SNI); default `host`
     authority: str = ""  # the :authority header; default host:port

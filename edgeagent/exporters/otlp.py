@@ -17,6 +17,9 @@ wait for a connection until its `timeout` instead of failing UNAVAILABLE at once
 grpc-go's are its transport's buffers); `user_agent` goes before edgeagent's own in the
 user-agent header, as grpc-go puts it before its own; `middlewares` takes the empty list only.
 
+The endpoint is read as configgrpc and grpc-go read it (`grpc_target.py`): host:port with its port
+required, or a unix socket, dialled with no proxy and `localhost` as its authority.
+
 The proxy is grpc-go's: HTTPS_PROXY / NO_PROXY, read at start, with an HTTP CONNECT tunnel
 (`grpc_dial.py`); a proxy of a scheme gRPC cannot tunnel through is logged once at start, and
 every export then fails retryable (the data stays queued) with an error naming it.
@@ -39,7 +42,7 @@ from edgeagent import __version__
 from edgeagent.auth import AuthConfig, Authenticator
 from edgeagent.auth import resolve as resolve_authenticator
 from edgeagent.component import ComponentConfig, Factory, optional_block
-from edgeagent.config.types import Duration, split_endpoint
+from edgeagent.config.types import Duration
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import Pacer
 from edgeagent.exporters.chain import SendResult, partial_success
@@ -47,7 +50,8 @@ from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import grpc_compress
 from edgeagent.exporters.grpc_client import Channel
 from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
-from edgeagent.exporters.grpc_dial import environment_proxy, proxy_address
+from edgeagent.exporters.grpc_dial import environment_proxy, host_port, proxy_address
+from edgeagent.exporters.grpc_target import GrpcTarget, parse
 from edgeagent.grpc_status import StatusCode
 from edgeagent.http1.dial import UnsupportedProxyError
 from edgeagent.instrumentation import rpc_client_observer
@@ -63,7 +67,6 @@ _RETRYABLE = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.A
 # codes that say the link (not the server) failed: they count towards going offline
 _LINK_FAILURES = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED}
 _MIN_KEEPALIVE_TIME = 10.0  # grpc-go raises a client's keepalive time to this
-_RESOLVERS = ("dns:///", "passthrough:///")  # gRPC target schemes whose address is host:port
 # a server's size limit (grpc-go and grpc C core, grpc-java), and an edgeagent hub's queue that could
 # never hold the request (TooLargeForQueueError, a 413 over HTTP): a smaller request gets through
 _TOO_LARGE = re.compile(r"larger than max|exceeds maximum size|even when empty", re.IGNORECASE)
@@ -110,17 +113,17 @@ class OtlpGrpcConfig(ExporterConfig):
                              f"must not: remove it")
         return value
 
+    @field_validator("endpoint")
+    @classmethod
+    def _readable_endpoint(cls, value: str | None) -> str | None:
+        if value:
+            parse(value)  # a ValueError names what is wrong and the fix
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> OtlpGrpcConfig:
         if self.endpoint is None:
             raise ValueError("endpoint is required: set endpoint (e.g. collector:4317), or \"\" to only buffer")
-        if self.endpoint:
-            target = self.target()[0]
-            if "://" in target or target.startswith("unix:"):
-                raise ValueError(f"endpoint {self.endpoint!r}: expected host:port, optionally after http://, "
-                                 f"https://, dns:/// or passthrough:///; other gRPC targets (unix sockets, a DNS "
-                                 f"server of their own, xds) are not supported")
-            self.address()  # a readable error for a bad port
         return self
 
     def config_warnings(self) -> list[str]:
@@ -129,27 +132,26 @@ class OtlpGrpcConfig(ExporterConfig):
             warnings.append("endpoint is empty: no upstream is configured, data is buffered until one is set")
         return warnings
 
-    def target(self) -> tuple[str, bool]:
-        """The gRPC target and whether it is plaintext; an http:// scheme means plaintext, as in otelcol."""
-        endpoint = self.endpoint or ""
-        if endpoint.startswith("http://"):
-            return endpoint[len("http://"):].rstrip("/"), True
-        if endpoint.startswith("https://"):
-            return endpoint[len("https://"):].rstrip("/"), False
-        for resolver in _RESOLVERS:  # grpc-go dials the host:port after them
-            endpoint = endpoint.removeprefix(resolver)
-        return endpoint, self.tls.insecure
+    def target(self) -> GrpcTarget:
+        return parse(self.endpoint) if self.endpoint else GrpcTarget()
+
+    def plaintext(self) -> bool:
+        """An http:// scheme means plaintext and https:// TLS, as in otelcol; else tls.insecure decides."""
+        target = self.target()
+        return self.tls.insecure if target.plaintext is None else target.plaintext
 
     def address(self) -> tuple[str, int]:
-        """(host, port) of the target; grpc's default port is 443."""
-        return split_endpoint(self.target()[0], 443)
+        target = self.target()
+        return target.host, target.port
 
     def channel_settings(self) -> ChannelSettings:
-        host, port = self.address()
+        target = self.target()
         keepalive = self.keepalive
+        # grpc-go names every unix target `localhost` (its resolver's authority, and TLS's server name)
+        host = "localhost" if target.unix_path else target.host
         return ChannelSettings(
-            host=host, port=port, server_hostname=self.tls.server_name_override,
-            authority=self.authority or self.tls.server_name_override,
+            host=host, port=target.port, unix_path=target.unix_path, server_hostname=self.tls.server_name_override,
+            authority=self.authority or self.tls.server_name_override or (host if target.unix_path else ""),
             balancer=self.balancer_name or "pick_first",
             keepalive_time=max(keepalive.time, _MIN_KEEPALIVE_TIME) if keepalive and keepalive.time > 0 else 0.0,
             keepalive_timeout=keepalive.timeout if keepalive and keepalive.timeout > 0 else 20.0,  # grpc-go's for 0
@@ -173,7 +175,7 @@ class OtlpGrpcExporter:
         self._bandwidth: Pacer[bytes] = Pacer(config.rate_limit)
         self._encoding = "" if config.compression in ("none", "") else config.compression
         self._observe = rpc_client_observer(None, "", "")
-        self._proxy = environment_proxy(config.target()[0]) if self.configured else ""
+        self._proxy = self._environment_proxy()
 
     def describe(self) -> str:
         return self.config.endpoint or "none"
@@ -182,13 +184,13 @@ class OtlpGrpcExporter:
         self._auth = resolve_authenticator(self.host, self.config.auth)
         if not self.configured:
             return
-        target, plaintext = self.config.target()
+        plaintext = self.config.plaintext()
         if plaintext and getattr(self._auth, "requires_transport_security", False):
             # grpc-go's words, with which otelcol refuses to start such an exporter
             raise ValueError(f"exporters::{self.id}: grpc: the credentials require transport level security: "
                              f"{self.config.auth.authenticator if self.config.auth else ''} sends a secret; "
                              f"remove tls::insecure")
-        self._proxy = environment_proxy(target)
+        self._proxy = self._environment_proxy()
         settings = dataclasses.replace(self.config.channel_settings(), proxy=self._proxy)
         self._check_proxy()
         if not plaintext:
@@ -196,8 +198,16 @@ class OtlpGrpcExporter:
             tls = self.config.tls.model_copy(update={"insecure": False})
             self._context = reloading_client_context(tls, alpn=["h2"])
             settings = dataclasses.replace(settings, ssl_context=self._context.value)
-        self._observe = rpc_client_observer(getattr(self.host, "metrics", None), settings.host, str(settings.port))
+        # otelgrpc's server.address: a unix target's path (an abstract one's name), with no port
+        address, port = ((settings.unix_path.removeprefix("\0"), "") if settings.unix_path
+                         else (settings.host, str(settings.port)))
+        self._observe = rpc_client_observer(getattr(self.host, "metrics", None), address, port)
         self._channel = Channel(settings)
+
+    def _environment_proxy(self) -> str:
+        """The proxy grpc-go's TCP dialer would take; a unix socket is dialled directly."""
+        target = self.config.target()
+        return environment_proxy(host_port(target.host, target.port)) if target.host else ""
 
     def _check_proxy(self) -> None:
         if not self._proxy:
@@ -211,8 +221,8 @@ class OtlpGrpcExporter:
 
     def upstream_addresses(self) -> list[tuple[str, int]]:
         """host:port where connections go: the endpoint's, or its proxy's."""
-        if not self.configured:
-            return []
+        if not self.configured or self.config.target().unix_path:
+            return []  # nothing is connected to, or no TCP address: a unix socket is not watched
         try:
             return [proxy_address(self._proxy) if self._proxy else self.config.address()]
         except UnsupportedProxyError:

@@ -88,6 +88,7 @@ class GrpcUpstream:
 
     count_wire_bytes: bool = False
     max_receive: int = 256 << 20  # grpc.max_receive_message_length: a larger message is RESOURCE_EXHAUSTED
+    listen: str = ""  # a grpcio address to listen on instead of the port ("unix:/path", "unix-abstract:name")
 
     def __post_init__(self) -> None:
         self._server: grpc.Server | None = None
@@ -125,7 +126,7 @@ class GrpcUpstream:
             servicer = type(f"Recording{base.__name__}", (base,),
                             {"Export": self._handler(signal, response_class, rejected_field)})()
             register(servicer, server)
-        listen = "127.0.0.1:0" if self.count_wire_bytes else self.endpoint
+        listen = "127.0.0.1:0" if self.count_wire_bytes else self.listen or self.endpoint
         bound = server.add_insecure_port(listen)
         if bound == 0:
             raise RuntimeError(f"gRPC upstream cannot listen on {listen}")

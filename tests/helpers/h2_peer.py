@@ -32,8 +32,9 @@ _HEAD = [(b":status", b"200"), (b"content-type", b"application/grpc")]
 
 
 class H2Peer:
-    def __init__(self, mode: str, calls: int = 3, size: int = 8 << 20, response: bytes = b""):
+    def __init__(self, mode: str, calls: int = 3, size: int = 8 << 20, response: bytes = b"", unix_path: str = ""):
         self.mode = mode
+        self.unix_path = unix_path  # listen on this unix socket instead of a loopback port
         self.response = response
         self.calls = calls
         self.size = size
@@ -44,7 +45,11 @@ class H2Peer:
         self._transports: list[asyncio.Transport] = []
 
     async def __aenter__(self) -> H2Peer:
-        self._server = await asyncio.get_running_loop().create_server(lambda: _Peer(self), "127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        if self.unix_path:
+            self._server = await loop.create_unix_server(lambda: _Peer(self), self.unix_path)
+        else:
+            self._server = await loop.create_server(lambda: _Peer(self), "127.0.0.1", 0)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
