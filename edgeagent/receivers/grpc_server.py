@@ -142,7 +142,7 @@ class _Connection(asyncio.Protocol):
         self._h2.incoming_buffer = h2_limits.HeaderBlockBound(self.limits.max_header_list_size)
         self._h2.decoder = h2_limits.HeaderListBound(self.limits.max_header_list_size)
         self._metadata: dict[int, int] = {}  # the header list size each call holds...
-        self._metadata_held = 0  # ...and their sum, bounded by the connection window
+        self._metadata_held = 0  # ...and their sum, bounded by the connection window as the unread DATA is
         self._going_away = False
         self._lingering = False  # closing: what the peer still sends is read and dropped
         self._last_stream = 0

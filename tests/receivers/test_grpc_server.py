@@ -480,8 +480,8 @@ def test_grpcio_metadata_over_64_kib_is_served_beside_a_concurrent_call():
             call = channel.unary_unary(METHOD)
             small = call.future(b"small", timeout=5)
             assert call(b"large", timeout=5, metadata=[("big", "x" * (200 << 10))]) == b""
-            with pytest.raises(grpc.RpcError) as refused:  # over 1 MiB: INTERNAL, as from grpc-go over its limit
-                call(b"too large", timeout=5, metadata=[("big", "x" * (1536 << 10))])
+            with pytest.raises(grpc.RpcError) as refused:  # over 256 KiB: INTERNAL, as from grpc-go over its limit
+                call(b"too large", timeout=5, metadata=[("big", "x" * (384 << 10))])
             assert refused.value.code() == grpc.StatusCode.INTERNAL
             assert small.result() == b""
         assert sorted(server.received) == [b"large", b"small"]
@@ -490,8 +490,8 @@ def test_grpcio_metadata_over_64_kib_is_served_beside_a_concurrent_call():
 
 
 def test_calls_holding_more_metadata_than_the_connection_window_are_answered_unavailable():
-    """Each call keeps its metadata while it runs: with 1024 streams of 1 MiB lists a connection
-    could hold a GiB. Beyond the connection window (what its DATA may take) a call is refused."""
+    """Each call keeps its metadata while it runs: with 1024 streams of 256 KiB lists a connection
+    could hold 256 MiB. Beyond the connection window (what its DATA may take) a call is refused."""
     server = Served(Limits(max_message_bytes=1 << 20, max_header_list_size=16 << 10, connection_window=64 << 10,
                            stream_window=16 << 10), delay=0.5)
     try:
