@@ -88,8 +88,13 @@ class HeaderListBound(Decoder):
 
     def _literal(self, view: memoryview, index: int, indexed: bool) -> tuple[HeaderTuple, int]:
         """hpack copies what it is given of the block for each literal field, which made a block of
-        small fields cost time quadratic in its size (2.3 MB: 16 s): give it a window first."""
-        try:
-            return self._decode_literal(view[index:index + _LITERAL_WINDOW], indexed)
-        except HPACKDecodingError:  # a field longer than the window (or a broken one): once more, whole
-            return self._decode_literal(view[index:], indexed)
+        small fields cost time quadratic in its size (2.3 MB: 16 s): give it a window, doubled
+        while the field is cut short by it, so that what is copied stays linear in the field."""
+        window = _LITERAL_WINDOW
+        while True:
+            try:
+                return self._decode_literal(view[index:index + window], indexed)
+            except HPACKDecodingError:  # cut short by the window, or broken: broken once it holds the rest
+                if index + window >= len(view):
+                    raise
+                window *= 2
