@@ -13,8 +13,10 @@ Design note:
 - Memory is bounded by flow control: received DATA is acknowledged (WINDOW_UPDATE) only when the
   call's task has taken it, so a stream buffers at most its window and a connection at most the
   connection window; header lists (and their raw blocks: h2_limits), concurrent streams and the
-  message size are bounded too.
-- A stream's reset or error ends that stream only; a protocol error ends its connection (GOAWAY).
+  message size are bounded too, and the metadata a connection's calls hold while they run, by
+  the connection window again (a call beyond it is answered UNAVAILABLE).
+- A stream's reset or error ends that stream only, and so does a header list over the limit
+  (grpc-go's RST_STREAM FRAME_SIZE_ERROR); a protocol error ends its connection (GOAWAY).
 - Connection lifetime follows grpc-go's keepalive (otelcol's `keepalive` keys): a connection
   without calls for `idle_timeout` (before the HTTP/2 preface: `handshake_timeout`) gets GOAWAY
   and is closed; one older than `max_age` (±10%) gets GOAWAY and `age_grace` later is closed;
