@@ -97,6 +97,11 @@ class Request:
         return self._query
 
     @property
+    def query_string(self) -> str:
+        """The target's query, as sent (without its `?`)."""
+        return self._target_query
+
+    @property
     def content_type(self) -> str:
         """The media type of the body, lowercased, without parameters (application/octet-stream if none)."""
         value = self.headers.get("Content-Type", "")

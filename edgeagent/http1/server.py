@@ -38,11 +38,13 @@ Design note:
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
 from http import HTTPStatus
+from urllib.parse import quote
 
 from edgeagent.http1 import wire
 from edgeagent.http1.handshake import TLSPort
@@ -62,17 +64,21 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 
 
 class Router:
-    """Exact paths, and paths with one `{name}` segment; per path, handlers by method."""
+    """Exact paths, paths with one `{name}` segment, and, as Go's ServeMux reads a path ending in
+    `/`, subtrees (every path below, the longest root winning); per path, handlers by method."""
 
     def __init__(self) -> None:
         self.exact: dict[str, dict[str, Handler]] = {}
         self.patterns: list[tuple[list[str], int, str, str, dict[str, Handler]]] = []
+        self.subtrees: list[str] = []  # roots, longest first
 
     def add(self, method: str, path: str, handler: Handler) -> None:
         segments = path.split("/")
         variables = [i for i, segment in enumerate(segments) if segment.startswith("{") and segment.endswith("}")]
         if not variables:
             self.exact.setdefault(path, {})[method] = handler
+            if path.endswith("/") and path not in self.subtrees:
+                self.subtrees = sorted([*self.subtrees, path], key=len, reverse=True)
             return
         if len(variables) > 1:
             raise ValueError(f"route {path!r}: one {{name}} segment at most")
@@ -93,7 +99,17 @@ class Router:
             if len(segments) == len(pattern) and segments[index] and all(
                     a == b for i, (a, b) in enumerate(zip(segments, pattern, strict=True)) if i != index):
                 return route, {name: segments[index]}, by_method
+        for root in self.subtrees:
+            if path.startswith(root):
+                return root, {}, self.exact[root]
         return None
+
+    def redirect(self, path: str, match: str | None) -> str | None:
+        """The subtree root `path` names without its `/`, which Go's ServeMux redirects to, unless
+        the path has a route of its own (`match`, a subtree above it does not count)."""
+        if path.endswith("/") or (match is not None and match not in self.subtrees) or path + "/" not in self.exact:
+            return None
+        return path + "/"
 
     def routes(self) -> Iterable[tuple[str, dict[str, Handler]]]:
         yield from self.exact.items()
@@ -121,6 +137,18 @@ async def _not_found(request: Request) -> Response:
 def _not_allowed(allowed: str) -> Handler:
     async def answer(request: Request) -> Response:
         return Response(405, text="Method Not Allowed\n", headers=[("Allow", allowed)])
+    return answer
+
+
+def _redirect(path: str, query: str) -> Handler:
+    """Go's 307 to a subtree's root: a short HTML body for GET (Go's text), none for other methods."""
+    location = quote(path, safe="/:@!$&'()*+,;=~") + (f"?{query}" if query else "")  # as Go escapes a path
+
+    async def answer(request: Request) -> Response:
+        if request.method == "GET":
+            return Response(307, body=f'<a href="{html.escape(location)}">Temporary Redirect</a>.\n\n'.encode(),
+                            content_type="text/html; charset=utf-8", headers=[("Location", location)])
+        return Response(307, headers=[("Location", location)])
     return answer
 
 
@@ -253,7 +281,10 @@ class Server:
     async def respond(self, request: Request) -> Response:
         """The answer of the route that `request` matches (404, 405 when none), through the middlewares."""
         match = self.router.match(request.path)
-        if match is None:
+        location = self.router.redirect(request.path, match and match[0])
+        if location is not None:
+            handler = _chain(self.middlewares, _redirect(location, request.query_string))
+        elif match is None:
             handler = self._not_found
         else:
             request.route, request.params, _ = match

@@ -19,7 +19,7 @@ import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import TypeVar, overload
 
-MAX_HEAD = 64 * 1024  # request or status line and headers; Go allows 1 MiB, aiohttp 8 KiB per line
+MAX_HEAD = 64 * 1024  # request or status line and headers; Go allows 1 MiB (README says why not here)
 MAX_LINE = 8 * 1024  # a chunk-size line or a trailer line; the whole trailer
 MAX_EXCESS = 16 * 1024  # chunked framing beyond 16 bytes a chunk plus twice its data (Go's rule)
 _CTL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # control characters but tab, and LF (what joins a head's lines)

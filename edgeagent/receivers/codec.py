@@ -72,6 +72,8 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         raise BadRequestError(f"request body is not valid JSON: {exc}") from exc
     except RecursionError:
         raise BadRequestError("request body is JSON nested too deeply") from None
+    if document is None:  # pdata reads a top-level `null` as a request without fields: otelcol answers 200
+        document = {}
     if not isinstance(document, dict):
         raise BadRequestError("request body must be a JSON object")
     try:

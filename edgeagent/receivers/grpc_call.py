@@ -61,7 +61,7 @@ class GrpcError(Exception):
 class Limits:
     max_message_bytes: int  # compressed on the wire and decoded, as grpc's max_recv_msg_size
     max_concurrent_streams: int = 1024
-    max_header_list_size: int = 64 << 10
+    max_header_list_size: int = 256 << 10  # grpc-go: 16 MiB; README says why not here
     stream_window: int = 1 << 20
     connection_window: int = 8 << 20
     max_frame_size: int = 1 << 20

@@ -13,8 +13,10 @@ Design note:
 - Memory is bounded by flow control: received DATA is acknowledged (WINDOW_UPDATE) only when the
   call's task has taken it, so a stream buffers at most its window and a connection at most the
   connection window; header lists (and their raw blocks: h2_limits), concurrent streams and the
-  message size are bounded too.
-- A stream's reset or error ends that stream only; a protocol error ends its connection (GOAWAY).
+  message size are bounded too, and the metadata a connection's calls hold while they run, by
+  the connection window again (a call beyond it is answered UNAVAILABLE).
+- A stream's reset or error ends that stream only, and so does a header list over the limit
+  (grpc-go's RST_STREAM FRAME_SIZE_ERROR); a protocol error ends its connection (GOAWAY).
 - Connection lifetime follows grpc-go's keepalive (otelcol's `keepalive` keys): a connection
   without calls for `idle_timeout` (before the HTTP/2 preface: `handshake_timeout`) gets GOAWAY
   and is closed; one older than `max_age` (±10%) gets GOAWAY and `age_grace` later is closed;
@@ -50,6 +52,7 @@ from edgeagent.receivers.grpc_call import (
     INTERNAL,
     OK,
     PREFIX,
+    UNAVAILABLE,
     UNIMPLEMENTED,
     GrpcCall,
     GrpcError,
@@ -139,6 +142,9 @@ class _Connection(asyncio.Protocol):
             client_side=False, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False))
         self._h2.incoming_buffer = h2_limits.HeaderBlockBound(self.limits.max_header_list_size)
+        self._h2.decoder = h2_limits.HeaderListBound(self.limits.max_header_list_size)
+        self._metadata: dict[int, int] = {}  # the header list size each call holds...
+        self._metadata_held = 0  # ...and their sum, bounded by the connection window as the unread DATA is
         self._going_away = False
         self._lingering = False  # closing: what the peer still sends is read and dropped
         self._last_stream = 0
@@ -378,8 +384,13 @@ class _Connection(asyncio.Protocol):
             return
         headers: dict[bytes, bytes] = {}
         metadata: list[tuple[str, str | bytes]] = []
+        size = 0
         for key, value in event.headers:
             key, value = bytes(key), bytes(value)
+            size += 32 + len(key) + len(value)
+            if key == h2_limits.OVERSIZED:  # grpc-go resets this stream alone, which clients see as INTERNAL
+                self._refuse(stream_id, None, h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
+                return
             if key.startswith(b":") or key in _RESERVED:
                 headers[key] = value
             elif key.endswith(b"-bin"):
@@ -387,9 +398,14 @@ class _Connection(asyncio.Protocol):
             else:
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
         refusal = not_grpc(headers)
+        if refusal is None and self._metadata_held + size > self.limits.connection_window:
+            refusal = [(b":status", b"200"), (b"content-type", b"application/grpc"), *status_trailers(
+                UNAVAILABLE, "the calls in progress on this connection hold too much metadata", ())]
         if refusal is not None:
             self._refuse(stream_id, refusal)
             return
+        self._metadata[stream_id] = size
+        self._metadata_held += size
         method = headers.get(b":path", b"").decode("latin-1")
         encoding = headers.get(b"grpc-encoding", b"identity").decode("latin-1").strip().lower()
         call = GrpcCall(self, stream_id, method, metadata, encoding, self._peer)
@@ -399,13 +415,14 @@ class _Connection(asyncio.Protocol):
                                                 parse_timeout(headers.get(b"grpc-timeout"))))
         self.tasks[stream_id] = task
 
-    def _refuse(self, stream_id: int, answer: list[tuple[bytes, bytes]] | None) -> None:
-        """End a stream no call is made for, with `answer` or else REFUSED_STREAM. What the peer
+    def _refuse(self, stream_id: int, answer: list[tuple[bytes, bytes]] | None,
+                code: h2.errors.ErrorCodes = h2.errors.ErrorCodes.REFUSED_STREAM) -> None:
+        """End a stream no call is made for, with `answer` or else a reset with `code`. What the peer
         sent in the same read may have closed it already (a reset, and h2 forgets a closed stream
         once a later one opens) or the connection (a GOAWAY): then nothing is left to answer."""
         try:
             if answer is None:
-                self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                self._h2.reset_stream(stream_id, code)
             else:
                 self._h2.send_headers(stream_id, answer, end_stream=True)
         except h2.exceptions.ProtocolError:
@@ -414,6 +431,7 @@ class _Connection(asyncio.Protocol):
     def _stream_gone(self, stream_id: int) -> None:
         """The peer reset the stream: end its call, give back its window."""
         call = self.calls.pop(stream_id, None)
+        self._metadata_held -= self._metadata.pop(stream_id, 0)
         task = self.tasks.pop(stream_id, None)
         if task is not None:
             task.cancel()
@@ -519,6 +537,7 @@ class _Connection(asyncio.Protocol):
         """The response is out: a peer still sending learns it may stop, and its unread data is
         given back to the connection window."""
         call = self.calls.pop(stream_id, None)
+        self._metadata_held -= self._metadata.pop(stream_id, 0)
         if call is None or self._transport is None:
             return
         self._answered += 1

@@ -184,6 +184,32 @@ def test_unknown_paths_get_404_other_methods_405_with_allow_and_both_pass_the_mi
     assert seen == [("", 404), ("", 405), ("/cmd/{name}", 200), ("", 404)]
 
 
+def test_a_path_ending_in_a_slash_is_a_subtree_and_its_bare_root_is_redirected_as_go_s_mux_does():
+    async def scenario(server: Server, port: int) -> list[bytes]:
+        return [await exchange(port, b"%s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                               % line) for line in (b"POST /tree/", b"POST /tree/a/b", b"POST /tree/exact",
+                                                    b"POST /tree?q=1", b"GET /tree", b"POST /treex", b"POST /echo/")]
+
+    async def run() -> list[bytes]:
+        server = Server()
+        server.post("/tree/", echo)
+        server.post("/tree/exact", lambda request: _answer("exact"))
+        server.post("/echo", echo)
+        port = await server.listen(host="127.0.0.1", port=0)
+        try:
+            return await scenario(server, port)
+        finally:
+            await server.stop(grace=1.0)
+
+    root, below, longest, bare, bare_get, beside, not_a_tree = asyncio.run(run())
+    assert root.startswith(b"HTTP/1.1 200") and b"X-Route: /tree/\r\n" in root
+    assert below.startswith(b"HTTP/1.1 200") and b"X-Route: /tree/\r\n" in below
+    assert longest.endswith(b"exact")  # the longest pattern wins, as in Go
+    assert bare.startswith(b"HTTP/1.1 307") and b"Location: /tree/?q=1\r\n" in bare and bare.endswith(b"\r\n\r\n")
+    assert b"Location: /tree/\r\n" in bare_get and bare_get.endswith(b'<a href="/tree/">Temporary Redirect</a>.\n\n')
+    assert beside.startswith(b"HTTP/1.1 404") and not_a_tree.startswith(b"HTTP/1.1 404")
+
+
 def test_head_of_a_get_route_answers_its_headers_without_the_body():
     async def run() -> bytes:
         server = Server()

@@ -145,6 +145,17 @@ def test_a_null_in_a_list_of_messages_is_an_empty_message_like_pdata_not_a_400_f
                      b'[{"bucketCounts":[null]}]}}]}]}]}', codec.JSON)
 
 
+@pytest.mark.parametrize("signal", list(Signal))
+def test_a_json_null_body_is_an_empty_request_as_pdata_reads_it_not_a_400(signal):
+    """pdata's iterator reads `null` where the request object belongs as no fields: otelcol
+    answers 200, and a client sending it took our 400 as a permanent refusal."""
+    assert codec.decode(signal, b" null ", codec.JSON).items == 0
+    assert codec.decode(signal, b"", codec.PROTOBUF).items == 0  # an empty protobuf is an empty request there too
+    for refused in (b"", b"[]", b'"x"', b"1"):  # pdata's ReadObject wants `{` or `null`: 400 as otelcol answers
+        with pytest.raises(BadRequestError):
+            codec.decode(signal, refused, codec.JSON)
+
+
 @pytest.mark.parametrize(("signal", "body"), [
     (Signal.LOGS, b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":"hello"}]}]}]}'),
     (Signal.TRACES, b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"a","value":"x"}]}]}]}]}'),

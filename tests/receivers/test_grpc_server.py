@@ -176,11 +176,11 @@ class H2Client:
     def flush(self) -> None:
         self.sock.sendall(self.h2.data_to_send())
 
-    def start(self, path: str = METHOD) -> int:
+    def start(self, path: str = METHOD, metadata: tuple[tuple[str, str], ...] = ()) -> int:
         stream = self.h2.get_next_available_stream_id()
         self.h2.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":path", path),
                                       (":authority", "127.0.0.1"), ("content-type", "application/grpc"),
-                                      ("te", "trailers")])
+                                      ("te", "trailers"), *metadata])
         return stream
 
     def events(self, until, deadline: float = 5.0) -> list[h2.events.Event]:
@@ -440,6 +440,74 @@ def test_one_stream_over_the_concurrency_limit_is_refused_and_the_others_complet
         client.flush()
         assert _status(client.events(lambda seen: _status(seen, again) is not None), again) == "0"
         assert sorted(server.received) == [b"\x00", b"\x01", b"ok"]
+    finally:
+        server.close()
+
+
+def test_a_header_list_over_the_limit_resets_its_stream_alone_and_the_calls_in_flight_complete():
+    """h2 ended the connection with GOAWAY for one call's oversized metadata: every call in flight
+    on it failed with UNAVAILABLE, which clients retry, and the oversized call, retried, did it
+    again. grpc-go resets that stream alone (FRAME_SIZE_ERROR: INTERNAL, not retried). The block is
+    still decoded to its end: the next call's headers refer to table entries it added."""
+    server = Served(Limits(max_message_bytes=1 << 20, max_header_list_size=16 << 10), delay=0.5)
+    try:
+        client = H2Client(server.port)
+        client.events(lambda seen: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in seen))
+        in_flight = [client.start() for _ in range(2)]
+        for stream in in_flight:
+            client.h2.send_data(stream, struct.pack(">BI", 0, 2) + b"ok", end_stream=True)
+        client.flush()
+        time.sleep(0.1)  # both calls are in the handler
+        oversized = client.start(metadata=(("big", "x" * (20 << 10)), ("tenant", "past-the-limit")))
+        after = client.start(metadata=(("tenant", "past-the-limit"),))  # an index into the table, on the wire
+        client.h2.send_data(after, struct.pack(">BI", 0, 5) + b"after", end_stream=True)
+        client.flush()
+        events = client.events(lambda seen: all(_status(seen, stream) is not None for stream in [*in_flight, after]))
+        assert [_status(events, stream) for stream in [*in_flight, after]] == ["0", "0", "0"]
+        resets = [(event.stream_id, event.error_code) for event in events if isinstance(event, h2.events.StreamReset)]
+        assert resets == [(oversized, h2.errors.ErrorCodes.FRAME_SIZE_ERROR)]
+        assert not any(isinstance(event, h2.events.ConnectionTerminated) for event in events)
+        assert server.metadata[-1]["tenant"] == "past-the-limit"
+    finally:
+        server.close()
+
+
+def test_grpcio_metadata_over_64_kib_is_served_beside_a_concurrent_call():
+    """grpc-go takes header lists up to 16 MiB; 64 KiB refused auth tokens and baggage it accepts."""
+    server = Served(Limits(max_message_bytes=1 << 20), delay=0.3)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = channel.unary_unary(METHOD)
+            small = call.future(b"small", timeout=5)
+            assert call(b"large", timeout=5, metadata=[("big", "x" * (200 << 10))]) == b""
+            with pytest.raises(grpc.RpcError) as refused:  # over 256 KiB: INTERNAL, as from grpc-go over its limit
+                call(b"too large", timeout=5, metadata=[("big", "x" * (384 << 10))])
+            assert refused.value.code() == grpc.StatusCode.INTERNAL
+            assert small.result() == b""
+        assert sorted(server.received) == [b"large", b"small"]
+    finally:
+        server.close()
+
+
+def test_calls_holding_more_metadata_than_the_connection_window_are_answered_unavailable():
+    """Each call keeps its metadata while it runs: with 1024 streams of 256 KiB lists a connection
+    could hold 256 MiB. Beyond the connection window (what its DATA may take) a call is refused."""
+    server = Served(Limits(max_message_bytes=1 << 20, max_header_list_size=16 << 10, connection_window=64 << 10,
+                           stream_window=16 << 10), delay=0.5)
+    try:
+        client = H2Client(server.port)
+        client.events(lambda seen: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in seen))
+        streams = [client.start(metadata=(("big", str(index) * (12 << 10)),)) for index in range(6)]
+        for stream in streams:
+            client.h2.send_data(stream, struct.pack(">BI", 0, 2) + b"ok", end_stream=True)
+        client.flush()
+        events = client.events(lambda seen: all(_status(seen, stream) is not None for stream in streams))
+        statuses = [_status(events, stream) for stream in streams]
+        assert statuses == ["0"] * 5 + [str(grpc_call.UNAVAILABLE)]
+        again = client.start(metadata=(("big", "y" * (12 << 10)),))  # the finished calls gave theirs back
+        client.h2.send_data(again, struct.pack(">BI", 0, 2) + b"ok", end_stream=True)
+        client.flush()
+        assert _status(client.events(lambda seen: _status(seen, again) is not None), again) == "0"
     finally:
         server.close()
 

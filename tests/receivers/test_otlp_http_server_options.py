@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import http.client
 import socket
 import time
 
@@ -219,6 +220,51 @@ def test_url_paths_are_served_at_the_path_of_the_url_made_absolute_as_otelcol_se
     headers = {"Content-Type": "application/json"}
     assert _request(process, "POST", "/otlp/traces", headers=headers, body=b"{}")[0] == 200
     assert _request(process, "POST", "/custom/logs", headers=headers, body=b"{}")[0] == 200
+
+
+SUBTREE_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:PORT
+        traces_url_path: /v1/t/
+exporters:
+  SINK:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [SINK]
+"""
+
+
+def _answers(port: int) -> list[tuple[int, str | None, bytes]]:
+    """Status, Location and body of the requests where a path ending in `/` differs from one without."""
+    answers = []
+    for method, path, body in [("POST", "/v1/t/", b"{}"), ("POST", "/v1/t/x/y", b"null"), ("POST", "/v1/t?q=1", b"{}"),
+                               ("GET", "/v1/t", b""), ("POST", "/v1/tx", b"{}"), ("POST", "/v1/traces", b"{}")]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answers.append((response.status, response.getheader("Location"), response.read() if method == "GET" else b""))
+        connection.close()
+    return answers
+
+
+def test_a_url_path_ending_in_a_slash_serves_its_subtree_and_redirects_the_bare_path_as_otelcol(agents, otelcol,
+                                                                                                 tmp_path):
+    """Go's ServeMux reads a pattern ending in `/` as a subtree and answers the path without the
+    slash with a 307 to it; the agent served that exact path alone, and 404 below it."""
+    collector_port = free_port()
+    otelcol(SUBTREE_CONFIG.replace("PORT", str(collector_port)).replace("SINK", "nop"))
+    config = tmp_path / "subtree.yaml"
+    config.write_text(SUBTREE_CONFIG.replace("SINK", "debug") + "  extensions: [health_check]\nextensions:\n"
+                                                                "  health_check:\n")
+    agent_port = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")]).http_port
+    expected = _answers(collector_port)
+    assert [status for status, _, _ in expected] == [200, 200, 307, 307, 404, 404]
+    assert _answers(agent_port) == expected
 
 
 def test_a_zero_max_request_body_size_is_otelcols_default_not_a_config_error():

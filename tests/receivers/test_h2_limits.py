@@ -1,0 +1,39 @@
+"""h2_limits' HPACK decoder against hpack's own, on the same blocks."""
+
+from __future__ import annotations
+
+import hpack
+import pytest
+
+from edgeagent.receivers import h2_limits
+
+FIELDS = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/x"), (b":authority", b"a"),
+          (b"small", b"v"), (b"edge", b"y" * 4090), (b"past-the-window", b"z" * 4100), (b"large", b"w" * 20000),
+          hpack.NeverIndexedHeaderTuple(b"secret", b"s" * 5000), (b"small", b"v")]
+
+
+@pytest.mark.parametrize("huffman", [True, False])
+def test_blocks_decode_as_hpack_decodes_them_with_fields_across_the_literal_window(huffman):
+    encoder, ours, theirs = hpack.Encoder(), h2_limits.HeaderListBound(1 << 20), hpack.Decoder(1 << 20)
+    for _ in range(3):  # later blocks refer to the table entries earlier ones added
+        block = encoder.encode(FIELDS, huffman=huffman)
+        assert ours.decode(block, raw=True) == theirs.decode(block, raw=True)
+    assert list(ours.header_table.dynamic_entries) == list(theirs.header_table.dynamic_entries)
+
+
+def test_a_list_over_the_limit_is_a_stand_in_and_the_table_still_follows_the_peers():
+    encoder, ours, theirs = hpack.Encoder(), h2_limits.HeaderListBound(8 << 10), hpack.Decoder(1 << 20)
+    block = encoder.encode(FIELDS)
+    stand_in = ours.decode(block, raw=True)
+    theirs.decode(block, raw=True)
+    assert stand_in[-1] == (h2_limits.OVERSIZED, b"") and (b":path", b"/") in stand_in
+    assert list(ours.header_table.dynamic_entries) == list(theirs.header_table.dynamic_entries)
+    assert ours.decode(encoder.encode([(b"small", b"v")]), raw=True) == [(b"small", b"v")]
+    trailers = encoder.encode([(b"late", b"t" * (10 << 10))])  # no pseudo-header: a trailers stand-in
+    assert ours.decode(trailers, raw=True) == [(h2_limits.OVERSIZED, b"")]
+
+
+def test_a_broken_field_is_still_an_error():
+    block = bytearray(hpack.Encoder().encode([(b"large", b"w" * 20000)], huffman=False))
+    with pytest.raises(hpack.HPACKDecodingError):
+        h2_limits.HeaderListBound(1 << 20).decode(bytes(block[:-1]), raw=True)  # cut one byte short
