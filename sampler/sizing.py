@@ -24,7 +24,7 @@ key-value lacks its value, and only then are the attributes walked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
@@ -139,19 +139,22 @@ def _scope_head(scope: ScopeSpans, values: bool = True) -> int:
     return _field(header.ByteSize() + extra) + _string(scope.schema_url)
 
 
-def resource_spans_size(group: ResourceSpans) -> int:
+def resource_spans_size(group: ResourceSpans, values: bool = True) -> int:
     """ptrace's ResourceSpansSize (without its key and length) of the ResourceSpans otelcol cuts
     for a trace out of `group`, whose spans are all the trace's: its scopes without spans left
-    out (a request of one trace is buffered as it came, empty scopes included)."""
-    scopes = sum(_field(_scope_head(scope) + sum(_field(span_size(span)) for span in scope.spans))
+    out (a request of one trace is buffered as it came, empty scopes included). `values`: as
+    span_size's."""
+    scopes = sum(_field(_scope_head(scope, values) + sum(_field(span_size(span, values)) for span in scope.spans))
                  for scope in group.scope_spans if scope.spans)
-    return _group_head(group) + scopes
+    return _group_head(group, values) + scopes
 
 
-def traces_size(groups: Iterable[ResourceSpans]) -> int:
+def traces_size(groups: Iterable[ResourceSpans], raw: Sequence[bytes] = ()) -> int:
     """ptrace's TracesSize of the ResourceSpans otelcol cuts for a trace out of these (those
-    without spans are none)."""
-    return sum(_field(resource_spans_size(group)) for group in groups
+    without spans are none). `raw`: the serialized requests they were parsed from, when at hand
+    (they may spare the walk over attributes, as in trace_sizes)."""
+    values = not raw or not all(map(all_values_set, raw))
+    return sum(_field(resource_spans_size(group, values)) for group in groups
                if any(scope.spans for scope in group.scope_spans))
 
 

@@ -100,4 +100,5 @@ def test_the_request_bytes_spare_the_walk_over_attributes_only_when_every_key_va
         raw = request.SerializeToString()
         assert all_values_set(raw) is complete_values
         assert trace_sizes(request, raw) == trace_sizes(request)
+        assert traces_size(request.resource_spans, [raw]) == traces_size(request.resource_spans)
     assert all_values_set(b"\x0a\x05\x0a") is False  # bytes that do not parse: walk
