@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from edgeagent.configdecode import split_comma_lists
 
@@ -37,6 +37,12 @@ class ComponentConfig(BaseModel):
         """(key, why) when this config cannot serve a pipeline of `signal` (traces, metrics or
         logs), as otelcol finds when it builds the pipeline; None when it can."""
         return None
+
+
+def null_keeps_defaults(*fields: str) -> Callable[[Any, Any], Any]:
+    """A `mode="before"` validator for blocks that are always on: `key:` alone (null) keeps the
+    block's defaults, as in otelcol, rather than failing as a None."""
+    return field_validator(*fields, mode="before")(lambda cls, value: {} if value is None else value)
 
 
 def optional_block(value: Any, on_by_default: bool = True) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from edgeagent.component import ComponentConfig
+from edgeagent.component import ComponentConfig, null_keeps_defaults
 from edgeagent.config.types import Duration
 from edgeagent.configretry import RetryConfig
 from edgeagent.exporters.bandwidth import RateLimitConfig
@@ -20,11 +20,7 @@ class ExporterConfig(ComponentConfig):
     sending_queue: QueueConfig = Field(default_factory=QueueConfig)
     rate_limit: RateLimitConfig | None = None
 
-    @field_validator("retry_on_failure", "sending_queue", mode="before")
-    @classmethod
-    def _null_keeps_defaults(cls, value: Any) -> Any:
-        """`key:` alone keeps the block's defaults, as in otelcol (sending_queue stays on)."""
-        return {} if value is None else value
+    _null_keeps_defaults = null_keeps_defaults("retry_on_failure", "sending_queue")  # sending_queue stays on
 
     @field_validator("headers", mode="before")
     @classmethod

@@ -96,10 +96,11 @@ class _Subchannel:
     async def _connect(self, address: tuple[str, int]) -> Connection:
         settings, context = self.channel.settings, self.channel.ssl_context
         target, proxy = host_port(settings.host, settings.port), shown_proxy(settings.proxy)
-        peer = target + (f" through the proxy {proxy}" if settings.proxy else "") \
-            + (f" ({address[0]})" if address[0] != self.named else "")
         if settings.unix_path:
             peer = f"the unix socket {settings.unix_path.replace(chr(0), '@')}"
+        else:
+            peer = target + (f" through the proxy {proxy}" if settings.proxy else "") \
+                + (f" ({address[0]})" if address[0] != self.named else "")
         loop = asyncio.get_running_loop()
         made: list[Connection] = []
         sock: socket.socket | None = None  # to the proxy

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeagent.component import ComponentConfig, optional_block
+from edgeagent.component import ComponentConfig, null_keeps_defaults, optional_block
 from edgeagent.config.types import Duration
 from edgeagent.http1.pool import PoolSettings
 from edgeagent.http1.proxyenv import EnvironmentProxies
@@ -84,8 +84,7 @@ class HttpClientConfig(ComponentConfig):
     _check_middlewares = field_validator("middlewares")(lambda cls, v: check_client_middlewares(v, "an HTTP"))
     _keepalive_switch = field_validator("keepalive", mode="before")(lambda cls, v: optional_block(v))
     _cookies_switch = field_validator("cookies", mode="before")(lambda cls, v: optional_block(v, False))
-    # a plain block written `key:` alone keeps its defaults, as in otelcol
-    _null_params = field_validator("compression_params", mode="before")(lambda cls, v: {} if v is None else v)
+    _null_params = null_keeps_defaults("compression_params")
 
     @field_validator("proxy_url")
     @classmethod

@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeagent import __version__
 from edgeagent.auth import AuthConfig, Authenticator
 from edgeagent.auth import resolve as resolve_authenticator
-from edgeagent.component import ComponentConfig, Factory, optional_block
+from edgeagent.component import ComponentConfig, Factory, null_keeps_defaults, optional_block
 from edgeagent.config.types import Duration
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import Pacer
@@ -98,7 +98,7 @@ class OtlpGrpcConfig(ExporterConfig):
 
     _check_tls = field_validator("tls")(lambda cls, value: check_grpc_client(value))
     # `key:` alone: tls keeps its defaults and keepalive stays on with its own, as in otelcol
-    _null_tls = field_validator("tls", mode="before")(lambda cls, value: {} if value is None else value)
+    _null_tls = null_keeps_defaults("tls")
     _keepalive_switch = field_validator("keepalive", mode="before")(lambda cls, value: optional_block(value))
 
     @field_validator("user_agent")

@@ -49,7 +49,7 @@ from typing import Any, Literal, Protocol
 from google.protobuf.message import DecodeError
 from pydantic import Field, field_validator, model_validator
 
-from edgeagent.component import ComponentConfig
+from edgeagent.component import ComponentConfig, null_keeps_defaults
 from edgeagent.config.types import Duration
 from edgeagent.configretry import RetryConfig
 from edgeagent.errors import RetryableError, ShutdownError
@@ -96,7 +96,7 @@ class QueueBatchConfig(ComponentConfig):
     max_size: int = Field(0, ge=0)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
 
-    _null_partition = field_validator("partition", mode="before")(lambda cls, v: {} if v is None else v)  # defaults
+    _null_partition = null_keeps_defaults("partition")
 
     @model_validator(mode="after")
     def _check(self) -> QueueBatchConfig:

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from edgeagent import netaddr
 from edgeagent.auth import AuthConfig
-from edgeagent.component import ComponentConfig, Factory
+from edgeagent.component import ComponentConfig, Factory, null_keeps_defaults
 from edgeagent.config.types import Duration
 from edgeagent.confighttp import HttpServerConfig
 from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
@@ -43,10 +43,7 @@ class GrpcKeepaliveConfig(ComponentConfig):
     server_parameters: ServerParametersConfig | None = None
     enforcement_policy: EnforcementPolicyConfig | None = None
 
-    @field_validator("server_parameters", "enforcement_policy", mode="before")
-    @classmethod
-    def _empty_means_defaults(cls, value: Any) -> Any:
-        return {} if value is None else value
+    _empty_means_defaults = null_keeps_defaults("server_parameters", "enforcement_policy")
 
 
 class GrpcConfig(ComponentConfig):
@@ -88,10 +85,7 @@ class ProtocolsConfig(ComponentConfig):
     grpc: GrpcConfig | None = None
     http: HttpConfig | None = None
 
-    @field_validator("grpc", "http", mode="before")
-    @classmethod
-    def _empty_means_defaults(cls, value: Any) -> Any:
-        return {} if value is None else value
+    _empty_means_defaults = null_keeps_defaults("grpc", "http")
 
 
 class OtlpReceiverConfig(ComponentConfig):
