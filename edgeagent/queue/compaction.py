@@ -33,11 +33,9 @@ class CompactionStopped(Exception):
     """A stop came during the copy: it was given up, and the queue's file is as it was."""
 
 
-def copy_compacted(env: lmdb.Environment, directory: str, scratch: str | None = None,
-                   stop: threading.Event | None = None) -> str:
+def copy_compacted(env: lmdb.Environment, directory: str, scratch: str | None, stop: threading.Event) -> str:
     """Write a compacted, fsync'd copy of `env`; returns its path on the data file's filesystem.
     Raises CompactionStopped, having removed what it wrote, once `stop` is set."""
-    stop = stop or threading.Event()
     work = tempfile.mkdtemp(prefix=".compact-", dir=scratch or directory)
     staged = os.path.join(directory, ".data.mdb.compacted")
     try:
