@@ -98,9 +98,13 @@ def load(
                                 f"this with the config")]) from exc
 
 
-def _print_errors(error: ConfigError) -> None:
-    for warning in error.warnings:  # first: an unset variable they name is often what the errors come from
+def _print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+
+
+def _print_errors(error: ConfigError) -> None:
+    _print_warnings(error.warnings)  # first: an unset variable they name is often what the errors come from
     for path, message in error.errors:
         print(f"error: {path}: {message}" if path else f"error: {message}", file=sys.stderr)
 
@@ -116,8 +120,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         _print_errors(error)
         print(f"{len(error.errors)} error(s) in {_described(args)}", file=sys.stderr)
         return EXIT_ERROR
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    _print_warnings(config.warnings)
     print(f"{_described(args)} is valid: {len(config.pipelines)} pipeline(s)")
     return 0
 
@@ -156,17 +159,13 @@ def cmd_print_config(args: argparse.Namespace) -> int:
             _print_errors(error)
             return EXIT_ERROR
     environ, _ = _environ(_upstream(args))
+    sources = args.config or ["yaml:" + default_config_text()]
     try:
-        if args.config:
-            document, warnings = raw_document(args.config, environ, args.set, MERGE_APPEND in _gates(args))
-        else:
-            document, warnings = raw_document(["yaml:" + default_config_text()], environ, args.set,
-                                              MERGE_APPEND in _gates(args))
+        document, warnings = raw_document(sources, environ, args.set, MERGE_APPEND in _gates(args))
     except ConfigError as error:
         _print_errors(error)
         return EXIT_ERROR
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    _print_warnings(warnings)
     if args.mode == "redacted":
         document = redact(document)
     if args.format == "json":

@@ -33,20 +33,19 @@ class CompactionStopped(Exception):
     """A stop came during the copy: it was given up, and the queue's file is as it was."""
 
 
-def copy_compacted(env: lmdb.Environment, directory: str, scratch: str | None = None,
-                   stop: threading.Event | None = None) -> str:
+def copy_compacted(env: lmdb.Environment, directory: str, scratch: str | None, stop: threading.Event) -> str:
     """Write a compacted, fsync'd copy of `env`; returns its path on the data file's filesystem.
     Raises CompactionStopped, having removed what it wrote, once `stop` is set."""
-    stop = stop or threading.Event()
     work = tempfile.mkdtemp(prefix=".compact-", dir=scratch or directory)
     staged = os.path.join(directory, ".data.mdb.compacted")
     try:
         copied = os.path.join(work, "data.mdb")
-        with _created(copied) as out:
-            _copy_env(env, out, stop)
-        if os.stat(work).st_dev == os.stat(directory).st_dev:
+        renamed = os.stat(work).st_dev == os.stat(directory).st_dev  # the rename must stay on one filesystem
+        with _created(copied) as out:  # copied again, a scratch file on another filesystem need not be durable
+            _copy_env(env, out, stop, sync=renamed)
+        if renamed:
             os.replace(copied, staged)
-        else:  # the rename must stay on one filesystem
+        else:
             with _created(staged) as out, open(copied, "rb") as source:
                 _pour(source.fileno(), out, stop)
         return staged
@@ -57,7 +56,7 @@ def copy_compacted(env: lmdb.Environment, directory: str, scratch: str | None = 
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _copy_env(env: lmdb.Environment, out: int, stop: threading.Event) -> None:
+def _copy_env(env: lmdb.Environment, out: int, stop: threading.Event, sync: bool) -> None:
     """LMDB's compacting copy into `out`, through a pipe a thread empties: when that thread stops
     (asked to, or a write failed) it closes the pipe, and LMDB's next write ends its copy."""
     read_end, write_end = os.pipe()
@@ -67,7 +66,7 @@ def _copy_env(env: lmdb.Environment, out: int, stop: threading.Event) -> None:
 
     def empty() -> None:
         try:
-            _pour(read_end, out, stop)
+            _pour(read_end, out, stop, sync)
         except BaseException as exc:  # noqa: BLE001 - raised below, on the compacting thread
             failed.append(exc)
         finally:
@@ -87,19 +86,20 @@ def _copy_env(env: lmdb.Environment, out: int, stop: threading.Event) -> None:
         raise failed[0]
 
 
-def _pour(source: int, out: int, stop: threading.Event) -> None:
-    """Copy `source` to its end into `out`, fsync'd; CompactionStopped once `stop` is set."""
+def _pour(source: int, out: int, stop: threading.Event, sync: bool = True) -> None:
+    """Copy `source` to its end into `out`, fsync'd if `sync`; CompactionStopped once `stop` is set."""
     unsynced = 0
     while not stop.is_set():
         chunk = os.read(source, _CHUNK)
         if not chunk:
-            os.fsync(out)
+            if sync:
+                os.fsync(out)
             return
         view = memoryview(chunk)
         while view:
             view = view[os.write(out, view):]
         unsynced += len(chunk)
-        if unsynced >= _SYNC_EVERY:
+        if sync and unsynced >= _SYNC_EVERY:
             os.fsync(out)
             unsynced = 0
     raise CompactionStopped("a stop came during the compaction; the queue's file is as it was")

@@ -33,18 +33,15 @@ _CLOSE_WAIT = 5.0  # seconds a close waits for reads under way before it leaves 
 class StoreHome:
     """One LMDB environment, its sub-databases and its files; see the module's docstring."""
 
-    def __init__(self, directory: str, *, sync: bool, map_size: int, lock_timeout: float, compact_on_start: bool,
-                 compaction_scratch: str | None, on_corrupt: Callable[[str], None] | None,
-                 on_salvage: Callable[[int, int], None] | None, control_socket: str | None, read_only: bool,
-                 directory_mode: int | None, recreate: bool):
+    def __init__(self, directory: str, *, sync: bool, map_size: int, lock_timeout: float,
+                 on_corrupt: Callable[[str], None] | None, on_salvage: Callable[[int, int], None] | None,
+                 control_socket: str | None, read_only: bool, directory_mode: int | None, recreate: bool):
         self.directory = directory
         self.directory_mode = directory_mode  # file_storage's directory_permissions; None: private
         self.recreate = recreate  # a data file that does not open is moved aside and salvaged
         self.sync = sync
         self.map_size = map_size
         self.lock_timeout = lock_timeout
-        self.compact_on_start = compact_on_start
-        self.compaction_scratch = compaction_scratch
         self.on_corrupt = on_corrupt
         self.on_salvage = on_salvage  # (records salvaged, records lost)
         self.control_socket = control_socket
@@ -57,8 +54,6 @@ class StoreHome:
         self.page_size = 4096
         self.pages_in_use = 0  # bytes; owned by the writer
         self.deadletter_entries = 0
-        self.compaction_failures = 0
-        self._stop_compaction = threading.Event()  # set: a compaction under way gives up (a stop is coming)
         self._unopened: Exception | None = None  # why the environment a failed swap closed does not open again
         self.gate = Gate()
         self._handles = threading.Lock()  # held while sub-databases open: a compaction's swap, a new queue or table
@@ -90,7 +85,6 @@ class StoreHome:
 
     def _open_locked(self) -> None:
         environment.check_access(self.directory)
-        self._stop_compaction.clear()
         try:
             self.env = environment.open_env(self.directory, self.map_size, self.sync)
         except (lmdb.Error, CorruptRecordError) as exc:

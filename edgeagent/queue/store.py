@@ -145,14 +145,17 @@ class QueueStore(StoreHome):
                  on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None,
                  read_only: bool = False, directory_mode: int | None = None, recreate: bool = True):
         super().__init__(directory, sync=sync, map_size=limits.map_size(map_size), lock_timeout=lock_timeout,
-                         compact_on_start=compact_on_start, compaction_scratch=compaction_scratch,
                          on_corrupt=on_corrupt, on_salvage=on_salvage, control_socket=control_socket,
                          read_only=read_only, directory_mode=directory_mode, recreate=recreate)
         self.limits = limits
         self.compression_level = compression_level
         self.on_drop = on_drop
         self.on_quarantine = on_quarantine  # (queue or table, records)
+        self.compact_on_start = compact_on_start
+        self.compaction_scratch = compaction_scratch
         self.compactions = 0
+        self.compaction_failures = 0
+        self._stop_compaction = threading.Event()  # set: a compaction under way gives up (a stop is coming)
         self._on_start: asyncio.Future[None] | None = None  # compaction::on_start, the writer's first work
         self.writer_errors = 0  # commits that failed unexpectedly (the writer went on)
         self._failing = False  # the last commit failed unexpectedly: the next failure is not logged again
@@ -177,6 +180,10 @@ class QueueStore(StoreHome):
         return self._loop
 
     # ---- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        self._stop_compaction.clear()  # a stop given to the store before it was opened again is spent
+        super().open()
 
     def queue(self, name: str, signal: Signal, capacity: QueueCapacity = QueueCapacity()) -> DurableQueue:
         if name not in self.queues:

@@ -48,9 +48,10 @@ def start_up_gc() -> None:
 
 
 def serving_gc() -> None:
-    """Once `run` is up (and after each reload): young passes at _SERVING_THRESHOLD."""
-    start_up_gc()  # saves CPython's thresholds for steady_gc, when not saved yet
-    assert _steady is not None
+    """Once `run` is up: young passes at _SERVING_THRESHOLD (CPython's thresholds kept for steady_gc)."""
+    global _steady
+    if _steady is None:
+        _steady = gc.get_threshold()
     gc.set_threshold(_SERVING_THRESHOLD, *_steady[1:])
 
 
