@@ -210,6 +210,7 @@ def parse_timeout(value: bytes | None) -> float | None:
 
 
 def unbase64(value: bytes) -> bytes:
+    """A `-bin` metadata value: base64 with or without its padding (b"" if it is none)."""
     try:
         return base64.b64decode(value + b"=" * (-len(value) % 4))
     except ValueError:
