@@ -195,6 +195,11 @@ def not_grpc(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
         status, code, message = b"415", INVALID_ARGUMENT, f"invalid gRPC request content-type {shown!r}"
     else:
         return None
+    return trailers_only(code, message, status)
+
+
+def trailers_only(code: int, message: str, status: bytes = b"200") -> list[tuple[bytes, bytes]]:
+    """The one HEADERS frame of a call answered without a message: HTTP `status` and the call's."""
     return [(b":status", status), (b"content-type", b"application/grpc"), *status_trailers(code, message, ())]
 
 
