@@ -659,9 +659,9 @@ async def _wait_for(event: asyncio.Event, seconds: float) -> bool:
         return event.is_set()
 
 
-def _why_skipped(record: Any) -> tuple[str, str]:
+def _why_skipped(record: object) -> tuple[str, str]:
     """The episode a skipped message belongs to, and what its log line says."""
-    if isinstance(getattr(record, "error", None), DecompressTooLarge):
+    if isinstance(record, Unreadable) and isinstance(record.error, DecompressTooLarge):
         return "too large", ("skipping Kafka record batches that decompress to more than "
                              "max_decompress_batch_bytes (raise it to read them)")
     return "malformed", "skipping Kafka messages that do not decode or could never fit"
