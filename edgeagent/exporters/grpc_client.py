@@ -30,7 +30,6 @@ Design note:
 from __future__ import annotations
 
 import asyncio
-import base64
 import math
 import socket
 import ssl
@@ -44,7 +43,7 @@ from edgeagent.exporters.grpc_dial import check_alpn, connect, failure, host_por
 from edgeagent.grpc_status import StatusCode, from_http
 from edgeagent.http1.dial import ClientError, ConnectError, shown_proxy
 from edgeagent.receivers import codec
-from edgeagent.receivers.grpc_call import ENCODINGS  # its import also quiets h2's frame logs (tokens)
+from edgeagent.receivers.grpc_call import ENCODINGS, unbase64  # its import also quiets h2's frame logs (tokens)
 
 _ACCEPT_ENCODING = ",".join(ENCODINGS).encode()
 _RESERVED = frozenset({"content-type", "te", "grpc-encoding", "grpc-accept-encoding", "grpc-timeout",
@@ -329,12 +328,7 @@ def _message(call: Call, encoding: str) -> bytes:
 
 
 def _metadata_value(key: str, value: bytes) -> str | bytes:
-    if key.endswith("-bin"):
-        try:
-            return base64.b64decode(value + b"=" * (-len(value) % 4))
-        except ValueError:
-            return b""
-    return value.decode("latin-1")
+    return unbase64(value) if key.endswith("-bin") else value.decode("latin-1")
 
 
 def _timeout_header(seconds: float) -> bytes:

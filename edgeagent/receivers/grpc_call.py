@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import struct
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
@@ -131,7 +130,19 @@ class GrpcCall:
 
     async def read(self, on_size: Callable[[int], None] | None = None) -> bytes:
         """The call's one message, decoded; `on_size(n)` hears the bytes held so far (received,
-        then decoded) as they grow, and whatever it raises ends the call."""
+        then decoded) as they grow, and whatever it raises ends the call. A message over the limit
+        once decompressed is refused in grpc-go's words, by which a sender (otelcol's, or the
+        agent's own exporter) knows that a smaller one gets through."""
+        try:
+            return await self._read(on_size)
+        except BadRequestError as exc:  # the decoder's: 413 is a message over the limit
+            if exc.status != 413:
+                raise
+            limit = self._connection.limits.max_message_bytes
+            raise GrpcError(RESOURCE_EXHAUSTED,
+                            f"grpc: received message after decompression larger than max {limit}") from None
+
+    async def _read(self, on_size: Callable[[int], None] | None) -> bytes:
         prefix = bytearray()  # until the 5-byte message prefix is complete
         decoder: codec.Decompressor | None = None
         wanted = body = received = 0
@@ -149,27 +160,12 @@ class GrpcCall:
             if body > wanted:
                 raise GrpcError(INTERNAL, "more than one message in a unary call")
             if chunk:
-                with self._decompressing():
-                    decoder.feed(chunk)
+                decoder.feed(chunk)
         if decoder is None:
             raise GrpcError(INTERNAL, "the call ended without a message")
         if body < wanted:
             raise GrpcError(INTERNAL, f"the message ends after {body} of {wanted} bytes")
-        with self._decompressing():
-            return decoder.finish()
-
-    @contextlib.contextmanager
-    def _decompressing(self) -> Iterator[None]:
-        """A message over the limit once decompressed refused in grpc-go's words, by which a sender
-        (otelcol's, or the agent's own exporter) knows that a smaller one gets through."""
-        try:
-            yield
-        except BadRequestError as exc:
-            if exc.status != 413:
-                raise
-            limit = self._connection.limits.max_message_bytes
-            raise GrpcError(RESOURCE_EXHAUSTED,
-                            f"grpc: received message after decompression larger than max {limit}") from None
+        return decoder.finish()
 
     def _start(self, prefix: bytes, on_size: Callable[[int], None] | None) -> tuple[codec.Decompressor, int]:
         limit = self._connection.limits.max_message_bytes
@@ -199,6 +195,11 @@ def not_grpc(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
         status, code, message = b"415", INVALID_ARGUMENT, f"invalid gRPC request content-type {shown!r}"
     else:
         return None
+    return trailers_only(code, message, status)
+
+
+def trailers_only(code: int, message: str, status: bytes = b"200") -> list[tuple[bytes, bytes]]:
+    """The one HEADERS frame of a call answered without a message: HTTP `status` and the call's."""
     return [(b":status", status), (b"content-type", b"application/grpc"), *status_trailers(code, message, ())]
 
 
@@ -214,6 +215,7 @@ def parse_timeout(value: bytes | None) -> float | None:
 
 
 def unbase64(value: bytes) -> bytes:
+    """A `-bin` metadata value: base64 with or without its padding (b"" if it is none)."""
     try:
         return base64.b64decode(value + b"=" * (-len(value) % 4))
     except ValueError:

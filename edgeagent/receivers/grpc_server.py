@@ -61,6 +61,7 @@ from edgeagent.receivers.grpc_call import (
     not_grpc,
     parse_timeout,
     status_trailers,
+    trailers_only,
     unbase64,
 )
 
@@ -399,8 +400,7 @@ class _Connection(asyncio.Protocol):
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
         refusal = not_grpc(headers)
         if refusal is None and self._metadata_held + size > self.limits.connection_window:
-            refusal = [(b":status", b"200"), (b"content-type", b"application/grpc"), *status_trailers(
-                UNAVAILABLE, "the calls in progress on this connection hold too much metadata", ())]
+            refusal = trailers_only(UNAVAILABLE, "the calls in progress on this connection hold too much metadata")
         if refusal is not None:
             self._refuse(stream_id, refusal)
             return

@@ -659,7 +659,7 @@ async def _wait_for(event: asyncio.Event, seconds: float) -> bool:
         return event.is_set()
 
 
-def _why_skipped(record: Any) -> tuple[str, str]:
+def _why_skipped(record: object) -> tuple[str, str]:
     """The episode a skipped message belongs to, and what its log line says."""
     if isinstance(record, Unreadable) and isinstance(record.error, DecompressTooLarge):
         return "too large", ("skipping Kafka record batches that decompress to more than "
