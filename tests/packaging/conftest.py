@@ -3,6 +3,7 @@ helm, built."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -79,7 +80,12 @@ def helm() -> str:
     if go is None:
         pytest.skip(f"Go is not installed: the helm tests build helm {HELM_VERSION} with `go install`")
     cache.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([go, "install", f"helm.sh/helm/v4/cmd/helm@{HELM_VERSION}"], capture_output=True,
-                            text=True, timeout=1800, env={**os.environ, "GOBIN": str(cache)})
+    # every xdist worker (and any other run on the machine) would build it at once: one builds, the rest wait
+    with open(cache / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if binary.exists():
+            return str(binary)
+        result = subprocess.run([go, "install", f"helm.sh/helm/v4/cmd/helm@{HELM_VERSION}"], capture_output=True,
+                                text=True, timeout=1800, env={**os.environ, "GOBIN": str(cache)})
     assert result.returncode == 0 and binary.exists(), result.stderr[-3000:]
     return str(binary)
