@@ -85,7 +85,9 @@ def helm() -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if binary.exists():
             return str(binary)
+        staging = cache / "staging"  # renamed into place whole: a reader without the lock never sees half a file
         result = subprocess.run([go, "install", f"helm.sh/helm/v4/cmd/helm@{HELM_VERSION}"], capture_output=True,
-                                text=True, timeout=1800, env={**os.environ, "GOBIN": str(cache)})
-    assert result.returncode == 0 and binary.exists(), result.stderr[-3000:]
+                                text=True, timeout=1800, env={**os.environ, "GOBIN": str(staging)})
+        assert result.returncode == 0 and (staging / "helm").exists(), result.stderr[-3000:]
+        os.replace(staging / "helm", binary)
     return str(binary)
