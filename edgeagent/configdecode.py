@@ -17,8 +17,10 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationInfo
 from pydantic_core import ErrorDetails
+
+from otel.godecode import Refused, decode_scalars, from_document
 
 
 class Reference(str):
@@ -45,13 +47,14 @@ class ReferenceList(list):
     text = ""
 
 
-def split_comma_lists(model: type[BaseModel], data: Any) -> Any:
-    """`data` for `model`, with references decoded for their fields and a string under each key
-    whose field takes only lists split at commas."""
+def split_comma_lists(model: type[BaseModel], data: Any, info: ValidationInfo) -> Any:
+    """`data` for `model`, with references decoded for their fields, scalars read as otelcol reads
+    them (otel.godecode) and a string under each key whose field takes only lists split at commas."""
     if not isinstance(data, dict):
         return data
     annotations = _annotations(model)
     data = {key: _decoded(annotations[key], value) if key in annotations else value for key, value in data.items()}
+    data = decode_scalars(model, data, from_document(info))
     keys = _list_keys(model)
     if not keys.intersection(data):
         return data
@@ -157,6 +160,8 @@ _EXPECTED = {
 
 def type_error_sentence(error: ErrorDetails) -> str | None:
     """`expected true or false; got text` for a pydantic type error, None for any other error."""
+    if isinstance(error.get("input"), Refused):
+        return error["input"].sentence
     expected = _EXPECTED.get(error["type"])
     if expected is None:
         return None
