@@ -79,3 +79,12 @@ def test_number_beyond_the_go_type_of_the_setting_is_refused_not_wrapped():
         assert words in errors.get(path, ""), f"{path}: {errors.get(path)!r}\n{errors}"
     assert "processors::tail_sampling::expected_new_traces_per_sec" in errors, errors
     assert set(errors) == set(ranges) | {"processors::tail_sampling::expected_new_traces_per_sec"}, errors
+
+
+@pytest.mark.parametrize("environ", [{}, {"EDGEAGENT_TEST_EMPTY": ""}], ids=["unset", "empty"])
+def test_empty_variable_for_a_number_or_bool_is_its_zero_not_refused_as_text(environ):
+    text = (SCALARS / "good-empty-variable.yaml").read_text(encoding="utf-8")
+    config = load_text(text, environ=environ)
+    batch = config.processors["batch"].config
+    assert (batch.send_batch_max_size, batch.timeout) == (0, 0.0)
+    assert config.exporters["otlp_http"].config.force_attempt_http2 is False  # true by default

@@ -1,5 +1,5 @@
 """The scalar configs of tests/config/test_otelcol_scalar_decoding.py against otelcol 0.165 itself:
-what it runs (fractions for whole numbers, nulls, bare-number durations) passes `edgeagent validate`
+what it runs (fractions for whole numbers, nulls, empty variables, bare-number durations) passes `edgeagent validate`
 too, and a quoted number or bool, which edgeagent takes as what it spells, is one otelcol refuses,
 so taking it changes the meaning of no config otelcol runs."""
 
@@ -16,7 +16,7 @@ from tests.config.conftest import REPO_ROOT, _environment
 pytestmark = pytest.mark.e2e
 
 SCALARS = REPO_ROOT / "tests" / "testdata" / "config" / "scalars"
-BOTH_RUN = ("good-fractions.yaml", "good-nulls.yaml", "good-bare-durations.yaml")
+BOTH_RUN = ("good-fractions.yaml", "good-nulls.yaml", "good-bare-durations.yaml", "good-empty-variable.yaml")
 
 
 def _otelcol_validate(binary: Path, config: Path) -> subprocess.CompletedProcess:
