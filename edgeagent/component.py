@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from edgeagent.configdecode import split_comma_lists
 
@@ -26,8 +26,8 @@ class ComponentConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _split_comma_lists(cls, data: Any) -> Any:
-        return split_comma_lists(cls, data)
+    def _split_comma_lists(cls, data: Any, info: ValidationInfo) -> Any:
+        return split_comma_lists(cls, data, info)
 
     def config_warnings(self) -> list[str]:
         """Things the user should know about a config that is still accepted."""

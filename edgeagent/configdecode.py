@@ -5,6 +5,8 @@ YAML value (confmap's useExpandValue): `value: ${env:N}` with N=5 inserts the nu
 `num_consumers: ${env:N}` with N=0x10 is 16. A string given to a list key is split at commas
 (mapstructure's StringToSliceHookFunc(","), in confmap's decode hooks): `brokers: ${env:BROKERS}`
 with BROKERS=k1:9092,k2:9092 is two brokers, an empty string no item, and no item is trimmed.
+An empty reference (null to YAML) given to a number or bool key is null there, which
+otel.godecode makes the key's zero, as otelcol does.
 Every config model runs this before its fields are validated. pydantic's type errors become
 sentences naming the form expected.
 """
@@ -17,8 +19,10 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationInfo
 from pydantic_core import ErrorDetails
+
+from otel.godecode import Refused, decode_scalars, from_document
 
 
 class Reference(str):
@@ -45,13 +49,14 @@ class ReferenceList(list):
     text = ""
 
 
-def split_comma_lists(model: type[BaseModel], data: Any) -> Any:
-    """`data` for `model`, with references decoded for their fields and a string under each key
-    whose field takes only lists split at commas."""
+def split_comma_lists(model: type[BaseModel], data: Any, info: ValidationInfo) -> Any:
+    """`data` for `model`, with references decoded for their fields, scalars read as otelcol reads
+    them (otel.godecode) and a string under each key whose field takes only lists split at commas."""
     if not isinstance(data, dict):
         return data
     annotations = _annotations(model)
     data = {key: _decoded(annotations[key], value) if key in annotations else value for key, value in data.items()}
+    data = decode_scalars(model, data, from_document(info))
     keys = _list_keys(model)
     if not keys.intersection(data):
         return data
@@ -60,8 +65,11 @@ def split_comma_lists(model: type[BaseModel], data: Any) -> Any:
 
 
 def _decoded(annotation: Any, value: Any) -> Any:
-    """`value` with each Reference as its text where `annotation` takes text, else as its YAML value."""
+    """`value` with each Reference as its text where `annotation` takes text, else as its YAML value;
+    an empty one (null to YAML) is null to a number or bool key, its zero (otelcol's useExpandValue)."""
     if isinstance(value, Reference):
+        if value.value is None and _all_members(annotation, lambda member: member in (int, float, bool)):
+            return None
         return value.value if not _takes_text(annotation) and value.value is not None else str(value)
     if isinstance(value, (ReferenceMap, ReferenceList)) and _takes_only_text(annotation):
         return value.text
@@ -157,6 +165,8 @@ _EXPECTED = {
 
 def type_error_sentence(error: ErrorDetails) -> str | None:
     """`expected true or false; got text` for a pydantic type error, None for any other error."""
+    if isinstance(error.get("input"), Refused):
+        return error["input"].sentence
     expected = _EXPECTED.get(error["type"])
     if expected is None:
         return None

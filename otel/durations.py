@@ -14,7 +14,8 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m":
 def parse_duration(value: Any) -> float:
     """Parse a Go-style duration ("1h30m", "200ms", "10s") into seconds.
 
-    A bare number is taken as seconds, which is what users mean in YAML like `timeout: 30`.
+    A bare number is taken as seconds, as a model built in code gives it; in a config document
+    otel.godecode has made it seconds from otelcol's nanoseconds before it gets here.
     """
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}: use a number with a unit such as 200ms, 10s or 5m")

@@ -210,7 +210,7 @@ class Source:
 def unset_warning(name: str, paths: list[str]) -> str:
     """otelcol's "Configuration references unset environment variable", saying where and what to do."""
     where = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-    return (f"environment variable {name} is not set: it reads as empty text in {where}; set it, or give "
+    return (f"environment variable {name} is not set: it reads as empty in {where}; set it, or give "
             f"a default as ${{env:{name}:-value}}")
 
 

@@ -29,6 +29,7 @@ from edgeagent.config.types import port_problem
 from edgeagent.config.unsupported import unsupported
 from edgeagent.configdecode import type_error_sentence
 from edgeagent.signals import Signal
+from otel.godecode import DOCUMENT
 
 _TOP_LEVEL = set(KINDS) | {"service"}
 
@@ -142,7 +143,7 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str,
         errors.append(("service", "must be a mapping with pipelines"))
     else:
         try:
-            service = ServiceConfig.model_validate(service_raw)
+            service = ServiceConfig.model_validate(service_raw, context=DOCUMENT)
             warnings.extend(service.config_warnings())
         except ValidationError as exc:
             errors.extend(e for e in pydantic_errors(exc, "service", ServiceConfig)
@@ -192,7 +193,7 @@ def _validate_components(document: dict, errors: list[tuple[str, str]], warnings
                 errors.append((path, "must be a mapping of settings"))
                 continue
             try:
-                config = factory.config.model_validate(settings)
+                config = factory.config.model_validate(settings, context=DOCUMENT)
             except ValidationError as exc:
                 errors.extend(e for e in pydantic_errors(exc, path, factory.config, (kind, component_id.type))
                               if not _caused_by_expansion(e[0], failed_paths))

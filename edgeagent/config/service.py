@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from edgeagent.config.periodic import Periodic
 from edgeagent.config.types import Duration
@@ -17,8 +17,8 @@ class _Strict(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _split_comma_lists(cls, data: Any) -> Any:
-        return split_comma_lists(cls, data)
+    def _split_comma_lists(cls, data: Any, info: ValidationInfo) -> Any:
+        return split_comma_lists(cls, data, info)
 
 
 class PipelineConfig(_Strict):

@@ -9,7 +9,11 @@ from edgeagent.masking import shown_url  # an endpoint in an error shows no pass
 # durations are defined in otel, which the sampler library shares; the agent's configs import them here
 from otel.durations import Duration, format_duration, parse_duration
 
-__all__ = ["Duration", "check_endpoint", "format_duration", "host_and_port", "parse_duration", "split_endpoint"]
+# whole numbers bounded as the Go type of the otelcol setting they stand for (a plain int is Go's int)
+from otel.godecode import Int32, Uint32, Uint64
+
+__all__ = ["Duration", "Int32", "Uint32", "Uint64", "check_endpoint", "format_duration", "host_and_port",
+           "parse_duration", "split_endpoint"]
 
 
 def host_and_port(endpoint: str, default_port: int) -> tuple[str, int]:

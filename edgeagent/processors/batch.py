@@ -13,17 +13,17 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig, Factory, Role
-from edgeagent.config.types import Duration
+from edgeagent.config.types import Duration, Uint32
 from edgeagent.errors import BadRequestError
 from edgeagent.queue import record
 
 
 class BatchConfig(ComponentConfig):
     timeout: Duration = 0.2
-    send_batch_size: int = Field(8192, ge=0)
-    send_batch_max_size: int = Field(0, ge=0)
+    send_batch_size: Uint32 = Field(8192, ge=0)
+    send_batch_max_size: Uint32 = Field(0, ge=0)
     metadata_keys: list[str] = Field(default_factory=list)
-    metadata_cardinality_limit: int = Field(1000, ge=0)
+    metadata_cardinality_limit: Uint32 = Field(1000, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> BatchConfig:

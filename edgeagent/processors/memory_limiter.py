@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory, Role, optional_block
-from edgeagent.config.types import Duration
+from edgeagent.config.types import Duration, Uint32
 from edgeagent.errors import BadRequestError, DataRefusedError
 from edgeagent.runtime import supervise
 
@@ -77,10 +77,10 @@ class GarbageCollectorConfig(ComponentConfig):
 
 class MemoryLimiterConfig(ComponentConfig):
     check_interval: Duration | None = None
-    limit_mib: int = Field(0, ge=0)
-    spike_limit_mib: int = Field(0, ge=0)
-    limit_percentage: int = Field(0, ge=0, le=100)
-    spike_limit_percentage: int = Field(0, ge=0, le=100)
+    limit_mib: Uint32 = Field(0, ge=0)
+    spike_limit_mib: Uint32 = Field(0, ge=0)
+    limit_percentage: Uint32 = Field(0, ge=0, le=100)
+    spike_limit_percentage: Uint32 = Field(0, ge=0, le=100)
     min_gc_interval_when_soft_limited: Duration = Field(0.0, ge=0)
     min_gc_interval_when_hard_limited: Duration = Field(0.0, ge=0)
     max_gc_interval_when_soft_limited: Duration = Field(0.0, ge=0)

@@ -65,7 +65,7 @@ from aiokafka.structs import TopicPartition
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.config.types import Duration
+from edgeagent.config.types import Duration, Int32
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig
 from edgeagent.configretry import backoff_delay
 from edgeagent.errors import BadRequestError, PermanentError, RefusedError, RetryableError, ShutdownError
@@ -174,10 +174,10 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     message_marking: MessageMarkingConfig = Field(default_factory=MessageMarkingConfig)
     header_extraction: HeaderExtractionConfig = Field(default_factory=HeaderExtractionConfig)
     error_backoff: ErrorBackoffConfig = Field(default_factory=ErrorBackoffConfig)
-    min_fetch_size: int = Field(1, ge=1)
-    max_fetch_size: int = Field(0, ge=0)  # 0: no limit
+    min_fetch_size: Int32 = Field(1, ge=1)
+    max_fetch_size: Int32 = Field(0, ge=0)  # 0: no limit
     max_fetch_wait: Duration = 0.25
-    max_partition_fetch_size: int = Field(1048576, gt=0)
+    max_partition_fetch_size: Int32 = Field(1048576, gt=0)
     # the most one record batch's records may decompress to (kafka_decompress.py); a batch over it is skipped
     max_decompress_batch_bytes: int = DEFAULT_MAX_BYTES
     group_rebalance_strategy: str = "range"  # one of _ASSIGNORS; otelcol's default, cooperative-sticky, is refused

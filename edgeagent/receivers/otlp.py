@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from edgeagent import netaddr
 from edgeagent.auth import AuthConfig
 from edgeagent.component import ComponentConfig, Factory, null_keeps_defaults
-from edgeagent.config.types import Duration
+from edgeagent.config.types import Duration, Uint32
 from edgeagent.confighttp import HttpServerConfig
 from edgeagent.middleware import MiddlewareConfig, check_server_middlewares
 from edgeagent.receivers.otlp_grpc import GrpcServer
@@ -51,7 +51,7 @@ class GrpcConfig(ComponentConfig):
     endpoint: str = "localhost:4317"
     dialer: netaddr.DialerConfig | None = None
     max_recv_msg_size_mib: int = Field(4, ge=0)  # 0: grpc's default, 4
-    max_concurrent_streams: int = Field(0, ge=0)
+    max_concurrent_streams: Uint32 = Field(0, ge=0)
     read_buffer_size: int = Field(0, ge=0)  # the socket's SO_RCVBUF; 0: the system's
     write_buffer_size: int = Field(0, ge=0)  # the socket's SO_SNDBUF; 0: the system's
     keepalive: GrpcKeepaliveConfig | None = None

@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, Field, ModelWrapValidatorHandler, PrivateAttr, field_validator, model_validator
 
+from otel.godecode import Int32
 from otel.goregex import compile_go_regex
 from sampler.policies.ottl_config import OttlConditionConfig
 from sampler.settings import Settings
@@ -156,8 +157,8 @@ class BooleanAttributeConfig(PolicyBlock):
 
 
 class SpanCountConfig(PolicyBlock):
-    min_spans: int = 0  # below 0 too, as otelcol takes it: every count is at least it
-    max_spans: int = 0  # 0: no upper bound; below 0 it bounds as written, as in otelcol
+    min_spans: Int32 = 0  # below 0 too, as otelcol takes it: every count is at least it
+    max_spans: Int32 = 0  # 0: no upper bound; below 0 it bounds as written, as in otelcol
 
     def notes(self) -> list[tuple[str, str]]:
         if self.max_spans < 0:

@@ -26,7 +26,7 @@ BAD_CONFIGS = {
     "bad-duration.yaml": ([("exporters::otlphttp::timeout", ["duration"])], []),
     "bad-negative-num-consumers.yaml": ([("exporters::otlphttp::sending_queue::num_consumers", [])], []),
     # the unset variable is named by a warning before the error (test_unset_variables.py)
-    "bad-env-unset-limit.yaml": ([("processors::memory_limiter::limit_mib", [])], []),
+    "bad-env-unset-limit.yaml": ([("processors::memory_limiter", ["limit_mib"])], []),
     "bad-undefined-exporter.yaml": ([("service::pipelines::traces::exporters", ["otlphttp/backup"])], []),
     "bad-undefined-processor.yaml": ([("service::pipelines::traces::processors", ["memory_limiter"])], []),
     "bad-undefined-extension.yaml": ([("service::extensions::*", ["file_storage"])], []),

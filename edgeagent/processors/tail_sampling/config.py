@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
-from edgeagent.config.types import Duration
+from edgeagent.config.types import Duration, Uint32, Uint64
 from sampler.cluster.config import SharedStateBackends
 from sampler.compression import SpanCompressionConfig
 from sampler.policies.config import PolicyConfig, policy_warnings
@@ -43,21 +43,21 @@ class DecisionCacheConfig(ComponentConfig):
 class TailSamplingConfig(ComponentConfig):
     decision_wait: Duration = 30.0
     decision_wait_after_root_received: Duration = 0.0
-    num_traces: int = Field(50_000, gt=0)
+    num_traces: Uint64 = Field(50_000, gt=0)
     # num_traces reached: wait for decisions to free room (the client waits, then gets a retryable
     # refusal after decision_wait) instead of deciding the oldest traces early
     block_on_overflow: bool = False
-    expected_new_traces_per_sec: int = Field(0, ge=0)
+    expected_new_traces_per_sec: Uint64 = Field(0, ge=0)
     decision_cache: DecisionCacheConfig = Field(default_factory=DecisionCacheConfig)
     sample_on_first_match: bool = False
     # "trace-complete" only: decisions are made on whole traces from the durable buffer
     sampling_strategy: Literal["trace-complete"] = "trace-complete"
     # otelcol's shards divide num_traces and per-second limits so that the aggregate is the same
     # as with one; edgeagent decides in one loop, which is that aggregate (1 to 256, as otelcol)
-    num_shards: int = Field(1, ge=0, le=256)
+    num_shards: Uint32 = Field(1, ge=0, le=256)
     # default false: pending traces stay on disk and are decided after the next start
     drop_pending_traces_on_shutdown: bool = False
-    maximum_trace_size_bytes: int = Field(0, ge=0)  # a larger trace is dropped at once (0: no limit)
+    maximum_trace_size_bytes: Uint64 = Field(0, ge=0)  # a larger trace is dropped at once (0: no limit)
     policies: list[PolicyConfig] = Field(default_factory=list)
     # edgeagent
     max_buffered_spans: int = Field(0, ge=0)  # 0: only num_traces limits the buffer
