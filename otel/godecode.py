@@ -21,6 +21,7 @@ both, so accepting them changes the meaning of no config it runs.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import types
 import typing
@@ -31,6 +32,9 @@ from pydantic import BaseModel, ValidationInfo
 from pydantic.fields import FieldInfo
 
 from otel.durations import parse_duration
+
+log = logging.getLogger(__name__)
+_LIKELY_SECONDS = 1_000_000  # a bare duration under a millisecond
 
 
 @dataclass(frozen=True)
@@ -100,18 +104,18 @@ def decode_scalars(model: type[BaseModel], data: Any, document: bool) -> Any:
                 continue  # the default stays
             out[key] = _ZERO.get(setting.kind, value)
         else:
-            out[key] = _scalar(setting, value, document)
+            out[key] = _scalar(key, setting, value, document)
     return out
 
 
 _ZERO: dict[str, object] = {"int": 0, "float": 0.0, "bool": False, "str": "", "duration": 0.0}
 
 
-def _scalar(setting: _Setting, value: Any, document: bool) -> Any:
+def _scalar(key: str, setting: _Setting, value: Any, document: bool) -> Any:
     if isinstance(value, bool) or setting.kind not in ("int", "duration"):
         return value
     if setting.kind == "duration":
-        return _nanoseconds(value) if document and isinstance(value, (int, float)) else value
+        return _nanoseconds(key, value) if document and isinstance(value, (int, float)) else value
     whole = _whole(value)
     if whole is None:
         return value
@@ -141,11 +145,15 @@ def _whole(value: Any) -> int | Refused | None:
     return None
 
 
-def _nanoseconds(value: float) -> float | Refused:
-    """Seconds for a bare number of nanoseconds, truncated to whole nanoseconds as Go's int64()."""
+def _nanoseconds(key: str, value: float) -> float | Refused:
+    """Seconds for a bare number of nanoseconds, truncated to whole nanoseconds as Go's int64().
+    Under a millisecond it is most likely meant as seconds (`timeout: 30`): said once per load."""
     if not math.isfinite(value) or not _GO_INT.low <= value <= _GO_INT.high:
         return Refused(f"expected a duration such as 200ms, 10s or 5m; got a number of nanoseconds ({value}) "
                        f"beyond what a duration holds")
+    if 0 < value < _LIKELY_SECONDS:
+        log.warning("`%s: %s` is read as %dns, as otelcol reads a bare number; write %ss if seconds are meant",
+                    key, value, int(value), value, extra={"key": key, "value": value})
     return int(value) / 1e9
 
 

@@ -88,3 +88,16 @@ def test_empty_variable_for_a_number_or_bool_is_its_zero_not_refused_as_text(env
     batch = config.processors["batch"].config
     assert (batch.send_batch_max_size, batch.timeout) == (0, 0.0)
     assert config.exporters["otlp_http"].config.force_attempt_http2 is False  # true by default
+
+
+def test_bare_number_duration_under_a_millisecond_is_warned_of_as_likely_meant_as_seconds(caplog):
+    """`timeout: 30` is 30ns to otelcol, and so here: the agent runs as otelcol would, but says so,
+    since a timeout of nanoseconds fails every call."""
+    text = (SCALARS / "good-bare-durations.yaml").read_text(encoding="utf-8").replace("timeout: 1.5s", "timeout: 30")
+    with caplog.at_level("WARNING"):
+        config = load_text(text, environ={})
+    assert config.exporters["otlp_http"].config.timeout == pytest.approx(30e-9)
+    warned = [record.getMessage() for record in caplog.records if "30ns" in record.getMessage()]
+    assert warned and "30s" in warned[0], caplog.text
+    # 5000000000 (5s) is plainly nanoseconds
+    assert not [record for record in caplog.records if "5000000000" in record.getMessage()]
