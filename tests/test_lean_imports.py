@@ -29,6 +29,9 @@ NOT_ON_THE_DEFAULT_PATH = [
     # HTTP/1.1 both ways is our own (edgeagent/http1/); the stdlib's HTTP and mail modules are not needed
     "aiohttp", "multidict", "yarl", "urllib.request", "http.client",
     "importlib.metadata",  # pydantic's plugin search (edgeagent/runtime/lean.py)
+    # periodic metric readers push through the otlp exporters' clients: only with a periodic reader
+    "edgeagent.service.periodic", "edgeagent.exporters.otlp", "edgeagent.exporters.grpc_client",
+    "edgeagent.service.metrics_otlp",
 ]
 # `python -m edgeagent`, writing the names in sys.modules to a file when the process exits
 RUN_AND_LIST_MODULES = ("import atexit, json, runpy, sys\n"
