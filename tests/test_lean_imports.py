@@ -32,6 +32,7 @@ NOT_ON_THE_DEFAULT_PATH = [
     # periodic metric readers push through the otlp exporters' clients: only with a periodic reader
     "edgeagent.service.periodic", "edgeagent.exporters.otlp", "edgeagent.exporters.grpc_client",
     "edgeagent.service.metrics_otlp",
+    "google.protobuf.descriptor_pb2",  # the appender's shadow classes, built when attributes are first added
 ]
 # `python -m edgeagent`, writing the names in sys.modules to a file when the process exits
 RUN_AND_LIST_MODULES = ("import atexit, json, runpy, sys\n"
