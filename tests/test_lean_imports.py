@@ -68,7 +68,7 @@ def test_a_verb_leaves_the_collector_at_its_steady_threshold(capsys):
     assert main(["components"]) == 0
     assert gc.get_threshold() == steady
     start_up_gc()
-    assert gc.get_threshold()[0] > steady[0]
+    assert gc.get_threshold()[0] > steady[0] and gc.get_threshold()[1] > steady[1]
     steady_gc()
     assert gc.get_threshold() == steady
 
