@@ -12,7 +12,6 @@ the honoured delay is capped at RETRY_AFTER_CEILING instead.
 
 from __future__ import annotations
 
-import email.utils
 import random
 import time
 from typing import Protocol
@@ -86,6 +85,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # an HTTP date is rare; the email package is not loaded until one comes
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -217,6 +216,8 @@ def _load_chain(context: ssl.SSLContext, cfg: _TlsCommon) -> None:
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"cannot load the certificate {cfg.cert_file} with the key {cfg.key_file}: {exc}") from exc
         return
+    import tempfile  # inline PEM only
+
     with tempfile.TemporaryDirectory(prefix="edgeagent-tls-") as directory:
         cert_file, key_file = cfg.cert_file, cfg.key_file
         if cfg.cert_pem:

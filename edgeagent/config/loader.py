@@ -6,7 +6,6 @@ reported at once; validation is pure (no disk, network or ports).
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -494,6 +493,8 @@ def pydantic_errors(exc: ValidationError, prefix: str, model: type[BaseModel],
 
 def _nearest(word: object, choices: Iterable[object]) -> str:
     """" (did you mean 'timeout'?)" for the valid name closest to a misspelt one, or ""."""
+    import difflib  # only a config with a mistake needs it
+
     close = difflib.get_close_matches(str(word), [str(choice) for choice in choices], n=1, cutoff=0.75)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

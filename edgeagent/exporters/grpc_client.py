@@ -43,8 +43,9 @@ from edgeagent.exporters.grpc_dial import check_alpn, connect, failure, host_por
 from edgeagent.grpc_status import StatusCode, from_http
 from edgeagent.http1.dial import ClientError, ConnectError, shown_proxy
 from edgeagent.receivers import codec
-from edgeagent.receivers.grpc_call import ENCODINGS, unbase64  # its import also quiets h2's frame logs (tokens)
+from edgeagent.receivers.grpc_call import ENCODINGS, quiet_h2, unbase64
 
+quiet_h2()  # the connections' h2 (grpc_connection.py)
 _ACCEPT_ENCODING = ",".join(ENCODINGS).encode()
 _RESERVED = frozenset({"content-type", "te", "grpc-encoding", "grpc-accept-encoding", "grpc-timeout",
                        "user-agent", "host"})

@@ -38,7 +38,6 @@ Design note:
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import socket
 import ssl
@@ -146,6 +145,8 @@ def _redirect(path: str, query: str) -> Handler:
 
     async def answer(request: Request) -> Response:
         if request.method == "GET":
+            import html  # html.entities' tables, for a redirect a browser may follow
+
             return Response(307, body=f'<a href="{html.escape(location)}">Temporary Redirect</a>.\n\n'.encode(),
                             content_type="text/html; charset=utf-8", headers=[("Location", location)])
         return Response(307, headers=[("Location", location)])

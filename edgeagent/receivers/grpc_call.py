@@ -4,10 +4,9 @@ A handler (`Handler`) reads its call's one message with `GrpcCall.read`, decoded
 bounded decoders as it arrives, and answers with the response message or ends the call with a
 `GrpcError`; `Limits` bound what a server takes. The functions at the end read and write gRPC's
 own headers: grpc-timeout, `-bin` metadata, the trailers that carry a status, and the answer to
-a request that is no gRPC call. The connection that carries a call is grpc_server.py's; a call
-asks of it only `CallHost`.
-
-Importing this module quiets h2's frame logs, for the server and the client (grpc_client.py) alike.
+a request that is no gRPC call. The connection that carries a call is grpc_connection.py's; a call
+asks of it only `CallHost`. `quiet_h2()` quiets h2's frame logs, for the server and the client
+(grpc_client.py) alike; each calls it when it imports h2.
 """
 
 from __future__ import annotations
@@ -18,24 +17,31 @@ import logging
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
-
-from hyperframe.frame import DataFrame
 
 from edgeagent.errors import BadRequestError
 from edgeagent.receivers import codec
 
-# h2 and hpack log every frame and header at debug level, tokens included: never let them through
-for _name in ("h2", "hpack"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-# h2 formats repr(frame) for its trace log whether or not anything logs it, and hyperframe's repr
-# of a DATA frame copies and hex-encodes the whole payload: a third of the server's CPU per message
+if TYPE_CHECKING:
+    from hyperframe.frame import DataFrame
+
+
+def quiet_h2() -> None:
+    """h2 and hpack log every frame and header at debug level, tokens included: never let them
+    through. And h2 formats repr(frame) for its trace log whether or not anything logs it, and
+    hyperframe's repr of a DATA frame copies and hex-encodes the whole payload (a third of the
+    server's CPU per message): it shows the payload's size instead."""
+    from hyperframe.frame import DataFrame
+
+    for name in ("h2", "hpack"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    DataFrame._body_repr = _data_frame_repr  # type: ignore[method-assign,assignment]
+
+
 def _data_frame_repr(frame: DataFrame) -> str:
     return f"<{len(frame.data)} bytes>"
 
-
-DataFrame._body_repr = _data_frame_repr  # type: ignore[method-assign,assignment]
 
 OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
 RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 8, 12, 13, 14

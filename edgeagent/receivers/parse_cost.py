@@ -98,8 +98,7 @@ def _with_deprecated_scopes(plan: Plan) -> Plan:
 
 _PLANS = {signal: _with_deprecated_scopes(_plan(cast(Descriptor, signal.request_class.DESCRIPTOR), {}))
           for signal in Signal}
-_NOT_TAGS = {signal: bytes(value for value in range(256) if value not in _tag_bytes(_PLANS[signal], set()))
-             for signal in Signal}
+_NOT_TAGS = {signal: bytes(sorted(set(range(256)) - _tag_bytes(_PLANS[signal], set()))) for signal in Signal}
 
 
 def worst_case(signal: Signal, body: bytes, content_type: str) -> int:

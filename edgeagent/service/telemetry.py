@@ -2,7 +2,8 @@
 
 Components count through the Host (`counter_inc`, `count`); gauges read live state at scrape
 time. `service::telemetry::metrics` says where they go: a /metrics server per pull reader, a push
-every interval per periodic reader (edgeagent.service.periodic).
+every interval per periodic reader (edgeagent.service.periodic, imported only when one is configured:
+it brings the otlp exporters' clients).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from edgeagent.config.service import IncludeExclude, MetricsConfig, as_label
@@ -24,10 +25,12 @@ from edgeagent.queue.ops import WriterQueue
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.runtime import supervise
 from edgeagent.service.consumers import Processor
-from edgeagent.service.periodic import PeriodicReader
 from edgeagent.service.process import define_process_metrics
 from edgeagent.service.storage import Stores
 from edgeagent.signals import Payload, Signal
+
+if TYPE_CHECKING:
+    from edgeagent.service.periodic import PeriodicReader
 
 log = logging.getLogger(__name__)
 METRICS_READ_TIMEOUT = 5.0  # seconds; otelcol's Prometheus server (ReadTimeout, WriteTimeout)
@@ -108,6 +111,8 @@ class Telemetry:
         leave_out = frozenset() if settings.level == "detailed" else DETAILED_ONLY
         pushes = self.metrics.counters["edgeagent_telemetry_metrics_pushes"]
         for at, periodic in settings.pushes():
+            from edgeagent.service.periodic import PeriodicReader
+
             reader = PeriodicReader(f"readers::{at}::periodic", periodic, self.metrics, leave_out, pushes, self)
             await reader.start()
             self._readers.append(reader)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -337,7 +339,7 @@ def test_buffer_sizes_reach_the_socket():
     try:
         client = H2Client(server.port)
         client.events(lambda seen: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in seen))
-        connection = next(iter(server.server._connections))
+        connection = next(iter(server.server.connections))
         sock = connection._transport.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 1 << 20
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 1 << 20
@@ -351,7 +353,7 @@ def test_shutdown_lets_calls_in_flight_finish_and_refuses_new_connections():
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             call = channel.unary_unary(METHOD).future(b"in flight", timeout=5)
             deadline = time.monotonic() + 5
-            while not server.server._connections and time.monotonic() < deadline:
+            while not server.server.connections and time.monotonic() < deadline:
                 time.sleep(0.01)
             time.sleep(0.1)
             server.stop()
@@ -561,3 +563,13 @@ def test_a_stream_to_refuse_that_comes_with_the_peers_goaway_is_dropped_quietly(
     client.sock.sendall(_opening(client, 1, "text/plain") + GoAwayFrame(0, last_stream_id=0).serialize())
     client.events(lambda seen: False, deadline=0.5)
     assert "data_received() call failed" not in caplog.text
+
+
+@pytest.mark.parametrize("module", ["edgeagent.receivers.grpc_connection", "edgeagent.exporters.grpc_client"])
+def test_h2_frames_stay_out_of_the_logs_wherever_h2_is_first_imported(module):
+    code = ("import logging, sys\n"
+            f"import {module}\n"
+            "from hyperframe.frame import DataFrame\n"
+            "assert logging.getLogger('h2').level == logging.getLogger('hpack').level == logging.WARNING\n"
+            "assert '<70000 bytes>' in repr(DataFrame(1, data=b'x' * 70000))\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
