@@ -40,6 +40,7 @@ DataFrame._body_repr = _data_frame_repr  # type: ignore[method-assign,assignment
 OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
 RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 8, 12, 13, 14
 
+DEADLINE_MESSAGE = "context deadline exceeded"  # grpc-go's words (Go's context.DeadlineExceeded)
 ENCODINGS = ("identity", "gzip", "deflate", "zstd", "snappy")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 PREFIX = struct.Struct(">BI")  # a message's compressed flag and length
@@ -85,20 +86,42 @@ class CallHost(Protocol):
 
 
 class GrpcCall:
-    """One unary call as its handler sees it: method, metadata, peer, and the message to read."""
+    """One unary call as its handler sees it: method, metadata, peer, deadline, and the message to read.
+
+    The server cancels the handler when the call's deadline (grpc-timeout) passes, and answers
+    DEADLINE_EXCEEDED, until the handler takes the deadline over (`own_deadline`): from then on
+    the handler answers for it, so work that cannot be undone (a commit) ends with its outcome."""
 
     def __init__(self, connection: CallHost, stream_id: int, method: str, metadata: list[tuple[str, str | bytes]],
-                 encoding: str, peer: str):
+                 encoding: str, peer: str, deadline: float | None = None):
         self.method = method
         self.metadata = metadata  # lowercased keys, no pseudo or transport headers; `-bin` values decoded
         self.encoding = encoding
         self.peer = peer
+        self.deadline = deadline  # the event loop's time by which the client wants its answer
+        self._owned = False  # the handler answers for the deadline
+        self.expired = False  # the deadline passed while the server still answered for it
         self._connection = connection
         self._stream_id = stream_id
         self._chunks: list[bytes] = []
         self._unacknowledged = 0  # bytes taken but not yet given back to flow control
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
+
+    def own_deadline(self) -> float | None:
+        """Take the deadline over: the server no longer cancels the call when it passes, the handler
+        honours it in whatever it still waits for (the deadline is returned). Raises DEADLINE_EXCEEDED
+        if it has passed already, so that nothing is begun that the client has given up on."""
+        if self.deadline is not None and (self.expired or asyncio.get_running_loop().time() >= self.deadline):
+            raise GrpcError(DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
+        self._owned = True
+        return self.deadline
+
+    def _expire(self, task: asyncio.Task[None]) -> None:
+        """The deadline passed: cancel the handler, unless it answers for the deadline itself."""
+        if not self._owned and not task.done():
+            self.expired = True
+            task.cancel()
 
     def _push(self, chunk: bytes) -> None:
         self._chunks.append(chunk)

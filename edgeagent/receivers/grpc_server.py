@@ -48,6 +48,7 @@ from hyperframe.frame import GoAwayFrame
 from edgeagent.receivers import h2_limits, http1_probe
 from edgeagent.receivers.grpc_call import (
     DEADLINE_EXCEEDED,
+    DEADLINE_MESSAGE,
     ENCODINGS,
     INTERNAL,
     OK,
@@ -399,6 +400,10 @@ class _Connection(asyncio.Protocol):
             else:
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
         refusal = not_grpc(headers)
+        timeout = parse_timeout(headers.get(b"grpc-timeout"))
+        deadline = None if timeout is None else self._last_read + timeout  # counted from the headers' arrival
+        if refusal is None and deadline is not None and self._loop.time() >= deadline:
+            refusal = trailers_only(DEADLINE_EXCEEDED, DEADLINE_MESSAGE)  # as grpc-go: spent before any handler runs
         if refusal is None and self._metadata_held + size > self.limits.connection_window:
             refusal = trailers_only(UNAVAILABLE, "the calls in progress on this connection hold too much metadata")
         if refusal is not None:
@@ -408,12 +413,14 @@ class _Connection(asyncio.Protocol):
         self._metadata_held += size
         method = headers.get(b":path", b"").decode("latin-1")
         encoding = headers.get(b"grpc-encoding", b"identity").decode("latin-1").strip().lower()
-        call = GrpcCall(self, stream_id, method, metadata, encoding, self._peer)
+        call = GrpcCall(self, stream_id, method, metadata, encoding, self._peer, deadline)
         self.calls[stream_id] = call
         self._idle_since = self._loop.time()
-        task = self._loop.create_task(self._run(call, self.server.handlers.get(method),
-                                                parse_timeout(headers.get(b"grpc-timeout"))))
+        task = self._loop.create_task(self._run(call, self.server.handlers.get(method)))
         self.tasks[stream_id] = task
+        if deadline is not None:
+            timer = self._loop.call_at(deadline, call._expire, task)
+            task.add_done_callback(lambda _: timer.cancel())
 
     def _refuse(self, stream_id: int, answer: list[tuple[bytes, bytes]] | None,
                 code: h2.errors.ErrorCodes = h2.errors.ErrorCodes.REFUSED_STREAM) -> None:
@@ -467,7 +474,9 @@ class _Connection(asyncio.Protocol):
 
     # ---- calls ---------------------------------------------------------------------------------
 
-    async def _run(self, call: GrpcCall, handler: Handler | None, timeout: float | None) -> None:
+    async def _run(self, call: GrpcCall, handler: Handler | None) -> None:
+        """Run the handler and answer with its outcome; a deadline that passes while the server
+        answers for it (GrpcCall) cancels the handler and is answered DEADLINE_EXCEEDED."""
         stream_id = call._stream_id
         trailers: Sequence[tuple[str, str | bytes]] = ()
         response = None
@@ -477,13 +486,17 @@ class _Connection(asyncio.Protocol):
             if call.encoding not in ENCODINGS:
                 raise GrpcError(UNIMPLEMENTED, f"grpc-encoding {call.encoding!r} is not supported; "
                                                f"use one of {', '.join(ENCODINGS)}")
-            async with asyncio.timeout(timeout):
-                response = await handler(call)
+            response = await handler(call)
             code, message = OK, ""
         except GrpcError as exc:
             code, message, trailers = exc.code, exc.message, exc.trailers
-        except TimeoutError:
-            code, message = DEADLINE_EXCEEDED, "deadline exceeded"
+        except asyncio.CancelledError:
+            if not call.expired:
+                raise  # the peer reset the stream, or the server stops: nobody to answer
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the deadline's cancel is answered here, not passed on
+            code, message = DEADLINE_EXCEEDED, DEADLINE_MESSAGE
         except Exception as exc:  # a handler maps its errors itself; this is a bug, answered as one
             log.error("gRPC call failed unexpectedly", exc_info=exc, extra={"method": call.method})
             code, message = INTERNAL, f"internal error: {type(exc).__name__}"
