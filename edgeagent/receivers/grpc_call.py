@@ -227,14 +227,16 @@ def trailers_only(code: int, message: str, status: bytes = b"200") -> list[tuple
 
 
 def parse_timeout(value: bytes | None) -> float | None:
-    """grpc-timeout ("100m", "5S"): seconds, None without (or with an unreadable) value."""
-    if not value or len(value) > 9:
+    """grpc-timeout ("100m", "5S"): seconds, None without one. Raises GrpcError for a value grpc-go
+    refuses (up to 8 ASCII digits and a unit), with its words."""
+    if value is None:
         return None
     text = value.decode("latin-1")
-    unit = _TIMEOUT_UNITS.get(text[-1])
-    if unit is None or not text[:-1].isdigit():
-        return None
-    return int(text[:-1]) * unit
+    digits, unit = text[:-1], _TIMEOUT_UNITS.get(text[-1:])
+    if len(text) < 2 or len(text) > 9 or unit is None or not (digits.isascii() and digits.isdigit()):
+        raise GrpcError(INTERNAL, f"malformed grpc-timeout: transport: timeout {text!r} is not 1 to 8 digits "
+                                  "and a unit (H, M, S, m, u or n)")
+    return int(digits) * unit
 
 
 def unbase64(value: bytes) -> bytes:

@@ -399,11 +399,9 @@ class _Connection(asyncio.Protocol):
                 metadata.append((key.decode("ascii", "replace"), unbase64(value)))
             else:
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
-        refusal = not_grpc(headers)
-        timeout = parse_timeout(headers.get(b"grpc-timeout"))
-        deadline = None if timeout is None else self._last_read + timeout  # counted from the headers' arrival
-        if refusal is None and deadline is not None and self._loop.time() >= deadline:
-            refusal = trailers_only(DEADLINE_EXCEEDED, DEADLINE_MESSAGE)  # as grpc-go: spent before any handler runs
+        refusal, deadline = not_grpc(headers), None
+        if refusal is None:
+            refusal, deadline = self._deadline(headers.get(b"grpc-timeout"))
         if refusal is None and self._metadata_held + size > self.limits.connection_window:
             refusal = trailers_only(UNAVAILABLE, "the calls in progress on this connection hold too much metadata")
         if refusal is not None:
@@ -421,6 +419,21 @@ class _Connection(asyncio.Protocol):
         if deadline is not None:
             timer = self._loop.call_at(deadline, call._expire, task)
             task.add_done_callback(lambda _: timer.cancel())
+
+    def _deadline(self, timeout: bytes | None) -> tuple[list[tuple[bytes, bytes]] | None, float | None]:
+        """The call's deadline (the loop's time), counted from the arrival of its headers; or grpc-go's
+        answer to a grpc-timeout it cannot read (400, INTERNAL) or one spent already: a handler never
+        sees either call."""
+        try:
+            seconds = parse_timeout(timeout)
+        except GrpcError as exc:
+            return trailers_only(exc.code, exc.message, b"400"), None
+        if seconds is None:
+            return None, None
+        deadline = self._last_read + seconds
+        if self._loop.time() >= deadline:
+            return trailers_only(DEADLINE_EXCEEDED, DEADLINE_MESSAGE), None
+        return None, deadline
 
     def _refuse(self, stream_id: int, answer: list[tuple[bytes, bytes]] | None,
                 code: h2.errors.ErrorCodes = h2.errors.ErrorCodes.REFUSED_STREAM) -> None:

@@ -18,7 +18,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 def call(port: int, message: bytes, encoding: str | None = None, compressed: bool | None = None,
          path: str = TRACE_METHOD, timeout: float = 10.0, content_type: str = "application/grpc",
-         metadata: tuple[tuple[str, str], ...] = ()) -> tuple[int, str]:
+         metadata: tuple[tuple[str, str | bytes], ...] = ()) -> tuple[int, str]:
     """(grpc-status, grpc-message) of one call; the message is sent as given, in 16 KiB frames, and
     `metadata` as headers after the required ones (a grpc-timeout the client itself never enforces)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)

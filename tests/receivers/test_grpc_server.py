@@ -178,6 +178,16 @@ def test_a_spent_grpc_timeout_is_answered_deadline_exceeded_without_running_the_
     assert served.received == [b"in time"]
 
 
+@pytest.mark.parametrize("timeout", ["1x", "S", "1234567890S", "-1S", "1.5S", b"\xb2S"])
+def test_a_malformed_grpc_timeout_is_refused_as_grpc_go_refuses_it_not_ignored(served, timeout):
+    """grpc-go answers HTTP 400 with INTERNAL ("malformed grpc-timeout: ...") and runs no handler;
+    a digit beyond ASCII ("²") must not reach int(), which refuses it with an error of its own."""
+    status, message = grpc_raw.call(served.port, b"x", metadata=(("grpc-timeout", timeout),))
+    assert status == grpc.StatusCode.INTERNAL.value[0] and message.startswith("malformed grpc-timeout")
+    assert served.received == []
+    assert grpc_raw.call(served.port, b"y")[0] == 0  # the server goes on
+
+
 def test_a_deadline_passing_before_the_handler_owns_it_cancels_the_call(served):
     served.delay = 5.0
     started = time.monotonic()
