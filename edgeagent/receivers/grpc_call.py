@@ -233,10 +233,23 @@ def parse_timeout(value: bytes | None) -> float | None:
         return None
     text = value.decode("latin-1")
     digits, unit = text[:-1], _TIMEOUT_UNITS.get(text[-1:])
-    if len(text) < 2 or len(text) > 9 or unit is None or not (digits.isascii() and digits.isdigit()):
-        raise GrpcError(INTERNAL, f"malformed grpc-timeout: transport: timeout {text!r} is not 1 to 8 digits "
-                                  "and a unit (H, M, S, m, u or n)")
-    return int(digits) * unit
+    quoted = _go_quote(text)
+    if len(text) < 2:
+        problem = f"transport: timeout string is too short: {quoted}"
+    elif len(text) > 9:
+        problem = f"transport: timeout string is too long: {quoted}"
+    elif unit is None:
+        problem = f"transport: timeout unit is not recognized: {quoted}"
+    elif not (digits.isascii() and digits.isdigit()):
+        problem = f"strconv.ParseUint: parsing {_go_quote(digits)}: invalid syntax"
+    else:
+        return int(digits) * unit
+    raise GrpcError(INTERNAL, f"malformed grpc-timeout: {problem}")
+
+
+def _go_quote(text: str) -> str:
+    """Go's %q of printable text, in which grpc-go's messages quote a value."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def unbase64(value: bytes) -> bytes:

@@ -96,3 +96,21 @@ def test_a_deadline_passing_during_the_commit_is_answered_with_the_commits_outco
     assert len(delivered) == len(set(delivered))
     assert sorted(delivered) == sorted(span for span, status in answers.items() if status == OK)
     assert agent.terminate() == 0
+
+
+def test_spent_and_malformed_grpc_timeouts_get_otelcols_answers(agents, otelcol, tmp_path):
+    """The answers otelcol's gRPC server (grpc-go) gives, before its receiver sees the call."""
+    collector_port = free_port()
+    collector = otelcol({"receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{collector_port}"}}}},
+                         "exporters": {"nop": {}},
+                         "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["nop"]}}}})
+    agent, _ = _start(agents, tmp_path)
+    timeouts = ["1n", "0S", "0m", "1x", "123456789S", "S", "-1S", "1.5m", 'a"\\m']
+
+    def answers(port: int) -> list[tuple[int, str]]:
+        return [grpc_raw.call(port, _request(1), metadata=(("grpc-timeout", timeout),)) for timeout in timeouts]
+
+    expected = answers(collector_port)
+    assert [status for status, _ in expected] == [DEADLINE_EXCEEDED] * 3 + [grpc.StatusCode.INTERNAL.value[0]] * 6
+    assert collector.metric("otelcol_receiver_accepted_spans") == 0
+    assert answers(agent.grpc_port) == expected
