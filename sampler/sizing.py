@@ -160,7 +160,11 @@ def resource_spans_size(group: ResourceSpans, values: bool = True) -> int:
     for scope in group.scope_spans:
         spans = 0
         for span in scope.spans:
-            size = span_size(span, values)
+            if values or span.links:
+                size = span_size(span, values)
+            else:  # as in trace_sizes, span_size's of the usual span inline
+                size = span.ByteSize() + ((not span.trace_id) + (not span.span_id) + (not span.parent_span_id)
+                                          + (not span.HasField("status"))) * _EMPTY
             spans += 1 + (size.bit_length() + 6) // 7 + size  # _field(size), inline: this runs per span
         if spans:
             total += _field(_scope_head(scope, values) + spans)
@@ -209,7 +213,11 @@ def trace_sizes(request: ExportTraceServiceRequest, raw: bytes | None = None) ->
             in_scope: dict[bytes, int] = {}
             for span in scope.spans:
                 trace_id = span.trace_id
-                size = span_size(span, values, trace_id)
+                if values or span.links:
+                    size = span_size(span, values, trace_id)
+                else:  # span_size's of the usual span, inline (the call costs a tenth of it): ids and status
+                    size = span.ByteSize() + ((not trace_id) + (not span.span_id) + (not span.parent_span_id)
+                                              + (not span.HasField("status"))) * _EMPTY
                 in_scope[trace_id] = in_scope.get(trace_id, 0) + 1 + (size.bit_length() + 6) // 7 + size  # size > 0
             if not in_scope:
                 continue
