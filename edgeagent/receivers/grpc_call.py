@@ -46,6 +46,7 @@ def _data_frame_repr(frame: DataFrame) -> str:
 OK, CANCELLED, INVALID_ARGUMENT, DEADLINE_EXCEEDED = 0, 1, 3, 4
 RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 8, 12, 13, 14
 
+DEADLINE_MESSAGE = "context deadline exceeded"  # grpc-go's words (Go's context.DeadlineExceeded)
 ENCODINGS = ("identity", "gzip", "deflate", "zstd", "snappy")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 PREFIX = struct.Struct(">BI")  # a message's compressed flag and length
@@ -91,20 +92,42 @@ class CallHost(Protocol):
 
 
 class GrpcCall:
-    """One unary call as its handler sees it: method, metadata, peer, and the message to read."""
+    """One unary call as its handler sees it: method, metadata, peer, deadline, and the message to read.
+
+    The server cancels the handler when the call's deadline (grpc-timeout) passes, and answers
+    DEADLINE_EXCEEDED, until the handler takes the deadline over (`own_deadline`): from then on
+    the handler answers for it, so work that cannot be undone (a commit) ends with its outcome."""
 
     def __init__(self, connection: CallHost, stream_id: int, method: str, metadata: list[tuple[str, str | bytes]],
-                 encoding: str, peer: str):
+                 encoding: str, peer: str, deadline: float | None = None):
         self.method = method
         self.metadata = metadata  # lowercased keys, no pseudo or transport headers; `-bin` values decoded
         self.encoding = encoding
         self.peer = peer
+        self.deadline = deadline  # the event loop's time by which the client wants its answer
+        self._owned = False  # the handler answers for the deadline
+        self.expired = False  # the deadline passed while the server still answered for it
         self._connection = connection
         self._stream_id = stream_id
         self._chunks: list[bytes] = []
         self._unacknowledged = 0  # bytes taken but not yet given back to flow control
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
+
+    def own_deadline(self) -> float | None:
+        """Take the deadline over: the server no longer cancels the call when it passes, the handler
+        honours it in whatever it still waits for (the deadline is returned). Raises DEADLINE_EXCEEDED
+        if it has passed already, so that nothing is begun that the client has given up on."""
+        if self.deadline is not None and (self.expired or asyncio.get_running_loop().time() >= self.deadline):
+            raise GrpcError(DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
+        self._owned = True
+        return self.deadline
+
+    def _expire(self, task: asyncio.Task[None]) -> None:
+        """The deadline passed: cancel the handler, unless it answers for the deadline itself."""
+        if not self._owned and not task.done():
+            self.expired = True
+            task.cancel()
 
     def _push(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -210,14 +233,29 @@ def trailers_only(code: int, message: str, status: bytes = b"200") -> list[tuple
 
 
 def parse_timeout(value: bytes | None) -> float | None:
-    """grpc-timeout ("100m", "5S"): seconds, None without (or with an unreadable) value."""
-    if not value or len(value) > 9:
+    """grpc-timeout ("100m", "5S"): seconds, None without one. Raises GrpcError for a value grpc-go
+    refuses (up to 8 ASCII digits and a unit), with its words."""
+    if value is None:
         return None
     text = value.decode("latin-1")
-    unit = _TIMEOUT_UNITS.get(text[-1])
-    if unit is None or not text[:-1].isdigit():
-        return None
-    return int(text[:-1]) * unit
+    digits, unit = text[:-1], _TIMEOUT_UNITS.get(text[-1:])
+    quoted = _go_quote(text)
+    if len(text) < 2:
+        problem = f"transport: timeout string is too short: {quoted}"
+    elif len(text) > 9:
+        problem = f"transport: timeout string is too long: {quoted}"
+    elif unit is None:
+        problem = f"transport: timeout unit is not recognized: {quoted}"
+    elif not (digits.isascii() and digits.isdigit()):
+        problem = f"strconv.ParseUint: parsing {_go_quote(digits)}: invalid syntax"
+    else:
+        return int(digits) * unit
+    raise GrpcError(INTERNAL, f"malformed grpc-timeout: {problem}")
+
+
+def _go_quote(text: str) -> str:
+    """Go's %q of printable text, in which grpc-go's messages quote a value."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def unbase64(value: bytes) -> bytes:

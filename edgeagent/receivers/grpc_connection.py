@@ -26,6 +26,7 @@ from hyperframe.frame import GoAwayFrame
 from edgeagent.receivers import h2_limits, http1_probe
 from edgeagent.receivers.grpc_call import (
     DEADLINE_EXCEEDED,
+    DEADLINE_MESSAGE,
     ENCODINGS,
     INTERNAL,
     OK,
@@ -348,7 +349,9 @@ class Connection(asyncio.Protocol):
                 metadata.append((key.decode("ascii", "replace"), unbase64(value)))
             else:
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
-        refusal = not_grpc(headers)
+        refusal, deadline = not_grpc(headers), None
+        if refusal is None:
+            refusal, deadline = self._deadline(headers.get(b"grpc-timeout"))
         if refusal is None and self._metadata_held + size > self.limits.connection_window:
             refusal = trailers_only(UNAVAILABLE, "the calls in progress on this connection hold too much metadata")
         if refusal is not None:
@@ -358,12 +361,29 @@ class Connection(asyncio.Protocol):
         self._metadata_held += size
         method = headers.get(b":path", b"").decode("latin-1")
         encoding = headers.get(b"grpc-encoding", b"identity").decode("latin-1").strip().lower()
-        call = GrpcCall(self, stream_id, method, metadata, encoding, self._peer)
+        call = GrpcCall(self, stream_id, method, metadata, encoding, self._peer, deadline)
         self.calls[stream_id] = call
         self._idle_since = self._loop.time()
-        task = self._loop.create_task(self._run(call, self.server.handlers.get(method),
-                                                parse_timeout(headers.get(b"grpc-timeout"))))
+        task = self._loop.create_task(self._run(call, self.server.handlers.get(method)))
         self.tasks[stream_id] = task
+        if deadline is not None:
+            timer = self._loop.call_at(deadline, call._expire, task)
+            task.add_done_callback(lambda _: timer.cancel())
+
+    def _deadline(self, timeout: bytes | None) -> tuple[list[tuple[bytes, bytes]] | None, float | None]:
+        """The call's deadline (the loop's time), counted from the arrival of its headers; or grpc-go's
+        answer to a grpc-timeout it cannot read (400, INTERNAL) or one spent already: a handler never
+        sees either call."""
+        try:
+            seconds = parse_timeout(timeout)
+        except GrpcError as exc:
+            return trailers_only(exc.code, exc.message, b"400"), None
+        if seconds is None:
+            return None, None
+        deadline = self._last_read + seconds
+        if self._loop.time() >= deadline:
+            return trailers_only(DEADLINE_EXCEEDED, DEADLINE_MESSAGE), None
+        return None, deadline
 
     def _refuse(self, stream_id: int, answer: list[tuple[bytes, bytes]] | None,
                 code: h2.errors.ErrorCodes = h2.errors.ErrorCodes.REFUSED_STREAM) -> None:
@@ -417,7 +437,9 @@ class Connection(asyncio.Protocol):
 
     # ---- calls ---------------------------------------------------------------------------------
 
-    async def _run(self, call: GrpcCall, handler: Handler | None, timeout: float | None) -> None:
+    async def _run(self, call: GrpcCall, handler: Handler | None) -> None:
+        """Run the handler and answer with its outcome; a deadline that passes while the server
+        answers for it (GrpcCall) cancels the handler and is answered DEADLINE_EXCEEDED."""
         stream_id = call._stream_id
         trailers: Sequence[tuple[str, str | bytes]] = ()
         response = None
@@ -427,13 +449,17 @@ class Connection(asyncio.Protocol):
             if call.encoding not in ENCODINGS:
                 raise GrpcError(UNIMPLEMENTED, f"grpc-encoding {call.encoding!r} is not supported; "
                                                f"use one of {', '.join(ENCODINGS)}")
-            async with asyncio.timeout(timeout):
-                response = await handler(call)
+            response = await handler(call)
             code, message = OK, ""
         except GrpcError as exc:
             code, message, trailers = exc.code, exc.message, exc.trailers
-        except TimeoutError:
-            code, message = DEADLINE_EXCEEDED, "deadline exceeded"
+        except asyncio.CancelledError:
+            if not call.expired:
+                raise  # the peer reset the stream, or the server stops: nobody to answer
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the deadline's cancel is answered here, not passed on
+            code, message = DEADLINE_EXCEEDED, DEADLINE_MESSAGE
         except Exception as exc:  # a handler maps its errors itself; this is a bug, answered as one
             log.error("gRPC call failed unexpectedly", exc_info=exc, extra={"method": call.method})
             code, message = INTERNAL, f"internal error: {type(exc).__name__}"

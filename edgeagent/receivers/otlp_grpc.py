@@ -5,6 +5,12 @@ changes is parsed once and stored as received. Messages are decoded with codec's
 decoders whatever grpc-encoding they use (identity, gzip, deflate, zstd, snappy: grpcio's server
 refuses the last two, hence our own server). With `tls` the port serves TLS (mTLS with
 `client_ca_file`); with `auth` every call must satisfy the named authenticator extension.
+
+A call's deadline (grpc-timeout) spent on arrival is answered DEADLINE_EXCEEDED before the handler
+runs, as grpc-go answers it; one that passes while the request is read or parsed cancels it
+(nothing kept). Once the request goes to the consumer, the answer is the consume's outcome: OK for
+a commit that ends after the deadline (otelcol resets the stream then, and its client sends again
+what was kept), an error for what the waits refused at the deadline.
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ class GrpcServer:
 
         async def export(call: grpc_call.GrpcCall) -> bytes:
             started = time.perf_counter()
-            status = "CANCELLED"  # unless it ends otherwise: a deadline or a reset cancels the call
+            status = "CANCELLED"  # unless it ends otherwise: a deadline before the consume, or a reset
             try:
                 if authenticator is not None and not authenticator.authenticate(
                         {key: value for key, value in call.metadata if isinstance(value, str)}):
@@ -85,6 +91,9 @@ class GrpcServer:
                     metadata = codec.metadata_of(call.metadata) if include_metadata else None
                     await parse_cost.admit(reservation, signal, request, codec.PROTOBUF)
                     payload = await parse_cost.decode(signal, request, codec.PROTOBUF, metadata, call.peer)
+                    # from here the answer is the consume's outcome, late or not: a commit under way
+                    # cannot be taken back, and what waits (for room, for delivery) ends at the deadline
+                    payload.deadline = call.own_deadline()
                     await consumer.consume(payload, "grpc")
                 status = "OK"
             except grpc_call.GrpcError as exc:

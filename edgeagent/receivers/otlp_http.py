@@ -3,7 +3,8 @@
 GET /health answers as the health_check extension's `/health` (200 when the agent is healthy, 503
 when not), unless a signal is served at that path: load balancers check the port they balance
 (the deployment guide's HAProxy `option httpchk GET /health` on 4318), where otelcol answers 404
-and every collector would be marked down.
+and every collector would be marked down. A signal's path ending in `/` serves its subtree, as
+in Go's ServeMux, so a signal at `/` takes /health as otelcol's does (and keeps what is POSTed there).
 
 Bodies are decompressed here (codec.Decompressor), as they arrive, so the size limit applies
 to the decompressed size for every encoding otelcol accepts and a decompression bomb stops at
@@ -94,7 +95,7 @@ class HttpServer:
                                  f"both {path!r}; give each signal a path of its own")
             served[path] = key
             server.post(path, self._handler(signal, consumer))
-        if HEALTH_PATH not in served:
+        if server.router.match(HEALTH_PATH) is None:  # a signal's path, or its subtree (`/`), takes it otherwise
             server.get(HEALTH_PATH, self._health)
         await confighttp.listen(server, address, self.config)
         self._server = server

@@ -13,8 +13,8 @@
   RetryableError when the retries ran out. A client that gives up (its gRPC deadline, or the HTTP
   receiver's `write_timeout`, passes) or is answered with an error owns its request again: the
   record leaves the queue unless it is being sent.
-* The deadline is the payload's (`Payload.deadline`, set by the receiver); a gRPC deadline also
-  cancels the whole call. Without one, both waits last until the outcome, as otelcol's do, or
+* The deadline is the payload's (`Payload.deadline`, set by the receiver: HTTP's write_timeout,
+  gRPC's grpc-timeout). Without one, both waits last until the outcome, as otelcol's do, or
   until the agent stops (ShutdownError).
 """
 

@@ -17,8 +17,10 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 def call(port: int, message: bytes, encoding: str | None = None, compressed: bool | None = None,
-         path: str = TRACE_METHOD, timeout: float = 10.0, content_type: str = "application/grpc") -> tuple[int, str]:
-    """(grpc-status, grpc-message) of one call; the message is sent as given, in 16 KiB frames."""
+         path: str = TRACE_METHOD, timeout: float = 10.0, content_type: str = "application/grpc",
+         metadata: tuple[tuple[str, str | bytes], ...] = ()) -> tuple[int, str]:
+    """(grpc-status, grpc-message) of one call; the message is sent as given, in 16 KiB frames, and
+    `metadata` as headers after the required ones (a grpc-timeout the client itself never enforces)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     try:
@@ -27,7 +29,7 @@ def call(port: int, message: bytes, encoding: str | None = None, compressed: boo
         sock.sendall(connection.data_to_send())
         stream = connection.get_next_available_stream_id()
         headers = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", "127.0.0.1"),
-                   ("content-type", content_type), ("te", "trailers")]
+                   ("content-type", content_type), ("te", "trailers"), *metadata]
         if encoding:
             headers.append(("grpc-encoding", encoding))
         connection.send_headers(stream, headers)

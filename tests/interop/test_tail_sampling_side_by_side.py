@@ -490,6 +490,52 @@ def test_edgeagent_drops_the_traces_otelcol_drops_as_too_large_one_byte_over_max
     assert kept == {"at_the_limit": (every, every), "one_byte_over": (set(), set())}
 
 
+def _with_unknown_fields(requests: list[ExportTraceServiceRequest]) -> list[ExportTraceServiceRequest]:
+    """The requests with a field no OTLP version defines in every span, its attributes and links,
+    and every resource and scope: a newer SDK's, or a vendor's."""
+    unknown = length_delimited(99, b"u" * 40)
+    for request in requests:
+        for group in request.resource_spans:
+            group.resource.MergeFromString(unknown)
+            for scope in group.scope_spans:
+                scope.scope.MergeFromString(unknown)
+                for span in scope.spans:
+                    for message in (span, *span.attributes, *span.links):
+                        message.MergeFromString(unknown)
+    return requests
+
+
+@pytest.mark.parametrize("measure", ["maximum_trace_size_bytes", "bytes_limiting"])
+def test_unknown_fields_count_toward_a_traces_size_as_little_as_in_otelcol_which_drops_them(agents, otelcol,
+                                                                                            tmp_path, measure):
+    """pdata drops what it does not know before sizing; edgeagent counted it, so a trace at the
+    limit in otelcol was over it here (dropped as too large, or refused by the bucket)."""
+    def known(requests: list[ExportTraceServiceRequest]) -> list[ExportTraceServiceRequest]:
+        """Copies as pdata holds them: the padding aims at otelcol's size whatever the agent counts."""
+        copies = [ExportTraceServiceRequest.FromString(request.SerializeToString()) for request in requests]
+        for copy in copies:
+            copy.DiscardUnknownFields()
+        return copies
+
+    if measure == "bytes_limiting":
+        bodies = [r.SerializeToString() for r in _padded(_with_unknown_fields(_sized_requests()),
+                                                         lambda requests, trace_id: _bucket_size(known(requests),
+                                                                                                 trace_id))]
+        cases = {"at_the_limit": [{"type": "bytes_limiting", "bytes_limiting": {
+            "bytes_per_second": 1, "burst_capacity": SIZE}}]}
+        kept = {case: (len(mine), len(reference))
+                for case, (mine, reference) in _side_by_side(agents, otelcol, tmp_path, cases, bodies).items()}
+        assert kept == {"at_the_limit": (1, 1)}
+        return
+    bodies = [r.SerializeToString() for r in _padded(
+        _with_unknown_fields(_sized_requests()), lambda requests, trace_id: _limit_size(known(requests), trace_id))]
+    kept = {case: (set(mine), set(reference)) for case, (mine, reference) in _side_by_side(
+        agents, otelcol, tmp_path, {"at_the_limit": [{"type": "always_sample"}]}, bodies,
+        settings={"at_the_limit": {"maximum_trace_size_bytes": SIZE}}).items()}
+    every = {bytes([0x30 + number]) * 16 for number in range(6)}
+    assert kept == {"at_the_limit": (every, every)}
+
+
 def test_edgeagent_spends_from_a_bytes_limiting_bucket_what_otelcol_spends_of_a_trace(agents, otelcol, tmp_path):
     """A bucket of SIZE bytes (refilling 1 a second) takes one trace of SIZE bytes, one a byte smaller none."""
     bodies = [request.SerializeToString() for request in _padded(_sized_requests(), _bucket_size)]

@@ -39,7 +39,8 @@ class Served:
         self.metadata: list[dict[str, str | bytes]] = []
         self.delay = delay
         self.loop = asyncio.new_event_loop()
-        self.server = grpc_server.GrpcServer({METHOD: self.echo, "/refuse/Early": self.refuse}, limits, ssl_context)
+        self.server = grpc_server.GrpcServer({METHOD: self.echo, "/refuse/Early": self.refuse,
+                                              "/own/Deadline": self.own_deadline}, limits, ssl_context)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop).result(10)
@@ -55,6 +56,15 @@ class Served:
         self.received.append(message)
         self.metadata.append(dict(call.metadata))
         return b"\x0a\x00" if message == b"partial" else b""
+
+    async def own_deadline(self, call: GrpcCall) -> bytes:
+        """Reads, takes over its deadline as a receiver does before it commits, then outlives it."""
+        message = await call.read()
+        deadline = call.own_deadline()
+        assert deadline is not None
+        await asyncio.sleep(max(deadline - asyncio.get_running_loop().time(), 0) + self.delay)
+        self.received.append(message)
+        return b""
 
     async def refuse(self, call: GrpcCall) -> bytes:
         raise GrpcError(grpc_call.UNAVAILABLE, "not now", [("grpc-status-details-bin", b"\x08\x0e")])
@@ -156,6 +166,46 @@ def test_grpc_timeout_is_honoured():
         assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("timeout", ["1n", "0S", "0m", "0H"])
+def test_a_spent_grpc_timeout_is_answered_deadline_exceeded_without_running_the_handler(served, timeout):
+    """grpc-go puts the deadline on the call's context before any handler runs and, finding it
+    done already, answers DEADLINE_EXCEEDED ("context deadline exceeded") in one HEADERS frame:
+    otelcol's receiver never sees the request, so nothing of it is kept."""
+    status, message = grpc_raw.call(served.port, b"spent", metadata=(("grpc-timeout", timeout),))
+    assert (status, message) == (grpc.StatusCode.DEADLINE_EXCEEDED.value[0], "context deadline exceeded")
+    assert served.received == []
+    assert grpc_raw.call(served.port, b"in time", metadata=(("grpc-timeout", "5S"),))[0] == 0
+    assert served.received == [b"in time"]
+
+
+@pytest.mark.parametrize("timeout", ["1x", "S", "1234567890S", "-1S", "1.5S", b"\xb2S"])
+def test_a_malformed_grpc_timeout_is_refused_as_grpc_go_refuses_it_not_ignored(served, timeout):
+    """grpc-go answers HTTP 400 with INTERNAL ("malformed grpc-timeout: ...") and runs no handler;
+    a digit beyond ASCII ("²") must not reach int(), which refuses it with an error of its own."""
+    status, message = grpc_raw.call(served.port, b"x", metadata=(("grpc-timeout", timeout),))
+    assert status == grpc.StatusCode.INTERNAL.value[0] and message.startswith("malformed grpc-timeout")
+    assert served.received == []
+    assert grpc_raw.call(served.port, b"y")[0] == 0  # the server goes on
+
+
+def test_a_deadline_passing_before_the_handler_owns_it_cancels_the_call(served):
+    served.delay = 5.0
+    started = time.monotonic()
+    status, _ = grpc_raw.call(served.port, b"slow", metadata=(("grpc-timeout", "200m"),))
+    assert status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert time.monotonic() - started < 3 and served.received == []
+
+
+def test_a_handler_that_owns_its_deadline_is_answered_with_its_outcome_after_it_passes(served):
+    """A receiver that has begun to commit a request answers with the commit's outcome, late if need
+    be: a DEADLINE_EXCEEDED for data it kept would make the client send it again."""
+    served.delay = 0.2
+    started = time.monotonic()
+    status, _ = grpc_raw.call(served.port, b"kept", path="/own/Deadline", metadata=(("grpc-timeout", "100m"),))
+    assert status == 0 and served.received == [b"kept"]
+    assert time.monotonic() - started >= 0.3
 
 
 def test_many_refused_large_calls_do_not_exhaust_the_connection_window(served):

@@ -267,6 +267,62 @@ def test_a_url_path_ending_in_a_slash_serves_its_subtree_and_redirects_the_bare_
     assert _answers(agent_port) == expected
 
 
+ROOT_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:PORT
+        traces_url_path: /
+exporters:
+  SINK:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [SINK]
+    logs:
+      receivers: [otlp]
+      exporters: [SINK]
+"""
+
+
+def _root_answers(port: int) -> list[int]:
+    plain = {"Content-Type": "application/x-protobuf"}
+    answers = []
+    for method, path, body in [("POST", "/health", SPAN_BODY), ("POST", "/v1/traces", SPAN_BODY),
+                               ("POST", "/anything/else", SPAN_BODY), ("GET", "/health", b""),
+                               ("POST", "/v1/logs", BODY)]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request(method, path, body=body, headers=plain if method == "POST" else {})
+        answers.append(connection.getresponse().status)
+        connection.close()
+    return answers
+
+
+def test_a_root_url_path_takes_every_path_health_included_so_a_post_there_is_kept_as_otelcol_keeps_it(
+        agents, otelcol, tmp_path):
+    """traces_url_path `/` is a subtree pattern in Go's ServeMux: every path no other pattern holds
+    goes to the traces handler, /health too. That handler keeps a POST to /health and answers any
+    other method 405; the agent answered GET /health as its health and POST /health 405 (the
+    data refused where otelcol keeps it). Decision: a user who serves OTLP at `/` asks for every
+    path to be OTLP, and the port's /health is the agent's own extra (otelcol has none there),
+    answered only where no signal is served; so it follows otelcol, and health stays served by the
+    health_check extension's port. Keeping GET /health would lose no data either, but would make
+    one path's meaning differ from otelcol's for no request that carries data."""
+    collector_port = free_port()
+    otelcol(ROOT_CONFIG.replace("PORT", str(collector_port)).replace("SINK", "nop"))
+    config = tmp_path / "root.yaml"
+    config.write_text(ROOT_CONFIG.replace("SINK", "debug") + "  extensions: [health_check]\nextensions:\n"
+                                                             "  health_check:\n")
+    process = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")])
+    expected = _root_answers(collector_port)
+    assert expected == [200, 200, 200, 405, 200]
+    assert _root_answers(process.http_port) == expected
+    assert process.metric("otelcol_receiver_accepted_spans") == 3
+    assert process.health("/health")[0] == 200  # the health_check extension's port answers
+
+
 def test_a_zero_max_request_body_size_is_otelcols_default_not_a_config_error():
     assert HttpConfig(max_request_body_size=0).max_request_body_size == 20 << 20
     assert HttpConfig(max_request_body_size=-1).max_request_body_size == 20 << 20  # otelcol: <= 0 is the default

@@ -7,6 +7,7 @@ from __future__ import annotations
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from otel.wire import length_delimited, varint
 from sampler.sizing import all_values_set, span_size, trace_sizes, traces_size
 
 ONE, TWO = b"\x01" * 16, b"\x02" * 16
@@ -102,3 +103,39 @@ def test_the_request_bytes_spare_the_walk_over_attributes_only_when_every_key_va
         assert trace_sizes(request, raw) == trace_sizes(request)
         assert traces_size(request.resource_spans, [raw]) == traces_size(request.resource_spans)
     assert all_values_set(b"\x0a\x05\x0a") is False  # bytes that do not parse: walk
+
+
+def _with_unknown_fields(request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    """A copy with a field no OTLP version defines in every message pdata sizes: the span, its
+    status, event, link, attributes and their values (nested too), the resource and the scope."""
+    unknown = length_delimited(99, b"x" * 20) + varint(99 << 3) + varint(7)
+    request = ExportTraceServiceRequest.FromString(request.SerializeToString())
+    group = request.resource_spans[0]
+    scope = group.scope_spans[0]
+    span = scope.spans[0]
+    pair = span.attributes.add(key="k")
+    pair.value.kvlist_value.values.add(key="n").value.string_value = "v"
+    link = span.links.add(trace_id=TWO, span_id=b"\x02" * 8)
+    event = span.events.add(name="e")
+    for message in (group.resource, scope.scope, span, span.status, pair, pair.value, pair.value.kvlist_value,
+                    pair.value.kvlist_value.values[0], pair.value.kvlist_value.values[0].value, link, event):
+        message.MergeFromString(unknown)
+    return request
+
+
+def test_unknown_fields_count_nothing_toward_the_size_as_pdata_drops_them_before_sizing():
+    """otelcol unmarshals into pdata, which skips fields it does not know, then sizes; here
+    protobuf kept them and ByteSize counted them, so a trace from a newer SDK could pass
+    maximum_trace_size_bytes or a bytes_limiting bucket sooner than in otelcol."""
+    for base in (root_request(), child_request()):
+        request = _with_unknown_fields(base)
+        known = ExportTraceServiceRequest.FromString(request.SerializeToString())
+        known.DiscardUnknownFields()
+        assert len(request.SerializeToString()) > len(known.SerializeToString())
+        raw = request.SerializeToString()
+        expected = trace_sizes(known)
+        assert trace_sizes(request) == expected
+        assert trace_sizes(request, raw) == expected
+        assert traces_size(request.resource_spans) == traces_size(known.resource_spans)
+        assert traces_size(request.resource_spans, [raw]) == traces_size(known.resource_spans)
+        assert len(request.SerializeToString()) == len(raw)  # the caller's message is left as it came
