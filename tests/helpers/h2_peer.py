@@ -93,7 +93,7 @@ class _Peer(asyncio.Protocol):
         elif self.mode != "http1":
             if self.mode == "early_answer":
                 self.h2.local_settings.max_concurrent_streams = 1
-            if self.mode == "stalled":
+            if self.mode == "stalled":  # (a value set on local_settings waits for an ACK: it is not sent)
                 self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
                     h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1})
             self.h2.initiate_connection()
