@@ -268,7 +268,10 @@ class DurableQueue:
 
         def settled(future: asyncio.Future[Any]) -> None:
             self._leases.remove(seqs)
-            self.watches.settle(seqs, PermanentError(f"the stored request does not decode: {corrupt[0][1]}"))
+            if future.cancelled() or future.exception() is not None:  # still stored: to be read (and moved) again
+                self._rewind(min(seqs))
+            else:
+                self.watches.settle(seqs, PermanentError(f"the stored request does not decode: {corrupt[0][1]}"))
             if self.available_entries > 0:
                 self._available.set()
         future = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter={
@@ -344,6 +347,8 @@ class DurableQueue:
 
         def removed(future: asyncio.Future[Any]) -> None:
             self._leases.remove(seqs)
+            if (future.cancelled() or future.exception() is not None) and seqs:  # still stored: sent as any record
+                self._rewind(min(seqs))
             if error is None:
                 for seq in seqs:
                     self.watches.forget(seq)
