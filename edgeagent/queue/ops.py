@@ -113,6 +113,7 @@ class Commit:
     dead_lettered: int = 0
     quarantined: dict[StoreTable, int] = field(default_factory=dict)  # queue or table -> records
     watched: list[tuple[WriterQueue, int, asyncio.Future[None]]] = field(default_factory=list)  # wait_for_result
+    refused: dict[WriterQueue, int] = field(default_factory=dict)  # items of puts refused, counted once committed
 
     def delta(self, queue: WriterQueue) -> Totals:
         return self.deltas.setdefault(queue, Totals())
@@ -132,6 +133,8 @@ class Commit:
         for source, count in other.quarantined.items():
             self.quarantined[source] = self.quarantined.get(source, 0) + count
         self.watched += other.watched
+        for queue, refused in other.refused.items():
+            self.refused[queue] = self.refused.get(queue, 0) + refused
 
 
 @dataclass
@@ -206,6 +209,10 @@ class Put(WriterOp):
         self.value = record.frame(self.signal, self.items, now_ms, self.payload, record.CODEC_ZSTD,
                                   batch_key=self.batch_key, attributes=self.attributes)
 
+    def refuse(self, result: Commit) -> None:
+        """Count the items as a failed enqueue (the queue's `refused_items`) once `result` is committed."""
+        result.refused[self.queue] = result.refused.get(self.queue, 0) + self.items
+
     def apply(self, ctx: Context) -> None:
         ctx.state.touched.add(self.queue)
         if ctx.store.append_record(ctx, self.queue, self.value, self.items):
@@ -213,7 +220,7 @@ class Put(WriterOp):
             if self.outcome is not None:
                 ctx.result.watched.append((self.queue, ctx.state.next_seqs[self.queue] - 1, self.outcome))
         elif self.queue.capacity.never_holds(1, self.items, len(self.value)):  # offered again, refused again
-            self.queue.refused_items += self.items
+            self.refuse(ctx.result)
             capacity = self.queue.capacity
             ctx.result.failed.append((self.future, TooLargeForQueueError(
                 f"a request of {self.items} items ({len(self.value)} bytes stored) could never fit queue "
@@ -221,7 +228,7 @@ class Put(WriterOp):
                 f"smaller requests, or raise sending_queue::queue_size")))
         else:
             if not self.blocks:
-                self.queue.refused_items += self.items
+                self.refuse(ctx.result)
             ctx.result.failed.append((self.future, QueueFullError(
                 f"queue {self.queue.name} is full; retry later", retry_after=5.0)))
 
