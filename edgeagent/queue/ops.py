@@ -242,7 +242,8 @@ class Delete(WriterOp):
     future: asyncio.Future[Any]
     dead_letter: dict[str, Any] | None = None
     reason: str = ""  # set for a counted drop (purge)
-    replacement: list[bytes] | None = None  # dead-letter these records instead of the deleted ones
+    # dead-letter these requests (body, items) instead of the deleted records, compressed by the writer
+    replacement: list[tuple[bytes, int]] | None = None
     quarantine: bool = False  # records that do not decode: counted as quarantined
     awaited: bool = False  # a client waits for this delete (wait_for_result): commit soon
 
@@ -275,7 +276,8 @@ class Delete(WriterOp):
                     result.quarantined[queue] = result.quarantined.get(queue, 0) + 1
             elif self.reason:
                 result.drops.setdefault((queue, self.reason), []).append(items)
-        for value in self.replacement or ():
+        for body, items in self.replacement or ():
+            value = record.encode(queue.signal, items, ctx.now_ms, body, ctx.store.writer_compressor)
             deadletter.put(txn, ctx.store.deadletter_db, self.dead_letter or {}, value, ctx.now_ms)
             result.dead_lettered += 1
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -401,12 +400,9 @@ class DurableQueue:
             raise RuntimeError("lease already ended")
         lease.done = True
         seqs = lease.seqs
-        now_ms = int(time.time() * 1000)
-        replacement = None if bodies is None else [record.encode(self.signal, items, now_ms, body, None)
-                                                   for body, items in bodies]
         error = PermanentError(str(description.get("reason", "rejected for good")), status=description.get("status"))
         moved = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name),
-                                                     replacement=replacement))
+                                                     replacement=bodies))
         moved.add_done_callback(lambda done: self._dead_lettered(seqs, error, done))
         await asyncio.shield(moved)  # a cancelled caller leaves the commit and its settling to go on
 
