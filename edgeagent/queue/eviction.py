@@ -113,4 +113,6 @@ def expire(ctx: Context) -> None:
             ctx.state.stored[queue].add(ctx.result.delta(queue), -1, -items, -len(value))
             ctx.result.drops.setdefault((queue, "max_age"), []).append(items)
             ctx.state.touched.add(queue)
-            found = cursor.delete()
+            # delete() moves to the next record, and still returns True after the last one, leaving
+            # the cursor on no record (an empty key)
+            found = cursor.delete() and bool(cursor.key())
