@@ -77,6 +77,10 @@ class WriterQueue(Protocol):
         """On the loop, once the record `seq` is committed: settle `outcome` with its delivery."""
         ...
 
+    def dropped(self, seqs: list[int], reason: str) -> None:
+        """On the loop, once records were evicted or expired: answer the clients waiting for them."""
+        ...
+
 
 class WriterStore(Protocol):
     """What the operations and eviction ask of the store (`QueueStore`) inside a transaction."""
@@ -109,7 +113,8 @@ class Commit:
     oldest: dict[WriterQueue, int] = field(default_factory=dict)
     done: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)  # (future, its result)
     failed: list[tuple[asyncio.Future[Any], BaseException]] = field(default_factory=list)
-    drops: dict[tuple[WriterQueue, str], list[int]] = field(default_factory=dict)
+    drops: dict[tuple[WriterQueue, str], list[int]] = field(default_factory=dict)  # (queue, reason) -> items
+    dropped: dict[tuple[WriterQueue, str], list[int]] = field(default_factory=dict)  # seqs evicted or expired
     dead_lettered: int = 0
     quarantined: dict[StoreTable, int] = field(default_factory=dict)  # queue or table -> records
     watched: list[tuple[WriterQueue, int, asyncio.Future[None]]] = field(default_factory=list)  # wait_for_result
@@ -129,6 +134,8 @@ class Commit:
         self.failed += other.failed
         for key, items in other.drops.items():
             self.drops.setdefault(key, []).extend(items)
+        for key, seqs in other.dropped.items():
+            self.dropped.setdefault(key, []).extend(seqs)
         self.dead_lettered += other.dead_lettered
         for source, count in other.quarantined.items():
             self.quarantined[source] = self.quarantined.get(source, 0) + count

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError, PermanentError
+from edgeagent.errors import CorruptRecordError, PermanentError, RetryableError
 from edgeagent.queue import record
 from edgeagent.queue.api import Corrupt, QueueLease, StoredRecord
 from edgeagent.queue.limits import QueueCapacity
@@ -356,6 +356,12 @@ class DurableQueue:
             if self.available_entries > 0:
                 self._available.set()
         self.store.submit(lambda fut: Delete(self, seqs, fut, awaited=True)).add_done_callback(removed)
+
+    def dropped(self, seqs: list[int], reason: str) -> None:
+        """Records the full policy evicted or max_age expired: their waiting clients own them again."""
+        if self.watches:
+            self.watches.settle(seqs, RetryableError(f"the queue dropped the data ({reason}) before it was "
+                                                     f"delivered; send it again"))
 
     def end_watches(self, error: BaseException) -> None:
         """The agent stops: answer every waiting client with `error`; the records stay queued."""

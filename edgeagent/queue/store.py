@@ -469,6 +469,8 @@ class QueueStore(StoreHome):
         for (queue, reason), items in result.drops.items():
             if self.on_drop is not None:
                 self.on_drop(queue, reason, sum(items), len(items))
+        for (queue, reason), seqs in result.dropped.items():
+            queue.dropped(seqs, reason)
         for source, count in result.quarantined.items():
             if self.on_quarantine is not None:
                 self.on_quarantine(source, count)
