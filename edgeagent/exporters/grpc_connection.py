@@ -203,6 +203,7 @@ class Connection(asyncio.Protocol):
         for call in list(self.calls.values()):
             call.finish(GrpcStatusError(code, reason))
         self._slot.set()
+        self._writable.set()  # a request waiting for the transport to resume writing: it never will
         if self._transport is not None:
             self._transport.abort()
 

@@ -2,7 +2,8 @@
 
 Edge links drop for seconds or days. Ten consumers each retrying on their own would hammer a
 dead link and then stampede a link that has just come back. So every send attempt of an
-exporter passes through one `Link`:
+exporter to one upstream passes through one `Link` (signals an exporter sends to hosts of their
+own, as otlp_http's logs_endpoint on another backend, have one each: service/graph.py):
 
 * **online**: up to `max_concurrency` attempts at a time.
 * **offline** after OFFLINE_AFTER consecutive connection-level failures (refused, reset,

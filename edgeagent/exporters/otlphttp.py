@@ -245,6 +245,11 @@ class OtlpHttpExporter:
         not watched)."""
         return _addresses([self._proxies.for_url(url) or url for url, _ in self._targets.values()])
 
+    def signal_addresses(self, signal: Signal) -> list[tuple[str, int]]:
+        """host:port where the requests of `signal` connect: its endpoint's, or its proxy's."""
+        target = self._targets.get(signal)
+        return [] if target is None else _addresses([self._proxies.for_url(target[0]) or target[0]])
+
     async def shutdown(self) -> None:
         if self._client is not None:
             client, self._client = self._client, None

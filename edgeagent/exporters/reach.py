@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from edgeagent.runtime import supervise
+from edgeagent.signals import Signal
 
 Address = tuple[str, int]
 WATCH_INTERVAL = 1.0  # seconds between two connects, ±50 %
@@ -67,6 +68,21 @@ class Reachable(Protocol):
 def upstream_addresses(exporter: object) -> list[Address]:
     """Where an exporter connects; none for one that connects nowhere (debug)."""
     return exporter.upstream_addresses() if isinstance(exporter, Reachable) else []
+
+
+@runtime_checkable
+class RoutedBySignal(Protocol):
+    """An exporter whose signals may go to different hosts (otlp_http's traces_endpoint, logs_endpoint)."""
+
+    def signal_addresses(self, signal: Signal) -> list[Address]:
+        """Where its requests of `signal` connect."""
+        ...
+
+
+def signal_addresses(exporter: object, signal: Signal) -> list[Address]:
+    """Where an exporter's requests of one signal connect: all its addresses when it sends every
+    signal to the same places."""
+    return exporter.signal_addresses(signal) if isinstance(exporter, RoutedBySignal) else upstream_addresses(exporter)
 
 
 class Watch:

@@ -33,6 +33,7 @@ from edgeagent.http1.pool import Connection, Route
 
 Address = tuple[int, int, int, str, tuple[object, ...]]  # as getaddrinfo gives them
 _MIN_ATTEMPT = 2.0  # seconds an address gets at least when others wait (Go's saneMinimum)
+_KEEPALIVE_SECONDS = 15  # TCP keepalive idle time and probe interval, as Go's net.Dialer
 
 
 class ClientError(Exception):
@@ -202,6 +203,7 @@ async def connect_first(addresses: Sequence[Address], *, send_buffer: int, deadl
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
             async with asyncio.timeout_at(_attempt_deadline(loop.time(), deadline, len(addresses) - index)):
                 await loop.sock_connect(sock, address)
+            keep_alive(sock)
             return sock
         except OSError as exc:  # TimeoutError too: this address's share ran out
             sock.close()
@@ -211,6 +213,16 @@ async def connect_first(addresses: Sequence[Address], *, send_buffer: int, deadl
             sock.close()
             raise
     raise connect_failure(errors)
+
+
+def keep_alive(sock: socket.socket) -> None:
+    """TCP keepalive as Go's net.Dialer sets it for otelcol (probes after 15 s idle, every 15 s): a
+    peer that vanished without a reset (a NAT mapping dropped, a host powered off) fails the wait for
+    its answer in minutes instead of never when the exporter has no timeout (`timeout: 0`)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option in ("TCP_KEEPIDLE", "TCP_KEEPINTVL"):  # Linux names; elsewhere the system's timing
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), _KEEPALIVE_SECONDS)
 
 
 def connect_failure(errors: Sequence[OSError]) -> ClientError:

@@ -90,6 +90,7 @@ def evict(ctx: Context, need: int, only: WriterQueue | None, reason: str) -> int
         items = items_of(value)
         stored[best].add(result.delta(best), -1, -items, -len(value))
         result.drops.setdefault((best, reason), []).append(items)
+        result.dropped.setdefault((best, reason), []).append(seq)
         ctx.state.touched.add(best)
         freed += footprint(len(value), ctx.store.page_size)
     return freed
@@ -112,5 +113,8 @@ def expire(ctx: Context) -> None:
             items = items_of(value)
             ctx.state.stored[queue].add(ctx.result.delta(queue), -1, -items, -len(value))
             ctx.result.drops.setdefault((queue, "max_age"), []).append(items)
+            ctx.result.dropped.setdefault((queue, "max_age"), []).append(KEY.unpack(cursor.key())[0])
             ctx.state.touched.add(queue)
-            found = cursor.delete()
+            # delete() moves to the next record, and still returns True after the last one, leaving
+            # the cursor on no record (an empty key)
+            found = cursor.delete() and bool(cursor.key())

@@ -77,6 +77,10 @@ class WriterQueue(Protocol):
         """On the loop, once the record `seq` is committed: settle `outcome` with its delivery."""
         ...
 
+    def dropped(self, seqs: list[int], reason: str) -> None:
+        """On the loop, once records were evicted or expired: answer the clients waiting for them."""
+        ...
+
 
 class WriterStore(Protocol):
     """What the operations and eviction ask of the store (`QueueStore`) inside a transaction."""
@@ -109,10 +113,12 @@ class Commit:
     oldest: dict[WriterQueue, int] = field(default_factory=dict)
     done: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)  # (future, its result)
     failed: list[tuple[asyncio.Future[Any], BaseException]] = field(default_factory=list)
-    drops: dict[tuple[WriterQueue, str], list[int]] = field(default_factory=dict)
+    drops: dict[tuple[WriterQueue, str], list[int]] = field(default_factory=dict)  # (queue, reason) -> items
+    dropped: dict[tuple[WriterQueue, str], list[int]] = field(default_factory=dict)  # seqs evicted or expired
     dead_lettered: int = 0
     quarantined: dict[StoreTable, int] = field(default_factory=dict)  # queue or table -> records
     watched: list[tuple[WriterQueue, int, asyncio.Future[None]]] = field(default_factory=list)  # wait_for_result
+    refused: dict[WriterQueue, int] = field(default_factory=dict)  # items of puts refused, counted once committed
 
     def delta(self, queue: WriterQueue) -> Totals:
         return self.deltas.setdefault(queue, Totals())
@@ -128,10 +134,14 @@ class Commit:
         self.failed += other.failed
         for key, items in other.drops.items():
             self.drops.setdefault(key, []).extend(items)
+        for key, seqs in other.dropped.items():
+            self.dropped.setdefault(key, []).extend(seqs)
         self.dead_lettered += other.dead_lettered
         for source, count in other.quarantined.items():
             self.quarantined[source] = self.quarantined.get(source, 0) + count
         self.watched += other.watched
+        for queue, refused in other.refused.items():
+            self.refused[queue] = self.refused.get(queue, 0) + refused
 
 
 @dataclass
@@ -206,6 +216,10 @@ class Put(WriterOp):
         self.value = record.frame(self.signal, self.items, now_ms, self.payload, record.CODEC_ZSTD,
                                   batch_key=self.batch_key, attributes=self.attributes)
 
+    def refuse(self, result: Commit) -> None:
+        """Count the items as a failed enqueue (the queue's `refused_items`) once `result` is committed."""
+        result.refused[self.queue] = result.refused.get(self.queue, 0) + self.items
+
     def apply(self, ctx: Context) -> None:
         ctx.state.touched.add(self.queue)
         if ctx.store.append_record(ctx, self.queue, self.value, self.items):
@@ -213,7 +227,7 @@ class Put(WriterOp):
             if self.outcome is not None:
                 ctx.result.watched.append((self.queue, ctx.state.next_seqs[self.queue] - 1, self.outcome))
         elif self.queue.capacity.never_holds(1, self.items, len(self.value)):  # offered again, refused again
-            self.queue.refused_items += self.items
+            self.refuse(ctx.result)
             capacity = self.queue.capacity
             ctx.result.failed.append((self.future, TooLargeForQueueError(
                 f"a request of {self.items} items ({len(self.value)} bytes stored) could never fit queue "
@@ -221,7 +235,7 @@ class Put(WriterOp):
                 f"smaller requests, or raise sending_queue::queue_size")))
         else:
             if not self.blocks:
-                self.queue.refused_items += self.items
+                self.refuse(ctx.result)
             ctx.result.failed.append((self.future, QueueFullError(
                 f"queue {self.queue.name} is full; retry later", retry_after=5.0)))
 
@@ -235,7 +249,8 @@ class Delete(WriterOp):
     future: asyncio.Future[Any]
     dead_letter: dict[str, Any] | None = None
     reason: str = ""  # set for a counted drop (purge)
-    replacement: list[bytes] | None = None  # dead-letter these records instead of the deleted ones
+    # dead-letter these requests (body, items) instead of the deleted records, compressed by the writer
+    replacement: list[tuple[bytes, int]] | None = None
     quarantine: bool = False  # records that do not decode: counted as quarantined
     awaited: bool = False  # a client waits for this delete (wait_for_result): commit soon
 
@@ -268,7 +283,8 @@ class Delete(WriterOp):
                     result.quarantined[queue] = result.quarantined.get(queue, 0) + 1
             elif self.reason:
                 result.drops.setdefault((queue, self.reason), []).append(items)
-        for value in self.replacement or ():
+        for body, items in self.replacement or ():
+            value = record.encode(queue.signal, items, ctx.now_ms, body, ctx.store.writer_compressor)
             deadletter.put(txn, ctx.store.deadletter_db, self.dead_letter or {}, value, ctx.now_ms)
             result.dead_lettered += 1
 

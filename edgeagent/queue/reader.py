@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any, Protocol
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError, PermanentError
+from edgeagent.errors import CorruptRecordError, PermanentError, RetryableError
 from edgeagent.queue import record
 from edgeagent.queue.api import Corrupt, QueueLease, StoredRecord
 from edgeagent.queue.limits import QueueCapacity
@@ -268,7 +267,10 @@ class DurableQueue:
 
         def settled(future: asyncio.Future[Any]) -> None:
             self._leases.remove(seqs)
-            self.watches.settle(seqs, PermanentError(f"the stored request does not decode: {corrupt[0][1]}"))
+            if future.cancelled() or future.exception() is not None:  # still stored: to be read (and moved) again
+                self._rewind(min(seqs))
+            else:
+                self.watches.settle(seqs, PermanentError(f"the stored request does not decode: {corrupt[0][1]}"))
             if self.available_entries > 0:
                 self._available.set()
         future = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter={
@@ -344,6 +346,8 @@ class DurableQueue:
 
         def removed(future: asyncio.Future[Any]) -> None:
             self._leases.remove(seqs)
+            if (future.cancelled() or future.exception() is not None) and seqs:  # still stored: sent as any record
+                self._rewind(min(seqs))
             if error is None:
                 for seq in seqs:
                     self.watches.forget(seq)
@@ -352,6 +356,12 @@ class DurableQueue:
             if self.available_entries > 0:
                 self._available.set()
         self.store.submit(lambda fut: Delete(self, seqs, fut, awaited=True)).add_done_callback(removed)
+
+    def dropped(self, seqs: list[int], reason: str) -> None:
+        """Records the full policy evicted or max_age expired: their waiting clients own them again."""
+        if self.watches:
+            self.watches.settle(seqs, RetryableError(f"the queue dropped the data ({reason}) before it was "
+                                                     f"delivered; send it again"))
 
     def end_watches(self, error: BaseException) -> None:
         """The agent stops: answer every waiting client with `error`; the records stay queued."""
@@ -396,12 +406,9 @@ class DurableQueue:
             raise RuntimeError("lease already ended")
         lease.done = True
         seqs = lease.seqs
-        now_ms = int(time.time() * 1000)
-        replacement = None if bodies is None else [record.encode(self.signal, items, now_ms, body, None)
-                                                   for body, items in bodies]
         error = PermanentError(str(description.get("reason", "rejected for good")), status=description.get("status"))
         moved = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name),
-                                                     replacement=replacement))
+                                                     replacement=bodies))
         moved.add_done_callback(lambda done: self._dead_lettered(seqs, error, done))
         await asyncio.shield(moved)  # a cancelled caller leaves the commit and its settling to go on
 

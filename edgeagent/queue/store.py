@@ -401,6 +401,9 @@ class QueueStore(StoreHome):
         self.full = True
         full = QueueFullError(f"queue storage in {self.directory} is out of space ({exc})", retry_after=5.0)
         result.failed += [(op.future, full) for op in puts]
+        for op in puts:  # failed enqueues, as a queue at its queue_size counts them (Put.apply)
+            if isinstance(op, Put) and not op.blocks:
+                op.queue.refused_items += op.items
         return result
 
     def _transaction(self, ops: list[WriterOp], now_ms: int, sweep: bool = False, evict_bytes: int = 0) -> Commit:
@@ -422,6 +425,8 @@ class QueueStore(StoreHome):
                 result.oldest[queue] = enqueued_ms(cursor.value()) if cursor.first() else 0
             measured = self.measure_pages(txn)
         # committed: the writer's state moves forward
+        for queue, items in result.refused.items():
+            queue.refused_items += items
         for queue in state.touched:
             queue.stored = state.stored[queue]
         for queue, seq in state.next_seqs.items():
@@ -464,6 +469,8 @@ class QueueStore(StoreHome):
         for (queue, reason), items in result.drops.items():
             if self.on_drop is not None:
                 self.on_drop(queue, reason, sum(items), len(items))
+        for (queue, reason), seqs in result.dropped.items():
+            queue.dropped(seqs, reason)
         for source, count in result.quarantined.items():
             if self.on_quarantine is not None:
                 self.on_quarantine(source, count)

@@ -9,7 +9,6 @@ pipelines that receive only from connectors become sub-pipelines the connector s
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from edgeagent.config.loader import AgentConfig, Pipeline
 from edgeagent.connectors.subpipeline import SubPipeline
 from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.link import Link
-from edgeagent.exporters.reach import upstream_addresses
+from edgeagent.exporters.reach import Address, signal_addresses
 from edgeagent.exporters.sender import BatchSettings, Sender
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.service.consumers import Limiter, RunningPipeline, SignalConsumer
@@ -65,6 +64,7 @@ class Graph:
         self.consumers: dict[tuple[str, Signal], SignalConsumer] = {}
         self.queues: set[DurableQueue] = set()  # the queues its senders read; others in its stores are not
         self.stages: dict[str, Any] = {}  # tail_sampling processors by id, each with its buffer (store, table)
+        self._link_states: dict[str, dict[tuple[str, tuple[Address, ...]], bool]] = {}  # exporter -> its links'
 
     def of_type(self, kind: str, type_name: str) -> dict[str, Any]:
         """The built components of one kind whose YAML type is `type_name`."""
@@ -186,20 +186,35 @@ class Graph:
         placed.stage.attach(store, queues, placed.after)
 
     def _senders(self, batches: dict[tuple[str, Signal], BatchSettings | None]) -> None:
-        links: dict[str, Link] = {}
+        """A sender per exporter and signal. The signals an exporter sends to the same upstream share one
+        link (its state, Retry-After, the probe while it is away); a signal sent to a host of its own
+        (otlp_http's logs_endpoint on another backend) has a link of its own, so that one backend's
+        outage or Retry-After never holds back what goes to another."""
+        routes = {key: (key[0], tuple(signal_addresses(self._target(key[0]), key[1]))) for key in batches}
+        links: dict[tuple[str, tuple[Address, ...]], Link] = {}
         for (exp_id, signal), settings in batches.items():
             exporter = self._target(exp_id)
             queue_config = exporter.config.sending_queue
-            if exp_id not in links:  # one link per exporter: all its signals share the upstream's state
-                signals = sum(1 for key in batches if key[0] == exp_id)
-                links[exp_id] = Link(queue_config.num_consumers * signals, exporter.config.retry_on_failure,
-                                     functools.partial(self.host.upstream_state, exp_id),
-                                     upstream_addresses(exporter), exp_id, self.host)
+            route = routes[(exp_id, signal)]
+            if route not in links:
+                signals = sum(1 for other in routes.values() if other == route)
+                links[route] = Link(queue_config.num_consumers * signals, exporter.config.retry_on_failure,
+                                    self._upstream_state(route), list(route[1]), exp_id, self.host)
             queue = self.stores.get(queue_config.storage).queues[f"{exp_id}/{signal.label}"]
             timeout = None if exp_id in self.config.connectors else getattr(exporter.config, "timeout", None)
             self.senders.append(Sender(exporter, queue, exporter.config.retry_on_failure, queue_config.num_consumers,
-                                       settings, self.host, links[exp_id], queue_config.drain_order == "newest_first",
+                                       settings, self.host, links[route], queue_config.drain_order == "newest_first",
                                        timeout))
+
+    def _upstream_state(self, route: tuple[str, tuple[Address, ...]]) -> Callable[[bool], None]:
+        """What one link reports: its exporter is online while every upstream it sends to is."""
+        exp_id = route[0]
+        states = self._link_states.setdefault(exp_id, {})
+
+        def report(online: bool) -> None:
+            states[route] = online
+            self.host.upstream_state(exp_id, all(states.values()))
+        return report
 
     def _feed(self, spec: Pipeline, running: RunningPipeline, limiters: list[Limiter]) -> None:
         """Connect the pipeline to the consumers of the receivers it lists (connectors feed it themselves)."""

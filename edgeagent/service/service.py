@@ -471,8 +471,9 @@ async def _stop(
             await _quietly(receiver.shutdown(), "receiver")
     for processor in graph.processors.values():
         await _quietly(processor.shutdown(), "processor")
-    for sender in graph.senders:
-        await _quietly(sender.shutdown(), "sender")
+    # at once: each gives its deliveries under way a grace period, which one after the other added up
+    # past a service manager's stop timeout
+    await asyncio.gather(*(_quietly(sender.shutdown(), "sender") for sender in graph.senders))
     for connector in graph.connectors.values():
         await _quietly(connector.shutdown(), "connector")
     for exporter in graph.exporters.values():

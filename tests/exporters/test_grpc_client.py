@@ -492,3 +492,25 @@ def test_a_refused_connection_is_unanswered_and_a_peer_speaking_http1_is_not():
         assert answered.value.code == StatusCode.UNAVAILABLE and not answered.value.unanswered
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("abort_after,keepalive", [(1.0, 0.0), (0.0, 0.5)])
+def test_a_connection_lost_while_a_large_request_waits_to_be_written_ends_the_call_at_once(abort_after, keepalive):
+    # the peer grants large windows and stops reading, so the request backs up until the transport
+    # pauses writing; when the connection is then reset (or found dead by keepalive) the call must end
+    # UNAVAILABLE, not wait for a resume that never comes until its deadline (for ever without one)
+    async def scenario() -> None:
+        async with H2Peer("stalled", abort_after=abort_after) as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port, keepalive_time=keepalive,
+                                              keepalive_timeout=keepalive or 20.0))
+            started = time.monotonic()
+            try:
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, bytes(32 << 20), timeout=20)
+            finally:
+                await channel.close()
+            elapsed = time.monotonic() - started
+            assert failed.value.code == StatusCode.UNAVAILABLE, failed.value
+            assert elapsed < 5, elapsed
+
+    asyncio.run(scenario())

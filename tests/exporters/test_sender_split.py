@@ -19,7 +19,7 @@ from edgeagent.errors import RetryableError
 from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.exporters.sender import BatchSettings, Sender
-from edgeagent.queue import record
+from edgeagent.queue import maintenance, record
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 from tests.exporters.test_chain import Host
@@ -273,3 +273,33 @@ def test_a_queue_purged_once_its_sender_stopped_is_empty_even_with_a_split_batch
 
     purged, left = asyncio.run(scenario())
     assert (purged, left) == (1, 0)
+
+
+def test_the_refused_part_of_a_split_lease_is_kept_compressed_in_the_dead_letter_store(tmp_path):
+    # a refused part took its place in the dead-letter store uncompressed: several times the disk of
+    # the queue records it came from, within the same disk budget the queues need (with drop_oldest,
+    # queued data was evicted to make room for it)
+    async def scenario() -> tuple[int, int, int]:
+        upstream = SplitUpstream(refusals=0)
+        await upstream.start()
+        store = _open(str(tmp_path / "queue"))
+        try:
+            queue = store.queue("otlphttp/traces", Signal.TRACES)
+            request = ExportTraceServiceRequest()
+            scope = request.resource_spans.add().scope_spans.add()
+            for index, name in enumerate("axcd"):
+                span = scope.spans.add(name=name, span_id=index.to_bytes(8, "big"), trace_id=bytes(16))
+                span.attributes.add(key="note").value.string_value = "compressible " * 4000
+            await store.put([queue], request.SerializeToString(), 4, Signal.TRACES)
+            await _run_sender(store, upstream.url, RetryConfig(**FAST), SenderHost(), lambda: queue.entries == 0)
+            letters = list(maintenance.each_dead_letter(store))
+            assert len(letters) == 1
+            refused = ExportTraceServiceRequest.FromString(letters[0].body())
+            return len(letters[0].value), len(letters[0].body()), len(refused.resource_spans[0].scope_spans[0].spans)
+        finally:
+            await store.close()
+            await upstream.stop()
+
+    stored, raw, spans = asyncio.run(scenario())
+    assert spans == 2  # "a" and "x", the half the upstream refused
+    assert stored < raw // 10, (stored, raw)

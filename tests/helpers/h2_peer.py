@@ -14,6 +14,9 @@ Modes:
 - "silent": accepts and never sends a byte; "silent_after_preface": sends its HTTP/2 preface,
   then never answers anything (not even PING).
 - "http1": answers like an HTTP/1.1 server; "garbage": sends bytes that are not HTTP/2.
+- "stalled": grants windows of 2 GiB, then stops reading (a link that died mid-request): the
+  client's writes back up until its transport pauses writing. `abort_after` > 0: the connection
+  is then reset after that many seconds.
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 
 _OK_TRAILERS = [(b"grpc-status", b"0")]
 _HEAD = [(b":status", b"200"), (b"content-type", b"application/grpc")]
 
 
 class H2Peer:
-    def __init__(self, mode: str, calls: int = 3, size: int = 8 << 20, response: bytes = b"", unix_path: str = ""):
+    def __init__(self, mode: str, calls: int = 3, size: int = 8 << 20, response: bytes = b"", unix_path: str = "",
+                 abort_after: float = 0.0):
         self.mode = mode
+        self.abort_after = abort_after
         self.unix_path = unix_path  # listen on this unix socket instead of a loopback port
         self.response = response
         self.calls = calls
@@ -87,9 +93,18 @@ class _Peer(asyncio.Protocol):
         elif self.mode != "http1":
             if self.mode == "early_answer":
                 self.h2.local_settings.max_concurrent_streams = 1
+            if self.mode == "stalled":  # (a value set on local_settings waits for an ACK: it is not sent)
+                self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+                    h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: (1 << 31) - 1})
             self.h2.initiate_connection()
+            if self.mode == "stalled":
+                self.h2.increment_flow_control_window((1 << 31) - 1 - self.h2.inbound_flow_control_window)
             transport.write(self.h2.data_to_send())
             self.silent = self.mode == "silent_after_preface"
+            if self.mode == "stalled":
+                transport.pause_reading()
+                if self.owner.abort_after > 0:
+                    asyncio.get_running_loop().call_later(self.owner.abort_after, transport.abort)
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None

@@ -62,3 +62,25 @@ def test_a_connect_reset_as_it_was_accepted_is_an_answer_not_an_unreachable_upst
 ])
 def test_a_proxy_is_shown_without_what_is_before_its_last_at_sign_even_past_a_delimiter(proxy, shown):
     assert dial.shown_proxy(proxy) == shown
+
+
+def test_an_upstream_connection_keeps_alive_so_a_vanished_peer_is_found_without_a_timeout():
+    # as Go's net.Dialer for otelcol: keepalive probes after 15 s idle, every 15 s. Without them an
+    # exporter with `timeout: 0` waited for ever for the answer of a peer gone without a reset
+    async def scenario() -> tuple[int, int, int]:
+        server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            addresses = await asyncio.get_running_loop().getaddrinfo("127.0.0.1", port, type=socket.SOCK_STREAM)
+            sock = await dial.connect_first(addresses, send_buffer=0, deadline=None)
+            try:
+                return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL))
+            finally:
+                sock.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(scenario()) == (1, 15, 15)
