@@ -179,6 +179,24 @@ def test_spans_of_one_trace_that_came_with_other_metadata_leave_with_their_own_a
     assert sorted(map(sorted, asyncio.run(scenario()))) == [[b"a" * 8], [b"b" * 8]]
 
 
+def test_a_kept_part_sliced_at_the_wrong_place_is_quarantined_not_sent():
+    """Without processors after tail_sampling, kept parts go out as stored: their content was
+    validated when the record was written or recovered, so what is checked is that the part is
+    whole resource groups end to end. A part cut one byte off, or running over the next part's
+    first byte, is quarantined and never sent; a sound one is sent."""
+    from edgeagent.processors.tail_sampling.later import LaterProcessors
+    from edgeagent.processors.tail_sampling.quarantine import Quarantine
+
+    trace_id = b"\x06" * 16
+    good = _traces_request([trace_id], spans=2)
+    rows = {trace_id: [(b"record-1", b"", 2, good), (b"record-2", b"", 2, good[1:]),
+                       (b"record-3", b"", 2, good + good[:1]), (b"record-4", b"", 2, good[:-1])]}
+    quarantine = Quarantine("tail_sampling")
+    out = LaterProcessors([]).exports({trace_id: True}, rows, {}, frozenset(), quarantine)
+    assert [(body, items) for body, items, _ in out] == [(good, 2)]
+    assert sorted(quarantine.snapshot()[1]) == [key + trace_id for key in (b"record-2", b"record-3", b"record-4")]
+
+
 def test_a_kept_part_that_does_not_parse_before_later_processors_is_quarantined_with_its_bytes():
     """Kept parts that were not parsed for their decision (late spans of a trace being decided)
     are parsed for the processors after tail_sampling; one that does not parse goes to the

@@ -69,9 +69,10 @@ class LaterProcessors:
         """(body, items, batch key) per batch key for the kept traces of `decisions`, after the processors.
 
         `kept` holds kept traces as parsed for their decision (by_batch_key); the others are their parts
-        (`records`), each parsed here unless its trace is `checked` (a part that does not parse
-        is quarantined). Without processors those go out as the bytes they are: serialized
-        requests concatenated are one request holding all their resource groups."""
+        (`records`), each parsed here for the processors, or checked for its framing when there
+        are none (Quarantine.part_ok; a part that fails is quarantined). Without processors those
+        go out as the bytes they are: serialized requests concatenated are one request holding
+        all their resource groups."""
         by_key: dict[bytes, dict[bytes, list[Any]]] = defaultdict(lambda: defaultdict(list))  # key: trace: parts
         as_stored: dict[bytes, tuple[list[bytes], int]] = {}
         part_ok = quarantine.part_ok

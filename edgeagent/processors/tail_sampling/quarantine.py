@@ -2,7 +2,8 @@
 move takes them to the dead-letter store.
 
 A record that does not decode (or does not match its index) is quarantined whole, under its
-key. A part that does not parse, found when a policy or keeping its trace parses it, or that the
+key. A part that does not parse, found when a policy or keeping its trace parses it (or, sent as
+stored, that is not whole resource groups), or that the
 processors after tail_sampling fail on (later.py), is quarantined on its own, under record key +
 trace id, and never sent. Each is logged once, with
 its key. The event loop notes them; the move's transaction (on the writer thread) gets copies.
@@ -19,9 +20,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 from edgeagent.processors.tail_sampling.records import Row
 from edgeagent.queue.api import StageTransaction
 from edgeagent.signals import Signal
+from otel.wire import WireError, fields
 
 log = logging.getLogger(__name__)
 BadPart = tuple[str, bytes, int, bytes]  # reason, bytes, spans, batch key
+_GROUP_KEY = 1 << 3 | 2  # ExportTraceServiceRequest.resource_spans, length-delimited
 
 
 class Quarantine:
@@ -67,16 +70,24 @@ class Quarantine:
                 self._log(key + trace_id, reason)
 
     def part_ok(self, trace_id: bytes, row: Row, checked: bool = False) -> bool:
-        """Whether a part of a kept trace may be sent: not quarantined and, unless `checked` (its
-        trace was parsed for its decision), it parses (a part that does not is quarantined)."""
+        """Whether a part of a kept trace may be sent as stored: not quarantined and, unless
+        `checked` (its trace was parsed for its decision), whole resource groups end to end (a
+        part that is not is quarantined). Its content needs no parse: the record it was cut from
+        was parsed when it was written (from a request parsed at ingest) or recovered at start,
+        and the mapping gives back what was written; what could still go wrong is where a part
+        was cut, and a slice at the wrong place does not frame."""
         if row[0] + trace_id in self.parts:
             return False
         if checked:
             return True
+        body = row[3]
         try:
-            ExportTraceServiceRequest.FromString(row[3])
-        except DecodeError as exc:
+            groups = fields(body, 0, len(body))
+        except WireError as exc:
             self.note_part(trace_id, row, f"not a trace request: {exc}")
+            return False
+        if not groups or any(body[start] != _GROUP_KEY for _, start, _, _ in groups):
+            self.note_part(trace_id, row, "not a trace request: a field other than resource spans")
             return False
         return True
 
