@@ -532,3 +532,21 @@ def _request(spans: int) -> bytes:
     for index in range(spans):
         scope.spans.add(name="op", trace_id=b"\x01" * 16, span_id=(index + 1).to_bytes(8, "big"))
     return request.SerializeToString()
+
+
+def test_a_messages_headers_topic_and_partition_are_its_request_metadata_as_in_otelcol(agents, upstream, kafka,
+                                                                                      tmp_path):
+    # otelcol's kafka receiver gives each message's records headers, kafka.topic, kafka.partition and
+    # kafka.offset as the request metadata that from_context and metadata_keys read; the hub gave
+    # none, so an action reading a tenant header inserted nothing and metadata_keys batched tenants together
+    kafka.create_topic("otlp_spans", 1)
+    actions = [{"key": "tenant", "from_context": "x-tenant", "action": "insert"},
+               {"key": "topic", "from_context": "kafka.topic", "action": "insert"},
+               {"key": "partition", "from_context": "kafka.partition", "action": "insert"}]
+    processors = {"attributes/context": {"actions": actions}}
+    _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=processors)
+    kafka.produce("otlp_spans", [_request(2)], partition=0, headers=[("X-Tenant", b"blue")])
+    wait_until(lambda: len(upstream.spans()) == 2, timeout=30, message="both spans upstream")
+    for span in upstream.spans():
+        attributes = {a.key: a.value.string_value for a in span.attributes}
+        assert attributes == {"tenant": "blue", "topic": "otlp_spans", "partition": "0"}, attributes
