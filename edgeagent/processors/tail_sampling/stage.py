@@ -213,14 +213,15 @@ class SamplingStage(TraceMover):
         once the records of the requests accepted before are committed."""
         self._closed = True
         self._room.set()  # a request waiting for room is refused now
-        if self._commits:
-            await asyncio.wait(set(self._commits), timeout=_STOP_WAIT)
-        if self._task is not None:
-            task, self._task = self._task, None
-            # a round cancelled half way leaves its traces out of the buffer, and its move (which
-            # the writer commits anyway) out of the index: let it finish
+        task, self._task = self._task, None
+        if task is not None:  # before any await: no round starts after this, even if this call is cancelled
             self._stopping = True
             self._wake.set()
+        if self._commits:
+            await asyncio.wait(set(self._commits), timeout=_STOP_WAIT)
+        if task is not None:
+            # a round cancelled half way leaves its traces out of the buffer, and its move (which
+            # the writer commits anyway) out of the index: let it finish
             if not (await asyncio.wait({task}, timeout=_STOP_WAIT))[0]:
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
