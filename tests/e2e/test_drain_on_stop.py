@@ -46,7 +46,7 @@ def test_a_drain_waits_for_the_traces_tail_sampling_holds_and_delivers_those_it_
     # a hub scaled down for good drains before it goes: its export queue was empty, so the drain
     # ended at once and the traces the sampler was holding (their decision_wait not over) stayed
     # on a volume nobody mounts again, acknowledged and never delivered
-    sampling = {"tail_sampling": {"decision_wait": "3s", "policies": [{"name": "all", "type": "always_sample"}]}}
+    sampling = {"tail_sampling": {"decision_wait": "5s", "policies": [{"name": "all", "type": "always_sample"}]}}
     config = traces_config(tmp_path / "hub.yaml", {"otlphttp": http_exporter(upstream.url)}, sampling)
     agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state"), "--drain-timeout", "20"])
     sent = send_spans("http", agent.http_port, 50)
