@@ -41,6 +41,8 @@ Design note
   its in-flight messages get up to half the session timeout to become durable (a message
   sleeping before a retry gives up at once), their offsets are committed, then aiokafka lets
   the partition go. A message still not durable by then is read again by the next owner.
+* Request metadata (what `from_context` and the batch processor's `metadata_keys` read): each
+  message's `kafka.topic`, `kafka.partition`, `kafka.offset` and record headers, as otelcol's.
 * Lag: `kafka_consumer_lag{topic, partition, group}` = the partition's high watermark (from the
   last fetch) minus the offset this member committed (or the group's committed offset, or the
   first offset it read, until it commits).
@@ -481,7 +483,8 @@ class KafkaReceiver:
         content_type = codec.JSON if partition.encoding == "otlp_json" else codec.PROTOBUF
         with partition.consumer.admission("kafka", len(value)) as reservation:
             await parse_cost.admit(reservation, partition.signal, value, content_type)
-            payload = await parse_cost.decode(partition.signal, value, content_type, None, "")
+            metadata = _metadata(partition, record)
+            payload = await parse_cost.decode(partition.signal, value, content_type, metadata, "")
             if payload.items:  # an empty request (or tombstone) carries nothing to keep
                 self._extract_headers(partition.signal, payload, record.headers)
                 await partition.consumer.consume(payload, "kafka")
@@ -657,6 +660,16 @@ async def _wait_for(event: asyncio.Event, seconds: float) -> bool:
         return True
     except TimeoutError:
         return event.is_set()
+
+
+def _metadata(partition: _Partition, record: Any) -> dict[str, str]:
+    """A message's request metadata, as otelcol's receiver gives it (what `from_context` and the
+    batch processor's `metadata_keys` read): kafka.topic, kafka.partition, kafka.offset and each
+    record header; keys lowercased, repeated ones joined with ';'."""
+    pairs = [("kafka.topic", partition.topic), ("kafka.partition", str(partition.partition)),
+             ("kafka.offset", str(record.offset))]
+    pairs += [(key, (value or b"").decode("utf-8", "replace")) for key, value in record.headers or ()]
+    return codec.metadata_of(pairs)
 
 
 def _why_skipped(record: object) -> tuple[str, str]:

@@ -384,21 +384,30 @@ class Service:
         """Before a stop: refuse new data, then keep sending until the queues are empty or `timeout` passes.
 
         For hubs scaled down for good, whose queue would otherwise wait on a volume nobody mounts.
-        What is still queued at the deadline stays on disk for the next start."""
+        The traces a tail_sampling stage holds are waited for too: it decides each once its
+        decision_wait is over, and the kept ones join the queues. What is still queued (or held)
+        at the deadline stays on disk for the next start."""
         self.stopping = True
         for receiver in self.graph.receivers.values():
             await _quietly(receiver.shutdown(), "receiver")
         for sender in self.graph.senders:  # nothing more arrives: batches waiting to fill go out now
             sender.flush()
         deadline = time.monotonic() + timeout
-        queued = sum(queue.items for queue in self.graph.queues)
-        if queued:
-            log.info("draining the queues before stopping", extra={"items": queued, "timeout_seconds": timeout})
-        while queued and time.monotonic() < deadline:
+        queued, held = self._undrained()
+        if queued or held:
+            log.info("draining the queues before stopping", extra={"items": queued, "held_traces": held,
+                                                                    "timeout_seconds": timeout})
+        while (queued or held) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)  # acks commit in batches; a short poll is cheaper than per-ack events
-            queued = sum(queue.items for queue in self.graph.queues)
-        if queued:
-            log.warning("stopping with data still queued; it is sent after the next start", extra={"items": queued})
+            queued, held = self._undrained()
+        if queued or held:
+            log.warning("stopping with data still queued; it is sent after the next start",
+                        extra={"items": queued, "held_traces": held})
+
+    def _undrained(self) -> tuple[int, int]:
+        """Items in the queues, and traces the tail_sampling stages hold (pending, or decided and not yet queued)."""
+        return (sum(queue.items for queue in self.graph.queues),
+                sum(stage.pending_traces() for stage in self.graph.stages.values()))
 
     async def shutdown(self) -> None:
         """Stop receivers, finish pending commits, return leases, close storage. Idempotent."""

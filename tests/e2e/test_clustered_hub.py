@@ -5,9 +5,12 @@ sent after the decisions, once one replica is gone, follow the decisions it made
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
 import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers.agent import AgentProcess
 from tests.helpers.kafka import edge_config, hub_config
@@ -15,7 +18,8 @@ from tests.helpers.net import wait_until
 from tests.helpers.traces import Client, span_ids_by_trace
 
 
-def _sampling_hub(agents, tmp_path, kafka, upstream, redis_server, name: str) -> AgentProcess:
+def _sampling_hub(agents, tmp_path, kafka, upstream, redis_server, name: str,
+                  env: dict[str, str] | None = None) -> AgentProcess:
     ports = AgentProcess(args=[])
     config = hub_config(tmp_path / f"{name}.yaml", kafka.bootstrap, upstream.url, ports, ("traces",),
                         session_timeout="3s", heartbeat_interval="1s")
@@ -26,7 +30,7 @@ def _sampling_hub(agents, tmp_path, kafka, upstream, redis_server, name: str) ->
         "shared_state": {"redis": {"url": redis_server.url, "flush_interval": "2ms"}}}}
     document["service"]["pipelines"]["traces"]["processors"] = ["tail_sampling"]
     open(config, "w").write(yaml.safe_dump(document))
-    return agents(["run", "--config", config, "--state-dir", str(tmp_path / name)], ports=ports,
+    return agents(["run", "--config", config, "--state-dir", str(tmp_path / name)], env=env, ports=ports,
                   port_overrides=False)
 
 
@@ -74,3 +78,56 @@ def test_two_sampling_replicas_keep_whole_traces_once_and_late_spans_follow_acro
     assert span_ids_by_trace(upstream) == kept
     assert first.metric("edgeagent_sampler_shared_state_found_decisions", sampled="true") > 0
     assert first.metric("edgeagent_sampler_shared_state_found_decisions", sampled="false") > 0
+
+
+def _error_traces(messages: int) -> tuple[list[bytes], set[bytes]]:
+    """`messages` requests of 5 traces of 3 error spans each (the policy keeps them all); their span ids."""
+    requests, span_ids = [], set()
+    for _ in range(messages):
+        request = ExportTraceServiceRequest()
+        scope = request.resource_spans.add().scope_spans.add()
+        for _ in range(5):
+            trace_id = os.urandom(16)
+            for _ in range(3):
+                span = scope.spans.add(trace_id=trace_id, span_id=os.urandom(8), name="step")
+                span.status.code = 2
+                span_ids.add(span.span_id)
+        requests.append(request.SerializeToString())
+    return requests, span_ids
+
+
+def test_a_replica_that_joins_then_leaves_with_a_drain_delivers_every_kept_span(
+        agents, upstream, kafka, redis_server, tmp_path):
+    # a replica scaled down drains: it committed the offsets of what its sampler held, and the
+    # drain, ended at once by an empty export queue, left those traces on its volume (before: 4980
+    # of 60000 spans)
+    kafka.create_topic("otlp_spans", 4)
+    first = _sampling_hub(agents, tmp_path, kafka, upstream, redis_server, "hub-a")
+    wait_until(lambda: len(_partitions(first)) == 4, timeout=60, interval=0.5, message="one replica owning all four")
+    sent: set[bytes] = set()
+    done = threading.Event()
+
+    def produce() -> None:
+        for _ in range(400):  # bounded; stopped once the second replica is gone
+            if done.is_set():
+                return
+            requests, span_ids = _error_traces(10)
+            for index, request in enumerate(requests):
+                kafka.produce("otlp_spans", [request], partition=index % 4)
+            sent.update(span_ids)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        time.sleep(2)
+        second = _sampling_hub(agents, tmp_path, kafka, upstream, redis_server, "hub-b",
+                               env={"EDGEAGENT_DRAIN_TIMEOUT": "10"})
+        wait_until(lambda: len(_partitions(second)) == 2, timeout=60, interval=0.5, message="the second owning two")
+        time.sleep(2)
+        assert second.terminate() == 0
+        wait_until(lambda: len(_partitions(first)) == 4, timeout=60, interval=0.5, message="the first owning all")
+        time.sleep(2)
+    finally:
+        done.set()
+        producer.join(120)
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.5, message="every kept span upstream")

@@ -7,6 +7,7 @@ import signal
 import time
 
 from tests.helpers.cli import cli_json
+from tests.helpers.configs import http_exporter, traces_config
 from tests.helpers.net import wait_until
 from tests.helpers.sdk import send_spans
 
@@ -39,3 +40,19 @@ def test_drain_ends_at_the_deadline_and_keeps_the_rest_queued(agents, upstream, 
     assert "stopping with data still queued" in agent.log()
     stats = cli_json(state, "queue", "stats")
     assert stats["stores"][0]["queues"]["otlphttp/traces"]["items"] == 100  # kept for the next start
+
+
+def test_a_drain_waits_for_the_traces_tail_sampling_holds_and_delivers_those_it_keeps(agents, upstream, tmp_path):
+    # a hub scaled down for good drains before it goes: its export queue was empty, so the drain
+    # ended at once and the traces the sampler was holding (their decision_wait not over) stayed
+    # on a volume nobody mounts again, acknowledged and never delivered
+    sampling = {"tail_sampling": {"decision_wait": "5s", "policies": [{"name": "all", "type": "always_sample"}]}}
+    config = traces_config(tmp_path / "hub.yaml", {"otlphttp": http_exporter(upstream.url)}, sampling)
+    agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state"), "--drain-timeout", "20"])
+    sent = send_spans("http", agent.http_port, 50)
+    wait_until(lambda: agent.metric("otelcol_processor_tail_sampling_sampling_traces_on_memory") > 0, timeout=10,
+               message="traces held by the sampler")
+    assert not upstream.span_ids()
+    os.kill(agent.process.pid, signal.SIGTERM)
+    assert agent.process.wait(timeout=25) == 0
+    assert upstream.span_ids() == sent

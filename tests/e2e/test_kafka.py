@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections
 import os
+import signal
+import threading
 import time
 import types
 
@@ -532,3 +534,59 @@ def _request(spans: int) -> bytes:
     for index in range(spans):
         scope.spans.add(name="op", trace_id=b"\x01" * 16, span_id=(index + 1).to_bytes(8, "big"))
     return request.SerializeToString()
+
+
+def test_a_messages_headers_topic_and_partition_are_its_request_metadata_as_in_otelcol(agents, upstream, kafka,
+                                                                                      tmp_path):
+    # otelcol's kafka receiver gives each message's records headers, kafka.topic, kafka.partition and
+    # kafka.offset as the request metadata that from_context and metadata_keys read; the hub gave
+    # none, so an action reading a tenant header inserted nothing and metadata_keys batched tenants together
+    kafka.create_topic("otlp_spans", 1)
+    actions = [{"key": "tenant", "from_context": "x-tenant", "action": "insert"},
+               {"key": "topic", "from_context": "kafka.topic", "action": "insert"},
+               {"key": "partition", "from_context": "kafka.partition", "action": "insert"}]
+    processors = {"attributes/context": {"actions": actions}}
+    _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=processors)
+    kafka.produce("otlp_spans", [_request(2)], partition=0, headers=[("X-Tenant", b"blue")])
+    wait_until(lambda: len(upstream.spans()) == 2, timeout=30, message="both spans upstream")
+    for span in upstream.spans():
+        attributes = {a.key: a.value.string_value for a in span.attributes}
+        assert attributes == {"tenant": "blue", "topic": "otlp_spans", "partition": "0"}, attributes
+
+
+def test_a_sampling_hub_reloaded_while_it_consumes_delivers_every_kept_span(agents, upstream, kafka, tmp_path):
+    # a reload keeps the kafka receiver, which handed messages to the stopped sampler until the new
+    # one started: those written after the new sampler read its buffer back were acknowledged (their
+    # offsets committed) and decided by neither (before: 3365 of 224400 spans over six reloads)
+    kafka.create_topic("otlp_spans", 2)
+    sampling = {"tail_sampling": {"decision_wait": "1s", "policies": [{"name": "all", "type": "always_sample"}]}}
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling)
+    sent: set[bytes] = set()
+    done = threading.Event()
+
+    def produce() -> None:
+        for _ in range(500):  # bounded; stopped after the reloads
+            if done.is_set():
+                return
+            requests, ids = _requests(20)
+            kafka.produce("otlp_spans", requests)
+            sent.update(ids)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    path = tmp_path / "hub.yaml"
+    assert hub.process is not None
+    try:
+        for reload in range(1, 7):
+            time.sleep(1.5)
+            document = yaml.safe_load(path.read_text())
+            document["processors"]["tail_sampling"]["policies"][0]["name"] = f"all-{reload}"
+            path.write_text(yaml.safe_dump(document, sort_keys=False))
+            os.kill(hub.process.pid, signal.SIGHUP)
+            wait_until(lambda: hub.metric("edgeagent_config_reloads", result="applied") == reload,  # noqa: B023
+                       timeout=30, message=f"reload {reload} applied")
+    finally:
+        done.set()
+        producer.join(60)
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.5,
+               message="every span upstream")

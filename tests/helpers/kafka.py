@@ -168,16 +168,17 @@ class Broker:
     # ---- reading and writing records directly ------------------------------------------------------
 
     def produce(self, topic: str, values: list[bytes], key: bytes | None = None, partition: int | None = None,
-                compression: str | None = None) -> None:
+                compression: str | None = None, headers: list[tuple[str, bytes]] | None = None) -> None:
         """Write raw records (acks=all), e.g. a message the agent must reject; to `partition` if given,
-        in batches compressed with `compression` (gzip, snappy, lz4, zstd) if given."""
+        in batches compressed with `compression` (gzip, snappy, lz4, zstd) if given, each with `headers`."""
         from aiokafka import AIOKafkaProducer
 
         async def send():
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", compression_type=compression)
             await producer.start()
             try:
-                await asyncio.gather(*[await producer.send(topic, value, key=key, partition=partition)
+                await asyncio.gather(*[await producer.send(topic, value, key=key, partition=partition,
+                                                           headers=headers)
                                        for value in values])
             finally:
                 await producer.stop()

@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from edgeagent.errors import RetryableError
 from edgeagent.processors.tail_sampling.config import TailSamplingConfig
 from edgeagent.processors.tail_sampling.stage import SamplingStage
 from edgeagent.queue.store import QueueStore
@@ -915,3 +916,37 @@ def test_byte_searching_policies_decide_from_the_spans_also_after_a_restart(tmp_
     for restart in (False, True):
         kept = asyncio.run(scenario(policies, restart, f"{number}-{restart}"))
         assert kept == expected, (policy["name"], restart)
+
+
+def test_a_stage_stopped_for_a_reload_refuses_what_still_reaches_it_and_its_successor_decides_the_rest(tmp_path):
+    """A reload stops the stage while receivers it keeps still hand requests to it until the new
+    stage starts. A request the stopped stage accepted was written to the buffer after its
+    successor read the buffer back: acknowledged (a Kafka offset committed), then decided by no
+    stage until a restart. The stopped stage refuses it as retryable, and the successor decides
+    what was accepted before the stop."""
+    async def scenario() -> tuple[str, list[tuple[bytes, bytes]]]:
+        clock = Clock()
+        old, store, export = await _stage(tmp_path, clock, "5s")
+        await old.start()
+        accepted = asyncio.create_task(old.ingest(Payload.from_bytes(Signal.TRACES,
+                                                                     _traces_request([b"\x0d" * 16], 1))))
+        await asyncio.sleep(0)  # up to its commit
+        await old.shutdown()
+        new = SamplingStage("tail_sampling", old.config, host=None, clock=clock)
+        new.attach(store, [export], [])
+        await new.start()
+        await accepted
+        try:
+            await old.ingest(Payload.from_bytes(Signal.TRACES, _traces_request([b"\x0e" * 16], 1)))
+            outcome = "accepted"
+        except RetryableError:
+            outcome = "refused"
+        clock.now += 6
+        await _decide_all(new)
+        exported = await _exported_spans(export)
+        await new.shutdown()
+        await store.close()
+        return outcome, exported
+
+    outcome, exported = asyncio.run(scenario())
+    assert (outcome, exported) == ("refused", [(b"\x0d" * 16, b"\x01" * 8)])

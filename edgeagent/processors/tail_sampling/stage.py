@@ -141,6 +141,8 @@ class SamplingStage(TraceMover):
         self._late_records: set[bytes] = set()  # records committed while their trace was being decided
         self._task: asyncio.Task | None = None
         self._stopping = False  # shutdown: the round under way finishes, no other starts
+        self._closed = False  # shut down: requests are refused (a reload's next stage takes them)
+        self._commits: set[asyncio.Future[None]] = set()  # buffer records submitted, not yet committed
         self._wake = asyncio.Event()
         self._room = asyncio.Event()  # set while the buffer holds fewer than num_traces (block_on_overflow)
         self._room.set()
@@ -199,19 +201,27 @@ class SamplingStage(TraceMover):
         if recovered:
             log.info("tail sampling resumed the traces it was holding", extra={
                 "processor": self.id, "traces": len(recovered), "spans": self.buffer.spans})
-        self._stopping = False
+        self._stopping = self._closed = False
         self._task = asyncio.create_task(self._run(), name=f"tail_sampling:{self.id}")
         self._task.add_done_callback(self._stopped)
 
     async def shutdown(self) -> None:
         """Pending traces stay on disk and are decided after the next start, unless
-        drop_pending_traces_on_shutdown says to drop them (counted)."""
-        if self._task is not None:
-            task, self._task = self._task, None
-            # a round cancelled half way leaves its traces out of the buffer, and its move (which
-            # the writer commits anyway) out of the index: let it finish
+        drop_pending_traces_on_shutdown says to drop them (counted). Requests that come after are
+        refused: on a reload, receivers kept running hand them here until the next stage starts,
+        and that stage reads the buffer back once, when it starts; so shutdown also returns only
+        once the records of the requests accepted before are committed."""
+        self._closed = True
+        self._room.set()  # a request waiting for room is refused now
+        task, self._task = self._task, None
+        if task is not None:  # before any await: no round starts after this, even if this call is cancelled
             self._stopping = True
             self._wake.set()
+        if self._commits:
+            await asyncio.wait(set(self._commits), timeout=_STOP_WAIT)
+        if task is not None:
+            # a round cancelled half way leaves its traces out of the buffer, and its move (which
+            # the writer commits anyway) out of the index: let it finish
             if not (await asyncio.wait({task}, timeout=_STOP_WAIT))[0]:
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -252,6 +262,7 @@ class SamplingStage(TraceMover):
 
     async def ingest(self, payload: Payload, batch_key: bytes = b"") -> None:
         """Returns once every span of the request is durable (pending, exported) or counted dropped."""
+        self._refuse_when_closed()
         if self.config.block_on_overflow and len(self.buffer) >= self.config.num_traces:
             await self._wait_for_room()
         message = payload.view()
@@ -265,6 +276,7 @@ class SamplingStage(TraceMover):
         remote: dict[bytes, bool] = {}
         if self.shared is not None and self.shared.up:  # the one await, before routing starts
             remote = await self._shared_lookup(parts)
+        self._refuse_when_closed()  # the last await before the submit
         now = self.clock()
         self.relief.update(len(self.buffer), self.buffer.spans)
         pending, pending_at, kept, kept_items = self._route(body, parts, remote)
@@ -295,6 +307,8 @@ class SamplingStage(TraceMover):
 
         # nothing awaited between routing and this submit: the writer sees the routing's order
         committed = self._running_store().atomic(commit)
+        self._commits.add(committed)
+        committed.add_done_callback(self._commits.discard)
         if not pending:
             await committed
             self._enforce_limits(pending)
@@ -303,6 +317,11 @@ class SamplingStage(TraceMover):
         # deadline, a reset stream): the writer commits it anyway
         committed.add_done_callback(held)
         await asyncio.shield(committed)
+
+    def _refuse_when_closed(self) -> None:
+        if self._closed:
+            raise RetryableError(f"processors::{self.id} is stopping (a reload or shutdown); offer the request "
+                                 f"again", retry_after=1.0)
 
     def _route(self, body: bytes, parts: list[TracePart], remote: dict[bytes, bool]
                ) -> tuple[list[TracePart], list[int] | None, list[bytes], int]:
