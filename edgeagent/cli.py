@@ -1,4 +1,5 @@
-"""Command line, as otelcol's: run | validate | components | print-config | version | help, plus the queue verbs.
+"""Command line, as otelcol's: run | validate | components | featuregate | print-config | version | help,
+plus the queue verbs.
 
 The only place that exits the process. Every verb that reads a config takes the same
 `--config` (repeatable; file:, env:, yaml:, http(s): URIs or paths, merged in order), `--set` and
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn
 import yaml
 
 from edgeagent import __version__, cli_text
-from edgeagent.config.expand import SCHEMES
+from edgeagent.cli_listings import FEATURE_GATES, MERGE_APPEND, cmd_components, cmd_featuregate
 from edgeagent.config.loader import (
     AgentConfig,
     ConfigError,
@@ -67,11 +68,6 @@ def _environ(upstream: str | None) -> tuple[dict[str, str], str | None]:
     except ValueError as exc:
         raise ConfigError([("", str(exc))]) from None
     return environ, warning
-
-
-MERGE_APPEND = "confmap.enableMergeAppendOption"
-FEATURE_GATES = {MERGE_APPEND: "append the lists service::extensions and service::**::receivers and "
-                               "::exporters when --config sources merge (otelcol's alpha gate)"}
 
 
 def load(
@@ -172,26 +168,6 @@ def cmd_print_config(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2, default=str))
     else:
         print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True), end="")
-    return 0
-
-
-def cmd_components(args: argparse.Namespace) -> int:
-    """Every component type by kind, as otelcol's `components` lists them (aliases included)."""
-    from edgeagent import registry
-
-    out: dict[str, object] = {"buildinfo": {"command": "edgeagent", "description": "OpenTelemetry edge buffering "
-                                            "agent", "version": __version__}}
-    for kind, factories in registry.FACTORIES.items():
-        entries = []
-        for type_name in sorted(factories):
-            entry: dict[str, object] = {"name": type_name, "signals": list(factories[type_name].signals)}
-            alias = registry.deprecated_alias(kind, type_name)
-            if alias:
-                entry["deprecated_alias"] = alias
-            entries.append(entry)
-        out[kind] = entries
-    out["providers"] = [{"scheme": scheme} for scheme in SCHEMES]  # in --config and in ${scheme:...}
-    print(yaml.safe_dump(out, sort_keys=False, default_flow_style=None), end="")
     return 0
 
 
@@ -623,6 +599,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="List the receivers, processors, exporters, connectors and "
                                             "extensions this build knows, with the signals each supports.")
     components.set_defaults(handler=cmd_components)
+    featuregate = sub.add_parser("featuregate", help="display feature gates information",
+                                 description="List the feature gates --feature-gates accepts, with their "
+                                             "default state, or describe the one named (as otelcol).")
+    featuregate.add_argument("gate", nargs="?", metavar="FEATURE_ID")
+    featuregate.set_defaults(handler=cmd_featuregate)
     version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(handler=cmd_version)
     help_ = sub.add_parser("help", help="help about any command", description="Print the help of a command "
