@@ -35,8 +35,25 @@ def cmd_featuregate(args: argparse.Namespace) -> int:
     return 0
 
 
+SIGNALS = ("logs", "metrics", "traces")
+# every component of this build supports what it supports at one level, this one (otelcol's words)
+STABILITY = "Beta"
+
+
+def _stability(kind: str, signals: tuple[str, ...]) -> dict[str, str]:
+    """otelcol's `stability` map: per signal (a connector: per pair, `traces-to-traces`; an extension:
+    `extension`), `Undefined` for what the type does not support."""
+    if kind == "extensions":
+        return {"extension": STABILITY}
+    if kind == "connectors":
+        return {f"{source}-to-{target}": STABILITY if source == target and source in signals else "Undefined"
+                for source in SIGNALS for target in SIGNALS}
+    return {signal: STABILITY if signal in signals else "Undefined" for signal in SIGNALS}
+
+
 def cmd_components(args: argparse.Namespace) -> int:
-    """Every component type by kind, as otelcol's `components` lists them (aliases included)."""
+    """Every component type by kind with its module and stability, as otelcol's `components` lists
+    them; a type's deprecated alias is named beside it (otelcol leaves aliases out)."""
     from edgeagent import registry
 
     out: dict[str, object] = {"buildinfo": {"command": "edgeagent", "description": "OpenTelemetry edge buffering "
@@ -44,12 +61,15 @@ def cmd_components(args: argparse.Namespace) -> int:
     for kind, factories in registry.FACTORIES.items():
         entries = []
         for type_name in sorted(factories):
-            entry: dict[str, object] = {"name": type_name, "signals": list(factories[type_name].signals)}
+            module = f"{registry.module(kind, type_name)} {__version__}"
+            entry: dict[str, object] = {"name": type_name, "module": module,
+                                        "stability": _stability(kind, factories[type_name].signals)}
             alias = registry.deprecated_alias(kind, type_name)
             if alias:
                 entry["deprecated_alias"] = alias
             entries.append(entry)
         out[kind] = entries
-    out["providers"] = [{"scheme": scheme} for scheme in SCHEMES]  # in --config and in ${scheme:...}
-    print(yaml.safe_dump(out, sort_keys=False, default_flow_style=None), end="")
+    # the schemes --config and ${scheme:...} accept
+    out["providers"] = [{"scheme": scheme, "module": f"edgeagent.config.expand {__version__}"} for scheme in SCHEMES]
+    print(yaml.safe_dump(out, sort_keys=False, default_flow_style=False), end="")
     return 0
