@@ -111,3 +111,33 @@ def test_a_queue_directory_the_unit_keeps_read_only_is_refused_with_the_fix(tmp_
     assert result.returncode == 1, result.stderr
     assert str(data / "queue") in result.stderr and "systemctl edit edgeagent" in result.stderr, result.stderr
     assert "ReadWritePaths=" in result.stderr, result.stderr
+
+
+def _writable_under_the_unit() -> list[str]:
+    """The directories ProtectSystem=strict leaves writable: StateDirectory= (under /var/lib) and ReadWritePaths=."""
+    writable = []
+    for line in UNIT.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "StateDirectory":
+            writable += [f"/var/lib/{name}" for name in value.split()]
+        elif key == "ReadWritePaths":
+            writable += [path.lstrip("-+") for path in value.split()]
+    return writable
+
+
+SEEDS = ROOT / "tests" / "testdata" / "seeds"
+
+
+@pytest.mark.parametrize("seed", sorted(path.name for path in SEEDS.glob("*.yaml")
+                                         if "file_storage" in path.read_text()))
+def test_the_queue_directory_of_an_otelcol_config_is_writable_under_the_unit(seed):
+    """The deployment guides' configs keep their queue in /var/lib/otelcol/queue, where otelcol's
+    file_storage keeps it by default: copied into /etc/edgeagent/config.yaml as a drop-in, each failed
+    to start under ProtectSystem=strict ("Read-only file system"), restarting every two seconds."""
+    extensions = yaml.safe_load((SEEDS / seed).read_text()).get("extensions") or {}
+    directories = [settings["directory"] for name, settings in extensions.items()
+                   if name.split("/")[0] == "file_storage" and settings and settings.get("directory")]
+    assert directories, seed
+    writable = _writable_under_the_unit()
+    for directory in directories:
+        assert any(os.path.commonpath([directory, root]) == root for root in writable), (directory, writable)
