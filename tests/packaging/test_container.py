@@ -50,11 +50,23 @@ def test_image_runs_as_a_non_root_user_with_a_liveness_health_check_and_exec_for
     entrypoint = re.search(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.MULTILINE)
     assert entrypoint and isinstance(json.loads(entrypoint.group(1)), list)  # exec form: SIGTERM reaches the agent
     assert "slim" in _final("FROM")[0].args[0]
-    assert _final("VOLUME")[0].args == ("/var/lib/edgeagent",)
+    assert _final("VOLUME")[0].args[0] == "/var/lib/edgeagent"
     env = " ".join(word for step in _final("ENV") for word in step.args)
     assert (
         "TMPDIR=/tmp" in env and "PYTHONDONTWRITEBYTECODE=1" in env
     )  # read-only root: nothing written beside the volume
+
+
+def test_the_queue_directory_of_otelcol_configs_is_the_agent_users_and_a_volume():
+    """The deployment guides' configs (and otelcol's file_storage default) keep the queue in
+    /var/lib/otelcol: in the image that was root's, so such a config failed to start as user 10001
+    ("Permission denied"), on a read-only root too, and a named volume mounted at
+    /var/lib/otelcol/queue, as otelcol's users mount one, came up owned by root."""
+    (volume,) = _final("VOLUME")
+    assert "/var/lib/otelcol" in volume.args
+    script = " ".join(" ".join(step.args) for step in _final("RUN"))
+    assert re.search(r"mkdir -p [^&]*/var/lib/otelcol/queue", script), script
+    assert re.search(r"chown (-R )?edgeagent:edgeagent [^&]*/var/lib/otelcol\b", script), script
 
 
 def _duration(text: str) -> float:
