@@ -179,10 +179,10 @@ def test_the_hub_keeps_its_queue_on_a_volume_claim_per_replica(rendered, values)
     assert claim["metadata"]["name"] == "queue" and claim["spec"]["resources"]["requests"]["storage"]
     pod = statefulset["spec"]["template"]["spec"]
     assert "queue" not in {volume["name"] for volume in pod["volumes"]}  # no emptyDir shadows the claim
-    mounts = {mount["name"]: mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"]}
+    mounts = [mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"] if mount["name"] == "queue"]
     config = yaml.safe_load(_one([d for d in rendered[values] if d["metadata"]["name"].endswith("-hub")],
                                  "ConfigMap")["data"]["config.yaml"])
-    assert config["extensions"]["file_storage"]["directory"].startswith(mounts["queue"] + "/")
+    assert any(config["extensions"]["file_storage"]["directory"].startswith(path + "/") for path in mounts)
 
 
 def _drain_timeout(container: dict) -> float:
@@ -327,3 +327,24 @@ def test_the_network_policies_let_each_tier_reach_what_its_exporters_send_to(ren
         egress = policies[workload["metadata"]["labels"]["app.kubernetes.io/component"]]["spec"]["egress"]
         allowed = {port["port"] for rule in egress for port in rule.get("ports", [])}
         assert _destination_ports(config, upstream) <= allowed, workload["metadata"]["name"]
+
+
+def test_a_config_keeping_its_queue_where_otelcol_configs_do_keeps_it_on_the_queue_volume(helm):
+    """otelcol configs (the deployment guides', otelcol's file_storage default) keep the queue under
+    /var/lib/otelcol. Pasted into `agent.config` or `hub.config`, that directory was on the container's
+    root: refused when read-only (a crash loop), else lost with the backlog on every pod restart."""
+    moved = "/var/lib/otelcol/queue"
+    result = subprocess.run([helm, "template", "edgeagent", str(CHART), "--namespace", "observability",
+                             "--set", "hub.enabled=true",
+                             "--set", f"agent.config.extensions.file_storage.directory={moved}",
+                             "--set", f"hub.config.extensions.file_storage.directory={moved}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    workloads = _workloads([doc for doc in yaml.safe_load_all(result.stdout) if doc])
+    assert len(workloads) == 2
+    for workload, config in workloads:
+        directory = config["extensions"]["file_storage"]["directory"]
+        assert directory == moved
+        mounts = [mount["mountPath"] for mount in workload["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                  if mount["name"] == "queue"]
+        assert any(directory.startswith(path.rstrip("/") + "/") for path in mounts), (workload["kind"], mounts)

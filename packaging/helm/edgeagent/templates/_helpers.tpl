@@ -98,6 +98,9 @@ http://{{ include "edgeagent.fullname" . }}-hub.{{ .Release.Namespace }}.svc:431
   volumeMounts:
     - {name: config, mountPath: /etc/edgeagent, readOnly: true}
     - {name: queue, mountPath: /var/lib/edgeagent}
+    # the same volume where otelcol configs keep their file_storage queue (its default directory),
+    # so such a config keeps its backlog across pod restarts as it is
+    - {name: queue, mountPath: /var/lib/otelcol}
     - {name: tmp, mountPath: /tmp}
 {{- end -}}
 
