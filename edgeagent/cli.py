@@ -259,6 +259,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
                 reload()
             await stop.wait()
             if drain_timeout > 0 and agent.fatal is None:
+                notifier.draining(drain_timeout)  # longer than the unit's stop timeout: systemd would kill it
                 await agent.drain(drain_timeout)
         log.info("stopping: finishing pending commits and returning leases")
     finally:
