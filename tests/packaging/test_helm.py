@@ -348,3 +348,37 @@ def test_a_config_keeping_its_queue_where_otelcol_configs_do_keeps_it_on_the_que
         mounts = [mount["mountPath"] for mount in workload["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
                   if mount["name"] == "queue"]
         assert any(directory.startswith(path.rstrip("/") + "/") for path in mounts), (workload["kind"], mounts)
+
+
+HUB_COLLECTOR_SEED = ROOT / "tests" / "testdata" / "seeds" / "tfo-hub-collector.yaml"
+
+
+@pytest.mark.parametrize("health", ["absent", None, {"endpoint": "localhost:13133"}, {"endpoint": "0.0.0.0:13134"}],
+                         ids=["no health_check", "default endpoint (localhost)", "loopback", "another port"])
+def test_a_config_the_probes_cannot_reach_is_refused_at_render_naming_the_fix(helm, tmp_path, health):
+    """The probes ask the pod's health port (13133) on the pod's address. A config without
+    health_check (the guides' hub collector), or with otelcol's default endpoint (localhost:13133),
+    rendered fine, and the liveness probe then killed every pod, over and over."""
+    config = yaml.safe_load(HUB_COLLECTOR_SEED.read_text())
+    if health != "absent":
+        config["extensions"]["health_check"] = health  # None: `health_check:`, otelcol's defaults
+        config["service"]["extensions"] = [*config["service"]["extensions"], "health_check"]
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"hub": {"enabled": True, "config": config}}))
+    result = subprocess.run([helm, "template", "edgeagent", str(CHART), "-f", str(values)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0, "rendered a hub its probes cannot reach"
+    assert "hub.config" in result.stderr and "health_check" in result.stderr and "0.0.0.0:13133" in result.stderr, \
+        result.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["0.0.0.0:13133", ":13133", "${env:MY_POD_IP}:13133", "[::]:13133"])
+def test_a_config_whose_health_check_the_probes_reach_renders(helm, tmp_path, endpoint):
+    config = yaml.safe_load(HUB_COLLECTOR_SEED.read_text())
+    config["extensions"]["health_check"] = {"endpoint": endpoint}
+    config["service"]["extensions"] = [*config["service"]["extensions"], "health_check"]
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"hub": {"enabled": True, "config": config}}))
+    result = subprocess.run([helm, "template", "edgeagent", str(CHART), "-f", str(values)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -131,3 +131,32 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* the probes ask the health port (13133) on the pod's address: a config whose health_check does
+not serve there would see its pods killed by the liveness probe, over and over; refuse it at render.
+(dict "root" $ "config" .Values.agent.config "name" "agent") */}}
+{{- define "edgeagent.checkProbes" -}}
+{{- $probes := list .root.Values.livenessProbe .root.Values.readinessProbe .root.Values.startupProbe -}}
+{{- $asked := false -}}
+{{- range $probe := $probes -}}
+{{- if and $probe $probe.httpGet -}}
+{{- $asked = true -}}
+{{- end -}}
+{{- end -}}
+{{- $config := .config | default dict -}}
+{{- $extensions := $config.extensions | default dict -}}
+{{- $reachable := false -}}
+{{- range $id := (($config.service | default dict).extensions | default list) -}}
+{{- if or (eq (toString $id) "health_check") (hasPrefix "health_check/" (toString $id)) -}}
+{{- $settings := (index $extensions $id) | default dict -}}
+{{- $endpoint := $settings.endpoint | default "localhost:13133" | toString -}}
+{{- $host := regexReplaceAll ":[0-9]+$" $endpoint "" -}}
+{{- if and (hasSuffix ":13133" $endpoint) (not (has $host (list "localhost" "127.0.0.1" "::1" "[::1]"))) -}}
+{{- $reachable = true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and $asked (not $reachable) -}}
+{{- fail (printf "%s.config: the probes ask /health/live and /health/ready on the pod's port 13133, and no health_check extension in service::extensions serves there: set extensions::health_check::endpoint: 0.0.0.0:13133 and list health_check in service::extensions (otelcol's default endpoint, localhost:13133, is out of the probes' reach)" .name) -}}
+{{- end -}}
+{{- end -}}
