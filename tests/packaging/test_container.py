@@ -69,6 +69,35 @@ def test_the_queue_directory_of_otelcol_configs_is_the_agent_users_and_a_volume(
     assert re.search(r"chown (-R )?edgeagent:edgeagent [^&]*/var/lib/otelcol\b", script), script
 
 
+def _health_command(port: int) -> list[str]:
+    """The HEALTHCHECK's exec-form command, run by this Python and asking `port` for 13133."""
+    match = re.search(r"^HEALTHCHECK [^\n]*\\\n\s+CMD (\[[^\n]*\])$", DOCKERFILE, re.MULTILINE)
+    assert match, "HEALTHCHECK CMD in exec form"
+    command = json.loads(match.group(1))
+    assert command[0] == "python" and "13133" in command[-1]
+    return [sys.executable, *command[1:-1], command[-1].replace("13133", str(port))]
+
+
+def test_the_health_check_passes_a_config_without_health_check_and_fails_a_hung_agent(agents, tmp_path):
+    """otelcol configs need not have the health_check extension on 13133 (the guides' hub collector has
+    none): such a container was reported unhealthy for good, and Swarm replaced it again and again.
+    The agent is the container's first process, so a refused connection means nothing serves health
+    there, not that the agent is gone; an endpoint that takes the connection and never answers (a
+    blocked event loop) still fails the check."""
+    import socket as sockets
+
+    from tests.helpers.net import free_port
+
+    nobody = free_port()
+    assert subprocess.run(_health_command(nobody), timeout=30).returncode == 0
+    with sockets.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        assert subprocess.run(_health_command(hung.getsockname()[1]), capture_output=True, timeout=30).returncode != 0
+    agent = agents(["run", "--state-dir", str(tmp_path / "state")])
+    assert subprocess.run(_health_command(agent.health_port), timeout=30).returncode == 0
+
+
 def _duration(text: str) -> float:
     match = re.fullmatch(r"(\d+)(s|m|h)", text)
     assert match, text
