@@ -382,3 +382,17 @@ def test_a_config_whose_health_check_the_probes_reach_renders(helm, tmp_path, en
     result = subprocess.run([helm, "template", "edgeagent", str(CHART), "-f", str(values)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("tier", ["agent", "hub"])
+def test_a_queue_directory_off_the_queue_volume_is_refused_at_render_naming_the_fix(helm, tier):
+    """A file_storage directory outside the queue volume (/data/queue) rendered fine: on the
+    read-only root the agent crash-looped on "Read-only file system"; on a writable one the backlog
+    lived in the container's layer and went with every pod restart."""
+    result = subprocess.run([helm, "template", "edgeagent", str(CHART), "--set", "hub.enabled=true",
+                             "--set", f"{tier}.config.extensions.file_storage.directory=/data/queue"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0, "rendered a queue off the volume"
+    message = result.stderr
+    assert f"{tier}.config" in message and "file_storage" in message and "/data/queue" in message, message
+    assert "/var/lib/edgeagent" in message, message

@@ -160,3 +160,24 @@ not serve there would see its pods killed by the liveness probe, over and over; 
 {{- fail (printf "%s.config: the probes ask /health/live and /health/ready on the pod's port 13133, and no health_check extension in service::extensions serves there: set extensions::health_check::endpoint: 0.0.0.0:13133 and list health_check in service::extensions (otelcol's default endpoint, localhost:13133, is out of the probes' reach)" .name) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* every file_storage directory lies on the queue volume (mounted at both paths below): elsewhere it
+is on the container's root, read-only (a crash loop) or gone with every pod restart; refuse it at render.
+(dict "config" .Values.agent.config "name" "agent") */}}
+{{- define "edgeagent.checkQueue" -}}
+{{- $mounts := list "/var/lib/edgeagent" "/var/lib/otelcol" -}}
+{{- range $id, $settings := ((.config | default dict).extensions | default dict) -}}
+{{- if or (eq (toString $id) "file_storage") (hasPrefix "file_storage/" (toString $id)) -}}
+{{- $directory := (($settings | default dict).directory | default "") | toString | trimSuffix "/" -}}
+{{- $onVolume := or (eq $directory "") (contains "${" $directory) -}}
+{{- range $mount := $mounts -}}
+{{- if or (eq $directory $mount) (hasPrefix (printf "%s/" $mount) $directory) -}}
+{{- $onVolume = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $onVolume -}}
+{{- fail (printf "%s.config: extensions::%s::directory %s is not on the queue volume, so the queue would be on the container's root (read-only, or lost with every pod restart): put it under /var/lib/edgeagent or /var/lib/otelcol" $.name $id $directory) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
