@@ -273,15 +273,19 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
 
 
 async def _reload(agent: Service, notifier: Notifier) -> None:
-    """SIGHUP: apply the config sources as they are now; an invalid config leaves the running one as it is."""
-    notifier.reloading()
+    """SIGHUP: apply the config sources as they are now; an invalid config leaves the running one as it is.
+    Once a stop has begun the reload is refused, and systemd hears nothing of it: the agent is not ready again."""
+    stopping = agent.stopping
+    if not stopping:
+        notifier.reloading()
     try:
         await agent.reload_from_source()
     except Exception as exc:  # a half-applied reload: health names the failure, the process keeps serving
         log.error("config reload failed: %s", exc, exc_info=exc)
         agent.component_failed("service::reload", str(exc))
     finally:
-        notifier.ready(status="receivers up, queue open")
+        if not stopping and not agent.stopping:
+            notifier.ready(status="receivers up, queue open")
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
