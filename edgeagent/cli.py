@@ -218,8 +218,8 @@ def _sandbox_hint(exc: Exception) -> str:
     if not (isinstance(exc, OSError) and exc.errno == errno.EROFS and os.environ.get("INVOCATION_ID")):
         return ""
     return ("; under systemd the unit's ProtectSystem=strict lets the agent write only to its StateDirectory "
-            "(/var/lib/edgeagent): to keep the queue elsewhere, make that directory the service user's and allow "
-            "it with `systemctl edit edgeagent`: [Service] ReadWritePaths=DIRECTORY")
+            "(/var/lib/edgeagent, /var/lib/otelcol): to keep the queue elsewhere, make that directory the service "
+            "user's and allow it with `systemctl edit edgeagent`: [Service] ReadWritePaths=DIRECTORY")
 
 
 async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
