@@ -1,4 +1,5 @@
-"""Command line, as otelcol's: run | validate | components | print-config | version | help, plus the queue verbs.
+"""Command line, as otelcol's: run | validate | components | featuregate | print-config | version | help,
+plus the queue verbs.
 
 The only place that exits the process. Every verb that reads a config takes the same
 `--config` (repeatable; file:, env:, yaml:, http(s): URIs or paths, merged in order), `--set` and
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn
 import yaml
 
 from edgeagent import __version__, cli_text
-from edgeagent.config.expand import SCHEMES
+from edgeagent.cli_listings import FEATURE_GATES, MERGE_APPEND, cmd_components, cmd_featuregate
 from edgeagent.config.loader import (
     AgentConfig,
     ConfigError,
@@ -67,11 +68,6 @@ def _environ(upstream: str | None) -> tuple[dict[str, str], str | None]:
     except ValueError as exc:
         raise ConfigError([("", str(exc))]) from None
     return environ, warning
-
-
-MERGE_APPEND = "confmap.enableMergeAppendOption"
-FEATURE_GATES = {MERGE_APPEND: "append the lists service::extensions and service::**::receivers and "
-                               "::exporters when --config sources merge (otelcol's alpha gate)"}
 
 
 def load(
@@ -175,26 +171,6 @@ def cmd_print_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_components(args: argparse.Namespace) -> int:
-    """Every component type by kind, as otelcol's `components` lists them (aliases included)."""
-    from edgeagent import registry
-
-    out: dict[str, object] = {"buildinfo": {"command": "edgeagent", "description": "OpenTelemetry edge buffering "
-                                            "agent", "version": __version__}}
-    for kind, factories in registry.FACTORIES.items():
-        entries = []
-        for type_name in sorted(factories):
-            entry: dict[str, object] = {"name": type_name, "signals": list(factories[type_name].signals)}
-            alias = registry.deprecated_alias(kind, type_name)
-            if alias:
-                entry["deprecated_alias"] = alias
-            entries.append(entry)
-        out[kind] = entries
-    out["providers"] = [{"scheme": scheme} for scheme in SCHEMES]  # in --config and in ${scheme:...}
-    print(yaml.safe_dump(out, sort_keys=False, default_flow_style=None), end="")
-    return 0
-
-
 def _drain_timeout(args: argparse.Namespace) -> float:
     """--drain-timeout, else $EDGEAGENT_DRAIN_TIMEOUT, in seconds (read by `run` alone)."""
     if args.drain_timeout is not None:
@@ -242,8 +218,8 @@ def _sandbox_hint(exc: Exception) -> str:
     if not (isinstance(exc, OSError) and exc.errno == errno.EROFS and os.environ.get("INVOCATION_ID")):
         return ""
     return ("; under systemd the unit's ProtectSystem=strict lets the agent write only to its StateDirectory "
-            "(/var/lib/edgeagent): to keep the queue elsewhere, make that directory the service user's and allow "
-            "it with `systemctl edit edgeagent`: [Service] ReadWritePaths=DIRECTORY")
+            "(/var/lib/edgeagent, /var/lib/otelcol): to keep the queue elsewhere, make that directory the service "
+            "user's and allow it with `systemctl edit edgeagent`: [Service] ReadWritePaths=DIRECTORY")
 
 
 async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
@@ -283,6 +259,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
                 reload()
             await stop.wait()
             if drain_timeout > 0 and agent.fatal is None:
+                notifier.draining(drain_timeout)  # longer than the unit's stop timeout: systemd would kill it
                 await agent.drain(drain_timeout)
         log.info("stopping: finishing pending commits and returning leases")
     finally:
@@ -296,15 +273,19 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
 
 
 async def _reload(agent: Service, notifier: Notifier) -> None:
-    """SIGHUP: apply the config sources as they are now; an invalid config leaves the running one as it is."""
-    notifier.reloading()
+    """SIGHUP: apply the config sources as they are now; an invalid config leaves the running one as it is.
+    Once a stop has begun the reload is refused, and systemd hears nothing of it: the agent is not ready again."""
+    stopping = agent.stopping
+    if not stopping:
+        notifier.reloading()
     try:
         await agent.reload_from_source()
     except Exception as exc:  # a half-applied reload: health names the failure, the process keeps serving
         log.error("config reload failed: %s", exc, exc_info=exc)
         agent.component_failed("service::reload", str(exc))
     finally:
-        notifier.ready(status="receivers up, queue open")
+        if not stopping and not agent.stopping:
+            notifier.ready(status="receivers up, queue open")
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -623,6 +604,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="List the receivers, processors, exporters, connectors and "
                                             "extensions this build knows, with the signals each supports.")
     components.set_defaults(handler=cmd_components)
+    featuregate = sub.add_parser("featuregate", help="display feature gates information",
+                                 description="List the feature gates --feature-gates accepts, with their "
+                                             "default state, or describe the one named (as otelcol).")
+    featuregate.add_argument("gate", nargs="?", metavar="FEATURE_ID")
+    featuregate.set_defaults(handler=cmd_featuregate)
     version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(handler=cmd_version)
     help_ = sub.add_parser("help", help="help about any command", description="Print the help of a command "

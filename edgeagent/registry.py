@@ -56,6 +56,11 @@ FACTORIES: dict[str, Mapping[str, Factory]] = {kind: _Factories(modules, _ALIASE
                                                 for kind, modules in _MODULES.items()}
 
 
+def module(kind: str, type_name: str) -> str:
+    """The module a type is implemented in (named, not imported)."""
+    return _MODULES[kind][type_name]
+
+
 def deprecated_alias(kind: str, type_name: str) -> str | None:
     """The deprecated alias of a current type name, if it has one."""
     return next((alias for alias, name in _ALIASES.get(kind, {}).items() if name == type_name), None)

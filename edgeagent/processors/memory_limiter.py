@@ -209,7 +209,8 @@ class MemoryLimiter:
         self.config = config
         self.host = host
         self.interval = config.check_interval or DEFAULT_CHECK_INTERVAL
-        self.hard, self.soft = config.limits(available_memory())
+        self.available = available_memory()  # the cgroup's limit (MemoryMax, a container's), else the machine's
+        self.hard, self.soft = config.limits(self.available)
         self.refusing = False
         self.error: str | None = None  # why the last check could not measure memory
         self.used = 0
@@ -220,6 +221,11 @@ class MemoryLimiter:
         self._last_used = 0
 
     async def start(self) -> None:
+        if self.hard > self.available:
+            log.warning("memory_limiter limit_mib is above the memory the agent may use: the kernel ends the agent "
+                        "before the limiter refuses data; set limit_mib below it, or use limit_percentage",
+                        extra={"processor": self.id, "limit_mib": self.config.limit_mib,
+                               "available_mib": self.available >> 20})
         self.check()
         self._task = asyncio.create_task(self._run(), name=f"{self.id}-check")
 

@@ -49,6 +49,10 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
         return None
 
 
+# what a stop takes after a drain (pending commits, leases returned, stores closed): the unit's TimeoutStopSec
+STOP_AFTER_DRAIN = 20.0
+
+
 class Notifier:
     def __init__(self) -> None:
         self._watchdog: asyncio.Task | None = None
@@ -68,6 +72,12 @@ class Notifier:
         while True:
             notify("WATCHDOG=1")
             await asyncio.sleep(interval)
+
+    def draining(self, seconds: float) -> None:
+        """A drain of up to `seconds` begins: systemd waits that long past the unit's TimeoutStopSec
+        (EXTEND_TIMEOUT_USEC never shortens it), plus STOP_AFTER_DRAIN for the stop that follows."""
+        usec = int((seconds + STOP_AFTER_DRAIN) * 1e6)
+        notify(f"EXTEND_TIMEOUT_USEC={usec}\nSTATUS=draining the queues upstream")
 
     async def stopping(self) -> None:
         notify("STOPPING=1\nSTATUS=draining to disk")

@@ -223,11 +223,14 @@ class Service:
     async def reload(self, config: AgentConfig) -> None:
         """Swap the graph for one built from `config`; queue stores stay open, unchanged receivers keep serving.
 
-        A config that needs a restart or cannot be built is refused before anything stops. One that
+        A config that needs a restart or cannot be built is refused before anything stops, and so is
+        any config once the agent is stopping (draining, or shutting down). One that
         does not start (a port taken) is stopped again and the running config started in its place
         (ReloadFailed); when that fails too nothing serves, so the service is marked fatal and the
         CLI exits, as otelcol's Run returns the reload error."""
         async with self._reloading:
+            if self.stopping:  # a SIGTERM came first (a drain may still be sending): nothing starts again
+                raise ReloadRefused("the agent is stopping")
             changed = storage_change(self.config, config)
             if changed is not None:
                 raise ReloadRefused(f"{changed}: queue storage settings change only with a restart")

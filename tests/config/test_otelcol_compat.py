@@ -368,3 +368,41 @@ def test_exporter_headers_listing_a_name_twice_are_refused_as_otelcol_refuses_th
     text = _config("  otlp_http:\n    endpoint: http://collector:4318\n    headers:\n      - name: X-Tenant\n"
                    "        value: acme\n      - name: X-Tenant\n        value: other\n", "otlp_http")
     assert any("duplicate keys in map-style list: ['X-Tenant']" in message for _, message in _errors(text))
+
+
+def test_components_gives_each_type_its_module_and_stability_per_signal_as_otelcol():
+    """otelcol's `components` lists `name`, `module` and a `stability` map per entry (`logs`,
+    `metrics`, `traces`; `extension` for extensions; `traces-to-traces` ... for connectors), with
+    `Undefined` for a signal the type lacks. edgeagent printed a `signals` list instead, so a
+    script reading `.stability` of otelcol's output found nothing."""
+    result = run_cli("components")
+    assert result.returncode == 0, result.stderr
+    listed = yaml.safe_load(result.stdout)
+    for kind in ("receivers", "processors", "exporters", "connectors", "extensions"):
+        for entry in listed[kind]:
+            assert entry["module"].startswith("edgeagent"), entry
+    processors = {entry["name"]: entry["stability"] for entry in listed["processors"]}
+    assert set(processors["batch"]) == {"logs", "metrics", "traces"}
+    assert processors["tail_sampling"]["logs"] == "Undefined" and processors["tail_sampling"]["traces"] != "Undefined"
+    assert {entry["name"]: entry["stability"] for entry in listed["extensions"]}["file_storage"].keys() == {"extension"}
+    failover = {entry["name"]: entry["stability"] for entry in listed["connectors"]}["failover"]
+    assert len(failover) == 9 and failover["traces-to-traces"] != "Undefined"
+    assert failover["traces-to-logs"] == "Undefined"
+    assert all(entry["module"] for entry in listed["providers"])
+
+
+def test_featuregate_lists_the_gates_and_describes_one_as_otelcol():
+    """otelcol 0.165 has a `featuregate [ID]` verb: a table of every gate, or one gate's fields;
+    an unknown id exits 1. edgeagent refused the verb, so `--feature-gates` had no way to list ids."""
+    table = run_cli("featuregate")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "Enabled", "Stage"] and header.split()[3] == "Description"
+    assert any(row.split()[:3] == ["confmap.enableMergeAppendOption", "false", "Alpha"] for row in rows), rows
+    one = run_cli("featuregate", "confmap.enableMergeAppendOption")
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.splitlines()[:3] == ["Feature: confmap.enableMergeAppendOption", "Enabled: false",
+                                           "Stage: Alpha"], one.stdout
+    assert one.stdout.splitlines()[3].startswith("Description: ")
+    unknown = run_cli("featuregate", "no.such.gate")
+    assert unknown.returncode == 1 and 'feature "no.such.gate" not found' in unknown.stderr, unknown.stderr

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
+import pytest
+
+from tests.helpers.agent import AgentProcess
 from tests.helpers.cli import cli_json
 from tests.helpers.configs import http_exporter, traces_config
-from tests.helpers.net import wait_until
+from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
 
 
@@ -54,5 +58,52 @@ def test_a_drain_waits_for_the_traces_tail_sampling_holds_and_delivers_those_it_
                message="traces held by the sampler")
     assert not upstream.span_ids()
     os.kill(agent.process.pid, signal.SIGTERM)
+    assert agent.process.wait(timeout=25) == 0
+    assert upstream.span_ids() == sent
+
+
+DRAINING = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:%d
+exporters:
+  otlphttp:
+    endpoint: ${env:UPSTREAM}
+    retry_on_failure: {initial_interval: 100ms, max_interval: 200ms}
+extensions:
+  health_check:
+service:
+  extensions: [health_check]
+  pipelines:
+    traces: {receivers: [otlp], exporters: [otlphttp]}
+"""
+
+
+def test_a_sighup_while_draining_opens_no_receiver_and_the_drain_goes_on(agents, upstream, tmp_path):
+    """A SIGHUP after the SIGTERM (a config management run during a long drain) applied the new
+    config: its receivers started accepting data again in a process on its way out."""
+    ports = AgentProcess(args=[])
+    flags = ports.ports_overrides()
+    overrides = [part for flag, value in zip(flags[::2], flags[1::2], strict=True) if "protocols::http::" not in value
+                 for part in (flag, value)]  # the HTTP endpoint comes from the file, which the SIGHUP reads again
+    config = tmp_path / "agent.yaml"
+    config.write_text(DRAINING % ports.http_port)
+    upstream.status = 503
+    agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state"), "--drain-timeout", "20",
+                    *overrides], ports=ports, port_overrides=False, env={"UPSTREAM": upstream.url})
+    sent = send_spans("http", agent.http_port, 200)
+    wait_until(lambda: upstream.attempts > 0, timeout=10, message="a first refused attempt")
+    os.kill(agent.process.pid, signal.SIGTERM)
+    wait_until(lambda: "draining the queues before stopping" in agent.log(), timeout=10, message="the drain")
+    moved = free_port()
+    config.write_text(DRAINING % moved)
+    os.kill(agent.process.pid, signal.SIGHUP)
+    wait_until(lambda: "config reload" in agent.log(), timeout=10, message="the SIGHUP handled")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", moved), timeout=2).close()
+    assert agent.process.poll() is None  # still draining
+    upstream.status = 200
     assert agent.process.wait(timeout=25) == 0
     assert upstream.span_ids() == sent

@@ -341,3 +341,40 @@ def test_a_reload_waiting_on_a_slow_config_server_keeps_the_agent_serving(agents
         server.shutdown()
         server.server_close()
         serving.join(5)
+
+
+def test_a_burst_of_sighups_under_load_loses_and_repeats_nothing(agents, upstream, tmp_path):
+    """Config management sending SIGHUP once per changed file: ten in a few milliseconds, while
+    clients send. No client sees a refusal, nothing is lost or sent twice, and the config written
+    last is the one that runs (the kernel may merge SIGHUPs that arrive before the first is handled)."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG % "attributes/mark")
+    agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")],
+                   env={"UPSTREAM": upstream.url})
+    total, statuses = 300, []
+
+    def send() -> None:
+        for number in range(1, total + 1):
+            statuses.append(_post(agent.http_port, _request(number)))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_until(lambda: len(statuses) >= 50, timeout=30, message="requests before the burst")
+    for burst in range(10):
+        config.write_text(CONFIG % ("attributes/mark" if burst % 2 else ""))
+        os.kill(agent.process.pid, signal.SIGHUP)
+        time.sleep(0.002)
+    sender.join(60)
+    applied = -1.0
+    while applied != _reloads(agent, "applied"):  # until a second passes without another reload
+        applied = _reloads(agent, "applied")
+        time.sleep(1)
+    assert 1 <= applied <= 10 and _reloads(agent, "failed") == 0 and _reloads(agent, "refused") == 0
+    assert statuses == [200] * total
+    assert _post(agent.http_port, _request(total + 1)) == 200
+    wait_until(lambda: len(upstream.spans()) >= total + 1, timeout=30, message="every span delivered")
+    counts = collections.Counter(span.span_id for span in upstream.spans())
+    assert len(counts) == total + 1 and max(counts.values()) == 1
+    (last,) = [span for span in upstream.spans() if span.span_id == (total + 1).to_bytes(8, "big")]
+    assert any(a.key == "config" for a in last.attributes)  # the last config written marks
+    assert agent.process.poll() is None and agent.health()[1]["healthy"] is True

@@ -50,11 +50,52 @@ def test_image_runs_as_a_non_root_user_with_a_liveness_health_check_and_exec_for
     entrypoint = re.search(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.MULTILINE)
     assert entrypoint and isinstance(json.loads(entrypoint.group(1)), list)  # exec form: SIGTERM reaches the agent
     assert "slim" in _final("FROM")[0].args[0]
-    assert _final("VOLUME")[0].args == ("/var/lib/edgeagent",)
+    assert _final("VOLUME")[0].args[0] == "/var/lib/edgeagent"
     env = " ".join(word for step in _final("ENV") for word in step.args)
     assert (
         "TMPDIR=/tmp" in env and "PYTHONDONTWRITEBYTECODE=1" in env
     )  # read-only root: nothing written beside the volume
+
+
+def test_the_queue_directory_of_otelcol_configs_is_the_agent_users_and_a_volume():
+    """The deployment guides' configs (and otelcol's file_storage default) keep the queue in
+    /var/lib/otelcol: in the image that was root's, so such a config failed to start as user 10001
+    ("Permission denied"), on a read-only root too, and a named volume mounted at
+    /var/lib/otelcol/queue, as otelcol's users mount one, came up owned by root."""
+    (volume,) = _final("VOLUME")
+    assert "/var/lib/otelcol" in volume.args
+    script = " ".join(" ".join(step.args) for step in _final("RUN"))
+    assert re.search(r"mkdir -p [^&]*/var/lib/otelcol/queue", script), script
+    assert re.search(r"chown (-R )?edgeagent:edgeagent [^&]*/var/lib/otelcol\b", script), script
+
+
+def _health_command(port: int) -> list[str]:
+    """The HEALTHCHECK's exec-form command, run by this Python and asking `port` for 13133."""
+    match = re.search(r"^HEALTHCHECK [^\n]*\\\n\s+CMD (\[[^\n]*\])$", DOCKERFILE, re.MULTILINE)
+    assert match, "HEALTHCHECK CMD in exec form"
+    command = json.loads(match.group(1))
+    assert command[0] == "python" and "13133" in command[-1]
+    return [sys.executable, *command[1:-1], command[-1].replace("13133", str(port))]
+
+
+def test_the_health_check_passes_a_config_without_health_check_and_fails_a_hung_agent(agents, tmp_path):
+    """otelcol configs need not have the health_check extension on 13133 (the guides' hub collector has
+    none): such a container was reported unhealthy for good, and Swarm replaced it again and again.
+    The agent is the container's first process, so a refused connection means nothing serves health
+    there, not that the agent is gone; an endpoint that takes the connection and never answers (a
+    blocked event loop) still fails the check."""
+    import socket as sockets
+
+    from tests.helpers.net import free_port
+
+    nobody = free_port()
+    assert subprocess.run(_health_command(nobody), timeout=30).returncode == 0
+    with sockets.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        assert subprocess.run(_health_command(hung.getsockname()[1]), capture_output=True, timeout=30).returncode != 0
+    agent = agents(["run", "--state-dir", str(tmp_path / "state")])
+    assert subprocess.run(_health_command(agent.health_port), timeout=30).returncode == 0
 
 
 def _duration(text: str) -> float:

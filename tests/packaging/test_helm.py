@@ -179,10 +179,10 @@ def test_the_hub_keeps_its_queue_on_a_volume_claim_per_replica(rendered, values)
     assert claim["metadata"]["name"] == "queue" and claim["spec"]["resources"]["requests"]["storage"]
     pod = statefulset["spec"]["template"]["spec"]
     assert "queue" not in {volume["name"] for volume in pod["volumes"]}  # no emptyDir shadows the claim
-    mounts = {mount["name"]: mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"]}
+    mounts = [mount["mountPath"] for mount in pod["containers"][0]["volumeMounts"] if mount["name"] == "queue"]
     config = yaml.safe_load(_one([d for d in rendered[values] if d["metadata"]["name"].endswith("-hub")],
                                  "ConfigMap")["data"]["config.yaml"])
-    assert config["extensions"]["file_storage"]["directory"].startswith(mounts["queue"] + "/")
+    assert any(config["extensions"]["file_storage"]["directory"].startswith(path + "/") for path in mounts)
 
 
 def _drain_timeout(container: dict) -> float:
@@ -327,3 +327,72 @@ def test_the_network_policies_let_each_tier_reach_what_its_exporters_send_to(ren
         egress = policies[workload["metadata"]["labels"]["app.kubernetes.io/component"]]["spec"]["egress"]
         allowed = {port["port"] for rule in egress for port in rule.get("ports", [])}
         assert _destination_ports(config, upstream) <= allowed, workload["metadata"]["name"]
+
+
+def test_a_config_keeping_its_queue_where_otelcol_configs_do_keeps_it_on_the_queue_volume(helm):
+    """otelcol configs (the deployment guides', otelcol's file_storage default) keep the queue under
+    /var/lib/otelcol. Pasted into `agent.config` or `hub.config`, that directory was on the container's
+    root: refused when read-only (a crash loop), else lost with the backlog on every pod restart."""
+    moved = "/var/lib/otelcol/queue"
+    result = subprocess.run([helm, "template", "edgeagent", str(CHART), "--namespace", "observability",
+                             "--set", "hub.enabled=true",
+                             "--set", f"agent.config.extensions.file_storage.directory={moved}",
+                             "--set", f"hub.config.extensions.file_storage.directory={moved}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    workloads = _workloads([doc for doc in yaml.safe_load_all(result.stdout) if doc])
+    assert len(workloads) == 2
+    for workload, config in workloads:
+        directory = config["extensions"]["file_storage"]["directory"]
+        assert directory == moved
+        mounts = [mount["mountPath"] for mount in workload["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                  if mount["name"] == "queue"]
+        assert any(directory.startswith(path.rstrip("/") + "/") for path in mounts), (workload["kind"], mounts)
+
+
+HUB_COLLECTOR_SEED = ROOT / "tests" / "testdata" / "seeds" / "tfo-hub-collector.yaml"
+
+
+@pytest.mark.parametrize("health", ["absent", None, {"endpoint": "localhost:13133"}, {"endpoint": "0.0.0.0:13134"}],
+                         ids=["no health_check", "default endpoint (localhost)", "loopback", "another port"])
+def test_a_config_the_probes_cannot_reach_is_refused_at_render_naming_the_fix(helm, tmp_path, health):
+    """The probes ask the pod's health port (13133) on the pod's address. A config without
+    health_check (the guides' hub collector), or with otelcol's default endpoint (localhost:13133),
+    rendered fine, and the liveness probe then killed every pod, over and over."""
+    config = yaml.safe_load(HUB_COLLECTOR_SEED.read_text())
+    if health != "absent":
+        config["extensions"]["health_check"] = health  # None: `health_check:`, otelcol's defaults
+        config["service"]["extensions"] = [*config["service"]["extensions"], "health_check"]
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"hub": {"enabled": True, "config": config}}))
+    result = subprocess.run([helm, "template", "edgeagent", str(CHART), "-f", str(values)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0, "rendered a hub its probes cannot reach"
+    assert "hub.config" in result.stderr and "health_check" in result.stderr and "0.0.0.0:13133" in result.stderr, \
+        result.stderr
+
+
+@pytest.mark.parametrize("endpoint", ["0.0.0.0:13133", ":13133", "${env:MY_POD_IP}:13133", "[::]:13133"])
+def test_a_config_whose_health_check_the_probes_reach_renders(helm, tmp_path, endpoint):
+    config = yaml.safe_load(HUB_COLLECTOR_SEED.read_text())
+    config["extensions"]["health_check"] = {"endpoint": endpoint}
+    config["service"]["extensions"] = [*config["service"]["extensions"], "health_check"]
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"hub": {"enabled": True, "config": config}}))
+    result = subprocess.run([helm, "template", "edgeagent", str(CHART), "-f", str(values)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("tier", ["agent", "hub"])
+def test_a_queue_directory_off_the_queue_volume_is_refused_at_render_naming_the_fix(helm, tier):
+    """A file_storage directory outside the queue volume (/data/queue) rendered fine: on the
+    read-only root the agent crash-looped on "Read-only file system"; on a writable one the backlog
+    lived in the container's layer and went with every pod restart."""
+    result = subprocess.run([helm, "template", "edgeagent", str(CHART), "--set", "hub.enabled=true",
+                             "--set", f"{tier}.config.extensions.file_storage.directory=/data/queue"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0, "rendered a queue off the volume"
+    message = result.stderr
+    assert f"{tier}.config" in message and "file_storage" in message and "/data/queue" in message, message
+    assert "/var/lib/edgeagent" in message, message

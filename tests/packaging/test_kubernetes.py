@@ -67,6 +67,17 @@ def test_no_workload_mounts_an_api_token_it_never_uses(name):
             assert doc["spec"]["template"]["spec"].get("automountServiceAccountToken") is False, doc["metadata"]["name"]
 
 
+@pytest.mark.parametrize("name", ["agent.yaml", "hub.yaml", "hub-cluster.yaml"])
+def test_the_queue_volume_also_holds_the_directory_otelcol_configs_keep_their_queue_in(name):
+    """otelcol configs (the deployment guides', otelcol's file_storage default) keep the queue under
+    /var/lib/otelcol: pasted into the ConfigMap, that directory was on the read-only root, and the
+    agent crash-looped."""
+    for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
+        if doc["kind"] in ("DaemonSet", "StatefulSet"):
+            mounts = doc["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+            assert {"name": "queue", "mountPath": "/var/lib/otelcol"} in mounts, doc["metadata"]["name"]
+
+
 @pytest.mark.parametrize("name", ["hub.yaml", "hub-cluster.yaml"])
 def test_the_hub_keeps_its_queue_on_a_volume_claim_per_replica_not_an_emptydir(name):
     (hub,) = [doc for doc in yaml.safe_load_all((MANIFESTS / name).read_text()) if doc["kind"] == "StatefulSet"]

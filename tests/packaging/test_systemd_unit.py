@@ -63,23 +63,73 @@ def _exec_lines(key: str) -> list[list[str]]:
     return [line.split("=", 1)[1].split() for line in UNIT.read_text().splitlines() if line.startswith(f"{key}=")]
 
 
-def test_reload_validates_the_config_the_service_runs_then_sends_sighup(tmp_path):
-    """`systemctl reload` must not hand a broken config to the running agent: systemd runs the
-    ExecReload lines in order and stops at the first failure, so validation comes before SIGHUP."""
-    (start,) = _exec_lines("ExecStart")
-    validate, hup = _exec_lines("ExecReload")
-    assert validate[:2] == [start[0], "validate"] and validate[2:] == start[2:], validate
-    assert hup == ["/bin/kill", "-HUP", "$MAINPID"]
+RELOADED = """
+receivers:
+  otlp:
+    protocols:
+      http:
+processors:
+  attributes/mark:
+    actions:
+      - {key: config, value: second, action: upsert}
+exporters:
+  otlphttp:
+    endpoint: http://127.0.0.1:9
+    sending_queue: {storage: file_storage}
+extensions:
+  health_check:
+  file_storage:
+    directory: %s
+service:
+  extensions: [health_check, file_storage]
+  pipelines:
+    traces: {receivers: [otlp], processors: [%s], exporters: [otlphttp]}
+"""
+
+
+def _systemctl_reload(pid: int, config: Path, state: Path) -> subprocess.CompletedProcess:
+    """The unit's ExecReload lines run as systemd runs them: in order, stopping at the first failure,
+    with the service's environment ($STATE_DIRECTORY) and `config` for /etc/edgeagent/config.yaml."""
     executable = find("edgeagent")
     assert executable, "edgeagent is not installed in this environment"
-    shipped = ROOT / "packaging" / "debian" / "config.yaml"  # what the package installs as /etc/edgeagent/config.yaml
-    assert subprocess.run([executable, "validate", "--config", str(shipped)], capture_output=True,
-                          check=False).returncode == 0
-    broken = tmp_path / "config.yaml"
-    broken.write_text(shipped.read_text() + "\nservice: {pipelines: {traces: {receivers: [nowhere]}}}\n")
-    result = subprocess.run([executable, "validate", "--config", str(broken)], capture_output=True, text=True,
-                            check=False)
-    assert result.returncode != 0, result.stdout  # the reload stops here; the running config stays
+    result = subprocess.CompletedProcess([], 0, "", "")
+    for line in _exec_lines("ExecReload"):
+        argv = [executable if word == "/usr/bin/edgeagent" else str(config) if word == "/etc/edgeagent/config.yaml"
+                else word.replace("$MAINPID", str(pid)) for word in line]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                                env={**os.environ, "STATE_DIRECTORY": str(state)})
+        if result.returncode != 0:
+            break
+    return result
+
+
+def test_systemctl_reload_fails_saying_why_when_the_agent_keeps_its_config(agents, tmp_path):
+    """`systemctl reload` validated the file, then sent SIGHUP and succeeded: a config the running
+    agent then refused (a queue directory moved, which takes a restart) or one differing from what
+    ExecStart runs (its other --config, its --set) left the old config running while the command
+    said the reload was done. The reload must answer with the agent's own verdict."""
+    state, queue = tmp_path / "state", tmp_path / "queue"
+    config = tmp_path / "config.yaml"
+    config.write_text(RELOADED % (queue, ""))
+    agent = agents(["run", "--config", str(config)], env={"STATE_DIRECTORY": str(state)})
+    config.write_text(RELOADED % (tmp_path / "elsewhere", ""))  # valid, yet applied only by a restart
+    result = _systemctl_reload(agent.process.pid, config, state)
+    assert result.returncode != 0 and "restart" in result.stdout + result.stderr, result
+    config.write_text(RELOADED % (queue, "nowhere"))  # invalid
+    result = _systemctl_reload(agent.process.pid, config, state)
+    assert result.returncode != 0 and "nowhere" in result.stdout + result.stderr, result
+    config.write_text(RELOADED % (queue, "attributes/mark"))
+    result = _systemctl_reload(agent.process.pid, config, state)
+    assert result.returncode == 0, result
+    assert agent.metric("edgeagent_config_reloads", result="applied") == 1
+    assert agent.process.poll() is None
+
+
+def test_reload_goes_to_the_agent_the_unit_runs():
+    """The reload asks the running agent (its control socket in $STATE_DIRECTORY), which reads again
+    the very sources ExecStart gave it; no second copy of the command line to keep in step."""
+    (start,) = _exec_lines("ExecStart")
+    assert _exec_lines("ExecReload") == [[start[0], "reload"]]
 
 
 def test_a_start_that_compacts_a_full_queue_fits_the_start_timeout():
@@ -111,3 +161,33 @@ def test_a_queue_directory_the_unit_keeps_read_only_is_refused_with_the_fix(tmp_
     assert result.returncode == 1, result.stderr
     assert str(data / "queue") in result.stderr and "systemctl edit edgeagent" in result.stderr, result.stderr
     assert "ReadWritePaths=" in result.stderr, result.stderr
+
+
+def _writable_under_the_unit() -> list[str]:
+    """The directories ProtectSystem=strict leaves writable: StateDirectory= (under /var/lib) and ReadWritePaths=."""
+    writable = []
+    for line in UNIT.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "StateDirectory":
+            writable += [f"/var/lib/{name}" for name in value.split()]
+        elif key == "ReadWritePaths":
+            writable += [path.lstrip("-+") for path in value.split()]
+    return writable
+
+
+SEEDS = ROOT / "tests" / "testdata" / "seeds"
+
+
+@pytest.mark.parametrize("seed", sorted(path.name for path in SEEDS.glob("*.yaml")
+                                         if "file_storage" in path.read_text()))
+def test_the_queue_directory_of_an_otelcol_config_is_writable_under_the_unit(seed):
+    """The deployment guides' configs keep their queue in /var/lib/otelcol/queue, where otelcol's
+    file_storage keeps it by default: copied into /etc/edgeagent/config.yaml as a drop-in, each failed
+    to start under ProtectSystem=strict ("Read-only file system"), restarting every two seconds."""
+    extensions = yaml.safe_load((SEEDS / seed).read_text()).get("extensions") or {}
+    directories = [settings["directory"] for name, settings in extensions.items()
+                   if name.split("/")[0] == "file_storage" and settings and settings.get("directory")]
+    assert directories, seed
+    writable = _writable_under_the_unit()
+    for directory in directories:
+        assert any(os.path.commonpath([directory, root]) == root for root in writable), (directory, writable)

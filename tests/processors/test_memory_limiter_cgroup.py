@@ -50,3 +50,45 @@ def test_a_container_sees_its_limit_at_the_root_of_its_namespace(tmp_path):
     assert available_memory(str(tmp_path), str(own)) == MEMORY_MAX
     assert available_memory(str(tmp_path / "nothing"), str(tmp_path / "none")) > 0  # no cgroup: the machine's
     assert not Path(tmp_path / "nothing").exists()
+
+
+def test_a_limit_above_the_memory_the_agent_may_use_is_named_at_start(caplog):
+    """A config written for a bigger host (the guides' hub collector: limit_mib 2048) under the unit's
+    MemoryMax=640M or a container's limit: the kernel's OOM killer ended the agent long before the
+    limiter refused anything, and nothing said why."""
+    import asyncio
+    import logging
+
+    from edgeagent.processors.memory_limiter import MemoryLimiter, MemoryLimiterConfig
+
+    available = available_memory()
+    limit_mib = (available >> 20) + 1024
+    limiter = MemoryLimiter("memory_limiter", MemoryLimiterConfig(limit_mib=limit_mib, check_interval=1.0), host=None)
+
+    async def start_and_stop() -> None:
+        await limiter.start()
+        await limiter.shutdown()
+
+    with caplog.at_level(logging.WARNING, logger="edgeagent"):
+        asyncio.run(start_and_stop())
+    warned = [record for record in caplog.records if "limit_mib" in record.getMessage()]
+    assert warned, [record.getMessage() for record in caplog.records]
+    assert getattr(warned[0], "limit_mib", None) == limit_mib
+    assert getattr(warned[0], "available_mib", None) == available >> 20
+
+
+def test_a_limit_within_the_memory_the_agent_may_use_draws_no_warning(caplog):
+    import asyncio
+    import logging
+
+    from edgeagent.processors.memory_limiter import MemoryLimiter, MemoryLimiterConfig
+
+    limiter = MemoryLimiter("memory_limiter", MemoryLimiterConfig(limit_mib=64, check_interval=1.0), host=None)
+
+    async def start_and_stop() -> None:
+        await limiter.start()
+        await limiter.shutdown()
+
+    with caplog.at_level(logging.WARNING, logger="edgeagent"):
+        asyncio.run(start_and_stop())
+    assert not [record for record in caplog.records if "limit_mib" in record.getMessage()]

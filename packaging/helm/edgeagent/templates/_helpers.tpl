@@ -98,6 +98,9 @@ http://{{ include "edgeagent.fullname" . }}-hub.{{ .Release.Namespace }}.svc:431
   volumeMounts:
     - {name: config, mountPath: /etc/edgeagent, readOnly: true}
     - {name: queue, mountPath: /var/lib/edgeagent}
+    # the same volume where otelcol configs keep their file_storage queue (its default directory),
+    # so such a config keeps its backlog across pod restarts as it is
+    - {name: queue, mountPath: /var/lib/otelcol}
     - {name: tmp, mountPath: /tmp}
 {{- end -}}
 
@@ -127,4 +130,54 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end -}}
+
+{{/* the probes ask the health port (13133) on the pod's address: a config whose health_check does
+not serve there would see its pods killed by the liveness probe, over and over; refuse it at render.
+(dict "root" $ "config" .Values.agent.config "name" "agent") */}}
+{{- define "edgeagent.checkProbes" -}}
+{{- $probes := list .root.Values.livenessProbe .root.Values.readinessProbe .root.Values.startupProbe -}}
+{{- $asked := false -}}
+{{- range $probe := $probes -}}
+{{- if and $probe $probe.httpGet -}}
+{{- $asked = true -}}
+{{- end -}}
+{{- end -}}
+{{- $config := .config | default dict -}}
+{{- $extensions := $config.extensions | default dict -}}
+{{- $reachable := false -}}
+{{- range $id := (($config.service | default dict).extensions | default list) -}}
+{{- if or (eq (toString $id) "health_check") (hasPrefix "health_check/" (toString $id)) -}}
+{{- $settings := (index $extensions $id) | default dict -}}
+{{- $endpoint := $settings.endpoint | default "localhost:13133" | toString -}}
+{{- $host := regexReplaceAll ":[0-9]+$" $endpoint "" -}}
+{{- if and (hasSuffix ":13133" $endpoint) (not (has $host (list "localhost" "127.0.0.1" "::1" "[::1]"))) -}}
+{{- $reachable = true -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and $asked (not $reachable) -}}
+{{- fail (printf "%s.config: the probes ask /health/live and /health/ready on the pod's port 13133, and no health_check extension in service::extensions serves there: set extensions::health_check::endpoint: 0.0.0.0:13133 and list health_check in service::extensions (otelcol's default endpoint, localhost:13133, is out of the probes' reach)" .name) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* every file_storage directory lies on the queue volume (mounted at both paths below): elsewhere it
+is on the container's root, read-only (a crash loop) or gone with every pod restart; refuse it at render.
+(dict "config" .Values.agent.config "name" "agent") */}}
+{{- define "edgeagent.checkQueue" -}}
+{{- $mounts := list "/var/lib/edgeagent" "/var/lib/otelcol" -}}
+{{- range $id, $settings := ((.config | default dict).extensions | default dict) -}}
+{{- if or (eq (toString $id) "file_storage") (hasPrefix "file_storage/" (toString $id)) -}}
+{{- $directory := (($settings | default dict).directory | default "") | toString | trimSuffix "/" -}}
+{{- $onVolume := or (eq $directory "") (contains "${" $directory) -}}
+{{- range $mount := $mounts -}}
+{{- if or (eq $directory $mount) (hasPrefix (printf "%s/" $mount) $directory) -}}
+{{- $onVolume = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not $onVolume -}}
+{{- fail (printf "%s.config: extensions::%s::directory %s is not on the queue volume, so the queue would be on the container's root (read-only, or lost with every pod restart): put it under /var/lib/edgeagent or /var/lib/otelcol" $.name $id $directory) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
