@@ -15,7 +15,7 @@ from functools import partial
 
 from edgeagent.errors import RetryableError
 from edgeagent.queue import deadletter, record
-from edgeagent.queue.ops import KEY, STATS, Commit, PurgeStep, Totals, items_of
+from edgeagent.queue.ops import STATS, Commit, PurgeStep, Totals, append, items_of
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
 
@@ -108,7 +108,7 @@ def _replay_step(store: QueueStore, seqs: list[int] | None, first: int = 0, last
                 continue
             stored = totals.setdefault(queue, Totals(queue.stored.entries, queue.stored.items, queue.stored.bytes))
             value = record.with_attempts(letter.value, 0)
-            txn.put(KEY.pack(queue.next_seq + result.delta(queue).entries), value, db=queue.db, append=True)
+            append(txn, queue, queue.next_seq + result.delta(queue).entries, value)
             stored.add(result.delta(queue), 1, items_of(value), len(value))
             deadletter.delete(txn, store.deadletter_db, letter)
             step.moved += 1
