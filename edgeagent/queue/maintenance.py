@@ -120,8 +120,8 @@ def _replay_step(store: QueueStore, seqs: list[int] | None, first: int = 0, last
     for queue, stored in totals.items():
         queue.stored = stored
         queue.next_seq += result.delta(queue).entries
-    store.pages_in_use = pages
-    store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, result)
+    freed, store.pages_in_use = pages < store.pages_in_use, pages
+    store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, result, freed)
     return step
 
 
@@ -135,12 +135,17 @@ def _purge(store: QueueStore, seqs: list[int] | None) -> int:
     with store.lmdb_env.begin(write=True) as txn:
         purged = deadletter.remove(txn, store.deadletter_db, seqs)
         remaining = txn.stat(store.deadletter_db)["entries"]
-        store.pages_in_use = store.measure_pages(txn)
-    store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, Commit())
+        pages = store.measure_pages(txn)
+    freed, store.pages_in_use = pages < store.pages_in_use, pages
+    store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, Commit(), freed)
     return purged
 
 
-def _settle_dead_letters(store: QueueStore, remaining: int, result: Commit) -> None:
-    """On the event loop."""
+def _settle_dead_letters(store: QueueStore, remaining: int, result: Commit, freed: bool) -> None:
+    """On the event loop. `freed`: the step left fewer pages in use (dead letters gone, or replayed
+    without the upstream's answer they kept), so clients waiting for room in the storage budget
+    (block_on_overflow) try again, as after an ack."""
     store.deadletter_entries = remaining
     store.resolve(result)
+    if freed:
+        store.room.freed_now()
