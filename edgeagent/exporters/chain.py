@@ -202,7 +202,7 @@ class ExportChain:
             while pending:
                 body, items = pending.pop()
                 if self._max_bytes and len(body) > self._max_bytes and items > 1:
-                    parts_of = await asyncio.to_thread(split_serialized, self.signal, body, items, self._max_bytes)
+                    parts_of = await self._cut(body, items)
                     if len(parts_of) > 1:
                         pending += reversed(parts_of)
                         continue
@@ -234,6 +234,14 @@ class ExportChain:
         if delivery.refused:
             await self._refused(delivery, dead_letters)
         return delivery
+
+    async def _cut(self, body: bytes, items: int) -> list[Part]:
+        """`body` cut into parts of about the exporter's bound, on a thread; whole when it is not valid
+        protobuf (the exporter, which parses what it sends, then refuses it for good)."""
+        try:
+            return await asyncio.to_thread(split_serialized, self.signal, body, items, self._max_bytes)
+        except DecodeError:
+            return [(body, items)]
 
     def _halves(self, body: bytes, items: int, error: PermanentError) -> tuple[list[Part], PermanentError]:
         """The two halves of a request refused as too large; none when it cannot be split, with the
