@@ -202,18 +202,18 @@ class ExportChain:
             while pending:
                 body, items = pending.pop()
                 if self._max_bytes and len(body) > self._max_bytes and items > 1:
-                    parts_of = await asyncio.to_thread(split_serialized, self.signal, body, items, self._max_bytes)
+                    parts_of = await self._cut(body, items)
                     if len(parts_of) > 1:
                         pending += reversed(parts_of)
                         continue
                 try:
                     result = await self._send(body)
                 except PermanentError as exc:
-                    halves = self._halves(body, items, exc)
+                    halves, refusal = self._halves(body, items, exc)
                     if halves:
                         pending += reversed(halves)
                     else:
-                        delivery.refuse(exc.parts if exc.parts is not None else [(body, items)], exc)
+                        delivery.refuse(exc.parts if exc.parts is not None else [(body, items)], refusal)
                     continue
                 accepted = True
                 rejected = min(max(result.rejected, 0), items)  # an upstream's count, bounded by what it got
@@ -235,12 +235,25 @@ class ExportChain:
             await self._refused(delivery, dead_letters)
         return delivery
 
-    def _halves(self, body: bytes, items: int, error: PermanentError) -> list[Part]:
-        """The two halves of a request refused as too large; none when it cannot be split."""
+    async def _cut(self, body: bytes, items: int) -> list[Part]:
+        """`body` cut into parts of about the exporter's bound, on a thread; whole when it is not valid
+        protobuf (the exporter, which parses what it sends, then refuses it for good)."""
+        try:
+            return await asyncio.to_thread(split_serialized, self.signal, body, items, self._max_bytes)
+        except DecodeError:
+            return [(body, items)]
+
+    def _halves(self, body: bytes, items: int, error: PermanentError) -> tuple[list[Part], PermanentError]:
+        """The two halves of a request refused as too large; none when it cannot be split, with the
+        refusal to record: `error`, or why a request that is not valid protobuf cannot be split."""
         if not error.too_large or items < 2 or error.parts is not None:
-            return []
-        halves = split_serialized(self.signal, body, (items + 1) // 2)
-        return halves if len(halves) >= 2 else []
+            return [], error
+        try:
+            halves = split_serialized(self.signal, body, (items + 1) // 2)
+        except DecodeError:
+            return [], PermanentError(f"{error}; the request cannot be split: it is not a valid "
+                                      f"{self.signal.label} request", status=error.status, body=error.body)
+        return (halves, error) if len(halves) >= 2 else ([], error)
 
     async def _refused(self, delivery: Delivery, dead_letters: DeadLetterSink | None) -> None:
         error = delivery.error

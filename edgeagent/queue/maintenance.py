@@ -15,7 +15,7 @@ from functools import partial
 
 from edgeagent.errors import RetryableError
 from edgeagent.queue import deadletter, record
-from edgeagent.queue.ops import KEY, STATS, Commit, PurgeStep, Totals, items_of
+from edgeagent.queue.ops import STATS, Commit, PurgeStep, Totals, append, items_of
 from edgeagent.queue.reader import DurableQueue
 from edgeagent.queue.store import QueueStore
 
@@ -108,7 +108,7 @@ def _replay_step(store: QueueStore, seqs: list[int] | None, first: int = 0, last
                 continue
             stored = totals.setdefault(queue, Totals(queue.stored.entries, queue.stored.items, queue.stored.bytes))
             value = record.with_attempts(letter.value, 0)
-            txn.put(KEY.pack(queue.next_seq + result.delta(queue).entries), value, db=queue.db, append=True)
+            append(txn, queue, queue.next_seq + result.delta(queue).entries, value)
             stored.add(result.delta(queue), 1, items_of(value), len(value))
             deadletter.delete(txn, store.deadletter_db, letter)
             step.moved += 1
@@ -120,8 +120,8 @@ def _replay_step(store: QueueStore, seqs: list[int] | None, first: int = 0, last
     for queue, stored in totals.items():
         queue.stored = stored
         queue.next_seq += result.delta(queue).entries
-    store.pages_in_use = pages
-    store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, result)
+    freed, store.pages_in_use = pages < store.pages_in_use, pages
+    store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, result, freed)
     return step
 
 
@@ -135,12 +135,17 @@ def _purge(store: QueueStore, seqs: list[int] | None) -> int:
     with store.lmdb_env.begin(write=True) as txn:
         purged = deadletter.remove(txn, store.deadletter_db, seqs)
         remaining = txn.stat(store.deadletter_db)["entries"]
-        store.pages_in_use = store.measure_pages(txn)
-    store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, Commit())
+        pages = store.measure_pages(txn)
+    freed, store.pages_in_use = pages < store.pages_in_use, pages
+    store.loop.call_soon_threadsafe(_settle_dead_letters, store, remaining, Commit(), freed)
     return purged
 
 
-def _settle_dead_letters(store: QueueStore, remaining: int, result: Commit) -> None:
-    """On the event loop."""
+def _settle_dead_letters(store: QueueStore, remaining: int, result: Commit, freed: bool) -> None:
+    """On the event loop. `freed`: the step left fewer pages in use (dead letters gone, or replayed
+    without the upstream's answer they kept), so clients waiting for room in the storage budget
+    (block_on_overflow) try again, as after an ack."""
     store.deadletter_entries = remaining
     store.resolve(result)
+    if freed:
+        store.room.freed_now()

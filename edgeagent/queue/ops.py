@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import lmdb
 import zstandard
 
-from edgeagent.errors import CorruptRecordError, QueueFullError, TooLargeForQueueError
+from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, TooLargeForQueueError
 from edgeagent.queue import deadletter, record
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.signals import Signal
@@ -463,6 +463,19 @@ class TxnWriter:
         result = self._ctx.result
         result.dead_lettered += 1
         result.quarantined[table] = result.quarantined.get(table, 0) + 1
+
+
+class OutOfOrderAppendError(RetryableError):
+    """A record's key was not after the last of its queue: LMDB's append stored nothing. The writer's
+    next sequence is wrong (a bug); the commit fails so that nothing is acknowledged unwritten."""
+
+
+def append(txn: lmdb.Transaction[bytes], queue: WriterQueue, seq: int, value: bytes) -> None:
+    """Append a record at `seq` to the tail of `queue`; OutOfOrderAppendError when LMDB refuses it,
+    which it does silently (put returns False)."""
+    if not txn.put(KEY.pack(seq), value, db=queue.db, append=True):
+        raise OutOfOrderAppendError(f"queue {queue.name}: record {seq} is out of order (not after the last "
+                                    f"record); nothing was stored", retry_after=1.0)
 
 
 def items_of(value: bytes | memoryview) -> int:

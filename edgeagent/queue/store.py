@@ -102,7 +102,6 @@ from edgeagent.queue.grouping import Grouping
 from edgeagent.queue.home import REOPEN_INTERVAL, StoreHome
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.queue.ops import (
-    KEY,
     STATS,
     Atomic,
     Call,
@@ -114,6 +113,7 @@ from edgeagent.queue.ops import (
     TxnState,
     WriterOp,
     WriterQueue,
+    append,
     enqueued_ms,
 )
 from edgeagent.queue.reader import DurableQueue, Lease, Table
@@ -446,7 +446,7 @@ class QueueStore(StoreHome):
             self.full = True
             return False
         seq = state.next_seqs.get(queue, queue.next_seq)
-        ctx.txn.put(KEY.pack(seq), value, db=queue.db, append=True)
+        append(ctx.txn, queue, seq, value)
         state.next_seqs[queue] = seq + 1
         state.stored[queue].add(ctx.result.delta(queue), 1, items, len(value))
         state.pages += cost - room

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -124,9 +125,12 @@ class OtlpReceiver:
             await server.start()
 
     async def stop_accepting(self) -> None:
-        """Stop taking new requests; requests already inside finish their commit."""
-        for server in self._servers:
-            await server.stop()
+        """Stop taking new requests; requests already inside finish their commit. Both protocols at
+        once: each gives its requests in progress a grace period."""
+        results = await asyncio.gather(*(server.stop() for server in self._servers), return_exceptions=True)
+        for result in results:  # both stopped; the first failure is reported
+            if isinstance(result, BaseException):
+                raise result
 
     async def shutdown(self) -> None:
         await self.stop_accepting()

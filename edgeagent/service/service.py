@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from edgeagent import __version__
 from edgeagent.component import Role
@@ -391,8 +391,7 @@ class Service:
         decision_wait is over, and the kept ones join the queues. What is still queued (or held)
         at the deadline stays on disk for the next start."""
         self.stopping = True
-        for receiver in self.graph.receivers.values():
-            await _quietly(receiver.shutdown(), "receiver")
+        await _stop_receivers(list(self.graph.receivers.values()))
         for sender in self.graph.senders:  # nothing more arrives: batches waiting to fill go out now
             sender.flush()
         deadline = time.monotonic() + timeout
@@ -478,9 +477,7 @@ async def _stop(
     graph: Graph, keep_extensions: set[str], keep_receivers: frozenset[str] | set[str] = frozenset()
 ) -> None:
     """Stop a graph's components in reverse order; queue stores and kept components stay."""
-    for rec_id, receiver in graph.receivers.items():
-        if rec_id not in keep_receivers:
-            await _quietly(receiver.shutdown(), "receiver")
+    await _stop_receivers([receiver for rec_id, receiver in graph.receivers.items() if rec_id not in keep_receivers])
     for processor in graph.processors.values():
         await _quietly(processor.shutdown(), "processor")
     # at once: each gives its deliveries under way a grace period, which one after the other added up
@@ -493,6 +490,16 @@ async def _stop(
     for ext_id, extension in graph.extensions.items():
         if ext_id not in keep_extensions:
             await _quietly(extension.shutdown(), "extension")
+
+
+class _Receiver(Protocol):
+    async def shutdown(self) -> None: ...
+
+
+async def _stop_receivers(receivers: list[_Receiver]) -> None:
+    """At once, and all stopped before anything after them: each gives its requests in progress a
+    grace period, which one after the other added up past a service manager's stop timeout."""
+    await asyncio.gather(*(_quietly(receiver.shutdown(), "receiver") for receiver in receivers))
 
 
 async def _quietly(awaitable: Awaitable[Any], what: str) -> None:

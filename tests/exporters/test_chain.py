@@ -364,3 +364,28 @@ def test_a_grpc_request_larger_than_the_servers_maximum_is_split_like_a_413():
         assert host.counts[("otelcol_exporter_sent_spans", "otlp")] == 40
     finally:
         upstream.stop()
+
+
+def test_a_request_over_the_json_bound_that_is_not_protobuf_is_dead_lettered_not_raised():
+    """Cutting it to the OTLP/JSON bound raised DecodeError out of the chain: a sender took it for an
+    unexpected error and sent the lease again for ever."""
+    host, sink = Host(), _DeadLetters()
+    damaged = b"\xff" * (5 << 20)  # over JSON_PART_BYTES
+
+    async def scenario() -> None:
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{free_port()}",
+                                                               encoding="json", compression="none"))
+        chain = ExportChain(exporter, Signal.TRACES, host, timeout=5,
+                            retry=RetryConfig(initial_interval=0.1, max_interval=0.1, max_elapsed_time=0))
+        await exporter.start()
+        try:
+            delivery = await asyncio.wait_for(chain.export([(damaged, 2)], sink), 10)
+            assert delivery.sent == 0 and delivery.refused_items == 2
+        finally:
+            await exporter.shutdown()
+
+    asyncio.run(scenario())
+    [(refused, description)] = sink.kept
+    assert refused == [(damaged, 2)]
+    assert "not a valid traces request" in description["reason"]
+    assert host.counts[("otelcol_exporter_send_failed_spans", "otlphttp")] == 2

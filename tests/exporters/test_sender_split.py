@@ -11,6 +11,7 @@ import asyncio
 from collections import Counter
 
 from aiohttp import web
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
 
@@ -19,7 +20,7 @@ from edgeagent.errors import RetryableError
 from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.exporters.sender import BatchSettings, Sender
-from edgeagent.queue import maintenance, record
+from edgeagent.queue import deadletter, maintenance, record
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 from tests.exporters.test_chain import Host
@@ -98,7 +99,7 @@ async def _until(condition, timeout: float) -> None:
 
 
 async def _run_sender(store: QueueStore, url: str, retry: RetryConfig, host: SenderHost, until,
-                      batch: BatchSettings = HALVES) -> None:
+                      batch: BatchSettings | None = HALVES) -> None:
     queue = store.queue("otlphttp/traces", Signal.TRACES)
     exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=url, compression="none"))
     await exporter.start()
@@ -303,3 +304,45 @@ def test_the_refused_part_of_a_split_lease_is_kept_compressed_in_the_dead_letter
     stored, raw, spans = asyncio.run(scenario())
     assert spans == 2  # "a" and "x", the half the upstream refused
     assert stored < raw // 10, (stored, raw)
+
+
+class UnparsableTooLarge(SplitUpstream):
+    """Answers 413 to a request that is not protobuf (a proxy's size limit, or a damaged record)."""
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        try:
+            ExportTraceServiceRequest.FromString(await request.read())
+        except DecodeError:
+            return web.Response(status=413, text="too large")
+        return await super()._handle(request)
+
+
+def test_a_413_on_a_record_that_is_not_protobuf_dead_letters_it_as_unsplittable_and_delivery_goes_on(tmp_path):
+    """Halving it raised DecodeError out of the chain: the lease was released and tried again for ever,
+    holding the records behind it."""
+    host = SenderHost()
+
+    async def scenario() -> tuple[list[deadletter.DeadLetter], int, UnparsableTooLarge]:
+        upstream = UnparsableTooLarge(refusals=0)
+        await upstream.start()
+        store = _open(str(tmp_path / "queue"))
+        try:
+            queue = store.queue("otlphttp/traces", Signal.TRACES)
+            await store.put([queue], b"\xff\xff\xff\xff", 2, Signal.TRACES)
+            body, items = _record("ab", 0)
+            await store.put([queue], body, items, Signal.TRACES)
+            await _run_sender(store, upstream.url, RetryConfig(**FAST), host, lambda: queue.entries == 0, None)
+            return list(maintenance.each_dead_letter(store)), queue.entries, upstream
+        finally:
+            await store.close()
+            await upstream.stop()
+
+    letters, left, upstream = asyncio.run(scenario())
+    assert left == 0
+    assert upstream.order == ["a", "b"]
+    [letter] = letters
+    assert letter.body() == b"\xff\xff\xff\xff"
+    assert letter.description["status"] == 413
+    assert "cannot be split" in letter.description["reason"], letter.description
+    assert host.counts[("edgeagent_deadletter_items", "otlphttp", "traces")] == 2
+    assert host.counts[("edgeagent_exporter_unexpected_errors", "otlphttp")] == 0
