@@ -17,6 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig
+from edgeagent.configdecode import Reference
 from otel.goregex import GoRegex, compile_go_regex
 from otel.values import go_int64, go_parse_float, go_parse_int, value_as_string
 
@@ -32,6 +33,20 @@ class ActionConfig(ComponentConfig):
     from_attribute: str | None = None
     from_context: str | None = None
     converted_type: Literal["int", "double", "string"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_references(cls, data: Any) -> Any:
+        """`${env:X}` with X unset or empty (null to YAML) is no value to otelcol: another source or
+        default_value takes its place. Left alone as the only source, it stays the empty text the
+        variable's warning names, as the deployment guides expect."""
+        if not isinstance(data, dict):
+            return data
+        sources = ("value", "from_attribute", "from_context", "default_value")
+        unset = [key for key in sources if _no_value(data.get(key))]
+        if unset and any(key not in unset and _given(key, data.get(key)) for key in sources):
+            return {key: None if key in unset else item for key, item in data.items()}
+        return data
 
     @field_validator("action", mode="before")
     @classmethod
@@ -80,6 +95,16 @@ class ActionConfig(ComponentConfig):
 
 class ActionsConfig(ComponentConfig):
     actions: list[ActionConfig] = Field(min_length=1)
+
+
+def _no_value(item: Any) -> bool:
+    """A whole-value reference whose text is null to YAML (an unset or empty variable, `~`, `null`)."""
+    return isinstance(item, Reference) and item.value is None
+
+
+def _given(key: str, item: Any) -> bool:
+    """Whether a value source is set, as otelcol counts them: from_* when not empty, values when not null."""
+    return bool(item) if key.startswith("from_") else item is not None
 
 
 def _regex(pattern: str) -> GoRegex:
