@@ -146,6 +146,17 @@ def test_health_check_keys_otelcol_ignores_are_valid_with_a_warning(validate, as
     assert "response_headers has no effect on the health check" in result.output, result.describe()
 
 
+def test_attribute_action_keys_otelcol_ignores_are_valid_with_a_warning(validate, assert_valid):
+    result = validate(CONFIG_DIR / "good-attributes-otelcol-ignored-keys.yaml")
+    assert_valid(result)
+    for words in ("processors::attributes: actions::0::from_context has no effect",
+                  "processors::attributes: actions::1::default_value has no effect",
+                  "processors::attributes: actions::2::default_value has no effect",
+                  "processors::attributes: actions::3::default_value has no effect",
+                  "processors::resource: attributes::0::from_context has no effect"):
+        assert words in result.output, result.describe()
+
+
 def test_otelcols_queue_storage_and_default_value_keys_are_valid(validate, assert_valid):
     assert_valid(validate(CONFIG_DIR / "good-otelcol-queue-and-storage-keys.yaml"))
 
