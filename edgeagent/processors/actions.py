@@ -70,10 +70,10 @@ class ActionConfig(ComponentConfig):
                 to_any_value(self.value)
             if self.default_value is not None:
                 to_any_value(self.default_value)
-        elif sources:
+        elif action in ("delete", "hash") and (self.value is not None or self.from_attribute):
+            raise ValueError(f"action {action!r} does not use value or from_attribute")
+        elif action in ("extract", "convert") and sources:
             raise ValueError(f"action {action!r} does not use value, from_attribute or from_context")
-        elif self.default_value is not None:  # otelcol ignores it there; an ignored key is refused
-            raise ValueError(f"action {action!r} does not use default_value (only insert, update and upsert do)")
         if action == "extract":
             if not self.pattern:
                 raise ValueError("action 'extract' needs a pattern with named groups")
@@ -92,9 +92,24 @@ class ActionConfig(ComponentConfig):
             raise ValueError(f"action {action!r} does not use converted_type")
         return self
 
+    def ignored(self) -> list[str]:
+        """Keys otelcol takes on this action and does nothing with: from_context on delete and hash,
+        default_value beside an action that sets nothing."""
+        if self.action in ("insert", "update", "upsert"):
+            return []
+        return [key for key in ("from_context", "default_value") if getattr(self, key) not in (None, "")]
+
+
+def ignored_warnings(field: str, actions: list[ActionConfig]) -> list[str]:
+    return [f"{field}::{index}::{key} has no effect: otelcol 0.165 takes it on a {action.action} action "
+            f"and ignores it, as edgeagent does" for index, action in enumerate(actions) for key in action.ignored()]
+
 
 class ActionsConfig(ComponentConfig):
     actions: list[ActionConfig] = Field(min_length=1)
+
+    def config_warnings(self) -> list[str]:
+        return ignored_warnings("actions", self.actions)
 
 
 def _no_value(item: Any) -> bool:
@@ -115,9 +130,12 @@ def _regex(pattern: str) -> GoRegex:
 
 
 def to_any_value(value: Any) -> AnyValue:
-    """A YAML value as an OTLP AnyValue, keeping the type YAML gave it (maps and lists too)."""
+    """A YAML value as an OTLP AnyValue, keeping the type YAML gave it (maps and lists too; null is
+    the empty value)."""
     out = AnyValue()
-    if isinstance(value, bool):
+    if value is None:  # in a map or list: an empty value, as otelcol builds it
+        pass
+    elif isinstance(value, bool):
         out.bool_value = value
     elif isinstance(value, int):
         out.int_value = value
@@ -132,7 +150,7 @@ def to_any_value(value: Any) -> AnyValue:
         for item in value:
             out.array_value.values.add().CopyFrom(to_any_value(item))
     else:
-        raise ValueError(f"value must be a string, number, boolean, map or list, not {type(value).__name__}")
+        raise ValueError(f"value must be a string, number, boolean, map, list or null, not {type(value).__name__}")
     return out
 
 
