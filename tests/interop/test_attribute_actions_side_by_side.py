@@ -147,7 +147,7 @@ def _seen(upstream: Upstream) -> dict[str, list]:
         for group in received.message.resource_metrics:
             seen["resources"].append(_attributes(group.resource.attributes))
             seen["points"] += [_attributes(point.attributes) for scope in group.scope_metrics
-                               for metric in scope.metrics
+                               for metric in scope.metrics if metric.WhichOneof("data")
                                for point in getattr(metric, metric.WhichOneof("data")).data_points]
     for received in upstream.received("logs"):
         for group in received.message.resource_logs:
@@ -237,6 +237,61 @@ def test_env_values_get_the_type_otelcol_gives_them(agents, otelcol, monkeypatch
         got = _seen(ours)["spans"][0]
         keys = [*map(str.lower, ENV_VALUES), *(action["key"] for action in UNSET_VALUE_ACTIONS)]
         assert {key: got.get(key) for key in keys} == {key: expected.get(key) for key in keys}
+    finally:
+        ours.stop()
+        theirs.stop()
+
+
+SEED_ACTIONS = [{"key": "telemetryflow.workspace.id", "value": "ws-1", "action": "upsert"},
+                {"key": "telemetryflow.tenant.id", "value": "tenant-1", "action": "upsert"},
+                {"key": "edge.location", "value": "plant-7", "action": "upsert"}]
+
+
+def _every_metric_type() -> ExportMetricsServiceRequest:
+    request = ExportMetricsServiceRequest()
+    group = request.resource_metrics.add()
+    _resource(group.resource, "shop")
+    scope = group.scope_metrics.add()
+    _kv(scope.metrics.add(name="g").gauge.data_points.add(as_double=1.0).attributes, {"a": 1})
+    scope.metrics.add(name="s").sum.data_points.add(as_int=2)
+    _kv(scope.metrics.add(name="h").histogram.data_points.add(count=1).attributes, {"edge.location": "old"})
+    scope.metrics.add(name="e").exponential_histogram.data_points.add(count=1)
+    scope.metrics.add(name="q").summary.data_points.add(count=1)
+    scope.metrics.add(name="empty")  # no data: no points to change
+    return request
+
+
+def test_the_seeds_constant_upserts_reach_upstream_as_otelcols_do(agents, otelcol, tmp_path):
+    """The guides' `upsert` of constants on every signal, through the queue as edgeagent runs them."""
+    ours, theirs = Upstream(free_port()).start(), Upstream(free_port()).start()
+    try:
+        processors = {"attributes": {"actions": SEED_ACTIONS}}
+        pipelines = {signal: {"receivers": ["otlp"], "processors": ["attributes"], "exporters": ["otlp_http"]}
+                     for signal in CHAINS}
+        settings = {"receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
+                    "processors": processors, "exporters": {"otlp_http": {"endpoint": ours.url}},
+                    "extensions": {"health_check": {}},
+                    "service": {"extensions": ["health_check"], "pipelines": pipelines}}
+        config = tmp_path / "agent.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")])
+        reference_port = free_port()
+        reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
+        reference["processors"] = processors
+        for pipeline in reference["service"]["pipelines"].values():
+            pipeline["processors"] = ["attributes"]
+        otelcol(reference)
+        for port in (agent.http_port, reference_port):
+            assert post(port, _traces())[0] == 200
+            assert post(port, _every_metric_type(), "/v1/metrics")[0] == 200
+            assert post(port, _logs(), "/v1/logs")[0] == 200
+        wait_until(lambda: all(len(up.received(signal)) == 1 for up in (ours, theirs)
+                               for signal in ("traces", "metrics", "logs")), timeout=20,
+                   message="one request of each signal upstream of both")
+        expected, got = _seen(theirs), _seen(ours)
+        assert got == expected
+        assert all(point["edge.location"] == {"stringValue": "plant-7"} for point in expected["points"])
+        assert len(expected["points"]) == 5
     finally:
         ours.stop()
         theirs.stop()
