@@ -33,6 +33,7 @@ BAD_CONFIGS = {
     "bad-attributes-unknown-action.yaml": ([("processors::attributes::actions::*", ["upsert"])], []),
     "bad-attributes-missing-key.yaml": ([("processors::attributes::actions::*", ["key"])], []),
     "bad-attributes-no-match-type.yaml": ([("processors::attributes::include", ["match_type", "strict"])], []),
+    "bad-attributes-library-regexp.yaml": ([("processors::attributes::exclude", ["1.("])], []),
     "bad-memory-limiter-zero.yaml": ([("processors::memory_limiter::*", ["limit_mib"])], []),
     "bad-memory-limiter-spike.yaml": ([("processors::memory_limiter::*", ["spike_limit_mib"])], []),
     "bad-exporter-no-endpoint.yaml": ([("exporters::otlphttp::*", ["endpoint"])], []),
