@@ -118,8 +118,10 @@ class MatchProperties(ComponentConfig):
                     raise ValueError(f"span kind {kind!r} is not a standard span kind; use one of "
                                      f"{', '.join(SPAN_KINDS[1:])}")
         else:
+            libraries = [text for library in self.libraries for text in (library.name, library.version)
+                         if text is not None]
             for pattern in [*self.services, *self.span_names, *self.span_kinds, *self.log_bodies,
-                            *self.log_severity_texts, *self.metric_names]:
+                            *self.log_severity_texts, *self.metric_names, *libraries]:
                 _compile(pattern)
             for attribute in [*self.attributes, *self.resources]:
                 if attribute.value is not None and not isinstance(attribute.value, str):
