@@ -65,3 +65,25 @@ def test_the_same_items_survive_the_match_properties_in_both(agents, otelcol, na
         finally:
             ours.stop()
             theirs.stop()
+
+
+def test_blocks_that_name_nothing_keep_every_log_and_metric_in_both(agents, otelcol):
+    """otelcol builds no filter of a logs or metrics block that names nothing to match (an empty
+    include keeps everything); edgeagent refused such a config."""
+    settings = {"logs": {"include": {"match_type": "strict"}, "exclude": {"match_type": "regexp"}},
+                "metrics": {"include": {"match_type": "strict"}, "exclude": {"match_type": "regexp"}}}
+    with tempfile.TemporaryDirectory() as directory:
+        ours, theirs, agent, reference_port = _pair(agents, otelcol, directory, settings)
+        try:
+            for port in (agent.http_port, reference_port):
+                assert post(port, _metrics(), "/v1/metrics")[0] == 200
+                assert post(port, _logs(), "/v1/logs")[0] == 200
+            wait_until(lambda: all(len(up.received(signal)) == 1 for up in (ours, theirs)
+                                   for signal in ("metrics", "logs")), timeout=20,
+                       message="the metrics and logs upstream of both")
+            expected = _survivors(theirs)
+            assert _survivors(ours) == expected
+            assert (len(expected["metrics"]), len(expected["logs"])) == (6, 7)
+        finally:
+            ours.stop()
+            theirs.stop()
