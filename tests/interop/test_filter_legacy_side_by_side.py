@@ -87,3 +87,23 @@ def test_blocks_that_name_nothing_keep_every_log_and_metric_in_both(agents, otel
         finally:
             ours.stop()
             theirs.stop()
+
+
+def test_an_unset_variable_as_an_attribute_value_matches_on_the_key_alone_in_both(agents, otelcol, monkeypatch):
+    """`value: ${env:X}` with X unset is no value to otelcol: the attribute's presence decides."""
+    monkeypatch.delenv("EA_UNSET_MATCH", raising=False)
+    settings = {"spans": {"exclude": {"match_type": "strict",
+                                      "attributes": [{"key": "user", "value": "${env:EA_UNSET_MATCH}"}]}}}
+    with tempfile.TemporaryDirectory() as directory:
+        ours, theirs, agent, reference_port = _pair(agents, otelcol, directory, settings)
+        try:
+            for port in (agent.http_port, reference_port):
+                assert post(port, _traces())[0] == 200
+            wait_until(lambda: all(len(up.received("traces")) == 1 for up in (ours, theirs)), timeout=20,
+                       message="the traces upstream of both")
+            expected = _survivors(theirs)
+            assert _survivors(ours) == expected
+            assert 0 < len(expected["spans"]) < 24
+        finally:
+            ours.stop()
+            theirs.stop()
