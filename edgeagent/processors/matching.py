@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
+from edgeagent.configdecode import Reference
 from edgeagent.signals import Signal
 from otel.goregex import GoRegex, compile_go_regex
 from otel.values import scalar_text, value_as_string
@@ -40,6 +41,13 @@ SEVERITY_NAMES.update({str(_number): _number for _number in range(1, 25)})  # th
 class AttributeMatch(ComponentConfig):
     key: str = Field(min_length=1)
     value: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_is_no_value(cls, data: Any) -> Any:
+        """`${env:X}` with X unset or empty (null to YAML) is no value to otelcol: the key alone matches."""
+        value = data.get("value") if isinstance(data, dict) else None
+        return {**data, "value": None} if isinstance(value, Reference) and value.value is None else data
 
 
 class LibraryMatch(ComponentConfig):
