@@ -295,3 +295,49 @@ def test_the_seeds_constant_upserts_reach_upstream_as_otelcols_do(agents, otelco
     finally:
         ours.stop()
         theirs.stop()
+
+
+def test_processors_after_constant_upserts_see_the_upserted_attributes_as_in_otelcol(agents, otelcol, tmp_path):
+    """A filter, a second attributes processor and a resource processor behind the guides' upserts
+    act on what was upserted, in both."""
+    ours, theirs = Upstream(free_port()).start(), Upstream(free_port()).start()
+    try:
+        processors = {
+            "attributes/stamp": {"actions": SEED_ACTIONS},
+            "filter": {"trace_conditions": ['span.attributes["edge.location"] == "plant-7" and span.name == "skip"'],
+                       "metric_conditions": ['datapoint.attributes["edge.location"] == "plant-7" and '
+                                             'metric.name == "s"'],
+                       "log_conditions": ['log.attributes["edge.location"] == "plant-7" and log.body == "drop"']},
+            "attributes/rework": {"actions": [{"key": "telemetryflow.tenant.id", "action": "hash"},
+                                              {"key": "copy", "from_attribute": "edge.location", "action": "insert"},
+                                              {"key": "telemetryflow.workspace.id", "action": "delete"}]},
+        }
+        chain = ["attributes/stamp", "filter", "attributes/rework"]
+        pipelines = {signal: {"receivers": ["otlp"], "processors": chain, "exporters": ["otlp_http"]}
+                     for signal in CHAINS}
+        settings = {"receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
+                    "processors": processors, "exporters": {"otlp_http": {"endpoint": ours.url}},
+                    "extensions": {"health_check": {}},
+                    "service": {"extensions": ["health_check"], "pipelines": pipelines}}
+        config = tmp_path / "agent.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")])
+        reference_port = free_port()
+        reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
+        reference["processors"] = processors
+        for pipeline in reference["service"]["pipelines"].values():
+            pipeline["processors"] = chain
+        otelcol(reference)
+        for port in (agent.http_port, reference_port):
+            assert post(port, _traces())[0] == 200
+            assert post(port, _every_metric_type(), "/v1/metrics")[0] == 200
+            assert post(port, _logs(), "/v1/logs")[0] == 200
+        wait_until(lambda: all(len(up.received(signal)) == 1 for up in (ours, theirs)
+                               for signal in ("traces", "metrics", "logs")), timeout=20,
+                   message="one request of each signal upstream of both")
+        expected, got = _seen(theirs), _seen(ours)
+        assert got == expected
+        assert (len(expected["spans"]), len(expected["points"]), len(expected["logs"])) == (4, 4, 2)
+    finally:
+        ours.stop()
+        theirs.stop()
