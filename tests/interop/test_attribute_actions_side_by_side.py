@@ -341,3 +341,66 @@ def test_processors_after_constant_upserts_see_the_upserted_attributes_as_in_ote
     finally:
         ours.stop()
         theirs.stop()
+
+
+# one marker per selection: each processor upserts its own key on what its include/exclude selects
+SELECTIONS: dict[str, dict[str, Any]] = {
+    "kinds": {"include": {"match_type": "regexp", "span_kinds": ["SERVER$"]}},
+    "kinds_strict": {"exclude": {"match_type": "strict", "span_kinds": ["SPAN_KIND_CLIENT"]}},
+    "service_strict": {"include": {"match_type": "strict", "services": ["billing"]}},
+    "library_version": {"include": {"match_type": "regexp", "libraries": [{"name": "^li", "version": "^$"}]}},
+    "library_strict": {"include": {"match_type": "strict", "libraries": [{"name": "lib", "version": "1.0"}]}},
+    "resource_key": {"include": {"match_type": "strict", "resources": [{"key": "host.name"}]}},
+    "resource_value": {"exclude": {"match_type": "regexp", "resources": [{"key": "service.name", "value": "^bill"}]}},
+    "int_strict": {"include": {"match_type": "strict", "attributes": [{"key": "n", "value": 42}]}},
+    "int_regexp": {"include": {"match_type": "regexp", "attributes": [{"key": "n", "value": "^4"}]}},
+    "double_regexp": {"include": {"match_type": "regexp", "attributes": [{"key": "tiny", "value": "0\\.0000001"}]}},
+    "bool_regexp": {"include": {"match_type": "regexp", "attributes": [{"key": "b", "value": "^true$"}]}},
+    "map_strict": {"include": {"match_type": "strict", "attributes": [{"key": "m", "value": {"i": 1, "k": "v"}}]}},
+    "list_regexp": {"include": {"match_type": "regexp", "attributes": [{"key": "l", "value": "two"}]}},
+    "names_and_kinds": {
+        "include": {"match_type": "strict", "span_names": ["a", "b"], "span_kinds": ["SPAN_KIND_SERVER"]},
+        "exclude": {"match_type": "strict", "attributes": [{"key": "route", "value": "/b"}]}},
+}
+
+
+def test_each_selection_marks_the_same_spans_as_otelcols(agents, otelcol, tmp_path):
+    ours, theirs = Upstream(free_port()).start(), Upstream(free_port()).start()
+    try:
+        processors = {f"attributes/{name}": {**selection, "actions": [{"key": f"picked.{name}", "value": True,
+                                                                         "action": "upsert"}]}
+                      for name, selection in SELECTIONS.items()}
+        chain = list(processors)
+        settings = _config(ours, "127.0.0.1:0", "otlp_http")
+        settings["processors"] = processors
+        settings["service"]["pipelines"] = {"traces": {"receivers": ["otlp"], "processors": chain,
+                                                       "exporters": ["otlp_http"]}}
+        settings["extensions"] = {"health_check": {}}
+        settings["service"]["extensions"] = ["health_check"]
+        config = tmp_path / "agent.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")])
+        reference_port = free_port()
+        reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
+        reference["processors"] = processors
+        reference["service"]["pipelines"] = {"traces": {"receivers": ["otlp"], "processors": chain,
+                                                        "exporters": ["otlphttp"]}}
+        otelcol(reference)
+        request = _traces()
+        request.resource_spans[1].scope_spans[0].scope.version = "1.0"
+        request.resource_spans[0].scope_spans[0].spans[2].kind = 3
+        for port in (agent.http_port, reference_port):
+            assert post(port, request)[0] == 200
+        wait_until(lambda: all(len(up.received("traces")) == 1 for up in (ours, theirs)), timeout=20,
+                   message="the traces upstream of both")
+        expected, got = _seen(theirs)["spans"], _seen(ours)["spans"]
+        marks = {name: ([f"picked.{name}" in span for span in got], [f"picked.{name}" in span for span in expected])
+                 for name in SELECTIONS}
+        differing = {name: pair for name, pair in marks.items() if pair[0] != pair[1]}
+        assert not differing
+        assert got == expected
+        picked = {name: sum(f"picked.{name}" in span for span in expected) for name in SELECTIONS}
+        assert len(set(picked.values())) >= 4, str(picked)  # the selections pick different spans
+    finally:
+        ours.stop()
+        theirs.stop()
