@@ -404,3 +404,65 @@ def test_each_selection_marks_the_same_spans_as_otelcols(agents, otelcol, tmp_pa
     finally:
         ours.stop()
         theirs.stop()
+
+
+LOG_SELECTIONS: dict[str, dict[str, Any]] = {
+    "severity": {"include": {"match_type": "strict", "log_severity_number": {"min": 13}}},
+    "undefined": {"include": {"match_type": "strict",
+                              "log_severity_number": {"min": 13, "match_undefined": True}}},
+    "bodies_strict": {"include": {"match_type": "strict", "log_bodies": ["keep this", "7"]}},
+    "bodies_regexp": {"include": {"match_type": "regexp", "log_bodies": ["\\{\"msg\":", "^7$"]}},
+    "texts": {"exclude": {"match_type": "regexp", "log_severity_texts": ["^$"]}},
+    "library": {"include": {"match_type": "strict", "libraries": [{"name": "logger"}]}},
+}
+
+
+def _mixed_logs() -> ExportLogsServiceRequest:
+    request = _logs()
+    group = request.resource_logs.add()
+    _resource(group.resource, "billing")
+    scope = group.scope_logs.add()
+    scope.scope.name = "logger"
+    scope.log_records.add(severity_number=0).body.int_value = 7
+    _kv(scope.log_records.add(severity_number=17, severity_text="ERROR").body.kvlist_value.values, {"msg": "x"})
+    scope.log_records.add(severity_number=9).body.string_value = "keep this"
+    request.resource_logs[0].scope_logs[0].log_records[0].severity_number = 13
+    return request
+
+
+def test_each_log_selection_marks_the_same_records_as_otelcols(agents, otelcol, tmp_path):
+    ours, theirs = Upstream(free_port()).start(), Upstream(free_port()).start()
+    try:
+        processors = {f"attributes/{name}": {**selection, "actions": [{"key": f"picked.{name}", "value": True,
+                                                                         "action": "upsert"}]}
+                      for name, selection in LOG_SELECTIONS.items()}
+        chain = list(processors)
+        settings = _config(ours, "127.0.0.1:0", "otlp_http")
+        settings["processors"] = processors
+        settings["service"]["pipelines"] = {"logs": {"receivers": ["otlp"], "processors": chain,
+                                                     "exporters": ["otlp_http"]}}
+        settings["extensions"] = {"health_check": {}}
+        settings["service"]["extensions"] = ["health_check"]
+        config = tmp_path / "agent.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")])
+        reference_port = free_port()
+        reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
+        reference["processors"] = processors
+        reference["service"]["pipelines"] = {"logs": {"receivers": ["otlp"], "processors": chain,
+                                                      "exporters": ["otlphttp"]}}
+        otelcol(reference)
+        for port in (agent.http_port, reference_port):
+            assert post(port, _mixed_logs(), "/v1/logs")[0] == 200
+        wait_until(lambda: all(len(up.received("logs")) == 1 for up in (ours, theirs)), timeout=20,
+                   message="the logs upstream of both")
+        expected, got = _seen(theirs)["logs"], _seen(ours)["logs"]
+        marks = {name: ([f"picked.{name}" in record for record in got],
+                        [f"picked.{name}" in record for record in expected]) for name in LOG_SELECTIONS}
+        assert not {name: pair for name, pair in marks.items() if pair[0] != pair[1]}
+        assert got == expected
+        picked = {name: sum(f"picked.{name}" in record for record in expected) for name in LOG_SELECTIONS}
+        assert all(0 < count < len(expected) for count in picked.values()), str(picked)
+    finally:
+        ours.stop()
+        theirs.stop()
