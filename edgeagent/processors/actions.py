@@ -17,6 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig
+from edgeagent.configdecode import Reference
 from otel.goregex import GoRegex, compile_go_regex
 from otel.values import go_int64, go_parse_float, go_parse_int, value_as_string
 
@@ -32,6 +33,20 @@ class ActionConfig(ComponentConfig):
     from_attribute: str | None = None
     from_context: str | None = None
     converted_type: Literal["int", "double", "string"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_references(cls, data: Any) -> Any:
+        """`${env:X}` with X unset or empty (null to YAML) is no value to otelcol: another source or
+        default_value takes its place. Left alone as the only source, it stays the empty text the
+        variable's warning names, as the deployment guides expect."""
+        if not isinstance(data, dict):
+            return data
+        sources = ("value", "from_attribute", "from_context", "default_value")
+        unset = [key for key in sources if _no_value(data.get(key))]
+        if unset and any(key not in unset and _given(key, data.get(key)) for key in sources):
+            return {key: None if key in unset else item for key, item in data.items()}
+        return data
 
     @field_validator("action", mode="before")
     @classmethod
@@ -55,10 +70,10 @@ class ActionConfig(ComponentConfig):
                 to_any_value(self.value)
             if self.default_value is not None:
                 to_any_value(self.default_value)
-        elif sources:
+        elif action in ("delete", "hash") and (self.value is not None or self.from_attribute):
+            raise ValueError(f"action {action!r} does not use value or from_attribute")
+        elif action in ("extract", "convert") and sources:
             raise ValueError(f"action {action!r} does not use value, from_attribute or from_context")
-        elif self.default_value is not None:  # otelcol ignores it there; an ignored key is refused
-            raise ValueError(f"action {action!r} does not use default_value (only insert, update and upsert do)")
         if action == "extract":
             if not self.pattern:
                 raise ValueError("action 'extract' needs a pattern with named groups")
@@ -77,9 +92,34 @@ class ActionConfig(ComponentConfig):
             raise ValueError(f"action {action!r} does not use converted_type")
         return self
 
+    def ignored(self) -> list[str]:
+        """Keys otelcol takes on this action and does nothing with: from_context on delete and hash,
+        default_value beside an action that sets nothing."""
+        if self.action in ("insert", "update", "upsert"):
+            return []
+        return [key for key in ("from_context", "default_value") if getattr(self, key) not in (None, "")]
+
+
+def ignored_warnings(field: str, actions: list[ActionConfig]) -> list[str]:
+    return [f"{field}::{index}::{key} has no effect: otelcol 0.165 takes it on a {action.action} action "
+            f"and ignores it, as edgeagent does" for index, action in enumerate(actions) for key in action.ignored()]
+
 
 class ActionsConfig(ComponentConfig):
     actions: list[ActionConfig] = Field(min_length=1)
+
+    def config_warnings(self) -> list[str]:
+        return ignored_warnings("actions", self.actions)
+
+
+def _no_value(item: Any) -> bool:
+    """A whole-value reference whose text is null to YAML (an unset or empty variable, `~`, `null`)."""
+    return isinstance(item, Reference) and item.value is None
+
+
+def _given(key: str, item: Any) -> bool:
+    """Whether a value source is set, as otelcol counts them: from_* when not empty, values when not null."""
+    return bool(item) if key.startswith("from_") else item is not None
 
 
 def _regex(pattern: str) -> GoRegex:
@@ -90,9 +130,12 @@ def _regex(pattern: str) -> GoRegex:
 
 
 def to_any_value(value: Any) -> AnyValue:
-    """A YAML value as an OTLP AnyValue, keeping the type YAML gave it (maps and lists too)."""
+    """A YAML value as an OTLP AnyValue, keeping the type YAML gave it (maps and lists too; null is
+    the empty value)."""
     out = AnyValue()
-    if isinstance(value, bool):
+    if value is None:  # in a map or list: an empty value, as otelcol builds it
+        pass
+    elif isinstance(value, bool):
         out.bool_value = value
     elif isinstance(value, int):
         out.int_value = value
@@ -107,7 +150,7 @@ def to_any_value(value: Any) -> AnyValue:
         for item in value:
             out.array_value.values.add().CopyFrom(to_any_value(item))
     else:
-        raise ValueError(f"value must be a string, number, boolean, map or list, not {type(value).__name__}")
+        raise ValueError(f"value must be a string, number, boolean, map, list or null, not {type(value).__name__}")
     return out
 
 

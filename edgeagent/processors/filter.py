@@ -6,7 +6,8 @@ match OTTL conditions (filter_conditions.py), or by otelcol's legacy match prope
              severity_texts, severity_number {min, match_undefined}, bodies
     metrics: include / exclude with match_type (strict | regexp), metric_names, resource_attributes
 
-An item is kept when it matches `include` (if set) and does not match `exclude` (if set). For
+An item is kept when it matches `include` (if set) and does not match `exclude` (if set); a logs
+or metrics block that names nothing to match is no filter, as otelcol builds none of it. For
 metrics otelcol makes two filters of a block, one of metric_names and one of resource_attributes:
 an exclude with both drops the metrics named and every metric of the resources matched.
 Dropped items are counted (otelcol_processor_filter_*_filtered). Scopes without items and
@@ -71,6 +72,11 @@ class LogMatch(ComponentConfig):
             "severity_texts": bool(self.severity_texts), "bodies": bool(self.bodies)})
         return self
 
+    def empty(self) -> bool:
+        """Names nothing to match: otelcol builds no filter of it (filterprocessor's isEmpty)."""
+        return not (self.resource_attributes or self.record_attributes or self.severity_texts or self.bodies
+                    or self.severity_number is not None)
+
     def properties(self) -> MatchProperties:
         return MatchProperties(match_type=self.match_type, resources=self.resource_attributes,
                                attributes=self.record_attributes, log_severity_texts=self.severity_texts,
@@ -88,6 +94,10 @@ class MetricMatch(ComponentConfig):
         require_match_type(self.match_type, {"metric_names": bool(self.metric_names),
                                              "resource_attributes": valued(self.resource_attributes)})
         return self
+
+    def empty(self) -> bool:
+        """Names nothing to match: otelcol's filters of it are none (filtermetric's newExpr)."""
+        return not (self.metric_names or self.resource_attributes)
 
     def properties(self) -> MatchProperties:
         return MatchProperties(match_type=self.match_type, metric_names=self.metric_names,
@@ -114,14 +124,23 @@ class _Filters(ComponentConfig):
 
     @model_validator(mode="after")
     def _check(self) -> _Filters:
-        for block in (self.include, self.exclude):
+        for block in self.blocks():
             if block is not None:
                 self._properties(block).check_for(self.signal)
         return self
 
+    @staticmethod
+    def _empty(block: Any) -> bool:
+        return bool(block.empty())
+
+    def blocks(self) -> tuple[Any, Any]:
+        """include and exclude, each None when unset or, for logs and metrics, naming nothing to match."""
+        include, exclude = (None if block is None or self._empty(block) else block
+                            for block in (self.include, self.exclude))
+        return include, exclude
+
     def selection(self) -> IncludeExclude:
-        return IncludeExclude(*(self._properties(block) if block is not None else None
-                                for block in (self.include, self.exclude)))
+        return IncludeExclude(*(self._properties(block) if block is not None else None for block in self.blocks()))
 
 
 class SpanFilters(_Filters):
@@ -132,6 +151,10 @@ class SpanFilters(_Filters):
     @staticmethod
     def _properties(block: MatchProperties) -> MatchProperties:
         return block
+
+    @staticmethod
+    def _empty(block: MatchProperties) -> bool:
+        return False  # a span block naming nothing is refused when it is checked, as otelcol refuses it
 
 
 class LogFilters(_Filters):
@@ -159,8 +182,9 @@ class MetricFilters(_Filters):
     def selection(self) -> IncludeExclude:
         """An include keeps what both its filters keep, as one block does; an exclude drops what
         either drops, so each of its parts excludes on its own."""
-        include = self.include.properties() if self.include is not None else None
-        return IncludeExclude(include, *(self.exclude.parts() if self.exclude is not None else ()))
+        include, exclude = self.blocks()
+        return IncludeExclude(include.properties() if include is not None else None,
+                              *(exclude.parts() if exclude is not None else ()))
 
     def conditions(self) -> list[tuple[str, ContextName]]:
         lists: tuple[tuple[ContextName, list[str] | None], ...] = (

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from edgeagent.component import ComponentConfig
+from edgeagent.configdecode import Reference
 from edgeagent.signals import Signal
 from otel.goregex import GoRegex, compile_go_regex
 from otel.values import scalar_text, value_as_string
@@ -40,6 +41,13 @@ SEVERITY_NAMES.update({str(_number): _number for _number in range(1, 25)})  # th
 class AttributeMatch(ComponentConfig):
     key: str = Field(min_length=1)
     value: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unset_is_no_value(cls, data: Any) -> Any:
+        """`${env:X}` with X unset or empty (null to YAML) is no value to otelcol: the key alone matches."""
+        value = data.get("value") if isinstance(data, dict) else None
+        return {**data, "value": None} if isinstance(value, Reference) and value.value is None else data
 
 
 class LibraryMatch(ComponentConfig):
@@ -118,8 +126,10 @@ class MatchProperties(ComponentConfig):
                     raise ValueError(f"span kind {kind!r} is not a standard span kind; use one of "
                                      f"{', '.join(SPAN_KINDS[1:])}")
         else:
+            libraries = [text for library in self.libraries for text in (library.name, library.version)
+                         if text is not None]
             for pattern in [*self.services, *self.span_names, *self.span_kinds, *self.log_bodies,
-                            *self.log_severity_texts, *self.metric_names]:
+                            *self.log_severity_texts, *self.metric_names, *libraries]:
                 _compile(pattern)
             for attribute in [*self.attributes, *self.resources]:
                 if attribute.value is not None and not isinstance(attribute.value, str):

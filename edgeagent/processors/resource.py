@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from edgeagent.component import ComponentConfig, Factory
-from edgeagent.processors.actions import ActionConfig, Actions
+from edgeagent.processors.actions import ActionConfig, Actions, ignored_warnings
 from edgeagent.signals import Payload, resource_groups
 
 
@@ -33,6 +33,9 @@ class ResourceConfig(ComponentConfig):
             raise ValueError("attributes is required: list at least one action, e.g. "
                              "attributes: [{key: deployment.environment, value: prod, action: upsert}]")
         return self
+
+    def config_warnings(self) -> list[str]:
+        return ignored_warnings("attributes", self.attributes)
 
 
 class ResourceProcessor:

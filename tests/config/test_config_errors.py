@@ -33,6 +33,7 @@ BAD_CONFIGS = {
     "bad-attributes-unknown-action.yaml": ([("processors::attributes::actions::*", ["upsert"])], []),
     "bad-attributes-missing-key.yaml": ([("processors::attributes::actions::*", ["key"])], []),
     "bad-attributes-no-match-type.yaml": ([("processors::attributes::include", ["match_type", "strict"])], []),
+    "bad-attributes-library-regexp.yaml": ([("processors::attributes::exclude", ["1.("])], []),
     "bad-memory-limiter-zero.yaml": ([("processors::memory_limiter::*", ["limit_mib"])], []),
     "bad-memory-limiter-spike.yaml": ([("processors::memory_limiter::*", ["spike_limit_mib"])], []),
     "bad-exporter-no-endpoint.yaml": ([("exporters::otlphttp::*", ["endpoint"])], []),
@@ -144,6 +145,17 @@ def test_health_check_keys_otelcol_ignores_are_valid_with_a_warning(validate, as
     assert "check_collector_pipeline has no effect" in result.output, result.describe()
     assert "component_health has no effect" in result.output, result.describe()
     assert "response_headers has no effect on the health check" in result.output, result.describe()
+
+
+def test_attribute_action_keys_otelcol_ignores_are_valid_with_a_warning(validate, assert_valid):
+    result = validate(CONFIG_DIR / "good-attributes-otelcol-ignored-keys.yaml")
+    assert_valid(result)
+    for words in ("processors::attributes: actions::0::from_context has no effect",
+                  "processors::attributes: actions::1::default_value has no effect",
+                  "processors::attributes: actions::2::default_value has no effect",
+                  "processors::attributes: actions::3::default_value has no effect",
+                  "processors::resource: attributes::0::from_context has no effect"):
+        assert words in result.output, result.describe()
 
 
 def test_otelcols_queue_storage_and_default_value_keys_are_valid(validate, assert_valid):

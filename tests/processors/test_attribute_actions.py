@@ -340,7 +340,8 @@ BAD_ACTIONS = [
     ({"key": "k", "action": "hash", "pattern": "("}, "invalid pattern"),
     ({"key": "k", "action": "insert", "value": 1, "pattern": "x"}, "does not use pattern"),
     ({"key": "k", "action": "convert", "converted_type": "int", "pattern": "x"}, "does not use pattern"),
-    ({"key": "k", "action": "delete", "default_value": 1}, "does not use default_value"),
+    ({"key": "k", "action": "hash", "from_attribute": "a"}, "does not use value or from_attribute"),
+    ({"key": "k", "action": "convert", "converted_type": "int", "from_context": "a"}, "does not use value"),
     ({"key": "k", "action": "upsert", "default_value": object()}, "value must be"),
 ]
 
