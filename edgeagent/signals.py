@@ -93,6 +93,26 @@ def resource_groups(signal: Signal, request: Any) -> Any:
     return signal.shape.groups_of(request)
 
 
+class Metadata(dict[str, str]):
+    """Request metadata: each key's values joined with ';' (what from_context reads, as otelcol
+    joins them), with the values themselves kept apart for what must tell `a;b` from `a` and `b`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists: dict[str, list[str]] = {}
+
+    def add(self, key: str, value: str) -> None:
+        self.lists.setdefault(key, []).append(value)
+        self[key] = f"{self[key]};{value}" if key in self else value
+
+
+def metadata_values(metadata: dict[str, str], key: str) -> tuple[str, ...]:
+    """The values of one metadata key: none when absent, else each value the request carried."""
+    if isinstance(metadata, Metadata) and key in metadata.lists:
+        return tuple(metadata.lists[key])
+    return (metadata[key],) if key in metadata else ()
+
+
 @dataclass
 class Payload:
     """One export request of one signal, as bytes, as a message, or both."""

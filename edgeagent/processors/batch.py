@@ -15,7 +15,8 @@ from pydantic import Field, model_validator
 from edgeagent.component import ComponentConfig, Factory, Role
 from edgeagent.config.types import Duration, Uint32
 from edgeagent.errors import BadRequestError
-from edgeagent.queue import record
+from edgeagent.queue import batchkey, record
+from edgeagent.signals import metadata_values
 
 
 class BatchConfig(ComponentConfig):
@@ -45,10 +46,10 @@ class BatchProcessor:
         self._seen: set[bytes] = set()
 
     def batch_key(self, metadata: dict[str, str]) -> bytes:
-        """The values of `metadata_keys` for one request (empty when none are configured)."""
+        """The values of `metadata_keys` for one request, each key's kept apart (empty when none are configured)."""
         if not self._keys:
             return b""
-        key = "\x00".join(metadata.get(name, "") for name in self._keys).encode()
+        key = batchkey.encode([metadata_values(metadata, name) for name in self._keys])
         if len(key) > record.MAX_BATCH_KEY:
             raise BadRequestError(f"the values of {', '.join(self.config.metadata_keys)} take {len(key)} bytes, "
                                   f"more than the {record.MAX_BATCH_KEY} a queue record holds", status=400)
@@ -58,7 +59,7 @@ class BatchProcessor:
                 raise BadRequestError(f"too many distinct combinations of {', '.join(self.config.metadata_keys)} "
                                       f"(metadata_cardinality_limit {limit})", status=400)
             self._seen.add(key)
-        return key or b"\x00"
+        return key
 
     async def start(self) -> None:
         return None

@@ -19,7 +19,7 @@ import zstandard
 from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import CorruptRecordError
-from edgeagent.queue import maintenance, record
+from edgeagent.queue import batchkey, maintenance, record
 from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore, Table
 from edgeagent.receivers.codec import to_otlp_json
@@ -112,7 +112,7 @@ def peek(stores: list[QueueStore], limit: int) -> list[dict[str, Any]]:
                 row = {"queue": name, "seq": read.seq, "signal": header.signal.label, "items": header.items,
                        "bytes": len(read.body), "attempts": header.attempts,
                        "age_seconds": record.age_seconds(header.enqueued_ms, now_ms),
-                       "batch_key": header.batch_key.decode("utf-8", "replace")}
+                       "batch_key": batchkey.describe(header.batch_key)}
                 request = _parsed(header.signal, read.body)
                 if request is None:
                     row["error"] = f"not a valid {header.signal.label} request"

@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import BadRequestError
 from edgeagent.receivers import deprecated, utf8
-from edgeagent.signals import Payload, Signal
+from edgeagent.signals import Metadata, Payload, Signal
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -31,14 +31,13 @@ _ID_FIELDS = ("traceId", "spanId", "parentSpanId")  # snake_case keys are made c
 _CHUNK = 64 * 1024
 
 
-def metadata_of(pairs: Any) -> dict[str, str]:
-    """Request metadata with lowercased keys; repeated keys are joined with ';' as otelcol does."""
-    out: dict[str, str] = {}
+def metadata_of(pairs: Any) -> Metadata:
+    """Request metadata with lowercased keys; repeated keys are joined with ';' as otelcol does
+    (and kept apart for the batch processor's metadata_keys)."""
+    out = Metadata()
     for key, value in pairs:
-        if not isinstance(value, str):
-            continue  # binary gRPC metadata
-        key = key.lower()
-        out[key] = f"{out[key]};{value}" if key in out else value
+        if isinstance(value, str):  # not binary gRPC metadata
+            out.add(key.lower(), value)
     return out
 
 
