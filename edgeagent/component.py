@@ -33,6 +33,11 @@ class ComponentConfig(BaseModel):
         """Things the user should know about a config that is still accepted."""
         return []
 
+    def warnings_for(self, signal: str) -> list[tuple[str, str]]:
+        """(key, why) for each key this config takes that has no effect in a pipeline of `signal`;
+        said once for all the pipelines of that signal the component serves."""
+        return []
+
     def unfit_for(self, signal: str) -> tuple[str, str] | None:
         """(key, why) when this config cannot serve a pipeline of `signal` (traces, metrics or
         logs), as otelcol finds when it builds the pipeline; None when it can."""

@@ -151,6 +151,7 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str,
     _check_ports(document, (), errors)
     pipelines = _check_pipelines(service, sections, errors, registry)
     _check_connectors(sections, pipelines, errors, warnings)
+    _warn_per_signal(sections, pipelines, warnings)
     for index, ext_id in enumerate(service.extensions):
         if ext_id not in sections["extensions"] and ext_id not in _declared(document, "extensions"):
             errors.append((f"service::extensions::{index}", f"extension {ext_id!r} is not defined under extensions"
@@ -356,6 +357,23 @@ def _check_pipelines(service: ServiceConfig, sections: dict[str, dict[str, Compo
     if not service.pipelines and not any(path.split("::")[0] == "service" for path in _paths(errors)):
         errors.append(("service::pipelines", "define at least one pipeline (traces, metrics or logs)"))
     return pipelines
+
+
+def _warn_per_signal(sections: dict[str, dict[str, Component]], pipelines: list[Pipeline],
+                     warnings: list[str]) -> None:
+    """Keys a component takes that do nothing for a signal it serves: once per component and signal,
+    whichever pipelines of that signal use it."""
+    done: set[tuple[str, str, Signal]] = set()
+    for pipeline in pipelines:
+        for kind in ("receivers", "processors", "exporters"):
+            for component_id in getattr(pipeline, kind):
+                place = kind if component_id in sections[kind] else "connectors"
+                component = sections[place].get(component_id)
+                if component is None or (place, component_id, pipeline.signal) in done:
+                    continue
+                done.add((place, component_id, pipeline.signal))
+                warnings.extend(f"{place}::{component_id}::{key}: {why}"
+                                for key, why in component.config.warnings_for(pipeline.signal.label))
 
 
 def _check_connectors(sections: dict[str, dict[str, Component]], pipelines: list[Pipeline],

@@ -29,6 +29,14 @@ class AttributesConfig(ActionsConfig):
     include: MatchProperties | None = None
     exclude: MatchProperties | None = None
 
+    def warnings_for(self, signal: str) -> list[tuple[str, str]]:
+        if signal != "metrics":
+            return []
+        return [(f"{key}::resources", "has no effect in metrics pipelines: otelcol 0.165 selects metrics by "
+                 "metric_names alone (resources select spans and log records)")
+                for key, block in (("include", self.include), ("exclude", self.exclude))
+                if block is not None and block.resources]
+
     def unfit_for(self, signal: str) -> tuple[str, str] | None:
         for key, block in (("include", self.include), ("exclude", self.exclude)):
             if block is not None:

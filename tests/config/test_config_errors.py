@@ -158,6 +158,18 @@ def test_attribute_action_keys_otelcol_ignores_are_valid_with_a_warning(validate
         assert words in result.output, result.describe()
 
 
+def test_attribute_selection_by_resources_in_a_metrics_pipeline_is_valid_with_a_warning(validate, assert_valid):
+    """otelcol 0.165 selects metrics by metric_names alone: `resources` there is read for the
+    processor's traces and logs and silently not for metrics. The warning names the key, once for
+    all the metrics pipelines the processor serves, and not for a processor serving traces only."""
+    result = validate(CONFIG_DIR / "good-attributes-resources-in-metrics.yaml")
+    assert_valid(result)
+    for key in ("include", "exclude"):
+        words = f"processors::attributes/metrics::{key}::resources: has no effect in metrics pipelines"
+        assert result.output.count(words) == 1, result.describe()
+    assert "attributes/traces::include::resources" not in result.output, result.describe()
+
+
 def test_otelcols_queue_storage_and_default_value_keys_are_valid(validate, assert_valid):
     assert_valid(validate(CONFIG_DIR / "good-otelcol-queue-and-storage-keys.yaml"))
 
