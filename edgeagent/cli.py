@@ -145,30 +145,41 @@ def _upstream(args: argparse.Namespace) -> str | None:
 
 
 def cmd_print_config(args: argparse.Namespace) -> int:
-    """The merged config, environment expanded, secrets redacted unless --mode unredacted."""
+    """The effective config, as otelcol's: every component's settings with their defaults, keys in
+    order, secrets redacted unless --mode unredacted. A config that does not validate, with
+    --validate false, is printed as merged, environment expanded."""
+    from edgeagent.config.effective import effective_document
     from edgeagent.config.redact import redact
 
-    if args.validate:
-        try:
-            load(args.config, _upstream(args), args.set, _gates(args))
-        except ConfigError as error:
+    try:
+        config = load(args.config, _upstream(args), args.set, _gates(args))
+        document, warnings, in_order = effective_document(config), config.warnings, True
+    except ConfigError as error:
+        if args.validate:
             _print_errors(error)
             return EXIT_ERROR
-    environ, _ = _environ(_upstream(args))
-    sources = args.config or ["yaml:" + default_config_text()]
-    try:
-        document, warnings = raw_document(sources, environ, args.set, MERGE_APPEND in _gates(args))
-    except ConfigError as error:
-        _print_errors(error)
-        return EXIT_ERROR
+        merged = _merged_document(args)
+        if merged is None:
+            return EXIT_ERROR
+        (document, warnings), in_order = merged, False
     _print_warnings(warnings)
     if args.mode == "redacted":
         document = redact(document)
     if args.format == "json":
-        print(json.dumps(document, indent=2, default=str))
+        print(json.dumps(document, indent=2, default=str, sort_keys=in_order))
     else:
-        print(yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True), end="")
+        print(yaml.safe_dump(document, sort_keys=in_order, default_flow_style=False, allow_unicode=True), end="")
     return 0
+
+
+def _merged_document(args: argparse.Namespace) -> tuple[dict, list[str]] | None:
+    environ, _ = _environ(_upstream(args))
+    sources = args.config or ["yaml:" + default_config_text()]
+    try:
+        return raw_document(sources, environ, args.set, MERGE_APPEND in _gates(args))
+    except ConfigError as error:
+        _print_errors(error)
+        return None
 
 
 def _drain_timeout(args: argparse.Namespace) -> float:
@@ -586,11 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
     _config_flags(validate)
     validate.set_defaults(handler=cmd_validate)
     print_config = sub.add_parser("print-config", aliases=["print-initial-config"],
-                                  help="print the merged config with secrets redacted",
+                                  help="print the effective config with secrets redacted",
                                   description="Print the config run would start with: every --config merged, "
-                                              "--set applied, the environment expanded; header values, tokens, "
-                                              "passwords and TLS keys are shown as [REDACTED] unless --mode "
-                                              "unredacted.")
+                                              "--set applied, the environment expanded, every component's "
+                                              "defaults filled in; header values, tokens, passwords and TLS keys "
+                                              "are shown as [REDACTED] unless --mode unredacted.")
     _config_flags(print_config)
     print_config.add_argument("--mode", type=str.lower, choices=("redacted", "unredacted"), default="redacted",
                               help="redacted (default) masks secrets; unredacted shows them")

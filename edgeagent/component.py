@@ -10,7 +10,7 @@ import builtins
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
@@ -23,6 +23,8 @@ class ComponentConfig(BaseModel):
     """Base for component configs: unknown keys are errors, as in otelcol."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+    # settings whose being written matters (a warning, a conflict): print-config prints them only when written
+    UNSET_STAYS_UNSET: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
@@ -32,6 +34,14 @@ class ComponentConfig(BaseModel):
     def config_warnings(self) -> list[str]:
         """Things the user should know about a config that is still accepted."""
         return []
+
+    def written_unlike_default(self, name: str) -> bool:
+        """`name` is written in the config with a value other than its default (print-config's
+        output writes every default: such a key written back is not warned of)."""
+        if name not in self.model_fields_set:
+            return False
+        default = type(self).model_fields[name].get_default(call_default_factory=True, validated_data={})
+        return bool(getattr(self, name) != default)
 
     def warnings_for(self, signal: str) -> list[tuple[str, str]]:
         """(key, why) for each key this config takes that has no effect in a pipeline of `signal`;

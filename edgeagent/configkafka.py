@@ -143,6 +143,7 @@ class MetadataRetryConfig(ComponentConfig):
 
 class MetadataConfig(ComponentConfig):
     full: bool = True  # a no-op in otelcol 0.165 too
+    UNSET_STAYS_UNSET = frozenset({"full"})
     refresh_interval: Duration = Field(600.0, ge=0)  # 0 keeps the default, as otelcol
     retry: MetadataRetryConfig = Field(default_factory=MetadataRetryConfig)
 

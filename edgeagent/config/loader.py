@@ -461,7 +461,7 @@ def _warn_about_sub_pipelines(sections: dict[str, dict[str, Component]], pipelin
                 continue
             warned.add(exporter_id)
             for key in ("sending_queue", "retry_on_failure"):
-                if key in component.config.model_fields_set:
+                if component.config.written_unlike_default(key):
                     warnings.append(f"{component.path}::{key}: has no effect: {exporter_id} is used only in "
                                     f"pipelines fed by a connector, which send synchronously for the connector; "
                                     f"the connector's own queue and retry hold the data")

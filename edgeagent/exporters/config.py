@@ -56,7 +56,7 @@ class ExporterConfig(ComponentConfig):
         return value
 
     def config_warnings(self) -> list[str]:
-        if self.sending_queue.enabled or "retry_on_failure" not in self.model_fields_set \
+        if self.sending_queue.enabled or not self.written_unlike_default("retry_on_failure") \
                 or not self.retry_on_failure.enabled:
             return []
         return ["retry_on_failure has no effect with sending_queue::enabled: false: edgeagent makes one attempt "

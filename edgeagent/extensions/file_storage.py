@@ -36,6 +36,7 @@ class CompactionConfig(ComponentConfig):
     max_transaction_size: int = Field(65536, ge=0)
     check_interval: Duration = 5.0
     cleanup_on_start: bool = False
+    UNSET_STAYS_UNSET = frozenset({"max_transaction_size"})
 
     def config_warnings(self) -> list[str]:
         if "max_transaction_size" in self.model_fields_set:

@@ -73,6 +73,7 @@ class HealthCheckConfig(HttpServerConfig):
     check_collector_pipeline: CheckCollectorPipelineConfig | None = None
     component_health: ComponentHealthConfig | None = None
     use_v2: bool = False
+    UNSET_STAYS_UNSET = frozenset(_HANDLER_SETTINGS)  # each one written is warned of
     http: Any = _ABSENT  # the v2 settings: refused whatever they hold, even nothing (`http:`)
     grpc: Any = _ABSENT
 

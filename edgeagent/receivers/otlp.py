@@ -85,6 +85,7 @@ class HttpConfig(HttpServerConfig):
 class ProtocolsConfig(ComponentConfig):
     grpc: GrpcConfig | None = None
     http: HttpConfig | None = None
+    UNSET_STAYS_UNSET = frozenset({"grpc", "http"})  # hold defaults unwritten; only a written one is served
 
     _empty_means_defaults = null_keeps_defaults("grpc", "http")
 

@@ -345,6 +345,7 @@ class RateAllocationConfig(Settings):
 class CompositeConfig(PolicyBlock):
     max_total_spans_per_second: int = 0  # 0 (otelcol's default) or below: nothing is sampled
     policy_order: list[str] = Field(default_factory=list)  # not read by otelcol: policy_warnings
+    UNSET_STAYS_UNSET: ClassVar[frozenset[str]] = frozenset({"policy_order"})  # print-config: only when written
     # a sub-policy's name keys its rate_allocation; unnamed or repeated ones share the one share
     composite_sub_policy: list[CompositeSubPolicyConfig] = Field(default_factory=list)
     rate_allocation: list[RateAllocationConfig] = Field(default_factory=list)
