@@ -24,6 +24,7 @@ from edgeagent.queue.environment import MAX_DATABASES
 from edgeagent.queue.ops import Delete, items_of
 from edgeagent.queue.store import DEFAULT_MAP_SIZE, QueueStore
 from edgeagent.signals import Signal
+from tests.helpers.once import once_per_run
 
 QUEUE = "otlphttp/traces"  # the queue of the default config's exporter
 LARGE = 200_000
@@ -58,25 +59,30 @@ def _build(state: Path, records: int, dead: bool) -> None:
 
 
 class _Built(dict):
-    """The state directories built so far in this worker, each built when first asked for: a
-    test needs one or two of the four, and a worker may run only one of these tests."""
+    """The state directories built so far in this run, each built when first asked for, by the first
+    worker that asks (the others wait for it): a test needs one or two of the four, each of the large
+    two is needed by two tests, and the four tests usually run in as many workers."""
 
-    def __init__(self, base: Path):
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory):
         super().__init__()
-        self.base = base
+        self.tmp_path_factory = tmp_path_factory
 
     def __missing__(self, key: tuple[int, bool]) -> Path:
         records, dead = key
-        state = self.base / f"{records}-{'dead' if dead else 'queued'}"
-        _build(state, records, dead)
+
+        def build(state: Path) -> Path:
+            _build(state, records, dead)
+            return state
+
+        state = once_per_run(self.tmp_path_factory, f"queue-cli-{records}-{'dead' if dead else 'queued'}", build)
         self[key] = state
         return state
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> dict[tuple[int, bool], Path]:
-    """Each built once; each test works on a copy."""
-    return _Built(tmp_path_factory.mktemp("built"))
+    """Each built once per run; each test works on a copy."""
+    return _Built(tmp_path_factory)
 
 
 def _copy(built: Path, tmp_path: Path) -> Path:

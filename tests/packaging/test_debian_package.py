@@ -43,10 +43,11 @@ class Bootstrap:
         return self.root
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def debian_root(tmp_path_factory) -> Iterator[Bootstrap | None]:
-    """debootstrap of the install test's throwaway root, started with the module so that it downloads
-    while the package builds (each takes most of a minute); None where that test skips."""
+    """debootstrap of the install test's throwaway root, asked for before the package so that it
+    downloads while the package builds (each takes most of a minute); None where that test skips.
+    Only that test asks: a worker running the module's other tests makes no root it would kill unused."""
     debootstrap, mirror = find("debootstrap"), _mirror()
     if debootstrap is None or mirror is None or os.geteuid() != 0:
         yield None
@@ -115,7 +116,7 @@ def test_the_virtualenv_runs_on_the_python_version_it_was_built_for(package, tmp
     assert lib.name in [word.strip().split(" ")[0] for word in depends.split(",")], depends
 
 
-def test_package_installs_upgrades_keeping_queue_and_config_removes_and_purges_in_a_debian_root(package, debian_root):
+def test_package_installs_upgrades_keeping_queue_and_config_removes_and_purges_in_a_debian_root(debian_root, package):
     require("debootstrap", "apt-get install -y debootstrap")
     if os.geteuid() != 0:
         pytest.skip("debootstrap and chroot need root (CI runs as root)")
