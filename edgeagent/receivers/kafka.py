@@ -81,6 +81,13 @@ _WINDOW = 16  # messages of one partition in flight at once
 _BACKLOG = 256  # fetched records of one partition waiting before its fetching pauses
 _HELD_BYTES = 64 << 20  # message bytes fetched and not yet durable, over all partitions, before fetching pauses
 _QUIET = 60.0  # seconds without a malformed message that end an episode
+# How long the group waits for its members to rejoin once a rebalance began: franz-go's default,
+# as otelcol's receiver asks it (it has no key for it). aiokafka would ask session_timeout, while
+# a revoke (settling in-flight messages, then committing) may take session_timeout and a second;
+# a member not back in time is dropped from the group and its commit refused. With a
+# session_timeout past a minute, the revoke's bound and this margin win.
+_REBALANCE_TIMEOUT = 60.0
+_REVOKE_MARGIN = 5.0
 LAG = "kafka_consumer_lag"
 
 
@@ -231,6 +238,7 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
         options = {**self.client_options(), "group_id": self.group_id, "auto_offset_reset": self.initial_offset,
                    "enable_auto_commit": False, "session_timeout_ms": int(self.session_timeout * 1000),
                    "heartbeat_interval_ms": int(self.heartbeat_interval * 1000),
+                   "rebalance_timeout_ms": int(max(_REBALANCE_TIMEOUT, self.session_timeout + _REVOKE_MARGIN) * 1000),
                    "fetch_min_bytes": self.min_fetch_size, "fetch_max_wait_ms": int(self.max_fetch_wait * 1000),
                    "max_partition_fetch_bytes": self.max_partition_fetch_size,
                    "partition_assignment_strategy": tuple(_ASSIGNORS[name] for name in strategies)}

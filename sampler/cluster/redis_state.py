@@ -20,12 +20,23 @@ task sends them in pipelines of up to `send_batch_size` SETs, one round trip eac
 `flush_interval` after the first one waited. Reads: `lookup` is one MGET for all the ids a
 caller asks about, bounded by `operation_timeout`.
 
-Outages: a connection error or a timeout marks Redis down: one warning per outage, the gauge
-`edgeagent_sampler_shared_state_up` at 0. While down, lookups answer {} at once (the replica
-decides with its local caches only) and publishes are dropped and counted; nothing raises to
-the caller. One task probes under exponential backoff (cancelled by shutdown) and
-marks Redis up again, with an info log. Decisions dropped during an outage are not replayed:
-the replica that made them still follows them through its local cache.
+Outages: a connection error or a timeout of any one operation marks Redis down: one warning
+per outage, the gauge `edgeagent_sampler_shared_state_up` at 0. While down, lookups answer {}
+at once (the replica decides with its local caches only); nothing raises to the caller. One
+task probes under exponential backoff (cancelled by shutdown) and marks Redis up again, with an
+info log. A single timeout is often no outage at all (the event loop stalled past
+`operation_timeout`, a failover, a restart), so decisions are not thrown away with it: those
+waiting, a batch whose write failed and those published while down all keep waiting, and the
+writer sends them once the probe finds Redis back. A rewrite is harmless: NX with GET answers
+the value already there, the replica's own if the lost reply's write took effect.
+
+Bounds while down: size, the same `_PENDING_BATCHES` batches (100,000 decisions with the default
+batch size, about 20 MB); past it the oldest decisions give way, counted as `overflow`, since
+late spans follow fresh decisions and an old decision's trace is mostly over. Time, `ttl`: a
+decision lives ttl from when it was made, so each one waiting carries that moment; one that
+waited longer is counted as `expired` rather than sent, the others are written with what
+remains of their ttl. A long outage therefore costs the oldest decisions, never more memory.
+Shutdown while down does not wait for Redis: what waits is counted as `shutdown`.
 
 Crash and restart: nothing here is kept on the replica; what Redis holds outlives it, so a
 restarted replica follows the decisions it made before the restart as well.
@@ -34,10 +45,10 @@ restarted replica follows the decisions it made before the restart as well.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +65,7 @@ log = logging.getLogger(__name__)
 
 _KEPT, _DROPPED = b"1", b"0"
 _PROBE = b"probe"  # deleted by the probes, after the prefix: no decision's key (not hex)
-_PENDING_BATCHES = 100  # decisions waiting beyond this many batches are dropped (counted): bounded memory
+_PENDING_BATCHES = 100  # beyond this many batches of decisions waiting, the oldest are dropped (counted)
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 _PREFIX = "edgeagent_sampler_shared_state_"
@@ -90,10 +101,13 @@ class SharedDecisions:
         self._ttl_ms = int(config.ttl * 1000)
         self._max_pending = _PENDING_BATCHES * config.send_batch_size
         self._redis: Redis | None = None
-        self._pending: dict[bytes, bool] = {}
+        # trace id -> when it was decided (time.monotonic(), > 0), negated for a drop; oldest first
+        self._pending: OrderedDict[bytes, float] = OrderedDict()
         self._queued = asyncio.Event()  # something waits in _pending
         self._full = asyncio.Event()  # a whole batch waits, or shutdown: send without lingering
         self._down = asyncio.Event()  # wakes the reconnect task
+        self._available = asyncio.Event()  # set while up: the writer waits on it
+        self._broken = False  # a task failed (a bug): nothing is queued any more
         self._closing = False
         self._down_since: float | None = None  # None: up, or not yet connected since start
         self._refusing = False  # Redis answers but refuses writes (e.g. OOM): warned once
@@ -133,6 +147,7 @@ class SharedDecisions:
             return
         self._redis = Redis(connection_pool=_pool(self.config), retry=Retry(NoBackoff(), 0))
         self._closing = False
+        self._broken = False
         self._down_since = None
         self._tasks = [asyncio.create_task(self._write_loop(), name=f"shared_state_writer:{self.id}"),
                        asyncio.create_task(self._reconnect_loop(), name=f"shared_state_reconnect:{self.id}")]
@@ -149,8 +164,9 @@ class SharedDecisions:
         self._full.set()
         (writer, reconnect), self._tasks = self._tasks, []
         reconnect.cancel()
-        batches = len(self._pending) // self.config.send_batch_size + 1
-        await asyncio.wait({writer}, timeout=self.config.operation_timeout * (batches + 1))
+        if self.up:  # down, nothing would be sent: do not wait for it
+            batches = len(self._pending) // self.config.send_batch_size + 1
+            await asyncio.wait({writer}, timeout=self.config.operation_timeout * (batches + 1))
         writer.cancel()
         await asyncio.gather(writer, reconnect, return_exceptions=True)
         if self._pending:
@@ -166,7 +182,8 @@ class SharedDecisions:
                       exc_info=task.exception(), extra={"processor": self.id})
             for other in self._tasks:
                 other.cancel()
-            self.up = False
+            self._broken = True
+            self._mark_down()
 
     # ---- reads -----------------------------------------------------------------------------
 
@@ -193,21 +210,39 @@ class SharedDecisions:
     # ---- writes ----------------------------------------------------------------------------
 
     def publish(self, decisions: dict[bytes, bool]) -> None:
-        """Queue decisions for Redis and return at once; dropped (counted) while Redis is down."""
+        """Queue decisions for Redis and return at once, while Redis is down too (they wait for
+        it, within the bounds of the design note); dropped (counted) before start, after shutdown."""
         if not decisions:
             return
-        if not self.up or self._closing:
+        if self._redis is None or self._closing or self._broken:
             self._count("dropped_decisions", len(decisions), "unavailable")
             return
-        room = self._max_pending - len(self._pending)
-        if len(decisions) > room:
-            self._count("dropped_decisions", len(decisions) - max(room, 0), "overflow")
-            decisions = dict(itertools.islice(decisions.items(), max(room, 0)))
-        self._pending.update(decisions)
-        if self._pending:
-            self._queued.set()
+        now = time.monotonic()
+        for trace_id, keep in decisions.items():
+            self._pending[trace_id] = now if keep else -now
+            self._pending.move_to_end(trace_id)  # decided again: as fresh as the others here
+        self._trim()
+        self._queued.set()
         if len(self._pending) >= self.config.send_batch_size:
             self._full.set()
+
+    def _trim(self) -> None:
+        """The oldest decisions give way beyond the bound (counted)."""
+        excess = len(self._pending) - self._max_pending
+        if excess > 0:
+            self._count("dropped_decisions", excess, "overflow")
+            for _ in range(excess):
+                self._pending.popitem(last=False)
+
+    def _requeue(self, batch: dict[bytes, float]) -> None:
+        """A batch whose write failed waits again, before the decisions made since."""
+        for trace_id, stamp in reversed(batch.items()):
+            if trace_id not in self._pending:  # else decided again meanwhile: that one stays
+                self._pending[trace_id] = stamp
+                self._pending.move_to_end(trace_id, last=False)
+        self._trim()
+        if self._pending:
+            self._queued.set()
 
     async def _write_loop(self) -> None:
         """The only sender of decisions: one pipeline (one round trip) per batch."""
@@ -218,41 +253,54 @@ class SharedDecisions:
                     await asyncio.wait_for(self._full.wait(), self.config.flush_interval)
                 except TimeoutError:
                     pass
+            if not self.up:  # what waits keeps waiting for the probe to find Redis back
+                if self._closing:
+                    return
+                await self._available.wait()
+                continue
             batch = self._take()
             if batch:
                 await self._write(batch)
             if self._closing and not self._pending:
                 return
 
-    def _take(self) -> dict[bytes, bool]:
-        size = self.config.send_batch_size
-        if len(self._pending) <= size:
-            batch, self._pending = self._pending, {}
-        else:
-            batch = dict(itertools.islice(self._pending.items(), size))
-            for trace_id in batch:
-                del self._pending[trace_id]
+    def _take(self) -> dict[bytes, float]:
+        """Up to a batch of the oldest decisions waiting, less those older than ttl (counted)."""
+        batch: dict[bytes, float] = {}
+        oldest = time.monotonic() - self._ttl_ms / 1000
+        expired = 0
+        while self._pending and len(batch) < self.config.send_batch_size:
+            trace_id, stamp = self._pending.popitem(last=False)
+            if abs(stamp) > oldest:
+                batch[trace_id] = stamp
+            else:
+                expired += 1
+        if expired:
+            self._count("dropped_decisions", expired, "expired")
         if not self._pending:
             self._queued.clear()
-        if len(self._pending) < size and not self._closing:
+        if len(self._pending) < self.config.send_batch_size and not self._closing:
             self._full.clear()
         return batch
 
-    async def _write(self, batch: dict[bytes, bool]) -> None:
+    async def _write(self, batch: dict[bytes, float]) -> None:
         assert self._redis is not None, "the writer runs between start() and shutdown()"
         pipe = self._redis.pipeline(transaction=False)
-        for trace_id, keep in batch.items():
-            pipe.set(self._key(trace_id), _KEPT if keep else _DROPPED, px=self._ttl_ms, nx=True, get=True)
+        now = time.monotonic()
+        for trace_id, stamp in batch.items():  # a decision lives ttl from when it was made
+            ttl_ms = max(1, self._ttl_ms - int((now - abs(stamp)) * 1000))
+            pipe.set(self._key(trace_id), _KEPT if stamp > 0 else _DROPPED, px=ttl_ms, nx=True, get=True)
         try:
             async with asyncio.timeout(self.config.operation_timeout):
                 replies = await pipe.execute(raise_on_error=False)
         except _OUTAGE as exc:
-            self._count("dropped_decisions", len(batch), "unavailable")
             self._failed("publish", exc)
+            self._requeue(batch)
             return
         refused: list[Exception] = []
         foreign = 0  # keys holding a value that is no decision: as lookups do, not followed
-        for (trace_id, keep), reply in zip(batch.items(), replies, strict=False):
+        for (trace_id, stamp), reply in zip(batch.items(), replies, strict=False):
+            keep = stamp > 0
             if isinstance(reply, Exception):
                 refused.append(reply)
             elif reply is not None and reply not in (_KEPT, _DROPPED):
@@ -296,6 +344,7 @@ class SharedDecisions:
                 "processor": self.id, "url": self.url, "outage_seconds": round(time.monotonic() - self._down_since, 1)})
         self._down_since = None
         self.up = True
+        self._available.set()
         return True
 
     def _failed(self, operation: str, exc: BaseException) -> None:
@@ -305,12 +354,12 @@ class SharedDecisions:
             log.warning("shared decisions are unavailable; deciding with local caches only until Redis answers",
                         extra={"processor": self.id, "url": self.url, "operation": operation,
                                "error": str(exc) or type(exc).__name__})
-        self.up = False
-        if self._pending:
-            self._count("dropped_decisions", len(self._pending), "unavailable")
-            self._pending.clear()
-            self._queued.clear()
+        self._mark_down()
         self._down.set()
+
+    def _mark_down(self) -> None:
+        self.up = False
+        self._available.clear()
 
     async def _reconnect_loop(self) -> None:
         """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it."""

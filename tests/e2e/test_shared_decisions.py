@@ -115,12 +115,16 @@ def test_redis_lost_and_back_while_an_agent_samples(agents, upstream, redis_serv
     wait_until(lambda: late_kept in _span_ids(upstream)[kept_trace], timeout=10, message="late span, local cache")
     time.sleep(2.5)
     assert set(_span_ids(upstream)) == {kept_trace}
-    assert replica.metric("edgeagent_sampler_shared_state_dropped_decisions", reason="unavailable") >= 2
-    assert replica.health()[1]["tail_sampling"]["tail_sampling"]["shared_state"]["up"] is False
+    shared_state = replica.health()[1]["tail_sampling"]["tail_sampling"]["shared_state"]
+    assert shared_state["up"] is False and shared_state["waiting_decisions"] >= 2  # kept for Redis
 
-    # Redis back (empty): the agent reconnects and shares its new decisions again
+    # Redis back (empty): the agent reconnects, sends the decisions of the outage, shares new ones
     redis_server.start()
     wait_until(lambda: replica.metric("edgeagent_sampler_shared_state_up") == 1, timeout=30, message="reconnect")
+    with redis_server.client() as redis:
+        wait_until(lambda: (redis.get(_decision_key(kept_trace)), redis.get(_decision_key(dropped_trace)))
+                   == (b"1", b"0"), timeout=10, message="the outage's decisions shared")
+    assert replica.metric("edgeagent_sampler_shared_state_dropped_decisions", reason="unavailable") == 0
     new_trace, new_spans = client.trace("vip")
     client.flush()
     wait_until(lambda: _span_ids(upstream).get(new_trace) == new_spans, timeout=30, message="a trace after")

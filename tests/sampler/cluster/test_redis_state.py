@@ -174,7 +174,7 @@ def test_the_first_decision_wins_and_a_replica_that_decided_otherwise_follows_it
     asyncio.run(scenario())
 
 
-def test_redis_killed_mid_run_gives_empty_lookups_dropped_publishes_and_one_warning(redis_server, caplog):
+def test_redis_killed_mid_run_gives_empty_lookups_waiting_publishes_and_one_warning(redis_server, caplog):
     async def scenario():
         shared = _shared(redis_server)
         await shared.start()
@@ -197,8 +197,12 @@ def test_redis_killed_mid_run_gives_empty_lookups_dropped_publishes_and_one_warn
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         assert _counter(shared, "errors", "lookup") == 1
         assert _counter(shared, "errors", "connect") >= 1
-        assert _counter(shared, "dropped_decisions", "unavailable") == 50
-        await shared.shutdown()
+        assert _counter(shared, "dropped_decisions", "unavailable") == 0
+        assert shared.health()["waiting_decisions"] == 1  # one id, decided 50 times, waits for Redis
+        started = time.monotonic()
+        await shared.shutdown()  # down: nothing to wait for
+        assert time.monotonic() - started < 0.5
+        assert _counter(shared, "dropped_decisions", "shutdown") == 1
     asyncio.run(scenario())
 
 
@@ -390,4 +394,89 @@ def test_decisions_are_shared_whatever_the_url_query_says_of_replies_and_timeout
             redis_server.process.send_signal(signal.SIGCONT)
         for shared in (first, second):
             await shared.shutdown()
+    asyncio.run(scenario())
+
+
+def _in_redis(server: RedisServer, decisions: dict[bytes, bool]) -> dict[bytes, bool]:
+    """The decisions Redis holds for these ids, read with a client of the test's own."""
+    with server.client() as client:
+        values = client.mget([f"edgeagent:decision:{trace_id.hex()}" for trace_id in decisions])
+    return {trace_id: value == b"1" for trace_id, value in zip(decisions, values, strict=True) if value is not None}
+
+
+def test_decisions_made_before_and_during_a_short_stall_reach_redis_once_it_answers_again(redis_server):
+    """One operation timing out (Redis paused longer than operation_timeout) marks Redis down, but
+    the decisions waiting then, and those made while down, are sent once the probe finds it back."""
+    async def scenario():
+        shared = _shared(redis_server, operation_timeout="100ms", flush_interval="50ms")
+        await shared.start()
+        before, during = dict.fromkeys(_ids(20, 1), True), dict.fromkeys(_ids(20, 2), False)
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            shared.publish(before)  # waiting for the writer when the lookup times out
+            assert await shared.lookup(_ids(3, 9)) == {}
+            assert _up(shared) == 0
+            shared.publish(during)
+            assert await shared.lookup(_ids(3, 9)) == {}  # down: answered at once
+            await asyncio.sleep(0.3)
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        await _until(lambda: shared.up, timeout=15, message="recovery")
+        await _until(lambda: _in_redis(redis_server, {**before, **during}) == {**before, **during},
+                     message="the decisions of the stall in Redis")
+        assert _counter(shared, "dropped_decisions", "unavailable") == 0
+        assert _counter(shared, "published_decisions") == 40
+        await shared.shutdown()
+    asyncio.run(scenario())
+
+
+def test_a_long_outage_keeps_the_newest_decisions_within_the_bound_and_counts_the_rest(redis_server):
+    """send_batch_size 10: at most 100 batches, 1,000 decisions, wait while Redis is down; the
+    oldest give way (counted) and the newest are sent when it is back."""
+    async def scenario():
+        shared = _shared(redis_server, operation_timeout="100ms", send_batch_size=10)
+        await shared.start()
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            assert await shared.lookup(_ids(1, 9)) == {}
+            assert not shared.up
+            decisions = {trace_id: index % 3 == 0 for index, trace_id in enumerate(_ids(3000, 4))}
+            items = list(decisions.items())
+            for start in range(0, len(items), 7):
+                shared.publish(dict(items[start:start + 7]))
+                assert shared.health()["waiting_decisions"] <= 1000
+            assert shared.health()["waiting_decisions"] == 1000
+            assert _counter(shared, "dropped_decisions", "overflow") == 2000
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        newest, oldest = dict(items[2000:]), dict(items[:2000])
+        await _until(lambda: _in_redis(redis_server, newest) == newest, timeout=15,
+                     message="the newest decisions in Redis")
+        assert _in_redis(redis_server, oldest) == {}
+        await shared.shutdown()
+    asyncio.run(scenario())
+
+
+def test_a_decision_that_waited_longer_than_its_ttl_is_not_sent(redis_server):
+    """A decision lives ttl from when it was made: one that waited out an outage longer than that
+    would outlive its trace in Redis; it is counted, and one made later is sent."""
+    async def scenario():
+        shared = _shared(redis_server, operation_timeout="100ms", ttl="2s")
+        await shared.start()
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            assert await shared.lookup(_ids(1, 9)) == {}
+            stale = dict.fromkeys(_ids(5, 1), True)
+            shared.publish(stale)
+            await asyncio.sleep(2.1)
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        fresh = dict.fromkeys(_ids(5, 2), True)
+        shared.publish(fresh)  # most likely before the probe finds Redis back; sent either way
+        await _until(lambda: _in_redis(redis_server, fresh) == fresh, timeout=15, message="the fresh decisions")
+        assert _in_redis(redis_server, stale) == {}
+        assert _counter(shared, "dropped_decisions", "expired") == 5
+        with redis_server.client() as client:
+            assert 0 < client.pttl(f"edgeagent:decision:{_ids(1, 2)[0].hex()}") <= 2000
+        await shared.shutdown()
     asyncio.run(scenario())
