@@ -4,16 +4,8 @@ must leave the same items upstream of a real edgeagent and a real otelcol."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import Any
-
-import yaml
-
-from tests.helpers.net import free_port, wait_until
-from tests.helpers.otlp_post import post
-from tests.helpers.upstream import Upstream
-from tests.interop.test_filter_side_by_side import _edge_logs, _metrics, _survivors, _traces
+from tests.interop.test_filter_conditions_side_by_side import side_by_side
+from tests.interop.test_filter_side_by_side import _edge_logs
 
 CONDITIONS: dict[str, list[str]] = {
     "traces": [
@@ -54,56 +46,7 @@ CONDITIONS: dict[str, list[str]] = {
         'log.dropped_attributes_count == 0 and Len(log.attributes) > 0',
     ],
 }
-PIPELINES = [(signal, index) for signal, conditions in CONDITIONS.items() for index in range(len(conditions))]
-
-
-def _name(signal: str, index: int) -> str:
-    return f"{signal}/{index}"
-
-
-def _config(upstreams: dict[str, Upstream], exporter: str, endpoint: str) -> dict[str, Any]:
-    key = {"traces": "trace_conditions", "metrics": "metric_conditions", "logs": "log_conditions"}
-    return {
-        "receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
-        "processors": {f"filter/{signal}{index}": {key[signal]: [CONDITIONS[signal][index]]}
-                       for signal, index in PIPELINES},
-        "exporters": {f"{exporter}/{signal}{index}": {"endpoint": upstreams[_name(signal, index)].url,
-                                                      "sending_queue": {"enabled": False}}
-                      for signal, index in PIPELINES},
-        "service": {"pipelines": {_name(signal, index): {
-            "receivers": ["otlp"], "processors": [f"filter/{signal}{index}"],
-            "exporters": [f"{exporter}/{signal}{index}"]} for signal, index in PIPELINES}},
-    }
 
 
 def test_each_further_condition_leaves_the_same_items_in_edgeagent_and_otelcol(agents, otelcol):
-    ours = {_name(*pipeline): Upstream(free_port()).start() for pipeline in PIPELINES}
-    theirs = {_name(*pipeline): Upstream(free_port()).start() for pipeline in PIPELINES}
-    try:
-        with tempfile.TemporaryDirectory() as directory:
-            config = _config(ours, "otlp_http", "127.0.0.1:0")
-            config["extensions"] = {"health_check": {}}
-            config["service"]["extensions"] = ["health_check"]
-            path = Path(directory) / "agent.yaml"
-            path.write_text(yaml.safe_dump(config))
-            agent = agents(["run", "--config", str(path)])
-            port = free_port()
-            otelcol(_config(theirs, "otlphttp", f"127.0.0.1:{port}"))
-            for target in (agent.http_port, port):
-                assert post(target, _traces())[0] == 200
-                assert post(target, _metrics(), "/v1/metrics")[0] == 200
-                assert post(target, _edge_logs(), "/v1/logs")[0] == 200
-            wait_until(lambda: sum(len(up.requests) for up in theirs.values())
-                       == sum(len(up.requests) for up in ours.values()) > 0, timeout=20,
-                       message="as many requests upstream of both")
-            differing = {}
-            for name in ours:
-                mine, reference = _survivors(ours[name]), _survivors(theirs[name])
-                if mine != reference:
-                    differing[name] = (CONDITIONS[name.split("/")[0]][int(name.split("/")[1])], mine, reference)
-            assert not differing
-            kept = [sum(len(items) for items in _survivors(up).values()) for up in theirs.values()]
-            assert len(set(kept)) > 5, kept  # the conditions select different items
-    finally:
-        for upstream in [*ours.values(), *theirs.values()]:
-            upstream.stop()
+    side_by_side(agents, otelcol, CONDITIONS, _edge_logs)

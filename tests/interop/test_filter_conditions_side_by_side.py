@@ -6,6 +6,7 @@ each context's fields on the kinds of item where they are nil."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,45 +56,53 @@ CONDITIONS: dict[str, list[str]] = {
         'log.trace_id.string == "00000000000000000000000000000000"',
     ],
 }
-PIPELINES = [(signal, index) for signal, conditions in CONDITIONS.items() for index in range(len(conditions))]
+Conditions = dict[str, list[str]]
 
 
 def _name(signal: str, index: int) -> str:
     return f"{signal}/{index}"
 
 
-def _config(upstreams: dict[str, Upstream], exporter: str, endpoint: str) -> dict[str, Any]:
+def _pipelines(conditions: Conditions) -> list[tuple[str, int]]:
+    return [(signal, index) for signal, listed in conditions.items() for index in range(len(listed))]
+
+
+def _config(conditions: Conditions, upstreams: dict[str, Upstream], exporter: str, endpoint: str) -> dict[str, Any]:
+    key = {"traces": "trace_conditions", "metrics": "metric_conditions", "logs": "log_conditions"}
+    pipelines = _pipelines(conditions)
     return {
         "receivers": {"otlp": {"protocols": {"http": {"endpoint": endpoint}}}},
-        "processors": {f"filter/{signal}{index}": {f"{signal[:-1] if signal != 'logs' else 'log'}_conditions":
-                                                   [CONDITIONS[signal][index]]}
-                       for signal, index in PIPELINES},
+        "processors": {f"filter/{signal}{index}": {key[signal]: [conditions[signal][index]]}
+                       for signal, index in pipelines},
         "exporters": {f"{exporter}/{signal}{index}": {"endpoint": upstreams[_name(signal, index)].url,
                                                       "sending_queue": {"enabled": False}}
-                      for signal, index in PIPELINES},
+                      for signal, index in pipelines},
         "service": {"pipelines": {_name(signal, index): {
             "receivers": ["otlp"], "processors": [f"filter/{signal}{index}"],
-            "exporters": [f"{exporter}/{signal}{index}"]} for signal, index in PIPELINES}},
+            "exporters": [f"{exporter}/{signal}{index}"]} for signal, index in pipelines}},
     }
 
 
-def test_each_condition_leaves_the_same_items_in_edgeagent_and_otelcol(agents, otelcol):
-    ours = {_name(*pipeline): Upstream(free_port()).start() for pipeline in PIPELINES}
-    theirs = {_name(*pipeline): Upstream(free_port()).start() for pipeline in PIPELINES}
+def side_by_side(agents: Any, otelcol: Any, conditions: Conditions, logs: Callable[[], Any]) -> None:
+    """One pipeline per condition in both; the same traces, metrics and `logs()` into each; every
+    pipeline must leave the same items upstream of both."""
+    pipelines = _pipelines(conditions)
+    ours = {_name(*pipeline): Upstream(free_port()).start() for pipeline in pipelines}
+    theirs = {_name(*pipeline): Upstream(free_port()).start() for pipeline in pipelines}
     try:
         with tempfile.TemporaryDirectory() as directory:
-            config = _config(ours, "otlp_http", "127.0.0.1:4318")
+            config = _config(conditions, ours, "otlp_http", "127.0.0.1:4318")
             config["extensions"] = {"health_check": {}}
             config["service"]["extensions"] = ["health_check"]
             path = Path(directory) / "agent.yaml"
             path.write_text(yaml.safe_dump(config))
             agent = agents(["run", "--config", str(path)])
             port = free_port()
-            otelcol(_config(theirs, "otlphttp", f"127.0.0.1:{port}"))
+            otelcol(_config(conditions, theirs, "otlphttp", f"127.0.0.1:{port}"))
             for target in (agent.http_port, port):
                 assert post(target, _traces())[0] == 200
                 assert post(target, _metrics(), "/v1/metrics")[0] == 200
-                assert post(target, _logs(), "/v1/logs")[0] == 200
+                assert post(target, logs(), "/v1/logs")[0] == 200
             # a pipeline whose filter drops everything sends nothing: wait for the others, then settle
             wait_until(lambda: sum(len(up.requests) for up in theirs.values())
                        == sum(len(up.requests) for up in ours.values()) > 0, timeout=20,
@@ -102,10 +111,14 @@ def test_each_condition_leaves_the_same_items_in_edgeagent_and_otelcol(agents, o
             for name in ours:
                 mine, reference = _survivors(ours[name]), _survivors(theirs[name])
                 if mine != reference:
-                    differing[name] = (CONDITIONS[name.split("/")[0]][int(name.split("/")[1])], mine, reference)
+                    differing[name] = (conditions[name.split("/")[0]][int(name.split("/")[1])], mine, reference)
             assert not differing
             kept = [sum(len(items) for items in _survivors(up).values()) for up in theirs.values()]
             assert len(set(kept)) > 5, kept  # the conditions select different items
     finally:
         for upstream in [*ours.values(), *theirs.values()]:
             upstream.stop()
+
+
+def test_each_condition_leaves_the_same_items_in_edgeagent_and_otelcol(agents, otelcol):
+    side_by_side(agents, otelcol, CONDITIONS, _logs)
