@@ -132,6 +132,31 @@ def _config(upstream: Upstream, endpoint: str, exporter: str) -> dict[str, Any]:
     }
 
 
+def _start_both(agents: Any, otelcol: Any, directory: Path, ours: Upstream, theirs: Upstream,
+                processors: dict[str, Any], chains: dict[str, list[str]], queued: bool = False,
+                env: dict[str, str] | None = None) -> tuple[int, int]:
+    """edgeagent and otelcol with the same `processors`, each signal of `chains` through its chain;
+    edgeagent's exporter with its sending queue when `queued` (as the guides run it). Their ports."""
+    settings = _config(ours, "127.0.0.1:0", "otlp_http")
+    settings["processors"] = processors
+    settings["service"]["pipelines"] = {signal: {"receivers": ["otlp"], "processors": chain,
+                                                 "exporters": ["otlp_http"]} for signal, chain in chains.items()}
+    if queued:
+        settings["exporters"]["otlp_http"] = {"endpoint": ours.url}
+    settings["extensions"] = {"health_check": {}}  # the agent fixture waits for readiness
+    settings["service"]["extensions"] = ["health_check"]
+    config = directory / "agent.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    agent = agents(["run", "--config", str(config), "--state-dir", str(directory / "state")], env=env)
+    reference_port = free_port()
+    reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
+    reference["processors"] = processors
+    reference["service"]["pipelines"] = {signal: {"receivers": ["otlp"], "processors": chain,
+                                                  "exporters": ["otlphttp"]} for signal, chain in chains.items()}
+    otelcol(reference)
+    return agent.http_port, reference_port
+
+
 def _attributes(attributes: Any) -> dict[str, Any]:
     return {kv.key: MessageToDict(kv.value) for kv in attributes}
 
@@ -161,15 +186,8 @@ def test_the_same_attributes_leave_edgeagent_and_otelcol(agents, otelcol):
     ours, theirs = Upstream(free_port()).start(), Upstream(free_port()).start()
     try:
         with tempfile.TemporaryDirectory() as directory:
-            config = Path(directory) / "agent.yaml"
-            settings = _config(ours, "127.0.0.1:0", "otlp_http")
-            settings["extensions"] = {"health_check": {}}  # the agent fixture waits for readiness
-            settings["service"]["extensions"] = ["health_check"]
-            config.write_text(yaml.safe_dump(settings))
-            agent = agents(["run", "--config", str(config)])
-            reference_port = free_port()
-            otelcol(_config(theirs, f"127.0.0.1:{reference_port}", "otlphttp"))
-            for port in (agent.http_port, reference_port):
+            ports = _start_both(agents, otelcol, Path(directory), ours, theirs, PROCESSORS, CHAINS)
+            for port in ports:
                 assert post(port, _traces())[0] == 200
                 assert post(port, _metrics(), "/v1/metrics")[0] == 200
                 assert post(port, _logs(), "/v1/logs")[0] == 200
@@ -214,22 +232,9 @@ def test_env_values_get_the_type_otelcol_gives_them(agents, otelcol, monkeypatch
     ours, theirs = Upstream(free_port()).start(), Upstream(free_port()).start()
     try:
         with tempfile.TemporaryDirectory() as directory:
-            settings = _config(ours, "127.0.0.1:0", "otlp_http")
-            settings["processors"] = processors
-            settings["service"]["pipelines"] = {"traces": {"receivers": ["otlp"], "processors": ["attributes"],
-                                                           "exporters": ["otlp_http"]}}
-            settings["extensions"] = {"health_check": {}}
-            settings["service"]["extensions"] = ["health_check"]
-            config = Path(directory) / "agent.yaml"
-            config.write_text(yaml.safe_dump(settings))
-            agent = agents(["run", "--config", str(config)], env={**ENV_VALUES, "EA_EMPTY": ""})
-            reference_port = free_port()
-            reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
-            reference["processors"] = processors
-            reference["service"]["pipelines"] = {"traces": {"receivers": ["otlp"], "processors": ["attributes"],
-                                                            "exporters": ["otlphttp"]}}
-            otelcol(reference)
-            for port in (agent.http_port, reference_port):
+            ports = _start_both(agents, otelcol, Path(directory), ours, theirs, processors,
+                                {"traces": ["attributes"]}, env={**ENV_VALUES, "EA_EMPTY": ""})
+            for port in ports:
                 assert post(port, _traces())[0] == 200
             wait_until(lambda: all(len(up.received("traces")) == 1 for up in (ours, theirs)), timeout=20,
                        message="the traces upstream of both")
@@ -266,22 +271,9 @@ def test_the_seeds_constant_upserts_reach_upstream_as_otelcols_do(agents, otelco
     ours, theirs = Upstream(free_port()).start(), Upstream(free_port()).start()
     try:
         processors = {"attributes": {"actions": SEED_ACTIONS}}
-        pipelines = {signal: {"receivers": ["otlp"], "processors": ["attributes"], "exporters": ["otlp_http"]}
-                     for signal in CHAINS}
-        settings = {"receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
-                    "processors": processors, "exporters": {"otlp_http": {"endpoint": ours.url}},
-                    "extensions": {"health_check": {}},
-                    "service": {"extensions": ["health_check"], "pipelines": pipelines}}
-        config = tmp_path / "agent.yaml"
-        config.write_text(yaml.safe_dump(settings))
-        agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")])
-        reference_port = free_port()
-        reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
-        reference["processors"] = processors
-        for pipeline in reference["service"]["pipelines"].values():
-            pipeline["processors"] = ["attributes"]
-        otelcol(reference)
-        for port in (agent.http_port, reference_port):
+        ports = _start_both(agents, otelcol, tmp_path, ours, theirs, processors,
+                            dict.fromkeys(CHAINS, ["attributes"]), queued=True)
+        for port in ports:
             assert post(port, _traces())[0] == 200
             assert post(port, _every_metric_type(), "/v1/metrics")[0] == 200
             assert post(port, _logs(), "/v1/logs")[0] == 200
@@ -313,22 +305,9 @@ def test_processors_after_constant_upserts_see_the_upserted_attributes_as_in_ote
                                               {"key": "telemetryflow.workspace.id", "action": "delete"}]},
         }
         chain = ["attributes/stamp", "filter", "attributes/rework"]
-        pipelines = {signal: {"receivers": ["otlp"], "processors": chain, "exporters": ["otlp_http"]}
-                     for signal in CHAINS}
-        settings = {"receivers": {"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0"}}}},
-                    "processors": processors, "exporters": {"otlp_http": {"endpoint": ours.url}},
-                    "extensions": {"health_check": {}},
-                    "service": {"extensions": ["health_check"], "pipelines": pipelines}}
-        config = tmp_path / "agent.yaml"
-        config.write_text(yaml.safe_dump(settings))
-        agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")])
-        reference_port = free_port()
-        reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
-        reference["processors"] = processors
-        for pipeline in reference["service"]["pipelines"].values():
-            pipeline["processors"] = chain
-        otelcol(reference)
-        for port in (agent.http_port, reference_port):
+        ports = _start_both(agents, otelcol, tmp_path, ours, theirs, processors, dict.fromkeys(CHAINS, chain),
+                            queued=True)
+        for port in ports:
             assert post(port, _traces())[0] == 200
             assert post(port, _every_metric_type(), "/v1/metrics")[0] == 200
             assert post(port, _logs(), "/v1/logs")[0] == 200
@@ -370,26 +349,11 @@ def test_each_selection_marks_the_same_spans_as_otelcols(agents, otelcol, tmp_pa
         processors = {f"attributes/{name}": {**selection, "actions": [{"key": f"picked.{name}", "value": True,
                                                                          "action": "upsert"}]}
                       for name, selection in SELECTIONS.items()}
-        chain = list(processors)
-        settings = _config(ours, "127.0.0.1:0", "otlp_http")
-        settings["processors"] = processors
-        settings["service"]["pipelines"] = {"traces": {"receivers": ["otlp"], "processors": chain,
-                                                       "exporters": ["otlp_http"]}}
-        settings["extensions"] = {"health_check": {}}
-        settings["service"]["extensions"] = ["health_check"]
-        config = tmp_path / "agent.yaml"
-        config.write_text(yaml.safe_dump(settings))
-        agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")])
-        reference_port = free_port()
-        reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
-        reference["processors"] = processors
-        reference["service"]["pipelines"] = {"traces": {"receivers": ["otlp"], "processors": chain,
-                                                        "exporters": ["otlphttp"]}}
-        otelcol(reference)
+        ports = _start_both(agents, otelcol, tmp_path, ours, theirs, processors, {"traces": list(processors)})
         request = _traces()
         request.resource_spans[1].scope_spans[0].scope.version = "1.0"
         request.resource_spans[0].scope_spans[0].spans[2].kind = 3
-        for port in (agent.http_port, reference_port):
+        for port in ports:
             assert post(port, request)[0] == 200
         wait_until(lambda: all(len(up.received("traces")) == 1 for up in (ours, theirs)), timeout=20,
                    message="the traces upstream of both")
@@ -436,23 +400,8 @@ def test_each_log_selection_marks_the_same_records_as_otelcols(agents, otelcol, 
         processors = {f"attributes/{name}": {**selection, "actions": [{"key": f"picked.{name}", "value": True,
                                                                          "action": "upsert"}]}
                       for name, selection in LOG_SELECTIONS.items()}
-        chain = list(processors)
-        settings = _config(ours, "127.0.0.1:0", "otlp_http")
-        settings["processors"] = processors
-        settings["service"]["pipelines"] = {"logs": {"receivers": ["otlp"], "processors": chain,
-                                                     "exporters": ["otlp_http"]}}
-        settings["extensions"] = {"health_check": {}}
-        settings["service"]["extensions"] = ["health_check"]
-        config = tmp_path / "agent.yaml"
-        config.write_text(yaml.safe_dump(settings))
-        agent = agents(["run", "--config", str(config), "--state-dir", str(tmp_path / "state")])
-        reference_port = free_port()
-        reference = _config(theirs, f"127.0.0.1:{reference_port}", "otlphttp")
-        reference["processors"] = processors
-        reference["service"]["pipelines"] = {"logs": {"receivers": ["otlp"], "processors": chain,
-                                                      "exporters": ["otlphttp"]}}
-        otelcol(reference)
-        for port in (agent.http_port, reference_port):
+        ports = _start_both(agents, otelcol, tmp_path, ours, theirs, processors, {"logs": list(processors)})
+        for port in ports:
             assert post(port, _mixed_logs(), "/v1/logs")[0] == 200
         wait_until(lambda: all(len(up.received("logs")) == 1 for up in (ours, theirs)), timeout=20,
                    message="the logs upstream of both")
