@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
@@ -22,6 +23,8 @@ from edgeagent.service.service import Service
 from tests.helpers.hostile import spans_request
 from tests.helpers.net import free_port
 from tests.helpers.otlp_post import post
+
+pytestmark = pytest.mark.e2e  # waits out a Retry-After and an outage of seconds
 
 AGENT = """
 receivers:

@@ -15,11 +15,14 @@ import time
 
 import h2.config
 import h2.connection
+import pytest
 
 from edgeagent.config.loader import load_text
 from edgeagent.receivers.otlp_http import SHUTDOWN_GRACE
 from edgeagent.service.service import Service
 from tests.helpers.net import free_port
+
+pytestmark = pytest.mark.e2e  # waits out grace periods of seconds
 
 RECEIVERS = 3
 

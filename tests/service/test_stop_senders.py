@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -23,6 +24,8 @@ from edgeagent.service.service import Service
 from tests.helpers.hostile import spans_request
 from tests.helpers.net import free_port
 from tests.helpers.otlp_post import post
+
+pytestmark = pytest.mark.e2e  # waits out grace periods of seconds
 
 AGENT = """
 receivers:
