@@ -157,6 +157,18 @@ def _start_both(agents: Any, otelcol: Any, directory: Path, ours: Upstream, thei
     return agent.http_port, reference_port
 
 
+def _send_each_signal(ports: tuple[int, int], upstreams: tuple[Upstream, Upstream],
+                      metrics: ExportMetricsServiceRequest) -> None:
+    """One request of each signal to both peers; returns once both upstreams hold all three."""
+    for port in ports:
+        assert post(port, _traces())[0] == 200
+        assert post(port, metrics, "/v1/metrics")[0] == 200
+        assert post(port, _logs(), "/v1/logs")[0] == 200
+    wait_until(lambda: all(len(up.received(signal)) == 1 for up in upstreams
+                           for signal in ("traces", "metrics", "logs")), timeout=20,
+               message="one request of each signal upstream of both")
+
+
 def _attributes(attributes: Any) -> dict[str, Any]:
     return {kv.key: MessageToDict(kv.value) for kv in attributes}
 
@@ -273,13 +285,7 @@ def test_the_seeds_constant_upserts_reach_upstream_as_otelcols_do(agents, otelco
         processors = {"attributes": {"actions": SEED_ACTIONS}}
         ports = _start_both(agents, otelcol, tmp_path, ours, theirs, processors,
                             dict.fromkeys(CHAINS, ["attributes"]), queued=True)
-        for port in ports:
-            assert post(port, _traces())[0] == 200
-            assert post(port, _every_metric_type(), "/v1/metrics")[0] == 200
-            assert post(port, _logs(), "/v1/logs")[0] == 200
-        wait_until(lambda: all(len(up.received(signal)) == 1 for up in (ours, theirs)
-                               for signal in ("traces", "metrics", "logs")), timeout=20,
-                   message="one request of each signal upstream of both")
+        _send_each_signal(ports, (ours, theirs), _every_metric_type())
         expected, got = _seen(theirs), _seen(ours)
         assert got == expected
         assert all(point["edge.location"] == {"stringValue": "plant-7"} for point in expected["points"])
@@ -307,13 +313,7 @@ def test_processors_after_constant_upserts_see_the_upserted_attributes_as_in_ote
         chain = ["attributes/stamp", "filter", "attributes/rework"]
         ports = _start_both(agents, otelcol, tmp_path, ours, theirs, processors, dict.fromkeys(CHAINS, chain),
                             queued=True)
-        for port in ports:
-            assert post(port, _traces())[0] == 200
-            assert post(port, _every_metric_type(), "/v1/metrics")[0] == 200
-            assert post(port, _logs(), "/v1/logs")[0] == 200
-        wait_until(lambda: all(len(up.received(signal)) == 1 for up in (ours, theirs)
-                               for signal in ("traces", "metrics", "logs")), timeout=20,
-                   message="one request of each signal upstream of both")
+        _send_each_signal(ports, (ours, theirs), _every_metric_type())
         expected, got = _seen(theirs), _seen(ours)
         assert got == expected
         assert (len(expected["spans"]), len(expected["points"]), len(expected["logs"])) == (4, 4, 2)
