@@ -1,11 +1,11 @@
 """The `otlphttp` exporter: POST serialized OTLP requests to `<endpoint>/v1/<signal>`.
 
 Redirects (as otelcol's confighttp client, which keeps method and body only for 307/308):
-a 307 or 308 is followed with the same POST and body, at most MAX_REDIRECTS hops, without
-credentials when it leaves the host. A 301, 302 or 303 would turn the POST into a GET: the
-final 200 would be a login page and the data lost. They are not followed; the upstream is
-treated as unreachable (retryable, data stays queued) and the Location is logged once per
-episode and shown in health until data is accepted again.
+a 307 or 308 is followed with the same POST and body, at most MAX_REDIRECTS hops; the credentials
+of the endpoint URL stay with its host, `headers` and the auth extension's go with every hop. A
+301, 302 or 303 would turn the POST into a GET: the final 200 would be a login page and the data
+lost. They are not followed; the upstream is treated as unreachable (retryable, data stays queued)
+and the Location is logged once per episode and shown in health until data is accepted again.
 
 Buffers (otelcol's confighttp client keys; 0 or less keeps the default, as there):
 `read_buffer_size` is the bytes of an answer buffered before reading the connection pauses (Go:
@@ -84,7 +84,7 @@ _NETWORK_REFUSALS = {407: "a proxy wants credentials (check proxy_url or HTTP_PR
 # Go's http.MaxBytesError, with which otelcol's receiver answers 400 to a body over max_request_body_size
 _BODY_TOO_LARGE = "request body too large"
 MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
-_CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # dropped when a redirect leaves the host
+_CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # never shown
 _URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint")
 _DEFAULT_READ_BUFFER = 2**16
 _CONTENT_TYPES = {"proto": "application/x-protobuf", "json": "application/json"}
@@ -328,8 +328,11 @@ class OtlpHttpExporter:
             if answer.status not in _FOLLOWED or not answer.location:
                 return answer, url
             target = urljoin(url, answer.location)
-            if urlsplit(target).hostname != urlsplit(url).hostname:  # as Go: credentials stay with their host
-                headers = {name: value for name, value in headers.items() if name.lower() not in _CREDENTIAL_HEADERS}
+            if urlsplit(target).hostname != urlsplit(url).hostname:
+                # the endpoint URL's credentials stay with their host, as Go's redirect drops what the first
+                # request carried; `headers` and the auth extension's go with every hop, as otelcol's
+                # round trippers set them on each request the transport sends
+                headers = self._request_headers(None)
             url = target
         raise RetryableError(
             f"upstream redirected more than {MAX_REDIRECTS} times, last to {mask(shown_url(url), secrets)}",
