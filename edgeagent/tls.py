@@ -149,6 +149,11 @@ class TlsClientConfig(_TlsCommon):
         self._check_common()
         return self
 
+    def dropped(self) -> bool:
+        """`insecure` without a CA: the block is not used at all (configtls's LoadTLSConfig gives no
+        config); with a CA (ca_file, ca_pem) it is used, `insecure` or not."""
+        return self.insecure and not (self.ca_file or self.ca_pem)
+
 
 class TlsServerConfig(_TlsCommon):
     """A receiver's `tls`: cert_file and key_file are required; client_ca_file makes client certificates required."""
@@ -250,10 +255,10 @@ def _load_cas(context: ssl.SSLContext, path: str, pem: bytes | None = None) -> N
 
 def client_ssl_context(cfg: TlsClientConfig, alpn: list[str] | None = None) -> ssl.SSLContext | None:
     """The context for a client (HTTP/1.1; gRPC with `alpn=["h2"]`), read from the files now; None
-    with `insecure: true` (plaintext).
+    with `insecure: true` and no CA (plaintext; see TlsClientConfig.dropped).
 
     `server_name_override` is not part of a context: pass it as the connection's `server_hostname`."""
-    if cfg.insecure:
+    if cfg.dropped():
         return None
     if cfg.ca_file or cfg.ca_pem:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
@@ -322,13 +327,14 @@ def server_files(cfg: TlsServerConfig) -> list[str | None]:
 
 def check_grpc_client(cfg: TlsClientConfig | None) -> TlsClientConfig | None:
     """Validation for a gRPC exporter's `tls` (use as a field validator): settings beside
-    `insecure: true` would have no effect."""
-    if cfg is not None and cfg.insecure:
+    `insecure: true` and no CA would have no effect (with a CA the block is used: `dropped`)."""
+    if cfg is not None and cfg.dropped():
         ignored = [name for name in ("ca_file", "ca_pem", "cert_file", "cert_pem", "key_file", "key_pem",
                                      "insecure_skip_verify", "server_name_override") if getattr(cfg, name)]
         if ignored:
-            raise ValueError(f"insecure: true turns TLS off, so {', '.join(ignored)} would have no effect; "
-                             f"remove {'them' if len(ignored) > 1 else 'it'} or set insecure: false")
+            raise ValueError(f"insecure: true without ca_file or ca_pem turns TLS off, so {', '.join(ignored)} "
+                             f"would have no effect; remove {'them' if len(ignored) > 1 else 'it'} or set "
+                             f"insecure: false")
     return cfg
 
 

@@ -236,6 +236,13 @@ def test_insecure_client_gets_no_context():
     assert tls.client_ssl_context(tls.TlsClientConfig(insecure=True)) is None
 
 
+def test_insecure_beside_a_ca_gets_the_context_as_configtls_loads_it(certs):
+    """configtls's LoadTLSConfig returns no config for `insecure` only when no CA is given."""
+    for keys in ({"ca_file": certs.ca_file}, {"ca_pem": open(certs.ca_file).read()}):
+        context = tls.client_ssl_context(tls.TlsClientConfig(insecure=True, **keys))
+        assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+
+
 # ---- validation (pure: no file is read) ------------------------------------------------------------
 
 @pytest.mark.parametrize("keys,words", [
@@ -267,7 +274,7 @@ def test_server_config_mistakes_are_named(keys, words):
 
 
 @pytest.mark.parametrize("keys,words", [
-    ({"insecure": True, "ca_file": "/n/ca.crt"}, ["ca_file", "no effect"]),
+    ({"insecure": True, "cert_file": "/n/c.crt", "key_file": "/n/c.key"}, ["cert_file", "no effect"]),
     ({"insecure": True, "insecure_skip_verify": True}, ["insecure_skip_verify", "no effect"]),
 ])
 def test_grpc_client_refuses_tls_keys_that_insecure_would_ignore(keys, words):
@@ -276,7 +283,8 @@ def test_grpc_client_refuses_tls_keys_that_insecure_would_ignore(keys, words):
     assert all(word in str(error.value) for word in words), str(error.value)
 
 
-@pytest.mark.parametrize("keys", [{"insecure_skip_verify": True}, {"max_version": "1.2"}, {"min_version": "1.3"}])
+@pytest.mark.parametrize("keys", [{"insecure_skip_verify": True}, {"max_version": "1.2"}, {"min_version": "1.3"},
+                                  {"insecure": True, "ca_file": "/n/ca.crt", "insecure_skip_verify": True}])
 def test_grpc_client_accepts_what_its_tls_honours(keys):
     assert tls.check_grpc_client(tls.TlsClientConfig(**keys)) is not None
 

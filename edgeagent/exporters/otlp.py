@@ -136,9 +136,10 @@ class OtlpGrpcConfig(ExporterConfig):
         return parse(self.endpoint) if self.endpoint else GrpcTarget()
 
     def plaintext(self) -> bool:
-        """An http:// scheme means plaintext and https:// TLS, as in otelcol; else tls.insecure decides."""
+        """An http:// scheme means plaintext and https:// TLS; else tls.insecure decides, unless a CA
+        is given (ca_file, ca_pem): then TLS, as configgrpc dials whenever configtls gives a config."""
         target = self.target()
-        return self.tls.insecure if target.plaintext is None else target.plaintext
+        return self.tls.dropped() if target.plaintext is None else target.plaintext
 
     def address(self) -> tuple[str, int]:
         target = self.target()

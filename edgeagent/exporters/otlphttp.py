@@ -159,8 +159,10 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
         if not urls:
             warnings.append("endpoint is empty: no upstream is configured, data is buffered until one is set")
         elif self.tls is not None and self.tls.insecure:
+            rest = ("without ca_file or ca_pem the rest of the tls block is not used either, as in otelcol"
+                    if self.tls.dropped() else "the rest of the tls block is used, as in otelcol")
             warnings.append("tls::insecure has no effect on otlphttp: the endpoint's scheme decides (http:// is "
-                            "plaintext, https:// is TLS)")
+                            f"plaintext, https:// is TLS); {rest}")
         elif self.tls is not None and not any(url.startswith("https://") for url in [*urls, self.proxy_url]):
             warnings.append("tls has no effect: every endpoint is http://; use https:// for TLS")
         return warnings
@@ -218,7 +220,7 @@ class OtlpHttpExporter:
 
     async def start(self) -> None:
         self._auth = resolve_authenticator(self.host, self.config.auth)
-        if self.config.tls is not None and not self.config.tls.insecure:
+        if self.config.tls is not None and not self.config.tls.dropped():  # with a CA, `insecure` keeps it
             self._tls = reloading_client_context(self.config.tls)
         pool = httpclient.pool_settings(self.config, limit=max(self.config.sending_queue.num_consumers, 1) * 3)
         read_buffer = self.config.read_buffer_size if self.config.read_buffer_size > 0 else _DEFAULT_READ_BUFFER
@@ -271,7 +273,7 @@ class OtlpHttpExporter:
     def _tls_context(self, url: str, proxy: str) -> ssl.SSLContext | None:
         """The current TLS context for an https URL or an https proxy (read again when its files
         changed; Go's Transport uses its TLS config for both); None for http through no https proxy.
-        Without a tls block (or with `insecure`, which HTTP ignores), the system roots."""
+        Without a tls block (or one `insecure` drops: TlsClientConfig.dropped), the system roots."""
         if urlsplit(url).scheme.lower() != "https" and not proxy.lower().startswith("https:"):
             return None
         context = self._tls.get() if self._tls is not None else None
@@ -344,7 +346,7 @@ class OtlpHttpExporter:
         client = self._client
         if client is None:
             raise RetryableError("the exporter is shut down", connection=True)
-        # the name to verify, when a tls block is in force (`insecure`, ignored over HTTP, drops it)
+        # the name to verify, when a tls block is in force (`insecure` without a CA drops it)
         override = self.config.tls.server_name_override if self._tls is not None and self.config.tls else ""
         proxy = self._proxies.for_url(url) or ""
         try:

@@ -257,6 +257,31 @@ def test_tls_exporter_verifies_the_receiver_and_presents_its_certificate(certs):
     asyncio.run(scenario())
 
 
+def test_insecure_beside_a_ca_dials_tls_as_otelcol_does(certs):
+    """configgrpc dials TLS whenever configtls's LoadTLSConfig gives a config, which it does with a CA
+    whatever `insecure` says; such a config was refused at start, where otelcol delivers."""
+    server_tls = tls.TlsServerConfig(cert_file=certs.server_cert, key_file=certs.server_key,
+                                     client_ca_file=certs.ca_file)
+    body = _request(20)
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.server.ssl_context = tls.server_ssl_context(server_tls, alpn=["h2"])
+        async with recorder as server:
+            config = OtlpGrpcConfig.model_validate({"endpoint": f"127.0.0.1:{server.port}", "tls": {
+                "insecure": True, "ca_file": certs.ca_file, "cert_file": certs.client_cert,
+                "key_file": certs.client_key}})
+            exporter = OtlpGrpcExporter("otlp", config)
+            await exporter.start()
+            try:
+                await exporter.send(Signal.TRACES, body)
+            finally:
+                await exporter.shutdown()
+        assert [message for _, _, message in server.calls] == [body]
+
+    asyncio.run(scenario())
+
+
 class _TwoAddresses(Channel):
     """A name that resolves to two servers (DNS is the only part replaced; the servers are real)."""
 

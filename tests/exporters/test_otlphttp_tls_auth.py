@@ -87,3 +87,32 @@ def test_https_without_a_tls_block_is_verified_against_the_system_roots(certs, m
         assert len(upstream.received("traces")) == 2
     finally:
         upstream.stop()
+
+
+def test_insecure_beside_a_ca_keeps_the_tls_block_as_otelcol_loads_it(certs):
+    """configtls's LoadTLSConfig drops the block for `insecure` only when it names no CA: with one, the
+    https:// endpoint is verified against it (and the client certificate presented). Verified against
+    the system roots instead, a private upstream was never reached and nothing was delivered."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs.server_cert, certs.server_key)
+    context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: the client certificate must come too
+    context.load_verify_locations(certs.ca_file)
+    upstream = Upstream(free_port(), ssl_context=context).start()
+    try:
+        config = OtlpHttpConfig(endpoint=upstream.url, compression="none",
+                                tls={"insecure": True, "ca_file": certs.ca_file, "cert_file": certs.client_cert,
+                                     "key_file": certs.client_key})
+
+        async def scenario() -> None:
+            exporter = OtlpHttpExporter("otlphttp", config)
+            await exporter.start()
+            try:
+                await exporter.send(Signal.TRACES, b"")
+            finally:
+                await exporter.shutdown()
+
+        asyncio.run(scenario())
+        assert len(upstream.received("traces")) == 1
+        assert "the rest of the tls block is used" in " ".join(config.config_warnings())
+    finally:
+        upstream.stop()

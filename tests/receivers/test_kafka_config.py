@@ -75,6 +75,9 @@ def test_error_backoff_max_elapsed_time_is_refused():
 def test_tls_block_means_tls_and_insecure_means_plaintext(certs):
     assert KafkaReceiverConfig(tls={"ca_file": certs.ca_file}).client_options()["security_protocol"] == "SSL"
     assert KafkaReceiverConfig(tls={"insecure": True}).client_options()["security_protocol"] == "PLAINTEXT"
+    # with a CA, configtls's LoadTLSConfig keeps the block whatever `insecure` says, and franz-go dials TLS
+    both = KafkaReceiverConfig(tls={"insecure": True, "ca_file": certs.ca_file})
+    assert both.client_options()["security_protocol"] == "SSL"
     sasl = KafkaReceiverConfig(tls={"ca_file": certs.ca_file},
                                auth={"sasl": {"mechanism": "SCRAM-SHA-256", "username": "u", "password": "p"}})
     assert sasl.client_options()["security_protocol"] == "SASL_SSL"
