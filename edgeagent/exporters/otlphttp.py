@@ -9,10 +9,11 @@ and the Location is logged once per episode and shown in health until data is ac
 
 Buffers (otelcol's confighttp client keys; 0 or less keeps the default, as there):
 `read_buffer_size` is the bytes of an answer buffered before reading the connection pauses (Go:
-the connection's read buffer, 4 KiB by default; edgeagent's 64 KiB, at least 8 KiB: the head of
-an answer must fit in it); `write_buffer_size` is the connection socket's send buffer, SO_SNDBUF
-(Go: the buffer its HTTP writer fills before a write to the socket; edgeagent's client keeps none
-of its own, so the kernel's is the one to size). `profiles_endpoint` is accepted as otelcol
+the connection's read buffer, 4 KiB by default; edgeagent's 64 KiB, at least 8 KiB: a line of the
+head of an answer must fit in it; the head is read up to 64 KiB whatever the buffer);
+`write_buffer_size` is the connection socket's send buffer, SO_SNDBUF (Go: the buffer its HTTP
+writer fills before a write to the socket; edgeagent's client keeps none of its own, so the
+kernel's is the one to size). `profiles_endpoint` is accepted as otelcol
 accepts it: only a profiles pipeline would use it, and edgeagent carries no profiles signal (a
 `profiles` pipeline is refused). An answer is read as otelcol's exporter reads it: at most 64 KiB
 of its body, decompressed. A 400 saying "http: request body too large" (Go's MaxBytesError, with

@@ -212,7 +212,7 @@ class HttpClient:
         (a server refusing a body it will not read) is not kept waiting."""
         connection.writer.write(head + body)
         reader = connection.reader
-        max_head = min(self._read_limit, wire.MAX_HEAD)
+        max_head = wire.MAX_HEAD  # read line by line: the buffer holds a line, not the head (as Go's bufio)
         try:
             try:
                 version, status, reason, headers = await _final_head(reader, max_head)
@@ -250,7 +250,7 @@ class HttpClient:
 
     @property
     def _read_limit(self) -> int:
-        """The reader's buffer: a head or a chunk line must fit in it."""
+        """The reader's buffer: a line of a head or a chunk's size line must fit in it."""
         return max(self.settings.read_buffer, wire.MAX_LINE)
 
     async def _open(self, route: Route, deadline: float | None) -> Connection:
