@@ -296,7 +296,8 @@ def _outcome(call: Call) -> bytes:
     if status is None:
         if call.http_status != 200:
             code = from_http(call.http_status)
-            raise GrpcStatusError(code, f"unexpected HTTP status {call.http_status} without a gRPC status")
+            raise GrpcStatusError(code, f"unexpected HTTP status {call.http_status} without a gRPC status",
+                                  http_status=call.http_status)
         raise GrpcStatusError(StatusCode.INTERNAL, "the server ended the call without a gRPC status")
     try:
         code = StatusCode(int(status))

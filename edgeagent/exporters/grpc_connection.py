@@ -48,16 +48,18 @@ _CONNECTION_WINDOW = 8 << 20
 class GrpcStatusError(Exception):
     """A call ended with a status other than OK; `trailers` are its metadata (`-bin` values as bytes).
     `unanswered`: no connection could be made at all (refused, unreachable, timed out, unresolved);
-    None when the call's deadline passed, connecting or waiting. `from_server`: the server sent it."""
+    None when the call's deadline passed, connecting or waiting. `from_server`: the server sent it.
+    `http_status`: the HTTP status of an answer without a gRPC status (a proxy's), 0 else."""
 
     def __init__(self, code: StatusCode, message: str, trailers: Sequence[tuple[str, str | bytes]] = (),
-                 unanswered: bool | None = False, from_server: bool = False):
+                 unanswered: bool | None = False, from_server: bool = False, http_status: int = 0):
         super().__init__(f"{code.name}: {message}" if message else code.name)
         self.code = code
         self.message = message
         self.trailers = list(trailers)
         self.unanswered = unanswered
         self.from_server = from_server
+        self.http_status = http_status
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ CANCELLED, OUT_OF_RANGE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED only whe
 sends RetryInfo (it then says when to come back); every other code is permanent. A
 RESOURCE_EXHAUSTED for a message over the server's maximum size (or more than an edgeagent hub's
 queue holds even when empty) is split in halves, as HTTP's 413 is (otelcol drops the whole
-batch). The metadata we send (headers, auth) is masked in the server's details before anyone sees them.
+batch); so is an HTTP 413 without a gRPC status, a proxy's body limit before the server (nginx's
+client_max_body_size), which grpc-go reads as UNKNOWN. The metadata we send (headers, auth) is
+masked in the server's details before anyone sees them.
 
 The calls go over our own gRPC client (`grpc_client.py`, on h2), one connection per exporter
 (per resolved address with `balancer_name: round_robin`), so every grpc-encoding otelcol's
@@ -282,8 +284,10 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
     if code in _RETRYABLE:
         return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None,
                               unanswered=error.unanswered)
-    # a size limit (_TOO_LARGE): a smaller request gets through, so the chain splits it as on HTTP 413
-    too_large = code == StatusCode.RESOURCE_EXHAUSTED and error.from_server and bool(_TOO_LARGE.search(error.message))
+    # a size limit (_TOO_LARGE, or a proxy's HTTP 413): a smaller request gets through, so the chain
+    # splits it as on otlphttp's 413
+    too_large = code == StatusCode.RESOURCE_EXHAUSTED and error.from_server and bool(_TOO_LARGE.search(error.message)) \
+        or error.http_status == 413
     return PermanentError(f"upstream rejected the data with {code.name}: {details}", status=code.name,
                           body=details.encode(), too_large=too_large)
 

@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from edgeagent import tls
 from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.exporters.chain import ExportChain
 from edgeagent.exporters.grpc_client import Channel, _Subchannel
 from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
@@ -187,6 +188,31 @@ def test_a_hostile_upstream_gives_a_clear_error_the_sender_can_act_on(mode, erro
                     assert all(word in str(raised.value) for word in words), str(raised.value)
             finally:
                 await exporter.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_proxys_http_413_is_split_as_otlphttp_splits_it():
+    """A gRPC upstream behind a proxy with a body limit (nginx's client_max_body_size, 1 MiB unless
+    set) answers a larger message HTTP 413 with no gRPC status: grpc-go reads UNKNOWN, which otelcol
+    drops. The request was dead-lettered whole; its halves get through, as over otlphttp."""
+    from tests.exporters.test_chain import Host
+    from tests.exporters.test_otlphttp_broken_answers import _DeadLetters
+
+    body = _request(64)
+    sink = _DeadLetters()
+
+    async def scenario() -> None:
+        async with H2Peer("http_413", size=len(body) // 3) as peer:
+            exporter = _exporter(peer.port, timeout="5s", compression="none")
+            chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=5)
+            await exporter.start()
+            try:
+                delivery = await asyncio.wait_for(chain.export([(body, 64)], sink), 20)
+            finally:
+                await exporter.shutdown()
+            assert delivery.sent == 64 and not sink.kept
+            assert peer.received and max(peer.received) <= len(body) // 3
 
     asyncio.run(scenario())
 

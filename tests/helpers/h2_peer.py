@@ -9,6 +9,9 @@ Modes:
 - "gzip_response": answers OK with `response`, gzip-compressed (grpc-encoding gzip, flag set).
 - "http_503": answers HTTP 503 with no gRPC status; "trailers_only": a trailers-only error with
   a percent-encoded grpc-message.
+- "http_413": a proxy's body limit (nginx's client_max_body_size before a gRPC backend): a request
+  whose message passes `size` bytes is answered HTTP 413 in HTML as the bytes pass it, with no
+  gRPC status; smaller ones get "ok". `received` lists the message sizes answered OK.
 - "early_answer": allows one stream at a time and answers each call UNAVAILABLE (trailers only)
   as soon as its headers arrive, before the request's body.
 - "silent": accepts and never sends a byte; "silent_after_preface": sends its HTTP/2 preface,
@@ -47,6 +50,7 @@ class H2Peer:
         self.connections = 0
         self.requests = 0
         self.headers: list[dict[bytes, bytes]] = []  # of every request
+        self.received: list[int] = []  # "http_413": the bytes of each request answered OK
         self._server: asyncio.Server | None = None
         self._transports: list[asyncio.Transport] = []
 
@@ -81,6 +85,7 @@ class _Peer(asyncio.Protocol):
         self.complete: list[int] = []
         self.silent = False
         self.pending: dict[int, tuple[bytes, int]] = {}  # stream -> (data, sent)
+        self.sizes: dict[int, int] = {}  # stream -> bytes of its request so far; -1 once refused ("http_413")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -122,6 +127,13 @@ class _Peer(asyncio.Protocol):
                     self.h2.send_headers(event.stream_id, _HEAD + [(b"grpc-status", b"14")], end_stream=True)
             elif isinstance(event, h2.events.DataReceived):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if self.mode == "http_413" and self.sizes.get(event.stream_id, 0) >= 0:
+                    self.sizes[event.stream_id] = self.sizes.get(event.stream_id, 0) + len(event.data)
+                    if self.sizes[event.stream_id] > self.owner.size + 5:  # the message and its prefix
+                        self.sizes[event.stream_id] = -1
+                        self.h2.send_headers(event.stream_id, [(b":status", b"413"), (b"content-type", b"text/html")])
+                        self.h2.send_data(event.stream_id, b"<html><center><h1>413 Request Entity Too Large</h1>"
+                                                           b"</center></html>", end_stream=True)
             elif isinstance(event, h2.events.WindowUpdated):
                 for stream_id in list(self.pending):
                     self._send(stream_id)
@@ -134,6 +146,10 @@ class _Peer(asyncio.Protocol):
     def _answer(self, stream_id: int) -> None:
         if self.mode == "ok":
             self._respond(stream_id, b"")
+        elif self.mode == "http_413":
+            if self.sizes.get(stream_id, 0) >= 0:
+                self.owner.received.append(self.sizes.get(stream_id, 0) - 5)
+                self._respond(stream_id, b"")
         elif self.mode == "goaway" and len(self.complete) == self.owner.calls:
             first = min(self.complete)
             self.h2.close_connection(last_stream_id=first)
