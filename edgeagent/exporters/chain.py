@@ -24,7 +24,8 @@ Design note
   (`Bounded`: otlphttp's OTLP/JSON) gets a request larger than its bound cut on its bytes, on a
   thread, into parts of about that size (otel.cut), each sent as a request of its own; the
   parts are sent, retried, halved and given back as the requests of a split lease are.
-* 413 (or a gRPC message over the server's maximum): the request is split in halves, again
+* 413, or any refusal saying the request is over a size limit (a gRPC message over the server's
+  maximum; a gateway's 429 with the words of its backend's limit): the request is split in halves, again
   and again down to single items (spans, log records, metric data points), with an explicit
   stack: at most 2n - 1 requests for n items, no recursion. A single item still refused is
   refused for good.
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,6 +59,17 @@ from edgeagent.signals import Signal, split_serialized
 
 log = logging.getLogger(__name__)
 PARTIAL_LOG_INTERVAL = 60.0  # seconds between two warnings about partial successes
+# What a refusal for a request's size says, whatever its status or code: grpc-go's and grpc C core's
+# "larger than max", grpc-java's "exceeds maximum size", Go's http.MaxBytesError (otelcol's receiver
+# over max_request_body_size), "message length too large", and an edgeagent hub whose queue could
+# never hold it ("even when empty"). Its halves may be taken; the same bytes never will.
+_SIZE_REFUSAL = re.compile(r"larger than max|exceeds maximum size|request body too large|message length too large|"
+                           r"even when empty", re.IGNORECASE)
+
+
+def refused_for_size(message: str) -> bool:
+    """Whether an upstream's refusal says the request is over a size limit (see _SIZE_REFUSAL)."""
+    return bool(_SIZE_REFUSAL.search(message))
 
 
 @dataclass

@@ -3,9 +3,10 @@
 Errors follow the OTLP specification's table: UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED,
 CANCELLED, OUT_OF_RANGE and DATA_LOSS are retryable; RESOURCE_EXHAUSTED only when the server
 sends RetryInfo (it then says when to come back); every other code is permanent. A
-RESOURCE_EXHAUSTED for a message over the server's maximum size (or more than an edgeagent hub's
-queue holds even when empty) is split in halves, as HTTP's 413 is (otelcol drops the whole
-batch); so is an HTTP 413 without a gRPC status, a proxy's body limit before the server (nginx's
+refusal saying the message is over the server's maximum size (or more than an edgeagent hub's
+queue holds even when empty), whatever its code, RESOURCE_EXHAUSTED with RetryInfo too, is split
+in halves, as HTTP's 413 is (otelcol drops the whole batch or retries the same bytes); so is an
+HTTP 413 without a gRPC status, a proxy's body limit before the server (nginx's
 client_max_body_size), which grpc-go reads as UNKNOWN. The metadata we send (headers, auth) is
 masked in the server's details before anyone sees them.
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import time
 from typing import Any, Literal
 
@@ -47,7 +47,7 @@ from edgeagent.component import ComponentConfig, Factory, null_keeps_defaults, o
 from edgeagent.config.types import Duration
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters.bandwidth import Pacer
-from edgeagent.exporters.chain import SendResult, partial_success
+from edgeagent.exporters.chain import SendResult, partial_success, refused_for_size
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import grpc_compress
 from edgeagent.exporters.grpc_client import Channel
@@ -69,9 +69,6 @@ _RETRYABLE = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED, StatusCode.A
 # codes that say the link (not the server) failed: they count towards going offline
 _LINK_FAILURES = {StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED}
 _MIN_KEEPALIVE_TIME = 10.0  # grpc-go raises a client's keepalive time to this
-# a server's size limit (grpc-go and grpc C core, grpc-java), and an edgeagent hub's queue that could
-# never hold the request (TooLargeForQueueError, a 413 over HTTP): a smaller request gets through
-_TOO_LARGE = re.compile(r"larger than max|exceeds maximum size|even when empty", re.IGNORECASE)
 
 
 class KeepaliveConfig(ComponentConfig):
@@ -279,17 +276,18 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
     details = mask(error.message, secrets)
     message = f"upstream answered {code.name}: {details}".rstrip(": ")
     delay = _retry_delay(error.trailers)
+    # a size limit (the server's words, whatever the code, or a proxy's HTTP 413): a smaller request gets
+    # through, so the chain splits it as on otlphttp's 413; the same bytes would be refused for ever
+    if error.from_server and refused_for_size(error.message) or error.http_status == 413:
+        return PermanentError(f"upstream rejected the data with {code.name}: {details}", status=code.name,
+                              body=details.encode(), too_large=True)
     if code == StatusCode.RESOURCE_EXHAUSTED and delay is not None:
         return ThrottledError(message, retry_after=delay)
     if code in _RETRYABLE:
         return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None,
                               unanswered=error.unanswered)
-    # a size limit (_TOO_LARGE, or a proxy's HTTP 413): a smaller request gets through, so the chain
-    # splits it as on otlphttp's 413
-    too_large = code == StatusCode.RESOURCE_EXHAUSTED and error.from_server and bool(_TOO_LARGE.search(error.message)) \
-        or error.http_status == 413
     return PermanentError(f"upstream rejected the data with {code.name}: {details}", status=code.name,
-                          body=details.encode(), too_large=too_large)
+                          body=details.encode())
 
 
 def _retry_delay(metadata: list[tuple[str, str | bytes]]) -> float | None:

@@ -16,8 +16,10 @@ writer fills before a write to the socket; edgeagent's client keeps none of its 
 kernel's is the one to size). `profiles_endpoint` is accepted as otelcol
 accepts it: only a profiles pipeline would use it, and edgeagent carries no profiles signal (a
 `profiles` pipeline is refused). An answer is read as otelcol's exporter reads it: at most 64 KiB
-of its body, decompressed. A 400 saying "http: request body too large" (Go's MaxBytesError, with
-which otelcol's receiver refuses a body over its max_request_body_size) is split as a 413 is.
+of its body, decompressed. A refusal saying the request is over a size limit is split as a 413 is,
+whatever its status: a 400 saying "http: request body too large" (Go's MaxBytesError, with which
+otelcol's receiver refuses a body over its max_request_body_size), a gateway's 429 with its
+backend's "received message larger than max" (retrying the same bytes would never end).
 
 `encoding: json` sends each request in OTLP/JSON (`application/json`, hex ids, integer enums) as
 otelcol's exporter does; the queue keeps protobuf, converted at send, and a request larger than
@@ -60,7 +62,7 @@ from edgeagent.configretry import parse_retry_after
 from edgeagent.errors import PermanentError, RetryableError, ThrottledError
 from edgeagent.exporters import httpclient
 from edgeagent.exporters.bandwidth import Encode, Pacer
-from edgeagent.exporters.chain import SendResult, rejected, undecodable_answer
+from edgeagent.exporters.chain import SendResult, refused_for_size, rejected, undecodable_answer
 from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
@@ -82,8 +84,6 @@ _FOLLOWED = (307, 308)  # redirects that keep the method and the body
 # answers of the network, never of the upstream: the data stays queued until the network lets it through
 _NETWORK_REFUSALS = {407: "a proxy wants credentials (check proxy_url or HTTP_PROXY)",
                      511: "the network wants a login first (a captive portal)"}
-# Go's http.MaxBytesError, with which otelcol's receiver answers 400 to a body over max_request_body_size
-_BODY_TOO_LARGE = "request body too large"
 MAX_REDIRECTS = 10  # as Go's http.Client, which otelcol uses
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")  # never shown
 _URL_FIELDS = ("endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint", "profiles_endpoint")
@@ -387,13 +387,14 @@ class OtlpHttpExporter:
         if status in _NETWORK_REFUSALS:
             raise RetryableError(f"the request did not reach the upstream: {status}, {_NETWORK_REFUSALS[status]}",
                                  connection=True)
-        if status in _RETRYABLE_STATUS:
+        # a refusal for size, whatever its status (a gateway's 429 too): its halves may pass, the same bytes never
+        too_large = status == 413 or refused_for_size(message)
+        if status in _RETRYABLE_STATUS and not too_large:
             if status in _THROTTLE_STATUS and answer.retry_after is not None:
                 raise ThrottledError(f"upstream answered {status}: {message}", retry_after=answer.retry_after)
             raise RetryableError(f"upstream answered {status}: {message}", retry_after=answer.retry_after,
                                  connection=status in _LINK_STATUS)
         body = mask(answer.content[:4096].decode("utf-8", "replace"), secrets).encode()
-        too_large = status == 413 or (status == 400 and _BODY_TOO_LARGE in message)  # either: its halves may pass
         raise PermanentError(f"upstream rejected the data with {status}: {message}", status=status, body=body,
                              too_large=too_large)
 

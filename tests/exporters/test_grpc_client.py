@@ -11,6 +11,7 @@ import asyncio
 import socket
 import time
 
+import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -18,8 +19,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from edgeagent import tls
+from edgeagent.configretry import RetryConfig
 from edgeagent.errors import PermanentError, RetryableError
-from edgeagent.exporters.chain import ExportChain
+from edgeagent.exporters.chain import Delivery, ExportChain
 from edgeagent.exporters.grpc_client import Channel, _Subchannel
 from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
@@ -27,7 +29,10 @@ from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAut
 from edgeagent.grpc_status import StatusCode
 from edgeagent.receivers import grpc_call, grpc_server
 from edgeagent.signals import Signal
+from tests.exporters.test_chain import Host
+from tests.exporters.test_otlphttp_broken_answers import _DeadLetters
 from tests.helpers.certs import Authority, replace
+from tests.helpers.grpc_upstream import Answer, GrpcUpstream
 from tests.helpers.h2_peer import H2Peer
 from tests.helpers.net import free_port
 
@@ -196,9 +201,6 @@ def test_a_proxys_http_413_is_split_as_otlphttp_splits_it():
     """A gRPC upstream behind a proxy with a body limit (nginx's client_max_body_size, 1 MiB unless
     set) answers a larger message HTTP 413 with no gRPC status: grpc-go reads UNKNOWN, which otelcol
     drops. The request was dead-lettered whole; its halves get through, as over otlphttp."""
-    from tests.exporters.test_chain import Host
-    from tests.exporters.test_otlphttp_broken_answers import _DeadLetters
-
     body = _request(64)
     sink = _DeadLetters()
 
@@ -215,6 +217,41 @@ def test_a_proxys_http_413_is_split_as_otlphttp_splits_it():
             assert peer.received and max(peer.received) <= len(body) // 3
 
     asyncio.run(scenario())
+
+
+SIZE_REFUSALS = {
+    # a backend's answer to a decoded message over its limit, with a retryable code
+    "out of range": (grpc.StatusCode.OUT_OF_RANGE, None, "Error, decoded message length too large: found "
+                                                         "3000000 bytes, the limit is: 1048576 bytes"),
+    "throttle naming the size": (grpc.StatusCode.RESOURCE_EXHAUSTED, 1.0,
+                                 "grpc: received message after decompression larger than max (3000000 vs. 1048576)"),
+}
+
+
+@pytest.mark.parametrize("code, retry_delay, message", SIZE_REFUSALS.values(), ids=SIZE_REFUSALS.keys())
+def test_a_retryable_code_saying_the_message_is_over_a_size_limit_is_split_not_retried(code, retry_delay, message):
+    """Retried, the same bytes were refused again until the retries ran out, and again after every
+    lease: never delivered. Their halves are."""
+    upstream = GrpcUpstream(free_port()).start()
+    upstream.script(Answer(code, retry_delay, message=message))
+    sink = _DeadLetters()
+
+    async def scenario() -> Delivery:
+        exporter = _exporter(upstream.port, timeout="5s")
+        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=5,
+                            retry=RetryConfig(initial_interval=30, max_interval=30, max_elapsed_time=60))
+        await exporter.start()
+        try:
+            return await asyncio.wait_for(chain.export([(_request(64), 64)], sink), 10)
+        finally:
+            await exporter.shutdown()
+
+    try:
+        delivery = asyncio.run(scenario())
+    finally:
+        upstream.stop()
+    assert delivery.sent == 64 and not sink.kept
+    assert [call.items for call in upstream.calls] == [64, 32, 32]
 
 
 @pytest.mark.e2e  # takes seconds: waits for a late server

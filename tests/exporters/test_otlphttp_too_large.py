@@ -101,3 +101,35 @@ def test_otelcols_receiver_takes_the_halves_of_a_body_over_its_limit(otelcol, co
     delivery = asyncio.run(_export(f"http://127.0.0.1:{port}", compression, sink))
     _assert_split_down_to_the_one_span_over_the_limit(delivery, sink)
 
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_retryable_status_saying_the_request_is_over_a_size_limit_splits_instead_of_retrying(status):
+    """Grafana Cloud's OTLP gateway answers a request over its backend's gRPC limit with 429 and the
+    backend's words: retried as a throttle, the same bytes went out again until the retries ran out,
+    and again after every lease, never delivered."""
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        if len(body) > LIMIT:
+            return web.Response(status=status, text=f"grpc: received message after decompression larger than max "
+                                                    f"({len(body)} vs. {LIMIT})")
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    delivery, sink = asyncio.run(_export_to(handle))
+    assert (delivery.sent, delivery.refused_items) == (len(SIZES) - 1, 1)
+    [([(_, items)], description)] = sink.kept
+    assert items == 1 and description["status"] == status and "larger than max" in description["reason"]
+
+
+def test_a_429_for_another_reason_is_retried_not_split():
+    answers = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        answers.append(429 if not answers else 200)
+        if answers[-1] == 429:
+            return web.Response(status=429, text="ingestion rate limit exceeded")
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    delivery, sink = asyncio.run(_export_to(handle))
+    assert answers == [429, 200] and delivery.sent == len(SIZES) and not sink.kept
