@@ -92,7 +92,7 @@ class Connection(asyncio.Protocol):
         self._peer = ""
         # the headers we send are constant or built here, lowercase and valid: checking them costs
         # as much as encoding them
-        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+        self._h2 = h2_limits.LengthBlindConnection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False, validate_inbound_headers=False))  # checked per stream: _start_call
         self._h2.incoming_buffer = h2_limits.HeaderBlockBound(self.limits.max_header_list_size)

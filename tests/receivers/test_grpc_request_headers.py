@@ -74,7 +74,11 @@ def test_grpcio_metadata_with_surrounding_whitespace_is_served_as_grpc_go_serves
     _with(without=":scheme"),
     _with(("host", "elsewhere:4317")),  # :authority wins, as grpc-go discards host beside it
     _with(("x-empty", "")),
-], ids=["te-other-than-trailers", "no-scheme", "host-unlike-authority", "empty-value"])
+    _with(("content-length", "3")),  # a proxy's HTTP/1.1 length, which grpc-go never reads
+    _with(("content-length", "99999")),
+    _with(("content-length", "unknown")),
+], ids=["te-other-than-trailers", "no-scheme", "host-unlike-authority", "empty-value", "content-length-short",
+        "content-length-long", "content-length-no-number"])
 def test_fields_grpc_go_accepts_are_served_and_the_calls_in_flight_complete(slow, fields):
     client = RawHeaders(slow.port)
     in_flight = _in_flight(client)
