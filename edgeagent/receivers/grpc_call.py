@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ ENCODINGS = ("identity", "gzip", "deflate", "zstd", "snappy")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 PREFIX = struct.Struct(">BI")  # a message's compressed flag and length
 _ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
+_REQUEST_PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority", b":protocol"})
+_NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")  # a header name is a lowercase token in HTTP/2
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # Go's httpguts: no control character but tab
 
 
 class GrpcError(Exception):
@@ -225,6 +229,44 @@ def not_grpc(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
     else:
         return None
     return trailers_only(code, message, status)
+
+
+def malformed(fields: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether grpc-go resets a request's stream for its header fields (PROTOCOL_ERROR, the
+    connection's other calls going on), as Go's HTTP/2 framer and gRPC's A41 refuse them: a control
+    character in a value (a space or tab anywhere is fine), a name that is no lowercase token, a
+    `connection` field, or a pseudo-header unknown, repeated, or after a regular field. h2's own
+    checks, which end the whole connection and refuse more (RFC 9113's whitespace at a value's
+    ends, any `te` but trailers, a missing :scheme), are off."""
+    seen: set[bytes] = set()
+    regular = False
+    for name, value in fields:
+        if _CONTROL.search(value):
+            return True
+        if name[:1] == b":":
+            if regular or name not in _REQUEST_PSEUDO or name in seen:
+                return True
+            seen.add(name)
+        elif not name or _NOT_TOKEN.search(name) or name == b"connection":
+            return True
+        else:
+            regular = True
+    return False
+
+
+def unknown_authority(fields: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]] | None:
+    """grpc-go's answer (400, INTERNAL) to a call that has no :authority nor host, or more than one
+    host (A41); None for one it serves, whose host, if it has both, is ignored."""
+    authorities = sum(1 for name, _ in fields if name == b":authority")
+    hosts = sum(1 for name, _ in fields if name == b"host")
+    if hosts > 1:
+        message = (f"num values of :authority: {authorities}, num values of host: {hosts}, "
+                   "both must only have 1 value as per HTTP/2 spec")
+    elif not authorities and not hosts:
+        message = "no host or :authority header present"
+    else:
+        return None
+    return trailers_only(INTERNAL, message, b"400")
 
 
 def trailers_only(code: int, message: str, status: bytes = b"200") -> list[tuple[bytes, bytes]]:

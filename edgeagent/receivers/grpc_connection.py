@@ -37,12 +37,14 @@ from edgeagent.receivers.grpc_call import (
     GrpcError,
     Handler,
     Limits,
+    malformed,
     not_grpc,
     parse_timeout,
     quiet_h2,
     status_trailers,
     trailers_only,
     unbase64,
+    unknown_authority,
 )
 
 quiet_h2()
@@ -90,9 +92,9 @@ class Connection(asyncio.Protocol):
         self._peer = ""
         # the headers we send are constant or built here, lowercase and valid: checking them costs
         # as much as encoding them
-        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+        self._h2 = h2_limits.LengthBlindConnection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_outbound_headers=False,
-            normalize_outbound_headers=False))
+            normalize_outbound_headers=False, validate_inbound_headers=False))  # checked per stream: _start_call
         self._h2.incoming_buffer = h2_limits.HeaderBlockBound(self.limits.max_header_list_size)
         self._h2.decoder = h2_limits.HeaderListBound(self.limits.max_header_list_size)
         self._metadata: dict[int, int] = {}  # the header list size each call holds...
@@ -334,11 +336,14 @@ class Connection(asyncio.Protocol):
         if self._going_away or len(self.calls) >= self.limits.max_concurrent_streams:
             self._refuse(stream_id, None)  # as grpc-go: only this stream, which clients retry transparently
             return
+        fields = [(bytes(key), bytes(value)) for key, value in event.headers]
+        if malformed(fields):  # as grpc-go: this stream alone, where h2's check ended the connection
+            self._refuse(stream_id, None, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
         headers: dict[bytes, bytes] = {}
         metadata: list[tuple[str, str | bytes]] = []
         size = 0
-        for key, value in event.headers:
-            key, value = bytes(key), bytes(value)
+        for key, value in fields:
             size += 32 + len(key) + len(value)
             if key == h2_limits.OVERSIZED:  # grpc-go resets this stream alone, which clients see as INTERNAL
                 self._refuse(stream_id, None, h2.errors.ErrorCodes.FRAME_SIZE_ERROR)
@@ -349,7 +354,7 @@ class Connection(asyncio.Protocol):
                 metadata.append((key.decode("ascii", "replace"), unbase64(value)))
             else:
                 metadata.append((key.decode("ascii", "replace"), value.decode("latin-1")))
-        refusal, deadline = not_grpc(headers), None
+        refusal, deadline = unknown_authority(fields) or not_grpc(headers), None
         if refusal is None:
             refusal, deadline = self._deadline(headers.get(b"grpc-timeout"))
         if refusal is None and self._metadata_held + size > self.limits.connection_window:

@@ -16,7 +16,9 @@ Design note:
   message size are bounded too, and the metadata a connection's calls hold while they run, by
   the connection window again (a call beyond it is answered UNAVAILABLE).
 - A stream's reset or error ends that stream only, and so does a header list over the limit
-  (grpc-go's RST_STREAM FRAME_SIZE_ERROR); a protocol error ends its connection (GOAWAY).
+  (grpc-go's RST_STREAM FRAME_SIZE_ERROR) or a header field grpc-go refuses (PROTOCOL_ERROR;
+  h2's own header checks, fatal to the connection, are off); a protocol error ends its
+  connection (GOAWAY).
 - Connection lifetime follows grpc-go's keepalive (otelcol's `keepalive` keys): a connection
   without calls for `idle_timeout` (before the HTTP/2 preface: `handshake_timeout`) gets GOAWAY
   and is closed; one older than `max_age` (±10%) gets GOAWAY and `age_grace` later is closed;

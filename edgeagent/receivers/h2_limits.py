@@ -12,12 +12,20 @@ A finished block whose header list is over the limit fails its stream alone (Hea
 grpc-go resets a truncated one: hpack stops at the limit and h2 ends the connection, every call
 on it with it. The block is still decoded to its end, since the peer's later blocks refer to the
 HPACK table entries it adds, but what lies beyond the limit is dropped as it is decoded.
+
+A request's content-length is not read (LengthBlindConnection), as grpc-go never reads it: h2
+ended the connection when the DATA frames did not add up to it, and a proxy that forwards an
+HTTP/1.1 request's length (grpc-web, a bridge) sends one that never does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from h2.connection import AllowedStreamIDs, H2Connection
 from h2.exceptions import ProtocolError
 from h2.frame_buffer import FrameBuffer
+from h2.stream import H2Stream
 from hpack import Decoder, HeaderTuple
 from hpack.exceptions import HPACKDecodingError
 from hpack.table import table_entry_size
@@ -98,3 +106,19 @@ class HeaderListBound(Decoder):
                 if index + window >= len(view):
                     raise
                 window *= 2
+
+
+class LengthBlindConnection(H2Connection):
+    """h2's connection whose streams take no content-length from a request (LengthBlindStream)."""
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = LengthBlindStream
+        return stream
+
+
+class LengthBlindStream(H2Stream):
+    """A stream that expects any number of DATA bytes, whatever content-length its headers give."""
+
+    def _initialize_content_length(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        self._expected_content_length = None
