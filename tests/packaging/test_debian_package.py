@@ -91,8 +91,11 @@ def package(tmp_path_factory, request) -> Path:
 
 
 def _build(out: Path, pip_env: dict[str, str]) -> Path:
+    # xz still, at its fastest level: the members hold the same files, and at the default level (6)
+    # compressing them was two thirds of the build's CPU time (21 s; 2.5 s at level 1, 19% larger)
+    env = {**os.environ, **pip_env, "DPKG_DEB_COMPRESSOR_LEVEL": "1"}
     result = subprocess.run(["bash", str(ROOT / "packaging" / "debian" / "build.sh"), str(out)],
-                            capture_output=True, text=True, timeout=600, env={**os.environ, **pip_env})
+                            capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr
     deb = Path(result.stdout.strip().splitlines()[-1])
     assert re.fullmatch(r"edgeagent_\d+\.\d+\.\d+_[a-z0-9]+\.deb", deb.name)
