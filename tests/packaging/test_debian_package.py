@@ -53,6 +53,7 @@ def debian_root(tmp_path_factory) -> Iterator[Bootstrap | None]:
         yield None
         return
     root = tmp_path_factory.mktemp("debian") / "root"
+    _mount_tmpfs(root)
     with open(root.parent / "debootstrap.log", "wb") as log:
         process = subprocess.Popen([debootstrap, "--variant=minbase", "--include=python3,adduser", "bookworm",
                                     str(root), mirror], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
@@ -61,10 +62,20 @@ def debian_root(tmp_path_factory) -> Iterator[Bootstrap | None]:
     if process.poll() is None:  # the install test did not wait for it (deselected, or failed before)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
-        # it mounts /proc in the root while it installs, and unmounts it only when it finishes
-        for target in reversed([line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]):
-            if target.startswith(f"{root}/"):
-                subprocess.run(["umount", "--lazy", target], capture_output=True, timeout=30, check=False)
+    # debootstrap mounts /proc in the root while it installs, and unmounts it only when it finishes; then
+    # the root's own tmpfs, if it has one, which frees its memory
+    for target in reversed([line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]):
+        if target == str(root) or target.startswith(f"{root}/"):
+            subprocess.run(["umount", "--lazy", target], capture_output=True, timeout=30, check=False)
+
+
+def _mount_tmpfs(root: Path) -> None:
+    """The root in memory where the system allows it: dpkg syncs every file it unpacks to disk, which
+    for the root's hundred packages cost a fifth of debootstrap's CPU time and a third of its wall time,
+    and the root is thrown away at the end (unmounting it frees the memory). Elsewhere, on disk."""
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(root)], capture_output=True, timeout=30,
+                   check=False)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +91,11 @@ def package(tmp_path_factory, request) -> Path:
 
 
 def _build(out: Path, pip_env: dict[str, str]) -> Path:
+    # xz still, at its fastest level: the members hold the same files, and at the default level (6)
+    # compressing them was two thirds of the build's CPU time (21 s; 2.5 s at level 1, 19% larger)
+    env = {**os.environ, **pip_env, "DPKG_DEB_COMPRESSOR_LEVEL": "1"}
     result = subprocess.run(["bash", str(ROOT / "packaging" / "debian" / "build.sh"), str(out)],
-                            capture_output=True, text=True, timeout=600, env={**os.environ, **pip_env})
+                            capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr
     deb = Path(result.stdout.strip().splitlines()[-1])
     assert re.fullmatch(r"edgeagent_\d+\.\d+\.\d+_[a-z0-9]+\.deb", deb.name)
