@@ -1,0 +1,45 @@
+"""The items of a request the memory limiter refuses, counted as otelcol counts them.
+
+otelcol's memory limiter refuses a request its receiver has parsed: the receiver counts the
+request's items in `otelcol_receiver_refused_*` and the limiter in
+`otelcol_processor_memory_limiter_refused_*`, the series otelcol's alerts on refused data watch.
+Here the limiter refuses before a body is read, to spend no memory on it. A small body (up to
+COUNTED_BYTES, as received and decoded) is still read, and its items are counted on its bytes (a
+walk, no parse; a JSON body, up to COUNTED_JSON_BYTES, is parsed), then dropped; the answer is the
+same refusal. A larger body, or one that does not arrive within READ_SECONDS, is refused unread, its
+items uncounted (the request is counted in `edgeagent_receiver_refused_requests`).
+"""
+
+from __future__ import annotations
+
+from edgeagent.errors import BadRequestError
+from edgeagent.receivers import codec
+from edgeagent.signals import Signal
+from otel.cut import cut
+from otel.wire import WireError
+
+COUNTED_BYTES = 256 << 10  # an SDK's usual request (512 spans) is well below
+COUNTED_JSON_BYTES = 64 << 10  # a parse of JSON takes ~16 times its size
+READ_SECONDS = 5.0  # the longest a refused body is waited for (unless read_timeout is shorter)
+
+
+def items(signal: Signal, body: bytes, content_type: str) -> int:
+    """The items of `body` as otelcol counts them (spans, data points, log records); 0 for a body
+    that is not a request of `signal` (otelcol answers it 400 and counts nothing)."""
+    if content_type == codec.JSON:
+        if len(body) > COUNTED_JSON_BYTES:
+            return 0
+        try:
+            return codec.decode(signal, body, content_type).items
+        except BadRequestError:
+            return 0
+    try:
+        return sum(count for _, count in cut(body, 1 << 62, metrics=signal is Signal.METRICS))
+    except (WireError, IndexError, ValueError):
+        return 0
+
+
+def within(size: int) -> None:
+    """Stop reading a refused body once it holds more than can be counted."""
+    if size > COUNTED_BYTES:
+        raise BadRequestError(f"a refused body is counted up to {COUNTED_BYTES} bytes", status=413)
