@@ -217,6 +217,9 @@ class SignalConsumer:
         if items:
             self._refused.inc(items, self.receiver_id, transport)
             self._limiter_refused.inc(items, limiter_id)
+            # otelcol's memory limiter takes them in and lets none out (its pipelines' meters count both)
+            self.telemetry.count("otelcol_processor_incoming_items", items, limiter_id, self.signal.label)
+            self.telemetry.count("otelcol_processor_outgoing_items", 0, limiter_id, self.signal.label)
 
     def _series(self, transport: str) -> None:
         """Every outcome's series exists from a transport's first request on."""

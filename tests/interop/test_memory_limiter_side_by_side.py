@@ -72,6 +72,9 @@ def test_refused_requests_are_answered_and_counted_alike_in_both(agents, otelcol
         assert agent.metric("otelcol_processor_memory_limiter_refused_spans", processor="memory_limiter") == \
             reference.metric("otelcol_processor_memory_limiter_refused_spans", processor="memory_limiter") == \
             2 * SPANS
+        for name in ("otelcol_processor_incoming_items", "otelcol_processor_outgoing_items"):
+            expected = reference.metric(name, processor="memory_limiter", otel_signal="traces")
+            assert agent.metric(name, processor="memory_limiter", otel_signal="traces") == expected, name
         assert upstream.received("traces") == []
     finally:
         upstream.stop()
