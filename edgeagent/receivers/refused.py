@@ -7,12 +7,15 @@ Here the limiter refuses before a body is read, to spend no memory on it. A smal
 COUNTED_BYTES, as received and decoded) is still read, and its items are counted on its bytes (a
 walk, no parse; a JSON body, up to COUNTED_JSON_BYTES, is parsed), then dropped; the answer is the
 same refusal. A larger body, or one that does not arrive within READ_SECONDS, is refused unread, its
-items uncounted (the request is counted in `edgeagent_receiver_refused_requests`).
+items uncounted (the request is counted in `edgeagent_receiver_refused_requests`). A Kafka message,
+in memory already, is counted at each offer the limiter refuses, as otelcol's Kafka receiver counts it.
 """
 
 from __future__ import annotations
 
-from edgeagent.errors import BadRequestError
+from typing import Protocol
+
+from edgeagent.errors import BadRequestError, DataRefusedError
 from edgeagent.receivers import codec
 from edgeagent.signals import Signal
 from otel.cut import cut
@@ -37,6 +40,21 @@ def items(signal: Signal, body: bytes, content_type: str) -> int:
         return sum(count for _, count in cut(body, 1 << 62, metrics=signal is Signal.METRICS))
     except (WireError, IndexError, ValueError):
         return 0
+
+
+class Consumer(Protocol):
+    def refusal(self, transport: str) -> tuple[str, DataRefusedError] | None: ...
+
+    def count_refused(self, transport: str, items: int, limiter_id: str) -> None: ...
+
+
+def check(consumer: Consumer, transport: str, signal: Signal, body: bytes, content_type: str) -> None:
+    """Raise the refusal of a memory limiter that refuses now, with the items of `body` (already in
+    memory: a Kafka message) counted when it is small enough."""
+    if (refusal := consumer.refusal(transport)) is not None:
+        consumer.count_refused(transport, items(signal, body, content_type) if len(body) <= COUNTED_BYTES else 0,
+                               refusal[0])
+        raise refusal[1]
 
 
 def within(size: int) -> None:
