@@ -116,11 +116,14 @@ class GrpcServer:
 
 async def _refused_items(call: grpc_call.GrpcCall, signal: Signal) -> int:
     """The items of a call refused for memory, when its message is small enough to count (refused.py)."""
-    try:
-        async with asyncio.timeout(refused.READ_SECONDS):
-            return refused.items(signal, await call.read(refused.within), codec.PROTOBUF)
-    except (TimeoutError, BadRequestError, grpc_call.GrpcError, ConnectionError):
-        return 0
+    with refused.budget(refused.COUNTED_BYTES) as allowed:
+        if not allowed:
+            return 0
+        try:
+            async with asyncio.timeout(refused.READ_SECONDS):
+                return refused.items(signal, await call.read(refused.within), codec.PROTOBUF)
+        except (TimeoutError, BadRequestError, grpc_call.GrpcError, ConnectionError):
+            return 0
 
 
 def limits(config: Any) -> grpc_call.Limits:

@@ -161,15 +161,20 @@ class HttpServer:
             encoding = "identity"
         elif self._encodings is not None and encoding not in self._encodings:
             return 0
-        self._reading += 1
-        try:
-            async with asyncio.timeout(min(self.config.read_timeout or refused.READ_SECONDS, refused.READ_SECONDS)):
-                body = await _read_body(request, encoding, refused.COUNTED_BYTES, MemoryReservation([], _uncounted))
-        except (TimeoutError, BadRequestError, ConnectionError):
-            return 0
-        finally:
-            self._reading -= 1
-        return refused.items(signal, body, request.content_type)
+        wait = min(self.config.read_timeout or refused.READ_SECONDS, refused.READ_SECONDS)
+        with refused.budget(length if encoding in ("", "identity") else refused.COUNTED_BYTES) as allowed:
+            if not allowed:
+                return 0
+            self._reading += 1
+            try:
+                async with asyncio.timeout(wait):
+                    body = await _read_body(request, encoding, refused.COUNTED_BYTES,
+                                            MemoryReservation([], _uncounted))
+            except (TimeoutError, BadRequestError, ConnectionError):
+                return 0
+            finally:
+                self._reading -= 1
+            return refused.items(signal, body, request.content_type)
 
     async def _read_body(self, request: Request, reservation: Reservation) -> bytes:
         """The decompressed body, read within read_timeout and reserved as it arrives."""

@@ -6,13 +6,16 @@ request's items in `otelcol_receiver_refused_*` and the limiter in
 Here the limiter refuses before a body is read, to spend no memory on it. A small body (up to
 COUNTED_BYTES, as received and decoded) is still read, and its items are counted on its bytes (a
 walk, no parse; a JSON body, up to COUNTED_JSON_BYTES, is parsed), then dropped; the answer is the
-same refusal. A larger body, or one that does not arrive within READ_SECONDS, is refused unread, its
-items uncounted (the request is counted in `edgeagent_receiver_refused_requests`). A Kafka message,
-in memory already, is counted at each offer the limiter refuses, as otelcol's Kafka receiver counts it.
+same refusal. At most BUDGET_BYTES of such bodies are read at once. A larger body, one over that
+budget, or one that does not arrive within READ_SECONDS, is refused unread, its items uncounted
+(the request is counted in `edgeagent_receiver_refused_requests`). A Kafka message, in memory
+already, is counted at each offer the limiter refuses, as otelcol's Kafka receiver counts it.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Protocol
 
 from edgeagent.errors import BadRequestError, DataRefusedError
@@ -24,6 +27,23 @@ from otel.wire import WireError
 COUNTED_BYTES = 256 << 10  # an SDK's usual request (512 spans) is well below
 COUNTED_JSON_BYTES = 64 << 10  # a parse of JSON takes ~16 times its size
 READ_SECONDS = 5.0  # the longest a refused body is waited for (unless read_timeout is shorter)
+BUDGET_BYTES = 8 << 20  # of refused bodies being read at once, by every receiver: the rest go uncounted
+_taken = 0
+
+
+@contextlib.contextmanager
+def budget(size: int) -> Iterator[bool]:
+    """Whether a refused body of up to `size` bytes may be read to be counted now (within BUDGET_BYTES
+    of them at once: memory is short when they come), held until the block ends."""
+    global _taken
+    if _taken + size > BUDGET_BYTES:
+        yield False
+        return
+    _taken += size
+    try:
+        yield True
+    finally:
+        _taken -= size
 
 
 def items(signal: Signal, body: bytes, content_type: str) -> int:
