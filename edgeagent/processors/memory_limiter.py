@@ -3,7 +3,10 @@
 It measures anonymous memory (RssAnon), not RSS: RSS includes LMDB's file-backed pages,
 which grow while a large backlog is read and are not the agent's to give back.
 Soft limit = limit - spike: above it new data is refused (HTTP 503 + Retry-After, gRPC
-UNAVAILABLE) and a GC runs; above the hard limit a GC also runs at every check.
+UNAVAILABLE) and a GC runs; above the hard limit a GC also runs at every check. The items of a
+refused request are counted in otelcol's series (`otelcol_receiver_refused_*`,
+`otelcol_processor_memory_limiter_refused_*`) when its body is small enough to count unparsed
+(receivers/refused.py).
 
 Between two checks a burst of large requests could overshoot, so the limiter also counts
 the requests in flight: a request is admitted only while the last measurement plus the

@@ -71,7 +71,7 @@ from edgeagent.config.types import Duration, Int32
 from edgeagent.configkafka import DEFAULT_TOPICS, ClientConfig, Encoding, SignalsConfig
 from edgeagent.configretry import backoff_delay
 from edgeagent.errors import BadRequestError, PermanentError, RefusedError, RetryableError, ShutdownError
-from edgeagent.receivers import codec, parse_cost
+from edgeagent.receivers import codec, parse_cost, refused
 from edgeagent.receivers.kafka_decompress import DEFAULT_MAX_BYTES, MAX_BYTES, DecompressTooLarge
 from edgeagent.receivers.kafka_fetch import Fetcher, Unreadable
 from edgeagent.signals import Payload, Signal, resource_groups
@@ -490,6 +490,7 @@ class KafkaReceiver:
         """One offer of a message: admitted by the memory budget, parsed, and consumed up to its durable commit."""
         value = record.value or b""
         content_type = codec.JSON if partition.encoding == "otlp_json" else codec.PROTOBUF
+        refused.check(partition.consumer, "kafka", partition.signal, value, content_type)
         with partition.consumer.admission("kafka", len(value)) as reservation:
             await parse_cost.admit(reservation, partition.signal, value, content_type)
             metadata = _metadata(partition, record)

@@ -15,6 +15,7 @@ what was kept), an error for what the waits refused at the deadline.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -26,7 +27,7 @@ from edgeagent import auth, netaddr, tls
 from edgeagent.errors import BadRequestError, PermanentError, QueueFullError, RetryableError, UnauthenticatedError
 from edgeagent.grpc_status import StatusCode, name_of
 from edgeagent.instrumentation import rpc_server_observer
-from edgeagent.receivers import codec, grpc_call, grpc_server, parse_cost, upstream_status
+from edgeagent.receivers import codec, grpc_call, grpc_server, parse_cost, refused, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class GrpcServer:
                 if authenticator is not None and not authenticator.authenticate(
                         {key: value for key, value in call.metadata if isinstance(value, str)}):
                     raise UnauthenticatedError()
+                if (refusal := consumer.refusal("grpc")) is not None:
+                    consumer.count_refused("grpc", await _refused_items(call, signal), refusal[0])
+                    raise refusal[1]
                 with consumer.admission("grpc") as reservation:
                     request = await call.read(lambda size: reservation.grow(size - reservation.bytes))
                     metadata = codec.metadata_of(call.metadata) if include_metadata else None
@@ -108,6 +112,18 @@ class GrpcServer:
             return success
 
         return export
+
+
+async def _refused_items(call: grpc_call.GrpcCall, signal: Signal) -> int:
+    """The items of a call refused for memory, when its message is small enough to count (refused.py)."""
+    with refused.budget(refused.COUNTED_BYTES) as allowed:
+        if not allowed:
+            return 0
+        try:
+            async with asyncio.timeout(refused.READ_SECONDS):
+                return refused.items(signal, await call.read(refused.within), codec.PROTOBUF)
+        except (TimeoutError, BadRequestError, grpc_call.GrpcError, ConnectionError):
+            return 0
 
 
 def limits(config: Any) -> grpc_call.Limits:

@@ -29,7 +29,8 @@ from edgeagent.errors import BadRequestError, PermanentError, RetryableError, Un
 from edgeagent.http1.server import Request, Response, Server
 from edgeagent.http1.wire import ProtocolError
 from edgeagent.instrumentation import http_server_timer
-from edgeagent.receivers import codec, http1_probe, parse_cost, upstream_status
+from edgeagent.processors.memory_limiter import Reservation as MemoryReservation
+from edgeagent.receivers import codec, http1_probe, parse_cost, refused, upstream_status
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,10 @@ class HttpServer:
             if content_type not in (codec.PROTOBUF, codec.JSON):
                 return Response(415, text=f"unsupported content type {content_type!r}; "
                                     f"use {codec.PROTOBUF} or {codec.JSON}\n")
+            refusal = consumer.refusal("http")
+            if refusal is not None:
+                consumer.count_refused("http", await self._refused_items(request, signal), refusal[0])
+                return error_response(refusal[1], content_type, signal)
             try:
                 with consumer.admission("http") as reservation:
                     body = await self._read_body(request, reservation)
@@ -145,6 +150,31 @@ class HttpServer:
             return Response(body=success[content_type], content_type=content_type)
 
         return handle
+
+    async def _refused_items(self, request: Request, signal: Signal) -> int:
+        """The items of a request refused for memory, when its body is small enough to count (refused.py)."""
+        length = request.content_length
+        if length is None or length > refused.COUNTED_BYTES or self._reading >= MAX_UNREAD_BODIES:
+            return 0
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if self._encodings is not None and not self._encodings:
+            encoding = "identity"
+        elif self._encodings is not None and encoding not in self._encodings:
+            return 0
+        wait = min(self.config.read_timeout or refused.READ_SECONDS, refused.READ_SECONDS)
+        with refused.budget(length if encoding in ("", "identity") else refused.COUNTED_BYTES) as allowed:
+            if not allowed:
+                return 0
+            self._reading += 1
+            try:
+                async with asyncio.timeout(wait):
+                    body = await _read_body(request, encoding, refused.COUNTED_BYTES,
+                                            MemoryReservation([], _uncounted))
+            except (TimeoutError, BadRequestError, ConnectionError):
+                return 0
+            finally:
+                self._reading -= 1
+            return refused.items(signal, body, request.content_type)
 
     async def _read_body(self, request: Request, reservation: Reservation) -> bytes:
         """The decompressed body, read within read_timeout and reserved as it arrives."""
@@ -193,6 +223,10 @@ async def _read_body(request: Request, encoding: str, limit: int, reservation: R
     except ProtocolError as exc:  # a chunked framing broken: answered, then the server closes the connection
         raise BadRequestError(str(exc), status=exc.status) from None
     return decompressor.finish()
+
+
+def _uncounted(error: RetryableError) -> None:
+    """A body read only to count its items takes nothing from the memory limiters' budget."""
 
 
 def _answer_by(write_timeout: float) -> float | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from edgeagent.errors import RetryableError, ShutdownError
+from edgeagent.errors import DataRefusedError, RetryableError, ShutdownError
 from edgeagent.exporters.chain import ExportChain, send_now
 from edgeagent.processors.batch import BatchConfig
 from edgeagent.processors.memory_limiter import Reservation
@@ -162,6 +162,10 @@ class SignalConsumer:
         self._failed = metrics.counter(f"otelcol_receiver_failed_{signal.item_name}",
                                        f"Number of {signal.item_name} that failed to be processed by the receiver "
                                        "due to internal errors.", ("receiver", "transport"))
+        # a memory limiter's refusals, counted with the receiver's (the limiter refuses before any processor)
+        self._limiter_refused = metrics.counter(f"otelcol_processor_memory_limiter_refused_{signal.item_name}",
+                                                f"Number of {signal.item_name} that were rejected by the memory "
+                                                "limiter.", ("processor",))
         self._transports: set[str] = set()
 
     def add(self, pipeline: RunningPipeline, limiters: list[Limiter]) -> None:
@@ -195,6 +199,35 @@ class SignalConsumer:
             arrival.settle()
             _ARRIVAL.reset(token)
 
+    def refusal(self, transport: str) -> tuple[str, DataRefusedError] | None:
+        """The refusal of the first memory limiter that refuses new data now, with its id; the request
+        is counted as refused (its items with `count_refused`, once they are known)."""
+        for limiter in self.limiters:
+            try:
+                limiter.admit()
+            except DataRefusedError as exc:
+                self._series(transport)
+                self.telemetry.counter_inc("edgeagent_receiver_refused_requests", 1, self.receiver_id, transport,
+                                           type(exc).__name__)
+                return limiter.id, exc
+        return None
+
+    def count_refused(self, transport: str, items: int, limiter_id: str) -> None:
+        """`items` of a request `limiter_id` refused, as otelcol's receiver and memory limiter count them."""
+        if items:
+            self._refused.inc(items, self.receiver_id, transport)
+            self._limiter_refused.inc(items, limiter_id)
+            # otelcol's memory limiter takes them in and lets none out (its pipelines' meters count both)
+            self.telemetry.count("otelcol_processor_incoming_items", items, limiter_id, self.signal.label)
+            self.telemetry.count("otelcol_processor_outgoing_items", 0, limiter_id, self.signal.label)
+
+    def _series(self, transport: str) -> None:
+        """Every outcome's series exists from a transport's first request on."""
+        if transport not in self._transports:
+            self._transports.add(transport)
+            for counter in (self._accepted, self._refused, self._failed):
+                counter.inc(0, self.receiver_id, transport)
+
     def _admit(self) -> None:
         if self.stopping():
             raise ShutdownError("the agent is shutting down", retry_after=5.0)
@@ -202,10 +235,7 @@ class SignalConsumer:
             limiter.admit()
 
     async def consume(self, payload: Payload, transport: str) -> None:
-        if transport not in self._transports:  # every outcome's series exists from the first request on
-            self._transports.add(transport)
-            for counter in (self._accepted, self._refused, self._failed):
-                counter.inc(0, self.receiver_id, transport)
+        self._series(transport)
         if not payload.items:  # nothing to keep: answered at once, as otelcol's OTLP receiver answers it
             return
         try:
@@ -234,6 +264,12 @@ class ConsumerSlot:
 
     def admission(self, transport: str, body_bytes: int = 0) -> contextlib.AbstractContextManager[Reservation]:
         return self.target.admission(transport, body_bytes)
+
+    def refusal(self, transport: str) -> tuple[str, DataRefusedError] | None:
+        return self.target.refusal(transport)
+
+    def count_refused(self, transport: str, items: int, limiter_id: str) -> None:
+        self.target.count_refused(transport, items, limiter_id)
 
     async def consume(self, payload: Payload, transport: str) -> None:
         await self.target.consume(payload, transport)

@@ -124,6 +124,12 @@ class Graph:
                 placed.batch = processor
             elif role is Role.STAGE and placed.stage is None:
                 placed.stage, placed.stage_id = processor, proc_id
+            elif role is Role.ADMISSION and placed.stage is not None:
+                # wherever it is listed, a memory limiter refuses at the receivers (it runs, and is counted,
+                # on what they take in): never on the traces the stage keeps, which were answered OK
+                # (otelcol's refusal there drops them)
+                placed.before.append(processor)
+                placed.limiters.append(processor)
             elif placed.stage is not None:  # processors after tail_sampling run on the kept traces
                 placed.after.append(processor)
             else:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from edgeagent.errors import DataRefusedError
 from edgeagent.extensions.metrics import Metrics
 from edgeagent.processors.memory_limiter import Reservation
 from edgeagent.signals import Payload, Signal
@@ -21,6 +22,12 @@ class Consumer(Protocol):
     def admission(self, transport: str, body_bytes: int = 0) -> AbstractContextManager[Reservation]:
         """Hold a request's place in the memory budget while it is read (grow it as the body
         arrives); raises RetryableError."""
+
+    def refusal(self, transport: str) -> tuple[str, DataRefusedError] | None:
+        """The refusal of a memory limiter that refuses new data now, with its id (the request counted)."""
+
+    def count_refused(self, transport: str, items: int, limiter_id: str) -> None:
+        """Count the items of a request a memory limiter refused."""
 
     async def consume(self, payload: Payload, transport: str) -> None:
         """Returns once the request is durable (or refused with a typed error)."""

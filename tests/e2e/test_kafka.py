@@ -383,6 +383,23 @@ def test_lag_appears_while_the_hub_refuses_and_returns_to_zero(agents, upstream,
     assert any(key.startswith('kafka_consumer_lag{group="hub",partition="0",topic="otlp_spans"}') for key in metrics)
 
 
+def test_messages_the_memory_limiter_refuses_are_counted_as_otelcols_and_kept_in_kafka(agents, upstream, kafka,
+                                                                                       tmp_path):
+    kafka.create_topic("otlp_spans", 1)
+    requests, _ = _requests(2, spans=5)
+    kafka.produce("otlp_spans", requests, partition=0)
+    # a limit below what the hub uses: it refuses every offer, and Kafka keeps the messages
+    hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), error_backoff=QUICK_RETRY,
+               processors={"memory_limiter": {"check_interval": "100ms", "limit_mib": 1}})
+
+    wait_until(lambda: hub.metric("otelcol_receiver_refused_spans", receiver="kafka", transport="kafka") >= 10,
+               timeout=30, interval=0.25, message=f"the refused spans counted\n{hub.log()}")
+    refused = hub.metric("otelcol_processor_memory_limiter_refused_spans", processor="memory_limiter")
+    assert refused >= 10 and refused % 5 == 0  # each offer of a message counts its spans, as otelcol's does
+    assert sum(_lag(hub).values()) == 2
+    assert upstream.spans() == []
+
+
 @needs_rotel
 def test_a_hub_reads_what_another_collectors_kafka_exporter_wrote(agents, upstream, kafka, tmp_path):
     # rotel's kafka exporter (Rust, librdkafka) writes Export*ServiceRequest protobuf as otelcol does
