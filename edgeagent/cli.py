@@ -24,19 +24,14 @@ import yaml
 
 from edgeagent import __version__, cli_text
 from edgeagent.cli_listings import FEATURE_GATES, MERGE_APPEND, cmd_components, cmd_featuregate
-from edgeagent.config.loader import (
-    AgentConfig,
-    ConfigError,
-    load_text,
-    load_uris,
-    raw_document,
-)
+from edgeagent.config.document import ConfigError
 from edgeagent.config.upstream import upstream_base
 from edgeagent.runtime import descriptors, hangup, lean, loop_errors
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
 if TYPE_CHECKING:  # imported when the agent runs: the config commands stay light
+    from edgeagent.config.loader import AgentConfig
     from edgeagent.runtime.systemd import Notifier
     from edgeagent.service.service import Service
 
@@ -75,6 +70,10 @@ def load(
     gates: frozenset[str] = frozenset(),
 ) -> AgentConfig:
     """The config every verb runs with: the --config sources merged (or the embedded default), then --set."""
+    # imported here: the config models and their decoding cost a command that asks the running agent
+    # (status, reload, the queue verbs) a third of its start
+    from edgeagent.config.loader import load_text, load_uris
+
     uris = [config] if isinstance(config, str) else list(config or [])
     environ, warning = _environ(upstream)
     append = MERGE_APPEND in gates
@@ -173,6 +172,8 @@ def cmd_print_config(args: argparse.Namespace) -> int:
 
 
 def _merged_document(args: argparse.Namespace) -> tuple[dict, list[str]] | None:
+    from edgeagent.config.loader import raw_document
+
     environ, _ = _environ(_upstream(args))
     sources = args.config or ["yaml:" + default_config_text()]
     try:

@@ -9,7 +9,6 @@ import sys
 import yaml
 
 from edgeagent import __version__
-from edgeagent.config.expand import SCHEMES
 
 EXIT_ERROR = 1
 
@@ -55,6 +54,7 @@ def cmd_components(args: argparse.Namespace) -> int:
     """Every component type by kind with its module and stability, as otelcol's `components` lists
     them; a type's deprecated alias is named beside it (otelcol leaves aliases out)."""
     from edgeagent import registry
+    from edgeagent.config.expand import SCHEMES
 
     out: dict[str, object] = {"buildinfo": {"command": "edgeagent", "description": "OpenTelemetry edge buffering "
                                             "agent", "version": __version__}}

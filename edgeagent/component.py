@@ -22,7 +22,7 @@ KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
 class ComponentConfig(BaseModel):
     """Base for component configs: unknown keys are errors, as in otelcol."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
     # settings whose being written matters (a warning, a conflict): print-config prints them only when written
     UNSET_STAYS_UNSET: ClassVar[frozenset[str]] = frozenset()
 

@@ -124,3 +124,27 @@ def test_a_serving_agent_makes_young_passes_rarer_and_a_verb_restores_them():
     finally:
         steady_gc()
     assert gc.get_threshold() == steady
+
+
+@pytest.mark.e2e
+def test_a_command_that_asks_the_running_agent_imports_no_config_models(tmp_path):
+    """`status`, `reload` and the queue verbs only talk to the agent's control socket: the config
+    models, their decoding and pydantic were half of such a command's CPU time."""
+    state = str(tmp_path / "state")
+    agent = AgentProcess([], log_path=str(tmp_path / "agent.log"))
+    agent.args = ["run", "--state-dir", state, *agent.ports_overrides()]
+    agent.start()
+    modules = tmp_path / "modules.json"
+    try:
+        for verb in (["status", "--json"], ["queue", "stats", "--json"]):
+            subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, str(modules), *verb, "--state-dir", state],
+                           check=True, capture_output=True, timeout=60)
+            imported = json.loads(modules.read_text())
+            assert "edgeagent.runtime.control" in imported  # the list is the command's
+            # (pydantic.plugin._loader is lean.py's stand-in, put in sys.modules without an import)
+            unwanted = sorted(name for name in imported if name in ("pydantic", "pydantic.main", "pydantic_core")
+                              or name.startswith(("edgeagent.config.loader", "edgeagent.configdecode",
+                                                  "edgeagent.component")))
+            assert unwanted == [], verb
+    finally:
+        assert agent.terminate() == 0

@@ -35,7 +35,7 @@ _DEFAULT_ENDPOINTS = {"http/protobuf": "https://localhost:4318", "grpc": "https:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def _milliseconds(value: Any) -> Any:

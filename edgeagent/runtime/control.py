@@ -27,7 +27,6 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
-from edgeagent import netaddr
 from edgeagent.http1 import wire
 from edgeagent.http1.server import Request, Response, Server
 
@@ -59,6 +58,8 @@ class ControlServer:
         self._server: Server | None = None
 
     async def start(self) -> None:
+        from edgeagent import netaddr  # the agent's side only: a command asking it needs no config models
+
         server = Server(wait_for_request=self.wait_for_request, write_stall_timeout=self.write_stall_timeout)
         server.post("/{name}", self._handle)
         os.makedirs(os.path.dirname(self.path), exist_ok=True)

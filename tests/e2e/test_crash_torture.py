@@ -114,7 +114,7 @@ def test_thirty_kill_9_at_random_moments_lose_nothing_and_bound_duplicates(agent
             agent = agents(["run", "--config", str(config)], env=env, ports=previous)
             ingest = Ingest(agent.http_port, next_id)
             ingest.start()
-            time.sleep(rng.uniform(0.2, 1.2))
+            time.sleep(rng.uniform(0.1, 0.7))
             agent.kill()
             ingest.stop.set()
             ingest.join(10)
