@@ -257,10 +257,10 @@ def test_two_hub_replicas_share_the_partitions_and_take_over_when_one_stops(agen
     assert set(_lag(first)).isdisjoint(_lag(second))
 
     edge = _edge(agents, tmp_path, kafka, partition_traces_by_id=True)
-    # one trace per span: keys on every partition
-    sent = send_spans("grpc", edge.grpc_port, 4000, batch=200, must_deliver=True)
+    # one trace per span, so one message per span: keys on every partition
+    sent = send_spans("grpc", edge.grpc_port, 800, batch=200, must_deliver=True)
     wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="every span upstream")
-    in_kafka = sum(kafka.span_ids().values())  # 4000, and more if a produce was retried after a stall
+    in_kafka = sum(kafka.span_ids().values())  # 800, and more if a produce was retried after a stall
     wait_until(lambda: sum(hub.metric("otelcol_receiver_accepted_spans") for hub in (first, second)) == in_kafka,
                timeout=30, message=f"the hubs accepting the {in_kafka} spans in Kafka")
     shares = [hub.metric("otelcol_receiver_accepted_spans") for hub in (first, second)]
@@ -268,10 +268,10 @@ def test_two_hub_replicas_share_the_partitions_and_take_over_when_one_stops(agen
 
     assert second.terminate() == 0  # leaves the group after committing what it made durable
     wait_until(lambda: len(_lag(first)) == 4, timeout=60, interval=0.5, message="the first hub owning all four")
-    more = send_spans("grpc", edge.grpc_port, 2000, batch=200, must_deliver=True)
+    more = send_spans("grpc", edge.grpc_port, 400, batch=200, must_deliver=True)
     wait_until(lambda: upstream.span_ids() >= sent | more, timeout=60, interval=0.25,
                message="every later span upstream through the remaining hub")
-    later = sum(kafka.span_ids().values()) - in_kafka  # 2000, and more if a produce was retried
+    later = sum(kafka.span_ids().values()) - in_kafka  # 400, and more if a produce was retried
     wait_until(lambda: first.metric("otelcol_receiver_accepted_spans") == shares[0] + later, timeout=30,
                message=f"the remaining hub accepting the {later} later spans in Kafka")
 
