@@ -563,22 +563,15 @@ def test_a_sampling_hub_reloaded_while_it_consumes_delivers_every_kept_span(agen
     hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling)
     sent: set[bytes] = set()
     done = threading.Event()
-
-    def produce() -> None:
-        for _ in range(500):  # bounded; stopped after the reloads
-            if done.is_set():
-                return
-            requests, ids = _requests(20)
-            kafka.produce("otlp_spans", requests)
-            sent.update(ids)
-
-    producer = threading.Thread(target=produce)
+    # 100 spans every 0.05 s, bounded; stopped after the reloads
+    producer = threading.Thread(target=kafka.produce_until, args=("otlp_spans", done, lambda: _requests(20), sent),
+                                kwargs={"rounds": 500, "pause": 0.05})
     producer.start()
     path = tmp_path / "hub.yaml"
     assert hub.process is not None
     try:
         for reload in range(1, 7):
-            time.sleep(1.5)
+            time.sleep(1.0)
             document = yaml.safe_load(path.read_text())
             document["processors"]["tail_sampling"]["policies"][0]["name"] = f"all-{reload}"
             path.write_text(yaml.safe_dump(document, sort_keys=False))
