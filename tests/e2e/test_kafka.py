@@ -429,7 +429,7 @@ def test_a_sampler_whose_export_queue_stays_full_warns_once_not_every_tick(agent
     wait_until(lambda: hub.metric("otelcol_exporter_queue_size", exporter="otlphttp") == 1, timeout=30,
                message="the first decided traces queued")
     kafka.produce("otlp_spans", _requests(1)[0], partition=0)  # decided, but the queue is full
-    time.sleep(3)  # about 30 ticks of the sampler
+    time.sleep(1)  # about 20 ticks of the sampler (one every 50 ms at this decision_wait)
     stuck = [line for line in hub.log().splitlines() if "could not queue decided traces" in line]
     assert len(stuck) == 1, stuck
 
