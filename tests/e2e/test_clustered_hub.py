@@ -106,27 +106,20 @@ def test_a_replica_that_joins_then_leaves_with_a_drain_delivers_every_kept_span(
     wait_until(lambda: len(_partitions(first)) == 4, timeout=60, interval=0.5, message="one replica owning all four")
     sent: set[bytes] = set()
     done = threading.Event()
-
-    def produce() -> None:
-        for _ in range(400):  # bounded; stopped once the second replica is gone
-            if done.is_set():
-                return
-            requests, span_ids = _error_traces(10)
-            for index, request in enumerate(requests):
-                kafka.produce("otlp_spans", [request], partition=index % 4)
-            sent.update(span_ids)
-
-    producer = threading.Thread(target=produce)
+    # 150 spans every 0.2 s, bounded; stopped once the second replica is gone. The second holds a
+    # decision_wait's worth of its partitions' traces when it leaves, about 700 spans.
+    producer = threading.Thread(target=kafka.produce_until, args=("otlp_spans", done, lambda: _error_traces(10), sent),
+                                kwargs={"rounds": 400, "pause": 0.2, "partitions": 4})
     producer.start()
     try:
-        time.sleep(2)
+        time.sleep(1)
         second = _sampling_hub(agents, tmp_path, kafka, upstream, redis_server, "hub-b",
                                env={"EDGEAGENT_DRAIN_TIMEOUT": "10"})
         wait_until(lambda: len(_partitions(second)) == 2, timeout=60, interval=0.5, message="the second owning two")
-        time.sleep(2)
+        time.sleep(2)  # a decision_wait: it holds traces when it leaves
         assert second.terminate() == 0
         wait_until(lambda: len(_partitions(first)) == 4, timeout=60, interval=0.5, message="the first owning all")
-        time.sleep(2)
+        time.sleep(1)
     finally:
         done.set()
         producer.join(120)

@@ -257,10 +257,10 @@ def test_two_hub_replicas_share_the_partitions_and_take_over_when_one_stops(agen
     assert set(_lag(first)).isdisjoint(_lag(second))
 
     edge = _edge(agents, tmp_path, kafka, partition_traces_by_id=True)
-    # one trace per span: keys on every partition
-    sent = send_spans("grpc", edge.grpc_port, 4000, batch=200, must_deliver=True)
+    # one trace per span, so one message per span: keys on every partition
+    sent = send_spans("grpc", edge.grpc_port, 800, batch=200, must_deliver=True)
     wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="every span upstream")
-    in_kafka = sum(kafka.span_ids().values())  # 4000, and more if a produce was retried after a stall
+    in_kafka = sum(kafka.span_ids().values())  # 800, and more if a produce was retried after a stall
     wait_until(lambda: sum(hub.metric("otelcol_receiver_accepted_spans") for hub in (first, second)) == in_kafka,
                timeout=30, message=f"the hubs accepting the {in_kafka} spans in Kafka")
     shares = [hub.metric("otelcol_receiver_accepted_spans") for hub in (first, second)]
@@ -268,10 +268,10 @@ def test_two_hub_replicas_share_the_partitions_and_take_over_when_one_stops(agen
 
     assert second.terminate() == 0  # leaves the group after committing what it made durable
     wait_until(lambda: len(_lag(first)) == 4, timeout=60, interval=0.5, message="the first hub owning all four")
-    more = send_spans("grpc", edge.grpc_port, 2000, batch=200, must_deliver=True)
+    more = send_spans("grpc", edge.grpc_port, 400, batch=200, must_deliver=True)
     wait_until(lambda: upstream.span_ids() >= sent | more, timeout=60, interval=0.25,
                message="every later span upstream through the remaining hub")
-    later = sum(kafka.span_ids().values()) - in_kafka  # 2000, and more if a produce was retried
+    later = sum(kafka.span_ids().values()) - in_kafka  # 400, and more if a produce was retried
     wait_until(lambda: first.metric("otelcol_receiver_accepted_spans") == shares[0] + later, timeout=30,
                message=f"the remaining hub accepting the {later} later spans in Kafka")
 
@@ -446,7 +446,7 @@ def test_a_sampler_whose_export_queue_stays_full_warns_once_not_every_tick(agent
     wait_until(lambda: hub.metric("otelcol_exporter_queue_size", exporter="otlphttp") == 1, timeout=30,
                message="the first decided traces queued")
     kafka.produce("otlp_spans", _requests(1)[0], partition=0)  # decided, but the queue is full
-    time.sleep(3)  # about 30 ticks of the sampler
+    time.sleep(1)  # about 20 ticks of the sampler (one every 50 ms at this decision_wait)
     stuck = [line for line in hub.log().splitlines() if "could not queue decided traces" in line]
     assert len(stuck) == 1, stuck
 
@@ -580,22 +580,15 @@ def test_a_sampling_hub_reloaded_while_it_consumes_delivers_every_kept_span(agen
     hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling)
     sent: set[bytes] = set()
     done = threading.Event()
-
-    def produce() -> None:
-        for _ in range(500):  # bounded; stopped after the reloads
-            if done.is_set():
-                return
-            requests, ids = _requests(20)
-            kafka.produce("otlp_spans", requests)
-            sent.update(ids)
-
-    producer = threading.Thread(target=produce)
+    # 100 spans every 0.05 s, bounded; stopped after the reloads
+    producer = threading.Thread(target=kafka.produce_until, args=("otlp_spans", done, lambda: _requests(20), sent),
+                                kwargs={"rounds": 500, "pause": 0.05})
     producer.start()
     path = tmp_path / "hub.yaml"
     assert hub.process is not None
     try:
         for reload in range(1, 7):
-            time.sleep(1.5)
+            time.sleep(1.0)
             document = yaml.safe_load(path.read_text())
             document["processors"]["tail_sampling"]["policies"][0]["name"] = f"all-{reload}"
             path.write_text(yaml.safe_dump(document, sort_keys=False))

@@ -17,7 +17,9 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,6 +182,32 @@ class Broker:
                 await asyncio.gather(*[await producer.send(topic, value, key=key, partition=partition,
                                                            headers=headers)
                                        for value in values])
+            finally:
+                await producer.stop()
+
+        _run(send())
+
+    def produce_until(self, topic: str, done: threading.Event, batch: Callable[[], tuple[list[bytes], set[bytes]]],
+                      sent: set[bytes], rounds: int, pause: float, partitions: int = 0) -> None:
+        """Keep `topic` busy while a test changes its consumers: until `done` is set, at most `rounds`
+        times, write the messages of `batch()` (acks=all; the i-th to partition i % `partitions` if
+        given), add its ids to `sent` once written, then pause `pause` seconds. One producer for all
+        of it, for a thread to run: a producer per message costs more than the consumers' work."""
+        from aiokafka import AIOKafkaProducer
+
+        async def send() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await producer.start()
+            try:
+                for _ in range(rounds):
+                    if done.is_set():
+                        return
+                    messages, ids = batch()
+                    await asyncio.gather(*[await producer.send(topic, value,
+                                                               partition=index % partitions if partitions else None)
+                                           for index, value in enumerate(messages)])
+                    sent.update(ids)
+                    await asyncio.sleep(pause)
             finally:
                 await producer.stop()
 

@@ -33,8 +33,10 @@ async def _read(kafka, owner, expected: int, seconds: float = 30.0, holders: lis
     each Unreadable's error to `errors`. `options`: the Fetcher's."""
     holders = [] if holders is None else holders
     errors = [] if errors is None else errors
+    # in a group of its own: tansu holds a first join for about half the session timeout (5 s at
+    # aiokafka's default of 10 s), 1 s at 2 s
     consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=kafka.bootstrap, group_id="test", enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=500)
     await consumer.start()
     try:
         fetcher = Fetcher(consumer, step_wait=1.0, owner=owner, **options)
@@ -62,7 +64,7 @@ def test_a_partition_that_changes_hands_while_stepping_is_not_stepped_over(kafka
     _topic(kafka)
     turns = iter(range(1_000_000))
     # every look at the owner finds another: as if each read crossed a rebalance
-    out = asyncio.run(_read(kafka, owner=lambda tp: next(turns), expected=99, seconds=6.0))
+    out = asyncio.run(_read(kafka, owner=lambda tp: next(turns), expected=99, seconds=3.0))
     assert not [offset for offset, value in out[0] if value is None]  # nothing skipped without a holder
     # and nothing past the batch read (records a holder took before the next one are not handed
     # out: a real rebalance reads them again from the committed offset)
