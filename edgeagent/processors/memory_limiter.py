@@ -230,6 +230,13 @@ class MemoryLimiter:
                         extra={"processor": self.id, "limit_mib": self.config.limit_mib,
                                "available_mib": self.available >> 20})
         self.check()
+        if self.refusing and self.error is None:
+            # otelcol measures its Go heap (a few MiB), this agent its process's anonymous memory
+            log.warning("memory_limiter refuses every request from the start: the agent's own anonymous memory "
+                        "at start is above the soft limit (limit_mib less spike_limit_mib); otelcol measures its Go "
+                        "heap, this agent its whole process; raise limit_mib above what the agent holds idle",
+                        extra={"processor": self.id, "used_mib": self.used // _MIB, "soft_limit_mib": self.soft // _MIB,
+                               "limit_mib": self.hard // _MIB})
         self._task = asyncio.create_task(self._run(), name=f"{self.id}-check")
 
     async def shutdown(self) -> None:

@@ -67,3 +67,25 @@ def test_a_check_that_cannot_read_memory_refuses_data_and_the_checks_go_on(tmp_p
     failed = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert len(failed) == 1, "a failure streak is logged once"
     assert failed[0].__dict__.get("processor") == "memory_limiter/edge"
+
+
+@pytest.mark.parametrize(("rss_kib", "warned"), [(40 * 1024, True), (10 * 1024, False)])
+def test_a_limit_below_the_agents_own_memory_at_start_is_named_with_its_cause(tmp_path, caplog, rss_kib, warned):
+    """otelcol measures its Go heap (a few MiB), the agent its process's anonymous memory (about 30 MiB
+    idle): a limit_mib that otelcol runs under can have this agent refuse every request from its
+    start. Only the generic "refuses new data" said so; the start now names the cause and the fix."""
+    status = tmp_path / "status"
+    status.write_text(f"Name:\tedgeagent\nRssAnon:\t   {rss_kib} kB\n")
+    config = MemoryLimiterConfig(limit_mib=40, spike_limit_mib=8, check_interval=INTERVAL)
+    limiter = MemoryLimiter("memory_limiter/small", config, host=CountingHost(), status=str(status))
+
+    async def scenario() -> None:
+        with caplog.at_level(logging.WARNING):
+            await limiter.start()
+        await limiter.shutdown()
+
+    asyncio.run(scenario())
+    named = [record.getMessage() for record in caplog.records if "at start" in record.getMessage()]
+    assert bool(named) == warned, named
+    if warned:
+        assert "limit_mib" in named[0] and "anonymous memory" in named[0]
