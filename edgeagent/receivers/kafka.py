@@ -144,9 +144,11 @@ class ErrorBackoffConfig(ComponentConfig):
 
 
 class MessageMarkingConfig(ComponentConfig):
-    """otelcol's `message_marking`; edgeagent marks a message only once its data is durable and
-    skips (marks) a message that does not decode, which is `after: true, on_error: true,
-    on_permanent_error: true`."""
+    """otelcol's `message_marking`. edgeagent marks a message only once its data is durable, retries
+    a refused one until it is (never giving up, so `on_error` changes nothing: otelcol reads it
+    only once its retries stop) and skips (marks) one that does not decode or is refused for good:
+    `after: true, on_permanent_error: true`. As in otelcol, `on_permanent_error` unset takes
+    `on_error`'s value."""
 
     after: bool = True
     on_error: bool = True
@@ -157,12 +159,14 @@ class MessageMarkingConfig(ComponentConfig):
         if not self.after:
             raise ValueError("after: false is not supported: edgeagent commits an offset only after the data of its "
                              "message is durable")
-        if not self.on_error:
-            raise ValueError("on_error: false is not supported: a message that cannot be decoded is counted, logged "
-                             "and skipped; one the pipeline refuses is retried, never skipped")
+        inherited = "on_error" in self.model_fields_set and "on_permanent_error" not in self.model_fields_set
+        if inherited:
+            self.on_permanent_error = self.on_error
         if not self.on_permanent_error:
-            raise ValueError("on_permanent_error: false is not supported: a message that cannot be decoded (a "
-                             "permanent error) is counted, logged and skipped, not left to block its partition")
+            reason = " (unset, it takes on_error's value, as in otelcol; add on_permanent_error: true)" \
+                if inherited else ""
+            raise ValueError(f"on_permanent_error: false is not supported{reason}: a message that cannot be decoded "
+                             f"(a permanent error) is counted, logged and skipped, not left to block its partition")
         return self
 
 
