@@ -196,7 +196,8 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     group_rebalance_strategy: str = "range"  # one of _ASSIGNORS; otelcol's default, cooperative-sticky, is refused
     # otelcol's newer list, in order of preference (the group takes the first every member offers)
     group_rebalance_strategies: list[str] = Field(default_factory=list)
-    UNSET_STAYS_UNSET = frozenset({"group_rebalance_strategy"})  # exclusive of group_rebalance_strategies
+    # group_rebalance_strategy is exclusive of group_rebalance_strategies
+    UNSET_STAYS_UNSET = ClientConfig.UNSET_STAYS_UNSET | {"group_rebalance_strategy"}
     group_instance_id: str = ""  # static group membership: a restart within session_timeout keeps the partitions
 
     @field_validator("max_decompress_batch_bytes")
