@@ -27,6 +27,7 @@ CONFIG = {
                   # what edgeagent does: never skip a refused message, skip an undecodable one
                   "message_marking": {"after": True, "on_error": False, "on_permanent_error": True},
                   "use_leader_epoch": False,  # for brokers without leader epochs (Azure Event Hubs)
+                  "min_fetch_size": 0,  # otelcol takes any size from 0
                   "metadata": {"full": False, "refresh_interval": "1m", "retry": {"backoff": "100ms"}}},
     },
     "processors": {"memory_limiter": {

@@ -104,3 +104,9 @@ def test_on_permanent_error_unset_is_on_error_as_in_otelcol():
     with pytest.raises(ValueError, match="on_permanent_error.*on_error"):
         KafkaReceiverConfig(message_marking={"after": True, "on_error": False})
     assert KafkaReceiverConfig(message_marking={"after": True, "on_error": True}).message_marking.on_permanent_error
+
+
+def test_min_fetch_size_zero_is_accepted_and_fetches_wait_for_a_byte():
+    # otelcol takes 0; a fetch asking for no byte comes back empty at once, so it asks for one, which
+    # returns as soon as any record is there all the same
+    assert KafkaReceiverConfig(min_fetch_size=0).consumer_options()["fetch_min_bytes"] == 1
