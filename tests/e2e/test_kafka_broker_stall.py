@@ -6,30 +6,15 @@ and consuming does not stop for good.
 from __future__ import annotations
 
 import collections
-import os
 import time
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers.agent import AgentProcess
-from tests.helpers.kafka import hub_config
+from tests.helpers.kafka import hub_config, trace_requests
 from tests.helpers.net import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def _requests(count: int, spans: int = 5) -> tuple[list[bytes], set[bytes]]:
-    """`count` serialized ExportTraceServiceRequests of `spans` spans each, and their span ids."""
-    requests, ids = [], set()
-    for _ in range(count):
-        request = ExportTraceServiceRequest()
-        scope = request.resource_spans.add().scope_spans.add()
-        for _ in range(spans):
-            span = scope.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="s")
-            ids.add(span.span_id)
-        requests.append(request.SerializeToString())
-    return requests, ids
 
 
 def _lag(agent: AgentProcess) -> dict[str, float]:
@@ -44,7 +29,7 @@ def test_a_hub_reads_on_after_its_broker_stalls(agents, upstream, kafka, tmp_pat
     config = hub_config(tmp_path / "hub.yaml", kafka.bootstrap, upstream.url, ports, signals=("traces",))
     hub = agents(["run", "--config", config, "--state-dir", str(tmp_path / "hub")], ports=ports,
                  port_overrides=False)
-    before, sent = _requests(40)
+    before, sent = trace_requests(40)
     kafka.produce("otlp_spans", before)
     wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25, message="the first spans upstream")
 
@@ -53,7 +38,7 @@ def test_a_hub_reads_on_after_its_broker_stalls(agents, upstream, kafka, tmp_pat
         time.sleep(stall)
     finally:
         kafka.resume()
-    after, more = _requests(40)
+    after, more = trace_requests(40)
     kafka.produce("otlp_spans", after)
     sent |= more
     wait_until(lambda: upstream.span_ids() >= sent, timeout=60, interval=0.25,
