@@ -187,7 +187,7 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     message_marking: MessageMarkingConfig = Field(default_factory=MessageMarkingConfig)
     header_extraction: HeaderExtractionConfig = Field(default_factory=HeaderExtractionConfig)
     error_backoff: ErrorBackoffConfig = Field(default_factory=ErrorBackoffConfig)
-    min_fetch_size: Int32 = Field(1, ge=0)  # 0 (otelcol takes it) asks for 1: see consumer_options
+    min_fetch_size: Int32 = Field(1, ge=0)  # 0, which otelcol takes, asks for 1 (consumer_options)
     max_fetch_size: Int32 = Field(0, ge=0)  # 0: no limit
     max_fetch_wait: Duration = 0.25
     max_partition_fetch_size: Int32 = Field(1048576, gt=0)
@@ -196,8 +196,7 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     group_rebalance_strategy: str = "range"  # one of _ASSIGNORS; otelcol's default, cooperative-sticky, is refused
     # otelcol's newer list, in order of preference (the group takes the first every member offers)
     group_rebalance_strategies: list[str] = Field(default_factory=list)
-    # group_rebalance_strategy is exclusive of group_rebalance_strategies
-    UNSET_STAYS_UNSET = ClientConfig.UNSET_STAYS_UNSET | {"group_rebalance_strategy"}
+    UNSET_STAYS_UNSET = ClientConfig.UNSET_STAYS_UNSET | {"group_rebalance_strategy"}  # exclusive of ..._strategies
     group_instance_id: str = ""  # static group membership: a restart within session_timeout keeps the partitions
 
     @field_validator("max_decompress_batch_bytes")
@@ -244,9 +243,8 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
                    "enable_auto_commit": False, "session_timeout_ms": int(self.session_timeout * 1000),
                    "heartbeat_interval_ms": int(self.heartbeat_interval * 1000),
                    "rebalance_timeout_ms": int(max(_REBALANCE_TIMEOUT, self.session_timeout + _REVOKE_MARGIN) * 1000),
-                   # a fetch for no byte returns empty at once, and the fetch loop would spin; one
-                   # returns as soon as any record is there all the same
-                   "fetch_min_bytes": max(1, self.min_fetch_size), "fetch_max_wait_ms": int(self.max_fetch_wait * 1000),
+                   "fetch_min_bytes": max(1, self.min_fetch_size),  # 0: empty fetches at once, a spin
+                   "fetch_max_wait_ms": int(self.max_fetch_wait * 1000),
                    "max_partition_fetch_bytes": self.max_partition_fetch_size,
                    "partition_assignment_strategy": tuple(_ASSIGNORS[name] for name in strategies)}
         if self.max_fetch_size:
