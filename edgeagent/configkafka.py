@@ -12,8 +12,10 @@ Connections and metadata (otelcol's franz-go options, as aiokafka takes them):
 retries (aiokafka waits it each time, where franz-go doubles it up to 5 s); `metadata::full` is
 accepted and does nothing, as in otelcol 0.165 (deprecated there: both clients fetch metadata for
 the topics they use); `rack_id` is the consumer's `client_rack` (fetch from the closest replica;
-on a producer it changes nothing, as in otelcol). `metadata::retry::max` and `dial_timeout` are
-refused: aiokafka counts no request retries and has no connect timeout of its own.
+on a producer it changes nothing, as in otelcol). `use_leader_epoch`: aiokafka sends no leader
+epoch (KIP-320), which is `false`; `true` written out warns that it has no effect.
+`metadata::retry::max` and `dial_timeout` are refused: aiokafka counts no request retries and has
+no connect timeout of its own.
 
 `protocol_version` is accepted so otelcol configs port unchanged, but the client negotiates the
 version of every request with the broker (ApiVersions), so a warning says it has no effect.
@@ -157,6 +159,10 @@ class ClientConfig(ComponentConfig):
     metadata: MetadataConfig = Field(default_factory=MetadataConfig)
     rack_id: str = ""
     conn_idle_timeout: Duration = Field(540.0, gt=0)
+    # KIP-320: aiokafka sends no leader epoch with its fetches, which is what false asks (brokers without
+    # leader epochs, such as Azure Event Hubs); true, otelcol's default, goes without log-truncation checks
+    use_leader_epoch: bool = True
+    UNSET_STAYS_UNSET = frozenset({"use_leader_epoch"})
 
     _check_tls = field_validator("tls")(lambda cls, value: check_kafka_tls(value))
 
@@ -187,6 +193,9 @@ class ClientConfig(ComponentConfig):
         if self.protocol_version:
             warnings.append(f"protocol_version {self.protocol_version} has no effect: edgeagent's Kafka client "
                             f"negotiates the protocol version with the brokers")
+        if self.use_leader_epoch and "use_leader_epoch" in self.model_fields_set:
+            warnings.append("use_leader_epoch: true has no effect: edgeagent's Kafka client sends no leader epoch "
+                            "with its fetches, so it does not detect log truncation (KIP-320)")
         if "full" in self.metadata.model_fields_set:
             warnings.append("metadata::full has no effect, as in otelcol 0.165 (deprecated there): metadata is "
                             "fetched for the topics the client uses")

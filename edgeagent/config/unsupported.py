@@ -9,7 +9,7 @@ covered too.
 from __future__ import annotations
 
 _KAFKA_CLIENT = ("auth::kerberos", "auth::sasl::aws_msk", "auth::sasl::oauthbearer_token_source",
-                 "dial_timeout", "use_leader_epoch", "metadata::retry::max", "profiles")
+                 "dial_timeout", "metadata::retry::max", "profiles")
 _DIALER_MIDDLEWARE = "dialer_middleware"
 
 _KEYS: dict[tuple[str, str], tuple[str, ...]] = {

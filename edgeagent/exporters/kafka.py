@@ -9,7 +9,7 @@ Messages
     trace per resource and scope; edgeagent puts all of a trace's spans in one message, with the
     same key, so they land on the same partition either way.
     `partition_metrics_by_resource_attributes` / `partition_logs_by_resource_attributes`: one
-    message per resource, keyed by otelcol's 16-byte hash of its attributes (pdatautil.MapHash).
+    message per resource, keyed by otelcol's 16-byte hash of its attributes (xhash.MapHash).
     Keyed messages go to the partition sarama and franz-go's default pick (FNV-1a of the key,
     modulo the partition count), so a trace written by edgeagent and by otelcol lands on one
     partition of a shared topic; unkeyed ones to a random partition.
@@ -452,7 +452,8 @@ def trace_key(trace_id: bytes) -> bytes:
 
 
 def map_hash(attributes: Any) -> bytes:
-    """pdatautil.MapHash of a KeyValue list: xxHash64 of a typed, key-sorted encoding, twice."""
+    """xhash.MapHash of a KeyValue list (what otelcol 0.165 keys a resource's messages by): xxHash64 of a
+    typed, key-sorted encoding whose keys, strings and bytes carry their length, twice."""
     if not attributes:
         return bytes(16)
     buffer = bytearray()
@@ -463,18 +464,28 @@ def map_hash(attributes: Any) -> bytes:
 
 
 def _write_map(buffer: bytearray, attributes: Any) -> None:
-    values: dict[str, Any] = {}
-    for attribute in attributes:
-        values.setdefault(attribute.key, attribute.value)  # a map keeps a repeated key's first value
-    for key in sorted(values):
-        buffer += b"\xf4" + key.encode()
-        _write_value(buffer, values[key])
+    # every entry, a repeated key too, in key order (a stable sort, as Go's is for maps this small)
+    for attribute in sorted(attributes, key=lambda attribute: attribute.key.encode()):
+        buffer += b"\xf4"
+        _write_sized(buffer, attribute.key.encode())
+        _write_value(buffer, attribute.value)
+
+
+def _write_sized(buffer: bytearray, data: bytes) -> None:
+    """The length as an unsigned varint, then the bytes: without it distinct maps could encode alike."""
+    size = len(data)
+    while size >= 0x80:
+        buffer.append(size & 0x7F | 0x80)
+        size >>= 7
+    buffer.append(size)
+    buffer += data
 
 
 def _write_value(buffer: bytearray, value: Any) -> None:
     kind = value.WhichOneof("value")
     if kind == "string_value":
-        buffer += b"\xf7" + value.string_value.encode()
+        buffer += b"\xf7"
+        _write_sized(buffer, value.string_value.encode())
     elif kind == "bool_value":
         buffer += b"\xf8" if value.bool_value else b"\xf9"
     elif kind == "int_value":
@@ -491,7 +502,8 @@ def _write_value(buffer: bytearray, value: Any) -> None:
             _write_value(buffer, item)
         buffer += b"\xff"
     elif kind == "bytes_value":
-        buffer += b"\xf6" + value.bytes_value
+        buffer += b"\xf6"
+        _write_sized(buffer, value.bytes_value)
     else:
         buffer += b"\xf5"
 

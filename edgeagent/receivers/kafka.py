@@ -144,9 +144,11 @@ class ErrorBackoffConfig(ComponentConfig):
 
 
 class MessageMarkingConfig(ComponentConfig):
-    """otelcol's `message_marking`; edgeagent marks a message only once its data is durable and
-    skips (marks) a message that does not decode, which is `after: true, on_error: true,
-    on_permanent_error: true`."""
+    """otelcol's `message_marking`. edgeagent marks a message only once its data is durable, retries
+    a refused one until it is (never giving up, so `on_error` changes nothing: otelcol reads it
+    only once its retries stop) and skips (marks) one that does not decode or is refused for good:
+    `after: true, on_permanent_error: true`. As in otelcol, `on_permanent_error` unset takes
+    `on_error`'s value."""
 
     after: bool = True
     on_error: bool = True
@@ -157,12 +159,14 @@ class MessageMarkingConfig(ComponentConfig):
         if not self.after:
             raise ValueError("after: false is not supported: edgeagent commits an offset only after the data of its "
                              "message is durable")
-        if not self.on_error:
-            raise ValueError("on_error: false is not supported: a message that cannot be decoded is counted, logged "
-                             "and skipped; one the pipeline refuses is retried, never skipped")
+        inherited = "on_error" in self.model_fields_set and "on_permanent_error" not in self.model_fields_set
+        if inherited:
+            self.on_permanent_error = self.on_error
         if not self.on_permanent_error:
-            raise ValueError("on_permanent_error: false is not supported: a message that cannot be decoded (a "
-                             "permanent error) is counted, logged and skipped, not left to block its partition")
+            reason = " (unset, it takes on_error's value, as in otelcol; add on_permanent_error: true)" \
+                if inherited else ""
+            raise ValueError(f"on_permanent_error: false is not supported{reason}: a message that cannot be decoded "
+                             f"(a permanent error) is counted, logged and skipped, not left to block its partition")
         return self
 
 
@@ -183,7 +187,7 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     message_marking: MessageMarkingConfig = Field(default_factory=MessageMarkingConfig)
     header_extraction: HeaderExtractionConfig = Field(default_factory=HeaderExtractionConfig)
     error_backoff: ErrorBackoffConfig = Field(default_factory=ErrorBackoffConfig)
-    min_fetch_size: Int32 = Field(1, ge=1)
+    min_fetch_size: Int32 = Field(1, ge=0)  # 0, which otelcol takes, asks for 1 (consumer_options)
     max_fetch_size: Int32 = Field(0, ge=0)  # 0: no limit
     max_fetch_wait: Duration = 0.25
     max_partition_fetch_size: Int32 = Field(1048576, gt=0)
@@ -192,7 +196,7 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
     group_rebalance_strategy: str = "range"  # one of _ASSIGNORS; otelcol's default, cooperative-sticky, is refused
     # otelcol's newer list, in order of preference (the group takes the first every member offers)
     group_rebalance_strategies: list[str] = Field(default_factory=list)
-    UNSET_STAYS_UNSET = frozenset({"group_rebalance_strategy"})  # exclusive of group_rebalance_strategies
+    UNSET_STAYS_UNSET = ClientConfig.UNSET_STAYS_UNSET | {"group_rebalance_strategy"}  # exclusive of ..._strategies
     group_instance_id: str = ""  # static group membership: a restart within session_timeout keeps the partitions
 
     @field_validator("max_decompress_batch_bytes")
@@ -239,7 +243,8 @@ class KafkaReceiverConfig(ClientConfig, SignalsConfig):
                    "enable_auto_commit": False, "session_timeout_ms": int(self.session_timeout * 1000),
                    "heartbeat_interval_ms": int(self.heartbeat_interval * 1000),
                    "rebalance_timeout_ms": int(max(_REBALANCE_TIMEOUT, self.session_timeout + _REVOKE_MARGIN) * 1000),
-                   "fetch_min_bytes": self.min_fetch_size, "fetch_max_wait_ms": int(self.max_fetch_wait * 1000),
+                   "fetch_min_bytes": max(1, self.min_fetch_size),  # 0: empty fetches at once, a spin
+                   "fetch_max_wait_ms": int(self.max_fetch_wait * 1000),
                    "max_partition_fetch_bytes": self.max_partition_fetch_size,
                    "partition_assignment_strategy": tuple(_ASSIGNORS[name] for name in strategies)}
         if self.max_fetch_size:

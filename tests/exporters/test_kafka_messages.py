@@ -99,13 +99,14 @@ def test_metrics_and_logs_by_resource_attributes_key_each_resource_by_its_map_ha
     assert (topic, key) == ("otlp_logs", bytes(16))  # MapHash of an empty map
 
 
-def test_map_hash_is_xxhash64_of_otelcols_typed_sorted_encoding_twice():
+def test_map_hash_is_xxhash64_of_otelcols_typed_sorted_length_prefixed_encoding_twice():
     resource = ExportLogsServiceRequest().resource_logs.add().resource
     resource.attributes.add(key="n").value.int_value = 1
     resource.attributes.add(key="a").value.string_value = "b"
     nested = resource.attributes.add(key="m").value.kvlist_value.values.add(key="on")
     nested.value.bool_value = True
-    encoded = b"\xf4a\xf7b" + b"\xf4m\xfc\xf4on\xf8\xfd" + b"\xf4n\xfa" + struct.pack("<q", 1)
+    # keys and strings carry their length (a varint), as xhash.MapHash writes them
+    encoded = b"\xf4\x01a\xf7\x01b" + b"\xf4\x01m\xfc\xf4\x02on\xf8\xfd" + b"\xf4\x01n\xfa" + struct.pack("<q", 1)
     expected = struct.pack("<QQ", xxhash.xxh64_intdigest(encoded), xxhash.xxh64_intdigest(encoded + b"\xf3"))
     assert map_hash(resource.attributes) == expected
 

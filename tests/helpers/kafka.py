@@ -439,3 +439,18 @@ def hub_config(path: Path, bootstrap: str, upstream_url: str, ports, signals=SIG
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return str(path)
+
+
+def trace_requests(count: int, spans: int = 5) -> tuple[list[bytes], set[bytes]]:
+    """`count` serialized ExportTraceServiceRequests of `spans` spans each (random ids), and their span ids."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    requests, ids = [], set()
+    for _ in range(count):
+        request = ExportTraceServiceRequest()
+        scope = request.resource_spans.add().scope_spans.add()
+        for _ in range(spans):
+            span = scope.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="s")
+            ids.add(span.span_id)
+        requests.append(request.SerializeToString())
+    return requests, ids

@@ -24,6 +24,10 @@ CONFIG = {
                                "grpc": {"endpoint": "127.0.0.1:4317", "max_recv_msg_size_mib": 0}}},
         "kafka": {"brokers": ["127.0.0.1:9092"], "conn_idle_timeout": "2m", "rack_id": "rack-a",
                   "group_instance_id": "hub-0", "group_rebalance_strategies": ["sticky", "range"],
+                  # what edgeagent does: never skip a refused message, skip an undecodable one
+                  "message_marking": {"after": True, "on_error": False, "on_permanent_error": True},
+                  "use_leader_epoch": False,  # for brokers without leader epochs (Azure Event Hubs)
+                  "min_fetch_size": 0,  # otelcol takes any size from 0
                   "metadata": {"full": False, "refresh_interval": "1m", "retry": {"backoff": "100ms"}}},
     },
     "processors": {"memory_limiter": {
@@ -54,7 +58,8 @@ CONFIG = {
             "ca_pem": "-----BEGIN CERTIFICATE-----", "include_system_ca_certs_pool": True,
             "cipher_suites": ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_128_GCM_SHA256"],
             "include_insecure_cipher_suites": True, "tpm": {"enabled": False}}},
-        "kafka": {"brokers": ["127.0.0.1:9092"], "record_headers": [{"name": "site", "value": "plant-7"}],
+        "kafka": {"brokers": ["127.0.0.1:9092"], "use_leader_epoch": False,
+                  "record_headers": [{"name": "site", "value": "plant-7"}],
                   "signal_header": True, "partition_logs_by_trace_id": True, "producer": {"linger": "20ms"},
                   "record_partitioner": {"sticky_key": {"hasher": "murmur2"}}},
     },

@@ -87,3 +87,26 @@ def test_otelcols_default_rebalance_strategy_is_refused_saying_why():
     """cooperative-sticky is otelcol's default: a config that names it is told what aiokafka lacks."""
     with pytest.raises(ValueError, match="no cooperative rebalancing"):
         KafkaReceiverConfig(group_rebalance_strategy="cooperative-sticky")
+
+
+def test_message_marking_that_says_what_edgeagent_does_is_accepted():
+    """A refused message is retried until it is durable and an undecodable one is skipped: otelcol's
+    `after: true, on_permanent_error: true`, whatever `on_error` says (it only decides once retries
+    stop, and edgeagent's never stop)."""
+    for on_error in (True, False):
+        marking = KafkaReceiverConfig(message_marking={"after": True, "on_error": on_error,
+                                                       "on_permanent_error": True}).message_marking
+        assert (marking.after, marking.on_error, marking.on_permanent_error) == (True, on_error, True)
+
+
+def test_on_permanent_error_unset_is_on_error_as_in_otelcol():
+    # otelcol's Unmarshal: on_permanent_error, unset, takes on_error's value; false would block the partition
+    with pytest.raises(ValueError, match="on_permanent_error.*on_error"):
+        KafkaReceiverConfig(message_marking={"after": True, "on_error": False})
+    assert KafkaReceiverConfig(message_marking={"after": True, "on_error": True}).message_marking.on_permanent_error
+
+
+def test_min_fetch_size_zero_is_accepted_and_fetches_wait_for_a_byte():
+    # otelcol takes 0; a fetch asking for no byte comes back empty at once, so it asks for one, which
+    # returns as soon as any record is there all the same
+    assert KafkaReceiverConfig(min_fetch_size=0).consumer_options()["fetch_min_bytes"] == 1
