@@ -22,8 +22,10 @@ Design note (the channel's, which picks and opens connections, is grpc_client.py
   a pseudo-header unknown, repeated, after a regular field or of a request ends that call
   INTERNAL and resets its stream (PROTOCOL_ERROR), the calls beside it going on; whitespace
   around a value, connection-specific fields, a `te` or a pseudo-header in trailers are taken,
-  and a `content-length` is not read, as grpc-go reads none. h2's own checks, which ended the
-  whole connection (and the retry met the same answer), are off.
+  and a `content-length` is not read, as grpc-go reads none. A header list over 64 KiB (grpc-go
+  allows 16 MiB) ends that call INTERNAL too, its stream reset (FRAME_SIZE_ERROR), as grpc-go
+  ends one over its limit. h2's own checks, which ended the whole connection (and the retry met
+  the same answer), are off.
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ from hyperframe.frame import Frame, GoAwayFrame
 
 from edgeagent.exporters.grpc_dial import size_buffers
 from edgeagent.grpc_status import StatusCode, from_reset
-from edgeagent.receivers.h2_limits import LengthBlindStream
+from edgeagent.receivers.h2_limits import OVERSIZED, HeaderListBound, LengthBlindStream
 
 PREFIX = struct.Struct(">BI")  # a message's compressed flag and length
 _STREAM_WINDOW = 1 << 20
 _CONNECTION_WINDOW = 8 << 20
+_MAX_HEADER_LIST = 64 << 10  # an answer's header list, as HPACK counts it (grpc-go's client: 16 MiB)
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # Go's httpguts: no control character but tab
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")  # a header name is a lowercase token in HTTP/2
 _REQUEST_PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority", b":protocol"})
@@ -147,6 +150,7 @@ class Connection(asyncio.Protocol):
         self._h2 = _H2Client(h2.config.H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False, validate_inbound_headers=False))  # checked call by call: _fields
+        self._h2.decoder = HeaderListBound(_MAX_HEADER_LIST)  # a list over it: that call alone fails
         self._transport: asyncio.Transport | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -165,7 +169,7 @@ class Connection(asyncio.Protocol):
         self._h2.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 << 10,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST,
         })
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(_CONNECTION_WINDOW - self._h2.inbound_flow_control_window)
@@ -303,11 +307,10 @@ class Connection(asyncio.Protocol):
         if call is None or call.done.done():
             return
         fields = [(bytes(key), bytes(value)) for key, value in event.headers]
-        problem = invalid_fields(fields)
-        if problem is not None:
-            with contextlib.suppress(h2.exceptions.ProtocolError):
-                self._h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
-            call.finish(GrpcStatusError(StatusCode.INTERNAL, problem))
+        if any(key == OVERSIZED for key, _ in fields):  # grpc-go's framer truncates it; operateHeaders fails it
+            self._refuse(call, h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "peer header list size exceeded limit")
+        elif (problem := invalid_fields(fields)) is not None:
+            self._refuse(call, h2.errors.ErrorCodes.PROTOCOL_ERROR, problem)
         elif isinstance(event, h2.events.ResponseReceived):
             headers = _header_dict(fields)
             status = headers.pop(":status", b"")  # read only for an answer without a gRPC status
@@ -315,6 +318,12 @@ class Connection(asyncio.Protocol):
             call.headers = headers
         elif isinstance(event, h2.events.TrailersReceived):
             call.trailers = [(key.decode("latin-1"), value) for key, value in fields]
+
+    def _refuse(self, call: Call, code: h2.errors.ErrorCodes, problem: str) -> None:
+        """Ends `call` INTERNAL and resets its stream with `code`, as grpc-go's closeStream does."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.reset_stream(call.stream_id, code)
+        call.finish(GrpcStatusError(StatusCode.INTERNAL, problem))
 
     def _data(self, event: h2.events.DataReceived) -> None:
         with contextlib.suppress(h2.exceptions.ProtocolError):

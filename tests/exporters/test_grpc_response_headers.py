@@ -51,6 +51,8 @@ ANSWERS: dict[str, tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]] 
     # read by grpc-go's operateHeaders: a status that is no integer as Go's ParseInt reads one
     "status-with-trailing-space": (HEAD, [(b"grpc-status", b"0 ")]),
     "status-with-underscore": (HEAD, [(b"grpc-status", b"0_0")]),
+    # over the header list size the client advertises
+    "long-message": (HEAD, [(b"grpc-status", b"3"), (b"grpc-message", b"x" * 100_000)]),
 }
 REFUSED = {
     "uppercase-name": 'invalid header field name "X-Note"',
@@ -162,7 +164,8 @@ async def _calls(answer: str) -> tuple[list[bytes | BaseException], OddUpstream]
     return results, upstream
 
 
-@pytest.mark.parametrize("answer", [name for name in ANSWERS if name not in REFUSED and name not in MALFORMED_STATUS])
+@pytest.mark.parametrize("answer", [name for name in ANSWERS
+                                    if name not in REFUSED and name not in MALFORMED_STATUS and name != "long-message"])
 def test_header_fields_grpc_go_takes_are_taken(answer):
     results, upstream = asyncio.run(_calls(answer))
     assert results == [b"hello"] * 4
@@ -187,5 +190,16 @@ def test_a_grpc_status_go_cannot_parse_ends_that_call_unknown(answer):
     refused, *others = results
     assert isinstance(refused, GrpcStatusError), refused
     assert (refused.code, refused.message) == (StatusCode.UNKNOWN, MALFORMED_STATUS[answer])
+    assert others == [b"hello"] * 3
+    assert upstream.connections == 1
+
+
+def test_a_header_list_over_the_limit_ends_that_call_alone():
+    """A list over what the client advertised (64 KiB; grpc-go's 16 MiB) is truncated by grpc-go's
+    framer, which ends that call INTERNAL and resets its stream; h2 ended the connection."""
+    results, upstream = asyncio.run(_calls("long-message"))
+    refused, *others = results
+    assert isinstance(refused, GrpcStatusError), refused
+    assert (refused.code, refused.message) == (StatusCode.INTERNAL, "peer header list size exceeded limit")
     assert others == [b"hello"] * 3
     assert upstream.connections == 1
