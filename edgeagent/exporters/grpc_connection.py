@@ -24,7 +24,8 @@ Design note (the channel's, which picks and opens connections, is grpc_client.py
   around a value, connection-specific fields, a `te` or a pseudo-header in trailers are taken,
   and a `content-length` is not read, as grpc-go reads none. A header list over 64 KiB (grpc-go
   allows 16 MiB) ends that call INTERNAL too, its stream reset (FRAME_SIZE_ERROR), as grpc-go
-  ends one over its limit. h2's own checks, which ended the whole connection (and the retry met
+  ends one over its limit, and so does a header block in the middle of an answer (after its
+  head, without END_STREAM). h2's own checks, which ended the whole connection (and the retry met
   the same answer), are off.
 """
 
@@ -46,7 +47,7 @@ import h2.exceptions
 import h2.settings
 import h2.stream
 from h2.connection import ConnectionState
-from hyperframe.frame import Frame, GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame
 
 from edgeagent.exporters.grpc_dial import size_buffers
 from edgeagent.grpc_status import StatusCode, from_reset
@@ -118,6 +119,13 @@ class Call:
         self.window.set()
 
 
+class HeadersMidway(h2.events.Event):
+    """A header block in the middle of an answer (after its head, without END_STREAM)."""
+
+    def __init__(self, stream_id: int):
+        self.stream_id = stream_id
+
+
 class _H2Client(h2.connection.H2Connection):
     """h2 closes its state machine on GOAWAY, and then refuses the frames of the calls the server
     still answers (those at or below last_stream_id): keep it open while such a call is open.
@@ -128,6 +136,19 @@ class _H2Client(h2.connection.H2Connection):
         stream = super()._begin_new_stream(stream_id, allowed_ids)
         stream.__class__ = LengthBlindStream
         return stream
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        """A second HEADERS without END_STREAM (trailers that do not end the answer) is an error of
+        its stream alone, as grpc-go's operateHeaders makes it; h2 ended the connection for it. The
+        block is decoded before h2 refuses it, so the HPACK table stays in step."""
+        stream = self.streams.get(frame.stream_id)
+        midway = stream is not None and bool(stream.state_machine.headers_received) and "END_STREAM" not in frame.flags
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.ProtocolError:
+            if not (midway and stream is not None and stream.state_machine.trailers_received):
+                raise  # a block that did not decode, or another fault of the connection's
+            return [], [HeadersMidway(frame.stream_id)]
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[h2.events.Event]]:
         frames, events = super()._receive_goaway_frame(frame)
@@ -276,6 +297,11 @@ class Connection(asyncio.Protocol):
         elif isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived,
                                 h2.events.InformationalResponseReceived)):
             self._fields(event)
+        elif isinstance(event, HeadersMidway):
+            call = self.calls.get(event.stream_id)
+            if call is not None:
+                self._refuse(call, h2.errors.ErrorCodes.PROTOCOL_ERROR,
+                             "a HEADERS frame cannot appear in the middle of a stream")
         elif isinstance(event, h2.events.StreamEnded):
             call = self.calls.get(event.stream_id)
             if call is not None:

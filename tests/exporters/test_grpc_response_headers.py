@@ -16,6 +16,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import pytest
+from hyperframe.frame import HeadersFrame
 
 from edgeagent.exporters.grpc_client import Channel
 from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
@@ -48,6 +49,7 @@ ANSWERS: dict[str, tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]] 
     "unknown-pseudo": ([(b":status", b"200"), (b":note", b"a")] + HEAD[1:], OK),
     "repeated-pseudo": ([(b":status", b"200"), (b":status", b"200")] + HEAD[1:], OK),
     "request-pseudo-in-answer": ([(b":status", b"200"), (b":path", b"/")] + HEAD[1:], OK),
+    "headers-midway": (HEAD, OK),  # then a second head before the message (see _Peer)
     # read by grpc-go's operateHeaders: a status that is no integer as Go's ParseInt reads one
     "status-with-trailing-space": (HEAD, [(b"grpc-status", b"0 ")]),
     "status-with-underscore": (HEAD, [(b"grpc-status", b"0_0")]),
@@ -63,6 +65,7 @@ REFUSED = {
     "unknown-pseudo": 'invalid pseudo-header ":note"',
     "repeated-pseudo": 'duplicate pseudo-header ":status"',
     "request-pseudo-in-answer": "mix of request and response pseudo headers",
+    "headers-midway": "a HEADERS frame cannot appear in the middle of a stream",
 }
 MALFORMED_STATUS = {
     "status-with-trailing-space": 'transport: malformed grpc-status: strconv.ParseInt: parsing "0 ": invalid syntax',
@@ -130,6 +133,9 @@ class _Peer(asyncio.Protocol):
 
     def _answer(self, stream_id: int) -> None:
         self.h2.send_headers(stream_id, ANSWERS[self.answers[stream_id]][0])
+        if self.answers[stream_id] == "headers-midway":  # a second HEADERS without END_STREAM, which h2 never sends
+            block = HeadersFrame(stream_id, data=self.h2.encoder.encode([(b"x-more", b"1")]), flags=["END_HEADERS"])
+            self.h2._data_to_send += block.serialize()
         self._flush()
         asyncio.get_running_loop().call_later(0.05, self._end, stream_id)
 
