@@ -22,15 +22,17 @@ Design note:
   failed connect ends the call UNAVAILABLE at once (grpc's fail-fast); with it, the call tries
   again (backoff 1 s, ×1.6, at most 5 s) until its deadline, then ends DEADLINE_EXCEEDED with
   the last connect's error (grpc-go's "last connection error") or what the one under way awaits.
-- Status: `grpc-status` / `grpc-message` (percent-decoded) from the trailers or a trailers-only
-  answer; without them an HTTP status maps as gRPC's spec says (503 -> UNAVAILABLE), a reset
-  stream as grpc-go maps HTTP/2 error codes. Failures raise `GrpcStatusError`.
+- Status: `grpc-status` (read as Go's ParseInt reads it) / `grpc-message` (percent-decoded) from
+  the trailers or a trailers-only answer; without them an HTTP status maps as gRPC's spec says
+  (503 -> UNAVAILABLE), a reset stream as grpc-go maps HTTP/2 error codes. Failures raise
+  `GrpcStatusError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import socket
 import ssl
 from collections.abc import Sequence
@@ -38,7 +40,15 @@ from dataclasses import replace
 from urllib.parse import unquote_to_bytes
 
 from edgeagent.errors import BadRequestError
-from edgeagent.exporters.grpc_connection import PREFIX, Call, ChannelSettings, Closed, Connection, GrpcStatusError
+from edgeagent.exporters.grpc_connection import (
+    PREFIX,
+    Call,
+    ChannelSettings,
+    Closed,
+    Connection,
+    GrpcStatusError,
+    go_quoted,
+)
 from edgeagent.exporters.grpc_dial import check_alpn, connect, failure, host_port, resolve, tunnel
 from edgeagent.grpc_status import StatusCode, from_http
 from edgeagent.http1.dial import ClientError, ConnectError, shown_proxy
@@ -51,6 +61,7 @@ _RESERVED = frozenset({"content-type", "te", "grpc-encoding", "grpc-accept-encod
                        "user-agent", "host"})
 _TIMEOUT_UNITS = (("n", 1), ("u", 10**3), ("m", 10**6), ("S", 10**9), ("M", 60 * 10**9), ("H", 3600 * 10**9))
 _BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 5.0  # grpc's connection backoff, capped low: calls have deadlines
+_STATUS = re.compile(rb"[+-]?[0-9]+")  # what Go's strconv.ParseInt reads in base 10
 _SKIP_FAILED = 1.0  # round_robin: an address refused this recently is passed over while others answer
 
 
@@ -299,14 +310,29 @@ def _outcome(call: Call) -> bytes:
             raise GrpcStatusError(code, f"unexpected HTTP status {call.http_status} without a gRPC status",
                                   http_status=call.http_status)
         raise GrpcStatusError(StatusCode.INTERNAL, "the server ended the call without a gRPC status")
-    try:
-        code = StatusCode(int(status))
-    except ValueError:
-        code = StatusCode.UNKNOWN
+    code = _status_code(status)
     if code != StatusCode.OK:
         message = unquote_to_bytes(dict(fields).get("grpc-message", b"")).decode("utf-8", "replace")
         raise GrpcStatusError(code, message, metadata, from_server=True)
     return _message(call, call.headers.get("grpc-encoding", b"identity").decode("latin-1").strip().lower())
+
+
+def _status_code(value: bytes) -> StatusCode:
+    """grpc-status as grpc-go reads it (Go's strconv.ParseInt, 32 bits: no spaces around it, no
+    underscores, which Python's int() takes); GrpcStatusError UNKNOWN for one it cannot read, and
+    UNKNOWN for a code beyond the known ones."""
+    problem = None
+    if not _STATUS.fullmatch(value):
+        problem = "invalid syntax"
+    elif len(value.lstrip(b"+-").lstrip(b"0")) > 10 or not -(1 << 31) <= int(value) < 1 << 31:
+        problem = "value out of range"
+    if problem is not None:
+        raise GrpcStatusError(StatusCode.UNKNOWN, f"transport: malformed grpc-status: strconv.ParseInt: parsing "
+                                                  f"{go_quoted(value)}: {problem}")
+    try:
+        return StatusCode(int(value) & 0xFFFFFFFF)
+    except ValueError:
+        return StatusCode.UNKNOWN
 
 
 def _message(call: Call, encoding: str) -> bytes:

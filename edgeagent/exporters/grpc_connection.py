@@ -17,12 +17,23 @@ Design note (the channel's, which picks and opens connections, is grpc_client.py
   `keepalive_timeout` means the connection is dead: it is closed and its calls end UNAVAILABLE.
   A server that ends the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" makes the
   channel ping half as often from then on (grpc-go doubles its keepalive time too).
+- An answer's header fields are checked call by call as grpc-go's client checks them (x/net's
+  framer, `invalid_fields`): a control character in a value, a name that is no lowercase token,
+  a pseudo-header unknown, repeated, after a regular field or of a request ends that call
+  INTERNAL and resets its stream (PROTOCOL_ERROR), the calls beside it going on; whitespace
+  around a value, connection-specific fields, a `te` or a pseudo-header in trailers are taken,
+  and a `content-length` is not read, as grpc-go reads none. A header list over 64 KiB (grpc-go
+  allows 16 MiB) ends that call INTERNAL too, its stream reset (FRAME_SIZE_ERROR), as grpc-go
+  ends one over its limit, and so does a header block in the middle of an answer (after its
+  head, without END_STREAM). h2's own checks, which ended the whole connection (and the retry met
+  the same answer), are off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 import struct
 from collections.abc import Callable, Sequence
@@ -34,15 +45,21 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 from h2.connection import ConnectionState
-from hyperframe.frame import Frame, GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame
 
 from edgeagent.exporters.grpc_dial import size_buffers
 from edgeagent.grpc_status import StatusCode, from_reset
+from edgeagent.receivers.h2_limits import OVERSIZED, HeaderListBound, LengthBlindStream
 
 PREFIX = struct.Struct(">BI")  # a message's compressed flag and length
 _STREAM_WINDOW = 1 << 20
 _CONNECTION_WINDOW = 8 << 20
+_MAX_HEADER_LIST = 64 << 10  # an answer's header list, as HPACK counts it (grpc-go's client: 16 MiB)
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # Go's httpguts: no control character but tab
+_NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")  # a header name is a lowercase token in HTTP/2
+_REQUEST_PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority", b":protocol"})
 
 
 class GrpcStatusError(Exception):
@@ -102,9 +119,36 @@ class Call:
         self.window.set()
 
 
+class HeadersMidway(h2.events.Event):
+    """A header block in the middle of an answer (after its head, without END_STREAM)."""
+
+    def __init__(self, stream_id: int):
+        self.stream_id = stream_id
+
+
 class _H2Client(h2.connection.H2Connection):
     """h2 closes its state machine on GOAWAY, and then refuses the frames of the calls the server
-    still answers (those at or below last_stream_id): keep it open while such a call is open."""
+    still answers (those at or below last_stream_id): keep it open while such a call is open.
+    Its streams read no content-length from an answer, as grpc-go's client reads none (h2 ended
+    the connection when the DATA did not add up to it)."""
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: h2.connection.AllowedStreamIDs) -> h2.stream.H2Stream:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        stream.__class__ = LengthBlindStream
+        return stream
+
+    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        """A second HEADERS without END_STREAM (trailers that do not end the answer) is an error of
+        its stream alone, as grpc-go's operateHeaders makes it; h2 ended the connection for it. The
+        block is decoded before h2 refuses it, so the HPACK table stays in step."""
+        stream = self.streams.get(frame.stream_id)
+        midway = stream is not None and bool(stream.state_machine.headers_received) and "END_STREAM" not in frame.flags
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.ProtocolError:
+            if not (midway and stream is not None and stream.state_machine.trailers_received):
+                raise  # a block that did not decode, or another fault of the connection's
+            return [], [HeadersMidway(frame.stream_id)]
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[h2.events.Event]]:
         frames, events = super()._receive_goaway_frame(frame)
@@ -126,7 +170,8 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._h2 = _H2Client(h2.config.H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
-            normalize_outbound_headers=False))
+            normalize_outbound_headers=False, validate_inbound_headers=False))  # checked call by call: _fields
+        self._h2.decoder = HeaderListBound(_MAX_HEADER_LIST)  # a list over it: that call alone fails
         self._transport: asyncio.Transport | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -145,7 +190,7 @@ class Connection(asyncio.Protocol):
         self._h2.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: _STREAM_WINDOW,
-            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 << 10,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: _MAX_HEADER_LIST,
         })
         self._h2.initiate_connection()
         self._h2.increment_flow_control_window(_CONNECTION_WINDOW - self._h2.inbound_flow_control_window)
@@ -249,16 +294,14 @@ class Connection(asyncio.Protocol):
     def _handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.DataReceived):
             self._data(event)
-        elif isinstance(event, h2.events.ResponseReceived):
+        elif isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived,
+                                h2.events.InformationalResponseReceived)):
+            self._fields(event)
+        elif isinstance(event, HeadersMidway):
             call = self.calls.get(event.stream_id)
             if call is not None:
-                headers = _header_dict(event.headers)
-                call.http_status = int(headers.pop(":status", b"0") or 0)
-                call.headers = headers
-        elif isinstance(event, h2.events.TrailersReceived):
-            call = self.calls.get(event.stream_id)
-            if call is not None:
-                call.trailers = [(bytes(key).decode("latin-1"), bytes(value)) for key, value in event.headers]
+                self._refuse(call, h2.errors.ErrorCodes.PROTOCOL_ERROR,
+                             "a HEADERS frame cannot appear in the middle of a stream")
         elif isinstance(event, h2.events.StreamEnded):
             call = self.calls.get(event.stream_id)
             if call is not None:
@@ -281,6 +324,32 @@ class Connection(asyncio.Protocol):
                 call.window.set()  # so may INITIAL_WINDOW_SIZE
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._going_away(event)
+
+    def _fields(self, event: h2.events.ResponseReceived | h2.events.TrailersReceived |
+                h2.events.InformationalResponseReceived) -> None:
+        """An answer's head, its trailers, or an informational head: what grpc-go's framer refuses
+        ends this call alone, INTERNAL with the framer's words, its stream reset."""
+        call = self.calls.get(event.stream_id)
+        if call is None or call.done.done():
+            return
+        fields = [(bytes(key), bytes(value)) for key, value in event.headers]
+        if any(key == OVERSIZED for key, _ in fields):  # grpc-go's framer truncates it; operateHeaders fails it
+            self._refuse(call, h2.errors.ErrorCodes.FRAME_SIZE_ERROR, "peer header list size exceeded limit")
+        elif (problem := invalid_fields(fields)) is not None:
+            self._refuse(call, h2.errors.ErrorCodes.PROTOCOL_ERROR, problem)
+        elif isinstance(event, h2.events.ResponseReceived):
+            headers = _header_dict(fields)
+            status = headers.pop(":status", b"")  # read only for an answer without a gRPC status
+            call.http_status = int(status) if status.isdigit() else 0
+            call.headers = headers
+        elif isinstance(event, h2.events.TrailersReceived):
+            call.trailers = [(key.decode("latin-1"), value) for key, value in fields]
+
+    def _refuse(self, call: Call, code: h2.errors.ErrorCodes, problem: str) -> None:
+        """Ends `call` INTERNAL and resets its stream with `code`, as grpc-go's closeStream does."""
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.reset_stream(call.stream_id, code)
+        call.finish(GrpcStatusError(StatusCode.INTERNAL, problem))
 
     def _data(self, event: h2.events.DataReceived) -> None:
         with contextlib.suppress(h2.exceptions.ProtocolError):
@@ -375,6 +444,37 @@ class Connection(asyncio.Protocol):
 
 class Closed(Exception):
     """The connection took no new call (it is closing): open another one."""
+
+
+def invalid_fields(fields: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """What grpc-go's HTTP/2 framer (x/net's readMetaFrame and checkPseudos) says of a header
+    block it refuses as a stream error, in its words; None for one it passes on."""
+    regular = False
+    for name, value in fields:
+        problem = f"invalid header field value for {go_quoted(name)}" if _CONTROL.search(value) else None
+        if name[:1] == b":":
+            if regular:
+                problem = "pseudo header field after regular"
+        else:
+            regular = True
+            if not name or _NOT_TOKEN.search(name):
+                problem = f"invalid header field name {go_quoted(name)}"
+        if problem is not None:
+            return problem
+    pseudo = [name for name, _ in fields if name[:1] == b":"]
+    for index, name in enumerate(pseudo):
+        if name != b":status" and name not in _REQUEST_PSEUDO:
+            return f"invalid pseudo-header {go_quoted(name)}"
+        if name in pseudo[:index]:
+            return f"duplicate pseudo-header {go_quoted(name)}"
+    if b":status" in pseudo and not _REQUEST_PSEUDO.isdisjoint(pseudo):
+        return "mix of request and response pseudo headers"
+    return None
+
+
+def go_quoted(text: bytes) -> str:
+    """Text as Go's %q shows it, in the words grpc-go's errors quote it with."""
+    return '"' + text.decode("latin-1").encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
 
 
 def _header_dict(headers: Sequence[tuple[bytes, bytes]]) -> dict[str, bytes]:

@@ -5,9 +5,9 @@ read; for a 180 KiB OTLP body that is two more large allocations per request (fr
 kernel must fault in), a third of the server's CPU per request. Here a block is kept as it came:
 `read` hands a whole block on without a copy, and a head is cut out of the block it is in.
 
-Only what http1.wire uses is served (`readuntil`, `read`, `readexactly`, `at_eof`); the flow
-control (pause reading past twice the limit, resume at the limit), EOF and errors are
-StreamReader's own, on its own fields.
+Only what http1.wire uses is served (`readuntil`, `read`, `readexactly`, `at_eof`, and `give_back`
+of what a reader took past its own bytes); the flow control (pause reading past twice the limit,
+resume at the limit), EOF and errors are StreamReader's own, on its own fields.
 """
 
 from __future__ import annotations
@@ -90,6 +90,17 @@ class ChunkReader(asyncio.StreamReader):
         self._size -= len(data)
         self._maybe_resume_transport()
         return data
+
+    def give_back(self, data: bytes) -> None:
+        """Puts `data`, just read, back in front of the unread bytes (a reader that read past what
+        was its own)."""
+        if not data:
+            return
+        if self._offset:  # the first block's read part goes: the offset is for the block put in front
+            self._chunks[0] = self._chunks[0][self._offset:]
+            self._offset = 0
+        self._chunks.appendleft(data)
+        self._size += len(data)
 
     async def readexactly(self, n: int) -> bytes:
         parts: list[bytes] = []

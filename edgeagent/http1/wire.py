@@ -15,9 +15,12 @@ client reads it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import TypeVar, overload
+
+from edgeagent.http1.stream import ChunkReader
 
 MAX_HEAD = 64 * 1024  # request or status line and headers; Go allows 1 MiB (README says why not here)
 MAX_LINE = 8 * 1024  # a chunk-size line or a trailer line; the whole trailer
@@ -259,42 +262,211 @@ async def iter_body(reader: asyncio.StreamReader, length: int | None) -> AsyncIt
             left -= len(chunk)
             yield chunk
         return
-    excess = 0  # framing bytes beyond what the data read so far allows
-    while True:
-        line = await _line(reader)
-        size = _chunk_size(line)
-        excess = max(0, excess + len(line) + 4 - 16 - 2 * size)  # the line, its CRLF and the data's
-        if excess > MAX_EXCESS:
-            raise ProtocolError("a chunked body holds far more framing than data")
-        if size == 0:
-            break
-        left = size
-        while left:
-            chunk = await reader.read(min(left, _READ))
-            if not chunk:
-                raise ProtocolError("the connection closed in the middle of a chunk")
-            left -= len(chunk)
-            yield chunk
+    decoder = _Chunked()
+    while not decoder.done:
+        block = await reader.read(_READ)
+        if not block:
+            raise ProtocolError(decoder.cut_short())
         try:
-            end = await reader.readexactly(2)
-        except asyncio.IncompleteReadError:
-            raise ProtocolError("the connection closed in the middle of a chunked body") from None
-        if end != b"\r\n":
-            raise ProtocolError("a chunk is not followed by CRLF where its size says it ends")
-    trailer = 0
-    while line := await _line(reader):  # trailer fields: read and ignored
-        trailer += len(line)
-        if trailer > MAX_LINE:
-            raise ProtocolError(f"a chunked body's trailer exceeds {MAX_LINE} bytes")
+            data = decoder.feed(block)
+        finally:  # what this block holds past the body, a broken framing or one step's work is read again
+            if decoder.rest:
+                _give_back(reader, decoder.rest)
+        if data:
+            yield data
+        if decoder.rest and not decoder.done:  # a step's work done: the event loop's other tasks first
+            await asyncio.sleep(0)
 
 
-async def _line(reader: asyncio.StreamReader) -> bytes:
-    try:
-        line = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError:
-        raise ProtocolError("the connection closed in the middle of a chunked body") from None
-    except asyncio.LimitOverrunError:
-        raise ProtocolError("a chunked body's line is too long") from None
+def _give_back(reader: asyncio.StreamReader, data: bytes) -> None:
+    """Puts `data`, just read, back in front of what `reader` holds."""
+    if isinstance(reader, ChunkReader):
+        reader.give_back(data)
+    else:  # asyncio's own: its buffer is a bytearray
+        buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+        buffer[:0] = data
+
+
+class _Chunked:
+    """A chunked body's framing (RFC 9112 7.1), read from blocks as they come, as many chunks as a
+    block holds at a time. A chunk costs a few steps of a loop, not an await and a step of every
+    generator up to the handler: at 4 to 7 us a chunk, a 1 MB body of 1-byte chunks, which Go
+    reads in 0.06 s, held the event loop for seconds. Runs of tiny chunks of one size (what such
+    a client sends) are matched at once and their data gathered by slices (`_run`), and one
+    `feed` reads at most _STEPS other elements before the caller lets the loop's other tasks run.
+
+    The rules are those of a line-by-line reading: a line ends in CRLF with no other CR and is at
+    most MAX_LINE bytes, a chunk's size is 1 to 16 hex digits (spaces and tabs around them,
+    extensions after them, skipped), its data is followed by CRLF, the framing beyond 16 bytes a
+    chunk plus twice its data is at most MAX_EXCESS, the trailer at most MAX_LINE bytes. An
+    element cut by a block's end is held (at most a line) and read with the next block."""
+
+    __slots__ = ("done", "excess", "held", "left", "rest", "state", "trailer")
+
+    def __init__(self) -> None:
+        self.state = _SIZE
+        self.left = 0  # data bytes of the current chunk not read yet
+        self.held = b""  # the start of an element the last block cut
+        self.excess = 0  # framing bytes beyond what the data read so far allows
+        self.trailer = 0  # trailer bytes so far
+        self.rest = b""
+        self.done = False
+
+    def cut_short(self) -> str:
+        """What to say of a body whose connection closed before its end."""
+        if self.state == _DATA:
+            return "the connection closed in the middle of a chunk"
+        return "the connection closed in the middle of a chunked body"
+
+    def feed(self, block: bytes) -> bytes:
+        """The data `block` holds (b"" when none); ProtocolError on a broken framing. `rest` is then
+        what this call left of the block: what follows the body's end or the start of a broken
+        element, or what lies past _STEPS elements (the body goes on)."""
+        self.rest = b""
+        if self.state == _DATA and not self.held and len(block) <= self.left:
+            self.left -= len(block)  # a block of data alone: handed on as it came
+            if not self.left:
+                self.state = _DATA_END
+            return block
+        if self.held:
+            block, self.held = self.held + block, b""
+        pieces: list[bytes | bytearray | memoryview] = []
+        self._parse(block, pieces)
+        return b"".join(pieces)
+
+    def _parse(self, block: bytes, pieces: list[bytes | bytearray | memoryview]) -> None:
+        view = memoryview(block)
+        end = len(block)
+        position = 0
+        steps = _STEPS
+        try:
+            while position < end and steps > 0 and not self.done:
+                if self.state == _SIZE:
+                    position, steps = self._whole_chunks(block, view, position, steps, pieces)
+                    if position == end or steps <= 0:
+                        break
+                after = self._element(block, view, position, pieces)
+                steps -= 1
+                if after < 0:  # an element the block cuts: read with the next
+                    if end - position >= MAX_LINE:  # no LF within MAX_LINE bytes
+                        raise ProtocolError("a chunked body's line is too long")
+                    self.held, position = block[position:], end
+                    break
+                position = after
+        except ProtocolError:
+            self.rest = block[position:]
+            raise
+        self.rest = block[position:]
+
+    def _whole_chunks(self, block: bytes, view: memoryview, position: int, steps: int,
+                      pieces: list[bytes | bytearray | memoryview]) -> tuple[int, int]:
+        """The chunks from `position` that the block holds whole and whose size lines are hex
+        digits alone (nearly every chunk), in a tight loop; where they end, and the steps left.
+        The first chunk that is not such, or breaks a rule, is left to `_element`."""
+        match = _SIZE_LINE.match
+        append = pieces.append
+        end = len(block)
+        excess = self.excess
+        previous = 0  # the size of the chunk before: a second one of a tiny size may begin a run
+        while steps > 0:
+            simple = match(block, position)
+            if simple is None:
+                break
+            line_end = simple.end()
+            size = int(simple.group(1), 16)
+            data_end = line_end + size
+            grown = excess + line_end - position - 14 - 2 * size  # the line, the CRLFs, the data's
+            if not size or data_end + 2 > end or grown > MAX_EXCESS or not block.startswith(b"\r\n", data_end):
+                break
+            append(block[line_end:data_end] if size < _COPIED else view[line_end:data_end])
+            excess = grown if grown > 0 else 0
+            steps -= 1
+            position = data_end + 2
+            if size == previous and size <= _RUN_MAX and line_end - simple.start() <= 4:
+                position, count = self._run(block, position, simple.group(1), size, pieces)
+                excess = max(0, excess - count * (12 + 2 * size - len(simple.group(1))))
+            previous = size
+        self.excess = excess
+        return position, steps
+
+    def _element(self, block: bytes, view: memoryview, position: int,
+                 pieces: list[bytes | bytearray | memoryview]) -> int:
+        """Reads the element at `position`, whatever the state; where it ends, -1 when the block
+        cuts it."""
+        end = len(block)
+        if self.state == _DATA:
+            take = min(self.left, end - position)
+            pieces.append(view[position:position + take])
+            self.left -= take
+            if not self.left:
+                self.state = _DATA_END
+            return position + take
+        if self.state == _DATA_END:
+            if end - position < 2:
+                return -1
+            if not block.startswith(b"\r\n", position):
+                raise ProtocolError(_NO_CRLF_AFTER_DATA)
+            self.state = _SIZE
+            return position + 2
+        line_end = _line_end(block, position)
+        if not line_end:
+            return -1
+        line = _checked(block[position:line_end])
+        if self.state == _SIZE:
+            size = _chunk_size(line)
+            self.excess = max(0, self.excess + len(line) + 4 - 16 - 2 * size)  # the line, the CRLFs, the data's
+            if self.excess > MAX_EXCESS:
+                raise ProtocolError("a chunked body holds far more framing than data")
+            self.state, self.left = (_DATA, size) if size else (_TRAILER, 0)
+        elif not line:  # the trailer's end, and the body's
+            self.done = True
+        else:
+            self.trailer += len(line)
+            if self.trailer > MAX_LINE:
+                raise ProtocolError(f"a chunked body's trailer exceeds {MAX_LINE} bytes")
+        return line_end
+
+    def _run(self, block: bytes, position: int, digits: bytes, size: int,
+             pieces: list[bytes | bytearray | memoryview]) -> tuple[int, int]:
+        """The chunks from `position` of `size` bytes spelled `digits`, read at once; where they
+        end and how many they were. Each one's framing is below what its data allows (16 bytes
+        plus twice the data), so they only shrink the excess."""
+        run = _runs(digits, size).match(block, position)
+        if run is None:
+            return position, 0
+        record = len(digits) + 4 + size
+        first, stop = position + len(digits) + 2, run.end()
+        if size == 1:
+            pieces.append(block[first:stop:record])
+        else:
+            data = bytearray((stop - position) // record * size)
+            for offset in range(size):  # the run's data, a column of its records at a time
+                data[offset::size] = block[first + offset:stop:record]
+            pieces.append(data)
+        return stop, (stop - position) // record
+
+
+_SIZE, _DATA, _DATA_END, _TRAILER = range(4)  # what a chunked body's reading expects next
+_STEPS = 256  # elements one feed reads in Python (well under a millisecond) before the loop's other tasks run
+_RUN_MAX = 16  # the largest chunk read in runs of its size
+_COPIED = 4096  # a chunk's data smaller than this is sliced out of its block, a larger one viewed (copied once)
+_SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,16})\r\n")
+_NO_CRLF_AFTER_DATA = "a chunk is not followed by CRLF where its size says it ends"
+
+
+@functools.lru_cache(maxsize=64)
+def _runs(digits: bytes, size: int) -> re.Pattern[bytes]:
+    """Chunks of `size` bytes, one after another, each spelled `digits`."""
+    return re.compile(rb"(?:%b\r\n.{%d}\r\n)+" % (digits, size), re.DOTALL)
+
+
+def _line_end(block: bytes, start: int) -> int:
+    """Where the line from `start` ends, after its LF; 0 when the block cuts it."""
+    return block.find(b"\n", start) + 1
+
+
+def _checked(line: bytes) -> bytes:
+    """A chunk-size or trailer line, with its LF, without its CRLF."""
     if len(line) > MAX_LINE:
         raise ProtocolError("a chunked body's line is too long")
     if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
@@ -304,6 +476,6 @@ async def _line(reader: asyncio.StreamReader) -> bytes:
 
 def _chunk_size(line: bytes) -> int:
     digits = line.split(b";", 1)[0].strip(b" \t")
-    if not digits or len(digits) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in digits):
+    if not digits or len(digits) > 16 or digits.translate(None, b"0123456789abcdefABCDEF"):
         raise ProtocolError(f"invalid chunk size {line[:40]!r}")
     return int(digits, 16)
