@@ -77,13 +77,16 @@ def test_a_limit_above_the_memory_the_agent_may_use_is_named_at_start(caplog):
     assert getattr(warned[0], "available_mib", None) == available >> 20
 
 
-def test_a_limit_within_the_memory_the_agent_may_use_draws_no_warning(caplog):
+def test_a_limit_within_the_memory_the_agent_may_use_draws_no_warning(caplog, tmp_path):
     import asyncio
     import logging
 
     from edgeagent.processors.memory_limiter import MemoryLimiter, MemoryLimiterConfig
 
-    limiter = MemoryLimiter("memory_limiter", MemoryLimiterConfig(limit_mib=64, check_interval=1.0), host=None)
+    status = tmp_path / "status"  # an agent's own memory at start, below the limit (not this test process's)
+    status.write_text("Name:\tedgeagent\nRssAnon:\t   30720 kB\n")
+    limiter = MemoryLimiter("memory_limiter", MemoryLimiterConfig(limit_mib=64, check_interval=1.0), host=None,
+                            status=str(status))
 
     async def start_and_stop() -> None:
         await limiter.start()
