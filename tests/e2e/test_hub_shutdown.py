@@ -30,7 +30,7 @@ from tests.helpers.net import wait_until
 TOPIC, PARTITIONS, GROUP = "otlp_spans", 2, "hub"
 TRACES, SPANS_PER_TRACE, TRACES_PER_MESSAGE = 6000, 10, 10  # 60 000 spans in 600 messages
 FIRST = 150  # messages in Kafka before the hub starts; the rest arrive once its export queue fills
-DRAIN_TIMEOUT, GRACE = 2.0, 20.0  # the hub's EDGEAGENT_DRAIN_TIMEOUT; a StatefulSet's grace period, scaled down
+DRAIN_TIMEOUT, GRACE = 3.0, 20.0  # the hub's EDGEAGENT_DRAIN_TIMEOUT; a StatefulSet's grace period, scaled down
 WINDOW = 16  # messages of a partition in flight at once (edgeagent.receivers.kafka._WINDOW)
 
 
@@ -100,10 +100,9 @@ def _hub(agents, tmp_path, kafka, upstream, redis_url: str | None, ports: AgentP
     with open(config) as handle:
         document = yaml.safe_load(handle)
     document["processors"] = {"tail_sampling": {
-        # well over the drain (2 s) and the stop, even on a loaded machine: traces taken in just before
-        # the stop are still pending and must come back from disk after the restart. Each run waits
-        # it out twice (for the first decisions, and for the last ones after the restart)
-        "decision_wait": "6s", "num_traces": 50_000,
+        # well over the drain (3 s) and the stop, even on a loaded machine: traces taken in just before
+        # the stop are still pending and must come back from disk after the restart
+        "decision_wait": "12s", "num_traces": 50_000,
         "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]}}
     if redis_url:  # decisions shared with other replicas, as in hub-cluster.yaml
         document["processors"]["tail_sampling"]["shared_state"] = {"redis": {"url": redis_url}}
