@@ -107,7 +107,9 @@ class _Peer(asyncio.Protocol):
             transport.write(self.h2.data_to_send())
             self.silent = self.mode == "silent_after_preface"
             if self.mode == "stalled":
-                transport.pause_reading()
+                # once the transport reads: on older 3.11 releases (Debian's 3.11.2) a pause_reading()
+                # in connection_made is undone by the reader the transport adds right after it
+                asyncio.get_running_loop().call_soon(transport.pause_reading)
                 if self.owner.abort_after > 0:
                     asyncio.get_running_loop().call_later(self.owner.abort_after, transport.abort)
 
