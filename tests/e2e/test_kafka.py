@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from edgeagent.exporters.kafka import sarama_partition
 from otel.wire import length_delimited
 from tests.helpers.agent import AgentProcess
-from tests.helpers.kafka import edge_config, hub_config, wait_for_spans
+from tests.helpers.kafka import edge_config, hub_config, trace_requests, wait_for_spans
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.rotel import Rotel, rotel_binary
 from tests.helpers.sdk import _exporters, send_logs, send_metrics, send_spans
@@ -290,28 +290,15 @@ def test_a_malformed_message_is_skipped_counted_and_committed(agents, upstream, 
     assert "do not decode" in hub.log()
 
 
-def _requests(count: int, spans: int = 5) -> tuple[list[bytes], set[bytes]]:
-    """`count` serialized ExportTraceServiceRequests of `spans` spans each, and their span ids."""
-    requests, ids = [], set()
-    for _ in range(count):
-        request = ExportTraceServiceRequest()
-        scope = request.resource_spans.add().scope_spans.add()
-        for _ in range(spans):
-            span = scope.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="s")
-            ids.add(span.span_id)
-        requests.append(request.SerializeToString())
-    return requests, ids
-
-
 def test_a_record_batch_that_does_not_decompress_is_skipped_and_no_other_message_is_lost(agents, upstream, kafka,
                                                                                           tmp_path):
     kafka.create_topic("otlp_spans", 2)
-    before, sent = _requests(3)
+    before, sent = trace_requests(3)
     kafka.produce("otlp_spans", before, partition=0)
-    kafka.produce_undecodable("otlp_spans", _requests(3)[0], partition=0)
-    after, later = _requests(3)
+    kafka.produce_undecodable("otlp_spans", trace_requests(3)[0], partition=0)
+    after, later = trace_requests(3)
     kafka.produce("otlp_spans", after, partition=0)
-    other, elsewhere = _requests(4)
+    other, elsewhere = trace_requests(4)
     kafka.produce("otlp_spans", other, partition=1)
     hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",))
 
@@ -330,10 +317,10 @@ def test_a_compression_bomb_is_skipped_counted_and_committed_and_never_inflated_
     # 32 KB of zstd expanding to 1 GiB, one batch of three records between compressed batches under
     # the bound: before, the hub inflated all of it, once for each of its offsets stepped over
     kafka.create_topic("otlp_spans", 1)
-    before, sent = _requests(3)
+    before, sent = trace_requests(3)
     kafka.produce("otlp_spans", before, partition=0, compression="zstd")
     kafka.produce_bomb("otlp_spans", [bytes(300 << 10)] * 3, partition=0, codec="zstd", expanded=1 << 30)
-    after, later = _requests(3)
+    after, later = trace_requests(3)
     kafka.produce("otlp_spans", after, partition=0, compression="gzip")
     hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), max_decompress_batch_bytes=1 << 20)
 
@@ -350,8 +337,8 @@ def test_a_compression_bomb_is_skipped_counted_and_committed_and_never_inflated_
 
 def test_a_message_larger_than_the_whole_queue_is_skipped_not_retried_for_good(agents, upstream, kafka, tmp_path):
     kafka.create_topic("otlp_spans", 1)
-    big, _ = _requests(1, spans=50)  # queue_size 20 items: it could not fit in the queue even when empty
-    good, sent = _requests(3)
+    big, _ = trace_requests(1, spans=50)  # queue_size 20 items: it could not fit in the queue even when empty
+    good, sent = trace_requests(3)
     kafka.produce("otlp_spans", big + good, partition=0)
     hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",),
                exporter={"sending_queue": {"sizer": "items", "queue_size": 20, "num_consumers": 2}})
@@ -386,7 +373,7 @@ def test_lag_appears_while_the_hub_refuses_and_returns_to_zero(agents, upstream,
 def test_messages_the_memory_limiter_refuses_are_counted_as_otelcols_and_kept_in_kafka(agents, upstream, kafka,
                                                                                        tmp_path):
     kafka.create_topic("otlp_spans", 1)
-    requests, _ = _requests(2, spans=5)
+    requests, _ = trace_requests(2, spans=5)
     kafka.produce("otlp_spans", requests, partition=0)
     # a limit below what the hub uses: it refuses every offer, and Kafka keeps the messages
     hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), error_backoff=QUICK_RETRY,
@@ -442,10 +429,10 @@ def test_a_sampler_whose_export_queue_stays_full_warns_once_not_every_tick(agent
     offline = f"http://127.0.0.1:{free_port()}"  # nothing listens: the one queued record stays
     hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling,
                exporter={"endpoint": offline, "sending_queue": {"queue_size": 1, "num_consumers": 1}})
-    kafka.produce("otlp_spans", _requests(1)[0], partition=0)
+    kafka.produce("otlp_spans", trace_requests(1)[0], partition=0)
     wait_until(lambda: hub.metric("otelcol_exporter_queue_size", exporter="otlphttp") == 1, timeout=30,
                message="the first decided traces queued")
-    kafka.produce("otlp_spans", _requests(1)[0], partition=0)  # decided, but the queue is full
+    kafka.produce("otlp_spans", trace_requests(1)[0], partition=0)  # decided, but the queue is full
     time.sleep(1)  # about 20 ticks of the sampler (one every 50 ms at this decision_wait)
     stuck = [line for line in hub.log().splitlines() if "could not queue decided traces" in line]
     assert len(stuck) == 1, stuck
@@ -454,7 +441,7 @@ def test_a_sampler_whose_export_queue_stays_full_warns_once_not_every_tick(agent
 def test_a_sampler_round_keeping_more_spans_than_an_items_sized_queue_holds_still_delivers(agents, upstream, kafka,
                                                                                           tmp_path):
     kafka.create_topic("otlp_spans", 1)
-    requests, sent = _requests(6)  # 30 traces of one span, decided in one round
+    requests, sent = trace_requests(6)  # 30 traces of one span, decided in one round
     kafka.produce("otlp_spans", requests, partition=0)
     sampling = {"tail_sampling": {"decision_wait": "1s", "policies": [{"name": "all", "type": "always_sample"}]}}
     _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling,
@@ -470,7 +457,7 @@ def test_a_kept_trace_more_than_an_items_sized_queue_holds_is_dropped_said_so_an
     huge = os.urandom(16)
     for _ in range(25):  # one trace of 25 spans: more than the queue's 20 items
         scope.spans.add(trace_id=huge, span_id=os.urandom(8), name="s")
-    others, sent = _requests(4)
+    others, sent = trace_requests(4)
     kafka.produce("otlp_spans", [request.SerializeToString(), *others], partition=0)
     sampling = {"tail_sampling": {"decision_wait": "1s", "policies": [{"name": "all", "type": "always_sample"}]}}
     hub = _hub(agents, tmp_path, kafka, upstream, signals=("traces",), processors=sampling,
@@ -581,7 +568,7 @@ def test_a_sampling_hub_reloaded_while_it_consumes_delivers_every_kept_span(agen
     sent: set[bytes] = set()
     done = threading.Event()
     # 100 spans every 0.05 s, bounded; stopped after the reloads
-    producer = threading.Thread(target=kafka.produce_until, args=("otlp_spans", done, lambda: _requests(20), sent),
+    producer = threading.Thread(target=kafka.produce_until, args=("otlp_spans", done, lambda: trace_requests(20), sent),
                                 kwargs={"rounds": 500, "pause": 0.05})
     producer.start()
     path = tmp_path / "hub.yaml"
