@@ -80,8 +80,8 @@ from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.bandwidth import Encode, Pacer
 from edgeagent.exporters.chain import SendResult
 from edgeagent.exporters.config import ExporterConfig
-from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.signals import Signal, resource_groups
+from otel.otlpjson import to_otlp_json
 from otel.shape import LOGS, TRACES
 
 _ACKS = {0: 0, 1: 1, -1: "all"}

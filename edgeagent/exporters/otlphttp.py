@@ -70,10 +70,10 @@ from edgeagent.http1.client import BrokenAnswerError, ClientError, ClientSetting
 from edgeagent.http1.dial import UnsupportedProxyError, read_proxy, split_proxy
 from edgeagent.instrumentation import http_client_timer
 from edgeagent.masking import mask, shown_url, url_secrets
-from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, reloading_client_context
+from otel.otlpjson import to_otlp_json
 
 log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = (429, 502, 503, 504)

@@ -22,8 +22,8 @@ from edgeagent.errors import CorruptRecordError
 from edgeagent.queue import batchkey, maintenance, record
 from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore, Table
-from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.signals import Signal, count_items
+from otel.otlpjson import to_otlp_json
 
 
 def stats(stores: list[QueueStore]) -> dict[str, Any]:

@@ -24,10 +24,10 @@ from google.protobuf.message import DecodeError, Message
 from edgeagent.errors import BadRequestError
 from edgeagent.receivers import deprecated, utf8
 from edgeagent.signals import Metadata, Payload, Signal
+from otel.otlpjson import ID_FIELDS  # snake_case keys are made camelCase first (_object)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId")  # snake_case keys are made camelCase first (_object)
 _CHUNK = 64 * 1024
 
 
@@ -132,7 +132,7 @@ class _Parser(_ParseDictParser):
         if enum is not None and isinstance(js_value, str) and js_value not in enum.values_by_name:
             raise json_format.ParseError(f"unknown {enum.name} value {js_value!r} at {path.lstrip('.')}")
         # ids are base64 of our own making (_hex_ids_to_base64): checking them again took 8% of a span's parse
-        if field.type == FieldDescriptor.TYPE_BYTES and isinstance(js_value, str) and field.json_name not in _ID_FIELDS:
+        if field.type == FieldDescriptor.TYPE_BYTES and isinstance(js_value, str) and field.json_name not in ID_FIELDS:
             _check_base64(js_value, path)
         try:
             super()._ConvertAndSetScalar(message, field, js_value, path)
@@ -229,31 +229,11 @@ def success_response(signal: Signal, content_type: str) -> bytes:
     return encode_response(response, content_type)
 
 
-def to_otlp_json(message: Message, integer_enums: bool = False) -> dict[str, Any]:
-    """A message in the OTLP/JSON mapping: camelCase keys, hex trace and span ids (enum values as
-    integers, as the OTLP specification asks, with `integer_enums`)."""
-    document = json_format.MessageToDict(message, use_integers_for_enums=integer_enums)
-    _base64_ids_to_hex(document)
-    return document
-
-
-def _base64_ids_to_hex(node: Any) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in _ID_FIELDS and isinstance(value, str):
-                node[key] = base64.b64decode(value).hex()
-            elif isinstance(value, (dict, list)):
-                _base64_ids_to_hex(value)
-    elif isinstance(node, list):
-        for value in node:
-            _base64_ids_to_hex(value)
-
-
 def _hex_ids_to_base64(node: Any) -> None:
     """Rewrite OTLP/JSON hex ids in place to the base64 that protobuf's JSON parser expects."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in _ID_FIELDS and isinstance(value, str):
+            if key in ID_FIELDS and isinstance(value, str):
                 node[key] = _hex_to_base64(key, value)
             elif isinstance(value, (dict, list)):
                 _hex_ids_to_base64(value)

@@ -30,10 +30,10 @@ from edgeagent.config.periodic import OtlpPush, Periodic
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.extensions.metrics import Counter, Metrics
-from edgeagent.receivers.codec import to_otlp_json
 from edgeagent.runtime import supervise
 from edgeagent.service.metrics_otlp import Snapshot
 from edgeagent.signals import Signal
+from otel.otlpjson import to_otlp_json
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 300.0  # seconds between two logs of the same failing reader

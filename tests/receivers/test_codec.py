@@ -20,6 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 from edgeagent.errors import BadRequestError
 from edgeagent.receivers import codec
 from edgeagent.signals import Payload, Signal
+from otel.otlpjson import to_otlp_json
 from otel.wire import length_delimited
 
 TRACE = "5b8efff798038103d269b633813fc60c"
@@ -59,7 +60,7 @@ def test_snake_case_hex_ids_become_the_right_bytes_too():
 def test_json_round_trips_with_hex_ids():
     document = {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": TRACE, "spanId": SPAN, "name": "x"}]}]}]}
     payload = codec.decode(Signal.TRACES, json.dumps(document).encode(), codec.JSON)
-    span = codec.to_otlp_json(payload.view())["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span = to_otlp_json(payload.view())["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     assert span["traceId"] == TRACE and span["spanId"] == SPAN
 
 

@@ -9,6 +9,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from edgeagent.receivers import codec, refused
 from edgeagent.signals import Signal
+from otel.otlpjson import to_otlp_json
 
 
 def _metrics() -> ExportMetricsServiceRequest:
@@ -24,7 +25,7 @@ def _metrics() -> ExportMetricsServiceRequest:
 def test_data_points_are_counted_as_otelcol_counts_them_in_protobuf_and_json():
     request = _metrics()
     assert refused.items(Signal.METRICS, request.SerializeToString(), codec.PROTOBUF) == 5
-    body = json.dumps(codec.to_otlp_json(request)).encode()
+    body = json.dumps(to_otlp_json(request)).encode()
     assert refused.items(Signal.METRICS, body, codec.JSON) == 5
 
 
