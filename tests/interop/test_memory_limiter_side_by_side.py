@@ -12,19 +12,12 @@ import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
+from tests.helpers.hostile import spans_request
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.otlp_post import post
 from tests.helpers.upstream import Upstream
 
 SPANS = 3
-
-
-def _traces() -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
-    spans = request.resource_spans.add().scope_spans.add().spans
-    for number in range(SPANS):
-        spans.add(name=f"s{number}", trace_id=bytes([number + 1]) * 16, span_id=bytes([number + 1]) * 8)
-    return request
 
 
 def _config(upstream: Upstream, http: str, grpc_endpoint: str) -> dict[str, Any]:
@@ -41,7 +34,7 @@ def _config(upstream: Upstream, http: str, grpc_endpoint: str) -> dict[str, Any]
 def _grpc_code(port: int) -> grpc.StatusCode:
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
-            TraceServiceStub(channel).Export(_traces(), timeout=10)
+            TraceServiceStub(channel).Export(ExportTraceServiceRequest.FromString(spans_request(SPANS)), timeout=10)
         except grpc.RpcError as error:
             return error.code()
     return grpc.StatusCode.OK
@@ -62,7 +55,7 @@ def test_refused_requests_are_answered_and_counted_alike_in_both(agents, otelcol
         wait_until(lambda: agent.metric("edgeagent_memory_limiter_refusing") == 1, timeout=20,
                    message="edgeagent refusing")
         for ports in ((agent.http_port, agent.grpc_port), (http_port, grpc_port)):
-            assert post(ports[0], _traces())[0] == 503
+            assert post(ports[0], spans_request(SPANS))[0] == 503
             assert _grpc_code(ports[1]) == grpc.StatusCode.UNAVAILABLE
         for name in ("otelcol_receiver_refused_spans", "otelcol_receiver_accepted_spans"):
             for transport in ("http", "grpc"):

@@ -6,21 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.helpers.hostile import spans_request
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.otlp_post import post
 from tests.helpers.upstream import Upstream
 
 SPANS = 3
-
-
-def _traces() -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
-    spans = request.resource_spans.add().scope_spans.add().spans
-    for number in range(SPANS):
-        spans.add(name=f"s{number}", trace_id=bytes([number + 1]) * 16, span_id=bytes([number + 1]) * 8)
-    return request
 
 
 def _agent(agents: Any, tmp_path: Any, upstream: Upstream, limit_mib: int) -> Any:
@@ -45,7 +37,7 @@ def test_while_it_refuses_new_data_is_refused_retryably_and_nothing_is_dead_lett
     try:
         agent = _agent(agents, tmp_path, upstream, limit_mib=1)  # below what the agent uses: it always refuses
         wait_until(lambda: agent.metric("edgeagent_memory_limiter_refusing") == 1, timeout=20, message="refusing")
-        status, headers = post(agent.http_port, _traces())
+        status, headers = post(agent.http_port, spans_request(SPANS))
         assert (status, bool(headers.get("Retry-After"))) == (503, True)
         wait_until(lambda: agent.health("/")[1].get("uptime") is not None, timeout=5, message="health")
         assert agent.health("/")[1]["dead_letters"] == 0
@@ -58,7 +50,7 @@ def test_with_memory_to_spare_kept_traces_pass_it_and_are_delivered(agents, tmp_
     upstream = Upstream(free_port()).start()
     try:
         agent = _agent(agents, tmp_path, upstream, limit_mib=4000)
-        assert post(agent.http_port, _traces())[0] == 200
+        assert post(agent.http_port, spans_request(SPANS))[0] == 200
         wait_until(lambda: len(upstream.spans()) == SPANS, timeout=20, message="the kept traces upstream")
         assert agent.health("/")[1]["dead_letters"] == 0
     finally:
