@@ -25,7 +25,8 @@ from tests.packaging.tools import require  # noqa: E402
 TESTS = Path(__file__).resolve().parent
 # Tests here start whole processes (edgeagent, redis-server, tansu, otelcol, package builds).
 E2E_DIRECTORIES = {"e2e", "packaging", "interop"}
-# Fixtures that start a process: a test asking for one is end-to-end wherever it lives.
+# Fixtures that start a process, or run a whole command (`validate`): a test asking for one is
+# end-to-end wherever it lives.
 PROCESS_FIXTURES = {"agents", "redis_server", "kafka", "otelcol", "validate"}
 
 

@@ -1,4 +1,9 @@
-"""Fixtures for black-box tests of `python -m edgeagent validate --config PATH`.
+"""Fixtures for tests of `edgeagent validate --config PATH`.
+
+The command runs in the test's process (`run_command`: `edgeagent.cli.main` with the environment
+and working directory it would have as a child): validation is pure, and two hundred
+interpreter start-ups were a tenth of the suite's CPU. tests/test_cli.py and the side-by-side exit code tests run
+the command as a process.
 
 The CLI contract these tests rely on:
 
@@ -21,21 +26,23 @@ problem and one mistake does not cascade into follow-up errors.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from edgeagent import cli
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = REPO_ROOT / "tests" / "testdata"
 SEEDS_DIR = TESTDATA / "seeds"
 CONFIG_DIR = TESTDATA / "config"
-
-VALIDATE_TIMEOUT_S = 60
 
 # Variables the test configs read; removed from the inherited environment so that
 # every test states exactly which of them are set.
@@ -85,15 +92,42 @@ def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
     return base
 
 
+@contextlib.contextmanager
+def _as_a_child(env: Mapping[str, str], cwd: Path) -> Iterator[tuple[io.StringIO, io.StringIO]]:
+    """os.environ, the working directory, stdout and stderr as a child process would have them."""
+    saved, here = dict(os.environ), os.getcwd()
+    stdout, stderr = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            yield stdout, stderr
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_command(argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`edgeagent <argv>` in this process, as a child would run it: for the verbs that neither
+    serve nor ask a running agent (validate, print-config, components, featuregate)."""
+    with _as_a_child(_environment(env), REPO_ROOT) as (stdout, stderr):
+        try:
+            returncode = cli.main(list(argv))
+        except SystemExit as exit_:  # argparse's usage errors
+            returncode = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess([sys.executable, "-m", "edgeagent", *argv], returncode,
+                                       stdout.getvalue(), stderr.getvalue())
+
+
 def run_validate(config: Path | str, env: Mapping[str, str] | None = None,
                  merged: Sequence[Path | str] = ()) -> ValidateResult:
     """`merged`: more configs given after `config` (`--config` again), merged onto it as otelcol merges them."""
-    args = [sys.executable, "-m", "edgeagent", "validate", "--config", str(config)]
-    args += [part for extra in merged for part in ("--config", str(extra))]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=VALIDATE_TIMEOUT_S,
-                          env=_environment(env), cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
-    lines, errors = parse_error_lines(proc.stderr)
-    return ValidateResult(args, proc.returncode, proc.stdout, proc.stderr, errors, lines)
+    argv = ["validate", "--config", str(config)] + [part for extra in merged for part in ("--config", str(extra))]
+    done = run_command(argv, env)
+    lines, errors = parse_error_lines(done.stderr)
+    return ValidateResult(done.args, done.returncode, done.stdout, done.stderr, errors, lines)
 
 
 def _path_matches(expected: str, actual: str) -> bool:

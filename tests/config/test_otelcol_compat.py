@@ -13,7 +13,7 @@ import yaml
 from edgeagent.config.loader import ConfigError, load_text
 from edgeagent.exporters.debug import DebugConfig, DebugExporter, Sampler
 from edgeagent.signals import Signal
-from tests.config.conftest import REPO_ROOT, _environment
+from tests.config.conftest import REPO_ROOT, _environment, run_command
 from tests.processors.tables import span_request
 
 RECEIVER = "receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:4318\n"
@@ -32,6 +32,9 @@ def _errors(text: str) -> list[tuple[str, str]]:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The pure verbs in this process (run_command); the others, and the flags, as a process."""
+    if args and args[0] in ("validate", "print-config", "components", "featuregate"):
+        return run_command(args, env)
     return subprocess.run([sys.executable, "-m", "edgeagent", *args], capture_output=True, text=True, timeout=60,
                           check=False, env=_environment(env), cwd=REPO_ROOT, stdin=subprocess.DEVNULL)
 
@@ -231,7 +234,6 @@ def test_several_configs_merge_maps_and_replace_lists(tmp_path):
 MERGE_APPEND = "confmap.enableMergeAppendOption"
 
 
-@pytest.mark.e2e  # runs the edgeagent command
 def test_merge_append_gate_combines_service_extensions_receivers_and_exporters_lists(tmp_path):
     # otelcol's alpha gate confmap.enableMergeAppendOption: those lists are appended (each item
     # once); every other list is still replaced.
@@ -261,7 +263,6 @@ def test_merge_append_gate_combines_service_extensions_receivers_and_exporters_l
         assert json.loads(result.stdout)["service"]["extensions"] == ["health_check/2", "health_check"], result.stderr
 
 
-@pytest.mark.e2e  # runs the edgeagent command
 def test_an_unknown_feature_gate_is_refused_naming_it_and_the_known_ones():
     result = run_cli("validate", "--feature-gates", "confmap.enableMergeAppendOption,exporter.nosuch")
     assert result.returncode == 1, result.stderr
@@ -291,7 +292,6 @@ def test_print_config_redacts_secrets(tmp_path):
     assert "s3cret" not in result.stdout and "[REDACTED]" in result.stdout, result.stdout
 
 
-@pytest.mark.e2e  # runs the edgeagent command
 def test_print_config_shows_a_reference_to_a_number_as_the_number_not_a_traceback(tmp_path):
     document = json.loads(json.dumps(BASE))
     document["exporters"]["otlp_http"]["sending_queue"] = {"num_consumers": "${env:CONSUMERS}"}
@@ -341,7 +341,6 @@ def test_short_version_flag_and_help_command_as_otelcols_cobra_has_them():
     assert unknown.returncode == 1 and "nosuch" in unknown.stderr, unknown.stderr
 
 
-@pytest.mark.e2e  # runs the edgeagent command
 def test_print_config_flags_read_as_otelcols_go_flags(tmp_path):
     # --validate is a Go bool flag: bare it is true, =false/=0/=F turn it off; --mode and --format ignore case.
     document = json.loads(json.dumps(BASE))

@@ -34,7 +34,6 @@ def test_print_config_fills_in_the_components_defaults():
     assert list(printed["receivers"]["otlp"]["protocols"]) == ["http"]  # the printed config serves no more
 
 
-@pytest.mark.e2e  # runs the CLI in processes of its own
 @pytest.mark.parametrize("name", ["good-minimal.yaml", "good-dollar-escape.yaml", "good-otlp-transports.yaml",
                                   "good-otelcol-queue-and-storage-keys.yaml", "good-telemetry-periodic-readers.yaml",
                                   "good-attributes-resources-in-metrics.yaml"])
