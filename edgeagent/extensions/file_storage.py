@@ -10,7 +10,8 @@ true: a data file that does not open is moved aside and what can be read of it i
 otelcol's `max_size` (bytes) and edgeagent's `max_size_mib` both set the disk budget of the
 directory's queues (one of them). edgeagent's own keys besides: `full_policy` (`block` refuses
 new data when full, `drop_oldest` evicts the oldest records) and `max_age` (records older
-than this are dropped, counted).
+than this are dropped, counted; their ages survive a forward step of the wall clock while the
+agent runs: queue/clocksteps.py).
 """
 
 from __future__ import annotations

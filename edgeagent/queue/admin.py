@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import CorruptRecordError
 from edgeagent.queue import batchkey, maintenance, record
+from edgeagent.queue.clocksteps import shift_of
 from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore, Table
 from edgeagent.signals import Signal, count_items
@@ -27,9 +27,9 @@ from otel.otlpjson import to_otlp_json
 
 
 def stats(stores: list[QueueStore]) -> dict[str, Any]:
-    now_ms = time.time() * 1000
     out: dict[str, Any] = {"stores": []}
     for store in stores:
+        now_ms = store.clock.wall() * 1000
         queues = {}
         for queue in store.queues.values():
             queues[queue.name] = {
@@ -100,10 +100,10 @@ def _parsed(signal: Signal, body: bytes) -> Message | None:
 
 
 def peek(stores: list[QueueStore], limit: int) -> list[dict[str, Any]]:
-    now_ms = time.time() * 1000
     out = []
     for store in stores:
-        for name in store.queues:
+        now_ms = store.clock.wall() * 1000
+        for name, queue in store.queues.items():
             for read in records(store, name, limit):
                 header = read.header
                 if header is None:
@@ -111,7 +111,7 @@ def peek(stores: list[QueueStore], limit: int) -> list[dict[str, Any]]:
                     continue
                 row = {"queue": name, "seq": read.seq, "signal": header.signal.label, "items": header.items,
                        "bytes": len(read.body), "attempts": header.attempts,
-                       "age_seconds": record.age_seconds(header.enqueued_ms, now_ms),
+                       "age_seconds": record.age_seconds(header.enqueued_ms + shift_of(queue.shifts, read.seq), now_ms),
                        "batch_key": batchkey.describe(header.batch_key)}
                 request = _parsed(header.signal, read.body)
                 if request is None:

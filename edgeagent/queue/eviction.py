@@ -11,6 +11,7 @@ for, is refused without dropping anything.
 
 from __future__ import annotations
 
+from edgeagent.queue.clocksteps import shift_of
 from edgeagent.queue.limits import footprint
 from edgeagent.queue.ops import KEY, Commit, Context, WriterQueue, enqueued_ms, items_of
 
@@ -77,7 +78,7 @@ def evict(ctx: Context, need: int, only: WriterQueue | None, reason: str) -> int
             while heads[queue] and KEY.unpack(cursor.key())[0] in leased[queue]:
                 heads[queue] = cursor.next()
             if heads[queue]:
-                enqueued = enqueued_ms(cursor.value())
+                enqueued = enqueued_ms(cursor.value()) + shift_of(queue.shifts, KEY.unpack(cursor.key())[0])
                 if best is None or enqueued < best_time:
                     best, best_time = queue, enqueued
         if best is None:
@@ -97,7 +98,8 @@ def evict(ctx: Context, need: int, only: WriterQueue | None, reason: str) -> int
 
 
 def expire(ctx: Context) -> None:
-    """Drop records older than max_age (unleased ones; a leased record is being delivered)."""
+    """Drop records older than max_age (unleased ones; a leased record is being delivered), aged by
+    their stamps with the clock steps they missed (clocksteps.py), which keep key order time order."""
     cutoff = ctx.now_ms - int(ctx.store.limits.max_age * 1000)
     for queue in ctx.store.queues.values():
         leased = queue.leased_now
@@ -105,15 +107,16 @@ def expire(ctx: Context) -> None:
         found = cursor.first()
         while found:
             value = cursor.value()
-            if enqueued_ms(value) >= cutoff:
+            seq = KEY.unpack(cursor.key())[0]
+            if enqueued_ms(value) + shift_of(queue.shifts, seq) >= cutoff:
                 break
-            if KEY.unpack(cursor.key())[0] in leased:
+            if seq in leased:
                 found = cursor.next()
                 continue
             items = items_of(value)
             ctx.state.stored[queue].add(ctx.result.delta(queue), -1, -items, -len(value))
             ctx.result.drops.setdefault((queue, "max_age"), []).append(items)
-            ctx.result.dropped.setdefault((queue, "max_age"), []).append(KEY.unpack(cursor.key())[0])
+            ctx.result.dropped.setdefault((queue, "max_age"), []).append(seq)
             ctx.state.touched.add(queue)
             # delete() moves to the next record, and still returns True after the last one, leaving
             # the cursor on no record (an empty key)

@@ -23,6 +23,7 @@ import zstandard
 
 from edgeagent.errors import CorruptRecordError, QueueFullError, RetryableError, TooLargeForQueueError
 from edgeagent.queue import deadletter, record
+from edgeagent.queue.clocksteps import Shifts
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.signals import Signal
 
@@ -65,11 +66,15 @@ class WriterQueue(Protocol):
     stored: Totals  # writer-owned
     next_seq: int  # writer-owned
     refused_items: int  # the writer adds, a scrape reads
+    shifts: Shifts  # writer-owned: the clock steps its records' stamps missed (clocksteps.py)
+    stamped_from: int  # the first seq this process stamped
 
     @property
     def leased_now(self) -> frozenset[int]: ...
 
     def stats_key(self) -> bytes: ...
+
+    def clock_key(self) -> bytes: ...
 
     def apply(self, delta: Totals, oldest_ms: int | None) -> None: ...
 

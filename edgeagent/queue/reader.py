@@ -24,7 +24,7 @@ import lmdb
 import zstandard
 
 from edgeagent.errors import CorruptRecordError, PermanentError, RetryableError
-from edgeagent.queue import record
+from edgeagent.queue import clocksteps, record
 from edgeagent.queue.api import Corrupt, QueueLease, StoredRecord
 from edgeagent.queue.limits import QueueCapacity
 from edgeagent.queue.ops import (
@@ -133,6 +133,8 @@ class DurableQueue:
         self.stored = Totals()
         self.next_seq = 1
         self.refused_items = 0  # items of puts that found the queue full; the writer adds, a scrape reads
+        self.shifts: clocksteps.Shifts = ()  # the clock steps its records' stamps missed (clocksteps.py)
+        self.stamped_from = 1  # the first seq this process stamps: the next one when opened
         # owned by the event loop
         self._leases = _Leases()
         self.watches = Watches()  # records whose client waits for their delivery (watch.py)
@@ -161,18 +163,24 @@ class DurableQueue:
             cursor = txn.cursor()
             if cursor.last():
                 self.next_seq = KEY.unpack(cursor.key())[0] + 1
+            meta = self.store.meta_db
+            self.shifts = clocksteps.unpack(txn.get(self.clock_key(), db=meta)) if meta is not None else ()
             if cursor.first():
                 self._read_from = KEY.unpack(cursor.key())[0]
-                self.oldest_ms = enqueued_ms(cursor.value())
-            stats = txn.get(self.stats_key(), db=self.store.meta_db) if self.store.meta_db is not None else None
+                self.oldest_ms = enqueued_ms(cursor.value()) + clocksteps.shift_of(self.shifts, self._read_from)
+            stats = txn.get(self.stats_key(), db=meta) if meta is not None else None
             items, size = STATS.unpack(stats) if stats is not None else _scan_totals(txn, self.db)
         self.stored = Totals(entries, items, size)
+        self.stamped_from = self.next_seq
         self.entries, self.items, self.bytes = entries, items, size
         if entries:
             self._available.set()
 
     def stats_key(self) -> bytes:
         return f"stats:{self.name}".encode()
+
+    def clock_key(self) -> bytes:
+        return f"clock:{self.name}".encode()
 
     # ---- consuming -------------------------------------------------------------------------
 

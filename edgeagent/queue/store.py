@@ -40,8 +40,9 @@ Ownership
     the writer, which tell group commit whether to wait), ops.py (the writer's
     operations, each applying itself to the transaction), eviction.py (full policy, max_age),
     reader.py (leases and the byte-level read API), environment.py (files, lock, modes),
-    salvage.py (reading a damaged data file page by page), api.py (the Protocols the sender
-    and the tail-sampling stage depend on).
+    salvage.py (reading a damaged data file page by page), clocksteps.py (ages a step of the
+    wall clock does not falsify), api.py (the Protocols the sender and the tail-sampling stage
+    depend on).
 
 Key layout
   * `q:<queue name>`  key: 8-byte big-endian sequence; value: a record (record.py): a
@@ -49,7 +50,9 @@ Key layout
     attempts, optional batch key) followed by the zstd-compressed export request.
   * `meta`            key: `stats:<queue name>`; value: total items and bytes of that queue,
     written in the same transaction as the records they count, so they are always exact
-    and opening a large backlog needs no scan.
+    and opening a large backlog needs no scan. Key `clock:<queue name>`: the forward steps of
+    the wall clock that records of that queue were stamped before (clocksteps.py), written in
+    the commit that noticed the step.
   * `deadletter`      see deadletter.py.
 
 Several exporters
@@ -92,9 +95,10 @@ import lmdb
 import zstandard
 
 from edgeagent.errors import QueueFullError, ShutdownError
-from edgeagent.queue import compaction, environment, reader, record
+from edgeagent.queue import clocksteps, compaction, environment, reader, record
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.arrivals import Arrival, Handover
+from edgeagent.queue.clocksteps import Clock, Shifts, StepWatch, SystemClock
 from edgeagent.queue.compaction import CompactionStopped, copy_compacted, rebound_due
 from edgeagent.queue.environment import StorageAccessError, StorageLockedError
 from edgeagent.queue.eviction import evict, expire, make_room
@@ -102,6 +106,7 @@ from edgeagent.queue.grouping import Grouping
 from edgeagent.queue.home import REOPEN_INTERVAL, StoreHome
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
 from edgeagent.queue.ops import (
+    KEY,
     STATS,
     Atomic,
     Call,
@@ -143,11 +148,15 @@ class QueueStore(StoreHome):
                  on_corrupt: Callable[[str], None] | None = None, on_drop: DropCallback | None = None,
                  on_quarantine: Callable[[StoreTable, int], None] | None = None,
                  on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None,
-                 read_only: bool = False, directory_mode: int | None = None, recreate: bool = True):
+                 read_only: bool = False, directory_mode: int | None = None, recreate: bool = True,
+                 clock: Clock | None = None):
         super().__init__(directory, sync=sync, map_size=limits.map_size(map_size), lock_timeout=lock_timeout,
                          on_corrupt=on_corrupt, on_salvage=on_salvage, control_socket=control_socket,
                          read_only=read_only, directory_mode=directory_mode, recreate=recreate)
         self.limits = limits
+        self.clock = clock or SystemClock()  # what records are stamped and aged by (clocksteps.py)
+        self._steps = StepWatch(self.clock)  # the writer's readings of it
+        self._unsaved_shifts: set[WriterQueue] = set()  # queues whose clock shifts the next commit writes
         self.compression_level = compression_level
         self.on_drop = on_drop
         self.on_quarantine = on_quarantine  # (queue or table, records)
@@ -356,7 +365,9 @@ class QueueStore(StoreHome):
             self.loop.call_soon_threadsafe(_settle, op.future, result, None)
 
     def _commit(self, ops: list[WriterOp], sweep: bool = False) -> None:
-        now_ms = int(time.time() * 1000)
+        now_ms, step_ms = self._steps.read()
+        if step_ms:
+            self._clock_stepped(step_ms)
         for op in ops:
             op.prepare(now_ms)
         try:
@@ -372,6 +383,17 @@ class QueueStore(StoreHome):
             if not self.full and not os.path.exists(environment.ballast_path(self.directory)):
                 environment.ensure_ballast(self.directory)  # room came back: rebuild the reserve
         self._report(result)
+
+    def _clock_stepped(self, step_ms: int) -> None:
+        """The wall clock stepped forward: the records this process stamped so far are that much too old
+        (clocksteps.py). Their shift is written by the next commit."""
+        log.warning("the wall clock stepped forward; records queued before the step keep their true age",
+                    extra={"directory": self.directory, "step_seconds": step_ms / 1000})
+        for queue in self.queues.values():
+            shifts = clocksteps.added(queue.shifts, queue.stamped_from, queue.next_seq, step_ms)
+            if shifts != queue.shifts:
+                queue.shifts = shifts
+                self._unsaved_shifts.add(queue)
 
     def _commit_when_out_of_space(self, ops: list[WriterOp], now_ms: int, exc: Exception) -> Commit:
         """The map or the filesystem is full: keep the deletes, then refuse or make room for the puts."""
@@ -410,6 +432,8 @@ class QueueStore(StoreHome):
         result = Commit()
         state = TxnState(stored={queue: Totals(queue.stored.entries, queue.stored.items, queue.stored.bytes)
                                  for queue in self.queues.values()}, pages=self.pages_in_use)
+        state.touched.update(self._unsaved_shifts)  # their oldest age changed, and their shifts are written
+        kept: dict[WriterQueue, Shifts] = {}
         with self.lmdb_env.begin(write=True) as txn:
             ctx = Context(self, txn, result, state, now_ms)
             if evict_bytes:
@@ -422,7 +446,11 @@ class QueueStore(StoreHome):
                 totals = state.stored[queue]
                 txn.put(queue.stats_key(), STATS.pack(max(totals.items, 0), max(totals.bytes, 0)), db=self.meta_db)
                 cursor = txn.cursor(db=queue.db)
-                result.oldest[queue] = enqueued_ms(cursor.value()) if cursor.first() else 0
+                head = KEY.unpack(cursor.key())[0] if cursor.first() else None
+                kept[queue] = self._keep_shifts(txn, queue, head)
+                result.delta(queue)  # the loop takes the oldest age even when no total moved
+                result.oldest[queue] = 0 if head is None else \
+                    enqueued_ms(cursor.value()) + clocksteps.shift_of(kept[queue], head)
             measured = self.measure_pages(txn)
         # committed: the writer's state moves forward
         for queue, items in result.refused.items():
@@ -431,10 +459,24 @@ class QueueStore(StoreHome):
             queue.stored = state.stored[queue]
         for queue, seq in state.next_seqs.items():
             queue.next_seq = seq
+        for queue, shifts in kept.items():
+            queue.shifts = shifts
+        self._unsaved_shifts.clear()
         self.pages_in_use = measured
         if sweep:
             self._last_sweep = time.monotonic()
         return result
+
+    def _keep_shifts(self, txn: lmdb.Transaction[bytes], queue: WriterQueue, head: int | None) -> Shifts:
+        """The clock shifts of `queue` that still cover a record, its first being `head`, written to
+        the meta sub-database when they changed."""
+        shifts = clocksteps.pruned(queue.shifts, head)
+        if shifts != queue.shifts or queue in self._unsaved_shifts:
+            if shifts:
+                txn.put(queue.clock_key(), clocksteps.pack(shifts), db=self.meta_db)
+            else:
+                txn.delete(queue.clock_key(), db=self.meta_db)
+        return shifts
 
     def append_record(self, ctx: Context, queue: WriterQueue, value: bytes, items: int) -> bool:
         """Append one encoded record to `queue`, making room by the full policy; False when it does not fit."""
