@@ -17,16 +17,21 @@ Noticing a step
 Shifts
   The records that this process stamped before the step are too old by the step: a `Shift` says
   so, per queue, for the seqs from the first record stamped in this process (`stamped_from`) to
-  the queue's next one, with the milliseconds to add. Records of an earlier process are never
-  shifted: their clock may have been right, and a reboot brings the clock back to 1970 before NTP
-  steps it again. A shift only ever makes records younger, so a shift too many keeps records
-  longer, never drops one early. A backward step is not corrected: records stamped before it look
-  younger and are kept longer, which loses nothing.
+  the queue's next one, with the milliseconds to add. Records of an earlier process are not
+  shifted with them: their clock may have been right, and a reboot brings the clock back to 1970
+  before NTP steps it again. Unless their stamps say that their clock was not set either (before
+  UNSET_BEFORE_MS, when this agent did not exist: an offline gateway that power-cycles boots at
+  1970 each time): each run of such records gets the step too, though never so much that its
+  newest would be stamped in the future (how long they waited before this process is unknown).
+  A shift only ever makes records younger, so a shift too many keeps records longer, never drops
+  one early. A backward step is not corrected: records stamped before it look younger and are
+  kept longer, which loses nothing.
 
   Every age and expiry adds a record's shifts to its stamp (`shift_of`): max_age's sweep, the
   oldest-first choice of `disk_full` evictions, a queue's oldest age, the queue commands' ages.
-  Shifts keep stamped order, so a queue's key order stays the order of its shifted stamps, which
-  the sweep's walk from the head relies on.
+  The sweep walks from a queue's head and stops at the first record young enough, taking key
+  order for time order; shifted stamps keep that order, and where they do not (an earlier run's
+  records brought to the present), records behind the stop are kept longer, never dropped early.
 
 On disk
   A queue's shifts are kept in the `meta` sub-database at `clock:<queue name>` (24 bytes an
@@ -36,19 +41,21 @@ On disk
   without them, as it starts without its other meta rows.
 
 Not covered: a clock stepped while no agent ran (records stamped by a clock that was behind, and
-the agent started again after NTP set it): nothing then says how far behind that clock was.
+the agent started again after NTP set it): nothing then says how far behind that clock was. Nor
+an earlier run's clock that was behind but not before UNSET_BEFORE_MS (fake-hwclock's).
 """
 
 from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 STEP_THRESHOLD = 2.0  # seconds the wall clock must jump forward, beyond slewing, to count as a step
 SLEW_ALLOWANCE = 0.001  # seconds per second between two readings: twice the kernel's largest slew
+UNSET_BEFORE_MS = 1_735_689_600_000  # 2025-01-01: a clock that reads earlier was never set
 _ENTRY = struct.Struct(">QQq")
 _STEADY = getattr(time, "CLOCK_BOOTTIME", None)
 
@@ -125,6 +132,27 @@ def added(shifts: Shifts, first: int, end: int, ms: int) -> Shifts:
 def pruned(shifts: Shifts, head: int | None) -> Shifts:
     """The shifts that still cover a record, the queue's first being `head` (None: it is empty)."""
     return tuple(shift for shift in shifts if head is not None and shift.end > head)
+
+
+def earlier_unset(stamps: Iterable[tuple[int, int]], shifts: Shifts, step_ms: int, now_ms: int) -> Shifts:
+    """`shifts` with the step added to the runs of records, of the `(seq, stamp)` given (an earlier
+    process's, in key order), stamped by a clock that was not set: at most as much as brings the
+    newest of a run to `now_ms`."""
+    runs: list[list[int]] = []  # [first, end, newest stamp]
+    last_unset = False
+    for seq, stamp in stamps:
+        if not stamp:  # a record whose header does not decode
+            continue
+        stamp += shift_of(shifts, seq)
+        unset = stamp < UNSET_BEFORE_MS
+        if unset and last_unset:
+            runs[-1][1:] = [seq + 1, max(runs[-1][2], stamp)]
+        elif unset:
+            runs.append([seq, seq + 1, stamp])
+        last_unset = unset
+    for first, end, newest in runs:
+        shifts = added(shifts, first, end, min(step_ms, now_ms - newest))
+    return shifts
 
 
 def pack(shifts: Shifts) -> bytes:

@@ -31,6 +31,7 @@ FLAG_ATTRIBUTES = 2
 _FLAGS = FLAG_BATCH_KEY | FLAG_ATTRIBUTES
 
 _HEADER = struct.Struct(">BBBBIQH")
+_STAMP = struct.Struct(">BxxxxxxxQ")  # the header's version and enqueue time
 _KEY_LENGTH = struct.Struct(">H")
 MAX_BATCH_KEY = (1 << 8 * _KEY_LENGTH.size) - 1  # bytes a record's batch key may take
 _ATTRIBUTES_LENGTH = struct.Struct(">I")
@@ -59,6 +60,15 @@ def age_seconds(enqueued_ms: float, now_ms: float) -> float:
     """Seconds since `enqueued_ms` (0 for none), never below zero: a record written while the clock
     was ahead (set back since) is new, not of negative age."""
     return max(0.0, round((now_ms - enqueued_ms) / 1000, 3)) if enqueued_ms else 0.0
+
+
+def stamp(value: bytes | memoryview) -> int:
+    """A record's enqueue time (unix ms) read from its header alone, for scans over many records;
+    0 for a record of another format or shorter than its header."""
+    if len(value) < HEADER_SIZE:
+        return 0
+    version, enqueued = _STAMP.unpack_from(value)
+    return int(enqueued) if version == FORMAT_VERSION else 0
 
 
 def encode(signal: Signal, items: int, enqueued_ms: int, body: bytes, compressor: zstandard.ZstdCompressor | None,

@@ -367,7 +367,7 @@ class QueueStore(StoreHome):
     def _commit(self, ops: list[WriterOp], sweep: bool = False) -> None:
         now_ms, step_ms = self._steps.read()
         if step_ms:
-            self._clock_stepped(step_ms)
+            self._clock_stepped(step_ms, now_ms)
         for op in ops:
             op.prepare(now_ms)
         try:
@@ -384,16 +384,20 @@ class QueueStore(StoreHome):
                 environment.ensure_ballast(self.directory)  # room came back: rebuild the reserve
         self._report(result)
 
-    def _clock_stepped(self, step_ms: int) -> None:
-        """The wall clock stepped forward: the records this process stamped so far are that much too old
-        (clocksteps.py). Their shift is written by the next commit."""
+    def _clock_stepped(self, step_ms: int, now_ms: int) -> None:
+        """The wall clock stepped forward: the records this process stamped so far are that much too old,
+        and so are an earlier one's stamped by a clock that was not set (clocksteps.py). Their shifts
+        are written by the next commit."""
         log.warning("the wall clock stepped forward; records queued before the step keep their true age",
                     extra={"directory": self.directory, "step_seconds": step_ms / 1000})
-        for queue in self.queues.values():
-            shifts = clocksteps.added(queue.shifts, queue.stamped_from, queue.next_seq, step_ms)
-            if shifts != queue.shifts:
-                queue.shifts = shifts
-                self._unsaved_shifts.add(queue)
+        with self.lmdb_env.begin() as txn:
+            for queue in self.queues.values():
+                shifts = clocksteps.added(queue.shifts, queue.stamped_from, queue.next_seq, step_ms)
+                earlier = _stamps(txn.cursor(db=queue.db), queue.stamped_from)
+                shifts = clocksteps.earlier_unset(earlier, shifts, step_ms, now_ms)
+                if shifts != queue.shifts:
+                    queue.shifts = shifts
+                    self._unsaved_shifts.add(queue)
 
     def _commit_when_out_of_space(self, ops: list[WriterOp], now_ms: int, exc: Exception) -> Commit:
         """The map or the filesystem is full: keep the deletes, then refuse or make room for the puts."""
@@ -574,6 +578,15 @@ class QueueStore(StoreHome):
         log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,
                                            "seconds": round(time.monotonic() - started, 3)})
         return before, after
+
+
+def _stamps(cursor: lmdb.Cursor[bytes], end: int) -> Iterator[tuple[int, int]]:
+    """(seq, enqueued ms) of a queue's records before seq `end`, in key order."""
+    for key, value in cursor:
+        seq = KEY.unpack(key)[0]
+        if seq >= end:
+            return
+        yield seq, record.stamp(value)  # the header alone: a step may scan a large backlog
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

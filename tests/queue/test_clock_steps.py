@@ -15,6 +15,7 @@ import pytest
 
 from edgeagent.queue import admin
 from edgeagent.queue import store as store_module
+from edgeagent.queue.clocksteps import StepWatch
 from edgeagent.queue.limits import StorageLimits
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
@@ -225,3 +226,54 @@ def test_a_backward_step_drops_nothing_early(tmp_path):
     drops, entries, later = asyncio.run(scenario())
     assert drops == [] and entries == 4
     assert later == []  # kept longer than max_age (their stamps are ahead), never dropped early
+
+
+def test_records_of_an_earlier_run_whose_clock_was_unset_too_are_kept_after_the_step(tmp_path):
+    """An offline gateway power-cycles: every boot starts at 1970, and each run queues. When NTP
+    finally steps the clock, the records of the earlier boots were dropped as fifty years old: a
+    stamp before this agent existed was made by a clock that was not set, and gets the step too."""
+    async def first_run() -> None:
+        clock = SteppedClock(BOOT)
+        run = Run(str(tmp_path), clock)
+        try:
+            await run.put(2)
+            clock.advance(300)
+        finally:
+            await run.close()
+
+    rebooted = SteppedClock(BOOT)
+
+    async def second_run() -> tuple[list, int, list[float]]:
+        run = Run(str(tmp_path), rebooted)
+        try:
+            await run.put(3)
+            rebooted.advance(60)
+            rebooted.step(NOW - rebooted.wall())
+            await run.sweeps()
+            return run.drops, run.queue.entries, run.ages()
+        finally:
+            await run.close()
+
+    asyncio.run(first_run())
+    drops, entries, ages = asyncio.run(second_run())
+    assert drops == [] and entries == 5
+    # how long the first boot's records waited before this boot is unknown: they are aged as if
+    # queued as this boot began
+    assert ages == [60.0] * 5
+
+
+def test_ntp_slewing_the_clock_is_not_taken_for_a_step():
+    """NTP slews an offset under its step threshold, at most 0.5 ms a second: two idle hours between
+    two commits (no max_age, so no sweep) gather 3.6 s of it, which must not shift records; a step
+    of 2.5 s a second after must."""
+    clock = SteppedClock(NOW)
+    watch = StepWatch(clock)
+    watch.read()
+    clock.advance(7200)
+    clock.step(3.6)
+    slewed = watch.read()
+    clock.advance(1)
+    clock.step(2.5)
+    stepped = watch.read()
+    assert slewed == (int((NOW + 7203.6) * 1000), 0)
+    assert stepped[1] == 2500

@@ -92,3 +92,14 @@ def test_a_queue_hands_out_requests_with_their_attributes_added(tmp_path):
 
     [body] = asyncio.run(scenario())
     assert type(request).FromString(body) == _with_attributes(Signal.TRACES, request)
+
+
+def test_the_stamp_read_alone_is_the_headers_enqueue_time_and_nothing_for_another_format():
+    """A clock step scans a backlog's stamps from the header's bytes alone (clocksteps.py): reading
+    the wrong bytes would shift records by nonsense."""
+    value = record.frame(Signal.LOGS, 3, 1_796_000_123_456, b"payload", record.CODEC_NONE, attempts=9,
+                         batch_key=b"tenant=a", attributes=ATTRIBUTES)
+    assert record.stamp(value) == record.decode_header(value).enqueued_ms == 1_796_000_123_456
+    assert record.stamp(memoryview(value)) == 1_796_000_123_456
+    assert record.stamp(bytes([record.FORMAT_VERSION + 1]) + value[1:]) == 0
+    assert record.stamp(value[:record.HEADER_SIZE - 1]) == 0
