@@ -23,6 +23,11 @@ Shifts
   UNSET_BEFORE_MS, when this agent did not exist: an offline gateway that power-cycles boots at
   1970 each time): each run of such records gets the step too, though never so much that its
   newest would be stamped in the future (how long they waited before this process is unknown).
+  And when a process starts with the clock set and finds records an earlier one stamped with a
+  clock that was not set (NTP stepped it while no agent ran), their age is unknown: each run of
+  them is aged from that moment, its newest as if queued then. A note in the meta sub-database,
+  written while the clock is not set and removed once such records are shifted, says whether a
+  start needs to look, so a start with the clock set reads no backlog for it otherwise.
   A shift only ever makes records younger, so a shift too many keeps records longer, never drops
   one early. A backward step is not corrected: records stamped before it look younger and are
   kept longer, which loses nothing.
@@ -40,9 +45,9 @@ On disk
   record it covers is left. The record format is unchanged. A salvaged queue (home.py) starts
   without them, as it starts without its other meta rows.
 
-Not covered: a clock stepped while no agent ran (records stamped by a clock that was behind, and
-the agent started again after NTP set it): nothing then says how far behind that clock was. Nor
-an earlier run's clock that was behind but not before UNSET_BEFORE_MS (fake-hwclock's).
+Not covered: records stamped by a clock that was behind but read a plausible date (fake-hwclock's
+restored time, days behind), when NTP stepped it while no agent ran: nothing then says that the
+clock was behind, nor by how much.
 """
 
 from __future__ import annotations

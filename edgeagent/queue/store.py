@@ -52,7 +52,8 @@ Key layout
     written in the same transaction as the records they count, so they are always exact
     and opening a large backlog needs no scan. Key `clock:<queue name>`: the forward steps of
     the wall clock that records of that queue were stamped before (clocksteps.py), written in
-    the commit that noticed the step.
+    the commit that noticed the step. Key `unset-clock`: records were stamped by a clock that
+    was not set, and not yet shifted (clocksteps.py).
   * `deadletter`      see deadletter.py.
 
 Several exporters
@@ -132,6 +133,7 @@ __all__ = ["DEFAULT_MAP_SIZE", "DurableQueue", "Lease", "QueueStore", "StorageAc
 log = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL = 1.0  # seconds between max_age sweeps
+_UNSET_NOTE = b"unset-clock"  # meta key: records were stamped by a clock that was not set (clocksteps.py)
 # LMDB reserves address space, not disk: the file grows only as pages are used.
 DEFAULT_MAP_SIZE = (64 << 30) if sys.maxsize > 2**32 else (1 << 30)
 
@@ -157,6 +159,9 @@ class QueueStore(StoreHome):
         self.clock = clock or SystemClock()  # what records are stamped and aged by (clocksteps.py)
         self._steps = StepWatch(self.clock)  # the writer's readings of it
         self._unsaved_shifts: set[WriterQueue] = set()  # queues whose clock shifts the next commit writes
+        self._clock_set = False  # the wall clock read as set (clocksteps.UNSET_BEFORE_MS) at the last commit
+        self._unset_note: bool | None = None  # the next commit writes (True) or deletes (False) the note
+        self._unset_noted = False  # the note is on disk, as this process last wrote or read it
         self.compression_level = compression_level
         self.on_drop = on_drop
         self.on_quarantine = on_quarantine  # (queue or table, records)
@@ -366,8 +371,7 @@ class QueueStore(StoreHome):
 
     def _commit(self, ops: list[WriterOp], sweep: bool = False) -> None:
         now_ms, step_ms = self._steps.read()
-        if step_ms:
-            self._clock_stepped(step_ms, now_ms)
+        self._clock_read(now_ms, step_ms, bool(ops))
         for op in ops:
             op.prepare(now_ms)
         try:
@@ -384,17 +388,38 @@ class QueueStore(StoreHome):
                 environment.ensure_ballast(self.directory)  # room came back: rebuild the reserve
         self._report(result)
 
-    def _clock_stepped(self, step_ms: int, now_ms: int) -> None:
-        """The wall clock stepped forward: the records this process stamped so far are that much too old,
-        and so are an earlier one's stamped by a clock that was not set (clocksteps.py). Their shifts
-        are written by the next commit."""
-        log.warning("the wall clock stepped forward; records queued before the step keep their true age",
-                    extra={"directory": self.directory, "step_seconds": step_ms / 1000})
+    def _clock_read(self, now_ms: int, step_ms: int, stamps: bool) -> None:
+        """Before a commit stamps and ages with `now_ms`: shift what a forward step made too old, and
+        what an earlier process stamped with a clock that was not set once the clock is set
+        (clocksteps.py). While the clock is not set, the note `unset-clock` in the meta sub-database
+        says that records were stamped so, for a process that starts with the clock set."""
+        clock_set = now_ms >= clocksteps.UNSET_BEFORE_MS
+        if step_ms:
+            log.warning("the wall clock stepped forward; records queued before the step keep their true age",
+                        extra={"directory": self.directory, "step_seconds": step_ms / 1000})
+            self._shift(step_ms, now_ms)
+        elif clock_set and not self._clock_set and self._unset_noted_on_disk():
+            self._shift(0, now_ms)
+        if clock_set and not self._clock_set and (step_ms or self._unset_noted):
+            self._unset_note = False  # every record stamped unset is shifted now
+        elif not clock_set and stamps and not self._unset_noted:
+            self._unset_note = True
+        self._clock_set = clock_set
+
+    def _unset_noted_on_disk(self) -> bool:
+        with self.lmdb_env.begin() as txn:
+            self._unset_noted = txn.get(_UNSET_NOTE, db=self.meta_db) is not None
+        return self._unset_noted
+
+    def _shift(self, step_ms: int, now_ms: int) -> None:
+        """The records this process stamped so far are `step_ms` too old, and so are an earlier one's
+        stamped by a clock that was not set (with no step: as old as when found). Their shifts are
+        written by the next commit."""
         with self.lmdb_env.begin() as txn:
             for queue in self.queues.values():
                 shifts = clocksteps.added(queue.shifts, queue.stamped_from, queue.next_seq, step_ms)
                 earlier = _stamps(txn.cursor(db=queue.db), queue.stamped_from)
-                shifts = clocksteps.earlier_unset(earlier, shifts, step_ms, now_ms)
+                shifts = clocksteps.earlier_unset(earlier, shifts, step_ms or now_ms, now_ms)
                 if shifts != queue.shifts:
                     queue.shifts = shifts
                     self._unsaved_shifts.add(queue)
@@ -446,6 +471,11 @@ class QueueStore(StoreHome):
                 op.apply(ctx)
             if sweep:
                 expire(ctx)
+            if self._unset_note is not None:
+                if self._unset_note:
+                    txn.put(_UNSET_NOTE, b"", db=self.meta_db)
+                else:
+                    txn.delete(_UNSET_NOTE, db=self.meta_db)
             for queue in state.touched:
                 totals = state.stored[queue]
                 txn.put(queue.stats_key(), STATS.pack(max(totals.items, 0), max(totals.bytes, 0)), db=self.meta_db)
@@ -466,6 +496,8 @@ class QueueStore(StoreHome):
         for queue, shifts in kept.items():
             queue.shifts = shifts
         self._unsaved_shifts.clear()
+        if self._unset_note is not None:
+            self._unset_noted, self._unset_note = self._unset_note, None
         self.pages_in_use = measured
         if sweep:
             self._last_sweep = time.monotonic()

@@ -277,3 +277,49 @@ def test_ntp_slewing_the_clock_is_not_taken_for_a_step():
     stepped = watch.read()
     assert slewed == (int((NOW + 7203.6) * 1000), 0)
     assert stepped[1] == 2500
+
+
+def test_records_queued_with_an_unset_clock_are_kept_when_the_agent_starts_again_after_ntp_set_it(tmp_path):
+    """The agent stopped (a restart, an upgrade) after queueing at 1970 and before NTP's step, and
+    starts again with the clock set: no step is seen, and the next sweep dropped the whole backlog
+    as fifty years old. Their age is unknown: they are aged from when the agent found them, once
+    (a later restart keeps that), and expire max_age after it."""
+    async def unset_run() -> None:
+        clock = SteppedClock(BOOT)
+        run = Run(str(tmp_path), clock)
+        try:
+            await run.put(3)
+            clock.advance(60)
+        finally:
+            await run.close()
+
+    clock = SteppedClock(NOW)
+
+    async def set_run() -> tuple[list, int, list[float]]:
+        run = Run(str(tmp_path), clock)
+        try:
+            await run.put(1)  # a record of this run, stamped by the set clock
+            await run.sweeps()
+            clock.advance(100)
+            return run.drops, run.queue.entries, run.ages()
+        finally:
+            await run.close()
+
+    async def later_run() -> tuple[list[float], list]:
+        run = Run(str(tmp_path), clock)
+        try:
+            await run.sweeps()
+            ages = run.ages()
+            clock.advance(MAX_AGE - 50)
+            await run.sweeps()
+            return ages, run.drops
+        finally:
+            await run.close()
+
+    asyncio.run(unset_run())
+    drops, entries, ages = asyncio.run(set_run())
+    assert drops == [] and entries == 4
+    assert ages == [100.0] * 4
+    ages, expired = asyncio.run(later_run())
+    assert ages == [100.0] * 4
+    assert expired == [("max_age", 4)]
