@@ -34,12 +34,13 @@ Method
     Printed per round and target: ingest spans/s and spans per CPU second of the target while
     it took them; bytes per span on disk (allocated, apparent, in use); drain seconds, of
     them start-up (spawn to ready), spans/s, the target's CPU seconds and spans per CPU
-    second; `waited s`, the seconds the target's threads were runnable but waited for a CPU
+    second; `waited s`, the seconds the target's threads were runnable but not running
     (/proc/PID/task/*/schedstat, summed over threads: other work on the shared machine, or
-    the sink); the sink's CPU seconds. Then the ratios the targets are read against: drain
-    edgeagent / otelcol, disk edgeagent / otelcol, edgeagent's drain / its own ingest (in
-    spans/s, and in spans per CPU second, which other work on the machine moves less), and
-    CPU per span edgeagent / otelcol. The load average is printed with every round.
+    the target's own threads on its one CPU); the sink's CPU seconds. Then the ratios the
+    targets are read against: drain edgeagent / otelcol, disk edgeagent / otelcol,
+    edgeagent's drain / its own ingest (in spans/s, and in spans per CPU second, which other
+    work on the machine moves less), and CPU per span edgeagent / otelcol. The load average
+    is printed with every round.
 
 Usage
     python bench/drain_vs_otelcol.py [--spans 1000000] [--rounds 1] [--only edgeagent|otelcol]
@@ -138,7 +139,7 @@ class Result:
     drain_s: float = 0.0
     startup_s: float = 0.0  # of drain_s: spawn to ready
     cpu: float = 0.0  # the target's CPU seconds over the drain run
-    waited: float = 0.0  # seconds its threads were runnable but waited for the CPU another process held
+    waited: float = 0.0  # seconds its threads were runnable but not running
     sink_cpu: float = 0.0
 
     def per_span(self, size: float) -> float:
