@@ -43,7 +43,7 @@ Method
     is printed with every round.
 
 Usage
-    python bench/drain_vs_otelcol.py [--spans 1000000] [--rounds 1] [--only edgeagent|otelcol]
+    python bench/drain_vs_otelcol.py [--spans 1000000] [--rounds 1] [--only edgeagent|otelcol] [--timeout 900]
 """
 
 from __future__ import annotations
