@@ -44,7 +44,18 @@ from pathlib import Path
 
 import psutil
 import yaml
-from ingest import REPO, SPANS_PER_REQUEST, BenchError, build_body, find_rotel, health_status, port_open, stop, tail
+from ingest import (
+    REPO,
+    SPANS_PER_REQUEST,
+    BenchError,
+    build_body,
+    find_rotel,
+    health_status,
+    pinned,
+    port_open,
+    stop,
+    tail,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 LOADERS = 4  # connections that build the backlog
@@ -72,6 +83,7 @@ class Agent:
     exporter: str
     endpoint: str
     consumers: int = 1
+    cpu: int | None = None  # the one CPU it runs on (taskset), or any
     http_port: int = dataclasses.field(default_factory=free_port)
     grpc_port: int = dataclasses.field(default_factory=free_port)
     health_port: int = dataclasses.field(default_factory=free_port)
@@ -104,8 +116,8 @@ class Agent:
         env = {k: v for k, v in os.environ.items() if k != "EDGEAGENT_UPSTREAM"}
         with open(self.workdir / "agent.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edgeagent", "run", "--config", str(path), "--state-dir",
-                 str(self.workdir / "state")],
+                pinned([sys.executable, "-m", "edgeagent", "run", "--config", str(path), "--state-dir",
+                        str(self.workdir / "state")], self.cpu),
                 env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         self.spawned = time.monotonic()
@@ -213,14 +225,23 @@ def build_backlog(workdir: Path, exporter: str, spans: int) -> float:
     started = time.monotonic()
     agent = Agent(workdir, exporter, endpoint="").start()
     try:
-        post_all(agent.http_port, bodies(spans))
-        agent.wait_for(lambda: agent.metric("edgeagent_queue_items") >= spans, 120, "complete backlog")
-        queued = agent.metric("edgeagent_queue_items")
-        if queued != spans:
-            raise BenchError(f"queue holds {queued:.0f} spans, expected {spans}")
+        fill(agent, spans)
     finally:
         agent.stop()
     return time.monotonic() - started
+
+
+def fill(agent: Agent, spans: int) -> float:
+    """POST `spans` spans to a running agent with no upstream; seconds until its queue holds them all."""
+    requests = bodies(spans)
+    started = time.monotonic()
+    post_all(agent.http_port, requests)
+    agent.wait_for(lambda: agent.metric("edgeagent_queue_items") >= spans, 120, "complete backlog")
+    seconds = time.monotonic() - started
+    queued = agent.metric("edgeagent_queue_items")
+    if queued != spans:
+        raise BenchError(f"queue holds {queued:.0f} spans, expected {spans}")
+    return seconds
 
 
 # --------------------------------------------------------------------------- drain
