@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from edgeagent.appender import append_attributes
 from otel.cut import cut
+from otel.merge import merge
 from otel.shape import LOGS, METRICS, TRACES, Shape
 from otel.wire import WireError
 
@@ -197,10 +198,20 @@ def merge_requests(signal: Signal, parts: list[bytes]) -> bytes:
     """Merge serialized export requests of one signal into one, keeping resource and scope grouping.
 
     Records of the same resource (and schema URL) end up in one ResourceSpans/Logs/Metrics, and
-    within it records of the same scope in one ScopeSpans/Logs/Metrics, as otelcol's batch does.
+    within it records of the same scope in one ScopeSpans/Logs/Metrics. On the bytes (otel/merge.py);
+    bytes that walk cannot read are merged as parsed messages (DecodeError when protobuf cannot read
+    them either).
     """
     if len(parts) == 1:
         return parts[0]
+    try:
+        return merge(parts)
+    except (WireError, IndexError):
+        return merge_parsed(signal, parts)
+
+
+def merge_parsed(signal: Signal, parts: list[bytes]) -> bytes:
+    """merge_requests through the parsed messages."""
     shape = signal.shape
     merged = signal.request_class()
     by_resource: dict[tuple[bytes, str], tuple[Any, dict[tuple[bytes, str], Any]]] = {}

@@ -179,3 +179,35 @@ print(status("VmHWM"), before)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     peak, before = map(int, done.stdout.split())
     assert peak - before < 32 << 20, (peak - before) >> 20  # the body is 2 MiB
+
+
+@pytest.mark.parametrize("signal", list(Signal))
+def test_merging_bytes_gives_what_merging_the_parsed_requests_gives(signal: Signal) -> None:
+    """The sender merges a lease's records on their bytes (otel/merge.py): the same groups, scopes and
+    items, in the same order, as moving the parsed messages' items into one, whatever the order of
+    the fields around them."""
+    import random
+
+    from edgeagent.signals import merge_parsed, merge_requests
+
+    rng = random.Random(13)
+    for _ in range(150):
+        parts = [_random_request(signal, rng) for _ in range(rng.randrange(2, 6))]
+        merged = signal.request_class.FromString(merge_requests(signal, parts))
+        assert merged == signal.request_class.FromString(merge_parsed(signal, parts))
+        # every item with its resource and scope, none lost or doubled
+        assert sorted(_flat(signal, [merged])) == sorted(_flat(signal, [signal.request_class.FromString(part)
+                                                                        for part in parts]))
+        resources = [group.resource.SerializeToString() for group in signal.shape.groups_of(merged)]
+        assert len(resources) == len(set(resources))  # a resource's items in one group
+
+
+@pytest.mark.parametrize("cut_at", [1, 3, 20])
+def test_merging_a_record_cut_short_falls_back_to_the_parse_and_its_error(cut_at: int) -> None:
+    from google.protobuf.message import DecodeError
+
+    from edgeagent.signals import merge_requests
+
+    good = _random_request(Signal.TRACES, __import__("random").Random(14))
+    with pytest.raises(DecodeError):
+        merge_requests(Signal.TRACES, [good, good[:-cut_at]])
