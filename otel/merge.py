@@ -9,7 +9,7 @@ request and gathers the runs of item bytes of each scope (views of the requests,
 into the merged one) under its group's and scope's other fields (their header, as bytes); then
 it frames every group once around its scopes. Items of the same resource end up in one group, and
 of the same scope in one scope, in the order first seen, as a merge of the messages gives them.
-Items are never parsed: 0.4 us a span against 2.3 us through the messages (24 records of 512).
+Items are never parsed: 0.23 us a span against 2.2 us through the messages (24 records of 512).
 
 Two groups or scopes are the same when their headers are the same bytes. A resource written two
 ways (attributes in another order) stays two groups, which is still the same data. Bytes this walk
@@ -21,9 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from otel.cut import CHILD_KEY, CHILDREN, GROUPS
-from otel.wire import WireError, field_at, length_delimited
+from otel.wire import LEN, WireError, field_at, varint
 
 Scopes = dict[bytes, list[memoryview]]  # scope header: runs of item bytes
+_GROUP_KEY = bytes((GROUPS << 3 | LEN,))
+_SCOPE_KEY = bytes((CHILDREN << 3 | LEN,))
 
 
 def merge(requests: Sequence[bytes]) -> bytes:
@@ -39,10 +41,25 @@ def merge(requests: Sequence[bytes]) -> bytes:
             if number == GROUPS:
                 _add_group(request, view, start, pos, groups)
             # another field of the request: dropped, as a parse keeps it only as an unknown field
-    return b"".join(
-        length_delimited(GROUPS, header + b"".join(
-            length_delimited(CHILDREN, scope_header + b"".join(runs)) for scope_header, runs in scopes.items()))
-        for header, scopes in groups.items())
+    return _framed(groups)
+
+
+def _framed(groups: dict[bytes, Scopes]) -> bytes:
+    """The groups, each around its scopes, each around its runs of items: joined once (each key and
+    length worked out from the sizes, so that no level copies the one inside it)."""
+    pieces: list[bytes | memoryview] = []
+    for header, scopes in groups.items():
+        group_at = len(pieces)
+        pieces += (b"", header)  # the group's key and length go first, once its size is known
+        size = len(header)
+        for scope_header, runs in scopes.items():
+            scope_size = len(scope_header) + sum(map(len, runs))
+            key = _SCOPE_KEY + varint(scope_size)
+            pieces += (key, scope_header)
+            pieces += runs
+            size += len(key) + scope_size
+        pieces[group_at] = _GROUP_KEY + varint(size)
+    return b"".join(pieces)
 
 
 def _add_group(data: bytes, view: memoryview, start: int, end: int, groups: dict[bytes, Scopes]) -> None:
@@ -67,28 +84,27 @@ def _add_scope(data: bytes, view: memoryview, start: int, end: int, scopes: Scop
     run_start = run_end = -1
     pos = start
     while pos < end:
-        field_start = pos
         if data[pos] == CHILD_KEY and pos + 2 < end:  # an item, its length in one or two bytes (nearly all)
             length = data[pos + 1]
             if length < 0x80:
-                pos += 2 + length
+                after = pos + 2 + length
             elif data[pos + 2] < 0x80:
-                pos += 3 + (length & 0x7F | data[pos + 2] << 7)
+                after = pos + 3 + (length & 0x7F | data[pos + 2] << 7)
             else:
-                pos = field_at(data, pos, end)[3]
-            if pos > end:
+                after = field_at(data, pos, end)[3]
+            if after > end:
                 raise WireError("a field runs past its message")
-            number = CHILDREN
         else:
-            number, _, _, pos = field_at(data, pos, end)
-        if number != CHILDREN:
-            header.append(view[field_start:pos])
-        elif field_start == run_end:
-            run_end = pos
-        else:
+            number, _, _, after = field_at(data, pos, end)
+            if number != CHILDREN:
+                header.append(view[pos:after])
+                pos = after
+                continue
+        if pos != run_end:  # an item after a header field, or the first
             if run_end > run_start:
                 runs.append(view[run_start:run_end])
-            run_start, run_end = field_start, pos
+            run_start = pos
+        run_end = pos = after
     if run_end > run_start:
         runs.append(view[run_start:run_end])
     scopes.setdefault(b"".join(header), []).extend(runs)
