@@ -10,6 +10,7 @@ import gzip
 import logging
 import ssl
 import zlib
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -251,6 +252,32 @@ def test_compression_levels_are_zlibs():
     assert gzip.decompress(compress("gzip", body, 9)) == body
     assert len(compress("gzip", body, 9)) < len(compress("gzip", body, 1)) < len(compress("gzip", body, -2))
     assert zlib.decompress(compress("zlib", body, -1)) == body
+
+
+def test_the_default_level_sends_what_zlibs_level_1_sends_whichever_library_compresses():
+    """zlib-ng writes gzip, zlib and deflate where installed; its default level makes the size zlib's
+    level 1 made, so a link's bytes do not grow. Without it (no wheel), the standard library's."""
+    import subprocess
+    import sys
+
+    from tests.helpers.bodies import ordinary_traces
+
+    body = ordinary_traces(2048)
+    zlib_1 = len(gzip.compress(body, 1))
+    for encoding, decode in (("gzip", gzip.decompress), ("zlib", zlib.decompress),
+                             ("deflate", zlib.decompress)):
+        sent = compress(encoding, body)
+        assert decode(sent) == body
+        assert len(sent) <= zlib_1 * 1.02, (encoding, len(sent), zlib_1)
+    script = ("import sys, gzip; sys.modules['zlib_ng'] = None\n"
+              "from edgeagent.exporters import encoding\n"
+              "from tests.helpers.bodies import ordinary_traces\n"
+              "body = ordinary_traces(256)\n"
+              "assert encoding._deflate.__name__ == 'zlib' and encoding.DEFAULT_DEFLATE_LEVEL == 1\n"
+              "assert encoding.compress('gzip', body) and gzip.decompress(encoding.compress('gzip', body)) == body\n"
+              "assert gzip.decompress(encoding.compress('gzip', body, 9)) == body\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60,
+                   cwd=Path(__file__).resolve().parents[2])
 
 
 @pytest.mark.parametrize("encoding, level, message", [("gzip", 10, "use -1"), ("gzip", -3, "use -1"),
