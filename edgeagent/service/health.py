@@ -24,7 +24,8 @@ class State(Protocol):
 
     started: bool
     stopping: bool
-    started_at: float
+    started_at: float  # the wall clock at start (upSince)
+    started_monotonic: float  # time.monotonic() then: uptime, which a step of the wall clock leaves alone
     failures: dict[str, str]
 
 
@@ -45,7 +46,7 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
         "ready": state.started and not state.stopping and not state.failures,
         "version": __version__,
         "upSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(state.started_at)),
-        "uptime": f"{time.time() - state.started_at:.1f}s",
+        "uptime": f"{time.monotonic() - state.started_monotonic:.1f}s",  # as Go's time.Since
         "exporters": exporters,
         "connectors": {
             cid: {**c.health(), "upstream": _upstream(cid, c, telemetry),

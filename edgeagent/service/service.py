@@ -53,6 +53,7 @@ class Service:
         self.stopping = False
         self.started = False
         self.started_at = time.time()
+        self.started_monotonic = time.monotonic()
         self.failures: dict[str, str] = {}
         count = self.telemetry.count
         def salvaged(directory: str, found: int, lost: int) -> None:
