@@ -258,6 +258,41 @@ class StoreHome:
             return False
         return not environment.read_only(self.directory)
 
+    def _files_elsewhere(self) -> bool:
+        """Whether the queue's directory now names other files than those open here: the filesystem
+        that refused writes was detached and a checked one mounted in its place (ext4 takes back one it
+        found damaged only through umount and fsck). The lock file stands for the files held open."""
+        if self._lock_file is None:
+            return False
+        try:
+            held = os.fstat(self._lock_file.fileno())
+            named = os.stat(os.path.join(self.directory, environment.LOCK_NAME))
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
+
+    def _reopen_elsewhere(self) -> None:
+        """On the writer: leave the files of the detached filesystem and open those the directory names
+        now, lock first, under the gate as a compaction's swap. One that does not open is tried again
+        at each pass (`_unopened`), requests refused as retryable meanwhile."""
+        log.warning("queue directory mounted again; opening the queue's files there",
+                    extra={"directory": self.directory})
+        with self.gate.exclusive(), self._handles:
+            self._drop_env()
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+            self._relock_and_reopen()
+
+    def _relock_and_reopen(self) -> None:
+        try:
+            if self._lock_file is None:
+                self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
+        except (OSError, environment.StorageLockedError, environment.StorageAccessError) as exc:
+            self._unopened = exc
+            return
+        self._reopen()
+
     def _probe(self) -> bool:
         """On the writer, with nothing to commit: write one small record to find out whether the
         filesystem takes writes again (a commit that changes nothing writes nothing)."""
@@ -301,12 +336,12 @@ class StoreHome:
         return self._unopened
 
     def _unavailable(self) -> RetryableError:
-        return RetryableError(f"queue storage in {self.directory} does not open again after a failed compaction "
+        return RetryableError(f"queue storage in {self.directory} does not open again "
                               f"({self._unopened}); try again later", retry_after=REOPEN_INTERVAL)
 
     def _reopen_after_failed_swap(self) -> None:
         """On the writer thread: another try at opening the environment a failed swap left closed."""
         with self.gate.exclusive(), self._handles:
-            self._reopen()
+            self._relock_and_reopen()
         if self._unopened is None:
-            log.info("queue storage opened again after a failed compaction", extra={"directory": self.directory})
+            log.info("queue storage opened again", extra={"directory": self.directory})

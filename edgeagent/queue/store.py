@@ -338,7 +338,9 @@ class QueueStore(StoreHome):
             calls = [op for op in pending if isinstance(op, Call)]  # the only between_commits operation
             writes = [op for op in pending if not op.between_commits]
             sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
-            if self._unopened is not None:  # each pass tries again, at least every REOPEN_INTERVAL
+            if self.unwritable and self._unopened is None and self._write_due() and self._files_elsewhere():
+                self._reopen_elsewhere()
+            elif self._unopened is not None:  # each pass tries again, at least every REOPEN_INTERVAL
                 self._reopen_after_failed_swap()
             if self._unopened is not None:
                 self._report(Commit(failed=[(op.future, self._unavailable()) for op in writes]))

@@ -119,6 +119,49 @@ def _queue_health(agent) -> dict:
     return agent.health()[1].get("storage", {})
 
 
+def _mount_again(card, image) -> str:
+    """What an operator does for a card ext4 took for damaged, with the agent still running: detach it
+    (lazily: the agent holds its files), check it, mount it again. The image gets a loop device of its
+    own, for the one the agent still holds keeps the failed filesystem; returns that device."""
+    subprocess.run(["umount", "-l", str(card)], check=True, capture_output=True)
+    device = subprocess.run(["losetup", "-f", "--show", str(image)], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    subprocess.run(["fsck.ext4", "-f", "-y", device], capture_output=True)
+    subprocess.run(["mount", "-o", "errors=remount-ro", device, str(card)], check=True, capture_output=True)
+    return device
+
+
+def test_a_card_mounted_again_while_the_agent_runs_takes_writes_without_a_restart(agents, tmp_path, card):
+    port = free_port()
+    directory = card / "queue"
+    agent = agents(["run", "--config", _config(tmp_path, directory)], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
+    accepted: set[bytes] = set()
+    for index in range(10):
+        body, ids = _request(index)
+        assert _post(agent.http_port, body)[0] == 200
+        accepted |= ids
+    _fail(card)
+    body, ids = _request(100)
+    assert _post(agent.http_port, body)[0] == 503
+    device = _mount_again(card, tmp_path / "card.img")
+    upstream = Upstream(port).start()
+    try:
+        body, ids = _request(200)
+        wait_until(lambda: _post(agent.http_port, body)[0] == 200, timeout=30, interval=0.5,
+                   message=f"ingest resumes on the card mounted again: {agent.health()[1]}")
+        accepted |= ids
+        wait_until(lambda: upstream.span_ids() >= accepted, timeout=60, message="every span answered OK delivered")
+        wait_until(lambda: agent.metric("edgeagent_queue_items", data_type="traces") == 0, timeout=30,
+                   message="the queue empties")
+        assert _queue_health(agent)[str(directory)]["state"] == "ok", agent.health()[1]
+        assert os.path.exists(directory / "data.mdb")
+    finally:
+        upstream.stop()
+        assert agent.terminate() == 0, agent.log()
+        subprocess.run(["umount", str(card)], check=False, capture_output=True)
+        subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+
+
 def test_a_card_remounted_read_only_refuses_new_data_drains_the_backlog_and_loses_nothing(agents, tmp_path, card):
     port = free_port()
     directory = card / "queue"
