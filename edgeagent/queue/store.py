@@ -75,6 +75,11 @@ Crash and restart
     lost), and the queue goes on. A file we may not read or write (wrong owner), or one whose
     map does not fit in memory or that finds no descriptor, is never taken for corruption: the
     agent refuses to start, and the file stays where it is.
+  * A filesystem that refuses writes other than for room (read-only, I/O errors, quota) fails
+    every commit with a retryable StorageUnwritableError: puts are refused, and a delivered
+    record's delete waits (the record stays out of every lease) until the writer finds the
+    filesystem writable again, at most every WRITE_RETRY_INTERVAL and never while it is mounted
+    read-only; a directory mounted again in its place is opened there (home.py).
   * A record that does not decode is quarantined: moved to the dead-letter store with reason
     `corrupt`, counted, logged once with its key; the records after it keep flowing.
 """
