@@ -9,9 +9,12 @@ import os
 import subprocess
 import time
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.helpers import grpc_raw
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.upstream import Upstream
 
@@ -72,6 +75,19 @@ def _post(port: int, body: bytes) -> tuple[int, str | None]:
         return response.status, response.getheader("Retry-After")
     finally:
         connection.close()
+
+
+def _grpc_refusal(port: int, body: bytes) -> tuple[grpc.StatusCode, float]:
+    """The code of a refused gRPC export and the delay its RetryInfo asks for."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        export = channel.unary_unary(grpc_raw.TRACE_METHOD)
+        with pytest.raises(grpc.RpcError) as refused:
+            export(body, timeout=10)
+    details = dict(refused.value.trailing_metadata() or ())
+    status = status_pb2.Status.FromString(details["grpc-status-details-bin"])
+    info = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(info)
+    return refused.value.code(), info.retry_delay.ToTimedelta().total_seconds()
 
 
 def _config(tmp_path, directory) -> str:
@@ -185,6 +201,8 @@ def test_a_card_remounted_read_only_refuses_new_data_drains_the_backlog_and_lose
     refused = [answer for answer in answers if answer[0] != 200]
     assert refused, "every request was answered OK on a read-only filesystem"
     assert all(status == 503 and retry_after for status, retry_after in refused), refused
+    code, delay = _grpc_refusal(agent.grpc_port, _request(50)[0])
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay > 0, (code, delay)
     assert agent.process.poll() is None, agent.log()
     wait_until(lambda: _queue_health(agent).get(str(directory), {}).get("state") == "read_only",
                timeout=10, message=f"health says the storage is read-only: {agent.health()[1]}")
