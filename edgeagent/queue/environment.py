@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import lmdb
 
-from edgeagent.errors import CorruptRecordError
+from edgeagent.errors import CorruptRecordError, QueueFullError
 
 LOCK_NAME = "edgeagent.lock"
 DATA_FILES = ("data.mdb", "lock.mdb")
@@ -386,6 +386,37 @@ def out_of_space(exc: Exception, directory: str, need: int) -> bool:
             return False
         return stat.f_bavail * stat.f_frsize < max(need, 1) + (1 << 20)
     return False
+
+
+class StorageUnwritableError(QueueFullError):
+    """The filesystem refuses writes other than for lack of room: `reason` is read_only (EROFS: ext4
+    remounted it read-only after an error), io_error (EIO: the card fails) or quota (EDQUOT)."""
+
+    def __init__(self, message: str, reason: str, retry_after: float):
+        super().__init__(message, retry_after=retry_after)
+        self.reason = reason
+
+
+def unwritable(exc: BaseException) -> str | None:
+    """Why a write failed when the filesystem refuses it (see StorageUnwritableError); None for other
+    errors. Called after `out_of_space`, which takes an EIO on a full filesystem for a full disk."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.EROFS or "Read-only file system" in text:
+        return "read_only"
+    if code == errno.EDQUOT or "Disk quota exceeded" in text:
+        return "quota"
+    if code == errno.EIO or "Input/output error" in text:
+        return "io_error"
+    return None
+
+
+def read_only(directory: str) -> bool:
+    """Whether the filesystem holding `directory` is mounted read-only now."""
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def ballast_path(directory: str) -> str:

@@ -3,7 +3,8 @@
 `StoreHome` opens the environment (a data file that does not open is moved aside and what can
 still be read is salvaged into a fresh one; read-only, it creates and changes no file), opens
 its sub-databases, reopens it after a compaction swap that failed, measures it, hands out read
-snapshots under the gate, and closes it once the reads under way end. `QueueStore` (store.py) is
+snapshots under the gate, keeps what the filesystem says when it refuses writes (read-only, I/O
+errors, quota: `unwritable`), and closes the environment once the reads under way end. `QueueStore` (store.py) is
 a `StoreHome` with queues, tables and the writer thread; its design note says how they meet.
 """
 
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
@@ -27,6 +29,9 @@ from edgeagent.queue.reader import DurableQueue, Table
 log = logging.getLogger(__name__)
 
 REOPEN_INTERVAL = 1.0  # seconds between tries to open the environment again after a failed swap
+# seconds between tries to write while the filesystem refuses writes: the Retry-After clients are given
+WRITE_RETRY_INTERVAL = 5.0
+_PROBE = b"writable"  # meta key written to find out whether an unwritable filesystem takes writes again
 _CLOSE_WAIT = 5.0  # seconds a close waits for reads under way before it leaves the environment open
 
 
@@ -58,6 +63,12 @@ class StoreHome:
         self.gate = Gate()
         self._handles = threading.Lock()  # held while sub-databases open: a compaction's swap, a new queue or table
         self._lock_file: IO[str] | None = None
+        # the filesystem refuses writes (environment.unwritable): why, as the writer last found; None: it writes
+        self.unwritable: str | None = None
+        self.unwritable_problem = ""
+        self.storage_errors: dict[str, int] = {}  # commits the filesystem refused, by reason
+        self._write_tried = 0.0  # time.monotonic() of the last commit the filesystem refused
+        self._writable_waiters: list[Callable[[bool], None]] = []  # on the loop: acks waiting for a writable disk
 
     @property
     def lmdb_env(self) -> lmdb.Environment:
@@ -202,6 +213,97 @@ class StoreHome:
         pages += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
         return pages * self.page_size
 
+    # ---- a filesystem that refuses writes ---------------------------------------------------
+
+    def storage_state(self) -> dict[str, str]:
+        """What health says of the files: state ok, or read_only, io_error, quota with the error."""
+        if self.unwritable is None:
+            return {"state": "ok"}
+        return {"state": self.unwritable, "problem": self.unwritable_problem}
+
+    def when_writable(self, callback: Callable[[bool], None]) -> None:
+        """On the loop: `callback(True)` once a commit goes through again, `callback(False)` at close."""
+        self._writable_waiters.append(callback)
+
+    def _wake_writable_waiters(self, writable: bool) -> None:
+        waiters, self._writable_waiters = self._writable_waiters, []
+        if waiters and not writable:
+            log.warning("delivered data could not be removed from the queue, whose storage refuses writes; it is "
+                        "sent again after the next start", extra={"directory": self.directory, "leases": len(waiters)})
+        for callback in waiters:
+            callback(writable)
+
+    def _refused_writes(self, exc: BaseException, reason: str) -> environment.StorageUnwritableError:
+        """On the writer: the filesystem refused a commit. Logged once per episode, counted each time."""
+        if self.unwritable is None:
+            log.warning("queue storage refuses writes; new data is refused, queued data is still sent and "
+                        "removed once the storage takes writes again", extra={"directory": self.directory,
+                                                                              "reason": reason, "error": str(exc)})
+        self.unwritable, self.unwritable_problem = reason, str(exc)
+        self.storage_errors[reason] = self.storage_errors.get(reason, 0) + 1
+        self._write_tried = time.monotonic()
+        return self._unwritable_error()
+
+    def _unwritable_error(self) -> environment.StorageUnwritableError:
+        return environment.StorageUnwritableError(
+            f"queue storage in {self.directory} refuses writes ({self.unwritable_problem}); try again later",
+            self.unwritable or "io_error", retry_after=WRITE_RETRY_INTERVAL)
+
+    def _write_due(self) -> bool:
+        """On the writer: whether to try a commit on a filesystem that refused one. Not before
+        WRITE_RETRY_INTERVAL, and not while it is still mounted read-only (nothing is tried then)."""
+        if self.unwritable is None:
+            return True
+        if time.monotonic() - self._write_tried < WRITE_RETRY_INTERVAL:
+            return False
+        return not environment.read_only(self.directory)
+
+    def _files_elsewhere(self) -> bool:
+        """Whether the queue's directory now names other files than those open here: the filesystem
+        that refused writes was detached and a checked one mounted in its place (ext4 takes back one it
+        found damaged only through umount and fsck). The lock file stands for the files held open."""
+        if self._lock_file is None:
+            return False
+        try:
+            held = os.fstat(self._lock_file.fileno())
+            named = os.stat(os.path.join(self.directory, environment.LOCK_NAME))
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino)
+
+    def _reopen_elsewhere(self) -> None:
+        """On the writer: leave the files of the detached filesystem and open those the directory names
+        now, lock first, under the gate as a compaction's swap. One that does not open is tried again
+        at each pass (`_unopened`), requests refused as retryable meanwhile."""
+        log.warning("queue directory mounted again; opening the queue's files there",
+                    extra={"directory": self.directory})
+        with self.gate.exclusive(), self._handles:
+            self._drop_env()
+            if self._lock_file is not None:
+                self._lock_file.close()
+                self._lock_file = None
+            self._relock_and_reopen()
+
+    def _relock_and_reopen(self) -> None:
+        try:
+            if self._lock_file is None:
+                self._lock_file = environment.lock_directory(self.directory, self.lock_timeout, self.control_socket)
+        except (OSError, environment.StorageLockedError, environment.StorageAccessError) as exc:
+            self._unopened = exc
+            return
+        self._reopen()
+
+    def _probe(self) -> bool:
+        """On the writer, with nothing to commit: write one small record to find out whether the
+        filesystem takes writes again (a commit that changes nothing writes nothing)."""
+        try:
+            with self.lmdb_env.begin(write=True) as txn:
+                txn.put(_PROBE, b"", db=self.meta_db)
+        except lmdb.Error as exc:
+            self._refused_writes(exc, environment.unwritable(exc) or "io_error")
+            return False
+        return True
+
     # ---- reads (worker threads) ------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -234,12 +336,12 @@ class StoreHome:
         return self._unopened
 
     def _unavailable(self) -> RetryableError:
-        return RetryableError(f"queue storage in {self.directory} does not open again after a failed compaction "
+        return RetryableError(f"queue storage in {self.directory} does not open again "
                               f"({self._unopened}); try again later", retry_after=REOPEN_INTERVAL)
 
     def _reopen_after_failed_swap(self) -> None:
         """On the writer thread: another try at opening the environment a failed swap left closed."""
         with self.gate.exclusive(), self._handles:
-            self._reopen()
+            self._relock_and_reopen()
         if self._unopened is None:
-            log.info("queue storage opened again after a failed compaction", extra={"directory": self.directory})
+            log.info("queue storage opened again", extra={"directory": self.directory})

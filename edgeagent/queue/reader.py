@@ -26,6 +26,7 @@ import zstandard
 from edgeagent.errors import CorruptRecordError, PermanentError, RetryableError
 from edgeagent.queue import clocksteps, record
 from edgeagent.queue.api import Corrupt, QueueLease, StoredRecord
+from edgeagent.queue.environment import StorageUnwritableError
 from edgeagent.queue.limits import QueueCapacity
 from edgeagent.queue.ops import (
     KEY,
@@ -61,6 +62,8 @@ class QueueHome(Protocol):
     def reading(self, table: StoreTable | None = None) -> AbstractContextManager[lmdb.Transaction[memoryview]]: ...
 
     def submit(self, make_op: Callable[[asyncio.Future[Any]], WriterOp]) -> asyncio.Future[Any]: ...
+
+    def when_writable(self, callback: Callable[[bool], None]) -> None: ...
 
 
 @dataclass
@@ -387,15 +390,42 @@ class DurableQueue:
         lease.done = True
         seqs = lease.seqs
         awaited = bool(self.watches.watched(seqs))  # a client waits for this commit: no lingering
-        future = self.store.submit(lambda fut: Delete(self, seqs, fut, awaited=awaited))
-        future.add_done_callback(lambda done: self._acked(seqs, done))
-        return future
+        return self._delete_delivered(seqs, awaited, None)
 
-    def _acked(self, seqs: list[int], future: asyncio.Future[Any]) -> None:
-        self._leases.remove(seqs)
+    def _delete_delivered(self, seqs: list[int], awaited: bool,
+                          acked: asyncio.Future[Any] | None) -> asyncio.Future[Any]:
+        """Submit the delete of delivered records; `acked` (made here the first time) settles once it commits."""
+        future = self.store.submit(lambda fut: Delete(self, seqs, fut, awaited=awaited))
+        settled = future.get_loop().create_future() if acked is None else acked
+        future.add_done_callback(lambda done: self._acked(seqs, awaited, done, settled))
+        return settled
+
+    def _acked(self, seqs: list[int], awaited: bool, future: asyncio.Future[Any], acked: asyncio.Future[Any],
+               closing: bool = False) -> None:
         self.watches.settle(seqs)  # delivered, whether or not the delete committed
-        if (future.cancelled() or future.exception() is not None) and seqs:  # still stored: hand them out again
+        error = None if future.cancelled() else future.exception()
+        if isinstance(error, StorageUnwritableError) and not closing:
+            # delivered, and the filesystem refuses the delete: the records stay out of every lease (sending
+            # them again and again would gain nothing) until it takes writes, or until the store closes
+            def again(writable: bool) -> None:
+                if writable:
+                    self._delete_delivered(seqs, awaited, acked)
+                else:
+                    self._acked(seqs, awaited, future, acked, closing=True)
+            self.store.when_writable(again)
+            return
+        self._leases.remove(seqs)
+        if (future.cancelled() or error is not None) and seqs:  # still stored: hand them out again
             self._rewind(min(seqs))
+        if not acked.done():
+            if closing:  # given up at close, which said so once (home.py): they are sent again after a restart
+                acked.cancel()
+            elif error is not None:
+                acked.set_exception(error)
+            elif future.cancelled():
+                acked.cancel()
+            else:
+                acked.set_result(future.result())
         # between the commit and this callback `available_entries` undercounted, and a lease may
         # have found nothing and cleared the event: wake the consumers again
         if self.available_entries > 0:

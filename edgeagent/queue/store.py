@@ -75,6 +75,11 @@ Crash and restart
     lost), and the queue goes on. A file we may not read or write (wrong owner), or one whose
     map does not fit in memory or that finds no descriptor, is never taken for corruption: the
     agent refuses to start, and the file stays where it is.
+  * A filesystem that refuses writes other than for room (read-only, I/O errors, quota) fails
+    every commit with a retryable StorageUnwritableError: puts are refused, and a delivered
+    record's delete waits (the record stays out of every lease) until the writer finds the
+    filesystem writable again, at most every WRITE_RETRY_INTERVAL and never while it is mounted
+    read-only; a directory mounted again in its place is opened there (home.py).
   * A record that does not decode is quarantined: moved to the dead-letter store with reason
     `corrupt`, counted, logged once with its key; the records after it keep flowing.
 """
@@ -241,6 +246,7 @@ class QueueStore(StoreHome):
             self._ops.put(None)
             await asyncio.to_thread(self._writer.join)
             self._writer = None
+        self._wake_writable_waiters(False)
         await asyncio.to_thread(self._release)  # waits for reads under way
 
     # ---- sizes -------------------------------------------------------------------------------
@@ -316,7 +322,8 @@ class QueueStore(StoreHome):
         self.writer_compressor = record.compressor(self.compression_level)  # for atomic operations
         stopping = False
         while not stopping:
-            wait = REOPEN_INTERVAL if self._unopened is not None else _SWEEP_INTERVAL if self.limits.max_age else None
+            wait = REOPEN_INTERVAL if self._unopened is not None or self.unwritable else \
+                _SWEEP_INTERVAL if self.limits.max_age else None
             try:
                 ops = [self._ops.get(timeout=wait)]
             except thread_queue.Empty:
@@ -336,10 +343,17 @@ class QueueStore(StoreHome):
             calls = [op for op in pending if isinstance(op, Call)]  # the only between_commits operation
             writes = [op for op in pending if not op.between_commits]
             sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
-            if self._unopened is not None:  # each pass tries again, at least every REOPEN_INTERVAL
+            if self.unwritable and self._unopened is None and self._write_due() and self._files_elsewhere():
+                self._reopen_elsewhere()
+            elif self._unopened is not None:  # each pass tries again, at least every REOPEN_INTERVAL
                 self._reopen_after_failed_swap()
             if self._unopened is not None:
                 self._report(Commit(failed=[(op.future, self._unavailable()) for op in writes]))
+            elif not self._write_due():  # refused at once: no write is tried on a filesystem that refuses them
+                self._report(Commit(failed=[(op.future, self._unwritable_error()) for op in writes]))
+            elif self.unwritable and not writes:
+                if self._probe():
+                    self._writable_again()
             elif writes or sweep:
                 try:
                     self._commit(writes, sweep)
@@ -378,12 +392,18 @@ class QueueStore(StoreHome):
             result = self._transaction(ops, now_ms, sweep)
         except lmdb.Error as exc:
             need = sum(footprint(op.put_bytes, self.page_size) for op in ops)
+            reason = None if environment.out_of_space(exc, self.directory, need) else environment.unwritable(exc)
+            if reason is not None:
+                self._report(self._commit_refused(ops, exc, reason))
+                return
             if not environment.out_of_space(exc, self.directory, need):
                 log.exception("queue commit failed in %s", self.directory)
                 self._report(Commit(failed=[(op.future, exc) for op in ops]))
                 return
             result = self._commit_when_out_of_space(ops, now_ms, exc)
         else:
+            if self.unwritable:
+                self._writable_again()
             if not self.full and not os.path.exists(environment.ballast_path(self.directory)):
                 environment.ensure_ballast(self.directory)  # room came back: rebuild the reserve
         self._report(result)
@@ -423,6 +443,22 @@ class QueueStore(StoreHome):
                 if shifts != queue.shifts:
                     queue.shifts = shifts
                     self._unsaved_shifts.add(queue)
+
+    def _commit_refused(self, ops: list[WriterOp], exc: Exception, reason: str) -> Commit:
+        """The filesystem refuses writes (read-only, I/O errors, quota): every operation fails with a
+        retryable refusal, counted as a full disk's are; no write is tried again for a while."""
+        refused = self._refused_writes(exc, reason)
+        for op in ops:
+            if isinstance(op, Put) and not op.blocks:
+                op.queue.refused_items += op.items
+        return Commit(failed=[(op.future, refused) for op in ops])
+
+    def _writable_again(self) -> None:
+        """On the writer: a commit went through after the filesystem refused writes."""
+        log.info("queue storage takes writes again", extra={"directory": self.directory,
+                                                             "was": self.unwritable})
+        self.unwritable, self.unwritable_problem = None, ""
+        self.loop.call_soon_threadsafe(self._wake_writable_waiters, True)
 
     def _commit_when_out_of_space(self, ops: list[WriterOp], now_ms: int, exc: Exception) -> Commit:
         """The map or the filesystem is full: keep the deletes, then refuse or make room for the puts."""

@@ -54,6 +54,7 @@ def health(state: State, graph: Graph, telemetry: Telemetry) -> dict[str, Any]:
             for cid, c in graph.connectors.items()
         },
         "queues": queues,
+        "storage": {store.directory: store.storage_state() for store in graph.stores.values()},
         "dead_letters": sum(store.deadletter_entries for store in graph.stores.values()),
         "memory_limiter": {pid: p.health() for pid, p in graph.of_role(Role.ADMISSION).items()},
         "tail_sampling": {pid: p.health() for pid, p in graph.of_role(Role.STAGE).items()},

@@ -233,6 +233,12 @@ def define_queue_gauges(telemetry: Telemetry, stores: Stores) -> None:
         "edgeagent_queue_writer_errors", "Commits of the queue's writer that failed unexpectedly (their requests "
         "failed; the writer went on).", directory,
         lambda: [((s.directory,), float(s.writer_errors)) for s in stores.values()])
+    telemetry.metrics.observed_counter(
+        "edgeagent_queue_storage_errors", "Commits the queue's filesystem refused other than for lack of room "
+        "(reason read_only, io_error, quota): their new data was refused, their deletes wait.",
+        (*directory, "reason"),
+        lambda: [((s.directory, reason), float(count)) for s in stores.values()
+                 for reason, count in s.storage_errors.items()])
     gauge("edgeagent_deadletter_entries", "Batches kept in the dead-letter store.", directory,
           lambda: [((s.directory,), float(s.deadletter_entries)) for s in stores.values()])
     gauge("edgeagent_upstream_online", "1 when the last send reached the upstream, 0 when it did not.",

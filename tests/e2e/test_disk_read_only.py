@@ -1,0 +1,246 @@
+"""The queue's filesystem turns read-only under a running agent (ext4's errors=remount-ro): new data is
+refused politely, the backlog still drains, nothing answered OK is lost, and writes resume by
+themselves once the filesystem is writable again."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+import time
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tests.helpers import grpc_raw
+from tests.helpers.net import free_port, wait_until
+from tests.helpers.upstream import Upstream
+
+SPANS = 50
+
+
+@pytest.fixture
+def card(tmp_path):
+    """An ext4 filesystem on a loop device mounted with errors=remount-ro, as a gateway's SD card is;
+    `_fail` makes the kernel take it for damaged, which remounts it read-only under open files."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a loop device needs root (CI runs as root)")
+    image, mount_point = tmp_path / "card.img", tmp_path / "card"
+    mount_point.mkdir()
+    with open(image, "wb") as handle:
+        handle.truncate(64 << 20)
+    made = subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(image)], capture_output=True)
+    result = made if made.returncode else subprocess.run(
+        ["mount", "-o", "loop,errors=remount-ro", str(image), str(mount_point)], capture_output=True)
+    if result.returncode != 0:
+        if os.environ.get("CI"):
+            raise AssertionError(f"cannot mount an ext4 loop device in CI: {result.stderr.decode()}")
+        pytest.skip(f"cannot mount an ext4 loop device here: {result.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _fail(mount_point) -> None:
+    """ext4's own reaction to an error it finds: remounted read-only, writes fail with EROFS."""
+    device = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mount_point)], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    trigger = f"/sys/fs/ext4/{os.path.basename(device)}/trigger_fs_error"
+    if not os.path.exists(trigger):
+        pytest.skip(f"this kernel has no {trigger} to make an ext4 error with")
+    with open(trigger, "w") as handle:
+        handle.write("test: the card fails\n")
+
+
+def _request(index: int) -> tuple[bytes, set[bytes]]:
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.add(key="service.name").value.string_value = "read-only"
+    ss = rs.scope_spans.add()
+    ids = set()
+    for number in range(SPANS):
+        span_id = index.to_bytes(4, "big") + number.to_bytes(4, "big")
+        ss.spans.add(trace_id=os.urandom(16), span_id=span_id, name="op")
+        ids.add(span_id)
+    return request.SerializeToString(), ids
+
+
+def _post(port: int, body: bytes) -> tuple[int, str | None]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.getheader("Retry-After")
+    finally:
+        connection.close()
+
+
+def _grpc_refusal(port: int, body: bytes) -> tuple[grpc.StatusCode, float]:
+    """The code of a refused gRPC export and the delay its RetryInfo asks for."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        export = channel.unary_unary(grpc_raw.TRACE_METHOD)
+        with pytest.raises(grpc.RpcError) as refused:
+            export(body, timeout=10)
+    details = dict(refused.value.trailing_metadata() or ())
+    status = status_pb2.Status.FromString(details["grpc-status-details-bin"])
+    info = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(info)
+    return refused.value.code(), info.retry_delay.ToTimedelta().total_seconds()
+
+
+def _config(tmp_path, directory) -> str:
+    path = tmp_path / "agent.yaml"
+    path.write_text(f"""
+receivers:
+  otlp:
+    protocols:
+      http:
+exporters:
+  otlphttp:
+    endpoint: ${{env:UPSTREAM}}
+    retry_on_failure:
+      initial_interval: 200ms
+      max_interval: 1s
+    sending_queue:
+      queue_size: 100000
+      storage: file_storage
+extensions:
+  health_check:
+  file_storage:
+    directory: {directory}
+service:
+  extensions: [health_check, file_storage]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlphttp]
+""")
+    return str(path)
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _log_lines(agent) -> int:
+    with open(agent.log_path, encoding="utf-8", errors="replace") as handle:
+        return sum(1 for _ in handle)
+
+
+def _queue_health(agent) -> dict:
+    return agent.health()[1].get("storage", {})
+
+
+def _mount_again(card, image) -> str:
+    """What an operator does for a card ext4 took for damaged, with the agent still running: detach it
+    (lazily: the agent holds its files), check it, mount it again. The image gets a loop device of its
+    own, for the one the agent still holds keeps the failed filesystem; returns that device."""
+    subprocess.run(["umount", "-l", str(card)], check=True, capture_output=True)
+    device = subprocess.run(["losetup", "-f", "--show", str(image)], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    subprocess.run(["fsck.ext4", "-f", "-y", device], capture_output=True)
+    subprocess.run(["mount", "-o", "errors=remount-ro", device, str(card)], check=True, capture_output=True)
+    return device
+
+
+def test_a_card_mounted_again_while_the_agent_runs_takes_writes_without_a_restart(agents, tmp_path, card):
+    port = free_port()
+    directory = card / "queue"
+    agent = agents(["run", "--config", _config(tmp_path, directory)], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
+    accepted: set[bytes] = set()
+    for index in range(10):
+        body, ids = _request(index)
+        assert _post(agent.http_port, body)[0] == 200
+        accepted |= ids
+    _fail(card)
+    body, ids = _request(100)
+    assert _post(agent.http_port, body)[0] == 503
+    device = _mount_again(card, tmp_path / "card.img")
+    upstream = Upstream(port).start()
+    try:
+        body, ids = _request(200)
+        wait_until(lambda: _post(agent.http_port, body)[0] == 200, timeout=30, interval=0.5,
+                   message=f"ingest resumes on the card mounted again: {agent.health()[1]}")
+        accepted |= ids
+        wait_until(lambda: upstream.span_ids() >= accepted, timeout=60, message="every span answered OK delivered")
+        wait_until(lambda: agent.metric("edgeagent_queue_items", data_type="traces") == 0, timeout=30,
+                   message="the queue empties")
+        assert _queue_health(agent)[str(directory)]["state"] == "ok", agent.health()[1]
+        assert os.path.exists(directory / "data.mdb")
+    finally:
+        upstream.stop()
+        assert agent.terminate() == 0, agent.log()
+        subprocess.run(["umount", str(card)], check=False, capture_output=True)
+        subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+
+
+def test_a_card_remounted_read_only_refuses_new_data_drains_the_backlog_and_loses_nothing(agents, tmp_path, card):
+    port = free_port()
+    directory = card / "queue"
+    config = _config(tmp_path, directory)
+    agent = agents(["run", "--config", config], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
+    pid = agent.process.pid
+    accepted: set[bytes] = set()
+    for index in range(20):  # the upstream is away: a backlog
+        body, ids = _request(index)
+        assert _post(agent.http_port, body)[0] == 200
+        accepted |= ids
+
+    _fail(card)
+    answers = []
+    for index in range(20, 40):
+        body, ids = _request(index)
+        status, retry_after = _post(agent.http_port, body)
+        answers.append((status, retry_after))
+        if status == 200:
+            accepted |= ids
+    refused = [answer for answer in answers if answer[0] != 200]
+    assert refused, "every request was answered OK on a read-only filesystem"
+    assert all(status == 503 and retry_after for status, retry_after in refused), refused
+    code, delay = _grpc_refusal(agent.grpc_port, _request(50)[0])
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and delay > 0, (code, delay)
+    assert agent.process.poll() is None, agent.log()
+    wait_until(lambda: _queue_health(agent).get(str(directory), {}).get("state") == "read_only",
+               timeout=10, message=f"health says the storage is read-only: {agent.health()[1]}")
+    assert agent.metric("edgeagent_queue_storage_errors_total", reason="read_only") >= 1
+
+    # idle on a read-only filesystem: neither spinning nor logging on and on
+    lines, cpu = _log_lines(agent), _cpu_seconds(pid)
+    time.sleep(3)
+    assert _cpu_seconds(pid) - cpu < 1.0, "the agent spins while the filesystem is read-only"
+    assert _log_lines(agent) - lines < 5, agent.log()
+
+    upstream = Upstream(port).start()  # the backlog is read and sent, though its acks cannot be written
+    try:
+        wait_until(lambda: upstream.span_ids() >= accepted, timeout=60, interval=0.5,
+                   message=f"backlog delivered from a read-only queue: {agent.health()[1]}")
+        time.sleep(3)
+        attempts, cpu, lines = upstream.attempts, _cpu_seconds(pid), _log_lines(agent)
+        time.sleep(3)
+        assert upstream.attempts - attempts <= 6, "delivered records are sent again in a tight loop"
+        assert _cpu_seconds(pid) - cpu < 1.0, "the agent spins while its acks cannot be written"
+        assert _log_lines(agent) - lines < 5, agent.log()
+        assert agent.process.poll() is None, agent.log()
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0, agent.log()
+
+    # ext4 takes a filesystem it found damaged back only through umount and fsck (a reboot, on a gateway)
+    subprocess.run(["umount", str(card)], check=True, capture_output=True)
+    subprocess.run(["fsck.ext4", "-f", "-y", str(tmp_path / "card.img")], capture_output=True)
+    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(tmp_path / "card.img"), str(card)], check=True,
+                   capture_output=True)
+    upstream = Upstream(port).start()
+    try:
+        agent = agents(["run", "--config", config], env={"UPSTREAM": f"http://127.0.0.1:{port}"}, ports=agent)
+        wait_until(lambda: upstream.span_ids() >= accepted, timeout=60, message="every span answered OK delivered")
+        wait_until(lambda: agent.metric("edgeagent_queue_items", data_type="traces") == 0, timeout=30,
+                   message="the queue empties once writable")
+    finally:
+        upstream.stop()
+    assert agent.metric("edgeagent_dropped_items_total") == 0
+    assert agent.terminate() == 0
