@@ -322,47 +322,52 @@ class QueueStore(StoreHome):
         self.writer_compressor = record.compressor(self.compression_level)  # for atomic operations
         stopping = False
         while not stopping:
-            wait = REOPEN_INTERVAL if self._unopened is not None or self.unwritable else \
-                _SWEEP_INTERVAL if self.limits.max_age else None
-            try:
-                ops = [self._ops.get(timeout=wait)]
-            except thread_queue.Empty:
-                ops = []
-            self._grouping.gather(ops)
-            if None in ops:
-                stopping = True
-                ops = [op for op in ops if op is not None]
-                while True:  # anything queued behind the stop marker is still committed
-                    try:
-                        op = self._ops.get_nowait()
-                    except thread_queue.Empty:
-                        break
-                    if op is not None:
-                        ops.append(op)
-            pending = [op for op in ops if op is not None]
-            calls = [op for op in pending if isinstance(op, Call)]  # the only between_commits operation
-            writes = [op for op in pending if not op.between_commits]
-            sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
-            if self.unwritable and self._unopened is None and self._write_due() and self._files_elsewhere():
-                self._reopen_elsewhere()
-            elif self._unopened is not None:  # each pass tries again, at least every REOPEN_INTERVAL
-                self._reopen_after_failed_swap()
-            if self._unopened is not None:
-                self._report(Commit(failed=[(op.future, self._unavailable()) for op in writes]))
-            elif not self._write_due():  # refused at once: no write is tried on a filesystem that refuses them
-                self._report(Commit(failed=[(op.future, self._unwritable_error()) for op in writes]))
-            elif self.unwritable and not writes:
-                if self._probe():
-                    self._writable_again()
-            elif writes or sweep:
-                try:
-                    self._commit(writes, sweep)
-                except Exception as exc:  # noqa: BLE001 - the writer goes on; its clients hear of the error
-                    self._failed_commit(writes, exc)
-                else:
-                    self._failing = False
+            ops, stopping = self._next_ops()
+            calls = [op for op in ops if isinstance(op, Call)]  # the only between_commits operation
+            self._write_pass([op for op in ops if not op.between_commits])
             for op in calls:
                 self._run_call(op)
+
+    def _next_ops(self) -> tuple[list[WriterOp], bool]:
+        """The operations of the next pass (waiting at most until something is due), and whether the
+        stop marker came: what is queued behind it is still taken."""
+        wait = REOPEN_INTERVAL if self._unopened is not None or self.unwritable else \
+            _SWEEP_INTERVAL if self.limits.max_age else None
+        try:
+            ops = [self._ops.get(timeout=wait)]
+        except thread_queue.Empty:
+            ops = []
+        self._grouping.gather(ops)
+        stopping = None in ops
+        while stopping:
+            try:
+                ops.append(self._ops.get_nowait())
+            except thread_queue.Empty:
+                break
+        return [op for op in ops if op is not None], stopping
+
+    def _write_pass(self, writes: list[WriterOp]) -> None:
+        """Commit `writes` (and a max_age sweep when due), or refuse them at once while the environment
+        is not open or its filesystem refuses writes; reopen or probe first when that is due."""
+        sweep = bool(self.limits.max_age) and time.monotonic() - self._last_sweep >= _SWEEP_INTERVAL
+        if self.unwritable and self._unopened is None and self._write_due() and self._files_elsewhere():
+            self._reopen_elsewhere()
+        elif self._unopened is not None:  # each pass tries again, at least every REOPEN_INTERVAL
+            self._reopen_after_failed_swap()
+        if self._unopened is not None:
+            self._report(Commit(failed=[(op.future, self._unavailable()) for op in writes]))
+        elif not self._write_due():  # refused at once: no write is tried on a filesystem that refuses them
+            self._report(Commit(failed=[(op.future, self._unwritable_error()) for op in writes]))
+        elif self.unwritable and not writes:
+            if self._probe():
+                self._writable_again()
+        elif writes or sweep:
+            try:
+                self._commit(writes, sweep)
+            except Exception as exc:  # noqa: BLE001 - the writer goes on; its clients hear of the error
+                self._failed_commit(writes, exc)
+            else:
+                self._failing = False
 
     def _failed_commit(self, ops: list[WriterOp], error: Exception) -> None:
         """A commit that raised other than LMDB's errors (a bug, a record the header cannot hold):
