@@ -37,8 +37,9 @@ def merge(requests: Sequence[bytes]) -> bytes:
         view = memoryview(request)
         pos, end = 0, len(request)
         while pos < end:
-            number, _, start, pos = field_at(request, pos, end)
+            number, at, start, pos = field_at(request, pos, end)
             if number == GROUPS:
+                _check_key(request, at, _GROUP_KEY)
                 _add_group(request, view, start, pos, groups)
             # another field of the request: dropped, as a parse keeps it only as an unknown field
     return _framed(groups)
@@ -62,6 +63,13 @@ def _framed(groups: dict[bytes, Scopes]) -> bytes:
     return b"".join(pieces)
 
 
+def _check_key(data: bytes, at: int, key: bytes) -> None:
+    """A group, scope or item must be a message (length-delimited): another wire type under its number
+    is bytes a parse refuses, so the walk refuses them too (and the caller's parse says why)."""
+    if data[at] != key[0]:
+        raise WireError("a message field of another wire type")
+
+
 def _add_group(data: bytes, view: memoryview, start: int, end: int, groups: dict[bytes, Scopes]) -> None:
     header: list[memoryview] = []
     scopes: list[tuple[int, int]] = []
@@ -69,6 +77,7 @@ def _add_group(data: bytes, view: memoryview, start: int, end: int, groups: dict
     while pos < end:
         number, field_start, value_start, pos = field_at(data, pos, end)
         if number == CHILDREN:
+            _check_key(data, field_start, _SCOPE_KEY)
             scopes.append((value_start, pos))
         else:
             header.append(view[field_start:pos])
@@ -100,6 +109,7 @@ def _add_scope(data: bytes, view: memoryview, start: int, end: int, scopes: Scop
                 header.append(view[pos:after])
                 pos = after
                 continue
+            _check_key(data, pos, _SCOPE_KEY)
         if pos != run_end:  # an item after a header field, or the first
             if run_end > run_start:
                 runs.append(view[run_start:run_end])

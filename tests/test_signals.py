@@ -211,3 +211,16 @@ def test_merging_a_record_cut_short_falls_back_to_the_parse_and_its_error(cut_at
     good = _random_request(Signal.TRACES, __import__("random").Random(14))
     with pytest.raises(DecodeError):
         merge_requests(Signal.TRACES, [good, good[:-cut_at]])
+
+
+def test_a_span_field_of_another_wire_type_is_merged_as_protobuf_reads_it_not_passed_on() -> None:
+    """protobuf reads a field of the wrong wire type as an unknown field and drops it on the way out; the
+    byte walk would have sent the bytes on, so it refuses them and the message merge takes over."""
+    from edgeagent.signals import merge_parsed, merge_requests
+    from otel.wire import length_delimited
+
+    good = _random_request(Signal.TRACES, __import__("random").Random(15))
+    bad = length_delimited(1, length_delimited(2, b"\x10\x05"))  # ScopeSpans.spans as a varint
+    merged = merge_requests(Signal.TRACES, [good, bad])
+    assert merged == merge_parsed(Signal.TRACES, [good, bad])
+    assert b"\x10\x05" not in merged
