@@ -86,6 +86,16 @@ class Table:
     db: Any
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """Records the upstream refused for good, on their way to the dead-letter store (`dead_letter`)."""
+
+    seqs: list[int]
+    description: dict[str, Any]
+    bodies: list[tuple[bytes, int]] | None  # stored instead of the records: the refused parts of a split request
+    error: PermanentError  # what a client waiting for them is answered
+
+
 class _Leases:
     """Which records of one queue are leased, with their items. Event loop only."""
 
@@ -438,25 +448,54 @@ class DurableQueue:
         With `bodies` (request, items), those are stored instead of the lease's records: the parts
         of a split request that the upstream refused, while the rest was delivered.
 
-        The records stay leased until the move commits. When it fails (the storage is full) they
-        are handed out again, as after a failed ack, and the error is raised."""
+        The records stay leased until the move commits. When the filesystem refuses writes the move
+        waits for it to take them again (sending them again would only be refused again); when the
+        move fails otherwise (the storage is full), or the store closes first, they are handed out
+        again, as after a failed ack, and the error is raised."""
         if lease.done:
             raise RuntimeError("lease already ended")
         lease.done = True
-        seqs = lease.seqs
-        error = PermanentError(str(description.get("reason", "rejected for good")), status=description.get("status"))
-        moved = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name),
-                                                     replacement=bodies))
-        moved.add_done_callback(lambda done: self._dead_lettered(seqs, error, done))
-        await asyncio.shield(moved)  # a cancelled caller leaves the commit and its settling to go on
+        refused = _Refused(lease.seqs, dict(description, queue=self.name), bodies, PermanentError(
+            str(description.get("reason", "rejected for good")), status=description.get("status")))
+        await asyncio.shield(self._move_refused(refused, None))  # a cancelled caller leaves the move to go on
 
-    def _dead_lettered(self, seqs: list[int], error: PermanentError, future: asyncio.Future[Any]) -> None:
+    def _move_refused(self, refused: _Refused, moved: asyncio.Future[Any] | None) -> asyncio.Future[Any]:
+        """Submit the move of refused records; `moved` (made here the first time) settles once it commits."""
+        future = self.store.submit(lambda fut: Delete(self, refused.seqs, fut, dead_letter=refused.description,
+                                                      replacement=refused.bodies))
+        if moved is None:
+            moved = future.get_loop().create_future()
+            # its caller may be gone (a stop cancelled it): the failure is not left unretrieved for the log
+            moved.add_done_callback(lambda done: done.cancelled() or done.exception())
+        settled = moved
+        future.add_done_callback(lambda done: self._dead_lettered(refused, done, settled))
+        return settled
+
+    def _dead_lettered(self, refused: _Refused, future: asyncio.Future[Any], moved: asyncio.Future[Any],
+                       closing: bool = False) -> None:
+        error = None if future.cancelled() else future.exception()
+        if isinstance(error, StorageUnwritableError) and not closing:
+            def again(writable: bool) -> None:
+                if writable:
+                    self._move_refused(refused, moved)
+                else:  # the store closes: they stay queued, refused again after a restart
+                    self._dead_lettered(refused, future, moved, closing=True)
+            self.store.when_writable(again)
+            return
+        seqs = refused.seqs
         self._leases.remove(seqs)
-        if future.cancelled() or future.exception() is not None:
+        if future.cancelled() or error is not None:
             if seqs:  # still stored: to be read again
                 self._rewind(min(seqs))
         else:
-            self.watches.settle(seqs, error)
+            self.watches.settle(seqs, refused.error)
+        if not moved.done():
+            if error is not None:
+                moved.set_exception(error)
+            elif future.cancelled():
+                moved.cancel()
+            else:
+                moved.set_result(None)
         if self.available_entries > 0:
             self._available.set()
 

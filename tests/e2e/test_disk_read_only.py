@@ -244,3 +244,69 @@ def test_a_card_remounted_read_only_refuses_new_data_drains_the_backlog_and_lose
         upstream.stop()
     assert agent.metric("edgeagent_dropped_items_total") == 0
     assert agent.terminate() == 0
+
+
+def test_data_refused_for_good_on_a_read_only_card_waits_for_the_dead_letter_store(agents, tmp_path, card):
+    """The upstream refuses the backlog for good (400) while the card is read-only: the move to the
+    dead-letter store waits for writes, the batches are not sent again and again, and once the card is
+    writable they are all in the dead-letter store."""
+    port = free_port()
+    directory = card / "queue"
+    agent = agents(["run", "--config", _config(tmp_path, directory)], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
+    pid = agent.process.pid
+    for index in range(10):  # the upstream is away: a backlog
+        assert _post(agent.http_port, _request(index)[0])[0] == 200
+    _fail(card)
+    upstream = Upstream(port, status=400).start()
+    device = None
+    try:
+        wait_until(lambda: upstream.attempts >= 1, timeout=30, message="the backlog is sent")
+        time.sleep(3)
+        attempts, cpu, lines = upstream.attempts, _cpu_seconds(pid), _log_lines(agent)
+        time.sleep(5)
+        assert upstream.attempts - attempts <= 2, \
+            f"refused data is sent again in a loop: {upstream.attempts - attempts} more requests in 5 s"
+        assert _cpu_seconds(pid) - cpu < 1.0, "the agent spins while refused data cannot be dead-lettered"
+        assert _log_lines(agent) - lines < 5, agent.log()
+        assert agent.metric("edgeagent_queue_items", data_type="traces") == 10 * SPANS, "refused data was lost"
+
+        device = _mount_again(card, tmp_path / "card.img")
+        wait_until(lambda: agent.metric("edgeagent_queue_items", data_type="traces") == 0, timeout=60,
+                   interval=0.5, message=f"the refused data leaves the queue once writable: {agent.health()[1]}")
+        assert agent.metric("edgeagent_deadletter_items") == 10 * SPANS, agent.log()
+        assert agent.health()[1]["dead_letters"] == 10, agent.health()[1]
+        assert not upstream.requests
+    finally:
+        upstream.stop()
+        assert agent.terminate() == 0, agent.log()
+        if device is not None:
+            subprocess.run(["umount", str(card)], check=False, capture_output=True)
+            subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+
+
+def test_a_stop_while_refused_data_waits_for_the_dead_letter_store_keeps_it_queued(agents, tmp_path, card):
+    port = free_port()
+    config = _config(tmp_path, card / "queue")
+    agent = agents(["run", "--config", config], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
+    for index in range(10):
+        assert _post(agent.http_port, _request(index)[0])[0] == 200
+    _fail(card)
+    upstream = Upstream(port, status=400).start()
+    try:
+        wait_until(lambda: upstream.attempts >= 10, timeout=30, message="the backlog is sent")
+        assert agent.terminate() == 0, agent.log()
+        log_text = agent.log()
+        assert "never retrieved" not in log_text and "unexpectedly" not in log_text, log_text
+
+        subprocess.run(["umount", str(card)], check=True, capture_output=True)
+        subprocess.run(["fsck.ext4", "-f", "-y", str(tmp_path / "card.img")], capture_output=True)
+        subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(tmp_path / "card.img"), str(card)], check=True,
+                       capture_output=True)
+        agent = agents(["run", "--config", config], env={"UPSTREAM": f"http://127.0.0.1:{port}"}, ports=agent)
+        wait_until(lambda: agent.metric("edgeagent_deadletter_items") == 10 * SPANS, timeout=60,
+                   message=f"the refused data is dead-lettered after the restart: {agent.health()[1]}")
+        assert agent.metric("edgeagent_queue_items", data_type="traces") == 0
+        assert agent.metric("edgeagent_dropped_items_total") == 0
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0, agent.log()
