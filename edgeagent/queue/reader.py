@@ -321,7 +321,10 @@ class DurableQueue:
             if self.available_entries > 0:
                 self._available.set()
         if attempts is not None and lease.seqs:
-            return self.store.submit(lambda fut: SetAttempts(self, lease.seqs, attempts, fut))
+            counted = self.store.submit(lambda fut: SetAttempts(self, lease.seqs, attempts, fut))
+            # awaiting it is optional: a count the storage refuses (said by the store) is not logged again
+            counted.add_done_callback(lambda done: done.cancelled() or done.exception())
+            return counted
         return None
 
     def _rewind(self, seq: int) -> None:

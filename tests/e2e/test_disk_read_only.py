@@ -310,3 +310,33 @@ def test_a_stop_while_refused_data_waits_for_the_dead_letter_store_keeps_it_queu
     finally:
         upstream.stop()
     assert agent.terminate() == 0, agent.log()
+
+
+def test_retries_running_out_on_a_read_only_card_log_no_error_per_lease(agents, tmp_path, card):
+    """A lease whose retries ran out goes back with its attempts counted; on a read-only card that
+    count cannot be written, which must not log an error each time (the store warned once)."""
+    port = free_port()
+    directory = card / "queue"
+    config = _config(tmp_path, directory)
+    with open(config) as handle:
+        text = handle.read().replace("max_interval: 1s", "max_interval: 1s\n      max_elapsed_time: 1s")
+    with open(config, "w") as handle:
+        handle.write(text)
+    agent = agents(["run", "--config", config], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
+    accepted: set[bytes] = set()
+    for index in range(10):
+        body, ids = _request(index)
+        assert _post(agent.http_port, body)[0] == 200
+        accepted |= ids
+    _fail(card)
+    upstream = Upstream(port, status=503).start()
+    try:
+        wait_until(lambda: upstream.attempts >= 30, timeout=30, message="the backlog is sent and refused")
+        time.sleep(4)
+        errors = [line for line in agent.log().splitlines() if '"level": "error"' in line]
+        assert len(errors) < 3, "\n".join(errors[:5])
+        upstream.status = 200
+        wait_until(lambda: upstream.span_ids() >= accepted, timeout=60, message="every span answered OK delivered")
+    finally:
+        upstream.stop()
+        assert agent.terminate() == 0, agent.log()
