@@ -430,15 +430,7 @@ class DurableQueue:
         self._leases.remove(seqs)
         if (future.cancelled() or error is not None) and seqs:  # still stored: hand them out again
             self._rewind(min(seqs))
-        if not acked.done():
-            if closing:  # given up at close, which said so once (home.py): they are sent again after a restart
-                acked.cancel()
-            elif error is not None:
-                acked.set_exception(error)
-            elif future.cancelled():
-                acked.cancel()
-            else:
-                acked.set_result(future.result())
+        _pass_on(future, acked, closing)
         # between the commit and this callback `available_entries` undercounted, and a lease may
         # have found nothing and cleared the event: wake the consumers again
         if self.available_entries > 0:
@@ -504,22 +496,36 @@ class DurableQueue:
 
     def requeue(self, lease: QueueLease, body: bytes, items: int, attempts: int) -> asyncio.Future[Any]:
         """Give back only what a lease did not deliver: `body` replaces its records in one commit, at
-        the first one's place (ops.Replace). They stay leased until then; a failed commit gives back
-        the whole lease, to be sent again."""
+        the first one's place (ops.Replace). They stay leased until then, and while the filesystem
+        refuses the commit (the delivered part is not sent again); a commit that fails otherwise, or
+        the store closing first, gives back the whole lease, to be sent again."""
         if lease.done:
             raise RuntimeError("lease already ended")
         lease.done = True
         seqs = lease.seqs
 
-        def replaced(_: asyncio.Future[Any]) -> None:
+        def submit() -> asyncio.Future[Any]:
+            future = self.store.submit(lambda fut: Replace(self, seqs, body, items, attempts, fut))
+            future.add_done_callback(replaced)
+            return future
+
+        def replaced(future: asyncio.Future[Any], closing: bool = False) -> None:
+            if isinstance(None if future.cancelled() else future.exception(), StorageUnwritableError) and not closing:
+                def again(writable: bool) -> None:
+                    if writable:
+                        submit()
+                    else:
+                        replaced(future, closing=True)
+                self.store.when_writable(again)
+                return
             self._leases.remove(seqs)
             if seqs:
                 self._rewind(min(seqs))
+            _pass_on(future, settled, closing)
             if self.available_entries > 0:
                 self._available.set()
-        future = self.store.submit(lambda fut: Replace(self, seqs, body, items, attempts, fut))
-        future.add_done_callback(replaced)
-        return future
+        settled = submit().get_loop().create_future()
+        return settled
 
     # ---- bookkeeping applied on the loop after each commit ---------------------------------
 
@@ -665,3 +671,16 @@ def _scan_totals(txn: Any, db: Any) -> tuple[int, int]:
         size += len(value)
         items += items_of(value)
     return items, size
+
+
+def _pass_on(future: asyncio.Future[Any], settled: asyncio.Future[Any], closing: bool) -> None:
+    """Settle `settled` as the commit `future` ended; cancelled when the store closed before the
+    filesystem took writes again (home.py said so once: the records are sent again after a restart)."""
+    if settled.done():
+        return
+    if closing or future.cancelled():
+        settled.cancel()
+    elif (error := future.exception()) is not None:
+        settled.set_exception(error)
+    else:
+        settled.set_result(future.result())

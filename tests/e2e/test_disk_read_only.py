@@ -11,12 +11,13 @@ import time
 
 import grpc
 import pytest
+from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers import grpc_raw
 from tests.helpers.net import free_port, wait_until
-from tests.helpers.upstream import Upstream
+from tests.helpers.upstream import Upstream, _decompress
 
 SPANS = 50
 
@@ -53,13 +54,13 @@ def _fail(mount_point) -> None:
         handle.write("test: the card fails\n")
 
 
-def _request(index: int) -> tuple[bytes, set[bytes]]:
+def _request(index: int, spans: int = SPANS) -> tuple[bytes, set[bytes]]:
     request = ExportTraceServiceRequest()
     rs = request.resource_spans.add()
     rs.resource.attributes.add(key="service.name").value.string_value = "read-only"
     ss = rs.scope_spans.add()
     ids = set()
-    for number in range(SPANS):
+    for number in range(spans):
         span_id = index.to_bytes(4, "big") + number.to_bytes(4, "big")
         ss.spans.add(trace_id=os.urandom(16), span_id=span_id, name="op")
         ids.add(span_id)
@@ -174,6 +175,9 @@ def test_a_card_mounted_again_while_the_agent_runs_takes_writes_without_a_restar
     finally:
         upstream.stop()
         assert agent.terminate() == 0, agent.log()
+        if device is not None:
+            subprocess.run(["umount", str(card)], check=False, capture_output=True)
+            subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
         subprocess.run(["umount", str(card)], check=False, capture_output=True)
         subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
 
@@ -282,6 +286,9 @@ def test_data_refused_for_good_on_a_read_only_card_waits_for_the_dead_letter_sto
         if device is not None:
             subprocess.run(["umount", str(card)], check=False, capture_output=True)
             subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+        if device is not None:
+            subprocess.run(["umount", str(card)], check=False, capture_output=True)
+            subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
 
 
 def test_a_stop_while_refused_data_waits_for_the_dead_letter_store_keeps_it_queued(agents, tmp_path, card):
@@ -340,3 +347,64 @@ def test_retries_running_out_on_a_read_only_card_log_no_error_per_lease(agents, 
     finally:
         upstream.stop()
         assert agent.terminate() == 0, agent.log()
+
+
+class _SecondHalfFails(Upstream):
+    """Answers 503 to a request whose first span is the second half of a queued request (span
+    number SPANS or more), as to the later part of a lease sent in parts: that part goes back alone."""
+
+    halves_fail = True
+    failed_parts = 0
+
+    def _handler(self, signal: str):
+        handle = super()._handler(signal)
+
+        async def second_half_fails(request: web.Request) -> web.Response:
+            body = _decompress(await request.read(), request.headers.get("Content-Encoding", ""))
+            first = ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans[0]
+            if int.from_bytes(first.span_id[4:], "big") >= SPANS and self.halves_fail:
+                with self._lock:
+                    self.failed_parts += 1
+                return web.Response(status=503, text="the second half fails")
+            return await handle(request)
+
+        return second_half_fails
+
+
+def test_a_lease_delivered_in_part_on_a_read_only_card_does_not_send_the_delivered_part_again(agents, tmp_path, card):
+    port = free_port()
+    config = _config(tmp_path, card / "queue")
+    with open(config) as handle:
+        text = handle.read().replace("max_interval: 1s", "max_interval: 1s\n      max_elapsed_time: 1s")
+    text = text.replace("storage: file_storage", "storage: file_storage\n      batch:\n"
+                        f"        min_size: {SPANS}\n        max_size: {SPANS}")
+    with open(config, "w") as handle:
+        handle.write(text)
+    agent = agents(["run", "--config", config], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
+    accepted: set[bytes] = set()
+    for index in range(4):
+        body, ids = _request(index, 2 * SPANS)
+        assert _post(agent.http_port, body)[0] == 200
+        accepted |= ids
+    _fail(card)
+    upstream = _SecondHalfFails(port).start()
+    device = None
+    try:
+        wait_until(lambda: upstream.failed_parts >= 8, timeout=30, message="second halves fail")
+        time.sleep(3)
+        delivered, lines = len(upstream.requests), _log_lines(agent)
+        time.sleep(4)
+        assert len(upstream.requests) - delivered == 0, "delivered parts are sent again while the card is read-only"
+        assert _log_lines(agent) - lines < 5, agent.log()
+
+        device = _mount_again(card, tmp_path / "card.img")
+        upstream.halves_fail = False
+        wait_until(lambda: upstream.span_ids() >= accepted, timeout=60, message="every span answered OK delivered")
+        wait_until(lambda: agent.metric("edgeagent_queue_items", data_type="traces") == 0, timeout=60,
+                   interval=0.5, message=f"the queue empties once writable: {agent.health()[1]}")
+    finally:
+        upstream.stop()
+        assert agent.terminate() == 0, agent.log()
+        if device is not None:
+            subprocess.run(["umount", str(card)], check=False, capture_output=True)
+            subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
