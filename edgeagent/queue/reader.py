@@ -286,7 +286,16 @@ class DurableQueue:
             log.error("queue record does not decode; quarantined it in the dead-letter store",
                       extra={"queue": self.name, "seq": seq, "reason": reason})
 
-        def settled(future: asyncio.Future[Any]) -> None:
+        def submit() -> None:
+            self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter={
+                "queue": self.name, "reason": "corrupt", "error": corrupt[0][1], "status": None},
+                quarantine=True)).add_done_callback(settled)
+
+        def settled(future: asyncio.Future[Any], closing: bool = False) -> None:
+            if isinstance(None if future.cancelled() else future.exception(), StorageUnwritableError) and not closing:
+                # out of every lease until the filesystem takes the move: read again, it would only be moved again
+                self._once_writable(submit, lambda: settled(future, closing=True))
+                return
             self._leases.remove(seqs)
             if future.cancelled() or future.exception() is not None:  # still stored: to be read (and moved) again
                 self._rewind(min(seqs))
@@ -294,9 +303,16 @@ class DurableQueue:
                 self.watches.settle(seqs, PermanentError(f"the stored request does not decode: {corrupt[0][1]}"))
             if self.available_entries > 0:
                 self._available.set()
-        future = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter={
-            "queue": self.name, "reason": "corrupt", "error": corrupt[0][1], "status": None}, quarantine=True))
-        future.add_done_callback(settled)
+        submit()
+
+    def _once_writable(self, retry: Callable[[], object], give_up: Callable[[], None]) -> None:
+        """`retry` a refused commit once the filesystem takes writes again; `give_up` if the store closes first."""
+        def again(writable: bool) -> None:
+            if writable:
+                retry()
+            else:
+                give_up()
+        self.store.when_writable(again)
 
     def _end_lease(self, lease: QueueLease) -> list[int]:
         if lease.done:
@@ -420,12 +436,8 @@ class DurableQueue:
         if isinstance(error, StorageUnwritableError) and not closing:
             # delivered, and the filesystem refuses the delete: the records stay out of every lease (sending
             # them again and again would gain nothing) until it takes writes, or until the store closes
-            def again(writable: bool) -> None:
-                if writable:
-                    self._delete_delivered(seqs, awaited, acked)
-                else:
-                    self._acked(seqs, awaited, future, acked, closing=True)
-            self.store.when_writable(again)
+            self._once_writable(lambda: self._delete_delivered(seqs, awaited, acked),
+                                lambda: self._acked(seqs, awaited, future, acked, closing=True))
             return
         self._leases.remove(seqs)
         if (future.cancelled() or error is not None) and seqs:  # still stored: hand them out again
@@ -470,12 +482,9 @@ class DurableQueue:
                        closing: bool = False) -> None:
         error = None if future.cancelled() else future.exception()
         if isinstance(error, StorageUnwritableError) and not closing:
-            def again(writable: bool) -> None:
-                if writable:
-                    self._move_refused(refused, moved)
-                else:  # the store closes: they stay queued, refused again after a restart
-                    self._dead_lettered(refused, future, moved, closing=True)
-            self.store.when_writable(again)
+            # (the store closes first: they stay queued, refused again after a restart)
+            self._once_writable(lambda: self._move_refused(refused, moved),
+                                lambda: self._dead_lettered(refused, future, moved, closing=True))
             return
         seqs = refused.seqs
         self._leases.remove(seqs)
@@ -511,12 +520,7 @@ class DurableQueue:
 
         def replaced(future: asyncio.Future[Any], closing: bool = False) -> None:
             if isinstance(None if future.cancelled() else future.exception(), StorageUnwritableError) and not closing:
-                def again(writable: bool) -> None:
-                    if writable:
-                        submit()
-                    else:
-                        replaced(future, closing=True)
-                self.store.when_writable(again)
+                self._once_writable(submit, lambda: replaced(future, closing=True))
                 return
             self._leases.remove(seqs)
             if seqs:
