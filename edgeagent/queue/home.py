@@ -228,8 +228,9 @@ class StoreHome:
     def _wake_writable_waiters(self, writable: bool) -> None:
         waiters, self._writable_waiters = self._writable_waiters, []
         if waiters and not writable:
-            log.warning("delivered data could not be removed from the queue, whose storage refuses writes; it is "
-                        "sent again after the next start", extra={"directory": self.directory, "leases": len(waiters)})
+            log.warning("delivered (or refused for good) data could not be removed from the queue, whose storage "
+                        "refuses writes; it is sent again after the next start",
+                        extra={"directory": self.directory, "leases": len(waiters)})
         for callback in waiters:
             callback(writable)
 

@@ -86,6 +86,16 @@ class Table:
     db: Any
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """Records the upstream refused for good, on their way to the dead-letter store (`dead_letter`)."""
+
+    seqs: list[int]
+    description: dict[str, Any]
+    bodies: list[tuple[bytes, int]] | None  # stored instead of the records: the refused parts of a split request
+    error: PermanentError  # what a client waiting for them is answered
+
+
 class _Leases:
     """Which records of one queue are leased, with their items. Event loop only."""
 
@@ -276,7 +286,16 @@ class DurableQueue:
             log.error("queue record does not decode; quarantined it in the dead-letter store",
                       extra={"queue": self.name, "seq": seq, "reason": reason})
 
-        def settled(future: asyncio.Future[Any]) -> None:
+        def submit() -> None:
+            self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter={
+                "queue": self.name, "reason": "corrupt", "error": corrupt[0][1], "status": None},
+                quarantine=True)).add_done_callback(settled)
+
+        def settled(future: asyncio.Future[Any], closing: bool = False) -> None:
+            if isinstance(None if future.cancelled() else future.exception(), StorageUnwritableError) and not closing:
+                # out of every lease until the filesystem takes the move: read again, it would only be moved again
+                self._once_writable(submit, lambda: settled(future, closing=True))
+                return
             self._leases.remove(seqs)
             if future.cancelled() or future.exception() is not None:  # still stored: to be read (and moved) again
                 self._rewind(min(seqs))
@@ -284,9 +303,16 @@ class DurableQueue:
                 self.watches.settle(seqs, PermanentError(f"the stored request does not decode: {corrupt[0][1]}"))
             if self.available_entries > 0:
                 self._available.set()
-        future = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter={
-            "queue": self.name, "reason": "corrupt", "error": corrupt[0][1], "status": None}, quarantine=True))
-        future.add_done_callback(settled)
+        submit()
+
+    def _once_writable(self, retry: Callable[[], object], give_up: Callable[[], None]) -> None:
+        """`retry` a refused commit once the filesystem takes writes again; `give_up` if the store closes first."""
+        def again(writable: bool) -> None:
+            if writable:
+                retry()
+            else:
+                give_up()
+        self.store.when_writable(again)
 
     def _end_lease(self, lease: QueueLease) -> list[int]:
         if lease.done:
@@ -311,7 +337,10 @@ class DurableQueue:
             if self.available_entries > 0:
                 self._available.set()
         if attempts is not None and lease.seqs:
-            return self.store.submit(lambda fut: SetAttempts(self, lease.seqs, attempts, fut))
+            counted = self.store.submit(lambda fut: SetAttempts(self, lease.seqs, attempts, fut))
+            # awaiting it is optional: a count the storage refuses (said by the store) is not logged again
+            counted.add_done_callback(lambda done: done.cancelled() or done.exception())
+            return counted
         return None
 
     def _rewind(self, seq: int) -> None:
@@ -407,25 +436,13 @@ class DurableQueue:
         if isinstance(error, StorageUnwritableError) and not closing:
             # delivered, and the filesystem refuses the delete: the records stay out of every lease (sending
             # them again and again would gain nothing) until it takes writes, or until the store closes
-            def again(writable: bool) -> None:
-                if writable:
-                    self._delete_delivered(seqs, awaited, acked)
-                else:
-                    self._acked(seqs, awaited, future, acked, closing=True)
-            self.store.when_writable(again)
+            self._once_writable(lambda: self._delete_delivered(seqs, awaited, acked),
+                                lambda: self._acked(seqs, awaited, future, acked, closing=True))
             return
         self._leases.remove(seqs)
         if (future.cancelled() or error is not None) and seqs:  # still stored: hand them out again
             self._rewind(min(seqs))
-        if not acked.done():
-            if closing:  # given up at close, which said so once (home.py): they are sent again after a restart
-                acked.cancel()
-            elif error is not None:
-                acked.set_exception(error)
-            elif future.cancelled():
-                acked.cancel()
-            else:
-                acked.set_result(future.result())
+        _pass_on(future, acked, closing)
         # between the commit and this callback `available_entries` undercounted, and a lease may
         # have found nothing and cleared the event: wake the consumers again
         if self.available_entries > 0:
@@ -438,46 +455,81 @@ class DurableQueue:
         With `bodies` (request, items), those are stored instead of the lease's records: the parts
         of a split request that the upstream refused, while the rest was delivered.
 
-        The records stay leased until the move commits. When it fails (the storage is full) they
-        are handed out again, as after a failed ack, and the error is raised."""
+        The records stay leased until the move commits. When the filesystem refuses writes the move
+        waits for it to take them again (sending them again would only be refused again); when the
+        move fails otherwise (the storage is full), or the store closes first, they are handed out
+        again, as after a failed ack, and the error is raised."""
         if lease.done:
             raise RuntimeError("lease already ended")
         lease.done = True
-        seqs = lease.seqs
-        error = PermanentError(str(description.get("reason", "rejected for good")), status=description.get("status"))
-        moved = self.store.submit(lambda fut: Delete(self, seqs, fut, dead_letter=dict(description, queue=self.name),
-                                                     replacement=bodies))
-        moved.add_done_callback(lambda done: self._dead_lettered(seqs, error, done))
-        await asyncio.shield(moved)  # a cancelled caller leaves the commit and its settling to go on
+        refused = _Refused(lease.seqs, dict(description, queue=self.name), bodies, PermanentError(
+            str(description.get("reason", "rejected for good")), status=description.get("status")))
+        await asyncio.shield(self._move_refused(refused, None))  # a cancelled caller leaves the move to go on
 
-    def _dead_lettered(self, seqs: list[int], error: PermanentError, future: asyncio.Future[Any]) -> None:
+    def _move_refused(self, refused: _Refused, moved: asyncio.Future[Any] | None) -> asyncio.Future[Any]:
+        """Submit the move of refused records; `moved` (made here the first time) settles once it commits."""
+        future = self.store.submit(lambda fut: Delete(self, refused.seqs, fut, dead_letter=refused.description,
+                                                      replacement=refused.bodies))
+        if moved is None:
+            moved = future.get_loop().create_future()
+            # its caller may be gone (a stop cancelled it): the failure is not left unretrieved for the log
+            moved.add_done_callback(lambda done: done.cancelled() or done.exception())
+        settled = moved
+        future.add_done_callback(lambda done: self._dead_lettered(refused, done, settled))
+        return settled
+
+    def _dead_lettered(self, refused: _Refused, future: asyncio.Future[Any], moved: asyncio.Future[Any],
+                       closing: bool = False) -> None:
+        error = None if future.cancelled() else future.exception()
+        if isinstance(error, StorageUnwritableError) and not closing:
+            # (the store closes first: they stay queued, refused again after a restart)
+            self._once_writable(lambda: self._move_refused(refused, moved),
+                                lambda: self._dead_lettered(refused, future, moved, closing=True))
+            return
+        seqs = refused.seqs
         self._leases.remove(seqs)
-        if future.cancelled() or future.exception() is not None:
+        if future.cancelled() or error is not None:
             if seqs:  # still stored: to be read again
                 self._rewind(min(seqs))
         else:
-            self.watches.settle(seqs, error)
+            self.watches.settle(seqs, refused.error)
+        if not moved.done():
+            if error is not None:
+                moved.set_exception(error)
+            elif future.cancelled():
+                moved.cancel()
+            else:
+                moved.set_result(None)
         if self.available_entries > 0:
             self._available.set()
 
     def requeue(self, lease: QueueLease, body: bytes, items: int, attempts: int) -> asyncio.Future[Any]:
         """Give back only what a lease did not deliver: `body` replaces its records in one commit, at
-        the first one's place (ops.Replace). They stay leased until then; a failed commit gives back
-        the whole lease, to be sent again."""
+        the first one's place (ops.Replace). They stay leased until then, and while the filesystem
+        refuses the commit (the delivered part is not sent again); a commit that fails otherwise, or
+        the store closing first, gives back the whole lease, to be sent again."""
         if lease.done:
             raise RuntimeError("lease already ended")
         lease.done = True
         seqs = lease.seqs
 
-        def replaced(_: asyncio.Future[Any]) -> None:
+        def submit() -> asyncio.Future[Any]:
+            future = self.store.submit(lambda fut: Replace(self, seqs, body, items, attempts, fut))
+            future.add_done_callback(replaced)
+            return future
+
+        def replaced(future: asyncio.Future[Any], closing: bool = False) -> None:
+            if isinstance(None if future.cancelled() else future.exception(), StorageUnwritableError) and not closing:
+                self._once_writable(submit, lambda: replaced(future, closing=True))
+                return
             self._leases.remove(seqs)
             if seqs:
                 self._rewind(min(seqs))
+            _pass_on(future, settled, closing)
             if self.available_entries > 0:
                 self._available.set()
-        future = self.store.submit(lambda fut: Replace(self, seqs, body, items, attempts, fut))
-        future.add_done_callback(replaced)
-        return future
+        settled = submit().get_loop().create_future()
+        return settled
 
     # ---- bookkeeping applied on the loop after each commit ---------------------------------
 
@@ -623,3 +675,16 @@ def _scan_totals(txn: Any, db: Any) -> tuple[int, int]:
         size += len(value)
         items += items_of(value)
     return items, size
+
+
+def _pass_on(future: asyncio.Future[Any], settled: asyncio.Future[Any], closing: bool) -> None:
+    """Settle `settled` as the commit `future` ended; cancelled when the store closed before the
+    filesystem took writes again (home.py said so once: the records are sent again after a restart)."""
+    if settled.done():
+        return
+    if closing or future.cancelled():
+        settled.cancel()
+    elif (error := future.exception()) is not None:
+        settled.set_exception(error)
+    else:
+        settled.set_result(future.result())
