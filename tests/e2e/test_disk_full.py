@@ -9,6 +9,7 @@ import subprocess
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.helpers.configs import queue_on_disk_config
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.upstream import Upstream
 
@@ -56,34 +57,7 @@ def _post(port: int, body: bytes) -> tuple[int, str | None]:
 
 
 def _config(tmp_path, directory, policy: str) -> str:
-    path = tmp_path / f"{policy}.yaml"
-    path.write_text(f"""
-receivers:
-  otlp:
-    protocols:
-      http:
-exporters:
-  otlphttp:
-    endpoint: ${{env:UPSTREAM}}
-    retry_on_failure:
-      initial_interval: 200ms
-      max_interval: 1s
-    sending_queue:
-      queue_size: 100000
-      storage: file_storage
-extensions:
-  health_check:
-  file_storage:
-    directory: {directory}
-    full_policy: {policy}
-service:
-  extensions: [health_check, file_storage]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [otlphttp]
-""")
-    return str(path)
+    return queue_on_disk_config(tmp_path / f"{policy}.yaml", directory, policy)
 
 
 def test_block_refuses_with_retry_after_when_the_disk_is_full_and_resumes_when_space_frees(agents, tmp_path, tmpfs):

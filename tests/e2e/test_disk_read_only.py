@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers import grpc_raw
+from tests.helpers.configs import queue_on_disk_config
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.upstream import Upstream, _decompress
 
@@ -94,33 +95,7 @@ def _grpc_refusal(port: int, body: bytes) -> tuple[grpc.StatusCode, float]:
 
 
 def _config(tmp_path, directory) -> str:
-    path = tmp_path / "agent.yaml"
-    path.write_text(f"""
-receivers:
-  otlp:
-    protocols:
-      http:
-exporters:
-  otlphttp:
-    endpoint: ${{env:UPSTREAM}}
-    retry_on_failure:
-      initial_interval: 200ms
-      max_interval: 1s
-    sending_queue:
-      queue_size: 100000
-      storage: file_storage
-extensions:
-  health_check:
-  file_storage:
-    directory: {directory}
-service:
-  extensions: [health_check, file_storage]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [otlphttp]
-""")
-    return str(path)
+    return queue_on_disk_config(tmp_path / "agent.yaml", directory)
 
 
 def _cpu_seconds(pid: int) -> float:

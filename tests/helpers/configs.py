@@ -39,3 +39,35 @@ def grpc_exporter(endpoint: str, **settings) -> dict:
 def http_exporter(endpoint: str, **settings) -> dict:
     """The `otlphttp` exporter with fast retries and one consumer unless overridden."""
     return {"endpoint": endpoint, "retry_on_failure": FAST_RETRY, "sending_queue": {"num_consumers": 1}, **settings}
+
+
+def queue_on_disk_config(path: Path, directory: Path | str, full_policy: str = "block") -> str:
+    """An OTLP/HTTP traces pipeline into an otlphttp exporter whose queue is kept by file_storage in
+    `directory` (the disk tests' small or failing filesystems); the upstream is ${env:UPSTREAM}."""
+    path.write_text(f"""
+receivers:
+  otlp:
+    protocols:
+      http:
+exporters:
+  otlphttp:
+    endpoint: ${{env:UPSTREAM}}
+    retry_on_failure:
+      initial_interval: 200ms
+      max_interval: 1s
+    sending_queue:
+      queue_size: 100000
+      storage: file_storage
+extensions:
+  health_check:
+  file_storage:
+    directory: {directory}
+    full_policy: {full_policy}
+service:
+  extensions: [health_check, file_storage]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlphttp]
+""")
+    return str(path)
