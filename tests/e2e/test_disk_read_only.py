@@ -4,7 +4,6 @@ themselves once the filesystem is writable again."""
 
 from __future__ import annotations
 
-import http.client
 import os
 import struct
 import subprocess
@@ -17,6 +16,7 @@ from aiohttp import web
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.e2e.test_disk_full import _post
 from tests.helpers import grpc_raw
 from tests.helpers.configs import queue_on_disk_config
 from tests.helpers.net import free_port, wait_until
@@ -70,15 +70,12 @@ def _request(index: int, spans: int = SPANS) -> tuple[bytes, set[bytes]]:
     return request.SerializeToString(), ids
 
 
-def _post(port: int, body: bytes) -> tuple[int, str | None]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        connection.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
-        response = connection.getresponse()
-        response.read()
-        return response.status, response.getheader("Retry-After")
-    finally:
-        connection.close()
+def _checked_and_mounted_again(tmp_path, card) -> None:
+    """What a gateway's reboot does for a card ext4 found damaged: umount, fsck, mount again in place."""
+    subprocess.run(["umount", str(card)], check=True, capture_output=True)
+    subprocess.run(["fsck.ext4", "-f", "-y", str(tmp_path / "card.img")], capture_output=True)
+    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(tmp_path / "card.img"), str(card)], check=True,
+                   capture_output=True)
 
 
 def _grpc_refusal(port: int, body: bytes) -> tuple[grpc.StatusCode, float]:
@@ -211,10 +208,7 @@ def test_a_card_remounted_read_only_refuses_new_data_drains_the_backlog_and_lose
     assert agent.terminate() == 0, agent.log()
 
     # ext4 takes a filesystem it found damaged back only through umount and fsck (a reboot, on a gateway)
-    subprocess.run(["umount", str(card)], check=True, capture_output=True)
-    subprocess.run(["fsck.ext4", "-f", "-y", str(tmp_path / "card.img")], capture_output=True)
-    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(tmp_path / "card.img"), str(card)], check=True,
-                   capture_output=True)
+    _checked_and_mounted_again(tmp_path, card)
     upstream = Upstream(port).start()
     try:
         agent = agents(["run", "--config", config], env={"UPSTREAM": f"http://127.0.0.1:{port}"}, ports=agent)
@@ -282,10 +276,7 @@ def test_a_stop_while_refused_data_waits_for_the_dead_letter_store_keeps_it_queu
         log_text = agent.log()
         assert "never retrieved" not in log_text and "unexpectedly" not in log_text, log_text
 
-        subprocess.run(["umount", str(card)], check=True, capture_output=True)
-        subprocess.run(["fsck.ext4", "-f", "-y", str(tmp_path / "card.img")], capture_output=True)
-        subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(tmp_path / "card.img"), str(card)], check=True,
-                       capture_output=True)
+        _checked_and_mounted_again(tmp_path, card)
         agent = agents(["run", "--config", config], env={"UPSTREAM": f"http://127.0.0.1:{port}"}, ports=agent)
         wait_until(lambda: agent.metric("edgeagent_deadletter_items") == 10 * SPANS, timeout=60,
                    message=f"the refused data is dead-lettered after the restart: {agent.health()[1]}")
@@ -427,10 +418,7 @@ def test_an_undecodable_record_met_on_a_read_only_card_is_set_aside_without_spin
         upstream.stop()
     assert agent.terminate() == 0, agent.log()[-3000:]
 
-    subprocess.run(["umount", str(card)], check=True, capture_output=True)
-    subprocess.run(["fsck.ext4", "-f", "-y", str(tmp_path / "card.img")], capture_output=True)
-    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(tmp_path / "card.img"), str(card)], check=True,
-                   capture_output=True)
+    _checked_and_mounted_again(tmp_path, card)
     upstream = Upstream(port).start()
     try:
         agent = agents(["run", "--config", config], env={"UPSTREAM": f"http://127.0.0.1:{port}"}, ports=agent)
