@@ -21,7 +21,7 @@ from typing import IO, Any
 import lmdb
 
 from edgeagent.errors import CorruptRecordError, RetryableError
-from edgeagent.queue import environment, salvage
+from edgeagent.queue import damage, environment, salvage
 from edgeagent.queue.environment import Gate
 from edgeagent.queue.ops import StoreTable
 from edgeagent.queue.reader import DurableQueue, Table
@@ -40,7 +40,8 @@ class StoreHome:
 
     def __init__(self, directory: str, *, sync: bool, map_size: int, lock_timeout: float,
                  on_corrupt: Callable[[str], None] | None, on_salvage: Callable[[int, int], None] | None,
-                 control_socket: str | None, read_only: bool, directory_mode: int | None, recreate: bool):
+                 control_socket: str | None, read_only: bool, directory_mode: int | None, recreate: bool,
+                 on_damaged: Callable[[str], None] | None = None):
         self.directory = directory
         self.directory_mode = directory_mode  # file_storage's directory_permissions; None: private
         self.recreate = recreate  # a data file that does not open is moved aside and salvaged
@@ -49,6 +50,9 @@ class StoreHome:
         self.lock_timeout = lock_timeout
         self.on_corrupt = on_corrupt
         self.on_salvage = on_salvage  # (records salvaged, records lost)
+        self.on_damaged = on_damaged  # LMDB found a damaged page while running (damage.py); any thread
+        self.damage: str | None = None  # what it found
+        self._damage_lock = threading.Lock()
         self.control_socket = control_socket
         self.read_only = read_only  # for commands beside a stopped agent: reads, never writes a file
         self.env: lmdb.Environment | None = None
@@ -96,14 +100,18 @@ class StoreHome:
 
     def _open_locked(self) -> None:
         environment.check_access(self.directory)
+        known = damage.known(self.directory)
         try:
+            if known is not None:
+                raise CorruptRecordError(known)
             self.env = environment.open_env(self.directory, self.map_size, self.sync)
         except (lmdb.Error, CorruptRecordError) as exc:
             if environment.is_access_error(exc):
                 raise environment.access_error(os.path.join(self.directory, "data.mdb"), exc) from None
             if environment.is_resource_error(exc):
                 raise  # the process's limits, not damage: the file stays where it is
-            self._start_fresh(exc)
+            self._start_fresh(exc, "is damaged" if known is not None else "does not open")
+        damage.started(self.directory)
         self._open_dbs()
         environment.ensure_ballast(self.directory)
         self.page_size = self.lmdb_env.stat()["psize"]
@@ -143,11 +151,12 @@ class StoreHome:
                 return None
             raise
 
-    def _start_fresh(self, exc: BaseException) -> None:
-        """Move a data file that does not open aside, start a fresh one, and salvage into it what can be read."""
+    def _start_fresh(self, exc: BaseException, why: str = "does not open") -> None:
+        """Move a data file that does not open (or is damaged) aside, start a fresh one, and salvage into it
+        what can be read."""
         if not self.recreate:
             raise environment.StorageDamagedError(
-                f"queue data file {os.path.join(self.directory, 'data.mdb')} does not open ({exc}); "
+                f"queue data file {os.path.join(self.directory, 'data.mdb')} {why} ({exc}); "
                 "file_storage recreate is false, so the agent does not start: set recreate: true to move the "
                 "file aside and salvage what can be read, or move it away yourself") from exc
         moved = environment.move_aside(self.directory)
@@ -159,9 +168,10 @@ class StoreHome:
             self._drop_env()
             environment.move_back(moved, self.directory)
             raise
+        damage.salvaged(self.directory)
         lost_records = found.lost + found.salvaged - written
         lost = f"{lost_records} lost" if found.counted else "its index unreadable, so records lost are not counted"
-        message = (f"queue data file in {self.directory} does not open ({exc}); moved it to {moved} and started a "
+        message = (f"queue data file in {self.directory} {why} ({exc}); moved it to {moved} and started a "
                    f"fresh queue with the {written} records that could still be read ({lost})")
         log.error(message, extra={"salvaged": written, "lost": lost_records})
         if self.on_corrupt:
@@ -188,6 +198,8 @@ class StoreHome:
                             "process ends", extra={"directory": self.directory})
                 self.env = None
         if self._lock_file is not None:
+            if not self.read_only:
+                damage.stopped(self.directory)
             self._lock_file.close()
             self._lock_file = None
 
@@ -314,8 +326,32 @@ class StoreHome:
         Handles are looked up inside the gate, here or in the caller's block, never before it: a
         compaction closes the environment, and a handle taken before it belongs to the closed one."""
         with self.gate.shared():
-            with self.lmdb_env.begin(db=None if table is None else table.db, buffers=True) as txn:
-                yield txn
+            try:
+                with self.lmdb_env.begin(db=None if table is None else table.db, buffers=True) as txn:
+                    yield txn
+            except lmdb.Error as exc:
+                if damage.is_damage(exc):
+                    raise self.damaged(exc) from exc
+                raise
+
+    # ---- a page damaged under a running agent (damage.py) -----------------------------------
+
+    def damaged(self, exc: BaseException) -> RetryableError:
+        """Any thread: LMDB met a damaged page. The first time it is noted on disk for the next start,
+        logged, and reported (`on_damaged`: the agent stops); the refusal callers pass on."""
+        with self._damage_lock:
+            first = self.damage is None
+            if first:
+                self.damage = str(exc)
+        if first:
+            damage.note(self.directory, self.damage or str(exc))
+            message = (f"queue data file in {self.directory} is damaged ({exc}); the agent stops, and its next "
+                       f"start moves the file aside and salvages every record it can still read")
+            log.error(message)
+            if self.on_damaged is not None:
+                self.on_damaged(message)
+        return RetryableError(f"queue storage in {self.directory} is damaged; try again after the agent restarts",
+                              retry_after=WRITE_RETRY_INTERVAL)
 
     # ---- a compaction's swap: closed, opened again -----------------------------------------
 

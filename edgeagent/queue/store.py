@@ -101,7 +101,7 @@ import lmdb
 import zstandard
 
 from edgeagent.errors import QueueFullError, ShutdownError
-from edgeagent.queue import clocksteps, compaction, environment, reader, record
+from edgeagent.queue import clocksteps, compaction, damage, environment, reader, record
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.arrivals import Arrival, Handover
 from edgeagent.queue.clocksteps import Clock, Shifts, StepWatch, SystemClock
@@ -156,10 +156,11 @@ class QueueStore(StoreHome):
                  on_quarantine: Callable[[StoreTable, int], None] | None = None,
                  on_salvage: Callable[[int, int], None] | None = None, control_socket: str | None = None,
                  read_only: bool = False, directory_mode: int | None = None, recreate: bool = True,
-                 clock: Clock | None = None):
+                 clock: Clock | None = None, on_damaged: Callable[[str], None] | None = None):
         super().__init__(directory, sync=sync, map_size=limits.map_size(map_size), lock_timeout=lock_timeout,
                          on_corrupt=on_corrupt, on_salvage=on_salvage, control_socket=control_socket,
-                         read_only=read_only, directory_mode=directory_mode, recreate=recreate)
+                         read_only=read_only, directory_mode=directory_mode, recreate=recreate,
+                         on_damaged=None if on_damaged is None else self._on_loop(on_damaged))
         self.limits = limits
         self.clock = clock or SystemClock()  # what records are stamped and aged by (clocksteps.py)
         self._steps = StepWatch(self.clock)  # the writer's readings of it
@@ -190,6 +191,13 @@ class QueueStore(StoreHome):
         self._handover = Handover(self._ops.put, self.arrivals)  # puts, once per pass of the loop
         self.writer_compressor: zstandard.ZstdCompressor | None = None  # the writer thread's
         self._loop_compressor = record.compressor(compression_level)  # the event loop's
+
+    def _on_loop(self, callback: Callable[[str], None]) -> Callable[[str], None]:
+        """`callback`, called from any thread, run on the store's event loop (once started)."""
+        def call(message: str) -> None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(callback, message)
+        return call
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -396,6 +404,10 @@ class QueueStore(StoreHome):
         try:
             result = self._transaction(ops, now_ms, sweep)
         except lmdb.Error as exc:
+            if damage.is_damage(exc):
+                refused = self.damaged(exc)
+                self._report(Commit(failed=[(op.future, refused) for op in ops]))
+                return
             need = sum(footprint(op.put_bytes, self.page_size) for op in ops)
             reason = None if environment.out_of_space(exc, self.directory, need) else environment.unwritable(exc)
             if reason is not None:

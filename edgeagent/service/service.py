@@ -64,7 +64,8 @@ class Service:
             corrupt_file=lambda directory: count("edgeagent_queue_corruptions", 1, directory),
             dropped=self.telemetry.drops.record,
             quarantined=lambda queue, records: count("edgeagent_corrupt_records", records, queue.name),
-            salvaged=salvaged), control_socket=socket_path(state_dir), read_only=read_only)
+            salvaged=salvaged, damaged=self._storage_damaged), control_socket=socket_path(state_dir),
+            read_only=read_only)
         self.graph = Graph(config, self, self.stores, lambda: self.stopping)
         self._slots: dict[tuple[str, Signal], ConsumerSlot] = {}
         self._control: ControlServer | None = None
@@ -136,9 +137,16 @@ class Service:
         self.failures[path] = message
 
     def component_stopped(self, path: str, message: str) -> None:
+        self._stop_for(path, message, f"{path} stopped on an unexpected error ({message}); the agent stops")
+
+    def _storage_damaged(self, directory: str, message: str) -> None:
+        """A queue's data file is damaged (queue/damage.py): the agent stops, for its next start to salvage it."""
+        self._stop_for(f"queue storage {directory}", message, message)
+
+    def _stop_for(self, path: str, message: str, fatal: str) -> None:
         self.component_failed(path, message)
         if self.fatal is None:
-            self.fatal = f"{path} stopped on an unexpected error ({message}); the agent stops"
+            self.fatal = fatal
         if self.on_fatal is not None:
             self.on_fatal()
 

@@ -63,6 +63,8 @@ class StoreEvents:
     dropped: Callable[[WriterQueue, str, int, int], None]
     quarantined: Callable[[StoreTable, int], None]  # a queue or a stage's table
     salvaged: Callable[[str, int, int], None]  # directory, records read back, records lost
+    # directory, what LMDB found: a page damaged under the running agent (queue/damage.py), which stops
+    damaged: Callable[[str, str], None] = lambda directory, message: None
 
 
 class Stores:
@@ -113,7 +115,8 @@ class Stores:
                            on_salvage=lambda found, lost: events.salvaged(directory, found, lost),
                            control_socket=self.control_socket, read_only=self.read_only,
                            directory_mode=None if settings.directory_permissions is None else settings.directory_mode(),
-                           recreate=settings.recreate)
+                           recreate=settings.recreate,
+                           on_damaged=lambda message: events.damaged(directory, message))
         store.open()
         compaction = settings.compaction
         if compaction.on_rebound:

@@ -204,3 +204,108 @@ def test_the_queue_commands_show_damaged_records_instead_of_failing_on_them(agen
     assert cli(state, "queue", "dead-letter", "list").stdout.decode().count("corrupt") == 2
     exported = [json.loads(line) for line in cli(state, "queue", "dead-letter", "export").stdout.splitlines()]
     assert [line["description"]["reason"] for line in exported] == ["corrupt", "corrupt"]
+
+
+def _leaves(data, name: bytes) -> list[int]:
+    """The leaf pages of sub-database `name`, in key order."""
+    from edgeagent.queue import salvage
+
+    leaves: list[int] = []
+    with open(data, "rb") as handle:
+        meta = salvage._newest_meta(handle)
+        assert meta is not None
+        page_size, main_root = meta
+        file = salvage._File(handle, page_size, os.fstat(handle.fileno()).st_size // page_size)
+        root = salvage._DB.unpack_from(dict(salvage._walk(file, main_root, set()))[name])[7]
+
+        def down(pgno: int) -> None:
+            page = file.page(pgno)
+            assert page is not None
+            flags, lower = salvage._HEADER.unpack_from(page)[2:4]
+            if flags & salvage._P_LEAF:
+                leaves.append(pgno)
+                return
+            for pointer in struct.unpack_from(f"<{(lower - salvage._HEADER.size) // 2}H", page, salvage._HEADER.size):
+                lo, hi, high = salvage._NODE.unpack_from(page, pointer)[:3]
+                down(lo | hi << 16 | high << 32)
+
+        down(root)
+    return leaves
+
+
+def test_a_page_zeroed_deep_in_the_queue_is_salvaged_by_the_start_after_the_run_that_met_it(agents, tmp_path):
+    """An SD card that loses a write leaves a page of zeros in the middle of a queue's B-tree.
+    LMDB opens the file and reads both ends of every tree; the lease read that steps onto the page
+    aborts the process in LMDB's C code. Every start aborted again at the same page, for good."""
+    port = free_port()
+    state = tmp_path / "state"
+    args = ["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{port}",
+            "--set", "processors::batch::send_batch_size=5"]
+    agent = agents(args)
+    first = send_spans("http", agent.http_port, 3000, batch=5)  # small records: many leaf pages
+    assert agent.terminate() == 0
+    data = _queue_dir(state) / "data.mdb"
+    leaves = _leaves(data, b"q:otlphttp/traces")
+    assert len(leaves) >= 5
+    with open(data, "r+b") as handle:
+        handle.seek(leaves[len(leaves) // 2] * 4096)
+        handle.write(bytes(4096))
+
+    upstream = Upstream(port).start()
+    try:
+        try:  # the run that meets the page ends, before it is ready or soon after
+            assert agents(args, ports=agent).process.wait(30) != 0
+        except RuntimeError as exc:
+            assert "agent exited" in str(exc)
+        agent = agents(args, ports=agent)  # as systemd's Restart=on-failure starts it again
+        assert agent.metric("edgeagent_queue_corruptions") == 1
+        lost = agent.metric("edgeagent_queue_lost_records")
+        assert 0 < lost <= 100
+        assert "is damaged (page" in agent.log()
+        wait_until(lambda: agent.metric("otelcol_exporter_queue_size") == 0, timeout=30, message="the rest delivered")
+        delivered = upstream.span_ids()
+        assert 0 < len(first - delivered) <= 5 * lost and delivered <= first
+        second = send_spans("http", agent.http_port, 200)
+        wait_until(lambda: upstream.span_ids() >= second, timeout=30, message="new data delivered")
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0
+    assert not (_queue_dir(state) / "edgeagent.running").exists()
+
+
+def test_a_page_lost_under_the_running_agent_stops_it_once_and_the_next_start_salvages_the_file(agents, tmp_path):
+    """A commit that reaches a damaged page fails with MDB_CORRUPTED, and so does every later one
+    that reaches it: acks failed for good, and the same data went out again and again."""
+    from tests.helpers.hostile import spans_request
+    from tests.helpers.otlp_post import post
+
+    port = free_port()
+    state = tmp_path / "state"
+    args = ["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{port}",
+            "--set", "processors::batch::send_batch_size=5"]
+    agent = agents(args)
+    first = send_spans("http", agent.http_port, 3000, batch=5)
+    data = _queue_dir(state) / "data.mdb"
+    fd = os.open(data, os.O_WRONLY)  # the map is shared: the running agent reads the zeros at once
+    try:
+        os.pwrite(fd, bytes(4096), _leaves(data, b"q:otlphttp/traces")[-1] * 4096)  # where the next put goes
+    finally:
+        os.close(fd)
+    status, headers = post(agent.http_port, spans_request(5))
+    assert status == 503 and headers["Retry-After"]
+    assert agent.process.wait(15) == 1
+    assert "is damaged (mdb_put: MDB_CORRUPTED" in agent.log()
+    assert (_queue_dir(state) / "edgeagent.damaged").exists()
+
+    upstream = Upstream(port).start()
+    try:
+        agent = agents(args, ports=agent)  # as its supervisor starts it again
+        assert agent.metric("edgeagent_queue_corruptions") == 1
+        lost = agent.metric("edgeagent_queue_lost_records")
+        assert 0 < lost <= 100
+        wait_until(lambda: agent.metric("otelcol_exporter_queue_size") == 0, timeout=30, message="the rest delivered")
+        assert len(first - upstream.span_ids()) <= 5 * lost
+        assert not (_queue_dir(state) / "edgeagent.damaged").exists()
+    finally:
+        upstream.stop()
+    assert agent.terminate() == 0

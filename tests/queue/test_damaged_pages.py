@@ -1,0 +1,102 @@
+"""A page of the data file that a flash card lost: found, noted, and salvaged by the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from edgeagent.errors import RetryableError
+from edgeagent.queue import damage, pagecheck
+from edgeagent.queue.store import QueueStore
+from edgeagent.signals import Signal
+from tests.e2e.test_corruption import _leaves
+
+RECORDS = 600  # small records: a queue of a few dozen leaf pages
+
+
+def _overwrite(directory, page: int, fill: bytes) -> None:
+    """Write over one page as a card that lost it reads back; an open store sees it at once (the map is shared)."""
+    fd = os.open(os.path.join(directory, "data.mdb"), os.O_WRONLY)
+    try:
+        os.pwrite(fd, fill * 4096, page * 4096)
+    finally:
+        os.close(fd)
+
+
+async def _filled(directory, **options) -> tuple[QueueStore, list[int]]:
+    store = QueueStore(str(directory), **options)
+    store.open()
+    store.start()
+    queue = store.queue("q", Signal.TRACES)
+    for _ in range(RECORDS):
+        await store.put([queue], os.urandom(100), 1, Signal.TRACES)
+    return store, _leaves(directory / "data.mdb", b"q:q")
+
+
+def test_a_commit_that_meets_a_damaged_page_is_refused_noted_once_and_the_next_open_salvages_the_file(tmp_path):
+    reported: list[str] = []
+    corrupt: list[str] = []
+    salvaged: list[tuple[int, int]] = []
+
+    async def scenario() -> None:
+        store, leaves = await _filled(tmp_path, on_damaged=reported.append)
+        _overwrite(tmp_path, leaves[-1], b"\0")  # where the next put goes
+        queue = store.queue("q", Signal.TRACES)
+        for _ in range(2):
+            with pytest.raises(RetryableError, match="damaged"):
+                await store.put([queue], b"new", 1, Signal.TRACES)
+        await asyncio.sleep(0.05)  # the report is handed to the loop
+        await store.close()
+
+    asyncio.run(scenario())
+    assert len(reported) == 1 and "is damaged (mdb_put: MDB_CORRUPTED" in reported[0]
+    assert (tmp_path / damage.DAMAGE_NAME).exists()
+    assert not (tmp_path / damage.RUN_NAME).exists()  # a stop, even a damaged one
+
+    store = QueueStore(str(tmp_path), on_corrupt=corrupt.append, on_salvage=lambda *counts: salvaged.append(counts))
+    store.open()
+    try:
+        assert len(corrupt) == 1 and "is damaged" in corrupt[0] and "moved it to" in corrupt[0]
+        found, lost = salvaged[0]
+        assert found + lost == RECORDS and 0 < lost < RECORDS // 4
+        assert not (tmp_path / damage.DAMAGE_NAME).exists()
+        assert any(name.startswith("corrupt-") for name in os.listdir(tmp_path))
+    finally:
+        asyncio.run(store.close())
+
+
+@pytest.mark.parametrize("fill", [b"\0", b"\xff"], ids=["zeros", "erased"])
+def test_the_page_check_names_a_damaged_page_deep_in_a_tree_and_passes_an_intact_file(tmp_path, fill):
+    async def scenario() -> list[int]:
+        store, leaves = await _filled(tmp_path)
+        await store.close()
+        return leaves
+
+    leaves = asyncio.run(scenario())
+    data = str(tmp_path / "data.mdb")
+    assert pagecheck.damage(data) is None
+    page = leaves[len(leaves) // 2]
+    _overwrite(tmp_path, page, fill)
+    says, flags = int.from_bytes(fill * 8, "little"), int.from_bytes(fill * 2, "little")
+    assert pagecheck.damage(data) == f"page {page} of q:q: not a tree page (it says page {says}, flags {flags:#06x})"
+
+
+def test_a_start_checks_the_pages_only_after_a_run_in_this_boot_that_ended_without_a_stop(tmp_path):
+    async def scenario() -> list[int]:
+        store, leaves = await _filled(tmp_path)
+        await store.close()
+        return leaves
+
+    leaves = asyncio.run(scenario())
+    _overwrite(tmp_path, leaves[len(leaves) // 2], b"\0")
+    directory = str(tmp_path)
+    assert damage.known(directory) is None  # the last run stopped: no check
+    (tmp_path / damage.RUN_NAME).write_text("another-boot\n")
+    assert damage.known(directory) is None  # a power cut: no check either
+    damage.started(directory)  # a run of this boot that aborted
+    assert damage.known(directory) is not None and "not a tree page" in damage.known(directory)
+    damage.stopped(directory)
+    damage.note(directory, "mdb_get: MDB_PAGE_NOTFOUND")
+    assert damage.known(directory) == "mdb_get: MDB_PAGE_NOTFOUND"
