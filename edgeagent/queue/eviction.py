@@ -1,4 +1,4 @@
-"""Making room inside a write transaction: the full policy, the disk budget, and max_age.
+"""Making room inside a write transaction: the full policy, the disk budget (dead letters first), and max_age.
 
 Runs on the writer thread. A leased record is never evicted: the writer reads each queue's
 published lease snapshot (`DurableQueue.leased_now`, an immutable set the event loop replaces),
@@ -11,6 +11,10 @@ for, is refused without dropping anything.
 
 from __future__ import annotations
 
+import struct
+
+from edgeagent.errors import CorruptRecordError
+from edgeagent.queue import deadletter
 from edgeagent.queue.clocksteps import shift_of
 from edgeagent.queue.limits import footprint
 from edgeagent.queue.ops import KEY, Commit, Context, WriterQueue, enqueued_ms, items_of
@@ -24,8 +28,9 @@ def make_room(ctx: Context, queue: WriterQueue, items: int, size: int, cost: int
     over_budget = bool(limits.max_size) and ctx.state.pages + cost > limits.max_size
     if not over_capacity and not over_budget:
         return 0
-    if limits.full_policy != "drop_oldest":
-        return None
+    drops_queued = limits.full_policy == "drop_oldest"
+    if not drops_queued and (over_capacity or not ctx.txn.stat(ctx.store.deadletter_db)["entries"]):
+        return None  # only dead letters give way under `block`, and only to the disk budget
     before = ctx.state.copy()
     partial = Commit()
     child = ctx.store.lmdb_env.begin(write=True, parent=ctx.txn)
@@ -56,11 +61,39 @@ def _evict_for(ctx: Context, queue: WriterQueue, items: int, size: int, cost: in
             return None
         freed += released
     if limits.max_size and pages - freed + cost > limits.max_size:
+        freed += evict_dead_letters(ctx, pages - freed + cost - limits.max_size)
+    if limits.max_size and pages - freed + cost > limits.max_size:
+        if limits.full_policy != "drop_oldest":
+            return None
         need = pages - freed + cost - limits.max_size
         released = evict(ctx, need, None, "disk_full")
         freed += released
         if released < need:
             return None
+    return freed
+
+
+def evict_dead_letters(ctx: Context, need: int) -> int:
+    """Delete the oldest dead letters until `need` bytes of pages are free (or none is left); returns
+    the bytes freed. They go before any queued record, under either full_policy: they hold what the
+    upstream refused, and must never keep out data it takes (a store that filled the budget with
+    them over months refused every new request). Counted as drops of their queue, reason dead_letter."""
+    freed = 0
+    cursor = ctx.txn.cursor(db=ctx.store.deadletter_db)
+    found = cursor.first()
+    while found and freed < need:
+        value = cursor.value()
+        freed += footprint(len(value), ctx.store.page_size)
+        try:
+            letter = deadletter.decode(cursor.key(), value)
+            queue, items = ctx.store.queues.get(str(letter.description.get("queue", ""))), letter.header.items
+        except (ValueError, struct.error, CorruptRecordError):  # a letter that does not read: dropped all the same
+            queue, items = None, 0
+        if queue is not None:
+            ctx.result.drops.setdefault((queue, "dead_letter"), []).append(items)
+        ctx.result.dead_lettered -= 1
+        # delete() moves to the next letter, and still returns True after the last one (an empty key then)
+        found = cursor.delete() and bool(cursor.key())
     return freed
 
 

@@ -7,7 +7,9 @@
 
 `block` refuses new data (receivers answer 503 + Retry-After / RESOURCE_EXHAUSTED, so
 clients retry); `drop_oldest` evicts records from the head to make room, so the newest
-data survives. Every eviction is counted by reason.
+data survives. Under either, the disk budget is first made room in by dropping the oldest
+dead letters: what the upstream refused never keeps out what it takes. Every eviction is
+counted by reason.
 """
 
 from __future__ import annotations

@@ -283,3 +283,29 @@ def test_rate_limit_holds_the_drain_of_a_backlog_to_bytes_per_second(agents, ups
     wait_delivered(upstream, sent, timeout=30)
     assert sum(call.wire_bytes for call in upstream.calls if call.status == 200) >= 9e6
     assert agent.terminate() == 0
+
+
+def test_dead_letters_that_fill_the_disk_budget_give_way_to_new_data_oldest_first(agents, upstream, tmp_path):
+    """An upstream that refuses some data for good, over months, fills the dead-letter store up to
+    the disk budget: the agent then refused every new request (503) for good, the upstream being
+    well again. Dead letters are what the upstream refused; they never hold back data it takes."""
+    from tests.helpers.hostile import spans_request
+    from tests.helpers.otlp_post import post
+
+    upstream.status = 400
+    agent = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", upstream.url],
+                   env={"EDGEAGENT_QUEUE_MAX_MIB": "2"})
+    answers = [post(agent.http_port, spans_request(200))[0] for _ in range(400)]  # ~4 MiB of dead letters
+    assert set(answers) == {200}, "refused while only dead letters filled the budget"
+    wait_until(lambda: agent.metric("edgeagent_dropped_items_total", reason="dead_letter") > 0, timeout=10,
+               message="the oldest dead letters dropped")
+    kept = agent.health()[1]["dead_letters"]
+    assert 0 < kept < 400
+    letters = dead_letters(tmp_path)
+    assert min(letter["seq"] for letter in letters) > 1  # the oldest gave way
+    assert "reason" in agent.log() and "dead_letter" in agent.log()
+
+    upstream.status = 200
+    sent = send_spans("http", agent.http_port, 1000, batch=200)
+    wait_until(lambda: upstream.span_ids() >= sent, timeout=20, message="new data delivered")
+    assert agent.terminate() == 0

@@ -48,3 +48,26 @@ def test_a_record_that_cannot_fit_evicts_nothing(tmp_path, case):
 
     asyncio.run(scenario())
     assert drops == []
+
+
+@pytest.mark.parametrize("policy", ["block", "drop_oldest"])
+def test_the_disk_budget_drops_the_oldest_dead_letters_before_any_queued_record(tmp_path, policy):
+    drops: list[tuple[str, int]] = []
+
+    async def scenario() -> None:
+        store, queue = _open(tmp_path, StorageLimits(max_size=2 << 20, full_policy=policy), QueueCapacity())
+        store.on_drop = lambda queue, reason, items, records: drops.append((reason, items))
+        try:
+            for _ in range(6):  # 6 x 256 KiB of dead letters: most of the budget
+                await store.put([queue], os.urandom(256 << 10), 7, Signal.TRACES)
+                await queue.dead_letter(await queue.lease(max_items=7), {"queue": queue.name, "status": 400})
+            await store.put([queue], b"queued", 1, Signal.TRACES)
+            for _ in range(4):  # more than the room left: dead letters give way, the queued record stays
+                await store.put([queue], os.urandom(256 << 10), 1, Signal.TRACES)
+            assert queue.entries == 5
+            assert 0 < store.deadletter_entries < 6
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert drops and {reason for reason, _ in drops} == {"dead_letter"} and all(items == 7 for _, items in drops)
