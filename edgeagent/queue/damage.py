@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import lmdb
 
@@ -62,7 +63,7 @@ def salvaged(directory: str) -> None:
 
 def started(directory: str) -> None:
     with contextlib.suppress(OSError):
-        _write(os.path.join(directory, RUN_NAME), _boot_id())
+        _write(os.path.join(directory, RUN_NAME), f"{_boot_id()} {_since_boot():.3f}")
 
 
 def stopped(directory: str) -> None:
@@ -71,12 +72,19 @@ def stopped(directory: str) -> None:
 
 
 def _ended_without_stop(directory: str) -> bool:
-    """Whether a run in this boot left its note: it ended without a stop."""
+    """Whether a run in this boot left its note: it ended without a stop. The boot is told by the
+    kernel's boot id and by the time since boot, which only grows within one boot (the boot id is
+    hidden under systemd's ProcSubset=pid: the time alone then says it, erring toward a check)."""
     try:
         with open(os.path.join(directory, RUN_NAME), encoding="utf-8") as handle:
-            return handle.read().strip() == _boot_id()
-    except OSError:
+            boot, began = handle.read().split()
+        return boot == _boot_id() and float(began) <= _since_boot()
+    except (OSError, ValueError):
         return False
+
+
+def _since_boot() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 def _boot_id() -> str:

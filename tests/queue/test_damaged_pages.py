@@ -93,8 +93,12 @@ def test_a_start_checks_the_pages_only_after_a_run_in_this_boot_that_ended_witho
     _overwrite(tmp_path, leaves[len(leaves) // 2], b"\0")
     directory = str(tmp_path)
     assert damage.known(directory) is None  # the last run stopped: no check
-    (tmp_path / damage.RUN_NAME).write_text("another-boot\n")
+    (tmp_path / damage.RUN_NAME).write_text("another-boot 1.0\n")
     assert damage.known(directory) is None  # a power cut: no check either
+    damage.started(directory)
+    boot, began = (tmp_path / damage.RUN_NAME).read_text().split()
+    (tmp_path / damage.RUN_NAME).write_text(f"{boot} {float(began) + 3600}\n")
+    assert damage.known(directory) is None  # begun later in its boot than now: another boot
     damage.started(directory)  # a run of this boot that aborted
     assert damage.known(directory) is not None and "not a tree page" in damage.known(directory)
     damage.stopped(directory)
