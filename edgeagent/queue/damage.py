@@ -40,7 +40,7 @@ def is_damage(exc: BaseException) -> bool:
 def note(directory: str, problem: str) -> None:
     """Note the damage on disk, for the next start; best effort (the disk may refuse it too)."""
     with contextlib.suppress(OSError):
-        _write(os.path.join(directory, DAMAGE_NAME), problem)
+        _write(os.path.join(directory, DAMAGE_NAME), problem, sync=True)
 
 
 def known(directory: str) -> str | None:
@@ -63,7 +63,8 @@ def salvaged(directory: str) -> None:
 
 def started(directory: str) -> None:
     with contextlib.suppress(OSError):
-        _write(os.path.join(directory, RUN_NAME), f"{_boot_id()} {_since_boot():.3f}")
+        # not synced: it must outlive the process, which the page cache does, not the boot
+        _write(os.path.join(directory, RUN_NAME), f"{_boot_id()} {_since_boot():.3f}", sync=False)
 
 
 def stopped(directory: str) -> None:
@@ -95,10 +96,11 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, text: str, sync: bool) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private, as the queue's files
     try:
         os.write(fd, (text + "\n").encode())
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
