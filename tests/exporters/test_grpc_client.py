@@ -174,6 +174,51 @@ def test_without_keepalive_a_silent_peer_costs_the_call_its_timeout_only():
     asyncio.run(scenario())
 
 
+def test_a_connection_silent_since_a_call_gave_up_is_closed_and_the_next_call_reconnects():
+    async def scenario() -> None:
+        async with H2Peer("silent_after_preface") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))  # no keepalive
+            try:
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, b"", timeout=0.5)
+                assert failed.value.code == StatusCode.DEADLINE_EXCEEDED
+                connection = channel._subchannels[0].connection
+                assert connection is not None
+                gave_up = time.monotonic()
+                for _ in range(60):  # its PING is given as long as the call waited, at least 1 s
+                    if connection.closed:
+                        break
+                    await asyncio.sleep(0.05)
+                assert connection.closed, "the connection silent after the deadline was kept"
+                assert 0.9 < time.monotonic() - gave_up < 2
+                with pytest.raises(GrpcStatusError):
+                    await channel.unary(TRACES, b"", timeout=0.2)
+                assert peer.connections == 2
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_server_answering_pings_keeps_its_connection_after_a_deadline():
+    async def scenario() -> None:
+        async with Recorder(delay=1.0) as server:
+            channel = Channel(ChannelSettings("127.0.0.1", server.port))
+            try:
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, _request(3), timeout=0.3)
+                assert failed.value.code == StatusCode.DEADLINE_EXCEEDED
+                connection = channel._subchannels[0].connection
+                await asyncio.sleep(1.5)  # past the PING's bound: its ACK came
+                assert connection is not None and not connection.closed
+                await channel.unary(TRACES, _request(3), timeout=5)
+                assert channel._subchannels[0].connection is connection
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("mode,error,words", [
     ("http1", RetryableError, ["UNAVAILABLE", "HTTP/2", "HTTP/1.1 400"]),
     ("garbage", RetryableError, ["UNAVAILABLE", "HTTP/2"]),
