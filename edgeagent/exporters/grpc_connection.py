@@ -15,6 +15,7 @@ Design note (the channel's, which picks and opens connections, is grpc_client.py
 - Keepalive as grpc-go's client: after `keepalive_time` without a byte from the server (and a
   call open, or `keepalive_without_calls`) send a PING; nothing back within
   `keepalive_timeout` means the connection is dead: it is closed and its calls end UNAVAILABLE.
+  Quiet that long with no call open, keepalive sleeps until the next call, which pings at once.
   A server that ends the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" makes the
   channel ping half as often from then on (grpc-go doubles its keepalive time too).
 - A call given up (its deadline passed, or it was cancelled) without a byte from the server
@@ -191,6 +192,7 @@ class Connection(asyncio.Protocol):
         self._last_read = self._loop.time()
         self._pinged_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._dormant = False  # keepalive sleeps: quiet long enough, and no call to ping for
         self._suspect: asyncio.TimerHandle | None = None  # a PING sent after a call's silent deadline
 
     # ---- transport -----------------------------------------------------------------------------
@@ -293,9 +295,11 @@ class Connection(asyncio.Protocol):
                 return
             self._pinged_at = None
         quiet = now - self._last_read
-        active = bool(self.calls) or not self.ready.done() or settings.keepalive_without_calls
-        if quiet < settings.keepalive_time or not active:
-            self._timer = self._loop.call_later(max(settings.keepalive_time - quiet, 0.01), self._keepalive)
+        if quiet < settings.keepalive_time:
+            self._timer = self._loop.call_later(settings.keepalive_time - quiet, self._keepalive)
+            return
+        if not self.calls and self.ready.done() and not settings.keepalive_without_calls:
+            self._dormant = True  # until the next call wakes it, as grpc-go's keepalive sleeps
             return
         self._h2.ping(b"edgeagnt")
         self._flush()
@@ -429,6 +433,9 @@ class Connection(asyncio.Protocol):
             raise Closed() from None
         call = Call(stream_id, self.settings.max_receive_bytes)
         self.calls[stream_id] = call
+        if self._dormant:
+            self._dormant = False
+            self._keepalive()  # quiet for keepalive_time already: ping now
         sent_at = self._loop.time()
         try:
             self._h2.send_headers(stream_id, headers)

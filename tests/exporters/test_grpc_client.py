@@ -23,7 +23,7 @@ from edgeagent.configretry import RetryConfig
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.chain import Delivery, ExportChain
 from edgeagent.exporters.grpc_client import Channel, _Subchannel
-from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
+from edgeagent.exporters.grpc_connection import ChannelSettings, Connection, GrpcStatusError
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAuthConfig
 from edgeagent.grpc_status import StatusCode
@@ -154,6 +154,34 @@ def test_keepalive_finds_a_silent_peer_within_time_plus_timeout(mode):
             elapsed = time.monotonic() - started
             assert failed.value.code == StatusCode.UNAVAILABLE and "keepalive" in failed.value.message
             assert 0.9 < elapsed < 3, elapsed
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_connection_sleeps_until_a_call_and_then_pings_at_once(monkeypatch):
+    async def scenario() -> None:
+        wakeups = 0
+        keepalive = Connection._keepalive
+
+        def counted(self: Connection) -> None:
+            nonlocal wakeups
+            wakeups += 1
+            keepalive(self)
+
+        monkeypatch.setattr(Connection, "_keepalive", counted)
+        async with H2Peer("silent_after_preface") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port, keepalive_time=0.2, keepalive_timeout=0.5))
+            try:
+                await channel._pick()  # connected, no call: no pings (keepalive_without_calls is off)
+                await asyncio.sleep(1.0)
+                assert wakeups <= 3, f"{wakeups} keepalive wake-ups in 1 s without a call"
+                started = time.monotonic()
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, b"", timeout=30)
+                assert "keepalive" in failed.value.message
+                assert time.monotonic() - started < 0.65  # pinged as the call started, dropped 0.5 s later
+            finally:
+                await channel.close()
 
     asyncio.run(scenario())
 
