@@ -22,6 +22,9 @@ Design note:
   failed connect ends the call UNAVAILABLE at once (grpc's fail-fast); with it, the call tries
   again (backoff 1 s, ×1.6, at most 5 s) until its deadline, then ends DEADLINE_EXCEEDED with
   the last connect's error (grpc-go's "last connection error") or what the one under way awaits.
+  A call whose deadline passes on a connection silent since the call was sent has the
+  connection ping the server; one that stays silent is closed, so the next calls reconnect
+  (grpc_connection.py: a path that went silent without a FIN or a reset).
 - Status: `grpc-status` (read as Go's ParseInt reads it) / `grpc-message` (percent-decoded) from
   the trailers or a trailers-only answer; without them an HTTP status maps as gRPC's spec says
   (503 -> UNAVAILABLE), a reset stream as grpc-go maps HTTP/2 error codes. Failures raise

@@ -15,8 +15,19 @@ Design note (the channel's, which picks and opens connections, is grpc_client.py
 - Keepalive as grpc-go's client: after `keepalive_time` without a byte from the server (and a
   call open, or `keepalive_without_calls`) send a PING; nothing back within
   `keepalive_timeout` means the connection is dead: it is closed and its calls end UNAVAILABLE.
+  Quiet that long with no call open, keepalive sleeps until the next call, which pings at once.
   A server that ends the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings" makes the
   channel ping half as often from then on (grpc-go doubles its keepalive time too).
+- A call given up (its deadline passed, or it was cancelled) without a byte from the server
+  since it was sent makes the connection suspect: a path that went silent (a NAT mapping lost, a
+  modem that attached again with a new address) drops packets without a FIN or a reset, and
+  every call on it would time out until keepalive (or the kernel, without it) gave up. A PING is
+  sent at once; nothing back within as long as the call waited (at least 1 s, at most
+  `keepalive_timeout`) ends the connection as a missed keepalive does, its calls UNAVAILABLE,
+  and new calls open a new one. A slow server that is alive acknowledges the PING and keeps its
+  connection. grpc-go keeps the connection after a deadline and only keepalive finds the
+  silence: with otelcol's defaults (10 s, 10 s, no pings without calls) that takes 20 s and
+  more, where here it takes the call's timeout twice.
 - An answer's header fields are checked call by call as grpc-go's client checks them (x/net's
   framer, `invalid_fields`): a control character in a value, a name that is no lowercase token,
   a pseudo-header unknown, repeated, after a regular field or of a request ends that call
@@ -60,6 +71,7 @@ _MAX_HEADER_LIST = 64 << 10  # an answer's header list, as HPACK counts it (grpc
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # Go's httpguts: no control character but tab
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")  # a header name is a lowercase token in HTTP/2
 _REQUEST_PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority", b":protocol"})
+_SUSPECT_MIN = 1.0  # seconds a PING after a silent deadline is given at least
 
 
 class GrpcStatusError(Exception):
@@ -180,6 +192,8 @@ class Connection(asyncio.Protocol):
         self._last_read = self._loop.time()
         self._pinged_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._dormant = False  # keepalive sleeps: quiet long enough, and no call to ping for
+        self._suspect: asyncio.TimerHandle | None = None  # a PING sent after a call's silent deadline
 
     # ---- transport -----------------------------------------------------------------------------
 
@@ -242,8 +256,9 @@ class Connection(asyncio.Protocol):
     def _fail(self, code: StatusCode, reason: str) -> None:
         """End the connection and every call on it."""
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._suspect):
+            if timer is not None:
+                timer.cancel()
         if not self.ready.done():
             self.ready.set_exception(GrpcStatusError(code, reason))
             self.ready.exception()  # retrieved: nobody may be waiting for it any more
@@ -280,14 +295,34 @@ class Connection(asyncio.Protocol):
                 return
             self._pinged_at = None
         quiet = now - self._last_read
-        active = bool(self.calls) or not self.ready.done() or settings.keepalive_without_calls
-        if quiet < settings.keepalive_time or not active:
-            self._timer = self._loop.call_later(max(settings.keepalive_time - quiet, 0.01), self._keepalive)
+        if quiet < settings.keepalive_time:
+            self._timer = self._loop.call_later(settings.keepalive_time - quiet, self._keepalive)
+            return
+        if not self.calls and self.ready.done() and not settings.keepalive_without_calls:
+            self._dormant = True  # until the next call wakes it, as grpc-go's keepalive sleeps
             return
         self._h2.ping(b"edgeagnt")
         self._flush()
         self._pinged_at = now
         self._timer = self._loop.call_later(min(settings.keepalive_time, settings.keepalive_timeout), self._keepalive)
+
+    def _given_up(self, sent_at: float) -> None:
+        """A call sent at `sent_at` (loop time) was given up. Nothing read since then: send a PING,
+        and end the connection when nothing comes back within as long again (at least 1 s, at most
+        keepalive_timeout). See the module's note."""
+        if self.closed or self._transport is None or self._last_read >= sent_at or self._suspect is not None:
+            return
+        bound = min(max(self._loop.time() - sent_at, _SUSPECT_MIN), self.settings.keepalive_timeout)
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self._h2.ping(b"deadline")
+            self._flush()
+        self._suspect = self._loop.call_later(bound, self._suspect_unanswered, self._loop.time(), bound)
+
+    def _suspect_unanswered(self, pinged_at: float, bound: float) -> None:
+        self._suspect = None
+        if self._last_read < pinged_at:
+            self._fail(StatusCode.UNAVAILABLE, f"{self.peer} sent nothing while a call waited for its answer and "
+                                               f"did not answer a ping within {bound:g}s")
 
     # ---- frames --------------------------------------------------------------------------------
 
@@ -398,10 +433,17 @@ class Connection(asyncio.Protocol):
             raise Closed() from None
         call = Call(stream_id, self.settings.max_receive_bytes)
         self.calls[stream_id] = call
+        if self._dormant:
+            self._dormant = False
+            self._keepalive()  # quiet for keepalive_time already: ping now
+        sent_at = self._loop.time()
         try:
             self._h2.send_headers(stream_id, headers)
             await self._send(call, body)
             await call.done
+        except asyncio.CancelledError:
+            self._given_up(sent_at)  # its deadline passed, most likely: is the server still there?
+            raise
         finally:
             call.finish()
             self._end_stream(stream_id)

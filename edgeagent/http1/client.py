@@ -30,7 +30,14 @@ What it does as Go's http.Transport does (otelcol's client):
 - The caller's headers are set as Go's Header.Set sets them (a name given again replaces it); a
   `Host` replaces the URL's (otelcol's `headers: {Host: ...}`); Content-Length, Transfer-Encoding
   and Trailer are the client's own, from the body: the caller's are not sent.
-- `timeout` bounds the whole request: waiting for a slot, connecting, sending, the answer.
+- `timeout` bounds the whole request: waiting for a slot, connecting, sending, the answer. A
+  request given up (its timeout, or cancelled) closes its connection, as Go's Transport does.
+  Not a byte of an answer by then, it also closes the idle connections to its route that were
+  idle since before it was sent: a path gone silent (a NAT mapping lost, a modem attached again
+  with a new address) drops the packets of every old connection without a FIN or a reset, and
+  each would cost a later request its whole timeout (Go keeps them, up to its idle cap of two
+  per host; the pool here keeps one per consumer). A connection that carried an answer
+  meanwhile is kept.
 - Errors: `ConnectError` (no connection made), `NoAnswerError` (the connection ended before a
   byte of the answer), `BrokenAnswerError` (the head of the answer came, with its status, and
   its body broke off, did not decode or did not end within the timeout), `ClientError`
@@ -164,12 +171,18 @@ class HttpClient:
         head = self._head(method, parts, route, headers, len(body))
         for attempt in (1, 2):
             connection = await self.pool.acquire(route, fresh=attempt > 1, deadline=deadline)
+            sent_at = asyncio.get_running_loop().time()
             try:
                 response, reusable = await self._exchange(connection, method, head, body, heads)
             except NoAnswerError:
                 self.pool.release(connection, reusable=False)
                 if connection.reused and attempt == 1:
                     continue
+                raise
+            except asyncio.CancelledError:  # the timeout, most likely
+                self.pool.release(connection, reusable=False)
+                if not heads and not wire.unread(connection.reader):  # not a byte of an answer: a silent path?
+                    self.pool.drop_idle(route, before=sent_at)
                 raise
             except BaseException:
                 self.pool.release(connection, reusable=False)

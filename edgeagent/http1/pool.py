@@ -9,6 +9,8 @@
 - An idle connection the server closed, or that holds bytes nobody asked for, is found out
   when released or taken (its reader at EOF or holding bytes, its transport closing) and
   closed instead of used.
+- `drop_idle` closes the idle connections to a route that were released before a given time:
+  the client's, when a request there got not a byte of an answer within its timeout.
 """
 
 from __future__ import annotations
@@ -135,6 +137,11 @@ class Pool:
         while self.settings.max_idle and self.idle_count() > self.settings.max_idle:
             oldest = min(self._idle.values(), key=lambda held: held[0].idle_since)  # Go evicts the least recently used
             self._drop(oldest[0])
+
+    def drop_idle(self, route: Route, *, before: float) -> None:
+        """Closes the idle connections to `route` released before `before` (loop time)."""
+        for connection in [held for held in self._idle.get(route, []) if held.idle_since < before]:
+            self._drop(connection)
 
     def close(self) -> None:
         """Closes the idle connections; those in use close when released."""

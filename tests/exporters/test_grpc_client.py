@@ -23,7 +23,7 @@ from edgeagent.configretry import RetryConfig
 from edgeagent.errors import PermanentError, RetryableError
 from edgeagent.exporters.chain import Delivery, ExportChain
 from edgeagent.exporters.grpc_client import Channel, _Subchannel
-from edgeagent.exporters.grpc_connection import ChannelSettings, GrpcStatusError
+from edgeagent.exporters.grpc_connection import ChannelSettings, Connection, GrpcStatusError
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.extensions.bearertokenauth import BearerTokenAuth, BearerTokenAuthConfig
 from edgeagent.grpc_status import StatusCode
@@ -158,6 +158,34 @@ def test_keepalive_finds_a_silent_peer_within_time_plus_timeout(mode):
     asyncio.run(scenario())
 
 
+def test_an_idle_connection_sleeps_until_a_call_and_then_pings_at_once(monkeypatch):
+    async def scenario() -> None:
+        wakeups = 0
+        keepalive = Connection._keepalive
+
+        def counted(self: Connection) -> None:
+            nonlocal wakeups
+            wakeups += 1
+            keepalive(self)
+
+        monkeypatch.setattr(Connection, "_keepalive", counted)
+        async with H2Peer("silent_after_preface") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port, keepalive_time=0.2, keepalive_timeout=0.5))
+            try:
+                await channel._pick()  # connected, no call: no pings (keepalive_without_calls is off)
+                await asyncio.sleep(1.0)
+                assert wakeups <= 3, f"{wakeups} keepalive wake-ups in 1 s without a call"
+                started = time.monotonic()
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, b"", timeout=30)
+                assert "keepalive" in failed.value.message
+                assert time.monotonic() - started < 0.65  # pinged as the call started, dropped 0.5 s later
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
 def test_without_keepalive_a_silent_peer_costs_the_call_its_timeout_only():
     async def scenario() -> None:
         async with H2Peer("silent_after_preface") as peer:
@@ -170,6 +198,51 @@ def test_without_keepalive_a_silent_peer_costs_the_call_its_timeout_only():
             finally:
                 await exporter.shutdown()
             assert time.monotonic() - started < 2
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_silent_since_a_call_gave_up_is_closed_and_the_next_call_reconnects():
+    async def scenario() -> None:
+        async with H2Peer("silent_after_preface") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))  # no keepalive
+            try:
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, b"", timeout=0.5)
+                assert failed.value.code == StatusCode.DEADLINE_EXCEEDED
+                connection = channel._subchannels[0].connection
+                assert connection is not None
+                gave_up = time.monotonic()
+                for _ in range(60):  # its PING is given as long as the call waited, at least 1 s
+                    if connection.closed:
+                        break
+                    await asyncio.sleep(0.05)
+                assert connection.closed, "the connection silent after the deadline was kept"
+                assert 0.9 < time.monotonic() - gave_up < 2
+                with pytest.raises(GrpcStatusError):
+                    await channel.unary(TRACES, b"", timeout=0.2)
+                assert peer.connections == 2
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_server_answering_pings_keeps_its_connection_after_a_deadline():
+    async def scenario() -> None:
+        async with Recorder(delay=1.0) as server:
+            channel = Channel(ChannelSettings("127.0.0.1", server.port))
+            try:
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, _request(3), timeout=0.3)
+                assert failed.value.code == StatusCode.DEADLINE_EXCEEDED
+                connection = channel._subchannels[0].connection
+                await asyncio.sleep(1.5)  # past the PING's bound: its ACK came
+                assert connection is not None and not connection.closed
+                await channel.unary(TRACES, _request(3), timeout=5)
+                assert channel._subchannels[0].connection is connection
+            finally:
+                await channel.close()
 
     asyncio.run(scenario())
 

@@ -89,6 +89,7 @@ class GrpcUpstream:
     count_wire_bytes: bool = False
     max_receive: int = 256 << 20  # grpc.max_receive_message_length: a larger message is RESOURCE_EXHAUSTED
     listen: str = ""  # a grpcio address to listen on instead of the port ("unix:/path", "unix-abstract:name")
+    hang: float = 0.0  # seconds each call waits, once its request is recorded, before it is answered
 
     def __post_init__(self) -> None:
         self._server: grpc.Server | None = None
@@ -155,6 +156,8 @@ class GrpcUpstream:
                 context.abort(answer.code, answer.message)
             with self._lock:
                 self.requests.append(Received(signal, metadata, request, request.ByteSize(), items))
+            if self.hang:
+                time.sleep(self.hang)
             response = response_class()
             if answer.rejected:
                 setattr(response.partial_success, rejected_field, answer.rejected)

@@ -222,6 +222,30 @@ def test_a_reused_connection_closed_before_any_answer_is_retried_once_on_a_new_o
     asyncio.run(scenario())
 
 
+def test_a_request_timed_out_without_a_byte_of_answer_closes_the_idle_connections_of_its_route():
+    async def scenario() -> None:
+        silent: set[int] = set()  # connections whose path went silent: the server never hears from them again
+
+        async def reply(connection: int, count: int) -> bytes | None:
+            if connection in silent:
+                await asyncio.sleep(30)  # never within the test's timeouts
+            await asyncio.sleep(0.05)  # the first requests overlap: each gets a connection of its own
+            return OK
+
+        async with Server(reply) as server:
+            http = client()
+            await asyncio.gather(*(post(http, server.url) for _ in range(3)))
+            assert http.pool.idle_count() == 3
+            silent.update((1, 2, 3))
+            with pytest.raises(TimeoutError):
+                await http.request("POST", server.url, body=b"data", timeout=0.3)
+            assert http.pool.idle_count() == 0  # idle since before it was sent: as silent, likely
+            answer = await http.request("POST", server.url, body=b"data", timeout=1)
+            assert answer.status == 200 and server.requests[-1][0] == 4
+
+    asyncio.run(scenario())
+
+
 def test_a_new_connection_closed_before_any_answer_is_not_retried():
     async def scenario() -> None:
         async with Server(lambda *_: None) as server:
