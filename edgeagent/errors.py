@@ -19,17 +19,21 @@ class RetryableError(Exception):
     (a timeout: a connect that hung, or an upstream that never answered); the exporter's link
     finds out with one connect.
 
+    `timed_out`: the attempt's timeout ended it (the request still going out, or its answer not
+    in): on a link that carries little, a smaller request gets through (the export chain halves it).
+
     `unsent` (serialized request, items), set by the export chain when it delivered some of the
     requests of one export before this failure: the ones still to send, in order; None: all."""
 
     unsent: list[tuple[bytes, int]] | None = None
 
     def __init__(self, message: str, retry_after: float | None = None, *, connection: bool = False,
-                 unanswered: bool | None = False):
+                 unanswered: bool | None = False, timed_out: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
         self.connection = connection or bool(unanswered)  # the peer could not be reached at all
         self.unanswered = unanswered
+        self.timed_out = timed_out
 
 
 def none_answered(errors: Iterable[RetryableError]) -> bool | None:

@@ -24,6 +24,14 @@ Design note
   (`Bounded`: otlphttp's OTLP/JSON) gets a request larger than its bound cut on its bytes, on a
   thread, into parts of about that size (otel.cut), each sent as a request of its own; the
   parts are sent, retried, halved and given back as the requests of a split lease are.
+* A slow link: a request whose attempt its timeout ended (still going out, or its answer not in)
+  is sent again at once in halves, down to TIME_SPLIT_FLOOR bytes, before any backoff: a backlog
+  merged into requests of megabytes never got through a link that carries a few kB/s (a
+  cellular or satellite link, shared by the consumers), where otelcol's requests as clients
+  sent them do. What then got through in time becomes the size every request is cut to
+  (`_fits`), which grows by a quarter after every four requests of about that size answered
+  within a quarter of the timeout, so the requests grow back with the link. A request at the
+  floor that times out waits out the backoff as any failure does.
 * 413, or any refusal saying the request is over a size limit (a gRPC message over the server's
   maximum; a gateway's 429 with the words of its backend's limit): the request is split in halves, again
   and again down to single items (spans, log records, metric data points), with an explicit
@@ -59,6 +67,10 @@ from edgeagent.signals import Signal, split_serialized
 
 log = logging.getLogger(__name__)
 PARTIAL_LOG_INTERVAL = 60.0  # seconds between two warnings about partial successes
+TIME_SPLIT_FLOOR = 64 << 10  # bytes: a request that times out is halved down to this (about 500 spans)
+_FITS_GROWTH = 1.25  # what requests delivered well in time at the size they are cut to let it grow by
+_FITS_RUN = 4  # ... so many in a row, each answered within a quarter of the timeout
+MAX_FITS = 4 << 20  # the cut ends once it lets through what the sender merges (sender.MERGED_REQUEST_BYTES)
 # What a refusal for a request's size says, whatever its status or code: grpc-go's and grpc C core's
 # "larger than max", grpc-java's "exceeds maximum size", Go's http.MaxBytesError (otelcol's receiver
 # over max_request_body_size), "message length too large", and an edgeagent hub whose queue could
@@ -143,6 +155,15 @@ class Bounded(Protocol):
     def request_bytes_limit(self, signal: Signal) -> int: ...
 
 
+@runtime_checkable
+class Resuming(Protocol):
+    """An exporter whose next attempt of the same request sends only what earlier ones did not get
+    through (Kafka: the messages not acknowledged yet): a timeout there is progress, so the chain
+    never halves its requests for time (halves would be new requests, sent from their start)."""
+
+    resumes_attempts: bool
+
+
 Part = tuple[bytes, int]  # a serialized request and its items
 
 
@@ -181,6 +202,10 @@ class Delivery:
         self.error = self.error or error
 
 
+class _TooSlow(Exception):
+    """An attempt's timeout ended a request large enough to be halved (see the design note)."""
+
+
 class ExportChain:
     def __init__(self, exporter: Exporter, signal: Signal, telemetry: Telemetry, *, timeout: float | None = None,
                  retry: RetryConfig | None = None, link: Link | None = None, drains_queue: bool = False):
@@ -194,6 +219,9 @@ class ExportChain:
         self._paced = exporter if isinstance(exporter, Paced) else None
         self._self_timed = exporter if isinstance(exporter, SelfTimed) else None
         self._max_bytes = exporter.request_bytes_limit(signal) if isinstance(exporter, Bounded) else 0
+        self._fits = 0  # bytes a request is cut to after timeouts on a slow link (0: no cut); shared by consumers
+        self._fits_run = 0  # requests in a row answered well in time at about that size
+        self._halves_for_time = not isinstance(exporter, Resuming)
         self.stopping = asyncio.Event()
         self._last_partial_log = 0.0
         self._capping = False  # an upstream's Retry-After is being cut down; logged once until a success
@@ -214,13 +242,18 @@ class ExportChain:
         try:
             while pending:
                 body, items = pending.pop()
-                if self._max_bytes and len(body) > self._max_bytes and items > 1:
-                    parts_of = await self._cut(body, items)
+                limit = self._limit()
+                if limit and len(body) > limit and items > 1:
+                    parts_of = await self._cut(body, items, limit)
                     if len(parts_of) > 1:
                         pending += reversed(parts_of)
                         continue
+                sending = time.monotonic()
                 try:
-                    result = await self._send(body)
+                    result = await self._send(body, items)
+                except _TooSlow:
+                    pending += reversed(self._halved_for_time(body, items))
+                    continue
                 except PermanentError as exc:
                     halves, refusal = self._halves(body, items, exc)
                     if halves:
@@ -229,6 +262,7 @@ class ExportChain:
                         delivery.refuse(exc.parts if exc.parts is not None else [(body, items)], refusal)
                     continue
                 accepted = True
+                self._in_time(len(body), time.monotonic() - sending)
                 rejected = min(max(result.rejected, 0), items)  # an upstream's count, bounded by what it got
                 delivery.sent += items - rejected
                 delivery.rejected += rejected
@@ -248,13 +282,47 @@ class ExportChain:
             await self._refused(delivery, dead_letters)
         return delivery
 
-    async def _cut(self, body: bytes, items: int) -> list[Part]:
-        """`body` cut into parts of about the exporter's bound, on a thread; whole when it is not valid
+    def _limit(self) -> int:
+        """Bytes a request is cut to: the exporter's bound, or less on a slow link (0: none)."""
+        return min(limit for limit in (self._max_bytes, self._fits) if limit) if self._max_bytes or self._fits else 0
+
+    async def _cut(self, body: bytes, items: int, limit: int) -> list[Part]:
+        """`body` cut into parts of about `limit` bytes, on a thread; whole when it is not valid
         protobuf (the exporter, which parses what it sends, then refuses it for good)."""
         try:
-            return await asyncio.to_thread(split_serialized, self.signal, body, items, self._max_bytes)
+            return await asyncio.to_thread(split_serialized, self.signal, body, items, limit)
         except DecodeError:
             return [(body, items)]
+
+    def _halved_for_time(self, body: bytes, items: int) -> list[Part]:
+        """The halves of a request its timeout ended; requests are cut to their size from now on."""
+        try:
+            halves = split_serialized(self.signal, body, (items + 1) // 2)
+        except DecodeError:  # not valid protobuf: sent whole, and refused for good by the exporter
+            return [(body, items)]
+        if len(halves) < 2:
+            return halves
+        fits = max(TIME_SPLIT_FLOOR, max(len(half) for half, _ in halves))
+        self._fits_run = 0
+        if not self._fits or fits < self._fits:
+            log.warning("a request did not get through in time; sending smaller requests", extra={
+                "exporter": self.exporter.id, "signal": self.signal.label, "bytes": len(body), "now_bytes": fits})
+            self._fits = fits
+        return halves
+
+    def _in_time(self, size: int, seconds: float) -> None:
+        """A request of `size` bytes was delivered in `seconds`: requests may grow again."""
+        if not self._fits or size * 2 < self._fits:
+            return
+        if self.timeout is not None and seconds > self.timeout / 4:
+            self._fits_run = 0
+            return
+        self._fits_run += 1
+        if self._fits_run >= _FITS_RUN:
+            self._fits_run = 0
+            self._fits = int(self._fits * _FITS_GROWTH)
+            if self._fits >= MAX_FITS:
+                self._fits = 0
 
     def _halves(self, body: bytes, items: int, error: PermanentError) -> tuple[list[Part], PermanentError]:
         """The two halves of a request refused as too large; none when it cannot be split, with the
@@ -283,8 +351,9 @@ class ExportChain:
                   extra={"exporter": self.exporter.id, "signal": self.signal.label, "items": delivery.refused_items,
                          "error": str(error)})
 
-    async def _send(self, body: bytes) -> SendResult:
-        """One request, tried again with backoff while that is allowed."""
+    async def _send(self, body: bytes, items: int) -> SendResult:
+        """One request, tried again with backoff while that is allowed; _TooSlow when its timeout
+        ended it and it is large enough to be halved."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt = 0
@@ -294,6 +363,9 @@ class ExportChain:
             try:
                 return await self._attempt(body)
             except RetryableError as exc:
+                if (exc.timed_out and self._halves_for_time and len(body) > TIME_SPLIT_FLOOR and items > 1
+                        and not self.stopping.is_set()):
+                    raise _TooSlow from exc
                 delay = self._next_delay(exc, attempt, loop.time() - started)
                 if delay is None:
                     raise
@@ -351,7 +423,7 @@ class ExportChain:
                 return await self.exporter.send(self.signal, body)
         except TimeoutError as exc:
             raise RetryableError(f"upstream did not answer within {self.timeout:g}s", connection=True,
-                                 unanswered=None) from exc
+                                 unanswered=None, timed_out=True) from exc
 
     async def _reported(self, body: bytes) -> SendResult:
         """One attempt, and what it says about the upstream told to the link (or the host)."""

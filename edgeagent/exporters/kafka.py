@@ -236,6 +236,8 @@ class KafkaExporterConfig(ExporterConfig, ClientConfig, SignalsConfig):
 class KafkaExporter:
     """Produces each request as one or more messages; raises RetryableError or PermanentError."""
 
+    resumes_attempts = True  # export chain: an attempt sends only what earlier ones did not get acknowledged
+
     def __init__(self, component_id: str, config: KafkaExporterConfig, host: Any = None):
         self.id = component_id
         self.config = config

@@ -285,7 +285,7 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
         return ThrottledError(message, retry_after=delay)
     if code in _RETRYABLE:
         return RetryableError(message, retry_after=delay, connection=code in _LINK_FAILURES and delay is None,
-                              unanswered=error.unanswered)
+                              unanswered=error.unanswered, timed_out=code == StatusCode.DEADLINE_EXCEEDED)
     return PermanentError(f"upstream rejected the data with {code.name}: {details}", status=code.name,
                           body=details.encode())
 

@@ -356,7 +356,7 @@ class OtlpHttpExporter:
                 tls=self._tls_context(url, proxy), server_hostname=override, proxy=proxy)
         except TimeoutError as exc:  # a connect that hung, or an upstream that did not answer: the link checks
             raise RetryableError(f"upstream did not answer within {deadline.timeout or 0:g}s", connection=True,
-                                 unanswered=None) from exc
+                                 unanswered=None, timed_out=True) from exc
         except BrokenAnswerError as exc:  # the upstream gave its verdict: the status says what it did
             return _Answer(exc.status, b"", "", exc.headers.get("Content-Type", ""),
                            parse_retry_after(exc.headers.get("Retry-After")), exc.headers.get("Location"),

@@ -389,3 +389,84 @@ def test_a_request_over_the_json_bound_that_is_not_protobuf_is_dead_lettered_not
     assert refused == [(damaged, 2)]
     assert "not a valid traces request" in description["reason"]
     assert host.counts[("otelcol_exporter_send_failed_spans", "otlphttp")] == 2
+
+
+class _NarrowLink:
+    """An upstream behind a link that carries `fits` bytes of a request within the exporter's timeout:
+    a larger body is read and never answered."""
+
+    def __init__(self, fits: int):
+        self.fits = fits
+        self.answered: list[int] = []
+        self.unanswered: list[int] = []
+        self._release = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (block := await wire.read_head(reader)) is not None:
+                length = int(wire.parse_head(block)[1]["Content-Length"])
+                await reader.readexactly(length)
+                if length > self.fits:
+                    self.unanswered.append(length)
+                    await asyncio.wait_for(self._release.wait(), 30)
+                    return
+                self.answered.append(length)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        self._release.set()
+
+
+async def _through_narrow_link(link: _NarrowLink, exports: list[int]) -> tuple[ExportChain, list[float]]:
+    """Export requests of these many spans in turn, through `link`; the chain and each export's seconds."""
+    server = await asyncio.start_server(link.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}", compression="none"))
+    chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=0.5,
+                        retry=RetryConfig(initial_interval=30, max_interval=30, max_elapsed_time=0))
+    await exporter.start()
+    took = []
+    try:
+        for spans in exports:
+            started = time.monotonic()
+            delivery = await asyncio.wait_for(chain.export([(_request(spans), spans)]), 20)
+            assert delivery.sent == spans
+            took.append(time.monotonic() - started)
+    finally:
+        link.stop()
+        chain.stop()
+        await exporter.shutdown()
+        server.close()
+    return chain, took
+
+
+def test_a_request_its_timeout_ends_is_sent_again_in_halves_and_later_ones_are_cut_to_what_got_through():
+    """A backlog merged into large requests never got through a link that carries little within the
+    timeout: each attempt was ended and the same request tried again, for good."""
+    link = _NarrowLink(fits=100_000)
+    chain, took = asyncio.run(_through_narrow_link(link, [6000, 6000]))  # about 210 kB each
+    assert link.unanswered[0] > 200_000 and max(link.answered) <= 100_000
+    assert took[0] < 3  # two timeouts (the request, then a half), no backoff of 30 s
+    assert took[1] < 0.4  # cut up front to the size that got through: no timeout spent
+    assert len(link.unanswered) == 2
+    assert chain._fits >= 64 << 10
+
+
+def test_requests_grow_back_as_they_get_through_in_time_until_no_cut_is_left():
+    link = _NarrowLink(fits=10_000_000)  # the link is fast again
+    async def scenario() -> ExportChain:
+        chain, _ = await _through_narrow_link(link, [])
+        return chain
+    chain = asyncio.run(scenario())
+    chain._fits = 64 << 10
+    chain._in_time(chain._fits, 0.4)  # most of the timeout: no growth
+    assert chain._fits == 64 << 10
+    for _ in range(200):
+        chain._in_time(chain._fits, 0.01)
+        if not chain._fits:
+            break
+    assert chain._fits == 0  # the cut is gone once requests of the sender's merged size get through
