@@ -7,8 +7,10 @@ Design note (the channel's, which picks and opens connections, is grpc_client.py
   grpc-go; a peer that answers anything else (HTTP/1.1, garbage) fails the connection, and its
   calls end UNAVAILABLE with what the peer sent. A lost connection, a missed keepalive ping and
   a GOAWAY end UNAVAILABLE too: the calls a GOAWAY names as unprocessed (above its
-  last_stream_id) right away, the others as they finish on the old connection; new calls open a
-  new connection. The client does not retry: the export chain does, with its backoff.
+  last_stream_id) right away, the others as they finish on the old connection, which goes on
+  reading (a PING after a GOAWAY is answered: grpc-go's server waits for it to send its final
+  GOAWAY); new calls open a new connection. The client does not retry: the export chain does,
+  with its backoff.
 - Flow control: request DATA goes out as the peer's windows allow; response DATA is
   acknowledged as it arrives, and a response is held only up to `max_receive_bytes` (more ends
   the call RESOURCE_EXHAUSTED, as grpc-go's max receive size).
@@ -127,8 +129,10 @@ class HeadersMidway(h2.events.Event):
 
 
 class _H2Client(h2.connection.H2Connection):
-    """h2 closes its state machine on GOAWAY, and then refuses the frames of the calls the server
-    still answers (those at or below last_stream_id): keep it open while such a call is open.
+    """h2 closes its state machine on GOAWAY, and then refuses the frames that follow: the answers
+    to the calls at or below last_stream_id, and grpc-go's PING after its first GOAWAY (read with
+    an answer in one buffer, it ended that answered call too). It stays open: the connection
+    itself takes no new call after a GOAWAY (`Connection.closed`).
     Its streams read no content-length from an answer, as grpc-go's client reads none (h2 ended
     the connection when the DATA did not add up to it)."""
 
@@ -151,9 +155,10 @@ class _H2Client(h2.connection.H2Connection):
             return [], [HeadersMidway(frame.stream_id)]
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        state = self.state_machine.state
         frames, events = super()._receive_goaway_frame(frame)
-        if any(stream.open and stream_id <= frame.last_stream_id for stream_id, stream in self.streams.items()):
-            self.state_machine.state = ConnectionState.CLIENT_OPEN
+        if state == ConnectionState.CLIENT_OPEN:
+            self.state_machine.state = state
         return frames, events
 
 
@@ -379,6 +384,7 @@ class Connection(asyncio.Protocol):
                 call.finish(GrpcStatusError(StatusCode.UNAVAILABLE, f"{self.peer} is going away ({detail}); the call "
                                                                     f"was not processed"))
         if all(call.done.done() for call in self.calls.values()) and self._transport is not None:
+            self._flush()  # what h2 answers to the frames read with the GOAWAY (a PING's ACK)
             self._transport.close()
         self._slot.set()
 

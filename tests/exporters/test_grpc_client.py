@@ -140,6 +140,25 @@ def test_goaway_ends_unprocessed_calls_unavailable_and_the_next_call_reconnects(
     asyncio.run(scenario())
 
 
+def test_a_graceful_goaway_read_with_the_answer_and_a_ping_fails_no_call():
+    """grpc-go's drain: GOAWAY naming every stream and a PING, written right after an answer. The
+    answer is the call's, the PING is acknowledged (the server waits for it to say its last
+    GOAWAY), and the next call takes a new connection."""
+    async def scenario() -> None:
+        async with H2Peer("drain") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))
+            try:
+                assert await channel.unary(TRACES, b"", timeout=5) == b""
+                await asyncio.sleep(0.1)
+                assert peer.ping_acks == 1
+                assert await channel.unary(TRACES, b"", timeout=5) == b""
+                assert peer.connections == 2
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("mode", ["silent", "silent_after_preface"])
 def test_keepalive_finds_a_silent_peer_within_time_plus_timeout(mode):
     async def scenario() -> None:
