@@ -8,6 +8,9 @@ Modes:
 - "drain": grpc-go's graceful GOAWAY (max_connection_age, a graceful stop): answers the first
   call and, in the same write, says GOAWAY naming every stream and PINGs; the client's PING ACK is
   counted in `ping_acks`. Later connections get "ok".
+- "goaway_always": every connection, once `calls` requests are in, says GOAWAY naming none of them
+  as processed (last_stream_id 0) and answers nothing.
+- "refuse_first": resets the first call with REFUSED_STREAM (not taken), answers the others OK.
 - "huge": answers OK with a message of `size` bytes.
 - "gzip_response": answers OK with `response`, gzip-compressed (grpc-encoding gzip, flag set).
 - "http_503": answers HTTP 503 with no gRPC status; "trailers_only": a trailers-only error with
@@ -33,6 +36,7 @@ import struct
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -163,11 +167,18 @@ class _Peer(asyncio.Protocol):
             self.h2.close_connection(last_stream_id=first)
             self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN  # still answer `first`
             self._respond(first, b"")
+        elif self.mode == "refuse_first":
+            if self.owner.requests == 1:
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            else:
+                self._respond(stream_id, b"")
         elif self.mode == "drain":
             self._respond(stream_id, b"")
             self.h2.close_connection(last_stream_id=(1 << 31) - 1)
             self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN  # still reads the ACK
             self.h2.ping(b"\x01\x06\x01\x08\x00\x03\x03\x09")  # grpc-go's goAwayPing
+        elif self.mode == "goaway_always" and len(self.complete) == self.owner.calls:
+            self.h2.close_connection(last_stream_id=0)
         elif self.mode == "gzip_response":
             self._respond(stream_id, gzip.compress(self.owner.response), compressed=True)
         elif self.mode == "huge":
