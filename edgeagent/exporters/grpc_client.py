@@ -25,6 +25,11 @@ Design note:
   A call whose deadline passes on a connection silent since the call was sent has the
   connection ping the server; one that stays silent is closed, so the next calls reconnect
   (grpc_connection.py: a path that went silent without a FIN or a reset).
+- A call the server did not take (GOAWAY above its stream, REFUSED_STREAM: `unprocessed`) is
+  sent once more, after a GOAWAY on a new connection, as grpc-go's transparent retry: an upstream
+  that ends its connections on purpose (max_connection_age, a rolling restart, a draining proxy)
+  costs the export chain no failed attempt, no backoff and no step towards "offline". A call not
+  taken twice ends UNAVAILABLE like any other.
 - Status: `grpc-status` (read as Go's ParseInt reads it) / `grpc-message` (percent-decoded) from
   the trailers or a trailers-only answer; without them an HTTP status maps as gRPC's spec says
   (503 -> UNAVAILABLE), a reset stream as grpc-go maps HTTP/2 error codes. Failures raise
@@ -203,6 +208,7 @@ class Channel:
         body = PREFIX.pack(1 if encoding else 0, len(message)) + message
         failures: list[str] = []  # this call's failed connects (with wait_for_ready it tries again)
         connected = False
+        sent_again = False  # the server did not take the call once: it was sent again
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
@@ -213,9 +219,11 @@ class Channel:
                                             None if deadline is None else deadline - loop.time())
                     try:
                         call = await connection.call(headers, body)
-                        break
                     except Closed:
                         continue  # it started closing meanwhile: take another
+                    if call.error is None or not call.error.unprocessed or sent_again:
+                        break
+                    sent_again = True  # not taken (GOAWAY, REFUSED_STREAM): once more, on a new connection
         except TimeoutError:
             # a connect that hung or a server that did not answer: not known here (None)
             why = "" if connected else self._unconnected(failures)

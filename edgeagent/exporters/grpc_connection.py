@@ -5,10 +5,13 @@ a channel and each of its connections follow, and `GrpcStatusError`, how a call 
 Design note (the channel's, which picks and opens connections, is grpc_client.py's):
 - A connection is usable once the server's HTTP/2 preface (SETTINGS) has arrived, as in
   grpc-go; a peer that answers anything else (HTTP/1.1, garbage) fails the connection, and its
-  calls end UNAVAILABLE with what the peer sent. A lost connection, a missed keepalive ping and
-  a GOAWAY end UNAVAILABLE too: the calls a GOAWAY names as unprocessed (above its
-  last_stream_id) right away, the others as they finish on the old connection; new calls open a
-  new connection. The client does not retry: the export chain does, with its backoff.
+  calls end UNAVAILABLE with what the peer sent. A lost connection and a missed keepalive ping
+  end UNAVAILABLE too. A GOAWAY takes no new call: the calls it names as not processed (above
+  its last_stream_id), and those the server refuses with REFUSED_STREAM, end UNAVAILABLE marked
+  `unprocessed` (the channel sends them once more, as grpc-go does); the others finish on the
+  old connection, which goes on reading (a PING after a GOAWAY is answered: grpc-go's server
+  waits for it to send its final GOAWAY); new calls open a new connection. Nothing else is
+  retried here: the export chain does that, with its backoff.
 - Flow control: request DATA goes out as the peer's windows allow; response DATA is
   acknowledged as it arrives, and a response is held only up to `max_receive_bytes` (more ends
   the call RESOURCE_EXHAUSTED, as grpc-go's max receive size).
@@ -78,10 +81,12 @@ class GrpcStatusError(Exception):
     """A call ended with a status other than OK; `trailers` are its metadata (`-bin` values as bytes).
     `unanswered`: no connection could be made at all (refused, unreachable, timed out, unresolved);
     None when the call's deadline passed, connecting or waiting. `from_server`: the server sent it.
-    `http_status`: the HTTP status of an answer without a gRPC status (a proxy's), 0 else."""
+    `http_status`: the HTTP status of an answer without a gRPC status (a proxy's), 0 else.
+    `unprocessed`: the server says it did not take the call (GOAWAY, REFUSED_STREAM): it may be sent again."""
 
     def __init__(self, code: StatusCode, message: str, trailers: Sequence[tuple[str, str | bytes]] = (),
-                 unanswered: bool | None = False, from_server: bool = False, http_status: int = 0):
+                 unanswered: bool | None = False, from_server: bool = False, http_status: int = 0,
+                 unprocessed: bool = False):
         super().__init__(f"{code.name}: {message}" if message else code.name)
         self.code = code
         self.message = message
@@ -89,6 +94,7 @@ class GrpcStatusError(Exception):
         self.unanswered = unanswered
         self.from_server = from_server
         self.http_status = http_status
+        self.unprocessed = unprocessed
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,10 @@ class HeadersMidway(h2.events.Event):
 
 
 class _H2Client(h2.connection.H2Connection):
-    """h2 closes its state machine on GOAWAY, and then refuses the frames of the calls the server
-    still answers (those at or below last_stream_id): keep it open while such a call is open.
+    """h2 closes its state machine on GOAWAY, and then refuses the frames that follow: the answers
+    to the calls at or below last_stream_id, and grpc-go's PING after its first GOAWAY (read with
+    an answer in one buffer, it ended that answered call too). It stays open: the connection
+    itself takes no new call after a GOAWAY (`Connection.closed`).
     Its streams read no content-length from an answer, as grpc-go's client reads none (h2 ended
     the connection when the DATA did not add up to it)."""
 
@@ -163,9 +171,10 @@ class _H2Client(h2.connection.H2Connection):
             return [], [HeadersMidway(frame.stream_id)]
 
     def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[h2.events.Event]]:
+        state = self.state_machine.state
         frames, events = super()._receive_goaway_frame(frame)
-        if any(stream.open and stream_id <= frame.last_stream_id for stream_id, stream in self.streams.items()):
-            self.state_machine.state = ConnectionState.CLIENT_OPEN
+        if state == ConnectionState.CLIENT_OPEN:
+            self.state_machine.state = state
         return frames, events
 
 
@@ -345,7 +354,8 @@ class Connection(asyncio.Protocol):
             call = self.calls.get(event.stream_id)
             if call is not None:
                 code = from_reset(int(event.error_code))
-                call.finish(GrpcStatusError(code, f"the server reset the stream ({_error_name(event.error_code)})"))
+                call.finish(GrpcStatusError(code, f"the server reset the stream ({_error_name(event.error_code)})",
+                                            unprocessed=event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM))
         elif isinstance(event, h2.events.WindowUpdated):
             targets = self.calls.values() if event.stream_id == 0 else [self.calls.get(event.stream_id)]
             for call in targets:
@@ -402,8 +412,8 @@ class Connection(asyncio.Protocol):
             call.finish()
 
     def _going_away(self, event: h2.events.ConnectionTerminated) -> None:
-        """GOAWAY: calls above last_stream_id were not processed and end UNAVAILABLE; the others
-        may still finish here (`_H2Client` keeps h2 open for them)."""
+        """GOAWAY: calls above last_stream_id were not processed and end UNAVAILABLE, `unprocessed`;
+        the others may still finish here (`_H2Client` keeps h2 open for them)."""
         self.closed = True
         if event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM and event.additional_data == b"too_many_pings":
             self._too_many_pings()
@@ -412,8 +422,9 @@ class Connection(asyncio.Protocol):
         for stream_id, call in list(self.calls.items()):
             if stream_id > last:
                 call.finish(GrpcStatusError(StatusCode.UNAVAILABLE, f"{self.peer} is going away ({detail}); the call "
-                                                                    f"was not processed"))
+                                                                    f"was not processed", unprocessed=True))
         if all(call.done.done() for call in self.calls.values()) and self._transport is not None:
+            self._flush()  # what h2 answers to the frames read with the GOAWAY (a PING's ACK)
             self._transport.close()
         self._slot.set()
 

@@ -121,17 +121,64 @@ def test_calls_share_one_connection_and_respect_max_concurrent_streams():
     asyncio.run(scenario())
 
 
-def test_goaway_ends_unprocessed_calls_unavailable_and_the_next_call_reconnects():
+def test_calls_a_goaway_names_unprocessed_go_out_again_on_a_new_connection():
+    """As grpc-go's transparent retry: not a failure of the call, nothing for the caller to retry."""
     async def scenario() -> None:
         async with H2Peer("goaway", calls=3) as peer:
             channel = Channel(ChannelSettings("127.0.0.1", peer.port))
             try:
-                results = await asyncio.gather(*(channel.unary(TRACES, b"", timeout=5) for _ in range(3)),
-                                               return_exceptions=True)
-                assert results[0] == b""  # at or below last_stream_id: answered on the closing connection
-                for result in results[1:]:
-                    assert isinstance(result, GrpcStatusError) and result.code == StatusCode.UNAVAILABLE, result
-                    assert "not processed" in result.message
+                results = await asyncio.gather(*(channel.unary(TRACES, b"", timeout=5) for _ in range(3)))
+                assert results == [b""] * 3  # the first answered on the closing connection, the others on a new one
+                assert peer.connections == 2 and peer.requests == 5
+                assert await channel.unary(TRACES, b"", timeout=5) == b""
+                assert peer.connections == 2
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_a_goaway_names_unprocessed_twice_ends_unavailable():
+    """The call goes out again once; a second connection that does not take it either fails it."""
+    async def scenario() -> None:
+        async with H2Peer("goaway_always", calls=1) as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))
+            try:
+                with pytest.raises(GrpcStatusError) as failed:
+                    await channel.unary(TRACES, b"", timeout=5)
+                assert failed.value.code == StatusCode.UNAVAILABLE and "not processed" in failed.value.message
+                assert peer.connections == 2
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_refused_with_refused_stream_goes_out_again():
+    """REFUSED_STREAM says the server did not take the call, as a GOAWAY above it does (grpc-go)."""
+    async def scenario() -> None:
+        async with H2Peer("refuse_first") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))
+            try:
+                assert await channel.unary(TRACES, b"", timeout=5) == b""
+                assert peer.requests == 2
+            finally:
+                await channel.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_graceful_goaway_read_with_the_answer_and_a_ping_fails_no_call():
+    """grpc-go's drain: GOAWAY naming every stream and a PING, written right after an answer. The
+    answer is the call's, the PING is acknowledged (the server waits for it to say its last
+    GOAWAY), and the next call takes a new connection."""
+    async def scenario() -> None:
+        async with H2Peer("drain") as peer:
+            channel = Channel(ChannelSettings("127.0.0.1", peer.port))
+            try:
+                assert await channel.unary(TRACES, b"", timeout=5) == b""
+                await asyncio.sleep(0.1)
+                assert peer.ping_acks == 1
                 assert await channel.unary(TRACES, b"", timeout=5) == b""
                 assert peer.connections == 2
             finally:

@@ -5,6 +5,12 @@ Modes:
 - "ok": answers every call OK with an empty response message.
 - "goaway": waits until `calls` requests are in, sends GOAWAY naming only the first stream as
   processed, then answers that one; the others stay unanswered. Later connections get "ok".
+- "drain": grpc-go's graceful GOAWAY (max_connection_age, a graceful stop): answers the first
+  call and, in the same write, says GOAWAY naming every stream and PINGs; the client's PING ACK is
+  counted in `ping_acks`. Later connections get "ok".
+- "goaway_always": every connection, once `calls` requests are in, says GOAWAY naming none of them
+  as processed (last_stream_id 0) and answers nothing.
+- "refuse_first": resets the first call with REFUSED_STREAM (not taken), answers the others OK.
 - "huge": answers OK with a message of `size` bytes.
 - "gzip_response": answers OK with `response`, gzip-compressed (grpc-encoding gzip, flag set).
 - "http_503": answers HTTP 503 with no gRPC status; "trailers_only": a trailers-only error with
@@ -30,6 +36,7 @@ import struct
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -51,6 +58,7 @@ class H2Peer:
         self.requests = 0
         self.headers: list[dict[bytes, bytes]] = []  # of every request
         self.received: list[int] = []  # "http_413": the bytes of each request answered OK
+        self.ping_acks = 0
         self._server: asyncio.Server | None = None
         self._transports: list[asyncio.Transport] = []
 
@@ -79,7 +87,7 @@ class _Peer(asyncio.Protocol):
     def __init__(self, owner: H2Peer):
         self.owner = owner
         owner.connections += 1
-        self.mode = owner.mode if owner.connections == 1 or owner.mode != "goaway" else "ok"
+        self.mode = owner.mode if owner.connections == 1 or owner.mode not in ("goaway", "drain") else "ok"
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
         self.transport: asyncio.Transport | None = None
         self.complete: list[int] = []
@@ -139,6 +147,8 @@ class _Peer(asyncio.Protocol):
             elif isinstance(event, h2.events.WindowUpdated):
                 for stream_id in list(self.pending):
                     self._send(stream_id)
+            elif isinstance(event, h2.events.PingAckReceived):
+                self.owner.ping_acks += 1
             elif isinstance(event, h2.events.StreamEnded):
                 self.owner.requests += 1
                 self.complete.append(event.stream_id)
@@ -157,6 +167,18 @@ class _Peer(asyncio.Protocol):
             self.h2.close_connection(last_stream_id=first)
             self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN  # still answer `first`
             self._respond(first, b"")
+        elif self.mode == "refuse_first":
+            if self.owner.requests == 1:
+                self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            else:
+                self._respond(stream_id, b"")
+        elif self.mode == "drain":
+            self._respond(stream_id, b"")
+            self.h2.close_connection(last_stream_id=(1 << 31) - 1)
+            self.h2.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN  # still reads the ACK
+            self.h2.ping(b"\x01\x06\x01\x08\x00\x03\x03\x09")  # grpc-go's goAwayPing
+        elif self.mode == "goaway_always" and len(self.complete) == self.owner.calls:
+            self.h2.close_connection(last_stream_id=0)
         elif self.mode == "gzip_response":
             self._respond(stream_id, gzip.compress(self.owner.response), compressed=True)
         elif self.mode == "huge":
