@@ -135,7 +135,7 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str,
 
     sections = _validate_components(document, errors, warnings, failed_paths, registry)
     service_raw = document.get("service")
-    service = ServiceConfig()
+    service: ServiceConfig | None = None
     if service_raw is None:
         errors.append(("service", "required: a service block with at least one pipeline"))
     elif not isinstance(service_raw, dict):
@@ -147,6 +147,8 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str,
         except ValidationError as exc:
             errors.extend(e for e in pydantic_errors(exc, "service", ServiceConfig)
                           if not _caused_by_expansion(e[0], failed_paths))
+    if service is None:  # the checks below go on with the defaults; made only here: a default model
+        service = ServiceConfig()  # (telemetry's) builds a validator of its own, 5 ms of a valid config's start
 
     _check_ports(document, (), errors)
     pipelines = _check_pipelines(service, sections, errors, registry)
