@@ -90,6 +90,27 @@ def test_pydantic_finds_no_plugins_and_validates_as_before():
                           check=True).stdout.split() == ["False"]
 
 
+def test_builtin_default_factories_are_answered_as_pydantic_answers_and_a_data_factory_gets_its_data():
+    from pydantic import BaseModel, Field
+    from pydantic._internal import _fields
+
+    import edgeagent.config.loader  # noqa: F401  (puts lean.py's answer for builtin factories in place)
+    from edgeagent.runtime.lean import _BUILTIN_FACTORIES
+
+    ask = _fields.takes_validated_data_argument.__wrapped__  # pydantic's own question
+    assert [factory for factory in _BUILTIN_FACTORIES if ask(factory)] == []
+
+    class Settings(BaseModel):
+        first: int = 1
+        items: list[int] = Field(default_factory=list)
+        table: dict[str, int] = Field(default_factory=dict)
+        after_first: int = Field(default_factory=lambda data: data["first"] + 1)
+
+    settings = Settings(first=4)
+    assert (settings.items, settings.table, settings.after_first) == ([], {}, 5)
+    assert Settings().items is not Settings().items
+
+
 def test_a_reload_collects_the_cyclic_garbage_that_freezing_start_up_kept():
     import weakref
 

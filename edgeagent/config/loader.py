@@ -27,9 +27,11 @@ from edgeagent.config.service import ServiceConfig
 from edgeagent.config.types import port_problem
 from edgeagent.config.unsupported import unsupported
 from edgeagent.configdecode import type_error_sentence
+from edgeagent.runtime import lean
 from edgeagent.signals import Signal
 from otel.godecode import DOCUMENT
 
+lean.builtin_factories_take_no_data()  # before any model is built: see edgeagent/runtime/lean.py
 _TOP_LEVEL = set(KINDS) | {"service"}
 
 
