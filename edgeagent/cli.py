@@ -72,7 +72,8 @@ def load(
     """The config every verb runs with: the --config sources merged (or the embedded default), then --set."""
     # imported here: the config models and their decoding cost a command that asks the running agent
     # (status, reload, the queue verbs) a third of its start
-    from edgeagent.config.loader import load_text, load_uris
+    with lean.importing():
+        from edgeagent.config.loader import load_text, load_uris
 
     uris = [config] if isinstance(config, str) else list(config or [])
     environ, warning = _environ(upstream)
@@ -211,7 +212,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning(warning)
     descriptors.raise_soft_limit()  # as the Go runtime raises it for otelcol
-    from edgeagent.service.service import Service  # heavy imports only for run
+    with lean.importing():
+        from edgeagent.service.service import Service  # heavy imports only for run
 
     agent = Service(config, args.state_dir or default_state_dir())
     upstream = _upstream(args)

@@ -111,6 +111,29 @@ def test_builtin_default_factories_are_answered_as_pydantic_answers_and_a_data_f
     assert Settings().items is not Settings().items
 
 
+def test_imports_while_the_agent_starts_are_frozen_unwalked_and_not_otherwise(tmp_path):
+    for name in ("before_start", "while_starting", "serving"):
+        (tmp_path / f"{name}.py").write_text("class Thing:\n    pass\n")
+    code = ("import gc, sys\n"
+            f"sys.path.insert(0, {str(tmp_path)!r})\n"
+            "from edgeagent.runtime import lean\n"
+            "def frozen(module):\n"
+            "    return gc.is_tracked(module.Thing) and not any(o is module.Thing for o in gc.get_objects())\n"
+            "with lean.importing():\n"
+            "    import before_start\n"
+            "print(frozen(before_start))\n"
+            "lean.start_up_gc()\n"
+            "with lean.importing():\n"
+            "    import while_starting\n"
+            "print(frozen(while_starting), gc.isenabled())\n"
+            "lean.serving_gc()\n"
+            "with lean.importing():\n"
+            "    import serving\n"
+            "print(frozen(serving))\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False", "True", "True", "False"]
+
+
 def test_a_reload_collects_the_cyclic_garbage_that_freezing_start_up_kept():
     import weakref
 
