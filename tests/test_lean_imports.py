@@ -35,6 +35,7 @@ NOT_ON_THE_DEFAULT_PATH = [
     "google.protobuf.descriptor_pb2",  # the appender's shadow classes, built when attributes are first added
     # HTTP/2 comes with the gRPC receiver's first connection (receivers/grpc_connection.py)
     "h2", "hpack", "hyperframe", "edgeagent.receivers.grpc_connection",
+    "cramjam",  # snappy and lz4, with the first body in them
     "tempfile",  # a compaction's scratch directory
 ]
 # `python -m edgeagent`, writing the names in sys.modules to a file when the process exits
