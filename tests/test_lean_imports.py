@@ -37,6 +37,7 @@ NOT_ON_THE_DEFAULT_PATH = [
     "h2", "hpack", "hyperframe", "edgeagent.receivers.grpc_connection",
     "cramjam",  # snappy and lz4, with the first body in them
     "tempfile",  # a compaction's scratch directory
+    "edgeagent.queue.admin", "edgeagent.queue.maintenance",  # the control socket's verbs, with the first one
 ]
 # `python -m edgeagent`, writing the names in sys.modules to a file when the process exits
 RUN_AND_LIST_MODULES = ("import atexit, json, runpy, sys\n"
