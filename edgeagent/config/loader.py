@@ -37,6 +37,8 @@ _TOP_LEVEL = set(KINDS) | {"service"}
 
 @dataclass
 class Component:
+    """One configured component: its id, kind and validated settings."""
+
     id: ComponentId
     kind: str
     config: ComponentConfig
@@ -48,6 +50,8 @@ class Component:
 
 @dataclass
 class Pipeline:
+    """One service pipeline: its signal and the components it names, in order."""
+
     id: str
     signal: Signal
     receivers: list[str]
@@ -57,6 +61,8 @@ class Pipeline:
 
 @dataclass
 class AgentConfig:
+    """A validated config: the components by kind, the service settings and the pipelines."""
+
     receivers: dict[str, Component]
     processors: dict[str, Component]
     exporters: dict[str, Component]
