@@ -2,13 +2,14 @@
 CLI's imports (a fifth of a second)."""
 
 from edgeagent.runtime import hangup
-from edgeagent.runtime.lean import start_up_gc
+from edgeagent.runtime.lean import importing, start_up_gc
 
 
 def main() -> int:
     hangup.hold()  # a SIGHUP during start-up must not end the agent: runtime/hangup.py
     start_up_gc()  # see runtime/lean.py
-    from edgeagent.cli import main as cli_main
+    with importing():
+        from edgeagent.cli import main as cli_main
 
     return cli_main()
 

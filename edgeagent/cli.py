@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn
 import yaml
 
 from edgeagent import __version__, cli_text
-from edgeagent.cli_listings import FEATURE_GATES, MERGE_APPEND, cmd_components, cmd_featuregate
+from edgeagent.cli_commands import Commands, config_flags, go_bool, queue_commands, target_flags
+from edgeagent.cli_listings import MERGE_APPEND, cmd_components, cmd_featuregate
 from edgeagent.config.document import ConfigError
 from edgeagent.config.upstream import upstream_base
 from edgeagent.runtime import descriptors, hangup, lean, loop_errors
@@ -72,7 +73,8 @@ def load(
     """The config every verb runs with: the --config sources merged (or the embedded default), then --set."""
     # imported here: the config models and their decoding cost a command that asks the running agent
     # (status, reload, the queue verbs) a third of its start
-    from edgeagent.config.loader import load_text, load_uris
+    with lean.importing():
+        from edgeagent.config.loader import load_text, load_uris
 
     uris = [config] if isinstance(config, str) else list(config or [])
     environ, warning = _environ(upstream)
@@ -126,17 +128,6 @@ def _gates(args: argparse.Namespace) -> frozenset[str]:
     for gate in (gate for flag in getattr(args, "feature_gates", []) for gate in flag):
         (enabled.discard if gate.startswith("-") else enabled.add)(gate.lstrip("+-"))
     return frozenset(enabled)
-
-
-def _feature_gates(text: str) -> list[str]:
-    """One --feature-gates value: gate ids, comma-separated, each known (otelcol refuses an unknown one)."""
-    gates = [gate.strip() for gate in text.split(",") if gate.strip()]
-    unknown = [gate for gate in gates if gate.lstrip("+-") not in FEATURE_GATES]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"no such feature gate: {', '.join(unknown)}; edgeagent has "
-            + "; ".join(f"{gate} ({what})" for gate, what in FEATURE_GATES.items()))
-    return gates
 
 
 def _upstream(args: argparse.Namespace) -> str | None:
@@ -211,7 +202,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning(warning)
     descriptors.raise_soft_limit()  # as the Go runtime raises it for otelcol
-    from edgeagent.service.service import Service  # heavy imports only for run
+    with lean.importing():
+        from edgeagent.service.service import Service  # heavy imports only for run
 
     agent = Service(config, args.state_dir or default_state_dir())
     upstream = _upstream(args)
@@ -490,41 +482,6 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_flags(command: argparse.ArgumentParser, upstream: bool = True, top: bool = False) -> None:
-    """--config, --set and --upstream, the same on every verb that reads a config."""
-    default: list[str] | str = [] if top else argparse.SUPPRESS
-    command.add_argument("--config", action="append", default=default, metavar="URI",
-                         help="config source, repeatable; merged in order (maps merged key by key, lists and "
-                              "other values replaced): a path, file:PATH, env:VAR (YAML in the variable), "
-                              "yaml:INLINE or an http(s):// URL. Default: the embedded default config")
-    command.add_argument("--set", action="append", default=default, metavar="KEY=VALUE",
-                         help="override one value after every --config, as otelcol: "
-                              "--set exporters::otlp_http::timeout=10s (a '.' in KEY also separates levels)")
-    command.add_argument("--feature-gates", action="append", type=_feature_gates, default=default, metavar="IDS",
-                         help=f"comma-separated feature gates to turn on (id or +id) or off (-id), as otelcol; "
-                              f"edgeagent has one: {MERGE_APPEND}")
-    if upstream:
-        command.add_argument("--upstream", default=None if top else argparse.SUPPRESS, metavar="URL",
-                             help="sets EDGEAGENT_UPSTREAM, the OTLP/HTTP upstream the embedded default sends to")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count of records") from None
-    if value < 1:  # 0 is "no limit" to the queue's reader: every record, held at once
-        raise argparse.ArgumentTypeError(f"{text!r}: the count of records must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:  # NaN too
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
-    return value
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with otelcol's exit code for an unknown flag or verb or a bad value: 1, not argparse's 2.
     (Its sub-commands are made of this class too.)"""
@@ -546,15 +503,6 @@ def _joined_values(argv: list[str]) -> list[str]:
     return joined
 
 
-def _go_bool(text: str) -> bool:
-    """A Go bool flag's value (strconv.ParseBool), as otelcol's --validate=false."""
-    if text in ("1", "t", "T", "true", "TRUE", "True"):
-        return True
-    if text in ("0", "f", "F", "false", "FALSE", "False"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
-
-
 def _help(parser: argparse.ArgumentParser, topic: list[str]) -> int:
     """`help [COMMAND ...]`, as cobra's help command: the help of the command named."""
     for name in topic:
@@ -570,108 +518,88 @@ def _help(parser: argparse.ArgumentParser, topic: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The commands' parsers are made when first needed (cli_commands.py): `build` adds their arguments."""
     parser = _Parser(prog="edgeagent", description="OpenTelemetry edge buffering agent: OTLP in, "
                                      "a durable queue on disk, OTLP out whenever the upstream is reachable. "
                                      "Without a command it runs.")
     parser.add_argument("-v", "--version", action="version", version=f"edgeagent version {__version__}",
                         help="print the version and exit")
-    _config_flags(parser, top=True)
+    config_flags(parser, top=True)
     parser.add_argument("--state-dir", help="where queues live when no file_storage directory is configured")
     parser.add_argument("--drain-timeout", type=float, metavar="SECONDS", default=None,
                         help="on SIGTERM, keep sending queued data for up to SECONDS before stopping (hubs "
                              "scaled down for good; or EDGEAGENT_DRAIN_TIMEOUT); what is left stays queued")
     parser.set_defaults(handler=cmd_run)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", help="run the agent (the default)", description="Run the agent until SIGTERM or "
-                         "SIGINT; queued data is kept for the next run.")
-    _config_flags(run)
-    run.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS,
-                     help="where queues live when no file_storage directory is configured")
-    run.add_argument("--drain-timeout", dest="drain_timeout", type=float, default=argparse.SUPPRESS,
-                     metavar="SECONDS", help="on SIGTERM, keep sending queued data for up to SECONDS")
-    run.set_defaults(handler=cmd_run)
-    validate = sub.add_parser("validate", help="check a config and print every error",
-                              description="Check the config run would start with (same --config, --set and "
-                                          "--upstream) and print every error with its YAML path. Exit code 0 "
-                                          "when valid, 1 when not (as otelcol). Opens no port and no queue: it "
-                                          "reads only the sources the config names.")
-    _config_flags(validate)
-    validate.set_defaults(handler=cmd_validate)
-    print_config = sub.add_parser("print-config", aliases=["print-initial-config"],
-                                  help="print the effective config with secrets redacted",
-                                  description="Print the config run would start with: every --config merged, "
-                                              "--set applied, the environment expanded, every component's "
-                                              "defaults filled in; header values, tokens, passwords and TLS keys "
-                                              "are shown as [REDACTED] unless --mode unredacted.")
-    _config_flags(print_config)
-    print_config.add_argument("--mode", type=str.lower, choices=("redacted", "unredacted"), default="redacted",
-                              help="redacted (default) masks secrets; unredacted shows them")
-    print_config.add_argument("--format", type=str.lower, choices=("yaml", "json"), default="yaml",
-                              help="output format")
-    print_config.add_argument("--validate", type=_go_bool, nargs="?", const=True, default=True, metavar="BOOL",
-                              help="check the config first and print its errors instead (default: true; "
-                                   "--validate=false turns it off)")
-    print_config.set_defaults(handler=cmd_print_config)
-    components = sub.add_parser("components", help="list every component type by kind",
-                                description="List the receivers, processors, exporters, connectors and "
-                                            "extensions this build knows, with the signals each supports.")
-    components.set_defaults(handler=cmd_components)
-    featuregate = sub.add_parser("featuregate", help="display feature gates information",
-                                 description="List the feature gates --feature-gates accepts, with their "
-                                             "default state, or describe the one named (as otelcol).")
-    featuregate.add_argument("gate", nargs="?", metavar="FEATURE_ID")
-    featuregate.set_defaults(handler=cmd_featuregate)
-    version = sub.add_parser("version", help="print the version", description="Print the version.")
-    version.set_defaults(handler=cmd_version)
-    help_ = sub.add_parser("help", help="help about any command", description="Print the help of a command "
-                           "(help queue dead-letter), or of edgeagent.")
-    help_.add_argument("topic", nargs="*", metavar="COMMAND")
-    help_.set_defaults(handler=lambda args: _help(parser, args.topic))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=Commands)
 
-    def target(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        _config_flags(command, upstream=False)
+    def run(command: argparse.ArgumentParser) -> None:
+        config_flags(command)
         command.add_argument("--state-dir", dest="state_dir", default=argparse.SUPPRESS,
-                             help="the agent's state directory, where its control socket is (default: "
-                                  "$STATE_DIRECTORY; else /var/lib/edgeagent as root or its owner; else "
-                                  "~/.local/share/edgeagent)")
-        command.add_argument("--json", action="store_true", help="print JSON")
-        command.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
-                             help="how long to wait for the running agent's answer (default: 60)")
-        return command
+                             help="where queues live when no file_storage directory is configured")
+        command.add_argument("--drain-timeout", dest="drain_timeout", type=float, default=argparse.SUPPRESS,
+                             metavar="SECONDS", help="on SIGTERM, keep sending queued data for up to SECONDS")
+        command.set_defaults(handler=cmd_run)
 
-    status = target(sub.add_parser("status", help="backlog, drain rate, time to empty and upstream state",
-                                   description="The running agent's upstreams, backlog, drain rate and time to "
-                                               "empty; beside a stopped agent, the backlog read from its queue "
-                                               "files. Exit code 0 while the agent runs, 3 when it does not (as "
-                                               "systemctl status), 1 on an error."))
-    status.set_defaults(handler=cmd_status)
-    reload = target(sub.add_parser("reload", help="make the running agent read its config again (as SIGHUP)"))
-    reload.set_defaults(handler=cmd_reload)
-    queue = sub.add_parser("queue", help="inspect and manage the persistent queue (works while the agent runs)")
-    queue.set_defaults(handler=cmd_queue)
-    queue_sub = queue.add_subparsers(dest="queue_action", required=True)
-    target(queue_sub.add_parser("stats", help="entries, items, bytes and oldest age per queue"))
-    target(queue_sub.add_parser("peek", help="the first N records of each queue")).add_argument(
-        "n", type=_count, nargs="?", default=10)
-    export = target(queue_sub.add_parser("export", help="write every queued request"))
-    export.add_argument("--format", choices=("otlp-json", "otlp-proto"), default="otlp-json",
-                        help="otlp-json: one OTLP/JSON request per line; otlp-proto: each request after its "
-                             "4-byte big-endian length")
-    export.add_argument("--output", "-o", help="file to write (default: standard output)")
-    purge = target(queue_sub.add_parser("purge", help="delete queued data (counted as dropped)"))
-    purge.add_argument("--queue", help="only this queue (exporter/signal)")
-    purge.add_argument("--yes", action="store_true", help="confirm")
-    target(queue_sub.add_parser("compact", help="compact the queue files now"))
-    dead = queue_sub.add_parser("dead-letter", help="batches the upstream rejected permanently")
-    dead_sub = dead.add_subparsers(dest="dead_letter_action", required=True)
-    target(dead_sub.add_parser("list", help="list dead letters with the upstream's answer"))
-    dead_export = target(dead_sub.add_parser("export", help="write dead letters as OTLP/JSON lines"))
-    dead_export.add_argument("--output", "-o")
-    replay = target(dead_sub.add_parser("replay", help="queue dead letters again (all, or the given seqs)"))
-    replay.add_argument("seq", type=int, nargs="*")
-    dead_purge = target(dead_sub.add_parser("purge", help="delete dead letters (all, or the given seqs)"))
-    dead_purge.add_argument("seq", type=int, nargs="*")
-    dead_purge.add_argument("--yes", action="store_true", help="confirm")
+    def validate(command: argparse.ArgumentParser) -> None:
+        config_flags(command)
+        command.set_defaults(handler=cmd_validate)
+
+    def print_config(command: argparse.ArgumentParser) -> None:
+        config_flags(command)
+        command.add_argument("--mode", type=str.lower, choices=("redacted", "unredacted"), default="redacted",
+                             help="redacted (default) masks secrets; unredacted shows them")
+        command.add_argument("--format", type=str.lower, choices=("yaml", "json"), default="yaml",
+                             help="output format")
+        command.add_argument("--validate", type=go_bool, nargs="?", const=True, default=True, metavar="BOOL",
+                             help="check the config first and print its errors instead (default: true; "
+                                  "--validate=false turns it off)")
+        command.set_defaults(handler=cmd_print_config)
+
+    def featuregate(command: argparse.ArgumentParser) -> None:
+        command.add_argument("gate", nargs="?", metavar="FEATURE_ID")
+        command.set_defaults(handler=cmd_featuregate)
+
+    def help_(command: argparse.ArgumentParser) -> None:
+        command.add_argument("topic", nargs="*", metavar="COMMAND")
+        command.set_defaults(handler=lambda args: _help(parser, args.topic))
+
+    def queue(command: argparse.ArgumentParser) -> None:
+        queue_commands(command)
+        command.set_defaults(handler=cmd_queue)
+
+    def handled_by(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.ArgumentParser], None]:
+        return lambda command: command.set_defaults(handler=handler)
+
+    sub.add_parser("run", build=run, help="run the agent (the default)", description="Run the agent until "
+                   "SIGTERM or SIGINT; queued data is kept for the next run.")
+    sub.add_parser("validate", build=validate, help="check a config and print every error",
+                   description="Check the config run would start with (same --config, --set and --upstream) and "
+                               "print every error with its YAML path. Exit code 0 when valid, 1 when not (as "
+                               "otelcol). Opens no port and no queue: it reads only the sources the config names.")
+    sub.add_parser("print-config", build=print_config, aliases=["print-initial-config"],
+                   help="print the effective config with secrets redacted",
+                   description="Print the config run would start with: every --config merged, --set applied, "
+                               "the environment expanded, every component's defaults filled in; header values, "
+                               "tokens, passwords and TLS keys are shown as [REDACTED] unless --mode unredacted.")
+    sub.add_parser("components", build=handled_by(cmd_components), help="list every component type by kind",
+                   description="List the receivers, processors, exporters, connectors and extensions this build "
+                               "knows, with the signals each supports.")
+    sub.add_parser("featuregate", build=featuregate, help="display feature gates information",
+                   description="List the feature gates --feature-gates accepts, with their default state, or "
+                               "describe the one named (as otelcol).")
+    sub.add_parser("version", build=handled_by(cmd_version), help="print the version",
+                   description="Print the version.")
+    sub.add_parser("help", build=help_, help="help about any command", description="Print the help of a "
+                   "command (help queue dead-letter), or of edgeagent.")
+    sub.add_parser("status", build=lambda command: target_flags(command).set_defaults(handler=cmd_status),
+                   help="backlog, drain rate, time to empty and upstream state",
+                   description="The running agent's upstreams, backlog, drain rate and time to empty; beside a "
+                               "stopped agent, the backlog read from its queue files. Exit code 0 while the agent "
+                               "runs, 3 when it does not (as systemctl status), 1 on an error.")
+    sub.add_parser("reload", build=lambda command: target_flags(command).set_defaults(handler=cmd_reload),
+                   help="make the running agent read its config again (as SIGHUP)")
+    sub.add_parser("queue", build=queue,
+                   help="inspect and manage the persistent queue (works while the agent runs)")
     return parser
 
 

@@ -83,6 +83,8 @@ class ConnectorConfig(ComponentConfig):
 
 @dataclass(frozen=True)
 class ComponentId:
+    """A component's id as the config writes it: `type` or `type/name`."""
+
     type: str
     name: str = ""
 
@@ -106,6 +108,8 @@ class Role(enum.Enum):
 
 @dataclass(frozen=True)
 class Factory:
+    """What the registry knows of a component type: its config model, how to make one, its signals and role."""
+
     type: str
     config: builtins.type[ComponentConfig]  # the field `type` shadows the builtin here
     create: Callable[..., Any]

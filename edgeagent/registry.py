@@ -12,9 +12,11 @@ has no Kafka component never imports the Kafka client (a tenth of the start-up t
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator, Mapping
 
 from edgeagent.component import Factory
+from edgeagent.runtime import lean
 
 _MODULES: dict[str, dict[str, str]] = {
     "receivers": {"otlp": "edgeagent.receivers.otlp", "kafka": "edgeagent.receivers.kafka"},
@@ -43,7 +45,12 @@ class _Factories(Mapping[str, Factory]):
         self._aliases = aliases
 
     def __getitem__(self, type_name: str) -> Factory:
-        return importlib.import_module(self._modules[self._aliases.get(type_name, type_name)]).FACTORY
+        name = self._modules[self._aliases.get(type_name, type_name)]
+        module = sys.modules.get(name)
+        if module is None:
+            with lean.importing():  # a component's module and what it imports: see runtime/lean.py
+                module = importlib.import_module(name)
+        return module.FACTORY
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._modules)

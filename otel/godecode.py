@@ -78,6 +78,8 @@ class Refused:
 
 @dataclass(frozen=True)
 class _Setting:
+    """How one field's scalars are decoded from a document (see `_kind`)."""
+
     kind: str  # "int", "float", "bool", "str", "duration", "keep" (a null keeps the default) or "other"
     optional: bool
     go_int: GoInt = _GO_INT

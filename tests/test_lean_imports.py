@@ -35,6 +35,9 @@ NOT_ON_THE_DEFAULT_PATH = [
     "google.protobuf.descriptor_pb2",  # the appender's shadow classes, built when attributes are first added
     # HTTP/2 comes with the gRPC receiver's first connection (receivers/grpc_connection.py)
     "h2", "hpack", "hyperframe", "edgeagent.receivers.grpc_connection",
+    "cramjam",  # snappy and lz4, with the first body in them
+    "tempfile",  # a compaction's scratch directory
+    "edgeagent.queue.admin", "edgeagent.queue.maintenance",  # the control socket's verbs, with the first one
 ]
 # `python -m edgeagent`, writing the names in sys.modules to a file when the process exits
 RUN_AND_LIST_MODULES = ("import atexit, json, runpy, sys\n"
@@ -88,6 +91,50 @@ def test_pydantic_finds_no_plugins_and_validates_as_before():
             "print('importlib.metadata' in sys.modules)\n")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.split() == ["False"]
+
+
+def test_builtin_default_factories_are_answered_as_pydantic_answers_and_a_data_factory_gets_its_data():
+    from pydantic import BaseModel, Field
+    from pydantic._internal import _fields
+
+    import edgeagent.config.loader  # noqa: F401  (puts lean.py's answer for builtin factories in place)
+    from edgeagent.runtime.lean import _BUILTIN_FACTORIES
+
+    ask = _fields.takes_validated_data_argument.__wrapped__  # pydantic's own question
+    assert [factory for factory in _BUILTIN_FACTORIES if ask(factory)] == []
+
+    class Settings(BaseModel):
+        first: int = 1
+        items: list[int] = Field(default_factory=list)
+        table: dict[str, int] = Field(default_factory=dict)
+        after_first: int = Field(default_factory=lambda data: data["first"] + 1)
+
+    settings = Settings(first=4)
+    assert (settings.items, settings.table, settings.after_first) == ([], {}, 5)
+    assert Settings().items is not Settings().items
+
+
+def test_imports_while_the_agent_starts_are_frozen_unwalked_and_not_otherwise(tmp_path):
+    for name in ("before_start", "while_starting", "serving"):
+        (tmp_path / f"{name}.py").write_text("class Thing:\n    pass\n")
+    code = ("import gc, sys\n"
+            f"sys.path.insert(0, {str(tmp_path)!r})\n"
+            "from edgeagent.runtime import lean\n"
+            "def frozen(module):\n"
+            "    return gc.is_tracked(module.Thing) and not any(o is module.Thing for o in gc.get_objects())\n"
+            "with lean.importing():\n"
+            "    import before_start\n"
+            "print(frozen(before_start))\n"
+            "lean.start_up_gc()\n"
+            "with lean.importing():\n"
+            "    import while_starting\n"
+            "print(frozen(while_starting), gc.isenabled())\n"
+            "lean.serving_gc()\n"
+            "with lean.importing():\n"
+            "    import serving\n"
+            "print(frozen(serving))\n")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split() == ["False", "True", "True", "False"]
 
 
 def test_a_reload_collects_the_cyclic_garbage_that_freezing_start_up_kept():

@@ -27,14 +27,18 @@ from edgeagent.config.service import ServiceConfig
 from edgeagent.config.types import port_problem
 from edgeagent.config.unsupported import unsupported
 from edgeagent.configdecode import type_error_sentence
+from edgeagent.runtime import lean
 from edgeagent.signals import Signal
 from otel.godecode import DOCUMENT
 
+lean.builtin_factories_take_no_data()  # before any model is built: see edgeagent/runtime/lean.py
 _TOP_LEVEL = set(KINDS) | {"service"}
 
 
 @dataclass
 class Component:
+    """One configured component: its id, kind and validated settings."""
+
     id: ComponentId
     kind: str
     config: ComponentConfig
@@ -46,6 +50,8 @@ class Component:
 
 @dataclass
 class Pipeline:
+    """One service pipeline: its signal and the components it names, in order."""
+
     id: str
     signal: Signal
     receivers: list[str]
@@ -55,6 +61,8 @@ class Pipeline:
 
 @dataclass
 class AgentConfig:
+    """A validated config: the components by kind, the service settings and the pipelines."""
+
     receivers: dict[str, Component]
     processors: dict[str, Component]
     exporters: dict[str, Component]
@@ -135,7 +143,7 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str,
 
     sections = _validate_components(document, errors, warnings, failed_paths, registry)
     service_raw = document.get("service")
-    service = ServiceConfig()
+    service: ServiceConfig | None = None
     if service_raw is None:
         errors.append(("service", "required: a service block with at least one pipeline"))
     elif not isinstance(service_raw, dict):
@@ -147,6 +155,8 @@ def validate_document(document: Any, environ: Mapping[str, str], source: str,
         except ValidationError as exc:
             errors.extend(e for e in pydantic_errors(exc, "service", ServiceConfig)
                           if not _caused_by_expansion(e[0], failed_paths))
+    if service is None:  # the checks below go on with the defaults; made only here: a default model
+        service = ServiceConfig()  # (telemetry's) builds a validator of its own, 5 ms of a valid config's start
 
     _check_ports(document, (), errors)
     pipelines = _check_pipelines(service, sections, errors, registry)

@@ -22,6 +22,8 @@ from edgeagent.signals import Payload, Signal
 
 @dataclass
 class SubPipeline:
+    """A connector's pipeline: its processors, then its exporters."""
+
     id: str
     processors: list[Any]
     exporters: list[Any]

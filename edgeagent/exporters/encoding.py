@@ -24,7 +24,6 @@ import zlib
 from collections.abc import Callable
 from types import ModuleType
 
-import cramjam
 import zstandard
 
 _deflate: ModuleType
@@ -40,14 +39,33 @@ def _zstd(body: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(body)
 
 
+# cramjam is imported with the first snappy or lz4 body: importing it cost every start 1 ms
+def _snappy_block(body: bytes) -> bytes:
+    import cramjam
+
+    return bytes(cramjam.snappy.compress_raw(body))
+
+
+def _snappy_framed(body: bytes) -> bytes:
+    import cramjam
+
+    return bytes(cramjam.snappy.compress(body))
+
+
+def _lz4(body: bytes) -> bytes:
+    import cramjam
+
+    return bytes(cramjam.lz4.compress(body))
+
+
 _COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": lambda body: _deflate.compress(body, DEFAULT_DEFLATE_LEVEL, wbits=31),
     "zstd": _zstd,
     "deflate": lambda body: _deflate.compress(body, DEFAULT_DEFLATE_LEVEL),
     "zlib": lambda body: _deflate.compress(body, DEFAULT_DEFLATE_LEVEL),
-    "snappy": lambda body: bytes(cramjam.snappy.compress_raw(body)),
-    "lz4": lambda body: bytes(cramjam.lz4.compress(body)),
-    "x-snappy-framed": lambda body: bytes(cramjam.snappy.compress(body)),
+    "snappy": _snappy_block,
+    "lz4": _lz4,
+    "x-snappy-framed": _snappy_framed,
 }
 HTTP_ENCODINGS = tuple(_COMPRESSORS)
 _ZLIB_WBITS = {"gzip": 31, "zlib": 15, "deflate": 15}
@@ -73,7 +91,7 @@ def compress(encoding: str, body: bytes, level: int = 0) -> bytes:
 _GRPC_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": _COMPRESSORS["gzip"],
     "zstd": _zstd,
-    "snappy": lambda body: bytes(cramjam.snappy.compress(body)),
+    "snappy": _snappy_framed,
 }
 GRPC_ENCODINGS = tuple(_GRPC_COMPRESSORS)
 

@@ -179,6 +179,8 @@ class OtlpHttpConfig(ExporterConfig, HttpClientConfig):
 
 @dataclass(frozen=True)
 class _Answer:
+    """What the upstream answered one request, as the exporter reads it."""
+
     status: int
     content: bytes
     content_type: str  # the media type, lower case

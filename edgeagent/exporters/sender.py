@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BatchSettings:
+    """When, and how much, a sender batches what it reads from its queue (the batch processor's settings,
+    or sending_queue::batch)."""
+
     timeout: float
     send_batch_size: int
     send_batch_max_size: int

@@ -81,6 +81,8 @@ _FRAMING = ("content-length", "transfer-encoding", "trailer")  # the client fram
 
 @dataclass(frozen=True)
 class ClientSettings:
+    """The client's connection pool, buffers, body limit and cookies, and what observes its requests."""
+
     pool: PoolSettings = field(default_factory=PoolSettings)
     read_buffer: int = 2**16  # bytes of an answer buffered before reading the connection pauses
     send_buffer: int = 0  # SO_SNDBUF of each connection; 0: the system's
@@ -91,6 +93,8 @@ class ClientSettings:
 
 @dataclass(frozen=True)
 class Response:
+    """An answer: its status, headers and (decoded) body."""
+
     status: int
     reason: str
     headers: wire.Headers

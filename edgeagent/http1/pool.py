@@ -42,6 +42,8 @@ class Route:
 
 @dataclass(frozen=True)
 class PoolSettings:
+    """How many connections the client keeps, in flight and idle, in all and per route."""
+
     limit: int = 0  # requests in flight in all; 0: no limit
     limit_per_route: int = 0  # requests in flight to one route; 0: no limit
     keepalive: bool = True

@@ -33,6 +33,8 @@ _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")  # IPv4 addresses written as IP
 
 @dataclass(frozen=True)
 class _Domain:
+    """One NO_PROXY entry naming a domain."""
+
     suffix: str  # with its leading dot
     port: str  # "" for any
     exact: bool  # the name itself matches too (an entry without a leading dot or `*.`)

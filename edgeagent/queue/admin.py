@@ -46,15 +46,6 @@ def stats(stores: list[QueueStore]) -> dict[str, Any]:
     return out
 
 
-def queue_names(store: QueueStore) -> list[str]:
-    """Every queue on disk (its `q:<name>` sub-database), named in the config or not."""
-    if store.env is None:  # read-only, and no data file yet
-        return []
-    with store.reading(None) as txn:
-        keys = [bytes(key) for key in txn.cursor().iternext(values=False)]
-    return [key[2:].decode("utf-8", "replace") for key in keys if key.startswith(b"q:")]
-
-
 def table_records(store: QueueStore, table: Table) -> int:
     """Records in a stage's sub-database (tail sampling's buffer)."""
     with store.reading(table) as txn:

@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 
@@ -36,6 +35,8 @@ class CompactionStopped(Exception):
 def copy_compacted(env: lmdb.Environment, directory: str, scratch: str | None, stop: threading.Event) -> str:
     """Write a compacted, fsync'd copy of `env`; returns its path on the data file's filesystem.
     Raises CompactionStopped, having removed what it wrote, once `stop` is set."""
+    import tempfile  # here: only a compaction needs it, and importing it cost every start 1 ms
+
     work = tempfile.mkdtemp(prefix=".compact-", dir=scratch or directory)
     staged = os.path.join(directory, ".data.mdb.compacted")
     try:

@@ -25,6 +25,8 @@ _LENGTH = struct.Struct(">I")
 
 @dataclass
 class DeadLetter:
+    """One dead letter: its sequence number, why it was set aside, and the original record."""
+
     seq: int
     description: dict[str, Any]
     value: bytes  # the original queue record

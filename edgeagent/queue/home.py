@@ -225,6 +225,14 @@ class StoreHome:
         pages += main["branch_pages"] + main["leaf_pages"] + main["overflow_pages"]
         return pages * self.page_size
 
+    def queue_names(self) -> list[str]:
+        """Every queue on disk (its `q:<name>` sub-database), named in the config or not."""
+        if self.env is None:  # read-only, and no data file yet
+            return []
+        with self.reading(None) as txn:
+            keys = [bytes(key) for key in txn.cursor().iternext(values=False)]
+        return [key[2:].decode("utf-8", "replace") for key in keys if key.startswith(b"q:")]
+
     # ---- a filesystem that refuses writes ---------------------------------------------------
 
     def storage_state(self) -> dict[str, str]:

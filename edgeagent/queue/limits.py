@@ -22,6 +22,8 @@ SIZERS = ("requests", "items", "bytes")
 
 @dataclass(frozen=True)
 class QueueCapacity:
+    """A queue's sending_queue::queue_size, counted in its sizer's unit."""
+
     size: int = 0  # 0: unlimited
     sizer: str = "requests"
 
@@ -44,6 +46,8 @@ class QueueCapacity:
 
 @dataclass(frozen=True)
 class StorageLimits:
+    """What a queue store may hold: its budget, what a full store does, how long records live."""
+
     max_size: int = 0  # bytes of LMDB pages in use; 0: unlimited
     full_policy: str = "block"
     max_age: float = 0.0  # seconds; 0: records never expire

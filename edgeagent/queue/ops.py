@@ -33,6 +33,8 @@ STATS = struct.Struct(">QQ")
 
 @dataclass
 class Totals:
+    """A queue's entries, items and bytes."""
+
     entries: int = 0
     items: int = 0
     bytes: int = 0
@@ -201,6 +203,8 @@ class WriterOp:
 
 @dataclass
 class Put(WriterOp):
+    """Append one request to its queue."""
+
     queue: WriterQueue
     payload: bytes  # the request, zstd-compressed already
     items: int
@@ -361,6 +365,8 @@ class Replace(WriterOp):
 
 @dataclass
 class SetAttempts(WriterOp):
+    """Set the attempt count of leased records."""
+
     queue: WriterQueue
     seqs: list[int]
     attempts: int

@@ -40,6 +40,8 @@ HEADER_SIZE = _HEADER.size
 
 @dataclass(frozen=True)
 class RecordHeader:
+    """The fields of a record's header (the layout in this module's docstring), and where its body starts."""
+
     signal: Signal
     items: int
     enqueued_ms: int

@@ -11,11 +11,11 @@ import base64
 import binascii
 import json
 import re
+import sys
 import zlib
 from collections.abc import Callable
 from typing import IO, Any, Protocol, cast
 
-import cramjam
 import zstandard
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -297,7 +297,7 @@ class Decompressor:
     def _run(self, step: Callable[..., None], *args: bytes) -> None:
         try:
             step(*args)
-        except _DECODE_ERRORS as exc:
+        except _decode_errors() as exc:
             self._drop()
             raise BadRequestError(f"request body is not valid {self.encoding} data: {exc}") from exc
         except BaseException:
@@ -537,6 +537,8 @@ class _SnappyFramed(_Framed):
         if self._boundary:
             raise _Corrupt("snappy data before the stream identifier")
         if kind in (0x00, 0x01):
+            import cramjam  # with the first snappy or lz4 body (_decode_errors)
+
             if kind == 0x00 and cramjam.snappy.decompress_raw_len(unit[8:]) > _SNAPPY_CHUNK:
                 raise _Corrupt("snappy chunk larger than 64 KiB")
             self.sink.add(bytes(cramjam.snappy.decompress(_SNAPPY_STREAM + unit)))
@@ -572,6 +574,8 @@ class _Snappy:
         if self._framed is not None:
             self._framed.finish()
             return
+        import cramjam
+
         block = bytes(self._buffer)
         if cramjam.snappy.decompress_raw_len(block) >= self.sink.room():
             raise BadRequestError(f"request body exceeds the limit of {self.sink.limit} bytes once decompressed",
@@ -638,6 +642,8 @@ class _Lz4(_Framed):
                                       "decompressed", status=413)
 
     def _decode_frame(self) -> None:
+        import cramjam
+
         self.sink.add(bytes(cramjam.lz4.decompress(bytes(self._frame))))
         self._frame.clear()
         self._boundary = True
@@ -657,4 +663,11 @@ _STREAMS: dict[str, Callable[[Decompressor], _Stream]] = {
     "x-snappy-framed": _SnappyFramed,
     "lz4": _Lz4,
 }
-_DECODE_ERRORS = (zlib.error, zstandard.ZstdError, cramjam.DecompressionError, ValueError)
+_DECODE_ERRORS: tuple[type[Exception], ...] = (zlib.error, zstandard.ZstdError, ValueError)
+
+
+def _decode_errors() -> tuple[type[Exception], ...]:
+    """With cramjam's error once cramjam is imported: it comes with the first snappy or lz4 body, as
+    importing it cost every start 1 ms."""
+    cramjam = sys.modules.get("cramjam")
+    return _DECODE_ERRORS if cramjam is None else (*_DECODE_ERRORS, cramjam.DecompressionError)

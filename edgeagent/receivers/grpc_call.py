@@ -69,6 +69,8 @@ class GrpcError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
+    """What the gRPC server allows a connection and its calls (the receiver's settings, grpc-go's defaults)."""
+
     max_message_bytes: int  # compressed on the wire and decoded, as grpc's max_recv_msg_size
     max_concurrent_streams: int = 1024
     max_header_list_size: int = 256 << 10  # grpc-go: 16 MiB; README says why not here

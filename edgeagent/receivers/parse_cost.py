@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
@@ -32,6 +31,9 @@ from edgeagent.errors import BadRequestError, RetryableError
 from edgeagent.receivers import codec, deprecated
 from edgeagent.signals import Payload, Signal
 from otel.wire import read_varint
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 MESSAGE_COST = 192  # arena bytes of the largest empty OTLP message (a Span: 177) with its slot in a list
 JSON_CONTAINER_COST = 96  # a Python dict or list (64 or 56 bytes) and its slot in its parent
@@ -96,9 +98,17 @@ def _with_deprecated_scopes(plan: Plan) -> Plan:
     return plan
 
 
-_PLANS = {signal: _with_deprecated_scopes(_plan(cast(Descriptor, signal.request_class.DESCRIPTOR), {}))
-          for signal in Signal}
-_NOT_TAGS = {signal: bytes(sorted(set(range(256)) - _tag_bytes(_PLANS[signal], set()))) for signal in Signal}
+# a signal's plan, and the bytes that start no message field's tag: made with its first request (walking
+# the descriptors cost every start 1 ms); made twice by two threads at once, the same either way
+_PLANS: dict[Signal, tuple[Plan, bytes]] = {}
+
+
+def _plan_of(signal: Signal) -> tuple[Plan, bytes]:
+    made = _PLANS.get(signal)
+    if made is None:
+        plan = _with_deprecated_scopes(_plan(cast(Descriptor, signal.request_class.DESCRIPTOR), {}))
+        made = _PLANS[signal] = (plan, bytes(sorted(set(range(256)) - _tag_bytes(plan, set()))))
+    return made
 
 
 def worst_case(signal: Signal, body: bytes, content_type: str) -> int:
@@ -106,7 +116,7 @@ def worst_case(signal: Signal, body: bytes, content_type: str) -> int:
     if content_type == codec.JSON:
         containers = body.count(b"{") + body.count(b"[")
         return len(body) * JSON_VALUE_EXPANSION + containers * (JSON_CONTAINER_COST + MESSAGE_COST)
-    messages = len(body.translate(None, _NOT_TAGS[signal]))  # bytes that may start a sub-message
+    messages = len(body.translate(None, _plan_of(signal)[1]))  # bytes that may start a sub-message
     return len(body) * BODY_COPIES + messages * MESSAGE_COST
 
 
@@ -119,7 +129,7 @@ def ceiling_cost(body: bytes) -> int:
 def message_cost(signal: Signal, body: bytes, limit: int) -> int:
     """As `worst_case` for a protobuf body, from the messages it holds: more than `limit` once over it.
     Malformed wire data ends the walk with what came before it, as far as the parse goes too."""
-    return len(body) * BODY_COPIES + _walk(body, 0, len(body), _PLANS[signal], limit)
+    return len(body) * BODY_COPIES + _walk(body, 0, len(body), _plan_of(signal)[0], limit)
 
 
 def _walk(data: bytes, pos: int, end: int, plan: Plan, limit: int) -> int:
@@ -192,6 +202,8 @@ async def _off_loop(size: int, function: Callable[..., _T], *args: object) -> _T
     if size < OFF_LOOP_BYTES:
         return function(*args)
     if _PARSERS is None:
+        from concurrent.futures import ThreadPoolExecutor  # with the first large body, as its threads
+
         _PARSERS = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="parse")
     work = asyncio.get_running_loop().run_in_executor(_PARSERS, function, *args)
     try:

@@ -82,6 +82,8 @@ class Stage(Protocol):
 
 @dataclass
 class RunningPipeline:
+    """A pipeline as it runs: its processors, its batcher, and the queues or chains it feeds."""
+
     id: str
     signal: Signal
     processors: list[Processor]

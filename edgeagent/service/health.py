@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from edgeagent import __version__
 from edgeagent.component import Role
-from edgeagent.queue import admin, record
+from edgeagent.queue import record
 from edgeagent.runtime import control, supervise
 from edgeagent.service.graph import Graph
 from edgeagent.service.telemetry import Telemetry
@@ -166,6 +166,8 @@ async def report_drain(status_of: Callable[[], dict[str, Any]], interval: float 
 
 def control_handlers(graph: Graph, status_of: Callable[[], dict[str, Any]]) -> dict[str, Handler]:
     """The commands the control socket serves (the CLI's `status`, `queue ...`, `dead-letter ...`)."""
+    from edgeagent.queue import admin  # with the first command: a start serves none (and it took 1 ms)
+
     stores = graph.stores.values()
 
     async def status_command(params: dict[str, Any]) -> Any:

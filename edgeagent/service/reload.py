@@ -18,7 +18,6 @@ import asyncio
 from typing import Any
 
 from edgeagent.config.loader import AgentConfig
-from edgeagent.queue import admin
 from edgeagent.service.graph import Graph
 from edgeagent.signals import Signal
 
@@ -57,6 +56,8 @@ def _changed(path: str, old: Any, new: Any) -> list[str]:
 
 async def stranded(old: Graph, new: Graph) -> list[str]:
     """What queued data a swap from `old` to `new` would leave where nothing reads it, each with its fix."""
+    from edgeagent.queue import admin  # with the first reload: a start needs none of admin's verbs
+
     left = [f"queue {queue.name} holds {queue.items} items ({queue.entries} requests) that the new config no "
             f"longer sends: let it drain first, or run `edgeagent queue purge --queue {queue.name} --yes`"
             for queue in sorted(old.queues - new.queues, key=lambda queue: queue.name) if queue.entries]

@@ -19,7 +19,6 @@ from edgeagent.component import Role
 from edgeagent.config.loader import AgentConfig
 from edgeagent.errors import ShutdownError
 from edgeagent.extensions.metrics import Metrics
-from edgeagent.queue import admin
 from edgeagent.runtime import lean, supervise
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
@@ -173,6 +172,8 @@ class Service:
         """Purge skips leased records, and a sender retrying a dead upstream holds its queue's first
         records for good: such a queue is purged with the graph's senders stopped (as a reload to the
         running config does, receivers kept), so a refused reload's advice to purge can be followed."""
+        from edgeagent.queue import admin  # with the first purge (health.control_handlers)
+
         name = params.get("queue")
         purged: list[int] = []
 

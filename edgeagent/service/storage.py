@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from edgeagent.config.loader import AgentConfig
 from edgeagent.extensions.file_storage import FileStorageConfig, resolve_directory
-from edgeagent.queue import admin
 from edgeagent.queue.compaction import cleanup_compaction_leftovers
 from edgeagent.queue.environment import private_directory
 from edgeagent.queue.limits import StorageLimits
@@ -134,7 +133,7 @@ class Stores:
         graph is built: it opens the named ones with their capacity."""
         labels = {signal.label: signal for signal in Signal}
         for store in self.by_id.values():
-            for name in admin.queue_names(store):
+            for name in store.queue_names():
                 signal = labels.get(name.rpartition("/")[2])
                 if name not in store.queues and signal is not None:
                     store.queue(name, signal)
