@@ -1,13 +1,13 @@
 """`python -m edgeagent` and the `edgeagent` command: SIGHUP held and the collector eased before the
 CLI's imports (a fifth of a second)."""
 
+from edgeagent.lean import importing, start_up_gc
 from edgeagent.runtime import hangup
-from edgeagent.runtime.lean import importing, start_up_gc
 
 
 def main() -> int:
     hangup.hold()  # a SIGHUP during start-up must not end the agent: runtime/hangup.py
-    start_up_gc()  # see runtime/lean.py
+    start_up_gc()  # see lean.py
     with importing():
         from edgeagent.cli import main as cli_main
 

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import yaml
 
-from edgeagent import __version__, cli_text
+from edgeagent import __version__, cli_text, lean
 from edgeagent.cli_commands import Commands, config_flags, go_bool, queue_commands, target_flags
 from edgeagent.cli_listings import MERGE_APPEND, cmd_components, cmd_featuregate
 from edgeagent.config.document import ConfigError
 from edgeagent.config.upstream import upstream_base
-from edgeagent.runtime import descriptors, hangup, lean, loop_errors
+from edgeagent.runtime import descriptors, hangup, loop_errors
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 

@@ -15,8 +15,8 @@ import importlib
 import sys
 from collections.abc import Iterator, Mapping
 
+from edgeagent import lean
 from edgeagent.component import Factory
-from edgeagent.runtime import lean
 
 _MODULES: dict[str, dict[str, str]] = {
     "receivers": {"otlp": "edgeagent.receivers.otlp", "kafka": "edgeagent.receivers.kafka"},
@@ -48,7 +48,7 @@ class _Factories(Mapping[str, Factory]):
         name = self._modules[self._aliases.get(type_name, type_name)]
         module = sys.modules.get(name)
         if module is None:
-            with lean.importing():  # a component's module and what it imports: see runtime/lean.py
+            with lean.importing():  # a component's module and what it imports: see lean.py
                 module = importlib.import_module(name)
         return module.FACTORY
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from edgeagent.runtime.lean import start_up_gc, steady_gc
+from edgeagent.lean import start_up_gc, steady_gc
 from tests.helpers.agent import AgentProcess
 
 # what the default config (OTLP in, memory_limiter and batch, otlphttp out, health_check) never needs
@@ -28,7 +28,7 @@ NOT_ON_THE_DEFAULT_PATH = [
     "prometheus_client",  # the metrics text is our own (extensions/metrics.py)
     # HTTP/1.1 both ways is our own (edgeagent/http1/); the stdlib's HTTP and mail modules are not needed
     "aiohttp", "multidict", "yarl", "urllib.request", "http.client",
-    "importlib.metadata",  # pydantic's plugin search (edgeagent/runtime/lean.py)
+    "importlib.metadata",  # pydantic's plugin search (edgeagent/lean.py)
     # periodic metric readers push through the otlp exporters' clients: only with a periodic reader
     "edgeagent.service.periodic", "edgeagent.exporters.otlp", "edgeagent.exporters.grpc_client",
     "edgeagent.service.metrics_otlp",
@@ -98,7 +98,7 @@ def test_builtin_default_factories_are_answered_as_pydantic_answers_and_a_data_f
     from pydantic._internal import _fields
 
     import edgeagent.config.loader  # noqa: F401  (puts lean.py's answer for builtin factories in place)
-    from edgeagent.runtime.lean import _BUILTIN_FACTORIES
+    from edgeagent.lean import _BUILTIN_FACTORIES
 
     ask = _fields.takes_validated_data_argument.__wrapped__  # pydantic's own question
     assert [factory for factory in _BUILTIN_FACTORIES if ask(factory)] == []
@@ -119,7 +119,7 @@ def test_imports_while_the_agent_starts_are_frozen_unwalked_and_not_otherwise(tm
         (tmp_path / f"{name}.py").write_text("class Thing:\n    pass\n")
     code = ("import gc, sys\n"
             f"sys.path.insert(0, {str(tmp_path)!r})\n"
-            "from edgeagent.runtime import lean\n"
+            "from edgeagent import lean\n"
             "def frozen(module):\n"
             "    return gc.is_tracked(module.Thing) and not any(o is module.Thing for o in gc.get_objects())\n"
             "with lean.importing():\n"
@@ -140,7 +140,7 @@ def test_imports_while_the_agent_starts_are_frozen_unwalked_and_not_otherwise(tm
 def test_a_reload_collects_the_cyclic_garbage_that_freezing_start_up_kept():
     import weakref
 
-    from edgeagent.runtime.lean import freeze_start_up, refreeze
+    from edgeagent.lean import freeze_start_up, refreeze
 
     class Component:
         pass
@@ -162,7 +162,7 @@ def test_a_reload_collects_the_cyclic_garbage_that_freezing_start_up_kept():
 
 
 def test_a_serving_agent_makes_young_passes_rarer_and_a_verb_restores_them():
-    from edgeagent.runtime.lean import serving_gc
+    from edgeagent.lean import serving_gc
 
     steady = gc.get_threshold()
     try:

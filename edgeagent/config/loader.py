@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from edgeagent import lean
 from edgeagent.component import KINDS, ComponentConfig, ComponentId, ConnectorConfig
 from edgeagent.config.document import (
     ConfigError,
@@ -27,11 +28,10 @@ from edgeagent.config.service import ServiceConfig
 from edgeagent.config.types import port_problem
 from edgeagent.config.unsupported import unsupported
 from edgeagent.configdecode import type_error_sentence
-from edgeagent.runtime import lean
 from edgeagent.signals import Signal
 from otel.godecode import DOCUMENT
 
-lean.builtin_factories_take_no_data()  # before any model is built: see edgeagent/runtime/lean.py
+lean.builtin_factories_take_no_data()  # before any model is built: see edgeagent/lean.py
 _TOP_LEVEL = set(KINDS) | {"service"}
 
 

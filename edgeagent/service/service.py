@@ -14,12 +14,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from edgeagent import __version__
+from edgeagent import __version__, lean
 from edgeagent.component import Role
 from edgeagent.config.loader import AgentConfig
 from edgeagent.errors import ShutdownError
 from edgeagent.extensions.metrics import Metrics
-from edgeagent.runtime import lean, supervise
+from edgeagent.runtime import supervise
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
 from edgeagent.service.consumers import ConsumerSlot

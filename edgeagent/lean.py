@@ -123,7 +123,7 @@ _PYDANTIC_PLUGIN_LOADER = "pydantic.plugin._loader"
 def no_pydantic_plugins() -> None:
     if _PYDANTIC_PLUGIN_LOADER in sys.modules:
         return
-    stand_in = types.ModuleType(_PYDANTIC_PLUGIN_LOADER, "edgeagent runs no pydantic plugins (runtime/lean.py)")
+    stand_in = types.ModuleType(_PYDANTIC_PLUGIN_LOADER, "edgeagent runs no pydantic plugins (lean.py)")
     stand_in.get_plugins = lambda: ()  # type: ignore[attr-defined]  # the one name pydantic imports from it
     sys.modules[_PYDANTIC_PLUGIN_LOADER] = stand_in
 
