@@ -28,8 +28,8 @@ from tests.helpers.otlp_post import post
 from tests.helpers.upstream import Upstream
 
 SPANS_PER_REQUEST = 10
-# a connection ends about three times a second: ten seconds see some thirty GOAWAYs, as many as
-# half a minute of a 1 s max_connection_age (a GOAWAY meets a call on its way rarely)
+# a connection ends about three times a second: six seconds see some eighteen GOAWAYs, as many as
+# twenty seconds of a 1 s max_connection_age (a GOAWAY meets a call on its way rarely)
 KEEPALIVE = {"server_parameters": {"max_connection_age": "300ms", "max_connection_age_grace": "1s"}}
 # otelcol's default backoff: a call failed by a GOAWAY and retried after it holds its data for 5 s
 RETRY = {"initial_interval": "5s", "randomization_factor": 0, "max_elapsed_time": "0s"}
@@ -171,7 +171,7 @@ def hub_config(path: Path, upstream: Upstream) -> str:
 
 def steady(agent: AgentProcess, upstream: Upstream, port: int, name: str) -> None:
     """Ten seconds of traffic through an upstream on `port` that ends each connection after KEEPALIVE's age."""
-    traffic = Traffic(agent.http_port, 10.0, port).start()
+    traffic = Traffic(agent.http_port, 6.0, port).start()
     traffic.join()
     result = outcome(agent, upstream, traffic)
     print(report(name, result), f"over {len(traffic.connections)} connections")
@@ -216,7 +216,7 @@ def test_a_rolling_restart_of_the_collector_loses_nothing_and_is_used_at_once(ag
         port = free_port()
         first = otelcol(collector_config(port, upstream, max_age=False))
         agent = start_agent(agents, tmp_path, port)
-        traffic = Traffic(agent.http_port, 8.0, port).start()
+        traffic = Traffic(agent.http_port, 6.0, port).start()
         time.sleep(2.5)
         first.stop()  # SIGTERM: the receiver's gRPC server stops gracefully (GOAWAY, then closes)
         stopped = time.monotonic()

@@ -20,8 +20,8 @@ from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
 from tests.helpers.upstream import Upstream
 
-RATE = 40_000  # bytes a second, from the agent to the upstream: 320 kbit/s
-TIMEOUT = 2.5  # seconds, the exporter's: a merged request of 8,192 spans takes longer at RATE
+RATE = 80_000  # bytes a second, from the agent to the upstream: 640 kbit/s
+TIMEOUT = 1.25  # seconds, the exporter's: a merged request of 8,192 spans takes longer at RATE
 
 
 class Throttle:
