@@ -242,7 +242,7 @@ def test_a_page_zeroed_deep_in_the_queue_is_salvaged_by_the_start_after_the_run_
     args = ["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{port}",
             "--set", "processors::batch::send_batch_size=5"]
     agent = agents(args)
-    first = send_spans("http", agent.http_port, 3000, batch=5)  # small records: many leaf pages
+    first = send_spans("http", agent.http_port, 750, batch=5)  # small records: many leaf pages
     assert agent.terminate() == 0
     data = _queue_dir(state) / "data.mdb"
     leaves = _leaves(data, b"q:otlphttp/traces")
@@ -284,7 +284,7 @@ def test_a_page_lost_under_the_running_agent_stops_it_once_and_the_next_start_sa
     args = ["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{port}",
             "--set", "processors::batch::send_batch_size=5"]
     agent = agents(args)
-    first = send_spans("http", agent.http_port, 3000, batch=5)
+    first = send_spans("http", agent.http_port, 750, batch=5)
     data = _queue_dir(state) / "data.mdb"
     fd = os.open(data, os.O_WRONLY)  # the map is shared: the running agent reads the zeros at once
     try:
