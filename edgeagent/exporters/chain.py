@@ -296,9 +296,8 @@ class ExportChain:
 
     def _halved_for_time(self, body: bytes, items: int) -> list[Part]:
         """The halves of a request its timeout ended; requests are cut to their size from now on."""
-        try:
-            halves = split_serialized(self.signal, body, (items + 1) // 2)
-        except DecodeError:  # not valid protobuf: sent whole, and refused for good by the exporter
+        halves = self._in_two(body, items)
+        if halves is None:  # not valid protobuf: sent whole, and refused for good by the exporter
             return [(body, items)]
         if len(halves) < 2:
             return halves
@@ -329,12 +328,18 @@ class ExportChain:
         refusal to record: `error`, or why a request that is not valid protobuf cannot be split."""
         if not error.too_large or items < 2 or error.parts is not None:
             return [], error
-        try:
-            halves = split_serialized(self.signal, body, (items + 1) // 2)
-        except DecodeError:
+        halves = self._in_two(body, items)
+        if halves is None:
             return [], PermanentError(f"{error}; the request cannot be split: it is not a valid "
                                       f"{self.signal.label} request", status=error.status, body=error.body)
         return (halves, error) if len(halves) >= 2 else ([], error)
+
+    def _in_two(self, body: bytes, items: int) -> list[Part] | None:
+        """`body` as two requests of half its items each; None when it is not valid protobuf."""
+        try:
+            return split_serialized(self.signal, body, (items + 1) // 2)
+        except DecodeError:
+            return None
 
     async def _refused(self, delivery: Delivery, dead_letters: DeadLetterSink | None) -> None:
         error = delivery.error
