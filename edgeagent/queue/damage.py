@@ -64,7 +64,8 @@ def salvaged(directory: str) -> None:
 def started(directory: str) -> None:
     with contextlib.suppress(OSError):
         # not synced: it must outlive the process, which the page cache does, not the boot
-        _write(os.path.join(directory, RUN_NAME), f"{_boot_id()} {_since_boot():.3f}", sync=False)
+        # whole seconds, cut down: a time rounded up could be later than a check made at once
+        _write(os.path.join(directory, RUN_NAME), f"{_boot_id()} {int(_since_boot())}", sync=False)
 
 
 def stopped(directory: str) -> None:
