@@ -107,7 +107,7 @@ from edgeagent.queue.arrivals import Arrival, Handover
 from edgeagent.queue.clocksteps import Clock, Shifts, StepWatch, SystemClock
 from edgeagent.queue.compaction import CompactionStopped, copy_compacted, rebound_due
 from edgeagent.queue.environment import StorageAccessError, StorageLockedError
-from edgeagent.queue.eviction import evict, expire, make_room
+from edgeagent.queue.eviction import evict, evict_dead_letters, expire, make_room
 from edgeagent.queue.grouping import Grouping
 from edgeagent.queue.home import REOPEN_INTERVAL, StoreHome
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
@@ -484,7 +484,9 @@ class QueueStore(StoreHome):
         result = Commit()
         # Deletes need free pages too (LMDB copies on write): the ballast's room lets them through.
         # Kept while puts are only refused, so the acks that will free the space still find it.
-        evicts = bool(puts) and self.limits.full_policy == "drop_oldest"
+        # Dead letters give way under either policy, as at the disk budget (eviction.py); the
+        # count is the event loop's, read here as a hint: a miss waits for the next full commit.
+        evicts = bool(puts) and (self.limits.full_policy == "drop_oldest" or self.deadletter_entries > 0)
         if (others or evicts) and environment.drop_ballast(self.directory):
             log.warning("queue storage is out of space; released the reserve so that deletes can proceed",
                         extra={"directory": self.directory})
@@ -519,7 +521,10 @@ class QueueStore(StoreHome):
         with self.lmdb_env.begin(write=True) as txn:
             ctx = Context(self, txn, result, state, now_ms)
             if evict_bytes:
-                state.pages -= evict(ctx, evict_bytes, None, "disk_full")
+                freed = evict_dead_letters(ctx, evict_bytes)
+                if freed < evict_bytes and self.limits.full_policy == "drop_oldest":
+                    freed += evict(ctx, evict_bytes - freed, None, "disk_full")
+                state.pages -= freed
             for op in ops:
                 op.apply(ctx)
             if sweep:
