@@ -30,6 +30,12 @@ waiting, a batch whose write failed and those published while down all keep wait
 writer sends them once the probe finds Redis back. A rewrite is harmless: NX with GET answers
 the value already there, the replica's own if the lost reply's write took effect.
 
+Failover: a primary demoted to a replica answers every write READONLY on the connections it
+keeps, while the endpoint (a DNS name, a proxy, Sentinel) leads new ones to the new primary.
+That is an outage, not a refusal: every pooled connection is closed, the batch waits again, and
+the probe's new connection finds the new primary (go-redis closes a connection answering READONLY
+for the same reason). Refusals proper (OOM, MISCONF) are counted and their decisions dropped.
+
 Bounds while down: size, the same `_PENDING_BATCHES` batches (100,000 decisions with the default
 batch size, about 20 MB); past it the oldest decisions give way, counted as `overflow`, since
 late spans follow fresh decisions and an old decision's trace is mostly over. Time, `ttl`: a
@@ -56,7 +62,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 from sampler.cluster.config import SharedStateConfig, shown_url
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
@@ -297,6 +303,11 @@ class SharedDecisions:
             self._failed("publish", exc)
             self._requeue(batch)
             return
+        demoted = next((reply for reply in replies if isinstance(reply, ReadOnlyError)), None)
+        if demoted is not None:  # not refused: Redis is elsewhere now, the batch waits for it
+            await self._replica_reached("publish", demoted)
+            self._requeue(batch)
+            return
         refused: list[Exception] = []
         foreign = 0  # keys holding a value that is no decision: as lookups do, not followed
         for (trace_id, stamp), reply in zip(batch.items(), replies, strict=False):
@@ -332,6 +343,9 @@ class SharedDecisions:
             async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
                 assert self._redis is not None, "probes run between start() and shutdown()"
                 await self._redis.delete(self._prefix + _PROBE)
+        except ReadOnlyError as exc:
+            await self._replica_reached("connect", exc)
+            return False
         except ResponseError:
             pass  # it answers, refusing writes (e.g. OOM): the writer counts refusals, lookups still work
         except _OUTAGE as exc:
@@ -356,6 +370,16 @@ class SharedDecisions:
                                "error": str(exc) or type(exc).__name__})
         self._mark_down()
         self._down.set()
+
+    async def _replica_reached(self, operation: str, exc: ReadOnlyError) -> None:
+        """READONLY: the server is a replica now, a primary demoted by a failover, while the
+        endpoint (a DNS name, a proxy) leads new connections to the new primary. Every pooled
+        connection was made to the old one: all are closed, so the next are made anew (go-redis
+        closes a connection that answers READONLY for this reason). Until the probe writes through
+        a new one, Redis is down: writing on would refuse every decision for good."""
+        self._failed(operation, exc)
+        if self._redis is not None:
+            await self._redis.connection_pool.disconnect()
 
     def _mark_down(self) -> None:
         self.up = False

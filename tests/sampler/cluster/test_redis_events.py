@@ -1,0 +1,72 @@
+"""SharedDecisions through what Redis deployments do to their clients: a failover that demotes
+the primary the agent is connected to, memory that runs out and frees again. Real redis-servers;
+the endpoint's switch to the new primary is a loopback forwarder, as a DNS name or proxy is."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+from tests.helpers.forwarder import Forwarder
+from tests.helpers.net import free_port
+from tests.helpers.redis_server import RedisServer
+from tests.sampler.cluster.test_redis_state import _counter, _ids, _in_redis, _shared, _until
+
+pytestmark = pytest.mark.e2e  # every test here runs a redis-server
+
+
+@pytest.fixture
+def new_primary(tmp_path):
+    directory = tmp_path / "redis-b"
+    directory.mkdir()
+    server = RedisServer(str(directory)).start()
+    yield server
+    server.kill()
+
+
+def _lines(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "sampler.cluster.redis_state" and text in r.getMessage()]
+
+
+def test_a_primary_demoted_by_a_failover_is_left_for_the_new_primary_behind_the_endpoint(
+        redis_server, new_primary, caplog):
+    """The old primary answers every write READONLY on the pooled connections; new connections
+    reach the new primary. Decisions flow to it within about a second, none is lost, one outage."""
+    endpoint = Forwarder(free_port(), redis_server.port).start()
+
+    async def scenario():
+        shared = _shared(endpoint)
+        await shared.start()
+        await asyncio.gather(*(shared.lookup(_ids(3, 9)) for _ in range(4)))  # a few pooled connections
+        before = dict.fromkeys(_ids(10, 1), True)
+        shared.publish(before)
+        await _until(lambda: _in_redis(redis_server, before) == before, message="decisions at the first primary")
+
+        with caplog.at_level(logging.INFO, logger="sampler.cluster.redis_state"):
+            endpoint.target = new_primary.port
+            with redis_server.client() as client:
+                client.execute_command("REPLICAOF", "127.0.0.1", str(new_primary.port))
+            failover = time.monotonic()
+            after: dict[bytes, bool] = {}
+            for turn in range(20):  # decisions keep coming through the failover
+                decisions = dict.fromkeys(_ids(5, 100 + turn), turn % 2 == 0)
+                after.update(decisions)
+                shared.publish(decisions)
+                await asyncio.sleep(0.01)
+            await _until(lambda: _in_redis(new_primary, after) == after, timeout=5,
+                         message="the decisions at the new primary")
+            shared_again = time.monotonic() - failover
+        assert shared_again < 2.0, shared_again
+        assert _counter(shared, "dropped_decisions", "refused") == 0
+        assert await shared.lookup(list(after)) == after
+        assert len(_lines(caplog, "unavailable")) == 1, _lines(caplog, "")
+        assert len(_lines(caplog, "available again")) == 1, _lines(caplog, "")
+        await shared.shutdown()
+    try:
+        asyncio.run(scenario())
+    finally:
+        endpoint.stop()
