@@ -34,7 +34,9 @@ Failover: a primary demoted to a replica answers every write READONLY on the con
 keeps, while the endpoint (a DNS name, a proxy, Sentinel) leads new ones to the new primary.
 That is an outage, not a refusal: every pooled connection is closed, the batch waits again, and
 the probe's new connection finds the new primary (go-redis closes a connection answering READONLY
-for the same reason). Refusals proper (OOM, MISCONF) are counted and their decisions dropped.
+for the same reason). Refusals proper (OOM, MISCONF) are counted and their decisions dropped,
+with one warning per episode: memory at maxmemory's edge is refused and freed by the second, so
+an episode ends (an info log) only after `_REFUSALS_OVER_AFTER` of writes stored, none refused.
 
 Bounds while down: size, the same `_PENDING_BATCHES` batches (100,000 decisions with the default
 batch size, about 20 MB); past it the oldest decisions give way, counted as `overflow`, since
@@ -73,6 +75,7 @@ _KEPT, _DROPPED = b"1", b"0"
 _PROBE = b"probe"  # deleted by the probes, after the prefix: no decision's key (not hex)
 _PENDING_BATCHES = 100  # beyond this many batches of decisions waiting, the oldest are dropped (counted)
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
+_REFUSALS_OVER_AFTER = 60.0  # seconds of writes stored, none refused, that end an episode of refusals
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 _PREFIX = "edgeagent_sampler_shared_state_"
 
@@ -116,7 +119,9 @@ class SharedDecisions:
         self._broken = False  # a task failed (a bug): nothing is queued any more
         self._closing = False
         self._down_since: float | None = None  # None: up, or not yet connected since start
-        self._refusing = False  # Redis answers but refuses writes (e.g. OOM): warned once
+        # an episode of refusals (e.g. OOM), warned once: when it began, when the last refusal came
+        self._refusing_since: float | None = None
+        self._refused_at = 0.0
         self._tasks: list[asyncio.Task] = []
         self._counters: dict[str, Counter] = {}
         self._define_metrics(metrics)
@@ -324,14 +329,28 @@ class SharedDecisions:
         if foreign:
             self._count("errors", 1, "publish")
             self._count("dropped_decisions", foreign, "foreign_value")
+        self._refusals(refused)
+
+    def _refusals(self, refused: list[Exception]) -> None:
+        """Count refused decisions; warn once per episode. Memory at maxmemory's edge frees and
+        fills again by the second (expiries, new decisions): writes are refused, stored, refused...
+        so an episode ends only once writes have been stored `_REFUSALS_OVER_AFTER` since the last
+        refusal, not at the first batch stored."""
+        now = time.monotonic()
         if refused:
             self._count("errors", 1, "publish")
             self._count("dropped_decisions", len(refused), "refused")
-            if not self._refusing:
+            if self._refusing_since is None:
+                self._refusing_since = now
                 log.warning("Redis refuses to store sampling decisions; other replicas will not see them",
                             extra={"processor": self.id, "url": self.url, "error": str(refused[0]),
                                    "decisions": len(refused)})
-        self._refusing = bool(refused)
+            self._refused_at = now
+        elif self._refusing_since is not None and now - self._refused_at >= _REFUSALS_OVER_AFTER:
+            refusing = round(self._refused_at - self._refusing_since, 1)
+            log.info("Redis stores sampling decisions again",
+                     extra={"processor": self.id, "url": self.url, "refusing_seconds": refusing})
+            self._refusing_since = None
 
     # ---- outages ---------------------------------------------------------------------------
 

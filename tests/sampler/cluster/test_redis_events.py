@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from sampler.cluster import redis_state
 from tests.helpers.forwarder import Forwarder
 from tests.helpers.net import free_port
 from tests.helpers.redis_server import RedisServer
@@ -70,3 +71,44 @@ def test_a_primary_demoted_by_a_failover_is_left_for_the_new_primary_behind_the_
         asyncio.run(scenario())
     finally:
         endpoint.stop()
+
+
+def test_memory_running_out_again_and_again_is_one_refusal_episode_with_one_warning(redis_server, caplog,
+                                                                                   monkeypatch):
+    """maxmemory with noeviction at its edge: expiries free a little memory, decisions fill it
+    again, so writes are refused, stored, refused... One warning for the episode, one line once
+    writes have been stored for a while, and a refusal after that is a new episode."""
+    monkeypatch.setattr(redis_state, "_REFUSALS_OVER_AFTER", 1.0, raising=False)
+
+    async def scenario():
+        shared = _shared(redis_server)
+        await shared.start()
+        with redis_server.client() as client, caplog.at_level(logging.INFO, logger="sampler.cluster.redis_state"):
+            client.config_set("maxmemory-policy", "noeviction")
+            for turn in range(5):
+                client.config_set("maxmemory", 1)  # any write is refused: -OOM
+                shared.publish({_ids(1, 10 + turn)[0]: True})
+                await _until(lambda: _counter(shared, "dropped_decisions", "refused") == turn + 1,  # noqa: B023
+                             message="a refused decision")
+                client.config_set("maxmemory", 0)  # memory freed
+                stored = {_ids(1, 20 + turn)[0]: False}
+                shared.publish(stored)
+                await _until(lambda: _in_redis(redis_server, stored) == stored,  # noqa: B023
+                             message="a stored decision")
+            assert len(_lines(caplog, "refuses")) == 1, _lines(caplog, "")
+            assert not _lines(caplog, "again")
+
+            await asyncio.sleep(1.1)  # writes stored all along: the next one ends the episode
+            stored = {_ids(1, 30)[0]: True}
+            shared.publish(stored)
+            await _until(lambda: _in_redis(redis_server, stored) == stored, message="stored after the episode")
+            assert len(_lines(caplog, "stores sampling decisions again")) == 1, _lines(caplog, "")
+
+            client.config_set("maxmemory", 1)
+            shared.publish({_ids(1, 40)[0]: True})
+            await _until(lambda: _counter(shared, "dropped_decisions", "refused") == 6, message="a new episode")
+            client.config_set("maxmemory", 0)
+        assert len(_lines(caplog, "refuses")) == 2, _lines(caplog, "")
+        assert shared.up
+        await shared.shutdown()
+    asyncio.run(scenario())
