@@ -31,12 +31,13 @@ writer sends them once the probe finds Redis back. A rewrite is harmless: NX wit
 the value already there, the replica's own if the lost reply's write took effect.
 
 Failover: a primary demoted to a replica answers every write READONLY on the connections it
-keeps, while the endpoint (a DNS name, a proxy, Sentinel) leads new ones to the new primary.
-That is an outage, not a refusal: every pooled connection is closed, the batch waits again, and
-the probe's new connection finds the new primary (go-redis closes a connection answering READONLY
-for the same reason). Refusals proper (OOM, MISCONF) are counted and their decisions dropped,
-with one warning per episode: memory at maxmemory's edge is refused and freed by the second, so
-an episode ends (an info log) only after `_REFUSALS_OVER_AFTER` of writes stored, none refused.
+keeps, while the endpoint (a DNS name, a proxy that follows Sentinel) leads new ones to the new
+primary. That is an outage, not a refusal: every pooled connection is closed, the batch waits
+again, and the probe's new connection finds the new primary (go-redis closes a connection that
+answers READONLY for the same reason). Refusals proper (OOM, MISCONF) are counted and their
+decisions dropped, with one warning per episode: memory at maxmemory's edge is refused and freed
+by the second, so an episode ends (an info log) only after `_REFUSALS_OVER_AFTER` of writes
+stored, none refused.
 
 Bounds while down: size, the same `_PENDING_BATCHES` batches (100,000 decisions with the default
 batch size, about 20 MB); past it the oldest decisions give way, counted as `overflow`, since
