@@ -34,10 +34,11 @@ Failover: a primary demoted to a replica answers every write READONLY on the con
 keeps, while the endpoint (a DNS name, a proxy that follows Sentinel) leads new ones to the new
 primary. That is an outage, not a refusal: every pooled connection is closed, the batch waits
 again, and the probe's new connection finds the new primary (go-redis closes a connection that
-answers READONLY for the same reason). Refusals proper (OOM, MISCONF) are counted and their
-decisions dropped, with one warning per episode: memory at maxmemory's edge is refused and freed
-by the second, so an episode ends (an info log) only after `_REFUSALS_OVER_AFTER` of writes
-stored, none refused.
+answers READONLY for the same reason). A replica answers at once, so it is probed every second
+while the endpoint still leads to it (a DNS name's TTL), not with the backoff of an outage.
+Refusals proper (OOM, MISCONF) are counted and their decisions dropped, with one warning per
+episode: memory at maxmemory's edge is refused and freed by the second, so an episode ends (an
+info log) only after `_REFUSALS_OVER_AFTER` of writes stored, none refused.
 
 Bounds while down: size, the same `_PENDING_BATCHES` batches (100,000 decisions with the default
 batch size, about 20 MB); past it the oldest decisions give way, counted as `overflow`, since
@@ -76,6 +77,7 @@ _KEPT, _DROPPED = b"1", b"0"
 _PROBE = b"probe"  # deleted by the probes, after the prefix: no decision's key (not hex)
 _PENDING_BATCHES = 100  # beyond this many batches of decisions waiting, the oldest are dropped (counted)
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
+_REPLICA_BACKOFF_MAX = 1.0  # a replica answering READONLY is alive: asked again at least this often
 _REFUSALS_OVER_AFTER = 60.0  # seconds of writes stored, none refused, that end an episode of refusals
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 _PREFIX = "edgeagent_sampler_shared_state_"
@@ -120,6 +122,7 @@ class SharedDecisions:
         self._broken = False  # a task failed (a bug): nothing is queued any more
         self._closing = False
         self._down_since: float | None = None  # None: up, or not yet connected since start
+        self._replica = False  # the last probe (or write) reached a replica: READONLY
         # an episode of refusals (e.g. OOM), warned once: when it began, when the last refusal came
         self._refusing_since: float | None = None
         self._refused_at = 0.0
@@ -359,6 +362,7 @@ class SharedDecisions:
         """A write command (DEL of a key that is not there), as a decision is one: a Redis that
         answers PING but stalls writes (paused clients) stays down, rather than coming up and
         failing again at once, a warning each time."""
+        self._replica = False
         try:
             async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
                 assert self._redis is not None, "probes run between start() and shutdown()"
@@ -397,6 +401,7 @@ class SharedDecisions:
         connection was made to the old one: all are closed, so the next are made anew (go-redis
         closes a connection that answers READONLY for this reason). Until the probe writes through
         a new one, Redis is down: writing on would refuse every decision for good."""
+        self._replica = True
         self._failed(operation, exc)
         if self._redis is not None:
             await self._redis.connection_pool.disconnect()
@@ -406,7 +411,9 @@ class SharedDecisions:
         self._available.clear()
 
     async def _reconnect_loop(self) -> None:
-        """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it."""
+        """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it. A
+        replica that answers READONLY is asked again every second at most: an endpoint's DNS name
+        leads to the new primary once its TTL is over, and the next probe should follow soon."""
         while True:
             await self._down.wait()
             self._down.clear()
@@ -415,4 +422,4 @@ class SharedDecisions:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 if self._redis is None or await self._probe():
                     break
-                delay = min(delay * 2, _BACKOFF_MAX)
+                delay = min(delay * 2, _REPLICA_BACKOFF_MAX if self._replica else _BACKOFF_MAX)

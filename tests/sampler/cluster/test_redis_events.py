@@ -112,3 +112,39 @@ def test_memory_running_out_again_and_again_is_one_refusal_episode_with_one_warn
         assert shared.up
         await shared.shutdown()
     asyncio.run(scenario())
+
+
+def _readonly_probes(server: RedisServer) -> int:
+    """The probes (DEL) the server refused as a replica (INFO commandstats)."""
+    with server.client() as client:
+        return int(client.info("commandstats").get("cmdstat_del", {}).get("rejected_calls", 0))
+
+
+def test_a_demoted_primary_is_asked_again_every_second_until_the_endpoint_leads_elsewhere(
+        redis_server, new_primary):
+    """A DNS name keeps leading to the demoted primary for its TTL. It answers READONLY at once:
+    asked again each second (not after 3, 6, 12 s as a Redis that does not answer), so decisions
+    are shared within a second of the endpoint leading to the new primary."""
+    endpoint = Forwarder(free_port(), redis_server.port).start()
+
+    async def scenario():
+        shared = _shared(endpoint)
+        await shared.start()
+        with redis_server.client() as client:
+            client.execute_command("REPLICAOF", "127.0.0.1", str(new_primary.port))
+        shared.publish({_ids(1, 1)[0]: True})
+        # probes after 0.1, 0.2, 0.4, 0.8, then 1 s (jittered down to half): the 7th by 4.5 s;
+        # doubling on (1.6, 3.2 s) the 7th comes after 6.3 s at the soonest
+        await _until(lambda: _readonly_probes(redis_server) >= 7, timeout=5.5, message="seven probes")
+        endpoint.target = new_primary.port
+        switched = time.monotonic()
+        after = dict.fromkeys(_ids(5, 2), False)
+        shared.publish(after)
+        await _until(lambda: _in_redis(new_primary, after) == after, timeout=5, message="shared again")
+        assert time.monotonic() - switched < 1.5
+        assert _in_redis(new_primary, {_ids(1, 1)[0]: True}) == {_ids(1, 1)[0]: True}  # waited, not lost
+        await shared.shutdown()
+    try:
+        asyncio.run(scenario())
+    finally:
+        endpoint.stop()
