@@ -30,6 +30,16 @@ waiting, a batch whose write failed and those published while down all keep wait
 writer sends them once the probe finds Redis back. A rewrite is harmless: NX with GET answers
 the value already there, the replica's own if the lost reply's write took effect.
 
+Failover: a primary demoted to a replica answers every write READONLY on the connections it
+keeps, while the endpoint (a DNS name, a proxy that follows Sentinel) leads new ones to the new
+primary. That is an outage, not a refusal: every pooled connection is closed, the batch waits
+again, and the probe's new connection finds the new primary (go-redis closes a connection that
+answers READONLY for the same reason). A replica answers at once, so it is probed every second
+while the endpoint still leads to it (a DNS name's TTL), not with the backoff of an outage.
+Refusals proper (OOM, MISCONF) are counted and their decisions dropped, with one warning per
+episode: memory at maxmemory's edge is refused and freed by the second, so an episode ends (an
+info log) only after `_REFUSALS_OVER_AFTER` of writes stored, none refused.
+
 Bounds while down: size, the same `_PENDING_BATCHES` batches (100,000 decisions with the default
 batch size, about 20 MB); past it the oldest decisions give way, counted as `overflow`, since
 late spans follow fresh decisions and an old decision's trace is mostly over. Time, `ttl`: a
@@ -56,7 +66,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
 from sampler.cluster.config import SharedStateConfig, shown_url
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
@@ -67,6 +77,8 @@ _KEPT, _DROPPED = b"1", b"0"
 _PROBE = b"probe"  # deleted by the probes, after the prefix: no decision's key (not hex)
 _PENDING_BATCHES = 100  # beyond this many batches of decisions waiting, the oldest are dropped (counted)
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
+_REPLICA_BACKOFF_MAX = 1.0  # a replica answering READONLY is alive: asked again at least this often
+_REFUSALS_OVER_AFTER = 60.0  # seconds of writes stored, none refused, that end an episode of refusals
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 _PREFIX = "edgeagent_sampler_shared_state_"
 
@@ -110,7 +122,10 @@ class SharedDecisions:
         self._broken = False  # a task failed (a bug): nothing is queued any more
         self._closing = False
         self._down_since: float | None = None  # None: up, or not yet connected since start
-        self._refusing = False  # Redis answers but refuses writes (e.g. OOM): warned once
+        self._replica = False  # the last probe (or write) reached a replica: READONLY
+        # an episode of refusals (e.g. OOM), warned once: when it began, when the last refusal came
+        self._refusing_since: float | None = None
+        self._refused_at = 0.0
         self._tasks: list[asyncio.Task] = []
         self._counters: dict[str, Counter] = {}
         self._define_metrics(metrics)
@@ -297,6 +312,11 @@ class SharedDecisions:
             self._failed("publish", exc)
             self._requeue(batch)
             return
+        demoted = next((reply for reply in replies if isinstance(reply, ReadOnlyError)), None)
+        if demoted is not None:  # not refused: Redis is elsewhere now, the batch waits for it
+            await self._replica_reached("publish", demoted)
+            self._requeue(batch)
+            return
         refused: list[Exception] = []
         foreign = 0  # keys holding a value that is no decision: as lookups do, not followed
         for (trace_id, stamp), reply in zip(batch.items(), replies, strict=False):
@@ -313,14 +333,28 @@ class SharedDecisions:
         if foreign:
             self._count("errors", 1, "publish")
             self._count("dropped_decisions", foreign, "foreign_value")
+        self._refusals(refused)
+
+    def _refusals(self, refused: list[Exception]) -> None:
+        """Count refused decisions; warn once per episode. Memory at maxmemory's edge frees and
+        fills again by the second (expiries, new decisions): writes are refused, stored, refused...
+        so an episode ends only once writes have been stored `_REFUSALS_OVER_AFTER` since the last
+        refusal, not at the first batch stored."""
+        now = time.monotonic()
         if refused:
             self._count("errors", 1, "publish")
             self._count("dropped_decisions", len(refused), "refused")
-            if not self._refusing:
+            if self._refusing_since is None:
+                self._refusing_since = now
                 log.warning("Redis refuses to store sampling decisions; other replicas will not see them",
                             extra={"processor": self.id, "url": self.url, "error": str(refused[0]),
                                    "decisions": len(refused)})
-        self._refusing = bool(refused)
+            self._refused_at = now
+        elif self._refusing_since is not None and now - self._refused_at >= _REFUSALS_OVER_AFTER:
+            refusing = round(self._refused_at - self._refusing_since, 1)
+            log.info("Redis stores sampling decisions again",
+                     extra={"processor": self.id, "url": self.url, "refusing_seconds": refusing})
+            self._refusing_since = None
 
     # ---- outages ---------------------------------------------------------------------------
 
@@ -328,10 +362,14 @@ class SharedDecisions:
         """A write command (DEL of a key that is not there), as a decision is one: a Redis that
         answers PING but stalls writes (paused clients) stays down, rather than coming up and
         failing again at once, a warning each time."""
+        self._replica = False
         try:
             async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
                 assert self._redis is not None, "probes run between start() and shutdown()"
                 await self._redis.delete(self._prefix + _PROBE)
+        except ReadOnlyError as exc:
+            await self._replica_reached("connect", exc)
+            return False
         except ResponseError:
             pass  # it answers, refusing writes (e.g. OOM): the writer counts refusals, lookups still work
         except _OUTAGE as exc:
@@ -357,12 +395,25 @@ class SharedDecisions:
         self._mark_down()
         self._down.set()
 
+    async def _replica_reached(self, operation: str, exc: ReadOnlyError) -> None:
+        """READONLY: the server is a replica now, a primary demoted by a failover, while the
+        endpoint (a DNS name, a proxy) leads new connections to the new primary. Every pooled
+        connection was made to the old one: all are closed, so the next are made anew (go-redis
+        closes a connection that answers READONLY for this reason). Until the probe writes through
+        a new one, Redis is down: writing on would refuse every decision for good."""
+        self._replica = True
+        self._failed(operation, exc)
+        if self._redis is not None:
+            await self._redis.connection_pool.disconnect()
+
     def _mark_down(self) -> None:
         self.up = False
         self._available.clear()
 
     async def _reconnect_loop(self) -> None:
-        """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it."""
+        """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it. A
+        replica that answers READONLY is asked again every second at most: an endpoint's DNS name
+        leads to the new primary once its TTL is over, and the next probe should follow soon."""
         while True:
             await self._down.wait()
             self._down.clear()
@@ -371,4 +422,4 @@ class SharedDecisions:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 if self._redis is None or await self._probe():
                     break
-                delay = min(delay * 2, _BACKOFF_MAX)
+                delay = min(delay * 2, _REPLICA_BACKOFF_MAX if self._replica else _BACKOFF_MAX)

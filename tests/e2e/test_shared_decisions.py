@@ -10,7 +10,9 @@ import pytest
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags, set_span_in_context
 
 from tests.e2e.test_tail_sampling import _config
+from tests.helpers.forwarder import Forwarder
 from tests.helpers.net import free_port, wait_until
+from tests.helpers.redis_server import RedisServer
 from tests.helpers.traces import Client
 from tests.helpers.traces import span_ids_by_trace as _span_ids
 from tests.helpers.upstream import Upstream
@@ -132,3 +134,40 @@ def test_redis_lost_and_back_while_an_agent_samples(agents, upstream, redis_serv
         wait_until(lambda: redis.get(_decision_key(new_trace)) == b"1", timeout=10, message="decision shared again")
     assert "unavailable" in replica.log() and "available again" in replica.log()
     client.close()
+
+
+def test_a_failover_behind_the_endpoint_leaves_the_demoted_primary_and_shares_again(agents, upstream, redis_server,
+                                                                                      tmp_path):
+    """The primary the agent writes to becomes a replica (READONLY to every write) while new
+    connections to the endpoint reach the new primary: the next decisions are shared there."""
+    (tmp_path / "redis-b").mkdir()
+    new_primary = RedisServer(str(tmp_path / "redis-b")).start()
+    endpoint = Forwarder(free_port(), redis_server.port).start()
+    try:
+        replica = _replica(agents, tmp_path, "a", upstream, endpoint)
+        client = Client(replica.http_port)
+        first, first_spans = client.trace("error")
+        client.flush()
+        with redis_server.client() as redis:
+            wait_until(lambda: redis.get(_decision_key(first)) == b"1", timeout=10, message="shared before")
+
+        endpoint.target = new_primary.port
+        with redis_server.client() as redis:
+            redis.execute_command("REPLICAOF", "127.0.0.1", str(new_primary.port))
+        failover = time.monotonic()
+        kept, kept_spans = client.trace("error")
+        dropped, _ = client.trace("plain")
+        client.flush()
+        with new_primary.client() as redis:  # decided decision_wait (1 s) after they came
+            wait_until(lambda: (redis.get(_decision_key(kept)), redis.get(_decision_key(dropped))) == (b"1", b"0"),
+                       timeout=10, interval=0.05, message="decisions shared at the new primary")
+        assert time.monotonic() - failover < 3.5
+        wait_until(lambda: _span_ids(upstream) == {first: first_spans, kept: kept_spans}, timeout=10,
+                   message="the kept traces upstream")
+        assert replica.metric("edgeagent_sampler_shared_state_dropped_decisions", reason="refused") == 0
+        assert replica.metric("edgeagent_sampler_shared_state_up") == 1
+        assert replica.log().count("shared decisions are unavailable") == 1, replica.log()
+        client.close()
+    finally:
+        endpoint.stop()
+        new_primary.kill()
