@@ -9,6 +9,7 @@ import pytest
 
 from edgeagent.errors import RetryableError
 from edgeagent.queue import damage, pagecheck
+from edgeagent.queue.environment import StorageDamagedError
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 from tests.e2e.test_corruption import _leaves
@@ -104,3 +105,26 @@ def test_a_start_checks_the_pages_only_after_a_run_in_this_boot_that_ended_witho
     damage.stopped(directory)
     damage.note(directory, "mdb_get: MDB_PAGE_NOTFOUND")
     assert damage.known(directory) == "mdb_get: MDB_PAGE_NOTFOUND"
+
+
+def test_a_damage_note_outlives_no_data_file_the_operator_moved_away(tmp_path):
+    """With recreate false the start refuses a damaged file and says to move it away; once moved,
+    the note alone refused every later start, saying the (absent) file was damaged."""
+    async def scenario() -> None:
+        store, _ = await _filled(tmp_path)
+        await store.close()
+
+    asyncio.run(scenario())
+    damage.note(str(tmp_path), "mdb_get: MDB_CORRUPTED")  # a run met a damaged page
+    with pytest.raises(StorageDamagedError, match="is damaged"):
+        QueueStore(str(tmp_path), recreate=False).open()
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    (tmp_path / "data.mdb").rename(aside / "data.mdb")  # as the refusal says: move it away yourself
+
+    store = QueueStore(str(tmp_path), recreate=False)
+    store.open()
+    try:
+        assert not (tmp_path / damage.DAMAGE_NAME).exists()
+    finally:
+        asyncio.run(store.close())
