@@ -589,6 +589,28 @@ class QueueStore(StoreHome):
         self.full = False
         return True
 
+    def free_for_stage(self, ctx: Context, cost: int) -> bool:
+        """Room for `cost` bytes of pages in a stage's table: over the disk budget, the oldest dead
+        letters give way, as to a queue's record (eviction.py); queued records never do."""
+        limit = self.limits.max_size
+        over = ctx.state.pages + cost - limit if limit else 0
+        if over <= 0:
+            return True
+        partial = Commit()
+        child = self.lmdb_env.begin(write=True, parent=ctx.txn)  # all of them give way, or none
+        try:
+            freed = evict_dead_letters(Context(self, child, partial, ctx.state, ctx.now_ms), over)
+        except BaseException:
+            child.abort()
+            raise
+        if freed < over:
+            child.abort()
+            return False
+        child.commit()
+        ctx.result.merge(partial)
+        ctx.state.pages -= freed
+        return True
+
     def _report(self, result: Commit) -> None:
         self.loop.call_soon_threadsafe(self.resolve, result)
 
