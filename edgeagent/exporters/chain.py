@@ -18,7 +18,10 @@ Design note
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
   an exponential backoff, lengthened to the upstream's Retry-After when that is longer (as
   otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
-  when the chain is stopped (shutdown): the caller keeps the data for the next run. Without
+  when the chain is stopped (shutdown): the caller keeps the data for the next run, as it keeps
+  the requests of an export not yet sent when the chain is stopped (those sent are not sent
+  again: a stop never waits for a lease cut in many parts to the end of its grace period, which
+  cancels the one under way and gives back the whole lease). Without
   it (direct and sub-pipeline paths) one attempt is made and the caller decides.
 * Size: an exporter that sends a request as something much larger than its protobuf bytes
   (`Bounded`: otlphttp's OTLP/JSON) gets a request larger than its bound cut on its bytes, on a
@@ -235,18 +238,23 @@ class ExportChain:
         """End every backoff wait now; the requests waiting in it fail with ShutdownError."""
         self.stopping.set()
 
-    async def export(self, parts: Sequence[Part], dead_letters: DeadLetterSink | None = None) -> Delivery:
+    async def export(self, parts: Sequence[Part], dead_letters: DeadLetterSink | None = None, *,
+                     whole: bool = False) -> Delivery:
         """Send requests; returns what was delivered and dead-lettered.
 
         Raises RetryableError when a request could not be delivered (the caller keeps the data;
         `unsent` says what is left when requests before it were delivered), and PermanentError
-        (with `parts`) for refused requests when there is no `dead_letters`."""
+        (with `parts`) for refused requests when there is no `dead_letters`. Once the chain is
+        stopped no further request goes out (ShutdownError), unless `whole`: the caller cannot keep
+        a rest (a lease a client waits for, whose answer covers all of it)."""
         delivery = Delivery()
         pending = list(reversed(parts))  # a stack, so the parts go out in order
         accepted = False  # a request was delivered: the caller must not send it again
         try:
             while pending:
                 body, items = pending.pop()
+                if self.stopping.is_set() and not whole:  # no new request: the caller keeps this one and the rest
+                    raise ShutdownError("the agent is shutting down; the data stays queued")
                 limit = self._limit()
                 if limit and len(body) > limit and items > 1:
                     parts_of = await self._cut(body, items, limit)
