@@ -682,8 +682,10 @@ class QueueStore(StoreHome):
                 compaction.swap_live(staged, self.directory, self._drop_env, self._reopen)
         except CompactionStopped:
             raise
-        except Exception:
+        except Exception as exc:
             self.compaction_failures += 1
+            if damage.is_damage(exc):  # its copy read every page, and met one damaged: as a commit that meets it
+                raise self.damaged(exc) from exc
             raise
         after = self.file_size()
         self.compactions += 1

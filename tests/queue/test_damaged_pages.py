@@ -128,3 +128,23 @@ def test_a_damage_note_outlives_no_data_file_the_operator_moved_away(tmp_path):
         assert not (tmp_path / damage.DAMAGE_NAME).exists()
     finally:
         asyncio.run(store.close())
+
+
+def test_a_compaction_that_meets_a_damaged_page_notes_it_and_reports_it(tmp_path):
+    """LMDB's compacting copy reads every page: it found the damage, failed, and was tried again at
+    each interval, the damage never noted; the run went on until a lease read aborted the process."""
+    reported: list[str] = []
+
+    async def scenario() -> None:
+        store, leaves = await _filled(tmp_path, on_damaged=reported.append)
+        _overwrite(tmp_path, leaves[len(leaves) // 2], b"\0")  # not where a put or the first lease goes
+        try:
+            with pytest.raises(RetryableError, match="damaged"):
+                await store.compact_now()
+            await asyncio.sleep(0.05)  # the report is handed to the loop
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert len(reported) == 1 and "is damaged" in reported[0]
+    assert (tmp_path / damage.DAMAGE_NAME).exists()
