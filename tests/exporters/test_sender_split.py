@@ -368,7 +368,7 @@ def test_a_stop_sends_no_further_part_of_a_split_lease_and_gives_back_only_what_
     directory = str(tmp_path / "queue")
 
     async def scenario() -> SlowUpstream:
-        upstream = SlowUpstream(delay=0.8)
+        upstream = SlowUpstream(delay=1.0)
         await upstream.start()
         try:
             store = _open(directory)
@@ -383,7 +383,7 @@ def test_a_stop_sends_no_further_part_of_a_split_lease_and_gives_back_only_what_
                 try:
                     await _until(lambda: len(upstream.order) >= 4, 10)  # the second part is under way
                 finally:
-                    await sender.shutdown(grace=1.2)  # over after that part's answer, before the next's
+                    await sender.shutdown(grace=1.5)  # over after that part's answer, before the next's
                     await exporter.shutdown()
             finally:
                 await store.close()
