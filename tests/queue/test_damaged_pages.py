@@ -10,6 +10,7 @@ import pytest
 from edgeagent.errors import RetryableError
 from edgeagent.queue import damage, pagecheck
 from edgeagent.queue.environment import StorageDamagedError
+from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 from tests.e2e.test_corruption import _leaves
@@ -148,3 +149,30 @@ def test_a_compaction_that_meets_a_damaged_page_notes_it_and_reports_it(tmp_path
     asyncio.run(scenario())
     assert len(reported) == 1 and "is damaged" in reported[0]
     assert (tmp_path / damage.DAMAGE_NAME).exists()
+
+
+def test_a_read_only_command_that_meets_a_damaged_page_writes_no_note(tmp_path):
+    """A read-only command (run beside a stopped agent, as root too) wrote the damage note: a file of
+    its user's, private, which the agent's next start could then not read, and did not start."""
+    async def scenario() -> None:
+        store, leaves = await _filled(tmp_path)
+        await store.close()
+        _overwrite(tmp_path, leaves[len(leaves) // 2], b"\0")
+        reader = QueueStore(str(tmp_path), read_only=True)
+        reader.open()
+        try:
+            queue = reader.queue("q", Signal.TRACES)
+            met = 0
+            for seq in range(RECORDS + 1):  # a get descends to the damaged leaf: MDB_CORRUPTED
+                try:
+                    with reader.reading(queue) as txn:
+                        txn.get(KEY.pack(seq))
+                except RetryableError as exc:
+                    assert "damaged" in str(exc)
+                    met += 1
+            assert met
+        finally:
+            await reader.close()
+
+    asyncio.run(scenario())
+    assert not (tmp_path / damage.DAMAGE_NAME).exists()
