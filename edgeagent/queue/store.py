@@ -107,7 +107,7 @@ from edgeagent.queue.arrivals import Arrival, Handover
 from edgeagent.queue.clocksteps import Clock, Shifts, StepWatch, SystemClock
 from edgeagent.queue.compaction import CompactionStopped, copy_compacted, rebound_due
 from edgeagent.queue.environment import StorageAccessError, StorageLockedError
-from edgeagent.queue.eviction import evict, evict_dead_letters, expire, make_room
+from edgeagent.queue.eviction import evict, evict_dead_letters, expire, make_room, stage_room
 from edgeagent.queue.grouping import Grouping
 from edgeagent.queue.home import REOPEN_INTERVAL, StoreHome
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
@@ -590,26 +590,8 @@ class QueueStore(StoreHome):
         return True
 
     def free_for_stage(self, ctx: Context, cost: int) -> bool:
-        """Room for `cost` bytes of pages in a stage's table: over the disk budget, the oldest dead
-        letters give way, as to a queue's record (eviction.py); queued records never do."""
-        limit = self.limits.max_size
-        over = ctx.state.pages + cost - limit if limit else 0
-        if over <= 0:
-            return True
-        partial = Commit()
-        child = self.lmdb_env.begin(write=True, parent=ctx.txn)  # all of them give way, or none
-        try:
-            freed = evict_dead_letters(Context(self, child, partial, ctx.state, ctx.now_ms), over)
-        except BaseException:
-            child.abort()
-            raise
-        if freed < over:
-            child.abort()
-            return False
-        child.commit()
-        ctx.result.merge(partial)
-        ctx.state.pages -= freed
-        return True
+        """Room in the disk budget for a stage's record (eviction.stage_room)."""
+        return stage_room(ctx, cost)
 
     def _report(self, result: Commit) -> None:
         self.loop.call_soon_threadsafe(self.resolve, result)
