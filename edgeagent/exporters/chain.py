@@ -18,7 +18,10 @@ Design note
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
   an exponential backoff, lengthened to the upstream's Retry-After when that is longer (as
   otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
-  when the chain is stopped (shutdown): the caller keeps the data for the next run. Without
+  when the chain is stopped (shutdown): the caller keeps the data for the next run, as it keeps
+  the requests of an export not yet sent when the chain is stopped (those sent are not sent
+  again: a stop never waits for a lease cut in many parts to the end of its grace period, which
+  cancels the one under way and gives back the whole lease). Without
   it (direct and sub-pipeline paths) one attempt is made and the caller decides.
 * Size: an exporter that sends a request as something much larger than its protobuf bytes
   (`Bounded`: otlphttp's OTLP/JSON) gets a request larger than its bound cut on its bytes, on a
@@ -31,7 +34,8 @@ Design note
   sent them do. What then got through in time becomes the size every request is cut to
   (`_fits`), which grows by a quarter after every four requests of about that size answered
   within a quarter of the timeout, so the requests grow back with the link. A request at the
-  floor that times out waits out the backoff as any failure does.
+  floor that times out, or one that cannot be split (not valid protobuf), waits out the backoff
+  as any failure does.
 * 413, or any refusal saying the request is over a size limit (a gRPC message over the server's
   maximum; a gateway's 429 with the words of its backend's limit): the request is split in halves, again
   and again down to single items (spans, log records, metric data points), with an explicit
@@ -205,6 +209,10 @@ class Delivery:
 class _TooSlow(Exception):
     """An attempt's timeout ended a request large enough to be halved (see the design note)."""
 
+    def __init__(self, halves: list[Part]):
+        super().__init__()
+        self.halves = halves
+
 
 class ExportChain:
     def __init__(self, exporter: Exporter, signal: Signal, telemetry: Telemetry, *, timeout: float | None = None,
@@ -230,18 +238,23 @@ class ExportChain:
         """End every backoff wait now; the requests waiting in it fail with ShutdownError."""
         self.stopping.set()
 
-    async def export(self, parts: Sequence[Part], dead_letters: DeadLetterSink | None = None) -> Delivery:
+    async def export(self, parts: Sequence[Part], dead_letters: DeadLetterSink | None = None, *,
+                     whole: bool = False) -> Delivery:
         """Send requests; returns what was delivered and dead-lettered.
 
         Raises RetryableError when a request could not be delivered (the caller keeps the data;
         `unsent` says what is left when requests before it were delivered), and PermanentError
-        (with `parts`) for refused requests when there is no `dead_letters`."""
+        (with `parts`) for refused requests when there is no `dead_letters`. Once the chain is
+        stopped no further request goes out (ShutdownError), unless `whole`: the caller cannot keep
+        a rest (a lease a client waits for, whose answer covers all of it)."""
         delivery = Delivery()
         pending = list(reversed(parts))  # a stack, so the parts go out in order
         accepted = False  # a request was delivered: the caller must not send it again
         try:
             while pending:
                 body, items = pending.pop()
+                if self.stopping.is_set() and not whole:  # no new request: the caller keeps this one and the rest
+                    raise ShutdownError("the agent is shutting down; the data stays queued")
                 limit = self._limit()
                 if limit and len(body) > limit and items > 1:
                     parts_of = await self._cut(body, items, limit)
@@ -251,8 +264,9 @@ class ExportChain:
                 sending = time.monotonic()
                 try:
                     result = await self._send(body, items)
-                except _TooSlow:
-                    pending += reversed(self._halved_for_time(body, items))
+                except _TooSlow as slow:
+                    self._halved_for_time(len(body), slow.halves)
+                    pending += reversed(slow.halves)
                     continue
                 except PermanentError as exc:
                     halves, refusal = self._halves(body, items, exc)
@@ -294,20 +308,15 @@ class ExportChain:
         except DecodeError:
             return [(body, items)]
 
-    def _halved_for_time(self, body: bytes, items: int) -> list[Part]:
-        """The halves of a request its timeout ended; requests are cut to their size from now on."""
-        halves = self._in_two(body, items)
-        if halves is None:  # not valid protobuf: sent whole, and refused for good by the exporter
-            return [(body, items)]
-        if len(halves) < 2:
-            return halves
+    def _halved_for_time(self, size: int, halves: list[Part]) -> None:
+        """A request of `size` bytes its timeout ended goes out as `halves`: requests are cut to their
+        size from now on."""
         fits = max(TIME_SPLIT_FLOOR, max(len(half) for half, _ in halves))
         self._fits_run = 0
         if not self._fits or fits < self._fits:
             log.warning("a request did not get through in time; sending smaller requests", extra={
-                "exporter": self.exporter.id, "signal": self.signal.label, "bytes": len(body), "now_bytes": fits})
+                "exporter": self.exporter.id, "signal": self.signal.label, "bytes": size, "now_bytes": fits})
             self._fits = fits
-        return halves
 
     def _in_time(self, size: int, seconds: float) -> None:
         """A request of `size` bytes was delivered in `seconds`: requests may grow again."""
@@ -370,7 +379,10 @@ class ExportChain:
             except RetryableError as exc:
                 if (exc.timed_out and self._halves_for_time and len(body) > TIME_SPLIT_FLOOR and items > 1
                         and not self.stopping.is_set()):
-                    raise _TooSlow from exc
+                    halves = self._in_two(body, items)
+                    # (not valid protobuf, or nothing to split: retried as any failure, with backoff)
+                    if halves is not None and len(halves) >= 2:
+                        raise _TooSlow(halves) from exc
                 delay = self._next_delay(exc, attempt, loop.time() - started)
                 if delay is None:
                     raise

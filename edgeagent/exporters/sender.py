@@ -352,7 +352,7 @@ class Sender:
             await self.chain.export(await self._requests(lease), _LeaseDeadLetters(self.queue, lease))
             return
         requests = await self._requests(lease)
-        export = asyncio.ensure_future(self.chain.export(requests, _LeaseDeadLetters(self.queue, lease)))
+        export = asyncio.ensure_future(self.chain.export(requests, _LeaseDeadLetters(self.queue, lease), whole=True))
         given_up = asyncio.ensure_future(self.queue.abandoned(lease))
         try:
             await asyncio.wait((export, given_up), return_when=asyncio.FIRST_COMPLETED)

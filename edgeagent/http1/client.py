@@ -31,7 +31,10 @@ What it does as Go's http.Transport does (otelcol's client):
   `Host` replaces the URL's (otelcol's `headers: {Host: ...}`); Content-Length, Transfer-Encoding
   and Trailer are the client's own, from the body: the caller's are not sent.
 - `timeout` bounds the whole request: waiting for a slot, connecting, sending, the answer. A
-  request given up (its timeout, or cancelled) closes its connection, as Go's Transport does.
+  request given up (its timeout, or cancelled) closes its connection, as Go's Transport does;
+  given up before its answer, it resets it (the pool's `reset`): Go's close lets the kernel send
+  what it holds of the request, which on a slow link goes on taking the link from the next
+  requests and, all there, is taken by the server: a duplicate of the request sent again.
   Not a byte of an answer by then, it also closes the idle connections to its route that were
   idle since before it was sent: a path gone silent (a NAT mapping lost, a modem attached again
   with a new address) drops the packets of every old connection without a FIN or a reset, and
@@ -184,7 +187,8 @@ class HttpClient:
                     continue
                 raise
             except asyncio.CancelledError:  # the timeout, most likely
-                self.pool.release(connection, reusable=False)
+                # before its answer: reset, so that what the kernel still holds of it is not sent on
+                self.pool.release(connection, reusable=False, reset=not heads)
                 if not heads and not wire.unread(connection.reader):  # not a byte of an answer: a silent path?
                     self.pool.drop_idle(route, before=sent_at)
                 raise

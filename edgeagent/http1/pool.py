@@ -11,12 +11,18 @@
   closed instead of used.
 - `drop_idle` closes the idle connections to a route that were released before a given time:
   the client's, when a request there got not a byte of an answer within its timeout.
+- A connection released with `reset` (a request given up before its answer) is reset, not
+  closed: the kernel drops the bytes of the request it still holds, which would otherwise go on
+  over the link after the close and, all there, have the server take a request given up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -81,13 +87,19 @@ class Connection:
             transport = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)  # no public way down
         return unsent
 
-    def close(self) -> None:
+    def close(self, reset: bool = False) -> None:
         """Closes the connection; at once when bytes written are still unsent (a request the server
-        stopped reading), where closing would wait for the server to read them."""
+        stopped reading), where closing would wait for the server to read them. With `reset`, the
+        bytes the kernel holds are dropped too (SO_LINGER 0: a reset, not a FIN after them)."""
         if self.expiry is not None:
             self.expiry.cancel()
             self.expiry = None
-        if self.unsent():
+        if reset:
+            sock = self.writer.get_extra_info("socket")  # (with TLS too: the socket beneath)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if reset or self.unsent():
             self.writer.transport.abort()
         else:
             self.writer.close()
@@ -122,11 +134,12 @@ class Pool:
             self._free(route)
             raise
 
-    def release(self, connection: Connection, *, reusable: bool) -> None:
-        """Gives the slot back; the connection is kept idle when it may carry another exchange."""
+    def release(self, connection: Connection, *, reusable: bool, reset: bool = False) -> None:
+        """Gives the slot back; the connection is kept idle when it may carry another exchange, and
+        reset (`Connection.close`) with `reset`."""
         self._free(connection.route)
-        if not reusable or self._closed or not self.settings.keepalive or connection.stale():
-            connection.close()
+        if reset or not reusable or self._closed or not self.settings.keepalive or connection.stale():
+            connection.close(reset)
             return
         loop = asyncio.get_running_loop()
         connection.idle_since = loop.time()

@@ -45,12 +45,16 @@ def note(directory: str, problem: str) -> None:
 
 def known(directory: str) -> str | None:
     """The damage noted by an earlier run, or found now by a check after a run in this boot that
-    ended without a stop; None when there is none (or no data file yet)."""
+    ended without a stop; None when there is none (or no data file: a note then is spent, the
+    damaged file moved away by hand)."""
+    data = os.path.join(directory, "data.mdb")
+    if not os.path.exists(data):
+        salvaged(directory)
+        return None
     with contextlib.suppress(FileNotFoundError):
         with open(os.path.join(directory, DAMAGE_NAME), encoding="utf-8", errors="replace") as handle:
             return handle.read().strip() or "damage noted by an earlier run"
-    data = os.path.join(directory, "data.mdb")
-    if not os.path.exists(data) or not _ended_without_stop(directory):
+    if not _ended_without_stop(directory):
         return None
     return pagecheck.damage(data)
 

@@ -73,6 +73,29 @@ def _evict_for(ctx: Context, queue: WriterQueue, items: int, size: int, cost: in
     return freed
 
 
+def stage_room(ctx: Context, cost: int) -> bool:
+    """Whether `cost` bytes of pages fit a stage's table within the disk budget: over it, the oldest
+    dead letters give way, as to a queue's record (all that it takes, or none); queued records never do."""
+    limit = ctx.store.limits.max_size
+    over = ctx.state.pages + cost - limit if limit else 0
+    if over <= 0:
+        return True
+    partial = Commit()
+    child = ctx.store.lmdb_env.begin(write=True, parent=ctx.txn)
+    try:
+        freed = evict_dead_letters(Context(ctx.store, child, partial, ctx.state, ctx.now_ms), over)
+    except BaseException:
+        child.abort()
+        raise
+    if freed < over:
+        child.abort()
+        return False
+    child.commit()
+    ctx.result.merge(partial)
+    ctx.state.pages -= freed
+    return True
+
+
 def evict_dead_letters(ctx: Context, need: int) -> int:
     """Delete the oldest dead letters until `need` bytes of pages are free (or none is left); returns
     the bytes freed. They go before any queued record, under either full_policy: they hold what the

@@ -346,15 +346,20 @@ class StoreHome:
 
     def damaged(self, exc: BaseException) -> RetryableError:
         """Any thread: LMDB met a damaged page. The first time it is noted on disk for the next start,
-        logged, and reported (`on_damaged`: the agent stops); the refusal callers pass on."""
+        logged, and reported (`on_damaged`: the agent stops); the refusal callers pass on. A read-only
+        command notes nothing: it writes no file (one of its user's could keep the agent from starting)."""
         with self._damage_lock:
             first = self.damage is None
             if first:
                 self.damage = str(exc)
         if first:
-            damage.note(self.directory, self.damage or str(exc))
-            message = (f"queue data file in {self.directory} is damaged ({exc}); the agent stops, and its next "
-                       f"start moves the file aside and salvages every record it can still read")
+            if self.read_only:
+                message = (f"queue data file in {self.directory} is damaged ({exc}); the agent stops when it "
+                           f"meets the page, and its next start salvages every record it can still read")
+            else:
+                damage.note(self.directory, self.damage or str(exc))
+                message = (f"queue data file in {self.directory} is damaged ({exc}); the agent stops, and its next "
+                           f"start moves the file aside and salvages every record it can still read")
             log.error(message)
             if self.on_damaged is not None:
                 self.on_damaged(message)

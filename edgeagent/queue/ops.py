@@ -111,6 +111,10 @@ class WriterStore(Protocol):
 
     def append_record(self, ctx: Context, queue: WriterQueue, value: bytes, items: int) -> bool: ...
 
+    def free_for_stage(self, ctx: Context, cost: int) -> bool:
+        """Make room for `cost` bytes of pages in a stage's table within the disk budget; False when it does not fit."""
+        ...
+
 
 @dataclass
 class Commit:
@@ -449,8 +453,7 @@ class TxnWriter:
         """Store a request as a record in a stage's own table, within the disk budget."""
         value = self._encode(signal, body, items, batch_key, compress)
         cost = footprint(len(value), self.store.page_size)
-        limit = self.store.limits.max_size
-        if limit and self._ctx.state.pages + cost > limit:
+        if not self.store.free_for_stage(self._ctx, cost):
             self.store.full = True
             raise QueueFullError(f"queue storage in {self.store.directory} is at its size limit; retry later",
                                  retry_after=5.0)

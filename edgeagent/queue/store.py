@@ -107,7 +107,7 @@ from edgeagent.queue.arrivals import Arrival, Handover
 from edgeagent.queue.clocksteps import Clock, Shifts, StepWatch, SystemClock
 from edgeagent.queue.compaction import CompactionStopped, copy_compacted, rebound_due
 from edgeagent.queue.environment import StorageAccessError, StorageLockedError
-from edgeagent.queue.eviction import evict, evict_dead_letters, expire, make_room
+from edgeagent.queue.eviction import evict, evict_dead_letters, expire, make_room, stage_room
 from edgeagent.queue.grouping import Grouping
 from edgeagent.queue.home import REOPEN_INTERVAL, StoreHome
 from edgeagent.queue.limits import QueueCapacity, StorageLimits, footprint
@@ -589,6 +589,10 @@ class QueueStore(StoreHome):
         self.full = False
         return True
 
+    def free_for_stage(self, ctx: Context, cost: int) -> bool:
+        """Room in the disk budget for a stage's record (eviction.stage_room)."""
+        return stage_room(ctx, cost)
+
     def _report(self, result: Commit) -> None:
         self.loop.call_soon_threadsafe(self.resolve, result)
 
@@ -660,8 +664,10 @@ class QueueStore(StoreHome):
                 compaction.swap_live(staged, self.directory, self._drop_env, self._reopen)
         except CompactionStopped:
             raise
-        except Exception:
+        except Exception as exc:
             self.compaction_failures += 1
+            if damage.is_damage(exc):  # its copy read every page, and met one damaged: as a commit that meets it
+                raise self.damaged(exc) from exc
             raise
         after = self.file_size()
         self.compactions += 1

@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from edgeagent.configretry import RetryConfig
-from edgeagent.errors import ShutdownError, ThrottledError
+from edgeagent.errors import RetryableError, ShutdownError, ThrottledError
 from edgeagent.exporters.chain import Delivery, ExportChain
 from edgeagent.exporters.link import Link
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
@@ -470,3 +470,34 @@ def test_requests_grow_back_as_they_get_through_in_time_until_no_cut_is_left():
         if not chain._fits:
             break
     assert chain._fits == 0  # the cut is gone once requests of the sender's merged size get through
+
+
+def test_a_request_its_timeout_ends_that_cannot_be_halved_waits_out_the_backoff_and_gives_up():
+    """Bytes that are not protobuf (a record damaged in the queue, sent as they are) cannot be split:
+    they were put back whole and sent again at once, each attempt ended by the timeout, for good:
+    no backoff, and max_elapsed_time never reached."""
+    link = _NarrowLink(fits=100_000)
+    damaged = b"\xff" * 200_000
+
+    async def scenario() -> float:
+        server = await asyncio.start_server(link.serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}",
+                                                               compression="none"))
+        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=0.3,
+                            retry=RetryConfig(initial_interval=1, max_interval=1, max_elapsed_time=1.5))
+        await exporter.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(RetryableError):
+                await asyncio.wait_for(chain.export([(damaged, 2)]), 8)
+            return time.monotonic() - started
+        finally:
+            link.stop()
+            chain.stop()
+            await exporter.shutdown()
+            server.close()
+
+    took = asyncio.run(scenario())
+    assert took < 4
+    assert len(link.unanswered) <= 3  # attempts a second apart, not one per timeout

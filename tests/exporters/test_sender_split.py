@@ -346,3 +346,58 @@ def test_a_413_on_a_record_that_is_not_protobuf_dead_letters_it_as_unsplittable_
     assert "cannot be split" in letter.description["reason"], letter.description
     assert host.counts[("edgeagent_deadletter_items", "otlphttp", "traces")] == 2
     assert host.counts[("edgeagent_exporter_unexpected_errors", "otlphttp")] == 0
+
+
+class SlowUpstream(SplitUpstream):
+    """Takes each request as it arrives and answers it `delay` seconds later (a slow link's upstream)."""
+
+    def __init__(self, delay: float):
+        super().__init__(refusals=0)
+        self.delay = delay
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        answer = await super()._handle(request)
+        await asyncio.sleep(self.delay)
+        return answer
+
+
+def test_a_stop_sends_no_further_part_of_a_split_lease_and_gives_back_only_what_is_left(tmp_path):
+    """A stop let the chain go on sending the lease's next parts for the whole grace period; the one
+    under way when it ended was cancelled, which gave back the whole lease: the parts delivered
+    before the stop (on a slow link, most of a lease cut in many) went out again after the restart."""
+    directory = str(tmp_path / "queue")
+
+    async def scenario() -> SlowUpstream:
+        upstream = SlowUpstream(delay=1.0)
+        await upstream.start()
+        try:
+            store = _open(directory)
+            try:
+                queue = store.queue("otlphttp/traces", Signal.TRACES)
+                body, items = _record("aabbccdd", 0)  # one lease, four requests of two spans
+                await store.put([queue], body, items, Signal.TRACES)
+                exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=upstream.url, compression="none"))
+                await exporter.start()
+                sender = Sender(exporter, queue, RetryConfig(**FAST), 1, HALVES, SenderHost(), timeout=5)
+                await sender.start()
+                try:
+                    await _until(lambda: len(upstream.order) >= 4, 10)  # the second part is under way
+                finally:
+                    await sender.shutdown(grace=1.5)  # over after that part's answer, before the next's
+                    await exporter.shutdown()
+            finally:
+                await store.close()
+            upstream.delay = 0
+            store = _open(directory)
+            try:
+                queue = store.queue("otlphttp/traces", Signal.TRACES)
+                await _run_sender(store, upstream.url, RetryConfig(**FAST), SenderHost(), lambda: queue.entries == 0)
+            finally:
+                await store.close()
+            return upstream
+        finally:
+            await upstream.stop()
+
+    upstream = asyncio.run(scenario())
+    assert dict(upstream.accepted) == {i.to_bytes(8, "big"): 1 for i in range(8)}
+    assert upstream.order == ["a", "a", "b", "b", "c", "c", "d", "d"]

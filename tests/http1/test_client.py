@@ -700,3 +700,46 @@ def test_an_early_2xx_while_the_body_is_unwritten_is_not_taken_as_delivered():
             assert server.connections == 1 and http.pool.idle_count() == 0
 
     asyncio.run(scenario())
+
+
+def test_a_request_given_up_before_its_answer_does_not_go_on_reaching_the_server():
+    """Its connection was closed as a finished one is: the bytes of the request the kernel still held
+    went on over the link after it (slowing the requests that followed), and once all there the
+    server took the request the client had given up: on a slow link each timed-out attempt arrived
+    in full, a duplicate of what the client sent again."""
+    body = b"x" * (300 << 10)  # all of it in the client's socket buffer when the timeout comes
+    got: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(1.0)  # reads nothing until the client gave up: a slow link
+        taken = 0
+        try:
+            block = await wire.read_head(reader)
+            if block is not None:
+                length = int(wire.parse_head(block)[1]["Content-Length"])
+                while taken < length and (data := await reader.read(65536)):
+                    taken += len(data)
+        except ConnectionError:
+            pass
+        got.append(taken)
+        writer.close()
+
+    async def scenario() -> None:
+        listening = socket.socket()
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # a link's: what is sent waits client-side
+        listening.bind(("127.0.0.1", 0))
+        server = await asyncio.start_server(serve, sock=listening)
+        port = listening.getsockname()[1]
+        http = HttpClient(ClientSettings(send_buffer=1 << 20))
+        try:
+            with pytest.raises(TimeoutError):
+                await http.request("POST", f"http://127.0.0.1:{port}/v1/traces", body=body, timeout=0.3)
+            for _ in range(300):  # at most 3 s for the server to read what reaches it
+                if got:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            server.close()
+
+    asyncio.run(scenario())
+    assert got and got[0] < len(body), "the request given up reached the server in full"

@@ -9,6 +9,8 @@ import pytest
 
 from edgeagent.errors import RetryableError
 from edgeagent.queue import damage, pagecheck
+from edgeagent.queue.environment import StorageDamagedError
+from edgeagent.queue.ops import KEY
 from edgeagent.queue.store import QueueStore
 from edgeagent.signals import Signal
 from tests.e2e.test_corruption import _leaves
@@ -104,3 +106,73 @@ def test_a_start_checks_the_pages_only_after_a_run_in_this_boot_that_ended_witho
     damage.stopped(directory)
     damage.note(directory, "mdb_get: MDB_PAGE_NOTFOUND")
     assert damage.known(directory) == "mdb_get: MDB_PAGE_NOTFOUND"
+
+
+def test_a_damage_note_outlives_no_data_file_the_operator_moved_away(tmp_path):
+    """With recreate false the start refuses a damaged file and says to move it away; once moved,
+    the note alone refused every later start, saying the (absent) file was damaged."""
+    async def scenario() -> None:
+        store, _ = await _filled(tmp_path)
+        await store.close()
+
+    asyncio.run(scenario())
+    damage.note(str(tmp_path), "mdb_get: MDB_CORRUPTED")  # a run met a damaged page
+    with pytest.raises(StorageDamagedError, match="is damaged"):
+        QueueStore(str(tmp_path), recreate=False).open()
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    (tmp_path / "data.mdb").rename(aside / "data.mdb")  # as the refusal says: move it away yourself
+
+    store = QueueStore(str(tmp_path), recreate=False)
+    store.open()
+    try:
+        assert not (tmp_path / damage.DAMAGE_NAME).exists()
+    finally:
+        asyncio.run(store.close())
+
+
+def test_a_compaction_that_meets_a_damaged_page_notes_it_and_reports_it(tmp_path):
+    """LMDB's compacting copy reads every page: it found the damage, failed, and was tried again at
+    each interval, the damage never noted; the run went on until a lease read aborted the process."""
+    reported: list[str] = []
+
+    async def scenario() -> None:
+        store, leaves = await _filled(tmp_path, on_damaged=reported.append)
+        _overwrite(tmp_path, leaves[len(leaves) // 2], b"\0")  # not where a put or the first lease goes
+        try:
+            with pytest.raises(RetryableError, match="damaged"):
+                await store.compact_now()
+            await asyncio.sleep(0.05)  # the report is handed to the loop
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert len(reported) == 1 and "is damaged" in reported[0]
+    assert (tmp_path / damage.DAMAGE_NAME).exists()
+
+
+def test_a_read_only_command_that_meets_a_damaged_page_writes_no_note(tmp_path):
+    """A read-only command (run beside a stopped agent, as root too) wrote the damage note: a file of
+    its user's, private, which the agent's next start could then not read, and did not start."""
+    async def scenario() -> None:
+        store, leaves = await _filled(tmp_path)
+        await store.close()
+        _overwrite(tmp_path, leaves[len(leaves) // 2], b"\0")
+        reader = QueueStore(str(tmp_path), read_only=True)
+        reader.open()
+        try:
+            queue = reader.queue("q", Signal.TRACES)
+            met = 0
+            for seq in range(RECORDS + 1):  # a get descends to the damaged leaf: MDB_CORRUPTED
+                try:
+                    with reader.reading(queue) as txn:
+                        txn.get(KEY.pack(seq))
+                except RetryableError as exc:
+                    assert "damaged" in str(exc)
+                    met += 1
+            assert met
+        finally:
+            await reader.close()
+
+    asyncio.run(scenario())
+    assert not (tmp_path / damage.DAMAGE_NAME).exists()

@@ -82,3 +82,31 @@ def test_the_oldest_dead_letters_give_way_before_any_queued_record(tmp_path, pol
     asyncio.run(scenario())
     # drops are reported per commit: several letters of 7 items each may share one
     assert drops and {reason for reason, _ in drops} == {"dead_letter"} and all(items % 7 == 0 for _, items in drops)
+
+
+def test_dead_letters_give_way_at_the_disk_budget_to_a_stage_s_records_too(tmp_path):
+    """A stage (tail sampling) stores what it holds in a table of its own: at a budget that only
+    dead letters filled, every one of its puts was refused, the upstream being well."""
+    drops: list[tuple[str, int]] = []
+
+    async def scenario() -> None:
+        store = QueueStore(str(tmp_path / "queue"), sync=False, limits=StorageLimits(max_size=2 << 20))
+        store.open()
+        store.start()
+        queue = store.queue("otlphttp/traces", Signal.TRACES, QueueCapacity())
+        table = store.table("stage")
+        store.on_drop = lambda queue, reason, items, records: drops.append((reason, items))
+        try:
+            for _ in range(6):  # 256 KiB each: most of the budget
+                await store.put([queue], os.urandom(256 << 10), 7, Signal.TRACES)
+                await queue.dead_letter(await queue.lease(max_items=7), {"queue": queue.name, "status": 400})
+            for index in range(4):  # more than the room left
+                body = os.urandom(256 << 10)
+                await store.atomic(lambda writer, key=b"k%d" % index, body=body:
+                                   writer.put(table, key, Signal.TRACES, body, 1, compress=False))
+            assert 0 < store.deadletter_entries < 6
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert drops and {reason for reason, _ in drops} == {"dead_letter"}
