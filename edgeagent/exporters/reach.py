@@ -43,10 +43,10 @@ import asyncio
 import contextlib
 import ipaddress
 import random
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from edgeagent import lookup as names
 from edgeagent.runtime import supervise
 from edgeagent.signals import Signal
 
@@ -148,7 +148,7 @@ class Watch:
         if lookup is None or lookup.done():
             # a lookup that hangs is waited for again next time, not started again: one resolver
             # thread per address at most, whatever the resolver does
-            lookup = asyncio.ensure_future(asyncio.get_running_loop().getaddrinfo(*address, type=socket.SOCK_STREAM))
+            lookup = asyncio.ensure_future(names.getaddrinfo(*address))
             lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._lookups[address] = lookup
         await asyncio.wait({lookup}, timeout=CONNECT_TIMEOUT)

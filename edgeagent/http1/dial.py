@@ -28,6 +28,7 @@ import ssl
 from collections.abc import Sequence
 from urllib.parse import SplitResult, unquote, urlsplit
 
+from edgeagent import lookup
 from edgeagent.http1 import socks, wire
 from edgeagent.http1.pool import Connection, Route
 
@@ -178,9 +179,8 @@ async def _dial(host: str, port: int, tls: ssl.SSLContext | None, sni: str, read
 
 
 async def _connect(host: str, port: int, send_buffer: int, deadline: float | None) -> socket.socket:
-    loop = asyncio.get_running_loop()
     try:
-        addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = await lookup.getaddrinfo(host, port)
     except (socket.gaierror, UnicodeError) as exc:
         raise ConnectError(f"cannot resolve {host!r}: {exc}") from exc
     try:

@@ -1,0 +1,152 @@
+"""Upstreams whose name resolves to several addresses, moves to another address, or does not
+resolve while the resolver hangs.
+
+Each agent runs in a private mount namespace with an /etc/hosts and an /etc/resolv.conf of the
+test's own bound over the system's, so a name points where the test says (::1, 127.0.0.x) and DNS
+goes to a loopback port the test holds. That takes root (skipped without). An address that drops
+SYNs is made honestly on loopback: a listener whose accept queue is full, which the kernel answers
+with silence, as a host gone from the network does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers.agent import AgentProcess
+from tests.helpers.configs import FAST_RETRY, http_exporter
+from tests.helpers.grpc_upstream import GrpcUpstream
+from tests.helpers.net import free_port, wait_until
+from tests.helpers.sdk import send_logs, send_spans
+from tests.helpers.upstream import Upstream
+
+NAME = "upstream.test"
+DNS = "127.0.83.53"  # the loopback address the agents' resolver asks (nothing answers there)
+# bind our files over the system's, then become the agent: same pid, so it is ended by its pid
+_ENTER = 'mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+
+
+def _namespaces_refused() -> str:
+    """Why an agent cannot run with files of its own over /etc/hosts; "" when it can."""
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            "mount --bind /dev/null /etc/hosts && test ! -s /etc/hosts"],
+                           capture_output=True, text=True, timeout=10)
+    return "" if probe.returncode == 0 else (probe.stderr.strip() or f"exit {probe.returncode}")
+
+
+@pytest.fixture(scope="module")
+def namespaces() -> None:
+    try:
+        why = _namespaces_refused()
+    except (OSError, subprocess.SubprocessError) as exc:
+        why = str(exc)
+    if why:
+        pytest.skip(f"a private mount namespace with its own /etc/hosts needs root (unshare, mount): {why}")
+
+
+class Names:
+    """The hosts file and resolver of the agents a test starts."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.hosts = directory / "hosts"
+        self.resolv = directory / "resolv.conf"
+        self.resolv.write_text(f"nameserver {DNS}\noptions timeout:4 attempts:1\n")
+        self.agents: list[AgentProcess] = []
+
+    def point(self, *addresses: str) -> None:
+        """NAME resolves to `addresses`, in that order; rewritten in place, where the bind mount sees it."""
+        with open(self.hosts, "w") as handle:
+            handle.write("127.0.0.1 localhost\n" + "".join(f"{address} {NAME}\n" for address in addresses))
+
+    def agent(self, config: str) -> AgentProcess:
+        index = len(self.agents)
+        agent = AgentProcess(args=["run", "--config", config, "--state-dir", str(self.directory / f"state-{index}")],
+                             log_path=str(self.directory / f"agent-{index}.log"),
+                             command=["unshare", "-m", "--propagation", "private", "sh", "-c", _ENTER,
+                                      str(self.hosts), str(self.resolv), sys.executable, "-m", "edgeagent"])
+        agent.args += agent.ports_overrides()
+        self.agents.append(agent)
+        return agent.start()
+
+
+@pytest.fixture
+def names(namespaces, tmp_path) -> Iterator[Names]:
+    found = Names(tmp_path)
+    found.point()
+    yield found
+    for agent in found.agents:
+        agent.kill()
+
+
+@contextlib.contextmanager
+def black_hole(host: str, port: int) -> Iterator[None]:
+    """`host`:`port` drops SYNs: a listener with an accept queue of one, filled and never accepted."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as listener, socket.socket(family) as filler:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(0)
+        filler.connect((host, port))
+        yield
+
+
+def _delivered_within(upstream: Upstream | GrpcUpstream, agent: AgentProcess, spans: int, bound: float) -> None:
+    before = len(upstream.spans())
+    send_spans("http", agent.http_port, spans)
+    wait_until(lambda: len(upstream.spans()) >= before + spans, timeout=bound, message=f"{spans} spans within {bound}s")
+
+
+# ---- a resolver that hangs ----------------------------------------------------------------------
+
+
+def _two_pipelines(path: Path, far: str, near: str) -> str:
+    """traces to `far` with ten consumers; logs to `near`, a pipeline of its own."""
+    config = {
+        "receivers": {"otlp": {"protocols": {"grpc": {}, "http": {}}}},
+        "exporters": {"otlphttp/far": http_exporter(far, sending_queue={"num_consumers": 10}),
+                      "otlphttp/near": http_exporter(near, retry_on_failure=FAST_RETRY)},
+        "extensions": {"health_check": {}},
+        "service": {"extensions": ["health_check"], "pipelines": {
+            "traces": {"receivers": ["otlp"], "exporters": ["otlphttp/far"]},
+            "logs": {"receivers": ["otlp"], "exporters": ["otlphttp/near"]}}},
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(path)
+
+
+def test_a_resolver_that_hangs_holds_up_no_other_pipeline(names, tmp_path):
+    # a lookup of a name that is not in the hosts file goes to a DNS server that never answers
+    # (4 s each): the exporter's ten consumers once took every thread of the default executor with
+    # it, and the queue reads of every other pipeline waited for them
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns:
+        try:
+            dns.bind((DNS, 53))
+        except OSError as exc:
+            pytest.skip(f"cannot hold the DNS port {DNS}:53: {exc}")
+        port = free_port()
+        near, far = Upstream(free_port()).start(), Upstream(port)
+        try:
+            agent = names.agent(_two_pipelines(tmp_path / "agent.yaml", f"http://{NAME}:{port}", near.url))
+            send_spans("http", agent.http_port, 500, batch=50)  # ten requests: a lease for each consumer
+            for expected in (5, 10, 15):
+                started = time.monotonic()
+                send_logs("http", agent.http_port, 5)
+                wait_until(lambda wanted=expected: len(near.log_records()) >= wanted, timeout=15,
+                           message="the logs delivered")
+                assert time.monotonic() - started < 1.5, f"the logs took {time.monotonic() - started:.1f}s"
+                time.sleep(0.5)
+            names.point("127.0.0.1")  # the name resolves again: the traces follow
+            far.start()
+            wait_until(lambda: len(far.spans()) == 500, timeout=20, message="the traces, once the name resolves")
+        finally:
+            near.stop()
+            far.stop()
