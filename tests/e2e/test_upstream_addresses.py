@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.helpers.agent import AgentProcess
-from tests.helpers.configs import FAST_RETRY, http_exporter
+from tests.helpers.configs import FAST_RETRY, http_exporter, traces_config
 from tests.helpers.grpc_upstream import GrpcUpstream
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_logs, send_spans
@@ -103,6 +103,24 @@ def _delivered_within(upstream: Upstream | GrpcUpstream, agent: AgentProcess, sp
     before = len(upstream.spans())
     send_spans("http", agent.http_port, spans)
     wait_until(lambda: len(upstream.spans()) >= before + spans, timeout=bound, message=f"{spans} spans within {bound}s")
+
+
+# ---- a name with an address that drops SYNs first ------------------------------------------------
+
+
+def test_http_falls_back_to_ipv4_300ms_into_an_ipv6_connect_that_hangs(names, tmp_path):
+    # Go's dialer races the other family 300 ms after the first (happy eyeballs); a sequential dial
+    # spent half the 30 s timeout on the silent ::1 for every new connection
+    port = free_port()
+    names.point("::1", "127.0.0.1")
+    upstream = Upstream(port).start()
+    try:
+        with black_hole("::1", port):
+            agent = names.agent(traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(
+                f"http://{NAME}:{port}")}))
+            _delivered_within(upstream, agent, 10, 3.0)
+    finally:
+        upstream.stop()
 
 
 # ---- a resolver that hangs ----------------------------------------------------------------------
