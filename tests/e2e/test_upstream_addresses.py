@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.helpers.agent import AgentProcess
-from tests.helpers.configs import FAST_RETRY, http_exporter, traces_config
+from tests.helpers.configs import FAST_RETRY, grpc_exporter, http_exporter, traces_config
 from tests.helpers.grpc_upstream import GrpcUpstream
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_logs, send_spans
@@ -108,6 +108,24 @@ def _delivered_within(upstream: Upstream | GrpcUpstream, agent: AgentProcess, sp
 # ---- a name with an address that drops SYNs first ------------------------------------------------
 
 
+@pytest.mark.parametrize("balancer", ["round_robin", "pick_first"])
+def test_grpc_does_not_wait_on_an_address_that_drops_syns_while_the_next_one_answers(names, tmp_path, balancer):
+    # grpc-go starts the next address 250 ms into a connect (happy eyeballs) and round_robin
+    # picks only connected addresses: an address that swallows SYNs once cost each burst 20 s
+    port = free_port()
+    names.point("::1", "127.0.0.1")
+    upstream = GrpcUpstream(port).start()
+    try:
+        with black_hole("::1", port):
+            agent = names.agent(traces_config(tmp_path / "agent.yaml", {"otlp": grpc_exporter(
+                f"{NAME}:{port}", balancer_name=balancer)}))
+            for _ in range(3):
+                _delivered_within(upstream, agent, 10, 3.0)
+                time.sleep(1.5)  # round_robin tried the silent address again after a second
+    finally:
+        upstream.stop()
+
+
 def test_http_falls_back_to_ipv4_300ms_into_an_ipv6_connect_that_hangs(names, tmp_path):
     # Go's dialer races the other family 300 ms after the first (happy eyeballs); a sequential dial
     # spent half the 30 s timeout on the silent ::1 for every new connection
@@ -121,6 +139,29 @@ def test_http_falls_back_to_ipv4_300ms_into_an_ipv6_connect_that_hangs(names, tm
             _delivered_within(upstream, agent, 10, 3.0)
     finally:
         upstream.stop()
+
+
+# ---- a name whose address changes ----------------------------------------------------------------
+
+
+def test_grpc_resolves_the_name_again_when_its_connection_is_lost(names, tmp_path):
+    # the old address goes silent (a Service re-created: its old IP leads nowhere): reconnecting to
+    # the address resolved at start cost the connect timeout (20 s) before the name was looked up
+    port = free_port()
+    names.point("127.0.0.2")
+    old = GrpcUpstream(port, listen=f"127.0.0.2:{port}").start()
+    new = GrpcUpstream(port, listen=f"127.0.0.3:{port}")
+    try:
+        agent = names.agent(traces_config(tmp_path / "agent.yaml", {"otlp": grpc_exporter(f"{NAME}:{port}")}))
+        _delivered_within(old, agent, 10, 5.0)
+        old.stop()
+        names.point("127.0.0.3")
+        new.start()
+        with black_hole("127.0.0.2", port):
+            _delivered_within(new, agent, 10, 4.0)
+    finally:
+        old.stop()
+        new.stop()
 
 
 # ---- a resolver that hangs ----------------------------------------------------------------------
