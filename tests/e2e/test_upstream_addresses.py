@@ -30,6 +30,7 @@ from tests.helpers.upstream import Upstream
 
 NAME = "upstream.test"
 DNS = "127.0.83.53"  # the loopback address the agents' resolver asks (nothing answers there)
+SLOW_RETRY = {"initial_interval": "20s", "max_interval": "60s", "randomization_factor": 0}
 # bind our files over the system's, then become the agent: same pid, so it is ended by its pid
 _ENTER = 'mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
 
@@ -137,6 +138,27 @@ def test_http_falls_back_to_ipv4_300ms_into_an_ipv6_connect_that_hangs(names, tm
             agent = names.agent(traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(
                 f"http://{NAME}:{port}")}))
             _delivered_within(upstream, agent, 10, 3.0)
+    finally:
+        upstream.stop()
+
+
+def test_the_watch_sees_the_upstream_listen_past_an_address_that_drops_syns(names, tmp_path):
+    # while the upstream is away the exporter watches its addresses to send again within a second of
+    # it listening; the silent ::1 took the watch's whole second, 127.0.0.1 was never looked at, and
+    # the backlog waited out the 20 s backoff
+    port = free_port()
+    names.point("::1", "127.0.0.1")
+    upstream = Upstream(port)
+    try:
+        with black_hole("::1", port):
+            agent = names.agent(traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(
+                f"http://{NAME}:{port}", timeout="2s", retry_on_failure=SLOW_RETRY)}))
+            send_spans("http", agent.http_port, 10)
+            time.sleep(3.5)  # the first attempt timed out, nothing accepted: the backoff runs, the watch looks
+            upstream.start()
+            listening = time.monotonic()
+            wait_until(lambda: upstream.spans(), timeout=30, message="the spans delivered")
+            assert upstream.calls[0].at - listening < 3.0
     finally:
         upstream.stop()
 
