@@ -186,6 +186,34 @@ def test_grpc_resolves_the_name_again_when_its_connection_is_lost(names, tmp_pat
         new.stop()
 
 
+# ---- a name that does not resolve for a while ----------------------------------------------------
+
+
+@pytest.mark.parametrize("exporter", ["otlphttp", "otlp"])
+def test_a_name_that_does_not_resolve_is_logged_once_and_followed_once_it_does(names, tmp_path, exporter):
+    # DNS is down (its server refuses) while the exporter starts: it once said only "backlog waiting
+    # for upstream", never why, since an upstream never reached was not "unreachable"
+    port = free_port()
+    grpc = exporter == "otlp"
+    upstream = GrpcUpstream(port) if grpc else Upstream(port)
+    settings = grpc_exporter(f"{NAME}:{port}") if grpc else http_exporter(f"http://{NAME}:{port}")
+    try:
+        agent = names.agent(traces_config(tmp_path / "agent.yaml", {exporter: settings}))
+        send_spans("http", agent.http_port, 10)
+
+        def told() -> list[str]:
+            return [line for line in agent.log().splitlines() if "unreachable" in line and NAME in line]
+
+        wait_until(told, timeout=10, message="the upstream logged unreachable, naming the name")
+        time.sleep(2)  # more failed attempts, each its own lookup: no more lines
+        assert len(told()) == 1 and "resolve" in told()[0], told()
+        names.point("127.0.0.1")
+        upstream.start()
+        wait_until(lambda: len(upstream.spans()) == 10, timeout=10, message="the spans, once the name resolves")
+    finally:
+        upstream.stop()
+
+
 # ---- a resolver that hangs ----------------------------------------------------------------------
 
 
