@@ -1,5 +1,6 @@
-"""Name lookups of the clients (otlphttp, otlp, the reach watch): getaddrinfo on threads of their
-own, one lookup of a name at a time.
+"""Name lookups of the clients (otlphttp, otlp, the reach watch, and through the agent's event
+loop, runtime/event_loop.py, the libraries': aiokafka's): getaddrinfo on threads of their own,
+one lookup of a name at a time.
 
 - getaddrinfo blocks its thread for as long as the resolver takes: glibc waits `timeout` ×
   `attempts` for each DNS server that drops the query, 10 s per server by default. asyncio's
@@ -25,28 +26,31 @@ from typing import Any
 
 Found = list[tuple[Any, ...]]  # as socket.getaddrinfo gives them
 
-_running: dict[tuple[asyncio.AbstractEventLoop, str, int, int], asyncio.Future[Found]] = {}
+Host = str | bytes | None
+Port = str | int | bytes | None
+_Key = tuple[asyncio.AbstractEventLoop, Host, Port, int, int, int, int]
+_running: dict[_Key, asyncio.Future[Found]] = {}
 
 
-async def getaddrinfo(host: str, port: int, family: int = 0) -> Found:
-    """socket.getaddrinfo(host, port, family, SOCK_STREAM), off the event loop and shared with the
-    callers asking the same; raises what it raises (socket.gaierror, UnicodeError)."""
+async def getaddrinfo(host: Host, port: Port, family: int = 0, type: int = socket.SOCK_STREAM, proto: int = 0,
+                      flags: int = 0) -> Found:
+    """socket.getaddrinfo with these arguments, off the event loop and shared with the callers asking
+    the same; raises what it raises (socket.gaierror, UnicodeError)."""
     loop = asyncio.get_running_loop()
-    key = (loop, host, port, family)
+    key = (loop, host, port, family, type, proto, flags)
     lookup = _running.get(key)
     if lookup is None:
         lookup = loop.create_future()
         _running[key] = lookup
         lookup.add_done_callback(lambda done: _finished(key, done))
-        threading.Thread(target=_look_up, args=(loop, lookup, host, port, family), name=f"lookup {host}",
-                         daemon=True).start()
+        threading.Thread(target=_look_up, args=(loop, lookup, key[1:]), name=f"lookup {host!r}", daemon=True).start()
     return await asyncio.shield(lookup)
 
 
-def _look_up(loop: asyncio.AbstractEventLoop, lookup: asyncio.Future[Found], host: str, port: int,
-             family: int) -> None:
+def _look_up(loop: asyncio.AbstractEventLoop, lookup: asyncio.Future[Found],
+             arguments: tuple[Host, Port, int, int, int, int]) -> None:
     try:
-        found: Found | BaseException = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        found: Found | BaseException = socket.getaddrinfo(*arguments)
     except Exception as exc:  # gaierror, UnicodeError (a label IDNA cannot encode): the callers'
         found = exc
     try:
@@ -64,7 +68,7 @@ def _settle(lookup: asyncio.Future[Found], found: Found | BaseException) -> None
         lookup.set_result(found)
 
 
-def _finished(key: tuple[asyncio.AbstractEventLoop, str, int, int], lookup: asyncio.Future[Found]) -> None:
+def _finished(key: _Key, lookup: asyncio.Future[Found]) -> None:
     if _running.get(key) is lookup:
         del _running[key]
     if not lookup.cancelled():

@@ -24,6 +24,7 @@ import yaml
 from tests.helpers.agent import AgentProcess
 from tests.helpers.configs import FAST_RETRY, grpc_exporter, http_exporter, traces_config
 from tests.helpers.grpc_upstream import GrpcUpstream
+from tests.helpers.kafka import edge_config, wait_for_spans
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_logs, send_spans
 from tests.helpers.upstream import Upstream
@@ -161,6 +162,17 @@ def test_the_watch_sees_the_upstream_listen_past_an_address_that_drops_syns(name
             assert upstream.calls[0].at - listening < 3.0
     finally:
         upstream.stop()
+
+
+def test_kafka_reaches_a_broker_past_an_address_that_drops_syns(names, kafka, tmp_path):
+    # the Kafka client connected to a broker name's addresses one after the other, each until the
+    # request timeout: the silent ::1 was the only one ever tried, and no span was ever delivered
+    kafka.create_topic("otlp_spans", 1)
+    names.point("::1", "127.0.0.1")
+    with black_hole("::1", kafka.port):
+        agent = names.agent(edge_config(tmp_path / "edge.yaml", f"{NAME}:{kafka.port}"))
+        sent = send_spans("grpc", agent.grpc_port, 10)
+        wait_for_spans(kafka, sent, agent, timeout=10)
 
 
 # ---- a name whose address changes ----------------------------------------------------------------
