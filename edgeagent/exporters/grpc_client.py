@@ -15,9 +15,10 @@ Design note:
   (1 s, ×1.6, at most 120 s, as grpc-go's). With none connected, a call takes the first to
   connect. Names are resolved when the first call comes and again whenever no connection is live
   or under way, so a name whose address changed (a Service re-created, a new lease) is followed
-  once the old connection is lost; a name that stops resolving keeps the addresses it had, as
-  grpc-go keeps them. Calls on a connection are multiplexed streams, at most the server's
-  MAX_CONCURRENT_STREAMS at a time (a call waits for a free stream within its deadline).
+  once the old connection is lost; a name that stops resolving, or whose lookup takes more than
+  a second, keeps the addresses it had, as grpc-go keeps them while its resolver works. Calls
+  on a connection are multiplexed streams, at most the server's MAX_CONCURRENT_STREAMS at a
+  time (a call waits for a free stream within its deadline).
 - Through a `proxy` (grpc-go's HTTPS_PROXY; `grpc_dial.py`) the proxy's name is resolved, one
   subchannel whatever the balancer, each connection a CONNECT tunnel to the unresolved target; a
   refused tunnel or an unusable proxy ends the calls UNAVAILABLE naming the proxy and its answer,
@@ -79,6 +80,7 @@ _TIMEOUT_UNITS = (("n", 1), ("u", 10**3), ("m", 10**6), ("S", 10**9), ("M", 60 *
 _BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 5.0  # grpc's connection backoff, capped low: calls have deadlines
 _STATUS = re.compile(rb"[+-]?[0-9]+")  # what Go's strconv.ParseInt reads in base 10
 _RECONNECT_FIRST, _RECONNECT_MAX = 1.0, 120.0  # an address that failed is tried again after this, ×1.6 each time
+_LOOKUP_WAIT = 1.0  # seconds a reconnect waits for the name's new addresses before it takes those it had
 _CONNECTION_DELAY = 0.25  # pick_first: the next address starts this long into a connect (grpc-go's happy eyeballs)
 
 
@@ -324,13 +326,22 @@ class Channel:
     async def _refresh(self) -> None:
         """Subchannels for the addresses the name has now: those of addresses still there are kept,
         the others closed. A name that does not resolve keeps the addresses it had, as grpc-go keeps
-        them on a resolver error; with none yet, the call fails UNAVAILABLE saying why."""
+        them on a resolver error, and so does a lookup that takes longer than _LOOKUP_WAIT (a DNS
+        server that drops queries), which goes on for the next refresh; with no addresses yet, the
+        call waits for it, and fails UNAVAILABLE saying why it did not resolve."""
+        resolving = asyncio.ensure_future(self._resolve())
         try:
-            fresh = await self._resolve()
+            if self._subchannels:
+                await asyncio.wait({resolving}, timeout=_LOOKUP_WAIT)
+                if not resolving.done():
+                    return
+            fresh = await resolving
         except GrpcStatusError:
             if not self._subchannels:
                 raise
             return
+        finally:
+            resolving.add_done_callback(lambda done: done.cancelled() or done.exception())
         old = {tuple(sub.addresses): sub for sub in self._subchannels}
         self._subchannels = [old.pop(tuple(sub.addresses), sub) for sub in fresh]
         for sub in old.values():

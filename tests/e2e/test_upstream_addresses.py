@@ -226,6 +226,30 @@ def test_a_name_that_does_not_resolve_is_logged_once_and_followed_once_it_does(n
         upstream.stop()
 
 
+def test_grpc_reconnects_to_the_address_it_had_while_the_resolver_hangs(names, tmp_path):
+    # the upstream restarts while DNS hangs: the name, looked up again for the new connection, held
+    # the calls until the resolver gave up (4 s here, 10 s per server with glibc's defaults); grpc-go
+    # goes on with the addresses it had while its resolver works
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns:
+        try:
+            dns.bind((DNS, 53))
+        except OSError as exc:
+            pytest.skip(f"cannot hold the DNS port {DNS}:53: {exc}")
+        port = free_port()
+        names.point("127.0.0.1")
+        first, second = GrpcUpstream(port).start(), GrpcUpstream(port)
+        try:
+            agent = names.agent(traces_config(tmp_path / "agent.yaml", {"otlp": grpc_exporter(f"{NAME}:{port}")}))
+            _delivered_within(first, agent, 10, 5.0)
+            names.point()  # looked up now, the name goes to the DNS server that never answers
+            first.stop()
+            second.start()
+            _delivered_within(second, agent, 10, 2.5)
+        finally:
+            first.stop()
+            second.stop()
+
+
 # ---- a resolver that hangs ----------------------------------------------------------------------
 
 
