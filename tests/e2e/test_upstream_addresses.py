@@ -61,7 +61,7 @@ class Names:
         self.directory = directory
         self.hosts = directory / "hosts"
         self.resolv = directory / "resolv.conf"
-        self.resolv.write_text(f"nameserver {DNS}\noptions timeout:4 attempts:1\n")
+        self.resolv.write_text(f"nameserver {DNS}\noptions timeout:6 attempts:1\n")
         self.agents: list[AgentProcess] = []
 
     def point(self, *addresses: str) -> None:
@@ -122,7 +122,7 @@ def test_grpc_does_not_wait_on_an_address_that_drops_syns_while_the_next_one_ans
             agent = names.agent(traces_config(tmp_path / "agent.yaml", {"otlp": grpc_exporter(
                 f"{NAME}:{port}", balancer_name=balancer)}))
             for _ in range(3):
-                _delivered_within(upstream, agent, 10, 3.0)
+                _delivered_within(upstream, agent, 10, 5.0)
                 time.sleep(1.5)  # round_robin tried the silent address again after a second
     finally:
         upstream.stop()
@@ -138,7 +138,7 @@ def test_http_falls_back_to_ipv4_300ms_into_an_ipv6_connect_that_hangs(names, tm
         with black_hole("::1", port):
             agent = names.agent(traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(
                 f"http://{NAME}:{port}")}))
-            _delivered_within(upstream, agent, 10, 3.0)
+            _delivered_within(upstream, agent, 10, 5.0)
     finally:
         upstream.stop()
 
@@ -159,7 +159,7 @@ def test_the_watch_sees_the_upstream_listen_past_an_address_that_drops_syns(name
             upstream.start()
             listening = time.monotonic()
             wait_until(lambda: upstream.spans(), timeout=30, message="the spans delivered")
-            assert upstream.calls[0].at - listening < 3.0
+            assert upstream.calls[0].at - listening < 6.0
     finally:
         upstream.stop()
 
@@ -172,7 +172,7 @@ def test_kafka_reaches_a_broker_past_an_address_that_drops_syns(names, kafka, tm
     with black_hole("::1", kafka.port):
         agent = names.agent(edge_config(tmp_path / "edge.yaml", f"{NAME}:{kafka.port}"))
         sent = send_spans("grpc", agent.grpc_port, 10)
-        wait_for_spans(kafka, sent, agent, timeout=10)
+        wait_for_spans(kafka, sent, agent, timeout=15)
 
 
 # ---- a name whose address changes ----------------------------------------------------------------
@@ -192,7 +192,7 @@ def test_grpc_resolves_the_name_again_when_its_connection_is_lost(names, tmp_pat
         names.point("127.0.0.3")
         new.start()
         with black_hole("127.0.0.2", port):
-            _delivered_within(new, agent, 10, 4.0)
+            _delivered_within(new, agent, 10, 6.0)
     finally:
         old.stop()
         new.stop()
@@ -228,7 +228,7 @@ def test_a_name_that_does_not_resolve_is_logged_once_and_followed_once_it_does(n
 
 def test_grpc_reconnects_to_the_address_it_had_while_the_resolver_hangs(names, tmp_path):
     # the upstream restarts while DNS hangs: the name, looked up again for the new connection, held
-    # the calls until the resolver gave up (4 s here, 10 s per server with glibc's defaults); grpc-go
+    # the calls until the resolver gave up (6 s here, 10 s per server with glibc's defaults); grpc-go
     # goes on with the addresses it had while its resolver works
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns:
         try:
@@ -244,7 +244,7 @@ def test_grpc_reconnects_to_the_address_it_had_while_the_resolver_hangs(names, t
             names.point()  # looked up now, the name goes to the DNS server that never answers
             first.stop()
             second.start()
-            _delivered_within(second, agent, 10, 2.5)
+            _delivered_within(second, agent, 10, 3.5)
         finally:
             first.stop()
             second.stop()
@@ -270,7 +270,7 @@ def _two_pipelines(path: Path, far: str, near: str) -> str:
 
 def test_a_resolver_that_hangs_holds_up_no_other_pipeline(names, tmp_path):
     # a lookup of a name that is not in the hosts file goes to a DNS server that never answers
-    # (4 s each): the exporter's ten consumers once took every thread of the default executor with
+    # (6 s each): the exporter's ten consumers once took every thread of the default executor with
     # it, and the queue reads of every other pipeline waited for them
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns:
         try:
@@ -287,7 +287,7 @@ def test_a_resolver_that_hangs_holds_up_no_other_pipeline(names, tmp_path):
                 send_logs("http", agent.http_port, 5)
                 wait_until(lambda wanted=expected: len(near.log_records()) >= wanted, timeout=15,
                            message="the logs delivered")
-                assert time.monotonic() - started < 1.5, f"the logs took {time.monotonic() - started:.1f}s"
+                assert time.monotonic() - started < 3.0, f"the logs took {time.monotonic() - started:.1f}s"
                 time.sleep(0.5)
             names.point("127.0.0.1")  # the name resolves again: the traces follow
             far.start()
