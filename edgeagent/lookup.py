@@ -43,7 +43,11 @@ async def getaddrinfo(host: Host, port: Port, family: int = 0, type: int = socke
         lookup = loop.create_future()
         _running[key] = lookup
         lookup.add_done_callback(lambda done: _finished(key, done))
-        threading.Thread(target=_look_up, args=(loop, lookup, key[1:]), name=f"lookup {host!r}", daemon=True).start()
+        try:
+            threading.Thread(target=_look_up, args=(loop, lookup, key[1:]), name=f"lookup {host!r}",
+                             daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had: this lookup fails, not every later one
+            lookup.set_exception(socket.gaierror(socket.EAI_AGAIN, f"no thread for the lookup: {exc}"))
     return await asyncio.shield(lookup)
 
 
