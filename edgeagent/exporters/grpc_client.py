@@ -146,11 +146,7 @@ class _Subchannel:
         try:
             return await eyeballs.first_of(attempts, _CONNECTION_DELAY, discard=Connection.close)
         except eyeballs.AllFailed as failed:
-            errors = [error for error in failed.errors if isinstance(error, GrpcStatusError)]
-            if len(errors) < len(failed.errors):
-                raise next(error for error in failed.errors if not isinstance(error, GrpcStatusError)) from None
-            raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(error.message for error in errors),
-                                  unanswered=all(error.unanswered is True for error in errors)) from None
+            raise _unavailable(failed.errors) from None
 
     async def _connect(self, address: tuple[str, int]) -> Connection:
         settings, context = self.channel.settings, self.channel.ssl_context
@@ -317,11 +313,7 @@ class Channel:
         try:
             return await eyeballs.first_of([sub.get for sub in candidates], 0.0)
         except eyeballs.AllFailed as failed:
-            errors = [error for error in failed.errors if isinstance(error, GrpcStatusError)]
-            if len(errors) < len(failed.errors):
-                raise next(error for error in failed.errors if not isinstance(error, GrpcStatusError)) from None
-            raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(error.message for error in errors),
-                                  unanswered=all(error.unanswered is True for error in errors)) from None
+            raise _unavailable(failed.errors) from None
 
     async def _refresh(self) -> None:
         """Subchannels for the addresses the name has now: those of addresses still there are kept,
@@ -375,6 +367,17 @@ class Channel:
                 continue
             headers.append((key.encode(), value.encode()))
         return headers
+
+
+def _unavailable(errors: Sequence[Exception]) -> Exception:
+    """What connects that all failed end a call with: UNAVAILABLE with each one's reason, unanswered
+    when none was answered; an error that is no connect's failure as it came."""
+    for error in errors:
+        if not isinstance(error, GrpcStatusError):
+            return error
+    failures = [error for error in errors if isinstance(error, GrpcStatusError)]
+    return GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(error.message for error in failures),
+                           unanswered=all(error.unanswered is True for error in failures))
 
 
 def _interleaved(addresses: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
