@@ -27,7 +27,7 @@ from edgeagent.cli_commands import Commands, config_flags, go_bool, queue_comman
 from edgeagent.cli_listings import MERGE_APPEND, cmd_components, cmd_featuregate
 from edgeagent.config.document import ConfigError
 from edgeagent.config.upstream import upstream_base
-from edgeagent.runtime import descriptors, hangup, loop_errors
+from edgeagent.runtime import descriptors, event_loop, hangup, loop_errors
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -210,7 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     gates = _gates(args)
     agent.reloader = lambda: load(args.config, upstream, args.set, gates)  # SIGHUP reads the same sources again
     try:
-        return asyncio.run(_run(agent, drain_timeout))
+        return event_loop.run(_run(agent, drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
         log.error("edgeagent could not start: %s%s", exc, _sandbox_hint(exc),
                   exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)

@@ -7,11 +7,18 @@ one HTTP/2 stack carries both directions and the process never loads grpcio's C 
 Design note:
 - A `Channel` holds subchannels, each with at most one live `Connection` (an asyncio.Protocol
   owning its h2 state machine; grpc_connection.py, with its own note). `pick_first` is one
-  subchannel over every resolved address, tried in order; `round_robin` is one subchannel per
-  address, calls taken in turn (an address refused in the last second is passed over while
-  another answers). Names are resolved when the first call comes and again after every address
-  failed. Calls on a connection are multiplexed streams, at most the server's
-  MAX_CONCURRENT_STREAMS at a time (a call waits for a free stream within its deadline).
+  subchannel over every resolved address, IPv6 and IPv4 interleaved, each connect started 250 ms
+  into the one before or as soon as it failed, the first to answer kept (grpc-go's happy
+  eyeballs): an address that drops SYNs costs 250 ms, not the connect timeout. `round_robin` is
+  one subchannel per address: calls go in turn to those connected, never waiting on one that is
+  still connecting; the others reconnect beside them, an address that failed after a backoff
+  (1 s, ×1.6, at most 120 s, as grpc-go's). With none connected, a call takes the first to
+  connect. Names are resolved when the first call comes and again whenever no connection is live
+  or under way, so a name whose address changed (a Service re-created, a new lease) is followed
+  once the old connection is lost; a name that stops resolving, or whose lookup takes more than
+  a second, keeps the addresses it had, as grpc-go keeps them while its resolver works. Calls
+  on a connection are multiplexed streams, at most the server's MAX_CONCURRENT_STREAMS at a
+  time (a call waits for a free stream within its deadline).
 - Through a `proxy` (grpc-go's HTTPS_PROXY; `grpc_dial.py`) the proxy's name is resolved, one
   subchannel whatever the balancer, each connection a CONNECT tunnel to the unresolved target; a
   refused tunnel or an unusable proxy ends the calls UNAVAILABLE naming the proxy and its answer,
@@ -39,6 +46,7 @@ Design note:
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 import socket
@@ -59,6 +67,7 @@ from edgeagent.exporters.grpc_connection import (
 )
 from edgeagent.exporters.grpc_dial import check_alpn, connect, failure, host_port, resolve, tunnel
 from edgeagent.grpc_status import StatusCode, from_http
+from edgeagent.http1 import eyeballs
 from edgeagent.http1.dial import ClientError, ConnectError, shown_proxy
 from edgeagent.receivers import codec
 from edgeagent.receivers.grpc_call import ENCODINGS, quiet_h2, unbase64
@@ -70,7 +79,9 @@ _RESERVED = frozenset({"content-type", "te", "grpc-encoding", "grpc-accept-encod
 _TIMEOUT_UNITS = (("n", 1), ("u", 10**3), ("m", 10**6), ("S", 10**9), ("M", 60 * 10**9), ("H", 3600 * 10**9))
 _BACKOFF_FIRST, _BACKOFF_MAX = 1.0, 5.0  # grpc's connection backoff, capped low: calls have deadlines
 _STATUS = re.compile(rb"[+-]?[0-9]+")  # what Go's strconv.ParseInt reads in base 10
-_SKIP_FAILED = 1.0  # round_robin: an address refused this recently is passed over while others answer
+_RECONNECT_FIRST, _RECONNECT_MAX = 1.0, 120.0  # an address that failed is tried again after this, ×1.6 each time
+_LOOKUP_WAIT = 1.0  # seconds a reconnect waits for the name's new addresses before it takes those it had
+_CONNECTION_DELAY = 0.25  # pick_first: the next address starts this long into a connect (grpc-go's happy eyeballs)
 
 
 class _Subchannel:
@@ -82,35 +93,60 @@ class _Subchannel:
         self.named = named or channel.settings.host  # the host they are of: the target's, or its proxy's
         self.connection: Connection | None = None
         self.failed_at = float("-inf")  # when a connect last failed
+        self.failures = 0  # connects failed in a row: each waits longer before the next (due)
         self.waiting = ""  # what the connect under way waits for, if a call's deadline should say it
         self._connecting: asyncio.Task[Connection] | None = None
 
     def live(self) -> bool:
         return self.connection is not None and not self.connection.closed
 
-    async def get(self) -> Connection:
-        if self.connection is not None and not self.connection.closed:
-            return self.connection
+    def connecting(self) -> bool:
+        return self._connecting is not None
+
+    def due(self, now: float) -> bool:
+        """Whether its last failed connect is long enough ago to try again (grpc-go's reconnect backoff)."""
+        return now >= self.failed_at + min(_RECONNECT_FIRST * 1.6 ** max(self.failures - 1, 0), _RECONNECT_MAX)
+
+    def start(self) -> asyncio.Task[Connection]:
+        """The connect under way, started now if none is."""
         if self._connecting is None:
             self._connecting = asyncio.get_running_loop().create_task(self._open())
             self._connecting.add_done_callback(self._opened)
-        return await asyncio.shield(self._connecting)
+        return self._connecting
+
+    async def get(self) -> Connection:
+        if self.connection is not None and not self.connection.closed:
+            return self.connection
+        connecting = self.start()
+        try:
+            return await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if connecting.cancelled() and current is not None and not current.cancelling():
+                # the subchannel was closed under the call (its address no longer resolved), not the call
+                raise GrpcStatusError(StatusCode.UNAVAILABLE, f"the connect to {self.named} was abandoned",
+                                      unanswered=True) from None
+            raise
 
     def _opened(self, task: asyncio.Task[Connection]) -> None:
         self._connecting = None
-        if not task.cancelled() and task.exception() is None:
+        if task.cancelled():
+            return
+        if task.exception() is None:
             self.connection = task.result()
+            self.failures = 0
+            return
+        self.failures += 1
+        self.failed_at = asyncio.get_running_loop().time()
 
     async def _open(self) -> Connection:
-        errors = []
-        unanswered = True
-        for address in self.addresses:
-            try:
-                return await self._connect(address)
-            except GrpcStatusError as exc:
-                errors.append(exc.message)
-                unanswered = unanswered and exc.unanswered is True
-        raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(errors), unanswered=unanswered)
+        """A connection to the first address that answers: each started 250 ms into the one before,
+        or when it failed, the families interleaved (grpc-go's pick_first, gRFC A61)."""
+        attempts = [functools.partial(self._connect, address) for address in _interleaved(self.addresses)]
+        try:
+            return await eyeballs.first_of(attempts, _CONNECTION_DELAY, discard=Connection.close)
+        except eyeballs.AllFailed as failed:
+            raise _unavailable(failed.errors) from None
 
     async def _connect(self, address: tuple[str, int]) -> Connection:
         settings, context = self.channel.settings, self.channel.ssl_context
@@ -253,29 +289,55 @@ class Channel:
             backoff = min(backoff * 1.6, _BACKOFF_MAX)
 
     async def _pick(self) -> Connection:
-        if not self._subchannels:
+        """A live connection, in turn over the live subchannels; with none, the first of the
+        subchannels to connect (all started at once, as grpc-go's round_robin connects them all).
+        The name is resolved again whenever no connection is live or under way: its addresses may
+        have changed since the last one was lost (a Service re-created, a new lease)."""
+        if not any(sub.live() or sub.connecting() for sub in self._subchannels):
             async with self._resolving:  # one resolution for the calls that arrive together
-                if not self._subchannels:
-                    self._subchannels = await self._resolve()
+                if not any(sub.live() or sub.connecting() for sub in self._subchannels):
+                    await self._refresh()
         subchannels = self._subchannels
         now = asyncio.get_running_loop().time()
-        # in turn over those not refused lately (all of them if every one was)
-        candidates = [sub for sub in subchannels if sub.live() or now - sub.failed_at > _SKIP_FAILED] or subchannels
-        errors: list[str] = []
-        unanswered = True
-        for offset in range(len(candidates)):
-            subchannel = candidates[(self._turn + offset) % len(candidates)]
-            try:
-                connection = await subchannel.get()
-            except GrpcStatusError as exc:
-                subchannel.failed_at = asyncio.get_running_loop().time()
-                errors.append(exc.message)
-                unanswered = unanswered and exc.unanswered is True
-                continue
-            self._turn = (self._turn + offset + 1) % len(candidates)
+        live = [sub for sub in subchannels if sub.live()]
+        if live:  # those not connected reconnect on their own, off the calls' path
+            for sub in subchannels:
+                if not sub.live() and sub.due(now):
+                    sub.start()
+            self._turn = (self._turn + 1) % len(live)
+            connection = live[self._turn].connection
+            assert connection is not None
             return connection
-        self._subchannels = []  # resolve again next time: the addresses may have changed
-        raise GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(errors), unanswered=unanswered)
+        # those under way or not refused lately (all of them if every one was)
+        candidates = [sub for sub in subchannels if sub.connecting() or sub.due(now)] or subchannels
+        try:
+            return await eyeballs.first_of([sub.get for sub in candidates], 0.0)
+        except eyeballs.AllFailed as failed:
+            raise _unavailable(failed.errors) from None
+
+    async def _refresh(self) -> None:
+        """Subchannels for the addresses the name has now: those of addresses still there are kept,
+        the others closed. A name that does not resolve keeps the addresses it had, as grpc-go keeps
+        them on a resolver error, and so does a lookup that takes longer than _LOOKUP_WAIT (a DNS
+        server that drops queries), which goes on for the next refresh; with no addresses yet, the
+        call waits for it, and fails UNAVAILABLE saying why it did not resolve."""
+        resolving = asyncio.ensure_future(self._resolve())
+        try:
+            if self._subchannels:
+                await asyncio.wait({resolving}, timeout=_LOOKUP_WAIT)
+                if not resolving.done():
+                    return
+            fresh = await resolving
+        except GrpcStatusError:
+            if not self._subchannels:
+                raise
+            return
+        finally:
+            resolving.add_done_callback(lambda done: done.cancelled() or done.exception())
+        old = {tuple(sub.addresses): sub for sub in self._subchannels}
+        self._subchannels = [old.pop(tuple(sub.addresses), sub) for sub in fresh]
+        for sub in old.values():
+            sub.close()
 
     async def _resolve(self) -> list[_Subchannel]:
         """The target's addresses; through a proxy, the proxy's (the proxy resolves the target)."""
@@ -305,6 +367,27 @@ class Channel:
                 continue
             headers.append((key.encode(), value.encode()))
         return headers
+
+
+def _unavailable(errors: Sequence[Exception]) -> Exception:
+    """What connects that all failed end a call with: UNAVAILABLE with each one's reason, unanswered
+    when none was answered; an error that is no connect's failure as it came."""
+    for error in errors:
+        if not isinstance(error, GrpcStatusError):
+            return error
+    failures = [error for error in errors if isinstance(error, GrpcStatusError)]
+    return GrpcStatusError(StatusCode.UNAVAILABLE, "; ".join(error.message for error in failures),
+                           unanswered=all(error.unanswered is True for error in failures))
+
+
+def _interleaved(addresses: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """IPv6 and IPv4 addresses taken in turn, the first address's family first (grpc-go's
+    interleaveAddresses), so a family that drops SYNs delays the other by one step only."""
+    families: dict[bool, list[tuple[str, int]]] = {}
+    for address in addresses:
+        families.setdefault(":" in address[0], []).append(address)
+    groups = list(families.values())
+    return [group[index] for index in range(max(map(len, groups), default=0)) for group in groups if index < len(group)]
 
 
 def _outcome(call: Call) -> bytes:

@@ -28,6 +28,7 @@ import asyncio
 import os
 import socket
 
+from edgeagent import lookup
 from edgeagent.http1 import wire
 from edgeagent.http1.dial import (
     ClientError,
@@ -63,7 +64,7 @@ async def resolve(host: str, port: int, proxy: str) -> tuple[str, list[tuple[str
     if proxy:
         host, port = proxy_address(proxy)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await lookup.getaddrinfo(host, port)
     except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (an empty label)
         raise ConnectError(f"cannot resolve {f'the proxy {shown_proxy(proxy)}' if proxy else host}: {exc}") from None
     return host, list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))

@@ -274,7 +274,9 @@ def classify(error: GrpcStatusError, secrets: list[str]) -> Exception:
     """The one place that maps a gRPC status to what the sender must do; `secrets` are masked in the details."""
     code = error.code
     details = mask(error.message, secrets)
-    message = f"upstream answered {code.name}: {details}".rstrip(": ")
+    # no connection at all (refused, unreachable, a name that does not resolve): nothing answered
+    said = "upstream unreachable" if error.unanswered else "upstream answered"
+    message = f"{said} {code.name}: {details}".rstrip(": ")
     delay = _retry_delay(error.trailers)
     # a size limit (the server's words, whatever the code, or a proxy's HTTP 413): a smaller request gets
     # through, so the chain splits it as on otlphttp's 413; the same bytes would be refused for ever

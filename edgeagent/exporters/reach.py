@@ -7,13 +7,14 @@ nothing answered at all (connection refused, host unreachable, a name that does 
 `RetryableError.unanswered`), there is nobody to spare, and waiting out a backoff of up to
 `max_interval` × 1.5 after the link came back wastes a short connectivity window. So while
 the attempts of an exporter fail unanswered, a `Watch` opens a plain TCP connection to the
-upstream's host:port about once a second (jittered, one connect at a time, never more than
-one socket, each bounded by CONNECT_TIMEOUT) and closes it at once, without a byte sent. TLS
-and HTTP/2 are not spoken: the next real attempt does that. When a connect succeeds the Link
-(edgeagent.exporters.link) lets the next attempt go at once. Only the change from refused to
-accepted counts: a host that keeps accepting connections while its requests still fail gets
-no more early attempts, and a port that flaps gets at most one per backoff interval, so the
-upstream never sees more than its backoff allows.
+upstream's host:port about once a second (jittered, one look at a time, bounded by
+CONNECT_TIMEOUT) and closes it at once, without a byte sent. A name's addresses are raced as
+the exporters dial them: the next starts 250 ms into a connect, so an address that drops SYNs
+does not hide one that accepts. TLS and HTTP/2 are not spoken: the next real attempt does
+that. When a connect succeeds the Link (edgeagent.exporters.link) lets the next attempt go at
+once. Only the change from refused to accepted counts: a host that keeps accepting connections
+while its requests still fail gets no more early attempts, and a port that flaps gets at most
+one per backoff interval, so the upstream never sees more than its backoff allows.
 
 This is grpc-go's split: a channel reconnects on its own connection backoff (1 s base, 120 s
 at most) independently of the retry policy of the calls on it. Here the connect attempts are
@@ -41,18 +42,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import random
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from edgeagent import lookup as names
+from edgeagent.http1 import eyeballs
 from edgeagent.runtime import supervise
 from edgeagent.signals import Signal
 
 Address = tuple[str, int]
 WATCH_INTERVAL = 1.0  # seconds between two connects, ±50 %
 CONNECT_TIMEOUT = 1.0  # seconds; a connect that takes longer counts as not accepted
+NEXT_ADDRESS_DELAY = 0.25  # seconds into a connect that the next address of the name starts too
 
 
 @runtime_checkable
@@ -128,15 +132,12 @@ class Watch:
 
     async def _accepts(self, address: Address) -> bool:
         ips = await self._resolved(address)
-        try:
+        attempts = [functools.partial(asyncio.open_connection, ip, address[1]) for ip in ips]
+        with contextlib.suppress(TimeoutError, eyeballs.AllFailed):
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                for ip in ips:
-                    with contextlib.suppress(OSError):
-                        _, writer = await asyncio.open_connection(ip, address[1])
-                        writer.transport.abort()
-                        return True
-        except TimeoutError:
-            pass
+                _, writer = await eyeballs.first_of(attempts, NEXT_ADDRESS_DELAY, discard=_abort)
+                writer.transport.abort()
+                return True
         return False
 
     async def _resolved(self, address: Address) -> list[str]:
@@ -148,7 +149,7 @@ class Watch:
         if lookup is None or lookup.done():
             # a lookup that hangs is waited for again next time, not started again: one resolver
             # thread per address at most, whatever the resolver does
-            lookup = asyncio.ensure_future(asyncio.get_running_loop().getaddrinfo(*address, type=socket.SOCK_STREAM))
+            lookup = asyncio.ensure_future(names.getaddrinfo(*address))
             lookup.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._lookups[address] = lookup
         await asyncio.wait({lookup}, timeout=CONNECT_TIMEOUT)
@@ -166,3 +167,8 @@ class Watch:
                 accepting = False
             elif not accepting:
                 accepting, next_look = await self.reached()
+
+
+def _abort(streams: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    """A connect that was accepted after another address's: closed unused."""
+    streams[1].transport.abort()

@@ -68,12 +68,15 @@ class Telemetry:
         self.metrics.counters[name].inc(amount, *labels)
 
     def upstream_state(self, exporter_id: str, online: bool) -> None:
+        """Logged when it changes, and when an upstream never reached is found unreachable (a name
+        that does not resolve at start): once, with the last failure saying why."""
         previous = self.upstream_online.get(exporter_id)
         self.upstream_online[exporter_id] = online
-        if previous is not None and previous != online:
-            log.log(logging.INFO if online else logging.WARNING,
-                    "upstream is %s", "reachable again" if online else "unreachable; data is kept in the queue",
-                    extra={"exporter": exporter_id})
+        if online and previous is False:
+            log.info("upstream is reachable again", extra={"exporter": exporter_id})
+        elif not online and previous is not False:
+            log.warning("upstream is unreachable; data is kept in the queue",
+                        extra={"exporter": exporter_id, "error": self.problems.get(exporter_id, "")})
 
     def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
         if problem is None:

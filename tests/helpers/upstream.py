@@ -146,6 +146,7 @@ class Upstream:
     requests: list[Received] = field(default_factory=list)
     calls: list[Attempt] = field(default_factory=list)
     stray: list[tuple[str, str]] = field(default_factory=list)
+    host: str = "127.0.0.1"  # the loopback address it listens on
 
     def __post_init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -257,12 +258,12 @@ class Upstream:
         for handler in self._runner.server.connections:
             handler.force_close()
         if mode == "reset":
-            self._resetter = await asyncio.start_server(self._reset, "127.0.0.1", self.port, reuse_address=True)
+            self._resetter = await asyncio.start_server(self._reset, self.host, self.port, reuse_address=True)
 
     async def _listen(self) -> None:
         if self._site is None:
             await self._close_listeners()
-            self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True,
+            self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True,
                                      ssl_context=self.ssl_context)
             await self._site.start()
 
