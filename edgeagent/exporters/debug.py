@@ -8,6 +8,12 @@ written, then every `sampling_thereafter`th. With `use_internal_logger: false` t
 
 There is no queue by default (`sending_queue.enabled: false`): a request is written while the
 client waits, since a durable queue of debug output would only delay it.
+
+An output that takes no more writes (stdout a pipe whose reader is gone, a log driver or journald
+restarted; a file on a full disk) loses the text, never the request: otelcol's zap reports the
+failed write on its error output and the export succeeds. Refusing instead would refuse every
+request of the pipeline (a 400 or 500, which clients do not retry) for want of a print-out. The
+failure is logged, at most every WRITE_FAILED_LOG_EVERY seconds.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ _GROUP_NAMES = {Signal.TRACES: "resource spans", Signal.METRICS: "resource metri
 _SCOPES = {Signal.TRACES: "scope_spans", Signal.METRICS: "scope_metrics", Signal.LOGS: "scope_logs"}
 _ITEMS = {Signal.TRACES: "spans", Signal.METRICS: "metrics", Signal.LOGS: "log_records"}
 _ITEM_NAMES = {Signal.TRACES: "spans", Signal.METRICS: "data points", Signal.LOGS: "log records"}
+WRITE_FAILED_LOG_EVERY = 60.0  # seconds
 
 
 class DebugQueueConfig(QueueConfig):
@@ -56,7 +63,7 @@ class DebugConfig(ComponentConfig):
 
     @property
     def retry_on_failure(self) -> RetryConfig:
-        """What a queued debug exporter retries with: writing fails only when an output file does."""
+        """What a queued debug exporter retries with (its writes never fail a send)."""
         return RetryConfig()
 
 
@@ -88,6 +95,8 @@ class DebugExporter:
         self._sampler = Sampler(config.sampling_initial, config.sampling_thereafter)
         self._outputs: list[TextIO] = []
         self._opened: list[TextIO] = []
+        self._write_failed_logged = -WRITE_FAILED_LOG_EVERY
+        self._write_failures = 0  # since the last log line
 
     def describe(self) -> str:
         return (
@@ -123,9 +132,22 @@ class DebugExporter:
         else:
             line = f"{signal.label.capitalize()} {summary}" + (f"\n{text}" if text else "") + "\n"
             for output in self._outputs:
-                output.write(line)
-                output.flush()
+                self._write(output, line)
         return SendResult()
+
+    def _write(self, output: TextIO, line: str) -> None:
+        try:
+            output.write(line)
+            output.flush()
+        except OSError as exc:  # EPIPE, ENOSPC, EIO: the text is lost, the request is not
+            self._write_failures += 1
+            now = time.monotonic()
+            if now - self._write_failed_logged >= WRITE_FAILED_LOG_EVERY:
+                self._write_failed_logged = now
+                log.warning("the debug exporter cannot write its output; requests pass on without it",
+                            extra={"exporter": self.id, "output": getattr(output, "name", "?"), "error": str(exc),
+                                   "failures": self._write_failures})
+                self._write_failures = 0
 
 
 def describe(signal: Signal, request: Any, verbosity: str) -> str:
