@@ -149,6 +149,7 @@ class Connection(asyncio.Protocol):
         for pending in self._pending.values():
             pending.done.set()
         self._transport = None
+        self._h2.release()  # no frame comes any more: h2's cycle is undone (h2_limits)
 
     def pause_writing(self) -> None:
         if self._transport is not None:
