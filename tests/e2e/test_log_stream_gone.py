@@ -1,7 +1,8 @@
 """The agent's stdout and stderr stop taking writes: a log driver or journald gone (a pipe whose reader
-has closed: EPIPE) or a full disk under the file they go to (ENOSPC). The agent keeps answering,
-keeping and delivering what it took, spends no CPU on the failing writes, reloads, and its stop
-still keeps what is queued and exits 0."""
+has closed: EPIPE, or one that stays open and reads no more, so that writes block once the pipe
+is full) or a full disk under the file they go to (ENOSPC). The agent keeps answering, keeping
+and delivering what it took, spends no CPU on the failing writes, reloads, and its stop still
+keeps what is queued and exits 0."""
 
 from __future__ import annotations
 
@@ -66,6 +67,17 @@ def _gone_pipe() -> Iterator[tuple[int, object]]:
 
 
 @contextmanager
+def _stalled_pipe() -> Iterator[tuple[int, object]]:
+    """A pipe whose reader stays, reading nothing: once its 64 kB are full, every write waits."""
+    reader, writer = os.pipe()
+    try:
+        yield writer, lambda: None
+    finally:
+        os.close(reader)
+        os.close(writer)
+
+
+@contextmanager
 def _full_disk() -> Iterator[tuple[int, object]]:
     descriptor = os.open("/dev/full", os.O_WRONLY)
     try:
@@ -90,7 +102,8 @@ def _agent(tmp_path: Path, upstream_port: int, output: int | None) -> AgentProce
     return agent
 
 
-@pytest.mark.parametrize("stream", [_gone_pipe, _full_disk], ids=["reader-gone", "disk-full"])
+@pytest.mark.parametrize("stream", [_gone_pipe, _stalled_pipe, _full_disk], ids=["reader-gone", "reader-stalled",
+                                                                                  "disk-full"])
 def test_an_agent_whose_log_stream_fails_keeps_serving_delivering_and_stops_cleanly(tmp_path, stream):
     port = free_port()
     with stream() as (output, reader_leaves):
