@@ -6,8 +6,12 @@ keeps what is queued and exits 0."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import struct
+import termios
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,3 +146,37 @@ def test_an_agent_whose_log_stream_fails_keeps_serving_delivering_and_stops_clea
         again.kill()
         upstream.stop()
     assert used < 10, f"{used:.1f}s of CPU while the log stream was failing"
+
+
+def _unread(reader: int) -> int:
+    """Bytes waiting in a pipe."""
+    return struct.unpack("i", fcntl.ioctl(reader, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_an_agent_printing_its_metrics_to_a_stalled_stdout_still_stops(tmp_path):
+    # the console reader wrote on a worker thread, which the full pipe held for good, and the stop
+    # waited for that thread: SIGTERM never ended the agent
+    port = free_port()
+    reader, writer = os.pipe()
+    try:
+        agent = _agent(tmp_path, port, writer)
+        # the agent's own metrics also printed on stdout ten times a second, as OTLP/JSON lines
+        pull = "{pull: {exporter: {prometheus: {host: 127.0.0.1, port: %s}}}}".replace("%s", str(agent.metrics_port))
+        console = "{periodic: {interval: 100, exporter: {console: {}}}}"
+        agent.args += ["--set", f"service::telemetry::metrics::readers=[{pull}, {console}]"]
+        try:
+            agent.start()
+            sent = send_spans("http", agent.http_port, 100, batch=20, must_deliver=True)
+            wait_until(lambda: _unread(reader) > 48_000, timeout=10, message="the pipe all but full")
+            time.sleep(0.5)  # five more pushes, more than the pipe has room for
+            upstream = Upstream(port).start()
+            try:
+                wait_until(lambda: upstream.span_ids() >= sent, timeout=30, message="every span delivered")
+            finally:
+                upstream.stop()
+            assert agent.terminate() == 0
+        finally:
+            agent.kill()
+    finally:
+        os.close(reader)
+        os.close(writer)
