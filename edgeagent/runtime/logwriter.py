@@ -160,8 +160,8 @@ class Handler(logging.Handler):
         self.writer.flush()
 
     def close(self) -> None:
+        """A file's writer is closed (flushed first, bounded); stdout's and stderr's stay for the rest
+        (logging.shutdown flushed them just before)."""
         if self.owned:
             self.writer.close()
-        else:
-            self.writer.flush()
         super().close()
