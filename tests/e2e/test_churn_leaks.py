@@ -9,6 +9,8 @@ import http.client
 import os
 import socket
 import ssl
+import struct
+import time
 from pathlib import Path
 
 import zstandard
@@ -140,3 +142,26 @@ def test_grpc_connections_leave_nothing_behind(agents, tmp_path, upstream):
         assert grpc_raw.call(agent.grpc_port, message)[0] == 0
     growth = _rss_anon(agent.process.pid) - before
     assert growth < 4 * MIB, f"600 gRPC connections left {growth / MIB:.1f} MiB"
+
+
+def test_uploads_cut_off_by_a_reset_leave_nothing_behind(agents, tmp_path, upstream):
+    # a client whose link drops mid-upload (a reset): the error, kept by the connection's reader,
+    # held through its traceback the part of the body already read, until the cycle collector ran:
+    # 40 uploads cut after 2 MB held 80 MiB
+    agent = _agent(agents, tmp_path, upstream)
+    part = os.urandom(2 << 20)
+
+    def cut(times: int) -> None:
+        for _ in range(times):
+            with socket.create_connection(("127.0.0.1", agent.http_port), timeout=10) as client:
+                client.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: edge\r\nContent-Type: application/x-protobuf\r\n"
+                               b"Content-Length: %d\r\n\r\n" % (2 * len(part)) + part)
+                time.sleep(0.02)  # read by the agent
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    cut(3)
+    before = _rss_anon(agent.process.pid)
+    cut(40)
+    time.sleep(0.2)
+    growth = _rss_anon(agent.process.pid) - before
+    assert growth < 20 * MIB, f"40 uploads cut off left {growth / MIB:.0f} MiB"
