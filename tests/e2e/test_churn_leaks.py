@@ -13,6 +13,8 @@ import struct
 import time
 from pathlib import Path
 
+import h2.config
+import h2.connection
 import zstandard
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -165,3 +167,44 @@ def test_uploads_cut_off_by_a_reset_leave_nothing_behind(agents, tmp_path, upstr
     time.sleep(0.2)
     growth = _rss_anon(agent.process.pid) - before
     assert growth < 20 * MIB, f"40 uploads cut off left {growth / MIB:.0f} MiB"
+
+
+def _grpc_call_cut_off(port: int, part: bytes) -> None:
+    """A call whose message declares twice `part`, cut by a reset once `part` is sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        connection.initiate_connection()
+        stream = connection.get_next_available_stream_id()
+        connection.send_headers(stream, [(":method", "POST"), (":scheme", "http"), (":path", grpc_raw.TRACE_METHOD),
+                                         (":authority", "127.0.0.1"), ("content-type", "application/grpc"),
+                                         ("te", "trailers")])
+        data = struct.pack(">BI", 0, 2 * len(part)) + part
+        sent = 0
+        deadline = time.monotonic() + 5
+        while sent < len(data) and time.monotonic() < deadline:
+            size = min(connection.local_flow_control_window(stream), connection.max_outbound_frame_size,
+                       len(data) - sent)
+            if size > 0:
+                connection.send_data(stream, data[sent:sent + size])
+                sent += size
+            client.sendall(connection.data_to_send())
+            if size <= 0:  # wait for the agent's WINDOW_UPDATE
+                connection.receive_data(client.recv(65536))
+        assert sent == len(data)
+        time.sleep(0.02)  # read by the agent
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_grpc_calls_cut_off_by_a_reset_leave_nothing_behind(agents, tmp_path, upstream):
+    # the connection kept its calls when it was lost, and each call's task (cancelled) kept the
+    # message parts received: a cycle through the connection until the cycle collector ran
+    agent = _agent(agents, tmp_path, upstream)
+    part = os.urandom(2 << 20)
+    for _ in range(3):
+        _grpc_call_cut_off(agent.grpc_port, part)
+    before = _rss_anon(agent.process.pid)
+    for _ in range(30):
+        _grpc_call_cut_off(agent.grpc_port, part)
+    time.sleep(0.2)
+    growth = _rss_anon(agent.process.pid) - before
+    assert growth < 20 * MIB, f"30 gRPC calls cut off left {growth / MIB:.0f} MiB"
