@@ -8,12 +8,19 @@ written, then every `sampling_thereafter`th. With `use_internal_logger: false` t
 
 There is no queue by default (`sending_queue.enabled: false`): a request is written while the
 client waits, since a durable queue of debug output would only delay it.
+
+An output that takes no more writes (stdout a pipe whose reader is gone, a log driver or journald
+restarted; a file on a full disk) loses the text, never the request: otelcol's zap reports the
+failed write on its error output and the export succeeds. Refusing instead would refuse every
+request of the pipeline (a 400 or 500, which clients do not retry) for want of a print-out. A
+file's failure is logged, at most every WRITE_FAILED_LOG_EVERY seconds; stdout and stderr are
+written by the log's own thread (runtime/logwriter.py), which never waits for a full pipe and
+says how many lines it dropped.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from typing import Any, Literal, TextIO
 
@@ -24,6 +31,7 @@ from edgeagent.component import ComponentConfig, Factory
 from edgeagent.configretry import RetryConfig
 from edgeagent.exporters.chain import SendResult
 from edgeagent.exporters.sender import QueueConfig
+from edgeagent.runtime import logwriter
 from edgeagent.signals import Signal, count_items, resource_groups
 
 log = logging.getLogger(__name__)
@@ -31,6 +39,7 @@ _GROUP_NAMES = {Signal.TRACES: "resource spans", Signal.METRICS: "resource metri
 _SCOPES = {Signal.TRACES: "scope_spans", Signal.METRICS: "scope_metrics", Signal.LOGS: "scope_logs"}
 _ITEMS = {Signal.TRACES: "spans", Signal.METRICS: "metrics", Signal.LOGS: "log_records"}
 _ITEM_NAMES = {Signal.TRACES: "spans", Signal.METRICS: "data points", Signal.LOGS: "log records"}
+WRITE_FAILED_LOG_EVERY = 60.0  # seconds
 
 
 class DebugQueueConfig(QueueConfig):
@@ -56,7 +65,7 @@ class DebugConfig(ComponentConfig):
 
     @property
     def retry_on_failure(self) -> RetryConfig:
-        """What a queued debug exporter retries with: writing fails only when an output file does."""
+        """What a queued debug exporter retries with (its writes never fail a send)."""
         return RetryConfig()
 
 
@@ -86,8 +95,10 @@ class DebugExporter:
         self.config = config
         self.configured = True
         self._sampler = Sampler(config.sampling_initial, config.sampling_thereafter)
-        self._outputs: list[TextIO] = []
+        self._outputs: list[TextIO | logwriter.Writer] = []
         self._opened: list[TextIO] = []
+        self._write_failed_logged = -WRITE_FAILED_LOG_EVERY
+        self._write_failures = 0  # since the last log line
 
     def describe(self) -> str:
         return (
@@ -98,8 +109,8 @@ class DebugExporter:
         if self.config.use_internal_logger:
             return
         for path in self.config.output_paths or ["stdout"]:
-            if path in ("stdout", "stderr"):
-                self._outputs.append(sys.stdout if path == "stdout" else sys.stderr)
+            if path in ("stdout", "stderr"):  # written by the log's thread: a full pipe never holds the loop
+                self._outputs.append(logwriter.shared(1 if path == "stdout" else 2, path))
             else:
                 handle = open(path, "a", encoding="utf-8")  # noqa: ASYNC230, SIM115 - once, closed in shutdown()
                 self._opened.append(handle)
@@ -123,9 +134,25 @@ class DebugExporter:
         else:
             line = f"{signal.label.capitalize()} {summary}" + (f"\n{text}" if text else "") + "\n"
             for output in self._outputs:
-                output.write(line)
-                output.flush()
+                self._write(output, line)
         return SendResult()
+
+    def _write(self, output: TextIO | logwriter.Writer, line: str) -> None:
+        if isinstance(output, logwriter.Writer):  # never fails, never waits: what it cannot write it counts
+            output.write(line.encode("utf-8", "backslashreplace"))
+            return
+        try:
+            output.write(line)
+            output.flush()
+        except OSError as exc:  # EPIPE, ENOSPC, EIO: the text is lost, the request is not
+            self._write_failures += 1
+            now = time.monotonic()
+            if now - self._write_failed_logged >= WRITE_FAILED_LOG_EVERY:
+                self._write_failed_logged = now
+                log.warning("the debug exporter cannot write its output; requests pass on without it",
+                            extra={"exporter": self.id, "output": getattr(output, "name", "?"), "error": str(exc),
+                                   "failures": self._write_failures})
+                self._write_failures = 0
 
 
 def describe(signal: Signal, request: Any, verbosity: str) -> str:

@@ -12,6 +12,7 @@ import binascii
 import json
 import re
 import sys
+import weakref
 import zlib
 from collections.abc import Callable
 from typing import IO, Any, Protocol, cast
@@ -269,6 +270,12 @@ class Decompressor:
     bomb stops at the limit (413). Every gzip member, zlib stream, zstd, snappy and lz4 frame of
     a body is decoded: concatenated streams are legal, and keeping only the first would answer
     OK for data that was dropped. Truncated or trailing garbage is a 400.
+
+    Its stream (the decoder, whose window is as large as a frame asks: up to 8 MiB for zstd) reaches
+    it through a weak proxy, so the two make no reference cycle: both are freed the moment the
+    request lets go of them, finished, refused or abandoned by a client gone mid-body. In a cycle
+    they waited for the cycle collector, which a serving agent runs after 50,000 surviving objects
+    (lean.py), about 2,500 requests: 150 zstd requests of 300 kB held 60 MiB until then.
     """
 
     def __init__(self, encoding: str, limit: int, on_output: Callable[[int], None] | None = None):
@@ -283,7 +290,7 @@ class Decompressor:
         self.size = 0  # decompressed bytes produced so far
         self._on_output = on_output
         self._parts: list[bytes] = []
-        self._stream = factory(self)
+        self._stream = factory(weakref.proxy(self))
 
     def feed(self, chunk: bytes) -> None:
         self._run(self._stream.feed, chunk)
@@ -308,7 +315,7 @@ class Decompressor:
         """Free what was decoded now: an error's traceback keeps this object alive until the
         cycle collector runs, and a refused bomb would hold the limit's worth of memory till then."""
         self._parts.clear()
-        self._stream = _Identity(self)
+        self._stream = _Identity(weakref.proxy(self))
 
     def room(self) -> int:
         """Bytes that may still be produced, plus one to notice going over."""

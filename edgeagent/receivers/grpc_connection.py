@@ -148,7 +148,14 @@ class Connection(asyncio.Protocol):
             task.cancel()
         for pending in self._pending.values():
             pending.done.set()
+        # a cancelled call ends without answering, so nothing else takes it off: kept here, the calls
+        # (with the message parts they had received, megabytes) and their tasks would stay in a cycle
+        # through this connection until the cycle collector ran
+        self.calls.clear()
+        self.tasks.clear()
+        self._pending.clear()
         self._transport = None
+        self._h2.release()  # no frame comes any more: h2's cycle is undone (h2_limits)
 
     def pause_writing(self) -> None:
         if self._transport is not None:

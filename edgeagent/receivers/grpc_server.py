@@ -26,6 +26,9 @@ Design note:
   `ping_timeout`; a peer pinging more often than its policy allows is told ENHANCE_YOUR_CALM.
 - Shutdown: stop listening, GOAWAY every connection (calls in flight finish, new ones are
   refused with REFUSED_STREAM), then close whatever is left after the grace period.
+- TLS: the listener is plain TCP and each connection's handshake runs in a task of its own
+  (http1/handshake.py's TLSPort, as the HTTP receiver's), bounded by `handshake_timeout`; a
+  handshake that fails leaves nothing for the cycle collector (asyncio's TLS listener did).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from edgeagent.http1.handshake import TLSPort
 from edgeagent.receivers.grpc_call import Handler, Limits
 
 if TYPE_CHECKING:
@@ -53,18 +57,20 @@ class GrpcServer:
         self.ssl_context = ssl_context  # must offer ALPN "h2" (tls.server_ssl_context(cfg, alpn=["h2"]))
         self._server: asyncio.Server | None = None
         self.connections: set[Connection] = set()
+        self._handshakes: set[asyncio.Task[None]] = set()  # TLS connections before their handshake's end
 
     async def start(self, host: str | None, port: int, sock: socket.socket | None = None) -> int:
         """Listen on host:port, or on `sock` (bound and listening: a unix socket); returns the TCP port
         (useful with port 0), 0 for a unix socket."""
         loop = asyncio.get_running_loop()
-        handshake = self.limits.handshake_timeout if self.ssl_context else None
+        accept: Callable[[], asyncio.Protocol] = self._accept
+        if self.ssl_context is not None:
+            accept = TLSPort(self._accept, self.ssl_context, self.limits.handshake_timeout, 0.0, self._handshakes,
+                             answer_plain_http=False).accept
         if sock is not None:
-            self._server = await loop.create_server(self._accept, sock=sock, ssl=self.ssl_context,
-                                                    ssl_handshake_timeout=handshake)
+            self._server = await loop.create_server(accept, sock=sock)
             return 0
-        self._server = await loop.create_server(self._accept, host, port, ssl=self.ssl_context,
-                                                ssl_handshake_timeout=handshake, reuse_address=True)
+        self._server = await loop.create_server(accept, host, port, reuse_address=True)
         return int(self._server.sockets[0].getsockname()[1])
 
     def _accept(self) -> Connection:
@@ -80,6 +86,8 @@ class GrpcServer:
         if server is None:
             return
         server.close()
+        for handshake in list(self._handshakes):  # connections not served yet
+            handshake.cancel()
         connections = list(self.connections)
         for connection in connections:
             connection.go_away()

@@ -16,6 +16,11 @@ HPACK table entries it adds, but what lies beyond the limit is dropped as it is 
 A request's content-length is not read (LengthBlindConnection), as grpc-go never reads it: h2
 ended the connection when the DATA frames did not add up to it, and a proxy that forwards an
 HTTP/1.1 request's length (grpc-web, a bridge) sends one that never does.
+
+h2's connection refers to itself, through its table of frame handlers (bound methods), so a
+closed connection, with its streams, buffers and HPACK tables, waited for the cycle collector,
+which a serving agent runs rarely (lean.py): about 19 kB a connection, 11 MiB for 600 clients
+that connect for each export. `release()` empties the table once the connection is closed.
 """
 
 from __future__ import annotations
@@ -115,6 +120,11 @@ class LengthBlindConnection(H2Connection):
         stream = super()._begin_new_stream(stream_id, allowed_ids)
         stream.__class__ = LengthBlindStream
         return stream
+
+    def release(self) -> None:
+        """Once the connection is closed: no frame is received any more, and nothing refers back to
+        the connection (its state goes as soon as its owner lets go of it)."""
+        self._frame_dispatch_table = {}
 
 
 class LengthBlindStream(H2Stream):

@@ -144,6 +144,9 @@ class HttpServer:
                     await consumer.consume(payload, "http")
             except ConnectionError as exc:  # gone, or only done writing (FIN): it may still read why
                 self._disconnects.count()
+                # the connection's reader keeps this error: its traceback's frames (and the part of the
+                # body they hold, megabytes) would stay in that cycle until the cycle collector ran
+                exc.__traceback__ = None
                 return error_response(BadRequestError(f"the request body ended early: {exc}"), content_type, signal)
             except Exception as exc:  # every failure becomes exactly one HTTP answer
                 return error_response(exc, content_type, signal)

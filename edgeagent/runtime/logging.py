@@ -1,6 +1,8 @@
 """Logging: JSON lines when stdout is not a terminal (systemd, containers), readable text otherwise.
 
 Log lines are sentences; structured fields go in `extra={...}` and appear as JSON keys.
+Lines are written by a thread of their own (logwriter.py): an output that takes no more (a full
+pipe whose reader stalled or left, a full disk) never holds the event loop.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from edgeagent.runtime import logwriter
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
 
@@ -59,8 +63,7 @@ def configure(level: str = "info", encoding: str = "auto", output_paths: Sequenc
     formatter = JsonFormatter(initial_fields) if use_json else TextFormatter(initial_fields)
     handlers: list[logging.Handler] = []
     for path in output_paths:
-        stream = {"stderr": sys.stderr, "stdout": sys.stdout}.get(path)
-        handler = logging.StreamHandler(stream) if stream is not None else logging.FileHandler(path, encoding="utf-8")
+        handler = logwriter.Handler.for_path(path)
         handler.setFormatter(formatter)
         handlers.append(handler)
     root = logging.getLogger()

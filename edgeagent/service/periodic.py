@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from typing import Any, Protocol
 
@@ -30,7 +29,7 @@ from edgeagent.config.periodic import OtlpPush, Periodic
 from edgeagent.exporters.otlp import OtlpGrpcConfig, OtlpGrpcExporter
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.extensions.metrics import Counter, Metrics
-from edgeagent.runtime import supervise
+from edgeagent.runtime import logwriter, supervise
 from edgeagent.service.metrics_otlp import Snapshot
 from edgeagent.signals import Signal
 from otel.otlpjson import to_otlp_json
@@ -50,29 +49,22 @@ class Push(Protocol):
 
 
 class Console:
-    """The `console` exporter: each push as one line of OTLP/JSON on stdout."""
+    """The `console` exporter: each push as one line of OTLP/JSON on stdout, written by the log's
+    thread (runtime/logwriter.py): a full pipe whose reader stalled never holds a push, nor the
+    stop (a worker thread blocked in the write did: the stop waited for it for good)."""
 
     def __init__(self) -> None:
-        self._writing: asyncio.Future[None] | None = None
+        self._stdout = logwriter.shared(1, "stdout")
 
     async def start(self) -> None:
         pass
 
     async def send(self, signal: Signal, body: bytes) -> None:
-        if self._writing is not None and not self._writing.done():  # one blocked thread at most, not one a push
-            raise RuntimeError("stdout has not taken the previous push yet")
         line = json.dumps(to_otlp_json(signal.request_class.FromString(body)), separators=(",", ":")) + "\n"
-        # in a thread: a full pipe must not hold the event loop; shielded: a timeout leaves the write to finish
-        self._writing = asyncio.ensure_future(asyncio.to_thread(_write_stdout, line))
-        await asyncio.shield(self._writing)
+        self._stdout.write(line.encode())
 
     async def shutdown(self) -> None:
         pass
-
-
-def _write_stdout(line: str) -> None:
-    sys.stdout.write(line)
-    sys.stdout.flush()
 
 
 def exporter(name: str, otlp: OtlpPush | None) -> Push:

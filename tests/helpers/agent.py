@@ -22,6 +22,8 @@ class AgentProcess:
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
     log_path: str = ""
+    # a descriptor the agent's stdout and stderr go to instead of the log file (a pipe, /dev/full)
+    output: int | None = None
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
@@ -67,8 +69,9 @@ class AgentProcess:
         if self._readiness is not None:
             env["NOTIFY_SOCKET"] = self._readiness.address
         self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        output = self._log if self.output is None else self.output
         self.process = subprocess.Popen([*self.command, *self.args], env=env,
-                                        stdout=self._log, stderr=self._log, stdin=subprocess.DEVNULL)
+                                        stdout=output, stderr=output, stdin=subprocess.DEVNULL)
         return self.process
 
     def log(self) -> str:

@@ -17,6 +17,7 @@ import urllib.request
 from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from edgeagent.config.service import MetricsConfig
+from edgeagent.runtime import logwriter
 from edgeagent.service.metrics_otlp import Snapshot
 from edgeagent.service.telemetry import Telemetry
 from tests.helpers.grpc_upstream import GrpcUpstream
@@ -238,14 +239,15 @@ def test_an_upstream_that_does_not_answer_is_given_up_after_the_readers_timeout(
     assert 0.15 < stopping < 2.0 and worst_lag < 0.5, (stopping, worst_lag)  # blocking: the 5 s hang
 
 
-def test_console_writes_each_push_as_a_line_of_otlp_json(capsys):
+def test_console_writes_each_push_as_a_line_of_otlp_json(capfd):
     async def scenario() -> None:
         telemetry = _telemetry()
         await telemetry.serve(_settings({"console": {}}))
         await telemetry.stop_serving()
 
     asyncio.run(scenario())
-    (line,) = capsys.readouterr().out.splitlines()
+    logwriter.shared(1, "stdout").flush()  # stdout is written by a thread of its own
+    (line,) = capfd.readouterr().out.splitlines()
     names = {metric["name"] for metric in json.loads(line)["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]}
     assert "otelcol_exporter_sent_spans" in names
 

@@ -1,0 +1,69 @@
+"""The output thread: a write never waits for the output, what it cannot hold is dropped and said."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from edgeagent.runtime import logwriter
+
+
+def _read_all(reader: int, until: bytes, timeout: float = 5.0) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while until not in data and time.monotonic() < deadline:
+        data += os.read(reader, 1 << 16)
+    return data
+
+
+def _fill(fd: int) -> int:
+    """Fill a pipe to the brim (its reader reads nothing); returns how many bytes that took."""
+    os.set_blocking(fd, False)
+    filled = 0
+    try:
+        while True:
+            filled += os.write(fd, b"-" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(fd, True)
+    return filled
+
+
+def test_a_stalled_output_holds_no_writer_and_the_lines_it_could_not_take_are_counted(monkeypatch):
+    monkeypatch.setattr(logwriter, "MAX_PENDING", 4096)
+    reader, writer_fd = os.pipe()
+    filled = _fill(writer_fd)
+    writer = logwriter.Writer(writer_fd, "test")
+    try:
+        started = time.monotonic()
+        for index in range(200):  # 20 kB, with 4 kB waiting at most
+            writer.write(f"{index:099d}\n".encode())
+        assert time.monotonic() - started < 1.0
+        assert not writer.flush(0.2)  # the pipe is full
+        data = _read_all(reader, b"dropped")[filled:]
+        writer.write(b"after\n")
+        data += _read_all(reader, b"after\n")
+        assert writer.flush(2.0)
+    finally:
+        writer.close()
+        os.close(reader)
+    lines = data.decode().splitlines()
+    kept = [line for line in lines if line.isdigit()]
+    assert kept == sorted(kept) and kept[0] == f"{0:099d}"  # in order, from the first
+    notice = next(line for line in lines if "dropped" in line)
+    assert f"{200 - len(kept)} line(s)" in notice
+    assert lines[-1] == "after"
+
+
+def test_an_output_whose_reader_left_loses_its_lines_at_once():
+    reader, writer_fd = os.pipe()
+    os.close(reader)
+    writer = logwriter.Writer(writer_fd, "test")
+    try:
+        for _ in range(1000):
+            writer.write(b"x" * 100 + b"\n")
+        started = time.monotonic()
+        assert writer.flush(2.0)  # EPIPE: dropped, nothing retried
+        assert time.monotonic() - started < 0.5
+    finally:
+        writer.close()
