@@ -210,7 +210,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     gates = _gates(args)
     agent.reloader = lambda: load(args.config, upstream, args.set, gates)  # SIGHUP reads the same sources again
     try:
-        return asyncio.run(_run(agent, drain_timeout))
+        with asyncio.Runner(loop_factory=loop_errors.EventLoop) as runner:  # listeners that back off on EMFILE
+            return runner.run(_run(agent, drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
         log.error("edgeagent could not start: %s%s", exc, _sandbox_hint(exc),
                   exc_info=exc if log.isEnabledFor(logging.DEBUG) else None)

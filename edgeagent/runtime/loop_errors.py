@@ -1,10 +1,16 @@
-"""The event loop's own error reports, kept to what an operator can read.
+"""The agent's event loop, and its own error reports kept to what an operator can read.
 
-asyncio's listeners report "socket.accept() out of system resource" for every accept() they try
-while no file descriptor is free, up to the listen backlog in one go (on Linux, accept() fails with
-EMFILE before it looks for a connection): a thousand tracebacks for each connection accepted at
-the limit. Those are logged once a minute at most, with how many there were; asyncio then retries
-the listener itself a second later, once for each of those accepts. A retry that finds the
+asyncio's listeners report "socket.accept() out of system resource" for an accept() that fails
+while no file descriptor is free (on Linux, accept() fails with EMFILE before it looks for a
+connection), stop listening and try again a second later. Up to Python 3.13 the accept loop went
+on after that failure, up to the listen backlog (1,024 here), and scheduled a retry for each:
+a thousand tracebacks for each connection accepted at the limit, and retries that each started
+such a burst again a second later, so that the failed accepts grew from second to second (10,000
+a second after 20 s, and 40 % of a core, growing). `EventLoop` stops the burst at the first
+failure, as CPython's fix does (gh-151615): one retry a second per listener.
+
+The reports are logged once a minute at most, with how many there were, and counted
+(`accept_failures`, served as edgeagent_listener_accept_failures). A retry that finds the
 listener closed meanwhile (a stop, a reload) fails on its socket's descriptor, -1 by then: that
 is no error of anyone's, and is not reported. Every other report goes to asyncio's default handler.
 """
@@ -12,6 +18,7 @@ is no error of anyone's, and is not reported. Every other report goes to asyncio
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -20,7 +27,15 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _ACCEPT_FAILED = "socket.accept() out of system resource"
+_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+_ACCEPT_RETRY_DELAY = 1.0  # seconds, as asyncio's
 _LOGGED_EVERY = 60.0  # seconds
+_failed_accepts = 0  # since the process started, on every loop
+
+
+def accept_failures() -> int:
+    """accept() calls that failed for want of a descriptor (or memory) since the process started."""
+    return _failed_accepts
 
 
 class _Handler:
@@ -33,6 +48,8 @@ class _Handler:
             if not _retry_of_a_closed_listener(context):
                 loop.default_exception_handler(context)
             return
+        global _failed_accepts
+        _failed_accepts += 1
         self.failures += 1
         now = time.monotonic()
         if now - self.logged >= _LOGGED_EVERY:
@@ -54,3 +71,31 @@ def _retry_of_a_closed_listener(context: dict[str, Any]) -> bool:
 
 def install(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(_Handler())
+
+
+class EventLoop(asyncio.SelectorEventLoop):
+    """asyncio's selector loop, whose listeners stop accepting at the first accept() that finds no
+    descriptor (or memory) and try again once, a second later."""
+
+    def _accept_connection(self, protocol_factory: Any, sock: socket.socket, sslcontext: Any = None,
+                           server: Any = None, backlog: int = 100, *timeouts: Any) -> None:
+        """asyncio's (3.11 to 3.13, the same in each), with the return after a failure that CPython
+        added later; `timeouts` are the TLS handshake's and shutdown's, handed on as they came."""
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                self.call_exception_handler({"message": _ACCEPT_FAILED, "exception": exc, "socket": sock})
+                # asyncio's own methods below, absent from its stubs
+                self._remove_reader(sock.fileno())  # type: ignore[attr-defined]
+                self.call_later(_ACCEPT_RETRY_DELAY, self._start_serving,  # type: ignore[attr-defined]
+                                protocol_factory, sock, sslcontext, server, backlog, *timeouts)
+                return
+            self.create_task(self._accept_connection2(  # type: ignore[attr-defined]
+                protocol_factory, conn, {"peername": addr}, sslcontext, server, *timeouts))
+

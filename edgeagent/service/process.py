@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from edgeagent import __version__
 from edgeagent.extensions.metrics import Metrics, Samples
+from edgeagent.runtime import loop_errors
 
 if TYPE_CHECKING:
     import psutil
@@ -42,6 +43,9 @@ def define_process_metrics(metrics: Metrics) -> None:
                              lambda: one(time.monotonic() - started))
     metrics.observed_counter("otelcol_process_cpu_seconds", "Total CPU user and system time in seconds", (),
                              lambda: one(_cpu_seconds()))
+    metrics.observed_counter("edgeagent_listener_accept_failures", "accept() calls of the agent's listeners that "
+                             "failed for want of a file descriptor (or memory); the connection waits for the "
+                             "next try", (), lambda: one(loop_errors.accept_failures()))
     metrics.gauge("otelcol_process_memory_rss", "Total physical memory (resident set size, bytes)", (),
                   lambda: one(_rss_bytes()))
     metrics.gauge("otelcol_process_runtime_heap_alloc_bytes", "Bytes of resident heap memory (RssAnon: the "

@@ -1,0 +1,55 @@
+"""Every file descriptor the agent may open is held by idle client connections (a slowloris, a
+gateway with a low LimitNOFILE): the agent keeps its promises meanwhile and recovers once they go.
+
+The agent's own limit (soft and hard) is lowered while it runs to what it holds plus a few, and
+idle connections take those few; more wait in the listener's backlog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import time
+from collections.abc import Iterator
+
+from tests.helpers.agent import AgentProcess
+from tests.helpers.net import free_port, wait_until
+
+
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@contextlib.contextmanager
+def exhausted(agent: AgentProcess, spare: int = 2, waiting: int = 10) -> Iterator[list[socket.socket]]:
+    """The agent's descriptors all taken by idle connections to its HTTP port (`spare` of them
+    accepted, `waiting` more in the backlog) until the end; the connections are the value."""
+    assert agent.process is not None
+    pid = agent.process.pid
+    limit = _descriptors(pid) + spare
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(spare + waiting):
+            clients.append(socket.create_connection(("127.0.0.1", agent.http_port), timeout=5))
+        wait_until(lambda: _descriptors(pid) >= limit, timeout=5, message="every descriptor taken")
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_listener_out_of_descriptors_tries_to_accept_once_a_second_not_a_backlog_at_a_time(agents, tmp_path):
+    """asyncio's accept loop went on after an accept() failed with EMFILE, up to the listen backlog
+    (1,024), and scheduled a retry for each failure: the retries of one second each started such a
+    burst of their own, so the failed accepts grew from second to second (about 10,000 a second
+    after 20 s here, and 40 % of a core, growing)."""
+    agent = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    before = agent.metric("edgeagent_listener_accept_failures")
+    with exhausted(agent):
+        time.sleep(3.5)
+    wait_until(lambda: agent.health()[0] == 200, timeout=10, message="the agent serving again")
+    failures = agent.metric("edgeagent_listener_accept_failures") - before
+    assert 0 < failures <= 12
