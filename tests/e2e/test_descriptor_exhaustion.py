@@ -53,3 +53,28 @@ def test_a_listener_out_of_descriptors_tries_to_accept_once_a_second_not_a_backl
     wait_until(lambda: agent.health()[0] == 200, timeout=10, message="the agent serving again")
     failures = agent.metric("edgeagent_listener_accept_failures") - before
     assert 0 < failures <= 12
+
+
+def test_the_systemd_watchdog_is_pinged_while_every_descriptor_is_taken(agents, tmp_path):
+    """Each notification opened a socket of its own: with no descriptor left every WATCHDOG=1 failed
+    (a warning each), and systemd, its WatchdogSec (30 s in the unit) passed, killed the agent."""
+    path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(path)
+    try:
+        agent = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", f"http://127.0.0.1:{free_port()}"],
+                       env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})  # a ping every 0.2 s
+        with exhausted(agent):
+            listener.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while listener.recv(4096):  # what came before
+                    pass
+            listener.settimeout(0.2)
+            pings = 0
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    pings += listener.recv(4096) == b"WATCHDOG=1"
+    finally:
+        listener.close()
+    assert pings >= 4
