@@ -8,14 +8,18 @@ idle connections take those few; more wait in the listener's backlog.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import resource
 import socket
 import time
 from collections.abc import Iterator
 
+from tests.e2e.test_hostile_input import spans
 from tests.helpers.agent import AgentProcess
+from tests.helpers.configs import http_exporter, traces_config
 from tests.helpers.net import free_port, wait_until
+from tests.helpers.upstream import Upstream
 
 
 def _descriptors(pid: int) -> int:
@@ -78,3 +82,44 @@ def test_the_systemd_watchdog_is_pinged_while_every_descriptor_is_taken(agents, 
     finally:
         listener.close()
     assert pings >= 4
+
+
+def _post(connection: http.client.HTTPConnection, count: int) -> int:
+    connection.request("POST", "/v1/traces", body=spans(count), headers={"Content-Type": "application/x-protobuf"})
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def test_a_token_file_rotated_while_no_descriptor_is_free_is_read_once_descriptors_come_back(agents, tmp_path):
+    """A token (or certificate) file that changed was read again at its next change only: one that
+    could not be opened for want of a descriptor kept the old token in use for good, so the
+    exporter sent a revoked token long after descriptors came back."""
+    token = tmp_path / "token"
+    token.write_text("old-token\n")
+    upstream = Upstream(free_port()).start()
+    config = traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(
+        upstream.url, auth={"authenticator": "bearertokenauth"})})
+    try:
+        agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state"),
+                        "--set", f"extensions::bearertokenauth={{filename: {token}}}",
+                        "--set", "service::extensions=[health_check, bearertokenauth]"])
+        client = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=10)  # kept alive throughout
+        assert _post(client, 1) == 200
+        wait_until(lambda: len(upstream.requests) == 1, timeout=10, message="the first request delivered")
+        with exhausted(agent):
+            rotated = tmp_path / "token.new"
+            rotated.write_text("new-token\n")
+            os.replace(rotated, token)
+            assert _post(client, 1) == 200  # sent on the exporter's open connection, the file unread
+            wait_until(lambda: len(upstream.requests) == 2, timeout=10, message="the second request delivered")
+        client.close()
+        wait_until(lambda: agent.health()[0] == 200, timeout=10, message="the agent serving again")
+        time.sleep(1.0)  # a file that failed to load is tried again a second later (runtime/reload.py RETRY_AFTER)
+        client = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=10)
+        assert _post(client, 1) == 200
+        client.close()
+        wait_until(lambda: len(upstream.requests) == 3, timeout=10, message="the third request delivered")
+        assert upstream.requests[-1].headers.get("Authorization") == "Bearer new-token"
+    finally:
+        upstream.stop()
