@@ -12,6 +12,7 @@ import http.client
 import os
 import resource
 import socket
+import sys
 import time
 from collections.abc import Iterator
 
@@ -122,4 +123,45 @@ def test_a_token_file_rotated_while_no_descriptor_is_free_is_read_once_descripto
         wait_until(lambda: len(upstream.requests) == 3, timeout=10, message="the third request delivered")
         assert upstream.requests[-1].headers.get("Authorization") == "Bearer new-token"
     finally:
+        upstream.stop()
+
+
+# `python -m edgeagent`, in which the idna codec's module cannot be imported once FLAG exists: as
+# a first name lookup finds it when another thread takes the last descriptor between the files the
+# import opens (encodings.idna, stringprep, unicodedata's shared library): an ImportError
+RUN_AND_LOSE_IDNA = ("import os, runpy, sys, threading, time\n"
+                     "flag = sys.argv.pop(1)\n"
+                     "def lose():\n"
+                     "    for _ in range(1200):\n"
+                     "        if os.path.exists(flag):\n"
+                     "            sys.modules['encodings.idna'] = None\n"
+                     "            return\n"
+                     "        time.sleep(0.05)\n"
+                     "threading.Thread(target=lose, daemon=True).start()\n"
+                     "runpy.run_module('edgeagent', run_name='__main__', alter_sys=True)\n")
+
+
+def test_an_idna_codec_that_fails_to_load_at_the_first_export_does_not_stop_every_export_after(tmp_path):
+    """Every name lookup encodes its host with the idna codec, loaded with the first one; Python
+    remembers a codec whose module failed to import as unknown, for good. A first export while no
+    descriptor was free (an agent started during a flood of idle connections) could fail that
+    import, and from then on every send failed with "unknown encoding: idna": nothing was
+    delivered again until a restart (seen here with the descriptors taken by idle connections,
+    one start in four)."""
+    flag = tmp_path / "lose-idna"
+    upstream = Upstream(free_port()).start()
+    config = traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(upstream.url)})
+    agent = AgentProcess([], log_path=str(tmp_path / "agent.log"),
+                         command=[sys.executable, "-c", RUN_AND_LOSE_IDNA, str(flag)])
+    agent.args = ["run", "--config", config, "--state-dir", str(tmp_path / "state"), *agent.ports_overrides()]
+    try:
+        agent.start()
+        flag.touch()
+        time.sleep(0.2)
+        client = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=10)
+        assert _post(client, 3) == 200
+        client.close()
+        wait_until(lambda: len(upstream.spans()) == 3, timeout=10, message="the spans delivered")
+    finally:
+        agent.kill()
         upstream.stop()
