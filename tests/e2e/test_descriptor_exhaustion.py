@@ -14,9 +14,11 @@ import resource
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from tests.e2e.test_hostile_input import spans
+import pytest
+
+from tests.e2e.test_hostile_input import post, spans
 from tests.helpers.agent import AgentProcess
 from tests.helpers.configs import http_exporter, traces_config
 from tests.helpers.net import free_port, wait_until
@@ -164,4 +166,51 @@ def test_an_idna_codec_that_fails_to_load_at_the_first_export_does_not_stop_ever
         wait_until(lambda: len(upstream.spans()) == 3, timeout=10, message="the spans delivered")
     finally:
         agent.kill()
+        upstream.stop()
+
+
+PIDS_HIERARCHY = "/sys/fs/cgroup/pids"  # cgroup v1's pids controller
+
+
+@contextlib.contextmanager
+def thread_limit(pid: int, tmp_name: str) -> Iterator[Callable[[str], None]]:
+    """`pid` in a pids cgroup of its own, limited to the threads it runs now: it can start no
+    other (as a container's or a unit's pids limit lets it). The value sets another limit ("max")."""
+    if os.geteuid() != 0 or not os.access(PIDS_HIERARCHY, os.W_OK):
+        pytest.skip("needs a pids cgroup this user may create (root, cgroup v1's pids controller)")
+    group = os.path.join(PIDS_HIERARCHY, f"edgeagent-test-{tmp_name}")
+    os.mkdir(group)
+
+    def limit(value: str) -> None:
+        with open(os.path.join(group, "pids.max"), "w") as handle:
+            handle.write(value)
+
+    try:
+        with open(os.path.join(group, "cgroup.procs"), "w") as handle:
+            handle.write(str(pid))
+        limit(str(len(os.listdir(f"/proc/{pid}/task"))))
+        yield limit
+    finally:
+        limit("max")
+        with open(os.path.join(PIDS_HIERARCHY, "cgroup.procs"), "w") as handle:
+            handle.write(str(pid))  # back where the test's processes run, if it still runs
+        os.rmdir(group)
+
+
+def test_a_large_request_that_finds_no_thread_to_parse_it_is_refused_as_retryable(agents, tmp_path):
+    """A body from 256 KiB is parsed on a worker thread: with no thread left to start (a pids limit)
+    it got a 500, which OTLP clients do not retry (the data was lost), and stayed queued for that
+    thread, to be parsed whenever one started, outside the memory limiter's budget."""
+    upstream = Upstream(free_port()).start()
+    try:
+        agent = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", upstream.url])
+        assert agent.process is not None
+        large = spans(8000)  # about 300 KiB
+        with thread_limit(agent.process.pid, tmp_path.name) as limit:
+            answers = [post(agent.http_port, large) for _ in range(3)]
+            limit("max")
+            assert post(agent.http_port, large) == 200
+        assert answers == [503] * 3
+        wait_until(lambda: len(upstream.spans()) == 8000, timeout=15, message="the large request delivered")
+    finally:
         upstream.stop()
