@@ -71,9 +71,12 @@ class Telemetry:
         previous = self.upstream_online.get(exporter_id)
         self.upstream_online[exporter_id] = online
         if previous is not None and previous != online:
+            # why, when it went away: the upstream's answer or the agent's own lack (no descriptor left)
+            problem = None if online else self.problems.get(exporter_id)
+            why = {"error": problem} if problem else {}
             log.log(logging.INFO if online else logging.WARNING,
                     "upstream is %s", "reachable again" if online else "unreachable; data is kept in the queue",
-                    extra={"exporter": exporter_id})
+                    extra={"exporter": exporter_id, **why})
 
     def exporter_problem(self, exporter_id: str, problem: str | None) -> None:
         if problem is None:

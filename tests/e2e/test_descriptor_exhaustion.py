@@ -214,3 +214,28 @@ def test_a_large_request_that_finds_no_thread_to_parse_it_is_refused_as_retryabl
         wait_until(lambda: len(upstream.spans()) == 8000, timeout=15, message="the large request delivered")
     finally:
         upstream.stop()
+
+
+def test_an_exporter_out_of_descriptors_says_why_it_cannot_reach_its_upstream(agents, tmp_path):
+    """An upstream the exporter could not connect to for want of a descriptor was logged as unreachable,
+    without a word of why: the operator looked at an upstream that was up."""
+    upstream = Upstream(free_port()).start()
+    config = traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(
+        upstream.url, sending_queue={"num_consumers": 2})})
+    try:
+        agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")])
+        client = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=10)  # kept alive throughout
+        assert _post(client, 1) == 200
+        wait_until(lambda: len(upstream.requests) == 1, timeout=10, message="the first request delivered")
+        with exhausted(agent):
+            upstream.hang = 3.0  # the exporter's one connection busy: a second send needs another
+            assert _post(client, 1) == 200
+            assert _post(client, 1) == 200
+            wait_until(lambda: "upstream is unreachable" in agent.log(), timeout=10, message="the link offline")
+            upstream.hang = 0.0
+        client.close()
+        wait_until(lambda: len(upstream.requests) == 3, timeout=15, message="every request delivered")
+    finally:
+        upstream.stop()
+    offline = next(line for line in agent.log().splitlines() if "upstream is unreachable" in line)
+    assert "Too many open files" in offline
