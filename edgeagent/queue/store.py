@@ -175,6 +175,7 @@ class QueueStore(StoreHome):
         self.compaction_scratch = compaction_scratch
         self.compactions = 0
         self.compaction_failures = 0
+        self._compaction_failing = False  # the last compaction failed
         self._stop_compaction = threading.Event()  # set: a compaction under way gives up (a stop is coming)
         self._on_start: asyncio.Future[None] | None = None  # compaction::on_start, the writer's first work
         self.writer_errors = 0  # commits that failed unexpectedly (the writer went on)
@@ -648,7 +649,9 @@ class QueueStore(StoreHome):
         (CompactionStopped), not counted."""
         before = self.file_size()
         started = time.monotonic()
-        log.info("compacting the queue", extra={"directory": self.directory, "bytes_before": before})
+        # said once: a compaction that keeps failing (no descriptor left for its copy) is tried at each interval
+        log.log(logging.DEBUG if self._compaction_failing else logging.INFO, "compacting the queue",
+                extra={"directory": self.directory, "bytes_before": before})
         try:
             staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch, self._stop_compaction)
             with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
@@ -657,7 +660,9 @@ class QueueStore(StoreHome):
             raise
         except Exception:
             self.compaction_failures += 1
+            self._compaction_failing = True
             raise
+        self._compaction_failing = False
         after = self.file_size()
         self.compactions += 1
         log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,

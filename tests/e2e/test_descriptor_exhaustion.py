@@ -239,3 +239,35 @@ def test_an_exporter_out_of_descriptors_says_why_it_cannot_reach_its_upstream(ag
         upstream.stop()
     offline = next(line for line in agent.log().splitlines() if "upstream is unreachable" in line)
     assert "Too many open files" in offline
+
+
+def test_a_compaction_that_fails_for_want_of_descriptors_is_logged_once_not_at_each_try(agents, tmp_path):
+    """A compaction on rebound that cannot open its copy is tried again at each check_interval (5 s by
+    default): each try logged "compacting the queue" again, for as long as the descriptors were taken.
+    Nothing is lost meanwhile, and the queue is compacted once they come back."""
+    upstream = Upstream(free_port(), status=503).start()  # the queue fills; the exporter's connection stays open
+    config = traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(
+        upstream.url, sending_queue={"storage": "file_storage", "queue_size": 1_000_000})})
+    compaction = "{on_rebound: true, rebound_needed_threshold_mib: 1, rebound_trigger_threshold_mib: 1, " \
+                 "check_interval: 100ms}"
+    try:
+        agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state"),
+                        "--set", f"extensions::file_storage={{directory: {tmp_path / 'queue'}, "
+                                 f"compaction: {compaction}}}",
+                        "--set", "service::extensions=[health_check, file_storage]"])
+        client = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=10)  # kept alive throughout
+        for _ in range(15):
+            assert _post(client, 3000) == 200  # about 1.3 MiB of queue file
+        with exhausted(agent):
+            upstream.status = 200  # the queue drains: a compaction is due, and cannot open its copy
+            wait_until(lambda: len(upstream.spans()) == 45_000, timeout=15, message="the queue drained")
+            time.sleep(1.5)
+            assert _post(client, 10) == 200
+        client.close()
+        wait_until(lambda: agent.metric("edgeagent_queue_compactions") == 1, timeout=10, message="the compaction")
+        wait_until(lambda: len(upstream.spans()) == 45_010, timeout=10, message="the last request delivered")
+    finally:
+        upstream.stop()
+    assert agent.metric("edgeagent_queue_compaction_failures") >= 5
+    with open(agent.log_path) as log:
+        assert log.read().count("compacting the queue") <= 2
