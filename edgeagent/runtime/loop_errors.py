@@ -7,7 +7,10 @@ on after that failure, up to the listen backlog (1,024 here), and scheduled a re
 a thousand tracebacks for each connection accepted at the limit, and retries that each started
 such a burst again a second later, so that the failed accepts grew from second to second (10,000
 a second after 20 s, and 40 % of a core, growing). `EventLoop` stops the burst at the first
-failure, as CPython's fix does (gh-151615): one retry a second per listener.
+failure, as CPython's fix does (gh-151615), and tries again as Go's servers do (otelcol's among
+them): 5 ms after a failure that follows an accept, twice as long after each failure in a row,
+a second at most. A descriptor freed again is used at once: a fixed second let an agent one
+descriptor short of its limit accept one connection a second, however many waited.
 
 The reports are logged once a minute at most, with how many there were, and counted
 (`accept_failures`, served as edgeagent_listener_accept_failures). A retry that finds the
@@ -22,13 +25,15 @@ import errno
 import logging
 import socket
 import time
+import weakref
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 _ACCEPT_FAILED = "socket.accept() out of system resource"
 _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
-_ACCEPT_RETRY_DELAY = 1.0  # seconds, as asyncio's
+_FIRST_RETRY = 0.005  # seconds after a failed accept that followed a good one (Go's net/http)
+_LAST_RETRY = 1.0  # the most, doubling from the first
 _LOGGED_EVERY = 60.0  # seconds
 _failed_accepts = 0  # since the process started, on every loop
 
@@ -54,7 +59,8 @@ class _Handler:
         now = time.monotonic()
         if now - self.logged >= _LOGGED_EVERY:
             log.error("a listener cannot accept connections: no file descriptor left (or no memory); it tries "
-                      "again each second", extra={"error": str(context.get("exception")), "failures": self.failures})
+                      "again within a second",
+                      extra={"error": str(context.get("exception")), "failures": self.failures})
             self.logged = now
             self.failures = 0
 
@@ -75,7 +81,12 @@ def install(loop: asyncio.AbstractEventLoop) -> None:
 
 class EventLoop(asyncio.SelectorEventLoop):
     """asyncio's selector loop, whose listeners stop accepting at the first accept() that finds no
-    descriptor (or memory) and try again once, a second later."""
+    descriptor (or memory) and try again once, after a delay that doubles from 5 ms to 1 s while
+    they keep failing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._retries: weakref.WeakKeyDictionary[socket.socket, float] = weakref.WeakKeyDictionary()
 
     def _accept_connection(self, protocol_factory: Any, sock: socket.socket, sslcontext: Any = None,
                            server: Any = None, backlog: int = 100, *timeouts: Any) -> None:
@@ -91,11 +102,14 @@ class EventLoop(asyncio.SelectorEventLoop):
                 if exc.errno not in _OUT_OF_RESOURCES:
                     raise
                 self.call_exception_handler({"message": _ACCEPT_FAILED, "exception": exc, "socket": sock})
+                delay = min(2 * self._retries.get(sock, _FIRST_RETRY / 2), _LAST_RETRY)
+                self._retries[sock] = delay
                 # asyncio's own methods below, absent from its stubs
                 self._remove_reader(sock.fileno())  # type: ignore[attr-defined]
-                self.call_later(_ACCEPT_RETRY_DELAY, self._start_serving,  # type: ignore[attr-defined]
+                self.call_later(delay, self._start_serving,  # type: ignore[attr-defined]
                                 protocol_factory, sock, sslcontext, server, backlog, *timeouts)
                 return
+            self._retries.pop(sock, None)
             self.create_task(self._accept_connection2(  # type: ignore[attr-defined]
                 protocol_factory, conn, {"peername": addr}, sslcontext, server, *timeouts))
 
