@@ -231,8 +231,9 @@ class QueueStore(StoreHome):
         the writer compacts first (`compacted()` waits for it), off the loop, so a stop need not wait."""
         self._loop = asyncio.get_running_loop()
         self._closing = False
-        self._writer = threading.Thread(target=self._write_loop, name=f"lmdb-writer:{self.directory}", daemon=True)
-        self._writer.start()
+        writer = threading.Thread(target=self._write_loop, name=f"lmdb-writer:{self.directory}", daemon=True)
+        writer.start()  # RuntimeError with no thread to be had (a pids limit): close() then joins none
+        self._writer = writer
         if self.compact_on_start:
             self._on_start = self.call(self._compact_on_start)
 

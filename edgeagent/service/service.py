@@ -206,6 +206,10 @@ class Service:
 
         try:  # in a thread: an http(s) config source may take its time to answer, and the receivers go on
             config = await asyncio.to_thread(reloader)
+        except RuntimeError as exc:  # no thread to load it on (a pids limit): nothing has changed
+            self.count("edgeagent_config_reloads", 1, "failed")
+            log.error("config reload failed: the config could not be loaded (%s); the running config stays", exc)
+            return {"result": "failed", "errors": [str(exc)]}
         except ConfigError as error:
             for warning in error.warnings:  # first: an unset variable they name may be what the errors come from
                 log.warning("config reload: %s", warning)
@@ -254,7 +258,12 @@ class Service:
                 raise
             except Exception as exc:
                 raise ReloadRefused(f"the new config cannot be built: {exc}") from exc
-            self._start_stores()  # a store this config opened first has no writer yet
+            try:
+                self._start_stores()  # a store this config opened first has no writer yet
+            except Exception as exc:  # no thread for its writer (a pids limit): nothing has stopped yet
+                self.stores.config = self.config
+                await self._close_stores_since(opened)
+                raise ReloadRefused(f"the new config's queue storage cannot start: {exc}") from exc
             running = self.config
             try:
                 kept = await self._swap(new, guard=True)

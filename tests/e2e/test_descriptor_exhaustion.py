@@ -11,12 +11,14 @@ import contextlib
 import http.client
 import os
 import resource
+import signal
 import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import yaml
 
 from tests.e2e.test_hostile_input import post, spans
 from tests.helpers.agent import AgentProcess
@@ -286,3 +288,39 @@ def test_connections_that_waited_for_a_descriptor_are_accepted_at_once_when_one_
     assert _post(client, 1) == 200
     client.close()
     assert time.monotonic() - started < 5
+
+
+def test_a_reload_whose_new_queue_storage_finds_no_thread_is_refused_and_the_agent_stays_healthy(agents, tmp_path):
+    """A reload that opened a file_storage of its own could not start that queue's writer thread
+    (a pids limit): the error escaped as a half-applied reload, so /health answered 503 (unready)
+    until the next reload, with nothing changed, and the new queue's files stayed open, unwritten."""
+    upstream = Upstream(free_port()).start()
+    config_path = tmp_path / "agent.yaml"
+    traces_config(config_path, {"otlphttp": http_exporter(upstream.url)})
+    second = tmp_path / "second"
+    try:
+        agent = agents(["run", "--config", str(config_path), "--state-dir", str(tmp_path / "state")])
+        assert agent.process is not None
+        pid = agent.process.pid
+        config = yaml.safe_load(config_path.read_text())
+        config["exporters"]["otlphttp/2"] = http_exporter(upstream.url, sending_queue={"storage": "file_storage/2"})
+        config["extensions"]["file_storage/2"] = {"directory": str(second)}
+        config["service"]["extensions"].append("file_storage/2")
+        config["service"]["pipelines"]["logs"] = {"receivers": ["otlp"], "exporters": ["otlphttp/2"]}
+        config_path.write_text(yaml.safe_dump(config))
+        for attempt in ("the config's load", "the new queue's writer"):
+            outcomes = 1 if attempt == "the config's load" else 2
+            with thread_limit(pid, tmp_path.name):
+                os.kill(pid, signal.SIGHUP)
+                wait_until(lambda: agent.log().count("config reload") == outcomes,  # noqa: B023 - waited for here
+                           timeout=10, message=f"the reload's outcome ({attempt})")
+            assert agent.health()[0] == 200, attempt
+            assert not [name for name in os.listdir(f"/proc/{pid}/fd")
+                        if os.readlink(f"/proc/{pid}/fd/{name}").startswith(str(second))], attempt
+            assert post(agent.http_port, spans(1)) == 200  # a lease takes a worker thread: the config loads next time
+            wait_until(lambda: upstream.spans(), timeout=10, message="a span delivered")
+        os.kill(pid, signal.SIGHUP)  # threads again: the same config applies
+        wait_until(lambda: "otlphttp/2" in agent.health()[1].get("exporters", {}), timeout=10,
+                   message="the config applied")
+    finally:
+        upstream.stop()
