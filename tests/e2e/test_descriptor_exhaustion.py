@@ -358,3 +358,24 @@ def test_a_compaction_that_finds_no_thread_for_its_copy_leaves_no_descriptor_ope
         upstream.stop()
     assert failed >= 5
     assert opened <= 1
+
+
+def test_the_memory_limiter_measures_memory_while_every_descriptor_is_taken(agents, tmp_path):
+    """The limiter opened /proc/self/status for each check: with every descriptor held by idle
+    connections it could not measure, and refused every request (503) from the clients still
+    connected, for as long as the idle connections stayed, where otelcol, reading its Go heap,
+    accepts on. SDKs give a refused batch up after their retries: data lost to a slowloris."""
+    upstream = Upstream(free_port()).start()
+    config = traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(upstream.url)},
+                           processors={"memory_limiter": {"check_interval": "100ms", "limit_mib": 400}})
+    try:
+        agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")])
+        client = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=10)  # kept alive throughout
+        assert _post(client, 1) == 200
+        with exhausted(agent):
+            time.sleep(0.5)  # a few checks
+            answers = [_post(client, 1) for _ in range(3)]
+        client.close()
+    finally:
+        upstream.stop()
+    assert answers == [200] * 3
