@@ -211,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     gates = _gates(args)
     agent.reloader = lambda: load(args.config, upstream, args.set, gates)  # SIGHUP reads the same sources again
     try:
-        with asyncio.Runner(loop_factory=loop_errors.EventLoop) as runner:  # listeners that back off on EMFILE
+        with asyncio.Runner(loop_factory=loop_errors.new_event_loop) as runner:  # listeners that back off on EMFILE
             return runner.run(_run(agent, drain_timeout))
     except Exception as exc:  # start-up failures: a port in use, a locked queue, an unwritable directory
         log.error("edgeagent could not start: %s%s", exc, _sandbox_hint(exc),

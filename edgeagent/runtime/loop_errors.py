@@ -113,3 +113,26 @@ class EventLoop(asyncio.SelectorEventLoop):
             self.create_task(self._accept_connection2(  # type: ignore[attr-defined]
                 protocol_factory, conn, {"peername": addr}, sslcontext, server, *timeouts))
 
+
+# the parameters of asyncio's methods that EventLoop's accept loop calls as it mirrors them
+_MIRRORED = {
+    "_accept_connection": ["protocol_factory", "sock", "sslcontext", "server", "backlog", "ssl_handshake_timeout",
+                           "ssl_shutdown_timeout"],
+    "_start_serving": ["protocol_factory", "sock", "sslcontext", "server", "backlog", "ssl_handshake_timeout",
+                       "ssl_shutdown_timeout"],
+    "_accept_connection2": ["protocol_factory", "conn", "extra", "sslcontext", "server", "ssl_handshake_timeout",
+                            "ssl_shutdown_timeout"],
+}
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """An EventLoop where this Python's asyncio has the methods it mirrors (3.11 to 3.13), else
+    asyncio's own loop (a later asyncio may take other arguments, or have the fix itself)."""
+    import inspect  # once, at start
+
+    for name, parameters in _MIRRORED.items():
+        method = getattr(asyncio.SelectorEventLoop, name, None)
+        if method is None or list(inspect.signature(method).parameters)[1:] != parameters:
+            return asyncio.new_event_loop()
+    return EventLoop()
+
