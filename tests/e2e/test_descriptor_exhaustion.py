@@ -1,8 +1,10 @@
 """Every file descriptor the agent may open is held by idle client connections (a slowloris, a
 gateway with a low LimitNOFILE): the agent keeps its promises meanwhile and recovers once they go.
 
-The agent's own limit (soft and hard) is lowered while it runs to what it holds plus a few, and
-idle connections take those few; more wait in the listener's backlog.
+The agent's own limit is lowered while it runs to what it holds plus a few, and idle connections
+take those few; more wait in the listener's backlog. Its hard limit too where the test keeps the
+limit low after the connections go (`lasting`); else its soft limit alone (the agent raises that
+only at start), which is set back at the end, as descriptors come back when a flood ends.
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ def _descriptors(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def exhausted(agent: AgentProcess, spare: int = 2, waiting: int = 10) -> Iterator[list[socket.socket]]:
+def exhausted(agent: AgentProcess, spare: int = 2, waiting: int = 10,
+              lasting: bool = False) -> Iterator[list[socket.socket]]:
     """The agent's descriptors all taken by idle connections to its HTTP port (`spare` of them
-    accepted, `waiting` more in the backlog) until the end; the connections are the value."""
+    accepted, `waiting` more in the backlog) until the end; the connections are the value. With
+    `lasting`, the limit stays as low after the end (its hard limit lowered too)."""
     assert agent.process is not None
     pid = agent.process.pid
-    limit = _descriptors(pid) + spare
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    limit = min(_descriptors(pid) + spare, hard)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit if lasting else hard))
     clients: list[socket.socket] = []
     try:
         for _ in range(spare + waiting):
@@ -48,6 +53,8 @@ def exhausted(agent: AgentProcess, spare: int = 2, waiting: int = 10) -> Iterato
     finally:
         for client in clients:
             client.close()
+        if not lasting:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_listener_out_of_descriptors_tries_to_accept_once_a_second_not_a_backlog_at_a_time(agents, tmp_path):
@@ -281,7 +288,7 @@ def test_connections_that_waited_for_a_descriptor_are_accepted_at_once_when_one_
     and every new one behind them, one a second (Go's servers retry after 5 ms, doubling to 1 s,
     and start again at 5 ms after each accept)."""
     agent = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", f"http://127.0.0.1:{free_port()}"])
-    with exhausted(agent, spare=1, waiting=30):
+    with exhausted(agent, spare=1, waiting=30, lasting=True):
         time.sleep(1.5)
     started = time.monotonic()  # one descriptor free now; 30 connections, closed, wait to be accepted
     client = http.client.HTTPConnection("127.0.0.1", agent.http_port, timeout=30)
@@ -379,3 +386,31 @@ def test_the_memory_limiter_measures_memory_while_every_descriptor_is_taken(agen
     finally:
         upstream.stop()
     assert answers == [200] * 3
+
+
+def test_a_reload_that_cannot_open_its_config_file_is_not_called_invalid(agents, tmp_path):
+    """A SIGHUP while every descriptor was taken: the first, before any worker thread had been
+    needed, could not import what starts one, and the error escaped as a half-applied reload
+    (/health 503 until the next reload); a later one could not open the config file, and was
+    counted and logged as an invalid config (edgeagent_config_reloads{result="invalid"}), sending
+    the operator to a config with nothing wrong in it."""
+    upstream = Upstream(free_port()).start()
+    config = traces_config(tmp_path / "agent.yaml", {"otlphttp": http_exporter(upstream.url)})
+    try:
+        agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")])
+        assert agent.process is not None
+        for reloads in (1, 2):
+            with exhausted(agent):
+                os.kill(agent.process.pid, signal.SIGHUP)
+                wait_until(lambda: agent.log().count("config reload") == reloads,  # noqa: B023 - waited for here
+                           timeout=10, message="the reload's outcome")
+            wait_until(lambda: agent.health()[0] == 200, timeout=10, message="the agent serving again")
+            assert post(agent.http_port, spans(1)) == 200  # a lease takes a worker thread
+            wait_until(lambda: len(upstream.spans()) == reloads, timeout=10,  # noqa: B023 - waited for here
+                       message="a span delivered")
+        assert agent.metric("edgeagent_config_reloads", result="invalid") == 0
+        assert agent.metric("edgeagent_config_reloads", result="failed") == 2
+    finally:
+        upstream.stop()
+    assert "Too many open files" in agent.log()
+
