@@ -17,9 +17,9 @@ before parsing raises that to what the parse can take (Reservation.cover, receiv
 a body of many tiny messages takes up to ~90 times its size.
 Memory that a burst freed is handed back to the system (malloc_trim), so the limiter
 recovers as soon as the flood stops. The process's /proc/self/status is read through a descriptor
-opened with the first reading and kept: one opened for each check failed while idle connections
-held every descriptor, and the limiter refused every request of the clients still connected, for
-as long as the idle connections stayed (otelcol, reading its Go heap, accepts on). While memory
+kept open (runtime/procself.py): one opened for each check failed while idle connections held
+every descriptor, and the limiter refused every request of the clients still connected, for as
+long as the idle connections stayed (otelcol, reading its Go heap, accepts on). While memory
 cannot be measured all the same (/proc unreadable) the limiter refuses new data and its check goes
 on, logged once and counted (runtime/supervise.py); the first check that measures again decides anew.
 
@@ -48,7 +48,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeagent.component import ComponentConfig, Factory, Role, optional_block
 from edgeagent.config.types import Duration, Uint32
 from edgeagent.errors import BadRequestError, DataRefusedError
-from edgeagent.runtime import supervise
+from edgeagent.runtime import procself, supervise
 
 if TYPE_CHECKING:
     import ctypes
@@ -58,7 +58,6 @@ _MIB = 1 << 20
 _GC_EFFECTIVE = 0.95  # a collection that leaves more than 95 % of the memory did not help (otelcol's 5 %)
 DEFAULT_CHECK_INTERVAL = 1.0
 STATUS = "/proc/self/status"
-_status_fd: int | None = None  # STATUS, opened with the first reading and kept (anonymous_memory)
 EXPANSION = 6  # a body in memory while it is read, parsed, processed and serialized
 _LIBC: ctypes.CDLL | Literal[False] | None = None  # False: no glibc to trim
 
@@ -148,7 +147,7 @@ class MemoryLimiterConfig(ComponentConfig):
 def anonymous_memory(path: str = STATUS) -> int:
     """Bytes of anonymous resident memory of this process (RssAnon, from `path`), falling back to RSS."""
     try:
-        for line in (_own_status() if path == STATUS else _read(path)).splitlines():
+        for line in (procself.read("status") if path == STATUS else _read(path)).splitlines():
             if line.startswith(b"RssAnon:"):
                 return int(line.split()[1]) * 1024
     except OSError:
@@ -156,14 +155,6 @@ def anonymous_memory(path: str = STATUS) -> int:
     import psutil  # where there is no /proc
 
     return psutil.Process().memory_info().rss
-
-
-def _own_status() -> bytes:
-    """/proc/self/status, read again from its start through the descriptor kept for it."""
-    global _status_fd
-    if _status_fd is None:
-        _status_fd = os.open(STATUS, os.O_RDONLY | os.O_CLOEXEC)
-    return os.pread(_status_fd, 1 << 16, 0)  # procfs writes the file anew for a read at offset 0
 
 
 def _read(path: str) -> bytes:

@@ -414,3 +414,14 @@ def test_a_reload_that_cannot_open_its_config_file_is_not_called_invalid(agents,
         upstream.stop()
     assert "Too many open files" in agent.log()
 
+
+def test_a_scrape_accepted_with_the_last_free_descriptor_is_answered(agents, tmp_path):
+    """/metrics opened /proc/self/statm and /proc/self/status for each scrape: one whose connection
+    took the agent's last free descriptor got a 500, so scrapes failed while the agent was at its
+    limit, when its metrics were wanted most."""
+    agent = agents(["run", "--state-dir", str(tmp_path / "state"), "--upstream", f"http://127.0.0.1:{free_port()}"])
+    with exhausted(agent, spare=2, waiting=0) as clients:
+        clients.pop().close()  # one descriptor free: the scrape's connection takes it
+        time.sleep(0.3)
+        samples = agent.metrics()
+    assert samples.get("otelcol_process_memory_rss", 0) > 0
