@@ -202,6 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning(warning)
     descriptors.raise_soft_limit()  # as the Go runtime raises it for otelcol
+    descriptors.load_codecs()  # while descriptors are free: a failed first lookup would stand for good
     with lean.importing():
         from edgeagent.service.service import Service  # heavy imports only for run
 

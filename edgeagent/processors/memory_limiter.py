@@ -16,9 +16,12 @@ as the body arrives (Reservation.grow), so a slow or lying client holds only wha
 before parsing raises that to what the parse can take (Reservation.cover, receivers/parse_cost.py):
 a body of many tiny messages takes up to ~90 times its size.
 Memory that a burst freed is handed back to the system (malloc_trim), so the limiter
-recovers as soon as the flood stops. While memory cannot be measured (every descriptor taken,
-/proc unreadable) the limiter refuses new data and its check goes on, logged once and counted
-(runtime/supervise.py); the first check that measures again decides anew.
+recovers as soon as the flood stops. The process's /proc/self/status is read through a descriptor
+kept open (runtime/procself.py): one opened for each check failed while idle connections held
+every descriptor, and the limiter refused every request of the clients still connected, for as
+long as the idle connections stayed (otelcol, reading its Go heap, accepts on). While memory
+cannot be measured all the same (/proc unreadable) the limiter refuses new data and its check goes
+on, logged once and counted (runtime/supervise.py); the first check that measures again decides anew.
 
 The forced collection (gc.collect and malloc_trim) follows otelcol's schedule and keys:
 `garbage_collector: {enabled: false}` turns it off; above the soft limit it runs at most every
@@ -45,7 +48,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeagent.component import ComponentConfig, Factory, Role, optional_block
 from edgeagent.config.types import Duration, Uint32
 from edgeagent.errors import BadRequestError, DataRefusedError
-from edgeagent.runtime import supervise
+from edgeagent.runtime import procself, supervise
 
 if TYPE_CHECKING:
     import ctypes
@@ -144,15 +147,19 @@ class MemoryLimiterConfig(ComponentConfig):
 def anonymous_memory(path: str = STATUS) -> int:
     """Bytes of anonymous resident memory of this process (RssAnon, from `path`), falling back to RSS."""
     try:
-        with open(path, "rb") as status:
-            for line in status:
-                if line.startswith(b"RssAnon:"):
-                    return int(line.split()[1]) * 1024
+        for line in (procself.read("status") if path == STATUS else _read(path)).splitlines():
+            if line.startswith(b"RssAnon:"):
+                return int(line.split()[1]) * 1024
     except OSError:
         pass
     import psutil  # where there is no /proc
 
     return psutil.Process().memory_info().rss
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def available_memory(cgroup_root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> int:

@@ -74,7 +74,12 @@ def _copy_env(env: lmdb.Environment, out: int, stop: threading.Event, sync: bool
             os.close(read_end)
 
     pump = threading.Thread(target=empty, name="compaction-copy", daemon=True)
-    pump.start()
+    try:
+        pump.start()  # RuntimeError with no thread to be had (a pids limit): the pipe is closed all the same
+    except BaseException:
+        os.close(read_end)
+        os.close(write_end)
+        raise
     try:
         env.copyfd(write_end, compact=True)
     except lmdb.Error:

@@ -175,6 +175,7 @@ class QueueStore(StoreHome):
         self.compaction_scratch = compaction_scratch
         self.compactions = 0
         self.compaction_failures = 0
+        self._compaction_failing = False  # the last compaction failed
         self._stop_compaction = threading.Event()  # set: a compaction under way gives up (a stop is coming)
         self._on_start: asyncio.Future[None] | None = None  # compaction::on_start, the writer's first work
         self.writer_errors = 0  # commits that failed unexpectedly (the writer went on)
@@ -230,8 +231,9 @@ class QueueStore(StoreHome):
         the writer compacts first (`compacted()` waits for it), off the loop, so a stop need not wait."""
         self._loop = asyncio.get_running_loop()
         self._closing = False
-        self._writer = threading.Thread(target=self._write_loop, name=f"lmdb-writer:{self.directory}", daemon=True)
-        self._writer.start()
+        writer = threading.Thread(target=self._write_loop, name=f"lmdb-writer:{self.directory}", daemon=True)
+        writer.start()  # RuntimeError with no thread to be had (a pids limit): close() then joins none
+        self._writer = writer
         if self.compact_on_start:
             self._on_start = self.call(self._compact_on_start)
 
@@ -657,7 +659,9 @@ class QueueStore(StoreHome):
         (CompactionStopped), not counted."""
         before = self.file_size()
         started = time.monotonic()
-        log.info("compacting the queue", extra={"directory": self.directory, "bytes_before": before})
+        # said once: a compaction that keeps failing (no descriptor left for its copy) is tried at each interval
+        log.log(logging.DEBUG if self._compaction_failing else logging.INFO, "compacting the queue",
+                extra={"directory": self.directory, "bytes_before": before})
         try:
             staged = copy_compacted(self.lmdb_env, self.directory, self.compaction_scratch, self._stop_compaction)
             with self.gate.exclusive(), self._handles:  # no reader, and no queue or table opening a handle
@@ -666,9 +670,11 @@ class QueueStore(StoreHome):
             raise
         except Exception as exc:
             self.compaction_failures += 1
+            self._compaction_failing = True
             if damage.is_damage(exc):  # its copy read every page, and met one damaged: as a commit that meets it
                 raise self.damaged(exc) from exc
             raise
+        self._compaction_failing = False
         after = self.file_size()
         self.compactions += 1
         log.info("queue compacted", extra={"directory": self.directory, "bytes_before": before, "bytes_after": after,

@@ -17,13 +17,20 @@ and a dict plus a message. So before a body is parsed, what the memory limiter r
 A body that does not fit is refused before it is parsed: retryable while memory is short, 400
 when it could never fit. Large bodies are walked and parsed on a worker thread, so that the event
 loop keeps serving other clients meanwhile.
+
+The PARSE_THREADS threads are started with the first large body, before it is handed over. A
+thread that cannot be started (a pids limit, RLIMIT_NPROC) refuses the request as retryable
+(503, UNAVAILABLE) and is tried again with the next one. A ThreadPoolExecutor queued the work
+before it started its thread: the request got a 500, which OTLP clients do not retry, and its
+body stayed queued, to be parsed whenever a thread started, outside the memory limiter's budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
@@ -33,7 +40,7 @@ from edgeagent.signals import Payload, Signal
 from otel.wire import read_varint
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
+    import queue
 
 MESSAGE_COST = 192  # arena bytes of the largest empty OTLP message (a Span: 177) with its slot in a list
 JSON_CONTAINER_COST = 96  # a Python dict or list (64 or 56 bytes) and its slot in its parent
@@ -47,7 +54,7 @@ NO_SCAN_SHARE = 16
 OFF_LOOP_BYTES = 256 << 10  # bodies from this size are walked and parsed on a worker thread
 PARSE_THREADS = 2  # their own threads: hostile bodies never hold up the queue's and exporters' work
 _T = TypeVar("_T")
-_PARSERS: ThreadPoolExecutor | None = None
+_PARSERS: _Parsers | None = None
 Plan = dict[int, tuple[int, "Plan"]]  # message field number -> (cost of one such message, its own plan)
 
 
@@ -202,10 +209,8 @@ async def _off_loop(size: int, function: Callable[..., _T], *args: object) -> _T
     if size < OFF_LOOP_BYTES:
         return function(*args)
     if _PARSERS is None:
-        from concurrent.futures import ThreadPoolExecutor  # with the first large body, as its threads
-
-        _PARSERS = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="parse")
-    work = asyncio.get_running_loop().run_in_executor(_PARSERS, function, *args)
+        _PARSERS = _Parsers()
+    work = _PARSERS.submit(function, *args)
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -215,3 +220,59 @@ async def _off_loop(size: int, function: Callable[..., _T], *args: object) -> _T
             except asyncio.CancelledError:
                 continue
         raise
+
+
+class _Parsers:
+    """PARSE_THREADS daemon threads taking work from one queue; work is queued only once one runs."""
+
+    def __init__(self) -> None:
+        import queue  # with the first large body, as its threads
+
+        self._work: queue.SimpleQueue[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[..., Any],
+                                            tuple[object, ...]]] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, function: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
+        """A future of function(*args) run on one of the threads; RetryableError when none runs."""
+        self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        self._work.put((loop, future, function, args))
+        return future
+
+    def _start(self) -> None:
+        self._threads = [thread for thread in self._threads if thread.is_alive()]
+        try:
+            while len(self._threads) < PARSE_THREADS:
+                thread = threading.Thread(target=self._run, name=f"parse_{len(self._threads)}", daemon=True)
+                thread.start()  # RuntimeError when the process may start no thread
+                self._threads.append(thread)
+        except RuntimeError as exc:
+            if not self._threads:
+                raise RetryableError(f"no thread could be started to parse the request ({exc}); try again",
+                                     retry_after=1.0) from exc
+
+    def _run(self) -> None:
+        while True:
+            _parse(*self._work.get())  # its body and result go with it, not held through the next wait
+
+
+def _parse(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], function: Callable[..., Any],
+           args: tuple[object, ...]) -> None:
+    try:
+        result, error = function(*args), None
+    except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+        result, error = None, exc
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:  # the loop closed meanwhile: nobody waits
+        pass
+
+
+def _settle(future: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -10,19 +10,28 @@ process made as Go's dialer makes them, the libraries' too (aiokafka's brokers).
   250 ms. asyncio tries the addresses one after the other, each until the caller's timeout: an
   address that drops SYNs (a broker's IPv6 path that leads nowhere) was the only one ever tried,
   and the connect failed every time while the next address answered.
+- Listeners out of descriptors (EMFILE) stop accepting at the first failure and try again as Go's
+  servers do, 5 ms doubling to 1 s (loop_errors.py says why asyncio's own accept loop spun).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from edgeagent import lookup
+from edgeagent.runtime import loop_errors
 
 T = TypeVar("T")
 
 NEXT_ADDRESS_DELAY = 0.25  # seconds into a connect that the next address starts too
+_OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+_FIRST_RETRY = 0.005  # seconds after a failed accept that followed a good one (Go's net/http)
+_LAST_RETRY = 1.0  # the most, doubling from the first
 
 
 class AgentLoop(asyncio.SelectorEventLoop):
@@ -39,7 +48,66 @@ class AgentLoop(asyncio.SelectorEventLoop):
         return await super().create_connection(protocol_factory, **arguments)
 
 
+class _AcceptingLoop(AgentLoop):
+    """asyncio's selector loop, whose listeners stop accepting at the first accept() that finds no
+    descriptor (or memory) and try again once, after a delay that doubles from 5 ms to 1 s while
+    they keep failing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._retries: weakref.WeakKeyDictionary[socket.socket, float] = weakref.WeakKeyDictionary()
+
+    def _accept_connection(self, protocol_factory: Any, sock: socket.socket, sslcontext: Any = None,
+                           server: Any = None, backlog: int = 100, *timeouts: Any) -> None:
+        """asyncio's (3.11 to 3.13, the same in each), with the return after a failure that CPython
+        added later; `timeouts` are the TLS handshake's and shutdown's, handed on as they came."""
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                self.call_exception_handler({"message": loop_errors.ACCEPT_FAILED, "exception": exc, "socket": sock})
+                delay = min(2 * self._retries.get(sock, _FIRST_RETRY / 2), _LAST_RETRY)
+                self._retries[sock] = delay
+                # asyncio's own methods below, absent from its stubs
+                self._remove_reader(sock.fileno())  # type: ignore[attr-defined]
+                self.call_later(delay, self._start_serving,  # type: ignore[attr-defined]
+                                protocol_factory, sock, sslcontext, server, backlog, *timeouts)
+                return
+            self._retries.pop(sock, None)
+            self.create_task(self._accept_connection2(  # type: ignore[attr-defined]
+                protocol_factory, conn, {"peername": addr}, sslcontext, server, *timeouts))
+
+
+# the parameters of asyncio's methods that _AcceptingLoop's accept loop calls as it mirrors them
+_MIRRORED = {
+    "_accept_connection": ["protocol_factory", "sock", "sslcontext", "server", "backlog", "ssl_handshake_timeout",
+                           "ssl_shutdown_timeout"],
+    "_start_serving": ["protocol_factory", "sock", "sslcontext", "server", "backlog", "ssl_handshake_timeout",
+                       "ssl_shutdown_timeout"],
+    "_accept_connection2": ["protocol_factory", "conn", "extra", "sslcontext", "server", "ssl_handshake_timeout",
+                            "ssl_shutdown_timeout"],
+}
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """An _AcceptingLoop where this Python's asyncio has the methods it mirrors (3.11 to 3.13), else
+    an AgentLoop with asyncio's own accept loop (a later asyncio may take other arguments, or have
+    the fix itself)."""
+    import inspect  # once, at start
+
+    for name, parameters in _MIRRORED.items():
+        method = getattr(asyncio.SelectorEventLoop, name, None)
+        if method is None or list(inspect.signature(method).parameters)[1:] != parameters:
+            return AgentLoop()
+    return _AcceptingLoop()
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run(main) on an AgentLoop."""
-    with asyncio.Runner(loop_factory=AgentLoop) as runner:
+    """asyncio.run(main) on the agent's loop."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(main)

@@ -3,9 +3,12 @@
 `get()` compares each file's inode, size and modification time with what it saw last, at most
 once per `interval` seconds (0: on every call; a stat() is cheap next to a TLS handshake). When
 they differ it builds the value again. A rebuild that fails (a file half written during a
-rotation, a key that does not match its certificate yet) keeps the last good value and logs the
-file names; the next change tries again. The first build is not guarded: a component that
-cannot read its files at start fails to start, naming them.
+rotation, a key that does not match its certificate yet, a file that could not be opened while
+every descriptor was taken) keeps the last good value and logs the file names, once for each
+change; it is tried again at the next change, and RETRY_AFTER seconds after it failed: a file
+read again at its next change only kept a rotated token unread for good when the open failed.
+The first build is not guarded: a component that cannot read its files at start fails to start,
+naming them.
 
 Thread-safe: gRPC calls its certificate fetcher from its own threads.
 """
@@ -21,6 +24,7 @@ from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+RETRY_AFTER = 1.0  # seconds after a failed rebuild before files that did not change again are read again
 
 
 def _stamp(paths: list[str]) -> tuple[tuple[int, int, int, int] | None, ...]:
@@ -44,21 +48,26 @@ class Reloading(Generic[T]):
         self._stamp = _stamp(self.paths)
         self.value: T = build()
         self._checked = time.monotonic()
+        self._failed: tuple[tuple[int, int, int, int] | None, ...] | None = None  # the files a rebuild failed on
+        self._retry_at = 0.0
 
     def get(self) -> T:
         """The current value, built again first if a file changed since the last check."""
         if not self.paths or time.monotonic() - self._checked < self._interval:
             return self.value
         with self._lock:
-            self._checked = time.monotonic()
+            now = self._checked = time.monotonic()
             stamp = _stamp(self.paths)
-            if stamp != self._stamp:
-                self._stamp = stamp
-                try:
-                    self.value = self._build()
-                except Exception as exc:  # keep serving with the last good files
-                    log.warning("files changed but could not be loaded; keeping the previous ones",
-                                extra={"files": self.paths, "error": f"{type(exc).__name__}: {exc}"})
-                else:
-                    log.info("files changed and were loaded again", extra={"files": self.paths})
+            if stamp == self._stamp or (stamp == self._failed and now < self._retry_at):
+                return self.value
+            try:
+                self.value = self._build()
+            except Exception as exc:  # keep serving with the last good files
+                if stamp != self._failed:
+                    log.warning("files changed but could not be loaded; keeping the previous ones and trying "
+                                "again", extra={"files": self.paths, "error": f"{type(exc).__name__}: {exc}"})
+                self._failed, self._retry_at = stamp, now + RETRY_AFTER
+            else:
+                self._stamp, self._failed = stamp, None
+                log.info("files changed and were loaded again", extra={"files": self.paths})
         return self.value

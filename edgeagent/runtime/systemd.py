@@ -3,6 +3,10 @@
 With `Type=notify` systemd waits for READY=1 before it considers the service started, kills
 it when WATCHDOG=1 stops arriving for `WatchdogSec`, and shows STATUS= in `systemctl status`.
 Everything is a no-op when NOTIFY_SOCKET is not set (not started by systemd).
+
+All notifications go through one socket, opened with the first and kept: a socket opened for
+each failed while every descriptor was taken (idle client connections up to the open-file
+limit), and systemd killed the agent once WatchdogSec passed without a WATCHDOG=1.
 """
 
 from __future__ import annotations
@@ -15,6 +19,16 @@ import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
+_socket: socket.socket | None = None
+
+
+def _sender() -> socket.socket:
+    """The socket notifications are sent from, unconnected (each names the address)."""
+    global _socket
+    if _socket is None:
+        # never blocking: it runs on the event loop, and a reader that stopped reading would stop the agent
+        _socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+    return _socket
 
 
 def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -26,10 +40,7 @@ def notify(message: str, environ: Mapping[str, str] | None = None) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]  # abstract namespace
     try:
-        # never blocking: it runs on the event loop, and a reader that stopped reading would stop the agent
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK) as sock:
-            sock.connect(address)
-            sock.sendall(message.encode())
+        _sender().sendto(message.encode(), address)
         return True
     except OSError as exc:
         log.warning("could not notify systemd: %s", exc)

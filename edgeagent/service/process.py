@@ -10,8 +10,9 @@ otelcol reads Go's runtime; the CPython equivalents are:
 Go's `runtime_total_alloc_bytes` (cumulative bytes allocated) has no equivalent: CPython keeps no
 such count, and tracemalloc would cost on every allocation. It is not served.
 
-On Linux they are read from /proc (as psutil reads them there); psutil, a megabyte of resident
-memory, is imported only where /proc is missing.
+On Linux they are read from /proc (as psutil reads them there), through descriptors kept open
+(runtime/procself.py): a scrape whose connection took the last free descriptor still gets its
+answer. psutil, a megabyte of resident memory, is imported only where /proc is missing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from edgeagent import __version__
 from edgeagent.extensions.metrics import Metrics, Samples
+from edgeagent.runtime import loop_errors, procself
 
 if TYPE_CHECKING:
     import psutil
@@ -42,6 +44,9 @@ def define_process_metrics(metrics: Metrics) -> None:
                              lambda: one(time.monotonic() - started))
     metrics.observed_counter("otelcol_process_cpu_seconds", "Total CPU user and system time in seconds", (),
                              lambda: one(_cpu_seconds()))
+    metrics.observed_counter("edgeagent_listener_accept_failures", "accept() calls of the agent's listeners that "
+                             "failed for want of a file descriptor (or memory); the connection waits for the "
+                             "next try", (), lambda: one(loop_errors.accept_failures()))
     metrics.gauge("otelcol_process_memory_rss", "Total physical memory (resident set size, bytes)", (),
                   lambda: one(_rss_bytes()))
     metrics.gauge("otelcol_process_runtime_heap_alloc_bytes", "Bytes of resident heap memory (RssAnon: the "
@@ -50,6 +55,8 @@ def define_process_metrics(metrics: Metrics) -> None:
                   "(data segment: heap and anonymous mappings)", (), lambda: one(_data_bytes()))
     metrics.info = {"service.instance.id": str(uuid.uuid4()), "service.name": SERVICE_NAME,
                     "service.version": __version__}
+    _statm()  # its file opened now, while descriptors are free (runtime/procself.py)
+    _heap_bytes()
 
 
 def _cpu_seconds() -> float:
@@ -67,8 +74,7 @@ def _process() -> psutil.Process:
 def _statm() -> list[int] | None:
     """/proc/self/statm in pages: size, resident, shared, text, lib, data, dt; None without /proc."""
     try:
-        with open("/proc/self/statm", "rb") as statm:
-            return [int(field) for field in statm.read().split()]
+        return [int(field) for field in procself.read("statm").split()]
     except OSError:
         return None
 
@@ -80,10 +86,9 @@ def _rss_bytes() -> float:
 
 def _heap_bytes() -> float:
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("RssAnon:"):
-                    return float(int(line.split()[1]) * 1024)  # reported in kB
+        for line in procself.read("status").splitlines():
+            if line.startswith(b"RssAnon:"):
+                return float(int(line.split()[1]) * 1024)  # reported in kB
     except OSError:
         pass  # not Linux: the RSS is the nearest measure
     return _rss_bytes()

@@ -9,6 +9,7 @@ Service is the Host (edgeagent.service.host) every component receives.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -207,6 +208,8 @@ class Service:
         try:  # in a thread: an http(s) config source may take its time to answer, and the receivers go on
             config = await asyncio.to_thread(reloader)
         except ConfigError as error:
+            if _out_of_resources(error.__cause__):  # a file not opened for want of a descriptor: no fault of its
+                return self._not_loaded(error)
             for warning in error.warnings:  # first: an unset variable they name may be what the errors come from
                 log.warning("config reload: %s", warning)
             for path, message in error.errors:
@@ -216,6 +219,8 @@ class Service:
                       extra={"errors": len(error.errors)})
             return {"result": "invalid", "errors": [f"{path}: {message}" if path else message
                                                     for path, message in error.errors]}
+        except (RuntimeError, OSError, ImportError) as exc:  # no thread to load it on, no descriptor for an import
+            return self._not_loaded(exc)
         for warning in config.warnings:  # as `run` logs them at start
             log.warning("config reload: %s", warning)
         try:
@@ -229,6 +234,13 @@ class Service:
             log.error("config reload failed: %s", exc)
             return {"result": "failed", "errors": [str(exc)]}
         return {"result": "applied", "pipelines": len(config.pipelines)}
+
+    def _not_loaded(self, error: Exception) -> dict[str, Any]:
+        """A reload whose config could not be loaded for want of a resource (a thread, a descriptor): nothing
+        has changed, and the config is not known to be invalid."""
+        self.count("edgeagent_config_reloads", 1, "failed")
+        log.error("config reload failed: the config could not be loaded (%s); the running config stays", error)
+        return {"result": "failed", "errors": [str(error)]}
 
     async def reload(self, config: AgentConfig) -> None:
         """Swap the graph for one built from `config`; queue stores stay open, unchanged receivers keep serving.
@@ -254,7 +266,12 @@ class Service:
                 raise
             except Exception as exc:
                 raise ReloadRefused(f"the new config cannot be built: {exc}") from exc
-            self._start_stores()  # a store this config opened first has no writer yet
+            try:
+                self._start_stores()  # a store this config opened first has no writer yet
+            except Exception as exc:  # no thread for its writer (a pids limit): nothing has stopped yet
+                self.stores.config = self.config
+                await self._close_stores_since(opened)
+                raise ReloadRefused(f"the new config's queue storage cannot start: {exc}") from exc
             running = self.config
             try:
                 kept = await self._swap(new, guard=True)
@@ -517,3 +534,8 @@ async def _quietly(awaitable: Awaitable[Any], what: str) -> None:
         await asyncio.wait_for(awaitable, timeout=5.0)
     except Exception as exc:
         log.error("%s did not stop cleanly", what, exc_info=exc)
+
+
+def _out_of_resources(error: BaseException | None) -> bool:
+    """Whether `error` is the process's want of a descriptor (or of memory), not the fault of what it opened."""
+    return isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
