@@ -11,6 +11,7 @@ with silence, as a host gone from the network does.
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import subprocess
 import sys
@@ -30,7 +31,6 @@ from tests.helpers.sdk import send_logs, send_spans
 from tests.helpers.upstream import Upstream
 
 NAME = "upstream.test"
-DNS = "127.0.83.53"  # the loopback address the agents' resolver asks (nothing answers there)
 SLOW_RETRY = {"initial_interval": "20s", "max_interval": "60s", "randomization_factor": 0}
 # bind our files over the system's, then become the agent: same pid, so it is ended by its pid
 _ENTER = 'mount --bind "$0" /etc/hosts && mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
@@ -61,7 +61,10 @@ class Names:
         self.directory = directory
         self.hosts = directory / "hosts"
         self.resolv = directory / "resolv.conf"
-        self.resolv.write_text(f"nameserver {DNS}\noptions timeout:6 attempts:1\n")
+        # the loopback address the agents' resolver asks: nothing answers there unless the test holds
+        # it (a DNS server that never answers); a test's own, so tests run side by side never share one
+        self.dns = f"127.83.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        self.resolv.write_text(f"nameserver {self.dns}\noptions timeout:6 attempts:1\n")
         self.agents: list[AgentProcess] = []
 
     def point(self, *addresses: str) -> None:
@@ -232,9 +235,9 @@ def test_grpc_reconnects_to_the_address_it_had_while_the_resolver_hangs(names, t
     # goes on with the addresses it had while its resolver works
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns:
         try:
-            dns.bind((DNS, 53))
+            dns.bind((names.dns, 53))
         except OSError as exc:
-            pytest.skip(f"cannot hold the DNS port {DNS}:53: {exc}")
+            pytest.skip(f"cannot hold the DNS port {names.dns}:53: {exc}")
         port = free_port()
         names.point("127.0.0.1")
         first, second = GrpcUpstream(port).start(), GrpcUpstream(port)
@@ -274,9 +277,9 @@ def test_a_resolver_that_hangs_holds_up_no_other_pipeline(names, tmp_path):
     # it, and the queue reads of every other pipeline waited for them
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns:
         try:
-            dns.bind((DNS, 53))
+            dns.bind((names.dns, 53))
         except OSError as exc:
-            pytest.skip(f"cannot hold the DNS port {DNS}:53: {exc}")
+            pytest.skip(f"cannot hold the DNS port {names.dns}:53: {exc}")
         port = free_port()
         near, far = Upstream(free_port()).start(), Upstream(port)
         try:
