@@ -142,7 +142,10 @@ def test_a_compaction_that_meets_a_damaged_page_notes_it_and_reports_it(tmp_path
         try:
             with pytest.raises(RetryableError, match="damaged"):
                 await store.compact_now()
-            await asyncio.sleep(0.05)  # the report is handed to the loop
+            for _ in range(500):  # the report is handed to the loop: at most 5 s
+                if reported:
+                    break
+                await asyncio.sleep(0.01)
         finally:
             await store.close()
 
