@@ -18,7 +18,9 @@ Design note
 * Retry: with `retry_on_failure` (the queued path) a retryable failure is tried again after
   an exponential backoff, lengthened to the upstream's Retry-After when that is longer (as
   otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
-  when the chain is stopped (shutdown): the caller keeps the data for the next run, as it keeps
+  when the chain is stopped (shutdown), so does a wait for the link's permission to send, and an
+  attempt that fails once it is stopped is not tried again: each raises ShutdownError, and the
+  caller keeps the data for the next run, as it keeps
   the requests of an export not yet sent when the chain is stopped (those sent are not sent
   again: a stop never waits for a lease cut in many parts to the end of its grace period, which
   cancels the one under way and gives back the whole lease). Without
@@ -377,8 +379,9 @@ class ExportChain:
             try:
                 return await self._attempt(body)
             except RetryableError as exc:
-                if (exc.timed_out and self._halves_for_time and len(body) > TIME_SPLIT_FLOOR and items > 1
-                        and not self.stopping.is_set()):
+                if self.stopping.is_set():  # no retry; the caller keeps the data, which did not fail for good
+                    raise ShutdownError("the agent is shutting down; the data stays queued") from exc
+                if exc.timed_out and self._halves_for_time and len(body) > TIME_SPLIT_FLOOR and items > 1:
                     halves = self._in_two(body, items)
                     # (not valid protobuf, or nothing to split: retried as any failure, with backoff)
                     if halves is not None and len(halves) >= 2:
@@ -393,7 +396,7 @@ class ExportChain:
     def _next_delay(self, error: RetryableError, attempt: int, elapsed: float) -> float | None:
         """Seconds to wait before the next attempt; None when retrying is over."""
         retry = self.retry
-        if retry is None or self.stopping.is_set():
+        if retry is None:
             return None
         delay = backoff_delay(retry, attempt)
         if error.retry_after is not None:  # the upstream may lengthen the backoff, never shorten it
@@ -418,7 +421,7 @@ class ExportChain:
     async def _attempt(self, body: bytes) -> SendResult:
         if self.link is None:
             return await self._reported(body)
-        async with self.link.attempt():
+        async with self.link.attempt(self.stopping):
             return await self._reported(body)
 
     async def _call(self, body: bytes) -> SendResult:

@@ -32,7 +32,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from edgeagent.configretry import RetryConfig, backoff_delay, backoff_interval
-from edgeagent.errors import RetryableError
+from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.reach import Address, Watch
 from edgeagent.runtime import supervise
 
@@ -62,14 +62,20 @@ class Link:
         self._watch = Watch(addresses, self._reached, name, counting)
 
     @contextlib.asynccontextmanager
-    async def attempt(self) -> AsyncIterator[None]:
-        """Wait for permission to send, then hold one of the allowed slots while sending."""
+    async def attempt(self, stopping: asyncio.Event | None = None) -> AsyncIterator[None]:
+        """Wait for permission to send, then hold one of the allowed slots while sending.
+
+        The wait ends with ShutdownError once `stopping` is set and `interrupt` called: an
+        attempt that has to wait for its turn when the agent stops does not begin (the caller
+        keeps its data), as a backoff wait ends then."""
         loop = asyncio.get_running_loop()
         async with self._changed:
             while True:
                 wait = self.not_before - loop.time()
                 if wait <= 0 and self.active < self.allowed:
                     break
+                if stopping is not None and stopping.is_set():
+                    raise ShutdownError("the agent is shutting down; the data stays queued")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), wait if wait > 0 else None)
             self.active += 1
@@ -96,6 +102,11 @@ class Link:
     def close(self) -> None:
         """Stop watching the upstream for good (idempotent)."""
         self._watch.close()
+
+    async def interrupt(self) -> None:
+        """Have every attempt waiting for its turn look at its `stopping` event again."""
+        async with self._changed:
+            self._changed.notify_all()
 
     async def succeeded(self) -> None:
         self._watch.stop()

@@ -32,8 +32,10 @@ Design note
   queue, in place of the lease's records in one commit (queue.requeue), so the upstream does not
   get the delivered requests again. A crash between the upstream's answer and that commit still
   means they are sent again, as for any data in flight.
-* Shutdown stops the chain's backoff waits and cancels the consumers; a cancelled consumer
-  releases its lease, so in-flight data stays queued for the next run.
+* Shutdown stops the chain's backoff waits and the waits for a turn to send (an offline link's
+  next probe), and cancels the consumers; a cancelled consumer releases its lease, so in-flight
+  data stays queued for the next run. Only attempts under way get the grace period: an upstream
+  that is down costs a stop no time, and no attempt starts once it has begun.
 * wait_for_result (edgeagent.queue.watch): a lease whose retries ran out is released with the
   error, so the records clients wait for go back to them; a lease whose every client gave up is
   no longer sent (as otelcol cancels an export whose caller went away) and goes back the same way.
@@ -226,6 +228,7 @@ class Sender:
         self.link.close()
         tasks, self._tasks = self._tasks, []
         self._closing = True
+        await self.link.interrupt()  # a consumer waiting for its turn to send is no delivery under way
         busy = [task for task in tasks if task in self._delivering]
         for task in tasks:
             if task not in self._delivering:

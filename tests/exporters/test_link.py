@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from edgeagent.configretry import RetryConfig
-from edgeagent.errors import RetryableError
+from edgeagent.errors import RetryableError, ShutdownError
 from edgeagent.exporters.link import OFFLINE_AFTER, Link
 from tests.helpers.net import free_port
 
@@ -227,3 +227,30 @@ def test_a_backoff_begun_after_the_upstream_came_back_ends_at_once():
 
     after_back, after_503 = asyncio.run(scenario())
     assert after_back < 0.1 and after_503 >= 0.29
+
+
+def test_an_attempt_waiting_for_its_turn_ends_when_the_agent_stops():
+    """An offline link lets one probe through per backoff interval; the other consumers waited for
+    their turn through a stop, held it up for the senders' whole grace period and then sent after
+    it had begun. Their wait now ends with ShutdownError (they keep their data); an attempt whose
+    turn has come still goes."""
+    async def scenario() -> float:
+        link = Link(4, RetryConfig(initial_interval=20, max_interval=20, randomization_factor=0), lambda online: None)
+        stopping = asyncio.Event()
+        for _ in range(OFFLINE_AFTER + 1):  # offline, and a failed probe: the next waits 20 s
+            await link.failed(REFUSED)
+        waiting = asyncio.ensure_future(link.attempt(stopping).__aenter__())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stopping.set()
+        await link.interrupt()
+        with pytest.raises(ShutdownError):
+            await asyncio.wait_for(waiting, 5)
+        link.not_before = 0.0
+        async with link.attempt(stopping):
+            assert link.active == 1
+        return loop.time() - started
+
+    assert asyncio.run(scenario()) < 0.1
