@@ -19,8 +19,8 @@ Design note
   an exponential backoff, lengthened to the upstream's Retry-After when that is longer (as
   otelcol's retry sender: a Retry-After of 0 or a date gone by never shortens it). The wait ends early
   when the chain is stopped (shutdown), so does a wait for the link's permission to send, and an
-  attempt that fails once it is stopped is not tried again: each raises ShutdownError, and the
-  caller keeps the data for the next run, as it keeps
+  attempt that fails once it is stopped is not tried again: each raises ShutdownError (an export
+  `whole` gets the attempt's failure), and the caller keeps the data for the next run, as it keeps
   the requests of an export not yet sent when the chain is stopped (those sent are not sent
   again: a stop never waits for a lease cut in many parts to the end of its grace period, which
   cancels the one under way and gives back the whole lease). Without
@@ -265,7 +265,7 @@ class ExportChain:
                         continue
                 sending = time.monotonic()
                 try:
-                    result = await self._send(body, items)
+                    result = await self._send(body, items, whole)
                 except _TooSlow as slow:
                     self._halved_for_time(len(body), slow.halves)
                     pending += reversed(slow.halves)
@@ -367,9 +367,10 @@ class ExportChain:
                   extra={"exporter": self.exporter.id, "signal": self.signal.label, "items": delivery.refused_items,
                          "error": str(error)})
 
-    async def _send(self, body: bytes, items: int) -> SendResult:
+    async def _send(self, body: bytes, items: int, whole: bool = False) -> SendResult:
         """One request, tried again with backoff while that is allowed; _TooSlow when its timeout
-        ended it and it is large enough to be halved."""
+        ended it and it is large enough to be halved. A failure once the chain is stopped is
+        ShutdownError, unless the caller cannot keep the request (`whole`: it gets the failure)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt = 0
@@ -379,9 +380,10 @@ class ExportChain:
             try:
                 return await self._attempt(body)
             except RetryableError as exc:
-                if self.stopping.is_set():  # no retry; the caller keeps the data, which did not fail for good
+                if self.stopping.is_set() and not whole:  # not tried again, and no failure: the caller keeps it
                     raise ShutdownError("the agent is shutting down; the data stays queued") from exc
-                if exc.timed_out and self._halves_for_time and len(body) > TIME_SPLIT_FLOOR and items > 1:
+                if (exc.timed_out and self._halves_for_time and len(body) > TIME_SPLIT_FLOOR and items > 1
+                        and not self.stopping.is_set()):
                     halves = self._in_two(body, items)
                     # (not valid protobuf, or nothing to split: retried as any failure, with backoff)
                     if halves is not None and len(halves) >= 2:
@@ -396,7 +398,7 @@ class ExportChain:
     def _next_delay(self, error: RetryableError, attempt: int, elapsed: float) -> float | None:
         """Seconds to wait before the next attempt; None when retrying is over."""
         retry = self.retry
-        if retry is None:
+        if retry is None or self.stopping.is_set():
             return None
         delay = backoff_delay(retry, attempt)
         if error.retry_after is not None:  # the upstream may lengthen the backoff, never shorten it
