@@ -378,7 +378,7 @@ class ExportChain:
             attempt += 1
             began = self.link.generation if self.link is not None else None
             try:
-                return await self._attempt(body)
+                return await self._attempt(body, whole)
             except RetryableError as exc:
                 if self.stopping.is_set() and not whole:  # not tried again, and no failure: the caller keeps it
                     raise ShutdownError("the agent is shutting down; the data stays queued") from exc
@@ -420,10 +420,10 @@ class ExportChain:
         if self.stopping.is_set():
             raise ShutdownError("the agent is shutting down; the data stays queued")
 
-    async def _attempt(self, body: bytes) -> SendResult:
+    async def _attempt(self, body: bytes, whole: bool = False) -> SendResult:
         if self.link is None:
             return await self._reported(body)
-        async with self.link.attempt(self.stopping):
+        async with self.link.attempt(self.stopping, unkept=whole):
             return await self._reported(body)
 
     async def _call(self, body: bytes) -> SendResult:

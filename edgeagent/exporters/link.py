@@ -62,22 +62,26 @@ class Link:
         self._watch = Watch(addresses, self._reached, name, counting)
 
     @contextlib.asynccontextmanager
-    async def attempt(self, stopping: asyncio.Event | None = None) -> AsyncIterator[None]:
+    async def attempt(self, stopping: asyncio.Event | None = None, *,
+                      unkept: bool = False) -> AsyncIterator[None]:
         """Wait for permission to send, then hold one of the allowed slots while sending.
 
-        The wait ends with ShutdownError once `stopping` is set and `interrupt` called: an
-        attempt that has to wait for its turn when the agent stops does not begin (the caller
-        keeps its data), as a backoff wait ends then."""
+        Once `stopping` is set no attempt begins: ShutdownError (the caller keeps its data), and a
+        wait for a turn ends when `interrupt` is called, as a backoff wait ends then. Only one whose
+        caller cannot keep its data (`unkept`) and whose turn is there without a wait still goes."""
         loop = asyncio.get_running_loop()
+        waited = False
         async with self._changed:
             while True:
                 wait = self.not_before - loop.time()
-                if wait <= 0 and self.active < self.allowed:
-                    break
-                if stopping is not None and stopping.is_set():
+                turn = wait <= 0 and self.active < self.allowed
+                if stopping is not None and stopping.is_set() and (waited or not turn or not unkept):
                     raise ShutdownError("the agent is shutting down; the data stays queued")
+                if turn:
+                    break
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), wait if wait > 0 else None)
+                waited = True
             self.active += 1
         try:
             yield

@@ -232,8 +232,8 @@ def test_a_backoff_begun_after_the_upstream_came_back_ends_at_once():
 def test_an_attempt_waiting_for_its_turn_ends_when_the_agent_stops():
     """An offline link lets one probe through per backoff interval; the other consumers waited for
     their turn through a stop, held it up for the senders' whole grace period and then sent after
-    it had begun. Their wait now ends with ShutdownError (they keep their data); an attempt whose
-    turn has come still goes."""
+    it had begun. Their wait now ends with ShutdownError (they keep their data), and no attempt
+    begins once stopped but one whose caller cannot keep its data and whose turn is there."""
     async def scenario() -> float:
         link = Link(4, RetryConfig(initial_interval=20, max_interval=20, randomization_factor=0), lambda online: None)
         stopping = asyncio.Event()
@@ -249,7 +249,10 @@ def test_an_attempt_waiting_for_its_turn_ends_when_the_agent_stops():
         with pytest.raises(ShutdownError):
             await asyncio.wait_for(waiting, 5)
         link.not_before = 0.0
-        async with link.attempt(stopping):
+        with pytest.raises(ShutdownError):
+            async with link.attempt(stopping):
+                pass
+        async with link.attempt(stopping, unkept=True):
             assert link.active == 1
         return loop.time() - started
 
