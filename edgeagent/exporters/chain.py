@@ -35,7 +35,9 @@ Design note
   (`_fits`), which grows by a quarter after every four requests of about that size answered
   within a quarter of the timeout, so the requests grow back with the link. A request at the
   floor that times out, or one that cannot be split (not valid protobuf), waits out the backoff
-  as any failure does.
+  as any failure does. Only a queued request is halved so: on the direct and sub-pipeline paths
+  a timeout ends the one attempt, as in otelcol, and the caller decides (a failover connector
+  moves on to the next level after one timeout, not after one per half).
 * 413, or any refusal saying the request is over a size limit (a gRPC message over the server's
   maximum; a gateway's 429 with the words of its backend's limit): the request is split in halves, again
   and again down to single items (spans, log records, metric data points), with an explicit
@@ -229,7 +231,7 @@ class ExportChain:
         self._max_bytes = exporter.request_bytes_limit(signal) if isinstance(exporter, Bounded) else 0
         self._fits = 0  # bytes a request is cut to after timeouts on a slow link (0: no cut); shared by consumers
         self._fits_run = 0  # requests in a row answered well in time at about that size
-        self._halves_for_time = not isinstance(exporter, Resuming)
+        self._halves_for_time = drains_queue and not isinstance(exporter, Resuming)  # (see the design note)
         self.stopping = asyncio.Event()
         self._last_partial_log = 0.0
         self._capping = False  # an upstream's Retry-After is being cut down; logged once until a success

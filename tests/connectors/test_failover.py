@@ -7,6 +7,7 @@ connector itself is tested with real otlphttp exporters and real upstreams on lo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 
 import pytest
@@ -15,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from edgeagent.connectors.failover import LAST_RESORT, NORMAL, RETRY, FailoverConfig, FailoverConnector, Levels
 from edgeagent.connectors.subpipeline import SubPipeline
 from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.exporters.chain import TIME_SPLIT_FLOOR
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.signals import Signal
 from tests.helpers.net import free_port
@@ -159,12 +161,13 @@ def upstreams():
         upstream.stop()
 
 
-def _connector(levels: dict[str, list[Upstream]], host: Host, **settings) -> tuple[FailoverConnector, list]:
+def _connector(levels: dict[str, list[Upstream]], host: Host, timeout: float = 5,
+               **settings) -> tuple[FailoverConnector, list]:
     """A connector whose levels are pipelines named after their upstreams, one exporter each."""
     exporters, pipelines = [], {}
     for pipeline_id, servers in levels.items():
         level_exporters = [OtlpHttpExporter(f"otlphttp/{pipeline_id}-{index}",
-                                            OtlpHttpConfig(endpoint=server.url, compression="none", timeout=5))
+                                            OtlpHttpConfig(endpoint=server.url, compression="none", timeout=timeout))
                            for index, server in enumerate(servers)]
         exporters += level_exporters
         pipelines[pipeline_id] = SubPipeline(pipeline_id, [], level_exporters, host)
@@ -300,3 +303,27 @@ def test_a_request_no_level_took_counts_as_unanswered_only_when_no_level_answere
         assert failed.value.unanswered is unanswered, "the sender watches for a level to listen only when none did"
 
     _run(connector, exporters, scenario)
+
+
+def test_a_level_whose_upstream_does_not_answer_in_time_fails_over_after_one_timeout(upstreams):
+    """A sub-pipeline makes one attempt (otelcol: a timeout is one failed export). Its chain halved
+    a request its timeout ended and gave each half a timeout of its own: a request of 300 kB
+    reached the backup only after four timeouts at the primary."""
+    primary, backup = upstreams(2)
+    primary.hang = 1.0  # reads the request, answers after the exporter's timeout
+    connector, exporters = _connector({"traces/primary": [primary], "traces/backup": [backup]}, Host(),
+                                      timeout=0.25)
+    body = _request(8000)
+    assert len(body) > 4 * TIME_SPLIT_FLOOR  # large enough to be halved three times
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        await asyncio.wait_for(connector.send(Signal.TRACES, body), 10)
+        took = time.monotonic() - started
+        await asyncio.sleep(primary.hang + 0.2)  # the primary records each request once it answered it
+        assert primary.attempts == 1, f"{primary.attempts} attempts at the primary"
+        assert took < 2 * 0.25, f"the backup got the request after {took:.2f}s"
+
+    _run(connector, exporters, scenario)
+    assert len(backup.spans()) == 8000 and connector.active_level == 1
+
