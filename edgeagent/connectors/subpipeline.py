@@ -77,7 +77,7 @@ def settle(outcomes: list[Any]) -> SendResult:
     if retryable:
         if len(retryable) == 1:
             if any(isinstance(o, BaseException) and o is not retryable[0] for o in outcomes):
-                retryable[0].unsent = None  # another place refused all of it: it gets it all again
+                retryable[0].unsent = None  # another place failed too: it gets all of it again
             raise retryable[0]
         delays = [e.retry_after for e in retryable if e.retry_after is not None]
         raise RetryableError("; ".join(str(e) for e in retryable), retry_after=max(delays) if delays else None,
