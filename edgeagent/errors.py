@@ -23,7 +23,9 @@ class RetryableError(Exception):
     in): on a link that carries little, a smaller request gets through (the export chain halves it).
 
     `unsent` (serialized request, items), set by the export chain when it delivered some of the
-    requests of one export before this failure: the ones still to send, in order; None: all."""
+    requests of one export before this failure: the ones still to send, in order; None: all. An
+    exporter that delivered part of the request it was given (a failover connector whose level's
+    chain sent it in parts) sets it too: the parts of that request it did not deliver."""
 
     unsent: list[tuple[bytes, int]] | None = None
 

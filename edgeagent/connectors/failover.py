@@ -24,6 +24,13 @@ Design note
   refused after a 413 split, while the level took the rest, are refused for good at once (the
   level works). An error of a sub-pipeline's processor (the memory limiter refusing) is
   raised as it is: the data waits in the queue, and no level is blamed for it.
+* Delivered in part: a level whose exporter's chain sent a request in parts (after a 413, or
+  cut to the exporter's bound) and delivered some before it failed says what it did not
+  deliver (`RetryableError.unsent`). When every level failed, that rest is what the error
+  raised leaves to send (the sender keeps only it, and its backoff sends only it), so the
+  parts the level took are not sent there again (otelcol's retry sender keeps the failed part
+  of a request the same way). Only when the level sent the queued request unchanged: the rest
+  of one its processors changed would run through them twice.
 * Back at once: the error raised when every level failed is `unanswered` only when no level
   answered at all, and `upstream_addresses()` lists where the exporters of every level
   connect, so the sender's Link watches them all (edgeagent.exporters.reach) and any one
@@ -227,6 +234,7 @@ class FailoverConnector:
         except DecodeError as exc:
             raise PermanentError(f"queued request does not decode: {exc}") from exc
         failures: list[tuple[int, Failure]] = []
+        rest: list[tuple[bytes, int]] | None = None  # what a level that delivered part of it left
         for level, kind in self.state.plan(time.monotonic()):
             processed = [(pipeline, pipeline.process(payload.copy())) for pipeline in self.levels[level]]
             try:
@@ -235,6 +243,8 @@ class FailoverConnector:
             except (RetryableError, PermanentError) as exc:
                 if isinstance(exc, PermanentError) and not _refused_whole(exc, processed):
                     raise  # the level took the rest of it: it works; these items are refused for good
+                if isinstance(exc, RetryableError) and rest is None and _as_queued(processed, body):
+                    rest = exc.unsent
                 failures.append((level, exc))
                 if self.state.failed(level, kind):
                     log.warning("failover stops retrying a priority level: max_retries reached; it is used again "
@@ -248,10 +258,12 @@ class FailoverConnector:
         if not retryable:
             raise failures[-1][1]  # every level refused it for good: the sender dead-letters it
         refused = len(retryable) < len(failures)  # a level answered, refusing it
-        raise RetryableError("every failover priority level failed: " +
-                             "; ".join(f"level {level}: {exc}" for level, exc in failures),
-                             connection=all(exc.connection for exc in retryable) and not refused,
-                             unanswered=False if refused else none_answered(retryable))
+        failed = RetryableError("every failover priority level failed: " +
+                                "; ".join(f"level {level}: {exc}" for level, exc in failures),
+                                connection=all(exc.connection for exc in retryable) and not refused,
+                                unanswered=False if refused else none_answered(retryable))
+        failed.unsent = rest
+        raise failed
 
     def _log_switch(self, previous: int, level: int, failures: list[tuple[int, Failure]]) -> None:
         if level > previous:
@@ -264,6 +276,12 @@ class FailoverConnector:
     def _fields(self, level: int, **extra: Any) -> dict[str, Any]:
         return {"connector": self.id, "level": level, "pipelines": ",".join(self.config.priority_levels[level]),
                 **extra}
+
+
+def _as_queued(processed: list[tuple[SubPipeline, Payload | None]], body: bytes) -> bool:
+    """Whether every pipeline of a level sent the queued request as it is (its processors changed
+    nothing), so that the parts its chains cut are parts of the queued request."""
+    return all(request is None or request.serialized() == body for _, request in processed)
 
 
 def _refused_whole(error: PermanentError, processed: list[tuple[SubPipeline, Payload | None]]) -> bool:

@@ -6,7 +6,9 @@ and sends it synchronously through every exporter's export chain (one attempt: t
 sender retries), so the connector's queue entry is acknowledged only after the exporters
 answered. The chains count each exporter's outcome under its own id and report its upstream
 state, as for queued exporters; a failure keeps whether anything answered (`unanswered`), so
-the connector's sender knows when to watch for the upstreams to come back.
+the connector's sender knows when to watch for the upstreams to come back, and what was left
+undelivered of a request the chain sent in parts (`unsent`: after a 413, or cut to the
+exporter's bound), so that the parts delivered are not sent there again.
 """
 
 from __future__ import annotations
@@ -55,8 +57,10 @@ class SubPipeline:
         try:
             delivery = await self._chain(exporter, signal).export([(body, items)])
         except RetryableError as exc:
-            raise type(exc)(f"{exporter.id}: {exc}", retry_after=exc.retry_after, connection=exc.connection,
-                            unanswered=exc.unanswered) from exc
+            failed = type(exc)(f"{exporter.id}: {exc}", retry_after=exc.retry_after, connection=exc.connection,
+                               unanswered=exc.unanswered)
+            failed.unsent = exc.unsent
+            raise failed from exc
         except PermanentError as exc:
             raise PermanentError(f"{exporter.id}: {exc}", status=exc.status, body=exc.body, parts=exc.parts) from exc
         return SendResult(rejected=delivery.rejected)
@@ -67,10 +71,13 @@ def settle(outcomes: list[Any]) -> SendResult:
 
     Any retryable failure makes the whole retryable (the caller tries again, possibly
     elsewhere); otherwise a permanent rejection wins; otherwise the most items any place
-    rejected in a partial success. Unexpected exceptions are raised as they are."""
+    rejected in a partial success. Unexpected exceptions are raised as they are. What a place
+    left undelivered (`unsent`) is kept only when it alone failed: the others took all of it."""
     retryable = [o for o in outcomes if isinstance(o, RetryableError)]
     if retryable:
         if len(retryable) == 1:
+            if any(isinstance(o, BaseException) and o is not retryable[0] for o in outcomes):
+                retryable[0].unsent = None  # another place failed too: it gets all of it again
             raise retryable[0]
         delays = [e.retry_after for e in retryable if e.retry_after is not None]
         raise RetryableError("; ".join(str(e) for e in retryable), retry_after=max(delays) if delays else None,

@@ -24,7 +24,10 @@ Design note
   the requests of an export not yet sent when the chain is stopped (those sent are not sent
   again: a stop never waits for a lease cut in many parts to the end of its grace period, which
   cancels the one under way and gives back the whole lease). Without
-  it (direct and sub-pipeline paths) one attempt is made and the caller decides.
+  it (direct and sub-pipeline paths) one attempt is made and the caller decides. An exporter
+  that delivered part of a request before it failed (a failover connector: a level's chain sent
+  it in parts) says what it did not (`RetryableError.unsent`): only that is tried again, and
+  only that is left to the caller, so the parts delivered are not sent again.
 * Size: an exporter that sends a request as something much larger than its protobuf bytes
   (`Bounded`: otlphttp's OTLP/JSON) gets a request larger than its bound cut on its bytes, on a
   thread, into parts of about that size (otel.cut), each sent as a request of its own; the
@@ -37,7 +40,9 @@ Design note
   (`_fits`), which grows by a quarter after every four requests of about that size answered
   within a quarter of the timeout, so the requests grow back with the link. A request at the
   floor that times out, or one that cannot be split (not valid protobuf), waits out the backoff
-  as any failure does.
+  as any failure does. Only a queued request is halved so: on the direct and sub-pipeline paths
+  a timeout ends the one attempt, as in otelcol, and the caller decides (a failover connector
+  moves on to the next level after one timeout, not after one per half).
 * 413, or any refusal saying the request is over a size limit (a gRPC message over the server's
   maximum; a gateway's 429 with the words of its backend's limit): the request is split in halves, again
   and again down to single items (spans, log records, metric data points), with an explicit
@@ -208,6 +213,15 @@ class Delivery:
         self.error = self.error or error
 
 
+class _Partly(Exception):
+    """The exporter (a connector) delivered part of a request before it failed: `rest` is what it did
+    not, to be sent on alone after the backoff."""
+
+    def __init__(self, rest: list[Part]):
+        super().__init__()
+        self.rest = rest
+
+
 class _TooSlow(Exception):
     """An attempt's timeout ended a request large enough to be halved (see the design note)."""
 
@@ -231,7 +245,7 @@ class ExportChain:
         self._max_bytes = exporter.request_bytes_limit(signal) if isinstance(exporter, Bounded) else 0
         self._fits = 0  # bytes a request is cut to after timeouts on a slow link (0: no cut); shared by consumers
         self._fits_run = 0  # requests in a row answered well in time at about that size
-        self._halves_for_time = not isinstance(exporter, Resuming)
+        self._halves_for_time = drains_queue and not isinstance(exporter, Resuming)  # (see the design note)
         self.stopping = asyncio.Event()
         self._last_partial_log = 0.0
         self._capping = False  # an upstream's Retry-After is being cut down; logged once until a success
@@ -270,6 +284,11 @@ class ExportChain:
                     self._halved_for_time(len(body), slow.halves)
                     pending += reversed(slow.halves)
                     continue
+                except _Partly as partly:
+                    accepted = True
+                    delivery.sent += max(0, items - sum(n for _, n in partly.rest))
+                    pending += reversed(partly.rest)
+                    continue
                 except PermanentError as exc:
                     halves, refusal = self._halves(body, items, exc)
                     if halves:
@@ -285,10 +304,12 @@ class ExportChain:
                 if result.rejected or result.message:  # a message alone is a warning; otelcol logs it too
                     self._log_partial(result)
         except RetryableError as exc:
-            unsent = [(body, items), *reversed(pending)]
+            # the exporter's own `unsent`: it delivered part of this request (a connector's level did)
+            in_part = exc.unsent is not None
+            unsent = [*(exc.unsent if exc.unsent is not None else [(body, items)]), *reversed(pending)]
             self._count("otelcol_exporter_send_failed", sum(n for _, n in unsent) + delivery.refused_items)
             # the refused ones are kept too, to be refused again: they are dead-lettered only with the rest
-            exc.unsent = delivery.refused + unsent if accepted else None  # (set by an inner chain: not ours)
+            exc.unsent = delivery.refused + unsent if accepted or in_part else None
             raise
         finally:
             self._count("otelcol_exporter_sent", delivery.sent)
@@ -369,8 +390,10 @@ class ExportChain:
 
     async def _send(self, body: bytes, items: int, whole: bool = False) -> SendResult:
         """One request, tried again with backoff while that is allowed; _TooSlow when its timeout
-        ended it and it is large enough to be halved. A failure once the chain is stopped is
-        ShutdownError, unless the caller cannot keep the request (`whole`: it gets the failure)."""
+        ended it and it is large enough to be halved, _Partly after the backoff when the exporter
+        delivered part of it (RetryableError.unsent: the rest). A failure once the chain is stopped
+        is ShutdownError (with the rest, when part was delivered), unless the caller cannot keep the
+        request (`whole`: it gets the failure)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         attempt = 0
@@ -381,7 +404,9 @@ class ExportChain:
                 return await self._attempt(body, whole)
             except RetryableError as exc:
                 if self.stopping.is_set() and not whole:  # not tried again, and no failure: the caller keeps it
-                    raise ShutdownError("the agent is shutting down; the data stays queued") from exc
+                    stop = ShutdownError("the agent is shutting down; the data stays queued")
+                    stop.unsent = exc.unsent  # what the exporter delivered of it is not given back
+                    raise stop from exc
                 if (exc.timed_out and self._halves_for_time and len(body) > TIME_SPLIT_FLOOR and items > 1
                         and not self.stopping.is_set()):
                     halves = self._in_two(body, items)
@@ -393,7 +418,15 @@ class ExportChain:
                     raise
                 log.debug("send failed; retrying", extra={"exporter": self.exporter.id, "signal": self.signal.label,
                                                           "attempt": attempt, "error": str(exc)})
-                await self._pause(delay, began)
+                if exc.unsent is None:
+                    await self._pause(delay, began)
+                    continue
+                try:
+                    await self._pause(delay, began)
+                except ShutdownError as stop:
+                    stop.unsent = exc.unsent
+                    raise
+                raise _Partly(exc.unsent) from exc
 
     def _next_delay(self, error: RetryableError, attempt: int, elapsed: float) -> float | None:
         """Seconds to wait before the next attempt; None when retrying is over."""

@@ -7,15 +7,20 @@ connector itself is tested with real otlphttp exporters and real upstreams on lo
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 
 import pytest
+from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from edgeagent.configretry import RetryConfig
 from edgeagent.connectors.failover import LAST_RESORT, NORMAL, RETRY, FailoverConfig, FailoverConnector, Levels
 from edgeagent.connectors.subpipeline import SubPipeline
 from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.exporters.chain import TIME_SPLIT_FLOOR, ExportChain
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
+from edgeagent.processors.resource import ResourceConfig, ResourceProcessor
 from edgeagent.signals import Signal
 from tests.helpers.net import free_port
 from tests.helpers.upstream import Upstream
@@ -159,12 +164,13 @@ def upstreams():
         upstream.stop()
 
 
-def _connector(levels: dict[str, list[Upstream]], host: Host, **settings) -> tuple[FailoverConnector, list]:
+def _connector(levels: dict[str, list[Upstream]], host: Host, timeout: float = 5,
+               **settings) -> tuple[FailoverConnector, list]:
     """A connector whose levels are pipelines named after their upstreams, one exporter each."""
     exporters, pipelines = [], {}
     for pipeline_id, servers in levels.items():
         level_exporters = [OtlpHttpExporter(f"otlphttp/{pipeline_id}-{index}",
-                                            OtlpHttpConfig(endpoint=server.url, compression="none", timeout=5))
+                                            OtlpHttpConfig(endpoint=server.url, compression="none", timeout=timeout))
                            for index, server in enumerate(servers)]
         exporters += level_exporters
         pipelines[pipeline_id] = SubPipeline(pipeline_id, [], level_exporters, host)
@@ -300,3 +306,122 @@ def test_a_request_no_level_took_counts_as_unanswered_only_when_no_level_answere
         assert failed.value.unanswered is unanswered, "the sender watches for a level to listen only when none did"
 
     _run(connector, exporters, scenario)
+
+
+def test_a_level_whose_upstream_does_not_answer_in_time_fails_over_after_one_timeout(upstreams):
+    """A sub-pipeline makes one attempt (otelcol: a timeout is one failed export). Its chain halved
+    a request its timeout ended and gave each half a timeout of its own: a request of 300 kB
+    reached the backup only after four timeouts at the primary."""
+    primary, backup = upstreams(2)
+    primary.hang = 1.0  # reads the request, answers after the exporter's timeout
+    connector, exporters = _connector({"traces/primary": [primary], "traces/backup": [backup]}, Host(),
+                                      timeout=0.25)
+    body = _request(8000)
+    assert len(body) > 4 * TIME_SPLIT_FLOOR  # large enough to be halved three times
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        await asyncio.wait_for(connector.send(Signal.TRACES, body), 10)
+        took = time.monotonic() - started
+        await asyncio.sleep(primary.hang + 0.2)  # the primary records each request once it answered it
+        assert primary.attempts == 1, f"{primary.attempts} attempts at the primary"
+        assert took < 2 * 0.25, f"the backup got the request after {took:.2f}s"
+
+    _run(connector, exporters, scenario)
+    assert len(backup.spans()) == 8000 and connector.active_level == 1
+
+
+class _SecondHalfFails(Upstream):
+    """Takes at most two spans at a time (413 above that) and answers 503 to a request from the third
+    span on while `failing`: a request of four spans is delivered in part."""
+
+    failing = True
+
+    def _handler(self, signal: str):
+        handle = super()._handler(signal)
+
+        async def second_half_fails(request: web.Request) -> web.Response:
+            spans = ExportTraceServiceRequest.FromString(await request.read()).resource_spans[0].scope_spans[0].spans
+            if len(spans) <= 2 and int.from_bytes(spans[0].span_id, "big") >= 2 and self.failing:
+                return web.Response(status=503, text="the second half fails")
+            return await handle(request)
+
+        return second_half_fails
+
+
+def test_a_request_a_level_delivered_in_part_is_retried_with_only_the_undelivered_part():
+    """The sub-pipeline's chain split the request (413) and delivered the first half before the
+    second failed; the error lost that, and each retry of the connector's sender sent the whole
+    request again: the first half reached the upstream once per attempt."""
+    primary = _SecondHalfFails(free_port(), max_items=2).start()
+    host = Host()
+    connector, exporters = _connector({"traces/primary": [primary]}, host)
+    outer = ExportChain(connector, Signal.TRACES, host, drains_queue=True,
+                        retry=RetryConfig(initial_interval=0.05, max_interval=0.05, randomization_factor=0,
+                                          max_elapsed_time=0.3))
+
+    async def scenario() -> None:
+        with pytest.raises(RetryableError) as failed:
+            await asyncio.wait_for(outer.export([(_request(4), 4)]), 10)
+        assert received(primary) == [0, 1], f"the first half arrived {len(received(primary)) // 2} times"
+        assert failed.value.unsent is not None, "the sender would put the whole request back"
+        assert [items for _, items in failed.value.unsent] == [2]
+        primary.failing = False
+        await asyncio.wait_for(outer.export(failed.value.unsent), 10)  # as the sender sends what it put back
+
+    try:
+        _run(connector, exporters, scenario)
+    finally:
+        primary.stop()
+    assert received(primary) == [0, 1, 2, 3]
+
+
+def received(upstream: Upstream) -> list[int]:
+    """The numbers of the spans the upstream took, in order, each as often as it took it."""
+    return sorted(int.from_bytes(span.span_id, "big") for span in upstream.spans())
+
+
+def test_a_request_a_level_changed_and_delivered_in_part_is_retried_whole():
+    """The rest a level's chain leaves is cut from the request its processors changed: put back in
+    the connector's queue, it would run through them again (a hash of a hash)."""
+    primary = _SecondHalfFails(free_port(), max_items=2).start()
+    host = Host()
+    connector, exporters = _connector({"traces/primary": [primary]}, host)
+    upsert = [{"key": "region", "value": "eu", "action": "upsert"}]
+    connector.levels[0][0].processors = [ResourceProcessor("resource", ResourceConfig.model_validate(
+        {"attributes": upsert}))]
+    outer = ExportChain(connector, Signal.TRACES, host, drains_queue=True)  # one attempt
+
+    async def scenario() -> None:
+        with pytest.raises(RetryableError) as failed:
+            await asyncio.wait_for(outer.export([(_request(4), 4)]), 10)
+        assert failed.value.unsent is None
+
+    try:
+        _run(connector, exporters, scenario)
+    finally:
+        primary.stop()
+    assert received(primary) == [0, 1]
+
+
+def test_a_request_delivered_in_part_by_one_exporter_and_refused_by_another_of_the_level_is_retried_whole(
+        upstreams):
+    """Both exporters of the level get every request: the rest of one would leave the other without
+    the parts the first took."""
+    primary = _SecondHalfFails(free_port(), max_items=2).start()
+    (refusing,) = upstreams(1)
+    refusing.status = 401
+    host = Host()
+    connector, exporters = _connector({"traces/primary": [primary, refusing]}, host)
+    outer = ExportChain(connector, Signal.TRACES, host, drains_queue=True)  # one attempt
+
+    async def scenario() -> None:
+        with pytest.raises(RetryableError) as failed:
+            await asyncio.wait_for(outer.export([(_request(4), 4)]), 10)
+        assert failed.value.unsent is None
+
+    try:
+        _run(connector, exporters, scenario)
+    finally:
+        primary.stop()
+    assert received(primary) == [0, 1]

@@ -9,10 +9,12 @@ import time
 
 import pytest
 import yaml
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
-from tests.helpers.upstream import Upstream
+from tests.helpers.upstream import Upstream, _decompress
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "testdata", "e2e", "failover.yaml")
 SWITCHED_DOWN = "failover switched to a lower priority level"
@@ -152,3 +154,52 @@ def test_with_every_level_refusing_the_backlog_goes_within_seconds_of_any_level_
         assert agent.metrics().get('edgeagent_upstream_online{exporter="failover"}') == 1.0
     finally:
         upstream.stop()
+
+
+class _FirstPartOnly(Upstream):
+    """Takes at most `max_items` spans at a time (413 above that); while `failing`, answers 503 to
+    every such request after the first, so that a request is delivered in part."""
+
+    failing = True
+    taken = 0
+
+    def _handler(self, signal: str):
+        handle = super()._handler(signal)
+
+        async def first_part_only(request: web.Request) -> web.Response:
+            body = _decompress(await request.read(), request.headers.get("Content-Encoding", ""))
+            spans = len(ExportTraceServiceRequest.FromString(body).resource_spans[0].scope_spans[0].spans)
+            with self._lock:
+                small = self.max_items is not None and spans <= self.max_items
+                refuse, self.taken = small and self.failing and self.taken > 0, self.taken + small
+            if refuse:
+                return web.Response(status=503, text="only the first part is taken")
+            return await handle(request)
+
+        return first_part_only
+
+
+def test_a_request_the_primary_took_in_part_is_not_sent_there_again_in_full(agents, tmp_path):
+    """The primary's chain halved a request after a 413 and took the first half; the second half
+    failed, and so did the backup. The connector's sender retried the whole request, and the primary
+    took the first half again when the second got through."""
+    primary = _FirstPartOnly(free_port(), max_items=4).start()
+    backup_port = free_port()  # nothing listens: the backup level fails too
+    audit = Upstream(free_port()).start()
+    try:
+        agent = agents(["run", "--config", CONFIG, "--state-dir", str(tmp_path / "state"), "--set",
+                        "connectors::failover::retry_on_failure::max_elapsed_time=1s"],
+                       env=_env(primary.port, Upstream(backup_port), audit))
+        sent = send_spans("http", agent.http_port, 8, batch=8)  # one request
+        wait_until(lambda: "upstream still failing after retries" in agent.log(), timeout=30,
+                   message="the connector's retries over: the lease back in the queue")
+        assert len(primary.span_ids()) == 4
+        primary.failing = False
+        wait_until(lambda: primary.span_ids() >= sent, timeout=30, message="every span at the primary")
+        wait_until(lambda: agent.metric("edgeagent_queue_items", exporter="failover") == 0, timeout=10)
+        taken = [span.span_id for span in primary.spans()]
+        assert len(taken) == len(sent), f"{len(taken) - len(sent)} duplicate spans at the primary"
+        assert agent.terminate() == 0
+    finally:
+        primary.stop()
+        audit.stop()

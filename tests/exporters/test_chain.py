@@ -426,7 +426,7 @@ async def _through_narrow_link(link: _NarrowLink, exports: list[int]) -> tuple[E
     server = await asyncio.start_server(link.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}", compression="none"))
-    chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=0.5,
+    chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=0.5, drains_queue=True,
                         retry=RetryConfig(initial_interval=30, max_interval=30, max_elapsed_time=0))
     await exporter.start()
     took = []
@@ -454,6 +454,33 @@ def test_a_request_its_timeout_ends_is_sent_again_in_halves_and_later_ones_are_c
     assert took[1] < 0.4  # cut up front to the size that got through: no timeout spent
     assert len(link.unanswered) == 2
     assert chain._fits >= 64 << 10
+
+
+def test_a_request_without_a_queue_its_timeout_ends_is_one_failed_attempt_not_sent_again_in_halves():
+    """The direct path makes one attempt and its caller decides (otelcol: a timeout is one failed
+    export). Its chain sent the halves, each with a timeout of its own, before the caller heard."""
+    link = _NarrowLink(fits=100_000)
+
+    async def scenario() -> float:
+        server = await asyncio.start_server(link.serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}",
+                                                               compression="none"))
+        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=0.3)  # no queue, no retry
+        await exporter.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(RetryableError, match="did not answer"):
+                await asyncio.wait_for(chain.export([(_request(6000), 6000)]), 8)
+            return time.monotonic() - started
+        finally:
+            link.stop()
+            await exporter.shutdown()
+            server.close()
+
+    took = asyncio.run(scenario())
+    assert len(link.unanswered) == 1 and not link.answered, (link.unanswered, link.answered)
+    assert took < 0.6, took
 
 
 def test_requests_grow_back_as_they_get_through_in_time_until_no_cut_is_left():
@@ -484,7 +511,7 @@ def test_a_request_its_timeout_ends_that_cannot_be_halved_waits_out_the_backoff_
         port = server.sockets[0].getsockname()[1]
         exporter = OtlpHttpExporter("otlphttp", OtlpHttpConfig(endpoint=f"http://127.0.0.1:{port}",
                                                                compression="none"))
-        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=0.3,
+        chain = ExportChain(exporter, Signal.TRACES, Host(), timeout=0.3, drains_queue=True,
                             retry=RetryConfig(initial_interval=1, max_interval=1, max_elapsed_time=1.5))
         await exporter.start()
         started = time.monotonic()
