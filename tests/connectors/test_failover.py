@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from edgeagent.configretry import RetryConfig
 from edgeagent.connectors.failover import LAST_RESORT, NORMAL, RETRY, FailoverConfig, FailoverConnector, Levels
 from edgeagent.connectors.subpipeline import SubPipeline
-from edgeagent.errors import PermanentError, RetryableError
+from edgeagent.errors import PermanentError, RetryableError, ShutdownError
 from edgeagent.exporters.chain import TIME_SPLIT_FLOOR, ExportChain
 from edgeagent.exporters.otlphttp import OtlpHttpConfig, OtlpHttpExporter
 from edgeagent.processors.resource import ResourceConfig, ResourceProcessor
@@ -374,6 +374,49 @@ def test_a_request_a_level_delivered_in_part_is_retried_with_only_the_undelivere
     finally:
         primary.stop()
     assert received(primary) == [0, 1, 2, 3]
+
+
+class _SecondHalfFailsSlowly(_SecondHalfFails):
+    """As _SecondHalfFails, its 503 coming 0.3 s after the request: a stop can land meanwhile."""
+
+    def _handler(self, signal: str):
+        handle = super()._handler(signal)
+
+        async def slowly(request: web.Request) -> web.Response:
+            response = await handle(request)
+            if response.status == 503:
+                await asyncio.sleep(0.3)
+            return response
+
+        return slowly
+
+
+def test_a_request_a_level_delivered_in_part_when_the_agent_stops_gives_back_only_the_rest():
+    """A failure that came once the stop had begun ended the export with ShutdownError and nothing
+    else: the sender put the whole request back, and the next run sent the first half again."""
+    primary = _SecondHalfFailsSlowly(free_port(), max_items=2).start()
+    host = Host()
+    connector, exporters = _connector({"traces/primary": [primary]}, host)
+    outer = ExportChain(connector, Signal.TRACES, host, drains_queue=True,
+                        retry=RetryConfig(initial_interval=5, max_interval=5, max_elapsed_time=0))
+
+    async def scenario() -> None:
+        export = asyncio.create_task(outer.export([(_request(4), 4)]))
+        for _ in range(500):  # at most 5 s for the first half, then the second is on its way
+            if received(primary):
+                break
+            await asyncio.sleep(0.01)
+        outer.stop()
+        with pytest.raises(ShutdownError) as stopped:
+            await asyncio.wait_for(export, 10)
+        assert stopped.value.unsent is not None, "the sender would put the whole request back"
+        assert [items for _, items in stopped.value.unsent] == [2]
+
+    try:
+        _run(connector, exporters, scenario)
+    finally:
+        primary.stop()
+    assert received(primary) == [0, 1]
 
 
 def received(upstream: Upstream) -> list[int]:
