@@ -15,6 +15,10 @@ many it dropped. A write that fails (EPIPE: the reader is gone; ENOSPC; EIO) dro
 same way; nothing is retried, so a dead output costs no CPU. At exit (logging.shutdown, or the
 owner's close) what is pending gets FLUSH_SECONDS to be written: a stalled output does not hold
 the exit longer.
+
+A regular file takes a write at once or fails it (ENOSPC): its lines are written where they are
+logged, so that they are in the file, in order, as soon as the call returns (whoever reads the
+file next to another sign of the same event sees the line too).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import stat
 import threading
 import time
 import traceback
@@ -45,11 +50,18 @@ class Writer:
         self._dropped = 0  # lines lost since the last notice
         self._busy = False
         self._stopping = False
+        self._inline = _regular_file(fd)
         self._thread = threading.Thread(target=self._run, name=f"output {name}", daemon=True)
-        self._thread.start()
+        if not self._inline:
+            self._thread.start()
 
     def write(self, data: bytes) -> None:
         with self._ready:
+            if self._inline and not self._stopping:
+                dropped, self._dropped = self._dropped, 0
+                if not self._write_all(data + _notice(dropped) if dropped else data):
+                    self._dropped = dropped + 1
+                return
             if self._stopping or self._bytes + len(data) > MAX_PENDING:
                 self._dropped += 1
                 return
@@ -75,7 +87,8 @@ class Writer:
             self._stopping = True
             self._ready.notify_all()
         if written:
-            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self._thread.join(timeout)
             os.close(self.fd)  # a thread still blocked in a write keeps the descriptor (daemon)
 
     def _run(self) -> None:
@@ -110,6 +123,13 @@ class Writer:
             except OSError:
                 return False
         return True
+
+
+def _regular_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def _notice(dropped: int) -> bytes:

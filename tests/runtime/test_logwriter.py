@@ -67,3 +67,18 @@ def test_an_output_whose_reader_left_loses_its_lines_at_once():
         assert time.monotonic() - started < 0.5
     finally:
         writer.close()
+
+
+def test_lines_to_a_regular_file_are_in_it_when_the_write_returns(tmp_path):
+    """A file never holds a write up, so its lines are written where they are logged: a reader that
+    saw another sign of the same event (a counter, an answer) found the line not yet written."""
+    path = tmp_path / "agent.log"
+    writer = logwriter.Writer(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "file")
+    try:
+        for index in range(2000):
+            writer.write(b"line %d\n" % index)
+            if index % 100 == 99:
+                assert path.read_bytes().endswith(b"line %d\n" % index)
+    finally:
+        writer.close()
+    assert path.read_bytes().count(b"\n") == 2000
