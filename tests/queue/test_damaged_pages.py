@@ -133,12 +133,15 @@ def test_a_damage_note_outlives_no_data_file_the_operator_moved_away(tmp_path):
 
 def test_a_compaction_that_meets_a_damaged_page_notes_it_and_reports_it(tmp_path):
     """LMDB's compacting copy reads every page: it found the damage, failed, and was tried again at
-    each interval, the damage never noted; the run went on until a lease read aborted the process."""
+    each interval, the damage never noted; the run went on until a lease read aborted the process.
+    The page is an erased block (0xff), which the copy always refuses as the wrong type of page; a
+    zeroed one deep in the tree can make it read beyond the page and crash instead (as a lease
+    read aborts), and then the run's note has the next start check the file and salvage it."""
     reported: list[str] = []
 
     async def scenario() -> None:
         store, leaves = await _filled(tmp_path, on_damaged=reported.append)
-        _overwrite(tmp_path, leaves[len(leaves) // 2], b"\0")  # not where a put or the first lease goes
+        _overwrite(tmp_path, leaves[len(leaves) // 2], b"\xff")  # not where a put or the first lease goes
         try:
             with pytest.raises(RetryableError, match="damaged"):
                 await store.compact_now()
