@@ -115,8 +115,11 @@ def test_wait_for_result_gives_the_record_back_to_a_grpc_client_whose_deadline_p
     agent = agents(["run", "--config", _config(tmp_path, "wait_for_result: true", max_elapsed="5m"),
                     "--state-dir", str(tmp_path / "state")], env={"UPSTREAM": f"http://127.0.0.1:{port}"})
     started = time.monotonic()
-    assert _grpc_export(agent.grpc_port, 1, timeout=1.5) == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 5  # the client's deadline, not the chain's five minutes
+    # the client's own deadline, or the agent's answer at that deadline when the client's timer fires late (a
+    # loaded machine): either way a failure the client retries, at its deadline
+    assert _grpc_export(agent.grpc_port, 1, timeout=1.5) in (grpc.StatusCode.DEADLINE_EXCEEDED,
+                                                            grpc.StatusCode.UNAVAILABLE)
+    assert 1.4 < time.monotonic() - started < 5  # the client's deadline, not sooner, nor the chain's five minutes
     deadline = time.monotonic() + 5
     while agent.metric("otelcol_exporter_queue_size", exporter="otlphttp") and time.monotonic() < deadline:
         time.sleep(0.1)  # the lease that was retrying it stops: the client gave up on it
