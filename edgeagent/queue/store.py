@@ -101,6 +101,7 @@ import lmdb
 import zstandard
 
 from edgeagent.errors import QueueFullError, ShutdownError
+from edgeagent.futures import settle
 from edgeagent.queue import clocksteps, compaction, damage, environment, reader, record
 from edgeagent.queue.api import Corrupt, StageTransaction, StoredRecord, T
 from edgeagent.queue.arrivals import Arrival, Handover
@@ -394,9 +395,9 @@ class QueueStore(StoreHome):
         try:
             result = op.function()
         except Exception as exc:  # reported to the caller, who logs it
-            self.loop.call_soon_threadsafe(_settle, op.future, None, exc)
+            self.loop.call_soon_threadsafe(settle, op.future, None, exc)
         else:
-            self.loop.call_soon_threadsafe(_settle, op.future, result, None)
+            self.loop.call_soon_threadsafe(settle, op.future, result, None)
 
     def _commit(self, ops: list[WriterOp], sweep: bool = False) -> None:
         now_ms, step_ms = self._steps.read()
@@ -690,11 +691,3 @@ def _stamps(cursor: lmdb.Cursor[bytes], end: int) -> Iterator[tuple[int, int]]:
             return
         yield seq, record.stamp(value)  # the header alone: a step may scan a large backlog
 
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from edgeagent.errors import BadRequestError, RetryableError
+from edgeagent.futures import settle
 from edgeagent.receivers import codec, deprecated
 from edgeagent.signals import Payload, Signal
 from otel.wire import read_varint
@@ -264,15 +265,7 @@ def _parse(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], functio
     except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
         result, error = None, exc
     try:
-        loop.call_soon_threadsafe(_settle, future, result, error)
+        loop.call_soon_threadsafe(settle, future, result, error)
     except RuntimeError:  # the loop closed meanwhile: nobody waits
         pass
 
-
-def _settle(future: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
