@@ -67,6 +67,16 @@ class Names:
         self.resolv.write_text(f"nameserver {self.dns}\noptions timeout:6 attempts:1\n")
         self.agents: list[AgentProcess] = []
 
+    @contextlib.contextmanager
+    def silent_dns(self) -> Iterator[None]:
+        """A DNS server that never answers, at the resolver's address, while the block runs."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns:
+            try:
+                dns.bind((self.dns, 53))
+            except OSError as exc:
+                pytest.skip(f"cannot hold the DNS port {self.dns}:53: {exc}")
+            yield
+
     def point(self, *addresses: str) -> None:
         """NAME resolves to `addresses`, in that order; rewritten in place, where the bind mount sees it."""
         with open(self.hosts, "w") as handle:
@@ -233,11 +243,7 @@ def test_grpc_reconnects_to_the_address_it_had_while_the_resolver_hangs(names, t
     # the upstream restarts while DNS hangs: the name, looked up again for the new connection, held
     # the calls until the resolver gave up (6 s here, 10 s per server with glibc's defaults); grpc-go
     # goes on with the addresses it had while its resolver works
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns:
-        try:
-            dns.bind((names.dns, 53))
-        except OSError as exc:
-            pytest.skip(f"cannot hold the DNS port {names.dns}:53: {exc}")
+    with names.silent_dns():
         port = free_port()
         names.point("127.0.0.1")
         first, second = GrpcUpstream(port).start(), GrpcUpstream(port)
@@ -275,11 +281,7 @@ def test_a_resolver_that_hangs_holds_up_no_other_pipeline(names, tmp_path):
     # a lookup of a name that is not in the hosts file goes to a DNS server that never answers
     # (6 s each): the exporter's ten consumers once took every thread of the default executor with
     # it, and the queue reads of every other pipeline waited for them
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as dns:
-        try:
-            dns.bind((names.dns, 53))
-        except OSError as exc:
-            pytest.skip(f"cannot hold the DNS port {names.dns}:53: {exc}")
+    with names.silent_dns():
         port = free_port()
         near, far = Upstream(free_port()).start(), Upstream(port)
         try:
