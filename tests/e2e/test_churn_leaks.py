@@ -139,6 +139,32 @@ def test_failed_tls_handshakes_leave_nothing_behind(agents, tmp_path, certs):
     assert max(growth.values()) < 20 * MIB, f"200 failed handshakes left {left}"
 
 
+def _idle_tls_clients(port: int, protocol: str, ca_file: str, count: int) -> list[ssl.SSLSocket]:
+    context = ssl.create_default_context(cafile=ca_file)
+    context.set_alpn_protocols([protocol])
+    return [context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                server_hostname="127.0.0.1") for _ in range(count)]
+
+
+def test_idle_tls_connections_hold_little_memory(agents, tmp_path, certs):
+    # asyncio gave each TLS connection a read buffer of 256 kB, written at its start: 200 idle TLS
+    # clients (a hub's senders, or a slowloris) held 55 MiB on each port, about 285 kB each
+    config = tmp_path / "tls.yaml"
+    config.write_text(TLS_RECEIVER % free_port())
+    agent = agents(["run", "--config", str(config)], env={"CERT": certs.server_cert, "KEY": certs.server_key})
+    growth = {}
+    for name, port, protocol in (("HTTP", agent.http_port, "http/1.1"), ("gRPC", agent.grpc_port, "h2")):
+        clients = _idle_tls_clients(port, protocol, certs.ca_file, 5)
+        before = _rss_anon(agent.process.pid)
+        clients += _idle_tls_clients(port, protocol, certs.ca_file, 200)
+        time.sleep(0.2)  # the last handshakes' ends read by the agent
+        growth[name] = _rss_anon(agent.process.pid) - before
+        for client in clients:
+            client.close()
+    held = ", ".join(f"{value / MIB:.0f} MiB on {name}" for name, value in growth.items())
+    assert max(growth.values()) < 16 * MIB, f"200 idle TLS connections held {held}"
+
+
 def test_grpc_connections_leave_nothing_behind(agents, tmp_path, upstream):
     # h2's connection state refers to itself (its table of frame handlers), so each closed gRPC
     # connection stayed, with its buffers and header tables, until the cycle collector ran
