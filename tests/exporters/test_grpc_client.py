@@ -722,3 +722,41 @@ def test_a_connection_lost_while_a_large_request_waits_to_be_written_ends_the_ca
             assert elapsed < 5, elapsed
 
     asyncio.run(scenario())
+
+
+def _link_local() -> str | None:
+    """An IPv6 link-local address of this host with its zone (`fe80::...%eth0`), None without one.
+    A connection to it stays on the host, as one to loopback does."""
+    try:
+        with open("/proc/net/if_inet6") as table:
+            rows = [line.split() for line in table]
+    except OSError:
+        return None
+    for address, _, _, scope, _, interface in rows:
+        if scope == "20":  # IPV6_ADDR_LINKLOCAL
+            return f"{socket.inet_ntop(socket.AF_INET6, bytes.fromhex(address))}%{interface}"
+    return None
+
+
+def test_a_link_local_endpoint_with_its_zone_is_dialled_on_that_zone():
+    """`[fe80::1%eth0]:4317` is an address only with its zone (the interface): its lookup gives the
+    zone as the scope id, which a connect needs. The channel kept the address alone, and every
+    connect failed with EINVAL where otlphttp, grpc-go and otelcol connect."""
+    host = _link_local()
+    if host is None:
+        pytest.skip("no IPv6 link-local address on this host")
+
+    async def scenario() -> None:
+        server = Recorder()
+        port = await server.server.start(host, 0)
+        exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig.model_validate(
+            {"endpoint": f"[{host}]:{port}", "tls": {"insecure": True}, "timeout": "5s"}))
+        await exporter.start()
+        try:
+            await exporter.send(Signal.TRACES, _request(3))
+        finally:
+            await exporter.shutdown()
+            await server.server.stop(1)
+        assert [message for _, _, message in server.calls] == [_request(3)]
+
+    asyncio.run(scenario())
