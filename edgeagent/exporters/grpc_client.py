@@ -334,6 +334,10 @@ class Channel:
             return
         finally:
             resolving.add_done_callback(lambda done: done.cancelled() or done.exception())
+        if self._closed:  # closed while the name was looked up: nothing may connect any more
+            for sub in fresh:
+                sub.close()
+            raise GrpcStatusError(StatusCode.CANCELLED, "the channel was closed")
         old = {tuple(sub.addresses): sub for sub in self._subchannels}
         self._subchannels = [old.pop(tuple(sub.addresses), sub) for sub in fresh]
         for sub in old.values():

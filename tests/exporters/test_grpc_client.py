@@ -760,3 +760,22 @@ def test_a_link_local_endpoint_with_its_zone_is_dialled_on_that_zone():
         assert [message for _, _, message in server.calls] == [_request(3)]
 
     asyncio.run(scenario())
+
+
+def test_a_channel_closed_while_a_call_looks_its_name_up_opens_no_connection():
+    """A stop (or a reload) closes the channel while a call waits for the name's addresses: the
+    lookup's answer set up subchannels on the closed channel, the call connected and went out, and
+    nothing closed that connection again (one left open for each such stop)."""
+    async def scenario() -> None:
+        async with Recorder() as server:
+            channel = Channel(ChannelSettings("localhost", server.port))
+            call = asyncio.ensure_future(channel.unary(TRACES, b"", timeout=5))
+            await asyncio.sleep(0)  # the call is waiting for the lookup (on its thread)
+            await channel.close()
+            with pytest.raises(GrpcStatusError) as failed:
+                await call
+            assert failed.value.code == StatusCode.CANCELLED
+            assert channel._subchannels == []
+            assert server.calls == []
+
+    asyncio.run(scenario())
