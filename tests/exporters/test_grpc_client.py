@@ -34,7 +34,7 @@ from tests.exporters.test_otlphttp_broken_answers import _DeadLetters
 from tests.helpers.certs import Authority, replace
 from tests.helpers.grpc_upstream import Answer, GrpcUpstream
 from tests.helpers.h2_peer import H2Peer
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, link_local
 
 TRACES = f"/{Signal.TRACES.grpc_service}/Export"
 
@@ -724,25 +724,11 @@ def test_a_connection_lost_while_a_large_request_waits_to_be_written_ends_the_ca
     asyncio.run(scenario())
 
 
-def _link_local() -> str | None:
-    """An IPv6 link-local address of this host with its zone (`fe80::...%eth0`), None without one.
-    A connection to it stays on the host, as one to loopback does."""
-    try:
-        with open("/proc/net/if_inet6") as table:
-            rows = [line.split() for line in table]
-    except OSError:
-        return None
-    for address, _, _, scope, _, interface in rows:
-        if scope == "20":  # IPV6_ADDR_LINKLOCAL
-            return f"{socket.inet_ntop(socket.AF_INET6, bytes.fromhex(address))}%{interface}"
-    return None
-
-
 def test_a_link_local_endpoint_with_its_zone_is_dialled_on_that_zone():
     """`[fe80::1%eth0]:4317` is an address only with its zone (the interface): its lookup gives the
     zone as the scope id, which a connect needs. The channel kept the address alone, and every
     connect failed with EINVAL where otlphttp, grpc-go and otelcol connect."""
-    host = _link_local()
+    host = link_local()
     if host is None:
         pytest.skip("no IPv6 link-local address on this host")
 
