@@ -765,3 +765,24 @@ def test_a_channel_closed_while_a_call_looks_its_name_up_opens_no_connection():
             assert server.calls == []
 
     asyncio.run(scenario())
+
+
+@pytest.mark.e2e  # takes seconds: three connects a backoff apart
+def test_a_call_waiting_for_ready_without_a_deadline_keeps_its_last_connect_error_only():
+    """With wait_for_ready and no timeout (`timeout: 0`) a call tries to connect for as long as the
+    upstream is away, every 5 s at most; it kept every failed connect's message, of which it only
+    ever says the last: megabytes a day for each call waiting through an outage."""
+    port = _unused_port()
+
+    async def scenario() -> list[str]:
+        channel = Channel(ChannelSettings("127.0.0.1", port))
+        failures: list[str] = []
+        waiting = asyncio.ensure_future(channel._connection(True, failures))
+        await asyncio.sleep(3.0)  # connects at 0, 1 and 2.6 s
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await channel.close()
+        return failures
+
+    failures = asyncio.run(scenario())
+    assert len(failures) == 1 and "cannot connect" in failures[0], failures
