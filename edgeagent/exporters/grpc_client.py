@@ -242,7 +242,7 @@ class Channel:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout > 0 else None
         body = PREFIX.pack(1 if encoding else 0, len(message)) + message
-        failures: list[str] = []  # this call's failed connects (with wait_for_ready it tries again)
+        failures: list[str] = []  # this call's last failed connect (with wait_for_ready it tries again)
         connected = False
         sent_again = False  # the server did not take the call once: it was sent again
         try:
@@ -282,7 +282,7 @@ class Channel:
             try:
                 return await self._pick()
             except GrpcStatusError as exc:
-                failures.append(exc.message)
+                failures[:] = [exc.message]  # the last only: without a deadline a call may try for days
                 if not wait_for_ready:
                     raise
             await asyncio.sleep(backoff)
@@ -334,6 +334,10 @@ class Channel:
             return
         finally:
             resolving.add_done_callback(lambda done: done.cancelled() or done.exception())
+        if self._closed:  # closed while the name was looked up: nothing may connect any more
+            for sub in fresh:
+                sub.close()
+            raise GrpcStatusError(StatusCode.CANCELLED, "the channel was closed")
         old = {tuple(sub.addresses): sub for sub in self._subchannels}
         self._subchannels = [old.pop(tuple(sub.addresses), sub) for sub in fresh]
         for sub in old.values():

@@ -67,7 +67,19 @@ async def resolve(host: str, port: int, proxy: str) -> tuple[str, list[tuple[str
         infos = await lookup.getaddrinfo(host, port)
     except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (an empty label)
         raise ConnectError(f"cannot resolve {f'the proxy {shown_proxy(proxy)}' if proxy else host}: {exc}") from None
-    return host, list(dict.fromkeys((str(info[4][0]), int(info[4][1])) for info in infos))
+    return host, list(dict.fromkeys((_numeric_host(info[4]), int(info[4][1])) for info in infos))
+
+
+def _numeric_host(sockaddr: tuple[object, ...]) -> str:
+    """The IP address of a lookup's sockaddr as a connect takes it again: an IPv6 one with a scope
+    id (a link-local address) carries its zone (`fe80::1%eth0`), without which its connect fails."""
+    host, scope = str(sockaddr[0]), sockaddr[3] if len(sockaddr) > 3 else 0
+    if not isinstance(scope, int) or not scope:
+        return host
+    try:
+        return f"{host}%{socket.if_indextoname(scope)}"
+    except OSError:  # an interface gone since: its index names the zone as well
+        return f"{host}%{scope}"
 
 
 def size_buffers(sock: socket.socket | None, receive: int, send: int) -> None:

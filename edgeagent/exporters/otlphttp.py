@@ -67,7 +67,7 @@ from edgeagent.exporters.config import ExporterConfig
 from edgeagent.exporters.encoding import compress
 from edgeagent.exporters.httpclient import HttpClientConfig, check_compression_level
 from edgeagent.http1.client import BrokenAnswerError, ClientError, ClientSettings, ConnectError, HttpClient
-from edgeagent.http1.dial import UnsupportedProxyError, read_proxy, split_proxy
+from edgeagent.http1.dial import UnsupportedProxyError, read_proxy, split_proxy, url_host
 from edgeagent.instrumentation import http_client_timer
 from edgeagent.masking import mask, shown_url, url_secrets
 from edgeagent.runtime.reload import Reloading
@@ -438,7 +438,7 @@ def _addresses(urls: list[str]) -> list[tuple[str, int]]:
         except UnsupportedProxyError:  # an environment proxy that cannot be read: nothing is connected to
             continue
         if parts.hostname:
-            addresses.append((parts.hostname, port or (443 if parts.scheme == "https" else 80)))
+            addresses.append((url_host(parts), port or (443 if parts.scheme == "https" else 80)))
     return list(dict.fromkeys(addresses))
 
 

@@ -65,7 +65,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
 
 from edgeagent.http1 import wire
-from edgeagent.http1.dial import ClientError, ConnectError, forwards, open_connection, proxy_authorization
+from edgeagent.http1.dial import (
+    ClientError,
+    ConnectError,
+    forwards,
+    open_connection,
+    proxy_authorization,
+    url_host,
+)
 from edgeagent.http1.pool import Connection, Pool, PoolSettings, Route
 
 if TYPE_CHECKING:
@@ -172,7 +179,7 @@ class HttpClient:
         if scheme == "https" and tls is None:
             raise ClientError("an https:// URL needs a TLS context")
         https_proxy = proxy.lower().startswith("https:")
-        route = Route(scheme, parts.hostname, parts.port or (443 if scheme == "https" else 80),
+        route = Route(scheme, url_host(parts), parts.port or (443 if scheme == "https" else 80),
                       tls if scheme == "https" or https_proxy else None, server_hostname if scheme == "https" else "",
                       proxy)
         head = self._head(method, parts, route, headers, len(body))

@@ -97,6 +97,16 @@ def split_proxy(proxy: str) -> tuple[SplitResult, int | None]:
                                     f"(percent-encode a '/', '?', '#' or '@' in its user or password)") from None
 
 
+def url_host(parts: SplitResult) -> str:
+    """The host a URL connects to, as Go's url.Parse reads it: an IPv6 address's zone is written
+    `%25` and escaped (`[fe80::1%25eth0]`, RFC 6874), and keeps its case (an interface's name)."""
+    host = parts.hostname or ""
+    if "%25" not in host:
+        return host
+    address, _, zone = parts.netloc.rpartition("@")[2].partition("]")[0].lstrip("[").partition("%25")
+    return f"{address.lower()}%{unquote(zone)}"
+
+
 def _credentials(proxy: str) -> tuple[str, str] | None:
     """The user and password a proxy URL holds, decoded; None without."""
     parts = urlsplit(proxy)

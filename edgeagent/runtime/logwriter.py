@@ -11,10 +11,12 @@ So lines are handed to a writer thread, one per descriptor, which writes them wi
 not through Python's buffered stream, whose lock a thread blocked in a write would still hold
 when the interpreter flushes the stream at exit. What waits is bounded (MAX_PENDING bytes): past
 that a line is dropped and counted, and once the output takes lines again the writer says how
-many it dropped. A write that fails (EPIPE: the reader is gone; ENOSPC; EIO) drops its lines the
-same way; nothing is retried, so a dead output costs no CPU. At exit (logging.shutdown, or the
-owner's close) what is pending gets FLUSH_SECONDS to be written: a stalled output does not hold
-the exit longer.
+many it dropped. The first line waiting is not counted, so one longer than the bound is written
+all the same (the debug exporter's detailed text of a request of a megabyte is over 4 MiB).
+A write that fails (EPIPE: the reader is gone; ENOSPC; EIO) drops its lines the same way;
+nothing is retried, so a dead output costs no CPU. At exit (logging.shutdown, or the owner's
+close) what is pending gets FLUSH_SECONDS to be written: a stalled output does not hold the exit
+longer.
 
 A regular file takes a write at once or fails it (ENOSPC): its lines are written where they are
 logged, so that they are in the file, in order, as soon as the call returns (whoever reads the
@@ -62,7 +64,9 @@ class Writer:
                 if not self._write_all(data + _notice(dropped) if dropped else data):
                     self._dropped = dropped + 1
                 return
-            if self._stopping or self._bytes + len(data) > MAX_PENDING:
+            # the bound is on what waits behind the first line, which may be longer than it (the debug
+            # exporter's detailed text of a large request): it holds back a stalled output's backlog
+            if self._stopping or (self._pending and self._bytes - len(self._pending[0]) + len(data) > MAX_PENDING):
                 self._dropped += 1
                 return
             self._pending.append(data)

@@ -24,7 +24,10 @@ Outages: a connection error or a timeout of any one operation marks Redis down: 
 per outage, the gauge `edgeagent_sampler_shared_state_up` at 0. While down, lookups answer {}
 at once (the replica decides with its local caches only); nothing raises to the caller. One
 task probes under exponential backoff (cancelled by shutdown) and marks Redis up again, with an
-info log. A single timeout is often no outage at all (the event loop stalled past
+info log. After an operation that timed out, the outage ends (the info log) only once that
+operation goes through, and the probes back off meanwhile: a probe's one DEL goes through a
+slow path where a batch too large for it does not, and each probe ended the outage, the next
+batch beginning another. A single timeout is often no outage at all (the event loop stalled past
 `operation_timeout`, a failover, a restart), so decisions are not thrown away with it: those
 waiting, a batch whose write failed and those published while down all keep waiting, and the
 writer sends them once the probe finds Redis back. A rewrite is harmless: NX with GET answers
@@ -67,6 +70,7 @@ from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from sampler.cluster.config import SharedStateConfig, shown_url
 from sampler.telemetry import NO_METRICS, Counter, MetricsSink
@@ -123,6 +127,9 @@ class SharedDecisions:
         self._closing = False
         self._down_since: float | None = None  # None: up, or not yet connected since start
         self._replica = False  # the last probe (or write) reached a replica: READONLY
+        # an operation that timed out ("publish", "lookup"): a probe that goes through does not say it
+        # would (a batch too large for a slow path), so only its own success ends the outage
+        self._unconfirmed = ""
         # an episode of refusals (e.g. OOM), warned once: when it began, when the last refusal came
         self._refusing_since: float | None = None
         self._refused_at = 0.0
@@ -164,6 +171,7 @@ class SharedDecisions:
         self._closing = False
         self._broken = False
         self._down_since = None
+        self._unconfirmed = ""
         self._tasks = [asyncio.create_task(self._write_loop(), name=f"shared_state_writer:{self.id}"),
                        asyncio.create_task(self._reconnect_loop(), name=f"shared_state_reconnect:{self.id}")]
         for task in self._tasks:
@@ -213,6 +221,7 @@ class SharedDecisions:
         except _OUTAGE as exc:
             self._failed("lookup", exc)
             return {}
+        self._succeeded("lookup")
         found = {trace_id: value == _KEPT for trace_id, value in zip(trace_ids, values, strict=False)
                  if value in (_KEPT, _DROPPED)}
         kept = sum(found.values())
@@ -317,6 +326,7 @@ class SharedDecisions:
             await self._replica_reached("publish", demoted)
             self._requeue(batch)
             return
+        self._succeeded("publish")
         refused: list[Exception] = []
         foreign = 0  # keys holding a value that is no decision: as lookups do, not followed
         for (trace_id, stamp), reply in zip(batch.items(), replies, strict=False):
@@ -377,16 +387,29 @@ class SharedDecisions:
             return False
         if self._closing:  # shut down while the probe was on its way
             return False
-        if self._down_since is not None:
-            log.info("shared decisions are available again", extra={
-                "processor": self.id, "url": self.url, "outage_seconds": round(time.monotonic() - self._down_since, 1)})
-        self._down_since = None
+        if not self._unconfirmed:
+            self._recovered()
         self.up = True
         self._available.set()
         return True
 
+    def _recovered(self) -> None:
+        """The outage is over: said once, with how long it lasted."""
+        if self._down_since is not None:
+            log.info("shared decisions are available again", extra={
+                "processor": self.id, "url": self.url, "outage_seconds": round(time.monotonic() - self._down_since, 1)})
+        self._down_since = None
+
+    def _succeeded(self, operation: str) -> None:
+        """An operation went through: the outage it timed out in, if any, is over."""
+        if self._unconfirmed == operation:
+            self._unconfirmed = ""
+            self._recovered()
+
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._count("errors", 1, operation)
+        if operation != "connect" and isinstance(exc, (TimeoutError, RedisTimeout)):
+            self._unconfirmed = operation
         if self._down_since is None:  # a new outage (or no connection since start): say so once
             self._down_since = time.monotonic()
             log.warning("shared decisions are unavailable; deciding with local caches only until Redis answers",
@@ -413,13 +436,18 @@ class SharedDecisions:
     async def _reconnect_loop(self) -> None:
         """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it. A
         replica that answers READONLY is asked again every second at most: an endpoint's DNS name
-        leads to the new primary once its TTL is over, and the next probe should follow soon."""
+        leads to the new primary once its TTL is over, and the next probe should follow soon. The
+        backoff goes on through probes that went through while the outage did not end (what timed
+        out timed out again), and starts afresh with the next outage."""
+        delay, outage = _BACKOFF_INITIAL, None
         while True:
             await self._down.wait()
             self._down.clear()
-            delay = _BACKOFF_INITIAL
+            if self._down_since != outage:
+                delay, outage = _BACKOFF_INITIAL, self._down_since
             while not self.up:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                if self._redis is None or await self._probe():
-                    break
+                found = self._redis is None or await self._probe()
                 delay = min(delay * 2, _REPLICA_BACKOFF_MAX if self._replica else _BACKOFF_MAX)
+                if found:
+                    break

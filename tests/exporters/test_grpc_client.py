@@ -34,7 +34,7 @@ from tests.exporters.test_otlphttp_broken_answers import _DeadLetters
 from tests.helpers.certs import Authority, replace
 from tests.helpers.grpc_upstream import Answer, GrpcUpstream
 from tests.helpers.h2_peer import H2Peer
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, link_local
 
 TRACES = f"/{Signal.TRACES.grpc_service}/Export"
 
@@ -722,3 +722,67 @@ def test_a_connection_lost_while_a_large_request_waits_to_be_written_ends_the_ca
             assert elapsed < 5, elapsed
 
     asyncio.run(scenario())
+
+
+def test_a_link_local_endpoint_with_its_zone_is_dialled_on_that_zone():
+    """`[fe80::1%eth0]:4317` is an address only with its zone (the interface): its lookup gives the
+    zone as the scope id, which a connect needs. The channel kept the address alone, and every
+    connect failed with EINVAL where otlphttp, grpc-go and otelcol connect."""
+    host = link_local()
+    if host is None:
+        pytest.skip("no IPv6 link-local address on this host")
+
+    async def scenario() -> None:
+        server = Recorder()
+        port = await server.server.start(host, 0)
+        exporter = OtlpGrpcExporter("otlp", OtlpGrpcConfig.model_validate(
+            {"endpoint": f"[{host}]:{port}", "tls": {"insecure": True}, "timeout": "5s"}))
+        await exporter.start()
+        try:
+            await exporter.send(Signal.TRACES, _request(3))
+        finally:
+            await exporter.shutdown()
+            await server.server.stop(1)
+        assert [message for _, _, message in server.calls] == [_request(3)]
+
+    asyncio.run(scenario())
+
+
+def test_a_channel_closed_while_a_call_looks_its_name_up_opens_no_connection():
+    """A stop (or a reload) closes the channel while a call waits for the name's addresses: the
+    lookup's answer set up subchannels on the closed channel, the call connected and went out, and
+    nothing closed that connection again (one left open for each such stop)."""
+    async def scenario() -> None:
+        async with Recorder() as server:
+            channel = Channel(ChannelSettings("localhost", server.port))
+            call = asyncio.ensure_future(channel.unary(TRACES, b"", timeout=5))
+            await asyncio.sleep(0)  # the call is waiting for the lookup (on its thread)
+            await channel.close()
+            with pytest.raises(GrpcStatusError) as failed:
+                await call
+            assert failed.value.code == StatusCode.CANCELLED
+            assert channel._subchannels == []
+            assert server.calls == []
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.e2e  # takes seconds: three connects a backoff apart
+def test_a_call_waiting_for_ready_without_a_deadline_keeps_its_last_connect_error_only():
+    """With wait_for_ready and no timeout (`timeout: 0`) a call tries to connect for as long as the
+    upstream is away, every 5 s at most; it kept every failed connect's message, of which it only
+    ever says the last: megabytes a day for each call waiting through an outage."""
+    port = _unused_port()
+
+    async def scenario() -> list[str]:
+        channel = Channel(ChannelSettings("127.0.0.1", port))
+        failures: list[str] = []
+        waiting = asyncio.ensure_future(channel._connection(True, failures))
+        await asyncio.sleep(3.0)  # connects at 0, 1 and 2.6 s
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await channel.close()
+        return failures
+
+    failures = asyncio.run(scenario())
+    assert len(failures) == 1 and "cannot connect" in failures[0], failures

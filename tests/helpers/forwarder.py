@@ -15,6 +15,7 @@ from tests.helpers.loop_server import LoopServer, pipe
 class Forwarder(LoopServer):
     port: int
     target: int
+    rate: float = 0.0  # bytes a second each way; 0: as fast as loopback
 
     @property
     def url(self) -> str:
@@ -28,6 +29,23 @@ class Forwarder(LoopServer):
             return
         self._writers.add(upstream_writer)  # stop() closes both ends
         try:
-            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+            if self.rate:
+                await asyncio.gather(_slow_pipe(reader, upstream_writer, self.rate),
+                                     _slow_pipe(upstream_reader, writer, self.rate))
+            else:
+                await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
         finally:
             self._writers.discard(upstream_writer)
+
+
+async def _slow_pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter, rate: float) -> None:
+    """`pipe`, at `rate` bytes a second."""
+    try:
+        while data := await source.read(4096):
+            target.write(data)
+            await target.drain()
+            await asyncio.sleep(len(data) / rate)
+    except ConnectionError:
+        pass
+    finally:
+        target.close()

@@ -81,3 +81,18 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def link_local() -> str | None:
+    """An IPv6 link-local address of this host with its zone (`fe80::...%eth0`), None without one.
+    A connection to it stays on the host, as one to loopback does."""
+    try:
+        with open("/proc/net/if_inet6") as table:
+            rows = [line.split() for line in table]
+    except OSError:
+        return None
+    for address, _, _, scope, _, interface in rows:
+        if scope == "20":  # IPV6_ADDR_LINKLOCAL
+            return f"{socket.inet_ntop(socket.AF_INET6, bytes.fromhex(address))}%{interface}"
+    return None
+

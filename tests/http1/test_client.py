@@ -25,7 +25,7 @@ from edgeagent.http1.client import (
     PoolSettings,
 )
 from tests.helpers.http_proxy import HttpProxy
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, link_local
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -743,3 +743,33 @@ def test_a_request_given_up_before_its_answer_does_not_go_on_reaching_the_server
 
     asyncio.run(scenario())
     assert got and got[0] < len(body), "the request given up reached the server in full"
+
+
+def test_a_link_local_url_with_its_zone_escaped_reaches_that_zone():
+    """`http://[fe80::1%25eth0]:4318` is how a URL writes a link-local address and its zone (RFC 6874;
+    Go's url.Parse reads the zone as `eth0`, and otelcol connects): the client looked up
+    `fe80::1%25eth0`, an interface named `25eth0`, and no request ever went out."""
+    host = link_local()
+    if host is None:
+        pytest.skip("no IPv6 link-local address on this host")
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> int:
+        server = await asyncio.start_server(serve, host, 0)
+        address, zone = host.split("%")
+        url = f"http://[{address}%25{zone}]:{server.sockets[0].getsockname()[1]}/v1/traces"
+        client = HttpClient(ClientSettings())
+        try:
+            return (await client.request("POST", url, body=b"{}", timeout=5)).status
+        finally:
+            await client.close()
+            server.close()
+
+    assert asyncio.run(scenario()) == 200
+    assert f"Host: [{host.replace('%', '%25')}]:".encode() in heads[0]  # as Go sends it: the URL's own

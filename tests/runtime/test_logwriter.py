@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from edgeagent.runtime import logwriter
@@ -82,3 +83,29 @@ def test_lines_to_a_regular_file_are_in_it_when_the_write_returns(tmp_path):
     finally:
         writer.close()
     assert path.read_bytes().count(b"\n") == 2000
+
+
+def test_a_line_longer_than_the_bound_reaches_an_output_that_takes_it():
+    """The bound is on what waits for a stalled output, not on one line: the debug exporter's
+    detailed text of a request of a megabyte and more is one write of over 4 MiB, which was dropped
+    (said as an output that did not take it) while the pipe's reader read all it was given."""
+    reader, writer_fd = os.pipe()
+    received: list[bytes] = []
+
+    def drain() -> None:
+        while chunk := os.read(reader, 1 << 20):
+            received.append(chunk)
+
+    thread = threading.Thread(target=drain, daemon=True)
+    thread.start()
+    long_line = b"x" * (logwriter.MAX_PENDING + 1) + b"\n"
+    writer = logwriter.Writer(writer_fd, "test")
+    try:
+        writer.write(long_line)
+        writer.write(b"after\n")
+        assert writer.flush(5.0)
+    finally:
+        writer.close()
+        thread.join(5.0)
+        os.close(reader)
+    assert b"".join(received) == long_line + b"after\n"

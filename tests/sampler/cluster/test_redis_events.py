@@ -148,3 +148,32 @@ def test_a_demoted_primary_is_asked_again_every_second_until_the_endpoint_leads_
         asyncio.run(scenario())
     finally:
         endpoint.stop()
+
+
+def test_a_path_too_slow_for_a_batch_is_one_outage_whose_probes_back_off(redis_server, caplog):
+    """Through a path of 50 kB/s a batch of 1,000 decisions (100 kB) cannot go within
+    operation_timeout, while the probe's one DEL goes at once. Each probe ended the outage (an info
+    line) and the next batch began another (a warning): 15 of each in 5 s, and a batch tried again
+    every 0.35 s for good. What the probe cannot stand for (an operation that timed out) ends the
+    outage only when that operation goes through, and the probes back off meanwhile."""
+    endpoint = Forwarder(free_port(), redis_server.port, rate=50_000).start()
+
+    async def scenario():
+        shared = _shared(endpoint)
+        await shared.start()
+        with caplog.at_level(logging.INFO, logger="sampler.cluster.redis_state"):
+            for turn in range(80):  # 4 s of decisions
+                shared.publish(dict.fromkeys(_ids(200, 1000 + turn), True))
+                await asyncio.sleep(0.05)
+        failed = _counter(shared, "errors", "publish")
+        await shared.shutdown()
+        return failed
+
+    try:
+        failed = asyncio.run(scenario())
+    finally:
+        endpoint.stop()
+    assert len(_lines(caplog, "unavailable")) == 1, _lines(caplog, "")
+    assert not _lines(caplog, "available again"), _lines(caplog, "")
+    # probes 0.1, 0.2, 0.4, 0.8, 1.6 s apart (jittered down to half), a batch timing out after each
+    assert failed <= 7, failed
