@@ -110,7 +110,10 @@ class Writer:
                 self._busy = True
             if dropped:
                 batch += _notice(dropped)
-            written = self._write_all(batch)
+            try:
+                written = self._write_all(batch)
+            except Exception:  # unforeseen: these lines are lost, counted as such, and the thread goes on
+                written = False
             with self._ready:
                 self._busy = False
                 if not written:
@@ -123,7 +126,9 @@ class Writer:
             try:
                 view = view[os.write(self.fd, view):]
             except BlockingIOError:  # a descriptor another process made non-blocking: wait for room
-                select.select([], [self.fd], [], 1.0)
+                waiting = select.poll()  # not select(), which refuses a descriptor above 1023
+                waiting.register(self.fd, select.POLLOUT)
+                waiting.poll(1000)
             except OSError:
                 return False
         return True
