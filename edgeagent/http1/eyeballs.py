@@ -2,8 +2,8 @@
 succeed taken, as Go's dialer races IPv4 300 ms after IPv6 and grpc-go's pick_first starts the
 next address 250 ms into a connect.
 
-An attempt starts `delay` after the one before it, or at once when every attempt started so far
-has failed; those under way go on meanwhile. The first that succeeds wins and the others are
+An attempt starts `delay` after the one before it, or at once when an attempt under way fails
+(as RFC 8305 starts the next one); those under way go on meanwhile. The first that succeeds wins and the others are
 cancelled; one that succeeded too late is handed to `discard` (its connection closed). When every
 attempt fails, `AllFailed` carries their errors in the order the attempts were given.
 """
