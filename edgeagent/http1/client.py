@@ -67,6 +67,7 @@ from urllib.parse import SplitResult, urlsplit
 from edgeagent.http1 import wire
 from edgeagent.http1.dial import ClientError, ConnectError, forwards, open_connection, proxy_authorization
 from edgeagent.http1.pool import Connection, Pool, PoolSettings, Route
+from edgeagent.runtime import suspensions
 
 if TYPE_CHECKING:
     from http.cookiejar import CookieJar
@@ -146,7 +147,7 @@ class HttpClient:
         heads: list[tuple[int, wire.Headers]] = []  # the final answer's head, once it came
         try:
             try:
-                async with asyncio.timeout(timeout or None) as scope:
+                async with suspensions.timeout(timeout or None) as scope:
                     response = await self._send(method, parts, body, headers, tls, server_hostname, proxy,
                                                 scope.when(), heads)
             except TimeoutError as exc:

@@ -1,0 +1,87 @@
+"""The agent's process frozen and thawed: an IoT gateway that suspends, a VM its host pauses, a
+container the cgroup freezer freezes. SIGSTOP and SIGCONT do to the real agent what those do: it
+does not run while the monotonic clock goes on, and every timer that fell due meanwhile fires at
+once when it runs again. The freezes here are seconds long, against timeouts shortened to match."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.helpers.configs import grpc_exporter, http_exporter, traces_config
+from tests.helpers.grpc_upstream import GrpcUpstream
+from tests.helpers.net import free_port, wait_until
+from tests.helpers.sdk import send_spans
+from tests.helpers.upstream import Upstream
+
+pytestmark = pytest.mark.e2e
+
+
+@contextmanager
+def frozen(agent) -> Iterator[None]:
+    """The agent's process stopped for the block, and let go on after it whatever the block does."""
+    os.kill(agent.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(agent.process.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_an_answer_that_came_while_the_agent_was_frozen_is_read_not_timed_out_and_sent_again(
+        agents, tmp_path, transport):
+    # the request is on its way when the agent freezes; the upstream answers it during the freeze,
+    # long before the freeze is over. The attempt's timeout fell due meanwhile too, and fired in the
+    # turn of the loop that the answer arrived in: the request was sent again, and the chain took
+    # the link for a slow one and cut every request after it to 64 kB.
+    port = free_port()
+    batching = {"num_consumers": 1, "batch": {"min_size": 0}}
+    if transport == "http":
+        upstream: Upstream | GrpcUpstream = Upstream(port, hang=0.5).start()
+        exporters = {"otlphttp": http_exporter(f"http://127.0.0.1:{port}", timeout="2s", sending_queue=batching)}
+    else:
+        upstream = GrpcUpstream(port, hang=0.5).start()
+        exporters = {"otlp": grpc_exporter(f"127.0.0.1:{port}", timeout="2s", sending_queue=batching)}
+    try:
+        agent = agents(["run", "--config", traces_config(tmp_path / "config.yaml", exporters)])
+        sent = send_spans("http", agent.http_port, 2000, batch=1000)  # two records of about 80 kB
+        wait_until(lambda: upstream.attempts >= 1, timeout=10, message="the first request on its way")
+        with frozen(agent):
+            time.sleep(3.0)  # the answer comes 0.5 s after the request; the timeout falls due at 2 s
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=10, interval=0.1, message="every span delivered")
+        assert len(upstream.spans()) == len(sent), "a request answered during the freeze was sent again"
+        assert upstream.attempts == 2
+        assert "sending smaller requests" not in agent.log()
+        assert "the agent did not run for a while" in agent.log()
+    finally:
+        upstream.stop()
+
+
+def test_a_freeze_longer_than_max_elapsed_time_does_not_end_the_retries_of_a_request(agents, tmp_path):
+    # the upstream answers 503 and the agent backs off; it is frozen for longer than max_elapsed_time.
+    # The first attempt after the thaw fails too, and the retry counted the freeze as time the upstream
+    # had failed: it gave up after that one attempt, and the consumer waited max_interval (30 s) before
+    # it sent the data again, though the upstream took it a moment later.
+    port = free_port()
+    upstream = Upstream(port, status=503).start()
+    retry = {"initial_interval": "1s", "randomization_factor": 0, "max_interval": "30s", "max_elapsed_time": "3s"}
+    exporters = {"otlphttp": http_exporter(f"http://127.0.0.1:{port}", timeout="2s", retry_on_failure=retry)}
+    try:
+        agent = agents(["run", "--config", traces_config(tmp_path / "config.yaml", exporters)])
+        sent = send_spans("http", agent.http_port, 100, batch=100)
+        wait_until(lambda: upstream.attempts >= 1, timeout=10, message="the first attempt")
+        with frozen(agent):
+            time.sleep(4.0)
+        thawed = time.monotonic()
+        wait_until(lambda: upstream.attempts >= 2, timeout=5, message="the attempt due during the freeze")
+        upstream.status = 200
+        wait_until(lambda: upstream.span_ids() >= sent, timeout=8, interval=0.1, message="the spans delivered")
+        assert time.monotonic() - thawed < 5
+        assert "still failing after retries" not in agent.log()
+    finally:
+        upstream.stop()
