@@ -17,6 +17,9 @@ gap is kept (the last GAPS of them), logged once, and:
 * `lost_since(mark)` says how much of the time since loop time `mark` the agent did not run, so a
   retry's elapsed time leaves out what no upstream can be blamed for (otelcol's own measure is the
   clock: a freeze longer than its `max_elapsed_time` drops the data there);
+* `running_time()` is a clock that stands still meanwhile: a tail-sampling trace's decision_wait is
+  counted on it, so the spans its clients sent during the freeze (in the sockets when it ends) are
+  read before it is decided, as they would have been had the agent run;
 * `timeout()` / `timeout_at()` are asyncio's, lengthened by the time the agent did not run while
   they ran: an upstream gets its whole timeout of the agent's running time, and an answer that
   came during a freeze is read, not thrown away.
@@ -32,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from types import TracebackType
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ class Heartbeat:
         self._loop = loop
         self._last = loop.time()
         self.gaps: collections.deque[tuple[float, float]] = collections.deque(maxlen=GAPS)
+        self.lost = 0.0  # seconds not run since install
+        self._running = 0.0  # the last running time read
         self._handle: asyncio.TimerHandle | None = loop.call_later(TICK, self._tick)
 
     def close(self) -> None:
@@ -68,9 +74,17 @@ class Heartbeat:
         if now - began <= THRESHOLD:
             return
         self.gaps.append((began, now))
+        self.lost += now - began
         log.warning("the agent did not run for a while (the process was stopped or frozen, or its host paused); "
                     "timeouts and retry deadlines that ran out meanwhile do not count that time",
                     extra={"seconds": round(now - began, 3)})
+
+    def running_time(self) -> float:
+        """Loop time less the time not run; never less than it read before (a reading taken while
+        the heartbeat was late, just before a freeze, lies inside the gap)."""
+        self.notice()
+        self._running = max(self._running, self._loop.time() - self.lost)
+        return self._running
 
     def lost_since(self, mark: float) -> float:
         self.notice()
@@ -98,6 +112,16 @@ def lost_since(mark: float) -> float:
     """Seconds since loop time `mark` that the running loop did not run (0 when not measured)."""
     heartbeat = _heartbeats.get(asyncio.get_running_loop())
     return 0.0 if heartbeat is None else heartbeat.lost_since(mark)
+
+
+def running_time() -> float:
+    """A clock that stands still while the running loop does not run (time.monotonic() where it is not
+    measured): what deadlines of the agent's own, as a trace's decision_wait, are counted on."""
+    try:
+        heartbeat = _heartbeats.get(asyncio.get_running_loop())
+    except RuntimeError:
+        heartbeat = None
+    return time.monotonic() if heartbeat is None else heartbeat.running_time()
 
 
 class RunningTimeout:

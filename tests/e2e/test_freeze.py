@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags, set_span_in_context
 
+from tests.e2e.test_tail_sampling import _config as tail_sampling_config
 from tests.helpers.configs import grpc_exporter, http_exporter, traces_config
 from tests.helpers.grpc_upstream import GrpcUpstream
 from tests.helpers.net import free_port, wait_until
 from tests.helpers.sdk import send_spans
+from tests.helpers.traces import Client, span_ids_by_trace
 from tests.helpers.upstream import Upstream
 
 pytestmark = pytest.mark.e2e
@@ -85,3 +89,35 @@ def test_a_freeze_longer_than_max_elapsed_time_does_not_end_the_retries_of_a_req
         assert "still failing after retries" not in agent.log()
     finally:
         upstream.stop()
+
+
+def test_spans_sent_while_the_agent_was_frozen_join_their_trace_before_it_is_decided(agents, upstream, tmp_path):
+    # five traces of plain spans; half a second later (decision_wait is 2 s) the agent freezes, and
+    # meanwhile the client sends each trace an error span, which the status_code policy keeps. The
+    # freeze outlasts decision_wait: counted on the clock, every trace was due when the agent ran
+    # again and was decided (dropped) before the error spans waiting in its sockets were read, and
+    # those were then dropped as late spans of dropped traces.
+    agent = agents(["run", "--config", tail_sampling_config(tmp_path, wait="2s"),
+                    "--state-dir", str(tmp_path / "state")], env={"UPSTREAM": upstream.url})
+    client = Client(agent.http_port)
+    traces = dict(client.trace("plain") for _ in range(5))
+    client.flush()
+    time.sleep(0.5)
+
+    def errors() -> None:
+        for trace_id, spans in traces.items():
+            parent = set_span_in_context(NonRecordingSpan(SpanContext(trace_id, next(iter(spans)), True,
+                                                                      TraceFlags(1))))
+            with client.tracer.start_as_current_span("refund", context=parent) as span:
+                span.set_status(Status(StatusCode.ERROR, "refund failed"))
+                spans.add(span.get_span_context().span_id)
+        client.flush()
+
+    sender = threading.Thread(target=errors)
+    with frozen(agent):
+        sender.start()
+        time.sleep(3.0)
+    sender.join(15)
+    wait_until(lambda: span_ids_by_trace(upstream) == traces, timeout=6, interval=0.1,
+               message="every trace kept whole")
+    client.close()

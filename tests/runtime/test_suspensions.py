@@ -73,3 +73,24 @@ def test_the_time_not_run_since_a_mark_counts_only_the_gap_after_it():
     lost, later = asyncio.run(main())
     assert 1.4 < lost <= 2.05
     assert later < 0.01  # the gap ends when it is noticed, a moment after the loop ran again
+
+
+def test_the_running_clock_stands_still_while_the_loop_does_not_run_and_never_goes_back():
+    async def main() -> tuple[float, float, list[float]]:
+        loop = asyncio.get_running_loop()
+        suspensions.install(loop)
+        try:
+            readings = [suspensions.running_time()]
+            time.sleep(2.0)  # the loop held: not run
+            readings.append(suspensions.running_time())
+            for _ in range(5):
+                await asyncio.sleep(0.1)
+                readings.append(suspensions.running_time())
+            return readings[1] - readings[0], readings[-1] - readings[1], readings
+        finally:
+            suspensions.uninstall(loop)
+
+    frozen, after, readings = asyncio.run(main())
+    assert frozen < 1.6  # at most the heartbeat's tick and threshold of the 2 s counted
+    assert 0.45 < after < 0.8
+    assert readings == sorted(readings)

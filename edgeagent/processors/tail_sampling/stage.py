@@ -92,6 +92,7 @@ from edgeagent.processors.tail_sampling.reads import chunks, known_traces, polic
 from edgeagent.processors.tail_sampling.recovery import KEY, Rewrite, recover
 from edgeagent.processors.tail_sampling.telemetry import StageTelemetry
 from edgeagent.queue.api import StageStore, StageTransaction
+from edgeagent.runtime import suspensions
 from edgeagent.signals import Payload, Signal
 from sampler.buffer import (
     DecisionCache,
@@ -118,7 +119,7 @@ class SamplingStage(TraceMover):
     every request that passed the processors before it (`ingest`)."""
 
     def __init__(self, component_id: str, config: TailSamplingConfig, host: Any,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = suspensions.running_time):
         super().__init__(component_id, config)
         self.host = host
         self.clock = clock
