@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags, set_span_in_context
 
 from tests.e2e.test_tail_sampling import _config as tail_sampling_config
@@ -121,3 +123,35 @@ def test_spans_sent_while_the_agent_was_frozen_join_their_trace_before_it_is_dec
     wait_until(lambda: span_ids_by_trace(upstream) == traces, timeout=6, interval=0.1,
                message="every trace kept whole")
     client.close()
+
+
+def test_a_body_whose_rest_came_while_the_agent_was_frozen_is_read_not_refused_for_read_timeout(agents, tmp_path):
+    # the client sent half its body, the agent froze, the client sent the rest: when the agent ran
+    # again read_timeout (2 s) had passed on the clock, and it answered 408 to a body it had whole
+    port = free_port()
+    upstream = Upstream(port).start()
+    try:
+        config = traces_config(tmp_path / "config.yaml", {"otlphttp": http_exporter(f"http://127.0.0.1:{port}")})
+        agent = agents(["run", "--config", config, "--set", "receivers::otlp::protocols::http::read_timeout=2s"])
+        _, body = _one_span_request()
+        connection = socket.create_connection(("127.0.0.1", agent.http_port), timeout=10)
+        with connection:
+            connection.sendall(f"POST /v1/traces HTTP/1.1\r\nHost: agent\r\nContent-Type: application/x-protobuf\r\n"
+                               f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:len(body) // 2])
+            time.sleep(0.3)
+            with frozen(agent):
+                connection.sendall(body[len(body) // 2:])
+                time.sleep(3.0)
+            status_line = connection.recv(4096).split(b"\r\n", 1)[0]
+        assert status_line == b"HTTP/1.1 200 OK"
+        wait_until(lambda: len(upstream.spans()) == 1, timeout=5, message="the span delivered")
+    finally:
+        upstream.stop()
+
+
+def _one_span_request() -> tuple[bytes, bytes]:
+    """A request of one span with a long name (a body of some kB); its span id and its bytes."""
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(trace_id=os.urandom(16), span_id=os.urandom(8),
+                                                                    name="x" * 4000)
+    return span.span_id, request.SerializeToString()
