@@ -11,7 +11,10 @@ attempt, and the consumer paused for `max_interval` before it tried again.
 
 A heartbeat (a timer every TICK seconds on the agent's loop) notices such a gap: a tick that comes
 more than THRESHOLD seconds after its time means the loop did not run in between (the process was
-frozen, or the loop was held by something else, which the upstream is no more to blame for). The
+frozen, or the loop was held by something else, which the upstream is no more to blame for). When
+in the tick the freeze began is not known, so a gap is counted from the previous tick: up to TICK
+too long, which lengthens a timeout a little after a freeze, where too short would let a short
+timeout fire at the thaw all the same. The
 gap is kept (the last GAPS of them), logged once, and:
 
 * `lost_since(mark)` says how much of the time since loop time `mark` the agent did not run, so a
@@ -22,7 +25,9 @@ gap is kept (the last GAPS of them), logged once, and:
   read before it is decided, as they would have been had the agent run;
 * `timeout()` / `timeout_at()` are asyncio's, lengthened by the time the agent did not run while
   they ran: an upstream gets its whole timeout of the agent's running time, and an answer that
-  came during a freeze is read, not thrown away.
+  came during a freeze is read, not thrown away (export attempts, the OTLP/HTTP receiver's
+  read_timeout, the Redis operations of shared sampling decisions, where a lookup timed out so
+  marked Redis down and the traces that fell due were decided without the other replicas').
 
 A gap is also noticed when it is asked about before the heartbeat's late tick has run (the
 timers that fell due during a freeze all run in the same turn of the loop, in no order that
@@ -69,9 +74,9 @@ class Heartbeat:
     def notice(self) -> None:
         """Take in the gap since the last heartbeat, if there is one."""
         now = self._loop.time()
-        began = self._last + TICK
+        began = self._last  # when the freeze began within the tick is unknown: counted from the last tick
         self._last = now
-        if now - began <= THRESHOLD:
+        if now - began - TICK <= THRESHOLD:
             return
         self.gaps.append((began, now))
         self.lost += now - began

@@ -71,7 +71,7 @@ def test_the_time_not_run_since_a_mark_counts_only_the_gap_after_it():
             suspensions.uninstall(loop)
 
     lost, later = asyncio.run(main())
-    assert 1.4 < lost <= 2.05
+    assert 1.9 < lost <= 2.05 + suspensions.TICK  # counted from the tick before the loop was held
     assert later < 0.01  # the gap ends when it is noticed, a moment after the loop ran again
 
 

@@ -562,7 +562,9 @@ class SamplingStage(TraceMover):
         if self.config.shared_state is None:
             return None
         from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
-        return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record)
+        # a freeze of the replica is no Redis outage: an answer that came meanwhile is read
+        return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record,
+                               timeout=suspensions.timeout)
 
     async def _shared_lookup(self, parts: list[TracePart]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
