@@ -80,8 +80,8 @@ class Heartbeat:
             return
         self.gaps.append((began, now))
         self.lost += now - began
-        log.warning("the agent did not run for a while (the process was stopped or frozen, or its host paused); "
-                    "timeouts and retry deadlines that ran out meanwhile do not count that time",
+        log.warning("the agent did not run for a while (the process was stopped or frozen, its host paused, or "
+                    "its event loop held); timeouts and deadlines that ran out meanwhile do not count that time",
                     extra={"seconds": round(now - began, 3)})
 
     def running_time(self) -> float:
