@@ -27,7 +27,7 @@ from edgeagent.cli_commands import Commands, config_flags, go_bool, queue_comman
 from edgeagent.cli_listings import MERGE_APPEND, cmd_components, cmd_featuregate
 from edgeagent.config.document import ConfigError
 from edgeagent.config.upstream import upstream_base
-from edgeagent.runtime import descriptors, event_loop, hangup, loop_errors
+from edgeagent.runtime import descriptors, event_loop, hangup, loop_errors, suspensions
 from edgeagent.runtime import logging as agent_logging
 from edgeagent.runtime.paths import default_state_dir
 
@@ -233,6 +233,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop_errors.install(loop)
+    suspensions.install(loop)
 
     def stopping() -> None:
         stop.set()

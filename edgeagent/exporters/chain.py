@@ -74,6 +74,7 @@ from google.protobuf.message import DecodeError
 from edgeagent.configretry import RetryConfig, backoff_delay, honoured_retry_after
 from edgeagent.errors import PermanentError, RefusedError, RetryableError, ShutdownError
 from edgeagent.exporters.link import Link
+from edgeagent.runtime import suspensions
 from edgeagent.signals import Signal, split_serialized
 
 log = logging.getLogger(__name__)
@@ -413,7 +414,8 @@ class ExportChain:
                     # (not valid protobuf, or nothing to split: retried as any failure, with backoff)
                     if halves is not None and len(halves) >= 2:
                         raise _TooSlow(halves) from exc
-                delay = self._next_delay(exc, attempt, loop.time() - started)
+                # the time the agent did not run (frozen, suspended) is no time the upstream failed for
+                delay = self._next_delay(exc, attempt, loop.time() - started - suspensions.lost_since(started))
                 if delay is None:
                     raise
                 log.debug("send failed; retrying", extra={"exporter": self.exporter.id, "signal": self.signal.label,
@@ -474,7 +476,7 @@ class ExportChain:
         if self.timeout is None:
             return await self.exporter.send(self.signal, body)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with suspensions.timeout(self.timeout):
                 return await self.exporter.send(self.signal, body)
         except TimeoutError as exc:
             raise RetryableError(f"upstream did not answer within {self.timeout:g}s", connection=True,

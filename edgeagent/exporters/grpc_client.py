@@ -71,6 +71,7 @@ from edgeagent.http1 import eyeballs
 from edgeagent.http1.dial import ClientError, ConnectError, shown_proxy
 from edgeagent.receivers import codec
 from edgeagent.receivers.grpc_call import ENCODINGS, quiet_h2, unbase64
+from edgeagent.runtime import suspensions
 
 quiet_h2()  # the connections' h2 (grpc_connection.py)
 _ACCEPT_ENCODING = ",".join(ENCODINGS).encode()
@@ -246,13 +247,13 @@ class Channel:
         connected = False
         sent_again = False  # the server did not take the call once: it was sent again
         try:
-            async with asyncio.timeout_at(deadline):
+            async with suspensions.timeout_at(deadline) as scope:
                 while True:
                     connected = False
                     connection = await self._connection(wait_for_ready, failures)
                     connected = True
                     headers = self._headers(path, metadata, encoding,
-                                            None if deadline is None else deadline - loop.time())
+                                            _left(scope, loop.time()))
                     try:
                         call = await connection.call(headers, body)
                     except Closed:
@@ -455,6 +456,12 @@ def _message(call: Call, encoding: str) -> bytes:
 
 def _metadata_value(key: str, value: bytes) -> str | bytes:
     return unbase64(value) if key.endswith("-bin") else value.decode("latin-1")
+
+
+def _left(scope: asyncio.Timeout, now: float) -> float | None:
+    """Seconds a call's deadline leaves (None: no deadline)."""
+    when = scope.when()
+    return None if when is None else max(0.0, when - now)
 
 
 def _timeout_header(seconds: float) -> bytes:

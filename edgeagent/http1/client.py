@@ -74,6 +74,7 @@ from edgeagent.http1.dial import (
     url_host,
 )
 from edgeagent.http1.pool import Connection, Pool, PoolSettings, Route
+from edgeagent.runtime import suspensions
 
 if TYPE_CHECKING:
     from http.cookiejar import CookieJar
@@ -153,7 +154,7 @@ class HttpClient:
         heads: list[tuple[int, wire.Headers]] = []  # the final answer's head, once it came
         try:
             try:
-                async with asyncio.timeout(timeout or None) as scope:
+                async with suspensions.timeout(timeout or None) as scope:
                     response = await self._send(method, parts, body, headers, tls, server_hostname, proxy,
                                                 scope.when(), heads)
             except TimeoutError as exc:

@@ -31,6 +31,7 @@ from edgeagent.http1.wire import ProtocolError
 from edgeagent.instrumentation import http_server_timer
 from edgeagent.processors.memory_limiter import Reservation as MemoryReservation
 from edgeagent.receivers import codec, http1_probe, parse_cost, refused, upstream_status
+from edgeagent.runtime import suspensions
 from edgeagent.signals import Signal
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,8 @@ class HttpServer:
         try:
             if not self.config.read_timeout:  # otelcol's default: no limit on the whole request
                 return await _read_body(request, encoding, limit, reservation)
-            async with asyncio.timeout(self.config.read_timeout):
+            # a freeze of the agent is no time the client was slow: what it sent meanwhile is read
+            async with suspensions.timeout(self.config.read_timeout):
                 return await _read_body(request, encoding, limit, reservation)
         except TimeoutError:
             raise BadRequestError(f"the request body was not received within read_timeout "

@@ -63,6 +63,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -91,11 +92,13 @@ def _pool(config: SharedStateConfig) -> BlockingConnectionPool:
     """The connections, with the url's query options (redis-py's: `?health_check_interval=30`)
     but for those this module relies on, which win: replies as bytes (text never equals a
     decision, so nothing would be shared), the timeouts and one attempt per operation (the
-    outage logic owns reconnecting and backoff). redis-py's own from_url lets the query win."""
+    outage logic owns reconnecting and backoff). redis-py's own from_url lets the query win. No read
+    timeout of redis-py's own: each operation is bounded by SharedDecisions' `timeout`, which in the
+    agent does not count the time it was frozen (a second timer would still fire at the thaw)."""
     options: dict[str, Any] = {**parse_url(config.url), "decode_responses": False,
                                "max_connections": config.pool_size, "timeout": config.connection_timeout,
                                "socket_connect_timeout": config.connection_timeout,
-                               "socket_timeout": config.operation_timeout, "retry": Retry(NoBackoff(), 0)}
+                               "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
     if config.password:
         options["password"] = config.password
     return BlockingConnectionPool(**options)
@@ -107,8 +110,10 @@ class SharedDecisions:
     sends the decisions still waiting (bounded by `operation_timeout` per batch)."""
 
     def __init__(self, config: SharedStateConfig, component_id: str = "tail_sampling",
-                 metrics: MetricsSink = NO_METRICS, on_conflict: Callable[[bytes, bool], None] | None = None):
+                 metrics: MetricsSink = NO_METRICS, on_conflict: Callable[[bytes, bool], None] | None = None,
+                 timeout: Callable[[float], AbstractAsyncContextManager[Any]] = asyncio.timeout):
         self.config = config
+        self._timeout = timeout  # what bounds each operation (the agent's does not count a freeze of it)
         self.id = component_id
         self.url = shown_url(config.url)
         self.on_conflict = on_conflict
@@ -216,7 +221,7 @@ class SharedDecisions:
         if not trace_ids or not self.up or self._redis is None:
             return {}
         try:
-            async with asyncio.timeout(self.config.operation_timeout):
+            async with self._timeout(self.config.operation_timeout):
                 values = await self._redis.mget([self._key(trace_id) for trace_id in trace_ids])
         except _OUTAGE as exc:
             self._failed("lookup", exc)
@@ -315,7 +320,7 @@ class SharedDecisions:
             ttl_ms = max(1, self._ttl_ms - int((now - abs(stamp)) * 1000))
             pipe.set(self._key(trace_id), _KEPT if stamp > 0 else _DROPPED, px=ttl_ms, nx=True, get=True)
         try:
-            async with asyncio.timeout(self.config.operation_timeout):
+            async with self._timeout(self.config.operation_timeout):
                 replies = await pipe.execute(raise_on_error=False)
         except _OUTAGE as exc:
             self._failed("publish", exc)
@@ -374,7 +379,7 @@ class SharedDecisions:
         failing again at once, a warning each time."""
         self._replica = False
         try:
-            async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
+            async with self._timeout(self.config.connection_timeout + self.config.operation_timeout):
                 assert self._redis is not None, "probes run between start() and shutdown()"
                 await self._redis.delete(self._prefix + _PROBE)
         except ReadOnlyError as exc:

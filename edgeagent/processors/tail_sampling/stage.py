@@ -92,6 +92,7 @@ from edgeagent.processors.tail_sampling.reads import chunks, known_traces, polic
 from edgeagent.processors.tail_sampling.recovery import KEY, Rewrite, recover
 from edgeagent.processors.tail_sampling.telemetry import StageTelemetry
 from edgeagent.queue.api import StageStore, StageTransaction
+from edgeagent.runtime import suspensions
 from edgeagent.signals import Payload, Signal
 from sampler.buffer import (
     DecisionCache,
@@ -118,7 +119,7 @@ class SamplingStage(TraceMover):
     every request that passed the processors before it (`ingest`)."""
 
     def __init__(self, component_id: str, config: TailSamplingConfig, host: Any,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = suspensions.running_time):
         super().__init__(component_id, config)
         self.host = host
         self.clock = clock
@@ -561,7 +562,9 @@ class SamplingStage(TraceMover):
         if self.config.shared_state is None:
             return None
         from sampler.cluster.redis_state import SharedDecisions  # the Redis client loads only when used
-        return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record)
+        # a freeze of the replica is no Redis outage: an answer that came meanwhile is read
+        return SharedDecisions(self.config.shared_state.redis, self.id, self.metrics, on_conflict=self.cache.record,
+                               timeout=suspensions.timeout)
 
     async def _shared_lookup(self, parts: list[TracePart]) -> dict[bytes, bool]:
         """What Redis knows of the traces this replica neither buffers nor remembers: one lookup."""
