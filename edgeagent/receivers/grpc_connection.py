@@ -97,6 +97,7 @@ class Connection(asyncio.Protocol):
             normalize_outbound_headers=False, validate_inbound_headers=False))  # checked per stream: _start_call
         self._h2.incoming_buffer = h2_limits.HeaderBlockBound(self.limits.max_header_list_size)
         self._h2.decoder = h2_limits.HeaderListBound(self.limits.max_header_list_size)
+        self._h2.encoder = h2_limits.BoundedEncoder()
         self._metadata: dict[int, int] = {}  # the header list size each call holds...
         self._metadata_held = 0  # ...and their sum, bounded by the connection window as the unread DATA is
         self._going_away = False

@@ -13,6 +13,12 @@ grpc-go resets a truncated one: hpack stops at the limit and h2 ends the connect
 on it with it. The block is still decoded to its end, since the peer's later blocks refer to the
 HPACK table entries it adds, but what lies beyond the limit is dropped as it is decoded.
 
+Answers are encoded by BoundedEncoder: hpack's Huffman coder builds one integer shifted once per
+byte, time quadratic in a value's length, and an answer may name what a call sent (an unknown
+method's 256 KiB :path is 1.5 MB percent-encoded, minutes of the loop); and its dynamic table
+follows the peer's SETTINGS_HEADER_TABLE_SIZE, up to 4 GiB a connection of the values it keeps.
+The encoder codes in linear time and keeps HPACK's default 4 KiB table whatever the peer allows.
+
 A request's content-length is not read (LengthBlindConnection), as grpc-go never reads it: h2
 ended the connection when the DATA frames did not add up to it, and a proxy that forwards an
 HTTP/1.1 request's length (grpc-web, a bridge) sends one that never does.
@@ -31,8 +37,10 @@ from h2.connection import AllowedStreamIDs, H2Connection
 from h2.exceptions import ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.stream import H2Stream
-from hpack import Decoder, HeaderTuple
+from hpack import Decoder, Encoder, HeaderTuple
 from hpack.exceptions import HPACKDecodingError
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import table_entry_size
 from hyperframe.frame import Frame
 
@@ -111,6 +119,43 @@ class HeaderListBound(Decoder):
                 if index + window >= len(view):
                     raise
                 window *= 2
+
+
+_TABLE_SIZE = 4096  # HPACK's default dynamic table, all an answer's few repeated fields need
+_CODE_BITS = [format(code, f"0{length}b") for code, length in zip(REQUEST_CODES, REQUEST_CODES_LENGTH, strict=True)]
+
+
+class LinearHuffman(HuffmanEncoder):
+    """hpack's Huffman coder in time linear in the value: each byte's code as a string of bits,
+    joined, then read as one number."""
+
+    def __init__(self) -> None:
+        super().__init__(REQUEST_CODES, REQUEST_CODES_LENGTH)
+
+    def encode(self, bytes_to_encode: bytes | None) -> bytes:
+        if not bytes_to_encode:
+            return b""
+        bits = "".join(map(_CODE_BITS.__getitem__, bytes_to_encode))
+        bits += "1" * (-len(bits) % 8)  # padded with the EOS code's first bits
+        return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+class BoundedEncoder(Encoder):
+    """hpack's Encoder with LinearHuffman, whose dynamic table is never over 4 KiB."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.huffman_coder = LinearHuffman()
+
+    @property
+    def header_table_size(self) -> int:
+        return self.header_table.maxsize
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:  # the most the peer's decoder keeps; ours is less
+        self.header_table.maxsize = min(value, _TABLE_SIZE)
+        if self.header_table.resized:
+            self.table_size_changes.append(self.header_table.maxsize)
 
 
 class LengthBlindConnection(H2Connection):

@@ -37,3 +37,24 @@ def test_a_broken_field_is_still_an_error():
     block = bytearray(hpack.Encoder().encode([(b"large", b"w" * 20000)], huffman=False))
     with pytest.raises(hpack.HPACKDecodingError):
         h2_limits.HeaderListBound(1 << 20).decode(bytes(block[:-1]), raw=True)  # cut one byte short
+
+
+@pytest.mark.parametrize("value", [b"", b"a", b"grpc-status", bytes(range(256)), bytes(range(256))[::-1] * 7,
+                                   b"\xff" * 1001, b"unknown method /x%C3%BF"])
+def test_the_linear_huffman_coder_codes_as_hpacks_own(value):
+    theirs = hpack.Encoder().huffman_coder.encode(value)
+    assert h2_limits.LinearHuffman().encode(value) == theirs
+    if value:
+        assert hpack.huffman_table.decode_huffman(theirs) == value
+
+
+def test_the_encoder_keeps_a_4_kib_table_whatever_the_peer_allows_and_says_so():
+    encoder, decoder = h2_limits.BoundedEncoder(), hpack.Decoder()
+    decoder.max_allowed_table_size = 1 << 30
+    encoder.header_table_size = 1 << 30
+    fields = [(b"grpc-message", b"m" * 3000), (b"other", b"o" * 3000)]
+    assert decoder.decode(encoder.encode(fields), raw=True) == fields
+    assert decoder.header_table.maxsize == encoder.header_table.maxsize == 4096
+    encoder.header_table_size = 0  # lowered below the default, it follows
+    assert decoder.decode(encoder.encode(fields), raw=True) == fields
+    assert decoder.header_table.maxsize == 0

@@ -1,0 +1,144 @@
+"""Hostile HTTP/2 clients against the real agent's gRPC port: frames written by hand (hyperframe,
+hpack) over loopback. What one client sends costs the agent time and memory in proportion to
+it, and the other clients on the port go on being served."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable
+from urllib.parse import unquote
+
+import grpc
+import hpack
+import pytest
+from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame, SettingsFrame
+
+from tests.helpers import grpc_raw
+from tests.helpers.net import free_port
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HEADER_TABLE_SIZE = 0x1
+EMPTY_MESSAGE = struct.pack(">BI", 0, 0)
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    from tests.helpers.agent import AgentProcess
+
+    state = tmp_path_factory.mktemp("state")
+    process = AgentProcess(args=["run", "--state-dir", str(state), "--upstream", f"http://127.0.0.1:{free_port()}"],
+                           log_path=str(state / "agent.log"))
+    process.args += process.ports_overrides()
+    process.start()
+    yield process
+    process.kill()
+
+
+class RawPeer:
+    """An HTTP/2 client written frame by frame: what it sends is exactly what the test says."""
+
+    def __init__(self, port: int, settings: dict[int, int] | None = None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder(max_header_list_size=1 << 24)
+        self.decoder.max_allowed_table_size = 1 << 30
+        self.stream = 1
+        self.sock.sendall(PREFACE + SettingsFrame(0, settings=settings or {}).serialize())
+        self._data = bytearray()
+
+    def call(self, path: str | bytes = grpc_raw.TRACE_METHOD) -> int:
+        """Opens a call with an empty message; its stream id."""
+        stream, self.stream = self.stream, self.stream + 2
+        block = self.encoder.encode([(b":method", b"POST"), (b":scheme", b"http"),
+                                     (b":path", path.encode() if isinstance(path, str) else path),
+                                     (b":authority", b"127.0.0.1"), (b"content-type", b"application/grpc"),
+                                     (b"te", b"trailers")])
+        self.sock.sendall(HeadersFrame(stream, block, flags=["END_HEADERS"]).serialize()
+                          + DataFrame(stream, EMPTY_MESSAGE, flags=["END_STREAM"]).serialize())
+        return stream
+
+    def frames(self, until: Callable[[list[Frame]], bool], seconds: float) -> list[Frame]:
+        """The frames the agent sends until `until` holds of them, it closes, or `seconds` pass."""
+        frames: list[Frame] = []
+        deadline = time.monotonic() + seconds
+        while not until(frames) and (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            self._data += chunk
+            while len(self._data) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(self._data[:9]))
+                if len(self._data) < 9 + length:
+                    break
+                frame.parse_body(memoryview(self._data[9:9 + length]))
+                del self._data[:9 + length]
+                frames.append(frame)
+        return frames
+
+    def answer(self, stream: int, seconds: float) -> dict[bytes, bytes]:
+        """The fields of the header block that ends `stream` (a trailers-only answer or trailers),
+        decoded as they come, so the HPACK table follows the agent's."""
+        fields: dict[bytes, bytes] = {}
+        block = bytearray()
+        ending = False
+
+        def ended(frames: list[Frame]) -> bool:
+            nonlocal ending
+            while frames:
+                frame = frames.pop(0)
+                if isinstance(frame, HeadersFrame | ContinuationFrame):
+                    block.extend(frame.data)
+                    ending = ending or (frame.stream_id == stream and "END_STREAM" in frame.flags)
+                if "END_HEADERS" in frame.flags:
+                    decoded = dict(self.decoder.decode(bytes(block), raw=True))
+                    block.clear()
+                    if ending:
+                        fields.update(decoded)
+                        return True
+            return False
+
+        self.frames(ended, seconds)
+        return fields
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_an_unknown_method_with_a_long_path_is_answered_at_once_with_its_name(agent):
+    """grpc-go names the unknown method in its answer; hpack's Huffman coder took time quadratic in
+    a value's length, so a 60 KiB path (360 kB percent-encoded) held the agent's loop, every client
+    with it, for 15 s of CPU."""
+    peer = RawPeer(agent.grpc_port)
+    try:
+        path = b"/" + b"\xff" * (60 << 10)
+        started = time.monotonic()
+        answer = peer.answer(peer.call(path), 5.0)
+        elapsed = time.monotonic() - started
+        assert answer.get(b"grpc-status") == b"12"
+        assert unquote(answer[b"grpc-message"].decode()) == "unknown method /" + "\xff" * (60 << 10)
+        assert elapsed < 2.0, f"answered in {elapsed:.1f} s"
+    finally:
+        peer.close()
+    with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
+        channel.unary_unary(grpc_raw.TRACE_METHOD)(b"", timeout=5)
+
+
+def test_a_peer_announcing_a_huge_header_table_gets_answers_from_a_table_of_4_kib(agent):
+    """A peer's SETTINGS_HEADER_TABLE_SIZE is the most our encoder may keep: followed up to 1 GiB,
+    every answer naming what a call sent (an unknown method, a content type) stayed in the
+    connection's table, memory without bound but the peer's. The agent keeps HPACK's 4 KiB."""
+    peer = RawPeer(agent.grpc_port, settings={HEADER_TABLE_SIZE: 1 << 30})
+    try:
+        for index in range(8):
+            answer = peer.answer(peer.call(f"/unknown/{index:04d}" + "m" * (4 << 10)), 5.0)
+            assert answer.get(b"grpc-status") == b"12"
+        assert peer.decoder.header_table.maxsize <= 4096
+        assert peer.decoder.header_table._current_size <= 4096
+    finally:
+        peer.close()
