@@ -95,7 +95,10 @@ class Connection(asyncio.Protocol):
         self._h2 = h2_limits.LengthBlindConnection(h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False, validate_inbound_headers=False))  # checked per stream: _start_call
-        self._h2.incoming_buffer = h2_limits.HeaderBlockBound(self.limits.max_header_list_size)
+        self._frames = h2_limits.HeaderBlockBound(self.limits.max_header_list_size)
+        self._h2.incoming_buffer = self._frames
+        self._write_paused = False  # the peer does not read what we send...
+        self._backlogged = False  # ...or sent more frames than one turn of the loop takes: reading waits
         self._h2.decoder = h2_limits.HeaderListBound(self.limits.max_header_list_size)
         self._h2.encoder = h2_limits.BoundedEncoder()
         self._metadata: dict[int, int] = {}  # the header list size each call holds...
@@ -159,11 +162,19 @@ class Connection(asyncio.Protocol):
         self._h2.release()  # no frame comes any more: h2's cycle is undone (h2_limits)
 
     def pause_writing(self) -> None:
-        if self._transport is not None:
-            self._transport.pause_reading()  # the peer does not read: stop taking its frames
+        self._write_paused = True  # the peer does not read: stop taking its frames
+        self._reading()
 
     def resume_writing(self) -> None:
-        if self._transport is not None:
+        self._write_paused = False
+        self._reading()
+
+    def _reading(self) -> None:
+        if self._transport is None or self._lingering:
+            return
+        if self._write_paused or self._backlogged:
+            self._transport.pause_reading()
+        else:
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -174,6 +185,14 @@ class Connection(asyncio.Protocol):
             if self.server.healthy is not None and http1_probe.answered(self._transport, data, self.server.healthy):
                 return
         self._last_read = self._loop.time()
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        """Handle `data` and the frames still buffered, a turn's worth (h2_limits.FRAMES_PER_TURN);
+        with more left, reading waits and the next turn takes them, after the other connections."""
+        if self._transport is None or self._lingering:
+            return
+        self._frames.frames_left = h2_limits.FRAMES_PER_TURN
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -182,6 +201,12 @@ class Connection(asyncio.Protocol):
         for event in events:
             self._handle(event)
         self._flush()
+        backlogged = self._frames.frames_left <= 0 and self._frames.buffered() >= 9
+        if backlogged:
+            self._loop.call_soon(self._receive, b"")
+        if backlogged != self._backlogged:
+            self._backlogged = backlogged
+            self._reading()
 
     def _flush(self) -> None:
         """Write what h2 has to send now: deferring it to the end of the loop's turn (to merge

@@ -8,6 +8,11 @@ headers as they arrive (x/net's readMetaFrame) and ends the connection with PROT
 a fragment exceeds twice the header-list bytes still allowed; here the raw block is bounded to
 twice the header list size, checked on each frame's 9-byte header, before its payload is buffered.
 
+h2 handles every frame of a read in one go, and asyncio reads up to 256 KiB: 29,000 empty SETTINGS
+frames, 200 ms of a loop every other connection shares (grpc-go serves each on a goroutine of its
+own). The same buffer yields at most FRAMES_PER_TURN frames a call; the server takes the rest in
+the loop's next turns, after the other connections' (grpc_connection: `_receive`).
+
 A finished block whose header list is over the limit fails its stream alone (HeaderListBound), as
 grpc-go resets a truncated one: hpack stops at the limit and h2 ends the connection, every call
 on it with it. The block is still decoded to its end, since the peer's later blocks refer to the
@@ -45,17 +50,23 @@ from hpack.table import table_entry_size
 from hyperframe.frame import Frame
 
 _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
+FRAMES_PER_TURN = 100  # a millisecond or two of h2's work; a message's DATA comes in frames up to 1 MiB
 _FRAMING = 1024  # padding and priority fields a block's frames carry beyond its HPACK bytes
 
 
 class HeaderBlockBound(FrameBuffer):
-    """h2's FrameBuffer, refusing a header block of more than `2 * max_header_list_size` raw bytes."""
+    """h2's FrameBuffer, refusing a header block of more than `2 * max_header_list_size` raw bytes,
+    and yielding `frames_left` frames (then no more until it is set again)."""
 
     def __init__(self, max_header_list_size: int):
         super().__init__(server=True)
         self.max_header_block = 2 * max_header_list_size + _FRAMING
+        self.frames_left = FRAMES_PER_TURN
 
     def __next__(self) -> Frame:
+        if self.frames_left <= 0:
+            raise StopIteration
+        self.frames_left -= 1
         if len(self._data) >= 9:
             length, kind = int.from_bytes(self._data[:3], "big"), self._data[3]
             if kind == _CONTINUATION:
@@ -63,6 +74,10 @@ class HeaderBlockBound(FrameBuffer):
             if kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION) and length > self.max_header_block:
                 raise ProtocolError(f"header block larger than {self.max_header_block} bytes")
         return super().__next__()
+
+    def buffered(self) -> int:
+        """Bytes received and not yet taken as frames."""
+        return len(self._data)
 
 
 OVERSIZED = b"edgeagent-header-list-too-large"  # marks a list over the limit; the server resets its stream

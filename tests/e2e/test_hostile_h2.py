@@ -5,7 +5,9 @@ it, and the other clients on the port go on being served."""
 from __future__ import annotations
 
 import socket
+import statistics
 import struct
+import threading
 import time
 from collections.abc import Callable
 from urllib.parse import unquote
@@ -54,7 +56,7 @@ class RawPeer:
         block = self.encoder.encode([(b":method", b"POST"), (b":scheme", b"http"),
                                      (b":path", path.encode() if isinstance(path, str) else path),
                                      (b":authority", b"127.0.0.1"), (b"content-type", b"application/grpc"),
-                                     (b"te", b"trailers")])
+                                     (b"te", b"trailers")], huffman=False)  # hpack's coder is slow
         self.sock.sendall(HeadersFrame(stream, block, flags=["END_HEADERS"]).serialize()
                           + DataFrame(stream, EMPTY_MESSAGE, flags=["END_STREAM"]).serialize())
         return stream
@@ -142,3 +144,48 @@ def test_a_peer_announcing_a_huge_header_table_gets_answers_from_a_table_of_4_ki
         assert peer.decoder.header_table._current_size <= 4096
     finally:
         peer.close()
+
+
+def _drain(sock: socket.socket, size: int, until: float) -> None:
+    """Reads until `size` bytes came, the peer closed, or `until`."""
+    sock.settimeout(0.2)
+    while size > 0 and time.monotonic() < until:
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        if not chunk:
+            return
+        size -= len(chunk)
+
+
+def test_a_flood_of_small_frames_delays_the_other_connections_calls_by_milliseconds(agent):
+    """h2 handles every frame of a read in one go: a 256 KiB read of empty SETTINGS frames is 29,000
+    frames, 200 ms of the loop, so a peer sending them without pause held every other client's
+    calls back that long, again and again (grpc-go serves each connection on its own goroutine).
+    A connection's frames are taken a bounded number at a time, then the other connections'."""
+    flooder = RawPeer(agent.grpc_port)
+    other = RawPeer(agent.grpc_port)
+    try:
+        assert other.answer(other.call(), 5.0).get(b"grpc-status") == b"0"
+        frames = 120_000
+        flood = SettingsFrame(0).serialize() * frames  # 1 MB, answered by as many acks
+        acks = threading.Thread(target=_drain, args=(flooder.sock, 9 * frames, time.monotonic() + 10), daemon=True)
+        acks.start()
+        sender = threading.Thread(target=flooder.sock.sendall, args=(flood,), daemon=True)
+        sender.start()
+        waits: list[float] = []
+        deadline = time.monotonic() + 10
+        while acks.is_alive() and len(waits) < 200 and time.monotonic() < deadline:
+            started = time.monotonic()
+            assert other.answer(other.call(), 5.0).get(b"grpc-status") == b"0"
+            waits.append(time.monotonic() - started)
+        sender.join(10)
+        acks.join(10)
+        assert len(waits) >= 3, f"the flood went by in {len(waits)} calls"
+        assert statistics.median(waits) < 0.05, f"calls took {sorted(waits)}"
+    finally:
+        flooder.close()
+        other.close()
