@@ -16,7 +16,11 @@ the loop's next turns, after the other connections' (grpc_connection: `_receive`
 A finished block whose header list is over the limit fails its stream alone (HeaderListBound), as
 grpc-go resets a truncated one: hpack stops at the limit and h2 ends the connection, every call
 on it with it. The block is still decoded to its end, since the peer's later blocks refer to the
-HPACK table entries it adds, but what lies beyond the limit is dropped as it is decoded.
+HPACK table entries it adds, but what lies beyond the limit is dropped as it is decoded. Decoding
+costs a few microseconds a field, and a field may be one or two bytes of the block: a list within
+the limit has at most one field per 32 bytes of it (RFC 9113 counts 32 more than a field's name
+and value), so a block with more ends the connection (ENHANCE_YOUR_CALM, h2's answer to an HPACK
+bomb) as soon as the count is passed, instead of holding the loop a second for 260,000 fields.
 
 Answers are encoded by BoundedEncoder: hpack's Huffman coder builds one integer shifted once per
 byte, time quadratic in a value's length, and an answer may name what a call sent (an unknown
@@ -43,7 +47,7 @@ from h2.exceptions import ProtocolError
 from h2.frame_buffer import FrameBuffer
 from h2.stream import H2Stream
 from hpack import Decoder, Encoder, HeaderTuple
-from hpack.exceptions import HPACKDecodingError
+from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import table_entry_size
@@ -80,6 +84,7 @@ class HeaderBlockBound(FrameBuffer):
         return len(self._data)
 
 
+_FIELD_OVERHEAD = 32  # what a field counts in a header list's size beyond its name and value
 OVERSIZED = b"edgeagent-header-list-too-large"  # marks a list over the limit; the server resets its stream
 # stands in for a request's list over the limit: valid for h2, so only the server's own check refuses it
 _LITERAL_WINDOW = 4096  # bytes of the block a literal field is first decoded from
@@ -90,12 +95,14 @@ _OVERSIZED_REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b
 class HeaderListBound(Decoder):
     """hpack's Decoder, answering a header list over `max_header_list_size` with a stand-in
     carrying OVERSIZED instead of raising: the block is decoded to its end (keeping the HPACK table
-    in step with the peer's) and only what fits the limit is kept while it is."""
+    in step with the peer's) and only what fits the limit is kept while it is. A block of more
+    fields than a list within the limit can hold raises OversizedHeaderListError."""
 
     def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:
         view = memoryview(data)
         headers: list[HeaderTuple] = []
         size, index, request, oversized = 0, 0, False, False
+        fields_left = self.max_header_list_size // _FIELD_OVERHEAD + 1
         while index < len(data):
             first = data[index]
             if first & 0x80:
@@ -111,8 +118,11 @@ class HeaderListBound(Decoder):
             index += used
             if header is None:
                 continue
+            fields_left -= 1
+            if not fields_left:
+                raise OversizedHeaderListError(f"more fields than a list of {self.max_header_list_size} bytes holds")
             request = request or header[0].startswith(b":")
-            size += table_entry_size(header[0], header[1])
+            size += table_entry_size(header[0], header[1])  # len(name) + len(value) + _FIELD_OVERHEAD
             oversized = oversized or size > self.max_header_list_size
             if not oversized:
                 headers.append(header)

@@ -15,12 +15,13 @@ from urllib.parse import unquote
 import grpc
 import hpack
 import pytest
-from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame, SettingsFrame
+from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
 
 from tests.helpers import grpc_raw
 from tests.helpers.net import free_port
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+ENHANCE_YOUR_CALM = 0xb
 HEADER_TABLE_SIZE = 0x1
 EMPTY_MESSAGE = struct.pack(">BI", 0, 0)
 
@@ -189,3 +190,25 @@ def test_a_flood_of_small_frames_delays_the_other_connections_calls_by_milliseco
     finally:
         flooder.close()
         other.close()
+
+
+def test_a_header_block_of_countless_tiny_fields_ends_its_connection_at_once(agent):
+    """Two bytes of HPACK make a field (an indexed name, an empty value, added to the table): a
+    block within the raw bound (twice the 256 KiB list) held 260,000 of them, a second of the loop
+    to decode, block after block. A list within the limit has at most one field per 32 bytes of it
+    (each counts 32 more than its name and value): past that count the peer is told
+    ENHANCE_YOUR_CALM, as h2 answers an HPACK bomb, and the connection ends."""
+    peer = RawPeer(agent.grpc_port)
+    try:
+        block = peer.encoder.encode([(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/x"),
+                                     (b":authority", b"a")], huffman=False) + b"\x41\x00" * (250 << 10)
+        started = time.monotonic()
+        peer.sock.sendall(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize())
+        frames = peer.frames(lambda seen: any(isinstance(frame, GoAwayFrame) for frame in seen), 5.0)
+        elapsed = time.monotonic() - started
+        assert [frame.error_code for frame in frames if isinstance(frame, GoAwayFrame)][:1] == [ENHANCE_YOUR_CALM]
+        assert elapsed < 0.5, f"answered in {elapsed:.2f} s"
+    finally:
+        peer.close()
+    with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
+        channel.unary_unary(grpc_raw.TRACE_METHOD)(b"", timeout=5, metadata=[("big", "x" * (200 << 10))])

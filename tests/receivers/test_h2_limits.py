@@ -58,3 +58,12 @@ def test_the_encoder_keeps_a_4_kib_table_whatever_the_peer_allows_and_says_so():
     encoder.header_table_size = 0  # lowered below the default, it follows
     assert decoder.decode(encoder.encode(fields), raw=True) == fields
     assert decoder.header_table.maxsize == 0
+
+
+def test_a_block_of_more_fields_than_a_list_within_the_limit_holds_is_refused_at_that_count():
+    limit = 8 << 10
+    block = hpack.Encoder().encode([(b":path", b"/")], huffman=False)
+    most = block + b"\x41\x00" * (limit // 32 - 1)  # :authority "", each counted 42 bytes: over the limit
+    assert h2_limits.HeaderListBound(limit).decode(most, raw=True)[-1] == (h2_limits.OVERSIZED, b"")
+    with pytest.raises(hpack.OversizedHeaderListError):
+        h2_limits.HeaderListBound(limit).decode(most + b"\x41\x00", raw=True)
