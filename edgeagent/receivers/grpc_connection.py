@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 _ACCEPT_ENCODING = ",".join(ENCODINGS).encode()
 _RESERVED = frozenset({b"content-type", b"te", b"grpc-encoding", b"grpc-accept-encoding", b"grpc-timeout",
                        b"grpc-message-type"})
-_RESETS_ALLOWED = 100  # calls a peer may reset beyond twice the number it let finish
+_RESETS_ALLOWED = 100  # calls a peer may reset (or streams open over the limit) beyond twice those answered
 _PING_STRIKES = 2  # grpc-go's maxPingStrikes: the third ping out of policy ends the connection
 _PING_WITHOUT_CALLS = 7200.0  # grpc-go: without permission, a ping without calls may come every 2h
 _STREAMS_BEFORE_SETTINGS = 100  # streams a client opens before it reads our limit (grpc-go's default)
@@ -107,7 +107,7 @@ class Connection(asyncio.Protocol):
         self._lingering = False  # closing: what the peer still sends is read and dropped
         self._last_stream = 0
         self._answered = 0
-        self._cancelled = 0  # calls the peer reset before their answer
+        self._cancelled = 0  # calls the peer reset before their answer, and streams refused over the limit
         self._loop = asyncio.get_running_loop()
         self._idle_since = self._last_read = self._loop.time()
         self._heard = False  # whether the peer sent anything yet (its first bytes may be a health check)
@@ -256,8 +256,9 @@ class Connection(asyncio.Protocol):
 
     def _calm_down(self, reason: bytes = b"") -> None:
         """A peer that opens calls only to reset them (HTTP/2 "rapid reset") makes work without
-        limit while staying under the concurrent-stream bound, one that pings without pause makes
-        work without calls: end its connection."""
+        limit while staying under the concurrent-stream bound, and so does one opening streams over
+        it (each refused, its call never made); one that pings without pause makes work without
+        calls: end its connection."""
         try:
             self._h2.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=reason)
         except h2.exceptions.ProtocolError:
@@ -368,6 +369,8 @@ class Connection(asyncio.Protocol):
         self._last_stream = max(self._last_stream, stream_id)
         if self._going_away or len(self.calls) >= self.limits.max_concurrent_streams:
             self._refuse(stream_id, None)  # as grpc-go: only this stream, which clients retry transparently
+            if not self._going_away:  # beyond the limit the peer was told: work without a call
+                self._wasted()
             return
         fields = [(bytes(key), bytes(value)) for key, value in event.headers]
         if malformed(fields):  # as grpc-go: this stream alone, where h2's check ended the connection
@@ -443,9 +446,7 @@ class Connection(asyncio.Protocol):
         task = self.tasks.pop(stream_id, None)
         if task is not None:
             task.cancel()
-            self._cancelled += 1
-            if self._cancelled > _RESETS_ALLOWED + 2 * self._answered:
-                self._calm_down()
+            self._wasted()
         pending = self._pending.pop(stream_id, None)
         if pending is not None:
             pending.done.set()
@@ -455,6 +456,13 @@ class Connection(asyncio.Protocol):
             call._chunks.clear()
             self.consumed(stream_id, unread)
         self._refill()
+
+    def _wasted(self) -> None:
+        """The peer reset a call before its answer, or opened a stream over the limit: beyond
+        `_RESETS_ALLOWED` more than twice the calls answered, its connection ends (_calm_down)."""
+        self._cancelled += 1
+        if self._cancelled > _RESETS_ALLOWED + 2 * self._answered:
+            self._calm_down()
 
     def consumed(self, stream_id: int, size: int) -> None:
         """`size` bytes of a stream were taken by its call: the peer may send that much more."""

@@ -15,7 +15,15 @@ from urllib.parse import unquote
 import grpc
 import hpack
 import pytest
-from hyperframe.frame import ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
 
 from tests.helpers import grpc_raw
 from tests.helpers.net import free_port
@@ -53,14 +61,18 @@ class RawPeer:
 
     def call(self, path: str | bytes = grpc_raw.TRACE_METHOD) -> int:
         """Opens a call with an empty message; its stream id."""
+        stream = self.stream
+        self.sock.sendall(self.opening(path) + DataFrame(stream, EMPTY_MESSAGE, flags=["END_STREAM"]).serialize())
+        return stream
+
+    def opening(self, path: str | bytes = grpc_raw.TRACE_METHOD) -> bytes:
+        """The HEADERS frame that opens the next stream, its message to come."""
         stream, self.stream = self.stream, self.stream + 2
         block = self.encoder.encode([(b":method", b"POST"), (b":scheme", b"http"),
                                      (b":path", path.encode() if isinstance(path, str) else path),
                                      (b":authority", b"127.0.0.1"), (b"content-type", b"application/grpc"),
                                      (b"te", b"trailers")], huffman=False)  # hpack's coder is slow
-        self.sock.sendall(HeadersFrame(stream, block, flags=["END_HEADERS"]).serialize()
-                          + DataFrame(stream, EMPTY_MESSAGE, flags=["END_STREAM"]).serialize())
-        return stream
+        return HeadersFrame(stream, block, flags=["END_HEADERS"]).serialize()
 
     def frames(self, until: Callable[[list[Frame]], bool], seconds: float) -> list[Frame]:
         """The frames the agent sends until `until` holds of them, it closes, or `seconds` pass."""
@@ -212,3 +224,28 @@ def test_a_header_block_of_countless_tiny_fields_ends_its_connection_at_once(age
         peer.close()
     with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
         channel.unary_unary(grpc_raw.TRACE_METHOD)(b"", timeout=5, metadata=[("big", "x" * (200 << 10))])
+
+
+def test_a_peer_opening_streams_over_the_limit_without_pause_is_told_to_calm_down(agent):
+    """A stream over max_concurrent_streams is refused (REFUSED_STREAM, as grpc-go refuses it), its
+    call never made: opened and reset without pause beside 1024 calls kept open, each cost the loop
+    0.2 ms (h2 counts the open streams one by one for each new one), without end. Refusals count as
+    calls reset before their answer, which a peer may make only so many of."""
+    peer = RawPeer(agent.grpc_port)
+    try:
+        peer.frames(lambda seen: any(isinstance(frame, SettingsFrame) for frame in seen), 5.0)
+        peer.sock.sendall(b"".join(peer.opening() for _ in range(1024)))  # their messages never come
+        flood = bytearray()
+        for _ in range(1000):
+            stream = peer.stream
+            flood += peer.opening() + RstStreamFrame(stream, error_code=8).serialize()
+        try:
+            peer.sock.sendall(flood)
+        except OSError:  # closed while the flood was under way
+            pass
+        frames = peer.frames(lambda seen: any(isinstance(frame, GoAwayFrame) for frame in seen), 5.0)
+        assert [frame.error_code for frame in frames if isinstance(frame, GoAwayFrame)][:1] == [ENHANCE_YOUR_CALM]
+    finally:
+        peer.close()
+    with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
+        channel.unary_unary(grpc_raw.TRACE_METHOD)(b"", timeout=5)
