@@ -11,7 +11,10 @@ twice the header list size, checked on each frame's 9-byte header, before its pa
 h2 handles every frame of a read in one go, and asyncio reads up to 256 KiB: 29,000 empty SETTINGS
 frames, 200 ms of a loop every other connection shares (grpc-go serves each on a goroutine of its
 own). The same buffer yields at most FRAMES_PER_TURN frames a call; the server takes the rest in
-the loop's next turns, after the other connections' (grpc_connection: `_receive`).
+the loop's next turns, after the other connections' (grpc_connection: `_receive`). A header block
+counts one more frame for each HEADER_BYTES_PER_FRAME bytes of it: its fields, one to three bytes
+each, cost microseconds to decode and to read as a call's metadata, so that fifty blocks of 5,500
+fields (each a list within the limit) were a second of one turn.
 
 A finished block whose header list is over the limit fails its stream alone (HeaderListBound), as
 grpc-go resets a truncated one: hpack stops at the limit and h2 ends the connection, every call
@@ -51,16 +54,18 @@ from hpack.exceptions import HPACKDecodingError, OversizedHeaderListError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import table_entry_size
-from hyperframe.frame import Frame
+from hyperframe.frame import Frame, HeadersFrame, PushPromiseFrame
 
 _HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
 FRAMES_PER_TURN = 100  # a millisecond or two of h2's work; a message's DATA comes in frames up to 1 MiB
+HEADER_BYTES_PER_FRAME = 64  # of a header block: 20 to 60 fields, about as long to take as a frame
 _FRAMING = 1024  # padding and priority fields a block's frames carry beyond its HPACK bytes
 
 
 class HeaderBlockBound(FrameBuffer):
     """h2's FrameBuffer, refusing a header block of more than `2 * max_header_list_size` raw bytes,
-    and yielding `frames_left` frames (then no more until it is set again)."""
+    and yielding `frames_left` frames, a header block counting as many as its size says (then no
+    more until it is set again)."""
 
     def __init__(self, max_header_list_size: int):
         super().__init__(server=True)
@@ -77,7 +82,10 @@ class HeaderBlockBound(FrameBuffer):
                 length += sum(len(frame.data) for frame in self._headers_buffer)
             if kind in (_HEADERS, _PUSH_PROMISE, _CONTINUATION) and length > self.max_header_block:
                 raise ProtocolError(f"header block larger than {self.max_header_block} bytes")
-        return super().__next__()
+        frame = super().__next__()
+        if isinstance(frame, HeadersFrame | PushPromiseFrame):  # the whole block, CONTINUATIONs joined
+            self.frames_left -= len(frame.data) // HEADER_BYTES_PER_FRAME
+        return frame
 
     def buffered(self) -> int:
         """Bytes received and not yet taken as frames."""
