@@ -104,13 +104,18 @@ class HeaderListBound(Decoder):
     """hpack's Decoder, answering a header list over `max_header_list_size` with a stand-in
     carrying OVERSIZED instead of raising: the block is decoded to its end (keeping the HPACK table
     in step with the peer's) and only what fits the limit is kept while it is. A block of more
-    fields than a list within the limit can hold raises OversizedHeaderListError."""
+    fields than a list within the limit can hold raises OversizedHeaderListError, unless not
+    `count_fields`."""
+
+    def __init__(self, max_header_list_size: int, count_fields: bool = True):
+        super().__init__(max_header_list_size)
+        self.count_fields = count_fields  # False: a block of countless fields is decoded to its end
 
     def decode(self, data: bytes, raw: bool = False) -> list[HeaderTuple]:
         view = memoryview(data)
         headers: list[HeaderTuple] = []
         size, index, request, oversized = 0, 0, False, False
-        fields_left = self.max_header_list_size // _FIELD_OVERHEAD + 1
+        fields_left = self.max_header_list_size // _FIELD_OVERHEAD + 1 if self.count_fields else -1
         while index < len(data):
             first = data[index]
             if first & 0x80:

@@ -67,3 +67,9 @@ def test_a_block_of_more_fields_than_a_list_within_the_limit_holds_is_refused_at
     assert h2_limits.HeaderListBound(limit).decode(most, raw=True)[-1] == (h2_limits.OVERSIZED, b"")
     with pytest.raises(hpack.OversizedHeaderListError):
         h2_limits.HeaderListBound(limit).decode(most + b"\x41\x00", raw=True)
+
+
+def test_a_block_of_countless_fields_is_decoded_to_its_end_when_fields_are_not_counted():
+    block = hpack.Encoder().encode([(b":path", b"/")], huffman=False) + b"\x41\x00" * 1000
+    assert h2_limits.HeaderListBound(8 << 10, count_fields=False).decode(block, raw=True)[-1] == \
+        (h2_limits.OVERSIZED, b"")
