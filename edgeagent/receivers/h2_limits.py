@@ -28,8 +28,10 @@ bomb) as soon as the count is passed, instead of holding the loop a second for 2
 Answers are encoded by BoundedEncoder: hpack's Huffman coder builds one integer shifted once per
 byte, time quadratic in a value's length, and an answer may name what a call sent (an unknown
 method's 256 KiB :path is 1.5 MB percent-encoded, minutes of the loop); and its dynamic table
-follows the peer's SETTINGS_HEADER_TABLE_SIZE, up to 4 GiB a connection of the values it keeps.
-The encoder codes in linear time and keeps HPACK's default 4 KiB table whatever the peer allows.
+follows the peer's SETTINGS_HEADER_TABLE_SIZE, up to 4 GiB a connection of the values it keeps,
+each change of which it signals in the next block (400,000 SETTINGS: 6 s, an 800 kB answer). The
+encoder codes in linear time, keeps HPACK's default 4 KiB table whatever the peer allows, and
+signals two changes of its size at most.
 
 A request's content-length is not read (LengthBlindConnection), as grpc-go never reads it: h2
 ended the connection when the DATA frames did not add up to it, and a proxy that forwards an
@@ -179,7 +181,9 @@ class LinearHuffman(HuffmanEncoder):
 
 
 class BoundedEncoder(Encoder):
-    """hpack's Encoder with LinearHuffman, whose dynamic table is never over 4 KiB."""
+    """hpack's Encoder with LinearHuffman, whose dynamic table is never over 4 KiB, and whose next
+    block signals at most two changes of its size (RFC 7541 4.2: the smallest since the last block,
+    then the last), where hpack's kept every change, joined in time quadratic in their number."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -191,9 +195,10 @@ class BoundedEncoder(Encoder):
 
     @header_table_size.setter
     def header_table_size(self, value: int) -> None:  # the most the peer's decoder keeps; ours is less
-        self.header_table.maxsize = min(value, _TABLE_SIZE)
-        if self.header_table.resized:
-            self.table_size_changes.append(self.header_table.maxsize)
+        self.header_table.maxsize = size = min(value, _TABLE_SIZE)
+        if self.header_table.resized:  # signalled in the next block: the smallest since, then this one
+            smallest = min([*self.table_size_changes, size])
+            self.table_size_changes = [size] if smallest == size else [smallest, size]
 
 
 class LengthBlindConnection(H2Connection):

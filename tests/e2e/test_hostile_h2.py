@@ -279,3 +279,22 @@ def test_a_peer_opening_streams_over_the_limit_without_pause_is_told_to_calm_dow
         peer.close()
     with grpc.insecure_channel(f"127.0.0.1:{agent.grpc_port}") as channel:
         channel.unary_unary(grpc_raw.TRACE_METHOD)(b"", timeout=5)
+
+
+def test_a_peer_changing_its_header_table_size_without_pause_gets_at_most_two_size_updates_in_an_answer(agent):
+    """Each change of SETTINGS_HEADER_TABLE_SIZE was kept for the next header block, every one of
+    them signalled in it and joined in time quadratic in their number (400,000 changes: 6 s of the
+    loop, and an answer of 800 kB). RFC 7541 asks for the smallest size since the last block and
+    the final one, no more."""
+    peer = RawPeer(agent.grpc_port)
+    try:
+        toggles = SettingsFrame(0, settings={HEADER_TABLE_SIZE: 0}).serialize() + \
+            SettingsFrame(0, settings={HEADER_TABLE_SIZE: 4096}).serialize()
+        peer.sock.sendall(toggles * 15_000)
+        stream = peer.call()
+        frames = peer.frames(lambda seen: any(frame.stream_id == stream and "END_STREAM" in frame.flags
+                                              for frame in seen), 10.0)
+        answer = [len(frame.data) for frame in frames if frame.stream_id == stream]  # headers, message, trailers
+        assert answer and sum(answer) < 1024, f"the answer's frames: {answer[:5]} bytes"
+    finally:
+        peer.close()

@@ -73,3 +73,14 @@ def test_a_block_of_countless_fields_is_decoded_to_its_end_when_fields_are_not_c
     block = hpack.Encoder().encode([(b":path", b"/")], huffman=False) + b"\x41\x00" * 1000
     assert h2_limits.HeaderListBound(8 << 10, count_fields=False).decode(block, raw=True)[-1] == \
         (h2_limits.OVERSIZED, b"")
+
+
+def test_the_encoder_signals_the_smallest_table_size_since_its_last_block_then_the_last():
+    encoder, decoder = h2_limits.BoundedEncoder(), hpack.Decoder()
+    decoder.decode(encoder.encode([(b"kept", b"k")]), raw=True)
+    for size in (2048, 0, 4096, 1024, 4096) * 1000:
+        encoder.header_table_size = size
+    block = encoder.encode([(b"grpc-status", b"0")])
+    assert block.startswith(b"\x20\x3f\xe1\x1f")  # 0, then 4096 (5-bit prefix integers)
+    assert decoder.decode(block, raw=True) == [(b"grpc-status", b"0")]
+    assert list(decoder.header_table.dynamic_entries) == [(b"grpc-status", b"0")]  # "kept" was evicted by 0
