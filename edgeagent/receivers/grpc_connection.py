@@ -88,6 +88,7 @@ class Connection(asyncio.Protocol):
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.calls: dict[int, GrpcCall] = {}
         self._pending: dict[int, _Pending] = {}
+        self._connection_blocked = False  # an answer waits for the connection's window, not only its stream's
         self._transport: asyncio.Transport | None = None
         self._peer = ""
         # the headers we send are constant or built here, lowercase and valid: checking them costs
@@ -353,8 +354,10 @@ class Connection(asyncio.Protocol):
         elif isinstance(event, h2.events.StreamReset):
             self._stream_gone(event.stream_id)
         elif isinstance(event, h2.events.WindowUpdated):
-            for stream_id in list(self._pending) if event.stream_id == 0 else [event.stream_id]:
-                self._send_pending(stream_id)
+            if event.stream_id:
+                self._send_pending(event.stream_id)
+            elif self._connection_blocked:
+                self._send_blocked()
         elif isinstance(event, h2.events.PingReceived):
             self._pinged()
         elif isinstance(event, h2.events.RemoteSettingsChanged) and self._timeout != self.limits.idle_timeout:
@@ -535,6 +538,17 @@ class Connection(asyncio.Protocol):
         self._send_pending(stream_id)
         await pending.done.wait()
 
+    def _send_blocked(self) -> None:
+        """The connection's window opened: the answers that waited for it go on, in turn, until it
+        closes again. Answers waiting for their own stream's window are not tried: with a thousand
+        of them, each WINDOW_UPDATE for the connection cost the loop 0.6 ms."""
+        self._connection_blocked = False
+        for stream_id in list(self._pending):
+            if self._h2.outbound_flow_control_window <= 0:
+                self._connection_blocked = True
+                return
+            self._send_pending(stream_id)
+
     def _send_pending(self, stream_id: int) -> None:
         pending = self._pending.get(stream_id)
         if pending is None or self._transport is None:
@@ -544,6 +558,7 @@ class Connection(asyncio.Protocol):
                 size = min(self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size,
                            len(pending.data) - pending.sent)
                 if size <= 0:
+                    self._connection_blocked |= self._h2.outbound_flow_control_window <= 0
                     self._flush()
                     return  # wait for WINDOW_UPDATE
                 self._h2.send_data(stream_id, pending.data[pending.sent:pending.sent + size])

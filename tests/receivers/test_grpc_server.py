@@ -17,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 import pytest
 import zstandard
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
@@ -40,7 +41,8 @@ class Served:
         self.delay = delay
         self.loop = asyncio.new_event_loop()
         self.server = grpc_server.GrpcServer({METHOD: self.echo, "/refuse/Early": self.refuse,
-                                              "/own/Deadline": self.own_deadline}, limits, ssl_context)
+                                              "/own/Deadline": self.own_deadline, "/large/Answer": self.large},
+                                             limits, ssl_context)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop).result(10)
@@ -65,6 +67,9 @@ class Served:
         await asyncio.sleep(max(deadline - asyncio.get_running_loop().time(), 0) + self.delay)
         self.received.append(message)
         return b""
+
+    async def large(self, call: GrpcCall) -> bytes:
+        return bytes([len(await call.read())]) * 300_000
 
     async def refuse(self, call: GrpcCall) -> bytes:
         raise GrpcError(grpc_call.UNAVAILABLE, "not now", [("grpc-status-details-bin", b"\x08\x0e")])
@@ -623,3 +628,35 @@ def test_h2_frames_stay_out_of_the_logs_wherever_h2_is_first_imported(module):
             "assert logging.getLogger('h2').level == logging.getLogger('hpack').level == logging.WARNING\n"
             "assert '<70000 bytes>' in repr(DataFrame(1, data=b'x' * 70000))\n")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
+
+
+def test_answers_waiting_for_the_connections_window_go_on_as_it_opens():
+    """Three answers of 300 kB, their streams' windows 1 MiB and the connection's 64 KiB: each
+    WINDOW_UPDATE for the connection lets the waiting answers go on until it closes again."""
+    server = Served(Limits(max_message_bytes=1 << 20))
+    try:
+        client = H2Client(server.port)
+        client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        streams = [client.start("/large/Answer") for _ in range(3)]
+        for index, stream in enumerate(streams):
+            client.h2.send_data(stream, struct.pack(">BI", 0, index + 1) + b"x" * (index + 1), end_stream=True)
+        client.flush()
+        received = dict.fromkeys(streams, b"")
+        read = 0
+
+        def answered(events: list[h2.events.Event]) -> bool:
+            nonlocal read
+            for event in events[read:]:
+                if isinstance(event, h2.events.DataReceived):
+                    received[event.stream_id] += event.data
+                    client.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            read = len(events)
+            client.flush()
+            return all(_status(events, stream) is not None for stream in streams)
+
+        events = client.events(answered, deadline=10.0)
+        assert [_status(events, stream) for stream in streams] == ["0", "0", "0"]
+        assert [received[stream] for stream in streams] == \
+            [struct.pack(">BI", 0, 300_000) + bytes([index + 1]) * 300_000 for index in range(3)]
+    finally:
+        server.close()
