@@ -360,12 +360,19 @@ class Connection(asyncio.Protocol):
                 self._send_blocked()
         elif isinstance(event, h2.events.PingReceived):
             self._pinged()
-        elif isinstance(event, h2.events.RemoteSettingsChanged) and self._timeout != self.limits.idle_timeout:
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._settings_changed(event)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.close()
+
+    def _settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        if self._timeout != self.limits.idle_timeout:
             self._timeout = self.limits.idle_timeout  # the preface is in: from now on, idle means no calls
             self._timers["idle"].cancel()
             self._check_idle()
-        elif isinstance(event, h2.events.ConnectionTerminated):
-            self.close()
+        if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+            for stream_id in list(self._pending):  # every stream's window changed, with no WINDOW_UPDATE
+                self._send_pending(stream_id)
 
     def _start_call(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id

@@ -660,3 +660,25 @@ def test_answers_waiting_for_the_connections_window_go_on_as_it_opens():
             [struct.pack(">BI", 0, 300_000) + bytes([index + 1]) * 300_000 for index in range(3)]
     finally:
         server.close()
+
+
+def test_an_answer_waiting_for_its_streams_window_goes_on_when_the_peer_raises_the_initial_window():
+    """SETTINGS_INITIAL_WINDOW_SIZE changes every stream's window at once, with no WINDOW_UPDATE:
+    an answer that waited for a window of 0 waited for ever when the peer opened it that way."""
+    server = Served(Limits(max_message_bytes=1 << 20))
+    try:
+        client = H2Client(server.port)
+        client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        client.h2.increment_flow_control_window(1 << 20)  # the connection's window stays open
+        stream = client.start("/large/Answer")
+        client.h2.send_data(stream, struct.pack(">BI", 0, 1) + b"x", end_stream=True)
+        client.flush()
+        client.events(lambda seen: any(isinstance(event, h2.events.ResponseReceived) for event in seen))
+        client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        client.flush()
+        events = client.events(lambda seen: _status(seen, stream) is not None)
+        assert _status(events, stream) == "0"
+        data = b"".join(event.data for event in events if isinstance(event, h2.events.DataReceived))
+        assert data == struct.pack(">BI", 0, 300_000) + b"\x01" * 300_000
+    finally:
+        server.close()
