@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import cramjam
 import grpc
@@ -259,6 +260,30 @@ def _status(events, stream: int) -> str | None:
             if status is not None:
                 return status.decode()
     return None
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (None, "cardinality violation: received no request message from non-client-streaming RPC"),
+    (b"", "cardinality violation: received no request message from non-client-streaming RPC"),
+    (b"\x00\x00", "unexpected EOF"),
+    (struct.pack(">BI", 0, 100) + b"abc", "unexpected EOF"),
+    (struct.pack(">BI", 0, 1) + b"a" + struct.pack(">BI", 0, 1) + b"b",
+     "cardinality violation: received multiple request messages for non-client-streaming RPC"),
+])
+def test_a_call_without_exactly_one_whole_message_is_answered_internal_in_grpc_gos_words(served, body, message):
+    client = H2Client(served.port)
+    stream = client.start()
+    if body is None:  # the request's headers end the stream
+        client.h2.end_stream(stream)
+    else:
+        client.h2.send_data(stream, body, end_stream=True)
+    client.flush()
+    events = client.events(lambda seen: _status(seen, stream) is not None)
+    trailers = [dict(event.headers) for event in events
+                if isinstance(event, h2.events.TrailersReceived | h2.events.ResponseReceived)]
+    assert _status(events, stream) == str(grpc_call.INTERNAL)
+    assert unquote(trailers[-1][b"grpc-message"].decode()) == message
+    assert served.received == []
 
 
 def test_a_reset_stream_leaves_the_others_on_the_connection_working(served):
