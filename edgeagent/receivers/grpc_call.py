@@ -230,7 +230,7 @@ def not_grpc(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
     elif content_type != b"application/grpc" and not content_type.startswith((b"application/grpc+",
                                                                                b"application/grpc;")):
         shown = content_type.decode("latin-1")
-        status, code, message = b"415", INVALID_ARGUMENT, f"invalid gRPC request content-type {shown!r}"
+        status, code, message = b"415", INVALID_ARGUMENT, f"invalid gRPC request content-type {_go_quote(shown)}"
     else:
         return None
     return trailers_only(code, message, status)
