@@ -192,7 +192,8 @@ class Connection(asyncio.Protocol):
         self._h2 = _H2Client(h2.config.H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False, validate_inbound_headers=False))  # checked call by call: _fields
-        self._h2.decoder = HeaderListBound(_MAX_HEADER_LIST)  # a list over it: that call alone fails
+        # a list over it: that call alone fails, whatever its count of fields (the upstream is no client)
+        self._h2.decoder = HeaderListBound(_MAX_HEADER_LIST, count_fields=False)
         self._transport: asyncio.Transport | None = None
         self._writable = asyncio.Event()
         self._writable.set()

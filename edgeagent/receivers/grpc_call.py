@@ -51,6 +51,9 @@ DEADLINE_MESSAGE = "context deadline exceeded"  # grpc-go's words (Go's context.
 ENCODINGS = ("identity", "gzip", "deflate", "zstd", "snappy")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 PREFIX = struct.Struct(">BI")  # a message's compressed flag and length
+# grpc-go's words for a unary call's stream that ends without a message, or holds more than one
+_NONE = "cardinality violation: received no request message from non-client-streaming RPC"
+_MORE_THAN_ONE = "cardinality violation: received multiple request messages for non-client-streaming RPC"
 _ACK_EVERY = 64 << 10  # flow-control credit is given back in pieces this large (or when a call waits)
 _REQUEST_PSEUDO = frozenset({b":method", b":path", b":scheme", b":authority", b":protocol"})
 _NOT_TOKEN = re.compile(rb"[^!#$%&'*+\-.^_`|~0-9a-z]")  # a header name is a lowercase token in HTTP/2
@@ -193,13 +196,13 @@ class GrpcCall:
                 chunk = bytes(prefix[PREFIX.size:])
             body += len(chunk)
             if body > wanted:
-                raise GrpcError(INTERNAL, "more than one message in a unary call")
+                raise GrpcError(INTERNAL, _MORE_THAN_ONE)
             if chunk:
                 decoder.feed(chunk)
-        if decoder is None:
-            raise GrpcError(INTERNAL, "the call ended without a message")
-        if body < wanted:
-            raise GrpcError(INTERNAL, f"the message ends after {body} of {wanted} bytes")
+        if decoder is None and not prefix:
+            raise GrpcError(INTERNAL, _NONE)
+        if decoder is None or body < wanted:  # the stream ended within the prefix or the message
+            raise GrpcError(INTERNAL, "unexpected EOF")
         return decoder.finish()
 
     def _start(self, prefix: bytes, on_size: Callable[[int], None] | None) -> tuple[codec.Decompressor, int]:
@@ -227,7 +230,7 @@ def not_grpc(headers: dict[bytes, bytes]) -> list[tuple[bytes, bytes]] | None:
     elif content_type != b"application/grpc" and not content_type.startswith((b"application/grpc+",
                                                                                b"application/grpc;")):
         shown = content_type.decode("latin-1")
-        status, code, message = b"415", INVALID_ARGUMENT, f"invalid gRPC request content-type {shown!r}"
+        status, code, message = b"415", INVALID_ARGUMENT, f"invalid gRPC request content-type {_go_quote(shown)}"
     else:
         return None
     return trailers_only(code, message, status)

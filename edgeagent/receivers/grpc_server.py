@@ -9,7 +9,8 @@ headers, are grpc_call.py's.
 
 Design note:
 - One `Connection` (an asyncio.Protocol, grpc_connection.py) per client owns its h2 state machine; every frame is
-  handled on the event loop, and each call runs as one task that reads its message as it arrives.
+  handled on the event loop, a hundred of a connection's at a time (h2_limits), and each call runs as one task
+  that reads its message as it arrives.
 - Memory is bounded by flow control: received DATA is acknowledged (WINDOW_UPDATE) only when the
   call's task has taken it, so a stream buffers at most its window and a connection at most the
   connection window; header lists (and their raw blocks: h2_limits), concurrent streams and the

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import cramjam
 import grpc
@@ -17,6 +18,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 import pytest
 import zstandard
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
@@ -40,7 +42,8 @@ class Served:
         self.delay = delay
         self.loop = asyncio.new_event_loop()
         self.server = grpc_server.GrpcServer({METHOD: self.echo, "/refuse/Early": self.refuse,
-                                              "/own/Deadline": self.own_deadline}, limits, ssl_context)
+                                              "/own/Deadline": self.own_deadline, "/large/Answer": self.large},
+                                             limits, ssl_context)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.port = asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop).result(10)
@@ -65,6 +68,9 @@ class Served:
         await asyncio.sleep(max(deadline - asyncio.get_running_loop().time(), 0) + self.delay)
         self.received.append(message)
         return b""
+
+    async def large(self, call: GrpcCall) -> bytes:
+        return bytes([len(await call.read())]) * 300_000
 
     async def refuse(self, call: GrpcCall) -> bytes:
         raise GrpcError(grpc_call.UNAVAILABLE, "not now", [("grpc-status-details-bin", b"\x08\x0e")])
@@ -130,7 +136,7 @@ def test_only_grpc_content_types_are_served_others_get_415_with_invalid_argument
         assert (status, served.received) == (0, [b"x"])
     else:
         assert (status, served.received) == (grpc_call.INVALID_ARGUMENT, [])
-        assert "content-type" in message
+        assert message == f'invalid gRPC request content-type "{content_type}"'  # Go's %q
 
 
 def test_an_unknown_method_is_unimplemented(served):
@@ -254,6 +260,30 @@ def _status(events, stream: int) -> str | None:
             if status is not None:
                 return status.decode()
     return None
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (None, "cardinality violation: received no request message from non-client-streaming RPC"),
+    (b"", "cardinality violation: received no request message from non-client-streaming RPC"),
+    (b"\x00\x00", "unexpected EOF"),
+    (struct.pack(">BI", 0, 100) + b"abc", "unexpected EOF"),
+    (struct.pack(">BI", 0, 1) + b"a" + struct.pack(">BI", 0, 1) + b"b",
+     "cardinality violation: received multiple request messages for non-client-streaming RPC"),
+])
+def test_a_call_without_exactly_one_whole_message_is_answered_internal_in_grpc_gos_words(served, body, message):
+    client = H2Client(served.port)
+    stream = client.start()
+    if body is None:  # the request's headers end the stream
+        client.h2.end_stream(stream)
+    else:
+        client.h2.send_data(stream, body, end_stream=True)
+    client.flush()
+    events = client.events(lambda seen: _status(seen, stream) is not None)
+    trailers = [dict(event.headers) for event in events
+                if isinstance(event, h2.events.TrailersReceived | h2.events.ResponseReceived)]
+    assert _status(events, stream) == str(grpc_call.INTERNAL)
+    assert unquote(trailers[-1][b"grpc-message"].decode()) == message
+    assert served.received == []
 
 
 def test_a_reset_stream_leaves_the_others_on_the_connection_working(served):
@@ -623,3 +653,57 @@ def test_h2_frames_stay_out_of_the_logs_wherever_h2_is_first_imported(module):
             "assert logging.getLogger('h2').level == logging.getLogger('hpack').level == logging.WARNING\n"
             "assert '<70000 bytes>' in repr(DataFrame(1, data=b'x' * 70000))\n")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
+
+
+def test_answers_waiting_for_the_connections_window_go_on_as_it_opens():
+    """Three answers of 300 kB, their streams' windows 1 MiB and the connection's 64 KiB: each
+    WINDOW_UPDATE for the connection lets the waiting answers go on until it closes again."""
+    server = Served(Limits(max_message_bytes=1 << 20))
+    try:
+        client = H2Client(server.port)
+        client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        streams = [client.start("/large/Answer") for _ in range(3)]
+        for index, stream in enumerate(streams):
+            client.h2.send_data(stream, struct.pack(">BI", 0, index + 1) + b"x" * (index + 1), end_stream=True)
+        client.flush()
+        received = dict.fromkeys(streams, b"")
+        read = 0
+
+        def answered(events: list[h2.events.Event]) -> bool:
+            nonlocal read
+            for event in events[read:]:
+                if isinstance(event, h2.events.DataReceived):
+                    received[event.stream_id] += event.data
+                    client.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            read = len(events)
+            client.flush()
+            return all(_status(events, stream) is not None for stream in streams)
+
+        events = client.events(answered, deadline=10.0)
+        assert [_status(events, stream) for stream in streams] == ["0", "0", "0"]
+        assert [received[stream] for stream in streams] == \
+            [struct.pack(">BI", 0, 300_000) + bytes([index + 1]) * 300_000 for index in range(3)]
+    finally:
+        server.close()
+
+
+def test_an_answer_waiting_for_its_streams_window_goes_on_when_the_peer_raises_the_initial_window():
+    """SETTINGS_INITIAL_WINDOW_SIZE changes every stream's window at once, with no WINDOW_UPDATE:
+    an answer that waited for a window of 0 waited for ever when the peer opened it that way."""
+    server = Served(Limits(max_message_bytes=1 << 20))
+    try:
+        client = H2Client(server.port)
+        client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        client.h2.increment_flow_control_window(1 << 20)  # the connection's window stays open
+        stream = client.start("/large/Answer")
+        client.h2.send_data(stream, struct.pack(">BI", 0, 1) + b"x", end_stream=True)
+        client.flush()
+        client.events(lambda seen: any(isinstance(event, h2.events.ResponseReceived) for event in seen))
+        client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        client.flush()
+        events = client.events(lambda seen: _status(seen, stream) is not None)
+        assert _status(events, stream) == "0"
+        data = b"".join(event.data for event in events if isinstance(event, h2.events.DataReceived))
+        assert data == struct.pack(">BI", 0, 300_000) + b"\x01" * 300_000
+    finally:
+        server.close()
