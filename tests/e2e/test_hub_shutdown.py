@@ -165,8 +165,8 @@ def test_a_hub_stopped_while_it_consumes_loses_no_kept_trace_and_decides_its_pen
     held = {trace_id for trace_id in kept if where[trace_id] in consumed and trace_id not in upstream_at_stop}
 
     # nothing needs to outlast a stop any more: the restarted hub decides the traces it resumes at
-    # once (they waited long enough before the stop) and the rest of the backlog after a short wait
-    restarted = _hub(agents, tmp_path, kafka, upstream, redis_url, "2s", ports=hub)
+    # once (they waited long enough before the stop) and the rest of the backlog after a second
+    restarted = _hub(agents, tmp_path, kafka, upstream, redis_url, "1s", ports=hub)
     wait_until(lambda: {span.trace_id for span in upstream.spans()} >= set(kept), timeout=180, interval=0.5,
                message="every kept trace upstream after the restart")
     time.sleep(1.0)
