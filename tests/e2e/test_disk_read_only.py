@@ -196,7 +196,7 @@ def test_a_card_remounted_read_only_refuses_new_data_drains_the_backlog_and_lose
     try:
         wait_until(lambda: upstream.span_ids() >= accepted, timeout=60, interval=0.5,
                    message=f"backlog delivered from a read-only queue: {agent.health()[1]}")
-        time.sleep(3)
+        time.sleep(1)  # the last acks refused
         attempts, cpu, lines = upstream.attempts, _cpu_seconds(pid), _log_lines(agent)
         time.sleep(3)
         assert upstream.attempts - attempts <= 6, "delivered records are sent again in a tight loop"
@@ -407,7 +407,7 @@ def test_an_undecodable_record_met_on_a_read_only_card_is_set_aside_without_spin
     try:
         wait_until(lambda: upstream.span_ids() >= accepted, timeout=60, interval=0.5,
                    message=f"the backlog is delivered from a read-only queue: {agent.health()[1]}")
-        time.sleep(2)
+        time.sleep(1)  # the last acks refused
         cpu, lines = _cpu_seconds(pid), _log_lines(agent)
         time.sleep(4)
         spent, logged = _cpu_seconds(pid) - cpu, _log_lines(agent) - lines

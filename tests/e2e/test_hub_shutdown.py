@@ -92,7 +92,8 @@ def _committed(kafka) -> dict[int, int]:
     return asyncio.run(read())
 
 
-def _hub(agents, tmp_path, kafka, upstream, redis_url: str | None, ports: AgentProcess | None = None) -> AgentProcess:
+def _hub(agents, tmp_path, kafka, upstream, redis_url: str | None, decision_wait: str,
+         ports: AgentProcess | None = None) -> AgentProcess:
     ports = ports or AgentProcess(args=[])
     config = hub_config(tmp_path / "hub.yaml", kafka.bootstrap, upstream.url, ports, ("traces",),
                         session_timeout="3s", heartbeat_interval="1s",
@@ -100,9 +101,7 @@ def _hub(agents, tmp_path, kafka, upstream, redis_url: str | None, ports: AgentP
     with open(config) as handle:
         document = yaml.safe_load(handle)
     document["processors"] = {"tail_sampling": {
-        # well over the drain (3 s) and the stop, even on a loaded machine: traces taken in just before
-        # the stop are still pending and must come back from disk after the restart
-        "decision_wait": "12s", "num_traces": 50_000,
+        "decision_wait": decision_wait, "num_traces": 50_000,
         "policies": [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]}}
     if redis_url:  # decisions shared with other replicas, as in hub-cluster.yaml
         document["processors"]["tail_sampling"]["shared_state"] = {"redis": {"url": redis_url}}
@@ -130,7 +129,10 @@ def test_a_hub_stopped_while_it_consumes_loses_no_kept_trace_and_decides_its_pen
     order = _produce(kafka, messages[:FIRST])
 
     upstream.status = 503  # kept traces wait in the export queue: the stop has something to drain
-    hub = _hub(agents, tmp_path, kafka, upstream, redis_url)
+    # a decision_wait well over the drain (3 s), during which the stage goes on deciding: the traces
+    # taken in during the last few seconds before the stop are still pending at its end, even on a
+    # loaded machine, and must come back from disk after the restart
+    hub = _hub(agents, tmp_path, kafka, upstream, redis_url, "8s")
     wait_until(lambda: hub.metric("otelcol_exporter_queue_size") > 0, timeout=120, interval=0.1,
                message="kept traces in the export queue")
     # The rest is produced while the hub consumes it, and the stop comes early in it: the hub can
@@ -162,7 +164,9 @@ def test_a_hub_stopped_while_it_consumes_loses_no_kept_trace_and_decides_its_pen
     upstream_at_stop = {span.trace_id for span in upstream.spans()}
     held = {trace_id for trace_id in kept if where[trace_id] in consumed and trace_id not in upstream_at_stop}
 
-    restarted = _hub(agents, tmp_path, kafka, upstream, redis_url, ports=hub)
+    # nothing needs to outlast a stop any more: the restarted hub decides the traces it resumes at
+    # once (they waited long enough before the stop) and the rest of the backlog after a second
+    restarted = _hub(agents, tmp_path, kafka, upstream, redis_url, "1s", ports=hub)
     wait_until(lambda: {span.trace_id for span in upstream.spans()} >= set(kept), timeout=180, interval=0.5,
                message="every kept trace upstream after the restart")
     time.sleep(1.0)

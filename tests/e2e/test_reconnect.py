@@ -29,6 +29,14 @@ def _wait_offline(agent) -> None:
                interval=0.1, message="the link offline")
 
 
+def _wait_failed(agent, exporter: str) -> None:
+    """Until the exporter's first attempt has failed (its health names the problem) and its watch has
+    looked at the port while nothing listens: the next attempt waits for the watch or the backoff."""
+    wait_until(lambda: agent.health()[1].get("exporters", {}).get(exporter, {}).get("problem"), timeout=30,
+               interval=0.1, message=f"a failed attempt of {exporter}")
+    time.sleep(1.5)  # a look or two of the watch (one a second, jittered)
+
+
 def _first_delivery(upstream: Upstream | GrpcUpstream, listening: float) -> float:
     wait_until(lambda: upstream.spans(), timeout=60, message="the backlog starts draining")
     delivered = [attempt.at for attempt in upstream.calls if getattr(attempt, "status", 200) == 200]
@@ -58,7 +66,7 @@ def test_grpc_backlog_drains_within_seconds_of_a_refusing_upstream_listening(age
         f"127.0.0.1:{port}", retry_on_failure=SLOW_RETRY)})
     agent = agents(["run", "--config", config, "--state-dir", str(tmp_path / "state")])
     send_spans("http", agent.http_port, 50)
-    time.sleep(5)
+    _wait_failed(agent, "otlp")  # refused: in its 20 s backoff
     upstream = GrpcUpstream(port).start()
     listening = time.monotonic()
     try:
@@ -118,7 +126,7 @@ def test_kafka_backlog_drains_within_seconds_of_the_broker_listening_again(agent
 
     kafka.kill()  # its port refuses connections: the producer's sends time out, no broker accepts
     send_spans("grpc", edge.grpc_port, 100, batch=100, must_deliver=True)
-    time.sleep(6)  # the send timed out after 2 s: now in its 20 s backoff
+    _wait_failed(edge, "kafka")  # the send timed out after 2 s: now in its 20 s backoff
     kafka.start()
     listening = time.monotonic()
     kafka.create_topic("otlp_spans", 2, exist_ok=True)
