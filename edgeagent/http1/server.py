@@ -410,7 +410,9 @@ class _Connection:
             if request.method == "HEAD" or response.status in _NO_BODY_STATUSES:
                 return True
             async for piece in response.stream:
-                if piece and not await self._send(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece):
+                # a chunk's framing sent apart from the piece, which is not copied into one more buffer
+                if piece and not (await self._send(b"%x\r\n" % len(piece)) and await self._send(piece)
+                                  and await self._send(b"\r\n")) if chunked else not await self._send(piece):
                     return False
             return await self._send(b"0\r\n\r\n") if chunked else True
         except Exception as exc:  # noqa: BLE001 - whatever failed, the answer cannot be finished
