@@ -1,11 +1,12 @@
-"""`python -m edgeagent` and the `edgeagent` command: SIGHUP held and the collector eased before the
-CLI's imports (a fifth of a second)."""
+"""`python -m edgeagent` and the `edgeagent` command: closed standard descriptors on /dev/null, SIGHUP
+held and the collector eased before the CLI's imports (a fifth of a second)."""
 
 from edgeagent.lean import importing, start_up_gc
-from edgeagent.runtime import hangup
+from edgeagent.runtime import descriptors, hangup
 
 
 def main() -> int:
+    descriptors.open_standard()  # before any file is opened: runtime/descriptors.py
     hangup.hold()  # a SIGHUP during start-up must not end the agent: runtime/hangup.py
     start_up_gc()  # see lean.py
     with importing():

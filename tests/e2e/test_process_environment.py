@@ -1,0 +1,81 @@
+"""The process a deployment starts: descriptors 0 to 2 closed.
+
+Each as otelcol (a Go program) meets them: the Go runtime opens /dev/null on a closed descriptor 0,
+1 or 2 before anything else."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.agent import AgentProcess
+from tests.helpers.hostile import spans_request
+from tests.helpers.otlp_post import post
+
+# a queue, a log file and a debug exporter printing each span to stdout
+CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      grpc:
+      http:
+exporters:
+  debug:
+    verbosity: detailed
+    use_internal_logger: false
+    output_paths: [stdout]
+  otlphttp:
+    endpoint: http://127.0.0.1:1
+    sending_queue: {storage: file_storage}
+extensions:
+  health_check:
+  file_storage:
+    directory: ${env:QUEUE}
+service:
+  extensions: [health_check, file_storage]
+  telemetry:
+    logs: {level: debug, output_paths: ["${env:LOG}"]}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlphttp, debug]
+"""
+
+
+def _agent(tmp_path: Path, closing: str = "") -> AgentProcess:
+    """The agent on CONFIG, started by a shell that closes the descriptors `closing` names first."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(CONFIG)
+    (tmp_path / "queue").mkdir()
+    agent = AgentProcess(args=["run", "--config", str(config)], log_path=str(tmp_path / "output.log"),
+                         env={"QUEUE": str(tmp_path / "queue"), "LOG": str(tmp_path / "agent.log"),
+                              "STATE_DIRECTORY": str(tmp_path / "state")})
+    if closing:
+        closes = " ".join(f"{fd}<&-" for fd in closing)
+        agent.command = ["sh", "-c", f'exec "$0" "$@" {closes}', sys.executable, "-m", "edgeagent"]
+    agent.args += agent.ports_overrides()
+    return agent
+
+
+def _agent_log(tmp_path: Path) -> str:
+    return (tmp_path / "agent.log").read_text(errors="replace")
+
+
+@pytest.mark.parametrize("closing", ["012", "2"], ids=["all-three", "stderr"])
+def test_closed_standard_descriptors_are_dev_null_not_the_first_files_the_agent_opens(tmp_path, closing):
+    # with 1 closed the agent failed at start (sys.stdout is None); with 2 closed its log file took
+    # descriptor 2, where any later text for stderr went (and with all three the queue's files
+    # could take them)
+    agent = _agent(tmp_path, closing)
+    try:
+        agent.start()
+        pid = agent.process.pid
+        assert [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in map(int, closing)] == ["/dev/null"] * len(closing)
+        assert post(agent.http_port, spans_request(1))[0] == 200
+        assert agent.terminate() == 0
+    finally:
+        agent.kill()
+    assert "edgeagent stopped" in _agent_log(tmp_path)
