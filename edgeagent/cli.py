@@ -252,6 +252,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    hangup.say_ignored(lambda signum: loop.call_soon_threadsafe(_ignored, signum))
     agent.on_fatal = stop.set  # a worker stopped for good, or a reload could not restore the config
     try:
         agent.build()
@@ -268,6 +269,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
                 await agent.drain(drain_timeout)
         log.info("stopping: finishing pending commits and returning leases")
     finally:
+        hangup.say_ignored(None)
         await notifier.stopping()
         await agent.shutdown()
     if agent.fatal is not None:
@@ -275,6 +277,11 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         return 1
     log.info("edgeagent stopped")
     return 0
+
+
+def _ignored(signum: int) -> None:
+    log.warning("%s ignored: edgeagent reads its config again on SIGHUP and stops on SIGTERM or SIGINT",
+                signal.Signals(signum).name)
 
 
 async def _reload(agent: Service, notifier: Notifier) -> None:

@@ -9,16 +9,33 @@ once it is up when one came.
 As a container's PID 1 the agent has the opposite trouble with SIGTERM: the kernel drops a signal
 PID 1 has no handler for, so a stop in that half second was lost and the agent ran on until the
 SIGKILL. There `run` holds SIGTERM too, and stops before it starts when one came.
+
+SIGUSR1 and SIGUSR2 ended the agent too (their default action): a logrotate script's `kill -USR1`,
+meant to make a daemon open its log again, stopped it. A Go program (otelcol) catches them and does
+nothing; so does the agent, from its first step, and says so once for each while it runs. The
+handler is Python's, not SIG_IGN, so that no program the process starts inherits the signals ignored.
+
+SIGQUIT ends a Go program with the stack of every goroutine on stderr; it ended the agent (with a
+core dump where the system keeps them) without a word. faulthandler now writes the stack of every
+thread to stderr first, from the signal handler itself, so a process whose loop is stuck in a call
+still says where; then the default action ends it as before (Go exits 2 instead). As PID 1, where
+the kernel drops SIGQUIT's default action, the agent writes the stacks and runs on.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
+from collections.abc import Callable
 from types import FrameType
+
+IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
 
 _held = False
 _stop = False
+_said: set[int] = set()  # the ignored signals said once already
+_say: Callable[[int], object] | None = None
 
 
 def _hold(signum: int, frame: FrameType | None) -> None:
@@ -31,12 +48,32 @@ def _hold_stop(signum: int, frame: FrameType | None) -> None:
     _stop = True
 
 
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    if _say is not None and signum not in _said:
+        _said.add(signum)
+        try:
+            _say(signum)
+        except RuntimeError:  # its loop has closed since
+            pass
+
+
 def hold() -> None:
     """From now until the loop takes SIGHUP over, one is held (and asks for a reload); as PID 1,
-    SIGTERM too (and asks for a stop)."""
+    SIGTERM too (and asks for a stop). SIGUSR1 and SIGUSR2 are ignored for good, and SIGQUIT
+    writes every thread's stack to stderr before it ends the process."""
     signal.signal(signal.SIGHUP, _hold)
     if os.getpid() == 1:  # elsewhere SIGTERM's default action ends the process, as it should
         signal.signal(signal.SIGTERM, _hold_stop)
+    for signum in IGNORED:
+        signal.signal(signum, _ignore)
+    faulthandler.register(signal.SIGQUIT, file=2, all_threads=True, chain=True)
+
+
+def say_ignored(say: Callable[[int], object] | None) -> None:
+    """Hand each ignored signal to `say` the first time it comes (from the signal handler: `say` must
+    only schedule its work), or to nothing (None)."""
+    global _say
+    _say = say
 
 
 def release() -> None:

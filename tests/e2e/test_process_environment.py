@@ -1,11 +1,13 @@
-"""The process a deployment starts: descriptors 0 to 2 closed.
+"""The process a deployment starts: descriptors 0 to 2 closed, signals the agent has no use for.
 
 Each as otelcol (a Go program) meets them: the Go runtime opens /dev/null on a closed descriptor 0,
-1 or 2 before anything else."""
+1 or 2 before anything else, catches SIGUSR1 and SIGUSR2 and does nothing, and ends on SIGQUIT
+with the stacks of its goroutines on stderr."""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from tests.helpers.agent import AgentProcess
 from tests.helpers.hostile import spans_request
+from tests.helpers.net import wait_until
 from tests.helpers.otlp_post import post
 
 # a queue, a log file and a debug exporter printing each span to stdout
@@ -79,3 +82,35 @@ def test_closed_standard_descriptors_are_dev_null_not_the_first_files_the_agent_
     finally:
         agent.kill()
     assert "edgeagent stopped" in _agent_log(tmp_path)
+
+
+def test_sigusr1_and_sigusr2_are_ignored_and_said_once(tmp_path):
+    # their default action ended the agent: a logrotate script's `kill -USR1` stopped it
+    agent = _agent(tmp_path)
+    try:
+        agent.start()
+        for _ in range(3):
+            for signum in (signal.SIGUSR1, signal.SIGUSR2):
+                agent.process.send_signal(signum)
+        wait_until(lambda: "SIGUSR2" in _agent_log(tmp_path), timeout=5, message="the ignored signal logged")
+        assert agent.process.poll() is None
+        assert post(agent.http_port, spans_request(1))[0] == 200
+        assert agent.terminate() == 0
+    finally:
+        agent.kill()
+    lines = [line for line in _agent_log(tmp_path).splitlines() if "ignored" in line]
+    assert len(lines) == 2 and "SIGUSR1" in lines[0] and "SIGUSR2" in lines[1], lines
+
+
+def test_sigquit_writes_every_threads_stack_to_stderr_and_ends_the_agent(tmp_path):
+    # it ended the agent with nothing said: a hung agent left no trace of where it hung
+    agent = _agent(tmp_path)
+    try:
+        agent.start()
+        agent.process.send_signal(signal.SIGQUIT)
+        assert agent.process.wait(10) == -signal.SIGQUIT
+    finally:
+        agent.kill()
+    stderr = (tmp_path / "output.log").read_text(errors="replace")
+    assert "most recent call first" in stderr and "Thread 0x" in stderr, stderr[-2000:]
+    assert "in run_forever" in stderr or "in _run_once" in stderr, stderr[-2000:]  # the loop's thread
