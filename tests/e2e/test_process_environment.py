@@ -1,11 +1,16 @@
-"""The process a deployment starts: descriptors 0 to 2 closed, signals the agent has no use for.
+"""The process a deployment starts: descriptors 0 to 2 closed, signals the agent has no use for, a
+read-only root filesystem.
 
 Each as otelcol (a Go program) meets them: the Go runtime opens /dev/null on a closed descriptor 0,
 1 or 2 before anything else, catches SIGUSR1 and SIGUSR2 and does nothing, and ends on SIGQUIT
-with the stacks of its goroutines on stderr."""
+with the stacks of its goroutines on stderr, and writes nowhere but where its config says.
+
+The read-only root is a mount namespace of the test's own (root only): every filesystem read-only
+but the test's directory, as a container with readOnlyRootFilesystem and no /tmp of its own."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -14,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.agent import AgentProcess
+from tests.helpers.certs import Certs
 from tests.helpers.hostile import spans_request
 from tests.helpers.net import wait_until
 from tests.helpers.otlp_post import post
+from tests.packaging.tools import require
 
 # a queue, a log file and a debug exporter printing each span to stdout
 CONFIG = """
@@ -114,3 +121,38 @@ def test_sigquit_writes_every_threads_stack_to_stderr_and_ends_the_agent(tmp_pat
     stderr = (tmp_path / "output.log").read_text(errors="replace")
     assert "most recent call first" in stderr and "Thread 0x" in stderr, stderr[-2000:]
     assert "in run_forever" in stderr or "in _run_once" in stderr, stderr[-2000:]  # the loop's thread
+
+
+# every mount read-only, /proc, /sys and /dev aside, but the directory $1 (bound onto itself first)
+READ_ONLY_ROOT = r"""
+set -e
+mount --make-rprivate /
+mount --bind "$1" "$1"
+awk '{print $2}' /proc/self/mounts | while read -r target; do
+  case "$target" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|"$1") continue;; esac
+  mount -o remount,bind,ro "$target" 2>/dev/null || true
+done
+if touch /tmp/.edgeagent-write-test 2>/dev/null; then echo "/tmp is writable" >&2; exit 9; fi
+cd /
+shift
+exec "$@"
+"""
+
+
+def test_on_a_read_only_root_the_agent_writes_only_its_state_and_queue(tmp_path, certs: Certs):
+    # a receiver's inline key (key_pem) was written to a temporary directory for OpenSSL to read: with
+    # no writable /tmp the agent failed at start ("No usable temporary directory found")
+    unshare = require("unshare", "apt-get install -y util-linux")
+    if os.geteuid() != 0:
+        pytest.skip("a mount namespace needs root (CI runs as root)")
+    agent = _agent(tmp_path)
+    agent.command = [unshare, "-m", "sh", "-c", READ_ONLY_ROOT, "sh", str(tmp_path), *agent.command]
+    agent.args += ["--set", "receivers::otlp::protocols::grpc::tls=" + json.dumps(
+        {"cert_pem": Path(certs.server_cert).read_text(), "key_pem": Path(certs.server_key).read_text()})]
+    try:
+        agent.start()
+        assert post(agent.http_port, spans_request(1))[0] == 200
+        assert agent.terminate() == 0
+    finally:
+        agent.kill()
+    assert "edgeagent stopped" in _agent_log(tmp_path)
