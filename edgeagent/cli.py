@@ -29,7 +29,7 @@ from edgeagent.config.document import ConfigError
 from edgeagent.config.upstream import upstream_base
 from edgeagent.runtime import descriptors, event_loop, hangup, loop_errors
 from edgeagent.runtime import logging as agent_logging
-from edgeagent.runtime.paths import default_state_dir
+from edgeagent.runtime.paths import NoStateDirectory, default_state_dir
 
 if TYPE_CHECKING:  # imported when the agent runs: the config commands stay light
     from edgeagent.config.loader import AgentConfig
@@ -620,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
             hangup.release()
             lean.steady_gc()
         return args.handler(args)
+    except NoStateDirectory as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:  # `edgeagent queue peek | head`: the reader left; nothing is wrong but the rest unread
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail too
         return 1
