@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -156,3 +158,40 @@ def test_on_a_read_only_root_the_agent_writes_only_its_state_and_queue(tmp_path,
     finally:
         agent.kill()
     assert "edgeagent stopped" in _agent_log(tmp_path)
+
+
+def _latin1_locale(directory: Path) -> dict[str, str]:
+    """The environment of a process under an ISO-8859-1 locale built in `directory`."""
+    localedef = shutil.which("localedef")
+    if localedef is None:
+        pytest.skip("localedef is not installed (libc-bin)")
+    made = subprocess.run([localedef, "-i", "de_DE", "-f", "ISO-8859-1", str(directory / "de_DE.ISO-8859-1")],
+                          capture_output=True, text=True, timeout=30)
+    if made.returncode not in (0, 1):  # 1: made, with warnings
+        pytest.skip(f"the locale cannot be built here: {made.stderr.strip()[-200:]}")
+    return {"LOCPATH": str(directory), "LC_ALL": "de_DE.ISO-8859-1"}
+
+
+def test_under_a_latin1_locale_config_text_environment_and_paths_are_utf8(tmp_path):
+    # Python decoded the environment and encoded paths and stdout in the locale's charset: a value
+    # `é` became `Ã©`, a file named in UTF-8 was not found, and print-config failed on a character
+    # latin-1 lacks; Go takes each as the UTF-8 bytes it is
+    (tmp_path / "locale").mkdir()
+    env = {**os.environ, **_latin1_locale(tmp_path / "locale"), "SITE": "Zürich"}
+    env.pop("LANG", None)
+    named = tmp_path / "grüße.txt"
+    named.write_text("日本", encoding="utf-8")
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"""
+receivers: {{otlp: {{protocols: {{http: {{endpoint: 127.0.0.1:4318}}}}}}}}
+processors:
+  attributes:
+    actions: [{{key: site, value: "${{env:SITE}} ${{file:{named}}}", action: insert}}]
+exporters: {{debug: {{}}}}
+service:
+  pipelines: {{traces: {{receivers: [otlp], processors: [attributes], exporters: [debug]}}}}
+""", encoding="utf-8")
+    printed = subprocess.run([sys.executable, "-m", "edgeagent", "print-config", "--config", str(config)], env=env,
+                             capture_output=True, timeout=30)
+    assert printed.returncode == 0, printed.stderr.decode(errors="replace")[-2000:]
+    assert "value: Zürich 日本" in printed.stdout.decode("utf-8"), printed.stdout.decode(errors="replace")
