@@ -18,8 +18,9 @@ handler is Python's, not SIG_IGN, so that no program the process starts inherits
 SIGQUIT ends a Go program with the stack of every goroutine on stderr; it ended the agent (with a
 core dump where the system keeps them) without a word. faulthandler now writes the stack of every
 thread to stderr first, from the signal handler itself, so a process whose loop is stuck in a call
-still says where; then the default action ends it as before (Go exits 2 instead). As PID 1, where
-the kernel drops SIGQUIT's default action, the agent writes the stacks and runs on.
+still says where; then the default action ends it as before (Go exits 2 instead). As PID 1 the
+kernel drops that default action, and the stacks were written while the agent ran on: there a
+handler of Python's ends it with status 2 after the dump, once the main thread runs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _held = False
 _stop = False
 _said: set[int] = set()  # the ignored signals said once already
 _say: Callable[[int], object] | None = None
+_dumping = False  # SIGQUIT's dump registered
 
 
 def _hold(signum: int, frame: FrameType | None) -> None:
@@ -66,7 +68,16 @@ def hold() -> None:
         signal.signal(signal.SIGTERM, _hold_stop)
     for signum in IGNORED:
         signal.signal(signum, _ignore)
-    faulthandler.register(signal.SIGQUIT, file=2, all_threads=True, chain=True)
+    global _dumping
+    if not _dumping:  # once: faulthandler keeps the handler it chains to from its first registration
+        if os.getpid() == 1:
+            signal.signal(signal.SIGQUIT, _quit)
+        faulthandler.register(signal.SIGQUIT, file=2, all_threads=True, chain=True)
+        _dumping = True
+
+
+def _quit(signum: int, frame: FrameType | None) -> None:
+    os._exit(2)  # as Go after its dump; what was acknowledged is on disk
 
 
 def say_ignored(say: Callable[[int], object] | None) -> None:

@@ -125,6 +125,24 @@ def test_sigquit_writes_every_threads_stack_to_stderr_and_ends_the_agent(tmp_pat
     assert "in run_forever" in stderr or "in _run_once" in stderr, stderr[-2000:]  # the loop's thread
 
 
+def test_as_pid_1_sigquit_writes_the_stacks_and_ends_the_agent(tmp_path):
+    # the kernel drops the default action of a signal PID 1 has no handler for: the stacks were
+    # written and the agent ran on; a Go program exits 2 after its dump
+    unshare = require("unshare", "apt-get install -y util-linux")
+    if os.geteuid() != 0:
+        pytest.skip("a PID namespace needs root (CI runs as root)")
+    agent = _agent(tmp_path)
+    agent.command = [unshare, "--pid", "--fork", "--mount-proc", "--kill-child", *agent.command]
+    try:
+        agent.start()
+        (first,) = Path(f"/proc/{agent.process.pid}/task/{agent.process.pid}/children").read_text().split()
+        os.kill(int(first), signal.SIGQUIT)
+        assert agent.process.wait(10) == 2
+    finally:
+        agent.kill()
+    assert "most recent call first" in (tmp_path / "output.log").read_text(errors="replace")
+
+
 # every mount read-only, /proc, /sys and /dev aside, but the directory $1 (bound onto itself first)
 READ_ONLY_ROOT = r"""
 set -e
