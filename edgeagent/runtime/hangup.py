@@ -1,4 +1,5 @@
-"""Signals before the event loop takes them over: held, not fatal, not lost.
+"""The process's signals: held before the event loop takes them over, not fatal, not lost, not
+blocked; SIGUSR1 and SIGUSR2 ignored; SIGQUIT's stacks.
 
 Python leaves SIGHUP at its default action, which ends the process, until the event loop takes
 it over; a SIGHUP in that half second of start-up (a config tool that changed the file as the
@@ -15,8 +16,12 @@ meant to make a daemon open its log again, stopped it. A Go program (otelcol) ca
 nothing; so does the agent, from its first step, and says so once for each while it runs. The
 handler is Python's, not SIG_IGN, so that no program the process starts inherits the signals ignored.
 
+A signal the process starts with blocked (a parent's signal mask, which exec keeps) stays pending
+for good: SIGTERM never reached the agent, which ran on until a SIGKILL. Go unblocks the signals a
+program asks for, and so does `hold`, for the signals the agent acts on.
+
 SIGQUIT ends a Go program with the stack of every goroutine on stderr; it ended the agent (with a
-core dump where the system keeps them) without a word. faulthandler now writes the stack of every
+core dump where the system keeps them) without a word. faulthandler writes the stack of every
 thread to stderr first, from the signal handler itself, so a process whose loop is stuck in a call
 still says where; then the default action ends it as before (Go exits 2 instead). As PID 1 the
 kernel drops that default action, and the stacks were written while the agent ran on: there a
@@ -32,6 +37,7 @@ from collections.abc import Callable
 from types import FrameType
 
 IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
+TAKEN = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, *IGNORED}  # what the agent handles
 
 _held = False
 _stop = False
@@ -62,7 +68,8 @@ def _ignore(signum: int, frame: FrameType | None) -> None:
 def hold() -> None:
     """From now until the loop takes SIGHUP over, one is held (and asks for a reload); as PID 1,
     SIGTERM too (and asks for a stop). SIGUSR1 and SIGUSR2 are ignored for good, and SIGQUIT
-    writes every thread's stack to stderr before it ends the process."""
+    writes every thread's stack to stderr before it ends the process. None of them stays blocked."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, TAKEN)  # before any thread starts: each inherits it
     signal.signal(signal.SIGHUP, _hold)
     if os.getpid() == 1:  # elsewhere SIGTERM's default action ends the process, as it should
         signal.signal(signal.SIGTERM, _hold_stop)

@@ -111,6 +111,27 @@ def test_sigusr1_and_sigusr2_are_ignored_and_said_once(tmp_path):
     assert len(lines) == 2 and "SIGUSR1" in lines[0] and "SIGUSR2" in lines[1], lines
 
 
+# the agent started with SIGTERM, SIGINT and SIGHUP blocked, as a parent's signal mask leaves them
+BLOCKED = ("import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, "
+           "signal.SIGHUP}); os.execv(sys.executable, [sys.executable, '-m', 'edgeagent', *sys.argv[1:]])")
+
+
+def test_signals_blocked_when_the_agent_starts_still_reload_and_stop_it(tmp_path):
+    # a blocked signal stays pending: SIGTERM never reached the agent, which ran on until SIGKILL;
+    # Go unblocks the signals a program asks for
+    agent = _agent(tmp_path)
+    agent.command = [sys.executable, "-c", BLOCKED]
+    try:
+        agent.start()
+        agent.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "config reloaded" in _agent_log(tmp_path), timeout=5, message="the SIGHUP's reload")
+        agent.process.send_signal(signal.SIGTERM)
+        assert agent.process.wait(10) == 0
+    finally:
+        agent.kill()
+    assert "edgeagent stopped" in _agent_log(tmp_path)
+
+
 def test_sigquit_writes_every_threads_stack_to_stderr_and_ends_the_agent(tmp_path):
     # it ended the agent with nothing said: a hung agent left no trace of where it hung
     agent = _agent(tmp_path)
