@@ -164,6 +164,25 @@ def test_as_pid_1_sigquit_writes_the_stacks_and_ends_the_agent(tmp_path):
     assert "most recent call first" in (tmp_path / "output.log").read_text(errors="replace")
 
 
+def test_a_state_directory_too_deep_for_a_socket_address_still_has_its_control_socket(tmp_path):
+    # a unix socket's address holds 107 bytes: under a deeper state directory the agent failed to
+    # start ("listen unix .../control.sock: None")
+    state = tmp_path / ("deep-" * 20) / "state"
+    assert len(str(state / "control.sock")) > 108
+    agent = _agent(tmp_path)
+    agent.env["STATE_DIRECTORY"] = str(state)
+    try:
+        agent.start()
+        status = subprocess.run([sys.executable, "-m", "edgeagent", "status", "--json", "--state-dir", str(state)],
+                                capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["running"] is True, status.stdout
+        assert agent.terminate() == 0
+    finally:
+        agent.kill()
+    assert not (state / "control.sock").exists()
+
+
 # every mount read-only, /proc, /sys and /dev aside, but the directory $1 (bound onto itself first)
 READ_ONLY_ROOT = r"""
 set -e
