@@ -29,7 +29,7 @@ from edgeagent.config.document import ConfigError
 from edgeagent.config.upstream import upstream_base
 from edgeagent.runtime import descriptors, event_loop, hangup, loop_errors, suspensions
 from edgeagent.runtime import logging as agent_logging
-from edgeagent.runtime.paths import default_state_dir
+from edgeagent.runtime.paths import NoStateDirectory, default_state_dir
 
 if TYPE_CHECKING:  # imported when the agent runs: the config commands stay light
     from edgeagent.config.loader import AgentConfig
@@ -253,6 +253,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    hangup.say_ignored(lambda signum: loop.call_soon_threadsafe(_ignored, signum))
     agent.on_fatal = stop.set  # a worker stopped for good, or a reload could not restore the config
     try:
         agent.build()
@@ -269,6 +270,7 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
                 await agent.drain(drain_timeout)
         log.info("stopping: finishing pending commits and returning leases")
     finally:
+        hangup.say_ignored(None)
         await notifier.stopping()
         await agent.shutdown()
     if agent.fatal is not None:
@@ -276,6 +278,11 @@ async def _run(agent: Service, drain_timeout: float = 0.0) -> int:
         return 1
     log.info("edgeagent stopped")
     return 0
+
+
+def _ignored(signum: int) -> None:
+    log.warning("%s ignored: edgeagent reads its config again on SIGHUP and stops on SIGTERM or SIGINT",
+                signal.Signals(signum).name)
 
 
 async def _reload(agent: Service, notifier: Notifier) -> None:
@@ -614,6 +621,9 @@ def main(argv: list[str] | None = None) -> int:
             hangup.release()
             lean.steady_gc()
         return args.handler(args)
+    except NoStateDirectory as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     except BrokenPipeError:  # `edgeagent queue peek | head`: the reader left; nothing is wrong but the rest unread
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit must not fail too
         return 1

@@ -14,11 +14,13 @@ Certificate files are read again when they change, without a restart:
   request, the gRPC exporter opens new connections with a new context.
 
 Certificates and keys may also be given inline, as otelcol's `ca_pem`, `cert_pem` and `key_pem`
-(a file or a PEM for each, not both); a key given inline is written to a private temporary file
-for OpenSSL to load, and removed at once. `include_system_ca_certs_pool` adds the system roots to
-`ca_file`/`ca_pem` on a client, to `client_ca_file` on a server. `cipher_suites` takes Go's names
-(TLS 1.2 and below, as in Go: TLS 1.3 suites are not configurable there, so their names are
-accepted and change nothing; a list of TLS 1.3 names only leaves TLS 1.3 only), with
+(a file or a PEM for each, not both); OpenSSL loads a certificate and key only from files, so one
+given inline goes to a file in memory (memfd), read through /proc/self/fd: nothing is written to a
+filesystem, and a read-only root with no writable /tmp, where a temporary file failed the start, is
+no obstacle (elsewhere: a private temporary file, removed at once). `include_system_ca_certs_pool`
+adds the system roots to `ca_file`/`ca_pem` on a client, to `client_ca_file` on a server.
+`cipher_suites` takes Go's names (TLS 1.2 and below, as in Go: TLS 1.3 suites are not configurable
+there, so their names are accepted and change nothing; a list of TLS 1.3 names only leaves TLS 1.3 only), with
 `include_insecure_cipher_suites` for Go's insecure ones (RC4 and 3DES are refused: OpenSSL 3
 offers neither). `curve_preferences` and `tpm` are refused with the reason (Python's ssl sets no
 list of key-exchange groups; there is no TPM support).
@@ -33,8 +35,10 @@ gRPC receiver at TLS 1.2 or 1.3.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -221,27 +225,37 @@ def _load_chain(context: ssl.SSLContext, cfg: _TlsCommon) -> None:
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"cannot load the certificate {cfg.cert_file} with the key {cfg.key_file}: {exc}") from exc
         return
-    import tempfile  # inline PEM only
-
-    with tempfile.TemporaryDirectory(prefix="edgeagent-tls-") as directory:
-        cert_file, key_file = cfg.cert_file, cfg.key_file
-        if cfg.cert_pem:
-            cert_file = os.path.join(directory, "cert.pem")
-            _write_private(cert_file, cfg.cert_pem)
-        if cfg.key_pem:
-            key_file = os.path.join(directory, "key.pem")
-            _write_private(key_file, cfg.key_pem)
+    with _pem_file(cfg.cert_pem, "cert.pem") as cert_file, _pem_file(cfg.key_pem, "key.pem") as key_file:
         try:
-            context.load_cert_chain(cert_file or "", key_file)
+            context.load_cert_chain(cert_file or cfg.cert_file or "", key_file or cfg.key_file)
         except (OSError, ssl.SSLError) as exc:
             shown = ("cert_pem" if cfg.cert_pem else cfg.cert_file, "key_pem" if cfg.key_pem else cfg.key_file)
             raise ValueError(f"cannot load the certificate {shown[0]} with the key {shown[1]}: {exc}") from exc
 
 
-def _write_private(path: str, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
+@contextlib.contextmanager
+def _pem_file(text: str, name: str) -> Iterator[str | None]:
+    """A path OpenSSL reads `text` from while the block runs (None for no text): a file in memory where
+    the system has them, else a private temporary file."""
+    if not text:
+        yield None
+        return
+    if not (hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd")):
+        import tempfile  # inline PEM without memory files only
+
+        with tempfile.TemporaryDirectory(prefix="edgeagent-tls-") as directory:
+            path = os.path.join(directory, name)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+                handle.write(text)
+            yield path
+        return
+    descriptor = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(descriptor, "w", closefd=False) as handle:
+            handle.write(text)
+        yield f"/proc/self/fd/{descriptor}"
+    finally:
+        os.close(descriptor)
 
 
 def _load_cas(context: ssl.SSLContext, path: str, pem: bytes | None = None) -> None:

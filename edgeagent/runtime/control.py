@@ -14,17 +14,22 @@ An export is streamed: its handler returns an async iterator (`from_thread` read
 worker thread, a few MiB ahead of the client at most), sent chunked, and `call` hands each piece
 to a sink as it arrives. Neither side holds the whole export, whatever the backlog; an answer
 that breaks off midway has no final chunk, and `call` raises.
+
+A unix socket's address holds 107 bytes of path: under a deeper state directory the agent failed
+to start. Both sides then name the socket through a descriptor of its directory
+(/proc/self/fd/N/control.sock), which reaches the same file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from edgeagent.http1 import wire
@@ -40,8 +45,25 @@ READ_TIMEOUT = 10.0  # seconds for the body once its head is in
 WRITE_STALL_TIMEOUT = 10.0  # seconds a client may take none of its answer
 
 
+MAX_ADDRESS = 107  # bytes of a unix socket's path (sun_path, its final NUL aside)
+
+
 def socket_path(state_dir: str) -> str:
     return os.path.join(state_dir, SOCKET_NAME)
+
+
+@contextlib.contextmanager
+def addressable(path: str) -> Iterator[str]:
+    """`path`, or where a socket address cannot hold it, the same file named through a descriptor of
+    its directory, open while the block runs."""
+    if len(os.fsencode(path)) <= MAX_ADDRESS or not os.path.isdir("/proc/self/fd"):
+        yield path
+        return
+    directory = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{directory}/{os.path.basename(path)}"
+    finally:
+        os.close(directory)
 
 
 class ControlServer:
@@ -65,7 +87,8 @@ class ControlServer:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         old_mask = os.umask(0o177)
         try:  # bound here: asyncio would replace a socket file even when another agent listens on it
-            sock = netaddr.unix_socket(self.path)  # a file left by a killed agent is replaced
+            with addressable(self.path) as address:
+                sock = netaddr.unix_socket(address)  # a file left by a killed agent is replaced
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
@@ -190,7 +213,8 @@ async def call(path: str, name: str, params: dict[str, Any] | None = None, timeo
     try:
         async with asyncio.timeout(timeout) as scope:
             try:
-                reader, writer = await asyncio.open_unix_connection(path, limit=wire.MAX_HEAD)
+                with addressable(path) as address:
+                    reader, writer = await asyncio.open_unix_connection(address, limit=wire.MAX_HEAD)
             except OSError as exc:  # no socket, nobody listening, or not ours to use
                 raise ConnectionError(str(exc)) from exc
             try:
