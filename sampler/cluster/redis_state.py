@@ -53,6 +53,25 @@ Shutdown while down does not wait for Redis: what waits is counted as `shutdown`
 
 Crash and restart: nothing here is kept on the replica; what Redis holds outlives it, so a
 restarted replica follows the decisions it made before the restart as well.
+
+Redis restarted without its data (no persistence, the usual pod without a volume): every
+decision of the last ttl is gone, and a late span that reaches another replica finds none and is
+decided again on part of its trace, maybe the other way. Each new connection asks the server's
+run_id (INFO server, as Sentinel-aware clients track it); redis-py reconnects a pooled
+connection the server closed without an error, so a restart between two operations is seen
+there too. A run_id other than the last one seen is a restart (or a failover to another server,
+whose copy may lack the last writes): the replica writes again the decisions it wrote in the
+last ttl, from the oldest, with what remains of their ttl; NX leaves what Redis kept as it is. A
+decision that lost to another replica's is remembered as the winner, so a rewrite never turns a
+trace the other way. Bounds: the newest `_PENDING_BATCHES` batches of decisions (as many as may
+wait while down, about 6 MB more at most, the ids shared with the caches) and one batch each
+`_REPLAY_INTERVAL`, new decisions first; counted as `republished_decisions`, one info log. A
+server behind the endpoint that refuses INFO (a proxy) leaves restarts unnoticed.
+Not detected: FLUSHALL/FLUSHDB on a server that keeps running, and keys evicted under an
+`allkeys-*` maxmemory policy. Both leave the run_id and the connections as they were, and the
+only tells (keyspace notifications, a canary key read on each operation) would cost every
+lookup or a subscription for an operator's deliberate act or a misconfiguration: the decision
+store wants `noeviction` or `volatile-*` (its keys all carry a ttl) and no flushes.
 """
 
 from __future__ import annotations
@@ -61,12 +80,12 @@ import asyncio
 import logging
 import random
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ReadOnlyError, RedisError, ResponseError
@@ -82,12 +101,27 @@ _PROBE = b"probe"  # deleted by the probes, after the prefix: no decision's key 
 _PENDING_BATCHES = 100  # beyond this many batches of decisions waiting, the oldest are dropped (counted)
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
 _REPLICA_BACKOFF_MAX = 1.0  # a replica answering READONLY is alive: asked again at least this often
+_REPLAY_INTERVAL = 0.02  # a batch written again after a restart leaves at most this often (50 a second)
 _REFUSALS_OVER_AFTER = 60.0  # seconds of writes stored, none refused, that end an episode of refusals
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 _PREFIX = "edgeagent_sampler_shared_state_"
 
 
-def _pool(config: SharedStateConfig) -> BlockingConnectionPool:
+class _Pool(BlockingConnectionPool):
+    """Tells `connected` of each connection it makes, once it is ready (after AUTH and SELECT),
+    each time it is made again: redis-py reconnects a pooled connection the server closed without
+    an error, so a restart between two operations is seen here or nowhere."""
+
+    connected: Callable[[AbstractConnection], Awaitable[None]] | None = None
+
+    def make_connection(self) -> AbstractConnection:
+        connection = super().make_connection()
+        if self.connected is not None:
+            connection.register_connect_callback(self.connected)
+        return connection
+
+
+def _pool(config: SharedStateConfig) -> _Pool:
     """The connections, with the url's query options (redis-py's: `?health_check_interval=30`)
     but for those this module relies on, which win: replies as bytes (text never equals a
     decision, so nothing would be shared), the timeouts and one attempt per operation (the
@@ -98,7 +132,7 @@ def _pool(config: SharedStateConfig) -> BlockingConnectionPool:
                                "socket_timeout": config.operation_timeout, "retry": Retry(NoBackoff(), 0)}
     if config.password:
         options["password"] = config.password
-    return BlockingConnectionPool(**options)
+    return _Pool(**options)
 
 
 class SharedDecisions:
@@ -133,6 +167,13 @@ class SharedDecisions:
         # an episode of refusals (e.g. OOM), warned once: when it began, when the last refusal came
         self._refusing_since: float | None = None
         self._refused_at = 0.0
+        self._run_id: bytes | None = None  # the server's (INFO server): a new one is a restart, or another server
+        # the batches written in the last ttl (the newest _max_pending decisions), to write again
+        # after a restart, and those still to write again
+        self._journal: deque[dict[bytes, float]] = deque()
+        self._journaled = 0
+        self._replay: deque[dict[bytes, float]] = deque()
+        self._replay_at = 0.0
         self._tasks: list[asyncio.Task] = []
         self._counters: dict[str, Counter] = {}
         self._define_metrics(metrics)
@@ -144,6 +185,8 @@ class SharedDecisions:
                 ("dropped_decisions", "Decisions not shared: Redis unavailable, refusing, or too far behind.",
                  ("processor", "reason")),
                 ("published_decisions", "Decisions written to Redis (or already there).", ("processor",)),
+                ("republished_decisions", "Decisions written again after Redis restarted (or failed over).",
+                 ("processor",)),
                 ("found_decisions", "Trace ids whose decision a lookup found in Redis.", ("processor", "sampled")),
                 ("conflicts", "Decisions that lost to another replica's earlier, different decision.",
                  ("processor",))):
@@ -167,7 +210,13 @@ class SharedDecisions:
         agent starts all the same and the reconnect task keeps trying."""
         if self._redis is not None:
             return
-        self._redis = Redis(connection_pool=_pool(self.config), retry=Retry(NoBackoff(), 0))
+        pool = _pool(self.config)
+        pool.connected = self._connected
+        self._redis = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        self._run_id = None
+        self._journal.clear()
+        self._journaled = 0
+        self._replay.clear()
         self._closing = False
         self._broken = False
         self._down_since = None
@@ -258,8 +307,12 @@ class SharedDecisions:
             for _ in range(excess):
                 self._pending.popitem(last=False)
 
-    def _requeue(self, batch: dict[bytes, float]) -> None:
+    def _requeue(self, batch: dict[bytes, float], again: bool = False) -> None:
         """A batch whose write failed waits again, before the decisions made since."""
+        if again:
+            self._replay.appendleft(batch)
+            self._queued.set()
+            return
         for trace_id, stamp in reversed(batch.items()):
             if trace_id not in self._pending:  # else decided again meanwhile: that one stays
                 self._pending[trace_id] = stamp
@@ -272,7 +325,7 @@ class SharedDecisions:
         """The only sender of decisions: one pipeline (one round trip) per batch."""
         while True:
             await self._queued.wait()
-            if not self._full.is_set():  # linger so that the decisions of the next moments share the trip
+            if not self._full.is_set() and not self._replay:  # linger: the next moments' decisions share the trip
                 try:
                     await asyncio.wait_for(self._full.wait(), self.config.flush_interval)
                 except TimeoutError:
@@ -285,6 +338,8 @@ class SharedDecisions:
             batch = self._take()
             if batch:
                 await self._write(batch)
+            elif self._replay:
+                await self._write_again()
             if self._closing and not self._pending:
                 return
 
@@ -301,13 +356,14 @@ class SharedDecisions:
                 expired += 1
         if expired:
             self._count("dropped_decisions", expired, "expired")
-        if not self._pending:
+        if not self._pending and not self._replay:
             self._queued.clear()
         if len(self._pending) < self.config.send_batch_size and not self._closing:
             self._full.clear()
         return batch
 
-    async def _write(self, batch: dict[bytes, float]) -> None:
+    async def _write(self, batch: dict[bytes, float], again: bool = False) -> None:
+        """Write a batch: decisions made here (remembered for a restart), or `again` after one."""
         assert self._redis is not None, "the writer runs between start() and shutdown()"
         pipe = self._redis.pipeline(transaction=False)
         now = time.monotonic()
@@ -319,12 +375,12 @@ class SharedDecisions:
                 replies = await pipe.execute(raise_on_error=False)
         except _OUTAGE as exc:
             self._failed("publish", exc)
-            self._requeue(batch)
+            self._requeue(batch, again)
             return
         demoted = next((reply for reply in replies if isinstance(reply, ReadOnlyError)), None)
         if demoted is not None:  # not refused: Redis is elsewhere now, the batch waits for it
             await self._replica_reached("publish", demoted)
-            self._requeue(batch)
+            self._requeue(batch, again)
             return
         self._succeeded("publish")
         refused: list[Exception] = []
@@ -337,13 +393,67 @@ class SharedDecisions:
                 foreign += 1
             elif reply is not None and (reply == _KEPT) != keep:  # another replica decided first
                 self._count("conflicts", 1)
+                batch[trace_id] = abs(stamp) if reply == _KEPT else -abs(stamp)  # written again as the winner
                 if self.on_conflict is not None:
                     self.on_conflict(trace_id, reply == _KEPT)
-        self._count("published_decisions", len(batch) - len(refused) - foreign)
+        self._count("republished_decisions" if again else "published_decisions", len(batch) - len(refused) - foreign)
+        if not again:
+            self._remember(batch)
         if foreign:
             self._count("errors", 1, "publish")
             self._count("dropped_decisions", foreign, "foreign_value")
         self._refusals(refused)
+
+    # ---- a restart: what Redis lost is written again ------------------------------------
+
+    def _remember(self, batch: dict[bytes, float]) -> None:
+        """Keep a batch written for the restart of Redis: the newest decisions of the last ttl,
+        at most as many as may wait while it is down."""
+        self._journal.append(batch)
+        self._journaled += len(batch)
+        oldest = time.monotonic() - self._ttl_ms / 1000
+        while self._journal and (self._journaled > self._max_pending
+                                 or abs(next(reversed(self._journal[0].values()))) <= oldest):
+            self._journaled -= len(self._journal.popleft())
+
+    async def _connected(self, connection: AbstractConnection) -> None:
+        """Each new connection asks the server's run_id (INFO server): a new one is a restart (or
+        a failover to another server), and whatever it held may be gone."""
+        try:
+            await connection.send_command("INFO", "server", check_health=False)
+            info = await connection.read_response()
+        except ResponseError:
+            return  # INFO refused (a proxy): a restart goes unnoticed
+        except BaseException:
+            await connection.disconnect(nowait=True)  # its reply unread: not to be used as it is
+            raise
+        run_id = next((line[7:].strip() for line in bytes(info).splitlines() if line.startswith(b"run_id:")), None)
+        previous, self._run_id = self._run_id, run_id or self._run_id
+        if previous is not None and run_id is not None and run_id != previous:
+            self._restarted()
+
+    def _restarted(self) -> None:
+        """Write again, from the oldest, the decisions this replica wrote in the last ttl: NX
+        leaves any decision Redis kept as it is. Paced (`_REPLAY_INTERVAL`), between new batches."""
+        self._replay = deque(self._journal)
+        log.info("Redis restarted or failed over (a new run_id): writing again the decisions of the last ttl "
+                 "it may have lost", extra={"processor": self.id, "url": self.url, "decisions": self._journaled})
+        if self._replay:
+            self._queued.set()
+
+    async def _write_again(self) -> None:
+        """One batch of those to write again, when its turn comes; those older than ttl are left."""
+        wait = self._replay_at - time.monotonic()
+        if wait > 0:  # meanwhile new decisions go first
+            await asyncio.sleep(min(wait, self.config.flush_interval))
+            return
+        oldest = time.monotonic() - self._ttl_ms / 1000
+        batch = {trace_id: stamp for trace_id, stamp in self._replay.popleft().items() if abs(stamp) > oldest}
+        if not self._pending and not self._replay:
+            self._queued.clear()
+        self._replay_at = time.monotonic() + _REPLAY_INTERVAL
+        if batch:
+            await self._write(batch, again=True)
 
     def _refusals(self, refused: list[Exception]) -> None:
         """Count refused decisions; warn once per episode. Memory at maxmemory's edge frees and

@@ -1,0 +1,71 @@
+"""SharedDecisions through a Redis that comes back without what it held (restarted without
+persistence), that comes back slowly (loading a large RDB), and through a path too slow for a
+whole batch. Real redis-servers; the slow path is a loopback forwarder."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from tests.sampler.cluster.test_redis_state import _counter, _ids, _in_redis, _shared, _until
+
+pytestmark = pytest.mark.e2e  # every test here runs a redis-server
+
+
+def _lines(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "sampler.cluster.redis_state" and text in r.getMessage()]
+
+
+def test_decisions_lost_by_a_redis_restarted_without_persistence_are_written_again(redis_server, caplog):
+    """Redis restarts empty between two operations: the pool reconnects without an error, so no
+    outage is seen. The new run_id tells the restart; the replica's decisions of the last ttl are
+    written again (the remaining ttl, NX), counted, one info line. One that lost to another
+    replica's decision is written as the winner, never as the loser."""
+    async def scenario():
+        shared, other = _shared(redis_server, ttl="60s"), _shared(redis_server)
+        await shared.start()
+        await other.start()
+        decisions = {trace_id: index % 2 == 0 for index, trace_id in enumerate(_ids(300, 1))}
+        lost = _ids(1, 2)[0]
+        other.publish({lost: True})
+        await _until(lambda: _in_redis(redis_server, {lost: True}) == {lost: True}, message="the winner")
+        await other.shutdown()
+        shared.publish({**decisions, lost: False})
+        await _until(lambda: _counter(shared, "published_decisions") == 301, message="the decisions published")
+        assert _counter(shared, "conflicts") == 1
+
+        redis_server.kill()
+        redis_server.start()  # same port, empty
+        assert _in_redis(redis_server, decisions) == {}
+        with caplog.at_level(logging.INFO, logger="sampler.cluster.redis_state"):
+            assert await shared.lookup(_ids(1, 9)) == {}  # its connection is made anew: the restart is seen
+            await _until(lambda: _in_redis(redis_server, decisions) == decisions, timeout=5,
+                         message="the decisions written again")
+        assert _in_redis(redis_server, {lost: False}) == {lost: True}
+        assert _counter(shared, "republished_decisions") == 301
+        assert len(_lines(caplog, "restarted")) == 1, _lines(caplog, "")
+        with redis_server.client() as client:
+            assert 0 < client.pttl(f"edgeagent:decision:{_ids(1, 1)[0].hex()}") <= 60_000
+        await shared.shutdown()
+    asyncio.run(scenario())
+
+
+def test_the_same_redis_reconnected_is_no_restart(redis_server, caplog):
+    async def scenario():
+        shared = _shared(redis_server)
+        await shared.start()
+        shared.publish(dict.fromkeys(_ids(10, 1), True))
+        await _until(lambda: _counter(shared, "published_decisions") == 10, message="the decisions published")
+        with redis_server.client() as client, caplog.at_level(logging.INFO, logger="sampler.cluster.redis_state"):
+            client.client_kill_filter(_type="normal", skipme=True)  # every connection of the replica closed
+
+            async def found() -> bool:
+                return await shared.lookup(_ids(10, 1)) == dict.fromkeys(_ids(10, 1), True)
+            await _until(found, timeout=5, message="the decisions found through new connections")
+        assert not _lines(caplog, "restarted")
+        assert _counter(shared, "republished_decisions") == 0
+        await shared.shutdown()
+    asyncio.run(scenario())
