@@ -39,6 +39,9 @@ primary. That is an outage, not a refusal: every pooled connection is closed, th
 again, and the probe's new connection finds the new primary (go-redis closes a connection that
 answers READONLY for the same reason). A replica answers at once, so it is probed every second
 while the endpoint still leads to it (a DNS name's TTL), not with the backoff of an outage.
+Likewise a server answering LOADING (redis-py's BusyLoadingError, restarted with a large RDB or
+AOF, for seconds to minutes) is alive: probed every second, so decisions are shared again
+within a second of the load's end, not up to `_BACKOFF_MAX` (30 s) after it.
 Refusals proper (OOM, MISCONF) are counted and their decisions dropped, with one warning per
 episode: memory at maxmemory's edge is refused and freed by the second, so an episode ends (an
 info log) only after `_REFUSALS_OVER_AFTER` of writes stored, none refused.
@@ -88,7 +91,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from sampler.cluster.config import SharedStateConfig, shown_url
@@ -100,7 +103,7 @@ _KEPT, _DROPPED = b"1", b"0"
 _PROBE = b"probe"  # deleted by the probes, after the prefix: no decision's key (not hex)
 _PENDING_BATCHES = 100  # beyond this many batches of decisions waiting, the oldest are dropped (counted)
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
-_REPLICA_BACKOFF_MAX = 1.0  # a replica answering READONLY is alive: asked again at least this often
+_ALIVE_BACKOFF_MAX = 1.0  # a server answering READONLY or LOADING is alive: asked again at least this often
 _REPLAY_INTERVAL = 0.02  # a batch written again after a restart leaves at most this often (50 a second)
 _REFUSALS_OVER_AFTER = 60.0  # seconds of writes stored, none refused, that end an episode of refusals
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
@@ -161,6 +164,7 @@ class SharedDecisions:
         self._closing = False
         self._down_since: float | None = None  # None: up, or not yet connected since start
         self._replica = False  # the last probe (or write) reached a replica: READONLY
+        self._loading = False  # the last failure was LOADING: a server restarted, reading its data
         # an operation that timed out ("publish", "lookup"): a probe that goes through does not say it
         # would (a batch too large for a slow path), so only its own success ends the outage
         self._unconfirmed = ""
@@ -482,7 +486,7 @@ class SharedDecisions:
         """A write command (DEL of a key that is not there), as a decision is one: a Redis that
         answers PING but stalls writes (paused clients) stays down, rather than coming up and
         failing again at once, a warning each time."""
-        self._replica = False
+        self._replica = self._loading = False
         try:
             async with asyncio.timeout(self.config.connection_timeout + self.config.operation_timeout):
                 assert self._redis is not None, "probes run between start() and shutdown()"
@@ -518,6 +522,7 @@ class SharedDecisions:
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._count("errors", 1, operation)
+        self._loading = isinstance(exc, BusyLoadingError)
         if operation != "connect" and isinstance(exc, (TimeoutError, RedisTimeout)):
             self._unconfirmed = operation
         if self._down_since is None:  # a new outage (or no connection since start): say so once
@@ -546,7 +551,10 @@ class SharedDecisions:
     async def _reconnect_loop(self) -> None:
         """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it. A
         replica that answers READONLY is asked again every second at most: an endpoint's DNS name
-        leads to the new primary once its TTL is over, and the next probe should follow soon. The
+        leads to the new primary once its TTL is over, and the next probe should follow soon. So is
+        a server that answers LOADING (restarted, reading a large RDB or AOF): it answers as soon
+        as its data is in, and a backoff grown meanwhile would keep decisions local up to
+        `_BACKOFF_MAX` longer. The
         backoff goes on through probes that went through while the outage did not end (what timed
         out timed out again), and starts afresh with the next outage."""
         delay, outage = _BACKOFF_INITIAL, None
@@ -556,8 +564,11 @@ class SharedDecisions:
             if self._down_since != outage:
                 delay, outage = _BACKOFF_INITIAL, self._down_since
             while not self.up:
+                alive = self._replica or self._loading
+                delay = min(delay, _ALIVE_BACKOFF_MAX) if alive else delay
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 found = self._redis is None or await self._probe()
-                delay = min(delay * 2, _REPLICA_BACKOFF_MAX if self._replica else _BACKOFF_MAX)
+                alive = self._replica or self._loading
+                delay = min(delay * 2, _ALIVE_BACKOFF_MAX if alive else _BACKOFF_MAX)
                 if found:
                     break

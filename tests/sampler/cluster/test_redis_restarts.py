@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import time
 
 import pytest
 
+from sampler.cluster import redis_state
+from tests.helpers.redis_server import RedisServer
 from tests.sampler.cluster.test_redis_state import _counter, _ids, _in_redis, _shared, _until
 
 pytestmark = pytest.mark.e2e  # every test here runs a redis-server
@@ -69,3 +73,47 @@ def test_the_same_redis_reconnected_is_no_restart(redis_server, caplog):
         assert _counter(shared, "republished_decisions") == 0
         await shared.shutdown()
     asyncio.run(scenario())
+
+
+def _loading(server: RedisServer) -> bool:
+    """PING answers LOADING (a client of redis-py's own would retry it)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"-LOADING")
+
+
+def test_a_redis_loading_its_data_is_asked_every_second_and_shares_decisions_soon_after(tmp_path, monkeypatch):
+    """A Redis restarted with a large RDB answers LOADING until it is loaded (here 12,000 keys at
+    200 us each, about 2.6 s). It is alive: probed every second at most, not with the backoff of a
+    Redis that does not answer (made long here: 2, 4, 8 s, jittered down to half), so decisions
+    are shared within about a second of the load's end."""
+    monkeypatch.setattr(redis_state, "_BACKOFF_INITIAL", 2.0)
+    server = RedisServer(str(tmp_path)).start()
+    with server.client() as client:
+        pipe = client.pipeline(transaction=False)
+        for index in range(12_000):
+            pipe.set(f"filler:{index}", b"x")
+        pipe.execute()
+        client.save()
+    server.kill()
+    server = RedisServer(str(tmp_path), port=server.port, args=[
+        "--key-load-delay", "200", "--loading-process-events-interval-bytes", "1024"]).start()
+
+    async def scenario():
+        shared = _shared(server)
+        started = time.monotonic()
+        await shared.start()
+        assert not shared.up
+        await asyncio.sleep(2.2 - (time.monotonic() - started))
+        probes = _counter(shared, "errors", "connect")  # start's, then at most 1 s apart
+        assert _loading(server), "the load ended too soon for the test to tell"
+        assert probes >= 3, probes
+        await _until(lambda: not _loading(server), timeout=10, message="the load's end")
+        loaded = time.monotonic()
+        await _until(lambda: shared.up, timeout=10, message="shared decisions up")
+        assert time.monotonic() - loaded < 1.2, time.monotonic() - loaded
+        await shared.shutdown()
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.kill()
