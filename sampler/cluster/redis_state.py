@@ -17,7 +17,14 @@ the answer change while replicas are routing late spans by it. NX with GET needs
 
 Writes: `publish` only puts decisions into a bounded dict, so the caller never waits; one writer
 task sends them in pipelines of up to `send_batch_size` SETs, one round trip each, at most
-`flush_interval` after the first one waited. Reads: `lookup` is one MGET for all the ids a
+`flush_interval` after the first one waited. A path too slow for a whole batch within
+`operation_timeout` (1,000 SETs are about 116 kB: over 2 s at 50 kB/s) would carry none, though
+it carries small ones: a batch whose write timed out is halved (down to one decision), and a
+batch of the current size written within a quarter of `operation_timeout` doubles it again (up
+to `send_batch_size`), as the export chain halves a request whose timeout ends; one written in
+over three quarters of it halves it too, lest the next of its size time out (a new outage). Through 50 kB/s
+that is 1,000, 500, 250, 125 timing out, then 62 a trip; a stall of Redis itself costs a few
+halvings, won back in as many fast batches. Reads: `lookup` is one MGET for all the ids a
 caller asks about, bounded by `operation_timeout`.
 
 Outages: a connection error or a timeout of any one operation marks Redis down: one warning
@@ -153,6 +160,7 @@ class SharedDecisions:
         self._prefix = config.key_prefix.encode()
         self._ttl_ms = int(config.ttl * 1000)
         self._max_pending = _PENDING_BATCHES * config.send_batch_size
+        self._batch_size = config.send_batch_size  # halved by a write that timed out, grown back by fast ones
         self._redis: Redis | None = None
         # trace id -> when it was decided (time.monotonic(), > 0), negated for a drop; oldest first
         self._pending: OrderedDict[bytes, float] = OrderedDict()
@@ -218,6 +226,7 @@ class SharedDecisions:
         pool.connected = self._connected
         self._redis = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
         self._run_id = None
+        self._batch_size = self.config.send_batch_size
         self._journal.clear()
         self._journaled = 0
         self._replay.clear()
@@ -241,7 +250,7 @@ class SharedDecisions:
         (writer, reconnect), self._tasks = self._tasks, []
         reconnect.cancel()
         if self.up:  # down, nothing would be sent: do not wait for it
-            batches = len(self._pending) // self.config.send_batch_size + 1
+            batches = len(self._pending) // self.config.send_batch_size + 1  # smaller ones: no longer
             await asyncio.wait({writer}, timeout=self.config.operation_timeout * (batches + 1))
         writer.cancel()
         await asyncio.gather(writer, reconnect, return_exceptions=True)
@@ -300,7 +309,7 @@ class SharedDecisions:
             self._pending.move_to_end(trace_id)  # decided again: as fresh as the others here
         self._trim()
         self._queued.set()
-        if len(self._pending) >= self.config.send_batch_size:
+        if len(self._pending) >= self._batch_size:
             self._full.set()
 
     def _trim(self) -> None:
@@ -352,7 +361,7 @@ class SharedDecisions:
         batch: dict[bytes, float] = {}
         oldest = time.monotonic() - self._ttl_ms / 1000
         expired = 0
-        while self._pending and len(batch) < self.config.send_batch_size:
+        while self._pending and len(batch) < self._batch_size:
             trace_id, stamp = self._pending.popitem(last=False)
             if abs(stamp) > oldest:
                 batch[trace_id] = stamp
@@ -362,7 +371,7 @@ class SharedDecisions:
             self._count("dropped_decisions", expired, "expired")
         if not self._pending and not self._replay:
             self._queued.clear()
-        if len(self._pending) < self.config.send_batch_size and not self._closing:
+        if len(self._pending) < self._batch_size and not self._closing:
             self._full.clear()
         return batch
 
@@ -378,9 +387,12 @@ class SharedDecisions:
             async with asyncio.timeout(self.config.operation_timeout):
                 replies = await pipe.execute(raise_on_error=False)
         except _OUTAGE as exc:
+            if isinstance(exc, (TimeoutError, RedisTimeout)):
+                self._batch_size = max(1, min(self._batch_size, len(batch)) // 2)
             self._failed("publish", exc)
             self._requeue(batch, again)
             return
+        self._resize(len(batch), time.monotonic() - now)
         demoted = next((reply for reply in replies if isinstance(reply, ReadOnlyError)), None)
         if demoted is not None:  # not refused: Redis is elsewhere now, the batch waits for it
             await self._replica_reached("publish", demoted)
@@ -458,6 +470,16 @@ class SharedDecisions:
         self._replay_at = time.monotonic() + _REPLAY_INTERVAL
         if batch:
             await self._write(batch, again=True)
+
+    def _resize(self, written: int, took: float) -> None:
+        """After a batch went through: one of the current size that took under a quarter of
+        operation_timeout doubles it (up to send_batch_size); one that took over three quarters
+        halves it, as a timeout would: at the edge of the timeout the next batch of that size
+        times out as often as not, each time an outage (a warning) of its own."""
+        if took > self.config.operation_timeout * 3 / 4:
+            self._batch_size = max(1, min(self._batch_size, written) // 2)
+        elif written >= self._batch_size and took < self.config.operation_timeout / 4:
+            self._batch_size = min(self._batch_size * 2, self.config.send_batch_size)
 
     def _refusals(self, refused: list[Exception]) -> None:
         """Count refused decisions; warn once per episode. Memory at maxmemory's edge frees and
