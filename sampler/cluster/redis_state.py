@@ -443,7 +443,8 @@ class SharedDecisions:
         except BaseException:
             await connection.disconnect(nowait=True)  # its reply unread: not to be used as it is
             raise
-        run_id = next((line[7:].strip() for line in bytes(info).splitlines() if line.startswith(b"run_id:")), None)
+        text = info if isinstance(info, bytes) else str(info).encode()  # RESP3's verbatim string: text
+        run_id = next((line[7:].strip() for line in text.splitlines() if line.startswith(b"run_id:")), None)
         previous, self._run_id = self._run_id, run_id or self._run_id
         if previous is not None and run_id is not None and run_id != previous:
             self._restarted()
