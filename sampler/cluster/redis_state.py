@@ -210,7 +210,8 @@ class SharedDecisions:
         self._counters[name].inc(amount, self.id, *labels)
 
     def health(self) -> dict[str, Any]:
-        return {"url": self.url, "up": self.up, "waiting_decisions": len(self._pending)}
+        return {"url": self.url, "up": self.up, "waiting_decisions": len(self._pending),
+                "batch_size": self._batch_size}  # below send_batch_size: a path too slow for a whole one
 
     def _key(self, trace_id: bytes) -> bytes:
         return self._prefix + trace_id.hex().encode()

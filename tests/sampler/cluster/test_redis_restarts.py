@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import time
 
@@ -117,3 +118,26 @@ def test_a_redis_loading_its_data_is_asked_every_second_and_shares_decisions_soo
         asyncio.run(scenario())
     finally:
         server.kill()
+
+
+def test_batches_halved_by_a_stall_grow_back_once_writes_are_fast_again(redis_server):
+    """A write that timed out (Redis paused) halves the batch; writes that go quickly double it
+    again, up to send_batch_size, so a stall does not leave the replica on small pipelines."""
+    async def scenario():
+        shared = _shared(redis_server, operation_timeout="100ms", send_batch_size=64)
+        await shared.start()
+        redis_server.process.send_signal(signal.SIGSTOP)
+        try:
+            shared.publish(dict.fromkeys(_ids(64, 1), True))  # a whole batch: leaves at once, times out
+            await _until(lambda: not shared.up, timeout=5, message="the write timed out")
+        finally:
+            redis_server.process.send_signal(signal.SIGCONT)
+        assert shared.health()["batch_size"] == 32
+        for turn in range(20):  # batches of the current size, each written in a moment
+            shared.publish(dict.fromkeys(_ids(64, 10 + turn), True))
+            await asyncio.sleep(0.02)
+        await _until(lambda: _counter(shared, "published_decisions") == 64 * 21, timeout=5,
+                     message="every decision written")
+        assert shared.health()["batch_size"] == 64
+        await shared.shutdown()
+    asyncio.run(scenario())
