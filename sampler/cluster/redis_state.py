@@ -17,7 +17,14 @@ the answer change while replicas are routing late spans by it. NX with GET needs
 
 Writes: `publish` only puts decisions into a bounded dict, so the caller never waits; one writer
 task sends them in pipelines of up to `send_batch_size` SETs, one round trip each, at most
-`flush_interval` after the first one waited. Reads: `lookup` is one MGET for all the ids a
+`flush_interval` after the first one waited. A path too slow for a whole batch within
+`operation_timeout` (1,000 SETs are about 116 kB: over 2 s at 50 kB/s) would carry none, though
+it carries small ones: a batch whose write timed out is halved (down to one decision), and a
+batch of the current size written within a quarter of `operation_timeout` doubles it again (up
+to `send_batch_size`), as the export chain halves a request whose timeout ends; one written in
+over three quarters of it halves it too, lest the next of its size time out (a new outage). Through 50 kB/s
+that is 1,000, 500, 250, 125 timing out, then 62 a trip; a stall of Redis itself costs a few
+halvings, won back in as many fast batches. Reads: `lookup` is one MGET for all the ids a
 caller asks about, bounded by `operation_timeout`.
 
 Outages: a connection error or a timeout of any one operation marks Redis down: one warning
@@ -39,6 +46,9 @@ primary. That is an outage, not a refusal: every pooled connection is closed, th
 again, and the probe's new connection finds the new primary (go-redis closes a connection that
 answers READONLY for the same reason). A replica answers at once, so it is probed every second
 while the endpoint still leads to it (a DNS name's TTL), not with the backoff of an outage.
+Likewise a server answering LOADING (redis-py's BusyLoadingError, restarted with a large RDB or
+AOF, for seconds to minutes) is alive: probed every second, so decisions are shared again
+within a second of the load's end, not up to `_BACKOFF_MAX` (30 s) after it.
 Refusals proper (OOM, MISCONF) are counted and their decisions dropped, with one warning per
 episode: memory at maxmemory's edge is refused and freed by the second, so an episode ends (an
 info log) only after `_REFUSALS_OVER_AFTER` of writes stored, none refused.
@@ -53,6 +63,25 @@ Shutdown while down does not wait for Redis: what waits is counted as `shutdown`
 
 Crash and restart: nothing here is kept on the replica; what Redis holds outlives it, so a
 restarted replica follows the decisions it made before the restart as well.
+
+Redis restarted without its data (no persistence, the usual pod without a volume): every
+decision of the last ttl is gone, and a late span that reaches another replica finds none and is
+decided again on part of its trace, maybe the other way. Each new connection asks the server's
+run_id (INFO server, as Sentinel-aware clients track it); redis-py reconnects a pooled
+connection the server closed without an error, so a restart between two operations is seen
+there too. A run_id other than the last one seen is a restart (or a failover to another server,
+whose copy may lack the last writes): the replica writes again the decisions it wrote in the
+last ttl, from the oldest, with what remains of their ttl; NX leaves what Redis kept as it is. A
+decision that lost to another replica's is remembered as the winner, so a rewrite never turns a
+trace the other way. Bounds: the newest `_PENDING_BATCHES` batches of decisions (as many as may
+wait while down, about 6 MB more at most, the ids shared with the caches) and one batch each
+`_REPLAY_INTERVAL`, new decisions first; counted as `republished_decisions`, one info log. A
+server behind the endpoint that refuses INFO (a proxy) leaves restarts unnoticed.
+Not detected: FLUSHALL/FLUSHDB on a server that keeps running, and keys evicted under an
+`allkeys-*` maxmemory policy. Both leave the run_id and the connections as they were, and the
+only tells (keyspace notifications, a canary key read on each operation) would cost every
+lookup or a subscription for an operator's deliberate act or a misconfiguration: the decision
+store wants `noeviction` or `volatile-*` (its keys all carry a ttl) and no flushes.
 """
 
 from __future__ import annotations
@@ -61,16 +90,16 @@ import asyncio
 import logging
 import random
 import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import AbstractConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ReadOnlyError, RedisError, ResponseError
+from redis.exceptions import BusyLoadingError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from sampler.cluster.config import SharedStateConfig, shown_url
@@ -82,13 +111,28 @@ _KEPT, _DROPPED = b"1", b"0"
 _PROBE = b"probe"  # deleted by the probes, after the prefix: no decision's key (not hex)
 _PENDING_BATCHES = 100  # beyond this many batches of decisions waiting, the oldest are dropped (counted)
 _BACKOFF_INITIAL, _BACKOFF_MAX = 0.1, 30.0
-_REPLICA_BACKOFF_MAX = 1.0  # a replica answering READONLY is alive: asked again at least this often
+_ALIVE_BACKOFF_MAX = 1.0  # a server answering READONLY or LOADING is alive: asked again at least this often
+_REPLAY_INTERVAL = 0.02  # a batch written again after a restart leaves at most this often (50 a second)
 _REFUSALS_OVER_AFTER = 60.0  # seconds of writes stored, none refused, that end an episode of refusals
 _OUTAGE = (RedisError, OSError, asyncio.TimeoutError)
 _PREFIX = "edgeagent_sampler_shared_state_"
 
 
-def _pool(config: SharedStateConfig) -> BlockingConnectionPool:
+class _Pool(BlockingConnectionPool):
+    """Tells `connected` of each connection it makes, once it is ready (after AUTH and SELECT),
+    each time it is made again: redis-py reconnects a pooled connection the server closed without
+    an error, so a restart between two operations is seen here or nowhere."""
+
+    connected: Callable[[AbstractConnection], Awaitable[None]] | None = None
+
+    def make_connection(self) -> AbstractConnection:
+        connection = super().make_connection()
+        if self.connected is not None:
+            connection.register_connect_callback(self.connected)
+        return connection
+
+
+def _pool(config: SharedStateConfig) -> _Pool:
     """The connections, with the url's query options (redis-py's: `?health_check_interval=30`)
     but for those this module relies on, which win: replies as bytes (text never equals a
     decision, so nothing would be shared), the timeouts and one attempt per operation (the
@@ -101,7 +145,7 @@ def _pool(config: SharedStateConfig) -> BlockingConnectionPool:
                                "socket_timeout": None, "retry": Retry(NoBackoff(), 0)}
     if config.password:
         options["password"] = config.password
-    return BlockingConnectionPool(**options)
+    return _Pool(**options)
 
 
 class SharedDecisions:
@@ -121,6 +165,7 @@ class SharedDecisions:
         self._prefix = config.key_prefix.encode()
         self._ttl_ms = int(config.ttl * 1000)
         self._max_pending = _PENDING_BATCHES * config.send_batch_size
+        self._batch_size = config.send_batch_size  # halved by a write that timed out, grown back by fast ones
         self._redis: Redis | None = None
         # trace id -> when it was decided (time.monotonic(), > 0), negated for a drop; oldest first
         self._pending: OrderedDict[bytes, float] = OrderedDict()
@@ -132,12 +177,20 @@ class SharedDecisions:
         self._closing = False
         self._down_since: float | None = None  # None: up, or not yet connected since start
         self._replica = False  # the last probe (or write) reached a replica: READONLY
+        self._loading = False  # the last failure was LOADING: a server restarted, reading its data
         # an operation that timed out ("publish", "lookup"): a probe that goes through does not say it
         # would (a batch too large for a slow path), so only its own success ends the outage
         self._unconfirmed = ""
         # an episode of refusals (e.g. OOM), warned once: when it began, when the last refusal came
         self._refusing_since: float | None = None
         self._refused_at = 0.0
+        self._run_id: bytes | None = None  # the server's (INFO server): a new one is a restart, or another server
+        # the batches written in the last ttl (the newest _max_pending decisions), to write again
+        # after a restart, and those still to write again
+        self._journal: deque[dict[bytes, float]] = deque()
+        self._journaled = 0
+        self._replay: deque[dict[bytes, float]] = deque()
+        self._replay_at = 0.0
         self._tasks: list[asyncio.Task] = []
         self._counters: dict[str, Counter] = {}
         self._define_metrics(metrics)
@@ -149,6 +202,8 @@ class SharedDecisions:
                 ("dropped_decisions", "Decisions not shared: Redis unavailable, refusing, or too far behind.",
                  ("processor", "reason")),
                 ("published_decisions", "Decisions written to Redis (or already there).", ("processor",)),
+                ("republished_decisions", "Decisions written again after Redis restarted (or failed over).",
+                 ("processor",)),
                 ("found_decisions", "Trace ids whose decision a lookup found in Redis.", ("processor", "sampled")),
                 ("conflicts", "Decisions that lost to another replica's earlier, different decision.",
                  ("processor",))):
@@ -160,7 +215,8 @@ class SharedDecisions:
         self._counters[name].inc(amount, self.id, *labels)
 
     def health(self) -> dict[str, Any]:
-        return {"url": self.url, "up": self.up, "waiting_decisions": len(self._pending)}
+        return {"url": self.url, "up": self.up, "waiting_decisions": len(self._pending),
+                "batch_size": self._batch_size}  # below send_batch_size: a path too slow for a whole one
 
     def _key(self, trace_id: bytes) -> bytes:
         return self._prefix + trace_id.hex().encode()
@@ -172,7 +228,14 @@ class SharedDecisions:
         agent starts all the same and the reconnect task keeps trying."""
         if self._redis is not None:
             return
-        self._redis = Redis(connection_pool=_pool(self.config), retry=Retry(NoBackoff(), 0))
+        pool = _pool(self.config)
+        pool.connected = self._connected
+        self._redis = Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        self._run_id = None
+        self._batch_size = self.config.send_batch_size
+        self._journal.clear()
+        self._journaled = 0
+        self._replay.clear()
         self._closing = False
         self._broken = False
         self._down_since = None
@@ -193,7 +256,7 @@ class SharedDecisions:
         (writer, reconnect), self._tasks = self._tasks, []
         reconnect.cancel()
         if self.up:  # down, nothing would be sent: do not wait for it
-            batches = len(self._pending) // self.config.send_batch_size + 1
+            batches = len(self._pending) // self.config.send_batch_size + 1  # smaller ones: no longer
             await asyncio.wait({writer}, timeout=self.config.operation_timeout * (batches + 1))
         writer.cancel()
         await asyncio.gather(writer, reconnect, return_exceptions=True)
@@ -252,7 +315,7 @@ class SharedDecisions:
             self._pending.move_to_end(trace_id)  # decided again: as fresh as the others here
         self._trim()
         self._queued.set()
-        if len(self._pending) >= self.config.send_batch_size:
+        if len(self._pending) >= self._batch_size:
             self._full.set()
 
     def _trim(self) -> None:
@@ -263,8 +326,12 @@ class SharedDecisions:
             for _ in range(excess):
                 self._pending.popitem(last=False)
 
-    def _requeue(self, batch: dict[bytes, float]) -> None:
+    def _requeue(self, batch: dict[bytes, float], again: bool = False) -> None:
         """A batch whose write failed waits again, before the decisions made since."""
+        if again:
+            self._replay.appendleft(batch)
+            self._queued.set()
+            return
         for trace_id, stamp in reversed(batch.items()):
             if trace_id not in self._pending:  # else decided again meanwhile: that one stays
                 self._pending[trace_id] = stamp
@@ -277,7 +344,7 @@ class SharedDecisions:
         """The only sender of decisions: one pipeline (one round trip) per batch."""
         while True:
             await self._queued.wait()
-            if not self._full.is_set():  # linger so that the decisions of the next moments share the trip
+            if not self._full.is_set() and not self._replay:  # linger: the next moments' decisions share the trip
                 try:
                     await asyncio.wait_for(self._full.wait(), self.config.flush_interval)
                 except TimeoutError:
@@ -290,6 +357,8 @@ class SharedDecisions:
             batch = self._take()
             if batch:
                 await self._write(batch)
+            elif self._replay:
+                await self._write_again()
             if self._closing and not self._pending:
                 return
 
@@ -298,7 +367,7 @@ class SharedDecisions:
         batch: dict[bytes, float] = {}
         oldest = time.monotonic() - self._ttl_ms / 1000
         expired = 0
-        while self._pending and len(batch) < self.config.send_batch_size:
+        while self._pending and len(batch) < self._batch_size:
             trace_id, stamp = self._pending.popitem(last=False)
             if abs(stamp) > oldest:
                 batch[trace_id] = stamp
@@ -306,13 +375,14 @@ class SharedDecisions:
                 expired += 1
         if expired:
             self._count("dropped_decisions", expired, "expired")
-        if not self._pending:
+        if not self._pending and not self._replay:
             self._queued.clear()
-        if len(self._pending) < self.config.send_batch_size and not self._closing:
+        if len(self._pending) < self._batch_size and not self._closing:
             self._full.clear()
         return batch
 
-    async def _write(self, batch: dict[bytes, float]) -> None:
+    async def _write(self, batch: dict[bytes, float], again: bool = False) -> None:
+        """Write a batch: decisions made here (remembered for a restart), or `again` after one."""
         assert self._redis is not None, "the writer runs between start() and shutdown()"
         pipe = self._redis.pipeline(transaction=False)
         now = time.monotonic()
@@ -323,13 +393,16 @@ class SharedDecisions:
             async with self._timeout(self.config.operation_timeout):
                 replies = await pipe.execute(raise_on_error=False)
         except _OUTAGE as exc:
+            if isinstance(exc, (TimeoutError, RedisTimeout)):
+                self._batch_size = max(1, min(self._batch_size, len(batch)) // 2)
             self._failed("publish", exc)
-            self._requeue(batch)
+            self._requeue(batch, again)
             return
+        self._resize(len(batch), time.monotonic() - now)
         demoted = next((reply for reply in replies if isinstance(reply, ReadOnlyError)), None)
         if demoted is not None:  # not refused: Redis is elsewhere now, the batch waits for it
             await self._replica_reached("publish", demoted)
-            self._requeue(batch)
+            self._requeue(batch, again)
             return
         self._succeeded("publish")
         refused: list[Exception] = []
@@ -342,13 +415,78 @@ class SharedDecisions:
                 foreign += 1
             elif reply is not None and (reply == _KEPT) != keep:  # another replica decided first
                 self._count("conflicts", 1)
+                batch[trace_id] = abs(stamp) if reply == _KEPT else -abs(stamp)  # written again as the winner
                 if self.on_conflict is not None:
                     self.on_conflict(trace_id, reply == _KEPT)
-        self._count("published_decisions", len(batch) - len(refused) - foreign)
+        self._count("republished_decisions" if again else "published_decisions", len(batch) - len(refused) - foreign)
+        if not again:
+            self._remember(batch)
         if foreign:
             self._count("errors", 1, "publish")
             self._count("dropped_decisions", foreign, "foreign_value")
         self._refusals(refused)
+
+    # ---- a restart: what Redis lost is written again ------------------------------------
+
+    def _remember(self, batch: dict[bytes, float]) -> None:
+        """Keep a batch written for the restart of Redis: the newest decisions of the last ttl,
+        at most as many as may wait while it is down."""
+        self._journal.append(batch)
+        self._journaled += len(batch)
+        oldest = time.monotonic() - self._ttl_ms / 1000
+        while self._journal and (self._journaled > self._max_pending
+                                 or abs(next(reversed(self._journal[0].values()))) <= oldest):
+            self._journaled -= len(self._journal.popleft())
+
+    async def _connected(self, connection: AbstractConnection) -> None:
+        """Each new connection asks the server's run_id (INFO server): a new one is a restart (or
+        a failover to another server), and whatever it held may be gone."""
+        try:
+            await connection.send_command("INFO", "server", check_health=False)
+            info = await connection.read_response()
+        except ResponseError:
+            return  # INFO refused (a proxy): a restart goes unnoticed
+        except BaseException:
+            await connection.disconnect(nowait=True)  # its reply unread: not to be used as it is
+            raise
+        text = info if isinstance(info, bytes) else str(info).encode()  # RESP3's verbatim string: text
+        run_id = next((line[7:].strip() for line in text.splitlines() if line.startswith(b"run_id:")), None)
+        previous, self._run_id = self._run_id, run_id or self._run_id
+        if previous is not None and run_id is not None and run_id != previous:
+            self._restarted()
+
+    def _restarted(self) -> None:
+        """Write again, from the oldest, the decisions this replica wrote in the last ttl: NX
+        leaves any decision Redis kept as it is. Paced (`_REPLAY_INTERVAL`), between new batches."""
+        self._replay = deque(self._journal)
+        log.info("Redis restarted or failed over (a new run_id): writing again the decisions of the last ttl "
+                 "it may have lost", extra={"processor": self.id, "url": self.url, "decisions": self._journaled})
+        if self._replay:
+            self._queued.set()
+
+    async def _write_again(self) -> None:
+        """One batch of those to write again, when its turn comes; those older than ttl are left."""
+        wait = self._replay_at - time.monotonic()
+        if wait > 0:  # meanwhile new decisions go first
+            await asyncio.sleep(min(wait, self.config.flush_interval))
+            return
+        oldest = time.monotonic() - self._ttl_ms / 1000
+        batch = {trace_id: stamp for trace_id, stamp in self._replay.popleft().items() if abs(stamp) > oldest}
+        if not self._pending and not self._replay:
+            self._queued.clear()
+        self._replay_at = time.monotonic() + _REPLAY_INTERVAL
+        if batch:
+            await self._write(batch, again=True)
+
+    def _resize(self, written: int, took: float) -> None:
+        """After a batch went through: one of the current size that took under a quarter of
+        operation_timeout doubles it (up to send_batch_size); one that took over three quarters
+        halves it, as a timeout would: at the edge of the timeout the next batch of that size
+        times out as often as not, each time an outage (a warning) of its own."""
+        if took > self.config.operation_timeout * 3 / 4:
+            self._batch_size = max(1, min(self._batch_size, written) // 2)
+        elif written >= self._batch_size and took < self.config.operation_timeout / 4:
+            self._batch_size = min(self._batch_size * 2, self.config.send_batch_size)
 
     def _refusals(self, refused: list[Exception]) -> None:
         """Count refused decisions; warn once per episode. Memory at maxmemory's edge frees and
@@ -377,7 +515,7 @@ class SharedDecisions:
         """A write command (DEL of a key that is not there), as a decision is one: a Redis that
         answers PING but stalls writes (paused clients) stays down, rather than coming up and
         failing again at once, a warning each time."""
-        self._replica = False
+        self._replica = self._loading = False
         try:
             async with self._timeout(self.config.connection_timeout + self.config.operation_timeout):
                 assert self._redis is not None, "probes run between start() and shutdown()"
@@ -413,6 +551,7 @@ class SharedDecisions:
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._count("errors", 1, operation)
+        self._loading = isinstance(exc, BusyLoadingError)
         if operation != "connect" and isinstance(exc, (TimeoutError, RedisTimeout)):
             self._unconfirmed = operation
         if self._down_since is None:  # a new outage (or no connection since start): say so once
@@ -441,7 +580,10 @@ class SharedDecisions:
     async def _reconnect_loop(self) -> None:
         """Probe with exponential backoff (jittered) while Redis is down; shutdown cancels it. A
         replica that answers READONLY is asked again every second at most: an endpoint's DNS name
-        leads to the new primary once its TTL is over, and the next probe should follow soon. The
+        leads to the new primary once its TTL is over, and the next probe should follow soon. So is
+        a server that answers LOADING (restarted, reading a large RDB or AOF): it answers as soon
+        as its data is in, and a backoff grown meanwhile would keep decisions local up to
+        `_BACKOFF_MAX` longer. The
         backoff goes on through probes that went through while the outage did not end (what timed
         out timed out again), and starts afresh with the next outage."""
         delay, outage = _BACKOFF_INITIAL, None
@@ -451,8 +593,11 @@ class SharedDecisions:
             if self._down_since != outage:
                 delay, outage = _BACKOFF_INITIAL, self._down_since
             while not self.up:
+                alive = self._replica or self._loading
+                delay = min(delay, _ALIVE_BACKOFF_MAX) if alive else delay
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 found = self._redis is None or await self._probe()
-                delay = min(delay * 2, _REPLICA_BACKOFF_MAX if self._replica else _BACKOFF_MAX)
+                alive = self._replica or self._loading
+                delay = min(delay * 2, _ALIVE_BACKOFF_MAX if alive else _BACKOFF_MAX)
                 if found:
                     break

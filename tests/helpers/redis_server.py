@@ -51,7 +51,7 @@ class RedisServer:
                 reply = sock.recv(64)
         except OSError:
             return False
-        return reply.startswith((b"+PONG", b"-NOAUTH"))
+        return reply.startswith((b"+PONG", b"-NOAUTH", b"-LOADING"))  # loading: up, not ready
 
     def kill(self) -> None:
         """SIGKILL by PID: Redis vanishes as in a crash."""
