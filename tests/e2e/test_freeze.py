@@ -60,8 +60,9 @@ def test_an_answer_that_came_while_the_agent_was_frozen_is_read_not_timed_out_an
         with frozen(agent):
             time.sleep(3.0)  # the answer comes 0.5 s after the request; the timeout falls due at 2 s
         wait_until(lambda: upstream.span_ids() >= sent, timeout=10, interval=0.1, message="every span delivered")
+        # every attempt's spans are kept by the upstream: a request sent again would be counted twice
+        # (how many requests carry the spans is the SDK's batching, which a loaded machine changes)
         assert len(upstream.spans()) == len(sent), "a request answered during the freeze was sent again"
-        assert upstream.attempts == 2
         assert "sending smaller requests" not in agent.log()
         assert "the agent did not run for a while" in agent.log()
     finally:
