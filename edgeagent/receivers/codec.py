@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError, Message
 from edgeagent.errors import BadRequestError
 from edgeagent.receivers import deprecated, utf8
 from edgeagent.signals import Metadata, Payload, Signal
+from otel.ids import invalid_id
 from otel.otlpjson import ID_FIELDS  # snake_case keys are made camelCase first (_object)
 
 PROTOBUF = "application/x-protobuf"
@@ -46,6 +47,9 @@ def decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, s
            client_address: str = "") -> Payload:
     """Parse a request body into a payload; raises BadRequestError(400) for malformed data."""
     payload = _decode(signal, body, content_type, metadata)
+    wrong = invalid_id(signal.label, payload.message, payload.items, payload.raw)
+    if wrong is not None:  # pdata refuses it: otelcol answers 400, and an otelcol upstream would too
+        raise BadRequestError(f"request body is not a valid {signal.request_class.__name__}: {wrong}")
     payload.client_address = client_address
     return payload
 
