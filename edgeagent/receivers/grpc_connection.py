@@ -244,6 +244,7 @@ class Connection(asyncio.Protocol):
             transport.close()
             return
         self._lingering = True
+        transport.resume_reading()  # paused (a backlog of frames, a peer not reading): what comes is dropped
         transport.write_eof()
         self._loop.call_later(_LINGER_SECONDS, transport.close)
 

@@ -199,6 +199,8 @@ class BoundedEncoder(Encoder):
         if self.header_table.resized:  # signalled in the next block: the smallest since, then this one
             smallest = min([*self.table_size_changes, size])
             self.table_size_changes = [size] if smallest == size else [smallest, size]
+        # hpack's table says whether the last setting changed it: one still unsignalled stays so
+        self.header_table.resized = bool(self.table_size_changes)
 
 
 class LengthBlindConnection(H2Connection):

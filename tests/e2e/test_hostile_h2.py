@@ -4,6 +4,7 @@ it, and the other clients on the port go on being served."""
 
 from __future__ import annotations
 
+import select
 import socket
 import statistics
 import struct
@@ -318,5 +319,36 @@ def test_connection_window_updates_cost_nothing_per_answer_waiting_for_its_strea
         elapsed = time.monotonic() - started
         assert any(isinstance(frame, PingFrame) and "ACK" in frame.flags for frame in frames)
         assert elapsed < 0.3, f"5,000 updates took {elapsed:.2f} s"
+    finally:
+        peer.close()
+
+
+def test_an_error_met_while_reading_waits_for_the_next_turn_still_reads_and_drops_what_follows(agent):
+    """A peer that sends more frames than one turn takes has its reading paused until the next
+    turn; an error met there closes the connection lingering (FIN, what still arrives read and
+    dropped for a moment, then close: closing with input unread resets the connection, and a reset
+    can overtake the GOAWAY that says why), but reading stayed paused: nothing was read, the
+    peer's window closed, and the close found its input unread all the same."""
+    peer = RawPeer(agent.grpc_port)
+    try:
+        peer.frames(lambda seen: any(isinstance(frame, SettingsFrame) for frame in seen), 5.0)
+        empty_settings = SettingsFrame(0).serialize()
+        bad_ping = b"\x00\x00\x00\x06\x00\x00\x00\x00\x00"  # a PING of no payload: FRAME_SIZE_ERROR
+        peer.sock.sendall(empty_settings * 150 + bad_ping)
+        peer.sock.setblocking(False)
+        filler = empty_settings * 10_000
+        started = time.monotonic()
+        late = 0  # bytes the agent took once the sockets' buffers had had time to fill
+        while (elapsed := time.monotonic() - started) < 0.8 and late <= 16 << 20:  # within the lingering second
+            select.select([], [peer.sock], [], 0.05)
+            try:
+                sent = peer.sock.send(filler)
+            except BlockingIOError:
+                continue
+            late += sent if elapsed > 0.4 else 0
+        assert late > 16 << 20, f"{late} bytes taken in the lingering's last 0.4 s"
+        peer.sock.setblocking(True)
+        frames = peer.frames(lambda seen: any(isinstance(frame, GoAwayFrame) for frame in seen), 5.0)
+        assert [frame.error_code for frame in frames if isinstance(frame, GoAwayFrame)][:1] == [0x6]
     finally:
         peer.close()

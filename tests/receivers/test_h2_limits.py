@@ -84,3 +84,19 @@ def test_the_encoder_signals_the_smallest_table_size_since_its_last_block_then_t
     assert block.startswith(b"\x20\x3f\xe1\x1f")  # 0, then 4096 (5-bit prefix integers)
     assert decoder.decode(block, raw=True) == [(b"grpc-status", b"0")]
     assert list(decoder.header_table.dynamic_entries) == [(b"grpc-status", b"0")]  # "kept" was evicted by 0
+
+
+def test_a_table_size_change_is_signalled_though_the_peer_repeats_its_setting_before_the_next_block():
+    # h2 sets the size for each SETTINGS frame naming it, changed or not: a repeated (or a larger,
+    # still 4 KiB) setting left the change unsignalled, and the peer's decoder, still at 100 bytes,
+    # met indexes of entries it had evicted
+    encoder, decoder = h2_limits.BoundedEncoder(), hpack.Decoder()
+    decoder.max_allowed_table_size = 65536
+    encoder.header_table_size = 100
+    assert decoder.decode(encoder.encode([(b"grpc-status", b"0")]), raw=True) == [(b"grpc-status", b"0")]
+    encoder.header_table_size = 65536
+    encoder.header_table_size = 8192
+    fields = [(b"x-%d" % i, b"v" * 60) for i in range(3)]
+    for _ in range(3):
+        assert decoder.decode(encoder.encode(fields), raw=True) == fields
+    assert decoder.header_table.maxsize == encoder.header_table.maxsize == 4096
