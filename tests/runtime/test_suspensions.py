@@ -94,3 +94,31 @@ def test_the_running_clock_stands_still_while_the_loop_does_not_run_and_never_go
     assert frozen < 1.6  # at most the heartbeat's tick and threshold of the 2 s counted
     assert 0.45 < after < 0.8
     assert readings == sorted(readings)
+
+
+def test_a_loop_held_again_and_again_by_the_agents_own_work_does_not_stretch_a_timeout_without_end():
+    # the loop held 1.4 s of every 1.8 s by work of its own (CPU spent): each late tick counted the
+    # whole span since the tick before as time not run, so the gaps met end to end and a timeout
+    # never fired while it lasted. Time the process spent on the CPU is time it ran.
+    def hold(seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            pass
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        suspensions.install(loop)
+        started = loop.time()
+        for cycle in range(4):  # 7 s of it at most
+            loop.call_later(0.4 + 1.8 * cycle, hold, 1.4)
+        try:
+            async with suspensions.timeout(1.5):
+                await asyncio.sleep(30)
+        except TimeoutError:
+            return loop.time() - started
+        finally:
+            suspensions.uninstall(loop)
+        return -1.0
+
+    fired = asyncio.run(main())
+    assert 1.4 < fired < 5.0, f"a 1.5 s timeout fired after {fired:.1f} s"
