@@ -26,34 +26,38 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from google.protobuf import descriptor_pool, message_factory
-from opentelemetry.proto.common.v1.common_pb2 import KeyValueList
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-from opentelemetry.proto.metrics.v1.metrics_pb2 import (
-    ExponentialHistogramDataPoint,
-    HistogramDataPoint,
-    NumberDataPoint,
-    SummaryDataPoint,
-)
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
 from otel.shape import LOGS, METRICS, TRACES, Shape
 
-# The data kinds of Metric (its `data` oneof): field number, name and data point class.
+# The data kinds of Metric (its `data` oneof): field number, name and data point class (_record_classes).
 _METRIC_KINDS = (
-    (5, "gauge", NumberDataPoint),
-    (7, "sum", NumberDataPoint),
-    (9, "histogram", HistogramDataPoint),
-    (10, "exponential_histogram", ExponentialHistogramDataPoint),
-    (11, "summary", SummaryDataPoint),
+    (5, "gauge", "NumberDataPoint"),
+    (7, "sum", "NumberDataPoint"),
+    (9, "histogram", "HistogramDataPoint"),
+    (10, "exponential_histogram", "ExponentialHistogramDataPoint"),
+    (11, "summary", "SummaryDataPoint"),
 )
+_RECORD_CLASS = {TRACES: "Span", LOGS: "LogRecord"}
+
+
+@functools.cache
+def _record_classes() -> dict[str, Any]:
+    """The real record classes and KeyValueList, by name, imported when first needed: the OTLP message modules, with
+    protobuf's runtime, are a tenth of the agent's start-up, and an agent adding no attributes never
+    needs them here."""
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.logs.v1 import logs_pb2
+    from opentelemetry.proto.metrics.v1 import metrics_pb2
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    points = {name: getattr(metrics_pb2, name) for _, _, name in _METRIC_KINDS}
+    return {"Span": trace_pb2.Span, "LogRecord": logs_pb2.LogRecord, "KeyValueList": common_pb2.KeyValueList, **points}
 
 
 @functools.cache
 def _shadow_classes() -> dict[str, Any]:
     """Build the shadow message classes in a private descriptor pool, when first needed: descriptor.proto's
     own classes, which describe them, take 0.6 MiB that an agent adding no attributes never uses."""
-    from google.protobuf import descriptor_pb2
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     file = descriptor_pb2.FileDescriptorProto(name="edgeagent/shadow.proto", package="edgeagent.shadow",
                                               syntax="proto3")
@@ -85,9 +89,6 @@ def _shadow_classes() -> dict[str, Any]:
             for name in ("Request", "MetricRequest")}
 
 
-_RECORD_CLASS = {TRACES: Span, LOGS: LogRecord}
-
-
 def append_attributes(shape: Shape, raw: bytes, attributes: bytes) -> bytes:
     """`raw` (a request of the signal `shape` describes) with the serialized KeyValueList `attributes`
     added to every span, log record or data point."""
@@ -109,10 +110,11 @@ def append_attributes(shape: Shape, raw: bytes, attributes: bytes) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _template(attributes: bytes, record_class: type) -> bytes:
-    """A serialized record of this class that holds only `attributes` (a serialized KeyValueList)."""
-    record = record_class()
-    record.attributes.extend(KeyValueList.FromString(attributes).values)
+def _template(attributes: bytes, record_class: str) -> bytes:
+    """A serialized record of this class (by name) that holds only `attributes` (a serialized KeyValueList)."""
+    classes = _record_classes()
+    record = classes[record_class]()
+    record.attributes.extend(classes["KeyValueList"].FromString(attributes).values)
     return record.SerializeToString()
 
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from edgeagent.appender import append_attributes
 from otel.cut import cut
@@ -24,8 +21,13 @@ from otel.merge import merge
 from otel.shape import LOGS, METRICS, TRACES, Shape
 from otel.wire import WireError
 
-ExportResponse = (trace_service_pb2.ExportTraceServiceResponse | metrics_service_pb2.ExportMetricsServiceResponse
-                  | logs_service_pb2.ExportLogsServiceResponse)
+if TYPE_CHECKING:
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    ExportResponse = (trace_service_pb2.ExportTraceServiceResponse | metrics_service_pb2.ExportMetricsServiceResponse
+                      | logs_service_pb2.ExportLogsServiceResponse)
 
 
 class Signal(enum.IntEnum):
@@ -43,11 +45,19 @@ class Signal(enum.IntEnum):
 
     @property
     def request_class(self) -> type[Message]:
-        return _REQUEST[self]
+        try:
+            return _REQUEST[self]
+        except KeyError:
+            _import_messages()
+            return _REQUEST[self]
 
     @property
     def response_class(self) -> type[ExportResponse]:
-        return _RESPONSE[self]
+        try:
+            return _RESPONSE[self]
+        except KeyError:
+            _import_messages()
+            return _RESPONSE[self]
 
     @property
     def shape(self) -> Shape:
@@ -65,16 +75,24 @@ class Signal(enum.IntEnum):
 
 
 _BY_NAME = {"traces": Signal.TRACES, "metrics": Signal.METRICS, "logs": Signal.LOGS}
-_REQUEST: dict[Signal, type[Message]] = {
-    Signal.TRACES: trace_service_pb2.ExportTraceServiceRequest,
-    Signal.METRICS: metrics_service_pb2.ExportMetricsServiceRequest,
-    Signal.LOGS: logs_service_pb2.ExportLogsServiceRequest,
-}
-_RESPONSE: dict[Signal, type[ExportResponse]] = {
-    Signal.TRACES: trace_service_pb2.ExportTraceServiceResponse,
-    Signal.METRICS: metrics_service_pb2.ExportMetricsServiceResponse,
-    Signal.LOGS: logs_service_pb2.ExportLogsServiceResponse,
-}
+_REQUEST: dict[Signal, type[Message]] = {}  # filled by _import_messages
+_RESPONSE: dict[Signal, type[ExportResponse]] = {}
+
+
+def _import_messages() -> None:
+    """The request and response classes, imported when a signal's are first asked for (a request, a
+    queue record): the OTLP message modules, with protobuf's runtime, are a tenth of the agent's
+    start-up, which needs none of them. Asking again costs a dict lookup."""
+    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    _RESPONSE.update({Signal.TRACES: trace_service_pb2.ExportTraceServiceResponse,
+                      Signal.METRICS: metrics_service_pb2.ExportMetricsServiceResponse,
+                      Signal.LOGS: logs_service_pb2.ExportLogsServiceResponse})
+    _REQUEST.update({Signal.TRACES: trace_service_pb2.ExportTraceServiceRequest,
+                     Signal.METRICS: metrics_service_pb2.ExportMetricsServiceRequest,
+                     Signal.LOGS: logs_service_pb2.ExportLogsServiceRequest})
 _SHAPE = {Signal.TRACES: TRACES, Signal.METRICS: METRICS, Signal.LOGS: LOGS}
 _ITEM_NAME = {Signal.TRACES: "spans", Signal.METRICS: "metric_points", Signal.LOGS: "log_records"}
 _GRPC_SERVICE = {

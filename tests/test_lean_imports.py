@@ -38,6 +38,8 @@ NOT_ON_THE_DEFAULT_PATH = [
     "cramjam",  # snappy and lz4, with the first body in them
     "tempfile",  # a compaction's scratch directory
     "edgeagent.queue.admin", "edgeagent.queue.maintenance",  # the control socket's verbs, with the first one
+    # the OTLP messages, with protobuf's descriptor pool and JSON mapping, come with the first request or record
+    "opentelemetry.proto", "google.rpc", "google.protobuf.descriptor_pool", "google.protobuf.json_format",
 ]
 # `python -m edgeagent`, writing the names in sys.modules to a file when the process exits
 RUN_AND_LIST_MODULES = ("import atexit, json, runpy, sys\n"

@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from pydantic import ValidationInfo, field_validator, model_validator
 
@@ -73,7 +72,7 @@ from edgeagent.masking import mask, shown_url, url_secrets
 from edgeagent.runtime.reload import Reloading
 from edgeagent.signals import Signal
 from edgeagent.tls import TlsClientConfig, reloading_client_context
-from otel.otlpjson import to_otlp_json
+from otel.otlpjson import parse_json, to_otlp_json
 
 log = logging.getLogger(__name__)
 _RETRYABLE_STATUS = (429, 502, 503, 504)
@@ -453,10 +452,10 @@ def _partial_success(signal: Signal, answer: _Answer) -> SendResult:
         if answer.content_type == "application/x-protobuf":
             response = signal.response_class.FromString(answer.content)
         elif answer.content_type == "application/json":
-            response = json_format.Parse(answer.content, signal.response_class(), ignore_unknown_fields=True)
+            response = parse_json(answer.content, signal.response_class())
         else:
             return SendResult()
-    except (DecodeError, json_format.ParseError, ValueError, RecursionError):
+    except (DecodeError, ValueError, RecursionError):
         if answer.content_type_header not in _CONTENT_TYPES.values():
             return SendResult()
         raise undecodable_answer(signal, answer.content, answer.status) from None

@@ -8,25 +8,25 @@ A key given twice in one object is read as otelcol's pdata reads it (see `_objec
 from __future__ import annotations
 
 import base64
-import binascii
+import functools
 import json
-import re
 import sys
 import weakref
 import zlib
 from collections.abc import Callable
-from typing import IO, Any, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 import zstandard
-from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from edgeagent.errors import BadRequestError
 from edgeagent.receivers import deprecated, utf8
 from edgeagent.signals import Metadata, Payload, Signal
 from otel.ids import invalid_id
-from otel.otlpjson import ID_FIELDS  # snake_case keys are made camelCase first (_object)
+from otel.otlpjson import ID_FIELDS, message_to_dict  # snake_case keys are made camelCase first (_object)
+
+if TYPE_CHECKING:
+    from google.protobuf.descriptor import Descriptor
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -59,7 +59,7 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
         try:
             payload = Payload.from_bytes(signal, body, metadata)
         except (DecodeError, ValueError) as exc:
-            descriptor = cast(Descriptor, signal.request_class.DESCRIPTOR)
+            descriptor = cast("Descriptor", signal.request_class.DESCRIPTOR)
             fixed = utf8.repaired(descriptor, body) if "utf-8" in str(exc).lower() else None
             if fixed is not None:  # otelcol keeps strings that are not UTF-8: keep the request too
                 return _decode(signal, fixed, content_type, metadata)
@@ -83,12 +83,20 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
     try:
         _hex_ids_to_base64(document)
         message = signal.request_class()
-        _Parser(True, None, _MAX_DEPTH).ConvertMessage(document, message, "")
-    except (json_format.ParseError, ValueError, TypeError) as exc:
+        _json_parse()(document, message)
+    except (ValueError, TypeError) as exc:
         raise BadRequestError(f"request body is not valid OTLP/JSON for {signal.label}: {exc}") from exc
     except RecursionError:  # deeper than the interpreter's stack, though json.loads took it
         raise BadRequestError(f"request body is OTLP/JSON for {signal.label} nested too deeply") from None
     return Payload.from_message(signal, message, metadata)
+
+
+@functools.cache
+def _json_parse() -> Callable[[dict[str, Any], Message], None]:
+    """The OTLP/JSON parser (json_parse.py), imported with the first JSON request."""
+    from edgeagent.receivers import json_parse
+
+    return json_parse.parse
 
 
 def _loads(body: bytes | str) -> Any:
@@ -104,80 +112,6 @@ def _loads(body: bytes | str) -> Any:
         if not exc.msg.startswith("Extra data"):
             raise
         return json.loads(exc.doc[:exc.pos], object_pairs_hook=_object)
-
-
-_MAX_DEPTH = 100  # json_format.ParseDict's default
-_ParseDictParser: Any = getattr(json_format, "_Parser")  # noqa: B009 (not in the type stubs)
-
-
-class _Parser(_ParseDictParser):
-    """ParseDict's parser, refusing an unknown enum name as pdata's ReadEnumValue does ("unknown
-    string value"): ignore_unknown_fields, needed to skip unknown keys as pdata does, would also
-    read it as 0 (a Sum without temporality, which backends drop). Any number is kept. And
-    refusing what is no object where a message belongs, as pdata's ReadObject does: the parser
-    would read the characters of `"body": "hello"` as unknown keys, an empty body. Two members of
-    one oneof keep the last, as in pdata, where the parser refuses them."""
-
-    def ConvertMessage(self, value: Any, message: Message, path: str) -> None:
-        if not isinstance(value, dict):
-            raise json_format.ParseError(f"expected a JSON object for {message.DESCRIPTOR.name} at "
-                                         f"{path.lstrip('.') or message.DESCRIPTOR.name}, got {type(value).__name__}")
-        super().ConvertMessage(value, message, path)
-
-    def _ConvertFieldValuePair(self, js: dict[str, Any], message: Message, path: str) -> None:
-        if len(js) > 1 and (oneofs := _ONEOFS.get(message.DESCRIPTOR)):
-            for members in oneofs:
-                given = [key for key, value in js.items() if key in members and value is not None]
-                if len(given) > 1:  # pdata sets the oneof at each member given, so the last stays
-                    js = {key: value for key, value in js.items() if key not in given[:-1]}
-        super()._ConvertFieldValuePair(js, message, path)
-
-    def _ConvertAndSetScalar(self, message: Message, field: FieldDescriptor, js_value: Any, path: str) -> None:
-        enum = field.enum_type
-        if enum is not None and isinstance(js_value, str) and js_value not in enum.values_by_name:
-            raise json_format.ParseError(f"unknown {enum.name} value {js_value!r} at {path.lstrip('.')}")
-        # ids are base64 of our own making (_hex_ids_to_base64): checking them again took 8% of a span's parse
-        if field.type == FieldDescriptor.TYPE_BYTES and isinstance(js_value, str) and field.json_name not in ID_FIELDS:
-            _check_base64(js_value, path)
-        try:
-            super()._ConvertAndSetScalar(message, field, js_value, path)
-        except json_format.ParseError:
-            if not isinstance(js_value, str) or not _SURROGATE.search(js_value):
-                raise
-            # a lone surrogate escape ("\ud83d", a pair cut in two): U+FFFD, as pdata reads it
-            super()._ConvertAndSetScalar(message, field, _SURROGATE.sub("\ufffd", js_value), path)
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")  # json.loads joins escaped pairs: what is left is alone
-_URL_SAFE = str.maketrans("-_", "+/")
-
-
-def _check_base64(value: str, path: str) -> None:
-    """Refuse bytes that are no base64, as pdata does: the parser skips what is no base64 character
-    and would keep other bytes than were sent. Padding may be left out, the URL-safe alphabet
-    used, and line breaks are skipped (as Go's decoder skips them)."""
-    text = value.replace("\r", "").replace("\n", "").translate(_URL_SAFE)
-    try:
-        base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error as exc:
-        raise json_format.ParseError(f"{value[:40]!r} at {path.lstrip('.')} is not base64: {exc}") from None
-
-
-def _oneofs(descriptor: Descriptor, found: dict[Any, tuple[frozenset[str], ...]]) -> None:
-    """The JSON names of each oneof's members, by message (AnyValue's value, Metric's data, a
-    point's value); a proto3 `optional` is a oneof of one, never given twice."""
-    if descriptor in found:
-        return
-    found[descriptor] = tuple(frozenset(field.json_name for field in oneof.fields)
-                              for oneof in descriptor.oneofs if len(oneof.fields) > 1)
-    for field in descriptor.fields:
-        if field.message_type is not None:
-            _oneofs(field.message_type, found)
-
-
-_ONEOFS: dict[Any, tuple[frozenset[str], ...]] = {}
-for _signal in Signal:
-    _oneofs(cast(Descriptor, _signal.request_class.DESCRIPTOR), _ONEOFS)
 
 
 # message fields that are members of a oneof: pdata starts a new one each time (SetEmpty...)
@@ -222,16 +156,19 @@ def _camel(key: str) -> str:
 
 def encode_response(message: Message, content_type: str) -> bytes:
     if content_type == JSON:
-        return json.dumps(json_format.MessageToDict(message)).encode()
+        return json.dumps(message_to_dict(message)).encode()
     return message.SerializeToString()
 
 
-def success_response(signal: Signal, content_type: str) -> bytes:
+def success_response(content_type: str) -> bytes:
     """The answer to a request kept whole, as otelcol's: partial_success present and empty
-    (protobuf `0a 00`, JSON `{"partialSuccess": {}}`)."""
-    response = signal.response_class()
-    response.partial_success.SetInParent()
-    return encode_response(response, content_type)
+    (protobuf `0a 00`, JSON `{"partialSuccess": {}}`), the same for the three signals (field 1
+    of each Export*ServiceResponse). Written out, not encoded: the receivers make it as they
+    start, which then needs none of protobuf's runtime (signals.py)."""
+    return _SUCCESS[content_type]
+
+
+_SUCCESS = {PROTOBUF: b"\n\x00", JSON: json.dumps({"partialSuccess": {}}).encode()}
 
 
 def _hex_ids_to_base64(node: Any) -> None:

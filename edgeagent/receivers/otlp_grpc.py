@@ -20,9 +20,6 @@ import logging
 import time
 from typing import Any
 
-from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2, status_pb2
-
 from edgeagent import auth, netaddr, tls
 from edgeagent.errors import BadRequestError, PermanentError, QueueFullError, RetryableError, UnauthenticatedError
 from edgeagent.grpc_status import StatusCode, name_of
@@ -78,7 +75,7 @@ class GrpcServer:
         include_metadata = self.config.include_metadata
         authenticator = auth.resolve(self.host, self.config.auth)
         observe = rpc_server_observer(getattr(self.host, "metrics", None), f"{signal.grpc_service}/Export")
-        success = codec.success_response(signal, codec.PROTOBUF)
+        success = codec.success_response(codec.PROTOBUF)
 
         async def export(call: grpc_call.GrpcCall) -> bytes:
             started = time.perf_counter()
@@ -157,6 +154,9 @@ def grpc_status(exc: BaseException, signal: Signal) -> tuple[StatusCode, str, tu
         return StatusCode(upstream_status.grpc_code(exc)), str(exc), ()
     if isinstance(exc, RetryableError):
         code = StatusCode.RESOURCE_EXHAUSTED if isinstance(exc, QueueFullError) else StatusCode.UNAVAILABLE
+        from google.protobuf import duration_pb2  # with the first refusal: protobuf comes with requests (signals.py)
+        from google.rpc import error_details_pb2, status_pb2
+
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int((exc.retry_after or 1.0) * 1e9))
         status = status_pb2.Status(code=code, message=str(exc))

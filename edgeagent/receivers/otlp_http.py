@@ -22,8 +22,6 @@ import logging
 import time
 from typing import Any, Protocol
 
-from google.rpc import status_pb2
-
 from edgeagent import auth, confighttp, netaddr
 from edgeagent.errors import BadRequestError, PermanentError, RetryableError, UnauthenticatedError
 from edgeagent.http1.server import Request, Response, Server
@@ -116,7 +114,7 @@ class HttpServer:
 
     def _handler(self, signal: Signal, consumer: Any):
         include_metadata = self.config.include_metadata
-        success = {content_type: codec.success_response(signal, content_type)
+        success = {content_type: codec.success_response(content_type)
                    for content_type in (codec.PROTOBUF, codec.JSON)}
         authenticator = auth.resolve(self.host, self.config.auth)
         request_params = self.config.auth.request_params if self.config.auth is not None else []
@@ -282,5 +280,7 @@ def error_response(exc: BaseException, content_type: str, signal: Signal) -> Res
         return Response(status, text=message + "\n", headers=headers)
     if content_type != codec.PROTOBUF:  # a 401 comes before the type is checked: otelcol answers it in JSON
         content_type = codec.JSON
+    from google.rpc import status_pb2  # with the first refusal: protobuf comes with requests (signals.py)
+
     body = codec.encode_response(status_pb2.Status(code=_GRPC_CODE.get(status, 2), message=message), content_type)
     return Response(status, body=body, content_type=content_type, headers=headers)

@@ -32,8 +32,6 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-
 from edgeagent.errors import BadRequestError, RetryableError
 from edgeagent.futures import settle
 from edgeagent.receivers import codec, deprecated
@@ -42,6 +40,8 @@ from otel.wire import read_varint
 
 if TYPE_CHECKING:
     import queue
+
+    from google.protobuf.descriptor import Descriptor  # protobuf comes with the first request (signals.py)
 
 MESSAGE_COST = 192  # arena bytes of the largest empty OTLP message (a Span: 177) with its slot in a list
 JSON_CONTAINER_COST = 96  # a Python dict or list (64 or 56 bytes) and its slot in its parent
@@ -80,7 +80,7 @@ def _plan(descriptor: Descriptor, plans: dict[str, Plan]) -> Plan:
     plan: Plan = {}
     plans[descriptor.full_name] = plan
     for field in descriptor.fields:
-        if field.type == FieldDescriptor.TYPE_MESSAGE and (sub := field.message_type) is not None:
+        if field.type == field.TYPE_MESSAGE and (sub := field.message_type) is not None:
             plan[field.number] = (min(MESSAGE_COST, 16 * len(sub.fields) + 32), _plan(sub, plans))
     return plan
 
@@ -114,7 +114,7 @@ _PLANS: dict[Signal, tuple[Plan, bytes]] = {}
 def _plan_of(signal: Signal) -> tuple[Plan, bytes]:
     made = _PLANS.get(signal)
     if made is None:
-        plan = _with_deprecated_scopes(_plan(cast(Descriptor, signal.request_class.DESCRIPTOR), {}))
+        plan = _with_deprecated_scopes(_plan(cast("Descriptor", signal.request_class.DESCRIPTOR), {}))
         made = _PLANS[signal] = (plan, bytes(sorted(set(range(256)) - _tag_bytes(plan, set()))))
     return made
 

@@ -9,9 +9,12 @@ strings.ToValidUTF8 would have it and as any strict upstream needs it. Only that
 
 from __future__ import annotations
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from typing import TYPE_CHECKING
 
 from otel.wire import LEN, WireError, field_at, length_delimited
+
+if TYPE_CHECKING:  # protobuf comes with the first request (signals.py)
+    from google.protobuf.descriptor import Descriptor
 
 MAX_DEPTH = 100  # the protobuf runtime's own nesting limit: deeper is refused anyway
 
@@ -37,9 +40,9 @@ def _repair(descriptor: Descriptor, data: bytes, start: int, end: int, depth: in
         field = descriptor.fields_by_number.get(number)
         value = None
         if field is not None and data[field_start] & 7 == LEN:
-            if field.type == FieldDescriptor.TYPE_STRING:
+            if field.type == field.TYPE_STRING:
                 value = _valid(data[value_start:field_end])
-            elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
+            elif field.type == field.TYPE_MESSAGE and field.message_type is not None:
                 value = _repair(field.message_type, data, value_start, field_end, depth + 1)
         if value is not None:
             out += (data[done:field_start], length_delimited(number, value))

@@ -536,3 +536,12 @@ def test_a_flood_of_resources_without_items_is_not_walked_for_ever_for_the_depre
         codec.decode(Signal.LOGS, body, codec.PROTOBUF)
     ordinary = _deprecated_form(_scopes(Signal.LOGS, 2)) * 100  # a hundred old resources: kept
     assert codec.decode(Signal.LOGS, ordinary, codec.PROTOBUF).items == 200
+
+
+@pytest.mark.parametrize("signal", list(Signal))
+@pytest.mark.parametrize("content_type", [codec.PROTOBUF, codec.JSON])
+def test_the_written_out_success_answer_is_the_encoded_response_with_an_empty_partial_success(signal, content_type):
+    response = signal.response_class()
+    response.partial_success.SetInParent()
+    assert codec.success_response(content_type) == codec.encode_response(response, content_type)
+    assert signal.response_class.FromString(codec.success_response(codec.PROTOBUF)) == response
