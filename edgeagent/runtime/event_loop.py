@@ -12,10 +12,11 @@ process made as Go's dialer makes them, the libraries' too (aiokafka's brokers).
   and the connect failed every time while the next address answered.
 - Listeners out of descriptors (EMFILE) stop accepting at the first failure and try again as Go's
   servers do, 5 ms doubling to 1 s (loop_errors.py says why asyncio's own accept loop spun).
-- A TLS connection reads into a buffer of one TLS record (TLS_READ_BUFFER), not asyncio's 256 kB,
-  which it allocates and writes at the connection's start: 200 idle TLS clients held 55 MiB, now
-  8 MiB (Go's TLS reads a record at a time too). Set on asyncio's class, for every TLS connection
-  of the process, the libraries' too; larger bodies take more reads, at no cost measured.
+- A TLS connection reads from its socket into a buffer of about one TLS record (TLS_READ_BUFFER),
+  not asyncio's 256 kB, which it allocates and writes at the connection's start: 200 idle TLS
+  clients held 55 MiB, now 8 MiB (Go's TLS reads a record at a time too). Set on asyncio's class,
+  for every TLS connection of the process, the libraries' too; larger bodies take more reads, at
+  no cost measured.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ NEXT_ADDRESS_DELAY = 0.25  # seconds into a connect that the next address starts
 _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 _FIRST_RETRY = 0.005  # seconds after a failed accept that followed a good one (Go's net/http)
 _LAST_RETRY = 1.0  # the most, doubling from the first
-TLS_READ_BUFFER = 17 * 1024  # a TLS record: 16 KiB of data, its header and its cipher's overhead
+TLS_READ_BUFFER = 17 * 1024  # about a TLS record: 16 KiB of data and its overhead (a larger one takes two reads)
 
 
 class AgentLoop(asyncio.SelectorEventLoop):
