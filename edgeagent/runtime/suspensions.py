@@ -59,7 +59,7 @@ class Heartbeat:
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._last = loop.time()
-        self._cpu = time.process_time()  # the process's CPU seconds at _last
+        self._cpu = time.process_time()  # the process's CPU seconds at the last tick
         self.gaps: collections.deque[tuple[float, float]] = collections.deque(maxlen=GAPS)
         self.lost = 0.0  # seconds not run since install
         self._running = 0.0  # the last running time read
@@ -72,6 +72,7 @@ class Heartbeat:
 
     def _tick(self) -> None:
         self.notice()
+        self._cpu = time.process_time()  # read at ticks only: each read is a system call
         self._handle = self._loop.call_later(TICK, self._tick)
 
     def notice(self) -> None:
@@ -80,11 +81,10 @@ class Heartbeat:
         began = self._last  # when the freeze began within the tick is unknown: counted from the last tick
         self._last = now
         if now - began - TICK <= THRESHOLD:
-            self._cpu = time.process_time()
             return
         cpu, self._cpu = self._cpu, time.process_time()
-        # CPU the process spent meanwhile is time it ran (its own work held the loop): held again and
-        # again, gaps counted whole met end to end and a timeout never fired while that lasted
+        # CPU the process spent since the last tick is time it ran (its own work held the loop): held
+        # again and again, gaps counted whole met end to end and a timeout never fired while that lasted
         lost = now - began - (self._cpu - cpu)
         if lost <= THRESHOLD:
             return
