@@ -234,7 +234,9 @@ def test_calls_of_thousands_of_tiny_fields_delay_the_other_connections_calls_by_
         flood += DataFrame(stream, EMPTY_MESSAGE, flags=["END_STREAM"]).serialize()
     waits = _waits_beside(agent, bytes(flood), lambda peer: peer.frames(lambda seen: _ended(seen) >= 60, 10.0))
     assert len(waits) >= 3, f"the flood went by in {len(waits)} calls"
-    assert statistics.mean(waits) < 0.12, f"calls took {sorted(waits)}"
+    # measured: a mean of 0.05 s (0.13 s on a loaded machine), where a turn that took all fifty
+    # blocks made it 0.3 s on a quiet one
+    assert statistics.mean(waits) < 0.2, f"calls took {sorted(waits)}"
 
 
 
