@@ -216,7 +216,8 @@ def test_a_flood_of_small_frames_delays_the_other_connections_calls_by_milliseco
     flood = SettingsFrame(0).serialize() * frames  # 1 MB, answered by as many acks
     waits = _waits_beside(agent, flood, lambda peer: _drain(peer.sock, 9 * frames, time.monotonic() + 10))
     assert len(waits) >= 3, f"the flood went by in {len(waits)} calls"
-    assert statistics.median(waits) < 0.05, f"calls took {sorted(waits)}"
+    # a few ms when taken a bounded number at a time, 0.33-0.56 s when a read was taken whole
+    assert statistics.median(waits) < 0.15, f"calls took {sorted(waits)}"
 
 
 def test_calls_of_thousands_of_tiny_fields_delay_the_other_connections_calls_by_a_few_of_them(agent):
@@ -320,7 +321,7 @@ def test_connection_window_updates_cost_nothing_per_answer_waiting_for_its_strea
         frames = peer.frames(lambda seen: any(isinstance(frame, PingFrame) for frame in seen), 10.0)
         elapsed = time.monotonic() - started
         assert any(isinstance(frame, PingFrame) and "ACK" in frame.flags for frame in frames)
-        assert elapsed < 0.3, f"5,000 updates took {elapsed:.2f} s"
+        assert elapsed < 1.0, f"5,000 updates took {elapsed:.2f} s"  # 3.2 s when each tried every answer
     finally:
         peer.close()
 

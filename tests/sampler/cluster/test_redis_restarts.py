@@ -112,7 +112,7 @@ def test_a_redis_loading_its_data_is_asked_every_second_and_shares_decisions_soo
         await _until(lambda: not _loading(server), timeout=10, message="the load's end")
         loaded = time.monotonic()
         await _until(lambda: shared.up, timeout=10, message="shared decisions up")
-        assert time.monotonic() - loaded < 1.2, time.monotonic() - loaded
+        assert time.monotonic() - loaded < 2.0, time.monotonic() - loaded  # a probe a second, on a loaded machine
         await shared.shutdown()
     try:
         asyncio.run(scenario())
