@@ -12,6 +12,8 @@ import pytest
 
 from edgeagent.runtime import suspensions
 
+pytestmark = pytest.mark.e2e  # each holds or waits on the loop for seconds
+
 
 async def _answer_during_a_freeze(freeze: float, timeout: float) -> str:
     """Wait for an answer that another thread gives while the loop is held for `freeze` seconds."""
