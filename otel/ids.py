@@ -40,29 +40,44 @@ CHUNK = 16_384  # items a lite parse holds at once
 Ids = tuple[tuple[str, int, int], ...]  # (field name, number, length) of an item's ids, by number
 
 
-def _lite_type(name: str, ids: Ids, links: bool) -> Callable[[bytes], Any]:
-    """The request's shape down to its items' ids (and a span's links' ids)."""
+# a lite type: message name -> its fields (name, number, the message type it holds, None for bytes;
+# a field of a message type is repeated unless its name starts with "single_")
+Schema = dict[str, tuple[tuple[str, int, str | None], ...]]
+
+
+def _lite_parse(package: str, schema: Schema) -> Callable[[bytes], Any]:
+    """The parse of `schema`'s "Request": a request's shape down to the fields it names (the rest is
+    an unknown field, discarded by the caller)."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # with the first request
 
     field_type = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name=f"edgeagent_ids_{name}.proto", package=f"ids{name}",
-                                              syntax="proto3")
-    item = file.message_type.add(name="Item")
-    for field, number, _ in ids:
-        item.field.add(name=field, number=number, type=field_type.TYPE_BYTES, label=field_type.LABEL_OPTIONAL)
-    if links:
-        item.field.add(name="links", number=13, type=field_type.TYPE_MESSAGE, label=field_type.LABEL_REPEATED,
-                       type_name=f".ids{name}.Link")
-        link = file.message_type.add(name="Link")
-        link.field.add(name="trace_id", number=1, type=field_type.TYPE_BYTES, label=field_type.LABEL_OPTIONAL)
-        link.field.add(name="span_id", number=2, type=field_type.TYPE_BYTES, label=field_type.LABEL_OPTIONAL)
-    for message, field, number, of in (("Scope", "items", 2, "Item"), ("Group", "scopes", 2, "Scope"),
-                                       ("Request", "groups", 1, "Group")):
-        file.message_type.add(name=message).field.add(name=field, number=number, type=field_type.TYPE_MESSAGE,
-                                                      label=field_type.LABEL_REPEATED, type_name=f".ids{name}.{of}")
+    file = descriptor_pb2.FileDescriptorProto(name=f"edgeagent_{package}.proto", package=package, syntax="proto3")
+    for message, fields in schema.items():
+        added = file.message_type.add(name=message)
+        for field, number, of in fields:
+            if of is None:
+                added.field.add(name=field, number=number, type=field_type.TYPE_BYTES, label=field_type.LABEL_OPTIONAL)
+                continue
+            single = field.startswith("single_")
+            added.field.add(name=field.removeprefix("single_"), number=number, type=field_type.TYPE_MESSAGE,
+                            label=field_type.LABEL_OPTIONAL if single else field_type.LABEL_REPEATED,
+                            type_name=f".{package}.{of}")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"ids{name}.Request")).FromString
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Request")).FromString
+
+
+_ENVELOPE: Schema = {"Scope": (("items", 2, "Item"),), "Group": (("scopes", 2, "Scope"),),
+                     "Request": (("groups", 1, "Group"),)}
+
+
+def _lite_type(name: str, ids: Ids, links: bool) -> Callable[[bytes], Any]:
+    """The request's shape down to its items' ids (and a span's links' ids)."""
+    item = tuple((field, number, None) for field, number, _ in ids)
+    schema: Schema = {"Item": item + ((("links", 13, "Link"),) if links else ()), **_ENVELOPE}
+    if links:
+        schema["Link"] = (("trace_id", 1, None), ("span_id", 2, None))
+    return _lite_parse(f"ids{name}", schema)
 
 
 def _layouts(ids: Ids) -> re.Pattern[bytes]:
@@ -84,39 +99,24 @@ _EXEMPLAR_HOLDERS = (("gauge", 5, 5), ("sum", 7, 5), ("histogram", 9, 8), ("expo
 def _lite_metrics_type() -> Callable[[bytes], Any]:
     """A metrics request's shape down to its exemplars' ids: what a request without exemplars
     leaves is an empty point each, 2 bytes, which tells it apart in C (ByteSize)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # with the first request
-
-    field_type = descriptor_pb2.FieldDescriptorProto
-    file = descriptor_pb2.FileDescriptorProto(name="edgeagent_ids_metrics.proto", package="idsmetrics",
-                                              syntax="proto3")
-
-    def message(name: str, *fields: tuple[str, int, str | None]) -> None:
-        added = file.message_type.add(name=name)
-        for field, number, of in fields:
-            if of is None:
-                added.field.add(name=field, number=number, type=field_type.TYPE_BYTES,
-                                label=field_type.LABEL_OPTIONAL)
-            else:
-                repeated = not field.startswith("single_")
-                added.field.add(name=field.removeprefix("single_"), number=number, type=field_type.TYPE_MESSAGE,
-                                label=field_type.LABEL_REPEATED if repeated else field_type.LABEL_OPTIONAL,
-                                type_name=f".idsmetrics.{of}")
-
-    message("Exemplar", ("span_id", 4, None), ("trace_id", 5, None))
+    schema: Schema = {"Exemplar": (("span_id", 4, None), ("trace_id", 5, None))}
     for kind, _, exemplars in _EXEMPLAR_HOLDERS:
-        message(f"Point_{kind}", ("exemplars", exemplars, "Exemplar"))
-        message(f"Data_{kind}", ("data_points", 1, f"Point_{kind}"))
-    message("Metric", *((f"single_{kind}", number, f"Data_{kind}") for kind, number, _ in _EXEMPLAR_HOLDERS))
-    message("Scope", ("metrics", 2, "Metric"))
-    message("Group", ("scopes", 2, "Scope"))
-    message("Request", ("groups", 1, "Group"))
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("idsmetrics.Request")).FromString
+        schema[f"Point_{kind}"] = (("exemplars", exemplars, "Exemplar"),)
+        schema[f"Data_{kind}"] = (("data_points", 1, f"Point_{kind}"),)
+    schema["Metric"] = tuple((f"single_{kind}", number, f"Data_{kind}") for kind, number, _ in _EXEMPLAR_HOLDERS)
+    schema["Scope"] = (("metrics", 2, "Metric"),)
+    return _lite_parse("idsmetrics", {**schema, "Group": _ENVELOPE["Group"], "Request": _ENVELOPE["Request"]})
 
 
 _SPAN: Ids = (("trace_id", 1, 16), ("span_id", 2, 8), ("parent_span_id", 4, 8))
 _LOG_RECORD: Ids = (("trace_id", 9, 16), ("span_id", 10, 8))
+
+
+def prepare() -> None:
+    """Build the lite types now (codec.load_ahead)."""
+    _lite("traces")
+    _lite("logs")
+    _lite_metrics()
 
 
 @functools.cache
