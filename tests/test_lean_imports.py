@@ -32,15 +32,17 @@ NOT_ON_THE_DEFAULT_PATH = [
     # periodic metric readers push through the otlp exporters' clients: only with a periodic reader
     "edgeagent.service.periodic", "edgeagent.exporters.otlp", "edgeagent.exporters.grpc_client",
     "edgeagent.service.metrics_otlp",
-    "google.protobuf.descriptor_pb2",  # the appender's shadow classes, built when attributes are first added
     # HTTP/2 comes with the gRPC receiver's first connection (receivers/grpc_connection.py)
     "h2", "hpack", "hyperframe", "edgeagent.receivers.grpc_connection",
     "cramjam",  # snappy and lz4, with the first body in them
     "tempfile",  # a compaction's scratch directory
     "edgeagent.queue.admin", "edgeagent.queue.maintenance",  # the control socket's verbs, with the first one
-    # the OTLP messages, with protobuf's descriptor pool and JSON mapping, come with the first request or record
-    "opentelemetry.proto", "google.rpc", "google.protobuf.descriptor_pool", "google.protobuf.json_format",
+    # (the OTLP messages, protobuf's descriptor pool and JSON mapping come just after ready: LOADED_AHEAD)
 ]
+# what a first request needs, loaded once the agent is ready (receivers/codec.py load_ahead), so that
+# a start is ready without it and a first request meets it loaded, also with no descriptor free
+LOADED_AHEAD = ["opentelemetry.proto.collector.trace.v1.trace_service_pb2", "google.rpc.status_pb2",
+                "google.protobuf.json_format", "edgeagent.receivers.json_parse"]
 # `python -m edgeagent`, writing the names in sys.modules to a file when the process exits
 RUN_AND_LIST_MODULES = ("import atexit, json, runpy, sys\n"
                         "out = sys.argv.pop(1)\n"
@@ -64,6 +66,7 @@ def test_the_default_config_imports_nothing_it_does_not_use(tmp_path):
     unwanted = sorted(name for name in imported
                       if any(name == top or name.startswith(top + ".") for top in NOT_ON_THE_DEFAULT_PATH))
     assert unwanted == []
+    assert set(LOADED_AHEAD) <= set(imported)
 
 
 def test_a_verb_leaves_the_collector_at_its_steady_threshold(capsys):

@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError, Message
 from edgeagent.errors import BadRequestError
 from edgeagent.receivers import deprecated, utf8
 from edgeagent.signals import Metadata, Payload, Signal
+from otel import ids, otlpjson
 from otel.ids import invalid_id
 from otel.otlpjson import ID_FIELDS, message_to_dict  # snake_case keys are made camelCase first (_object)
 
@@ -89,6 +90,21 @@ def _decode(signal: Signal, body: bytes, content_type: str, metadata: dict[str, 
     except RecursionError:  # deeper than the interpreter's stack, though json.loads took it
         raise BadRequestError(f"request body is OTLP/JSON for {signal.label} nested too deeply") from None
     return Payload.from_message(signal, message, metadata)
+
+
+def load_ahead() -> None:
+    """What a first request needs that the start did not load (the message classes, the id check's
+    lite types, the JSON parser, the refusals' status messages), loaded as soon as the agent is
+    ready rather than by that request: an agent at its open-file limit could not import them for
+    the first request after a descriptor came free, which got a 500 (not retried by clients)."""
+    from google.protobuf import duration_pb2  # noqa: F401  - refusals' RetryInfo (receivers/otlp_grpc.py)
+    from google.rpc import error_details_pb2, status_pb2  # noqa: F401  - refusals' Status
+
+    for signal in Signal:
+        signal.request_class  # noqa: B018  - imports the message modules
+    ids.prepare()
+    _json_parse()
+    otlpjson.message_to_dict(Signal.TRACES.response_class())  # protobuf's JSON mapping
 
 
 @functools.cache

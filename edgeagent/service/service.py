@@ -20,6 +20,7 @@ from edgeagent.component import Role
 from edgeagent.config.loader import AgentConfig
 from edgeagent.errors import ShutdownError
 from edgeagent.extensions.metrics import Metrics
+from edgeagent.receivers import codec
 from edgeagent.runtime import supervise
 from edgeagent.runtime.control import ControlServer, socket_path
 from edgeagent.service import health
@@ -370,6 +371,9 @@ class Service:
         backlog = {q.name: q.items for q in self.graph.queues if q.items}
         log.info("edgeagent is ready", extra={"version": __version__, "backlog_items": sum(backlog.values()),
                                               "queues": backlog})
+        # the first request's modules, loaded before the loop serves anything else (codec.load_ahead):
+        # on a thread, a flood of connections right after the start could take every descriptor first
+        asyncio.get_running_loop().call_soon(codec.load_ahead)
         for name, queue in self.health()["unowned_queues"].items():
             log.warning("a queue holds data that no exporter of the config sends", extra={"queue": name, **queue})
 
@@ -539,3 +543,4 @@ async def _quietly(awaitable: Awaitable[Any], what: str) -> None:
 def _out_of_resources(error: BaseException | None) -> bool:
     """Whether `error` is the process's want of a descriptor (or of memory), not the fault of what it opened."""
     return isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
+
