@@ -10,10 +10,16 @@ from edgeagent.runtime import logwriter
 
 
 def _read_all(reader: int, until: bytes, timeout: float = 5.0) -> bytes:
+    """What came on `reader` until `until` did, or `timeout` passed (read without blocking: a writer
+    that died writes nothing, and the test fails rather than waits)."""
+    os.set_blocking(reader, False)
     data = b""
     deadline = time.monotonic() + timeout
     while until not in data and time.monotonic() < deadline:
-        data += os.read(reader, 1 << 16)
+        try:
+            data += os.read(reader, 1 << 16)
+        except BlockingIOError:
+            time.sleep(0.01)
     return data
 
 
@@ -111,19 +117,6 @@ def test_a_line_longer_than_the_bound_reaches_an_output_that_takes_it():
     assert b"".join(received) == long_line + b"after\n"
 
 
-def _read_bounded(reader: int, until: bytes, timeout: float = 2.0) -> bytes:
-    """As _read_all, from a reader made non-blocking: what came within `timeout`, when `until` never does."""
-    os.set_blocking(reader, False)
-    data = b""
-    deadline = time.monotonic() + timeout
-    while until not in data and time.monotonic() < deadline:
-        try:
-            data += os.read(reader, 1 << 16)
-        except BlockingIOError:
-            time.sleep(0.01)
-    return data
-
-
 def test_a_non_blocking_output_on_a_high_descriptor_keeps_its_writer_alive():
     # an output another process made non-blocking waits for room; on a descriptor above select()'s
     # 1024 that wait raised ValueError, which ended the thread: every later line was lost, and
@@ -137,9 +130,9 @@ def test_a_non_blocking_output_on_a_high_descriptor_keeps_its_writer_alive():
     try:
         writer.write(b"waits for room\n")
         time.sleep(0.1)  # the thread meets the full pipe
-        data = _read_bounded(reader, b"waits for room\n")[filled:]
+        data = _read_all(reader, b"waits for room\n", 2.0)[filled:]
         writer.write(b"after\n")
-        data += _read_bounded(reader, b"after\n")
+        data += _read_all(reader, b"after\n", 2.0)
         assert writer.flush(2.0)
     finally:
         writer.close()
